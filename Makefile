@@ -1,0 +1,37 @@
+# `make demo` and `make test` each work on a fresh machine: they build .venv from pyproject.toml
+# when it is missing or older than pyproject.toml, then run.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONWARNINGS := ignore::DeprecationWarning
+
+.PHONY: demo test bench venv bench-venv clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,examples]'
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test,examples,bench]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/python examples/image_filter.py
+	$(BIN)/python examples/gan_sharing.py
+	$(BIN)/python examples/embedding_auto_reuse.py
+	@if [ -f examples/train_digits.py ]; then $(BIN)/python examples/train_digits.py; fi
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q tests
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,55 @@
+"""scoped_params: TF 1.x ``variable_scope``/``get_variable`` semantics as a pure JAX parameter store.
+
+>>> import scoped_params as sp
+>>> def fn(x):
+...     with sp.scope("dense"):
+...         w = sp.get_param("w", (x.shape[-1], 3))
+...     return x @ w
+>>> model = sp.transform(fn)
+"""
+
+from . import initializers as initializers
+from ._errors import (DtypeMismatchError as DtypeMismatchError,
+                      InitializerError as InitializerError,
+                      InvalidNameError as InvalidNameError,
+                      MissingRngError as MissingRngError,
+                      NameCollisionError as NameCollisionError,
+                      NotInTransformError as NotInTransformError,
+                      ParamExistsError as ParamExistsError,
+                      ParamNotFoundError as ParamNotFoundError,
+                      ParamsTypeError as ParamsTypeError,
+                      ReuseArgumentError as ReuseArgumentError,
+                      ScopedParamsError as ScopedParamsError,
+                      ScopeNestingError as ScopeNestingError,
+                      ShapeMismatchError as ShapeMismatchError,
+                      StateError as StateError)
+from ._frame import next_rng_key as next_rng_key
+from ._frame import record as record
+from ._frame import regularization_loss as regularization_loss
+from ._params import get_param as get_param
+from ._params import get_state as get_state
+from ._params import set_state as set_state
+from ._regularizers import l1_regularizer as l1_regularizer
+from ._regularizers import l2_regularizer as l2_regularizer
+from ._regularizers import no_regularizer as no_regularizer
+from ._scope import AUTO_REUSE as AUTO_REUSE
+from ._scope import Scope as Scope
+from ._scope import current_name_scope as current_name_scope
+from ._scope import get_scope as get_scope
+from ._scope import name_scope as name_scope
+from ._scope import scope as scope
+from ._spec import ParamSpec as ParamSpec
+from ._transform import Transformed as Transformed
+from ._transform import transform as transform
+from ._transform import transform_with_state as transform_with_state
+from ._tree import filter_tree as filter_tree
+from ._tree import flatten as flatten
+from ._tree import merge as merge
+from ._tree import partition as partition
+from ._tree import partition_by_collection as partition_by_collection
+from ._tree import partition_by_scope as partition_by_scope
+from ._tree import partition_trainable as partition_trainable
+from ._tree import select as select
+from ._tree import unflatten as unflatten
+
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""Exception classes and the wording of every error the library raises.
+
+Each class subclasses the builtin TF 1.x raises for the same misuse (``ValueError`` for naming, reuse,
+shape and dtype problems, ``TypeError`` for wrong argument types, ``RuntimeError`` for improper nesting
+or use outside a transform), so ``except ValueError`` code ported from TF keeps working. Messages name
+the full parameter path, say what was asked and what was found, and end with the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from typing import Iterable, Optional, Tuple
+
+Site = Optional[Tuple[str, int]]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_CONTEXTLIB = os.sep + "contextlib.py"
+
+
+def user_site(depth: int = 1) -> Site:
+    """(file, line) of the first caller frame outside this package (and outside contextlib)."""
+    f = sys._getframe(depth)
+    while f is not None:
+        filename = f.f_code.co_filename
+        if not filename.startswith(_PACKAGE_DIR) and not filename.endswith(_CONTEXTLIB):
+            return filename, f.f_lineno
+        f = f.f_back
+    return None
+
+
+def format_site(site: Site) -> str:
+    return f"{site[0]}:{site[1]}" if site else "<unknown location>"
+
+
+class ScopedParamsError(Exception):
+    """Base class of every error raised by scoped_params (mixed into a builtin exception type)."""
+
+
+class ParamExistsError(ScopedParamsError, ValueError):
+    """A parameter was requested with ``reuse=False`` but it was already created in this call."""
+
+
+class ParamNotFoundError(ScopedParamsError, ValueError):
+    """A parameter was requested with ``reuse=True`` (or in ``apply``) but it does not exist."""
+
+
+class ShapeMismatchError(ScopedParamsError, ValueError):
+    """A shared parameter was requested with a shape different from the stored one."""
+
+
+class DtypeMismatchError(ScopedParamsError, ValueError):
+    """A shared parameter was requested with a dtype different from the stored one."""
+
+
+class NameCollisionError(ScopedParamsError, ValueError):
+    """A full name would be both a parameter (leaf) and a scope (inner node) of the params tree."""
+
+
+class InvalidNameError(ScopedParamsError, ValueError):
+    """A scope or parameter name is not a valid path component."""
+
+
+class InitializerError(ScopedParamsError, ValueError):
+    """The initializer, shape and dtype given for a new parameter do not fit together."""
+
+
+class ReuseArgumentError(ScopedParamsError, ValueError):
+    """A ``reuse=`` argument TF 1.x would reject."""
+
+
+class ScopeNestingError(ScopedParamsError, RuntimeError):
+    """Scopes or name scopes were closed in a different order than they were opened."""
+
+
+class NotInTransformError(ScopedParamsError, RuntimeError):
+    """A model-side call (``get_param``, ``scope``, ...) ran outside ``init``/``apply`` of a transform."""
+
+
+class MissingRngError(ScopedParamsError, RuntimeError):
+    """``next_rng_key`` was called but ``apply`` was not given ``rng=``."""
+
+
+class StateError(ScopedParamsError, RuntimeError):
+    """State was used outside ``transform_with_state`` or set before it was declared."""
+
+
+class ParamsTypeError(ScopedParamsError, TypeError):
+    """``apply`` was given params (or state) that are not a nested mapping of arrays."""
+
+
+def not_in_transform(api: str) -> NotInTransformError:
+    return NotInTransformError(
+        f"sp.{api}() was called outside a transformed function.\n"
+        f"  asked: sp.{api}() with no sp.transform init/apply running in this thread or context\n"
+        "  fix: put the model code in a function `fn`, build `model = sp.transform(fn)` and call it through "
+        "`model.init(key, *args)` and `model.apply(params, *args)`."
+    )
+
+
+def nearest(name: str, candidates: Iterable[str], n: int = 3) -> list:
+    """Existing names a typo'd ``name`` most likely meant: edit-distance matches, then suffix matches."""
+    candidates = list(candidates)
+    close = difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
+    leaf = name.rsplit("/", 1)[-1]
+    for c in candidates:
+        if len(close) >= n:
+            break
+        if c not in close and c.rsplit("/", 1)[-1] == leaf:
+            close.append(c)
+    return close
+
+
+def name_scope_hint(name_stack: str, scope_name: str) -> str:
+    """The "name_scope does not name parameters" hint, when a plain name scope is active."""
+    if not name_stack:
+        return ""
+    last = name_stack.rsplit("/", 1)[-1]
+    # Inside `scope("x")` the name stack ends with x (or x_N); only plain name scopes deserve the hint.
+    scope_last = scope_name.rsplit("/", 1)[-1] if scope_name else ""
+    base = last.rsplit("_", 1)[0] if last.rsplit("_", 1)[-1].isdigit() else last
+    if scope_last and (last == scope_last or base == scope_last):
+        return ""
+    return (
+        f"\n  note: name_scope('{last}') is active but does not affect parameter names; "
+        f"use sp.scope('{last}') to namespace parameters."
+    )

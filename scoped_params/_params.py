@@ -1,0 +1,445 @@
+"""``get_param``, ``get_state`` and ``set_state``: create-or-fetch with TF 1.x ``get_variable`` rules.
+
+A request resolves its defaults from the current scope, runs the scope's custom getters, and ends in
+the frame's store: ``InitStore`` (during ``init``/``specs``) records a ``ParamSpec`` and returns an
+abstract placeholder; ``ApplyStore`` (during ``apply``) returns the array from ``params``. Both apply
+the same reuse rules (TF's ``_VariableStore._get_single_variable``), so a program that fails in one
+fails in the other with the same words.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _frame
+from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
+                      ParamExistsError, ParamNotFoundError, ShapeMismatchError, StateError,
+                      format_site, name_scope_hint, nearest, user_site)
+from ._scope import AUTO_REUSE, _describe_reuse
+from ._spec import ParamSpec
+from .initializers import default_initializer
+
+PARAM = "param"
+STATE = "state"
+
+_VALID_FULL_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+_TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource", "synchronization",
+                             "aggregation", "constraint", "partition_info", "kind"})
+
+
+# --- public entry points ------------------------------------------------------------------------
+
+
+def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None, dtype: Any = None, *,
+              trainable: bool = True, regularizer: Optional[Callable] = None,
+              collections: Optional[Sequence[str]] = None, sharding: Any = None) -> jax.Array:
+    """Create or fetch the parameter ``<current scope>/<name>`` (TF's ``tf.get_variable``).
+
+    With the scope's ``reuse=False`` (the default) the name must be new in this call, with
+    ``reuse=True`` it must exist, with ``sp.AUTO_REUSE`` either. ``init`` is called as
+    ``init(key, shape, dtype)`` (any ``jax.nn.initializers`` object), or is a constant (array or
+    number; it fixes the shape, so ``shape`` must then be omitted), or a no-argument callable
+    returning the value. With no initializer here or on any enclosing scope, floats get TF's
+    Glorot-uniform and integers/bools zeros. ``dtype=None`` means the scope's dtype (float32).
+
+    >>> def fn(x):
+    ...     with sp.scope("dense"):
+    ...         w = sp.get_param("w", (x.shape[-1], 3))
+    ...         b = sp.get_param("b", (3,), init=jax.nn.initializers.zeros)
+    ...     return x @ w + b
+    >>> params = sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 5)))
+    >>> params["dense"]["w"].shape
+    (5, 3)
+    """
+    frame = _frame._FRAME.get()
+    if frame is None:
+        raise _frame.not_in_transform("get_param")
+    return _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding,
+                    PARAM)
+
+
+def get_state(name: str, shape: Optional[Sequence[int]] = None, init: Any = None,
+              dtype: Any = None) -> jax.Array:
+    """Create or fetch the non-trainable state ``<current scope>/<name>`` (e.g. batch-norm statistics).
+
+    Same naming and reuse rules as ``get_param`` (state and parameters share one namespace, as TF's
+    ``moving_mean`` variables share it with weights). Returns the value ``set_state`` last wrote in
+    this call, else the one passed to ``apply``. Only under ``transform_with_state``.
+    """
+    frame = _frame._FRAME.get()
+    if frame is None:
+        raise _frame.not_in_transform("get_state")
+    if not frame.with_state:
+        raise _no_state("get_state", name)
+    return _request(frame, name, shape, init, dtype, False, None, None, None, STATE)
+
+
+def set_state(name: str, value: Any) -> None:
+    """Write the state ``<current scope>/<name>``; ``apply`` returns it in ``new_state``.
+
+    The state must have been declared by ``get_state`` earlier in the same call, and the value must
+    keep its shape and dtype. During ``init`` the value is checked and dropped: initial state comes
+    from the initializers only.
+    """
+    frame = _frame.current("set_state")
+    if not frame.with_state:
+        raise _no_state("set_state", name)
+    full = frame.scope.prefix + name
+    frame.store.set_state(frame, full, value)
+
+
+# --- resolution shared by both stores ------------------------------------------------------------
+
+
+def _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding, kind):
+    if type(name) is not str:
+        raise TypeError(f"get_param: name must be a string, got {type(name).__name__} ({name!r}).")
+    scope = frame.scope
+    if dtype is not None and init is not None and not callable(init):
+        init_dtype = _constant_dtype(init)
+        if init_dtype != jax.dtypes.canonicalize_dtype(dtype):
+            raise InitializerError(
+                f"Initializer type '{init_dtype}' and explicit dtype '{np.dtype(dtype)}' don't match "
+                f"for '{scope.prefix}{name}'.\n"
+                "  fix: drop dtype= (a constant initializer fixes the dtype) or cast the constant."
+            )
+    if init is None:
+        init = scope.initializer
+    if dtype is None:
+        dtype = scope.dtype
+    if regularizer is None:
+        regularizer = scope.regularizer
+    if scope.trainable is False:
+        trainable = False
+    full = scope.prefix + name
+    getter = scope.custom_getter
+    store = frame.store
+    if getter is None:
+        return store.get(frame, full, shape, dtype, init, regularizer, scope.reuse, trainable,
+                         collections, scope.partitioner, sharding, kind)
+
+    def true_getter(name, shape=None, dtype=dtype, initializer=None, regularizer=None, reuse=None,
+                    trainable=trainable, collections=None, partitioner=None, sharding=None,
+                    **tf_kwargs):
+        unknown = set(tf_kwargs) - _TF_ONLY_KWARGS
+        if unknown:
+            raise TypeError(f"custom getter passed unknown arguments {sorted(unknown)} for '{name}'.")
+        return store.get(frame, name, shape, np.dtype(dtype) if dtype is not None else scope.dtype,
+                         initializer, regularizer, scope.reuse if reuse is None else reuse,
+                         trainable, collections, partitioner, sharding, kind)
+
+    return getter(true_getter, full, shape=shape, dtype=dtype, initializer=init,
+                  regularizer=regularizer, reuse=scope.reuse, trainable=trainable,
+                  collections=collections, partitioner=scope.partitioner, sharding=sharding)
+
+
+def _as_shape(shape: Any) -> Optional[Tuple]:
+    if shape is None:
+        return None
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    try:
+        return tuple(None if d is None else int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r}.") from None
+
+
+def _compatible(asked: Tuple, found: Tuple) -> bool:
+    return len(asked) == len(found) and all(a is None or a == f for a, f in zip(asked, found))
+
+
+def _shape_str(shape: Optional[Tuple]) -> str:
+    if shape is None:
+        return "<unknown>"
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _constant_dtype(value: Any) -> np.dtype:
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def _takes_no_args(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
+def _no_state(api: str, name: str) -> StateError:
+    return StateError(
+        f"sp.{api}({name!r}) needs a stateful transform, but the model was built with sp.transform.\n"
+        "  fix: build it with sp.transform_with_state(fn); then init returns (params, state) and "
+        "apply(params, state, ...) returns (out, new_state)."
+    )
+
+
+# --- error texts (one wording for init and apply) -------------------------------------------------
+
+
+def _exists_error(frame, full: str, site, shape, dtype) -> ParamExistsError:
+    scope = frame.scope
+    return ParamExistsError(
+        f"Variable {full} already exists, disallowed. Did you mean to set reuse=True or "
+        f"reuse=AUTO_REUSE in VarScope? Originally defined at:\n\n  {format_site(site)}\n\n"
+        f"  asked: a new '{full}' (reuse=False in scope '{scope.name}') at {format_site(user_site())}\n"
+        f"  found: '{full}' already created in this call with shape {_shape_str(shape)}, dtype "
+        f"{np.dtype(dtype).name}\n"
+        f"  fix: to share it, enter the scope with reuse=True (sp.scope({scope.name or 'scope'!r}, "
+        "reuse=True)), call sp.get_scope().reuse_variables(), or use reuse=sp.AUTO_REUSE; to make a "
+        "separate parameter, give it another name or scope (e.g. sp.scope(None, default_name=...))."
+        + name_scope_hint(frame.name_stack, scope.name)
+    )
+
+
+def _not_found_error(frame, full: str, existing, in_apply: bool) -> ParamNotFoundError:
+    scope = frame.scope
+    lines = [f"Variable {full} does not exist, or was not created with get_param(). Did you mean to "
+             "set reuse=AUTO_REUSE in VarScope?"]
+    if in_apply:
+        lines.append(f"  asked: '{full}' in apply, but params has no such entry. Was it created during "
+                     "init? Did the code path change (different Python flags or shapes than init)?")
+    else:
+        lines.append(f"  asked: '{full}' with reuse={_describe_reuse(scope.reuse)} in scope "
+                     f"'{scope.name}', before anything created it in this call")
+    close = nearest(full, existing)
+    lines.append("  found: " + (", ".join(f"'{c}'" for c in close) if close else "no similar names")
+                 + " among the existing names")
+    origin = scope.reuse_origin
+    if not in_apply and scope.reuse is True and origin is not None:
+        origin_name, origin_site, how = origin
+        lines.append(f"  reuse is on because scope '{origin_name}' set {how} at {format_site(origin_site)}; "
+                     "it is inherited by every sub-scope and cannot be turned back off inside it")
+    lines.append("  fix: create it first (reuse=False), use reuse=sp.AUTO_REUSE to create it when "
+                 "missing, or check the name" + (" and re-run init" if in_apply else "") + ".")
+    return ParamNotFoundError("\n".join(lines) + name_scope_hint(frame.name_stack, scope.name))
+
+
+def _shape_error(full, asked, found, site) -> ShapeMismatchError:
+    return ShapeMismatchError(
+        f"Trying to share variable {full}, but specified shape {_shape_str(asked)} and found shape "
+        f"{_shape_str(found)}.\n"
+        f"  found: created at {format_site(site)}\n"
+        "  fix: pass the stored shape, or shape=None to accept the stored one; if the model changed, "
+        "re-run init."
+    )
+
+
+def _dtype_error(full, asked, found, site) -> DtypeMismatchError:
+    return DtypeMismatchError(
+        f"Trying to share variable {full}, but specified dtype {np.dtype(asked).name} and found dtype "
+        f"{np.dtype(found).name}.\n"
+        f"  found: created at {format_site(site)}\n"
+        f"  note: dtype=None means the scope's dtype (float32 unless set), as in TF 1.x\n"
+        f"  fix: pass dtype={np.dtype(found).name} when sharing it."
+    )
+
+
+def _init_error(full, message, fix) -> InitializerError:
+    return InitializerError(f"{message} (parameter '{full}').\n  fix: {fix}")
+
+
+_CONST_SHAPE_FIX = "drop shape= (the constant's shape is used), or pass a callable initializer."
+
+
+# --- the two stores -------------------------------------------------------------------------------
+
+
+class InitStore:
+    """During ``init``/``specs``: record each new name's spec and hand out abstract placeholders."""
+
+    __slots__ = ("specs", "values", "prefixes")
+
+    def __init__(self):
+        self.specs: Dict[str, ParamSpec] = {}
+        self.values: Dict[str, Any] = {}
+        self.prefixes: set = set()
+
+    def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
+            partitioner, sharding, kind):
+        shape = _as_shape(shape)
+        constant = init is not None and not callable(init)
+        if constant and shape is not None:
+            raise _init_error(full, "If initializer is a constant, do not specify shape",
+                              _CONST_SHAPE_FIX)
+        spec = self.specs.get(full)
+        if spec is not None:
+            if reuse is False:
+                raise _exists_error(frame, full, spec.site, spec.shape, spec.dtype)
+            if shape is not None and not _compatible(shape, spec.shape):
+                raise _shape_error(full, shape, spec.shape, spec.site)
+            if jax.dtypes.canonicalize_dtype(dtype) != spec.dtype:
+                raise _dtype_error(full, dtype, spec.dtype, spec.site)
+            if spec.kind != kind:
+                raise _kind_error(full, spec.kind, kind)
+            return self.values[full]
+        if reuse is True:
+            raise _not_found_error(frame, full, self.specs, in_apply=False)
+        return self._create(frame, full, shape, dtype, init, regularizer, trainable, collections,
+                            partitioner, sharding, kind, constant)
+
+    def _create(self, frame, full, shape, dtype, init, regularizer, trainable, collections,
+                partitioner, sharding, kind, constant):
+        self._check_name(full)
+        if init is not None and not constant and shape is None:
+            if not _takes_no_args(init):
+                raise _init_error(
+                    full, "The initializer passed is not valid. It should be a callable with no "
+                    "arguments and the shape should not be provided or an initializer called as "
+                    "init(key, shape, dtype) and `shape` should be fully defined",
+                    "pass shape=..., or a constant / no-argument initializer that fixes it.")
+            init, constant = init(), True
+        if constant:
+            value = init if isinstance(init, jax.Array) or _is_tracer(init) else np.asarray(init)
+            dtype = jax.dtypes.canonicalize_dtype(value.dtype)
+            shape = tuple(value.shape)
+            if isinstance(value, np.ndarray):
+                init = value = value.astype(dtype)
+            else:
+                init = value
+            placeholder = jnp.asarray(value)
+        else:
+            dtype = jax.dtypes.canonicalize_dtype(dtype)
+            if init is None:
+                init = default_initializer(dtype)
+                if init is None:
+                    raise _init_error(full, f"An initializer for variable {full} of {dtype} is required",
+                                      "pass init=... (e.g. sp.initializers.zeros).")
+            if shape is None or any(d is None for d in shape):
+                raise _init_error(
+                    full, f"Shape of a new variable ({full}) must be fully defined, but instead was "
+                    f"{_shape_str(shape)}", "pass a complete shape=..., or a constant initializer.")
+            placeholder = jnp.zeros(shape, dtype)
+        site = user_site()
+        self.specs[full] = ParamSpec(
+            name=full, shape=shape, dtype=np.dtype(dtype), init=init,
+            trainable=bool(trainable) and kind == PARAM,
+            collections=tuple(collections) if collections else (), regularizer=regularizer,
+            sharding=sharding, partitioner=partitioner, kind=kind, site=site)
+        self.values[full] = placeholder
+        if regularizer is not None:
+            frame.regularized.append((regularizer, placeholder))
+        return placeholder
+
+    def _check_name(self, full: str) -> None:
+        if _VALID_FULL_NAME.match(full) is None or "//" in full or full.endswith("/"):
+            raise InvalidNameError(
+                f"'{full}' is not a valid parameter name.\n"
+                "  fix: use letters, digits and . _ - > with '/' only between non-empty components "
+                "(a name at the root cannot start with '_' or '-')."
+            )
+        if full in self.prefixes:
+            inner = next(n for n in self.specs if n.startswith(full + "/"))
+            raise NameCollisionError(
+                f"'{full}' cannot be a parameter: it is already a scope holding '{inner}', and the params "
+                "tree cannot hold a leaf and a sub-tree under one key.\n"
+                "  fix: rename the parameter or the scope."
+            )
+        parts = full.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in self.specs:
+                raise NameCollisionError(
+                    f"'{full}' cannot be created: '{prefix}' is already a parameter, so it cannot also be "
+                    "a scope, and the params tree cannot hold a leaf and a sub-tree under one key.\n"
+                    "  fix: rename the parameter or the scope."
+                )
+            self.prefixes.add(prefix)
+
+    def set_state(self, frame, full, value):
+        spec = self.specs.get(full)
+        if spec is None or spec.kind != STATE:
+            raise _undeclared_state(full)
+        _check_state_value(full, value, spec.shape, spec.dtype)
+
+
+class ApplyStore:
+    """During ``apply``: look names up in ``params``/``state`` and replay init's reuse rules."""
+
+    __slots__ = ("params", "state", "created")
+
+    def __init__(self, params: Dict[str, Any], state: Dict[str, Any]):
+        self.params = params
+        self.state = state
+        self.created: Dict[str, Any] = {}  # full name -> site of its first (creating) request
+
+    def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
+            partitioner, sharding, kind):
+        constant = init is not None and not callable(init)
+        if constant and shape is not None:
+            raise _init_error(full, "If initializer is a constant, do not specify shape",
+                              _CONST_SHAPE_FIX)
+        value = (self.params if kind is PARAM else self.state).get(full)
+        if value is None:
+            if full in (self.state if kind is PARAM else self.params):
+                raise _kind_error(full, STATE if kind is PARAM else PARAM, kind)
+            raise _not_found_error(frame, full, self.params if kind is PARAM else self.state,
+                                   in_apply=reuse is not True or full in self.created)
+        created = self.created
+        if reuse is True or (reuse is AUTO_REUSE and full in created):
+            if full not in created:
+                raise _not_found_error(frame, full, created, in_apply=False)
+        else:
+            if full in created:
+                raise _exists_error(frame, full, created[full], value.shape, value.dtype)
+            created[full] = user_site()
+            if regularizer is not None:
+                frame.regularized.append((regularizer, value))
+            # A creating request is checked against what init would have created.
+            if constant:
+                shape, dtype = np.shape(init), _constant_dtype(init)
+            elif shape is None:
+                return value  # a no-argument initializer fixes shape and dtype in init
+        if shape is not None:
+            if type(shape) is not tuple:
+                shape = _as_shape(shape)
+            if shape != value.shape and not _compatible(shape, value.shape):
+                raise _shape_error(full, shape, value.shape, created.get(full))
+        if value.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != value.dtype:
+            raise _dtype_error(full, dtype, value.dtype, created.get(full))
+        return value
+
+    def set_state(self, frame, full, value):
+        old = self.state.get(full)
+        if old is None or full not in self.created:
+            raise _undeclared_state(full)
+        _check_state_value(full, value, old.shape, old.dtype)
+        self.state[full] = value
+
+
+def _is_tracer(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _kind_error(full, found, asked) -> ValueError:
+    return ParamExistsError(
+        f"'{full}' is a {found} but was requested as a {asked}.\n"
+        f"  fix: use sp.get_{found}('{full.rsplit('/', 1)[-1]}') for it, or give the {asked} another name."
+    )
+
+
+def _undeclared_state(full: str) -> StateError:
+    return StateError(
+        f"sp.set_state: state '{full}' was not declared in this call.\n"
+        f"  fix: call sp.get_state('{full.rsplit('/', 1)[-1]}', shape, init) in the same scope first; "
+        "it fixes the state's shape, dtype and initial value."
+    )
+
+
+def _check_state_value(full: str, value: Any, shape, dtype) -> None:
+    vshape, vdtype = tuple(np.shape(value)), _constant_dtype(value)
+    if vshape != tuple(shape) or vdtype != dtype:
+        raise ShapeMismatchError(
+            f"sp.set_state: state '{full}' holds shape {_shape_str(tuple(shape))} dtype "
+            f"{np.dtype(dtype).name}, but the new value has shape {_shape_str(vshape)} dtype "
+            f"{np.dtype(vdtype).name}.\n  fix: cast/reshape the value to the declared shape and dtype."
+        )

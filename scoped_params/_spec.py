@@ -1,0 +1,42 @@
+"""ParamSpec: everything known about one parameter or state entry without allocating it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Tuple
+
+import numpy as np
+
+from ._errors import Site
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ParamSpec:
+    """What an abstract trace learns about one parameter (a leaf of ``model.specs(...)``).
+
+    Not registered as a pytree node, so ``jax.tree_util`` treats a spec as one leaf and a tree of
+    specs has the same structure as the params it describes.
+    """
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    init: Any  # initializer callable, or the constant array (after tracing)
+    trainable: bool = True
+    collections: Tuple[str, ...] = ()
+    regularizer: Optional[Callable] = None
+    sharding: Any = None  # jax.sharding.PartitionSpec or Sharding, as given to get_param
+    partitioner: Any = None  # the scope's partitioner, resolved by sp.sharding
+    kind: str = "param"  # "param" or "state"
+    site: Site = None  # (file, line) where it was created
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+    def __repr__(self) -> str:
+        return f"ParamSpec({self.name!r}, shape={self.shape}, dtype={np.dtype(self.dtype).name})"

@@ -1,0 +1,214 @@
+"""``transform`` and ``transform_with_state``: a model function becomes pure ``init`` and ``apply``."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+import jax
+import numpy as np
+
+from . import _frame
+from ._errors import ParamsTypeError
+from ._materialize import initialize, resolve_traced_constants
+from ._params import STATE, ApplyStore, InitStore
+from ._spec import ParamSpec
+from ._tree import flatten, unflatten
+
+# The init key is folded with this before it feeds next_rng_key(), so parameter keys (folded with
+# name hashes) and the model's own random keys never coincide.
+_RNG_STREAM = 0x5C0FED
+
+
+def _is_array_arg(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct, jax.core.Tracer))
+
+
+class _Split:
+    """Arguments split into array leaves (traced abstractly) and everything else (kept concrete)."""
+
+    def __init__(self, args: tuple, kwargs: dict):
+        leaves, self.treedef = jax.tree_util.tree_flatten((args, kwargs))
+        self.leaves = leaves
+        self.dynamic_index = [i for i, x in enumerate(leaves) if _is_array_arg(x)]
+
+    def dynamic(self) -> list:
+        return [self.leaves[i] for i in self.dynamic_index]
+
+    def rebuild(self, dynamic: list) -> Tuple[tuple, dict]:
+        leaves = list(self.leaves)
+        for i, x in zip(self.dynamic_index, dynamic):
+            leaves[i] = x
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def _as_key_struct(key: Any) -> Any:
+    return key if _is_array_arg(key) else np.asarray(key)
+
+
+def _trace_specs(fn: Callable, key: Any, args: tuple, kwargs: dict, with_state: bool):
+    """Run ``fn`` abstractly; return (InitStore with every spec, flat map of traced-constant values)."""
+    split = _Split(args, kwargs)
+    stores = []
+
+    def traced(key, dynamic):
+        store = InitStore()
+        frame = _frame.Frame(_frame.INIT, store, with_state,
+                             rng=jax.random.fold_in(key, _RNG_STREAM))
+        token = _frame.install(frame)
+        try:
+            a, k = split.rebuild(dynamic)
+            fn(*a, **k)
+        finally:
+            _frame.uninstall(token)
+        stores.append(store)
+        # Constants built with jnp inside fn are tracers here; return them to evaluate afterwards.
+        return [s.init for s in store.specs.values() if isinstance(s.init, jax.core.Tracer)]
+
+    closed = jax.make_jaxpr(traced)(_as_key_struct(key), split.dynamic())
+    store = stores[-1]
+    traced_names = [n for n, s in store.specs.items() if isinstance(s.init, jax.core.Tracer)]
+    constants = resolve_traced_constants(closed, traced_names) if traced_names else {}
+    return store, constants
+
+
+def _finalize_specs(store: InitStore, constants: Dict[str, Any]) -> Dict[str, ParamSpec]:
+    specs = dict(store.specs)
+    for name, value in constants.items():
+        specs[name] = dataclasses.replace(specs[name], init=value)
+    return specs
+
+
+def _split_kinds(flat: Dict[str, Any], specs: Dict[str, ParamSpec]):
+    params = {n: v for n, v in flat.items() if specs[n].kind != STATE}
+    state = {n: v for n, v in flat.items() if specs[n].kind == STATE}
+    return params, state
+
+
+def _flat_input(tree: Any, what: str) -> Dict[str, Any]:
+    if not isinstance(tree, dict):
+        if tree is None:
+            return {}
+        try:
+            tree = dict(tree)
+        except (TypeError, ValueError):
+            raise ParamsTypeError(
+                f"apply expected {what} as a nested dict of arrays (what init returned), got "
+                f"{type(tree).__name__}.\n  fix: pass the {what} init returned (or sp.unflatten(flat))."
+            ) from None
+    return flatten(tree)
+
+
+class Transformed:
+    """A model function turned into pure functions: ``init``, ``apply``, ``specs``.
+
+    Unpacks as ``init, apply = sp.transform(fn)``.
+    """
+
+    def __init__(self, fn: Callable, with_state: bool):
+        self._fn = fn
+        self._with_state = with_state
+        functools.update_wrapper(self, fn, updated=())
+
+    def __iter__(self) -> Iterator[Callable]:
+        yield self.init
+        yield self.apply
+
+    def __repr__(self) -> str:
+        kind = "transform_with_state" if self._with_state else "transform"
+        return f"<sp.{kind}({getattr(self._fn, '__qualname__', self._fn)!r})>"
+
+    # -- init / specs ----------------------------------------------------------------------------
+
+    def init(self, key: jax.Array, *args: Any, **kwargs: Any):
+        """Trace ``fn`` abstractly, then run only the initializers.
+
+        Array arguments may be arrays or ``jax.ShapeDtypeStruct``s; other arguments (bools, numbers,
+        strings, configs) stay concrete. Returns ``params`` (``transform``) or ``(params, state)``
+        (``transform_with_state``), each a nested dict keyed by scope components.
+        """
+        store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
+        specs = _finalize_specs(store, constants)
+        values = initialize(key, specs)
+        params, state = _split_kinds(values, specs)
+        if self._with_state:
+            return unflatten(params), unflatten(state)
+        return unflatten(params)
+
+    def specs(self, *args: Any, **kwargs: Any):
+        """Every parameter's ``ParamSpec`` (name, shape, dtype, initializer, trainable, collections,
+        regularizer, sharding) from an abstract trace, allocating nothing.
+
+        Returns a nested dict shaped like ``params`` (``(params_specs, state_specs)`` for
+        ``transform_with_state``).
+        """
+        key = jax.ShapeDtypeStruct((2,), np.uint32)
+        store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
+        specs = _finalize_specs(store, constants)
+        params, state = _split_kinds(specs, specs)
+        if self._with_state:
+            return unflatten(params), unflatten(state)
+        return unflatten(params)
+
+    # -- apply -----------------------------------------------------------------------------------
+
+    def _run(self, params, state, args, kwargs, rng, records):
+        store = ApplyStore(_flat_input(params, "params"),
+                           _flat_input(state, "state") if self._with_state else {})
+        frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
+        token = _frame.install(frame)
+        try:
+            out = self._fn(*args, **kwargs)
+        finally:
+            _frame.uninstall(token)
+        if self._with_state:
+            return out, unflatten(store.state)
+        return out
+
+    def apply(self, params, *args: Any, rng: Optional[jax.Array] = None, **kwargs: Any):
+        """Run ``fn`` with ``params``: pure, never creates a parameter; jit/grad/vmap it freely.
+
+        ``transform``: ``apply(params, *args, rng=None, **kwargs) -> out``.
+        ``transform_with_state``: ``apply(params, state, *args, rng=None, **kwargs) -> (out, new_state)``.
+        """
+        if self._with_state:
+            if not args:
+                raise TypeError("apply of a transform_with_state model takes (params, state, *args).")
+            return self._run(params, args[0], args[1:], kwargs, rng, None)
+        return self._run(params, None, args, kwargs, rng, None)
+
+    def apply_with_intermediates(self, params, *args: Any, rng: Optional[jax.Array] = None,
+                                 **kwargs: Any):
+        """Like ``apply``, also returning a flat dict of every ``sp.record``ed value:
+        ``(apply's result, {"<name scope>/<name>": value})``."""
+        records: Dict[str, Any] = {}
+        if self._with_state:
+            if not args:
+                raise TypeError("apply of a transform_with_state model takes (params, state, *args).")
+            out = self._run(params, args[0], args[1:], kwargs, rng, records)
+        else:
+            out = self._run(params, None, args, kwargs, rng, records)
+        return out, records
+
+
+def transform(fn: Callable) -> Transformed:
+    """Turn a model function using ``sp.get_param``/``sp.scope`` into pure ``init`` and ``apply``.
+
+    >>> def fn(x):
+    ...     with sp.scope("linear"):
+    ...         w = sp.get_param("w", (x.shape[-1], 2))
+    ...     return x @ w
+    >>> model = sp.transform(fn)
+    >>> params = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    >>> out = jax.jit(model.apply)(params, jnp.ones((1, 3)))
+    """
+    return Transformed(fn, with_state=False)
+
+
+def transform_with_state(fn: Callable) -> Transformed:
+    """Like ``transform``, for models with ``sp.get_state``/``sp.set_state`` (e.g. batch norm).
+
+    ``init(key, *args) -> (params, state)``; ``apply(params, state, *args) -> (out, new_state)``.
+    """
+    return Transformed(fn, with_state=True)

@@ -1,0 +1,112 @@
+"""Nested params trees: flatten/unflatten by full name, and splitting by prefix, flag or collection."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+from ._errors import NameCollisionError
+
+Tree = Dict[str, Any]
+
+
+def flatten(tree: Mapping[str, Any], sep: str = "/") -> Dict[str, Any]:
+    """``{"a": {"b": x}} -> {"a/b": x}``: nested params to full names (leaves are anything not a dict)."""
+    flat: Dict[str, Any] = {}
+    _flatten_into(flat, "", tree, sep)
+    return flat
+
+
+def _flatten_into(flat: Dict[str, Any], prefix: str, node: Mapping[str, Any], sep: str) -> None:
+    for key, value in node.items():
+        if type(value) is dict or isinstance(value, Mapping):
+            _flatten_into(flat, prefix + key + sep, value, sep)
+        else:
+            flat[prefix + key] = value
+
+
+def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
+    """``{"a/b": x} -> {"a": {"b": x}}``: full names to the nested params tree."""
+    tree: Tree = {}
+    for name, value in flat.items():
+        parts = name.split(sep)
+        node = tree
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise NameCollisionError(
+                    f"'{name}' cannot be placed: '{sep.join(parts[:i + 1])}' is a leaf, not a scope.")
+            node = child
+        if parts[-1] in node:
+            raise NameCollisionError(
+                f"'{name}' cannot be placed: it is a scope holding other entries, or given twice.")
+        node[parts[-1]] = value
+    return tree
+
+
+def _under(name: str, prefix: str) -> bool:
+    """Literal scope-prefix match: "foo" covers "foo" and "foo/...", never "foo_1/..."."""
+    prefix = prefix.rstrip("/")
+    return not prefix or name == prefix or name.startswith(prefix + "/")
+
+
+def partition(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any]) -> Tuple[Tree, Tree]:
+    """Split a nested tree by ``predicate(full_name, leaf)`` into (matching, rest), both nested."""
+    yes, no = {}, {}
+    for name, leaf in flatten(tree).items():
+        (yes if predicate(name, leaf) else no)[name] = leaf
+    return unflatten(yes), unflatten(no)
+
+
+def filter_tree(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any]) -> Tree:
+    """The leaves of ``tree`` for which ``predicate(full_name, leaf)`` holds, nested."""
+    return partition(predicate, tree)[0]
+
+
+def select(tree: Mapping[str, Any], scope: str) -> Tree:
+    """The entries under scope prefix ``scope`` (a literal path prefix: ``"foo"`` never matches ``"foo_1"``)."""
+    return filter_tree(lambda name, _: _under(name, scope), tree)
+
+
+def partition_by_scope(tree: Mapping[str, Any], scope: str) -> Tuple[Tree, Tree]:
+    """(entries under ``scope``, the rest), with the literal prefix rule of ``select``."""
+    return partition(lambda name, _: _under(name, scope), tree)
+
+
+def _spec_lookup(specs: Mapping[str, Any]):
+    flat = flatten(specs)
+
+    def spec(name: str):
+        try:
+            return flat[name]
+        except KeyError:
+            raise KeyError(
+                f"'{name}' is in params but not in specs; compute specs with the same model and "
+                "arguments (model.specs(*args)).") from None
+
+    return spec
+
+
+def partition_trainable(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tuple[Tree, Tree]:
+    """(trainable, frozen) by each parameter's ``trainable`` flag in ``specs`` (``model.specs(...)``)."""
+    spec = _spec_lookup(specs)
+    return partition(lambda name, _: spec(name).trainable, params)
+
+
+def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],
+                            collection: str) -> Tuple[Tree, Tree]:
+    """(in ``collection``, the rest) by the ``collections=`` each parameter was created with."""
+    spec = _spec_lookup(specs)
+    return partition(lambda name, _: collection in spec(name).collections, params)
+
+
+def merge(*trees: Mapping[str, Any]) -> Tree:
+    """Recombine disjoint trees (e.g. the halves of a partition); a name in two trees is an error."""
+    flat: Dict[str, Any] = {}
+    for tree in trees:
+        for name, leaf in flatten(tree).items():
+            if name in flat:
+                raise NameCollisionError(f"merge: '{name}' is in more than one tree.")
+            flat[name] = leaf
+    return unflatten(flat)

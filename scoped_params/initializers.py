@@ -1,0 +1,147 @@
+"""Initializers with TF 1.x's names and defaults, called as ``init(key, shape, dtype)``.
+
+Every ``jax.nn.initializers`` object works with ``get_param`` as is; these add the TF 1.x spellings
+ported code uses, and TF's default (Glorot-uniform with TF's fan rules, which also cover rank-0 and
+rank-1 shapes that ``jax.nn.initializers.glorot_uniform`` refuses).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _fans(shape: Sequence[int]) -> Tuple[int, int]:
+    """TF's init_ops._compute_fans: rank 0 -> (1, 1), rank 1 -> (n, n), conv kernels by receptive field."""
+    if len(shape) < 1:
+        return 1, 1
+    if len(shape) == 1:
+        return int(shape[0]), int(shape[0])
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    receptive = int(np.prod(shape[:-2]))
+    return int(shape[-2]) * receptive, int(shape[-1]) * receptive
+
+
+def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"):
+    """TF 1.x ``variance_scaling_initializer`` (fan rules of ``_compute_fans``, any rank)."""
+    if mode not in ("fan_in", "fan_out", "fan_avg"):
+        raise ValueError(f"variance_scaling: invalid mode {mode!r}; use 'fan_in', 'fan_out' or 'fan_avg'.")
+    if distribution == "normal":
+        distribution = "truncated_normal"
+    if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
+        raise ValueError(f"variance_scaling: invalid distribution {distribution!r}.")
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in, fan_out = _fans(shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+        variance = scale / max(1.0, n)
+        if distribution == "uniform":
+            limit = math.sqrt(3.0 * variance)
+            return jax.random.uniform(key, shape, dtype, -limit, limit)
+        if distribution == "untruncated_normal":
+            return math.sqrt(variance) * jax.random.normal(key, shape, dtype)
+        # 0.879... is the stddev of a standard normal truncated to (-2, 2), as in TF.
+        stddev = math.sqrt(variance) / 0.87962566103423978
+        return stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+
+    return init
+
+
+def glorot_uniform():
+    """TF's default initializer for floating parameters: U(-l, l), l = sqrt(6 / (fan_in + fan_out))."""
+    return _GLOROT_UNIFORM
+
+
+def _glorot_uniform(key, shape, dtype=jnp.float32):
+    fan_in, fan_out = _fans(shape)
+    limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+_GLOROT_UNIFORM = _glorot_uniform
+
+
+def glorot_normal():
+    return variance_scaling(1.0, "fan_avg", "truncated_normal")
+
+
+def zeros(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.zeros(shape, dtype)
+
+
+def ones(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.ones(shape, dtype)
+
+
+def constant(value: Any = 0.0):
+    """TF's ``constant_initializer``: fill (or reshape a list/array) to the requested shape."""
+    array = np.asarray(value)
+
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        if array.ndim == 0:
+            return jnp.full(shape, array, dtype)
+        if array.size != int(np.prod(shape)):
+            raise ValueError(
+                f"constant initializer: {array.size} values cannot fill shape {tuple(shape)}."
+            )
+        return jnp.asarray(array.reshape(shape), dtype)
+
+    return init
+
+
+def random_normal(mean: float = 0.0, stddev: float = 1.0):
+    """TF's ``random_normal_initializer`` (defaults mean=0, stddev=1)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return mean + stddev * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+def truncated_normal(mean: float = 0.0, stddev: float = 1.0):
+    """TF's ``truncated_normal_initializer``: normal re-drawn beyond two standard deviations."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return mean + stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+
+    return init
+
+
+def random_uniform(minval: float = 0.0, maxval: float = 1.0):
+    """TF's ``random_uniform_initializer`` (float defaults [0, 1))."""
+
+    def init(key, shape, dtype=jnp.float32):
+        if jnp.issubdtype(dtype, jnp.integer):
+            return jax.random.randint(key, shape, int(minval), int(maxval), dtype)
+        return jax.random.uniform(key, shape, dtype, minval, maxval)
+
+    return init
+
+
+def default_initializer(dtype: np.dtype):
+    """TF's _get_default_initializer: Glorot-uniform for floats, zeros for integers and bools."""
+    if jnp.issubdtype(dtype, jnp.floating):
+        return _GLOROT_UNIFORM
+    if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+        return zeros
+    return None
+
+
+# TF 1.x spellings, so ported code reads the same.
+constant_initializer = constant
+zeros_initializer = lambda: zeros  # noqa: E731  (TF's zeros_initializer() is a factory)
+ones_initializer = lambda: ones  # noqa: E731
+random_normal_initializer = random_normal
+truncated_normal_initializer = truncated_normal
+random_uniform_initializer = random_uniform
+glorot_uniform_initializer = glorot_uniform
+glorot_normal_initializer = glorot_normal
+variance_scaling_initializer = variance_scaling
