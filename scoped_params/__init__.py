@@ -51,5 +51,13 @@ from ._tree import partition_by_scope as partition_by_scope
 from ._tree import partition_trainable as partition_trainable
 from ._tree import select as select
 from ._tree import unflatten as unflatten
+from . import layers as layers
+from ._layer_stack import layer_stack as layer_stack
+from . import mixed_precision as mixed_precision
+from . import sharding as sharding
+from .sharding import init_sharded as init_sharded
+from .sharding import shardings as shardings
+from . import checkpoint as checkpoint
+from ._summary import summary as summary
 
 __version__ = "0.1.0"

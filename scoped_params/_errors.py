@@ -126,3 +126,36 @@ def name_scope_hint(name_stack: str, scope_name: str) -> str:
         f"\n  note: name_scope('{last}') is active but does not affect parameter names; "
         f"use sp.scope('{last}') to namespace parameters."
     )
+
+
+class CheckpointError(ScopedParamsError):
+    """Base class of checkpoint errors; every message names the file it is about."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file (or TF 1.x checkpoint prefix/directory, or training step) does not exist."""
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno None] None: <filename>"
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class CheckpointCorruptError(CheckpointError, ValueError):
+    """The file is empty, truncated, bit-flipped or not a checkpoint at all.
+
+    ``sp.checkpoint.load`` never returns a partial or silently wrong tree: a file written by
+    ``sp.checkpoint.save`` carries a CRC-32 of all its bytes, checked on every load.
+    """
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """``init_from_checkpoint`` could not fill some parameters (missing, wrong shape or dtype, bad map)."""
+
+
+class MissingDependencyError(ScopedParamsError, ImportError):
+    """An optional dependency (``safetensors``, ``orbax-checkpoint``, ``tensorflow``) is not installed."""
+
+
+def missing_dependency(package: str, extra: str, what: str) -> MissingDependencyError:
+    return MissingDependencyError(
+        f"{what} needs the '{package}' package, which is not installed.\n"
+        f"  fix: pip install 'scoped_params[{extra}]'  (or: pip install {package})")

@@ -176,15 +176,18 @@ def _revert(log: list) -> None:
             node.hints = hints
 
 
-def _unique_scope_name(node: _Node, prefix: str) -> str:
+def _unique_scope_name(frame, node: _Node, prefix: str) -> str:
     """TF's _get_unique_variable_scope: ``prefix``, else the first free ``prefix_N``."""
     if _peek_count(node, prefix) == 0:
         return prefix
     # Counts under one parent only grow until the parent's table is dropped (which drops the hints
-    # with it), so every index below the hint stays taken and the scan can resume there.
+    # with it), so every index below the hint stays taken and the scan can resume there. A jump's
+    # exit rolls counts back, so a hint moved inside a jump is rolled back with them.
     idx = node.hints.get(prefix, 1)
     while _peek_count(node, f"{prefix}_{idx}") > 0:
         idx += 1
+    if frame.undo:
+        frame.undo[-1].append((node, node.count, node.children, dict(node.hints)))
     node.hints[prefix] = idx
     return f"{prefix}_{idx}"
 
@@ -355,6 +358,8 @@ class scope:
             )
         if isinstance(name_or_scope, str):
             _check_components(name_or_scope, f"sp.scope({name_or_scope!r})")
+        elif name_or_scope is None:
+            _check_components(default_name, f"sp.scope(None, default_name={default_name!r})")
         _check_getter(custom_getter)
         self._name_or_scope = name_or_scope
         self._default_name = default_name
@@ -422,9 +427,7 @@ class scope:
             frame.undo.append([])
         else:
             local = name_or_scope if name_or_scope is not None else _unique_scope_name(
-                old_node, self._default_name)
-            if name_or_scope is None:
-                _check_components(local, f"sp.scope(None, default_name={self._default_name!r})")
+                frame, old_node, self._default_name)
             full = f"{old_scope.name}/{local}" if old_scope.name else local
             if self._reuse:
                 reuse, origin = self._reuse, (full, user_site(), f"reuse={_describe_reuse(self._reuse)}")

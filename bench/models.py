@@ -1,0 +1,322 @@
+"""The benchmark models, written once per contender: hand-written JAX, scoped_params, Haiku, Flax linen.
+
+Every contender runs the same primitives (``lax.conv_general_dilated``, ``x @ w``, ``+ b``, relu /
+tanh) on parameters with the same names, so outputs agree given the same weights and the timings
+compare only what each framework adds. Weights are exchanged as a flat ``{"a/b/name": array}`` dict
+(scoped_params' full names); ``to_params(contender, flat)`` builds each contender's own tree.
+
+A contender is a ``Model`` with ``init(key, x)``, ``apply(params, x)`` (un-jitted) and a fresh
+``apply_fn()`` (a new Python function each call, so ``jax.jit(...).lower`` really traces).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+import scoped_params as sp
+
+CONTENDERS = ("jax", "scoped_params", "haiku", "flax")
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
+
+
+def _glorot(key, shape, dtype=jnp.float32):
+    # The same function for every contender (TF's default initializer, as scoped_params uses).
+    return sp.initializers.glorot_uniform()(key, shape, dtype)
+
+
+def _zeros(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.zeros(shape, dtype)
+
+
+def _normal(key, shape, dtype=jnp.float32):
+    return 0.01 * jax.random.normal(key, shape, dtype)
+
+
+@dataclasses.dataclass
+class Model:
+    contender: str
+    init: Callable  # (key, x) -> params
+    apply: Callable  # (params, x) -> out, un-jitted
+
+    def apply_fn(self) -> Callable:
+        apply = self.apply
+        return lambda params, x: apply(params, x)  # a fresh function: jit's cache cannot hit
+
+
+# --- model descriptions: (scope path, [(param name, shape, init)]) per layer -----------------------
+
+
+def conv_stack_layers(depth: int, channels: int = 32, k: int = 5):
+    return [(f"layer_{i}", [("weights", (k, k, channels, channels), _glorot),
+                            ("biases", (channels,), _zeros)]) for i in range(depth)]
+
+
+def tiny_layers(n: int, width: int = 4):
+    return [(f"layer_{i}", [("w", (width, width), _glorot), ("b", (width,), _zeros)])
+            for i in range(n)]
+
+
+def same_shape_params(n: int, width: int = 4):
+    return [(f"p_{i}", [("w", (width,), _normal)]) for i in range(n)]
+
+
+def two_layer(d_in: int = 4, hidden: int = 8, d_out: int = 2):
+    return [("dense_0", [("w", (d_in, hidden), _glorot), ("b", (hidden,), _zeros)]),
+            ("dense_1", [("w", (hidden, d_out), _glorot), ("b", (d_out,), _zeros)])]
+
+
+# --- the layer bodies, shared by every contender ---------------------------------------------------
+
+
+def conv_relu(x, w, b):
+    return jax.nn.relu(_conv(x, w) + b)
+
+
+def dense_tanh(x, w, b):
+    return jnp.tanh(x @ w + b)
+
+
+def summed(x, w):
+    return x + w
+
+
+# --- hand-written JAX ------------------------------------------------------------------------------
+
+
+def _hand_init(layers):
+    def init(key, x):
+        del x
+        keys = jax.random.split(key, sum(len(ps) for _, ps in layers))
+        params, i = {}, 0
+        for scope, ps in layers:
+            node = params
+            for part in scope.split("/"):
+                node = node.setdefault(part, {})
+            for name, shape, init_fn in ps:
+                node[name] = init_fn(keys[i], shape)
+                i += 1
+        return params
+    return init
+
+
+def _hand(kind, layers, n_layers):
+    if kind == "conv":
+        def apply(p, x):
+            for i in range(n_layers):
+                q = p[f"layer_{i}"]
+                x = conv_relu(x, q["weights"], q["biases"])
+            return x
+    elif kind == "dense":
+        def apply(p, x):
+            for i in range(n_layers):
+                q = p[f"layer_{i}"]
+                x = dense_tanh(x, q["w"], q["b"])
+            return x
+    elif kind == "two_layer":
+        def apply(p, x):
+            x = dense_tanh(x, p["dense_0"]["w"], p["dense_0"]["b"])
+            return dense_tanh(x, p["dense_1"]["w"], p["dense_1"]["b"])
+    elif kind == "same_shape":
+        def apply(p, x):
+            for i in range(n_layers):
+                x = summed(x, p[f"p_{i}"]["w"])
+            return x
+    elif kind == "image_filter":
+        def apply(p, x):
+            def filt(img, q):
+                y = conv_relu(img, q["conv1"]["weights"], q["conv1"]["biases"])
+                return conv_relu(y, q["conv2"]["weights"], q["conv2"]["biases"])
+            q = p["image_filters"]
+            return filt(x[0], q), filt(x[1], q)
+    else:
+        raise ValueError(kind)
+    return Model("jax", _hand_init(layers), apply)
+
+
+# --- scoped_params ---------------------------------------------------------------------------------
+
+
+def _sp(kind, layers, n_layers):
+    shapes = {scope: {name: (shape, init) for name, shape, init in ps} for scope, ps in layers}
+
+    def param(scope, name):
+        shape, init = shapes[scope][name]
+        return sp.get_param(name, shape, init=init)
+
+    if kind == "conv":
+        def fn(x):
+            for i in range(n_layers):
+                with sp.scope(f"layer_{i}"):
+                    x = conv_relu(x, param(f"layer_{i}", "weights"), param(f"layer_{i}", "biases"))
+            return x
+    elif kind == "dense":
+        def fn(x):
+            for i in range(n_layers):
+                with sp.scope(f"layer_{i}"):
+                    x = dense_tanh(x, param(f"layer_{i}", "w"), param(f"layer_{i}", "b"))
+            return x
+    elif kind == "two_layer":
+        def fn(x):
+            for s in ("dense_0", "dense_1"):
+                with sp.scope(s):
+                    x = dense_tanh(x, param(s, "w"), param(s, "b"))
+            return x
+    elif kind == "same_shape":
+        def fn(x):
+            for i in range(n_layers):
+                with sp.scope(f"p_{i}"):
+                    x = summed(x, param(f"p_{i}", "w"))
+            return x
+    elif kind == "image_filter":
+        # The seeds' tutorial, verbatim in spirit: conv_relu under conv1/conv2, shared by reuse.
+        def my_image_filter(img):
+            with sp.scope("conv1"):
+                w = sp.get_param("weights", (5, 5, 32, 32), init=_glorot)
+                b = sp.get_param("biases", (32,), init=_zeros)
+                y = conv_relu(img, w, b)
+            with sp.scope("conv2"):
+                w = sp.get_param("weights", (5, 5, 32, 32), init=_glorot)
+                b = sp.get_param("biases", (32,), init=_zeros)
+                return conv_relu(y, w, b)
+
+        def fn(x):
+            with sp.scope("image_filters") as s:
+                r1 = my_image_filter(x[0])
+                s.reuse_variables()
+                r2 = my_image_filter(x[1])
+            return r1, r2
+    else:
+        raise ValueError(kind)
+    model = sp.transform(fn)
+    return Model("scoped_params", model.init, model.apply)
+
+
+# --- Haiku -----------------------------------------------------------------------------------------
+
+
+def _haiku(kind, layers, n_layers):
+    import haiku as hk
+
+    def hk_init(init):
+        return lambda shape, dtype: init(hk.next_rng_key(), shape, dtype)
+
+    class Layer(hk.Module):
+        def __init__(self, spec, body, name):
+            super().__init__(name=name)
+            self.spec, self.body = spec, body
+
+        def __call__(self, x):
+            ps = [hk.get_parameter(n, s, init=hk_init(i)) for n, s, i in self.spec]
+            return self.body(x, *ps)
+
+    body = {"conv": conv_relu, "dense": dense_tanh, "two_layer": dense_tanh,
+            "same_shape": summed}.get(kind)
+
+    if kind == "image_filter":
+        def fn(x):
+            spec = layers[0][1]
+            with hk.name_scope("image_filters"):
+                c1, c2 = Layer(spec, conv_relu, "conv1"), Layer(spec, conv_relu, "conv2")
+            return c2(c1(x[0])), c2(c1(x[1]))
+    else:
+        def fn(x):
+            for scope, spec in layers:
+                x = Layer(spec, body, scope)(x)
+            return x
+
+    model = hk.transform(fn)
+    return Model("haiku", model.init, lambda p, x: model.apply(p, None, x))
+
+
+# --- Flax linen ------------------------------------------------------------------------------------
+
+
+def _flax(kind, layers, n_layers):
+    import flax.linen as nn
+
+    class Layer(nn.Module):
+        spec: Any
+        body: Callable
+
+        @nn.compact
+        def __call__(self, x):
+            ps = [self.param(n, i, s) for n, s, i in self.spec]
+            return self.body(x, *ps)
+
+    body = {"conv": conv_relu, "dense": dense_tanh, "two_layer": dense_tanh,
+            "same_shape": summed}.get(kind)
+
+    if kind == "image_filter":
+        class Filter(nn.Module):
+            @nn.compact
+            def __call__(self, img):
+                spec = layers[0][1]
+                return Layer(spec, conv_relu, name="conv2")(Layer(spec, conv_relu, name="conv1")(img))
+
+        class Top(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                f = Filter(name="image_filters")
+                return f(x[0]), f(x[1])
+    else:
+        class Top(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                for scope, spec in layers:
+                    x = Layer(spec, body, name=scope)(x)
+                return x
+
+    top = Top()
+    return Model("flax", top.init, top.apply)
+
+
+_BUILDERS = {"jax": _hand, "scoped_params": _sp, "haiku": _haiku, "flax": _flax}
+
+
+def build(contender: str, kind: str, n: int = 0) -> Model:
+    """The model ``kind`` ("conv", "dense", "two_layer", "same_shape", "image_filter") of size ``n``."""
+    layers = {"conv": conv_stack_layers, "dense": tiny_layers, "same_shape": same_shape_params,
+              "two_layer": lambda n: two_layer(), "image_filter": lambda n: conv_stack_layers(1)}[kind](n)
+    if kind == "image_filter":
+        layers = [("image_filters/conv1", layers[0][1]), ("image_filters/conv2", layers[0][1])]
+    return _BUILDERS[contender](kind, layers, n)
+
+
+# --- weights: one flat dict, each contender's tree ------------------------------------------------
+
+
+def to_params(contender: str, flat: Dict[str, Any]) -> Any:
+    """scoped_params' flat full names -> the contender's params tree."""
+    if contender in ("jax", "scoped_params"):
+        return sp.unflatten(flat)
+    if contender == "haiku":
+        out: Dict[str, Dict[str, Any]] = {}
+        for name, v in flat.items():
+            module, leaf = name.rsplit("/", 1)
+            out.setdefault(module, {})[leaf] = v
+        return out
+    if contender == "flax":
+        return {"params": sp.unflatten(flat)}
+    raise ValueError(contender)
+
+
+def example_input(kind: str, batch: int = 8, size: int = 32, channels: int = 32):
+    key = jax.random.key(1)
+    if kind == "conv":
+        return jax.random.normal(key, (batch, size, size, channels))
+    if kind == "image_filter":
+        return jax.random.normal(key, (2, batch, size, size, channels))
+    if kind == "two_layer":
+        return jax.random.normal(key, (2, 4))
+    return jax.random.normal(key, (2, 4))

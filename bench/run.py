@@ -1,0 +1,455 @@
+"""Benchmarks: hand-written JAX vs scoped_params vs Haiku vs Flax linen, in one process.
+
+    python bench/run.py            # the full run (`make bench`), < 10 minutes on 2 CPU cores
+    python bench/run.py --quick    # smoke run: small sizes, few repetitions
+    python bench/run.py --only trace_tiny_1000,eager_apply_two_layer   # a subset, for profiling
+
+Every metric runs its contenders interleaved (the order rotates each round, so background load
+hits all of them alike) and reports each contender's median and its ratio to hand-written JAX, the
+median of the per-round ratios. Writes ``bench/results/latest.json``, ``bench/RESULTS.md`` and
+``bench/results/cost_vs_params.png`` (not in ``--quick`` mode, unless ``--out`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import models  # noqa: E402
+
+import scoped_params as sp  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ALL = models.CONTENDERS
+
+
+def _block(tree):
+    jax.block_until_ready(tree)
+    return tree
+
+
+def interleave(fns: Dict[str, Callable[[], float]], rounds: int, warmup: int = 1) -> Dict[str, List[float]]:
+    """Run each contender's measurement ``rounds`` times, rotating the order every round."""
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            gc.collect()
+            times[n].append(fns[n]())
+    return times
+
+
+def summarize(times: Dict[str, List[float]], base: str = "jax") -> Dict[str, dict]:
+    out = {}
+    for n, ts in times.items():
+        entry = {"median_s": statistics.median(ts), "min_s": min(ts), "runs": len(ts)}
+        if base in times:
+            entry["ratio"] = statistics.median(t / b for t, b in zip(ts, times[base]))
+        out[n] = entry
+    return out
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def run():
+        t0 = time.perf_counter()
+        _block(fn())
+        return time.perf_counter() - t0
+    return run
+
+
+def per_call(fn: Callable[[], object], calls: int) -> Callable[[], float]:
+    def run():
+        t0 = time.perf_counter()
+        for _ in range(calls - 1):
+            fn()
+        _block(fn())
+        return (time.perf_counter() - t0) / calls
+    return run
+
+
+def shared_weights(kind: str, n: int, x):
+    """One set of weights (scoped_params' init), converted to every contender's tree."""
+    flat = sp.flatten(models.build("scoped_params", kind, n).init(jax.random.key(0), x))
+    return {c: models.to_params(c, flat) for c in ALL}
+
+
+def hlo_instructions(compiled) -> int:
+    count = 0
+    for line in compiled.as_text().splitlines():
+        line = line.strip()
+        if " = " in line and not line.startswith(("HloModule", "//")) and "{" not in line.split(" = ")[0]:
+            count += 1
+    return count
+
+
+# --- the metrics -----------------------------------------------------------------------------------
+
+
+def jitted_apply(kind, n, x, rounds, calls):
+    params = shared_weights(kind, n, x)
+    fns, hlo = {}, {}
+    for c in ALL:
+        m = models.build(c, kind, n)
+        f = jax.jit(m.apply_fn())
+        hlo[c] = hlo_instructions(f.lower(params[c], x).compile())
+        p = params[c]
+        fns[c] = per_call(lambda f=f, p=p: f(p, x), calls)
+    res = summarize(interleave(fns, rounds))
+    for c in ALL:
+        res[c]["hlo_instructions"] = hlo[c]
+    return res
+
+
+def trace_time(kind, n, x, rounds):
+    params = shared_weights(kind, n, x)
+    fns = {}
+    for c in ALL:
+        m = models.build(c, kind, n)
+        p = params[c]
+        fns[c] = timed(lambda m=m, p=p: jax.jit(m.apply_fn()).lower(p, x))
+    return summarize(interleave(fns, rounds))
+
+
+def eager_init(kind, n, x, rounds, contenders=ALL):
+    fns = {}
+    key = jax.random.key(0)
+    for c in contenders:
+        m = models.build(c, kind, n)
+        fns[c] = timed(lambda m=m: m.init(key, x))
+    return summarize(interleave(fns, rounds))
+
+
+def eager_apply(kind, n, x, rounds, calls):
+    params = shared_weights(kind, n, x)
+    fns = {}
+    for c in ALL:
+        m = models.build(c, kind, n)
+        p = params[c]
+        fns[c] = per_call(lambda m=m, p=p: m.apply(p, x), calls)
+    return summarize(interleave(fns, rounds, warmup=2))
+
+
+def jit_init_compile(kind, n, x, rounds):
+    key = jax.random.key(0)
+    fns = {}
+    for c in ALL:
+        m = models.build(c, kind, n)
+
+        def run(m=m):
+            init = m.init
+            t0 = time.perf_counter()
+            jax.jit(lambda k, x: init(k, x)).lower(key, x).compile()
+            return time.perf_counter() - t0
+        fns[c] = run
+    return summarize(interleave(fns, rounds))
+
+
+def stacked_compile(depths, x_width, rounds):
+    """Compile time (trace + lower + compile of jitted apply) vs depth, unrolled vs sp.layer_stack."""
+    layer_stack = getattr(sp, "layer_stack", None)
+    if layer_stack is None:
+        return {"status": "pending: sp.layer_stack does not exist yet"}
+    import jax.numpy as jnp
+
+    def block(x):
+        w = sp.get_param("w", (x_width, x_width))
+        b = sp.get_param("b", (x_width,), init=jax.nn.initializers.zeros)
+        return jnp.tanh(x @ w + b)
+
+    x = jnp.ones((2, x_width))
+    out = {"depths": list(depths), "unrolled_s": [], "stacked_s": []}
+    for depth in depths:
+        def unrolled(x, depth=depth):
+            for i in range(depth):
+                with sp.scope(f"layer_{i}"):
+                    x = block(x)
+            return x
+
+        def stacked(x, depth=depth):
+            with sp.scope("stack"):
+                return layer_stack(depth)(block)(x)
+
+        fns = {}
+        for label, fn in (("unrolled", unrolled), ("stacked", stacked)):
+            model = sp.transform(fn)
+            params = model.init(jax.random.key(0), x)
+
+            def run(model=model, params=params):
+                t0 = time.perf_counter()
+                jax.jit(lambda p, x: model.apply(p, x)).lower(params, x).compile()
+                return time.perf_counter() - t0
+            fns[label] = run
+        res = summarize(interleave(fns, rounds, warmup=0), base="unrolled")
+        out["unrolled_s"].append(res["unrolled"]["median_s"])
+        out["stacked_s"].append(res["stacked"]["median_s"])
+    out["stacked_growth"] = out["stacked_s"][-1] / out["stacked_s"][0]
+    out["unrolled_growth"] = out["unrolled_s"][-1] / out["unrolled_s"][0]
+    return out
+
+
+# --- targets ---------------------------------------------------------------------------------------
+
+
+def _best_anchor(res):
+    """Median over rounds is not kept per contender pair here, so compare medians."""
+    return min(res["haiku"]["median_s"], res["flax"]["median_s"])
+
+
+def judge(results: Dict[str, dict]) -> List[dict]:
+    rows = []
+
+    def row(metric, model, value, target, ok, note=""):
+        rows.append({"metric": metric, "model": model, "value": value, "target": target,
+                     "pass": ok, "note": note})
+
+    for key, label in (("apply_image_filter", "seeds' image filter"), ("apply_conv40", "40-deep conv stack")):
+        if key in results:
+            r = results[key]
+            ratio = r["scoped_params"]["ratio"]
+            row("jitted apply step", label, f"{ratio:.3f}x", "<= 1.05x", ratio <= 1.05)
+            hs, hj = r["scoped_params"]["hlo_instructions"], r["jax"]["hlo_instructions"]
+            row("optimized HLO instructions", label, f"{hs} vs {hj}", "equal", hs == hj)
+    for key, label in (("trace_conv40", "40-deep conv stack"), ("trace_tiny_1000", "1,000 tiny layers"),
+                       ("trace_tiny_4000", "4,000 tiny layers")):
+        if key in results:
+            ratio = results[key]["scoped_params"]["ratio"]
+            row("trace time (jit.lower)", label, f"{ratio:.3f}x", "<= 1.10x", ratio <= 1.10)
+    for key, label in (("init_conv40", "40-deep conv stack, 8x32x32x32"),
+                       ("init_same_4000", "4,000 same-shape params")):
+        if key in results:
+            r = results[key]
+            rel = r["scoped_params"]["median_s"] / _best_anchor(r)
+            row("eager init", label, f"{rel:.3f}x best of Haiku/Flax", "<= 0.5x", rel <= 0.5)
+    if "eager_apply_two_layer" in results:
+        ratio = results["eager_apply_two_layer"]["scoped_params"]["ratio"]
+        row("eager apply per call", "tiny 2-layer model", f"{ratio:.3f}x", "<= 1.15x", ratio <= 1.15)
+    if "jit_init_compile_conv40" in results:
+        r = results["jit_init_compile_conv40"]
+        rel = r["scoped_params"]["median_s"] / r["haiku"]["median_s"]
+        row("jit(init) compile", "40-deep conv stack", f"{rel:.3f}x Haiku", "<= 0.25x", rel <= 0.25)
+    if "compile_vs_depth" in results:
+        r = results["compile_vs_depth"]
+        if "status" in r:
+            row("compile vs depth", "repeated block, unrolled vs stacked", "pending", "stacked flat",
+                None, r["status"])
+        else:
+            flat = r["stacked_growth"] <= 1.5
+            row("compile vs depth", "repeated block, unrolled vs stacked",
+                f"stacked x{r['stacked_growth']:.2f}, unrolled x{r['unrolled_growth']:.2f} "
+                f"from depth {r['depths'][0]} to {r['depths'][-1]}", "stacked flat (<= 1.5x)", flat)
+    return rows
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import flax
+    import haiku
+    import jaxlib
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "dm-haiku": haiku.__version__, "flax": flax.__version__,
+            "scoped_params": sp.__version__, "load_average_at_start": load}
+
+
+def _fmt_time(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s * 1e6:.0f} µs"
+
+
+METRIC_LABELS = {
+    "apply_image_filter": "jitted apply, seeds' image filter (2 images, 8x32x32x32 each)",
+    "apply_conv40": "jitted apply, 40-deep 5x5x32x32 conv stack (8x32x32x32)",
+    "trace_conv40": "trace (jit.lower), 40-deep conv stack",
+    "trace_tiny_250": "trace (jit.lower), 250 tiny layers",
+    "trace_tiny_1000": "trace (jit.lower), 1,000 tiny layers",
+    "trace_tiny_4000": "trace (jit.lower), 4,000 tiny layers",
+    "init_conv40": "eager init, 40-deep conv stack (8x32x32x32)",
+    "init_same_250": "eager init, 250 same-shape params",
+    "init_same_1000": "eager init, 1,000 same-shape params",
+    "init_same_4000": "eager init, 4,000 same-shape params",
+    "eager_apply_two_layer": "eager apply per call, tiny 2-layer model",
+    "jit_init_compile_conv40": "jit(init) lower+compile, 40-deep conv stack",
+}
+
+
+def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall: float) -> None:
+    lines = ["# Benchmark results", "",
+             "Generated by `make bench` (`bench/run.py`); raw numbers in `bench/results/latest.json`.",
+             "Contenders run interleaved in one process; each figure is a median over rounds, and a",
+             "ratio is the median of per-round ratios to hand-written JAX (= 1).", "",
+             "## Machine", "",
+             f"- CPU: {info['cpu']}, {info['cores']} cores (shared; load average at start "
+             f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())})",
+             f"- Python {info['python']}, jax {info['jax']} / jaxlib {info['jaxlib']}, dm-haiku "
+             f"{info['dm-haiku']}, flax {info['flax']}, scoped_params {info['scoped_params']}",
+             f"- `make bench` wall time: {wall:.0f} s", "",
+             "## Targets", "", "| metric | model | scoped_params | target | |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        mark = "pending" if r["pass"] is None else ("pass" if r["pass"] else "**miss**")
+        lines.append(f"| {r['metric']} | {r['model']} | {r['value']} | {r['target']} | {mark} |")
+    lines += ["", "## All figures (median; ratio to hand-written JAX)", "",
+              "| metric | hand-written JAX | scoped_params | Haiku | Flax linen |",
+              "| --- | --- | --- | --- | --- |"]
+    for key, label in METRIC_LABELS.items():
+        r = results.get(key)
+        if not r:
+            continue
+        cells = []
+        for c in ALL:
+            e = r.get(c)
+            if e is None:
+                cells.append("—")
+            else:
+                extra = f" ({e['ratio']:.2f}x)" if "ratio" in e and c != "jax" else ""
+                hlo = f", {e['hlo_instructions']} HLO instr." if "hlo_instructions" in e else ""
+                cells.append(_fmt_time(e["median_s"]) + extra + hlo)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cvd = results.get("compile_vs_depth")
+    if cvd:
+        lines += ["", "## Compile time vs depth (jit of apply: trace + lower + compile)", ""]
+        if "status" in cvd:
+            lines.append(cvd["status"])
+        else:
+            lines += ["| depth | unrolled | sp.layer_stack |", "| --- | --- | --- |"]
+            for d, u, s in zip(cvd["depths"], cvd["unrolled_s"], cvd["stacked_s"]):
+                lines.append(f"| {d} | {_fmt_time(u)} | {_fmt_time(s)} |")
+    lines += ["", "![cost vs number of parameters](results/cost_vs_params.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def plot(path: Path, results: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (("trace_tiny_", 2, "trace time, jit(apply).lower (tiny dense layers)"),
+              ("init_same_", 1, "eager init (same-shape tiny parameters)"))
+    for ax, (prefix, per_layer, title) in zip(axes, panels):
+        sizes = sorted(int(k[len(prefix):]) for k in results if k.startswith(prefix))
+        if not sizes:
+            continue
+        for c, style in zip(ALL, ("k-o", "C0-s", "C1-^", "C2-v")):
+            ys = [results[f"{prefix}{n}"][c]["median_s"] for n in sizes]
+            ax.plot([n * per_layer for n in sizes], ys, style, label=c)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("number of parameters")
+        ax.set_ylabel("seconds (median)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def plan(quick: bool):
+    """(metric name, thunk) in run order. Sizes and rounds shrink in quick mode."""
+    conv = models.example_input("conv")
+    img = models.example_input("image_filter")
+    tiny = models.example_input("dense")
+    r = (lambda full, q: q if quick else full)
+    depth = r(40, 4)
+    tiny_sizes = r((250, 1000, 4000), (50, 200))
+    same_sizes = r((250, 1000, 4000), (50, 200))
+    steps = [
+        ("apply_image_filter", lambda: jitted_apply("image_filter", 0, img, r(15, 3), r(5, 2))),
+        ("apply_conv40", lambda: jitted_apply("conv", depth, conv, r(9, 3), 1)),
+        ("trace_conv40", lambda: trace_time("conv", depth, conv, r(15, 3))),
+    ]
+    for n in tiny_sizes:
+        steps.append((f"trace_tiny_{n}", lambda n=n: trace_time("dense", n, tiny, r(max(3, min(15, 4000 // n * 2)), 3))))
+    steps += [("init_conv40", lambda: eager_init("conv", depth, conv, r(7, 3)))]
+    for n in same_sizes:
+        steps.append((f"init_same_{n}", lambda n=n: eager_init("same_shape", n, tiny, r(max(3, min(11, 4000 // n * 2)), 3))))
+    steps += [
+        ("eager_apply_two_layer", lambda: eager_apply("two_layer", 0, tiny, r(25, 5), r(200, 20))),
+        ("jit_init_compile_conv40", lambda: jit_init_compile("conv", depth, conv, r(3, 1))),
+        ("compile_vs_depth", lambda: stacked_compile(r((8, 32, 128), (2, 4)), 16, r(3, 1))),
+    ]
+    return steps
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes and few rounds (smoke run)")
+    ap.add_argument("--only", default="", help="comma-separated metric names to run")
+    ap.add_argument("--out", default=None, help="results directory (default bench/results; "
+                    "--quick writes nothing unless given)")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    info = machine()
+    print(f"# {info['cpu']} x{info['cores']}, jax {info['jax']}, haiku {info['dm-haiku']}, "
+          f"flax {info['flax']}, load {info['load_average_at_start']}", flush=True)
+    only = {s for s in args.only.split(",") if s}
+    results = {}
+    for name, thunk in plan(args.quick):
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        results[name] = res = thunk()
+        brief = ", ".join(f"{c} {_fmt_time(e['median_s'])}" + (f" ({e['ratio']:.2f}x)" if "ratio" in e else "")
+                          for c, e in res.items() if isinstance(e, dict) and "median_s" in e)
+        print(f"{name:26s} {time.perf_counter() - t0:6.1f}s  {brief or res}", flush=True)
+    rows = judge(results)
+    wall = time.perf_counter() - t_start
+    for r in rows:
+        mark = "pending" if r["pass"] is None else ("pass" if r["pass"] else "MISS")
+        print(f"{mark:8s} {r['metric']} / {r['model']}: {r['value']} (target {r['target']})")
+    print(f"# wall time {wall:.0f} s")
+    if args.quick and args.out is None or only and args.out is None:
+        return 0
+    out = Path(args.out) if args.out else HERE / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": info, "wall_time_s": wall, "quick": args.quick, "results": results,
+               "targets": rows}
+    (out / "latest.json").write_text(json.dumps(payload, indent=1, default=float))
+    plot(out / "cost_vs_params.png", results)
+    md = HERE / "RESULTS.md" if args.out is None else out / "RESULTS.md"
+    write_markdown(md, results, rows, info, wall)
+    print(f"# wrote {out / 'latest.json'}, {md}, {out / 'cost_vs_params.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

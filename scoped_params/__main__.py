@@ -1,0 +1,38 @@
+"""Command line: ``python -m scoped_params inspect PATH [--tensor NAME] [--all]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scoped_params",
+                                     description="Tools for scoped_params checkpoints.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    inspect = commands.add_parser(
+        "inspect", help="list the tensors of a checkpoint, or print their values",
+        description="List names, shapes, dtypes and sizes of a scoped_params/safetensors weights "
+                    "file or a TF 1.x checkpoint (prefix, one of its files, or its directory).")
+    inspect.add_argument("path")
+    inspect.add_argument("--tensor", metavar="NAME", help="print this tensor's values")
+    inspect.add_argument("--all", action="store_true", help="print every tensor's values")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter, if TF loads
+    from ._errors import ScopedParamsError
+    from ._inspect import run
+
+    try:
+        run(args.path, tensor=args.tensor, all_values=args.all)
+    except (ScopedParamsError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""``python -m scoped_params inspect``: what a checkpoint holds, in the spirit of TF's inspect_checkpoint.
+
+Reads scoped_params/safetensors weights files (every byte verified) and TF 1.x checkpoints (names,
+shapes and dtypes from the index alone; values only when asked).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from ._errors import nearest
+
+
+class Entry(NamedTuple):
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str
+    size: int
+    nbytes: Optional[int]  # None when the dtype has no fixed size (TF strings)
+    note: str = ""
+
+
+def human_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return str(n)
+
+
+def format_table(headers: List[str], rows: List[List[str]], right: Tuple[int, ...] = ()) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+class _Source:
+    """One checkpoint, either format: its entries, metadata, and values on demand."""
+
+    def __init__(self, path: str):
+        from . import _tf1, checkpoint
+
+        self.path = path
+        self.metadata = {}
+        if _tf1.is_tf1_checkpoint(path) and not _looks_like_safetensors(path):
+            reader = _tf1._Reader(path)
+            self.kind = f"TF checkpoint {reader.prefix}"
+            names = set(reader.names())
+            self.entries = []
+            for name in sorted(names):
+                dtype = reader.dtypes[name]
+                shape = tuple(reader.shapes[name])
+                size = int(np.prod(shape, dtype=np.int64))
+                nbytes = size * dtype.size if reader.numeric(name) else None
+                note = "*" if _tf1.is_optimizer_entry(name, names) else ""
+                self.entries.append(Entry(name, shape, dtype.name, size, nbytes, note))
+            self.get = reader.get
+        else:
+            flat, self.metadata = checkpoint._read(path)
+            self.kind = f"weights file {path}"
+            self.entries = [Entry(n, a.shape, a.dtype.name, a.size, a.nbytes)
+                            for n, a in sorted(flat.items())]
+            self.get = flat.__getitem__
+
+
+def _looks_like_safetensors(path: str) -> bool:
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def table(source: _Source) -> str:
+    rows = [[e.name + e.note, str(list(e.shape)), e.dtype, f"{e.size:,}", human_bytes(e.nbytes)]
+            for e in source.entries]
+    total_size = sum(e.size for e in source.entries)
+    total_bytes = sum(e.nbytes or 0 for e in source.entries)
+    out = [source.kind, "",
+           format_table(["name", "shape", "dtype", "size", "bytes"], rows, right=(3, 4)), "",
+           f"{len(source.entries)} tensors, {total_size:,} values, {human_bytes(total_bytes)}"
+           + (f" ({total_bytes:,} bytes)" if total_bytes >= 1024 else "")]
+    if any(e.note for e in source.entries):
+        out.append("* optimizer state (slots, global_step): skipped by sp.checkpoint.load_tf1 "
+                   "unless include_optimizer_state=True")
+    if source.metadata:
+        out.append("metadata:")
+        out.extend(f"  {k}: {v}" for k, v in sorted(source.metadata.items()))
+    return "\n".join(out)
+
+
+def values(source: _Source, name: str) -> str:
+    entry = next((e for e in source.entries if e.name == name), None)
+    if entry is None:
+        hint = nearest(name, [e.name for e in source.entries])
+        raise KeyError(f"no tensor named {name!r} in {source.kind}"
+                       + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else
+                          "; run without --tensor to list them."))
+    value = np.asarray(source.get(name))
+    return f"tensor_name: {name} {list(entry.shape)} {entry.dtype}\n{value}"
+
+
+def run(path: str, tensor: Optional[str] = None, all_values: bool = False,
+        out: IO[str] = sys.stdout) -> None:
+    """Print the table of ``path`` (or one tensor's values, or every tensor's values)."""
+    source = _Source(os.fspath(path))
+    if tensor is not None:
+        print(values(source, tensor), file=out)
+    elif all_values:
+        print("\n\n".join(values(source, e.name) for e in source.entries), file=out)
+    else:
+        print(table(source), file=out)

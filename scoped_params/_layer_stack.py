@@ -1,0 +1,283 @@
+"""``layer_stack``: a block repeated ``num_layers`` times, stored with a leading layer axis, run by scan.
+
+The rule is one line: every parameter (and state) whose full name lies under the stack's scope gets a
+leading ``num_layers`` axis; inside the block each request sees one layer's slice. Parameters the
+block reaches outside that scope (a captured scope, an outer scope with ``reuse=True``) are shared by
+all layers, unstacked.
+
+How it fits the trace frame: while the block runs, the frame's store is a ``_StackView`` over the real
+store. The view lifts each request under the prefix to the stacked shape (and a stacked initializer)
+and hands it to the real store, so reuse rules, shape/dtype checks and error texts are exactly the
+ones outside a stack; it then returns the layer's slice instead of the whole array.
+
+* ``init`` runs the block once, abstractly (like the rest of ``init``); the specs it leaves behind
+  have shape ``(num_layers,) + shape`` and an initializer that draws each layer's slice from its own
+  key (``split`` of the parameter's name-derived key), so slices differ and depend only on key+name.
+* ``apply`` runs the block under ``jax.lax.scan`` over the stacked params and state, so the block is
+  traced and compiled once whatever the depth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _frame
+from ._params import PARAM, STATE, ApplyStore, InitStore, _check_state_value
+from ._scope import scope
+from .initializers import default_initializer
+
+
+def _stacked_initializer(init: Callable, num_layers: int) -> Callable:
+    """``init`` drawn ``num_layers`` times from split keys; groups with equal (init, n) in init."""
+
+    def stacked_init(key, shape, dtype=jnp.float32):
+        keys = jax.random.split(key, num_layers)
+        return jax.vmap(lambda k: init(k, tuple(shape[1:]), dtype))(keys)
+
+    return stacked_init
+
+
+def _lift_init(init: Any, dtype: Any, num_layers: int) -> Any:
+    if init is None:
+        init = default_initializer(np.dtype(dtype))  # the fans must be those of one layer
+        return None if init is None else _stacked_initializer(init, num_layers)
+    if callable(init):
+        return _stacked_initializer(init, num_layers)
+    # A constant: every layer starts from it.
+    if isinstance(init, (jax.Array, jax.core.Tracer)):
+        return jnp.broadcast_to(init, (num_layers,) + tuple(init.shape))
+    value = np.asarray(init)
+    return np.broadcast_to(value, (num_layers,) + value.shape).copy()
+
+
+class _StackView:
+    """The store seen by the block of a ``layer_stack``: stacked under ``prefix``, pass-through else."""
+
+    def __init__(self, outer: Any, prefix: str, num_layers: int, slices: Dict[str, Any]):
+        self.outer = outer
+        self.prefix = prefix
+        self.num_layers = num_layers
+        self.slices = slices  # apply: name -> this layer's slice (params and state)
+        self.written: Dict[str, None] = {}  # state names set in this layer, in order
+
+    def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
+            partitioner, sharding, kind):
+        if not full.startswith(self.prefix):
+            return self.outer.get(frame, full, shape, dtype, init, regularizer, reuse, trainable,
+                                  collections, partitioner, sharding, kind)
+        lifted_shape = None if shape is None else (self.num_layers,) + tuple(shape)
+        value = self.outer.get(frame, full, lifted_shape, dtype,
+                               _lift_init(init, dtype, self.num_layers), regularizer, reuse,
+                               trainable, collections, partitioner, sharding, kind)
+        if full in self.slices:
+            return self.slices[full]
+        # init: an abstract placeholder of one layer's shape.
+        return self.slices.setdefault(full, value[0])
+
+    def set_state(self, frame, full, value):
+        if not full.startswith(self.prefix):
+            return self.outer.set_state(frame, full, value)
+        current = self.slices.get(full)
+        if current is None:
+            # Not declared: let the real store raise its error.
+            return self.outer.set_state(frame, full, value)
+        _check_state_value(full, value, current.shape, current.dtype)
+        self.slices[full] = value
+        self.written[full] = None
+
+    def values_under(self, prefix: str) -> Dict[str, Any]:
+        ours = {n: v for n, v in self.slices.items() if n.startswith(prefix)}
+        theirs = {n: v for n, v in _values_under(self.outer, prefix).items()
+                  if not n.startswith(self.prefix)}
+        return {**theirs, **ours}
+
+    def root(self) -> Any:
+        return _root(self.outer)
+
+
+def _root(store: Any) -> Any:
+    return store.root() if isinstance(store, _StackView) else store
+
+
+def _values_under(store: Any, prefix: str) -> Dict[str, Any]:
+    """Current values of every param and state under ``prefix`` (apply only)."""
+    if isinstance(store, _StackView):
+        return store.values_under(prefix)
+    if isinstance(store, ApplyStore):
+        return {n: v for d in (store.params, store.state) for n, v in d.items()
+                if n.startswith(prefix)}
+    return {}
+
+
+@contextlib.contextmanager
+def _frame_attrs(frame: _frame.Frame, **attrs: Any):
+    """Temporarily replace attributes of the trace frame (store, rng, records) for the block."""
+    old = {k: getattr(frame, k) for k in attrs}
+    for k, v in attrs.items():
+        setattr(frame, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(frame, k, v)
+
+
+class _Snapshot:
+    """Python-side trace state the block mutates; restored if ``lax.scan`` traces the block twice
+    (it retraces when a carry's weak type changes), so the second trace sees what the first did."""
+
+    def __init__(self, frame: _frame.Frame):
+        self.frame = frame
+        root = _root(frame.store)
+        self.created = dict(root.created) if isinstance(root, ApplyStore) else None
+        self.node = frame.node
+        self.children, self.hints, self.count = dict(frame.node.children), dict(
+            frame.node.hints), frame.node.count
+        self.names_in_use = dict(frame.names_in_use)
+        self.record_names = dict(frame.record_names)
+        self.regularized = len(frame.regularized)
+
+    def restore(self) -> None:
+        frame = self.frame
+        root = _root(frame.store)
+        if self.created is not None:
+            root.created.clear()
+            root.created.update(self.created)
+        self.node.children, self.node.hints = dict(self.children), dict(self.hints)
+        self.node.count = self.count
+        frame.names_in_use.clear()
+        frame.names_in_use.update(self.names_in_use)
+        frame.record_names.clear()
+        frame.record_names.update(self.record_names)
+        del frame.regularized[self.regularized:]
+
+
+def _as_tuple(out: Any, n: int) -> tuple:
+    return out if n != 1 else (out,)
+
+
+def _check_carry(args: tuple, out: tuple) -> None:
+    def sig(tree):
+        return jax.tree_util.tree_structure(tree), [
+            (jnp.shape(x), jnp.result_type(x)) for x in jax.tree_util.tree_leaves(tree)]
+
+    if sig(args) != sig(out):
+        raise TypeError(
+            "layer_stack: the block must return values with the same structure, shapes and dtypes "
+            f"as its inputs (they feed the next layer).\n  asked (inputs): {sig(args)}\n"
+            f"  found (outputs): {sig(out)}\n"
+            "  fix: return the new carry from the block; use with_per_layer_inputs=True to also "
+            "return per-layer outputs.")
+
+
+def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll: int = 1,
+                name: Optional[str] = None) -> Callable[[Callable], Callable]:
+    """Repeat a block ``num_layers`` times with stacked parameters (Haiku's ``layer_stack``).
+
+    The block runs in the scope ``name`` (default: ``layer_stack``, ``layer_stack_1``, ... as TF's
+    ``default_name`` numbering); every parameter under that scope gets a leading ``num_layers`` axis,
+    and ``apply`` runs the block with ``jax.lax.scan`` so compile time does not grow with depth.
+
+    Without per-layer inputs the block maps its arguments to new values of the same structure
+    (``f(*carry) -> carry``). With ``with_per_layer_inputs=True`` it is ``f(carry, *xs) -> (carry,
+    ys)``: each ``x`` in ``xs`` has a leading ``num_layers`` axis and the stacked ``ys`` come back.
+    Inside the block ``sp.next_rng_key()`` gives each layer different keys.
+
+    >>> def fn(x):
+    ...     @sp.layer_stack(6, name="encoder")
+    ...     def block(h):
+    ...         return h + sp.layers.dense(h, h.shape[-1], activation=jax.nn.gelu)
+    ...     return block(x)
+    >>> params = sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 16)))
+    >>> params["encoder"]["dense"]["kernel"].shape
+    (6, 16, 16)
+    """
+    if int(num_layers) != num_layers or num_layers < 1:
+        raise ValueError(f"layer_stack: num_layers must be a positive int, got {num_layers!r}.")
+    num_layers = int(num_layers)
+
+    def decorator(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def stacked(*args: Any) -> Any:
+            frame = _frame.current("layer_stack")
+            with scope(name, default_name="layer_stack") as s:
+                if with_per_layer_inputs:
+                    if not args:
+                        raise TypeError("layer_stack(with_per_layer_inputs=True): call it as "
+                                        "block(carry, *xs).")
+                    carry, xs = args[0], args[1:]
+                else:
+                    carry, xs = args, ()
+                base_rng = _frame.next_rng_key() if frame.rng is not None else None
+                if frame.mode == _frame.INIT:
+                    return _run_once(frame, f, s.prefix, num_layers, carry, xs, base_rng,
+                                     with_per_layer_inputs)
+                return _run_scan(frame, f, s.prefix, num_layers, carry, xs, base_rng,
+                                 with_per_layer_inputs, unroll)
+
+        return stacked
+
+    return decorator
+
+
+def _call_block(f, carry, xs, per_layer):
+    if per_layer:
+        return f(carry, *xs)
+    return _as_tuple(f(*carry), len(carry))
+
+
+def _run_once(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer):
+    """init: trace the block once, abstractly, as one layer; the view stacks what it creates."""
+    view = _StackView(frame.store, prefix, num_layers, {})
+    rng = None if base_rng is None else jax.random.fold_in(base_rng, 0)
+    layer_xs = jax.tree_util.tree_map(lambda x: x[0], xs)
+    with _frame_attrs(frame, store=view, rng=rng, rng_count=0):
+        out = _call_block(f, carry, layer_xs, per_layer)
+    if per_layer:
+        new_carry, ys = out
+        _check_carry(carry, new_carry)
+        ys = jax.tree_util.tree_map(
+            lambda y: jnp.broadcast_to(y, (num_layers,) + jnp.shape(y)), ys)
+        return new_carry, ys
+    _check_carry(carry, out)
+    return out if len(carry) != 1 else out[0]
+
+
+def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unroll):
+    """apply: scan the block over the stacked params and state under ``prefix``."""
+    outer = frame.store
+    stacked = _values_under(outer, prefix)
+    snapshot = _Snapshot(frame)
+    traces = []
+
+    def body(c, layer):
+        index, layer_values, layer_xs = layer
+        if traces:
+            snapshot.restore()
+        traces.append(None)
+        view = _StackView(outer, prefix, num_layers, dict(layer_values))
+        rng = None if base_rng is None else jax.random.fold_in(base_rng, index)
+        records = None if frame.records is None else {}
+        with _frame_attrs(frame, store=view, rng=rng, rng_count=0, records=records):
+            out = _call_block(f, c, layer_xs, per_layer)
+        new_carry, ys = out if per_layer else (out, None)
+        new_state = {n: view.slices[n] for n in view.written}
+        return new_carry, (ys, new_state, records)
+
+    index = jnp.arange(num_layers, dtype=jnp.uint32)
+    new_carry, (ys, new_state, records) = jax.lax.scan(
+        body, carry if per_layer else tuple(carry), (index, stacked, xs), length=num_layers,
+        unroll=unroll)
+    for n, value in new_state.items():
+        outer.set_state(frame, n, value)
+    if records:
+        frame.records.update(records)
+    if per_layer:
+        return new_carry, ys
+    return new_carry if len(carry) != 1 else new_carry[0]

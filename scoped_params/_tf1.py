@@ -1,0 +1,252 @@
+"""Reading TF 1.x checkpoints (``tf.compat.v1.train.Saver``) into a params tree, through TF's own reader.
+
+TensorFlow is imported only when a TF checkpoint is actually read (extra ``scoped_params[tf]``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ._errors import (CheckpointCorruptError, CheckpointNotFoundError, NameCollisionError,
+                      missing_dependency)
+from ._tree import unflatten
+
+_PART = re.compile(r"^(?P<base>.+)/part_(?P<index>\d+)$")
+# Non-slot optimizer bookkeeping TF 1.x optimizers keep as ordinary variables.
+_OPTIMIZER_NAMES = re.compile(r"(^|/)(global_step|beta1_power|beta2_power)(_\d+)?$")
+# Entries that are not variables at all (TF 2 object-based checkpoints carry this one).
+_NOT_VARIABLES = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
+
+
+def _import_tf():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise missing_dependency("tensorflow", "tf", "Reading TF 1.x checkpoints") from None
+    return tf
+
+
+def _strip_suffix(path: str) -> str:
+    for pattern in (r"\.index$", r"\.meta$", r"\.data-\d+-of-\d+$"):
+        stripped = re.sub(pattern, "", path)
+        if stripped != path:
+            return stripped
+    return path
+
+
+def is_tf1_checkpoint(path) -> bool:
+    """Whether ``path`` looks like a TF checkpoint: a prefix with a ``.index`` file, one of its files,
+    or a directory holding a ``checkpoint`` state file or ``*.index`` files. Does not import TF."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return (os.path.isfile(os.path.join(path, "checkpoint"))
+                or bool(glob.glob(os.path.join(glob.escape(path), "*.index"))))
+    return os.path.isfile(_strip_suffix(path) + ".index")
+
+
+def resolve_prefix(path) -> str:
+    """The checkpoint prefix (``.../model.ckpt-1000``) for a prefix, one of its files or a directory."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        tf = _import_tf()
+        latest = tf.train.latest_checkpoint(path)
+        if latest:
+            return latest
+        prefixes = sorted(p[:-len(".index")] for p in glob.glob(os.path.join(glob.escape(path),
+                                                                              "*.index")))
+        if len(prefixes) == 1:
+            return prefixes[0]
+        raise CheckpointNotFoundError(
+            f"TF checkpoint directory {path!r} has "
+            + ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints and no "
+               f"'checkpoint' state file naming the latest: {[os.path.basename(p) for p in prefixes]}")
+            + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000'.")
+    prefix = _strip_suffix(path)
+    if not os.path.isfile(prefix + ".index"):
+        raise CheckpointNotFoundError(
+            f"TF checkpoint {path!r} not found: there is no {prefix + '.index'!r}.\n"
+            "  fix: pass the prefix Saver.save returned (e.g. '/tmp/model.ckpt-1000', without "
+            "'.index'/'.data-...'), or the directory holding it.")
+    return prefix
+
+
+class _Reader:
+    """TF's checkpoint reader, with TF's errors turned into ours (each naming the checkpoint)."""
+
+    def __init__(self, path):
+        self.tf = _import_tf()
+        self.prefix = resolve_prefix(path)
+        try:
+            self.reader = self.tf.train.load_checkpoint(self.prefix)
+            self.shapes = self.reader.get_variable_to_shape_map()
+            self.dtypes = self.reader.get_variable_to_dtype_map()
+        except Exception as e:  # tf.errors.DataLossError, OpError, ...
+            raise _corrupt(self.prefix, e) from None
+
+    def names(self) -> List[str]:
+        return sorted(n for n in self.shapes if n not in _NOT_VARIABLES)
+
+    def numeric(self, name: str) -> bool:
+        dtype = self.dtypes[name]
+        return dtype.is_numpy_compatible and dtype != self.tf.string
+
+    def get(self, name: str) -> np.ndarray:
+        try:
+            return np.asarray(self.reader.get_tensor(name))
+        except Exception as e:
+            raise _corrupt(self.prefix, e, name) from None
+
+
+def _corrupt(prefix: str, e: Exception, name: Optional[str] = None) -> CheckpointCorruptError:
+    what = f"tensor {name!r} of " if name else ""
+    err = CheckpointCorruptError(
+        f"cannot read {what}TF checkpoint {prefix!r}: {type(e).__name__}: "
+        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}\n"
+        "  fix: check that all of its files ('.index', '.data-*') are present and complete.")
+    err.filename = prefix
+    return err
+
+
+def is_optimizer_entry(name: str, names) -> bool:
+    """Optimizer state rather than a model variable: ``global_step``, Adam's ``beta1_power``/
+    ``beta2_power``, and slots ``<variable>/<Slot>`` (``w/Adam``, ``w/Momentum``,
+    ``w/ExponentialMovingAverage``) whose ``<variable>`` is itself in the checkpoint."""
+    if _OPTIMIZER_NAMES.search(name):
+        return True
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        if parent in names or _merged_base(parent) in names:
+            return True
+    return False
+
+
+def _merged_base(name: str) -> str:
+    m = _PART.match(name)
+    return m.group("base") if m else name
+
+
+def _slice_info(prefix: str, tf) -> Dict[str, Tuple[str, tuple, tuple]]:
+    """``{part variable name: (full name, full shape, offset)}`` from the ``.meta`` graph, if any."""
+    meta = prefix + ".meta"
+    if not os.path.isfile(meta):
+        return {}
+    from tensorflow.core.framework import variable_pb2
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    graph = meta_graph_pb2.MetaGraphDef()
+    try:
+        with open(meta, "rb") as f:
+            graph.ParseFromString(f.read())  # protobuf: data only, nothing executable
+    except Exception:
+        return {}
+    info = {}
+    for key in ("variables", "trainable_variables"):
+        if key not in graph.collection_def:
+            continue
+        for raw in graph.collection_def[key].bytes_list.value:
+            var = variable_pb2.VariableDef()
+            var.ParseFromString(raw)
+            s = var.save_slice_info_def
+            if s.full_name:
+                name = var.variable_name.split(":")[0]
+                info[name] = (s.full_name, tuple(s.full_shape), tuple(s.var_offset))
+    return info
+
+
+def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info, prefix: str) -> np.ndarray:
+    """One array from ``base/part_0, base/part_1, ...``: placed by the graph's slice info when the
+    ``.meta`` file has it, else concatenated along the one axis where the parts' shapes differ, else
+    along axis 0 (the default axis of every TF partitioner)."""
+    parts = sorted(parts)
+    names = [n for _, n, _ in parts]
+    arrays = [a for _, _, a in parts]
+    if all(n in info and info[n][0] == base for n in names):
+        full_shape = info[names[0]][1]
+        out = np.zeros(full_shape, arrays[0].dtype)
+        covered = 0
+        for n, a in zip(names, arrays):
+            offset = info[n][2]
+            out[tuple(slice(o, o + s) for o, s in zip(offset, a.shape))] = a
+            covered += a.size
+        if covered == out.size:
+            return out
+    shapes = [a.shape for a in arrays]
+    ndim = {len(s) for s in shapes}
+    if len(ndim) != 1 or 0 in ndim:
+        raise _corrupt(prefix, ValueError(f"partitions of {base!r} have shapes {shapes}"))
+    differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
+    if len(differing) > 1:
+        raise _corrupt(prefix, ValueError(f"partitions of {base!r} have shapes {shapes}, which "
+                                          "differ in more than one axis"))
+    if not differing and len(shapes[0]) > 1:
+        warnings.warn(
+            f"load_tf1: {base!r} is saved as {len(parts)} partitions of shape {shapes[0]} and "
+            f"{prefix!r} has no .meta graph with their slice info; concatenating along axis 0 (the "
+            "default axis of TF's partitioners).", UserWarning, stacklevel=4)
+    return np.concatenate(arrays, axis=differing[0] if differing else 0)
+
+
+def read_tf1_flat(path, include_optimizer_state: bool = False) -> Dict[str, np.ndarray]:
+    """``{full name: array}`` from a TF 1.x checkpoint, partitions merged (see ``load_tf1``)."""
+    r = _Reader(path)
+    names = r.names()
+    name_set = set(names)
+    flat: Dict[str, np.ndarray] = {}
+    partitioned: Dict[str, List[Tuple[int, str, np.ndarray]]] = {}
+    skipped = []
+    for name in names:
+        if not include_optimizer_state and is_optimizer_entry(name, name_set):
+            continue
+        if not r.numeric(name):
+            skipped.append(f"{name} ({r.dtypes[name].name})")
+            continue
+        m = _PART.match(name)
+        if m and m.group("base") not in name_set:
+            partitioned.setdefault(m.group("base"), []).append(
+                (int(m.group("index")), name, r.get(name)))
+        else:
+            flat[name] = r.get(name)
+    if partitioned:
+        info = _slice_info(r.prefix, r.tf)
+        for base, parts in partitioned.items():
+            flat[base] = _merge_parts(base, parts, info, r.prefix)
+    if skipped:
+        warnings.warn(f"load_tf1: skipped non-numeric entries of {r.prefix!r}: {skipped}",
+                      UserWarning, stacklevel=3)
+    return flat
+
+
+def load_tf1(path, *, include_optimizer_state: bool = False, flat: bool = False) -> Dict[str, Any]:
+    """Read a TF 1.x checkpoint (a ``Saver`` prefix, one of its files, or its directory) into the
+    nested params tree, keyed by variable name (``image_filters/conv1/weights``).
+
+    Uses TensorFlow's own checkpoint reader (``pip install 'scoped_params[tf]'``). Partitioned
+    variables come back as one array: ``Saver`` already stores them whole, and variables saved part
+    by part (``v/part_0``, ``v/part_1``, ...) are reassembled from the ``.meta`` graph's slice info
+    (or, without it, concatenated along the axis where the parts differ, else axis 0).
+
+    Optimizer state is skipped unless ``include_optimizer_state=True``: ``global_step``, Adam's
+    ``beta1_power``/``beta2_power``, and slot entries ``<variable>/<Slot>`` (``w/Adam``,
+    ``w/Adam_1``, ``w/Momentum``, ``w/ExponentialMovingAverage``, ...) whose ``<variable>`` is also in
+    the checkpoint. Slots cannot sit in a nested tree next to their variable, so with
+    ``include_optimizer_state=True`` pass ``flat=True`` to get ``{full name: array}``.
+
+    >>> params = sp.checkpoint.load_tf1("/tmp/model.ckpt")
+    >>> out = model.apply(params, images)
+    """
+    values = read_tf1_flat(path, include_optimizer_state)
+    if flat:
+        return values
+    try:
+        return unflatten(values)
+    except NameCollisionError as e:
+        raise NameCollisionError(
+            f"load_tf1: the entries of {os.fspath(path)!r} do not form a params tree ({e}).\n"
+            "  fix: pass flat=True to get {full name: array}.") from None

@@ -1,0 +1,498 @@
+"""Checkpoints: weights files keyed by full name, TF's ``init_from_checkpoint``, TF 1.x checkpoints,
+and training-state checkpoints.
+
+>>> sp.checkpoint.save("filter.safetensors", params, metadata={"step": "1000"})
+>>> params = sp.checkpoint.load("filter.safetensors")     # the nested tree, bit-exact
+>>> params = sp.checkpoint.init_from_checkpoint("filter.safetensors", params,
+...                                              {"image_filters/": "tower_0/image_filters/"})
+>>> params = sp.checkpoint.load_tf1("/tmp/model.ckpt")       # a TF 1.x Saver checkpoint
+
+Weights files are plain `safetensors <https://github.com/huggingface/safetensors>`_ files: any
+safetensors reader opens them, and ``load`` opens safetensors files written by other tools. What
+``save`` adds, inside the header's ``__metadata__`` (so other readers ignore it):
+
+* ``scoped_params.tensors``: every tensor's true dtype and shape. Dtypes safetensors has no code for
+  (``complex128``, ``int4``, most ``float8`` variants, ...) are stored as raw little-endian bytes
+  (``U8``), so every JAX dtype round-trips bit-exact;
+* ``scoped_params.crc32``: a CRC-32 of the whole file (computed with this field zeroed), so a
+  truncated or bit-flipped file raises ``CheckpointCorruptError`` instead of loading wrong numbers.
+
+Writes are atomic: the bytes go to a temporary file in the same directory, which is flushed,
+fsync'ed and renamed over ``path``, and then the directory is fsync'ed. A crash at any point leaves
+either the previous file or the new one at ``path``, never a mix (a stray ``.<name>.*.tmp`` file may
+remain after a crash; it is never read).
+
+``load`` returns numpy arrays: host memory, and exact dtypes even for ``float64`` when
+``jax_enable_x64`` is off (``jnp.asarray`` would silently make those ``float32``). Nothing is ever
+unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import ml_dtypes
+import numpy as np
+
+from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
+                      CheckpointError as CheckpointError,
+                      CheckpointMismatchError as CheckpointMismatchError,
+                      CheckpointNotFoundError as CheckpointNotFoundError,
+                      MissingDependencyError as MissingDependencyError,
+                      missing_dependency, nearest)
+from ._tree import flatten, unflatten
+from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
+from ._tf1 import load_tf1 as load_tf1
+from ._training import TrainingCheckpointer as TrainingCheckpointer
+
+PathLike = Union[str, "os.PathLike[str]"]
+Tree = Dict[str, Any]
+
+FORMAT_VERSION = "1"
+_PREFIX = "scoped_params."
+_FORMAT_KEY = _PREFIX + "format"
+_TENSORS_KEY = _PREFIX + "tensors"
+_CRC_KEY = _PREFIX + "crc32"
+_CRC_PLACEHOLDER = "00000000"
+# Where the CRC sits in the raw header; a JSON string value can never contain this byte sequence
+# (its quotes would be escaped), so the only occurrence is the real key.
+_CRC_NEEDLE = b'"' + _CRC_KEY.encode() + b'":"'
+
+# numpy dtype name -> safetensors dtype code, for dtypes safetensors stores natively.
+_NATIVE = {
+    "bool": "BOOL", "uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16",
+    "uint32": "U32", "int32": "I32", "uint64": "U64", "int64": "I64", "float16": "F16",
+    "bfloat16": "BF16", "float32": "F32", "float64": "F64", "complex64": "C64",
+    "float8_e5m2": "F8_E5M2", "float8_e4m3fn": "F8_E4M3", "float8_e5m2fnuz": "F8_E5M2FNUZ",
+    "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e8m0fnu": "F8_E8M0",
+}
+_FROM_CODE = {code: name for name, code in _NATIVE.items()}
+_RAW = "U8"  # code for dtypes stored as raw bytes
+
+
+def _dtype(name: str) -> np.dtype:
+    """A dtype from its name, including the ml_dtypes ones numpy cannot look up by name."""
+    return np.dtype(getattr(ml_dtypes, name)) if hasattr(ml_dtypes, name) else np.dtype(name)
+
+
+def _safetensors():
+    try:
+        import safetensors
+    except ImportError:
+        raise missing_dependency("safetensors", "checkpoint", "sp.checkpoint.save/load") from None
+    return safetensors
+
+
+# -- save ----------------------------------------------------------------------------------------
+
+def _host_array(name: str, leaf: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(leaf)
+    except Exception as e:  # jax tracers raise TracerArrayConversionError here
+        raise TypeError(
+            f"sp.checkpoint.save: '{name}' is {type(leaf).__name__}, not a concrete array ({e}).\n"
+            "  fix: save outside jax.jit / grad; pass concrete parameter values.") from None
+    if arr.dtype.name not in _KNOWN_NAMES:
+        raise TypeError(
+            f"sp.checkpoint.save: '{name}' has dtype {arr.dtype} ({type(leaf).__name__}), which is not "
+            "a JAX array dtype.\n  fix: store only numeric/bool arrays in params; put text in "
+            "metadata=.")
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    # (not np.ascontiguousarray: it turns 0-d arrays into 1-d ones)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def _known_dtype_names() -> set:
+    names = set(_NATIVE)
+    names.update({"complex128"})
+    for n in ("int2", "uint2", "int4", "uint4", "float4_e2m1fn", "float8_e3m4", "float8_e4m3",
+              "float8_e4m3b11fnuz", "float6_e2m3fn", "float6_e3m2fn"):
+        if hasattr(ml_dtypes, n):
+            names.add(n)
+    return names
+
+
+_KNOWN_NAMES = _known_dtype_names()
+
+
+def _check_metadata(metadata: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"sp.checkpoint.save: metadata must be a dict of str to str, got "
+                        f"{type(metadata).__name__}.")
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(
+                f"sp.checkpoint.save: metadata must map str to str; {k!r}: {v!r} is "
+                f"{type(k).__name__}: {type(v).__name__}.\n  fix: metadata={{{str(k)!r}: "
+                f"json.dumps(value)}}.")
+        if k.startswith(_PREFIX):
+            raise ValueError(f"sp.checkpoint.save: metadata key {k!r} is reserved (prefix "
+                             f"{_PREFIX!r} belongs to scoped_params); pick another key.")
+    return dict(metadata)
+
+
+def _serialize(params: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -> bytearray:
+    st = _safetensors()
+    if not isinstance(params, Mapping):
+        raise TypeError(f"sp.checkpoint.save: params must be a (nested) dict of arrays, got "
+                        f"{type(params).__name__}.")
+    flat = flatten(params)
+    unflatten(flat)  # a tree that cannot be rebuilt at load time is refused before writing
+    arrays, specs, record = {}, {}, {}
+    for name, leaf in flat.items():
+        if not name or name.startswith("/") or name.endswith("/") or "//" in name:
+            raise ValueError(f"sp.checkpoint.save: {name!r} is not a valid full name (empty "
+                             "scope component).")
+        arr = _host_array(name, leaf)
+        dname = arr.dtype.name
+        if dname in _NATIVE:
+            stored, code_name = arr, dname
+        else:  # bit-exact as raw bytes; the true dtype and shape live in the record
+            stored, code_name = arr.reshape(-1).view(np.uint8), "uint8"
+        arrays[name] = stored
+        specs[name] = st.TensorSpec(dtype=code_name, shape=list(stored.shape),
+                                    data_ptr=stored.ctypes.data, data_len=stored.nbytes)
+        record[name] = [dname, list(arr.shape)]
+    meta = _check_metadata(metadata)
+    meta[_FORMAT_KEY] = FORMAT_VERSION
+    meta[_TENSORS_KEY] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    meta[_CRC_KEY] = _CRC_PLACEHOLDER
+    blob = bytearray(st.serialize(specs, metadata=meta))
+    del arrays  # the serializer has copied the data out of these buffers
+    at = _crc_offset(bytes(blob[:8 + _header_len(blob)]))
+    crc = zlib.crc32(blob)
+    blob[at:at + 8] = b"%08x" % crc
+    return blob
+
+
+def _header_len(blob) -> int:
+    return struct.unpack("<Q", bytes(blob[:8]))[0]
+
+
+def _crc_offset(header_with_prefix: bytes) -> int:
+    at = header_with_prefix.find(_CRC_NEEDLE)
+    if at < 0 or header_with_prefix.find(_CRC_NEEDLE, at + 1) >= 0:
+        return -1
+    return at + len(_CRC_NEEDLE)
+
+
+def _atomic_write(path: str, data) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CheckpointNotFoundError(
+            f"cannot save checkpoint {path!r}: directory {directory!r} does not exist.\n"
+            "  fix: create it first (os.makedirs(directory, exist_ok=True)).")
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    flags = getattr(os, "O_DIRECTORY", None)
+    if flags is None:
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(path: PathLike, params: Mapping[str, Any],
+         metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Write ``params`` (nested dict or flat ``{full_name: array}``) to a safetensors file, atomically.
+
+    Keys are full names (``image_filters/conv1/weights``); every JAX dtype round-trips bit-exact.
+    ``metadata`` is an optional ``{str: str}`` dict, returned by ``read_metadata``.
+
+    >>> sp.checkpoint.save("model.safetensors", params, metadata={"step": "100"})
+    """
+    path = os.fspath(path)
+    _atomic_write(path, _serialize(params, metadata))
+
+
+# -- load ----------------------------------------------------------------------------------------
+
+def _corrupt(path: str, what: str) -> CheckpointCorruptError:
+    err = CheckpointCorruptError(
+        f"checkpoint file {path!r} cannot be read: {what}.\n"
+        "  fix: the file is damaged or is not a scoped_params/safetensors checkpoint; restore it "
+        "from a backup or save it again.")
+    err.filename = path
+    return err
+
+
+def _read_bytes(path: str) -> bytes:
+    if os.path.isdir(path):
+        raise _corrupt(path, "it is a directory (for a TF 1.x checkpoint use "
+                             "sp.checkpoint.load_tf1; for training state use TrainingCheckpointer)")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        err = CheckpointNotFoundError(
+            f"checkpoint file {path!r} does not exist.\n  fix: check the path"
+            + (" (a TF 1.x checkpoint? use sp.checkpoint.load_tf1)." if is_tf1_checkpoint(path)
+               else "."))
+        err.filename = path
+        raise err from None
+
+
+def _parse_header(path: str, data: bytes) -> Tuple[dict, int]:
+    if not data:
+        raise _corrupt(path, "it is empty (0 bytes)")
+    if len(data) < 8:
+        raise _corrupt(path, f"it is {len(data)} bytes long, too short for a safetensors header")
+    n = _header_len(data)
+    if n > len(data) - 8:
+        raise _corrupt(path, f"the header claims {n} bytes but the file has {len(data) - 8} after "
+                             "the length prefix (truncated, or not a safetensors file)")
+    raw = data[8:8 + n]
+    if not raw.startswith(b"{"):
+        raise _corrupt(path, "it does not start with a safetensors header (not a checkpoint file)")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _corrupt(path, f"its header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "its header is not a JSON object")
+    return header, n
+
+
+def _read(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """(flat {full_name: array}, user metadata), every byte verified for files ``save`` wrote."""
+    path = os.fspath(path)
+    data = _read_bytes(path)
+    header, n = _parse_header(path, data)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise _corrupt(path, "its __metadata__ is not a JSON object")
+    ours = [k for k in (_FORMAT_KEY, _TENSORS_KEY, _CRC_KEY) if k in meta]
+    record = None
+    if ours:
+        missing = sorted({_FORMAT_KEY, _TENSORS_KEY, _CRC_KEY} - set(ours))
+        if missing:
+            raise _corrupt(path, f"header entries {missing} are missing or damaged")
+        if meta[_FORMAT_KEY] != FORMAT_VERSION:
+            raise _corrupt(path, f"format version {meta[_FORMAT_KEY]!r} is not one this version of "
+                                 f"scoped_params reads ({FORMAT_VERSION!r}); upgrade scoped_params")
+        at = _crc_offset(data[:8 + n])
+        stored = meta[_CRC_KEY]
+        if at < 0 or data[at:at + 8].decode("latin-1") != stored:
+            raise _corrupt(path, "its checksum field is damaged")
+        actual = zlib.crc32(data[at + 8:], zlib.crc32(_CRC_PLACEHOLDER.encode(),
+                                                      zlib.crc32(data[:at])))
+        if "%08x" % actual != stored:
+            raise _corrupt(path, f"checksum mismatch (stored crc32 {stored}, computed "
+                                 f"{actual:08x}): the file was truncated or bits were flipped")
+        try:
+            record = json.loads(meta[_TENSORS_KEY])
+        except ValueError as e:
+            raise _corrupt(path, f"its tensor record is not valid JSON ({e})") from None
+    st = _safetensors()
+    try:
+        views = st.deserialize(data)
+    except Exception as e:  # SafetensorError: bad offsets, sizes, dtypes
+        raise _corrupt(path, f"safetensors rejected it ({e})") from None
+    flat: Dict[str, np.ndarray] = {}
+    for name, view in views:
+        flat[name] = _to_array(path, name, view, record)
+    if record is not None and set(record) != set(flat):
+        raise _corrupt(path, "its tensor record does not match its tensors")
+    return flat, {k: v for k, v in meta.items() if not k.startswith(_PREFIX)}
+
+
+def _to_array(path: str, name: str, view: dict, record: Optional[dict]) -> np.ndarray:
+    code, shape = view["dtype"], tuple(view["shape"])
+    if record is None:  # a safetensors file from another tool
+        if code not in _FROM_CODE:
+            raise _corrupt(path, f"tensor {name!r} has safetensors dtype {code}, which has no "
+                                 "numpy equivalent")
+        return np.frombuffer(view["data"], dtype=_dtype(_FROM_CODE[code])).reshape(shape).copy()
+    if name not in record:
+        raise _corrupt(path, f"tensor {name!r} is not in its tensor record")
+    dname, rshape = record[name][0], tuple(record[name][1])
+    try:
+        dtype = _dtype(dname)
+    except (TypeError, AttributeError):
+        raise _corrupt(path, f"tensor {name!r} has dtype {dname!r}, unknown to this numpy/ml_dtypes "
+                             "(upgrade ml_dtypes)") from None
+    expected = _NATIVE.get(dname, _RAW)
+    if code != expected or (expected != _RAW and shape != rshape):
+        raise _corrupt(path, f"tensor {name!r} is stored as {code}{list(shape)} but recorded as "
+                             f"{dname}{list(rshape)}")
+    arr = np.frombuffer(view["data"], dtype=dtype)
+    if arr.size != int(np.prod(rshape, dtype=np.int64)):
+        raise _corrupt(path, f"tensor {name!r} holds {arr.size} elements, recorded shape "
+                             f"{list(rshape)}")
+    return arr.reshape(rshape).copy()
+
+
+def load(path: PathLike) -> Tree:
+    """Read a weights file into the nested params tree (numpy leaves, exact dtypes).
+
+    Raises ``CheckpointNotFoundError`` (a ``FileNotFoundError``) or ``CheckpointCorruptError`` (a
+    ``ValueError``), each naming the file. ``jax.device_put(tree)`` moves the result to devices.
+
+    >>> params = sp.checkpoint.load("model.safetensors")
+    >>> out = model.apply(params, x)
+    """
+    flat, _ = _read(path)
+    try:
+        return unflatten(flat)
+    except ValueError as e:
+        raise _corrupt(os.fspath(path), f"its names do not form a tree ({e})") from None
+
+
+def read_metadata(path: PathLike) -> Dict[str, str]:
+    """The ``metadata`` dict given to ``save`` (the whole file is read and verified)."""
+    return _read(path)[1]
+
+
+# -- init_from_checkpoint ------------------------------------------------------------------------
+
+def _source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> Tuple[Dict[str, Any], str]:
+    """({full_name: array}, description) from a weights file, a TF 1.x checkpoint or a tree."""
+    if isinstance(path_or_tree, Mapping):
+        return flatten(path_or_tree), "the given tree"
+    path = os.fspath(path_or_tree)
+    if not os.path.isfile(path) and is_tf1_checkpoint(path):
+        return flatten(load_tf1(path)), f"TF 1.x checkpoint {path!r}"
+    return _read(path)[0], f"checkpoint {path!r}"
+
+
+def _same_dtype(a, b) -> bool:
+    return np.dtype(a) == np.dtype(b)
+
+
+def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
+                         params: Mapping[str, Any],
+                         assignment_map: Mapping[str, str]) -> Tree:
+    """A new params tree with the entries ``assignment_map`` names taken from a checkpoint.
+
+    TF 1.x ``tf.train.init_from_checkpoint`` semantics; keys are names in the checkpoint, values are
+    names in ``params``:
+
+    * ``{"old_scope/": "new_scope/"}``: every parameter under ``new_scope/`` is loaded from the same
+      relative name under ``old_scope/`` in the checkpoint;
+    * ``{"/": "new_scope/"}``: every parameter under ``new_scope/`` from the checkpoint's root;
+      ``{"old_scope/": "/"}`` every parameter of ``params`` from under ``old_scope/``;
+    * ``{"old_scope/w": "new_scope/w"}``: one parameter.
+
+    ``path_or_tree`` is a ``save``d file, a TF 1.x checkpoint (prefix or directory) or a tree.
+    Parameters the map does not cover keep their values; loaded values keep the original leaf's
+    placement (``jax.Array`` leaves are ``device_put`` with their sharding). Every parameter the map
+    asks for that cannot be filled (absent from the checkpoint, different shape or dtype) is named in
+    one ``CheckpointMismatchError``; ``params`` is never modified.
+
+    >>> params = model.init(key, x)
+    >>> params = sp.checkpoint.init_from_checkpoint("pretrained.safetensors", params,
+    ...                                              {"encoder/": "student/encoder/"})
+    """
+    if not isinstance(assignment_map, Mapping):
+        raise TypeError("init_from_checkpoint: assignment_map must be a dict {checkpoint name or "
+                        f"scope: params name or scope}}, got {type(assignment_map).__name__}.")
+    source, where = _source(path_or_tree)
+    current = flatten(params)
+    targets: Dict[str, str] = {}  # params name -> checkpoint name
+    problems = []
+
+    for ckpt_name, cur_name in sorted(assignment_map.items()):
+        if not isinstance(ckpt_name, str) or not isinstance(cur_name, str):
+            raise TypeError(f"init_from_checkpoint: assignment_map entries must be str: str, got "
+                            f"{ckpt_name!r}: {cur_name!r}.")
+        if cur_name in current:  # one parameter
+            if ckpt_name.endswith("/"):
+                problems.append(f"'{cur_name}': mapped from scope {ckpt_name!r}; map a parameter to "
+                                "a parameter, or 'scope/' to 'scope/'")
+            else:
+                targets[cur_name] = ckpt_name
+            continue
+        if not cur_name.endswith("/") or not ckpt_name.endswith("/"):
+            hint = nearest(cur_name, current)
+            problems.append(
+                f"{ckpt_name!r}: {cur_name!r}: {cur_name!r} is not a parameter of params"
+                + (f" (did you mean {hint}?)" if hint else "")
+                + "; scope maps are written with trailing slashes on both sides, "
+                  "{'old_scope/': 'new_scope/'}")
+            continue
+        cur_scope = "" if cur_name == "/" else cur_name
+        ckpt_scope = "" if ckpt_name == "/" else ckpt_name
+        matched = [n for n in current if n.startswith(cur_scope)]
+        if not matched:
+            problems.append(f"{ckpt_name!r}: {cur_name!r}: params has no parameter under "
+                            f"{cur_name!r}")
+        for name in matched:
+            targets[name] = ckpt_scope + name[len(cur_scope):]
+
+    out = dict(current)
+    for name, ckpt_name in sorted(targets.items()):
+        if ckpt_name not in source:
+            hint = nearest(ckpt_name, source)
+            problems.append(f"'{name}': '{ckpt_name}' is not in {where}"
+                            + (f" (nearest: {hint})" if hint else ""))
+            continue
+        value, old = source[ckpt_name], current[name]
+        if tuple(np.shape(value)) != tuple(np.shape(old)):
+            problems.append(f"'{name}': shape {tuple(np.shape(old))} in params, but '{ckpt_name}' has "
+                            f"shape {tuple(np.shape(value))} in {where}")
+            continue
+        if not _same_dtype(_leaf_dtype(value), _leaf_dtype(old)):
+            problems.append(f"'{name}': dtype {np.dtype(_leaf_dtype(old)).name} in params, but "
+                            f"'{ckpt_name}' has dtype {np.dtype(_leaf_dtype(value)).name} in {where}")
+            continue
+        out[name] = _place_like(value, old)
+
+    if problems:
+        raise CheckpointMismatchError(
+            f"init_from_checkpoint could not fill {len(problems)} entr"
+            f"{'y' if len(problems) == 1 else 'ies'} from {where}:\n  - "
+            + "\n  - ".join(problems)
+            + "\n  fix: correct assignment_map (keys: checkpoint names, values: params names), or "
+              "cast/reshape the source tree first; params was not changed.")
+    return unflatten(out)
+
+
+def _leaf_dtype(x) -> np.dtype:
+    return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+def _place_like(value: Any, old: Any) -> Any:
+    import jax
+
+    if isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer):
+        return jax.device_put(value, old.sharding)
+    if isinstance(old, np.ndarray):
+        return np.array(value, dtype=old.dtype)
+    return value

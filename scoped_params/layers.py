@@ -1,0 +1,427 @@
+"""TF 1.x ``tf.compat.v1.layers`` on ``jax.lax``: same argument names, defaults and variable names.
+
+A TF 1.x model ported line by line gets the same parameter names, because each layer opens its scope
+exactly as TF's legacy ``Layer._set_scope`` does: ``scope(name, default_name=<layer kind>)``, or
+``scope(name or <layer kind>, reuse=reuse)`` when ``reuse`` is set. So two unnamed ``conv2d`` calls
+create ``conv2d/kernel`` and ``conv2d_1/kernel``, the counters restart in every newly entered scope,
+``name="c"`` twice without reuse is TF's "already exists" error, and ``reuse=True`` (or a reusing
+enclosing scope) shares the weights.
+
+>>> def net(x, training=False):
+...     x = sp.layers.conv2d(x, 16, 3, padding="same", activation=jax.nn.relu)
+...     x = sp.layers.batch_normalization(x, training=training)
+...     x = sp.layers.max_pooling2d(x, 2, 2)
+...     return sp.layers.dense(sp.layers.flatten(x), 10)
+>>> model = sp.transform_with_state(net)
+>>> params, state = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+>>> sorted(sp.flatten(params))[:2]
+['batch_normalization/beta', 'batch_normalization/gamma']
+
+Parameters take the input's floating dtype (float32 for integer inputs), as TF layers do; batch
+normalization keeps its parameters and statistics in float32 for float16/bfloat16 inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _frame
+from ._errors import StateError
+from ._params import get_param, get_state, set_state
+from ._scope import AUTO_REUSE, scope
+from .initializers import ones, zeros
+
+__all__ = [
+    "average_pooling2d", "batch_normalization", "conv2d", "conv2d_transpose", "dense", "dropout",
+    "embedding", "embedding_lookup", "flatten", "max_pooling2d",
+]
+
+IntOrPair = Union[int, Sequence[int]]
+
+
+# --- shared helpers -------------------------------------------------------------------------------
+
+
+def _layer_scope(name: Optional[str], base_name: str, reuse: Any) -> scope:
+    """TF's legacy ``Layer._set_scope`` followed by re-entering the captured scope with ``reuse``."""
+    if reuse is True or reuse is AUTO_REUSE:
+        return scope(name if name is not None else base_name, reuse=reuse)
+    if reuse not in (None, False):
+        raise ValueError(f"reuse must be None, False, True or sp.AUTO_REUSE, got {reuse!r}.")
+    return scope(name, default_name=base_name)
+
+
+def _pair(value: IntOrPair, what: str) -> Tuple[int, int]:
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"The `{what}` argument must be a tuple of 2 integers. Received: {value}")
+    return value
+
+
+def _padding(padding: str) -> str:
+    upper = str(padding).upper()
+    if upper not in ("VALID", "SAME"):
+        raise ValueError(f"The `padding` argument must be 'valid' or 'same'. Received: {padding!r}")
+    return upper
+
+
+def _channels_last(data_format: str) -> bool:
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError("The `data_format` argument must be one of 'channels_first', "
+                         f"'channels_last'. Received: {data_format!r}")
+    return data_format == "channels_last"
+
+
+def _param_dtype(inputs: jax.Array) -> np.dtype:
+    dtype = jnp.result_type(inputs)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else np.dtype(np.float32)
+
+
+def _unsupported(**kwargs: Any) -> None:
+    given = [k for k, v in kwargs.items() if v is not None]
+    if given:
+        raise NotImplementedError(
+            f"sp.layers does not implement {', '.join(given)}: constraints and activity regularizers "
+            "need a training-loop hook TF runs outside the layer.\n"
+            "  fix: apply constraints to params after the optimizer step, and add activity "
+            "penalties to the loss yourself.")
+
+
+def _bias_and_activation(y, bias, channels_last, activation):
+    if bias is not None:
+        y = y + (bias if channels_last else bias.reshape((-1,) + (1,) * (y.ndim - 2)))
+    return activation(y) if activation is not None else y
+
+
+# --- convolutions and dense -----------------------------------------------------------------------
+
+
+def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = (1, 1),
+           padding: str = "valid", data_format: str = "channels_last",
+           dilation_rate: IntOrPair = (1, 1), activation: Optional[Callable] = None,
+           use_bias: bool = True, kernel_initializer: Any = None, bias_initializer: Any = zeros,
+           kernel_regularizer: Optional[Callable] = None, bias_regularizer: Optional[Callable] = None,
+           activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
+           bias_constraint: Any = None, trainable: bool = True, name: Optional[str] = None,
+           reuse: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.conv2d``: parameters ``<name>/kernel`` (HWIO) and ``<name>/bias``.
+
+    ``kernel_initializer=None`` means the enclosing scope's initializer, else Glorot-uniform.
+
+    >>> y = sp.layers.conv2d(x, 32, 3, strides=2, padding="same", activation=jax.nn.relu)
+    """
+    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
+    kh, kw = _pair(kernel_size, "kernel_size")
+    strides, dilation = _pair(strides, "strides"), _pair(dilation_rate, "dilation_rate")
+    if strides != (1, 1) and dilation != (1, 1):
+        raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
+                         f"Received: strides={strides} and dilation_rate={dilation}")
+    last = _channels_last(data_format)
+    pad = _padding(padding)
+    if inputs.ndim != 4:
+        raise ValueError(f"conv2d expects a rank-4 input, got shape {inputs.shape}.")
+    in_channels = inputs.shape[-1 if last else 1]
+    dtype = _param_dtype(inputs)
+    with _layer_scope(name, "conv2d", reuse):
+        kernel = get_param("kernel", (kh, kw, in_channels, filters), kernel_initializer, dtype,
+                           trainable=trainable, regularizer=kernel_regularizer)
+        bias = get_param("bias", (filters,), bias_initializer, dtype, trainable=trainable,
+                         regularizer=bias_regularizer) if use_bias else None
+    layout = "NHWC" if last else "NCHW"
+    y = jax.lax.conv_general_dilated(
+        inputs.astype(dtype), kernel, window_strides=strides, padding=pad, rhs_dilation=dilation,
+        dimension_numbers=(layout, "HWIO", layout))
+    return _bias_and_activation(y, bias, last, activation)
+
+
+def conv2d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
+                     strides: IntOrPair = (1, 1), padding: str = "valid",
+                     data_format: str = "channels_last", activation: Optional[Callable] = None,
+                     use_bias: bool = True, kernel_initializer: Any = None,
+                     bias_initializer: Any = zeros, kernel_regularizer: Optional[Callable] = None,
+                     bias_regularizer: Optional[Callable] = None,
+                     activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
+                     bias_constraint: Any = None, trainable: bool = True,
+                     name: Optional[str] = None, reuse: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.conv2d_transpose``: ``<name>/kernel`` of shape ``(kh, kw, filters, in)``.
+
+    The output is TF's: spatial size ``in * stride`` for ``'same'`` and
+    ``in * stride + max(kernel - stride, 0)`` for ``'valid'``.
+    """
+    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
+    kh, kw = _pair(kernel_size, "kernel_size")
+    strides = _pair(strides, "strides")
+    last = _channels_last(data_format)
+    pad = _padding(padding)
+    if inputs.ndim != 4:
+        raise ValueError(f"conv2d_transpose expects a rank-4 input, got shape {inputs.shape}.")
+    in_channels = inputs.shape[-1 if last else 1]
+    dtype = _param_dtype(inputs)
+    with _layer_scope(name, "conv2d_transpose", reuse):
+        kernel = get_param("kernel", (kh, kw, filters, in_channels), kernel_initializer, dtype,
+                           trainable=trainable, regularizer=kernel_regularizer)
+        bias = get_param("bias", (filters,), bias_initializer, dtype, trainable=trainable,
+                         regularizer=bias_regularizer) if use_bias else None
+    # The transpose of a strided conv is a conv over the input dilated by the stride, with the
+    # kernel flipped and its in/out axes swapped; the padding reproduces TF's output size.
+    pads = [_transpose_pad(k, s, pad) for k, s in zip((kh, kw), strides)]
+    layout = "NHWC" if last else "NCHW"
+    flipped = jnp.flip(kernel, (0, 1))
+    y = jax.lax.conv_general_dilated(
+        inputs.astype(dtype), flipped, window_strides=(1, 1), padding=pads, lhs_dilation=strides,
+        dimension_numbers=(layout, "HWOI", layout))
+    return _bias_and_activation(y, bias, last, activation)
+
+
+def _transpose_pad(k: int, s: int, padding: str) -> Tuple[int, int]:
+    """Padding of the stride-dilated input so that the output has TF's transposed-conv size."""
+    if padding == "VALID":  # out = in * s + max(k - s, 0)
+        return k - 1, s - 1 + max(k - s, 0)
+    before = max(k - s, 0) // 2  # the forward SAME conv's leading pad; out = in * s
+    return k - 1 - before, s - 1 + before
+
+
+def dense(inputs: jax.Array, units: int, activation: Optional[Callable] = None,
+          use_bias: bool = True, kernel_initializer: Any = None, bias_initializer: Any = zeros,
+          kernel_regularizer: Optional[Callable] = None, bias_regularizer: Optional[Callable] = None,
+          activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
+          bias_constraint: Any = None, trainable: bool = True, name: Optional[str] = None,
+          reuse: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.dense``: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias``.
+
+    Inputs of rank > 2 are contracted over their last axis, as in TF.
+
+    >>> logits = sp.layers.dense(h, 10, name="logits")
+    """
+    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
+    dtype = _param_dtype(inputs)
+    with _layer_scope(name, "dense", reuse):
+        kernel = get_param("kernel", (inputs.shape[-1], units), kernel_initializer, dtype,
+                           trainable=trainable, regularizer=kernel_regularizer)
+        bias = get_param("bias", (units,), bias_initializer, dtype, trainable=trainable,
+                         regularizer=bias_regularizer) if use_bias else None
+    y = jnp.matmul(inputs.astype(dtype), kernel)
+    return _bias_and_activation(y, bias, True, activation)
+
+
+# --- normalization and dropout --------------------------------------------------------------------
+
+
+def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
+                        momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
+                        scale: bool = True, beta_initializer: Any = zeros,
+                        gamma_initializer: Any = ones, moving_mean_initializer: Any = zeros,
+                        moving_variance_initializer: Any = ones,
+                        beta_regularizer: Optional[Callable] = None,
+                        gamma_regularizer: Optional[Callable] = None, beta_constraint: Any = None,
+                        gamma_constraint: Any = None, training: Union[bool, jax.Array] = False,
+                        trainable: bool = True, name: Optional[str] = None, reuse: Any = None,
+                        renorm: bool = False, renorm_clipping: Any = None,
+                        renorm_momentum: float = 0.99, fused: Optional[bool] = None,
+                        virtual_batch_size: Optional[int] = None,
+                        adjustment: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.batch_normalization`` with the moving statistics as ``sp`` state.
+
+    Parameters ``<name>/gamma``, ``<name>/beta``; state ``<name>/moving_mean``,
+    ``<name>/moving_variance``. With ``training=True`` the batch statistics normalize and the moving
+    statistics are updated in the returned state (``moving = momentum * moving + (1 - momentum) *
+    batch``); the batch variance used for the update is Bessel-corrected for 4-D/5-D inputs (TF's
+    fused kernel) and not otherwise, as in TF. ``training`` may also be a traced boolean.
+
+    Under ``sp.transform`` (no state) the statistics are frozen non-trainable parameters and only
+    ``training=False`` is allowed.
+    """
+    _unsupported(beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
+    if renorm or virtual_batch_size is not None or adjustment is not None:
+        raise NotImplementedError("sp.layers.batch_normalization does not implement renorm, "
+                                  "virtual_batch_size or adjustment.")
+    del renorm_clipping, renorm_momentum
+    ndim = inputs.ndim
+    axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
+    axes = sorted(int(a) % ndim for a in axes)
+    reduce_axes = tuple(i for i in range(ndim) if i not in axes)
+    param_shape = tuple(inputs.shape[a] for a in axes)
+    if fused is None:
+        fused = ndim in (4, 5) and len(axes) == 1 and axes[0] in (1, ndim - 1)
+    in_dtype = jnp.result_type(inputs)
+    dtype = np.dtype(np.float32) if in_dtype in (jnp.float16, jnp.bfloat16) or not jnp.issubdtype(
+        in_dtype, jnp.floating) else in_dtype
+    frame = _frame.current("sp.layers.batch_normalization")
+    static_training = training if isinstance(training, bool) else None
+    with _layer_scope(name, "batch_normalization", reuse):
+        gamma = get_param("gamma", param_shape, gamma_initializer, dtype, trainable=trainable,
+                          regularizer=gamma_regularizer) if scale else None
+        beta = get_param("beta", param_shape, beta_initializer, dtype, trainable=trainable,
+                         regularizer=beta_regularizer) if center else None
+        if frame.with_state:
+            moving_mean = get_state("moving_mean", param_shape, moving_mean_initializer, dtype)
+            moving_var = get_state("moving_variance", param_shape, moving_variance_initializer,
+                                   dtype)
+        else:
+            if static_training is not False:
+                raise StateError(
+                    "sp.layers.batch_normalization(training=True) updates the moving statistics, "
+                    "which needs a stateful transform, but the model was built with sp.transform.\n"
+                    "  fix: build it with sp.transform_with_state(fn), or pass training=False.")
+            moving_mean = get_param("moving_mean", param_shape, moving_mean_initializer, dtype,
+                                    trainable=False)
+            moving_var = get_param("moving_variance", param_shape, moving_variance_initializer,
+                                   dtype, trainable=False)
+        x = inputs.astype(dtype)
+        broadcast = tuple(inputs.shape[i] if i in axes else 1 for i in range(ndim))
+
+        def normalize(mean, var):
+            inv = jax.lax.rsqrt(var + epsilon)
+            if gamma is not None:
+                inv = inv * gamma
+            shift = -mean * inv
+            if beta is not None:
+                shift = shift + beta
+            return x * inv.reshape(broadcast) + shift.reshape(broadcast)
+
+        if static_training is False:
+            return normalize(moving_mean, moving_var).astype(in_dtype)
+        mean = jnp.mean(x, reduce_axes)
+        var = jnp.mean(jnp.square(x - mean.reshape(broadcast)), reduce_axes)
+        n = int(np.prod([inputs.shape[i] for i in reduce_axes]))
+        update_var = var * (n / max(n - 1, 1)) if fused else var
+        new_mean = moving_mean * momentum + mean * (1.0 - momentum)
+        new_var = moving_var * momentum + update_var * (1.0 - momentum)
+        if static_training is None:  # a traced flag: select, as TF's smart_cond would at run time
+            mean, var = (jnp.where(training, a, b) for a, b in ((mean, moving_mean), (var, moving_var)))
+            new_mean = jnp.where(training, new_mean, moving_mean)
+            new_var = jnp.where(training, new_var, moving_var)
+        set_state("moving_mean", new_mean.astype(dtype))
+        set_state("moving_variance", new_var.astype(dtype))
+        return normalize(mean, var).astype(in_dtype)
+
+
+def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence[int]] = None,
+            seed: Optional[int] = None, training: Union[bool, jax.Array] = False,
+            name: Optional[str] = None) -> jax.Array:
+    """``tf.compat.v1.layers.dropout``: with ``training=True`` zero a ``rate`` fraction and scale by
+    ``1 / (1 - rate)``. The key comes from ``sp.next_rng_key()`` (pass ``rng=`` to ``apply``);
+    ``seed``, if given, is folded into it. ``training`` may be a traced boolean.
+    """
+    del name  # dropout has no variables, hence no scope
+    if training is False or rate == 0:
+        return inputs
+    if not 0 <= rate < 1:
+        raise ValueError(f"Invalid value received for `rate`, expected a value between 0 and 1, "
+                         f"got: {rate}")
+    key = _frame.next_rng_key()
+    if seed is not None:
+        key = jax.random.fold_in(key, seed)
+    shape = inputs.shape if noise_shape is None else tuple(
+        inputs.shape[i] if d is None else d for i, d in enumerate(noise_shape))
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    dropped = jnp.where(keep, inputs / (1.0 - rate), jnp.zeros((), inputs.dtype)).astype(inputs.dtype)
+    if training is True:
+        return dropped
+    return jnp.where(training, dropped, inputs)
+
+
+# --- pooling and reshaping ------------------------------------------------------------------------
+
+
+def _pool(inputs, pool_size, strides, padding, data_format, init, op):
+    window, stride = _pair(pool_size, "pool_size"), _pair(strides, "strides")
+    if _channels_last(data_format):
+        dims, steps = (1,) + window + (1,), (1,) + stride + (1,)
+    else:
+        dims, steps = (1, 1) + window, (1, 1) + stride
+    return jax.lax.reduce_window(inputs, init, op, dims, steps, _padding(padding)), dims, steps
+
+
+def max_pooling2d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
+                  padding: str = "valid", data_format: str = "channels_last",
+                  name: Optional[str] = None) -> jax.Array:
+    """``tf.compat.v1.layers.max_pooling2d`` (``strides`` is required, as in TF)."""
+    del name
+    init = -np.inf if jnp.issubdtype(inputs.dtype, jnp.floating) else jnp.iinfo(inputs.dtype).min
+    # A NumPy (not traced) init value lets lax recognise the max monoid, which is differentiable.
+    out, _, _ = _pool(inputs, pool_size, strides, padding, data_format,
+                      np.array(init, inputs.dtype), jax.lax.max)
+    return out
+
+
+def average_pooling2d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
+                      padding: str = "valid", data_format: str = "channels_last",
+                      name: Optional[str] = None) -> jax.Array:
+    """``tf.compat.v1.layers.average_pooling2d``; with ``'same'`` padding the padded cells are not
+    counted, as in TF."""
+    del name
+    zero = np.array(0, inputs.dtype)
+    total, dims, steps = _pool(inputs, pool_size, strides, padding, data_format, zero, jax.lax.add)
+    if _padding(padding) == "VALID":
+        return total / np.prod(dims)
+    ones_shape = tuple(1 if d == 1 else s for d, s in zip(dims, inputs.shape))
+    counts = jax.lax.reduce_window(jnp.ones(ones_shape, inputs.dtype), zero, jax.lax.add, dims,
+                                   steps, "SAME")
+    return total / counts
+
+
+def flatten(inputs: jax.Array, name: Optional[str] = None,
+            data_format: str = "channels_last") -> jax.Array:
+    """``tf.compat.v1.layers.flatten``: keep the batch axis; ``channels_first`` inputs are moved to
+    channels-last order first, as TF does, so a following dense layer sees the same features."""
+    del name
+    if not _channels_last(data_format) and inputs.ndim > 2:
+        inputs = jnp.moveaxis(inputs, 1, -1)
+    return inputs.reshape(inputs.shape[0], -1) if inputs.ndim > 1 else inputs.reshape(-1, 1)
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+
+
+def embedding_lookup(params: Union[jax.Array, Sequence[jax.Array]], ids: jax.Array,
+                     partition_strategy: str = "mod", name: Optional[str] = None,
+                     validate_indices: bool = True, max_norm: Optional[float] = None) -> jax.Array:
+    """``tf.compat.v1.nn.embedding_lookup``: rows of ``params`` (one array, or a list of shards
+    split by ``partition_strategy`` ``'mod'`` or ``'div'``), clipped to ``max_norm`` if given."""
+    del name, validate_indices
+    ids = jnp.asarray(ids)
+    if isinstance(params, (list, tuple)):
+        if len(params) == 1:
+            table = params[0]
+        elif partition_strategy == "mod":
+            # Row i lives in shard i % n at position i // n: interleave the shards back.
+            n = len(params)
+            rows = sum(p.shape[0] for p in params)
+            order = np.concatenate([np.arange(s, rows, n) for s in range(n)])
+            table = jnp.concatenate(params, 0)[np.argsort(order)]
+        elif partition_strategy == "div":
+            table = jnp.concatenate(params, 0)
+        else:
+            raise ValueError(f"Unrecognized partition strategy: {partition_strategy!r}")
+    else:
+        table = params
+    out = jnp.take(table, ids, axis=0)
+    if max_norm is not None:
+        norms = jnp.sqrt(jnp.sum(jnp.square(out), -1, keepdims=True))
+        out = out * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-30))
+    return out
+
+
+def _uniform_005(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
+
+
+def embedding(ids: jax.Array, input_dim: int, output_dim: int,
+              embeddings_initializer: Any = _uniform_005, trainable: bool = True,
+              name: Optional[str] = None, reuse: Any = None, dtype: Any = jnp.float32) -> jax.Array:
+    """An embedding table ``<name>/embeddings`` of shape ``(input_dim, output_dim)`` (Keras's name
+    and its uniform(-0.05, 0.05) default), looked up with ``embedding_lookup``."""
+    with _layer_scope(name, "embedding", reuse):
+        table = get_param("embeddings", (input_dim, output_dim), embeddings_initializer, dtype,
+                          trainable=trainable)
+    return embedding_lookup(table, ids)

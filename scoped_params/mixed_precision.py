@@ -1,0 +1,75 @@
+"""Mixed precision with TF 1.x's recipe: parameters stored in float32, computed in a low-precision dtype.
+
+The classic TF 1.x idiom is a custom getter on the model's variable scope: layers ask for float16
+(or bfloat16) variables, the getter creates float32 ones and returns them cast down. Gradients flow
+back through the cast into the float32 master weights, so the optimizer updates float32 values.
+
+>>> def fn(x):
+...     with sp.mixed_precision.scope("model", compute_dtype=jnp.bfloat16):
+...         h = sp.layers.dense(x.astype(jnp.bfloat16), 64, activation=jax.nn.relu)
+...         return sp.layers.dense(h, 10).astype(jnp.float32)
+>>> params = sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 8)))
+>>> params["model"]["dense"]["kernel"].dtype
+dtype('float32')
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._scope import scope as _scope
+
+__all__ = ["cast_floating", "float32_storage_getter", "scope"]
+
+_LOW_PRECISION = (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
+
+
+def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
+    """A custom getter that stores ``compute_dtype`` requests as float32 and returns them cast.
+
+    Requests for other dtypes (float32 parameters, integer tables, batch-norm statistics) pass
+    through unchanged. Use it as ``sp.scope(..., custom_getter=float32_storage_getter())``; it nests
+    with other getters like any TF custom getter.
+    """
+    compute = np.dtype(compute_dtype)
+    if not jnp.issubdtype(compute, jnp.floating):
+        raise TypeError(f"float32_storage_getter: compute_dtype must be a float dtype, got {compute}.")
+
+    def getter(next_getter, name, *args, **kwargs):
+        dtype = kwargs.get("dtype")
+        if dtype is None or np.dtype(dtype) != compute:
+            return next_getter(name, *args, **kwargs)
+        value = next_getter(name, *args, **{**kwargs, "dtype": jnp.float32})
+        return value.astype(compute)
+
+    return getter
+
+
+def scope(name_or_scope: Any = None, *, compute_dtype: Any = jnp.bfloat16,
+          custom_getter: Optional[Callable] = None, **scope_kwargs: Any) -> _scope:
+    """``sp.scope`` whose parameters default to ``compute_dtype`` but are stored in float32.
+
+    Sets the scope's ``dtype`` to ``compute_dtype`` (so ``sp.get_param`` without ``dtype=`` computes
+    in it) and installs ``float32_storage_getter(compute_dtype)``; an extra ``custom_getter`` runs
+    outside it. Layers compute in their input's dtype, so cast the input to ``compute_dtype``.
+    """
+    getter = float32_storage_getter(compute_dtype)
+    if custom_getter is not None:
+        inner = getter
+
+        def getter(next_getter, name, *args, **kwargs):  # noqa: F811 - the composed getter
+            return custom_getter(lambda *a, **k: inner(next_getter, *a, **k), name, *args, **kwargs)
+
+    return _scope(name_or_scope, dtype=compute_dtype, custom_getter=getter, **scope_kwargs)
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+    """Cast every floating leaf of ``tree`` to ``dtype`` (integer and bool leaves are kept)."""
+    def cast(x):
+        return x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+
+    return jax.tree_util.tree_map(cast, tree)

@@ -1,0 +1,468 @@
+"""Sharding: TF 1.x partitioners and per-parameter shardings as ``jax.sharding`` shardings.
+
+TF 1.x split a big variable into ``v/part_0``, ``v/part_1``, ... on parameter servers. In JAX the
+array stays one logical array named ``v``; *where its pieces live* is a ``jax.sharding`` question.
+So a partitioner here decides a ``PartitionSpec`` per parameter, and a mesh turns it into a
+``NamedSharding``:
+
+* ``sp.get_param(..., sharding=P(None, "model"))`` fixes one parameter's spec (wins over the scope);
+* ``sp.scope(..., partitioner=...)`` sets a default for every parameter created inside, inherited by
+  sub-scopes and overridden by an inner ``partitioner=`` exactly like TF's. A partitioner is
+
+  - a callable ``(name, shape, dtype) -> PartitionSpec | None`` (``None``: replicated),
+  - a ``Rules`` list (regular expression on the full name -> ``PartitionSpec``, first match wins),
+    or a plain list of ``(pattern, spec)`` pairs,
+  - a TF stock partitioner (``fixed_size_partitioner``, ``min_max_variable_partitioner``,
+    ``variable_axis_size_partitioner``, or any TF-style ``fn(shape=, dtype=) -> [ints]`` through
+    ``from_tf_partitioner``): the axis TF would split is sharded over a named mesh axis.
+
+* ``shardings(model, mesh, *args)`` gives the ``NamedSharding`` tree from an abstract trace
+  (``model.specs``), allocating nothing; ``init_sharded(model, mesh, key, *args)`` creates the
+  parameters directly sharded (``jax.jit(model.init, out_shardings=...)``), so no parameter is ever
+  whole on one device.
+
+>>> from jax.sharding import PartitionSpec as P
+>>> rules = sp.sharding.Rules([(r"/kernel$", P(None, "model")), (r"/bias$", P("model"))])
+>>> def fn(x):
+...     with sp.scope("mlp", partitioner=rules), sp.scope("dense"):
+...         w = sp.get_param("kernel", (x.shape[-1], 8))
+...         b = sp.get_param("bias", (8,), init=jax.nn.initializers.zeros)
+...     return x @ w + b
+>>> model = sp.transform(fn)
+>>> mesh = jax.make_mesh((2, 4), ("batch", "model"))
+>>> params = sp.init_sharded(model, mesh, jax.random.key(0), jax.ShapeDtypeStruct((16, 4), "float32"))
+>>> params["mlp"]["dense"]["kernel"].sharding.spec
+P(None, 'model')
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
+
+from ._errors import ScopedParamsError, format_site
+from ._materialize import initialize
+from ._spec import ParamSpec
+from ._transform import Transformed
+
+__all__ = [
+    "ShardingError", "Rules", "AxisPartitioner", "fixed_size_partitioner",
+    "min_max_variable_partitioner", "variable_axis_size_partitioner", "from_tf_partitioner",
+    "partition_spec", "partition_specs", "shardings", "init_sharded", "sharded_init_fn",
+    "abstract_params",
+]
+
+PartitionLike = Union[PartitionSpec, Sharding, None]
+
+
+class ShardingError(ScopedParamsError, ValueError):
+    """A parameter's sharding does not fit its shape or the mesh (unknown axis, not divisible, ...)."""
+
+
+# --- partitioners ----------------------------------------------------------------------------------
+
+
+class Rules:
+    """An ordered list of ``(regular expression, PartitionSpec)``: the first pattern that matches
+    (``re.search``) the parameter's full name gives its spec; no match means replicated.
+
+    A partitioner like any other: pass it as ``sp.scope(..., partitioner=rules)`` and every parameter
+    created in that scope and its sub-scopes is matched against it. Anchor patterns (``^``, ``$``)
+    to avoid matching ``dense_1`` with ``dense``. A target of ``None`` means replicated.
+
+    >>> rules = Rules([(r"attention/(query|key|value)/kernel$", P(None, "model")),
+    ...                (r"attention/out/kernel$", P("model", None)),
+    ...                (r"embedding$", P("model", None))])
+    >>> rules("layer_0/attention/query/kernel", (512, 512), np.float32)
+    P(None, 'model')
+    """
+
+    __slots__ = ("rules",)
+
+    def __init__(self, rules: Iterable[Tuple[str, Optional[PartitionSpec]]]):
+        compiled = []
+        for i, item in enumerate(rules):
+            try:
+                pattern, target = item
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"Rules: entry {i} is {item!r}; each rule is a (pattern, PartitionSpec) pair.\n"
+                    "  fix: Rules([(r'dense/kernel$', P(None, 'model')), ...])") from None
+            if not isinstance(target, (PartitionSpec, Sharding)) and target is not None:
+                axes = tuple(target) if isinstance(target, (tuple, list)) else (target,)
+                raise TypeError(
+                    f"Rules: the target of pattern {pattern!r} is {target!r}, not a PartitionSpec.\n"
+                    f"  fix: write P(...) (jax.sharding.PartitionSpec), e.g. ({pattern!r}, "
+                    f"P({', '.join(map(repr, axes))}))")
+            try:
+                regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+                regex.search("")
+            except (re.error, AttributeError, TypeError) as e:
+                raise TypeError(f"Rules: pattern {pattern!r} is not a regular expression ({e}).") from None
+            compiled.append((regex, target))
+        self.rules: Tuple[Tuple[re.Pattern, PartitionLike], ...] = tuple(compiled)
+
+    def match(self, name: str) -> Optional[Tuple[re.Pattern, PartitionLike]]:
+        """The first ``(compiled pattern, target)`` whose pattern matches ``name``, else ``None``."""
+        for regex, target in self.rules:
+            if regex.search(name):
+                return regex, target
+        return None
+
+    def __call__(self, name: str, shape: Tuple[int, ...], dtype: Any) -> PartitionLike:
+        hit = self.match(name)
+        return None if hit is None else hit[1]
+
+    def __add__(self, other: "Rules") -> "Rules":
+        """Concatenate: ``specific + general`` keeps ``specific``'s rules first."""
+        other = other if isinstance(other, Rules) else Rules(other)
+        return Rules([(r.pattern, t) for r, t in self.rules + other.rules])
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"({r.pattern!r}, {t!r})" for r, t in self.rules)
+        return f"Rules([{inner}])"
+
+
+class AxisPartitioner:
+    """A TF 1.x partitioner mapped onto a mesh axis.
+
+    ``partitions(shape, dtype)`` is TF's answer (one count per array axis, at most one above 1); as a
+    partitioner it returns a ``PartitionSpec`` that shards that array axis over ``mesh_axis`` when
+    TF would split it, and ``None`` (replicated) when TF would not. JAX cuts a sharded axis into as
+    many pieces as ``mesh_axis`` has devices, so TF's count decides *whether* an axis is sharded, the
+    mesh decides *into how many* pieces.
+    """
+
+    __slots__ = ("_count", "axis", "mesh_axis", "_what")
+
+    def __init__(self, count: Callable[[Tuple[int, ...], np.dtype], Sequence[int]], axis: int,
+                 mesh_axis: Union[str, Tuple[str, ...]], what: str):
+        self._count = count
+        self.axis = axis
+        self.mesh_axis = mesh_axis
+        self._what = what
+
+    def partitions(self, shape: Sequence[int], dtype: Any) -> list:
+        """TF's partition list for ``shape``: ``[1, ..., n, ..., 1]``."""
+        return [int(n) for n in self._count(tuple(shape), np.dtype(dtype))]
+
+    def __call__(self, name: str, shape: Tuple[int, ...], dtype: Any) -> PartitionLike:
+        return _spec_from_partitions(name, self.partitions(shape, dtype), self.mesh_axis, self._what)
+
+    def __repr__(self) -> str:
+        return f"{self._what} on mesh axis {self.mesh_axis!r}"
+
+
+def _spec_from_partitions(name, parts, mesh_axis, what) -> Optional[PartitionSpec]:
+    if any(p < 1 for p in parts):
+        raise ShardingError(f"Partitioner returned zero partitions for some axes: {parts} "
+                            f"(parameter '{name}', partitioner {what}).")
+    split = [i for i, p in enumerate(parts) if p > 1]
+    if len(split) > 1:
+        raise ShardingError(f"Can only slice a variable along one dimension: partitioning: {parts} "
+                            f"(parameter '{name}', partitioner {what}).\n"
+                            "  fix: return counts above 1 for at most one axis, or return a "
+                            "PartitionSpec naming a mesh axis per array axis.")
+    if not split:
+        return None
+    return PartitionSpec(*([None] * split[0] + [mesh_axis]))
+
+
+def _check_axis(shape, axis, what):
+    if axis >= len(shape):
+        raise ShardingError(f"{what}: axis {axis} is out of range for shape {tuple(shape)}.")
+
+
+def _bytes_per_element(dtype, bytes_per_string_element):
+    return bytes_per_string_element if dtype.kind in "SUO" else dtype.itemsize
+
+
+def fixed_size_partitioner(num_shards: int, axis: int = 0, *,
+                           mesh_axis: Union[str, Tuple[str, ...]] = "model") -> AxisPartitioner:
+    """TF's ``fixed_size_partitioner``: split ``axis`` in ``min(num_shards, shape[axis])`` parts;
+    here, shard ``axis`` over ``mesh_axis`` when that count is above 1.
+
+    >>> fixed_size_partitioner(4).partitions((10, 10), np.float32)
+    [4, 1]
+    >>> fixed_size_partitioner(4)("w", (10, 10), np.float32)
+    P('model',)
+    """
+    what = f"fixed_size_partitioner({num_shards}, axis={axis})"
+
+    def count(shape, dtype):
+        _check_axis(shape, axis, what)
+        parts = [1] * len(shape)
+        parts[axis] = min(num_shards, shape[axis])
+        return parts
+
+    return AxisPartitioner(count, axis, mesh_axis, what)
+
+
+def min_max_variable_partitioner(max_partitions: int = 1, axis: int = 0,
+                                 min_slice_size: int = 256 << 10,
+                                 bytes_per_string_element: int = 16, *,
+                                 mesh_axis: Union[str, Tuple[str, ...]] = "model") -> AxisPartitioner:
+    """TF's ``min_max_variable_partitioner``: as many parts as keep each at least ``min_slice_size``
+    bytes, at most ``max_partitions``; here, shard ``axis`` over ``mesh_axis`` when that is above 1,
+    so small parameters stay replicated and big ones are sharded."""
+    what = f"min_max_variable_partitioner({max_partitions}, axis={axis}, min_slice_size={min_slice_size})"
+
+    def count(shape, dtype):
+        _check_axis(shape, axis, what)
+        total = int(np.prod(shape, dtype=np.int64)) * _bytes_per_element(dtype, bytes_per_string_element)
+        parts = [1] * len(shape)
+        parts[axis] = max(1, min(shape[axis], max_partitions, int(math.ceil(total / min_slice_size))))
+        return parts
+
+    return AxisPartitioner(count, axis, mesh_axis, what)
+
+
+def variable_axis_size_partitioner(max_shard_bytes: int, axis: int = 0,
+                                   bytes_per_string_element: int = 16,
+                                   max_shards: Optional[int] = None, *,
+                                   mesh_axis: Union[str, Tuple[str, ...]] = "model") -> AxisPartitioner:
+    """TF's ``variable_axis_size_partitioner``: enough parts along ``axis`` that each holds at most
+    ``max_shard_bytes``; here, shard ``axis`` over ``mesh_axis`` when that is above 1."""
+    if max_shard_bytes < 1:
+        raise ValueError(f"max_shard_bytes must be positive, got: {max_shard_bytes}")
+    what = f"variable_axis_size_partitioner({max_shard_bytes}, axis={axis})"
+
+    def count(shape, dtype):
+        _check_axis(shape, axis, what)
+        slice_size = int(np.prod(shape[:axis] + shape[axis + 1:], dtype=np.int64))
+        per = max(1, max_shard_bytes // (_bytes_per_element(dtype, bytes_per_string_element) * slice_size))
+        n = int(math.ceil(shape[axis] / per))
+        parts = [1] * len(shape)
+        parts[axis] = min(max_shards, n) if max_shards else n
+        return parts
+
+    return AxisPartitioner(count, axis, mesh_axis, what)
+
+
+def from_tf_partitioner(fn: Callable[..., Sequence[int]], *,
+                        mesh_axis: Union[str, Tuple[str, ...]] = "model") -> AxisPartitioner:
+    """Adapt any TF-style partitioner ``fn(shape=..., dtype=...) -> [ints]`` (the split axis is the
+    one whose count is above 1) to shard that axis over ``mesh_axis``."""
+    if not callable(fn):
+        raise TypeError(f"Partitioner must be callable, but received: {fn!r}")
+
+    def count(shape, dtype):
+        return fn(shape=shape, dtype=dtype)
+
+    return AxisPartitioner(count, -1, mesh_axis, f"from_tf_partitioner({getattr(fn, '__name__', fn)!r})")
+
+
+# --- resolving one parameter's spec -----------------------------------------------------------------
+
+
+def _where(spec: ParamSpec) -> str:
+    return f" (created at {format_site(spec.site)})" if spec.site else ""
+
+
+def _run_partitioner(spec: ParamSpec) -> PartitionLike:
+    partitioner = spec.partitioner
+    if isinstance(partitioner, (list, tuple)):
+        partitioner = Rules(partitioner)
+    if not callable(partitioner):
+        raise TypeError(f"Partitioner must be callable, but received: {partitioner!r} (scope of "
+                        f"parameter '{spec.name}'{_where(spec)}).\n  fix: pass a callable "
+                        "(name, shape, dtype) -> PartitionSpec | None, sp.sharding.Rules([...]) or "
+                        "sp.sharding.fixed_size_partitioner(n).")
+    try:
+        inspect.signature(partitioner).bind(spec.name, spec.shape, spec.dtype)
+    except TypeError:
+        raise TypeError(
+            f"The partitioner {partitioner!r} of parameter '{spec.name}'{_where(spec)} cannot be called "
+            "as partitioner(name, shape, dtype).\n  fix: a TF-style partitioner(shape=, dtype=) -> "
+            "[ints] goes through sp.sharding.from_tf_partitioner(fn, mesh_axis=...).") from None
+    except ValueError:  # no signature (some builtins): just call it
+        pass
+    out = partitioner(spec.name, spec.shape, spec.dtype)
+    if out is None or isinstance(out, (PartitionSpec, Sharding)):
+        return out
+    hint = ("; it looks like TF's partition counts: wrap a TF-style partitioner in "
+            "sp.sharding.from_tf_partitioner(fn, mesh_axis=...)"
+            if isinstance(out, (list, tuple)) and all(isinstance(n, (int, np.integer)) for n in out)
+            else "")
+    raise TypeError(f"The partitioner of parameter '{spec.name}'{_where(spec)} returned {out!r}, "
+                    f"expected a jax.sharding.PartitionSpec or None{hint}.")
+
+
+def partition_spec(spec: ParamSpec) -> Union[PartitionSpec, Sharding]:
+    """The ``PartitionSpec`` (or concrete ``Sharding``) of one parameter.
+
+    ``get_param(sharding=...)`` wins; else the scope's partitioner decides (TF ignores partitioners
+    for scalars, and so do we); else the parameter is replicated, ``P()``.
+    """
+    explicit = spec.sharding
+    if explicit is not None:
+        if not isinstance(explicit, (PartitionSpec, Sharding)):
+            raise TypeError(
+                f"get_param('{spec.name}', sharding={explicit!r}){_where(spec)}: sharding must be a "
+                "jax.sharding.PartitionSpec or Sharding.\n"
+                f"  fix: sharding=P(...), e.g. sharding=jax.sharding.PartitionSpec(None, 'model').")
+        return explicit
+    if spec.partitioner is None or len(spec.shape) == 0:
+        return PartitionSpec()
+    out = _run_partitioner(spec)
+    return PartitionSpec() if out is None else out
+
+
+def _mesh_axes(entry) -> Tuple[str, ...]:
+    if entry is None:
+        return ()
+    return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+
+
+def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Mesh) -> None:
+    """Clear errors, naming the parameter, for specs that do not fit the shape or the mesh."""
+    name, shape = spec.name, tuple(spec.shape)
+    if isinstance(pspec, Sharding):
+        try:
+            pspec.shard_shape(shape)
+        except Exception as e:  # noqa: BLE001 - jax raises several kinds; we re-raise one
+            raise ShardingError(f"The sharding of parameter '{name}'{_where(spec)} does not fit its "
+                                f"shape {shape}: {e}") from None
+        return
+    src = "get_param(sharding=...)" if spec.sharding is not None else f"partitioner {spec.partitioner!r}"
+    if len(pspec) > len(shape):
+        raise ShardingError(
+            f"Parameter '{name}'{_where(spec)} has shape {shape} (rank {len(shape)}) but its "
+            f"PartitionSpec {pspec} (from {src}) has {len(pspec)} entries.\n"
+            "  fix: give at most one entry per array axis (missing trailing entries mean replicated).")
+    sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
+    seen = {}
+    for dim, entry in enumerate(pspec):
+        axes = _mesh_axes(entry)
+        for ax in axes:
+            if ax not in sizes:
+                raise ShardingError(
+                    f"Parameter '{name}'{_where(spec)}: its PartitionSpec {pspec} (from {src}) names "
+                    f"mesh axis {ax!r}, but the mesh has axes {tuple(mesh.axis_names)}.\n"
+                    "  fix: use one of the mesh's axis names, or build the mesh with that axis "
+                    "(jax.make_mesh(shape, names)).")
+            if ax in seen:
+                raise ShardingError(
+                    f"Parameter '{name}'{_where(spec)}: its PartitionSpec {pspec} (from {src}) uses "
+                    f"mesh axis {ax!r} for array axes {seen[ax]} and {dim}.\n"
+                    "  fix: shard each array axis over different mesh axes.")
+            seen[ax] = dim
+        n = int(np.prod([sizes[a] for a in axes], dtype=np.int64)) if axes else 1
+        if shape[dim] % n:
+            raise ShardingError(
+                f"Parameter '{name}'{_where(spec)}: dimension {dim} of shape {shape} has size "
+                f"{shape[dim]}, not divisible by {n}, the number of devices on mesh axes {axes} of its "
+                f"PartitionSpec {pspec} (from {src}).\n"
+                f"  fix: make that dimension a multiple of {n}, shard another dimension, or leave it "
+                "replicated (None).")
+
+
+# --- trees -----------------------------------------------------------------------------------------
+
+
+def _specs_of(model_or_specs: Any, args: tuple, kwargs: dict) -> Any:
+    if isinstance(model_or_specs, Transformed):
+        return model_or_specs.specs(*args, **kwargs)
+    if args or kwargs:
+        raise TypeError("Model arguments were given, but the first argument is a specs tree, not a "
+                        "transformed model.\n  fix: pass the model (sp.transform(fn)) with its "
+                        "arguments, or the specs tree alone.")
+    leaves = jax.tree_util.tree_leaves(model_or_specs)
+    if not all(isinstance(x, ParamSpec) for x in leaves):
+        raise TypeError(f"Expected a transformed model or a tree of ParamSpec (model.specs(...)), got "
+                        f"{type(model_or_specs).__name__}.")
+    return model_or_specs
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, ParamSpec)
+
+
+def partition_specs(model_or_specs: Any, *args: Any, **kwargs: Any) -> Any:
+    """The ``PartitionSpec`` of every parameter (and state entry), shaped like ``params``
+    (``(params, state)`` for ``transform_with_state``). No mesh needed; nothing is allocated."""
+    specs = _specs_of(model_or_specs, args, kwargs)
+    return jax.tree_util.tree_map(partition_spec, specs, is_leaf=_is_spec)
+
+
+def shardings(model_or_specs: Any, mesh: Mesh, *args: Any, **kwargs: Any) -> Any:
+    """The ``NamedSharding`` of every parameter on ``mesh``, shaped like ``params``.
+
+    ``model_or_specs`` is a transformed model (called with ``*args, **kwargs`` as for ``init``;
+    arrays may be ``jax.ShapeDtypeStruct``s) or the tree ``model.specs(...)`` returned. Every spec is
+    checked against its parameter's shape and the mesh (axis names, divisibility); errors name the
+    parameter. For ``transform_with_state`` it returns ``(params_shardings, state_shardings)``.
+
+    >>> sh = sp.shardings(model, mesh, jax.ShapeDtypeStruct((16, 4), "float32"))
+    >>> sh["mlp"]["dense"]["kernel"]
+    NamedSharding(mesh=..., spec=P(None, 'model'), ...)
+    """
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"shardings: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}.\n"
+                        "  fix: mesh = jax.make_mesh((2, 4), ('batch', 'model')).")
+    specs = _specs_of(model_or_specs, args, kwargs)
+
+    def one(spec: ParamSpec) -> Sharding:
+        pspec = partition_spec(spec)
+        _check(spec, pspec, mesh)
+        return pspec if isinstance(pspec, Sharding) else NamedSharding(mesh, pspec)
+
+    return jax.tree_util.tree_map(one, specs, is_leaf=_is_spec)
+
+
+def abstract_params(model_or_specs: Any, mesh: Optional[Mesh] = None, *args: Any, **kwargs: Any) -> Any:
+    """``jax.ShapeDtypeStruct``s (with their shardings when ``mesh`` is given) shaped like ``params``:
+    the restore target of a sharded checkpoint (``orbax``), allocating nothing."""
+    specs = _specs_of(model_or_specs, args, kwargs)
+    sh = shardings(specs, mesh) if mesh is not None else jax.tree_util.tree_map(
+        lambda s: None, specs, is_leaf=_is_spec)
+    return jax.tree_util.tree_map(
+        lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), specs, sh, is_leaf=_is_spec)
+
+
+def _abstract_arg(x: Any) -> Any:
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
+    return x
+
+
+def sharded_init_fn(model: Transformed, mesh: Mesh, *args: Any, **kwargs: Any) -> Callable:
+    """A jitted ``key -> params`` (``(params, state)`` with state) creating every parameter directly
+    sharded on ``mesh``; ``init_sharded`` calls it once. Reuse it for several keys, or ``.lower(key)``
+    it to inspect the compiled memory use."""
+    if not isinstance(model, Transformed):
+        raise TypeError(f"init_sharded: expected a transformed model (sp.transform(fn)), got "
+                        f"{type(model).__name__}.")
+    a, kw = jax.tree_util.tree_map(_abstract_arg, (args, kwargs))
+    specs = model.specs(*a, **kw)
+    out = shardings(specs, mesh)
+
+    def init(key):
+        # One initializer call per parameter rather than model.init's vmapped groups: XLA shards a
+        # lone initializer along its output's sharding, but a stacked group is an intermediate that
+        # holds several whole parameters on every device.
+        return jax.tree_util.tree_map(lambda s: initialize(key, {s.name: s})[s.name], specs,
+                                      is_leaf=_is_spec)
+
+    return jax.jit(init, in_shardings=NamedSharding(mesh, PartitionSpec()), out_shardings=out)
+
+
+def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, *args: Any, **kwargs: Any) -> Any:
+    """``model.init(key, *args, **kwargs)``, with every parameter created directly sharded on ``mesh``.
+
+    The initializers run under ``jax.jit`` with ``out_shardings=sp.shardings(...)``, so each device
+    computes only its own shards and no parameter is ever whole on one device. Array arguments are
+    only looked at for their shapes (``jax.ShapeDtypeStruct`` works). The values equal
+    ``model.init``'s: a parameter's value depends only on (key, full name, shape, dtype, initializer).
+
+    >>> params = sp.init_sharded(model, mesh, jax.random.key(0), x)
+    >>> params["mlp"]["dense"]["kernel"].sharding.spec
+    P(None, 'model')
+    """
+    return sharded_init_fn(model, mesh, *args, **kwargs)(key)

@@ -1,0 +1,608 @@
+"""API.md sections 1-3 beyond the TF rules: state, rng, regularization, record, specs, tree helpers,
+abstract init and the error contract."""
+
+import inspect
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+from scoped_params._materialize import param_key
+
+KEY = jax.random.key(0)
+THIS_FILE = os.path.basename(__file__)
+
+
+def paths(tree):
+    return set(sp.flatten(tree))
+
+
+def here():
+    """The caller's line number."""
+    return inspect.currentframe().f_back.f_lineno
+
+
+# --- get_state / set_state ------------------------------------------------------------------------
+
+
+def _counter_model():
+    def fn(x):
+        with sp.scope("bn"):
+            count = sp.get_state("count", [], init=sp.initializers.zeros, dtype=jnp.int32)
+            mean = sp.get_state("mean", [3], init=sp.initializers.zeros)
+            sp.set_state("count", count + 1)
+            sp.set_state("mean", 0.9 * mean + 0.1 * x)
+            sp.get_scope().reuse_variables()
+            return sp.get_state("mean") * 2.0  # reads this call's write
+    return sp.transform_with_state(fn)
+
+
+def test_state_lives_apart_from_params_and_set_state_updates_it():
+    model = _counter_model()
+    x = jnp.array([1.0, 2.0, 3.0])
+    params, state = model.init(KEY, x)
+    assert params == {}
+    assert paths(state) == {"bn/count", "bn/mean"}
+    np.testing.assert_array_equal(state["bn"]["mean"], np.zeros(3))  # init never runs set_state
+    out, new_state = model.apply(params, state, x)
+    np.testing.assert_allclose(new_state["bn"]["mean"], 0.1 * np.asarray(x), rtol=1e-6)
+    np.testing.assert_allclose(out, 0.2 * np.asarray(x), rtol=1e-6)
+    assert int(new_state["bn"]["count"]) == 1
+    _, newer = jax.jit(model.apply)(params, new_state, x)
+    assert int(newer["bn"]["count"]) == 2
+    np.testing.assert_allclose(newer["bn"]["mean"], 0.19 * np.asarray(x), rtol=1e-6)
+    assert int(state["bn"]["count"]) == 0  # apply is pure
+
+
+def test_get_state_under_plain_transform_is_a_state_error():
+    model = sp.transform(lambda: sp.get_state("s", [], init=sp.initializers.zeros))
+    with pytest.raises(RuntimeError, match=r"sp.get_state\('s'\) needs a stateful transform") as e:
+        model.init(KEY)
+    assert isinstance(e.value, sp.StateError)
+    assert "sp.transform_with_state(fn)" in str(e.value)
+
+
+def test_set_state_under_plain_transform_is_a_state_error():
+    model = sp.transform(lambda: sp.set_state("s", 1.0))
+    with pytest.raises(sp.StateError, match=r"sp.set_state\('s'\) needs a stateful transform"):
+        model.init(KEY)
+
+
+def test_set_state_before_get_state_is_an_error():
+    def fn():
+        with sp.scope("a"):
+            sp.set_state("s", jnp.zeros(()))
+
+    with pytest.raises(sp.StateError, match="state 'a/s' was not declared in this call") as e:
+        sp.transform_with_state(fn).init(KEY)
+    assert "sp.get_state('s', shape, init)" in str(e.value)
+
+
+def test_set_state_with_a_new_shape_is_an_error():
+    def fn():
+        sp.get_state("s", [2], init=sp.initializers.zeros)
+        sp.set_state("s", jnp.zeros(3))
+
+    with pytest.raises(ValueError, match=r"state 's' holds shape \(2,\) dtype float32, but the new "
+                                         r"value has shape \(3,\)"):
+        sp.transform_with_state(fn).init(KEY)
+
+
+def test_state_and_param_share_one_namespace():
+    def fn():
+        sp.get_param("v", [])
+        with sp.scope(sp.get_scope(), reuse=True):
+            sp.get_state("v", [])
+
+    with pytest.raises(ValueError, match="'v' is a param but was requested as a state"):
+        sp.transform_with_state(fn).init(KEY)
+
+
+def test_state_outside_a_transform_is_an_error():
+    with pytest.raises(RuntimeError, match=r"sp.get_state\(\) was called outside"):
+        sp.get_state("s", [])
+    with pytest.raises(RuntimeError, match=r"sp.set_state\(\) was called outside"):
+        sp.set_state("s", 1.0)
+
+
+def test_apply_of_stateful_model_needs_state_argument():
+    model = _counter_model()
+    with pytest.raises(TypeError, match=r"takes \(params, state, \*args\)"):
+        model.apply({})
+
+
+# --- next_rng_key -----------------------------------------------------------------------------------
+
+
+def _dropout_model():
+    def fn(x):
+        k1, k2 = sp.next_rng_key(), sp.next_rng_key()
+        return x * jax.random.bernoulli(k1, 0.5, x.shape), jax.random.normal(k2, x.shape)
+    return sp.transform(fn)
+
+
+def test_next_rng_key_is_deterministic_in_rng_and_fresh_per_call():
+    model = _dropout_model()
+    x = jnp.ones(64)
+    params = model.init(KEY, x)
+    a1, n1 = model.apply(params, x, rng=jax.random.key(1))
+    a2, n2 = model.apply(params, x, rng=jax.random.key(1))
+    b1, _ = model.apply(params, x, rng=jax.random.key(2))
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(n1, n2)
+    assert not np.array_equal(a1, b1)
+    expected = jax.random.normal(jax.random.fold_in(jax.random.key(1), 1), x.shape)
+    np.testing.assert_array_equal(n1, expected)
+    jitted, _ = jax.jit(model.apply)(params, x, rng=jax.random.key(1))
+    np.testing.assert_array_equal(jitted, a1)
+
+
+def test_next_rng_key_without_rng_is_a_missing_rng_error():
+    model = _dropout_model()
+    x = jnp.ones(4)
+    params = model.init(KEY, x)  # init supplies its own key
+    with pytest.raises(RuntimeError, match="apply was called without rng=") as e:
+        model.apply(params, x)
+    assert isinstance(e.value, sp.MissingRngError)
+    assert "model.apply(params, x, rng=jax.random.key(step))" in str(e.value)
+
+
+def test_next_rng_key_outside_a_transform_is_an_error():
+    with pytest.raises(sp.NotInTransformError, match=r"sp.next_rng_key\(\) was called outside"):
+        sp.next_rng_key()
+
+
+# --- regularization_loss ----------------------------------------------------------------------------
+
+
+def _regularized_model():
+    def fn(x):
+        with sp.scope("dense", regularizer=sp.l2_regularizer(0.5)):
+            w = sp.get_param("w", [3, 2])
+        with sp.scope("dense", reuse=True):
+            sp.get_param("w", [3, 2])  # a reuse adds no second term
+        b = sp.get_param("b", [2], init=sp.initializers.ones, regularizer=sp.l1_regularizer(2.0))
+        return x @ w + b, sp.regularization_loss()
+    return sp.transform(fn)
+
+
+def test_regularization_loss_is_computed_from_this_calls_values():
+    model = _regularized_model()
+    x = jnp.ones((1, 3))
+    params = model.init(KEY, x)
+    w = params["dense"]["w"]
+    _, loss = model.apply(params, x)
+    assert float(loss) == pytest.approx(0.25 * float(jnp.sum(w ** 2)) + 4.0, rel=1e-6)
+    other = jax.tree_util.tree_map(lambda p: 3.0 * p, params)
+    _, loss3 = model.apply(other, x)
+    assert float(loss3) == pytest.approx(0.25 * float(jnp.sum((3 * w) ** 2)) + 12.0, rel=1e-5)
+
+
+def test_regularization_loss_is_differentiable():
+    model = _regularized_model()
+    x = jnp.ones((1, 3))
+    params = model.init(KEY, x)
+    grads = jax.grad(lambda p: model.apply(p, x)[1])(params)
+    np.testing.assert_allclose(grads["dense"]["w"], 0.5 * params["dense"]["w"], rtol=1e-6)
+    np.testing.assert_allclose(grads["b"], 2.0 * np.ones(2), rtol=1e-6)
+
+
+def test_regularization_loss_is_zero_without_regularizers():
+    model = sp.transform(lambda: (sp.get_param("w", [2]), sp.regularization_loss())[1])
+    assert float(model.apply(model.init(KEY))) == 0.0
+
+
+def test_regularization_loss_counts_only_params_fetched_so_far():
+    def fn():
+        reg = sp.l1_regularizer(1.0)
+        sp.get_param("a", init=jnp.array(1.0), regularizer=reg)
+        first = sp.regularization_loss()
+        sp.get_param("b", init=jnp.array(-2.0), regularizer=reg)
+        return first, sp.regularization_loss()
+
+    model = sp.transform(fn)
+    first, total = model.apply(model.init(KEY))
+    assert (float(first), float(total)) == (1.0, 3.0)
+
+
+# --- record / apply_with_intermediates ---------------------------------------------------------------
+
+
+def test_record_returns_values_under_name_scope_via_apply_with_intermediates():
+    def fn(x):
+        with sp.scope("conv1"):
+            h = x * sp.get_param("w", init=2.0)
+            sp.record("pre", h)
+            with sp.name_scope("act"):
+                h = jax.nn.relu(h)
+                sp.record("out", h)
+                sp.record("out", h + 1)
+        sp.record("final", h)
+        return h
+
+    model = sp.transform(fn)
+    x = jnp.array([-1.0, 1.0])
+    params = model.init(KEY, x)
+    out, inter = model.apply_with_intermediates(params, x)
+    assert set(inter) == {"conv1/pre", "conv1/act/out", "conv1/act/out_1", "final"}
+    np.testing.assert_array_equal(inter["conv1/pre"], [-2.0, 2.0])
+    np.testing.assert_array_equal(inter["conv1/act/out"], [0.0, 2.0])
+    np.testing.assert_array_equal(inter["conv1/act/out_1"], [1.0, 3.0])
+    np.testing.assert_array_equal(out, model.apply(params, x))
+    _, jitted = jax.jit(model.apply_with_intermediates)(params, x)
+    np.testing.assert_array_equal(jitted["conv1/act/out"], [0.0, 2.0])
+
+
+def test_record_in_plain_apply_keeps_nothing_and_changes_nothing():
+    def fn(x):
+        sp.record("x", x)
+        return x + 1
+
+    model = sp.transform(fn)
+    np.testing.assert_array_equal(model.apply({}, jnp.ones(2)), [2.0, 2.0])
+
+
+def test_apply_with_intermediates_of_a_stateful_model():
+    def fn(x):
+        s = sp.get_state("s", [], init=sp.initializers.zeros)
+        sp.set_state("s", s + 1)
+        sp.record("x", x)
+        return x
+
+    model = sp.transform_with_state(fn)
+    params, state = model.init(KEY, jnp.ones(()))
+    (out, new_state), inter = model.apply_with_intermediates(params, state, jnp.float32(5.0))
+    assert float(out) == 5.0 and float(new_state["s"]) == 1.0 and float(inter["x"]) == 5.0
+
+
+# --- specs --------------------------------------------------------------------------------------------
+
+
+def test_specs_allocate_nothing_and_carry_all_metadata():
+    reg = sp.l2_regularizer(1.0)
+    pspec = jax.sharding.PartitionSpec("model", None)
+
+    def fn(x):
+        with sp.scope("big"):
+            w = sp.get_param("w", [x.shape[-1], 200_000], trainable=False, collections=["frozen"],
+                             regularizer=reg, sharding=pspec)
+        return x @ w
+
+    model = sp.transform(fn)
+    x = jax.ShapeDtypeStruct((2, 100_000), jnp.float32)  # w would be 80 GB
+    specs = model.specs(x)
+    spec = specs["big"]["w"]
+    assert isinstance(spec, sp.ParamSpec)
+    assert spec.name == "big/w" and spec.shape == (100_000, 200_000) and spec.dtype == np.float32
+    assert spec.trainable is False and spec.collections == ("frozen",)
+    assert spec.regularizer is reg and spec.sharding == pspec
+    assert spec.nbytes == 100_000 * 200_000 * 4
+    assert spec.site[0].endswith(THIS_FILE)
+
+
+def test_specs_tree_has_the_structure_of_params():
+    def fn(x):
+        with sp.scope("a"):
+            sp.get_param("w", [x.shape[0], 2])
+            with sp.scope("b"):
+                sp.get_param("v", [], dtype=jnp.int32)
+
+    model = sp.transform(fn)
+    x = jnp.ones(3)
+    params, specs = model.init(KEY, x), model.specs(x)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(specs)
+    same = jax.tree_util.tree_map(lambda p, s: p.shape == s.shape and p.dtype == s.dtype,
+                                  params, specs)
+    assert jax.tree_util.tree_leaves(same) == [True, True]
+
+
+def test_specs_of_stateful_model_split_params_and_state():
+    def fn():
+        sp.get_param("w", [2])
+        sp.get_state("s", [3], init=sp.initializers.zeros)
+
+    pspecs, sspecs = sp.transform_with_state(fn).specs()
+    assert paths(pspecs) == {"w"} and paths(sspecs) == {"s"}
+    assert sspecs["s"].kind == "state" and pspecs["w"].kind == "param"
+
+
+# --- tree helpers ------------------------------------------------------------------------------------
+
+
+def _mixed_model():
+    def fn():
+        with sp.scope("foo"):
+            sp.get_param("w", [])
+            sp.get_param("moving", [], trainable=False, collections=["ema", "stats"])
+        with sp.scope("foo_1"):
+            sp.get_param("w", [], collections=["ema"])
+        with sp.scope("bar"):
+            with sp.scope("foo"):
+                sp.get_param("w", [])
+    return sp.transform(fn)
+
+
+def test_partition_trainable_splits_by_the_trainable_flag_and_merge_recombines():
+    model = _mixed_model()
+    params, specs = model.init(KEY), model.specs()
+    trainable, frozen = sp.partition_trainable(params, specs)
+    assert paths(trainable) == {"foo/w", "foo_1/w", "bar/foo/w"}
+    assert paths(frozen) == {"foo/moving"}
+    merged = sp.merge(trainable, frozen)
+    assert sp.flatten(merged) == sp.flatten(params)
+
+
+def test_partition_by_collection():
+    model = _mixed_model()
+    params, specs = model.init(KEY), model.specs()
+    ema, rest = sp.partition_by_collection(params, specs, "ema")
+    assert paths(ema) == {"foo/moving", "foo_1/w"}
+    assert paths(rest) == {"foo/w", "bar/foo/w"}
+    stats, _ = sp.partition_by_collection(params, specs, "stats")
+    assert paths(stats) == {"foo/moving"}
+
+
+def test_partition_trainable_with_params_missing_from_specs_is_a_key_error():
+    with pytest.raises(KeyError, match="'extra' is in params but not in specs"):
+        sp.partition_trainable({"extra": jnp.zeros(())}, {})
+
+
+def test_select_and_partition_by_scope_use_a_literal_prefix():
+    params = _mixed_model().init(KEY)
+    assert paths(sp.select(params, "foo")) == {"foo/w", "foo/moving"}
+    inside, outside = sp.partition_by_scope(params, "foo")
+    assert paths(inside) == {"foo/w", "foo/moving"}
+    assert paths(outside) == {"foo_1/w", "bar/foo/w"}
+    assert paths(sp.select(params, "bar/foo")) == {"bar/foo/w"}
+    assert paths(sp.select(params, "fo")) == set()
+    assert paths(sp.select(params, "foo/w")) == {"foo/w"}
+
+
+def test_flatten_and_unflatten_round_trip_full_names():
+    tree = {"image_filters": {"conv1": {"weights": 1, "biases": 2}, "conv2": {"weights": 3}}, "g": 4}
+    flat = sp.flatten(tree)
+    assert flat == {"image_filters/conv1/weights": 1, "image_filters/conv1/biases": 2,
+                    "image_filters/conv2/weights": 3, "g": 4}
+    assert sp.unflatten(flat) == tree
+
+
+def test_unflatten_rejects_a_leaf_that_is_also_a_scope():
+    with pytest.raises(ValueError, match="'foo/v' cannot be placed: 'foo' is a leaf, not a scope") as e:
+        sp.unflatten({"foo": 1, "foo/v": 2})
+    assert isinstance(e.value, sp.NameCollisionError)
+    with pytest.raises(sp.NameCollisionError, match="'foo' cannot be placed: it is a scope"):
+        sp.unflatten({"foo/v": 2, "foo": 1})
+
+
+def test_merge_rejects_a_name_in_two_trees():
+    with pytest.raises(ValueError, match="merge: 'a/b' is in more than one tree"):
+        sp.merge({"a": {"b": 1}}, {"a": {"b": 2}})
+    assert sp.merge({"a": {"b": 1}}, {"a": {"c": 2}}) == {"a": {"b": 1, "c": 2}}
+
+
+# --- abstract init -----------------------------------------------------------------------------------
+
+
+def test_init_accepts_shape_dtype_structs_and_concrete_flags_steer_control_flow():
+    def fn(x, is_training, mode="mean"):
+        assert isinstance(is_training, bool) and isinstance(mode, str)
+        w = sp.get_param("w", [x.shape[-1], 4])
+        if is_training:
+            sp.get_param("dropout_scale", [], init=sp.initializers.ones)
+        if mode == "sum":
+            sp.get_param("sum_bias", [4], init=sp.initializers.zeros)
+        return x @ w
+
+    model = sp.transform(fn)
+    x = jax.ShapeDtypeStruct((8, 5), jnp.float32)
+    assert paths(model.init(KEY, x, True)) == {"w", "dropout_scale"}
+    assert paths(model.init(KEY, x, False, mode="sum")) == {"w", "sum_bias"}
+    params = model.init(KEY, x, is_training=False)
+    assert params["w"].shape == (5, 4)
+    out = model.apply(params, jnp.ones((8, 5)), False)
+    np.testing.assert_allclose(out, jnp.ones((8, 5)) @ params["w"], rtol=1e-6)
+
+
+def test_init_accepts_nested_args_and_config_objects():
+    class Config:
+        width = 6
+
+    def fn(batch, cfg):
+        return batch["x"] @ sp.get_param("w", [batch["x"].shape[-1], cfg.width])
+
+    params = sp.transform(fn).init(KEY, {"x": jax.ShapeDtypeStruct((2, 3), jnp.float32)}, Config())
+    assert params["w"].shape == (3, 6)
+
+
+def test_param_value_depends_only_on_key_name_shape_dtype_and_initializer():
+    def forward():
+        with sp.scope("a"):
+            sp.get_param("w", [4, 4])
+        sp.get_param("b", [4, 4])
+        sp.get_param("c", [3])
+
+    def backward():
+        sp.get_param("extra", [4, 4])
+        sp.get_param("b", [4, 4])
+        with sp.scope("a"):
+            sp.get_param("w", [4, 4])
+
+    p1 = sp.flatten(sp.transform(forward).init(KEY))
+    p2 = sp.flatten(sp.transform(backward).init(KEY))
+    np.testing.assert_array_equal(p1["a/w"], p2["a/w"])
+    np.testing.assert_array_equal(p1["b"], p2["b"])
+    assert not np.array_equal(p1["a/w"], p1["b"])
+    expected = sp.initializers.glorot_uniform()(param_key(KEY, "b"), (4, 4), jnp.float32)
+    np.testing.assert_array_equal(p1["b"], expected)
+    p3 = sp.flatten(sp.transform(forward).init(jax.random.key(1)))
+    assert not np.array_equal(p1["b"], p3["b"])
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls,base", [
+    (sp.ParamExistsError, ValueError), (sp.ParamNotFoundError, ValueError),
+    (sp.ShapeMismatchError, ValueError), (sp.DtypeMismatchError, ValueError),
+    (sp.NameCollisionError, ValueError), (sp.InvalidNameError, ValueError),
+    (sp.InitializerError, ValueError), (sp.ReuseArgumentError, ValueError),
+    (sp.ScopeNestingError, RuntimeError), (sp.NotInTransformError, RuntimeError),
+    (sp.MissingRngError, RuntimeError), (sp.StateError, RuntimeError),
+    (sp.ParamsTypeError, TypeError)])
+def test_error_classes_subclass_the_builtin_tf_would_raise(cls, base):
+    assert issubclass(cls, base) and issubclass(cls, sp.ScopedParamsError)
+
+
+def test_get_param_outside_a_transform_is_a_runtime_error_with_a_fix():
+    with pytest.raises(RuntimeError, match=r"sp.get_param\(\) was called outside") as e:
+        sp.get_param("w", [1])
+    assert isinstance(e.value, sp.NotInTransformError)
+    assert "fix: put the model code in a function" in str(e.value)
+
+
+def test_get_param_rejects_a_non_string_name():
+    with pytest.raises(TypeError, match=r"name must be a string, got int \(3\)"):
+        sp.transform(lambda: sp.get_param(3, [1])).init(KEY)
+
+
+def test_already_exists_names_path_asked_found_fix_and_first_creation_site():
+    lines = []
+
+    def fn():
+        with sp.scope("enc"):
+            with sp.scope("layer"):
+                sp.get_param("w", [2, 3]); lines.append(here())  # noqa: E702
+                sp.get_param("w", [2, 3]); lines.append(here())  # noqa: E702
+
+    with pytest.raises(sp.ParamExistsError) as e:
+        sp.transform(fn).init(KEY)
+    msg = str(e.value)
+    assert msg.startswith("Variable enc/layer/w already exists, disallowed.")
+    assert f"Originally defined at:\n\n  {__file__}:{lines[0]}" in msg
+    assert f"asked: a new 'enc/layer/w' (reuse=False in scope 'enc/layer') at {__file__}:" in msg
+    assert "found: 'enc/layer/w' already created in this call with shape (2, 3), dtype float32" in msg
+    assert "fix: to share it, enter the scope with reuse=True (sp.scope('enc/layer', reuse=True))" in msg
+
+
+def test_does_not_exist_lists_nearest_names_and_the_scope_that_turned_reuse_on():
+    lines = []
+
+    def fn():
+        with sp.scope("model"):
+            sp.get_param("weights", [2])
+            sp.get_param("bias", [2])
+        with sp.scope("model", reuse=True):  # reuse turned on here
+            lines.append(here() - 1)
+            with sp.scope("head"):
+                sp.get_param("weight", [2])
+
+    with pytest.raises(sp.ParamNotFoundError) as e:
+        sp.transform(fn).init(KEY)
+    msg = str(e.value)
+    assert msg.startswith("Variable model/head/weight does not exist")
+    assert "asked: 'model/head/weight' with reuse=True in scope 'model/head'" in msg
+    assert "found: 'model/weights'" in msg
+    assert "'model/bias'" not in msg
+    assert (f"reuse is on because scope 'model' set reuse=True at {__file__}:{lines[0]}; it is "
+            "inherited by every sub-scope and cannot be turned back off inside it") in msg
+    assert "fix: create it first (reuse=False), use reuse=sp.AUTO_REUSE" in msg
+
+
+def test_does_not_exist_names_reuse_variables_call_site():
+    lines = []
+
+    def fn():
+        with sp.scope("tower") as t:
+            sp.get_param("w", [])
+            t.reuse_variables(); lines.append(here())  # noqa: E702
+            sp.get_param("w/Adam", [])
+
+    with pytest.raises(sp.ParamNotFoundError) as e:
+        sp.transform(fn).init(KEY)
+    assert (f"scope 'tower' set reuse_variables() at {__file__}:{lines[0]}") in str(e.value)
+
+
+def test_shape_and_dtype_mismatch_name_where_the_param_was_created_and_the_fix():
+    lines = []
+
+    def fn(dtype):
+        with sp.scope("a") as s:
+            sp.get_param("v", [1]); lines.append(here())  # noqa: E702
+        with sp.scope(s, reuse=True):
+            sp.get_param("v", [1] if dtype else [2], dtype=dtype)
+
+    model = sp.transform(fn)
+    with pytest.raises(sp.ShapeMismatchError) as e:
+        model.init(KEY, None)
+    msg = str(e.value)
+    assert f"found: created at {__file__}:{lines[0]}" in msg
+    assert "fix: pass the stored shape, or shape=None to accept the stored one" in msg
+    with pytest.raises(sp.DtypeMismatchError) as e:
+        model.init(KEY, jnp.float16)
+    msg = str(e.value)
+    assert "Trying to share variable a/v, but specified dtype float16 and found dtype float32" in msg
+    assert f"found: created at {__file__}:{lines[-1]}" in msg
+    assert "fix: pass dtype=float32 when sharing it" in msg
+
+
+def test_name_scope_hint_when_a_plain_name_scope_is_active():
+    def fn():
+        with sp.name_scope("block"):
+            sp.get_param("w", [])
+        with sp.name_scope("block"):
+            sp.get_param("w", [])
+
+    with pytest.raises(sp.ParamExistsError) as e:
+        sp.transform(fn).init(KEY)
+    assert ("note: name_scope('block_1') is active but does not affect parameter names; use "
+            "sp.scope('block_1') to namespace parameters.") in str(e.value)
+
+
+def test_no_name_scope_hint_inside_a_variable_scope():
+    def fn():
+        with sp.scope("block"):
+            sp.get_param("w", [])
+        with sp.scope("block"):
+            sp.get_param("w", [])
+
+    with pytest.raises(sp.ParamExistsError) as e:
+        sp.transform(fn).init(KEY)
+    assert "note: name_scope" not in str(e.value)
+
+
+def test_name_scope_hint_on_does_not_exist():
+    def fn():
+        sp.get_param("w", [])
+        with sp.name_scope("enc"):
+            with sp.scope(sp.get_scope(), reuse=True):
+                sp.get_param("v", [])
+
+    with pytest.raises(sp.ParamNotFoundError, match=r"name_scope\('enc'\) is active"):
+        sp.transform(fn).init(KEY)
+
+
+def test_param_that_is_already_a_scope_is_a_name_collision():
+    def fn():
+        with sp.scope("foo"):
+            sp.get_param("v", [])
+        sp.get_param("foo", [])
+
+    with pytest.raises(ValueError, match="'foo' cannot be a parameter: it is already a scope holding "
+                                         "'foo/v'") as e:
+        sp.transform(fn).init(KEY)
+    assert isinstance(e.value, sp.NameCollisionError)
+    assert "fix: rename the parameter or the scope" in str(e.value)
+
+
+def test_scope_named_like_an_existing_param_is_a_name_collision():
+    def fn():
+        sp.get_param("foo", [])
+        with sp.scope("foo"):
+            sp.get_param("v", [])
+
+    with pytest.raises(sp.NameCollisionError, match="'foo/v' cannot be created: 'foo' is already a "
+                                                    "parameter, so it cannot also be a scope"):
+        sp.transform(fn).init(KEY)

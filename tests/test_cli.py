@@ -1,0 +1,110 @@
+"""`python -m scoped_params inspect`, run as a real subprocess on real files of both formats."""
+
+import os
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from scoped_params import checkpoint as ckpt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def inspect(*args):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "scoped_params", "inspect", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "filter.safetensors"
+    ckpt.save(path, {
+        "image_filters": {"conv1": {"weights": np.zeros((5, 5, 32, 32), np.float32),
+                                    "biases": np.arange(32, dtype=np.float32)}},
+        "head": {"w": np.array([[1.5, -2.0]], ml_dtypes.bfloat16), "ids": np.arange(3)}},
+        metadata={"step": "1000"})
+    return path
+
+
+def test_inspect_prints_names_shapes_dtypes_sizes_and_totals(weights_file):
+    result = inspect(weights_file)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("image_filters/conv1/weights"))
+    assert row.split() == ["image_filters/conv1/weights", "[5,", "5,", "32,", "32]", "float32",
+                           "25,600", "100.0", "KiB"]
+    assert any(line.split()[:3] == ["head/w", "[1,", "2]"] and "bfloat16" in line for line in lines)
+    assert "4 tensors, 25,637 values, 100.2 KiB (102,556 bytes)" in result.stdout
+    assert "step: 1000" in result.stdout
+
+
+def test_inspect_tensor_prints_its_values(weights_file):
+    result = inspect(weights_file, "--tensor", "head/w")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "tensor_name: head/w [1, 2] bfloat16"
+    assert "[[1.5 -2]]" in result.stdout
+
+
+def test_inspect_all_prints_every_tensor(weights_file):
+    result = inspect(weights_file, "--all")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("tensor_name:") == 4
+    assert "[0 1 2]" in result.stdout
+
+
+def test_inspect_errors_are_one_clear_line_and_exit_status_1(weights_file, tmp_path):
+    unknown = inspect(weights_file, "--tensor", "head/ww")
+    assert unknown.returncode == 1
+    assert "no tensor named 'head/ww'" in unknown.stderr and "'head/w'" in unknown.stderr
+    bad = tmp_path / "bad.safetensors"
+    data = bytearray(weights_file.read_bytes())
+    data[-7] ^= 0x10
+    bad.write_bytes(data)
+    corrupt = inspect(bad)
+    assert corrupt.returncode == 1 and "Traceback" not in corrupt.stderr
+    assert str(bad) in corrupt.stderr and "checksum mismatch" in corrupt.stderr
+    missing = inspect(tmp_path / "missing.safetensors")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def tf1_checkpoint(tmp_path_factory):
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("image_filters/conv1"):
+            w = v1.get_variable("weights", [5, 5, 3, 8])
+            b = v1.get_variable("biases", [8], initializer=v1.constant_initializer(0.25))
+        step = v1.train.get_or_create_global_step()
+        v1.train.MomentumOptimizer(0.1, 0.9).minimize(tf.reduce_sum(w) + tf.reduce_sum(b),
+                                                      global_step=step)
+        saver = v1.train.Saver()
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            return saver.save(sess, str(tmp_path_factory.mktemp("tf1") / "model.ckpt"))
+
+
+def test_inspect_reads_tf1_checkpoints_and_marks_optimizer_state(tf1_checkpoint):
+    result = inspect(tf1_checkpoint)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"TF checkpoint {tf1_checkpoint}"
+    row = next(line for line in lines if line.startswith("image_filters/conv1/weights "))
+    assert row.split()[-4:] == ["float32", "600", "2.3", "KiB"]
+    assert any(line.startswith("image_filters/conv1/weights/Momentum*") for line in lines)
+    assert any(line.startswith("global_step*") for line in lines)
+    assert "5 tensors, 1,217 values" in result.stdout
+    assert "skipped by sp.checkpoint.load_tf1" in result.stdout
+
+
+def test_inspect_prints_a_tf1_tensor_given_the_checkpoint_directory(tf1_checkpoint):
+    result = inspect(os.path.dirname(tf1_checkpoint), "--tensor", "image_filters/conv1/biases")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "tensor_name: image_filters/conv1/biases [8] float32"
+    assert "[0.25 0.25 0.25 0.25 0.25 0.25 0.25 0.25]" in result.stdout

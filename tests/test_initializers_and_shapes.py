@@ -1,0 +1,325 @@
+"""Initializers and shapes: reference section E (rules 30-33) and ``sp.initializers``."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+from scoped_params._materialize import param_key
+
+KEY = jax.random.key(0)
+inits = sp.initializers
+
+
+def paths(tree):
+    return set(sp.flatten(tree))
+
+
+def init(fn, *args):
+    return sp.transform(fn).init(KEY, *args)
+
+
+# --- rule 30: a constant initializer fixes the shape ------------------------------------------------
+
+
+def test_constant_initializer_fixes_the_shape():
+    def fn():
+        sp.get_param("a", init=jnp.array(0.1))
+        sp.get_param("b", init=np.arange(6.0, dtype=np.float32).reshape(2, 3))
+        sp.get_param("c", init=2.5)
+        sp.get_param("d", init=[1.0, 2.0])
+
+    flat = sp.flatten(init(fn))
+    assert {n: v.shape for n, v in flat.items()} == {"a": (), "b": (2, 3), "c": (), "d": (2,)}
+    np.testing.assert_allclose(flat["a"], 0.1, rtol=1e-6)
+    np.testing.assert_array_equal(flat["b"], np.arange(6.0).reshape(2, 3))
+    assert float(flat["c"]) == 2.5
+    np.testing.assert_array_equal(flat["d"], [1.0, 2.0])
+
+
+def test_constant_initializer_on_a_scope_passes_down_to_a_shapeless_get_param():
+    def fn():
+        with sp.scope("s", initializer=jnp.array([0.5, 0.25])):
+            return sp.get_param("b")
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    np.testing.assert_array_equal(params["s"]["b"], [0.5, 0.25])
+    np.testing.assert_array_equal(model.apply(params), [0.5, 0.25])
+
+
+def test_constant_initializer_with_shape_is_an_error():
+    def fn():
+        with sp.scope("s"):
+            sp.get_param("u", [1], init=jnp.array(0.1))
+
+    with pytest.raises(ValueError, match="If initializer is a constant, do not specify shape") as e:
+        init(fn)
+    assert isinstance(e.value, sp.InitializerError)
+    assert "'s/u'" in str(e.value) and "fix: drop shape=" in str(e.value)
+
+
+def test_constant_initializer_with_shape_is_an_error_in_apply_too():
+    def build(shape):
+        def fn():
+            return sp.get_param("u", shape, init=jnp.array([0.1]))
+        return fn
+
+    params = init(build(None))
+    with pytest.raises(ValueError, match="do not specify shape"):
+        sp.transform(build([1])).apply(params)
+
+
+def test_constant_built_with_jnp_inside_the_model_is_evaluated():
+    def fn(x):
+        v = sp.get_param("v", init=jnp.arange(3.0) * 2.0 + 1.0)
+        return x + v
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jax.ShapeDtypeStruct((3,), jnp.float32))
+    np.testing.assert_array_equal(params["v"], [1.0, 3.0, 5.0])
+    np.testing.assert_array_equal(model.apply(params, jnp.zeros(3)), [1.0, 3.0, 5.0])
+
+
+# --- rule 31: the dtype comes from the value --------------------------------------------------------
+
+
+def test_constant_initializer_dtype_comes_from_the_value():
+    def fn():
+        sp.get_param("i", init=jnp.array([1, 2], jnp.int32))
+        sp.get_param("n", init=3)
+        sp.get_param("h", init=np.ones(2, np.float16))
+        sp.get_param("b", init=np.array([True, False]))
+
+    flat = sp.flatten(init(fn))
+    assert flat["i"].dtype == jnp.int32
+    assert flat["n"].dtype == jnp.int32
+    assert flat["h"].dtype == jnp.float16
+    assert flat["b"].dtype == jnp.bool_
+
+
+def test_constant_initializer_dtype_disagreeing_with_explicit_dtype_is_an_error():
+    def fn():
+        with sp.scope("s"):
+            sp.get_param("v", init=jnp.array(1, jnp.int32), dtype=jnp.float32)
+
+    with pytest.raises(ValueError, match="don't match") as e:
+        init(fn)
+    msg = str(e.value)
+    assert "int32" in msg and "float32" in msg and "s/v" in msg and "fix:" in msg
+
+
+def test_constant_initializer_with_matching_dtype_is_fine():
+    def fn():
+        return sp.get_param("v", init=jnp.array([1, 2], jnp.int32), dtype=jnp.int32)
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    np.testing.assert_array_equal(model.apply(params), [1, 2])
+
+
+# --- rule 32: no-argument callables ------------------------------------------------------------------
+
+
+def test_no_argument_callable_initializer_needs_no_shape():
+    def fn():
+        sp.get_param("foo", init=lambda: jnp.array([2.0]))
+        sp.get_param("opt", init=lambda x=True: [2.0, 3.0] if x else [])
+
+    flat = sp.flatten(init(fn))
+    np.testing.assert_array_equal(flat["foo"], [2.0])
+    np.testing.assert_array_equal(flat["opt"], [2.0, 3.0])
+
+
+def test_callable_needing_arguments_without_shape_is_an_error():
+    def fn():
+        with sp.scope("s"):
+            sp.get_param("foo", init=jax.nn.initializers.normal(1.0))
+
+    with pytest.raises(ValueError, match="The initializer passed is not valid") as e:
+        init(fn)
+    assert isinstance(e.value, sp.InitializerError)
+    assert "'s/foo'" in str(e.value) and "shape" in str(e.value)
+
+
+def test_new_param_without_shape_or_constant_is_an_error():
+    def fn():
+        sp.get_param("w")
+
+    with pytest.raises(ValueError, match="must be fully defined") as e:
+        init(fn)
+    assert "w" in str(e.value) and "fix:" in str(e.value)
+
+
+def test_new_param_with_unknown_dimension_is_an_error():
+    def fn():
+        sp.get_param("w", [None, 3])
+
+    with pytest.raises(ValueError, match=r"must be fully defined, but instead was \(\?, 3\)"):
+        init(fn)
+
+
+def test_initializer_returning_the_wrong_shape_is_an_error():
+    def bad(key, shape, dtype):
+        return jnp.zeros((7,), dtype)
+
+    def fn():
+        sp.get_param("w", [3], init=bad)
+
+    with pytest.raises(ValueError, match=r"initializer of 'w' returned shape \(7,\), expected \(3,\)"):
+        init(fn)
+
+
+# --- rule 33: default initializers ------------------------------------------------------------------
+
+
+def test_default_initializer_is_zeros_for_ints_and_bools_and_glorot_for_floats():
+    def fn():
+        sp.get_param("i", [3, 4], dtype=jnp.int32)
+        sp.get_param("u", [2], dtype=jnp.uint8)
+        sp.get_param("b", [2], dtype=jnp.bool_)
+        sp.get_param("w", [64, 64])
+
+    flat = sp.flatten(init(fn))
+    assert (flat["i"] == 0).all() and flat["i"].dtype == jnp.int32
+    assert (flat["u"] == 0).all() and flat["u"].dtype == jnp.uint8
+    assert (~flat["b"]).all() and flat["b"].dtype == jnp.bool_
+    w = np.asarray(flat["w"])
+    limit = math.sqrt(6 / 128)
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.9 * limit
+    assert abs(w.mean()) < 0.01
+
+
+def test_default_float_initializer_is_tf_glorot_uniform_keyed_by_full_name():
+    def fn():
+        with sp.scope("layer"):
+            sp.get_param("w", [5, 7])
+
+    params = init(fn)
+    expected = inits.glorot_uniform()(param_key(KEY, "layer/w"), (5, 7), jnp.float32)
+    np.testing.assert_array_equal(params["layer"]["w"], expected)
+
+
+def test_default_initializer_for_complex_dtype_is_required():
+    def fn():
+        sp.get_param("c", [2], dtype=jnp.complex64)
+
+    with pytest.raises(ValueError, match="An initializer for variable c of complex64 is required"):
+        init(fn)
+
+
+@pytest.mark.parametrize("shape,limit", [((), math.sqrt(3.0)), ((50,), math.sqrt(6 / 100)),
+                                         ((3, 3, 8, 16), math.sqrt(6 / (72 + 144)))])
+def test_tf_glorot_uniform_covers_rank_0_and_rank_1_with_tf_fans(shape, limit):
+    if shape == ():
+        draws = np.array([inits.glorot_uniform()(k, shape, jnp.float32)
+                          for k in jax.random.split(jax.random.key(1), 64)])
+        assert draws.shape == (64,)
+    else:
+        draws = np.asarray(inits.glorot_uniform()(jax.random.key(1), shape, jnp.float32))
+        assert draws.shape == shape
+    top = float(np.abs(draws).max())
+    assert top <= limit and top > 0.9 * limit
+
+
+def test_jax_glorot_refuses_rank_0_and_1_but_the_default_initializer_accepts_them():
+    with pytest.raises(Exception):
+        jax.nn.initializers.glorot_uniform()(KEY, (4,), jnp.float32)
+
+    def fn():
+        return sp.get_param("s", []), sp.get_param("b", [4])
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert params["s"].shape == () and params["b"].shape == (4,)
+    assert abs(float(params["s"])) <= math.sqrt(3.0)
+    assert float(jnp.abs(params["b"]).max()) <= math.sqrt(6 / 8)
+
+
+# --- sp.initializers ---------------------------------------------------------------------------------
+
+
+def test_every_jax_nn_initializer_works_as_is():
+    def fn():
+        sp.get_param("a", [8, 8], init=jax.nn.initializers.glorot_uniform())
+        sp.get_param("b", [8], init=jax.nn.initializers.zeros)
+        sp.get_param("c", [8, 8], init=jax.nn.initializers.he_normal())
+        sp.get_param("d", [8], init=jax.nn.initializers.constant(3.0))
+
+    flat = sp.flatten(init(fn))
+    np.testing.assert_array_equal(flat["b"], np.zeros(8))
+    np.testing.assert_array_equal(flat["d"], np.full(8, 3.0))
+    expected = jax.nn.initializers.he_normal()(param_key(KEY, "c"), (8, 8), jnp.float32)
+    np.testing.assert_allclose(flat["c"], expected, rtol=1e-6)
+
+
+def test_constant_initializer_fills_or_reshapes_and_rejects_wrong_size():
+    np.testing.assert_array_equal(inits.constant(2.0)(KEY, (2, 2), jnp.float32), np.full((2, 2), 2.0))
+    np.testing.assert_array_equal(inits.constant([1, 2, 3, 4])(KEY, (2, 2), jnp.float32),
+                                  [[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match=r"4 values cannot fill shape \(3,\)"):
+        inits.constant([1, 2, 3, 4])(KEY, (3,), jnp.float32)
+
+
+def test_tf_spelled_initializers_are_the_same_functions():
+    assert inits.constant_initializer is inits.constant
+    assert inits.zeros_initializer() is inits.zeros
+    assert inits.ones_initializer() is inits.ones
+    assert inits.glorot_uniform_initializer() is inits.glorot_uniform()
+    np.testing.assert_array_equal(inits.ones(KEY, (3,), jnp.float32), np.ones(3))
+    np.testing.assert_array_equal(inits.zeros(KEY, (3,), jnp.int32), np.zeros(3, np.int32))
+
+
+def test_random_normal_and_truncated_normal_have_the_requested_moments():
+    x = np.asarray(inits.random_normal(1.0, 2.0)(KEY, (20000,), jnp.float32))
+    assert abs(x.mean() - 1.0) < 0.1 and abs(x.std() - 2.0) < 0.1
+    t = np.asarray(inits.truncated_normal(0.0, 0.5)(KEY, (20000,), jnp.float32))
+    assert np.abs(t).max() <= 1.0 + 1e-6 and abs(t.mean()) < 0.02
+
+
+def test_random_uniform_respects_bounds_for_floats_and_ints():
+    f = np.asarray(inits.random_uniform(-2.0, -1.0)(KEY, (1000,), jnp.float32))
+    assert f.min() >= -2.0 and f.max() < -1.0
+    i = np.asarray(inits.random_uniform(0, 5)(KEY, (1000,), jnp.int32))
+    assert i.dtype == np.int32 and set(np.unique(i)) == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("mode,n", [("fan_in", 3 * 3 * 8), ("fan_out", 3 * 3 * 16),
+                                    ("fan_avg", (3 * 3 * 8 + 3 * 3 * 16) / 2)])
+def test_variance_scaling_uses_tf_fan_rules(mode, n):
+    x = np.asarray(inits.variance_scaling(2.0, mode, "uniform")(KEY, (3, 3, 8, 16), jnp.float32))
+    limit = math.sqrt(3.0 * 2.0 / n)
+    assert np.abs(x).max() <= limit and np.abs(x).max() > 0.95 * limit
+    y = np.asarray(inits.variance_scaling(1.0, mode, "untruncated_normal")(
+        KEY, (400, 100), jnp.float32))
+    fans = {"fan_in": 400, "fan_out": 100, "fan_avg": 250}
+    assert y.std() == pytest.approx(math.sqrt(1.0 / fans[mode]), rel=0.05)
+
+
+def test_variance_scaling_rejects_unknown_mode_and_distribution():
+    with pytest.raises(ValueError, match="invalid mode 'fan_x'"):
+        inits.variance_scaling(1.0, "fan_x")
+    with pytest.raises(ValueError, match="invalid distribution 'cauchy'"):
+        inits.variance_scaling(1.0, "fan_in", "cauchy")
+
+
+def test_glorot_normal_is_truncated_with_fan_avg_variance():
+    x = np.asarray(inits.glorot_normal()(KEY, (300, 500), jnp.float32))
+    assert abs(x.std() - math.sqrt(2.0 / 800)) < 0.005
+    assert np.abs(x).max() <= 2.0 * math.sqrt(2.0 / 800) / 0.87962566103423978 + 1e-6
+
+
+def test_constant_initializer_computed_from_model_inputs_is_an_error_at_init():
+    def fn(x):
+        return sp.get_param("v", init=x.mean(0))
+
+    model = sp.transform(fn)
+    for x in (jnp.ones((3, 2)), jax.ShapeDtypeStruct((3, 2), jnp.float32)):
+        with pytest.raises(ValueError, match="The constant initializer of 'v' depends on the "
+                                             "model's inputs") as e:
+            model.init(KEY, x)
+        assert isinstance(e.value, sp.InitializerError)
+        assert "fix: build the constant from Python/NumPy values" in str(e.value)

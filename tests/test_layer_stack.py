@@ -1,0 +1,271 @@
+"""sp.layer_stack: stacked params under one scope, scan in apply, same numbers as the unrolled model."""
+
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+WIDTH = 8
+
+
+def residual_block(h):
+    h = h + sp.layers.dense(h, WIDTH, activation=jnp.tanh)
+    return sp.layers.dense(h, WIDTH, name="out", use_bias=False)
+
+
+def stacked_model(num_layers):
+    def fn(x):
+        x = sp.layers.dense(x, WIDTH, name="embed")
+        x = sp.layer_stack(num_layers, name="blocks")(residual_block)(x)
+        return sp.layers.dense(x, 2, name="head")
+    return sp.transform(fn)
+
+
+def unrolled_model(num_layers):
+    def fn(x):
+        x = sp.layers.dense(x, WIDTH, name="embed")
+        for i in range(num_layers):
+            with sp.scope(f"layer_{i}"):
+                x = residual_block(x)
+        return sp.layers.dense(x, 2, name="head")
+    return sp.transform(fn)
+
+
+def unrolled_params_from(stacked, num_layers):
+    flat = sp.flatten(stacked)
+    out = {k: v for k, v in flat.items() if not k.startswith("blocks/")}
+    for k, v in flat.items():
+        if k.startswith("blocks/"):
+            for i in range(num_layers):
+                out[f"layer_{i}/" + k[len("blocks/"):]] = v[i]
+    return sp.unflatten(out)
+
+
+X = np.random.RandomState(0).randn(3, 5).astype(np.float32)
+
+
+def test_stacked_params_have_a_leading_layer_axis_under_one_scope():
+    params = stacked_model(4).init(jax.random.key(0), X)
+    shapes = {k: v.shape for k, v in sp.flatten(params).items()}
+    assert shapes == {
+        "embed/kernel": (5, WIDTH), "embed/bias": (WIDTH,),
+        "blocks/dense/kernel": (4, WIDTH, WIDTH), "blocks/dense/bias": (4, WIDTH),
+        "blocks/out/kernel": (4, WIDTH, WIDTH),
+        "head/kernel": (WIDTH, 2), "head/bias": (2,),
+    }
+    specs = sp.flatten(stacked_model(4).specs(jax.ShapeDtypeStruct(X.shape, X.dtype)))
+    assert specs["blocks/dense/kernel"].shape == (4, WIDTH, WIDTH)
+
+
+def test_each_layer_slice_gets_its_own_initial_value_deterministic_from_key_and_name():
+    a = stacked_model(4).init(jax.random.key(0), X)
+    b = stacked_model(4).init(jax.random.key(0), X)
+    chex.assert_trees_all_equal(a, b)
+    kernel = np.asarray(a["blocks"]["dense"]["kernel"])
+    assert len({kernel[i].tobytes() for i in range(4)}) == 4
+    # Glorot fans are those of one layer's (8, 8) kernel, not of the stacked array.
+    limit = np.sqrt(6.0 / (WIDTH + WIDTH))
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.8 * limit
+    c = stacked_model(4).init(jax.random.key(1), X)
+    assert not np.allclose(c["blocks"]["dense"]["kernel"], kernel)
+
+
+def test_init_traces_abstractly_and_never_runs_the_block():
+    calls = []
+
+    def fn(x):
+        def block(h):
+            calls.append(type(h).__name__)
+            return sp.layers.dense(h, 5)
+        return sp.layer_stack(3)(block)(x)
+
+    params = sp.transform(fn).init(jax.random.key(0), jax.ShapeDtypeStruct((2, 5), jnp.float32))
+    assert params["layer_stack"]["dense"]["kernel"].shape == (3, 5, 5)
+    assert len(calls) == 1 and "Tracer" in calls[0]
+
+
+def test_apply_equals_the_unrolled_model_with_the_same_weights():
+    num_layers = 5
+    stacked, unrolled = stacked_model(num_layers), unrolled_model(num_layers)
+    params = stacked.init(jax.random.key(0), X)
+    uparams = unrolled_params_from(params, num_layers)
+    assert set(sp.flatten(uparams)) == set(sp.flatten(unrolled.init(jax.random.key(0), X)))
+    expected = unrolled.apply(uparams, X)
+    np.testing.assert_allclose(stacked.apply(params, X), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(stacked.apply)(params, X), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_through_the_stack_matches_the_unrolled_grad():
+    num_layers = 3
+    stacked, unrolled = stacked_model(num_layers), unrolled_model(num_layers)
+    params = stacked.init(jax.random.key(0), X)
+
+    def loss(model):
+        return lambda p: jnp.sum(model.apply(p, X) ** 2)
+
+    g = jax.jit(jax.grad(loss(stacked)))(params)
+    ug = jax.grad(loss(unrolled))(unrolled_params_from(params, num_layers))
+    chex.assert_trees_all_close(unrolled_params_from(g, num_layers), ug, rtol=1e-5, atol=1e-6)
+
+
+def test_reuse_inside_the_block_follows_tf_rules():
+    def sharing(h):
+        with sp.scope("shared", reuse=sp.AUTO_REUSE):
+            h = sp.layers.dense(h, WIDTH, name="fc")
+        with sp.scope("shared", reuse=sp.AUTO_REUSE):
+            return sp.layers.dense(h, WIDTH, name="fc")
+
+    model = sp.transform(lambda x: sp.layer_stack(2)(sharing)(x))
+    x = jnp.ones((1, WIDTH))
+    params = model.init(jax.random.key(0), x)
+    assert set(sp.flatten(params)) == {"layer_stack/shared/fc/kernel", "layer_stack/shared/fc/bias"}
+    model.apply(params, x)
+
+    def twice(h):
+        return sp.layers.dense(sp.layers.dense(h, WIDTH, name="fc"), WIDTH, name="fc")
+
+    bad = sp.transform(lambda x: sp.layer_stack(2)(twice)(x))
+    with pytest.raises(sp.ParamExistsError, match="layer_stack/fc/kernel already exists"):
+        bad.init(jax.random.key(0), x)
+    stacked_fc = {"fc": {"kernel": jnp.zeros((2, WIDTH, WIDTH)), "bias": jnp.zeros((2, WIDTH))}}
+    with pytest.raises(sp.ParamExistsError, match="layer_stack/fc/kernel already exists"):
+        bad.apply({"layer_stack": stacked_fc}, x)
+
+
+def test_parameters_outside_the_stack_scope_are_shared_not_stacked():
+    def fn(x):
+        with sp.scope("emb") as emb:
+            sp.get_param("w", (WIDTH, WIDTH))
+
+        def block(h):
+            with sp.scope(emb, reuse=True):
+                w = sp.get_param("w", (WIDTH, WIDTH))
+            return jnp.tanh(h @ w) + sp.get_param("b", (WIDTH,), sp.initializers.zeros)
+
+        return sp.layer_stack(3)(block)(x)
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, WIDTH))
+    params = model.init(jax.random.key(0), x)
+    assert params["emb"]["w"].shape == (WIDTH, WIDTH)
+    assert params["layer_stack"]["b"].shape == (3, WIDTH)
+    h = x
+    for i in range(3):
+        h = jnp.tanh(h @ params["emb"]["w"]) + params["layer_stack"]["b"][i]
+    np.testing.assert_allclose(jax.jit(model.apply)(params, x), h, rtol=1e-5)
+
+
+def test_batch_norm_state_is_stacked_and_updated_per_layer():
+    def fn(x):
+        def block(h):
+            return sp.layers.batch_normalization(sp.layers.dense(h, WIDTH), training=True)
+        return sp.layer_stack(2)(block)(x)
+
+    model = sp.transform_with_state(fn)
+    x = jnp.asarray(np.random.RandomState(1).randn(16, WIDTH).astype(np.float32)) * 3
+    params, state = model.init(jax.random.key(0), x)
+    assert state["layer_stack"]["batch_normalization"]["moving_mean"].shape == (2, WIDTH)
+    out, new_state = jax.jit(model.apply)(params, state, x)
+    h0 = x @ params["layer_stack"]["dense"]["kernel"][0]
+    expected = 0.01 * h0.mean(0)
+    np.testing.assert_allclose(new_state["layer_stack"]["batch_normalization"]["moving_mean"][0],
+                               expected, rtol=1e-4, atol=1e-6)
+    # Layer 1 sees layer 0's normalized output: its own, different statistics.
+    variance = new_state["layer_stack"]["batch_normalization"]["moving_variance"]
+    assert not np.allclose(variance[1], 1.0) and not np.allclose(variance[0], variance[1])
+
+
+def test_per_layer_inputs_rng_and_nested_stacks():
+    def fn(x, per_layer):
+        def block(h, scale):
+            noise = jax.random.normal(sp.next_rng_key(), h.shape)
+            h = sp.layers.dense(h, WIDTH) * scale + 0 * noise
+            return h, noise[0, 0]
+
+        h, noises = sp.layer_stack(3, with_per_layer_inputs=True)(block)(x, per_layer)
+
+        def inner(h):
+            return h + sp.get_param("b", (WIDTH,))
+
+        def outer(h):
+            return sp.layer_stack(2, name="inner")(inner)(h)
+
+        return sp.layer_stack(4, name="outer")(outer)(h), noises
+
+    model = sp.transform(fn)
+    x, scales = jnp.ones((2, WIDTH)), jnp.arange(3.0)
+    params = model.init(jax.random.key(0), x, scales)
+    assert params["outer"]["inner"]["b"].shape == (4, 2, WIDTH)
+    assert params["layer_stack"]["dense"]["kernel"].shape == (3, WIDTH, WIDTH)
+    (out, noises), = [jax.jit(model.apply)(params, x, scales, rng=jax.random.key(2))]
+    assert noises.shape == (3,) and len(set(np.asarray(noises).tolist())) == 3
+    expected = model.apply(params, x, scales, rng=jax.random.key(2))[0] * 0
+    h = x
+    for i in range(3):
+        h = (h @ params["layer_stack"]["dense"]["kernel"][i]
+             + params["layer_stack"]["dense"]["bias"][i]) * scales[i]
+    h = h + params["outer"]["inner"]["b"].sum((0, 1))
+    np.testing.assert_allclose(out, h + expected, rtol=1e-5, atol=1e-5)
+
+
+def test_block_must_return_its_carry_structure():
+    model = sp.transform(lambda x: sp.layer_stack(2)(lambda h: sp.layers.dense(h, 3))(x))
+    with pytest.raises(TypeError, match="same structure, shapes and dtypes"):
+        model.init(jax.random.key(0), jnp.ones((1, 4)))
+
+
+def test_regularizers_of_stacked_params_sum_over_layers():
+    def fn(x):
+        def block(h):
+            return sp.layers.dense(h, WIDTH, kernel_regularizer=sp.l2_regularizer(1.0))
+        sp.layer_stack(3)(block)(x)
+        return sp.regularization_loss()
+
+    model = sp.transform(fn)
+    x = jnp.ones((1, WIDTH))
+    params = model.init(jax.random.key(0), x)
+    k = params["layer_stack"]["dense"]["kernel"]
+    np.testing.assert_allclose(jax.jit(model.apply)(params, x), 0.5 * jnp.sum(k ** 2), rtol=1e-5)
+
+
+def _compile_seconds(model, x):
+    params = model.init(jax.random.key(0), x)
+    start = time.perf_counter()
+    jax.jit(model.apply).lower(params, x).compile()  # trace + lower + compile: a first jit call
+    return time.perf_counter() - start
+
+
+def test_compile_time_stays_flat_with_depth_printed():
+    """Reports compile times of depth 8 vs 64 (no assertion on timings: the machine is shared)."""
+    width = 32
+
+    def block(h):
+        for _ in range(3):
+            h = h + sp.layers.dense(h, width, activation=jnp.tanh)
+        return h
+
+    def stacked(n):
+        return sp.transform(lambda x: sp.layer_stack(n, name="blocks")(block)(x))
+
+    def unrolled(n):
+        def fn(x):
+            for i in range(n):
+                with sp.scope(f"layer_{i}"):
+                    x = block(x)
+            return x
+        return sp.transform(fn)
+
+    x = np.ones((4, width), np.float32)
+    _compile_seconds(stacked(2), x)  # warm up JAX's and XLA's one-time costs
+    times = {(kind, n): _compile_seconds(make(n), x)
+             for kind, make in (("layer_stack", stacked), ("unrolled", unrolled)) for n in (8, 64)}
+    for kind in ("layer_stack", "unrolled"):
+        ratio = times[(kind, 64)] / times[(kind, 8)]
+        print(f"\n{kind}: compile depth 8 {times[(kind, 8)] * 1e3:.0f} ms, depth 64 "
+              f"{times[(kind, 64)] * 1e3:.0f} ms, ratio {ratio:.2f}")
+    assert all(t > 0 for t in times.values())

@@ -1,0 +1,309 @@
+"""sp.layers against tf.compat.v1.layers: same parameter names, same outputs from the same weights.
+
+Each test builds the layer in a fresh TF graph, runs TF's initializers, copies the variables into
+``params`` by name, and compares outputs (and updated batch-norm statistics) within 1e-5.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import scoped_params as sp  # noqa: E402
+
+tf = pytest.importorskip("tensorflow.compat.v1")
+tf.disable_eager_execution()
+
+ATOL = 1e-5
+
+
+def run_tf(build, *inputs):
+    """Build ``build(*placeholders)`` in a fresh graph; return (outputs, {name: value}, update values)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(0)
+        phs = [tf.placeholder(tf.as_dtype(x.dtype), x.shape) for x in inputs]
+        out = build(*phs)
+        updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        with tf.Session(graph=graph) as sess:
+            sess.run(tf.global_variables_initializer())
+            variables = {v.name[:-2]: sess.run(v) for v in tf.global_variables()}
+            result = sess.run(out, dict(zip(phs, inputs)))
+            if updates:
+                sess.run(updates, dict(zip(phs, inputs)))
+            after = {v.name[:-2]: sess.run(v) for v in tf.global_variables()}
+    return result, variables, after
+
+
+def split_params(variables, state_names=("moving_mean", "moving_variance")):
+    params = {k: v for k, v in variables.items() if k.rsplit("/", 1)[-1] not in state_names}
+    state = {k: v for k, v in variables.items() if k.rsplit("/", 1)[-1] in state_names}
+    return sp.unflatten(params), sp.unflatten(state)
+
+
+def check_same(build_tf, build_sp, *inputs, stateful=False, **apply_kwargs):
+    """Compare names (init vs TF) and outputs (apply with TF's weights vs TF)."""
+    tf_out, tf_vars, tf_after = run_tf(build_tf, *inputs)
+    model = (sp.transform_with_state if stateful else sp.transform)(build_sp)
+    init = model.init(jax.random.key(0), *inputs)
+    if stateful:
+        ours = sorted(sp.flatten(init[0])) + sorted(sp.flatten(init[1]))
+    else:
+        ours = sorted(sp.flatten(init))
+    assert sorted(ours) == sorted(tf_vars)
+    for name, leaf in {**sp.flatten(init[0] if stateful else init),
+                       **(sp.flatten(init[1]) if stateful else {})}.items():
+        assert leaf.shape == tf_vars[name].shape, name
+    params, state = split_params(tf_vars)
+    if stateful:
+        out, new_state = jax.jit(model.apply)(params, state, *inputs, **apply_kwargs)
+        return tf_out, out, tf_after, sp.flatten(new_state)
+    out = jax.jit(model.apply)(params, *inputs, **apply_kwargs)
+    return tf_out, out, tf_after, {}
+
+
+def images(shape=(2, 9, 9, 3), seed=0):
+    return np.random.RandomState(seed).randn(*shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(filters=4, kernel_size=3),
+    dict(filters=5, kernel_size=(3, 2), strides=2, padding="same", activation=jax.nn.relu),
+    dict(filters=3, kernel_size=3, dilation_rate=2, padding="same", use_bias=False),
+    dict(filters=4, kernel_size=2, strides=(2, 3), padding="valid"),
+])
+def test_conv2d_matches_tf(kwargs):
+    x = images()
+    tf_kwargs = {**kwargs, "activation": tf.nn.relu if "activation" in kwargs else None}
+    tf_out, out, _, _ = check_same(lambda i: tf.layers.conv2d(i, **tf_kwargs),
+                                   lambda i: sp.layers.conv2d(i, **kwargs), x)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+
+
+def test_conv2d_channels_first_matches_tf():
+    # TF's CPU kernels reject NCHW convolutions, so TF computes on transposed data; the layer
+    # itself is the same (same kernel, same bias) in both layouts.
+    x = images((2, 3, 8, 8))
+    tf_out, tf_vars, _ = run_tf(lambda i: tf.transpose(
+        tf.layers.conv2d(tf.transpose(i, [0, 2, 3, 1]), 4, 3, padding="same"), [0, 3, 1, 2]), x)
+    model = sp.transform(lambda i: sp.layers.conv2d(i, 4, 3, padding="same",
+                                                    data_format="channels_first"))
+    params, _ = split_params(tf_vars)
+    assert sorted(sp.flatten(model.init(jax.random.key(0), x))) == sorted(tf_vars)
+    np.testing.assert_allclose(model.apply(params, x), tf_out, atol=ATOL)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(filters=4, kernel_size=3),
+    dict(filters=4, kernel_size=3, strides=2),
+    dict(filters=2, kernel_size=3, strides=2, padding="same"),
+    dict(filters=3, kernel_size=2, strides=3, padding="valid"),
+    dict(filters=3, kernel_size=4, strides=2, padding="same"),
+    dict(filters=3, kernel_size=(1, 3), strides=(3, 1), padding="same", use_bias=False),
+])
+def test_conv2d_transpose_matches_tf(kwargs):
+    x = images((2, 5, 6, 3))
+    tf_out, out, _, _ = check_same(lambda i: tf.layers.conv2d_transpose(i, **kwargs),
+                                   lambda i: sp.layers.conv2d_transpose(i, **kwargs), x)
+    assert out.shape == tf_out.shape
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+
+
+def test_dense_matches_tf_on_rank_2_and_rank_3_inputs():
+    x2 = images((4, 7))
+    x3 = images((2, 3, 7))
+
+    def build(layers, act):
+        return lambda a, b: (layers.dense(a, 5, activation=act),
+                             layers.dense(b, 6, use_bias=False, name="proj"))
+
+    tf_out, out, _, _ = check_same(build(tf.layers, tf.nn.tanh), build(sp.layers, jnp.tanh), x2, x3)
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 5, 5, 3), -1), ((6, 4), -1), ((4, 3, 5, 5), 1)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_normalization_matches_tf_outputs_and_moving_statistics(shape, axis, training):
+    x = images(shape) * 3 + 1
+
+    def build(layers):
+        return lambda i: layers.batch_normalization(i, axis=axis, training=training, momentum=0.9)
+
+    tf_out, out, tf_after, new_state = check_same(build(tf.layers), build(sp.layers), x,
+                                                  stateful=True)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+    for name in ("batch_normalization/moving_mean", "batch_normalization/moving_variance"):
+        np.testing.assert_allclose(new_state[name], tf_after[name], atol=ATOL, err_msg=name)
+
+
+def test_batch_normalization_default_momentum_epsilon_and_flags():
+    x = images((8, 4, 4, 2))
+
+    def build(layers):
+        return lambda i: layers.batch_normalization(i, training=True, center=False)
+
+    tf_out, out, tf_after, new_state = check_same(build(tf.layers), build(sp.layers), x,
+                                                  stateful=True)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+    np.testing.assert_allclose(new_state["batch_normalization/moving_variance"],
+                               tf_after["batch_normalization/moving_variance"], atol=ATOL)
+
+
+def test_pooling_matches_tf():
+    x = images((2, 7, 7, 3))
+
+    def build(layers):
+        return lambda i: (layers.max_pooling2d(i, 2, 2), layers.max_pooling2d(i, 3, 2, "same"),
+                          layers.average_pooling2d(i, 2, 2),
+                          layers.average_pooling2d(i, 3, 2, padding="same"),
+                          layers.average_pooling2d(i, (2, 3), (1, 2), padding="same"))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def test_flatten_matches_tf_in_both_data_formats():
+    x = images((2, 3, 4, 5))
+
+    def build(layers):
+        return lambda i: (layers.flatten(i), layers.flatten(i, data_format="channels_first"))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=0)
+
+
+def test_dropout_is_identity_in_inference_and_scales_kept_units_in_training():
+    x = images((4, 50)) + 5.0
+    tf_out, out, _, _ = check_same(lambda i: tf.layers.dropout(i, 0.3),
+                                   lambda i: sp.layers.dropout(i, 0.3), x)
+    np.testing.assert_allclose(out, tf_out, atol=0)
+    model = sp.transform(lambda i: sp.layers.dropout(i, 0.3, training=True))
+    y = model.apply({}, x, rng=jax.random.key(1))
+    kept = np.asarray(y) != 0
+    np.testing.assert_allclose(np.asarray(y)[kept], x[kept] / 0.7, rtol=1e-6)
+    assert 0.55 < kept.mean() < 0.85
+    with pytest.raises(sp.MissingRngError):
+        model.apply({}, x)
+
+
+def test_embedding_lookup_matches_tf_including_mod_sharding_and_max_norm():
+    table = images((10, 4))
+    ids = np.array([[0, 3], [9, 4]], np.int32)
+
+    def build(nn, shards):
+        return lambda t, i: (nn.embedding_lookup(t, i), nn.embedding_lookup(shards(t), i),
+                             nn.embedding_lookup(t, i, max_norm=1.0))
+
+    tf_out, _, _ = run_tf(build(tf.nn, lambda t: [t[0::3], t[1::3], t[2::3]]), table, ids)
+    out = build(sp.layers, lambda t: [t[0::3], t[1::3], t[2::3]])(table, ids)
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def _tf_style_model(layers, nn_relu):
+    """A small TF-1.x-style model exercising default numbering, explicit names, scopes and reuse."""
+    def build(x, y):
+        h = layers.conv2d(x, 4, 3, activation=nn_relu)
+        h = layers.conv2d(h, 4, 3, padding="same")
+        h = layers.batch_normalization(h, training=False)
+        h = layers.max_pooling2d(h, 2, 2)
+        h = layers.flatten(h)
+        vs = tf.variable_scope if layers is tf.layers else sp.scope
+        with vs("tower"):
+            a = layers.dense(h, 8, name="fc")
+            a = layers.dense(a, 3)
+            a = layers.dense(a, 3)
+        with vs("tower", reuse=True):
+            b = layers.dense(h, 8, name="fc")
+            b = layers.dense(b, 3)
+        c = layers.dense(y, 3)
+        d = layers.dense(y, 3, name="dense", reuse=True)
+        e = layers.conv2d(x, 4, 3, reuse=True)
+        return a, b, c, d, e
+    return build
+
+
+def test_ported_model_has_tfs_parameter_names_and_outputs():
+    x, y = images((2, 8, 8, 3)), images((2, 5))
+    tf_out, out, _, _ = check_same(_tf_style_model(tf.layers, tf.nn.relu),
+                                   _tf_style_model(sp.layers, jax.nn.relu), x, y, stateful=True)
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def test_explicit_name_given_twice_is_tfs_already_exists_error():
+    x = images((1, 4, 4, 1))
+    with pytest.raises(ValueError, match="c/kernel already exists, disallowed"):
+        run_tf(lambda i: (tf.layers.conv2d(i, 2, 1, name="c"), tf.layers.conv2d(i, 2, 1, name="c")), x)
+    model = sp.transform(lambda i: (sp.layers.conv2d(i, 2, 1, name="c"),
+                                    sp.layers.conv2d(i, 2, 1, name="c")))
+    with pytest.raises(sp.ParamExistsError, match="c/kernel already exists, disallowed"):
+        model.init(jax.random.key(0), x)
+
+
+def test_numbering_restarts_in_each_scope_entry_and_continues_after_explicit_names():
+    def body(layers, vs):
+        def build(x):
+            layers.dense(x, 2, name="dense")
+            layers.dense(x, 2)
+            with vs("a"):
+                layers.dense(x, 2)
+            with vs("a", reuse=True):
+                layers.dense(x, 2)
+            with vs("b", reuse=sp.AUTO_REUSE if layers is sp.layers else tf.AUTO_REUSE):
+                layers.dense(x, 2)
+                layers.dense(x, 2)
+            return layers.dense(x, 2, name="dense_1", reuse=True)
+        return build
+
+    x = images((1, 3))
+    tf_out, out, _, _ = check_same(body(tf.layers, tf.variable_scope), body(sp.layers, sp.scope), x)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+
+
+def test_scope_initializer_feeds_kernel_initializer_none_but_not_bias():
+    x = images((2, 3))
+
+    def build(layers, vs, const):
+        def fn(i):
+            with vs("s", initializer=const(0.5)):
+                return layers.dense(i, 2)
+        return fn
+
+    tf_out, tf_vars, _ = run_tf(build(tf.layers, tf.variable_scope, tf.constant_initializer), x)
+    params = sp.transform(build(sp.layers, sp.scope, sp.initializers.constant)).init(
+        jax.random.key(0), x)
+    np.testing.assert_allclose(params["s"]["dense"]["kernel"], tf_vars["s/dense/kernel"])
+    np.testing.assert_allclose(params["s"]["dense"]["bias"], tf_vars["s/dense/bias"])
+
+
+def test_kernel_regularizer_enters_regularization_loss():
+    def fn(x):
+        sp.layers.dense(x, 3, kernel_regularizer=sp.l2_regularizer(0.1))
+        return sp.regularization_loss()
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 4))
+    params = model.init(jax.random.key(0), x)
+    expected = 0.1 * 0.5 * jnp.sum(params["dense"]["kernel"] ** 2)
+    np.testing.assert_allclose(model.apply(params, x), expected, rtol=1e-5)
+
+
+def test_batch_normalization_under_plain_transform_is_inference_only():
+    x = jnp.ones((2, 3))
+    model = sp.transform(lambda i: sp.layers.batch_normalization(i))
+    params = model.init(jax.random.key(0), x)
+    assert set(sp.flatten(params)) == {"batch_normalization/gamma", "batch_normalization/beta",
+                                       "batch_normalization/moving_mean",
+                                       "batch_normalization/moving_variance"}
+    with pytest.raises(sp.StateError, match="transform_with_state"):
+        sp.transform(lambda i: sp.layers.batch_normalization(i, training=True)).init(
+            jax.random.key(0), x)

@@ -1,0 +1,314 @@
+"""Partition rules become NamedShardings; parameters are created directly sharded; sharded training
+matches one device. Runs on the 8 host CPU devices conftest.py asks XLA for."""
+
+import importlib.util
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import scoped_params as sp
+from scoped_params.sharding import (Rules, ShardingError, fixed_size_partitioner, from_tf_partitioner,
+                                    min_max_variable_partitioner, variable_axis_size_partitioner)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+X = jax.ShapeDtypeStruct((8, 16), jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    return jax.make_mesh((2, 4), ("batch", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def _specs_by_name(model, *args):
+    return {n: s.spec for n, s in sp.flatten(sp.shardings(model, jax.make_mesh(
+        (2, 4), ("batch", "model"), axis_types=(AxisType.Auto,) * 2), *args)).items()}
+
+
+def _load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _net(x):
+    rules = Rules([(r"dense_\d+/kernel$", P(None, "model")), (r"dense_\d+/bias$", P("model")),
+                   (r"/table$", P("model", "batch"))])
+    with sp.scope("net", partitioner=rules):
+        for i in range(2):
+            with sp.scope(f"dense_{i}"):
+                x = x @ sp.get_param("kernel", (x.shape[-1], 16)) + sp.get_param(
+                    "bias", (16,), init=jax.nn.initializers.zeros)
+        with sp.scope("embed"):
+            table = sp.get_param("table", (32, 16))
+        with sp.scope("head", partitioner=fixed_size_partitioner(4, axis=1)):
+            w = sp.get_param("w", (16, 8))
+            scale = sp.get_param("scale", init=1.0)  # a scalar: partitioners ignore it
+        with sp.scope("pinned"):
+            pinned = sp.get_param("kernel", (16, 16), sharding=P("batch", None))
+    return (x @ pinned + table[:8]) @ w * scale
+
+
+EXPECTED = {
+    "net/dense_0/kernel": P(None, "model"), "net/dense_0/bias": P("model"),
+    "net/dense_1/kernel": P(None, "model"), "net/dense_1/bias": P("model"),
+    "net/embed/table": P("model", "batch"),
+    "net/head/w": P(None, "model"), "net/head/scale": P(),
+    "net/pinned/kernel": P("batch", None),
+}
+
+
+def test_every_parameter_is_created_with_the_requested_sharding(mesh):
+    model = sp.transform(_net)
+    params = sp.init_sharded(model, mesh, jax.random.key(0), X)
+    flat = sp.flatten(params)
+    assert set(flat) == set(EXPECTED)
+    for name, value in flat.items():
+        assert isinstance(value.sharding, NamedSharding), name
+        assert value.sharding.mesh == mesh, name
+        assert value.sharding.is_equivalent_to(NamedSharding(mesh, EXPECTED[name]), value.ndim), name
+    # Sharding changes where values live, never what they are.
+    reference = sp.flatten(model.init(jax.random.key(0), X))
+    for name, value in flat.items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(reference[name]), err_msg=name)
+
+
+def test_shardings_tree_matches_params_and_comes_from_an_abstract_trace(mesh):
+    model = sp.transform(_net)
+    before = {id(a) for a in jax.live_arrays()}
+    shardings = sp.shardings(model, mesh, X)
+    assert not [a for a in jax.live_arrays() if id(a) not in before and a.size >= 16 * 16]
+    assert {n: s.spec for n, s in sp.flatten(shardings).items()} == EXPECTED
+    # The same answer from a specs tree, and PartitionSpecs without a mesh.
+    specs = model.specs(X)
+    assert sp.flatten(sp.shardings(specs, mesh)) == sp.flatten(shardings)
+    assert sp.flatten(sp.sharding.partition_specs(model, X)) == EXPECTED
+
+
+def test_rule_lists_match_the_full_name_and_the_first_match_wins():
+    rules = Rules([(r"^enc/.*/kernel$", P(None, "model")), (r"kernel$", P("model", None)),
+                   (r"bias$", None)])
+    assert rules("enc/layer/kernel", (4, 4), np.float32) == P(None, "model")
+    assert rules("dec/layer/kernel", (4, 4), np.float32) == P("model", None)
+    assert rules("dec/layer/bias", (4,), np.float32) is None
+    assert rules("dec/layer/gamma", (4,), np.float32) is None  # no match: replicated
+    combined = Rules([(r"dec/", P(None, None))]) + rules
+    assert combined("dec/layer/kernel", (4, 4), np.float32) == P(None, None)
+
+
+def test_partitioner_is_inherited_by_sub_scopes_overridden_inside_and_kept_by_captured_scopes():
+    outer = Rules([(r"w$", P("model"))])
+    inner = Rules([(r"w$", P(None, "model"))])
+
+    def fn():
+        with sp.scope("a", partitioner=outer) as a:
+            with sp.scope("b"):
+                sp.get_param("w", (8, 8))  # inherited
+            with sp.scope("c", partitioner=inner):
+                sp.get_param("w", (8, 8))  # overridden
+                with sp.scope("d"):
+                    sp.get_param("w", (8, 8))  # the override is inherited too
+        with sp.scope(a):  # TF's testPropagatePartitionerOnReopening
+            with sp.scope("e"):
+                sp.get_param("w", (8, 8))
+        with sp.scope("plain"):
+            sp.get_param("w", (8, 8))  # no partitioner: replicated
+
+    assert _specs_by_name(sp.transform(fn)) == {
+        "a/b/w": P("model"), "a/c/w": P(None, "model"), "a/c/d/w": P(None, "model"),
+        "a/e/w": P("model"), "plain/w": P()}
+
+
+def test_explicit_sharding_overrides_the_scope_partitioner_and_reuse_keeps_the_creators():
+    def fn():
+        with sp.scope("s", partitioner=Rules([(r".", P("model"))])):
+            sp.get_param("auto", (8, 8))
+            sp.get_param("pinned", (8, 8), sharding=P(None, "batch"))
+            sp.get_param("replicated", (8, 8), sharding=P())
+        with sp.scope("s", reuse=True, partitioner=Rules([(r".", P(None, "model"))])):
+            sp.get_param("auto", (8, 8), sharding=P("batch"))  # reuse: the creator decided
+
+    assert _specs_by_name(sp.transform(fn)) == {
+        "s/auto": P("model"), "s/pinned": P(None, "batch"), "s/replicated": P()}
+
+
+def test_a_plain_callable_or_pair_list_is_a_partitioner_and_none_means_replicated():
+    def by_size(name, shape, dtype):
+        return P("model") if np.prod(shape) >= 64 else None
+
+    def fn():
+        with sp.scope("big_or_small", partitioner=by_size):
+            sp.get_param("big", (8, 8))
+            sp.get_param("small", (4,))
+        with sp.scope("pairs", partitioner=[(r"w$", P(None, "model"))]):
+            sp.get_param("w", (4, 8))
+
+    assert _specs_by_name(sp.transform(fn)) == {
+        "big_or_small/big": P("model"), "big_or_small/small": P(), "pairs/w": P(None, "model")}
+
+
+def test_a_custom_getter_sees_and_may_change_the_sharding():
+    def shard_everything(getter, name, *args, **kwargs):
+        kwargs["sharding"] = P("batch")
+        return getter(name, *args, **kwargs)
+
+    def fn():
+        with sp.scope("g", custom_getter=shard_everything):
+            sp.get_param("w", (8, 8))
+
+    assert _specs_by_name(sp.transform(fn)) == {"g/w": P("batch")}
+
+
+def test_tf_stock_partitioners_give_tf_counts_and_shard_the_split_axis():
+    # Counts from TF's partitioned_variables_test (reference section F, rule 38).
+    assert fixed_size_partitioner(5).partitions((10, 10), np.float32) == [5, 1]
+    assert fixed_size_partitioner(20, axis=1).partitions((10, 10), np.float32) == [1, 10]
+    assert min_max_variable_partitioner(100, min_slice_size=2 << 10).partitions(
+        (2048,), np.float32) == [4]
+    assert min_max_variable_partitioner(100).partitions((2048, 1024), np.float32) == [32, 1]
+    assert min_max_variable_partitioner(16).partitions((2048, 1024), np.float32) == [16, 1]
+    assert min_max_variable_partitioner(1).partitions((2048, 1024), np.float32) == [1, 1]
+    assert min_max_variable_partitioner(100).partitions((16, 128, 1024), np.float32) == [16, 1, 1]
+    assert variable_axis_size_partitioner(4 * 1024).partitions((1024, 4), np.float32) == [4, 1]
+    # TF's count decides whether an axis is sharded; the mesh axis decides into how many pieces.
+    assert fixed_size_partitioner(4, axis=1)("w", (8, 8), np.float32) == P(None, "model")
+    assert fixed_size_partitioner(4, mesh_axis="batch")("w", (8, 8), np.float32) == P("batch")
+    assert fixed_size_partitioner(4)("w", (1, 8), np.float32) is None  # one row: not split
+    assert min_max_variable_partitioner(4)("w", (8, 8), np.float32) is None  # small: replicated
+    tf_style = from_tf_partitioner(lambda shape, dtype: [1, 2], mesh_axis="model")
+    assert tf_style("w", (4, 4), np.float32) == P(None, "model")
+
+
+def test_scalars_ignore_the_partitioner_like_tf():
+    def fn():
+        with sp.scope("s", partitioner=fixed_size_partitioner(2)):
+            sp.get_param("scalar", (), init=jax.nn.initializers.zeros)
+
+    assert _specs_by_name(sp.transform(fn)) == {"s/scalar": P()}
+
+
+def test_transform_with_state_gives_shardings_for_params_and_state(mesh):
+    def fn(x):
+        with sp.scope("bn", partitioner=Rules([(r".", P("model"))])):
+            mean = sp.get_state("moving_mean", (16,), init=jax.nn.initializers.zeros)
+            gamma = sp.get_param("gamma", (16,), init=jax.nn.initializers.ones)
+            sp.set_state("moving_mean", 0.9 * mean + 0.1 * x.mean(0))
+        return x * gamma
+
+    model = sp.transform_with_state(fn)
+    params_sh, state_sh = sp.shardings(model, mesh, X)
+    assert params_sh["bn"]["gamma"].spec == P("model")
+    assert state_sh["bn"]["moving_mean"].spec == P("model")
+    params, state = sp.init_sharded(model, mesh, jax.random.key(0), X)
+    assert params["bn"]["gamma"].sharding.spec == P("model")
+    assert state["bn"]["moving_mean"].sharding.spec == P("model")
+
+
+def test_init_sharded_never_holds_a_whole_parameter_on_one_device(mesh):
+    def fn():
+        with sp.scope("big"):
+            for i in range(3):  # same shape and initializer: model.init would stack them
+                sp.get_param(f"w{i}", (1024, 1024), sharding=P("batch", "model"))
+
+    model = sp.transform(fn)
+    whole = 1024 * 1024 * 4
+    compiled = sp.sharding.sharded_init_fn(model, mesh).lower(jax.random.key(0)).compile()
+    stats = compiled.memory_analysis()
+    if stats is None:
+        pytest.skip("this backend reports no memory analysis")
+    # Each device holds 1/8 of each (plus a few bytes of output tuple).
+    assert 3 * whole // 8 <= stats.output_size_in_bytes < 3 * whole // 8 + 1024
+    assert stats.temp_size_in_bytes < whole  # not even one whole parameter as scratch
+
+
+# --- errors name the parameter, what was asked, what was found, and the fix -----------------------
+
+
+def _fails(fn, mesh, *args):
+    return sp.shardings(sp.transform(fn), mesh, *args)
+
+
+def test_unknown_mesh_axis_is_an_error_naming_the_parameter_and_the_mesh_axes(mesh):
+    def fn():
+        with sp.scope("layer"):
+            sp.get_param("w", (8, 8), sharding=P("modle"))
+
+    with pytest.raises(ShardingError, match=r"'layer/w'.*mesh axis 'modle'.*\('batch', 'model'\)"):
+        _fails(fn, mesh)
+    assert issubclass(ShardingError, ValueError)
+
+
+def test_indivisible_dimension_is_an_error_with_sizes_and_a_fix(mesh):
+    def fn():
+        with sp.scope("layer", partitioner=Rules([(r"w$", P(None, "model"))])):
+            sp.get_param("w", (8, 10))
+
+    with pytest.raises(ShardingError) as e:
+        _fails(fn, mesh)
+    msg = str(e.value)
+    assert "'layer/w'" in msg and "size 10" in msg and "not divisible by 4" in msg
+    assert "Rules" in msg and "fix:" in msg and "test_sharding.py" in msg  # created-at site
+
+
+def test_spec_longer_than_rank_and_axis_used_twice_are_errors(mesh):
+    rank = r"'b'.* has shape \(8,\) \(rank 1\).*P\(None, 'model'\).* 2 entries"
+    with pytest.raises(ShardingError, match=rank):
+        _fails(lambda: sp.get_param("b", (8,), sharding=P(None, "model")), mesh)
+    with pytest.raises(ShardingError, match=r"'w'.*uses mesh axis 'model' for array axes 0 and 1"):
+        _fails(lambda: sp.get_param("w", (8, 8), sharding=P("model", "model")), mesh)
+
+
+def test_wrong_partitioner_results_and_sharding_types_are_type_errors(mesh):
+    def tf_counts(name, shape, dtype):
+        return [2, 1]
+
+    def counts():
+        with sp.scope("s", partitioner=tf_counts):
+            sp.get_param("w", (8, 8))
+
+    with pytest.raises(TypeError, match=r"partitioner of parameter 's/w'.*from_tf_partitioner"):
+        _fails(counts, mesh)
+
+    def tf_signature():
+        with sp.scope("s", partitioner=lambda shape, dtype: [2, 1]):
+            sp.get_param("w", (8, 8))
+
+    with pytest.raises(TypeError, match=r"(?s)'s/w'.*cannot be called.*from_tf_partitioner"):
+        _fails(tf_signature, mesh)
+
+    def not_callable():
+        with sp.scope("s", partitioner=3):
+            sp.get_param("w", (8, 8))
+
+    with pytest.raises(TypeError, match=r"Partitioner must be callable.*'s/w'"):
+        _fails(not_callable, mesh)
+    with pytest.raises(TypeError, match=r"get_param\('w', sharding=\('model',\)\).*PartitionSpec"):
+        _fails(lambda: sp.get_param("w", (8, 8), sharding=("model",)), mesh)
+    with pytest.raises(TypeError, match=r"(?s)not a PartitionSpec.*fix: write P.*P\('model', None\)"):
+        Rules([(r"w$", ("model", None))])
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        sp.shardings(sp.transform(lambda: sp.get_param("w", (8,))), "mesh")
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def test_sharded_training_step_matches_one_device_for_three_steps(mesh):
+    example = _load_example("sharded_training")
+    example_x = jax.ShapeDtypeStruct((128, 64), jnp.float32)
+    sharded_params, sharded = example.train(example.make_mesh(), steps=3)
+    single_params, single = example.train(None, steps=3)
+    np.testing.assert_allclose(sharded, single, rtol=0, atol=1e-5)
+    # The shardings survive three optax updates, and so do the values.
+    wanted = sp.flatten(sp.shardings(example.model, example.make_mesh(), example_x))
+    for name, value in sp.flatten(sharded_params).items():
+        assert value.sharding.is_equivalent_to(wanted[name], value.ndim), name
+    chex.assert_trees_all_close(sharded_params, single_params, atol=1e-5)

@@ -1,0 +1,254 @@
+"""apply as TF's later template calls: reference sections J, K and L (rules 54-58)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+KEY = jax.random.key(0)
+
+
+def paths(tree):
+    return set(sp.flatten(tree))
+
+
+def first_line(exc):
+    return str(exc.value).splitlines()[0]
+
+
+# --- J. one constructor, never silently uniquified ----------------------------------------------------
+
+
+def test_repeated_name_is_never_silently_uniquified_in_init_or_apply():
+    def fn(dup):
+        sp.get_param("v", [])
+        if dup:
+            sp.get_param("v", [])
+
+    model = sp.transform(fn)
+    params = model.init(KEY, False)
+    with pytest.raises(ValueError, match="Variable v already exists, disallowed"):
+        model.init(KEY, True)
+    with pytest.raises(ValueError, match="Variable v already exists, disallowed"):
+        model.apply(params, True)
+
+
+# --- K. scope API errors ------------------------------------------------------------------------------
+
+
+def test_closing_scopes_out_of_order_is_improper_nesting():
+    def fn():
+        outer = sp.scope("bb")
+        outer.__enter__()
+        with sp.scope("cc"):
+            outer.__exit__(None, None, None)
+
+    with pytest.raises(RuntimeError, match="Improper nesting of scope: closing 'bb' while 'bb/cc' is "
+                                           "open") as e:
+        sp.transform(fn).init(KEY)
+    assert isinstance(e.value, sp.ScopeNestingError)
+    assert "fix: close scopes in the reverse order" in str(e.value)
+
+
+def test_closing_name_scopes_out_of_order_is_improper_nesting():
+    def fn():
+        outer = sp.name_scope("a")
+        outer.__enter__()
+        with sp.name_scope("b"):
+            outer.__exit__(None, None, None)
+
+    with pytest.raises(RuntimeError, match="Improper nesting of name_scope: closing 'a' while 'a/b'"):
+        sp.transform(fn).init(KEY)
+
+
+def test_a_scope_object_cannot_be_entered_twice_at_once():
+    def fn():
+        s = sp.scope("x")
+        with s:
+            with s:
+                pass
+
+    with pytest.raises(RuntimeError, match="already entered"):
+        sp.transform(fn).init(KEY)
+
+
+def test_scope_outside_a_transform_is_a_runtime_error():
+    with pytest.raises(RuntimeError, match=r"sp.scope\(\) was called outside a transformed function"):
+        with sp.scope("x"):
+            pass
+
+
+# --- L. init is the first template call, apply the later ones ------------------------------------------
+
+
+def test_apply_never_creates_and_can_be_called_repeatedly():
+    def fn():
+        return sp.get_param("dummy", [1])
+
+    model = sp.transform(fn)
+    p = model.init(KEY)
+    before = dict(p)
+    for _ in range(3):
+        out = model.apply(p)
+        assert out is p["dummy"]
+    assert paths(p) == {"dummy"} and p == before
+
+
+def test_transform_unpacks_into_init_and_apply():
+    init, apply = sp.transform(lambda x: x * sp.get_param("w", init=2.0))
+    p = init(KEY, jnp.ones(()))
+    assert float(apply(p, jnp.float32(3.0))) == 6.0
+
+
+def test_default_name_scopes_number_repeated_blocks_like_templates():
+    def block(x):
+        with sp.scope(None, default_name="s1"):
+            return x * sp.get_param("dummy", init=1.0)
+
+    def fn(x):
+        return block(block(x))
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jnp.ones(()))
+    assert paths(params) == {"s1/dummy", "s1_1/dummy"}
+    assert float(model.apply(params, jnp.float32(2.0))) == 2.0
+
+
+def test_apply_with_a_new_code_path_raises_does_not_exist():
+    def fn(flag):
+        with sp.scope("s1"):
+            with sp.scope("test" if not flag else "not_test"):
+                return sp.get_param("dummy", [1])
+
+    model = sp.transform(fn)
+    p = model.init(KEY, False)
+    model.apply(p, False)
+    with pytest.raises(ValueError, match="Variable s1/not_test/dummy does not exist") as e:
+        model.apply(p, True)
+    msg = str(e.value)
+    assert isinstance(e.value, sp.ParamNotFoundError)
+    assert "Was it created during init? Did the code path change" in msg
+    assert "'s1/test/dummy'" in msg  # nearest existing name
+    assert "re-run init" in msg
+
+
+def test_apply_with_missing_param_raises_even_under_auto_reuse():
+    def fn():
+        with sp.scope("s", reuse=sp.AUTO_REUSE):
+            return sp.get_param("v", [])
+
+    with pytest.raises(ValueError, match="Variable s/v does not exist"):
+        sp.transform(fn).apply({})
+
+
+def test_apply_shape_mismatch_against_params_is_an_error():
+    def fn():
+        with sp.scope("a"):
+            return sp.get_param("v", [2])
+
+    model = sp.transform(fn)
+    with pytest.raises(ValueError, match=r"Trying to share variable a/v, but specified shape \(2,\) "
+                                         r"and found shape \(3,\)") as e:
+        model.apply({"a": {"v": jnp.zeros(3)}})
+    assert isinstance(e.value, sp.ShapeMismatchError)
+
+
+def test_apply_dtype_mismatch_against_params_is_an_error():
+    def fn():
+        with sp.scope("a"):
+            return sp.get_param("v", [2])
+
+    model = sp.transform(fn)
+    with pytest.raises(ValueError, match="Trying to share variable a/v, but specified dtype float32 "
+                                         "and found dtype float16") as e:
+        model.apply({"a": {"v": jnp.zeros(2, jnp.float16)}})
+    assert isinstance(e.value, sp.DtypeMismatchError)
+    assert "pass dtype=float16" in str(e.value)
+
+
+def test_apply_constant_initializer_shape_is_checked_against_params():
+    def fn():
+        return sp.get_param("c", init=jnp.array([1.0, 2.0]))
+
+    with pytest.raises(ValueError, match=r"specified shape \(2,\) and found shape \(3,\)"):
+        sp.transform(fn).apply({"c": jnp.zeros(3)})
+
+
+def test_second_reuse_false_request_in_one_apply_is_already_exists():
+    def fn(dup):
+        with sp.scope("s1"):
+            sp.get_param("dummy", [])
+        if dup:
+            with sp.scope("s1"):
+                sp.get_param("dummy", [])
+
+    model = sp.transform(fn)
+    params = model.init(KEY, False)
+    with pytest.raises(ValueError, match="Variable s1/dummy already exists, disallowed. Did you mean "
+                                         "to set reuse=True or reuse=AUTO_REUSE") as e:
+        model.apply(params, True)
+    assert isinstance(e.value, sp.ParamExistsError)
+    assert "Originally defined at:" in str(e.value)
+    assert "test_templates_and_apply.py" in str(e.value)
+
+
+def _program(kind):
+    """A pair of programs: ``good`` is fine; ``bad`` fails with error ``kind`` in init and apply."""
+
+    def fn(bad):
+        with sp.scope("m") as m:
+            sp.get_param("v", [1])
+        if kind == "exists":
+            with sp.scope("m", reuse=True if not bad else None):
+                sp.get_param("v", [1])
+        elif kind == "missing":
+            with sp.scope(m, reuse=True):
+                sp.get_param("w" if bad else "v", [1])
+        elif kind == "shape":
+            with sp.scope(m, reuse=True):
+                sp.get_param("v", [2] if bad else [1])
+        elif kind == "dtype":
+            with sp.scope(m, reuse=True):
+                sp.get_param("v", [1], dtype=jnp.int32 if bad else None)
+        elif kind == "reuse_before_create":
+            with sp.scope("n", reuse=sp.AUTO_REUSE if not bad else True):
+                sp.get_param("v", [1])
+            with sp.scope("n", reuse=sp.AUTO_REUSE):
+                sp.get_param("v", [1])
+
+    return sp.transform(fn)
+
+
+@pytest.mark.parametrize("kind,error", [
+    ("exists", sp.ParamExistsError), ("missing", sp.ParamNotFoundError),
+    ("shape", sp.ShapeMismatchError), ("dtype", sp.DtypeMismatchError),
+    ("reuse_before_create", sp.ParamNotFoundError)])
+def test_a_program_failing_in_init_fails_in_apply_with_the_same_words(kind, error):
+    model = _program(kind)
+    params = model.init(KEY, False)
+    model.apply(params, False)
+    with pytest.raises(error) as in_init:
+        model.init(KEY, True)
+    with pytest.raises(error) as in_apply:
+        model.apply(params, True)
+    assert first_line(in_init) == first_line(in_apply)
+
+
+def test_apply_rejects_params_that_are_not_a_mapping():
+    model = sp.transform(lambda: sp.get_param("v", []))
+    with pytest.raises(TypeError, match="apply expected params as a nested dict of arrays") as e:
+        model.apply([1, 2, 3])
+    assert isinstance(e.value, sp.ParamsTypeError)
+    assert "got list" in str(e.value)
+
+
+def test_apply_accepts_flat_names_via_unflatten():
+    def fn():
+        with sp.scope("a"):
+            return sp.get_param("v", [2])
+
+    model = sp.transform(fn)
+    out = model.apply(sp.unflatten({"a/v": jnp.ones(2)}))
+    np.testing.assert_array_equal(out, np.ones(2))

@@ -1,0 +1,295 @@
+"""TF 1.x checkpoints: models built and saved with tf.compat.v1 (variable_scope/get_variable,
+tf.layers, partitioned variables) load with sp.checkpoint.load_tf1 and give the same outputs."""
+
+import os
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+from scoped_params import checkpoint as ckpt
+from scoped_params import layers
+
+tf = pytest.importorskip("tensorflow")
+v1 = tf.compat.v1
+
+pytestmark = pytest.mark.filterwarnings("ignore:`tf.layers.*is deprecated")
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _session_save(graph, prefix, before_save=None, **saver_kwargs):
+    """Initialize every variable of ``graph``, run ``before_save(sess)``, save with ``Saver``."""
+    with graph.as_default():
+        saver = v1.train.Saver(**saver_kwargs)
+        sess = v1.Session(graph=graph)
+        sess.run(v1.global_variables_initializer())
+        if before_save:
+            before_save(sess)
+        path = saver.save(sess, prefix)
+    return sess, path
+
+
+# -- the seeds' image filter ---------------------------------------------------------------------
+
+def tf_image_filter(image1, image2):
+    """seeds/000 verbatim, except small weights so outputs are O(1) and 1e-5 is meaningful."""
+    def conv_relu(input, kernel_shape, bias_shape):
+        weights = v1.get_variable("weights", kernel_shape,
+                                  initializer=v1.random_normal_initializer(stddev=0.05))
+        biases = v1.get_variable("biases", bias_shape,
+                                 initializer=v1.random_normal_initializer(stddev=0.1))
+        conv = tf.nn.conv2d(input, weights, strides=[1, 1, 1, 1], padding="SAME")
+        return tf.nn.relu(conv + biases)
+
+    def my_image_filter(input_images):
+        with v1.variable_scope("conv1"):
+            relu1 = conv_relu(input_images, [5, 5, 32, 32], [32])
+        with v1.variable_scope("conv2"):
+            return conv_relu(relu1, [5, 5, 32, 32], [32])
+
+    with v1.variable_scope("image_filters") as scope:
+        result1 = my_image_filter(image1)
+        scope.reuse_variables()
+        result2 = my_image_filter(image2)
+    return result1, result2
+
+
+def sp_image_filter(image1, image2):
+    """The same model in scoped_params: only the spelling changes."""
+    def conv_relu(x, kernel_shape, bias_shape):
+        weights = sp.get_param("weights", kernel_shape, init=sp.initializers.random_normal())
+        biases = sp.get_param("biases", bias_shape, init=sp.initializers.constant(0.0))
+        conv = jax.lax.conv_general_dilated(x, weights, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.nn.relu(conv + biases)
+
+    def my_image_filter(input_images):
+        with sp.scope("conv1"):
+            relu1 = conv_relu(input_images, [5, 5, 32, 32], [32])
+        with sp.scope("conv2"):
+            return conv_relu(relu1, [5, 5, 32, 32], [32])
+
+    with sp.scope("image_filters") as scope:
+        result1 = my_image_filter(image1)
+        scope.reuse_variables()
+        result2 = my_image_filter(image2)
+    return result1, result2
+
+
+@pytest.fixture(scope="module")
+def image_filter_checkpoint(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    images = [rng.standard_normal((2, 12, 12, 32)).astype(np.float32) for _ in range(2)]
+    graph = tf.Graph()
+    with graph.as_default():
+        x1, x2 = (v1.placeholder(tf.float32, (None, 12, 12, 32)) for _ in range(2))
+        r1, r2 = tf_image_filter(x1, x2)
+        step = v1.train.get_or_create_global_step()
+        v1.train.AdamOptimizer(1e-3).minimize(tf.reduce_sum(r1), global_step=step)
+    directory = tmp_path_factory.mktemp("tf_filter")
+    sess, prefix = _session_save(graph, str(directory / "model.ckpt"))
+    outputs = sess.run([r1, r2], {x1: images[0], x2: images[1]})
+    sess.close()
+    return prefix, images, outputs
+
+
+def test_seed_image_filter_from_tf1_saver_gives_the_same_outputs(image_filter_checkpoint):
+    prefix, images, (tf_r1, tf_r2) = image_filter_checkpoint
+    params = ckpt.load_tf1(prefix)
+    model = sp.transform(sp_image_filter)
+    expected = model.init(jax.random.key(0), *images)
+    assert sorted(sp.flatten(params)) == sorted(sp.flatten(expected))  # same names, nothing extra
+    r1, r2 = jax.jit(model.apply)(params, *images)
+    np.testing.assert_allclose(r1, tf_r1, **TOL)
+    np.testing.assert_allclose(r2, tf_r2, **TOL)
+    assert float(np.abs(tf_r1).mean()) > 0.05  # the comparison is not between zeros
+
+
+def test_a_checkpoint_directory_or_any_of_its_files_names_the_same_checkpoint(
+        image_filter_checkpoint):
+    prefix = image_filter_checkpoint[0]
+    expected = sp.flatten(ckpt.load_tf1(prefix))
+    for path in (os.path.dirname(prefix), prefix + ".index", prefix + ".data-00000-of-00001"):
+        got = sp.flatten(ckpt.load_tf1(path))
+        assert got.keys() == expected.keys()
+        assert all(np.array_equal(got[k], expected[k]) for k in got)
+
+
+def test_optimizer_slots_and_global_step_are_skipped_unless_asked(image_filter_checkpoint):
+    prefix = image_filter_checkpoint[0]
+    names = set(sp.flatten(ckpt.load_tf1(prefix)))
+    assert not any("Adam" in n or "power" in n or "global_step" in n for n in names)
+    everything = ckpt.load_tf1(prefix, include_optimizer_state=True, flat=True)
+    assert {"global_step", "beta1_power", "beta2_power", "image_filters/conv1/weights/Adam",
+            "image_filters/conv1/weights/Adam_1"} <= set(everything)
+    assert names <= set(everything)
+    with pytest.raises(ValueError, match="flat=True"):
+        ckpt.load_tf1(prefix, include_optimizer_state=True)
+
+
+def test_init_from_checkpoint_reads_a_tf1_checkpoint_with_a_scope_map(image_filter_checkpoint):
+    prefix, images, (tf_r1, _) = image_filter_checkpoint
+
+    def student(x):
+        with sp.scope("student"):
+            return sp_image_filter(x, x)[0]
+
+    model = sp.transform(student)
+    params = model.init(jax.random.key(1), images[0])
+    params = ckpt.init_from_checkpoint(prefix, params, {"image_filters/": "student/image_filters/"})
+    np.testing.assert_allclose(model.apply(params, images[0]), tf_r1, **TOL)
+
+
+# -- a tf.compat.v1.layers CNN vs sp.layers ------------------------------------------------------
+
+def tf_cnn(x):
+    x = v1.layers.conv2d(x, 8, 3, padding="same", activation=tf.nn.relu)
+    x = v1.layers.batch_normalization(x, training=False)
+    x = v1.layers.max_pooling2d(x, 2, 2)
+    x = v1.layers.conv2d(x, 16, 3, strides=2, padding="valid", activation=tf.nn.relu)
+    x = v1.layers.flatten(x)
+    x = v1.layers.dense(x, 32, activation=tf.nn.relu)
+    return v1.layers.dense(x, 10)
+
+
+def sp_cnn(x):
+    x = layers.conv2d(x, 8, 3, padding="same", activation=jax.nn.relu)
+    x = layers.batch_normalization(x, training=False)
+    x = layers.max_pooling2d(x, 2, 2)
+    x = layers.conv2d(x, 16, 3, strides=2, padding="valid", activation=jax.nn.relu)
+    x = layers.flatten(x)
+    x = layers.dense(x, 32, activation=jax.nn.relu)
+    return layers.dense(x, 10)
+
+
+def test_tf_layers_cnn_from_tf1_saver_gives_the_same_outputs_as_sp_layers(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((4, 16, 16, 3)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, (None, 16, 16, 3))
+        logits = tf_cnn(x)
+
+    def randomize_batch_norm(sess):  # non-trivial statistics, so loading them is actually checked
+        with graph.as_default():
+            for v in v1.global_variables():
+                if "batch_normalization" in v.name:
+                    low = 0.5 if "variance" in v.name or "gamma" in v.name else -0.5
+                    v.load(rng.uniform(low, low + 1, v.shape).astype(np.float32), sess)
+
+    sess, prefix = _session_save(graph, str(tmp_path / "cnn.ckpt"), randomize_batch_norm)
+    tf_logits = sess.run(logits, {x: images})
+    sess.close()
+
+    loaded = ckpt.load_tf1(prefix)
+    model = sp.transform_with_state(sp_cnn)
+    param_specs, state_specs = model.specs(images)
+    state_names = set(sp.flatten(state_specs))
+    state, params = sp.partition(lambda name, _: name in state_names, loaded)
+    assert sorted(sp.flatten(params)) == sorted(sp.flatten(param_specs))
+    assert sorted(state_names) == ["batch_normalization/moving_mean",
+                                   "batch_normalization/moving_variance"]
+    out, _ = jax.jit(model.apply)(params, state, images)
+    np.testing.assert_allclose(out, tf_logits, **TOL)
+
+
+# -- partitioned variables -----------------------------------------------------------------------
+
+def _partitioned_graph():
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("emb", partitioner=v1.fixed_size_partitioner(3, axis=0)):
+            table = v1.get_variable("table", [10, 4],
+                                    initializer=v1.random_normal_initializer())
+        with v1.variable_scope("proj", partitioner=v1.fixed_size_partitioner(2, axis=1)):
+            kernel = v1.get_variable("kernel", [4, 6], initializer=v1.random_normal_initializer())
+        ids = v1.placeholder(tf.int32, (None,))
+        full_table, full_kernel = table.as_tensor(), kernel.as_tensor()
+        # "div": id i is row i of the concatenated table, which is what jnp.take does. (TF's default
+        # "mod" puts id i in part i % n; docs/migrating_from_tf1.md shows the row reordering.)
+        rows = v1.nn.embedding_lookup(table, ids, partition_strategy="div")
+        out = tf.matmul(rows, full_kernel)
+    return graph, table, kernel, ids, out, (full_table, full_kernel)
+
+
+def sp_embed_project(ids):
+    with sp.scope("emb"):
+        table = sp.get_param("table", (10, 4))
+    with sp.scope("proj"):
+        kernel = sp.get_param("kernel", (4, 6))
+    return jnp.take(table, ids, axis=0) @ kernel
+
+
+def test_partitioned_variables_saved_by_saver_come_back_whole(tmp_path):
+    graph, table, kernel, ids, out, full = _partitioned_graph()
+    sess, prefix = _session_save(graph, str(tmp_path / "part.ckpt"))
+    feed = np.array([0, 3, 4, 9], np.int32)
+    expected, (full_table, full_kernel) = sess.run([out, full], {ids: feed})
+    sess.close()
+    params = ckpt.load_tf1(prefix)
+    np.testing.assert_array_equal(params["emb"]["table"], full_table)
+    np.testing.assert_array_equal(params["proj"]["kernel"], full_kernel)
+    np.testing.assert_allclose(sp.transform(sp_embed_project).apply(params, feed), expected, **TOL)
+
+
+def test_partitions_saved_one_by_one_are_reassembled_from_their_slice_info(tmp_path):
+    graph, table, kernel, ids, out, full = _partitioned_graph()
+    parts = {v.op.name: v for v in list(table) + list(kernel)}
+    assert sorted(parts) == ["emb/table/part_0", "emb/table/part_1", "emb/table/part_2",
+                             "proj/kernel/part_0", "proj/kernel/part_1"]
+    # A var_list dict saves each part under its own name: the checkpoint holds v/part_N entries.
+    sess, prefix = _session_save(graph, str(tmp_path / "parts.ckpt"), var_list=parts)
+    full_table, full_kernel = sess.run(full)
+    sess.close()
+    assert "proj/kernel/part_1" in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the .meta slice info decides the axis: no guessing
+        params = ckpt.load_tf1(prefix)
+    np.testing.assert_array_equal(params["emb"]["table"], full_table)      # 4 + 3 + 3 rows
+    np.testing.assert_array_equal(params["proj"]["kernel"], full_kernel)   # 3 + 3 columns (axis 1)
+
+
+def test_partitions_without_a_meta_graph_use_the_differing_axis_or_warn(tmp_path):
+    graph, table, kernel, ids, out, full = _partitioned_graph()
+    parts = {v.op.name: v for v in list(table) + list(kernel)}
+    sess, prefix = _session_save(graph, str(tmp_path / "nometa.ckpt"), var_list=parts)
+    full_table = sess.run(full[0])
+    sess.close()
+    os.unlink(prefix + ".meta")
+    with pytest.warns(UserWarning, match=r"(?s)'proj/kernel'.*axis 0"):
+        params = ckpt.load_tf1(prefix)
+    np.testing.assert_array_equal(params["emb"]["table"], full_table)  # rows differ: axis 0, sure
+    assert params["proj"]["kernel"].shape == (8, 3)  # equal parts, no slice info: axis 0 assumed
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+def test_missing_tf_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(ckpt.CheckpointNotFoundError, match=r"(?s)nothere.ckpt.*\.index"):
+        ckpt.load_tf1(tmp_path / "nothere.ckpt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint in it"):
+        ckpt.load_tf1(tmp_path)
+
+
+def test_a_damaged_tf_checkpoint_raises_an_error_naming_it(tmp_path, image_filter_checkpoint):
+    src = image_filter_checkpoint[0]
+    prefix = str(tmp_path / "model.ckpt")
+    for suffix in (".index", ".data-00000-of-00001"):
+        data = open(src + suffix, "rb").read()
+        with open(prefix + suffix, "wb") as f:
+            f.write(data[: len(data) // 2] if suffix == ".index" else data)
+    with pytest.raises(ckpt.CheckpointCorruptError, match="model.ckpt"):
+        ckpt.load_tf1(prefix)
+
+
+def test_without_tensorflow_the_message_names_the_tf_extra(tmp_path, image_filter_checkpoint,
+                                                            monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` now fails
+    with pytest.raises(ImportError, match=r"scoped_params\[tf\]") as info:
+        ckpt.load_tf1(image_filter_checkpoint[0])
+    assert isinstance(info.value, sp.ScopedParamsError)

@@ -1,0 +1,322 @@
+"""apply under jax transforms equals hand-written JAX; tracing is per call (threads); init runs only
+initializers (grouped); name scopes reach XLA op metadata."""
+
+import contextlib
+import re
+import threading
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import scoped_params as sp
+from scoped_params._materialize import param_key
+
+KEY = jax.random.key(0)
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+# --- the seeds' image filter, and the same function written by hand ---------------------------------
+
+
+def conv_relu(x, kernel_shape, bias_shape):
+    weights = sp.get_param("weights", kernel_shape, init=sp.initializers.random_normal())
+    biases = sp.get_param("biases", bias_shape, init=sp.initializers.constant(0.1))
+    conv = lax.conv_general_dilated(x, weights, (1, 1), "SAME", dimension_numbers=DN)
+    return jax.nn.relu(conv + biases)
+
+
+def my_image_filter(x):
+    with sp.scope("conv1"):
+        relu1 = conv_relu(x, [3, 3, 3, 4], [4])
+    with sp.scope("conv2"):
+        return conv_relu(relu1, [3, 3, 4, 4], [4])
+
+
+def two_images(image1, image2):
+    with sp.scope("image_filters") as scope:
+        result1 = my_image_filter(image1)
+        scope.reuse_variables()
+        result2 = my_image_filter(image2)
+    return result1, result2
+
+
+def hand_conv_relu(p, x):
+    conv = lax.conv_general_dilated(x, p["weights"], (1, 1), "SAME", dimension_numbers=DN)
+    return jax.nn.relu(conv + p["biases"])
+
+
+def hand_two_images(params, image1, image2):
+    p = params["image_filters"]
+
+    def filt(x):
+        return hand_conv_relu(p["conv2"], hand_conv_relu(p["conv1"], x))
+
+    return filt(image1), filt(image2)
+
+
+MODEL = sp.transform(two_images)
+IMG1 = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+IMG2 = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
+PARAMS = MODEL.init(KEY, IMG1, IMG2)
+
+
+def test_image_filter_shares_one_set_of_params_across_two_images():
+    assert set(sp.flatten(PARAMS)) == {
+        "image_filters/conv1/weights", "image_filters/conv1/biases",
+        "image_filters/conv2/weights", "image_filters/conv2/biases"}
+    chex.assert_shape(PARAMS["image_filters"]["conv1"]["weights"], (3, 3, 3, 4))
+    chex.assert_shape(PARAMS["image_filters"]["conv2"]["biases"], (4,))
+
+
+@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["eager", "jit"])
+def test_apply_equals_the_hand_written_function(wrap):
+    out = wrap(MODEL.apply)(PARAMS, IMG1, IMG2)
+    expected = hand_two_images(PARAMS, IMG1, IMG2)
+    chex.assert_trees_all_close(out, expected, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["eager", "jit"])
+def test_grad_of_apply_equals_grad_of_the_hand_written_function(wrap):
+    def loss(apply):
+        def f(params, a, b):
+            r1, r2 = apply(params, a, b)
+            return jnp.sum(r1 * r2) + jnp.mean(r1)
+        return f
+
+    grads = wrap(jax.grad(loss(MODEL.apply)))(PARAMS, IMG1, IMG2)
+    expected = jax.grad(loss(hand_two_images))(PARAMS, IMG1, IMG2)
+    chex.assert_trees_all_equal_structs(grads, PARAMS)
+    chex.assert_trees_all_close(grads, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_vmap_of_apply_over_inputs_equals_hand_written():
+    a = jnp.stack([IMG1, IMG2, IMG1 * 2])
+    b = jnp.stack([IMG2, IMG1, IMG2 - 1])
+    out = jax.vmap(MODEL.apply, in_axes=(None, 0, 0))(PARAMS, a, b)
+    expected = jax.vmap(hand_two_images, in_axes=(None, 0, 0))(PARAMS, a, b)
+    chex.assert_trees_all_close(out, expected, rtol=1e-6, atol=1e-6)
+    chex.assert_shape(out[0], (3, 2, 8, 8, 4))
+
+
+def test_vmap_of_apply_over_an_ensemble_of_params_equals_hand_written():
+    inits = [MODEL.init(jax.random.key(i), IMG1, IMG2) for i in range(3)]
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *inits)
+    out = jax.jit(jax.vmap(MODEL.apply, in_axes=(0, None, None)))(stacked, IMG1, IMG2)
+    for i, p in enumerate(inits):
+        expected = hand_two_images(p, IMG1, IMG2)
+        chex.assert_trees_all_close((out[0][i], out[1][i]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_jitted_apply_lowers_to_the_same_program_as_hand_written_jax():
+    ours = jax.jit(MODEL.apply).lower(PARAMS, IMG1, IMG2).compile().as_text()
+    theirs = jax.jit(hand_two_images).lower(PARAMS, IMG1, IMG2).compile().as_text()
+
+    def ops(text):
+        return sorted(re.findall(r" = (?:\(.*?\)|\S+) ([a-z][\w\-]*)\(", text))
+
+    assert "convolution" in ops(ours)
+    assert ops(ours) == ops(theirs)
+
+
+# --- name scopes in XLA metadata ----------------------------------------------------------------------
+
+
+def test_compiled_hlo_op_metadata_carries_scope_names():
+    compiled = jax.jit(MODEL.apply).lower(PARAMS, IMG1, IMG2).compile().as_text()
+    op_names = [line for line in compiled.splitlines() if "op_name=" in line]
+    assert any("image_filters/conv1/" in line for line in op_names)
+    assert any("image_filters/conv2/" in line for line in op_names)
+    # The second, reusing call opens uniquified name scopes, as TF names its ops.
+    assert any("image_filters_1/conv1/" in line or "image_filters/conv1_1/" in line
+               for line in op_names)
+
+
+def test_lowered_text_with_debug_info_shows_conv1_locations():
+    text = jax.jit(MODEL.apply).lower(PARAMS, IMG1, IMG2).as_text(debug_info=True)
+    assert "image_filters/conv1/conv_general_dilated" in text
+    assert "image_filters/conv2/conv_general_dilated" in text
+
+
+def test_name_scope_labels_ops_without_touching_params():
+    def fn(x):
+        with sp.name_scope("preprocess"):
+            x = jnp.sin(x)
+        with sp.scope("dense"):
+            return x * sp.get_param("w", [3])
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jnp.ones(3))
+    assert set(sp.flatten(params)) == {"dense/w"}
+    text = jax.jit(model.apply).lower(params, jnp.ones(3)).as_text(debug_info=True)
+    assert "preprocess/sin" in text and "dense/mul" in text
+
+
+# --- init never runs the model's arithmetic ------------------------------------------------------------
+
+
+def test_init_never_runs_the_forward_pass():
+    fired = []
+
+    def fn(x):
+        w = sp.get_param("w", [3, 3])
+        y = x @ w
+        jax.debug.callback(lambda v: fired.append(np.asarray(v)), y)
+        return y
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jnp.ones((2, 3)))
+    jax.effects_barrier()
+    assert fired == []
+    model.apply(params, jnp.ones((2, 3)))
+    jax.effects_barrier()
+    assert len(fired) == 1
+    np.testing.assert_allclose(fired[0], jnp.ones((2, 3)) @ params["w"], rtol=1e-6)
+
+
+def test_init_succeeds_for_a_model_whose_forward_would_raise():
+    def boom(v):
+        raise ValueError("forward pass evaluated")
+
+    def fn(x):
+        w = sp.get_param("w", [4])
+        return jax.pure_callback(boom, jax.ShapeDtypeStruct((4,), jnp.float32), x * w)
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jnp.ones(4))
+    assert params["w"].shape == (4,)
+    with pytest.raises(Exception, match="forward pass evaluated"):
+        jax.block_until_ready(model.apply(params, jnp.ones(4)))
+
+
+def test_init_of_a_model_with_a_huge_forward_is_abstract():
+    def fn(x):
+        w = sp.get_param("w", [x.shape[-1], 8])
+        return (x @ x.T) @ (x @ w)  # (60000, 60000) intermediates: 14 GB if evaluated
+
+    x = jax.ShapeDtypeStruct((60_000, 16), jnp.float32)
+    params = sp.transform(fn).init(KEY, x)
+    chex.assert_shape(params["w"], (16, 8))
+
+
+# --- grouped init ---------------------------------------------------------------------------------------
+
+
+def test_grouped_init_gives_4000_distinct_values_equal_to_per_name_calls():
+    calls = []
+
+    def counting_glorot(key, shape, dtype):
+        calls.append(shape)
+        return sp.initializers.glorot_uniform()(key, shape, dtype)
+
+    def fn():
+        for i in range(40):
+            with sp.scope(f"block{i}"):
+                for j in range(100):
+                    sp.get_param(f"w{j}", [8], init=counting_glorot)
+
+    flat = sp.flatten(sp.transform(fn).init(KEY))
+    assert len(flat) == 4000
+    assert len(calls) == 1  # one vectorised initializer call for the whole group
+    stacked = np.stack([np.asarray(v) for v in flat.values()])
+    assert len(np.unique(stacked, axis=0)) == 4000
+    for name in ["block0/w0", "block0/w1", "block7/w42", "block39/w99", "block20/w0"]:
+        expected = sp.initializers.glorot_uniform()(param_key(KEY, name), (8,), jnp.float32)
+        np.testing.assert_array_equal(flat[name], expected)
+
+
+def test_grouped_and_single_initialization_agree():
+    def fn(n):
+        for i in range(n):
+            sp.get_param(f"p{i}", [5, 3])
+
+    many = sp.flatten(sp.transform(fn).init(KEY, 4))
+    one = sp.flatten(sp.transform(fn).init(KEY, 1))
+    np.testing.assert_array_equal(many["p0"], one["p0"])
+
+
+# --- tracing is per call: threads --------------------------------------------------------------------
+
+
+def _thread_model(i):
+    """Model ``i``: its own names and nesting (same shapes, so initializers compile once)."""
+
+    def fn(x, barrier):
+        with sp.scope(f"net{i}"):
+            for depth in range(3):
+                barrier.wait(timeout=30)  # every thread is inside its own scopes at once
+                with sp.scope(None, default_name=f"layer{i % 3}"), contextlib.ExitStack() as stack:
+                    for _ in range(depth if i % 2 else 0):  # different nesting per model
+                        stack.enter_context(sp.scope(f"pad{i}"))
+                    x = jnp.tanh(x @ sp.get_param("w", [x.shape[-1], x.shape[-1]]))
+        return x
+    return sp.transform(fn)
+
+
+def _run_threads(target, n):
+    results, errors = [None] * n, []
+
+    def run(i):
+        try:
+            results[i] = target(i)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    return results
+
+
+class _SkipBarrier:
+    def wait(self, timeout=None):
+        pass
+
+
+def test_eight_threads_tracing_different_models_get_exactly_their_own_names():
+    barrier = threading.Barrier(8)
+    x = jnp.ones((1, 4))
+
+    class Once:
+        """All threads meet only at the first layer (the depths differ)."""
+
+        def __init__(self):
+            self.done = False
+
+        def wait(self, timeout=None):
+            if not self.done:
+                self.done = True
+                barrier.wait(timeout)
+
+    results = _run_threads(lambda i: _thread_model(i).init(KEY, x, Once()), 8)
+    for i, params in enumerate(results):
+        layer, pad = f"net{i}/layer{i % 3}", f"pad{i}"
+        if i % 2:
+            expected = {f"{layer}/w", f"{layer}_1/{pad}/w", f"{layer}_2/{pad}/{pad}/w"}
+        else:
+            expected = {f"{layer}/w", f"{layer}_1/w", f"{layer}_2/w"}
+        assert set(sp.flatten(params)) == expected
+
+
+def test_the_same_model_traced_in_many_threads_at_once():
+    model = _thread_model(2)
+    x = jnp.ones((1, 4))
+    params = model.init(KEY, x, _SkipBarrier())
+    expected = model.apply(params, x, _SkipBarrier())
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        p = model.init(KEY, x, barrier)
+        out = jax.jit(model.apply, static_argnums=2)(p, x + 0.0 * i, _SkipBarrier())
+        return p, out
+
+    for p, out in _run_threads(work, 8):
+        chex.assert_trees_all_equal(p, params)
+        chex.assert_trees_all_close(out, expected, rtol=1e-6)
