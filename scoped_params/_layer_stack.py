@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
-from ._params import PARAM, STATE, ApplyStore, InitStore, _check_state_value
+from ._params import ApplyStore, _check_state_value
 from ._scope import scope
 from .initializers import default_initializer
 

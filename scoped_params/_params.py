@@ -10,6 +10,8 @@ fails in the other with the same words.
 from __future__ import annotations
 
 import inspect
+import operator
+import types
 import re
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -139,15 +141,17 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
                   collections=collections, partitioner=scope.partitioner, sharding=sharding)
 
 
-def _as_shape(shape: Any) -> Optional[Tuple]:
+def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
     if shape is None:
         return None
     if isinstance(shape, (int, np.integer)):
         return (int(shape),)
     try:
-        return tuple(None if d is None else int(d) for d in shape)
+        # operator.index, not int: a dimension of 2.5 or "2" is an error (TF's Dimension), not 2.
+        return tuple(None if d is None else operator.index(d) for d in shape)
     except TypeError:
-        raise TypeError(f"shape must be a sequence of ints, got {shape!r}.") from None
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r}"
+                        + (f" for '{full}'." if full else ".")) from None
 
 
 def _compatible(asked: Tuple, found: Tuple) -> bool:
@@ -173,6 +177,20 @@ def _takes_no_args(fn: Callable) -> bool:
     except (TypeError, ValueError):
         return False
     return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
+def _callable_with_three_args(fn: Callable) -> bool:
+    if type(fn) is types.FunctionType and not ({"__wrapped__", "__signature__"} & fn.__dict__.keys()):
+        # What inspect.signature would report, read off the code object: init checks every
+        # initializer, and signature() cost more than the rest of creating a parameter.
+        code = fn.__code__
+        return code.co_argcount >= 3 or bool(code.co_flags & inspect.CO_VARARGS)
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True  # cannot tell: let the call itself decide
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 def _no_state(api: str, name: str) -> StateError:
@@ -266,7 +284,7 @@ class InitStore:
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
             partitioner, sharding, kind):
-        shape = _as_shape(shape)
+        shape = _as_shape(shape, full)
         constant = init is not None and not callable(init)
         if constant and shape is not None:
             raise _init_error(full, "If initializer is a constant, do not specify shape",
@@ -298,6 +316,13 @@ class InitStore:
                     "init(key, shape, dtype) and `shape` should be fully defined",
                     "pass shape=..., or a constant / no-argument initializer that fixes it.")
             init, constant = init(), True
+        elif init is not None and not constant and not _callable_with_three_args(init):
+            # TF raises TypeError here too, but from deep inside the initializer call, nameless.
+            raise TypeError(
+                f"The initializer of '{full}' cannot be called as init(key, shape, dtype).\n"
+                f"  asked: shape={_shape_str(shape)} with initializer {init!r}\n"
+                "  fix: drop shape= if it is a no-argument initializer returning the value, or pass "
+                "an initializer taking (key, shape, dtype), e.g. jax.nn.initializers.normal().")
         if constant:
             value = init if isinstance(init, jax.Array) or _is_tracer(init) else np.asarray(init)
             dtype = jax.dtypes.canonicalize_dtype(value.dtype)
@@ -318,7 +343,7 @@ class InitStore:
                 raise _init_error(
                     full, f"Shape of a new variable ({full}) must be fully defined, but instead was "
                     f"{_shape_str(shape)}", "pass a complete shape=..., or a constant initializer.")
-            placeholder = jnp.zeros(shape, dtype)
+            placeholder = _zeros(shape, dtype)
         site = user_site()
         self.specs[full] = ParamSpec(
             name=full, shape=shape, dtype=np.dtype(dtype), init=init,
@@ -391,7 +416,9 @@ class ApplyStore:
         else:
             if full in created:
                 raise _exists_error(frame, full, created[full], value.shape, value.dtype)
-            created[full] = user_site()
+            # Depth 3: this frame and its caller (a store or _request) are always ours, so the walk
+            # starts past them; each frame walked costs more than the rest of this lookup.
+            created[full] = user_site(3)
             if regularizer is not None:
                 frame.regularized.append((regularizer, value))
             # A creating request is checked against what init would have created.
@@ -401,7 +428,7 @@ class ApplyStore:
                 return value  # a no-argument initializer fixes shape and dtype in init
         if shape is not None:
             if type(shape) is not tuple:
-                shape = _as_shape(shape)
+                shape = _as_shape(shape, full)
             if shape != value.shape and not _compatible(shape, value.shape):
                 raise _shape_error(full, shape, value.shape, created.get(full))
         if value.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != value.dtype:
@@ -418,6 +445,14 @@ class ApplyStore:
 
 def _is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
+
+
+def _zeros(shape: Tuple, dtype: Any) -> jax.Array:
+    """The abstract placeholder init hands out: the op ``jnp.zeros`` stages, for a third of its Python
+    cost (an init with thousands of parameters spent a third of its trace here)."""
+    if isinstance(dtype, np.dtype):
+        return jax.lax.broadcast_in_dim(np.zeros((), dtype), shape, ())
+    return jnp.zeros(shape, dtype)
 
 
 def _kind_error(full, found, asked) -> ValueError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -195,7 +195,8 @@ def _unique_scope_name(frame, node: _Node, prefix: str) -> str:
 # --- name scopes (TF's Graph.name_scope / unique_name) ---------------------------------------------
 
 
-def _check_name(name: str, nested: bool, what: str) -> None:
+def _check_name(name: str, nested: bool, what: Union[str, Callable[[], str]]) -> None:
+    """``what`` (the call to quote in the error) may be a function: it is only formatted on error."""
     if nested:
         ok = _VALID_NESTED_NAME.match(name) is not None
     else:
@@ -205,7 +206,7 @@ def _check_name(name: str, nested: bool, what: str) -> None:
         kind = "scope name" if nested else "root scope name"
         raise InvalidNameError(
             f"'{name}' is not a valid {kind}. A {kind} has to match the following pattern: {pattern}\n"
-            f"  asked: {what}\n"
+            f"  asked: {what() if callable(what) else what}\n"
             "  fix: use letters, digits and . _ - > / (no ':' or spaces; a root name cannot start with "
             "'_', '-' or '/')."
         )
@@ -234,7 +235,7 @@ class _NameScopeEntry:
 
     __slots__ = ("frame", "old_stack", "new_stack", "jax_scope")
 
-    def __init__(self, frame, name: Optional[str], what: str):
+    def __init__(self, frame, name: Optional[str], what: Union[str, Callable[[], str]]):
         self.frame = frame
         old = self.old_stack = frame.name_stack
         if name:
@@ -340,6 +341,10 @@ class scope:
                  auxiliary_name_scope: bool = True):
         if name_or_scope is None and default_name is None:
             raise TypeError("If default_name is None then name_or_scope is required")
+        if default_name is not None and not isinstance(default_name, str):
+            raise TypeError(
+                f"Scope: default_name must be a string, got {type(default_name).__name__} "
+                f"({default_name!r}).")
         if name_or_scope is not None and not isinstance(name_or_scope, (str, Scope)):
             raise TypeError(
                 "Scope: name_or_scope must be a string or Scope, got "
@@ -357,7 +362,7 @@ class scope:
                 f"{auxiliary_name_scope!r}"
             )
         if isinstance(name_or_scope, str):
-            _check_components(name_or_scope, f"sp.scope({name_or_scope!r})")
+            _check_components(name_or_scope, lambda: f"sp.scope({name_or_scope!r})")
         elif name_or_scope is None:
             _check_components(default_name, f"sp.scope(None, default_name={default_name!r})")
         _check_getter(custom_getter)
@@ -381,7 +386,7 @@ class scope:
         frame = _frame.current("scope")
         old_scope, old_node = frame.scope, frame.node
         name_or_scope = self._name_or_scope
-        what = f"sp.scope({name_or_scope!r})"
+        what = lambda: f"sp.scope({name_or_scope!r})"  # noqa: E731 - formatted only on error
 
         # 1. The name scope (TF's variable_scope._enter_scope_uncached).
         if name_or_scope is None:
@@ -477,10 +482,10 @@ class scope:
             ns_entry.exit(exc_info)
 
 
-def _check_components(name: str, what: str) -> None:
+def _check_components(name: str, what: Union[str, Callable[[], str]]) -> None:
     if not name or name.startswith("/") or name.endswith("/") or "//" in name:
         raise InvalidNameError(
             f"'{name}' is not a valid scope name: every '/'-separated component must be non-empty.\n"
-            f"  asked: {what}\n"
+            f"  asked: {what() if callable(what) else what}\n"
             "  fix: drop the leading, trailing or doubled '/'."
         )

@@ -45,6 +45,9 @@ def summary(model: Any, *args: Any, **kwargs: Any) -> str:
     image_filters/conv1      25,632  100.1 KiB  weights 5x5x32x32 float32, biases 32 float32
     ...
     """
+    if not callable(getattr(model, "specs", None)):
+        raise TypeError(f"sp.summary expects a transformed model, got {type(model).__name__}.\n"
+                        "  fix: sp.summary(sp.transform(fn), *args).")
     specs = model.specs(*args, **kwargs)
     params_specs, state_specs = specs if isinstance(specs, tuple) else (specs, {})
     rows, size, nbytes = _scope_rows(params_specs, "param")

@@ -9,7 +9,9 @@ import glob
 import os
 import re
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 import numpy as np
 
@@ -40,7 +42,7 @@ def _strip_suffix(path: str) -> str:
     return path
 
 
-def is_tf1_checkpoint(path) -> bool:
+def is_tf1_checkpoint(path: PathLike) -> bool:
     """Whether ``path`` looks like a TF checkpoint: a prefix with a ``.index`` file, one of its files,
     or a directory holding a ``checkpoint`` state file or ``*.index`` files. Does not import TF."""
     path = os.fspath(path)
@@ -50,7 +52,7 @@ def is_tf1_checkpoint(path) -> bool:
     return os.path.isfile(_strip_suffix(path) + ".index")
 
 
-def resolve_prefix(path) -> str:
+def resolve_prefix(path: PathLike) -> str:
     """The checkpoint prefix (``.../model.ckpt-1000``) for a prefix, one of its files or a directory."""
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -62,18 +64,24 @@ def resolve_prefix(path) -> str:
                                                                               "*.index")))
         if len(prefixes) == 1:
             return prefixes[0]
-        raise CheckpointNotFoundError(
+        raise _not_found(path,
             f"TF checkpoint directory {path!r} has "
             + ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints and no "
                f"'checkpoint' state file naming the latest: {[os.path.basename(p) for p in prefixes]}")
             + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000'.")
     prefix = _strip_suffix(path)
     if not os.path.isfile(prefix + ".index"):
-        raise CheckpointNotFoundError(
+        raise _not_found(path,
             f"TF checkpoint {path!r} not found: there is no {prefix + '.index'!r}.\n"
             "  fix: pass the prefix Saver.save returned (e.g. '/tmp/model.ckpt-1000', without "
             "'.index'/'.data-...'), or the directory holding it.")
     return prefix
+
+
+def _not_found(path: str, message: str) -> CheckpointNotFoundError:
+    err = CheckpointNotFoundError(message)
+    err.filename = path
+    return err
 
 
 class _Reader:
@@ -132,7 +140,7 @@ def _merged_base(name: str) -> str:
     return m.group("base") if m else name
 
 
-def _slice_info(prefix: str, tf) -> Dict[str, Tuple[str, tuple, tuple]]:
+def _slice_info(prefix: str) -> Dict[str, Tuple[str, tuple, tuple]]:
     """``{part variable name: (full name, full shape, offset)}`` from the ``.meta`` graph, if any."""
     meta = prefix + ".meta"
     if not os.path.isfile(meta):
@@ -193,7 +201,7 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info, pref
     return np.concatenate(arrays, axis=differing[0] if differing else 0)
 
 
-def read_tf1_flat(path, include_optimizer_state: bool = False) -> Dict[str, np.ndarray]:
+def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False) -> Dict[str, np.ndarray]:
     """``{full name: array}`` from a TF 1.x checkpoint, partitions merged (see ``load_tf1``)."""
     r = _Reader(path)
     names = r.names()
@@ -214,7 +222,7 @@ def read_tf1_flat(path, include_optimizer_state: bool = False) -> Dict[str, np.n
         else:
             flat[name] = r.get(name)
     if partitioned:
-        info = _slice_info(r.prefix, r.tf)
+        info = _slice_info(r.prefix)
         for base, parts in partitioned.items():
             flat[base] = _merge_parts(base, parts, info, r.prefix)
     if skipped:
@@ -223,7 +231,7 @@ def read_tf1_flat(path, include_optimizer_state: bool = False) -> Dict[str, np.n
     return flat
 
 
-def load_tf1(path, *, include_optimizer_state: bool = False, flat: bool = False) -> Dict[str, Any]:
+def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: bool = False) -> Dict[str, Any]:
     """Read a TF 1.x checkpoint (a ``Saver`` prefix, one of its files, or its directory) into the
     nested params tree, keyed by variable name (``image_filters/conv1/weights``).
 

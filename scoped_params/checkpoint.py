@@ -36,6 +36,7 @@ import tempfile
 import zlib
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+import jax
 import ml_dtypes
 import numpy as np
 
@@ -91,6 +92,12 @@ def _safetensors():
 # -- save ----------------------------------------------------------------------------------------
 
 def _host_array(name: str, leaf: Any) -> np.ndarray:
+    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) \
+            and not leaf.is_fully_addressable:
+        raise TypeError(
+            f"sp.checkpoint.save: '{name}' is sharded over several processes; this process holds "
+            "only part of it.\n  fix: save multi-host state with sp.checkpoint.TrainingCheckpointer "
+            "(orbax), or gather it first (jax.experimental.multihost_utils.process_allgather).")
     try:
         arr = np.asarray(leaf)
     except Exception as e:  # jax tracers raise TracerArrayConversionError here
@@ -158,8 +165,12 @@ def _serialize(params: Mapping[str, Any], metadata: Optional[Mapping[str, str]])
         else:  # bit-exact as raw bytes; the true dtype and shape live in the record
             stored, code_name = arr.reshape(-1).view(np.uint8), "uint8"
         arrays[name] = stored
-        specs[name] = st.TensorSpec(dtype=code_name, shape=list(stored.shape),
-                                    data_ptr=stored.ctypes.data, data_len=stored.nbytes)
+        if hasattr(st, "TensorSpec"):  # safetensors >= 0.7: zero-copy, from the buffer
+            specs[name] = st.TensorSpec(dtype=code_name, shape=list(stored.shape),
+                                        data_ptr=stored.ctypes.data, data_len=stored.nbytes)
+        else:  # older safetensors takes the bytes
+            specs[name] = {"dtype": code_name, "shape": list(stored.shape),
+                           "data": stored.tobytes()}
         record[name] = [dname, list(arr.shape)]
     meta = _check_metadata(metadata)
     meta[_FORMAT_KEY] = FORMAT_VERSION
@@ -380,6 +391,19 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
     return _read(path)[1]
 
 
+def is_tf1_source(path: PathLike) -> bool:
+    """Whether ``path`` names a TF checkpoint (prefix, directory or one of its files) rather than a
+    safetensors weights file. Reads at most 9 bytes; does not import TensorFlow."""
+    path = os.fspath(path)
+    if not is_tf1_checkpoint(path):
+        return False
+    if not os.path.isfile(path):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return not (len(head) == 9 and head[8:9] == b"{")  # a safetensors header starts with "{"
+
+
 # -- init_from_checkpoint ------------------------------------------------------------------------
 
 def _source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> Tuple[Dict[str, Any], str]:
@@ -387,7 +411,7 @@ def _source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> Tuple[Dict[str,
     if isinstance(path_or_tree, Mapping):
         return flatten(path_or_tree), "the given tree"
     path = os.fspath(path_or_tree)
-    if not os.path.isfile(path) and is_tf1_checkpoint(path):
+    if is_tf1_source(path):
         return flatten(load_tf1(path)), f"TF 1.x checkpoint {path!r}"
     return _read(path)[0], f"checkpoint {path!r}"
 
@@ -489,8 +513,6 @@ def _leaf_dtype(x) -> np.dtype:
 
 
 def _place_like(value: Any, old: Any) -> Any:
-    import jax
-
     if isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer):
         return jax.device_put(value, old.sharding)
     if isinstance(old, np.ndarray):

@@ -17,6 +17,9 @@ enclosing scope) shares the weights.
 >>> sorted(sp.flatten(params))[:2]
 ['batch_normalization/beta', 'batch_normalization/gamma']
 
+Layer objects (``sp.layers.Dense(units)``, ``Conv2D``, ``BatchNormalization``, ...) follow TF's
+object rules: the scope is fixed at the first call, later calls share the weights.
+
 Parameters take the input's floating dtype (float32 for integer inputs), as TF layers do; batch
 normalization keeps its parameters and statistics in float32 for float16/bfloat16 inputs.
 """
@@ -32,11 +35,12 @@ import numpy as np
 from . import _frame
 from ._errors import StateError
 from ._params import get_param, get_state, set_state
-from ._scope import AUTO_REUSE, scope
+from ._scope import AUTO_REUSE, Scope, scope
 from .initializers import ones, zeros
 
 __all__ = [
-    "average_pooling2d", "batch_normalization", "conv2d", "conv2d_transpose", "dense", "dropout",
+    "AveragePooling2D", "BatchNormalization", "Conv2D", "Conv2DTranspose", "Dense", "Dropout",
+    "Flatten", "MaxPooling2D", "average_pooling2d", "batch_normalization", "conv2d", "conv2d_transpose", "dense", "dropout",
     "embedding", "embedding_lookup", "flatten", "max_pooling2d",
 ]
 
@@ -46,8 +50,10 @@ IntOrPair = Union[int, Sequence[int]]
 # --- shared helpers -------------------------------------------------------------------------------
 
 
-def _layer_scope(name: Optional[str], base_name: str, reuse: Any) -> scope:
+def _layer_scope(name: Any, base_name: str, reuse: Any) -> scope:
     """TF's legacy ``Layer._set_scope`` followed by re-entering the captured scope with ``reuse``."""
+    if isinstance(name, Scope):  # a layer object's scope, captured at its first call
+        return scope(name, reuse=reuse if reuse else None, auxiliary_name_scope=False)
     if reuse is True or reuse is AUTO_REUSE:
         return scope(name if name is not None else base_name, reuse=reuse)
     if reuse not in (None, False):
@@ -81,6 +87,15 @@ def _channels_last(data_format: str) -> bool:
 def _param_dtype(inputs: jax.Array) -> np.dtype:
     dtype = jnp.result_type(inputs)
     return dtype if jnp.issubdtype(dtype, jnp.floating) else np.dtype(np.float32)
+
+
+def _static_flag(flag: Any) -> Any:
+    """Python and NumPy booleans (and concrete 0-d arrays) become a Python bool; tracers stay."""
+    if isinstance(flag, (bool, np.bool_, int, np.integer)):
+        return bool(flag)
+    if isinstance(flag, (np.ndarray, jax.Array)) and not isinstance(flag, jax.core.Tracer):
+        return bool(flag)
+    return flag
 
 
 def _unsupported(**kwargs: Any) -> None:
@@ -256,6 +271,7 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     dtype = np.dtype(np.float32) if in_dtype in (jnp.float16, jnp.bfloat16) or not jnp.issubdtype(
         in_dtype, jnp.floating) else in_dtype
     frame = _frame.current("sp.layers.batch_normalization")
+    training = _static_flag(training)
     static_training = training if isinstance(training, bool) else None
     with _layer_scope(name, "batch_normalization", reuse):
         gamma = get_param("gamma", param_shape, gamma_initializer, dtype, trainable=trainable,
@@ -313,6 +329,7 @@ def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence
     ``seed``, if given, is folded into it. ``training`` may be a traced boolean.
     """
     del name  # dropout has no variables, hence no scope
+    training = _static_flag(training)
     if training is False or rate == 0:
         return inputs
     if not 0 <= rate < 1:
@@ -425,3 +442,96 @@ def embedding(ids: jax.Array, input_dim: int, output_dim: int,
         table = get_param("embeddings", (input_dim, output_dim), embeddings_initializer, dtype,
                           trainable=trainable)
     return embedding_lookup(table, ids)
+
+
+# --- layer objects (tf.compat.v1.layers.Dense, ...): one object, one set of weights ---------------
+
+
+class _LayerObject:
+    """A TF 1.x layer object: its scope is fixed at its first call, later calls share its weights.
+
+    As in TF, the first call opens ``scope(name, default_name=<kind>)`` (so numbering is decided
+    there, not at construction), and every later call re-enters that captured scope with reuse.
+    Objects may be built outside the transform; what a call knows is kept per trace (``init`` and
+    each ``apply`` start afresh).
+    """
+
+    _fn: Callable = None
+    _base_name: str = ""
+
+    def __init__(self, *args: Any, name: Optional[str] = None, _reuse: Any = None, **kwargs: Any):
+        self.name = name
+        self._reuse = _reuse
+        self._args, self._kwargs = args, kwargs
+        self._scopes: dict = {}  # id(frame) -> (frame, captured Scope) of recent traces
+
+    def __call__(self, inputs: jax.Array, **call_kwargs: Any) -> jax.Array:
+        frame = _frame.current(f"sp.layers.{type(self).__name__}")
+        entry = self._scopes.get(id(frame))
+        if entry is not None and entry[0] is frame:
+            captured, reuse = entry[1], True
+        else:
+            with _layer_scope(self.name, self._base_name, self._reuse) as captured:
+                pass  # TF's _set_scope: the numbering is decided by this first entry
+            reuse = self._reuse
+            if len(self._scopes) >= 8:  # keep only recent traces; frames are per call
+                self._scopes.pop(next(iter(self._scopes)))
+            self._scopes[id(frame)] = (frame, captured)
+        return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs, name=captured,
+                              reuse=reuse)
+
+
+class Dense(_LayerObject):
+    """``tf.compat.v1.layers.Dense(units, ...)``; arguments as in ``dense``."""
+    _fn, _base_name = staticmethod(dense), "dense"
+
+
+class Conv2D(_LayerObject):
+    """``tf.compat.v1.layers.Conv2D(filters, kernel_size, ...)``; arguments as in ``conv2d``."""
+    _fn, _base_name = staticmethod(conv2d), "conv2d"
+
+
+class Conv2DTranspose(_LayerObject):
+    """``tf.compat.v1.layers.Conv2DTranspose(filters, kernel_size, ...)``."""
+    _fn, _base_name = staticmethod(conv2d_transpose), "conv2d_transpose"
+
+
+class BatchNormalization(_LayerObject):
+    """``tf.compat.v1.layers.BatchNormalization(...)``; call it as ``bn(x, training=...)``."""
+    _fn, _base_name = staticmethod(batch_normalization), "batch_normalization"
+
+
+class _Stateless:
+    """A layer object without variables: a function with its arguments bound."""
+
+    _fn: Callable = None
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._args, self._kwargs = args, kwargs
+
+    def __call__(self, inputs: jax.Array, **call_kwargs: Any) -> jax.Array:
+        return type(self)._fn(inputs, *self._args, **{**self._kwargs, **call_kwargs})
+
+
+class Dropout(_Stateless):
+    """``tf.compat.v1.layers.Dropout(rate=0.5, ...)``; call it as ``drop(x, training=...)``."""
+    _fn = staticmethod(dropout)
+
+
+class MaxPooling2D(_Stateless):
+    """``tf.compat.v1.layers.MaxPooling2D(pool_size, strides, ...)``."""
+    _fn = staticmethod(max_pooling2d)
+
+
+class AveragePooling2D(_Stateless):
+    """``tf.compat.v1.layers.AveragePooling2D(pool_size, strides, ...)``."""
+    _fn = staticmethod(average_pooling2d)
+
+
+class Flatten(_Stateless):
+    """``tf.compat.v1.layers.Flatten(data_format='channels_last')``."""
+
+    def __init__(self, data_format: str = "channels_last", name: Optional[str] = None):
+        super().__init__(data_format=data_format, name=name)
+
+    _fn = staticmethod(flatten)

@@ -1,16 +1,18 @@
-"""Random variable-scoping programs, and one interpreter that runs them under TF 1.x or scoped_params.
+"""Random variable-scoping programs, and an interpreter running them under TF 1.x or scoped_params.
 
-A program is plain data (the node types below). ``strategies.programs()`` generates them with
-hypothesis; ``run_tf`` executes one with ``tensorflow.compat.v1`` in a fresh graph, ``run_sp`` with
-``sp.transform(fn).init`` (or ``apply``). Both return a ``Run``: the trace of observations (scope
-names, reuse modes, name scopes, the full name every ``get`` resolved to), the ordered list of
-created names, and the outcome (``"ok"`` or the error category). ``render`` prints a program as the
-scoped_params code it stands for, which is what a failing test shows.
+A program is plain data (the node types below). ``programs()`` generates them with hypothesis;
+``run_tf`` executes one with ``tensorflow.compat.v1`` in a fresh graph, ``run_sp`` inside
+``sp.transform(fn).init`` (or ``.apply``). Both return a ``Run``: the trace of observations (scope
+name, reuse mode and name scope after every scope entry, exit and ``reuse_variables()``; the full
+name every ``get`` resolved to; each error's category and step), the created names in order, and
+the outcome (``"ok"`` or the category of the first error). ``render`` prints a program as the
+scoped_params code it stands for; that is what a failing test shows.
 
-Name sets are chosen so that every generated program is one both libraries must accept as
-written: parameter names (``v``, ``w``) never double as scope names (a params tree cannot hold a
-leaf and a sub-tree under one key, and TF's graph would uniquify an op that took a variable's name),
-and every name is a valid TF op name with non-empty components.
+Names are chosen so that every generated program means the same thing to both libraries: the
+last component of a parameter name (``v``, ``w``; ``b/v`` has a "/" in it) is never a scope or
+name-scope name, so no full name is both a parameter and a scope (a params tree cannot hold a leaf
+and a sub-tree under one key) and no name scope collides with a variable's op name (TF's graph
+would uniquify it); every name is a valid TF op name with non-empty components.
 """
 
 from __future__ import annotations
@@ -26,16 +28,51 @@ AUTO = "AUTO"  # stands for tf.compat.v1.AUTO_REUSE / sp.AUTO_REUSE
 
 
 @dataclasses.dataclass(frozen=True)
+class Const:
+    """A constant initializer value: ``np.full(shape, value, dtype)``, or the Python number
+    ``value`` (dtype "int" or "float") when shape is None. It fixes the parameter's shape and dtype."""
+    shape: Optional[Tuple[int, ...]]
+    dtype: str
+    value: int
+
+    def make(self):
+        import numpy as np
+
+        if self.shape is None:
+            return int(self.value) if self.dtype == "int" else float(self.value)
+        return np.full(self.shape, self.value, np.dtype(self.dtype))
+
+    def __str__(self) -> str:
+        if self.shape is None:
+            return repr(self.make())
+        return f"np.full({self.shape!r}, {self.value}, np.{self.dtype})"
+
+
+@dataclasses.dataclass(frozen=True)
 class Get:
-    """``get_param(name, shape, dtype=dtype)``; shape None means "no shape given"."""
+    """``get_param(name, shape, dtype=dtype, init=...)``: shape None is "no shape given"; init an
+    int k is ``constant(k)`` (an initializer), a ``Const`` is the value itself."""
     name: str
     shape: Optional[Tuple[int, ...]]
     dtype: Optional[str] = None
+    init: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
 class ReuseVariables:
-    """``get_scope().reuse_variables()`` on the current scope."""
+    """``get_scope().reuse_variables()``, or ``s<slot>.reuse_variables()`` on a captured scope
+    (which then brings reuse=True to its later re-entries; nothing happens while the slot is
+    empty)."""
+    slot: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SetDefaults:
+    """``get_scope().set_initializer(constant(init))`` / ``.set_dtype(dtype)`` (on ``s<slot>`` when
+    given: a captured scope's defaults travel with it)."""
+    slot: Optional[int] = None
+    init: Optional[int] = None
+    dtype: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +87,12 @@ class ByDefault:
 
 @dataclasses.dataclass(frozen=True)
 class ByCaptured:
-    slot: int  # scope(slots[slot]); slot -1 is the root scope captured at program start
+    """scope(s<slot>): re-enter a captured scope; slot -1 is the root scope, captured at the start.
+
+    A slot that is still empty when reached (its capture comes later, or never ran) enters the
+    string scope "c" instead.
+    """
+    slot: int
 
 
 Target = Union[ByName, ByDefault, ByCaptured]
@@ -58,9 +100,11 @@ Target = Union[ByName, ByDefault, ByCaptured]
 
 @dataclasses.dataclass(frozen=True)
 class Scope:
-    """``with scope(target, reuse=reuse, dtype=dtype, auxiliary_name_scope=aux) as s: body``.
+    """``with scope(target, reuse=, dtype=, initializer=constant(init), auxiliary_name_scope=aux)``.
 
-    ``capture`` stores ``s`` in that slot for a later ``ByCaptured`` re-entry.
+    ``capture`` stores ``s`` in that slot for a later ``ByCaptured`` re-entry. ``getter`` adds a
+    pass-through custom getter that records ``("getter", <step of this scope>, name)`` when called,
+    which shows which getters run for each get, in which order (innermost first), with which name.
     """
     target: Target
     body: Tuple[Any, ...]
@@ -68,17 +112,28 @@ class Scope:
     dtype: Optional[str] = None
     aux: bool = True
     capture: Optional[int] = None
+    getter: bool = False
+    init: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
 class NameScope:
-    name: str
+    """``with name_scope(name): body``; ``"@k"`` stands for ``s<k>.original_name_scope`` ("ns" while
+    slot k is empty)."""
+    name: Optional[str]
+    body: Tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """``for _ in range(times): body``: how models call a layer or a tower twice."""
+    times: int
     body: Tuple[Any, ...]
 
 
 Program = Tuple[Any, ...]
 
-# Outcome categories, and the phrase of TF's message that identifies each.
+# Outcome categories (tf_category and sp_category map each library's errors onto them).
 OK = "ok"
 EXISTS = "already exists"
 NOT_FOUND = "does not exist"
@@ -86,7 +141,10 @@ SHAPE = "shape mismatch"
 DTYPE = "dtype mismatch"
 UNDEFINED_SHAPE = "shape not fully defined"
 REUSE_WITHOUT_NAME = "reuse without a name"
-CATEGORIES = (OK, EXISTS, NOT_FOUND, SHAPE, DTYPE, UNDEFINED_SHAPE, REUSE_WITHOUT_NAME)
+CONSTANT_WITH_SHAPE = "constant and shape"
+CONSTANT_DTYPE = "constant's dtype is not dtype"
+CATEGORIES = (OK, EXISTS, NOT_FOUND, SHAPE, DTYPE, UNDEFINED_SHAPE, REUSE_WITHOUT_NAME,
+              CONSTANT_WITH_SHAPE, CONSTANT_DTYPE)
 
 
 def render(program: Program) -> str:
@@ -103,10 +161,25 @@ def render(program: Program) -> str:
         for s in stmts:
             if isinstance(s, Get):
                 extra = f", dtype=jnp.{s.dtype}" if s.dtype else ""
-                shape = "None" if s.shape is None else repr(list(s.shape))  # [None, 3]: partly known
+                if isinstance(s.init, Const):
+                    extra += f", init={s.init}"
+                elif s.init is not None:
+                    extra += f", init=sp.initializers.constant({s.init})"
+                shape = "None" if s.shape is None else repr(list(s.shape))  # [None, 3]: partial
                 lines.append(f"{pad}sp.get_param({s.name!r}, {shape}{extra})")
             elif isinstance(s, ReuseVariables):
-                lines.append(f"{pad}sp.get_scope().reuse_variables()")
+                target = "sp.get_scope()" if s.slot is None else f"s{s.slot}"
+                lines.append(f"{pad}{target}.reuse_variables()")
+            elif isinstance(s, SetDefaults):
+                target = "sp.get_scope()" if s.slot is None else f"s{s.slot}"
+                if s.init is not None:
+                    init = f"sp.initializers.constant({s.init})"
+                    lines.append(f"{pad}{target}.set_initializer({init})")
+                if s.dtype is not None:
+                    lines.append(f"{pad}{target}.set_dtype(jnp.{s.dtype})")
+            elif isinstance(s, Loop):
+                lines.append(f"{pad}for _ in range({s.times}):")
+                emit(s.body, indent + 1)
             elif isinstance(s, NameScope):
                 name = repr(s.name)
                 if s.name is not None and s.name.startswith("@"):
@@ -127,6 +200,10 @@ def render(program: Program) -> str:
                     args.append(f"dtype=jnp.{s.dtype}")
                 if not s.aux:
                     args.append("auxiliary_name_scope=False")
+                if s.getter:
+                    args.append("custom_getter=recording_getter")
+                if s.init is not None:
+                    args.append(f"initializer=sp.initializers.constant({s.init})")
                 as_ = f" as s{s.capture}" if s.capture is not None else ""
                 lines.append(f"{pad}with sp.scope({', '.join(args)}){as_}:")
                 emit(s.body, indent + 1)
@@ -151,12 +228,25 @@ SCOPE_DTYPES = (None,) * 10 + ("int32", "int32", "float32")
 REUSES = (None,) * 6 + (False, True, AUTO, AUTO)
 # With default_name, reuse=True/AUTO_REUSE is an error in both libraries: keep it rarer.
 DEFAULT_REUSES = (None,) * 10 + (False, True, AUTO)
+# Constant initializers make the values comparable: they show which initializer each parameter
+# got (its own, its scope's, inherited, or a captured scope's). None: inherit / TF's default.
+GET_INITS = (None,) * 9 + (7,)
+# Constant values fix shape and dtype themselves, so they mostly come without shape and dtype.
+CONSTS = (Const((2,), "int32", 5), Const((2, 3), "float32", 6), Const((), "float32", 6),
+          Const(None, "int", 8), Const(None, "float", 8))
+CONST_SHAPES = (None, None, None, None, (2,))
+CONST_DTYPES = (None, None, None, "float32", "int32")
+SCOPE_INITS = (None,) * 5 + (1, 2, 3)
 SLOTS = 2
 
 
 def _get():
-    return st.builds(Get, st.sampled_from(PARAM_NAMES), st.sampled_from(SHAPES),
-                     st.sampled_from(DTYPES))
+    names = st.sampled_from(PARAM_NAMES)
+    plain = st.builds(Get, names, st.sampled_from(SHAPES), st.sampled_from(DTYPES),
+                      st.sampled_from(GET_INITS))
+    const = st.builds(Get, names, st.sampled_from(CONST_SHAPES), st.sampled_from(CONST_DTYPES),
+                      st.sampled_from(CONSTS))
+    return st.one_of(*[plain] * 6, const)
 
 
 def _target_and_reuse():
@@ -169,31 +259,39 @@ def _target_and_reuse():
 
 def _stmts(depth: int):
     get = _get()
+    slot = st.sampled_from((None, None) + tuple(range(SLOTS)))
+    defaults = st.builds(SetDefaults, slot, st.sampled_from((None, 4, 5)),
+                         st.sampled_from((None, None, "int32", "float32")))
+    reuse_variables = st.builds(ReuseVariables, slot)
     if depth == 0:
-        return st.one_of(*[get] * 9, st.just(ReuseVariables()))
+        return st.one_of(*[get] * 9, reuse_variables, defaults)
     inner = st.lists(_stmts(depth - 1), max_size=4).map(tuple)
     scope = st.builds(
-        lambda tr, body, dtype, aux, capture: Scope(tr[0], body, tr[1], dtype, aux, capture),
+        lambda tr, body, dtype, aux, capture, getter, init: Scope(tr[0], body, tr[1], dtype, aux,
+                                                                  capture, getter, init),
         _target_and_reuse(), inner, st.sampled_from(SCOPE_DTYPES),
         st.sampled_from((True,) * 7 + (False,)),
-        st.sampled_from((None, None) + tuple(range(SLOTS))))
+        st.sampled_from((None, None) + tuple(range(SLOTS))),
+        st.sampled_from((False,) * 7 + (True,)),
+        st.sampled_from(SCOPE_INITS))
     name_scope = st.builds(NameScope, st.sampled_from(NAME_SCOPE_NAMES), inner)
-    return st.one_of(*[get] * 5, *[scope] * 5, name_scope, st.just(ReuseVariables()))
+    loop = st.builds(Loop, st.sampled_from((2, 3)), inner)
+    return st.one_of(*[get] * 5, *[scope] * 5, name_scope, loop, reuse_variables, defaults)
 
 
 def _one_reuse_variables(program: Program) -> Program:
-    """Keep only the first ``reuse_variables()``: hypothesis copies short nodes around freely, and
-    with several of them nearly every program would stop at its first creation."""
+    """Keep only the first ``get_scope().reuse_variables()``: hypothesis copies short nodes around
+    freely, and with several of them nearly every program would stop at its first creation."""
     seen = [False]
 
     def keep(stmts):
         out = []
         for s in stmts:
-            if isinstance(s, ReuseVariables):
+            if isinstance(s, ReuseVariables) and s.slot is None:
                 if seen[0]:
                     continue
                 seen[0] = True
-            elif isinstance(s, (Scope, NameScope)):
+            elif isinstance(s, (Scope, NameScope, Loop)):
                 s = dataclasses.replace(s, body=keep(s.body))
             out.append(s)
         return tuple(out)
@@ -203,7 +301,9 @@ def _one_reuse_variables(program: Program) -> Program:
 
 def programs(depth: int = 3):
     """Random scoping programs: up to 7 top-level statements, scopes nested up to ``depth``."""
-    return st.lists(_stmts(depth), min_size=1, max_size=7).map(tuple).map(_one_reuse_variables)
+    # deferred: keeps the strategy's repr short (the nested one spells out every level).
+    return st.deferred(lambda: st.lists(_stmts(depth), min_size=1, max_size=7)
+                       .map(tuple).map(_one_reuse_variables))
 
 
 # --- the interpreter ---------------------------------------------------------------------------
@@ -218,6 +318,7 @@ class Run:
     fail_step: Optional[int] = None  # step of the first error
     message: str = ""  # text of the first error
     problems: List[str] = dataclasses.field(default_factory=list)  # self-check failures
+    values: dict = dataclasses.field(default_factory=dict)  # full name -> value_label(...)
 
     def until_first_error(self) -> List[tuple]:
         """The trace up to and including the first error: what a run that stops there records."""
@@ -285,14 +386,23 @@ class _Interpreter:
                 scope_name = self.b.current_scope().name
                 full = f"{scope_name}/{s.name}" if scope_name else s.name
                 try:
-                    self.b.get(full, s.name, s.shape, s.dtype)
+                    self.b.get(full, s.name, s.shape, s.dtype, s.init)
                 except ValueError as e:
                     self._failed(step, e, full)
                     continue
                 self.trace.append(("get", full, self.b.current_name_scope()))
             elif isinstance(s, ReuseVariables):
-                self.b.current_scope().reuse_variables()
-                self._observe_scope("reuse_variables")
+                target = self.b.current_scope() if s.slot is None else self.slots.get(s.slot)
+                if target is not None:
+                    target.reuse_variables()
+                    self._observe_scope("reuse_variables")
+            elif isinstance(s, SetDefaults):
+                target = self.b.current_scope() if s.slot is None else self.slots.get(s.slot)
+                if target is not None:
+                    self.b.set_defaults(target, s.init, s.dtype)
+            elif isinstance(s, Loop):
+                for _ in range(s.times):
+                    self._block(s.body)
             elif isinstance(s, NameScope):
                 name = s.name
                 if name is not None and name.startswith("@"):
@@ -304,6 +414,13 @@ class _Interpreter:
             else:
                 self._scope(step, s)
 
+    def _recording_getter(self, step: int):
+        def getter(getter, name, *args, **kwargs):  # TF passes everything by keyword
+            self.trace.append(("getter", step, name))
+            return getter(name, *args, **kwargs)
+
+        return getter
+
     def _scope(self, step: int, s: Scope) -> None:
         t = s.target
         if isinstance(t, ByName):
@@ -313,7 +430,8 @@ class _Interpreter:
         else:
             # A slot not filled yet (its capture comes later or never ran): enter the name "c".
             name_or_scope, default = self.slots.get(t.slot, "c"), None
-        manager = self.b.scope(name_or_scope, default, s.reuse, s.dtype, s.aux)
+        getter = self._recording_getter(step) if s.getter else None
+        manager = self.b.scope(name_or_scope, default, s.reuse, s.dtype, s.aux, getter, s.init)
         try:
             vs = manager.__enter__()
         except ValueError as e:
@@ -331,6 +449,19 @@ class _Interpreter:
         else:
             manager.__exit__(None, None, None)
         self._observe_scope("exit")
+
+
+def value_label(value, dtype: str) -> tuple:
+    """``(dtype, c)`` for a value filled with the integer c (what the constant initializers and the
+    integer default make), else ``(dtype, "random")`` (TF's value is not static then)."""
+    import numpy as np
+
+    if value is not None:
+        array = np.asarray(value)
+        first = array.flat[0] if array.size else None
+        if first is not None and np.all(array == first) and float(first).is_integer():
+            return dtype, int(first)
+    return dtype, "random"
 
 
 def _result(interp: _Interpreter, created: List[str], problems=()) -> Run:
@@ -371,18 +502,30 @@ class _TFBackend:
     def _dtype(self, name):
         return None if name is None else getattr(self.tf, name)
 
-    def get(self, full, name, shape, dtype) -> None:
+    def _init(self, value):
+        if isinstance(value, Const):
+            return value.make()
+        return None if value is None else self.v1.constant_initializer(value)
+
+    def get(self, full, name, shape, dtype, init) -> None:
         var = self.v1.get_variable(name, shape=None if shape is None else list(shape),
-                                   dtype=self._dtype(dtype))
+                                   dtype=self._dtype(dtype), initializer=self._init(init))
         assert self.store._vars[full] is var, (full, var)
 
-    def scope(self, name_or_scope, default, reuse, dtype, aux):
+    def scope(self, name_or_scope, default, reuse, dtype, aux, getter, init):
         reuse = self.v1.AUTO_REUSE if reuse == AUTO else reuse
         return self.v1.variable_scope(name_or_scope, default_name=default, reuse=reuse,
-                                      dtype=self._dtype(dtype), auxiliary_name_scope=aux)
+                                      dtype=self._dtype(dtype), auxiliary_name_scope=aux,
+                                      custom_getter=getter, initializer=self._init(init))
 
     def name_scope(self, name):
         return self.v1.name_scope(name)
+
+    def set_defaults(self, scope, init, dtype) -> None:
+        if init is not None:
+            scope.set_initializer(self._init(init))
+        if dtype is not None:
+            scope.set_dtype(self._dtype(dtype))
 
     def category(self, exc, full) -> str:
         return tf_category(exc)
@@ -410,6 +553,10 @@ def tf_category(exc: BaseException) -> str:
         return UNDEFINED_SHAPE  # TF 1.15's wording, then TF 2.x's for a partial / missing shape
     if "cannot be used without a name_or_scope" in msg:
         return REUSE_WITHOUT_NAME
+    if "If initializer is a constant, do not specify shape" in msg:
+        return CONSTANT_WITH_SHAPE
+    if "Initializer type" in msg and "don't match" in msg:
+        return CONSTANT_DTYPE
     raise AssertionError(f"unclassified TF error {type(exc).__name__}: {msg}") from exc
 
 
@@ -419,7 +566,11 @@ def run_tf(program: Program) -> Run:
         backend = _TFBackend(graph)
         interp = _Interpreter(backend, keep_going=True)
         interp.run(program)
-        return _result(interp, backend.created())
+        run = _result(interp, backend.created())
+        tf = _tf()
+        run.values = {k: value_label(tf.get_static_value(v.initial_value), v.dtype.base_dtype.name)
+                      for k, v in backend.store._vars.items()}
+        return run
 
 
 # --- scoped_params -----------------------------------------------------------------------------
@@ -444,10 +595,16 @@ class _SPBackend:
     def reuse_str(self, reuse) -> str:
         return AUTO if reuse is self.sp.AUTO_REUSE else str(bool(reuse))
 
-    def get(self, full, name, shape, dtype) -> None:
+    def _init(self, value):
+        if isinstance(value, Const):
+            return value.make()
+        return None if value is None else self.sp.initializers.constant(value)
+
+    def get(self, full, name, shape, dtype, init) -> None:
         import numpy as np
 
-        value = self.sp.get_param(name, shape, dtype=None if dtype is None else np.dtype(dtype))
+        value = self.sp.get_param(name, shape, dtype=None if dtype is None else np.dtype(dtype),
+                                  init=self._init(init))
         if self.flat_params is not None:
             if value is not self.flat_params.get(full):
                 self.problems.append(f"apply: get_param({name!r}) did not return params[{full!r}]")
@@ -463,13 +620,22 @@ class _SPBackend:
         if full not in self.order:
             self.order.append(full)
 
-    def scope(self, name_or_scope, default, reuse, dtype, aux):
+    def scope(self, name_or_scope, default, reuse, dtype, aux, getter, init):
         reuse = self.sp.AUTO_REUSE if reuse == AUTO else reuse
         return self.sp.scope(name_or_scope, default_name=default, reuse=reuse, dtype=dtype,
-                             auxiliary_name_scope=aux)
+                             auxiliary_name_scope=aux, custom_getter=getter,
+                             initializer=self._init(init))
 
     def name_scope(self, name):
         return self.sp.name_scope(name)
+
+    def set_defaults(self, scope, init, dtype) -> None:
+        import numpy as np
+
+        if init is not None:
+            scope.set_initializer(self._init(init))
+        if dtype is not None:
+            scope.set_dtype(np.dtype(dtype))
 
     def category(self, exc, full) -> str:
         return sp_category(exc, full)
@@ -485,14 +651,19 @@ def sp_category(exc: BaseException, full: Optional[str]) -> str:
         (sp.ParamNotFoundError, NOT_FOUND, [f"Variable {full} does not exist"]),
         (sp.ShapeMismatchError, SHAPE, [f"Trying to share variable {full}, but specified shape"]),
         (sp.DtypeMismatchError, DTYPE, [f"Trying to share variable {full}, but specified dtype"]),
-        (sp.InitializerError, UNDEFINED_SHAPE, ["must be fully defined", f"'{full}'"]),
+        (sp.InitializerError, CONSTANT_WITH_SHAPE,
+         ["If initializer is a constant, do not specify shape", f"'{full}'"]),
+        (sp.InitializerError, CONSTANT_DTYPE, ["Initializer type", "don't match", f"'{full}'"]),
+        (sp.InitializerError, UNDEFINED_SHAPE, ["be fully defined", f"'{full}'"]),
         (sp.ReuseArgumentError, REUSE_WITHOUT_NAME,
          ["reuse=True cannot be used without a name_or_scope"]),
     ]
     for cls, category, phrases in checks:
+        if isinstance(exc, cls) and all(p in msg for p in phrases):
+            return category
+    for cls, category, phrases in checks:
         if isinstance(exc, cls):
-            missing = [p for p in phrases if p not in msg]
-            return category if not missing else f"{category}, but the message lacks {missing!r}"
+            return f"{category}?, but the message lacks {[p for p in phrases if p not in msg]!r}"
     return f"unexpected {type(exc).__name__}: {msg}"
 
 
@@ -526,6 +697,8 @@ def run_sp(program: Program, key, *, params=None, keep_going=False, stop_at=None
         raised = e
     backend, interp = state["backend"], state["interp"]
     run = _result(interp, list(backend.order), backend.problems)
+    if result is not None:
+        run.values = {k: value_label(v, v.dtype.name) for k, v in sp.flatten(result).items()}
     first = interp.first_error[1] if interp.first_error and not keep_going else None
     if raised is not first:
         what = "apply" if params is not None else "init"

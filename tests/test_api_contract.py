@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import scoped_params as sp
 from scoped_params._materialize import param_key
@@ -114,7 +116,7 @@ def test_apply_of_stateful_model_needs_state_argument():
         model.apply({})
 
 
-# --- next_rng_key -----------------------------------------------------------------------------------
+# --- next_rng_key ---------------------------------------------------------------------------------
 
 
 def _dropout_model():
@@ -155,7 +157,7 @@ def test_next_rng_key_outside_a_transform_is_an_error():
         sp.next_rng_key()
 
 
-# --- regularization_loss ----------------------------------------------------------------------------
+# --- regularization_loss --------------------------------------------------------------------------
 
 
 def _regularized_model():
@@ -208,7 +210,7 @@ def test_regularization_loss_counts_only_params_fetched_so_far():
     assert (float(first), float(total)) == (1.0, 3.0)
 
 
-# --- record / apply_with_intermediates ---------------------------------------------------------------
+# --- record / apply_with_intermediates ------------------------------------------------------------
 
 
 def test_record_returns_values_under_name_scope_via_apply_with_intermediates():
@@ -258,7 +260,7 @@ def test_apply_with_intermediates_of_a_stateful_model():
     assert float(out) == 5.0 and float(new_state["s"]) == 1.0 and float(inter["x"]) == 5.0
 
 
-# --- specs --------------------------------------------------------------------------------------------
+# --- specs ----------------------------------------------------------------------------------------
 
 
 def test_specs_allocate_nothing_and_carry_all_metadata():
@@ -309,7 +311,7 @@ def test_specs_of_stateful_model_split_params_and_state():
     assert sspecs["s"].kind == "state" and pspecs["w"].kind == "param"
 
 
-# --- tree helpers ------------------------------------------------------------------------------------
+# --- tree helpers ---------------------------------------------------------------------------------
 
 
 def _mixed_model():
@@ -369,6 +371,33 @@ def test_flatten_and_unflatten_round_trip_full_names():
     assert sp.unflatten(flat) == tree
 
 
+_COMPONENT = st.sampled_from(["foo", "foo_1", "fo", "f.o", "bar", "w", "b"])
+_FULL_NAMES = st.lists(st.lists(_COMPONENT, min_size=1, max_size=4).map("/".join), max_size=12)
+
+
+def _prefix_free(names):
+    """Drop names that would be both a leaf and a scope (not a valid params tree)."""
+    names = sorted(set(names), key=len)
+    kept = []
+    for n in names:
+        if not any(n.startswith(k + "/") for k in kept):
+            kept.append(n)
+    return kept
+
+
+@given(_FULL_NAMES, st.lists(_COMPONENT, min_size=1, max_size=3).map("/".join))
+def test_select_is_exactly_the_literal_path_prefix_property(names, prefix):
+    flat = {n: i for i, n in enumerate(_prefix_free(names))}
+    tree = sp.unflatten(flat)
+    assert sp.flatten(tree) == flat
+    inside, outside = sp.partition_by_scope(tree, prefix)
+    expected = {n for n in flat if n == prefix or n.startswith(prefix + "/")}
+    assert set(sp.flatten(sp.select(tree, prefix))) == expected
+    assert set(sp.flatten(inside)) == expected
+    assert set(sp.flatten(outside)) == set(flat) - expected
+    assert sp.flatten(sp.merge(inside, outside)) == flat
+
+
 def test_unflatten_rejects_a_leaf_that_is_also_a_scope():
     with pytest.raises(ValueError, match="'foo/v' cannot be placed: 'foo' is a leaf, not a scope") as e:
         sp.unflatten({"foo": 1, "foo/v": 2})
@@ -383,7 +412,7 @@ def test_merge_rejects_a_name_in_two_trees():
     assert sp.merge({"a": {"b": 1}}, {"a": {"c": 2}}) == {"a": {"b": 1, "c": 2}}
 
 
-# --- abstract init -----------------------------------------------------------------------------------
+# --- abstract init --------------------------------------------------------------------------------
 
 
 def test_init_accepts_shape_dtype_structs_and_concrete_flags_steer_control_flow():
@@ -441,7 +470,7 @@ def test_param_value_depends_only_on_key_name_shape_dtype_and_initializer():
     assert not np.array_equal(p1["b"], p3["b"])
 
 
-# --- errors ------------------------------------------------------------------------------------------
+# --- errors ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("cls,base", [

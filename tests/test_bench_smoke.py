@@ -6,6 +6,7 @@ scoped_params' init builds the same tree as the hand-written one.
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import jax
@@ -20,6 +21,7 @@ pytest.importorskip("flax")
 _MODELS = Path(__file__).resolve().parents[1] / "bench" / "models.py"
 _spec = importlib.util.spec_from_file_location("bench_models", _MODELS)
 models = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = models  # Flax modules are dataclasses: their module must be importable
 _spec.loader.exec_module(models)
 
 # The quick mode's sizes (bench/run.py --quick), small inputs so the whole file takes seconds.

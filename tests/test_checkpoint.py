@@ -11,6 +11,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 import safetensors.numpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import scoped_params as sp
 from scoped_params import checkpoint as ckpt
@@ -76,6 +78,32 @@ def test_every_dtype_round_trips_bit_exact(tmp_path):
     for name in flat_in:
         assert _bits(flat_out[name]) == _bits(flat_in[name]), name
         assert flat_out[name].flags.writeable
+
+
+_names = st.lists(st.sampled_from(["a", "b", "conv1", "weights", "w_1", "dense/kernel"]),
+                  min_size=1, max_size=3).map("/".join)
+_leaves = st.tuples(st.sampled_from(ALL_DTYPES),
+                    st.lists(st.integers(0, 3), max_size=3).map(tuple),
+                    st.integers(0, 2**32 - 1))
+
+
+def _valid_tree(flat):
+    try:
+        sp.unflatten(flat)
+        return True
+    except ValueError:
+        return False
+
+
+@settings(max_examples=40)
+@given(st.dictionaries(_names, _leaves, max_size=6).map(
+    lambda d: {name: _random_bits(dtype, shape, seed) for name, (dtype, shape, seed) in d.items()}
+).filter(_valid_tree))
+def test_any_tree_of_any_dtypes_and_shapes_round_trips(tmp_path_factory, flat):
+    path = tmp_path_factory.mktemp("prop") / "p.safetensors"
+    ckpt.save(path, sp.unflatten(flat))
+    back = sp.flatten(ckpt.load(path))
+    assert {n: _bits(v) for n, v in back.items()} == {n: _bits(v) for n, v in flat.items()}
 
 
 def test_jax_arrays_round_trip_bf16_int_bool_exactly(tmp_path):

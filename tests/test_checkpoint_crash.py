@@ -2,7 +2,6 @@
 file at `path` that fails to load or holds anything but the old or the new params."""
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap

@@ -59,7 +59,7 @@ def test_custom_getter_receives_tf_keyword_arguments():
                          collections=["c"])
 
     sp.transform(fn).init(KEY)
-    assert seen["shape"] == [2, 3]
+    assert tuple(seen["shape"]) == (2, 3)
     assert np.dtype(seen["dtype"]) == np.float16
     assert seen["initializer"] is init_fn
     assert seen["regularizer"] is reg

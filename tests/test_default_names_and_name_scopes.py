@@ -30,7 +30,7 @@ def names_in_init_and_apply(fn):
     return seen[0], params
 
 
-# --- H. default_name ---------------------------------------------------------------------------------
+# --- H. default_name ------------------------------------------------------------------------------
 
 
 def test_default_name_scopes_are_numbered_per_enclosing_scope():
@@ -103,7 +103,7 @@ def test_default_name_skips_names_taken_by_string_scopes():
     assert names == ["layer", "layer_2", "layer_3"]
 
 
-# --- I. name scopes ----------------------------------------------------------------------------------
+# --- I. name scopes -------------------------------------------------------------------------------
 
 
 def test_scope_opens_a_uniquified_name_scope_but_params_keep_their_name():
@@ -410,3 +410,8 @@ def test_captured_scope_reentry_at_the_root_uniquifies_its_name_scope():
 
     out, _ = names_in_init_and_apply(fn)
     assert out == ["foo/", "foo_1/", "foo_2/", ("bar/x", "bar/x/")]
+
+
+def test_default_name_must_be_a_string():
+    with pytest.raises(TypeError, match=r"default_name must be a string, got int \(3\)"):
+        sp.scope(None, default_name=3)

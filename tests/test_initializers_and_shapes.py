@@ -22,7 +22,7 @@ def init(fn, *args):
     return sp.transform(fn).init(KEY, *args)
 
 
-# --- rule 30: a constant initializer fixes the shape ------------------------------------------------
+# --- rule 30: a constant initializer fixes the shape ----------------------------------------------
 
 
 def test_constant_initializer_fixes_the_shape():
@@ -84,7 +84,7 @@ def test_constant_built_with_jnp_inside_the_model_is_evaluated():
     np.testing.assert_array_equal(model.apply(params, jnp.zeros(3)), [1.0, 3.0, 5.0])
 
 
-# --- rule 31: the dtype comes from the value --------------------------------------------------------
+# --- rule 31: the dtype comes from the value ------------------------------------------------------
 
 
 def test_constant_initializer_dtype_comes_from_the_value():
@@ -121,7 +121,7 @@ def test_constant_initializer_with_matching_dtype_is_fine():
     np.testing.assert_array_equal(model.apply(params), [1, 2])
 
 
-# --- rule 32: no-argument callables ------------------------------------------------------------------
+# --- rule 32: no-argument callables ---------------------------------------------------------------
 
 
 def test_no_argument_callable_initializer_needs_no_shape():
@@ -143,6 +143,17 @@ def test_callable_needing_arguments_without_shape_is_an_error():
         init(fn)
     assert isinstance(e.value, sp.InitializerError)
     assert "'s/foo'" in str(e.value) and "shape" in str(e.value)
+
+
+def test_no_argument_initializer_with_shape_is_a_type_error_naming_the_param():
+    def fn():
+        with sp.scope("s"):
+            sp.get_param("foo", [2], init=lambda: jnp.ones(2))
+
+    with pytest.raises(TypeError, match=r"The initializer of 's/foo' cannot be called as "
+                                        r"init\(key, shape, dtype\)") as e:
+        init(fn)
+    assert "asked: shape=(2,)" in str(e.value) and "fix: drop shape=" in str(e.value)
 
 
 def test_new_param_without_shape_or_constant_is_an_error():
@@ -173,7 +184,7 @@ def test_initializer_returning_the_wrong_shape_is_an_error():
         init(fn)
 
 
-# --- rule 33: default initializers ------------------------------------------------------------------
+# --- rule 33: default initializers ----------------------------------------------------------------
 
 
 def test_default_initializer_is_zeros_for_ints_and_bools_and_glorot_for_floats():
@@ -239,7 +250,7 @@ def test_jax_glorot_refuses_rank_0_and_1_but_the_default_initializer_accepts_the
     assert float(jnp.abs(params["b"]).max()) <= math.sqrt(6 / 8)
 
 
-# --- sp.initializers ---------------------------------------------------------------------------------
+# --- sp.initializers ------------------------------------------------------------------------------
 
 
 def test_every_jax_nn_initializer_works_as_is():
@@ -274,16 +285,16 @@ def test_tf_spelled_initializers_are_the_same_functions():
 
 
 def test_random_normal_and_truncated_normal_have_the_requested_moments():
-    x = np.asarray(inits.random_normal(1.0, 2.0)(KEY, (20000,), jnp.float32))
-    assert abs(x.mean() - 1.0) < 0.1 and abs(x.std() - 2.0) < 0.1
-    t = np.asarray(inits.truncated_normal(0.0, 0.5)(KEY, (20000,), jnp.float32))
-    assert np.abs(t).max() <= 1.0 + 1e-6 and abs(t.mean()) < 0.02
+    x = np.asarray(inits.random_normal(1.0, 2.0)(KEY, (64, 64), jnp.float32))
+    assert abs(x.mean() - 1.0) < 0.15 and abs(x.std() - 2.0) < 0.15
+    t = np.asarray(inits.truncated_normal(0.0, 0.5)(KEY, (64, 64), jnp.float32))
+    assert np.abs(t).max() <= 1.0 + 1e-6 and abs(t.mean()) < 0.03
 
 
 def test_random_uniform_respects_bounds_for_floats_and_ints():
-    f = np.asarray(inits.random_uniform(-2.0, -1.0)(KEY, (1000,), jnp.float32))
+    f = np.asarray(inits.random_uniform(-2.0, -1.0)(KEY, (64, 64), jnp.float32))
     assert f.min() >= -2.0 and f.max() < -1.0
-    i = np.asarray(inits.random_uniform(0, 5)(KEY, (1000,), jnp.int32))
+    i = np.asarray(inits.random_uniform(0, 5)(KEY, (64, 64), jnp.int32))
     assert i.dtype == np.int32 and set(np.unique(i)) == {0, 1, 2, 3, 4}
 
 
@@ -307,9 +318,9 @@ def test_variance_scaling_rejects_unknown_mode_and_distribution():
 
 
 def test_glorot_normal_is_truncated_with_fan_avg_variance():
-    x = np.asarray(inits.glorot_normal()(KEY, (300, 500), jnp.float32))
-    assert abs(x.std() - math.sqrt(2.0 / 800)) < 0.005
-    assert np.abs(x).max() <= 2.0 * math.sqrt(2.0 / 800) / 0.87962566103423978 + 1e-6
+    x = np.asarray(inits.glorot_normal()(KEY, (64, 64), jnp.float32))
+    assert x.std() == pytest.approx(math.sqrt(2.0 / 128), rel=0.05)
+    assert np.abs(x).max() <= 2.0 * math.sqrt(2.0 / 128) / 0.87962566103423978 + 1e-6
 
 
 def test_constant_initializer_computed_from_model_inputs_is_an_error_at_init():
@@ -323,3 +334,22 @@ def test_constant_initializer_computed_from_model_inputs_is_an_error_at_init():
             model.init(KEY, x)
         assert isinstance(e.value, sp.InitializerError)
         assert "fix: build the constant from Python/NumPy values" in str(e.value)
+
+
+@pytest.mark.parametrize("shape", [[2.5], "ab", [2, "3"]])
+def test_shape_with_non_integer_dimensions_is_a_type_error(shape):
+    def fn():
+        with sp.scope("s"):
+            sp.get_param("w", shape)
+
+    with pytest.raises(TypeError, match=r"shape must be a sequence of ints, got .* for 's/w'"):
+        init(fn)
+
+
+def test_shape_accepts_numpy_integers_and_a_bare_int():
+    def fn():
+        sp.get_param("a", (np.int64(2), np.int32(3)))
+        sp.get_param("b", 4)
+
+    flat = sp.flatten(init(fn))
+    assert flat["a"].shape == (2, 3) and flat["b"].shape == (4,)

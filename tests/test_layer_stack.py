@@ -95,7 +95,7 @@ def test_apply_equals_the_unrolled_model_with_the_same_weights():
     params = stacked.init(jax.random.key(0), X)
     uparams = unrolled_params_from(params, num_layers)
     assert set(sp.flatten(uparams)) == set(sp.flatten(unrolled.init(jax.random.key(0), X)))
-    expected = unrolled.apply(uparams, X)
+    expected = jax.jit(unrolled.apply)(uparams, X)
     np.testing.assert_allclose(stacked.apply(params, X), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.jit(stacked.apply)(params, X), expected, rtol=1e-5, atol=1e-6)
 
@@ -109,7 +109,7 @@ def test_grad_through_the_stack_matches_the_unrolled_grad():
         return lambda p: jnp.sum(model.apply(p, X) ** 2)
 
     g = jax.jit(jax.grad(loss(stacked)))(params)
-    ug = jax.grad(loss(unrolled))(unrolled_params_from(params, num_layers))
+    ug = jax.jit(jax.grad(loss(unrolled)))(unrolled_params_from(params, num_layers))
     chex.assert_trees_all_close(unrolled_params_from(g, num_layers), ug, rtol=1e-5, atol=1e-6)
 
 
@@ -202,15 +202,30 @@ def test_per_layer_inputs_rng_and_nested_stacks():
     params = model.init(jax.random.key(0), x, scales)
     assert params["outer"]["inner"]["b"].shape == (4, 2, WIDTH)
     assert params["layer_stack"]["dense"]["kernel"].shape == (3, WIDTH, WIDTH)
-    (out, noises), = [jax.jit(model.apply)(params, x, scales, rng=jax.random.key(2))]
-    assert noises.shape == (3,) and len(set(np.asarray(noises).tolist())) == 3
-    expected = model.apply(params, x, scales, rng=jax.random.key(2))[0] * 0
+    out, noises = jax.jit(model.apply)(params, x, scales, rng=jax.random.key(2))
+    assert noises.shape == (3,) and len(set(np.asarray(noises).tolist())) == 3  # a key per layer
     h = x
     for i in range(3):
         h = (h @ params["layer_stack"]["dense"]["kernel"][i]
              + params["layer_stack"]["dense"]["bias"][i]) * scales[i]
     h = h + params["outer"]["inner"]["b"].sum((0, 1))
-    np.testing.assert_allclose(out, h + expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, h, rtol=1e-5, atol=1e-5)
+
+
+def test_recorded_intermediates_come_back_stacked_per_layer():
+    def fn(x):
+        def block(h):
+            h = sp.layers.dense(h, WIDTH)
+            sp.record("h", h)
+            return h
+        return sp.layer_stack(3)(block)(x)
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, WIDTH))
+    params = model.init(jax.random.key(0), x)
+    out, records = model.apply_with_intermediates(params, x)
+    assert records["layer_stack/h"].shape == (3, 2, WIDTH)
+    np.testing.assert_allclose(records["layer_stack/h"][-1], out, rtol=1e-6)
 
 
 def test_block_must_return_its_carry_structure():
@@ -245,7 +260,7 @@ def test_compile_time_stays_flat_with_depth_printed():
     width = 32
 
     def block(h):
-        for _ in range(3):
+        for _ in range(2):
             h = h + sp.layers.dense(h, width, activation=jnp.tanh)
         return h
 
@@ -269,3 +284,23 @@ def test_compile_time_stays_flat_with_depth_printed():
         print(f"\n{kind}: compile depth 8 {times[(kind, 8)] * 1e3:.0f} ms, depth 64 "
               f"{times[(kind, 64)] * 1e3:.0f} ms, ratio {ratio:.2f}")
     assert all(t > 0 for t in times.values())
+
+
+def test_a_stack_called_again_under_reuse_shares_its_stacked_params():
+    def fn(x, third_call):
+        stack = sp.layer_stack(3, name="blocks")(lambda h: sp.layers.dense(h, WIDTH))
+        a = stack(x)
+        with sp.scope(sp.get_scope(), reuse=True):
+            b = stack(x)
+        if third_call:
+            stack(x)  # reuse=False again: TF's "already exists"
+        return a, b
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, WIDTH))
+    params = model.init(jax.random.key(0), x, False)
+    assert params["blocks"]["dense"]["kernel"].shape == (3, WIDTH, WIDTH)
+    a, b = jax.jit(model.apply, static_argnums=2)(params, x, False)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(sp.ParamExistsError, match="blocks/dense/kernel already exists, disallowed"):
+        model.init(jax.random.key(0), x, True)

@@ -72,7 +72,6 @@ def images(shape=(2, 9, 9, 3), seed=0):
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(filters=4, kernel_size=3),
     dict(filters=5, kernel_size=(3, 2), strides=2, padding="same", activation=jax.nn.relu),
     dict(filters=3, kernel_size=3, dilation_rate=2, padding="same", use_bias=False),
     dict(filters=4, kernel_size=2, strides=(2, 3), padding="valid"),
@@ -99,7 +98,6 @@ def test_conv2d_channels_first_matches_tf():
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(filters=4, kernel_size=3),
     dict(filters=4, kernel_size=3, strides=2),
     dict(filters=2, kernel_size=3, strides=2, padding="same"),
     dict(filters=3, kernel_size=2, strides=3, padding="valid"),
@@ -127,8 +125,9 @@ def test_dense_matches_tf_on_rank_2_and_rank_3_inputs():
         np.testing.assert_allclose(a, b, atol=ATOL)
 
 
-@pytest.mark.parametrize("shape,axis", [((4, 5, 5, 3), -1), ((6, 4), -1), ((4, 3, 5, 5), 1)])
-@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape,axis,training", [
+    ((4, 5, 5, 3), -1, True), ((4, 5, 5, 3), -1, False), ((6, 4), -1, True), ((4, 3, 5, 5), 1, True),
+])
 def test_batch_normalization_matches_tf_outputs_and_moving_statistics(shape, axis, training):
     x = images(shape) * 3 + 1
 
@@ -307,3 +306,26 @@ def test_batch_normalization_under_plain_transform_is_inference_only():
     with pytest.raises(sp.StateError, match="transform_with_state"):
         sp.transform(lambda i: sp.layers.batch_normalization(i, training=True)).init(
             jax.random.key(0), x)
+
+
+def _object_model(layers, vs):
+    def build(x, y):
+        shared = layers.Dense(4, activation=None)
+        conv = layers.Conv2D(3, 2)
+        bn = layers.BatchNormalization()
+        a = shared(y)
+        with vs("inner"):
+            b = shared(y)  # the captured scope jumps back: same weights, no new names
+            c = layers.Dense(4)(y)  # numbered where first called: inner/dense
+        h = layers.Flatten()(layers.MaxPooling2D(2, 2)(bn(conv(x), training=False)))
+        d = layers.dense(y, 4)  # the functional layer continues the numbering: dense_1
+        return a, b, c, layers.dense(h, 2), conv(x), d
+    return build
+
+
+def test_layer_objects_share_weights_across_calls_like_tf():
+    x, y = images((2, 6, 6, 3)), images((2, 5))
+    tf_out, out, _, _ = check_same(_object_model(tf.layers, tf.variable_scope),
+                                   _object_model(sp.layers, sp.scope), x, y, stateful=True)
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)

@@ -466,7 +466,7 @@ def test_each_call_owns_its_store_so_threads_do_not_collide():
     assert errors == [] and results == [{"main/v"}] * 4
 
 
-def test_a_thread_starts_at_the_root_and_reenters_captured_scope_for_its_prefix():
+def test_a_thread_started_inside_a_model_has_no_scope_and_a_captured_scope_restores_the_prefix():
     def fn():
         with sp.scope("main") as main:
             sp.get_param("v", [])

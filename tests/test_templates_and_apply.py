@@ -18,7 +18,7 @@ def first_line(exc):
     return str(exc.value).splitlines()[0]
 
 
-# --- J. one constructor, never silently uniquified ----------------------------------------------------
+# --- J. one constructor, never silently uniquified ------------------------------------------------
 
 
 def test_repeated_name_is_never_silently_uniquified_in_init_or_apply():
@@ -35,7 +35,7 @@ def test_repeated_name_is_never_silently_uniquified_in_init_or_apply():
         model.apply(params, True)
 
 
-# --- K. scope API errors ------------------------------------------------------------------------------
+# --- K. scope API errors --------------------------------------------------------------------------
 
 
 def test_closing_scopes_out_of_order_is_improper_nesting():
@@ -80,7 +80,7 @@ def test_scope_outside_a_transform_is_a_runtime_error():
             pass
 
 
-# --- L. init is the first template call, apply the later ones ------------------------------------------
+# --- L. init is the first template call, apply the later ones -------------------------------------
 
 
 def test_apply_never_creates_and_can_be_called_repeatedly():

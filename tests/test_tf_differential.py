@@ -1,25 +1,36 @@
 """Differential test: random scoping programs behave identically under TF 1.x and scoped_params.
 
-Each program (``tests/_tf1_programs.py``) runs under ``tensorflow.compat.v1`` in a fresh graph and
-under ``sp.transform(fn).init(key)``. They must agree on every observation: the scope name, reuse
-mode and name scope after every scope entry, exit and ``reuse_variables()``; the full name every
-``get`` resolves to; the names created, in order; and the outcome (success, already exists, does
-not exist, shape mismatch, dtype mismatch, shape not fully defined, reuse without a name).
+Each program (``tests/_tf1_programs.py``: nested scopes by string, by captured object and by
+``default_name``; name scopes; reuse False/True/AUTO_REUSE; ``reuse_variables()``; loops;
+``get_param`` with shapes, dtypes and sometimes constant values or initializers; scope dtypes,
+initializers and pass-through custom getters) runs under ``tensorflow.compat.v1`` in a fresh graph
+and inside ``sp.transform(fn).init(key)``. Both record the scope name, reuse mode and name scope
+after every scope entry, exit and ``reuse_variables()``, the full name every ``get`` resolves to,
+every custom-getter call, and the category of every error (already exists, does not exist, shape
+mismatch, dtype mismatch, shape not fully defined, reuse without a name, constant given with a
+shape, constant of another dtype). A statement that fails is recorded and skipped and the program
+goes on (both libraries fail before changing any state), so one program checks far more than its
+first error. The traces, the created names in order, each created parameter's dtype and constant
+value, and the first error must agree.
 
-Then ``apply``: a program whose init succeeds must apply to its params with the same observations,
-``get_param`` handing back exactly the leaves of ``params``. A program whose init fails at step k
-is run again up to step k only (its longest successful prefix); apply with *those* params must
-fail at step k in the same category. One exception, by design: when init failed because a new
-parameter had no shape, apply cannot know that (apply never creates), so it reports the name as
-missing from params ("does not exist").
+Then ``apply``. A program without errors must apply to its params with the same trace,
+``get_param`` handing back exactly the leaves of ``params``. A program whose first error is at
+step k must raise that very exception out of ``init`` when nothing catches it; initialising only
+the steps before k (its longest successful prefix) must succeed, and applying the whole program to
+those params must fail at step k in the same category. One exception, by design: when init failed
+because a new parameter had no (full) shape, apply cannot know that (apply never creates), so it
+reports the name as missing from params ("does not exist").
 
-How creation order is read without perturbing the program: the first time a name comes back from a
-successful ``get_param`` is its creation (nothing can be reused before it exists), and the name is
-``get_scope().name + "/" + name``, itself compared with TF. The result is checked against the keys
-of ``sp.flatten(params)``, and the returned objects against the names (init: reuse returns the very
-placeholder made at creation, distinct names distinct objects; apply: the leaf of ``params``). On
-the TF side the order is ``global_variables()`` mapped to the variable store's keys, because TF
-can give a variable an op name different from its key (``A/v`` becomes op ``A/v_1`` after ``a/v``).
+Creation order is read without perturbing the program (no wrapping scope or getter added): the first
+time a name comes back from a successful ``get_param`` is its creation, since nothing can be
+reused before it exists; the name is ``get_scope().name + "/" + name``, and the scope name is
+itself compared with TF. It is checked against the keys of ``sp.flatten(params)``, and the
+returned objects against the names (init: reuse hands back the very placeholder made at creation,
+distinct names get distinct objects; apply: the leaf of ``params``). On the TF side the order is
+``global_variables()`` mapped to the variable store's keys, because TF can give a variable an op
+name other than its key (``A/v`` becomes op ``A/v_1`` after ``a/v``).
+
+``SP_DIFFERENTIAL_EXAMPLES=N`` runs N random programs instead of the default.
 """
 
 import collections
@@ -31,21 +42,22 @@ from hypothesis import HealthCheck, given, settings
 
 import scoped_params as sp
 import _tf1_programs as P
-from _tf1_programs import (AUTO, ByCaptured, ByDefault, ByName, Get, NameScope,
-                          ReuseVariables, Scope)
+from _tf1_programs import (AUTO, ByCaptured, ByDefault, ByName, Const, Get, Loop, NameScope,
+                          ReuseVariables, Scope, SetDefaults)
 
 pytest.importorskip("tensorflow")
 
-N_PROGRAMS = int(os.environ.get("SP_DIFFERENTIAL_EXAMPLES", "520"))
+N_PROGRAMS = int(os.environ.get("SP_DIFFERENTIAL_EXAMPLES", "600"))
 _KEY = jax.random.key(0)
 _STATS = collections.Counter()
 
 
-def _first_difference(a: list, b: list) -> str:
+def _first_difference(a: list, b: list, names=("TF", "sp")) -> str:
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
-            return f"first difference at #{i}:\n    TF:  {x}\n    sp:  {y}"
-    return f"lengths differ: TF {len(a)}, sp {len(b)}; tail TF {a[len(b):][:3]} sp {b[len(a):][:3]}"
+            return f"first difference at #{i}:\n    {names[0]}: {x}\n    {names[1]}: {y}"
+    return (f"lengths differ: {names[0]} {len(a)}, {names[1]} {len(b)}; "
+            f"tails {a[len(b):][:3]} / {b[len(a):][:3]}")
 
 
 def differential_mismatches(program) -> list:
@@ -69,6 +81,8 @@ def differential_mismatches(program) -> list:
                    f"{ours.fail_step}: {ours.message.splitlines()[:1]}")
     if sorted(sp.flatten(params)) != sorted(ours.created):
         out.append(f"init params {sorted(sp.flatten(params))} != created {ours.created}")
+    elif tf.values != ours.values:
+        out.append(f"values (dtype, constant): TF {tf.values} sp {ours.values}")
     if out:
         return out
 
@@ -78,7 +92,8 @@ def differential_mismatches(program) -> list:
         if applied.outcome != P.OK:
             out.append(f"apply failed where init succeeded: {applied.message}")
         elif applied.trace != ours.trace or applied.created != ours.created:
-            out.append("apply trace: " + _first_difference(ours.trace, applied.trace))
+            out.append("apply trace: " + _first_difference(ours.trace, applied.trace,
+                                                           ("init", "apply")))
         return out
 
     # The first error at step k must leave init unchanged; then init only the steps before k and
@@ -87,11 +102,16 @@ def differential_mismatches(program) -> list:
     stopped, _ = P.run_sp(program, _KEY)
     out += stopped.problems
     if stopped.trace != until:
-        out.append("init stopping at the first error: " + _first_difference(until, stopped.trace))
+        out.append("init stopping at the first error: "
+                   + _first_difference(until, stopped.trace, ("init", "init, stopping")))
     prefix, prefix_params = P.run_sp(program, _KEY, stop_at=k)
     out += prefix.problems
-    if prefix.outcome != P.OK or prefix.trace != until[:-1]:
-        return out + [f"init of the steps before {k}: " + _first_difference(until[:-1], prefix.trace)]
+    before_k = until[:-1]
+    while before_k and before_k[-1][0] == "getter":  # getters that ran inside the failing step
+        before_k = before_k[:-1]
+    if prefix.outcome != P.OK or prefix.trace != before_k:
+        return out + [f"init of the steps before {k}: "
+                      + _first_difference(before_k, prefix.trace, ("init", "prefix"))]
     if sorted(sp.flatten(prefix_params)) != sorted(prefix.created):
         return out + [f"prefix params {sorted(sp.flatten(prefix_params))} != {prefix.created}"]
     applied, _ = P.run_sp(program, _KEY, params=prefix_params)
@@ -100,7 +120,8 @@ def differential_mismatches(program) -> list:
     expected_trace = until[:-1] + [("error", expected, k)]
     if applied.trace != expected_trace:
         out.append(f"apply with the prefix's params (expected {expected!r} at step {k}): "
-                   + _first_difference(expected_trace, applied.trace) + f"\n    {applied.message}")
+                   + _first_difference(expected_trace, applied.trace, ("expected", "apply"))
+                   + f"\n    {applied.message}")
     return out
 
 
@@ -121,12 +142,15 @@ def _random_programs_agree(program):
 
 def test_random_scoping_programs_behave_as_in_tf1(capsys):
     _STATS.clear()
-    _random_programs_agree()
-    first = {c: _STATS["first " + c] for c in P.CATEGORIES}
-    errors = {c: _STATS[c] for c in P.CATEGORIES[1:]}
-    with capsys.disabled():
-        print(f"\n[tf differential] {_STATS['programs']} programs, {_STATS['mismatches']} mismatches; "
-              f"first outcome {first}; all errors {errors}; {_STATS['statements']} get/scope steps")
+    try:
+        _random_programs_agree()
+    finally:
+        first = {c: _STATS["first " + c] for c in P.CATEGORIES}
+        errors = {c: _STATS[c] for c in P.CATEGORIES[1:]}
+        with capsys.disabled():
+            print(f"\n[tf differential] {_STATS['programs']} programs, {_STATS['mismatches']} "
+                  f"mismatches; first outcome {first}; all errors {errors}; "
+                  f"{_STATS['statements']} get/scope steps")
     assert _STATS["programs"] >= min(N_PROGRAMS, 500)
     # Every outcome must actually be exercised, or the agreement above proves little.
     assert first[P.OK] and all(errors.values()), (first, errors)
@@ -180,7 +204,8 @@ _CASES = {
         Scope(ByName("a"), (Scope(ByCaptured(-1), (Get("v", ()), Get("w", ()))),)),
     ),
     "auto_reuse_inside_reuse_true_creates_again": (
-        Scope(ByName("a"), reuse=True, body=(Scope(ByName("b"), reuse=AUTO, body=(Get("v", ()),)),)),
+        Scope(ByName("a"), reuse=True, body=(
+            Scope(ByName("b"), reuse=AUTO, body=(Get("v", ()),)),)),
     ),
     "reuse_true_with_default_name_is_refused": (
         Scope(ByDefault("d"), reuse=AUTO, body=()),
@@ -193,6 +218,44 @@ _CASES = {
     "name_scopes_are_uniquified_case_insensitively": (
         NameScope("a", (Scope(ByName("A"), (Get("v", ()),)), Scope(ByName("a"), (Get("v", ()),)))),
         Scope(ByName("A"), reuse=True, aux=False, body=(Get("v", ()), NameScope("A", ()))),
+    ),
+    "auto_reuse_shares_a_tower_called_in_a_loop": (
+        Loop(2, (Scope(ByName("a"), reuse=AUTO, body=(
+            Get("v", (2, 3)), Scope(ByDefault("d"), (Get("w", (1,)),)))),)),
+    ),
+    "default_name_in_a_loop_numbers_each_call": (
+        Loop(3, (Scope(ByDefault("d"), (Get("v", ()),)),)),
+    ),
+    "custom_getters_nest_innermost_first_and_travel_with_captured_scopes": (
+        Scope(ByName("a"), getter=True, capture=0, body=(
+            Get("w", ()), Scope(ByName("b"), getter=True, body=(Get("v", ()),)))),
+        Scope(ByName("b"), getter=True, body=(
+            Scope(ByCaptured(0), reuse=True, body=(Get("w", ()),)),)),
+    ),
+    "captured_scope_brings_its_own_initializer_and_dtype": (
+        Scope(ByName("a"), init=1, dtype="int32", capture=0, body=()),
+        Scope(ByName("b"), init=2, body=(
+            Scope(ByCaptured(0), (Get("v", (2,)),)),
+            Scope(ByName("c"), (Get("v", (2,)), Get("w", (2,), init=7))))),
+    ),
+    "defaults_set_on_a_captured_scope_travel_with_it_but_not_to_the_string_name": (
+        Scope(ByName("a"), capture=0, body=()),
+        SetDefaults(slot=0, init=4, dtype="int32"),
+        Scope(ByCaptured(0), (Get("v", (2,)),)),
+        Scope(ByName("a"), (Get("w", (2,)),)),
+    ),
+    "reuse_variables_on_a_captured_scope_reaches_its_reentries": (
+        Scope(ByName("a"), capture=0, body=(Get("v", ()),)),
+        ReuseVariables(slot=0),
+        Scope(ByCaptured(0), (Get("v", ()), Get("w", ()))),
+        Scope(ByName("a"), (Get("w", ()),)),
+    ),
+    "a_constant_fixes_shape_and_dtype_and_is_ignored_on_reuse": (
+        Get("v", None, None, Const((2,), "int32", 5)),
+        Scope(ByCaptured(-1), reuse=True, body=(
+            Get("v", None, "int32", Const((3,), "int32", 1)),  # shares v: the value is not read
+            Get("v", None, None, Const((2,), "int32", 5)),  # dtype None is float32: mismatch
+        )),
     ),
     "a_missing_shape_fails_creation_but_not_reuse": (
         Scope(ByName("a"), (Get("v", (2, 3)),)),
