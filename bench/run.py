@@ -251,8 +251,8 @@ def judge(results: Dict[str, dict]) -> List[dict]:
     rows = []
 
     def row(metric, model, value, target, ok, note=""):
-        rows.append({"metric": metric, "model": model, "value": value, "target": target,
-                     "pass": ok, "note": note})
+        rows.append({"key": key, "metric": metric, "model": model, "value": value,
+                     "target": target, "pass": ok, "note": note})
 
     for key, label in (("apply_image_filter", "seeds' image filter"), ("apply_conv40", "40-deep conv stack")):
         if key in results:
@@ -272,15 +272,18 @@ def judge(results: Dict[str, dict]) -> List[dict]:
             r = results[key]
             rel = _ratio_to(r, ("haiku", "flax"))
             row("eager init", label, f"{rel:.3f}x best of Haiku/Flax", "<= 0.5x", rel <= 0.5)
-    if "eager_apply_two_layer" in results:
+    key = "eager_apply_two_layer"
+    if key in results:
         ratio = results["eager_apply_two_layer"]["scoped_params"]["ratio"]
         row("eager apply per call", "tiny 2-layer model", f"{ratio:.3f}x", "<= 1.15x", ratio <= 1.15)
-    if "jit_init_compile_conv40" in results:
-        r = results["jit_init_compile_conv40"]
+    key = "jit_init_compile_conv40"
+    if key in results:
+        r = results[key]
         rel = _ratio_to(r, ("haiku",))
         row("jit(init) compile", "40-deep conv stack", f"{rel:.3f}x Haiku", "<= 0.25x", rel <= 0.25)
-    if "compile_vs_depth" in results:
-        r = results["compile_vs_depth"]
+    key = "compile_vs_depth"
+    if key in results:
+        r = results[key]
         if "status" in r:
             row("compile vs depth", "repeated block, unrolled vs stacked", "pending", "stacked flat",
                 None, r["status"])
@@ -359,11 +362,15 @@ WHY_MISSED = {
         "XLA compiling threefry random-bit generation dominates. scoped_params already draws each "
         "group of same-shape parameters in one batched call (2 key folds + 1 draw for the 40 kernels: "
         "~1.8k lines of optimized HLO against Haiku's ~29k for 40 draws and 40 splits); one batched "
-        "5-D uniform draw alone takes 0.6-1 s to compile on this CPU, more than 0.25x of Haiku."),
+        "5-D uniform draw alone takes ~1 s to compile on this CPU, more than 0.25x of Haiku."),
     "eager init": (
-        "scoped_params' init traces the model abstractly (~20 ms for the 40 convs) and then runs two "
-        "grouped initializers; Haiku and Flax run the forward pass. On a busy machine the per-round "
-        "ratio is noisy; on a quiet one it is ~0.15-0.3x."),
+        "init never runs the model's arithmetic, but it must trace the model abstractly to learn "
+        "the parameters. On the conv stack that trace is cheap next to Haiku's and Flax's eager "
+        "forward pass (~0.2x). With 4,000 tiny parameters each used by one op there is no arithmetic "
+        "to save: the trace is ~80% of init (~125 us per parameter: the model's own op ~65 us, "
+        "staging the abstract placeholder ~25 us, scope and get_param bookkeeping ~30 us), the "
+        "grouped initializer is one call and making 4,000 arrays ~20 ms. Haiku spends ~235 us per "
+        "parameter, hand-written JAX (one eager initializer call per parameter) ~130 us."),
 }
 
 
@@ -383,7 +390,7 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
     for r in rows:
         mark = "pending" if r["pass"] is None else ("pass" if r["pass"] else "**miss**")
         lines.append(f"| {r['metric']} | {r['model']} | {r['value']} | {r['target']} | {mark} |")
-    lines += ["", "## Ratios to hand-written JAX at a glance", "", readme_table(results)]
+    lines += ["", "## Time relative to hand-written JAX at a glance", "", readme_table(results, rows)]
     missed = sorted({r["metric"] for r in rows if r["pass"] is False and r["metric"] in WHY_MISSED})
     if missed:
         lines += ["", "### Why the misses", ""]
@@ -419,27 +426,37 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
 
 
 README_ROWS = (
-    ("apply_image_filter", "jitted apply step", "seeds' image filter", "<= 1.05x"),
-    ("apply_conv40", "jitted apply step", "40-deep conv stack", "<= 1.05x"),
-    ("trace_conv40", "trace (`jit(f).lower`)", "40-deep conv stack", "<= 1.10x"),
-    ("trace_tiny_1000", "trace (`jit(f).lower`)", "1,000 tiny layers", "<= 1.10x"),
-    ("trace_tiny_4000", "trace (`jit(f).lower`)", "4,000 tiny layers", "<= 1.10x"),
-    ("init_conv40", "eager init", "40-deep conv stack", "<= 0.5x best anchor"),
-    ("init_same_4000", "eager init", "4,000 same-shape params", "<= 0.5x best anchor"),
-    ("eager_apply_two_layer", "eager apply per call", "tiny 2-layer model", "<= 1.15x"),
-    ("jit_init_compile_conv40", "`jit(init)` compile", "40-deep conv stack", "<= 0.25x Haiku"),
+    ("apply_image_filter", "jitted apply step", "seeds' image filter"),
+    ("apply_conv40", "jitted apply step", "40-deep conv stack"),
+    ("trace_conv40", "trace (`jit(f).lower`)", "40-deep conv stack"),
+    ("trace_tiny_1000", "trace (`jit(f).lower`)", "1,000 tiny layers"),
+    ("trace_tiny_4000", "trace (`jit(f).lower`)", "4,000 tiny layers"),
+    ("init_conv40", "eager init", "40-deep conv stack"),
+    ("init_same_4000", "eager init", "4,000 same-shape params"),
+    ("eager_apply_two_layer", "eager apply per call", "tiny 2-layer model"),
+    ("jit_init_compile_conv40", "`jit(init)` compile", "40-deep conv stack"),
 )
 
 
-def readme_table(results: dict) -> str:
-    """The README's table: ratios to hand-written JAX (= 1) per contender, from a results dict."""
-    lines = ["| metric | model | scoped_params | Haiku | Flax linen | target |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for key, metric, model, target in README_ROWS:
+def readme_table(results: dict, rows: List[dict]) -> str:
+    """The README's table: time relative to hand-written JAX (= 1) per contender, and the target."""
+    judged = {}
+    for r in rows:  # the time-based row of each metric (not the HLO count)
+        if not r["metric"].startswith("optimized HLO"):
+            judged.setdefault(r["key"], r)
+    lines = ["| metric | model | scoped_params | Haiku | Flax linen | target for scoped_params | |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for key, metric, model in README_ROWS:
         r = results.get(key)
-        if r:
+        j = judged.get(key)
+        if r and j:
             cells = [f"{r[c]['ratio']:.2f}x" for c in ("scoped_params", "haiku", "flax")]
-            lines.append(f"| {metric} | {model} | " + " | ".join(cells) + f" | {target} |")
+            target = j["target"]
+            if " " in j["value"]:  # "0.219x best of Haiku/Flax": the target is relative to anchors
+                measured, anchor = j["value"].split(" ", 1)
+                target = f"{target} {anchor} (measured {measured})"
+            mark = "pass" if j["pass"] else "**miss**"
+            lines.append(f"| {metric} | {model} | " + " | ".join(cells) + f" | {target} | {mark} |")
     return "\n".join(lines)
 
 
@@ -447,6 +464,7 @@ def plot(path: Path, results: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 - used as matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = (("trace_tiny_", 2, "trace time, jit(apply).lower (tiny dense layers)"),
@@ -455,11 +473,14 @@ def plot(path: Path, results: dict) -> None:
         sizes = sorted(int(k[len(prefix):]) for k in results if k.startswith(prefix))
         if not sizes:
             continue
-        for c, style in zip(ALL, ("k-o", "C0-s", "C1-^", "C2-v")):
+        labels = ("hand-written JAX", "scoped_params", "Haiku", "Flax linen")
+        for c, label, style in zip(ALL, labels, ("k-o", "C0-s", "C1-^", "C2-v")):
             ys = [results[f"{prefix}{n}"][c]["median_s"] for n in sizes]
-            ax.plot([n * per_layer for n in sizes], ys, style, label=c)
+            ax.plot([n * per_layer for n in sizes], ys, style, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("number of parameters")
         ax.set_ylabel("seconds (median)")
         ax.set_title(title, fontsize=10)
@@ -483,7 +504,7 @@ def plan(quick: bool):
     tiny_sizes = r((250, 1000, 4000), (50, 200))
     same_sizes = r((250, 1000, 4000), (50, 200))
     # Rounds are set so that the whole run takes about 4 minutes on 2 idle cores.
-    rounds = {250: 7, 1000: 5, 4000: 3}
+    rounds = {250: 7, 1000: 5, 4000: 5}
     steps = [
         ("apply_image_filter", lambda: jitted_apply("image_filter", 0, img, r(15, 3), r(0.1, 0.02))),
         ("apply_conv40", lambda: jitted_apply("conv", depth, conv, r(9, 3), r(0.1, 0.02))),
@@ -512,7 +533,8 @@ def main(argv=None) -> int:
                     "--quick writes nothing unless given)")
     args = ap.parse_args(argv)
     if args.table:
-        print(readme_table(json.loads((HERE / "results" / "latest.json").read_text())["results"]))
+        payload = json.loads((HERE / "results" / "latest.json").read_text())
+        print(readme_table(payload["results"], payload["targets"]))
         return 0
     t_start = time.perf_counter()
     info = machine()
@@ -544,7 +566,7 @@ def main(argv=None) -> int:
     plot(out / "cost_vs_params.png", results)
     md = HERE / "RESULTS.md" if args.out is None else out / "RESULTS.md"
     write_markdown(md, results, rows, info, wall)
-    print(readme_table(results))
+    print(readme_table(results, rows))
     print(f"# wrote {out / 'latest.json'}, {md}, {out / 'cost_vs_params.png'}")
     return 0
 

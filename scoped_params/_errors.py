@@ -9,6 +9,7 @@ the full parameter path, say what was asked and what was found, and end with the
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import sys
 from typing import Iterable, Optional, Tuple
@@ -155,7 +156,11 @@ class MissingDependencyError(ScopedParamsError, ImportError):
     """An optional dependency (``safetensors``, ``orbax-checkpoint``, ``tensorflow``) is not installed."""
 
 
-def missing_dependency(package: str, extra: str, what: str) -> MissingDependencyError:
-    return MissingDependencyError(
-        f"{what} needs the '{package}' package, which is not installed.\n"
-        f"  fix: pip install 'scoped_params[{extra}]'  (or: pip install {package})")
+def optional_import(module: str, package: str, extra: str, what: str):
+    """Import an optional dependency, or raise an error naming the pip extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"{what} needs the '{package}' package, which is not installed.\n"
+            f"  fix: pip install 'scoped_params[{extra}]'  (or: pip install {package})") from None

@@ -73,8 +73,10 @@ def resolve_traced_constants(closed_jaxpr, names: List[str]) -> Dict[str, Any]:
     if bad:
         raise InitializerError(
             f"The constant initializer of {', '.join(repr(b) for b in bad)} depends on the model's "
-            "inputs, so init cannot compute it without running the model.\n"
-            "  fix: build the constant from Python/NumPy values, or pass a callable initializer."
+            "inputs or on a random key (e.g. sp.next_rng_key()), so init cannot compute it without "
+            "running the model.\n"
+            "  fix: build the constant from Python/NumPy values, or pass a callable initializer "
+            "init(key, shape, dtype), which receives a key derived from the init key and the name."
         )
     pruned = jaxpr.replace(invars=[], eqns=kept[::-1], outvars=list(jaxpr.outvars))
     values = jax.core.eval_jaxpr(pruned, closed_jaxpr.consts)

@@ -307,7 +307,6 @@ class InitStore:
 
     def _create(self, frame, full, shape, dtype, init, regularizer, trainable, collections,
                 partitioner, sharding, kind, constant):
-        self._check_name(full)
         if init is not None and not constant and shape is None:
             if not _takes_no_args(init):
                 raise _init_error(
@@ -344,6 +343,8 @@ class InitStore:
                     full, f"Shape of a new variable ({full}) must be fully defined, but instead was "
                     f"{_shape_str(shape)}", "pass a complete shape=..., or a constant initializer.")
             placeholder = _zeros(shape, dtype)
+        # Last, as in TF, which validates the name as an op name only when it creates the variable.
+        self._check_name(full)
         site = user_site()
         self.specs[full] = ParamSpec(
             name=full, shape=shape, dtype=np.dtype(dtype), init=init,

@@ -16,7 +16,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 import numpy as np
 
 from ._errors import (CheckpointCorruptError, CheckpointNotFoundError, NameCollisionError,
-                      missing_dependency)
+                      optional_import)
 from ._tree import unflatten
 
 _PART = re.compile(r"^(?P<base>.+)/part_(?P<index>\d+)$")
@@ -27,11 +27,7 @@ _NOT_VARIABLES = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
 
 
 def _import_tf():
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise missing_dependency("tensorflow", "tf", "Reading TF 1.x checkpoints") from None
-    return tf
+    return optional_import("tensorflow", "tensorflow", "tf", "Reading TF 1.x checkpoints")
 
 
 def _strip_suffix(path: str) -> str:

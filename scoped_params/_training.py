@@ -10,15 +10,11 @@ from __future__ import annotations
 import os
 from typing import Any, List, Optional
 
-from ._errors import CheckpointNotFoundError, missing_dependency
+from ._errors import CheckpointNotFoundError, optional_import
 
 
 def _orbax():
-    try:
-        import orbax.checkpoint as ocp
-    except ImportError:
-        raise missing_dependency("orbax-checkpoint", "checkpoint", "TrainingCheckpointer") from None
-    return ocp
+    return optional_import("orbax.checkpoint", "orbax-checkpoint", "checkpoint", "TrainingCheckpointer")
 
 
 def _abstract(leaf: Any) -> Any:

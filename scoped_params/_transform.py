@@ -128,6 +128,8 @@ class Transformed:
         strings, configs) stay concrete. Returns ``params`` (``transform``) or ``(params, state)``
         (``transform_with_state``), each a nested dict keyed by scope components.
         """
+        if isinstance(key, (int, np.integer)):
+            key = jax.random.key(key)  # a seed, as a convenience
         store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
         specs = _finalize_specs(store, constants)
         values = initialize(key, specs)

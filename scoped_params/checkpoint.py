@@ -45,7 +45,7 @@ from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
                       CheckpointMismatchError as CheckpointMismatchError,
                       CheckpointNotFoundError as CheckpointNotFoundError,
                       MissingDependencyError as MissingDependencyError,
-                      missing_dependency, nearest)
+                      nearest, optional_import)
 from ._tree import flatten, unflatten
 from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
@@ -82,11 +82,7 @@ def _dtype(name: str) -> np.dtype:
 
 
 def _safetensors():
-    try:
-        import safetensors
-    except ImportError:
-        raise missing_dependency("safetensors", "checkpoint", "sp.checkpoint.save/load") from None
-    return safetensors
+    return optional_import("safetensors", "safetensors", "checkpoint", "sp.checkpoint.save/load")
 
 
 # -- save ----------------------------------------------------------------------------------------

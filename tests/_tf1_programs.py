@@ -30,7 +30,7 @@ AUTO = "AUTO"  # stands for tf.compat.v1.AUTO_REUSE / sp.AUTO_REUSE
 @dataclasses.dataclass(frozen=True)
 class Const:
     """A constant initializer value: ``np.full(shape, value, dtype)``, or the Python number
-    ``value`` (dtype "int" or "float") when shape is None. It fixes the parameter's shape and dtype."""
+    ``value`` (dtype "int" or "float") when shape is None. It fixes shape and dtype of the param."""
     shape: Optional[Tuple[int, ...]]
     dtype: str
     value: int
@@ -143,8 +143,9 @@ UNDEFINED_SHAPE = "shape not fully defined"
 REUSE_WITHOUT_NAME = "reuse without a name"
 CONSTANT_WITH_SHAPE = "constant and shape"
 CONSTANT_DTYPE = "constant's dtype is not dtype"
+INVALID_NAME = "invalid name"
 CATEGORIES = (OK, EXISTS, NOT_FOUND, SHAPE, DTYPE, UNDEFINED_SHAPE, REUSE_WITHOUT_NAME,
-              CONSTANT_WITH_SHAPE, CONSTANT_DTYPE)
+              CONSTANT_WITH_SHAPE, CONSTANT_DTYPE, INVALID_NAME)
 
 
 def render(program: Program) -> str:
@@ -216,12 +217,14 @@ def render(program: Program) -> str:
 
 # "A" next to "a": name scopes are uniquified case-insensitively, parameter names are not.
 # "a/b" is one scope entry for a two-component path; "b/v" a parameter name with a "/" in it.
-SCOPE_NAMES = ("a", "a", "b", "b", "A", "a/b")
+# "_a" and "-b" are valid names below the root only (TF checks them through name_scope at entry,
+# and a parameter's full name as an op name at creation); "_u" likewise as a parameter name.
+SCOPE_NAMES = ("a", "a", "a", "b", "b", "b", "A", "a/b", "_a", "-b")
 DEFAULT_NAMES = ("a", "d", "d")
 # None and "" return to the root name scope; "ns/" re-enters "ns" exactly; "@k" is slot k's
 # original_name_scope (TF's idiom for re-entering a scope's name scope without a "_1").
-NAME_SCOPE_NAMES = ("a", "ns", "ns", "A", None, "", "ns/", "@0", "@1")
-PARAM_NAMES = ("v", "v", "v", "w", "w", "b/v")
+NAME_SCOPE_NAMES = ("a", "ns", "ns", "A", None, "", "ns/", "@0", "@1", "_a")
+PARAM_NAMES = ("v", "v", "v", "v", "w", "w", "w", "b/v", "_u")
 SHAPES = ((),) * 3 + ((1,),) * 3 + ((2,),) * 2 + ((2, 3),) * 3 + ((None, 3), None)
 DTYPES = (None, None, None, "float32", "int32", "int32")
 SCOPE_DTYPES = (None,) * 10 + ("int32", "int32", "float32")
@@ -316,6 +319,7 @@ class Run:
     created: List[str]  # full names in creation order
     outcome: str  # OK, or the category of the first error
     fail_step: Optional[int] = None  # step of the first error
+    fail_kind: str = ""  # what failed first: "get", "scope" or "name_scope"
     message: str = ""  # text of the first error
     problems: List[str] = dataclasses.field(default_factory=list)  # self-check failures
     values: dict = dataclasses.field(default_factory=dict)  # full name -> value_label(...)
@@ -362,11 +366,11 @@ class _Interpreter:
         s = self.b.current_scope()
         self.trace.append((tag, s.name, self.b.reuse_str(s.reuse), self.b.current_name_scope()))
 
-    def _failed(self, step: int, exc: ValueError, full: Optional[str]) -> None:
+    def _failed(self, step: int, exc: ValueError, full: Optional[str], kind: str) -> None:
         category = self.b.category(exc, full)
         self.trace.append(("error", category, step))
         if self.first_error is None:
-            self.first_error = (step, exc, category)
+            self.first_error = (step, exc, category, kind)
         if not self.keep_going:
             if self.propagate:
                 raise exc
@@ -388,7 +392,7 @@ class _Interpreter:
                 try:
                     self.b.get(full, s.name, s.shape, s.dtype, s.init)
                 except ValueError as e:
-                    self._failed(step, e, full)
+                    self._failed(step, e, full, "get")
                     continue
                 self.trace.append(("get", full, self.b.current_name_scope()))
             elif isinstance(s, ReuseVariables):
@@ -408,9 +412,8 @@ class _Interpreter:
                 if name is not None and name.startswith("@"):
                     slot = self.slots.get(int(name[1:]))
                     name = "ns" if slot is None else slot.original_name_scope
-                with self.b.name_scope(name) as ns:
-                    self.trace.append(("name_scope", ns, self.b.current_name_scope()))
-                    self._block(s.body)
+                self._enter(step, "name_scope", self.b.name_scope(name), self._in_name_scope,
+                            s)
             else:
                 self._scope(step, s)
 
@@ -432,23 +435,35 @@ class _Interpreter:
             name_or_scope, default = self.slots.get(t.slot, "c"), None
         getter = self._recording_getter(step) if s.getter else None
         manager = self.b.scope(name_or_scope, default, s.reuse, s.dtype, s.aux, getter, s.init)
+        if self._enter(step, "scope", manager, self._in_scope, s):
+            self._observe_scope("exit")
+
+    def _in_scope(self, vs, s: Scope) -> None:
+        if s.capture is not None:
+            self.slots[s.capture] = vs
+        self.trace.append(("enter", vs.name, vs.original_name_scope))
+        self._observe_scope("in")
+        self._block(s.body)
+
+    def _in_name_scope(self, ns: str, s: NameScope) -> None:
+        self.trace.append(("name_scope", ns, self.b.current_name_scope()))
+        self._block(s.body)
+
+    def _enter(self, step: int, kind: str, manager, inside, s) -> bool:
+        """``with manager as x: inside(x, s)``, where a failing entry is a failed step."""
         try:
-            vs = manager.__enter__()
+            entered = manager.__enter__()
         except ValueError as e:
-            self._failed(step, e, None)
-            return
+            self._failed(step, e, None, kind)
+            return False
         try:
-            if s.capture is not None:
-                self.slots[s.capture] = vs
-            self.trace.append(("enter", vs.name, vs.original_name_scope))
-            self._observe_scope("in")
-            self._block(s.body)
+            inside(entered, s)
         except BaseException as e:
             if not manager.__exit__(type(e), e, e.__traceback__):
                 raise
         else:
             manager.__exit__(None, None, None)
-        self._observe_scope("exit")
+        return True
 
 
 def value_label(value, dtype: str) -> tuple:
@@ -467,7 +482,7 @@ def value_label(value, dtype: str) -> tuple:
 def _result(interp: _Interpreter, created: List[str], problems=()) -> Run:
     run = Run(interp.trace, created, OK, problems=list(problems))
     if interp.first_error is not None:
-        run.fail_step, exc, run.outcome = interp.first_error
+        run.fail_step, exc, run.outcome, run.fail_kind = interp.first_error
         run.message = str(exc)
     return run
 
@@ -557,6 +572,8 @@ def tf_category(exc: BaseException) -> str:
         return CONSTANT_WITH_SHAPE
     if "Initializer type" in msg and "don't match" in msg:
         return CONSTANT_DTYPE
+    if "is not a valid" in msg:
+        return INVALID_NAME
     raise AssertionError(f"unclassified TF error {type(exc).__name__}: {msg}") from exc
 
 
@@ -657,6 +674,7 @@ def sp_category(exc: BaseException, full: Optional[str]) -> str:
         (sp.InitializerError, UNDEFINED_SHAPE, ["be fully defined", f"'{full}'"]),
         (sp.ReuseArgumentError, REUSE_WITHOUT_NAME,
          ["reuse=True cannot be used without a name_or_scope"]),
+        (sp.InvalidNameError, INVALID_NAME, ["is not a valid"]),
     ]
     for cls, category, phrases in checks:
         if isinstance(exc, cls) and all(p in msg for p in phrases):

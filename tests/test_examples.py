@@ -1,22 +1,11 @@
 """The seeds' programs in examples/ run and share exactly the parameters the TF 1.x originals share."""
 
-import importlib.util
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import scoped_params as sp
-
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _examples import load_example as _load
 
 
 def test_image_filter_shares_one_set_of_weights_across_two_images(capsys):

@@ -13,6 +13,7 @@ import pytest
 import scoped_params as sp
 from scoped_params import checkpoint as ckpt
 from scoped_params import layers
+from _examples import load_example
 
 tf = pytest.importorskip("tensorflow")
 v1 = tf.compat.v1
@@ -59,26 +60,8 @@ def tf_image_filter(image1, image2):
     return result1, result2
 
 
-def sp_image_filter(image1, image2):
-    """The same model in scoped_params: only the spelling changes."""
-    def conv_relu(x, kernel_shape, bias_shape):
-        weights = sp.get_param("weights", kernel_shape, init=sp.initializers.random_normal())
-        biases = sp.get_param("biases", bias_shape, init=sp.initializers.constant(0.0))
-        conv = jax.lax.conv_general_dilated(x, weights, (1, 1), "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return jax.nn.relu(conv + biases)
-
-    def my_image_filter(input_images):
-        with sp.scope("conv1"):
-            relu1 = conv_relu(input_images, [5, 5, 32, 32], [32])
-        with sp.scope("conv2"):
-            return conv_relu(relu1, [5, 5, 32, 32], [32])
-
-    with sp.scope("image_filters") as scope:
-        result1 = my_image_filter(image1)
-        scope.reuse_variables()
-        result2 = my_image_filter(image2)
-    return result1, result2
+# The scoped_params side is examples/image_filter.py itself: only the spelling differs from TF's.
+sp_image_filter = load_example("image_filter").two_images
 
 
 @pytest.fixture(scope="module")
