@@ -384,7 +384,7 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
              f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())})",
              f"- Python {info['python']}, jax {info['jax']} / jaxlib {info['jaxlib']}, dm-haiku "
              f"{info['dm-haiku']}, flax {info['flax']}, scoped_params {info['scoped_params']}",
-             f"- `make bench` wall time: {wall:.0f} s", "",
+             f"- `bench/run.py` wall time: {wall:.0f} s (`make bench` adds only the install check)", "",
              "## Targets", "", "| metric | model | scoped_params | target | |",
              "| --- | --- | --- | --- | --- |"]
     for r in rows:
