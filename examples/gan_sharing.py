@@ -85,8 +85,8 @@ def main(steps: int = 1500):
 
     z = jax.random.normal(jax.random.key(2), (4096, 1))
     _, _, samples = model.apply(sp.merge(d_params, g_params), jnp.zeros((4096, 1)), z)
-    print(f"generated samples: mean {float(samples.mean()):.2f} (target 3.00), "
-          f"std {float(samples.std()):.2f} (target 0.50)")
+    print(f"generated samples: mean {float(samples.mean()):.2f}, std {float(samples.std()):.2f} "
+          "(real data: mean 3.00, std 0.50)")
 
 
 if __name__ == "__main__":
