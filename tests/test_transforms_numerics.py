@@ -14,6 +14,7 @@ from jax import lax
 
 import scoped_params as sp
 from scoped_params._materialize import param_key
+from _examples import load_example
 
 KEY = jax.random.key(0)
 DN = ("NHWC", "HWIO", "NHWC")
@@ -22,26 +23,8 @@ DN = ("NHWC", "HWIO", "NHWC")
 # --- the seeds' image filter, and the same function written by hand -------------------------------
 
 
-def conv_relu(x, kernel_shape, bias_shape):
-    weights = sp.get_param("weights", kernel_shape, init=sp.initializers.random_normal())
-    biases = sp.get_param("biases", bias_shape, init=sp.initializers.constant(0.1))
-    conv = lax.conv_general_dilated(x, weights, (1, 1), "SAME", dimension_numbers=DN)
-    return jax.nn.relu(conv + biases)
-
-
-def my_image_filter(x):
-    with sp.scope("conv1"):
-        relu1 = conv_relu(x, [3, 3, 3, 4], [4])
-    with sp.scope("conv2"):
-        return conv_relu(relu1, [3, 3, 4, 4], [4])
-
-
-def two_images(image1, image2):
-    with sp.scope("image_filters") as scope:
-        result1 = my_image_filter(image1)
-        scope.reuse_variables()
-        result2 = my_image_filter(image2)
-    return result1, result2
+# The model under test is examples/image_filter.py itself (the seed's conv_relu / my_image_filter).
+two_images = load_example("image_filter").two_images
 
 
 def hand_conv_relu(p, x):
@@ -59,8 +42,8 @@ def hand_two_images(params, image1, image2):
 
 
 MODEL = sp.transform(two_images)
-IMG1 = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
-IMG2 = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
+IMG1 = jax.random.normal(jax.random.key(1), (2, 8, 8, 32))
+IMG2 = jax.random.normal(jax.random.key(2), (2, 8, 8, 32))
 PARAMS = MODEL.init(KEY, IMG1, IMG2)
 
 
@@ -68,8 +51,8 @@ def test_image_filter_shares_one_set_of_params_across_two_images():
     assert set(sp.flatten(PARAMS)) == {
         "image_filters/conv1/weights", "image_filters/conv1/biases",
         "image_filters/conv2/weights", "image_filters/conv2/biases"}
-    chex.assert_shape(PARAMS["image_filters"]["conv1"]["weights"], (3, 3, 3, 4))
-    chex.assert_shape(PARAMS["image_filters"]["conv2"]["biases"], (4,))
+    chex.assert_shape(PARAMS["image_filters"]["conv1"]["weights"], (5, 5, 32, 32))
+    chex.assert_shape(PARAMS["image_filters"]["conv2"]["biases"], (32,))
 
 
 @pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["eager", "jit"])
@@ -100,7 +83,7 @@ def test_vmap_of_apply_over_inputs_equals_hand_written():
     out = jax.vmap(MODEL.apply, in_axes=(None, 0, 0))(PARAMS, a, b)
     expected = jax.vmap(hand_two_images, in_axes=(None, 0, 0))(PARAMS, a, b)
     chex.assert_trees_all_close(out, expected, rtol=1e-6, atol=1e-6)
-    chex.assert_shape(out[0], (3, 2, 8, 8, 4))
+    chex.assert_shape(out[0], (3, 2, 8, 8, 32))
 
 
 def test_vmap_of_apply_over_an_ensemble_of_params_equals_hand_written():
