@@ -7,7 +7,7 @@ and training-state checkpoints.
 ...                                              {"image_filters/": "tower_0/image_filters/"})
 >>> params = sp.checkpoint.load_tf1("/tmp/model.ckpt")       # a TF 1.x Saver checkpoint
 
-Weights files are plain `safetensors <https://github.com/huggingface/safetensors>`_ files: any
+Weights files are plain safetensors files: any
 safetensors reader opens them, and ``load`` opens safetensors files written by other tools. What
 ``save`` adds, inside the header's ``__metadata__`` (so other readers ignore it):
 
