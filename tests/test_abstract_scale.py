@@ -3,23 +3,13 @@
 The time is reported by bench/abstract_10b.py (target: under 5 s), not asserted here.
 """
 
-import importlib.util
-import pathlib
 
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import scoped_params as sp
-
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "abstract_10b.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_abstract_10b", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts import load_bench
 
 
 def test_specs_and_shardings_of_a_10b_model_allocate_no_parameter():
@@ -27,7 +17,7 @@ def test_specs_and_shardings_of_a_10b_model_allocate_no_parameter():
         import pytest
 
         pytest.skip("needs 8 devices")
-    bench = _load()
+    bench = load_bench("abstract_10b")
     out = bench.measure()
     result, specs, shardings = out["result"], out["specs"], out["shardings"]
     leaves = jax.tree.leaves(specs)

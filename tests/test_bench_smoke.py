@@ -5,24 +5,18 @@ the comparison means something only if, given the same weights, all four return 
 scoped_params' init builds the same tree as the hand-written one.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 import scoped_params as sp
+from _scripts import load_bench
 
 pytest.importorskip("haiku")
 pytest.importorskip("flax")
 
-_MODELS = Path(__file__).resolve().parents[1] / "bench" / "models.py"
-_spec = importlib.util.spec_from_file_location("bench_models", _MODELS)
-models = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = models  # Flax modules are dataclasses: their module must be importable
-_spec.loader.exec_module(models)
+models = load_bench("models")
 
 # The quick mode's sizes (bench/run.py --quick), small inputs so the whole file takes seconds.
 CASES = [("conv", 4), ("dense", 50), ("same_shape", 50), ("two_layer", 0), ("image_filter", 0)]

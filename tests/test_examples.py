@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import scoped_params as sp
-from _examples import load_example as _load
+from _scripts import load_example as _load
 
 
 def test_image_filter_shares_one_set_of_weights_across_two_images(capsys):

@@ -1,23 +1,13 @@
 """Two processes on the loopback address train one sharded model and round-trip an orbax checkpoint."""
 
-import importlib.util
-import pathlib
 
 import pytest
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "multiprocess_train.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("example_multiprocess_train", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts import load_example
 
 
 def test_two_processes_report_the_same_losses_and_restore_what_they_saved():
     pytest.importorskip("orbax.checkpoint")
-    example = _load()
+    example = load_example("multiprocess_train")
     # The workers are separate interpreters with their own XLA_FLAGS (4 devices each); the launcher
     # kills them if they take longer than the timeout.
     results = example.launch(steps=3, timeout=50)

@@ -1,8 +1,6 @@
 """Partition rules become NamedShardings; parameters are created directly sharded; sharded training
 matches one device. Runs on the 8 host CPU devices conftest.py asks XLA for."""
 
-import importlib.util
-import pathlib
 
 import chex
 import jax
@@ -15,8 +13,8 @@ from jax.sharding import PartitionSpec as P
 import scoped_params as sp
 from scoped_params.sharding import (Rules, ShardingError, fixed_size_partitioner, from_tf_partitioner,
                                     min_max_variable_partitioner, variable_axis_size_partitioner)
+from _scripts import load_example
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 X = jax.ShapeDtypeStruct((8, 16), jnp.float32)
 
 
@@ -30,13 +28,6 @@ def mesh():
 def _specs_by_name(model, *args):
     return {n: s.spec for n, s in sp.flatten(sp.shardings(model, jax.make_mesh(
         (2, 4), ("batch", "model"), axis_types=(AxisType.Auto,) * 2), *args)).items()}
-
-
-def _load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _net(x):
@@ -302,7 +293,7 @@ def test_wrong_partitioner_results_and_sharding_types_are_type_errors(mesh):
 
 
 def test_sharded_training_step_matches_one_device_for_three_steps(mesh):
-    example = _load_example("sharded_training")
+    example = load_example("sharded_training")
     example_x = jax.ShapeDtypeStruct((128, 64), jnp.float32)
     sharded_params, sharded = example.train(example.make_mesh(), steps=3)
     single_params, single = example.train(None, steps=3)

@@ -13,7 +13,7 @@ import pytest
 import scoped_params as sp
 from scoped_params import checkpoint as ckpt
 from scoped_params import layers
-from _examples import load_example
+from _scripts import load_example
 
 tf = pytest.importorskip("tensorflow")
 v1 = tf.compat.v1

@@ -1,8 +1,6 @@
 """Training state (params + optax state + step) saved with sp.checkpoint.TrainingCheckpointer: a run
 interrupted and resumed from its checkpoint ends exactly where an uninterrupted run does."""
 
-import importlib.util
-import pathlib
 
 import chex
 import jax
@@ -12,11 +10,11 @@ import optax
 import pytest
 
 import scoped_params as sp
+from _scripts import load_example
 
 pytest.importorskip("orbax.checkpoint")
 pytest.importorskip("sklearn")
 
-EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "train_digits.py"
 STEPS = 24
 
 
@@ -26,10 +24,7 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="module")
 def digits():
-    spec = importlib.util.spec_from_file_location("train_digits", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_digits")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from jax import lax
 
 import scoped_params as sp
 from scoped_params._materialize import param_key
-from _examples import load_example
+from _scripts import load_example
 
 KEY = jax.random.key(0)
 DN = ("NHWC", "HWIO", "NHWC")
