@@ -15,11 +15,10 @@ import re
 from typing import Any, Callable, Optional, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
-from ._errors import (InvalidNameError, ReuseArgumentError, ScopeNestingError, Site, user_site)
+from ._errors import InvalidNameError, ReuseArgumentError, ScopeNestingError, user_site
 
 
 class _ReuseMode(enum.Enum):

@@ -54,7 +54,7 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str
 
 def glorot_uniform():
     """TF's default initializer for floating parameters: U(-l, l), l = sqrt(6 / (fan_in + fan_out))."""
-    return _GLOROT_UNIFORM
+    return _glorot_uniform
 
 
 def _glorot_uniform(key, shape, dtype=jnp.float32):
@@ -62,8 +62,6 @@ def _glorot_uniform(key, shape, dtype=jnp.float32):
     limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
-
-_GLOROT_UNIFORM = _glorot_uniform
 
 
 def glorot_normal():
@@ -129,7 +127,7 @@ def random_uniform(minval: float = 0.0, maxval: float = 1.0):
 def default_initializer(dtype: np.dtype):
     """TF's _get_default_initializer: Glorot-uniform for floats, zeros for integers and bools."""
     if jnp.issubdtype(dtype, jnp.floating):
-        return _GLOROT_UNIFORM
+        return _glorot_uniform
     if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
         return zeros
     return None
@@ -137,8 +135,18 @@ def default_initializer(dtype: np.dtype):
 
 # TF 1.x spellings, so ported code reads the same.
 constant_initializer = constant
-zeros_initializer = lambda: zeros  # noqa: E731  (TF's zeros_initializer() is a factory)
-ones_initializer = lambda: ones  # noqa: E731
+
+
+def zeros_initializer():
+    """TF's ``zeros_initializer()`` is a factory; this returns ``zeros``."""
+    return zeros
+
+
+def ones_initializer():
+    """TF's ``ones_initializer()`` is a factory; this returns ``ones``."""
+    return ones
+
+
 random_normal_initializer = random_normal
 truncated_normal_initializer = truncated_normal
 random_uniform_initializer = random_uniform
