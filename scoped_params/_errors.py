@@ -20,13 +20,26 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _CONTEXTLIB = os.sep + "contextlib.py"
 
 
+# code object -> whether it lies outside this package (and contextlib): user_site runs on every
+# parameter request, and a lookup is cheaper than two string tests. Bounded (exec'd code is new
+# each time).
+_IS_USER_CODE: dict = {}
+
+
 def user_site(depth: int = 1) -> Site:
     """(file, line) of the first caller frame outside this package (and outside contextlib)."""
     f = sys._getframe(depth)
     while f is not None:
-        filename = f.f_code.co_filename
-        if not filename.startswith(_PACKAGE_DIR) and not filename.endswith(_CONTEXTLIB):
-            return filename, f.f_lineno
+        code = f.f_code
+        user = _IS_USER_CODE.get(code)
+        if user is None:
+            if len(_IS_USER_CODE) >= 4096:
+                _IS_USER_CODE.clear()
+            filename = code.co_filename
+            user = _IS_USER_CODE[code] = (not filename.startswith(_PACKAGE_DIR)
+                                          and not filename.endswith(_CONTEXTLIB))
+        if user:
+            return code.co_filename, f.f_lineno
         f = f.f_back
     return None
 

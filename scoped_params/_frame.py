@@ -32,6 +32,8 @@ class Frame:
         "root_node",  # the trie's root (captured-scope jumps walk from it)
         "undo",  # stack of undo logs of open captured-scope jumps (see _scope.py)
         "name_stack",  # current name scope, no trailing "/" ("" at the root)
+        "jax_stack",  # the name scope the open jax.named_scopes spell (see _scope.py)
+        "name_ops",  # open jax.named_scopes: True always, False never, None if staging (_scope.py)
         "names_in_use",  # lower-cased name scope -> use count (TF's Graph._names_in_use)
         "rng",
         "rng_count",
@@ -49,6 +51,10 @@ class Frame:
         self.root_node = self.node
         self.undo: List[list] = []
         self.name_stack = ""
+        self.jax_stack = ""
+        # init's trace is thrown away, so its ops need no names; an apply that starts staged out
+        # (under jit) stays so; an eager apply asks on each scope (a scan inside it is staged).
+        self.name_ops = False if mode == INIT else (True if _scope.staging() else None)
         self.names_in_use: Dict[str, int] = {}
         self.rng = rng
         self.rng_count = 0

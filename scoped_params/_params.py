@@ -448,13 +448,17 @@ class ApplyStore:
                 shape, dtype = np.shape(init), _constant_dtype(init)
             elif shape is None:
                 return value  # a no-argument initializer fixes shape and dtype in init
+        try:
+            aval = value.aval  # jax arrays and tracers: shape and dtype without two property calls
+        except AttributeError:
+            aval = value  # NumPy arrays
         if shape is not None:
             if type(shape) is not tuple:
                 shape = _as_shape(shape, full)
-            if shape != value.shape and not _compatible(shape, value.shape):
-                raise _shape_error(full, shape, value.shape, created.get(full))
-        if value.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != value.dtype:
-            raise _dtype_error(full, dtype, value.dtype, created.get(full))
+            if shape != aval.shape and not _compatible(shape, aval.shape):
+                raise _shape_error(full, shape, aval.shape, created.get(full))
+        if aval.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != aval.dtype:
+            raise _dtype_error(full, dtype, aval.dtype, created.get(full))
         return value
 
     def set_state(self, frame, full, value):

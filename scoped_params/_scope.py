@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from . import _frame
-from ._errors import InvalidNameError, ReuseArgumentError, ScopeNestingError, user_site
+from ._errors import (InvalidNameError, ReuseArgumentError, ScopeNestingError, not_in_transform,
+                      user_site)
 
 
 class _ReuseMode(enum.Enum):
@@ -40,6 +41,9 @@ _VALID_NESTED_NAME = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
 
 def _describe_reuse(reuse: Any) -> str:
     return "AUTO_REUSE" if reuse is AUTO_REUSE else repr(reuse)
+
+
+_new_scope = object.__new__
 
 
 class Scope:
@@ -134,7 +138,14 @@ class _Node:
 
 
 def root_scope_and_node():
-    return Scope(""), _Node()
+    """The root scope and counter node of a new frame (made on every init/apply call)."""
+    s = _new_scope(Scope)
+    s.name = s.prefix = s.original_name_scope = ""
+    s._reuse = False
+    s.reuse_origin = s.initializer = s.regularizer = s.custom_getter = s.partitioner = None
+    s.trainable = None
+    s.dtype = _FLOAT32
+    return s, _Node()
 
 
 def _child(node: _Node, name: str) -> _Node:
@@ -193,14 +204,27 @@ def _unique_scope_name(frame, node: _Node, prefix: str) -> str:
 
 # --- name scopes (TF's Graph.name_scope / unique_name) ---------------------------------------------
 
+# name -> valid as a root name too, for names already known to be valid op names (TF's rule, a regex).
+# The same few scope names recur on every call and a dict lookup costs a fifth of the match; the
+# table is bounded, so names that never come back cannot grow it.
+_VALID_NAMES: dict = {}
+_VALID_NAMES_MAX = 4096
+
 
 def _check_name(name: str, nested: bool, what: Union[str, Callable[[], str]]) -> None:
     """``what`` (the call to quote in the error) may be a function: it is only formatted on error."""
-    if nested:
-        ok = _VALID_NESTED_NAME.match(name) is not None
+    root_ok = _VALID_NAMES.get(name)
+    if root_ok is None:
+        if _VALID_NESTED_NAME.match(name) is None:
+            root_ok = ok = False
+        else:
+            ok, root_ok = True, _VALID_ROOT_NAME.match(name) is not None
+            if len(_VALID_NAMES) >= _VALID_NAMES_MAX:
+                _VALID_NAMES.clear()
+            _VALID_NAMES[name] = root_ok
     else:
-        ok = _VALID_ROOT_NAME.match(name) is not None
-    if not ok:
+        ok = True
+    if not (ok if nested else root_ok):
         pattern = _VALID_NESTED_NAME.pattern if nested else _VALID_ROOT_NAME.pattern
         kind = "scope name" if nested else "root scope name"
         raise InvalidNameError(
@@ -229,40 +253,71 @@ def _unique_name(frame, name: str) -> str:
     return full
 
 
-class _NameScopeEntry:
-    """Switches the frame's name stack and the matching ``jax.named_scope`` for XLA op metadata."""
+try:  # jax >= 0.4.36
+    from jax.extend.core import get_opaque_trace_state as _trace_state
+except ImportError:  # pragma: no cover - older jax: always name the ops
+    _EAGER = None
 
-    __slots__ = ("frame", "old_stack", "new_stack", "jax_scope")
+    def _trace_state(convention):
+        return convention
+else:
+    # The trace state of eager (top-level) execution, every thread's at import. (Were this module
+    # first imported inside a jit trace, that trace would count as eager until it ends: its op
+    # metadata would miss scope names, nothing else.)
+    _EAGER = _trace_state("flax")
 
-    def __init__(self, frame, name: Optional[str], what: Union[str, Callable[[], str]]):
-        self.frame = frame
-        old = self.old_stack = frame.name_stack
-        if name:
+
+def staging() -> bool:
+    """Whether ops are being staged out (jit, scan, make_jaxpr, ...) rather than run eagerly."""
+    return _trace_state("flax") != _EAGER
+
+
+def _enter_name_scope(frame, name: Optional[str], what: Union[str, Callable[[], str]]) -> tuple:
+    """Switch the frame's name stack; returns what ``_exit_name_scope`` restores.
+
+    While ops are staged out (jit, scan, make_jaxpr, ...), a matching ``jax.named_scope`` puts the
+    name into XLA op metadata. Eager ops carry no metadata, and a name stack only slows their
+    dispatch, so eagerly none is opened. ``frame.jax_stack`` is the name scope the open
+    ``jax.named_scope``s spell: a label extends it, or, after an eager parent or for an absolute
+    re-entry, spells the whole path (op metadata only; parameter names never depend on it).
+
+    Runs on every scope entry, so the common case (a valid name seen before, used once) is inline.
+    """
+    old = frame.name_stack
+    if name:
+        root_ok = _VALID_NAMES.get(name)
+        if root_ok is None or (not root_ok and not old):
             _check_name(name, bool(old), what)
-        if not name:
-            new = ""
-        elif name[-1] == "/":
+        if name[-1] == "/":
             new = name[:-1]
         else:
-            new = _unique_name(frame, name)
-        self.new_stack = new
-        frame.name_stack = new
-        # jax.named_scope can only nest, so a relative extension maps exactly and an absolute
-        # re-entry nests its full path (op metadata only; parameter names never depend on it).
-        if new and new != old:
-            label = new[len(old) + 1:] if old and new.startswith(old + "/") else new
-            self.jax_scope = jax.named_scope(label)
-            self.jax_scope.__enter__()
-        else:
-            self.jax_scope = None
+            new = f"{old}/{name}" if old else name
+            used = frame.names_in_use
+            key = new.lower()
+            if key in used:
+                new = _unique_name(frame, name)
+            else:
+                used[key] = 1
+    else:
+        new = ""
+    frame.name_stack = new
+    jax_old = frame.jax_stack
+    name_ops = frame.name_ops
+    if new and new != jax_old and (name_ops or name_ops is None and _trace_state("flax") != _EAGER):
+        label = new[len(jax_old) + 1:] if jax_old and new.startswith(jax_old + "/") else new
+        jax_scope = jax.named_scope(label)
+        jax_scope.__enter__()
+        frame.jax_stack = new
+        return old, new, jax_old, jax_scope
+    return old, new, jax_old, None
 
-    def returned(self) -> str:
-        return self.new_stack + "/" if self.new_stack else ""
 
-    def exit(self, exc_info=(None, None, None)) -> None:
-        if self.jax_scope is not None:
-            self.jax_scope.__exit__(*exc_info)
-        self.frame.name_stack = self.old_stack
+def _exit_name_scope(frame, entry: tuple, exc_info=(None, None, None)) -> None:
+    old, _, jax_old, jax_scope = entry
+    if jax_scope is not None:
+        jax_scope.__exit__(*exc_info)
+    frame.name_stack = old
+    frame.jax_stack = jax_old
 
 
 class name_scope:
@@ -283,18 +338,20 @@ class name_scope:
 
     def __enter__(self) -> str:
         frame = _frame.current("name_scope")
-        self._entry = _NameScopeEntry(frame, self._name, f"sp.name_scope({self._name!r})")
-        return self._entry.returned()
+        entry = _enter_name_scope(frame, self._name, f"sp.name_scope({self._name!r})")
+        self._entry = frame, entry
+        new = entry[1]
+        return new + "/" if new else ""
 
     def __exit__(self, *exc_info) -> None:
-        entry, self._entry = self._entry, None
-        if exc_info[0] is None and entry.frame.name_stack != entry.new_stack:
+        (frame, entry), self._entry = self._entry, None
+        if exc_info[0] is None and frame.name_stack != entry[1]:
             raise ScopeNestingError(
-                f"Improper nesting of name_scope: closing '{entry.new_stack}' while "
-                f"'{entry.frame.name_stack}' is open.\n"
+                f"Improper nesting of name_scope: closing '{entry[1]}' while "
+                f"'{frame.name_stack}' is open.\n"
                 "  fix: close scopes in the reverse order they were opened (use `with` blocks)."
             )
-        entry.exit(exc_info)
+        _exit_name_scope(frame, entry, exc_info)
 
 
 def current_name_scope() -> str:
@@ -311,33 +368,34 @@ def get_scope() -> Scope:
 # --- variable scopes -----------------------------------------------------------------------------
 
 
-class scope:
-    """Open a variable scope: prefix parameter names and set defaults for parameters inside.
+def _sub_scope(parent: Scope, name: str, reuse: Any, origin: Optional[tuple],
+               original_name_scope: str) -> Scope:
+    """A scope inheriting ``parent``'s defaults: ``Scope(...)`` without the keyword-call cost (every
+    ``sp.scope`` entry makes one)."""
+    s = _new_scope(Scope)
+    s.name = name
+    s.prefix = name + "/"
+    s._reuse = reuse
+    s.reuse_origin = origin
+    s.original_name_scope = original_name_scope
+    s.initializer = parent.initializer
+    s.regularizer = parent.regularizer
+    s.dtype = parent.dtype
+    s.custom_getter = parent.custom_getter
+    s.partitioner = parent.partitioner
+    s.trainable = parent.trainable
+    return s
 
-    TF 1.x's ``tf.variable_scope`` with the same rules:
 
-    * ``scope("foo")`` extends the current path (``foo/``) and opens a name scope ``foo`` (``foo_1``
-      when re-entered); a captured ``Scope`` jumps to its absolute path with its own defaults;
-      ``scope(None, default_name="d")`` picks ``d``, ``d_1``, ... per enclosing scope entry.
-    * ``reuse`` is ``None``/``False`` (inherit), ``True`` or ``sp.AUTO_REUSE``; once on, it stays on in
-      every sub-scope.
-    * ``initializer``, ``dtype``, ``regularizer``, ``trainable``, ``custom_getter`` and ``partitioner``
-      are inherited by sub-scopes and overridden by explicit arguments.
+class _Options:
+    """The validated arguments of an ``sp.scope(...)`` beyond a plain name (rare: kept apart so the
+    plain ``sp.scope("name")`` stores two fields)."""
 
-    >>> def fn(x):
-    ...     with sp.scope("layer"):
-    ...         w = sp.get_param("w", (x.shape[-1], 4))
-    ...     return x @ w
-    """
+    __slots__ = ("default_name", "reuse", "initializer", "regularizer", "dtype", "trainable",
+                 "custom_getter", "partitioner", "aux")
 
-    __slots__ = ("_name_or_scope", "_default_name", "_reuse", "_initializer", "_regularizer",
-                 "_dtype", "_trainable", "_custom_getter", "_partitioner", "_aux", "_entry")
-
-    def __init__(self, name_or_scope: Any = None, *, default_name: Optional[str] = None,
-                 reuse: Any = None, initializer: Any = None, dtype: Any = None,
-                 regularizer: Optional[Callable] = None, trainable: Optional[bool] = None,
-                 custom_getter: Optional[Callable] = None, partitioner: Any = None,
-                 auxiliary_name_scope: bool = True):
+    def __init__(self, name_or_scope, default_name, reuse, initializer, dtype, regularizer,
+                 trainable, custom_getter, partitioner, auxiliary_name_scope):
         if name_or_scope is None and default_name is None:
             raise TypeError("If default_name is None then name_or_scope is required")
         if default_name is not None and not isinstance(default_name, str):
@@ -365,48 +423,115 @@ class scope:
         elif name_or_scope is None:
             _check_components(default_name, f"sp.scope(None, default_name={default_name!r})")
         _check_getter(custom_getter)
+        self.default_name = default_name
+        self.reuse = reuse
+        self.initializer = initializer
+        self.regularizer = regularizer
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self.trainable = trainable
+        self.custom_getter = custom_getter
+        self.partitioner = partitioner
+        self.aux = auxiliary_name_scope
+
+
+class scope:
+    """Open a variable scope: prefix parameter names and set defaults for parameters inside.
+
+    TF 1.x's ``tf.variable_scope`` with the same rules:
+
+    * ``scope("foo")`` extends the current path (``foo/``) and opens a name scope ``foo`` (``foo_1``
+      when re-entered); a captured ``Scope`` jumps to its absolute path with its own defaults;
+      ``scope(None, default_name="d")`` picks ``d``, ``d_1``, ... per enclosing scope entry.
+    * ``reuse`` is ``None``/``False`` (inherit), ``True`` or ``sp.AUTO_REUSE``; once on, it stays on in
+      every sub-scope.
+    * ``initializer``, ``dtype``, ``regularizer``, ``trainable``, ``custom_getter`` and ``partitioner``
+      are inherited by sub-scopes and overridden by explicit arguments.
+
+    >>> def fn(x):
+    ...     with sp.scope("layer"):
+    ...         w = sp.get_param("w", (x.shape[-1], 4))
+    ...     return x @ w
+    """
+
+    __slots__ = ("_name_or_scope", "_opts", "_entry")
+
+    def __init__(self, name_or_scope: Any = None, *, default_name: Optional[str] = None,
+                 reuse: Any = None, initializer: Any = None, dtype: Any = None,
+                 regularizer: Optional[Callable] = None, trainable: Optional[bool] = None,
+                 custom_getter: Optional[Callable] = None, partitioner: Any = None,
+                 auxiliary_name_scope: bool = True):
         self._name_or_scope = name_or_scope
-        self._default_name = default_name
-        self._reuse = reuse
-        self._initializer = initializer
-        self._regularizer = regularizer
-        self._dtype = None if dtype is None else np.dtype(dtype)
-        self._trainable = trainable
-        self._custom_getter = custom_getter
-        self._partitioner = partitioner
-        self._aux = auxiliary_name_scope
         self._entry = None
+        if (type(name_or_scope) is str and default_name is None and reuse is None
+                and initializer is None and dtype is None and regularizer is None
+                and trainable is None and custom_getter is None and partitioner is None
+                and auxiliary_name_scope is True):
+            # The common sp.scope("name"): nothing but the name to check.
+            if (not name_or_scope or name_or_scope[0] == "/" or name_or_scope[-1] == "/"
+                    or "//" in name_or_scope):
+                _check_components(name_or_scope, self._asked)
+            self._opts = None
+        else:
+            self._opts = _Options(name_or_scope, default_name, reuse, initializer, dtype,
+                                  regularizer, trainable, custom_getter, partitioner,
+                                  auxiliary_name_scope)
+
+    def _asked(self) -> str:
+        return f"sp.scope({self._name_or_scope!r})"
 
     def __enter__(self) -> Scope:
         if self._entry is not None:
             raise ScopeNestingError(
                 "This sp.scope(...) object is already entered; create a new one for each `with`."
             )
-        frame = _frame.current("scope")
+        frame = _frame._FRAME.get()
+        if frame is None:
+            raise not_in_transform("scope")
+        if self._opts is not None:
+            return self._enter(frame, self._opts)
+        # sp.scope("name"): extend the path, inherit everything (the general path, specialised).
+        name = self._name_or_scope
+        old_scope, old_node = frame.scope, frame.node
+        ns = _enter_name_scope(frame, name, self._asked)
+        new = _sub_scope(old_scope, old_scope.prefix + name, old_scope._reuse,
+                         old_scope.reuse_origin, ns[1] + "/" if ns[1] else "")
+        if "/" in name:
+            node = _child(old_node, name)
+        else:
+            node = old_node.children.get(name)
+            if node is None:
+                node = old_node.children[name] = _Node()
+        if frame.undo:
+            frame.undo[-1].append((node, node.count, None, None))
+        node.count += 1
+        frame.scope, frame.node = new, node
+        self._entry = (frame, old_scope, old_node, new, node, ns, False)
+        return new
+
+    def _enter(self, frame, opts: _Options) -> Scope:
         old_scope, old_node = frame.scope, frame.node
         name_or_scope = self._name_or_scope
-        what = lambda: f"sp.scope({name_or_scope!r})"  # noqa: E731 - formatted only on error
 
         # 1. The name scope (TF's variable_scope._enter_scope_uncached).
         if name_or_scope is None:
-            if self._reuse:
+            if opts.reuse:
                 raise ReuseArgumentError(
                     "reuse=True cannot be used without a name_or_scope "
-                    f"(asked: sp.scope(None, default_name={self._default_name!r}, "
-                    f"reuse={_describe_reuse(self._reuse)})).\n"
+                    f"(asked: sp.scope(None, default_name={opts.default_name!r}, "
+                    f"reuse={_describe_reuse(opts.reuse)})).\n"
                     "  fix: give the scope an explicit name to reuse, e.g. "
-                    f"sp.scope({self._default_name!r}, reuse=True)."
+                    f"sp.scope({opts.default_name!r}, reuse=True)."
                 )
-            ns_name = self._default_name
+            ns_name = opts.default_name
         elif isinstance(name_or_scope, str):
             ns_name = name_or_scope
         else:
             ns_name = name_or_scope.name.split("/")[-1]
-        ns_entry = None
-        if self._aux:
+        ns = None
+        if opts.aux:
             if ns_name:
-                ns_entry = _NameScopeEntry(frame, ns_name, what)
-                ns_string = ns_entry.returned()
+                ns = _enter_name_scope(frame, ns_name, self._asked)
+                ns_string = ns[1] + "/" if ns[1] else ""
             else:
                 ns_string = None  # re-entering the root scope opens no name scope
         else:
@@ -416,8 +541,8 @@ class scope:
         jump = isinstance(name_or_scope, Scope)
         if jump:
             captured = name_or_scope
-            reuse = self._reuse if self._reuse else captured.reuse
-            origin = (captured.name, user_site(), "reuse=True") if self._reuse else captured.reuse_origin
+            reuse = opts.reuse if opts.reuse else captured.reuse
+            origin = (captured.name, user_site(), "reuse=True") if opts.reuse else captured.reuse_origin
             new = Scope(
                 captured.name, reuse, initializer=captured.initializer,
                 regularizer=captured.regularizer, dtype=captured.dtype,
@@ -431,54 +556,54 @@ class scope:
             frame.undo.append([])
         else:
             local = name_or_scope if name_or_scope is not None else _unique_scope_name(
-                frame, old_node, self._default_name)
-            full = f"{old_scope.name}/{local}" if old_scope.name else local
-            if self._reuse:
-                reuse, origin = self._reuse, (full, user_site(), f"reuse={_describe_reuse(self._reuse)}")
+                frame, old_node, opts.default_name)
+            full = old_scope.prefix + local
+            if opts.reuse:
+                reuse, origin = opts.reuse, (full, user_site(), f"reuse={_describe_reuse(opts.reuse)}")
             else:
                 reuse, origin = old_scope.reuse, old_scope.reuse_origin
-            new = Scope(
-                full, reuse, initializer=old_scope.initializer, regularizer=old_scope.regularizer,
-                dtype=old_scope.dtype, custom_getter=old_scope.custom_getter,
-                partitioner=old_scope.partitioner, trainable=old_scope.trainable,
-                reuse_origin=origin,
-                original_name_scope=ns_string if ns_string is not None else local,
-            )
+            new = _sub_scope(old_scope, full, reuse, origin,
+                             ns_string if ns_string is not None else local)
             getter_base = old_scope.custom_getter
             node = _child(old_node, local)
             _open(frame, node)
-        if self._initializer is not None:
-            new.initializer = self._initializer
-        if self._regularizer is not None:
-            new.regularizer = self._regularizer
-        if self._partitioner is not None:
-            new.partitioner = self._partitioner
-        if self._custom_getter is not None:
-            new.custom_getter = _wrap_custom_getter(self._custom_getter, getter_base)
-        if self._dtype is not None:
-            new.dtype = self._dtype
-        if self._trainable is not None:
-            new.trainable = self._trainable
+        if opts.initializer is not None:
+            new.initializer = opts.initializer
+        if opts.regularizer is not None:
+            new.regularizer = opts.regularizer
+        if opts.partitioner is not None:
+            new.partitioner = opts.partitioner
+        if opts.custom_getter is not None:
+            new.custom_getter = _wrap_custom_getter(opts.custom_getter, getter_base)
+        if opts.dtype is not None:
+            new.dtype = opts.dtype
+        if opts.trainable is not None:
+            new.trainable = opts.trainable
 
         frame.scope, frame.node = new, node
-        self._entry = (frame, old_scope, old_node, new, node, ns_entry, jump)
+        self._entry = (frame, old_scope, old_node, new, node, ns, jump)
         return new
 
-    def __exit__(self, *exc_info) -> None:
-        frame, old_scope, old_node, new, node, ns_entry, jump = self._entry
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        frame, old_scope, old_node, new, node, ns, jump = self._entry
         self._entry = None
-        if exc_info[0] is None and frame.scope is not new:
+        if exc_type is None and frame.scope is not new:
             raise ScopeNestingError(
                 f"Improper nesting of scope: closing '{new.name}' while '{frame.scope.name}' is open.\n"
                 "  fix: close scopes in the reverse order they were opened (use `with` blocks)."
             )
         if jump:
             _revert(frame.undo.pop())
-        else:
+        elif frame.undo:
             _close_subscopes(frame, node)
+        else:  # TF resets the sub-scope counters on exit; nothing to drop when there are none
+            if node.children:
+                node.children = {}
+            if node.hints:
+                node.hints = {}
         frame.scope, frame.node = old_scope, old_node
-        if ns_entry is not None:
-            ns_entry.exit(exc_info)
+        if ns is not None:
+            _exit_name_scope(frame, ns, (exc_type, exc_value, traceback))
 
 
 def _check_components(name: str, what: Union[str, Callable[[], str]]) -> None:

@@ -178,7 +178,14 @@ class Transformed:
             if not args:
                 raise TypeError("apply of a transform_with_state model takes (params, state, *args).")
             return self._run(params, args[0], args[1:], kwargs, rng, None)
-        return self._run(params, None, args, kwargs, rng, None)
+        # The common call, inline: the model runs one Python frame shallower, and JAX records the
+        # Python stack of every op it stages.
+        store = ApplyStore(_flat_input(params, "params"), {})
+        token = _frame.install(_frame.Frame(_frame.APPLY, store, False, rng=rng))
+        try:
+            return self._fn(*args, **kwargs)
+        finally:
+            _frame.uninstall(token)
 
     def apply_with_intermediates(self, params, *args: Any, rng: Optional[jax.Array] = None,
                                  **kwargs: Any):

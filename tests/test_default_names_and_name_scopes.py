@@ -384,6 +384,20 @@ def test_name_scope_rejects_invalid_names():
         init(nested)
 
 
+def test_a_name_valid_inside_a_scope_is_still_checked_as_a_root_name():
+    # "_x" is a valid nested name but not a valid root name; having seen it nested must not let it
+    # pass at the root.
+    def fn():
+        with sp.scope("outer"):
+            with sp.scope("_x"):
+                pass
+        with sp.scope("_x"):
+            pass
+
+    with pytest.raises(ValueError, match="'_x' is not a valid root scope name"):
+        init(fn)
+
+
 def test_name_scope_rejects_a_non_string_name():
     with pytest.raises(TypeError, match="name_scope: name must be a string or None, got int"):
         sp.name_scope(3)

@@ -139,6 +139,49 @@ def test_name_scope_labels_ops_without_touching_params():
     assert "preprocess/sin" in text and "dense/mul" in text
 
 
+def _name_stacks(closed_jaxpr):
+    return {str(e.source_info.name_stack) for e in closed_jaxpr.jaxpr.eqns}
+
+
+def test_eager_apply_names_ops_staged_inside_it_with_the_whole_scope_path():
+    # Eager ops carry no metadata, so an eager apply opens no jax.named_scope; a computation staged
+    # out inside it (a jit, a scan) still gets the full scope path on its ops.
+    seen = {}
+
+    def fn(x):
+        with sp.scope("outer"):
+            def inner(y):
+                with sp.scope("inner"):
+                    return jnp.sin(y)
+            seen["jaxpr"] = jax.make_jaxpr(inner)(x)
+            return inner(x)
+
+    model = sp.transform(fn)
+    out = model.apply({}, jnp.ones(3))
+    np.testing.assert_allclose(out, np.sin(np.ones(3)))
+    assert _name_stacks(seen["jaxpr"]) == {"outer/inner"}
+    # Staged out as a whole, the outer scope names the enclosing ops and the inner trace carries
+    # only its own label, as JAX nests name stacks (jit(inner) would lower to outer/.../inner).
+    seen.clear()
+    outer = jax.make_jaxpr(model.apply)({}, jnp.ones(3))
+    assert _name_stacks(seen["jaxpr"]) == {"inner"}
+    assert _name_stacks(outer) == {"outer/inner_1"}  # the second entry of "inner"
+
+
+def test_jitted_apply_op_names_follow_scope_paths():
+    def fn(x):
+        with sp.scope("a"):
+            with sp.scope("b"):
+                x = jnp.sin(x)
+            x = jnp.cos(x)
+        with sp.scope("a"):  # re-entered: the name scope is a_1
+            return jnp.exp(x)
+
+    stacks = [str(e.source_info.name_stack)
+              for e in jax.make_jaxpr(sp.transform(fn).apply)({}, jnp.ones(2)).jaxpr.eqns]
+    assert stacks == ["a/b", "a", "a_1"]
+
+
 # --- init never runs the model's arithmetic -------------------------------------------------------
 
 
