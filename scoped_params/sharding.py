@@ -446,9 +446,10 @@ def sharded_init_fn(model: Transformed, mesh: Mesh, *args: Any, **kwargs: Any) -
     def init(key):
         # One initializer call per parameter rather than model.init's vmapped groups: XLA shards a
         # lone initializer along its output's sharding, but a stacked group is an intermediate that
-        # holds several whole parameters on every device.
-        return jax.tree_util.tree_map(lambda s: initialize(key, {s.name: s})[s.name], specs,
-                                      is_leaf=_is_spec)
+        # holds several whole parameters on every device. Draws keep their shape for the same
+        # reason (a flat draw's sharding cannot follow the parameter's dimensions).
+        return jax.tree_util.tree_map(lambda s: initialize(key, {s.name: s}, flat=False)[s.name],
+                                      specs, is_leaf=_is_spec)
 
     return jax.jit(init, in_shardings=NamedSharding(mesh, PartitionSpec()), out_shardings=out)
 

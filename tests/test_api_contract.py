@@ -470,6 +470,26 @@ def test_param_value_depends_only_on_key_name_shape_dtype_and_initializer():
     assert not np.array_equal(p1["b"], p3["b"])
 
 
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg", "unsafe_rbg"])
+def test_param_value_is_its_initializer_at_its_param_key_for_every_key_impl(impl):
+    # Grouped (vmapped) draws are used only where they equal per-key draws; with any generator a
+    # value must not depend on which other parameters share its initializer and shape.
+    key = jax.random.key(3, impl=impl)
+
+    def alone():
+        sp.get_param("b", [4, 4])
+
+    def grouped():
+        for name in ("a", "b", "c"):
+            sp.get_param(name, [4, 4])
+
+    p_alone = sp.flatten(sp.transform(alone).init(key))
+    p_grouped = sp.flatten(sp.transform(grouped).init(key))
+    expected = sp.initializers.glorot_uniform()(param_key(key, "b"), (4, 4), jnp.float32)
+    np.testing.assert_array_equal(p_alone["b"], expected)
+    np.testing.assert_array_equal(p_grouped["b"], expected)
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 

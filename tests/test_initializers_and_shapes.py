@@ -9,6 +9,7 @@ import pytest
 
 import scoped_params as sp
 from scoped_params._materialize import param_key
+from scoped_params.initializers import _flat_draws
 
 KEY = jax.random.key(0)
 inits = sp.initializers
@@ -353,3 +354,30 @@ def test_shape_accepts_numpy_integers_and_a_bare_int():
 
     flat = sp.flatten(init(fn))
     assert flat["a"].shape == (2, 3) and flat["b"].shape == (4,)
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+def test_initializers_draw_exactly_what_jax_random_draws_at_the_full_shape(impl, partitionable):
+    # Inside init our initializers draw flat and reshape (XLA compiles a rank-1 draw several times
+    # faster); the values must be bit-for-bit those of the draw at the requested shape.
+    key = jax.random.key(7, impl=impl)
+    shapes = [(), (7,), (3, 1, 5), (2, 1, 3, 1, 5)]
+    with jax.threefry_partitionable(partitionable), _flat_draws():
+        for shape in shapes:
+            fan_in, fan_out = sp.initializers._fans(shape)
+            limit = np.sqrt(6.0 / max(1.0, fan_in + fan_out))
+            pairs = [
+                (inits.glorot_uniform()(key, shape, jnp.float32),
+                 jax.random.uniform(key, shape, jnp.float32, -limit, limit)),
+                (inits.random_normal(0.5, 2.0)(key, shape, jnp.float32),
+                 0.5 + 2.0 * jax.random.normal(key, shape, jnp.float32)),
+                (inits.truncated_normal()(key, shape, jnp.bfloat16),
+                 0.0 + 1.0 * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.bfloat16)),
+                (inits.random_uniform(-3.0, 1.0)(key, shape, jnp.float16),
+                 jax.random.uniform(key, shape, jnp.float16, -3.0, 1.0)),
+            ]
+            for ours, theirs in pairs:
+                assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+                np.testing.assert_array_equal(np.asarray(ours, np.float32),
+                                              np.asarray(theirs, np.float32))

@@ -232,6 +232,25 @@ def test_init_of_a_model_with_a_huge_forward_is_abstract():
 # --- grouped init ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("n", [1, 3, 7, 40])
+def test_jitted_init_gives_the_eager_values(n):
+    # A staged-out init unstacks each group with index kernels XLA can reuse (see _materialize);
+    # the values must be exactly the eager ones, for any group size.
+    def fn(x):
+        for i in range(n):
+            with sp.scope(f"layer_{i}"):
+                x = x @ sp.get_param("w", (3, 3)) + sp.get_param("b", (3,), init=sp.initializers.random_normal())
+        return x
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 3))
+    eager = sp.flatten(model.init(KEY, x))
+    jitted = sp.flatten(jax.jit(model.init)(KEY, x))
+    assert eager.keys() == jitted.keys() and len(eager) == 2 * n
+    for name in eager:
+        np.testing.assert_array_equal(jitted[name], eager[name], err_msg=name)
+
+
 def test_grouped_init_gives_4000_distinct_values_equal_to_per_name_calls():
     calls = []
 
