@@ -136,9 +136,10 @@ class _Snapshot:
         self.frame = frame
         root = _root(frame.store)
         self.created = dict(root.created) if isinstance(root, ApplyStore) else None
-        self.node = frame.node
-        self.children, self.hints, self.count = dict(frame.node.children), dict(
-            frame.node.hints), frame.node.count
+        self.node = node = frame.node
+        self.count = node.count
+        self.children = dict(node.children) if node.children is not None else None
+        self.hints = dict(node.hints) if node.hints is not None else None
         self.names_in_use = dict(frame.names_in_use)
         self.record_names = dict(frame.record_names)
         self.regularized = len(frame.regularized)
@@ -149,7 +150,8 @@ class _Snapshot:
         if self.created is not None:
             root.created.clear()
             root.created.update(self.created)
-        self.node.children, self.node.hints = dict(self.children), dict(self.hints)
+        self.node.children = dict(self.children) if self.children is not None else None
+        self.node.hints = dict(self.hints) if self.hints is not None else None
         self.node.count = self.count
         frame.names_in_use.clear()
         frame.names_in_use.update(self.names_in_use)

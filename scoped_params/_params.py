@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import inspect
 import operator
-import types
 import re
+import sys
+import types
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 from . import _frame
 from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
                       ParamExistsError, ParamNotFoundError, ShapeMismatchError, StateError,
-                      format_site, name_scope_hint, nearest, user_site)
+                      _IS_USER_CODE, format_site, name_scope_hint, nearest, user_site)
 from ._scope import AUTO_REUSE, _describe_reuse
 from ._spec import ParamSpec
 from .initializers import default_initializer
@@ -30,6 +31,7 @@ from .initializers import default_initializer
 PARAM = "param"
 STATE = "state"
 
+_getframe = sys._getframe
 _VALID_FULL_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource", "synchronization",
                              "aggregation", "constraint", "partition_info", "kind"})
@@ -62,6 +64,16 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     frame = _frame._FRAME.get()
     if frame is None:
         raise _frame.not_in_transform("get_param")
+    scope = frame.scope
+    if scope.custom_getter is None and type(name) is str and (
+            dtype is None or init is None or callable(init)):
+        # _request without a custom getter, inline: this runs once per parameter per trace.
+        return frame.store.get(
+            frame, scope.prefix + name, shape, scope.dtype if dtype is None else dtype,
+            scope.initializer if init is None else init,
+            scope.regularizer if regularizer is None else regularizer, scope._reuse,
+            False if scope.trainable is False else trainable, collections, scope.partitioner,
+            sharding, PARAM)
     return _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding,
                     PARAM)
 
@@ -438,9 +450,15 @@ class ApplyStore:
         else:
             if full in created:
                 raise _exists_error(frame, full, created[full], value.shape, value.dtype)
-            # Depth 3: this frame and its caller (a store or _request) are always ours, so the walk
-            # starts past them; each frame walked costs more than the rest of this lookup.
-            created[full] = user_site(3)
+            # The creation site, for "already exists" errors: user_site, with its common case (the
+            # caller of get_param is user code) inline. Depth 2 skips this frame and get_param (or
+            # a store or _request: ours either way).
+            f = _getframe(2)
+            code = f.f_code
+            if _IS_USER_CODE.get(code):
+                created[full] = code.co_filename, f.f_lineno
+            else:
+                created[full] = user_site(3)
             if regularizer is not None:
                 frame.regularized.append((regularizer, value))
             # A creating request is checked against what init would have created.

@@ -132,9 +132,11 @@ class _Node:
     __slots__ = ("count", "children", "hints")
 
     def __init__(self):
+        # The tables are made when first needed (most scopes have no default_name sub-scopes, and
+        # every scope entry makes a node).
         self.count = 0
-        self.children: dict = {}
-        self.hints: dict = {}  # default_name -> lowest suffix index that may still be free
+        self.children: Optional[dict] = None
+        self.hints: Optional[dict] = None  # default_name -> lowest suffix index that may be free
 
 
 def root_scope_and_node():
@@ -150,38 +152,46 @@ def root_scope_and_node():
 
 def _child(node: _Node, name: str) -> _Node:
     for part in name.split("/") if "/" in name else (name,):
-        nxt = node.children.get(part)
+        children = node.children
+        if children is None:
+            children = node.children = {}
+        nxt = children.get(part)
         if nxt is None:
-            nxt = node.children[part] = _Node()
+            nxt = children[part] = _Node()
         node = nxt
     return node
 
 
 def _peek_count(node: _Node, name: str) -> int:
     for part in name.split("/") if "/" in name else (name,):
+        if not node.children:
+            return 0
         node = node.children.get(part)
         if node is None:
             return 0
     return node.count
 
 
+_COUNT_ONLY = object()  # an undo-log entry that restores a count and keeps the tables
+
+
 def _open(frame, node: _Node) -> None:
     if frame.undo:
-        frame.undo[-1].append((node, node.count, None, None))
+        frame.undo[-1].append((node, node.count, _COUNT_ONLY, None))
     node.count += 1
 
 
 def _close_subscopes(frame, node: _Node) -> None:
     if frame.undo:
         frame.undo[-1].append((node, node.count, node.children, node.hints))
-    node.children = {}
-    node.hints = {}
+    node.children = None
+    node.hints = None
 
 
 def _revert(log: list) -> None:
     for node, count, children, hints in reversed(log):
         node.count = count
-        if children is not None:
+        if children is not _COUNT_ONLY:
             node.children = children
             node.hints = hints
 
@@ -193,11 +203,14 @@ def _unique_scope_name(frame, node: _Node, prefix: str) -> str:
     # Counts under one parent only grow until the parent's table is dropped (which drops the hints
     # with it), so every index below the hint stays taken and the scan can resume there. A jump's
     # exit rolls counts back, so a hint moved inside a jump is rolled back with them.
-    idx = node.hints.get(prefix, 1)
+    hints = node.hints
+    idx = hints.get(prefix, 1) if hints else 1
     while _peek_count(node, f"{prefix}_{idx}") > 0:
         idx += 1
     if frame.undo:
-        frame.undo[-1].append((node, node.count, node.children, dict(node.hints)))
+        frame.undo[-1].append((node, node.count, node.children, dict(hints) if hints else None))
+    if hints is None:
+        hints = node.hints = {}
     node.hints[prefix] = idx
     return f"{prefix}_{idx}"
 
@@ -495,12 +508,10 @@ class scope:
         ns = _enter_name_scope(frame, name, self._asked)
         new = _sub_scope(old_scope, old_scope.prefix + name, old_scope._reuse,
                          old_scope.reuse_origin, ns[1] + "/" if ns[1] else "")
-        if "/" in name:
+        children = old_node.children
+        node = children.get(name) if children else None
+        if node is None:
             node = _child(old_node, name)
-        else:
-            node = old_node.children.get(name)
-            if node is None:
-                node = old_node.children[name] = _Node()
         if frame.undo:
             frame.undo[-1].append((node, node.count, None, None))
         node.count += 1
@@ -596,11 +607,8 @@ class scope:
             _revert(frame.undo.pop())
         elif frame.undo:
             _close_subscopes(frame, node)
-        else:  # TF resets the sub-scope counters on exit; nothing to drop when there are none
-            if node.children:
-                node.children = {}
-            if node.hints:
-                node.hints = {}
+        else:  # TF resets the sub-scope counters on exit
+            node.children = node.hints = None
         frame.scope, frame.node = old_scope, old_node
         if ns is not None:
             _exit_name_scope(frame, ns, (exc_type, exc_value, traceback))
