@@ -348,21 +348,23 @@ METRIC_LABELS = {
 WHY_MISSED = {
     "trace time (jit.lower)": (
         "Each `sp.scope` opens a `jax.named_scope`, so XLA op metadata carries the scope path "
-        "(pinned by `tests/test_transforms_numerics.py`); hand-written JAX with the same named scopes "
-        "already traces 1.04-1.08x slower. The rest is TF 1.x bookkeeping in Python, constant per "
-        "scope and per parameter (linear, no scans): scope object, name-scope uniquification, "
-        "`default_name` counters, reuse checks, creation sites for error messages. It weighs most on "
-        "layers of three tiny ops; on the conv stack the ratio is within target."),
+        "(pinned by `tests/test_transforms_numerics.py`). The same model written by hand with the "
+        "same named scopes and the same per-layer parameter lookups already costs 1.05-1.07x: JAX "
+        "lowers each layer's ops under a new name stack. scoped_params' own bookkeeping, constant per "
+        "scope and per parameter (no scans), adds the rest: scope object, name-scope uniquification, "
+        "`default_name` counters, reuse checks, creation sites for error messages. Alone that is "
+        "~2.5 us per scope and ~1.2 us per `get_param`, but 3-4x more interleaved with JAX's tracing "
+        "of three tiny ops per layer. On the conv stack the ratio is within target."),
     "eager apply per call": (
-        "Hand-written apply of the tiny model is six op dispatches (~45-55 us). scoped_params adds "
-        "~17 us of Python per call: two scopes with their name scopes (~9 us, 2.4 of them in "
-        "`jax.named_scope`), four `get_param` with reuse checks (~5 us), params flattening and the "
-        "frame (~2 us). Haiku adds ~8x and Flax ~50x on the same model."),
+        "Hand-written apply of the tiny model is six op dispatches (~37 us). scoped_params adds "
+        "~15 us per call: two scopes (~3.5 us each, including the check of JAX's trace state that "
+        "lets eager ops run without a name stack), four `get_param` with reuse checks and creation "
+        "sites (~1 us each), the call itself (params flattening, the trace frame: ~3 us) and ops "
+        "dispatched one Python frame deeper. Haiku adds ~8x and Flax ~50x on the same model."),
     "jit(init) compile": (
-        "XLA compiling threefry random-bit generation dominates. scoped_params already draws each "
-        "group of same-shape parameters in one batched call (2 key folds + 1 draw for the 40 kernels: "
-        "~1.8k lines of optimized HLO against Haiku's ~29k for 40 draws and 40 splits); one batched "
-        "5-D uniform draw alone takes ~1 s to compile on this CPU, more than 0.25x of Haiku."),
+        "XLA compiling random-bit generation dominates. scoped_params draws each group of "
+        "same-shape parameters in one batched, flat draw (a rank-1 draw compiles several times "
+        "faster than a rank-5 one) and unstacks it with one reused slicing kernel."),
     "eager init": (
         "init never runs the model's arithmetic, but it must trace the model abstractly to learn "
         "the parameters. On the conv stack that trace is cheap next to Haiku's and Flax's eager "
