@@ -513,7 +513,7 @@ class scope:
         if node is None:
             node = _child(old_node, name)
         if frame.undo:
-            frame.undo[-1].append((node, node.count, None, None))
+            frame.undo[-1].append((node, node.count, _COUNT_ONLY, None))
         node.count += 1
         frame.scope, frame.node = new, node
         self._entry = (frame, old_scope, old_node, new, node, ns, False)

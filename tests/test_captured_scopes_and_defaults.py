@@ -168,6 +168,24 @@ def test_jump_into_captured_scope_restores_counters_on_exit():
                              "default/layer_2/w"}
 
 
+def test_reentering_an_open_scope_inside_a_jump_keeps_its_counters_after_the_jump():
+    # TF 1.x (checked against tf.compat.v1): the jump restores every counter on exit, including
+    # those of "a", which is open outside the jump and re-entered inside it.
+    def fn():
+        root = sp.get_scope()
+        with sp.scope("a"):
+            with sp.scope(None, default_name="d"):
+                sp.get_param("w", [1])
+            with sp.scope(root):
+                with sp.scope("a"):
+                    pass
+            with sp.scope(None, default_name="d"):
+                sp.get_param("w", [1])
+
+    params, _ = run(fn)
+    assert paths(params) == {"a/d/w", "a/d_1/w"}
+
+
 def test_default_name_counters_reset_when_parent_is_reentered():
     def fn():
         with sp.scope("foo") as vs:
