@@ -33,7 +33,7 @@ class Frame:
         "undo",  # stack of undo logs of open captured-scope jumps (see _scope.py)
         "name_stack",  # current name scope, no trailing "/" ("" at the root)
         "jax_stack",  # the name scope the open jax.named_scopes spell (see _scope.py)
-        "name_ops",  # open jax.named_scopes: True always, False never, None if staging (_scope.py)
+        "name_ops",  # open jax.named_scopes: True always, False never, None: ask JAX (_scope.py)
         "names_in_use",  # lower-cased name scope -> use count (TF's Graph._names_in_use)
         "rng",
         "rng_count",

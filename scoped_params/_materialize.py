@@ -102,13 +102,14 @@ def _depends_on(var, eqns, inputs) -> bool:
     return False
 
 
-def initialize(key: jax.Array, specs: Dict[str, ParamSpec], flat: bool = True) -> Dict[str, jax.Array]:
+def initialize(key: jax.Array, specs: Dict[str, ParamSpec],
+               flat_draws: bool = True) -> Dict[str, jax.Array]:
     """Run the initializers of ``specs`` (flat, full name -> spec); returns flat name -> array.
 
-    ``flat``: let ``sp.initializers`` draw flat (same values, cheaper to compile; see there), which
-    a caller sharding the outputs turns off.
+    ``flat_draws``: let ``sp.initializers`` draw flat and reshape (same values, cheaper to compile;
+    see there), which a caller sharding the outputs turns off.
     """
-    with _flat_draws() if flat else contextlib.nullcontext():
+    with _flat_draws() if flat_draws else contextlib.nullcontext():
         return _initialize(key, specs)
 
 

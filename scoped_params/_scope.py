@@ -290,7 +290,8 @@ def _enter_name_scope(frame, name: Optional[str], what: Union[str, Callable[[], 
 
     While ops are staged out (jit, scan, make_jaxpr, ...), a matching ``jax.named_scope`` puts the
     name into XLA op metadata. Eager ops carry no metadata, and a name stack only slows their
-    dispatch, so eagerly none is opened. ``frame.jax_stack`` is the name scope the open
+    dispatch, so eagerly none is opened; nor in init, whose trace is thrown away (``frame.name_ops``
+    says which case a frame is in). ``frame.jax_stack`` is the name scope the open
     ``jax.named_scope``s spell: a label extends it, or, after an eager parent or for an absolute
     re-entry, spells the whole path (op metadata only; parameter names never depend on it).
 

@@ -448,8 +448,10 @@ def sharded_init_fn(model: Transformed, mesh: Mesh, *args: Any, **kwargs: Any) -
         # lone initializer along its output's sharding, but a stacked group is an intermediate that
         # holds several whole parameters on every device. Draws keep their shape for the same
         # reason (a flat draw's sharding cannot follow the parameter's dimensions).
-        return jax.tree_util.tree_map(lambda s: initialize(key, {s.name: s}, flat=False)[s.name],
-                                      specs, is_leaf=_is_spec)
+        def one(spec):
+            return initialize(key, {spec.name: spec}, flat_draws=False)[spec.name]
+
+        return jax.tree_util.tree_map(one, specs, is_leaf=_is_spec)
 
     return jax.jit(init, in_shardings=NamedSharding(mesh, PartitionSpec()), out_shardings=out)
 
