@@ -143,6 +143,21 @@ def _hand(kind, layers, n_layers):
     return Model("jax", _hand_init(layers), apply)
 
 
+def _hand_named(kind, layers, n_layers):
+    """Hand-written JAX that also names each layer's ops (``jax.named_scope``), as every ``sp.scope``
+    does: the floor for a library that puts scope paths into XLA op metadata. Tiny layers only."""
+    if kind != "dense":
+        raise ValueError(kind)
+
+    def apply(p, x):
+        for i in range(n_layers):
+            with jax.named_scope(f"layer_{i}"):
+                q = p[f"layer_{i}"]
+                x = dense_tanh(x, q["w"], q["b"])
+        return x
+    return Model("jax_named_scopes", _hand_init(layers), apply)
+
+
 # --- scoped_params ---------------------------------------------------------------------------------
 
 
@@ -280,7 +295,8 @@ def _flax(kind, layers, n_layers):
     return Model("flax", top.init, top.apply)
 
 
-_BUILDERS = {"jax": _hand, "scoped_params": _sp, "haiku": _haiku, "flax": _flax}
+_BUILDERS = {"jax": _hand, "scoped_params": _sp, "haiku": _haiku, "flax": _flax,
+             "jax_named_scopes": _hand_named}
 
 
 def build(contender: str, kind: str, n: int = 0) -> Model:
@@ -297,7 +313,7 @@ def build(contender: str, kind: str, n: int = 0) -> Model:
 
 def to_params(contender: str, flat: Dict[str, Any]) -> Any:
     """scoped_params' flat full names -> the contender's params tree."""
-    if contender in ("jax", "scoped_params"):
+    if contender in ("jax", "jax_named_scopes", "scoped_params"):
         return sp.unflatten(flat)
     if contender == "haiku":
         out: Dict[str, Dict[str, Any]] = {}
