@@ -162,35 +162,40 @@ def _hand_named(kind, layers, n_layers):
 
 
 def _sp(kind, layers, n_layers):
-    shapes = {scope: {name: (shape, init) for name, shape, init in ps} for scope, ps in layers}
-
-    def param(scope, name):
-        shape, init = shapes[scope][name]
-        return sp.get_param(name, shape, init=init)
+    # Written as a user writes scoped_params: each layer asks for its parameters by name, shape and
+    # initializer (every layer of a stack has the same ones; the 2-layer model is spelled out).
+    _, ((_, w_shape, w_init), *rest) = layers[0]
+    _, b_shape, b_init = rest[0] if rest else (None, None, None)
 
     if kind == "conv":
         def fn(x):
             for i in range(n_layers):
                 with sp.scope(f"layer_{i}"):
-                    x = conv_relu(x, param(f"layer_{i}", "weights"), param(f"layer_{i}", "biases"))
+                    x = conv_relu(x, sp.get_param("weights", w_shape, init=w_init),
+                                  sp.get_param("biases", b_shape, init=b_init))
             return x
     elif kind == "dense":
         def fn(x):
             for i in range(n_layers):
                 with sp.scope(f"layer_{i}"):
-                    x = dense_tanh(x, param(f"layer_{i}", "w"), param(f"layer_{i}", "b"))
+                    x = dense_tanh(x, sp.get_param("w", w_shape, init=w_init),
+                                   sp.get_param("b", b_shape, init=b_init))
             return x
     elif kind == "two_layer":
+        _, ((_, w1_shape, _), (_, b1_shape, _)) = layers[1]
+
         def fn(x):
-            for s in ("dense_0", "dense_1"):
-                with sp.scope(s):
-                    x = dense_tanh(x, param(s, "w"), param(s, "b"))
-            return x
+            with sp.scope("dense_0"):
+                x = dense_tanh(x, sp.get_param("w", w_shape, init=_glorot),
+                               sp.get_param("b", b_shape, init=_zeros))
+            with sp.scope("dense_1"):
+                return dense_tanh(x, sp.get_param("w", w1_shape, init=_glorot),
+                                  sp.get_param("b", b1_shape, init=_zeros))
     elif kind == "same_shape":
         def fn(x):
             for i in range(n_layers):
                 with sp.scope(f"p_{i}"):
-                    x = summed(x, param(f"p_{i}", "w"))
+                    x = summed(x, sp.get_param("w", w_shape, init=w_init))
             return x
     elif kind == "image_filter":
         # The seeds' tutorial, verbatim in spirit: conv_relu under conv1/conv2, shared by reuse.

@@ -12,6 +12,7 @@ import difflib
 import importlib
 import os
 import sys
+import types
 from typing import Iterable, Optional, Tuple
 
 Site = Optional[Tuple[str, int]]
@@ -20,32 +21,48 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _CONTEXTLIB = os.sep + "contextlib.py"
 
 
-# code object -> whether it lies outside this package (and contextlib): user_site runs on every
-# parameter request, and a lookup is cheaper than two string tests. Bounded (exec'd code is new
-# each time).
-_IS_USER_CODE: dict = {}
+# file name -> whether code in it is outside this package (and contextlib): user_site runs on every
+# parameter request, and a lookup is cheaper than two string tests. Keyed by name, not by code
+# object: a code object's hash is recomputed on every lookup, over all its constants and names.
+# Bounded (exec'd code can bring new names).
+_IS_USER_FILE: dict = {}
 
 
 def user_site(depth: int = 1) -> Site:
     """(file, line) of the first caller frame outside this package (and outside contextlib)."""
     f = sys._getframe(depth)
     while f is not None:
-        code = f.f_code
-        user = _IS_USER_CODE.get(code)
+        filename = f.f_code.co_filename
+        user = _IS_USER_FILE.get(filename)
         if user is None:
-            if len(_IS_USER_CODE) >= 4096:
-                _IS_USER_CODE.clear()
-            filename = code.co_filename
-            user = _IS_USER_CODE[code] = (not filename.startswith(_PACKAGE_DIR)
-                                          and not filename.endswith(_CONTEXTLIB))
+            if len(_IS_USER_FILE) >= 4096:
+                _IS_USER_FILE.clear()
+            user = _IS_USER_FILE[filename] = (not filename.startswith(_PACKAGE_DIR)
+                                              and not filename.endswith(_CONTEXTLIB))
         if user:
-            return code.co_filename, f.f_lineno
+            return filename, f.f_lineno
         f = f.f_back
     return None
 
 
 def format_site(site: Site) -> str:
-    return f"{site[0]}:{site[1]}" if site else "<unknown location>"
+    """``site`` is (file, line), or (code object, bytecode offset) as ``apply`` records it: a frame's
+    ``f_lineno`` costs time in proportion to its function's length, so the line is found only here."""
+    if not site:
+        return "<unknown location>"
+    where, line = site
+    if type(where) is types.CodeType:
+        where, line = where.co_filename, line_at(where, line)
+    return f"{where}:{line}"
+
+
+def line_at(code: types.CodeType, offset: int) -> Optional[int]:
+    """The source line of the instruction at bytecode ``offset`` (a frame's ``f_lasti``): what the
+    frame's ``f_lineno`` was at that instruction."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return line
+    return None
 
 
 class ScopedParamsError(Exception):

@@ -23,7 +23,7 @@ import numpy as np
 from . import _frame
 from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
                       ParamExistsError, ParamNotFoundError, ShapeMismatchError, StateError,
-                      _IS_USER_CODE, format_site, name_scope_hint, nearest, user_site)
+                      _IS_USER_FILE, format_site, name_scope_hint, nearest, user_site)
 from ._scope import AUTO_REUSE, _describe_reuse
 from ._spec import ParamSpec
 from .initializers import default_initializer
@@ -68,7 +68,10 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     if scope.custom_getter is None and type(name) is str and (
             dtype is None or init is None or callable(init)):
         # _request without a custom getter, inline: this runs once per parameter per trace.
-        return frame.store.get(
+        store = frame.store
+        if type(store) is ApplyStore:
+            return store.fetch(frame, scope, name, shape, init, dtype, regularizer)
+        return store.get(
             frame, scope.prefix + name, shape, scope.dtype if dtype is None else dtype,
             scope.initializer if init is None else init,
             scope.regularizer if regularizer is None else regularizer, scope._reuse,
@@ -429,7 +432,45 @@ class ApplyStore:
     def __init__(self, params: Dict[str, Any], state: Dict[str, Any]):
         self.params = params
         self.state = state
-        self.created: Dict[str, Any] = {}  # full name -> site of its first (creating) request
+        # full name -> site of its first (creating) request, (file, line) or (code, offset): format_site
+        self.created: Dict[str, Any] = {}
+
+    def fetch(self, frame, scope, name, shape, init, dtype, regularizer):
+        """``get`` for a parameter request without a custom getter, resolving from ``scope`` only
+        what apply checks. Its common case (a new name, reuse off, an array in ``params``) is inline;
+        every other case goes to ``get``."""
+        full = scope.prefix + name
+        value = self.params.get(full)
+        if init is None:
+            init = scope.initializer
+        created = self.created
+        if (value is None or scope._reuse is not False or full in created or shape is None
+                or init is not None and not callable(init)):
+            return self.get(frame, full, shape, scope.dtype if dtype is None else dtype, init,
+                            scope.regularizer if regularizer is None else regularizer,
+                            scope._reuse, True, None, None, None, PARAM)
+        # The creation site, for "already exists" errors (see get). Depth 2 skips this frame and
+        # get_param.
+        f = _getframe(2)
+        code = f.f_code
+        created[full] = (code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename) else user_site(3)
+        if regularizer is None:
+            regularizer = scope.regularizer
+        if regularizer is not None:
+            frame.regularized.append((regularizer, value))
+        try:
+            aval = value.aval
+        except AttributeError:
+            aval = value  # NumPy arrays
+        if type(shape) is not tuple:
+            shape = _as_shape(shape, full)
+        if shape != aval.shape and not _compatible(shape, aval.shape):
+            raise _shape_error(full, shape, aval.shape, created[full])
+        if dtype is None:
+            dtype = scope.dtype
+        if aval.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != aval.dtype:
+            raise _dtype_error(full, dtype, aval.dtype, created[full])
+        return value
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
             partitioner, sharding, kind):
@@ -451,14 +492,12 @@ class ApplyStore:
             if full in created:
                 raise _exists_error(frame, full, created[full], value.shape, value.dtype)
             # The creation site, for "already exists" errors: user_site, with its common case (the
-            # caller of get_param is user code) inline. Depth 2 skips this frame and get_param (or
-            # a store or _request: ours either way).
+            # caller of get_param is user code) inline and recorded as (code, bytecode offset),
+            # which format_site turns into a line only when an error shows it. Depth 2 skips this
+            # frame and get_param (or a store or _request: ours either way).
             f = _getframe(2)
             code = f.f_code
-            if _IS_USER_CODE.get(code):
-                created[full] = code.co_filename, f.f_lineno
-            else:
-                created[full] = user_site(3)
+            created[full] = (code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename) else user_site(3)
             if regularizer is not None:
                 frame.regularized.append((regularizer, value))
             # A creating request is checked against what init would have created.

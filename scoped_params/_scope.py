@@ -280,6 +280,12 @@ else:
     _EAGER = _trace_state("flax")
 
 
+try:  # what jax.named_scope returns, without its argument check (our names are checked strings)
+    from jax.extend.source_info_util import extend_name_stack as _named_scope
+except ImportError:  # pragma: no cover - older jax
+    _named_scope = jax.named_scope
+
+
 def staging() -> bool:
     """Whether ops are being staged out (jit, scan, make_jaxpr, ...) rather than run eagerly."""
     return _trace_state("flax") != _EAGER
@@ -295,7 +301,7 @@ def _enter_name_scope(frame, name: Optional[str], what: Union[str, Callable[[], 
     ``jax.named_scope``s spell: a label extends it, or, after an eager parent or for an absolute
     re-entry, spells the whole path (op metadata only; parameter names never depend on it).
 
-    Runs on every scope entry, so the common case (a valid name seen before, used once) is inline.
+    ``scope.__enter__`` repeats this inline for a plain ``sp.scope("name")``.
     """
     old = frame.name_stack
     if name:
@@ -318,12 +324,16 @@ def _enter_name_scope(frame, name: Optional[str], what: Union[str, Callable[[], 
     jax_old = frame.jax_stack
     name_ops = frame.name_ops
     if new and new != jax_old and (name_ops or name_ops is None and _trace_state("flax") != _EAGER):
-        label = new[len(jax_old) + 1:] if jax_old and new.startswith(jax_old + "/") else new
-        jax_scope = jax.named_scope(label)
+        jax_scope = _named_scope(_jax_label(new, jax_old))
         jax_scope.__enter__()
         frame.jax_stack = new
         return old, new, jax_old, jax_scope
     return old, new, jax_old, None
+
+
+def _jax_label(new: str, jax_old: str) -> str:
+    """The ``jax.named_scope`` label that turns the open ``jax_old`` into ``new``."""
+    return new[len(jax_old) + 1:] if jax_old and new.startswith(jax_old + "/") else new
 
 
 def _exit_name_scope(frame, entry: tuple, exc_info=(None, None, None)) -> None:
@@ -503,12 +513,46 @@ class scope:
             raise not_in_transform("scope")
         if self._opts is not None:
             return self._enter(frame, self._opts)
-        # sp.scope("name"): extend the path, inherit everything (the general path, specialised).
+        # sp.scope("name"): extend the path and inherit everything. The general path (_enter and
+        # _enter_name_scope) specialised and inline, as it runs on every scope entry of every trace.
         name = self._name_or_scope
-        old_scope, old_node = frame.scope, frame.node
-        ns = _enter_name_scope(frame, name, self._asked)
-        new = _sub_scope(old_scope, old_scope.prefix + name, old_scope._reuse,
-                         old_scope.reuse_origin, ns[1] + "/" if ns[1] else "")
+        # 1. The name scope.
+        old_ns = frame.name_stack
+        root_ok = _VALID_NAMES.get(name)
+        if root_ok is None or (not root_ok and not old_ns):
+            _check_name(name, bool(old_ns), self._asked)
+        new_ns = f"{old_ns}/{name}" if old_ns else name
+        used = frame.names_in_use
+        key = new_ns.lower()
+        if key in used:
+            new_ns = _unique_name(frame, name)
+        else:
+            used[key] = 1
+        frame.name_stack = new_ns
+        jax_old = frame.jax_stack
+        name_ops = frame.name_ops
+        if new_ns != jax_old and (name_ops or name_ops is None and _trace_state("flax") != _EAGER):
+            jax_scope = _named_scope(_jax_label(new_ns, jax_old))
+            jax_scope.__enter__()
+            frame.jax_stack = new_ns
+        else:
+            jax_scope = None
+        # 2. The variable scope: a child of the current one (_sub_scope, inline).
+        old_scope = frame.scope
+        new = _new_scope(Scope)
+        new.name = full = old_scope.prefix + name
+        new.prefix = full + "/"
+        new._reuse = old_scope._reuse
+        new.reuse_origin = old_scope.reuse_origin
+        new.original_name_scope = new_ns + "/"
+        new.initializer = old_scope.initializer
+        new.regularizer = old_scope.regularizer
+        new.dtype = old_scope.dtype
+        new.custom_getter = old_scope.custom_getter
+        new.partitioner = old_scope.partitioner
+        new.trainable = old_scope.trainable
+        # 3. Its entry count.
+        old_node = frame.node
         children = old_node.children
         node = children.get(name) if children else None
         if node is None:
@@ -516,8 +560,9 @@ class scope:
         if frame.undo:
             frame.undo[-1].append((node, node.count, _COUNT_ONLY, None))
         node.count += 1
-        frame.scope, frame.node = new, node
-        self._entry = (frame, old_scope, old_node, new, node, ns, False)
+        frame.scope = new
+        frame.node = node
+        self._entry = (frame, old_scope, old_node, new, node, old_ns, jax_old, jax_scope)
         return new
 
     def _enter(self, frame, opts: _Options) -> Scope:
@@ -597,13 +642,29 @@ class scope:
         return new
 
     def __exit__(self, exc_type, exc_value, traceback) -> None:
+        if self._opts is not None:
+            return self._exit(exc_type, exc_value, traceback)
+        # The plain scope's exit (see __enter__): _exit, specialised and inline.
+        frame, old_scope, old_node, new, node, old_ns, jax_old, jax_scope = self._entry
+        self._entry = None
+        if exc_type is None and frame.scope is not new:
+            raise _nesting_error(new, frame)
+        if frame.undo:
+            _close_subscopes(frame, node)
+        else:  # TF resets the sub-scope counters on exit
+            node.children = node.hints = None
+        frame.scope = old_scope
+        frame.node = old_node
+        if jax_scope is not None:
+            jax_scope.__exit__(exc_type, exc_value, traceback)
+        frame.name_stack = old_ns
+        frame.jax_stack = jax_old
+
+    def _exit(self, exc_type, exc_value, traceback) -> None:
         frame, old_scope, old_node, new, node, ns, jump = self._entry
         self._entry = None
         if exc_type is None and frame.scope is not new:
-            raise ScopeNestingError(
-                f"Improper nesting of scope: closing '{new.name}' while '{frame.scope.name}' is open.\n"
-                "  fix: close scopes in the reverse order they were opened (use `with` blocks)."
-            )
+            raise _nesting_error(new, frame)
         if jump:
             _revert(frame.undo.pop())
         elif frame.undo:
@@ -613,6 +674,13 @@ class scope:
         frame.scope, frame.node = old_scope, old_node
         if ns is not None:
             _exit_name_scope(frame, ns, (exc_type, exc_value, traceback))
+
+
+def _nesting_error(closing: Scope, frame) -> ScopeNestingError:
+    return ScopeNestingError(
+        f"Improper nesting of scope: closing '{closing.name}' while '{frame.scope.name}' is open.\n"
+        "  fix: close scopes in the reverse order they were opened (use `with` blocks)."
+    )
 
 
 def _check_components(name: str, what: Union[str, Callable[[], str]]) -> None:

@@ -536,6 +536,23 @@ def test_already_exists_names_path_asked_found_fix_and_first_creation_site():
     assert "fix: to share it, enter the scope with reuse=True (sp.scope('enc/layer', reuse=True))" in msg
 
 
+def test_apply_names_the_first_creation_line_even_deep_in_a_long_function():
+    # apply records a creation site as (code, bytecode offset); the line is found for the message.
+    src = ("def fn(again):\n" + "    x = 0\n" * 300 + "    with sp.scope('enc'):\n"
+           "        sp.get_param('w', [2])\n"
+           "        if again:\n"
+           "            sp.get_param('w', [2])\n")
+    namespace = {"sp": sp}
+    exec(compile(src, "<long model>", "exec"), namespace)
+    model = sp.transform(namespace["fn"])
+    params = model.init(KEY, False)
+    with pytest.raises(sp.ParamExistsError) as e:
+        model.apply(params, True)
+    msg = str(e.value)
+    assert "Originally defined at:\n\n  <long model>:303\n" in msg
+    assert "asked: a new 'enc/w' (reuse=False in scope 'enc') at <long model>:305" in msg
+
+
 def test_does_not_exist_lists_nearest_names_and_the_scope_that_turned_reuse_on():
     lines = []
 
