@@ -65,12 +65,42 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     if frame is None:
         raise _frame.not_in_transform("get_param")
     scope = frame.scope
-    if scope.custom_getter is None and type(name) is str and (
+    store = frame.store
+    if type(store) is ApplyStore:
+        # apply's common request, inline (it runs once per parameter per trace): no custom getter, a
+        # new name with reuse off, an array in params, an initializer that is not a constant. It is
+        # ApplyStore.get's creating path; any other request goes through _request to ApplyStore.get.
+        if (scope.custom_getter is None and type(name) is str and scope._reuse is False
+                and shape is not None):
+            full = scope.prefix + name
+            value = store.params.get(full)
+            created = store.created
+            resolved = scope.initializer if init is None else init
+            if value is not None and full not in created and (resolved is None or callable(resolved)):
+                # The creation site, for "already exists" errors (see ApplyStore.get).
+                f = _getframe(1)
+                code = f.f_code
+                created[full] = (code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename) else user_site(2)
+                if regularizer is None:
+                    regularizer = scope.regularizer
+                if regularizer is not None:
+                    frame.regularized.append((regularizer, value))
+                try:
+                    aval = value.aval
+                except AttributeError:
+                    aval = value  # NumPy arrays
+                if type(shape) is not tuple:
+                    shape = _as_shape(shape, full)
+                if shape != aval.shape and not _compatible(shape, aval.shape):
+                    raise _shape_error(full, shape, aval.shape, created[full])
+                if dtype is None:
+                    dtype = scope.dtype
+                if aval.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != aval.dtype:
+                    raise _dtype_error(full, dtype, aval.dtype, created[full])
+                return value
+    elif scope.custom_getter is None and type(name) is str and (
             dtype is None or init is None or callable(init)):
-        # _request without a custom getter, inline: this runs once per parameter per trace.
-        store = frame.store
-        if type(store) is ApplyStore:
-            return store.fetch(frame, scope, name, shape, init, dtype, regularizer)
+        # _request without a custom getter, inline (init's requests).
         return store.get(
             frame, scope.prefix + name, shape, scope.dtype if dtype is None else dtype,
             scope.initializer if init is None else init,
@@ -434,43 +464,6 @@ class ApplyStore:
         self.state = state
         # full name -> site of its first (creating) request, (file, line) or (code, offset): format_site
         self.created: Dict[str, Any] = {}
-
-    def fetch(self, frame, scope, name, shape, init, dtype, regularizer):
-        """``get`` for a parameter request without a custom getter, resolving from ``scope`` only
-        what apply checks. Its common case (a new name, reuse off, an array in ``params``) is inline;
-        every other case goes to ``get``."""
-        full = scope.prefix + name
-        value = self.params.get(full)
-        if init is None:
-            init = scope.initializer
-        created = self.created
-        if (value is None or scope._reuse is not False or full in created or shape is None
-                or init is not None and not callable(init)):
-            return self.get(frame, full, shape, scope.dtype if dtype is None else dtype, init,
-                            scope.regularizer if regularizer is None else regularizer,
-                            scope._reuse, True, None, None, None, PARAM)
-        # The creation site, for "already exists" errors (see get). Depth 2 skips this frame and
-        # get_param.
-        f = _getframe(2)
-        code = f.f_code
-        created[full] = (code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename) else user_site(3)
-        if regularizer is None:
-            regularizer = scope.regularizer
-        if regularizer is not None:
-            frame.regularized.append((regularizer, value))
-        try:
-            aval = value.aval
-        except AttributeError:
-            aval = value  # NumPy arrays
-        if type(shape) is not tuple:
-            shape = _as_shape(shape, full)
-        if shape != aval.shape and not _compatible(shape, aval.shape):
-            raise _shape_error(full, shape, aval.shape, created[full])
-        if dtype is None:
-            dtype = scope.dtype
-        if aval.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != aval.dtype:
-            raise _dtype_error(full, dtype, aval.dtype, created[full])
-        return value
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
             partitioner, sharding, kind):

@@ -248,6 +248,22 @@ def _check_name(name: str, nested: bool, what: Union[str, Callable[[], str]]) ->
         )
 
 
+# Plain sp.scope names that passed both checks (_check_components, _check_name as a nested name) ->
+# valid as a root name too. Bounded like _VALID_NAMES.
+_SCOPE_NAMES: dict = {}
+
+
+def _check_scope_name(name: str, what: Union[str, Callable[[], str]]) -> bool:
+    """Raise unless ``name`` is a valid nested scope name; return whether it is valid at the root."""
+    _check_components(name, what)
+    _check_name(name, True, what)
+    root_ok = _VALID_ROOT_NAME.match(name) is not None
+    if len(_SCOPE_NAMES) >= _VALID_NAMES_MAX:
+        _SCOPE_NAMES.clear()
+    _SCOPE_NAMES[name] = root_ok
+    return root_ok
+
+
 def _unique_name(frame, name: str) -> str:
     """TF's Graph.unique_name(name, mark_as_used=True): case-insensitive _N suffixes."""
     stack = frame.name_stack
@@ -490,10 +506,7 @@ class scope:
                 and initializer is None and dtype is None and regularizer is None
                 and trainable is None and custom_getter is None and partitioner is None
                 and auxiliary_name_scope is True):
-            # The common sp.scope("name"): nothing but the name to check.
-            if (not name_or_scope or name_or_scope[0] == "/" or name_or_scope[-1] == "/"
-                    or "//" in name_or_scope):
-                _check_components(name_or_scope, self._asked)
+            # The common sp.scope("name"): nothing but the name to check, which __enter__ does.
             self._opts = None
         else:
             self._opts = _Options(name_or_scope, default_name, reuse, initializer, dtype,
@@ -518,9 +531,11 @@ class scope:
         name = self._name_or_scope
         # 1. The name scope.
         old_ns = frame.name_stack
-        root_ok = _VALID_NAMES.get(name)
-        if root_ok is None or (not root_ok and not old_ns):
-            _check_name(name, bool(old_ns), self._asked)
+        root_ok = _SCOPE_NAMES.get(name)
+        if root_ok is None:
+            root_ok = _check_scope_name(name, self._asked)
+        if not root_ok and not old_ns:
+            _check_name(name, False, self._asked)
         new_ns = f"{old_ns}/{name}" if old_ns else name
         used = frame.names_in_use
         key = new_ns.lower()
@@ -532,7 +547,7 @@ class scope:
         jax_old = frame.jax_stack
         name_ops = frame.name_ops
         if new_ns != jax_old and (name_ops or name_ops is None and _trace_state("flax") != _EAGER):
-            jax_scope = _named_scope(_jax_label(new_ns, jax_old))
+            jax_scope = _named_scope(_jax_label(new_ns, jax_old) if jax_old else new_ns)
             jax_scope.__enter__()
             frame.jax_stack = new_ns
         else:
@@ -554,9 +569,14 @@ class scope:
         # 3. Its entry count.
         old_node = frame.node
         children = old_node.children
-        node = children.get(name) if children else None
+        if children is None:
+            children = old_node.children = {}
+        node = children.get(name)
         if node is None:
-            node = _child(old_node, name)
+            if "/" in name:  # a path: one node per component
+                node = _child(old_node, name)
+            else:
+                node = children[name] = _Node()
         if frame.undo:
             frame.undo[-1].append((node, node.count, _COUNT_ONLY, None))
         node.count += 1
