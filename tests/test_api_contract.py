@@ -672,3 +672,20 @@ def test_scope_named_like_an_existing_param_is_a_name_collision():
     with pytest.raises(sp.NameCollisionError, match="'foo/v' cannot be created: 'foo' is already a "
                                                     "parameter, so it cannot also be a scope"):
         sp.transform(fn).init(KEY)
+
+
+def test_apply_takes_numpy_params_and_still_checks_their_shape_and_dtype():
+    def fn(x):
+        with sp.scope("dense"):
+            w = sp.get_param("w", (3, 2))
+        return x @ w
+
+    model = sp.transform(fn)
+    x = jnp.ones((1, 3))
+    params = jax.tree_util.tree_map(np.asarray, model.init(KEY, x))
+    assert type(params["dense"]["w"]) is np.ndarray
+    np.testing.assert_allclose(model.apply(params, x), np.asarray(x) @ params["dense"]["w"], rtol=1e-6)
+    with pytest.raises(sp.ShapeMismatchError, match=r"dense/w"):
+        model.apply({"dense": {"w": np.zeros((2, 2), np.float32)}}, x)
+    with pytest.raises(sp.DtypeMismatchError, match=r"dense/w"):
+        model.apply({"dense": {"w": np.zeros((3, 2), np.int32)}}, x)
