@@ -47,7 +47,7 @@ class Frame:
         self.mode = mode
         self.store = store
         self.with_state = with_state
-        self.scope, self.node = _scope.root_scope_and_node()
+        self.scope, self.node = _scope.root_scope_and_node(store.tree if mode == APPLY else None)
         self.root_node = self.node
         self.undo: List[list] = []
         self.name_stack = ""
@@ -70,12 +70,17 @@ def current(api: str) -> Frame:
     return frame
 
 
-def install(frame: Frame):
-    return _FRAME.set(frame)
+def install(frame: Frame) -> Optional[Frame]:
+    """Make ``frame`` current; returns the frame to pass to ``uninstall`` (the one it replaces)."""
+    outer = _FRAME.get()
+    _FRAME.set(frame)
+    return outer
 
 
-def uninstall(token) -> None:
-    _FRAME.reset(token)
+def uninstall(outer: Optional[Frame]) -> None:
+    # set, not reset(token): resetting to "no value" deletes the variable from the context, which
+    # costs an eager apply more than all of its other context-variable work.
+    _FRAME.set(outer)
 
 
 def next_rng_key() -> jax.Array:

@@ -26,12 +26,14 @@ from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, Na
                       _IS_USER_FILE, format_site, name_scope_hint, nearest, user_site)
 from ._scope import AUTO_REUSE, _describe_reuse
 from ._spec import ParamSpec
+from ._tree import flatten
 from .initializers import default_initializer
 
 PARAM = "param"
 STATE = "state"
 
 _getframe = sys._getframe
+_current_frame = _frame._FRAME.get  # the trace frame, or None outside a transform
 _VALID_FULL_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource", "synchronization",
                              "aggregation", "constraint", "partition_info", "kind"})
@@ -61,7 +63,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     >>> params["dense"]["w"].shape
     (5, 3)
     """
-    frame = _frame._FRAME.get()
+    frame = _current_frame()
     if frame is None:
         raise _frame.not_in_transform("get_param")
     scope = frame.scope
@@ -73,10 +75,18 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
         if (scope.custom_getter is None and type(name) is str and scope._reuse is False
                 and shape is not None):
             full = scope.prefix + name
-            value = store.params.get(full)
+            values = scope._values  # the params sub-dict at the scope's path, when known
+            value = store.params.get(full) if values is None else values.get(name)
             created = store.created
             resolved = scope.initializer if init is None else init
             if value is not None and full not in created and (resolved is None or callable(resolved)):
+                try:
+                    aval = value.aval
+                except AttributeError:  # NumPy arrays; a sub-dict (not a parameter) goes on below
+                    aval = value if hasattr(value, "dtype") else None
+            else:
+                aval = None
+            if aval is not None:
                 # The creation site, for "already exists" errors (see ApplyStore.get).
                 f = _getframe(1)
                 code = f.f_code
@@ -85,14 +95,10 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                     regularizer = scope.regularizer
                 if regularizer is not None:
                     frame.regularized.append((regularizer, value))
-                try:
-                    aval = value.aval
-                except AttributeError:
-                    aval = value  # NumPy arrays
-                if type(shape) is not tuple:
+                if shape != aval.shape:  # a list, a partly known shape, or a mismatch
                     shape = _as_shape(shape, full)
-                if shape != aval.shape and not _compatible(shape, aval.shape):
-                    raise _shape_error(full, shape, aval.shape, created[full])
+                    if shape != aval.shape and not _compatible(shape, aval.shape):
+                        raise _shape_error(full, shape, aval.shape, created[full])
                 if dtype is None:
                     dtype = scope.dtype
                 if aval.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != aval.dtype:
@@ -457,13 +463,24 @@ class InitStore:
 class ApplyStore:
     """During ``apply``: look names up in ``params``/``state`` and replay init's reuse rules."""
 
-    __slots__ = ("params", "state", "created")
+    __slots__ = ("tree", "_flat", "state", "created")
 
-    def __init__(self, params: Dict[str, Any], state: Dict[str, Any]):
-        self.params = params
+    def __init__(self, tree: Dict[str, Any], state: Dict[str, Any]):
+        # The nested params as given. Scopes hold the sub-dict at their path (``Scope._values``), so
+        # a common request is two small lookups; the flat view is built only for the others.
+        self.tree = tree
+        self._flat: Optional[Dict[str, Any]] = None
         self.state = state
         # full name -> site of its first (creating) request, (file, line) or (code, offset): format_site
         self.created: Dict[str, Any] = {}
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        """Full name -> array: the flat view of ``tree``, built on first use."""
+        flat = self._flat
+        if flat is None:
+            flat = self._flat = flatten(self.tree)
+        return flat
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
             partitioner, sharding, kind):

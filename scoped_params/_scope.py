@@ -44,6 +44,7 @@ def _describe_reuse(reuse: Any) -> str:
 
 
 _new_scope = object.__new__
+_current_frame = _frame._FRAME.get  # the trace frame, or None outside a transform
 
 
 class Scope:
@@ -54,7 +55,8 @@ class Scope:
     """
 
     __slots__ = ("name", "_reuse", "initializer", "regularizer", "dtype", "custom_getter",
-                 "partitioner", "trainable", "original_name_scope", "prefix", "reuse_origin")
+                 "partitioner", "trainable", "original_name_scope", "prefix", "reuse_origin",
+                 "_values")
 
     def __init__(self, name: str, reuse: Any = False, *, initializer: Any = None,
                  regularizer: Optional[Callable] = None, dtype: Any = _FLOAT32,
@@ -73,6 +75,9 @@ class Scope:
         self.prefix = name + "/" if name else ""
         # (scope name, site) of the scope or reuse_variables() call that turned reuse on.
         self.reuse_origin = reuse_origin
+        # In apply: the params sub-dict at this path, for get_param's direct lookup; None when
+        # unknown (init, a captured-scope jump, a path that is not a dict of the params given).
+        self._values = None
 
     @property
     def reuse(self) -> Any:
@@ -139,13 +144,15 @@ class _Node:
         self.hints: Optional[dict] = None  # default_name -> lowest suffix index that may be free
 
 
-def root_scope_and_node():
-    """The root scope and counter node of a new frame (made on every init/apply call)."""
+def root_scope_and_node(values: Optional[dict] = None):
+    """The root scope and counter node of a new frame (made on every init/apply call); ``values``:
+    apply's params."""
     s = _new_scope(Scope)
     s.name = s.prefix = s.original_name_scope = ""
     s._reuse = False
     s.reuse_origin = s.initializer = s.regularizer = s.custom_getter = s.partitioner = None
     s.trainable = None
+    s._values = values
     s.dtype = _FLOAT32
     return s, _Node()
 
@@ -282,18 +289,25 @@ def _unique_name(frame, name: str) -> str:
     return full
 
 
-try:  # jax >= 0.4.36
-    from jax.extend.core import get_opaque_trace_state as _trace_state
-except ImportError:  # pragma: no cover - older jax: always name the ops
-    _EAGER = None
+try:  # jax >= 0.4.36: the current trace, an object that is the same for as long as it is current
+    from jax.extend.core import find_top_trace as _find_top_trace
+    _EAGER = _find_top_trace(())  # eager (top-level) execution: one object, every thread's
+    if _find_top_trace(()) is not _EAGER:
+        raise ImportError("find_top_trace(()) is not stable")
+except ImportError:  # pragma: no cover - other jax versions: the public opaque state, 4x slower
+    try:
+        from jax.extend.core import get_opaque_trace_state as _trace_state
+    except ImportError:  # older jax: always name the ops
+        _EAGER = None
 
-    def _trace_state(convention):
-        return convention
-else:
-    # The trace state of eager (top-level) execution, every thread's at import. (Were this module
-    # first imported inside a jit trace, that trace would count as eager until it ends: its op
-    # metadata would miss scope names, nothing else.)
-    _EAGER = _trace_state("flax")
+        def _find_top_trace(_):
+            return True
+    else:
+        _EAGER = object()
+        _EAGER_STATE = _trace_state("flax")
+
+        def _find_top_trace(_):
+            return _EAGER if _trace_state("flax") == _EAGER_STATE else None
 
 
 try:  # what jax.named_scope returns, without its argument check (our names are checked strings)
@@ -303,8 +317,10 @@ except ImportError:  # pragma: no cover - older jax
 
 
 def staging() -> bool:
-    """Whether ops are being staged out (jit, scan, make_jaxpr, ...) rather than run eagerly."""
-    return _trace_state("flax") != _EAGER
+    """Whether ops are being staged out (jit, scan, make_jaxpr, ...) rather than run eagerly.
+
+    ``scope.__enter__`` and ``_enter_name_scope`` repeat the test inline."""
+    return _find_top_trace(()) is not _EAGER
 
 
 def _enter_name_scope(frame, name: Optional[str], what: Union[str, Callable[[], str]]) -> tuple:
@@ -339,7 +355,7 @@ def _enter_name_scope(frame, name: Optional[str], what: Union[str, Callable[[], 
     frame.name_stack = new
     jax_old = frame.jax_stack
     name_ops = frame.name_ops
-    if new and new != jax_old and (name_ops or name_ops is None and _trace_state("flax") != _EAGER):
+    if new and new != jax_old and (name_ops or name_ops is None and _find_top_trace(()) is not _EAGER):
         jax_scope = _named_scope(_jax_label(new, jax_old))
         jax_scope.__enter__()
         frame.jax_stack = new
@@ -424,6 +440,12 @@ def _sub_scope(parent: Scope, name: str, reuse: Any, origin: Optional[tuple],
     s.custom_getter = parent.custom_getter
     s.partitioner = parent.partitioner
     s.trainable = parent.trainable
+    values = parent._values
+    if values is not None:
+        values = values.get(name[len(parent.prefix):])
+        if type(values) is not dict:
+            values = None
+    s._values = values
     return s
 
 
@@ -521,7 +543,7 @@ class scope:
             raise ScopeNestingError(
                 "This sp.scope(...) object is already entered; create a new one for each `with`."
             )
-        frame = _frame._FRAME.get()
+        frame = _current_frame()
         if frame is None:
             raise not_in_transform("scope")
         if self._opts is not None:
@@ -546,7 +568,7 @@ class scope:
         frame.name_stack = new_ns
         jax_old = frame.jax_stack
         name_ops = frame.name_ops
-        if new_ns != jax_old and (name_ops or name_ops is None and _trace_state("flax") != _EAGER):
+        if new_ns != jax_old and (name_ops or name_ops is None and _find_top_trace(()) is not _EAGER):
             jax_scope = _named_scope(_jax_label(new_ns, jax_old) if jax_old else new_ns)
             jax_scope.__enter__()
             frame.jax_stack = new_ns
@@ -566,6 +588,12 @@ class scope:
         new.custom_getter = old_scope.custom_getter
         new.partitioner = old_scope.partitioner
         new.trainable = old_scope.trainable
+        values = old_scope._values
+        if values is not None:
+            values = values.get(name)
+            if type(values) is not dict:
+                values = None
+        new._values = values
         # 3. Its entry count.
         old_node = frame.node
         children = old_node.children

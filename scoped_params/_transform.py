@@ -86,7 +86,8 @@ def _split_kinds(flat: Dict[str, Any], specs: Dict[str, ParamSpec]):
     return params, state
 
 
-def _flat_input(tree: Any, what: str) -> Dict[str, Any]:
+def _input_tree(tree: Any, what: str) -> Dict[str, Any]:
+    """The nested dict ``apply`` was given (``None`` for none; a mapping becomes a dict)."""
     if not isinstance(tree, dict):
         if tree is None:
             return {}
@@ -97,7 +98,7 @@ def _flat_input(tree: Any, what: str) -> Dict[str, Any]:
                 f"apply expected {what} as a nested dict of arrays (what init returned), got "
                 f"{type(tree).__name__}.\n  fix: pass the {what} init returned (or sp.unflatten(flat))."
             ) from None
-    return flatten(tree)
+    return tree
 
 
 class Transformed:
@@ -156,8 +157,8 @@ class Transformed:
     # -- apply -----------------------------------------------------------------------------------
 
     def _run(self, params, state, args, kwargs, rng, records):
-        store = ApplyStore(_flat_input(params, "params"),
-                           _flat_input(state, "state") if self._with_state else {})
+        store = ApplyStore(_input_tree(params, "params"),
+                           flatten(_input_tree(state, "state")) if self._with_state else {})
         frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
         token = _frame.install(frame)
         try:
@@ -180,7 +181,7 @@ class Transformed:
             return self._run(params, args[0], args[1:], kwargs, rng, None)
         # The common call, inline: the model runs one Python frame shallower, and JAX records the
         # Python stack of every op it stages.
-        store = ApplyStore(_flat_input(params, "params"), {})
+        store = ApplyStore(_input_tree(params, "params"), {})
         token = _frame.install(_frame.Frame(_frame.APPLY, store, False, rng=rng))
         try:
             return self._fn(*args, **kwargs)

@@ -2,6 +2,7 @@
 abstract init and the error contract."""
 
 import inspect
+from collections.abc import Mapping
 import os
 
 import jax
@@ -689,3 +690,92 @@ def test_apply_takes_numpy_params_and_still_checks_their_shape_and_dtype():
         model.apply({"dense": {"w": np.zeros((2, 2), np.float32)}}, x)
     with pytest.raises(sp.DtypeMismatchError, match=r"dense/w"):
         model.apply({"dense": {"w": np.zeros((3, 2), np.int32)}}, x)
+
+
+class _ReadOnlyTree(Mapping):
+    """A mapping that is not a dict (as flax's FrozenDict is)."""
+
+    def __init__(self, d):
+        self._d = d
+
+    def __getitem__(self, k):
+        return self._d[k]
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self):
+        return len(self._d)
+
+
+def _two_level_model():
+    def fn(x):
+        with sp.scope("block"):
+            with sp.scope("dense"):
+                w = sp.get_param("w", (3, 2))
+            b = sp.get_param("b", (2,), init=jax.nn.initializers.ones)
+        return x @ w + b
+    return sp.transform(fn)
+
+
+def test_apply_takes_params_as_any_mapping_nested_or_flat():
+    model = _two_level_model()
+    x = jnp.ones((1, 3))
+    params = model.init(KEY, x)
+    expected = model.apply(params, x)
+    flat = sp.flatten(params)  # full names as keys, e.g. "block/dense/w"
+    partly_flat = {"block": {"dense/w": params["block"]["dense"]["w"], "b": params["block"]["b"]}}
+    read_only = _ReadOnlyTree({"block": _ReadOnlyTree({"dense": _ReadOnlyTree(params["block"]["dense"]),
+                                                       "b": params["block"]["b"]})})
+    for given in (flat, partly_flat, read_only):
+        np.testing.assert_array_equal(model.apply(given, x), expected)
+    for given in (flat, partly_flat):  # a mapping that is not a pytree cannot cross jit
+        np.testing.assert_array_equal(jax.jit(model.apply)(given, x), expected)
+
+
+def test_apply_asking_for_a_parameter_where_params_hold_a_scope_is_not_found():
+    def fn():
+        with sp.scope("block"):
+            return sp.get_param("dense", (3, 2))
+
+    params = {"block": {"dense": {"w": jnp.ones((3, 2))}}}
+    for tree in (params, _ReadOnlyTree({"block": _ReadOnlyTree(params["block"])})):
+        with pytest.raises(sp.ParamNotFoundError, match=r"block/dense"):
+            sp.transform(fn).apply(tree)
+
+
+def test_apply_of_a_captured_scope_and_of_default_names_finds_the_same_params():
+    def fn(x):
+        with sp.scope("tower") as tower:
+            pass
+        with sp.scope(None, default_name="dense"):
+            w = sp.get_param("w", (3, 2))
+        with sp.scope(tower):  # a jump: the absolute path "tower"
+            v = sp.get_param("v", (2,))
+        return x @ w + v
+
+    model = sp.transform(fn)
+    x = jnp.ones((1, 3))
+    params = model.init(KEY, x)
+    assert paths(params) == {"dense/w", "tower/v"}
+    np.testing.assert_allclose(model.apply(params, x), x @ params["dense"]["w"] + params["tower"]["v"])
+
+
+def test_a_transform_called_inside_another_model_restores_the_outer_call_after_it():
+    inner = sp.transform(lambda x: x * sp.get_param("scale", (), init=jax.nn.initializers.ones))
+
+    def outer(x):
+        with sp.scope("outer"):
+            inner_params = inner.init(KEY, x)  # a whole init inside this call
+            y = inner.apply(inner_params, x)
+            with pytest.raises(sp.ParamNotFoundError):
+                inner.apply({}, x)  # fails inside, and still hands the outer call back
+            assert sp.get_scope().name == "outer"
+            return y + sp.get_param("b", (), init=jax.nn.initializers.zeros)
+
+    model = sp.transform(outer)
+    params = model.init(KEY, 2.0)
+    assert paths(params) == {"outer/b"}
+    assert float(model.apply(params, 2.0)) == 2.0
+    with pytest.raises(RuntimeError, match="get_param"):
+        sp.get_param("w", ())  # and nothing is left installed afterwards
