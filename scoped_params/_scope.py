@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
+import threading
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -289,11 +290,21 @@ def _unique_name(frame, name: str) -> str:
     return full
 
 
+def _eager_trace(find_top_trace: Callable[[tuple], Any]) -> Any:
+    """The trace of eager (top-level) execution, one object for every thread: read in a new thread,
+    which starts outside any trace even if this module is first imported inside a jit."""
+    seen: list = []
+    thread = threading.Thread(target=lambda: seen.extend((find_top_trace(()), find_top_trace(()))))
+    thread.start()
+    thread.join()
+    if seen[0] is not seen[1]:
+        raise ImportError("find_top_trace(()) is not one object per trace in this jax")
+    return seen[0]
+
+
 try:  # jax >= 0.4.36: the current trace, an object that is the same for as long as it is current
     from jax.extend.core import find_top_trace as _find_top_trace
-    _EAGER = _find_top_trace(())  # eager (top-level) execution: one object, every thread's
-    if _find_top_trace(()) is not _EAGER:
-        raise ImportError("find_top_trace(()) is not stable")
+    _EAGER = _eager_trace(_find_top_trace)
 except ImportError:  # pragma: no cover - other jax versions: the public opaque state, 4x slower
     try:
         from jax.extend.core import get_opaque_trace_state as _trace_state

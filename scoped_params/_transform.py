@@ -56,12 +56,12 @@ def _trace_specs(fn: Callable, key: Any, args: tuple, kwargs: dict, with_state: 
         store = InitStore()
         frame = _frame.Frame(_frame.INIT, store, with_state,
                              rng=jax.random.fold_in(key, _RNG_STREAM))
-        token = _frame.install(frame)
+        outer = _frame.install(frame)
         try:
             a, k = split.rebuild(dynamic)
             fn(*a, **k)
         finally:
-            _frame.uninstall(token)
+            _frame.uninstall(outer)
         stores.append(store)
         # Constants built with jnp inside fn are tracers here; return them to evaluate afterwards.
         return [s.init for s in store.specs.values() if isinstance(s.init, jax.core.Tracer)]
@@ -160,11 +160,11 @@ class Transformed:
         store = ApplyStore(_input_tree(params, "params"),
                            flatten(_input_tree(state, "state")) if self._with_state else {})
         frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
-        token = _frame.install(frame)
+        outer = _frame.install(frame)
         try:
             out = self._fn(*args, **kwargs)
         finally:
-            _frame.uninstall(token)
+            _frame.uninstall(outer)
         if self._with_state:
             return out, unflatten(store.state)
         return out
@@ -182,11 +182,11 @@ class Transformed:
         # The common call, inline: the model runs one Python frame shallower, and JAX records the
         # Python stack of every op it stages.
         store = ApplyStore(_input_tree(params, "params"), {})
-        token = _frame.install(_frame.Frame(_frame.APPLY, store, False, rng=rng))
+        outer = _frame.install(_frame.Frame(_frame.APPLY, store, False, rng=rng))
         try:
-            return self._fn(*args, **kwargs)
+            return self._fn(*args, **kwargs) if kwargs else self._fn(*args)
         finally:
-            _frame.uninstall(token)
+            _frame.uninstall(outer)
 
     def apply_with_intermediates(self, params, *args: Any, rng: Optional[jax.Array] = None,
                                  **kwargs: Any):

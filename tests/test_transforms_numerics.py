@@ -3,6 +3,9 @@ initializers (grouped); name scopes reach XLA op metadata."""
 
 import contextlib
 import re
+import subprocess
+import sys
+import textwrap
 import threading
 
 import chex
@@ -367,3 +370,31 @@ def test_the_same_model_traced_in_many_threads_at_once():
     for p, out in _run_threads(work, 8):
         chex.assert_trees_all_equal(p, params)
         chex.assert_trees_all_close(out, expected, rtol=1e-6)
+
+
+def test_imported_first_inside_a_jit_eager_and_staged_applies_still_tell_apart():
+    # The eager trace is read where no trace is open, whatever is tracing when the library loads.
+    script = textwrap.dedent("""
+        import importlib, jax, jax.numpy as jnp
+
+        def load(x):
+            global sp
+            sp = importlib.import_module("scoped_params")
+            return x
+
+        jax.jit(load)(1.0)
+        assert not sp._scope.staging()
+
+        def fn(x):
+            with sp.scope("layer"):
+                assert sp._scope.staging() == isinstance(x, jax.core.Tracer)
+                return jnp.sin(x)
+
+        model = sp.transform(fn)
+        model.apply({}, jnp.ones(2))
+        names = {str(e.source_info.name_stack) for e in jax.make_jaxpr(model.apply)({}, jnp.ones(2)).eqns}
+        assert names == {"layer"}, names
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
