@@ -226,10 +226,12 @@ def _unique_scope_name(frame, node: _Node, prefix: str) -> str:
 # --- name scopes (TF's Graph.name_scope / unique_name) ---------------------------------------------
 
 # name -> valid as a root name too, for names already known to be valid op names (TF's rule, a regex).
-# The same few scope names recur on every call and a dict lookup costs a fifth of the match; the
-# table is bounded, so names that never come back cannot grow it.
+# The same scope names recur on every call and a dict lookup costs a fifth of the match. The table is
+# bounded, so names that never come back cannot grow it; the bound is far above the number of scopes
+# in one model (it is emptied when full: a model with more names than the bound would check every
+# name again on every call).
 _VALID_NAMES: dict = {}
-_VALID_NAMES_MAX = 4096
+_VALID_NAMES_MAX = 1 << 16
 
 
 def _check_name(name: str, nested: bool, what: Union[str, Callable[[], str]]) -> None:

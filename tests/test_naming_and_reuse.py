@@ -492,3 +492,26 @@ def test_a_thread_started_inside_a_model_has_no_scope_and_a_captured_scope_resto
     assert paths(params) == {"main/v", "main/foo/v"}
     out = model.apply(params)
     assert "outside a transformed function" in out["err"]
+
+
+def test_scope_names_are_checked_once_even_in_a_model_with_thousands_of_scopes(monkeypatch):
+    # Valid names are remembered in a bounded table; a model with more names than the table held
+    # (it once held 4096) had every name checked again on every call.
+    from scoped_params import _scope
+
+    monkeypatch.setattr(_scope, "_SCOPE_NAMES", {})  # as in a new process
+    checked = []
+    check = _scope._check_scope_name
+    monkeypatch.setattr(_scope, "_check_scope_name", lambda name, what: checked.append(name) or check(name, what))
+
+    def fn():
+        for i in range(6000):
+            with sp.scope(f"block_{i}"):
+                pass
+
+    model = sp.transform(fn)
+    model.apply({})
+    assert len(checked) == 6000
+    model.apply({})
+    model.init(KEY)
+    assert len(checked) == 6000
