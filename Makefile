@@ -7,7 +7,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: demo test bench venv bench-venv clean
+.PHONY: demo test bench bench-instructions venv bench-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py
+
+# Instruction counts of the two closest targets (needs valgrind): repeatable where timings move by 1-2%.
+bench-instructions: $(VENV)/.bench-installed
+	$(BIN)/python bench/instructions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

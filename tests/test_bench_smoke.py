@@ -50,3 +50,14 @@ def test_jitted_scoped_params_apply_lowers_to_the_hand_written_instruction_count
         compiled = jax.jit(model.apply_fn()).lower(models.to_params(contender, flat), x).compile()
         counts[contender] = sum(" = " in line for line in compiled.as_text().splitlines())
     assert counts["scoped_params"] == counts["jax"]
+
+
+def test_instruction_count_regions_run_without_valgrind():
+    # bench/instructions.py counts these regions under callgrind; here they only have to run.
+    instructions = load_bench("instructions")
+    labels = []
+    for label, work in instructions._regions(3):
+        work()
+        labels.append(label)
+    assert labels == ["trace/jax", "trace/jax_named_scopes", "trace/scoped_params",
+                      "eager/jax", "eager/scoped_params"]
