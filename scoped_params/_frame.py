@@ -30,6 +30,7 @@ class Frame:
         "scope",  # the current sp.Scope
         "node",  # the current scope's node in the default_name counter trie
         "root_node",  # the trie's root (captured-scope jumps walk from it)
+        "entries",  # what each open sp.scope restores on exit, innermost last (see _scope.py)
         "undo",  # stack of undo logs of open captured-scope jumps (see _scope.py)
         "name_stack",  # current name scope, no trailing "/" ("" at the root)
         "jax_stack",  # the name scope the open jax.named_scopes spell (see _scope.py)
@@ -49,12 +50,15 @@ class Frame:
         self.with_state = with_state
         self.scope, self.node = _scope.root_scope_and_node(store.tree if mode == APPLY else None)
         self.root_node = self.node
+        self.entries: List[tuple] = []
         self.undo: List[list] = []
         self.name_stack = ""
         self.jax_stack = ""
         # init's trace is thrown away, so its ops need no names; an apply that starts staged out
         # (under jit) stays so; an eager apply asks on each scope (a scan inside it is staged).
-        self.name_ops = False if mode == INIT else (True if _scope.staging() else None)
+        # (_scope.staging(), inline.)
+        self.name_ops = False if mode == INIT else (
+            True if _scope._find_top_trace(()) is not _scope._EAGER else None)
         self.names_in_use: Dict[str, int] = {}
         self.rng = rng
         self.rng_count = 0
@@ -77,10 +81,9 @@ def install(frame: Frame) -> Optional[Frame]:
     return outer
 
 
-def uninstall(outer: Optional[Frame]) -> None:
-    # set, not reset(token): resetting to "no value" deletes the variable from the context, which
-    # costs an eager apply more than all of its other context-variable work.
-    _FRAME.set(outer)
+# set, not reset(token): resetting to "no value" deletes the variable from the context, which costs
+# an eager apply more than all of its other context-variable work. (apply calls it directly.)
+uninstall = _FRAME.set
 
 
 def next_rng_key() -> jax.Array:

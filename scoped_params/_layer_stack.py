@@ -137,9 +137,9 @@ class _Snapshot:
         root = _root(frame.store)
         self.created = dict(root.created) if isinstance(root, ApplyStore) else None
         self.node = node = frame.node
-        self.count = node.count
-        self.children = dict(node.children) if node.children is not None else None
-        self.hints = dict(node.hints) if node.hints is not None else None
+        self.count, children, hints = node
+        self.children = dict(children) if children is not None else None
+        self.hints = dict(hints) if hints is not None else None
         self.names_in_use = dict(frame.names_in_use)
         self.record_names = dict(frame.record_names)
         self.regularized = len(frame.regularized)
@@ -150,9 +150,8 @@ class _Snapshot:
         if self.created is not None:
             root.created.clear()
             root.created.update(self.created)
-        self.node.children = dict(self.children) if self.children is not None else None
-        self.node.hints = dict(self.hints) if self.hints is not None else None
-        self.node.count = self.count
+        self.node[:] = (self.count, dict(self.children) if self.children is not None else None,
+                        dict(self.hints) if self.hints is not None else None)
         frame.names_in_use.clear()
         frame.names_in_use.update(self.names_in_use)
         frame.record_names.clear()
@@ -209,6 +208,7 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
         def stacked(*args: Any) -> Any:
             frame = _frame.current("layer_stack")
             with scope(name, default_name="layer_stack") as s:
+                s._values = None  # the block's parameters come through the stack's view, never directly
                 if with_per_layer_inputs:
                     if not args:
                         raise TypeError("layer_stack(with_per_layer_inputs=True): call it as "

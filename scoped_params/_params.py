@@ -67,17 +67,16 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     if frame is None:
         raise _frame.not_in_transform("get_param")
     scope = frame.scope
-    store = frame.store
-    if type(store) is ApplyStore:
-        # apply's common request, inline (it runs once per parameter per trace): no custom getter, a
-        # new name with reuse off, an array in params, an initializer that is not a constant. It is
-        # ApplyStore.get's creating path; any other request goes through _request to ApplyStore.get.
-        if (scope.custom_getter is None and type(name) is str and scope._reuse is False
-                and shape is not None):
+    values = scope._values  # the params sub-dict at the scope's path, when the lookup below applies
+    if values is not None:
+        # apply's common request, inline (it runs once per parameter per trace): an ApplyStore, no
+        # custom getter, reuse off (Scope._values is None otherwise), a new name, an array in params,
+        # an initializer that is not a constant. It is ApplyStore.get's creating path; any other
+        # request goes through _request to ApplyStore.get.
+        if type(name) is str and shape is not None:
+            value = values.get(name)
             full = scope.prefix + name
-            values = scope._values  # the params sub-dict at the scope's path, when known
-            value = store.params.get(full) if values is None else values.get(name)
-            created = store.created
+            created = frame.store.created
             resolved = scope.initializer if init is None else init
             if value is not None and full not in created and (resolved is None or callable(resolved)):
                 try:
@@ -101,13 +100,14 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                         raise _shape_error(full, shape, aval.shape, created[full])
                 if dtype is None:
                     dtype = scope.dtype
-                if aval.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != aval.dtype:
-                    raise _dtype_error(full, dtype, aval.dtype, created[full])
+                found = aval.dtype
+                if found is not dtype and found != dtype and jax.dtypes.canonicalize_dtype(dtype) != found:
+                    raise _dtype_error(full, dtype, found, created[full])
                 return value
     elif scope.custom_getter is None and type(name) is str and (
             dtype is None or init is None or callable(init)):
         # _request without a custom getter, inline (init's requests).
-        return store.get(
+        return frame.store.get(
             frame, scope.prefix + name, shape, scope.dtype if dtype is None else dtype,
             scope.initializer if init is None else init,
             scope.regularizer if regularizer is None else regularizer, scope._reuse,

@@ -11,6 +11,7 @@ keeps an undo log instead of copying the whole dict. Behaviour is identical; cos
 from __future__ import annotations
 
 import enum
+import inspect
 import re
 import threading
 from typing import Any, Callable, Optional, Union
@@ -55,16 +56,15 @@ class Scope:
     with ``sp.scope(s)`` to jump back to its absolute path with its own defaults, wherever you are.
     """
 
-    __slots__ = ("name", "_reuse", "initializer", "regularizer", "dtype", "custom_getter",
-                 "partitioner", "trainable", "original_name_scope", "prefix", "reuse_origin",
-                 "_values")
+    __slots__ = ("prefix", "_reuse", "initializer", "regularizer", "dtype", "custom_getter",
+                 "partitioner", "trainable", "original_name_scope", "reuse_origin", "_values")
 
     def __init__(self, name: str, reuse: Any = False, *, initializer: Any = None,
                  regularizer: Optional[Callable] = None, dtype: Any = _FLOAT32,
                  custom_getter: Optional[Callable] = None, partitioner: Any = None,
                  trainable: Optional[bool] = None, original_name_scope: str = "",
                  reuse_origin: Optional[tuple] = None):
-        self.name = name
+        self.prefix = name + "/" if name else ""  # the name is the prefix without its "/"
         self._reuse = reuse
         self.initializer = initializer
         self.regularizer = regularizer
@@ -73,12 +73,17 @@ class Scope:
         self.partitioner = partitioner
         self.trainable = trainable
         self.original_name_scope = original_name_scope
-        self.prefix = name + "/" if name else ""
         # (scope name, site) of the scope or reuse_variables() call that turned reuse on.
         self.reuse_origin = reuse_origin
-        # In apply: the params sub-dict at this path, for get_param's direct lookup; None when
-        # unknown (init, a captured-scope jump, a path that is not a dict of the params given).
+        # In apply: the params sub-dict at this path, for get_param's direct lookup; None where that
+        # lookup does not apply: init, layer_stack blocks, reuse on, a custom getter, a captured-scope
+        # jump, a path that is not a dict of the params given. get_param then takes the general path.
         self._values = None
+
+    @property
+    def name(self) -> str:
+        """The scope's full path, e.g. ``"encoder/layer_1"`` (``""`` at the root)."""
+        return self.prefix[:-1]
 
     @property
     def reuse(self) -> Any:
@@ -89,6 +94,7 @@ class Scope:
         """Reuse parameters in this scope (and sub-scopes opened later) until it exits. Cannot be undone."""
         self._reuse = True
         self.reuse_origin = (self.name, user_site(), "reuse_variables()")
+        self._values = None
 
     def set_initializer(self, initializer: Any) -> None:
         self.initializer = initializer
@@ -102,6 +108,8 @@ class Scope:
     def set_custom_getter(self, custom_getter: Optional[Callable]) -> None:
         _check_getter(custom_getter)
         self.custom_getter = custom_getter
+        if custom_getter is not None:
+            self._values = None
 
     def set_partitioner(self, partitioner: Any) -> None:
         self.partitioner = partitioner
@@ -132,94 +140,88 @@ def _wrap_custom_getter(new: Optional[Callable], old: Optional[Callable]) -> Opt
 # --- default_name counters (TF's _VariableScopeStore.variable_scopes_count) -------------------------
 
 
-class _Node:
-    """Entry count of one scope path, and the counters of its sub-paths."""
-
-    __slots__ = ("count", "children", "hints")
-
-    def __init__(self):
-        # The tables are made when first needed (most scopes have no default_name sub-scopes, and
-        # every scope entry makes a node).
-        self.count = 0
-        self.children: Optional[dict] = None
-        self.hints: Optional[dict] = None  # default_name -> lowest suffix index that may be free
+# A counter node is a list ``[count, children, hints]``: the entry count of one scope path, its
+# sub-paths' nodes by component (``None`` until one is entered) and, per default_name, the lowest
+# suffix index that may be free (``None`` until needed). Every scope entry of every call makes one,
+# and a list literal costs a third of an instance with three slots.
+_COUNT, _CHILDREN, _HINTS = 0, 1, 2
 
 
 def root_scope_and_node(values: Optional[dict] = None):
     """The root scope and counter node of a new frame (made on every init/apply call); ``values``:
     apply's params."""
     s = _new_scope(Scope)
-    s.name = s.prefix = s.original_name_scope = ""
+    s.prefix = s.original_name_scope = ""
     s._reuse = False
     s.reuse_origin = s.initializer = s.regularizer = s.custom_getter = s.partitioner = None
     s.trainable = None
     s._values = values
     s.dtype = _FLOAT32
-    return s, _Node()
+    return s, [0, None, None]
 
 
-def _child(node: _Node, name: str) -> _Node:
+def _child(node: list, name: str) -> list:
     for part in name.split("/") if "/" in name else (name,):
-        children = node.children
+        children = node[_CHILDREN]
         if children is None:
-            children = node.children = {}
+            children = node[_CHILDREN] = {}
         nxt = children.get(part)
         if nxt is None:
-            nxt = children[part] = _Node()
+            nxt = children[part] = [0, None, None]
         node = nxt
     return node
 
 
-def _peek_count(node: _Node, name: str) -> int:
+def _peek_count(node: list, name: str) -> int:
     for part in name.split("/") if "/" in name else (name,):
-        if not node.children:
+        children = node[_CHILDREN]
+        if not children:
             return 0
-        node = node.children.get(part)
+        node = children.get(part)
         if node is None:
             return 0
-    return node.count
+    return node[_COUNT]
 
 
 _COUNT_ONLY = object()  # an undo-log entry that restores a count and keeps the tables
 
 
-def _open(frame, node: _Node) -> None:
+def _open(frame, node: list) -> None:
     if frame.undo:
-        frame.undo[-1].append((node, node.count, _COUNT_ONLY, None))
-    node.count += 1
+        frame.undo[-1].append((node, node[_COUNT], _COUNT_ONLY, None))
+    node[_COUNT] += 1
 
 
-def _close_subscopes(frame, node: _Node) -> None:
+def _close_subscopes(frame, node: list) -> None:
     if frame.undo:
-        frame.undo[-1].append((node, node.count, node.children, node.hints))
-    node.children = None
-    node.hints = None
+        frame.undo[-1].append((node, node[_COUNT], node[_CHILDREN], node[_HINTS]))
+    node[_CHILDREN] = node[_HINTS] = None
 
 
 def _revert(log: list) -> None:
     for node, count, children, hints in reversed(log):
-        node.count = count
+        node[_COUNT] = count
         if children is not _COUNT_ONLY:
-            node.children = children
-            node.hints = hints
+            node[_CHILDREN] = children
+            node[_HINTS] = hints
 
 
-def _unique_scope_name(frame, node: _Node, prefix: str) -> str:
+def _unique_scope_name(frame, node: list, prefix: str) -> str:
     """TF's _get_unique_variable_scope: ``prefix``, else the first free ``prefix_N``."""
     if _peek_count(node, prefix) == 0:
         return prefix
     # Counts under one parent only grow until the parent's table is dropped (which drops the hints
     # with it), so every index below the hint stays taken and the scan can resume there. A jump's
     # exit rolls counts back, so a hint moved inside a jump is rolled back with them.
-    hints = node.hints
+    hints = node[_HINTS]
     idx = hints.get(prefix, 1) if hints else 1
     while _peek_count(node, f"{prefix}_{idx}") > 0:
         idx += 1
     if frame.undo:
-        frame.undo[-1].append((node, node.count, node.children, dict(hints) if hints else None))
+        frame.undo[-1].append((node, node[_COUNT], node[_CHILDREN], dict(hints) if hints else None))
     if hints is None:
-        hints = node.hints = {}
-    node.hints[prefix] = idx
+        hints = node[_HINTS] = {}
+    hints[prefix] = idx
     return f"{prefix}_{idx}"
 
 
@@ -258,20 +260,11 @@ def _check_name(name: str, nested: bool, what: Union[str, Callable[[], str]]) ->
         )
 
 
-# Plain sp.scope names that passed both checks (_check_components, _check_name as a nested name) ->
-# valid as a root name too. Bounded like _VALID_NAMES.
-_SCOPE_NAMES: dict = {}
-
-
 def _check_scope_name(name: str, what: Union[str, Callable[[], str]]) -> bool:
     """Raise unless ``name`` is a valid nested scope name; return whether it is valid at the root."""
     _check_components(name, what)
     _check_name(name, True, what)
-    root_ok = _VALID_ROOT_NAME.match(name) is not None
-    if len(_SCOPE_NAMES) >= _VALID_NAMES_MAX:
-        _SCOPE_NAMES.clear()
-    _SCOPE_NAMES[name] = root_ok
-    return root_ok
+    return _VALID_ROOT_NAME.match(name) is not None
 
 
 def _unique_name(frame, name: str) -> str:
@@ -442,7 +435,6 @@ def _sub_scope(parent: Scope, name: str, reuse: Any, origin: Optional[tuple],
     """A scope inheriting ``parent``'s defaults: ``Scope(...)`` without the keyword-call cost (every
     ``sp.scope`` entry makes one)."""
     s = _new_scope(Scope)
-    s.name = name
     s.prefix = name + "/"
     s._reuse = reuse
     s.reuse_origin = origin
@@ -509,7 +501,15 @@ class _Options:
         self.aux = auxiliary_name_scope
 
 
-class scope:
+_SCOPE_KEYWORDS = frozenset({"default_name", "reuse", "initializer", "dtype", "regularizer",
+                             "trainable", "custom_getter", "partitioner", "auxiliary_name_scope"})
+
+# name -> its plain sp.scope(name). They hold no state (each entry's is on the frame), so one per name
+# serves every call in every thread; bounded like _VALID_NAMES.
+_PLAIN_SCOPES: dict = {}
+
+
+def scope(name_or_scope: Union[str, Scope, None] = None, **options: Any):
     """Open a variable scope: prefix parameter names and set defaults for parameters inside.
 
     TF 1.x's ``tf.variable_scope`` with the same rules:
@@ -522,53 +522,78 @@ class scope:
     * ``initializer``, ``dtype``, ``regularizer``, ``trainable``, ``custom_getter`` and ``partitioner``
       are inherited by sub-scopes and overridden by explicit arguments.
 
+    Returns a context manager; ``with sp.scope(...) as s`` gives the new ``sp.Scope``. Each ``with``
+    enters it anew, so one object may be entered again, even while it is open (it then nests).
+
     >>> def fn(x):
     ...     with sp.scope("layer"):
     ...         w = sp.get_param("w", (x.shape[-1], 4))
     ...     return x @ w
     """
+    # The keyword arguments arrive as a dict: nine keyword-only parameters with defaults cost a
+    # quarter of a plain scope's whole entry, as CPython looks each default up by name on every call.
+    # The signature reported (inspect, help) is the documented one: _ScopeWithOptions.__init__'s.
+    if not options and type(name_or_scope) is str:
+        cm = _PLAIN_SCOPES.get(name_or_scope)
+        if cm is None:
+            if len(_PLAIN_SCOPES) >= _VALID_NAMES_MAX:
+                _PLAIN_SCOPES.clear()
+            cm = _PLAIN_SCOPES[name_or_scope] = _PlainScope(name_or_scope)
+        return cm
+    unknown = options.keys() - _SCOPE_KEYWORDS
+    if unknown:
+        raise TypeError(f"scope() got an unexpected keyword argument {min(unknown)!r}")
+    return _ScopeWithOptions(name_or_scope, **options)
 
-    __slots__ = ("_name_or_scope", "_opts", "_entry")
 
-    def __init__(self, name_or_scope: Any = None, *, default_name: Optional[str] = None,
-                 reuse: Any = None, initializer: Any = None, dtype: Any = None,
-                 regularizer: Optional[Callable] = None, trainable: Optional[bool] = None,
-                 custom_getter: Optional[Callable] = None, partitioner: Any = None,
-                 auxiliary_name_scope: bool = True):
-        self._name_or_scope = name_or_scope
-        self._entry = None
-        if (type(name_or_scope) is str and default_name is None and reuse is None
-                and initializer is None and dtype is None and regularizer is None
-                and trainable is None and custom_getter is None and partitioner is None
-                and auxiliary_name_scope is True):
-            # The common sp.scope("name"): nothing but the name to check, which __enter__ does.
-            self._opts = None
-        else:
-            self._opts = _Options(name_or_scope, default_name, reuse, initializer, dtype,
-                                  regularizer, trainable, custom_getter, partitioner,
-                                  auxiliary_name_scope)
+def _pop_entry(cm: Any) -> tuple:
+    """The entry ``cm`` pushed on the frame when it was entered; raise if another scope is on top."""
+    frame = _current_frame()
+    entries = frame.entries if frame is not None else None
+    if not entries:
+        raise ScopeNestingError(
+            f"Closing {cm._asked()}, which is not open.\n"
+            "  fix: use the scope in a `with` block, which enters and exits it in order."
+        )
+    entry = entries.pop()
+    if entry[0] is not cm:
+        entries.append(entry)
+        closing = next((e[3] for e in reversed(entries) if e[0] is cm), None)
+        if closing is None:
+            raise ScopeNestingError(
+                f"Closing {cm._asked()}, which is not open.\n"
+                "  fix: use the scope in a `with` block, which enters and exits it in order."
+            )
+        raise _nesting_error(closing, frame)
+    return entry
+
+
+class _PlainScope:
+    """``sp.scope("name")``: extend the path and inherit everything. The general path (_enter and
+    _enter_name_scope) specialised and inline, as it runs on every scope entry of every trace."""
+
+    __slots__ = ("_name", "_root_ok")
+
+    def __init__(self, name: str):
+        self._name = name
+        self._root_ok = None  # whether the name is valid at the root; None until checked
 
     def _asked(self) -> str:
-        return f"sp.scope({self._name_or_scope!r})"
+        return f"sp.scope({self._name!r})"
+
+    def __repr__(self) -> str:
+        return f"<{self._asked()}>"
 
     def __enter__(self) -> Scope:
-        if self._entry is not None:
-            raise ScopeNestingError(
-                "This sp.scope(...) object is already entered; create a new one for each `with`."
-            )
         frame = _current_frame()
         if frame is None:
             raise not_in_transform("scope")
-        if self._opts is not None:
-            return self._enter(frame, self._opts)
-        # sp.scope("name"): extend the path and inherit everything. The general path (_enter and
-        # _enter_name_scope) specialised and inline, as it runs on every scope entry of every trace.
-        name = self._name_or_scope
+        name = self._name
         # 1. The name scope.
         old_ns = frame.name_stack
-        root_ok = _SCOPE_NAMES.get(name)
+        root_ok = self._root_ok
         if root_ok is None:
-            root_ok = _check_scope_name(name, self._asked)
+            root_ok = self._root_ok = _check_scope_name(name, self._asked)
         if not root_ok and not old_ns:
             _check_name(name, False, self._asked)
         new_ns = f"{old_ns}/{name}" if old_ns else name
@@ -590,8 +615,7 @@ class scope:
         # 2. The variable scope: a child of the current one (_sub_scope, inline).
         old_scope = frame.scope
         new = _new_scope(Scope)
-        new.name = full = old_scope.prefix + name
-        new.prefix = full + "/"
+        new.prefix = f"{old_scope.prefix}{name}/"
         new._reuse = old_scope._reuse
         new.reuse_origin = old_scope.reuse_origin
         new.original_name_scope = new_ns + "/"
@@ -609,24 +633,73 @@ class scope:
         new._values = values
         # 3. Its entry count.
         old_node = frame.node
-        children = old_node.children
+        children = old_node[_CHILDREN]
         if children is None:
-            children = old_node.children = {}
+            children = old_node[_CHILDREN] = {}
         node = children.get(name)
         if node is None:
             if "/" in name:  # a path: one node per component
                 node = _child(old_node, name)
             else:
-                node = children[name] = _Node()
+                node = children[name] = [0, None, None]
         if frame.undo:
-            frame.undo[-1].append((node, node.count, _COUNT_ONLY, None))
-        node.count += 1
+            frame.undo[-1].append((node, node[_COUNT], _COUNT_ONLY, None))
+        node[_COUNT] += 1
         frame.scope = new
         frame.node = node
-        self._entry = (frame, old_scope, old_node, new, node, old_ns, jax_old, jax_scope)
+        frame.entries.append((self, old_scope, old_node, new, node, old_ns, jax_old, jax_scope))
         return new
 
-    def _enter(self, frame, opts: _Options) -> Scope:
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        frame = _current_frame()
+        try:
+            cm, old_scope, old_node, new, node, old_ns, jax_old, jax_scope = frame.entries.pop()
+        except (AttributeError, IndexError):  # no frame, or nothing entered: _pop_entry says which
+            cm = None
+        if cm is not self:
+            if cm is not None:
+                frame.entries.append((cm, old_scope, old_node, new, node, old_ns, jax_old, jax_scope))
+            _pop_entry(self)  # raises
+        if exc_type is None and frame.scope is not new:
+            raise _nesting_error(new, frame)
+        if frame.undo:
+            _close_subscopes(frame, node)
+        elif node[_CHILDREN] is not None:  # TF resets the sub-scope counters on exit
+            node[_CHILDREN] = node[_HINTS] = None
+        frame.scope = old_scope
+        frame.node = old_node
+        if jax_scope is not None:
+            jax_scope.__exit__(exc_type, exc_value, traceback)
+        frame.name_stack = old_ns
+        frame.jax_stack = jax_old
+
+
+class _ScopeWithOptions:
+    """``sp.scope(...)`` with a captured ``Scope``, a ``default_name`` or any option: validated when
+    made, entered through the general path."""
+
+    __slots__ = ("_name_or_scope", "_opts")
+
+    def __init__(self, name_or_scope: Any = None, *, default_name: Optional[str] = None,
+                 reuse: Any = None, initializer: Any = None, dtype: Any = None,
+                 regularizer: Optional[Callable] = None, trainable: Optional[bool] = None,
+                 custom_getter: Optional[Callable] = None, partitioner: Any = None,
+                 auxiliary_name_scope: bool = True):
+        self._name_or_scope = name_or_scope
+        self._opts = _Options(name_or_scope, default_name, reuse, initializer, dtype, regularizer,
+                              trainable, custom_getter, partitioner, auxiliary_name_scope)
+
+    def _asked(self) -> str:
+        return f"sp.scope({self._name_or_scope!r})"
+
+    def __repr__(self) -> str:
+        return f"<{self._asked()}>"
+
+    def __enter__(self) -> Scope:
+        frame = _current_frame()
+        if frame is None:
+            raise not_in_transform("scope")
+        opts = self._opts
         old_scope, old_node = frame.scope, frame.node
         name_or_scope = self._name_or_scope
 
@@ -697,33 +770,16 @@ class scope:
             new.dtype = opts.dtype
         if opts.trainable is not None:
             new.trainable = opts.trainable
+        if new._reuse is not False or new.custom_getter is not None:
+            new._values = None  # get_param's direct lookup does not apply (see Scope)
 
         frame.scope, frame.node = new, node
-        self._entry = (frame, old_scope, old_node, new, node, ns, jump)
+        frame.entries.append((self, old_scope, old_node, new, node, ns, jump))
         return new
 
     def __exit__(self, exc_type, exc_value, traceback) -> None:
-        if self._opts is not None:
-            return self._exit(exc_type, exc_value, traceback)
-        # The plain scope's exit (see __enter__): _exit, specialised and inline.
-        frame, old_scope, old_node, new, node, old_ns, jax_old, jax_scope = self._entry
-        self._entry = None
-        if exc_type is None and frame.scope is not new:
-            raise _nesting_error(new, frame)
-        if frame.undo:
-            _close_subscopes(frame, node)
-        else:  # TF resets the sub-scope counters on exit
-            node.children = node.hints = None
-        frame.scope = old_scope
-        frame.node = old_node
-        if jax_scope is not None:
-            jax_scope.__exit__(exc_type, exc_value, traceback)
-        frame.name_stack = old_ns
-        frame.jax_stack = jax_old
-
-    def _exit(self, exc_type, exc_value, traceback) -> None:
-        frame, old_scope, old_node, new, node, ns, jump = self._entry
-        self._entry = None
+        _, old_scope, old_node, new, node, ns, jump = _pop_entry(self)
+        frame = _current_frame()
         if exc_type is None and frame.scope is not new:
             raise _nesting_error(new, frame)
         if jump:
@@ -731,10 +787,18 @@ class scope:
         elif frame.undo:
             _close_subscopes(frame, node)
         else:  # TF resets the sub-scope counters on exit
-            node.children = node.hints = None
+            node[_CHILDREN] = node[_HINTS] = None
         frame.scope, frame.node = old_scope, old_node
         if ns is not None:
             _exit_name_scope(frame, ns, (exc_type, exc_value, traceback))
+
+
+def _documented_signature() -> inspect.Signature:
+    sig = inspect.signature(_ScopeWithOptions.__init__)
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+scope.__signature__ = _documented_signature()
 
 
 def _nesting_error(closing: Scope, frame) -> ScopeNestingError:

@@ -16,6 +16,9 @@ from ._params import STATE, ApplyStore, InitStore
 from ._spec import ParamSpec
 from ._tree import flatten, unflatten
 
+_current_frame = _frame._FRAME.get
+_set_frame = _frame._FRAME.set
+
 # The init key is folded with this before it feeds next_rng_key(), so parameter keys (folded with
 # name hashes) and the model's own random keys never coincide.
 _RNG_STREAM = 0x5C0FED
@@ -180,13 +183,15 @@ class Transformed:
                 raise TypeError("apply of a transform_with_state model takes (params, state, *args).")
             return self._run(params, args[0], args[1:], kwargs, rng, None)
         # The common call, inline: the model runs one Python frame shallower, and JAX records the
-        # Python stack of every op it stages.
-        store = ApplyStore(_input_tree(params, "params"), {})
-        outer = _frame.install(_frame.Frame(_frame.APPLY, store, False, rng=rng))
+        # Python stack of every op it stages (_run and _frame.install, inline).
+        store = ApplyStore(params if type(params) is dict else _input_tree(params, "params"), {})
+        frame = _frame.Frame(_frame.APPLY, store, False, rng)
+        outer = _current_frame()
+        _set_frame(frame)
         try:
             return self._fn(*args, **kwargs) if kwargs else self._fn(*args)
         finally:
-            _frame.uninstall(outer)
+            _set_frame(outer)
 
     def apply_with_intermediates(self, params, *args: Any, rng: Optional[jax.Array] = None,
                                  **kwargs: Any):

@@ -15,12 +15,13 @@ dtype('float32')
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._scope import Scope
 from ._scope import scope as _scope
 
 __all__ = ["cast_floating", "float32_storage_getter", "scope"]
@@ -50,7 +51,7 @@ def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
 
 
 def scope(name_or_scope: Any = None, *, compute_dtype: Any = jnp.bfloat16,
-          custom_getter: Optional[Callable] = None, **scope_kwargs: Any) -> _scope:
+          custom_getter: Optional[Callable] = None, **scope_kwargs: Any) -> ContextManager[Scope]:
     """``sp.scope`` whose parameters default to ``compute_dtype`` but are stored in float32.
 
     Sets the scope's ``dtype`` to ``compute_dtype`` (so ``sp.get_param`` without ``dtype=`` computes

@@ -499,7 +499,7 @@ def test_scope_names_are_checked_once_even_in_a_model_with_thousands_of_scopes(m
     # (it once held 4096) had every name checked again on every call.
     from scoped_params import _scope
 
-    monkeypatch.setattr(_scope, "_SCOPE_NAMES", {})  # as in a new process
+    monkeypatch.setattr(_scope, "_PLAIN_SCOPES", {})  # as in a new process
     checked = []
     check = _scope._check_scope_name
     monkeypatch.setattr(_scope, "_check_scope_name", lambda name, what: checked.append(name) or check(name, what))

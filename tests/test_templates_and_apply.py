@@ -63,15 +63,42 @@ def test_closing_name_scopes_out_of_order_is_improper_nesting():
         sp.transform(fn).init(KEY)
 
 
-def test_a_scope_object_cannot_be_entered_twice_at_once():
+def test_a_scope_object_entered_again_while_open_nests():
+    # sp.scope(...) is a recipe: each `with` enters it anew, as a second sp.scope("x") would.
     def fn():
-        s = sp.scope("x")
-        with s:
-            with s:
-                pass
+        for s in (sp.scope("x"), sp.scope("y", initializer=sp.initializers.zeros)):
+            with s as outer:
+                with s as inner:
+                    sp.get_param("w", [1])
+                assert (outer.name, inner.name) in {("x", "x/x"), ("y", "y/y")}
+                assert sp.get_scope() is outer
 
-    with pytest.raises(RuntimeError, match="already entered"):
+    params = sp.transform(fn).init(KEY)
+    assert set(sp.flatten(params)) == {"x/x/w", "y/y/w"}
+
+
+def test_exiting_a_scope_that_is_not_open_is_improper_nesting():
+    def fn():
+        sp.scope("x").__exit__(None, None, None)
+
+    with pytest.raises(sp.ScopeNestingError, match=r"Closing sp.scope\('x'\), which is not open"):
         sp.transform(fn).init(KEY)
+
+
+def test_scope_signature_is_the_documented_one():
+    import inspect
+
+    params = inspect.signature(sp.scope).parameters
+    assert list(params) == ["name_or_scope", "default_name", "reuse", "initializer", "dtype",
+                            "regularizer", "trainable", "custom_getter", "partitioner",
+                            "auxiliary_name_scope"]
+    assert params["name_or_scope"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(params.values())[1:])
+    assert params["auxiliary_name_scope"].default is True
+    with pytest.raises(TypeError, match="unexpected keyword argument 'resue'"):
+        sp.scope("x", resue=True)
+    with pytest.raises(TypeError):
+        sp.scope("x", "y")
 
 
 def test_scope_outside_a_transform_is_a_runtime_error():
