@@ -325,7 +325,7 @@ except ImportError:  # pragma: no cover - older jax
 def staging() -> bool:
     """Whether ops are being staged out (jit, scan, make_jaxpr, ...) rather than run eagerly.
 
-    ``scope.__enter__`` and ``_enter_name_scope`` repeat the test inline."""
+    ``_PlainScope.__enter__``, ``_enter_name_scope`` and ``Frame`` repeat the test inline."""
     return _find_top_trace(()) is not _EAGER
 
 
@@ -339,7 +339,7 @@ def _enter_name_scope(frame, name: Optional[str], what: Union[str, Callable[[], 
     ``jax.named_scope``s spell: a label extends it, or, after an eager parent or for an absolute
     re-entry, spells the whole path (op metadata only; parameter names never depend on it).
 
-    ``scope.__enter__`` repeats this inline for a plain ``sp.scope("name")``.
+    ``_PlainScope.__enter__`` repeats this inline for a plain ``sp.scope("name")``.
     """
     old = frame.name_stack
     if name:

@@ -61,3 +61,15 @@ def test_instruction_count_regions_run_without_valgrind():
         labels.append(label)
     assert labels == ["trace/jax", "trace/jax_named_scopes", "trace/scoped_params",
                       "eager/jax", "eager/scoped_params"]
+
+
+def test_a_step_past_its_budget_stops_after_the_minimum_rounds(monkeypatch):
+    run = load_bench("run")
+    calls = []
+    monkeypatch.setattr(run, "_step_budget", [0.0])  # already over budget when the rounds start
+    times = run.interleave({"jax": lambda: calls.append("jax") or 1.0,
+                            "scoped_params": lambda: calls.append("sp") or 1.0}, rounds=9, warmup=0)
+    assert {n: len(t) for n, t in times.items()} == {"jax": run.MIN_ROUNDS, "scoped_params": run.MIN_ROUNDS}
+    monkeypatch.setattr(run, "_step_budget", [None])
+    times = run.interleave({"jax": lambda: 1.0}, rounds=9, warmup=0)
+    assert len(times["jax"]) == 9
