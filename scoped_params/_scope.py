@@ -509,7 +509,7 @@ _SCOPE_KEYWORDS = frozenset({"default_name", "reuse", "initializer", "dtype", "r
 _PLAIN_SCOPES: dict = {}
 
 
-def scope(name_or_scope: Union[str, Scope, None] = None, **options: Any):
+def scope(name_or_scope: Union[str, Scope, None] = None, **options: Any) -> _ScopeContext:
     """Open a variable scope: prefix parameter names and set defaults for parameters inside.
 
     TF 1.x's ``tf.variable_scope`` with the same rules:
@@ -546,7 +546,7 @@ def scope(name_or_scope: Union[str, Scope, None] = None, **options: Any):
     return _ScopeWithOptions(name_or_scope, **options)
 
 
-def _pop_entry(cm: Any) -> tuple:
+def _pop_entry(cm: _ScopeContext) -> tuple:
     """The entry ``cm`` pushed on the frame when it was entered; raise if another scope is on top."""
     frame = _current_frame()
     entries = frame.entries if frame is not None else None
@@ -568,27 +568,34 @@ def _pop_entry(cm: Any) -> tuple:
     return entry
 
 
-class _PlainScope:
-    """``sp.scope("name")``: extend the path and inherit everything. The general path (_enter and
-    _enter_name_scope) specialised and inline, as it runs on every scope entry of every trace."""
+class _ScopeContext:
+    """What ``sp.scope(...)`` returns: entering it opens the scope (``__enter__`` gives the ``Scope``)."""
 
-    __slots__ = ("_name", "_root_ok")
-
-    def __init__(self, name: str):
-        self._name = name
-        self._root_ok = None  # whether the name is valid at the root; None until checked
+    __slots__ = ("_name_or_scope",)
 
     def _asked(self) -> str:
-        return f"sp.scope({self._name!r})"
+        return f"sp.scope({self._name_or_scope!r})"
 
     def __repr__(self) -> str:
         return f"<{self._asked()}>"
+
+
+class _PlainScope(_ScopeContext):
+    """``sp.scope("name")``: extend the path and inherit everything. The general path
+    (``_ScopeWithOptions`` and ``_enter_name_scope``) specialised and inline, as it runs on every scope
+    entry of every trace."""
+
+    __slots__ = ("_root_ok",)
+
+    def __init__(self, name: str):
+        self._name_or_scope = name
+        self._root_ok = None  # whether the name is valid at the root; None until checked
 
     def __enter__(self) -> Scope:
         frame = _current_frame()
         if frame is None:
             raise not_in_transform("scope")
-        name = self._name
+        name = self._name_or_scope
         # 1. The name scope.
         old_ns = frame.name_stack
         root_ok = self._root_ok
@@ -674,11 +681,11 @@ class _PlainScope:
         frame.jax_stack = jax_old
 
 
-class _ScopeWithOptions:
+class _ScopeWithOptions(_ScopeContext):
     """``sp.scope(...)`` with a captured ``Scope``, a ``default_name`` or any option: validated when
     made, entered through the general path."""
 
-    __slots__ = ("_name_or_scope", "_opts")
+    __slots__ = ("_opts",)
 
     def __init__(self, name_or_scope: Any = None, *, default_name: Optional[str] = None,
                  reuse: Any = None, initializer: Any = None, dtype: Any = None,
@@ -688,12 +695,6 @@ class _ScopeWithOptions:
         self._name_or_scope = name_or_scope
         self._opts = _Options(name_or_scope, default_name, reuse, initializer, dtype, regularizer,
                               trainable, custom_getter, partitioner, auxiliary_name_scope)
-
-    def _asked(self) -> str:
-        return f"sp.scope({self._name_or_scope!r})"
-
-    def __repr__(self) -> str:
-        return f"<{self._asked()}>"
 
     def __enter__(self) -> Scope:
         frame = _current_frame()
