@@ -687,7 +687,7 @@ class _ScopeWithOptions(_ScopeContext):
 
     __slots__ = ("_opts",)
 
-    def __init__(self, name_or_scope: Any = None, *, default_name: Optional[str] = None,
+    def __init__(self, name_or_scope: Union[str, Scope, None] = None, *, default_name: Optional[str] = None,
                  reuse: Any = None, initializer: Any = None, dtype: Any = None,
                  regularizer: Optional[Callable] = None, trainable: Optional[bool] = None,
                  custom_getter: Optional[Callable] = None, partitioner: Any = None,
@@ -796,7 +796,8 @@ class _ScopeWithOptions(_ScopeContext):
 
 def _documented_signature() -> inspect.Signature:
     sig = inspect.signature(_ScopeWithOptions.__init__)
-    return sig.replace(parameters=list(sig.parameters.values())[1:])
+    return sig.replace(parameters=list(sig.parameters.values())[1:],
+                       return_annotation=scope.__annotations__["return"])
 
 
 scope.__signature__ = _documented_signature()
