@@ -549,23 +549,16 @@ def scope(name_or_scope: Union[str, Scope, None] = None, **options: Any) -> _Sco
 def _pop_entry(cm: _ScopeContext) -> tuple:
     """The entry ``cm`` pushed on the frame when it was entered; raise if another scope is on top."""
     frame = _current_frame()
-    entries = frame.entries if frame is not None else None
-    if not entries:
+    entries = frame.entries if frame is not None else []
+    if entries and entries[-1][0] is cm:
+        return entries.pop()
+    closing = next((e[3] for e in reversed(entries) if e[0] is cm), None)  # its Scope, if open
+    if closing is None:
         raise ScopeNestingError(
             f"Closing {cm._asked()}, which is not open.\n"
             "  fix: use the scope in a `with` block, which enters and exits it in order."
         )
-    entry = entries.pop()
-    if entry[0] is not cm:
-        entries.append(entry)
-        closing = next((e[3] for e in reversed(entries) if e[0] is cm), None)
-        if closing is None:
-            raise ScopeNestingError(
-                f"Closing {cm._asked()}, which is not open.\n"
-                "  fix: use the scope in a `with` block, which enters and exits it in order."
-            )
-        raise _nesting_error(closing, frame)
-    return entry
+    raise _nesting_error(closing, frame)
 
 
 class _ScopeContext:
@@ -660,13 +653,12 @@ class _PlainScope(_ScopeContext):
     def __exit__(self, exc_type, exc_value, traceback) -> None:
         frame = _current_frame()
         try:
-            cm, old_scope, old_node, new, node, old_ns, jax_old, jax_scope = frame.entries.pop()
-        except (AttributeError, IndexError):  # no frame, or nothing entered: _pop_entry says which
-            cm = None
-        if cm is not self:
-            if cm is not None:
-                frame.entries.append((cm, old_scope, old_node, new, node, old_ns, jax_old, jax_scope))
-            _pop_entry(self)  # raises
+            entries = frame.entries
+            if entries[-1][0] is not self:
+                raise IndexError
+        except (AttributeError, IndexError):  # no frame, nothing open, or another scope on top
+            _pop_entry(self)  # raises, saying which
+        _, old_scope, old_node, new, node, old_ns, jax_old, jax_scope = entries.pop()
         if exc_type is None and frame.scope is not new:
             raise _nesting_error(new, frame)
         if frame.undo:

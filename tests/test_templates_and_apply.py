@@ -77,6 +77,17 @@ def test_a_scope_object_entered_again_while_open_nests():
     assert set(sp.flatten(params)) == {"x/x/w", "y/y/w"}
 
 
+def test_closing_a_plain_scope_inside_a_scope_with_options_is_improper_nesting():
+    def fn():
+        outer = sp.scope("aa")
+        outer.__enter__()
+        with sp.scope("bb", reuse=sp.AUTO_REUSE):
+            outer.__exit__(None, None, None)
+
+    with pytest.raises(sp.ScopeNestingError, match="closing 'aa' while 'aa/bb' is open"):
+        sp.transform(fn).init(KEY)
+
+
 def test_exiting_a_scope_that_is_not_open_is_improper_nesting():
     def fn():
         sp.scope("x").__exit__(None, None, None)
