@@ -7,7 +7,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: demo test bench bench-instructions venv bench-venv clean
+.PHONY: demo test bench bench-check bench-instructions venv bench-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py
+
+# Rerun the benchmark into a new directory and compare it with the committed bench/results/latest.json.
+bench-check: $(VENV)/.bench-installed
+	$(BIN)/python bench/run.py --check
 
 # Instruction counts of the two closest targets (needs valgrind): repeatable where timings move by 1-2%.
 bench-instructions: $(VENV)/.bench-installed

@@ -19,6 +19,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -70,12 +71,24 @@ def interleave(fns: Dict[str, Callable[[], float]], rounds: int, warmup: int = 1
     return times
 
 
+def middle_half(xs: List[float]) -> List[float]:
+    """First and third quartiles of ``xs``: the band holding the middle half of the rounds."""
+    if len(xs) < 2:
+        return [xs[0], xs[0]]
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return [q1, q3]
+
+
 def summarize(times: Dict[str, List[float]], base: str = "jax") -> Dict[str, dict]:
+    """Per contender: median time, and, when ``base`` ran, the median and middle half of its per-round
+    ratios to ``base``."""
     out = {}
     for n, ts in times.items():
         entry = {"median_s": statistics.median(ts), "min_s": min(ts), "runs": len(ts), "times_s": ts}
         if base in times:
-            entry["ratio"] = statistics.median(t / b for t, b in zip(ts, times[base]))
+            ratios = [t / b for t, b in zip(ts, times[base])]
+            entry["ratio"] = statistics.median(ratios)
+            entry["ratio_band"] = middle_half(ratios)
         out[n] = entry
     return out
 
@@ -255,48 +268,55 @@ def stacked_compile(depths, x_width, rounds):
 # --- targets ---------------------------------------------------------------------------------------
 
 
-def _ratio_to(res, anchors):
-    """Median over rounds of scoped_params' time / the best anchor's time in the same round."""
+def _ratios_to(res, anchors) -> List[float]:
+    """Per round: scoped_params' time / the best anchor's time in the same round."""
     rounds = zip(res["scoped_params"]["times_s"], *(res[a]["times_s"] for a in anchors))
-    return statistics.median(t / min(rest) for t, *rest in rounds)
+    return [t / min(rest) for t, *rest in rounds]
 
 
 def judge(results: Dict[str, dict]) -> List[dict]:
+    """One row per target: the measured value (a median), and for time ratios ``band``, the middle
+    half of the per-round ratios, which shows how far the median can move from run to run."""
     rows = []
 
-    def row(metric, model, value, target, ok, note=""):
+    def row(metric, model, value, target, ok, note="", band=None):
         rows.append({"key": key, "metric": metric, "model": model, "value": value,
-                     "target": target, "pass": ok, "note": note})
+                     "target": target, "pass": ok, "note": note, "band": band})
+
+    def ratios_to(r, anchors):
+        ratios = _ratios_to(r, anchors)
+        return statistics.median(ratios), middle_half(ratios)
 
     for key, label in (("apply_image_filter", "seeds' image filter"), ("apply_conv40", "40-deep conv stack")):
         if key in results:
             r = results[key]
-            ratio = r["scoped_params"]["ratio"]
-            row("jitted apply step", label, f"{ratio:.3f}x", "<= 1.05x", ratio <= 1.05)
+            e = r["scoped_params"]
+            row("jitted apply step", label, f"{e['ratio']:.3f}x", "<= 1.05x", e["ratio"] <= 1.05,
+                band=e.get("ratio_band"))
             hs, hj = r["scoped_params"]["hlo_instructions"], r["jax"]["hlo_instructions"]
             row("optimized HLO instructions", label, f"{hs} vs {hj}", "equal", hs == hj)
     for key, label in (("trace_conv40", "40-deep conv stack"), ("trace_tiny_1000", "1,000 tiny layers"),
                        ("trace_tiny_4000", "4,000 tiny layers")):
         if key in results:
-            ratio = results[key]["scoped_params"]["ratio"]
+            e = results[key]["scoped_params"]
             named = results[key].get("jax_named_scopes")
             floor = f"hand-written with the same named scopes: {named['ratio']:.2f}x" if named else ""
-            row("trace time (jit.lower)", label, f"{ratio:.3f}x", "<= 1.10x", ratio <= 1.10, floor)
+            row("trace time (jit.lower)", label, f"{e['ratio']:.3f}x", "<= 1.10x", e["ratio"] <= 1.10, floor,
+                band=e.get("ratio_band"))
     for key, label in (("init_conv40", "40-deep conv stack, 8x32x32x32"),
                        ("init_same_4000", "4,000 same-shape params")):
         if key in results:
-            r = results[key]
-            rel = _ratio_to(r, ("haiku", "flax"))
-            row("eager init", label, f"{rel:.3f}x best of Haiku/Flax", "<= 0.5x", rel <= 0.5)
+            rel, band = ratios_to(results[key], ("haiku", "flax"))
+            row("eager init", label, f"{rel:.3f}x best of Haiku/Flax", "<= 0.5x", rel <= 0.5, band=band)
     key = "eager_apply_two_layer"
     if key in results:
-        ratio = results["eager_apply_two_layer"]["scoped_params"]["ratio"]
-        row("eager apply per call", "tiny 2-layer model", f"{ratio:.3f}x", "<= 1.15x", ratio <= 1.15)
+        e = results[key]["scoped_params"]
+        row("eager apply per call", "tiny 2-layer model", f"{e['ratio']:.3f}x", "<= 1.15x", e["ratio"] <= 1.15,
+            band=e.get("ratio_band"))
     key = "jit_init_compile_conv40"
     if key in results:
-        r = results[key]
-        rel = _ratio_to(r, ("haiku",))
-        row("jit(init) compile", "40-deep conv stack", f"{rel:.3f}x Haiku", "<= 0.25x", rel <= 0.25)
+        rel, band = ratios_to(results[key], ("haiku",))
+        row("jit(init) compile", "40-deep conv stack", f"{rel:.3f}x Haiku", "<= 0.25x", rel <= 0.25, band=band)
     key = "compile_vs_depth"
     if key in results:
         r = results[key]
@@ -309,6 +329,10 @@ def judge(results: Dict[str, dict]) -> List[dict]:
                 f"stacked x{r['stacked_growth']:.2f}, unrolled x{r['unrolled_growth']:.2f} "
                 f"from depth {r['depths'][0]} to {r['depths'][-1]}", "stacked flat (<= 1.5x)", flat)
     return rows
+
+
+def _fmt_band(band) -> str:
+    return f"{band[0]:.2f}-{band[1]:.2f}x" if band else ""
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -334,6 +358,19 @@ def machine() -> dict:
             "platform": platform.platform(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
             "dm-haiku": haiku.__version__, "flax": flax.__version__,
             "scoped_params": sp.__version__, "load_average_at_start": load}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it: an interrupted run leaves the
+    previous results whole."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _fmt_time(s: float) -> str:
@@ -401,19 +438,22 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
     lines = ["# Benchmark results", "",
              "Generated by `make bench` (`bench/run.py`); raw numbers in `bench/results/latest.json`.",
              "Contenders run interleaved in one process; each figure is a median over rounds, and a",
-             "ratio is the median of per-round ratios to hand-written JAX (= 1).", "",
+             "ratio is the median of per-round ratios to hand-written JAX (= 1). The middle half of",
+             "the per-round ratios (first to third quartile) shows the noise: a rerun's median",
+             "usually lands inside it (`make bench-check` reruns and compares).", "",
              "## Machine", "",
              f"- CPU: {info['cpu']}, {info['cores']} cores (shared; load average at start "
              f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())})",
              f"- Python {info['python']}, jax {info['jax']} / jaxlib {info['jaxlib']}, dm-haiku "
              f"{info['dm-haiku']}, flax {info['flax']}, scoped_params {info['scoped_params']}",
              f"- `bench/run.py` wall time: {wall:.0f} s (`make bench` adds only the install check)", "",
-             "## Targets", "", "| metric | model | scoped_params | target | |",
-             "| --- | --- | --- | --- | --- |"]
+             "## Targets", "", "| metric | model | scoped_params | middle half of rounds | target | |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         mark = "pending" if r["pass"] is None else ("pass" if r["pass"] else "**miss**")
         value = f"{r['value']} ({r['note']})" if r["note"] and r["pass"] is not None else r["value"]
-        lines.append(f"| {r['metric']} | {r['model']} | {value} | {r['target']} | {mark} |")
+        lines.append(f"| {r['metric']} | {r['model']} | {value} | {_fmt_band(r.get('band'))} "
+                     f"| {r['target']} | {mark} |")
     lines += ["", "## Time relative to hand-written JAX at a glance", "", readme_table(results, rows)]
     missed = sorted({r["metric"] for r in rows if r["pass"] is False and r["metric"] in WHY_MISSED})
     if missed:
@@ -446,7 +486,7 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
             for d, u, s in zip(cvd["depths"], cvd["unrolled_s"], cvd["stacked_s"]):
                 lines.append(f"| {d} | {_fmt_time(u)} | {_fmt_time(s)} |")
     lines += ["", "![cost vs number of parameters](results/cost_vs_params.png)", ""]
-    path.write_text("\n".join(lines))
+    write_atomic(path, "\n".join(lines))
 
 
 README_ROWS = (
@@ -468,13 +508,17 @@ def readme_table(results: dict, rows: List[dict]) -> str:
     for r in rows:  # the time-based row of each metric (not the HLO count)
         if not r["metric"].startswith("optimized HLO"):
             judged.setdefault(r["key"], r)
-    lines = ["| metric | model | scoped_params | Haiku | Flax linen | target for scoped_params | |",
+    lines = ["| metric | model | scoped_params (middle half of rounds) | Haiku | Flax linen "
+             "| target for scoped_params | |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for key, metric, model in README_ROWS:
         r = results.get(key)
         j = judged.get(key)
         if r and j:
             cells = [f"{r[c]['ratio']:.2f}x" for c in ("scoped_params", "haiku", "flax")]
+            band = r["scoped_params"].get("ratio_band")  # absent in results of older runs
+            if band:
+                cells[0] += f" ({_fmt_band(band)})"
             target = j["target"]
             if " " in j["value"]:  # "0.219x best of Haiku/Flax": the target is relative to anchors
                 measured, anchor = j["value"].split(" ", 1)
@@ -513,8 +557,66 @@ def plot(path: Path, results: dict) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
     plt.close(fig)
+
+
+# --- rerun check -----------------------------------------------------------------------------------
+
+
+def _bands_overlap(a: List[float], b: List[float]) -> bool:
+    return max(a[0], b[0]) <= min(a[1], b[1])
+
+
+def compare(old: dict, new: dict) -> dict:
+    """Every ratio to hand-written JAX that two result files both hold, and whether the runs agree
+    within noise: the middle halves of their per-round ratios overlap. Also each target's verdict in
+    both. Computed from the recorded round times, so results of any earlier run compare."""
+    figures = []
+    for key, label in METRIC_LABELS.items():
+        a, b = old["results"].get(key), new["results"].get(key)
+        if not a or not b or "jax" not in a or "jax" not in b:
+            continue
+        for c in a:
+            if c == "jax" or not isinstance(b.get(c), dict) or "times_s" not in b[c]:
+                continue
+            ra = [t / h for t, h in zip(a[c]["times_s"], a["jax"]["times_s"])]
+            rb = [t / h for t, h in zip(b[c]["times_s"], b["jax"]["times_s"])]
+            ba, bb = middle_half(ra), middle_half(rb)
+            figures.append({"metric": label, "contender": c, "old": statistics.median(ra), "old_band": ba,
+                            "new": statistics.median(rb), "new_band": bb, "agree": _bands_overlap(ba, bb)})
+    verdicts = []
+    new_rows = {(r["key"], r["metric"]): r for r in new["targets"]}
+    for r in old["targets"]:
+        n = new_rows.get((r["key"], r["metric"]))
+        if n is not None:
+            verdicts.append({"metric": r["metric"], "model": r["model"], "old": r["value"], "old_pass": r["pass"],
+                             "new": n["value"], "new_pass": n["pass"]})
+    return {"figures": figures, "targets": verdicts}
+
+
+def comparison_markdown(cmp: dict, old_name: str, new_name: str) -> str:
+    def mark(ok):
+        return "pending" if ok is None else ("pass" if ok else "miss")
+
+    figures, targets = cmp["figures"], cmp["targets"]
+    agree = sum(f["agree"] for f in figures)
+    same = sum(t["old_pass"] == t["new_pass"] for t in targets)
+    lines = [f"# {old_name} vs {new_name}", "",
+             f"{agree} of {len(figures)} ratios to hand-written JAX agree within noise (the middle halves "
+             f"of the two runs' per-round ratios overlap); {same} of {len(targets)} targets get the same "
+             "verdict.", "", "| metric | contender | " + old_name + " | " + new_name + " | within noise |",
+             "| --- | --- | --- | --- | --- |"]
+    for f in figures:
+        lines.append(f"| {f['metric']} | {f['contender']} | {f['old']:.2f}x ({_fmt_band(f['old_band'])}) "
+                     f"| {f['new']:.2f}x ({_fmt_band(f['new_band'])}) | {'yes' if f['agree'] else '**no**'} |")
+    lines += ["", "| target | model | " + old_name + " | " + new_name + " |", "| --- | --- | --- | --- |"]
+    for t in targets:
+        lines.append(f"| {t['metric']} | {t['model']} | {t['old']} ({mark(t['old_pass'])}) "
+                     f"| {t['new']} ({mark(t['new_pass'])}) |")
+    return "\n".join(lines)
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -565,11 +667,25 @@ def main(argv=None) -> int:
                     help="print the README table from bench/results/latest.json and exit")
     ap.add_argument("--out", default=None, help="results directory (default bench/results; "
                     "--quick writes nothing unless given)")
+    ap.add_argument("--check", action="store_true",
+                    help="rerun into a new directory (the committed results stay) and compare the rerun "
+                    "with bench/results/latest.json (`make bench-check`)")
+    ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                    help="compare two latest.json files and exit")
     args = ap.parse_args(argv)
+    committed = HERE / "results" / "latest.json"
     if args.table:
-        payload = json.loads((HERE / "results" / "latest.json").read_text())
+        payload = json.loads(committed.read_text())
         print(readme_table(payload["results"], payload["targets"]))
         return 0
+    if args.compare:
+        old, new = (json.loads(Path(p).read_text()) for p in args.compare)
+        print(comparison_markdown(compare(old, new), *args.compare))
+        return 0
+    if args.check:
+        if args.quick:
+            ap.error("--check reruns the full benchmark: its sizes are the committed results' sizes")
+        args.out = args.out or tempfile.mkdtemp(prefix="bench-check-")
     t_start = time.perf_counter()
     info = machine()
     print(f"# {info['cpu']} x{info['cores']}, jax {info['jax']}, haiku {info['dm-haiku']}, "
@@ -598,12 +714,18 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     payload = {"machine": info, "wall_time_s": wall, "quick": args.quick, "results": results,
                "targets": rows}
-    (out / "latest.json").write_text(json.dumps(payload, indent=1, default=float))
+    write_atomic(out / "latest.json", json.dumps(payload, indent=1, default=float))
     plot(out / "cost_vs_params.png", results)
     md = HERE / "RESULTS.md" if args.out is None else out / "RESULTS.md"
     write_markdown(md, results, rows, info, wall)
     print(readme_table(results, rows))
     print(f"# wrote {out / 'latest.json'}, {md}, {out / 'cost_vs_params.png'}")
+    if args.check:
+        report = comparison_markdown(compare(json.loads(committed.read_text()), payload),
+                                     "committed", "rerun")
+        write_atomic(out / "COMPARISON.md", report + "\n")
+        print(report)
+        print(f"# wrote {out / 'COMPARISON.md'}")
     return 0
 
 

@@ -73,3 +73,45 @@ def test_a_step_past_its_budget_stops_after_the_minimum_rounds(monkeypatch):
     monkeypatch.setattr(run, "_step_budget", [None])
     times = run.interleave({"jax": lambda: 1.0}, rounds=9, warmup=0)
     assert len(times["jax"]) == 9
+
+
+def _payload(sp_times, verdict=True):
+    """A results file as bench/run.py writes it, reduced to one metric timed over five rounds."""
+    run = load_bench("run")
+    results = {"eager_apply_two_layer": run.summarize({"jax": [1.0] * 5, "scoped_params": sp_times})}
+    return {"results": results, "targets": [
+        {"key": "eager_apply_two_layer", "metric": "eager apply per call", "model": "tiny 2-layer model",
+         "value": "x", "pass": verdict}]}
+
+
+def test_each_ratio_comes_with_the_middle_half_of_its_rounds():
+    run = load_bench("run")
+    res = run.summarize({"jax": [2.0, 2.0, 2.0, 2.0, 2.0], "scoped_params": [2.0, 2.2, 2.4, 2.6, 2.8]})
+    assert res["scoped_params"]["ratio"] == pytest.approx(1.2)
+    assert res["scoped_params"]["ratio_band"] == pytest.approx([1.1, 1.3])
+    assert res["jax"]["ratio_band"] == [1.0, 1.0]
+    assert run.middle_half([1.5]) == [1.5, 1.5]  # a step cut to one round
+    row, = [r for r in run.judge({"eager_apply_two_layer": res}) if r["key"] == "eager_apply_two_layer"]
+    assert row["band"] == pytest.approx([1.1, 1.3]) and row["pass"] is False
+
+
+def test_a_rerun_agrees_within_noise_when_the_middle_halves_of_the_rounds_overlap():
+    run = load_bench("run")
+    committed = _payload([1.0, 1.1, 1.2, 1.3, 1.4])  # middle half 1.1-1.3
+    close = _payload([1.25, 1.3, 1.35, 1.4, 1.5], verdict=False)  # 1.3-1.4: touches it
+    far = _payload([1.5, 1.6, 1.7, 1.8, 1.9])  # 1.6-1.8
+    figure, = run.compare(committed, close)["figures"]
+    assert figure["agree"] and figure["old"] == pytest.approx(1.2) and figure["new"] == pytest.approx(1.35)
+    assert not run.compare(committed, far)["figures"][0]["agree"]
+    report = run.comparison_markdown(run.compare(committed, close), "committed", "rerun")
+    assert "1 of 1 ratios to hand-written JAX agree within noise" in report
+    assert "0 of 1 targets get the same verdict" in report
+    assert "| eager apply per call | tiny 2-layer model | x (pass) | x (miss) |" in report
+
+
+def test_results_are_replaced_whole(tmp_path):
+    run = load_bench("run")
+    path = tmp_path / "latest.json"
+    path.write_text("old")
+    run.write_atomic(path, "new")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["latest.json"]
