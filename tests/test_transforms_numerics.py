@@ -2,6 +2,7 @@
 initializers (grouped); name scopes reach XLA op metadata."""
 
 import contextlib
+import gc
 import re
 import subprocess
 import sys
@@ -398,3 +399,73 @@ def test_imported_first_inside_a_jit_eager_and_staged_applies_still_tell_apart()
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# --- init pauses the cyclic garbage collector (its trace's objects are freed by reference counting) --
+
+
+def _collector_state_seen_by_the_model():
+    seen = []
+
+    def fn(x):
+        seen.append(gc.isenabled())
+        return x * sp.get_param("w", (), init=jax.nn.initializers.ones)
+
+    return seen, sp.transform(fn)
+
+
+def test_init_and_specs_run_the_model_with_the_collector_paused_and_restore_it():
+    assert gc.isenabled()
+    seen, model = _collector_state_seen_by_the_model()
+    model.init(KEY, jnp.ones(()))
+    model.specs(jnp.ones(()))
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        model.init(KEY, jnp.ones(()))
+        assert not gc.isenabled()  # off before init: left off
+    finally:
+        gc.enable()
+
+
+def test_the_collector_comes_back_when_init_raises():
+    def fn(x):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        sp.transform(fn).init(KEY, jnp.ones(()))
+    assert gc.isenabled()
+
+
+def test_overlapping_inits_restore_the_collector_when_the_last_one_ends():
+    inner_seen, inner = _collector_state_seen_by_the_model()
+    after_inner = []
+
+    def outer_fn(x):  # an init inside a model's init
+        inner.init(KEY, x)
+        after_inner.append(gc.isenabled())
+        return x
+
+    sp.transform(outer_fn).init(KEY, jnp.ones(()))
+    assert inner_seen == [False] and after_inner == [False] and gc.isenabled()
+
+    both_inside = threading.Barrier(2, timeout=30)
+
+    def fn(x):
+        both_inside.wait()  # the two threads' inits overlap here
+        return x
+
+    errors = []
+
+    def run():
+        try:
+            sp.transform(fn).init(KEY, jnp.ones(()))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and gc.isenabled()
