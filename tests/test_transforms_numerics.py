@@ -455,17 +455,5 @@ def test_overlapping_inits_restore_the_collector_when_the_last_one_ends():
         both_inside.wait()  # the two threads' inits overlap here
         return x
 
-    errors = []
-
-    def run():
-        try:
-            sp.transform(fn).init(KEY, jnp.ones(()))
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and gc.isenabled()
+    _run_threads(lambda i: sp.transform(fn).init(KEY, jnp.ones(())), 2)
+    assert gc.isenabled()
