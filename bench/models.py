@@ -11,6 +11,7 @@ A contender is a ``Model`` with ``init(key, x)``, ``apply(params, x)`` (un-jitte
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any, Callable, Dict
 
 import jax
@@ -158,6 +159,54 @@ def _hand_named(kind, layers, n_layers):
     return Model("jax_named_scopes", _hand_init(layers), apply)
 
 
+# The least any API that lets model code name its parameters through scopes costs per call: the call
+# installs the params in a context variable, a ``with`` block per scope steps into a sub-dict, and a
+# function call per parameter reads it. No checks at all: no reuse rules, no shape or dtype checks,
+# no name scopes, no counters, no error sites. A reference for the eager-apply row, not a contender.
+_LOOKUP: contextvars.ContextVar = contextvars.ContextVar("bench_scoped_lookup", default=None)
+
+
+class _LookupScope:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        state = _LOOKUP.get()
+        state.append(state[-1][self.name])
+
+    def __exit__(self, *exc_info):
+        _LOOKUP.get().pop()
+
+
+def _lookup(name: str, shape, init=None):
+    del shape, init
+    return _LOOKUP.get()[-1][name]
+
+
+def _hand_scoped_lookup(kind, layers, n_layers):
+    """Hand-written JAX reading its parameters through the minimal scoped lookup above. 2-layer only."""
+    if kind != "two_layer":
+        raise ValueError(kind)
+    (s0, ((_, w0, _), (_, b0, _))), (s1, ((_, w1, _), (_, b1, _))) = layers
+    scope0, scope1 = _LookupScope(s0), _LookupScope(s1)
+
+    def fn(x):
+        with scope0:
+            x = dense_tanh(x, _lookup("w", w0, init=_glorot), _lookup("b", b0, init=_zeros))
+        with scope1:
+            return dense_tanh(x, _lookup("w", w1, init=_glorot), _lookup("b", b1, init=_zeros))
+
+    def apply(p, x):
+        token = _LOOKUP.set([p])
+        try:
+            return fn(x)
+        finally:
+            _LOOKUP.reset(token)
+    return Model("jax_scoped_lookup", _hand_init(layers), apply)
+
+
 # --- scoped_params ---------------------------------------------------------------------------------
 
 
@@ -301,7 +350,7 @@ def _flax(kind, layers, n_layers):
 
 
 _BUILDERS = {"jax": _hand, "scoped_params": _sp, "haiku": _haiku, "flax": _flax,
-             "jax_named_scopes": _hand_named}
+             "jax_named_scopes": _hand_named, "jax_scoped_lookup": _hand_scoped_lookup}
 
 
 def build(contender: str, kind: str, n: int = 0) -> Model:
@@ -318,7 +367,7 @@ def build(contender: str, kind: str, n: int = 0) -> Model:
 
 def to_params(contender: str, flat: Dict[str, Any]) -> Any:
     """scoped_params' flat full names -> the contender's params tree."""
-    if contender in ("jax", "jax_named_scopes", "scoped_params"):
+    if contender in ("jax", "jax_named_scopes", "jax_scoped_lookup", "scoped_params"):
         return sp.unflatten(flat)
     if contender == "haiku":
         out: Dict[str, Dict[str, Any]] = {}

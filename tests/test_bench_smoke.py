@@ -60,7 +60,7 @@ def test_instruction_count_regions_run_without_valgrind():
         work()
         labels.append(label)
     assert labels == ["trace/jax", "trace/jax_named_scopes", "trace/scoped_params",
-                      "eager/jax", "eager/scoped_params"]
+                      "eager/jax", "eager/jax_scoped_lookup", "eager/scoped_params"]
 
 
 def test_a_step_past_its_budget_stops_after_the_minimum_rounds(monkeypatch):
