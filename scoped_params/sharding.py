@@ -46,6 +46,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
+try:  # a mesh of axis names and sizes only: plans shardings for devices this machine need not have
+    from jax.sharding import AbstractMesh
+except ImportError:  # pragma: no cover - older jax
+    AbstractMesh = Mesh
+_MESHES = (Mesh, AbstractMesh)
+
 from ._errors import ScopedParamsError, format_site
 from ._materialize import initialize
 from ._spec import ParamSpec
@@ -336,7 +342,7 @@ def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Mesh) -
             f"Parameter '{name}'{_where(spec)} has shape {shape} (rank {len(shape)}) but its "
             f"PartitionSpec {pspec} (from {src}) has {len(pspec)} entries.\n"
             "  fix: give at most one entry per array axis (missing trailing entries mean replicated).")
-    sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
+    sizes = dict(mesh.shape)  # axis name -> size, for a Mesh and an AbstractMesh alike
     seen = {}
     for dim, entry in enumerate(pspec):
         axes = _mesh_axes(entry)
@@ -391,6 +397,14 @@ def partition_specs(model_or_specs: Any, *args: Any, **kwargs: Any) -> Any:
     return jax.tree_util.tree_map(partition_spec, specs, is_leaf=_is_spec)
 
 
+def _check_mesh(api: str, mesh: Any) -> None:
+    if not isinstance(mesh, _MESHES):
+        raise TypeError(
+            f"{api}: mesh must be a jax.sharding.Mesh or AbstractMesh, got {type(mesh).__name__}.\n"
+            "  fix: mesh = jax.make_mesh((2, 4), ('batch', 'model')), or, to plan for devices this "
+            "machine does not have, jax.sharding.AbstractMesh((2, 4), ('batch', 'model')).")
+
+
 def shardings(model_or_specs: Any, mesh: Mesh, *args: Any, **kwargs: Any) -> Any:
     """The ``NamedSharding`` of every parameter on ``mesh``, shaped like ``params``.
 
@@ -398,14 +412,14 @@ def shardings(model_or_specs: Any, mesh: Mesh, *args: Any, **kwargs: Any) -> Any
     arrays may be ``jax.ShapeDtypeStruct``s) or the tree ``model.specs(...)`` returned. Every spec is
     checked against its parameter's shape and the mesh (axis names, divisibility); errors name the
     parameter. For ``transform_with_state`` it returns ``(params_shardings, state_shardings)``.
+    ``mesh`` may be a ``jax.sharding.AbstractMesh`` (axis names and sizes, no devices): the same
+    checks and specs, for a topology this machine does not have.
 
     >>> sh = sp.shardings(model, mesh, jax.ShapeDtypeStruct((16, 4), "float32"))
     >>> sh["mlp"]["dense"]["kernel"]
     NamedSharding(mesh=..., spec=P(None, 'model'), ...)
     """
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"shardings: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}.\n"
-                        "  fix: mesh = jax.make_mesh((2, 4), ('batch', 'model')).")
+    _check_mesh("shardings", mesh)
     specs = _specs_of(model_or_specs, args, kwargs)
 
     def one(spec: ParamSpec) -> Sharding:
@@ -418,7 +432,9 @@ def shardings(model_or_specs: Any, mesh: Mesh, *args: Any, **kwargs: Any) -> Any
 
 def abstract_params(model_or_specs: Any, mesh: Optional[Mesh] = None, *args: Any, **kwargs: Any) -> Any:
     """``jax.ShapeDtypeStruct``s (with their shardings when ``mesh`` is given) shaped like ``params``:
-    the restore target of a sharded checkpoint (``orbax``), allocating nothing."""
+    the restore target of a sharded checkpoint (``orbax``), allocating nothing. With a
+    ``jax.sharding.AbstractMesh``, the input of an ahead-of-time ``jit(...).trace(...)`` for that
+    topology."""
     specs = _specs_of(model_or_specs, args, kwargs)
     sh = shardings(specs, mesh) if mesh is not None else jax.tree_util.tree_map(
         lambda s: None, specs, is_leaf=_is_spec)
@@ -435,10 +451,14 @@ def _abstract_arg(x: Any) -> Any:
 def sharded_init_fn(model: Transformed, mesh: Mesh, *args: Any, **kwargs: Any) -> Callable:
     """A jitted ``key -> params`` (``(params, state)`` with state) creating every parameter directly
     sharded on ``mesh``; ``init_sharded`` calls it once. Reuse it for several keys, or ``.lower(key)``
-    it to inspect the compiled memory use."""
+    it to inspect the compiled memory use. With a ``jax.sharding.AbstractMesh`` it lowers, without
+    running, for a topology this machine does not have, given an abstract key:
+    ``sharded_init_fn(model, mesh, x).trace(jax.eval_shape(jax.random.key, 0))``
+    ``.lower(lowering_platforms=("tpu",))``."""
     if not isinstance(model, Transformed):
         raise TypeError(f"init_sharded: expected a transformed model (sp.transform(fn)), got "
                         f"{type(model).__name__}.")
+    _check_mesh("sharded_init_fn", mesh)
     a, kw = jax.tree_util.tree_map(_abstract_arg, (args, kwargs))
     specs = model.specs(*a, **kw)
     out = shardings(specs, mesh)
@@ -468,4 +488,11 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, *args: Any, **k
     >>> params["mlp"]["dense"]["kernel"].sharding.spec
     P(None, 'model')
     """
+    if not isinstance(mesh, Mesh):
+        _check_mesh("init_sharded", mesh)
+        raise TypeError(
+            f"init_sharded: {mesh} has no devices to create the parameters on.\n"
+            "  fix: pass a jax.sharding.Mesh of this machine's devices; with an AbstractMesh, lower "
+            "without running: sp.sharding.sharded_init_fn(model, mesh, *args)"
+            ".trace(jax.eval_shape(jax.random.key, 0)).lower(lowering_platforms=('tpu',)).")
     return sharded_init_fn(model, mesh, *args, **kwargs)(key)

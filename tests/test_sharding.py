@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType, NamedSharding
+from jax.sharding import AbstractMesh, AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import scoped_params as sp
@@ -221,6 +221,36 @@ def test_init_sharded_never_holds_a_whole_parameter_on_one_device(mesh):
 
 
 # --- errors name the parameter, what was asked, what was found, and the fix -----------------------
+
+
+def test_an_abstract_mesh_plans_shardings_for_more_devices_than_the_machine_has():
+    # 32 devices of axis sizes 4 x 8: no devices needed, the same specs and checks as a Mesh.
+    big = AbstractMesh((4, 8), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
+    assert big.size > jax.device_count()
+    model = sp.transform(_net)
+    flat = sp.flatten(sp.shardings(model, big, X))
+    assert {n: s.spec for n, s in flat.items()} == EXPECTED
+    assert all(s.mesh == big for s in flat.values())
+    abstract = sp.flatten(sp.sharding.abstract_params(model, big, X))
+    assert {n: (a.shape, a.sharding) for n, a in abstract.items()} == {
+        n: (s.shape, flat[n]) for n, s in sp.flatten(model.specs(X)).items()}
+
+    wide = AbstractMesh((2, 3), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
+    with pytest.raises(ShardingError, match=r"'net/dense_0/bias'.*size 16, not divisible by 3"):
+        sp.shardings(model, wide, X)
+
+
+def test_sharded_init_fn_lowers_for_an_abstract_mesh_and_init_sharded_says_it_needs_devices():
+    big = AbstractMesh((4, 8), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
+    model = sp.transform(_net)
+    key = jax.eval_shape(jax.random.key, 0)
+    lowered = sp.sharding.sharded_init_fn(model, big, X).trace(key).lower(lowering_platforms=("tpu",))
+    out = sp.flatten(lowered.out_info)
+    assert {n: o.sharding for n, o in out.items()} == sp.flatten(sp.shardings(model, big, X))
+    assert 'mesh = <["batch"=4, "model"=8]>' in lowered.as_text()
+    with pytest.raises(TypeError, match=r"(?s)no devices to create the parameters on.*fix:.*"
+                                        r"sharded_init_fn.*lowering_platforms"):
+        sp.init_sharded(model, big, jax.random.key(0), X)
 
 
 def _fails(fn, mesh, *args):
