@@ -426,7 +426,7 @@ WHY_MISSED = {
         "machine instructions). Any scoped lookup adds Python work to each call, and timed, that "
         "work weighs about twice its share of instructions: the reference in parentheses (a context "
         "variable, a `with` block per scope and a function call per parameter, with no checks at "
-        "all) adds ~14k instructions, 4.5%, and costs ~1.09x. scoped_params adds ~74k "
+        "all) adds ~14k instructions, 4.5%, and costs about 1.1x. scoped_params adds ~74k "
         "(counted with callgrind by `make bench-instructions`): the call itself (the trace frame, "
         "the root scope) ~16k, two scopes ~30k and four `get_param` ~28k, with TF's reuse checks, "
         "shape and dtype checks, name-scope uniquification, `default_name` counters and creation "

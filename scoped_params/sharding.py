@@ -46,16 +46,16 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
+from ._errors import ScopedParamsError, format_site
+from ._materialize import initialize
+from ._spec import ParamSpec
+from ._transform import Transformed
+
 try:  # a mesh of axis names and sizes only: plans shardings for devices this machine need not have
     from jax.sharding import AbstractMesh
 except ImportError:  # pragma: no cover - older jax
     AbstractMesh = Mesh
 _MESHES = (Mesh, AbstractMesh)
-
-from ._errors import ScopedParamsError, format_site
-from ._materialize import initialize
-from ._spec import ParamSpec
-from ._transform import Transformed
 
 __all__ = [
     "ShardingError", "Rules", "AxisPartitioner", "fixed_size_partitioner",
