@@ -20,6 +20,17 @@ Site = Optional[Tuple[str, int]]
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _CONTEXTLIB = os.sep + "contextlib.py"
 
+# JAX keeps the Python stack of every op it stages: the source file and line in XLA op metadata (what
+# profilers show), the MLIR locations, the "while tracing ... at" lines of its errors. Our frames are
+# the library's, like JAX's own, so those point at the model's line: the `sp.layers.conv2d(...)` call
+# rather than the convolution inside it. (Flax registers its modules the same way.)
+try:
+    from jax.extend.source_info_util import register_exclusion as _register_exclusion
+except ImportError:  # pragma: no cover - older jax: our frames stay in the metadata
+    pass
+else:
+    _register_exclusion(_PACKAGE_DIR)
+
 
 # file name -> whether code in it is outside this package (and contextlib): user_site runs on every
 # parameter request, and a lookup is cheaper than two string tests. Keyed by name, not by code

@@ -143,6 +143,26 @@ def test_name_scope_labels_ops_without_touching_params():
     assert "preprocess/sin" in text and "dense/mul" in text
 
 
+def test_staged_ops_point_at_the_model_line_not_at_the_library():
+    # JAX records where each op comes from (op metadata, MLIR locations, its tracer errors): the
+    # user's line that called sp.layers, never a file of the library.
+    from jax.extend.source_info_util import summarize
+
+    def fn(x):
+        x = sp.layers.conv2d(x, 4, 3, activation=jax.nn.relu)
+        return sp.layers.dense(sp.layers.flatten(x), 2)
+
+    model = sp.transform(fn)
+    x = jnp.ones((1, 8, 8, 3))
+    params = model.init(KEY, x)
+    sites = {summarize(e.source_info) for e in jax.make_jaxpr(model.apply)(params, x).jaxpr.eqns}
+    where = {re.fullmatch(r"(.*):(\d+):\d+ \(.*\)", site).group(1, 2) for site in sites}
+    first = fn.__code__.co_firstlineno
+    assert where == {(__file__, str(first + 1)), (__file__, str(first + 2))}, sites
+    package = sp.__file__.rsplit("__init__", 1)[0]
+    assert package not in jax.jit(model.apply).lower(params, x).as_text(debug_info=True)
+
+
 def _name_stacks(closed_jaxpr):
     return {str(e.source_info.name_stack) for e in closed_jaxpr.jaxpr.eqns}
 
