@@ -30,12 +30,13 @@ import numpy as np
 from . import _frame
 from ._params import ApplyStore, _check_state_value
 from ._scope import scope
-from .initializers import default_initializer
+from .initializers import _instantiate, default_initializer
 
 
 def _stacked_initializer(init: Callable, num_layers: int) -> Callable:
     """``init`` drawn ``num_layers`` times from split keys; groups with equal (init, n) in init."""
 
+    @functools.wraps(init)  # errors and signature checks see the user's initializer
     def stacked_init(key, shape, dtype=jnp.float32):
         keys = jax.random.split(key, num_layers)
         return jax.vmap(lambda k: init(k, tuple(shape[1:]), dtype))(keys)
@@ -44,6 +45,7 @@ def _stacked_initializer(init: Callable, num_layers: int) -> Callable:
 
 
 def _lift_init(init: Any, dtype: Any, num_layers: int) -> Any:
+    init = _instantiate(init)
     if init is None:
         init = default_initializer(np.dtype(dtype))  # the fans must be those of one layer
         return None if init is None else _stacked_initializer(init, num_layers)

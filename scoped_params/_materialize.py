@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import math
-from typing import Any, Dict, Hashable, List
+from typing import Any, Callable, Dict, Hashable, List
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal
 
-from ._errors import InitializerError
+from ._errors import InitializerError, format_site
 from ._spec import ParamSpec
 from .initializers import _flat_draws
 
@@ -126,15 +127,104 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
         init = specs[names[0]].init
         if len(names) == 1 or not batch:
             for name in names:
-                values[name] = _checked(init(param_key(key, name), shape, dtype), name, shape,
-                                        dtype)
+                k = param_key(key, name)
+                values[name] = _run(lambda: init(k, shape, dtype), shape, dtype, specs[name], 1)
             continue
         words = jnp.asarray(np.stack([name_hash(n) for n in names]))
         keys = jax.vmap(_fold_name, in_axes=(None, 0))(key, words)
-        stacked = jax.vmap(lambda k: init(k, shape, dtype))(keys)
-        stacked = _checked(stacked, names[0], (len(names),) + shape, dtype)
+        stacked = _run(lambda: jax.vmap(lambda k: init(k, shape, dtype))(keys),
+                       (len(names),) + shape, dtype, specs[names[0]], len(names))
         values.update(zip(names, _unstack(stacked)))
     return {name: values[name] for name in specs}
+
+
+def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: int) -> jax.Array:
+    """``draw()``, the initializer's value for ``spec``, checked against ``shape`` and cast to ``dtype``
+    (with ``n > 1``, the vmapped draw of ``spec`` and ``n - 1`` more of its group, ``shape`` their
+    stacked shape). Whatever goes wrong names the parameter."""
+    try:
+        value = draw()
+    except Exception as error:  # noqa: BLE001 - re-raised: reworded, or with a note naming the parameter
+        if _tf1_convention(spec.init):
+            raise _tf1_convention_error(spec, error) from error
+        if hasattr(error, "add_note"):  # Python >= 3.11
+            others = f" and {n - 1} more of that shape" if n > 1 else ""
+            error.add_note(
+                f"scoped_params: raised by the initializer of '{spec.name}'{others}, called as "
+                f"init(key, {tuple(spec.shape)}, {np.dtype(spec.dtype).name}); '{spec.name}' was "
+                f"created at {format_site(spec.site)}.")
+        raise
+    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        raise _not_an_array_error(spec, value)
+    if tuple(value.shape) != tuple(shape):
+        extra = ("\n  note: it takes (shape, dtype, partition_info), TF 1.x's calling convention"
+                 if _tf1_convention(spec.init) else "")
+        got = tuple(value.shape)[1:] if n > 1 else tuple(value.shape)  # one parameter's shape
+        raise InitializerError(
+            f"The initializer of '{spec.name}' returned shape {got}, expected "
+            f"{tuple(spec.shape)}.{extra}\n"
+            "  fix: initializers are called as init(key, shape, dtype) and must return that shape."
+        )
+    if value.dtype != dtype:
+        value = value.astype(dtype)
+    return value
+
+
+def _tf1_convention(init: Any) -> bool:
+    """Whether ``init`` looks like a TF 1.x initializer, ``init(shape, dtype=None, partition_info=None)``
+    (also Keras's ``__call__(shape, dtype=None, **kwargs)``): its first parameter is ``shape``."""
+    try:
+        names = list(inspect.signature(init).parameters)
+    except (TypeError, ValueError):
+        return False
+    return (bool(names) and names[0] == "shape") or "partition_info" in names
+
+
+def _name_of(init: Any, otherwise: str) -> str:
+    """``init``'s name if it is one a user could type (not ``<lambda>``), else ``otherwise``."""
+    name = getattr(init, "__name__", "")
+    return name if name.isidentifier() else otherwise
+
+
+def _first_line(error: Exception, limit: int = 160) -> str:
+    text = str(error).strip().split("\n", 1)[0]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _tf1_convention_error(spec: ParamSpec, error: Exception) -> InitializerError:
+    name = _name_of(spec.init, "tf_init")
+    return InitializerError(
+        f"The initializer of '{spec.name}' ({_name_of(spec.init, 'a lambda')}) takes (shape, dtype, "
+        "partition_info), TF 1.x's calling convention, but scoped_params calls initializers as "
+        "init(key, shape, dtype).\n"
+        f"  asked: shape {tuple(spec.shape)}, dtype {np.dtype(spec.dtype).name}, created at "
+        f"{format_site(spec.site)}\n"
+        f"  found: called as init(key, shape, dtype) it raised {type(error).__name__}: "
+        f"{_first_line(error)}\n"
+        f"  fix: a deterministic one can be wrapped, init=lambda key, shape, dtype: {name}(shape, dtype); "
+        "a random one should draw from the key it is given (e.g. jax.random.normal(key, shape, dtype)); "
+        "sp.initializers has TF 1.x's initializers, with their names and defaults, in this convention."
+    )
+
+
+def _not_an_array_error(spec: ParamSpec, value: Any) -> InitializerError:
+    what = _name_of(spec.init, "a lambda")
+    if callable(value):
+        return InitializerError(
+            f"The initializer of '{spec.name}' ({what}) returned a function, not an array: it makes "
+            "initializers rather than being one.\n"
+            f"  asked: shape {tuple(spec.shape)}, dtype {np.dtype(spec.dtype).name}, created at "
+            f"{format_site(spec.site)}\n"
+            f"  fix: call it to get the initializer, e.g. init={_name_of(spec.init, 'make_init')}() "
+            "(TF 1.x accepted an initializer class and instantiated it; pass the instance here)."
+        )
+    return InitializerError(
+        f"The initializer of '{spec.name}' ({what}) returned {type(value).__name__}, not an array.\n"
+        f"  asked: shape {tuple(spec.shape)}, dtype {np.dtype(spec.dtype).name}, created at "
+        f"{format_site(spec.site)}\n"
+        "  fix: initializers are called as init(key, shape, dtype) and must return an array of that "
+        "shape (a jax or NumPy array)."
+    )
 
 
 def _batching_is_exact(key: jax.Array) -> bool:
@@ -145,17 +235,6 @@ def _batching_is_exact(key: jax.Array) -> bool:
         return str(jax.random.key_impl(key)) == "threefry2x32"
     except (TypeError, ValueError):
         return False
-
-
-def _checked(value, name, shape, dtype):
-    if tuple(value.shape) != tuple(shape):
-        raise InitializerError(
-            f"The initializer of '{name}' returned shape {tuple(value.shape)}, expected {tuple(shape)}.\n"
-            "  fix: initializers are called as init(key, shape, dtype) and must return that shape."
-        )
-    if value.dtype != dtype:
-        value = value.astype(dtype)
-    return value
 
 
 def _is_traced(x) -> bool:

@@ -27,7 +27,7 @@ from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, Na
 from ._scope import AUTO_REUSE, _describe_reuse
 from ._spec import ParamSpec
 from ._tree import flatten
-from .initializers import default_initializer
+from .initializers import _instantiate, default_initializer
 
 PARAM = "param"
 STATE = "state"
@@ -230,6 +230,15 @@ def _takes_no_args(fn: Callable) -> bool:
     return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
+def _makes_initializers(fn: Callable) -> bool:
+    """Whether ``fn`` looks like an initializer factory: it has parameters, all of them optional
+    (``def make_init(scale=1.0)``); a no-argument callable rather returns a value."""
+    try:
+        return bool(inspect.signature(fn).parameters) and _takes_no_args(fn)
+    except (TypeError, ValueError):
+        return False
+
+
 def _callable_with_three_args(fn: Callable) -> bool:
     if type(fn) is types.FunctionType and not ({"__wrapped__", "__signature__"} & fn.__dict__.keys()):
         # What inspect.signature would report, read off the code object: init checks every
@@ -359,6 +368,7 @@ class InitStore:
 
     def _create(self, frame, full, shape, dtype, init, regularizer, trainable, collections,
                 partitioner, sharding, kind, constant):
+        init = _instantiate(init)  # sp.initializers.zeros_initializer, uncalled, as TF allows
         if init is not None and not constant and shape is None:
             if not _takes_no_args(init):
                 raise _init_error(
@@ -369,11 +379,15 @@ class InitStore:
             init, constant = init(), True
         elif init is not None and not constant and not _callable_with_three_args(init):
             # TF raises TypeError here too, but from deep inside the initializer call, nameless.
+            fix = ("drop shape= if it is a no-argument initializer returning the value, or pass an "
+                   "initializer taking (key, shape, dtype), e.g. jax.nn.initializers.normal().")
+            if _makes_initializers(init):  # a factory passed uncalled (ours are called above)
+                fix = (f"if it makes initializers, call it: init={getattr(init, '__name__', 'make_init')}"
+                       "() (TF 1.x accepted an initializer class and instantiated it); else " + fix)
             raise TypeError(
                 f"The initializer of '{full}' cannot be called as init(key, shape, dtype).\n"
                 f"  asked: shape={_shape_str(shape)} with initializer {init!r}\n"
-                "  fix: drop shape= if it is a no-argument initializer returning the value, or pass "
-                "an initializer taking (key, shape, dtype), e.g. jax.nn.initializers.normal().")
+                f"  fix: {fix}")
         if constant:
             value = init if isinstance(init, jax.Array) or _is_tracer(init) else np.asarray(init)
             dtype = jax.dtypes.canonicalize_dtype(value.dtype)

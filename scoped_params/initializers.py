@@ -17,6 +17,31 @@ import jax.numpy as jnp
 import numpy as np
 
 
+__all__ = [
+    "constant", "constant_initializer", "default_initializer", "glorot_normal",
+    "glorot_normal_initializer", "glorot_uniform", "glorot_uniform_initializer", "ones",
+    "ones_initializer", "random_normal", "random_normal_initializer", "random_uniform",
+    "random_uniform_initializer", "truncated_normal", "truncated_normal_initializer",
+    "variance_scaling", "variance_scaling_initializer", "zeros", "zeros_initializer",
+]
+
+# TF 1.x's initializers are classes, and tf.get_variable instantiates a class it is given
+# (``initializer=tf.zeros_initializer``, not called, is common TF code). Ours are factory functions;
+# the ones standing for TF's classes carry this mark, and get_param calls them with their defaults.
+_FACTORY_MARK = "_scoped_params_initializer_factory"
+
+
+def _tf_class(factory):
+    setattr(factory, _FACTORY_MARK, True)
+    return factory
+
+
+def _instantiate(init: Any) -> Any:
+    """``init()`` for one of the factories above passed uncalled (as TF instantiates an initializer
+    class), else ``init`` itself."""
+    return init() if getattr(init, _FACTORY_MARK, False) else init
+
+
 def _fans(shape: Sequence[int]) -> Tuple[int, int]:
     """TF's init_ops._compute_fans: rank 0 -> (1, 1), rank 1 -> (n, n), conv kernels by receptive field."""
     if len(shape) < 1:
@@ -64,6 +89,7 @@ def _truncated_normal(key, shape, dtype):
     return jax.random.truncated_normal(key, -2.0, 2.0, _flat_shape(shape), dtype).reshape(shape)
 
 
+@_tf_class
 def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"):
     """TF 1.x ``variance_scaling_initializer`` (fan rules of ``_compute_fans``, any rank)."""
     if mode not in ("fan_in", "fan_out", "fan_avg"):
@@ -89,6 +115,7 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str
     return init
 
 
+@_tf_class
 def glorot_uniform():
     """TF's default initializer for floating parameters: U(-l, l), l = sqrt(6 / (fan_in + fan_out))."""
     return _glorot_uniform
@@ -99,6 +126,8 @@ def _glorot_uniform(key, shape, dtype=jnp.float32):
     limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
     return _uniform(key, shape, dtype, -limit, limit)
 
+
+@_tf_class
 def glorot_normal():
     return variance_scaling(1.0, "fan_avg", "truncated_normal")
 
@@ -113,6 +142,7 @@ def ones(key, shape, dtype=jnp.float32):
     return jnp.ones(shape, dtype)
 
 
+@_tf_class
 def constant(value: Any = 0.0):
     """TF's ``constant_initializer``: fill (or reshape a list/array) to the requested shape."""
     array = np.asarray(value)
@@ -130,6 +160,7 @@ def constant(value: Any = 0.0):
     return init
 
 
+@_tf_class
 def random_normal(mean: float = 0.0, stddev: float = 1.0):
     """TF's ``random_normal_initializer`` (defaults mean=0, stddev=1)."""
 
@@ -139,6 +170,7 @@ def random_normal(mean: float = 0.0, stddev: float = 1.0):
     return init
 
 
+@_tf_class
 def truncated_normal(mean: float = 0.0, stddev: float = 1.0):
     """TF's ``truncated_normal_initializer``: normal re-drawn beyond two standard deviations."""
 
@@ -148,6 +180,7 @@ def truncated_normal(mean: float = 0.0, stddev: float = 1.0):
     return init
 
 
+@_tf_class
 def random_uniform(minval: float = 0.0, maxval: float = 1.0):
     """TF's ``random_uniform_initializer`` (float defaults [0, 1))."""
 
@@ -172,11 +205,13 @@ def default_initializer(dtype: np.dtype):
 constant_initializer = constant
 
 
+@_tf_class
 def zeros_initializer():
     """TF's ``zeros_initializer()`` is a factory; this returns ``zeros``."""
     return zeros
 
 
+@_tf_class
 def ones_initializer():
     """TF's ``ones_initializer()`` is a factory; this returns ``ones``."""
     return ones

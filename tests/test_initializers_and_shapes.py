@@ -185,6 +185,113 @@ def test_initializer_returning_the_wrong_shape_is_an_error():
         init(fn)
 
 
+def tf_style_bilinear(shape, dtype=None, partition_info=None):
+    """A TF 1.x-style initializer as ported code has them (deterministic, NumPy)."""
+    del dtype, partition_info
+    return np.full(shape, 0.25, np.float32)
+
+
+@pytest.mark.parametrize("where", ["get_param", "scope", "layer_stack", "jit"])
+def test_a_tf1_style_initializer_is_an_error_naming_the_param_and_the_wrapper_that_fixes_it(where):
+    def fn(initializer):
+        def body(x):
+            with sp.scope("up", initializer=initializer if where == "scope" else None):
+                w = sp.get_param("kernel", [2, 2], init=None if where == "scope" else initializer)
+            return x * w
+
+        if where == "layer_stack":
+            return sp.layer_stack(3)(body)(jnp.ones((2, 2)))
+        return body(jnp.ones((2, 2)))
+
+    model = sp.transform(fn)
+    run = jax.jit(model.init, static_argnums=1) if where == "jit" else model.init
+    with pytest.raises(sp.InitializerError) as e:
+        run(KEY, tf_style_bilinear)
+    text = str(e.value)
+    name = "layer_stack/up/kernel" if where == "layer_stack" else "up/kernel"
+    assert f"The initializer of '{name}' (tf_style_bilinear) takes (shape, dtype, partition_info)" in text
+    assert "TF 1.x's calling convention" in text and "init(key, shape, dtype)" in text
+    assert __file__ in text  # where the parameter was created
+    assert "fix: a deterministic one can be wrapped, init=lambda key, shape, dtype: " \
+           "tf_style_bilinear(shape, dtype)" in text
+    # The fix the message gives works.
+    params = run(KEY, lambda key, shape, dtype: tf_style_bilinear(shape, dtype))
+    np.testing.assert_array_equal(sp.flatten(params)[name], np.full((3, 2, 2) if where == "layer_stack"
+                                                                    else (2, 2), 0.25))
+
+
+@pytest.mark.parametrize("factory, expected", [
+    (inits.zeros_initializer, lambda shape: np.zeros(shape)),
+    (inits.ones_initializer, lambda shape: np.ones(shape)),
+    (inits.constant_initializer, lambda shape: np.zeros(shape)),
+    (inits.glorot_uniform_initializer, None),
+    (inits.variance_scaling_initializer, None),
+    (inits.random_normal_initializer, None),
+])
+def test_tf_initializer_factories_passed_uncalled_are_called_with_their_defaults_like_tf_classes(
+        factory, expected):
+    # TF instantiates an initializer class it is given: initializer=tf.zeros_initializer works.
+    def fn():
+        with sp.scope("a"):
+            w = sp.get_param("w", [3, 4], init=factory)
+        with sp.scope("b", initializer=factory):
+            v = sp.get_param("w", [3, 4])
+        return w, v
+
+    params = sp.flatten(init(fn))
+    called = sp.flatten(init(lambda: (sp.get_param("a/w", [3, 4], init=factory()),
+                                      sp.get_param("b/w", [3, 4], init=factory()))))
+    for name in ("a/w", "b/w"):
+        np.testing.assert_array_equal(params[name], called[name])
+        if expected is not None:
+            np.testing.assert_array_equal(params[name], expected((3, 4)))
+    stacked = sp.transform(lambda x: sp.layer_stack(2)(
+        lambda x: x * sp.get_param("w", [3], init=factory))(x)).init(KEY, jnp.ones(3))
+    assert sp.flatten(stacked)["layer_stack/w"].shape == (2, 3)
+
+
+def test_an_initializer_factory_that_is_not_ours_passed_uncalled_says_to_call_it():
+    def fn():
+        sp.get_param("w", [3, 4], init=jax.nn.initializers.glorot_uniform)
+
+    with pytest.raises(sp.InitializerError, match=r"initializer of 'w' \(glorot_uniform\) returned a "
+                                                  r"function, not an array") as e:
+        init(fn)
+    assert "fix: call it to get the initializer, e.g. init=glorot_uniform()" in str(e.value)
+
+    def make_init(scale=1.0):
+        return lambda key, shape, dtype: scale * jnp.ones(shape, dtype)
+
+    with pytest.raises(TypeError, match="cannot be called as init") as e:
+        init(lambda: sp.get_param("w", [3], init=make_init))
+    assert "if it makes initializers, call it: init=make_init()" in str(e.value)
+
+
+def test_an_initializer_returning_something_that_is_not_an_array_is_an_error_naming_the_param():
+    with pytest.raises(sp.InitializerError, match=r"initializer of 's/w' \(a lambda\) returned "
+                                                  r"NoneType, not an array"):
+        init(lambda: sp.get_param("s/w", [3], init=lambda key, shape, dtype: None))
+
+
+@pytest.mark.parametrize("n", [1, 3])  # alone, and drawn in one vmapped group of three
+def test_an_error_raised_by_an_initializer_keeps_its_type_and_says_which_parameter(n):
+    def failing(key, shape, dtype):
+        raise RuntimeError("no randomness here")
+
+    def fn():
+        with sp.scope("enc"):
+            for i in range(n):
+                sp.get_param(f"w{i}", [3, 4], init=failing)
+
+    with pytest.raises(RuntimeError, match="no randomness here") as e:
+        init(fn)
+    notes = "\n".join(getattr(e.value, "__notes__", []))
+    if hasattr(e.value, "add_note"):  # Python >= 3.11
+        assert "raised by the initializer of 'enc/w0'" in notes
+        assert ("and 2 more of that shape" in notes) == (n == 3)
+        assert "init(key, (3, 4), float32)" in notes and __file__ in notes
+
+
 # --- rule 33: default initializers ----------------------------------------------------------------
 
 
@@ -283,6 +390,10 @@ def test_tf_spelled_initializers_are_the_same_functions():
     assert inits.glorot_uniform_initializer() is inits.glorot_uniform()
     np.testing.assert_array_equal(inits.ones(KEY, (3,), jnp.float32), np.ones(3))
     np.testing.assert_array_equal(inits.zeros(KEY, (3,), jnp.int32), np.zeros(3, np.int32))
+    # The module exports the initializers and nothing else (not its imports).
+    public = {n for n in dir(inits) if not n.startswith("_") and callable(getattr(inits, n))
+              and getattr(getattr(inits, n), "__module__", None) == inits.__name__}
+    assert set(inits.__all__) == public
 
 
 def test_random_normal_and_truncated_normal_have_the_requested_moments():
