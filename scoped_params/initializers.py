@@ -19,10 +19,11 @@ import numpy as np
 
 __all__ = [
     "constant", "constant_initializer", "default_initializer", "glorot_normal",
-    "glorot_normal_initializer", "glorot_uniform", "glorot_uniform_initializer", "ones",
-    "ones_initializer", "random_normal", "random_normal_initializer", "random_uniform",
-    "random_uniform_initializer", "truncated_normal", "truncated_normal_initializer",
-    "variance_scaling", "variance_scaling_initializer", "zeros", "zeros_initializer",
+    "glorot_normal_initializer", "glorot_uniform", "glorot_uniform_initializer", "he_normal",
+    "he_uniform", "lecun_normal", "lecun_uniform", "ones", "ones_initializer", "random_normal",
+    "random_normal_initializer", "random_uniform", "random_uniform_initializer", "truncated_normal",
+    "truncated_normal_initializer", "variance_scaling", "variance_scaling_initializer",
+    "xavier_initializer", "xavier_initializer_conv2d", "zeros", "zeros_initializer",
 ]
 
 # TF 1.x's initializers are classes, and tf.get_variable instantiates a class it is given
@@ -132,6 +133,47 @@ def glorot_normal():
     return variance_scaling(1.0, "fan_avg", "truncated_normal")
 
 
+@_tf_class
+def he_normal():
+    """TF 1.x ``he_normal``: ``variance_scaling(2.0, "fan_in", "truncated_normal")``."""
+    return variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+@_tf_class
+def he_uniform():
+    """TF 1.x ``he_uniform``: ``variance_scaling(2.0, "fan_in", "uniform")``."""
+    return variance_scaling(2.0, "fan_in", "uniform")
+
+
+@_tf_class
+def lecun_normal():
+    """TF 1.x ``lecun_normal``: ``variance_scaling(1.0, "fan_in", "truncated_normal")``."""
+    return variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+@_tf_class
+def lecun_uniform():
+    """TF 1.x ``lecun_uniform``: ``variance_scaling(1.0, "fan_in", "uniform")``."""
+    return variance_scaling(1.0, "fan_in", "uniform")
+
+
+@_tf_class
+def xavier_initializer(uniform: bool = True):
+    """TF 1.x ``tf.contrib.layers.xavier_initializer``. Uniform, it is Glorot-uniform. Normal, it is
+    contrib's own rule: a normal truncated at two standard deviations with stddev sqrt(1.3 / n),
+    n = (fan_in + fan_out) / 2, which differs from ``glorot_normal``'s correction (1 / 0.8796)."""
+    if uniform:
+        return _glorot_uniform
+
+    def init(key, shape, dtype=jnp.float32):
+        if len(shape) == 0:  # contrib reads shape[-1]
+            raise ValueError("xavier_initializer needs a shape of rank 1 or more, got ().")
+        fan_in, fan_out = _fans(shape)
+        return math.sqrt(1.3 / ((fan_in + fan_out) / 2.0)) * _truncated_normal(key, shape, dtype)
+
+    return init
+
+
 def zeros(key, shape, dtype=jnp.float32):
     del key
     return jnp.zeros(shape, dtype)
@@ -223,3 +265,4 @@ random_uniform_initializer = random_uniform
 glorot_uniform_initializer = glorot_uniform
 glorot_normal_initializer = glorot_normal
 variance_scaling_initializer = variance_scaling
+xavier_initializer_conv2d = xavier_initializer

@@ -422,6 +422,32 @@ def test_variance_scaling_uses_tf_fan_rules(mode, n):
     assert y.std() == pytest.approx(math.sqrt(1.0 / fans[mode]), rel=0.05)
 
 
+@pytest.mark.parametrize("name", ["he_normal", "he_uniform", "lecun_normal", "lecun_uniform",
+                                  "glorot_normal", "glorot_uniform"])
+def test_he_lecun_and_glorot_draw_from_tf1s_distributions(name):
+    tf = pytest.importorskip("tensorflow")
+    shape = (3, 3, 64, 32)  # fan_in 576, fan_out 288
+    theirs = np.asarray(getattr(tf.compat.v1.initializers, name)(seed=0)(shape))
+    ours = np.asarray(getattr(inits, name)()(KEY, shape, jnp.float32))
+    assert ours.std() == pytest.approx(theirs.std(), rel=0.02)
+    # Both bounded alike: the uniform limit, or two standard deviations of the untruncated normal.
+    assert np.abs(ours).max() <= np.abs(theirs).max() * 1.01
+    assert np.abs(ours).max() >= np.abs(theirs).max() * 0.98
+
+
+def test_xavier_initializer_is_glorot_uniform_or_contribs_truncated_normal():
+    assert inits.xavier_initializer() is inits.glorot_uniform()
+    assert inits.xavier_initializer_conv2d is inits.xavier_initializer
+    shape = (3, 3, 64, 32)
+    n = (576 + 288) / 2
+    x = np.asarray(inits.xavier_initializer(uniform=False)(KEY, shape, jnp.float32))
+    stddev = math.sqrt(1.3 / n)  # contrib's rule, truncated at two of these
+    assert np.abs(x).max() <= 2 * stddev and np.abs(x).max() > 1.95 * stddev
+    assert x.std() == pytest.approx(stddev * 0.87962566103423978, rel=0.02)
+    with pytest.raises(ValueError, match="rank 1 or more"):
+        inits.xavier_initializer(uniform=False)(KEY, (), jnp.float32)
+
+
 def test_variance_scaling_rejects_unknown_mode_and_distribution():
     with pytest.raises(ValueError, match="invalid mode 'fan_x'"):
         inits.variance_scaling(1.0, "fan_x")
