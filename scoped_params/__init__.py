@@ -14,6 +14,7 @@ from ._errors import (DtypeMismatchError as DtypeMismatchError,
                       InvalidNameError as InvalidNameError,
                       MissingRngError as MissingRngError,
                       NameCollisionError as NameCollisionError,
+                      NestedTraceError as NestedTraceError,
                       NotInTransformError as NotInTransformError,
                       ParamExistsError as ParamExistsError,
                       ParamNotFoundError as ParamNotFoundError,
@@ -53,6 +54,12 @@ from ._tree import select as select
 from ._tree import unflatten as unflatten
 from . import layers as layers
 from ._layer_stack import layer_stack as layer_stack
+from ._control_flow import cond as cond
+from ._control_flow import fori_loop as fori_loop
+from ._control_flow import remat as remat
+from ._control_flow import scan as scan
+from ._control_flow import switch as switch
+from ._control_flow import while_loop as while_loop
 from . import mixed_precision as mixed_precision
 from . import sharding as sharding
 from .sharding import init_sharded as init_sharded

@@ -120,6 +120,11 @@ class NotInTransformError(ScopedParamsError, RuntimeError):
     """A model-side call (``get_param``, ``scope``, ...) ran outside ``init``/``apply`` of a transform."""
 
 
+class NestedTraceError(ScopedParamsError, RuntimeError):
+    """A parameter or random key was asked for inside a function JAX traces and caches on its own
+    (``jax.lax.scan``, ``cond``, ``while_loop``, ``jax.checkpoint``, a nested ``jax.jit``)."""
+
+
 class MissingRngError(ScopedParamsError, RuntimeError):
     """``next_rng_key`` was called but ``apply`` was not given ``rng=``."""
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 
-from ._errors import MissingRngError, not_in_transform
+from ._errors import MissingRngError, NestedTraceError, not_in_transform
 
 _FRAME: contextvars.ContextVar = contextvars.ContextVar("scoped_params_frame", default=None)
 
@@ -36,6 +36,8 @@ class Frame:
         "jax_stack",  # the name scope the open jax.named_scopes spell (see _scope.py)
         "name_ops",  # open jax.named_scopes: True always, False never, None: ask JAX (_scope.py)
         "names_in_use",  # lower-cased name scope -> use count (TF's Graph._names_in_use)
+        "trace",  # the JAX trace parameters may be read in (see check_trace)
+        "loop",  # inside the function of an sp.scan, sp.cond, ...: its name (see _control_flow.py)
         "rng",
         "rng_count",
         "regularized",  # [(regularizer, value)] in creation order
@@ -57,8 +59,9 @@ class Frame:
         # init's trace is thrown away, so its ops need no names; an apply that starts staged out
         # (under jit) stays so; an eager apply asks on each scope (a scan inside it is staged).
         # (_scope.staging(), inline.)
-        self.name_ops = False if mode == INIT else (
-            True if _scope._find_top_trace(()) is not _scope._EAGER else None)
+        self.trace = trace = _scope._TRACE.value
+        self.loop = None
+        self.name_ops = False if mode == INIT else (True if trace is not _scope._EAGER else None)
         self.names_in_use: Dict[str, int] = {}
         self.rng = rng
         self.rng_count = 0
@@ -86,6 +89,36 @@ def install(frame: Frame) -> Optional[Frame]:
 uninstall = _FRAME.set
 
 
+def check_trace(frame: Frame, what: str) -> None:
+    """Raise unless the current JAX trace may read ``frame``'s parameters and keys.
+
+    Called when the current trace is not ``frame.trace`` (the one the transform started in, or the
+    body trace of an ``sp.scan``/``layer_stack``/... inside it). Traces that run the function anew
+    each time (``vmap``, ``grad``, ``jvp``) are fine; a trace that stages the function out on its own
+    (``jax.lax.scan``, ``cond``, ``while_loop``, ``jax.checkpoint``, a nested ``jax.jit``) is not:
+    JAX caches it by the function object and shapes, so another call (other params, another scope,
+    another init) would get the values this trace read, silently.
+    """
+    trace = _scope._TRACE.value
+    staged = []
+    while trace is not None and trace is not frame.trace:
+        if "Jaxpr" in type(trace).__name__:
+            staged.append(trace)
+        trace = getattr(trace, "parent_trace", None)
+    if trace is None or not staged:  # not under the frame's trace (ensure_compile_time_eval), or unstaged
+        return
+    raise NestedTraceError(
+        f"{what} was called inside a function that JAX traces and caches by itself: the body of a "
+        "jax.lax.scan, cond, switch, while_loop or fori_loop, a jax.checkpoint, or a jax.jit inside the "
+        "model. JAX would reuse this trace, with the values it read, on any later call with the same "
+        "function and shapes (other params, another scope, the next init), without running it again.\n"
+        "  fix: use sp.scan, sp.cond, sp.while_loop, sp.fori_loop or sp.remat (same arguments as "
+        "jax.lax's; they trace the function anew on every call and give each step its own random "
+        "keys), or sp.layer_stack for repeated layers; or fetch the parameters before the loop and pass "
+        "them in. A jax.jit inside the model is not needed: jit the whole apply."
+    )
+
+
 def next_rng_key() -> jax.Array:
     """A fresh PRNG key for dropout and friends.
 
@@ -99,6 +132,8 @@ def next_rng_key() -> jax.Array:
     >>> out = model.apply({}, jnp.ones(3), rng=jax.random.key(0))
     """
     frame = current("next_rng_key")
+    if _scope._TRACE.value is not frame.trace:
+        check_trace(frame, "sp.next_rng_key()")
     if frame.rng is None:
         raise MissingRngError(
             "sp.next_rng_key() needs a random key, but apply was called without rng=.\n"
@@ -134,6 +169,12 @@ def record(name: str, value: Any) -> None:
     frame = current("record")
     if frame.records is None:
         return
+    if frame.loop is not None:
+        raise NestedTraceError(
+            f"sp.record({name!r}) was called inside the function of {frame.loop}: a value made there "
+            "cannot leave it except as its result.\n"
+            f"  fix: return the value from the function (as a scan output, for every step) and record "
+            f"it after {frame.loop}.")
     full = f"{frame.name_stack}/{name}" if frame.name_stack else name
     count = frame.record_names.get(full, 0)
     frame.record_names[full] = count + 1

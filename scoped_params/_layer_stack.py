@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
-from ._params import ApplyStore, _check_state_value
-from ._scope import scope
+from ._params import ApplyStore, InitStore, _check_state_value
+from ._scope import _TRACE, scope
 from .initializers import _instantiate, default_initializer
 
 
@@ -132,12 +132,16 @@ def _frame_attrs(frame: _frame.Frame, **attrs: Any):
 
 class _Snapshot:
     """Python-side trace state the block mutates; restored if ``lax.scan`` traces the block twice
-    (it retraces when a carry's weak type changes), so the second trace sees what the first did."""
+    (it retraces when a carry's weak type changes), so the second trace sees what the first did.
+    (Also ``sp.scan`` and the other wrappers of ``_control_flow.py``.)"""
 
     def __init__(self, frame: _frame.Frame):
         self.frame = frame
         root = _root(frame.store)
         self.created = dict(root.created) if isinstance(root, ApplyStore) else None
+        # init: what the store has made so far (specs, placeholders, scope paths)
+        self.made = (dict(root.specs), dict(root.values), set(root.prefixes)) \
+            if isinstance(root, InitStore) else None
         self.node = node = frame.node
         self.count, children, hints = node
         self.children = dict(children) if children is not None else None
@@ -152,6 +156,10 @@ class _Snapshot:
         if self.created is not None:
             root.created.clear()
             root.created.update(self.created)
+        if self.made is not None:
+            for table, saved in zip((root.specs, root.values, root.prefixes), self.made):
+                table.clear()
+                table.update(saved)
         self.node[:] = (self.count, dict(self.children) if self.children is not None else None,
                         dict(self.hints) if self.hints is not None else None)
         frame.names_in_use.clear()
@@ -268,7 +276,9 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unro
         view = _StackView(outer, prefix, num_layers, dict(layer_values))
         rng = None if base_rng is None else jax.random.fold_in(base_rng, index)
         records = None if frame.records is None else {}
-        with _frame_attrs(frame, store=view, rng=rng, rng_count=0, records=records):
+        # The block may read params in scan's trace, and set state (threaded through the carry).
+        with _frame_attrs(frame, store=view, rng=rng, rng_count=0, records=records,
+                          trace=_TRACE.value, loop=None):
             out = _call_block(f, c, layer_xs, per_layer)
         new_carry, ys = out if per_layer else (out, None)
         new_state = {n: view.slices[n] for n in view.written}

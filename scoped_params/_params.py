@@ -24,7 +24,7 @@ from . import _frame
 from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
                       ParamExistsError, ParamNotFoundError, ShapeMismatchError, StateError,
                       _IS_USER_FILE, format_site, name_scope_hint, nearest, user_site)
-from ._scope import AUTO_REUSE, _describe_reuse
+from ._scope import _TRACE, AUTO_REUSE, _describe_reuse
 from ._spec import ParamSpec
 from ._tree import flatten
 from .initializers import _instantiate, default_initializer
@@ -66,6 +66,8 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     frame = _current_frame()
     if frame is None:
         raise _frame.not_in_transform("get_param")
+    if _TRACE.value is not frame.trace:  # inside a jax.lax.scan body, a vmap, ...
+        _frame.check_trace(frame, f"sp.get_param({name!r}), parameter '{frame.scope.prefix}{name}',")
     scope = frame.scope
     values = scope._values  # the params sub-dict at the scope's path, when the lookup below applies
     if values is not None:
@@ -128,6 +130,8 @@ def get_state(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     frame = _frame._FRAME.get()
     if frame is None:
         raise _frame.not_in_transform("get_state")
+    if _TRACE.value is not frame.trace:
+        _frame.check_trace(frame, f"sp.get_state({name!r}), parameter '{frame.scope.prefix}{name}',")
     if not frame.with_state:
         raise _no_state("get_state", name)
     return _request(frame, name, shape, init, dtype, False, None, None, None, STATE)
@@ -141,6 +145,14 @@ def set_state(name: str, value: Any) -> None:
     from the initializers only.
     """
     frame = _frame.current("set_state")
+    if _TRACE.value is not frame.trace:
+        _frame.check_trace(frame, f"sp.set_state({name!r}), parameter '{frame.scope.prefix}{name}',")
+    if frame.loop is not None:
+        raise StateError(
+            f"sp.set_state({name!r}) was called inside the function of {frame.loop} (state "
+            f"'{frame.scope.prefix}{name}'): a value made there cannot leave it except as its result.\n"
+            f"  fix: return the new value from the function and call sp.set_state after {frame.loop}; "
+            "for repeated layers with state (batch norm), use sp.layer_stack, which threads it.")
     if not frame.with_state:
         raise _no_state("set_state", name)
     full = frame.scope.prefix + name

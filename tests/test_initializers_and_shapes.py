@@ -427,7 +427,8 @@ def test_variance_scaling_uses_tf_fan_rules(mode, n):
 def test_he_lecun_and_glorot_draw_from_tf1s_distributions(name):
     tf = pytest.importorskip("tensorflow")
     shape = (3, 3, 64, 32)  # fan_in 576, fan_out 288
-    theirs = np.asarray(getattr(tf.compat.v1.initializers, name)(seed=0)(shape))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:  # whatever mode TF is in
+        theirs = session.run(getattr(tf.compat.v1.initializers, name)(seed=0)(shape))
     ours = np.asarray(getattr(inits, name)()(KEY, shape, jnp.float32))
     assert ours.std() == pytest.approx(theirs.std(), rel=0.02)
     # Both bounded alike: the uniform limit, or two standard deviations of the untruncated normal.

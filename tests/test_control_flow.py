@@ -1,0 +1,255 @@
+"""Parameters inside JAX control flow: sp.scan, sp.cond, sp.switch, sp.while_loop, sp.fori_loop,
+sp.remat; and the NestedTraceError that jax.lax's own versions get, whose cached traces would
+otherwise replay one call's parameters in every later call."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+KEY = jax.random.key(0)
+T, B, D, H = 5, 2, 3, 4
+
+
+def rnn_cell(h, x):
+    with sp.scope("cell", reuse=sp.AUTO_REUSE):  # one set of weights for every step
+        w = sp.get_param("w", [D, H])
+        u = sp.get_param("u", [H, H])
+        b = sp.get_param("b", [H], init=sp.initializers.zeros)
+    h = jnp.tanh(x @ w + h @ u + b)
+    return h, h
+
+
+def hand_rnn(p, xs, h):
+    for x in xs:
+        h = jnp.tanh(x @ p["w"] + h @ p["u"] + p["b"])
+    return h
+
+
+XS = jax.random.normal(jax.random.key(1), (T, B, D))
+H0 = jnp.zeros((B, H))
+
+RNNS = {
+    "scan": lambda xs: sp.scan(rnn_cell, H0, xs)[0],
+    "created_in_scan_reused_after": lambda xs: rnn_cell(sp.scan(rnn_cell, H0, xs[:-1])[0], xs[-1])[0],
+    "created_before_reused_in_scan": lambda xs: sp.scan(rnn_cell, rnn_cell(H0, xs[0])[0], xs[1:])[0],
+    "remat_cond_fori_loop": lambda xs: sp.fori_loop(
+        2, T, lambda t, h: rnn_cell(h, xs[t])[0],
+        sp.cond(xs[0, 0, 0] < 100, lambda h: rnn_cell(h, xs[1])[0], lambda h: h,
+                sp.remat(lambda h, x: rnn_cell(h, x)[0])(H0, xs[0]))),
+    "while_loop": lambda xs: sp.while_loop(
+        lambda c: c[0] < T, lambda c: (c[0] + 1, rnn_cell(c[1], xs[c[0]])[0]), (0, H0))[1],
+    "switch": lambda xs: sp.scan(
+        lambda h, x: (sp.switch(0, [lambda h: rnn_cell(h, x)[0], lambda h: h], h), None), H0, xs)[0],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RNNS))
+def test_an_rnn_step_asking_for_its_weights_inside_sp_control_flow_matches_hand_written_jax(name):
+    model = sp.transform(RNNS[name])
+    params = model.init(KEY, XS)
+    assert set(sp.flatten(params)) == {"cell/w", "cell/u", "cell/b"}
+    chex.assert_trees_all_equal(jax.jit(model.init)(KEY, XS), params)
+    # Two different sets of weights: each call computes with its own (no trace replays another's).
+    for scale in (1.0, -0.5):
+        p = jax.tree_util.tree_map(lambda v: v * scale, params)
+        expected = hand_rnn(p["cell"], XS, H0)
+        chex.assert_trees_all_close(model.apply(p, XS), expected, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(jax.jit(model.apply)(p, XS), expected, rtol=1e-5, atol=1e-6)
+    if name == "while_loop":
+        return  # JAX cannot reverse-differentiate a while_loop
+    grads = jax.grad(lambda p: model.apply(p, XS).sum())(params)
+    hand_grads = jax.grad(lambda q: hand_rnn(q, XS, H0).sum())(params["cell"])
+    chex.assert_trees_all_close(grads["cell"], hand_grads, rtol=1e-5, atol=1e-5)
+
+
+def _lax_scan(xs):
+    return jax.lax.scan(rnn_cell, H0, xs)[0]
+
+
+def _lax_cond(xs):
+    return jax.lax.cond(True, lambda h: rnn_cell(h, xs[0])[0], lambda h: h, H0)
+
+
+def _lax_while(xs):
+    return jax.lax.while_loop(lambda c: c[0] < T, lambda c: (c[0] + 1, rnn_cell(c[1], xs[c[0]])[0]),
+                              (0, H0))[1]
+
+
+def _lax_fori(xs):
+    return jax.lax.fori_loop(0, T, lambda t, h: rnn_cell(h, xs[t])[0], H0)
+
+
+def _checkpoint(xs):
+    return jax.checkpoint(lambda h: rnn_cell(h, xs[0])[0])(H0)
+
+
+def _nested_jit(xs):
+    return jax.jit(rnn_cell)(H0, xs[0])[0]
+
+
+@pytest.mark.parametrize("fn", [_lax_scan, _lax_cond, _lax_while, _lax_fori, _checkpoint, _nested_jit])
+@pytest.mark.parametrize("where", ["init", "apply", "jit(apply)"])
+def test_get_param_in_a_function_jax_traces_and_caches_is_an_error_naming_the_param_and_the_fix(
+        fn, where):
+    model = sp.transform(fn)
+    params = sp.transform(RNNS["scan"]).init(KEY, XS)
+    run = {"init": lambda: model.init(KEY, XS), "apply": lambda: model.apply(params, XS),
+           "jit(apply)": lambda: jax.jit(model.apply)(params, XS)}[where]
+    with pytest.raises(sp.NestedTraceError) as e:
+        run()
+    assert isinstance(e.value, RuntimeError)
+    text = str(e.value)
+    assert "sp.get_param('w'), parameter 'cell/w', was called inside a function that JAX traces" in text
+    assert "fix: use sp.scan, sp.cond, sp.while_loop, sp.fori_loop or sp.remat" in text
+
+
+def test_jax_lax_scan_would_have_replayed_the_first_calls_weights():
+    # Why the error: the same step function under jax.lax.scan is traced once and cached, so a
+    # second apply with other weights would compute with the first apply's. sp.scan retraces.
+    def step(c, x):
+        return c + x * sp.get_param("w", [2]), None
+
+    model = sp.transform(lambda xs: sp.scan(step, jnp.zeros(2), xs)[0])
+    xs = jnp.ones((3, 2))
+    assert set(sp.flatten(model.init(KEY, xs))) == {"w"}
+    assert set(sp.flatten(model.init(KEY, xs))) == {"w"}  # the second init creates it again
+    for w in (1.0, 10.0):
+        np.testing.assert_allclose(model.apply({"w": jnp.full(2, w)}, xs), np.full(2, 3 * w))
+        np.testing.assert_allclose(jax.jit(model.apply)({"w": jnp.full(2, w)}, xs), np.full(2, 3 * w))
+
+
+def test_one_step_function_scanned_in_two_scopes_gets_two_sets_of_weights():
+    def step(c, x):
+        with sp.scope(None, default_name="cell"):
+            return c * sp.get_param("w", [], init=sp.initializers.ones) + x, None
+
+    def fn(xs):
+        with sp.scope("enc"):
+            a = sp.scan(step, 0.0, xs)[0]
+        with sp.scope("dec"):
+            b = sp.scan(step, 0.0, xs)[0]
+        return a + b
+
+    model = sp.transform(fn)
+    xs = jnp.arange(4.0)
+    assert set(sp.flatten(model.init(KEY, xs))) == {"enc/cell/w", "dec/cell/w"}
+    params = {"enc": {"cell": {"w": jnp.array(2.0)}}, "dec": {"cell": {"w": jnp.array(0.0)}}}
+    assert float(model.apply(params, xs)) == (((0 * 2 + 0) * 2 + 1) * 2 + 2) * 2 + 3 + 3
+
+
+def test_a_function_traced_twice_by_jax_starts_each_trace_from_the_same_names():
+    # Some JAX versions retrace a scan body when a carry's weak type changes. The second trace then
+    # sees the names, counters and name scopes the first one started from, so reuse=False does not
+    # find its own parameter. (Driven here by tracing the wrapped function twice by hand.)
+    from scoped_params import _frame
+    from scoped_params._control_flow import _inside
+
+    def step(x):
+        with sp.scope(None, default_name="block"):
+            return x * sp.get_param("w", [], init=sp.initializers.ones)
+
+    def fn(x):
+        body = _inside(_frame.current("test"), "sp.scan", step, None)
+        jax.make_jaxpr(lambda x: body(None, x))(x)
+        return body(None, x)
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jnp.float32(2))
+    assert set(sp.flatten(params)) == {"block/w"}
+    assert float(model.apply(params, jnp.float32(2))) == 2.0
+
+
+def test_next_rng_key_inside_sp_scan_gives_each_step_its_own_key_reproducibly():
+    def fn(xs):
+        return sp.scan(lambda c, x: (c, jax.random.uniform(sp.next_rng_key(), ())), 0.0, xs)[1]
+
+    model = sp.transform(fn)
+    xs = jnp.zeros(6)
+    draws = model.apply({}, xs, rng=jax.random.key(3))
+    assert len(set(np.asarray(draws).tolist())) == 6
+    np.testing.assert_array_equal(draws, model.apply({}, xs, rng=jax.random.key(3)))
+    np.testing.assert_array_equal(draws, jax.jit(model.apply)({}, xs, rng=jax.random.key(3)))
+    assert not np.array_equal(draws, model.apply({}, xs, rng=jax.random.key(4)))
+    with pytest.raises(sp.MissingRngError):
+        model.apply({}, xs)
+
+
+def test_next_rng_key_inside_sp_while_loop_and_fori_loop_differs_per_iteration():
+    def fn():
+        a = sp.fori_loop(0, 4, lambda i, acc: acc.at[i].set(
+            jax.random.uniform(sp.next_rng_key(), ())), jnp.zeros(4))
+        b = sp.while_loop(lambda c: c[0] < 4, lambda c: (c[0] + 1, c[1].at[c[0]].set(
+            jax.random.uniform(sp.next_rng_key(), ()))), (0, jnp.zeros(4)))[1]
+        return a, b
+
+    a, b = sp.transform(fn).apply({}, rng=jax.random.key(0))
+    assert len(set(np.asarray(a).tolist())) == 4 and len(set(np.asarray(b).tolist())) == 4
+
+
+def test_set_state_inside_sp_scan_is_a_state_error_saying_to_return_the_value():
+    def fn(xs):
+        sp.get_state("total", [], init=sp.initializers.zeros)
+        return sp.scan(lambda c, x: (sp.set_state("total", c + x), (c + x, None))[1], 0.0, xs)
+
+    with pytest.raises(sp.StateError, match=r"sp.set_state\('total'\) was called inside the "
+                                            r"function of sp.scan") as e:
+        sp.transform_with_state(fn).init(KEY, jnp.ones(3))
+    assert "fix: return the new value from the function and call sp.set_state after sp.scan" in str(e.value)
+
+
+def test_record_inside_sp_scan_is_an_error_saying_to_return_the_value():
+    def fn(xs):
+        return sp.scan(lambda c, x: (sp.record("h", c + x) or c + x, None), 0.0, xs)[0]
+
+    model = sp.transform(fn)
+    assert float(model.apply({}, jnp.ones(3))) == 3.0  # recording is off: nothing to object to
+    with pytest.raises(sp.NestedTraceError, match=r"sp.record\('h'\) was called inside the function "
+                                                  r"of sp.scan") as e:
+        model.apply_with_intermediates({}, jnp.ones(3))
+    assert "fix: return the value from the function" in str(e.value)
+
+
+def test_vmap_and_grad_inside_the_model_still_read_params():
+    # They run the function anew on every call (nothing cached): a WGAN-GP gradient penalty.
+    def critic(y):
+        with sp.scope("critic", reuse=sp.AUTO_REUSE):
+            return jnp.sum(jnp.tanh(y @ sp.get_param("w", [4, 1])))
+
+    def fn(x):
+        penalty = jnp.sum(jax.grad(critic)(x) ** 2)
+        return critic(x) + penalty + jax.vmap(critic)(jnp.stack([x, 2 * x])).sum()
+
+    model = sp.transform(fn)
+    x = jnp.ones(4)
+    params = model.init(KEY, x)
+    w = params["critic"]["w"]
+
+    def hand(y):
+        return jnp.sum(jnp.tanh(y @ w))
+
+    expected = hand(x) + jnp.sum(jax.grad(hand)(x) ** 2) + hand(x) + hand(2 * x)
+    np.testing.assert_allclose(model.apply(params, x), expected, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(model.apply)(params, x), expected, rtol=1e-6)
+
+
+def test_sp_scan_inside_a_layer_stack_block_and_a_layer_stack_inside_sp_scan():
+    def block(h):
+        return sp.scan(lambda c, x: (c + x * sp.get_param("w", [2], init=sp.initializers.ones),
+                                     None), h, jnp.ones((3, 2)))[0]
+
+    model = sp.transform(lambda x: sp.layer_stack(4)(block)(x))
+    params = model.init(KEY, jnp.zeros(2))
+    assert sp.flatten(params)["layer_stack/w"].shape == (4, 2)
+    np.testing.assert_allclose(model.apply(params, jnp.zeros(2)), np.full(2, 12.0))
+
+    outer = sp.transform(lambda xs: sp.scan(
+        lambda c, x: (sp.layer_stack(2)(lambda h: h * sp.get_param("v", [2]))(c + x), None),
+        jnp.ones(2), xs)[0])
+    params = outer.init(KEY, jnp.ones((3, 2)))
+    assert sp.flatten(params)["layer_stack/v"].shape == (2, 2)
+    v = {"layer_stack": {"v": jnp.full((2, 2), 2.0)}}
+    np.testing.assert_allclose(outer.apply(v, jnp.zeros((3, 2))), np.full(2, 64.0))
