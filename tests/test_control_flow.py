@@ -107,6 +107,15 @@ def test_get_param_in_a_function_jax_traces_and_caches_is_an_error_naming_the_pa
     assert "fix: use sp.scan, sp.cond, sp.while_loop, sp.fori_loop or sp.remat" in text
 
 
+def test_an_sp_scan_inside_a_jax_lax_scan_body_is_a_nested_trace_error_too():
+    def fn(xs):
+        return jax.lax.scan(lambda c, x: (sp.scan(rnn_cell, c, x[None])[0], None), H0, xs)[0]
+
+    with pytest.raises(sp.NestedTraceError, match=r"sp.scan was called inside a function that JAX "
+                                                  r"traces and caches"):
+        sp.transform(fn).init(KEY, XS)
+
+
 def test_jax_lax_scan_would_have_replayed_the_first_calls_weights():
     # Why the error: the same step function under jax.lax.scan is traced once and cached, so a
     # second apply with other weights would compute with the first apply's. sp.scan retraces.
@@ -253,3 +262,18 @@ def test_sp_scan_inside_a_layer_stack_block_and_a_layer_stack_inside_sp_scan():
     assert sp.flatten(params)["layer_stack/v"].shape == (2, 2)
     v = {"layer_stack": {"v": jnp.full((2, 2), 2.0)}}
     np.testing.assert_allclose(outer.apply(v, jnp.zeros((3, 2))), np.full(2, 64.0))
+
+
+def test_the_public_find_top_trace_gives_the_same_answers_as_jaxs_trace_state(monkeypatch):
+    # The current trace is read from JAX's own state when that agrees with jax.extend's
+    # find_top_trace at import; otherwise find_top_trace serves. Both must behave the same.
+    from scoped_params import _control_flow, _layer_stack, _params, _scope
+
+    found = _scope._FoundTrace()
+    assert found.value is _scope._find_top_trace(())
+    for module in (_scope, _params, _layer_stack, _control_flow):
+        monkeypatch.setattr(module, "_TRACE", found)
+    test_an_rnn_step_asking_for_its_weights_inside_sp_control_flow_matches_hand_written_jax("scan")
+    test_get_param_in_a_function_jax_traces_and_caches_is_an_error_naming_the_param_and_the_fix(
+        _lax_scan, "jit(apply)")
+    test_vmap_and_grad_inside_the_model_still_read_params()
