@@ -100,10 +100,9 @@ def check_trace(frame: Frame, what: str) -> None:
     another init) would get the values this trace read, silently.
     """
     trace = _scope._TRACE.value
-    staged = []
+    staged = False  # a trace that stages out (DynamicJaxprTrace) between here and the frame's
     while trace is not None and trace is not frame.trace:
-        if "Jaxpr" in type(trace).__name__:
-            staged.append(trace)
+        staged = staged or "Jaxpr" in type(trace).__name__
         trace = getattr(trace, "parent_trace", None)
     if trace is None or not staged:  # not under the frame's trace (ensure_compile_time_eval), or unstaged
         return

@@ -131,7 +131,7 @@ def get_state(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     if frame is None:
         raise _frame.not_in_transform("get_state")
     if _TRACE.value is not frame.trace:
-        _frame.check_trace(frame, f"sp.get_state({name!r}), parameter '{frame.scope.prefix}{name}',")
+        _frame.check_trace(frame, f"sp.get_state({name!r}), state '{frame.scope.prefix}{name}',")
     if not frame.with_state:
         raise _no_state("get_state", name)
     return _request(frame, name, shape, init, dtype, False, None, None, None, STATE)
@@ -146,7 +146,7 @@ def set_state(name: str, value: Any) -> None:
     """
     frame = _frame.current("set_state")
     if _TRACE.value is not frame.trace:
-        _frame.check_trace(frame, f"sp.set_state({name!r}), parameter '{frame.scope.prefix}{name}',")
+        _frame.check_trace(frame, f"sp.set_state({name!r}), state '{frame.scope.prefix}{name}',")
     if frame.loop is not None:
         raise StateError(
             f"sp.set_state({name!r}) was called inside the function of {frame.loop} (state "
