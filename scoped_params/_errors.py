@@ -122,7 +122,8 @@ class NotInTransformError(ScopedParamsError, RuntimeError):
 
 class NestedTraceError(ScopedParamsError, RuntimeError):
     """A parameter or random key was asked for inside a function JAX traces and caches on its own
-    (``jax.lax.scan``, ``cond``, ``while_loop``, ``jax.checkpoint``, a nested ``jax.jit``)."""
+    (``jax.lax.scan``, ``cond``, ``while_loop``, ``jax.checkpoint``, a nested ``jax.jit``), or inside
+    a ``jax.custom_jvp``/``custom_vjp`` function that ``jax.grad`` differentiates with respect to it."""
 
 
 class MissingRngError(ScopedParamsError, RuntimeError):

@@ -89,8 +89,9 @@ def install(frame: Frame) -> Optional[Frame]:
 uninstall = _FRAME.set
 
 
-def check_trace(frame: Frame, what: str) -> None:
-    """Raise unless the current JAX trace may read ``frame``'s parameters and keys.
+def check_trace(frame: Frame, what: str) -> bool:
+    """Raise unless the current JAX trace may read ``frame``'s parameters and keys; return whether it
+    lies outside ``frame.trace`` (then the caller checks what it hands out with ``usable_outside``).
 
     Called when the current trace is not ``frame.trace`` (the one the transform started in, or the
     body trace of an ``sp.scan``/``layer_stack``/... inside it). Traces that run the function anew
@@ -98,24 +99,63 @@ def check_trace(frame: Frame, what: str) -> None:
     (``jax.lax.scan``, ``cond``, ``while_loop``, ``jax.checkpoint``, a nested ``jax.jit``) is not:
     JAX caches it by the function object and shapes, so another call (other params, another scope,
     another init) would get the values this trace read, silently.
+
+    The function of a ``jax.custom_jvp`` or ``jax.custom_vjp`` runs in a trace of its own that is not
+    under ``frame.trace`` (a fresh one, not cached, under ``jit`` and ``vmap``; ``grad``'s parent
+    trace under ``grad``).
     """
     trace = _scope._TRACE.value
     staged = False  # a trace that stages out (DynamicJaxprTrace) between here and the frame's
     while trace is not None and trace is not frame.trace:
         staged = staged or "Jaxpr" in type(trace).__name__
         trace = getattr(trace, "parent_trace", None)
-    if trace is None or not staged:  # not under the frame's trace (ensure_compile_time_eval), or unstaged
-        return
-    raise NestedTraceError(
-        f"{what} was called inside a function that JAX traces and caches by itself: the body of a "
-        "jax.lax.scan, cond, switch, while_loop or fori_loop, a jax.checkpoint, or a jax.jit inside the "
-        "model. JAX would reuse this trace, with the values it read, on any later call with the same "
-        "function and shapes (other params, another scope, the next init), without running it again.\n"
-        "  fix: use sp.scan, sp.cond, sp.while_loop, sp.fori_loop or sp.remat (same arguments as "
-        "jax.lax's; they trace the function anew on every call and give each step its own random "
-        "keys), or sp.layer_stack for repeated layers; or fetch the parameters before the loop and pass "
-        "them in. A jax.jit inside the model is not needed: jit the whole apply."
-    )
+    if trace is None:
+        return True
+    if staged:
+        raise NestedTraceError(
+            f"{what} was called inside a function that JAX traces and caches by itself: the body of a "
+            "jax.lax.scan, cond, switch, while_loop or fori_loop, a jax.checkpoint, or a jax.jit inside "
+            "the model. JAX would reuse this trace, with the values it read, on any later call with the "
+            "same function and shapes (other params, another scope, the next init), without running it "
+            "again.\n"
+            "  fix: use sp.scan, sp.cond, sp.while_loop, sp.fori_loop or sp.remat (same arguments as "
+            "jax.lax's; they trace the function anew on every call and give each step its own random "
+            "keys), or sp.layer_stack for repeated layers; or fetch the parameters before the loop and "
+            "pass them in. A jax.jit inside the model is not needed: jit the whole apply."
+        )
+    return False
+
+
+def usable_outside(value: Any, what: str) -> Any:
+    """``value`` (a parameter, state or key of the call), read where ``check_trace`` found the current
+    trace outside the call's; a ``NestedTraceError`` if JAX would reject it there.
+
+    That is the function of a ``jax.custom_jvp``/``custom_vjp`` under ``grad`` (``jvp``,
+    ``linearize``) of the value: JAX runs the function below the differentiating trace, so a value
+    that trace carries (a tracer of it, or one wrapping it) has escaped. Values of ``jit`` and
+    ``vmap`` traces are fine there (JAX lifts them into the function's own trace).
+    """
+    if not isinstance(value, jax.core.Tracer):
+        return value
+    here = set()
+    trace = _scope._TRACE.value
+    while trace is not None:
+        here.add(id(trace))
+        trace = getattr(trace, "parent_trace", None)
+    trace = getattr(value, "_trace", None)
+    while trace is not None:
+        kind = type(trace).__name__
+        if ("JVP" in kind or "Linearize" in kind) and id(trace) not in here:
+            raise NestedTraceError(
+                f"{what} was called inside the function of a jax.custom_jvp or jax.custom_vjp that "
+                "jax.grad (jvp, linearize) differentiates with respect to this value. JAX runs that "
+                "function outside the differentiation, so the value cannot be used there (JAX reports "
+                "it as a leaked tracer).\n"
+                "  fix: read it before calling the function and pass it in as an argument: custom_jvp "
+                "then differentiates with respect to it, and a custom_vjp's bwd returns its cotangent."
+            )
+        trace = getattr(trace, "parent_trace", None)
+    return value
 
 
 def next_rng_key() -> jax.Array:
@@ -131,8 +171,8 @@ def next_rng_key() -> jax.Array:
     >>> out = model.apply({}, jnp.ones(3), rng=jax.random.key(0))
     """
     frame = current("next_rng_key")
-    if _scope._TRACE.value is not frame.trace:
-        check_trace(frame, "sp.next_rng_key()")
+    if _scope._TRACE.value is not frame.trace and check_trace(frame, "sp.next_rng_key()"):
+        usable_outside(frame.rng, "sp.next_rng_key()")
     if frame.rng is None:
         raise MissingRngError(
             "sp.next_rng_key() needs a random key, but apply was called without rng=.\n"

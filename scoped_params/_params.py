@@ -66,8 +66,11 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     frame = _current_frame()
     if frame is None:
         raise _frame.not_in_transform("get_param")
-    if _TRACE.value is not frame.trace:  # inside a jax.lax.scan body, a vmap, ...
-        _frame.check_trace(frame, f"sp.get_param({name!r}), parameter '{frame.scope.prefix}{name}',")
+    if _TRACE.value is not frame.trace:  # inside a jax.lax.scan body, a vmap, a custom_vjp, ...
+        what = f"sp.get_param({name!r}), parameter '{frame.scope.prefix}{name}',"
+        if _frame.check_trace(frame, what):
+            return _frame.usable_outside(_request(frame, name, shape, init, dtype, trainable, regularizer,
+                                                  collections, sharding, PARAM), what)
     scope = frame.scope
     values = scope._values  # the params sub-dict at the scope's path, when the lookup below applies
     if values is not None:
@@ -130,11 +133,14 @@ def get_state(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     frame = _frame._FRAME.get()
     if frame is None:
         raise _frame.not_in_transform("get_state")
+    outside = what = None
     if _TRACE.value is not frame.trace:
-        _frame.check_trace(frame, f"sp.get_state({name!r}), state '{frame.scope.prefix}{name}',")
+        what = f"sp.get_state({name!r}), state '{frame.scope.prefix}{name}',"
+        outside = _frame.check_trace(frame, what)
     if not frame.with_state:
         raise _no_state("get_state", name)
-    return _request(frame, name, shape, init, dtype, False, None, None, None, STATE)
+    value = _request(frame, name, shape, init, dtype, False, None, None, None, STATE)
+    return _frame.usable_outside(value, what) if outside else value
 
 
 def set_state(name: str, value: Any) -> None:
