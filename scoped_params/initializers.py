@@ -1,16 +1,26 @@
 """Initializers with TF 1.x's names and defaults, called as ``init(key, shape, dtype)``.
 
 Every ``jax.nn.initializers`` object works with ``get_param`` as is; these add the TF 1.x spellings
-ported code uses, and TF's default (Glorot-uniform with TF's fan rules, which also cover rank-0 and
-rank-1 shapes that ``jax.nn.initializers.glorot_uniform`` refuses).
+ported code uses (``tf.*_initializer``, ``tf.initializers.*``, contrib's ``xavier_initializer``, and
+``tf.keras.initializers``' classes with Keras's own defaults), and TF's default (Glorot-uniform with
+TF's fan rules, which also cover rank-0 and rank-1 shapes that ``jax.nn.initializers.glorot_uniform``
+refuses).
+
+The factories standing for TF's classes also take TF's ``seed=`` and ``dtype=`` keywords. A seed
+fixes the draw, as an op seed does in TF 1.x: the values come from ``jax.random.key(seed)`` instead of
+the parameter's key, so they are the same in every ``init`` and for every parameter of the same shape
+given that initializer (not TF's numbers: the generators differ). ``dtype`` is ignored, as
+``tf.get_variable`` ignores it: the parameter's dtype is the one drawn.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import inspect
 import math
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +30,15 @@ import numpy as np
 __all__ = [
     "constant", "constant_initializer", "default_initializer", "glorot_normal",
     "glorot_normal_initializer", "glorot_uniform", "glorot_uniform_initializer", "he_normal",
-    "he_uniform", "lecun_normal", "lecun_uniform", "ones", "ones_initializer", "random_normal",
+    "he_uniform", "identity", "identity_initializer", "lecun_normal", "lecun_uniform", "ones",
+    "ones_initializer", "orthogonal", "orthogonal_initializer", "random_normal",
     "random_normal_initializer", "random_uniform", "random_uniform_initializer", "truncated_normal",
     "truncated_normal_initializer", "variance_scaling", "variance_scaling_initializer",
     "xavier_initializer", "xavier_initializer_conv2d", "zeros", "zeros_initializer",
+    # tf.keras.initializers' classes, with Keras's defaults
+    "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity", "LecunNormal",
+    "LecunUniform", "Ones", "Orthogonal", "RandomNormal", "RandomUniform", "TruncatedNormal",
+    "VarianceScaling", "Zeros",
 ]
 
 # TF 1.x's initializers are classes, and tf.get_variable instantiates a class it is given
@@ -32,9 +47,33 @@ __all__ = [
 _FACTORY_MARK = "_scoped_params_initializer_factory"
 
 
-def _tf_class(factory):
-    setattr(factory, _FACTORY_MARK, True)
-    return factory
+def _tf_class(factory: Callable) -> Callable:
+    """Mark ``factory`` as standing for a TF initializer class, and give it TF's ``seed=`` and
+    ``dtype=`` keywords (see the module's docstring)."""
+
+    @functools.wraps(factory)
+    def make(*args: Any, seed: Optional[int] = None, dtype: Any = None, **kwargs: Any):
+        del dtype  # tf.get_variable calls the initializer with the variable's dtype
+        init = factory(*args, **kwargs)
+        return init if seed is None else _seeded(init, seed)
+
+    signature = inspect.signature(factory)
+    make.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *(
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in ("seed", "dtype"))])
+    setattr(make, _FACTORY_MARK, True)
+    return make
+
+
+def _seeded(init: Callable, seed: int) -> Callable:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or None (as in TF), got {seed!r}.")
+    key = int(seed)
+
+    def seeded(_key, shape, dtype=jnp.float32):
+        return init(jax.random.key(key), shape, dtype)
+
+    seeded.__name__ = seeded.__qualname__ = f"{getattr(init, '__name__', 'init')}_seed_{key}"
+    return seeded
 
 
 def _instantiate(init: Any) -> Any:
@@ -174,6 +213,42 @@ def xavier_initializer(uniform: bool = True):
     return init
 
 
+@_tf_class
+def orthogonal(gain: float = 1.0):
+    """TF 1.x ``orthogonal_initializer``: the shape flattened to (prod(shape[:-1]), shape[-1]), a
+    normal draw made orthogonal by QR with the signs of R's diagonal (rows or columns orthonormal,
+    whichever are fewer), times ``gain``. Rank 2 or more, as in TF."""
+
+    def init(key, shape, dtype=jnp.float32):
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal initializer: the shape must have rank 2 or more, got "
+                             f"{tuple(shape)}.")
+        rows, cols = math.prod(shape[:-1]), int(shape[-1])
+        flat = (cols, rows) if rows < cols else (rows, cols)
+        draw = jnp.promote_types(dtype, jnp.float32)  # QR in at least single precision
+        q, r = jnp.linalg.qr(jax.random.normal(key, flat, draw))
+        q = q * jnp.sign(jnp.diagonal(r))
+        if rows < cols:
+            q = q.T
+        return (gain * q).reshape(shape).astype(dtype)
+
+    return init
+
+
+@_tf_class
+def identity(gain: float = 1.0):
+    """TF 1.x ``initializers.identity``: ``gain`` times the identity matrix (rank 2 only; a
+    rectangular one has ones on its main diagonal)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        if len(shape) != 2:
+            raise ValueError(f"identity initializer: the shape must have rank 2, got {tuple(shape)}.")
+        return gain * jnp.eye(shape[0], shape[1], dtype=dtype)
+
+    return init
+
+
 def zeros(key, shape, dtype=jnp.float32):
     del key
     return jnp.zeros(shape, dtype)
@@ -185,12 +260,16 @@ def ones(key, shape, dtype=jnp.float32):
 
 
 @_tf_class
-def constant(value: Any = 0.0):
-    """TF's ``constant_initializer``: fill (or reshape a list/array) to the requested shape."""
+def constant(value: Any = 0.0, verify_shape: bool = False):
+    """TF's ``constant_initializer``: fill (or reshape a list/array) to the requested shape; with
+    ``verify_shape=True`` an array must have that shape."""
     array = np.asarray(value)
 
     def init(key, shape, dtype=jnp.float32):
         del key
+        if verify_shape and array.shape != tuple(shape):
+            raise ValueError(f"constant initializer with verify_shape=True: the value's shape "
+                             f"{array.shape} is not the requested {tuple(shape)}.")
         if array.ndim == 0:
             return jnp.full(shape, array, dtype)
         if array.size != int(np.prod(shape)):
@@ -266,3 +345,39 @@ glorot_uniform_initializer = glorot_uniform
 glorot_normal_initializer = glorot_normal
 variance_scaling_initializer = variance_scaling
 xavier_initializer_conv2d = xavier_initializer
+orthogonal_initializer = orthogonal
+identity_initializer = identity
+
+
+# tf.keras.initializers' classes, with Keras's defaults (its random ones differ from tf.*_initializer's:
+# RandomNormal's stddev is 0.05, not 1.0).
+Zeros = zeros_initializer
+Ones = ones_initializer
+Constant = constant
+GlorotNormal = glorot_normal
+GlorotUniform = glorot_uniform
+HeNormal = he_normal
+HeUniform = he_uniform
+LecunNormal = lecun_normal
+LecunUniform = lecun_uniform
+Orthogonal = orthogonal
+Identity = identity
+VarianceScaling = variance_scaling
+
+
+@_tf_class
+def RandomNormal(mean: float = 0.0, stddev: float = 0.05):  # noqa: N802 - Keras's class name
+    """``tf.keras.initializers.RandomNormal`` (defaults mean=0, stddev=0.05)."""
+    return random_normal.__wrapped__(mean, stddev)
+
+
+@_tf_class
+def TruncatedNormal(mean: float = 0.0, stddev: float = 0.05):  # noqa: N802
+    """``tf.keras.initializers.TruncatedNormal`` (defaults mean=0, stddev=0.05)."""
+    return truncated_normal.__wrapped__(mean, stddev)
+
+
+@_tf_class
+def RandomUniform(minval: float = -0.05, maxval: float = 0.05):  # noqa: N802
+    """``tf.keras.initializers.RandomUniform`` (defaults [-0.05, 0.05))."""
+    return random_uniform.__wrapped__(minval, maxval)

@@ -519,3 +519,103 @@ def test_initializers_draw_exactly_what_jax_random_draws_at_the_full_shape(impl,
                 assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
                 np.testing.assert_array_equal(np.asarray(ours, np.float32),
                                               np.asarray(theirs, np.float32))
+
+
+# --- TF's seed= and dtype= keywords; Keras's classes; orthogonal and identity ----------------------
+
+
+def test_a_seed_fixes_the_draw_across_inits_and_parameters_as_an_op_seed_does_in_tf():
+    # tf.random_normal_initializer(seed=1): the same values in every run and for every variable of
+    # that shape given it. Without a seed, values come from the init key and the parameter's name.
+    def fn():
+        return (sp.get_param("a", [3, 4], init=inits.random_normal_initializer(stddev=0.1, seed=1)),
+                sp.get_param("b", [3, 4], init=inits.random_normal_initializer(stddev=0.1, seed=1)),
+                sp.get_param("c", [3, 4], init=inits.random_normal_initializer(stddev=0.1)))
+
+    model = sp.transform(fn)
+    one, two = model.init(jax.random.key(0)), model.init(jax.random.key(7))
+    np.testing.assert_array_equal(one["a"], two["a"])
+    np.testing.assert_array_equal(one["a"], one["b"])
+    np.testing.assert_array_equal(one["a"], 0.1 * jax.random.normal(jax.random.key(1), (3, 4)))
+    assert not np.array_equal(one["c"], two["c"])
+    for name, value in jax.jit(model.init)(jax.random.key(7)).items():
+        np.testing.assert_allclose(value, two[name], rtol=1e-6)
+    with pytest.raises(TypeError, match=r"seed must be an int or None \(as in TF\), got 0.5"):
+        inits.glorot_normal(seed=0.5)
+
+
+@pytest.mark.parametrize("factory", [inits.glorot_normal, inits.he_uniform, inits.xavier_initializer,
+                                     inits.zeros_initializer, inits.constant_initializer,
+                                     inits.truncated_normal_initializer, inits.orthogonal_initializer])
+def test_tf_initializer_factories_take_seed_and_dtype_and_the_parameter_dtype_wins(factory):
+    # As tf.get_variable calls the initializer with the variable's dtype.
+    x = sp.transform(lambda: sp.get_param("w", [4, 4], dtype=jnp.bfloat16,
+                                          init=factory(seed=3, dtype=jnp.float32))).init(KEY)["w"]
+    assert x.dtype == jnp.bfloat16 and x.shape == (4, 4)
+
+
+@pytest.mark.parametrize("name, keras_name, draw", [
+    ("RandomNormal", "RandomNormal", lambda x: x.std()),
+    ("TruncatedNormal", "TruncatedNormal", lambda x: x.std()),
+    ("RandomUniform", "RandomUniform", lambda x: np.abs(x).max()),
+    ("VarianceScaling", "VarianceScaling", lambda x: x.std()),
+    ("Orthogonal", "Orthogonal", lambda x: x.std()),
+    # Keras 2's class names for TF 1.x Keras's functions
+    ("GlorotNormal", "glorot_normal", lambda x: x.std()),
+    ("GlorotUniform", "glorot_uniform", lambda x: np.abs(x).max()),
+    ("HeNormal", "he_normal", lambda x: x.std()),
+    ("LecunUniform", "lecun_uniform", lambda x: np.abs(x).max()),
+])
+def test_keras_initializer_classes_draw_with_keras_defaults(name, keras_name, draw):
+    # tf.keras.initializers' defaults differ from tf.*_initializer's (RandomNormal: stddev 0.05).
+    tf = pytest.importorskip("tensorflow")
+    shape = (64, 48, 32)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        theirs = session.run(getattr(tf.compat.v1.keras.initializers, keras_name)(seed=0)(shape))
+    ours = np.asarray(sp.transform(lambda: sp.get_param("w", shape, init=getattr(inits, name)))
+                      .init(KEY)["w"])
+    assert draw(ours) == pytest.approx(draw(theirs), rel=0.02)
+
+
+def test_keras_constant_zeros_ones_and_identity_are_exactly_tfs():
+    tf = pytest.importorskip("tensorflow")
+    keras = tf.compat.v1.keras.initializers
+    cases = [("Zeros", (), (2, 3)), ("Ones", (), (2, 3)), ("Constant", (0.5,), (2, 3)),
+             ("Identity", (), (2, 3)), ("Identity", (2.0,), (4, 3))]
+    for name, args, shape in cases:
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            theirs = session.run(getattr(keras, name)(*args)(shape))
+        np.testing.assert_array_equal(getattr(inits, name)(*args)(KEY, shape, jnp.float32), theirs)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        theirs = session.run(tf.compat.v1.initializers.identity(gain=3.0)((3, 3)))
+    np.testing.assert_array_equal(inits.identity_initializer(gain=3.0)(KEY, (3, 3), jnp.float32), theirs)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (4, 4), (2, 3, 4), (3, 3, 2, 16)])
+def test_orthogonal_initializer_has_orthonormal_rows_or_columns_times_gain_like_tfs(shape):
+    tf = pytest.importorskip("tensorflow")
+    q = np.asarray(inits.orthogonal_initializer(gain=2.0)(KEY, shape, jnp.float32))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        theirs = session.run(tf.compat.v1.orthogonal_initializer(gain=2.0, seed=0)(shape))
+    for m in (q, theirs):
+        m = m.reshape(-1, shape[-1])
+        small = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+        np.testing.assert_allclose(small, 4.0 * np.eye(len(small)), atol=1e-4)
+    assert q.shape == theirs.shape == shape
+
+
+def test_orthogonal_and_identity_refuse_shapes_tf_refuses():
+    with pytest.raises(ValueError, match=r"orthogonal initializer: the shape must have rank 2 or more, "
+                                         r"got \(4,\)"):
+        sp.transform(lambda: sp.get_param("w", [4], init=inits.orthogonal())).init(KEY)
+    with pytest.raises(ValueError, match=r"identity initializer: the shape must have rank 2, got "
+                                         r"\(2, 2, 2\)"):
+        inits.identity()(KEY, (2, 2, 2), jnp.float32)
+
+
+def test_constant_initializer_verify_shape_requires_the_exact_shape_as_in_tf():
+    np.testing.assert_array_equal(inits.constant_initializer([1, 2, 3, 4])(KEY, (2, 2), jnp.float32),
+                                  [[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match=r"verify_shape=True: the value's shape \(4,\) is not the "
+                                         r"requested \(2, 2\)"):
+        inits.constant_initializer([1, 2, 3, 4], verify_shape=True)(KEY, (2, 2), jnp.float32)
