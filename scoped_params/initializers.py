@@ -20,6 +20,7 @@ import contextvars
 import functools
 import inspect
 import math
+import types
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
@@ -35,6 +36,7 @@ __all__ = [
     "random_normal_initializer", "random_uniform", "random_uniform_initializer", "truncated_normal",
     "truncated_normal_initializer", "variance_scaling", "variance_scaling_initializer",
     "xavier_initializer", "xavier_initializer_conv2d", "zeros", "zeros_initializer",
+    "contrib", "contrib_variance_scaling",
     # tf.keras.initializers' classes, with Keras's defaults
     "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity", "LecunNormal",
     "LecunUniform", "Ones", "Orthogonal", "RandomNormal", "RandomUniform", "TruncatedNormal",
@@ -58,8 +60,9 @@ def _tf_class(factory: Callable) -> Callable:
         return init if seed is None else _seeded(init, seed)
 
     signature = inspect.signature(factory)
-    make.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *(
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in ("seed", "dtype"))])
+    own = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    tf = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in ("seed", "dtype")]
+    make.__signature__ = signature.replace(parameters=own + tf)
     setattr(make, _FACTORY_MARK, True)
     return make
 
@@ -130,8 +133,20 @@ def _truncated_normal(key, shape, dtype):
 
 
 @_tf_class
-def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"):
-    """TF 1.x ``variance_scaling_initializer`` (fan rules of ``_compute_fans``, any rank)."""
+def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
+                     **contrib_arguments: Any):
+    """TF 1.x ``variance_scaling_initializer`` (fan rules of ``_compute_fans``, any rank). Contrib's
+    function of the same name (``factor=``, ``mode='FAN_IN'``, ``uniform=``) is
+    ``contrib_variance_scaling``."""
+    if contrib_arguments or mode in ("FAN_IN", "FAN_OUT", "FAN_AVG"):
+        asked = ", ".join([f"mode={mode!r}"] * (mode != "fan_in") + [
+            f"{k}={v!r}" for k, v in contrib_arguments.items()])
+        raise TypeError(
+            f"variance_scaling_initializer({asked}): these are the arguments of "
+            "tf.contrib.layers.variance_scaling_initializer, not of core TF's "
+            "variance_scaling_initializer(scale, mode='fan_in', distribution), which this is.\n"
+            "  fix: use sp.initializers.contrib.variance_scaling_initializer(factor=2.0, mode='FAN_IN', "
+            "uniform=False) (its defaults are He's; core's scale defaults to 1.0).")
     if mode not in ("fan_in", "fan_out", "fan_avg"):
         raise ValueError(f"variance_scaling: invalid mode {mode!r}; use 'fan_in', 'fan_out' or 'fan_avg'.")
     if distribution == "normal":
@@ -197,20 +212,39 @@ def lecun_uniform():
 
 
 @_tf_class
-def xavier_initializer(uniform: bool = True):
-    """TF 1.x ``tf.contrib.layers.xavier_initializer``. Uniform, it is Glorot-uniform. Normal, it is
-    contrib's own rule: a normal truncated at two standard deviations with stddev sqrt(1.3 / n),
-    n = (fan_in + fan_out) / 2, which differs from ``glorot_normal``'s correction (1 / 0.8796)."""
-    if uniform:
-        return _glorot_uniform
+def contrib_variance_scaling(factor: float = 2.0, mode: str = "FAN_IN", uniform: bool = False):
+    """TF 1.x ``tf.contrib.layers.variance_scaling_initializer`` (also ``contrib.variance_scaling_
+    initializer`` here). Its defaults are He's (factor 2, fan-in, normal), not core
+    ``variance_scaling_initializer``'s (scale 1); n is fan_in, fan_out or their mean by ``mode``;
+    uniform draws are U(-sqrt(3 factor / n), +...), normal ones a normal truncated at two standard
+    deviations with stddev sqrt(1.3 factor / n) (not core's 1 / 0.8796 correction)."""
+    if mode not in ("FAN_IN", "FAN_OUT", "FAN_AVG"):
+        raise TypeError(f"contrib variance_scaling_initializer: invalid mode {mode!r}; use 'FAN_IN', "
+                        "'FAN_OUT' or 'FAN_AVG' (as in TF's contrib).")
 
     def init(key, shape, dtype=jnp.float32):
         if len(shape) == 0:  # contrib reads shape[-1]
-            raise ValueError("xavier_initializer needs a shape of rank 1 or more, got ().")
+            raise ValueError("contrib's variance_scaling_initializer (and xavier_initializer) needs a "
+                             "shape of rank 1 or more, got ().")
         fan_in, fan_out = _fans(shape)
-        return math.sqrt(1.3 / ((fan_in + fan_out) / 2.0)) * _truncated_normal(key, shape, dtype)
+        n = max(1.0, {"FAN_IN": fan_in, "FAN_OUT": fan_out, "FAN_AVG": (fan_in + fan_out) / 2.0}[mode])
+        if uniform:
+            limit = math.sqrt(3.0 * factor / n)
+            return _uniform(key, shape, dtype, -limit, limit)
+        return math.sqrt(1.3 * factor / n) * _truncated_normal(key, shape, dtype)
 
     return init
+
+
+@_tf_class
+def xavier_initializer(uniform: bool = True):
+    """TF 1.x ``tf.contrib.layers.xavier_initializer``: contrib's variance scaling with factor 1 and
+    FAN_AVG. Uniform, it is Glorot-uniform. Normal, it is contrib's own rule: a normal truncated at
+    two standard deviations with stddev sqrt(1.3 / n), n = (fan_in + fan_out) / 2, which differs from
+    ``glorot_normal``'s correction (1 / 0.8796)."""
+    if uniform:
+        return _glorot_uniform
+    return contrib_variance_scaling.__wrapped__(1.0, "FAN_AVG", False)
 
 
 @_tf_class
@@ -381,3 +415,11 @@ def TruncatedNormal(mean: float = 0.0, stddev: float = 0.05):  # noqa: N802
 def RandomUniform(minval: float = -0.05, maxval: float = 0.05):  # noqa: N802
     """``tf.keras.initializers.RandomUniform`` (defaults [-0.05, 0.05))."""
     return random_uniform.__wrapped__(minval, maxval)
+
+
+# tf.contrib.layers' initializers, at the path ported code spells: tf.contrib.layers.X -> contrib.X.
+contrib = types.SimpleNamespace(
+    variance_scaling_initializer=contrib_variance_scaling,
+    xavier_initializer=xavier_initializer,
+    xavier_initializer_conv2d=xavier_initializer,
+)

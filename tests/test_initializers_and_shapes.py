@@ -393,7 +393,7 @@ def test_tf_spelled_initializers_are_the_same_functions():
     # The module exports the initializers and nothing else (not its imports).
     public = {n for n in dir(inits) if not n.startswith("_") and callable(getattr(inits, n))
               and getattr(getattr(inits, n), "__module__", None) == inits.__name__}
-    assert set(inits.__all__) == public
+    assert set(inits.__all__) == public | {"contrib"}  # tf.contrib.layers' initializers
 
 
 def test_random_normal_and_truncated_normal_have_the_requested_moments():
@@ -619,3 +619,38 @@ def test_constant_initializer_verify_shape_requires_the_exact_shape_as_in_tf():
     with pytest.raises(ValueError, match=r"verify_shape=True: the value's shape \(4,\) is not the "
                                          r"requested \(2, 2\)"):
         inits.constant_initializer([1, 2, 3, 4], verify_shape=True)(KEY, (2, 2), jnp.float32)
+
+
+@pytest.mark.parametrize("kwargs, n, uniform", [
+    ({}, 576, False),  # He: factor 2, FAN_IN, truncated normal
+    ({"factor": 1.0, "mode": "FAN_IN", "uniform": True}, 576, True),  # Caffe's
+    ({"factor": 1.0, "mode": "FAN_AVG", "uniform": False}, 432, False),  # xavier_initializer(False)
+    ({"factor": 3.0, "mode": "FAN_OUT"}, 288, False),
+])
+def test_contribs_variance_scaling_initializer_follows_contribs_rule(kwargs, n, uniform):
+    shape = (3, 3, 64, 32)  # fan_in 576, fan_out 288
+    factor = kwargs.get("factor", 2.0)
+    x = np.asarray(sp.transform(lambda: sp.get_param(
+        "w", shape, init=inits.contrib.variance_scaling_initializer(**kwargs))).init(KEY)["w"])
+    if uniform:
+        limit = math.sqrt(3.0 * factor / n)
+        assert np.abs(x).max() <= limit and np.abs(x).max() > 0.99 * limit
+    else:
+        stddev = math.sqrt(1.3 * factor / n)  # contrib's, truncated at two of these
+        assert np.abs(x).max() <= 2 * stddev and np.abs(x).max() > 1.95 * stddev
+        assert x.std() == pytest.approx(stddev * 0.87962566103423978, rel=0.02)
+    assert inits.contrib.xavier_initializer is inits.xavier_initializer
+
+
+def test_contribs_arguments_given_to_core_variance_scaling_say_which_function_has_them():
+    # tf.contrib.layers.variance_scaling_initializer() is He's initializer; core TF's function of the
+    # same name defaults to scale 1.0. Contrib's arguments must not land on core's silently.
+    for call in (lambda: inits.variance_scaling_initializer(factor=2.0),
+                 lambda: inits.variance_scaling_initializer(2.0, "FAN_IN"),
+                 lambda: inits.variance_scaling_initializer(uniform=True)):
+        with pytest.raises(TypeError, match=r"arguments of tf\.contrib\.layers\.variance_scaling_"
+                                            r"initializer, not of core TF's") as e:
+            call()
+        assert "fix: use sp.initializers.contrib.variance_scaling_initializer(" in str(e.value)
+    with pytest.raises(TypeError, match=r"invalid mode 'fan_in'; use 'FAN_IN'"):
+        inits.contrib.variance_scaling_initializer(mode="fan_in")
