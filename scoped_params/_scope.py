@@ -551,7 +551,8 @@ _SCOPE_KEYWORDS = frozenset({"default_name", "reuse", "initializer", "dtype", "r
 _PLAIN_SCOPES: dict = {}
 
 
-def scope(name_or_scope: Union[str, Scope, None] = None, **options: Any) -> _ScopeContext:
+def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
+          **options: Any) -> _ScopeContext:
     """Open a variable scope: prefix parameter names and set defaults for parameters inside.
 
     TF 1.x's ``tf.variable_scope`` with the same rules:
@@ -575,7 +576,7 @@ def scope(name_or_scope: Union[str, Scope, None] = None, **options: Any) -> _Sco
     # The keyword arguments arrive as a dict: nine keyword-only parameters with defaults cost a
     # quarter of a plain scope's whole entry, as CPython looks each default up by name on every call.
     # The signature reported (inspect, help) is the documented one: _ScopeWithOptions.__init__'s.
-    if not options and type(name_or_scope) is str:
+    if not options and type(name_or_scope) is str and not tf_positional:
         cm = _PLAIN_SCOPES.get(name_or_scope)
         if cm is None:
             if len(_PLAIN_SCOPES) >= _VALID_NAMES_MAX:
@@ -583,9 +584,40 @@ def scope(name_or_scope: Union[str, Scope, None] = None, **options: Any) -> _Sco
             cm = _PLAIN_SCOPES[name_or_scope] = _PlainScope(name_or_scope)
         return cm
     unknown = options.keys() - _SCOPE_KEYWORDS
-    if unknown:
-        raise TypeError(f"scope() got an unexpected keyword argument {min(unknown)!r}")
+    if unknown or tf_positional:
+        raise _tf_arguments_error(name_or_scope, tf_positional, options, unknown)
     return _ScopeWithOptions(name_or_scope, **options)
+
+
+# tf.variable_scope's arguments that only steer TF's graph and runtime: what to tell a user passing them.
+_TF_RUNTIME_SCOPE_ARGUMENTS = {
+    "values": "the tensors passed to pick the graph the scope opens in; there is no graph here",
+    "caching_device": "a TF runtime placement setting; placement is jax.sharding's job here "
+                      "(partitioner=, get_param(sharding=))",
+    "use_resource": "a choice between TF's two variable kinds; parameters here are plain arrays",
+    "constraint": "applied by TF's optimizers after each update; apply such a projection to the "
+                  "params after your optimizer step",
+}
+
+
+def _tf_arguments_error(name_or_scope: Any, positional: tuple, options: dict, unknown) -> TypeError:
+    """The error for ``tf.variable_scope``'s arguments that ``sp.scope`` does not take: its positional
+    form ``(name_or_scope, default_name, values)``, ``values=`` and TF's runtime settings."""
+    if positional:
+        default_name = positional[0]
+        shown = repr(name_or_scope) if name_or_scope is None or isinstance(name_or_scope, str) else "scope"
+        drop = " and drop values" if len(positional) > 1 or "values" in options else ""
+        return TypeError(
+            f"sp.scope takes one positional argument (name_or_scope), got {1 + len(positional)}: "
+            "TF 1.x's variable_scope(name_or_scope, default_name, values) order.\n"
+            f"  fix: sp.scope({shown}, default_name={default_name!r}){drop}: the other "
+            "options are keyword-only, and values only picked TF's graph.")
+    known = sorted(k for k in unknown if k in _TF_RUNTIME_SCOPE_ARGUMENTS)
+    if known:
+        why = "; ".join(f"{k}= is {_TF_RUNTIME_SCOPE_ARGUMENTS[k]}" for k in known)
+        return TypeError(f"sp.scope does not take {', '.join(k + '=' for k in known)} of TF 1.x's "
+                         f"variable_scope: {why}.\n  fix: drop {'it' if len(known) == 1 else 'them'}.")
+    return TypeError(f"scope() got an unexpected keyword argument {min(unknown)!r}")
 
 
 def _pop_entry(cm: _ScopeContext) -> tuple:

@@ -112,6 +112,29 @@ def test_scope_signature_is_the_documented_one():
         sp.scope("x", "y")
 
 
+def test_tf_variable_scopes_positional_form_and_graph_arguments_get_errors_that_spell_the_port():
+    # tf.variable_scope(scope, "conv", [inputs]) is everywhere in slim-style TF 1.x code.
+    x = jnp.ones(2)
+    with pytest.raises(TypeError, match=r"sp\.scope takes one positional argument \(name_or_scope\), "
+                                        r"got 3: TF 1\.x's variable_scope\(name_or_scope, default_name, "
+                                        r"values\) order") as e:
+        sp.scope(None, "conv", [x])
+    assert "fix: sp.scope(None, default_name='conv') and drop values" in str(e.value)
+    with pytest.raises(TypeError, match=r"fix: sp\.scope\('s', default_name='conv'\):"):
+        sp.scope("s", "conv")
+    with pytest.raises(TypeError, match=r"fix: sp\.scope\(scope, default_name='conv'\)"):
+        sp.scope(sp.Scope.__new__(sp.Scope), "conv")
+    with pytest.raises(TypeError, match=r"sp\.scope does not take values= of TF 1\.x's variable_scope: "
+                                        r"values= is the tensors passed to pick the graph") as e:
+        sp.scope("s", default_name="conv", values=[x])
+    assert str(e.value).endswith("fix: drop it.")
+    with pytest.raises(TypeError, match=r"does not take caching_device=, use_resource= of TF 1\.x's "
+                                        r"variable_scope: (?s:.*)fix: drop them\.$"):
+        sp.scope("s", use_resource=True, caching_device="/cpu:0")
+    with pytest.raises(TypeError, match=r"constraint= is applied by TF's optimizers after each update"):
+        sp.scope("s", constraint=lambda v: v)
+
+
 def test_scope_outside_a_transform_is_a_runtime_error():
     with pytest.raises(RuntimeError, match=r"sp.scope\(\) was called outside a transformed function"):
         with sp.scope("x"):
