@@ -466,19 +466,29 @@ class _LayerObject:
         self._scopes: dict = {}  # id(frame) -> (frame, captured Scope) of recent traces
 
     def __call__(self, inputs: jax.Array, **call_kwargs: Any) -> jax.Array:
-        frame = _frame.current(f"sp.layers.{type(self).__name__}")
-        entry = self._scopes.get(id(frame))
-        if entry is not None and entry[0] is frame:
-            captured, reuse = entry[1], True
-        else:
-            with _layer_scope(self.name, self._base_name, self._reuse) as captured:
-                pass  # TF's _set_scope: the numbering is decided by this first entry
-            reuse = self._reuse
-            if len(self._scopes) >= 8:  # keep only recent traces; frames are per call
-                self._scopes.pop(next(iter(self._scopes)))
-            self._scopes[id(frame)] = (frame, captured)
+        captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}")
         return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs, name=captured,
                               reuse=reuse)
+
+
+def _object_scope(layer: Any, api: str) -> Tuple[Scope, Any]:
+    """(scope, reuse) for this call of a layer object (``sp.layers.Dense``, an ``sp.rnn`` cell), which
+    has ``name``, ``_base_name``, ``_reuse`` and a ``_scopes`` dict.
+
+    The first call in a trace opens ``scope(name, default_name=<kind>)`` (TF's ``_set_scope``:
+    numbering is decided there) and keeps the captured scope for that trace; later calls in the
+    same trace get it back with reuse on.
+    """
+    frame = _frame.current(api)
+    entry = layer._scopes.get(id(frame))
+    if entry is not None and entry[0] is frame:
+        return entry[1], True
+    with _layer_scope(layer.name, layer._base_name, layer._reuse) as captured:
+        pass  # TF's _set_scope: the numbering is decided by this first entry
+    if len(layer._scopes) >= 8:  # keep only recent traces; frames are per call
+        layer._scopes.pop(next(iter(layer._scopes)))
+    layer._scopes[id(frame)] = (frame, captured)
+    return captured, layer._reuse
 
 
 class Dense(_LayerObject):

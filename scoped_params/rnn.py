@@ -1,0 +1,414 @@
+"""TF 1.x's recurrent cells and ``dynamic_rnn`` (``tf.nn.rnn_cell``, ``tf.nn.dynamic_rnn``): the same
+arguments, math and variable names, so a TF 1.x sequence model ports line by line and its
+checkpoint's names line up (``rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel``).
+
+>>> def lm(tokens, training=False):
+...     x = sp.layers.embedding(tokens, 10_000, 200)
+...     cells = [sp.rnn.DropoutWrapper(sp.rnn.BasicLSTMCell(200),
+...                                    output_keep_prob=0.5 if training else 1.0) for _ in range(2)]
+...     outputs, state = sp.rnn.dynamic_rnn(sp.rnn.MultiRNNCell(cells), x, dtype=jnp.float32)
+...     return sp.layers.dense(outputs, 10_000)
+
+A cell is a TF layer object: its scope (``basic_lstm_cell``, ``basic_lstm_cell_1``, ... in the
+enclosing scope) is fixed at its first call, and later calls share its weights. ``dynamic_rnn`` runs
+the cell with ``sp.scan`` (one traced step, whatever the length), and with ``sequence_length``
+zeroes the outputs past each sequence's end and carries its state through, as TF does.
+Parameters take the inputs' dtype, as TF's cells do.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _frame
+from ._control_flow import scan
+from ._params import get_param
+from ._scope import scope as variable_scope
+from .initializers import constant, zeros
+from .layers import _layer_scope, _object_scope
+
+__all__ = [
+    "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
+    "MultiRNNCell", "RNNCell", "bidirectional_dynamic_rnn", "dynamic_rnn",
+]
+
+
+class LSTMStateTuple(collections.namedtuple("LSTMStateTuple", ("c", "h"))):
+    """An LSTM's state: the cell state ``c`` and the output ``h`` (TF's ``LSTMStateTuple``)."""
+
+    __slots__ = ()
+
+    @property
+    def dtype(self):
+        return self.c.dtype
+
+
+class RNNCell:
+    """TF 1.x's ``RNNCell``: ``cell(inputs, state) -> (output, new_state)``, ``state_size``,
+    ``output_size`` and ``zero_state(batch_size, dtype)``. Subclasses define ``call``."""
+
+    _base_name = "rnn_cell"
+
+    def __init__(self, reuse: Any = None, name: Optional[str] = None, dtype: Any = None):
+        self.name = name
+        self._reuse = reuse
+        self._dtype = dtype
+        self._scopes: dict = {}  # id(frame) -> (frame, captured Scope), see layers._object_scope
+
+    _num_units: int
+
+    @property
+    def state_size(self) -> Any:
+        """The state's size (a tree of sizes for LSTMs and stacks); a vector of ``num_units`` here."""
+        return self._num_units
+
+    @property
+    def output_size(self) -> int:
+        return self._num_units
+
+    def call(self, inputs: jax.Array, state: Any) -> Tuple[jax.Array, Any]:
+        raise NotImplementedError
+
+    def __call__(self, inputs: jax.Array, state: Any) -> Tuple[jax.Array, Any]:
+        captured, reuse = _object_scope(self, f"sp.rnn.{type(self).__name__}")
+        with _layer_scope(captured, self._base_name, reuse):
+            return self.call(inputs, state)
+
+    def zero_state(self, batch_size: int, dtype: Any) -> Any:
+        """Zeros shaped like the state, for a batch of ``batch_size``."""
+        return jax.tree_util.tree_map(lambda n: jnp.zeros((batch_size, n), dtype), self.state_size)
+
+    def _param_dtype(self, inputs: jax.Array) -> Any:
+        if self._dtype is not None:
+            return self._dtype
+        return inputs.dtype if jnp.issubdtype(inputs.dtype, jnp.floating) else jnp.float32
+
+    @staticmethod
+    def _input_depth(inputs: jax.Array) -> int:
+        if inputs.ndim != 2 or inputs.shape[-1] is None:
+            raise ValueError(f"an RNN cell's inputs must be [batch, depth] with a known depth, got "
+                             f"shape {inputs.shape}.")
+        return int(inputs.shape[-1])
+
+
+def _linear(inputs: jax.Array, h: jax.Array, kernel: jax.Array, bias: Optional[jax.Array]):
+    y = jnp.concatenate([inputs, h], axis=1) @ kernel
+    return y if bias is None else y + bias
+
+
+class BasicRNNCell(RNNCell):
+    """``tf.nn.rnn_cell.BasicRNNCell``: ``h = activation([x, h] @ kernel + bias)``."""
+
+    _base_name = "basic_rnn_cell"
+
+    def __init__(self, num_units: int, activation: Optional[Callable] = None, reuse: Any = None,
+                 name: Optional[str] = None, dtype: Any = None):
+        super().__init__(reuse, name, dtype)
+        self._num_units = num_units
+        self._activation = activation or jnp.tanh
+
+    def call(self, inputs, state):
+        dtype, n = self._param_dtype(inputs), self._num_units
+        kernel = get_param("kernel", [self._input_depth(inputs) + n, n], dtype=dtype)
+        bias = get_param("bias", [n], init=zeros, dtype=dtype)
+        output = self._activation(_linear(inputs, state, kernel, bias))
+        return output, output
+
+
+class LSTMCell(RNNCell):
+    """``tf.nn.rnn_cell.LSTMCell``: ``BasicLSTMCell`` plus optional peepholes (``w_f_diag``,
+    ``w_i_diag``, ``w_o_diag``), ``cell_clip``, a projection of the output to ``num_proj``
+    (``projection/kernel``) and ``proj_clip``. ``initializer`` is the kernels' and peepholes'."""
+
+    _base_name = "lstm_cell"
+
+    def __init__(self, num_units: int, use_peepholes: bool = False, cell_clip: Optional[float] = None,
+                 initializer: Any = None, num_proj: Optional[int] = None,
+                 proj_clip: Optional[float] = None, forget_bias: float = 1.0,
+                 state_is_tuple: bool = True, activation: Optional[Callable] = None, reuse: Any = None,
+                 name: Optional[str] = None, dtype: Any = None):
+        super().__init__(reuse, name, dtype)
+        self._num_units = num_units
+        self._use_peepholes = use_peepholes
+        self._cell_clip = cell_clip
+        self._initializer = initializer
+        self._num_proj = num_proj
+        self._proj_clip = proj_clip
+        self._forget_bias = forget_bias
+        self._state_is_tuple = state_is_tuple
+        self._activation = activation or jnp.tanh
+
+    @property
+    def state_size(self) -> Any:
+        n, m = self._num_units, self._num_proj or self._num_units
+        return LSTMStateTuple(n, m) if self._state_is_tuple else n + m
+
+    @property
+    def output_size(self) -> int:
+        return self._num_proj or self._num_units
+
+    def call(self, inputs, state):
+        dtype, n = self._param_dtype(inputs), self._num_units
+        m_depth = self._num_proj or n
+        if self._state_is_tuple:
+            c_prev, m_prev = state
+        else:
+            c_prev, m_prev = state[:, :n], state[:, n:]
+        kernel = get_param("kernel", [self._input_depth(inputs) + m_depth, 4 * n],
+                           init=self._initializer, dtype=dtype)
+        bias = get_param("bias", [4 * n], init=zeros, dtype=dtype)
+        i, j, f, o = jnp.split(_linear(inputs, m_prev, kernel, bias), 4, axis=1)
+        sigmoid, act = jax.nn.sigmoid, self._activation
+        if self._use_peepholes:
+            w_f = get_param("w_f_diag", [n], init=self._initializer, dtype=dtype)
+            w_i = get_param("w_i_diag", [n], init=self._initializer, dtype=dtype)
+            w_o = get_param("w_o_diag", [n], init=self._initializer, dtype=dtype)
+            c = (sigmoid(f + self._forget_bias + w_f * c_prev) * c_prev
+                 + sigmoid(i + w_i * c_prev) * act(j))
+        else:
+            c = sigmoid(f + self._forget_bias) * c_prev + sigmoid(i) * act(j)
+        if self._cell_clip is not None:
+            c = jnp.clip(c, -self._cell_clip, self._cell_clip)
+        m = sigmoid(o + w_o * c) * act(c) if self._use_peepholes else sigmoid(o) * act(c)
+        if self._num_proj is not None:
+            m = m @ get_param("projection/kernel", [n, self._num_proj], init=self._initializer,
+                              dtype=dtype)
+            if self._proj_clip is not None:
+                m = jnp.clip(m, -self._proj_clip, self._proj_clip)
+        if self._state_is_tuple:
+            return m, LSTMStateTuple(c, m)
+        return m, jnp.concatenate([c, m], axis=1)
+
+
+class BasicLSTMCell(LSTMCell):
+    """``tf.nn.rnn_cell.BasicLSTMCell``: one ``kernel`` for the gates i, j, f, o (in that order) and
+    ``bias``; ``forget_bias`` is added to f. The state is ``LSTMStateTuple(c, h)`` (or ``[c, h]``
+    concatenated with ``state_is_tuple=False``). ``LSTMCell`` without its options."""
+
+    _base_name = "basic_lstm_cell"
+
+    def __init__(self, num_units: int, forget_bias: float = 1.0, state_is_tuple: bool = True,
+                 activation: Optional[Callable] = None, reuse: Any = None, name: Optional[str] = None,
+                 dtype: Any = None):
+        super().__init__(num_units, forget_bias=forget_bias, state_is_tuple=state_is_tuple,
+                         activation=activation, reuse=reuse, name=name, dtype=dtype)
+
+
+class GRUCell(RNNCell):
+    """``tf.nn.rnn_cell.GRUCell``: ``gates/kernel`` and ``gates/bias`` (initialized to 1.0 unless
+    ``bias_initializer`` is given) for r and u, ``candidate/kernel`` and ``candidate/bias``;
+    ``h = u * h + (1 - u) * activation([x, r * h] @ candidate/kernel + candidate/bias)``."""
+
+    _base_name = "gru_cell"
+
+    def __init__(self, num_units: int, activation: Optional[Callable] = None, reuse: Any = None,
+                 kernel_initializer: Any = None, bias_initializer: Any = None,
+                 name: Optional[str] = None, dtype: Any = None):
+        super().__init__(reuse, name, dtype)
+        self._num_units = num_units
+        self._activation = activation or jnp.tanh
+        self._kernel_initializer = kernel_initializer
+        self._bias_initializer = bias_initializer
+
+    def call(self, inputs, state):
+        dtype, n = self._param_dtype(inputs), self._num_units
+        depth = self._input_depth(inputs) + n
+        gate_kernel = get_param("gates/kernel", [depth, 2 * n], init=self._kernel_initializer,
+                                dtype=dtype)
+        gate_bias = get_param("gates/bias", [2 * n], dtype=dtype,
+                              init=self._bias_initializer or constant(1.0))
+        candidate_kernel = get_param("candidate/kernel", [depth, n], init=self._kernel_initializer,
+                                     dtype=dtype)
+        candidate_bias = get_param("candidate/bias", [n], init=self._bias_initializer or zeros,
+                                   dtype=dtype)
+        r, u = jnp.split(jax.nn.sigmoid(_linear(inputs, state, gate_kernel, gate_bias)), 2, axis=1)
+        c = self._activation(_linear(inputs, r * state, candidate_kernel, candidate_bias))
+        new_h = u * state + (1 - u) * c
+        return new_h, new_h
+
+
+class MultiRNNCell(RNNCell):
+    """``tf.nn.rnn_cell.MultiRNNCell``: cells stacked, cell ``k`` under ``cell_<k>``; the state is a
+    tuple of the cells' states."""
+
+    _base_name = "multi_rnn_cell"
+
+    def __init__(self, cells: Sequence[RNNCell], state_is_tuple: bool = True):
+        super().__init__()
+        if not cells:
+            raise ValueError("Must specify at least one cell for MultiRNNCell.")
+        if not state_is_tuple:
+            raise NotImplementedError(
+                "MultiRNNCell(state_is_tuple=False) (TF's deprecated concatenated state) is not "
+                "supported.\n  fix: use the default state_is_tuple=True; the state is a tuple of the "
+                "cells' states.")
+        self._cells = list(cells)
+
+    @property
+    def state_size(self) -> tuple:
+        return tuple(cell.state_size for cell in self._cells)
+
+    @property
+    def output_size(self) -> int:
+        return self._cells[-1].output_size
+
+    def zero_state(self, batch_size: int, dtype: Any) -> tuple:
+        return tuple(cell.zero_state(batch_size, dtype) for cell in self._cells)
+
+    def call(self, inputs, state):
+        if len(state) != len(self._cells):
+            raise ValueError(f"Expected state to be a tuple of length {len(self._cells)}, but "
+                             f"received: {state!r}")
+        new_states = []
+        for k, (cell, cell_state) in enumerate(zip(self._cells, state)):
+            with variable_scope(f"cell_{k}"):
+                inputs, new_state = cell(inputs, cell_state)
+            new_states.append(new_state)
+        return inputs, tuple(new_states)
+
+
+class DropoutWrapper(RNNCell):
+    """``tf.nn.rnn_cell.DropoutWrapper``: dropout on the cell's inputs, outputs and (of an LSTM, its
+    ``h`` only, as TF's default filter) new state, with keep probabilities; a new mask at every
+    step, drawn from ``sp.next_rng_key()`` (pass ``rng=`` to ``apply``). It adds no scope: the
+    wrapped cell's variables keep their names. A keep probability of 1.0 does nothing."""
+
+    def __init__(self, cell: RNNCell, input_keep_prob: Any = 1.0, output_keep_prob: Any = 1.0,
+                 state_keep_prob: Any = 1.0, variational_recurrent: bool = False,
+                 input_size: Any = None, dtype: Any = None, seed: Optional[int] = None):
+        super().__init__()
+        del input_size, dtype
+        if variational_recurrent:
+            raise NotImplementedError(
+                "DropoutWrapper(variational_recurrent=True) (one mask for every step) is not "
+                "supported.\n  fix: draw the masks once before sp.rnn.dynamic_rnn and apply them in "
+                "a cell of your own, or use the default per-step masks.")
+        for what, p in (("input", input_keep_prob), ("output", output_keep_prob),
+                        ("state", state_keep_prob)):
+            if isinstance(p, (int, float)) and not 0.0 < p <= 1.0:
+                raise ValueError(f"Parameter {what}_keep_prob must be between 0 and 1: {p}")
+        self._cell = cell
+        self._keep = (input_keep_prob, output_keep_prob, state_keep_prob)
+        self._seed = seed
+
+    @property
+    def state_size(self) -> Any:
+        return self._cell.state_size
+
+    @property
+    def output_size(self) -> int:
+        return self._cell.output_size
+
+    def zero_state(self, batch_size: int, dtype: Any) -> Any:
+        return self._cell.zero_state(batch_size, dtype)
+
+    def _dropout(self, x: jax.Array, keep_prob: Any) -> jax.Array:
+        if isinstance(keep_prob, (int, float)) and keep_prob == 1.0:
+            return x
+        key = _frame.next_rng_key()
+        if self._seed is not None:
+            key = jax.random.fold_in(key, self._seed)
+        mask = jax.random.bernoulli(key, keep_prob, x.shape)
+        return jnp.where(mask, x / keep_prob, jnp.zeros((), x.dtype)).astype(x.dtype)
+
+    def __call__(self, inputs, state):
+        input_keep, output_keep, state_keep = self._keep
+        output, new_state = self._cell(self._dropout(inputs, input_keep), state)
+        if not (isinstance(state_keep, (int, float)) and state_keep == 1.0):
+            if isinstance(new_state, LSTMStateTuple):
+                new_state = LSTMStateTuple(new_state.c, self._dropout(new_state.h, state_keep))
+            else:
+                new_state = jax.tree_util.tree_map(lambda s: self._dropout(s, state_keep), new_state)
+        return self._dropout(output, output_keep), new_state
+
+
+def dynamic_rnn(cell: RNNCell, inputs: jax.Array, sequence_length: Optional[Any] = None,
+                initial_state: Any = None, dtype: Any = None, parallel_iterations: Any = None,
+                swap_memory: bool = False, time_major: bool = False, scope: Any = None):
+    """``tf.nn.dynamic_rnn``: run ``cell`` over the time axis of ``inputs`` ([batch, time, depth], or
+    [time, batch, depth] with ``time_major``) under ``scope`` (default ``"rnn"``); returns
+    ``(outputs, final_state)``.
+
+    With ``sequence_length`` (one length per batch entry), outputs past a sequence's end are zeros
+    and its state stops changing there, so ``final_state`` is each sequence's state at its last
+    step. ``parallel_iterations`` and ``swap_memory`` are TF runtime settings and are ignored.
+    """
+    del parallel_iterations, swap_memory
+    with _rnn_scope(scope, "rnn"):
+        return _run(cell, inputs, sequence_length, initial_state, dtype, time_major)
+
+
+def bidirectional_dynamic_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: jax.Array,
+                              sequence_length: Optional[Any] = None, initial_state_fw: Any = None,
+                              initial_state_bw: Any = None, dtype: Any = None,
+                              parallel_iterations: Any = None, swap_memory: bool = False,
+                              time_major: bool = False, scope: Any = None):
+    """``tf.nn.bidirectional_dynamic_rnn``: ``cell_fw`` over the inputs under
+    ``<scope or "bidirectional_rnn">/fw``, ``cell_bw`` over each sequence reversed (within its
+    ``sequence_length``) under ``.../bw``; returns ``((outputs_fw, outputs_bw), (state_fw,
+    state_bw))``, ``outputs_bw`` reversed back into input order."""
+    del parallel_iterations, swap_memory
+    time_axis = 0 if time_major else 1
+    with _rnn_scope(scope, "bidirectional_rnn"):
+        with _rnn_scope(None, "fw"):
+            out_fw, state_fw = _run(cell_fw, inputs, sequence_length, initial_state_fw, dtype,
+                                    time_major)
+        with _rnn_scope(None, "bw"):
+            reversed_inputs = _reverse(inputs, sequence_length, time_axis)
+            out_bw, state_bw = _run(cell_bw, reversed_inputs, sequence_length, initial_state_bw,
+                                    dtype, time_major)
+    return (out_fw, _reverse(out_bw, sequence_length, time_axis)), (state_fw, state_bw)
+
+
+def _rnn_scope(name_or_scope: Any, default: str):
+    return variable_scope(name_or_scope if name_or_scope is not None else default)
+
+
+def _reverse(x: jax.Array, sequence_length: Optional[Any], time_axis: int) -> jax.Array:
+    """TF's ``reverse_sequence``: each sequence's first ``length`` steps reversed, the rest kept."""
+    if sequence_length is None:
+        return jnp.flip(x, axis=time_axis)
+    steps = x.shape[time_axis]
+    t = jnp.arange(steps)
+    lengths = jnp.asarray(sequence_length, jnp.int32)[:, None]  # [batch, 1]
+    source = jnp.where(t[None, :] < lengths, lengths - 1 - t[None, :], t[None, :])  # [batch, time]
+    if time_axis == 0:
+        return jnp.take_along_axis(x, source.T[:, :, None], axis=0)
+    return jnp.take_along_axis(x, source[:, :, None], axis=1)
+
+
+def _run(cell: RNNCell, inputs: jax.Array, sequence_length, initial_state, dtype, time_major):
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim != 3:
+        raise ValueError(f"dynamic_rnn's inputs must be [batch, time, depth] (or [time, batch, depth] "
+                         f"with time_major=True), got shape {inputs.shape}.")
+    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [time, batch, depth]
+    batch = xs.shape[1]
+    if initial_state is None:
+        if dtype is None:
+            raise ValueError("If there is no initial_state, you must give a dtype.\n"
+                             "  fix: dynamic_rnn(..., dtype=jnp.float32), or pass initial_state=.")
+        initial_state = cell.zero_state(batch, dtype)
+    lengths = None
+    if sequence_length is not None:
+        lengths = jnp.asarray(sequence_length, jnp.int32)
+        if lengths.shape != (batch,):
+            raise ValueError(f"sequence_length must have shape [batch_size] = ({batch},), got "
+                             f"{lengths.shape}.")
+
+    def step(carry, x):
+        state, t = carry
+        output, new_state = cell(x, state)
+        if lengths is not None:
+            live = (t < lengths)[:, None]
+            output = jnp.where(live, output, jnp.zeros((), output.dtype))
+            new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(live, new, old),
+                                               new_state, state)
+        return (new_state, t + 1), output
+
+    (final_state, _), outputs = scan(step, (initial_state, jnp.zeros((), jnp.int32)), xs)
+    return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), final_state

@@ -1,0 +1,223 @@
+"""sp.rnn: TF 1.x's recurrent cells, dynamic_rnn and bidirectional_dynamic_rnn, checked against TF's
+own (names, shapes, outputs and final states given the same weights)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+# TF's cells warn that they are deprecated (TF's own cells need TF_USE_LEGACY_KERAS, see conftest.py).
+pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated:UserWarning")
+
+KEY = jax.random.key(0)
+B, T, D = 3, 6, 5
+XS = np.random.RandomState(0).randn(B, T, D).astype(np.float32)
+LENGTHS = [6, 2, 4]
+
+
+# Each program is written twice, against TF 1.x's API (``api`` is ``tf.compat.v1.nn`` and ``f32``
+# its float32) and against sp.rnn (``sp.rnn`` and ``jnp.float32``), with the same arguments.
+def stacked_with_lengths(api, rnn, f32, x):
+    cell = rnn.MultiRNNCell([rnn.BasicLSTMCell(4), rnn.GRUCell(3),
+                             rnn.LSTMCell(4, use_peepholes=True, num_proj=3, cell_clip=0.5,
+                                          proj_clip=0.8)])
+    return api.dynamic_rnn(cell, x, sequence_length=LENGTHS, dtype=f32)
+
+
+def bidirectional_with_lengths(api, rnn, f32, x):
+    return api.bidirectional_dynamic_rnn(rnn.BasicRNNCell(4), rnn.BasicLSTMCell(2, forget_bias=0.5),
+                                         x, sequence_length=LENGTHS, dtype=f32)
+
+
+def time_major_concatenated_state_and_initial_state(api, rnn, f32, x):
+    cell = rnn.BasicLSTMCell(3, state_is_tuple=False)
+    x = api_transpose(api, x)
+    outputs, state = api.dynamic_rnn(cell, x, initial_state=0.1 * api_ones(api, (B, 6)),
+                                     time_major=True, scope="encoder")
+    more, _ = api.dynamic_rnn(rnn.LSTMCell(2, state_is_tuple=False), outputs, dtype=f32,
+                              time_major=True)
+    return outputs, state, more
+
+
+def a_cell_shared_by_two_dynamic_rnns(api, rnn, f32, x):
+    shared = rnn.GRUCell(3)
+    first, _ = api.dynamic_rnn(shared, x, dtype=f32, scope="a")
+    second, _ = api.dynamic_rnn(shared, x[:, ::-1], dtype=f32, scope="a")  # the same weights
+    third, _ = api.dynamic_rnn(rnn.GRUCell(3), x, dtype=f32, scope="b")
+    return first, second, third
+
+
+def api_transpose(api, x):
+    return jnp.swapaxes(x, 0, 1) if api is sp.rnn else api.tf.transpose(x, [1, 0, 2])
+
+
+def api_ones(api, shape):
+    return jnp.ones(shape) if api is sp.rnn else api.tf.ones(shape)
+
+
+PROGRAMS = [stacked_with_lengths, bidirectional_with_lengths,
+            time_major_concatenated_state_and_initial_state,
+            a_cell_shared_by_two_dynamic_rnns]
+
+
+def _tf_run(program, save_to=None):
+    """TF's variables (name -> value, biases and peepholes made non-zero) and outputs; with
+    ``save_to``, also a TF 1.x checkpoint of them (``tf.train.Saver``) at that prefix."""
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+
+    class Api:  # tf.compat.v1.nn with tf itself at hand for the two helpers above
+        dynamic_rnn = staticmethod(tf1.nn.dynamic_rnn)
+        bidirectional_dynamic_rnn = staticmethod(tf1.nn.bidirectional_dynamic_rnn)
+
+    Api.tf = tf
+    with tf.Graph().as_default(), tf1.Session() as session:
+        x = tf1.placeholder(tf.float32, XS.shape)
+        outputs = program(Api, tf1.nn.rnn_cell, tf.float32, x)
+        session.run(tf1.global_variables_initializer())
+        variables = {v.name[:-2]: v for v in tf1.global_variables()}
+        values = {}
+        for i, (name, v) in enumerate(sorted(variables.items())):
+            value = session.run(v)
+            if "bias" in name or "diag" in name:  # TF initializes them to constants: make them count
+                value = np.random.RandomState(i).randn(*value.shape).astype(np.float32) * 0.3
+                v.load(value, session)
+            values[name] = value
+        if save_to is not None:
+            tf1.train.Saver().save(session, str(save_to))
+        return values, session.run(outputs, {x: XS})
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.__name__)
+def test_rnn_programs_match_tf1_names_shapes_outputs_and_final_states(program):
+    values, theirs = _tf_run(program)
+    model = sp.transform(lambda x: program(sp.rnn, sp.rnn, jnp.float32, x))
+    params = model.init(KEY, XS)
+    assert {k: v.shape for k, v in sp.flatten(params).items()} == {
+        k: v.shape for k, v in values.items()}
+    tf_params = sp.unflatten({k: jnp.asarray(v) for k, v in values.items()})
+    for ours in (model.apply(tf_params, XS), jax.jit(model.apply)(tf_params, XS)):
+        ours_leaves, theirs_leaves = jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)
+        assert len(ours_leaves) == len(theirs_leaves)
+        for a, b in zip(ours_leaves, theirs_leaves):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_tf1_checkpoint_of_a_stacked_lstm_gru_loads_by_name_and_gives_tfs_outputs(tmp_path):
+    _, theirs = _tf_run(stacked_with_lengths, save_to=tmp_path / "model.ckpt")
+    params = sp.checkpoint.load_tf1(tmp_path / "model.ckpt")
+    model = sp.transform(lambda x: stacked_with_lengths(sp.rnn, sp.rnn, jnp.float32, x))
+    assert sorted(sp.flatten(params)) == sorted(sp.flatten(model.init(KEY, XS)))
+    for a, b in zip(jax.tree_util.tree_leaves(jax.jit(model.apply)(params, XS)),
+                    jax.tree_util.tree_leaves(theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_state_is_an_lstm_state_tuple_and_final_state_stops_at_each_length():
+    def fn(x):
+        return sp.rnn.dynamic_rnn(sp.rnn.BasicLSTMCell(4), x, sequence_length=LENGTHS,
+                                  dtype=jnp.float32)
+
+    model = sp.transform(fn)
+    params = model.init(KEY, XS)
+    outputs, state = model.apply(params, XS)
+    assert isinstance(state, sp.rnn.LSTMStateTuple) and state.h.shape == (B, 4)
+    for b, n in enumerate(LENGTHS):
+        np.testing.assert_array_equal(outputs[b, n:], 0.0)  # zeros past the end
+        np.testing.assert_array_equal(state.h[b], outputs[b, n - 1])  # the last live step's output
+    full, _ = model.apply(params, XS[:, :2])  # a sequence's outputs never depend on later steps
+    np.testing.assert_allclose(outputs[:, :2], full, rtol=1e-6)
+
+
+def test_cells_get_tf_layer_names_and_a_cell_called_again_shares_its_weights():
+    def fn(x):
+        with sp.scope("enc"):
+            cell, other = sp.rnn.BasicLSTMCell(4), sp.rnn.BasicLSTMCell(4)
+            state = cell.zero_state(B, jnp.float32)
+            h1, state = cell(x[:, 0], state)
+            h2, state = cell(x[:, 1], state)  # the same weights
+            h3, _ = other(x[:, 0], other.zero_state(B, jnp.float32))
+            named, _ = sp.rnn.GRUCell(2, name="my_gru")(x[:, 0], jnp.zeros((B, 2)))
+        return h1, h2, h3, named
+
+    params = sp.flatten(sp.transform(fn).init(KEY, XS))
+    assert sorted(params) == [
+        "enc/basic_lstm_cell/bias", "enc/basic_lstm_cell/kernel", "enc/basic_lstm_cell_1/bias",
+        "enc/basic_lstm_cell_1/kernel", "enc/my_gru/candidate/bias", "enc/my_gru/candidate/kernel",
+        "enc/my_gru/gates/bias", "enc/my_gru/gates/kernel"]
+    np.testing.assert_array_equal(params["enc/my_gru/gates/bias"], 1.0)  # GRU's gates start open
+
+
+def test_a_cell_built_outside_the_model_is_named_afresh_in_every_init_and_apply():
+    cell = sp.rnn.GRUCell(3)  # module level, as TF code often keeps it
+    model = sp.transform(lambda x: sp.rnn.dynamic_rnn(cell, x, dtype=jnp.float32)[0])
+    params = model.init(KEY, XS)
+    assert sorted(sp.flatten(params)) == ["rnn/gru_cell/candidate/bias", "rnn/gru_cell/candidate/kernel",
+                                          "rnn/gru_cell/gates/bias", "rnn/gru_cell/gates/kernel"]
+    chex.assert_trees_all_equal(model.init(KEY, XS), params)
+    chex.assert_trees_all_close(model.apply(params, XS), jax.jit(model.apply)(params, XS), rtol=1e-5)
+
+
+def test_parameters_take_the_inputs_dtype_as_tf_cells_do():
+    x = XS.astype(jnp.bfloat16)
+    params = sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.LSTMCell(4, num_proj=2), x,
+                                                       dtype=jnp.bfloat16)).init(KEY, x)
+    assert {v.dtype for v in sp.flatten(params).values()} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_dropout_wrapper_draws_a_new_mask_every_step_and_keeps_the_cells_names():
+    def fn(x, keep):
+        cell = sp.rnn.DropoutWrapper(sp.rnn.BasicRNNCell(8), input_keep_prob=keep,
+                                     output_keep_prob=keep)
+        return sp.rnn.dynamic_rnn(cell, x, dtype=jnp.float32)[0]
+
+    model = sp.transform(fn)
+    x = jnp.ones((B, T, D))
+    params = model.init(KEY, x, 0.5)
+    assert sorted(sp.flatten(params)) == ["rnn/basic_rnn_cell/bias", "rnn/basic_rnn_cell/kernel"]
+    plain = sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.BasicRNNCell(8), x, dtype=jnp.float32)[0])
+    np.testing.assert_array_equal(model.apply(params, x, 1.0), plain.apply(params, x))
+    rng = jax.random.key(3)
+    out = model.apply(params, x, 0.5, rng=rng)
+    np.testing.assert_array_equal(out, model.apply(params, x, 0.5, rng=rng))  # reproducible
+    dropped = np.asarray(out) == 0.0
+    assert 0.3 < dropped.mean() < 0.7
+    assert not (dropped[:, 0] == dropped[:, 1]).all()  # a new mask at the next step
+    with pytest.raises(sp.MissingRngError):
+        model.apply(params, x, 0.5)
+    with pytest.raises(NotImplementedError, match="variational_recurrent=True"):
+        sp.rnn.DropoutWrapper(sp.rnn.GRUCell(2), variational_recurrent=True)
+    with pytest.raises(ValueError, match="output_keep_prob must be between 0 and 1: 0.0"):
+        sp.rnn.DropoutWrapper(sp.rnn.GRUCell(2), output_keep_prob=0.0)
+
+
+def test_gradients_flow_through_dynamic_rnn_to_every_weight():
+    def loss(x):
+        outputs, _ = sp.rnn.dynamic_rnn(sp.rnn.LSTMCell(4, use_peepholes=True), x,
+                                        sequence_length=LENGTHS, dtype=jnp.float32)
+        return jnp.sum(outputs ** 2)
+
+    model = sp.transform(loss)
+    params = model.init(KEY, XS)
+    grads = sp.flatten(jax.jit(jax.grad(model.apply))(params, XS))
+    assert set(grads) == set(sp.flatten(params))
+    assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in grads.values())
+
+
+def test_dynamic_rnn_errors_say_what_to_pass():
+    def no_dtype(x):
+        return sp.rnn.dynamic_rnn(sp.rnn.GRUCell(2), x)
+
+    with pytest.raises(ValueError, match=r"If there is no initial_state, you must give a dtype"):
+        sp.transform(no_dtype).init(KEY, XS)
+    with pytest.raises(ValueError, match=r"sequence_length must have shape \[batch_size\] = \(3,\)"):
+        sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(2), x, sequence_length=[1, 2],
+                                                  dtype=jnp.float32)).init(KEY, XS)
+    with pytest.raises(ValueError, match=r"inputs must be \[batch, time, depth\]"):
+        sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(2), x[0], dtype=jnp.float32)
+                     ).init(KEY, XS)
+    with pytest.raises(ValueError, match="Must specify at least one cell for MultiRNNCell"):
+        sp.rnn.MultiRNNCell([])
