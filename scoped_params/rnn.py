@@ -33,7 +33,8 @@ from .layers import _layer_scope, _object_scope
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
-    "MultiRNNCell", "RNNCell", "bidirectional_dynamic_rnn", "dynamic_rnn",
+    "MultiRNNCell", "RNNCell", "ResidualWrapper", "bidirectional_dynamic_rnn", "dynamic_rnn",
+    "static_bidirectional_rnn", "static_rnn",
 ]
 
 
@@ -326,6 +327,31 @@ class DropoutWrapper(RNNCell):
         return self._dropout(output, output_keep), new_state
 
 
+class ResidualWrapper(RNNCell):
+    """``tf.nn.rnn_cell.ResidualWrapper``: the cell's output plus its input (or
+    ``residual_fn(inputs, outputs)``). It adds no scope."""
+
+    def __init__(self, cell: RNNCell, residual_fn: Optional[Callable] = None):
+        super().__init__()
+        self._cell = cell
+        self._residual_fn = residual_fn or (lambda inputs, outputs: inputs + outputs)
+
+    @property
+    def state_size(self) -> Any:
+        return self._cell.state_size
+
+    @property
+    def output_size(self) -> int:
+        return self._cell.output_size
+
+    def zero_state(self, batch_size: int, dtype: Any) -> Any:
+        return self._cell.zero_state(batch_size, dtype)
+
+    def __call__(self, inputs, state):
+        output, new_state = self._cell(inputs, state)
+        return self._residual_fn(inputs, output), new_state
+
+
 def dynamic_rnn(cell: RNNCell, inputs: jax.Array, sequence_length: Optional[Any] = None,
                 initial_state: Any = None, dtype: Any = None, parallel_iterations: Any = None,
                 swap_memory: bool = False, time_major: bool = False, scope: Any = None):
@@ -364,6 +390,50 @@ def bidirectional_dynamic_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: jax.Ar
     return (out_fw, _reverse(out_bw, sequence_length, time_axis)), (state_fw, state_bw)
 
 
+def static_rnn(cell: RNNCell, inputs: Sequence[jax.Array], initial_state: Any = None,
+               dtype: Any = None, sequence_length: Optional[Any] = None, scope: Any = None):
+    """``tf.nn.static_rnn``: ``cell`` over a Python list of [batch, depth] inputs, unrolled, under
+    ``scope`` (default ``"rnn"``, reused after the first step as TF does); returns ``(outputs,
+    final_state)`` with ``outputs`` a list. ``sequence_length`` as in ``dynamic_rnn``."""
+    if not isinstance(inputs, (list, tuple)) or not inputs:
+        raise TypeError("static_rnn's inputs must be a non-empty list of [batch, depth] arrays, one "
+                        "per step.\n  fix: pass list(x) for x of shape [time, batch, depth], or use "
+                        "sp.rnn.dynamic_rnn.")
+    with _rnn_scope(scope, "rnn") as varscope:
+        state, lengths = _start(cell, inputs[0].shape[0], initial_state, dtype, sequence_length)
+        outputs = []
+        for t, x in enumerate(inputs):
+            if t > 0:
+                varscope.reuse_variables()
+            output, state = _step(cell, x, state, t, lengths)
+            outputs.append(output)
+    return outputs, state
+
+
+def static_bidirectional_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: Sequence[jax.Array],
+                             initial_state_fw: Any = None, initial_state_bw: Any = None,
+                             dtype: Any = None, sequence_length: Optional[Any] = None,
+                             scope: Any = None):
+    """``tf.nn.static_bidirectional_rnn``: ``static_rnn`` of ``cell_fw`` under
+    ``<scope or "bidirectional_rnn">/fw`` and of ``cell_bw`` over the reversed sequences under
+    ``.../bw``; returns ``(outputs, state_fw, state_bw)`` with each step's outputs of the two
+    directions concatenated, as TF does."""
+    if not isinstance(inputs, (list, tuple)) or not inputs:
+        raise TypeError("static_bidirectional_rnn's inputs must be a non-empty list of [batch, depth] "
+                        "arrays, one per step.")
+    with _rnn_scope(scope, "bidirectional_rnn"):
+        with _rnn_scope(None, "fw") as fw_scope:
+            out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state_fw, dtype, sequence_length,
+                                          scope=fw_scope)
+        with _rnn_scope(None, "bw") as bw_scope:
+            reversed_inputs = list(jnp.unstack(_reverse(jnp.stack(inputs), sequence_length, 0)))
+            out_bw, state_bw = static_rnn(cell_bw, reversed_inputs, initial_state_bw, dtype,
+                                          sequence_length, scope=bw_scope)
+    out_bw = jnp.unstack(_reverse(jnp.stack(out_bw), sequence_length, 0))
+    outputs = [jnp.concatenate([fw, bw], axis=1) for fw, bw in zip(out_fw, out_bw)]
+    return outputs, state_fw, state_bw
+
+
 def _rnn_scope(name_or_scope: Any, default: str):
     return variable_scope(name_or_scope if name_or_scope is not None else default)
 
@@ -381,17 +451,12 @@ def _reverse(x: jax.Array, sequence_length: Optional[Any], time_axis: int) -> ja
     return jnp.take_along_axis(x, source[:, :, None], axis=1)
 
 
-def _run(cell: RNNCell, inputs: jax.Array, sequence_length, initial_state, dtype, time_major):
-    inputs = jnp.asarray(inputs)
-    if inputs.ndim != 3:
-        raise ValueError(f"dynamic_rnn's inputs must be [batch, time, depth] (or [time, batch, depth] "
-                         f"with time_major=True), got shape {inputs.shape}.")
-    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [time, batch, depth]
-    batch = xs.shape[1]
+def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length):
+    """The first state (``initial_state``, else the cell's zeros in ``dtype``) and the lengths."""
     if initial_state is None:
         if dtype is None:
             raise ValueError("If there is no initial_state, you must give a dtype.\n"
-                             "  fix: dynamic_rnn(..., dtype=jnp.float32), or pass initial_state=.")
+                             "  fix: pass dtype=jnp.float32, or initial_state=.")
         initial_state = cell.zero_state(batch, dtype)
     lengths = None
     if sequence_length is not None:
@@ -399,16 +464,33 @@ def _run(cell: RNNCell, inputs: jax.Array, sequence_length, initial_state, dtype
         if lengths.shape != (batch,):
             raise ValueError(f"sequence_length must have shape [batch_size] = ({batch},), got "
                              f"{lengths.shape}.")
+    return initial_state, lengths
 
-    def step(carry, x):
+
+def _step(cell: RNNCell, x: jax.Array, state: Any, t: Any, lengths: Optional[jax.Array]):
+    """One step; past a sequence's length (``t >= length``) its output is zeros and its state is
+    carried through unchanged (TF's ``_rnn_step``)."""
+    output, new_state = cell(x, state)
+    if lengths is not None:
+        live = (t < lengths)[:, None]
+        output = jnp.where(live, output, jnp.zeros((), output.dtype))
+        new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(live, new, old), new_state,
+                                           state)
+    return output, new_state
+
+
+def _run(cell: RNNCell, inputs: jax.Array, sequence_length, initial_state, dtype, time_major):
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim != 3:
+        raise ValueError(f"dynamic_rnn's inputs must be [batch, time, depth] (or [time, batch, depth] "
+                         f"with time_major=True), got shape {inputs.shape}.")
+    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [time, batch, depth]
+    state, lengths = _start(cell, xs.shape[1], initial_state, dtype, sequence_length)
+
+    def body(carry, x):
         state, t = carry
-        output, new_state = cell(x, state)
-        if lengths is not None:
-            live = (t < lengths)[:, None]
-            output = jnp.where(live, output, jnp.zeros((), output.dtype))
-            new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(live, new, old),
-                                               new_state, state)
-        return (new_state, t + 1), output
+        output, state = _step(cell, x, state, t, lengths)
+        return (state, t + 1), output
 
-    (final_state, _), outputs = scan(step, (initial_state, jnp.zeros((), jnp.int32)), xs)
+    (final_state, _), outputs = scan(body, (state, jnp.zeros((), jnp.int32)), xs)
     return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), final_state

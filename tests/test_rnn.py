@@ -50,6 +50,19 @@ def a_cell_shared_by_two_dynamic_rnns(api, rnn, f32, x):
     return first, second, third
 
 
+def static_stack_with_a_residual_and_static_bidirectional(api, rnn, f32, x):
+    steps = api_unstack(api, x)
+    cell = rnn.MultiRNNCell([rnn.GRUCell(5), rnn.ResidualWrapper(rnn.BasicLSTMCell(5))])
+    outputs, state = api.static_rnn(cell, steps, sequence_length=LENGTHS, dtype=f32)
+    both, state_fw, state_bw = api.static_bidirectional_rnn(
+        rnn.BasicRNNCell(2), rnn.GRUCell(3), steps, sequence_length=LENGTHS, dtype=f32)
+    return outputs, state, both, state_fw, state_bw
+
+
+def api_unstack(api, x):
+    return list(jnp.unstack(x, axis=1)) if api is sp.rnn else api.tf.unstack(x, axis=1)
+
+
 def api_transpose(api, x):
     return jnp.swapaxes(x, 0, 1) if api is sp.rnn else api.tf.transpose(x, [1, 0, 2])
 
@@ -60,7 +73,7 @@ def api_ones(api, shape):
 
 PROGRAMS = [stacked_with_lengths, bidirectional_with_lengths,
             time_major_concatenated_state_and_initial_state,
-            a_cell_shared_by_two_dynamic_rnns]
+            a_cell_shared_by_two_dynamic_rnns, static_stack_with_a_residual_and_static_bidirectional]
 
 
 def _tf_run(program, save_to=None):
@@ -72,6 +85,8 @@ def _tf_run(program, save_to=None):
     class Api:  # tf.compat.v1.nn with tf itself at hand for the two helpers above
         dynamic_rnn = staticmethod(tf1.nn.dynamic_rnn)
         bidirectional_dynamic_rnn = staticmethod(tf1.nn.bidirectional_dynamic_rnn)
+        static_rnn = staticmethod(tf1.nn.static_rnn)
+        static_bidirectional_rnn = staticmethod(tf1.nn.static_bidirectional_rnn)
 
     Api.tf = tf
     with tf.Graph().as_default(), tf1.Session() as session:
@@ -221,3 +236,6 @@ def test_dynamic_rnn_errors_say_what_to_pass():
                      ).init(KEY, XS)
     with pytest.raises(ValueError, match="Must specify at least one cell for MultiRNNCell"):
         sp.rnn.MultiRNNCell([])
+    with pytest.raises(TypeError, match=r"static_rnn's inputs must be a non-empty list"):
+        sp.transform(lambda x: sp.rnn.static_rnn(sp.rnn.GRUCell(2), x, dtype=jnp.float32)
+                     ).init(KEY, XS)
