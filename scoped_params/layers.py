@@ -39,9 +39,12 @@ from ._scope import AUTO_REUSE, Scope, scope
 from .initializers import ones, zeros
 
 __all__ = [
-    "AveragePooling2D", "BatchNormalization", "Conv2D", "Conv2DTranspose", "Dense", "Dropout",
-    "Flatten", "MaxPooling2D", "average_pooling2d", "batch_normalization", "conv2d", "conv2d_transpose", "dense", "dropout",
-    "embedding", "embedding_lookup", "flatten", "max_pooling2d",
+    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "BatchNormalization", "Conv1D",
+    "Conv2D", "Conv2DTranspose", "Conv3D", "Dense", "Dropout", "Flatten", "MaxPooling1D",
+    "MaxPooling2D", "MaxPooling3D", "SeparableConv2D", "average_pooling1d", "average_pooling2d",
+    "average_pooling3d", "batch_normalization", "conv1d", "conv2d", "conv2d_transpose", "conv3d",
+    "dense", "dropout", "embedding", "embedding_lookup", "flatten", "max_pooling1d", "max_pooling2d",
+    "max_pooling3d", "separable_conv2d",
 ]
 
 IntOrPair = Union[int, Sequence[int]]
@@ -61,13 +64,21 @@ def _layer_scope(name: Any, base_name: str, reuse: Any) -> scope:
     return scope(name, default_name=base_name)
 
 
-def _pair(value: IntOrPair, what: str) -> Tuple[int, int]:
+def _tuple(value: IntOrPair, n: int, what: str) -> Tuple[int, ...]:
     if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
+        return (int(value),) * n
     value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"The `{what}` argument must be a tuple of 2 integers. Received: {value}")
+    if len(value) != n:
+        raise ValueError(f"The `{what}` argument must be a tuple of {n} integers. Received: {value}")
     return value
+
+
+def _pair(value: IntOrPair, what: str) -> Tuple[int, int]:
+    return _tuple(value, 2, what)
+
+
+# Spatial rank -> (channels-last layout, channels-first layout, kernel layout) for lax's convolutions.
+_LAYOUTS = {1: ("NWC", "NCW", "WIO"), 2: ("NHWC", "NCHW", "HWIO"), 3: ("NDHWC", "NCDHW", "DHWIO")}
 
 
 def _padding(padding: str) -> str:
@@ -117,6 +128,55 @@ def _bias_and_activation(y, bias, channels_last, activation):
 # --- convolutions and dense -----------------------------------------------------------------------
 
 
+def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair,
+          padding: str, data_format: str, dilation_rate: IntOrPair, activation: Optional[Callable],
+          use_bias: bool, kernel_initializer: Any, bias_initializer: Any,
+          kernel_regularizer: Optional[Callable], bias_regularizer: Optional[Callable],
+          trainable: bool, name: Optional[str], reuse: Any) -> jax.Array:
+    """TF's ``_Conv`` layer for 1, 2 or 3 spatial dimensions: ``<name>/kernel`` (spatial dims, in,
+    filters) and ``<name>/bias``."""
+    kind = f"conv{rank}d"
+    kernel_shape = _tuple(kernel_size, rank, "kernel_size")
+    strides, dilation = _tuple(strides, rank, "strides"), _tuple(dilation_rate, rank, "dilation_rate")
+    if max(strides) > 1 and max(dilation) > 1:
+        raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
+                         f"Received: strides={strides} and dilation_rate={dilation}")
+    last = _channels_last(data_format)
+    pad = _padding(padding)
+    if inputs.ndim != rank + 2:
+        raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
+    in_channels = inputs.shape[-1 if last else 1]
+    dtype = _param_dtype(inputs)
+    with _layer_scope(name, kind, reuse):
+        kernel = get_param("kernel", kernel_shape + (in_channels, filters), kernel_initializer, dtype,
+                           trainable=trainable, regularizer=kernel_regularizer)
+        bias = get_param("bias", (filters,), bias_initializer, dtype, trainable=trainable,
+                         regularizer=bias_regularizer) if use_bias else None
+    channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
+    layout = channels_last if last else channels_first
+    y = jax.lax.conv_general_dilated(
+        inputs.astype(dtype), kernel, window_strides=strides, padding=pad, rhs_dilation=dilation,
+        dimension_numbers=(layout, kernel_layout, layout))
+    return _bias_and_activation(y, bias, last, activation)
+
+
+def conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = 1,
+           padding: str = "valid", data_format: str = "channels_last", dilation_rate: IntOrPair = 1,
+           activation: Optional[Callable] = None, use_bias: bool = True,
+           kernel_initializer: Any = None, bias_initializer: Any = zeros,
+           kernel_regularizer: Optional[Callable] = None, bias_regularizer: Optional[Callable] = None,
+           activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
+           bias_constraint: Any = None, trainable: bool = True, name: Optional[str] = None,
+           reuse: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.conv1d`` on [batch, width, channels]: ``<name>/kernel`` of shape
+    ``(width, in, filters)`` and ``<name>/bias``."""
+    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
+    return _conv(1, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                 bias_regularizer, trainable, name, reuse)
+
+
 def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = (1, 1),
            padding: str = "valid", data_format: str = "channels_last",
            dilation_rate: IntOrPair = (1, 1), activation: Optional[Callable] = None,
@@ -133,26 +193,76 @@ def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: Int
     """
     _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                  bias_constraint=bias_constraint)
+    return _conv(2, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                 bias_regularizer, trainable, name, reuse)
+
+
+def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
+           strides: IntOrPair = (1, 1, 1), padding: str = "valid",
+           data_format: str = "channels_last", dilation_rate: IntOrPair = (1, 1, 1),
+           activation: Optional[Callable] = None, use_bias: bool = True,
+           kernel_initializer: Any = None, bias_initializer: Any = zeros,
+           kernel_regularizer: Optional[Callable] = None, bias_regularizer: Optional[Callable] = None,
+           activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
+           bias_constraint: Any = None, trainable: bool = True, name: Optional[str] = None,
+           reuse: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.conv3d`` on [batch, depth, height, width, channels]: ``<name>/kernel``
+    of shape ``(d, h, w, in, filters)`` and ``<name>/bias``."""
+    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
+    return _conv(3, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                 bias_regularizer, trainable, name, reuse)
+
+
+def separable_conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
+                     strides: IntOrPair = (1, 1), padding: str = "valid",
+                     data_format: str = "channels_last", dilation_rate: IntOrPair = (1, 1),
+                     depth_multiplier: int = 1, activation: Optional[Callable] = None,
+                     use_bias: bool = True, depthwise_initializer: Any = None,
+                     pointwise_initializer: Any = None, bias_initializer: Any = zeros,
+                     depthwise_regularizer: Optional[Callable] = None,
+                     pointwise_regularizer: Optional[Callable] = None,
+                     bias_regularizer: Optional[Callable] = None,
+                     activity_regularizer: Optional[Callable] = None,
+                     depthwise_constraint: Any = None, pointwise_constraint: Any = None,
+                     bias_constraint: Any = None, trainable: bool = True,
+                     name: Optional[str] = None, reuse: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.separable_conv2d``: a depthwise convolution (``<name>/depthwise_kernel``,
+    ``(kh, kw, in, depth_multiplier)``), then a 1x1 one (``<name>/pointwise_kernel``,
+    ``(1, 1, in * depth_multiplier, filters)``), then ``<name>/bias``."""
+    _unsupported(activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
+                 pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
     kh, kw = _pair(kernel_size, "kernel_size")
     strides, dilation = _pair(strides, "strides"), _pair(dilation_rate, "dilation_rate")
-    if strides != (1, 1) and dilation != (1, 1):
+    if max(strides) > 1 and max(dilation) > 1:
         raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
                          f"Received: strides={strides} and dilation_rate={dilation}")
     last = _channels_last(data_format)
     pad = _padding(padding)
     if inputs.ndim != 4:
-        raise ValueError(f"conv2d expects a rank-4 input, got shape {inputs.shape}.")
+        raise ValueError(f"separable_conv2d expects a rank-4 input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, "conv2d", reuse):
-        kernel = get_param("kernel", (kh, kw, in_channels, filters), kernel_initializer, dtype,
-                           trainable=trainable, regularizer=kernel_regularizer)
+    with _layer_scope(name, "separable_conv2d", reuse):
+        depthwise = get_param("depthwise_kernel", (kh, kw, in_channels, depth_multiplier),
+                              depthwise_initializer, dtype, trainable=trainable,
+                              regularizer=depthwise_regularizer)
+        pointwise = get_param("pointwise_kernel", (1, 1, in_channels * depth_multiplier, filters),
+                              pointwise_initializer, dtype, trainable=trainable,
+                              regularizer=pointwise_regularizer)
         bias = get_param("bias", (filters,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer) if use_bias else None
     layout = "NHWC" if last else "NCHW"
+    # Channel i * depth_multiplier + m of the depthwise output is input channel i through
+    # depthwise[..., i, m], as in TF: one group per input channel.
     y = jax.lax.conv_general_dilated(
-        inputs.astype(dtype), kernel, window_strides=strides, padding=pad, rhs_dilation=dilation,
-        dimension_numbers=(layout, "HWIO", layout))
+        inputs.astype(dtype), depthwise.reshape(kh, kw, 1, in_channels * depth_multiplier),
+        window_strides=strides, padding=pad, rhs_dilation=dilation,
+        dimension_numbers=(layout, "HWIO", layout), feature_group_count=in_channels)
+    y = jax.lax.conv_general_dilated(y, pointwise, (1, 1), "VALID",
+                                     dimension_numbers=(layout, "HWIO", layout))
     return _bias_and_activation(y, bias, last, activation)
 
 
@@ -350,8 +460,10 @@ def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence
 # --- pooling and reshaping ------------------------------------------------------------------------
 
 
-def _pool(inputs, pool_size, strides, padding, data_format, init, op):
-    window, stride = _pair(pool_size, "pool_size"), _pair(strides, "strides")
+def _pool(rank, inputs, pool_size, strides, padding, data_format, init, op):
+    if inputs.ndim != rank + 2:
+        raise ValueError(f"{rank}-d pooling expects a rank-{rank + 2} input, got shape {inputs.shape}.")
+    window, stride = _tuple(pool_size, rank, "pool_size"), _tuple(strides, rank, "strides")
     if _channels_last(data_format):
         dims, steps = (1,) + window + (1,), (1,) + stride + (1,)
     else:
@@ -359,16 +471,56 @@ def _pool(inputs, pool_size, strides, padding, data_format, init, op):
     return jax.lax.reduce_window(inputs, init, op, dims, steps, _padding(padding)), dims, steps
 
 
+def _max_pool(rank, inputs, pool_size, strides, padding, data_format):
+    init = -np.inf if jnp.issubdtype(inputs.dtype, jnp.floating) else jnp.iinfo(inputs.dtype).min
+    # A NumPy (not traced) init value lets lax recognise the max monoid, which is differentiable.
+    out, _, _ = _pool(rank, inputs, pool_size, strides, padding, data_format,
+                      np.array(init, inputs.dtype), jax.lax.max)
+    return out
+
+
+def _average_pool(rank, inputs, pool_size, strides, padding, data_format):
+    zero = np.array(0, inputs.dtype)
+    total, dims, steps = _pool(rank, inputs, pool_size, strides, padding, data_format, zero,
+                               jax.lax.add)
+    if _padding(padding) == "VALID":
+        return total / np.prod(dims)
+    ones_shape = tuple(1 if d == 1 else s for d, s in zip(dims, inputs.shape))
+    counts = jax.lax.reduce_window(jnp.ones(ones_shape, inputs.dtype), zero, jax.lax.add, dims,
+                                   steps, "SAME")
+    return total / counts
+
+
+def max_pooling1d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
+                  padding: str = "valid", data_format: str = "channels_last",
+                  name: Optional[str] = None) -> jax.Array:
+    """``tf.compat.v1.layers.max_pooling1d`` on [batch, width, channels]."""
+    del name
+    return _max_pool(1, inputs, pool_size, strides, padding, data_format)
+
+
 def max_pooling2d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
                   padding: str = "valid", data_format: str = "channels_last",
                   name: Optional[str] = None) -> jax.Array:
     """``tf.compat.v1.layers.max_pooling2d`` (``strides`` is required, as in TF)."""
     del name
-    init = -np.inf if jnp.issubdtype(inputs.dtype, jnp.floating) else jnp.iinfo(inputs.dtype).min
-    # A NumPy (not traced) init value lets lax recognise the max monoid, which is differentiable.
-    out, _, _ = _pool(inputs, pool_size, strides, padding, data_format,
-                      np.array(init, inputs.dtype), jax.lax.max)
-    return out
+    return _max_pool(2, inputs, pool_size, strides, padding, data_format)
+
+
+def max_pooling3d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
+                  padding: str = "valid", data_format: str = "channels_last",
+                  name: Optional[str] = None) -> jax.Array:
+    """``tf.compat.v1.layers.max_pooling3d`` on [batch, depth, height, width, channels]."""
+    del name
+    return _max_pool(3, inputs, pool_size, strides, padding, data_format)
+
+
+def average_pooling1d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
+                      padding: str = "valid", data_format: str = "channels_last",
+                      name: Optional[str] = None) -> jax.Array:
+    """``tf.compat.v1.layers.average_pooling1d``; ``'same'`` padding counts only real cells."""
+    del name
+    return _average_pool(1, inputs, pool_size, strides, padding, data_format)
 
 
 def average_pooling2d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
@@ -377,14 +529,15 @@ def average_pooling2d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPai
     """``tf.compat.v1.layers.average_pooling2d``; with ``'same'`` padding the padded cells are not
     counted, as in TF."""
     del name
-    zero = np.array(0, inputs.dtype)
-    total, dims, steps = _pool(inputs, pool_size, strides, padding, data_format, zero, jax.lax.add)
-    if _padding(padding) == "VALID":
-        return total / np.prod(dims)
-    ones_shape = tuple(1 if d == 1 else s for d, s in zip(dims, inputs.shape))
-    counts = jax.lax.reduce_window(jnp.ones(ones_shape, inputs.dtype), zero, jax.lax.add, dims,
-                                   steps, "SAME")
-    return total / counts
+    return _average_pool(2, inputs, pool_size, strides, padding, data_format)
+
+
+def average_pooling3d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
+                      padding: str = "valid", data_format: str = "channels_last",
+                      name: Optional[str] = None) -> jax.Array:
+    """``tf.compat.v1.layers.average_pooling3d``; ``'same'`` padding counts only real cells."""
+    del name
+    return _average_pool(3, inputs, pool_size, strides, padding, data_format)
 
 
 def flatten(inputs: jax.Array, name: Optional[str] = None,
@@ -501,6 +654,21 @@ class Conv2D(_LayerObject):
     _fn, _base_name = staticmethod(conv2d), "conv2d"
 
 
+class Conv1D(_LayerObject):
+    """``tf.compat.v1.layers.Conv1D(filters, kernel_size, ...)``; arguments as in ``conv1d``."""
+    _fn, _base_name = staticmethod(conv1d), "conv1d"
+
+
+class Conv3D(_LayerObject):
+    """``tf.compat.v1.layers.Conv3D(filters, kernel_size, ...)``; arguments as in ``conv3d``."""
+    _fn, _base_name = staticmethod(conv3d), "conv3d"
+
+
+class SeparableConv2D(_LayerObject):
+    """``tf.compat.v1.layers.SeparableConv2D(filters, kernel_size, ...)``."""
+    _fn, _base_name = staticmethod(separable_conv2d), "separable_conv2d"
+
+
 class Conv2DTranspose(_LayerObject):
     """``tf.compat.v1.layers.Conv2DTranspose(filters, kernel_size, ...)``."""
     _fn, _base_name = staticmethod(conv2d_transpose), "conv2d_transpose"
@@ -536,6 +704,26 @@ class MaxPooling2D(_Stateless):
 class AveragePooling2D(_Stateless):
     """``tf.compat.v1.layers.AveragePooling2D(pool_size, strides, ...)``."""
     _fn = staticmethod(average_pooling2d)
+
+
+class MaxPooling1D(_Stateless):
+    """``tf.compat.v1.layers.MaxPooling1D(pool_size, strides, ...)``."""
+    _fn = staticmethod(max_pooling1d)
+
+
+class MaxPooling3D(_Stateless):
+    """``tf.compat.v1.layers.MaxPooling3D(pool_size, strides, ...)``."""
+    _fn = staticmethod(max_pooling3d)
+
+
+class AveragePooling1D(_Stateless):
+    """``tf.compat.v1.layers.AveragePooling1D(pool_size, strides, ...)``."""
+    _fn = staticmethod(average_pooling1d)
+
+
+class AveragePooling3D(_Stateless):
+    """``tf.compat.v1.layers.AveragePooling3D(pool_size, strides, ...)``."""
+    _fn = staticmethod(average_pooling3d)
 
 
 class Flatten(_Stateless):

@@ -272,7 +272,25 @@ class MultiRNNCell(RNNCell):
         return inputs, tuple(new_states)
 
 
-class DropoutWrapper(RNNCell):
+class _Wrapper(RNNCell):
+    """A cell around ``self._cell``, with its state and output sizes; it opens no scope of its own,
+    so the wrapped cell's variables keep their names (TF's ``RNNCell`` wrappers)."""
+
+    _cell: RNNCell
+
+    @property
+    def state_size(self) -> Any:
+        return self._cell.state_size
+
+    @property
+    def output_size(self) -> int:
+        return self._cell.output_size
+
+    def zero_state(self, batch_size: int, dtype: Any) -> Any:
+        return self._cell.zero_state(batch_size, dtype)
+
+
+class DropoutWrapper(_Wrapper):
     """``tf.nn.rnn_cell.DropoutWrapper``: dropout on the cell's inputs, outputs and (of an LSTM, its
     ``h`` only, as TF's default filter) new state, with keep probabilities; a new mask at every
     step, drawn from ``sp.next_rng_key()`` (pass ``rng=`` to ``apply``). It adds no scope: the
@@ -296,17 +314,6 @@ class DropoutWrapper(RNNCell):
         self._keep = (input_keep_prob, output_keep_prob, state_keep_prob)
         self._seed = seed
 
-    @property
-    def state_size(self) -> Any:
-        return self._cell.state_size
-
-    @property
-    def output_size(self) -> int:
-        return self._cell.output_size
-
-    def zero_state(self, batch_size: int, dtype: Any) -> Any:
-        return self._cell.zero_state(batch_size, dtype)
-
     def _dropout(self, x: jax.Array, keep_prob: Any) -> jax.Array:
         if isinstance(keep_prob, (int, float)) and keep_prob == 1.0:
             return x
@@ -327,7 +334,7 @@ class DropoutWrapper(RNNCell):
         return self._dropout(output, output_keep), new_state
 
 
-class ResidualWrapper(RNNCell):
+class ResidualWrapper(_Wrapper):
     """``tf.nn.rnn_cell.ResidualWrapper``: the cell's output plus its input (or
     ``residual_fn(inputs, outputs)``). It adds no scope."""
 
@@ -335,17 +342,6 @@ class ResidualWrapper(RNNCell):
         super().__init__()
         self._cell = cell
         self._residual_fn = residual_fn or (lambda inputs, outputs: inputs + outputs)
-
-    @property
-    def state_size(self) -> Any:
-        return self._cell.state_size
-
-    @property
-    def output_size(self) -> int:
-        return self._cell.output_size
-
-    def zero_state(self, batch_size: int, dtype: Any) -> Any:
-        return self._cell.zero_state(batch_size, dtype)
 
     def __call__(self, inputs, state):
         output, new_state = self._cell(inputs, state)

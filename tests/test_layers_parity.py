@@ -84,6 +84,40 @@ def test_conv2d_matches_tf(kwargs):
     np.testing.assert_allclose(out, tf_out, atol=ATOL)
 
 
+@pytest.mark.parametrize("kind, shape, kwargs", [
+    ("conv1d", (2, 11, 3), dict(filters=4, kernel_size=3, strides=2, padding="same",
+                                activation=jax.nn.relu)),
+    ("conv1d", (2, 11, 3), dict(filters=2, kernel_size=2, dilation_rate=3, use_bias=False)),
+    ("conv3d", (2, 5, 6, 7, 2), dict(filters=3, kernel_size=(2, 3, 2), strides=(1, 2, 2),
+                                     padding="same")),
+    ("conv3d", (2, 5, 6, 7, 2), dict(filters=2, kernel_size=2, dilation_rate=(1, 2, 1))),
+    ("separable_conv2d", (2, 9, 9, 3), dict(filters=5, kernel_size=3, depth_multiplier=2,
+                                            strides=2, padding="same", activation=jax.nn.relu)),
+    ("separable_conv2d", (2, 9, 9, 3), dict(filters=4, kernel_size=(2, 3), dilation_rate=2,
+                                            use_bias=False)),
+])
+def test_conv1d_conv3d_and_separable_conv2d_match_tf(kind, shape, kwargs):
+    x = images(shape)
+    tf_kwargs = {**kwargs, "activation": tf.nn.relu if "activation" in kwargs else None}
+    tf_out, out, _, _ = check_same(lambda i: getattr(tf.layers, kind)(i, **tf_kwargs),
+                                   lambda i: getattr(sp.layers, kind)(i, **kwargs), x)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+
+
+def test_1d_and_3d_pooling_match_tf():
+    x1, x3 = images((2, 9, 3)), images((2, 5, 6, 7, 2), seed=1)
+
+    def build(layers):
+        return lambda a, b: (layers.max_pooling1d(a, 2, 2), layers.max_pooling1d(a, 3, 2, "same"),
+                             layers.average_pooling1d(a, 3, 2, padding="same"),
+                             layers.max_pooling3d(b, 2, 2),
+                             layers.average_pooling3d(b, (2, 3, 2), (1, 2, 2), padding="same"))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x1, x3)
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
 def test_conv2d_channels_first_matches_tf():
     # TF's CPU kernels reject NCHW convolutions, so TF computes on transposed data; the layer
     # itself is the same (same kernel, same bias) in both layouts.
@@ -319,7 +353,10 @@ def _object_model(layers, vs):
             c = layers.Dense(4)(y)  # numbered where first called: inner/dense
         h = layers.Flatten()(layers.MaxPooling2D(2, 2)(bn(conv(x), training=False)))
         d = layers.dense(y, 4)  # the functional layer continues the numbering: dense_1
-        return a, b, c, layers.dense(h, 2), conv(x), d
+        sep, c1 = layers.SeparableConv2D(2, 3, padding="same"), layers.Conv1D(2, 2)
+        e = sep(x) + layers.AveragePooling2D(1, 1)(sep(2 * x))  # one set of weights
+        f = layers.MaxPooling1D(2, 1)(c1(y[:, :, None]) + c1(2 * y[:, :, None]))
+        return a, b, c, layers.dense(h, 2), conv(x), d, e, f
     return build
 
 
