@@ -43,8 +43,8 @@ __all__ = [
     "Conv2D", "Conv2DTranspose", "Conv3D", "Dense", "Dropout", "Flatten", "MaxPooling1D",
     "MaxPooling2D", "MaxPooling3D", "SeparableConv2D", "average_pooling1d", "average_pooling2d",
     "average_pooling3d", "batch_normalization", "conv1d", "conv2d", "conv2d_transpose", "conv3d",
-    "dense", "dropout", "embedding", "embedding_lookup", "flatten", "max_pooling1d", "max_pooling2d",
-    "max_pooling3d", "separable_conv2d",
+    "dense", "dropout", "embedding", "embedding_lookup", "flatten", "layer_norm", "max_pooling1d",
+    "max_pooling2d", "max_pooling3d", "separable_conv2d",
 ]
 
 IntOrPair = Union[int, Sequence[int]]
@@ -429,6 +429,45 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
         set_state("moving_mean", new_mean.astype(dtype))
         set_state("moving_variance", new_var.astype(dtype))
         return normalize(mean, var).astype(in_dtype)
+
+
+def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
+               activation_fn: Optional[Callable] = None, reuse: Any = None,
+               variables_collections: Any = None, outputs_collections: Any = None,
+               trainable: bool = True, begin_norm_axis: int = 1, begin_params_axis: int = -1,
+               scope: Optional[str] = None) -> jax.Array:
+    """``tf.contrib.layers.layer_norm`` (BERT's ``LayerNorm``): normalize over the axes from
+    ``begin_norm_axis`` on (contrib's default 1: all but the batch), with ``<scope>/beta`` and
+    ``<scope>/gamma`` of shape ``inputs.shape[begin_params_axis:]``; the scope defaults to
+    ``LayerNorm`` (``LayerNorm_1``, ...). TF's arithmetic: ``nn.moments`` and
+    ``nn.batch_normalization`` with variance epsilon 1e-12. ``variables_collections`` (a list of
+    collection names) is each variable's ``collections``; ``outputs_collections`` has no
+    counterpart (use ``sp.record``)."""
+    del outputs_collections
+    rank = inputs.ndim
+    norm_axis = begin_norm_axis + rank if begin_norm_axis < 0 else begin_norm_axis
+    if begin_params_axis >= rank or norm_axis >= rank:
+        raise ValueError(f"begin_params_axis ({begin_params_axis}) and begin_norm_axis "
+                         f"({begin_norm_axis}) must be < rank(inputs) ({rank})")
+    params_shape = tuple(inputs.shape[begin_params_axis:])
+    dtype = _param_dtype(inputs)
+    collections = list(variables_collections) if variables_collections else None
+    with _layer_scope(scope, "LayerNorm", reuse):
+        beta = get_param("beta", params_shape, zeros, dtype, trainable=trainable,
+                         collections=collections) if center else None
+        gamma = get_param("gamma", params_shape, ones, dtype, trainable=trainable,
+                          collections=collections) if scale else None
+    x = inputs.astype(dtype)
+    stats = x.astype(jnp.float32) if dtype in (jnp.float16, jnp.bfloat16) else x  # as nn.moments
+    axes = tuple(range(norm_axis, rank))
+    mean = jnp.mean(stats, axes, keepdims=True)
+    variance = jnp.mean(jnp.square(stats - jax.lax.stop_gradient(mean)), axes, keepdims=True)
+    mean, variance = mean.astype(dtype), variance.astype(dtype)
+    inv = jax.lax.rsqrt(variance + jnp.asarray(1e-12, dtype))
+    if gamma is not None:
+        inv = inv * gamma
+    y = x * inv + ((beta - mean * inv) if beta is not None else -mean * inv)
+    return activation_fn(y) if activation_fn is not None else y
 
 
 def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence[int]] = None,

@@ -118,6 +118,51 @@ def test_1d_and_3d_pooling_match_tf():
         np.testing.assert_allclose(a, b, atol=ATOL)
 
 
+def _tf_contrib_layer_norm(inputs, center=True, scale=True, begin_norm_axis=1,
+                           begin_params_axis=-1, scope=None):
+    """tf.contrib.layers.layer_norm, which TF 2 no longer ships, line for line in core TF ops."""
+    with tf.variable_scope(scope, "LayerNorm", [inputs]):
+        shape = inputs.shape[begin_params_axis:]
+        beta = tf.get_variable("beta", shape, initializer=tf.zeros_initializer()) if center else None
+        gamma = tf.get_variable("gamma", shape, initializer=tf.ones_initializer()) if scale else None
+        rank = inputs.shape.ndims
+        axes = list(range(begin_norm_axis % rank, rank))
+        mean, variance = tf.nn.moments(inputs, axes, keep_dims=True)
+        return tf.nn.batch_normalization(inputs, mean, variance, offset=beta, scale=gamma,
+                                         variance_epsilon=1e-12)
+
+
+def test_layer_norm_matches_contribs_names_and_arithmetic():
+    x, h = images((2, 4, 5, 3)), images((2, 7, 6), seed=1)
+
+    def build(layer_norm, vs):
+        def f(x, h):
+            with vs("bert"):
+                a = layer_norm(h, begin_norm_axis=-1, begin_params_axis=-1, scope="LayerNorm")
+                b = layer_norm(x)  # LayerNorm_1: over all axes but the batch, params per channel
+                c = layer_norm(x, center=False, begin_norm_axis=2, begin_params_axis=1)
+            return a, b, c
+        return f
+
+    tf_out, out, tf_vars, _ = check_same(build(_tf_contrib_layer_norm, tf.variable_scope),
+                                         build(sp.layers.layer_norm, sp.scope), x, h)
+    assert sorted(tf_vars) == ["bert/LayerNorm/beta", "bert/LayerNorm/gamma",
+                               "bert/LayerNorm_1/beta", "bert/LayerNorm_1/gamma",
+                               "bert/LayerNorm_2/gamma"]
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+    # beta and gamma at other values than their initial zeros and ones
+    model = sp.transform(lambda h: sp.layers.layer_norm(h, begin_norm_axis=-1))
+    beta, gamma = images((6,), seed=2), images((6,), seed=3)
+    out = model.apply({"LayerNorm": {"beta": beta, "gamma": gamma}}, h)
+    normed = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-12)
+    np.testing.assert_allclose(out, normed * gamma + beta, atol=ATOL)
+    with pytest.raises(ValueError, match=r"begin_params_axis \(3\) and begin_norm_axis \(1\) must "
+                                         r"be < rank\(inputs\) \(3\)"):
+        sp.transform(lambda h: sp.layers.layer_norm(h, begin_params_axis=3)).init(
+            jax.random.key(0), h)
+
+
 def test_conv2d_channels_first_matches_tf():
     # TF's CPU kernels reject NCHW convolutions, so TF computes on transposed data; the layer
     # itself is the same (same kernel, same bias) in both layouts.
