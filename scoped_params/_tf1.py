@@ -197,11 +197,20 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info, pref
     return np.concatenate(arrays, axis=differing[0] if differing else 0)
 
 
-def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False) -> Dict[str, np.ndarray]:
+_EMA = "/ExponentialMovingAverage"
+
+
+def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
+                  use_moving_averages: bool = False) -> Dict[str, np.ndarray]:
     """``{full name: array}`` from a TF 1.x checkpoint, partitions merged (see ``load_tf1``)."""
     r = _Reader(path)
     names = r.names()
     name_set = set(names)
+    if use_moving_averages and not any(n.endswith(_EMA) for n in names):
+        raise ValueError(
+            f"load_tf1(use_moving_averages=True): {r.prefix!r} has no '<variable>{_EMA}' entries, "
+            "so it was not saved with a tf.train.ExponentialMovingAverage.\n"
+            "  fix: load it without use_moving_averages.")
     flat: Dict[str, np.ndarray] = {}
     partitioned: Dict[str, List[Tuple[int, str, np.ndarray]]] = {}
     skipped = []
@@ -213,10 +222,18 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False) -> Dict
             continue
         m = _PART.match(name)
         if m and m.group("base") not in name_set:
+            if use_moving_averages and name + _EMA in name_set:
+                raise NotImplementedError(
+                    f"load_tf1(use_moving_averages=True): {name!r} is one part of a partitioned "
+                    "variable with moving averages, which this reader does not reassemble.\n"
+                    "  fix: restore it in TF and save it unpartitioned, or load without "
+                    "use_moving_averages.")
             partitioned.setdefault(m.group("base"), []).append(
                 (int(m.group("index")), name, r.get(name)))
         else:
-            flat[name] = r.get(name)
+            # TF's ExponentialMovingAverage.variables_to_restore(): the average where there is one
+            flat[name] = r.get(name + _EMA if use_moving_averages and name + _EMA in name_set
+                               else name)
     if partitioned:
         info = _slice_info(r.prefix)
         for base, parts in partitioned.items():
@@ -227,7 +244,8 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False) -> Dict
     return flat
 
 
-def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: bool = False) -> Dict[str, Any]:
+def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: bool = False,
+             use_moving_averages: bool = False) -> Dict[str, Any]:
     """Read a TF 1.x checkpoint (a ``Saver`` prefix, one of its files, or its directory) into the
     nested params tree, keyed by variable name (``image_filters/conv1/weights``).
 
@@ -242,10 +260,15 @@ def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: boo
     the checkpoint. Slots cannot sit in a nested tree next to their variable, so with
     ``include_optimizer_state=True`` pass ``flat=True`` to get ``{full name: array}``.
 
+    ``use_moving_averages=True`` loads each variable's ``tf.train.ExponentialMovingAverage`` (its
+    ``<variable>/ExponentialMovingAverage`` entry) where the checkpoint has one, and the variable
+    itself elsewhere (batch-norm statistics, say), as TF's ``ema.variables_to_restore()`` does for
+    evaluation.
+
     >>> params = sp.checkpoint.load_tf1("/tmp/model.ckpt")
     >>> out = model.apply(params, images)
     """
-    values = read_tf1_flat(path, include_optimizer_state)
+    values = read_tf1_flat(path, include_optimizer_state, use_moving_averages)
     if flat:
         return values
     try:

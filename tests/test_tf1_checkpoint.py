@@ -276,3 +276,40 @@ def test_without_tensorflow_the_message_names_the_tf_extra(tmp_path, image_filte
     with pytest.raises(ImportError, match=r"scoped_params\[tf\]") as info:
         ckpt.load_tf1(image_filter_checkpoint[0])
     assert isinstance(info.value, sp.ScopedParamsError)
+
+
+def test_use_moving_averages_loads_each_variables_exponential_moving_average_like_tf(tmp_path):
+    # TF's evaluation recipe: saver = Saver(ema.variables_to_restore()); its values, by name.
+    graph = v1.Graph()
+    with graph.as_default():
+        x = v1.placeholder(v1.float32, [4, 3])
+        with v1.variable_scope("net"):
+            y = v1.layers.batch_normalization(v1.layers.dense(x, 2), training=True)
+        loss = v1.reduce_sum(y ** 2)
+        step = v1.train.GradientDescentOptimizer(0.1).minimize(
+            loss, var_list=v1.trainable_variables())
+        ema = v1.train.ExponentialMovingAverage(0.5)
+        with v1.control_dependencies([step]):
+            train = ema.apply(v1.trainable_variables())
+        sess, prefix = _session_save(graph, str(tmp_path / "ema.ckpt"), before_save=lambda s: [
+            s.run(train, {x: np.random.RandomState(i).randn(4, 3)}) for i in range(3)])
+        with graph.as_default():
+            restore = ema.variables_to_restore()  # {checkpoint entry: variable restored from it}
+            averaged = {v.op.name: sess.run(ema.average(v)) for v in v1.trainable_variables()}
+        sess.close()
+    raw = sp.flatten(ckpt.load_tf1(prefix))
+    averages = sp.flatten(ckpt.load_tf1(prefix, use_moving_averages=True))
+    assert sorted(raw) == sorted(averages) == sorted(v.op.name for v in restore.values())
+    for name, value in averages.items():
+        np.testing.assert_array_equal(value, averaged.get(name, raw[name]))
+    assert set(averaged) == {"net/dense/kernel", "net/dense/bias", "net/batch_normalization/gamma",
+                             "net/batch_normalization/beta"}
+    assert not np.allclose(averages["net/dense/kernel"], raw["net/dense/kernel"])  # they differ
+    np.testing.assert_array_equal(averages["net/batch_normalization/moving_mean"],
+                                  raw["net/batch_normalization/moving_mean"])  # not averaged
+
+
+def test_use_moving_averages_on_a_checkpoint_without_them_is_an_error(image_filter_checkpoint):
+    prefix, _, _ = image_filter_checkpoint
+    with pytest.raises(ValueError, match=r"has no '<variable>/ExponentialMovingAverage' entries"):
+        ckpt.load_tf1(prefix, use_moving_averages=True)
