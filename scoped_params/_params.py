@@ -144,9 +144,11 @@ _TF_GET_VARIABLE_ARGUMENTS = {
 
 def _tf_arguments_error(name: Any, arguments: dict) -> TypeError:
     known = sorted(k for k in arguments if k in _TF_GET_VARIABLE_ARGUMENTS)
+    others = sorted(k for k in arguments if k not in _TF_GET_VARIABLE_ARGUMENTS)
     if not known:
-        return TypeError(f"get_param() got an unexpected keyword argument {min(arguments)!r}")
-    lines = "\n".join(f"  {k}= {_TF_GET_VARIABLE_ARGUMENTS[k]}." for k in known)
+        return TypeError(f"get_param() got an unexpected keyword argument {others[0]!r}")
+    lines = "\n".join([f"  {k}= {_TF_GET_VARIABLE_ARGUMENTS[k]}." for k in known]
+                      + [f"  {k}= is not an argument of get_param or tf.get_variable." for k in others])
     return TypeError(f"sp.get_param({name!r}) was given tf.get_variable's "
                      f"{', '.join(k + '=' for k in known)}, which it does not take:\n{lines}")
 

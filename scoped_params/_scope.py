@@ -613,11 +613,13 @@ def _tf_arguments_error(name_or_scope: Any, positional: tuple, options: dict, un
             f"  fix: sp.scope({shown}, default_name={default_name!r}){drop}: the other "
             "options are keyword-only, and values only picked TF's graph.")
     known = sorted(k for k in unknown if k in _TF_RUNTIME_SCOPE_ARGUMENTS)
-    if known:
-        why = "; ".join(f"{k}= is {_TF_RUNTIME_SCOPE_ARGUMENTS[k]}" for k in known)
-        return TypeError(f"sp.scope does not take {', '.join(k + '=' for k in known)} of TF 1.x's "
-                         f"variable_scope: {why}.\n  fix: drop {'it' if len(known) == 1 else 'them'}.")
-    return TypeError(f"scope() got an unexpected keyword argument {min(unknown)!r}")
+    others = sorted(k for k in unknown if k not in _TF_RUNTIME_SCOPE_ARGUMENTS)
+    if not known:
+        return TypeError(f"scope() got an unexpected keyword argument {others[0]!r}")
+    why = "; ".join(f"{k}= is {_TF_RUNTIME_SCOPE_ARGUMENTS[k]}" for k in known)
+    also = f" (and unknown: {', '.join(k + '=' for k in others)})" if others else ""
+    return TypeError(f"sp.scope does not take {', '.join(k + '=' for k in known)} of TF 1.x's "
+                     f"variable_scope{also}: {why}.\n  fix: drop {'it' if len(known) == 1 else 'them'}.")
 
 
 def _pop_entry(cm: _ScopeContext) -> tuple:
