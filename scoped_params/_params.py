@@ -44,8 +44,7 @@ _TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource",
 
 def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None, dtype: Any = None, *,
               trainable: bool = True, regularizer: Optional[Callable] = None,
-              collections: Optional[Sequence[str]] = None, sharding: Any = None,
-              **tf_arguments: Any) -> jax.Array:
+              collections: Optional[Sequence[str]] = None, sharding: Any = None) -> jax.Array:
     """Create or fetch the parameter ``<current scope>/<name>`` (TF's ``tf.get_variable``).
 
     With the scope's ``reuse=False`` (the default) the name must be new in this call, with
@@ -64,8 +63,6 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     >>> params["dense"]["w"].shape
     (5, 3)
     """
-    if tf_arguments:  # tf.get_variable's other arguments (the documented signature has none)
-        raise _tf_arguments_error(name, tf_arguments)
     frame = _current_frame()
     if frame is None:
         raise _frame.not_in_transform("get_param")
@@ -123,43 +120,6 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
             sharding, PARAM)
     return _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding,
                     PARAM)
-
-
-# tf.get_variable's arguments that get_param does not take: how to port each.
-_TF_GET_VARIABLE_ARGUMENTS = {
-    "initializer": "is init= here: sp.get_param(name, shape, init=...)",
-    "partitioner": "is a scope option here (sp.scope(..., partitioner=...)); or give this parameter "
-                   "a layout with sharding=",
-    "custom_getter": "is a scope option here: sp.scope(..., custom_getter=...)",
-    "constraint": "is applied by TF's optimizers after each update: apply the projection to the "
-                  "params after your optimizer step",
-    "validate_shape": "is a TF graph setting with no counterpart: drop it",
-    "use_resource": "chooses between TF's two variable kinds; parameters here are plain arrays: "
-                    "drop it",
-    "caching_device": "is a TF placement setting; placement is jax.sharding's job (sharding=): drop it",
-    "synchronization": "is a TF distribution setting with no counterpart: drop it",
-    "aggregation": "is a TF distribution setting with no counterpart: drop it",
-}
-
-
-def _tf_arguments_error(name: Any, arguments: dict) -> TypeError:
-    known = sorted(k for k in arguments if k in _TF_GET_VARIABLE_ARGUMENTS)
-    others = sorted(k for k in arguments if k not in _TF_GET_VARIABLE_ARGUMENTS)
-    if not known:
-        return TypeError(f"get_param() got an unexpected keyword argument {others[0]!r}")
-    lines = "\n".join([f"  {k}= {_TF_GET_VARIABLE_ARGUMENTS[k]}." for k in known]
-                      + [f"  {k}= is not an argument of get_param or tf.get_variable." for k in others])
-    return TypeError(f"sp.get_param({name!r}) was given tf.get_variable's "
-                     f"{', '.join(k + '=' for k in known)}, which it does not take:\n{lines}")
-
-
-def _documented_signature() -> inspect.Signature:
-    """get_param's signature without its catch-all for TF's arguments (inspect, help)."""
-    sig = inspect.signature(get_param)
-    return sig.replace(parameters=[p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD])
-
-
-get_param.__signature__ = _documented_signature()
 
 
 def get_state(name: str, shape: Optional[Sequence[int]] = None, init: Any = None,

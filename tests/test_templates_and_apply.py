@@ -135,27 +135,6 @@ def test_tf_variable_scopes_positional_form_and_graph_arguments_get_errors_that_
         sp.scope("s", constraint=lambda v: v)
 
 
-def test_tf_get_variables_other_arguments_get_errors_that_spell_the_port():
-    import inspect
-
-    assert "tf_arguments" not in inspect.signature(sp.get_param).parameters  # the documented one
-
-    def fn():
-        sp.get_param("w", [2], initializer=sp.initializers.zeros, use_resource=True)
-
-    with pytest.raises(TypeError, match=r"sp\.get_param\('w'\) was given tf\.get_variable's "
-                                        r"initializer=, use_resource=, which it does not take") as e:
-        sp.transform(fn).init(KEY)
-    assert "initializer= is init= here: sp.get_param(name, shape, init=...)." in str(e.value)
-    assert "use_resource= chooses between TF's two variable kinds" in str(e.value)
-    for argument, says in [("partitioner", "a scope option here"), ("custom_getter", "a scope option"),
-                           ("constraint", "after your optimizer step"), ("caching_device", "drop it")]:
-        with pytest.raises(TypeError, match=f"{argument}= .*{says}"):
-            sp.transform(lambda: sp.get_param("w", [2], **{argument: None})).init(KEY)
-    with pytest.raises(TypeError, match="get_param\\(\\) got an unexpected keyword argument 'shpae'"):
-        sp.transform(lambda: sp.get_param("w", shpae=[2])).init(KEY)
-
-
 def test_scope_outside_a_transform_is_a_runtime_error():
     with pytest.raises(RuntimeError, match=r"sp.scope\(\) was called outside a transformed function"):
         with sp.scope("x"):
