@@ -166,9 +166,11 @@ def name_scope_hint(name_stack: str, scope_name: str) -> str:
         return ""
     last = name_stack.rsplit("/", 1)[-1]
     # Inside `scope("x")` the name stack ends with x (or x_N); only plain name scopes deserve the hint.
-    scope_last = scope_name.rsplit("/", 1)[-1] if scope_name else ""
+    # A layer object or RNN cell re-enters its captured scope without a name scope of its own, so the
+    # name stack may end with any component of the variable scope's path (`a_1` in `a/gru_cell`).
+    components = scope_name.split("/") if scope_name else ()
     base = last.rsplit("_", 1)[0] if last.rsplit("_", 1)[-1].isdigit() else last
-    if scope_last and (last == scope_last or base == scope_last):
+    if last in components or base in components:
         return ""
     return (
         f"\n  note: name_scope('{last}') is active but does not affect parameter names; "

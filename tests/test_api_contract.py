@@ -779,3 +779,16 @@ def test_a_transform_called_inside_another_model_restores_the_outer_call_after_i
     assert float(model.apply(params, 2.0)) == 2.0
     with pytest.raises(RuntimeError, match="get_param"):
         sp.get_param("w", ())  # and nothing is left installed afterwards
+
+
+def test_no_name_scope_hint_inside_a_layer_object_in_a_reentered_scope():
+    # The cell re-enters its captured scope a/gru_cell without a name scope: the name stack is a_1.
+    def fn(x):
+        with sp.scope("a"):
+            sp.layers.Dense(2)(x)
+        with sp.scope("a"):
+            sp.layers.Dense(2)(x)  # a/dense again: TF's "already exists"
+
+    with pytest.raises(sp.ParamExistsError, match="Variable a/dense/kernel already exists") as e:
+        sp.transform(fn).init(KEY, jnp.ones((1, 3)))
+    assert "note: name_scope" not in str(e.value)

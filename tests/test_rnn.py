@@ -239,3 +239,21 @@ def test_dynamic_rnn_errors_say_what_to_pass():
     with pytest.raises(TypeError, match=r"static_rnn's inputs must be a non-empty list"):
         sp.transform(lambda x: sp.rnn.static_rnn(sp.rnn.GRUCell(2), x, dtype=jnp.float32)
                      ).init(KEY, XS)
+
+
+def test_a_second_unnamed_cell_in_a_reentered_scope_is_tfs_already_exists_error():
+    # In TF 1.x too: default names restart in each entry of "a", so the new cell is a/gru_cell again.
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+
+    def program(api, rnn, f32, x):
+        api.dynamic_rnn(rnn.GRUCell(3), x, dtype=f32, scope="a")
+        api.dynamic_rnn(rnn.GRUCell(3), x, dtype=f32, scope="a")
+
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match="Variable a/gru_cell/gates/kernel already exists") as theirs:
+            program(tf1.nn, tf1.nn.rnn_cell, tf.float32, tf1.placeholder(tf.float32, XS.shape))
+    with pytest.raises(sp.ParamExistsError) as ours:
+        sp.transform(lambda x: program(sp.rnn, sp.rnn, jnp.float32, x)).init(KEY, XS)
+    assert str(ours.value).split(" Did you mean")[0] == str(theirs.value).split(" Did you mean")[0]
+    assert "note: name_scope" not in str(ours.value)  # the scope's own name scope, a_1, is no hint
