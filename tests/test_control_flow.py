@@ -359,3 +359,29 @@ def test_the_public_find_top_trace_gives_the_same_answers_as_jaxs_trace_state(mo
     test_get_param_in_a_function_jax_traces_and_caches_is_an_error_naming_the_param_and_the_fix(
         _lax_scan, "jit(apply)")
     test_vmap_and_grad_inside_the_model_still_read_params()
+
+
+def test_get_param_inside_jax_shard_map_reads_this_calls_params():
+    # shard_map traces its function anew on every call (no cache to replay), so it needs no wrapper.
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    if not hasattr(jax, "shard_map"):  # jax.experimental.shard_map before jax 0.6
+        pytest.skip("jax.shard_map is newer than this jax")
+    mesh = jax.make_mesh((2,), ("d",))
+
+    def body(x):
+        return x * sp.get_param("w", [2], init=sp.initializers.ones)
+
+    def fn(x):
+        with sp.scope("a"):
+            y = jax.shard_map(body, mesh=mesh, in_specs=P("d"), out_specs=P("d"))(x)
+        with sp.scope("b"):  # the same function in another scope: its own weights
+            return y + 10 * jax.shard_map(body, mesh=mesh, in_specs=P("d"), out_specs=P("d"))(x)
+
+    model = sp.transform(fn)
+    x = jax.device_put(jnp.ones((4, 2)), NamedSharding(mesh, P("d")))
+    assert set(sp.flatten(model.init(KEY, x))) == {"a/w", "b/w"}
+    for wa, wb in ((2.0, 3.0), (-1.0, 0.5)):
+        params = {"a": {"w": jnp.full(2, wa)}, "b": {"w": jnp.full(2, wb)}}
+        for out in (model.apply(params, x), jax.jit(model.apply)(params, x)):
+            np.testing.assert_allclose(out, np.full((4, 2), wa + 10 * wb))
