@@ -470,6 +470,16 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
     return activation_fn(y) if activation_fn is not None else y
 
 
+def _drop(inputs: jax.Array, keep_prob: Any, seed: Optional[int], shape: Sequence[int]) -> jax.Array:
+    """Keep each entry with probability ``keep_prob`` (a mask of ``shape``, broadcast), scaled by
+    ``1 / keep_prob``; the key is ``sp.next_rng_key()``, with ``seed`` folded in if given."""
+    key = _frame.next_rng_key()
+    if seed is not None:
+        key = jax.random.fold_in(key, seed)
+    keep = jax.random.bernoulli(key, keep_prob, shape)
+    return jnp.where(keep, inputs / keep_prob, jnp.zeros((), inputs.dtype)).astype(inputs.dtype)
+
+
 def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence[int]] = None,
             seed: Optional[int] = None, training: Union[bool, jax.Array] = False,
             name: Optional[str] = None) -> jax.Array:
@@ -484,13 +494,9 @@ def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence
     if not 0 <= rate < 1:
         raise ValueError(f"Invalid value received for `rate`, expected a value between 0 and 1, "
                          f"got: {rate}")
-    key = _frame.next_rng_key()
-    if seed is not None:
-        key = jax.random.fold_in(key, seed)
     shape = inputs.shape if noise_shape is None else tuple(
         inputs.shape[i] if d is None else d for i, d in enumerate(noise_shape))
-    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
-    dropped = jnp.where(keep, inputs / (1.0 - rate), jnp.zeros((), inputs.dtype)).astype(inputs.dtype)
+    dropped = _drop(inputs, 1.0 - rate, seed, shape)
     if training is True:
         return dropped
     return jnp.where(training, dropped, inputs)

@@ -24,12 +24,11 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from . import _frame
 from ._control_flow import scan
 from ._params import get_param
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from .layers import _layer_scope, _object_scope
+from .layers import _drop, _layer_scope, _object_scope, _param_dtype
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
@@ -84,9 +83,7 @@ class RNNCell:
         return jax.tree_util.tree_map(lambda n: jnp.zeros((batch_size, n), dtype), self.state_size)
 
     def _param_dtype(self, inputs: jax.Array) -> Any:
-        if self._dtype is not None:
-            return self._dtype
-        return inputs.dtype if jnp.issubdtype(inputs.dtype, jnp.floating) else jnp.float32
+        return self._dtype if self._dtype is not None else _param_dtype(inputs)
 
     @staticmethod
     def _input_depth(inputs: jax.Array) -> int:
@@ -315,23 +312,21 @@ class DropoutWrapper(_Wrapper):
         self._seed = seed
 
     def _dropout(self, x: jax.Array, keep_prob: Any) -> jax.Array:
-        if isinstance(keep_prob, (int, float)) and keep_prob == 1.0:
-            return x
-        key = _frame.next_rng_key()
-        if self._seed is not None:
-            key = jax.random.fold_in(key, self._seed)
-        mask = jax.random.bernoulli(key, keep_prob, x.shape)
-        return jnp.where(mask, x / keep_prob, jnp.zeros((), x.dtype)).astype(x.dtype)
+        return x if _keeps_all(keep_prob) else _drop(x, keep_prob, self._seed, x.shape)
 
     def __call__(self, inputs, state):
         input_keep, output_keep, state_keep = self._keep
         output, new_state = self._cell(self._dropout(inputs, input_keep), state)
-        if not (isinstance(state_keep, (int, float)) and state_keep == 1.0):
+        if not _keeps_all(state_keep):
             if isinstance(new_state, LSTMStateTuple):
                 new_state = LSTMStateTuple(new_state.c, self._dropout(new_state.h, state_keep))
             else:
                 new_state = jax.tree_util.tree_map(lambda s: self._dropout(s, state_keep), new_state)
         return self._dropout(output, output_keep), new_state
+
+
+def _keeps_all(keep_prob: Any) -> bool:
+    return isinstance(keep_prob, (int, float)) and keep_prob == 1.0
 
 
 class ResidualWrapper(_Wrapper):
