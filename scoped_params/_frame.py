@@ -43,6 +43,7 @@ class Frame:
         "regularized",  # [(regularizer, value)] in creation order
         "records",  # dict or None when intermediates are not collected
         "record_names",
+        "collected",  # slim's outputs_collections: name -> [(alias, value)]; unset until used
     )
 
     def __init__(self, mode: str, store: Any, with_state: bool, rng: Any = None,

@@ -132,9 +132,10 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
           padding: str, data_format: str, dilation_rate: IntOrPair, activation: Optional[Callable],
           use_bias: bool, kernel_initializer: Any, bias_initializer: Any,
           kernel_regularizer: Optional[Callable], bias_regularizer: Optional[Callable],
-          trainable: bool, name: Optional[str], reuse: Any) -> jax.Array:
+          trainable: bool, name: Optional[str], reuse: Any,
+          names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
     """TF's ``_Conv`` layer for 1, 2 or 3 spatial dimensions: ``<name>/kernel`` (spatial dims, in,
-    filters) and ``<name>/bias``."""
+    filters) and ``<name>/bias`` (``names``: slim calls them ``weights`` and ``biases``)."""
     kind = f"conv{rank}d"
     kernel_shape = _tuple(kernel_size, rank, "kernel_size")
     strides, dilation = _tuple(strides, rank, "strides"), _tuple(dilation_rate, rank, "dilation_rate")
@@ -148,9 +149,9 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
     with _layer_scope(name, kind, reuse):
-        kernel = get_param("kernel", kernel_shape + (in_channels, filters), kernel_initializer, dtype,
-                           trainable=trainable, regularizer=kernel_regularizer)
-        bias = get_param("bias", (filters,), bias_initializer, dtype, trainable=trainable,
+        kernel = get_param(names[0], kernel_shape + (in_channels, filters), kernel_initializer,
+                           dtype, trainable=trainable, regularizer=kernel_regularizer)
+        bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer) if use_bias else None
     channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
     layout = channels_last if last else channels_first
@@ -234,6 +235,25 @@ def separable_conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
     ``(1, 1, in * depth_multiplier, filters)``), then ``<name>/bias``."""
     _unsupported(activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
                  pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
+    return _separable_conv2d(inputs, filters, kernel_size, strides, padding, data_format,
+                             dilation_rate, depth_multiplier, activation, use_bias,
+                             depthwise_initializer, pointwise_initializer, bias_initializer,
+                             depthwise_regularizer, pointwise_regularizer, bias_regularizer,
+                             trainable, name, reuse)
+
+
+def _separable_conv2d(inputs: jax.Array, filters: Optional[int], kernel_size: IntOrPair,
+                      strides: IntOrPair, padding: str, data_format: str, dilation_rate: IntOrPair,
+                      depth_multiplier: int, activation: Optional[Callable], use_bias: bool,
+                      depthwise_initializer: Any, pointwise_initializer: Any, bias_initializer: Any,
+                      depthwise_regularizer: Optional[Callable],
+                      pointwise_regularizer: Optional[Callable],
+                      bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
+                      names: Tuple[str, str, str] = ("depthwise_kernel", "pointwise_kernel", "bias"),
+                      base_name: str = "separable_conv2d") -> jax.Array:
+    """TF's ``SeparableConv2D`` layer (``names``: its three parameters'). ``filters=None`` (slim's
+    ``num_outputs=None``) stops after the depthwise convolution: no pointwise kernel, and the bias
+    has ``in * depth_multiplier`` entries."""
     kh, kw = _pair(kernel_size, "kernel_size")
     strides, dilation = _pair(strides, "strides"), _pair(dilation_rate, "dilation_rate")
     if max(strides) > 1 and max(dilation) > 1:
@@ -242,17 +262,18 @@ def separable_conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
     last = _channels_last(data_format)
     pad = _padding(padding)
     if inputs.ndim != 4:
-        raise ValueError(f"separable_conv2d expects a rank-4 input, got shape {inputs.shape}.")
+        raise ValueError(f"{base_name} expects a rank-4 input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
+    out_channels = in_channels * depth_multiplier if filters is None else filters
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, "separable_conv2d", reuse):
-        depthwise = get_param("depthwise_kernel", (kh, kw, in_channels, depth_multiplier),
+    with _layer_scope(name, base_name, reuse):
+        depthwise = get_param(names[0], (kh, kw, in_channels, depth_multiplier),
                               depthwise_initializer, dtype, trainable=trainable,
                               regularizer=depthwise_regularizer)
-        pointwise = get_param("pointwise_kernel", (1, 1, in_channels * depth_multiplier, filters),
-                              pointwise_initializer, dtype, trainable=trainable,
-                              regularizer=pointwise_regularizer)
-        bias = get_param("bias", (filters,), bias_initializer, dtype, trainable=trainable,
+        pointwise = None if filters is None else get_param(
+            names[1], (1, 1, in_channels * depth_multiplier, filters), pointwise_initializer, dtype,
+            trainable=trainable, regularizer=pointwise_regularizer)
+        bias = get_param(names[2], (out_channels,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer) if use_bias else None
     layout = "NHWC" if last else "NCHW"
     # Channel i * depth_multiplier + m of the depthwise output is input channel i through
@@ -261,8 +282,9 @@ def separable_conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
         inputs.astype(dtype), depthwise.reshape(kh, kw, 1, in_channels * depth_multiplier),
         window_strides=strides, padding=pad, rhs_dilation=dilation,
         dimension_numbers=(layout, "HWIO", layout), feature_group_count=in_channels)
-    y = jax.lax.conv_general_dilated(y, pointwise, (1, 1), "VALID",
-                                     dimension_numbers=(layout, "HWIO", layout))
+    if pointwise is not None:
+        y = jax.lax.conv_general_dilated(y, pointwise, (1, 1), "VALID",
+                                         dimension_numbers=(layout, "HWIO", layout))
     return _bias_and_activation(y, bias, last, activation)
 
 
@@ -282,6 +304,18 @@ def conv2d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
     """
     _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                  bias_constraint=bias_constraint)
+    return _conv2d_transpose(inputs, filters, kernel_size, strides, padding, data_format,
+                             activation, use_bias, kernel_initializer, bias_initializer,
+                             kernel_regularizer, bias_regularizer, trainable, name, reuse)
+
+
+def _conv2d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair,
+                      padding: str, data_format: str, activation: Optional[Callable],
+                      use_bias: bool, kernel_initializer: Any, bias_initializer: Any,
+                      kernel_regularizer: Optional[Callable], bias_regularizer: Optional[Callable],
+                      trainable: bool, name: Any, reuse: Any,
+                      names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
+    """TF's ``Conv2DTranspose`` layer (``names``: its kernel's and bias's)."""
     kh, kw = _pair(kernel_size, "kernel_size")
     strides = _pair(strides, "strides")
     last = _channels_last(data_format)
@@ -291,9 +325,9 @@ def conv2d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
     with _layer_scope(name, "conv2d_transpose", reuse):
-        kernel = get_param("kernel", (kh, kw, filters, in_channels), kernel_initializer, dtype,
+        kernel = get_param(names[0], (kh, kw, filters, in_channels), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer)
-        bias = get_param("bias", (filters,), bias_initializer, dtype, trainable=trainable,
+        bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer) if use_bias else None
     # The transpose of a strided conv is a conv over the input dilated by the stride, with the
     # kernel flipped and its in/out axes swapped; the padding reproduces TF's output size.
@@ -328,11 +362,20 @@ def dense(inputs: jax.Array, units: int, activation: Optional[Callable] = None,
     """
     _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                  bias_constraint=bias_constraint)
+    return _dense(inputs, units, activation, use_bias, kernel_initializer, bias_initializer,
+                  kernel_regularizer, bias_regularizer, trainable, name, reuse)
+
+
+def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bias: bool,
+           kernel_initializer: Any, bias_initializer: Any, kernel_regularizer: Optional[Callable],
+           bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
+           names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
+    """TF's ``Dense`` layer: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias`` (``names``)."""
     dtype = _param_dtype(inputs)
     with _layer_scope(name, "dense", reuse):
-        kernel = get_param("kernel", (inputs.shape[-1], units), kernel_initializer, dtype,
+        kernel = get_param(names[0], (inputs.shape[-1], units), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer)
-        bias = get_param("bias", (units,), bias_initializer, dtype, trainable=trainable,
+        bias = get_param(names[1], (units,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer) if use_bias else None
     y = jnp.matmul(inputs.astype(dtype), kernel)
     return _bias_and_activation(y, bias, True, activation)

@@ -1,0 +1,632 @@
+"""TF-slim (``tf_slim``, once ``tf.contrib.slim``) on scoped_params: the layers, ``arg_scope`` and
+end points that TF 1.x's model zoo (VGG, ResNet, Inception, MobileNet) is written in, with slim's
+arguments, defaults and variable names, so a slim model ports line by line and its checkpoint loads
+with ``sp.checkpoint.load_tf1``.
+
+>>> slim = sp.slim
+>>> def net(images, is_training=False):
+...     with slim.arg_scope([slim.conv2d, slim.fully_connected],
+...                         weights_regularizer=slim.l2_regularizer(5e-4)):
+...         with sp.scope("vgg_a") as sc:
+...             x = slim.repeat(images, 2, slim.conv2d, 64, [3, 3], scope="conv1")
+...             x = slim.max_pool2d(x, [2, 2], scope="pool1")
+...             x = slim.flatten(x)
+...             return slim.fully_connected(x, 10, activation_fn=None, scope="fc8")
+
+The parameters are ``vgg_a/conv1/conv1_1/weights``, ``vgg_a/conv1/conv1_1/biases``, ...,
+``vgg_a/fc8/weights`` (slim's ``weights``/``biases``, not the core layers' ``kernel``/``bias``).
+
+Slim's defaults hold: ``conv2d`` and ``fully_connected`` apply ``relu`` and Xavier (Glorot-uniform)
+weights unless told otherwise, ``conv2d`` pads ``'SAME'``, the pools stride 2 with ``'VALID'``,
+``batch_norm`` has no ``gamma`` (``scale=False``), decay 0.999, and ``batch_norm`` and ``dropout``
+default to training (``is_training=True``: the moving statistics are state, so the model needs
+``sp.transform_with_state``; dropout needs ``rng=``). Pass ``is_training=False`` for evaluation.
+
+``arg_scope`` defaults are read when a layer is called, from a context variable: open them inside
+the model function (or around ``init``/``apply``), and note that a ``jax.jit`` trace keeps the
+defaults it was traced with. ``outputs_collections`` work per ``init``/``apply`` call:
+``slim.utils.convert_collection_to_dict(name)`` returns this call's end points.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import functools
+import inspect
+import types
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _frame, layers
+from ._params import get_param
+from ._regularizers import l1_regularizer, l2_regularizer
+from ._scope import name_scope, scope as _variable_scope
+from .initializers import (contrib_variance_scaling as variance_scaling_initializer,
+                           ones, xavier_initializer, zeros)
+
+__all__ = [
+    "add_arg_scope", "arg_scope", "arg_scoped_arguments", "avg_pool2d", "batch_norm", "bias_add",
+    "conv2d", "conv2d_transpose", "convolution", "convolution2d", "convolution2d_transpose",
+    "current_arg_scope", "dropout", "flatten", "fully_connected", "has_arg_scope", "l1_regularizer",
+    "l2_regularizer", "layer_norm", "max_pool2d", "model_variable", "one_hot_encoding", "repeat",
+    "separable_conv2d", "separable_convolution2d", "softmax", "stack", "utils", "variable",
+    "variance_scaling_initializer", "xavier_initializer",
+]
+
+IntOrPair = Union[int, Sequence[int]]
+
+_XAVIER = xavier_initializer()
+
+
+# --- arg_scope ------------------------------------------------------------------------------------
+
+# The innermost arg scope: {op key: {argument: default}}, never mutated once made.
+_ARG_SCOPE: contextvars.ContextVar = contextvars.ContextVar("scoped_params_slim_arg_scope",
+                                                           default={})
+_DECORATED: Dict[Any, Tuple[str, ...]] = {}  # op key -> the keyword arguments arg_scope may set
+
+
+def _key(op: Callable) -> Any:
+    return getattr(op, "_key_op", op)
+
+
+def current_arg_scope() -> Dict[Any, Dict[str, Any]]:
+    """The innermost ``arg_scope``'s defaults, ``{op key: {argument: value}}``."""
+    return _ARG_SCOPE.get()
+
+
+def has_arg_scope(op: Callable) -> bool:
+    """Whether ``op`` was decorated with ``add_arg_scope``."""
+    return _key(op) in _DECORATED
+
+
+def arg_scoped_arguments(op: Callable) -> Tuple[str, ...]:
+    """The arguments of ``op`` that an ``arg_scope`` may set (those with defaults)."""
+    if not has_arg_scope(op):
+        raise ValueError(f"{_op_name(op)} is not decorated with @slim.add_arg_scope.")
+    return _DECORATED[_key(op)]
+
+
+def _op_name(op: Callable) -> str:
+    return getattr(op, "__qualname__", None) or repr(op)
+
+
+def add_arg_scope(func: Callable) -> Callable:
+    """Let ``arg_scope([func], name=value)`` set ``func``'s keyword defaults (slim's decorator).
+
+    An argument given in the call wins over the arg scope's. An arg scope setting an argument
+    ``func`` does not take, or one the call also passes positionally, is a ``TypeError`` at the
+    call, naming both (TF fails there too, with Python's bare message).
+    """
+    parameters = inspect.signature(func).parameters
+    positional = [n for n, p in parameters.items()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    accepted = frozenset(n for n, p in parameters.items()
+                         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    key = func
+
+    @functools.wraps(func)
+    def func_with_args(*args, **kwargs):
+        defaults = _ARG_SCOPE.get().get(key)
+        if defaults:
+            _check_defaults(func, defaults, args, kwargs, positional, accepted, takes_any)
+            kwargs = {**defaults, **kwargs}
+        return func(*args, **kwargs)
+
+    _DECORATED[key] = tuple(n for n, p in parameters.items() if p.default is not p.empty)
+    func_with_args._key_op = key
+    return func_with_args
+
+
+def _check_defaults(func, defaults, args, kwargs, positional, accepted, takes_any) -> None:
+    unknown = [] if takes_any else sorted(set(defaults) - accepted)
+    if unknown:
+        raise TypeError(
+            f"slim.arg_scope sets {', '.join(k + '=' for k in unknown)} for {func.__name__}, which "
+            f"does not take {'it' if len(unknown) == 1 else 'them'}.\n"
+            f"  fix: list {func.__name__} in a separate arg_scope without "
+            f"{'that argument' if len(unknown) == 1 else 'those arguments'}.")
+    twice = [n for n in positional[:len(args)] if n in defaults and n not in kwargs]
+    if twice:
+        raise TypeError(
+            f"{func.__name__} got {', '.join(twice)} positionally and from an enclosing "
+            "slim.arg_scope.\n  fix: pass it by keyword: a keyword argument overrides the arg_scope.")
+
+
+class arg_scope:  # noqa: N801 - slim's name
+    """``with slim.arg_scope([slim.conv2d, ...], padding="VALID", ...) as sc``: defaults for the
+    keyword arguments of the listed ops (each decorated with ``add_arg_scope``), merged with the
+    enclosing arg scope's. ``sc`` is the new defaults dict; ``slim.arg_scope(sc)`` enters it again
+    (slim's ``def vgg_arg_scope(): with slim.arg_scope(...) as sc: return sc`` idiom)."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, list_ops_or_scope: Union[Sequence[Callable], Dict[Any, Dict[str, Any]]],
+                 **kwargs: Any):
+        if isinstance(list_ops_or_scope, dict):
+            if kwargs:
+                raise ValueError("slim.arg_scope(sc) re-enters a saved arg scope, so it takes no "
+                                 f"other arguments (got {', '.join(k + '=' for k in kwargs)}).\n"
+                                 "  fix: open a nested arg_scope for the extra defaults.")
+            self._scope = dict(list_ops_or_scope)
+        elif isinstance(list_ops_or_scope, (list, tuple)):
+            for op in list_ops_or_scope:
+                if not has_arg_scope(op):
+                    raise ValueError(
+                        f"slim.arg_scope: {_op_name(op)} is not decorated with "
+                        "@slim.add_arg_scope, so it cannot take defaults from an arg_scope.\n"
+                        "  fix: decorate it (@sp.slim.add_arg_scope) or pass its arguments directly.")
+            self._scope = (tuple(list_ops_or_scope), kwargs)  # merged with the enclosing on entry
+        else:
+            raise TypeError("slim.arg_scope takes a list or tuple of ops, or a saved arg scope "
+                            f"(dict), got {type(list_ops_or_scope).__name__}.")
+        self._token = None
+
+    def __enter__(self) -> Dict[Any, Dict[str, Any]]:
+        if isinstance(self._scope, dict):
+            new = dict(self._scope)
+        else:
+            ops, kwargs = self._scope
+            new = dict(_ARG_SCOPE.get())
+            for op in ops:
+                key = _key(op)
+                new[key] = {**new.get(key, {}), **kwargs}
+        self._token = _ARG_SCOPE.set(new)
+        return new
+
+    def __exit__(self, *exc_info) -> None:
+        _ARG_SCOPE.reset(self._token)
+        self._token = None
+
+
+# --- end points (outputs_collections) -------------------------------------------------------------
+
+
+def collect_named_outputs(collections_: Optional[Union[str, Sequence[str]]], alias: str,
+                          outputs: Any) -> Any:
+    """Add ``outputs`` under ``alias`` (a trailing ``/`` dropped) to each named collection of this
+    ``init``/``apply`` call; returns ``outputs``."""
+    if collections_:
+        frame = _frame.current("slim.utils.collect_named_outputs")
+        store = getattr(frame, "collected", None)
+        if store is None:
+            store = frame.collected = {}
+        alias = alias[:-1] if alias.endswith("/") else alias
+        for name in [collections_] if isinstance(collections_, str) else collections_:
+            store.setdefault(name, []).append((alias, outputs))
+    return outputs
+
+
+def convert_collection_to_dict(collection: str, clear_collection: bool = False
+                               ) -> "collections.OrderedDict[str, Any]":
+    """The end points this call added to ``collection``, ``{alias: output}`` in order."""
+    frame = _frame.current("slim.utils.convert_collection_to_dict")
+    store = getattr(frame, "collected", None) or {}
+    out = collections.OrderedDict(store.get(collection, ()))
+    if clear_collection:
+        store.pop(collection, None)
+    return out
+
+
+def _collections(variables_collections: Any, key: str) -> Optional[Sequence[str]]:
+    """slim's ``get_variable_collections``: a dict maps a variable kind to its collections."""
+    if isinstance(variables_collections, dict):
+        return variables_collections.get(key)
+    return variables_collections
+
+
+_COLLECTION_KEYS = {"depthwise_weights": "weights", "pointwise_weights": "weights"}
+
+
+def _collections_getter(variables_collections: Any) -> Optional[Callable]:
+    """A custom getter adding each variable to the collections ``variables_collections`` names for
+    its kind (slim's ``_add_variable_to_collections``); ``None`` when there are none."""
+    if not variables_collections:
+        return None
+
+    def getter(next_getter, name, *args, **kwargs):
+        short = name.rsplit("/", 1)[-1]
+        extra = _collections(variables_collections, _COLLECTION_KEYS.get(short, short))
+        if extra:
+            extra = [extra] if isinstance(extra, str) else list(extra)
+            kwargs["collections"] = list(kwargs.get("collections") or ()) + extra
+        return next_getter(name, *args, **kwargs)
+    return getter
+
+
+utils = types.SimpleNamespace(
+    collect_named_outputs=collect_named_outputs,
+    convert_collection_to_dict=convert_collection_to_dict,
+    get_variable_collections=_collections,
+)
+
+
+# --- variables ------------------------------------------------------------------------------------
+
+
+@add_arg_scope
+def variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any = None,
+             initializer: Any = None, regularizer: Optional[Callable] = None,
+             trainable: bool = True, collections: Optional[Sequence[str]] = None,
+             caching_device: Any = None, device: Any = None, partitioner: Any = None,
+             custom_getter: Optional[Callable] = None, use_resource: Any = None,
+             synchronization: Any = None, aggregation: Any = None) -> jax.Array:
+    """``slim.variable``: ``sp.get_param`` with slim's argument names. The device and runtime
+    arguments have no counterpart and are ignored; ``partitioner`` and ``custom_getter`` belong on
+    an ``sp.scope``."""
+    del caching_device, device, use_resource, synchronization, aggregation
+    if partitioner is not None or custom_getter is not None:
+        raise TypeError("slim.variable(partitioner=..., custom_getter=...) is not supported here.\n"
+                        "  fix: set them on the enclosing scope: "
+                        "sp.scope(name, partitioner=..., custom_getter=...).")
+    return get_param(name, shape, initializer, dtype, trainable=trainable, regularizer=regularizer,
+                     collections=list(collections) if collections else None)
+
+
+@add_arg_scope
+def model_variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any = None,
+                   initializer: Any = None, regularizer: Optional[Callable] = None,
+                   trainable: bool = True, collections: Optional[Sequence[str]] = None,
+                   caching_device: Any = None, device: Any = None, partitioner: Any = None,
+                   custom_getter: Optional[Callable] = None, use_resource: Any = None,
+                   synchronization: Any = None, aggregation: Any = None) -> jax.Array:
+    """``slim.model_variable``: ``slim.variable`` that also lists the parameter in the
+    ``model_variables`` collection, as slim does."""
+    return variable(name, shape=shape, dtype=dtype, initializer=initializer,
+                    regularizer=regularizer, trainable=trainable,
+                    collections=list(collections or ()) + ["model_variables"],
+                    caching_device=caching_device, device=device, partitioner=partitioner,
+                    custom_getter=custom_getter, use_resource=use_resource,
+                    synchronization=synchronization, aggregation=aggregation)
+
+
+# --- layers ---------------------------------------------------------------------------------------
+
+
+def _layer(scope: Any, default_name: str, reuse: Any, variables_collections: Any = None):
+    """slim's ``variable_scope(scope, default_name, [inputs], reuse=reuse)``."""
+    getter = _collections_getter(variables_collections)
+    if getter is None:
+        return _variable_scope(scope, default_name=default_name, reuse=reuse)
+    return _variable_scope(scope, default_name=default_name, reuse=reuse, custom_getter=getter)
+
+
+def _channels(data_format: Optional[str], allowed: Tuple[str, ...]) -> str:
+    if data_format not in allowed:
+        raise ValueError(f"data_format has to be one of {', '.join(a for a in allowed if a)}, got "
+                         f"{data_format!r}.")
+    return "channels_first" if data_format and data_format.startswith("NC") else "channels_last"
+
+
+def _finish(outputs, normalizer_fn, normalizer_params, activation_fn, outputs_collections, alias):
+    if normalizer_fn is not None:
+        outputs = normalizer_fn(outputs, **(normalizer_params or {}))
+    if activation_fn is not None:
+        outputs = activation_fn(outputs)
+    return collect_named_outputs(outputs_collections, alias, outputs)
+
+
+@add_arg_scope
+def convolution(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
+                padding: str = "SAME", data_format: Optional[str] = None, rate: IntOrPair = 1,
+                activation_fn: Optional[Callable] = jax.nn.relu,
+                normalizer_fn: Optional[Callable] = None, normalizer_params: Optional[dict] = None,
+                weights_initializer: Any = _XAVIER, weights_regularizer: Optional[Callable] = None,
+                biases_initializer: Any = zeros, biases_regularizer: Optional[Callable] = None,
+                reuse: Any = None, variables_collections: Any = None, outputs_collections: Any = None,
+                trainable: bool = True, scope: Any = None, conv_dims: Optional[int] = None
+                ) -> jax.Array:
+    """``slim.convolution``: an N-d convolution (N from the input's rank) in the variable scope
+    ``scope`` (default ``Conv``, ``Conv_1``, ...) with ``weights`` (spatial dims, in, out) and
+    ``biases``; no biases when ``normalizer_fn`` is given or ``biases_initializer`` is None; then
+    ``normalizer_fn(**normalizer_params)`` and ``activation_fn`` (default ``relu``)."""
+    if data_format not in (None, "NWC", "NCW", "NHWC", "NCHW", "NDHWC", "NCDHW"):
+        raise ValueError(f"Invalid data_format: {data_format!r}")
+    rank = inputs.ndim - 2
+    if conv_dims is not None and conv_dims != rank:
+        raise ValueError(f"Convolution expects input with rank {conv_dims + 2}, got {inputs.ndim}")
+    if rank not in (1, 2, 3):
+        raise ValueError(f"Convolution not supported for input with rank {inputs.ndim}")
+    df = "channels_first" if data_format and data_format.startswith("NC") else "channels_last"
+    with _layer(scope, "Conv", reuse, variables_collections) as sc:
+        outputs = layers._conv(
+            rank, inputs, num_outputs, kernel_size, stride, padding, df, rate, None,
+            normalizer_fn is None and biases_initializer is not None, weights_initializer,
+            biases_initializer, weights_regularizer, biases_regularizer, trainable, sc, reuse,
+            names=("weights", "biases"))
+        return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
+                       outputs_collections, sc.name)
+
+
+@add_arg_scope
+def convolution2d(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair,
+                  stride: IntOrPair = 1, padding: str = "SAME", data_format: Optional[str] = None,
+                  rate: IntOrPair = 1, activation_fn: Optional[Callable] = jax.nn.relu,
+                  normalizer_fn: Optional[Callable] = None, normalizer_params: Optional[dict] = None,
+                  weights_initializer: Any = _XAVIER,
+                  weights_regularizer: Optional[Callable] = None, biases_initializer: Any = zeros,
+                  biases_regularizer: Optional[Callable] = None, reuse: Any = None,
+                  variables_collections: Any = None, outputs_collections: Any = None,
+                  trainable: bool = True, scope: Any = None) -> jax.Array:
+    """``slim.conv2d``: ``slim.convolution`` on a rank-4 input (``NHWC``, or ``NCHW``)."""
+    return convolution(inputs, num_outputs, kernel_size, stride, padding, data_format, rate,
+                       activation_fn, normalizer_fn, normalizer_params, weights_initializer,
+                       weights_regularizer, biases_initializer, biases_regularizer, reuse,
+                       variables_collections, outputs_collections, trainable, scope, conv_dims=2)
+
+
+@add_arg_scope
+def convolution2d_transpose(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair,
+                            stride: IntOrPair = 1, padding: str = "SAME",
+                            data_format: str = "NHWC",
+                            activation_fn: Optional[Callable] = jax.nn.relu,
+                            normalizer_fn: Optional[Callable] = None,
+                            normalizer_params: Optional[dict] = None,
+                            weights_initializer: Any = _XAVIER,
+                            weights_regularizer: Optional[Callable] = None,
+                            biases_initializer: Any = zeros,
+                            biases_regularizer: Optional[Callable] = None, reuse: Any = None,
+                            variables_collections: Any = None, outputs_collections: Any = None,
+                            trainable: bool = True, scope: Any = None) -> jax.Array:
+    """``slim.conv2d_transpose``: scope ``Conv2d_transpose``, ``weights`` (kh, kw, out, in) and
+    ``biases``; TF's output size (``in * stride`` for ``'SAME'``)."""
+    df = _channels(data_format, ("NHWC", "NCHW"))
+    with _layer(scope, "Conv2d_transpose", reuse, variables_collections) as sc:
+        outputs = layers._conv2d_transpose(
+            inputs, num_outputs, kernel_size, stride, padding, df, None,
+            normalizer_fn is None and biases_initializer is not None, weights_initializer,
+            biases_initializer, weights_regularizer, biases_regularizer, trainable, sc, reuse,
+            names=("weights", "biases"))
+        return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
+                       outputs_collections, sc.name)
+
+
+@add_arg_scope
+def separable_convolution2d(inputs: jax.Array, num_outputs: Optional[int], kernel_size: IntOrPair,
+                            depth_multiplier: int = 1, stride: IntOrPair = 1,
+                            padding: str = "SAME", data_format: str = "NHWC", rate: IntOrPair = 1,
+                            activation_fn: Optional[Callable] = jax.nn.relu,
+                            normalizer_fn: Optional[Callable] = None,
+                            normalizer_params: Optional[dict] = None,
+                            weights_initializer: Any = _XAVIER, pointwise_initializer: Any = None,
+                            weights_regularizer: Optional[Callable] = None,
+                            biases_initializer: Any = zeros,
+                            biases_regularizer: Optional[Callable] = None, reuse: Any = None,
+                            variables_collections: Any = None, outputs_collections: Any = None,
+                            trainable: bool = True, scope: Any = None) -> jax.Array:
+    """``slim.separable_conv2d``: scope ``SeparableConv2d``, ``depthwise_weights`` (kh, kw, in,
+    depth_multiplier), ``pointwise_weights`` (1, 1, in * depth_multiplier, out) and ``biases``.
+    With ``num_outputs=None`` (MobileNet's form) only the depthwise convolution runs, and biases
+    (unless a normalizer is given) have ``in * depth_multiplier`` entries."""
+    df = _channels(data_format, ("NHWC", "NCHW"))
+    pointwise_initializer = weights_initializer if pointwise_initializer is None else \
+        pointwise_initializer
+    with _layer(scope, "SeparableConv2d", reuse, variables_collections) as sc:
+        outputs = layers._separable_conv2d(
+            inputs, num_outputs, kernel_size, stride, padding, df, rate, depth_multiplier, None,
+            normalizer_fn is None and biases_initializer is not None, weights_initializer,
+            pointwise_initializer, biases_initializer, weights_regularizer, weights_regularizer,
+            biases_regularizer, trainable, sc, reuse,
+            names=("depthwise_weights", "pointwise_weights", "biases"), base_name="SeparableConv2d")
+        return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
+                       outputs_collections, sc.name)
+
+
+@add_arg_scope
+def fully_connected(inputs: jax.Array, num_outputs: int,
+                    activation_fn: Optional[Callable] = jax.nn.relu,
+                    normalizer_fn: Optional[Callable] = None,
+                    normalizer_params: Optional[dict] = None, weights_initializer: Any = _XAVIER,
+                    weights_regularizer: Optional[Callable] = None, biases_initializer: Any = zeros,
+                    biases_regularizer: Optional[Callable] = None, reuse: Any = None,
+                    variables_collections: Any = None, outputs_collections: Any = None,
+                    trainable: bool = True, scope: Any = None) -> jax.Array:
+    """``slim.fully_connected``: scope ``fully_connected``, ``weights`` (in, out) and ``biases``,
+    over the last axis of inputs of any rank; then the normalizer and ``activation_fn`` (default
+    ``relu``)."""
+    if not isinstance(num_outputs, (int, np.integer)) or isinstance(num_outputs, bool):
+        raise ValueError(f"num_outputs type should be an integer, got {type(num_outputs).__name__}.")
+    with _layer(scope, "fully_connected", reuse, variables_collections) as sc:
+        outputs = layers._dense(
+            inputs, int(num_outputs), None, normalizer_fn is None and biases_initializer is not None,
+            weights_initializer, biases_initializer, weights_regularizer, biases_regularizer,
+            trainable, sc, reuse, names=("weights", "biases"))
+        return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
+                       outputs_collections, sc.name)
+
+
+@add_arg_scope
+def bias_add(inputs: jax.Array, activation_fn: Optional[Callable] = None, initializer: Any = zeros,
+             regularizer: Optional[Callable] = None, reuse: Any = None,
+             variables_collections: Any = None, outputs_collections: Any = None,
+             trainable: bool = True, data_format: str = "NHWC", scope: Any = None) -> jax.Array:
+    """``slim.bias_add``: scope ``BiasAdd`` with ``biases`` over the channel axis."""
+    last = _channels(data_format, ("NHWC", "NCHW")) == "channels_last"
+    if not last and inputs.ndim != 4:
+        raise ValueError("Data format NCHW only supports 4D Tensor")
+    with _layer(scope, "BiasAdd", reuse) as sc:
+        biases = get_param("biases", (inputs.shape[-1 if last else 1],), initializer,
+                           layers._param_dtype(inputs), trainable=trainable, regularizer=regularizer,
+                           collections=_collections(variables_collections, "biases"))
+        outputs = layers._bias_and_activation(inputs, biases, last, activation_fn)
+        return collect_named_outputs(outputs_collections, sc.name, outputs)
+
+
+@add_arg_scope
+def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, scale: bool = False,
+               epsilon: float = 0.001, activation_fn: Optional[Callable] = None,
+               param_initializers: Optional[dict] = None,
+               param_regularizers: Optional[dict] = None, updates_collections: Any = "update_ops",
+               is_training: Union[bool, jax.Array] = True, reuse: Any = None,
+               variables_collections: Any = None, outputs_collections: Any = None,
+               trainable: bool = True, batch_weights: Any = None, fused: Optional[bool] = None,
+               data_format: str = "NHWC", zero_debias_moving_mean: bool = False, scope: Any = None,
+               renorm: bool = False, renorm_clipping: Any = None, renorm_decay: float = 0.99,
+               adjustment: Any = None) -> jax.Array:
+    """``slim.batch_norm``: scope ``BatchNorm`` with ``beta`` (``center``), ``gamma`` (``scale``,
+    off by default) and the state ``moving_mean``/``moving_variance``.
+
+    ``is_training=True`` (slim's default) normalizes with the batch statistics and writes the
+    updated moving statistics to the returned state (``moving = decay * moving + (1 - decay) *
+    batch``), as slim's update ops or ``updates_collections=None`` would: either way, here the update
+    is in ``apply``'s new state, so ``updates_collections`` changes nothing. The variance used for
+    the update is Bessel-corrected on slim's fused path (the default for 2-D and 4-D inputs), as in
+    TF. ``is_training`` may be a traced boolean.
+    """
+    del updates_collections
+    if batch_weights is not None or zero_debias_moving_mean:
+        raise NotImplementedError("slim.batch_norm: batch_weights and zero_debias_moving_mean are "
+                                  "not implemented here.")
+    df = _channels(data_format, ("NHWC", "NCHW"))
+    param_initializers = param_initializers or {}
+    param_regularizers = param_regularizers or {}
+    if fused is False:
+        bessel = False
+    else:  # slim's fused path reshapes 2-D inputs to 4-D; the core layer fuses 4-D (and 5-D)
+        bessel = True if inputs.ndim == 2 else None
+    with _layer(scope, "BatchNorm", reuse, variables_collections) as sc:
+        outputs = layers.batch_normalization(
+            inputs, axis=1 if df == "channels_first" else -1, momentum=decay, epsilon=epsilon,
+            center=center, scale=scale,
+            beta_initializer=param_initializers.get("beta", zeros),
+            gamma_initializer=param_initializers.get("gamma", ones),
+            moving_mean_initializer=param_initializers.get("moving_mean", zeros),
+            moving_variance_initializer=param_initializers.get("moving_variance", ones),
+            beta_regularizer=param_regularizers.get("beta"),
+            gamma_regularizer=param_regularizers.get("gamma"), training=is_training,
+            trainable=trainable, name=sc, reuse=reuse, renorm=renorm,
+            renorm_clipping=renorm_clipping, renorm_momentum=renorm_decay, fused=bessel,
+            adjustment=adjustment)
+        if activation_fn is not None:
+            outputs = activation_fn(outputs)
+        return collect_named_outputs(outputs_collections, sc.name, outputs)
+
+
+@add_arg_scope
+def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
+               activation_fn: Optional[Callable] = None, reuse: Any = None,
+               variables_collections: Any = None, outputs_collections: Any = None,
+               trainable: bool = True, begin_norm_axis: int = 1, begin_params_axis: int = -1,
+               scope: Any = None) -> jax.Array:
+    """``slim.layer_norm``: ``sp.layers.layer_norm`` (scope ``LayerNorm``), arg-scoped, with end
+    points."""
+    with _layer(scope, "LayerNorm", reuse, variables_collections) as sc:
+        outputs = layers.layer_norm(inputs, center, scale, activation_fn, reuse, None, None,
+                                    trainable, begin_norm_axis, begin_params_axis, sc)
+        return collect_named_outputs(outputs_collections, sc.name, outputs)
+
+
+def _pool(kind: str, pool: Callable, inputs, kernel_size, stride, padding, data_format,
+          outputs_collections, scope):
+    df = _channels(data_format, ("NHWC", "NCHW"))
+    with name_scope(scope or kind) as sc:
+        outputs = pool(inputs, kernel_size, stride, padding, df)
+        return collect_named_outputs(outputs_collections, sc, outputs)
+
+
+@add_arg_scope
+def max_pool2d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
+               padding: str = "VALID", data_format: str = "NHWC", outputs_collections: Any = None,
+               scope: Optional[str] = None) -> jax.Array:
+    """``slim.max_pool2d``: stride 2 and ``'VALID'`` by default; a name scope ``MaxPool2D``."""
+    return _pool("MaxPool2D", layers.max_pooling2d, inputs, kernel_size, stride, padding,
+                 data_format, outputs_collections, scope)
+
+
+@add_arg_scope
+def avg_pool2d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
+               padding: str = "VALID", data_format: str = "NHWC", outputs_collections: Any = None,
+               scope: Optional[str] = None) -> jax.Array:
+    """``slim.avg_pool2d``: stride 2 and ``'VALID'`` by default; a name scope ``AvgPool2D``."""
+    return _pool("AvgPool2D", layers.average_pooling2d, inputs, kernel_size, stride, padding,
+                 data_format, outputs_collections, scope)
+
+
+@add_arg_scope
+def dropout(inputs: jax.Array, keep_prob: float = 0.5, noise_shape: Optional[Sequence[int]] = None,
+            is_training: Union[bool, jax.Array] = True, outputs_collections: Any = None,
+            scope: Any = None, seed: Optional[int] = None) -> jax.Array:
+    """``slim.dropout``: keeps ``keep_prob`` and scales by ``1 / keep_prob`` while ``is_training``
+    (the default, so ``apply`` needs ``rng=``); opens the variable scope ``Dropout`` as slim does."""
+    with _layer(scope, "Dropout", None) as sc:
+        outputs = layers.dropout(inputs, 1.0 - keep_prob, noise_shape, seed, is_training)
+        return collect_named_outputs(outputs_collections, sc.name, outputs)
+
+
+@add_arg_scope
+def flatten(inputs: jax.Array, outputs_collections: Any = None, scope: Optional[str] = None
+            ) -> jax.Array:
+    """``slim.flatten``: ``[batch, -1]``, in a name scope ``Flatten``."""
+    if inputs.ndim < 2:
+        raise ValueError(f"Inputs must have a least 2 dimensions, got shape {inputs.shape}.")
+    with name_scope(scope or "Flatten") as sc:
+        return collect_named_outputs(outputs_collections, sc, inputs.reshape(inputs.shape[0], -1))
+
+
+@add_arg_scope
+def one_hot_encoding(labels: jax.Array, num_classes: int, on_value: float = 1.0,
+                     off_value: float = 0.0, outputs_collections: Any = None,
+                     scope: Optional[str] = None) -> jax.Array:
+    """``slim.one_hot_encoding``: float32 one-hot rows with ``on_value``/``off_value``."""
+    with name_scope(scope or "OneHotEncoding") as sc:
+        hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+        outputs = hot * (on_value - off_value) + off_value if (on_value, off_value) != (1.0, 0.0) \
+            else hot
+        return collect_named_outputs(outputs_collections, sc, outputs)
+
+
+def softmax(logits: jax.Array, scope: Any = None) -> jax.Array:
+    """``slim.softmax``: softmax over the last axis, in the variable scope ``softmax``."""
+    if logits.ndim < 2:
+        raise ValueError(f"slim.softmax needs logits of rank 2 or more, got shape {logits.shape}.")
+    with _variable_scope(scope, default_name="softmax"):
+        return jax.nn.softmax(logits, axis=-1)
+
+
+def _layer_name(layer: Callable, fallback: str) -> str:
+    if hasattr(layer, "__name__"):
+        return layer.__name__
+    func = getattr(layer, "func", None)  # a functools.partial
+    return func.__name__ if hasattr(func, "__name__") else fallback
+
+
+def repeat(inputs: jax.Array, repetitions: int, layer: Callable, *args: Any, **kwargs: Any
+           ) -> jax.Array:
+    """``slim.repeat(x, 3, slim.conv2d, 64, [3, 3], scope="conv3")``: the layer applied
+    ``repetitions`` times in the scope ``conv3`` (default ``Repeat``), the i-th with
+    ``scope="conv3_<i>"`` (``conv3/conv3_1/weights``, ...)."""
+    scope = kwargs.pop("scope", None)
+    with _variable_scope(scope, default_name="Repeat"):
+        name = scope if scope is not None else _layer_name(layer, "repeat")
+        outputs = inputs
+        for i in range(repetitions):
+            outputs = layer(outputs, *args, **kwargs, scope=f"{name}_{i + 1}")
+        return outputs
+
+
+def stack(inputs: jax.Array, layer: Callable, stack_args: Sequence[Any], **kwargs: Any
+          ) -> jax.Array:
+    """``slim.stack(x, slim.fully_connected, [32, 64, 128], scope="fc")``: one layer call per entry
+    of ``stack_args`` (its arguments, a tuple or a single value), the i-th with
+    ``scope="fc_<i>"`` inside the scope ``fc`` (default ``Stack``)."""
+    scope = kwargs.pop("scope", None)
+    if not isinstance(stack_args, (list, tuple)):
+        raise ValueError("stack_args need to be a list or tuple")
+    with _variable_scope(scope, default_name="Stack"):
+        name = scope if scope is not None else _layer_name(layer, "stack")
+        outputs = inputs
+        for i, layer_args in enumerate(stack_args):
+            if not isinstance(layer_args, (list, tuple)):
+                layer_args = [layer_args]
+            outputs = layer(outputs, *layer_args, **kwargs, scope=f"{name}_{i + 1}")
+        return outputs
+
+
+conv2d = convolution2d
+conv2d_transpose = convolution2d_transpose
+separable_conv2d = separable_convolution2d

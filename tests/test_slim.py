@@ -1,0 +1,385 @@
+"""sp.slim: TF-slim's layers, arg_scope and end points, checked against tf_slim itself (names, shapes,
+outputs, end points, moving-statistics updates and a tf.train.Saver checkpoint)."""
+
+import importlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated:UserWarning")
+
+KEY = jax.random.key(0)
+IMAGES = np.random.RandomState(0).rand(2, 16, 16, 3).astype(np.float32)
+
+
+def _tf_slim():
+    """tf_slim 1.1 imports TF's legacy layers under the name TF 2.16+ keeps in tf_keras's ``src``, and
+    its fused batch norm of 2-D inputs still checks ``isinstance(x, ops.Tensor)``, gone from TF."""
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow.python.framework import ops
+    if not hasattr(ops, "Tensor"):
+        ops.Tensor = tf.Tensor
+    legacy = "tf_keras.legacy_tf_layers"
+    if legacy not in sys.modules:
+        try:
+            sys.modules[legacy] = importlib.import_module("tf_keras.src.legacy_tf_layers")
+            for sub in ("base", "convolutional", "core", "normalization", "pooling"):
+                sys.modules[f"{legacy}.{sub}"] = importlib.import_module(
+                    f"tf_keras.src.legacy_tf_layers.{sub}")
+        except ImportError:
+            pass
+    return pytest.importorskip("tf_slim")
+
+
+# Each program is written once against slim's API: ``slim`` is tf_slim or sp.slim, ``vs`` is
+# tf.compat.v1.variable_scope or sp.scope, ``relu`` tf.nn.relu or jax.nn.relu. They return
+# (outputs, end points).
+
+
+def vgg_like(slim, vs, relu, images, is_training=False):
+    with slim.arg_scope([slim.conv2d, slim.fully_connected], activation_fn=relu,
+                        weights_regularizer=slim.l2_regularizer(5e-4)) as arg_sc:
+        pass
+    with slim.arg_scope(arg_sc):  # slim's saved-arg-scope idiom (vgg_arg_scope())
+        with slim.arg_scope([slim.conv2d], padding="SAME"):
+            with vs("vgg_a") as sc:
+                end_points_collection = sc.original_name_scope + "_end_points"
+                with slim.arg_scope([slim.conv2d, slim.fully_connected, slim.max_pool2d],
+                                    outputs_collections=end_points_collection):
+                    net = slim.repeat(images, 2, slim.conv2d, 8, [3, 3], scope="conv1")
+                    net = slim.max_pool2d(net, [2, 2], scope="pool1")
+                    net = slim.conv2d(net, 6, 3, stride=2, padding="VALID")  # Conv, outside repeat
+                    net = slim.conv2d(net, 6, [1, 1], rate=1)  # Conv_1
+                    net = slim.flatten(net)
+                    net = slim.stack(net, slim.fully_connected, [12, 7], scope="fc")
+                    net = slim.dropout(net, 0.5, is_training=is_training, scope="dropout7")
+                    net = slim.fully_connected(net, 5, activation_fn=None, scope="fc8")
+                    end_points = slim.utils.convert_collection_to_dict(end_points_collection)
+    return net, end_points
+
+
+def resnet_like(slim, vs, relu, images, is_training=False):
+    """Batch norm as conv2d's normalizer (no biases), bias_add, separable convs of both forms, a
+    transposed conv, layer norm, and the model body applied twice with shared weights."""
+    def body(x, reuse):
+        with vs("tower", reuse=reuse):
+            with slim.arg_scope([slim.conv2d, slim.separable_conv2d], normalizer_fn=slim.batch_norm,
+                                normalizer_params={"is_training": is_training, "scale": True}):
+                y = slim.conv2d(x, 4, [3, 3], scope="conv1")
+                y = slim.separable_conv2d(y, None, [3, 3], depth_multiplier=2, scope="dw")
+                y = slim.separable_conv2d(y, 6, [3, 3], stride=2, scope="sep")
+            y = slim.conv2d_transpose(y, 3, [3, 3], stride=2, activation_fn=relu)
+            y = slim.bias_add(y)
+            y = slim.avg_pool2d(y, [3, 3], stride=1, padding="SAME")
+            y = slim.layer_norm(y)
+            return slim.fully_connected(slim.flatten(y), 4, activation_fn=None)
+
+    return (body(images, None), body(images[:, ::-1], True)), {}
+
+
+def batch_norm_variants(slim, vs, relu, images, is_training=True):
+    """Batch norm in training: 4-D (fused), 2-D (slim's fused path), NCHW, and not fused."""
+    del vs, relu
+    a = slim.batch_norm(images, is_training=is_training, scale=True)
+    b = slim.batch_norm(images[:, 0, 0, :] * 2.0, decay=0.9, is_training=is_training)
+    c = slim.batch_norm(images, is_training=is_training, fused=False, center=False, scale=True)
+    return (a, b, c), {}
+
+
+PROGRAMS = [vgg_like, resnet_like]
+
+
+def _tf_run(program, is_training=False, save_to=None):
+    """TF's variables (name -> value, all made non-trivial), outputs and end points; in training, also
+    the moving statistics after running slim's update ops once."""
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default(), tf1.Session() as session:
+        x = tf1.placeholder(tf.float32, IMAGES.shape)
+        outputs, end_points = program(tf_slim, tf1.variable_scope, tf.nn.relu, x, is_training)
+        session.run(tf1.global_variables_initializer())
+        values = {}
+        for i, v in enumerate(sorted(tf1.global_variables(), key=lambda v: v.name)):
+            shape = v.shape.as_list()
+            rs = np.random.RandomState(i)
+            value = (rs.rand(*shape) + 0.5 if "variance" in v.name or "gamma" in v.name
+                     else rs.randn(*shape) * 0.3).astype(np.float32)
+            v.load(value, session)
+            values[v.name[:-2]] = value
+        if save_to is not None:
+            tf1.train.Saver().save(session, str(save_to))
+        updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        got = session.run((outputs, dict(end_points), updates), {x: IMAGES})
+        moving = {v.name[:-2]: session.run(v) for v in tf1.global_variables()
+                  if "moving" in v.name}
+        return values, got[0], got[1], moving
+
+
+def _ours(program, is_training=False):
+    return sp.transform_with_state(
+        lambda x: program(sp.slim, sp.scope, jax.nn.relu, x, is_training))
+
+
+def _split(model, values):
+    params, state = model.init(KEY, IMAGES)
+    flat_p, flat_s = sp.flatten(params), sp.flatten(state)
+    assert {**{k: v.shape for k, v in flat_p.items()}, **{k: v.shape for k, v in flat_s.items()}} \
+        == {k: v.shape for k, v in values.items()}
+    return (sp.unflatten({k: jnp.asarray(values[k]) for k in flat_p}),
+            sp.unflatten({k: jnp.asarray(values[k]) for k in flat_s}))
+
+
+def _assert_close(ours, theirs):
+    ours_leaves, theirs_leaves = jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)
+    assert len(ours_leaves) == len(theirs_leaves)
+    for a, b in zip(ours_leaves, theirs_leaves):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.__name__)
+def test_slim_programs_match_tf_slim_names_shapes_outputs_and_end_points(program):
+    values, theirs, their_end_points, _ = _tf_run(program)
+    model = _ours(program)
+    params, state = _split(model, values)
+    for apply in (model.apply, jax.jit(model.apply)):
+        (ours, end_points), _ = apply(params, state, IMAGES)
+        _assert_close(ours, theirs)
+        assert list(end_points) == list(their_end_points)
+        _assert_close(dict(end_points), their_end_points)
+
+
+def test_vgg_end_points_are_slims_aliases():
+    _, _, their_end_points, _ = _tf_run(vgg_like)
+    assert list(their_end_points) == [
+        "vgg_a/conv1/conv1_1", "vgg_a/conv1/conv1_2", "vgg_a/pool1", "vgg_a/Conv", "vgg_a/Conv_1",
+        "vgg_a/fc/fc_1", "vgg_a/fc/fc_2", "vgg_a/fc8"]
+
+
+def test_batch_norm_in_training_updates_the_moving_statistics_as_slims_update_ops_do():
+    values, theirs, _, their_moving = _tf_run(batch_norm_variants, is_training=True)
+    model = _ours(batch_norm_variants, is_training=True)
+    params, state = _split(model, values)
+    (ours, _), new_state = model.apply(params, state, IMAGES)
+    _assert_close(ours, theirs)
+    new_state = sp.flatten(new_state)
+    assert sorted(new_state) == sorted(their_moving)
+    for name, value in their_moving.items():
+        np.testing.assert_allclose(new_state[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_tf_slim_checkpoint_loads_by_name_and_gives_tf_slims_outputs(tmp_path):
+    _, theirs, _, _ = _tf_run(resnet_like, save_to=tmp_path / "model.ckpt")
+    loaded = sp.checkpoint.load_tf1(tmp_path / "model.ckpt")
+    model = _ours(resnet_like)
+    params, state = model.init(KEY, IMAGES)
+    params = sp.unflatten({k: loaded_value for k, loaded_value in sp.flatten(loaded).items()
+                           if k in sp.flatten(params)})
+    state = sp.unflatten({k: v for k, v in sp.flatten(loaded).items() if k in sp.flatten(state)})
+    (ours, _), _ = jax.jit(model.apply)(params, state, IMAGES)
+    _assert_close(ours, theirs)
+
+
+# --- arg_scope -------------------------------------------------------------------------------------
+
+
+def _names(fn, *args):
+    return sorted(sp.flatten(sp.transform(fn).init(KEY, *args)))
+
+
+def test_arg_scopes_merge_inner_over_outer_and_an_explicit_argument_wins():
+    slim = sp.slim
+    seen = []
+
+    @slim.add_arg_scope
+    def probe(x, a=1, b=2, c=3):
+        seen.append((a, b, c))
+        return x
+
+    def fn(x):
+        with slim.arg_scope([probe], a=10, b=20):
+            with slim.arg_scope([probe, slim.conv2d], b=200) as sc:
+                probe(x)
+                probe(x, b=-2)
+            probe(x)
+            with slim.arg_scope(sc):
+                probe(x, c=-3)
+        probe(x)
+        return x
+
+    sp.transform(fn).init(KEY, jnp.ones(2))
+    assert seen == [(10, 200, 3), (10, -2, 3), (10, 20, 3), (10, 200, -3), (1, 2, 3)]
+    assert slim.has_arg_scope(probe) and not slim.has_arg_scope(len)
+    assert slim.arg_scoped_arguments(probe) == ("a", "b", "c")
+    assert slim.current_arg_scope() == {}
+
+
+def test_arg_scope_opened_around_init_and_apply_sets_the_layers_defaults():
+    def fn(x):
+        return sp.slim.conv2d(x, 2, 3)
+
+    model = sp.transform(fn)
+    with sp.slim.arg_scope([sp.slim.conv2d], biases_initializer=None, activation_fn=None):
+        params = model.init(KEY, IMAGES)
+        out = model.apply(params, IMAGES)
+    assert sorted(sp.flatten(params)) == ["Conv/weights"]
+    assert float(out.min()) < 0  # no relu
+
+
+def test_arg_scope_errors_name_the_op_the_argument_and_the_fix():
+    slim = sp.slim
+    with pytest.raises(ValueError, match=r"(?s)len is not decorated with @slim.add_arg_scope.*fix"):
+        slim.arg_scope([len], a=1)
+    with pytest.raises(TypeError, match="list or tuple of ops"):
+        slim.arg_scope(slim.conv2d, padding="VALID")
+    with pytest.raises(ValueError, match="takes no other arguments"):
+        slim.arg_scope({}, padding="VALID")
+
+    def unknown(x):
+        with slim.arg_scope([slim.max_pool2d, slim.conv2d], activation_fn=None):
+            return slim.max_pool2d(x, 2)
+
+    with pytest.raises(TypeError, match=r"(?s)sets activation_fn= for max_pool2d, which does not take "
+                                        r"it.*fix: list max_pool2d in a separate arg_scope"):
+        sp.transform(unknown).init(KEY, IMAGES)
+
+    def twice(x):
+        with slim.arg_scope([slim.conv2d], stride=2):
+            return slim.conv2d(x, 4, 3, 1)
+
+    with pytest.raises(TypeError, match=r"(?s)got stride positionally and from an enclosing "
+                                        r"slim.arg_scope.*fix: pass it by keyword"):
+        sp.transform(twice).init(KEY, IMAGES)
+
+
+# --- layers ----------------------------------------------------------------------------------------
+
+
+def test_unnamed_layers_number_per_scope_and_reuse_shares_weights():
+    slim = sp.slim
+
+    def fn(x):
+        a = slim.conv2d(x, 2, 3)
+        b = slim.conv2d(x, 2, 3)
+        c = slim.conv2d(x, 2, 3, scope="Conv", reuse=True)  # the first one's weights
+        d = slim.fully_connected(slim.flatten(x), 3, normalizer_fn=slim.layer_norm)
+        return a, b, c, d
+
+    assert _names(fn, IMAGES) == ["Conv/biases", "Conv/weights", "Conv_1/biases", "Conv_1/weights",
+                                  "fully_connected/LayerNorm/beta",
+                                  "fully_connected/LayerNorm/gamma", "fully_connected/weights"]
+    model = sp.transform(fn)
+    params = model.init(KEY, IMAGES)
+    a, _, c, _ = model.apply(params, IMAGES)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_a_layer_named_twice_without_reuse_is_tfs_already_exists_error():
+    def fn(x):
+        sp.slim.conv2d(x, 2, 3, scope="c")
+        return sp.slim.conv2d(x, 2, 3, scope="c")
+
+    with pytest.raises(sp.ParamExistsError, match="c/weights already exists"):
+        sp.transform(fn).init(KEY, IMAGES)
+
+
+def test_variables_collections_and_model_variables_are_recorded_per_kind():
+    slim = sp.slim
+
+    def fn(x):
+        y = slim.conv2d(x, 2, 3, variables_collections={"weights": ["decayed"]})
+        y = slim.batch_norm(y, is_training=False, variables_collections=["bn"])
+        return y + slim.model_variable("extra", (2,), initializer=sp.initializers.zeros)
+
+    param_specs, state_specs = sp.transform_with_state(fn).specs(IMAGES)
+    collections = {name: spec.collections
+                   for name, spec in {**sp.flatten(param_specs), **sp.flatten(state_specs)}.items()}
+    assert collections["Conv/weights"] == ("decayed",) and collections["Conv/biases"] == ()
+    assert collections["BatchNorm/beta"] == ("bn",)
+    assert collections["BatchNorm/moving_mean"] == ("bn",)
+    assert collections["extra"] == ("model_variables",)
+
+
+def test_dropout_and_batch_norm_default_to_training_as_in_slim():
+    slim = sp.slim
+    model = sp.transform(lambda x: slim.dropout(x))
+    with pytest.raises(sp.MissingRngError):
+        model.apply({}, IMAGES)
+    out = model.apply({}, IMAGES, rng=jax.random.key(1))
+    assert set(np.unique(np.asarray(out) == 0)) == {True, False}
+    np.testing.assert_allclose(out[out != 0], IMAGES[np.asarray(out) != 0] * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(
+        sp.transform(lambda x: slim.dropout(x, is_training=False)).apply({}, IMAGES), IMAGES)
+    with pytest.raises(sp.StateError, match="transform_with_state"):
+        sp.transform(lambda x: slim.batch_norm(x)).init(KEY, IMAGES)
+
+
+def test_end_points_belong_to_each_call():
+    slim = sp.slim
+
+    def fn(x):
+        with slim.arg_scope([slim.conv2d, slim.max_pool2d], outputs_collections="ep"):
+            y = slim.max_pool2d(slim.conv2d(x, 2, 3, scope="c"), 2)
+        first = slim.utils.convert_collection_to_dict("ep", clear_collection=True)
+        again = slim.utils.convert_collection_to_dict("ep")
+        return y, first, again
+
+    model = sp.transform(fn)
+    params = model.init(KEY, IMAGES)
+    for _ in range(2):
+        y, first, again = model.apply(params, IMAGES)
+        assert list(first) == ["c", "MaxPool2D"] and again == {}
+        np.testing.assert_array_equal(first["MaxPool2D"], y)
+
+
+def test_the_resnet_v1_50_port_matches_tf_slims_own_names_checkpoint_logits_and_end_points(
+        tmp_path):
+    """examples/slim_resnet_v1.py against tf_slim.nets.resnet_v1: the released model's code."""
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    from tf_slim.nets import resnet_v1
+    from _scripts import load_example
+    tf1 = tf.compat.v1
+    images = np.random.RandomState(1).randn(2, 64, 64, 3).astype(np.float32)
+    with tf.Graph().as_default(), tf1.Session() as session:
+        x = tf1.placeholder(tf.float32, images.shape)
+        with tf_slim.arg_scope(resnet_v1.resnet_arg_scope()):
+            logits, end_points = resnet_v1.resnet_v1_50(x, 10, is_training=False)
+        session.run(tf1.global_variables_initializer())
+        for i, v in enumerate(tf1.global_variables()):  # batch norm that is not the identity
+            if "BatchNorm" in v.name:
+                rs, shape = np.random.RandomState(i), v.shape.as_list()
+                low = "variance" in v.name or "gamma" in v.name
+                v.load((rs.rand(*shape) * 0.4 + 0.8 if low else rs.randn(*shape) * 0.1)
+                       .astype(np.float32), session)
+        tf1.train.Saver().save(session, str(tmp_path / "resnet_v1_50.ckpt"))
+        theirs, their_points = session.run((logits, dict(end_points)), {x: images})
+
+    example = load_example("slim_resnet_v1")
+    model = sp.transform_with_state(lambda x: example.classifier(x, num_classes=10))
+    loaded = sp.flatten(sp.checkpoint.load_tf1(tmp_path / "resnet_v1_50.ckpt"))
+    param_specs, state_specs = model.specs(images)
+    names = sorted(sp.flatten(param_specs)) + sorted(sp.flatten(state_specs))
+    assert sorted(names) == sorted(k for k in loaded if k != "global_step")
+    params = sp.unflatten({k: loaded[k] for k in sp.flatten(param_specs)})
+    state = sp.unflatten({k: loaded[k] for k in sp.flatten(state_specs)})
+    (ours, points), _ = jax.jit(model.apply)(params, state, images)
+    scale = float(np.abs(theirs).max())
+    np.testing.assert_allclose(ours, theirs[:, 0, 0], rtol=1e-3, atol=1e-4 * scale)
+    assert sorted(points) == sorted(their_points)
+    for name in ("resnet_v1_50/block1", "resnet_v1_50/block4", "predictions"):
+        np.testing.assert_allclose(points[name], their_points[name], rtol=1e-3,
+                                   atol=1e-4 * float(np.abs(their_points[name]).max()))
+
+
+def test_the_resnet_example_runs_from_the_command_line(capsys):
+    from _scripts import load_example
+    load_example("slim_resnet_v1").main(["--size", "32"])
+    out = capsys.readouterr().out
+    assert "resnet_v1_50: 161 parameters, 25,557,032 values, 106 batch-norm statistics" in out
+    assert "top-5 classes:" in out
