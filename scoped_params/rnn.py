@@ -28,6 +28,7 @@ from ._control_flow import scan
 from ._params import get_param
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
+from . import _frame
 from .layers import _drop, _layer_scope, _object_scope, _param_dtype
 
 __all__ = [
@@ -257,6 +258,10 @@ class MultiRNNCell(RNNCell):
     def zero_state(self, batch_size: int, dtype: Any) -> tuple:
         return tuple(cell.zero_state(batch_size, dtype) for cell in self._cells)
 
+    def _before_loop(self) -> None:
+        for cell in self._cells:
+            _before_loop(cell)
+
     def call(self, inputs, state):
         if len(state) != len(self._cells):
             raise ValueError(f"Expected state to be a tuple of length {len(self._cells)}, but "
@@ -286,43 +291,114 @@ class _Wrapper(RNNCell):
     def zero_state(self, batch_size: int, dtype: Any) -> Any:
         return self._cell.zero_state(batch_size, dtype)
 
+    def _before_loop(self) -> None:
+        _before_loop(self._cell)
+
 
 class DropoutWrapper(_Wrapper):
     """``tf.nn.rnn_cell.DropoutWrapper``: dropout on the cell's inputs, outputs and (of an LSTM, its
     ``h`` only, as TF's default filter) new state, with keep probabilities; a new mask at every
     step, drawn from ``sp.next_rng_key()`` (pass ``rng=`` to ``apply``). It adds no scope: the
-    wrapped cell's variables keep their names. A keep probability of 1.0 does nothing."""
+    wrapped cell's variables keep their names. A keep probability of 1.0 does nothing.
+
+    With ``variational_recurrent=True`` (Gal and Ghahramani's variational dropout) the masks are
+    drawn once per ``init``/``apply`` call, before the time loop, and every step uses them; as in
+    TF, one mask row is shared by the whole batch, ``dtype`` must be given, and so must
+    ``input_size`` (the input depth, or a structure of depths) when ``input_keep_prob < 1``. Run
+    such a cell with ``dynamic_rnn`` or ``static_rnn`` (or their bidirectional forms), which draw the
+    masks before their loop.
+    """
 
     def __init__(self, cell: RNNCell, input_keep_prob: Any = 1.0, output_keep_prob: Any = 1.0,
                  state_keep_prob: Any = 1.0, variational_recurrent: bool = False,
                  input_size: Any = None, dtype: Any = None, seed: Optional[int] = None):
         super().__init__()
-        del input_size, dtype
-        if variational_recurrent:
-            raise NotImplementedError(
-                "DropoutWrapper(variational_recurrent=True) (one mask for every step) is not "
-                "supported.\n  fix: draw the masks once before sp.rnn.dynamic_rnn and apply them in "
-                "a cell of your own, or use the default per-step masks.")
         for what, p in (("input", input_keep_prob), ("output", output_keep_prob),
                         ("state", state_keep_prob)):
             if isinstance(p, (int, float)) and not 0.0 < p <= 1.0:
                 raise ValueError(f"Parameter {what}_keep_prob must be between 0 and 1: {p}")
+        if variational_recurrent:
+            if dtype is None:
+                raise ValueError("When variational_recurrent=True, dtype must be provided.\n"
+                                 "  fix: pass dtype=jnp.float32 (the dtype of the masks' noise).")
+            if input_size is None and not _keeps_all(input_keep_prob):
+                raise ValueError("When variational_recurrent=True and input_keep_prob < 1.0 or is "
+                                 "unknown, input_size must be provided.\n"
+                                 "  fix: pass input_size=<the depth of the cell's inputs>.")
         self._cell = cell
         self._keep = (input_keep_prob, output_keep_prob, state_keep_prob)
         self._seed = seed
+        self._variational = (input_size, dtype) if variational_recurrent else None
+        self._noises: dict = {}  # id(frame) -> (frame, (input, output, state) noise), variational
 
-    def _dropout(self, x: jax.Array, keep_prob: Any) -> jax.Array:
-        return x if _keeps_all(keep_prob) else _drop(x, keep_prob, self._seed, x.shape)
+    def _dropout(self, x: jax.Array, keep_prob: Any, noise: Any = None) -> jax.Array:
+        if _keeps_all(keep_prob):
+            return x
+        if noise is None:
+            return _drop(x, keep_prob, self._seed, x.shape)
+        return x / keep_prob * jnp.floor(keep_prob + noise)  # TF's variational masks
+
+    def _before_loop(self) -> None:
+        if self._variational is not None:
+            self._noise(drawing=True)
+        _before_loop(self._cell)
+
+    def _noise(self, drawing: bool = False) -> tuple:
+        """This call's (input, output, state) noise of a variational wrapper, uniform in [0, 1) of
+        shape [1, size] per tensor (``None`` where nothing is dropped)."""
+        frame = _frame.current("sp.rnn.DropoutWrapper")
+        entry = self._noises.get(id(frame))
+        if entry is not None and entry[0] is frame:
+            return entry[1]
+        if frame.loop is not None and not drawing:
+            raise ValueError(
+                f"DropoutWrapper(variational_recurrent=True) was first called inside {frame.loop}, "
+                "so its masks would be drawn anew at every step.\n"
+                "  fix: run the cell with sp.rnn.dynamic_rnn or static_rnn, which draw the masks "
+                "once before their loop.")
+        input_size, dtype = self._variational
+
+        def draw(size):
+            key = _frame.next_rng_key()
+            if self._seed is not None:
+                key = jax.random.fold_in(key, self._seed)
+            return jax.random.uniform(key, (1, int(size)), dtype)
+
+        noise = tuple(None if _keeps_all(keep) else jax.tree_util.tree_map(draw, sizes)
+                      for keep, sizes in zip(self._keep, (input_size, self._cell.output_size,
+                                                          self._cell.state_size)))
+        if len(self._noises) >= 8:  # keep only recent calls; frames are per call
+            self._noises.pop(next(iter(self._noises)))
+        self._noises[id(frame)] = (frame, noise)
+        return noise
 
     def __call__(self, inputs, state):
         input_keep, output_keep, state_keep = self._keep
-        output, new_state = self._cell(self._dropout(inputs, input_keep), state)
+        noise_in, noise_out, noise_state = self._noise() if self._variational is not None else (
+            None, None, None)
+        inputs = jax.tree_util.tree_map(lambda x, n: self._dropout(x, input_keep, n), inputs,
+                                        noise_in) if noise_in is not None else \
+            self._dropout(inputs, input_keep)
+        output, new_state = self._cell(inputs, state)
         if not _keeps_all(state_keep):
+            if noise_state is None:
+                noise_state = jax.tree_util.tree_map(lambda s: None, new_state)
             if isinstance(new_state, LSTMStateTuple):
-                new_state = LSTMStateTuple(new_state.c, self._dropout(new_state.h, state_keep))
+                new_state = LSTMStateTuple(new_state.c,
+                                           self._dropout(new_state.h, state_keep, noise_state.h))
             else:
-                new_state = jax.tree_util.tree_map(lambda s: self._dropout(s, state_keep), new_state)
-        return self._dropout(output, output_keep), new_state
+                new_state = jax.tree_util.tree_map(
+                    lambda s, n: self._dropout(s, state_keep, n), new_state, noise_state,
+                    is_leaf=lambda n: n is None)
+        return self._dropout(output, output_keep, noise_out), new_state
+
+
+def _before_loop(cell: Any) -> None:
+    """What a cell does once per run, before the time loop: a variational ``DropoutWrapper`` (or
+    one inside a wrapper or ``MultiRNNCell``) draws its masks. Cells of other kinds do nothing."""
+    hook = getattr(cell, "_before_loop", None)
+    if hook is not None:
+        hook()
 
 
 def _keeps_all(keep_prob: Any) -> bool:
@@ -444,6 +520,7 @@ def _reverse(x: jax.Array, sequence_length: Optional[Any], time_axis: int) -> ja
 
 def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length):
     """The first state (``initial_state``, else the cell's zeros in ``dtype``) and the lengths."""
+    _before_loop(cell)
     if initial_state is None:
         if dtype is None:
             raise ValueError("If there is no initial_state, you must give a dtype.\n"

@@ -203,8 +203,6 @@ def test_dropout_wrapper_draws_a_new_mask_every_step_and_keeps_the_cells_names()
     assert not (dropped[:, 0] == dropped[:, 1]).all()  # a new mask at the next step
     with pytest.raises(sp.MissingRngError):
         model.apply(params, x, 0.5)
-    with pytest.raises(NotImplementedError, match="variational_recurrent=True"):
-        sp.rnn.DropoutWrapper(sp.rnn.GRUCell(2), variational_recurrent=True)
     with pytest.raises(ValueError, match="output_keep_prob must be between 0 and 1: 0.0"):
         sp.rnn.DropoutWrapper(sp.rnn.GRUCell(2), output_keep_prob=0.0)
 
@@ -257,3 +255,52 @@ def test_a_second_unnamed_cell_in_a_reentered_scope_is_tfs_already_exists_error(
         sp.transform(lambda x: program(sp.rnn, sp.rnn, jnp.float32, x)).init(KEY, XS)
     assert str(ours.value).split(" Did you mean")[0] == str(theirs.value).split(" Did you mean")[0]
     assert "note: name_scope" not in str(ours.value)  # the scope's own name scope, a_1, is no hint
+
+
+def test_variational_dropout_draws_one_mask_per_call_shared_by_every_step_and_batch_entry():
+    def fn(x, variational=True, **keep):
+        cell = sp.rnn.DropoutWrapper(sp.rnn.BasicLSTMCell(8), variational_recurrent=variational,
+                                     input_size=D, dtype=jnp.float32, **keep)
+        return sp.rnn.dynamic_rnn(cell, x, dtype=jnp.float32)[0]
+
+    model = sp.transform(fn)
+    params = model.init(KEY, XS)
+    assert sorted(sp.flatten(params)) == ["rnn/basic_lstm_cell/bias", "rnn/basic_lstm_cell/kernel"]
+    plain = sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.BasicLSTMCell(8), x,
+                                                      dtype=jnp.float32)[0]).apply(params, XS)
+    rng = jax.random.key(5)
+    # Output dropout only: the plain outputs, scaled, with one [1, 8] mask for every step and row.
+    out = model.apply(params, XS, output_keep_prob=0.5, rng=rng)
+    kept = np.asarray(out != 0)
+    assert kept.all(axis=(0, 1)).sum() == kept.any(axis=(0, 1)).sum() > 0  # a column: all or none
+    assert 0 < kept[0, 0].sum() < 8
+    np.testing.assert_allclose(out, np.where(kept, plain / 0.5, 0.0), rtol=1e-6)
+    # Inputs, state and outputs: still one output mask; reproducible, another key another mask.
+    keep = dict(input_keep_prob=0.6, output_keep_prob=0.5, state_keep_prob=0.7)
+    out = model.apply(params, XS, rng=rng, **keep)
+    kept = np.asarray(out != 0)
+    np.testing.assert_array_equal(kept, np.broadcast_to(kept[:1, :1], kept.shape))
+    np.testing.assert_array_equal(out, model.apply(params, XS, rng=rng, **keep))
+    chex.assert_trees_all_close(out, jax.jit(lambda p, x, r: model.apply(p, x, rng=r, **keep))(
+        params, XS, rng), rtol=1e-5)
+    assert not np.array_equal(out, model.apply(params, XS, rng=jax.random.key(6), **keep))
+    per_step = model.apply(params, XS, False, rng=rng, **keep)  # the default: a mask per step
+    assert not (np.asarray(per_step != 0) == np.asarray(per_step != 0)[:1, :1]).all()
+
+
+def test_variational_dropout_needs_tfs_arguments_and_masks_drawn_before_the_loop():
+    cell = sp.rnn.BasicRNNCell(4)
+    with pytest.raises(ValueError, match="dtype must be provided"):
+        sp.rnn.DropoutWrapper(cell, output_keep_prob=0.5, variational_recurrent=True)
+    with pytest.raises(ValueError, match="input_size must be provided"):
+        sp.rnn.DropoutWrapper(cell, input_keep_prob=0.5, variational_recurrent=True,
+                              dtype=jnp.float32)
+
+    def own_loop(x):
+        wrapped = sp.rnn.DropoutWrapper(sp.rnn.BasicRNNCell(4), output_keep_prob=0.5,
+                                        variational_recurrent=True, dtype=jnp.float32)
+        return sp.scan(lambda h, x: wrapped(x, h), jnp.zeros((B, 4)), jnp.swapaxes(x, 0, 1))[1]
+
+    with pytest.raises(ValueError, match=r"(?s)first called inside sp.scan.*fix: run the cell with "
+                                         r"sp.rnn.dynamic_rnn"):
+        sp.transform(own_loop).init(KEY, XS)
