@@ -706,25 +706,27 @@ class _LayerObject:
         self._args, self._kwargs = args, kwargs
         self._scopes: dict = {}  # id(frame) -> (frame, captured Scope) of recent traces
 
-    def __call__(self, inputs: jax.Array, **call_kwargs: Any) -> jax.Array:
-        captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}")
+    def __call__(self, inputs: jax.Array, scope: Any = None, **call_kwargs: Any) -> jax.Array:
+        captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
         return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs, name=captured,
                               reuse=reuse)
 
 
-def _object_scope(layer: Any, api: str) -> Tuple[Scope, Any]:
+def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
     """(scope, reuse) for this call of a layer object (``sp.layers.Dense``, an ``sp.rnn`` cell), which
     has ``name``, ``_base_name``, ``_reuse`` and a ``_scopes`` dict.
 
     The first call in a trace opens ``scope(name, default_name=<kind>)`` (TF's ``_set_scope``:
-    numbering is decided there) and keeps the captured scope for that trace; later calls in the
-    same trace get it back with reuse on.
+    numbering is decided there), or the ``scope`` the call passes (TF's ``layer(x, scope=...)``:
+    the variables go right under it), and keeps the captured scope for that trace; later calls in
+    the same trace get it back with reuse on, whatever scope they pass, as in TF.
     """
     frame = _frame.current(api)
     entry = layer._scopes.get(id(frame))
     if entry is not None and entry[0] is frame:
         return entry[1], True
-    with _layer_scope(layer.name, layer._base_name, layer._reuse) as captured:
+    with _layer_scope(layer.name if scope is None else scope, layer._base_name,
+                      layer._reuse) as captured:
         pass  # TF's _set_scope: the numbering is decided by this first entry
     if len(layer._scopes) >= 8:  # keep only recent traces; frames are per call
         layer._scopes.pop(next(iter(layer._scopes)))

@@ -74,8 +74,10 @@ class RNNCell:
     def call(self, inputs: jax.Array, state: Any) -> Tuple[jax.Array, Any]:
         raise NotImplementedError
 
-    def __call__(self, inputs: jax.Array, state: Any) -> Tuple[jax.Array, Any]:
-        captured, reuse = _object_scope(self, f"sp.rnn.{type(self).__name__}")
+    def __call__(self, inputs: jax.Array, state: Any, scope: Any = None) -> Tuple[jax.Array, Any]:
+        """One step. ``scope`` (TF 1.x's ``cell(inputs, state, scope="rnn")``) places the cell's
+        variables right under that scope at its first call; later calls reuse them and ignore it."""
+        captured, reuse = _object_scope(self, f"sp.rnn.{type(self).__name__}", scope)
         with _layer_scope(captured, self._base_name, reuse):
             return self.call(inputs, state)
 
@@ -372,14 +374,14 @@ class DropoutWrapper(_Wrapper):
         self._noises[id(frame)] = (frame, noise)
         return noise
 
-    def __call__(self, inputs, state):
+    def __call__(self, inputs, state, scope=None):
         input_keep, output_keep, state_keep = self._keep
         noise_in, noise_out, noise_state = self._noise() if self._variational is not None else (
             None, None, None)
         inputs = jax.tree_util.tree_map(lambda x, n: self._dropout(x, input_keep, n), inputs,
                                         noise_in) if noise_in is not None else \
             self._dropout(inputs, input_keep)
-        output, new_state = self._cell(inputs, state)
+        output, new_state = _call(self._cell, inputs, state, scope)
         if not _keeps_all(state_keep):
             if noise_state is None:
                 noise_state = jax.tree_util.tree_map(lambda s: None, new_state)
@@ -391,6 +393,11 @@ class DropoutWrapper(_Wrapper):
                     lambda s, n: self._dropout(s, state_keep, n), new_state, noise_state,
                     is_leaf=lambda n: n is None)
         return self._dropout(output, output_keep, noise_out), new_state
+
+
+def _call(cell: Any, inputs: Any, state: Any, scope: Any) -> Tuple[Any, Any]:
+    """``cell(inputs, state)``, passing ``scope`` only when given (a user's cell may not take it)."""
+    return cell(inputs, state) if scope is None else cell(inputs, state, scope=scope)
 
 
 def _before_loop(cell: Any) -> None:
@@ -414,8 +421,8 @@ class ResidualWrapper(_Wrapper):
         self._cell = cell
         self._residual_fn = residual_fn or (lambda inputs, outputs: inputs + outputs)
 
-    def __call__(self, inputs, state):
-        output, new_state = self._cell(inputs, state)
+    def __call__(self, inputs, state, scope=None):
+        output, new_state = _call(self._cell, inputs, state, scope)
         return self._residual_fn(inputs, output), new_state
 
 

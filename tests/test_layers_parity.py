@@ -411,3 +411,23 @@ def test_layer_objects_share_weights_across_calls_like_tf():
                                    _object_model(sp.layers, sp.scope), x, y, stateful=True)
     for a, b in zip(out, tf_out):
         np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def _objects_called_with_a_scope(layers, vs):
+    def build(y):
+        dense = layers.Dense(4)
+        a = dense(y, scope="proj")  # proj/kernel: the scope replaces the layer's own name
+        b = dense(2 * y, scope="ignored")  # the scope is set at the first call
+        with vs("outer"):
+            c = layers.Dense(3, name="named")(y, scope="s")  # outer/s/kernel
+        return a, b, c
+    return build
+
+
+def test_layer_objects_called_with_a_scope_put_their_weights_under_it_like_tf():
+    y = images((2, 5))
+    tf_out, out, tf_vars, _ = check_same(_objects_called_with_a_scope(tf.layers, tf.variable_scope),
+                                         _objects_called_with_a_scope(sp.layers, sp.scope), y)
+    assert sorted(tf_vars) == ["outer/s/bias", "outer/s/kernel", "proj/bias", "proj/kernel"]
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)

@@ -59,6 +59,26 @@ def static_stack_with_a_residual_and_static_bidirectional(api, rnn, f32, x):
     return outputs, state, both, state_fw, state_bw
 
 
+def cells_called_with_a_scope(api, rnn, f32, x):
+    steps = api_unstack(api, x)
+    cell = rnn.BasicLSTMCell(4)
+    state = cell.zero_state(B, f32)
+    first, state = cell(steps[0], state, scope="rnn")  # rnn/kernel, right under the scope
+    second, state = cell(steps[1], state, scope="rnn")  # reused
+    gru = rnn.GRUCell(3)
+    with api_scope(api, "outer"):
+        in_outer, _ = gru(steps[0], gru.zero_state(B, f32), scope="g")
+    other = rnn.DropoutWrapper(rnn.GRUCell(3))
+    with api_scope(api, "enc"):
+        unscoped, h = other(steps[0], other.zero_state(B, f32))  # enc/gru_cell/...
+    ignored, _ = other(steps[1], h, scope="elsewhere")  # its scope is set: the same weights
+    return first, second, state, in_outer, unscoped, ignored
+
+
+def api_scope(api, name):
+    return sp.scope(name) if api is sp.rnn else api.tf.compat.v1.variable_scope(name)
+
+
 def api_unstack(api, x):
     return list(jnp.unstack(x, axis=1)) if api is sp.rnn else api.tf.unstack(x, axis=1)
 
@@ -73,7 +93,8 @@ def api_ones(api, shape):
 
 PROGRAMS = [stacked_with_lengths, bidirectional_with_lengths,
             time_major_concatenated_state_and_initial_state,
-            a_cell_shared_by_two_dynamic_rnns, static_stack_with_a_residual_and_static_bidirectional]
+            a_cell_shared_by_two_dynamic_rnns, static_stack_with_a_residual_and_static_bidirectional,
+            cells_called_with_a_scope]
 
 
 def _tf_run(program, save_to=None):
