@@ -51,10 +51,17 @@ class Frame:
         self.mode = mode
         self.store = store
         self.with_state = with_state
-        self.scope, self.node = _scope.root_scope_and_node(store.tree if mode == APPLY else None)
-        self.root_node = self.node
+        # The root scope and counter-trie node (see _scope.py), inline: every init/apply makes them.
+        self.scope = root = _scope._new_scope(_scope.Scope)
+        root.prefix = root.original_name_scope = ""
+        root._reuse = False
+        root.reuse_origin = root.initializer = root.regularizer = root.custom_getter = None
+        root.partitioner = root.trainable = None
+        root._values = store.tree if mode == APPLY else None
+        root.dtype = _scope._FLOAT32
+        self.node = self.root_node = [0, None, None]
         self.entries: List[tuple] = []
-        self.undo: List[list] = []
+        self.undo: Optional[List[list]] = None  # a list once a captured scope is re-entered
         self.name_stack = ""
         self.jax_stack = ""
         # init's trace is thrown away, so its ops need no names; an apply that starts staged out
@@ -68,7 +75,7 @@ class Frame:
         self.rng_count = 0
         self.regularized: List[Tuple[Callable, Any]] = []
         self.records = records
-        self.record_names: Dict[str, int] = {}
+        self.record_names: Optional[Dict[str, int]] = None if records is None else {}
 
 
 def current(api: str) -> Frame:

@@ -147,7 +147,7 @@ class _Snapshot:
         self.children = dict(children) if children is not None else None
         self.hints = dict(hints) if hints is not None else None
         self.names_in_use = dict(frame.names_in_use)
-        self.record_names = dict(frame.record_names)
+        self.record_names = None if frame.record_names is None else dict(frame.record_names)
         self.regularized = len(frame.regularized)
 
     def restore(self) -> None:
@@ -164,8 +164,9 @@ class _Snapshot:
                         dict(self.hints) if self.hints is not None else None)
         frame.names_in_use.clear()
         frame.names_in_use.update(self.names_in_use)
-        frame.record_names.clear()
-        frame.record_names.update(self.record_names)
+        if self.record_names is not None:
+            frame.record_names.clear()
+            frame.record_names.update(self.record_names)
         del frame.regularized[self.regularized:]
 
 

@@ -147,19 +147,6 @@ def _wrap_custom_getter(new: Optional[Callable], old: Optional[Callable]) -> Opt
 _COUNT, _CHILDREN, _HINTS = 0, 1, 2
 
 
-def root_scope_and_node(values: Optional[dict] = None):
-    """The root scope and counter node of a new frame (made on every init/apply call); ``values``:
-    apply's params."""
-    s = _new_scope(Scope)
-    s.prefix = s.original_name_scope = ""
-    s._reuse = False
-    s.reuse_origin = s.initializer = s.regularizer = s.custom_getter = s.partitioner = None
-    s.trainable = None
-    s._values = values
-    s.dtype = _FLOAT32
-    return s, [0, None, None]
-
-
 def _child(node: list, name: str) -> list:
     for part in name.split("/") if "/" in name else (name,):
         children = node[_CHILDREN]
@@ -813,6 +800,8 @@ class _ScopeWithOptions(_ScopeContext):
             getter_base = captured.custom_getter
             node = _child(frame.root_node, captured.name) if captured.name else frame.root_node
             _open(frame, node)
+            if frame.undo is None:
+                frame.undo = []
             frame.undo.append([])
         else:
             local = name_or_scope if name_or_scope is not None else _unique_scope_name(
