@@ -117,6 +117,47 @@ def per_call(fn: Callable[[], object], budget: float, max_calls: int = 1000) -> 
     return run
 
 
+def interleave_calls(fns: Dict[str, Callable[[], object]], rounds: int, budget: float,
+                     block: float = 0.005) -> Dict[str, List[float]]:
+    """Mean time of one call per contender and round, the contenders taking turns in blocks of
+    about ``block`` seconds (a few calls) until each has run about ``budget`` seconds in the round.
+
+    For calls of tens of microseconds, whose speed drifts with the machine's state from one tenth
+    of a second to the next: turns this short put every contender through the same drift, so the
+    per-round ratios hold still where back-to-back runs of ``budget`` seconds each do not."""
+    names = list(fns)
+    sizes = {}
+    for n, fn in fns.items():  # calls per block, from one warm call
+        _block(fn())
+        t0 = time.perf_counter()
+        _block(fn())
+        sizes[n] = max(1, int(block / max(time.perf_counter() - t0, 1e-7)))
+    budget_total = _step_budget[0]
+    deadline = None if budget_total is None else time.perf_counter() + budget_total
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        if deadline is not None and r >= MIN_ROUNDS and time.perf_counter() > deadline:
+            break
+        gc.collect()
+        spent = dict.fromkeys(names, 0.0)
+        calls = dict.fromkeys(names, 0)
+        turn = 0
+        while min(spent.values()) < budget:
+            order = names[turn % len(names):] + names[:turn % len(names)]
+            turn += 1
+            for n in order:
+                fn, k = fns[n], sizes[n]
+                t0 = time.perf_counter()
+                for _ in range(k - 1):
+                    fn()
+                _block(fn())
+                spent[n] += time.perf_counter() - t0
+                calls[n] += k
+        for n in names:
+            times[n].append(spent[n] / calls[n])
+    return times
+
+
 def shared_weights(kind: str, n: int, x):
     """One set of weights (scoped_params' init), converted to every contender's tree."""
     flat = sp.flatten(models.build("scoped_params", kind, n).init(jax.random.key(0), x))
@@ -191,8 +232,8 @@ def eager_apply(kind, n, x, rounds, budget, extra=()):
     for c in ALL + tuple(extra):
         m = models.build(c, kind, n)
         p = params["jax"] if c in extra else params[c]
-        fns[c] = per_call(lambda m=m, p=p: m.apply(p, x), budget)
-    return summarize(interleave(fns, rounds, warmup=1))
+        fns[c] = lambda m=m, p=p: m.apply(p, x)
+    return summarize(interleave_calls(fns, rounds, budget))
 
 
 def jit_init_compile(kind, n, x, rounds):
@@ -423,16 +464,20 @@ WHY_MISSED = {
         "differences are the machine's noise in running it (the middle half of the rounds spans the "
         "target)."),
     "eager apply per call": (
-        "Hand-written apply of the tiny model is six op dispatches (~40 us on a quiet machine, ~300k "
-        "machine instructions). Any scoped lookup adds Python work to each call, and timed, that "
-        "work weighs about twice its share of instructions: the reference in parentheses (a context "
-        "variable, a `with` block per scope and a function call per parameter, with no checks at "
-        "all) adds ~14k instructions, 4.5%, and costs about 1.1x. scoped_params adds ~73k "
-        "(counted with callgrind by `make bench-instructions`): the call itself (the trace frame, "
-        "the root scope) ~16k, two scopes ~30k and four `get_param` ~28k, with TF's reuse checks, "
-        "shape and dtype checks, name-scope uniquification, `default_name` counters and creation "
-        "sites for error messages. 1.15x would leave ~10k instructions beyond the reference for "
-        "all of that. Haiku adds ~8x and Flax ~50x on the same model."),
+        "Hand-written apply of the tiny model is six op dispatches (~70-140 us on this shared "
+        "machine, ~300k machine instructions); the contenders take turns in blocks of ~5 ms, so "
+        "each round's ratio compares calls made under the same load. Any scoped lookup adds Python "
+        "work to each call, and between JAX's dispatches that work costs about twice what it costs "
+        "alone (`bench/eager_cost.py`: a pure-Python loop of ~18 us adds ~21 us to a hand-written "
+        "call, the minimal lookup of ~4 us adds ~9 us, scoped_params' bookkeeping of ~20 us adds "
+        "~43 us): it reads objects and bytecode that the dispatch has pushed out of the caches. The "
+        "reference in parentheses (a context variable, a `with` block per scope and a function call "
+        "per parameter, with no checks at all) adds ~14k machine instructions; scoped_params adds "
+        "~72k (counted with callgrind by `make bench-instructions`): the call itself (the trace "
+        "frame, the root scope) ~14k, two scopes ~29k and four `get_param` ~29k, with TF's reuse "
+        "checks, shape and dtype checks, name-scope uniquification, `default_name` counters and "
+        "creation sites for error messages. 1.15x would leave about a fifth of that. Haiku adds "
+        "~10x and Flax ~55x on the same model."),
     "jit(init) compile": (
         "XLA compiling random-bit generation dominates. scoped_params draws each group of "
         "same-shape parameters in one batched, flat draw (a rank-1 draw compiles several times "
