@@ -477,7 +477,7 @@ WHY_MISSED = {
         "frame, the root scope) ~14k, two scopes ~29k and four `get_param` ~29k, with TF's reuse "
         "checks, shape and dtype checks, name-scope uniquification, `default_name` counters and "
         "creation sites for error messages. 1.15x would leave about a fifth of that. Haiku adds "
-        "~10x and Flax ~55x on the same model."),
+        "~10x and Flax 50-65x on the same model."),
     "jit(init) compile": (
         "XLA compiling random-bit generation dominates. scoped_params draws each group of "
         "same-shape parameters in one batched, flat draw (a rank-1 draw compiles several times "
