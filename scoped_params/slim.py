@@ -49,10 +49,11 @@ from .initializers import (contrib_variance_scaling as variance_scaling_initiali
                            ones, xavier_initializer, zeros)
 
 __all__ = [
-    "add_arg_scope", "arg_scope", "arg_scoped_arguments", "avg_pool2d", "batch_norm", "bias_add",
-    "conv2d", "conv2d_transpose", "convolution", "convolution2d", "convolution2d_transpose",
-    "current_arg_scope", "dropout", "flatten", "fully_connected", "has_arg_scope", "l1_regularizer",
-    "l2_regularizer", "layer_norm", "max_pool2d", "model_variable", "one_hot_encoding", "repeat",
+    "add_arg_scope", "arg_scope", "arg_scoped_arguments", "avg_pool2d", "avg_pool3d", "batch_norm",
+    "bias_add", "conv1d", "conv2d", "conv2d_transpose", "conv3d", "convolution", "convolution1d",
+    "convolution2d", "convolution2d_transpose", "convolution3d", "current_arg_scope", "dropout",
+    "flatten", "fully_connected", "has_arg_scope", "l1_regularizer", "l2_regularizer", "layer_norm",
+    "max_pool2d", "max_pool3d", "model_variable", "one_hot_encoding", "repeat",
     "separable_conv2d", "separable_convolution2d", "softmax", "stack", "utils", "variable",
     "variance_scaling_initializer", "xavier_initializer",
 ]
@@ -361,6 +362,22 @@ def convolution2d(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair,
 
 
 @add_arg_scope
+def convolution1d(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, *args: Any,
+                  **kwargs: Any) -> jax.Array:
+    """``slim.conv1d``: ``slim.convolution`` on a rank-3 input (``NWC``, or ``NCW``); the arguments
+    after ``kernel_size`` are ``convolution``'s."""
+    return convolution(inputs, num_outputs, kernel_size, *args, conv_dims=1, **kwargs)
+
+
+@add_arg_scope
+def convolution3d(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, *args: Any,
+                  **kwargs: Any) -> jax.Array:
+    """``slim.conv3d``: ``slim.convolution`` on a rank-5 input (``NDHWC``, or ``NCDHW``); the
+    arguments after ``kernel_size`` are ``convolution``'s."""
+    return convolution(inputs, num_outputs, kernel_size, *args, conv_dims=3, **kwargs)
+
+
+@add_arg_scope
 def convolution2d_transpose(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair,
                             stride: IntOrPair = 1, padding: str = "SAME",
                             data_format: str = "NHWC",
@@ -523,7 +540,7 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
 
 def _pool(kind: str, pool: Callable, inputs, kernel_size, stride, padding, data_format,
           outputs_collections, scope):
-    df = _channels(data_format, ("NHWC", "NCHW"))
+    df = _channels(data_format, ("NDHWC", "NCDHW") if kind.endswith("3D") else ("NHWC", "NCHW"))
     with name_scope(scope or kind) as sc:
         outputs = pool(inputs, kernel_size, stride, padding, df)
         return collect_named_outputs(outputs_collections, sc, outputs)
@@ -544,6 +561,24 @@ def avg_pool2d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
                scope: Optional[str] = None) -> jax.Array:
     """``slim.avg_pool2d``: stride 2 and ``'VALID'`` by default; a name scope ``AvgPool2D``."""
     return _pool("AvgPool2D", layers.average_pooling2d, inputs, kernel_size, stride, padding,
+                 data_format, outputs_collections, scope)
+
+
+@add_arg_scope
+def max_pool3d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
+               padding: str = "VALID", data_format: str = "NDHWC", outputs_collections: Any = None,
+               scope: Optional[str] = None) -> jax.Array:
+    """``slim.max_pool3d``: stride 2 and ``'VALID'`` by default; a name scope ``MaxPool3D``."""
+    return _pool("MaxPool3D", layers.max_pooling3d, inputs, kernel_size, stride, padding,
+                 data_format, outputs_collections, scope)
+
+
+@add_arg_scope
+def avg_pool3d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
+               padding: str = "VALID", data_format: str = "NDHWC", outputs_collections: Any = None,
+               scope: Optional[str] = None) -> jax.Array:
+    """``slim.avg_pool3d``: stride 2 and ``'VALID'`` by default; a name scope ``AvgPool3D``."""
+    return _pool("AvgPool3D", layers.average_pooling3d, inputs, kernel_size, stride, padding,
                  data_format, outputs_collections, scope)
 
 
@@ -627,6 +662,8 @@ def stack(inputs: jax.Array, layer: Callable, stack_args: Sequence[Any], **kwarg
         return outputs
 
 
+conv1d = convolution1d
 conv2d = convolution2d
+conv3d = convolution3d
 conv2d_transpose = convolution2d_transpose
 separable_conv2d = separable_convolution2d
