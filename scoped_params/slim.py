@@ -538,48 +538,27 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 
-def _pool(kind: str, pool: Callable, inputs, kernel_size, stride, padding, data_format,
-          outputs_collections, scope):
-    df = _channels(data_format, ("NDHWC", "NCDHW") if kind.endswith("3D") else ("NHWC", "NCHW"))
-    with name_scope(scope or kind) as sc:
-        outputs = pool(inputs, kernel_size, stride, padding, df)
-        return collect_named_outputs(outputs_collections, sc, outputs)
+def _pool_op(name: str, kind: str, pool: Callable, formats: Tuple[str, str]) -> Callable:
+    """slim's ``max_pool2d`` and kin: stride 2 and ``'VALID'`` by default, in a name scope ``kind``."""
+
+    def op(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
+           padding: str = "VALID", data_format: str = formats[0], outputs_collections: Any = None,
+           scope: Optional[str] = None) -> jax.Array:
+        df = _channels(data_format, formats)
+        with name_scope(scope or kind) as sc:
+            outputs = pool(inputs, kernel_size, stride, padding, df)
+            return collect_named_outputs(outputs_collections, sc, outputs)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = (f"``slim.{name}``: stride 2 and ``'VALID'`` by default; a name scope ``{kind}``; "
+                  f"``data_format`` {formats[0]} or {formats[1]}.")
+    return add_arg_scope(op)
 
 
-@add_arg_scope
-def max_pool2d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
-               padding: str = "VALID", data_format: str = "NHWC", outputs_collections: Any = None,
-               scope: Optional[str] = None) -> jax.Array:
-    """``slim.max_pool2d``: stride 2 and ``'VALID'`` by default; a name scope ``MaxPool2D``."""
-    return _pool("MaxPool2D", layers.max_pooling2d, inputs, kernel_size, stride, padding,
-                 data_format, outputs_collections, scope)
-
-
-@add_arg_scope
-def avg_pool2d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
-               padding: str = "VALID", data_format: str = "NHWC", outputs_collections: Any = None,
-               scope: Optional[str] = None) -> jax.Array:
-    """``slim.avg_pool2d``: stride 2 and ``'VALID'`` by default; a name scope ``AvgPool2D``."""
-    return _pool("AvgPool2D", layers.average_pooling2d, inputs, kernel_size, stride, padding,
-                 data_format, outputs_collections, scope)
-
-
-@add_arg_scope
-def max_pool3d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
-               padding: str = "VALID", data_format: str = "NDHWC", outputs_collections: Any = None,
-               scope: Optional[str] = None) -> jax.Array:
-    """``slim.max_pool3d``: stride 2 and ``'VALID'`` by default; a name scope ``MaxPool3D``."""
-    return _pool("MaxPool3D", layers.max_pooling3d, inputs, kernel_size, stride, padding,
-                 data_format, outputs_collections, scope)
-
-
-@add_arg_scope
-def avg_pool3d(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
-               padding: str = "VALID", data_format: str = "NDHWC", outputs_collections: Any = None,
-               scope: Optional[str] = None) -> jax.Array:
-    """``slim.avg_pool3d``: stride 2 and ``'VALID'`` by default; a name scope ``AvgPool3D``."""
-    return _pool("AvgPool3D", layers.average_pooling3d, inputs, kernel_size, stride, padding,
-                 data_format, outputs_collections, scope)
+max_pool2d = _pool_op("max_pool2d", "MaxPool2D", layers.max_pooling2d, ("NHWC", "NCHW"))
+avg_pool2d = _pool_op("avg_pool2d", "AvgPool2D", layers.average_pooling2d, ("NHWC", "NCHW"))
+max_pool3d = _pool_op("max_pool3d", "MaxPool3D", layers.max_pooling3d, ("NDHWC", "NCDHW"))
+avg_pool3d = _pool_op("avg_pool3d", "AvgPool3D", layers.average_pooling3d, ("NDHWC", "NCDHW"))
 
 
 @add_arg_scope
