@@ -704,7 +704,7 @@ class _LayerObject:
         self.name = name
         self._reuse = _reuse
         self._args, self._kwargs = args, kwargs
-        self._scopes: dict = {}  # id(frame) -> (frame, captured Scope) of recent traces
+        self._scopes: dict = {}  # this call's captured Scope (_object_scope)
 
     def __call__(self, inputs: jax.Array, scope: Any = None, **call_kwargs: Any) -> jax.Array:
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
@@ -722,16 +722,29 @@ def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
     the same trace get it back with reuse on, whatever scope they pass, as in TF.
     """
     frame = _frame.current(api)
-    entry = layer._scopes.get(id(frame))
-    if entry is not None and entry[0] is frame:
-        return entry[1], True
+    captured = _this_call(layer._scopes, frame)
+    if captured is not None:
+        return captured, True
     with _layer_scope(layer.name if scope is None else scope, layer._base_name,
                       layer._reuse) as captured:
         pass  # TF's _set_scope: the numbering is decided by this first entry
-    if len(layer._scopes) >= 8:  # keep only recent traces; frames are per call
-        layer._scopes.pop(next(iter(layer._scopes)))
-    layer._scopes[id(frame)] = (frame, captured)
+    _keep_for_call(layer._scopes, frame, captured)
     return captured, layer._reuse
+
+
+def _this_call(cache: dict, frame: Any) -> Any:
+    """What an object kept in ``cache`` for this ``init``/``apply`` call (``frame``), or ``None``.
+
+    Layer objects and RNN cells may outlive a call (built at module level, used in many traces), so
+    what they learn in a call is kept per frame, ``id(frame) -> (frame, value)``."""
+    entry = cache.get(id(frame))
+    return entry[1] if entry is not None and entry[0] is frame else None
+
+
+def _keep_for_call(cache: dict, frame: Any, value: Any) -> None:
+    if len(cache) >= 8:  # keep only recent calls; frames are per call
+        cache.pop(next(iter(cache)))
+    cache[id(frame)] = (frame, value)
 
 
 class Dense(_LayerObject):

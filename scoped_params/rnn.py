@@ -24,12 +24,13 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+from . import _frame
 from ._control_flow import scan
 from ._params import get_param
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from . import _frame
-from .layers import _drop, _layer_scope, _object_scope, _param_dtype
+from .layers import (_drop, _keep_for_call, _layer_scope, _object_scope, _param_dtype,
+                     _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
@@ -58,7 +59,7 @@ class RNNCell:
         self.name = name
         self._reuse = reuse
         self._dtype = dtype
-        self._scopes: dict = {}  # id(frame) -> (frame, captured Scope), see layers._object_scope
+        self._scopes: dict = {}  # this call's captured Scope (layers._object_scope)
 
     _num_units: int
 
@@ -331,7 +332,7 @@ class DropoutWrapper(_Wrapper):
         self._keep = (input_keep_prob, output_keep_prob, state_keep_prob)
         self._seed = seed
         self._variational = (input_size, dtype) if variational_recurrent else None
-        self._noises: dict = {}  # id(frame) -> (frame, (input, output, state) noise), variational
+        self._noises: dict = {}  # this call's (input, output, state) noise (layers._this_call)
 
     def _dropout(self, x: jax.Array, keep_prob: Any, noise: Any = None) -> jax.Array:
         if _keeps_all(keep_prob):
@@ -349,9 +350,9 @@ class DropoutWrapper(_Wrapper):
         """This call's (input, output, state) noise of a variational wrapper, uniform in [0, 1) of
         shape [1, size] per tensor (``None`` where nothing is dropped)."""
         frame = _frame.current("sp.rnn.DropoutWrapper")
-        entry = self._noises.get(id(frame))
-        if entry is not None and entry[0] is frame:
-            return entry[1]
+        noise = _this_call(self._noises, frame)
+        if noise is not None:
+            return noise
         if frame.loop is not None and not drawing:
             raise ValueError(
                 f"DropoutWrapper(variational_recurrent=True) was first called inside {frame.loop}, "
@@ -369,29 +370,29 @@ class DropoutWrapper(_Wrapper):
         noise = tuple(None if _keeps_all(keep) else jax.tree_util.tree_map(draw, sizes)
                       for keep, sizes in zip(self._keep, (input_size, self._cell.output_size,
                                                           self._cell.state_size)))
-        if len(self._noises) >= 8:  # keep only recent calls; frames are per call
-            self._noises.pop(next(iter(self._noises)))
-        self._noises[id(frame)] = (frame, noise)
+        _keep_for_call(self._noises, frame, noise)
         return noise
 
     def __call__(self, inputs, state, scope=None):
         input_keep, output_keep, state_keep = self._keep
         noise_in, noise_out, noise_state = self._noise() if self._variational is not None else (
             None, None, None)
-        inputs = jax.tree_util.tree_map(lambda x, n: self._dropout(x, input_keep, n), inputs,
-                                        noise_in) if noise_in is not None else \
-            self._dropout(inputs, input_keep)
+        if noise_in is None:
+            inputs = self._dropout(inputs, input_keep)
+        else:
+            inputs = jax.tree_util.tree_map(lambda x, n: self._dropout(x, input_keep, n), inputs,
+                                            noise_in)
         output, new_state = _call(self._cell, inputs, state, scope)
         if not _keeps_all(state_keep):
-            if noise_state is None:
-                noise_state = jax.tree_util.tree_map(lambda s: None, new_state)
-            if isinstance(new_state, LSTMStateTuple):
-                new_state = LSTMStateTuple(new_state.c,
-                                           self._dropout(new_state.h, state_keep, noise_state.h))
+            if isinstance(new_state, LSTMStateTuple):  # TF's default filter: h only
+                new_state = LSTMStateTuple(new_state.c, self._dropout(
+                    new_state.h, state_keep, None if noise_state is None else noise_state.h))
+            elif noise_state is None:
+                new_state = jax.tree_util.tree_map(lambda s: self._dropout(s, state_keep),
+                                                   new_state)
             else:
                 new_state = jax.tree_util.tree_map(
-                    lambda s, n: self._dropout(s, state_keep, n), new_state, noise_state,
-                    is_leaf=lambda n: n is None)
+                    lambda s, n: self._dropout(s, state_keep, n), new_state, noise_state)
         return self._dropout(output, output_keep, noise_out), new_state
 
 

@@ -325,3 +325,20 @@ def test_variational_dropout_needs_tfs_arguments_and_masks_drawn_before_the_loop
     with pytest.raises(ValueError, match=r"(?s)first called inside sp.scan.*fix: run the cell with "
                                          r"sp.rnn.dynamic_rnn"):
         sp.transform(own_loop).init(KEY, XS)
+
+
+def test_state_dropout_of_a_gru_masks_every_state_entry_per_step_or_once_per_call():
+    def fn(x, variational):
+        cell = sp.rnn.DropoutWrapper(sp.rnn.GRUCell(6), state_keep_prob=0.5,
+                                     variational_recurrent=variational, dtype=jnp.float32)
+        return sp.rnn.dynamic_rnn(cell, x, dtype=jnp.float32)
+
+    model = sp.transform(fn)
+    params = model.init(KEY, XS, False)
+    rng = jax.random.key(2)
+    for variational in (False, True):
+        outputs, state = model.apply(params, XS, variational, rng=rng)
+        dropped = np.asarray(state) == 0  # the last step's new state, masked
+        assert dropped.any() and not dropped.all()
+        if variational:  # the same [1, 6] row for every batch entry
+            np.testing.assert_array_equal(dropped, np.broadcast_to(dropped[:1], dropped.shape))
