@@ -30,11 +30,11 @@ defaults it was traced with. ``outputs_collections`` work per ``init``/``apply``
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import functools
 import inspect
 import types
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import jax
@@ -188,27 +188,27 @@ class arg_scope:  # noqa: N801 - slim's name
 # --- end points (outputs_collections) -------------------------------------------------------------
 
 
-def collect_named_outputs(collections_: Optional[Union[str, Sequence[str]]], alias: str,
+def collect_named_outputs(collections: Optional[Union[str, Sequence[str]]], alias: str,
                           outputs: Any) -> Any:
     """Add ``outputs`` under ``alias`` (a trailing ``/`` dropped) to each named collection of this
     ``init``/``apply`` call; returns ``outputs``."""
-    if collections_:
+    if collections:
         frame = _frame.current("slim.utils.collect_named_outputs")
         store = getattr(frame, "collected", None)
         if store is None:
             store = frame.collected = {}
         alias = alias[:-1] if alias.endswith("/") else alias
-        for name in [collections_] if isinstance(collections_, str) else collections_:
+        for name in [collections] if isinstance(collections, str) else collections:
             store.setdefault(name, []).append((alias, outputs))
     return outputs
 
 
 def convert_collection_to_dict(collection: str, clear_collection: bool = False
-                               ) -> "collections.OrderedDict[str, Any]":
+                               ) -> "OrderedDict[str, Any]":
     """The end points this call added to ``collection``, ``{alias: output}`` in order."""
     frame = _frame.current("slim.utils.convert_collection_to_dict")
     store = getattr(frame, "collected", None) or {}
-    out = collections.OrderedDict(store.get(collection, ()))
+    out = OrderedDict(store.get(collection, ()))
     if clear_collection:
         store.pop(collection, None)
     return out
