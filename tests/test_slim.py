@@ -83,7 +83,7 @@ def resnet_like(slim, vs, relu, images, is_training=False):
 
 
 def batch_norm_variants(slim, vs, relu, images, is_training=True):
-    """Batch norm in training: 4-D (fused), 2-D (slim's fused path), NCHW, and not fused."""
+X
     del vs, relu
     a = slim.batch_norm(images, is_training=is_training, scale=True)
     b = slim.batch_norm(images[:, 0, 0, :] * 2.0, decay=0.9, is_training=is_training)
