@@ -83,7 +83,7 @@ def resnet_like(slim, vs, relu, images, is_training=False):
 
 
 def batch_norm_variants(slim, vs, relu, images, is_training=True):
-X
+    """Batch norm in training: 4-D (fused, with gamma), 2-D (slim's fused path), and not fused."""
     del vs, relu
     a = slim.batch_norm(images, is_training=is_training, scale=True)
     b = slim.batch_norm(images[:, 0, 0, :] * 2.0, decay=0.9, is_training=is_training)
