@@ -579,53 +579,27 @@ def _average_pool(rank, inputs, pool_size, strides, padding, data_format):
     return total / counts
 
 
-def max_pooling1d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
-                  padding: str = "valid", data_format: str = "channels_last",
-                  name: Optional[str] = None) -> jax.Array:
-    """``tf.compat.v1.layers.max_pooling1d`` on [batch, width, channels]."""
-    del name
-    return _max_pool(1, inputs, pool_size, strides, padding, data_format)
+def _pooling(name: str, rank: int, pool: Callable, doc: str) -> Callable:
+    """``tf.compat.v1.layers``' pooling function ``name``: ``strides`` is required, as in TF."""
+
+    def fn(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair, padding: str = "valid",
+           data_format: str = "channels_last", name: Optional[str] = None) -> jax.Array:
+        del name  # pooling has no variables, hence no scope
+        return pool(rank, inputs, pool_size, strides, padding, data_format)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``tf.compat.v1.layers.{name}``{doc}"
+    return fn
 
 
-def max_pooling2d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
-                  padding: str = "valid", data_format: str = "channels_last",
-                  name: Optional[str] = None) -> jax.Array:
-    """``tf.compat.v1.layers.max_pooling2d`` (``strides`` is required, as in TF)."""
-    del name
-    return _max_pool(2, inputs, pool_size, strides, padding, data_format)
-
-
-def max_pooling3d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
-                  padding: str = "valid", data_format: str = "channels_last",
-                  name: Optional[str] = None) -> jax.Array:
-    """``tf.compat.v1.layers.max_pooling3d`` on [batch, depth, height, width, channels]."""
-    del name
-    return _max_pool(3, inputs, pool_size, strides, padding, data_format)
-
-
-def average_pooling1d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
-                      padding: str = "valid", data_format: str = "channels_last",
-                      name: Optional[str] = None) -> jax.Array:
-    """``tf.compat.v1.layers.average_pooling1d``; ``'same'`` padding counts only real cells."""
-    del name
-    return _average_pool(1, inputs, pool_size, strides, padding, data_format)
-
-
-def average_pooling2d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
-                      padding: str = "valid", data_format: str = "channels_last",
-                      name: Optional[str] = None) -> jax.Array:
-    """``tf.compat.v1.layers.average_pooling2d``; with ``'same'`` padding the padded cells are not
-    counted, as in TF."""
-    del name
-    return _average_pool(2, inputs, pool_size, strides, padding, data_format)
-
-
-def average_pooling3d(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair,
-                      padding: str = "valid", data_format: str = "channels_last",
-                      name: Optional[str] = None) -> jax.Array:
-    """``tf.compat.v1.layers.average_pooling3d``; ``'same'`` padding counts only real cells."""
-    del name
-    return _average_pool(3, inputs, pool_size, strides, padding, data_format)
+_SAME_COUNTS = "; with ``'same'`` padding the padded cells are not counted, as in TF."
+max_pooling1d = _pooling("max_pooling1d", 1, _max_pool, " on [batch, width, channels].")
+max_pooling2d = _pooling("max_pooling2d", 2, _max_pool, ".")
+max_pooling3d = _pooling("max_pooling3d", 3, _max_pool,
+                         " on [batch, depth, height, width, channels].")
+average_pooling1d = _pooling("average_pooling1d", 1, _average_pool, _SAME_COUNTS)
+average_pooling2d = _pooling("average_pooling2d", 2, _average_pool, _SAME_COUNTS)
+average_pooling3d = _pooling("average_pooling3d", 3, _average_pool, _SAME_COUNTS)
 
 
 def flatten(inputs: jax.Array, name: Optional[str] = None,
