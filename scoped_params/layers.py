@@ -40,11 +40,12 @@ from .initializers import ones, zeros
 
 __all__ = [
     "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "BatchNormalization", "Conv1D",
-    "Conv2D", "Conv2DTranspose", "Conv3D", "Dense", "Dropout", "Flatten", "MaxPooling1D",
-    "MaxPooling2D", "MaxPooling3D", "SeparableConv2D", "average_pooling1d", "average_pooling2d",
-    "average_pooling3d", "batch_normalization", "conv1d", "conv2d", "conv2d_transpose", "conv3d",
-    "dense", "dropout", "embedding", "embedding_lookup", "flatten", "layer_norm", "max_pooling1d",
-    "max_pooling2d", "max_pooling3d", "separable_conv2d",
+    "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Dense", "Dropout", "Flatten",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "SeparableConv1D", "SeparableConv2D",
+    "average_pooling1d", "average_pooling2d", "average_pooling3d", "batch_normalization", "conv1d",
+    "conv2d", "conv2d_transpose", "conv3d", "conv3d_transpose", "dense", "dropout", "embedding",
+    "embedding_lookup", "flatten", "layer_norm", "max_pooling1d", "max_pooling2d", "max_pooling3d",
+    "separable_conv1d", "separable_conv2d",
 ]
 
 IntOrPair = Union[int, Sequence[int]]
@@ -217,6 +218,30 @@ def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
                  bias_regularizer, trainable, name, reuse)
 
 
+def separable_conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = 1,
+                     padding: str = "valid", data_format: str = "channels_last",
+                     dilation_rate: IntOrPair = 1, depth_multiplier: int = 1,
+                     activation: Optional[Callable] = None, use_bias: bool = True,
+                     depthwise_initializer: Any = None, pointwise_initializer: Any = None,
+                     bias_initializer: Any = zeros, depthwise_regularizer: Optional[Callable] = None,
+                     pointwise_regularizer: Optional[Callable] = None,
+                     bias_regularizer: Optional[Callable] = None,
+                     activity_regularizer: Optional[Callable] = None,
+                     depthwise_constraint: Any = None, pointwise_constraint: Any = None,
+                     bias_constraint: Any = None, trainable: bool = True,
+                     name: Optional[str] = None, reuse: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.separable_conv1d`` on [batch, width, channels]: a depthwise convolution
+    (``<name>/depthwise_kernel``, ``(k, in, depth_multiplier)``), then a width-1 one
+    (``<name>/pointwise_kernel``, ``(1, in * depth_multiplier, filters)``), then ``<name>/bias``."""
+    _unsupported(activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
+                 pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
+    return _separable_conv(1, inputs, filters, kernel_size, strides, padding, data_format,
+                           dilation_rate, depth_multiplier, activation, use_bias,
+                           depthwise_initializer, pointwise_initializer, bias_initializer,
+                           depthwise_regularizer, pointwise_regularizer, bias_regularizer,
+                           trainable, name, reuse)
+
+
 def separable_conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
                      strides: IntOrPair = (1, 1), padding: str = "valid",
                      data_format: str = "channels_last", dilation_rate: IntOrPair = (1, 1),
@@ -235,56 +260,58 @@ def separable_conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
     ``(1, 1, in * depth_multiplier, filters)``), then ``<name>/bias``."""
     _unsupported(activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
                  pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
-    return _separable_conv2d(inputs, filters, kernel_size, strides, padding, data_format,
-                             dilation_rate, depth_multiplier, activation, use_bias,
-                             depthwise_initializer, pointwise_initializer, bias_initializer,
-                             depthwise_regularizer, pointwise_regularizer, bias_regularizer,
-                             trainable, name, reuse)
+    return _separable_conv(2, inputs, filters, kernel_size, strides, padding, data_format,
+                           dilation_rate, depth_multiplier, activation, use_bias,
+                           depthwise_initializer, pointwise_initializer, bias_initializer,
+                           depthwise_regularizer, pointwise_regularizer, bias_regularizer,
+                           trainable, name, reuse)
 
 
-def _separable_conv2d(inputs: jax.Array, filters: Optional[int], kernel_size: IntOrPair,
-                      strides: IntOrPair, padding: str, data_format: str, dilation_rate: IntOrPair,
-                      depth_multiplier: int, activation: Optional[Callable], use_bias: bool,
-                      depthwise_initializer: Any, pointwise_initializer: Any, bias_initializer: Any,
-                      depthwise_regularizer: Optional[Callable],
-                      pointwise_regularizer: Optional[Callable],
-                      bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
-                      names: Tuple[str, str, str] = ("depthwise_kernel", "pointwise_kernel", "bias"),
-                      base_name: str = "separable_conv2d") -> jax.Array:
-    """TF's ``SeparableConv2D`` layer (``names``: its three parameters'). ``filters=None`` (slim's
-    ``num_outputs=None``) stops after the depthwise convolution: no pointwise kernel, and the bias
-    has ``in * depth_multiplier`` entries."""
-    kh, kw = _pair(kernel_size, "kernel_size")
-    strides, dilation = _pair(strides, "strides"), _pair(dilation_rate, "dilation_rate")
+def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel_size: IntOrPair,
+                    strides: IntOrPair, padding: str, data_format: str, dilation_rate: IntOrPair,
+                    depth_multiplier: int, activation: Optional[Callable], use_bias: bool,
+                    depthwise_initializer: Any, pointwise_initializer: Any, bias_initializer: Any,
+                    depthwise_regularizer: Optional[Callable],
+                    pointwise_regularizer: Optional[Callable],
+                    bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
+                    names: Tuple[str, str, str] = ("depthwise_kernel", "pointwise_kernel", "bias"),
+                    base_name: Optional[str] = None) -> jax.Array:
+    """TF's ``SeparableConv1D``/``SeparableConv2D`` layer (``names``: its three parameters').
+    ``filters=None`` (slim's ``num_outputs=None``) stops after the depthwise convolution: no
+    pointwise kernel, and the bias has ``in * depth_multiplier`` entries."""
+    base_name = base_name or f"separable_conv{rank}d"
+    kernel_shape = _tuple(kernel_size, rank, "kernel_size")
+    strides, dilation = _tuple(strides, rank, "strides"), _tuple(dilation_rate, rank, "dilation_rate")
     if max(strides) > 1 and max(dilation) > 1:
         raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
                          f"Received: strides={strides} and dilation_rate={dilation}")
     last = _channels_last(data_format)
     pad = _padding(padding)
-    if inputs.ndim != 4:
-        raise ValueError(f"{base_name} expects a rank-4 input, got shape {inputs.shape}.")
+    if inputs.ndim != rank + 2:
+        raise ValueError(f"{base_name} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
     out_channels = in_channels * depth_multiplier if filters is None else filters
     dtype = _param_dtype(inputs)
     with _layer_scope(name, base_name, reuse):
-        depthwise = get_param(names[0], (kh, kw, in_channels, depth_multiplier),
+        depthwise = get_param(names[0], kernel_shape + (in_channels, depth_multiplier),
                               depthwise_initializer, dtype, trainable=trainable,
                               regularizer=depthwise_regularizer)
         pointwise = None if filters is None else get_param(
-            names[1], (1, 1, in_channels * depth_multiplier, filters), pointwise_initializer, dtype,
-            trainable=trainable, regularizer=pointwise_regularizer)
+            names[1], (1,) * rank + (in_channels * depth_multiplier, filters), pointwise_initializer,
+            dtype, trainable=trainable, regularizer=pointwise_regularizer)
         bias = get_param(names[2], (out_channels,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer) if use_bias else None
-    layout = "NHWC" if last else "NCHW"
+    channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
+    layout = channels_last if last else channels_first
+    dims = (layout, kernel_layout, layout)
     # Channel i * depth_multiplier + m of the depthwise output is input channel i through
     # depthwise[..., i, m], as in TF: one group per input channel.
     y = jax.lax.conv_general_dilated(
-        inputs.astype(dtype), depthwise.reshape(kh, kw, 1, in_channels * depth_multiplier),
-        window_strides=strides, padding=pad, rhs_dilation=dilation,
-        dimension_numbers=(layout, "HWIO", layout), feature_group_count=in_channels)
+        inputs.astype(dtype), depthwise.reshape(kernel_shape + (1, in_channels * depth_multiplier)),
+        window_strides=strides, padding=pad, rhs_dilation=dilation, dimension_numbers=dims,
+        feature_group_count=in_channels)
     if pointwise is not None:
-        y = jax.lax.conv_general_dilated(y, pointwise, (1, 1), "VALID",
-                                         dimension_numbers=(layout, "HWIO", layout))
+        y = jax.lax.conv_general_dilated(y, pointwise, (1,) * rank, "VALID", dimension_numbers=dims)
     return _bias_and_activation(y, bias, last, activation)
 
 
@@ -304,39 +331,59 @@ def conv2d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
     """
     _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                  bias_constraint=bias_constraint)
-    return _conv2d_transpose(inputs, filters, kernel_size, strides, padding, data_format,
-                             activation, use_bias, kernel_initializer, bias_initializer,
-                             kernel_regularizer, bias_regularizer, trainable, name, reuse)
+    return _conv_transpose(2, inputs, filters, kernel_size, strides, padding, data_format,
+                           activation, use_bias, kernel_initializer, bias_initializer,
+                           kernel_regularizer, bias_regularizer, trainable, name, reuse)
 
 
-def _conv2d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair,
-                      padding: str, data_format: str, activation: Optional[Callable],
-                      use_bias: bool, kernel_initializer: Any, bias_initializer: Any,
-                      kernel_regularizer: Optional[Callable], bias_regularizer: Optional[Callable],
-                      trainable: bool, name: Any, reuse: Any,
-                      names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
-    """TF's ``Conv2DTranspose`` layer (``names``: its kernel's and bias's)."""
-    kh, kw = _pair(kernel_size, "kernel_size")
-    strides = _pair(strides, "strides")
+def conv3d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
+                     strides: IntOrPair = (1, 1, 1), padding: str = "valid",
+                     data_format: str = "channels_last", activation: Optional[Callable] = None,
+                     use_bias: bool = True, kernel_initializer: Any = None,
+                     bias_initializer: Any = zeros, kernel_regularizer: Optional[Callable] = None,
+                     bias_regularizer: Optional[Callable] = None,
+                     activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
+                     bias_constraint: Any = None, trainable: bool = True,
+                     name: Optional[str] = None, reuse: Any = None) -> jax.Array:
+    """``tf.compat.v1.layers.conv3d_transpose`` on [batch, depth, height, width, channels]:
+    ``<name>/kernel`` of shape ``(kd, kh, kw, filters, in)``; output sizes as in ``conv2d_transpose``."""
+    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
+    return _conv_transpose(3, inputs, filters, kernel_size, strides, padding, data_format,
+                           activation, use_bias, kernel_initializer, bias_initializer,
+                           kernel_regularizer, bias_regularizer, trainable, name, reuse)
+
+
+def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair,
+                    strides: IntOrPair, padding: str, data_format: str,
+                    activation: Optional[Callable], use_bias: bool, kernel_initializer: Any,
+                    bias_initializer: Any, kernel_regularizer: Optional[Callable],
+                    bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
+                    names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
+    """TF's ``Conv2DTranspose``/``Conv3DTranspose`` layer (``names``: its kernel's and bias's)."""
+    kind = f"conv{rank}d_transpose"
+    kernel_shape = _tuple(kernel_size, rank, "kernel_size")
+    strides = _tuple(strides, rank, "strides")
     last = _channels_last(data_format)
     pad = _padding(padding)
-    if inputs.ndim != 4:
-        raise ValueError(f"conv2d_transpose expects a rank-4 input, got shape {inputs.shape}.")
+    if inputs.ndim != rank + 2:
+        raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, "conv2d_transpose", reuse):
-        kernel = get_param(names[0], (kh, kw, filters, in_channels), kernel_initializer, dtype,
+    with _layer_scope(name, kind, reuse):
+        kernel = get_param(names[0], kernel_shape + (filters, in_channels), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer)
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer) if use_bias else None
     # The transpose of a strided conv is a conv over the input dilated by the stride, with the
     # kernel flipped and its in/out axes swapped; the padding reproduces TF's output size.
-    pads = [_transpose_pad(k, s, pad) for k, s in zip((kh, kw), strides)]
-    layout = "NHWC" if last else "NCHW"
-    flipped = jnp.flip(kernel, (0, 1))
+    pads = [_transpose_pad(k, s, pad) for k, s in zip(kernel_shape, strides)]
+    channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
+    layout = channels_last if last else channels_first
+    flipped = jnp.flip(kernel, tuple(range(rank)))
     y = jax.lax.conv_general_dilated(
-        inputs.astype(dtype), flipped, window_strides=(1, 1), padding=pads, lhs_dilation=strides,
-        dimension_numbers=(layout, "HWOI", layout))
+        inputs.astype(dtype), flipped, window_strides=(1,) * rank, padding=pads, lhs_dilation=strides,
+        dimension_numbers=(layout, kernel_layout[:-2] + "OI", layout))
     return _bias_and_activation(y, bias, last, activation)
 
 
@@ -741,6 +788,11 @@ class Conv3D(_LayerObject):
     _fn, _base_name = staticmethod(conv3d), "conv3d"
 
 
+class SeparableConv1D(_LayerObject):
+    """``tf.compat.v1.layers.SeparableConv1D(filters, kernel_size, ...)``."""
+    _fn, _base_name = staticmethod(separable_conv1d), "separable_conv1d"
+
+
 class SeparableConv2D(_LayerObject):
     """``tf.compat.v1.layers.SeparableConv2D(filters, kernel_size, ...)``."""
     _fn, _base_name = staticmethod(separable_conv2d), "separable_conv2d"
@@ -749,6 +801,11 @@ class SeparableConv2D(_LayerObject):
 class Conv2DTranspose(_LayerObject):
     """``tf.compat.v1.layers.Conv2DTranspose(filters, kernel_size, ...)``."""
     _fn, _base_name = staticmethod(conv2d_transpose), "conv2d_transpose"
+
+
+class Conv3DTranspose(_LayerObject):
+    """``tf.compat.v1.layers.Conv3DTranspose(filters, kernel_size, ...)``."""
+    _fn, _base_name = staticmethod(conv3d_transpose), "conv3d_transpose"
 
 
 class BatchNormalization(_LayerObject):

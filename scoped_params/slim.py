@@ -50,8 +50,9 @@ from .initializers import (contrib_variance_scaling as variance_scaling_initiali
 
 __all__ = [
     "add_arg_scope", "arg_scope", "arg_scoped_arguments", "avg_pool2d", "avg_pool3d", "batch_norm",
-    "bias_add", "conv1d", "conv2d", "conv2d_transpose", "conv3d", "convolution", "convolution1d",
-    "convolution2d", "convolution2d_transpose", "convolution3d", "current_arg_scope", "dropout",
+    "bias_add", "conv1d", "conv2d", "conv2d_transpose", "conv3d", "conv3d_transpose", "convolution",
+    "convolution1d", "convolution2d", "convolution2d_transpose", "convolution3d",
+    "convolution3d_transpose", "current_arg_scope", "dropout",
     "flatten", "fully_connected", "has_arg_scope", "l1_regularizer", "l2_regularizer", "layer_norm",
     "max_pool2d", "max_pool3d", "model_variable", "one_hot_encoding", "repeat",
     "separable_conv2d", "separable_convolution2d", "softmax", "stack", "utils", "variable",
@@ -377,30 +378,39 @@ def convolution3d(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, *
     return convolution(inputs, num_outputs, kernel_size, *args, conv_dims=3, **kwargs)
 
 
-@add_arg_scope
-def convolution2d_transpose(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair,
-                            stride: IntOrPair = 1, padding: str = "SAME",
-                            data_format: str = "NHWC",
-                            activation_fn: Optional[Callable] = jax.nn.relu,
-                            normalizer_fn: Optional[Callable] = None,
-                            normalizer_params: Optional[dict] = None,
-                            weights_initializer: Any = _XAVIER,
-                            weights_regularizer: Optional[Callable] = None,
-                            biases_initializer: Any = zeros,
-                            biases_regularizer: Optional[Callable] = None, reuse: Any = None,
-                            variables_collections: Any = None, outputs_collections: Any = None,
-                            trainable: bool = True, scope: Any = None) -> jax.Array:
-    """``slim.conv2d_transpose``: scope ``Conv2d_transpose``, ``weights`` (kh, kw, out, in) and
-    ``biases``; TF's output size (``in * stride`` for ``'SAME'``)."""
-    df = _channels(data_format, ("NHWC", "NCHW"))
-    with _layer(scope, "Conv2d_transpose", reuse, variables_collections) as sc:
-        outputs = layers._conv2d_transpose(
-            inputs, num_outputs, kernel_size, stride, padding, df, None,
-            normalizer_fn is None and biases_initializer is not None, weights_initializer,
-            biases_initializer, weights_regularizer, biases_regularizer, trainable, sc, reuse,
-            names=("weights", "biases"))
-        return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
-                       outputs_collections, sc.name)
+def _transpose_op(name: str, rank: int, kind: str, formats: Tuple[str, str]) -> Callable:
+    """slim's ``convolution2d_transpose`` and ``convolution3d_transpose``: scope ``kind``, ``weights``
+    (spatial dims, out, in) and ``biases``; TF's output size (``in * stride`` for ``'SAME'``)."""
+
+    def op(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
+           padding: str = "SAME", data_format: str = formats[0],
+           activation_fn: Optional[Callable] = jax.nn.relu, normalizer_fn: Optional[Callable] = None,
+           normalizer_params: Optional[dict] = None, weights_initializer: Any = _XAVIER,
+           weights_regularizer: Optional[Callable] = None, biases_initializer: Any = zeros,
+           biases_regularizer: Optional[Callable] = None, reuse: Any = None,
+           variables_collections: Any = None, outputs_collections: Any = None,
+           trainable: bool = True, scope: Any = None) -> jax.Array:
+        df = _channels(data_format, formats)
+        with _layer(scope, kind, reuse, variables_collections) as sc:
+            outputs = layers._conv_transpose(
+                rank, inputs, num_outputs, kernel_size, stride, padding, df, None,
+                normalizer_fn is None and biases_initializer is not None, weights_initializer,
+                biases_initializer, weights_regularizer, biases_regularizer, trainable, sc, reuse,
+                names=("weights", "biases"))
+            return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
+                           outputs_collections, sc.name)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = (f"``slim.{name}``: scope ``{kind}``, ``weights`` (spatial dims, out, in) and "
+                  f"``biases``; TF's output size (``in * stride`` for ``'SAME'``); ``data_format`` "
+                  f"{formats[0]} or {formats[1]}.")
+    return add_arg_scope(op)
+
+
+convolution2d_transpose = _transpose_op("convolution2d_transpose", 2, "Conv2d_transpose",
+                                        ("NHWC", "NCHW"))
+convolution3d_transpose = _transpose_op("convolution3d_transpose", 3, "Conv3d_transpose",
+                                        ("NDHWC", "NCDHW"))
 
 
 @add_arg_scope
@@ -424,8 +434,8 @@ def separable_convolution2d(inputs: jax.Array, num_outputs: Optional[int], kerne
     pointwise_initializer = weights_initializer if pointwise_initializer is None else \
         pointwise_initializer
     with _layer(scope, "SeparableConv2d", reuse, variables_collections) as sc:
-        outputs = layers._separable_conv2d(
-            inputs, num_outputs, kernel_size, stride, padding, df, rate, depth_multiplier, None,
+        outputs = layers._separable_conv(
+            2, inputs, num_outputs, kernel_size, stride, padding, df, rate, depth_multiplier, None,
             normalizer_fn is None and biases_initializer is not None, weights_initializer,
             pointwise_initializer, biases_initializer, weights_regularizer, weights_regularizer,
             biases_regularizer, trainable, sc, reuse,
@@ -645,4 +655,5 @@ conv1d = convolution1d
 conv2d = convolution2d
 conv3d = convolution3d
 conv2d_transpose = convolution2d_transpose
+conv3d_transpose = convolution3d_transpose
 separable_conv2d = separable_convolution2d

@@ -95,12 +95,21 @@ def test_conv2d_matches_tf(kwargs):
                                             strides=2, padding="same", activation=jax.nn.relu)),
     ("separable_conv2d", (2, 9, 9, 3), dict(filters=4, kernel_size=(2, 3), dilation_rate=2,
                                             use_bias=False)),
+    ("separable_conv1d", (2, 11, 3), dict(filters=4, kernel_size=3, depth_multiplier=2, strides=2,
+                                          padding="same", activation=jax.nn.relu)),
+    ("separable_conv1d", (2, 11, 3), dict(filters=2, kernel_size=2, dilation_rate=3,
+                                          use_bias=False)),
+    ("conv3d_transpose", (2, 4, 5, 3, 2), dict(filters=3, kernel_size=(3, 2, 3), strides=(2, 1, 3),
+                                               padding="same")),
+    ("conv3d_transpose", (2, 4, 5, 3, 2), dict(filters=2, kernel_size=2, strides=2,
+                                               activation=jax.nn.relu)),
 ])
-def test_conv1d_conv3d_and_separable_conv2d_match_tf(kind, shape, kwargs):
+def test_conv1d_conv3d_separable_and_transposed_convolutions_match_tf(kind, shape, kwargs):
     x = images(shape)
     tf_kwargs = {**kwargs, "activation": tf.nn.relu if "activation" in kwargs else None}
     tf_out, out, _, _ = check_same(lambda i: getattr(tf.layers, kind)(i, **tf_kwargs),
                                    lambda i: getattr(sp.layers, kind)(i, **kwargs), x)
+    assert out.shape == tf_out.shape
     np.testing.assert_allclose(out, tf_out, atol=ATOL)
 
 
@@ -163,17 +172,28 @@ def test_layer_norm_matches_contribs_names_and_arithmetic():
             jax.random.key(0), h)
 
 
-def test_conv2d_channels_first_matches_tf():
-    # TF's CPU kernels reject NCHW convolutions, so TF computes on transposed data; the layer
-    # itself is the same (same kernel, same bias) in both layouts.
-    x = images((2, 3, 8, 8))
+@pytest.mark.parametrize("kind, shape, kwargs", [
+    ("conv2d", (2, 3, 8, 8), dict(filters=4, kernel_size=3, padding="same")),
+    ("separable_conv1d", (2, 3, 11), dict(filters=4, kernel_size=3, depth_multiplier=2)),
+    ("separable_conv2d", (2, 3, 8, 8), dict(filters=4, kernel_size=3, strides=2, padding="same")),
+    ("conv2d_transpose", (2, 3, 4, 5), dict(filters=2, kernel_size=3, strides=2, padding="same")),
+    ("conv3d_transpose", (2, 3, 2, 4, 5), dict(filters=3, kernel_size=3, strides=(1, 2, 2))),
+])
+def test_channels_first_matches_tf(kind, shape, kwargs):
+    # TF's CPU kernels reject channels-first convolutions, so TF computes on transposed data; the
+    # layer itself is the same (same kernel, same bias) in both layouts.
+    x = images(shape)
+    last = [0, *range(2, len(shape)), 1]
+    first = [0, len(shape) - 1, *range(1, len(shape) - 1)]
     tf_out, tf_vars, _ = run_tf(lambda i: tf.transpose(
-        tf.layers.conv2d(tf.transpose(i, [0, 2, 3, 1]), 4, 3, padding="same"), [0, 3, 1, 2]), x)
-    model = sp.transform(lambda i: sp.layers.conv2d(i, 4, 3, padding="same",
-                                                    data_format="channels_first"))
+        getattr(tf.layers, kind)(tf.transpose(i, last), **kwargs), first), x)
+    model = sp.transform(lambda i: getattr(sp.layers, kind)(i, **kwargs,
+                                                            data_format="channels_first"))
     params, _ = split_params(tf_vars)
     assert sorted(sp.flatten(model.init(jax.random.key(0), x))) == sorted(tf_vars)
-    np.testing.assert_allclose(model.apply(params, x), tf_out, atol=ATOL)
+    out = model.apply(params, x)
+    assert out.shape == tf_out.shape
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -401,7 +421,10 @@ def _object_model(layers, vs):
         sep, c1 = layers.SeparableConv2D(2, 3, padding="same"), layers.Conv1D(2, 2)
         e = sep(x) + layers.AveragePooling2D(1, 1)(sep(2 * x))  # one set of weights
         f = layers.MaxPooling1D(2, 1)(c1(y[:, :, None]) + c1(2 * y[:, :, None]))
-        return a, b, c, layers.dense(h, 2), conv(x), d, e, f
+        sep1, up3 = layers.SeparableConv1D(2, 2, depth_multiplier=2), layers.Conv3DTranspose(2, 2, 2)
+        g = sep1(y[:, :, None]) - sep1(3 * y[:, :, None])
+        k = up3(x[:, None]) + up3(-x[:, None])
+        return a, b, c, layers.dense(h, 2), conv(x), d, e, f, g, k
     return build
 
 

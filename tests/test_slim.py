@@ -92,15 +92,18 @@ def batch_norm_variants(slim, vs, relu, images, is_training=True):
 
 
 def other_ranks(slim, vs, relu, images, is_training=False):
-    """conv1d, conv3d and the 3-d pools, with an arg scope keyed on each."""
-    del vs, relu, is_training
+    """conv1d, conv3d, conv3d_transpose and the 3-d pools, with arg scopes keyed on them."""
+    del vs, is_training
     sequence = images[:, 0]  # [batch, 16, 3]
     volume = images[:, :6, :6, :2, None] * images[:, :6, :6, 1:3, None]  # [batch, 6, 6, 2, 1]
     with slim.arg_scope([slim.conv1d], padding="VALID"):
         a = slim.conv1d(slim.conv1d(sequence, 4, 3), 2, 3, 2)  # Conv, Conv_1
     b = slim.conv3d(volume, 3, [2, 2, 1], scope="c3")
+    with slim.arg_scope([slim.conv3d_transpose], activation_fn=None):
+        c = slim.conv3d_transpose(b, 2, [3, 2, 2], stride=[2, 1, 2])  # Conv3d_transpose
+        d = slim.conv3d_transpose(b, 2, 2, stride=2, padding="VALID", activation_fn=relu)
     return (a, slim.max_pool3d(b, [2, 2, 1], stride=1),
-            slim.avg_pool3d(b, 2, stride=1, padding="SAME")), {}
+            slim.avg_pool3d(b, 2, stride=1, padding="SAME"), c, d), {}
 
 
 PROGRAMS = [vgg_like, resnet_like, other_ranks]
