@@ -24,7 +24,7 @@ carry (``sp.layer_stack`` threads the state of repeated layers).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +52,7 @@ def _inside(frame: _frame.Frame, api: str, f: Callable, base_rng: Optional[jax.A
     """``f`` in a new closure whose traces may read ``frame``'s parameters. The closure's first
     argument is the step to fold into ``base_rng`` (ignored when there is no key)."""
     snapshot = _Snapshot(frame)
-    traced = []
+    traced: List[Any] = []
 
     def body(step, *args, **kwargs):
         if traced:  # JAX traces it again: start from the state the first trace started from

@@ -41,7 +41,7 @@ _IS_USER_FILE: dict = {}
 
 def user_site(depth: int = 1) -> Site:
     """(file, line) of the first caller frame outside this package (and outside contextlib)."""
-    f = sys._getframe(depth)
+    f: Optional[types.FrameType] = sys._getframe(depth)
     while f is not None:
         filename = f.f_code.co_filename
         user = _IS_USER_FILE.get(filename)
@@ -195,6 +195,8 @@ class CheckpointCorruptError(CheckpointError, ValueError):
     ``sp.checkpoint.load`` never returns a partial or silently wrong tree: a file written by
     ``sp.checkpoint.save`` carries a CRC-32 of all its bytes, checked on every load.
     """
+
+    filename: Optional[str] = None  # the file that could not be read
 
 
 class CheckpointMismatchError(CheckpointError, ValueError):

@@ -45,6 +45,8 @@ class Frame:
         "record_names",
         "collected",  # slim's outputs_collections: name -> [(alias, value)]; unset until used
     )
+    node: list  # a counter-trie node: [entry count, children or None, hints or None] (_scope.py)
+    root_node: list
 
     def __init__(self, mode: str, store: Any, with_state: bool, rng: Any = None,
                  records: Optional[Dict[str, Any]] = None):
@@ -223,8 +225,10 @@ def record(name: str, value: Any) -> None:
             f"  fix: return the value from the function (as a scan output, for every step) and record "
             f"it after {frame.loop}.")
     full = f"{frame.name_stack}/{name}" if frame.name_stack else name
-    count = frame.record_names.get(full, 0)
-    frame.record_names[full] = count + 1
+    names = frame.record_names  # a dict whenever records are
+    assert names is not None
+    count = names.get(full, 0)
+    names[full] = count + 1
     if count:
         full = f"{full}_{count}"
     frame.records[full] = value

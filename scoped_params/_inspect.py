@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, List, NamedTuple, Optional, Tuple
+from typing import IO, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -27,10 +27,11 @@ class Entry(NamedTuple):
 def human_bytes(n: Optional[int]) -> str:
     if n is None:
         return "-"
+    size: float = n
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024.0
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024.0
     return str(n)
 
 
@@ -51,7 +52,7 @@ class _Source:
         from . import _tf1, checkpoint
 
         self.path = path
-        self.metadata = {}
+        self.metadata: Dict[str, str] = {}
         if checkpoint.is_tf1_source(path):
             reader = _tf1._Reader(path)
             self.kind = f"TF checkpoint {reader.prefix}"
@@ -70,7 +71,7 @@ class _Source:
             self.kind = f"weights file {path}"
             self.entries = [Entry(n, a.shape, a.dtype.name, a.size, a.nbytes)
                             for n, a in sorted(flat.items())]
-            self.get = flat.__getitem__
+            self.get = flat.__getitem__  # type: ignore[assignment]
 
 
 def table(source: _Source) -> str:

@@ -143,7 +143,7 @@ class _Snapshot:
         self.made = (dict(root.specs), dict(root.values), set(root.prefixes)) \
             if isinstance(root, InitStore) else None
         self.node = node = frame.node
-        self.count, children, hints = node
+        self.count, children, hints = node  # [count, children or None, hints or None]
         self.children = dict(children) if children is not None else None
         self.hints = dict(hints) if hints is not None else None
         self.names_in_use = dict(frame.names_in_use)
@@ -164,7 +164,7 @@ class _Snapshot:
                         dict(self.hints) if self.hints is not None else None)
         frame.names_in_use.clear()
         frame.names_in_use.update(self.names_in_use)
-        if self.record_names is not None:
+        if self.record_names is not None and frame.record_names is not None:
             frame.record_names.clear()
             frame.record_names.update(self.record_names)
         del frame.regularized[self.regularized:]

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import inspect
 import math
-from typing import Any, Callable, Dict, Hashable, List
+from typing import Any, Callable, Dict, Hashable, List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +115,7 @@ def initialize(key: jax.Array, specs: Dict[str, ParamSpec],
 
 
 def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Array]:
-    groups: Dict[Hashable, List[str]] = {}
+    groups: Dict[Tuple[Hashable, Tuple[int, ...], Any], List[str]] = {}
     values: Dict[str, jax.Array] = {}
     for name, spec in specs.items():
         if not callable(spec.init):

@@ -101,7 +101,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                     frame.regularized.append((regularizer, value))
                 if shape != aval.shape:  # a list, a partly known shape, or a mismatch
                     shape = _as_shape(shape, full)
-                    if shape != aval.shape and not _compatible(shape, aval.shape):
+                    if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
                         raise _shape_error(full, shape, aval.shape, created[full])
                 if dtype is None:
                     dtype = scope.dtype
@@ -140,7 +140,7 @@ def get_state(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     if not frame.with_state:
         raise _no_state("get_state", name)
     value = _request(frame, name, shape, init, dtype, False, None, None, None, STATE)
-    return _frame.usable_outside(value, what) if outside else value
+    return _frame.usable_outside(value, what) if outside else value  # type: ignore[arg-type]
 
 
 def set_state(name: str, value: Any) -> None:
@@ -579,7 +579,7 @@ try:  # lax.split and the opaque trace state arrived in jax 0.4.36; without them
     def _trace_state():
         return _get_trace_state(convention="flax")
 except (ImportError, AttributeError):  # pragma: no cover - older jax
-    _split = None
+    _split = None  # type: ignore[assignment]
 
 
 def _zeros(shape: Tuple, dtype: Any) -> jax.Array:

@@ -14,7 +14,7 @@ import enum
 import inspect
 import re
 import threading
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import jax
 import numpy as np
@@ -345,6 +345,7 @@ if _TRACE is None:  # pragma: no cover - other jax versions
     _TRACE = _FoundTrace()
 
 
+_named_scope: Callable[[str], Any]
 try:  # what jax.named_scope returns, without its argument check (our names are checked strings)
     from jax.extend.source_info_util import extend_name_stack as _named_scope
 except ImportError:  # pragma: no cover - older jax
@@ -425,7 +426,7 @@ class name_scope:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name_scope: name must be a string or None, got {type(name).__name__}")
         self._name = name
-        self._entry = None
+        self._entry: Optional[Tuple[_frame.Frame, tuple]] = None
 
     def __enter__(self) -> str:
         frame = _frame.current("name_scope")
@@ -434,7 +435,11 @@ class name_scope:
         new = entry[1]
         return new + "/" if new else ""
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._entry is None:
+            raise ScopeNestingError(
+                f"Closing sp.name_scope({self._name!r}), which is not open.\n"
+                "  fix: enter it first (use a `with` block).")
         (frame, entry), self._entry = self._entry, None
         if exc_info[0] is None and frame.name_stack != entry[1]:
             raise ScopeNestingError(
@@ -628,6 +633,13 @@ class _ScopeContext:
     """What ``sp.scope(...)`` returns: entering it opens the scope (``__enter__`` gives the ``Scope``)."""
 
     __slots__ = ("_name_or_scope",)
+    _name_or_scope: Union[str, Scope, None]
+
+    def __enter__(self) -> Scope:  # the subclasses' entries
+        raise NotImplementedError
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        raise NotImplementedError
 
     def _asked(self) -> str:
         return f"sp.scope({self._name_or_scope!r})"
@@ -642,10 +654,11 @@ class _PlainScope(_ScopeContext):
     entry of every trace."""
 
     __slots__ = ("_root_ok",)
+    _name_or_scope: str
 
     def __init__(self, name: str):
         self._name_or_scope = name
-        self._root_ok = None  # whether the name is valid at the root; None until checked
+        self._root_ok: Optional[bool] = None  # whether the name is valid at the root; None until checked
 
     def __enter__(self) -> Scope:
         frame = _current_frame()
@@ -786,7 +799,7 @@ class _ScopeWithOptions(_ScopeContext):
 
         # 2. The variable scope (TF's _pure_variable_scope.__enter__).
         jump = isinstance(name_or_scope, Scope)
-        if jump:
+        if isinstance(name_or_scope, Scope):
             captured = name_or_scope
             reuse = opts.reuse if opts.reuse else captured.reuse
             origin = (captured.name, user_site(), "reuse=True") if opts.reuse else captured.reuse_origin
@@ -857,7 +870,7 @@ def _documented_signature() -> inspect.Signature:
                        return_annotation=scope.__annotations__["return"])
 
 
-scope.__signature__ = _documented_signature()
+scope.__signature__ = _documented_signature()  # type: ignore[attr-defined]
 
 
 def _nesting_error(closing: Scope, frame) -> ScopeNestingError:

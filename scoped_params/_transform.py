@@ -147,7 +147,7 @@ class Transformed:
     def __init__(self, fn: Callable, with_state: bool):
         self._fn = fn
         self._with_state = with_state
-        functools.update_wrapper(self, fn, updated=())
+        functools.update_wrapper(self, fn, updated=())  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[Callable]:
         yield self.init

@@ -61,7 +61,8 @@ def _under(name: str, prefix: str) -> bool:
 
 def partition(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any]) -> Tuple[Tree, Tree]:
     """Split a nested tree by ``predicate(full_name, leaf)`` into (matching, rest), both nested."""
-    yes, no = {}, {}
+    yes: Dict[str, Any] = {}
+    no: Dict[str, Any] = {}
     for name, leaf in flatten(tree).items():
         (yes if predicate(name, leaf) else no)[name] = leaf
     return unflatten(yes), unflatten(no)

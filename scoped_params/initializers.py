@@ -62,7 +62,7 @@ def _tf_class(factory: Callable) -> Callable:
     signature = inspect.signature(factory)
     own = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
     tf = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in ("seed", "dtype")]
-    make.__signature__ = signature.replace(parameters=own + tf)
+    make.__signature__ = signature.replace(parameters=own + tf)  # type: ignore[attr-defined]
     setattr(make, _FACTORY_MARK, True)
     return make
 
@@ -244,7 +244,7 @@ def xavier_initializer(uniform: bool = True):
     ``glorot_normal``'s correction (1 / 0.8796)."""
     if uniform:
         return _glorot_uniform
-    return contrib_variance_scaling.__wrapped__(1.0, "FAN_AVG", False)
+    return contrib_variance_scaling.__wrapped__(1.0, "FAN_AVG", False)  # type: ignore[attr-defined]
 
 
 @_tf_class
@@ -402,19 +402,19 @@ VarianceScaling = variance_scaling
 @_tf_class
 def RandomNormal(mean: float = 0.0, stddev: float = 0.05):  # noqa: N802 - Keras's class name
     """``tf.keras.initializers.RandomNormal`` (defaults mean=0, stddev=0.05)."""
-    return random_normal.__wrapped__(mean, stddev)
+    return random_normal.__wrapped__(mean, stddev)  # type: ignore[attr-defined]
 
 
 @_tf_class
 def TruncatedNormal(mean: float = 0.0, stddev: float = 0.05):  # noqa: N802
     """``tf.keras.initializers.TruncatedNormal`` (defaults mean=0, stddev=0.05)."""
-    return truncated_normal.__wrapped__(mean, stddev)
+    return truncated_normal.__wrapped__(mean, stddev)  # type: ignore[attr-defined]
 
 
 @_tf_class
 def RandomUniform(minval: float = -0.05, maxval: float = 0.05):  # noqa: N802
     """``tf.keras.initializers.RandomUniform`` (defaults [-0.05, 0.05))."""
-    return random_uniform.__wrapped__(minval, maxval)
+    return random_uniform.__wrapped__(minval, maxval)  # type: ignore[attr-defined]
 
 
 # tf.contrib.layers' initializers, at the path ported code spells: tf.contrib.layers.X -> contrib.X.

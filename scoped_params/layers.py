@@ -35,7 +35,7 @@ import numpy as np
 from . import _frame
 from ._errors import StateError
 from ._params import get_param, get_state, set_state
-from ._scope import AUTO_REUSE, Scope, scope
+from ._scope import AUTO_REUSE, Scope, _ScopeContext, scope
 from .initializers import ones, zeros
 
 __all__ = [
@@ -54,7 +54,7 @@ IntOrPair = Union[int, Sequence[int]]
 # --- shared helpers -------------------------------------------------------------------------------
 
 
-def _layer_scope(name: Any, base_name: str, reuse: Any) -> scope:
+def _layer_scope(name: Any, base_name: str, reuse: Any) -> _ScopeContext:
     """TF's legacy ``Layer._set_scope`` followed by re-entering the captured scope with ``reuse``."""
     if isinstance(name, Scope):  # a layer object's scope, captured at its first call
         return scope(name, reuse=reuse if reuse else None, auxiliary_name_scope=False)
@@ -75,7 +75,7 @@ def _tuple(value: IntOrPair, n: int, what: str) -> Tuple[int, ...]:
 
 
 def _pair(value: IntOrPair, what: str) -> Tuple[int, int]:
-    return _tuple(value, 2, what)
+    return _tuple(value, 2, what)  # type: ignore[return-value]
 
 
 # Spatial rank -> (channels-last layout, channels-first layout, kernel layout) for lax's convolutions.
@@ -718,7 +718,7 @@ class _LayerObject:
     each ``apply`` start afresh).
     """
 
-    _fn: Callable = None
+    _fn: Callable[..., jax.Array]
     _base_name: str = ""
 
     def __init__(self, *args: Any, name: Optional[str] = None, _reuse: Any = None, **kwargs: Any):
@@ -816,7 +816,7 @@ class BatchNormalization(_LayerObject):
 class _Stateless:
     """A layer object without variables: a function with its arguments bound."""
 
-    _fn: Callable = None
+    _fn: Callable[..., jax.Array]
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._args, self._kwargs = args, kwargs

@@ -359,6 +359,7 @@ class DropoutWrapper(_Wrapper):
                 "so its masks would be drawn anew at every step.\n"
                 "  fix: run the cell with sp.rnn.dynamic_rnn or static_rnn, which draw the masks "
                 "once before their loop.")
+        assert self._variational is not None  # _noise runs only when it is set
         input_size, dtype = self._variational
 
         def draw(size):

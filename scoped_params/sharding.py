@@ -40,7 +40,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
@@ -54,7 +54,7 @@ from ._transform import Transformed
 try:  # a mesh of axis names and sizes only: plans shardings for devices this machine need not have
     from jax.sharding import AbstractMesh
 except ImportError:  # pragma: no cover - older jax
-    AbstractMesh = Mesh
+    AbstractMesh = Mesh  # type: ignore[misc,assignment]
 _MESHES = (Mesh, AbstractMesh)
 
 __all__ = [
@@ -91,8 +91,8 @@ class Rules:
 
     __slots__ = ("rules",)
 
-    def __init__(self, rules: Iterable[Tuple[str, Optional[PartitionSpec]]]):
-        compiled = []
+    def __init__(self, rules: Iterable[Tuple[Any, PartitionLike]]):
+        compiled: list = []
         for i, item in enumerate(rules):
             try:
                 pattern, target = item
@@ -343,7 +343,7 @@ def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Mesh) -
             f"PartitionSpec {pspec} (from {src}) has {len(pspec)} entries.\n"
             "  fix: give at most one entry per array axis (missing trailing entries mean replicated).")
     sizes = dict(mesh.shape)  # axis name -> size, for a Mesh and an AbstractMesh alike
-    seen = {}
+    seen: Dict[str, int] = {}
     for dim, entry in enumerate(pspec):
         axes = _mesh_axes(entry)
         for ax in axes:

@@ -121,7 +121,7 @@ def add_arg_scope(func: Callable) -> Callable:
         return func(*args, **kwargs)
 
     _DECORATED[key] = tuple(n for n, p in parameters.items() if p.default is not p.empty)
-    func_with_args._key_op = key
+    func_with_args._key_op = key  # type: ignore[attr-defined]
     return func_with_args
 
 
@@ -155,7 +155,8 @@ class arg_scope:  # noqa: N801 - slim's name
                 raise ValueError("slim.arg_scope(sc) re-enters a saved arg scope, so it takes no "
                                  f"other arguments (got {', '.join(k + '=' for k in kwargs)}).\n"
                                  "  fix: open a nested arg_scope for the extra defaults.")
-            self._scope = dict(list_ops_or_scope)
+            self._scope: Union[Dict[Any, Dict[str, Any]], Tuple[tuple, Dict[str, Any]]] = \
+                dict(list_ops_or_scope)
         elif isinstance(list_ops_or_scope, (list, tuple)):
             for op in list_ops_or_scope:
                 if not has_arg_scope(op):
@@ -167,7 +168,7 @@ class arg_scope:  # noqa: N801 - slim's name
         else:
             raise TypeError("slim.arg_scope takes a list or tuple of ops, or a saved arg scope "
                             f"(dict), got {type(list_ops_or_scope).__name__}.")
-        self._token = None
+        self._token: Optional[contextvars.Token] = None
 
     def __enter__(self) -> Dict[Any, Dict[str, Any]]:
         if isinstance(self._scope, dict):
@@ -182,6 +183,8 @@ class arg_scope:  # noqa: N801 - slim's name
         return new
 
     def __exit__(self, *exc_info) -> None:
+        if self._token is None:
+            raise RuntimeError("slim.arg_scope: __exit__ without __enter__.")
         _ARG_SCOPE.reset(self._token)
         self._token = None
 
@@ -197,7 +200,7 @@ def collect_named_outputs(collections: Optional[Union[str, Sequence[str]]], alia
         frame = _frame.current("slim.utils.collect_named_outputs")
         store = getattr(frame, "collected", None)
         if store is None:
-            store = frame.collected = {}
+            store = frame.collected = {}  # type: ignore[attr-defined]
         alias = alias[:-1] if alias.endswith("/") else alias
         for name in [collections] if isinstance(collections, str) else collections:
             store.setdefault(name, []).append((alias, outputs))
@@ -512,6 +515,7 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
     df = _channels(data_format, ("NHWC", "NCHW"))
     param_initializers = param_initializers or {}
     param_regularizers = param_regularizers or {}
+    bessel: Optional[bool]
     if fused is False:
         bessel = False
     else:  # slim's fused path reshapes 2-D inputs to 4-D; the core layer fuses 4-D (and 5-D)
@@ -616,7 +620,7 @@ def _layer_name(layer: Callable, fallback: str) -> str:
     if hasattr(layer, "__name__"):
         return layer.__name__
     func = getattr(layer, "func", None)  # a functools.partial
-    return func.__name__ if hasattr(func, "__name__") else fallback
+    return getattr(func, "__name__", fallback)
 
 
 def repeat(inputs: jax.Array, repetitions: int, layer: Callable, *args: Any, **kwargs: Any
