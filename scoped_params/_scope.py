@@ -97,24 +97,36 @@ class Scope:
         self._values = None
 
     def set_initializer(self, initializer: Any) -> None:
+        """The default initializer of parameters created in this scope from now on, and of
+        sub-scopes opened later (TF's ``VariableScope.set_initializer``)."""
         self.initializer = initializer
 
     def set_regularizer(self, regularizer: Optional[Callable]) -> None:
+        """The default regularizer of parameters created in this scope from now on, and of
+        sub-scopes opened later (TF's ``VariableScope.set_regularizer``)."""
         self.regularizer = regularizer
 
     def set_dtype(self, dtype: Any) -> None:
+        """The default dtype of parameters created in this scope from now on, and of sub-scopes
+        opened later (TF's ``VariableScope.set_dtype``)."""
         self.dtype = np.dtype(dtype)
 
     def set_custom_getter(self, custom_getter: Optional[Callable]) -> None:
+        """Replace this scope's custom getter, ``getter(next_getter, name, *args, **kwargs)``, for
+        requests from now on (TF's ``VariableScope.set_custom_getter``)."""
         _check_getter(custom_getter)
         self.custom_getter = custom_getter
         if custom_getter is not None:
             self._values = None
 
     def set_partitioner(self, partitioner: Any) -> None:
+        """The default partitioner of parameters created in this scope from now on, and of
+        sub-scopes opened later (TF's ``VariableScope.set_partitioner``)."""
         self.partitioner = partitioner
 
     def set_trainable(self, trainable: Optional[bool]) -> None:
+        """Whether parameters created in this scope from now on, and in sub-scopes opened
+        later, are trainable (``None``: as each request says)."""
         self.trainable = trainable
 
     def __repr__(self) -> str:

@@ -32,10 +32,12 @@ class ParamSpec:
 
     @property
     def size(self) -> int:
+        """The number of values (the product of the shape)."""
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
+        """The bytes the parameter takes: ``size`` times the dtype's item size."""
         return self.size * np.dtype(self.dtype).itemsize
 
     def __repr__(self) -> str:

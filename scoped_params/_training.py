@@ -68,6 +68,7 @@ class TrainingCheckpointer:
         return self._manager.latest_step()
 
     def all_steps(self) -> List[int]:
+        """The steps saved in the directory, oldest first (re-read from disk)."""
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
@@ -103,6 +104,7 @@ class TrainingCheckpointer:
             ) from e
 
     def close(self) -> None:
+        """Release orbax's manager (also on leaving a ``with`` block)."""
         self._manager.close()
 
     def __enter__(self) -> "TrainingCheckpointer":

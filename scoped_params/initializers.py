@@ -184,6 +184,7 @@ def _glorot_uniform(key, shape, dtype=jnp.float32):
 
 @_tf_class
 def glorot_normal():
+    """TF 1.x ``glorot_normal_initializer``: ``variance_scaling(1.0, "fan_avg", "truncated_normal")``."""
     return variance_scaling(1.0, "fan_avg", "truncated_normal")
 
 
@@ -284,11 +285,13 @@ def identity(gain: float = 1.0):
 
 
 def zeros(key, shape, dtype=jnp.float32):
+    """All zeros, as an initializer: ``init(key, shape, dtype)`` (TF's ``zeros_initializer()``)."""
     del key
     return jnp.zeros(shape, dtype)
 
 
 def ones(key, shape, dtype=jnp.float32):
+    """All ones, as an initializer: ``init(key, shape, dtype)`` (TF's ``ones_initializer()``)."""
     del key
     return jnp.ones(shape, dtype)
 

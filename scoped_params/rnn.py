@@ -46,6 +46,7 @@ class LSTMStateTuple(collections.namedtuple("LSTMStateTuple", ("c", "h"))):
 
     @property
     def dtype(self):
+        """The dtype of ``c`` (TF's ``LSTMStateTuple.dtype``)."""
         return self.c.dtype
 
 
@@ -70,9 +71,12 @@ class RNNCell:
 
     @property
     def output_size(self) -> int:
+        """The depth of each step's output."""
         return self._num_units
 
     def call(self, inputs: jax.Array, state: Any) -> Tuple[jax.Array, Any]:
+        """One step, ``(output, new_state)``, inside the cell's variable scope. Subclasses define
+        it; run the cell by calling it (``cell(inputs, state)``), which opens that scope."""
         raise NotImplementedError
 
     def __call__(self, inputs: jax.Array, state: Any, scope: Any = None) -> Tuple[jax.Array, Any]:

@@ -1,4 +1,4 @@
-"""A user's program, type-checked by ``tests/test_typing.py`` with mypy against the package.
+"""A user's program, type-checked by ``tests/test_public_api.py`` with mypy against the package.
 
 It is never run: it pins what a type checker infers from scoped_params' public API (``assert_type``).
 """
