@@ -218,53 +218,44 @@ def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
                  bias_regularizer, trainable, name, reuse)
 
 
-def separable_conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = 1,
-                     padding: str = "valid", data_format: str = "channels_last",
-                     dilation_rate: IntOrPair = 1, depth_multiplier: int = 1,
-                     activation: Optional[Callable] = None, use_bias: bool = True,
-                     depthwise_initializer: Any = None, pointwise_initializer: Any = None,
-                     bias_initializer: Any = zeros, depthwise_regularizer: Optional[Callable] = None,
-                     pointwise_regularizer: Optional[Callable] = None,
-                     bias_regularizer: Optional[Callable] = None,
-                     activity_regularizer: Optional[Callable] = None,
-                     depthwise_constraint: Any = None, pointwise_constraint: Any = None,
-                     bias_constraint: Any = None, trainable: bool = True,
-                     name: Optional[str] = None, reuse: Any = None) -> jax.Array:
-    """``tf.compat.v1.layers.separable_conv1d`` on [batch, width, channels]: a depthwise convolution
-    (``<name>/depthwise_kernel``, ``(k, in, depth_multiplier)``), then a width-1 one
-    (``<name>/pointwise_kernel``, ``(1, in * depth_multiplier, filters)``), then ``<name>/bias``."""
-    _unsupported(activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
-                 pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
-    return _separable_conv(1, inputs, filters, kernel_size, strides, padding, data_format,
-                           dilation_rate, depth_multiplier, activation, use_bias,
-                           depthwise_initializer, pointwise_initializer, bias_initializer,
-                           depthwise_regularizer, pointwise_regularizer, bias_regularizer,
-                           trainable, name, reuse)
+def _separable_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Array]:
+    """``tf.compat.v1.layers``' separable convolution ``fn_name``, with TF's explicit signature."""
+    one: IntOrPair = 1 if rank == 1 else (1,) * rank
+
+    def fn(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = one,
+           padding: str = "valid", data_format: str = "channels_last", dilation_rate: IntOrPair = one,
+           depth_multiplier: int = 1, activation: Optional[Callable] = None, use_bias: bool = True,
+           depthwise_initializer: Any = None, pointwise_initializer: Any = None,
+           bias_initializer: Any = zeros, depthwise_regularizer: Optional[Callable] = None,
+           pointwise_regularizer: Optional[Callable] = None,
+           bias_regularizer: Optional[Callable] = None,
+           activity_regularizer: Optional[Callable] = None, depthwise_constraint: Any = None,
+           pointwise_constraint: Any = None, bias_constraint: Any = None, trainable: bool = True,
+           name: Optional[str] = None, reuse: Any = None) -> jax.Array:
+        _unsupported(activity_regularizer=activity_regularizer,
+                     depthwise_constraint=depthwise_constraint,
+                     pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
+        return _separable_conv(rank, inputs, filters, kernel_size, strides, padding, data_format,
+                               dilation_rate, depth_multiplier, activation, use_bias,
+                               depthwise_initializer, pointwise_initializer, bias_initializer,
+                               depthwise_regularizer, pointwise_regularizer, bias_regularizer,
+                               trainable, name, reuse)
+
+    fn.__name__ = fn.__qualname__ = fn_name
+    fn.__doc__ = f"``tf.compat.v1.layers.{fn_name}``{doc}"
+    return fn
 
 
-def separable_conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
-                     strides: IntOrPair = (1, 1), padding: str = "valid",
-                     data_format: str = "channels_last", dilation_rate: IntOrPair = (1, 1),
-                     depth_multiplier: int = 1, activation: Optional[Callable] = None,
-                     use_bias: bool = True, depthwise_initializer: Any = None,
-                     pointwise_initializer: Any = None, bias_initializer: Any = zeros,
-                     depthwise_regularizer: Optional[Callable] = None,
-                     pointwise_regularizer: Optional[Callable] = None,
-                     bias_regularizer: Optional[Callable] = None,
-                     activity_regularizer: Optional[Callable] = None,
-                     depthwise_constraint: Any = None, pointwise_constraint: Any = None,
-                     bias_constraint: Any = None, trainable: bool = True,
-                     name: Optional[str] = None, reuse: Any = None) -> jax.Array:
-    """``tf.compat.v1.layers.separable_conv2d``: a depthwise convolution (``<name>/depthwise_kernel``,
-    ``(kh, kw, in, depth_multiplier)``), then a 1x1 one (``<name>/pointwise_kernel``,
-    ``(1, 1, in * depth_multiplier, filters)``), then ``<name>/bias``."""
-    _unsupported(activity_regularizer=activity_regularizer, depthwise_constraint=depthwise_constraint,
-                 pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
-    return _separable_conv(2, inputs, filters, kernel_size, strides, padding, data_format,
-                           dilation_rate, depth_multiplier, activation, use_bias,
-                           depthwise_initializer, pointwise_initializer, bias_initializer,
-                           depthwise_regularizer, pointwise_regularizer, bias_regularizer,
-                           trainable, name, reuse)
+separable_conv1d = _separable_layer(
+    "separable_conv1d", 1,
+    " on [batch, width, channels]: a depthwise convolution (``<name>/depthwise_kernel``, ``(k, in, "
+    "depth_multiplier)``), then a width-1 one (``<name>/pointwise_kernel``, ``(1, in * "
+    "depth_multiplier, filters)``), then ``<name>/bias``.")
+separable_conv2d = _separable_layer(
+    "separable_conv2d", 2,
+    ": a depthwise convolution (``<name>/depthwise_kernel``, ``(kh, kw, in, depth_multiplier)``), "
+    "then a 1x1 one (``<name>/pointwise_kernel``, ``(1, 1, in * depth_multiplier, filters)``), then "
+    "``<name>/bias``.")
 
 
 def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel_size: IntOrPair,
@@ -315,43 +306,36 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     return _bias_and_activation(y, bias, last, activation)
 
 
-def conv2d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
-                     strides: IntOrPair = (1, 1), padding: str = "valid",
-                     data_format: str = "channels_last", activation: Optional[Callable] = None,
-                     use_bias: bool = True, kernel_initializer: Any = None,
-                     bias_initializer: Any = zeros, kernel_regularizer: Optional[Callable] = None,
-                     bias_regularizer: Optional[Callable] = None,
-                     activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
-                     bias_constraint: Any = None, trainable: bool = True,
-                     name: Optional[str] = None, reuse: Any = None) -> jax.Array:
-    """``tf.compat.v1.layers.conv2d_transpose``: ``<name>/kernel`` of shape ``(kh, kw, filters, in)``.
+def _transpose_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Array]:
+    """``tf.compat.v1.layers``' transposed convolution ``fn_name``, with TF's explicit signature."""
 
-    The output is TF's: spatial size ``in * stride`` for ``'same'`` and
-    ``in * stride + max(kernel - stride, 0)`` for ``'valid'``.
-    """
-    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
-    return _conv_transpose(2, inputs, filters, kernel_size, strides, padding, data_format,
-                           activation, use_bias, kernel_initializer, bias_initializer,
-                           kernel_regularizer, bias_regularizer, trainable, name, reuse)
+    def fn(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
+           strides: IntOrPair = (1,) * rank, padding: str = "valid",
+           data_format: str = "channels_last", activation: Optional[Callable] = None,
+           use_bias: bool = True, kernel_initializer: Any = None, bias_initializer: Any = zeros,
+           kernel_regularizer: Optional[Callable] = None,
+           bias_regularizer: Optional[Callable] = None,
+           activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
+           bias_constraint: Any = None, trainable: bool = True, name: Optional[str] = None,
+           reuse: Any = None) -> jax.Array:
+        _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                     bias_constraint=bias_constraint)
+        return _conv_transpose(rank, inputs, filters, kernel_size, strides, padding, data_format,
+                               activation, use_bias, kernel_initializer, bias_initializer,
+                               kernel_regularizer, bias_regularizer, trainable, name, reuse)
+
+    fn.__name__ = fn.__qualname__ = fn_name
+    fn.__doc__ = (f"``tf.compat.v1.layers.{fn_name}``{doc} The output is TF's: spatial size "
+                  "``in * stride`` for ``'same'`` and ``in * stride + max(kernel - stride, 0)`` for "
+                  "``'valid'``.")
+    return fn
 
 
-def conv3d_transpose(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
-                     strides: IntOrPair = (1, 1, 1), padding: str = "valid",
-                     data_format: str = "channels_last", activation: Optional[Callable] = None,
-                     use_bias: bool = True, kernel_initializer: Any = None,
-                     bias_initializer: Any = zeros, kernel_regularizer: Optional[Callable] = None,
-                     bias_regularizer: Optional[Callable] = None,
-                     activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
-                     bias_constraint: Any = None, trainable: bool = True,
-                     name: Optional[str] = None, reuse: Any = None) -> jax.Array:
-    """``tf.compat.v1.layers.conv3d_transpose`` on [batch, depth, height, width, channels]:
-    ``<name>/kernel`` of shape ``(kd, kh, kw, filters, in)``; output sizes as in ``conv2d_transpose``."""
-    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
-    return _conv_transpose(3, inputs, filters, kernel_size, strides, padding, data_format,
-                           activation, use_bias, kernel_initializer, bias_initializer,
-                           kernel_regularizer, bias_regularizer, trainable, name, reuse)
+conv2d_transpose = _transpose_layer(
+    "conv2d_transpose", 2, ": ``<name>/kernel`` of shape ``(kh, kw, filters, in)``.")
+conv3d_transpose = _transpose_layer(
+    "conv3d_transpose", 3, " on [batch, depth, height, width, channels]: ``<name>/kernel`` of shape "
+    "``(kd, kh, kw, filters, in)``.")
 
 
 def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair,
