@@ -39,11 +39,21 @@ def summary(model: Any, *args: Any, **kwargs: Any) -> str:
     ``jax.ShapeDtypeStruct``s and nothing is allocated. State entries (``transform_with_state``)
     are listed after the parameters, marked ``[state]``; non-trainable parameters are ``(frozen)``.
 
-    >>> sp.summary(model, jax.ShapeDtypeStruct((8, 28, 28, 1), jnp.float32))
-    scope                parameters      bytes  shapes
-    -------------------  ----------  ---------  -----------------------------------------
-    image_filters/conv1      25,632  100.1 KiB  weights 5x5x32x32 float32, biases 32 float32
-    ...
+    >>> def classifier(images):
+    ...     with sp.scope("conv1"):
+    ...         w = sp.get_param("weights", (5, 5, 1, 32))
+    ...         b = sp.get_param("biases", (32,), init=sp.initializers.zeros)
+    ...     y = jax.lax.conv_general_dilated(images, w, (2, 2), "SAME",
+    ...                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ...     y = jax.nn.relu(y + b)
+    ...     return sp.layers.dense(y.reshape(y.shape[0], -1), 10, name="logits")
+    >>> table = sp.summary(sp.transform(classifier), jax.ShapeDtypeStruct((8, 28, 28, 1), jnp.float32))
+    scope   parameters      bytes  shapes
+    ------  ----------  ---------  -------------------------------------------
+    conv1          832    3.2 KiB  weights 5x5x1x32 float32, biases 32 float32
+    logits      62,730  245.0 KiB  kernel 6272x10 float32, bias 10 float32
+    <BLANKLINE>
+    total: 63,562 parameters in 4 arrays, 248.3 KiB
     """
     if not callable(getattr(model, "specs", None)):
         raise TypeError(f"sp.summary expects a transformed model, got {type(model).__name__}.\n"

@@ -265,8 +265,8 @@ def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: boo
     itself elsewhere (batch-norm statistics, say), as TF's ``ema.variables_to_restore()`` does for
     evaluation.
 
-    >>> params = sp.checkpoint.load_tf1("/tmp/model.ckpt")
-    >>> out = model.apply(params, images)
+    >>> params = sp.checkpoint.load_tf1("model.ckpt")  # doctest: +SKIP
+    >>> out = model.apply(params, images)  # doctest: +SKIP
     """
     values = read_tf1_flat(path, include_optimizer_state, use_moving_averages)
     if flat:

@@ -40,9 +40,15 @@ class TrainingCheckpointer:
     tuples and the target's dtypes and shardings back; without one, orbax returns plain
     dicts/lists.
 
-    >>> ckpt = sp.checkpoint.TrainingCheckpointer("/tmp/run1", max_to_keep=3)
-    >>> ckpt.save(100, {"params": params, "opt_state": opt_state, "step": 100})
-    >>> state = ckpt.restore(target=initial_state)   # latest step
+    >>> import optax
+    >>> params = {"dense": {"w": jnp.ones((3, 2))}}
+    >>> optimizer = optax.adam(1e-3)
+    >>> initial_state = {"params": params, "opt_state": optimizer.init(params), "step": 0}
+    >>> ckpt = sp.checkpoint.TrainingCheckpointer("run1", max_to_keep=3)
+    >>> ckpt.save(100, {**initial_state, "step": 100})
+    >>> state = ckpt.restore(target=initial_state)   # the latest step, in the target's structure
+    >>> state["step"], ckpt.all_steps()
+    (100, [100])
     """
 
     def __init__(self, directory, max_to_keep: Optional[int] = 3):

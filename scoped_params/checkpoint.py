@@ -1,11 +1,13 @@
 """Checkpoints: weights files keyed by full name, TF's ``init_from_checkpoint``, TF 1.x checkpoints,
 and training-state checkpoints.
 
+>>> conv1 = {"weights": jnp.ones((5, 5, 32, 32)), "biases": jnp.zeros(32)}
+>>> params = {"image_filters": {"conv1": conv1}}
 >>> sp.checkpoint.save("filter.safetensors", params, metadata={"step": "1000"})
 >>> params = sp.checkpoint.load("filter.safetensors")     # the nested tree, bit-exact
->>> params = sp.checkpoint.init_from_checkpoint("filter.safetensors", params,
-...                                              {"image_filters/": "tower_0/image_filters/"})
->>> params = sp.checkpoint.load_tf1("/tmp/model.ckpt")       # a TF 1.x Saver checkpoint
+>>> towers = sp.checkpoint.init_from_checkpoint("filter.safetensors", {"tower_0": params},
+...                                             {"image_filters/": "tower_0/image_filters/"})
+>>> params = sp.checkpoint.load_tf1("model.ckpt")  # a TF 1.x Saver checkpoint  # doctest: +SKIP
 
 Weights files are plain safetensors files: any
 safetensors reader opens them, and ``load`` opens safetensors files written by other tools. What
@@ -243,7 +245,10 @@ def save(path: PathLike, params: Mapping[str, Any],
     Keys are full names (``image_filters/conv1/weights``); every JAX dtype round-trips bit-exact.
     ``metadata`` is an optional ``{str: str}`` dict, returned by ``read_metadata``.
 
+    >>> params = {"dense": {"w": jnp.ones((3, 2))}}
     >>> sp.checkpoint.save("model.safetensors", params, metadata={"step": "100"})
+    >>> sp.checkpoint.read_metadata("model.safetensors")
+    {'step': '100'}
     """
     path = os.fspath(path)
     _atomic_write(path, _serialize(params, metadata))
@@ -372,8 +377,10 @@ def load(path: PathLike) -> Tree:
     Raises ``CheckpointNotFoundError`` (a ``FileNotFoundError``) or ``CheckpointCorruptError`` (a
     ``ValueError``), each naming the file. ``jax.device_put(tree)`` moves the result to devices.
 
-    >>> params = sp.checkpoint.load("model.safetensors")
-    >>> out = model.apply(params, x)
+    >>> sp.checkpoint.save("model.safetensors", {"dense": {"w": jnp.ones((3, 2))}})
+    >>> params = sp.checkpoint.load("model.safetensors")   # NumPy arrays; apply takes them as they are
+    >>> params["dense"]["w"].shape
+    (3, 2)
     """
     flat, _ = _read(path)
     try:
@@ -436,9 +443,12 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
     asks for that cannot be filled (absent from the checkpoint, different shape or dtype) is named in
     one ``CheckpointMismatchError``; ``params`` is never modified.
 
-    >>> params = model.init(key, x)
+    >>> sp.checkpoint.save("pretrained.safetensors", {"encoder": {"w": jnp.full((2, 2), 3.0)}})
+    >>> params = {"student": {"encoder": {"w": jnp.zeros((2, 2))}, "head": {"w": jnp.zeros(2)}}}
     >>> params = sp.checkpoint.init_from_checkpoint("pretrained.safetensors", params,
     ...                                              {"encoder/": "student/encoder/"})
+    >>> params["student"]["encoder"]["w"].tolist(), params["student"]["head"]["w"].tolist()
+    ([[3.0, 3.0], [3.0, 3.0]], [0.0, 0.0])
     """
     if not isinstance(assignment_map, Mapping):
         raise TypeError("init_from_checkpoint: assignment_map must be a dict {checkpoint name or "

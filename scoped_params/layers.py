@@ -191,7 +191,11 @@ def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: Int
 
     ``kernel_initializer=None`` means the enclosing scope's initializer, else Glorot-uniform.
 
-    >>> y = sp.layers.conv2d(x, 32, 3, strides=2, padding="same", activation=jax.nn.relu)
+    >>> def net(x):
+    ...     return sp.layers.conv2d(x, 32, 3, strides=2, padding="same", activation=jax.nn.relu)
+    >>> params = sp.transform(net).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    >>> jax.tree.map(jnp.shape, params)
+    {'conv2d': {'bias': (32,), 'kernel': (3, 3, 3, 32)}}
     """
     _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                  bias_constraint=bias_constraint)
@@ -389,7 +393,11 @@ def dense(inputs: jax.Array, units: int, activation: Optional[Callable] = None,
 
     Inputs of rank > 2 are contracted over their last axis, as in TF.
 
-    >>> logits = sp.layers.dense(h, 10, name="logits")
+    >>> def head(h):
+    ...     return sp.layers.dense(h, 10, name="logits")
+    >>> params = sp.transform(head).init(jax.random.key(0), jnp.zeros((4, 64)))
+    >>> {name: leaf.shape for name, leaf in sp.flatten(params).items()}
+    {'logits/kernel': (64, 10), 'logits/bias': (10,)}
     """
     _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
                  bias_constraint=bias_constraint)

@@ -82,9 +82,10 @@ class Rules:
     created in that scope and its sub-scopes is matched against it. Anchor patterns (``^``, ``$``)
     to avoid matching ``dense_1`` with ``dense``. A target of ``None`` means replicated.
 
-    >>> rules = Rules([(r"attention/(query|key|value)/kernel$", P(None, "model")),
-    ...                (r"attention/out/kernel$", P("model", None)),
-    ...                (r"embedding$", P("model", None))])
+    >>> from jax.sharding import PartitionSpec as P
+    >>> rules = sp.sharding.Rules([(r"attention/(query|key|value)/kernel$", P(None, "model")),
+    ...                            (r"attention/out/kernel$", P("model", None)),
+    ...                            (r"embedding$", P("model", None))])
     >>> rules("layer_0/attention/query/kernel", (512, 512), np.float32)
     P(None, 'model')
     """
@@ -194,9 +195,9 @@ def fixed_size_partitioner(num_shards: int, axis: int = 0, *,
     """TF's ``fixed_size_partitioner``: split ``axis`` in ``min(num_shards, shape[axis])`` parts;
     here, shard ``axis`` over ``mesh_axis`` when that count is above 1.
 
-    >>> fixed_size_partitioner(4).partitions((10, 10), np.float32)
+    >>> sp.sharding.fixed_size_partitioner(4).partitions((10, 10), np.float32)
     [4, 1]
-    >>> fixed_size_partitioner(4)("w", (10, 10), np.float32)
+    >>> sp.sharding.fixed_size_partitioner(4)("w", (10, 10), np.float32)
     P('model',)
     """
     what = f"fixed_size_partitioner({num_shards}, axis={axis})"
@@ -415,9 +416,18 @@ def shardings(model_or_specs: Any, mesh: Mesh, *args: Any, **kwargs: Any) -> Any
     ``mesh`` may be a ``jax.sharding.AbstractMesh`` (axis names and sizes, no devices): the same
     checks and specs, for a topology this machine does not have.
 
+    >>> from jax.sharding import PartitionSpec as P
+    >>> rules = sp.sharding.Rules([(r"/kernel$", P(None, "model")), (r"/bias$", P("model"))])
+    >>> def fn(x):
+    ...     with sp.scope("mlp", partitioner=rules), sp.scope("dense"):
+    ...         w = sp.get_param("kernel", (x.shape[-1], 8))
+    ...         b = sp.get_param("bias", (8,), init=jax.nn.initializers.zeros)
+    ...     return x @ w + b
+    >>> model = sp.transform(fn)
+    >>> mesh = jax.sharding.AbstractMesh((2, 4), ("batch", "model"))  # no devices needed
     >>> sh = sp.shardings(model, mesh, jax.ShapeDtypeStruct((16, 4), "float32"))
     >>> sh["mlp"]["dense"]["kernel"]
-    NamedSharding(mesh=..., spec=P(None, 'model'), ...)
+    NamedSharding(mesh=..., spec=P(None, 'model')...)
     """
     _check_mesh("shardings", mesh)
     specs = _specs_of(model_or_specs, args, kwargs)
@@ -484,7 +494,16 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, *args: Any, **k
     only looked at for their shapes (``jax.ShapeDtypeStruct`` works). The values equal
     ``model.init``'s: a parameter's value depends only on (key, full name, shape, dtype, initializer).
 
-    >>> params = sp.init_sharded(model, mesh, jax.random.key(0), x)
+    >>> from jax.sharding import PartitionSpec as P
+    >>> rules = sp.sharding.Rules([(r"/kernel$", P(None, "model")), (r"/bias$", P("model"))])
+    >>> def fn(x):
+    ...     with sp.scope("mlp", partitioner=rules), sp.scope("dense"):
+    ...         w = sp.get_param("kernel", (x.shape[-1], 8))
+    ...         b = sp.get_param("bias", (8,), init=jax.nn.initializers.zeros)
+    ...     return x @ w + b
+    >>> model = sp.transform(fn)
+    >>> mesh = jax.make_mesh((1, len(jax.devices())), ("batch", "model"))
+    >>> params = sp.init_sharded(model, mesh, jax.random.key(0), jnp.ones((16, 4)))
     >>> params["mlp"]["dense"]["kernel"].sharding.spec
     P(None, 'model')
     """
