@@ -19,6 +19,7 @@ Parameters take the inputs' dtype, as TF's cells do.
 from __future__ import annotations
 
 import collections
+import re
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
@@ -50,11 +51,28 @@ class LSTMStateTuple(collections.namedtuple("LSTMStateTuple", ("c", "h"))):
         return self.c.dtype
 
 
+def _snake_case(name: str) -> str:
+    """TF's ``to_snake_case``: a layer class's default scope name (``GRUCell`` -> ``gru_cell``)."""
+    intermediate = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    insecure = re.sub("([a-z])([A-Z])", r"\1_\2", intermediate).lower()
+    return insecure if insecure[0] != "_" else "private" + insecure
+
+
 class RNNCell:
     """TF 1.x's ``RNNCell``: ``cell(inputs, state) -> (output, new_state)``, ``state_size``,
-    ``output_size`` and ``zero_state(batch_size, dtype)``. Subclasses define ``call``."""
+    ``output_size`` and ``zero_state(batch_size, dtype)``. Subclasses define ``call``.
+
+    A cell's variables go under a scope named after its class, as TF names a layer: a user's
+    ``class AttentionCell(sp.rnn.RNNCell)`` makes ``attention_cell/...`` (``attention_cell_1`` for a
+    second one), or ``name=`` when given.
+    """
 
     _base_name = "rnn_cell"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_base_name" not in vars(cls):
+            cls._base_name = _snake_case(cls.__name__)
 
     def __init__(self, reuse: Any = None, name: Optional[str] = None, dtype: Any = None):
         self.name = name
@@ -432,12 +450,13 @@ class ResidualWrapper(_Wrapper):
         return self._residual_fn(inputs, output), new_state
 
 
-def dynamic_rnn(cell: RNNCell, inputs: jax.Array, sequence_length: Optional[Any] = None,
+def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Optional[Any] = None,
                 initial_state: Any = None, dtype: Any = None, parallel_iterations: Any = None,
                 swap_memory: bool = False, time_major: bool = False, scope: Any = None):
-    """``tf.nn.dynamic_rnn``: run ``cell`` over the time axis of ``inputs`` ([batch, time, depth], or
-    [time, batch, depth] with ``time_major``) under ``scope`` (default ``"rnn"``); returns
-    ``(outputs, final_state)``.
+    """``tf.nn.dynamic_rnn``: run ``cell`` over the time axis of ``inputs`` ([batch, time, depth, ...],
+    or [time, batch, ...] with ``time_major``; or a tuple/dict of such arrays, which each step gets
+    sliced the same way) under ``scope`` (default ``"rnn"``); returns ``(outputs, final_state)``,
+    ``outputs`` with the structure of the cell's output.
 
     With ``sequence_length`` (one length per batch entry), outputs past a sequence's end are zeros
     and its state stops changing there, so ``final_state`` is each sequence's state at its last
@@ -480,7 +499,8 @@ def static_rnn(cell: RNNCell, inputs: Sequence[jax.Array], initial_state: Any = 
                         "per step.\n  fix: pass list(x) for x of shape [time, batch, depth], or use "
                         "sp.rnn.dynamic_rnn.")
     with _rnn_scope(scope, "rnn") as varscope:
-        state, lengths = _start(cell, inputs[0].shape[0], initial_state, dtype, sequence_length)
+        batch = jax.tree_util.tree_leaves(inputs[0])[0].shape[0]
+        state, lengths = _start(cell, batch, initial_state, dtype, sequence_length)
         outputs = []
         for t, x in enumerate(inputs):
             if t > 0:
@@ -506,29 +526,51 @@ def static_bidirectional_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: Sequenc
             out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state_fw, dtype, sequence_length,
                                           scope=fw_scope)
         with _rnn_scope(None, "bw") as bw_scope:
-            reversed_inputs = list(jnp.unstack(_reverse(jnp.stack(inputs), sequence_length, 0)))
-            out_bw, state_bw = static_rnn(cell_bw, reversed_inputs, initial_state_bw, dtype,
-                                          sequence_length, scope=bw_scope)
-    out_bw = jnp.unstack(_reverse(jnp.stack(out_bw), sequence_length, 0))
-    outputs = [jnp.concatenate([fw, bw], axis=1) for fw, bw in zip(out_fw, out_bw)]
+            out_bw, state_bw = static_rnn(cell_bw, _reversed_steps(inputs, sequence_length),
+                                          initial_state_bw, dtype, sequence_length, scope=bw_scope)
+    out_bw = _reversed_steps(out_bw, sequence_length)
+    outputs = [jax.tree_util.tree_map(lambda f, b: jnp.concatenate([f, b], axis=1), fw, bw)
+               for fw, bw in zip(out_fw, out_bw)]
     return outputs, state_fw, state_bw
+
+
+def _reversed_steps(steps: Sequence[Any], sequence_length: Optional[Any]) -> list:
+    """A list of per-step structures with each sequence's first ``length`` steps reversed."""
+    stacked = _reverse(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *steps), sequence_length, 0)
+    return [jax.tree_util.tree_map(lambda x: x[t], stacked) for t in range(len(steps))]
 
 
 def _rnn_scope(name_or_scope: Any, default: str):
     return variable_scope(name_or_scope if name_or_scope is not None else default)
 
 
-def _reverse(x: jax.Array, sequence_length: Optional[Any], time_axis: int) -> jax.Array:
-    """TF's ``reverse_sequence``: each sequence's first ``length`` steps reversed, the rest kept."""
-    if sequence_length is None:
-        return jnp.flip(x, axis=time_axis)
-    steps = x.shape[time_axis]
-    t = jnp.arange(steps)
-    lengths = jnp.asarray(sequence_length, jnp.int32)[:, None]  # [batch, 1]
-    source = jnp.where(t[None, :] < lengths, lengths - 1 - t[None, :], t[None, :])  # [batch, time]
-    if time_axis == 0:
-        return jnp.take_along_axis(x, source.T[:, :, None], axis=0)
-    return jnp.take_along_axis(x, source[:, :, None], axis=1)
+def _reverse(xs: Any, sequence_length: Optional[Any], time_axis: int) -> Any:
+    """TF's ``reverse_sequence`` on each array of ``xs``: each sequence's first ``length`` steps
+    reversed, the rest kept."""
+    def reverse(x):
+        if sequence_length is None:
+            return jnp.flip(x, axis=time_axis)
+        t = jnp.arange(x.shape[time_axis])
+        lengths = jnp.asarray(sequence_length, jnp.int32)[:, None]  # [batch, 1]
+        source = jnp.where(t[None, :] < lengths, lengths - 1 - t[None, :], t[None, :])  # [batch, time]
+        index = source.T if time_axis == 0 else source
+        return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=time_axis)
+    return jax.tree_util.tree_map(reverse, xs)
+
+
+def _batch_major(xs: Any, time_major: bool) -> Any:
+    """``xs`` with the batch and time axes of each array swapped, unless ``time_major``."""
+    return xs if time_major else jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), xs)
+
+
+def _masked(live: jax.Array, new: Any, old: Any) -> Any:
+    """Each array of ``new`` where its batch entry is ``live``, else ``old``'s (an array or 0)."""
+    def pick(n, o):
+        mask = live.reshape(live.shape + (1,) * (n.ndim - 1))
+        return jnp.where(mask, n, jnp.zeros((), n.dtype) if o is None else o)
+    if old is None:
+        return jax.tree_util.tree_map(lambda n: pick(n, None), new)
+    return jax.tree_util.tree_map(pick, new, old)
 
 
 def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length):
@@ -553,20 +595,22 @@ def _step(cell: RNNCell, x: jax.Array, state: Any, t: Any, lengths: Optional[jax
     carried through unchanged (TF's ``_rnn_step``)."""
     output, new_state = cell(x, state)
     if lengths is not None:
-        live = (t < lengths)[:, None]
-        output = jnp.where(live, output, jnp.zeros((), output.dtype))
-        new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(live, new, old), new_state,
-                                           state)
+        live = t < lengths
+        output, new_state = _masked(live, output, None), _masked(live, new_state, state)
     return output, new_state
 
 
-def _run(cell: RNNCell, inputs: jax.Array, sequence_length, initial_state, dtype, time_major):
-    inputs = jnp.asarray(inputs)
-    if inputs.ndim != 3:
-        raise ValueError(f"dynamic_rnn's inputs must be [batch, time, depth] (or [time, batch, depth] "
-                         f"with time_major=True), got shape {inputs.shape}.")
-    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [time, batch, depth]
-    state, lengths = _start(cell, xs.shape[1], initial_state, dtype, sequence_length)
+def _run(cell: RNNCell, inputs: Any, sequence_length, initial_state, dtype, time_major):
+    inputs = jax.tree_util.tree_map(jnp.asarray, inputs)
+    shapes = [x.shape for x in jax.tree_util.tree_leaves(inputs)]
+    if not shapes or min(len(shape) for shape in shapes) < 3 or len({shape[:2] for shape in shapes}) > 1:
+        raise ValueError(
+            "dynamic_rnn's inputs must be [batch, time, depth, ...] arrays (or [time, batch, "
+            f"depth, ...] with time_major=True), a structure of them with the same batch and time, "
+            f"got shapes {shapes}.")
+    xs = _batch_major(inputs, time_major)  # [time, batch, ...] each
+    state, lengths = _start(cell, shapes[0][1 if time_major else 0], initial_state, dtype,
+                            sequence_length)
 
     def body(carry, x):
         state, t = carry
@@ -574,4 +618,4 @@ def _run(cell: RNNCell, inputs: jax.Array, sequence_length, initial_state, dtype
         return (state, t + 1), output
 
     (final_state, _), outputs = scan(body, (state, jnp.zeros((), jnp.int32)), xs)
-    return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), final_state
+    return _batch_major(outputs, time_major), final_state

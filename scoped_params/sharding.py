@@ -417,12 +417,9 @@ def shardings(model_or_specs: Any, mesh: Mesh, *args: Any, **kwargs: Any) -> Any
     checks and specs, for a topology this machine does not have.
 
     >>> from jax.sharding import PartitionSpec as P
-    >>> rules = sp.sharding.Rules([(r"/kernel$", P(None, "model")), (r"/bias$", P("model"))])
     >>> def fn(x):
-    ...     with sp.scope("mlp", partitioner=rules), sp.scope("dense"):
-    ...         w = sp.get_param("kernel", (x.shape[-1], 8))
-    ...         b = sp.get_param("bias", (8,), init=jax.nn.initializers.zeros)
-    ...     return x @ w + b
+    ...     with sp.scope("mlp"), sp.scope("dense"):
+    ...         return x @ sp.get_param("kernel", (x.shape[-1], 8), sharding=P(None, "model"))
     >>> model = sp.transform(fn)
     >>> mesh = jax.sharding.AbstractMesh((2, 4), ("batch", "model"))  # no devices needed
     >>> sh = sp.shardings(model, mesh, jax.ShapeDtypeStruct((16, 4), "float32"))
@@ -495,12 +492,10 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, *args: Any, **k
     ``model.init``'s: a parameter's value depends only on (key, full name, shape, dtype, initializer).
 
     >>> from jax.sharding import PartitionSpec as P
-    >>> rules = sp.sharding.Rules([(r"/kernel$", P(None, "model")), (r"/bias$", P("model"))])
+    >>> rules = sp.sharding.Rules([(r"kernel$", P(None, "model"))])
     >>> def fn(x):
     ...     with sp.scope("mlp", partitioner=rules), sp.scope("dense"):
-    ...         w = sp.get_param("kernel", (x.shape[-1], 8))
-    ...         b = sp.get_param("bias", (8,), init=jax.nn.initializers.zeros)
-    ...     return x @ w + b
+    ...         return x @ sp.get_param("kernel", (x.shape[-1], 8))
     >>> model = sp.transform(fn)
     >>> mesh = jax.make_mesh((1, len(jax.devices())), ("batch", "model"))
     >>> params = sp.init_sharded(model, mesh, jax.random.key(0), jnp.ones((16, 4)))

@@ -75,6 +75,70 @@ def cells_called_with_a_scope(api, rnn, f32, x):
     return first, second, state, in_outer, unscoped, ignored
 
 
+def users_cells_nested_inputs_and_5d_inputs(api, rnn, f32, x):
+    """A user's cells, named after their classes as TF names layers: one takes a pair of inputs and
+    returns a pair of outputs (in a bidirectional run, with the single input TF takes there), one
+    convolves [height, width, channels] steps (5-D inputs, 4-D state); all with lengths."""
+    tf = getattr(api, "tf", None)
+    get = sp.get_param if tf is None else tf.compat.v1.get_variable
+    matmul = jnp.matmul if tf is None else tf.matmul
+    concat = jnp.concatenate if tf is None else tf.concat
+
+    class PairInputCell(rnn.RNNCell):
+        def __init__(self, inner):
+            super().__init__()
+            self._inner = inner
+
+        @property
+        def state_size(self):
+            return self._inner.state_size
+
+        @property
+        def output_size(self):
+            return (self._inner.output_size, self._inner.output_size)
+
+        def call(self, inputs, state):
+            a, b = inputs if isinstance(inputs, tuple) else (inputs, inputs[:, :2])
+            out, new = self._inner(a + matmul(b, get("mix", [b.shape[-1], a.shape[-1]])), state)
+            return (out, -out), new
+
+    class ConvCell(rnn.RNNCell):
+        @property
+        def state_size(self):
+            return (4, 4, 3) if tf is None else tf.TensorShape([4, 4, 3])
+
+        @property
+        def output_size(self):
+            return self.state_size
+
+        if tf is None:  # a [4, 4, 3] state: TF reads a TensorShape, here the cell says it
+            def zero_state(self, batch_size, dtype):
+                return jnp.zeros((batch_size, 4, 4, 3), dtype)
+
+        def call(self, inputs, h):
+            k = get("kernel", [3, 3, 5, 3])
+            both = concat([inputs, h], -1)
+            if tf is None:
+                y = jax.lax.conv_general_dilated(both, k, (1, 1), "SAME",
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            else:
+                y = tf.nn.conv2d(both, k, 1, "SAME")
+            y = jnp.tanh(y) if tf is None else tf.tanh(y)
+            return y, y
+
+    pair = (x, x[:, :, :2] * 2.0)
+    (a, b), state = api.dynamic_rnn(PairInputCell(rnn.GRUCell(4)), pair, sequence_length=LENGTHS,
+                                    dtype=f32)
+    (fw, bw), _ = api.bidirectional_dynamic_rnn(PairInputCell(rnn.BasicRNNCell(5)),
+                                                rnn.GRUCell(2), x, sequence_length=LENGTHS,
+                                                dtype=f32)  # nested outputs forwards
+    images = x[:, :, :, None, None] * x[:, :, None, :4, None]  # [batch, time, 5, 4, 1]
+    images = concat([images[:, :, :4]] * 2, -1)  # [batch, time, 4, 4, 2]
+    frames, last = api.dynamic_rnn(ConvCell(), images, sequence_length=LENGTHS, dtype=f32,
+                                   scope="conv")
+    return a, b, state, fw, bw, frames, last
+
+
 def api_scope(api, name):
     return sp.scope(name) if api is sp.rnn else api.tf.compat.v1.variable_scope(name)
 
@@ -94,7 +158,7 @@ def api_ones(api, shape):
 PROGRAMS = [stacked_with_lengths, bidirectional_with_lengths,
             time_major_concatenated_state_and_initial_state,
             a_cell_shared_by_two_dynamic_rnns, static_stack_with_a_residual_and_static_bidirectional,
-            cells_called_with_a_scope]
+            cells_called_with_a_scope, users_cells_nested_inputs_and_5d_inputs]
 
 
 def _tf_run(program, save_to=None):
@@ -250,7 +314,7 @@ def test_dynamic_rnn_errors_say_what_to_pass():
     with pytest.raises(ValueError, match=r"sequence_length must have shape \[batch_size\] = \(3,\)"):
         sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(2), x, sequence_length=[1, 2],
                                                   dtype=jnp.float32)).init(KEY, XS)
-    with pytest.raises(ValueError, match=r"inputs must be \[batch, time, depth\]"):
+    with pytest.raises(ValueError, match=r"inputs must be \[batch, time, depth, ...\] arrays"):
         sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(2), x[0], dtype=jnp.float32)
                      ).init(KEY, XS)
     with pytest.raises(ValueError, match="Must specify at least one cell for MultiRNNCell"):
