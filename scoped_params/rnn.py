@@ -65,6 +65,10 @@ class RNNCell:
     A cell's variables go under a scope named after its class, as TF names a layer: a user's
     ``class AttentionCell(sp.rnn.RNNCell)`` makes ``attention_cell/...`` (``attention_cell_1`` for a
     second one), or ``name=`` when given.
+
+    ``state_size`` is an int or a structure of ints (``[batch, size]`` states); a cell whose state has
+    more dimensions (TF's ``TensorShape`` state sizes, e.g. a convolutional cell's ``[h, w, c]``)
+    defines ``zero_state`` itself.
     """
 
     _base_name = "rnn_cell"
