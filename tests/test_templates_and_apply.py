@@ -96,6 +96,14 @@ def test_exiting_a_scope_that_is_not_open_is_improper_nesting():
         sp.transform(fn).init(KEY)
 
 
+def test_exiting_a_name_scope_that_is_not_open_is_improper_nesting():
+    def fn():
+        sp.name_scope("n").__exit__(None, None, None)
+
+    with pytest.raises(sp.ScopeNestingError, match=r"Closing sp.name_scope\('n'\), which is not open"):
+        sp.transform(fn).init(KEY)
+
+
 def test_scope_signature_is_the_documented_one():
     import inspect
 
