@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _frame
 from ._control_flow import scan
@@ -261,7 +262,8 @@ class GRUCell(RNNCell):
 
 class MultiRNNCell(RNNCell):
     """``tf.nn.rnn_cell.MultiRNNCell``: cells stacked, cell ``k`` under ``cell_<k>``; the state is a
-    tuple of the cells' states."""
+    tuple of the cells' states, or, with TF's deprecated ``state_is_tuple=False``, their states
+    concatenated along the last axis (each cell's state must then be one array)."""
 
     _base_name = "multi_rnn_cell"
 
@@ -269,29 +271,37 @@ class MultiRNNCell(RNNCell):
         super().__init__()
         if not cells:
             raise ValueError("Must specify at least one cell for MultiRNNCell.")
-        if not state_is_tuple:
-            raise NotImplementedError(
-                "MultiRNNCell(state_is_tuple=False) (TF's deprecated concatenated state) is not "
-                "supported.\n  fix: use the default state_is_tuple=True; the state is a tuple of the "
-                "cells' states.")
         self._cells = list(cells)
+        self._state_is_tuple = state_is_tuple
+        if not state_is_tuple and not all(isinstance(c.state_size, int) for c in self._cells):
+            raise ValueError(
+                "Some cells return tuples of states, but the flag state_is_tuple is not set. State "
+                f"sizes are: {[c.state_size for c in self._cells]}\n"
+                "  fix: keep the default state_is_tuple=True, or build the LSTM cells with "
+                "state_is_tuple=False too.")
 
     @property
-    def state_size(self) -> tuple:
+    def state_size(self) -> Any:
+        if not self._state_is_tuple:
+            return sum(cell.state_size for cell in self._cells)
         return tuple(cell.state_size for cell in self._cells)
 
     @property
     def output_size(self) -> int:
         return self._cells[-1].output_size
 
-    def zero_state(self, batch_size: int, dtype: Any) -> tuple:
-        return tuple(cell.zero_state(batch_size, dtype) for cell in self._cells)
+    def zero_state(self, batch_size: int, dtype: Any) -> Any:
+        states = tuple(cell.zero_state(batch_size, dtype) for cell in self._cells)
+        return states if self._state_is_tuple else jnp.concatenate(states, axis=-1)
 
     def _before_loop(self) -> None:
         for cell in self._cells:
             _before_loop(cell)
 
     def call(self, inputs, state):
+        if not self._state_is_tuple:  # the cells' states side by side: slice them apart
+            bounds = np.cumsum([0] + [cell.state_size for cell in self._cells])
+            state = tuple(state[:, a:b] for a, b in zip(bounds[:-1], bounds[1:]))
         if len(state) != len(self._cells):
             raise ValueError(f"Expected state to be a tuple of length {len(self._cells)}, but "
                              f"received: {state!r}")
@@ -300,6 +310,8 @@ class MultiRNNCell(RNNCell):
             with variable_scope(f"cell_{k}"):
                 inputs, new_state = cell(inputs, cell_state)
             new_states.append(new_state)
+        if not self._state_is_tuple:
+            return inputs, jnp.concatenate(new_states, axis=-1)
         return inputs, tuple(new_states)
 
 

@@ -39,7 +39,11 @@ def time_major_concatenated_state_and_initial_state(api, rnn, f32, x):
                                      time_major=True, scope="encoder")
     more, _ = api.dynamic_rnn(rnn.LSTMCell(2, state_is_tuple=False), outputs, dtype=f32,
                               time_major=True)
-    return outputs, state, more
+    flat = rnn.MultiRNNCell([rnn.GRUCell(2), rnn.BasicLSTMCell(3, state_is_tuple=False)],
+                            state_is_tuple=False)  # TF's deprecated concatenated state: 2 + 6
+    stacked, flat_state = api.dynamic_rnn(flat, outputs, sequence_length=LENGTHS, dtype=f32,
+                                          time_major=True, scope="flat")
+    return outputs, state, more, stacked, flat_state
 
 
 def a_cell_shared_by_two_dynamic_rnns(api, rnn, f32, x):
@@ -319,6 +323,9 @@ def test_dynamic_rnn_errors_say_what_to_pass():
                      ).init(KEY, XS)
     with pytest.raises(ValueError, match="Must specify at least one cell for MultiRNNCell"):
         sp.rnn.MultiRNNCell([])
+    with pytest.raises(ValueError, match=r"Some cells return tuples of states, but the flag "
+                                         r"state_is_tuple is not set(.|\n)*fix: keep the default"):
+        sp.rnn.MultiRNNCell([sp.rnn.GRUCell(2), sp.rnn.BasicLSTMCell(3)], state_is_tuple=False)
     with pytest.raises(TypeError, match=r"static_rnn's inputs must be a non-empty list"):
         sp.transform(lambda x: sp.rnn.static_rnn(sp.rnn.GRUCell(2), x, dtype=jnp.float32)
                      ).init(KEY, XS)
