@@ -62,6 +62,7 @@ __all__ = [
 IntOrPair = Union[int, Sequence[int]]
 
 _XAVIER = xavier_initializer()
+_MODEL_VARIABLES = "model_variables"  # tf.GraphKeys.MODEL_VARIABLES
 
 
 # --- arg_scope ------------------------------------------------------------------------------------
@@ -228,18 +229,17 @@ def _collections(variables_collections: Any, key: str) -> Optional[Sequence[str]
 _COLLECTION_KEYS = {"depthwise_weights": "weights", "pointwise_weights": "weights"}
 
 
-def _collections_getter(variables_collections: Any) -> Optional[Callable]:
-    """A custom getter adding each variable to the collections ``variables_collections`` names for
-    its kind (slim's ``_add_variable_to_collections``); ``None`` when there are none."""
-    if not variables_collections:
-        return None
+def _model_variable_getter(variables_collections: Any) -> Callable:
+    """A custom getter making each variable a model variable, in ``model_variables`` and in the
+    collections ``variables_collections`` names for its kind, as slim's layers do (its
+    ``_model_variable_getter`` and ``_add_variable_to_collections``)."""
 
     def getter(next_getter, name, *args, **kwargs):
         short = name.rsplit("/", 1)[-1]
-        extra = _collections(variables_collections, _COLLECTION_KEYS.get(short, short))
-        if extra:
-            extra = [extra] if isinstance(extra, str) else list(extra)
-            kwargs["collections"] = list(kwargs.get("collections") or ()) + extra
+        extra = _collections(variables_collections, _COLLECTION_KEYS.get(short, short)) or ()
+        extra = [extra] if isinstance(extra, str) else list(extra)
+        collections = [_MODEL_VARIABLES] + list(kwargs.get("collections") or ()) + extra
+        kwargs["collections"] = list(dict.fromkeys(collections))
         return next_getter(name, *args, **kwargs)
     return getter
 
@@ -284,7 +284,7 @@ def model_variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any 
     ``model_variables`` collection, as slim does."""
     return variable(name, shape=shape, dtype=dtype, initializer=initializer,
                     regularizer=regularizer, trainable=trainable,
-                    collections=list(collections or ()) + ["model_variables"],
+                    collections=list(collections or ()) + [_MODEL_VARIABLES],
                     caching_device=caching_device, device=device, partitioner=partitioner,
                     custom_getter=custom_getter, use_resource=use_resource,
                     synchronization=synchronization, aggregation=aggregation)
@@ -294,11 +294,14 @@ def model_variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any 
 
 
 def _layer(scope: Any, default_name: str, reuse: Any, variables_collections: Any = None):
-    """slim's ``variable_scope(scope, default_name, [inputs], reuse=reuse)``."""
-    getter = _collections_getter(variables_collections)
-    if getter is None:
+    """slim's ``variable_scope(scope, default_name, [inputs], reuse=reuse)``, whose variables are
+    model variables. Collections are metadata of ``init``'s (and ``specs``') trace, so ``apply``
+    opens the scope without the getter that records them, and fetches at full speed."""
+    frame = _frame._FRAME.get()
+    if frame is None or frame.mode != _frame.INIT:
         return _variable_scope(scope, default_name=default_name, reuse=reuse)
-    return _variable_scope(scope, default_name=default_name, reuse=reuse, custom_getter=getter)
+    return _variable_scope(scope, default_name=default_name, reuse=reuse,
+                           custom_getter=_model_variable_getter(variables_collections))
 
 
 def _channels(data_format: Optional[str], allowed: Tuple[str, ...]) -> str:
@@ -479,10 +482,9 @@ def bias_add(inputs: jax.Array, activation_fn: Optional[Callable] = None, initia
     last = _channels(data_format, ("NHWC", "NCHW")) == "channels_last"
     if not last and inputs.ndim != 4:
         raise ValueError("Data format NCHW only supports 4D Tensor")
-    with _layer(scope, "BiasAdd", reuse) as sc:
+    with _layer(scope, "BiasAdd", reuse, variables_collections) as sc:
         biases = get_param("biases", (inputs.shape[-1 if last else 1],), initializer,
-                           layers._param_dtype(inputs), trainable=trainable, regularizer=regularizer,
-                           collections=_collections(variables_collections, "biases"))
+                           layers._param_dtype(inputs), trainable=trainable, regularizer=regularizer)
         outputs = layers._bias_and_activation(inputs, biases, last, activation_fn)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 

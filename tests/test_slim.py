@@ -303,21 +303,34 @@ def test_a_layer_named_twice_without_reuse_is_tfs_already_exists_error():
         sp.transform(fn).init(KEY, IMAGES)
 
 
-def test_variables_collections_and_model_variables_are_recorded_per_kind():
+def test_slim_layers_make_model_variables_and_variables_collections_add_per_kind():
+    """As in tf_slim (checked there once): every variable of slim's layers is in
+    ``model_variables``, ``slim.variable``'s is not, and ``variables_collections`` adds per kind."""
     slim = sp.slim
 
     def fn(x):
         y = slim.conv2d(x, 2, 3, variables_collections={"weights": ["decayed"]})
         y = slim.batch_norm(y, is_training=False, variables_collections=["bn"])
-        return y + slim.model_variable("extra", (2,), initializer=sp.initializers.zeros)
+        y = slim.bias_add(slim.separable_conv2d(y, 2, 3, normalizer_fn=None))
+        y = slim.fully_connected(slim.flatten(y), 3)
+        return (y + slim.model_variable("extra", (3,), initializer=sp.initializers.zeros)
+                + slim.variable("plain", (3,)))
 
     param_specs, state_specs = sp.transform_with_state(fn).specs(IMAGES)
     collections = {name: spec.collections
                    for name, spec in {**sp.flatten(param_specs), **sp.flatten(state_specs)}.items()}
-    assert collections["Conv/weights"] == ("decayed",) and collections["Conv/biases"] == ()
-    assert collections["BatchNorm/beta"] == ("bn",)
-    assert collections["BatchNorm/moving_mean"] == ("bn",)
-    assert collections["extra"] == ("model_variables",)
+    assert collections["Conv/weights"] == ("model_variables", "decayed")
+    assert collections["BatchNorm/beta"] == collections["BatchNorm/moving_mean"] == (
+        "model_variables", "bn")
+    assert collections["extra"] == ("model_variables",) and collections["plain"] == ()
+    assert sorted(n for n, c in collections.items() if "model_variables" in c) == [
+        "BatchNorm/beta", "BatchNorm/moving_mean", "BatchNorm/moving_variance", "BiasAdd/biases",
+        "Conv/biases", "Conv/weights", "SeparableConv2d/biases",
+        "SeparableConv2d/depthwise_weights", "SeparableConv2d/pointwise_weights", "extra",
+        "fully_connected/biases", "fully_connected/weights"]
+    model, rest = sp.partition_by_collection(
+        sp.transform_with_state(fn).init(KEY, IMAGES)[0], param_specs, "model_variables")
+    assert sorted(sp.flatten(rest)) == ["plain"]
 
 
 def test_dropout_and_batch_norm_default_to_training_as_in_slim():
