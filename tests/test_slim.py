@@ -41,7 +41,7 @@ def _tf_slim():
 # (outputs, end points).
 
 
-def vgg_like(slim, vs, relu, images, is_training=False):
+def vgg_like(slim, vs, relu, images, is_training=False, num_classes=5):
     with slim.arg_scope([slim.conv2d, slim.fully_connected], activation_fn=relu,
                         weights_regularizer=slim.l2_regularizer(5e-4)) as arg_sc:
         pass
@@ -58,7 +58,7 @@ def vgg_like(slim, vs, relu, images, is_training=False):
                     net = slim.flatten(net)
                     net = slim.stack(net, slim.fully_connected, [12, 7], scope="fc")
                     net = slim.dropout(net, 0.5, is_training=is_training, scope="dropout7")
-                    net = slim.fully_connected(net, 5, activation_fn=None, scope="fc8")
+                    net = slim.fully_connected(net, num_classes, activation_fn=None, scope="fc8")
                     end_points = slim.utils.convert_collection_to_dict(end_points_collection)
     return net, end_points
 
@@ -198,6 +198,25 @@ def test_a_tf_slim_checkpoint_loads_by_name_and_gives_tf_slims_outputs(tmp_path)
     state = sp.unflatten({k: v for k, v in sp.flatten(loaded).items() if k in sp.flatten(state)})
     (ours, _), _ = jax.jit(model.apply)(params, state, IMAGES)
     _assert_close(ours, theirs)
+
+
+def test_fine_tuning_restores_all_but_a_new_head_from_a_tf_slim_checkpoint(tmp_path):
+    """slim's ``get_variables_to_restore(exclude=[head])`` + ``assign_from_checkpoint_fn``: the
+    migration guide's recipe, a name map without the head, for a 3-class head on a 5-class model."""
+    values, _, _, _ = _tf_run(vgg_like, save_to=tmp_path / "model.ckpt")
+    model = sp.transform_with_state(
+        lambda x: vgg_like(sp.slim, sp.scope, jax.nn.relu, x, num_classes=3))
+    params, state = model.init(KEY, IMAGES)
+    keep = {n: n for n in sp.flatten(params) if not n.startswith("vgg_a/fc8/")}
+    restored = sp.checkpoint.init_from_checkpoint(tmp_path / "model.ckpt", params, keep)
+    flat, before = sp.flatten(restored), sp.flatten(params)
+    assert set(flat) == set(before) and flat["vgg_a/fc8/weights"].shape == (7, 3)
+    for name, value in flat.items():
+        expected = before[name] if name.startswith("vgg_a/fc8/") else values[name]
+        np.testing.assert_array_equal(value, expected)
+    mismatch = r"'vgg_a/fc8/weights': shape \(7, 3\) in params, but .* has shape \(7, 5\)"
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError, match=mismatch):
+        sp.checkpoint.init_from_checkpoint(tmp_path / "model.ckpt", params, {"/": "/"})
 
 
 # --- arg_scope -------------------------------------------------------------------------------------
