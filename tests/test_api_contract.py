@@ -730,7 +730,8 @@ def test_apply_takes_params_as_any_mapping_nested_or_flat():
     for given in (flat, partly_flat, read_only):
         np.testing.assert_array_equal(model.apply(given, x), expected)
     for given in (flat, partly_flat):  # a mapping that is not a pytree cannot cross jit
-        np.testing.assert_array_equal(jax.jit(model.apply)(given, x), expected)
+        # (XLA may fuse the compiled step differently from the eager ops: the last bit may differ)
+        np.testing.assert_allclose(jax.jit(model.apply)(given, x), expected, rtol=1e-6)
 
 
 def test_apply_asking_for_a_parameter_where_params_hold_a_scope_is_not_found():
