@@ -291,6 +291,11 @@ def test_arg_scope_errors_name_the_op_the_argument_and_the_fix():
         sp.transform(twice).init(KEY, IMAGES)
 
 
+def test_leaving_an_arg_scope_that_was_never_entered_is_an_error():
+    with pytest.raises(RuntimeError, match=r"slim.arg_scope: __exit__ without __enter__"):
+        sp.slim.arg_scope([sp.slim.conv2d], padding="VALID").__exit__(None, None, None)
+
+
 # --- layers ----------------------------------------------------------------------------------------
 
 
