@@ -5,11 +5,12 @@ bookkeeping does; instruction counts repeat to ~0.1%. This script counts what ``
 closest targets time, with garbage collection off in the counted regions:
 
 * the trace (``jit(f).trace``) of N tiny layers: hand-written JAX, the same with ``jax.named_scope``
-  per layer, and scoped_params;
+  per layer, scoped_params, and scoped_params through ``sp.layers.dense`` and
+  ``slim.fully_connected`` (default names);
 * an eager ``apply`` of the tiny 2-layer model: hand-written JAX, the same reading its parameters
   through a scoped lookup with no checks (``models._hand_scoped_lookup``), and scoped_params.
 
-Usage (needs ``valgrind`` on the PATH; about 5 minutes for N=1000)::
+Usage (needs ``valgrind`` on the PATH; about 8 minutes for N=1000)::
 
     python bench/instructions.py [N]
 
@@ -30,6 +31,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 EAGER_CALLS = 200
+# The traced contenders: hand-written, with named scopes, scoped_params, and scoped_params through the
+# layer APIs (sp.layers.dense, slim.fully_connected; bench/models.py).
+TRACED = ("jax", "jax_named_scopes", "scoped_params", "scoped_params_layers", "scoped_params_slim")
 
 
 def _regions(n_layers: int):
@@ -43,13 +47,15 @@ def _regions(n_layers: int):
     import scoped_params as sp
 
     x = jnp.ones((8, 4))
-    spec = {f"layer_{i}": {"w": jax.ShapeDtypeStruct((4, 4), np.float32),
-                           "b": jax.ShapeDtypeStruct((4,), np.float32)} for i in range(n_layers)}
+    spec = {}
+    for i in range(n_layers):
+        spec[f"layer_{i}/w"] = jax.ShapeDtypeStruct((4, 4), np.float32)
+        spec[f"layer_{i}/b"] = jax.ShapeDtypeStruct((4,), np.float32)
     regions = []
-    for c in ("jax", "jax_named_scopes", "scoped_params"):
+    for c in TRACED:
         apply = models.build(c, "dense", n_layers).apply
-        regions.append((f"trace/{c}", lambda apply=apply: jax.jit(
-            lambda p, x: apply(p, x)).trace(spec, x)))
+        regions.append((f"trace/{c}", lambda apply=apply, p=models.to_params(c, spec): jax.jit(
+            lambda p, x: apply(p, x)).trace(p, x)))
     params = models.build("scoped_params", "two_layer").init(jax.random.key(0), x)
     for c in ("jax", "jax_scoped_lookup", "scoped_params"):
         apply = models.build(c, "two_layer").apply
@@ -95,9 +101,9 @@ def main() -> None:
     counts = dict(zip(labels, counts[1:]))  # the first dump is the empty start-up region
     base = counts["trace/jax"]
     print(f"trace of {n_layers} tiny layers (jit(f).trace), machine instructions:")
-    for c in ("jax", "jax_named_scopes", "scoped_params"):
+    for c in TRACED:
         n = counts[f"trace/{c}"]
-        print(f"  {c:18s} {n / 1e6:9.1f} M  {n / base:.4f}x  ({(n - base) / n_layers:,.0f} per layer beyond jax)")
+        print(f"  {c:20s} {n / 1e6:9.1f} M  {n / base:.4f}x  ({(n - base) / n_layers:,.0f} per layer beyond jax)")
     named = counts["trace/jax_named_scopes"]
     sp_n = counts["trace/scoped_params"]
     print(f"  scoped_params / named scopes: {sp_n / named:.4f}x ({(sp_n - named) / n_layers:,.0f} per layer)")

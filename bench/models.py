@@ -270,6 +270,41 @@ def _sp(kind, layers, n_layers):
     return Model("scoped_params", model.init, model.apply)
 
 
+def _sp_layers(kind, layers, n_layers):
+    """The tiny layers as a TF 1.x port writes them: ``sp.layers.dense`` with its default names
+    (``dense``, ``dense_1``, ...; ``kernel`` and ``bias``). Tiny layers only."""
+    if kind != "dense":
+        raise ValueError(kind)
+    width = layers[0][1][0][1][1]
+
+    def fn(x):
+        for _ in range(n_layers):
+            x = sp.layers.dense(x, width, activation=jnp.tanh)
+        return x
+    model = sp.transform(fn)
+    return Model("scoped_params_layers", model.init, model.apply)
+
+
+def _sp_slim(kind, layers, n_layers):
+    """The tiny layers with ``sp.slim.fully_connected`` (``fully_connected``, ``fully_connected_1``,
+    ...; ``weights`` and ``biases``). Tiny layers only."""
+    if kind != "dense":
+        raise ValueError(kind)
+    width = layers[0][1][0][1][1]
+
+    def fn(x):
+        for _ in range(n_layers):
+            x = sp.slim.fully_connected(x, width, activation_fn=jnp.tanh)
+        return x
+    model = sp.transform(fn)
+    return Model("scoped_params_slim", model.init, model.apply)
+
+
+# The layer APIs' names for the tiny layers' scope and parameters.
+_LAYER_API_NAMES = {"scoped_params_layers": ("dense", {"w": "kernel", "b": "bias"}),
+                    "scoped_params_slim": ("fully_connected", {"w": "weights", "b": "biases"})}
+
+
 # --- Haiku -----------------------------------------------------------------------------------------
 
 
@@ -350,7 +385,8 @@ def _flax(kind, layers, n_layers):
 
 
 _BUILDERS = {"jax": _hand, "scoped_params": _sp, "haiku": _haiku, "flax": _flax,
-             "jax_named_scopes": _hand_named, "jax_scoped_lookup": _hand_scoped_lookup}
+             "jax_named_scopes": _hand_named, "jax_scoped_lookup": _hand_scoped_lookup,
+             "scoped_params_layers": _sp_layers, "scoped_params_slim": _sp_slim}
 
 
 def build(contender: str, kind: str, n: int = 0) -> Model:
@@ -377,6 +413,14 @@ def to_params(contender: str, flat: Dict[str, Any]) -> Any:
         return out
     if contender == "flax":
         return {"params": sp.unflatten(flat)}
+    if contender in _LAYER_API_NAMES:  # layer_<i>/w -> dense[_<i>]/kernel, ...
+        base, leaves = _LAYER_API_NAMES[contender]
+        out = {}
+        for name, v in flat.items():
+            layer, leaf = name.rsplit("/", 1)
+            i = int(layer.rsplit("_", 1)[1])
+            out[f"{base}_{i}/{leaves[leaf]}" if i else f"{base}/{leaves[leaf]}"] = v
+        return sp.unflatten(out)
     raise ValueError(contender)
 
 

@@ -206,11 +206,11 @@ def _lower(m, p, x) -> None:
 def trace_time(kind, n, x, rounds, extra=()):
     """``extra``: more contenders (e.g. hand-written JAX with named scopes), timed in the same rounds."""
     _warm(kind, x, lambda m, p: _lower(m, p, x))
-    params = shared_weights(kind, n, x)
+    flat = sp.flatten(models.build("scoped_params", kind, n).init(jax.random.key(0), x))
     fns = {}
     for c in ALL + tuple(extra):
         m = models.build(c, kind, n)
-        p = params["jax"] if c in extra else params[c]
+        p = models.to_params(c, flat)
         fns[c] = timed(lambda m=m, p=p: _lower(m, p, x))
     return summarize(interleave(fns, rounds, warmup=0))
 
@@ -343,6 +343,10 @@ def judge(results: Dict[str, dict]) -> List[dict]:
             e = results[key]["scoped_params"]
             named = results[key].get("jax_named_scopes")
             floor = f"hand-written with the same named scopes: {named['ratio']:.2f}x" if named else ""
+            apis = [f"{label} {results[key][c]['ratio']:.2f}x" for c, label in LAYER_APIS
+                    if c in results[key]]
+            if apis:
+                floor += "; written with " + ", ".join(apis)
             row("trace time (jit.lower)", label, f"{e['ratio']:.3f}x", "<= 1.10x", e["ratio"] <= 1.10,
                 floor, band=e.get("ratio_band"))
     for key, label in (("init_conv40", "40-deep conv stack, 8x32x32x32"),
@@ -442,6 +446,10 @@ METRIC_LABELS = {
 }
 
 
+# Extra contenders of the tiny-layer traces: the same model through the layer APIs (bench/models.py).
+LAYER_APIS = (("scoped_params_layers", "sp.layers.dense"), ("scoped_params_slim", "slim.fully_connected"))
+
+
 # Why a target can miss, shown under the table for each missed row (measured while building bench/).
 WHY_MISSED = {
     "trace time (jit.lower)": (
@@ -536,6 +544,21 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
                 hlo = f", {e['hlo_instructions']} HLO instr." if "hlo_instructions" in e else ""
                 cells.append(_fmt_time(e["median_s"]) + extra + hlo)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    api_rows = [(key, results[key]) for key in METRIC_LABELS
+                if any(c in results.get(key, {}) for c, _ in LAYER_APIS)]
+    if api_rows:
+        lines += ["", "## The tiny layers written with the layer APIs (trace, jit.lower)", "",
+                  "The same model as a TF 1.x port writes it, with default names, timed in the same "
+                  "rounds (median; ratio to hand-written JAX).", "",
+                  "| metric | hand-written JAX | scoped_params (get_param) | "
+                  + " | ".join(f"`{label}`" for _, label in LAYER_APIS) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in LAYER_APIS) + " |"]
+        for key, r in api_rows:
+            cells = [_fmt_time(r["jax"]["median_s"])]
+            for c in ("scoped_params",) + tuple(c for c, _ in LAYER_APIS):
+                e = r.get(c)
+                cells.append(f"{_fmt_time(e['median_s'])} ({e['ratio']:.2f}x)" if e else "—")
+            lines.append(f"| {METRIC_LABELS[key]} | " + " | ".join(cells) + " |")
     cvd = results.get("compile_vs_depth")
     if cvd:
         lines += ["", "## Compile time vs depth (jit of apply: trace + lower + compile)", ""]
@@ -702,8 +725,10 @@ def plan(quick: bool):
         ("trace_conv40", lambda: trace_time("conv", depth, conv, r(11, 3))),
     ]
     for n in tiny_sizes:
-        steps.append((f"trace_tiny_{n}", lambda n=n: trace_time("dense", n, tiny, r(trace_rounds.get(n, 3), 3),
-                                                               extra=("jax_named_scopes",))))
+        # The layer APIs ride along where a round is short (the 4,000-layer one would add ~45 s).
+        apis = tuple(c for c, _ in LAYER_APIS) if n <= 1000 else ()
+        steps.append((f"trace_tiny_{n}", lambda n=n, apis=apis: trace_time(
+            "dense", n, tiny, r(trace_rounds.get(n, 3), 3), extra=("jax_named_scopes",) + apis)))
     steps += [("init_conv40", lambda: eager_init("conv", depth, conv, r(9, 3)))]
     for n in same_sizes:
         steps.append((f"init_same_{n}", lambda n=n: eager_init("same_shape", n, tiny, r(rounds.get(n, 3), 3))))

@@ -74,31 +74,40 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     scope = frame.scope
     values = scope._values  # the params sub-dict at the scope's path, when the lookup below applies
     if values is not None:
-        # apply's common request, inline (it runs once per parameter per trace): an ApplyStore, no
-        # custom getter, reuse off (Scope._values is None otherwise), a new name, an array in params,
-        # an initializer that is not a constant. It is ApplyStore.get's creating path; any other
-        # request goes through _request to ApplyStore.get.
+        # apply's common requests, inline (they run once per parameter per trace): an ApplyStore, no
+        # custom getter (Scope._values is None otherwise), an array in params, an initializer that
+        # is not a constant, and either a new name where reuse is not True (ApplyStore.get's creating
+        # path) or a name created earlier in this call where reuse is on (its reusing path). Any
+        # other request goes through _request to ApplyStore.get, which raises what TF raises.
         if type(name) is str and shape is not None:
             value = values.get(name)
             full = scope.prefix + name
             created = frame.store.created
             resolved = scope.initializer if init is None else init
-            if value is not None and full not in created and (resolved is None or callable(resolved)):
-                try:
-                    aval = value.aval
-                except AttributeError:  # NumPy arrays; a sub-dict (not a parameter) goes on below
-                    aval = value if hasattr(value, "dtype") else None
-            else:
-                aval = None
+            aval = None
+            if value is not None and (resolved is None or callable(resolved)):
+                if full not in created:
+                    if scope._reuse is not True:
+                        try:
+                            aval = value.aval
+                        except AttributeError:  # NumPy arrays; a sub-dict (not a parameter) goes on
+                            aval = value if hasattr(value, "dtype") else None
+                        if aval is not None:
+                            # The creation site, for "already exists" errors (see ApplyStore.get).
+                            f = _getframe(1)
+                            code = f.f_code
+                            created[full] = ((code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename)
+                                             else user_site(2))
+                            if regularizer is None:
+                                regularizer = scope.regularizer
+                            if regularizer is not None:
+                                frame.regularized.append((regularizer, value))
+                elif scope._reuse is not False:  # reusing what this call created
+                    try:
+                        aval = value.aval
+                    except AttributeError:
+                        aval = value if hasattr(value, "dtype") else None
             if aval is not None:
-                # The creation site, for "already exists" errors (see ApplyStore.get).
-                f = _getframe(1)
-                code = f.f_code
-                created[full] = (code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename) else user_site(2)
-                if regularizer is None:
-                    regularizer = scope.regularizer
-                if regularizer is not None:
-                    frame.regularized.append((regularizer, value))
                 if shape != aval.shape:  # a list, a partly known shape, or a mismatch
                     shape = _as_shape(shape, full)
                     if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]

@@ -14,14 +14,15 @@ import enum
 import inspect
 import re
 import threading
+from sys import _getframe
 from typing import Any, Callable, Optional, Tuple, Union
 
 import jax
 import numpy as np
 
 from . import _frame
-from ._errors import (InvalidNameError, ReuseArgumentError, ScopeNestingError, not_in_transform,
-                      user_site)
+from ._errors import (_IS_USER_FILE, InvalidNameError, ReuseArgumentError, ScopeNestingError,
+                      not_in_transform, user_site)
 
 
 class _ReuseMode(enum.Enum):
@@ -76,8 +77,8 @@ class Scope:
         # (scope name, site) of the scope or reuse_variables() call that turned reuse on.
         self.reuse_origin = reuse_origin
         # In apply: the params sub-dict at this path, for get_param's direct lookup; None where that
-        # lookup does not apply: init, layer_stack blocks, reuse on, a custom getter, a captured-scope
-        # jump, a path that is not a dict of the params given. get_param then takes the general path.
+        # lookup does not apply: init, layer_stack blocks, a custom getter, a captured-scope jump, a
+        # path that is not a dict of the params given. get_param then takes the general path.
         self._values = None
 
     @property
@@ -94,7 +95,6 @@ class Scope:
         """Reuse parameters in this scope (and sub-scopes opened later) until it exits. Cannot be undone."""
         self._reuse = True
         self.reuse_origin = (self.name, user_site(), "reuse_variables()")
-        self._values = None
 
     def set_initializer(self, initializer: Any) -> None:
         """The default initializer of parameters created in this scope from now on, and of
@@ -553,6 +553,54 @@ _SCOPE_KEYWORDS = frozenset({"default_name", "reuse", "initializer", "dtype", "r
 # name -> its plain sp.scope(name). They hold no state (each entry's is on the frame), so one per name
 # serves every call in every thread; bounded like _VALID_NAMES.
 _PLAIN_SCOPES: dict = {}
+# default_name -> its sp.scope(None, default_name=...), (name, reuse) -> its sp.scope(name, reuse=...):
+# likewise.
+_NAMING_SCOPES: dict = {}
+_NAMING_KEYWORDS = frozenset({"default_name", "reuse"})
+
+
+def default_name_scope(default_name: str) -> "_PlainScope":
+    """``sp.scope(None, default_name=default_name)``, without the keyword call (layers open one on
+    every call)."""
+    cm = _NAMING_SCOPES.get(default_name)
+    if cm is None:
+        if len(_NAMING_SCOPES) >= _VALID_NAMES_MAX:
+            _NAMING_SCOPES.clear()
+        cm = _NAMING_SCOPES[default_name] = _DefaultNameScope(default_name)
+    return cm
+
+
+def _naming_scope(name_or_scope: Any, default_name: Any, reuse: Any) -> Optional["_PlainScope"]:
+    """The shared scope object of ``sp.scope(name, reuse=...)`` or ``sp.scope(None,
+    default_name=...)``; ``None`` for any other arguments (the general path validates them)."""
+    if default_name is not None and type(default_name) is not str:
+        return None
+    if reuse is False:
+        reuse = None  # TF: False means "inherit", exactly like None
+    if type(name_or_scope) is str:
+        if reuse is None:  # the default name only names a scope opened without a name
+            return _plain_scope(name_or_scope)
+        if reuse is not True and reuse is not AUTO_REUSE:
+            return None
+        key = (name_or_scope, reuse)
+        cm = _NAMING_SCOPES.get(key)
+        if cm is None:
+            if len(_NAMING_SCOPES) >= _VALID_NAMES_MAX:
+                _NAMING_SCOPES.clear()
+            cm = _NAMING_SCOPES[key] = _ReusingScope(name_or_scope, reuse)
+        return cm
+    if name_or_scope is None and default_name is not None and reuse is None:
+        return default_name_scope(default_name)
+    return None
+
+
+def _plain_scope(name: str) -> "_PlainScope":
+    cm = _PLAIN_SCOPES.get(name)
+    if cm is None:
+        if len(_PLAIN_SCOPES) >= _VALID_NAMES_MAX:
+            _PLAIN_SCOPES.clear()
+        cm = _PLAIN_SCOPES[name] = _PlainScope(name)
+    return cm
 
 
 def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
@@ -581,12 +629,14 @@ def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
     # quarter of a plain scope's whole entry, as CPython looks each default up by name on every call.
     # The signature reported (inspect, help) is the documented one: _ScopeWithOptions.__init__'s.
     if not options and type(name_or_scope) is str and not tf_positional:
-        cm = _PLAIN_SCOPES.get(name_or_scope)
+        cm = _PLAIN_SCOPES.get(name_or_scope)  # _plain_scope, inline: it runs on every scope entry
         if cm is None:
-            if len(_PLAIN_SCOPES) >= _VALID_NAMES_MAX:
-                _PLAIN_SCOPES.clear()
-            cm = _PLAIN_SCOPES[name_or_scope] = _PlainScope(name_or_scope)
+            cm = _plain_scope(name_or_scope)
         return cm
+    if not tf_positional and options.keys() <= _NAMING_KEYWORDS:  # what layers open
+        cm = _naming_scope(name_or_scope, options.get("default_name"), options.get("reuse"))
+        if cm is not None:
+            return cm
     unknown = options.keys() - _SCOPE_KEYWORDS
     if unknown or tf_positional:
         raise _tf_arguments_error(name_or_scope, tf_positional, options, unknown)
@@ -663,14 +713,19 @@ class _ScopeContext:
 class _PlainScope(_ScopeContext):
     """``sp.scope("name")``: extend the path and inherit everything. The general path
     (``_ScopeWithOptions`` and ``_enter_name_scope``) specialised and inline, as it runs on every scope
-    entry of every trace."""
+    entry of every trace. Two variants share it (layers open them on every call):
+    ``_DefaultNameScope`` and ``_ReusingScope``."""
 
-    __slots__ = ("_root_ok",)
+    # Slots, not class attributes, for the variants' flags: CPython 3.11 reads a slot fast and a
+    # class attribute through an instance slowly, and this runs on every scope entry.
+    __slots__ = ("_root_ok", "_default", "_reusing")
     _name_or_scope: str
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, default: bool = False, reusing: Any = None):
         self._name_or_scope = name
         self._root_ok: Optional[bool] = None  # whether the name is valid at the root; None until checked
+        self._default = default  # the name is a default_name: the variable scope takes name, name_1, ...
+        self._reusing = reusing  # None, or the reuse this scope turns on (True or AUTO_REUSE)
 
     def __enter__(self) -> Scope:
         frame = _current_frame()
@@ -702,10 +757,23 @@ class _PlainScope(_ScopeContext):
             jax_scope = None
         # 2. The variable scope: a child of the current one (_sub_scope, inline).
         old_scope = frame.scope
+        old_node = frame.node
+        if self._default:
+            name = _unique_scope_name(frame, old_node, name)
         new = _new_scope(Scope)
         new.prefix = f"{old_scope.prefix}{name}/"
-        new._reuse = old_scope._reuse
-        new.reuse_origin = old_scope.reuse_origin
+        reusing = self._reusing
+        if reusing is None:
+            new._reuse = old_scope._reuse
+            new.reuse_origin = old_scope.reuse_origin
+        else:
+            # Where reuse was turned on, for "does not exist" errors: the user's line, as
+            # (code, bytecode offset) while it is not shown (see format_site).
+            f = _getframe(1)
+            code = f.f_code
+            new._reuse = reusing
+            new.reuse_origin = (new.prefix[:-1], (code, f.f_lasti) if _IS_USER_FILE.get(
+                code.co_filename) else user_site(2), f"reuse={_describe_reuse(reusing)}")
         new.original_name_scope = new_ns + "/"
         new.initializer = old_scope.initializer
         new.regularizer = old_scope.regularizer
@@ -720,7 +788,6 @@ class _PlainScope(_ScopeContext):
                 values = None
         new._values = values
         # 3. Its entry count.
-        old_node = frame.node
         children = old_node[_CHILDREN]
         if children is None:
             children = old_node[_CHILDREN] = {}
@@ -759,6 +826,31 @@ class _PlainScope(_ScopeContext):
             jax_scope.__exit__(exc_type, exc_value, traceback)
         frame.name_stack = old_ns
         frame.jax_stack = jax_old
+
+
+class _DefaultNameScope(_PlainScope):
+    """``sp.scope(None, default_name="name")``: the name scope ``name`` (uniquified like any), the
+    variable scope ``name``, ``name_1``, ... by entries under the current scope."""
+
+    __slots__ = ()
+
+    def __init__(self, default_name: str):
+        super().__init__(default_name, default=True)
+
+    def _asked(self) -> str:
+        return f"sp.scope(None, default_name={self._name_or_scope!r})"
+
+
+class _ReusingScope(_PlainScope):
+    """``sp.scope("name", reuse=True)`` (or ``sp.AUTO_REUSE``)."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, reuse: Any):
+        super().__init__(name, reusing=reuse)
+
+    def _asked(self) -> str:
+        return f"sp.scope({self._name_or_scope!r}, reuse={_describe_reuse(self._reusing)})"
 
 
 class _ScopeWithOptions(_ScopeContext):
@@ -853,7 +945,7 @@ class _ScopeWithOptions(_ScopeContext):
             new.dtype = opts.dtype
         if opts.trainable is not None:
             new.trainable = opts.trainable
-        if new._reuse is not False or new.custom_getter is not None:
+        if new.custom_getter is not None:
             new._values = None  # get_param's direct lookup does not apply (see Scope)
 
         frame.scope, frame.node = new, node

@@ -26,7 +26,7 @@ normalization keeps its parameters and statistics in float32 for float16/bfloat1
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ContextManager, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ import numpy as np
 from . import _frame
 from ._errors import StateError
 from ._params import get_param, get_state, set_state
-from ._scope import AUTO_REUSE, Scope, _ScopeContext, scope
+from ._scope import AUTO_REUSE, Scope, default_name_scope, scope
 from .initializers import ones, zeros
 
 __all__ = [
@@ -54,15 +54,41 @@ IntOrPair = Union[int, Sequence[int]]
 # --- shared helpers -------------------------------------------------------------------------------
 
 
-def _layer_scope(name: Any, base_name: str, reuse: Any) -> _ScopeContext:
-    """TF's legacy ``Layer._set_scope`` followed by re-entering the captured scope with ``reuse``."""
-    if isinstance(name, Scope):  # a layer object's scope, captured at its first call
+class _Current:
+    """Re-entering the current scope with the reuse it has and no name scope (what slim's layers do
+    inside their own ``variable_scope``): TF's captured-scope jump there changes nothing the
+    parameter requests of a layer's body see, so it is skipped, and ``apply`` fetches them
+    directly."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, current: Scope):
+        self.scope = current
+
+    def __enter__(self) -> Scope:
+        return self.scope
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+
+def _layer_scope(name: Any, base_name: str, reuse: Any, *,
+                 fetches_only: bool = False) -> ContextManager[Scope]:
+    """TF's legacy ``Layer._set_scope`` followed by re-entering the captured scope with ``reuse``.
+
+    ``fetches_only``: the block only requests parameters (a layer's body; no scopes, no user code),
+    so re-entering the current scope may be skipped (``_Current``)."""
+    if isinstance(name, Scope):  # a layer object's scope, captured at its first call, or slim's
+        if fetches_only:
+            frame = _frame._FRAME.get()
+            if frame is not None and frame.scope is name and (not reuse or reuse is name._reuse):
+                return _Current(name)
         return scope(name, reuse=reuse if reuse else None, auxiliary_name_scope=False)
     if reuse is True or reuse is AUTO_REUSE:
         return scope(name if name is not None else base_name, reuse=reuse)
     if reuse not in (None, False):
         raise ValueError(f"reuse must be None, False, True or sp.AUTO_REUSE, got {reuse!r}.")
-    return scope(name, default_name=base_name)
+    return default_name_scope(base_name) if name is None else scope(name)
 
 
 def _tuple(value: IntOrPair, n: int, what: str) -> Tuple[int, ...]:
@@ -96,9 +122,26 @@ def _channels_last(data_format: str) -> bool:
     return data_format == "channels_last"
 
 
+_FLOAT32 = np.dtype(np.float32)
+_FLOATING: dict = {}  # dtype -> whether it is a floating dtype (jnp.issubdtype costs ~2 us a call)
+
+
 def _param_dtype(inputs: jax.Array) -> np.dtype:
-    dtype = jnp.result_type(inputs)
-    return dtype if jnp.issubdtype(dtype, jnp.floating) else np.dtype(np.float32)
+    """The parameters' dtype for ``inputs``: theirs if floating, else float32 (as TF's layers)."""
+    if isinstance(inputs, jax.Array):  # its dtype is canonical already: no promotion to work out
+        dtype = inputs.dtype
+    else:
+        dtype = jnp.result_type(inputs)
+    floating = _FLOATING.get(dtype)
+    if floating is None:
+        floating = _FLOATING[dtype] = bool(jnp.issubdtype(dtype, jnp.floating))
+    return dtype if floating else _FLOAT32
+
+
+def _cast(x: Any, dtype: np.dtype) -> Any:
+    """``x.astype(dtype)``, skipped when ``x`` has that dtype (the common case; each ``astype``
+    runs JAX's dispatch even when it changes nothing)."""
+    return x if x.dtype == dtype else x.astype(dtype)
 
 
 def _static_flag(flag: Any) -> Any:
@@ -149,7 +192,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
         raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, kind, reuse):
+    with _layer_scope(name, kind, reuse, fetches_only=True):
         kernel = get_param(names[0], kernel_shape + (in_channels, filters), kernel_initializer,
                            dtype, trainable=trainable, regularizer=kernel_regularizer)
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
@@ -157,7 +200,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
     layout = channels_last if last else channels_first
     y = jax.lax.conv_general_dilated(
-        inputs.astype(dtype), kernel, window_strides=strides, padding=pad, rhs_dilation=dilation,
+        _cast(inputs, dtype), kernel, window_strides=strides, padding=pad, rhs_dilation=dilation,
         dimension_numbers=(layout, kernel_layout, layout))
     return _bias_and_activation(y, bias, last, activation)
 
@@ -287,7 +330,7 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     in_channels = inputs.shape[-1 if last else 1]
     out_channels = in_channels * depth_multiplier if filters is None else filters
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, base_name, reuse):
+    with _layer_scope(name, base_name, reuse, fetches_only=True):
         depthwise = get_param(names[0], kernel_shape + (in_channels, depth_multiplier),
                               depthwise_initializer, dtype, trainable=trainable,
                               regularizer=depthwise_regularizer)
@@ -302,7 +345,7 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     # Channel i * depth_multiplier + m of the depthwise output is input channel i through
     # depthwise[..., i, m], as in TF: one group per input channel.
     y = jax.lax.conv_general_dilated(
-        inputs.astype(dtype), depthwise.reshape(kernel_shape + (1, in_channels * depth_multiplier)),
+        _cast(inputs, dtype), depthwise.reshape(kernel_shape + (1, in_channels * depth_multiplier)),
         window_strides=strides, padding=pad, rhs_dilation=dilation, dimension_numbers=dims,
         feature_group_count=in_channels)
     if pointwise is not None:
@@ -358,7 +401,7 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
         raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, kind, reuse):
+    with _layer_scope(name, kind, reuse, fetches_only=True):
         kernel = get_param(names[0], kernel_shape + (filters, in_channels), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer)
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
@@ -370,7 +413,7 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     layout = channels_last if last else channels_first
     flipped = jnp.flip(kernel, tuple(range(rank)))
     y = jax.lax.conv_general_dilated(
-        inputs.astype(dtype), flipped, window_strides=(1,) * rank, padding=pads, lhs_dilation=strides,
+        _cast(inputs, dtype), flipped, window_strides=(1,) * rank, padding=pads, lhs_dilation=strides,
         dimension_numbers=(layout, kernel_layout[:-2] + "OI", layout))
     return _bias_and_activation(y, bias, last, activation)
 
@@ -399,8 +442,9 @@ def dense(inputs: jax.Array, units: int, activation: Optional[Callable] = None,
     >>> {name: leaf.shape for name, leaf in sp.flatten(params).items()}
     {'logits/kernel': (64, 10), 'logits/bias': (10,)}
     """
-    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
+    if activity_regularizer is not None or kernel_constraint is not None or bias_constraint is not None:
+        _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                     bias_constraint=bias_constraint)  # tested first: tiny models call dense a lot
     return _dense(inputs, units, activation, use_bias, kernel_initializer, bias_initializer,
                   kernel_regularizer, bias_regularizer, trainable, name, reuse)
 
@@ -411,12 +455,12 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
            names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
     """TF's ``Dense`` layer: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias`` (``names``)."""
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, "dense", reuse):
+    with _layer_scope(name, "dense", reuse, fetches_only=True):
         kernel = get_param(names[0], (inputs.shape[-1], units), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer)
         bias = get_param(names[1], (units,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer) if use_bias else None
-    y = jnp.matmul(inputs.astype(dtype), kernel)
+    y = jnp.matmul(_cast(inputs, dtype), kernel)
     return _bias_and_activation(y, bias, True, activation)
 
 
@@ -465,7 +509,7 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     frame = _frame.current("sp.layers.batch_normalization")
     training = _static_flag(training)
     static_training = training if isinstance(training, bool) else None
-    with _layer_scope(name, "batch_normalization", reuse):
+    with _layer_scope(name, "batch_normalization", reuse, fetches_only=True):
         gamma = get_param("gamma", param_shape, gamma_initializer, dtype, trainable=trainable,
                           regularizer=gamma_regularizer) if scale else None
         beta = get_param("beta", param_shape, beta_initializer, dtype, trainable=trainable,
@@ -534,12 +578,12 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
     params_shape = tuple(inputs.shape[begin_params_axis:])
     dtype = _param_dtype(inputs)
     collections = list(variables_collections) if variables_collections else None
-    with _layer_scope(scope, "LayerNorm", reuse):
+    with _layer_scope(scope, "LayerNorm", reuse, fetches_only=True):
         beta = get_param("beta", params_shape, zeros, dtype, trainable=trainable,
                          collections=collections) if center else None
         gamma = get_param("gamma", params_shape, ones, dtype, trainable=trainable,
                           collections=collections) if scale else None
-    x = inputs.astype(dtype)
+    x = _cast(inputs, dtype)
     stats = x.astype(jnp.float32) if dtype in (jnp.float16, jnp.bfloat16) else x  # as nn.moments
     axes = tuple(range(norm_axis, rank))
     mean = jnp.mean(stats, axes, keepdims=True)
@@ -692,7 +736,7 @@ def embedding(ids: jax.Array, input_dim: int, output_dim: int,
               name: Optional[str] = None, reuse: Any = None, dtype: Any = jnp.float32) -> jax.Array:
     """An embedding table ``<name>/embeddings`` of shape ``(input_dim, output_dim)`` (Keras's name
     and its uniform(-0.05, 0.05) default), looked up with ``embedding_lookup``."""
-    with _layer_scope(name, "embedding", reuse):
+    with _layer_scope(name, "embedding", reuse, fetches_only=True):
         table = get_param("embeddings", (input_dim, output_dim), embeddings_initializer, dtype,
                           trainable=trainable)
     return embedding_lookup(table, ids)

@@ -44,7 +44,7 @@ import numpy as np
 from . import _frame, layers
 from ._params import get_param
 from ._regularizers import l1_regularizer, l2_regularizer
-from ._scope import name_scope, scope as _variable_scope
+from ._scope import default_name_scope, name_scope, scope as _variable_scope
 from .initializers import (contrib_variance_scaling as variance_scaling_initializer,
                            ones, xavier_initializer, zeros)
 
@@ -299,6 +299,8 @@ def _layer(scope: Any, default_name: str, reuse: Any, variables_collections: Any
     opens the scope without the getter that records them, and fetches at full speed."""
     frame = _frame._FRAME.get()
     if frame is None or frame.mode != _frame.INIT:
+        if scope is None and (reuse is None or reuse is False):
+            return default_name_scope(default_name)
         return _variable_scope(scope, default_name=default_name, reuse=reuse)
     return _variable_scope(scope, default_name=default_name, reuse=reuse,
                            custom_getter=_model_variable_getter(variables_collections))

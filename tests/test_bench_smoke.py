@@ -41,6 +41,19 @@ def test_every_contender_computes_the_same_outputs_from_the_same_weights(kind, n
                                        err_msg=f"{contender} differs from hand-written JAX ({kind})")
 
 
+@pytest.mark.parametrize("contender", ["scoped_params_layers", "scoped_params_slim"])
+def test_the_tiny_layers_through_the_layer_apis_compute_the_hand_written_outputs(contender):
+    # bench/run.py times these beside the tiny-layer traces: the same model, default-named layers.
+    x = models.example_input("dense", batch=2)
+    flat = sp.flatten(models.build("scoped_params", "dense", 12).init(jax.random.key(0), x))
+    model = models.build(contender, "dense", 12)
+    params = models.to_params(contender, flat)
+    own = model.init(jax.random.key(0), x)
+    assert jax.tree_util.tree_structure(own) == jax.tree_util.tree_structure(params)
+    np.testing.assert_allclose(model.apply(params, x),
+                               models.build("jax", "dense", 12).apply(sp.unflatten(flat), x), rtol=1e-6)
+
+
 def test_jitted_scoped_params_apply_lowers_to_the_hand_written_instruction_count():
     x = models.example_input("image_filter", batch=1, size=8)
     flat = sp.flatten(models.build("scoped_params", "image_filter").init(jax.random.key(0), x))
@@ -60,7 +73,7 @@ def test_instruction_count_regions_run_without_valgrind():
         work()
         labels.append(label)
     assert labels == ["trace/jax", "trace/jax_named_scopes", "trace/scoped_params",
-                      "eager/jax", "eager/jax_scoped_lookup", "eager/scoped_params"]
+                      "trace/scoped_params_layers", "trace/scoped_params_slim", "eager/jax", "eager/jax_scoped_lookup", "eager/scoped_params"]
 
 
 def test_a_step_past_its_budget_stops_after_the_minimum_rounds(monkeypatch):

@@ -1,5 +1,7 @@
 """apply as TF's later template calls: reference sections J, K and L (rules 54-58)."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,6 +77,72 @@ def test_a_scope_object_entered_again_while_open_nests():
 
     params = sp.transform(fn).init(KEY)
     assert set(sp.flatten(params)) == {"x/x/w", "y/y/w"}
+
+
+def test_default_name_and_reuse_scope_objects_are_recipes_too():
+    # sp.scope(None, default_name=...) and sp.scope(name, reuse=...) may be one shared object per
+    # value; each `with` still enters anew, also nested in itself.
+    def fn():
+        d = sp.scope(None, default_name="d")
+        with d as first:
+            with d as inner:
+                sp.get_param("w", [1])
+        with sp.scope(None, default_name="d") as second:
+            pass
+        r = sp.scope("d", reuse=True)
+        with r as outer:
+            with r as nested:
+                assert (outer.reuse, nested.reuse) == (True, True)
+        assert (first.name, inner.name, second.name, outer.name, nested.name) == (
+            "d", "d/d", "d_1", "d", "d/d")
+        with r:
+            return sp.get_param("d/w", [1])
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert set(sp.flatten(params)) == {"d/d/w"}
+    assert model.apply(params) is params["d"]["d"]["w"]
+
+
+@pytest.mark.parametrize("how", ["reuse=True", "AUTO_REUSE", "reuse_variables()"])
+def test_apply_checks_each_fetch_in_a_reusing_scope_as_init_does(how):
+    @contextlib.contextmanager
+    def reusing(name):
+        if how == "reuse_variables()":
+            with sp.scope(name) as s:
+                s.reuse_variables()
+                yield
+        else:
+            with sp.scope(name, reuse=True if how == "reuse=True" else sp.AUTO_REUSE):
+                yield
+
+    def fn(shape=(2,), dtype=None, fetch_first=False):
+        if fetch_first:
+            with reusing("s"):
+                sp.get_param("v", [2])
+        with sp.scope("s"):
+            v = sp.get_param("v", [2], regularizer=lambda w: jnp.sum(w ** 2))
+        with reusing("s"):
+            w = sp.get_param("v", shape, dtype=dtype)
+        return v, w, sp.regularization_loss()
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    v, w, loss = model.apply(params)
+    assert v is w is params["s"]["v"]
+    np.testing.assert_allclose(loss, jnp.sum(v ** 2))  # counted once: the fetch creates nothing
+    with pytest.raises(sp.ShapeMismatchError, match=r"specified shape \(3,\) and found shape \(2,\)"):
+        model.apply(params, (3,))
+    with pytest.raises(sp.DtypeMismatchError, match="specified dtype int32 and found dtype float32"):
+        model.apply(params, (2,), jnp.int32)
+    if how == "AUTO_REUSE":  # the early request creates it, so the plain scope's is a second one
+        with pytest.raises(sp.ParamExistsError, match="Variable s/v already exists"):
+            model.apply(params, fetch_first=True)
+    else:  # reuse on before anything in this call created it: as in init, it does not exist
+        with pytest.raises(sp.ParamNotFoundError, match="Variable s/v does not exist"):
+            model.apply(params, fetch_first=True)
+        with pytest.raises(sp.ParamNotFoundError, match="Variable s/v does not exist"):
+            model.init(KEY, fetch_first=True)
 
 
 def test_closing_a_plain_scope_inside_a_scope_with_options_is_improper_nesting():
