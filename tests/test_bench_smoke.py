@@ -88,6 +88,17 @@ def test_a_step_past_its_budget_stops_after_the_minimum_rounds(monkeypatch):
     assert len(times["jax"]) == 9
 
 
+def test_contenders_timed_beside_the_base_run_next_to_it_on_alternating_sides(monkeypatch):
+    run = load_bench("run")
+    monkeypatch.setattr(run, "_step_budget", [None])
+    calls = []
+    fns = {n: (lambda n=n: calls.append(n) or 1.0)
+           for n in ("jax", "scoped_params", "haiku", "flax", "jax_named_scopes")}
+    run.interleave(fns, rounds=2, warmup=0, beside_base=("scoped_params", "jax_named_scopes"))
+    assert calls == ["scoped_params", "jax", "jax_named_scopes", "haiku", "flax",
+                     "jax_named_scopes", "jax", "scoped_params", "flax", "haiku"]
+
+
 def _payload(sp_times, verdict=True):
     """A results file as bench/run.py writes it, reduced to one metric timed over five rounds."""
     run = load_bench("run")
