@@ -270,39 +270,30 @@ def _sp(kind, layers, n_layers):
     return Model("scoped_params", model.init, model.apply)
 
 
-def _sp_layers(kind, layers, n_layers):
-    """The tiny layers as a TF 1.x port writes them: ``sp.layers.dense`` with its default names
-    (``dense``, ``dense_1``, ...; ``kernel`` and ``bias``). Tiny layers only."""
-    if kind != "dense":
-        raise ValueError(kind)
-    width = layers[0][1][0][1][1]
-
-    def fn(x):
-        for _ in range(n_layers):
-            x = sp.layers.dense(x, width, activation=jnp.tanh)
-        return x
-    model = sp.transform(fn)
-    return Model("scoped_params_layers", model.init, model.apply)
+# The tiny layers as a TF 1.x port writes them, through the layer APIs with their default names:
+# contender -> (one layer of width w, its scope's base name, its names for the tiny layers' w and b).
+_LAYER_APIS = {
+    "scoped_params_layers": (lambda x, w: sp.layers.dense(x, w, activation=jnp.tanh),
+                             "dense", {"w": "kernel", "b": "bias"}),
+    "scoped_params_slim": (lambda x, w: sp.slim.fully_connected(x, w, activation_fn=jnp.tanh),
+                           "fully_connected", {"w": "weights", "b": "biases"}),
+}
 
 
-def _sp_slim(kind, layers, n_layers):
-    """The tiny layers with ``sp.slim.fully_connected`` (``fully_connected``, ``fully_connected_1``,
-    ...; ``weights`` and ``biases``). Tiny layers only."""
-    if kind != "dense":
-        raise ValueError(kind)
-    width = layers[0][1][0][1][1]
+def _sp_layer_api(contender):
+    """The builder of ``contender`` (a key of ``_LAYER_APIS``): tiny layers only."""
+    def build(kind, layers, n_layers):
+        if kind != "dense":
+            raise ValueError(kind)
+        layer, width = _LAYER_APIS[contender][0], layers[0][1][0][1][1]
 
-    def fn(x):
-        for _ in range(n_layers):
-            x = sp.slim.fully_connected(x, width, activation_fn=jnp.tanh)
-        return x
-    model = sp.transform(fn)
-    return Model("scoped_params_slim", model.init, model.apply)
-
-
-# The layer APIs' names for the tiny layers' scope and parameters.
-_LAYER_API_NAMES = {"scoped_params_layers": ("dense", {"w": "kernel", "b": "bias"}),
-                    "scoped_params_slim": ("fully_connected", {"w": "weights", "b": "biases"})}
+        def fn(x):
+            for _ in range(n_layers):
+                x = layer(x, width)
+            return x
+        model = sp.transform(fn)
+        return Model(contender, model.init, model.apply)
+    return build
 
 
 # --- Haiku -----------------------------------------------------------------------------------------
@@ -386,7 +377,7 @@ def _flax(kind, layers, n_layers):
 
 _BUILDERS = {"jax": _hand, "scoped_params": _sp, "haiku": _haiku, "flax": _flax,
              "jax_named_scopes": _hand_named, "jax_scoped_lookup": _hand_scoped_lookup,
-             "scoped_params_layers": _sp_layers, "scoped_params_slim": _sp_slim}
+             **{c: _sp_layer_api(c) for c in _LAYER_APIS}}
 
 
 def build(contender: str, kind: str, n: int = 0) -> Model:
@@ -413,8 +404,8 @@ def to_params(contender: str, flat: Dict[str, Any]) -> Any:
         return out
     if contender == "flax":
         return {"params": sp.unflatten(flat)}
-    if contender in _LAYER_API_NAMES:  # layer_<i>/w -> dense[_<i>]/kernel, ...
-        base, leaves = _LAYER_API_NAMES[contender]
+    if contender in _LAYER_APIS:  # layer_<i>/w -> dense[_<i>]/kernel, ...
+        _, base, leaves = _LAYER_APIS[contender]
         out = {}
         for name, v in flat.items():
             layer, leaf = name.rsplit("/", 1)

@@ -559,15 +559,23 @@ _NAMING_SCOPES: dict = {}
 _NAMING_KEYWORDS = frozenset({"default_name", "reuse"})
 
 
+def _shared(table: dict, key: Any, make: Callable[..., "_PlainScope"], *args: Any) -> "_PlainScope":
+    """``table[key]``, made as ``make(*args)`` on first use (the tables are bounded like
+    ``_VALID_NAMES``)."""
+    cm = table.get(key)
+    if cm is None:
+        if len(table) >= _VALID_NAMES_MAX:
+            table.clear()
+        cm = table[key] = make(*args)
+    return cm
+
+
 def default_name_scope(default_name: str) -> "_PlainScope":
     """``sp.scope(None, default_name=default_name)``, without the keyword call (layers open one on
     every call)."""
     cm = _NAMING_SCOPES.get(default_name)
-    if cm is None:
-        if len(_NAMING_SCOPES) >= _VALID_NAMES_MAX:
-            _NAMING_SCOPES.clear()
-        cm = _NAMING_SCOPES[default_name] = _DefaultNameScope(default_name)
-    return cm
+    return cm if cm is not None else _shared(_NAMING_SCOPES, default_name, _DefaultNameScope,
+                                             default_name)
 
 
 def _naming_scope(name_or_scope: Any, default_name: Any, reuse: Any) -> Optional["_PlainScope"]:
@@ -579,28 +587,13 @@ def _naming_scope(name_or_scope: Any, default_name: Any, reuse: Any) -> Optional
         reuse = None  # TF: False means "inherit", exactly like None
     if type(name_or_scope) is str:
         if reuse is None:  # the default name only names a scope opened without a name
-            return _plain_scope(name_or_scope)
+            return _shared(_PLAIN_SCOPES, name_or_scope, _PlainScope, name_or_scope)
         if reuse is not True and reuse is not AUTO_REUSE:
             return None
-        key = (name_or_scope, reuse)
-        cm = _NAMING_SCOPES.get(key)
-        if cm is None:
-            if len(_NAMING_SCOPES) >= _VALID_NAMES_MAX:
-                _NAMING_SCOPES.clear()
-            cm = _NAMING_SCOPES[key] = _ReusingScope(name_or_scope, reuse)
-        return cm
+        return _shared(_NAMING_SCOPES, (name_or_scope, reuse), _ReusingScope, name_or_scope, reuse)
     if name_or_scope is None and default_name is not None and reuse is None:
         return default_name_scope(default_name)
     return None
-
-
-def _plain_scope(name: str) -> "_PlainScope":
-    cm = _PLAIN_SCOPES.get(name)
-    if cm is None:
-        if len(_PLAIN_SCOPES) >= _VALID_NAMES_MAX:
-            _PLAIN_SCOPES.clear()
-        cm = _PLAIN_SCOPES[name] = _PlainScope(name)
-    return cm
 
 
 def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
@@ -629,9 +622,9 @@ def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
     # quarter of a plain scope's whole entry, as CPython looks each default up by name on every call.
     # The signature reported (inspect, help) is the documented one: _ScopeWithOptions.__init__'s.
     if not options and type(name_or_scope) is str and not tf_positional:
-        cm = _PLAIN_SCOPES.get(name_or_scope)  # _plain_scope, inline: it runs on every scope entry
+        cm = _PLAIN_SCOPES.get(name_or_scope)  # inline: it runs on every scope entry
         if cm is None:
-            cm = _plain_scope(name_or_scope)
+            cm = _shared(_PLAIN_SCOPES, name_or_scope, _PlainScope, name_or_scope)
         return cm
     if not tf_positional and options.keys() <= _NAMING_KEYWORDS:  # what layers open
         cm = _naming_scope(name_or_scope, options.get("default_name"), options.get("reuse"))
