@@ -5,8 +5,8 @@ bookkeeping does; instruction counts repeat to ~0.1%. This script counts what ``
 closest targets time, with garbage collection off in the counted regions:
 
 * the trace (``jit(f).trace``) of N tiny layers: hand-written JAX, the same with ``jax.named_scope``
-  per layer, scoped_params, and scoped_params through ``sp.layers.dense`` and
-  ``slim.fully_connected`` (default names);
+  per layer, scoped_params, and scoped_params through ``sp.layers.dense``,
+  ``slim.fully_connected`` and ``sp.layers.Dense`` objects (default names);
 * an eager ``apply`` of the tiny 2-layer model: hand-written JAX, the same reading its parameters
   through a scoped lookup with no checks (``models._hand_scoped_lookup``), and scoped_params.
 
@@ -32,8 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 EAGER_CALLS = 200
 # The traced contenders: hand-written, with named scopes, scoped_params, and scoped_params through the
-# layer APIs (sp.layers.dense, slim.fully_connected; bench/models.py).
-TRACED = ("jax", "jax_named_scopes", "scoped_params", "scoped_params_layers", "scoped_params_slim")
+# layer APIs (sp.layers.dense, slim.fully_connected, sp.layers.Dense objects; bench/models.py).
+TRACED = ("jax", "jax_named_scopes", "scoped_params", "scoped_params_layers", "scoped_params_slim",
+          "scoped_params_objects")
 
 
 def _regions(n_layers: int):

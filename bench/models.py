@@ -277,6 +277,8 @@ _LAYER_APIS = {
                              "dense", {"w": "kernel", "b": "bias"}),
     "scoped_params_slim": (lambda x, w: sp.slim.fully_connected(x, w, activation_fn=jnp.tanh),
                            "fully_connected", {"w": "weights", "b": "biases"}),
+    "scoped_params_objects": (lambda x, w: sp.layers.Dense(w, activation=jnp.tanh)(x),
+                              "dense", {"w": "kernel", "b": "bias"}),
 }
 
 

@@ -461,7 +461,8 @@ METRIC_LABELS = {
 
 
 # Extra contenders of the tiny-layer traces: the same model through the layer APIs (bench/models.py).
-LAYER_APIS = (("scoped_params_layers", "sp.layers.dense"), ("scoped_params_slim", "slim.fully_connected"))
+LAYER_APIS = (("scoped_params_layers", "sp.layers.dense"), ("scoped_params_slim", "slim.fully_connected"),
+              ("scoped_params_objects", "sp.layers.Dense objects"))
 
 
 # Why a target can miss, shown under the table for each missed row (measured while building bench/).

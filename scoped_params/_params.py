@@ -109,7 +109,13 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                         aval = value if hasattr(value, "dtype") else None
             if aval is not None:
                 if shape != aval.shape:  # a list, a partly known shape, or a mismatch
-                    shape = _as_shape(shape, full)
+                    if type(shape) is list:  # TF code writes [784, 10]: _as_shape's first step
+                        try:
+                            shape = tuple(map(_index, shape))
+                        except TypeError:
+                            shape = _as_shape(shape, full)
+                    else:
+                        shape = _as_shape(shape, full)
                     if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
                         raise _shape_error(full, shape, aval.shape, created[full])
                 if dtype is None:
@@ -219,10 +225,18 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
                   collections=collections, partitioner=scope.partitioner, sharding=sharding)
 
 
+_index = operator.index
+
+
 def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
     if shape is None:
         return None
-    if isinstance(shape, (int, np.integer)):
+    if type(shape) is tuple or type(shape) is list:  # TF 1.x code writes lists: [784, 10]
+        try:
+            return tuple(map(_index, shape))
+        except TypeError:
+            pass  # a None (unknown) or invalid dimension: below
+    elif isinstance(shape, (int, np.integer)):
         return (int(shape),)
     try:
         # operator.index, not int: a dimension of 2.5 or "2" is an error (TF's Dimension), not 2.
@@ -230,6 +244,7 @@ def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
     except TypeError:
         raise TypeError(f"shape must be a sequence of ints, got {shape!r}"
                         + (f" for '{full}'." if full else ".")) from None
+
 
 
 def _compatible(asked: Tuple, found: Tuple) -> bool:

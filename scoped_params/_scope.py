@@ -476,6 +476,31 @@ def get_scope() -> Scope:
 # --- variable scopes -----------------------------------------------------------------------------
 
 
+def reentered(captured: Scope, reuse: Any) -> Scope:
+    """What parameter requests see when TF re-enters ``captured``, a scope of the current call, with
+    ``reuse`` and no name scope (``variable_scope(captured, reuse=reuse, auxiliary_name_scope=False)``)
+    to run a block that only requests parameters: ``captured`` itself, or a copy with reuse on.
+
+    Unlike ``sp.scope(captured)``'s jump, this moves no counters (a block that opens no scope cannot
+    tell) and keeps ``captured``'s direct lookup in ``apply`` (its sub-dict of this call's params).
+    """
+    if not reuse or reuse is captured._reuse:
+        return captured
+    s = _new_scope(Scope)
+    s.prefix = captured.prefix
+    s._reuse = reuse
+    s.reuse_origin = (captured.prefix[:-1], user_site(), f"reuse={_describe_reuse(reuse)}")
+    s.original_name_scope = captured.original_name_scope
+    s.initializer = captured.initializer
+    s.regularizer = captured.regularizer
+    s.dtype = captured.dtype
+    s.custom_getter = captured.custom_getter
+    s.partitioner = captured.partitioner
+    s.trainable = captured.trainable
+    s._values = captured._values
+    return s
+
+
 def _sub_scope(parent: Scope, name: str, reuse: Any, origin: Optional[tuple],
                original_name_scope: str) -> Scope:
     """A scope inheriting ``parent``'s defaults: ``Scope(...)`` without the keyword-call cost (every
@@ -596,6 +621,32 @@ def _naming_scope(name_or_scope: Any, default_name: Any, reuse: Any) -> Optional
     return None
 
 
+# What sp.scope("name", ...) sets on the scope it opens, entered through the plain scope's path.
+_DEFAULTS_KEYWORDS = frozenset({"reuse", "initializer", "dtype", "regularizer", "trainable",
+                                "partitioner"})
+
+
+def _defaults_scope(name: str, reuse: Any = None, initializer: Any = None, dtype: Any = None,
+                    regularizer: Any = None, trainable: Any = None,
+                    partitioner: Any = None) -> Optional["_PlainScope"]:
+    """``sp.scope(name, reuse=..., initializer=..., ...)`` (TF code's common ``variable_scope``): a
+    ``_PlainScope`` that also sets the scope's defaults; ``None`` for arguments the general path
+    rejects (it says why). Made per call: the defaults are often made per call too."""
+    if reuse is False:
+        reuse = None  # TF: False means "inherit", exactly like None
+    if not (reuse is None or reuse is True or reuse is AUTO_REUSE):
+        return None
+    if initializer is None and dtype is None and regularizer is None and trainable is None and (
+            partitioner is None):
+        return _naming_scope(name, None, reuse)
+    cm = _PlainScope(name, reusing=reuse, defaults=(
+        initializer, regularizer, None if dtype is None else np.dtype(dtype), trainable, partitioner))
+    shared = _PLAIN_SCOPES.get(name)
+    if shared is not None:
+        cm._root_ok = shared._root_ok  # the name's check, done once
+    return cm
+
+
 def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
           **options: Any) -> _ScopeContext:
     """Open a variable scope: prefix parameter names and set defaults for parameters inside.
@@ -628,6 +679,10 @@ def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
         return cm
     if not tf_positional and options.keys() <= _NAMING_KEYWORDS:  # what layers open
         cm = _naming_scope(name_or_scope, options.get("default_name"), options.get("reuse"))
+        if cm is not None:
+            return cm
+    if type(name_or_scope) is str and not tf_positional and options.keys() <= _DEFAULTS_KEYWORDS:
+        cm = _defaults_scope(name_or_scope, **options)
         if cm is not None:
             return cm
     unknown = options.keys() - _SCOPE_KEYWORDS
@@ -711,14 +766,17 @@ class _PlainScope(_ScopeContext):
 
     # Slots, not class attributes, for the variants' flags: CPython 3.11 reads a slot fast and a
     # class attribute through an instance slowly, and this runs on every scope entry.
-    __slots__ = ("_root_ok", "_default", "_reusing")
+    __slots__ = ("_root_ok", "_default", "_reusing", "_defaults")
     _name_or_scope: str
 
-    def __init__(self, name: str, default: bool = False, reusing: Any = None):
+    def __init__(self, name: str, default: bool = False, reusing: Any = None,
+                 defaults: Optional[tuple] = None):
         self._name_or_scope = name
         self._root_ok: Optional[bool] = None  # whether the name is valid at the root; None until checked
         self._default = default  # the name is a default_name: the variable scope takes name, name_1, ...
         self._reusing = reusing  # None, or the reuse this scope turns on (True or AUTO_REUSE)
+        # None, or what it sets: (initializer, regularizer, dtype, trainable, partitioner), None = inherit
+        self._defaults = defaults
 
     def __enter__(self) -> Scope:
         frame = _current_frame()
@@ -774,6 +832,8 @@ class _PlainScope(_ScopeContext):
         new.custom_getter = old_scope.custom_getter
         new.partitioner = old_scope.partitioner
         new.trainable = old_scope.trainable
+        if self._defaults is not None:
+            _set_defaults(new, self._defaults)
         values = old_scope._values
         if values is not None:
             values = values.get(name)
@@ -844,6 +904,21 @@ class _ReusingScope(_PlainScope):
 
     def _asked(self) -> str:
         return f"sp.scope({self._name_or_scope!r}, reuse={_describe_reuse(self._reusing)})"
+
+
+def _set_defaults(new: Scope, defaults: tuple) -> None:
+    """Set what ``sp.scope(name, initializer=..., ...)`` sets on the scope it opens."""
+    initializer, regularizer, dtype, trainable, partitioner = defaults
+    if initializer is not None:
+        new.initializer = initializer
+    if regularizer is not None:
+        new.regularizer = regularizer
+    if dtype is not None:
+        new.dtype = dtype
+    if trainable is not None:
+        new.trainable = trainable
+    if partitioner is not None:
+        new.partitioner = partitioner
 
 
 class _ScopeWithOptions(_ScopeContext):

@@ -35,7 +35,7 @@ import numpy as np
 from . import _frame
 from ._errors import StateError
 from ._params import get_param, get_state, set_state
-from ._scope import AUTO_REUSE, Scope, default_name_scope, scope
+from ._scope import AUTO_REUSE, Scope, default_name_scope, reentered, scope
 from .initializers import ones, zeros
 
 __all__ = [
@@ -70,6 +70,25 @@ class _Current:
 
     def __exit__(self, *exc_info: Any) -> None:
         return None
+
+
+class _Within:
+    """Make ``scope`` current for a block that only requests parameters in it and opens no scope: a
+    layer object's body in its captured scope (see ``_scope.reentered``)."""
+
+    __slots__ = ("scope", "_outer")
+
+    def __init__(self, scope: Scope):
+        self.scope = scope
+
+    def __enter__(self) -> Scope:
+        frame = _frame.current("sp.layers")
+        self._outer = frame.scope
+        frame.scope = self.scope
+        return self.scope
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _frame._FRAME.get().scope = self._outer
 
 
 def _layer_scope(name: Any, base_name: str, reuse: Any, *,
@@ -765,6 +784,13 @@ class _LayerObject:
 
     def __call__(self, inputs: jax.Array, scope: Any = None, **call_kwargs: Any) -> jax.Array:
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
+        if captured.custom_getter is None:  # a getter runs user code, which may open scopes
+            # The body re-enters the captured scope (TF), and only requests parameters there: it
+            # gets the scope it would see (_Within), whose re-entry then changes nothing (_Current).
+            within = _Within(reentered(captured, reuse))
+            with within:
+                return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
+                                      name=within.scope, reuse=reuse)
         return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs, name=captured,
                               reuse=reuse)
 

@@ -41,7 +41,8 @@ def test_every_contender_computes_the_same_outputs_from_the_same_weights(kind, n
                                        err_msg=f"{contender} differs from hand-written JAX ({kind})")
 
 
-@pytest.mark.parametrize("contender", ["scoped_params_layers", "scoped_params_slim"])
+@pytest.mark.parametrize("contender", ["scoped_params_layers", "scoped_params_slim",
+                                       "scoped_params_objects"])
 def test_the_tiny_layers_through_the_layer_apis_compute_the_hand_written_outputs(contender):
     # bench/run.py times these beside the tiny-layer traces: the same model, default-named layers.
     x = models.example_input("dense", batch=2)
@@ -73,7 +74,8 @@ def test_instruction_count_regions_run_without_valgrind():
         work()
         labels.append(label)
     assert labels == ["trace/jax", "trace/jax_named_scopes", "trace/scoped_params",
-                      "trace/scoped_params_layers", "trace/scoped_params_slim", "eager/jax", "eager/jax_scoped_lookup", "eager/scoped_params"]
+                      "trace/scoped_params_layers", "trace/scoped_params_slim",
+                      "trace/scoped_params_objects", "eager/jax", "eager/jax_scoped_lookup", "eager/scoped_params"]
 
 
 def test_a_step_past_its_budget_stops_after_the_minimum_rounds(monkeypatch):

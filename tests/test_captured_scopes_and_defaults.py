@@ -425,3 +425,46 @@ def test_default_name_numbering_inside_a_jump_is_rolled_back_on_exit():
     sp.transform(lambda: seen.append(fn())).init(KEY)
     # TF 1.x restores every counter when a captured-scope jump exits (checked against TF).
     assert seen == [["Q/d", "Q/d_1", "Q/d_2"] * 2]
+
+
+def test_one_scope_with_defaults_entered_twice_nests_and_sets_its_defaults_each_time():
+    cm = sp.scope("s", initializer=const(0.5), dtype=jnp.float16, trainable=False)
+    seen = []
+
+    def fn():
+        with cm as outer:
+            a = sp.get_param("a", [1])
+            with cm as inner:  # the same object nests: s/s, name scope s/s
+                b = sp.get_param("b", [1])
+                seen.append((outer.name, inner.name, inner.original_name_scope))
+        with cm:
+            c = sp.get_param("c", [1], init=const(0.25), dtype=jnp.float32)
+            seen.append(sp.get_scope().original_name_scope)
+        return a, b, c
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    a, b, c = model.apply(params)
+    assert seen[:2] == [("s", "s/s", "s/s/"), "s_1/"]
+    assert (a.dtype, b.dtype, c.dtype) == (jnp.float16, jnp.float16, jnp.float32)
+    np.testing.assert_allclose([float(a[0]), float(b[0]), float(c[0])], [0.5, 0.5, 0.25])
+    specs = sp.flatten(model.specs())
+    assert [specs[k].trainable for k in ("s/a", "s/s/b", "s/c")] == [False, False, False]
+
+
+def test_scope_with_defaults_and_reuse_fetches_and_checks_like_the_general_path():
+    def fn(first):
+        with sp.scope("s", initializer=const(0.5)):
+            w = sp.get_param("w", [2])
+        with sp.scope("s", reuse=True, regularizer=lambda v: jnp.sum(v)):
+            same = sp.get_param("w", [2])
+            if not first:
+                sp.get_param("w", [3])  # a shape mismatch, named as TF names it
+        return w, same, sp.regularization_loss()
+
+    model = sp.transform(fn)
+    params = model.init(KEY, True)
+    w, same, loss = model.apply(params, True)
+    assert same is w and float(loss) == 0.0  # the regularizer of a reusing scope adds nothing
+    with pytest.raises(sp.ShapeMismatchError, match="s/w"):
+        model.apply(params, False)

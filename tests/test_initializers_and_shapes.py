@@ -654,3 +654,24 @@ def test_contribs_arguments_given_to_core_variance_scaling_say_which_function_ha
         assert "fix: use sp.initializers.contrib.variance_scaling_initializer(" in str(e.value)
     with pytest.raises(TypeError, match=r"invalid mode 'fan_in'; use 'FAN_IN'"):
         inits.contrib.variance_scaling_initializer(mode="fan_in")
+
+
+
+def test_list_shapes_are_read_like_tuples_in_init_and_apply():
+    def fn():
+        with sp.scope("s"):
+            w = sp.get_param("w", [2, np.int64(3)])
+            b = sp.get_param("b", [None], init=jax.nn.initializers.zeros)  # an unknown dimension: any
+        return w, b
+
+    params = sp.transform(lambda: (sp.get_param("s/w", [2, 3]),
+                                   sp.get_param("s/b", (4,), init=jax.nn.initializers.zeros))).init(KEY)
+    w, b = sp.transform(fn).apply(params)
+    assert (w.shape, b.shape) == ((2, 3), (4,))
+    # A float dimension is an error (TF's Dimension), in init and in apply's lookup alike.
+    with pytest.raises(TypeError, match=r"shape must be a sequence of ints, got \[2, 3.0\]"):
+        sp.transform(lambda: sp.get_param("w", [2, 3.0])).init(KEY)
+    with pytest.raises(TypeError, match=r"got \[2, 3.0\] for 'w'"):
+        sp.transform(lambda: sp.get_param("w", [2, 3.0])).apply({"w": jnp.ones((2, 3))})
+    with pytest.raises(sp.ShapeMismatchError, match=r"variable w, but specified shape \(2, 4\)"):
+        sp.transform(lambda: sp.get_param("w", [2, 4])).apply({"w": jnp.ones((2, 3))})

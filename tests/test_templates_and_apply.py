@@ -389,3 +389,35 @@ def test_apply_accepts_flat_names_via_unflatten():
     model = sp.transform(fn)
     out = model.apply(sp.unflatten({"a/v": jnp.ones(2)}))
     np.testing.assert_array_equal(out, np.ones(2))
+
+
+def test_a_layer_object_fetches_its_captured_weights_in_apply_with_tfs_checks():
+    getter_saw = []
+
+    def counting_getter(getter, name, *args, **kwargs):
+        getter_saw.append(name)
+        return getter(name, *args, **kwargs)
+
+    def fn(x, y, getter=None):
+        with sp.scope("net", custom_getter=getter):
+            dense = sp.layers.Dense(3, kernel_regularizer=lambda k: jnp.sum(k * k))
+            a = dense(x)
+            with sp.scope("elsewhere"):
+                b = dense(x)  # TF: the captured scope, with reuse: the same weights
+            c = dense(y)
+        return a, b, c, sp.regularization_loss()
+
+    x = jnp.ones((2, 4))
+    model = sp.transform(fn)
+    params = model.init(KEY, x, x)
+    assert paths(params) == {"net/dense/kernel", "net/dense/bias"}
+    a, b, c, loss = model.apply(params, x, 2 * x)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(c, x @ (2 * params["net"]["dense"]["kernel"]), rtol=1e-6)
+    # The kernel's regularizer counts once, at the creating call.
+    np.testing.assert_allclose(loss, jnp.sum(params["net"]["dense"]["kernel"] ** 2), rtol=1e-6)
+    with pytest.raises(sp.ShapeMismatchError, match=r"net/dense/kernel, but specified shape \(5, 3\)"):
+        model.apply(params, x, jnp.ones((2, 5)))
+    # Under a custom getter the body jumps into the captured scope: every request goes to the getter.
+    model.apply(params, x, x, counting_getter)
+    assert getter_saw == ["net/dense/kernel", "net/dense/bias"] * 3

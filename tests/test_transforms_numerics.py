@@ -477,3 +477,4 @@ def test_overlapping_inits_restore_the_collector_when_the_last_one_ends():
 
     _run_threads(lambda i: sp.transform(fn).init(KEY, jnp.ones(())), 2)
     assert gc.isenabled()
+
