@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import jax
 import numpy as np
 
-from . import _frame
+from . import _frame, _scope
 from ._errors import ParamsTypeError
 from ._materialize import initialize, resolve_traced_constants
 from ._params import STATE, ApplyStore, InitStore
@@ -20,6 +20,7 @@ from ._tree import flatten, unflatten
 
 _current_frame = _frame._FRAME.get
 _set_frame = _frame._FRAME.set
+_EAGER = _scope._EAGER  # the trace of eager execution (frame.trace is it in an eager apply)
 
 # The init key is folded with this before it feeds next_rng_key(), so parameter keys (folded with
 # name hashes) and the model's own random keys never coincide.
@@ -49,35 +50,46 @@ class _Split:
 
 
 class _CollectorPaused:
-    """Cyclic garbage collection off while an ``init``/``specs`` call runs, then as it was.
+    """Cyclic garbage collection off while an ``init``/``specs`` call, or an ``apply`` that JAX traces
+    (under ``jit``, ``grad``, ``vmap``, ...), runs; then as it was.
 
     Tracing a model builds its whole jaxpr: tens of objects per op, alive until the trace ends. With
     the collector on, they fill the young generations and each collection scans them again; with
-    thousands of ops a full collection of the process's heap follows, a fifth of a 4,000-parameter
-    init. Nearly all of them are freed by reference counting when the call returns, so pausing the
-    collector skips that work rather than deferring it. Calls may overlap (threads, an ``init``
-    inside a model): the collector comes back on when the last one ends, and only if it was on when
-    the first began.
+    thousands of ops full collections of the process's heap follow: a fifth of a 4,000-parameter
+    init, a quarter of the ``jit(...).lower`` of 4,000 tiny layers (three full collections, in any
+    framework). Nearly all of them are freed by reference counting when the call returns, so pausing
+    the collector skips that work rather than deferring it. An eager ``apply`` (ops run one by one,
+    nothing kept) is not paused. Calls may overlap (threads, an ``init`` inside a model): the
+    collector comes back on when the last one ends, and only if it was on when the first began.
     """
 
     _lock = threading.Lock()
     _depth = 0
     _was_enabled = False
 
-    def __enter__(self) -> None:
+    @staticmethod
+    def pause() -> bool:
         cls = _CollectorPaused
         with cls._lock:
             if cls._depth == 0:
                 cls._was_enabled = gc.isenabled()
                 gc.disable()
             cls._depth += 1
+        return True
 
-    def __exit__(self, *exc_info) -> None:
+    @staticmethod
+    def resume() -> None:
         cls = _CollectorPaused
         with cls._lock:
             cls._depth -= 1
             if cls._depth == 0 and cls._was_enabled:
                 gc.enable()
+
+    def __enter__(self) -> None:
+        _CollectorPaused.pause()
+
+    def __exit__(self, *exc_info) -> None:
+        _CollectorPaused.resume()
 
 
 def _as_key_struct(key: Any) -> Any:
@@ -201,10 +213,13 @@ class Transformed:
                            flatten(_input_tree(state, "state")) if self._with_state else {})
         frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
         outer = _frame.install(frame)
+        paused = frame.trace is not _EAGER and _CollectorPaused.pause()
         try:
             out = self._fn(*args, **kwargs)
         finally:
             _frame.uninstall(outer)
+            if paused:
+                _CollectorPaused.resume()
         if self._with_state:
             return out, unflatten(store.state)
         return out
@@ -225,10 +240,14 @@ class Transformed:
         frame = _frame.Frame(_frame.APPLY, store, False, rng)
         outer = _current_frame()
         _set_frame(frame)
+        # Traced (jit, grad, ...): the collector pauses, as for init; eager: one comparison.
+        paused = frame.trace is not _EAGER and _CollectorPaused.pause()
         try:
             return self._fn(*args, **kwargs) if kwargs else self._fn(*args)
         finally:
             _set_frame(outer)
+            if paused:
+                _CollectorPaused.resume()
 
     def apply_with_intermediates(self, params, *args: Any, rng: Optional[jax.Array] = None,
                                  **kwargs: Any):

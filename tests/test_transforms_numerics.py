@@ -448,6 +448,26 @@ def test_init_and_specs_run_the_model_with_the_collector_paused_and_restore_it()
         gc.enable()
 
 
+
+def test_a_traced_apply_runs_with_the_collector_paused_and_an_eager_one_does_not():
+    seen, model = _collector_state_seen_by_the_model()
+    params = {"w": jnp.ones(())}
+    seen.clear()
+    model.apply(params, jnp.ones(()))  # eager: ops run one by one, nothing to pause for
+    jax.jit(model.apply)(params, jnp.ones(()))
+    jax.grad(model.apply)(params, jnp.ones(()))
+    assert seen == [True, False, False] and gc.isenabled()
+    stateful = sp.transform_with_state(lambda x: (seen.append(gc.isenabled()), x)[1])  # _run's path
+    jax.jit(stateful.apply)({}, {}, jnp.ones(()))
+    assert seen[-1] is False and gc.isenabled()
+
+    def raising(x):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        jax.jit(sp.transform(raising).apply)({}, jnp.ones(()))
+    assert gc.isenabled()
+
 def test_the_collector_comes_back_when_init_raises():
     def fn(x):
         raise ValueError("boom")
