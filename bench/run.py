@@ -361,6 +361,8 @@ def judge(results: Dict[str, dict]) -> List[dict]:
                     if c in results[key]]
             if apis:
                 floor += "; written with " + ", ".join(apis)
+            fastest = min(e["times_s"]) / min(results[key]["jax"]["times_s"])
+            floor += ("; " if floor else "") + f"fastest round of each: {fastest:.2f}x"
             row("trace time (jit.lower)", label, f"{e['ratio']:.3f}x", "<= 1.10x", e["ratio"] <= 1.10,
                 floor, band=e.get("ratio_band"))
     for key, label in (("init_conv40", "40-deep conv stack, 8x32x32x32"),
@@ -462,7 +464,7 @@ METRIC_LABELS = {
 
 # Extra contenders of the tiny-layer traces: the same model through the layer APIs (bench/models.py).
 LAYER_APIS = (("scoped_params_layers", "sp.layers.dense"), ("scoped_params_slim", "slim.fully_connected"),
-              ("scoped_params_objects", "sp.layers.Dense objects"))
+              ("scoped_params_objects", "sp.layers.Dense(...)"))
 
 
 # Why a target can miss, shown under the table for each missed row (measured while building bench/).
