@@ -229,6 +229,8 @@ class Transformed:
 
         ``transform``: ``apply(params, *args, rng=None, **kwargs) -> out``.
         ``transform_with_state``: ``apply(params, state, *args, rng=None, **kwargs) -> (out, new_state)``.
+        While JAX traces it (``jit``, ``grad``, ``vmap``, ...) the cyclic garbage collector is paused
+        for the call, as in ``init``; an eager call leaves it alone.
         """
         if self._with_state:
             if not args:
