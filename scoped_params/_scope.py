@@ -486,18 +486,11 @@ def reentered(captured: Scope, reuse: Any) -> Scope:
     """
     if not reuse or reuse is captured._reuse:
         return captured
-    s = _new_scope(Scope)
-    s.prefix = captured.prefix
-    s._reuse = reuse
-    s.reuse_origin = (captured.prefix[:-1], user_site(), f"reuse={_describe_reuse(reuse)}")
-    s.original_name_scope = captured.original_name_scope
-    s.initializer = captured.initializer
-    s.regularizer = captured.regularizer
-    s.dtype = captured.dtype
-    s.custom_getter = captured.custom_getter
-    s.partitioner = captured.partitioner
-    s.trainable = captured.trainable
-    s._values = captured._values
+    name = captured.prefix[:-1]
+    s = _sub_scope(captured, name, reuse, (name, user_site(), f"reuse={_describe_reuse(reuse)}"),
+                   captured.original_name_scope)
+    s.prefix = captured.prefix  # "" at the root, which _sub_scope's path would not give
+    s._values = captured._values  # its own sub-dict, not a child's
     return s
 
 

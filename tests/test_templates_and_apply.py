@@ -421,3 +421,16 @@ def test_a_layer_object_fetches_its_captured_weights_in_apply_with_tfs_checks():
     # Under a custom getter the body jumps into the captured scope: every request goes to the getter.
     model.apply(params, x, x, counting_getter)
     assert getter_saw == ["net/dense/kernel", "net/dense/bias"] * 3
+
+
+def test_a_layer_object_captured_at_the_root_scope_keeps_root_names_when_called_again():
+    def fn(x):
+        dense = sp.layers.Dense(3)
+        return dense(x, scope=sp.get_scope()) + dense(2 * x)  # TF: the root scope, then reuse
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jnp.ones((1, 2)))
+    assert paths(params) == {"kernel", "bias"}
+    out = model.apply(params, jnp.ones((1, 2)))
+    np.testing.assert_allclose(out, 3 * jnp.ones((1, 2)) @ params["kernel"] + 2 * params["bias"],
+                               rtol=1e-6)
