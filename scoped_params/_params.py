@@ -246,7 +246,6 @@ def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
                         + (f" for '{full}'." if full else ".")) from None
 
 
-
 def _compatible(asked: Tuple, found: Tuple) -> bool:
     return len(asked) == len(found) and all(a is None or a == f for a, f in zip(asked, found))
 
