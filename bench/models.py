@@ -29,18 +29,12 @@ def _conv(x, w):
     return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
 
 
-def _glorot(key, shape, dtype=jnp.float32):
-    # The same function for every contender (TF's default initializer, as scoped_params uses).
-    return sp.initializers.glorot_uniform()(key, shape, dtype)
-
-
-def _zeros(key, shape, dtype=jnp.float32):
-    del key
-    return jnp.zeros(shape, dtype)
-
-
-def _normal(key, shape, dtype=jnp.float32):
-    return 0.01 * jax.random.normal(key, shape, dtype)
+# The same initializers for every contender, as users write them: TF's default (Glorot-uniform),
+# zeros, and a small normal. (scoped_params draws library initializers in one cached compiled call per
+# group; Haiku, Flax and hand-written JAX call them op by op.)
+_glorot = sp.initializers.glorot_uniform()
+_zeros = sp.initializers.zeros
+_normal = sp.initializers.random_normal(stddev=0.01)
 
 
 class Model:
@@ -69,6 +63,12 @@ def tiny_layers(n: int, width: int = 4):
 
 def same_shape_params(n: int, width: int = 4):
     return [(f"p_{i}", [("w", (width,), _normal)]) for i in range(n)]
+
+
+def widening_layers(n: int, width: int = 4):
+    """An MLP that widens by one per layer: every parameter has its own shape."""
+    return [(f"layer_{i}", [("w", (width + i, width + i + 1), _glorot), ("b", (width + i + 1,), _zeros)])
+            for i in range(n)]
 
 
 def two_layer(d_in: int = 4, hidden: int = 8, d_out: int = 2):
@@ -117,7 +117,7 @@ def _hand(kind, layers, n_layers):
                 q = p[f"layer_{i}"]
                 x = conv_relu(x, q["weights"], q["biases"])
             return x
-    elif kind == "dense":
+    elif kind in ("dense", "widening"):
         def apply(p, x):
             for i in range(n_layers):
                 q = p[f"layer_{i}"]
@@ -230,6 +230,14 @@ def _sp(kind, layers, n_layers):
                     x = dense_tanh(x, sp.get_param("w", w_shape, init=w_init),
                                    sp.get_param("b", b_shape, init=b_init))
             return x
+    elif kind == "widening":
+        def fn(x):
+            for i in range(n_layers):
+                with sp.scope(f"layer_{i}"):
+                    width = x.shape[-1] + 1
+                    x = dense_tanh(x, sp.get_param("w", (x.shape[-1], width), init=_glorot),
+                                   sp.get_param("b", (width,), init=_zeros))
+            return x
     elif kind == "two_layer":
         _, ((_, w1_shape, _), (_, b1_shape, _)) = layers[1]
 
@@ -316,7 +324,7 @@ def _haiku(kind, layers, n_layers):
             ps = [hk.get_parameter(n, s, init=hk_init(i)) for n, s, i in self.spec]
             return self.body(x, *ps)
 
-    body = {"conv": conv_relu, "dense": dense_tanh, "two_layer": dense_tanh,
+    body = {"conv": conv_relu, "dense": dense_tanh, "widening": dense_tanh, "two_layer": dense_tanh,
             "same_shape": summed}.get(kind)
 
     if kind == "image_filter":
@@ -350,7 +358,7 @@ def _flax(kind, layers, n_layers):
             ps = [self.param(n, i, s) for n, s, i in self.spec]
             return self.body(x, *ps)
 
-    body = {"conv": conv_relu, "dense": dense_tanh, "two_layer": dense_tanh,
+    body = {"conv": conv_relu, "dense": dense_tanh, "widening": dense_tanh, "two_layer": dense_tanh,
             "same_shape": summed}.get(kind)
 
     if kind == "image_filter":
@@ -383,8 +391,10 @@ _BUILDERS = {"jax": _hand, "scoped_params": _sp, "haiku": _haiku, "flax": _flax,
 
 
 def build(contender: str, kind: str, n: int = 0) -> Model:
-    """The model ``kind`` ("conv", "dense", "two_layer", "same_shape", "image_filter") of size ``n``."""
-    layers = {"conv": conv_stack_layers, "dense": tiny_layers, "same_shape": same_shape_params,
+    """The model ``kind`` ("conv", "dense", "widening", "two_layer", "same_shape", "image_filter") of
+    size ``n``."""
+    layers = {"conv": conv_stack_layers, "dense": tiny_layers, "widening": widening_layers,
+              "same_shape": same_shape_params,
               "two_layer": lambda n: two_layer(), "image_filter": lambda n: conv_stack_layers(1)}[kind](n)
     if kind == "image_filter":
         layers = [("image_filters/conv1", layers[0][1]), ("image_filters/conv2", layers[0][1])]

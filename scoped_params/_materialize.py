@@ -4,6 +4,14 @@ A parameter's value depends only on ``(key, full name, shape, dtype, initializer
 ``fold_in`` of the init key with a 64-bit hash of the full name, never a split that depends on
 creation order. Parameters that share initializer, shape and dtype are initialized by one vmapped
 call, so 4,000 same-shape parameters cost about one initializer call, not 4,000 dispatches.
+
+An eager ``init`` runs each such group as one compiled call, cached by (initializer, shape, dtype,
+count), when the initializer is one of ``jax.nn.initializers`` or ``sp.initializers`` with plain
+captured values (numbers, strings, dtypes, other such initializers): those are pure functions of
+their arguments, so a cached executable can stand for them. Op by op, an initializer such as Glorot's
+is ten or so dispatches, and each new shape compiles each of its ops anew. Any other callable runs
+eagerly, as written, on every ``init``: a compiled cache would freeze globals it reads or NumPy
+randomness it draws.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal
 
+from . import _scope
 from ._errors import InitializerError, format_site
 from ._spec import ParamSpec
-from .initializers import _flat_draws
+from .initializers import _FLAT_DRAWS, _flat_draws
 
 
 def name_hash(name: str) -> np.ndarray:
@@ -123,8 +132,15 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
             continue
         groups.setdefault((_init_identity(spec.init), spec.shape, spec.dtype), []).append(name)
     batch = _batching_is_exact(key)
-    for (_, shape, dtype), names in groups.items():
+    eager = not _is_traced(key) and not _scope.staging()
+    for (ident, shape, dtype), names in groups.items():
         init = specs[names[0]].init
+        if eager and (len(names) == 1 or batch) and _compilable(init, ident):
+            drawn = _compiled_draw(key, (ident, shape, dtype, len(names), _FLAT_DRAWS.get()), names,
+                                   specs)
+            if drawn is not None:
+                values.update(zip(names, drawn))
+                continue
         if len(names) == 1 or not batch:
             for name in names:
                 k = param_key(key, name)
@@ -136,6 +152,74 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
                        (len(names),) + shape, dtype, specs[names[0]], len(names))
         values.update(zip(names, _unstack(stacked)))
     return {name: values[name] for name in specs}
+
+
+# Initializer modules whose functions are pure: their value depends only on their arguments and on
+# what their closures captured. (jax.nn.initializers.zeros and friends say "jax.nn.initializers".)
+_PURE_MODULES = frozenset({"jax._src.nn.initializers", "jax.nn.initializers",
+                           "scoped_params.initializers"})
+_PLAIN_TYPES = (bool, int, float, complex, str, bytes, type(None), np.dtype, np.generic, type)
+
+# (initializer identity, shape, dtype, count, flat draws) -> the jitted draw of such a group; bounded,
+# oldest out first (an entry is one small executable).
+_DRAWS: Dict[Tuple, Callable] = {}
+_DRAWS_MAX = 512
+
+
+def _compilable(init: Any, ident: Hashable) -> bool:
+    """Whether ``init`` may be drawn by a cached compiled call (see the module's docstring)."""
+    return type(ident) is tuple and _pure(init, 3)
+
+
+def _pure(value: Any, depth: int) -> bool:
+    if isinstance(value, _PLAIN_TYPES):
+        return True
+    if type(value) is tuple:
+        return all(_pure(v, depth) for v in value)
+    if depth == 0 or getattr(value, "__module__", None) not in _PURE_MODULES:
+        return False
+    code = getattr(value, "__code__", None)
+    if code is None:
+        return False
+    try:
+        captured = tuple(c.cell_contents for c in value.__closure__ or ())
+    except ValueError:  # an empty cell
+        return False
+    return _pure(captured, depth - 1) and _pure(value.__defaults__ or (), depth - 1)
+
+
+def _compiled_draw(key: jax.Array, group: Tuple, names: List[str], specs: Dict[str, ParamSpec]):
+    """The values of ``names`` (one group: same initializer, shape and dtype) from one cached jitted
+    call taking the init key and the names' hash words; None if the initializer does not trace, for
+    the eager path to run it (and raise what it raises, naming the parameter)."""
+    words = np.stack([name_hash(n) for n in names])
+    draw = _DRAWS.get(group)
+    if draw is not None:
+        value = draw(key, words)
+    else:
+        _, shape, dtype, n, _ = group
+        spec = specs[names[0]]
+        draw = jax.jit(lambda key, words: _draw_group(key, words, spec, shape, dtype, n))
+        try:
+            value = draw(key, words)
+        except InitializerError:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. an initializer that needs concrete values
+            return None
+        if len(_DRAWS) >= _DRAWS_MAX:
+            _DRAWS.pop(next(iter(_DRAWS), None), None)  # another thread may have taken it
+        _DRAWS[group] = draw
+    return [value] if len(names) == 1 else _unstack(value)
+
+
+def _draw_group(key, words, spec: ParamSpec, shape: tuple, dtype: Any, n: int) -> jax.Array:
+    """One parameter's value (``n == 1``), else the stacked values of ``n`` (vmapped)."""
+    init = spec.init
+    if n == 1:
+        k = _fold_name(key, words[0])
+        return _run(lambda: init(k, shape, dtype), shape, dtype, spec, 1)
+    keys = jax.vmap(_fold_name, in_axes=(None, 0))(key, words)
+    return _run(lambda: jax.vmap(lambda k: init(k, shape, dtype))(keys), (n,) + shape, dtype, spec, n)
 
 
 def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: int) -> jax.Array:

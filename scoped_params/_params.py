@@ -34,6 +34,8 @@ STATE = "state"
 
 _getframe = sys._getframe
 _current_frame = _frame._FRAME.get  # the trace frame, or None outside a transform
+# jnp.float32 and its kind: comparing one to a NumPy dtype costs ~0.5 us, reading its .dtype ~25 ns.
+_SCALAR_TYPE = type(jnp.float32)
 _VALID_FULL_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource", "synchronization",
                              "aggregation", "constraint", "partition_info", "kind"})
@@ -121,7 +123,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                 if dtype is None:
                     dtype = scope.dtype
                 found = aval.dtype
-                if found is not dtype and found != dtype and jax.dtypes.canonicalize_dtype(dtype) != found:
+                if found is not dtype and not _same_dtype(found, dtype):
                     raise _dtype_error(full, dtype, found, created[full])
                 return value
     elif scope.custom_getter is None and type(name) is str and (
@@ -248,6 +250,16 @@ def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
 
 def _compatible(asked: Tuple, found: Tuple) -> bool:
     return len(asked) == len(found) and all(a is None or a == f for a, f in zip(asked, found))
+
+
+def _same_dtype(found: np.dtype, asked: Any) -> bool:
+    """Whether a parameter of dtype ``found`` answers a request for ``asked``, in any spelling JAX
+    takes (``np.float32``, ``jnp.float32``, ``"float32"``; ``float64`` is float32 without x64)."""
+    if type(asked) is _SCALAR_TYPE:
+        asked = asked.dtype
+        if found is asked:
+            return True
+    return found == asked or jax.dtypes.canonicalize_dtype(asked) == found
 
 
 def _shape_str(shape: Optional[Tuple]) -> str:
@@ -397,7 +409,7 @@ class InitStore:
                 raise _exists_error(frame, full, spec.site, spec.shape, spec.dtype)
             if shape is not None and not _compatible(shape, spec.shape):
                 raise _shape_error(full, shape, spec.shape, spec.site)
-            if jax.dtypes.canonicalize_dtype(dtype) != spec.dtype:
+            if spec.dtype is not dtype and not _same_dtype(spec.dtype, dtype):
                 raise _dtype_error(full, dtype, spec.dtype, spec.site)
             if spec.kind != kind:
                 raise _kind_error(full, spec.kind, kind)
@@ -579,7 +591,7 @@ class ApplyStore:
                 shape = _as_shape(shape, full)
             if shape != aval.shape and not _compatible(shape, aval.shape):
                 raise _shape_error(full, shape, aval.shape, created.get(full))
-        if aval.dtype != dtype and jax.dtypes.canonicalize_dtype(dtype) != aval.dtype:
+        if aval.dtype is not dtype and not _same_dtype(aval.dtype, dtype):
             raise _dtype_error(full, dtype, aval.dtype, created.get(full))
         return value
 

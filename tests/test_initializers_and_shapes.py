@@ -536,10 +536,12 @@ def test_a_seed_fixes_the_draw_across_inits_and_parameters_as_an_op_seed_does_in
     one, two = model.init(jax.random.key(0)), model.init(jax.random.key(7))
     np.testing.assert_array_equal(one["a"], two["a"])
     np.testing.assert_array_equal(one["a"], one["b"])
-    np.testing.assert_array_equal(one["a"], 0.1 * jax.random.normal(jax.random.key(1), (3, 4)))
+    # Within float32 rounding of the op-by-op formula: init draws each group in one compiled call,
+    # where XLA may fold 0.1 into the normal's own scaling. jax.jit(init) gives the same bits.
+    np.testing.assert_allclose(one["a"], 0.1 * jax.random.normal(jax.random.key(1), (3, 4)), rtol=1e-6)
     assert not np.array_equal(one["c"], two["c"])
     for name, value in jax.jit(model.init)(jax.random.key(7)).items():
-        np.testing.assert_allclose(value, two[name], rtol=1e-6)
+        np.testing.assert_array_equal(value, two[name])
     with pytest.raises(TypeError, match=r"seed must be an int or None \(as in TF\), got 0.5"):
         inits.glorot_normal(seed=0.5)
 

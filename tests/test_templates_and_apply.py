@@ -305,6 +305,28 @@ def test_apply_dtype_mismatch_against_params_is_an_error():
     assert "pass dtype=float16" in str(e.value)
 
 
+
+@pytest.mark.parametrize("spelling", [jnp.float32, np.float32, "float32", np.dtype("float32"), float,
+                                      jnp.float64])
+def test_any_spelling_of_the_stored_dtype_is_accepted_in_init_reuse_and_apply(spelling):
+    # tf.float32 ports as jnp.float32 (a scalar type, not a NumPy dtype); float64 means float32
+    # without x64, as everywhere in JAX. Another dtype is still an error, in any spelling.
+    def fn(asked):
+        with sp.scope("a") as s:
+            v = sp.get_param("v", [2], dtype=asked)
+        with sp.scope(s, reuse=True):
+            return v, sp.get_param("v", [2], dtype=asked)
+
+    model = sp.transform(fn)
+    params = model.init(KEY, spelling)
+    assert params["a"]["v"].dtype == np.float32
+    a, b = model.apply(params, spelling)
+    assert a is b
+    for wrong in (jnp.float16, "int32", np.int32):
+        with pytest.raises(sp.DtypeMismatchError, match="specified dtype"):
+            model.apply(params, wrong)
+
+
 def test_apply_constant_initializer_shape_is_checked_against_params():
     def fn():
         return sp.get_param("c", init=jnp.array([1.0, 2.0]))

@@ -17,6 +17,7 @@ import pytest
 from jax import lax
 
 import scoped_params as sp
+from scoped_params import _materialize
 from scoped_params._materialize import param_key
 from _scripts import load_example
 
@@ -272,9 +273,9 @@ def test_jitted_init_gives_the_eager_values(n):
     jitted = sp.flatten(jax.jit(model.init)(KEY, x))
     assert eager.keys() == jitted.keys() and len(eager) == 2 * n
     for name in eager:
-        # Equal up to XLA fusing the initializer's arithmetic (an ulp); a wrong unstack index would
-        # hand over another parameter's values entirely.
-        np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-6, atol=1e-7, err_msg=name)
+        # The same bits: eager init draws each group in one compiled call too. (A wrong unstack
+        # index would hand over another parameter's values entirely.)
+        np.testing.assert_array_equal(jitted[name], eager[name], err_msg=name)
 
 
 def test_grouped_init_gives_4000_distinct_values_equal_to_per_name_calls():
@@ -308,6 +309,78 @@ def test_grouped_and_single_initialization_agree():
     many = sp.flatten(sp.transform(fn).init(KEY, 4))
     one = sp.flatten(sp.transform(fn).init(KEY, 1))
     np.testing.assert_array_equal(many["p0"], one["p0"])
+
+
+
+def _mixed_shapes(x):
+    # Distinct shapes, jax's and our initializers: op by op, each would be a dozen dispatches.
+    for i in range(6):
+        with sp.scope(f"layer_{i}"):
+            w = sp.get_param("w", (3, i + 2), init=jax.nn.initializers.glorot_uniform())
+            b = sp.get_param("b", (i + 2,), init=sp.initializers.truncated_normal(stddev=0.1))
+            v = sp.get_param("v", (i + 2, 3), init=jax.nn.initializers.normal(0.02))
+            x = jnp.tanh(x @ w + b) @ v
+    with sp.scope("same"):  # a group of 5: one vmapped draw
+        for j in range(5):
+            sp.get_param(f"k{j}", (4, 4))  # the default initializer, sp.initializers' Glorot
+    return x
+
+
+def test_eager_init_draws_each_group_of_a_pure_initializer_in_one_cached_compiled_call(monkeypatch):
+    monkeypatch.setattr(_materialize, "_DRAWS", {})
+    model, x = sp.transform(_mixed_shapes), jnp.ones((2, 3))
+    first = sp.flatten(model.init(KEY, x))
+    draws = dict(_materialize._DRAWS)
+    assert len(draws) == 6 * 3 + 1  # one per (initializer, shape, dtype, count)
+    other = sp.flatten(model.init(jax.random.key(7), x))
+    assert _materialize._DRAWS == draws  # the same compiled calls, none traced again
+    assert all(d._cache_size() == 1 for d in draws.values())
+    # The bits jax.jit(init) gives; within rounding of each initializer called op by op on the
+    # parameter's key (XLA may fold a scale into the draw); a new key, new values.
+    jitted = sp.flatten(jax.jit(model.init)(KEY, x))
+    for name, value in first.items():
+        np.testing.assert_array_equal(value, jitted[name], err_msg=name)
+        assert not np.array_equal(value, other[name]), name
+    np.testing.assert_allclose(first["layer_3/w"], jax.nn.initializers.glorot_uniform()(
+        param_key(KEY, "layer_3/w"), (3, 5), jnp.float32), rtol=1e-6)
+    np.testing.assert_allclose(first["same/k2"], sp.initializers.glorot_uniform()(
+        param_key(KEY, "same/k2"), (4, 4), jnp.float32), rtol=1e-6)
+    # jax.jit(init) stages its draws: the cache is for eager inits only.
+    assert _materialize._DRAWS == draws
+
+
+def test_any_other_initializer_runs_eagerly_as_written_on_every_init(monkeypatch):
+    monkeypatch.setattr(_materialize, "_DRAWS", {})
+    calls, table = [], np.zeros((2, 2), np.float32)
+
+    def numpy_random(key, shape, dtype):  # ignores its key: a cached executable would freeze it
+        calls.append(shape)
+        return np.random.default_rng().normal(size=shape).astype(dtype)
+
+    def fn():
+        return (sp.get_param("a", (2, 3), init=numpy_random),
+                sp.get_param("c", (2, 2), init=sp.initializers.constant(table)))  # captures an array
+
+    model = sp.transform(fn)
+    one = model.init(KEY)
+    table += 1.0
+    two = model.init(KEY)
+    assert calls == [(2, 3), (2, 3)] and not np.array_equal(one["a"], two["a"])
+    np.testing.assert_array_equal(one["c"], np.zeros((2, 2)))
+    np.testing.assert_array_equal(two["c"], np.ones((2, 2)))
+    assert _materialize._DRAWS == {}
+
+
+def test_a_compiled_draw_that_fails_raises_the_eager_error_naming_the_parameter(monkeypatch):
+    monkeypatch.setattr(_materialize, "_DRAWS", {})
+
+    def fn():
+        return sp.get_param("bias", (4,), init=jax.nn.initializers.glorot_uniform())  # needs 2-D
+
+    with pytest.raises(ValueError, match="1-dimensional") as raised:
+        sp.transform(fn).init(KEY)
+    assert "raised by the initializer of 'bias'" in "\n".join(getattr(raised.value, "__notes__", []))
+    assert _materialize._DRAWS == {}
 
 
 # --- tracing is per call: threads -----------------------------------------------------------------
