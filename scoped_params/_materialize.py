@@ -207,7 +207,10 @@ def _compiled_draw(key: jax.Array, group: Tuple, names: List[str], specs: Dict[s
         except Exception:  # noqa: BLE001 - e.g. an initializer that needs concrete values
             return None
         if len(_DRAWS) >= _DRAWS_MAX:
-            _DRAWS.pop(next(iter(_DRAWS), None), None)  # another thread may have taken it
+            try:
+                del _DRAWS[next(iter(_DRAWS))]
+            except (KeyError, StopIteration, RuntimeError):  # another thread got there first
+                pass
         _DRAWS[group] = draw
     return [value] if len(names) == 1 else _unstack(value)
 

@@ -349,6 +349,15 @@ def test_eager_init_draws_each_group_of_a_pure_initializer_in_one_cached_compile
     assert _materialize._DRAWS == draws
 
 
+
+def test_the_compiled_draw_cache_is_bounded_oldest_out_first(monkeypatch):
+    monkeypatch.setattr(_materialize, "_DRAWS", {})
+    monkeypatch.setattr(_materialize, "_DRAWS_MAX", 4)
+    params = sp.transform(_mixed_shapes).init(KEY, jnp.ones((2, 3)))
+    assert len(_materialize._DRAWS) == 4
+    assert [shape for _, shape, _, _, _ in _materialize._DRAWS] == [(3, 7), (7,), (7, 3), (4, 4)]
+    assert len(sp.flatten(params)) == 6 * 3 + 5
+
 def test_any_other_initializer_runs_eagerly_as_written_on_every_init(monkeypatch):
     monkeypatch.setattr(_materialize, "_DRAWS", {})
     calls, table = [], np.zeros((2, 2), np.float32)
