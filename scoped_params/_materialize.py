@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import inspect
 import math
-from typing import Any, Callable, Dict, Hashable, List, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -55,16 +55,23 @@ def _init_identity(init: Any) -> Hashable:
     would put each parameter in its own group.
     """
     code = getattr(init, "__code__", None)
-    if code is None:
+    captured = None if code is None else _captured(init)
+    if captured is None:
         return id(init)
-    cells = init.__closure__ or ()
+    ident = (code,) + captured
     try:
-        captured = tuple(c.cell_contents for c in cells)
-        ident = (code, captured, init.__defaults__)
         hash(ident)
-        return ident
-    except (TypeError, ValueError):  # unhashable or empty cells
+    except TypeError:  # an unhashable captured value
         return id(init)
+    return ident
+
+
+def _captured(fn: Any) -> Optional[Tuple[tuple, Optional[tuple]]]:
+    """(the values ``fn``'s closure captured, its defaults); None if a cell is still empty."""
+    try:
+        return tuple(c.cell_contents for c in fn.__closure__ or ()), fn.__defaults__
+    except ValueError:
+        return None
 
 
 def resolve_traced_constants(closed_jaxpr, names: List[str]) -> Dict[str, Any]:
@@ -176,16 +183,11 @@ def _pure(value: Any, depth: int) -> bool:
         return True
     if type(value) is tuple:
         return all(_pure(v, depth) for v in value)
-    if depth == 0 or getattr(value, "__module__", None) not in _PURE_MODULES:
+    if depth == 0 or getattr(value, "__module__", None) not in _PURE_MODULES or not hasattr(
+            value, "__code__"):
         return False
-    code = getattr(value, "__code__", None)
-    if code is None:
-        return False
-    try:
-        captured = tuple(c.cell_contents for c in value.__closure__ or ())
-    except ValueError:  # an empty cell
-        return False
-    return _pure(captured, depth - 1) and _pure(value.__defaults__ or (), depth - 1)
+    captured = _captured(value)
+    return captured is not None and _pure(captured, depth - 1)
 
 
 def _compiled_draw(key: jax.Array, group: Tuple, names: List[str], specs: Dict[str, ParamSpec]):

@@ -313,7 +313,9 @@ def constant(value: Any = 0.0, verify_shape: bool = False):
             raise ValueError(
                 f"constant initializer: {array.size} values cannot fill shape {tuple(shape)}."
             )
-        return jnp.asarray(array.reshape(shape), dtype)
+        # A copy: on CPU jnp.asarray may share the NumPy buffer, and the parameter would change
+        # when the caller's array does.
+        return jnp.array(array.reshape(shape), dtype, copy=True)
 
     return init
 

@@ -375,7 +375,7 @@ def test_any_other_initializer_runs_eagerly_as_written_on_every_init(monkeypatch
     table += 1.0
     two = model.init(KEY)
     assert calls == [(2, 3), (2, 3)] and not np.array_equal(one["a"], two["a"])
-    np.testing.assert_array_equal(one["c"], np.zeros((2, 2)))
+    np.testing.assert_array_equal(one["c"], np.zeros((2, 2)))  # a copy, not a view of `table`
     np.testing.assert_array_equal(two["c"], np.ones((2, 2)))
     assert _materialize._DRAWS == {}
 
