@@ -49,7 +49,8 @@ MIN_ROUNDS = 3
 
 
 def interleave(fns: Dict[str, Callable[[], float]], rounds: int, warmup: int = 1,
-               beside_base: Sequence[str] = ()) -> Dict[str, List[float]]:
+               beside_base: Sequence[str] = (),
+               limits: Optional[Dict[str, int]] = None) -> Dict[str, List[float]]:
     """Run each contender's measurement ``rounds`` times, rotating the order every round.
 
     ``beside_base``: up to two contenders run right before and after hand-written JAX (``jax``) in
@@ -57,6 +58,10 @@ def interleave(fns: Dict[str, Callable[[], float]], rounds: int, warmup: int = 1
     of seconds on a shared machine whose speed drifts over seconds: the ratio of a contender timed
     next to the base is the least disturbed by the drift (``trace_time`` puts scoped_params and the
     named-scopes floor there).
+
+    ``limits``: contenders that run only in the first so many rounds: references no target is judged
+    on (Flax's 14-second trace of 4,000 layers), so that the judged ratios get the rounds. A ratio
+    to ``jax`` pairs each of their rounds with ``jax``'s in the same round.
 
     On a slow or loaded machine a step stops after the round that crosses its budget (never before
     ``MIN_ROUNDS`` rounds), so ``make bench`` stays within its time limit; the rounds run are recorded
@@ -66,6 +71,7 @@ def interleave(fns: Dict[str, Callable[[], float]], rounds: int, warmup: int = 1
     names = list(fns)
     paired = [n for n in beside_base if n in fns][:2] if "jax" in fns else []
     rest = [n for n in names if n not in paired and not (paired and n == "jax")]
+    limits = limits or {}
     for _ in range(warmup):
         for n in names:
             fns[n]()
@@ -78,7 +84,8 @@ def interleave(fns: Dict[str, Callable[[], float]], rounds: int, warmup: int = 1
             a, b = paired[0], (paired[1] if len(paired) > 1 else None)
             left, right = (a, b) if r % 2 == 0 else (b, a)
             first = [n for n in (left, "jax", right) if n is not None]
-        order = first + (rest[r % len(rest):] + rest[:r % len(rest)] if rest else [])
+        active = [n for n in rest if r < limits.get(n, rounds)]
+        order = first + (active[r % len(active):] + active[:r % len(active)] if active else [])
         for n in order:
             gc.collect()
             times[n].append(fns[n]())
@@ -217,8 +224,11 @@ def _lower(m, p, x) -> None:
     jax.jit(m.apply_fn()).lower(p, x)
 
 
-def trace_time(kind, n, x, rounds, extra=()):
-    """``extra``: more contenders (e.g. hand-written JAX with named scopes), timed in the same rounds."""
+def trace_time(kind, n, x, rounds, extra=(), reference_rounds=None):
+    """``extra``: more contenders (e.g. hand-written JAX with named scopes), timed in the same rounds.
+    ``reference_rounds``: how many rounds the contenders no target is judged on run (all if None):
+    the target is scoped_params against hand-written JAX, timed in every round beside the named-scopes
+    floor."""
     _warm(kind, x, lambda m, p: _lower(m, p, x))
     flat = sp.flatten(models.build("scoped_params", kind, n).init(jax.random.key(0), x))
     fns = {}
@@ -226,7 +236,9 @@ def trace_time(kind, n, x, rounds, extra=()):
         m = models.build(c, kind, n)
         p = models.to_params(c, flat)
         fns[c] = timed(lambda m=m, p=p: _lower(m, p, x))
-    return summarize(interleave(fns, rounds, warmup=0, beside_base=("scoped_params", "jax_named_scopes")))
+    judged = ("jax", "scoped_params", "jax_named_scopes")
+    limits = {} if reference_rounds is None else {c: reference_rounds for c in fns if c not in judged}
+    return summarize(interleave(fns, rounds, warmup=0, beside_base=judged[1:], limits=limits))
 
 
 def eager_init(kind, n, x, rounds, contenders=ALL, warmup=0):
@@ -268,7 +280,8 @@ def jit_init_compile(kind, n, x, rounds):
             compile_init(m)
             return time.perf_counter() - t0
         fns[c] = run
-    return summarize(interleave(fns, rounds, warmup=0))
+    # The target is against Haiku: hand-written JAX's and Flax's compiles (8 and 4 s) run once.
+    return summarize(interleave(fns, rounds, warmup=0, limits={"jax": 1, "flax": 1}))
 
 
 def stacked_compile(depths, x_width, rounds):
@@ -743,10 +756,12 @@ def plan(quick: bool):
     depth = r(40, 4)
     tiny_sizes = r((250, 1000, 4000), (50, 200))
     same_sizes = r((250, 1000, 4000), (50, 200))
-    # Rounds are set so that the whole run takes about 4 minutes on 2 idle cores; the tiny-layer traces
-    # get the most, as their targets are the closest calls.
-    rounds = {250: 7, 1000: 5, 4000: 5}
+    # Rounds are set so that `make bench` (with the install from scratch) stays well within 10 minutes
+    # on 2 cores; the tiny-layer traces get the most, as their targets are the closest calls. Haiku,
+    # Flax and the layer-API variants trace in fewer rounds there: no target is judged on them.
+    rounds = {250: 5, 1000: 3, 4000: 5}
     trace_rounds = {250: 9, 1000: 9, 4000: 7}
+    reference_rounds = {250: 3, 1000: 3, 4000: 2}
     steps = [
         ("apply_image_filter", lambda: jitted_apply("image_filter", 0, img, r(15, 3), r(0.1, 0.02))),
         ("apply_conv40", lambda: jitted_apply("conv", depth, conv, r(9, 3), r(0.1, 0.02))),
@@ -756,7 +771,8 @@ def plan(quick: bool):
         # The layer APIs ride along where a round is short (the 4,000-layer one would add ~45 s).
         apis = tuple(c for c, _ in LAYER_APIS) if n <= 1000 else ()
         steps.append((f"trace_tiny_{n}", lambda n=n, apis=apis: trace_time(
-            "dense", n, tiny, r(trace_rounds.get(n, 3), 3), extra=("jax_named_scopes",) + apis)))
+            "dense", n, tiny, r(trace_rounds.get(n, 3), 3), extra=("jax_named_scopes",) + apis,
+            reference_rounds=r(reference_rounds.get(n), None))))
     steps += [("init_conv40", lambda: eager_init("conv", depth, conv, r(9, 3))),
               ("init_widening_20", lambda: eager_init("widening", r(20, 4), tiny, r(9, 3), warmup=1))]
     for n in same_sizes:

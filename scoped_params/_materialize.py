@@ -17,6 +17,7 @@ randomness it draws.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import math
@@ -35,8 +36,17 @@ from .initializers import _FLAT_DRAWS, _flat_draws
 
 def name_hash(name: str) -> np.ndarray:
     """Two uint32 words of a stable (unsalted) hash of a full name."""
-    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
-    return np.frombuffer(digest, dtype=np.uint32)
+    return np.frombuffer(_digest(name), dtype=np.uint32)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _digest(name: str) -> bytes:
+    return hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+
+
+def _name_words(names: List[str]) -> np.ndarray:
+    """``np.stack([name_hash(n) for n in names])``, from one buffer."""
+    return np.frombuffer(b"".join(map(_digest, names)), dtype=np.uint32).reshape(len(names), 2)
 
 
 def _fold_name(key: jax.Array, words: jax.Array) -> jax.Array:
@@ -140,25 +150,38 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
         groups.setdefault((_init_identity(spec.init), spec.shape, spec.dtype), []).append(name)
     batch = _batching_is_exact(key)
     eager = not _is_traced(key) and not _scope.staging()
+    flat = _FLAT_DRAWS.get()
+    compiled: List[Tuple[Tuple, List[str]]] = []
     for (ident, shape, dtype), names in groups.items():
-        init = specs[names[0]].init
-        if eager and (len(names) == 1 or batch) and _compilable(init, ident):
-            drawn = _compiled_draw(key, (ident, shape, dtype, len(names), _FLAT_DRAWS.get()), names,
-                                   specs)
-            if drawn is not None:
-                values.update(zip(names, drawn))
+        if eager and (len(names) == 1 or batch):
+            group = (ident, shape, dtype, len(names), flat)
+            if group in _DRAWS or _compilable(specs[names[0]].init, ident):
+                compiled.append((group, names))
                 continue
-        if len(names) == 1 or not batch:
-            for name in names:
-                k = param_key(key, name)
-                values[name] = _run(lambda: init(k, shape, dtype), shape, dtype, specs[name], 1)
-            continue
-        words = jnp.asarray(np.stack([name_hash(n) for n in names]))
-        keys = jax.vmap(_fold_name, in_axes=(None, 0))(key, words)
-        stacked = _run(lambda: jax.vmap(lambda k: init(k, shape, dtype))(keys),
-                       (len(names),) + shape, dtype, specs[names[0]], len(names))
-        values.update(zip(names, _unstack(stacked)))
+        values.update(_draw_eagerly(key, specs, shape, dtype, names, batch))
+    for group, names in compiled:
+        drawn = _compiled_draw(key, group, names, specs)
+        if drawn is None:
+            drawn = _draw_eagerly(key, specs, group[1], group[2], names, batch).values()
+        values.update(zip(names, drawn))
     return {name: values[name] for name in specs}
+
+
+def _draw_eagerly(key, specs: Dict[str, ParamSpec], shape: tuple, dtype: Any, names: List[str],
+                  batch: bool) -> Dict[str, jax.Array]:
+    """The values of ``names`` (one group), the initializer run op by op (or staged, in a trace)."""
+    init = specs[names[0]].init
+    if len(names) == 1 or not batch:
+        values = {}
+        for name in names:
+            k = param_key(key, name)
+            values[name] = _run(lambda: init(k, shape, dtype), shape, dtype, specs[name], 1)
+        return values
+    words = jnp.asarray(_name_words(names))
+    keys = jax.vmap(_fold_name, in_axes=(None, 0))(key, words)
+    stacked = _run(lambda: jax.vmap(lambda k: init(k, shape, dtype))(keys),
+                   (len(names),) + shape, dtype, specs[names[0]], len(names))
+    return dict(zip(names, _unstack(stacked)))
 
 
 # Initializer modules whose functions are pure: their value depends only on their arguments and on
@@ -194,7 +217,7 @@ def _compiled_draw(key: jax.Array, group: Tuple, names: List[str], specs: Dict[s
     """The values of ``names`` (one group: same initializer, shape and dtype) from one cached jitted
     call taking the init key and the names' hash words; None if the initializer does not trace, for
     the eager path to run it (and raise what it raises, naming the parameter)."""
-    words = np.stack([name_hash(n) for n in names])
+    words = _name_words(names)
     draw = _DRAWS.get(group)
     if draw is not None:
         value = draw(key, words)

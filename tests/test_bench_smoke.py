@@ -101,6 +101,30 @@ def test_contenders_timed_beside_the_base_run_next_to_it_on_alternating_sides(mo
                      "jax_named_scopes", "jax", "scoped_params", "flax", "haiku"]
 
 
+def test_reference_contenders_run_only_their_first_rounds_and_pair_with_the_base_of_those_rounds(
+        monkeypatch):
+    run = load_bench("run")
+    monkeypatch.setattr(run, "_step_budget", [None])
+    calls = []
+    clock = iter(range(1, 1000))
+
+    def contender(name):
+        return lambda: calls.append(name) or float(next(clock))
+    fns = {n: contender(n) for n in ("jax", "scoped_params", "jax_named_scopes", "haiku", "flax")}
+    times = run.interleave(fns, rounds=4, warmup=0, beside_base=("scoped_params", "jax_named_scopes"),
+                           limits={"haiku": 2, "flax": 1})
+    assert {n: len(t) for n, t in times.items()} == {
+        "jax": 4, "scoped_params": 4, "jax_named_scopes": 4, "haiku": 2, "flax": 1}
+    assert calls == ["scoped_params", "jax", "jax_named_scopes", "haiku", "flax",
+                     "jax_named_scopes", "jax", "scoped_params", "haiku",
+                     "scoped_params", "jax", "jax_named_scopes",
+                     "jax_named_scopes", "jax", "scoped_params"]
+    res = run.summarize(times)
+    # Haiku's two rounds are divided by jax's first two (2, then 7), not by jax's last two.
+    assert res["haiku"]["ratio"] == pytest.approx((4 / 2 + 9 / 7) / 2)
+    assert res["flax"]["runs"] == 1
+
+
 def _payload(sp_times, verdict=True):
     """A results file as bench/run.py writes it, reduced to one metric timed over five rounds."""
     run = load_bench("run")
