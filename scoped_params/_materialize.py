@@ -21,7 +21,7 @@ import functools
 import hashlib
 import inspect
 import math
-from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -84,11 +84,14 @@ def _captured(fn: Any) -> Optional[Tuple[tuple, Optional[tuple]]]:
         return None
 
 
-def resolve_traced_constants(closed_jaxpr, names: List[str]) -> Dict[str, Any]:
+def resolve_traced_constants(closed_jaxpr, names: List[str],
+                             param_names: Sequence[str] = ()) -> Dict[str, Any]:
     """Evaluate constant initializers that were built with jnp inside the traced function.
 
     Only the equations the constants depend on run (a backward dead-code pass over the jaxpr), so
-    the model's arithmetic never does. A constant computed from the model's inputs is an error.
+    the model's arithmetic never does. A constant computed from the model's inputs is an error, and
+    so is one computed from another parameter's value: ``param_names`` name the jaxpr's last inputs,
+    the parameters' placeholders.
     """
     jaxpr = closed_jaxpr.jaxpr
     needed = {v for v in jaxpr.outvars if not isinstance(v, Literal)}
@@ -98,35 +101,44 @@ def resolve_traced_constants(closed_jaxpr, names: List[str]) -> Dict[str, Any]:
             kept.append(eqn)
             needed.update(v for v in eqn.invars if not isinstance(v, Literal))
     inputs = set(jaxpr.invars)
-    bad = [n for n, v in zip(names, jaxpr.outvars) if not isinstance(v, Literal) and _depends_on(
-        v, kept, inputs)]
-    if bad:
-        raise InitializerError(
-            f"The constant initializer of {', '.join(repr(b) for b in bad)} depends on the model's "
-            "inputs or on a random key (e.g. sp.next_rng_key()), so init cannot compute it without "
-            "running the model.\n"
-            "  fix: build the constant from Python/NumPy values, or pass a callable initializer "
-            "init(key, shape, dtype), which receives a key derived from the init key and the name."
-        )
+    params = dict(zip(jaxpr.invars[len(jaxpr.invars) - len(param_names):], param_names))
+    for name, var in zip(names, jaxpr.outvars):
+        source = None if isinstance(var, Literal) else _source_input(var, kept, inputs)
+        if source in params:
+            raise InitializerError(
+                f"The constant initializer of '{name}' is computed from the value of parameter "
+                f"'{params[source]}', which init does not have while it traces the model (TF 1.x "
+                "runs such an initializer only through initialized_value()).\n"
+                "  fix: build the constant from Python/NumPy values, or give it a callable "
+                "initializer init(key, shape, dtype) that computes its value (from the same "
+                f"initializer as '{params[source]}', say); in apply, compute what you need from "
+                f"'{params[source]}' itself.")
+        if source is not None:
+            raise InitializerError(
+                f"The constant initializer of '{name}' depends on the model's inputs or on a "
+                "random key (e.g. sp.next_rng_key()), so init cannot compute it without running "
+                "the model.\n"
+                "  fix: build the constant from Python/NumPy values, or pass a callable initializer "
+                "init(key, shape, dtype), which receives a key derived from the init key and the "
+                "name.")
     pruned = jaxpr.replace(invars=[], eqns=kept[::-1], outvars=list(jaxpr.outvars))
     values = jax.core.eval_jaxpr(pruned, closed_jaxpr.consts)
     return {n: jnp.asarray(v) for n, v in zip(names, values)}
 
 
-def _depends_on(var, eqns, inputs) -> bool:
-    if var in inputs:
-        return True
-    frontier, seen = {var}, set()
+def _source_input(var, eqns, inputs):
+    """An input of the jaxpr that ``var`` is computed from, else None."""
+    frontier, seen = [var], set()
     producers = {o: e for e in eqns for o in e.outvars}
     while frontier:
         v = frontier.pop()
         if v in inputs:
-            return True
+            return v
         if v in seen or v not in producers:
             continue
         seen.add(v)
-        frontier.update(x for x in producers[v].invars if not isinstance(x, Literal))
-    return False
+        frontier.extend(x for x in producers[v].invars if not isinstance(x, Literal))
+    return None
 
 
 def initialize(key: jax.Array, specs: Dict[str, ParamSpec],

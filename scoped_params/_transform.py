@@ -103,6 +103,7 @@ def _trace_specs(fn: Callable, key: Any, args: tuple, kwargs: dict, with_state: 
 
     def traced(key, dynamic):
         store = InitStore()
+        store.begin()
         frame = _frame.Frame(_frame.INIT, store, with_state,
                              rng=jax.random.fold_in(key, _RNG_STREAM))
         outer = _frame.install(frame)
@@ -118,7 +119,7 @@ def _trace_specs(fn: Callable, key: Any, args: tuple, kwargs: dict, with_state: 
     closed = jax.make_jaxpr(traced)(_as_key_struct(key), split.dynamic())
     store = stores[-1]
     traced_names = [n for n, s in store.specs.items() if isinstance(s.init, jax.core.Tracer)]
-    constants = resolve_traced_constants(closed, traced_names) if traced_names else {}
+    constants = resolve_traced_constants(closed, traced_names, store.arg_names) if traced_names else {}
     return store, constants
 
 

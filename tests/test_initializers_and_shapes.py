@@ -475,6 +475,57 @@ def test_constant_initializer_computed_from_model_inputs_is_an_error_at_init():
         assert "fix: build the constant from Python/NumPy values" in str(e.value)
 
 
+def test_constant_initializer_computed_from_another_parameter_is_an_error_naming_both():
+    # TF 1.x runs such an initializer only through w.initialized_value(); init has no value for
+    # 'w' while it traces, and must not hand out zeros (a silent wrong answer).
+    def fn(x):
+        with sp.scope("layer"):
+            w = sp.get_param("w", (2,), init=inits.ones)
+            scale = sp.get_param("scale", init=w * 2.0)
+        return x * scale
+
+    with pytest.raises(sp.InitializerError, match="The constant initializer of 'layer/scale' is "
+                       "computed from the value of parameter 'layer/w'") as e:
+        sp.transform(fn).init(KEY, jnp.ones(2))
+    assert "fix: build the constant from Python/NumPy values" in str(e.value)
+
+
+def test_init_placeholders_are_inputs_of_its_trace_and_stage_no_ops(monkeypatch):
+    from scoped_params import _transform
+    seen = {}
+    resolve = _transform.resolve_traced_constants
+
+    def spy(closed, names, param_names=()):
+        seen.update(jaxpr=closed.jaxpr, names=list(param_names))
+        return resolve(closed, names, param_names)
+
+    monkeypatch.setattr(_transform, "resolve_traced_constants", spy)
+
+    def fn(x):
+        for i in range(3):
+            with sp.scope(f"layer_{i}"):
+                w = sp.get_param("w", (x.shape[-1], x.shape[-1] + 1))
+                b = sp.get_param("b", (x.shape[-1] + 1,), init=inits.zeros)
+                x = jnp.tanh(x @ w + b)
+        return x * sp.get_param("table", init=jnp.arange(4.0) + 1.0)  # traced: resolved after
+
+    model = sp.transform(fn)
+    params = sp.flatten(model.init(KEY, jnp.ones((1, 1))))
+    names = [f"layer_{i}/{n}" for i in range(3) for n in ("w", "b")]
+    assert seen["names"] == names
+    jaxpr = seen["jaxpr"]
+    assert [v.aval.shape for v in jaxpr.invars[-6:]] == [params[n].shape for n in names]
+    assert not [e for e in jaxpr.eqns if e.primitive.name == "broadcast_in_dim"
+                and e.params["broadcast_dimensions"] == ()]  # no staged zeros (only the model's b)
+    np.testing.assert_array_equal(params["table"], [1.0, 2.0, 3.0, 4.0])
+    # With jax_enable_checks (which checks a jaxpr's inputs against its arguments), placeholders are
+    # staged zeros again: the same parameters.
+    with jax.enable_checks(True):
+        checked = sp.flatten(model.init(KEY, jnp.ones((1, 1))))
+    assert seen["names"] == []
+    for name, value in params.items():
+        np.testing.assert_array_equal(checked[name], value)
+
 @pytest.mark.parametrize("shape", [[2.5], "ab", [2, "3"]])
 def test_shape_with_non_integer_dimensions_is_a_type_error(shape):
     def fn():
