@@ -529,16 +529,13 @@ WHY_MISSED = {
         "init never runs the model's arithmetic, but it must trace the model abstractly to learn "
         "the parameters. On the conv stack that trace is cheap next to Haiku's and Flax's eager "
         "forward pass (~0.2x). With 4,000 tiny parameters each used by one op there is no arithmetic "
-        "to save: the trace is ~80% of init (~125 us per parameter: the model's own op ~65 us, "
-        "staging the abstract placeholder ~25 us, scope and get_param bookkeeping ~30 us), the "
-        "grouped initializer is one call and making 4,000 arrays ~20 ms; the garbage collector is "
-        "paused for the call (a full collection in the middle of it was a fifth of it). Haiku spends "
-        "~235 us per parameter, hand-written JAX (one eager initializer call per parameter) ~130 us. "
-        "In the widening MLP every parameter has its own shape, so each is its own group: one cached "
-        "compiled call each, ~3 ms for its 40, where Haiku and Flax dispatch a dozen ops per "
-        "initializer (drawn op by op, as before, init took ~58 ms instead of ~15 ms). The rest is "
-        "the trace, and nearly all of it is JAX's: `jax.make_jaxpr` of the same 20 layers written in "
-        "plain JAX takes ~9-10 ms, about what dispatching their tiny ops eagerly costs Haiku."),
+        "to save: most of init is the trace (the model's own op, scope and get_param bookkeeping; a "
+        "parameter's placeholder is a new input of the traced jaxpr and stages no op), then one "
+        "grouped initializer call and making 4,000 arrays; the garbage collector is paused for the "
+        "call. In the widening MLP every parameter has its own shape, so each is its own group: one "
+        "cached compiled call each, where Haiku and Flax dispatch a dozen ops per initializer. The "
+        "rest is the trace: `jax.make_jaxpr` of the same 20 layers written in plain JAX takes "
+        "~9-10 ms, about what dispatching their tiny ops eagerly costs Haiku."),
 }
 
 
@@ -548,7 +545,9 @@ def write_markdown(path: Path, results: dict, rows: List[dict], info: dict, wall
              "Contenders run interleaved in one process; each figure is a median over rounds, and a",
              "ratio is the median of per-round ratios to hand-written JAX (= 1). The middle half of",
              "the per-round ratios (first to third quartile) shows the noise: a rerun's median",
-             "usually lands inside it (`make bench-check` reruns and compares).", "",
+             "usually lands inside it (`make bench-check` reruns and compares). In the trace rows,",
+             "Haiku, Flax and the layer-API variants run only the first rounds (`runs` in",
+             "`latest.json`): no target is judged on them.", "",
              "## Machine", "",
              f"- CPU: {info['cpu']}, {info['cores']} cores (shared; load average at start "
              f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())})",
