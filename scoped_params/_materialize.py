@@ -163,16 +163,17 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
     batch = _batching_is_exact(key)
     eager = not _is_traced(key) and not _scope.staging()
     flat = _FLAT_DRAWS.get()
-    compiled: List[Tuple[Tuple, List[str]]] = []
+    compiled: List[Tuple[Tuple, List[str], Optional[Callable]]] = []
     for (ident, shape, dtype), names in groups.items():
         if eager and (len(names) == 1 or batch):
             group = (ident, shape, dtype, len(names), flat)
-            if group in _DRAWS or _compilable(specs[names[0]].init, ident):
-                compiled.append((group, names))
+            draw = _DRAWS.get(group)
+            if draw is not None or _compilable(specs[names[0]].init, ident):
+                compiled.append((group, names, draw))
                 continue
         values.update(_draw_eagerly(key, specs, shape, dtype, names, batch))
-    for group, names in compiled:
-        drawn = _compiled_draw(key, group, names, specs)
+    for group, names, draw in compiled:
+        drawn = _compiled_draw(key, group, names, specs, draw)
         if drawn is None:
             drawn = _draw_eagerly(key, specs, group[1], group[2], names, batch).values()
         values.update(zip(names, drawn))
@@ -181,19 +182,14 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
 
 def _draw_eagerly(key, specs: Dict[str, ParamSpec], shape: tuple, dtype: Any, names: List[str],
                   batch: bool) -> Dict[str, jax.Array]:
-    """The values of ``names`` (one group), the initializer run op by op (or staged, in a trace)."""
-    init = specs[names[0]].init
-    if len(names) == 1 or not batch:
-        values = {}
-        for name in names:
-            k = param_key(key, name)
-            values[name] = _run(lambda: init(k, shape, dtype), shape, dtype, specs[name], 1)
-        return values
-    words = jnp.asarray(_name_words(names))
-    keys = jax.vmap(_fold_name, in_axes=(None, 0))(key, words)
-    stacked = _run(lambda: jax.vmap(lambda k: init(k, shape, dtype))(keys),
-                   (len(names),) + shape, dtype, specs[names[0]], len(names))
-    return dict(zip(names, _unstack(stacked)))
+    """The values of ``names`` (one group), the initializer run op by op (or staged, in a trace):
+    one vmapped draw where batching is exact, else one draw per name."""
+    if len(names) > 1 and batch:
+        stacked = _draw_group(key, jnp.asarray(_name_words(names)), specs[names[0]], shape, dtype,
+                              len(names))
+        return dict(zip(names, _unstack(stacked)))
+    return {name: _draw_group(key, _name_words([name]), specs[name], shape, dtype, 1)
+            for name in names}
 
 
 # Initializer modules whose functions are pure: their value depends only on their arguments and on
@@ -225,12 +221,13 @@ def _pure(value: Any, depth: int) -> bool:
     return captured is not None and _pure(captured, depth - 1)
 
 
-def _compiled_draw(key: jax.Array, group: Tuple, names: List[str], specs: Dict[str, ParamSpec]):
-    """The values of ``names`` (one group: same initializer, shape and dtype) from one cached jitted
-    call taking the init key and the names' hash words; None if the initializer does not trace, for
-    the eager path to run it (and raise what it raises, naming the parameter)."""
+def _compiled_draw(key: jax.Array, group: Tuple, names: List[str], specs: Dict[str, ParamSpec],
+                   draw: Optional[Callable]):
+    """The values of ``names`` (one group: same initializer, shape and dtype) from one jitted call
+    taking the init key and the names' hash words: ``draw``, the cached one, or a new one, cached if
+    it traces; None if it does not, for the eager path to run the initializer (and raise what it
+    raises, naming the parameter)."""
     words = _name_words(names)
-    draw = _DRAWS.get(group)
     if draw is not None:
         value = draw(key, words)
     else:
@@ -253,7 +250,8 @@ def _compiled_draw(key: jax.Array, group: Tuple, names: List[str], specs: Dict[s
 
 
 def _draw_group(key, words, spec: ParamSpec, shape: tuple, dtype: Any, n: int) -> jax.Array:
-    """One parameter's value (``n == 1``), else the stacked values of ``n`` (vmapped)."""
+    """One parameter's value (``n == 1``), else the stacked values of ``n`` (vmapped); ``words``:
+    their names' hash words, one row each."""
     init = spec.init
     if n == 1:
         k = _fold_name(key, words[0])
