@@ -23,7 +23,8 @@ import numpy as np
 from . import _frame
 from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
                       ParamExistsError, ParamNotFoundError, ShapeMismatchError, StateError,
-                      _IS_USER_FILE, format_site, name_scope_hint, nearest, user_site)
+                      _IS_USER_FILE, format_site, name_scope_hint, nearest, user_code_site,
+                      user_site)
 from ._scope import _TRACE, AUTO_REUSE, _describe_reuse
 from ._spec import ParamSpec
 from ._tree import flatten
@@ -99,7 +100,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             f = _getframe(1)
                             code = f.f_code
                             created[full] = ((code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename)
-                                             else user_site(2))
+                                             else user_code_site(2))
                             if regularizer is None:
                                 regularizer = scope.regularizer
                             if regularizer is not None:
@@ -593,7 +594,8 @@ class ApplyStore:
             # frame and get_param (or a store or _request: ours either way).
             f = _getframe(2)
             code = f.f_code
-            created[full] = (code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename) else user_site(3)
+            created[full] = ((code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename)
+                             else user_code_site(3))
             if regularizer is not None:
                 frame.regularized.append((regularizer, value))
             # A creating request is checked against what init would have created.

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _frame
 from ._errors import (_IS_USER_FILE, InvalidNameError, ReuseArgumentError, ScopeNestingError,
-                      not_in_transform, user_site)
+                      not_in_transform, user_code_site, user_site)
 
 
 class _ReuseMode(enum.Enum):
@@ -817,7 +817,7 @@ class _PlainScope(_ScopeContext):
             code = f.f_code
             new._reuse = reusing
             new.reuse_origin = (new.prefix[:-1], (code, f.f_lasti) if _IS_USER_FILE.get(
-                code.co_filename) else user_site(2), f"reuse={_describe_reuse(reusing)}")
+                code.co_filename) else user_code_site(2), f"reuse={_describe_reuse(reusing)}")
         new.original_name_scope = new_ns + "/"
         new.initializer = old_scope.initializer
         new.regularizer = old_scope.regularizer

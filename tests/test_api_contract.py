@@ -615,6 +615,27 @@ def test_shape_and_dtype_mismatch_name_where_the_param_was_created_and_the_fix()
     assert "fix: pass dtype=float32 when sharing it" in msg
 
 
+def test_apply_names_the_user_line_that_first_created_a_layer_parameter():
+    # A layer's get_param is called from the library: the site is the first user frame up the stack,
+    # in apply as in init, also from the end of a long model function.
+    lines = []
+    body = "".join(f"    v{i} = {i}\n" for i in range(150))
+    source = ("def fn(x, twice):\n" + body +
+              "    y = sp.layers.dense(x, 3, name='d'); lines.append(here())\n"
+              "    if twice:\n"
+              "        y = sp.layers.dense(y, 3, name='d')\n"
+              "    return y\n")
+    namespace = {"sp": sp, "lines": lines, "here": here}
+    exec(compile(source, __file__ + "-generated", "exec"), namespace)
+    model = sp.transform(namespace["fn"])
+    params = model.init(KEY, jnp.ones((1, 3)), False)
+    with pytest.raises(sp.ParamExistsError) as e:
+        model.apply(params, jnp.ones((1, 3)), True)
+    msg = str(e.value)
+    assert f"Originally defined at:\n\n  {__file__}-generated:{lines[0]}\n" in msg
+    assert f"at {__file__}-generated:{lines[0] + 2}\n" in msg  # the second request's line
+
+
 def test_name_scope_hint_when_a_plain_name_scope_is_active():
     def fn():
         with sp.name_scope("block"):
