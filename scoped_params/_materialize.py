@@ -12,6 +12,12 @@ their arguments, so a cached executable can stand for them. Op by op, an initial
 is ten or so dispatches, and each new shape compiles each of its ops anew. Any other callable runs
 eagerly, as written, on every ``init``: a compiled cache would freeze globals it reads or NumPy
 randomness it draws.
+
+Initializers that ignore the key and fill a constant (zeros, ones, a scalar ``constant`` of either
+library) are filled on the host the first time a group is seen, with no compile: NumPy's ``full``
+of the scalar JAX itself would broadcast, transferred in one batched ``device_put``. A group seen
+again is drawn by its compiled call like any other (one dispatch beats a transfer per parameter), so
+an init that runs once per process compiles none of them (~50 ms each on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 from jax.extend.core import Literal
 
 from . import _scope
+from . import initializers as _initializers
 from ._errors import InitializerError, format_site
 from ._spec import ParamSpec
 from .initializers import _FLAT_DRAWS, _flat_draws
@@ -164,7 +171,15 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
     eager = not _is_traced(key) and not _scope.staging()
     flat = _FLAT_DRAWS.get()
     compiled: List[Tuple[Tuple, List[str], Optional[Callable]]] = []
+    filled: List[str] = []
+    host: List[np.ndarray] = []
     for (ident, shape, dtype), names in groups.items():
+        if eager:
+            fill = _fill_value(specs[names[0]].init, dtype)
+            if fill is not None and _first_fill(ident, shape, dtype, len(names), flat):
+                filled.extend(names)
+                host.extend(np.full(shape, fill, dtype) for _ in names)
+                continue
         if eager and (len(names) == 1 or batch):
             group = (ident, shape, dtype, len(names), flat)
             draw = _DRAWS.get(group)
@@ -172,12 +187,70 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
                 compiled.append((group, names, draw))
                 continue
         values.update(_draw_eagerly(key, specs, shape, dtype, names, batch))
+    if filled:  # one batched transfer
+        values.update(zip(filled, jax.device_put(host)))
     for group, names, draw in compiled:
         drawn = _compiled_draw(key, group, names, specs, draw)
         if drawn is None:
             drawn = _draw_eagerly(key, specs, group[1], group[2], names, batch).values()
         values.update(zip(names, drawn))
     return {name: values[name] for name in specs}
+
+
+# Initializers that ignore the key and fill one value: zeros and ones of both libraries, and the
+# closures of their scalar ``constant``s, told apart by code object (their captured value varies).
+_FILLS = {_initializers.zeros: 0, _initializers.ones: 1, jax.nn.initializers.zeros: 0,
+          jax.nn.initializers.ones: 1}
+_SP_CONSTANT = _initializers.constant(0.0).__code__
+_JAX_CONSTANT = getattr(jax.nn.initializers.constant(0.0), "__code__", None)
+# Floating types JAX takes from ml_dtypes (NumPy kind "V"), which NumPy fills exactly.
+_HOST_FLOATS = frozenset(np.dtype(t) for t in (jnp.bfloat16, jnp.float8_e4m3fn, jnp.float8_e5m2))
+
+
+# Fill groups an eager init has filled on the host; bounded like _DRAWS.
+_FILLED: set = set()
+
+
+def _first_fill(*group: Any) -> bool:
+    """Whether this group is filled on the host: the first time it is seen. A group seen again is
+    drawn by its compiled call, compiled then and cached (``_DRAWS``): ~50 ms once, then one
+    dispatch per init, where a host fill costs a transfer per parameter every time. An init that runs
+    once per process (the common case) compiles none of them."""
+    if group in _DRAWS or group in _FILLED:
+        return False
+    if len(_FILLED) >= _DRAWS_MAX:
+        _FILLED.clear()
+    _FILLED.add(group)
+    return True
+
+
+def _fill_value(init: Any, dtype: Any) -> Any:
+    """The scalar ``init(key, shape, dtype)`` fills its whole value with, if it is one of the
+    initializers above (else None), so that an eager init fills it with NumPy: a new shape costs
+    no XLA compile (a compiled draw of zeros was ~50 ms per shape on 2 CPU cores, one per bias
+    shape of a model). Zeros and ones are exact in every dtype; a constant's scalar is the one
+    ``jnp.full`` broadcasts, converted by JAX (a scalar op, compiled once per dtype), so the
+    filled arrays have the bits of the jitted draw."""
+    dtype = np.dtype(dtype)
+    if not (dtype.kind in "biuf" or dtype in _HOST_FLOATS):
+        return None
+    try:
+        known = _FILLS.get(init)
+    except TypeError:  # an unhashable callable
+        return None
+    if known is not None:
+        return known
+    code = getattr(init, "__code__", None)
+    if code is None or (code is not _SP_CONSTANT and code is not _JAX_CONSTANT):
+        return None
+    cells = dict(zip(code.co_freevars, (c.cell_contents for c in init.__closure__)))
+    value: Any = cells.get("array" if code is _SP_CONSTANT else "value")
+    if cells.get("verify_shape") or np.ndim(value) != 0:
+        return None  # checked or reshaped as written, with its errors
+    try:
+        return np.asarray(jnp.full((), value, dtype))
+    except Exception:  # noqa: BLE001 - a value JAX cannot convert: the initializer raises it, named
+        return None
 
 
 def _draw_eagerly(key, specs: Dict[str, ParamSpec], shape: tuple, dtype: Any, names: List[str],

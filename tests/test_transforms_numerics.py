@@ -278,6 +278,62 @@ def test_jitted_init_gives_the_eager_values(n):
         np.testing.assert_array_equal(jitted[name], eager[name], err_msg=name)
 
 
+FILLS = [sp.initializers.zeros, sp.initializers.ones, jax.nn.initializers.zeros,
+         jax.nn.initializers.ones, sp.initializers.constant(0.1), jax.nn.initializers.constant(-2.7),
+         sp.initializers.constant(3)]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.int32, jnp.bool_])
+def test_constant_fills_compile_nothing_in_an_eager_init_and_give_the_jitted_bits(dtype):
+    # Zeros, ones and scalar constants ignore the key: the first eager init of a shape fills them with
+    # NumPy and compiles nothing (it compiled a draw, ~50 ms each). The bits are those of
+    # jax.jit(init) and of the compiled draws later inits use.
+    def fn(x):
+        for i, init in enumerate(FILLS):
+            with sp.scope(f"layer_{i}"):
+                sp.get_param("w", (x.shape[-1] + i, 2), init=init, dtype=dtype)
+                sp.get_param("b", (x.shape[-1] + i,), init=init, dtype=dtype)
+        return x
+
+    model = sp.transform(fn)
+    model.init(KEY, jax.ShapeDtypeStruct((1, 1), jnp.float32))  # a constant's scalar, once per dtype
+    x = jax.ShapeDtypeStruct((1, 13 + 7 * np.dtype(dtype).itemsize), jnp.float32)  # new shapes
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    def init_counting_compiles():
+        compiles.clear()
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            return sp.flatten(model.init(KEY, x)), len(compiles)
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+
+    eager, compiled = init_counting_compiles()
+    assert compiled == 0
+    # Seen again, a group is drawn by its cached compiled call (compiled now, once), as any other.
+    again, _ = init_counting_compiles()
+    third, compiled = init_counting_compiles()
+    assert compiled == 0
+    jitted = sp.flatten(jax.jit(model.init)(KEY, x))
+    assert len(eager) == 2 * len(FILLS)
+    for name, value in eager.items():
+        assert value.dtype == jitted[name].dtype == again[name].dtype == dtype, name
+        for other in (jitted, again, third):
+            assert np.asarray(value).tobytes() == np.asarray(other[name]).tobytes(), name
+
+
+def test_a_constant_fill_that_cannot_be_made_raises_as_the_initializer_does():
+    def fn():
+        sp.get_param("w", (2, 2), init=sp.initializers.constant([1.0, 2.0, 3.0]))
+
+    with pytest.raises(ValueError, match="3 values cannot fill shape .2, 2.(.|\n)*initializer of 'w'"):
+        sp.transform(fn).init(KEY)
+
+
 def test_grouped_init_gives_4000_distinct_values_equal_to_per_name_calls():
     calls = []
 
