@@ -50,34 +50,33 @@ def _is_user_file(filename: str) -> bool:
     return user
 
 
-def user_site(depth: int = 1) -> Site:
-    """(file, line) of the first caller frame outside this package (and outside contextlib)."""
-    f: Optional[types.FrameType] = sys._getframe(depth)
+def _user_frame(depth: int) -> Optional[types.FrameType]:
+    """The first frame outside this package (and outside contextlib), looking up from the one
+    ``sys._getframe(depth)`` would give in this function's caller."""
+    f: Optional[types.FrameType] = sys._getframe(depth + 1)
     while f is not None:
         filename = f.f_code.co_filename
         user = _IS_USER_FILE.get(filename)
         if user is None:
             user = _is_user_file(filename)
         if user:
-            return filename, f.f_lineno
+            return f
         f = f.f_back
     return None
+
+
+def user_site(depth: int = 1) -> Site:
+    """(file, line) of the first caller frame outside this package (and outside contextlib)."""
+    f = _user_frame(depth)
+    return None if f is None else (f.f_code.co_filename, f.f_lineno)
 
 
 def user_code_site(depth: int = 1) -> Optional[Tuple[types.CodeType, int]]:
     """``user_site`` as (code object, bytecode offset), for a site that is only shown if an error
     comes (``format_site`` finds the line then): a frame's ``f_lineno`` costs time in proportion to
     its function's length, ~2 us at the end of a 150-line model function."""
-    f: Optional[types.FrameType] = sys._getframe(depth)
-    while f is not None:
-        code = f.f_code
-        user = _IS_USER_FILE.get(code.co_filename)
-        if user is None:
-            user = _is_user_file(code.co_filename)
-        if user:
-            return code, f.f_lasti
-        f = f.f_back
-    return None
+    f = _user_frame(depth)
+    return None if f is None else (f.f_code, f.f_lasti)
 
 
 def format_site(site: Site) -> str:

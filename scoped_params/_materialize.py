@@ -174,14 +174,17 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
     filled: List[str] = []
     host: List[np.ndarray] = []
     for (ident, shape, dtype), names in groups.items():
-        if eager:
+        group = (ident, shape, dtype, len(names), flat)
+        if eager and group not in _DRAWS and group not in _FILLED:
             fill = _fill_value(specs[names[0]].init, dtype)
-            if fill is not None and _first_fill(ident, shape, dtype, len(names), flat):
+            if fill is not None:  # seen for the first time: filled on the host
+                if len(_FILLED) >= _DRAWS_MAX:
+                    _FILLED.clear()
+                _FILLED.add(group)
                 filled.extend(names)
                 host.extend(np.full(shape, fill, dtype) for _ in names)
                 continue
         if eager and (len(names) == 1 or batch):
-            group = (ident, shape, dtype, len(names), flat)
             draw = _DRAWS.get(group)
             if draw is not None or _compilable(specs[names[0]].init, ident):
                 compiled.append((group, names, draw))
@@ -207,21 +210,11 @@ _JAX_CONSTANT = getattr(jax.nn.initializers.constant(0.0), "__code__", None)
 _HOST_FLOATS = frozenset(np.dtype(t) for t in (jnp.bfloat16, jnp.float8_e4m3fn, jnp.float8_e5m2))
 
 
-# Fill groups an eager init has filled on the host; bounded like _DRAWS.
+# The groups (keyed as in _DRAWS) an eager init has filled on the host, bounded like _DRAWS. A group
+# seen again is drawn by its compiled call, compiled then and cached: ~50 ms once, then one dispatch
+# per init, where a host fill costs a transfer per parameter every time. An init that runs once per
+# process (the common case) compiles none of them.
 _FILLED: set = set()
-
-
-def _first_fill(*group: Any) -> bool:
-    """Whether this group is filled on the host: the first time it is seen. A group seen again is
-    drawn by its compiled call, compiled then and cached (``_DRAWS``): ~50 ms once, then one
-    dispatch per init, where a host fill costs a transfer per parameter every time. An init that runs
-    once per process (the common case) compiles none of them."""
-    if group in _DRAWS or group in _FILLED:
-        return False
-    if len(_FILLED) >= _DRAWS_MAX:
-        _FILLED.clear()
-    _FILLED.add(group)
-    return True
 
 
 def _fill_value(init: Any, dtype: Any) -> Any:
