@@ -58,6 +58,7 @@ class Frame:
         root.prefix = root.original_name_scope = ""
         root._reuse = False
         root.reuse_origin = root.initializer = root.regularizer = root.custom_getter = None
+        root.constraint = None
         root.partitioner = root.trainable = None
         root._values = store.tree if mode == APPLY else None
         root.dtype = _scope._FLOAT32

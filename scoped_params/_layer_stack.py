@@ -58,6 +58,13 @@ def _lift_init(init: Any, dtype: Any, num_layers: int) -> Any:
     return np.broadcast_to(value, (num_layers,) + value.shape).copy()
 
 
+def _lift_constraint(constraint: Any) -> Any:
+    """A layer's constraint applied to the stacked parameter: to each layer's slice (``jax.vmap``)."""
+    if constraint is None or not callable(constraint):
+        return constraint  # none, or not a function: the store says so
+    return jax.vmap(constraint)
+
+
 class _StackView:
     """The store seen by the block of a ``layer_stack``: stacked under ``prefix``, pass-through else."""
 
@@ -69,14 +76,15 @@ class _StackView:
         self.written: Dict[str, None] = {}  # state names set in this layer, in order
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
-            partitioner, sharding, kind):
+            partitioner, sharding, kind, constraint=None):
         if not full.startswith(self.prefix):
             return self.outer.get(frame, full, shape, dtype, init, regularizer, reuse, trainable,
-                                  collections, partitioner, sharding, kind)
+                                  collections, partitioner, sharding, kind, constraint)
         lifted_shape = None if shape is None else (self.num_layers,) + tuple(shape)
         value = self.outer.get(frame, full, lifted_shape, dtype,
                                _lift_init(init, dtype, self.num_layers), regularizer, reuse,
-                               trainable, collections, partitioner, sharding, kind)
+                               trainable, collections, partitioner, sharding, kind,
+                               _lift_constraint(constraint))
         if full in self.slices:
             return self.slices[full]
         # init: an abstract placeholder of one layer's shape.

@@ -39,7 +39,7 @@ _current_frame = _frame._FRAME.get  # the trace frame, or None outside a transfo
 _SCALAR_TYPE = type(jnp.float32)
 _VALID_FULL_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource", "synchronization",
-                             "aggregation", "constraint", "partition_info", "kind"})
+                             "aggregation", "partition_info", "kind"})
 
 
 # --- public entry points ------------------------------------------------------------------------
@@ -47,7 +47,8 @@ _TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource",
 
 def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None, dtype: Any = None, *,
               trainable: bool = True, regularizer: Optional[Callable] = None,
-              collections: Optional[Sequence[str]] = None, sharding: Any = None) -> jax.Array:
+              collections: Optional[Sequence[str]] = None, sharding: Any = None,
+              constraint: Optional[Callable] = None) -> jax.Array:
     """Create or fetch the parameter ``<current scope>/<name>`` (TF's ``tf.get_variable``).
 
     With the scope's ``reuse=False`` (the default) the name must be new in this call, with
@@ -56,6 +57,9 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     number; it fixes the shape, so ``shape`` must then be omitted), or a no-argument callable
     returning the value. With no initializer here or on any enclosing scope, floats get TF's
     Glorot-uniform and integers/bools zeros. ``dtype=None`` means the scope's dtype (float32).
+    ``constraint`` (else the scope's own, see ``sp.scope``) is a projection ``value -> value`` kept in
+    the parameter's spec; ``sp.apply_constraints`` runs it after each optimizer step, where TF's
+    optimizers did. Like the initializer, it counts only when the parameter is created.
 
     >>> def fn(x):
     ...     with sp.scope("dense"):
@@ -73,7 +77,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
         what = f"sp.get_param({name!r}), parameter '{frame.scope.prefix}{name}',"
         if _frame.check_trace(frame, what):
             return _frame.usable_outside(_request(frame, name, shape, init, dtype, trainable, regularizer,
-                                                  collections, sharding, PARAM), what)
+                                                  collections, sharding, PARAM, constraint), what)
     scope = frame.scope
     values = scope._values  # the params sub-dict at the scope's path, when the lookup below applies
     if values is not None:
@@ -135,9 +139,9 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
             scope.initializer if init is None else init,
             scope.regularizer if regularizer is None else regularizer, scope._reuse,
             False if scope.trainable is False else trainable, collections, scope.partitioner,
-            sharding, PARAM)
+            sharding, PARAM, scope.constraint if constraint is None else constraint)
     return _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding,
-                    PARAM)
+                    PARAM, constraint)
 
 
 def get_state(name: str, shape: Optional[Sequence[int]] = None, init: Any = None,
@@ -186,7 +190,8 @@ def set_state(name: str, value: Any) -> None:
 # --- resolution shared by both stores ------------------------------------------------------------
 
 
-def _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding, kind):
+def _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding, kind,
+             constraint=None):
     if type(name) is not str:
         raise TypeError(f"get_param: name must be a string, got {type(name).__name__} ({name!r}).")
     scope = frame.scope
@@ -204,6 +209,8 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
         dtype = scope.dtype
     if regularizer is None:
         regularizer = scope.regularizer
+    if constraint is None:
+        constraint = scope.constraint
     if scope.trainable is False:
         trainable = False
     full = scope.prefix + name
@@ -211,21 +218,49 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
     store = frame.store
     if getter is None:
         return store.get(frame, full, shape, dtype, init, regularizer, scope.reuse, trainable,
-                         collections, scope.partitioner, sharding, kind)
+                         collections, scope.partitioner, sharding, kind, constraint)
 
     def true_getter(name, shape=None, dtype=dtype, initializer=None, regularizer=None, reuse=None,
                     trainable=trainable, collections=None, partitioner=None, sharding=None,
-                    **tf_kwargs):
+                    constraint=None, **tf_kwargs):
         unknown = set(tf_kwargs) - _TF_ONLY_KWARGS
         if unknown:
             raise TypeError(f"custom getter passed unknown arguments {sorted(unknown)} for '{name}'.")
         return store.get(frame, name, shape, np.dtype(dtype) if dtype is not None else scope.dtype,
                          initializer, regularizer, scope.reuse if reuse is None else reuse,
-                         trainable, collections, partitioner, sharding, kind)
+                         trainable, collections, partitioner, sharding, kind, constraint)
 
-    return getter(true_getter, full, shape=shape, dtype=dtype, initializer=init,
-                  regularizer=regularizer, reuse=scope.reuse, trainable=trainable,
-                  collections=collections, partitioner=scope.partitioner, sharding=sharding)
+    kwargs = dict(shape=shape, dtype=dtype, initializer=init, regularizer=regularizer,
+                  reuse=scope.reuse, trainable=trainable, collections=collections,
+                  partitioner=scope.partitioner, sharding=sharding)
+    if _takes_constraint(getter):  # TF passes it only to a getter that can take it
+        kwargs["constraint"] = constraint
+    return getter(true_getter, full, **kwargs)
+
+
+# getter -> whether it takes a `constraint` keyword (a parameter of that name, or **kwargs)
+_TAKES_CONSTRAINT: Dict[Any, bool] = {}
+
+
+def _takes_constraint(getter: Callable) -> bool:
+    try:
+        return _TAKES_CONSTRAINT[getter]
+    except (KeyError, TypeError):  # not seen yet, or not hashable
+        pass
+    try:
+        params = inspect.signature(getter).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): TF's has_kwargs is False
+        takes = False
+    else:
+        takes = any(p.kind is p.VAR_KEYWORD or (p.name == "constraint" and p.kind in (
+            p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) for p in params)
+    try:
+        if len(_TAKES_CONSTRAINT) >= 4096:
+            _TAKES_CONSTRAINT.clear()
+        _TAKES_CONSTRAINT[getter] = takes
+    except TypeError:
+        pass
+    return takes
 
 
 _index = operator.index
@@ -406,7 +441,7 @@ class InitStore:
         self.root = root_trace()
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
-            partitioner, sharding, kind):
+            partitioner, sharding, kind, constraint=None):
         shape = _as_shape(shape, full)
         constant = init is not None and not callable(init)
         if constant and shape is not None:
@@ -426,10 +461,10 @@ class InitStore:
         if reuse is True:
             raise _not_found_error(frame, full, self.specs, in_apply=False)
         return self._create(frame, full, shape, dtype, init, regularizer, trainable, collections,
-                            partitioner, sharding, kind, constant)
+                            partitioner, sharding, kind, constant, constraint)
 
     def _create(self, frame, full, shape, dtype, init, regularizer, trainable, collections,
-                partitioner, sharding, kind, constant):
+                partitioner, sharding, kind, constant, constraint):
         init = _instantiate(init)  # sp.initializers.zeros_initializer, uncalled, as TF allows
         if init is not None and not constant and shape is None:
             if not _takes_no_args(init):
@@ -471,6 +506,11 @@ class InitStore:
                     full, f"Shape of a new variable ({full}) must be fully defined, but instead was "
                     f"{_shape_str(shape)}", "pass a complete shape=..., or a constant initializer.")
             placeholder = self._placeholder(full, shape, dtype)
+        if constraint is not None and not callable(constraint):
+            raise ValueError(
+                f"The `constraint` argument must be a callable ('{full}'), got {constraint!r}.\n"
+                "  fix: pass a function from the parameter's value to its projected value, e.g. "
+                "lambda w: jnp.clip(w, -1.0, 1.0).")
         # Last, as in TF, which validates the name as an op name only when it creates the variable.
         self._check_name(full)
         site = user_site()
@@ -478,7 +518,7 @@ class InitStore:
             name=full, shape=shape, dtype=np.dtype(dtype), init=init,
             trainable=bool(trainable) and kind == PARAM,
             collections=tuple(collections) if collections else (), regularizer=regularizer,
-            sharding=sharding, partitioner=partitioner, kind=kind, site=site)
+            sharding=sharding, partitioner=partitioner, kind=kind, site=site, constraint=constraint)
         self.values[full] = placeholder
         if regularizer is not None:
             frame.regularized.append((regularizer, placeholder))
@@ -570,7 +610,7 @@ class ApplyStore:
         return flat
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
-            partitioner, sharding, kind):
+            partitioner, sharding, kind, constraint=None):
         constant = init is not None and not callable(init)
         if constant and shape is not None:
             raise _init_error(full, "If initializer is a constant, do not specify shape",

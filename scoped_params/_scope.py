@@ -58,13 +58,14 @@ class Scope:
     """
 
     __slots__ = ("prefix", "_reuse", "initializer", "regularizer", "dtype", "custom_getter",
-                 "partitioner", "trainable", "original_name_scope", "reuse_origin", "_values")
+                 "partitioner", "trainable", "original_name_scope", "reuse_origin", "_values",
+                 "constraint")
 
     def __init__(self, name: str, reuse: Any = False, *, initializer: Any = None,
                  regularizer: Optional[Callable] = None, dtype: Any = _FLOAT32,
                  custom_getter: Optional[Callable] = None, partitioner: Any = None,
                  trainable: Optional[bool] = None, original_name_scope: str = "",
-                 reuse_origin: Optional[tuple] = None):
+                 reuse_origin: Optional[tuple] = None, constraint: Optional[Callable] = None):
         self.prefix = name + "/" if name else ""  # the name is the prefix without its "/"
         self._reuse = reuse
         self.initializer = initializer
@@ -73,6 +74,10 @@ class Scope:
         self.custom_getter = custom_getter
         self.partitioner = partitioner
         self.trainable = trainable
+        # The constraint of parameters created directly in this scope. As in TF, it is the
+        # argument given when the scope was opened and nothing else: sub-scopes and a captured
+        # scope entered again do not inherit it (tf1_variable_scope.md rules 19 and 26).
+        self.constraint = constraint
         self.original_name_scope = original_name_scope
         # (scope name, site) of the scope or reuse_variables() call that turned reuse on.
         self.reuse_origin = reuse_origin
@@ -136,6 +141,15 @@ class Scope:
 def _check_getter(getter: Any) -> None:
     if getter is not None and not callable(getter):
         raise ReuseArgumentError(f"Passed a custom_getter which is not callable: {getter!r}")
+
+
+def _check_constraint(constraint: Any, where: Any) -> None:
+    if constraint is not None and not callable(constraint):
+        shown = where if isinstance(where, str) else getattr(where, "name", where)
+        raise ValueError(
+            f"The `constraint` argument must be a callable (scope {shown!r}), got {constraint!r}.\n"
+            "  fix: pass a function from the parameter's value to its projected value, e.g. "
+            "lambda w: jnp.clip(w, -1.0, 1.0).")
 
 
 def _wrap_custom_getter(new: Optional[Callable], old: Optional[Callable]) -> Optional[Callable]:
@@ -479,16 +493,21 @@ def get_scope() -> Scope:
 def reentered(captured: Scope, reuse: Any) -> Scope:
     """What parameter requests see when TF re-enters ``captured``, a scope of the current call, with
     ``reuse`` and no name scope (``variable_scope(captured, reuse=reuse, auxiliary_name_scope=False)``)
-    to run a block that only requests parameters: ``captured`` itself, or a copy with reuse on.
+    to run a block that only requests parameters: ``captured`` itself, or a copy with reuse on (or
+    without ``captured``'s constraint, which TF's re-entry does not bring).
 
     Unlike ``sp.scope(captured)``'s jump, this moves no counters (a block that opens no scope cannot
     tell) and keeps ``captured``'s direct lookup in ``apply`` (its sub-dict of this call's params).
     """
-    if not reuse or reuse is captured._reuse:
+    same_reuse = not reuse or reuse is captured._reuse
+    if same_reuse and captured.constraint is None:
         return captured
     name = captured.prefix[:-1]
-    s = _sub_scope(captured, name, reuse, (name, user_site(), f"reuse={_describe_reuse(reuse)}"),
-                   captured.original_name_scope)
+    if same_reuse:
+        reuse, origin = captured._reuse, captured.reuse_origin
+    else:
+        origin = (name, user_site(), f"reuse={_describe_reuse(reuse)}")
+    s = _sub_scope(captured, name, reuse, origin, captured.original_name_scope)
     s.prefix = captured.prefix  # "" at the root, which _sub_scope's path would not give
     s._values = captured._values  # its own sub-dict, not a child's
     return s
@@ -509,6 +528,7 @@ def _sub_scope(parent: Scope, name: str, reuse: Any, origin: Optional[tuple],
     s.custom_getter = parent.custom_getter
     s.partitioner = parent.partitioner
     s.trainable = parent.trainable
+    s.constraint = None  # never inherited (see Scope)
     values = parent._values
     if values is not None:
         values = values.get(name[len(parent.prefix):])
@@ -523,10 +543,10 @@ class _Options:
     plain ``sp.scope("name")`` stores two fields)."""
 
     __slots__ = ("default_name", "reuse", "initializer", "regularizer", "dtype", "trainable",
-                 "custom_getter", "partitioner", "aux")
+                 "custom_getter", "partitioner", "aux", "constraint")
 
     def __init__(self, name_or_scope, default_name, reuse, initializer, dtype, regularizer,
-                 trainable, custom_getter, partitioner, auxiliary_name_scope):
+                 trainable, custom_getter, partitioner, auxiliary_name_scope, constraint):
         if name_or_scope is None and default_name is None:
             raise TypeError("If default_name is None then name_or_scope is required")
         if default_name is not None and not isinstance(default_name, str):
@@ -554,6 +574,7 @@ class _Options:
         elif name_or_scope is None:
             _check_components(default_name, f"sp.scope(None, default_name={default_name!r})")
         _check_getter(custom_getter)
+        _check_constraint(constraint, name_or_scope if name_or_scope is not None else default_name)
         self.default_name = default_name
         self.reuse = reuse
         self.initializer = initializer
@@ -563,10 +584,12 @@ class _Options:
         self.custom_getter = custom_getter
         self.partitioner = partitioner
         self.aux = auxiliary_name_scope
+        self.constraint = constraint
 
 
 _SCOPE_KEYWORDS = frozenset({"default_name", "reuse", "initializer", "dtype", "regularizer",
-                             "trainable", "custom_getter", "partitioner", "auxiliary_name_scope"})
+                             "trainable", "custom_getter", "partitioner", "auxiliary_name_scope",
+                             "constraint"})
 
 # name -> its plain sp.scope(name). They hold no state (each entry's is on the frame), so one per name
 # serves every call in every thread; bounded like _VALID_NAMES.
@@ -616,24 +639,26 @@ def _naming_scope(name_or_scope: Any, default_name: Any, reuse: Any) -> Optional
 
 # What sp.scope("name", ...) sets on the scope it opens, entered through the plain scope's path.
 _DEFAULTS_KEYWORDS = frozenset({"reuse", "initializer", "dtype", "regularizer", "trainable",
-                                "partitioner"})
+                                "partitioner", "constraint"})
 
 
 def _defaults_scope(name: str, reuse: Any = None, initializer: Any = None, dtype: Any = None,
-                    regularizer: Any = None, trainable: Any = None,
-                    partitioner: Any = None) -> Optional["_PlainScope"]:
+                    regularizer: Any = None, trainable: Any = None, partitioner: Any = None,
+                    constraint: Any = None) -> Optional["_PlainScope"]:
     """``sp.scope(name, reuse=..., initializer=..., ...)`` (TF code's common ``variable_scope``): a
     ``_PlainScope`` that also sets the scope's defaults; ``None`` for arguments the general path
     rejects (it says why). Made per call: the defaults are often made per call too."""
     if reuse is False:
         reuse = None  # TF: False means "inherit", exactly like None
-    if not (reuse is None or reuse is True or reuse is AUTO_REUSE):
+    if not (reuse is None or reuse is True or reuse is AUTO_REUSE) or (
+            constraint is not None and not callable(constraint)):
         return None
     if initializer is None and dtype is None and regularizer is None and trainable is None and (
-            partitioner is None):
+            partitioner is None and constraint is None):
         return _naming_scope(name, None, reuse)
     cm = _PlainScope(name, reusing=reuse, defaults=(
-        initializer, regularizer, None if dtype is None else np.dtype(dtype), trainable, partitioner))
+        initializer, regularizer, None if dtype is None else np.dtype(dtype), trainable, partitioner,
+        constraint))
     shared = _PLAIN_SCOPES.get(name)
     if shared is not None:
         cm._root_ok = shared._root_ok  # the name's check, done once
@@ -653,6 +678,9 @@ def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
       every sub-scope.
     * ``initializer``, ``dtype``, ``regularizer``, ``trainable``, ``custom_getter`` and ``partitioner``
       are inherited by sub-scopes and overridden by explicit arguments.
+    * ``constraint`` (a projection ``value -> value`` for ``sp.apply_constraints`` to run after each
+      optimizer step) applies to parameters created directly in this scope: as in TF, neither
+      sub-scopes nor a later entry of the captured scope inherit it.
 
     Returns a context manager; ``with sp.scope(...) as s`` gives the new ``sp.Scope``. Each ``with``
     enters it anew, so one object may be entered again, even while it is open (it then nests).
@@ -690,8 +718,6 @@ _TF_RUNTIME_SCOPE_ARGUMENTS = {
     "caching_device": "a TF runtime placement setting; placement is jax.sharding's job here "
                       "(partitioner=, get_param(sharding=))",
     "use_resource": "a choice between TF's two variable kinds; parameters here are plain arrays",
-    "constraint": "applied by TF's optimizers after each update; apply such a projection to the "
-                  "params after your optimizer step",
 }
 
 
@@ -768,7 +794,8 @@ class _PlainScope(_ScopeContext):
         self._root_ok: Optional[bool] = None  # whether the name is valid at the root; None until checked
         self._default = default  # the name is a default_name: the variable scope takes name, name_1, ...
         self._reusing = reusing  # None, or the reuse this scope turns on (True or AUTO_REUSE)
-        # None, or what it sets: (initializer, regularizer, dtype, trainable, partitioner), None = inherit
+        # None, or what it sets: (initializer, regularizer, dtype, trainable, partitioner, constraint),
+        # None = inherit (the constraint: none)
         self._defaults = defaults
 
     def __enter__(self) -> Scope:
@@ -825,6 +852,7 @@ class _PlainScope(_ScopeContext):
         new.custom_getter = old_scope.custom_getter
         new.partitioner = old_scope.partitioner
         new.trainable = old_scope.trainable
+        new.constraint = None  # never inherited (see Scope)
         if self._defaults is not None:
             _set_defaults(new, self._defaults)
         values = old_scope._values
@@ -901,7 +929,8 @@ class _ReusingScope(_PlainScope):
 
 def _set_defaults(new: Scope, defaults: tuple) -> None:
     """Set what ``sp.scope(name, initializer=..., ...)`` sets on the scope it opens."""
-    initializer, regularizer, dtype, trainable, partitioner = defaults
+    initializer, regularizer, dtype, trainable, partitioner, constraint = defaults
+    new.constraint = constraint
     if initializer is not None:
         new.initializer = initializer
     if regularizer is not None:
@@ -924,10 +953,11 @@ class _ScopeWithOptions(_ScopeContext):
                  reuse: Any = None, initializer: Any = None, dtype: Any = None,
                  regularizer: Optional[Callable] = None, trainable: Optional[bool] = None,
                  custom_getter: Optional[Callable] = None, partitioner: Any = None,
-                 auxiliary_name_scope: bool = True):
+                 auxiliary_name_scope: bool = True, constraint: Optional[Callable] = None):
         self._name_or_scope = name_or_scope
         self._opts = _Options(name_or_scope, default_name, reuse, initializer, dtype, regularizer,
-                              trainable, custom_getter, partitioner, auxiliary_name_scope)
+                              trainable, custom_getter, partitioner, auxiliary_name_scope,
+                              constraint)
 
     def __enter__(self) -> Scope:
         frame = _current_frame()
@@ -1006,6 +1036,7 @@ class _ScopeWithOptions(_ScopeContext):
             new.dtype = opts.dtype
         if opts.trainable is not None:
             new.trainable = opts.trainable
+        new.constraint = opts.constraint  # this argument only: TF's quirk (see Scope)
         if new.custom_getter is not None:
             new._values = None  # get_param's direct lookup does not apply (see Scope)
 

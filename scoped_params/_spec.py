@@ -29,6 +29,9 @@ class ParamSpec:
     partitioner: Any = None  # the scope's partitioner, resolved by sp.sharding
     kind: str = "param"  # "param" or "state"
     site: Site = None  # (file, line) where it was created
+    # A projection value -> value that sp.apply_constraints runs after each optimizer step (TF's
+    # get_variable(constraint=)); for a layer_stack parameter, it maps each layer's slice.
+    constraint: Optional[Callable] = None
 
     @property
     def size(self) -> int:

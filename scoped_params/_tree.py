@@ -1,4 +1,5 @@
-"""Nested params trees: flatten/unflatten by full name, and splitting by prefix, flag or collection."""
+"""Nested params trees: flatten/unflatten by full name, splitting by prefix, flag or collection, and
+the projection of constrained parameters (`apply_constraints`)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,35 @@ def merge(*trees: Mapping[str, Any]) -> Tree:
                 raise NameCollisionError(f"merge: '{name}' is in more than one tree.")
             flat[name] = leaf
     return unflatten(flat)
+
+
+def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tree:
+    """``params`` with each parameter's constraint applied: TF 1.x's optimizers project a variable
+    created with ``constraint=`` after each update, so call this on the new params after the
+    optimizer step (inside the jitted step).
+
+    ``specs`` is ``model.specs(...)``; ``params`` may be any part of the model's params (e.g. the
+    trainable half of ``partition_trainable``). Parameters without a constraint are returned as they
+    are; with none at all, ``params`` itself is.
+
+    >>> params = sp.apply_constraints(optax.apply_updates(params, updates), specs)  # doctest: +SKIP
+    """
+    spec = _spec_lookup(specs)
+    flat = flatten(params)
+    changed = False
+    for name, value in flat.items():
+        constraint = spec(name).constraint
+        if constraint is None:
+            continue
+        projected = constraint(value)
+        shape, dtype = getattr(projected, "shape", None), getattr(projected, "dtype", None)
+        if shape != value.shape or dtype != value.dtype:
+            found = f"shape {shape} and dtype {dtype}" if shape is not None else repr(type(projected))
+            raise ValueError(
+                f"The constraint of '{name}' returned {found} for a parameter of shape {value.shape} "
+                f"and dtype {value.dtype}.\n  constraint: {constraint!r}\n"
+                "  fix: a constraint projects the value: return an array of the parameter's shape and "
+                "dtype (cast with .astype(w.dtype) if it computes in another one).")
+        flat[name] = projected
+        changed = True
+    return unflatten(flat) if changed else params  # type: ignore[return-value]

@@ -172,14 +172,12 @@ def _static_flag(flag: Any) -> Any:
     return flag
 
 
-def _unsupported(**kwargs: Any) -> None:
-    given = [k for k, v in kwargs.items() if v is not None]
-    if given:
+def _no_activity_regularizer(activity_regularizer: Optional[Callable]) -> None:
+    if activity_regularizer is not None:
         raise NotImplementedError(
-            f"sp.layers does not implement {', '.join(given)}: constraints and activity regularizers "
-            "need a training-loop hook TF runs outside the layer.\n"
-            "  fix: apply constraints to params after the optimizer step, and add activity "
-            "penalties to the loss yourself.")
+            "sp.layers does not implement activity_regularizer: TF adds it as a loss on the "
+            "layer's output, which a pure function returns rather than collects.\n"
+            "  fix: drop it and add the penalty on the layer's output to your loss yourself.")
 
 
 def _bias_and_activation(y, bias, channels_last, activation):
@@ -196,7 +194,8 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
           use_bias: bool, kernel_initializer: Any, bias_initializer: Any,
           kernel_regularizer: Optional[Callable], bias_regularizer: Optional[Callable],
           trainable: bool, name: Optional[str], reuse: Any,
-          names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
+          names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
+          bias_constraint: Any = None) -> jax.Array:
     """TF's ``_Conv`` layer for 1, 2 or 3 spatial dimensions: ``<name>/kernel`` (spatial dims, in,
     filters) and ``<name>/bias`` (``names``: slim calls them ``weights`` and ``biases``)."""
     kind = f"conv{rank}d"
@@ -213,9 +212,10 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     dtype = _param_dtype(inputs)
     with _layer_scope(name, kind, reuse, fetches_only=True):
         kernel = get_param(names[0], kernel_shape + (in_channels, filters), kernel_initializer,
-                           dtype, trainable=trainable, regularizer=kernel_regularizer)
+                           dtype, trainable=trainable, regularizer=kernel_regularizer,
+                           constraint=kernel_constraint)
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
-                         regularizer=bias_regularizer) if use_bias else None
+                         regularizer=bias_regularizer, constraint=bias_constraint) if use_bias else None
     channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
     layout = channels_last if last else channels_first
     y = jax.lax.conv_general_dilated(
@@ -234,11 +234,11 @@ def conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: Int
            reuse: Any = None) -> jax.Array:
     """``tf.compat.v1.layers.conv1d`` on [batch, width, channels]: ``<name>/kernel`` of shape
     ``(width, in, filters)`` and ``<name>/bias``."""
-    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
+    _no_activity_regularizer(activity_regularizer)
     return _conv(1, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
                  activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                 bias_regularizer, trainable, name, reuse)
+                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
 
 
 def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = (1, 1),
@@ -259,11 +259,11 @@ def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: Int
     >>> jax.tree.map(jnp.shape, params)
     {'conv2d': {'bias': (32,), 'kernel': (3, 3, 3, 32)}}
     """
-    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
+    _no_activity_regularizer(activity_regularizer)
     return _conv(2, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
                  activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                 bias_regularizer, trainable, name, reuse)
+                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
 
 
 def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
@@ -277,11 +277,11 @@ def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
            reuse: Any = None) -> jax.Array:
     """``tf.compat.v1.layers.conv3d`` on [batch, depth, height, width, channels]: ``<name>/kernel``
     of shape ``(d, h, w, in, filters)`` and ``<name>/bias``."""
-    _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
+    _no_activity_regularizer(activity_regularizer)
     return _conv(3, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
                  activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                 bias_regularizer, trainable, name, reuse)
+                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint)
 
 
 def _separable_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Array]:
@@ -298,14 +298,14 @@ def _separable_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Arr
            activity_regularizer: Optional[Callable] = None, depthwise_constraint: Any = None,
            pointwise_constraint: Any = None, bias_constraint: Any = None, trainable: bool = True,
            name: Optional[str] = None, reuse: Any = None) -> jax.Array:
-        _unsupported(activity_regularizer=activity_regularizer,
-                     depthwise_constraint=depthwise_constraint,
-                     pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
+        _no_activity_regularizer(activity_regularizer)
         return _separable_conv(rank, inputs, filters, kernel_size, strides, padding, data_format,
                                dilation_rate, depth_multiplier, activation, use_bias,
                                depthwise_initializer, pointwise_initializer, bias_initializer,
                                depthwise_regularizer, pointwise_regularizer, bias_regularizer,
-                               trainable, name, reuse)
+                               trainable, name, reuse,
+                               constraints=(depthwise_constraint, pointwise_constraint,
+                                            bias_constraint))
 
     fn.__name__ = fn.__qualname__ = fn_name
     fn.__doc__ = f"``tf.compat.v1.layers.{fn_name}``{doc}"
@@ -332,7 +332,8 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
                     pointwise_regularizer: Optional[Callable],
                     bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
                     names: Tuple[str, str, str] = ("depthwise_kernel", "pointwise_kernel", "bias"),
-                    base_name: Optional[str] = None) -> jax.Array:
+                    base_name: Optional[str] = None,
+                    constraints: Tuple[Any, Any, Any] = (None, None, None)) -> jax.Array:
     """TF's ``SeparableConv1D``/``SeparableConv2D`` layer (``names``: its three parameters').
     ``filters=None`` (slim's ``num_outputs=None``) stops after the depthwise convolution: no
     pointwise kernel, and the bias has ``in * depth_multiplier`` entries."""
@@ -352,12 +353,12 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     with _layer_scope(name, base_name, reuse, fetches_only=True):
         depthwise = get_param(names[0], kernel_shape + (in_channels, depth_multiplier),
                               depthwise_initializer, dtype, trainable=trainable,
-                              regularizer=depthwise_regularizer)
+                              regularizer=depthwise_regularizer, constraint=constraints[0])
         pointwise = None if filters is None else get_param(
             names[1], (1,) * rank + (in_channels * depth_multiplier, filters), pointwise_initializer,
-            dtype, trainable=trainable, regularizer=pointwise_regularizer)
+            dtype, trainable=trainable, regularizer=pointwise_regularizer, constraint=constraints[1])
         bias = get_param(names[2], (out_channels,), bias_initializer, dtype, trainable=trainable,
-                         regularizer=bias_regularizer) if use_bias else None
+                         regularizer=bias_regularizer, constraint=constraints[2]) if use_bias else None
     channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
     layout = channels_last if last else channels_first
     dims = (layout, kernel_layout, layout)
@@ -384,11 +385,11 @@ def _transpose_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Arr
            activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
            bias_constraint: Any = None, trainable: bool = True, name: Optional[str] = None,
            reuse: Any = None) -> jax.Array:
-        _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                     bias_constraint=bias_constraint)
+        _no_activity_regularizer(activity_regularizer)
         return _conv_transpose(rank, inputs, filters, kernel_size, strides, padding, data_format,
                                activation, use_bias, kernel_initializer, bias_initializer,
-                               kernel_regularizer, bias_regularizer, trainable, name, reuse)
+                               kernel_regularizer, bias_regularizer, trainable, name, reuse,
+                               kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
 
     fn.__name__ = fn.__qualname__ = fn_name
     fn.__doc__ = (f"``tf.compat.v1.layers.{fn_name}``{doc} The output is TF's: spatial size "
@@ -409,7 +410,8 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
                     activation: Optional[Callable], use_bias: bool, kernel_initializer: Any,
                     bias_initializer: Any, kernel_regularizer: Optional[Callable],
                     bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
-                    names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
+                    names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
+                    bias_constraint: Any = None) -> jax.Array:
     """TF's ``Conv2DTranspose``/``Conv3DTranspose`` layer (``names``: its kernel's and bias's)."""
     kind = f"conv{rank}d_transpose"
     kernel_shape = _tuple(kernel_size, rank, "kernel_size")
@@ -422,9 +424,10 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     dtype = _param_dtype(inputs)
     with _layer_scope(name, kind, reuse, fetches_only=True):
         kernel = get_param(names[0], kernel_shape + (filters, in_channels), kernel_initializer, dtype,
-                           trainable=trainable, regularizer=kernel_regularizer)
+                           trainable=trainable, regularizer=kernel_regularizer,
+                           constraint=kernel_constraint)
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
-                         regularizer=bias_regularizer) if use_bias else None
+                         regularizer=bias_regularizer, constraint=bias_constraint) if use_bias else None
     # The transpose of a strided conv is a conv over the input dilated by the stride, with the
     # kernel flipped and its in/out axes swapped; the padding reproduces TF's output size.
     pads = [_transpose_pad(k, s, pad) for k, s in zip(kernel_shape, strides)]
@@ -461,24 +464,26 @@ def dense(inputs: jax.Array, units: int, activation: Optional[Callable] = None,
     >>> {name: leaf.shape for name, leaf in sp.flatten(params).items()}
     {'logits/kernel': (64, 10), 'logits/bias': (10,)}
     """
-    if activity_regularizer is not None or kernel_constraint is not None or bias_constraint is not None:
-        _unsupported(activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
-                     bias_constraint=bias_constraint)  # tested first: tiny models call dense a lot
+    if activity_regularizer is not None:  # tested first: tiny models call dense a lot
+        _no_activity_regularizer(activity_regularizer)
     return _dense(inputs, units, activation, use_bias, kernel_initializer, bias_initializer,
-                  kernel_regularizer, bias_regularizer, trainable, name, reuse)
+                  kernel_regularizer, bias_regularizer, trainable, name, reuse,
+                  constraints=(kernel_constraint, bias_constraint))
 
 
 def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bias: bool,
            kernel_initializer: Any, bias_initializer: Any, kernel_regularizer: Optional[Callable],
            bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
-           names: Tuple[str, str] = ("kernel", "bias")) -> jax.Array:
+           names: Tuple[str, str] = ("kernel", "bias"),
+           constraints: Tuple[Any, Any] = (None, None)) -> jax.Array:
     """TF's ``Dense`` layer: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias`` (``names``)."""
     dtype = _param_dtype(inputs)
     with _layer_scope(name, "dense", reuse, fetches_only=True):
         kernel = get_param(names[0], (inputs.shape[-1], units), kernel_initializer, dtype,
-                           trainable=trainable, regularizer=kernel_regularizer)
+                           trainable=trainable, regularizer=kernel_regularizer,
+                           constraint=constraints[0])
         bias = get_param(names[1], (units,), bias_initializer, dtype, trainable=trainable,
-                         regularizer=bias_regularizer) if use_bias else None
+                         regularizer=bias_regularizer, constraint=constraints[1]) if use_bias else None
     y = jnp.matmul(_cast(inputs, dtype), kernel)
     return _bias_and_activation(y, bias, True, activation)
 
@@ -510,7 +515,6 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     Under ``sp.transform`` (no state) the statistics are frozen non-trainable parameters and only
     ``training=False`` is allowed.
     """
-    _unsupported(beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
     if renorm or virtual_batch_size is not None or adjustment is not None:
         raise NotImplementedError("sp.layers.batch_normalization does not implement renorm, "
                                   "virtual_batch_size or adjustment.")
@@ -530,9 +534,9 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     static_training = training if isinstance(training, bool) else None
     with _layer_scope(name, "batch_normalization", reuse, fetches_only=True):
         gamma = get_param("gamma", param_shape, gamma_initializer, dtype, trainable=trainable,
-                          regularizer=gamma_regularizer) if scale else None
+                          regularizer=gamma_regularizer, constraint=gamma_constraint) if scale else None
         beta = get_param("beta", param_shape, beta_initializer, dtype, trainable=trainable,
-                         regularizer=beta_regularizer) if center else None
+                         regularizer=beta_regularizer, constraint=beta_constraint) if center else None
         if frame.with_state:
             moving_mean = get_state("moving_mean", param_shape, moving_mean_initializer, dtype)
             moving_var = get_state("moving_variance", param_shape, moving_variance_initializer,
@@ -752,12 +756,13 @@ def _uniform_005(key, shape, dtype=jnp.float32):
 
 def embedding(ids: jax.Array, input_dim: int, output_dim: int,
               embeddings_initializer: Any = _uniform_005, trainable: bool = True,
-              name: Optional[str] = None, reuse: Any = None, dtype: Any = jnp.float32) -> jax.Array:
+              name: Optional[str] = None, reuse: Any = None, dtype: Any = jnp.float32,
+              embeddings_constraint: Optional[Callable] = None) -> jax.Array:
     """An embedding table ``<name>/embeddings`` of shape ``(input_dim, output_dim)`` (Keras's name
     and its uniform(-0.05, 0.05) default), looked up with ``embedding_lookup``."""
     with _layer_scope(name, "embedding", reuse, fetches_only=True):
         table = get_param("embeddings", (input_dim, output_dim), embeddings_initializer, dtype,
-                          trainable=trainable)
+                          trainable=trainable, constraint=embeddings_constraint)
     return embedding_lookup(table, ids)
 
 

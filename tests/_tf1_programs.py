@@ -51,11 +51,13 @@ class Const:
 @dataclasses.dataclass(frozen=True)
 class Get:
     """``get_param(name, shape, dtype=dtype, init=...)``: shape None is "no shape given"; init an
-    int k is ``constant(k)`` (an initializer), a ``Const`` is the value itself."""
+    int k is ``constant(k)`` (an initializer), a ``Const`` is the value itself; ``constraint``
+    passes ``constraint=clip``."""
     name: str
     shape: Optional[Tuple[int, ...]]
     dtype: Optional[str] = None
     init: Any = None
+    constraint: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Scope:
     ``capture`` stores ``s`` in that slot for a later ``ByCaptured`` re-entry. ``getter`` adds a
     pass-through custom getter that records ``("getter", <step of this scope>, name)`` when called,
     which shows which getters run for each get, in which order (innermost first), with which name.
+    ``constraint`` passes ``constraint=clip`` (TF gives it to parameters created directly inside).
     """
     target: Target
     body: Tuple[Any, ...]
@@ -114,6 +117,7 @@ class Scope:
     capture: Optional[int] = None
     getter: bool = False
     init: Optional[int] = None
+    constraint: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +170,8 @@ def render(program: Program) -> str:
                     extra += f", init={s.init}"
                 elif s.init is not None:
                     extra += f", init=sp.initializers.constant({s.init})"
+                if s.constraint:
+                    extra += ", constraint=clip"
                 shape = "None" if s.shape is None else repr(list(s.shape))  # [None, 3]: partial
                 lines.append(f"{pad}sp.get_param({s.name!r}, {shape}{extra})")
             elif isinstance(s, ReuseVariables):
@@ -205,6 +211,8 @@ def render(program: Program) -> str:
                     args.append("custom_getter=recording_getter")
                 if s.init is not None:
                     args.append(f"initializer=sp.initializers.constant({s.init})")
+                if s.constraint:
+                    args.append("constraint=clip")
                 as_ = f" as s{s.capture}" if s.capture is not None else ""
                 lines.append(f"{pad}with sp.scope({', '.join(args)}){as_}:")
                 emit(s.body, indent + 1)
@@ -240,13 +248,16 @@ CONSTS = (Const((2,), "int32", 5), Const((2, 3), "float32", 6), Const((), "float
 CONST_SHAPES = (None, None, None, None, (2,))
 CONST_DTYPES = (None, None, None, "float32", "int32")
 SCOPE_INITS = (None,) * 5 + (1, 2, 3)
+# constraint=clip on a get_param or a scope: which parameters end up with one is compared.
+GET_CONSTRAINTS = (False,) * 7 + (True,)
+SCOPE_CONSTRAINTS = (False,) * 4 + (True,)
 SLOTS = 2
 
 
 def _get():
     names = st.sampled_from(PARAM_NAMES)
     plain = st.builds(Get, names, st.sampled_from(SHAPES), st.sampled_from(DTYPES),
-                      st.sampled_from(GET_INITS))
+                      st.sampled_from(GET_INITS), st.sampled_from(GET_CONSTRAINTS))
     const = st.builds(Get, names, st.sampled_from(CONST_SHAPES), st.sampled_from(CONST_DTYPES),
                       st.sampled_from(CONSTS))
     return st.one_of(*[plain] * 6, const)
@@ -270,13 +281,13 @@ def _stmts(depth: int):
         return st.one_of(*[get] * 9, reuse_variables, defaults)
     inner = st.lists(_stmts(depth - 1), max_size=4).map(tuple)
     scope = st.builds(
-        lambda tr, body, dtype, aux, capture, getter, init: Scope(tr[0], body, tr[1], dtype, aux,
-                                                                  capture, getter, init),
+        lambda tr, body, dtype, aux, capture, getter, init, constraint: Scope(
+            tr[0], body, tr[1], dtype, aux, capture, getter, init, constraint),
         _target_and_reuse(), inner, st.sampled_from(SCOPE_DTYPES),
         st.sampled_from((True,) * 7 + (False,)),
         st.sampled_from((None, None) + tuple(range(SLOTS))),
         st.sampled_from((False,) * 7 + (True,)),
-        st.sampled_from(SCOPE_INITS))
+        st.sampled_from(SCOPE_INITS), st.sampled_from(SCOPE_CONSTRAINTS))
     name_scope = st.builds(NameScope, st.sampled_from(NAME_SCOPE_NAMES), inner)
     loop = st.builds(Loop, st.sampled_from((2, 3)), inner)
     return st.one_of(*[get] * 5, *[scope] * 5, name_scope, loop, reuse_variables, defaults)
@@ -310,6 +321,11 @@ def programs(depth: int = 3):
 
 
 # --- the interpreter ---------------------------------------------------------------------------
+
+
+def clip(value):
+    """The constraint the programs pass (never run: only which parameters carry it is compared)."""
+    return value
 
 
 @dataclasses.dataclass
@@ -390,7 +406,7 @@ class _Interpreter:
                 scope_name = self.b.current_scope().name
                 full = f"{scope_name}/{s.name}" if scope_name else s.name
                 try:
-                    self.b.get(full, s.name, s.shape, s.dtype, s.init)
+                    self.b.get(full, s.name, s.shape, s.dtype, s.init, s.constraint)
                 except ValueError as e:
                     self._failed(step, e, full, "get")
                     continue
@@ -434,7 +450,8 @@ class _Interpreter:
             # A slot not filled yet (its capture comes later or never ran): enter the name "c".
             name_or_scope, default = self.slots.get(t.slot, "c"), None
         getter = self._recording_getter(step) if s.getter else None
-        manager = self.b.scope(name_or_scope, default, s.reuse, s.dtype, s.aux, getter, s.init)
+        manager = self.b.scope(name_or_scope, default, s.reuse, s.dtype, s.aux, getter, s.init,
+                               s.constraint)
         if self._enter(step, "scope", manager, self._in_scope, s):
             self._observe_scope("exit")
 
@@ -522,16 +539,18 @@ class _TFBackend:
             return value.make()
         return None if value is None else self.v1.constant_initializer(value)
 
-    def get(self, full, name, shape, dtype, init) -> None:
+    def get(self, full, name, shape, dtype, init, constraint) -> None:
         var = self.v1.get_variable(name, shape=None if shape is None else list(shape),
-                                   dtype=self._dtype(dtype), initializer=self._init(init))
+                                   dtype=self._dtype(dtype), initializer=self._init(init),
+                                   constraint=clip if constraint else None)
         assert self.store._vars[full] is var, (full, var)
 
-    def scope(self, name_or_scope, default, reuse, dtype, aux, getter, init):
+    def scope(self, name_or_scope, default, reuse, dtype, aux, getter, init, constraint):
         reuse = self.v1.AUTO_REUSE if reuse == AUTO else reuse
         return self.v1.variable_scope(name_or_scope, default_name=default, reuse=reuse,
                                       dtype=self._dtype(dtype), auxiliary_name_scope=aux,
-                                      custom_getter=getter, initializer=self._init(init))
+                                      custom_getter=getter, initializer=self._init(init),
+                                      constraint=clip if constraint else None)
 
     def name_scope(self, name):
         return self.v1.name_scope(name)
@@ -586,7 +605,7 @@ def run_tf(program: Program) -> Run:
         run = _result(interp, backend.created())
         tf = _tf()
         run.values = {k: value_label(tf.get_static_value(v.initial_value), v.dtype.base_dtype.name)
-                      for k, v in backend.store._vars.items()}
+                      + (v.constraint is clip,) for k, v in backend.store._vars.items()}
         return run
 
 
@@ -617,11 +636,11 @@ class _SPBackend:
             return value.make()
         return None if value is None else self.sp.initializers.constant(value)
 
-    def get(self, full, name, shape, dtype, init) -> None:
+    def get(self, full, name, shape, dtype, init, constraint) -> None:
         import numpy as np
 
         value = self.sp.get_param(name, shape, dtype=None if dtype is None else np.dtype(dtype),
-                                  init=self._init(init))
+                                  init=self._init(init), constraint=clip if constraint else None)
         if self.flat_params is not None:
             if value is not self.flat_params.get(full):
                 self.problems.append(f"apply: get_param({name!r}) did not return params[{full!r}]")
@@ -637,11 +656,16 @@ class _SPBackend:
         if full not in self.order:
             self.order.append(full)
 
-    def scope(self, name_or_scope, default, reuse, dtype, aux, getter, init):
-        reuse = self.sp.AUTO_REUSE if reuse == AUTO else reuse
-        return self.sp.scope(name_or_scope, default_name=default, reuse=reuse, dtype=dtype,
-                             auxiliary_name_scope=aux, custom_getter=getter,
-                             initializer=self._init(init))
+    def scope(self, name_or_scope, default, reuse, dtype, aux, getter, init, constraint):
+        # Only the arguments the program gives, as users write them: sp.scope("a") and the other
+        # common forms take their own fast paths, which must agree with TF too.
+        options = dict(default_name=default, reuse=self.sp.AUTO_REUSE if reuse == AUTO else reuse,
+                       dtype=dtype, custom_getter=getter, initializer=self._init(init),
+                       constraint=clip if constraint else None)
+        options = {k: v for k, v in options.items() if v is not None}
+        if not aux:
+            options["auxiliary_name_scope"] = False
+        return self.sp.scope(name_or_scope, **options)
 
     def name_scope(self, name):
         return self.sp.name_scope(name)
@@ -706,8 +730,11 @@ def run_sp(program: Program, key, *, params=None, keep_going=False, stop_at=None
 
     model = sp.transform(fn)
     result, raised = None, None
+    constrained = {}
     try:
         if params is None:
+            if keep_going:  # which parameters got a constraint: from specs, an abstract trace
+                constrained = {k: s.constraint is clip for k, s in sp.flatten(model.specs()).items()}
             result = model.init(key)
         else:
             model.apply(params)
@@ -716,7 +743,8 @@ def run_sp(program: Program, key, *, params=None, keep_going=False, stop_at=None
     backend, interp = state["backend"], state["interp"]
     run = _result(interp, list(backend.order), backend.problems)
     if result is not None:
-        run.values = {k: value_label(v, v.dtype.name) for k, v in sp.flatten(result).items()}
+        run.values = {k: value_label(v, v.dtype.name) + (constrained.get(k, False),)
+                      for k, v in sp.flatten(result).items()}
     first = interp.first_error[1] if interp.first_error and not keep_going else None
     if raised is not first:
         what = "apply" if params is not None else "init"

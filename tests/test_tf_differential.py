@@ -2,16 +2,17 @@
 
 Each program (``tests/_tf1_programs.py``: nested scopes by string, by captured object and by
 ``default_name``; name scopes; reuse False/True/AUTO_REUSE; ``reuse_variables()``; loops;
-``get_param`` with shapes, dtypes and sometimes constant values or initializers; scope dtypes,
-initializers and pass-through custom getters) runs under ``tensorflow.compat.v1`` in a fresh graph
-and inside ``sp.transform(fn).init(key)``. Both record the scope name, reuse mode and name scope
+``get_param`` with shapes, dtypes and sometimes constant values, initializers or constraints;
+scope dtypes, initializers, constraints and pass-through custom getters, each scope given only the
+arguments the program gives it, as users write them) runs under ``tensorflow.compat.v1`` in a fresh
+graph and inside ``sp.transform(fn).init(key)``. Both record the scope name, reuse mode and name scope
 after every scope entry, exit and ``reuse_variables()``, the full name every ``get`` resolves to,
 every custom-getter call, and the category of every error (already exists, does not exist, shape
 mismatch, dtype mismatch, shape not fully defined, reuse without a name, constant given with a
 shape, constant of another dtype). A statement that fails is recorded and skipped and the program
 goes on (both libraries fail before changing any state), so one program checks far more than its
-first error. The traces, the created names in order, each created parameter's dtype and constant
-value, and the first error must agree.
+first error. The traces, the created names in order, each created parameter's dtype, constant
+value and whether it carries a constraint, and the first error must agree.
 
 Then ``apply``. A program without errors must apply to its params with the same trace,
 ``get_param`` handing back exactly the leaves of ``params``. A program whose first error is at
@@ -82,7 +83,7 @@ def differential_mismatches(program) -> list:
     if sorted(sp.flatten(params)) != sorted(ours.created):
         out.append(f"init params {sorted(sp.flatten(params))} != created {ours.created}")
     elif tf.values != ours.values:
-        out.append(f"values (dtype, constant): TF {tf.values} sp {ours.values}")
+        out.append(f"values (dtype, constant, constraint): TF {tf.values} sp {ours.values}")
     if out:
         return out
 
@@ -271,6 +272,19 @@ _CASES = {
     ),
     "a_missing_shape_is_reported_before_an_invalid_name": (
         Get("_u", None), Get("_u", (None, 3)), Get("_u", (2,)),
+    ),
+    # rules 19 and 26: a scope's constraint reaches only parameters created directly in it, by
+    # the entry that passed it: not sub-scopes, default-named ones, or a captured scope re-entered
+    # without it; an explicit constraint wins; on reuse it is ignored; getters pass it on.
+    "a_scope_constraint_reaches_only_its_own_creations": (
+        Scope(ByName("a"), constraint=True, capture=0, body=(
+            Get("v", ()), Scope(ByName("b"), (Get("v", ()),)),
+            Scope(ByDefault("d"), (Get("v", ()),)))),
+        Scope(ByCaptured(0), (Get("w", ()),)),
+        Scope(ByCaptured(0), constraint=True, body=(Get("b/v", ()),)),
+        Scope(ByName("a"), reuse=True, body=(Get("w", (), constraint=True),)),
+        Scope(ByName("c"), getter=True, constraint=True, body=(
+            Scope(ByName("e"), getter=True, body=(Get("v", (), constraint=True),)), Get("v", ()))),
     ),
     "a_missing_shape_fails_creation_but_not_reuse": (
         Scope(ByName("a"), (Get("v", (2, 3)),)),
