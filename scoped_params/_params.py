@@ -22,7 +22,8 @@ import numpy as np
 
 from . import _frame
 from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
-                      ParamExistsError, ParamNotFoundError, ShapeMismatchError, StateError,
+                      ParamExistsError, ParamNotFoundError, ReuseArgumentError, ShapeMismatchError,
+                      StateError,
                       _IS_USER_FILE, format_site, name_scope_hint, nearest, user_code_site,
                       user_site)
 from ._scope import _TRACE, AUTO_REUSE, _describe_reuse
@@ -48,7 +49,7 @@ _TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource",
 def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None, dtype: Any = None, *,
               trainable: bool = True, regularizer: Optional[Callable] = None,
               collections: Optional[Sequence[str]] = None, sharding: Any = None,
-              constraint: Optional[Callable] = None) -> jax.Array:
+              constraint: Optional[Callable] = None, **tf_options: Any) -> jax.Array:
     """Create or fetch the parameter ``<current scope>/<name>`` (TF's ``tf.get_variable``).
 
     With the scope's ``reuse=False`` (the default) the name must be new in this call, with
@@ -60,6 +61,11 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     ``constraint`` (else the scope's own, see ``sp.scope``) is a projection ``value -> value`` kept in
     the parameter's spec; ``sp.apply_constraints`` runs it after each optimizer step, where TF's
     optimizers did. Like the initializer, it counts only when the parameter is created.
+
+    Of ``tf.get_variable``'s other arguments, ``partitioner=`` (this parameter's, instead of the
+    scope's) and ``custom_getter=`` (replacing the scope's getters for this request, as in TF) are
+    taken too; its runtime settings (``use_resource=``, ``validate_shape=``, ...) are errors that
+    say to drop them.
 
     >>> def fn(x):
     ...     with sp.scope("dense"):
@@ -73,6 +79,9 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
     frame = _current_frame()
     if frame is None:
         raise _frame.not_in_transform("get_param")
+    if tf_options:
+        return _tf_request(frame, name, shape, init, dtype, trainable, regularizer, collections,
+                           sharding, constraint, tf_options)
     if _TRACE.value is not frame.trace:  # inside a jax.lax.scan body, a vmap, a custom_vjp, ...
         what = f"sp.get_param({name!r}), parameter '{frame.scope.prefix}{name}',"
         if _frame.check_trace(frame, what):
@@ -190,8 +199,54 @@ def set_state(name: str, value: Any) -> None:
 # --- resolution shared by both stores ------------------------------------------------------------
 
 
+# tf.get_variable's arguments that only steer TF's runtime: what to tell a user passing them.
+_TF_RUNTIME_ARGUMENTS = {
+    "use_resource": "a choice between TF's two variable kinds; parameters here are plain arrays",
+    "validate_shape": "TF's permission to leave a variable's shape unknown; every parameter here "
+                      "has a full shape",
+    "caching_device": "a TF runtime placement setting; placement is jax.sharding's job here "
+                      "(sharding=, partitioner=)",
+    "synchronization": "how TF's distribution strategies sync a variable across replicas; "
+                       "jax.sharding decides that here",
+    "aggregation": "how TF's distribution strategies combine a variable's replica updates; "
+                   "jax.sharding decides that here",
+}
+
+
+def _tf_request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding,
+                constraint, options: Dict[str, Any]):
+    """``get_param`` called with more of ``tf.get_variable``'s keyword arguments."""
+    if "initializer" in options:
+        raise TypeError(
+            f"get_param({name!r}) takes init=, not TF's initializer=.\n"
+            "  fix: rename initializer= to init= (in every ported tf.get_variable call); the "
+            "argument order is (name, shape, init, dtype).")
+    runtime = sorted(k for k in options if k in _TF_RUNTIME_ARGUMENTS)
+    unknown = sorted(k for k in options if k not in _TF_RUNTIME_ARGUMENTS
+                     and k not in ("partitioner", "custom_getter"))
+    if unknown:
+        raise TypeError(f"get_param() got an unexpected keyword argument {unknown[0]!r}")
+    if runtime:
+        why = "; ".join(f"{k}= is {_TF_RUNTIME_ARGUMENTS[k]}" for k in runtime)
+        raise TypeError(
+            f"get_param({name!r}) does not take {', '.join(k + '=' for k in runtime)} of TF 1.x's "
+            f"get_variable: {why}.\n  fix: drop {'it' if len(runtime) == 1 else 'them'}.")
+    getter = options.get("custom_getter")
+    if getter is not None and not callable(getter):
+        raise ReuseArgumentError(f"Passed a custom_getter which is not callable: {getter!r}")
+    partitioner = options.get("partitioner")
+    if _TRACE.value is not frame.trace:
+        what = f"sp.get_param({name!r}), parameter '{frame.scope.prefix}{name}',"
+        if _frame.check_trace(frame, what):
+            return _frame.usable_outside(_request(
+                frame, name, shape, init, dtype, trainable, regularizer, collections, sharding,
+                PARAM, constraint, partitioner, getter), what)
+    return _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding,
+                    PARAM, constraint, partitioner, getter)
+
+
 def _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding, kind,
-             constraint=None):
+             constraint=None, partitioner=None, custom_getter=None):
     if type(name) is not str:
         raise TypeError(f"get_param: name must be a string, got {type(name).__name__} ({name!r}).")
     scope = frame.scope
@@ -211,14 +266,17 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
         regularizer = scope.regularizer
     if constraint is None:
         constraint = scope.constraint
+    if partitioner is None:
+        partitioner = scope.partitioner
     if scope.trainable is False:
         trainable = False
     full = scope.prefix + name
-    getter = scope.custom_getter
+    # TF: a getter passed to get_variable replaces the scope's chain instead of joining it.
+    getter = scope.custom_getter if custom_getter is None else custom_getter
     store = frame.store
     if getter is None:
         return store.get(frame, full, shape, dtype, init, regularizer, scope.reuse, trainable,
-                         collections, scope.partitioner, sharding, kind, constraint)
+                         collections, partitioner, sharding, kind, constraint)
 
     def true_getter(name, shape=None, dtype=dtype, initializer=None, regularizer=None, reuse=None,
                     trainable=trainable, collections=None, partitioner=None, sharding=None,
@@ -232,7 +290,7 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
 
     kwargs = dict(shape=shape, dtype=dtype, initializer=init, regularizer=regularizer,
                   reuse=scope.reuse, trainable=trainable, collections=collections,
-                  partitioner=scope.partitioner, sharding=sharding)
+                  partitioner=partitioner, sharding=sharding)
     if _takes_constraint(getter):  # TF passes it only to a getter that can take it
         kwargs["constraint"] = constraint
     return getter(true_getter, full, **kwargs)
@@ -418,6 +476,29 @@ def _init_error(full, message, fix) -> InitializerError:
 _CONST_SHAPE_FIX = "drop shape= (the constant's shape is used), or pass a callable initializer."
 
 
+def _dtype_as_init(full: str, init: Any) -> Optional[TypeError]:
+    """The error for a dtype given where ``init`` goes, as TF's ``get_variable(name, shape, dtype)``
+    order puts it (None when ``init`` is no dtype)."""
+    if isinstance(init, str):
+        try:
+            np.dtype(init)
+        except TypeError:
+            return None
+    elif not (isinstance(init, (np.dtype, _SCALAR_TYPE)) or (
+            isinstance(init, type) and issubclass(init, np.generic))):
+        return None
+    if isinstance(init, str):
+        shown = repr(init)
+    elif isinstance(init, np.dtype):
+        shown = f"np.{init.name}"
+    else:  # a scalar type: jnp.float32's kind, or NumPy's
+        shown = f"{'jnp' if isinstance(init, _SCALAR_TYPE) else 'np'}.{init.__name__}"
+    return TypeError(
+        f"get_param's third argument is init, and '{full}' got the dtype {shown} there: TF's "
+        "get_variable(name, shape, dtype) order.\n"
+        f"  fix: pass it by keyword, dtype={shown}; the order here is (name, shape, init, dtype).")
+
+
 # --- the two stores -------------------------------------------------------------------------------
 
 
@@ -445,8 +526,8 @@ class InitStore:
         shape = _as_shape(shape, full)
         constant = init is not None and not callable(init)
         if constant and shape is not None:
-            raise _init_error(full, "If initializer is a constant, do not specify shape",
-                              _CONST_SHAPE_FIX)
+            raise _dtype_as_init(full, init) or _init_error(
+                full, "If initializer is a constant, do not specify shape", _CONST_SHAPE_FIX)
         spec = self.specs.get(full)
         if spec is not None:
             if reuse is False:
@@ -475,6 +556,9 @@ class InitStore:
                     "pass shape=..., or a constant / no-argument initializer that fixes it.")
             init, constant = init(), True
         elif init is not None and not constant and not _callable_with_three_args(init):
+            dtype_error = _dtype_as_init(full, init)
+            if dtype_error is not None:
+                raise dtype_error
             # TF raises TypeError here too, but from deep inside the initializer call, nameless.
             fix = ("drop shape= if it is a no-argument initializer returning the value, or pass an "
                    "initializer taking (key, shape, dtype), e.g. jax.nn.initializers.normal().")
@@ -613,8 +697,8 @@ class ApplyStore:
             partitioner, sharding, kind, constraint=None):
         constant = init is not None and not callable(init)
         if constant and shape is not None:
-            raise _init_error(full, "If initializer is a constant, do not specify shape",
-                              _CONST_SHAPE_FIX)
+            raise _dtype_as_init(full, init) or _init_error(
+                full, "If initializer is a constant, do not specify shape", _CONST_SHAPE_FIX)
         value = (self.params if kind is PARAM else self.state).get(full)
         if value is None:
             if full in (self.state if kind is PARAM else self.params):
