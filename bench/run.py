@@ -507,13 +507,14 @@ WHY_MISSED = {
         "differences are the machine's noise in running it (the middle half of the rounds spans the "
         "target)."),
     "eager apply per call": (
-        "Hand-written apply of the tiny model is six op dispatches (~70-140 us on this shared "
+        "Hand-written apply of the tiny model is six op dispatches (~40-140 us on this shared "
         "machine, ~300k machine instructions); the contenders take turns in blocks of ~5 ms, so "
         "each round's ratio compares calls made under the same load. Any scoped lookup adds Python "
         "work to each call, and between JAX's dispatches that work costs about twice what it costs "
-        "alone (`bench/eager_cost.py`: a pure-Python loop of ~18 us adds ~21 us to a hand-written "
-        "call, the minimal lookup of ~4 us adds ~9 us, scoped_params' bookkeeping of ~20 us adds "
-        "~43 us): it reads objects and bytecode that the dispatch has pushed out of the caches. The "
+        "alone (`bench/eager_cost.py`, on a slow day: a pure-Python loop of ~18 us adds ~21 us to a "
+        "hand-written call, the minimal lookup of ~4 us adds ~9 us, scoped_params' bookkeeping of "
+        "~20 us adds ~43 us; on a fast one: 5.7 us adds 7.6 us, 1.4 us adds 2.7 us, 7.3 us adds "
+        "14.8 us): it reads objects and bytecode that the dispatch has pushed out of the caches. The "
         "reference in parentheses (a context variable, a `with` block per scope and a function call "
         "per parameter, with no checks at all) adds ~14k machine instructions; scoped_params adds "
         "~72k (counted with callgrind by `make bench-instructions`): the call itself (the trace "
