@@ -8,6 +8,7 @@
 >>> model = sp.transform(fn)
 """
 
+from . import constraints as constraints
 from . import initializers as initializers
 from ._errors import (DtypeMismatchError as DtypeMismatchError,
                       InitializerError as InitializerError,

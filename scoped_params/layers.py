@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
+from . import constraints as _constraints
 from ._errors import StateError
 from ._params import get_param, get_state, set_state
 from ._scope import AUTO_REUSE, Scope, default_name_scope, reentered, scope
@@ -180,6 +181,12 @@ def _no_activity_regularizer(activity_regularizer: Optional[Callable]) -> None:
             "  fix: drop it and add the penalty on the layer's output to your loss yourself.")
 
 
+def _constraint(identifier: Any) -> Any:
+    """A layer's ``*_constraint=`` argument: None, a callable, or one of Keras's identifiers (TF's
+    layers take ``"max_norm"`` and friends)."""
+    return identifier if identifier is None or callable(identifier) else _constraints.get(identifier)
+
+
 def _bias_and_activation(y, bias, channels_last, activation):
     if bias is not None:
         y = y + (bias if channels_last else bias.reshape((-1,) + (1,) * (y.ndim - 2)))
@@ -213,9 +220,10 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     with _layer_scope(name, kind, reuse, fetches_only=True):
         kernel = get_param(names[0], kernel_shape + (in_channels, filters), kernel_initializer,
                            dtype, trainable=trainable, regularizer=kernel_regularizer,
-                           constraint=kernel_constraint)
+                           constraint=_constraint(kernel_constraint))
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
-                         regularizer=bias_regularizer, constraint=bias_constraint) if use_bias else None
+                         regularizer=bias_regularizer,
+                         constraint=_constraint(bias_constraint)) if use_bias else None
     channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
     layout = channels_last if last else channels_first
     y = jax.lax.conv_general_dilated(
@@ -353,12 +361,15 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     with _layer_scope(name, base_name, reuse, fetches_only=True):
         depthwise = get_param(names[0], kernel_shape + (in_channels, depth_multiplier),
                               depthwise_initializer, dtype, trainable=trainable,
-                              regularizer=depthwise_regularizer, constraint=constraints[0])
+                              regularizer=depthwise_regularizer,
+                              constraint=_constraint(constraints[0]))
         pointwise = None if filters is None else get_param(
             names[1], (1,) * rank + (in_channels * depth_multiplier, filters), pointwise_initializer,
-            dtype, trainable=trainable, regularizer=pointwise_regularizer, constraint=constraints[1])
+            dtype, trainable=trainable, regularizer=pointwise_regularizer,
+            constraint=_constraint(constraints[1]))
         bias = get_param(names[2], (out_channels,), bias_initializer, dtype, trainable=trainable,
-                         regularizer=bias_regularizer, constraint=constraints[2]) if use_bias else None
+                         regularizer=bias_regularizer,
+                         constraint=_constraint(constraints[2])) if use_bias else None
     channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
     layout = channels_last if last else channels_first
     dims = (layout, kernel_layout, layout)
@@ -425,9 +436,10 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     with _layer_scope(name, kind, reuse, fetches_only=True):
         kernel = get_param(names[0], kernel_shape + (filters, in_channels), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer,
-                           constraint=kernel_constraint)
+                           constraint=_constraint(kernel_constraint))
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
-                         regularizer=bias_regularizer, constraint=bias_constraint) if use_bias else None
+                         regularizer=bias_regularizer,
+                         constraint=_constraint(bias_constraint)) if use_bias else None
     # The transpose of a strided conv is a conv over the input dilated by the stride, with the
     # kernel flipped and its in/out axes swapped; the padding reproduces TF's output size.
     pads = [_transpose_pad(k, s, pad) for k, s in zip(kernel_shape, strides)]
@@ -481,9 +493,10 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
     with _layer_scope(name, "dense", reuse, fetches_only=True):
         kernel = get_param(names[0], (inputs.shape[-1], units), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer,
-                           constraint=constraints[0])
+                           constraint=_constraint(constraints[0]))
         bias = get_param(names[1], (units,), bias_initializer, dtype, trainable=trainable,
-                         regularizer=bias_regularizer, constraint=constraints[1]) if use_bias else None
+                         regularizer=bias_regularizer,
+                         constraint=_constraint(constraints[1])) if use_bias else None
     y = jnp.matmul(_cast(inputs, dtype), kernel)
     return _bias_and_activation(y, bias, True, activation)
 
@@ -534,9 +547,11 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     static_training = training if isinstance(training, bool) else None
     with _layer_scope(name, "batch_normalization", reuse, fetches_only=True):
         gamma = get_param("gamma", param_shape, gamma_initializer, dtype, trainable=trainable,
-                          regularizer=gamma_regularizer, constraint=gamma_constraint) if scale else None
+                          regularizer=gamma_regularizer,
+                          constraint=_constraint(gamma_constraint)) if scale else None
         beta = get_param("beta", param_shape, beta_initializer, dtype, trainable=trainable,
-                         regularizer=beta_regularizer, constraint=beta_constraint) if center else None
+                         regularizer=beta_regularizer,
+                         constraint=_constraint(beta_constraint)) if center else None
         if frame.with_state:
             moving_mean = get_state("moving_mean", param_shape, moving_mean_initializer, dtype)
             moving_var = get_state("moving_variance", param_shape, moving_variance_initializer,
@@ -762,7 +777,8 @@ def embedding(ids: jax.Array, input_dim: int, output_dim: int,
     and its uniform(-0.05, 0.05) default), looked up with ``embedding_lookup``."""
     with _layer_scope(name, "embedding", reuse, fetches_only=True):
         table = get_param("embeddings", (input_dim, output_dim), embeddings_initializer, dtype,
-                          trainable=trainable, constraint=embeddings_constraint)
+                          trainable=trainable,
+                          constraint=_constraint(embeddings_constraint))
     return embedding_lookup(table, ids)
 
 

@@ -310,3 +310,60 @@ def test_layers_inside_or_entering_a_constrained_scope_do_not_take_its_constrain
     assert ours == expected
     assert expected == {"s/kernel": None, "s/bias": None, "t/dense/kernel": None,
                         "t/dense/bias": None, "t/dense_1/kernel": None, "t/dense_1/bias": clip01}
+
+
+# --- sp.constraints: TF's stock constraints (tf.keras.constraints) -------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda c: c.max_norm(),
+    lambda c: c.MaxNorm(max_value=0.7, axis=[0, 1, 2]),
+    lambda c: c.non_neg(),
+    lambda c: c.unit_norm(axis=1),
+    lambda c: c.min_max_norm(0.5, 1.5, rate=0.3),
+    lambda c: c.MinMaxNorm(min_value=2.0, max_value=3.0, axis=-1),
+], ids=["max_norm", "max_norm_conv", "non_neg", "unit_norm", "min_max_norm_rate", "min_max_norm_axis"])
+def test_stock_constraints_compute_what_keras_computes(make):
+    tf = pytest.importorskip("tensorflow")
+    import tf_keras
+
+    w = np.random.default_rng(0).normal(size=(3, 3, 4, 5)).astype(np.float32) * 2
+    with tf.Graph().as_default():  # other tests turn TF's eager mode off; a graph runs in both
+        projected = make(tf_keras.constraints)(tf.constant(w))
+        with tf.compat.v1.Session() as sess:
+            expected = sess.run(projected)
+    got = jax.jit(make(sp.constraints))(jnp.asarray(w))
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-7)
+    assert got.dtype == jnp.float32
+
+
+def test_stock_constraints_keep_the_dtype_and_say_what_they_are():
+    w = jnp.ones((4, 2), jnp.bfloat16)
+    for c in (sp.constraints.max_norm(1.0), sp.constraints.non_neg(), sp.constraints.unit_norm(),
+              sp.constraints.min_max_norm()):
+        assert c(w).dtype == jnp.bfloat16
+    assert repr(sp.constraints.max_norm(3, axis=[0, 1])) == "MaxNorm(max_value=3, axis=[0, 1])"
+    assert sp.constraints.MinMaxNorm().get_config() == {
+        "min_value": 0.0, "max_value": 1.0, "rate": 1.0, "axis": 0}
+
+
+def test_layers_take_kerass_constraint_identifiers_as_tf_layers_do():
+    x = jnp.ones((2, 4))
+
+    def fn():
+        sp.layers.dense(x, 3, kernel_constraint="max_norm", bias_constraint="NonNeg", name="a")
+        sp.layers.dense(x, 3, kernel_constraint={"class_name": "MaxNorm",
+                                                 "config": {"max_value": 3.0}}, name="b")
+
+    got = constraints(fn)
+    assert repr(got["a/kernel"]) == "MaxNorm(max_value=2, axis=0)"
+    assert isinstance(got["a/bias"], sp.constraints.NonNeg)
+    assert got["b/kernel"].max_value == 3.0
+    with pytest.raises(ValueError, match=r"Unknown constraint 'radial_constraint' \(Keras's "
+                                         r"RadialConstraint is not provided\)(?s:.*)fix: use one of"):
+        sp.transform(lambda: sp.layers.dense(x, 3, kernel_constraint="radial_constraint")).init(KEY)
+    with pytest.raises(ValueError, match=r"Could not interpret constraint identifier: 3"):
+        sp.transform(lambda: sp.layers.dense(x, 3, kernel_constraint=3)).init(KEY)
+    # get_param, like tf.get_variable, takes a callable only.
+    with pytest.raises(ValueError, match=r"must be a callable \('w'\), got 'max_norm'"):
+        sp.transform(lambda: sp.get_param("w", [2], constraint="max_norm")).init(KEY)

@@ -1,0 +1,126 @@
+"""TF's stock weight constraints (``tf.keras.constraints``, which the ``*_constraint=`` arguments of
+``tf.layers`` take) as JAX functions, with Keras's arithmetic (its ``epsilon()`` of 1e-7 included).
+
+A constraint is any callable ``value -> value``: give it to ``sp.get_param(..., constraint=...)``,
+``sp.scope(..., constraint=...)`` or a layer's ``kernel_constraint=``, and project the params with
+``sp.apply_constraints(params, specs)`` after each optimizer step, where TF's optimizers did.
+
+>>> kernel = sp.layers.dense(x, 64, kernel_constraint=sp.constraints.max_norm(2.0))  # doctest: +SKIP
+
+The layers also take Keras's identifiers, as TF's do: ``"max_norm"``, ``"non_neg"``, ``"unit_norm"``,
+``"min_max_norm"`` (and the class names), or ``{"class_name": "MaxNorm", "config": {...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+
+Axis = Union[int, Sequence[int]]
+
+_EPSILON = 1e-7  # Keras's backend.epsilon()
+
+
+def _norms(w: jax.Array, axis: Axis) -> jax.Array:
+    axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+    return jnp.sqrt(jnp.sum(jnp.square(w), axis=axis, keepdims=True))
+
+
+class Constraint:
+    """Base of the stock constraints: a callable ``value -> value`` with Keras's ``get_config``."""
+
+    def __call__(self, w: jax.Array) -> jax.Array:
+        return w
+
+    def get_config(self) -> dict:
+        return dict(vars(self))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class MaxNorm(Constraint):
+    """Scale each slice along ``axis`` (each unit's incoming weights, ``axis=0`` for a dense kernel,
+    ``axis=[0, 1, 2]`` for an HWIO conv kernel) down to a norm of at most ``max_value``."""
+
+    def __init__(self, max_value: float = 2, axis: Axis = 0):
+        self.max_value = max_value
+        self.axis = axis
+
+    def __call__(self, w: jax.Array) -> jax.Array:
+        norms = _norms(w, self.axis)
+        desired = jnp.clip(norms, 0, self.max_value)
+        return w * (desired / (_EPSILON + norms))
+
+
+class NonNeg(Constraint):
+    """Zero the negative entries."""
+
+    def __call__(self, w: jax.Array) -> jax.Array:
+        return w * (w >= 0).astype(w.dtype)
+
+
+class UnitNorm(Constraint):
+    """Scale each slice along ``axis`` to norm 1."""
+
+    def __init__(self, axis: Axis = 0):
+        self.axis = axis
+
+    def __call__(self, w: jax.Array) -> jax.Array:
+        return w / (_EPSILON + _norms(w, self.axis))
+
+
+class MinMaxNorm(Constraint):
+    """Move each slice's norm along ``axis`` into ``[min_value, max_value]``: to
+    ``rate * clip(norm) + (1 - rate) * norm`` (``rate=1`` enforces the bounds at once)."""
+
+    def __init__(self, min_value: float = 0.0, max_value: float = 1.0, rate: float = 1.0,
+                 axis: Axis = 0):
+        self.min_value = min_value
+        self.max_value = max_value
+        self.rate = rate
+        self.axis = axis
+
+    def __call__(self, w: jax.Array) -> jax.Array:
+        norms = _norms(w, self.axis)
+        desired = self.rate * jnp.clip(norms, self.min_value, self.max_value) + (
+            1 - self.rate) * norms
+        return w * (desired / (_EPSILON + norms))
+
+
+# Keras's function-style names.
+max_norm = MaxNorm
+non_neg = NonNeg
+unit_norm = UnitNorm
+min_max_norm = MinMaxNorm
+
+_BY_NAME = {"max_norm": MaxNorm, "MaxNorm": MaxNorm, "non_neg": NonNeg, "NonNeg": NonNeg,
+            "unit_norm": UnitNorm, "UnitNorm": UnitNorm, "min_max_norm": MinMaxNorm,
+            "MinMaxNorm": MinMaxNorm}
+
+
+def get(identifier: Any) -> Optional[Callable[[jax.Array], jax.Array]]:
+    """A constraint from what Keras's layers accept: ``None``, a callable (returned as is), a name
+    (``"max_norm"``, ``"MaxNorm"``, ...) or a config ``{"class_name": ..., "config": {...}}``."""
+    if identifier is None or callable(identifier):
+        return identifier
+    if isinstance(identifier, dict) and isinstance(identifier.get("class_name"), str):
+        cls, config = _BY_NAME.get(identifier["class_name"]), identifier.get("config") or {}
+        name = identifier["class_name"]
+    elif isinstance(identifier, str):
+        cls, config, name = _BY_NAME.get(identifier), {}, identifier
+    else:
+        raise ValueError(
+            f"Could not interpret constraint identifier: {identifier!r}.\n"
+            "  fix: pass a function value -> value, an sp.constraints object, or one of the names "
+            f"{sorted(_BY_NAME)}.")
+    if cls is None:
+        radial = name in ("radial_constraint", "RadialConstraint")
+        raise ValueError(
+            f"Unknown constraint {name!r}" + (" (Keras's RadialConstraint is not provided)" if radial
+                                              else "") + ".\n"
+            f"  fix: use one of {sorted(_BY_NAME)}, or pass your own function value -> value.")
+    return cls(**config)
