@@ -26,7 +26,7 @@ from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, Na
                       StateError,
                       _IS_USER_FILE, format_site, name_scope_hint, nearest, user_code_site,
                       user_site)
-from ._scope import _TRACE, AUTO_REUSE, _describe_reuse
+from ._scope import _TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse
 from ._spec import ParamSpec
 from ._tree import flatten
 from .initializers import _instantiate, default_initializer
@@ -199,13 +199,13 @@ def set_state(name: str, value: Any) -> None:
 # --- resolution shared by both stores ------------------------------------------------------------
 
 
-# tf.get_variable's arguments that only steer TF's runtime: what to tell a user passing them.
+# tf.get_variable's arguments that only steer TF's runtime: what to tell a user passing them (those
+# variable_scope takes too are worded once, in _scope.py).
 _TF_RUNTIME_ARGUMENTS = {
-    "use_resource": "a choice between TF's two variable kinds; parameters here are plain arrays",
+    "use_resource": _TF_RUNTIME_SCOPE_ARGUMENTS["use_resource"],
+    "caching_device": _TF_RUNTIME_SCOPE_ARGUMENTS["caching_device"],
     "validate_shape": "TF's permission to leave a variable's shape unknown; every parameter here "
                       "has a full shape",
-    "caching_device": "a TF runtime placement setting; placement is jax.sharding's job here "
-                      "(sharding=, partitioner=)",
     "synchronization": "how TF's distribution strategies sync a variable across replicas; "
                        "jax.sharding decides that here",
     "aggregation": "how TF's distribution strategies combine a variable's replica updates; "
