@@ -52,12 +52,14 @@ class Const:
 class Get:
     """``get_param(name, shape, dtype=dtype, init=...)``: shape None is "no shape given"; init an
     int k is ``constant(k)`` (an initializer), a ``Const`` is the value itself; ``constraint``
-    passes ``constraint=clip``."""
+    passes ``constraint=clip``; ``getter`` passes a recording custom getter, which replaces the
+    scopes' getters for this request (TF rule 42)."""
     name: str
     shape: Optional[Tuple[int, ...]]
     dtype: Optional[str] = None
     init: Any = None
     constraint: bool = False
+    getter: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +174,8 @@ def render(program: Program) -> str:
                     extra += f", init=sp.initializers.constant({s.init})"
                 if s.constraint:
                     extra += ", constraint=clip"
+                if s.getter:
+                    extra += ", custom_getter=recording_getter"
                 shape = "None" if s.shape is None else repr(list(s.shape))  # [None, 3]: partial
                 lines.append(f"{pad}sp.get_param({s.name!r}, {shape}{extra})")
             elif isinstance(s, ReuseVariables):
@@ -250,6 +254,8 @@ CONST_DTYPES = (None, None, None, "float32", "int32")
 SCOPE_INITS = (None,) * 5 + (1, 2, 3)
 # constraint=clip on a get_param or a scope: which parameters end up with one is compared.
 GET_CONSTRAINTS = (False,) * 7 + (True,)
+# custom_getter= on a get_param: it replaces the scopes' getters for that request (TF rule 42).
+GET_GETTERS = (False,) * 9 + (True,)
 SCOPE_CONSTRAINTS = (False,) * 4 + (True,)
 SLOTS = 2
 
@@ -257,7 +263,8 @@ SLOTS = 2
 def _get():
     names = st.sampled_from(PARAM_NAMES)
     plain = st.builds(Get, names, st.sampled_from(SHAPES), st.sampled_from(DTYPES),
-                      st.sampled_from(GET_INITS), st.sampled_from(GET_CONSTRAINTS))
+                      st.sampled_from(GET_INITS), st.sampled_from(GET_CONSTRAINTS),
+                      st.sampled_from(GET_GETTERS))
     const = st.builds(Get, names, st.sampled_from(CONST_SHAPES), st.sampled_from(CONST_DTYPES),
                       st.sampled_from(CONSTS))
     return st.one_of(*[plain] * 6, const)
@@ -406,7 +413,8 @@ class _Interpreter:
                 scope_name = self.b.current_scope().name
                 full = f"{scope_name}/{s.name}" if scope_name else s.name
                 try:
-                    self.b.get(full, s.name, s.shape, s.dtype, s.init, s.constraint)
+                    self.b.get(full, s.name, s.shape, s.dtype, s.init, s.constraint,
+                               self._recording_getter(step) if s.getter else None)
                 except ValueError as e:
                     self._failed(step, e, full, "get")
                     continue
@@ -539,10 +547,10 @@ class _TFBackend:
             return value.make()
         return None if value is None else self.v1.constant_initializer(value)
 
-    def get(self, full, name, shape, dtype, init, constraint) -> None:
+    def get(self, full, name, shape, dtype, init, constraint, getter) -> None:
         var = self.v1.get_variable(name, shape=None if shape is None else list(shape),
                                    dtype=self._dtype(dtype), initializer=self._init(init),
-                                   constraint=clip if constraint else None)
+                                   constraint=clip if constraint else None, custom_getter=getter)
         assert self.store._vars[full] is var, (full, var)
 
     def scope(self, name_or_scope, default, reuse, dtype, aux, getter, init, constraint):
@@ -636,11 +644,13 @@ class _SPBackend:
             return value.make()
         return None if value is None else self.sp.initializers.constant(value)
 
-    def get(self, full, name, shape, dtype, init, constraint) -> None:
+    def get(self, full, name, shape, dtype, init, constraint, getter) -> None:
         import numpy as np
 
+        options = {} if getter is None else {"custom_getter": getter}
         value = self.sp.get_param(name, shape, dtype=None if dtype is None else np.dtype(dtype),
-                                  init=self._init(init), constraint=clip if constraint else None)
+                                  init=self._init(init), constraint=clip if constraint else None,
+                                  **options)
         if self.flat_params is not None:
             if value is not self.flat_params.get(full):
                 self.problems.append(f"apply: get_param({name!r}) did not return params[{full!r}]")

@@ -2,7 +2,8 @@
 
 Each program (``tests/_tf1_programs.py``: nested scopes by string, by captured object and by
 ``default_name``; name scopes; reuse False/True/AUTO_REUSE; ``reuse_variables()``; loops;
-``get_param`` with shapes, dtypes and sometimes constant values, initializers or constraints;
+``get_param`` with shapes, dtypes and sometimes constant values, initializers, constraints or a
+custom getter of its own;
 scope dtypes, initializers, constraints and pass-through custom getters, each scope given only the
 arguments the program gives it, as users write them) runs under ``tensorflow.compat.v1`` in a fresh
 graph and inside ``sp.transform(fn).init(key)``. Both record the scope name, reuse mode and name scope
@@ -285,6 +286,12 @@ _CASES = {
         Scope(ByName("a"), reuse=True, body=(Get("w", (), constraint=True),)),
         Scope(ByName("c"), getter=True, constraint=True, body=(
             Scope(ByName("e"), getter=True, body=(Get("v", (), constraint=True),)), Get("v", ()))),
+    ),
+    # rule 42: a getter given to get_variable replaces the scopes' chain for that request.
+    "a_getter_given_to_get_param_replaces_the_scopes": (
+        Scope(ByName("a"), getter=True, body=(
+            Scope(ByName("b"), getter=True, body=(Get("v", (), getter=True), Get("w", ()))),
+            Get("v", (), getter=True))),
     ),
     "a_missing_shape_fails_creation_but_not_reuse": (
         Scope(ByName("a"), (Get("v", (2, 3)),)),
