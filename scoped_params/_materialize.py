@@ -178,9 +178,12 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
         if eager and group not in _DRAWS and group not in _FILLED:
             fill = _fill_value(specs[names[0]].init, dtype)
             if fill is not None:  # seen for the first time: filled on the host
-                if len(_FILLED) >= _DRAWS_MAX:
-                    _FILLED.clear()
-                _FILLED.add(group)
+                if len(_FILLED) >= _DRAWS_MAX:  # oldest out first, as _DRAWS: never this init's
+                    try:
+                        del _FILLED[next(iter(_FILLED))]
+                    except (KeyError, StopIteration, RuntimeError):  # another thread got there first
+                        pass
+                _FILLED[group] = None
                 filled.extend(names)
                 host.extend(np.full(shape, fill, dtype) for _ in names)
                 continue
@@ -213,8 +216,10 @@ _HOST_FLOATS = frozenset(np.dtype(t) for t in (jnp.bfloat16, jnp.float8_e4m3fn, 
 # The groups (keyed as in _DRAWS) an eager init has filled on the host, bounded like _DRAWS. A group
 # seen again is drawn by its compiled call, compiled then and cached: ~50 ms once, then one dispatch
 # per init, where a host fill costs a transfer per parameter every time. An init that runs once per
-# process (the common case) compiles none of them.
-_FILLED: set = set()
+# process (the common case) compiles none of them. A dict used as an ordered set: when full, the
+# oldest group goes (clearing it all would make groups filled earlier in the same init be filled
+# again, then compiled, one init later than they should).
+_FILLED: Dict[Tuple, None] = {}
 
 
 def _fill_value(init: Any, dtype: Any) -> Any:

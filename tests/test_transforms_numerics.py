@@ -283,11 +283,21 @@ FILLS = [sp.initializers.zeros, sp.initializers.ones, jax.nn.initializers.zeros,
          sp.initializers.constant(3)]
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.int32, jnp.bool_])
-def test_constant_fills_compile_nothing_in_an_eager_init_and_give_the_jitted_bits(dtype):
+@pytest.mark.parametrize("dtype, crowded", [(jnp.float32, False), (jnp.bfloat16, False),
+                                            (jnp.float16, False), (jnp.int32, False),
+                                            (jnp.bool_, False), (jnp.float32, True)])
+def test_constant_fills_compile_nothing_in_an_eager_init_and_give_the_jitted_bits(dtype, crowded,
+                                                                                  monkeypatch):
     # Zeros, ones and scalar constants ignore the key: the first eager init of a shape fills them with
     # NumPy and compiles nothing (it compiled a draw, ~50 ms each). The bits are those of
-    # jax.jit(init) and of the compiled draws later inits use.
+    # jax.jit(init) and of the compiled draws later inits use. `crowded`: the record of filled groups
+    # is 3 short of its bound when the first init starts (a long process); it must keep this init's
+    # groups (it once cleared itself midway, and the third init compiled what the second should have).
+    from scoped_params import _materialize
+
+    if crowded:
+        monkeypatch.setattr(_materialize, "_FILLED", {
+            ("other", i): None for i in range(_materialize._DRAWS_MAX - 3)})
     def fn(x):
         for i, init in enumerate(FILLS):
             with sp.scope(f"layer_{i}"):
