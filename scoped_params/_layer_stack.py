@@ -31,6 +31,7 @@ from . import _frame
 from ._params import ApplyStore, InitStore, _check_state_value
 from ._scope import _TRACE, scope
 from .initializers import _instantiate, default_initializer
+from .sharding import _StackedPartitioner, _stacked_sharding
 
 
 def _stacked_initializer(init: Callable, num_layers: int) -> Callable:
@@ -83,8 +84,9 @@ class _StackView:
         lifted_shape = None if shape is None else (self.num_layers,) + tuple(shape)
         value = self.outer.get(frame, full, lifted_shape, dtype,
                                _lift_init(init, dtype, self.num_layers), regularizer, reuse,
-                               trainable, collections, partitioner, sharding, kind,
-                               _lift_constraint(constraint))
+                               trainable, collections,
+                               None if partitioner is None else _StackedPartitioner(partitioner),
+                               _stacked_sharding(sharding), kind, _lift_constraint(constraint))
         if full in self.slices:
             return self.slices[full]
         # init: an abstract placeholder of one layer's shape.

@@ -272,8 +272,39 @@ def _where(spec: ParamSpec) -> str:
     return f" (created at {format_site(spec.site)})" if spec.site else ""
 
 
-def _run_partitioner(spec: ParamSpec) -> PartitionLike:
-    partitioner = spec.partitioner
+class _StackedPartitioner:
+    """The partitioner of a parameter of an ``sp.layer_stack`` block: the block's own partitioner
+    decides one layer's spec, and the leading layer axis is not sharded (``None``), as Flax's
+    ``nn.scan`` does by default. ``layer_stack`` wraps the scope's partitioner in it."""
+
+    __slots__ = ("per_layer",)
+
+    def __init__(self, per_layer: Any):
+        self.per_layer = per_layer
+
+    def __repr__(self) -> str:
+        return f"{self.per_layer!r}, per layer of an sp.layer_stack"
+
+
+def _stacked_sharding(sharding: Any) -> Any:
+    """``get_param(sharding=...)`` of one layer, for the parameter stacked by ``sp.layer_stack``: the
+    leading layer axis is not sharded. A sharding without named axes applies as it is."""
+    if isinstance(sharding, PartitionSpec):
+        return PartitionSpec(None, *sharding)
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec),
+                             memory_kind=sharding.memory_kind)
+    return sharding
+
+
+def _run_partitioner(spec: ParamSpec, partitioner: Any = None,
+                     shape: Optional[Tuple[int, ...]] = None) -> PartitionLike:
+    partitioner = spec.partitioner if partitioner is None else partitioner
+    shape = tuple(spec.shape) if shape is None else shape
+    if isinstance(partitioner, _StackedPartitioner):
+        if len(shape) <= 1:  # one layer's value is a scalar: TF ignores partitioners for those
+            return None
+        return _stacked_sharding(_run_partitioner(spec, partitioner.per_layer, shape[1:]))
     if isinstance(partitioner, (list, tuple)):
         partitioner = Rules(partitioner)
     if not callable(partitioner):
@@ -282,7 +313,7 @@ def _run_partitioner(spec: ParamSpec) -> PartitionLike:
                         "(name, shape, dtype) -> PartitionSpec | None, sp.sharding.Rules([...]) or "
                         "sp.sharding.fixed_size_partitioner(n).")
     try:
-        inspect.signature(partitioner).bind(spec.name, spec.shape, spec.dtype)
+        inspect.signature(partitioner).bind(spec.name, shape, spec.dtype)
     except TypeError:
         raise TypeError(
             f"The partitioner {partitioner!r} of parameter '{spec.name}'{_where(spec)} cannot be called "
@@ -290,7 +321,7 @@ def _run_partitioner(spec: ParamSpec) -> PartitionLike:
             "[ints] goes through sp.sharding.from_tf_partitioner(fn, mesh_axis=...).") from None
     except ValueError:  # no signature (some builtins): just call it
         pass
-    out = partitioner(spec.name, spec.shape, spec.dtype)
+    out = partitioner(spec.name, shape, spec.dtype)
     if out is None or isinstance(out, (PartitionSpec, Sharding)):
         return out
     hint = ("; it looks like TF's partition counts: wrap a TF-style partitioner in "

@@ -333,3 +333,31 @@ def test_sharded_training_step_matches_one_device_for_three_steps(mesh):
     for name, value in sp.flatten(sharded_params).items():
         assert value.sharding.is_equivalent_to(wanted[name], value.ndim), name
     chex.assert_trees_all_close(sharded_params, single_params, atol=1e-5)
+
+
+def test_a_layer_stack_parameter_is_sharded_per_layer_never_along_the_layer_axis(mesh):
+    # A block's sharding= and its scope's partitioner speak of one layer's parameter; the stacked one
+    # gets None for its leading layer axis (as Flax's nn.scan), so "shard axis 1" stays axis 1 of
+    # each layer and a stacked scalar stays replicated, as TF leaves scalars unpartitioned.
+    def fn(x):
+        def block(x):
+            w = sp.get_param("w", [16, 16], sharding=P(None, "model"))
+            n = sp.get_param("n", [16, 16], sharding=NamedSharding(mesh, P("model")))
+            with sp.scope("blk", partitioner=fixed_size_partitioner(4, axis=1)):
+                v = sp.get_param("v", [16, 32])
+                s = sp.get_param("s", [], init=sp.initializers.ones)
+            return x @ w + x @ n + (x @ v)[:, :16] * s
+        return sp.layer_stack(3)(block)(x)
+
+    model = sp.transform(fn)
+    specs = {name: s.spec for name, s in sp.flatten(sp.shardings(model, mesh, X)).items()}
+    assert specs == {"layer_stack/w": P(None, None, "model"), "layer_stack/n": P(None, "model"),
+                     "layer_stack/blk/v": P(None, None, "model"), "layer_stack/blk/s": P()}
+    params = sp.init_sharded(model, mesh, jax.random.key(0), X)
+    assert params["layer_stack"]["blk"]["v"].sharding.spec == P(None, None, "model")
+    assert params["layer_stack"]["blk"]["v"].addressable_shards[0].data.shape == (3, 16, 8)
+    x = jnp.ones((8, 16))
+    chex.assert_trees_all_close(jax.jit(model.apply)(params, x),
+                                model.apply(jax.device_get(params), x), rtol=1e-5)
+    assert "per layer of an sp.layer_stack" in repr(
+        sp.flatten(model.specs(X))["layer_stack/blk/v"].partitioner)
