@@ -59,6 +59,20 @@ def _lift_init(init: Any, dtype: Any, num_layers: int) -> Any:
     return np.broadcast_to(value, (num_layers,) + value.shape).copy()
 
 
+def _lift_regularizer(regularizer: Any) -> Any:
+    """A layer's regularizer for the stacked parameter: the sum of its term for each layer, as the
+    unrolled layers would add one term each (a regularizer of the whole stack would differ for any
+    term that is not a sum, e.g. a mean). ``None`` terms (``sp.no_regularizer``) stay ``None``."""
+    if regularizer is None or not callable(regularizer):
+        return regularizer  # none, or not a function: the store says so
+
+    def per_layer(stacked: Any) -> Any:
+        terms = jax.vmap(regularizer)(stacked)
+        return None if terms is None else jnp.sum(terms, axis=0)
+
+    return per_layer
+
+
 def _lift_constraint(constraint: Any) -> Any:
     """A layer's constraint applied to the stacked parameter: to each layer's slice (``jax.vmap``)."""
     if constraint is None or not callable(constraint):
@@ -83,7 +97,8 @@ class _StackView:
                                   collections, partitioner, sharding, kind, constraint)
         lifted_shape = None if shape is None else (self.num_layers,) + tuple(shape)
         value = self.outer.get(frame, full, lifted_shape, dtype,
-                               _lift_init(init, dtype, self.num_layers), regularizer, reuse,
+                               _lift_init(init, dtype, self.num_layers),
+                               _lift_regularizer(regularizer), reuse,
                                trainable, collections,
                                None if partitioner is None else _StackedPartitioner(partitioner),
                                _stacked_sharding(sharding), kind, _lift_constraint(constraint))

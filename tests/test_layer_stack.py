@@ -304,3 +304,36 @@ def test_a_stack_called_again_under_reuse_shares_its_stacked_params():
     np.testing.assert_array_equal(a, b)
     with pytest.raises(sp.ParamExistsError, match="blocks/dense/kernel already exists, disallowed"):
         model.init(jax.random.key(0), x, True)
+
+
+def test_a_layer_regularizer_adds_one_term_per_layer_as_unrolled_layers_do():
+    # Each unrolled layer's parameter adds its own term; a mean is not a sum, so the stacked
+    # parameter's term must be the sum of the layers' terms, not the term of the whole stack.
+    def reg(w):
+        return jnp.mean(w) + 1.0
+
+    def layer(x):
+        with sp.scope("r", regularizer=reg):
+            a = sp.get_param("w", [2], init=sp.initializers.ones)
+        b = sp.get_param("u", [2], init=sp.initializers.ones, regularizer=sp.no_regularizer)
+        return x + a * b
+
+    def stacked(x):
+        sp.layer_stack(3)(layer)(x)
+        return sp.regularization_loss()
+
+    def unrolled(x):
+        for i in range(3):
+            with sp.scope(f"layer_{i}"):
+                x = layer(x)
+        return sp.regularization_loss()
+
+    x = jnp.ones(2)
+    losses, grads = [], []
+    for fn in (stacked, unrolled):
+        model = sp.transform(fn)
+        params = model.init(jax.random.key(0), x)
+        losses.append((model.apply(params, x), jax.jit(model.apply)(params, x)))
+        grads.append(sum(float(g.sum()) for g in jax.tree.leaves(jax.grad(model.apply)(params, x))))
+    assert losses[0] == losses[1] == (6.0, 6.0)
+    assert grads[0] == grads[1] == 3.0  # d mean / dw = 0.5 per entry, 2 entries, 3 layers
