@@ -85,6 +85,14 @@ def partition_by_scope(tree: Mapping[str, Any], scope: str) -> Tuple[Tree, Tree]
 
 
 def _spec_lookup(specs: Mapping[str, Any]):
+    if not isinstance(specs, Mapping):
+        pair = isinstance(specs, tuple) and len(specs) == 2 and all(
+            isinstance(t, Mapping) for t in specs)
+        raise TypeError(
+            f"specs must be the nested dict of model.specs(...), got {type(specs).__name__}."
+            + ("\n  fix: a transform_with_state model's specs(...) is (params_specs, state_specs): "
+               "pass the first, e.g. model.specs(*args)[0]." if pair else
+               "\n  fix: pass model.specs(*args), computed with the model's arguments."))
     flat = flatten(specs)
 
     def spec(name: str):

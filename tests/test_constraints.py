@@ -367,3 +367,17 @@ def test_layers_take_kerass_constraint_identifiers_as_tf_layers_do():
     # get_param, like tf.get_variable, takes a callable only.
     with pytest.raises(ValueError, match=r"must be a callable \('w'\), got 'max_norm'"):
         sp.transform(lambda: sp.get_param("w", [2], constraint="max_norm")).init(KEY)
+
+
+def test_specs_of_a_stateful_model_passed_whole_get_an_error_that_says_take_the_first():
+    def fn():
+        sp.get_param("w", [2], constraint=clip01)
+        sp.get_state("s", [2], init=sp.initializers.zeros)
+
+    model = sp.transform_with_state(fn)
+    params, _ = model.init(KEY)
+    for helper in (sp.apply_constraints, sp.partition_trainable):
+        with pytest.raises(TypeError, match=r"is \(params_specs, state_specs\): pass the first, "
+                                            r"e\.g\. model\.specs\(\*args\)\[0\]"):
+            helper(params, model.specs())
+    assert sp.apply_constraints(params, model.specs()[0])["w"].shape == (2,)
