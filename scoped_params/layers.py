@@ -311,9 +311,9 @@ def _separable_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Arr
                                dilation_rate, depth_multiplier, activation, use_bias,
                                depthwise_initializer, pointwise_initializer, bias_initializer,
                                depthwise_regularizer, pointwise_regularizer, bias_regularizer,
-                               trainable, name, reuse,
-                               constraints=(depthwise_constraint, pointwise_constraint,
-                                            bias_constraint))
+                               trainable, name, reuse, depthwise_constraint=depthwise_constraint,
+                               pointwise_constraint=pointwise_constraint,
+                               bias_constraint=bias_constraint)
 
     fn.__name__ = fn.__qualname__ = fn_name
     fn.__doc__ = f"``tf.compat.v1.layers.{fn_name}``{doc}"
@@ -340,8 +340,8 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
                     pointwise_regularizer: Optional[Callable],
                     bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
                     names: Tuple[str, str, str] = ("depthwise_kernel", "pointwise_kernel", "bias"),
-                    base_name: Optional[str] = None,
-                    constraints: Tuple[Any, Any, Any] = (None, None, None)) -> jax.Array:
+                    base_name: Optional[str] = None, *, depthwise_constraint: Any = None,
+                    pointwise_constraint: Any = None, bias_constraint: Any = None) -> jax.Array:
     """TF's ``SeparableConv1D``/``SeparableConv2D`` layer (``names``: its three parameters').
     ``filters=None`` (slim's ``num_outputs=None``) stops after the depthwise convolution: no
     pointwise kernel, and the bias has ``in * depth_multiplier`` entries."""
@@ -362,14 +362,14 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
         depthwise = get_param(names[0], kernel_shape + (in_channels, depth_multiplier),
                               depthwise_initializer, dtype, trainable=trainable,
                               regularizer=depthwise_regularizer,
-                              constraint=_constraint(constraints[0]))
+                              constraint=_constraint(depthwise_constraint))
         pointwise = None if filters is None else get_param(
             names[1], (1,) * rank + (in_channels * depth_multiplier, filters), pointwise_initializer,
             dtype, trainable=trainable, regularizer=pointwise_regularizer,
-            constraint=_constraint(constraints[1]))
+            constraint=_constraint(pointwise_constraint))
         bias = get_param(names[2], (out_channels,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
-                         constraint=_constraint(constraints[2])) if use_bias else None
+                         constraint=_constraint(bias_constraint)) if use_bias else None
     channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
     layout = channels_last if last else channels_first
     dims = (layout, kernel_layout, layout)
@@ -480,23 +480,23 @@ def dense(inputs: jax.Array, units: int, activation: Optional[Callable] = None,
         _no_activity_regularizer(activity_regularizer)
     return _dense(inputs, units, activation, use_bias, kernel_initializer, bias_initializer,
                   kernel_regularizer, bias_regularizer, trainable, name, reuse,
-                  constraints=(kernel_constraint, bias_constraint))
+                  kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
 
 
 def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bias: bool,
            kernel_initializer: Any, bias_initializer: Any, kernel_regularizer: Optional[Callable],
            bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
-           names: Tuple[str, str] = ("kernel", "bias"),
-           constraints: Tuple[Any, Any] = (None, None)) -> jax.Array:
+           names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
+           bias_constraint: Any = None) -> jax.Array:
     """TF's ``Dense`` layer: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias`` (``names``)."""
     dtype = _param_dtype(inputs)
     with _layer_scope(name, "dense", reuse, fetches_only=True):
         kernel = get_param(names[0], (inputs.shape[-1], units), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer,
-                           constraint=_constraint(constraints[0]))
+                           constraint=_constraint(kernel_constraint))
         bias = get_param(names[1], (units,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
-                         constraint=_constraint(constraints[1])) if use_bias else None
+                         constraint=_constraint(bias_constraint)) if use_bias else None
     y = jnp.matmul(_cast(inputs, dtype), kernel)
     return _bias_and_activation(y, bias, True, activation)
 
