@@ -11,6 +11,7 @@ import contextvars
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 
 from ._errors import MissingRngError, NestedTraceError, not_in_transform
 
@@ -198,15 +199,25 @@ def regularization_loss() -> Any:
     """Sum of the regularizer terms of every parameter fetched so far in this call.
 
     Terms are computed from this call's parameter values (so they are differentiable in ``apply``);
-    each parameter contributes once, when it is first fetched, whatever later reuses do. Returns
-    ``0.0`` when no parameter has a regularizer.
+    each parameter contributes once, when it is first fetched, whatever later reuses do. Terms of
+    different dtypes (bfloat16 and float32 parameters) are summed in their common dtype (JAX's
+    standard promotion, also under ``jax_numpy_dtype_promotion="strict"``). Returns ``0.0`` when no
+    parameter has a regularizer.
     """
     frame = current("regularization_loss")
+    terms = [term for term in (regularizer(value) for regularizer, value in frame.regularized)
+             if term is not None]
+    if not terms:
+        return 0.0
+    if len({getattr(term, "dtype", None) for term in terms}) > 1:
+        # e.g. bfloat16 and float32 parameters' terms: the sum takes their standard promotion,
+        # written out, so that it holds under jax_numpy_dtype_promotion="strict" too
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.result_type(*terms)
+        terms = [jnp.asarray(term, dtype) for term in terms]
     total = 0.0
-    for regularizer, value in frame.regularized:
-        term = regularizer(value)
-        if term is not None:
-            total = total + term
+    for term in terms:
+        total = total + term
     return total
 
 

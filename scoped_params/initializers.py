@@ -260,9 +260,11 @@ def orthogonal(gain: float = 1.0):
                              f"{tuple(shape)}.")
         rows, cols = math.prod(shape[:-1]), int(shape[-1])
         flat = (cols, rows) if rows < cols else (rows, cols)
-        draw = jnp.promote_types(dtype, jnp.float32)  # QR in at least single precision
+        # QR in at least single precision (chosen, not promoted: jax_numpy_dtype_promotion="strict"
+        # has no implicit path from bfloat16 to float32)
+        draw = dtype if jnp.dtype(dtype).itemsize >= 4 else jnp.float32
         q, r = jnp.linalg.qr(jax.random.normal(key, flat, draw))
-        q = q * jnp.sign(jnp.diagonal(r))
+        q = q * jnp.sign(jnp.diagonal(r))[None, :]  # R's signs, column by column
         if rows < cols:
             q = q.T
         return (gain * q).reshape(shape).astype(dtype)

@@ -26,6 +26,7 @@ normalization keeps its parameters and statistics in float32 for float16/bfloat1
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, ContextManager, Optional, Sequence, Tuple, Union
 
 import jax
@@ -187,9 +188,18 @@ def _constraint(identifier: Any) -> Any:
     return identifier if identifier is None or callable(identifier) else _constraints.get(identifier)
 
 
+@functools.partial(jax.jit, static_argnums=2, inline=True)
+def _add_bias(y: jax.Array, bias: jax.Array, axis: int) -> jax.Array:
+    """``y`` plus ``bias`` along ``y``'s axis ``axis`` (TF's ``bias_add``), broadcast explicitly, so
+    that models run under ``jax_numpy_rank_promotion="raise"``. Jitted and inlined: traced, it stages
+    the ``broadcast_in_dim`` and ``add`` that ``y + bias`` stages; eagerly it is one dispatch, without
+    the Python of ``jnp.add``."""
+    return y + jax.lax.broadcast_in_dim(bias, y.shape, (axis,))
+
+
 def _bias_and_activation(y, bias, channels_last, activation):
     if bias is not None:
-        y = y + (bias if channels_last else bias.reshape((-1,) + (1,) * (y.ndim - 2)))
+        y = _add_bias(y, bias, y.ndim - 1 if channels_last else 1)
     return activation(y) if activation is not None else y
 
 
@@ -628,9 +638,15 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
     variance = jnp.mean(jnp.square(stats - jax.lax.stop_gradient(mean)), axes, keepdims=True)
     mean, variance = mean.astype(dtype), variance.astype(dtype)
     inv = jax.lax.rsqrt(variance + jnp.asarray(1e-12, dtype))
+    # gamma and beta at the input's rank, broadcast over the leading axes explicitly (for
+    # jax_numpy_rank_promotion="raise")
+    full = (1,) * (rank - len(params_shape)) + params_shape
     if gamma is not None:
-        inv = inv * gamma
-    y = x * inv + ((beta - mean * inv) if beta is not None else -mean * inv)
+        inv = inv * (gamma.reshape(full) if gamma.ndim < rank else gamma)
+    if beta is not None:
+        y = x * inv + ((beta.reshape(full) if beta.ndim < rank else beta) - mean * inv)
+    else:
+        y = x * inv - mean * inv
     return activation_fn(y) if activation_fn is not None else y
 
 
@@ -693,7 +709,7 @@ def _average_pool(rank, inputs, pool_size, strides, padding, data_format):
     total, dims, steps = _pool(rank, inputs, pool_size, strides, padding, data_format, zero,
                                jax.lax.add)
     if _padding(padding) == "VALID":
-        return total / np.prod(dims)
+        return total / int(np.prod(dims))  # a Python int: weakly typed, the inputs' dtype stays
     ones_shape = tuple(1 if d == 1 else s for d, s in zip(dims, inputs.shape))
     counts = jax.lax.reduce_window(jnp.ones(ones_shape, inputs.dtype), zero, jax.lax.add, dims,
                                    steps, "SAME")

@@ -31,8 +31,8 @@ from ._control_flow import scan
 from ._params import get_param
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from .layers import (_drop, _keep_for_call, _layer_scope, _object_scope, _param_dtype,
-                     _this_call)
+from .layers import (_add_bias, _drop, _keep_for_call, _layer_scope, _object_scope,
+                     _param_dtype, _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
@@ -126,7 +126,7 @@ class RNNCell:
 
 def _linear(inputs: jax.Array, h: jax.Array, kernel: jax.Array, bias: Optional[jax.Array]):
     y = jnp.concatenate([inputs, h], axis=1) @ kernel
-    return y if bias is None else y + bias
+    return y if bias is None else _add_bias(y, bias, 1)
 
 
 class BasicRNNCell(RNNCell):
@@ -196,6 +196,8 @@ class LSTMCell(RNNCell):
             w_f = get_param("w_f_diag", [n], init=self._initializer, dtype=dtype)
             w_i = get_param("w_i_diag", [n], init=self._initializer, dtype=dtype)
             w_o = get_param("w_o_diag", [n], init=self._initializer, dtype=dtype)
+            # One row each, broadcast over the batch (for jax_numpy_rank_promotion="raise").
+            w_f, w_i, w_o = w_f[None], w_i[None], w_o[None]
             c = (sigmoid(f + self._forget_bias + w_f * c_prev) * c_prev
                  + sigmoid(i + w_i * c_prev) * act(j))
         else:

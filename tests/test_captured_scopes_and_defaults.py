@@ -409,6 +409,24 @@ def test_get_state_is_a_non_trainable_leaf_with_get_param_naming():
     assert state_specs["outer"]["w"].trainable is False
 
 
+
+def test_get_state_is_reused_like_get_param_as_tf_get_local_variable_is():
+    # TF's get_local_variable (rule 29): naming and reuse are get_variable's.
+    def fn(reuse_it):
+        with sp.scope("outer"):
+            c = sp.get_state("count", init=0.0)
+            sp.set_state("count", c + 1.0)
+        with sp.scope("outer", reuse=True if reuse_it else None):
+            return sp.get_state("count")
+
+    model = sp.transform_with_state(fn)
+    params, state = model.init(KEY, True)
+    assert paths(state) == {"outer/count"}
+    out, new_state = model.apply(params, state, True)
+    assert float(out) == 1.0 and float(new_state["outer"]["count"]) == 1.0
+    with pytest.raises(ValueError, match="outer/count.*already exists"):
+        model.apply(params, state, False)
+
 def test_default_name_numbering_inside_a_jump_is_rolled_back_on_exit():
     def fn():
         out = []
