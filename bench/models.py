@@ -291,14 +291,16 @@ _LAYER_APIS = {
 
 
 def _sp_layer_api(contender):
-    """The builder of ``contender`` (a key of ``_LAYER_APIS``): tiny layers only."""
+    """The builder of ``contender`` (a key of ``_LAYER_APIS``): the tiny layers and the 2-layer model."""
     def build(kind, layers, n_layers):
-        if kind != "dense":
+        if kind not in ("dense", "two_layer"):
             raise ValueError(kind)
-        layer, width = _LAYER_APIS[contender][0], layers[0][1][0][1][1]
+        layer = _LAYER_APIS[contender][0]
+        # each layer's width: its w's last dimension
+        widths = [ps[0][1][1] for _, ps in layers] if kind == "two_layer" else [layers[0][1][0][1][1]] * n_layers
 
         def fn(x):
-            for _ in range(n_layers):
+            for width in widths:
                 x = layer(x, width)
             return x
         model = sp.transform(fn)

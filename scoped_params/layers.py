@@ -197,6 +197,24 @@ def _add_bias(y: jax.Array, bias: jax.Array, axis: int) -> jax.Array:
     return y + jax.lax.broadcast_in_dim(bias, y.shape, (axis,))
 
 
+@functools.partial(jax.jit, inline=True)
+def _affine(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
+    """Dense's arithmetic, ``x @ kernel + bias``: traced, the ops ``jnp.matmul`` and ``_add_bias``
+    stage; eagerly one dispatch instead of two."""
+    y = jnp.matmul(x, kernel)
+    return y if bias is None else y + jax.lax.broadcast_in_dim(bias, y.shape, (y.ndim - 1,))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7), inline=True)
+def _conv_and_bias(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array], strides: tuple,
+                   padding: str, dilation: tuple, dimension_numbers: tuple, axis: int) -> jax.Array:
+    """A convolution's arithmetic, ``conv_general_dilated`` plus ``bias`` on the channel axis
+    ``axis``: traced, the ops the two stage one after the other; eagerly one dispatch."""
+    y = jax.lax.conv_general_dilated(x, kernel, window_strides=strides, padding=padding,
+                                     rhs_dilation=dilation, dimension_numbers=dimension_numbers)
+    return y if bias is None else y + jax.lax.broadcast_in_dim(bias, y.shape, (axis,))
+
+
 def _bias_and_activation(y, bias, channels_last, activation):
     if bias is not None:
         y = _add_bias(y, bias, y.ndim - 1 if channels_last else 1)
@@ -236,10 +254,9 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
                          constraint=_constraint(bias_constraint)) if use_bias else None
     channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
     layout = channels_last if last else channels_first
-    y = jax.lax.conv_general_dilated(
-        _cast(inputs, dtype), kernel, window_strides=strides, padding=pad, rhs_dilation=dilation,
-        dimension_numbers=(layout, kernel_layout, layout))
-    return _bias_and_activation(y, bias, last, activation)
+    y = _conv_and_bias(_cast(inputs, dtype), kernel, bias, strides, pad, dilation,
+                       (layout, kernel_layout, layout), rank + 1 if last else 1)
+    return activation(y) if activation is not None else y
 
 
 def conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = 1,
@@ -507,8 +524,8 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
         bias = get_param(names[1], (units,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
                          constraint=_constraint(bias_constraint)) if use_bias else None
-    y = jnp.matmul(_cast(inputs, dtype), kernel)
-    return _bias_and_activation(y, bias, True, activation)
+    y = _affine(_cast(inputs, dtype), kernel, bias)
+    return activation(y) if activation is not None else y
 
 
 # --- normalization and dropout --------------------------------------------------------------------
