@@ -90,7 +90,29 @@ def _mixed_precision(x):
     return y.astype(jnp.float32)
 
 
-MODELS = {"layers": _layers, "batch_norm": _batch_norm, "slim": _slim, "rnn": _rnn,
+def _control_flow(x):
+    h = x.reshape(x.shape[0], -1)[:, :4]
+
+    def step(carry, _):
+        with sp.scope("cell", reuse=sp.AUTO_REUSE):
+            carry = jnp.tanh(sp.layers.dense(carry, 4))
+        return sp.layers.dropout(carry, 0.5, training=True), carry
+
+    h, ys = sp.scan(step, h, None, length=3)
+    h = sp.cond(h.sum() > 0, lambda v: sp.layers.dense(v, 4, name="yes"),
+                lambda v: sp.layers.dense(v, 4, name="no"), h)
+    h = sp.switch(1, [lambda v: v * sp.get_param("s0", []), lambda v: v * sp.get_param("s1", [])], h)
+    h = sp.fori_loop(0, 2, lambda i, v: v + sp.get_param("f", [1, 4]) * jax.random.uniform(
+        sp.next_rng_key(), ()), h)
+    # (a while_loop is not reverse-differentiable: _run takes the gradient of every model)
+    h = h * jax.lax.stop_gradient(sp.while_loop(
+        lambda c: c[0] < 2, lambda c: (c[0] + 1, c[1] * sp.get_param("w", [])), (0, 1.0))[1])
+    h = sp.remat(lambda v: sp.layers.dense(v, 4, name="remat"))(h)
+    sp.record("h", h)
+    return h, ys
+
+
+MODELS = {"control_flow": _control_flow, "layers": _layers, "batch_norm": _batch_norm, "slim": _slim, "rnn": _rnn,
           "initializers": _initializers, "layer_stack": _layer_stack,
           "mixed_precision": _mixed_precision}
 
