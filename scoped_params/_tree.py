@@ -1,5 +1,6 @@
 """Nested params trees: flatten/unflatten by full name, splitting by prefix, flag or collection, and
-the projection of constrained parameters (`apply_constraints`)."""
+what TF 1.x's training ran on variables after each step: the projection of constrained parameters
+(`apply_constraints`) and moving averages (`exponential_moving_average`)."""
 
 from __future__ import annotations
 
@@ -160,3 +161,46 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
         flat[name] = projected
         changed = True
     return unflatten(flat) if changed else params  # type: ignore[return-value]
+
+
+def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str, Any], decay: Any,
+                               num_updates: Any = None) -> Tree:
+    """One update of TF 1.x's ``tf.train.ExponentialMovingAverage(decay, num_updates).apply(vars)``:
+    each average moves towards its parameter, ``average - (average - param) * (1 - decay)``.
+
+    With ``num_updates`` (TF's argument, usually the global step), the decay is
+    ``min(decay, (1 + num_updates) / (10 + num_updates))``, so the averages follow the parameters
+    closely in the first steps. Start from the parameters themselves (TF starts each average at its
+    variable's initial value), update inside the jitted step, evaluate with
+    ``model.apply(averages, ...)``. ``averages`` and ``params`` have the same names (any part of the
+    model's params, e.g. the trainable half of ``partition_trainable``); each average keeps its
+    dtype. TF 1.x checkpoints' own averages load with ``sp.checkpoint.load_tf1(path,
+    use_moving_averages=True)``.
+
+    >>> ema = sp.exponential_moving_average(ema, params, 0.999, num_updates=step)  # doctest: +SKIP
+    """
+    import jax.numpy as jnp
+
+    flat_averages, flat_params = flatten(averages), flatten(params)
+    if flat_averages.keys() != flat_params.keys():
+        missing = sorted(flat_averages.keys() - flat_params.keys())
+        extra = sorted(flat_params.keys() - flat_averages.keys())
+        raise ValueError(
+            "exponential_moving_average: averages and params name different parameters "
+            f"(only in averages: {missing[:5]}, only in params: {extra[:5]}).\n"
+            "  fix: pass the same part of the params to both; start the averages as a copy of it.")
+    decay = jnp.asarray(decay, jnp.float32)
+    if num_updates is not None:
+        n = jnp.asarray(num_updates).astype(jnp.float32)
+        decay = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+    rate = 1.0 - decay  # TF: in float32, then cast to each variable's dtype
+    out = {}
+    for name, average in flat_averages.items():
+        value = flat_params[name]
+        if getattr(value, "shape", None) != getattr(average, "shape", None):
+            raise ValueError(
+                f"exponential_moving_average: '{name}' has shape {getattr(average, 'shape', None)} "
+                f"in averages and {getattr(value, 'shape', None)} in params.\n"
+                "  fix: start the averages as a copy of the params they follow.")
+        out[name] = average - (average - value.astype(average.dtype)) * rate.astype(average.dtype)
+    return unflatten(out)

@@ -381,3 +381,4 @@ def test_specs_of_a_stateful_model_passed_whole_get_an_error_that_says_take_the_
                                             r"e\.g\. model\.specs\(\*args\)\[0\]"):
             helper(params, model.specs())
     assert sp.apply_constraints(params, model.specs()[0])["w"].shape == (2,)
+

@@ -1,0 +1,54 @@
+"""sp.exponential_moving_average: TF 1.x's ExponentialMovingAverage.apply on a params tree."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+
+def test_exponential_moving_average_matches_tf1_with_and_without_num_updates():
+    # tf.train.ExponentialMovingAverage(decay, num_updates).apply(vars) once per step, the variables
+    # changing between steps; the averages start at the variables' initial values.
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    w0, b0 = np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2), np.zeros(2, np.float32)
+    steps = [(w0 * (k + 2), b0 + k) for k in range(4)]
+    for num_updates in (None, True):
+        with tf.Graph().as_default():
+            w = v1.get_variable("w", initializer=w0)
+            b = v1.get_variable("b", initializer=b0)
+            step = v1.placeholder(tf.int64, [])
+            ema = v1.train.ExponentialMovingAverage(0.9, num_updates=step if num_updates else None)
+            update = ema.apply([w, b])
+            assign = [v1.placeholder(tf.float32, w0.shape), v1.placeholder(tf.float32, b0.shape)]
+            set_vars = [w.assign(assign[0]), b.assign(assign[1])]
+            expected = []
+            with v1.Session() as sess:
+                sess.run(v1.global_variables_initializer())
+                for k, (wk, bk) in enumerate(steps):
+                    sess.run(set_vars, {assign[0]: wk, assign[1]: bk})
+                    sess.run(update, {step: k})
+                    expected.append(sess.run([ema.average(w), ema.average(b)]))
+
+        averages = {"w": jnp.asarray(w0), "b": jnp.asarray(b0)}
+        update_fn = jax.jit(lambda a, p, k: sp.exponential_moving_average(
+            a, p, 0.9, num_updates=k if num_updates else None))
+        for k, ((wk, bk), (ew, eb)) in enumerate(zip(steps, expected)):
+            averages = update_fn(averages, {"w": wk, "b": bk}, k)
+            np.testing.assert_allclose(averages["w"], ew, rtol=1e-6)
+            np.testing.assert_allclose(averages["b"], eb, rtol=1e-6)
+
+
+def test_exponential_moving_average_keeps_each_average_dtype_and_names_a_mismatch():
+    averages = {"a": {"w": jnp.ones(3, jnp.bfloat16)}, "b": jnp.zeros(2)}
+    params = {"a": {"w": jnp.full(3, 3.0)}, "b": jnp.ones(2)}
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        out = sp.exponential_moving_average(averages, params, 0.5)
+    assert out["a"]["w"].dtype == jnp.bfloat16 and out["a"]["w"].tolist() == [2.0, 2.0, 2.0]
+    assert out["b"].tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError, match=r"only in params: \['c'\]"):
+        sp.exponential_moving_average(averages, {**params, "c": jnp.ones(1)}, 0.5)
+    with pytest.raises(ValueError, match="'b' has shape"):
+        sp.exponential_moving_average(averages, {**params, "b": jnp.ones(3)}, 0.5)
