@@ -193,6 +193,32 @@ def test_eager_apply_names_ops_staged_inside_it_with_the_whole_scope_path():
     assert _name_stacks(outer) == {"outer/inner_1"}  # the second entry of "inner"
 
 
+def test_op_names_are_the_same_in_every_trace_and_under_an_enclosing_named_scope():
+    # A staged scope entry reuses the name stack it built for the same (enclosing stack, label) in
+    # an earlier trace: each trace still gets exactly its own names.
+    def fn(x):
+        for _ in range(2):
+            with sp.scope("layer"):
+                x = jnp.sin(x)
+        with sp.name_scope("head"):
+            return jnp.cos(x)
+
+    model = sp.transform(fn)
+    expected = {"layer/sin", "layer_1/sin", "head/cos"}
+    for _ in range(2):
+        jaxpr = jax.make_jaxpr(model.apply)({}, jnp.ones(3))
+        assert {f"{e.source_info.name_stack}/{e.primitive}" for e in jaxpr.jaxpr.eqns} == expected
+
+    def enclosed(x):
+        with jax.named_scope("outer"):
+            return model.apply({}, x)
+
+    jaxpr = jax.make_jaxpr(enclosed)(jnp.ones(3))
+    assert {f"{e.source_info.name_stack}/{e.primitive}" for e in jaxpr.jaxpr.eqns} == {
+        f"outer/{name}" for name in expected}
+    text = jax.jit(model.apply).lower({}, jnp.ones(3)).as_text(debug_info=True)
+    assert all(name in text for name in expected)
+
 def test_jitted_apply_op_names_follow_scope_paths():
     def fn(x):
         with sp.scope("a"):
