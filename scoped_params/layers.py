@@ -202,7 +202,7 @@ def _affine(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array]) -> jax.A
     """Dense's arithmetic, ``x @ kernel + bias``: traced, the ops ``jnp.matmul`` and ``_add_bias``
     stage; eagerly one dispatch instead of two."""
     y = jnp.matmul(x, kernel)
-    return y if bias is None else y + jax.lax.broadcast_in_dim(bias, y.shape, (y.ndim - 1,))
+    return y if bias is None else _add_bias(y, bias, y.ndim - 1)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7), inline=True)
@@ -212,7 +212,7 @@ def _conv_and_bias(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array], s
     ``axis``: traced, the ops the two stage one after the other; eagerly one dispatch."""
     y = jax.lax.conv_general_dilated(x, kernel, window_strides=strides, padding=padding,
                                      rhs_dilation=dilation, dimension_numbers=dimension_numbers)
-    return y if bias is None else y + jax.lax.broadcast_in_dim(bias, y.shape, (axis,))
+    return y if bias is None else _add_bias(y, bias, axis)
 
 
 def _bias_and_activation(y, bias, channels_last, activation):
