@@ -425,18 +425,19 @@ if _SOURCE_INFO is not None:
     def _pop_name(prev: Any) -> None:
         _SOURCE_INFO.context = prev
 else:  # pragma: no cover - another JAX
+    _named_scope: Callable[[str], Any]
     try:  # what jax.named_scope returns, without its argument check (our names are checked strings)
         from jax.extend.source_info_util import extend_name_stack as _named_scope
     except ImportError:  # older jax
         _named_scope = jax.named_scope
 
     def _push_name(label: str) -> Any:
-        scope = _named_scope(label)
-        scope.__enter__()
-        return scope
+        prev = _named_scope(label)  # the context manager: what _pop_name closes
+        prev.__enter__()
+        return prev
 
-    def _pop_name(scope: Any) -> None:
-        scope.__exit__(None, None, None)
+    def _pop_name(prev: Any) -> None:
+        prev.__exit__(None, None, None)
 
 
 def staging() -> bool:

@@ -622,6 +622,16 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
         return normalize(mean, var).astype(in_dtype)
 
 
+def _moments(x: jax.Array, axes: Tuple[int, ...]) -> Tuple[jax.Array, jax.Array]:
+    """TF's ``nn.moments(x, axes, keep_dims=True)``: the mean, and the mean squared distance from it
+    (not differentiated through the mean), computed in float32 for float16/bfloat16 inputs and
+    returned in ``x``'s dtype."""
+    stats = x.astype(jnp.float32) if x.dtype in (jnp.float16, jnp.bfloat16) else x
+    mean = jnp.mean(stats, axes, keepdims=True)
+    variance = jnp.mean(jnp.square(stats - jax.lax.stop_gradient(mean)), axes, keepdims=True)
+    return mean.astype(x.dtype), variance.astype(x.dtype)
+
+
 def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
                activation_fn: Optional[Callable] = None, reuse: Any = None,
                variables_collections: Any = None, outputs_collections: Any = None,
@@ -649,11 +659,7 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
         gamma = get_param("gamma", params_shape, ones, dtype, trainable=trainable,
                           collections=collections) if scale else None
     x = _cast(inputs, dtype)
-    stats = x.astype(jnp.float32) if dtype in (jnp.float16, jnp.bfloat16) else x  # as nn.moments
-    axes = tuple(range(norm_axis, rank))
-    mean = jnp.mean(stats, axes, keepdims=True)
-    variance = jnp.mean(jnp.square(stats - jax.lax.stop_gradient(mean)), axes, keepdims=True)
-    mean, variance = mean.astype(dtype), variance.astype(dtype)
+    mean, variance = _moments(x, tuple(range(norm_axis, rank)))
     inv = jax.lax.rsqrt(variance + jnp.asarray(1e-12, dtype))
     # gamma and beta at the input's rank, broadcast over the leading axes explicitly (for
     # jax_numpy_rank_promotion="raise")

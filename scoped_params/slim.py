@@ -53,7 +53,8 @@ __all__ = [
     "bias_add", "conv1d", "conv2d", "conv2d_transpose", "conv3d", "conv3d_transpose", "convolution",
     "convolution1d", "convolution2d", "convolution2d_transpose", "convolution3d",
     "convolution3d_transpose", "current_arg_scope", "dropout",
-    "flatten", "fully_connected", "has_arg_scope", "l1_regularizer", "l2_regularizer", "layer_norm",
+    "flatten", "fully_connected", "group_norm", "has_arg_scope", "instance_norm", "l1_regularizer",
+    "l2_regularizer", "layer_norm",
     "max_pool2d", "max_pool3d", "model_variable", "one_hot_encoding", "repeat",
     "separable_conv2d", "separable_convolution2d", "softmax", "stack", "utils", "variable",
     "variance_scaling_initializer", "xavier_initializer",
@@ -553,6 +554,101 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
     with _layer(scope, "LayerNorm", reuse, variables_collections) as sc:
         outputs = layers.layer_norm(inputs, center, scale, activation_fn, reuse, None, None,
                                     trainable, begin_norm_axis, begin_params_axis, sc)
+        return collect_named_outputs(outputs_collections, sc.name, outputs)
+
+
+def _norm_params(center: bool, scale: bool, shape: Tuple[int, ...], dtype: Any,
+                 param_initializers: Optional[dict], trainable: bool) -> Tuple[Any, Any]:
+    """``beta`` (``center``) and ``gamma`` (``scale``) of slim's instance and group norms."""
+    param_initializers = param_initializers or {}
+    beta = get_param("beta", shape, param_initializers.get("beta", zeros), dtype,
+                     trainable=trainable) if center else None
+    gamma = get_param("gamma", shape, param_initializers.get("gamma", ones), dtype,
+                      trainable=trainable) if scale else None
+    return beta, gamma
+
+
+@add_arg_scope
+def instance_norm(inputs: jax.Array, center: bool = True, scale: bool = True, epsilon: float = 1e-6,
+                  activation_fn: Optional[Callable] = None, param_initializers: Optional[dict] = None,
+                  reuse: Any = None, variables_collections: Any = None,
+                  outputs_collections: Any = None, trainable: bool = True,
+                  data_format: str = "NHWC", scope: Any = None) -> jax.Array:
+    """``slim.instance_norm`` (``tf.contrib.layers.instance_norm``): scope ``InstanceNorm`` with
+    ``beta`` and ``gamma`` of the channel count; each example's channels are normalized over the
+    example's other axes, with TF's ``nn.moments`` and ``nn.batch_normalization``."""
+    if data_format not in ("NHWC", "NCHW"):
+        raise ValueError("data_format has to be either NCHW or NHWC.")
+    rank = inputs.ndim
+    axis = 1 if data_format == "NCHW" else rank - 1
+    dtype = layers._param_dtype(inputs)
+    with _layer(scope, "InstanceNorm", reuse, variables_collections) as sc:
+        beta, gamma = _norm_params(center, scale, (inputs.shape[axis],), dtype, param_initializers,
+                                   trainable)
+        x = layers._cast(inputs, dtype)
+        mean, variance = layers._moments(x, tuple(a for a in range(1, rank) if a != axis))
+        broadcast = tuple(inputs.shape[a] if a == axis else 1 for a in range(rank))
+        inv = jax.lax.rsqrt(variance + epsilon)
+        if gamma is not None:
+            inv = inv * gamma.reshape(broadcast)
+        offset = -mean * inv if beta is None else beta.reshape(broadcast) - mean * inv
+        outputs = x * inv + offset
+        if activation_fn is not None:
+            outputs = activation_fn(outputs)
+        return collect_named_outputs(outputs_collections, sc.name, outputs)
+
+
+@add_arg_scope
+def group_norm(inputs: jax.Array, groups: int = 32, channels_axis: int = -1,
+               reduction_axes: Sequence[int] = (-3, -2), center: bool = True, scale: bool = True,
+               epsilon: float = 1e-6, activation_fn: Optional[Callable] = None,
+               param_initializers: Optional[dict] = None, reuse: Any = None,
+               variables_collections: Any = None, outputs_collections: Any = None,
+               trainable: bool = True, scope: Any = None,
+               mean_close_to_zero: bool = False) -> jax.Array:
+    """``slim.group_norm`` (``tf.contrib.layers.group_norm``): scope ``GroupNorm`` with ``beta`` and
+    ``gamma`` of the channel count; the channels axis is split into ``groups`` groups, each
+    normalized over its channels and ``reduction_axes``. ``mean_close_to_zero`` computes the
+    variance as E[x^2] - E[x]^2 (TF's ``nn.sufficient_statistics``), as slim does."""
+    rank = inputs.ndim
+    if channels_axis > rank - 1:
+        raise ValueError("Axis is out of bounds.")
+    channels_axis = channels_axis + rank if channels_axis < 0 else channels_axis
+    channels = inputs.shape[channels_axis]
+    reduction_axes = [a + rank if a < 0 else a for a in reduction_axes]
+    for a in reduction_axes:
+        if not 0 <= a < rank:
+            raise ValueError("Axis is out of bounds.")
+        if a == channels_axis:
+            raise ValueError("reduction_axis must be mutually exclusive with channels_axis")
+    if groups > channels:
+        raise ValueError(f"Invalid groups {groups} for {channels} channels.")
+    if channels % groups != 0:
+        raise ValueError(f"{channels} channels is not commensurate with {groups} groups.")
+    before, after = inputs.shape[:channels_axis], inputs.shape[channels_axis + 1:]
+    grouped = before + (groups, channels // groups) + after
+    broadcast = (1,) * len(before) + (groups, channels // groups) + (1,) * len(after)
+    axes = tuple([channels_axis + 1] + [a + 1 if a > channels_axis else a for a in reduction_axes])
+    dtype = layers._param_dtype(inputs)
+    x = layers._cast(inputs, dtype).reshape(grouped)
+    with _layer(scope, "GroupNorm", reuse, variables_collections) as sc:
+        beta, gamma = _norm_params(center, scale, (channels,), dtype, param_initializers, trainable)
+        if mean_close_to_zero:  # nn.sufficient_statistics and nn.normalize_moments without a shift
+            divisor = 1.0 / float(np.prod([grouped[a] for a in axes]))
+            mean = jnp.sum(x, axes, keepdims=True) * divisor
+            variance = jnp.sum(jnp.square(x), axes, keepdims=True) * divisor - jnp.square(mean)
+        else:
+            mean, variance = layers._moments(x, axes)
+        gain = jax.lax.rsqrt(variance + epsilon)
+        offset = -mean * gain
+        if gamma is not None:
+            gamma = gamma.reshape(broadcast)
+            gain, offset = gain * gamma, offset * gamma
+        if beta is not None:
+            offset = offset + beta.reshape(broadcast)
+        outputs = (x * gain + offset).reshape(inputs.shape)
+        if activation_fn is not None:
+            outputs = activation_fn(outputs)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 

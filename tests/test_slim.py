@@ -106,7 +106,25 @@ def other_ranks(slim, vs, relu, images, is_training=False):
             slim.avg_pool3d(b, 2, stride=1, padding="SAME"), c, d), {}
 
 
-PROGRAMS = [vgg_like, resnet_like, other_ranks]
+def norms(slim, vs, relu, images, is_training=False):
+    """tf.contrib.layers' instance_norm and group_norm: both layouts, without beta or gamma, with an
+    activation, slim's E[x^2] - E[x]^2 variance, and a reused scope."""
+    del is_training
+    x = slim.conv2d(images, 8, [3, 3], activation_fn=None)  # [2, 16, 16, 8]
+    a = slim.instance_norm(x)
+    b = slim.instance_norm(images, data_format="NCHW", scale=False)  # 16 channels on axis 1
+    c = slim.instance_norm(x, center=False, activation_fn=relu, epsilon=1e-3)
+    d = slim.group_norm(x, groups=4)
+    e = slim.group_norm(images, groups=4, channels_axis=1, reduction_axes=(2, 3), center=False)
+    f = slim.group_norm(x, groups=2, mean_close_to_zero=True, activation_fn=relu, scope="gn")
+    with vs("shared"):
+        g = slim.group_norm(x, groups=8, reduction_axes=(-3,), scope="gn")
+    with vs("shared", reuse=True):
+        h = slim.group_norm(x[:, ::-1], groups=8, reduction_axes=(-3,), scope="gn")
+    return (a, b, c, d, e, f, g, h), {}
+
+
+PROGRAMS = [vgg_like, resnet_like, other_ranks, norms]
 
 
 def _tf_run(program, is_training=False, save_to=None):

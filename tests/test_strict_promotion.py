@@ -49,8 +49,9 @@ def _slim(x):
         y = slim.layer_norm(slim.flatten(y))
         y = slim.fully_connected(y, 3, scope="fc")
     y = slim.softmax(slim.dropout(y, 0.5))
+    n = slim.group_norm(slim.instance_norm(x), groups=3), slim.instance_norm(x, data_format="NCHW")
     t = slim.conv2d_transpose(slim.separable_conv2d(x, 2, [3, 3], 1), 2, [2, 2], stride=2)
-    return y, t, slim.one_hot_encoding(jnp.array([0, 2]), 3), sp.regularization_loss()
+    return y, t, n, slim.one_hot_encoding(jnp.array([0, 2]), 3), sp.regularization_loss()
 
 
 def _rnn(x):
