@@ -43,26 +43,28 @@ import numpy as np
 
 from . import _frame, layers
 from ._params import get_param
-from ._regularizers import l1_regularizer, l2_regularizer
+from ._regularizers import l1_l2_regularizer, l1_regularizer, l2_regularizer, sum_regularizer
 from ._scope import default_name_scope, name_scope, scope as _variable_scope
 from .initializers import (contrib_variance_scaling as variance_scaling_initializer,
                            ones, xavier_initializer, zeros)
 
 __all__ = [
-    "add_arg_scope", "arg_scope", "arg_scoped_arguments", "avg_pool2d", "avg_pool3d", "batch_norm",
+    "add_arg_scope", "apply_regularization", "arg_scope", "arg_scoped_arguments", "avg_pool2d", "avg_pool3d", "batch_norm",
     "bias_add", "conv1d", "conv2d", "conv2d_transpose", "conv3d", "conv3d_transpose", "convolution",
     "convolution1d", "convolution2d", "convolution2d_transpose", "convolution3d",
     "convolution3d_transpose", "current_arg_scope", "dropout",
-    "flatten", "fully_connected", "group_norm", "has_arg_scope", "instance_norm", "l1_regularizer",
-    "l2_regularizer", "layer_norm",
-    "max_pool2d", "max_pool3d", "model_variable", "one_hot_encoding", "repeat",
-    "separable_conv2d", "separable_convolution2d", "softmax", "stack", "utils", "variable",
-    "variance_scaling_initializer", "xavier_initializer",
+    "elu", "flatten", "fully_connected", "group_norm", "has_arg_scope", "instance_norm",
+    "l1_l2_regularizer", "l1_regularizer", "l2_regularizer", "layer_norm",
+    "linear", "max_pool2d", "max_pool3d", "maxout", "model_variable", "one_hot_encoding", "relu",
+    "relu6", "repeat", "separable_conv2d", "separable_convolution2d", "softmax", "stack",
+    "sum_regularizer", "unit_norm", "utils", "variable", "variance_scaling_initializer",
+    "xavier_initializer", "xavier_initializer_conv2d",
 ]
 
 IntOrPair = Union[int, Sequence[int]]
 
 _XAVIER = xavier_initializer()
+xavier_initializer_conv2d = xavier_initializer  # slim's alias
 _MODEL_VARIABLES = "model_variables"  # tf.GraphKeys.MODEL_VARIABLES
 
 
@@ -714,6 +716,62 @@ def softmax(logits: jax.Array, scope: Any = None) -> jax.Array:
         raise ValueError(f"slim.softmax needs logits of rank 2 or more, got shape {logits.shape}.")
     with _variable_scope(scope, default_name="softmax"):
         return jax.nn.softmax(logits, axis=-1)
+
+
+@add_arg_scope
+def unit_norm(inputs: jax.Array, dim: int, epsilon: float = 1e-7, scope: Any = None) -> jax.Array:
+    """``slim.unit_norm``: ``inputs`` divided by their L2 norm along ``dim``
+    (``sqrt(epsilon + sum(x^2))``), in the variable scope ``UnitNorm``."""
+    with _variable_scope(scope, default_name="UnitNorm"):
+        if not 0 <= dim < inputs.ndim:
+            raise ValueError("dim must be positive but smaller than the input rank.")
+        return inputs / jnp.sqrt(epsilon + jnp.sum(jnp.square(inputs), dim, keepdims=True))
+
+
+@add_arg_scope
+def maxout(inputs: jax.Array, num_units: int, axis: int = -1, scope: Any = None) -> jax.Array:
+    """``slim.maxout``: the maximum over groups of ``axis``' features, in the variable scope
+    ``MaxOut``. As in slim, ``inputs`` is reshaped to its shape with ``axis`` set to ``num_units``
+    and the group size appended, and reduced over that last axis."""
+    with _variable_scope(scope, default_name="MaxOut"):
+        shape = list(inputs.shape)
+        channels = shape[axis]
+        if channels % num_units:
+            raise ValueError(f"number of features({channels}) is not a multiple of "
+                             f"num_units({num_units})")
+        shape[axis] = num_units
+        return jnp.max(inputs.reshape(shape + [channels // num_units]), axis=-1)
+
+
+def apply_regularization(regularizer: Callable, weights_list: Optional[Sequence[Any]] = None) -> Any:
+    """``slim.apply_regularization``: the sum of ``regularizer`` over ``weights_list`` (a term of
+    ``None`` counts 0). There is no ``GraphKeys.WEIGHTS`` collection to default to: pass the weights,
+    e.g. the values of ``sp.partition_by_collection(params, specs, "model_variables")[0]``. The sum is
+    not added to ``sp.regularization_loss()``; add it to your loss."""
+    if not weights_list:
+        raise ValueError("slim.apply_regularization: no weights to regularize. There is no "
+                         "GraphKeys.WEIGHTS collection here.\n"
+                         "  fix: pass the weights, apply_regularization(regularizer, [w1, w2]).")
+    penalties = []
+    for w in weights_list:
+        penalty = regularizer(w)
+        penalty = jnp.zeros((), getattr(w, "dtype", jnp.float32)) if penalty is None else penalty
+        if jnp.ndim(penalty) != 0:
+            raise ValueError("regularizer must return a scalar Tensor instead of a Tensor with rank "
+                             f"{jnp.ndim(penalty)}.")
+        penalties.append(penalty)
+    total = penalties[0]
+    for penalty in penalties[1:]:
+        total = total + penalty
+    return total
+
+
+# slim's fully connected shorthands (functools.partial, as in slim: arg scopes of fully_connected
+# reach them)
+relu = functools.partial(fully_connected, activation_fn=jax.nn.relu)
+relu6 = functools.partial(fully_connected, activation_fn=jax.nn.relu6)
+elu = functools.partial(fully_connected, activation_fn=jax.nn.elu)
+linear = functools.partial(fully_connected, activation_fn=None)
 
 
 def _layer_name(layer: Callable, fallback: str) -> str:

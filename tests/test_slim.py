@@ -124,7 +124,23 @@ def norms(slim, vs, relu, images, is_training=False):
     return (a, b, c, d, e, f, g, h), {}
 
 
-PROGRAMS = [vgg_like, resnet_like, other_ranks, norms]
+def shorthands(slim, vs, relu, images, is_training=False):
+    """slim.relu, relu6, elu and linear (fully_connected with that activation, in its arg scopes),
+    unit_norm, maxout, the contrib regularizers and apply_regularization."""
+    del vs, relu, is_training
+    x = slim.flatten(images[:, :4, :4])  # [2, 48]
+    with slim.arg_scope([slim.fully_connected],
+                        weights_regularizer=slim.l1_l2_regularizer(0.01, 0.02)):
+        a = slim.linear(slim.relu(x, 12), 6)  # fully_connected, fully_connected_1
+        b = slim.elu(slim.relu6(x, 12, scope="r6"), 6)
+    w = slim.model_variable("w", [3, 4], initializer=slim.xavier_initializer_conv2d())
+    penalty = slim.apply_regularization(
+        slim.sum_regularizer([slim.l1_regularizer(0.5), None, slim.l2_regularizer(0.25)]), [w, w * 2])
+    return (a, b, slim.unit_norm(images, 3), slim.unit_norm(images, 1, epsilon=0.5),
+            slim.maxout(a, 3), slim.maxout(images, 4, axis=1), penalty), {}
+
+
+PROGRAMS = [vgg_like, resnet_like, other_ranks, norms, shorthands]
 
 
 def _tf_run(program, is_training=False, save_to=None):
@@ -453,3 +469,35 @@ def test_the_resnet_example_runs_from_the_command_line(capsys):
     out = capsys.readouterr().out
     assert "resnet_v1_50: 161 parameters, 25,557,032 values, 106 batch-norm statistics" in out
     assert "top-5 classes:" in out
+
+
+def test_contrib_regularizers_give_tf_slims_regularization_loss():
+    # l1_l2_regularizer through an arg scope on slim.relu/linear (fully_connected's shorthands):
+    # tf.losses.get_regularization_loss() against sp.regularization_loss(), same weights.
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+
+    def program(slim, x):
+        with slim.arg_scope([slim.fully_connected],
+                            weights_regularizer=slim.l1_l2_regularizer(0.01, 0.02),
+                            biases_regularizer=slim.l1_l2_regularizer(0.0, 0.5)):
+            return slim.linear(slim.relu(slim.flatten(x), 12), 6)
+
+    with tf.Graph().as_default(), tf1.Session() as session:
+        program(tf_slim, tf1.placeholder(tf.float32, IMAGES.shape))
+        session.run(tf1.global_variables_initializer())
+        values = {}
+        for i, v in enumerate(sorted(tf1.global_variables(), key=lambda v: v.name)):
+            value = np.random.RandomState(i).randn(*v.shape.as_list()).astype(np.float32)
+            v.load(value, session)
+            values[v.name[:-2]] = value
+        expected = session.run(tf1.losses.get_regularization_loss())
+
+    model = sp.transform(lambda x: (program(sp.slim, x), sp.regularization_loss())[1])
+    params = sp.unflatten({k: jnp.asarray(values[k]) for k in sp.flatten(model.init(KEY, IMAGES))})
+    np.testing.assert_allclose(model.apply(params, IMAGES), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="scale_l1 cannot be an integer"):
+        sp.slim.l1_l2_regularizer(1, 0.5)
+    with pytest.raises(ValueError, match="no weights to regularize"):
+        sp.slim.apply_regularization(sp.slim.l2_regularizer(0.1))
