@@ -27,6 +27,7 @@ normalization keeps its parameters and statistics in float32 for float16/bfloat1
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable, ContextManager, Optional, Sequence, Tuple, Union
 
 import jax
@@ -42,7 +43,7 @@ from .initializers import ones, zeros
 
 __all__ = [
     "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "BatchNormalization", "Conv1D",
-    "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Dense", "Dropout", "Flatten",
+    "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Dense", "Dropout", "Flatten", "Layer",
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "SeparableConv1D", "SeparableConv2D",
     "average_pooling1d", "average_pooling2d", "average_pooling3d", "batch_normalization", "conv1d",
     "conv2d", "conv2d_transpose", "conv3d", "conv3d_transpose", "dense", "dropout", "embedding",
@@ -989,3 +990,176 @@ class Flatten(_Stateless):
         super().__init__(data_format=data_format, name=name)
 
     _fn = staticmethod(flatten)
+
+
+# --- custom layers: tf.compat.v1.layers.Layer ------------------------------------------------------
+
+
+def _snake_case(name: str) -> str:
+    """TF's ``to_snake_case``: a layer class's default scope name (``GRUCell`` -> ``gru_cell``)."""
+    intermediate = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    insecure = re.sub("([a-z])([A-Z])", r"\1_\2", intermediate).lower()
+    return insecure if insecure[0] != "_" else "private" + insecure
+
+
+class _Dimension(int):
+    """An ``int`` that also answers TF 1.x's ``Dimension.value``."""
+
+    @property
+    def value(self) -> int:
+        """The size, as TF 1.x's ``input_shape[-1].value``."""
+        return int(self)
+
+
+class _TensorShape(tuple):
+    """``build``'s ``input_shape``: a tuple of ints that also answers TF 1.x's ``TensorShape`` API
+    (``input_shape[-1].value``, ``as_list()``, ``ndims``)."""
+
+    def __getitem__(self, index: Any) -> Any:  # type: ignore[override]
+        item = tuple.__getitem__(self, index)
+        return _TensorShape(item) if isinstance(index, slice) else _Dimension(item)
+
+    def __iter__(self) -> Any:
+        return (_Dimension(d) for d in tuple.__iter__(self))
+
+    def as_list(self) -> list:
+        """The sizes as a list of ints."""
+        return [int(d) for d in tuple.__iter__(self)]
+
+    @property
+    def ndims(self) -> int:
+        """The rank."""
+        return len(self)
+
+
+class Layer:
+    """``tf.compat.v1.layers.Layer``, for TF 1.x's custom layers: subclass it, create the weights in
+    ``build(input_shape)`` with ``self.add_weight`` (or ``add_variable``), compute in
+    ``call(inputs, ...)``.
+
+    As in TF, the variables go under a scope named after the class (``class MyDense`` ->
+    ``my_dense/kernel``, then ``my_dense_1`` for a second object), or ``name=``, decided at the first
+    call; every later call of the object shares them, and ``layer(x, scope=...)`` places them right
+    under that scope at the first call. ``input_shape`` is a tuple of ints that also answers TF
+    1.x's ``input_shape[-1].value`` and ``as_list()``.
+
+    In a pure function there are no variables to keep between calls: each ``init`` and ``apply``
+    runs ``build`` at the object's first call in it, and the attributes ``build`` sets (``self.kernel``)
+    hold that call's parameters. So do not share one object between traces that run at the same
+    time (in several threads), and read its weights in ``call``, not after ``apply`` returns.
+
+    >>> class Scale(sp.layers.Layer):
+    ...     def build(self, input_shape):
+    ...         self.gain = self.add_weight("gain", [input_shape[-1].value],
+    ...                                     initializer=sp.initializers.ones)
+    ...     def call(self, x):
+    ...         return x * self.gain
+    >>> params = sp.transform(lambda x: Scale()(x)).init(jax.random.key(0), jnp.ones((2, 3)))
+    >>> sp.flatten(params)["scale/gain"].shape
+    (3,)
+    """
+
+    _base_name = "layer"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_base_name" not in vars(cls):
+            cls._base_name = _snake_case(cls.__name__)
+
+    def __init__(self, trainable: bool = True, name: Optional[str] = None, dtype: Any = None,
+                 activity_regularizer: Optional[Callable] = None, _reuse: Any = None,
+                 **kwargs: Any):
+        _no_activity_regularizer(activity_regularizer)
+        unknown = set(kwargs) - {"_scope", "input_shape", "batch_input_shape", "batch_size"}
+        if unknown:
+            raise TypeError(f"Keyword argument not understood: {sorted(unknown)[0]!r} "
+                            f"({type(self).__name__}).")
+        self.name = name
+        self.trainable = trainable
+        self._dtype = None if dtype is None else np.dtype(dtype)
+        self._reuse = _reuse
+        self.built = False
+        self._scopes: dict = {}  # this call's captured Scope (_object_scope)
+        self._weights: dict = {}  # this call's [(value, trainable)], as add_weight made them
+
+    @property
+    def dtype(self) -> Optional[np.dtype]:
+        """The weights' default dtype: ``dtype=``, else the inputs' at the first call (float32 for
+        non-float inputs)."""
+        return self._dtype
+
+    def build(self, input_shape: Any) -> None:
+        """Create the weights (``self.add_weight``); runs at the object's first call in each
+        ``init``/``apply``, inside its scope."""
+        del input_shape
+        self.built = True
+
+    def call(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """The layer's computation (the identity here); subclasses define it."""
+        del args, kwargs
+        return inputs
+
+    def add_weight(self, name: str, shape: Optional[Sequence[int]] = None, dtype: Any = None,
+                   initializer: Any = None, regularizer: Optional[Callable] = None,
+                   trainable: Optional[bool] = None, constraint: Optional[Callable] = None,
+                   partitioner: Any = None, **tf_options: Any) -> jax.Array:
+        """``sp.get_param`` in the layer's scope, with TF's ``add_weight`` arguments: the layer's
+        ``dtype`` by default, non-trainable if the layer or ``trainable=False`` says so. Call it in
+        ``build``."""
+        frame = _frame.current(f"{type(self).__name__}.add_weight")
+        made = _this_call(self._weights, frame)
+        if made is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.add_weight({name!r}) was called outside the layer's call in "
+                "this init/apply: the weight would land in whatever scope is open.\n"
+                "  fix: create weights in build(input_shape), which the layer's first call in each "
+                "init/apply runs inside its scope.")
+        trainable = self.trainable and (True if trainable is None else trainable)
+        options = dict(tf_options)
+        if partitioner is not None:
+            options["partitioner"] = partitioner
+        value = get_param(name, shape, initializer, self._dtype if dtype is None else dtype,
+                          trainable=trainable, regularizer=regularizer,
+                          constraint=_constraint(constraint), **options)
+        made.append((value, trainable))
+        return value
+
+    add_variable = add_weight
+
+    def _made(self) -> list:
+        made = _this_call(self._weights, _frame.current(f"{type(self).__name__}.weights"))
+        return made or []
+
+    @property
+    def weights(self) -> list:
+        """This ``init``/``apply`` call's values of the weights ``build`` made, in order."""
+        return [value for value, _ in self._made()]
+
+    variables = weights
+
+    @property
+    def trainable_weights(self) -> list:
+        """The trainable ones among ``weights``."""
+        return [value for value, trainable in self._made() if trainable]
+
+    trainable_variables = trainable_weights
+
+    @property
+    def non_trainable_weights(self) -> list:
+        """The others."""
+        return [value for value, trainable in self._made() if not trainable]
+
+    non_trainable_variables = non_trainable_weights
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        frame = _frame.current(f"sp.layers.{type(self).__name__}")
+        captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}",
+                                        kwargs.pop("scope", None))
+        if self._dtype is None:
+            self._dtype = _param_dtype(jax.tree_util.tree_leaves(inputs)[0])
+        with _layer_scope(captured, self._base_name, reuse):
+            if _this_call(self._weights, frame) is None:
+                _keep_for_call(self._weights, frame, [])
+                self.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)), inputs))
+                self.built = True
+            return self.call(inputs, *args, **kwargs)

@@ -19,7 +19,6 @@ Parameters take the inputs' dtype, as TF's cells do.
 from __future__ import annotations
 
 import collections
-import re
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
@@ -32,7 +31,7 @@ from ._params import get_param
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
 from .layers import (_add_bias, _drop, _keep_for_call, _layer_scope, _object_scope,
-                     _param_dtype, _this_call)
+                     _param_dtype, _snake_case, _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
@@ -50,13 +49,6 @@ class LSTMStateTuple(collections.namedtuple("LSTMStateTuple", ("c", "h"))):
     def dtype(self):
         """The dtype of ``c`` (TF's ``LSTMStateTuple.dtype``)."""
         return self.c.dtype
-
-
-def _snake_case(name: str) -> str:
-    """TF's ``to_snake_case``: a layer class's default scope name (``GRUCell`` -> ``gru_cell``)."""
-    intermediate = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
-    insecure = re.sub("([a-z])([A-Z])", r"\1_\2", intermediate).lower()
-    return insecure if insecure[0] != "_" else "private" + insecure
 
 
 class RNNCell:

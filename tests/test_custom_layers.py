@@ -1,0 +1,143 @@
+"""sp.layers.Layer: TF 1.x's custom layers (``tf.compat.v1.layers.Layer`` subclasses with ``build``
+and ``call``), checked against TF: names, trainable flags, sharing and outputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*add_variable. is deprecated:UserWarning")
+
+KEY = jax.random.key(0)
+X = np.random.RandomState(0).randn(2, 3).astype(np.float32)
+
+
+def make_dense(base, kernel_init, bias_init):
+    """The same custom layer on TF's base class or ours (the body is written once)."""
+
+    class MyDense(base):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight("kernel", [int(input_shape[-1]), self.units],
+                                          initializer=kernel_init)
+            self.bias = self.add_variable("bias", [self.units], initializer=bias_init,
+                                          trainable=False)
+            super().build(input_shape)
+
+        def call(self, x):
+            return x @ self.kernel + self.bias
+
+    return MyDense
+
+
+def program(MyDense, variable_scope, x):
+    """A shared object called twice, a named one, and two made outside a scope but first called in
+    it (TF decides the scope at the first call)."""
+    a = MyDense(4)
+    y = a(x)
+    b = MyDense(3, name="head")
+    c = MyDense(5)
+    with variable_scope("outer"):
+        d = MyDense(4)
+        yd, yc = d(x), c(x)
+    e = MyDense(2)
+    return a(x) * 2.0, b(y), yd, yc, e(x, scope="placed")
+
+
+def test_custom_layers_match_tf_names_trainable_flags_sharing_and_outputs():
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        x = v1.placeholder(tf.float32, X.shape)
+        outputs = program(make_dense(v1.layers.Layer, v1.glorot_uniform_initializer(),
+                                     v1.zeros_initializer()), v1.variable_scope, x)
+        session.run(v1.global_variables_initializer())
+        values, trainable = {}, {v.name[:-2] for v in v1.trainable_variables()}
+        for i, v in enumerate(sorted(v1.global_variables(), key=lambda v: v.name)):
+            value = np.random.RandomState(i).randn(*v.shape.as_list()).astype(np.float32)
+            v.load(value, session)
+            values[v.name[:-2]] = value
+        expected = session.run(outputs, {x: X})
+
+    model = sp.transform(lambda x: program(
+        make_dense(sp.layers.Layer, sp.initializers.glorot_uniform, sp.initializers.zeros),
+        sp.scope, x))
+    params, specs = model.init(KEY, X), sp.flatten(model.specs(X))
+    assert {k: v.shape for k, v in sp.flatten(params).items()} == {k: v.shape for k, v in values.items()}
+    assert {k for k, spec in specs.items() if spec.trainable} == trainable
+    assert set(values) == {"my_dense/kernel", "my_dense/bias", "head/kernel", "head/bias",
+                           "outer/my_dense/kernel", "outer/my_dense/bias", "outer/my_dense_1/kernel",
+                           "outer/my_dense_1/bias", "placed/kernel", "placed/bias"}
+    params = sp.unflatten({k: jnp.asarray(v) for k, v in values.items()})
+    for apply in (model.apply, jax.jit(model.apply)):
+        for ours, theirs in zip(apply(params, X), expected):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+class Scale(sp.layers.Layer):
+    def build(self, input_shape):
+        assert input_shape[-1].value == int(input_shape[-1]) == input_shape.as_list()[-1]
+        assert [d.value for d in input_shape] == list(input_shape) and input_shape.ndims == 2
+        assert input_shape[1:].as_list() == [input_shape.as_list()[1]]
+        self.gain = self.add_weight("gain", [input_shape[-1].value], initializer=sp.initializers.ones,
+                                    regularizer=sp.l2_regularizer(0.5),
+                                    constraint=sp.constraints.non_neg())
+
+    def call(self, x):
+        return x * self.gain
+
+
+def test_each_init_and_apply_builds_the_layer_anew_with_its_own_params():
+    # The attributes build sets hold the parameters of the call that runs: a layer object made once,
+    # outside, used by init, eager apply and a jitted apply with other params.
+    layer = Scale(dtype=jnp.float32)
+    model = sp.transform(lambda x: (layer(x), layer(x + 1.0), sp.regularization_loss(), layer.weights))
+    params = model.init(KEY, X)
+    assert sp.flatten(params)["scale/gain"].tolist() == [1.0, 1.0, 1.0]
+    other = {"scale": {"gain": jnp.asarray([2.0, 3.0, 4.0])}}
+    for apply in (model.apply, jax.jit(model.apply)):
+        y, y1, loss, weights = apply(other, X)
+        np.testing.assert_allclose(y, X * [2.0, 3.0, 4.0], rtol=1e-6)
+        np.testing.assert_allclose(y1, (X + 1.0) * [2.0, 3.0, 4.0], rtol=1e-6)
+        np.testing.assert_allclose(loss, 0.5 * 0.5 * (4.0 + 9.0 + 16.0), rtol=1e-6)  # counted once
+        assert len(weights) == 1
+    y, *_ = model.apply(params, X)
+    np.testing.assert_allclose(y, X, rtol=1e-6)
+    assert sp.flatten(model.specs(X))["scale/gain"].constraint is not None
+    assert layer.built
+
+
+def test_a_layer_made_non_trainable_makes_every_weight_non_trainable():
+    MyDense = make_dense(sp.layers.Layer, None, sp.initializers.zeros)
+    model = sp.transform(lambda x: MyDense(2, trainable=False, name="frozen")(x))
+    specs = sp.flatten(model.specs(X))
+    assert {k: s.trainable for k, s in specs.items()} == {"frozen/kernel": False, "frozen/bias": False}
+
+
+def test_add_weight_outside_the_layers_call_is_an_error_that_says_use_build():
+    class Eager(sp.layers.Layer):
+        pass
+
+    layer = Eager()
+
+    def fn(x):
+        layer.add_weight("w", [3])
+        return x
+
+    with pytest.raises(RuntimeError, match=r"(?s)Eager.add_weight\('w'\) was called outside .* build"):
+        sp.transform(fn).init(KEY, X)
+
+
+def test_layer_takes_tfs_constructor_arguments_and_rejects_others():
+    assert sp.layers.Layer(name="x", dtype="float32", trainable=False, _scope=None).dtype == jnp.float32
+    with pytest.raises(TypeError, match="Keyword argument not understood: 'units'"):
+        sp.layers.Layer(units=3)
+    with pytest.raises(NotImplementedError, match="activity_regularizer"):
+        sp.layers.Layer(activity_regularizer=sp.l2_regularizer(0.1))
+    model = sp.transform(lambda x: sp.layers.Layer()(x))  # the base layer is the identity
+    np.testing.assert_array_equal(model.apply(model.init(KEY, X), X), X)
