@@ -141,3 +141,22 @@ def test_layer_takes_tfs_constructor_arguments_and_rejects_others():
         sp.layers.Layer(activity_regularizer=sp.l2_regularizer(0.1))
     model = sp.transform(lambda x: sp.layers.Layer()(x))  # the base layer is the identity
     np.testing.assert_array_equal(model.apply(model.init(KEY, X), X), X)
+
+
+def test_a_custom_layer_built_inside_an_sp_scan_step_is_shared_with_calls_outside_it():
+    layer = Scale()
+
+    def fn(xs):
+        def step(h, x):
+            h = layer(h + x)
+            return h, h
+        h, _ = sp.scan(step, jnp.zeros(xs.shape[1:]), xs)
+        return layer(h)
+
+    model = sp.transform(fn)
+    xs = jnp.ones((3, 2, 4))
+    params = model.init(KEY, xs)
+    assert list(sp.flatten(params)) == ["scale/gain"]
+    gain = {"scale": {"gain": jnp.full((4,), 2.0)}}
+    for apply in (model.apply, jax.jit(model.apply)):
+        np.testing.assert_allclose(apply(gain, xs), jnp.full((2, 4), 28.0))  # ((2+1)*2+1)*2, then *2
