@@ -92,15 +92,22 @@ def table(source: _Source) -> str:
     return "\n".join(out)
 
 
-def values(source: _Source, name: str) -> str:
-    entry = next((e for e in source.entries if e.name == name), None)
-    if entry is None:
+def entry(source: _Source, name: str) -> Entry:
+    """The entry ``name`` of ``source``; a ``KeyError`` naming the closest names if there is none."""
+    found = next((e for e in source.entries if e.name == name), None)
+    if found is None:
         hint = nearest(name, [e.name for e in source.entries])
         raise KeyError(f"no tensor named {name!r} in {source.kind}"
                        + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else
-                          "; run without --tensor to list them."))
+                          "; list them with sp.checkpoint.list_variables or "
+                          "python -m scoped_params inspect."))
+    return found
+
+
+def values(source: _Source, name: str) -> str:
+    found = entry(source, name)
     value = np.asarray(source.get(name))
-    return f"tensor_name: {name} {list(entry.shape)} {entry.dtype}\n{value}"
+    return f"tensor_name: {name} {list(found.shape)} {found.dtype}\n{value}"
 
 
 def run(path: str, tensor: Optional[str] = None, all_values: bool = False,

@@ -8,6 +8,8 @@ and training-state checkpoints.
 >>> towers = sp.checkpoint.init_from_checkpoint("filter.safetensors", {"tower_0": params},
 ...                                             {"image_filters/": "tower_0/image_filters/"})
 >>> params = sp.checkpoint.load_tf1("model.ckpt")  # a TF 1.x Saver checkpoint  # doctest: +SKIP
+>>> sp.checkpoint.list_variables("filter.safetensors")   # TF's tf.train.list_variables
+[('image_filters/conv1/biases', (32,)), ('image_filters/conv1/weights', (5, 5, 32, 32))]
 
 Weights files are plain safetensors files: any
 safetensors reader opens them, and ``load`` opens safetensors files written by other tools. What
@@ -36,7 +38,7 @@ import os
 import struct
 import tempfile
 import zlib
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import jax
 import ml_dtypes
@@ -392,6 +394,26 @@ def load(path: PathLike) -> Tree:
 def read_metadata(path: PathLike) -> Dict[str, str]:
     """The ``metadata`` dict given to ``save`` (the whole file is read and verified)."""
     return _read(path)[1]
+
+
+def list_variables(path: PathLike) -> List[Tuple[str, Tuple[int, ...]]]:
+    """TF's ``tf.train.list_variables``: ``(full name, shape)`` of every entry of a checkpoint, a
+    weights file of ours or a TF 1.x checkpoint (its prefix, one of its files or its directory),
+    sorted by name. A TF checkpoint's entries are listed as saved: optimizer slots and
+    ``global_step`` too, and a partitioned variable saved part by part as its ``part_N`` entries.
+    A TF checkpoint is read from its index; a weights file is read and verified whole."""
+    from ._inspect import _Source
+
+    return [(e.name, tuple(int(d) for d in e.shape)) for e in _Source(os.fspath(path)).entries]
+
+
+def load_variable(path: PathLike, name: str) -> np.ndarray:
+    """TF's ``tf.train.load_variable``: the value of the entry ``name`` of a checkpoint (either
+    kind, as ``list_variables``); a ``KeyError`` naming the closest names if it has none."""
+    from ._inspect import _Source, entry
+
+    source = _Source(os.fspath(path))
+    return np.asarray(source.get(entry(source, name).name))
 
 
 def is_tf1_source(path: PathLike) -> bool:

@@ -424,3 +424,14 @@ def test_loaded_values_keep_the_original_leaf_placement():
     out = ckpt.init_from_checkpoint({"w": np.ones((2, 2), np.float32)}, params, {"w": "w"})
     assert isinstance(out["w"], jax.Array) and out["w"].devices() == {jax.devices()[-1]}
     np.testing.assert_array_equal(out["w"], np.ones((2, 2)))
+
+
+def test_list_variables_and_load_variable_read_a_weights_file(tmp_path):
+    params = {"b": {"w": jnp.ones((2, 3), jnp.bfloat16)}, "a": jnp.arange(4)}
+    path = tmp_path / "w.safetensors"
+    sp.checkpoint.save(path, params)
+    assert sp.checkpoint.list_variables(path) == [("a", (4,)), ("b/w", (2, 3))]
+    value = sp.checkpoint.load_variable(path, "b/w")
+    assert value.dtype == ml_dtypes.bfloat16 and value.shape == (2, 3)
+    with pytest.raises(KeyError, match=r"no tensor named 'b/v' .* did you mean 'b/w'"):
+        sp.checkpoint.load_variable(path, "b/v")

@@ -313,3 +313,22 @@ def test_use_moving_averages_on_a_checkpoint_without_them_is_an_error(image_filt
     prefix, _, _ = image_filter_checkpoint
     with pytest.raises(ValueError, match=r"has no '<variable>/ExponentialMovingAverage' entries"):
         ckpt.load_tf1(prefix, use_moving_averages=True)
+
+
+def test_list_variables_and_load_variable_read_a_tf1_checkpoint_as_tf_does(image_filter_checkpoint,
+                                                                            tmp_path):
+    prefix = image_filter_checkpoint[0]
+    expected = [(name, tuple(shape)) for name, shape in tf.train.list_variables(prefix)
+                if name != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    assert ckpt.list_variables(prefix) == expected  # slots and global_step included, as TF lists them
+    assert ckpt.list_variables(os.path.dirname(prefix)) == expected
+    for name in ("image_filters/conv1/weights", "image_filters/conv2/biases/Adam_1", "global_step"):
+        np.testing.assert_array_equal(ckpt.load_variable(prefix, name),
+                                      tf.train.load_variable(prefix, name))
+    with pytest.raises(KeyError, match="did you mean 'image_filters/conv1/weights'"):
+        ckpt.load_variable(prefix, "image_filters/conv1/weight")
+    graph, table, kernel, *_ = _partitioned_graph()  # parts saved one by one: listed as saved
+    parts = {v.op.name: v for v in list(table) + list(kernel)}
+    sess, parts_prefix = _session_save(graph, str(tmp_path / "parts.ckpt"), var_list=parts)
+    sess.close()
+    assert [n for n, _ in ckpt.list_variables(parts_prefix)] == sorted(parts)
