@@ -1,0 +1,91 @@
+"""TF 1.x's optimizers and learning-rate decay against the optax settings the porting guide gives
+for them (docs/migrating_from_tf1.md): the same parameters after several steps of the same model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import scoped_params as sp
+
+tf = pytest.importorskip("tensorflow")
+v1 = tf.compat.v1
+
+RS = np.random.RandomState(0)
+X, Y = RS.randn(8, 3).astype(np.float32), RS.randn(8, 2).astype(np.float32)
+W0, B0 = RS.randn(3, 2).astype(np.float32), RS.randn(2).astype(np.float32)
+STEPS = 6
+
+
+def _tf_params(make_optimizer):
+    with tf.Graph().as_default(), v1.Session() as session:
+        with v1.variable_scope("dense"):
+            w = v1.get_variable("w", initializer=W0)
+            b = v1.get_variable("b", initializer=B0)
+        loss = tf.reduce_mean(tf.square(tf.matmul(X, w) + b - Y))
+        step = v1.train.get_or_create_global_step()
+        train = make_optimizer(step).minimize(loss, global_step=step)
+        session.run(v1.global_variables_initializer())
+        for _ in range(STEPS):
+            session.run(train)
+        return session.run({"dense/w": w, "dense/b": b})
+
+
+def _optax_params(optimizer):
+    def fn(x):
+        with sp.scope("dense"):
+            return x @ sp.get_param("w", init=W0) + sp.get_param("b", init=B0)
+
+    model = sp.transform(fn)
+    params = model.init(jax.random.key(0), X)
+    state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(lambda p: jnp.mean(jnp.square(model.apply(p, X) - Y)))(params)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(STEPS):
+        params, state = step(params, state)
+    return sp.flatten(params)
+
+
+# (TF 1.x optimizer of the global step, the optax optimizer the porting guide maps it to, rtol)
+PAIRS = {
+    "sgd": (lambda s: v1.train.GradientDescentOptimizer(0.1), optax.sgd(0.1), 1e-6),
+    "momentum": (lambda s: v1.train.MomentumOptimizer(0.1, 0.9), optax.sgd(0.1, momentum=0.9), 1e-6),
+    "nesterov": (lambda s: v1.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True),
+                 optax.sgd(0.1, momentum=0.9, nesterov=True), 1e-6),
+    "rmsprop": (lambda s: v1.train.RMSPropOptimizer(0.01, decay=0.9, epsilon=1e-10),
+                optax.rmsprop(0.01, decay=0.9, eps=1e-10, initial_scale=1.0), 1e-5),
+    "rmsprop_momentum": (lambda s: v1.train.RMSPropOptimizer(0.01, decay=0.9, momentum=0.5,
+                                                             epsilon=1e-10),
+                         optax.rmsprop(0.01, decay=0.9, eps=1e-10, initial_scale=1.0,
+                                       momentum=0.5), 1e-5),
+    "adagrad": (lambda s: v1.train.AdagradOptimizer(0.1, initial_accumulator_value=0.1),
+                optax.adagrad(0.1, initial_accumulator_value=0.1, eps=0.0), 1e-5),
+    # TF 1.x adds epsilon after the second moment's bias correction, optax before: equal as epsilon
+    # goes to 0 (here to 1e-5 with TF's default 1e-8).
+    "adam": (lambda s: v1.train.AdamOptimizer(0.01, epsilon=1e-8), optax.adam(0.01, eps=1e-8), 1e-5),
+    "exponential_decay": (
+        lambda s: v1.train.GradientDescentOptimizer(
+            v1.train.exponential_decay(0.1, s, decay_steps=2, decay_rate=0.5, staircase=True)),
+        optax.sgd(optax.exponential_decay(0.1, transition_steps=2, decay_rate=0.5, staircase=True)),
+        1e-6),
+    "exponential_decay_smooth": (
+        lambda s: v1.train.GradientDescentOptimizer(
+            v1.train.exponential_decay(0.1, s, decay_steps=3, decay_rate=0.7)),
+        optax.sgd(optax.exponential_decay(0.1, transition_steps=3, decay_rate=0.7)), 1e-6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_the_guides_optax_settings_train_as_tf1s_optimizer_does(name):
+    make_tf, optimizer, rtol = PAIRS[name]
+    expected, got = _tf_params(make_tf), _optax_params(optimizer)
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=rtol, atol=1e-7, err_msg=key)
+    assert not np.allclose(expected["dense/w"], W0)  # training moved the weights
