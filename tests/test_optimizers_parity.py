@@ -74,6 +74,12 @@ PAIRS = {
             v1.train.exponential_decay(0.1, s, decay_steps=2, decay_rate=0.5, staircase=True)),
         optax.sgd(optax.exponential_decay(0.1, transition_steps=2, decay_rate=0.5, staircase=True)),
         1e-6),
+    # TF switches after the boundary (step <= b0 gives values[0]), optax's join at it: b + 1.
+    "piecewise_constant": (
+        lambda s: v1.train.GradientDescentOptimizer(
+            v1.train.piecewise_constant(s, [1, 3], [0.1, 0.05, 0.01])),
+        optax.sgd(optax.join_schedules([optax.constant_schedule(v) for v in (0.1, 0.05, 0.01)],
+                                       boundaries=[1 + 1, 3 + 1])), 1e-6),
     "exponential_decay_smooth": (
         lambda s: v1.train.GradientDescentOptimizer(
             v1.train.exponential_decay(0.1, s, decay_steps=3, decay_rate=0.7)),
