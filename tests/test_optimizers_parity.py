@@ -80,6 +80,13 @@ PAIRS = {
             v1.train.piecewise_constant(s, [1, 3], [0.1, 0.05, 0.01])),
         optax.sgd(optax.join_schedules([optax.constant_schedule(v) for v in (0.1, 0.05, 0.01)],
                                        boundaries=[1 + 1, 3 + 1])), 1e-6),
+    "cosine_decay": (
+        lambda s: v1.train.GradientDescentOptimizer(v1.train.cosine_decay(0.1, s, 4, alpha=0.1)),
+        optax.sgd(optax.cosine_decay_schedule(0.1, decay_steps=4, alpha=0.1)), 1e-6),
+    "polynomial_decay": (
+        lambda s: v1.train.GradientDescentOptimizer(
+            v1.train.polynomial_decay(0.1, s, 4, end_learning_rate=0.01, power=2.0)),
+        optax.sgd(optax.polynomial_schedule(0.1, 0.01, power=2.0, transition_steps=4)), 1e-6),
     "exponential_decay_smooth": (
         lambda s: v1.train.GradientDescentOptimizer(
             v1.train.exponential_decay(0.1, s, decay_steps=3, decay_rate=0.7)),
@@ -95,3 +102,20 @@ def test_the_guides_optax_settings_train_as_tf1s_optimizer_does(name):
     for key, value in expected.items():
         np.testing.assert_allclose(got[key], value, rtol=rtol, atol=1e-7, err_msg=key)
     assert not np.allclose(expected["dense/w"], W0)  # training moved the weights
+
+
+def test_clip_by_global_norm_then_the_optimizer_trains_as_tfs_clipped_gradients_do():
+    # grads, _ = tf.clip_by_global_norm(grads, 0.5); opt.apply_gradients(...) as an optax chain.
+    def make(step):
+        class Clipped(v1.train.MomentumOptimizer):
+            def minimize(self, loss, global_step=None):
+                grads_and_vars = self.compute_gradients(loss)
+                grads, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], 0.5)
+                return self.apply_gradients(zip(grads, [v for _, v in grads_and_vars]),
+                                            global_step=global_step)
+        return Clipped(0.1, 0.9)
+
+    expected = _tf_params(make)
+    got = _optax_params(optax.chain(optax.clip_by_global_norm(0.5), optax.sgd(0.1, momentum=0.9)))
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
