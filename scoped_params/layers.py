@@ -1152,6 +1152,10 @@ class Layer:
     non_trainable_variables = non_trainable_weights
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        if "_weights" not in vars(self):
+            raise TypeError(f"{type(self).__name__}.__init__ did not call the base class's: the layer "
+                            "has no name, scope or weights yet.\n"
+                            "  fix: call super().__init__(**kwargs) first in __init__, as TF requires.")
         frame = _frame.current(f"sp.layers.{type(self).__name__}")
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}",
                                         kwargs.pop("scope", None))

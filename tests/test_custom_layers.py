@@ -160,3 +160,13 @@ def test_a_custom_layer_built_inside_an_sp_scan_step_is_shared_with_calls_outsid
     gain = {"scale": {"gain": jnp.full((4,), 2.0)}}
     for apply in (model.apply, jax.jit(model.apply)):
         np.testing.assert_allclose(apply(gain, xs), jnp.full((2, 4), 28.0))  # ((2+1)*2+1)*2, then *2
+
+
+def test_a_subclass_that_skips_the_base_init_gets_an_error_that_says_call_it():
+    class NoSuper(sp.layers.Layer):
+        def __init__(self, units):
+            self.units = units
+
+    with pytest.raises(TypeError, match=r"NoSuper.__init__ did not call the base class's.*"
+                                        r"\n  fix: call super\(\).__init__"):
+        sp.transform(lambda x: NoSuper(3)(x)).init(KEY, X)
