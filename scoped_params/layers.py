@@ -1032,6 +1032,15 @@ class _TensorShape(tuple):
         return len(self)
 
 
+def _require_base_init(layer: Any, attribute: str) -> None:
+    """Raise unless ``layer``'s ``__init__`` ran its base class's (which sets ``attribute``): a
+    subclass of ``Layer`` or ``RNNCell`` that forgot ``super().__init__()``."""
+    if attribute not in vars(layer):
+        raise TypeError(f"{type(layer).__name__}.__init__ did not call the base class's: the layer "
+                        "has no name, scope or weights yet.\n"
+                        "  fix: call super().__init__(**kwargs) first in __init__, as TF requires.")
+
+
 class Layer:
     """``tf.compat.v1.layers.Layer``, for TF 1.x's custom layers: subclass it, create the weights in
     ``build(input_shape)`` with ``self.add_weight`` (or ``add_variable``), compute in
@@ -1152,10 +1161,7 @@ class Layer:
     non_trainable_variables = non_trainable_weights
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        if "_weights" not in vars(self):
-            raise TypeError(f"{type(self).__name__}.__init__ did not call the base class's: the layer "
-                            "has no name, scope or weights yet.\n"
-                            "  fix: call super().__init__(**kwargs) first in __init__, as TF requires.")
+        _require_base_init(self, "_weights")
         frame = _frame.current(f"sp.layers.{type(self).__name__}")
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}",
                                         kwargs.pop("scope", None))

@@ -31,7 +31,7 @@ from ._params import get_param
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
 from .layers import (_add_bias, _drop, _keep_for_call, _layer_scope, _object_scope,
-                     _param_dtype, _snake_case, _this_call)
+                     _param_dtype, _require_base_init, _snake_case, _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
@@ -97,6 +97,7 @@ class RNNCell:
     def __call__(self, inputs: jax.Array, state: Any, scope: Any = None) -> Tuple[jax.Array, Any]:
         """One step. ``scope`` (TF 1.x's ``cell(inputs, state, scope="rnn")``) places the cell's
         variables right under that scope at its first call; later calls reuse them and ignore it."""
+        _require_base_init(self, "_scopes")
         captured, reuse = _object_scope(self, f"sp.rnn.{type(self).__name__}", scope)
         with _layer_scope(captured, self._base_name, reuse):
             return self.call(inputs, state)

@@ -413,3 +413,15 @@ def test_state_dropout_of_a_gru_masks_every_state_entry_per_step_or_once_per_cal
         assert dropped.any() and not dropped.all()
         if variational:  # the same [1, 6] row for every batch entry
             np.testing.assert_array_equal(dropped, np.broadcast_to(dropped[:1], dropped.shape))
+
+
+def test_a_cell_subclass_that_skips_the_base_init_gets_an_error_that_says_call_it():
+    class MyCell(sp.rnn.RNNCell):
+        def __init__(self, num_units):
+            self._num_units = num_units
+
+        def call(self, inputs, state):
+            return inputs, state
+
+    with pytest.raises(TypeError, match=r"MyCell.__init__ did not call the base class's"):
+        sp.transform(lambda x: MyCell(3)(x, x)).init(jax.random.key(0), jnp.ones((2, 3)))
