@@ -26,7 +26,7 @@ from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, Na
                       StateError,
                       _IS_USER_FILE, format_site, name_scope_hint, nearest, user_code_site,
                       user_site)
-from ._scope import _TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse
+from ._scope import _TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, default_name_hint
 from ._spec import ParamSpec
 from ._tree import flatten
 from .initializers import _instantiate, default_initializer
@@ -422,7 +422,7 @@ def _exists_error(frame, full: str, site, shape, dtype) -> ParamExistsError:
         f"  fix: to share it, enter the scope with reuse=True (sp.scope({scope.name or 'scope'!r}, "
         "reuse=True)), call sp.get_scope().reuse_variables(), or use reuse=sp.AUTO_REUSE; to make a "
         "separate parameter, give it another name or scope (e.g. sp.scope(None, default_name=...))."
-        + name_scope_hint(frame.name_stack, scope.name)
+        + name_scope_hint(frame.name_stack, scope.name) + default_name_hint(frame, full)
     )
 
 

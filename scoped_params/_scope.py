@@ -1120,6 +1120,32 @@ class _ScopeWithOptions(_ScopeContext):
             _exit_name_scope(frame, ns)
 
 
+def default_name_hint(frame, full: str) -> str:
+    """For an "already exists" error on ``full``: a note when an open scope on its path was named by
+    ``default_name`` (``sp.scope(None, default_name=...)``, the layers' ``dense``, ``conv2d``, ...).
+    Such names are numbered per entry of the enclosing scope, so entering that scope again starts
+    over and names a second scope like the first (TF's rule), which surprises."""
+    for entry in reversed(frame.entries):
+        cm, new = entry[0], entry[3]
+        if isinstance(cm, _DefaultNameScope):
+            default = cm._name_or_scope
+        elif isinstance(cm, _ScopeWithOptions) and cm._name_or_scope is None:
+            default = cm._opts.default_name
+        else:
+            continue
+        if not full.startswith(new.prefix):
+            continue
+        path = new.prefix[:-1]
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if not parent:  # at the root, numbering runs for the whole call: a re-entry cannot reset it
+            return ""
+        return (f"\n  note: '{path}' was named by default_name={default!r}, and default names are "
+                f"numbered per entry of '{parent}': if the first '{full}' was made in an earlier "
+                f"entry of '{parent}', this entry numbered its '{default}' afresh and got the same name "
+                f"(TF's rule). Give it an explicit name, or create both under one entry of '{parent}'.")
+    return ""
+
+
 def _documented_signature() -> inspect.Signature:
     sig = inspect.signature(_ScopeWithOptions.__init__)
     return sig.replace(parameters=list(sig.parameters.values())[1:],

@@ -429,3 +429,38 @@ def test_captured_scope_reentry_at_the_root_uniquifies_its_name_scope():
 def test_default_name_must_be_a_string():
     with pytest.raises(TypeError, match=r"default_name must be a string, got int \(3\)"):
         sp.scope(None, default_name=3)
+
+
+def test_a_collision_under_a_default_named_scope_says_the_numbering_restarted_per_entry():
+    # TF's rule 20 ("bar instead of bar_2"): default names restart in each entry of the enclosing
+    # scope, so calling a layer function in two entries of "tower" makes "tower/dense" twice.
+    import jax.numpy as jnp
+
+    def twice(x):
+        for _ in range(2):
+            with sp.scope("tower"):
+                x = sp.layers.dense(x, 2)
+        return x
+
+    note = (r"note: 'tower/dense' was named by default_name='dense', and default names are numbered "
+            r"per entry of 'tower'.*Give it an explicit name")
+    model = sp.transform(twice)
+    with pytest.raises(ValueError, match=r"(?s)tower/dense/kernel already exists.*" + note):
+        model.init(KEY, jnp.ones((1, 2)))
+
+    def once(x):
+        with sp.scope("tower"):
+            return sp.layers.dense(x, 2)
+
+    params = sp.transform(once).init(KEY, jnp.ones((1, 2)))
+    with pytest.raises(ValueError, match="(?s)already exists.*" + note):  # apply words it alike
+        model.apply(params, jnp.ones((1, 2)))
+
+    def at_the_root():  # root default names are numbered for the whole call: no restart, no note
+        with sp.scope(None, default_name="bar"):
+            sp.get_param("v", [1])
+            sp.get_param("v", [1])
+
+    with pytest.raises(ValueError) as info:
+        init(at_the_root)
+    assert "already exists" in str(info.value) and "note: 'bar'" not in str(info.value)
