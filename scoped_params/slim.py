@@ -580,7 +580,8 @@ def instance_norm(inputs: jax.Array, center: bool = True, scale: bool = True, ep
     ``beta`` and ``gamma`` of the channel count; each example's channels are normalized over the
     example's other axes, with TF's ``nn.moments`` and ``nn.batch_normalization``."""
     if data_format not in ("NHWC", "NCHW"):
-        raise ValueError("data_format has to be either NCHW or NHWC.")
+        raise ValueError(f"slim.instance_norm: data_format has to be either NCHW or NHWC, got "
+                         f"{data_format!r}.")
     rank = inputs.ndim
     axis = 1 if data_format == "NCHW" else rank - 1
     dtype = layers._param_dtype(inputs)
@@ -613,20 +614,21 @@ def group_norm(inputs: jax.Array, groups: int = 32, channels_axis: int = -1,
     normalized over its channels and ``reduction_axes``. ``mean_close_to_zero`` computes the
     variance as E[x^2] - E[x]^2 (TF's ``nn.sufficient_statistics``), as slim does."""
     rank = inputs.ndim
-    if channels_axis > rank - 1:
-        raise ValueError("Axis is out of bounds.")
+    asked = (f"slim.group_norm(groups={groups}, channels_axis={channels_axis}, "
+             f"reduction_axes={tuple(reduction_axes)}) of inputs of shape {tuple(inputs.shape)}")
+    if not -rank <= channels_axis < rank:
+        raise ValueError(f"Axis is out of bounds: {asked}.")
     channels_axis = channels_axis + rank if channels_axis < 0 else channels_axis
     channels = inputs.shape[channels_axis]
     reduction_axes = [a + rank if a < 0 else a for a in reduction_axes]
     for a in reduction_axes:
         if not 0 <= a < rank:
-            raise ValueError("Axis is out of bounds.")
+            raise ValueError(f"Axis is out of bounds: {asked}.")
         if a == channels_axis:
-            raise ValueError("reduction_axis must be mutually exclusive with channels_axis")
-    if groups > channels:
-        raise ValueError(f"Invalid groups {groups} for {channels} channels.")
-    if channels % groups != 0:
-        raise ValueError(f"{channels} channels is not commensurate with {groups} groups.")
+            raise ValueError(f"reduction_axis must be mutually exclusive with channels_axis: {asked}.")
+    if groups > channels or channels % groups != 0:
+        raise ValueError(f"Invalid groups {groups} for {channels} channels: {asked}.\n"
+                         "  fix: a number of groups that divides the channel count.")
     before, after = inputs.shape[:channels_axis], inputs.shape[channels_axis + 1:]
     grouped = before + (groups, channels // groups) + after
     broadcast = (1,) * len(before) + (groups, channels // groups) + (1,) * len(after)
@@ -724,7 +726,8 @@ def unit_norm(inputs: jax.Array, dim: int, epsilon: float = 1e-7, scope: Any = N
     (``sqrt(epsilon + sum(x^2))``), in the variable scope ``UnitNorm``."""
     with _variable_scope(scope, default_name="UnitNorm"):
         if not 0 <= dim < inputs.ndim:
-            raise ValueError("dim must be positive but smaller than the input rank.")
+            raise ValueError(f"slim.unit_norm: dim must be positive but smaller than the input rank, "
+                             f"got dim={dim} for inputs of shape {tuple(inputs.shape)}.")
         return inputs / jnp.sqrt(epsilon + jnp.sum(jnp.square(inputs), dim, keepdims=True))
 
 

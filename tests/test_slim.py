@@ -501,3 +501,19 @@ def test_contrib_regularizers_give_tf_slims_regularization_loss():
         sp.slim.l1_l2_regularizer(1, 0.5)
     with pytest.raises(ValueError, match="no weights to regularize"):
         sp.slim.apply_regularization(sp.slim.l2_regularizer(0.1))
+
+
+def test_norm_and_shorthand_argument_errors_name_what_was_asked():
+    x = jnp.ones((2, 4, 4, 6))
+    cases = [
+        (lambda: sp.slim.group_norm(x, groups=4), r"Invalid groups 4 for 6 channels: "
+                                                   r"slim.group_norm\(groups=4, .* shape \(2, 4, 4, 6\)"),
+        (lambda: sp.slim.group_norm(x, groups=2, channels_axis=4), "Axis is out of bounds"),
+        (lambda: sp.slim.group_norm(x, groups=2, reduction_axes=(-1,)), "mutually exclusive"),
+        (lambda: sp.slim.instance_norm(x, data_format="NCW"), "NCHW or NHWC, got 'NCW'"),
+        (lambda: sp.slim.unit_norm(x, 4), r"got dim=4 for inputs of shape \(2, 4, 4, 6\)"),
+        (lambda: sp.slim.maxout(x, 4), r"number of features\(6\) is not a multiple of num_units\(4\)"),
+    ]
+    for make, message in cases:
+        with pytest.raises(ValueError, match=message):
+            sp.transform(lambda: make()).init(KEY)
