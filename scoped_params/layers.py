@@ -1135,6 +1135,21 @@ class Layer:
 
     add_variable = add_weight
 
+    def add_loss(self, losses: Any, inputs: Any = None) -> None:
+        """Not provided: a pure function returns its losses instead of collecting them."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.add_loss: there is no losses collection here; a pure function "
+            "returns what it computes.\n  fix: return the loss term from call (or the model) and add "
+            "it to the loss yourself; weight penalties go in add_weight(regularizer=...), which "
+            "sp.regularization_loss() sums.")
+
+    def add_update(self, updates: Any, inputs: Any = None) -> None:
+        """Not provided: state updates are ``sp.set_state`` under ``sp.transform_with_state``."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.add_update: there are no update ops here.\n  fix: keep the value "
+            "as state, sp.get_state(name, shape, init) and sp.set_state(name, new_value), under "
+            "sp.transform_with_state; apply returns the new state.")
+
     def _made(self) -> list:
         made = _this_call(self._weights, _frame.current(f"{type(self).__name__}.weights"))
         return made or []

@@ -170,3 +170,20 @@ def test_a_subclass_that_skips_the_base_init_gets_an_error_that_says_call_it():
     with pytest.raises(TypeError, match=r"NoSuper.__init__ did not call the base class's.*"
                                         r"\n  fix: call super\(\).__init__"):
         sp.transform(lambda x: NoSuper(3)(x)).init(KEY, X)
+
+
+def test_add_loss_and_add_update_say_what_replaces_them():
+    class Losses(sp.layers.Layer):
+        def call(self, x):
+            self.add_loss(x.sum())
+            return x
+
+    class Updates(sp.layers.Layer):
+        def call(self, x):
+            self.add_update(x.sum())
+            return x
+
+    with pytest.raises(NotImplementedError, match="(?s)add_loss.*regularization_loss"):
+        sp.transform(lambda x: Losses()(x)).init(KEY, X)
+    with pytest.raises(NotImplementedError, match="(?s)add_update.*sp.set_state"):
+        sp.transform(lambda x: Updates()(x)).init(KEY, X)
