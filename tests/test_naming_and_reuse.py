@@ -1,5 +1,6 @@
 """Naming and reuse: reference sections A and B (rules 1-16) of tf1_variable_scope.md."""
 
+import logging
 import threading
 
 import jax
@@ -515,3 +516,22 @@ def test_scope_names_are_checked_once_even_in_a_model_with_thousands_of_scopes(m
     model.apply({})
     model.init(KEY)
     assert len(checked) == 6000
+
+
+def test_a_debug_log_names_each_parameter_auto_reuse_shares_between_two_lines(caplog):
+    # The reference's advice: AUTO_REUSE everywhere makes accidental sharing silent; at DEBUG level,
+    # init says which parameter it shared and the two lines. A loop's own reuse logs nothing.
+    def fn():
+        with sp.scope("a", reuse=sp.AUTO_REUSE):
+            sp.get_param("w", [1])
+        with sp.scope("a", reuse=sp.AUTO_REUSE):
+            sp.get_param("w", [1])
+        for _ in range(2):
+            with sp.scope("b", reuse=sp.AUTO_REUSE):
+                sp.get_param("v", [1])
+
+    with caplog.at_level(logging.DEBUG, logger="scoped_params"):
+        sp.transform(fn).init(jax.random.key(0))
+    shared = [r.getMessage() for r in caplog.records if "AUTO_REUSE shares" in r.getMessage()]
+    assert len(shared) == 1 and shared[0].startswith("sp.AUTO_REUSE shares 'a/w', created at ")
+    assert shared[0].count(__file__) == 2
