@@ -215,10 +215,7 @@ def regularization_loss() -> Any:
         with jax.numpy_dtype_promotion("standard"):
             dtype = jnp.result_type(*terms)
         terms = [jnp.asarray(term, dtype) for term in terms]
-    total = 0.0
-    for term in terms:
-        total = total + term
-    return total
+    return sum(terms[1:], terms[0])
 
 
 def record(name: str, value: Any) -> None:

@@ -39,12 +39,7 @@ def sum_regularizer(regularizer_list: Any) -> Optional[Callable[[Any], Any]]:
 
     def regularizer(w):
         terms = [term for term in (r(w) for r in regularizers) if term is not None]
-        if not terms:
-            return None
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
-        return total
+        return sum(terms[1:], terms[0]) if terms else None
 
     return regularizer
 

@@ -633,6 +633,17 @@ def _moments(x: jax.Array, axes: Tuple[int, ...]) -> Tuple[jax.Array, jax.Array]
     return mean.astype(x.dtype), variance.astype(x.dtype)
 
 
+def _normalize(x: jax.Array, mean: jax.Array, variance: jax.Array, offset: Optional[jax.Array],
+               scale: Optional[jax.Array], epsilon: Any) -> jax.Array:
+    """TF's ``nn.batch_normalization``: ``x * inv + (offset - mean * inv)`` with ``inv =
+    rsqrt(variance + epsilon) * scale``; ``offset`` and ``scale`` (either may be None) already
+    broadcast against ``x``."""
+    inv = jax.lax.rsqrt(variance + epsilon)
+    if scale is not None:
+        inv = inv * scale
+    return x * inv + (offset - mean * inv if offset is not None else -mean * inv)
+
+
 def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
                activation_fn: Optional[Callable] = None, reuse: Any = None,
                variables_collections: Any = None, outputs_collections: Any = None,
@@ -661,16 +672,12 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
                           collections=collections) if scale else None
     x = _cast(inputs, dtype)
     mean, variance = _moments(x, tuple(range(norm_axis, rank)))
-    inv = jax.lax.rsqrt(variance + jnp.asarray(1e-12, dtype))
-    # gamma and beta at the input's rank, broadcast over the leading axes explicitly (for
-    # jax_numpy_rank_promotion="raise")
     full = (1,) * (rank - len(params_shape)) + params_shape
-    if gamma is not None:
-        inv = inv * (gamma.reshape(full) if gamma.ndim < rank else gamma)
-    if beta is not None:
-        y = x * inv + ((beta.reshape(full) if beta.ndim < rank else beta) - mean * inv)
-    else:
-        y = x * inv - mean * inv
+
+    def at_rank(p):  # over the leading axes, explicitly (jax_numpy_rank_promotion="raise")
+        return p if p is None or p.ndim == rank else p.reshape(full)
+
+    y = _normalize(x, mean, variance, at_rank(beta), at_rank(gamma), jnp.asarray(1e-12, dtype))
     return activation_fn(y) if activation_fn is not None else y
 
 
@@ -1041,7 +1048,19 @@ def _require_base_init(layer: Any, attribute: str) -> None:
                         "  fix: call super().__init__(**kwargs) first in __init__, as TF requires.")
 
 
-class Layer:
+class _NamedByClass:
+    """A TF layer class whose default scope name is its class name in snake case (``class MyDense``
+    -> ``my_dense``), unless the class sets ``_base_name``: custom layers and RNN cells."""
+
+    _base_name = "layer"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_base_name" not in vars(cls):
+            cls._base_name = _snake_case(cls.__name__)
+
+
+class Layer(_NamedByClass):
     """``tf.compat.v1.layers.Layer``, for TF 1.x's custom layers: subclass it, create the weights in
     ``build(input_shape)`` with ``self.add_weight`` (or ``add_variable``), compute in
     ``call(inputs, ...)``.
@@ -1067,13 +1086,6 @@ class Layer:
     >>> sp.flatten(params)["scale/gain"].shape
     (3,)
     """
-
-    _base_name = "layer"
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "_base_name" not in vars(cls):
-            cls._base_name = _snake_case(cls.__name__)
 
     def __init__(self, trainable: bool = True, name: Optional[str] = None, dtype: Any = None,
                  activity_regularizer: Optional[Callable] = None, _reuse: Any = None,

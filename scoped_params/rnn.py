@@ -31,7 +31,7 @@ from ._params import get_param
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
 from .layers import (_add_bias, _drop, _keep_for_call, _layer_scope, _object_scope,
-                     _param_dtype, _require_base_init, _snake_case, _this_call)
+                     _NamedByClass, _param_dtype, _require_base_init, _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
@@ -51,7 +51,7 @@ class LSTMStateTuple(collections.namedtuple("LSTMStateTuple", ("c", "h"))):
         return self.c.dtype
 
 
-class RNNCell:
+class RNNCell(_NamedByClass):
     """TF 1.x's ``RNNCell``: ``cell(inputs, state) -> (output, new_state)``, ``state_size``,
     ``output_size`` and ``zero_state(batch_size, dtype)``. Subclasses define ``call``.
 
@@ -65,11 +65,6 @@ class RNNCell:
     """
 
     _base_name = "rnn_cell"
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "_base_name" not in vars(cls):
-            cls._base_name = _snake_case(cls.__name__)
 
     def __init__(self, reuse: Any = None, name: Optional[str] = None, dtype: Any = None):
         self.name = name

@@ -591,11 +591,9 @@ def instance_norm(inputs: jax.Array, center: bool = True, scale: bool = True, ep
         x = layers._cast(inputs, dtype)
         mean, variance = layers._moments(x, tuple(a for a in range(1, rank) if a != axis))
         broadcast = tuple(inputs.shape[a] if a == axis else 1 for a in range(rank))
-        inv = jax.lax.rsqrt(variance + epsilon)
-        if gamma is not None:
-            inv = inv * gamma.reshape(broadcast)
-        offset = -mean * inv if beta is None else beta.reshape(broadcast) - mean * inv
-        outputs = x * inv + offset
+        outputs = layers._normalize(x, mean, variance,
+                                    None if beta is None else beta.reshape(broadcast),
+                                    None if gamma is None else gamma.reshape(broadcast), epsilon)
         if activation_fn is not None:
             outputs = activation_fn(outputs)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
@@ -763,10 +761,7 @@ def apply_regularization(regularizer: Callable, weights_list: Optional[Sequence[
             raise ValueError("regularizer must return a scalar Tensor instead of a Tensor with rank "
                              f"{jnp.ndim(penalty)}.")
         penalties.append(penalty)
-    total = penalties[0]
-    for penalty in penalties[1:]:
-        total = total + penalty
-    return total
+    return sum(penalties[1:], penalties[0])
 
 
 # slim's fully connected shorthands (functools.partial, as in slim: arg scopes of fully_connected
