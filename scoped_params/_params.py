@@ -130,21 +130,20 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                     except AttributeError:
                         aval = value if hasattr(value, "dtype") else None
             if aval is not None:
-                if shape != aval.shape:  # a list, a partly known shape, or a mismatch
-                    if type(shape) is list:  # TF code writes [784, 10]: _as_shape's first step
-                        try:
-                            shape = tuple(map(_index, shape))
-                        except TypeError:
-                            shape = _as_shape(shape, full)
-                    else:
-                        shape = _as_shape(shape, full)
+                # A list equal to the shape matches as a tuple does: TF code writes [784, 10].
+                if shape != aval.shape and (type(shape) is not list or shape != [*aval.shape]):
+                    shape = _as_shape(shape, full)  # a partly known shape, or a mismatch
                     if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
                         raise _shape_error(full, shape, aval.shape, created[full])
+                found = aval.dtype
                 if dtype is None:
                     dtype = scope.dtype
-                found = aval.dtype
-                if found is not dtype and not _same_dtype(found, dtype):
-                    raise _dtype_error(full, dtype, found, created[full])
+                if found is not dtype:  # another spelling (jnp.float32, "float32", ...), or a mismatch
+                    if type(dtype) is _SCALAR_TYPE:
+                        dtype = dtype.dtype
+                    if (found is not dtype and found is not _DTYPES.get(dtype)
+                            and not _same_dtype(found, dtype)):
+                        raise _dtype_error(full, dtype, found, created[full])
                 return value
     elif scope.custom_getter is None and type(name) is str and (
             dtype is None or init is None or callable(init)):
@@ -354,12 +353,27 @@ def _compatible(asked: Tuple, found: Tuple) -> bool:
 
 def _same_dtype(found: np.dtype, asked: Any) -> bool:
     """Whether a parameter of dtype ``found`` answers a request for ``asked``, in any spelling JAX
-    takes (``np.float32``, ``jnp.float32``, ``"float32"``; ``float64`` is float32 without x64)."""
-    if type(asked) is _SCALAR_TYPE:
+    takes (``np.float32``, ``jnp.float32``, ``"float32"``; ``float64`` is float32 without x64).
+
+    A spelling that names ``found`` itself is remembered in ``_DTYPES``, which get_param's common
+    path reads first: TF code spells ``dtype=tf.float32`` on every request.
+    """
+    if type(asked) is _SCALAR_TYPE:  # jnp.float32 (get_param's common path reads its .dtype itself)
         asked = asked.dtype
         if found is asked:
             return True
+    elif found == asked:
+        if len(_DTYPES) < _DTYPES_MAX:
+            _DTYPES[asked] = found
+        return True
     return found == asked or jax.dtypes.canonicalize_dtype(asked) == found
+
+
+# A dtype's spelling (np.float32, "float32", ...; not jnp.float32, whose hash and == run Python) ->
+# the np.dtype it names, for the spellings requests have used. Never a canonicalized dtype: float64
+# stays float64 whatever x64 says.
+_DTYPES: Dict[Any, np.dtype] = {}
+_DTYPES_MAX = 256
 
 
 def _shape_str(shape: Optional[Tuple]) -> str:

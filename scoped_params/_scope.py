@@ -897,14 +897,17 @@ class _PlainScope(_ScopeContext):
         if reusing is None:
             new._reuse = old_scope._reuse
             new.reuse_origin = old_scope.reuse_origin
-        else:
+        elif reusing is True:
             # Where reuse was turned on, for "does not exist" errors: the user's line, as
             # (code, bytecode offset) while it is not shown (see format_site).
             f = _getframe(1)
             code = f.f_code
-            new._reuse = reusing
+            new._reuse = True
             new.reuse_origin = (new.prefix[:-1], (code, f.f_lasti) if _IS_USER_FILE.get(
-                code.co_filename) else user_code_site(2), f"reuse={_describe_reuse(reusing)}")
+                code.co_filename) else user_code_site(2), "reuse=True")
+        else:  # AUTO_REUSE creates what is missing: no "does not exist" error names its origin
+            new._reuse = reusing
+            new.reuse_origin = None
         new.original_name_scope = new_ns + "/"
         new.initializer = old_scope.initializer
         new.regularizer = old_scope.regularizer

@@ -713,6 +713,37 @@ def test_apply_takes_numpy_params_and_still_checks_their_shape_and_dtype():
         model.apply({"dense": {"w": np.zeros((3, 2), np.int32)}}, x)
 
 
+@pytest.mark.parametrize("spelling", [np.float32, jnp.float32, "float32", np.dtype("float32")])
+def test_every_dtype_spelling_matches_in_apply_and_a_remembered_one_still_catches_a_mismatch(spelling):
+    # TF code spells dtype=tf.float32 on every request; apply remembers a spelling that named the
+    # parameter's dtype, and must still raise when the same spelling meets another dtype.
+    def fn(x):
+        with sp.scope("dense"):
+            w = sp.get_param("w", [3, 2], dtype=spelling)
+        return x @ w
+
+    model = sp.transform(fn)
+    x = jnp.ones((1, 3))
+    params = model.init(KEY, x)
+    for _ in range(2):
+        assert model.apply(params, x).dtype == jnp.float32
+    for wrong in (jnp.bfloat16, jnp.int32):
+        with pytest.raises(sp.DtypeMismatchError, match=r"specified dtype float32 and found dtype "):
+            model.apply({"dense": {"w": jnp.zeros((3, 2), wrong)}}, x)
+
+
+
+def test_float64_means_float32_only_while_x64_is_off():
+    # JAX's canonical dtypes: never remembered as a spelling of float32 (see the test above).
+    model = sp.transform(lambda: sp.get_param("w", [1], dtype=np.float64))
+    params = {"w": np.zeros((1,), np.float32)}
+    assert model.apply(params).dtype == np.float32
+    with jax.enable_x64(True):
+        with pytest.raises(sp.DtypeMismatchError, match=r"specified dtype float64 and found dtype float32"):
+            model.apply(params)
+    assert model.apply(params).dtype == np.float32
+
+
 class _ReadOnlyTree(Mapping):
     """A mapping that is not a dict (as flax's FrozenDict is)."""
 

@@ -721,10 +721,14 @@ def test_list_shapes_are_read_like_tuples_in_init_and_apply():
                                    sp.get_param("s/b", (4,), init=jax.nn.initializers.zeros))).init(KEY)
     w, b = sp.transform(fn).apply(params)
     assert (w.shape, b.shape) == ((2, 3), (4,))
-    # A float dimension is an error (TF's Dimension), in init and in apply's lookup alike.
+    # A float dimension is an error where a shape makes an array (TF's Dimension): in init. apply's
+    # lookup makes nothing: it checks that the shape asked equals the parameter's, as a list or a
+    # tuple alike, and raises on a mismatch or on a dimension that is no number.
     with pytest.raises(TypeError, match=r"shape must be a sequence of ints, got \[2, 3.0\]"):
         sp.transform(lambda: sp.get_param("w", [2, 3.0])).init(KEY)
-    with pytest.raises(TypeError, match=r"got \[2, 3.0\] for 'w'"):
-        sp.transform(lambda: sp.get_param("w", [2, 3.0])).apply({"w": jnp.ones((2, 3))})
+    for shape in ([2, 3.0], (2, 3.0)):
+        assert sp.transform(lambda: sp.get_param("w", shape)).apply({"w": jnp.ones((2, 3))}).shape == (2, 3)
+    with pytest.raises(TypeError, match=r"got \[2, 'x'\] for 'w'"):
+        sp.transform(lambda: sp.get_param("w", [2, "x"])).apply({"w": jnp.ones((2, 3))})
     with pytest.raises(sp.ShapeMismatchError, match=r"variable w, but specified shape \(2, 4\)"):
         sp.transform(lambda: sp.get_param("w", [2, 4])).apply({"w": jnp.ones((2, 3))})
