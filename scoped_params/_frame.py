@@ -196,10 +196,12 @@ def next_rng_key() -> jax.Array:
 
 
 def regularization_loss() -> Any:
-    """Sum of the regularizer terms of every parameter fetched so far in this call.
+    """Sum of the regularizer terms of every parameter fetched so far in this call, and of the
+    activity penalties of the ``sp.layers`` called so far with ``activity_regularizer=``.
 
     Terms are computed from this call's parameter values (so they are differentiable in ``apply``);
-    each parameter contributes once, when it is first fetched, whatever later reuses do. Terms of
+    each parameter contributes once, when it is first fetched, whatever later reuses do. A layer's
+    activity penalty is TF's, ``regularizer(output) / batch size``, once per call of the layer. Terms of
     different dtypes (bfloat16 and float32 parameters) are summed in their common dtype (JAX's
     standard promotion, also under ``jax_numpy_dtype_promotion="strict"``). Returns ``0.0`` when no
     parameter has a regularizer.

@@ -37,8 +37,8 @@ import numpy as np
 from . import _frame
 from . import constraints as _constraints
 from ._errors import StateError
-from ._params import get_param, get_state, set_state
-from ._scope import AUTO_REUSE, Scope, default_name_scope, reentered, scope
+from ._params import ApplyStore, InitStore, get_param, get_state, set_state
+from ._scope import _TRACE, AUTO_REUSE, Scope, default_name_scope, reentered, scope
 from .initializers import ones, zeros
 
 __all__ = [
@@ -175,12 +175,31 @@ def _static_flag(flag: Any) -> Any:
     return flag
 
 
-def _no_activity_regularizer(activity_regularizer: Optional[Callable]) -> None:
-    if activity_regularizer is not None:
+def _activity_loss(regularizer: Callable, outputs: Any, api: str) -> None:
+    """TF's layers add ``regularizer(output) / batch size`` to the regularization losses for each
+    output of each call (the penalty of the mean example): ``sp.regularization_loss()`` of this call
+    sums it with the weights' terms."""
+    if not callable(regularizer):
+        raise TypeError(f"{api}: activity_regularizer must be a function of the layer's output, got "
+                        f"{regularizer!r}.\n  fix: pass a function, e.g. sp.l2_regularizer(1e-4).")
+    frame = _frame.current(api)
+    if frame.loop is not None or _TRACE.value is not frame.trace or (
+            type(frame.store) is not ApplyStore and type(frame.store) is not InitStore):
+        where = frame.loop or "a JAX transformation (vmap, a lax loop, ...) or an sp.layer_stack block"
         raise NotImplementedError(
-            "sp.layers does not implement activity_regularizer: TF adds it as a loss on the "
-            "layer's output, which a pure function returns rather than collects.\n"
-            "  fix: drop it and add the penalty on the layer's output to your loss yourself.")
+            f"{api}: activity_regularizer inside {where}: an output made there cannot leave it to be "
+            "summed by sp.regularization_loss().\n  fix: return the output from the function (a scan "
+            "output) and add the penalty, regularizer(output) / batch size, to the loss outside it.")
+    for output in jax.tree_util.tree_leaves(outputs):
+        frame.regularized.append((functools.partial(_per_example_loss, regularizer), output))
+
+
+def _per_example_loss(regularizer: Callable, output: jax.Array) -> Any:
+    loss = regularizer(output)
+    if loss is None:  # sp.no_regularizer
+        return None
+    loss = jnp.asarray(loss)
+    return loss / jnp.asarray(jnp.shape(output)[0], loss.dtype)  # TF casts the batch size
 
 
 def _constraint(identifier: Any) -> Any:
@@ -270,11 +289,13 @@ def conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: Int
            reuse: Any = None) -> jax.Array:
     """``tf.compat.v1.layers.conv1d`` on [batch, width, channels]: ``<name>/kernel`` of shape
     ``(width, in, filters)`` and ``<name>/bias``."""
-    _no_activity_regularizer(activity_regularizer)
-    return _conv(1, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
-                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
+    y = _conv(1, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+              activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+              bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+              bias_constraint=bias_constraint)
+    if activity_regularizer is not None:
+        _activity_loss(activity_regularizer, y, "sp.layers.conv1d")
+    return y
 
 
 def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = (1, 1),
@@ -295,11 +316,13 @@ def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: Int
     >>> jax.tree.map(jnp.shape, params)
     {'conv2d': {'bias': (32,), 'kernel': (3, 3, 3, 32)}}
     """
-    _no_activity_regularizer(activity_regularizer)
-    return _conv(2, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
-                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
+    y = _conv(2, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+              activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+              bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+              bias_constraint=bias_constraint)
+    if activity_regularizer is not None:
+        _activity_loss(activity_regularizer, y, "sp.layers.conv2d")
+    return y
 
 
 def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
@@ -313,11 +336,13 @@ def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
            reuse: Any = None) -> jax.Array:
     """``tf.compat.v1.layers.conv3d`` on [batch, depth, height, width, channels]: ``<name>/kernel``
     of shape ``(d, h, w, in, filters)`` and ``<name>/bias``."""
-    _no_activity_regularizer(activity_regularizer)
-    return _conv(3, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
-                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
-                 bias_constraint=bias_constraint)
+    y = _conv(3, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+              activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+              bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+              bias_constraint=bias_constraint)
+    if activity_regularizer is not None:
+        _activity_loss(activity_regularizer, y, "sp.layers.conv3d")
+    return y
 
 
 def _separable_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Array]:
@@ -334,14 +359,16 @@ def _separable_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Arr
            activity_regularizer: Optional[Callable] = None, depthwise_constraint: Any = None,
            pointwise_constraint: Any = None, bias_constraint: Any = None, trainable: bool = True,
            name: Optional[str] = None, reuse: Any = None) -> jax.Array:
-        _no_activity_regularizer(activity_regularizer)
-        return _separable_conv(rank, inputs, filters, kernel_size, strides, padding, data_format,
-                               dilation_rate, depth_multiplier, activation, use_bias,
-                               depthwise_initializer, pointwise_initializer, bias_initializer,
-                               depthwise_regularizer, pointwise_regularizer, bias_regularizer,
-                               trainable, name, reuse, depthwise_constraint=depthwise_constraint,
-                               pointwise_constraint=pointwise_constraint,
-                               bias_constraint=bias_constraint)
+        y = _separable_conv(rank, inputs, filters, kernel_size, strides, padding, data_format,
+                            dilation_rate, depth_multiplier, activation, use_bias,
+                            depthwise_initializer, pointwise_initializer, bias_initializer,
+                            depthwise_regularizer, pointwise_regularizer, bias_regularizer,
+                            trainable, name, reuse, depthwise_constraint=depthwise_constraint,
+                            pointwise_constraint=pointwise_constraint,
+                            bias_constraint=bias_constraint)
+        if activity_regularizer is not None:
+            _activity_loss(activity_regularizer, y, f"sp.layers.{fn_name}")
+        return y
 
     fn.__name__ = fn.__qualname__ = fn_name
     fn.__doc__ = f"``tf.compat.v1.layers.{fn_name}``{doc}"
@@ -424,11 +451,13 @@ def _transpose_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Arr
            activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
            bias_constraint: Any = None, trainable: bool = True, name: Optional[str] = None,
            reuse: Any = None) -> jax.Array:
-        _no_activity_regularizer(activity_regularizer)
-        return _conv_transpose(rank, inputs, filters, kernel_size, strides, padding, data_format,
-                               activation, use_bias, kernel_initializer, bias_initializer,
-                               kernel_regularizer, bias_regularizer, trainable, name, reuse,
-                               kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        y = _conv_transpose(rank, inputs, filters, kernel_size, strides, padding, data_format,
+                            activation, use_bias, kernel_initializer, bias_initializer,
+                            kernel_regularizer, bias_regularizer, trainable, name, reuse,
+                            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        if activity_regularizer is not None:
+            _activity_loss(activity_regularizer, y, f"sp.layers.{fn_name}")
+        return y
 
     fn.__name__ = fn.__qualname__ = fn_name
     fn.__doc__ = (f"``tf.compat.v1.layers.{fn_name}``{doc} The output is TF's: spatial size "
@@ -504,11 +533,12 @@ def dense(inputs: jax.Array, units: int, activation: Optional[Callable] = None,
     >>> {name: leaf.shape for name, leaf in sp.flatten(params).items()}
     {'logits/kernel': (64, 10), 'logits/bias': (10,)}
     """
-    if activity_regularizer is not None:  # tested first: tiny models call dense a lot
-        _no_activity_regularizer(activity_regularizer)
-    return _dense(inputs, units, activation, use_bias, kernel_initializer, bias_initializer,
-                  kernel_regularizer, bias_regularizer, trainable, name, reuse,
-                  kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+    y = _dense(inputs, units, activation, use_bias, kernel_initializer, bias_initializer,
+               kernel_regularizer, bias_regularizer, trainable, name, reuse,
+               kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+    if activity_regularizer is not None:
+        _activity_loss(activity_regularizer, y, "sp.layers.dense")
+    return y
 
 
 def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bias: bool,
@@ -1090,7 +1120,10 @@ class Layer(_NamedByClass):
     def __init__(self, trainable: bool = True, name: Optional[str] = None, dtype: Any = None,
                  activity_regularizer: Optional[Callable] = None, _reuse: Any = None,
                  **kwargs: Any):
-        _no_activity_regularizer(activity_regularizer)
+        if activity_regularizer is not None and not callable(activity_regularizer):
+            raise TypeError(f"{type(self).__name__}: activity_regularizer must be a function of the "
+                            f"layer's output, got {activity_regularizer!r}.\n  fix: pass a function, "
+                            "e.g. sp.l2_regularizer(1e-4).")
         unknown = set(kwargs) - {"_scope", "input_shape", "batch_input_shape", "batch_size"}
         if unknown:
             raise TypeError(f"Keyword argument not understood: {sorted(unknown)[0]!r} "
@@ -1099,6 +1132,8 @@ class Layer(_NamedByClass):
         self.trainable = trainable
         self._dtype = None if dtype is None else np.dtype(dtype)
         self._reuse = _reuse
+        # TF's: regularizer(output) / batch size joins sp.regularization_loss() at every call
+        self.activity_regularizer = activity_regularizer
         self.built = False
         self._scopes: dict = {}  # this call's captured Scope (_object_scope)
         self._weights: dict = {}  # this call's [(value, trainable)], as add_weight made them
@@ -1199,4 +1234,7 @@ class Layer(_NamedByClass):
                 _keep_for_call(self._weights, frame, [])
                 self.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)), inputs))
                 self.built = True
-            return self.call(inputs, *args, **kwargs)
+            outputs = self.call(inputs, *args, **kwargs)
+        if self.activity_regularizer is not None:
+            _activity_loss(self.activity_regularizer, outputs, f"sp.layers.{type(self).__name__}")
+        return outputs

@@ -281,10 +281,10 @@ def test_tf_layers_constraints_land_on_the_same_variables():
     assert ours == tf_names == {"fc/kernel"}
 
 
-def test_an_activity_regularizer_is_refused_with_the_fix():
-    with pytest.raises(NotImplementedError, match=r"does not implement activity_regularizer"
-                                                  r"(?s:.*)fix: drop it and add the penalty"):
-        sp.transform(lambda x: sp.layers.dense(x, 2, activity_regularizer=jnp.sum)).init(
+def test_an_activity_regularizer_that_is_no_function_is_refused_with_the_fix():
+    with pytest.raises(TypeError, match=r"sp.layers.dense: activity_regularizer must be a function "
+                                        r"(?s:.*)fix: pass a function"):
+        sp.transform(lambda x: sp.layers.dense(x, 2, activity_regularizer="l2")).init(
             KEY, jnp.ones((1, 2)))
 
 

@@ -395,6 +395,110 @@ def test_kernel_regularizer_enters_regularization_loss():
     np.testing.assert_allclose(model.apply(params, x), expected, rtol=1e-5)
 
 
+def test_activity_regularizers_add_tfs_per_example_penalty_for_every_call():
+    # TF adds regularizer(output) / batch size to the regularization losses at each call of a layer
+    # (twice for an object called twice), beside the weights' terms.
+    x = images((4, 6, 6, 3))
+
+    def tf_model(x):
+        h = tf.layers.conv2d(x, 4, 3, activity_regularizer=lambda o: tf.reduce_sum(tf.abs(o)),
+                             kernel_regularizer=lambda w: 0.5 * tf.reduce_sum(w * w))
+        h = tf.layers.separable_conv2d(h, 3, 2, activity_regularizer=lambda o: tf.reduce_sum(o * o))
+        h = tf.layers.conv2d_transpose(h, 2, 2, activity_regularizer=tf.reduce_mean)
+        h = tf.layers.flatten(h)
+        head = tf.layers.Dense(3, activity_regularizer=lambda o: 2.0 * tf.reduce_sum(o), name="head")
+        return head(h) + head(2.0 * h)
+
+    def sp_model(x):
+        h = sp.layers.conv2d(x, 4, 3, activity_regularizer=lambda o: jnp.sum(jnp.abs(o)),
+                             kernel_regularizer=lambda w: 0.5 * jnp.sum(w * w))
+        h = sp.layers.separable_conv2d(h, 3, 2, activity_regularizer=lambda o: jnp.sum(o * o))
+        h = sp.layers.conv2d_transpose(h, 2, 2, activity_regularizer=jnp.mean)
+        h = sp.layers.flatten(h)
+        head = sp.layers.Dense(3, activity_regularizer=lambda o: 2.0 * jnp.sum(o), name="head")
+        return head(h) + head(2.0 * h), sp.regularization_loss()
+
+    graph = tf.Graph()
+    with graph.as_default():
+        ph = tf.placeholder(tf.float32, x.shape)
+        out = tf_model(ph)
+        assert len(tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)) == 6
+        total = tf.losses.get_regularization_loss()
+        with tf.Session(graph=graph) as sess:
+            sess.run(tf.global_variables_initializer())
+            variables = {v.name[:-2]: sess.run(v) for v in tf.global_variables()}
+            tf_out, tf_total = sess.run((out, total), {ph: x})
+    model = sp.transform(sp_model)
+    assert sorted(sp.flatten(model.init(jax.random.key(0), x))) == sorted(variables)
+    params = sp.unflatten(variables)
+    for apply in (model.apply, jax.jit(model.apply)):
+        out, total = apply(params, x)
+        np.testing.assert_allclose(out, tf_out, rtol=1e-5, atol=ATOL)
+        np.testing.assert_allclose(total, tf_total, rtol=1e-5)
+
+
+def test_a_custom_layers_activity_regularizer_is_tfs_too():
+    class Scale(tf.layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight("gain", [int(input_shape[-1])],
+                                        initializer=tf.constant_initializer(1.5))
+
+        def call(self, x):
+            return x * self.gain
+
+    class SpScale(sp.layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight("gain", [input_shape[-1].value],
+                                        initializer=sp.initializers.constant(1.5))
+
+        def call(self, x):
+            return x * self.gain
+
+    x = images((5, 3))
+    graph = tf.Graph()
+    with graph.as_default():
+        Scale(activity_regularizer=lambda o: tf.reduce_sum(o * o), name="scale")(tf.constant(x))
+        with tf.Session(graph=graph) as sess:
+            sess.run(tf.global_variables_initializer())
+            expected = sess.run(tf.losses.get_regularization_loss())
+
+    def fn(x):
+        SpScale(activity_regularizer=lambda o: jnp.sum(o * o), name="scale")(x)
+        return sp.regularization_loss()
+
+    model = sp.transform(fn)
+    np.testing.assert_allclose(model.apply(model.init(jax.random.key(0), x), x), expected, rtol=1e-5)
+
+
+def test_an_activity_penalty_is_differentiable_and_refused_where_its_output_cannot_leave():
+    def fn(x):
+        y = sp.layers.dense(x, 2, activity_regularizer=lambda o: jnp.sum(o * o))
+        return y, sp.regularization_loss()
+
+    model = sp.transform(fn)
+    x = jnp.arange(6.0).reshape(3, 2)
+    params = model.init(jax.random.key(0), x)
+    grads = jax.grad(lambda p: model.apply(p, x)[1])(params)
+    kernel, bias = params["dense"]["kernel"], params["dense"]["bias"]
+    np.testing.assert_allclose(grads["dense"]["kernel"], 2 * x.T @ (x @ kernel + bias) / 3, rtol=1e-5)
+
+    def in_scan(x):
+        return sp.scan(lambda c, row: (c, sp.layers.dense(row[None], 2, activity_regularizer=jnp.sum)),
+                       0.0, x)
+
+    def in_stack(x):
+        return sp.layer_stack(2)(lambda h: sp.layers.dense(h, 2, activity_regularizer=jnp.sum))(x)
+
+    def in_vmap(x):
+        return jax.vmap(lambda row: sp.layers.dense(row[None], 2, activity_regularizer=jnp.sum))(x)
+
+    for fn, where in ((in_scan, "sp.scan"), (in_stack, "sp.layer_stack block"),
+                      (in_vmap, "JAX transformation")):
+        with pytest.raises(NotImplementedError, match=rf"activity_regularizer inside .*{where}"
+                                                      r"(?s:.*)add the penalty"):
+            sp.transform(fn).init(jax.random.key(0), x)
+
+
 def test_batch_normalization_under_plain_transform_is_inference_only():
     x = jnp.ones((2, 3))
     model = sp.transform(lambda i: sp.layers.batch_normalization(i))
