@@ -8,7 +8,7 @@ A constraint is any callable ``value -> value``: give it to ``sp.get_param(..., 
 >>> kernel = sp.layers.dense(x, 64, kernel_constraint=sp.constraints.max_norm(2.0))  # doctest: +SKIP
 
 The layers also take Keras's identifiers, as TF's do: ``"max_norm"``, ``"non_neg"``, ``"unit_norm"``,
-``"min_max_norm"`` (and the class names), or ``{"class_name": "MaxNorm", "config": {...}}``.
+``"min_max_norm"``, ``"radial_constraint"`` (and the class names), or ``{"class_name": "MaxNorm", "config": {...}}``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Axis = Union[int, Sequence[int]]
 
@@ -91,15 +92,42 @@ class MinMaxNorm(Constraint):
         return w * (desired / (_EPSILON + norms))
 
 
+class RadialConstraint(Constraint):
+    """Give each ring of a square conv kernel ``(k, k, in, out)`` one value, per input and output
+    channel: Keras's ``RadialConstraint``, whose rings take the diagonal entries below.
+
+    Ring 0 (the centre: 1x1 for odd ``k``, 2x2 for even ``k``) takes ``w[s-1, s-1]`` with
+    ``s = k // 2``; ring ``j`` takes ``w[s+j, s+j]`` for even ``k`` and ``w[s+j-1, s+j-1]`` for odd
+    ``k`` (Keras's arithmetic, which its docstring's 4x4 example does not show).
+    """
+
+    def __call__(self, w: jax.Array) -> jax.Array:
+        if jnp.ndim(w) != 4:
+            raise ValueError(f"The weight tensor must have rank 4. Received weight tensor with shape: "
+                             f"{jnp.shape(w)}")
+        k, width = jnp.shape(w)[:2]
+        if k != width or k < 2:
+            raise ValueError(f"RadialConstraint needs a square kernel of at least 2x2 (rows, cols, "
+                             f"in, out), got shape {jnp.shape(w)}.")
+        s = k // 2
+        offset = s - 1 if k % 2 else s  # ring 0 is the 2x2 centre [s-1, s] or the 1x1 centre s
+        position = np.abs(np.arange(k) - (s - 0.5 if k % 2 == 0 else s)).astype(int)
+        ring = np.maximum(position[:, None], position[None, :])
+        source = np.where(ring == 0, s - 1, ring + offset)
+        return w[source, source]
+
+
 # Keras's function-style names.
 max_norm = MaxNorm
 non_neg = NonNeg
 unit_norm = UnitNorm
 min_max_norm = MinMaxNorm
+radial_constraint = RadialConstraint
 
 _BY_NAME = {"max_norm": MaxNorm, "MaxNorm": MaxNorm, "non_neg": NonNeg, "NonNeg": NonNeg,
             "unit_norm": UnitNorm, "UnitNorm": UnitNorm, "min_max_norm": MinMaxNorm,
-            "MinMaxNorm": MinMaxNorm}
+            "MinMaxNorm": MinMaxNorm, "radial_constraint": RadialConstraint,
+            "RadialConstraint": RadialConstraint}
 
 
 def get(identifier: Any) -> Optional[Callable[[jax.Array], jax.Array]]:
@@ -118,9 +146,7 @@ def get(identifier: Any) -> Optional[Callable[[jax.Array], jax.Array]]:
             "  fix: pass a function value -> value, an sp.constraints object, or one of the names "
             f"{sorted(_BY_NAME)}.")
     if cls is None:
-        radial = name in ("radial_constraint", "RadialConstraint")
         raise ValueError(
-            f"Unknown constraint {name!r}" + (" (Keras's RadialConstraint is not provided)" if radial
-                                              else "") + ".\n"
+            f"Unknown constraint {name!r}.\n"
             f"  fix: use one of {sorted(_BY_NAME)}, or pass your own function value -> value.")
     return cls(**config)

@@ -337,11 +337,35 @@ def test_stock_constraints_compute_what_keras_computes(make):
     assert got.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6])
+def test_radial_constraint_gives_each_ring_kerass_value(k):
+    tf = pytest.importorskip("tensorflow")
+    import tf_keras
+
+    w = np.random.default_rng(k).normal(size=(k, k, 3, 2)).astype(np.float32)
+    with tf.Graph().as_default():
+        projected = tf_keras.constraints.radial_constraint()(tf.constant(w))
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())  # Keras's zeros((2, 2)) is one
+            expected = sess.run(projected)
+    got = jax.jit(sp.constraints.radial_constraint())(jnp.asarray(w))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_radial_constraint_needs_a_square_rank_4_kernel():
+    with pytest.raises(ValueError, match=r"must have rank 4. Received weight tensor with shape: \(3, 3\)"):
+        sp.constraints.RadialConstraint()(jnp.ones((3, 3)))
+    for shape in ((3, 2, 1, 1), (1, 1, 4, 4)):
+        with pytest.raises(ValueError, match=r"square kernel of at least 2x2"):
+            sp.constraints.RadialConstraint()(jnp.ones(shape))
+
+
 def test_stock_constraints_keep_the_dtype_and_say_what_they_are():
     w = jnp.ones((4, 2), jnp.bfloat16)
     for c in (sp.constraints.max_norm(1.0), sp.constraints.non_neg(), sp.constraints.unit_norm(),
               sp.constraints.min_max_norm()):
         assert c(w).dtype == jnp.bfloat16
+    assert sp.constraints.radial_constraint()(jnp.ones((2, 2, 1, 1), jnp.bfloat16)).dtype == jnp.bfloat16
     assert repr(sp.constraints.max_norm(3, axis=[0, 1])) == "MaxNorm(max_value=3, axis=[0, 1])"
     assert sp.constraints.MinMaxNorm().get_config() == {
         "min_value": 0.0, "max_value": 1.0, "rate": 1.0, "axis": 0}
@@ -359,9 +383,12 @@ def test_layers_take_kerass_constraint_identifiers_as_tf_layers_do():
     assert repr(got["a/kernel"]) == "MaxNorm(max_value=2, axis=0)"
     assert isinstance(got["a/bias"], sp.constraints.NonNeg)
     assert got["b/kernel"].max_value == 3.0
-    with pytest.raises(ValueError, match=r"Unknown constraint 'radial_constraint' \(Keras's "
-                                         r"RadialConstraint is not provided\)(?s:.*)fix: use one of"):
-        sp.transform(lambda: sp.layers.dense(x, 3, kernel_constraint="radial_constraint")).init(KEY)
+    def conv():
+        sp.layers.conv2d(jnp.ones((1, 5, 5, 2)), 3, 3, kernel_constraint="radial_constraint")
+
+    assert isinstance(constraints(conv)["conv2d/kernel"], sp.constraints.RadialConstraint)
+    with pytest.raises(ValueError, match=r"Unknown constraint 'radial'(?s:.*)fix: use one of"):
+        sp.transform(lambda: sp.layers.dense(x, 3, kernel_constraint="radial")).init(KEY)
     with pytest.raises(ValueError, match=r"Could not interpret constraint identifier: 3"):
         sp.transform(lambda: sp.layers.dense(x, 3, kernel_constraint=3)).init(KEY)
     # get_param, like tf.get_variable, takes a callable only.
