@@ -65,6 +65,7 @@ from ._control_flow import scan as scan
 from ._control_flow import switch as switch
 from ._control_flow import while_loop as while_loop
 from . import mixed_precision as mixed_precision
+from . import optimizers as optimizers
 from . import rnn as rnn
 from . import sharding as sharding
 from .sharding import init_sharded as init_sharded

@@ -119,3 +119,75 @@ def test_clip_by_global_norm_then_the_optimizer_trains_as_tfs_clipped_gradients_
     got = _optax_params(optax.chain(optax.clip_by_global_norm(0.5), optax.sgd(0.1, momentum=0.9)))
     for key, value in expected.items():
         np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+# --- sp.optimizers.adam: TF 1.x's Adam kernel, which no optax setting reproduces ------------------
+
+
+@pytest.mark.parametrize("epsilon", [1e-8, 1e-3, 1.0])
+def test_sp_adam_trains_as_tf1s_adam_whatever_the_epsilon(epsilon):
+    expected = _tf_params(lambda s: v1.train.AdamOptimizer(0.01, epsilon=epsilon))
+    got = _optax_params(sp.optimizers.adam(0.01, epsilon=epsilon))
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+    if epsilon >= 1e-3:  # where optax's epsilon convention parts from TF's
+        optax_got = _optax_params(optax.adam(0.01, eps=epsilon))
+        assert not np.allclose(optax_got["dense/w"], expected["dense/w"], rtol=1e-4, atol=0)
+
+
+def test_sp_adam_takes_a_schedule_of_the_step_as_tfs_decays_see_the_global_step():
+    expected = _tf_params(lambda s: v1.train.AdamOptimizer(
+        v1.train.exponential_decay(0.05, s, decay_steps=2, decay_rate=0.5, staircase=True),
+        beta1=0.8, beta2=0.99, epsilon=1e-4))
+    got = _optax_params(sp.optimizers.adam(
+        optax.exponential_decay(0.05, transition_steps=2, decay_rate=0.5, staircase=True),
+        beta1=0.8, beta2=0.99, epsilon=1e-4))
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_adam_state_from_tf1_resumes_a_tf_run_where_it_stopped(tmp_path):
+    # TF trains 3 steps, saves (weights, slots, beta powers, global step), trains 3 more; the port
+    # loads the checkpoint and takes the same 3 steps. The decay checks the step count came along.
+    def make(step):
+        return v1.train.AdamOptimizer(
+            v1.train.exponential_decay(0.05, step, decay_steps=2, decay_rate=0.5, staircase=True),
+            epsilon=1e-3)
+
+    with tf.Graph().as_default(), v1.Session() as session:
+        with v1.variable_scope("dense"):
+            w = v1.get_variable("w", initializer=W0)
+            b = v1.get_variable("b", initializer=B0)
+        loss = tf.reduce_mean(tf.square(tf.matmul(X, w) + b - Y))
+        step = v1.train.get_or_create_global_step()
+        train = make(step).minimize(loss, global_step=step)
+        session.run(v1.global_variables_initializer())
+        for _ in range(3):
+            session.run(train)
+        prefix = v1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
+        for _ in range(3):
+            session.run(train)
+        expected = session.run({"dense/w": w, "dense/b": b})
+
+    def fn(x):
+        with sp.scope("dense"):
+            return x @ sp.get_param("w", [3, 2]) + sp.get_param("b", [2])
+
+    model = sp.transform(fn)
+    optimizer = sp.optimizers.adam(
+        optax.exponential_decay(0.05, transition_steps=2, decay_rate=0.5, staircase=True),
+        epsilon=1e-3)
+    params = sp.checkpoint.load_tf1(prefix)
+    state = sp.optimizers.adam_state_from_tf1(prefix, params)
+    assert int(state.step) == 3
+    for _ in range(3):
+        grads = jax.grad(lambda p: jnp.mean(jnp.square(model.apply(p, X) - Y)))(params)
+        updates, state = jax.jit(optimizer.update)(grads, state)
+        params = optax.apply_updates(params, updates)
+    for key, value in expected.items():
+        np.testing.assert_allclose(sp.flatten(params)[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+
+    flat = sp.checkpoint.load_tf1(prefix, include_optimizer_state=True, flat=True)
+    del flat["dense/w/Adam_1"]
+    with pytest.raises(KeyError, match=r"no 'dense/w/Adam_1'(?s:.*)fix: save the TF run"):
+        sp.optimizers.adam_state_from_tf1(flat, params)
