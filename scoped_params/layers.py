@@ -194,6 +194,16 @@ def _activity_loss(regularizer: Callable, outputs: Any, api: str) -> None:
         frame.regularized.append((functools.partial(_per_example_loss, regularizer), output))
 
 
+def _activated(y: jax.Array, activation: Optional[Callable], activity_regularizer: Optional[Callable],
+               kind: str) -> jax.Array:
+    """A layer's output: ``activation(y)``, whose activity penalty (if any) joins the losses."""
+    if activation is not None:
+        y = activation(y)
+    if activity_regularizer is not None:
+        _activity_loss(activity_regularizer, y, f"sp.layers.{kind}")
+    return y
+
+
 def _per_example_loss(regularizer: Callable, output: jax.Array) -> Any:
     loss = regularizer(output)
     if loss is None:  # sp.no_regularizer
@@ -235,10 +245,10 @@ def _conv_and_bias(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array], s
     return y if bias is None else _add_bias(y, bias, axis)
 
 
-def _bias_and_activation(y, bias, channels_last, activation):
+def _bias_and_activation(y, bias, channels_last, activation, activity_regularizer=None, kind=""):
     if bias is not None:
         y = _add_bias(y, bias, y.ndim - 1 if channels_last else 1)
-    return activation(y) if activation is not None else y
+    return _activated(y, activation, activity_regularizer, kind)
 
 
 # --- convolutions and dense -----------------------------------------------------------------------
@@ -250,7 +260,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
           kernel_regularizer: Optional[Callable], bias_regularizer: Optional[Callable],
           trainable: bool, name: Optional[str], reuse: Any,
           names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
-          bias_constraint: Any = None) -> jax.Array:
+          bias_constraint: Any = None, activity_regularizer: Optional[Callable] = None) -> jax.Array:
     """TF's ``_Conv`` layer for 1, 2 or 3 spatial dimensions: ``<name>/kernel`` (spatial dims, in,
     filters) and ``<name>/bias`` (``names``: slim calls them ``weights`` and ``biases``)."""
     kind = f"conv{rank}d"
@@ -276,7 +286,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     layout = channels_last if last else channels_first
     y = _conv_and_bias(_cast(inputs, dtype), kernel, bias, strides, pad, dilation,
                        (layout, kernel_layout, layout), rank + 1 if last else 1)
-    return activation(y) if activation is not None else y
+    return _activated(y, activation, activity_regularizer, kind)
 
 
 def conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = 1,
@@ -289,13 +299,10 @@ def conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: Int
            reuse: Any = None) -> jax.Array:
     """``tf.compat.v1.layers.conv1d`` on [batch, width, channels]: ``<name>/kernel`` of shape
     ``(width, in, filters)`` and ``<name>/bias``."""
-    y = _conv(1, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
-              activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-              bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
-              bias_constraint=bias_constraint)
-    if activity_regularizer is not None:
-        _activity_loss(activity_regularizer, y, "sp.layers.conv1d")
-    return y
+    return _conv(1, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint, activity_regularizer=activity_regularizer)
 
 
 def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = (1, 1),
@@ -316,13 +323,10 @@ def conv2d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: Int
     >>> jax.tree.map(jnp.shape, params)
     {'conv2d': {'bias': (32,), 'kernel': (3, 3, 3, 32)}}
     """
-    y = _conv(2, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
-              activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-              bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
-              bias_constraint=bias_constraint)
-    if activity_regularizer is not None:
-        _activity_loss(activity_regularizer, y, "sp.layers.conv2d")
-    return y
+    return _conv(2, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint, activity_regularizer=activity_regularizer)
 
 
 def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
@@ -336,13 +340,10 @@ def conv3d(inputs: jax.Array, filters: int, kernel_size: IntOrPair,
            reuse: Any = None) -> jax.Array:
     """``tf.compat.v1.layers.conv3d`` on [batch, depth, height, width, channels]: ``<name>/kernel``
     of shape ``(d, h, w, in, filters)`` and ``<name>/bias``."""
-    y = _conv(3, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
-              activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-              bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
-              bias_constraint=bias_constraint)
-    if activity_regularizer is not None:
-        _activity_loss(activity_regularizer, y, "sp.layers.conv3d")
-    return y
+    return _conv(3, inputs, filters, kernel_size, strides, padding, data_format, dilation_rate,
+                 activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                 bias_regularizer, trainable, name, reuse, kernel_constraint=kernel_constraint,
+                 bias_constraint=bias_constraint, activity_regularizer=activity_regularizer)
 
 
 def _separable_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Array]:
@@ -359,16 +360,14 @@ def _separable_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Arr
            activity_regularizer: Optional[Callable] = None, depthwise_constraint: Any = None,
            pointwise_constraint: Any = None, bias_constraint: Any = None, trainable: bool = True,
            name: Optional[str] = None, reuse: Any = None) -> jax.Array:
-        y = _separable_conv(rank, inputs, filters, kernel_size, strides, padding, data_format,
-                            dilation_rate, depth_multiplier, activation, use_bias,
-                            depthwise_initializer, pointwise_initializer, bias_initializer,
-                            depthwise_regularizer, pointwise_regularizer, bias_regularizer,
-                            trainable, name, reuse, depthwise_constraint=depthwise_constraint,
-                            pointwise_constraint=pointwise_constraint,
-                            bias_constraint=bias_constraint)
-        if activity_regularizer is not None:
-            _activity_loss(activity_regularizer, y, f"sp.layers.{fn_name}")
-        return y
+        return _separable_conv(rank, inputs, filters, kernel_size, strides, padding, data_format,
+                               dilation_rate, depth_multiplier, activation, use_bias,
+                               depthwise_initializer, pointwise_initializer, bias_initializer,
+                               depthwise_regularizer, pointwise_regularizer, bias_regularizer,
+                               trainable, name, reuse, depthwise_constraint=depthwise_constraint,
+                               pointwise_constraint=pointwise_constraint,
+                               bias_constraint=bias_constraint,
+                               activity_regularizer=activity_regularizer)
 
     fn.__name__ = fn.__qualname__ = fn_name
     fn.__doc__ = f"``tf.compat.v1.layers.{fn_name}``{doc}"
@@ -396,7 +395,8 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
                     bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
                     names: Tuple[str, str, str] = ("depthwise_kernel", "pointwise_kernel", "bias"),
                     base_name: Optional[str] = None, *, depthwise_constraint: Any = None,
-                    pointwise_constraint: Any = None, bias_constraint: Any = None) -> jax.Array:
+                    pointwise_constraint: Any = None, bias_constraint: Any = None,
+                    activity_regularizer: Optional[Callable] = None) -> jax.Array:
     """TF's ``SeparableConv1D``/``SeparableConv2D`` layer (``names``: its three parameters').
     ``filters=None`` (slim's ``num_outputs=None``) stops after the depthwise convolution: no
     pointwise kernel, and the bias has ``in * depth_multiplier`` entries."""
@@ -436,7 +436,7 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
         feature_group_count=in_channels)
     if pointwise is not None:
         y = jax.lax.conv_general_dilated(y, pointwise, (1,) * rank, "VALID", dimension_numbers=dims)
-    return _bias_and_activation(y, bias, last, activation)
+    return _bias_and_activation(y, bias, last, activation, activity_regularizer, base_name)
 
 
 def _transpose_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Array]:
@@ -451,13 +451,11 @@ def _transpose_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Arr
            activity_regularizer: Optional[Callable] = None, kernel_constraint: Any = None,
            bias_constraint: Any = None, trainable: bool = True, name: Optional[str] = None,
            reuse: Any = None) -> jax.Array:
-        y = _conv_transpose(rank, inputs, filters, kernel_size, strides, padding, data_format,
-                            activation, use_bias, kernel_initializer, bias_initializer,
-                            kernel_regularizer, bias_regularizer, trainable, name, reuse,
-                            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
-        if activity_regularizer is not None:
-            _activity_loss(activity_regularizer, y, f"sp.layers.{fn_name}")
-        return y
+        return _conv_transpose(rank, inputs, filters, kernel_size, strides, padding, data_format,
+                               activation, use_bias, kernel_initializer, bias_initializer,
+                               kernel_regularizer, bias_regularizer, trainable, name, reuse,
+                               kernel_constraint=kernel_constraint, bias_constraint=bias_constraint,
+                               activity_regularizer=activity_regularizer)
 
     fn.__name__ = fn.__qualname__ = fn_name
     fn.__doc__ = (f"``tf.compat.v1.layers.{fn_name}``{doc} The output is TF's: spatial size "
@@ -479,7 +477,8 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
                     bias_initializer: Any, kernel_regularizer: Optional[Callable],
                     bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
                     names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
-                    bias_constraint: Any = None) -> jax.Array:
+                    bias_constraint: Any = None,
+                    activity_regularizer: Optional[Callable] = None) -> jax.Array:
     """TF's ``Conv2DTranspose``/``Conv3DTranspose`` layer (``names``: its kernel's and bias's)."""
     kind = f"conv{rank}d_transpose"
     kernel_shape = _tuple(kernel_size, rank, "kernel_size")
@@ -506,7 +505,7 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     y = jax.lax.conv_general_dilated(
         _cast(inputs, dtype), flipped, window_strides=(1,) * rank, padding=pads, lhs_dilation=strides,
         dimension_numbers=(layout, kernel_layout[:-2] + "OI", layout))
-    return _bias_and_activation(y, bias, last, activation)
+    return _bias_and_activation(y, bias, last, activation, activity_regularizer, kind)
 
 
 def _transpose_pad(k: int, s: int, padding: str) -> Tuple[int, int]:
@@ -533,19 +532,17 @@ def dense(inputs: jax.Array, units: int, activation: Optional[Callable] = None,
     >>> {name: leaf.shape for name, leaf in sp.flatten(params).items()}
     {'logits/kernel': (64, 10), 'logits/bias': (10,)}
     """
-    y = _dense(inputs, units, activation, use_bias, kernel_initializer, bias_initializer,
-               kernel_regularizer, bias_regularizer, trainable, name, reuse,
-               kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
-    if activity_regularizer is not None:
-        _activity_loss(activity_regularizer, y, "sp.layers.dense")
-    return y
+    return _dense(inputs, units, activation, use_bias, kernel_initializer, bias_initializer,
+                  kernel_regularizer, bias_regularizer, trainable, name, reuse,
+                  kernel_constraint=kernel_constraint, bias_constraint=bias_constraint,
+                  activity_regularizer=activity_regularizer)
 
 
 def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bias: bool,
            kernel_initializer: Any, bias_initializer: Any, kernel_regularizer: Optional[Callable],
            bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
            names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
-           bias_constraint: Any = None) -> jax.Array:
+           bias_constraint: Any = None, activity_regularizer: Optional[Callable] = None) -> jax.Array:
     """TF's ``Dense`` layer: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias`` (``names``)."""
     dtype = _param_dtype(inputs)
     with _layer_scope(name, "dense", reuse, fetches_only=True):
@@ -556,6 +553,8 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
                          regularizer=bias_regularizer,
                          constraint=_constraint(bias_constraint)) if use_bias else None
     y = _affine(_cast(inputs, dtype), kernel, bias)
+    if activity_regularizer is not None:
+        return _activated(y, activation, activity_regularizer, "dense")
     return activation(y) if activation is not None else y
 
 

@@ -400,23 +400,23 @@ def test_activity_regularizers_add_tfs_per_example_penalty_for_every_call():
     # (twice for an object called twice), beside the weights' terms.
     x = images((4, 6, 6, 3))
 
-    def tf_model(x):
-        h = tf.layers.conv2d(x, 4, 3, activity_regularizer=lambda o: tf.reduce_sum(tf.abs(o)),
-                             kernel_regularizer=lambda w: 0.5 * tf.reduce_sum(w * w))
-        h = tf.layers.separable_conv2d(h, 3, 2, activity_regularizer=lambda o: tf.reduce_sum(o * o))
-        h = tf.layers.conv2d_transpose(h, 2, 2, activity_regularizer=tf.reduce_mean)
-        h = tf.layers.flatten(h)
-        head = tf.layers.Dense(3, activity_regularizer=lambda o: 2.0 * tf.reduce_sum(o), name="head")
+    def network(layers, np_, x):  # the same model in TF (tf.layers, tf.math) and here (sp.layers, jnp)
+        h = layers.conv2d(x, 4, 3, activity_regularizer=lambda o: np_.reduce_sum(np_.abs(o)),
+                          kernel_regularizer=lambda w: 0.5 * np_.reduce_sum(w * w))
+        h = layers.separable_conv2d(h, 3, 2, activity_regularizer=lambda o: np_.reduce_sum(o * o))
+        h = layers.conv2d_transpose(h, 2, 2, activity_regularizer=np_.reduce_mean)
+        head = layers.Dense(3, activity_regularizer=lambda o: 2.0 * np_.reduce_sum(o), name="head")
+        h = layers.flatten(h)
         return head(h) + head(2.0 * h)
 
+    class jnp_:  # noqa: N801 - TF's spelling of the reductions
+        abs, reduce_sum, reduce_mean = jnp.abs, jnp.sum, jnp.mean
+
+    def tf_model(x):
+        return network(tf.layers, tf.math, x)
+
     def sp_model(x):
-        h = sp.layers.conv2d(x, 4, 3, activity_regularizer=lambda o: jnp.sum(jnp.abs(o)),
-                             kernel_regularizer=lambda w: 0.5 * jnp.sum(w * w))
-        h = sp.layers.separable_conv2d(h, 3, 2, activity_regularizer=lambda o: jnp.sum(o * o))
-        h = sp.layers.conv2d_transpose(h, 2, 2, activity_regularizer=jnp.mean)
-        h = sp.layers.flatten(h)
-        head = sp.layers.Dense(3, activity_regularizer=lambda o: 2.0 * jnp.sum(o), name="head")
-        return head(h) + head(2.0 * h), sp.regularization_loss()
+        return network(sp.layers, jnp_, x), sp.regularization_loss()
 
     graph = tf.Graph()
     with graph.as_default():

@@ -1,6 +1,8 @@
 """TF 1.x's optimizers and learning-rate decay against the optax settings the porting guide gives
 for them (docs/migrating_from_tf1.md): the same parameters after several steps of the same model."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,9 @@ W0, B0 = RS.randn(3, 2).astype(np.float32), RS.randn(2).astype(np.float32)
 STEPS = 6
 
 
-def _tf_params(make_optimizer):
+@contextlib.contextmanager
+def _tf_training(make_optimizer):
+    """(session, train op, {name: variable}) of the model trained by TF's ``make_optimizer(step)``."""
     with tf.Graph().as_default(), v1.Session() as session:
         with v1.variable_scope("dense"):
             w = v1.get_variable("w", initializer=W0)
@@ -27,9 +31,14 @@ def _tf_params(make_optimizer):
         step = v1.train.get_or_create_global_step()
         train = make_optimizer(step).minimize(loss, global_step=step)
         session.run(v1.global_variables_initializer())
+        yield session, train, {"dense/w": w, "dense/b": b}
+
+
+def _tf_params(make_optimizer):
+    with _tf_training(make_optimizer) as (session, train, variables):
         for _ in range(STEPS):
             session.run(train)
-        return session.run({"dense/w": w, "dense/b": b})
+        return session.run(variables)
 
 
 def _optax_params(optimizer):
@@ -154,20 +163,13 @@ def test_adam_state_from_tf1_resumes_a_tf_run_where_it_stopped(tmp_path):
             v1.train.exponential_decay(0.05, step, decay_steps=2, decay_rate=0.5, staircase=True),
             epsilon=1e-3)
 
-    with tf.Graph().as_default(), v1.Session() as session:
-        with v1.variable_scope("dense"):
-            w = v1.get_variable("w", initializer=W0)
-            b = v1.get_variable("b", initializer=B0)
-        loss = tf.reduce_mean(tf.square(tf.matmul(X, w) + b - Y))
-        step = v1.train.get_or_create_global_step()
-        train = make(step).minimize(loss, global_step=step)
-        session.run(v1.global_variables_initializer())
+    with _tf_training(make) as (session, train, variables):
         for _ in range(3):
             session.run(train)
         prefix = v1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
         for _ in range(3):
             session.run(train)
-        expected = session.run({"dense/w": w, "dense/b": b})
+        expected = session.run(variables)
 
     def fn(x):
         with sp.scope("dense"):
