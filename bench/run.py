@@ -530,7 +530,7 @@ WHY_MISSED = {
         "creation sites for error messages. 1.15x would leave about a fifth of that. Haiku adds "
         "~10x and Flax 50-65x on the same model. The layer APIs run each layer's matmul and bias "
         "in one dispatch (hand-written JAX: two), which pays for most of their bookkeeping "
-        "(`sp.layers.dense` 1.12x in the parentheses above). A scratch prototype of the cheapest design that "
+        "(`sp.layers.dense` in the parentheses above). A scratch prototype of the cheapest design that "
         "still checks each request (the previous call's requests recorded as a plan, each one "
         "validated against it, the bookkeeping rebuilt only on a mismatch) measured 1.21x in the "
         "same rounds, the reference 1.09x: not adopted (README)."),
