@@ -360,13 +360,13 @@ def _same_dtype(found: np.dtype, asked: Any) -> bool:
     """
     if type(asked) is _SCALAR_TYPE:  # jnp.float32 (get_param's common path reads its .dtype itself)
         asked = asked.dtype
-        if found is asked:
+        if found is asked or found == asked:
             return True
     elif found == asked:
         if len(_DTYPES) < _DTYPES_MAX:
             _DTYPES[asked] = found
         return True
-    return found == asked or jax.dtypes.canonicalize_dtype(asked) == found
+    return jax.dtypes.canonicalize_dtype(asked) == found
 
 
 # A dtype's spelling (np.float32, "float32", ...; not jnp.float32, whose hash and == run Python) ->

@@ -8,7 +8,8 @@ A constraint is any callable ``value -> value``: give it to ``sp.get_param(..., 
 >>> kernel = sp.layers.dense(x, 64, kernel_constraint=sp.constraints.max_norm(2.0))  # doctest: +SKIP
 
 The layers also take Keras's identifiers, as TF's do: ``"max_norm"``, ``"non_neg"``, ``"unit_norm"``,
-``"min_max_norm"``, ``"radial_constraint"`` (and the class names), or ``{"class_name": "MaxNorm", "config": {...}}``.
+``"min_max_norm"``, ``"radial_constraint"`` (and the class names), or
+``{"class_name": "MaxNorm", "config": {...}}``.
 """
 
 from __future__ import annotations
@@ -109,11 +110,12 @@ class RadialConstraint(Constraint):
         if k != width or k < 2:
             raise ValueError(f"RadialConstraint needs a square kernel of at least 2x2 (rows, cols, "
                              f"in, out), got shape {jnp.shape(w)}.")
-        s = k // 2
-        offset = s - 1 if k % 2 else s  # ring 0 is the 2x2 centre [s-1, s] or the 1x1 centre s
-        position = np.abs(np.arange(k) - (s - 0.5 if k % 2 == 0 else s)).astype(int)
+        s, odd = k // 2, k % 2 == 1
+        # Each entry's ring: its distance from the centre (one row wide for odd k, two for even).
+        position = np.abs(np.arange(k) - (s if odd else s - 0.5)).astype(int)
         ring = np.maximum(position[:, None], position[None, :])
-        source = np.where(ring == 0, s - 1, ring + offset)
+        # The diagonal entry each ring takes (see above).
+        source = np.where(ring == 0, s - 1, ring + (s - 1 if odd else s))
         return w[source, source]
 
 

@@ -555,7 +555,7 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
     y = _affine(_cast(inputs, dtype), kernel, bias)
     if activity_regularizer is not None:
         return _activated(y, activation, activity_regularizer, "dense")
-    return activation(y) if activation is not None else y
+    return activation(y) if activation is not None else y  # _activated, inline: dense's hot path
 
 
 # --- normalization and dropout --------------------------------------------------------------------
