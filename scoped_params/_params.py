@@ -130,11 +130,14 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                     except AttributeError:
                         aval = value if hasattr(value, "dtype") else None
             if aval is not None:
-                # A list equal to the shape matches as a tuple does: TF code writes [784, 10].
-                if shape != aval.shape and (type(shape) is not list or shape != [*aval.shape]):
-                    shape = _as_shape(shape, full)  # a partly known shape, or a mismatch
-                    if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
-                        raise _shape_error(full, shape, aval.shape, created[full])
+                # A list equal to the shape matches as a tuple does: TF code writes [784, 10]. Any
+                # other spelling (an int, a NumPy array, a partly known shape) or a mismatch is
+                # converted as init converts it (a NumPy array would compare elementwise).
+                if type(shape) is not tuple or shape != aval.shape:
+                    if type(shape) is not list or shape != [*aval.shape]:
+                        shape = _as_shape(shape, full)  # a partly known shape, or a mismatch
+                        if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
+                            raise _shape_error(full, shape, aval.shape, created[full])
                 found = aval.dtype
                 if dtype is None:
                     dtype = scope.dtype

@@ -732,3 +732,14 @@ def test_list_shapes_are_read_like_tuples_in_init_and_apply():
         sp.transform(lambda: sp.get_param("w", [2, "x"])).apply({"w": jnp.ones((2, 3))})
     with pytest.raises(sp.ShapeMismatchError, match=r"variable w, but specified shape \(2, 4\)"):
         sp.transform(lambda: sp.get_param("w", [2, 4])).apply({"w": jnp.ones((2, 3))})
+
+
+def test_a_numpy_array_or_an_int_as_the_shape_is_read_as_init_reads_it_in_apply_too():
+    # TF takes any shape spelling TensorShape takes; apply must not compare an array elementwise.
+    model = sp.transform(lambda: (sp.get_param("w", np.array([2, 3])), sp.get_param("b", np.int64(4))))
+    params = model.init(KEY)
+    assert (params["w"].shape, params["b"].shape) == ((2, 3), (4,))
+    w, b = model.apply(params)
+    assert (w.shape, b.shape) == ((2, 3), (4,))
+    with pytest.raises(sp.ShapeMismatchError, match=r"variable w, but specified shape \(2, 4\)"):
+        sp.transform(lambda: sp.get_param("w", np.array([2, 4]))).apply(params)
