@@ -34,15 +34,6 @@ from ._layer_stack import _frame_attrs, _Snapshot
 from ._scope import _TRACE
 
 
-def _current(api: str) -> _frame.Frame:
-    """The call's frame; raises if this call itself sits in a function JAX caches (e.g. an
-    ``sp.scan`` inside a ``jax.lax.scan`` body), which would replay it."""
-    frame = _frame.current(api)
-    if _TRACE.value is not frame.trace:
-        _frame.check_trace(frame, f"sp.{api}")
-    return frame
-
-
 def _base_key(frame: _frame.Frame) -> Optional[jax.Array]:
     """One key per wrapper call, the root of the keys its function draws (None without ``rng=``)."""
     return _frame.next_rng_key() if frame.rng is not None else None
@@ -80,7 +71,7 @@ def scan(f: Callable, init: Any, xs: Any = None, length: Optional[int] = None, r
     ...         return h, h
     ...     return sp.scan(step, jnp.zeros((xs.shape[1], 8)), xs)[1]
     """
-    frame = _current("scan")
+    frame = _frame.current_wrapper("scan")
     base = _base_key(frame)
     body = _inside(frame, "sp.scan", f, base)
     leaves = jax.tree_util.tree_leaves(xs)
@@ -96,7 +87,7 @@ def scan(f: Callable, init: Any, xs: Any = None, length: Optional[int] = None, r
 def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any, **kwargs: Any) -> Any:
     """``jax.lax.cond`` whose branches may call ``sp.get_param`` (both branches are traced, so both
     create their parameters in ``init``, as both branches of a TF 1.x ``tf.cond`` do)."""
-    frame = _current("cond")
+    frame = _frame.current_wrapper("cond")
     base = _base_key(frame)
     branches = [functools.partial(_inside(frame, "sp.cond", b, base), None)
                 for b in (true_fun, false_fun)]
@@ -105,7 +96,7 @@ def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any, **k
 
 def switch(index: Any, branches: Sequence[Callable], *operands: Any, **kwargs: Any) -> Any:
     """``jax.lax.switch`` whose branches may call ``sp.get_param`` (every branch is traced)."""
-    frame = _current("switch")
+    frame = _frame.current_wrapper("switch")
     base = _base_key(frame)
     wrapped = [functools.partial(_inside(frame, "sp.switch", b, base), None) for b in branches]
     return jax.lax.switch(index, wrapped, *operands, **kwargs)
@@ -114,7 +105,7 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any, **kwargs: A
 def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     """``jax.lax.while_loop`` whose functions may call ``sp.get_param``; with ``rng=``, each iteration
     of ``body_fun`` gets its own keys."""
-    frame = _current("while_loop")
+    frame = _frame.current_wrapper("while_loop")
     base = _base_key(frame)
     cond_body = _inside(frame, "sp.while_loop", cond_fun, None if base is None else
                         jax.random.fold_in(base, 0))
@@ -132,7 +123,7 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
 def fori_loop(lower: Any, upper: Any, body_fun: Callable, init_val: Any, **kwargs: Any) -> Any:
     """``jax.lax.fori_loop`` whose ``body_fun(i, val)`` may call ``sp.get_param``; with ``rng=``,
     each ``i`` gets its own keys."""
-    frame = _current("fori_loop")
+    frame = _frame.current_wrapper("fori_loop")
     body = _inside(frame, "sp.fori_loop", body_fun, _base_key(frame))
     return jax.lax.fori_loop(lower, upper, lambda i, val: body(i, i, val), init_val, **kwargs)
 
@@ -145,7 +136,7 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
 
     @functools.wraps(f)
     def rematerialised(*args: Any, **kwargs: Any) -> Any:
-        frame = _current("remat")
+        frame = _frame.current_wrapper("remat")
         body = _inside(frame, "sp.remat", f, _base_key(frame))
         return jax.checkpoint(functools.partial(body, None), **checkpoint_kwargs)(*args, **kwargs)
 

@@ -89,6 +89,16 @@ def current(api: str) -> Frame:
     return frame
 
 
+def current_wrapper(api: str) -> Frame:
+    """The call's frame for the wrapper ``sp.<api>`` (``sp.scan``, ``sp.layer_stack``, ...); raises if
+    the wrapper itself sits in a function JAX caches (e.g. an ``sp.scan`` inside a ``jax.lax.scan``
+    body), which would replay it."""
+    frame = current(api)
+    if _scope._TRACE.value is not frame.trace:
+        check_trace(frame, f"sp.{api}")
+    return frame
+
+
 def install(frame: Frame) -> Optional[Frame]:
     """Make ``frame`` current; returns the frame to pass to ``uninstall`` (the one it replaces)."""
     outer = _FRAME.get()
@@ -235,6 +245,13 @@ def record(name: str, value: Any) -> None:
             "cannot leave it except as its result.\n"
             f"  fix: return the value from the function (as a scan output, for every step) and record "
             f"it after {frame.loop}.")
+    if _scope._TRACE.value is not frame.trace:
+        raise NestedTraceError(
+            f"sp.record({name!r}) was called inside a function that a JAX transformation (jax.vmap, "
+            "jax.grad, jax.lax.scan, jax.checkpoint, a jax.jit, ...) traces within the model: the value "
+            "belongs to that trace and cannot leave it.\n"
+            "  fix: return the value from the function and record it outside; or use sp.scan, "
+            "sp.cond, ... or sp.layer_stack, whose results leave them.")
     full = f"{frame.name_stack}/{name}" if frame.name_stack else name
     names = frame.record_names  # a dict whenever records are
     assert names is not None

@@ -242,7 +242,7 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
     def decorator(f: Callable) -> Callable:
         @functools.wraps(f)
         def stacked(*args: Any) -> Any:
-            frame = _frame.current("layer_stack")
+            frame = _frame.current_wrapper("layer_stack")
             with scope(name, default_name="layer_stack") as s:
                 s._values = None  # the block's parameters come through the stack's view, never directly
                 if with_per_layer_inputs:
@@ -302,9 +302,11 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unro
         view = _StackView(outer, prefix, num_layers, dict(layer_values))
         rng = None if base_rng is None else jax.random.fold_in(base_rng, index)
         records = None if frame.records is None else {}
-        # The block may read params in scan's trace, and set state (threaded through the carry).
+        # The block may read params in scan's trace, and set state and record values (threaded
+        # out through the scan), unless the stack itself runs in the function of an sp.scan,
+        # sp.cond, ... (frame.loop, kept): then what the block made could not leave that function.
         with _frame_attrs(frame, store=view, rng=rng, rng_count=0, records=records,
-                          trace=_TRACE.value, loop=None):
+                          trace=_TRACE.value):
             out = _call_block(f, c, layer_xs, per_layer)
         new_carry, ys = out if per_layer else (out, None)
         new_state = {n: view.slices[n] for n in view.written}

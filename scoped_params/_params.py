@@ -191,7 +191,13 @@ def set_state(name: str, value: Any) -> None:
     """
     frame = _frame.current("set_state")
     if _TRACE.value is not frame.trace:
-        _frame.check_trace(frame, f"sp.set_state({name!r}), state '{frame.scope.prefix}{name}',")
+        what = f"sp.set_state({name!r}), state '{frame.scope.prefix}{name}',"
+        _frame.check_trace(frame, what)  # raises in a function JAX caches (jax.lax.scan, ...)
+        raise StateError(
+            f"{what} was called inside a function that a JAX transformation (jax.vmap, jax.grad, "
+            "a jax.custom_vjp, ...) runs within the model: the new value belongs to that trace and "
+            "cannot leave it.\n"
+            "  fix: return the new value from the function and call sp.set_state outside it.")
     if frame.loop is not None:
         raise StateError(
             f"sp.set_state({name!r}) was called inside the function of {frame.loop} (state "

@@ -222,6 +222,45 @@ def test_record_inside_sp_scan_is_an_error_saying_to_return_the_value():
     assert "fix: return the value from the function" in str(e.value)
 
 
+@pytest.mark.parametrize("wrap", [
+    lambda f, x: jax.lax.scan(lambda c, r: (c + f(r), None), jnp.zeros(3), x)[0],
+    lambda f, x: jax.vmap(f)(x),
+    lambda f, x: jax.grad(lambda x: jnp.sum(f(x)))(x),
+    lambda f, x: jax.checkpoint(f)(x),
+], ids=["lax.scan", "vmap", "grad", "checkpoint"])
+def test_record_inside_a_jax_transformation_in_the_model_is_an_error_not_a_leaked_tracer(wrap):
+    def fn(x):
+        return wrap(lambda r: (sp.record("h", r * 2) or 0) + r, x)
+
+    model = sp.transform(fn)
+    model.apply({}, jnp.ones((2, 3)))  # recording is off: nothing to object to
+    with pytest.raises(sp.NestedTraceError, match=r"sp.record\('h'\) was called inside a function "
+                                                  r"that a JAX transformation") as e:
+        model.apply_with_intermediates({}, jnp.ones((2, 3)))
+    assert "fix: return the value from the function and record it outside" in str(e.value)
+
+
+@pytest.mark.parametrize("wrap, state_shape", [(lambda f, x: jax.vmap(f)(x), (3,)),
+                                               (lambda f, x: jax.grad(lambda x: jnp.sum(f(x)))(x), (2, 3))],
+                         ids=["vmap", "grad"])
+def test_set_state_inside_vmap_or_grad_in_the_model_is_a_state_error_in_init_and_apply(wrap, state_shape):
+    def fn(x):
+        def inner(r):
+            s = sp.get_state("s", r.shape, init=sp.initializers.zeros)  # reading state there is fine
+            sp.set_state("s", s + r)
+            return r
+        return wrap(inner, x)
+
+    model = sp.transform_with_state(fn)
+    x = jnp.ones((2, 3))
+    for run in (lambda: model.init(KEY, x),
+                lambda: model.apply({}, {"s": jnp.zeros(state_shape)}, x)):
+        with pytest.raises(sp.StateError, match=r"sp.set_state\('s'\), state 's', was called inside "
+                                                r"a function that a JAX transformation") as e:
+            run()
+        assert "fix: return the new value from the function and call sp.set_state outside it" in str(e.value)
+
+
 def test_vmap_and_grad_inside_the_model_still_read_params():
     # They run the function anew on every call (nothing cached): a WGAN-GP gradient penalty.
     def critic(y):

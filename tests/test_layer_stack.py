@@ -228,6 +228,56 @@ def test_recorded_intermediates_come_back_stacked_per_layer():
     np.testing.assert_allclose(records["layer_stack/h"][-1], out, rtol=1e-6)
 
 
+def test_a_stack_inside_an_sp_scan_keeps_the_scans_rules_for_record_and_set_state():
+    # What the block records or sets would have to leave the sp.scan's function: refused in apply as
+    # in init, not handed out as the scan body's tracers.
+    def step(c, x):
+        def block(h):
+            sp.record("h", h)
+            return h + sp.get_param("b", (3,))
+        return sp.layer_stack(2, name="stack")(block)(c + x), None
+
+    model = sp.transform(lambda xs: sp.scan(step, jnp.zeros(3), xs)[0])
+    xs = jnp.ones((4, 3))
+    params = model.init(jax.random.key(0), xs)
+    assert params["stack"]["b"].shape == (2, 3)
+    with pytest.raises(sp.NestedTraceError, match=r"sp.record\('h'\) was called inside the "
+                                                  r"function of sp.scan"):
+        model.apply_with_intermediates(params, xs)
+
+    def counting_step(c, x):
+        def block(h):
+            sp.set_state("count", sp.get_state("count", (), init=sp.initializers.zeros) + 1.0)
+            return h
+        return sp.layer_stack(2, name="stack")(block)(c + x), None
+
+    counting = sp.transform_with_state(lambda xs: sp.scan(counting_step, jnp.zeros(3), xs)[0])
+    for run in (lambda: counting.init(jax.random.key(0), xs),
+                lambda: counting.apply({}, {"stack": {"count": jnp.zeros(2)}}, xs)):
+        with pytest.raises(sp.StateError, match=r"sp.set_state\('count'\) was called inside the "
+                                                r"function of sp.scan"):
+            run()
+
+
+def test_a_stack_inside_a_jax_lax_scan_body_is_a_nested_trace_error_not_a_replayed_trace():
+    # jax.lax.scan caches its body's trace by function: a second apply would compute with the first
+    # call's parameters, and a later init would find none.
+    @sp.layer_stack(2, name="stack")
+    def block(h):
+        return h + sp.get_param("b", (3,))
+
+    def step(c, x):
+        return block(c + x), None
+
+    model = sp.transform(lambda xs: jax.lax.scan(step, jnp.zeros(3), xs)[0])
+    xs = jnp.ones((4, 3))
+    for run in (lambda: model.init(jax.random.key(0), xs),
+                lambda: model.apply({"stack": {"b": jnp.zeros((2, 3))}}, xs)):
+        with pytest.raises(sp.NestedTraceError, match=r"sp.layer_stack was called inside a function "
+                                                      r"that JAX traces and caches"):
+            run()
+
+
 def test_block_must_return_its_carry_structure():
     model = sp.transform(lambda x: sp.layer_stack(2)(lambda h: sp.layers.dense(h, 3))(x))
     with pytest.raises(TypeError, match="same structure, shapes and dtypes"):
