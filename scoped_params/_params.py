@@ -629,6 +629,12 @@ class InitStore:
                 f"The `constraint` argument must be a callable ('{full}'), got {constraint!r}.\n"
                 "  fix: pass a function from the parameter's value to its projected value, e.g. "
                 "lambda w: jnp.clip(w, -1.0, 1.0).")
+        if collections is not None and not isinstance(collections, (list, tuple, set, frozenset)):
+            # TF's Variable constructor raises too: a string would be read as its characters.
+            raise ValueError(
+                f"collections for '{full}' must be a list, tuple or set of collection names, got "
+                f"{collections!r} of type {type(collections).__name__}.\n"
+                f"  fix: collections=[{collections!r}].")
         # Last, as in TF, which validates the name as an op name only when it creates the variable.
         self._check_name(full)
         site = user_site()

@@ -9,6 +9,7 @@ import threading
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import _frame, _scope
@@ -90,6 +91,14 @@ class _CollectorPaused:
 
     def __exit__(self, *exc_info) -> None:
         _CollectorPaused.resume()
+
+
+def as_key(key: Any) -> Any:
+    """``key``, or a seed (a Python, NumPy or 0-d JAX integer) made a key, as a convenience."""
+    if isinstance(key, (int, np.integer)) or (
+            getattr(key, "shape", None) == () and jnp.issubdtype(key.dtype, jnp.integer)):
+        return jax.random.key(key)
+    return key
 
 
 def _as_key_struct(key: Any) -> Any:
@@ -180,8 +189,7 @@ class Transformed:
         (``transform_with_state``), each a nested dict keyed by scope components. The cyclic garbage
         collector is paused for the call (the trace's objects are freed by reference counting).
         """
-        if isinstance(key, (int, np.integer)):
-            key = jax.random.key(key)  # a seed, as a convenience
+        key = as_key(key)
         with _CollectorPaused():
             store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
             specs = _finalize_specs(store, constants)

@@ -49,7 +49,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 from ._errors import ScopedParamsError, format_site
 from ._materialize import initialize
 from ._spec import ParamSpec
-from ._transform import Transformed
+from ._transform import Transformed, as_key
 
 try:  # a mesh of axis names and sizes only: plans shardings for devices this machine need not have
     from jax.sharding import AbstractMesh
@@ -540,4 +540,4 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, *args: Any, **k
             "  fix: pass a jax.sharding.Mesh of this machine's devices; with an AbstractMesh, lower "
             "without running: sp.sharding.sharded_init_fn(model, mesh, *args)"
             ".trace(jax.eval_shape(jax.random.key, 0)).lower(lowering_platforms=('tpu',)).")
-    return sharded_init_fn(model, mesh, *args, **kwargs)(key)
+    return sharded_init_fn(model, mesh, *args, **kwargs)(as_key(key))

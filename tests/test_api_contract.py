@@ -348,6 +348,16 @@ def test_partition_by_collection():
     assert paths(stats) == {"foo/moving"}
 
 
+def test_collections_given_as_one_string_is_an_error_as_in_tf_not_a_tuple_of_its_letters():
+    model = sp.transform(lambda: sp.get_param("w", [2], collections="ema_vars"))
+    with pytest.raises(ValueError, match=r"collections for 'w' must be a list, tuple or set of "
+                                         r"collection names, got 'ema_vars' of type str") as e:
+        model.init(KEY)
+    assert "fix: collections=['ema_vars']" in str(e.value)
+    specs = sp.transform(lambda: sp.get_param("w", [2], collections={"ema_vars"})).specs()
+    assert specs["w"].collections == ("ema_vars",)
+
+
 def test_partition_trainable_with_params_missing_from_specs_is_a_key_error():
     with pytest.raises(KeyError, match="'extra' is in params but not in specs"):
         sp.partition_trainable({"extra": jnp.zeros(())}, {})
@@ -434,6 +444,15 @@ def test_init_accepts_shape_dtype_structs_and_concrete_flags_steer_control_flow(
     assert params["w"].shape == (5, 4)
     out = model.apply(params, jnp.ones((8, 5)), False)
     np.testing.assert_allclose(out, jnp.ones((8, 5)) @ params["w"], rtol=1e-6)
+
+
+def test_init_takes_a_python_numpy_or_0d_jax_integer_seed_for_a_key():
+    model = sp.transform(lambda: sp.get_param("w", [3]))
+    expected = model.init(jax.random.key(7))["w"]
+    for seed in (7, np.int64(7), jnp.int32(7), jnp.uint32(7)):
+        np.testing.assert_array_equal(model.init(seed)["w"], expected)
+    np.testing.assert_array_equal(jax.jit(model.init)(7)["w"], expected)  # a traced seed too
+    np.testing.assert_array_equal(model.init(jax.random.PRNGKey(7))["w"], expected)  # a raw key
 
 
 def test_init_accepts_nested_args_and_config_objects():

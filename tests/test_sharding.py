@@ -203,6 +203,12 @@ def test_transform_with_state_gives_shardings_for_params_and_state(mesh):
     assert state["bn"]["moving_mean"].sharding.spec == P("model")
 
 
+def test_init_sharded_takes_a_seed_as_model_init_does(mesh):
+    model = sp.transform(lambda x: sp.layers.dense(x, 8))
+    x = jnp.ones((4, 8))
+    chex.assert_trees_all_equal(sp.init_sharded(model, mesh, 0, x), model.init(0, x))
+
+
 def test_init_sharded_never_holds_a_whole_parameter_on_one_device(mesh):
     def fn():
         with sp.scope("big"):
