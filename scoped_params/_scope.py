@@ -223,6 +223,11 @@ def _unique_scope_name(frame, node: list, prefix: str) -> str:
     """TF's _get_unique_variable_scope: ``prefix``, else the first free ``prefix_N``."""
     if _peek_count(node, prefix) == 0:
         return prefix
+    head = ""
+    if "/" in prefix:  # 'a/b': the counts of b, b_1, ... are in a's table, and so is their hint
+        head, _, prefix = prefix.rpartition("/")
+        node = _child(node, head)  # there: 'a/b' was counted
+        head += "/"
     # Counts under one parent only grow until the parent's table is dropped (which drops the hints
     # with it), so every index below the hint stays taken and the scan can resume there. A jump's
     # exit rolls counts back, so a hint moved inside a jump is rolled back with them.
@@ -235,7 +240,7 @@ def _unique_scope_name(frame, node: list, prefix: str) -> str:
     if hints is None:
         hints = node[_HINTS] = {}
     hints[prefix] = idx
-    return f"{prefix}_{idx}"
+    return f"{head}{prefix}_{idx}"
 
 
 # --- name scopes (TF's Graph.name_scope / unique_name) ---------------------------------------------

@@ -293,6 +293,13 @@ _CASES = {
             Scope(ByName("b"), getter=True, body=(Get("v", (), getter=True), Get("w", ()))),
             Get("v", (), getter=True))),
     ),
+    # A default name with a path counts its entries in the table of the path's last scope ('a'),
+    # which a's exit drops: the numbering starts again at a/b, a/b_1 (the hint goes with the counts).
+    "a_default_name_with_a_path_numbers_afresh_after_its_parent_exits": (
+        Scope(ByDefault("a/b"), ()), Scope(ByDefault("a/b"), ()), Scope(ByDefault("a/b"), ()),
+        Scope(ByName("a"), ()),
+        Scope(ByDefault("a/b"), (Get("v", (1,)),)), Scope(ByDefault("a/b"), (Get("v", (1,)),)),
+    ),
     "a_missing_shape_fails_creation_but_not_reuse": (
         Scope(ByName("a"), (Get("v", (2, 3)),)),
         Scope(ByName("a"), reuse=AUTO, body=(Get("v", None), Get("w", None))),
