@@ -27,9 +27,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         run(args.path, tensor=args.tensor, all_values=args.all)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except (ScopedParamsError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {message}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        # Python flushes stdout again at exit; point it at devnull so that flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 0
 

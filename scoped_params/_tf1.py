@@ -53,13 +53,29 @@ def resolve_prefix(path: PathLike) -> str:
     path = os.fspath(path)
     if os.path.isdir(path):
         tf = _import_tf()
-        latest = tf.train.latest_checkpoint(path)
+        # TF raises for a state file that parses but names no checkpoint (an empty one), and only
+        # logs one it cannot parse; either way, the one checkpoint in the directory is the answer.
+        try:
+            latest, invalid = tf.train.latest_checkpoint(path), None
+        except ValueError as e:
+            latest, invalid = None, e
         if latest:
             return latest
         prefixes = sorted(p[:-len(".index")] for p in glob.glob(os.path.join(glob.escape(path),
                                                                               "*.index")))
         if len(prefixes) == 1:
             return prefixes[0]
+        if invalid is not None:
+            state = os.path.join(path, "checkpoint")
+            err = CheckpointCorruptError(
+                f"TF checkpoint directory {path!r}: its state file {state!r} names no checkpoint "
+                f"({str(invalid).strip()}), and the directory has "
+                + ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints to "
+                   f"choose from: {[os.path.basename(p) for p in prefixes]}")
+                + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000', or "
+                  "rewrite the state file (model_checkpoint_path: \"model.ckpt-1000\").")
+            err.filename = state
+            raise err
         raise _not_found(path,
             f"TF checkpoint directory {path!r} has "
             + ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints and no "

@@ -4,7 +4,7 @@ what TF 1.x's training ran on variables after each step: the projection of const
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ._errors import NameCollisionError
 
@@ -14,7 +14,15 @@ Tree = Dict[str, Any]
 def flatten(tree: Mapping[str, Any], sep: str = "/") -> Dict[str, Any]:
     """``{"a": {"b": x}} -> {"a/b": x}``: nested params to full names (leaves are anything not a dict)."""
     flat: Dict[str, Any] = {}
-    _flatten_into(flat, "", tree, sep)
+    try:
+        _flatten_into(flat, "", tree, sep)
+    except TypeError:  # `prefix + key` with a key that is not a str; found here, off the fast path
+        found = _non_str_key(tree, sep, "")
+        if found is None:
+            raise
+        path, key = found
+        raise TypeError(f"'{path}': key {key!r} is {type(key).__name__}; params keys must be str "
+                        f"(scope and parameter names).\n  fix: use the key {str(key)!r}.") from None
     return flat
 
 
@@ -31,28 +39,57 @@ def _flatten_into(flat: Dict[str, Any], prefix: str, node: Mapping[str, Any], se
         if is_mapping:
             _flatten_into(flat, prefix + key + sep, value, sep)
         else:
-            flat[prefix + key] = value
+            name = prefix + key
+            if name in flat:  # {"a/b": x, "a": {"b": y}}: two spellings of one full name
+                raise NameCollisionError(
+                    f"'{name}' is given twice: by a key holding '{sep}' and by nested dicts.\n"
+                    "  fix: spell each full name once, either nested or as one key.")
+            flat[name] = value
+
+
+def _non_str_key(node: Mapping[Any, Any], sep: str, prefix: str) -> Optional[Tuple[str, Any]]:
+    """(full path, key) of the first key under ``node`` that is not a str, or None."""
+    for key, value in node.items():
+        if not isinstance(key, str):
+            return f"{prefix}{key}", key
+        if isinstance(value, Mapping):
+            found = _non_str_key(value, sep, prefix + key + sep)
+            if found is not None:
+                return found
+    return None
 
 
 def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
     """``{"a/b": x} -> {"a": {"b": x}}``: full names to the nested params tree."""
     tree: Tree = {}
+    # scope path -> the dict made here for it. Only these are filled: a value that is itself a dict
+    # is a leaf (filling it would change the caller's dict), and so is None.
+    scopes: Dict[str, Tree] = {}
     for name, value in flat.items():
-        parts = name.split(sep)
-        node = tree
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise NameCollisionError(
-                    f"'{name}' cannot be placed: '{sep.join(parts[:i + 1])}' is a leaf, not a scope.")
-            node = child
-        if parts[-1] in node:
+        parent, has_parent, leaf = name.rpartition(sep)
+        node = tree if not has_parent else scopes.get(parent)
+        if node is None:
+            node = _make_scope(tree, scopes, parent, name, sep)
+        if leaf in node:
             raise NameCollisionError(
                 f"'{name}' cannot be placed: it is a scope holding other entries, or given twice.")
-        node[parts[-1]] = value
+        node[leaf] = value
     return tree
+
+
+def _make_scope(tree: Tree, scopes: Dict[str, Tree], path: str, name: str, sep: str) -> Tree:
+    node = tree
+    parts = path.split(sep)
+    for i, part in enumerate(parts):
+        prefix = sep.join(parts[:i + 1])
+        child = scopes.get(prefix)
+        if child is None:
+            if part in node:
+                raise NameCollisionError(
+                    f"'{name}' cannot be placed: '{prefix}' is a leaf, not a scope.")
+            child = node[part] = scopes[prefix] = {}
+        node = child
+    return node
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -196,11 +233,18 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
     rate = 1.0 - decay  # TF: in float32, then cast to each variable's dtype
     out = {}
     for name, average in flat_averages.items():
-        value = flat_params[name]
-        if getattr(value, "shape", None) != getattr(average, "shape", None):
+        average, value = jnp.asarray(average), jnp.asarray(flat_params[name])  # Python scalars too
+        for tree, x in (("averages", average), ("params", value)):
+            if not jnp.issubdtype(x.dtype, jnp.floating):
+                raise TypeError(  # TF: "The variables must be half, float, or double"
+                    f"exponential_moving_average: '{name}' has dtype {x.dtype} in {tree}; moving "
+                    "averages are kept of floating-point parameters only.\n"
+                    "  fix: average only the floating-point parameters, e.g. sp.filter_tree("
+                    "lambda name, x: jnp.issubdtype(x.dtype, jnp.floating), params).")
+        if value.shape != average.shape:
             raise ValueError(
-                f"exponential_moving_average: '{name}' has shape {getattr(average, 'shape', None)} "
-                f"in averages and {getattr(value, 'shape', None)} in params.\n"
+                f"exponential_moving_average: '{name}' has shape {average.shape} in averages and "
+                f"{value.shape} in params.\n"
                 "  fix: start the averages as a copy of the params they follow.")
         out[name] = average - (average - value.astype(average.dtype)) * rate.astype(average.dtype)
     return unflatten(out)

@@ -34,6 +34,7 @@ unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -49,8 +50,9 @@ from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
                       CheckpointMismatchError as CheckpointMismatchError,
                       CheckpointNotFoundError as CheckpointNotFoundError,
                       MissingDependencyError as MissingDependencyError,
-                      nearest, optional_import)
+                      InvalidNameError, nearest, optional_import)
 from ._tree import flatten, unflatten
+from ._tf1 import _strip_suffix
 from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
 from ._training import TrainingCheckpointer as TrainingCheckpointer
@@ -78,6 +80,7 @@ _NATIVE = {
 }
 _FROM_CODE = {code: name for name, code in _NATIVE.items()}
 _RAW = "U8"  # code for dtypes stored as raw bytes
+_HEADER_METADATA = "__metadata__"  # safetensors' header key for metadata: not a tensor name
 
 
 def _dtype(name: str) -> np.dtype:
@@ -92,6 +95,11 @@ def _safetensors():
 # -- save ----------------------------------------------------------------------------------------
 
 def _host_array(name: str, leaf: Any) -> np.ndarray:
+    if isinstance(leaf, (list, tuple)):  # np.asarray would stack the items into one array
+        raise TypeError(
+            f"sp.checkpoint.save: '{name}' is a {type(leaf).__name__}; a checkpoint holds one "
+            "array per full name.\n  fix: key the items by name, e.g. "
+            f"{{'{name}': {{'0': ..., '1': ...}}}} for '{name}/0', '{name}/1'.")
     if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) \
             and not leaf.is_fully_addressable:
         raise TypeError(
@@ -143,7 +151,22 @@ def _check_metadata(metadata: Optional[Mapping[str, str]]) -> Dict[str, str]:
         if k.startswith(_PREFIX):
             raise ValueError(f"sp.checkpoint.save: metadata key {k!r} is reserved (prefix "
                              f"{_PREFIX!r} belongs to scoped_params); pick another key.")
+        for what, text in (("key", k), ("value", v)):
+            if not _is_utf8(text):
+                raise ValueError(
+                    f"sp.checkpoint.save: the {what} of metadata entry {k!r} is not valid Unicode "
+                    "(a lone surrogate, from a file name decoded with 'surrogateescape'?); the "
+                    "header is UTF-8.\n  fix: decode it properly, or escape it "
+                    "(text.encode('utf-8', 'surrogateescape').hex()).")
     return dict(metadata)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _serialize(params: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -> bytearray:
@@ -158,6 +181,16 @@ def _serialize(params: Mapping[str, Any], metadata: Optional[Mapping[str, str]])
         if not name or name.startswith("/") or name.endswith("/") or "//" in name:
             raise ValueError(f"sp.checkpoint.save: {name!r} is not a valid full name (empty "
                              "scope component).")
+        if name == _HEADER_METADATA:
+            raise InvalidNameError(
+                f"sp.checkpoint.save: '{name}' cannot be a parameter name: safetensors reserves it "
+                "for the header's metadata, so no reader could load the file.\n"
+                "  fix: rename the parameter (e.g. 'metadata'), or put text in metadata=.")
+        if not _is_utf8(name):
+            raise InvalidNameError(
+                f"sp.checkpoint.save: {name!r} is not valid Unicode (a lone surrogate, from a name "
+                "decoded with 'surrogateescape'?); names are stored as UTF-8.\n"
+                "  fix: rename the parameter with valid text.")
         arr = _host_array(name, leaf)
         dname = arr.dtype.name
         if dname in _NATIVE:
@@ -196,6 +229,10 @@ def _crc_offset(header_with_prefix: bytes) -> int:
 
 
 def _atomic_write(path: str, data) -> None:
+    if os.path.isdir(path) or path.endswith((os.sep, os.altsep or os.sep)):
+        raise IsADirectoryError(
+            f"cannot save checkpoint {path!r}: it names a directory.\n"
+            f"  fix: name a file, e.g. {os.path.join(path, 'params.safetensors')!r}.")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CheckpointNotFoundError(
@@ -204,7 +241,7 @@ def _atomic_write(path: str, data) -> None:
     try:
         mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
-        mode = 0o644
+        mode = 0o666 & ~_umask()  # what open() would give; mkstemp's file is 0o600
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:
@@ -221,6 +258,14 @@ def _atomic_write(path: str, data) -> None:
             pass
         raise
     _fsync_dir(directory)
+
+
+def _umask() -> int:
+    # The umask can only be read by setting it. Set the strictest one meanwhile: a file another
+    # thread creates in that instant is then private, never world-writable as with umask(0).
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: str) -> None:
@@ -309,7 +354,7 @@ def _read(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     path = os.fspath(path)
     data = _read_bytes(path)
     header, n = _parse_header(path, data)
-    meta = header.get("__metadata__") or {}
+    meta = header.get(_HEADER_METADATA) or {}
     if not isinstance(meta, dict):
         raise _corrupt(path, "its __metadata__ is not a JSON object")
     ours = [k for k in (_FORMAT_KEY, _TENSORS_KEY, _CRC_KEY) if k in meta]
@@ -332,8 +377,10 @@ def _read(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
                                  f"{actual:08x}): the file was truncated or bits were flipped")
         try:
             record = json.loads(meta[_TENSORS_KEY])
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             raise _corrupt(path, f"its tensor record is not valid JSON ({e})") from None
+        if not isinstance(record, dict):
+            raise _corrupt(path, "its tensor record is not a JSON object")
     st = _safetensors()
     try:
         views = st.deserialize(data)
@@ -356,21 +403,26 @@ def _to_array(path: str, name: str, view: dict, record: Optional[dict]) -> np.nd
         return np.frombuffer(view["data"], dtype=_dtype(_FROM_CODE[code])).reshape(shape).copy()
     if name not in record:
         raise _corrupt(path, f"tensor {name!r} is not in its tensor record")
-    dname, rshape = record[name][0], tuple(record[name][1])
-    try:
-        dtype = _dtype(dname)
-    except (TypeError, AttributeError):
+    entry = record[name]  # [dtype name, shape], as _serialize writes it
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+            and isinstance(entry[1], list)
+            and all(type(d) is int and d >= 0 for d in entry[1])):
+        raise _corrupt(path, f"tensor {name!r} has the malformed record {entry!r} (expected "
+                             "[dtype name, shape])")
+    dname, rshape = entry[0], tuple(entry[1])
+    if dname not in _KNOWN_NAMES:
         raise _corrupt(path, f"tensor {name!r} has dtype {dname!r}, unknown to this numpy/ml_dtypes "
-                             "(upgrade ml_dtypes)") from None
+                             "(if a newer ml_dtypes wrote it, upgrade ml_dtypes)")
+    dtype = _dtype(dname)
     expected = _NATIVE.get(dname, _RAW)
     if code != expected or (expected != _RAW and shape != rshape):
         raise _corrupt(path, f"tensor {name!r} is stored as {code}{list(shape)} but recorded as "
                              f"{dname}{list(rshape)}")
-    arr = np.frombuffer(view["data"], dtype=dtype)
-    if arr.size != int(np.prod(rshape, dtype=np.int64)):
-        raise _corrupt(path, f"tensor {name!r} holds {arr.size} elements, recorded shape "
-                             f"{list(rshape)}")
-    return arr.reshape(rshape).copy()
+    size = math.prod(rshape)  # Python ints: a huge recorded shape cannot wrap around to match
+    if len(view["data"]) != size * dtype.itemsize:
+        raise _corrupt(path, f"tensor {name!r} holds {len(view['data'])} bytes, but its recorded "
+                             f"{dname}{list(rshape)} takes {size * dtype.itemsize}")
+    return np.frombuffer(view["data"], dtype=dtype).reshape(rshape).copy()
 
 
 def load(path: PathLike) -> Tree:
@@ -422,8 +474,11 @@ def is_tf1_source(path: PathLike) -> bool:
     path = os.fspath(path)
     if not is_tf1_checkpoint(path):
         return False
-    if not os.path.isfile(path):
+    # A directory, a prefix, or a file named as TF names its files: a data file's bytes are the
+    # stored values, which may look like a safetensors header.
+    if not os.path.isfile(path) or _strip_suffix(path) != path:
         return True
+    # a file without a TF suffix next to '<path>.index': weights saved under a TF prefix's name?
     with open(path, "rb") as f:
         head = f.read(9)
     return not (len(head) == 9 and head[8:9] == b"{")  # a safetensors header starts with "{"

@@ -417,6 +417,33 @@ def test_unflatten_rejects_a_leaf_that_is_also_a_scope():
         sp.unflatten({"foo/v": 2, "foo": 1})
 
 
+def test_unflatten_collides_in_either_order_and_never_changes_its_input():
+    for flat in ({"a": None, "a/b": 1}, {"a/b": 1, "a": None}):
+        with pytest.raises(sp.NameCollisionError, match="'a(/b)?' cannot be placed"):
+            sp.unflatten(flat)
+    d = {"b": 1}
+    with pytest.raises(sp.NameCollisionError, match="'a/c' cannot be placed: 'a' is a leaf"):
+        sp.unflatten({"a": d, "a/c": 2})
+    assert d == {"b": 1}
+
+
+def test_a_full_name_spelled_twice_is_a_name_collision_not_a_dropped_leaf():
+    tree = {"a/b": np.ones(1), "a": {"b": np.zeros(1)}}
+    for split in (sp.flatten, lambda t: sp.select(t, "a"), lambda t: sp.merge(t, {}),
+                  lambda t: sp.partition(lambda name, _: True, t)):
+        with pytest.raises(sp.NameCollisionError, match=r"(?s)'a/b' is given twice.*fix:"):
+            split(tree)
+    assert sp.flatten({"a/b": 1, "a": {"c": 2}}) == {"a/b": 1, "a/c": 2}
+
+
+def test_non_str_keys_are_a_type_error_naming_the_path():
+    with pytest.raises(TypeError, match=r"(?s)'a/0': key 0 is int; params keys must be str.*"
+                                        r"fix: use the key '0'"):
+        sp.flatten({"a": {0: 1}})
+    with pytest.raises(TypeError, match="'a/b/1.5': key 1.5 is float"):
+        sp.flatten({"a": {"b": {"c": 1, 1.5: 2}}})
+
+
 def test_merge_rejects_a_name_in_two_trees():
     with pytest.raises(ValueError, match="merge: 'a/b' is in more than one tree"):
         sp.merge({"a": {"b": 1}}, {"a": {"b": 2}})

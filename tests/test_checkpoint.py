@@ -3,6 +3,7 @@
 import json
 import os
 import struct
+import zlib
 
 import chex
 import jax
@@ -180,6 +181,35 @@ def test_non_array_leaves_and_tracers_are_refused_with_the_entry_name(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+def test_list_and_tuple_leaves_are_refused_with_the_entry_name(tmp_path):
+    for leaf in ([np.ones(2), np.zeros(2)], (np.ones(2), np.zeros(3))):
+        with pytest.raises(TypeError, match=r"(?s)'net/layers' is a (list|tuple).*fix: key the "
+                                            r"items by name.*'net/layers/0'"):
+            ckpt.save(tmp_path / "x.safetensors", {"net": {"layers": leaf}})
+    assert not os.listdir(tmp_path)
+
+
+def test_the_safetensors_metadata_key_is_refused_as_a_parameter_name(tmp_path):
+    path = tmp_path / "p.safetensors"
+    ckpt.save(path, {"w": np.ones(2)})
+    with pytest.raises(sp.InvalidNameError, match=r"(?s)'__metadata__'.*reserves it.*fix: rename"):
+        ckpt.save(path, {"__metadata__": np.ones(2)})
+    np.testing.assert_array_equal(ckpt.load(path)["w"], np.ones(2))  # the good file is untouched
+    ckpt.save(path, {"a": {"__metadata__": np.ones(2)}})  # only the top-level name is reserved
+    assert ckpt.list_variables(path) == [("a/__metadata__", (2,))]
+
+
+def test_lone_surrogates_in_names_or_metadata_are_refused_naming_them(tmp_path):
+    path = tmp_path / "p.safetensors"
+    with pytest.raises(sp.InvalidNameError, match=r"(?s)'a\\udc80/w' is not valid Unicode.*fix:"):
+        ckpt.save(path, {"a\udc80": {"w": np.ones(2)}})
+    with pytest.raises(ValueError, match=r"(?s)the value of metadata entry 'k' is not valid.*fix:"):
+        ckpt.save(path, {"w": np.ones(2)}, metadata={"k": "\udc80"})
+    with pytest.raises(ValueError, match=r"(?s)the key of metadata entry '\\udc80k'.*fix:"):
+        ckpt.save(path, {"w": np.ones(2)}, metadata={"\udc80k": "v"})
+    assert not os.listdir(tmp_path)
+
+
 # -- atomicity -----------------------------------------------------------------------------------
 
 def test_save_leaves_only_the_file_and_overwrites_it_whole(tmp_path):
@@ -230,6 +260,28 @@ def test_the_temporary_file_is_fsynced_then_renamed_then_the_directory_fsynced(t
 def test_save_into_a_missing_directory_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ckpt.save(tmp_path / "nope" / "p.safetensors", {"w": np.ones(2)})
+
+
+def test_saving_to_a_directory_path_is_refused_before_writing(tmp_path):
+    (tmp_path / "existing").mkdir()
+    for path in (tmp_path / "existing", str(tmp_path / "newdir") + "/"):
+        with pytest.raises(IsADirectoryError, match=r"(?s)it names a directory.*fix: name a file"):
+            ckpt.save(path, {"w": np.ones(2)})
+    assert os.listdir(tmp_path) == ["existing"] and not os.listdir(tmp_path / "existing")
+
+
+def test_a_new_file_gets_the_umask_mode_and_an_existing_file_keeps_its_mode(tmp_path):
+    path = tmp_path / "p.safetensors"
+    old = os.umask(0o027)
+    try:
+        ckpt.save(path, {"w": np.ones(2)})
+        assert os.umask(0o027) == 0o027  # restored after reading it
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    os.chmod(path, 0o604)
+    ckpt.save(path, {"w": np.zeros(2)})
+    assert os.stat(path).st_mode & 0o777 == 0o604
 
 
 def test_names_that_cannot_form_a_tree_are_refused_before_writing(tmp_path):
@@ -304,6 +356,35 @@ def test_corrupt_or_foreign_files_raise_an_error_naming_the_file(tmp_path, good_
     message = str(info.value)
     assert str(bad) in message and "fix:" in message
     assert isinstance(info.value, ValueError) and info.value.filename == str(bad)
+
+
+def _with_record(path, record, code, shape):
+    """A file with a valid checksum whose tensor record for 'w' is ``record`` (8 data bytes)."""
+    meta = {"scoped_params.format": "1", "scoped_params.tensors": json.dumps({"w": record}),
+            "scoped_params.crc32": "00000000"}
+    header = json.dumps({"__metadata__": meta,
+                         "w": {"dtype": code, "shape": shape, "data_offsets": [0, 8]}},
+                        separators=(",", ":")).encode()
+    data = bytearray(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    at = ckpt._crc_offset(bytes(data[:8 + len(header)]))
+    data[at:at + 8] = b"%08x" % zlib.crc32(data)
+    return _write(path, data)
+
+
+@pytest.mark.parametrize("record, code, shape", [
+    (["float32"], "F32", [2]), (["float32", 2], "F32", [2]), (None, "F32", [2]),
+    ("float32", "F32", [2]), (["float32", [2.0]], "F32", [2]), (["float32", [-2]], "F32", [2]),
+    (["object", [1]], "U8", [8]), (["<U2", [1]], "U8", [8]), (["complex128", [1]], "U8", [8]),
+    (["int4", [2 ** 64 + 8]], "U8", [8]),
+])
+def test_a_malformed_tensor_record_raises_an_error_naming_the_tensor(tmp_path, record, code, shape):
+    bad = _with_record(tmp_path / "bad.safetensors", record, code, shape)
+    for read in (ckpt.load, ckpt.list_variables):
+        with pytest.raises(ckpt.CheckpointCorruptError, match=r"(?s)bad.safetensors.*tensor 'w'"):
+            read(bad)
+    np.testing.assert_array_equal(  # the same file with a well-formed record loads
+        ckpt.load(_with_record(tmp_path / "ok.safetensors", ["float32", [2]], "F32", [2]))["w"],
+        np.zeros(2, np.float32))
 
 
 def test_every_single_bit_flip_anywhere_in_the_file_is_detected(tmp_path):

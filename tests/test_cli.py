@@ -72,6 +72,17 @@ def test_inspect_errors_are_one_clear_line_and_exit_status_1(weights_file, tmp_p
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
+def test_inspect_piped_into_head_exits_quietly(tmp_path):
+    path = tmp_path / "big.safetensors"  # --all prints ~1 MB: far more than a pipe holds
+    ckpt.save(path, {f"w{i}": np.linspace(0, 1, 999) for i in range(100)})
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = f"{sys.executable} -m scoped_params inspect {path} --all | head -2"
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.stdout.splitlines()[0] == "tensor_name: w0 [999] float64"
+    assert result.stderr == ""
+
+
 @pytest.fixture(scope="module")
 def tf1_checkpoint(tmp_path_factory):
     tf = pytest.importorskip("tensorflow")

@@ -52,3 +52,14 @@ def test_exponential_moving_average_keeps_each_average_dtype_and_names_a_mismatc
         sp.exponential_moving_average(averages, {**params, "c": jnp.ones(1)}, 0.5)
     with pytest.raises(ValueError, match="'b' has shape"):
         sp.exponential_moving_average(averages, {**params, "b": jnp.ones(3)}, 0.5)
+
+
+def test_exponential_moving_average_refuses_integer_leaves_and_accepts_python_floats():
+    ints = {"w": jnp.ones(2, jnp.int32)}
+    for averages, params, where in ((ints, ints, "averages"), ({"w": jnp.ones(2)}, ints, "params")):
+        with pytest.raises(TypeError, match=rf"(?s)'w' has dtype int32 in {where}.*floating-point"
+                                            ".*fix:"):
+            sp.exponential_moving_average(averages, params, 0.9)
+    out = sp.exponential_moving_average({"w": 1.0, "v": jnp.ones(2)}, {"w": 3.0, "v": jnp.ones(2)},
+                                        0.5)
+    assert float(out["w"]) == 2.0 and out["w"].dtype == jnp.float32

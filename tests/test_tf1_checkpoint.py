@@ -2,6 +2,7 @@
 tf.layers, partitioned variables) load with sp.checkpoint.load_tf1 and give the same outputs."""
 
 import os
+import shutil
 import sys
 import warnings
 
@@ -257,6 +258,39 @@ def test_missing_tf_checkpoint_names_the_path(tmp_path):
         ckpt.load_tf1(tmp_path / "nothere.ckpt")
     with pytest.raises(FileNotFoundError, match="no checkpoint in it"):
         ckpt.load_tf1(tmp_path)
+
+
+def test_a_data_file_whose_values_look_like_a_safetensors_header_is_read_as_tf(tmp_path):
+    graph = tf.Graph()
+    with graph.as_default():  # byte 8 of the data file is 123, '{': a safetensors header's first
+        v1.get_variable("v", initializer=np.array([0, 0, 123, 0], np.int32))
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"))
+    sess.close()
+    data = prefix + ".data-00000-of-00001"
+    assert open(data, "rb").read(9)[8:] == b"{"
+    assert ckpt.is_tf1_source(data) and ckpt.list_variables(data) == [("v", (4,))]
+    np.testing.assert_array_equal(ckpt.load_variable(data, "v"), [0, 0, 123, 0])
+    out = ckpt.init_from_checkpoint(data, {"v": np.zeros(4, np.int32)}, {"v": "v"})
+    np.testing.assert_array_equal(out["v"], [0, 0, 123, 0])
+
+
+def test_an_invalid_checkpoint_state_file_falls_back_to_the_one_checkpoint_or_names_the_file(
+        tmp_path, image_filter_checkpoint):
+    src = image_filter_checkpoint[0]
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(src + suffix, tmp_path / ("model.ckpt-7" + suffix))
+    state = tmp_path / "checkpoint"
+    state.write_text("")  # TF raises "Invalid checkpoint state" for a state naming no checkpoint
+    expected = ckpt.list_variables(src)
+    assert ckpt.list_variables(tmp_path) == expected
+    assert sorted(sp.flatten(ckpt.load_tf1(tmp_path))) == sorted(sp.flatten(ckpt.load_tf1(src)))
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(src + suffix, tmp_path / ("model.ckpt-8" + suffix))
+    with pytest.raises(ckpt.CheckpointCorruptError,
+                       match=r"(?s)state file '.*checkpoint' names no checkpoint.*2 checkpoints.*"
+                             r"fix: pass the prefix") as info:
+        ckpt.list_variables(tmp_path)
+    assert info.value.filename == str(state)
 
 
 def test_a_damaged_tf_checkpoint_raises_an_error_naming_it(tmp_path, image_filter_checkpoint):
