@@ -30,6 +30,15 @@ def _norms(w: jax.Array, axis: Axis) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(w), axis=axis, keepdims=True))
 
 
+def _clip(x: jax.Array, min_value: Any, max_value: Any) -> jax.Array:
+    """Keras's ``backend.clip``: with ``max_value < min_value`` the result is ``min_value`` (Keras
+    raises max_value to min_value, and tf.clip_by_value takes the minimum first), where
+    ``jnp.clip`` would give ``max_value``. ``None`` is no bound."""
+    if max_value is not None:
+        x = jnp.minimum(x, max_value)
+    return x if min_value is None else jnp.maximum(x, min_value)
+
+
 class Constraint:
     """Base of the stock constraints: a callable ``value -> value`` with Keras's ``get_config``."""
 
@@ -46,7 +55,8 @@ class Constraint:
 
 class MaxNorm(Constraint):
     """Scale each slice along ``axis`` (each unit's incoming weights, ``axis=0`` for a dense kernel,
-    ``axis=[0, 1, 2]`` for an HWIO conv kernel) down to a norm of at most ``max_value``."""
+    ``axis=[0, 1, 2]`` for an HWIO conv kernel) down to a norm of at most ``max_value`` (a negative
+    ``max_value`` gives zeros, as in Keras, whose clip raises it to the minimum, 0)."""
 
     def __init__(self, max_value: float = 2, axis: Axis = 0):
         self.max_value = max_value
@@ -54,7 +64,7 @@ class MaxNorm(Constraint):
 
     def __call__(self, w: jax.Array) -> jax.Array:
         norms = _norms(w, self.axis)
-        desired = jnp.clip(norms, 0, self.max_value)
+        desired = _clip(norms, 0, self.max_value)
         return w * (desired / (_EPSILON + norms))
 
 
@@ -77,7 +87,8 @@ class UnitNorm(Constraint):
 
 class MinMaxNorm(Constraint):
     """Move each slice's norm along ``axis`` into ``[min_value, max_value]``: to
-    ``rate * clip(norm) + (1 - rate) * norm`` (``rate=1`` enforces the bounds at once)."""
+    ``rate * clip(norm) + (1 - rate) * norm`` (``rate=1`` enforces the bounds at once). With
+    ``max_value < min_value`` the clip gives ``min_value``, as Keras's ``backend.clip`` does."""
 
     def __init__(self, min_value: float = 0.0, max_value: float = 1.0, rate: float = 1.0,
                  axis: Axis = 0):
@@ -88,7 +99,7 @@ class MinMaxNorm(Constraint):
 
     def __call__(self, w: jax.Array) -> jax.Array:
         norms = _norms(w, self.axis)
-        desired = self.rate * jnp.clip(norms, self.min_value, self.max_value) + (
+        desired = self.rate * _clip(norms, self.min_value, self.max_value) + (
             1 - self.rate) * norms
         return w * (desired / (_EPSILON + norms))
 

@@ -135,9 +135,9 @@ def _truncated_normal(key, shape, dtype):
 @_tf_class
 def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
                      **contrib_arguments: Any):
-    """TF 1.x ``variance_scaling_initializer`` (fan rules of ``_compute_fans``, any rank). Contrib's
-    function of the same name (``factor=``, ``mode='FAN_IN'``, ``uniform=``) is
-    ``contrib_variance_scaling``."""
+    """TF 1.x ``variance_scaling_initializer`` (fan rules of ``_compute_fans``, any rank; ``scale``
+    must be above 0, as in TF). Contrib's function of the same name (``factor=``, ``mode='FAN_IN'``,
+    ``uniform=``) is ``contrib_variance_scaling``, which checks no factor, as contrib's does not."""
     if contrib_arguments or mode in ("FAN_IN", "FAN_OUT", "FAN_AVG"):
         asked = ", ".join([f"mode={mode!r}"] * (mode != "fan_in") + [
             f"{k}={v!r}" for k, v in contrib_arguments.items()])
@@ -147,6 +147,12 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str
             "variance_scaling_initializer(scale, mode='fan_in', distribution), which this is.\n"
             "  fix: use sp.initializers.contrib.variance_scaling_initializer(factor=2.0, mode='FAN_IN', "
             "uniform=False) (its defaults are He's; core's scale defaults to 1.0).")
+    if scale <= 0.0:  # TF's check: 0 would draw zeros, a negative scale fail at the first draw
+        raise ValueError(
+            f"Argument 'scale' must be a positive float (as in TF): "
+            f"variance_scaling_initializer(scale={scale!r}).\n"
+            "  fix: pass a scale above 0, e.g. 1.0 (LeCun's) or 2.0 (He's); for zeros use "
+            "sp.initializers.zeros.")
     if mode not in ("fan_in", "fan_out", "fan_avg"):
         raise ValueError(f"variance_scaling: invalid mode {mode!r}; use 'fan_in', 'fan_out' or 'fan_avg'.")
     if distribution == "normal":
@@ -300,24 +306,40 @@ def ones(key, shape, dtype=jnp.float32):
 
 @_tf_class
 def constant(value: Any = 0.0, verify_shape: bool = False):
-    """TF's ``constant_initializer``: fill (or reshape a list/array) to the requested shape; with
-    ``verify_shape=True`` an array must have that shape."""
+    """TF 1.x's ``constant_initializer``: a scalar fills the requested shape; a list or array is
+    read in row-major order into it, and when it has fewer values the last one fills the rest (zeros
+    if it has none), as TF 1.x does. More values than the shape holds is an error, and with
+    ``verify_shape=True`` the value must have the requested shape.
+
+    >>> sp.initializers.constant([1.0, 2.0])(None, (2, 3)).tolist()
+    [[1.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+    """
     array = np.asarray(value)
 
     def init(key, shape, dtype=jnp.float32):
         del key
+        size = math.prod(shape)
+        if size == 0:  # TF checks nothing for an empty shape
+            return jnp.zeros(shape, dtype)
         if verify_shape and array.shape != tuple(shape):
             raise ValueError(f"constant initializer with verify_shape=True: the value's shape "
-                             f"{array.shape} is not the requested {tuple(shape)}.")
+                             f"{array.shape} is not the requested {tuple(shape)}.\n"
+                             "  fix: pass a value of that shape, or drop verify_shape=True to fill "
+                             "or reshape it.")
         if array.ndim == 0:
             return jnp.full(shape, array, dtype)
-        if array.size != int(np.prod(shape)):
+        if array.size > size:
             raise ValueError(
-                f"constant initializer: {array.size} values cannot fill shape {tuple(shape)}."
-            )
+                f"constant initializer: {array.size} values cannot fill shape {tuple(shape)}: too "
+                f"many elements provided, it takes at most {size} (as in TF).\n"
+                f"  fix: pass at most {size} values, or ask for a shape of {array.size} values.")
+        flat = array.reshape(-1)
+        if flat.size < size:  # TF 1.x repeats the last value (its constant op pads with it)
+            last = flat[-1:] if flat.size else np.zeros(1, array.dtype)
+            flat = np.concatenate([flat, np.repeat(last, size - flat.size)])
         # A copy: on CPU jnp.asarray may share the NumPy buffer, and the parameter would change
         # when the caller's array does.
-        return jnp.array(array.reshape(shape), dtype, copy=True)
+        return jnp.array(flat.reshape(shape), dtype, copy=True)
 
     return init
 
@@ -343,15 +365,38 @@ def truncated_normal(mean: float = 0.0, stddev: float = 1.0):
 
 
 @_tf_class
-def random_uniform(minval: float = 0.0, maxval: float = 1.0):
-    """TF's ``random_uniform_initializer`` (float defaults [0, 1))."""
+def random_uniform(minval: float = 0.0, maxval: Optional[float] = None):
+    """TF's ``random_uniform_initializer``: U[minval, maxval), ``maxval=None`` meaning 1.0 for
+    floats. Integer parameters draw ``randint(minval, maxval)`` and need ``maxval``, as in TF (the
+    default range would be all zeros); a bound with a fraction is refused for them, where TF refuses
+    any float.
+
+    >>> init = sp.initializers.random_uniform(0, 5)  # for an int32 parameter: values 0 to 4
+    """
 
     def init(key, shape, dtype=jnp.float32):
         if jnp.issubdtype(dtype, jnp.integer):
-            return jax.random.randint(key, shape, int(minval), int(maxval), dtype)
-        return _uniform(key, shape, dtype, minval, maxval)
+            return jax.random.randint(key, shape, _int_bound("minval", minval, minval, maxval, dtype),
+                                      _int_bound("maxval", maxval, minval, maxval, dtype), dtype)
+        return _uniform(key, shape, dtype, minval, 1.0 if maxval is None else maxval)
 
     return init
+
+
+def _int_bound(argument: str, bound: Any, minval: Any, maxval: Any, dtype: Any) -> int:
+    """A bound of an integer draw, as an int; TF refuses what it could not draw exactly."""
+    asked, name = f"random_uniform(minval={minval!r}, maxval={maxval!r})", np.dtype(dtype).name
+    if bound is None:
+        raise ValueError(
+            f"Must specify maxval for integer dtype {name} (as in TF): {asked}.\n"
+            "  fix: pass integer bounds, e.g. random_uniform_initializer(0, 10) draws 0 to 9.")
+    if int(bound) != bound:
+        # e.g. Keras's RandomUniform defaults, +-0.05, which int() would make a range of zeros
+        raise TypeError(
+            f"{argument}={bound!r} is not an integer, for integer dtype {name} (TF refuses a float "
+            f"bound there): {asked}.\n"
+            "  fix: pass integer bounds, e.g. random_uniform_initializer(0, 10) draws 0 to 9.")
+    return int(bound)
 
 
 def default_initializer(dtype: np.dtype):

@@ -27,8 +27,9 @@ normalization keeps its parameters and statistics in float32 for float16/bfloat1
 from __future__ import annotations
 
 import functools
+import inspect
 import re
-from typing import Any, Callable, ContextManager, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +39,8 @@ from . import _frame
 from . import constraints as _constraints
 from ._errors import StateError
 from ._params import ApplyStore, InitStore, get_param, get_state, set_state
-from ._scope import _TRACE, AUTO_REUSE, Scope, default_name_scope, reentered, scope
+from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _child, _revert,
+                     default_name_scope, reentered, scope)
 from .initializers import ones, zeros
 
 __all__ = [
@@ -59,9 +61,10 @@ IntOrPair = Union[int, Sequence[int]]
 
 class _Current:
     """Re-entering the current scope with the reuse it has and no name scope (what slim's layers do
-    inside their own ``variable_scope``): TF's captured-scope jump there changes nothing the
-    parameter requests of a layer's body see, so it is skipped, and ``apply`` fetches them
-    directly."""
+    inside their own ``variable_scope``, and a layer object's body inside ``_Within``): the block's
+    parameter requests and default names see what TF's captured-scope jump there would show them,
+    and the counters it moves are reset when that enclosing scope closes, so the jump is skipped and
+    ``apply`` fetches the parameters directly."""
 
     __slots__ = ("scope",)
 
@@ -76,30 +79,50 @@ class _Current:
 
 
 class _Within:
-    """Make ``scope`` current for a block that only requests parameters in it and opens no scope: a
-    layer object's body in its captured scope (see ``_scope.reentered``)."""
+    """TF's jump into a layer object's captured scope for its body (``variable_scope(captured,
+    reuse=reuse, auxiliary_name_scope=False)``), with ``scope = reentered(captured, reuse)`` as the
+    scope the body sees: it keeps ``captured``'s direct lookup in ``apply``.
 
-    __slots__ = ("scope", "_outer")
+    The body runs user code (the activation), which may open scopes, so the default-name counters
+    jump too, as in ``sp.scope(captured)``: the captured path's entry count goes up and stays up (a
+    later ``default_name`` scope of that name is numbered past it), the body's scopes are numbered
+    under the captured path, and every other count the body moves is rolled back on exit."""
+
+    __slots__ = ("scope", "_outer", "_outer_node")
 
     def __init__(self, scope: Scope):
         self.scope = scope
 
     def __enter__(self) -> Scope:
         frame = _frame.current("sp.layers")
-        self._outer = frame.scope
-        frame.scope = self.scope
+        self._outer, self._outer_node = frame.scope, frame.node
+        name = self.scope.prefix[:-1]
+        node = _child(frame.root_node, name) if name else frame.root_node
+        undo = frame.undo
+        if undo:  # _open, inline: an enclosing jump rolls this entry back
+            undo[-1].append((node, node[_COUNT], _COUNT_ONLY, None))
+        elif undo is None:
+            undo = frame.undo = []
+        node[_COUNT] += 1
+        undo.append([])
+        frame.scope, frame.node = self.scope, node
         return self.scope
 
     def __exit__(self, *exc_info: Any) -> None:
-        _frame._FRAME.get().scope = self._outer
+        frame = _frame._FRAME.get()
+        log = frame.undo.pop()
+        if log:
+            _revert(log)
+        frame.scope, frame.node = self._outer, self._outer_node
 
 
 def _layer_scope(name: Any, base_name: str, reuse: Any, *,
                  fetches_only: bool = False) -> ContextManager[Scope]:
     """TF's legacy ``Layer._set_scope`` followed by re-entering the captured scope with ``reuse``.
 
-    ``fetches_only``: the block only requests parameters (a layer's body; no scopes, no user code),
-    so re-entering the current scope may be skipped (``_Current``)."""
+    ``fetches_only``: the block is a layer's body (its parameter requests, arithmetic and
+    activation), run right inside the scope ``name`` (slim's, or a layer object's ``_Within``) when
+    ``name`` is current, so re-entering it may be skipped (``_Current``)."""
     if isinstance(name, Scope):  # a layer object's scope, captured at its first call, or slim's
         if fetches_only:
             frame = _frame._FRAME.get()
@@ -282,11 +305,12 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
                          constraint=_constraint(bias_constraint)) if use_bias else None
-    channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
-    layout = channels_last if last else channels_first
-    y = _conv_and_bias(_cast(inputs, dtype), kernel, bias, strides, pad, dilation,
-                       (layout, kernel_layout, layout), rank + 1 if last else 1)
-    return _activated(y, activation, activity_regularizer, kind)
+        channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
+        layout = channels_last if last else channels_first
+        y = _conv_and_bias(_cast(inputs, dtype), kernel, bias, strides, pad, dilation,
+                           (layout, kernel_layout, layout), rank + 1 if last else 1)
+        # In the layer's scope, as TF's Layer.call: an activation's variables go under the layer.
+        return _activated(y, activation, activity_regularizer, kind)
 
 
 def conv1d(inputs: jax.Array, filters: int, kernel_size: IntOrPair, strides: IntOrPair = 1,
@@ -425,18 +449,20 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
         bias = get_param(names[2], (out_channels,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
                          constraint=_constraint(bias_constraint)) if use_bias else None
-    channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
-    layout = channels_last if last else channels_first
-    dims = (layout, kernel_layout, layout)
-    # Channel i * depth_multiplier + m of the depthwise output is input channel i through
-    # depthwise[..., i, m], as in TF: one group per input channel.
-    y = jax.lax.conv_general_dilated(
-        _cast(inputs, dtype), depthwise.reshape(kernel_shape + (1, in_channels * depth_multiplier)),
-        window_strides=strides, padding=pad, rhs_dilation=dilation, dimension_numbers=dims,
-        feature_group_count=in_channels)
-    if pointwise is not None:
-        y = jax.lax.conv_general_dilated(y, pointwise, (1,) * rank, "VALID", dimension_numbers=dims)
-    return _bias_and_activation(y, bias, last, activation, activity_regularizer, base_name)
+        channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
+        layout = channels_last if last else channels_first
+        dims = (layout, kernel_layout, layout)
+        # Channel i * depth_multiplier + m of the depthwise output is input channel i through
+        # depthwise[..., i, m], as in TF: one group per input channel.
+        y = jax.lax.conv_general_dilated(
+            _cast(inputs, dtype),
+            depthwise.reshape(kernel_shape + (1, in_channels * depth_multiplier)),
+            window_strides=strides, padding=pad, rhs_dilation=dilation, dimension_numbers=dims,
+            feature_group_count=in_channels)
+        if pointwise is not None:
+            y = jax.lax.conv_general_dilated(y, pointwise, (1,) * rank, "VALID",
+                                             dimension_numbers=dims)
+        return _bias_and_activation(y, bias, last, activation, activity_regularizer, base_name)
 
 
 def _transpose_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Array]:
@@ -496,16 +522,16 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
                          constraint=_constraint(bias_constraint)) if use_bias else None
-    # The transpose of a strided conv is a conv over the input dilated by the stride, with the
-    # kernel flipped and its in/out axes swapped; the padding reproduces TF's output size.
-    pads = [_transpose_pad(k, s, pad) for k, s in zip(kernel_shape, strides)]
-    channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
-    layout = channels_last if last else channels_first
-    flipped = jnp.flip(kernel, tuple(range(rank)))
-    y = jax.lax.conv_general_dilated(
-        _cast(inputs, dtype), flipped, window_strides=(1,) * rank, padding=pads, lhs_dilation=strides,
-        dimension_numbers=(layout, kernel_layout[:-2] + "OI", layout))
-    return _bias_and_activation(y, bias, last, activation, activity_regularizer, kind)
+        # The transpose of a strided conv is a conv over the input dilated by the stride, with the
+        # kernel flipped and its in/out axes swapped; the padding reproduces TF's output size.
+        pads = [_transpose_pad(k, s, pad) for k, s in zip(kernel_shape, strides)]
+        channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
+        layout = channels_last if last else channels_first
+        flipped = jnp.flip(kernel, tuple(range(rank)))
+        y = jax.lax.conv_general_dilated(
+            _cast(inputs, dtype), flipped, window_strides=(1,) * rank, padding=pads,
+            lhs_dilation=strides, dimension_numbers=(layout, kernel_layout[:-2] + "OI", layout))
+        return _bias_and_activation(y, bias, last, activation, activity_regularizer, kind)
 
 
 def _transpose_pad(k: int, s: int, padding: str) -> Tuple[int, int]:
@@ -552,10 +578,11 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
         bias = get_param(names[1], (units,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
                          constraint=_constraint(bias_constraint)) if use_bias else None
-    y = _affine(_cast(inputs, dtype), kernel, bias)
-    if activity_regularizer is not None:
-        return _activated(y, activation, activity_regularizer, "dense")
-    return activation(y) if activation is not None else y  # _activated, inline: dense's hot path
+        y = _affine(_cast(inputs, dtype), kernel, bias)
+        # In the layer's scope, as TF's Layer.call: an activation's variables go under the layer.
+        if activity_regularizer is not None:
+            return _activated(y, activation, activity_regularizer, "dense")
+        return activation(y) if activation is not None else y  # _activated inline: the hot path
 
 
 # --- normalization and dropout --------------------------------------------------------------------
@@ -573,18 +600,32 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
                         renorm: bool = False, renorm_clipping: Any = None,
                         renorm_momentum: float = 0.99, fused: Optional[bool] = None,
                         virtual_batch_size: Optional[int] = None,
-                        adjustment: Any = None) -> jax.Array:
+                        adjustment: Any = None, *, _fused_kernel: Optional[bool] = None,
+                        _update: Optional[bool] = None) -> jax.Array:
     """``tf.compat.v1.layers.batch_normalization`` with the moving statistics as ``sp`` state.
 
     Parameters ``<name>/gamma``, ``<name>/beta``; state ``<name>/moving_mean``,
-    ``<name>/moving_variance``. With ``training=True`` the batch statistics normalize and the moving
-    statistics are updated in the returned state (``moving = momentum * moving + (1 - momentum) *
-    batch``); the batch variance used for the update is Bessel-corrected for 4-D/5-D inputs (TF's
-    fused kernel) and not otherwise, as in TF. ``training`` may also be a traced boolean.
+    ``<name>/moving_variance``, each of shape ``(channels,)``, or of the input's rank (1 off the
+    axes) when ``axis`` lists several axes, as in TF. With ``training=True`` the batch statistics
+    normalize and the moving statistics are updated in the returned state (``moving = momentum *
+    moving + (1 - momentum) * batch``). The batch variance used for the update is Bessel-corrected
+    where TF runs its fused kernel (a 4-D input with axis 1 or 3, a 5-D one with axis 1 or 4, not
+    float64) and not otherwise; ``fused=True`` on any other input falls back as TF v1's layer does,
+    and ``fused=False`` never fuses. ``training`` may also be a traced boolean.
+
+    With ``trainable=False`` the moving statistics are not updated (``training=True`` still
+    normalizes with the batch statistics): TF v1 leaves a non-trainable layer's update ops out of
+    ``UPDATE_OPS``, so its training loop never runs them.
 
     Under ``sp.transform`` (no state) the statistics are frozen non-trainable parameters and only
     ``training=False`` is allowed.
+
+    >>> bn = sp.transform_with_state(lambda x: sp.layers.batch_normalization(x, training=True))
+    >>> params, state = bn.init(jax.random.key(0), jnp.ones((4, 3)))
+    >>> y, state = bn.apply(params, state, jnp.ones((4, 3)))
     """
+    # _fused_kernel and _update are slim.batch_norm's: its own fused kernel (2-D inputs too) and its
+    # updates_collections paths decide them; None is tf.layers' rule.
     if renorm or virtual_batch_size is not None or adjustment is not None:
         raise NotImplementedError("sp.layers.batch_normalization does not implement renorm, "
                                   "virtual_batch_size or adjustment.")
@@ -593,12 +634,15 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
     axes = sorted(int(a) % ndim for a in axes)
     reduce_axes = tuple(i for i in range(ndim) if i not in axes)
-    param_shape = tuple(inputs.shape[a] for a in axes)
-    if fused is None:
-        fused = ndim in (4, 5) and len(axes) == 1 and axes[0] in (1, ndim - 1)
+    broadcast = tuple(inputs.shape[i] if i in axes else 1 for i in range(ndim))
+    param_shape = broadcast if len(axes) > 1 else (inputs.shape[axes[0]],)  # Keras' build
     in_dtype = jnp.result_type(inputs)
     dtype = np.dtype(np.float32) if in_dtype in (jnp.float16, jnp.bfloat16) or not jnp.issubdtype(
         in_dtype, jnp.floating) else in_dtype
+    if _fused_kernel is None:  # TF v1: fused=None or True both mean "if _fused_can_be_used()"
+        _fused_kernel = (fused is not False and ndim in (4, 5) and len(axes) == 1
+                         and axes[0] in (1, ndim - 1) and dtype != np.float64)
+    update = trainable if _update is None else _update
     frame = _frame.current("sp.layers.batch_normalization")
     training = _static_flag(training)
     static_training = training if isinstance(training, bool) else None
@@ -624,7 +668,6 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
             moving_var = get_param("moving_variance", param_shape, moving_variance_initializer,
                                    dtype, trainable=False)
         x = inputs.astype(dtype)
-        broadcast = tuple(inputs.shape[i] if i in axes else 1 for i in range(ndim))
 
         def normalize(mean, var):
             inv = jax.lax.rsqrt(var + epsilon)
@@ -637,18 +680,20 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
 
         if static_training is False:
             return normalize(moving_mean, moving_var).astype(in_dtype)
-        mean = jnp.mean(x, reduce_axes)
-        var = jnp.mean(jnp.square(x - mean.reshape(broadcast)), reduce_axes)
-        n = int(np.prod([inputs.shape[i] for i in reduce_axes]))
-        update_var = var * (n / max(n - 1, 1)) if fused else var
-        new_mean = moving_mean * momentum + mean * (1.0 - momentum)
-        new_var = moving_var * momentum + update_var * (1.0 - momentum)
-        if static_training is None:  # a traced flag: select, as TF's smart_cond would at run time
+        mean = jnp.mean(x, reduce_axes).reshape(param_shape)
+        var = jnp.mean(jnp.square(x - mean.reshape(broadcast)), reduce_axes).reshape(param_shape)
+        if update:
+            n = int(np.prod([inputs.shape[i] for i in reduce_axes]))
+            update_var = var * (n / max(n - 1, 1)) if _fused_kernel else var
+            new_mean = moving_mean * momentum + mean * (1.0 - momentum)
+            new_var = moving_var * momentum + update_var * (1.0 - momentum)
+            if static_training is None:  # a traced flag: select, as TF's smart_cond would
+                new_mean = jnp.where(training, new_mean, moving_mean)
+                new_var = jnp.where(training, new_var, moving_var)
+            set_state("moving_mean", new_mean.astype(dtype))
+            set_state("moving_variance", new_var.astype(dtype))
+        if static_training is None:
             mean, var = (jnp.where(training, a, b) for a, b in ((mean, moving_mean), (var, moving_var)))
-            new_mean = jnp.where(training, new_mean, moving_mean)
-            new_var = jnp.where(training, new_var, moving_var)
-        set_state("moving_mean", new_mean.astype(dtype))
-        set_state("moving_variance", new_var.astype(dtype))
         return normalize(mean, var).astype(in_dtype)
 
 
@@ -682,7 +727,8 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
     ``begin_norm_axis`` on (contrib's default 1: all but the batch), with ``<scope>/beta`` and
     ``<scope>/gamma`` of shape ``inputs.shape[begin_params_axis:]``; the scope defaults to
     ``LayerNorm`` (``LayerNorm_1``, ...). TF's arithmetic: ``nn.moments`` and
-    ``nn.batch_normalization`` with variance epsilon 1e-12. ``variables_collections`` (a list of
+    ``nn.batch_normalization`` with variance epsilon 1e-12 (1e-3 for float16, where 1e-12 would
+    round to 0). ``variables_collections`` (a list of
     collection names) is each variable's ``collections``; ``outputs_collections`` has no
     counterpart (use ``sp.record``)."""
     del outputs_collections
@@ -699,15 +745,18 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
                          collections=collections) if center else None
         gamma = get_param("gamma", params_shape, ones, dtype, trainable=trainable,
                           collections=collections) if scale else None
-    x = _cast(inputs, dtype)
-    mean, variance = _moments(x, tuple(range(norm_axis, rank)))
-    full = (1,) * (rank - len(params_shape)) + params_shape
+        x = _cast(inputs, dtype)
+        mean, variance = _moments(x, tuple(range(norm_axis, rank)))
+        full = (1,) * (rank - len(params_shape)) + params_shape
 
-    def at_rank(p):  # over the leading axes, explicitly (jax_numpy_rank_promotion="raise")
-        return p if p is None or p.ndim == rank else p.reshape(full)
+        def at_rank(p):  # over the leading axes, explicitly (jax_numpy_rank_promotion="raise")
+            return p if p is None or p.ndim == rank else p.reshape(full)
 
-    y = _normalize(x, mean, variance, at_rank(beta), at_rank(gamma), jnp.asarray(1e-12, dtype))
-    return activation_fn(y) if activation_fn is not None else y
+        epsilon = 1e-3 if dtype == np.float16 else 1e-12  # contrib's: 1e-12 is 0 in float16
+        y = _normalize(x, mean, variance, at_rank(beta), at_rank(gamma),
+                       jnp.asarray(epsilon, dtype))
+        # In the scope, as contrib's layer_norm: an activation's variables go under LayerNorm.
+        return activation_fn(y) if activation_fn is not None else y
 
 
 def _drop(inputs: jax.Array, keep_prob: Any, seed: Optional[int], shape: Sequence[int]) -> jax.Array:
@@ -874,6 +923,7 @@ class _LayerObject:
     _base_name: str = ""
 
     def __init__(self, *args: Any, name: Optional[str] = None, _reuse: Any = None, **kwargs: Any):
+        _check_layer_arguments(type(self), kwargs, call_only=("inputs", "name", "reuse"))
         self.name = name
         self._reuse = _reuse
         self._args, self._kwargs = args, kwargs
@@ -881,9 +931,9 @@ class _LayerObject:
 
     def __call__(self, inputs: jax.Array, scope: Any = None, **call_kwargs: Any) -> jax.Array:
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
-        if captured.custom_getter is None:  # a getter runs user code, which may open scopes
-            # The body re-enters the captured scope (TF), and only requests parameters there: it
-            # gets the scope it would see (_Within), whose re-entry then changes nothing (_Current).
+        if captured.custom_getter is None:
+            # The body runs in the captured scope (TF's jump, _Within: its default names are
+            # numbered there), whose re-entry by the layer function then changes nothing (_Current).
             within = _Within(reentered(captured, reuse))
             with within:
                 return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
@@ -925,6 +975,38 @@ def _keep_for_call(cache: dict, frame: Any, value: Any) -> None:
     if len(cache) >= 8:  # keep only recent calls; frames are per call
         cache.pop(next(iter(cache)))
     cache[id(frame)] = (frame, value)
+
+
+_UNSUPPORTED_FIX = {  # Keras arguments TF's v1 layer classes pass on, and what to do here instead
+    "dtype": "parameters take the input's floating dtype here: cast the input instead.",
+    "output_padding": "pad the output (jnp.pad), or pick strides/padding that give the size.",
+    "dilation_rate": "a transposed convolution here has no dilation: drop the argument.",
+    "groups": "split the channels, apply one layer per group and concatenate the outputs.",
+    "reuse": "an object's later calls share its weights; to reuse existing ones, call it first "
+             "inside sp.scope(..., reuse=True).",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _parameter_names(fn: Callable) -> Dict[str, None]:
+    """``fn``'s parameter names, in order (``inspect.signature`` costs ~90 us: objects are built in
+    loops and in every trace)."""
+    return dict.fromkeys(inspect.signature(fn).parameters)
+
+
+def _check_layer_arguments(cls: Any, kwargs: dict, call_only: Tuple[str, ...]) -> None:
+    """Refuse at construction a keyword the layer's function does not take (TF's class would
+    accept many of them, as Keras arguments), rather than at the first call, with Python's
+    bare message."""
+    taken = _parameter_names(cls._fn)
+    unknown = [k for k in kwargs if k not in taken or k in call_only]
+    if unknown:
+        api = f"sp.layers.{cls.__name__}"
+        fixes = "".join(f"\n  fix ({k}=): {_UNSUPPORTED_FIX.get(k, 'drop it.')}" for k in unknown)
+        public = (p for p in taken if p not in call_only and not p.startswith("_"))
+        raise TypeError(
+            f"{api} does not support {', '.join(k + '=' for k in unknown)} (its arguments are "
+            f"{cls._fn.__name__}'s: {', '.join(public)}).{fixes}")
 
 
 class Dense(_LayerObject):
@@ -978,6 +1060,7 @@ class _Stateless:
     _fn: Callable[..., jax.Array]
 
     def __init__(self, *args: Any, **kwargs: Any):
+        _check_layer_arguments(type(self), kwargs, call_only=("inputs",))
         self._args, self._kwargs = args, kwargs
 
     def __call__(self, inputs: jax.Array, **call_kwargs: Any) -> jax.Array:

@@ -327,10 +327,23 @@ class _Wrapper(RNNCell):
 
 
 class DropoutWrapper(_Wrapper):
-    """``tf.nn.rnn_cell.DropoutWrapper``: dropout on the cell's inputs, outputs and (of an LSTM, its
-    ``h`` only, as TF's default filter) new state, with keep probabilities; a new mask at every
-    step, drawn from ``sp.next_rng_key()`` (pass ``rng=`` to ``apply``). It adds no scope: the
-    wrapped cell's variables keep their names. A keep probability of 1.0 does nothing.
+    """``tf.nn.rnn_cell.DropoutWrapper``: dropout on the cell's inputs, outputs and new state, with
+    keep probabilities; a new mask at every step for each array of a structure, drawn from
+    ``sp.next_rng_key()`` (pass ``rng=`` to ``apply``). It adds no scope: the wrapped cell's
+    variables keep their names. A keep probability of 1.0 does nothing.
+
+    Which parts of the state are dropped is TF's ``dropout_state_filter_visitor``: a function
+    called on the state and on each part of it in turn, returning a bool (``False``: leave this
+    part alone, ``True``: look inside it) or one level of bools shaped like that part. The default
+    drops everything but the memory ``c`` of every ``LSTMStateTuple``, however deeply nested (a
+    ``MultiRNNCell`` of LSTMs keeps each ``c``):
+
+    >>> def keep_c(substate):  # TF's default
+    ...     if isinstance(substate, sp.rnn.LSTMStateTuple):
+    ...         return sp.rnn.LSTMStateTuple(c=False, h=True)
+    ...     return True
+    >>> cell = sp.rnn.DropoutWrapper(sp.rnn.BasicLSTMCell(4), state_keep_prob=0.9,
+    ...                              dropout_state_filter_visitor=keep_c)
 
     With ``variational_recurrent=True`` (Gal and Ghahramani's variational dropout) the masks are
     drawn once per ``init``/``apply`` call, before the time loop, and every step uses them; as in
@@ -342,8 +355,12 @@ class DropoutWrapper(_Wrapper):
 
     def __init__(self, cell: RNNCell, input_keep_prob: Any = 1.0, output_keep_prob: Any = 1.0,
                  state_keep_prob: Any = 1.0, variational_recurrent: bool = False,
-                 input_size: Any = None, dtype: Any = None, seed: Optional[int] = None):
+                 input_size: Any = None, dtype: Any = None, seed: Optional[int] = None,
+                 dropout_state_filter_visitor: Optional[Callable[[Any], Any]] = None):
         super().__init__()
+        if dropout_state_filter_visitor is not None and not callable(dropout_state_filter_visitor):
+            raise TypeError(f"dropout_state_filter_visitor must be callable. Received: "
+                            f"{dropout_state_filter_visitor!r}")
         for what, p in (("input", input_keep_prob), ("output", output_keep_prob),
                         ("state", state_keep_prob)):
             if isinstance(p, (int, float)) and not 0.0 < p <= 1.0:
@@ -359,15 +376,28 @@ class DropoutWrapper(_Wrapper):
         self._cell = cell
         self._keep = (input_keep_prob, output_keep_prob, state_keep_prob)
         self._seed = seed
+        self._state_filter = dropout_state_filter_visitor or _default_state_filter
         self._variational = (input_size, dtype) if variational_recurrent else None
         self._noises: dict = {}  # this call's (input, output, state) noise (layers._this_call)
 
-    def _dropout(self, x: jax.Array, keep_prob: Any, noise: Any = None) -> jax.Array:
+    def _dropout(self, xs: Any, keep_prob: Any, noise: Any = None, which: Any = None) -> Any:
+        """Dropout on each array of ``xs`` (each its own key, or its own variational ``noise``,
+        a tree like ``xs``), only where ``which`` (a tree of bools like ``xs``) says so."""
         if _keeps_all(keep_prob):
-            return x
+            return xs
+        if which is None:
+            which = jax.tree_util.tree_map(lambda _: True, xs)
+
+        def drop(x, dropped, n=None):
+            if not dropped:
+                return x
+            if n is None:
+                return _drop(x, keep_prob, self._seed, x.shape)
+            return x / keep_prob * jnp.floor(keep_prob + n)  # TF's variational masks
+
         if noise is None:
-            return _drop(x, keep_prob, self._seed, x.shape)
-        return x / keep_prob * jnp.floor(keep_prob + noise)  # TF's variational masks
+            return jax.tree_util.tree_map(drop, xs, which)
+        return jax.tree_util.tree_map(drop, xs, which, noise)
 
     def _before_loop(self) -> None:
         if self._variational is not None:
@@ -406,22 +436,11 @@ class DropoutWrapper(_Wrapper):
         input_keep, output_keep, state_keep = self._keep
         noise_in, noise_out, noise_state = self._noise() if self._variational is not None else (
             None, None, None)
-        if noise_in is None:
-            inputs = self._dropout(inputs, input_keep)
-        else:
-            inputs = jax.tree_util.tree_map(lambda x, n: self._dropout(x, input_keep, n), inputs,
-                                            noise_in)
+        inputs = self._dropout(inputs, input_keep, noise_in)
         output, new_state = _call(self._cell, inputs, state, scope)
         if not _keeps_all(state_keep):
-            if isinstance(new_state, LSTMStateTuple):  # TF's default filter: h only
-                new_state = LSTMStateTuple(new_state.c, self._dropout(
-                    new_state.h, state_keep, None if noise_state is None else noise_state.h))
-            elif noise_state is None:
-                new_state = jax.tree_util.tree_map(lambda s: self._dropout(s, state_keep),
-                                                   new_state)
-            else:
-                new_state = jax.tree_util.tree_map(
-                    lambda s, n: self._dropout(s, state_keep, n), new_state, noise_state)
+            new_state = self._dropout(new_state, state_keep, noise_state,
+                                      _filtered(self._state_filter, new_state))
         return self._dropout(output, output_keep, noise_out), new_state
 
 
@@ -442,18 +461,75 @@ def _keeps_all(keep_prob: Any) -> bool:
     return isinstance(keep_prob, (int, float)) and keep_prob == 1.0
 
 
+def _default_state_filter(substate: Any) -> Any:
+    """TF's default ``dropout_state_filter_visitor``: never drop an LSTM's memory ``c``."""
+    if isinstance(substate, LSTMStateTuple):
+        return LSTMStateTuple(c=False, h=True)
+    return True
+
+
+def _filtered(visitor: Callable[[Any], Any], tree: Any) -> Any:
+    """A bool per array of ``tree``: whether ``visitor`` lets dropout reach it. TF's
+    ``nest.get_traverse_shallow_structure``: ``visitor`` sees ``tree`` and then, level by level,
+    each part it did not rule out (``False``), and answers with a bool or one level of bools."""
+    verdict = visitor(tree)
+    children, level = _one_level(tree)
+    if len(children) == 1 and children[0] is tree:  # an array
+        if not isinstance(verdict, bool):
+            raise TypeError(f"dropout_state_filter_visitor returned {verdict!r} for an array of "
+                            f"shape {getattr(tree, 'shape', None)}; it must return a bool there.")
+        return verdict
+    if isinstance(verdict, bool):
+        verdicts = [verdict] * len(children)
+    else:
+        verdicts, verdict_level = _one_level(verdict)
+        if verdict_level != level or not all(isinstance(v, bool) for v in verdicts):
+            raise TypeError(f"dropout_state_filter_visitor returned {verdict!r} for a state part "
+                            f"of structure {level}; it must return a bool or one level of bools "
+                            f"with that structure (e.g. LSTMStateTuple(c=False, h=True)).")
+    return jax.tree_util.tree_unflatten(level, [
+        _filtered(visitor, child) if v else jax.tree_util.tree_map(lambda _: False, child)
+        for v, child in zip(verdicts, children)])
+
+
+def _one_level(tree: Any) -> Tuple[list, Any]:
+    """``tree``'s children (``[tree]`` for an array) and the one-level treedef holding them."""
+    return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is not tree)
+
+
 class ResidualWrapper(_Wrapper):
     """``tf.nn.rnn_cell.ResidualWrapper``: the cell's output plus its input (or
-    ``residual_fn(inputs, outputs)``). It adds no scope."""
+    ``residual_fn(inputs, outputs)``). It adds no scope. As in TF, the default adds array by array
+    and raises a ``ValueError`` unless the inputs and outputs have the same structure and shapes
+    (no broadcasting: a [batch, 1] input does not spread over a [batch, 4] output)."""
 
     def __init__(self, cell: RNNCell, residual_fn: Optional[Callable] = None):
         super().__init__()
         self._cell = cell
-        self._residual_fn = residual_fn or (lambda inputs, outputs: inputs + outputs)
+        self._residual_fn = residual_fn or _add_residual
 
     def __call__(self, inputs, state, scope=None):
         output, new_state = _call(self._cell, inputs, state, scope)
         return self._residual_fn(inputs, output), new_state
+
+
+def _add_residual(inputs: Any, outputs: Any) -> Any:
+    """TF's default ``residual_fn``: the same structure and shapes, added array by array."""
+    structures: Any = (jax.tree_util.tree_structure(inputs), jax.tree_util.tree_structure(outputs))
+    if structures[0] != structures[1]:
+        raise ValueError(
+            f"ResidualWrapper adds the cell's inputs to its outputs, but they differ in structure: "
+            f"inputs {structures[0]}, outputs {structures[1]}.\n"
+            "  fix: make the cell's output match its input, or pass residual_fn=.")
+    for a, b in zip(jax.tree_util.tree_leaves(inputs), jax.tree_util.tree_leaves(outputs)):
+        if jnp.shape(a) != jnp.shape(b):
+            raise ValueError(
+                f"Shapes {tuple(jnp.shape(a))} and {tuple(jnp.shape(b))} are incompatible: "
+                f"ResidualWrapper adds the cell's inputs (shape {tuple(jnp.shape(a))}) to its "
+                f"outputs (shape {tuple(jnp.shape(b))}).\n"
+                "  fix: give the cell as many units as its input has features, or pass "
+                "residual_fn=.")
+    return jax.tree_util.tree_map(lambda i, o: i + o, inputs, outputs)
 
 
 def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Optional[Any] = None,
@@ -466,7 +542,8 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Optional[Any] = Non
 
     With ``sequence_length`` (one length per batch entry), outputs past a sequence's end are zeros
     and its state stops changing there, so ``final_state`` is each sequence's state at its last
-    step. ``parallel_iterations`` and ``swap_memory`` are TF runtime settings and are ignored.
+    step; a length past the time axis is the whole sequence, as in TF. ``parallel_iterations`` and
+    ``swap_memory`` are TF runtime settings and are ignored.
     """
     del parallel_iterations, swap_memory
     with _rnn_scope(scope, "rnn"):
@@ -481,7 +558,11 @@ def bidirectional_dynamic_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: jax.Ar
     """``tf.nn.bidirectional_dynamic_rnn``: ``cell_fw`` over the inputs under
     ``<scope or "bidirectional_rnn">/fw``, ``cell_bw`` over each sequence reversed (within its
     ``sequence_length``) under ``.../bw``; returns ``((outputs_fw, outputs_bw), (state_fw,
-    state_bw))``, ``outputs_bw`` reversed back into input order."""
+    state_bw))``, ``outputs_bw`` reversed back into input order.
+
+    A ``sequence_length`` longer than the time axis (or negative) is a ``ValueError`` when it is
+    known at trace time, as TF's ``reverse_sequence`` refuses it; a traced one is clamped to
+    ``[0, time]``. (``dynamic_rnn`` alone, like TF's, takes a too-long length as the full one.)"""
     del parallel_iterations, swap_memory
     time_axis = 0 if time_major else 1
     with _rnn_scope(scope, "bidirectional_rnn"):
@@ -523,7 +604,8 @@ def static_bidirectional_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: Sequenc
     """``tf.nn.static_bidirectional_rnn``: ``static_rnn`` of ``cell_fw`` under
     ``<scope or "bidirectional_rnn">/fw`` and of ``cell_bw`` over the reversed sequences under
     ``.../bw``; returns ``(outputs, state_fw, state_bw)`` with each step's outputs of the two
-    directions concatenated, as TF does."""
+    directions concatenated, as TF does. ``sequence_length`` as in ``bidirectional_dynamic_rnn``:
+    at most the number of steps (else a ``ValueError``; clamped when traced)."""
     if not isinstance(inputs, (list, tuple)) or not inputs:
         raise TypeError("static_bidirectional_rnn's inputs must be a non-empty list of [batch, depth] "
                         "arrays, one per step.")
@@ -552,12 +634,33 @@ def _rnn_scope(name_or_scope: Any, default: str):
 
 def _reverse(xs: Any, sequence_length: Optional[Any], time_axis: int) -> Any:
     """TF's ``reverse_sequence`` on each array of ``xs``: each sequence's first ``length`` steps
-    reversed, the rest kept."""
+    reversed, the rest kept.
+
+    A length outside ``[0, time]`` is TF's ``InvalidArgumentError``; here a ``ValueError`` when the
+    lengths are known at trace time, and clamped to ``[0, time]`` when traced (so a bad length can
+    never read past the time axis and give NaNs)."""
+    if sequence_length is not None:
+        steps = jax.tree_util.tree_leaves(xs)[0].shape[time_axis]
+        if not any(isinstance(n, jax.core.Tracer)
+                   for n in jax.tree_util.tree_leaves(sequence_length)):
+            known = np.asarray(sequence_length).reshape(-1)
+            bad = np.flatnonzero((known > steps) | (known < 0))
+            if bad.size:
+                i = int(bad[0])
+                tf_says = (f"seq_lens({i}) > input.dims({time_axis})" if known[i] > steps
+                           else f"seq_lens({i}) < 0")
+                raise ValueError(
+                    f"sequence_length {known.tolist()} has a length outside [0, {steps}], "
+                    f"{steps} being the inputs' number of time steps: {tf_says}, TF's "
+                    f"reverse_sequence says (an InvalidArgumentError).\n"
+                    f"  fix: pass lengths of at most {steps} (or pad the inputs' time axis).")
+        sequence_length = jnp.clip(jnp.asarray(sequence_length, jnp.int32), 0, steps)
+
     def reverse(x):
         if sequence_length is None:
             return jnp.flip(x, axis=time_axis)
         t = jnp.arange(x.shape[time_axis])
-        lengths = jnp.asarray(sequence_length, jnp.int32)[:, None]  # [batch, 1]
+        lengths = sequence_length[:, None]  # [batch, 1]
         source = jnp.where(t[None, :] < lengths, lengths - 1 - t[None, :], t[None, :])  # [batch, time]
         index = source.T if time_axis == 0 else source
         return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=time_axis)

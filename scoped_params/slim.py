@@ -141,7 +141,9 @@ def _check_defaults(func, defaults, args, kwargs, positional, accepted, takes_an
     if twice:
         raise TypeError(
             f"{func.__name__} got {', '.join(twice)} positionally and from an enclosing "
-            "slim.arg_scope.\n  fix: pass it by keyword: a keyword argument overrides the arg_scope.")
+            "slim.arg_scope.\n  fix: pass it by keyword: a keyword argument overrides the arg_scope. "
+            f"If another op called {func.__name__} (slim.conv2d calls slim.convolution), list that "
+            "op in the arg_scope instead.")
 
 
 class arg_scope:  # noqa: N801 - slim's name
@@ -356,37 +358,34 @@ def convolution(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, str
                        outputs_collections, sc.name)
 
 
-@add_arg_scope
-def convolution2d(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair,
-                  stride: IntOrPair = 1, padding: str = "SAME", data_format: Optional[str] = None,
-                  rate: IntOrPair = 1, activation_fn: Optional[Callable] = jax.nn.relu,
-                  normalizer_fn: Optional[Callable] = None, normalizer_params: Optional[dict] = None,
-                  weights_initializer: Any = _XAVIER,
-                  weights_regularizer: Optional[Callable] = None, biases_initializer: Any = zeros,
-                  biases_regularizer: Optional[Callable] = None, reuse: Any = None,
-                  variables_collections: Any = None, outputs_collections: Any = None,
-                  trainable: bool = True, scope: Any = None) -> jax.Array:
-    """``slim.conv2d``: ``slim.convolution`` on a rank-4 input (``NHWC``, or ``NCHW``)."""
-    return convolution(inputs, num_outputs, kernel_size, stride, padding, data_format, rate,
-                       activation_fn, normalizer_fn, normalizer_params, weights_initializer,
-                       weights_regularizer, biases_initializer, biases_regularizer, reuse,
-                       variables_collections, outputs_collections, trainable, scope, conv_dims=2)
+def _convolution_nd(name: str, conv_dims: int, formats: str) -> Callable:
+    """slim's ``convolution1d``/``2d``/``3d``: ``convolution``'s signature (without ``conv_dims``),
+    passed on positionally as tf_slim does, so an ``arg_scope([slim.convolution], ...)`` setting
+    one of them is a ``TypeError`` here as in TF, and ``arg_scope([slim.conv2d], ...)`` is the way."""
+
+    def op(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
+           padding: str = "SAME", data_format: Optional[str] = None, rate: IntOrPair = 1,
+           activation_fn: Optional[Callable] = jax.nn.relu,
+           normalizer_fn: Optional[Callable] = None, normalizer_params: Optional[dict] = None,
+           weights_initializer: Any = _XAVIER, weights_regularizer: Optional[Callable] = None,
+           biases_initializer: Any = zeros, biases_regularizer: Optional[Callable] = None,
+           reuse: Any = None, variables_collections: Any = None, outputs_collections: Any = None,
+           trainable: bool = True, scope: Any = None) -> jax.Array:
+        return convolution(inputs, num_outputs, kernel_size, stride, padding, data_format, rate,
+                           activation_fn, normalizer_fn, normalizer_params, weights_initializer,
+                           weights_regularizer, biases_initializer, biases_regularizer, reuse,
+                           variables_collections, outputs_collections, trainable, scope,
+                           conv_dims=conv_dims)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = (f"``slim.conv{conv_dims}d``: ``slim.convolution`` on a rank-{conv_dims + 2} "
+                  f"input ({formats}).")
+    return add_arg_scope(op)
 
 
-@add_arg_scope
-def convolution1d(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, *args: Any,
-                  **kwargs: Any) -> jax.Array:
-    """``slim.conv1d``: ``slim.convolution`` on a rank-3 input (``NWC``, or ``NCW``); the arguments
-    after ``kernel_size`` are ``convolution``'s."""
-    return convolution(inputs, num_outputs, kernel_size, *args, conv_dims=1, **kwargs)
-
-
-@add_arg_scope
-def convolution3d(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, *args: Any,
-                  **kwargs: Any) -> jax.Array:
-    """``slim.conv3d``: ``slim.convolution`` on a rank-5 input (``NDHWC``, or ``NCDHW``); the
-    arguments after ``kernel_size`` are ``convolution``'s."""
-    return convolution(inputs, num_outputs, kernel_size, *args, conv_dims=3, **kwargs)
+convolution1d = _convolution_nd("convolution1d", 1, "``NWC``, or ``NCW``")
+convolution2d = _convolution_nd("convolution2d", 2, "``NHWC``, or ``NCHW``")
+convolution3d = _convolution_nd("convolution3d", 3, "``NDHWC``, or ``NCDHW``")
 
 
 def _transpose_op(name: str, rank: int, kind: str, formats: Tuple[str, str]) -> Callable:
@@ -511,22 +510,33 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
     ``is_training=True`` (slim's default) normalizes with the batch statistics and writes the
     updated moving statistics to the returned state (``moving = decay * moving + (1 - decay) *
     batch``), as slim's update ops or ``updates_collections=None`` would: either way, here the update
-    is in ``apply``'s new state, so ``updates_collections`` changes nothing. The variance used for
-    the update is Bessel-corrected on slim's fused path (the default for 2-D and 4-D inputs), as in
-    TF. ``is_training`` may be a traced boolean.
+    is in ``apply``'s new state. ``updates_collections`` picks slim's implementation, as in TF:
+
+    - slim's fused kernel (``fused`` not False, and a 2-D input or a 4-D one with non-default
+      ``updates_collections``): Bessel-corrected variance, updated even if ``trainable=False``;
+    - the default ``updates_collections``: ``sp.layers.batch_normalization``'s rules
+      (Bessel-corrected where TF fuses; with ``trainable=False`` no update, since TF leaves a
+      non-trainable layer's update ops out of ``UPDATE_OPS``);
+    - otherwise ``nn.moments``: the plain batch variance, updated even if ``trainable=False``.
+
+    ``is_training`` may be a traced boolean.
     """
-    del updates_collections
     if batch_weights is not None or zero_debias_moving_mean:
         raise NotImplementedError("slim.batch_norm: batch_weights and zero_debias_moving_mean are "
                                   "not implemented here.")
     df = _channels(data_format, ("NHWC", "NCHW"))
     param_initializers = param_initializers or {}
     param_regularizers = param_regularizers or {}
-    bessel: Optional[bool]
-    if fused is False:
-        bessel = False
-    else:  # slim's fused path reshapes 2-D inputs to 4-D; the core layer fuses 4-D (and 5-D)
-        bessel = True if inputs.ndim == 2 else None
+    rank = inputs.ndim
+    default_updates = updates_collections == "update_ops"  # tf.GraphKeys.UPDATE_OPS
+    fused_kernel: Optional[bool]
+    update: Optional[bool]
+    if fused is not False and (rank == 2 or (rank == 4 and not default_updates)):
+        fused_kernel, update = True, True  # _fused_batch_norm adds its update ops itself
+    elif default_updates:
+        fused_kernel, update = None, None  # the core layer
+    else:
+        fused_kernel, update = False, True  # nn.moments, its update ops added (or run) by slim
     with _layer(scope, "BatchNorm", reuse, variables_collections) as sc:
         outputs = layers.batch_normalization(
             inputs, axis=1 if df == "channels_first" else -1, momentum=decay, epsilon=epsilon,
@@ -538,8 +548,8 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
             beta_regularizer=param_regularizers.get("beta"),
             gamma_regularizer=param_regularizers.get("gamma"), training=is_training,
             trainable=trainable, name=sc, reuse=reuse, renorm=renorm,
-            renorm_clipping=renorm_clipping, renorm_momentum=renorm_decay, fused=bessel,
-            adjustment=adjustment)
+            renorm_clipping=renorm_clipping, renorm_momentum=renorm_decay, fused=fused,
+            adjustment=adjustment, _fused_kernel=fused_kernel, _update=update)
         if activation_fn is not None:
             outputs = activation_fn(outputs)
         return collect_named_outputs(outputs_collections, sc.name, outputs)

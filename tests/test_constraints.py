@@ -337,6 +337,29 @@ def test_stock_constraints_compute_what_keras_computes(make):
     assert got.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("make, w, keras", [
+    (lambda c: c.MaxNorm(-1.0), [[3.0], [4.0]], [[0.0], [0.0]]),  # jnp.clip flipped the sign
+    (lambda c: c.MinMaxNorm(3.0, 1.0), [[3.0], [4.0]], [[1.8], [2.4]]),  # not [0.6, 0.8]
+    (lambda c: c.MinMaxNorm(3.0, 1.0, rate=0.5), [[0.3], [0.4]], None),
+    (lambda c: c.min_max_norm(2.0, 0.5, axis=1), np.arange(12.0).reshape(3, 4) - 5, None),
+], ids=["max_norm_negative", "min_max_norm_inverted", "min_max_norm_inverted_rate",
+        "min_max_norm_inverted_axis"])
+def test_inverted_bounds_clip_to_the_minimum_as_kerass_clip_does(make, w, keras):
+    # Keras's backend.clip raises max_value to min_value; jnp.clip would return max_value.
+    tf = pytest.importorskip("tensorflow")
+    import tf_keras
+
+    w = np.asarray(w, np.float32)
+    with tf.Graph().as_default():
+        projected = make(tf_keras.constraints)(tf.constant(w))
+        with tf.compat.v1.Session() as sess:
+            expected = sess.run(projected)
+    if keras is not None:
+        np.testing.assert_allclose(expected, keras, rtol=1e-6)
+    got = jax.jit(make(sp.constraints))(jnp.asarray(w))
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("k", [2, 3, 4, 5, 6])
 def test_radial_constraint_gives_each_ring_kerass_value(k):
     tf = pytest.importorskip("tensorflow")

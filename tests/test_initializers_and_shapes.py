@@ -410,6 +410,34 @@ def test_random_uniform_respects_bounds_for_floats_and_ints():
     assert i.dtype == np.int32 and set(np.unique(i)) == {0, 1, 2, 3, 4}
 
 
+def test_random_uniform_needs_maxval_for_an_integer_dtype_as_in_tf_instead_of_drawing_zeros():
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match="Must specify maxval for integer dtype"):
+            tf1.random_uniform_initializer()((3,), dtype=tf.int32)
+        with pytest.raises(TypeError):  # Keras's float defaults, +-0.05, for an integer dtype
+            tf1.keras.initializers.RandomUniform()((3,), dtype=tf.int32)
+    with pytest.raises(ValueError, match=r"Must specify maxval for integer dtype int32 \(as in TF\): "
+                                         r"random_uniform\(minval=0.0, maxval=None\)") as e:
+        inits.random_uniform()(KEY, (3,), jnp.int32)
+    assert "fix: pass integer bounds" in str(e.value)
+    with pytest.raises(ValueError, match="Must specify maxval") as e:  # named, through get_param
+        sp.transform(lambda: sp.get_param("n", [3], dtype=jnp.int32,
+                                          init=inits.random_uniform_initializer)).init(KEY)
+    if hasattr(e.value, "add_note"):  # Python >= 3.11
+        assert "raised by the initializer of 'n'" in "\n".join(e.value.__notes__)
+    with pytest.raises(TypeError, match=r"minval=-0.05 is not an integer, for integer dtype int32 "
+                                        r".*\n  fix: pass integer"):
+        inits.RandomUniform()(KEY, (3,), jnp.int32)
+    # maxval=None is 1.0 for floats, as in TF; Keras's class keeps its own defaults
+    f = np.asarray(inits.random_uniform()(KEY, (64, 64), jnp.float32))
+    assert f.min() >= 0.0 and 0.99 < f.max() < 1.0
+    k = np.asarray(inits.RandomUniform()(KEY, (64, 64), jnp.float32))
+    assert k.min() >= -0.05 and 0.049 < k.max() < 0.05
+    np.testing.assert_array_equal(inits.RandomUniform(2, 3)(KEY, (4,), jnp.int32), [2, 2, 2, 2])
+
+
 @pytest.mark.parametrize("mode,n", [("fan_in", 3 * 3 * 8), ("fan_out", 3 * 3 * 16),
                                     ("fan_avg", (3 * 3 * 8 + 3 * 3 * 16) / 2)])
 def test_variance_scaling_uses_tf_fan_rules(mode, n):
@@ -454,6 +482,26 @@ def test_variance_scaling_rejects_unknown_mode_and_distribution():
         inits.variance_scaling(1.0, "fan_x")
     with pytest.raises(ValueError, match="invalid distribution 'cauchy'"):
         inits.variance_scaling(1.0, "fan_in", "cauchy")
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, 0, np.float32(-2.0)])
+def test_variance_scaling_refuses_a_scale_that_is_not_positive_when_built_as_tf_does(scale):
+    # 0 drew zeros and a negative scale failed at the first draw ("math domain error").
+    tf = pytest.importorskip("tensorflow")
+    for theirs in (tf.compat.v1.variance_scaling_initializer,
+                   tf.compat.v1.keras.initializers.VarianceScaling):
+        with pytest.raises(ValueError, match="must be a positive float"):
+            theirs(scale)
+    for ours in (inits.variance_scaling_initializer, inits.VarianceScaling):
+        with pytest.raises(ValueError, match=r"Argument 'scale' must be a positive float \(as in TF\): "
+                                             r"variance_scaling_initializer\(scale=") as e:
+            ours(scale, seed=1)
+        assert "fix: pass a scale above 0" in str(e.value)
+    # TF takes any number above 0 (an int, True); contrib's factor has no check in TF or here.
+    tf.compat.v1.variance_scaling_initializer(1)
+    assert inits.variance_scaling(1)(KEY, (4, 4)).shape == (4, 4)
+    np.testing.assert_array_equal(
+        inits.contrib.variance_scaling_initializer(factor=0.0)(KEY, (4, 4)), np.zeros((4, 4)))
 
 
 def test_glorot_normal_is_truncated_with_fan_avg_variance():
@@ -672,6 +720,39 @@ def test_constant_initializer_verify_shape_requires_the_exact_shape_as_in_tf():
     with pytest.raises(ValueError, match=r"verify_shape=True: the value's shape \(4,\) is not the "
                                          r"requested \(2, 2\)"):
         inits.constant_initializer([1, 2, 3, 4], verify_shape=True)(KEY, (2, 2), jnp.float32)
+
+
+@pytest.mark.parametrize("value, shape, verify_shape", [
+    ([1.0, 2.0], (2, 3), False),
+    ([5.0], (2, 2), False),
+    (np.arange(6.0).reshape(2, 3), (2, 4), False),
+    ([[1, 2, 3], [4, 5, 6]], (3, 2), False),
+    ([], (2,), False),  # no value: zeros
+    ([1.0, 2.0], (0,), False),  # an empty shape takes anything
+    ([1.0, 2.0], (0, 3), True),
+    (np.arange(6.0).reshape(2, 3), (2, 3), True),
+])
+def test_constant_initializer_fills_the_rest_with_the_last_value_as_tf1_does(value, shape,
+                                                                             verify_shape):
+    tf = pytest.importorskip("tensorflow")
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:  # TF 1.x's v1 initializer
+        theirs = session.run(tf.compat.v1.constant_initializer(value, verify_shape=verify_shape)(
+            shape, dtype=tf.float32))
+    ours = sp.transform(lambda: sp.get_param(
+        "c", shape, init=inits.constant_initializer(value, verify_shape=verify_shape))).init(KEY)["c"]
+    assert ours.shape == theirs.shape == shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_constant_initializer_with_too_many_values_is_an_error_as_in_tf1():
+    tf = pytest.importorskip("tensorflow")
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match="Too many elements provided. Takes at most 6, but got 7"):
+            tf.compat.v1.constant_initializer(list(range(7)))((2, 3), dtype=tf.float32)
+    with pytest.raises(ValueError, match=r"7 values cannot fill shape \(2, 3\): too many elements "
+                                         r"provided, it takes at most 6 \(as in TF\)") as e:
+        inits.constant_initializer(list(range(7)))(KEY, (2, 3), jnp.float32)
+    assert "fix: pass at most 6 values" in str(e.value)
 
 
 @pytest.mark.parametrize("kwargs, n, uniform", [

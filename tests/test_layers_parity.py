@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import chex  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -127,7 +128,7 @@ def test_1d_and_3d_pooling_match_tf():
         np.testing.assert_allclose(a, b, atol=ATOL)
 
 
-def _tf_contrib_layer_norm(inputs, center=True, scale=True, begin_norm_axis=1,
+def _tf_contrib_layer_norm(inputs, center=True, scale=True, activation_fn=None, begin_norm_axis=1,
                            begin_params_axis=-1, scope=None):
     """tf.contrib.layers.layer_norm, which TF 2 no longer ships, line for line in core TF ops."""
     with tf.variable_scope(scope, "LayerNorm", [inputs]):
@@ -137,8 +138,9 @@ def _tf_contrib_layer_norm(inputs, center=True, scale=True, begin_norm_axis=1,
         rank = inputs.shape.ndims
         axes = list(range(begin_norm_axis % rank, rank))
         mean, variance = tf.nn.moments(inputs, axes, keep_dims=True)
-        return tf.nn.batch_normalization(inputs, mean, variance, offset=beta, scale=gamma,
-                                         variance_epsilon=1e-12)
+        outputs = tf.nn.batch_normalization(inputs, mean, variance, offset=beta, scale=gamma,
+                                            variance_epsilon=1e-12)
+        return activation_fn(outputs) if activation_fn is not None else outputs
 
 
 def test_layer_norm_matches_contribs_names_and_arithmetic():
@@ -251,6 +253,59 @@ def test_batch_normalization_default_momentum_epsilon_and_flags():
     np.testing.assert_allclose(out, tf_out, atol=ATOL)
     np.testing.assert_allclose(new_state["batch_normalization/moving_variance"],
                                tf_after["batch_normalization/moving_variance"], atol=ATOL)
+
+
+def _check_batch_normalization(build, shape, names=("batch_normalization",)):
+    x = images(shape) * 3 + 1
+    tf_out, out, tf_after, new_state = check_same(build(tf.layers), build(sp.layers), x,
+                                                  stateful=True)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+    assert sorted(new_state) == sorted(n + "/" + s for n in names
+                                       for s in ("moving_mean", "moving_variance"))
+    for name, value in new_state.items():
+        np.testing.assert_allclose(value, tf_after[name], rtol=1e-5, atol=ATOL, err_msg=name)
+
+
+@pytest.mark.parametrize("shape,axis", [((6, 4), -1), ((4, 3, 5), -1), ((4, 3, 5, 2), 2),
+                                        ((2, 3, 4, 2, 3), 2)])
+def test_batch_normalization_fused_true_falls_back_where_tf_cannot_fuse(shape, axis):
+    # TF v1 takes fused=True as "fuse if you can": elsewhere the update uses the plain batch
+    # variance, not the fused kernel's Bessel-corrected one.
+    def build(layers):
+        return lambda i: (
+            layers.batch_normalization(i, axis=axis, training=True, fused=True, momentum=0.5),
+            layers.BatchNormalization(axis=axis, fused=True, momentum=0.0, name="obj")(
+                i, training=True))
+
+    _check_batch_normalization(build, shape, names=("batch_normalization", "obj"))
+
+
+@pytest.mark.parametrize("axis", [[1, 3], [1, 2], (0, 3)])
+def test_batch_normalization_over_several_axes_has_tfs_rank_n_parameters(axis):
+    def build(layers):
+        return lambda i: layers.batch_normalization(i, axis=axis, training=True, momentum=0.5)
+
+    _check_batch_normalization(build, (4, 5, 2, 3))
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 5, 5, 3)])
+def test_non_trainable_batch_normalization_normalizes_with_the_batch_but_keeps_its_statistics(
+        shape):
+    # TF v1's Layer.updates leaves a non-trainable layer's update ops out of UPDATE_OPS.
+    def build(layers):
+        return lambda i: layers.batch_normalization(i, training=True, trainable=False,
+                                                    momentum=0.5)
+
+    _check_batch_normalization(build, shape)
+    # a traced training flag too
+    model = sp.transform_with_state(lambda i, training: sp.layers.batch_normalization(
+        i, training=training, trainable=False, momentum=0.5))
+    x = images(shape) * 3 + 1
+    params, state = model.init(jax.random.key(0), x, True)
+    out, new_state = jax.jit(model.apply)(params, state, x, jnp.asarray(True))
+    # the batch's statistics normalize
+    np.testing.assert_allclose(out.reshape(-1, shape[-1]).mean(0), 0.0, atol=1e-4)
+    chex.assert_trees_all_equal(new_state, state)
 
 
 def test_pooling_matches_tf():
@@ -540,6 +595,22 @@ def test_layer_objects_share_weights_across_calls_like_tf():
         np.testing.assert_allclose(a, b, atol=ATOL)
 
 
+@pytest.mark.parametrize("kind, args, kwargs, fix", [
+    ("Conv2DTranspose", (3, 3), dict(strides=2, output_padding=1), "pad the output"),
+    ("Conv3DTranspose", (3, 3), dict(dilation_rate=2), "no dilation"),
+    ("Conv2D", (4, 3), dict(groups=2), "one layer per group"),
+    ("Dense", (4,), dict(dtype="float64"), "cast the input"),
+])
+def test_keras_arguments_tfs_layer_classes_take_are_refused_at_construction_naming_them(
+        kind, args, kwargs, fix):
+    with tf.Graph().as_default():
+        getattr(tf.layers, kind)(*args, **kwargs)  # TF's class takes it (a Keras argument)
+    (argument,) = [k for k in kwargs if k != "strides"]
+    with pytest.raises(TypeError, match=rf"(?s)sp.layers.{kind} does not support {argument}= "
+                                        rf"\(its arguments are .*\).*fix \({argument}=\): .*{fix}"):
+        getattr(sp.layers, kind)(*args, **kwargs)
+
+
 def _objects_called_with_a_scope(layers, vs):
     def build(y):
         dense = layers.Dense(4)
@@ -558,3 +629,141 @@ def test_layer_objects_called_with_a_scope_put_their_weights_under_it_like_tf():
     assert sorted(tf_vars) == ["outer/s/bias", "outer/s/kernel", "proj/bias", "proj/kernel"]
     for a, b in zip(out, tf_out):
         np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def _slope_activation(layers, seen=None):
+    """A PReLU-like activation that creates its slope with get_variable where it runs (TF runs a
+    layer's activation in Layer.call, inside the layer's scope), and notes its name scope in
+    ``seen``."""
+    def prelu(y):
+        if layers is tf.layers:
+            name_scope = tf.get_default_graph().get_name_scope() + "/"
+            alpha = tf.get_variable("alpha", [], initializer=tf.constant_initializer(0.2))
+        else:
+            name_scope = sp.current_name_scope()
+            alpha = sp.get_param("alpha", [], init=sp.initializers.constant(0.2))
+        if seen is not None:
+            seen.append(name_scope)
+        return y * alpha
+    return prelu
+
+
+@pytest.mark.parametrize("kind, shape, args", [
+    ("dense", (2, 5), (3,)),
+    ("conv1d", (2, 7, 3), (2, 2)),
+    ("conv2d", (2, 6, 6, 3), (2, 2)),
+    ("conv3d", (2, 4, 4, 4, 2), (2, 2)),
+    ("separable_conv1d", (2, 7, 3), (2, 2)),
+    ("separable_conv2d", (2, 6, 6, 3), (2, 2)),
+    ("conv2d_transpose", (2, 3, 3, 2), (2, 2)),
+    ("conv3d_transpose", (2, 3, 3, 3, 2), (2, 2)),
+])
+def test_an_activation_that_creates_a_variable_creates_it_in_each_functional_layers_scope_like_tf(
+        kind, shape, args):
+    x = images(shape)
+    seen = {tf.layers: [], sp.layers: []}
+
+    def build(layers):
+        def f(i):
+            act = _slope_activation(layers, seen[layers])
+            layer = getattr(layers, kind)
+            a = layer(i, *args, activation=act)  # <kind>/alpha
+            b = layer(2 * i, *args, activation=act)  # <kind>_1/alpha
+            c = layer(i, *args, activation=act, name=kind, reuse=True)  # <kind>/alpha again
+            return a, b, c
+        return f
+
+    tf_out, out, tf_vars, _ = check_same(build(tf.layers), build(sp.layers), x)
+    assert sorted(n for n in tf_vars if n.endswith("alpha")) == [f"{kind}/alpha", f"{kind}_1/alpha"]
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+    # the activation's ops are named under the layer too
+    assert seen[sp.layers][:2] == seen[tf.layers][:2] == [f"{kind}/", f"{kind}_1/"]
+
+
+def test_layer_norms_activation_fn_creates_its_variables_under_the_layer_norm_like_contrib():
+    x = images((2, 5))
+
+    def build(layer_norm, layers):
+        def f(i):
+            act = _slope_activation(layers)
+            return layer_norm(i, activation_fn=act), layer_norm(2 * i, activation_fn=act)
+        return f
+
+    tf_out, out, tf_vars, _ = check_same(build(_tf_contrib_layer_norm, tf.layers),
+                                         build(sp.layers.layer_norm, sp.layers), x)
+    assert sorted(tf_vars) == ["LayerNorm/alpha", "LayerNorm/beta", "LayerNorm/gamma",
+                               "LayerNorm_1/alpha", "LayerNorm_1/beta", "LayerNorm_1/gamma"]
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def _get_variable(layers):
+    """TF's get_variable, or sp.get_param in its spelling (name, shape, initializer)."""
+    if layers is tf.layers:
+        return lambda name, shape, init: tf.get_variable(name, shape, initializer=init)
+    return lambda name, shape, init: sp.get_param(name, shape, init)
+
+
+def _objects_activation_opening_scopes(layers, vs, names):
+    """A layer object whose activation opens a default-named scope, next to the caller's own."""
+    get = _get_variable(layers)
+    ones = tf.ones_initializer() if layers is tf.layers else sp.initializers.ones
+
+    def act(y):
+        with vs(None, default_name="act"):
+            return y * get("alpha", [], ones)
+
+    def build(y):
+        layer = layers.Dense(4, activation=act)
+        a = layer(y)  # dense/act/alpha: numbered under dense/, not where the layer is called
+        with vs(None, default_name="act") as s:  # the root's first act
+            get("v", [1], ones)
+            names.append(s.name)
+        b = layer(2 * y)  # the jump rolls its act counter back: dense/act/alpha again, reused
+        with vs("outer"):
+            with vs(None, default_name="act") as s:
+                get("v", [1], ones)
+                names.append(s.name)
+            c = layers.Dense(3, activation=act)(y)  # outer/dense/act, not outer/dense/act_1
+        return a, b, c
+    return build
+
+
+def test_a_layer_objects_activation_numbers_its_default_names_in_the_layers_scope_like_tf():
+    y = images((2, 5))
+    tf_names, sp_names = [], []
+    tf_out, out, tf_vars, _ = check_same(
+        _objects_activation_opening_scopes(tf.layers, tf.variable_scope, tf_names),
+        _objects_activation_opening_scopes(sp.layers, sp.scope, sp_names), y)
+    assert sorted(tf_vars) == ["act/v", "dense/act/alpha", "dense/bias", "dense/kernel",
+                               "outer/act/v", "outer/dense/act/alpha", "outer/dense/bias",
+                               "outer/dense/kernel"]
+    assert sp_names[:2] == tf_names == ["act", "outer/act"]
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def _object_called_again_after_its_scope_closed(layers, vs, names):
+    def build(y):
+        layer = layers.Dense(4)
+        with vs("a"):
+            layer(y)  # a/dense
+        with vs("a"):  # a's counters start over ...
+            out = layer(2 * y)  # ... but jumping back into a/dense enters it again
+            with vs(None, default_name="dense") as s:
+                _get_variable(layers)("v", [1], None)  # so this is a/dense_1/v, not a/dense/v
+                names.append(s.name)
+        return out
+    return build
+
+
+def test_calling_a_layer_object_enters_its_scope_for_default_name_numbering_like_tf():
+    y = images((2, 5))
+    tf_names, sp_names = [], []
+    tf_out, out, tf_vars, _ = check_same(
+        _object_called_again_after_its_scope_closed(tf.layers, tf.variable_scope, tf_names),
+        _object_called_again_after_its_scope_closed(sp.layers, sp.scope, sp_names), y)
+    assert sorted(tf_vars) == ["a/dense/bias", "a/dense/kernel", "a/dense_1/v"]
+    assert sp_names[0] == tf_names[0] == "a/dense_1"
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)

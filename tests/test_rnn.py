@@ -197,6 +197,11 @@ def _tf_run(program, save_to=None):
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.__name__)
 def test_rnn_programs_match_tf1_names_shapes_outputs_and_final_states(program):
+    _assert_matches_tf(program)
+
+
+def _assert_matches_tf(program):
+    """``program`` under sp.rnn, given TF's weights, gives TF's names, shapes and outputs."""
     values, theirs = _tf_run(program)
     model = sp.transform(lambda x: program(sp.rnn, sp.rnn, jnp.float32, x))
     params = model.init(KEY, XS)
@@ -425,3 +430,201 @@ def test_a_cell_subclass_that_skips_the_base_init_gets_an_error_that_says_call_i
 
     with pytest.raises(TypeError, match=r"MyCell.__init__ did not call the base class's"):
         sp.transform(lambda x: MyCell(3)(x, x)).init(jax.random.key(0), jnp.ones((2, 3)))
+
+
+def _stack_of_lstms_with_state_dropout(api, rnn, f32, x, variational, visitor):
+    """The final states of a MultiRNNCell of two LSTMs run with and without state dropout (the
+    same weights), one step so that a memory ``c`` changes only if it is dropped itself."""
+    inner = rnn.MultiRNNCell([rnn.BasicLSTMCell(4), rnn.BasicLSTMCell(4)])
+    filtering = {} if visitor is None else {"dropout_state_filter_visitor": visitor(rnn)}
+    cell = rnn.DropoutWrapper(inner, state_keep_prob=0.5, variational_recurrent=variational,
+                              dtype=f32, **filtering)
+    _, dropped = api.dynamic_rnn(cell, x, dtype=f32, scope="a")
+    _, plain = api.dynamic_rnn(inner, x, dtype=f32, scope="a")
+    return dropped, plain
+
+
+def _every_part(rnn):
+    return lambda substate: True
+
+
+def _first_layer_h_only(rnn):
+    def visit(substate):
+        if isinstance(substate, rnn.LSTMStateTuple):
+            return rnn.LSTMStateTuple(c=False, h=True)
+        if isinstance(substate, tuple):  # the stack's (layer 0, layer 1)
+            return (True, False)
+        return True
+    return visit
+
+
+@pytest.mark.parametrize("variational", [False, True], ids=["per_step", "variational"])
+def test_state_dropout_around_a_stack_of_lstms_follows_tfs_state_filter_at_every_level(variational):
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    x = XS[:, :1]
+
+    def changed(dropped, plain):  # [[c changed, h changed] per layer]
+        return [[not np.allclose(d.c, p.c), not np.allclose(d.h, p.h)] for d, p in zip(dropped, plain)]
+
+    expected = {None: [[False, True], [False, True]],  # TF's default: every c kept, however deep
+                _every_part: [[True, True], [True, True]],
+                _first_layer_h_only: [[False, True], [False, False]]}
+    for visitor, want in expected.items():
+        with tf.Graph().as_default(), tf1.Session() as session:
+            tf1.set_random_seed(0)
+            states = _stack_of_lstms_with_state_dropout(tf1.nn, tf1.nn.rnn_cell, tf.float32,
+                                                        tf.constant(x), variational, visitor)
+            session.run(tf1.global_variables_initializer())
+            assert changed(*session.run(states)) == want
+        model = sp.transform(lambda x: _stack_of_lstms_with_state_dropout(
+            sp.rnn, sp.rnn, jnp.float32, x, variational, visitor))
+        params = model.init(KEY, x)
+        assert changed(*model.apply(params, x, rng=jax.random.key(1))) == want
+        assert changed(*jax.jit(model.apply)(params, x, rng=jax.random.key(1))) == want
+    with pytest.raises(TypeError, match="dropout_state_filter_visitor must be callable"):
+        sp.rnn.DropoutWrapper(sp.rnn.GRUCell(2), dropout_state_filter_visitor=True)
+
+
+def residual_over_a_pair_of_inputs_and_outputs(api, rnn, f32, x):
+    class Twice(rnn.RNNCell):
+        def __init__(self, inner):
+            super().__init__()
+            self._inner = inner
+
+        @property
+        def state_size(self):
+            return self._inner.state_size
+
+        @property
+        def output_size(self):
+            return (4, 4)
+
+        def call(self, inputs, state):
+            a, b = inputs if isinstance(inputs, tuple) else (inputs, inputs)
+            out, new = self._inner(a + b, state)
+            return (out, -out), new
+
+    if isinstance(x, tuple):  # the structure mismatch below: one input, two outputs
+        return api.dynamic_rnn(rnn.ResidualWrapper(Twice(rnn.GRUCell(4))), x[0], dtype=f32)
+    return api.dynamic_rnn(rnn.ResidualWrapper(Twice(rnn.GRUCell(4))),
+                           (x[:, :, :4], x[:, :, 1:]), dtype=f32)
+
+
+def test_residual_wrapper_adds_array_by_array_and_refuses_other_shapes_or_structures_as_tf_does():
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    _assert_matches_tf(residual_over_a_pair_of_inputs_and_outputs)  # (a + out, b - out)
+
+    def narrow(api, rnn, f32, x):  # a [batch, 1] input onto a [batch, 4] output: no broadcasting
+        return api.dynamic_rnn(rnn.ResidualWrapper(rnn.BasicRNNCell(4)), x[:, :, :1], dtype=f32)
+
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError) as theirs:
+            narrow(tf1.nn, tf1.nn.rnn_cell, tf.float32, tf1.placeholder(tf.float32, XS.shape))
+    assert str(theirs.value) == "Shapes (3, 1) and (3, 4) are incompatible"
+    with pytest.raises(ValueError, match=r"(?s)adds the cell's inputs \(shape \(3, 1\)\) to its "
+                                         r"outputs \(shape \(3, 4\)\).*fix:") as ours:
+        sp.transform(lambda x: narrow(sp.rnn, sp.rnn, jnp.float32, x)).init(KEY, XS)
+    assert str(ours.value).startswith(str(theirs.value))
+
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match="don't have the same nested structure"):
+            residual_over_a_pair_of_inputs_and_outputs(
+                tf1.nn, tf1.nn.rnn_cell, tf.float32, (tf1.placeholder(tf.float32, (B, T, 4)),))
+    with pytest.raises(ValueError, match="ResidualWrapper adds the cell's inputs to its outputs, "
+                                         "but they differ in structure"):
+        sp.transform(lambda x: residual_over_a_pair_of_inputs_and_outputs(
+            sp.rnn, sp.rnn, jnp.float32, (x,))).init(KEY, XS[:, :, :4])
+
+
+def a_length_past_the_time_axis_in_dynamic_rnn(api, rnn, f32, x):
+    cell = rnn.GRUCell(2)
+    past = api.dynamic_rnn(cell, x, sequence_length=[T + 2, 2, 4], dtype=f32, scope="a")
+    whole = api.dynamic_rnn(cell, x, sequence_length=[T, 2, 4], dtype=f32, scope="a")
+    return past, whole
+
+
+def test_a_length_past_the_time_axis_is_tfs_error_in_bidirectional_rnns_and_whole_in_dynamic_rnn():
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    too_long = [T + 2, 2, 4]
+
+    def bidirectional(api, rnn, f32, x, unstack):
+        return api.bidirectional_dynamic_rnn(rnn.GRUCell(2), rnn.GRUCell(2), x,
+                                             sequence_length=too_long, dtype=f32)
+
+    def static_bidirectional(api, rnn, f32, x, unstack):
+        return api.static_bidirectional_rnn(rnn.GRUCell(2), rnn.GRUCell(2), unstack(x, axis=1),
+                                            sequence_length=too_long, dtype=f32)
+
+    for program, tf_says in ((bidirectional, "seq_lens(0) > input.dims(1)"),
+                             (static_bidirectional, "seq_lens(0) > input.dims(0)")):
+        with tf.Graph().as_default(), tf1.Session() as session:
+            outputs = program(tf1.nn, tf1.nn.rnn_cell, tf.float32, tf.constant(XS), tf.unstack)
+            session.run(tf1.global_variables_initializer())
+            with pytest.raises(tf.errors.InvalidArgumentError) as theirs:
+                session.run(outputs)
+        assert tf_says in theirs.value.message
+        with pytest.raises(ValueError, match=r"(?s)sequence_length \[8, 2, 4\] has a length "
+                                             r"outside \[0, 6\].*fix:") as ours:
+            sp.transform(lambda x: program(sp.rnn, sp.rnn, jnp.float32, x, jnp.unstack)
+                         ).init(KEY, XS)
+        assert tf_says in str(ours.value)
+
+    # Traced lengths cannot be checked: they are clamped to the time axis, never NaN.
+    model = sp.transform(lambda x, lengths: sp.rnn.bidirectional_dynamic_rnn(
+        sp.rnn.GRUCell(2), sp.rnn.GRUCell(2), x, sequence_length=lengths, dtype=jnp.float32))
+    params = model.init(KEY, XS, np.array(LENGTHS))
+    traced = jax.jit(model.apply)(params, XS, np.array(too_long))
+    chex.assert_tree_all_finite(traced)
+    chex.assert_trees_all_close(traced, model.apply(params, XS, np.array([T, 2, 4])), rtol=1e-5)
+
+    # dynamic_rnn alone, as TF's, runs a too-long sequence whole.
+    _assert_matches_tf(a_length_past_the_time_axis_in_dynamic_rnn)
+    model = sp.transform(lambda x: a_length_past_the_time_axis_in_dynamic_rnn(
+        sp.rnn, sp.rnn, jnp.float32, x))
+    past, whole = model.apply(model.init(KEY, XS), XS)
+    chex.assert_trees_all_equal(past, whole)
+
+
+def pass_through_pairs_with_dropout(api, rnn, f32, x):
+    class PassPair(rnn.RNNCell):  # its output is its (dropped) pair of inputs
+        @property
+        def state_size(self):
+            return 1
+
+        @property
+        def output_size(self):
+            return (D, D)
+
+        def call(self, inputs, state):
+            return inputs, state
+
+    dropped_in, _ = api.dynamic_rnn(rnn.DropoutWrapper(PassPair(), input_keep_prob=0.5), (x, x),
+                                    dtype=f32, scope="inputs")
+    dropped_out, _ = api.dynamic_rnn(rnn.DropoutWrapper(PassPair(), output_keep_prob=0.5),
+                                     (x, x), dtype=f32, scope="outputs")
+    return dropped_in, dropped_out
+
+
+def test_dropout_wrapper_drops_each_array_of_structured_inputs_and_outputs_with_its_own_mask():
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+
+    def check(pairs):  # each array: kept entries scaled by 1 / 0.5, about half dropped, own mask
+        for first, second in pairs:
+            for a in (first, second):
+                kept = np.asarray(a) != 0
+                assert 0.3 < kept.mean() < 0.7
+                np.testing.assert_allclose(np.asarray(a)[kept], (XS / 0.5)[kept], rtol=1e-6)
+            assert (np.asarray(first) != 0).tolist() != (np.asarray(second) != 0).tolist()
+
+    with tf.Graph().as_default(), tf1.Session() as session:
+        tf1.set_random_seed(0)
+        check(session.run(pass_through_pairs_with_dropout(tf1.nn, tf1.nn.rnn_cell, tf.float32,
+                                                          tf.constant(XS))))
+    model = sp.transform(lambda x: pass_through_pairs_with_dropout(sp.rnn, sp.rnn, jnp.float32, x))
+    params = model.init(KEY, XS)
+    check(model.apply(params, XS, rng=jax.random.key(4)))
+    check(jax.jit(model.apply)(params, XS, rng=jax.random.key(4)))

@@ -222,6 +222,60 @@ def test_batch_norm_in_training_updates_the_moving_statistics_as_slims_update_op
         np.testing.assert_allclose(new_state[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 3), (2, 3, 3, 3), (2, 2, 2, 2, 3)])
+@pytest.mark.parametrize("trainable", [True, False])
+@pytest.mark.parametrize("updates_collections", ["update_ops", None, "my_updates"])
+def test_batch_norm_takes_slims_path_for_its_rank_updates_collections_and_trainable(
+        shape, trainable, updates_collections):
+    # slim's fused kernel (2-D; 4-D with custom collections) Bessel-corrects and always updates; the
+    # core layer (default collections) fuses 4-D/5-D and skips a non-trainable layer's updates;
+    # nn.moments (the rest) uses the plain variance and always updates.
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    x = (np.random.RandomState(0).randn(*shape) * 2 + 1).astype(np.float32)
+
+    def program(slim, x):
+        return slim.batch_norm(x, decay=0.5, scale=True, trainable=trainable,
+                               updates_collections=updates_collections)
+
+    with tf.Graph().as_default(), tf1.Session() as session:
+        placeholder = tf1.placeholder(tf.float32, shape)
+        y = program(tf_slim, placeholder)
+        updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS) + tf1.get_collection("my_updates")
+        session.run(tf1.global_variables_initializer())
+        theirs = session.run([y] + updates, {placeholder: x})[0]
+        their_moving = {v.name[:-2]: session.run(v) for v in tf1.global_variables()
+                        if "moving" in v.name}
+
+    model = sp.transform_with_state(lambda x: program(sp.slim, x))
+    params, state = model.init(KEY, x)
+    ours, new_state = model.apply(params, state, x)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    new_state = sp.flatten(new_state)
+    assert sorted(new_state) == sorted(their_moving)
+    for name, value in their_moving.items():
+        np.testing.assert_allclose(new_state[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_layer_norm_in_float16_uses_slims_larger_epsilon():
+    # 1e-12 is 0 in float16: a constant row would be 0/0. TF rounds float16's rsqrt differently,
+    # hence the tolerance; a near-constant row tells 1e-3 from 0 (0.03 against 2).
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    x = np.array([[1.0, 2.0, 3.0, 4.0], [3.0, 3.0, 3.0, 3.0], [1.0, 1.001, 1.0, 1.001]], np.float16)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        y = tf_slim.layer_norm(tf.constant(x), begin_norm_axis=-1)
+        session.run(tf.compat.v1.global_variables_initializer())
+        theirs = session.run(y)
+    for layer_norm in (sp.slim.layer_norm, sp.layers.layer_norm):
+        model = sp.transform(lambda i: layer_norm(i, begin_norm_axis=-1))
+        ours = model.apply(model.init(KEY, x), x)
+        assert ours.dtype == jnp.float16
+        np.testing.assert_allclose(np.asarray(ours, np.float32), theirs.astype(np.float32),
+                                   atol=3e-3, err_msg=layer_norm.__module__)
+
+
 def test_a_tf_slim_checkpoint_loads_by_name_and_gives_tf_slims_outputs(tmp_path):
     _, theirs, _, _ = _tf_run(resnet_like, save_to=tmp_path / "model.ckpt")
     loaded = sp.checkpoint.load_tf1(tmp_path / "model.ckpt")
@@ -323,6 +377,28 @@ def test_arg_scope_errors_name_the_op_the_argument_and_the_fix():
     with pytest.raises(TypeError, match=r"(?s)got stride positionally and from an enclosing "
                                         r"slim.arg_scope.*fix: pass it by keyword"):
         sp.transform(twice).init(KEY, IMAGES)
+
+
+def test_conv1d_conv2d_conv3d_pass_convolutions_arguments_positionally_as_tf_slims_do():
+    # So an arg_scope on slim.convolution cannot set one of them (TF: "convolution() got multiple
+    # values for argument 'activation_fn'"), and their arg-scoped arguments are convolution's.
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    shapes = {"conv1d": (2, 8, 3), "conv2d": (2, 8, 8, 3), "conv3d": (2, 4, 4, 4, 3)}
+    for name, shape in shapes.items():
+        assert tuple(sp.slim.arg_scoped_arguments(getattr(sp.slim, name))) == tuple(
+            tf_slim.arg_scoped_arguments(getattr(tf_slim, name))), name
+
+        def program(slim, x, name=name):
+            with slim.arg_scope([slim.convolution], activation_fn=None):
+                return getattr(slim, name)(x, 4, 3)
+
+        with tf.Graph().as_default():
+            with pytest.raises(TypeError, match="multiple values for argument 'activation_fn'"):
+                program(tf_slim, tf.compat.v1.placeholder(tf.float32, shape))
+        with pytest.raises(TypeError, match=r"(?s)convolution got activation_fn positionally and "
+                                            r"from an enclosing slim.arg_scope.*list that op"):
+            sp.transform(lambda x: program(sp.slim, x)).init(KEY, jnp.ones(shape))
 
 
 def test_leaving_an_arg_scope_that_was_never_entered_is_an_error():
@@ -501,6 +577,47 @@ def test_contrib_regularizers_give_tf_slims_regularization_loss():
         sp.slim.l1_l2_regularizer(1, 0.5)
     with pytest.raises(ValueError, match="no weights to regularize"):
         sp.slim.apply_regularization(sp.slim.l2_regularizer(0.1))
+
+
+def test_regularizers_refuse_integer_and_negative_scales_and_scale_0_adds_no_term_as_in_tf_slim():
+    # A negative scale rewarded large weights; an integer one was used as is.
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+
+    calls = [(name, (scale,)) for name in ("l1_regularizer", "l2_regularizer")
+             for scale in (1, True, np.int64(2), -0.5, np.float32(-0.25))]
+    calls += [("l1_l2_regularizer", scales) for scales in
+              ((1, 0.5), (0.5, True), (np.int32(0), 0.5), (-0.5, 0.5), (0.0, -0.5), (0.5, -1e-3))]
+    assert (sp.l1_regularizer, sp.l2_regularizer) == (sp.slim.l1_regularizer, sp.slim.l2_regularizer)
+    for name, scales in calls:
+        with pytest.raises(ValueError) as theirs:
+            getattr(tf_slim, name)(*scales)
+        with pytest.raises(ValueError) as ours:  # at construction: TF's text, then what and the fix
+            getattr(sp.slim, name)(*scales)
+        # (tf_slim's l2_regularizer ends its text with a period, its l1_regularizer does not)
+        assert str(ours.value).startswith(f"{str(theirs.value).rstrip('.')} (as in TF): {name}(")
+        assert "\n  fix: pass " in str(ours.value)
+
+    # A scale of 0.0 is no regularizer: no term, where TF's regularizer returns None.
+    def program(slim, ones):
+        for name, regularizer in (("a", slim.l2_regularizer(0.0)), ("b", slim.l1_regularizer(0.0)),
+                                  ("c", slim.l1_l2_regularizer(0.0, 0.0)),
+                                  ("d", slim.l1_l2_regularizer(0.0, 0.5))):
+            slim.model_variable(name, [2], initializer=ones, regularizer=regularizer)
+
+    with tf.Graph().as_default(), tf1.Session() as session:
+        program(tf_slim, tf1.ones_initializer())
+        session.run(tf1.global_variables_initializer())
+        terms = tf1.get_collection(tf1.GraphKeys.REGULARIZATION_LOSSES)
+        expected = session.run(tf1.losses.get_regularization_loss())
+    assert len(terms) == 1 and expected == 0.5
+    model = sp.transform(lambda: (program(sp.slim, sp.initializers.ones), sp.regularization_loss())[1])
+    assert float(model.apply(model.init(KEY))) == expected
+    for regularizer in (sp.l1_regularizer(0.0), sp.l2_regularizer(np.float32(0.0)),
+                        sp.slim.l1_l2_regularizer(0.0, 0.0)):
+        assert regularizer(jnp.ones(3)) is None
+    assert tf_slim.l1_l2_regularizer(0.0, 0.0)(None) is None
 
 
 def test_norm_and_shorthand_argument_errors_name_what_was_asked():
