@@ -226,6 +226,11 @@ class CheckpointMismatchError(CheckpointError, ValueError):
     """``init_from_checkpoint`` could not fill some parameters (missing, wrong shape or dtype, bad map)."""
 
 
+class StepOrderError(CheckpointError, ValueError):
+    """``TrainingCheckpointer.save`` of a step that is not after every step on disk (steps only move
+    forward; ``delete_steps_after`` rolls a run back)."""
+
+
 class MissingDependencyError(ScopedParamsError, ImportError):
     """An optional dependency (``safetensors``, ``orbax-checkpoint``, ``tensorflow``) is not installed."""
 

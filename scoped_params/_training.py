@@ -7,14 +7,38 @@ dtypes and shardings of a target tree. This is a thin, synchronous wrapper.
 
 from __future__ import annotations
 
+import operator
 import os
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
-from ._errors import CheckpointNotFoundError, optional_import
+from ._errors import CheckpointError, CheckpointNotFoundError, StepOrderError, optional_import
+
+# Orbax (0.12) writes both into a step's temporary directory before renaming it to its final name
+# (and, on GCS, writes commit_success.txt last): a step directory holding neither was not
+# written to completion by orbax (a stray or half-copied directory), so it is not a step.
+_COMPLETE_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")
 
 
 def _orbax():
     return optional_import("orbax.checkpoint", "orbax-checkpoint", "checkpoint", "TrainingCheckpointer")
+
+
+def _step_index(step: Any, api: str) -> int:
+    """``step`` as a non-negative int; bools, floats and negatives are refused, never truncated."""
+    if isinstance(step, bool) or (hasattr(step, "dtype") and getattr(step.dtype, "kind", "") == "b"):
+        raise TypeError(f"TrainingCheckpointer.{api}: step is {step!r}, a bool, not a step number.\n"
+                        "  fix: pass the integer step count, e.g. int(state['step']).")
+    try:
+        index = operator.index(step)
+    except TypeError:
+        raise TypeError(
+            f"TrainingCheckpointer.{api}: step is {step!r} ({type(step).__name__}), not an integer; "
+            "steps are never rounded.\n  fix: pass the integer step count, e.g. "
+            "int(state['step']) for a step held in an integer array.") from None
+    if index < 0:
+        raise ValueError(f"TrainingCheckpointer.{api}: step is {index}; steps are non-negative.\n"
+                         "  fix: count steps from 0.")
+    return index
 
 
 def _abstract(leaf: Any) -> Any:
@@ -35,10 +59,24 @@ class TrainingCheckpointer:
     """Save and restore a whole training state, one checkpoint per step, keeping the last ``max_to_keep``.
 
     ``state`` is any pytree: typically ``{"params": params, "opt_state": opt_state, "step": step}``.
-    Saves are synchronous (the step is on disk, complete, when ``save`` returns). Restore with a
-    ``target`` (the state itself, or ``jax.eval_shape`` of how it is built) to get optax's named
-    tuples and the target's dtypes and shardings back; without one, orbax returns plain
-    dicts/lists.
+    Saves are synchronous: when ``save`` returns, the step is on disk, complete; otherwise it
+    raised. Restore with a ``target`` (the state itself, or ``jax.eval_shape`` of how it is built)
+    to get optax's named tuples and the target's dtypes and shardings back; without one, orbax
+    returns plain dicts/lists.
+
+    Steps only move forward. ``save(step)`` requires ``step`` to be after every step on disk, and
+    raises ``StepOrderError`` otherwise, never overwriting or skipping: a step below the newest
+    would leave the newer steps of an abandoned run as ``latest_step()`` (what a resume restores)
+    and would be the first one ``max_to_keep`` prunes. To train again from an earlier step (say,
+    after a loss spike), discard the steps after it first: ``ckpt.delete_steps_after(10)``.
+
+    Every call re-reads the directory, so several checkpointers used one after another on one
+    directory see each other's steps, refuse each other's step numbers, and together keep at most
+    ``max_to_keep`` steps. Processes *concurrently* saving into one directory are not supported (two
+    may pass the step check at once); give each run its own directory.
+
+    Only complete steps count: a directory named like a step but without orbax's markers
+    (``_CHECKPOINT_METADATA``, ``commit_success.txt``) is not listed, restored or pruned.
 
     >>> import optax
     >>> params = {"dense": {"w": jnp.ones((3, 2))}}
@@ -49,60 +87,148 @@ class TrainingCheckpointer:
     >>> state = ckpt.restore(target=initial_state)   # the latest step, in the target's structure
     >>> state["step"], ckpt.all_steps()
     (100, [100])
+    >>> ckpt.save(200, {**initial_state, "step": 200})
+    >>> ckpt.delete_steps_after(100)                # roll back to step 100 and train again
+    [200]
     """
 
     def __init__(self, directory, max_to_keep: Optional[int] = 3):
+        if max_to_keep is not None:
+            if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1:
+                raise ValueError(
+                    f"TrainingCheckpointer: max_to_keep is {max_to_keep!r}.\n"
+                    "  fix: pass a positive int, or None to keep every step.")
         ocp = _orbax()
         self._ocp = ocp
         self.directory = os.path.abspath(os.fspath(directory))
+        self.max_to_keep = max_to_keep
+        # Pruning is done here, from the steps on disk: orbax's own pruning counts only the steps
+        # this manager knows (and would count incomplete directories).
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
                                                  enable_async_checkpointing=False))
 
     def __repr__(self) -> str:
         return f"TrainingCheckpointer({self.directory!r}, steps={self.all_steps()})"
 
+    def _step_path(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def _steps_on_disk(self) -> Tuple[List[int], List[int]]:
+        """(complete steps, incomplete step directories), oldest first, re-read from disk."""
+        self._manager.reload()
+        complete: List[int] = []
+        incomplete: List[int] = []
+        for step in sorted(self._manager.all_steps()):
+            path = self._step_path(step)
+            done = any(os.path.exists(os.path.join(path, m)) for m in _COMPLETE_MARKERS)
+            (complete if done else incomplete).append(step)
+        return complete, incomplete
+
+    def _incomplete_error(self, step: int, api: str) -> str:
+        return (f"TrainingCheckpointer.{api}: the directory of step {step}, "
+                f"{self._step_path(step)!r}, is incomplete (no {' or '.join(_COMPLETE_MARKERS)}): "
+                "an interrupted copy, or a directory orbax did not write.\n"
+                "  fix: if no other process is writing it, delete it: "
+                f"shutil.rmtree({self._step_path(step)!r})")
+
     def save(self, step: int, state: Any) -> None:
-        """Write ``state`` as step ``step`` (atomically), then drop steps beyond ``max_to_keep``."""
-        self._manager.save(int(step), args=self._ocp.args.StandardSave(state))
+        """Write ``state`` as step ``step`` (atomically), then delete the oldest steps beyond
+        ``max_to_keep``. ``step`` must be after every step on disk (``StepOrderError`` otherwise:
+        see the class docstring and ``delete_steps_after``)."""
+        step = _step_index(step, "save")
+        complete, incomplete = self._steps_on_disk()
+        if step in incomplete:
+            raise StepOrderError(self._incomplete_error(step, "save"))
+        if complete and step <= complete[-1]:
+            kept = [s for s in complete if s < step]
+            if kept:
+                rollback = (f"ckpt.delete_steps_after({kept[-1]}) keeps {kept} and deletes "
+                            f"{[s for s in complete if s > kept[-1]]}")
+            elif step > 0:
+                rollback = f"ckpt.delete_steps_after({step - 1}) deletes every step, {complete}"
+            else:
+                rollback = ""
+            fix = (f"to train again from an earlier step, delete the steps after it first: "
+                   f"{rollback}; or save the new run in another directory." if rollback else
+                   "save the new run in another directory.")
+            raise StepOrderError(
+                f"TrainingCheckpointer.save: step {step} is not after the newest step on disk, "
+                f"{complete[-1]} (steps in {self.directory!r}: {complete}); nothing was written. "
+                "Saving it would overwrite a step, or leave the newer steps as the latest.\n"
+                f"  fix: {fix}")
+        saved = self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
+        complete, _ = self._steps_on_disk()
+        if not saved or step not in complete:
+            raise CheckpointError(
+                f"TrainingCheckpointer.save: orbax did not write step {step} to "
+                f"{self.directory!r} (save returned {saved!r}; complete steps on disk: {complete}).\n"
+                "  fix: check that the directory is writable and not read-only for orbax.")
+        if self.max_to_keep is not None:
+            for old in complete[:-self.max_to_keep]:
+                self._manager.delete(old)
+
+    def delete_steps_after(self, step: int) -> List[int]:
+        """Delete every step newer than ``step`` (newest first) and return them, oldest first: how
+        to train again from an earlier step without the abandoned run's steps shadowing the new
+        ones. ``step`` itself need not exist.
+
+        >>> ckpt = sp.checkpoint.TrainingCheckpointer("rollback", max_to_keep=None)
+        >>> for s in (10, 20, 30):
+        ...     ckpt.save(s, {"w": jnp.full(2, float(s))})
+        >>> ckpt.delete_steps_after(10)
+        [20, 30]
+        >>> ckpt.save(20, {"w": jnp.zeros(2)}); ckpt.all_steps()
+        [10, 20]
+        """
+        step = _step_index(step, "delete_steps_after")
+        newer = [s for s in self._steps_on_disk()[0] if s > step]
+        for s in reversed(newer):  # newest first: an interruption leaves a shorter, valid history
+            self._manager.delete(s)
+        return newer
 
     def latest_step(self) -> Optional[int]:
         """The newest complete step on disk, or ``None``."""
-        self._manager.reload()
-        return self._manager.latest_step()
+        complete, _ = self._steps_on_disk()
+        return complete[-1] if complete else None
 
     def all_steps(self) -> List[int]:
-        """The steps saved in the directory, oldest first (re-read from disk)."""
-        self._manager.reload()
-        return sorted(self._manager.all_steps())
+        """The complete steps saved in the directory, oldest first (re-read from disk)."""
+        return self._steps_on_disk()[0]
 
     def restore(self, step: Optional[int] = None, target: Any = None) -> Any:
         """The state saved at ``step`` (default: the latest), shaped like ``target`` when given.
 
         ``target`` may hold concrete arrays or ``jax.ShapeDtypeStruct``s; only its structure,
-        shapes, dtypes and shardings are used.
+        shapes, dtypes and shardings are used. An incomplete step directory is never restored.
         """
-        steps = self.all_steps()
+        steps, incomplete = self._steps_on_disk()
         if step is None:
             if not steps:
+                also = (f" (incomplete step directories, not restorable: {incomplete})"
+                        if incomplete else "")
                 raise CheckpointNotFoundError(
-                    f"no training checkpoint in {self.directory!r}.\n"
+                    f"no training checkpoint in {self.directory!r}{also}.\n"
                     "  fix: check the directory, or start from a fresh state when latest_step() "
                     "is None.")
             step = steps[-1]
-        elif int(step) not in steps:
-            raise CheckpointNotFoundError(
-                f"no training checkpoint for step {step} in {self.directory!r}; steps on disk: "
-                f"{steps}.")
+        else:
+            step = _step_index(step, "restore")
+            if step in incomplete:
+                raise CheckpointNotFoundError(self._incomplete_error(step, "restore"))
+            if step not in steps:
+                raise CheckpointNotFoundError(
+                    f"no training checkpoint for step {step} in {self.directory!r}; steps on disk: "
+                    f"{steps}.\n  fix: restore one of those steps, or restore() for the latest.")
         if target is None:
-            return self._manager.restore(int(step))
+            return self._manager.restore(step)
         import jax
 
         abstract = jax.tree.map(_abstract, target)
         try:
-            return self._manager.restore(int(step), args=self._ocp.args.StandardRestore(abstract))
+            return self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(
                 f"restoring step {step} from {self.directory!r} into the given target failed: {e}\n"

@@ -50,6 +50,7 @@ from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
                       CheckpointMismatchError as CheckpointMismatchError,
                       CheckpointNotFoundError as CheckpointNotFoundError,
                       MissingDependencyError as MissingDependencyError,
+                      StepOrderError as StepOrderError,
                       InvalidNameError, nearest, optional_import)
 from ._tree import flatten, unflatten
 from ._tf1 import _strip_suffix

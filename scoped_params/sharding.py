@@ -40,13 +40,14 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import sys
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
-from ._errors import ScopedParamsError, format_site
+from ._errors import ScopedParamsError, format_site, optional_import
 from ._materialize import initialize
 from ._spec import ParamSpec
 from ._transform import Transformed, as_key
@@ -252,15 +253,49 @@ def variable_axis_size_partitioner(max_shard_bytes: int, axis: int = 0,
     return AxisPartitioner(count, axis, mesh_axis, what)
 
 
+def _is_tf_function(fn: Any) -> bool:
+    """A function defined in TensorFlow itself (e.g. ``tf.compat.v1.fixed_size_partitioner(4)``)."""
+    module = getattr(fn, "__module__", None) or ""
+    return module == "tensorflow" or module.startswith("tensorflow.")
+
+
+def _tf_shape_and_dtype(shape: Tuple[int, ...], dtype: np.dtype) -> Tuple[Any, Any]:
+    """``shape``/``dtype`` as the ``tf.TensorShape``/``tf.DType`` TF's partitioners read. TF is an
+    optional dependency: imported here, only for a partitioner that needs it."""
+    tf = optional_import("tensorflow", "tensorflow", "tf", "A TensorFlow partitioner")
+    return tf.TensorShape(shape), tf.as_dtype(dtype)
+
+
 def from_tf_partitioner(fn: Callable[..., Sequence[int]], *,
                         mesh_axis: Union[str, Tuple[str, ...]] = "model") -> AxisPartitioner:
     """Adapt any TF-style partitioner ``fn(shape=..., dtype=...) -> [ints]`` (the split axis is the
-    one whose count is above 1) to shard that axis over ``mesh_axis``."""
+    one whose count is above 1) to shard that axis over ``mesh_axis``.
+
+    TF's own partitioners (``tf.compat.v1.fixed_size_partitioner(4)``, ...) are called with a
+    ``tf.TensorShape`` and a ``tf.DType``, as TF calls them; a plain Python function gets a tuple of
+    ints and a ``numpy.dtype`` (and, if it fails on those while TF is loaded, the TF types).
+
+    >>> tf_style = sp.sharding.from_tf_partitioner(lambda shape, dtype: [1, 2])
+    >>> tf_style("w", (4, 4), np.float32)
+    P(None, 'model')
+    """
     if not callable(fn):
         raise TypeError(f"Partitioner must be callable, but received: {fn!r}")
+    tf_types = _is_tf_function(fn)
 
     def count(shape, dtype):
-        return fn(shape=shape, dtype=dtype)
+        if tf_types:
+            tf_shape, tf_dtype = _tf_shape_and_dtype(shape, dtype)
+            return fn(shape=tf_shape, dtype=tf_dtype)
+        try:
+            return fn(shape=shape, dtype=dtype)
+        except (AttributeError, ValueError, TypeError):
+            # A user's function written for TF's types (shape.dims, shape.num_elements(),
+            # dtype.size, ...): TF is already loaded, since that function uses it.
+            if "tensorflow" not in sys.modules:
+                raise
+            tf_shape, tf_dtype = _tf_shape_and_dtype(shape, dtype)
+            return fn(shape=tf_shape, dtype=tf_dtype)
 
     return AxisPartitioner(count, -1, mesh_axis, f"from_tf_partitioner({getattr(fn, '__name__', fn)!r})")
 

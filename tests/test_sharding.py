@@ -178,6 +178,61 @@ def test_tf_stock_partitioners_give_tf_counts_and_shard_the_split_axis():
     assert tf_style("w", (4, 4), np.float32) == P(None, "model")
 
 
+@pytest.mark.parametrize("shape, dtype", [((16, 8), np.float32), ((16, 8), jnp.bfloat16),
+                                          ((2, 3), np.float32), ((64, 4, 2), np.int8)])
+def test_tfs_own_partitioners_through_from_tf_partitioner_match_the_stock_ones(shape, dtype):
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    pairs = [(tf1.fixed_size_partitioner(4), fixed_size_partitioner(4)),
+             (tf1.fixed_size_partitioner(4, axis=1), fixed_size_partitioner(4, axis=1)),
+             (tf1.min_max_variable_partitioner(4, min_slice_size=64),
+              min_max_variable_partitioner(4, min_slice_size=64)),
+             (tf1.variable_axis_size_partitioner(64), variable_axis_size_partitioner(64))]
+    for tf_fn, stock in pairs:
+        adapted = from_tf_partitioner(tf_fn)
+        tf_counts = tf_fn(shape=tf.TensorShape(shape), dtype=tf.as_dtype(np.dtype(dtype)))
+        assert adapted.partitions(shape, dtype) == tf_counts == stock.partitions(shape, dtype)
+        assert adapted("w", shape, dtype) == stock("w", shape, dtype)
+
+
+def test_tfs_own_partitioners_in_a_scope_shard_like_the_stock_ones(mesh):
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+
+    def model(partitioner):
+        def fn():
+            with sp.scope("s", partitioner=partitioner):
+                sp.get_param("w", (16, 8))
+                sp.get_param("small", (4, 2))
+        return sp.transform(fn)
+
+    for tf_fn in (tf1.fixed_size_partitioner(4),
+                  tf1.min_max_variable_partitioner(4, min_slice_size=64),
+                  tf1.variable_axis_size_partitioner(64)):
+        specs = {n: s.spec for n, s in sp.flatten(
+            sp.shardings(model(from_tf_partitioner(tf_fn)), mesh)).items()}
+        assert specs["s/w"] == P("model")
+    stock = {n: s.spec for n, s in sp.flatten(
+        sp.shardings(model(min_max_variable_partitioner(4, min_slice_size=64)), mesh)).items()}
+    tf_min_max = {n: s.spec for n, s in sp.flatten(sp.shardings(model(from_tf_partitioner(
+        tf1.min_max_variable_partitioner(4, min_slice_size=64))), mesh)).items()}
+    assert tf_min_max == stock == {"s/w": P("model"), "s/small": P()}
+
+
+def test_a_user_partitioner_written_for_tf_types_gets_them():
+    tf = pytest.importorskip("tensorflow")
+
+    def split_rows_if_big(shape, dtype):  # reads TF's TensorShape / DType API
+        big = shape.num_elements() * dtype.size > 64
+        return [2 if big else 1] + [1] * (shape.ndims - 1)
+
+    adapted = from_tf_partitioner(split_rows_if_big)
+    assert adapted("w", (16, 8), np.float32) == P("model")
+    assert adapted("w", (2, 2), np.float32) is None
+    assert adapted.partitions((16, 8), np.float32) == split_rows_if_big(
+        shape=tf.TensorShape((16, 8)), dtype=tf.float32)
+
+
 def test_scalars_ignore_the_partitioner_like_tf():
     def fn():
         with sp.scope("s", partitioner=fixed_size_partitioner(2)):

@@ -12,6 +12,8 @@ import pytest
 import scoped_params as sp
 from _scripts import load_example
 
+CheckpointError, StepOrderError = sp.checkpoint.CheckpointError, sp.checkpoint.StepOrderError
+
 pytest.importorskip("orbax.checkpoint")
 pytest.importorskip("sklearn")
 
@@ -120,3 +122,141 @@ def test_restore_reports_missing_steps_and_directories(tmp_path):
     restored = ckpt.restore(1, target=state)
     chex.assert_trees_all_equal(restored, state)
     np.testing.assert_array_equal(ckpt.restore(1)["params"]["w"], np.ones(3))
+
+
+# --- step semantics: a save writes the step or raises ------------------------------------------------
+
+
+def _w(ckpt, step):
+    return float(ckpt.restore(step)["w"][0])
+
+
+def _saved(tmp_path, steps, **kwargs):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run", **kwargs)
+    for s in steps:
+        ckpt.save(s, {"w": jnp.full(2, float(s))})
+    return ckpt
+
+
+@pytest.mark.parametrize("step", [20, 25, 30, 5])
+def test_saving_a_step_not_after_the_newest_raises_and_writes_nothing(tmp_path, step):
+    ckpt = _saved(tmp_path, (10, 20, 30), max_to_keep=None)
+    ckpt.restore(10)
+    with pytest.raises(StepOrderError, match=rf"(?s)step {step} is not after the newest step on "
+                       r"disk, 30 .*\[10, 20, 30\].*nothing was written.*fix: .*delete_steps_after"):
+        ckpt.save(step, {"w": jnp.full(2, -1.0)})
+    assert ckpt.all_steps() == [10, 20, 30] and ckpt.latest_step() == 30
+    assert [_w(ckpt, s) for s in (10, 20, 30)] == [10.0, 20.0, 30.0]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["10", "20", "30"]
+
+
+def test_the_order_error_names_the_rollback_that_allows_the_save(tmp_path):
+    ckpt = _saved(tmp_path, (10, 20, 30), max_to_keep=None)
+    with pytest.raises(StepOrderError, match=r"delete_steps_after\(20\) keeps \[10, 20\] and "
+                       r"deletes \[30\]"):
+        ckpt.save(25, {"w": jnp.zeros(2)})
+    with pytest.raises(StepOrderError, match=r"delete_steps_after\(9\) deletes every step, "
+                       r"\[10, 20, 30\]; or save the new run in another directory"):
+        ckpt.save(10, {"w": jnp.zeros(2)})
+    ckpt.delete_steps_after(0)
+    ckpt.save(0, {"w": jnp.zeros(2)})
+    with pytest.raises(StepOrderError, match=r"\n  fix: save the new run in another directory"):
+        ckpt.save(0, {"w": jnp.zeros(2)})
+
+
+def test_rolling_back_deletes_the_newer_steps_so_the_new_run_is_the_latest(tmp_path):
+    ckpt = _saved(tmp_path, (10, 20, 30), max_to_keep=3)
+    assert _w(ckpt, None) == 30.0
+    assert ckpt.delete_steps_after(10) == [20, 30]
+    ckpt.save(20, {"w": jnp.full(2, -20.0)})
+    ckpt.save(25, {"w": jnp.full(2, -25.0)})
+    assert ckpt.all_steps() == [10, 20, 25] and ckpt.latest_step() == 25
+    assert _w(ckpt, 20) == -20.0 and _w(ckpt, None) == -25.0  # a resume continues the new run
+    assert ckpt.delete_steps_after(25) == [] and ckpt.delete_steps_after(7) == [10, 20, 25]
+    assert ckpt.all_steps() == [] and ckpt.latest_step() is None
+
+
+def test_a_second_checkpointer_on_the_directory_cannot_overwrite_a_step(tmp_path):
+    a = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    b = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    a.save(1, {"w": jnp.ones(2)})
+    a.save(2, {"w": jnp.full(2, 2.0)})
+    with pytest.raises(StepOrderError, match=r"step 2 is not after the newest step on disk, 2"):
+        b.save(2, {"w": jnp.full(2, 99.0)})
+    b.save(3, {"w": jnp.full(2, 3.0)})
+    with pytest.raises(StepOrderError, match=r"step 3 is not after the newest step on disk, 3"):
+        a.save(3, {"w": jnp.full(2, 7.0)})
+    assert a.all_steps() == b.all_steps() == [1, 2, 3]
+    assert [_w(a, s) for s in (1, 2, 3)] == [1.0, 2.0, 3.0]
+
+
+def test_max_to_keep_holds_across_checkpointers_on_one_directory(tmp_path):
+    a = sp.checkpoint.TrainingCheckpointer(tmp_path / "run", max_to_keep=2)
+    b = sp.checkpoint.TrainingCheckpointer(tmp_path / "run", max_to_keep=2)
+    for s in (1, 2, 3):
+        a.save(s, {"w": jnp.ones(2)})
+    b.save(4, {"w": jnp.ones(2)})
+    a.save(5, {"w": jnp.ones(2)})
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["4", "5"]
+    assert a.all_steps() == b.all_steps() == [4, 5]
+
+
+def test_max_to_keep_must_be_a_positive_int_or_none(tmp_path):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=r"max_to_keep is .*\n  fix: pass a positive int"):
+            sp.checkpoint.TrainingCheckpointer(tmp_path / "run", max_to_keep=bad)
+
+
+@pytest.mark.parametrize("step, error, message", [
+    (31.9, TypeError, r"31.9 \(float\), not an integer; steps are never rounded"),
+    (np.float32(3.0), TypeError, r"not an integer"),
+    ("3", TypeError, r"not an integer"),
+    (True, TypeError, r"True, a bool"),
+    (jnp.array(True), TypeError, r"a bool"),
+    (-1, ValueError, r"-1; steps are non-negative"),
+])
+def test_steps_must_be_non_negative_integers_and_are_never_truncated(tmp_path, step, error, message):
+    ckpt = _saved(tmp_path, (1,))
+    with pytest.raises(error, match=rf"(?s)save: step is .*{message}.*\n  fix: "):
+        ckpt.save(step, {"w": jnp.zeros(2)})
+    with pytest.raises(error, match=rf"(?s)restore: step is .*{message}.*\n  fix: "):
+        ckpt.restore(step)
+    assert ckpt.all_steps() == [1]
+
+
+def test_integer_scalars_of_numpy_and_jax_are_steps(tmp_path):
+    ckpt = _saved(tmp_path, (np.int64(3), jnp.int32(4), jnp.array(5)), max_to_keep=None)
+    assert ckpt.all_steps() == [3, 4, 5]
+    assert _w(ckpt, np.int32(4)) == 4.0
+
+
+def test_an_incomplete_step_directory_is_not_a_step(tmp_path):
+    ckpt = _saved(tmp_path, (1, 2), max_to_keep=2)
+    stray = tmp_path / "run" / "99"
+    stray.mkdir()  # no _CHECKPOINT_METADATA / commit_success.txt: not written to completion
+    assert ckpt.latest_step() == 2 and ckpt.all_steps() == [1, 2]
+    assert _w(ckpt, None) == 2.0
+    with pytest.raises(FileNotFoundError, match=r"(?s)step 99, .*99'.* is incomplete.*"
+                       r"fix: .*shutil.rmtree"):
+        ckpt.restore(99)
+    with pytest.raises(StepOrderError, match=r"(?s)step 99, .* is incomplete.*fix: "):
+        ckpt.save(99, {"w": jnp.zeros(2)})
+    ckpt.save(3, {"w": jnp.full(2, 3.0)})  # the stray directory is neither counted nor pruned
+    assert ckpt.all_steps() == [2, 3] and stray.is_dir()
+
+
+def test_only_incomplete_step_directories_mean_no_checkpoint(tmp_path):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    (tmp_path / "run" / "7").mkdir()
+    assert ckpt.latest_step() is None
+    with pytest.raises(FileNotFoundError, match=r"no training checkpoint in .*incomplete step "
+                       r"directories, not restorable: \[7\]"):
+        ckpt.restore()
+
+
+def test_a_save_orbax_does_not_perform_raises(tmp_path, monkeypatch):
+    ckpt = _saved(tmp_path, (1,))
+    monkeypatch.setattr(ckpt._manager, "save", lambda *args, **kwargs: False)
+    with pytest.raises(CheckpointError, match=r"(?s)orbax did not write step 2 .*fix: "):
+        ckpt.save(2, {"w": jnp.zeros(2)})
+    assert ckpt.all_steps() == [1]
