@@ -136,17 +136,76 @@ def _layer_scope(name: Any, base_name: str, reuse: Any, *,
     return default_name_scope(base_name) if name is None else scope(name)
 
 
-def _tuple(value: IntOrPair, n: int, what: str) -> Tuple[int, ...]:
+def _label(kind: str, name: Any) -> str:
+    """How an error names a layer: its kind, and its scope path or name if it has one."""
+    if isinstance(name, Scope):
+        name = name.name
+    elif isinstance(name, str):
+        name = name.rstrip("/")  # a slim pool's name scope
+    else:
+        name = None
+    return f"{kind} {name!r}" if name else kind
+
+
+# What to pass instead of a size, stride or rate below 1 (TF refuses those at graph build).
+_AT_LEAST_1 = {
+    "kernel_size": "a kernel of at least 1 along every axis.",
+    "pool_size": "a pool_size (slim: kernel_size) of at least 1 along every axis.",
+    "strides": "strides=1 (slim: stride=1) for no striding.",
+    "dilation_rate": "dilation_rate=1 (slim: rate=1) for an undilated kernel.",
+}
+
+
+def _tuple(value: IntOrPair, n: int, what: str, kind: str, name: Any = None) -> Tuple[int, ...]:
+    """``value`` (an int, or ``n`` ints) as ``n`` ints, each at least 1; ``kind`` and ``name``
+    name the layer in the errors."""
     if isinstance(value, (int, np.integer)):
-        return (int(value),) * n
-    value = tuple(int(v) for v in value)
-    if len(value) != n:
-        raise ValueError(f"The `{what}` argument must be a tuple of {n} integers. Received: {value}")
-    return value
+        sizes = (int(value),) * n
+    else:
+        sizes = tuple(int(v) for v in value)
+        if len(sizes) != n:
+            raise ValueError(f"{_label(kind, name)}: the `{what}` argument must be a tuple of {n} "
+                             f"integers. Received: {value!r}\n  fix: pass {n} integers, or one for "
+                             "every axis.")
+    if min(sizes) < 1:  # lax would fail deep in lowering (0) or compute garbage (negative)
+        raise ValueError(f"{_label(kind, name)}: the `{what}` argument must be integers of at least "
+                         f"1. Received: {what}={value!r}\n  fix: {_AT_LEAST_1[what]}")
+    return sizes
 
 
-def _pair(value: IntOrPair, what: str) -> Tuple[int, int]:
-    return _tuple(value, 2, what)  # type: ignore[return-value]
+def _pair(value: IntOrPair, what: str, kind: str, name: Any = None) -> Tuple[int, int]:
+    return _tuple(value, 2, what, kind, name)  # type: ignore[return-value]
+
+
+def _check_positive(value: Optional[int], what: str, kind: str, name: Any) -> None:
+    """Refuse a channel count (``filters``, ``depth_multiplier``) below 1: lax would return a
+    zero-channel output, which ``init`` turns into zero-size weights downstream."""
+    if value is not None and value < 1:
+        slim_name = {"filters": " (slim: `num_outputs`)"}.get(what, "")
+        raise ValueError(f"{_label(kind, name)}: invalid value for argument `{what}`{slim_name}. "
+                         f"Expected a strictly positive value. Received {what}={value!r}.\n"
+                         f"  fix: pass {what} >= 1.")
+
+
+def _check_valid_window(kind: str, name: Any, shape: Tuple[int, ...], sizes: Tuple[int, ...],
+                        window: Tuple[int, ...], dilation: Optional[Tuple[int, ...]],
+                        what: str) -> None:
+    """TF's graph-build refusal of a ``'VALID'`` window (``window`` dilated by ``dilation``) wider
+    than the input's spatial ``sizes`` along some axis. lax returns a zero-size output instead,
+    which ``init`` turns into zero-size weights downstream: a silent mis-port."""
+    for i, size in enumerate(sizes):
+        span = window[i] if dilation is None else (window[i] - 1) * dilation[i] + 1
+        if isinstance(size, int) and span > size:  # (a symbolic size is not checked)
+            dilated = ""
+            if dilation is not None and max(dilation) > 1:
+                spans = tuple((k - 1) * d + 1 for k, d in zip(window, dilation))
+                dilated = f" at dilation {dilation}, spanning {spans},"
+            raise ValueError(
+                f"Negative dimension size caused by subtracting {span} from {size}: "
+                f"{_label(kind, name)} with padding='VALID' slides a {what} of {window}{dilated} "
+                f"over an input of spatial size {tuple(sizes)} (shape {tuple(shape)}), which "
+                "leaves no output.\n  fix: padding='SAME', a smaller "
+                f"{what}{' or dilation' if dilated else ''}, or a larger input.")
 
 
 # Spatial rank -> (channels-last layout, channels-first layout, kernel layout) for lax's convolutions.
@@ -287,18 +346,23 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     """TF's ``_Conv`` layer for 1, 2 or 3 spatial dimensions: ``<name>/kernel`` (spatial dims, in,
     filters) and ``<name>/bias`` (``names``: slim calls them ``weights`` and ``biases``)."""
     kind = f"conv{rank}d"
-    kernel_shape = _tuple(kernel_size, rank, "kernel_size")
-    strides, dilation = _tuple(strides, rank, "strides"), _tuple(dilation_rate, rank, "dilation_rate")
+    kernel_shape = _tuple(kernel_size, rank, "kernel_size", kind, name)
+    strides = _tuple(strides, rank, "strides", kind, name)
+    dilation = _tuple(dilation_rate, rank, "dilation_rate", kind, name)
     if max(strides) > 1 and max(dilation) > 1:
         raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
                          f"Received: strides={strides} and dilation_rate={dilation}")
+    _check_positive(filters, "filters", kind, name)
     last = _channels_last(data_format)
     pad = _padding(padding)
     if inputs.ndim != rank + 2:
         raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, kind, reuse, fetches_only=True):
+    with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
+        if pad == "VALID":
+            _check_valid_window(kind, sc, inputs.shape, inputs.shape[1:-1] if last else
+                                inputs.shape[2:], kernel_shape, dilation, "kernel")
         kernel = get_param(names[0], kernel_shape + (in_channels, filters), kernel_initializer,
                            dtype, trainable=trainable, regularizer=kernel_regularizer,
                            constraint=_constraint(kernel_constraint))
@@ -425,11 +489,14 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     ``filters=None`` (slim's ``num_outputs=None``) stops after the depthwise convolution: no
     pointwise kernel, and the bias has ``in * depth_multiplier`` entries."""
     base_name = base_name or f"separable_conv{rank}d"
-    kernel_shape = _tuple(kernel_size, rank, "kernel_size")
-    strides, dilation = _tuple(strides, rank, "strides"), _tuple(dilation_rate, rank, "dilation_rate")
+    kernel_shape = _tuple(kernel_size, rank, "kernel_size", base_name, name)
+    strides = _tuple(strides, rank, "strides", base_name, name)
+    dilation = _tuple(dilation_rate, rank, "dilation_rate", base_name, name)
     if max(strides) > 1 and max(dilation) > 1:
         raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
                          f"Received: strides={strides} and dilation_rate={dilation}")
+    _check_positive(filters, "filters", base_name, name)  # None: slim's depthwise-only form
+    _check_positive(depth_multiplier, "depth_multiplier", base_name, name)
     last = _channels_last(data_format)
     pad = _padding(padding)
     if inputs.ndim != rank + 2:
@@ -437,7 +504,10 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     in_channels = inputs.shape[-1 if last else 1]
     out_channels = in_channels * depth_multiplier if filters is None else filters
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, base_name, reuse, fetches_only=True):
+    with _layer_scope(name, base_name, reuse, fetches_only=True) as sc:
+        if pad == "VALID":
+            _check_valid_window(base_name, sc, inputs.shape, inputs.shape[1:-1] if last else
+                                inputs.shape[2:], kernel_shape, dilation, "kernel")
         depthwise = get_param(names[0], kernel_shape + (in_channels, depth_multiplier),
                               depthwise_initializer, dtype, trainable=trainable,
                               regularizer=depthwise_regularizer,
@@ -507,8 +577,9 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
                     activity_regularizer: Optional[Callable] = None) -> jax.Array:
     """TF's ``Conv2DTranspose``/``Conv3DTranspose`` layer (``names``: its kernel's and bias's)."""
     kind = f"conv{rank}d_transpose"
-    kernel_shape = _tuple(kernel_size, rank, "kernel_size")
-    strides = _tuple(strides, rank, "strides")
+    kernel_shape = _tuple(kernel_size, rank, "kernel_size", kind, name)
+    strides = _tuple(strides, rank, "strides", kind, name)
+    _check_positive(filters, "filters", kind, name)
     last = _channels_last(data_format)
     pad = _padding(padding)
     if inputs.ndim != rank + 2:
@@ -777,12 +848,19 @@ def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence
     ``seed``, if given, is folded into it. ``training`` may be a traced boolean.
     """
     del name  # dropout has no variables, hence no scope
+    # TF's Dropout layer checks a Python rate when it is made, before knowing `training`; a traced
+    # rate is not checked
+    if isinstance(rate, (int, float, np.integer, np.floating)) and not 0 <= rate <= 1:
+        raise ValueError(f"Invalid value {rate} received for `rate`, expected a value between 0 "
+                         "and 1.\n  fix: rate is the fraction dropped (0.1 drops 10%); for a "
+                         "fraction kept, pass 1 - keep_prob.")
     training = _static_flag(training)
     if training is False or rate == 0:
         return inputs
     if not 0 <= rate < 1:
         raise ValueError(f"Invalid value received for `rate`, expected a value between 0 and 1, "
-                         f"got: {rate}")
+                         f"got: {rate}\n  fix: in training the rate must be below 1 (rate=1 would "
+                         "drop every unit), as in TF's nn.dropout.")
     shape = inputs.shape if noise_shape is None else tuple(
         inputs.shape[i] if d is None else d for i, d in enumerate(noise_shape))
     dropped = _drop(inputs, 1.0 - rate, seed, shape)
@@ -794,29 +872,37 @@ def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence
 # --- pooling and reshaping ------------------------------------------------------------------------
 
 
-def _pool(rank, inputs, pool_size, strides, padding, data_format, init, op):
+def _pool(rank, inputs, pool_size, strides, padding, data_format, init, op, kind, name):
+    """``reduce_window`` of ``op`` over ``pool_size`` windows; ``kind`` and ``name`` (slim's name
+    scope) name the layer in the errors."""
     if inputs.ndim != rank + 2:
         raise ValueError(f"{rank}-d pooling expects a rank-{rank + 2} input, got shape {inputs.shape}.")
-    window, stride = _tuple(pool_size, rank, "pool_size"), _tuple(strides, rank, "strides")
+    window = _tuple(pool_size, rank, "pool_size", kind, name)
+    stride = _tuple(strides, rank, "strides", kind, name)
+    pad = _padding(padding)
     if _channels_last(data_format):
         dims, steps = (1,) + window + (1,), (1,) + stride + (1,)
+        spatial = inputs.shape[1:-1]
     else:
         dims, steps = (1, 1) + window, (1, 1) + stride
-    return jax.lax.reduce_window(inputs, init, op, dims, steps, _padding(padding)), dims, steps
+        spatial = inputs.shape[2:]
+    if pad == "VALID":
+        _check_valid_window(kind, name, inputs.shape, spatial, window, None, "pool_size")
+    return jax.lax.reduce_window(inputs, init, op, dims, steps, pad), dims, steps
 
 
-def _max_pool(rank, inputs, pool_size, strides, padding, data_format):
+def _max_pool(rank, inputs, pool_size, strides, padding, data_format, kind, name=None):
     init = -np.inf if jnp.issubdtype(inputs.dtype, jnp.floating) else jnp.iinfo(inputs.dtype).min
     # A NumPy (not traced) init value lets lax recognise the max monoid, which is differentiable.
     out, _, _ = _pool(rank, inputs, pool_size, strides, padding, data_format,
-                      np.array(init, inputs.dtype), jax.lax.max)
+                      np.array(init, inputs.dtype), jax.lax.max, kind, name)
     return out
 
 
-def _average_pool(rank, inputs, pool_size, strides, padding, data_format):
+def _average_pool(rank, inputs, pool_size, strides, padding, data_format, kind, name=None):
     zero = np.array(0, inputs.dtype)
     total, dims, steps = _pool(rank, inputs, pool_size, strides, padding, data_format, zero,
-                               jax.lax.add)
+                               jax.lax.add, kind, name)
     if _padding(padding) == "VALID":
         return total / int(np.prod(dims))  # a Python int: weakly typed, the inputs' dtype stays
     ones_shape = tuple(1 if d == 1 else s for d, s in zip(dims, inputs.shape))
@@ -828,10 +914,12 @@ def _average_pool(rank, inputs, pool_size, strides, padding, data_format):
 def _pooling(name: str, rank: int, pool: Callable, doc: str) -> Callable:
     """``tf.compat.v1.layers``' pooling function ``name``: ``strides`` is required, as in TF."""
 
+    kind = name
+
     def fn(inputs: jax.Array, pool_size: IntOrPair, strides: IntOrPair, padding: str = "valid",
            data_format: str = "channels_last", name: Optional[str] = None) -> jax.Array:
-        del name  # pooling has no variables, hence no scope
-        return pool(rank, inputs, pool_size, strides, padding, data_format)
+        # pooling has no variables, hence no scope: the name only names the layer in errors
+        return pool(rank, inputs, pool_size, strides, padding, data_format, kind, name)
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"``tf.compat.v1.layers.{name}``{doc}"
@@ -851,8 +939,12 @@ average_pooling3d = _pooling("average_pooling3d", 3, _average_pool, _SAME_COUNTS
 def flatten(inputs: jax.Array, name: Optional[str] = None,
             data_format: str = "channels_last") -> jax.Array:
     """``tf.compat.v1.layers.flatten``: keep the batch axis; ``channels_first`` inputs are moved to
-    channels-last order first, as TF does, so a following dense layer sees the same features."""
-    del name
+    channels-last order first, as TF does, so a following dense layer sees the same features. A
+    rank-1 input ``(N,)`` becomes ``(N, 1)``, as in TF."""
+    if inputs.ndim == 0:
+        raise ValueError(f"{_label('flatten', name)}: the input is a scalar, but flatten expects "
+                         "min_ndim=1 (a batch axis), as TF's layer does. Full shape received: ()\n"
+                         "  fix: give the input a batch axis, e.g. x[None].")
     if not _channels_last(data_format) and inputs.ndim > 2:
         inputs = jnp.moveaxis(inputs, 1, -1)
     return inputs.reshape(inputs.shape[0], -1) if inputs.ndim > 1 else inputs.reshape(-1, 1)

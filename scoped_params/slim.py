@@ -49,7 +49,8 @@ from .initializers import (contrib_variance_scaling as variance_scaling_initiali
                            ones, xavier_initializer, zeros)
 
 __all__ = [
-    "add_arg_scope", "apply_regularization", "arg_scope", "arg_scoped_arguments", "avg_pool2d", "avg_pool3d", "batch_norm",
+    "add_arg_scope", "apply_regularization", "arg_scope", "arg_scope_func_key",
+    "arg_scoped_arguments", "avg_pool2d", "avg_pool3d", "batch_norm",
     "bias_add", "conv1d", "conv2d", "conv2d_transpose", "conv3d", "conv3d_transpose", "convolution",
     "convolution1d", "convolution2d", "convolution2d_transpose", "convolution3d",
     "convolution3d_transpose", "current_arg_scope", "dropout",
@@ -83,6 +84,18 @@ def _key(op: Callable) -> Any:
 def current_arg_scope() -> Dict[Any, Dict[str, Any]]:
     """The innermost ``arg_scope``'s defaults, ``{op key: {argument: value}}``."""
     return _ARG_SCOPE.get()
+
+
+def arg_scope_func_key(op: Callable) -> Any:
+    """The key of ``op``'s defaults in an ``arg_scope`` dict (slim's, for the model zoo's
+    ``sc[slim.arg_scope_func_key(slim.batch_norm)]``).
+
+    >>> with sp.slim.arg_scope([sp.slim.batch_norm], decay=0.9) as sc:
+    ...     pass
+    >>> sc[sp.slim.arg_scope_func_key(sp.slim.batch_norm)]
+    {'decay': 0.9}
+    """
+    return _key(op)
 
 
 def has_arg_scope(op: Callable) -> bool:
@@ -664,7 +677,7 @@ def group_norm(inputs: jax.Array, groups: int = 32, channels_axis: int = -1,
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 
-def _pool_op(name: str, kind: str, pool: Callable, formats: Tuple[str, str]) -> Callable:
+def _pool_op(name: str, kind: str, rank: int, pool: Callable, formats: Tuple[str, str]) -> Callable:
     """slim's ``max_pool2d`` and kin: stride 2 and ``'VALID'`` by default, in a name scope ``kind``."""
 
     def op(inputs: jax.Array, kernel_size: IntOrPair, stride: IntOrPair = 2,
@@ -672,7 +685,7 @@ def _pool_op(name: str, kind: str, pool: Callable, formats: Tuple[str, str]) -> 
            scope: Optional[str] = None) -> jax.Array:
         df = _channels(data_format, formats)
         with name_scope(scope or kind) as sc:
-            outputs = pool(inputs, kernel_size, stride, padding, df)
+            outputs = pool(rank, inputs, kernel_size, stride, padding, df, name, sc)
             return collect_named_outputs(outputs_collections, sc, outputs)
 
     op.__name__ = op.__qualname__ = name
@@ -681,10 +694,10 @@ def _pool_op(name: str, kind: str, pool: Callable, formats: Tuple[str, str]) -> 
     return add_arg_scope(op)
 
 
-max_pool2d = _pool_op("max_pool2d", "MaxPool2D", layers.max_pooling2d, ("NHWC", "NCHW"))
-avg_pool2d = _pool_op("avg_pool2d", "AvgPool2D", layers.average_pooling2d, ("NHWC", "NCHW"))
-max_pool3d = _pool_op("max_pool3d", "MaxPool3D", layers.max_pooling3d, ("NDHWC", "NCDHW"))
-avg_pool3d = _pool_op("avg_pool3d", "AvgPool3D", layers.average_pooling3d, ("NDHWC", "NCDHW"))
+max_pool2d = _pool_op("max_pool2d", "MaxPool2D", 2, layers._max_pool, ("NHWC", "NCHW"))
+avg_pool2d = _pool_op("avg_pool2d", "AvgPool2D", 2, layers._average_pool, ("NHWC", "NCHW"))
+max_pool3d = _pool_op("max_pool3d", "MaxPool3D", 3, layers._max_pool, ("NDHWC", "NCDHW"))
+avg_pool3d = _pool_op("avg_pool3d", "AvgPool3D", 3, layers._average_pool, ("NDHWC", "NCDHW"))
 
 
 @add_arg_scope
@@ -693,6 +706,12 @@ def dropout(inputs: jax.Array, keep_prob: float = 0.5, noise_shape: Optional[Seq
             scope: Any = None, seed: Optional[int] = None) -> jax.Array:
     """``slim.dropout``: keeps ``keep_prob`` and scales by ``1 / keep_prob`` while ``is_training``
     (the default, so ``apply`` needs ``rng=``); opens the variable scope ``Dropout`` as slim does."""
+    # TF's Dropout layer checks rate = 1 - keep_prob even when not training; a traced one is not
+    if isinstance(keep_prob, (int, float, np.integer, np.floating)) and not 0 <= keep_prob <= 1:
+        raise ValueError(f"slim.dropout: invalid value {keep_prob} received for `keep_prob` (TF: "
+                         f"\"Invalid value {1.0 - keep_prob} received for `rate`\"), expected a "
+                         "value between 0 and 1.\n  fix: keep_prob is the fraction kept (0.8 keeps "
+                         "80%).")
     with _layer(scope, "Dropout", None) as sc:
         outputs = layers.dropout(inputs, 1.0 - keep_prob, noise_shape, seed, is_training)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
@@ -701,25 +720,54 @@ def dropout(inputs: jax.Array, keep_prob: float = 0.5, noise_shape: Optional[Seq
 @add_arg_scope
 def flatten(inputs: jax.Array, outputs_collections: Any = None, scope: Optional[str] = None
             ) -> jax.Array:
-    """``slim.flatten``: ``[batch, -1]``, in a name scope ``Flatten``."""
-    if inputs.ndim < 2:
-        raise ValueError(f"Inputs must have a least 2 dimensions, got shape {inputs.shape}.")
+    """``slim.flatten``: ``[batch, -1]`` (``[N, 1]`` for a rank-1 input), in a name scope
+    ``Flatten``: the core ``flatten``, as slim's."""
     with name_scope(scope or "Flatten") as sc:
-        return collect_named_outputs(outputs_collections, sc, inputs.reshape(inputs.shape[0], -1))
+        return collect_named_outputs(outputs_collections, sc, layers.flatten(inputs, sc))
+
+
+def _tf_value_dtype(value: Any) -> np.dtype:
+    """The dtype TF gives ``value`` converted to a tensor: bool, int32 and float32 for Python's bool,
+    int and float; its own for arrays and NumPy scalars (64-bit ones as JAX keeps them)."""
+    if isinstance(value, bool):
+        return np.dtype(np.bool_)
+    if isinstance(value, int):
+        return np.dtype(np.int32)
+    if isinstance(value, float):
+        return np.dtype(np.float32)
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.result_type(value)))
 
 
 @add_arg_scope
-def one_hot_encoding(labels: jax.Array, num_classes: int, on_value: float = 1.0,
-                     off_value: float = 0.0, outputs_collections: Any = None,
+def one_hot_encoding(labels: jax.Array, num_classes: int, on_value: Any = 1.0,
+                     off_value: Any = 0.0, outputs_collections: Any = None,
                      scope: Optional[str] = None) -> jax.Array:
-    """``slim.one_hot_encoding``: float32 one-hot rows with ``on_value``/``off_value``."""
+    """``slim.one_hot_encoding``: ``tf.one_hot`` rows of ``on_value``/``off_value`` for integer
+    ``labels`` (out-of-range labels give rows of ``off_value``), in a name scope ``OneHotEncoding``.
+    As in TF, the dtype is ``on_value``'s, which must be ``off_value``'s: float32 for the default
+    1.0/0.0, int32 for ``on_value=1, off_value=0``.
+
+    >>> sp.slim.one_hot_encoding(jnp.array([0, 2]), 3, on_value=1, off_value=0).dtype
+    dtype('int32')
+    """
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"slim.one_hot_encoding: labels of dtype {labels.dtype}, but tf.one_hot's "
+                        "indices must be integers (uint8, int8, int32, int64).\n"
+                        "  fix: pass class ids as integers, e.g. labels.astype(jnp.int32).")
+    dtype = _tf_value_dtype(on_value)
+    if _tf_value_dtype(off_value) != dtype:
+        raise TypeError(f"slim.one_hot_encoding: dtype {dtype} of on_value={on_value!r} does not "
+                        f"match dtype {_tf_value_dtype(off_value)} of off_value={off_value!r} (TF "
+                        "refuses it too).\n  fix: give both the same type, e.g. on_value=1.0, "
+                        "off_value=0.0 for float32 or on_value=1, off_value=0 for int32.")
     with name_scope(scope or "OneHotEncoding") as sc:
-        hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-        outputs = hot * (on_value - off_value) + off_value if (on_value, off_value) != (1.0, 0.0) \
-            else hot
+        hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
+        outputs = jnp.where(hot, jnp.asarray(on_value, dtype), jnp.asarray(off_value, dtype))
         return collect_named_outputs(outputs_collections, sc, outputs)
 
 
+@add_arg_scope
 def softmax(logits: jax.Array, scope: Any = None) -> jax.Array:
     """``slim.softmax``: softmax over the last axis, in the variable scope ``softmax``."""
     if logits.ndim < 2:

@@ -5,6 +5,7 @@ Each test builds the layer in a fresh TF graph, runs TF's initializers, copies t
 """
 
 import os
+import re
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -767,3 +768,136 @@ def test_calling_a_layer_object_enters_its_scope_for_default_name_numbering_like
     assert sorted(tf_vars) == ["a/dense/bias", "a/dense/kernel", "a/dense_1/v"]
     assert sp_names[0] == tf_names[0] == "a/dense_1"
     np.testing.assert_allclose(out, tf_out, atol=ATOL)
+
+
+# --- arguments TF refuses at graph build ------------------------------------------------------------
+
+
+def _refused_by_tf(build, shape):
+    """The exception TF raises building ``build`` on a placeholder of ``shape`` (None if it builds)."""
+    with tf.Graph().as_default():
+        try:
+            build(tf.placeholder(tf.float32, shape))
+        except (ValueError, TypeError) as error:
+            return error
+    return None
+
+
+def _refused_by_us(build, shape):
+    with pytest.raises((ValueError, TypeError)) as error:
+        sp.transform(build).init(jax.random.key(0), jnp.ones(shape))
+    return error
+
+
+_VALID_WINDOW_PAST_THE_INPUT = [  # (layer call on a 6-wide input, input shape, what ours names)
+    (lambda L, x: L.max_pooling1d(x, 7, 1), (2, 6, 4), r"max_pooling1d .* pool_size of \(7,\)"),
+    (lambda L, x: L.max_pooling2d(x, (7, 2), 1, name="p"), (2, 6, 6, 4),
+     r"max_pooling2d 'p' .* pool_size of \(7, 2\)"),
+    (lambda L, x: L.average_pooling1d(x, 7, 1), (2, 6, 4), "average_pooling1d"),
+    (lambda L, x: L.average_pooling2d(x, 7, 2), (2, 6, 6, 4), "average_pooling2d"),
+    (lambda L, x: L.average_pooling3d(x, (1, 7, 1), 1), (2, 6, 6, 6, 1), "average_pooling3d"),
+    (lambda L, x: L.max_pooling3d(x, 7, 1, data_format="channels_first"), (2, 1, 6, 6, 6),
+     r"max_pooling3d .* spatial size \(6, 6, 6\)"),
+    (lambda L, x: L.conv1d(x, 2, 7), (2, 6, 4), r"conv1d 'conv1d' .* kernel of \(7,\)"),
+    (lambda L, x: L.conv2d(x, 2, 7, name="c"), (2, 6, 6, 4), r"conv2d 'c' .*\(shape \(2, 6, 6, 4\)\)"),
+    (lambda L, x: L.conv2d(x, 2, 3, dilation_rate=3), (2, 6, 6, 4),
+     r"conv2d 'conv2d' .* kernel of \(3, 3\) at dilation \(3, 3\), spanning \(7, 7\)"),
+    (lambda L, x: L.conv3d(x, 2, (1, 1, 7)), (2, 6, 6, 6, 1), "conv3d"),
+    (lambda L, x: L.separable_conv1d(x, 2, 7), (2, 6, 4), "separable_conv1d 'separable_conv1d'"),
+    (lambda L, x: L.separable_conv2d(x, 2, 7), (2, 6, 6, 4), "separable_conv2d"),
+    (lambda L, x: L.Conv2D(2, 7)(x), (2, 6, 6, 4), "conv2d 'conv2d'"),
+]
+
+
+@pytest.mark.parametrize("build, shape, names", _VALID_WINDOW_PAST_THE_INPUT)
+def test_a_valid_window_larger_than_the_input_is_refused_at_build_like_tf(build, shape, names):
+    # lax would return a zero-size output (and init zero-size weights downstream): a silent mis-port
+    assert isinstance(_refused_by_tf(lambda x: build(tf.layers, x), shape), ValueError)
+    error = _refused_by_us(lambda x: build(sp.layers, x), shape)
+    assert error.type is ValueError
+    message = str(error.value)
+    assert message.startswith("Negative dimension size caused by subtracting 7 from 6: ")
+    assert re.search(names, message), message
+    assert "\n  fix: padding='SAME', a smaller " in message
+
+
+def test_a_window_the_input_just_fits_or_same_padding_or_a_transposed_conv_still_builds_like_tf():
+    x = images((2, 6, 6, 4))
+
+    def build(layers):
+        return lambda i: (layers.conv2d(i, 2, 6), layers.conv2d(i, 2, 6, strides=4),
+                          layers.max_pooling2d(i, 6, 1), layers.average_pooling2d(i, 9, 1, "same"),
+                          layers.conv2d(i, 2, 9, padding="same"), layers.conv2d_transpose(i, 2, 9))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
+    for a, b in zip(out, tf_out):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+@pytest.mark.parametrize("build, shape, message", [
+    (lambda L, x: L.conv1d(x, 0, 3), (2, 6, 4),
+     r"conv1d: invalid value for argument `filters`.*Received filters=0\.\n  fix: pass filters >= 1"),
+    (lambda L, x: L.conv2d(x, -1, 3, name="c"), (2, 6, 6, 4), r"conv2d 'c': .*filters=-1"),
+    (lambda L, x: L.conv2d_transpose(x, 0, 3), (2, 6, 6, 4), "conv2d_transpose: .*filters=0"),
+    (lambda L, x: L.separable_conv2d(x, 0, 3), (2, 6, 6, 4), "separable_conv2d: .*filters=0"),
+    (lambda L, x: L.separable_conv2d(x, 2, 3, depth_multiplier=0), (2, 6, 6, 4),
+     r"separable_conv2d: .*depth_multiplier=0\.\n  fix: pass depth_multiplier >= 1"),
+])
+def test_convolutions_refuse_fewer_than_one_filter_like_tf(build, shape, message):
+    # lax would return a zero-channel output
+    assert isinstance(_refused_by_tf(lambda x: build(tf.layers, x), shape), ValueError)
+    error = _refused_by_us(lambda x: build(sp.layers, x), shape)
+    assert error.type is ValueError and re.search(message, str(error.value)), str(error.value)
+
+
+@pytest.mark.parametrize("build, shape, message", [
+    (lambda L, x: L.conv2d(x, 2, 3, strides=0), (2, 6, 6, 4),
+     r"conv2d: the `strides` argument must be integers of at least 1\. Received: strides=0\n"
+     r"  fix: strides=1 \(slim: stride=1\)"),
+    (lambda L, x: L.conv2d(x, 2, 3, strides=(1, -1), name="c"), (2, 6, 6, 4),
+     r"conv2d 'c': the `strides` .*strides=\(1, -1\)"),
+    (lambda L, x: L.conv2d(x, 2, 0), (2, 6, 6, 4), "conv2d: the `kernel_size` .*kernel_size=0"),
+    (lambda L, x: L.conv1d(x, 2, 3, dilation_rate=0), (2, 6, 4),
+     r"conv1d: the `dilation_rate` .*\n  fix: dilation_rate=1 \(slim: rate=1\)"),
+    (lambda L, x: L.separable_conv1d(x, 2, 3, strides=0), (2, 6, 4), "separable_conv1d: .*strides"),
+    (lambda L, x: L.conv2d_transpose(x, 2, 3, strides=0), (2, 6, 6, 4), "conv2d_transpose: .*strides"),
+    (lambda L, x: L.max_pooling2d(x, 0, 1), (2, 6, 6, 4), "max_pooling2d: the `pool_size` "),
+    (lambda L, x: L.average_pooling1d(x, 2, 0, name="p"), (2, 6, 4),
+     "average_pooling1d 'p': the `strides` "),
+    (lambda L, x: L.max_pooling3d(x, 2, (1, 0, 1)), (2, 6, 6, 6, 1), "max_pooling3d: the `strides`"),
+])
+def test_sizes_strides_and_rates_below_one_are_refused_naming_the_argument_and_layer_like_tf(
+        build, shape, message):
+    # lax failed in lowering (an MLIR verifier error) or computed garbage
+    assert isinstance(_refused_by_tf(lambda x: build(tf.layers, x), shape), ValueError)
+    error = _refused_by_us(lambda x: build(sp.layers, x), shape)
+    assert error.type is ValueError and re.search(message, str(error.value)), str(error.value)
+
+
+def test_dropout_checks_a_python_rate_even_when_not_training_like_tf():
+    x = images((2, 5))
+    for rate in (1.5, -0.1):
+        tf_error = _refused_by_tf(lambda i: tf.layers.dropout(i, rate), x.shape)
+        assert f"Invalid value {rate} received for `rate`" in str(tf_error)
+        for training in (False, True):
+            with pytest.raises(ValueError, match=rf"(?s)Invalid value {rate} received for `rate`, "
+                                                 r"expected a value between 0 and 1\..*fix: "):
+                sp.transform(lambda i: sp.layers.dropout(i, rate, training=training)).init(
+                    jax.random.key(0), x)
+    # rate=1 is allowed out of training, as in TF, and a traced rate is not checked
+    tf_out, out, _, _ = check_same(lambda i: tf.layers.dropout(i, 1.0),
+                                   lambda i: sp.layers.dropout(i, 1.0), x)
+    np.testing.assert_allclose(out, tf_out, atol=0)
+    traced = jax.jit(lambda i, rate: sp.transform(lambda: sp.layers.dropout(i, rate)).apply({}))
+    np.testing.assert_allclose(traced(x, 1.5), x, atol=0)
+
+
+def test_flatten_makes_a_vector_n_by_1_and_refuses_a_scalar_like_tf():
+    tf_out, out, _, _ = check_same(lambda i: tf.layers.flatten(i), lambda i: sp.layers.flatten(i),
+                                   images((4,)))
+    assert out.shape == tf_out.shape == (4, 1)
+    assert isinstance(_refused_by_tf(lambda i: tf.layers.flatten(i), ()), ValueError)
+    error = _refused_by_us(lambda i: sp.layers.flatten(i), ())
+    assert error.type is ValueError
+    assert "expects min_ndim=1" in str(error.value) and "\n  fix: " in str(error.value)

@@ -634,3 +634,158 @@ def test_norm_and_shorthand_argument_errors_name_what_was_asked():
     for make, message in cases:
         with pytest.raises(ValueError, match=message):
             sp.transform(lambda: make()).init(KEY)
+
+
+# --- what tf_slim refuses or returns for unusual arguments -------------------------------------------
+
+
+def _tf_slim_result(program, x):
+    """tf_slim's ``program(tf_slim, x)`` run in a fresh graph: its value, or the exception it raised
+    building (or running) it."""
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default(), tf1.Session() as session:
+        try:
+            outputs = program(tf_slim, tf.constant(x))
+            session.run(tf1.global_variables_initializer())
+            return session.run(outputs)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+            return error
+
+
+X6 = np.random.RandomState(0).randn(2, 6, 6, 4).astype(np.float32)
+
+
+@pytest.mark.parametrize("program, message", [
+    (lambda slim, x: slim.max_pool2d(x, 7), r"max_pool2d 'MaxPool2D' with padding='VALID' slides "
+                                            r"a pool_size of \(7, 7\)"),
+    (lambda slim, x: slim.avg_pool2d(x, [7, 2], scope="pool1"), r"avg_pool2d 'pool1' .*\(7, 2\)"),
+    (lambda slim, x: slim.conv2d(x, 2, 7, padding="VALID"), r"conv2d 'Conv' .*kernel of \(7, 7\)"),
+    (lambda slim, x: slim.conv2d(x, 2, 3, rate=3, padding="VALID"),
+     r"conv2d 'Conv' .*kernel of \(3, 3\) at dilation \(3, 3\), spanning \(7, 7\)"),
+    (lambda slim, x: slim.separable_conv2d(x, None, 7, padding="VALID"), "SeparableConv2d"),
+])
+def test_a_valid_window_larger_than_the_input_is_refused_at_build_like_tf_slim(program, message):
+    # not a zero-size output, which init would turn into (0, N) weights downstream
+    theirs = _tf_slim_result(program, X6)
+    assert isinstance(theirs, ValueError) and "Negative dimension size" in str(theirs)
+    with pytest.raises(ValueError, match=rf"(?s)^Negative dimension size caused by subtracting 7 "
+                                         rf"from 6: {message}.*spatial size \(6, 6\).*\n  fix: "
+                                         r"padding='SAME', a smaller "):
+        sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6)
+
+
+@pytest.mark.parametrize("program, message", [
+    (lambda slim, x: slim.conv2d(x, 0, 3), r"conv2d 'Conv': invalid value for argument `filters` "
+                                           r"\(slim: `num_outputs`\).*Received filters=0"),
+    (lambda slim, x: slim.separable_conv2d(x, 2, 3, depth_multiplier=0),
+     r"SeparableConv2d 'SeparableConv2d': .*depth_multiplier=0"),
+    (lambda slim, x: slim.separable_conv2d(x, None, 3, depth_multiplier=0), "depth_multiplier=0"),
+    (lambda slim, x: slim.max_pool2d(x, 2, 0), r"max_pool2d 'MaxPool2D': the `strides` .*"
+                                               r"\n  fix: strides=1 \(slim: stride=1\)"),
+    (lambda slim, x: slim.avg_pool2d(x, 0), r"avg_pool2d 'AvgPool2D': the `pool_size` .*\n  fix: "),
+    (lambda slim, x: slim.conv2d(x, 2, 3, stride=0, scope="c"), r"conv2d 'c': the `strides` "),
+    (lambda slim, x: slim.conv2d(x, 2, 3, rate=0),
+     r"conv2d 'Conv': the `dilation_rate` .*\n  fix: dilation_rate=1 \(slim: rate=1\)"),
+])
+def test_zero_outputs_multipliers_sizes_and_strides_are_refused_naming_slims_layer(program, message):
+    # TF refuses each, at build or when run; lax returned zero channels or failed in lowering
+    assert isinstance(_tf_slim_result(program, X6), Exception)
+    with pytest.raises(ValueError, match=rf"(?s){message}.*\n  fix: " if "fix" not in message
+                       else rf"(?s){message}"):
+        sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6)
+
+
+def test_softmax_is_arg_scoped_like_tf_slims():
+    tf_slim = _tf_slim()
+    assert sp.slim.has_arg_scope(sp.slim.softmax) and tf_slim.has_arg_scope(tf_slim.softmax)
+
+    def program(slim, x):
+        with slim.arg_scope([slim.softmax], scope="probs"):
+            return slim.softmax(x)
+
+    logits = X6[:, 0, 0]
+    np.testing.assert_allclose(sp.transform(lambda x: program(sp.slim, x)).apply({}, logits),
+                               _tf_slim_result(program, logits), rtol=1e-6)
+
+
+def test_one_hot_encodings_dtype_is_on_values_as_in_tf_one_hot():
+    labels = np.array([0, 2, -1], np.int32)
+    for values in [{}, dict(on_value=1, off_value=0), dict(on_value=True, off_value=False),
+                   dict(on_value=np.float32(2), off_value=np.float32(-1))]:
+        def program(slim, x, values=values):
+            return slim.one_hot_encoding(x, 3, **values)
+
+        theirs = _tf_slim_result(program, labels)
+        ours = sp.transform(lambda x: program(sp.slim, x)).apply({}, labels)
+        assert ours.dtype == theirs.dtype, values
+        np.testing.assert_array_equal(ours, theirs)
+    # TF refuses on and off values of different types
+    mixed = _tf_slim_result(lambda slim, x: slim.one_hot_encoding(x, 3, on_value=1), labels)
+    assert isinstance(mixed, TypeError) and "does not match dtype" in str(mixed)
+    with pytest.raises(TypeError, match=r"(?s)dtype int32 of on_value=1 does not match dtype float32 "
+                                        r"of off_value=0.0.*\n  fix: "):
+        sp.slim.one_hot_encoding(labels, 3, on_value=1)
+
+
+def test_one_hot_encoding_refuses_non_integer_labels_as_tf_one_hot_does():
+    for labels in (np.array([0.0, 2.0], np.float32), np.array([True, False])):
+        theirs = _tf_slim_result(lambda slim, x: slim.one_hot_encoding(x, 3), labels)
+        assert isinstance(theirs, TypeError) and "indices" in str(theirs)
+        with pytest.raises(TypeError, match=rf"(?s)labels of dtype {labels.dtype}, but tf.one_hot's "
+                                            r"indices must be integers.*\n  fix: "):
+            sp.transform(lambda x: sp.slim.one_hot_encoding(x, 3)).init(KEY, labels)
+
+
+def test_flatten_of_a_rank_1_input_is_n_by_1_like_tf_slims():
+    vector = X6[0, 0, 0]
+    theirs = _tf_slim_result(lambda slim, x: slim.flatten(x), vector)
+    ours = sp.transform(lambda x: sp.slim.flatten(x)).apply({}, vector)
+    assert ours.shape == theirs.shape == (4, 1)
+    np.testing.assert_array_equal(ours, theirs)
+    assert isinstance(_tf_slim_result(lambda slim, x: slim.flatten(x), vector[0]), ValueError)
+    with pytest.raises(ValueError, match=r"(?s)flatten 'Flatten': the input is a scalar.*fix: "):
+        sp.transform(lambda x: sp.slim.flatten(x)).init(KEY, vector[0])
+
+
+def test_dropout_checks_keep_prob_even_when_not_training_like_tf_slim():
+    for keep_prob in (1.5, -0.5):
+        def program(slim, x, keep_prob=keep_prob):
+            return slim.dropout(x, keep_prob, is_training=False)
+
+        theirs = _tf_slim_result(program, X6)
+        assert isinstance(theirs, ValueError) and "received for `rate`" in str(theirs)
+        with pytest.raises(ValueError, match=rf"(?s)slim.dropout: invalid value {keep_prob} received "
+                                             r"for `keep_prob`.*between 0 and 1.*\n  fix: "):
+            sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6)
+    # keep_prob=0 out of training builds, as in TF
+    keep_none = sp.transform(lambda x: sp.slim.dropout(x, 0.0, is_training=False))
+    np.testing.assert_array_equal(keep_none.apply({}, X6), X6)
+
+
+def test_arg_scope_func_key_indexes_a_saved_arg_scope_as_in_tf_slim():
+    # tensorflow/models: sc[slim.arg_scope_func_key(slim.batch_norm)]["decay"] = ...
+    def saved(slim):
+        with slim.arg_scope([slim.conv2d], padding="VALID"):
+            with slim.arg_scope([slim.batch_norm], decay=0.9) as sc:
+                return sc
+
+    tf_slim = _tf_slim()
+    for slim in (tf_slim, sp.slim):
+        sc = saved(slim)
+        assert sc[slim.arg_scope_func_key(slim.batch_norm)] == {"decay": 0.9}
+        assert sc[slim.arg_scope_func_key(slim.conv2d)] == {"padding": "VALID"}
+    assert "arg_scope_func_key" in sp.slim.__all__
+
+    def edited(x):
+        sc = saved(sp.slim)
+        sc[sp.slim.arg_scope_func_key(sp.slim.batch_norm)]["decay"] = 0.5
+        with sp.slim.arg_scope(sc):
+            return sp.slim.batch_norm(x)
+
+    model = sp.transform_with_state(edited)
+    params, state = model.init(KEY, IMAGES)
+    _, new_state = model.apply(params, state, IMAGES)
+    np.testing.assert_allclose(new_state["BatchNorm"]["moving_mean"],
+                               0.5 * IMAGES.mean((0, 1, 2)), rtol=1e-5)
