@@ -243,8 +243,9 @@ def _fill_value(init: Any, dtype: Any) -> Any:
         return None
     cells = dict(zip(code.co_freevars, (c.cell_contents for c in init.__closure__)))
     value: Any = cells.get("array" if code is _SP_CONSTANT else "value")
-    if cells.get("verify_shape") or np.ndim(value) != 0:
-        return None  # checked or reshaped as written, with its errors
+    if cells.get("verify_shape") or np.ndim(value) != 0 or (
+            code is _SP_CONSTANT and _initializers._not_exactly_in(value, dtype) is not None):
+        return None  # checked or reshaped as written, with its errors (1.5 for int32: TF's)
     try:
         return np.asarray(jnp.full((), value, dtype))
     except Exception:  # noqa: BLE001 - a value JAX cannot convert: the initializer raises it, named
@@ -359,8 +360,37 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
             "  fix: initializers are called as init(key, shape, dtype) and must return that shape."
         )
     if value.dtype != dtype:
+        if _kind(value.dtype) > _kind(dtype):
+            raise _lossy_cast_error(spec, value.dtype)
+        # A cast within a kind (float32 -> bfloat16, float64 -> float32) or up one (int -> float)
+        # is kept: JAX users rely on it (an initializer that draws in float32 for a bfloat16
+        # parameter, a NumPy float64 constant without x64).
         value = value.astype(dtype)
     return value
+
+
+def _kind(dtype: Any) -> int:
+    """bool < integers < floats < complex: a cast to a lower kind loses the value, not precision."""
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return 3
+    if jnp.issubdtype(dtype, jnp.floating):
+        return 2
+    if jnp.issubdtype(dtype, jnp.integer):
+        return 1
+    return 0 if jnp.issubdtype(dtype, jnp.bool_) else -1  # -1: key arrays and the like, cast as asked
+
+
+def _lossy_cast_error(spec: ParamSpec, found: Any) -> InitializerError:
+    asked = np.dtype(spec.dtype).name
+    return InitializerError(
+        f"The initializer of '{spec.name}' ({_name_of(spec.init, 'a lambda')}) returned dtype "
+        f"{np.dtype(found).name} for a parameter of dtype {asked}: casting would change its values "
+        f"(truncate them), not only their precision (TF: Tensor conversion requested dtype {asked} "
+        f"for Tensor with dtype {np.dtype(found).name}).\n"
+        f"  asked: shape {tuple(spec.shape)}, dtype {asked}, created at {format_site(spec.site)}\n"
+        f"  fix: return an array of the dtype the initializer is called with (init(key, shape, "
+        f"dtype)), rounding explicitly if that is meant, or create the parameter with "
+        f"dtype={np.dtype(found).name}.")
 
 
 def _tf1_convention(init: Any) -> bool:

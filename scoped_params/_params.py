@@ -23,11 +23,13 @@ import numpy as np
 
 from . import _frame
 from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
-                      ParamExistsError, ParamNotFoundError, ReuseArgumentError, ShapeMismatchError,
-                      StateError,
+                      ParamExistsError, ParamNotFoundError, ParamsTypeError, ReuseArgumentError,
+                      ShapeMismatchError, StateError,
                       _IS_USER_FILE, format_site, name_scope_hint, nearest, user_code_site,
                       user_site)
-from ._scope import _TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, default_name_hint
+from . import initializers as _initializers
+from ._scope import (_TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, as_np_dtype,
+                     default_name_hint)
 from ._spec import ParamSpec
 from ._tree import flatten
 from .initializers import _instantiate, default_initializer
@@ -146,7 +148,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                         dtype = dtype.dtype
                     if (found is not dtype and found is not _DTYPES.get(dtype)
                             and not _same_dtype(found, dtype)):
-                        raise _dtype_error(full, dtype, found, created[full])
+                        value = _canonical_numpy_leaf(full, value, dtype, created[full])
                 return value
     elif scope.custom_getter is None and type(name) is str and (
             dtype is None or init is None or callable(init)):
@@ -264,12 +266,14 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
     if type(name) is not str:
         raise TypeError(f"get_param: name must be a string, got {type(name).__name__} ({name!r}).")
     scope = frame.scope
+    if getattr(dtype, "as_numpy_dtype", None) is not None:  # tf.float32: custom getters see np's
+        dtype = _as_dtype(dtype, scope.prefix + name)
     if dtype is not None and init is not None and not callable(init):
-        init_dtype = _constant_dtype(init)
-        if init_dtype != jax.dtypes.canonicalize_dtype(dtype):
+        init_dtype = _constant_init_dtype(scope.prefix + name, init)
+        if init_dtype != jax.dtypes.canonicalize_dtype(_as_dtype(dtype, scope.prefix + name)):
             raise InitializerError(
-                f"Initializer type '{init_dtype}' and explicit dtype '{np.dtype(dtype)}' don't match "
-                f"for '{scope.prefix}{name}'.\n"
+                f"Initializer type '{init_dtype}' and explicit dtype '{_as_dtype(dtype)}' don't "
+                f"match for '{scope.prefix}{name}'.\n"
                 "  fix: drop dtype= (a constant initializer fixes the dtype) or cast the constant."
             )
     if init is None:
@@ -298,7 +302,9 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
         unknown = set(tf_kwargs) - _TF_ONLY_KWARGS
         if unknown:
             raise TypeError(f"custom getter passed unknown arguments {sorted(unknown)} for '{name}'.")
-        return store.get(frame, name, shape, np.dtype(dtype) if dtype is not None else scope.dtype,
+        if trainable is None and scope.trainable is False:  # TF's None: the default, here the scope's
+            trainable = False
+        return store.get(frame, name, shape, _as_dtype(dtype, name) if dtype is not None else scope.dtype,
                          initializer, regularizer, scope.reuse if reuse is None else reuse,
                          trainable, collections, partitioner, sharding, kind, constraint)
 
@@ -343,17 +349,55 @@ def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
         return None
     if type(shape) is tuple or type(shape) is list:  # TF 1.x code writes lists: [784, 10]
         try:
-            return tuple(map(_index, shape))
+            dims = tuple(map(_index, shape))
         except TypeError:
             pass  # a None (unknown) or invalid dimension: below
-    elif isinstance(shape, (int, np.integer)):
+        else:
+            # operator.index reads True as 1; TF's Dimension refuses it, and a negative size.
+            if not dims or (min(dims) >= 0 and bool not in map(type, shape)):
+                return dims
+            raise _bad_shape_error(shape, full)
+    elif isinstance(shape, (int, np.integer)) and type(shape) is not bool:
+        if shape < 0:
+            raise _bad_shape_error(shape, full)
         return (int(shape),)
+    if getattr(shape, "rank", 0) is None:  # tf.TensorShape(None), which cannot even be iterated
+        raise _init_error(
+            full, f"The shape asked for '{full}' has an unknown rank ({shape!r}), but a parameter's "
+            "shape must be fully defined", "pass the full shape=..., or shape=None to create it from a "
+            "constant initializer or to take the shape of the existing parameter.")
     try:
         # operator.index, not int: a dimension of 2.5 or "2" is an error (TF's Dimension), not 2.
-        return tuple(None if d is None else operator.index(d) for d in shape)
+        dims = tuple(None if d is None else operator.index(d) for d in shape)
     except TypeError:
-        raise TypeError(f"shape must be a sequence of ints, got {shape!r}"
-                        + (f" for '{full}'." if full else ".")) from None
+        raise _bad_shape_error(shape, full) from None
+    if any(d is not None and d < 0 for d in dims) or bool in map(type, shape):
+        raise _bad_shape_error(shape, full)
+    return dims
+
+
+def _bad_shape_error(shape: Any, full: str) -> Exception:
+    """The error for a shape with a dimension that is not a size (TF's ``Dimension`` refuses it)."""
+    where = f" for '{full}'" if full else ""
+    try:
+        dims = list(shape)
+    except TypeError:  # an int (or a bool) given as the shape
+        dims = [shape]
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)):
+            return TypeError(
+                f"shape must be a sequence of ints, got {shape!r}{where}: {d!r} is a boolean, not a "
+                "size (TF: Expected an int, got a boolean).\n"
+                f"  fix: write the dimension as an int ({int(d)}).")
+        if d is not None and isinstance(d, (int, np.integer)) and d < 0:
+            return InitializerError(
+                f"Dimension {int(d)} must be >= 0: shape {shape!r}{where} has a negative size (-1 "
+                "means 'infer' to reshape, never in a parameter's shape).\n"
+                "  fix: pass the actual size; None marks a dimension that a shared parameter fixes.")
+    return TypeError(
+        f"shape must be a sequence of ints, got {shape!r}{where}.\n"
+        "  fix: pass a tuple of ints, e.g. (784, 10); None marks a dimension that a shared "
+        "parameter fixes.")
 
 
 def _compatible(asked: Tuple, found: Tuple) -> bool:
@@ -371,11 +415,31 @@ def _same_dtype(found: np.dtype, asked: Any) -> bool:
         asked = asked.dtype
         if found is asked or found == asked:
             return True
-    elif found == asked:
+    elif found == asked:  # tf.float32 too (its == reads NumPy's dtypes)
         if len(_DTYPES) < _DTYPES_MAX:
             _DTYPES[asked] = found
         return True
-    return jax.dtypes.canonicalize_dtype(asked) == found
+    try:
+        return jax.dtypes.canonicalize_dtype(as_np_dtype(asked)) == found
+    except TypeError:  # no dtype: the caller's _dtype_error says so
+        return False
+
+
+def _as_dtype(dtype: Any, full: str = "") -> np.dtype:
+    """``dtype`` (any spelling JAX takes, or TF's ``tf.float32``) as a NumPy dtype, not canonicalized;
+    a TypeError naming the parameter if it is no dtype JAX has."""
+    try:
+        np_dtype = as_np_dtype(dtype)
+    except TypeError:
+        pass
+    else:  # object and str are NumPy's dtypes, not JAX's
+        if np_dtype == np.bool_ or jnp.issubdtype(np_dtype, jnp.number):
+            return np_dtype
+    raise TypeError(
+        f"dtype={dtype!r}{f' of {full!r}' if full else ''} is not a dtype JAX has.\n"
+        f"  asked: {type(dtype).__name__} {dtype!r}\n"
+        "  fix: pass a NumPy/JAX dtype in any spelling: jnp.float32, np.int32, 'bfloat16' (TF's "
+        "tf.float32 works too).") from None
 
 
 # A dtype's spelling (np.float32, "float32", ...; not jnp.float32, whose hash and == run Python) ->
@@ -392,10 +456,58 @@ def _shape_str(shape: Optional[Tuple]) -> str:
 
 
 def _constant_dtype(value: Any) -> np.dtype:
+    """The dtype of a constant: an array's own (canonicalized); for a Python number, or a (nested)
+    list or tuple of them, TF's: float32, int32 (int64 past its range), bool, complex64. NumPy
+    would say float64 and int64, which x64 keeps, and a ported ``init=1.5`` must stay float32."""
     dtype = getattr(value, "dtype", None)
     if dtype is None:
-        dtype = np.asarray(value).dtype
+        array = np.asarray(value)
+        dtype = _PYTHON_DTYPES.get(array.dtype.kind, array.dtype)
+        if dtype is _INT32 and array.size and not (
+                _INT32_RANGE[0] <= array.min() and array.max() <= _INT32_RANGE[1]):
+            dtype = array.dtype
     return jax.dtypes.canonicalize_dtype(dtype)
+
+
+_INT32 = np.dtype(np.int32)
+_INT32_RANGE = (np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+_PYTHON_DTYPES = {"f": np.dtype(np.float32), "i": _INT32, "b": np.dtype(np.bool_),
+                  "c": np.dtype(np.complex64)}
+
+
+def _constant_init_dtype(full: str, init: Any) -> np.dtype:
+    """``_constant_dtype`` of the constant initializer of ``full``, or the error for one that is no
+    number (``init="zeros"``, Keras's spelling)."""
+    if not hasattr(init, "dtype") and np.asarray(init).dtype.kind not in "biufc":
+        if isinstance(init, str) and callable(getattr(_initializers, init, None)):
+            fix = f"pass the initializer itself: init=sp.initializers.{init}"
+        else:
+            fix = ("pass a number or an array of numbers, or an initializer from sp.initializers "
+                   "(e.g. init=sp.initializers.zeros)")
+        raise TypeError(
+            f"The constant initializer of '{full}' is {type(init).__name__} {init!r}, not a number "
+            "or an array of numbers (initializers are not named by strings here).\n"
+            f"  fix: {fix}.")
+    return _constant_dtype(init)
+
+
+def _canonical_numpy_leaf(full: str, value: Any, asked: Any, site) -> Any:
+    """``value``, a parameter in ``params`` whose dtype is not ``asked``, if it is a NumPy array
+    that JAX reads as ``asked`` (float64 without x64) as a JAX array, as ``jax.jit`` gives it: an
+    eager apply must take what a jitted one takes. Else the dtype error."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        canonical = jax.dtypes.canonicalize_dtype(value.dtype)
+        if canonical != value.dtype and _same_dtype(canonical, asked):
+            return jnp.asarray(value)
+    raise _dtype_error(full, asked, value.dtype, site)
+
+
+def _leaf_type_error(full: str, value: Any) -> ParamsTypeError:
+    return ParamsTypeError(
+        f"Parameter '{full}' in params is {type(value).__name__} {value!r:.60}, not an array.\n"
+        f"  asked: an array for '{full}' in apply\n"
+        "  found: no shape and dtype (a Python number, list or string)\n"
+        "  fix: pass arrays, e.g. params = jax.tree.map(jnp.asarray, params), or the tree init returned.")
 
 
 def _takes_no_args(fn: Callable) -> bool:
@@ -448,9 +560,13 @@ def _exists_error(frame, full: str, site, shape, dtype) -> ParamExistsError:
         f"  asked: a new '{full}' (reuse=False in scope '{scope.name}') at {format_site(user_site())}\n"
         f"  found: '{full}' already created in this call with shape {_shape_str(shape)}, dtype "
         f"{np.dtype(dtype).name}\n"
-        f"  fix: to share it, enter the scope with reuse=True (sp.scope({scope.name or 'scope'!r}, "
-        "reuse=True)), call sp.get_scope().reuse_variables(), or use reuse=sp.AUTO_REUSE; to make a "
-        "separate parameter, give it another name or scope (e.g. sp.scope(None, default_name=...))."
+        + (f"  fix: to share it, enter the scope with reuse=True (sp.scope({scope.name!r}, "
+           "reuse=True)), call sp.get_scope().reuse_variables(), or use reuse=sp.AUTO_REUSE; "
+           if scope.name else  # the root has no name to re-enter
+           "  fix: to share it, call sp.get_scope().reuse_variables() before asking again, or ask "
+           "in a scope entered with reuse=True or reuse=sp.AUTO_REUSE; ")
+        + "to make a separate parameter, give it another name or scope (e.g. sp.scope(None, "
+        "default_name=...))."
         + name_scope_hint(frame.name_stack, scope.name) + default_name_hint(frame, full)
     )
 
@@ -489,6 +605,7 @@ def _shape_error(full, asked, found, site) -> ShapeMismatchError:
 
 
 def _dtype_error(full, asked, found, site) -> DtypeMismatchError:
+    asked = _as_dtype(asked, full)  # raises for no dtype: init's error for it
     return DtypeMismatchError(
         f"Trying to share variable {full}, but specified dtype {np.dtype(asked).name} and found dtype "
         f"{np.dtype(found).name}.\n"
@@ -503,6 +620,59 @@ def _init_error(full, message, fix) -> InitializerError:
 
 
 _CONST_SHAPE_FIX = "drop shape= (the constant's shape is used), or pass a callable initializer."
+
+
+def _shapeless_init_error(full: str) -> InitializerError:
+    return _init_error(
+        full, "The initializer passed is not valid. It should be a callable with no "
+        "arguments and the shape should not be provided or an initializer called as "
+        "init(key, shape, dtype) and `shape` should be fully defined",
+        "pass shape=..., or a constant / no-argument initializer that fixes it.")
+
+
+def _undefined_shape_error(full: str, shape: Optional[Tuple]) -> InitializerError:
+    return _init_error(
+        full, f"Shape of a new variable ({full}) must be fully defined, but instead was "
+        f"{_shape_str(shape)}", "pass a complete shape=..., or a constant initializer.")
+
+
+def _default_initializer(full: str, dtype: np.dtype) -> Callable:
+    """The initializer of a new parameter of ``dtype`` given none (Glorot for floats, zeros for
+    integers and bools), or the error for a dtype that has none."""
+    init = default_initializer(dtype)
+    if init is None:
+        raise _init_error(full, f"An initializer for variable {full} of {dtype} is required",
+                          "pass init=... (e.g. sp.initializers.zeros).")
+    return init
+
+
+def _regularizer_error(full: str, regularizer: Any) -> TypeError:
+    return TypeError(
+        f"The regularizer of '{full}' must be a callable, got {type(regularizer).__name__} "
+        f"{regularizer!r} (sp.regularization_loss() would call it on the parameter).\n"
+        "  fix: pass a function of the parameter's value, e.g. "
+        f"regularizer=sp.l2_regularizer({regularizer!r}) if {regularizer!r} is its scale, or "
+        "lambda w: 0.01 * jnp.sum(w ** 2).")
+
+
+def _created_without_shape(full: str, init: Any, dtype: Any) -> Tuple[Tuple, np.dtype]:
+    """What init creates for a request with neither a shape nor a constant: (shape, dtype) of the
+    value of ``init``, a no-argument initializer (from ``jax.eval_shape``: not computed), or
+    init's error. ``apply`` checks the parameter it finds against them."""
+    init = _instantiate(init)
+    if init is None:
+        _default_initializer(full, jax.dtypes.canonicalize_dtype(_as_dtype(dtype, full)))
+        raise _undefined_shape_error(full, None)
+    if not _takes_no_args(init):
+        raise _shapeless_init_error(full)
+    found = []
+
+    def value_of_init():
+        value = init()
+        found.append((tuple(np.shape(value)), _constant_init_dtype(full, value)))
+
+    jax.eval_shape(value_of_init)
+    return found[0]
 
 
 def _dtype_as_init(full: str, init: Any) -> Optional[TypeError]:
@@ -583,11 +753,7 @@ class InitStore:
         init = _instantiate(init)  # sp.initializers.zeros_initializer, uncalled, as TF allows
         if init is not None and not constant and shape is None:
             if not _takes_no_args(init):
-                raise _init_error(
-                    full, "The initializer passed is not valid. It should be a callable with no "
-                    "arguments and the shape should not be provided or an initializer called as "
-                    "init(key, shape, dtype) and `shape` should be fully defined",
-                    "pass shape=..., or a constant / no-argument initializer that fixes it.")
+                raise _shapeless_init_error(full)
             init, constant = init(), True
         elif init is not None and not constant and not _callable_with_three_args(init):
             dtype_error = _dtype_as_init(full, init)
@@ -604,8 +770,8 @@ class InitStore:
                 f"  asked: shape={_shape_str(shape)} with initializer {init!r}\n"
                 f"  fix: {fix}")
         if constant:
+            dtype = _constant_init_dtype(full, init)
             value = init if isinstance(init, jax.Array) or _is_tracer(init) else np.asarray(init)
-            dtype = jax.dtypes.canonicalize_dtype(value.dtype)
             shape = tuple(value.shape)
             if isinstance(value, np.ndarray):
                 init = value = value.astype(dtype)
@@ -613,22 +779,19 @@ class InitStore:
                 init = value
             placeholder = jnp.asarray(value)
         else:
-            dtype = jax.dtypes.canonicalize_dtype(dtype)
+            dtype = jax.dtypes.canonicalize_dtype(_as_dtype(dtype, full))
             if init is None:
-                init = default_initializer(dtype)
-                if init is None:
-                    raise _init_error(full, f"An initializer for variable {full} of {dtype} is required",
-                                      "pass init=... (e.g. sp.initializers.zeros).")
+                init = _default_initializer(full, dtype)
             if shape is None or any(d is None for d in shape):
-                raise _init_error(
-                    full, f"Shape of a new variable ({full}) must be fully defined, but instead was "
-                    f"{_shape_str(shape)}", "pass a complete shape=..., or a constant initializer.")
+                raise _undefined_shape_error(full, shape)
             placeholder = self._placeholder(full, shape, dtype)
         if constraint is not None and not callable(constraint):
             raise ValueError(
                 f"The `constraint` argument must be a callable ('{full}'), got {constraint!r}.\n"
                 "  fix: pass a function from the parameter's value to its projected value, e.g. "
                 "lambda w: jnp.clip(w, -1.0, 1.0).")
+        if regularizer is not None and not callable(regularizer):
+            raise _regularizer_error(full, regularizer)
         if collections is not None and not isinstance(collections, (list, tuple, set, frozenset)):
             # TF's Variable constructor raises too: a string would be read as its characters.
             raise ValueError(
@@ -640,7 +803,8 @@ class InitStore:
         site = user_site()
         self.specs[full] = ParamSpec(
             name=full, shape=shape, dtype=np.dtype(dtype), init=init,
-            trainable=bool(trainable) and kind == PARAM,
+            # TF: trainable=None is the default, True (a scope's trainable=False was applied before).
+            trainable=(trainable is None or bool(trainable)) and kind == PARAM,
             collections=tuple(collections) if collections else (), regularizer=regularizer,
             sharding=sharding, partitioner=partitioner, kind=kind, site=site, constraint=constraint)
         self.values[full] = placeholder
@@ -745,6 +909,9 @@ class ApplyStore:
                 raise _kind_error(full, STATE if kind is PARAM else PARAM, kind)
             raise _not_found_error(frame, full, self.params if kind is PARAM else self.state,
                                    in_apply=reuse is not True or full in self.created)
+        if not hasattr(value, "aval"):  # not a jax array or tracer
+            if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+                raise _leaf_type_error(full, value)  # eagerly: jax.jit would have made it an array
         created = self.created
         if reuse is True or (reuse is AUTO_REUSE and full in created):
             if full not in created:
@@ -761,23 +928,25 @@ class ApplyStore:
             created[full] = ((code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename)
                              else user_code_site(3))
             if regularizer is not None:
+                if not callable(regularizer):
+                    raise _regularizer_error(full, regularizer)
                 frame.regularized.append((regularizer, value))
             # A creating request is checked against what init would have created.
             if constant:
-                shape, dtype = np.shape(init), _constant_dtype(init)
-            elif shape is None:
-                return value  # a no-argument initializer fixes shape and dtype in init
+                shape, dtype = np.shape(init), _constant_init_dtype(full, init)
+            elif shape is None:  # a no-argument initializer fixes shape and dtype in init
+                shape, dtype = _created_without_shape(full, init, dtype)
         try:
             aval = value.aval  # jax arrays and tracers: shape and dtype without two property calls
         except AttributeError:
             aval = value  # NumPy arrays
         if shape is not None:
-            if type(shape) is not tuple:
+            if type(shape) is not tuple or shape != aval.shape:  # (-1, 3) is an error, not a mismatch
                 shape = _as_shape(shape, full)
             if shape != aval.shape and not _compatible(shape, aval.shape):
                 raise _shape_error(full, shape, aval.shape, created.get(full))
         if aval.dtype is not dtype and not _same_dtype(aval.dtype, dtype):
-            raise _dtype_error(full, dtype, aval.dtype, created.get(full))
+            return _canonical_numpy_leaf(full, value, dtype, created.get(full))
         return value
 
     def set_state(self, frame, full, value):

@@ -37,6 +37,12 @@ AUTO_REUSE = _ReuseMode.AUTO_REUSE
 
 _FLOAT32 = np.dtype(np.float32)
 
+
+def as_np_dtype(dtype: Any) -> np.dtype:
+    """``np.dtype(dtype)``, also of TF's DTypes: TF code is ported with ``dtype=tf.float32``, which
+    NumPy cannot read but whose ``as_numpy_dtype`` it can (read off the object: TF is not imported)."""
+    return np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+
 # TF's op-name rules, which TF applies to scope names through name_scope.
 _VALID_ROOT_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _VALID_NESTED_NAME = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
@@ -114,7 +120,7 @@ class Scope:
     def set_dtype(self, dtype: Any) -> None:
         """The default dtype of parameters created in this scope from now on, and of sub-scopes
         opened later (TF's ``VariableScope.set_dtype``)."""
-        self.dtype = np.dtype(dtype)
+        self.dtype = as_np_dtype(dtype)
 
     def set_custom_getter(self, custom_getter: Optional[Callable]) -> None:
         """Replace this scope's custom getter, ``getter(next_getter, name, *args, **kwargs)``, for
@@ -645,7 +651,7 @@ class _Options:
         self.reuse = reuse
         self.initializer = initializer
         self.regularizer = regularizer
-        self.dtype = None if dtype is None else np.dtype(dtype)
+        self.dtype = None if dtype is None else as_np_dtype(dtype)
         self.trainable = trainable
         self.custom_getter = custom_getter
         self.partitioner = partitioner
@@ -723,7 +729,7 @@ def _defaults_scope(name: str, reuse: Any = None, initializer: Any = None, dtype
             partitioner is None and constraint is None):
         return _naming_scope(name, None, reuse)
     cm = _PlainScope(name, reusing=reuse, defaults=(
-        initializer, regularizer, None if dtype is None else np.dtype(dtype), trainable, partitioner,
+        initializer, regularizer, None if dtype is None else as_np_dtype(dtype), trainable, partitioner,
         constraint))
     shared = _PLAIN_SCOPES.get(name)
     if shared is not None:

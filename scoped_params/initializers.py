@@ -304,6 +304,27 @@ def ones(key, shape, dtype=jnp.float32):
     return jnp.ones(shape, dtype)
 
 
+def _not_exactly_in(array: np.ndarray, dtype: Any) -> Any:
+    """The first value of ``array`` that ``dtype`` does not hold exactly, else None: 1.5 for int32,
+    300 for int8, 2 for bool, 1j for float32. Rounding to a float's precision (0.1 in bfloat16) is
+    no change of value here, as in TF."""
+    dtype = np.dtype(dtype)
+    if array.dtype.kind not in "biufc" or jnp.issubdtype(dtype, jnp.complexfloating):
+        return None  # no number (the cast says what it is), or a dtype that holds any number
+    same, real = np.ones(array.shape, bool), array
+    if array.dtype.kind == "c":
+        same, real = np.imag(array) == 0, np.real(array)
+    if not jnp.issubdtype(dtype, jnp.inexact):  # to a float: its precision, at most
+        try:
+            with np.errstate(invalid="ignore", over="ignore"):  # nan and inf: not equal, below
+                same &= real.astype(dtype) == real
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if same.all():
+        return None
+    return array.reshape(-1)[~same.reshape(-1)][0].item()
+
+
 @_tf_class
 def constant(value: Any = 0.0, verify_shape: bool = False):
     """TF 1.x's ``constant_initializer``: a scalar fills the requested shape; a list or array is
@@ -321,6 +342,14 @@ def constant(value: Any = 0.0, verify_shape: bool = False):
         size = math.prod(shape)
         if size == 0:  # TF checks nothing for an empty shape
             return jnp.zeros(shape, dtype)
+        inexact = _not_exactly_in(array, dtype)
+        if inexact is not None:
+            raise TypeError(
+                f"constant initializer: the value {inexact!r} does not fit {np.dtype(dtype).name} "
+                f"exactly (TF: Expected {np.dtype(dtype).name}, but got {inexact!r}); casting would "
+                "change it, not only its precision.\n"
+                "  fix: pass values of the parameter's dtype (round them yourself if that is meant), "
+                "or give the parameter a dtype that holds them.")
         if verify_shape and array.shape != tuple(shape):
             raise ValueError(f"constant initializer with verify_shape=True: the value's shape "
                              f"{array.shape} is not the requested {tuple(shape)}.\n"

@@ -583,6 +583,14 @@ def test_already_exists_names_path_asked_found_fix_and_first_creation_site():
     assert "fix: to share it, enter the scope with reuse=True (sp.scope('enc/layer', reuse=True))" in msg
 
 
+def test_already_exists_at_the_root_suggests_what_works_there_not_a_scope_named_scope():
+    with pytest.raises(sp.ParamExistsError) as e:
+        sp.transform(lambda: (sp.get_param("w", [2]), sp.get_param("w", [2]))).init(KEY)
+    msg = str(e.value)
+    assert "fix: to share it, call sp.get_scope().reuse_variables() before asking again" in msg
+    assert "sp.scope('scope'" not in msg
+
+
 def test_apply_names_the_first_creation_line_even_deep_in_a_long_function():
     # apply records a creation site as (code, bytecode offset); the line is found for the message.
     src = ("def fn(again):\n" + "    x = 0\n" * 300 + "    with sp.scope('enc'):\n"
@@ -788,6 +796,34 @@ def test_float64_means_float32_only_while_x64_is_off():
         with pytest.raises(sp.DtypeMismatchError, match=r"specified dtype float64 and found dtype float32"):
             model.apply(params)
     assert model.apply(params).dtype == np.float32
+
+
+@pytest.mark.parametrize("leaf, shown", [(1.0, "float 1.0"), ([1.0, 2.0], r"list \[1.0, 2.0\]"),
+                                         ("abc", "str 'abc'")])
+def test_a_params_leaf_that_is_not_an_array_is_a_params_type_error_naming_it(leaf, shown):
+    # Before: AttributeError: 'float' object has no attribute 'shape', from inside get_param.
+    def fn():
+        with sp.scope("enc"):
+            return sp.get_param("w", (2,))
+
+    with pytest.raises(sp.ParamsTypeError, match=rf"Parameter 'enc/w' in params is {shown}, not an "
+                                                 r"array\.\n  asked: .*\n  found: .*\n  fix: pass "
+                                                 r"arrays, e.g. params = jax.tree.map\(jnp.asarray"):
+        sp.transform(fn).apply({"enc": {"w": leaf}})
+
+
+def test_a_numpy_leaf_is_read_as_jit_reads_it_float64_as_float32_without_x64():
+    # jax.jit canonicalizes a NumPy float64 leaf to float32; eagerly it was a DtypeMismatchError.
+    model = sp.transform(lambda: (sp.get_param("w", (2,)), sp.get_param("b", [2], dtype=jnp.float32)))
+    params = {"w": np.ones(2), "b": np.ones(2)}
+    for apply in (model.apply, jax.jit(model.apply)):
+        w, b = apply(params)
+        assert (w.dtype, b.dtype) == (jnp.float32, jnp.float32)
+    with pytest.raises(sp.DtypeMismatchError, match="specified dtype float32 and found dtype int64"):
+        model.apply({"w": np.ones(2, np.int64), "b": np.ones(2)})
+    with jax.enable_x64(True):
+        with pytest.raises(sp.DtypeMismatchError, match="specified dtype float32 and found dtype float64"):
+            model.apply(params)
 
 
 class _ReadOnlyTree(Mapping):

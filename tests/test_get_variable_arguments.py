@@ -105,3 +105,99 @@ def test_a_dtype_in_tfs_third_position_is_an_error_that_says_pass_it_by_keyword(
 def test_a_constant_string_that_is_no_dtype_keeps_its_own_error():
     with pytest.raises(sp.InitializerError, match="If initializer is a constant, do not specify shape"):
         sp.transform(lambda: sp.get_param("w", [2], "hello")).init(KEY)
+
+
+def test_a_string_constant_init_says_to_pass_the_initializer_itself():
+    # Keras names initializers by strings; here init="zeros" reached NumPy as a string constant.
+    model = sp.transform(lambda: sp.get_param("w", init="zeros"))
+    for run in (lambda: model.init(KEY), lambda: model.apply({"w": jnp.zeros(())})):
+        with pytest.raises(TypeError, match=r"The constant initializer of 'w' is str 'zeros', not a number"
+                                            r".*\n  fix: pass the initializer itself: "
+                                            r"init=sp.initializers.zeros"):
+            run()
+    with pytest.raises(TypeError, match=r"of 'w' is str 'nonsense'.*\n  fix: pass a number"):
+        sp.transform(lambda: sp.get_param("w", init="nonsense", dtype=jnp.float32)).init(KEY)
+
+
+def test_trainable_none_means_trainable_as_in_tf_unless_the_scope_says_false():
+    # TF: trainable=None is the default, True; a custom getter passes it on as TF's true getter
+    # does. Before: None made the parameter frozen.
+    def none_getter(getter, name, *args, **kwargs):
+        kwargs["trainable"] = None
+        return getter(name, *args, **kwargs)
+
+    def fn():
+        sp.get_param("direct", [2], trainable=None)
+        with sp.scope("g", custom_getter=none_getter):
+            sp.get_param("w", [2])
+        with sp.scope("frozen", trainable=False):
+            sp.get_param("direct", [2], trainable=None)
+            with sp.scope("g", custom_getter=none_getter):
+                sp.get_param("w", [2])
+
+    specs = sp.flatten(sp.transform(fn).specs())
+    assert {k: s.trainable for k, s in specs.items()} == {
+        "direct": True, "g/w": True, "frozen/direct": False, "frozen/g/w": False}
+
+
+def test_tf_dtypes_are_taken_wherever_a_dtype_is():
+    # Ported TF code passes tf.float32 (a DType NumPy cannot read) to get_variable, variable_scope
+    # and custom getters.
+    tf = pytest.importorskip("tensorflow")
+
+    def cast_getter(getter, name, *args, **kwargs):
+        kwargs["dtype"] = tf.float16
+        return getter(name, *args, **kwargs)
+
+    def fn():
+        a = sp.get_param("a", [2], dtype=tf.int32)
+        with sp.scope("s", dtype=tf.bfloat16):
+            b = sp.get_param("b", [2])
+        with sp.scope("g", custom_getter=cast_getter):
+            c = sp.get_param("c", [2])
+        d = sp.get_param("d", init=1.5, dtype=tf.float32)
+        with sp.scope(sp.get_scope(), reuse=True):
+            a2 = sp.get_param("a", [2], dtype=tf.int32)
+        return a, b, c, d, a2
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert {k: v.dtype for k, v in sp.flatten(params).items()} == {
+        "a": jnp.int32, "s/b": jnp.bfloat16, "g/c": jnp.float16, "d": jnp.float32}
+    for apply in (model.apply, jax.jit(model.apply)):
+        apply(params)
+    with pytest.raises(sp.DtypeMismatchError, match="specified dtype int32 and found dtype float32"):
+        sp.transform(lambda: sp.get_param("a", [2], dtype=tf.int32)).apply({"a": jnp.zeros(2)})
+
+
+@pytest.mark.parametrize("dtype", ["floaty", object, str])
+def test_a_dtype_that_is_no_dtype_is_an_error_naming_the_parameter_in_init_and_apply(dtype):
+    def fn():
+        with sp.scope("enc"):
+            return sp.get_param("w", [2], dtype=dtype)
+
+    model = sp.transform(fn)
+    for run in (lambda: model.init(KEY), lambda: model.apply({"enc": {"w": jnp.zeros(2)}})):
+        with pytest.raises(TypeError, match=r"dtype=.* of 'enc/w' is not a dtype JAX has\.\n  asked: "
+                                            r".*\n  fix: pass a NumPy/JAX dtype"):
+            run()
+
+
+def test_a_regularizer_that_is_not_callable_is_an_error_when_the_parameter_is_created():
+    # Before: accepted, and sp.regularization_loss() later failed with "'float' object is not callable".
+    def fn():
+        with sp.scope("enc"):
+            sp.get_param("w", [2], init=sp.initializers.ones, regularizer=0.01)
+        return sp.regularization_loss()
+
+    with pytest.raises(TypeError, match=r"The regularizer of 'enc/w' must be a callable, got float 0.01"
+                                        r".*\n  fix: pass a function of the parameter's value, e.g. "
+                                        r"regularizer=sp.l2_regularizer\(0.01\)"):
+        sp.transform(fn).init(KEY)
+
+    def scoped():
+        with sp.scope("enc", regularizer="l2"):
+            sp.get_param("w", [2])
+
+    with pytest.raises(TypeError, match="The regularizer of 'enc/w' must be a callable, got str 'l2'"):
+        sp.transform(scoped).init(KEY)

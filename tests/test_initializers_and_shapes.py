@@ -824,3 +824,142 @@ def test_a_numpy_array_or_an_int_as_the_shape_is_read_as_init_reads_it_in_apply_
     assert (w.shape, b.shape) == ((2, 3), (4,))
     with pytest.raises(sp.ShapeMismatchError, match=r"variable w, but specified shape \(2, 4\)"):
         sp.transform(lambda: sp.get_param("w", np.array([2, 4]))).apply(params)
+
+
+@pytest.mark.parametrize("shape", [(-1, 3), [2, -4], -2, np.array([-1, 3]), (None, -1)])
+def test_a_negative_dimension_is_tfs_error_naming_the_parameter_not_an_xla_crash(shape):
+    # TF: ValueError "Dimension -1 must be >= 0". Before: an MLIRError from deep inside XLA.
+    def fn():
+        with sp.scope("enc"):
+            return sp.get_param("w", shape)
+
+    with pytest.raises(sp.InitializerError, match=r"Dimension -\d must be >= 0: shape .* for 'enc/w'"
+                                                  r"[^\n]*\n  fix: pass the actual size"):
+        sp.transform(fn).init(KEY)
+    with pytest.raises(sp.InitializerError, match=r"Dimension -\d must be >= 0: .* for 'enc/w'"):
+        sp.transform(fn).apply({"enc": {"w": jnp.ones((2, 3))}})
+
+
+@pytest.mark.parametrize("shape", [(True, 3), [2, False], True, (np.True_, 3), np.array([True, True])])
+def test_a_boolean_dimension_is_an_error_not_a_size_of_one(shape):
+    # TF: TypeError "Expected an int, got a boolean". Before: (True, 3) created a (1, 3) parameter.
+    with pytest.raises(TypeError, match=r"shape must be a sequence of ints, got .* for 'w': "
+                                        r".* is a boolean, not a size[^\n]*\n  fix: write the dimension"):
+        sp.transform(lambda: sp.get_param("w", shape)).init(KEY)
+
+
+def test_an_unknown_rank_shape_is_a_not_fully_defined_error_in_init_and_apply():
+    tf = pytest.importorskip("tensorflow")
+    unknown = tf.TensorShape(None)
+    model = sp.transform(lambda: sp.get_param("w", unknown, init=sp.initializers.zeros))
+    for run in (lambda: model.init(KEY), lambda: model.apply({"w": jnp.zeros((2, 3))})):
+        with pytest.raises(sp.InitializerError, match=r"The shape asked for 'w' has an unknown rank "
+                                                      r".*must be fully defined.*\n  fix: pass the full "
+                                                      r"shape"):
+            run()
+    # a known TensorShape is read as its dimensions
+    known = sp.transform(lambda: sp.get_param("w", tf.TensorShape([2, None]), init=sp.initializers.zeros))
+    assert known.apply({"w": jnp.zeros((2, 3))}).shape == (2, 3)
+
+
+@pytest.mark.parametrize("init", [lambda: jnp.ones((2,)), lambda: np.ones(2, np.float32),
+                                  jnp.ones(2), [1.0, 2.0]], ids=["lambda", "np-lambda", "array", "list"])
+def test_apply_checks_a_no_argument_or_constant_initializers_shape_and_dtype_as_init_fixes_them(init):
+    # Before: a no-argument initializer took any leaf in apply ((5, 7) float16 for a (2,) float32).
+    model = sp.transform(lambda: sp.get_param("w", init=init))
+    params = model.init(KEY)
+    assert (params["w"].shape, params["w"].dtype) == ((2,), jnp.float32)
+    for apply in (model.apply, jax.jit(model.apply)):
+        assert apply(params).shape == (2,)
+        with pytest.raises(sp.ShapeMismatchError, match=r"variable w, but specified shape \(2,\) and "
+                                                        r"found shape \(5, 7\)"):
+            apply({"w": jnp.ones((5, 7), jnp.float32)})
+        with pytest.raises(sp.DtypeMismatchError, match="specified dtype float32 and found dtype float16"):
+            apply({"w": jnp.ones((2,), jnp.float16)})
+
+
+def test_a_no_argument_initializer_under_a_custom_getter_is_checked_in_apply_too():
+    def fn():
+        with sp.scope("s", custom_getter=lambda getter, name, *a, **k: getter(name, *a, **k)):
+            return sp.get_param("w", init=lambda: jnp.ones((2,), jnp.int32))
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert params["s"]["w"].dtype == jnp.int32
+    with pytest.raises(sp.DtypeMismatchError, match="specified dtype int32 and found dtype float32"):
+        model.apply({"s": {"w": jnp.ones((2,), jnp.float32)}})
+
+
+def test_an_initializer_that_needs_a_shape_given_none_fails_in_apply_as_in_init():
+    for init_ in (jax.nn.initializers.normal(), None):
+        model = sp.transform(lambda: sp.get_param("w", init=init_))
+        with pytest.raises(sp.InitializerError) as in_init:
+            model.init(KEY)
+        with pytest.raises(sp.InitializerError) as in_apply:
+            model.apply({"w": jnp.ones(3, jnp.int8)})
+        assert str(in_apply.value) == str(in_init.value)
+        assert "(parameter 'w')" in str(in_apply.value) and "\n  fix: " in str(in_apply.value)
+
+
+def test_an_initializer_returning_another_kind_of_dtype_is_an_error_not_a_truncating_cast():
+    # TF: ValueError "Tensor conversion requested dtype int32 for Tensor with dtype float32". Before:
+    # the normal draw was cast to int32 (-1, 0, 1).
+    def fn():
+        with sp.scope("enc"):
+            return sp.get_param("w", (4,), init=lambda k, s, d: jax.random.normal(k, s), dtype=jnp.int32)
+
+    with pytest.raises(sp.InitializerError, match=r"The initializer of 'enc/w' \(a lambda\) returned dtype "
+                                                  r"float32 for a parameter of dtype int32: casting would "
+                                                  r"change its values.*\n  asked: shape \(4,\), dtype "
+                                                  r"int32.*\n  fix: return an array of the dtype"):
+        init(fn)
+    for returned, asked in ((jnp.complex64, jnp.float32), (jnp.int32, jnp.bool_)):
+        with pytest.raises(sp.InitializerError, match="casting would change its values"):
+            init(lambda: sp.get_param("w", (2,), init=lambda k, s, d: jnp.ones(s, returned), dtype=asked))
+    # A cast within a kind, or up one, keeps the values up to precision: kept (JAX users rely on it).
+    for returned, asked in ((jnp.float32, jnp.bfloat16), (np.float64, jnp.float32),
+                            (jnp.int32, jnp.float32), (jnp.bool_, jnp.int32)):
+        value = init(lambda: sp.get_param("w", (2,), init=lambda k, s, d: np.ones(s, returned),
+                                          dtype=asked))["w"]
+        assert value.dtype == asked and value.tolist() == [1, 1]
+
+
+def test_constant_initializer_refuses_a_value_the_dtype_cannot_hold_as_tf_does():
+    # TF: TypeError "Expected int32, but got 1.5". Before: 1.5 became 1, 300 became 44 in int8.
+    for value, dtype, shown in ((1.5, jnp.int32, "1.5"), ([1.0, 2.5], jnp.int32, "2.5"),
+                                (300, jnp.int8, "300"), (2, jnp.bool_, "2"),
+                                (1 + 1j, jnp.float32, r"\(1\+1j\)")):
+        with pytest.raises(TypeError, match=rf"constant initializer: the value {shown} does not fit "
+                                            rf"{np.dtype(dtype).name} exactly"):
+            init(lambda: sp.get_param("w", (2,), init=inits.constant(value), dtype=dtype))
+
+    def made(value, dtype):
+        return init(lambda: sp.get_param("w", (2,), init=inits.constant(value), dtype=dtype))["w"]
+
+    # Exact values and precision-only roundings are kept.
+    assert made(2.0, jnp.int32).tolist() == [2, 2]
+    assert made(1, jnp.bool_).tolist() == [True, True]
+    assert made(0.1, jnp.bfloat16).dtype == jnp.bfloat16
+
+
+def test_python_constants_have_tfs_32_bit_dtypes_even_with_x64_on():
+    # TF converts Python floats (and lists of them) to float32, ints to int32. Before, with x64 on:
+    # float64, and init=1.5, dtype=float32 was a dtype mismatch.
+    def fn():
+        with sp.scope("s"):
+            a = sp.get_param("a", init=1.5)
+            b = sp.get_param("b", init=[1.0, 2.0])
+            c = sp.get_param("c", init=3)
+            d = sp.get_param("d", init=1.5, dtype=jnp.float32)
+            e = sp.get_param("e", init=np.ones(2))  # NumPy arrays keep their dtype
+        with sp.scope("s", reuse=True):
+            return a, sp.get_param("a"), b, c, d, e
+
+    with jax.enable_x64(True):
+        params = sp.transform(fn).init(KEY)
+        assert {k: v.dtype.name for k, v in params["s"].items()} == {
+            "a": "float32", "b": "float32", "c": "int32", "d": "float32", "e": "float64"}
+        sp.transform(fn).apply(params)
+        with pytest.raises(sp.InitializerError, match="Initializer type 'float32' and explicit dtype "
+                                                      "'float64' don't match for 'w'"):
+            sp.transform(lambda: sp.get_param("w", init=1.5, dtype=np.float64)).init(KEY)
