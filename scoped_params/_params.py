@@ -349,13 +349,13 @@ def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
         return None
     if type(shape) is tuple or type(shape) is list:  # TF 1.x code writes lists: [784, 10]
         try:
-            dims = tuple(map(_index, shape))
+            sizes = tuple(map(_index, shape))
         except TypeError:
             pass  # a None (unknown) or invalid dimension: below
         else:
             # operator.index reads True as 1; TF's Dimension refuses it, and a negative size.
-            if not dims or (min(dims) >= 0 and bool not in map(type, shape)):
-                return dims
+            if not sizes or (min(sizes) >= 0 and bool not in map(type, shape)):
+                return sizes
             raise _bad_shape_error(shape, full)
     elif isinstance(shape, (int, np.integer)) and type(shape) is not bool:
         if shape < 0:

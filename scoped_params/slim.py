@@ -747,7 +747,9 @@ def one_hot_encoding(labels: jax.Array, num_classes: int, on_value: Any = 1.0,
     As in TF, the dtype is ``on_value``'s, which must be ``off_value``'s: float32 for the default
     1.0/0.0, int32 for ``on_value=1, off_value=0``.
 
-    >>> sp.slim.one_hot_encoding(jnp.array([0, 2]), 3, on_value=1, off_value=0).dtype
+    >>> one_hot = sp.transform(lambda labels: sp.slim.one_hot_encoding(labels, 3, on_value=1,
+    ...                                                                off_value=0))
+    >>> one_hot.apply({}, jnp.array([0, 2])).dtype
     dtype('int32')
     """
     labels = jnp.asarray(labels)
