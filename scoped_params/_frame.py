@@ -255,10 +255,18 @@ def record(name: str, value: Any) -> None:
     full = f"{frame.name_stack}/{name}" if frame.name_stack else name
     names = frame.record_names  # a dict whenever records are
     assert names is not None
-    count = names.get(full, 0)
-    names[full] = count + 1
+    # TF's Graph.unique_name: case-insensitive, and a suffix already taken (a record named "a_1",
+    # then "a" twice) is skipped, never overwritten.
+    key = full.lower()
+    count = names.get(key, 0)
+    names[key] = count + 1
     if count:
-        full = f"{full}_{count}"
+        base = key
+        while key in names:
+            key = f"{base}_{count}"
+            count += 1
+        names[key] = 1
+        full = f"{full}_{count - 1}"
     frame.records[full] = value
 
 

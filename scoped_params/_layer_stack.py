@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
+from ._errors import StateError
 from ._params import ApplyStore, InitStore, _check_state_value
 from ._scope import _TRACE, scope
 from .initializers import _instantiate, default_initializer
@@ -109,7 +110,14 @@ class _StackView:
 
     def set_state(self, frame, full, value):
         if not full.startswith(self.prefix):
-            return self.outer.set_state(frame, full, value)
+            # Shared by every layer, as parameters outside the stack are: a layer's new value would
+            # have to leave the scan's function, which only the stack's own (per-layer) state does.
+            raise StateError(
+                f"sp.set_state: state '{full}' lies outside the sp.layer_stack scope "
+                f"'{self.prefix[:-1]}', so every layer shares it; a value one layer makes cannot "
+                "leave the stack's loop.\n"
+                "  fix: declare the state under the stack's scope (each layer then has its own "
+                "slice), or return the value from the block and call sp.set_state after the stack.")
         current = self.slices.get(full)
         if current is None:
             # Not declared: let the real store raise its error.

@@ -239,6 +239,19 @@ def test_record_returns_values_under_name_scope_via_apply_with_intermediates():
     np.testing.assert_array_equal(jitted["conv1/act/out"], [0.0, 2.0])
 
 
+def test_record_names_follow_tfs_unique_name_never_overwriting_a_recorded_value():
+    # TF's Graph.unique_name: a taken suffix is skipped ("a_1" recorded first, then "a" twice gives
+    # a, a_2), and names differing only in case collide (B, then b_1).
+    def fn(x):
+        for name, value in (("a_1", 1.0), ("a", 2.0), ("a", 3.0), ("B", 4.0), ("b", 5.0)):
+            sp.record(name, x + value)
+        return x
+
+    _, inter = sp.transform(fn).apply_with_intermediates({}, jnp.zeros(()))
+    assert {k: float(v) for k, v in inter.items()} == {"a_1": 1.0, "a": 2.0, "a_2": 3.0, "B": 4.0,
+                                                       "b_1": 5.0}
+
+
 def test_record_in_plain_apply_keeps_nothing_and_changes_nothing():
     def fn(x):
         sp.record("x", x)

@@ -278,6 +278,28 @@ def test_a_stack_inside_a_jax_lax_scan_body_is_a_nested_trace_error_not_a_replay
             run()
 
 
+def test_state_outside_the_stack_set_from_its_block_is_a_state_error_not_a_leaked_tracer():
+    def fn(x):
+        with sp.scope("counter") as counter:
+            sp.get_state("n", (), init=sp.initializers.zeros)
+
+        def block(h):
+            with sp.scope(counter, reuse=True):  # shared by every layer, unstacked
+                n = sp.get_state("n")
+                sp.set_state("n", n + 1.0)
+            return h + n
+        return sp.layer_stack(3, name="stack")(block)(x)
+
+    model = sp.transform_with_state(fn)
+    x = jnp.zeros((2,))
+    for run in (lambda: model.init(jax.random.key(0), x),
+                lambda: model.apply({}, {"counter": {"n": jnp.zeros(())}}, x)):
+        with pytest.raises(sp.StateError, match=r"state 'counter/n' lies outside the "
+                                                r"sp.layer_stack scope 'stack'") as e:
+            run()
+        assert "fix: declare the state under the stack's scope" in str(e.value)
+
+
 def test_block_must_return_its_carry_structure():
     model = sp.transform(lambda x: sp.layer_stack(2)(lambda h: sp.layers.dense(h, 3))(x))
     with pytest.raises(TypeError, match="same structure, shapes and dtypes"):
