@@ -684,10 +684,13 @@ def _dtype_as_init(full: str, init: Any) -> Optional[TypeError]:
         except TypeError:
             return None
     elif not (isinstance(init, (np.dtype, _SCALAR_TYPE)) or (
-            isinstance(init, type) and issubclass(init, np.generic))):
+            isinstance(init, type) and issubclass(init, np.generic))
+            or getattr(init, "as_numpy_dtype", None) is not None):  # TF's tf.float32
         return None
     if isinstance(init, str):
         shown = repr(init)
+    elif getattr(init, "as_numpy_dtype", None) is not None:
+        shown = f"tf.{as_np_dtype(init).name}"
     elif isinstance(init, np.dtype):
         shown = f"np.{init.name}"
     else:  # a scalar type: jnp.float32's kind, or NumPy's

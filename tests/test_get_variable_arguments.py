@@ -102,6 +102,13 @@ def test_a_dtype_in_tfs_third_position_is_an_error_that_says_pass_it_by_keyword(
         sp.transform(fn).init(KEY)
 
 
+def test_tfs_own_dtype_in_the_third_position_is_the_same_error():
+    tf = pytest.importorskip("tensorflow")
+    with pytest.raises(TypeError, match=r"'w' got the dtype tf.float32 there(.|\n)*"
+                                        r"fix: pass it by keyword, dtype=tf.float32"):
+        sp.transform(lambda: sp.get_param("w", [2], tf.float32)).init(KEY)
+
+
 def test_a_constant_string_that_is_no_dtype_keeps_its_own_error():
     with pytest.raises(sp.InitializerError, match="If initializer is a constant, do not specify shape"):
         sp.transform(lambda: sp.get_param("w", [2], "hello")).init(KEY)
