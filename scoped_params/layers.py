@@ -39,8 +39,8 @@ from . import _frame
 from . import constraints as _constraints
 from ._errors import StateError
 from ._params import ApplyStore, InitStore, get_param, get_state, set_state
-from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _child, _revert,
-                     default_name_scope, reentered, scope)
+from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _child, _enter_name_scope,
+                     _exit_name_scope, _revert, default_name_scope, reentered, scope)
 from .initializers import ones, zeros
 
 __all__ = [
@@ -1007,8 +1007,9 @@ class _LayerObject:
 
     As in TF, the first call opens ``scope(name, default_name=<kind>)`` (so numbering is decided
     there, not at construction), and every later call re-enters that captured scope with reuse.
-    Objects may be built outside the transform; what a call knows is kept per trace (``init`` and
-    each ``apply`` start afresh).
+    Every call runs in the name scope the first one opened (``dense_2/``, wherever it is called), so
+    the activation's ops and records are named there. Objects may be built outside the transform;
+    what a call knows is kept per trace (``init`` and each ``apply`` start afresh).
     """
 
     _fn: Callable[..., jax.Array]
@@ -1023,15 +1024,20 @@ class _LayerObject:
 
     def __call__(self, inputs: jax.Array, scope: Any = None, **call_kwargs: Any) -> jax.Array:
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
-        if captured.custom_getter is None:
-            # The body runs in the captured scope (TF's jump, _Within: its default names are
-            # numbered there), whose re-entry by the layer function then changes nothing (_Current).
-            within = _Within(reentered(captured, reuse))
-            with within:
-                return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
-                                      name=within.scope, reuse=reuse)
-        return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs, name=captured,
-                              reuse=reuse)
+        frame, ns = _enter_object_name_scope(captured)
+        try:
+            if captured.custom_getter is None:
+                # The body runs in the captured scope (TF's jump, _Within: its default names are
+                # numbered there), whose re-entry by the layer function then changes nothing
+                # (_Current).
+                within = _Within(reentered(captured, reuse))
+                with within:
+                    return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
+                                          name=within.scope, reuse=reuse)
+            return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
+                                  name=captured, reuse=reuse)
+        finally:
+            _exit_name_scope(frame, ns)
 
 
 def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
@@ -1052,6 +1058,21 @@ def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
         pass  # TF's _set_scope: the numbering is decided by this first entry
     _keep_for_call(layer._scopes, frame, captured)
     return captured, layer._reuse
+
+
+def _enter_object_name_scope(captured: Scope) -> Tuple[Any, tuple]:
+    """Enter the name scope a layer object's call runs in; ``_exit_name_scope(*result)`` leaves it.
+
+    TF's ``Layer.__call__`` runs ``build``, ``call`` and the activation in
+    ``name_scope(captured.original_name_scope)``: the absolute name scope its first call opened
+    (``scale/``, numbered by ``_object_scope``'s entry), re-entered wherever it is called, so its
+    ops, records and sub-layers are named there. Entered directly, not by an ``sp.name_scope``
+    object: it runs on every call of every object."""
+    frame = _frame._FRAME.get()
+    return frame, _enter_name_scope(frame, captured.original_name_scope, _OBJECT_NAME_SCOPE)
+
+
+_OBJECT_NAME_SCOPE = "a layer object's call (TF's name_scope(scope.original_name_scope))"
 
 
 def _this_call(cache: dict, frame: Any) -> Any:
@@ -1272,7 +1293,9 @@ class Layer(_NamedByClass):
     As in TF, the variables go under a scope named after the class (``class MyDense`` ->
     ``my_dense/kernel``, then ``my_dense_1`` for a second object), or ``name=``, decided at the first
     call; every later call of the object shares them, and ``layer(x, scope=...)`` places them right
-    under that scope at the first call. ``input_shape`` is a tuple of ints that also answers TF
+    under that scope at the first call. ``build`` and ``call`` run in the name scope the first call
+    opened (``my_dense/``, re-entered by every call: ``sp.record`` names and sub-layers' scopes go
+    under it). ``input_shape`` is a tuple of ints that also answers TF
     1.x's ``input_shape[-1].value`` and ``as_list()``.
 
     In a pure function there are no variables to keep between calls: each ``init`` and ``apply``
@@ -1403,12 +1426,16 @@ class Layer(_NamedByClass):
                                         kwargs.pop("scope", None))
         if self._dtype is None:
             self._dtype = _param_dtype(jax.tree_util.tree_leaves(inputs)[0])
-        with _layer_scope(captured, self._base_name, reuse):
-            if _this_call(self._weights, frame) is None:
-                _keep_for_call(self._weights, frame, [])
-                self.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)), inputs))
-                self.built = True
-            outputs = self.call(inputs, *args, **kwargs)
+        _, ns = _enter_object_name_scope(captured)
+        try:
+            with _layer_scope(captured, self._base_name, reuse):
+                if _this_call(self._weights, frame) is None:
+                    _keep_for_call(self._weights, frame, [])
+                    self.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)), inputs))
+                    self.built = True
+                outputs = self.call(inputs, *args, **kwargs)
+        finally:
+            _exit_name_scope(frame, ns)
         if self.activity_regularizer is not None:
             _activity_loss(self.activity_regularizer, outputs, f"sp.layers.{type(self).__name__}")
         return outputs

@@ -1,6 +1,8 @@
 """sp.layers.Layer: TF 1.x's custom layers (``tf.compat.v1.layers.Layer`` subclasses with ``build``
 and ``call``), checked against TF: names, trainable flags, sharing and outputs."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,6 +79,50 @@ def test_custom_layers_match_tf_names_trainable_flags_sharing_and_outputs():
     for apply in (model.apply, jax.jit(model.apply)):
         for ours, theirs in zip(apply(params, X), expected):
             np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def recording_program(base, initializer, record, variable_scope):
+    """Two objects of a custom layer that names a value ("y") in its call: called first, again, and
+    again inside another scope."""
+
+    class Scale(base):
+        def build(self, input_shape):
+            self.g = self.add_weight("g", [int(input_shape[-1])], initializer=initializer)
+
+        def call(self, x):
+            y = x * self.g
+            record("y", y)
+            return y
+
+    def program(x):
+        a, b = Scale(), Scale()
+        y = a(b(a(x)))
+        with variable_scope("s"):
+            return a(y)
+
+    return program
+
+
+def test_records_and_ops_in_a_layer_objects_call_are_named_in_its_name_scope_like_tf():
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        recording_program(v1.layers.Layer, v1.ones_initializer(),
+                          lambda name, y: tf.identity(y, name=name),
+                          v1.variable_scope)(v1.placeholder(tf.float32, X.shape))
+        tf_names = [op.name for op in graph.get_operations() if op.type == "Identity"]
+        tf_muls = [op.name for op in graph.get_operations() if op.type == "Mul"]
+    assert tf_names == ["scale/y", "scale_1/y", "scale/y_1", "scale/y_2"]
+    assert tf_muls == ["scale/mul", "scale_1/mul", "scale/mul_1", "scale/mul_2"]
+
+    model = sp.transform(recording_program(sp.layers.Layer, sp.initializers.ones, sp.record,
+                                           sp.scope))
+    params = model.init(KEY, X)
+    _, records = model.apply_with_intermediates(params, X)
+    assert list(records) == tf_names
+    lowered = jax.jit(model.apply).lower(params, X).as_text(debug_info=True)
+    op_names = set(re.findall(r'loc\("jit\(apply\)/([^"]*)"', lowered))
+    assert {"scale/mul", "scale_1/mul"} <= op_names and "mul" not in op_names
 
 
 class Scale(sp.layers.Layer):

@@ -770,6 +770,83 @@ def test_calling_a_layer_object_enters_its_scope_for_default_name_numbering_like
     np.testing.assert_allclose(out, tf_out, atol=ATOL)
 
 
+def _objects_noting_their_name_scopes(layers, vs, seen):
+    """Custom layers (one with a sub-layer) and Dense objects that note the name scope their build,
+    call and activation run in, called first and again, inside other scopes and with a scope."""
+    if layers is tf.layers:
+        ones, name_scope = tf.ones_initializer(), tf.name_scope
+        current = lambda: tf.get_default_graph().get_name_scope() + "/"  # noqa: E731
+    else:
+        ones, name_scope, current = sp.initializers.ones, sp.name_scope, sp.current_name_scope
+
+    class Inner(layers.Layer):
+        def build(self, input_shape):
+            seen.append(("inner.build", current()))
+            self.g = self.add_weight("g", [int(input_shape[-1])], initializer=ones)
+
+        def call(self, x):
+            seen.append(("inner.call", current()))
+            return x * self.g
+
+    class Outer(layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = Inner()
+
+        def build(self, input_shape):
+            seen.append(("outer.build", current()))
+            self.g = self.add_weight("g", [int(input_shape[-1])], initializer=ones)
+
+        def call(self, x):
+            seen.append(("outer.call", current()))
+            return self.inner(x * self.g)
+
+    def act(y):
+        seen.append(("act", current()))
+        return y
+
+    def build(y):
+        a = Outer()
+        y = a(a(y))  # first call opens outer/, the second re-enters it
+        with vs("s"):
+            y = a(y)  # still outer/ (the captured original name scope)
+            y = Outer()(y)  # first called here: s/outer/
+        y = Outer()(y)  # outer_1/
+        y = layers.dense(y, 3, activation=act)  # the functional layers: dense/, dense_1/
+        y = layers.dense(y, 3, activation=act)
+        d = layers.Dense(3, activation=act)
+        y = d(y)  # dense_2/
+        with vs("s"):
+            y = d(y)  # dense_2/ again
+            y = layers.Dense(3, activation=act)(y)  # s_1/dense/
+        y = layers.Dense(3, activation=act)(y, scope="placed")  # placed/
+        with name_scope("outer") as ns:  # outer and outer_1 are taken
+            seen.append(("name_scope('outer')", ns))
+        return y
+    return build
+
+
+def test_layer_objects_run_build_call_and_activation_in_their_name_scope_like_tf():
+    y = images((2, 3))
+    seen = {tf.layers: [], sp.layers: []}
+    tf_out, out, _, _ = check_same(
+        _objects_noting_their_name_scopes(tf.layers, tf.variable_scope, seen[tf.layers]),
+        _objects_noting_their_name_scopes(sp.layers, sp.scope, seen[sp.layers]), y)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+    assert seen[sp.layers] == seen[tf.layers] * 2  # init's trace, then the jitted apply's
+    assert seen[tf.layers] == [
+        ("outer.build", "outer/"), ("outer.call", "outer/"),
+        ("inner.build", "outer/inner/"), ("inner.call", "outer/inner/"),
+        ("outer.call", "outer/"), ("inner.call", "outer/inner/"),
+        ("outer.call", "outer/"), ("inner.call", "outer/inner/"),
+        ("outer.build", "s/outer/"), ("outer.call", "s/outer/"),
+        ("inner.build", "s/outer/inner/"), ("inner.call", "s/outer/inner/"),
+        ("outer.build", "outer_1/"), ("outer.call", "outer_1/"),
+        ("inner.build", "outer_1/inner/"), ("inner.call", "outer_1/inner/"),
+        ("act", "dense/"), ("act", "dense_1/"), ("act", "dense_2/"), ("act", "dense_2/"),
+        ("act", "s_1/dense/"), ("act", "placed/"), ("name_scope('outer')", "outer_2/")]
+
+
 # --- arguments TF refuses at graph build ------------------------------------------------------------
 
 
