@@ -1005,8 +1005,9 @@ def embedding(ids: jax.Array, input_dim: int, output_dim: int,
 class _LayerObject:
     """A TF 1.x layer object: its scope is fixed at its first call, later calls share its weights.
 
-    As in TF, the first call opens ``scope(name, default_name=<kind>)`` (so numbering is decided
-    there, not at construction), and every later call re-enters that captured scope with reuse.
+    As in TF, the first call opens ``scope(None, default_name=<name or kind>)`` (so numbering is
+    decided there, not at construction: two objects named ``fc`` get ``fc`` and ``fc_1``), and every
+    later call re-enters that captured scope with reuse.
     Every call runs in the name scope the first one opened (``dense_2/``, wherever it is called), so
     the activation's ops and records are named there. Objects may be built outside the transform;
     what a call knows is kept per trace (``init`` and each ``apply`` start afresh).
@@ -1044,17 +1045,21 @@ def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
     """(scope, reuse) for this call of a layer object (``sp.layers.Dense``, an ``sp.rnn`` cell), which
     has ``name``, ``_base_name``, ``_reuse`` and a ``_scopes`` dict.
 
-    The first call in a trace opens ``scope(name, default_name=<kind>)`` (TF's ``_set_scope``:
-    numbering is decided there), or the ``scope`` the call passes (TF's ``layer(x, scope=...)``:
-    the variables go right under it), and keeps the captured scope for that trace; later calls in
-    the same trace get it back with reuse on, whatever scope they pass, as in TF.
+    The first call in a trace opens ``scope(None, default_name=<name, else kind>)`` (TF's
+    ``_set_scope``, whose base name is the ``name=`` given: two objects named ``fc`` get ``fc`` and
+    ``fc_1``), or ``scope(<name, else kind>)`` when the object was made with ``_reuse`` (so they
+    share), or the ``scope`` the call passes (TF's ``layer(x, scope=...)``: the variables go right
+    under it), and keeps the captured scope for that trace; later calls in the same trace get it
+    back with reuse on, whatever scope they pass, as in TF.
     """
     frame = _frame.current(api)
     captured = _this_call(layer._scopes, frame)
     if captured is not None:
         return captured, True
-    with _layer_scope(layer.name if scope is None else scope, layer._base_name,
-                      layer._reuse) as captured:
+    base_name = layer.name or layer._base_name
+    if isinstance(base_name, Scope):  # TF's _init_set_name: a scope given as name names by its path
+        base_name = base_name.name
+    with _layer_scope(scope, base_name, layer._reuse) as captured:
         pass  # TF's _set_scope: the numbering is decided by this first entry
     _keep_for_call(layer._scopes, frame, captured)
     return captured, layer._reuse
@@ -1273,6 +1278,26 @@ def _require_base_init(layer: Any, attribute: str) -> None:
                         "  fix: call super().__init__(**kwargs) first in __init__, as TF requires.")
 
 
+# TF's add_weight arguments that go on to get_param, which says what each is and to drop it.
+_ADD_WEIGHT_PASSED_ON = frozenset({"use_resource", "synchronization", "aggregation"})
+
+_ADD_WEIGHT_FIX = {  # keyword arguments tf.compat.v1.layers.Layer.add_weight refuses too
+    "getter": "drop it: add_weight already creates the weight with sp.get_param in the layer's "
+              "scope (TF 1.x's tf.layers.Layer refuses getter= too). To share weights across "
+              "objects, build them with _reuse=sp.AUTO_REUSE, or call one object.",
+    "custom_getter": "set it on the scope the layer is first called in: sp.scope(name, "
+                     "custom_getter=...).",
+}
+
+
+def _add_weight_refusal(kind: str, name: Any, argument: str) -> str:
+    fix = _ADD_WEIGHT_FIX.get(argument, "drop it (add_weight takes name, shape, dtype, "
+                                        "initializer, regularizer, trainable, constraint, "
+                                        "partitioner).")
+    return (f"{kind}.add_weight({name!r}) got an unexpected keyword argument {argument}=.\n"
+            f"  fix: {fix}")
+
+
 class _NamedByClass:
     """A TF layer class whose default scope name is its class name in snake case (``class MyDense``
     -> ``my_dense``), unless the class sets ``_base_name``: custom layers and RNN cells."""
@@ -1334,6 +1359,7 @@ class Layer(_NamedByClass):
         self.built = False
         self._scopes: dict = {}  # this call's captured Scope (_object_scope)
         self._weights: dict = {}  # this call's [(value, trainable)], as add_weight made them
+        self._building: dict = {}  # whether this call's build is running (add_weight's reuse)
 
     @property
     def dtype(self) -> Optional[np.dtype]:
@@ -1358,7 +1384,15 @@ class Layer(_NamedByClass):
                    partitioner: Any = None, **tf_options: Any) -> jax.Array:
         """``sp.get_param`` in the layer's scope, with TF's ``add_weight`` arguments: the layer's
         ``dtype`` by default, non-trainable if the layer or ``trainable=False`` says so. Call it in
-        ``build``."""
+        ``build``.
+
+        As TF's, it re-enters the scope the layer's first call captured, with reuse on once
+        ``build`` is done (else the layer's ``_reuse``): a scope ``build`` opens around it, and that
+        scope's reuse, initializer and custom getter, do not reach the weight (``build`` opening
+        ``sp.scope("atomic")`` still makes ``my_layer/kernel``), while the captured scope's do."""
+        unknown = [k for k in tf_options if k not in _ADD_WEIGHT_PASSED_ON]
+        if unknown:
+            raise TypeError(_add_weight_refusal(type(self).__name__, name, unknown[0]))
         frame = _frame.current(f"{type(self).__name__}.add_weight")
         made = _this_call(self._weights, frame)
         if made is None:
@@ -1371,9 +1405,18 @@ class Layer(_NamedByClass):
         options = dict(tf_options)
         if partitioner is not None:
             options["partitioner"] = partitioner
-        value = get_param(name, shape, initializer, self._dtype if dtype is None else dtype,
-                          trainable=trainable, regularizer=regularizer,
-                          constraint=_constraint(constraint), **options)
+        # TF's variable_scope(self._scope, reuse=self.built or self._reuse,
+        # auxiliary_name_scope=False) in name_scope(original_name_scope); `built` is per call here.
+        reuse = self._reuse if _this_call(self._building, frame) else True
+        captured = _this_call(self._scopes, frame)
+        _, ns = _enter_object_name_scope(captured)
+        try:
+            with _layer_scope(captured, self._base_name, reuse):
+                value = get_param(name, shape, initializer, self._dtype if dtype is None else dtype,
+                                  trainable=trainable, regularizer=regularizer,
+                                  constraint=_constraint(constraint), **options)
+        finally:
+            _exit_name_scope(frame, ns)
         made.append((value, trainable))
         return value
 
@@ -1431,7 +1474,12 @@ class Layer(_NamedByClass):
             with _layer_scope(captured, self._base_name, reuse):
                 if _this_call(self._weights, frame) is None:
                     _keep_for_call(self._weights, frame, [])
-                    self.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)), inputs))
+                    _keep_for_call(self._building, frame, True)
+                    try:
+                        self.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)),
+                                                          inputs))
+                    finally:
+                        _keep_for_call(self._building, frame, False)
                     self.built = True
                 outputs = self.call(inputs, *args, **kwargs)
         finally:

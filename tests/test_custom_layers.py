@@ -179,6 +179,106 @@ def test_add_weight_outside_the_layers_call_is_an_error_that_says_use_build():
         sp.transform(fn).init(KEY, X)
 
 
+def scoping_program(base, variable_scope, const, auto_reuse, calls):
+    """Custom layers whose build opens scopes around add_weight (with reuse, an initializer and a
+    custom getter), objects given the same name, and one first called under a scope with a getter
+    and an initializer."""
+
+    def getter(getter, name, *args, **kwargs):
+        calls.append(name)
+        return getter(name, *args, **kwargs)
+
+    class AtomicModel(base):
+        def build(self, input_shape):
+            with variable_scope("atomic", reuse=auto_reuse):
+                self.k = self.add_weight(name="kernel0", shape=(int(input_shape[-1]), 3))
+            with variable_scope("u", reuse=True, initializer=const(7.0), custom_getter=getter):
+                self.b = self.add_weight(name="bias0", shape=(3,))  # created, neither 7 nor getter
+            with variable_scope(None, default_name="blk"):
+                self.k2 = self.add_weight(name="kernel1", shape=(3, 3))
+
+        def call(self, x):
+            return (x @ self.k + self.b) @ self.k2
+
+    class Twice(base):
+        def build(self, input_shape):
+            self.g = self.add_weight("g", [int(input_shape[-1])])
+            self.g2 = self.add_weight("g", [int(input_shape[-1])])  # with _reuse: the same one
+
+        def call(self, x):
+            return x * self.g * self.g2
+
+    def program(x):
+        out = [AtomicModel()(x), AtomicModel()(x)]  # atomic_model/, atomic_model_1/
+        out += [AtomicModel(name="m")(x) for _ in range(2)]  # m/, m_1/
+        out += [Twice(_reuse=auto_reuse)(x) for _ in range(2)]  # twice/, shared
+        with variable_scope("o", custom_getter=getter, initializer=const(3.0)):
+            layer = AtomicModel()
+            out.append(layer(x))  # o/atomic_model/...: the getter sees each weight once
+        out.append(layer(x))
+        return out
+
+    return program
+
+
+def test_add_weight_uses_the_layers_own_scope_not_one_build_opens_like_tf():
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    tf_calls, sp_calls = [], []
+    with tf.Graph().as_default(), v1.Session() as session:
+        x = v1.placeholder(tf.float32, X.shape)
+        outputs = scoping_program(v1.layers.Layer, v1.variable_scope, v1.constant_initializer,
+                                  v1.AUTO_REUSE, tf_calls)(x)
+        session.run(v1.global_variables_initializer())
+        values = {v.name[:-2]: session.run(v) for v in v1.global_variables()}
+        expected = session.run(outputs, {x: X})
+    assert sorted(values) == sorted(
+        f"{layer}/{weight}" for layer in ("atomic_model", "atomic_model_1", "m", "m_1",
+                                          "o/atomic_model")
+        for weight in ("kernel0", "bias0", "kernel1")) + ["twice/g"]
+    assert tf_calls == ["o/atomic_model/kernel0", "o/atomic_model/bias0", "o/atomic_model/kernel1"]
+    np.testing.assert_array_equal(values["o/atomic_model/kernel0"], 3.0)  # the layer's scope's
+
+    model = sp.transform(lambda x: scoping_program(sp.layers.Layer, sp.scope,
+                                                   sp.initializers.constant, sp.AUTO_REUSE,
+                                                   sp_calls)(x))
+    params = sp.flatten(model.init(KEY, X))
+    assert sorted(params) == sorted(values) and sp_calls == tf_calls
+    np.testing.assert_array_equal(params["o/atomic_model/kernel0"], 3.0)
+    assert not np.any(params["m/bias0"] == 7.0)
+    for ours, theirs in zip(model.apply(sp.unflatten(values), X), expected):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_add_weight_in_call_finds_reuse_on_and_no_weight_like_tf():
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+
+    def in_call(base):
+        class InCall(base):
+            def call(self, x):
+                return x * self.add_weight("k", [int(x.shape[-1])])
+        return InCall
+
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="in_call/k does not exist"):
+        in_call(v1.layers.Layer)()(v1.placeholder(tf.float32, X.shape))
+    with pytest.raises(sp.ParamNotFoundError, match="in_call/k does not exist"):
+        sp.transform(lambda x: in_call(sp.layers.Layer)()(x)).init(KEY, X)
+
+
+def test_add_weight_refuses_keras_getter_naming_itself_and_saying_how_to_share():
+    class Keras(sp.layers.Layer):
+        def build(self, input_shape):
+            self.k = self.add_weight("kernel", [3], getter=sp.get_param)
+
+        def call(self, x):
+            return x * self.k
+
+    with pytest.raises(TypeError, match=r"(?s)^Keras.add_weight\('kernel'\) got an unexpected keyword "
+                                        r"argument getter=\.\n  fix: drop it: .*_reuse=sp.AUTO_REUSE"):
+        sp.transform(lambda x: Keras()(x)).init(KEY, X)
+
+
 def test_layer_takes_tfs_constructor_arguments_and_rejects_others():
     assert sp.layers.Layer(name="x", dtype="float32", trainable=False, _scope=None).dtype == jnp.float32
     with pytest.raises(TypeError, match="Keyword argument not understood: 'units'"):

@@ -612,6 +612,56 @@ def test_keras_arguments_tfs_layer_classes_take_are_refused_at_construction_nami
         getattr(sp.layers, kind)(*args, **kwargs)
 
 
+def _objects_given_the_same_name(layers, vs):
+    auto = sp.AUTO_REUSE if layers is sp.layers else tf.AUTO_REUSE
+
+    def build(y):
+        out = [layers.Dense(2, name="fc")(y) for _ in range(2)]  # fc/, fc_1/
+        out += [layers.BatchNormalization(name="bn0")(y, training=True) for _ in range(2)]
+        out += [layers.Dense(2, name="shared", _reuse=auto)(y) for _ in range(2)]  # one set
+        made_outside = layers.Dense(2, name="fc")
+        with vs("a"):
+            out.append(layers.Dense(2, name="fc")(y))  # a/fc/: numbered where first called
+            with vs("b"):
+                out.append(made_outside(y))  # a/b/fc/
+            out.append(made_outside(2 * y))  # the same weights, wherever it is called again
+        out += [layers.Dense(2, name="z/fc")(y) for _ in range(2)]  # z/fc/, z/fc_1/
+        out.append(layers.Dense(2, name="fc")(y, scope="placed"))  # placed/: the scope wins
+        out.append(layers.Dense(2, name="dense")(y))  # dense/, then the unnamed one: dense_1/
+        out.append(layers.Dense(2)(y))
+        return out
+    return build
+
+
+def test_layer_objects_given_the_same_name_are_numbered_unless_made_with_reuse_like_tf():
+    y = images((4, 3))
+    tf_out, out, tf_vars, new_state = check_same(_objects_given_the_same_name(tf.layers, tf.variable_scope),
+                                                 _objects_given_the_same_name(sp.layers, sp.scope), y,
+                                                 stateful=True)
+    assert sorted({k.rsplit("/", 1)[0] for k in tf_vars}) == [
+        "a/b/fc", "a/fc", "bn0", "bn0_1", "dense", "dense_1", "fc", "fc_1", "placed", "shared",
+        "z/fc", "z/fc_1"]
+    assert len(out) == len(tf_out) == 14
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+    for name, value in new_state.items():
+        np.testing.assert_allclose(value, tf_vars[name], atol=ATOL)
+
+
+def test_a_layer_objects_name_with_a_slash_clashes_with_that_scopes_layer_like_tf():
+    def build(layers, vs):
+        def fn(y):
+            with vs("a"):
+                layers.Dense(2, name="fc")(y)
+            return layers.Dense(2, name="a/fc")(y)  # the counts under a/ were reset when it closed
+        return fn
+
+    with pytest.raises(ValueError, match="a/fc/kernel already exists, disallowed"):
+        run_tf(build(tf.layers, tf.variable_scope), images((2, 3)))
+    with pytest.raises(sp.ParamExistsError, match="a/fc/kernel already exists, disallowed"):
+        sp.transform(build(sp.layers, sp.scope)).init(jax.random.key(0), images((2, 3)))
+
+
 def _objects_called_with_a_scope(layers, vs):
     def build(y):
         dense = layers.Dense(4)

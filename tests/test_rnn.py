@@ -215,6 +215,27 @@ def _assert_matches_tf(program):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def cells_given_the_same_name(api, rnn, f32, x):
+    steps = api_unstack(api, x)
+    outs = [rnn.LSTMCell(3, name="cell")(steps[0], rnn.LSTMCell(3).zero_state(B, f32))[0]
+            for _ in range(2)]  # cell/, then cell_1/
+    with api_scope(api, "enc"):
+        outs += [rnn.GRUCell(2, name="g")(steps[k], rnn.GRUCell(2).zero_state(B, f32))[0]
+                 for k in range(2)]  # enc/g/, enc/g_1/
+    auto = api.tf.compat.v1.AUTO_REUSE if api is not sp.rnn else sp.AUTO_REUSE
+    outs += [rnn.BasicRNNCell(2, reuse=auto, name="shared")(steps[k], api_ones(api, (B, 2)))[0]
+             for k in range(2)]  # one set: shared/
+    return outs
+
+
+def test_cells_given_the_same_name_are_numbered_unless_made_with_auto_reuse_like_tf():
+    values, _ = _tf_run(cells_given_the_same_name)
+    assert sorted({k.rsplit("/", 1)[0] for k in values}) == [
+        "cell", "cell_1", "enc/g/candidate", "enc/g/gates", "enc/g_1/candidate", "enc/g_1/gates",
+        "shared"]
+    _assert_matches_tf(cells_given_the_same_name)
+
+
 def test_a_tf1_checkpoint_of_a_stacked_lstm_gru_loads_by_name_and_gives_tfs_outputs(tmp_path):
     _, theirs = _tf_run(stacked_with_lengths, save_to=tmp_path / "model.ckpt")
     params = sp.checkpoint.load_tf1(tmp_path / "model.ckpt")
