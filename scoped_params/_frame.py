@@ -252,21 +252,12 @@ def record(name: str, value: Any) -> None:
             "belongs to that trace and cannot leave it.\n"
             "  fix: return the value from the function and record it outside; or use sp.scan, "
             "sp.cond, ... or sp.layer_stack, whose results leave them.")
-    full = f"{frame.name_stack}/{name}" if frame.name_stack else name
     names = frame.record_names  # a dict whenever records are
     assert names is not None
-    # TF's Graph.unique_name: case-insensitive, and a suffix already taken (a record named "a_1",
-    # then "a" twice) is skipped, never overwritten.
-    key = full.lower()
-    count = names.get(key, 0)
-    names[key] = count + 1
-    if count:
-        base = key
-        while key in names:
-            key = f"{base}_{count}"
-            count += 1
-        names[key] = 1
-        full = f"{full}_{count - 1}"
+    # Named as TF names ops: a suffix already taken (a record named "a_1", then "a" twice) is
+    # skipped, never overwritten. (Records have their own table: a name scope must not depend on
+    # whether intermediates are collected.)
+    full = _scope.unique_in(names, f"{frame.name_stack}/{name}" if frame.name_stack else name)
     frame.records[full] = value
 
 

@@ -15,7 +15,7 @@ import inspect
 import re
 import threading
 from sys import _getframe
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import jax
 import numpy as np
@@ -292,11 +292,15 @@ def _check_scope_name(name: str, what: Union[str, Callable[[], str]]) -> bool:
 
 
 def _unique_name(frame, name: str) -> str:
-    """TF's Graph.unique_name(name, mark_as_used=True): case-insensitive _N suffixes."""
+    """TF's Graph.unique_name(name, mark_as_used=True) for a name scope."""
     stack = frame.name_stack
-    full = f"{stack}/{name}" if stack else name
+    return unique_in(frame.names_in_use, f"{stack}/{name}" if stack else name)
+
+
+def unique_in(used: Dict[str, int], full: str) -> str:
+    """``full``, or ``full_N`` if taken, marked used in ``used`` (lower-cased name -> use count), as
+    TF's ``Graph.unique_name``: case-insensitive, and a suffix already taken is skipped."""
     key = full.lower()
-    used = frame.names_in_use
     i = used.get(key, 0)
     used[key] = i + 1
     if i > 0:
