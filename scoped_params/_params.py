@@ -477,7 +477,12 @@ _PYTHON_DTYPES = {"f": np.dtype(np.float32), "i": _INT32, "b": np.dtype(np.bool_
 
 def _constant_init_dtype(full: str, init: Any) -> np.dtype:
     """``_constant_dtype`` of the constant initializer of ``full``, or the error for one that is no
-    number (``init="zeros"``, Keras's spelling)."""
+    number (``init="zeros"``, Keras's spelling) or only describes one (a ``jax.ShapeDtypeStruct``)."""
+    if isinstance(init, jax.ShapeDtypeStruct):
+        raise TypeError(
+            f"The constant initializer of '{full}' is {init!r}, which has a shape and a dtype but no "
+            "values.\n  fix: pass shape= and dtype= with an initializer, e.g. sp.get_param(name, "
+            f"{tuple(init.shape)}, init=sp.initializers.zeros, dtype=jnp.{np.dtype(init.dtype).name}).")
     if not hasattr(init, "dtype") and np.asarray(init).dtype.kind not in "biufc":
         if isinstance(init, str) and callable(getattr(_initializers, init, None)):
             fix = f"pass the initializer itself: init=sp.initializers.{init}"

@@ -109,6 +109,15 @@ def test_tfs_own_dtype_in_the_third_position_is_the_same_error():
         sp.transform(lambda: sp.get_param("w", [2], tf.float32)).init(KEY)
 
 
+def test_a_shape_dtype_struct_as_init_is_an_error_saying_it_has_no_values_in_init_and_apply():
+    model = sp.transform(lambda: sp.get_param("w", init=jax.ShapeDtypeStruct((2,), jnp.float32)))
+    for run in (lambda: model.init(KEY), lambda: model.apply({"w": jnp.zeros(2)})):
+        with pytest.raises(TypeError, match=r"The constant initializer of 'w' is ShapeDtypeStruct"
+                                            r"(.|\n)*has a shape and a dtype but no values") as e:
+            run()
+        assert "init=sp.initializers.zeros, dtype=jnp.float32)" in str(e.value)
+
+
 def test_a_constant_string_that_is_no_dtype_keeps_its_own_error():
     with pytest.raises(sp.InitializerError, match="If initializer is a constant, do not specify shape"):
         sp.transform(lambda: sp.get_param("w", [2], "hello")).init(KEY)
