@@ -11,8 +11,9 @@ wraps the function in a new closure (a new cache key: traced anew) inside which 
 read, and
 
 * rolls back what a trace changed in the call's Python-side state (names created, ``default_name``
-  counters, name scopes) if JAX traces the function a second time, as ``scan`` does when a carry's
-  weak type changes;
+  counters, name scopes) if JAX traces the function a second time, as ``scan`` and ``while_loop``
+  do when a carry's weak type changes (back to where that function's previous trace began, so a
+  ``while_loop`` body traced again keeps what the cond's new trace just made);
 * gives ``sp.next_rng_key()`` new keys at every step of ``scan``, ``while_loop`` and ``fori_loop``
   (the step is folded into a key drawn once per call), as TF's random ops draw anew on every
   iteration of ``tf.while_loop``.
@@ -39,16 +40,43 @@ def _base_key(frame: _frame.Frame) -> Optional[jax.Array]:
     return _frame.next_rng_key() if frame.rng is not None else None
 
 
-def _inside(frame: _frame.Frame, api: str, f: Callable, base_rng: Optional[jax.Array]) -> Callable:
+class _Traces:
+    """The traces JAX makes of the functions of one wrapper call (a ``while_loop``'s cond and body,
+    a ``cond``'s branches), in order, each with the state it started from.
+
+    JAX traces them in turn (cond, body) and, when a carry's weak type changes, all again (cond,
+    body). A function traced again starts from the state its previous trace started from, and
+    what that and the later traces made is rolled back, so the retraced round makes the names,
+    counters and specs of one trace: the body's retrace keeps what the cond's retrace made just
+    before it (a snapshot for every function taken at the wrapper call would erase it).
+    """
+
+    __slots__ = ("frame", "log")
+
+    def __init__(self, frame: _frame.Frame):
+        self.frame = frame
+        self.log: List[Any] = []  # [(function, _Snapshot as its latest trace began)], in order
+
+    def enter(self, f: Callable) -> None:
+        log = self.log
+        for i, (g, snapshot) in enumerate(log):
+            if g is f:  # traced again: roll back its previous trace and the ones after it
+                snapshot.restore()
+                del log[i + 1:]
+                return
+        log.append((f, _Snapshot(self.frame)))
+
+
+def _inside(frame: _frame.Frame, api: str, f: Callable, base_rng: Optional[jax.Array],
+            traces: Optional[_Traces] = None) -> Callable:
     """``f`` in a new closure whose traces may read ``frame``'s parameters. The closure's first
-    argument is the step to fold into ``base_rng`` (ignored when there is no key)."""
-    snapshot = _Snapshot(frame)
-    traced: List[Any] = []
+    argument is the step to fold into ``base_rng`` (ignored when there is no key). The functions of
+    one call share ``traces``."""
+    if traces is None:
+        traces = _Traces(frame)
 
     def body(step, *args, **kwargs):
-        if traced:  # JAX traces it again: start from the state the first trace started from
-            snapshot.restore()
-        traced.append(None)
+        traces.enter(body)
         rng = base_rng if base_rng is None or step is None else jax.random.fold_in(base_rng, step)
         with _frame_attrs(frame, trace=_TRACE.value, rng=rng, rng_count=0, loop=api):
             return f(*args, **kwargs)
@@ -89,7 +117,8 @@ def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any, **k
     create their parameters in ``init``, as both branches of a TF 1.x ``tf.cond`` do)."""
     frame = _frame.current_wrapper("cond")
     base = _base_key(frame)
-    branches = [functools.partial(_inside(frame, "sp.cond", b, base), None)
+    traces = _Traces(frame)
+    branches = [functools.partial(_inside(frame, "sp.cond", b, base, traces), None)
                 for b in (true_fun, false_fun)]
     return jax.lax.cond(pred, *branches, *operands, **kwargs)
 
@@ -98,7 +127,9 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any, **kwargs: A
     """``jax.lax.switch`` whose branches may call ``sp.get_param`` (every branch is traced)."""
     frame = _frame.current_wrapper("switch")
     base = _base_key(frame)
-    wrapped = [functools.partial(_inside(frame, "sp.switch", b, base), None) for b in branches]
+    traces = _Traces(frame)
+    wrapped = [functools.partial(_inside(frame, "sp.switch", b, base, traces), None)
+               for b in branches]
     return jax.lax.switch(index, wrapped, *operands, **kwargs)
 
 
@@ -107,10 +138,11 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     of ``body_fun`` gets its own keys."""
     frame = _frame.current_wrapper("while_loop")
     base = _base_key(frame)
+    traces = _Traces(frame)  # JAX traces cond, body, and both again if the carry is promoted
     cond_body = _inside(frame, "sp.while_loop", cond_fun, None if base is None else
-                        jax.random.fold_in(base, 0))
+                        jax.random.fold_in(base, 0), traces)
     loop_body = _inside(frame, "sp.while_loop", body_fun, None if base is None else
-                        jax.random.fold_in(base, 1))
+                        jax.random.fold_in(base, 1), traces)
     if base is None:
         return jax.lax.while_loop(functools.partial(cond_body, None),
                                   functools.partial(loop_body, None), init_val)

@@ -172,6 +172,88 @@ def test_a_function_traced_twice_by_jax_starts_each_trace_from_the_same_names():
     assert float(model.apply(params, jnp.float32(2))) == 2.0
 
 
+def _retraced_while_loop(x):
+    # A Python-float carry times a bfloat16 param: JAX promotes the carry and traces cond and body
+    # a second time (cond, body, cond, body).
+    def cond_fun(v):
+        return v[1] < sp.get_param("limit", (), init=sp.initializers.constant(10.))
+
+    def body_fun(v):
+        w = sp.get_param("w", (), dtype=jnp.bfloat16, init=sp.initializers.constant(2.))
+        return v[0] + 1, v[1] * w
+
+    return sp.while_loop(cond_fun, body_fun, (0, x))
+
+
+def test_a_param_made_in_while_loop_cond_survives_jax_retracing_the_loop():
+    model = sp.transform(_retraced_while_loop)
+    single_trace = set(model.init(KEY, jnp.float32(1)))  # no promotion: traced once
+    assert single_trace == {"limit", "w"}
+    params = model.init(KEY, 1.0)
+    assert set(params) == single_trace
+    chex.assert_trees_all_equal(jax.jit(model.init)(KEY, 1.0), params)
+    for apply in (model.apply, jax.jit(model.apply)):
+        steps, out = apply(params, 1.0)
+        assert (int(steps), float(out)) == (4, 16.0)
+
+
+def _while_loop_making_params_in_cond_and_body(x):
+    def cond_fun(v):
+        with sp.scope(None, default_name="gate"):
+            limit = sp.get_param("limit", (), init=sp.initializers.constant(9.))
+        with sp.scope("cond"):
+            bias = sp.get_param("b", (), init=sp.initializers.zeros)
+        return v[1] + bias < limit
+
+    def body_fun(v):
+        with sp.scope(None, default_name="gate"):
+            w = sp.get_param("w", (), dtype=jnp.bfloat16, init=sp.initializers.constant(2.))
+        with sp.scope(None, default_name="body"):
+            b = sp.get_param("b", (), dtype=jnp.bfloat16, init=sp.initializers.zeros)
+        return v[0] + 1, v[1] * w + b
+
+    return sp.while_loop(cond_fun, body_fun, (0, x))
+
+
+def test_while_loop_cond_and_body_retraced_by_jax_get_the_names_and_specs_of_one_trace():
+    # Both functions make params under default_name scopes that share one counter; JAX traces them
+    # twice (the Python-float carry is promoted). Names and counters must be those of one trace,
+    # as with a float32 carry: each retrace rolls back what the previous round made.
+    model = sp.transform(_while_loop_making_params_in_cond_and_body)
+    single_trace = sp.flatten(model.specs(jnp.float32(1)))
+    assert set(single_trace) == {"gate/limit", "cond/b", "gate_1/w", "body/b"}
+    specs = sp.flatten(model.specs(1.0))
+    assert {n: (s.shape, s.dtype) for n, s in specs.items()} == {
+        n: (s.shape, s.dtype) for n, s in single_trace.items()}
+    params = model.init(KEY, 1.0)
+    assert set(sp.flatten(params)) == set(single_trace)
+    chex.assert_trees_all_equal(jax.jit(model.init)(KEY, 1.0), params)
+    for apply in (model.apply, jax.jit(model.apply)):
+        steps, out = apply(params, 1.0)
+        assert (int(steps), float(out)) == (4, 16.0)
+
+
+def test_a_retraced_function_of_a_while_loop_rolls_back_its_previous_trace_and_those_after():
+    # Driven by tracing the wrapped functions by hand: the body alone again keeps what cond made
+    # before it; cond again starts a new round, whose names (limit_1, not limit_0) are kept.
+    from scoped_params import _frame
+    from scoped_params._control_flow import _inside, _Traces
+
+    def fn(x):
+        frame = _frame.current("test")
+        traces = _Traces(frame)
+        one, rounds = sp.initializers.ones, iter(range(2))
+        cond_body = _inside(frame, "sp.while_loop", lambda v: v < sp.get_param(
+            f"limit_{next(rounds)}", (), init=one), None, traces)
+        loop_body = _inside(frame, "sp.while_loop", lambda v: v * sp.get_param("w", (), init=one),
+                            None, traces)
+        for f in (cond_body, loop_body, loop_body, cond_body, loop_body):
+            jax.make_jaxpr(lambda x: f(None, x))(x)
+        return x
+
+    assert set(sp.transform(fn).init(KEY, jnp.float32(2))) == {"limit_1", "w"}
+
+
 def test_next_rng_key_inside_sp_scan_gives_each_step_its_own_key_reproducibly():
     def fn(xs):
         return sp.scan(lambda c, x: (c, jax.random.uniform(sp.next_rng_key(), ())), 0.0, xs)[1]
