@@ -59,7 +59,7 @@ except ImportError:  # pragma: no cover - older jax
 _MESHES = (Mesh, AbstractMesh)
 
 __all__ = [
-    "ShardingError", "Rules", "AxisPartitioner", "fixed_size_partitioner",
+    "ShardingError", "PartitionerError", "Rules", "AxisPartitioner", "fixed_size_partitioner",
     "min_max_variable_partitioner", "variable_axis_size_partitioner", "from_tf_partitioner",
     "partition_spec", "partition_specs", "shardings", "init_sharded", "sharded_init_fn",
     "abstract_params",
@@ -70,6 +70,13 @@ PartitionLike = Union[PartitionSpec, Sharding, None]
 
 class ShardingError(ScopedParamsError, ValueError):
     """A parameter's sharding does not fit its shape or the mesh (unknown axis, not divisible, ...)."""
+
+
+class PartitionerError(ShardingError, TypeError):
+    """A partitioner is not callable, returned something other than a ``PartitionSpec`` or ``None``,
+    or cannot be called on a parameter (a TF partitioner on a dtype TF has no ``DType`` for). A
+    ``ValueError`` as TF's ("Partitioner must be callable", "Partitioner must return a sequence"),
+    and a ``TypeError`` as well, since it is the wrong kind of object."""
 
 
 # --- partitioners ----------------------------------------------------------------------------------
@@ -130,7 +137,7 @@ class Rules:
     def __add__(self, other: "Rules") -> "Rules":
         """Concatenate: ``specific + general`` keeps ``specific``'s rules first."""
         other = other if isinstance(other, Rules) else Rules(other)
-        return Rules([(r.pattern, t) for r, t in self.rules + other.rules])
+        return Rules(self.rules + other.rules)  # compiled patterns: their flags (re.I, ...) stay
 
     def __repr__(self) -> str:
         inner = ", ".join(f"({r.pattern!r}, {t!r})" for r, t in self.rules)
@@ -144,13 +151,14 @@ class AxisPartitioner:
     partitioner it returns a ``PartitionSpec`` that shards that array axis over ``mesh_axis`` when
     TF would split it, and ``None`` (replicated) when TF would not. JAX cuts a sharded axis into as
     many pieces as ``mesh_axis`` has devices, so TF's count decides *whether* an axis is sharded, the
-    mesh decides *into how many* pieces.
+    mesh decides *into how many* pieces. ``axis`` is the array axis TF splits (negative counts from
+    the end), or ``None`` for ``from_tf_partitioner``, whose function picks it.
     """
 
     __slots__ = ("_count", "axis", "mesh_axis", "_what")
 
-    def __init__(self, count: Callable[[Tuple[int, ...], np.dtype], Sequence[int]], axis: int,
-                 mesh_axis: Union[str, Tuple[str, ...]], what: str):
+    def __init__(self, count: Callable[[Tuple[int, ...], np.dtype], Sequence[int]],
+                 axis: Optional[int], mesh_axis: Union[str, Tuple[str, ...]], what: str):
         self._count = count
         self.axis = axis
         self.mesh_axis = mesh_axis
@@ -161,20 +169,41 @@ class AxisPartitioner:
         return [int(n) for n in self._count(tuple(shape), np.dtype(dtype))]
 
     def __call__(self, name: str, shape: Tuple[int, ...], dtype: Any) -> PartitionLike:
-        return _spec_from_partitions(name, self.partitions(shape, dtype), self.mesh_axis, self._what)
+        return self._spec(name, tuple(shape), dtype)
+
+    def _spec(self, name: str, shape: Tuple[int, ...], dtype: Any, where: str = "") -> PartitionLike:
+        """``__call__``; ``where`` (the parameter's creation site, known to ``sp.shardings``) goes
+        into the errors, which name the parameter that ``partitions`` does not know."""
+        axis, rank = self.axis, len(shape)
+        if axis is not None and not -rank <= axis < rank:
+            raise ShardingError(
+                f"Parameter '{name}'{where}: its partitioner {self._what} splits axis {axis}, which "
+                f"is out of range for its shape {shape} (rank {rank}).\n"
+                "  fix: give this parameter sharding=P(...) in get_param (sharding=P() replicates "
+                f"it), or use an axis it has (-{rank} <= axis < {rank}).")
+        try:
+            parts = self.partitions(shape, dtype)
+        except _NoTFDtype as e:
+            raise PartitionerError(
+                f"Parameter '{name}'{where} has dtype {np.dtype(dtype).name}, which TensorFlow has no "
+                f"DType for, so its TF partitioner {self._what} cannot be called on it ({e.__cause__}).\n"
+                "  fix: use sp.sharding.fixed_size_partitioner, min_max_variable_partitioner or "
+                "variable_axis_size_partitioner (TF's arithmetic without TensorFlow), or give this "
+                "parameter sharding=P(...) in get_param.") from None
+        return _spec_from_partitions(name, parts, self.mesh_axis, self._what, where)
 
     def __repr__(self) -> str:
         return f"{self._what} on mesh axis {self.mesh_axis!r}"
 
 
-def _spec_from_partitions(name, parts, mesh_axis, what) -> Optional[PartitionSpec]:
+def _spec_from_partitions(name, parts, mesh_axis, what, where="") -> Optional[PartitionSpec]:
     if any(p < 1 for p in parts):
         raise ShardingError(f"Partitioner returned zero partitions for some axes: {parts} "
-                            f"(parameter '{name}', partitioner {what}).")
+                            f"(parameter '{name}'{where}, partitioner {what}).")
     split = [i for i, p in enumerate(parts) if p > 1]
     if len(split) > 1:
         raise ShardingError(f"Can only slice a variable along one dimension: partitioning: {parts} "
-                            f"(parameter '{name}', partitioner {what}).\n"
+                            f"(parameter '{name}'{where}, partitioner {what}).\n"
                             "  fix: return counts above 1 for at most one axis, or return a "
                             "PartitionSpec naming a mesh axis per array axis.")
     if not split:
@@ -182,9 +211,12 @@ def _spec_from_partitions(name, parts, mesh_axis, what) -> Optional[PartitionSpe
     return PartitionSpec(*([None] * split[0] + [mesh_axis]))
 
 
-def _check_axis(shape, axis, what):
-    if axis >= len(shape):
-        raise ShardingError(f"{what}: axis {axis} is out of range for shape {tuple(shape)}.")
+def _check_axis(shape, axis, what) -> int:
+    """``axis`` as a non-negative index into ``shape``; an error when ``shape`` has no such axis."""
+    if not -len(shape) <= axis < len(shape):
+        raise ShardingError(f"{what}: axis {axis} is out of range for shape {tuple(shape)}.\n"
+                            f"  fix: use an axis the shape has (-{len(shape)} <= axis < {len(shape)}).")
+    return axis % len(shape)
 
 
 def _bytes_per_element(dtype, bytes_per_string_element):
@@ -204,9 +236,9 @@ def fixed_size_partitioner(num_shards: int, axis: int = 0, *,
     what = f"fixed_size_partitioner({num_shards}, axis={axis})"
 
     def count(shape, dtype):
-        _check_axis(shape, axis, what)
+        ax = _check_axis(shape, axis, what)
         parts = [1] * len(shape)
-        parts[axis] = min(num_shards, shape[axis])
+        parts[ax] = min(num_shards, shape[ax])
         return parts
 
     return AxisPartitioner(count, axis, mesh_axis, what)
@@ -222,10 +254,10 @@ def min_max_variable_partitioner(max_partitions: int = 1, axis: int = 0,
     what = f"min_max_variable_partitioner({max_partitions}, axis={axis}, min_slice_size={min_slice_size})"
 
     def count(shape, dtype):
-        _check_axis(shape, axis, what)
+        ax = _check_axis(shape, axis, what)
         total = int(np.prod(shape, dtype=np.int64)) * _bytes_per_element(dtype, bytes_per_string_element)
         parts = [1] * len(shape)
-        parts[axis] = max(1, min(shape[axis], max_partitions, int(math.ceil(total / min_slice_size))))
+        parts[ax] = max(1, min(shape[ax], max_partitions, int(math.ceil(total / min_slice_size))))
         return parts
 
     return AxisPartitioner(count, axis, mesh_axis, what)
@@ -237,17 +269,22 @@ def variable_axis_size_partitioner(max_shard_bytes: int, axis: int = 0,
                                    mesh_axis: Union[str, Tuple[str, ...]] = "model") -> AxisPartitioner:
     """TF's ``variable_axis_size_partitioner``: enough parts along ``axis`` that each holds at most
     ``max_shard_bytes``; here, shard ``axis`` over ``mesh_axis`` when that is above 1."""
-    if max_shard_bytes < 1:
-        raise ValueError(f"max_shard_bytes must be positive, got: {max_shard_bytes}")
+    if max_shard_bytes < 1 or bytes_per_string_element < 1:  # TF's checks and words
+        raise ValueError(
+            "Both max_shard_bytes and bytes_per_string_element must be positive. Currently, "
+            f"max_shard_bytes is {max_shard_bytes} and bytes_per_string_element is "
+            f"{bytes_per_string_element}.")
+    if max_shards and max_shards < 1:  # TF reads 0 as "no limit", as it does None
+        raise ValueError(f"max_shards must be positive. Currently, max_shards is {max_shards}.")
     what = f"variable_axis_size_partitioner({max_shard_bytes}, axis={axis})"
 
     def count(shape, dtype):
-        _check_axis(shape, axis, what)
-        slice_size = int(np.prod(shape[:axis] + shape[axis + 1:], dtype=np.int64))
+        ax = _check_axis(shape, axis, what)
+        slice_size = int(np.prod(shape[:ax] + shape[ax + 1:], dtype=np.int64))
         per = max(1, max_shard_bytes // (_bytes_per_element(dtype, bytes_per_string_element) * slice_size))
-        n = int(math.ceil(shape[axis] / per))
+        n = int(math.ceil(shape[ax] / per))
         parts = [1] * len(shape)
-        parts[axis] = min(max_shards, n) if max_shards else n
+        parts[ax] = min(max_shards, n) if max_shards else n
         return parts
 
     return AxisPartitioner(count, axis, mesh_axis, what)
@@ -259,11 +296,19 @@ def _is_tf_function(fn: Any) -> bool:
     return module == "tensorflow" or module.startswith("tensorflow.")
 
 
+class _NoTFDtype(TypeError):
+    """A dtype TensorFlow cannot represent, met by a partitioner that calls TF."""
+
+
 def _tf_shape_and_dtype(shape: Tuple[int, ...], dtype: np.dtype) -> Tuple[Any, Any]:
     """``shape``/``dtype`` as the ``tf.TensorShape``/``tf.DType`` TF's partitioners read. TF is an
     optional dependency: imported here, only for a partitioner that needs it."""
     tf = optional_import("tensorflow", "tensorflow", "tf", "A TensorFlow partitioner")
-    return tf.TensorShape(shape), tf.as_dtype(dtype)
+    try:
+        tf_dtype = tf.as_dtype(dtype)
+    except TypeError as e:  # e.g. float8_e8m0fnu: AxisPartitioner names the parameter
+        raise _NoTFDtype(f"TensorFlow has no DType for {np.dtype(dtype).name}") from e
+    return tf.TensorShape(shape), tf_dtype
 
 
 def from_tf_partitioner(fn: Callable[..., Sequence[int]], *,
@@ -280,7 +325,9 @@ def from_tf_partitioner(fn: Callable[..., Sequence[int]], *,
     P(None, 'model')
     """
     if not callable(fn):
-        raise TypeError(f"Partitioner must be callable, but received: {fn!r}")
+        raise PartitionerError(f"Partitioner must be callable, but received: {fn!r}\n"
+                               "  fix: from_tf_partitioner(tf.compat.v1.fixed_size_partitioner(4)) "
+                               "or any fn(shape=, dtype=) -> [ints].")
     tf_types = _is_tf_function(fn)
 
     def count(shape, dtype):
@@ -297,7 +344,7 @@ def from_tf_partitioner(fn: Callable[..., Sequence[int]], *,
             tf_shape, tf_dtype = _tf_shape_and_dtype(shape, dtype)
             return fn(shape=tf_shape, dtype=tf_dtype)
 
-    return AxisPartitioner(count, -1, mesh_axis, f"from_tf_partitioner({getattr(fn, '__name__', fn)!r})")
+    return AxisPartitioner(count, None, mesh_axis, f"from_tf_partitioner({getattr(fn, '__name__', fn)!r})")
 
 
 # --- resolving one parameter's spec -----------------------------------------------------------------
@@ -340,13 +387,15 @@ def _run_partitioner(spec: ParamSpec, partitioner: Any = None,
         if len(shape) <= 1:  # one layer's value is a scalar: TF ignores partitioners for those
             return None
         return _stacked_sharding(_run_partitioner(spec, partitioner.per_layer, shape[1:]))
+    if isinstance(partitioner, AxisPartitioner):  # its errors name the parameter and where
+        return partitioner._spec(spec.name, shape, spec.dtype, _where(spec))
     if isinstance(partitioner, (list, tuple)):
         partitioner = Rules(partitioner)
-    if not callable(partitioner):
-        raise TypeError(f"Partitioner must be callable, but received: {partitioner!r} (scope of "
-                        f"parameter '{spec.name}'{_where(spec)}).\n  fix: pass a callable "
-                        "(name, shape, dtype) -> PartitionSpec | None, sp.sharding.Rules([...]) or "
-                        "sp.sharding.fixed_size_partitioner(n).")
+    if not callable(partitioner):  # TF raises ValueError with these words
+        raise PartitionerError(f"Partitioner must be callable, but received: {partitioner!r} (scope "
+                               f"of parameter '{spec.name}'{_where(spec)}).\n  fix: pass a callable "
+                               "(name, shape, dtype) -> PartitionSpec | None, sp.sharding.Rules([...]) "
+                               "or sp.sharding.fixed_size_partitioner(n).")
     try:
         inspect.signature(partitioner).bind(spec.name, shape, spec.dtype)
     except TypeError:
@@ -363,8 +412,8 @@ def _run_partitioner(spec: ParamSpec, partitioner: Any = None,
             "sp.sharding.from_tf_partitioner(fn, mesh_axis=...)"
             if isinstance(out, (list, tuple)) and all(isinstance(n, (int, np.integer)) for n in out)
             else "")
-    raise TypeError(f"The partitioner of parameter '{spec.name}'{_where(spec)} returned {out!r}, "
-                    f"expected a jax.sharding.PartitionSpec or None{hint}.")
+    raise PartitionerError(f"The partitioner of parameter '{spec.name}'{_where(spec)} returned "
+                           f"{out!r}, expected a jax.sharding.PartitionSpec or None{hint}.")
 
 
 def partition_spec(spec: ParamSpec) -> Union[PartitionSpec, Sharding]:
@@ -393,10 +442,26 @@ def _mesh_axes(entry) -> Tuple[str, ...]:
     return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
 
 
+def _device_ids(devices: Iterable[Any]) -> str:
+    ids = sorted(d.id for d in devices)
+    return f"device ids {ids}" if len(ids) <= 16 else f"{len(ids)} devices (ids {ids[0]}..{ids[-1]})"
+
+
 def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Mesh) -> None:
     """Clear errors, naming the parameter, for specs that do not fit the shape or the mesh."""
     name, shape = spec.name, tuple(spec.shape)
     if isinstance(pspec, Sharding):
+        if isinstance(mesh, Mesh) and pspec.device_set != set(mesh.devices.flat):
+            given = spec.sharding if spec.sharding is not None else pspec
+            example = f"sharding={given.spec!r}" if isinstance(given, NamedSharding) else "sharding=P(...)"
+            src = ("get_param(sharding=...)" if spec.sharding is not None
+                   else f"partitioner {spec.partitioner!r}")
+            raise ShardingError(
+                f"Parameter '{name}'{_where(spec)}: its sharding {pspec} (from {src}) is on "
+                f"{_device_ids(pspec.device_set)}, but the mesh {dict(mesh.shape)} is on "
+                f"{_device_ids(mesh.devices.flat)}; the parameters are created on the mesh's devices.\n"
+                f"  fix: give a PartitionSpec ({example}), which the mesh turns into a NamedSharding on "
+                "its devices, or build the sharding on the mesh passed to sp.shardings / init_sharded.")
         try:
             pspec.shard_shape(shape)
         except Exception as e:  # noqa: BLE001 - jax raises several kinds; we re-raise one
@@ -507,12 +572,26 @@ def abstract_params(model_or_specs: Any, mesh: Optional[Mesh] = None, *args: Any
     """``jax.ShapeDtypeStruct``s (with their shardings when ``mesh`` is given) shaped like ``params``:
     the restore target of a sharded checkpoint (``orbax``), allocating nothing. With a
     ``jax.sharding.AbstractMesh``, the input of an ahead-of-time ``jit(...).trace(...)`` for that
-    topology."""
+    topology.
+
+    ``mesh`` comes second, before the model's arguments: ``abstract_params(model, None, x)``
+    without shardings."""
+    if mesh is not None and not isinstance(mesh, _MESHES):
+        raise TypeError(
+            f"abstract_params: the second argument is the mesh, got {type(mesh).__name__} "
+            f"{_short(mesh)}; the model's arguments come after it.\n"
+            "  fix: abstract_params(model, mesh, *args), or abstract_params(model, None, *args) "
+            "(mesh=None) for ShapeDtypeStructs without shardings.")
     specs = _specs_of(model_or_specs, args, kwargs)
     sh = shardings(specs, mesh) if mesh is not None else jax.tree_util.tree_map(
         lambda s: None, specs, is_leaf=_is_spec)
     return jax.tree_util.tree_map(
         lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), specs, sh, is_leaf=_is_spec)
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _abstract_arg(x: Any) -> Any:

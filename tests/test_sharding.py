@@ -131,6 +131,14 @@ def test_explicit_sharding_overrides_the_scope_partitioner_and_reuse_keeps_the_c
         "s/auto": P("model"), "s/pinned": P(None, "batch"), "s/replicated": P()}
 
 
+
+def test_adding_rules_keeps_the_flags_of_compiled_patterns():
+    import re
+    ignore_case = Rules([(re.compile(r"DENSE/KERNEL$", re.IGNORECASE), P(None, "model"))])
+    assert ignore_case("net/dense/kernel", (8, 8), np.float32) == P(None, "model")
+    for combined in (ignore_case + Rules([]), Rules([]) + ignore_case, ignore_case + []):
+        assert combined("net/dense/kernel", (8, 8), np.float32) == P(None, "model")
+
 def test_a_plain_callable_or_pair_list_is_a_partitioner_and_none_means_replicated():
     def by_size(name, shape, dtype):
         return P("model") if np.prod(shape) >= 64 else None
@@ -218,6 +226,63 @@ def test_tfs_own_partitioners_in_a_scope_shard_like_the_stock_ones(mesh):
         tf1.min_max_variable_partitioner(4, min_slice_size=64))), mesh)).items()}
     assert tf_min_max == stock == {"s/w": P("model"), "s/small": P()}
 
+
+
+def test_stock_partitioners_give_tfs_counts_for_every_axis_including_negative_ones():
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    shapes = [(1000, 3), (2048, 1024), (16, 8), (3,), (64, 4, 2), (7, 5, 3)]
+    dtypes = [np.float32, jnp.bfloat16, np.int8, np.float64]
+    for shape in shapes:
+        for axis in range(-len(shape), len(shape)):
+            pairs = [(tf1.variable_axis_size_partitioner(1 << 20, axis=axis),
+                      variable_axis_size_partitioner(1 << 20, axis=axis)),
+                     (tf1.variable_axis_size_partitioner(64, axis=axis, max_shards=3),
+                      variable_axis_size_partitioner(64, axis=axis, max_shards=3)),
+                     (tf1.variable_axis_size_partitioner(100, axis=axis),
+                      variable_axis_size_partitioner(100, axis=axis)),
+                     (tf1.fixed_size_partitioner(4, axis=axis), fixed_size_partitioner(4, axis=axis)),
+                     (tf1.min_max_variable_partitioner(4, axis=axis, min_slice_size=64),
+                      min_max_variable_partitioner(4, axis=axis, min_slice_size=64))]
+            for dtype in dtypes:
+                for tf_fn, ours in pairs:
+                    expected = tf_fn(shape=tf.TensorShape(shape), dtype=tf.as_dtype(np.dtype(dtype)))
+                    assert ours.partitions(shape, dtype) == expected, (ours, shape, dtype)
+    # The reviewer's cases: TF leaves (1000, 3) whole and splits (2048, 1024) in 8 along axis -1.
+    assert variable_axis_size_partitioner(1 << 20, axis=-1).partitions((1000, 3), np.float32) == [1, 1]
+    assert variable_axis_size_partitioner(1 << 20, axis=-1).partitions(
+        (2048, 1024), np.float32) == [1, 8]
+    assert variable_axis_size_partitioner(1 << 20, axis=-1)("w", (1000, 3), np.float32) is None
+
+
+def test_variable_axis_size_partitioner_rejects_non_positive_sizes_like_tf():
+    with pytest.raises(ValueError, match="max_shards must be positive"):
+        variable_axis_size_partitioner(64, max_shards=-1)
+    with pytest.raises(ValueError, match=r"Both max_shard_bytes and bytes_per_string_element must be "
+                                         r"positive.*bytes_per_string_element is 0"):
+        variable_axis_size_partitioner(64, bytes_per_string_element=0)
+    with pytest.raises(ValueError, match=r"Both max_shard_bytes .* positive.*max_shard_bytes is 0"):
+        variable_axis_size_partitioner(0)
+    # TF reads max_shards=0 as "no limit", as it does None.
+    assert variable_axis_size_partitioner(16, max_shards=0).partitions((16, 8), np.float32) == [16, 1]
+    assert variable_axis_size_partitioner(16, max_shards=2).partitions((16, 8), np.float32) == [2, 1]
+
+
+def test_from_tf_partitioner_on_a_dtype_tf_lacks_names_the_parameter_and_the_fix(mesh):
+    tf = pytest.importorskip("tensorflow")
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    adapted = from_tf_partitioner(tf.compat.v1.fixed_size_partitioner(4))
+
+    def fn():
+        with sp.scope("net", partitioner=adapted):
+            sp.get_param("w", (16, 8), dtype=ml_dtypes.float8_e8m0fnu,
+                         init=jax.nn.initializers.ones)
+
+    with pytest.raises(ShardingError) as e:
+        _fails(fn, mesh)
+    msg = str(e.value)
+    assert "'net/w'" in msg and "float8_e8m0fnu" in msg and "test_sharding.py" in msg
+    assert "fix:" in msg and "sp.sharding.fixed_size_partitioner" in msg
 
 def test_a_user_partitioner_written_for_tf_types_gets_them():
     tf = pytest.importorskip("tensorflow")
@@ -349,6 +414,8 @@ def test_spec_longer_than_rank_and_axis_used_twice_are_errors(mesh):
 
 
 def test_wrong_partitioner_results_and_sharding_types_are_type_errors(mesh):
+    # A partitioner's wrong result is also a ValueError, as TF's "Partitioner must return a
+    # sequence" is; the not-callable case is test_a_non_callable_partitioner_is_a_value_error_like_tf.
     def tf_counts(name, shape, dtype):
         return [2, 1]
 
@@ -356,8 +423,9 @@ def test_wrong_partitioner_results_and_sharding_types_are_type_errors(mesh):
         with sp.scope("s", partitioner=tf_counts):
             sp.get_param("w", (8, 8))
 
-    with pytest.raises(TypeError, match=r"partitioner of parameter 's/w'.*from_tf_partitioner"):
+    with pytest.raises(TypeError, match=r"partitioner of parameter 's/w'.*from_tf_partitioner") as e:
         _fails(counts, mesh)
+    assert isinstance(e.value, ShardingError)
 
     def tf_signature():
         with sp.scope("s", partitioner=lambda shape, dtype: [2, 1]):
@@ -366,12 +434,6 @@ def test_wrong_partitioner_results_and_sharding_types_are_type_errors(mesh):
     with pytest.raises(TypeError, match=r"(?s)'s/w'.*cannot be called.*from_tf_partitioner"):
         _fails(tf_signature, mesh)
 
-    def not_callable():
-        with sp.scope("s", partitioner=3):
-            sp.get_param("w", (8, 8))
-
-    with pytest.raises(TypeError, match=r"Partitioner must be callable.*'s/w'"):
-        _fails(not_callable, mesh)
     with pytest.raises(TypeError, match=r"get_param\('w', sharding=\('model',\)\).*PartitionSpec"):
         _fails(lambda: sp.get_param("w", (8, 8), sharding=("model",)), mesh)
     with pytest.raises(TypeError, match=r"(?s)not a PartitionSpec.*fix: write P.*P\('model', None\)"):
@@ -379,6 +441,73 @@ def test_wrong_partitioner_results_and_sharding_types_are_type_errors(mesh):
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
         sp.shardings(sp.transform(lambda: sp.get_param("w", (8,))), "mesh")
 
+
+
+def test_a_non_callable_partitioner_is_a_value_error_like_tf(mesh):
+    # TF: get_variable under variable_scope(partitioner=42) raises
+    # ValueError("Partitioner must be callable, but received: 42").
+    def not_callable():
+        with sp.scope("s", partitioner=3):
+            sp.get_param("w", (8, 8))
+
+    with pytest.raises(ValueError, match=r"Partitioner must be callable, but received: 3"):
+        _fails(not_callable, mesh)
+    # The sharding side names the parameter, whichever way a spec got its partitioner.
+    spec = sp.ParamSpec("s/w", (8, 8), np.dtype(np.float32), jax.nn.initializers.zeros, partitioner=3)
+    with pytest.raises(ShardingError, match=r"(?s)Partitioner must be callable, but received: 3.*"
+                                            r"'s/w'.*fix: pass a callable"):
+        sp.sharding.partition_spec(spec)
+    with pytest.raises(ValueError, match=r"Partitioner must be callable, but received: 42"):
+        from_tf_partitioner(42)
+
+
+def test_a_partitioner_axis_out_of_range_names_the_parameter_and_the_fix(mesh):
+    for part, axis in ((fixed_size_partitioner(4, axis=1), 1), (fixed_size_partitioner(4, axis=-2), -2),
+                       (min_max_variable_partitioner(4, axis=1, min_slice_size=4), 1),
+                       (variable_axis_size_partitioner(16, axis=-2), -2)):
+        def fn():
+            with sp.scope("net", partitioner=part), sp.scope("dense"):
+                sp.get_param("w", (16, 8))
+                sp.get_param("bias", (16,))  # rank 1: no axis 1 or -2
+
+        with pytest.raises(ShardingError) as e:
+            _fails(fn, mesh)
+        msg = str(e.value)
+        assert "'net/dense/bias'" in msg and "(16,)" in msg and f"axis {axis}" in msg, msg
+        assert "test_sharding.py" in msg, msg  # where it was created
+        assert "fix: give this parameter sharding=" in msg and "or use an axis it has" in msg, msg
+        with pytest.raises(ShardingError, match=r"'b'.*axis.*out of range for its shape \(16,\)"):
+            part("b", (16,), np.float32)
+
+
+def test_a_concrete_sharding_on_other_devices_than_the_mesh_names_the_parameter(mesh):
+    sub = jax.make_mesh((4,), ("model",), devices=jax.devices()[:4])
+
+    def fn(x):
+        with sp.scope("net"):
+            return x @ sp.get_param("w", (16, 8), sharding=NamedSharding(sub, P(None, "model")))
+
+    model = sp.transform(fn)
+    for call in (lambda: sp.shardings(model, mesh, X), lambda: sp.init_sharded(model, mesh, 0, X)):
+        with pytest.raises(ShardingError) as e:
+            call()
+        msg = str(e.value)
+        assert "'net/w'" in msg and "test_sharding.py" in msg and "devices" in msg, msg
+        assert "fix:" in msg and "sharding=P(None, 'model')" in msg, msg
+    # The same devices as the mesh are fine, whatever the sharding's own mesh.
+    same = NamedSharding(jax.make_mesh((8,), ("model",)), P(None, "model"))
+    ok = sp.shardings(sp.transform(lambda: sp.get_param("w", (16, 8), sharding=same)), mesh)
+    assert ok["w"] is same
+
+
+def test_abstract_params_with_the_mesh_forgotten_says_the_mesh_comes_second():
+    model = sp.transform(lambda x: sp.layers.dense(x, 8))
+    with pytest.raises(TypeError, match=r"(?s)abstract_params: the second argument is the mesh.*"
+                                        r"ShapeDtypeStruct.*fix: abstract_params\(model, mesh, \*args\)"
+                                        r".*mesh=None"):
+        sp.sharding.abstract_params(model, X)
+    flat = sp.flatten(sp.sharding.abstract_params(model, None, X))
+    assert {n: a.shape for n, a in flat.items()} == {"dense/kernel": (16, 8), "dense/bias": (8,)}
 
 # --- training ---------------------------------------------------------------------------------------
 
