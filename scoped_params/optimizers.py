@@ -24,10 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import optional_import
+from ._errors import CheckpointError, optional_import
 from ._tree import flatten, unflatten
 
 Schedule = Callable[[jax.Array], Any]
+
+
+class MissingOptimizerStateError(CheckpointError, KeyError):
+    """``adam_state_from_tf1``: the checkpoint lacks an Adam slot or beta power (a ``KeyError``)."""
+
+    def __str__(self) -> str:  # the message as written, not KeyError's one-line repr of it
+        return str(self.args[0]) if self.args else super().__str__()
 
 
 class AdamState(NamedTuple):
@@ -102,20 +109,25 @@ def adam_state_from_tf1(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], 
     same graph names its entries ``Adam_2``/``Adam_3`` and ``beta1_power_1``/``beta2_power_1``: pass
     them as ``slots=`` and ``powers=``. Each array is cast to its parameter's dtype.
     """
+    where = "the given mapping"
     if isinstance(checkpoint, (str, os.PathLike)):
         from ._tf1 import load_tf1
 
+        where = f"TF 1.x checkpoint {os.fspath(checkpoint)!r}"
         checkpoint = load_tf1(checkpoint, include_optimizer_state=True, flat=True)
     names = flatten(params)
     wanted = [f"{n}/{s}" for n in names for s in slots] + list(powers)
     missing = [w for w in wanted if w not in checkpoint]
     if missing:
-        raise KeyError(
-            f"adam_state_from_tf1: the checkpoint has no {', '.join(map(repr, missing[:5]))}"
+        nested = any(isinstance(v, Mapping) for v in checkpoint.values())
+        raise MissingOptimizerStateError(
+            f"adam_state_from_tf1: {where} has no {', '.join(map(repr, missing[:5]))}"
             + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "") + ".\n"
-            "  found: " + (", ".join(repr(k) for k in sorted(checkpoint)
-                                     if k.endswith(slots) or k.startswith(powers))[:300]
-                           or "no Adam entries") + "\n"
+            "  found: " + (", ".join(repr(k) for k in sorted(checkpoint, key=str) if isinstance(k, str)
+                                     and (k.endswith(slots) or k.startswith(powers)))[:300]
+                           or "no Adam entries")
+            + (" (the checkpoint given is a nested params tree: are the arguments swapped? the "
+               "signature is adam_state_from_tf1(checkpoint, params))" if nested else "") + "\n"
             "  fix: save the TF run with its optimizer's variables (Saver's default), pass the params "
             "it trained, and, for a second optimizer, slots=('Adam_2', 'Adam_3') and "
             "powers=('beta1_power_1', 'beta2_power_1').")

@@ -2,6 +2,7 @@
 for them (docs/migrating_from_tf1.md): the same parameters after several steps of the same model."""
 
 import contextlib
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -193,3 +194,20 @@ def test_adam_state_from_tf1_resumes_a_tf_run_where_it_stopped(tmp_path):
     del flat["dense/w/Adam_1"]
     with pytest.raises(KeyError, match=r"no 'dense/w/Adam_1'(?s:.*)fix: save the TF run"):
         sp.optimizers.adam_state_from_tf1(flat, params)
+
+
+def test_missing_adam_entries_are_a_key_error_shown_as_its_message_not_a_repr():
+    params = {"dense": {"w": jnp.ones((2, 2))}}
+    checkpoint = {"dense/w": np.ones((2, 2)), "dense/w/Adam": np.zeros((2, 2)),
+                  "beta1_power": np.float32(0.9), "beta2_power": np.float32(0.999)}
+    with pytest.raises(KeyError, match=r"no 'dense/w/Adam_1'") as e:
+        sp.optimizers.adam_state_from_tf1(checkpoint, params)
+    assert isinstance(e.value, sp.checkpoint.CheckpointError)
+    shown = traceback.format_exception_only(type(e.value), e.value)[-1]
+    assert "\\n" not in shown and not str(e.value).startswith(("'", '"'))
+    assert ("the given mapping has no 'dense/w/Adam_1'.\n  found: 'beta1_power', 'beta2_power', 'dense/w/Adam'\n"
+            "  fix: save the TF run") in shown
+    # The arguments swapped: the params tree in the checkpoint's place.
+    with pytest.raises(KeyError, match=r"(?s)found: no Adam entries.*the checkpoint given is a "
+                                       r"nested params tree: are the arguments swapped\?"):
+        sp.optimizers.adam_state_from_tf1(params, {"dense/w": jnp.ones((2, 2))})
