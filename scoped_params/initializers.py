@@ -6,8 +6,9 @@ ported code uses (``tf.*_initializer``, ``tf.initializers.*``, contrib's ``xavie
 TF's fan rules, which also cover rank-0 and rank-1 shapes that ``jax.nn.initializers.glorot_uniform``
 refuses).
 
-The factories standing for TF's classes also take TF's ``seed=`` and ``dtype=`` keywords. A seed
-fixes the draw, as an op seed does in TF 1.x: the values come from ``jax.random.key(seed)`` instead of
+The factories standing for TF's classes also take TF's ``seed`` and ``dtype`` arguments, by keyword
+or in TF's positional order (``random_normal_initializer(0.0, 0.02, 42)``,
+``constant_initializer(0.1, tf.float32)``, ``zeros_initializer(tf.float32)``). A seed fixes the draw, as an op seed does in TF 1.x: the values come from ``jax.random.key(seed)`` instead of
 the parameter's key, so they are the same in every ``init`` and for every parameter of the same shape
 given that initializer (not TF's numbers: the generators differ). ``dtype`` is ignored, as
 ``tf.get_variable`` ignores it: the parameter's dtype is the one drawn.
@@ -34,13 +35,13 @@ __all__ = [
     "he_uniform", "identity", "identity_initializer", "lecun_normal", "lecun_uniform", "ones",
     "ones_initializer", "orthogonal", "orthogonal_initializer", "random_normal",
     "random_normal_initializer", "random_uniform", "random_uniform_initializer", "truncated_normal",
-    "truncated_normal_initializer", "variance_scaling", "variance_scaling_initializer",
-    "xavier_initializer", "xavier_initializer_conv2d", "zeros", "zeros_initializer",
+    "truncated_normal_initializer", "uniform_unit_scaling", "uniform_unit_scaling_initializer",
+    "variance_scaling", "variance_scaling_initializer", "xavier_initializer", "xavier_initializer_conv2d", "zeros", "zeros_initializer",
     "contrib", "contrib_variance_scaling",
     # tf.keras.initializers' classes, with Keras's defaults
     "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity", "LecunNormal",
     "LecunUniform", "Ones", "Orthogonal", "RandomNormal", "RandomUniform", "TruncatedNormal",
-    "VarianceScaling", "Zeros",
+    "VarianceScaling", "Zeros", "normal", "uniform",
 ]
 
 # TF 1.x's initializers are classes, and tf.get_variable instantiates a class it is given
@@ -49,20 +50,44 @@ __all__ = [
 _FACTORY_MARK = "_scoped_params_initializer_factory"
 
 
-def _tf_class(factory: Callable) -> Callable:
-    """Mark ``factory`` as standing for a TF initializer class, and give it TF's ``seed=`` and
-    ``dtype=`` keywords (see the module's docstring)."""
+def _tf_class(factory: Optional[Callable] = None, *, order: Optional[Sequence[str]] = None) -> Any:
+    """Mark ``factory`` as standing for a TF initializer class, and give it TF's ``seed`` and
+    ``dtype`` arguments (see the module's docstring). Positional arguments are read in ``order``,
+    TF's order of its class's arguments: by default the factory's own, then ``seed`` and ``dtype``
+    (``random_normal_initializer(mean, stddev, seed, dtype)``); ``seed`` or ``dtype`` not in
+    ``order`` is keyword-only."""
+    if factory is None:
+        return functools.partial(_tf_class, order=order)
+    signature = inspect.signature(factory)
+    own = {n: p for n, p in signature.parameters.items() if p.kind != p.VAR_KEYWORD}
+    positional = tuple(order) if order is not None else (*own, "seed", "dtype")
+    assert set(positional) <= {*own, "seed", "dtype"}, f"{factory.__name__}: order {positional}"
 
     @functools.wraps(factory)
-    def make(*args: Any, seed: Optional[int] = None, dtype: Any = None, **kwargs: Any):
-        del dtype  # tf.get_variable calls the initializer with the variable's dtype
-        init = factory(*args, **kwargs)
+    def make(*args: Any, **kwargs: Any):
+        if args:
+            if len(args) > len(positional):
+                raise TypeError(
+                    f"{make.__name__}() takes at most {len(positional)} positional arguments "
+                    f"({', '.join(positional)}, in TF's order), got {len(args)}: {args!r}.\n"
+                    "  fix: pass the arguments TF takes, the others by keyword.")
+            for n, value in zip(positional, args):
+                if n in kwargs:
+                    raise TypeError(f"{make.__name__}() got multiple values for argument {n!r} "
+                                    f"(positional arguments are {', '.join(positional)}, in TF's "
+                                    "order).\n  fix: pass it once.")
+                kwargs[n] = value
+        seed = kwargs.pop("seed", None)
+        kwargs.pop("dtype", None)  # tf.get_variable calls the initializer with the variable's dtype
+        init = factory(**kwargs)
         return init if seed is None else _seeded(init, seed)
 
-    signature = inspect.signature(factory)
-    own = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
-    tf = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in ("seed", "dtype")]
-    make.__signature__ = signature.replace(parameters=own + tf)  # type: ignore[attr-defined]
+    tf = {n: inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+          for n in ("seed", "dtype")}
+    parameters = [own.get(n) or tf[n] for n in positional]
+    parameters += [p.replace(kind=p.KEYWORD_ONLY) for n, p in {**own, **tf}.items()
+                   if n not in positional]
+    make.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     setattr(make, _FACTORY_MARK, True)
     return make
 
@@ -230,10 +255,7 @@ def contrib_variance_scaling(factor: float = 2.0, mode: str = "FAN_IN", uniform:
                         "'FAN_OUT' or 'FAN_AVG' (as in TF's contrib).")
 
     def init(key, shape, dtype=jnp.float32):
-        if len(shape) == 0:  # contrib reads shape[-1]
-            raise ValueError("contrib's variance_scaling_initializer (and xavier_initializer) needs a "
-                             "shape of rank 1 or more, got ().")
-        fan_in, fan_out = _fans(shape)
+        fan_in, fan_out = _fans(shape)  # contrib's rule too: a scalar's are 1 and 1
         n = max(1.0, {"FAN_IN": fan_in, "FAN_OUT": fan_out, "FAN_AVG": (fan_in + fan_out) / 2.0}[mode])
         if uniform:
             limit = math.sqrt(3.0 * factor / n)
@@ -278,7 +300,7 @@ def orthogonal(gain: float = 1.0):
     return init
 
 
-@_tf_class
+@_tf_class(order=("gain", "dtype"))  # TF's Identity(gain=1.0, dtype=tf.float32): no seed
 def identity(gain: float = 1.0):
     """TF 1.x ``initializers.identity``: ``gain`` times the identity matrix (rank 2 only; a
     rectangular one has ones on its main diagonal)."""
@@ -292,16 +314,45 @@ def identity(gain: float = 1.0):
     return init
 
 
-def zeros(key, shape, dtype=jnp.float32):
-    """All zeros, as an initializer: ``init(key, shape, dtype)`` (TF's ``zeros_initializer()``)."""
-    del key
+def zeros(key=None, shape=None, dtype=jnp.float32):
+    """All zeros, as an initializer: ``init(key, shape, dtype)``, as ``jax.nn.initializers.zeros``.
+    Called without a shape, as TF's ``tf.initializers.zeros()`` (``zeros_initializer``) and Keras's
+    ``zeros()`` are, it returns itself: ``init=zeros`` and ``init=zeros()`` are the same."""
+    if shape is None:
+        return _itself(zeros, key)
     return jnp.zeros(shape, dtype)
 
 
-def ones(key, shape, dtype=jnp.float32):
-    """All ones, as an initializer: ``init(key, shape, dtype)`` (TF's ``ones_initializer()``)."""
-    del key
+def ones(key=None, shape=None, dtype=jnp.float32):
+    """All ones, as an initializer: ``init(key, shape, dtype)``, as ``jax.nn.initializers.ones``.
+    Called without a shape, as TF's ``tf.initializers.ones()`` (``ones_initializer``) and Keras's
+    ``ones()`` are, it returns itself: ``init=ones`` and ``init=ones()`` are the same."""
+    if shape is None:
+        return _itself(ones, key)
     return jnp.ones(shape, dtype)
+
+
+def _itself(init: Callable, dtype: Any) -> Callable:
+    """``init``, for ``zeros()`` or ``zeros(dtype)`` (TF's ``zeros_initializer(dtype)``: the dtype is
+    ignored, as ``tf.get_variable`` ignores it); an error for ``zeros(key)``, a shape missing."""
+    if isinstance(dtype, jax.Array) or (isinstance(dtype, np.ndarray) and dtype.ndim):
+        raise TypeError(
+            f"{init.__name__}(key) without a shape: as an initializer it is called "
+            f"{init.__name__}(key, shape, dtype); called as TF's initializer classes are, it takes "
+            "at most a dtype.\n"
+            f"  fix: pass the shape, {init.__name__}(key, shape), or pass init=sp.initializers."
+            f"{init.__name__} (or {init.__name__}()) to get_param.")
+    return init
+
+
+# What zeros and ones are as initializers, for get_param's checks (a shape is needed, as with
+# jax.nn.initializers'): a call without arguments is only TF's spelling.
+for _init in (zeros, ones):
+    _init.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("key", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("shape", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("dtype", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=jnp.float32)])
+del _init
 
 
 def _not_exactly_in(array: np.ndarray, dtype: Any) -> Any:
@@ -325,7 +376,7 @@ def _not_exactly_in(array: np.ndarray, dtype: Any) -> Any:
     return array.reshape(-1)[~same.reshape(-1)][0].item()
 
 
-@_tf_class
+@_tf_class(order=("value", "dtype", "verify_shape"))  # TF 1.x's Constant(value, dtype, verify_shape)
 def constant(value: Any = 0.0, verify_shape: bool = False):
     """TF 1.x's ``constant_initializer``: a scalar fills the requested shape; a list or array is
     read in row-major order into it, and when it has fewer values the last one fills the rest (zeros
@@ -428,6 +479,21 @@ def _int_bound(argument: str, bound: Any, minval: Any, maxval: Any, dtype: Any) 
     return int(bound)
 
 
+@_tf_class
+def uniform_unit_scaling(factor: float = 1.0):
+    """TF 1.x ``uniform_unit_scaling_initializer`` (``tf.initializers.uniform_unit_scaling``):
+    U(-m, m) with m = sqrt(3 / input_size) * factor, input_size the product of all dimensions but
+    the last (1 for a scalar or a vector; at least 1, as in TF, for a zero-size one). TF deprecates
+    it for ``variance_scaling_initializer(distribution="uniform")``."""
+
+    def init(key, shape, dtype=jnp.float32):
+        input_size = max(1.0, float(math.prod(shape[:-1])))
+        limit = math.sqrt(3.0 / input_size) * factor
+        return _uniform(key, shape, dtype, -limit, limit)
+
+    return init
+
+
 def default_initializer(dtype: np.dtype):
     """TF's _get_default_initializer: Glorot-uniform for floats, zeros for integers and bools."""
     if jnp.issubdtype(dtype, jnp.floating):
@@ -441,13 +507,13 @@ def default_initializer(dtype: np.dtype):
 constant_initializer = constant
 
 
-@_tf_class
+@_tf_class(order=("dtype",))  # TF's Zeros(dtype=tf.float32)
 def zeros_initializer():
     """TF's ``zeros_initializer()`` is a factory; this returns ``zeros``."""
     return zeros
 
 
-@_tf_class
+@_tf_class(order=("dtype",))  # TF's Ones(dtype=tf.float32)
 def ones_initializer():
     """TF's ``ones_initializer()`` is a factory; this returns ``ones``."""
     return ones
@@ -455,6 +521,7 @@ def ones_initializer():
 
 random_normal_initializer = random_normal
 truncated_normal_initializer = truncated_normal
+uniform_unit_scaling_initializer = uniform_unit_scaling
 random_uniform_initializer = random_uniform
 glorot_uniform_initializer = glorot_uniform
 glorot_normal_initializer = glorot_normal
@@ -496,6 +563,11 @@ def TruncatedNormal(mean: float = 0.0, stddev: float = 0.05):  # noqa: N802
 def RandomUniform(minval: float = -0.05, maxval: float = 0.05):  # noqa: N802
     """``tf.keras.initializers.RandomUniform`` (defaults [-0.05, 0.05))."""
     return random_uniform.__wrapped__(minval, maxval)  # type: ignore[attr-defined]
+
+
+# TF 1.x Keras's aliases (tf.compat.v1.keras.initializers.normal / uniform), with Keras's defaults.
+normal = RandomNormal
+uniform = RandomUniform
 
 
 # tf.contrib.layers' initializers, at the path ported code spells: tf.contrib.layers.X -> contrib.X.

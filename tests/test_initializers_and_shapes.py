@@ -1,5 +1,6 @@
 """Initializers and shapes: reference section E (rules 30-33) and ``sp.initializers``."""
 
+import inspect
 import math
 
 import jax
@@ -396,6 +397,32 @@ def test_tf_spelled_initializers_are_the_same_functions():
     assert set(inits.__all__) == public | {"contrib"}  # tf.contrib.layers' initializers
 
 
+def test_zeros_and_ones_called_with_no_arguments_are_themselves_as_tfs_initializers_zeros_is():
+    # tf.initializers.zeros() / tf.keras.initializers.zeros(): TF's names for the classes, called.
+    tf = pytest.importorskip("tensorflow")
+    assert tf.compat.v1.initializers.zeros is tf.compat.v1.zeros_initializer
+    tf.compat.v1.initializers.zeros(tf.float32), tf.compat.v1.initializers.ones(dtype=tf.float32)
+    from scoped_params._materialize import _fill_value
+    for made, fill in ((inits.zeros, 0), (inits.ones, 1)):
+        assert made() is made and made(tf.float32) is made and made(dtype=jnp.float32) is made
+        params = init(lambda: (sp.get_param("a", [3], init=made()), sp.get_param("b", [3], init=made)))
+        np.testing.assert_array_equal(params["a"], np.full(3, fill))
+        np.testing.assert_array_equal(params["b"], np.full(3, fill))
+        assert _fill_value(made(), jnp.float32) == fill  # still filled on the host in eager init
+        with pytest.raises(TypeError, match=rf"{made.__name__}\(key\) without a shape: "):
+            made(KEY)
+    # Called as initializers, they are jax.nn.initializers' zeros and ones.
+    for ours, theirs in ((inits.zeros, jax.nn.initializers.zeros), (inits.ones, jax.nn.initializers.ones)):
+        for args in ((KEY, (2, 3)), (KEY, (2, 3), jnp.int32), (None, [4], jnp.bfloat16)):
+            a, b = ours(*args), theirs(*args)
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+        assert ours(key=KEY, shape=(2,), dtype=jnp.float16).dtype == jnp.float16
+    # Without a shape, get_param still says a shape is needed (they take no value of their own).
+    with pytest.raises(ValueError, match="The initializer passed is not valid"):
+        init(lambda: sp.get_param("c", init=inits.zeros))
+
+
 def test_random_normal_and_truncated_normal_have_the_requested_moments():
     x = np.asarray(inits.random_normal(1.0, 2.0)(KEY, (64, 64), jnp.float32))
     assert abs(x.mean() - 1.0) < 0.15 and abs(x.std() - 2.0) < 0.15
@@ -473,8 +500,58 @@ def test_xavier_initializer_is_glorot_uniform_or_contribs_truncated_normal():
     stddev = math.sqrt(1.3 / n)  # contrib's rule, truncated at two of these
     assert np.abs(x).max() <= 2 * stddev and np.abs(x).max() > 1.95 * stddev
     assert x.std() == pytest.approx(stddev * 0.87962566103423978, rel=0.02)
-    with pytest.raises(ValueError, match="rank 1 or more"):
-        inits.xavier_initializer(uniform=False)(KEY, (), jnp.float32)
+
+
+def _tf_draw_arguments(monkeypatch, module, draw, make_and_call):
+    """The arguments TF's initializer passes to ``module.random_ops.<draw>`` (its distribution's
+    parameters), recorded instead of drawn: a scalar's draw has one value, too few to measure."""
+    seen = {}
+
+    def record(shape, *args, **kwargs):
+        seen.update(shape=list(shape), args=args, kwargs=kwargs)
+        return 0.0
+
+    monkeypatch.setattr(module.random_ops, draw, record)
+    make_and_call()
+    monkeypatch.undo()
+    return seen
+
+
+def _draws_of_a_scalar(initializer, n=20000):
+    """``n`` draws of a scalar parameter (one per key), to measure its distribution."""
+    keys = jax.random.split(KEY, n)
+    return np.asarray(jax.vmap(lambda k: initializer(k, (), jnp.float32))(keys))
+
+
+@pytest.mark.parametrize("make, tf_call, draw", [
+    (lambda: inits.xavier_initializer(uniform=False),
+     lambda s: s.xavier_initializer(uniform=False), "truncated_normal"),
+    (lambda: inits.contrib.variance_scaling_initializer(),
+     lambda s: s.variance_scaling_initializer(), "truncated_normal"),
+    (lambda: inits.contrib.variance_scaling_initializer(factor=3.0, mode="FAN_OUT", uniform=True),
+     lambda s: s.variance_scaling_initializer(factor=3.0, mode="FAN_OUT", uniform=True),
+     "random_uniform"),
+    (lambda: inits.xavier_initializer(), lambda s: s.xavier_initializer(), "random_uniform"),
+])
+def test_contribs_initializers_on_a_scalar_use_fans_of_one_as_tf_slim_does(monkeypatch, make, tf_call,
+                                                                          draw):
+    # tf_slim (contrib): "if shape: ... else: fan_in = fan_out = 1.0" -- a scalar is no error.
+    pytest.importorskip("tensorflow")
+    tf_slim = pytest.importorskip("tf_slim")
+    from tf_slim.layers import initializers as slim_initializers
+    seen = _tf_draw_arguments(monkeypatch, slim_initializers, draw,
+                              lambda: tf_call(tf_slim.initializers)([]))
+    assert seen["shape"] == []
+    x = _draws_of_a_scalar(make())
+    if draw == "truncated_normal":
+        stddev = seen["args"][1]  # truncated_normal(shape, 0.0, trunc_stddev, dtype, seed=seed)
+        assert np.abs(x).max() <= 2 * stddev and np.abs(x).max() > 1.95 * stddev
+        assert x.std() == pytest.approx(stddev * 0.87962566103423978, rel=0.03)
+    else:
+        low, high = seen["args"][:2]  # random_uniform(shape, -limit, limit, dtype, seed=seed)
+        assert low == -high and x.min() >= low and x.max() < high and x.max() > 0.99 * high
+    value = sp.transform(lambda: sp.get_param("alpha", [], init=make())).init(KEY)["alpha"]
+    assert value.shape == () and np.isfinite(value)
 
 
 def test_variance_scaling_rejects_unknown_mode_and_distribution():
@@ -655,6 +732,82 @@ def test_tf_initializer_factories_take_seed_and_dtype_and_the_parameter_dtype_wi
     assert x.dtype == jnp.bfloat16 and x.shape == (4, 4)
 
 
+@pytest.mark.parametrize("positional, keywords", [
+    (lambda: inits.random_normal_initializer(0.0, 0.02, 42),
+     lambda: inits.random_normal_initializer(0.0, 0.02, seed=42)),
+    (lambda: inits.random_normal_initializer(0.0, 0.02, 42, jnp.float32),
+     lambda: inits.random_normal_initializer(0.0, 0.02, seed=42, dtype=jnp.float32)),
+    (lambda: inits.truncated_normal_initializer(0.0, 0.1, 1),
+     lambda: inits.truncated_normal_initializer(0.0, 0.1, seed=1)),
+    (lambda: inits.random_uniform_initializer(-0.1, 0.1, 7),
+     lambda: inits.random_uniform_initializer(-0.1, 0.1, seed=7)),
+    (lambda: inits.glorot_uniform_initializer(3), lambda: inits.glorot_uniform_initializer(seed=3)),
+    (lambda: inits.glorot_normal_initializer(3), lambda: inits.glorot_normal_initializer(seed=3)),
+    (lambda: inits.variance_scaling_initializer(2.0, "fan_out", "uniform", 5),
+     lambda: inits.variance_scaling_initializer(2.0, "fan_out", "uniform", seed=5)),
+    (lambda: inits.orthogonal_initializer(1.0, 3), lambda: inits.orthogonal_initializer(1.0, seed=3)),
+    (lambda: inits.he_normal(3), lambda: inits.he_normal(seed=3)),
+    (lambda: inits.lecun_uniform(3), lambda: inits.lecun_uniform(seed=3)),
+    (lambda: inits.zeros_initializer(jnp.float32), lambda: inits.zeros_initializer(dtype=jnp.float32)),
+    (lambda: inits.ones_initializer(jnp.float32), lambda: inits.ones_initializer(dtype=jnp.float32)),
+    (lambda: inits.identity_initializer(2.0, jnp.float32),
+     lambda: inits.identity_initializer(2.0, dtype=jnp.float32)),
+    (lambda: inits.RandomNormal(0.0, 0.05, 42), lambda: inits.RandomNormal(0.0, 0.05, seed=42)),
+    (lambda: inits.RandomUniform(-0.05, 0.05, 42), lambda: inits.RandomUniform(-0.05, 0.05, seed=42)),
+    (lambda: inits.contrib.variance_scaling_initializer(1.0, "FAN_AVG", True, 9),
+     lambda: inits.contrib.variance_scaling_initializer(1.0, "FAN_AVG", True, seed=9)),
+    (lambda: inits.xavier_initializer(False, 9), lambda: inits.xavier_initializer(False, seed=9)),
+])
+def test_tf_initializers_take_seed_and_dtype_positionally_in_tfs_order(positional, keywords):
+    # tf.random_normal_initializer(0., .02, 42), tf.keras.initializers.RandomNormal(0., .05, 42), ...
+    def fn(make):
+        return sp.get_param("w", [3, 3], init=make())
+
+    model = sp.transform(fn)
+    np.testing.assert_array_equal(model.init(KEY, positional)["w"],
+                                  model.init(jax.random.key(5), keywords)["w"])
+
+
+def _positional_names(callable_):
+    params = inspect.signature(callable_).parameters.values()
+    return [p.name for p in params if p.name != "self"
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def test_initializer_factories_take_positional_arguments_in_the_order_tf_and_keras_do():
+    tf = pytest.importorskip("tensorflow")
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_slim = pytest.importorskip("tf_slim")
+    namespaces = [  # (theirs, ours, the names compared: tf.compat.v1's others are ops)
+        (tf.compat.v1, inits, [n for n in inits.__all__ if n.endswith("_initializer")]),
+        (tf.compat.v1.initializers, inits, inits.__all__),
+        (tf.compat.v1.keras.initializers, inits, inits.__all__),
+        (tf_keras.initializers, inits, inits.__all__),
+        (tf_slim.initializers, inits.contrib, vars(inits.contrib))]
+    compared = []
+    for theirs_namespace, ours_namespace, names in namespaces:
+        for name in names:
+            theirs = getattr(theirs_namespace, name, None)
+            if theirs is None or name in ("zeros", "ones"):  # ours are init(key, shape, dtype) too
+                continue
+            expected = _positional_names(theirs.__init__ if inspect.isclass(theirs) else theirs)
+            if expected == ["args"]:  # tf_keras's Zeros and Ones take (*args, **kwargs)
+                continue
+            ours = _positional_names(getattr(ours_namespace, name))
+            assert ours[:len(expected)] == expected, (theirs_namespace.__name__, name)
+            compared.append(name)
+    assert len(compared) > 60 and {"uniform_unit_scaling_initializer", "normal", "he_normal",
+                                   "constant_initializer", "xavier_initializer"} <= set(compared)
+    with pytest.raises(TypeError, match=r"random_normal\(\) takes at most 4 positional "
+                                        r"arguments \(mean, stddev, seed, dtype, in TF's order\), "
+                                        r"got 5") as e:
+        inits.random_normal_initializer(0.0, 1.0, 1, jnp.float32, "extra")
+    assert "fix: " in str(e.value)
+    with pytest.raises(TypeError, match=r"random_normal\(\) got multiple values for "
+                                        r"argument 'seed'"):
+        inits.random_normal_initializer(0.0, 1.0, 1, seed=1)
+
+
 @pytest.mark.parametrize("name, keras_name, draw", [
     ("RandomNormal", "RandomNormal", lambda x: x.std()),
     ("TruncatedNormal", "TruncatedNormal", lambda x: x.std()),
@@ -666,6 +819,9 @@ def test_tf_initializer_factories_take_seed_and_dtype_and_the_parameter_dtype_wi
     ("GlorotUniform", "glorot_uniform", lambda x: np.abs(x).max()),
     ("HeNormal", "he_normal", lambda x: x.std()),
     ("LecunUniform", "lecun_uniform", lambda x: np.abs(x).max()),
+    # TF 1.x Keras's aliases of its RandomNormal and RandomUniform, with their defaults
+    ("normal", "normal", lambda x: x.std()),
+    ("uniform", "uniform", lambda x: np.abs(x).max()),
 ])
 def test_keras_initializer_classes_draw_with_keras_defaults(name, keras_name, draw):
     # tf.keras.initializers' defaults differ from tf.*_initializer's (RandomNormal: stddev 0.05).
@@ -692,6 +848,36 @@ def test_keras_constant_zeros_ones_and_identity_are_exactly_tfs():
     np.testing.assert_array_equal(inits.identity_initializer(gain=3.0)(KEY, (3, 3), jnp.float32), theirs)
 
 
+@pytest.mark.parametrize("factor, shape", [(1.0, (64, 48, 32)), (1.43, (256, 64)), (1.15, (4096,))])
+def test_uniform_unit_scaling_initializer_draws_tf1s_bounds(factor, shape):
+    # TF 1.x: U(-m, m), m = sqrt(3 / prod(shape[:-1])) * factor (a rank-1 shape: prod of none, 1).
+    tf = pytest.importorskip("tensorflow")
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        theirs = session.run(tf.compat.v1.uniform_unit_scaling_initializer(factor, 0)(shape))
+    limit = math.sqrt(3.0 / math.prod(shape[:-1])) * factor
+    for init_ in (inits.uniform_unit_scaling_initializer(factor),
+                  inits.uniform_unit_scaling(factor=factor, seed=2, dtype=jnp.float32)):
+        ours = np.asarray(sp.transform(lambda: sp.get_param("w", shape, init=init_)).init(KEY)["w"])
+        for x in (ours, theirs):
+            assert np.abs(x).max() <= limit and np.abs(x).max() > 0.99 * limit
+            assert abs(x.mean()) < 0.02 * limit
+        assert ours.std() == pytest.approx(theirs.std(), rel=0.02)
+    assert inits.uniform_unit_scaling is inits.uniform_unit_scaling_initializer
+
+
+def test_uniform_unit_scaling_initializer_on_a_scalar_uses_an_input_size_of_one_as_tf_does(monkeypatch):
+    pytest.importorskip("tensorflow")
+    from tensorflow.python.ops import init_ops
+    seen = _tf_draw_arguments(monkeypatch, init_ops, "random_uniform",
+                              lambda: init_ops.UniformUnitScaling(2.0)([]))
+    low, high = seen["args"][:2]
+    assert high == -low == pytest.approx(2.0 * math.sqrt(3.0))
+    x = _draws_of_a_scalar(inits.uniform_unit_scaling_initializer(2.0))
+    assert x.min() >= low and x.max() < high and x.max() > 0.99 * high
+    # A zero-size dimension: TF's max(input_size, 1), no division by zero.
+    assert inits.uniform_unit_scaling_initializer()(KEY, (0, 3), jnp.float32).shape == (0, 3)
+
+
 @pytest.mark.parametrize("shape", [(3, 5), (5, 3), (4, 4), (2, 3, 4), (3, 3, 2, 16)])
 def test_orthogonal_initializer_has_orthonormal_rows_or_columns_times_gain_like_tfs(shape):
     tf = pytest.importorskip("tensorflow")
@@ -712,6 +898,30 @@ def test_orthogonal_and_identity_refuse_shapes_tf_refuses():
     with pytest.raises(ValueError, match=r"identity initializer: the shape must have rank 2, got "
                                          r"\(2, 2, 2\)"):
         inits.identity()(KEY, (2, 2, 2), jnp.float32)
+
+
+def test_constant_initializer_takes_tfs_dtype_second_and_verify_shape_third_positionally():
+    # TF 1.x: constant_initializer(value=0, dtype=tf.float32, verify_shape=False). As in
+    # tf.get_variable, the initializer's dtype does not decide the variable's (float32 by default).
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        b = tf1.get_variable("b", [3], initializer=tf1.constant_initializer(0.1, tf.float32))
+        n = tf1.get_variable("n", [3], initializer=tf1.constant_initializer(2, tf.int32))
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            theirs_b, theirs_n = session.run([b, n])
+        with pytest.raises(TypeError, match="Expected Tensor's shape"):
+            tf1.constant_initializer([1.0, 2.0, 3.0, 4.0], tf.float32, True)((2, 2))
+    ours = sp.transform(lambda: (
+        sp.get_param("b", [3], init=inits.constant_initializer(0.1, tf.float32)),
+        sp.get_param("n", [3], init=inits.constant_initializer(2, jnp.int32)))).init(KEY)
+    np.testing.assert_array_equal(ours["b"], theirs_b)
+    np.testing.assert_array_equal(ours["n"], theirs_n)
+    assert ours["b"].dtype == theirs_b.dtype and ours["n"].dtype == theirs_n.dtype == np.float32
+    with pytest.raises(ValueError, match=r"verify_shape=True: the value's shape \(4,\)"):
+        inits.constant_initializer([1.0, 2.0, 3.0, 4.0], tf.float32, True)(KEY, (2, 2), jnp.float32)
+    np.testing.assert_array_equal(inits.Constant(0.5, None, False)(KEY, (2,), jnp.float32), [0.5, 0.5])
 
 
 def test_constant_initializer_verify_shape_requires_the_exact_shape_as_in_tf():
