@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -28,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
-from ._errors import StateError
-from ._params import ApplyStore, InitStore, _check_state_value
+from ._errors import NestedTraceError, ShapeMismatchError, StateError
+from ._params import ApplyStore, InitStore, _check_state_value, _shape_str
 from ._scope import _TRACE, scope
 from .initializers import _instantiate, default_initializer
 from .sharding import _StackedPartitioner, _stacked_sharding
@@ -84,18 +85,24 @@ def _lift_constraint(constraint: Any) -> Any:
 class _StackView:
     """The store seen by the block of a ``layer_stack``: stacked under ``prefix``, pass-through else."""
 
-    def __init__(self, outer: Any, prefix: str, num_layers: int, slices: Dict[str, Any]):
+    def __init__(self, outer: Any, prefix: str, num_layers: int, slices: Dict[str, Any],
+                 unstacked: Optional[Dict[str, Any]] = None):
         self.outer = outer
         self.prefix = prefix
         self.num_layers = num_layers
         self.slices = slices  # apply: name -> this layer's slice (params and state)
         self.written: Dict[str, None] = {}  # state names set in this layer, in order
+        # apply: entries under the prefix without the leading num_layers axis, left out of the
+        # scan; an error only if the block asks for one (extra params are ignored, as elsewhere)
+        self.unstacked = unstacked
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
             partitioner, sharding, kind, constraint=None):
         if not full.startswith(self.prefix):
             return self.outer.get(frame, full, shape, dtype, init, regularizer, reuse, trainable,
                                   collections, partitioner, sharding, kind, constraint)
+        if self.unstacked and full in self.unstacked:
+            raise _depth_error(self.prefix, full, self.unstacked[full], self.num_layers)
         lifted_shape = None if shape is None else (self.num_layers,) + tuple(shape)
         value = self.outer.get(frame, full, lifted_shape, dtype,
                                _lift_init(init, dtype, self.num_layers),
@@ -118,6 +125,8 @@ class _StackView:
                 "leave the stack's loop.\n"
                 "  fix: declare the state under the stack's scope (each layer then has its own "
                 "slice), or return the value from the block and call sp.set_state after the stack.")
+        if self.unstacked and full in self.unstacked:
+            raise _depth_error(self.prefix, full, self.unstacked[full], self.num_layers)
         current = self.slices.get(full)
         if current is None:
             # Not declared: let the real store raise its error.
@@ -215,10 +224,33 @@ def _check_carry(args: tuple, out: tuple) -> None:
     if sig(args) != sig(out):
         raise TypeError(
             "layer_stack: the block must return values with the same structure, shapes and dtypes "
-            f"as its inputs (they feed the next layer).\n  asked (inputs): {sig(args)}\n"
-            f"  found (outputs): {sig(out)}\n"
+            f"as its inputs (they feed the next layer).\n  asked (inputs): {_describe_carry(args)}\n"
+            f"  found (outputs): {_describe_carry(out)}\n"
             "  fix: return the new carry from the block; use with_per_layer_inputs=True to also "
             "return per-layer outputs.")
+
+
+def _describe_carry(carry: Any) -> str:
+    """A carry as its leaves' dtype[shape], in its structure: ``(float32[2,4], {'n': int32[]})``."""
+    def leaf(x: Any) -> str:
+        return f"{jnp.result_type(x).name}[{','.join(map(str, jnp.shape(x)))}]"
+
+    def show(tree: Any) -> str:
+        if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
+            return "(" + ", ".join(map(show, tree)) + ("," if len(tree) == 1 else "") + ")"
+        if isinstance(tree, list):
+            return "[" + ", ".join(map(show, tree)) + "]"
+        if isinstance(tree, dict):
+            return "{" + ", ".join(f"{k!r}: {show(v)}" for k, v in tree.items()) + "}"
+        if tree is None:
+            return "None"
+        leaves = jax.tree_util.tree_leaves(tree)
+        if len(leaves) == 1 and leaves[0] is tree:
+            return leaf(tree)
+        return f"{type(tree).__name__}(" + ", ".join(map(leaf, leaves)) + ")"
+
+    text = show(carry)
+    return text if len(text) <= 500 else text[:500] + " ..."
 
 
 def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll: int = 1,
@@ -243,9 +275,16 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
     >>> params["encoder"]["dense"]["kernel"].shape
     (6, 16, 16)
     """
-    if int(num_layers) != num_layers or num_layers < 1:
-        raise ValueError(f"layer_stack: num_layers must be a positive int, got {num_layers!r}.")
-    num_layers = int(num_layers)
+    try:
+        count = operator.index(num_layers)  # an int or numpy integer; as range(), not a float or str
+    except TypeError:
+        raise TypeError(f"layer_stack: num_layers must be a positive int, got {num_layers!r} of type "
+                        f"{type(num_layers).__name__}.\n  fix: pass the depth as an int, e.g. "
+                        "sp.layer_stack(6).") from None
+    if count < 1:
+        raise ValueError(f"layer_stack: num_layers must be a positive int, got {num_layers!r}.\n"
+                         "  fix: a stack has at least one layer; call the block itself for one.")
+    num_layers = count
 
     def decorator(f: Callable) -> Callable:
         @functools.wraps(f)
@@ -299,6 +338,16 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unro
     """apply: scan the block over the stacked params and state under ``prefix``."""
     outer = frame.store
     stacked = _values_under(outer, prefix)
+    # Once per call (scan's own error names no parameter): entries without the leading num_layers
+    # axis stay out of the scan; the view raises _depth_error if the block asks for one, and an
+    # unused one is ignored, as apply ignores extra params outside a stack.
+    unstacked = {n: v for n, v in stacked.items()
+                 if getattr(v, "shape", None) is None or tuple(v.shape[:1]) != (num_layers,)}
+    if unstacked:
+        stacked = {n: v for n, v in stacked.items() if n not in unstacked}
+    # The stack called under a jax.vmap, jax.grad, ... inside the model: the block reads params
+    # there (as get_param does), but what it records or sets would leave that trace (checked below).
+    outside = _TRACE.value is not frame.trace
     snapshot = _Snapshot(frame)
     traces = []
 
@@ -307,7 +356,7 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unro
         if traces:
             snapshot.restore()
         traces.append(None)
-        view = _StackView(outer, prefix, num_layers, dict(layer_values))
+        view = _StackView(outer, prefix, num_layers, dict(layer_values), unstacked)
         rng = None if base_rng is None else jax.random.fold_in(base_rng, index)
         records = None if frame.records is None else {}
         # The block may read params in scan's trace, and set state and record values (threaded
@@ -324,6 +373,8 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unro
     new_carry, (ys, new_state, records) = jax.lax.scan(
         body, carry if per_layer else tuple(carry), (index, stacked, xs), length=num_layers,
         unroll=unroll)
+    if outside and (new_state or records):
+        raise _outside_error(prefix, new_state, records)
     for n, value in new_state.items():
         outer.set_state(frame, n, value)
     if records:
@@ -331,3 +382,40 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unro
     if per_layer:
         return new_carry, ys
     return new_carry if len(carry) != 1 else new_carry[0]
+
+
+def _outside_error(prefix: str, new_state: Dict[str, Any], records: Dict[str, Any]) -> Exception:
+    """The block set state or recorded, but the stack runs under a JAX transformation inside the
+    model (jax.vmap, jax.grad, ...): the errors of sp.set_state / sp.record called there directly."""
+    stack = f"sp.layer_stack '{prefix[:-1]}'"
+    transformation = ("inside a function that a JAX transformation (jax.vmap, jax.grad, a "
+                      "jax.custom_vjp, ...) runs within the model")
+    if new_state:
+        return StateError(
+            f"sp.set_state, state '{next(iter(new_state))}', in the block of {stack} was called "
+            f"{transformation}: the new value belongs to that trace and cannot leave it.\n"
+            "  fix: return the new value from the block (or from the transformed function) and "
+            "call sp.set_state outside the transformation; or call the stack outside it.")
+    return NestedTraceError(
+        f"sp.record, record '{next(iter(records))}', in the block of {stack} was called "
+        f"{transformation}: the value belongs to that trace and cannot leave it.\n"
+        "  fix: return the value from the block (with_per_layer_inputs=True gives per-layer "
+        "outputs) or from the transformed function and record it outside the transformation; or "
+        "call the stack outside it.")
+
+
+def _depth_error(prefix: str, name: str, value: Any, num_layers: int) -> ShapeMismatchError:
+    """Params (or state) under the stack's scope without the stack's leading ``num_layers`` axis."""
+    shape = tuple(np.shape(value))
+    if len(shape) >= 2 and shape[1] == num_layers and shape[0] != num_layers:
+        why = "is the layer axis not first?"
+    else:
+        why = "params of a stack of another depth, or one layer's unstacked params?"
+    return ShapeMismatchError(
+        f"sp.layer_stack '{prefix[:-1]}' has num_layers={num_layers}: every parameter and state "
+        f"under its scope has a leading axis of size {num_layers} (num_layers), but '{name}' has "
+        f"shape {_shape_str(shape)}.\n"
+        f"  asked: shape ({num_layers}, ...)\n  found: shape {_shape_str(shape)} ({why})\n"
+        f"  fix: pass the params this model's init returns; to reuse one layer's params or an "
+        f"unrolled model's, stack them along a new first axis, e.g. jnp.stack([layer_0, ..., "
+        f"layer_{num_layers - 1}]); params of another depth need re-running init with that depth.")

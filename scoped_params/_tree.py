@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from ._errors import NameCollisionError
+from ._errors import NameCollisionError, ParamsTypeError
 
 Tree = Dict[str, Any]
 
@@ -23,7 +23,39 @@ def flatten(tree: Mapping[str, Any], sep: str = "/") -> Dict[str, Any]:
         path, key = found
         raise TypeError(f"'{path}': key {key!r} is {type(key).__name__}; params keys must be str "
                         f"(scope and parameter names).\n  fix: use the key {str(key)!r}.") from None
+    except AttributeError:  # `tree.items()` of a tuple, list, ...: found here, off the fast path
+        if isinstance(tree, Mapping):
+            raise
+        raise _not_a_tree(tree, "expected a nested dict of params (scope and parameter names to "
+                                "arrays)", "flatten params and state separately: `params, state = "
+                                "model.init(key, ...)`, then sp.flatten(params) and "
+                                "sp.flatten(state)") from None
     return flat
+
+
+def _describe(x: Any) -> str:
+    """A short account of a wrongly typed argument: ``int 3``, ``list of 2 items``, ``None``."""
+    if x is None:
+        return "None"
+    if isinstance(x, (str, int, float)):
+        text = repr(x)
+        return f"{type(x).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+    if isinstance(x, (tuple, list)):
+        return f"{type(x).__name__} of {len(x)} item{'' if len(x) == 1 else 's'}"
+    shape = getattr(x, "shape", None)
+    return type(x).__name__ + ("" if shape is None else f" of shape {tuple(shape)}")
+
+
+def _not_a_tree(tree: Any, asked: str, pair_fix: str,
+                fix: str = "pass the nested dict of arrays model.init returned") -> ParamsTypeError:
+    """``asked`` (e.g. "expected a nested dict of params") was given ``tree``, not a mapping; the
+    ``(params, state)`` pair of ``transform_with_state`` is the common case, with ``pair_fix``."""
+    if isinstance(tree, tuple) and len(tree) == 2 and all(isinstance(t, Mapping) for t in tree):
+        found, fix = ("a tuple of 2 dicts, as transform_with_state's init returns "
+                      "(params, state)"), pair_fix
+    else:
+        found = _describe(tree)
+    return ParamsTypeError(f"{asked}, got {found}.\n  fix: {fix}.")
 
 
 # type -> is it a Mapping. ``apply`` flattens params on every call, and an ABC isinstance check costs
@@ -65,15 +97,27 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
     # scope path -> the dict made here for it. Only these are filled: a value that is itself a dict
     # is a leaf (filling it would change the caller's dict), and so is None.
     scopes: Dict[str, Tree] = {}
-    for name, value in flat.items():
-        parent, has_parent, leaf = name.rpartition(sep)
-        node = tree if not has_parent else scopes.get(parent)
-        if node is None:
-            node = _make_scope(tree, scopes, parent, name, sep)
-        if leaf in node:
-            raise NameCollisionError(
-                f"'{name}' cannot be placed: it is a scope holding other entries, or given twice.")
-        node[leaf] = value
+    try:
+        for name, value in flat.items():
+            parent, has_parent, leaf = name.rpartition(sep)
+            node = tree if not has_parent else scopes.get(parent)
+            if node is None:
+                node = _make_scope(tree, scopes, parent, name, sep)
+            if leaf in node:
+                raise NameCollisionError(
+                    f"'{name}' cannot be placed: it is a scope holding other entries, or given twice.")
+            node[leaf] = value
+    except AttributeError:  # `flat.items()` of a non-mapping, `name.rpartition` of a non-str name
+        if not isinstance(flat, Mapping):
+            raise _not_a_tree(flat, "unflatten expected a dict of full names to values (such as "
+                                    "sp.flatten returns)", "unflatten each of them",
+                              "pass a dict {'scope/name': value} (dict(pairs) for a list of "
+                              "(name, value) pairs)") from None
+        bad = next((n for n in flat if not isinstance(n, str)), None)
+        if bad is None:
+            raise
+        raise TypeError(f"unflatten: full name {bad!r} is {type(bad).__name__}; full names must be "
+                        f"str ('scope/name').\n  fix: use the name {str(bad)!r}.") from None
     return tree
 
 
@@ -114,15 +158,30 @@ def filter_tree(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any]) 
 
 def select(tree: Mapping[str, Any], scope: str) -> Tree:
     """The entries under scope prefix ``scope`` (a literal path prefix: ``"foo"`` never matches ``"foo_1"``)."""
+    if not isinstance(scope, str):
+        raise _scope_type_error("select", tree, scope)
     return filter_tree(lambda name, _: _under(name, scope), tree)
 
 
 def partition_by_scope(tree: Mapping[str, Any], scope: str) -> Tuple[Tree, Tree]:
     """(entries under ``scope``, the rest), with the literal prefix rule of ``select``."""
+    if not isinstance(scope, str):
+        raise _scope_type_error("partition_by_scope", tree, scope)
     return partition(lambda name, _: _under(name, scope), tree)
 
 
-def _spec_lookup(specs: Mapping[str, Any]):
+def _scope_type_error(api: str, tree: Any, scope: Any) -> TypeError:
+    if isinstance(scope, Mapping) and isinstance(tree, str):
+        return TypeError(f"sp.{api}: the arguments look swapped: the tree came second and the scope "
+                         f"{tree!r} first.\n  fix: sp.{api}(params, {tree!r}).")
+    return TypeError(f"sp.{api}: scope must be a str scope path such as 'encoder/dense', got "
+                     f"{_describe(scope)}.\n  fix: pass one scope path as a str; for several, "
+                     f"call sp.{api} once per scope or use sp.partition(lambda name, leaf: ..., "
+                     "params).")
+
+
+def _spec_lookup(api: str, params: Any, specs: Mapping[str, Any]):
+    """``spec(name, attribute)``: that attribute of the spec of ``name`` (``model.specs(...)``)."""
     if not isinstance(specs, Mapping):
         pair = isinstance(specs, tuple) and len(specs) == 2 and all(
             isinstance(t, Mapping) for t in specs)
@@ -133,28 +192,74 @@ def _spec_lookup(specs: Mapping[str, Any]):
                "\n  fix: pass model.specs(*args), computed with the model's arguments."))
     flat = flatten(specs)
 
-    def spec(name: str):
+    def spec(name: str, attribute: str):
         try:
-            return flat[name]
+            return getattr(flat[name], attribute)
         except KeyError:
             raise KeyError(
                 f"'{name}' is in params but not in specs; compute specs with the same model and "
                 "arguments (model.specs(*args)).") from None
+        except AttributeError:
+            raise _not_a_spec(api, params, name, flat[name]) from None
 
     return spec
 
 
+def _not_a_spec(api: str, params: Any, name: str, found: Any) -> TypeError:
+    """specs' entry ``name`` is ``found``, not a ParamSpec: swapped arguments, or not specs at all."""
+    try:
+        mine = flatten(params).get(name)
+    except TypeError:
+        mine = None
+    if hasattr(mine, "trainable") and hasattr(mine, "collections"):
+        return TypeError(
+            f"sp.{api}: '{name}' is a ParamSpec in params but {_describe(found)} in specs: "
+            f"the arguments look swapped.\n  fix: sp.{api}(params, specs"
+            + (", collection)." if api == "partition_by_collection" else ")."))
+    return TypeError(
+        f"sp.{api}: specs holds {_describe(found)} at '{name}', not a ParamSpec.\n"
+        "  fix: pass model.specs(*args) (computed with the model's arguments) as specs.")
+
+
 def partition_trainable(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tuple[Tree, Tree]:
     """(trainable, frozen) by each parameter's ``trainable`` flag in ``specs`` (``model.specs(...)``)."""
-    spec = _spec_lookup(specs)
-    return partition(lambda name, _: spec(name).trainable, params)
+    spec = _spec_lookup("partition_trainable", params, specs)
+    return partition(lambda name, _: spec(name, "trainable"), params)
 
 
 def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],
                             collection: str) -> Tuple[Tree, Tree]:
-    """(in ``collection``, the rest) by the ``collections=`` each parameter was created with."""
-    spec = _spec_lookup(specs)
-    return partition(lambda name, _: collection in spec(name).collections, params)
+    """(in ``collection``, the rest): TF 1.x's ``tf.get_collection(collection)`` of the variables.
+
+    Each parameter (or state entry, with the state's specs) is in the ``collections=`` it was created
+    with, and in TF's implicit collections: ``"variables"`` (``tf.GraphKeys.GLOBAL_VARIABLES``) when
+    it was created without ``collections=`` (an explicit list replaces it, as in TF) or is a slim
+    model variable (``"model_variables"``: slim adds both); ``"trainable_variables"``
+    (``TRAINABLE_VARIABLES``) whenever it is trainable. State entries are non-trainable, in
+    ``"variables"``, as TF's ``moving_mean``. A collection no parameter was created in selects
+    nothing, as TF's ``get_collection`` returns ``[]`` for a name nothing was added to. Not
+    distinguished: TF's ``collections=[]`` (in no collection) is taken as no ``collections=``."""
+    if not isinstance(collection, str):
+        raise TypeError(
+            f"sp.partition_by_collection: collection must be one collection name (a str), got "
+            f"{type(collection).__name__} {collection!r}"[:300] + ".\n"
+            "  fix: call it once per collection, or for several: sp.partition(lambda name, _: "
+            "bool(set(names) & set(sp.flatten(specs)[name].collections)), params).")
+    spec = _spec_lookup("partition_by_collection", params, specs)
+
+    def member(name: str, _: Any) -> bool:
+        collections = spec(name, "collections")
+        if collection in collections:
+            return True
+        if collection == _GLOBAL_VARIABLES:  # TF: collections=None means [GLOBAL_VARIABLES]
+            return not collections or _MODEL_VARIABLES in collections
+        return collection == _TRAINABLE_VARIABLES and bool(spec(name, "trainable"))
+    return partition(member, params)
+
+
+# tf.GraphKeys' names of TF's implicit collections.
+_GLOBAL_VARIABLES, _TRAINABLE_VARIABLES = "variables", "trainable_variables"
+_MODEL_VARIABLES = "model_variables"  # slim's model_variable puts these in GLOBAL_VARIABLES too
 
 
 def merge(*trees: Mapping[str, Any]) -> Tree:
@@ -179,11 +284,11 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
 
     >>> params = sp.apply_constraints(optax.apply_updates(params, updates), specs)  # doctest: +SKIP
     """
-    spec = _spec_lookup(specs)
+    spec = _spec_lookup("apply_constraints", params, specs)
     flat = flatten(params)
     changed = False
     for name, value in flat.items():
-        constraint = spec(name).constraint
+        constraint = spec(name, "constraint")
         if constraint is None:
             continue
         projected = constraint(value)

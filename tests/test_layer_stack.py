@@ -1,5 +1,6 @@
 """sp.layer_stack: stacked params under one scope, scan in apply, same numbers as the unrolled model."""
 
+import re
 import time
 
 import chex
@@ -409,3 +410,100 @@ def test_a_layer_regularizer_adds_one_term_per_layer_as_unrolled_layers_do():
         grads.append(sum(float(g.sum()) for g in jax.tree.leaves(jax.grad(model.apply)(params, x))))
     assert losses[0] == losses[1] == (6.0, 6.0)
     assert grads[0] == grads[1] == 3.0  # d mean / dw = 0.5 per entry, 2 entries, 3 layers
+
+
+def test_params_of_another_depth_or_unstacked_are_a_shape_error_naming_the_parameter():
+    model = stacked_model(3)
+    params = sp.flatten(model.init(jax.random.key(0), X))
+    kernel = params["blocks/dense/kernel"]
+    for bad, found in ((kernel[:2], "(2, 8, 8)"), (kernel[0], "(8, 8)")):
+        wrong = sp.unflatten({**params, "blocks/dense/kernel": bad})
+        for apply in (model.apply, jax.jit(model.apply)):
+            with pytest.raises(sp.ShapeMismatchError,
+                               match=rf"'blocks/dense/kernel' has shape {re.escape(found)}") as e:
+                apply(wrong, X)
+            message = str(e.value)
+            assert "leading axis of size 3 (num_layers)" in message
+            assert "fix:" in message and "disagrees with leading axis" not in message
+            assert isinstance(e.value, ValueError)
+
+
+def test_an_unused_entry_under_the_stacks_scope_is_ignored_as_extra_params_are_elsewhere():
+    model = stacked_model(3)
+    params = sp.flatten(model.init(jax.random.key(0), X))
+    want = model.apply(sp.unflatten(params), X)
+    for extra in (jnp.ones(5), jnp.ones(()), jnp.ones(3), "not an array"):
+        with_extra = sp.unflatten({**params, "blocks/unused": extra, "blocks/dense/stale": extra})
+        for apply in (model.apply,) if isinstance(extra, str) else (model.apply,
+                                                                      jax.jit(model.apply)):
+            np.testing.assert_allclose(apply(with_extra, X), want, rtol=1e-6)
+
+
+def test_a_requested_entry_without_the_layer_axis_is_a_shape_error_naming_it_not_an_index_error():
+    model = sp.transform(lambda x: sp.layer_stack(2, name="ls")(
+        lambda h: h * sp.get_param("w", ()))(x))
+    for params, found in (({"ls": {"w": jnp.ones(())}}, "()"), ({"ls": {"w": jnp.ones(3)}}, "(3,)")):
+        for apply in (model.apply, jax.jit(model.apply)):
+            with pytest.raises(sp.ShapeMismatchError,
+                               match=rf"num_layers=2.*'ls/w' has shape {re.escape(found)}"):
+                apply(params, 1.0)
+
+
+def test_records_and_state_of_a_stack_under_jax_vmap_in_the_model_are_errors_not_leaked_tracers():
+    x = jnp.ones((2, 4, 3))
+
+    def recording(x):
+        @sp.layer_stack(2, name="st")
+        def block(h):
+            sp.record("h", h)
+            return h * sp.get_param("w", (), init=sp.initializers.ones)
+        return jax.vmap(block)(x)
+
+    model = sp.transform(recording)
+    params = model.init(jax.random.key(0), x)
+    np.testing.assert_allclose(model.apply(params, x), x)  # params under vmap keep working
+    for run in (model.apply_with_intermediates, jax.jit(model.apply_with_intermediates)):
+        with pytest.raises(sp.NestedTraceError, match=r"(?s)sp.record, record 'st/h', in the block "
+                                                      r"of sp.layer_stack 'st' was called inside a "
+                                                      r"function that a JAX transformation.*fix:"):
+            run(params, x)
+
+    def counting(x):
+        @sp.layer_stack(2, name="st")
+        def block(h):
+            n = sp.get_state("n", (), init=sp.initializers.zeros)
+            sp.set_state("n", n + 1.0)
+            return h + n
+        return jax.vmap(block)(x)
+
+    model = sp.transform_with_state(counting)
+    state = {"st": {"n": jnp.zeros(2)}}
+    for run in (model.apply, jax.jit(model.apply)):
+        with pytest.raises(sp.StateError, match=r"(?s)sp.set_state, state 'st/n', in the block of "
+                                                r"sp.layer_stack 'st' was called inside a function "
+                                                r"that a JAX transformation.*fix:"):
+            run({}, state, x)
+    # Reading state under vmap, without setting it, keeps working.
+    reading = sp.transform_with_state(lambda x: jax.vmap(sp.layer_stack(2, name="st")(
+        lambda h: h + sp.get_state("n", (), init=sp.initializers.zeros)))(x))
+    out, new_state = reading.apply({}, state, x)
+    np.testing.assert_allclose(out, x)
+
+
+def test_a_carry_mismatch_lists_the_shapes_and_dtypes_not_tree_defs():
+    model = sp.transform(lambda x: sp.layer_stack(2)(lambda h: sp.layers.dense(h, 3))(x))
+    with pytest.raises(TypeError, match="same structure, shapes and dtypes") as e:
+        model.init(jax.random.key(0), jnp.ones((1, 4)))
+    message = str(e.value)
+    assert "PyTreeDef" not in message
+    assert "(inputs): (float32[1,4],)" in message and "(outputs): (float32[1,3],)" in message
+
+
+def test_num_layers_of_a_wrong_type_is_a_type_error_and_non_positive_a_value_error():
+    for bad in ("3", 2.5, None):
+        with pytest.raises(TypeError, match=r"layer_stack: num_layers must be a positive int, got"):
+            sp.layer_stack(bad)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=rf"num_layers must be a positive int, got {bad}"):
+            sp.layer_stack(bad)
+    assert sp.layer_stack(np.int64(2)) is not None
