@@ -107,7 +107,10 @@ def entry(source: _Source, name: str) -> Entry:
 def values(source: _Source, name: str) -> str:
     found = entry(source, name)
     value = np.asarray(source.get(name))
-    return f"tensor_name: {name} {list(found.shape)} {found.dtype}\n{value}"
+    # str(), not f"{value}": a 0-d array's __format__ goes through a Python float (float32 0.81 ->
+    # 0.8100000023841858). A 0-d array prints as its scalar, as TF's inspect_checkpoint does.
+    text = str(value[()] if value.ndim == 0 else value)
+    return f"tensor_name: {name} {list(found.shape)} {found.dtype}\n{text}"
 
 
 def run(path: str, tensor: Optional[str] = None, all_values: bool = False,

@@ -38,14 +38,47 @@ def _strip_suffix(path: str) -> str:
     return path
 
 
+# TF's table files (a V2 checkpoint's .index, a V1 checkpoint's one file) end with
+# kTableMagicNumber 0xdb4775248b80fb57, little-endian.
+_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+
+
+def _is_v1_file(path: str) -> bool:
+    """Whether ``path`` is a V1-format checkpoint (``Saver(write_version=SaverDef.V1)``, slim's
+    released ``.ckpt`` files): one table file at the prefix itself, no ``.index``."""
+    if not os.path.isfile(path) or _strip_suffix(path) != path:
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 48:  # a table's footer alone is 48 bytes
+                return False
+            f.seek(-8, os.SEEK_END)
+            return f.read(8) == _TABLE_MAGIC
+    except OSError:
+        return False
+
+
+def _v1_files(directory: str) -> List[str]:
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(p for p in (os.path.join(directory, n) for n in names if n != "checkpoint")
+                  if _is_v1_file(p))
+
+
 def is_tf1_checkpoint(path: PathLike) -> bool:
-    """Whether ``path`` looks like a TF checkpoint: a prefix with a ``.index`` file, one of its files,
-    or a directory holding a ``checkpoint`` state file or ``*.index`` files. Does not import TF."""
+    """Whether ``path`` looks like a TF checkpoint: a prefix with a ``.index`` file, a V1-format
+    checkpoint file (no ``.index``), one of their files, or a directory holding a ``checkpoint``
+    state file, ``*.index`` files or V1 checkpoint files. Does not import TF."""
     path = os.fspath(path)
     if os.path.isdir(path):
         return (os.path.isfile(os.path.join(path, "checkpoint"))
-                or bool(glob.glob(os.path.join(glob.escape(path), "*.index"))))
-    return os.path.isfile(_strip_suffix(path) + ".index")
+                or bool(glob.glob(os.path.join(glob.escape(path), "*.index")))
+                or bool(_v1_files(path)))
+    prefix = _strip_suffix(path)
+    return os.path.isfile(prefix + ".index") or _is_v1_file(prefix)
 
 
 def resolve_prefix(path: PathLike) -> str:
@@ -61,30 +94,57 @@ def resolve_prefix(path: PathLike) -> str:
             latest, invalid = None, e
         if latest:
             return latest
-        prefixes = sorted(p[:-len(".index")] for p in glob.glob(os.path.join(glob.escape(path),
-                                                                              "*.index")))
+        prefixes = sorted([p[:-len(".index")] for p in glob.glob(os.path.join(glob.escape(path),
+                                                                               "*.index"))]
+                          + _v1_files(path))
         if len(prefixes) == 1:
             return prefixes[0]
-        if invalid is not None:
-            state = os.path.join(path, "checkpoint")
-            err = CheckpointCorruptError(
-                f"TF checkpoint directory {path!r}: its state file {state!r} names no checkpoint "
-                f"({str(invalid).strip()}), and the directory has "
-                + ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints to "
+        state = os.path.join(path, "checkpoint")
+        choices = ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints to "
                    f"choose from: {[os.path.basename(p) for p in prefixes]}")
+        problem: Optional[str] = None  # what is wrong with the state file, if it is damaged
+        stale: Optional[str] = None  # the checkpoint a parsable state file names, which is gone
+        if isinstance(invalid, UnicodeDecodeError):
+            problem = f"cannot be parsed (it is not UTF-8 text: {invalid})"
+        elif invalid is not None:
+            problem = f"names no checkpoint ({str(invalid).strip()})"
+        elif os.path.isfile(state):  # TF only logged why it found no latest checkpoint: ask again
+            try:
+                parsed = tf.train.get_checkpoint_state(path)
+            except Exception as e:  # unreadable
+                problem = f"cannot be read ({type(e).__name__}: {str(e).strip()})"
+            else:
+                if parsed is None:  # TF's get_checkpoint_state: None for a parse error
+                    problem = "cannot be parsed (it is not a CheckpointState text proto)"
+                elif not parsed.model_checkpoint_path:
+                    problem = "names no checkpoint"
+                else:
+                    stale = parsed.model_checkpoint_path
+        if problem is not None:
+            err = CheckpointCorruptError(
+                f"TF checkpoint directory {path!r}: its state file {state!r} {problem}, and the "
+                f"directory has {choices}"
                 + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000', or "
                   "rewrite the state file (model_checkpoint_path: \"model.ckpt-1000\").")
             err.filename = state
             raise err
+        if stale:
+            raise _not_found(path,
+                f"TF checkpoint directory {path!r}: its state file {state!r} names {stale!r}, "
+                f"which does not exist, and the directory has {choices}"
+                + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000', or "
+                  "rewrite the state file (model_checkpoint_path: \"model.ckpt-1000\").")
         raise _not_found(path,
             f"TF checkpoint directory {path!r} has "
             + ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints and no "
                f"'checkpoint' state file naming the latest: {[os.path.basename(p) for p in prefixes]}")
             + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000'.")
     prefix = _strip_suffix(path)
-    if not os.path.isfile(prefix + ".index"):
+    if not os.path.isfile(prefix + ".index") and not _is_v1_file(prefix):
         raise _not_found(path,
-            f"TF checkpoint {path!r} not found: there is no {prefix + '.index'!r}.\n"
+            f"TF checkpoint {path!r} not found: there is no {prefix + '.index'!r}"
+            + (f" and {prefix!r} is not a V1-format checkpoint file" if os.path.isfile(prefix)
+               else "") + ".\n"
             "  fix: pass the prefix Saver.save returned (e.g. '/tmp/model.ckpt-1000', without "
             "'.index'/'.data-...'), or the directory holding it.")
     return prefix
@@ -125,10 +185,21 @@ class _Reader:
 
 def _corrupt(prefix: str, e: Exception, name: Optional[str] = None) -> CheckpointCorruptError:
     what = f"tensor {name!r} of " if name else ""
-    err = CheckpointCorruptError(
-        f"cannot read {what}TF checkpoint {prefix!r}: {type(e).__name__}: "
-        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}\n"
-        "  fix: check that all of its files ('.index', '.data-*') are present and complete.")
+    why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    if type(e).__name__ == "UnimplementedError" and _is_v1_file(prefix):
+        # TF's own reader (tf.train.load_checkpoint) reads neither float16 nor sliced variables
+        # from a V1 file; TF's restore op does, so TF itself can convert the checkpoint.
+        err = CheckpointCorruptError(
+            f"cannot read {what}TF checkpoint {prefix!r}: it is in the V1 format (one file, no "
+            f"'.index'), and TF's checkpoint reader does not support this "
+            f"{'variable' if name else 'checkpoint'} in that format ({why}).\n"
+            "  fix: re-save it in the V2 format with TF: saver = tf.compat.v1.train."
+            "import_meta_graph(prefix + '.meta') (or rebuild the graph), saver.restore(sess, "
+            "prefix), then tf.compat.v1.train.Saver().save(sess, new_prefix) (V2 is the default).")
+    else:
+        err = CheckpointCorruptError(
+            f"cannot read {what}TF checkpoint {prefix!r}: {why}\n"
+            "  fix: check that all of its files ('.index', '.data-*') are present and complete.")
     err.filename = prefix
     return err
 
@@ -206,10 +277,15 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info, pref
         raise _corrupt(prefix, ValueError(f"partitions of {base!r} have shapes {shapes}, which "
                                           "differ in more than one axis"))
     if not differing and len(shapes[0]) > 1:
+        why = (f"{prefix!r} has no .meta graph with their slice info"
+               if not os.path.isfile(prefix + ".meta") else
+               f"the .meta graph of {prefix!r} has no slice info for them (they were saved under "
+               "names other than the graph's variables', e.g. by a Saver var_list dict that renames "
+               "them, or the .meta cannot be parsed)")
         warnings.warn(
             f"load_tf1: {base!r} is saved as {len(parts)} partitions of shape {shapes[0]} and "
-            f"{prefix!r} has no .meta graph with their slice info; concatenating along axis 0 (the "
-            "default axis of TF's partitioners).", UserWarning, stacklevel=4)
+            f"{why}; concatenating along axis 0 (the default axis of TF's partitioners).",
+            UserWarning, stacklevel=4)
     return np.concatenate(arrays, axis=differing[0] if differing else 0)
 
 

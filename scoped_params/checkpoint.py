@@ -52,8 +52,8 @@ from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
                       MissingDependencyError as MissingDependencyError,
                       StepOrderError as StepOrderError,
                       InvalidNameError, nearest, optional_import)
-from ._tree import flatten, unflatten
-from ._tf1 import _strip_suffix
+from ._tree import _not_a_tree, flatten, unflatten
+from ._tf1 import _is_v1_file, _strip_suffix, read_tf1_flat
 from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
 from ._training import TrainingCheckpointer as TrainingCheckpointer
@@ -234,16 +234,19 @@ def _atomic_write(path: str, data) -> None:
         raise IsADirectoryError(
             f"cannot save checkpoint {path!r}: it names a directory.\n"
             f"  fix: name a file, e.g. {os.path.join(path, 'params.safetensors')!r}.")
-    directory = os.path.dirname(os.path.abspath(path))
+    # Write through a symlink (best.safetensors -> step_1000.safetensors), as open(path, "wb") and
+    # TF's Saver do: the temporary file goes next to the target and replaces it, the link stays.
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     if not os.path.isdir(directory):
         raise CheckpointNotFoundError(
             f"cannot save checkpoint {path!r}: directory {directory!r} does not exist.\n"
             "  fix: create it first (os.makedirs(directory, exist_ok=True)).")
     try:
-        mode = os.stat(path).st_mode & 0o777
+        mode = os.stat(target).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o666 & ~_umask()  # what open() would give; mkstemp's file is 0o600
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
                                dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -251,7 +254,7 @@ def _atomic_write(path: str, data) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -291,7 +294,8 @@ def save(path: PathLike, params: Mapping[str, Any],
     """Write ``params`` (nested dict or flat ``{full_name: array}``) to a safetensors file, atomically.
 
     Keys are full names (``image_filters/conv1/weights``); every JAX dtype round-trips bit-exact.
-    ``metadata`` is an optional ``{str: str}`` dict, returned by ``read_metadata``.
+    ``metadata`` is an optional ``{str: str}`` dict, returned by ``read_metadata``. A symlink is
+    written through (its target replaced, the link kept), as ``open(path, "wb")`` does.
 
     >>> params = {"dense": {"w": jnp.ones((3, 2))}}
     >>> sp.checkpoint.save("model.safetensors", params, metadata={"step": "100"})
@@ -313,10 +317,32 @@ def _corrupt(path: str, what: str) -> CheckpointCorruptError:
     return err
 
 
+class CheckpointIsADirectoryError(CheckpointError, IsADirectoryError):
+    """A weights file was asked for (``load``, ``read_metadata``) and the path is a directory: as
+    ``save`` to a directory raises ``IsADirectoryError``. Not a ``CheckpointCorruptError``: nothing
+    is damaged, the path names something else."""
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno None] None: <filename>"
+        return str(self.args[0]) if self.args else super().__str__()
+
+
 def _read_bytes(path: str) -> bytes:
     if os.path.isdir(path):
-        raise _corrupt(path, "it is a directory (for a TF 1.x checkpoint use "
-                             "sp.checkpoint.load_tf1; for training state use TrainingCheckpointer)")
+        try:
+            held = sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
+        except OSError:
+            held = []
+        directory = CheckpointIsADirectoryError(
+            f"checkpoint file {path!r} is a directory, not a weights file"
+            + (f" (it holds {', '.join(map(repr, held[:3]))}{', ...' if len(held) > 3 else ''})"
+               if held else "") + ".\n"
+            "  fix: pass the weights file sp.checkpoint.save wrote (e.g. "
+            f"{os.path.join(path, held[0] if held else 'params.safetensors')!r}); for a TF 1.x "
+            "checkpoint directory use "
+            "sp.checkpoint.load_tf1(directory); for a training run's directory use "
+            "sp.checkpoint.TrainingCheckpointer(directory).restore(...).")
+        directory.filename = path
+        raise directory
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -429,8 +455,9 @@ def _to_array(path: str, name: str, view: dict, record: Optional[dict]) -> np.nd
 def load(path: PathLike) -> Tree:
     """Read a weights file into the nested params tree (numpy leaves, exact dtypes).
 
-    Raises ``CheckpointNotFoundError`` (a ``FileNotFoundError``) or ``CheckpointCorruptError`` (a
-    ``ValueError``), each naming the file. ``jax.device_put(tree)`` moves the result to devices.
+    Raises ``CheckpointNotFoundError`` (a ``FileNotFoundError``), ``CheckpointIsADirectoryError``
+    (an ``IsADirectoryError``) or ``CheckpointCorruptError`` (a ``ValueError``), each naming the
+    file. ``jax.device_put(tree)`` moves the result to devices.
 
     >>> sp.checkpoint.save("model.safetensors", {"dense": {"w": jnp.ones((3, 2))}})
     >>> params = sp.checkpoint.load("model.safetensors")   # NumPy arrays; apply takes them as they are
@@ -471,7 +498,7 @@ def load_variable(path: PathLike, name: str) -> np.ndarray:
 
 def is_tf1_source(path: PathLike) -> bool:
     """Whether ``path`` names a TF checkpoint (prefix, directory or one of its files) rather than a
-    safetensors weights file. Reads at most 9 bytes; does not import TensorFlow."""
+    safetensors weights file. Reads a few bytes of a file; does not import TensorFlow."""
     path = os.fspath(path)
     if not is_tf1_checkpoint(path):
         return False
@@ -479,10 +506,16 @@ def is_tf1_source(path: PathLike) -> bool:
     # stored values, which may look like a safetensors header.
     if not os.path.isfile(path) or _strip_suffix(path) != path:
         return True
-    # a file without a TF suffix next to '<path>.index': weights saved under a TF prefix's name?
+    # a file without a TF suffix next to '<path>.index' (weights saved under a TF prefix's name?),
+    # or ending with TF's table magic: a V1 checkpoint, or weights whose last bytes are the magic?
     with open(path, "rb") as f:
         head = f.read(9)
-    return not (len(head) == 9 and head[8:9] == b"{")  # a safetensors header starts with "{"
+        size = os.fstat(f.fileno()).st_size
+    if not (len(head) == 9 and head[8:9] == b"{"):  # a safetensors header starts with "{"
+        return True
+    # A V1 file starts with varints and tags, 00 00 <len> 0a <len> 0a ..., whose byte 8 may be "{"
+    # too; read as a safetensors header length, its first 8 bytes (a 0x0a in bytes 3-5) exceed it.
+    return _is_v1_file(path) and struct.unpack("<Q", head[:8])[0] > size - 8
 
 
 # -- init_from_checkpoint ------------------------------------------------------------------------
@@ -493,7 +526,9 @@ def _source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> Tuple[Dict[str,
         return flatten(path_or_tree), "the given tree"
     path = os.fspath(path_or_tree)
     if is_tf1_source(path):
-        return flatten(load_tf1(path)), f"TF 1.x checkpoint {path!r}"
+        # Every entry, flat, as TF's init_from_checkpoint sees them: global_step and optimizer
+        # slots ('w/Adam') too, and 'a/b' next to a variable 'a' (no nested tree holds both).
+        return read_tf1_flat(path, include_optimizer_state=True), f"TF 1.x checkpoint {path!r}"
     return _read(path)[0], f"checkpoint {path!r}"
 
 
@@ -515,7 +550,9 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
       ``{"old_scope/": "/"}`` every parameter of ``params`` from under ``old_scope/``;
     * ``{"old_scope/w": "new_scope/w"}``: one parameter.
 
-    ``path_or_tree`` is a ``save``d file, a TF 1.x checkpoint (prefix or directory) or a tree.
+    ``path_or_tree`` is a ``save``d file, a TF 1.x checkpoint (prefix or directory) or a tree. As in
+    TF, every entry of a TF checkpoint can be named, ``global_step`` and optimizer slots
+    (``{"w/Adam": "m"}``) too; a scope map fills the parameters ``params`` has under the scope.
     Parameters the map does not cover keep their values; loaded values keep the original leaf's
     placement (``jax.Array`` leaves are ``device_put`` with their sharding). Every parameter the map
     asks for that cannot be filled (absent from the checkpoint, different shape or dtype) is named in
@@ -531,6 +568,12 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
     if not isinstance(assignment_map, Mapping):
         raise TypeError("init_from_checkpoint: assignment_map must be a dict {checkpoint name or "
                         f"scope: params name or scope}}, got {type(assignment_map).__name__}.")
+    if not isinstance(params, Mapping):
+        raise _not_a_tree(params, "init_from_checkpoint: params must be a nested dict of arrays "
+                                  "(the params to fill)",
+                          "pass the params alone, `params, state = model.init(key, ...)`, then "
+                          "init_from_checkpoint(path, params, assignment_map); state is not "
+                          "filled from checkpoints this way (load it with sp.checkpoint.load)")
     source, where = _source(path_or_tree)
     current = flatten(params)
     targets: Dict[str, str] = {}  # params name -> checkpoint name

@@ -257,6 +257,23 @@ def test_the_temporary_file_is_fsynced_then_renamed_then_the_directory_fsynced(t
         assert events[:2] == ["fsync-file", "rename"]
 
 
+def test_save_through_a_symlink_writes_its_target_and_keeps_the_link(tmp_path):
+    # as open(path, "wb"), np.save and TF's Saver do: best -> step_1000 stays a link to new weights
+    real, link = tmp_path / "step_1000.safetensors", tmp_path / "best.safetensors"
+    ckpt.save(real, {"w": np.zeros(2)})
+    os.symlink("step_1000.safetensors", link)
+    ckpt.save(link, {"w": np.ones(2)})
+    assert os.path.islink(link) and os.readlink(link) == "step_1000.safetensors"
+    np.testing.assert_array_equal(ckpt.load(real)["w"], [1.0, 1.0])
+    assert sorted(os.listdir(tmp_path)) == ["best.safetensors", "step_1000.safetensors"]
+    # a link into another directory: the temporary file sits (and is renamed) next to the target
+    (tmp_path / "other").mkdir()
+    os.symlink(tmp_path / "other" / "far.safetensors", tmp_path / "far")  # dangling: created
+    ckpt.save(tmp_path / "far", {"w": np.full(2, 3.0)})
+    assert os.path.islink(tmp_path / "far") and os.listdir(tmp_path / "other") == ["far.safetensors"]
+    np.testing.assert_array_equal(ckpt.load(tmp_path / "other" / "far.safetensors")["w"], [3.0, 3.0])
+
+
 def test_save_into_a_missing_directory_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ckpt.save(tmp_path / "nope" / "p.safetensors", {"w": np.ones(2)})
@@ -418,9 +435,28 @@ def test_a_missing_file_raises_file_not_found_naming_it(tmp_path):
         ckpt.read_metadata(missing)
 
 
-def test_a_directory_is_not_a_weights_file(tmp_path):
-    with pytest.raises(ckpt.CheckpointCorruptError, match=r"(?s)is a directory.*load_tf1"):
-        ckpt.load(tmp_path)
+def test_a_directory_is_not_a_weights_file_and_not_a_corrupt_one(tmp_path):
+    for read in (ckpt.load, ckpt.read_metadata):
+        with pytest.raises(IsADirectoryError, match=r"(?s)checkpoint file .* is a directory, not a "
+                                                    r"weights file.*fix: pass the weights file"
+                           ) as e:
+            read(tmp_path)
+        message = str(e.value)
+        assert str(tmp_path) in message and "load_tf1" in message
+        assert "TrainingCheckpointer" in message and "damaged" not in message
+        assert isinstance(e.value, ckpt.CheckpointError)
+        assert not isinstance(e.value, ckpt.CheckpointCorruptError)
+        assert e.value.filename == str(tmp_path)
+
+
+def test_init_from_checkpoint_of_the_params_and_state_pair_says_to_pass_params(tmp_path):
+    params, state = {"dense": {"w": jnp.zeros((2, 2))}}, {"bn": {"mean": jnp.zeros(2)}}
+    with pytest.raises(TypeError, match=r"(?s)init_from_checkpoint: params must be a nested dict.*"
+                                        r"got a tuple of 2 dicts.*\(params, state\).*"
+                                        r"fix: pass the params alone"):
+        ckpt.init_from_checkpoint(params, (params, state), {"/": "/"})
+    with pytest.raises(TypeError, match=r"init_from_checkpoint: params must be .*got list"):
+        ckpt.init_from_checkpoint(params, [params], {"/": "/"})
 
 
 def test_nothing_in_the_library_unpickles():

@@ -119,3 +119,18 @@ def test_inspect_prints_a_tf1_tensor_given_the_checkpoint_directory(tf1_checkpoi
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "tensor_name: image_filters/conv1/biases [8] float32"
     assert "[0.25 0.25 0.25 0.25 0.25 0.25 0.25 0.25]" in result.stdout
+
+
+def test_inspect_prints_a_scalar_with_its_own_dtypes_digits_like_tf(tmp_path):
+    # TF's inspect_checkpoint prints a float32 0.9 * 0.9 as 0.80999994, a float16 0.1 as 0.1 and a
+    # bfloat16 0.1 as 0.100098 (as in an array), never with a float64's digits (0.809999942779541)
+    path = tmp_path / "scalars.safetensors"
+    ckpt.save(path, {"beta1_power": np.float32(0.9) * np.float32(0.9), "f16": np.float16(0.1),
+                     "bf16": np.asarray(0.1, ml_dtypes.bfloat16), "vec": np.array([0.81], np.float32)})
+    for name, want in [("beta1_power", "0.80999994"), ("f16", "0.1"), ("bf16", "0.100098"),
+                       ("vec", "[0.81]")]:
+        result = inspect(path, "--tensor", name)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[1:] == [want], (name, result.stdout)
+    everything = inspect(path, "--all").stdout
+    assert "\n0.80999994\n" in everything and "0.809999942779541" not in everything

@@ -129,6 +129,39 @@ def test_init_from_checkpoint_reads_a_tf1_checkpoint_with_a_scope_map(image_filt
     np.testing.assert_allclose(model.apply(params, images[0]), tf_r1, **TOL)
 
 
+def test_init_from_checkpoint_restores_global_step_and_optimizer_slots_by_name_as_tf(tmp_path):
+    graph = tf.Graph()
+    with graph.as_default():
+        w = v1.get_variable("w", initializer=np.ones(2, np.float32))
+        v1.get_variable("w/scale", initializer=np.float32(2.0))  # a variable under variable 'w'
+        step = v1.train.get_or_create_global_step()
+        train = v1.train.AdamOptimizer(0.1).minimize(v1.reduce_sum(w ** 2), global_step=step)
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"), lambda s: s.run(train))
+    sess.close()
+    assignment = {"global_step": "gs", "w/Adam": "m", "w/scale": "scale"}
+    with tf.Graph().as_default():  # TF 1.x restores them by name
+        tf_vars = {"gs": v1.get_variable("gs", (), tf.int64, v1.zeros_initializer()),
+                   "m": v1.get_variable("m", (2,), initializer=v1.zeros_initializer()),
+                   "scale": v1.get_variable("scale", (), initializer=v1.zeros_initializer())}
+        v1.train.init_from_checkpoint(prefix, assignment)
+        with v1.Session() as s:
+            s.run(v1.global_variables_initializer())
+            expected = s.run(tf_vars)
+    params = {"gs": np.zeros((), np.int64), "m": np.zeros(2, np.float32),
+              "scale": np.zeros((), np.float32)}
+    out = ckpt.init_from_checkpoint(prefix, params, assignment)
+    assert expected["gs"] == 1 and out["gs"] == 1 and out["scale"] == expected["scale"] == 2.0
+    np.testing.assert_array_equal(out["m"], expected["m"])
+    # A scope map fills the parameters params has, as TF fills the graph's variables: slots only
+    # where params has a name for them, the model's variables whatever the checkpoint holds besides.
+    model = {"w": np.zeros(2, np.float32)}
+    out = ckpt.init_from_checkpoint(prefix, {"new": model}, {"/": "new/"})
+    np.testing.assert_array_equal(out["new"]["w"], ckpt.load_variable(prefix, "w"))
+    out = ckpt.init_from_checkpoint(prefix, {"new": {"w": {"Adam": np.zeros(2, np.float32)}}},
+                                    {"/": "new/"})
+    np.testing.assert_array_equal(out["new"]["w"]["Adam"], expected["m"])
+
+
 # -- a tf.compat.v1.layers CNN vs sp.layers ------------------------------------------------------
 
 def tf_cnn(x):
@@ -251,6 +284,81 @@ def test_partitions_without_a_meta_graph_use_the_differing_axis_or_warn(tmp_path
     assert params["proj"]["kernel"].shape == (8, 3)  # equal parts, no slice info: axis 0 assumed
 
 
+def test_parts_renamed_by_a_var_list_warn_that_the_meta_graph_lacks_their_slice_info(tmp_path):
+    graph, table, kernel, *_ = _partitioned_graph()
+    parts = {f"renamed/kernel/part_{i}": v for i, v in enumerate(kernel)}
+    sess, prefix = _session_save(graph, str(tmp_path / "renamed.ckpt"), var_list=parts)
+    sess.close()
+    assert os.path.isfile(prefix + ".meta")  # there is a graph; it names the parts otherwise
+    with pytest.warns(UserWarning, match=r"(?s)'renamed/kernel'.*\.meta graph of '.*renamed.ckpt' "
+                                         r"has no slice info for them.*var_list.*axis 0") as record:
+        ckpt.load_tf1(prefix)
+    assert not any("has no .meta graph" in str(w.message) for w in record)
+
+
+# -- V1-format checkpoints (one file at the prefix, no .index: slim's released .ckpt files) -------
+
+def _v1_checkpoint(tmp_path, build):
+    graph = tf.Graph()
+    with graph.as_default():
+        build()
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"),
+                                 write_version=v1.train.SaverDef.V1)
+    sess.close()
+    assert os.path.isfile(prefix) and not os.path.exists(prefix + ".index")
+    return prefix
+
+
+def test_a_v1_format_checkpoint_is_read_by_its_prefix_as_by_its_directory(tmp_path):
+    kernel = np.arange(6, dtype=np.float32).reshape(2, 3)
+    prefix = _v1_checkpoint(tmp_path, lambda: v1.get_variable("dense/kernel", initializer=kernel))
+    # TF's table magic ends the file, as it ends a V2 .index (kTableMagicNumber, little-endian)
+    assert open(prefix, "rb").read()[-8:] == bytes.fromhex("57fb808b247547db")
+    assert ckpt.is_tf1_checkpoint(prefix) and ckpt.is_tf1_source(prefix)
+    assert ckpt.is_tf1_checkpoint(prefix + ".meta")
+    for path in (prefix, prefix + ".meta", tmp_path):
+        np.testing.assert_array_equal(ckpt.load_tf1(path)["dense"]["kernel"], kernel)
+    assert ckpt.list_variables(prefix) == [(n, tuple(s)) for n, s in tf.train.list_variables(prefix)]
+    np.testing.assert_array_equal(ckpt.load_variable(prefix, "dense/kernel"), kernel)
+    out = ckpt.init_from_checkpoint(prefix, {"dense": {"kernel": np.zeros((2, 3), np.float32)}},
+                                    {"/": "/"})
+    np.testing.assert_array_equal(out["dense"]["kernel"], kernel)
+
+
+def test_a_v1_variable_tfs_reader_cannot_read_names_the_format_and_the_v2_fix(tmp_path):
+    def build():
+        v1.get_variable("half", initializer=np.ones(3, np.float16))
+        with v1.variable_scope("emb", partitioner=v1.fixed_size_partitioner(2)):
+            v1.get_variable("table", [4, 2])
+
+    prefix = _v1_checkpoint(tmp_path, build)
+    for name, why in (("half", "Data type not supported"),
+                      ("emb/table", "Sliced checkpoints are not supported")):
+        with pytest.raises(tf.errors.UnimplementedError, match=why):  # TF's own reader: the same
+            tf.train.load_checkpoint(prefix).get_tensor(name)
+        with pytest.raises(ckpt.CheckpointCorruptError,
+                           match=rf"(?s)tensor '{name}' of TF checkpoint '.*model.ckpt'.*V1 format"
+                                 rf".*{why}.*fix: .*Saver\(\)\.save") as info:
+            ckpt.load_variable(prefix, name)
+        assert "are present" not in str(info.value) and info.value.filename == prefix
+    with pytest.raises(ckpt.CheckpointCorruptError, match="V1 format"):
+        ckpt.load_tf1(prefix)
+
+
+def test_a_v1_file_whose_byte_8_is_a_brace_is_still_tf_unless_it_has_a_safetensors_length(tmp_path):
+    # A V1 file starts with varints (00 00 <len> 0a <len> ...): byte 8 can be '{' (0x7b) in a big
+    # one, but its first 8 bytes never give a header length that fits the file.
+    magic = bytes.fromhex("57fb808b247547db")
+    v1_like = tmp_path / "big.ckpt"
+    v1_like.write_bytes(bytes.fromhex("0000a4b77b0ad9b7") + b"{" + bytes(100) + magic)
+    assert ckpt.is_tf1_checkpoint(v1_like) and ckpt.is_tf1_source(v1_like)
+    weights = tmp_path / "w.safetensors"  # a weights file that happens to end with the magic
+    ckpt.save(weights, {"w": np.frombuffer(magic, np.uint8)})
+    assert open(weights, "rb").read()[-8:] == magic
+    assert ckpt.is_tf1_checkpoint(weights) and not ckpt.is_tf1_source(weights)
+    np.testing.assert_array_equal(ckpt.load(weights)["w"], np.frombuffer(magic, np.uint8))
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 def test_missing_tf_checkpoint_names_the_path(tmp_path):
@@ -291,6 +399,30 @@ def test_an_invalid_checkpoint_state_file_falls_back_to_the_one_checkpoint_or_na
                              r"fix: pass the prefix") as info:
         ckpt.list_variables(tmp_path)
     assert info.value.filename == str(state)
+
+
+def test_an_unparsable_or_stale_state_file_with_several_checkpoints_is_named_as_such(
+        tmp_path, image_filter_checkpoint):
+    src = image_filter_checkpoint[0]
+    for step in (7, 8):
+        for suffix in (".index", ".data-00000-of-00001"):
+            shutil.copy(src + suffix, tmp_path / (f"model.ckpt-{step}" + suffix))
+    state = tmp_path / "checkpoint"
+    for garbage in (b"\x00\xc3\xbf garbage {{{", b"\xff garbage"):  # not a proto; not UTF-8
+        state.write_bytes(garbage)  # TF logs a parse error (or raises UnicodeDecodeError)
+        with pytest.raises(ckpt.CheckpointCorruptError,
+                           match=r"(?s)state file '.*checkpoint' cannot be parsed.*2 checkpoints.*"
+                                 r"fix: pass the prefix") as info:
+            ckpt.load_tf1(tmp_path)
+        assert "no 'checkpoint' state file" not in str(info.value)
+        assert "names no checkpoint" not in str(info.value)
+        assert info.value.filename == str(state)
+    state.write_text('model_checkpoint_path: "model.ckpt-9"\n')  # names one that is gone
+    with pytest.raises(ckpt.CheckpointNotFoundError,
+                       match=r"(?s)state file '.*checkpoint' names '.*model.ckpt-9', which does not "
+                             r"exist.*2 checkpoints.*model.ckpt-7.*fix: pass the prefix") as info:
+        ckpt.load_tf1(tmp_path)
+    assert "no 'checkpoint' state file" not in str(info.value)
 
 
 def test_a_damaged_tf_checkpoint_raises_an_error_naming_it(tmp_path, image_filter_checkpoint):
