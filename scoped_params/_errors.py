@@ -8,17 +8,34 @@ the full parameter path, say what was asked and what was found, and end with the
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import importlib
+import importlib.util
 import os
 import sys
 import types
-from typing import Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 Site = Optional[Tuple[str, int]]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_CONTEXTLIB = os.sep + "contextlib.py"
+
+
+def _package_dir(name: str) -> Optional[str]:
+    """The directory of the installed package ``name`` (with a trailing separator), if any."""
+    spec = importlib.util.find_spec(name)
+    origin = spec.origin if spec is not None else None
+    return os.path.dirname(origin) + os.sep if origin else None
+
+
+# Code that is never the user's: this package, and what calls back into a model between its line
+# and a get_param: JAX's own files (the body of an sp.scan runs below jax.lax.scan's tracing, the
+# model under jit below jax's dispatch) and the stdlib's functools and contextlib (partials,
+# @contextmanager scopes). A creation site is the first frame outside all of them.
+_NOT_USER_DIRS = tuple(d for d in (_PACKAGE_DIR, _package_dir("jax"), _package_dir("jaxlib")) if d)
+_NOT_USER_FILES = frozenset(os.path.abspath(m.__file__) for m in (contextlib, functools) if m.__file__)
 
 # JAX keeps the Python stack of every op it stages: the source file and line in XLA op metadata (what
 # profilers show), the MLIR locations, the "while tracing ... at" lines of its errors. Our frames are
@@ -32,26 +49,27 @@ else:
     _register_exclusion(_PACKAGE_DIR)
 
 
-# file name -> whether code in it is outside this package (and contextlib): user_site runs on every
-# parameter request, and a lookup is cheaper than two string tests. Keyed by name, not by code
+# file name -> whether code in it is the user's (see _NOT_USER_DIRS): user_site runs on every
+# parameter request, and a lookup is cheaper than the string tests. Keyed by name, not by code
 # object: a code object's hash is recomputed on every lookup, over all its constants and names.
 # Bounded (exec'd code can bring new names).
 _IS_USER_FILE: dict = {}
 
 
 def _is_user_file(filename: str) -> bool:
-    """Whether code in ``filename`` is outside this package (and contextlib); cached."""
+    """Whether code in ``filename`` is the user's: outside this package, JAX and jaxlib, and the
+    stdlib's functools and contextlib; cached."""
     user = _IS_USER_FILE.get(filename)
     if user is None:
         if len(_IS_USER_FILE) >= 4096:
             _IS_USER_FILE.clear()
-        user = _IS_USER_FILE[filename] = (not filename.startswith(_PACKAGE_DIR)
-                                          and not filename.endswith(_CONTEXTLIB))
+        user = _IS_USER_FILE[filename] = (not filename.startswith(_NOT_USER_DIRS)
+                                          and filename not in _NOT_USER_FILES)
     return user
 
 
 def _user_frame(depth: int) -> Optional[types.FrameType]:
-    """The first frame outside this package (and outside contextlib), looking up from the one
+    """The first frame of user code (see ``_is_user_file``), looking up from the one
     ``sys._getframe(depth)`` would give in this function's caller."""
     f: Optional[types.FrameType] = sys._getframe(depth + 1)
     while f is not None:
@@ -66,7 +84,7 @@ def _user_frame(depth: int) -> Optional[types.FrameType]:
 
 
 def user_site(depth: int = 1) -> Site:
-    """(file, line) of the first caller frame outside this package (and outside contextlib)."""
+    """(file, line) of the first caller frame of user code (see ``_is_user_file``)."""
     f = _user_frame(depth)
     return None if f is None else (f.f_code.co_filename, f.f_lineno)
 
@@ -159,6 +177,49 @@ class StateError(ScopedParamsError, RuntimeError):
 
 class ParamsTypeError(ScopedParamsError, TypeError):
     """``apply`` was given params (or state) that are not a nested mapping of arrays."""
+
+
+class KeyArgumentError(ScopedParamsError, TypeError):
+    """``init``'s key or ``apply``'s ``rng=`` is not a JAX random key (typically: the key forgotten,
+    so that ``model.init(x)`` took the model's input for it)."""
+
+
+def check_partitioner(partitioner: Any, where: Union[str, Callable[[], str]]) -> None:
+    """Raise TF's "Partitioner must be callable" unless ``partitioner`` is None, a callable or a list
+    of rules (``sp.sharding.Rules``'s); ``where`` names the scope or parameter (or makes the name).
+
+    Checked where the partitioner is given (TF checks it at ``get_variable``), with the class
+    ``sp.shardings`` raises for it, ``sp.sharding.PartitionerError`` (a ``ValueError`` as TF's, and a
+    ``TypeError``)."""
+    if partitioner is None or callable(partitioner) or isinstance(partitioner, (list, tuple)):
+        return
+    from .sharding import PartitionerError  # here: sharding imports the modules that import this one
+    raise PartitionerError(
+        f"Partitioner must be callable, but received: {partitioner!r} "
+        f"({where() if callable(where) else where}).\n"
+        "  fix: pass a callable (name, shape, dtype) -> PartitionSpec | None, sp.sharding.Rules([...]) "
+        "(or its list of (regex, PartitionSpec) rules) or sp.sharding.fixed_size_partitioner(n).")
+
+
+def bad_key_error(key: Any, jax_error: Optional[BaseException], apply: bool) -> KeyArgumentError:
+    """The error for ``init``'s key (``apply=False``) or ``apply``'s ``rng=`` that JAX refused as a
+    random key (``jax_error``: what JAX said, if it said anything)."""
+    if hasattr(key, "shape") and hasattr(key, "dtype"):
+        shown = f"an array of shape {tuple(key.shape)} and dtype {key.dtype}"
+    else:
+        shown = f"{type(key).__name__} {key!r:.60}"
+    said = str(jax_error).split(" for impl=", 1)[0].split("\n", 1)[0] if jax_error else ""
+    said = f" (JAX: {said})" if said else ""
+    if apply:
+        return KeyArgumentError(
+            f"apply's rng= must be a JAX random key, got {shown}{said}.\n"
+            "  fix: pass a key, e.g. model.apply(params, x, rng=jax.random.key(step)); for a new key "
+            "each step, rng=jax.random.fold_in(key, step).")
+    return KeyArgumentError(
+        f"model.init's first argument is the random key, but it got {shown}, which is not one{said}.\n"
+        "  asked: model.init(key, *args)\n"
+        "  fix: pass the key first: model.init(jax.random.key(0), *args) (an int seed works too: "
+        "model.init(0, *args)); if that argument was the model's input, the key was left out.")
 
 
 def not_in_transform(api: str) -> NotInTransformError:

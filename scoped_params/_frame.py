@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from ._errors import MissingRngError, NestedTraceError, not_in_transform
+from ._errors import MissingRngError, NestedTraceError, bad_key_error, not_in_transform
 
 _FRAME: contextvars.ContextVar = contextvars.ContextVar("scoped_params_frame", default=None)
 
@@ -200,7 +200,10 @@ def next_rng_key() -> jax.Array:
             "sp.next_rng_key() needs a random key, but apply was called without rng=.\n"
             "  fix: pass one, e.g. model.apply(params, x, rng=jax.random.key(step))."
         )
-    key = jax.random.fold_in(frame.rng, frame.rng_count)
+    try:
+        key = jax.random.fold_in(frame.rng, frame.rng_count)
+    except (TypeError, ValueError) as e:  # apply's rng= is no key (init's own always is)
+        raise bad_key_error(frame.rng, e, apply=True) from None
     frame.rng_count += 1
     return key
 

@@ -25,8 +25,8 @@ from . import _frame
 from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
                       ParamExistsError, ParamNotFoundError, ParamsTypeError, ReuseArgumentError,
                       ShapeMismatchError, StateError,
-                      _IS_USER_FILE, format_site, name_scope_hint, nearest, user_code_site,
-                      user_site)
+                      _IS_USER_FILE, check_partitioner, format_site, name_scope_hint, nearest,
+                      user_code_site, user_site)
 from . import initializers as _initializers
 from ._scope import (_TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, as_np_dtype,
                      default_name_hint)
@@ -139,7 +139,8 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                     if type(shape) is not list or shape != [*aval.shape]:
                         shape = _as_shape(shape, full)  # a partly known shape, or a mismatch
                         if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
-                            raise _shape_error(full, shape, aval.shape, created[full])
+                            raise _shape_error(full, shape, aval.shape, created[full],
+                                               _passed_now(frame, full))
                 found = aval.dtype
                 if dtype is None:
                     dtype = scope.dtype
@@ -148,7 +149,11 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                         dtype = dtype.dtype
                     if (found is not dtype and found is not _DTYPES.get(dtype)
                             and not _same_dtype(found, dtype)):
-                        value = _canonical_numpy_leaf(full, value, dtype, created[full])
+                        converted = _canonical_numpy_leaf(value, dtype)
+                        if converted is None:
+                            raise _dtype_error(full, dtype, found, created[full],
+                                               _passed_now(frame, full))
+                        value = converted
                 return value
     elif scope.custom_getter is None and type(name) is str and (
             dtype is None or init is None or callable(init)):
@@ -251,6 +256,9 @@ def _tf_request(frame, name, shape, init, dtype, trainable, regularizer, collect
     if getter is not None and not callable(getter):
         raise ReuseArgumentError(f"Passed a custom_getter which is not callable: {getter!r}")
     partitioner = options.get("partitioner")
+    if partitioner is not None and not (isinstance(shape, (list, tuple)) and not shape):  # TF: not
+        # for a scalar, whose partitioner it ignores
+        check_partitioner(partitioner, lambda: f"parameter '{frame.scope.prefix}{name}'")
     if _TRACE.value is not frame.trace:
         what = f"sp.get_param({name!r}), parameter '{frame.scope.prefix}{name}',"
         if _frame.check_trace(frame, what):
@@ -484,27 +492,42 @@ def _constant_init_dtype(full: str, init: Any) -> np.dtype:
             "values.\n  fix: pass shape= and dtype= with an initializer, e.g. sp.get_param(name, "
             f"{tuple(init.shape)}, init=sp.initializers.zeros, dtype=jnp.{np.dtype(init.dtype).name}).")
     if not hasattr(init, "dtype") and np.asarray(init).dtype.kind not in "biufc":
-        if isinstance(init, str) and callable(getattr(_initializers, init, None)):
-            fix = f"pass the initializer itself: init=sp.initializers.{init}"
-        else:
-            fix = ("pass a number or an array of numbers, or an initializer from sp.initializers "
-                   "(e.g. init=sp.initializers.zeros)")
-        raise TypeError(
-            f"The constant initializer of '{full}' is {type(init).__name__} {init!r}, not a number "
-            "or an array of numbers (initializers are not named by strings here).\n"
-            f"  fix: {fix}.")
+        raise _not_a_number_error(full, init)
     return _constant_dtype(init)
 
 
-def _canonical_numpy_leaf(full: str, value: Any, asked: Any, site) -> Any:
+def _not_a_number_error(full: str, init: Any) -> TypeError:
+    """The error for a constant initializer that is no number: ``init="zeros"``, Keras's spelling."""
+    if isinstance(init, str) and callable(getattr(_initializers, init, None)):
+        fix = f"pass the initializer itself: init=sp.initializers.{init}"
+    else:
+        fix = ("pass a number or an array of numbers, or an initializer from sp.initializers "
+               "(e.g. init=sp.initializers.zeros)")
+    return TypeError(
+        f"The constant initializer of '{full}' is {type(init).__name__} {init!r}, not a number "
+        "or an array of numbers (initializers are not named by strings here).\n"
+        f"  fix: {fix}.")
+
+
+def _constant_with_shape_error(full: str, init: Any) -> Exception:
+    """The error for a constant initializer given with a shape: a dtype in init's place, or a string
+    (which no shape= would fix: say what it is not), else TF's "do not specify shape"."""
+    error = _dtype_as_init(full, init)
+    if error is None and isinstance(init, str):
+        error = _not_a_number_error(full, init)
+    return error or _init_error(
+        full, "If initializer is a constant, do not specify shape", _CONST_SHAPE_FIX)
+
+
+def _canonical_numpy_leaf(value: Any, asked: Any) -> Any:
     """``value``, a parameter in ``params`` whose dtype is not ``asked``, if it is a NumPy array
     that JAX reads as ``asked`` (float64 without x64) as a JAX array, as ``jax.jit`` gives it: an
-    eager apply must take what a jitted one takes. Else the dtype error."""
+    eager apply must take what a jitted one takes. Else None: the caller raises the dtype error."""
     if isinstance(value, (np.ndarray, np.generic)):
         canonical = jax.dtypes.canonicalize_dtype(value.dtype)
         if canonical != value.dtype and _same_dtype(canonical, asked):
             return jnp.asarray(value)
-    raise _dtype_error(full, asked, value.dtype, site)
+    return None
 
 
 def _leaf_type_error(full: str, value: Any) -> ParamsTypeError:
@@ -576,12 +599,15 @@ def _exists_error(frame, full: str, site, shape, dtype) -> ParamExistsError:
     )
 
 
-def _not_found_error(frame, full: str, existing, in_apply: bool) -> ParamNotFoundError:
+def _not_found_error(frame, full: str, existing, in_apply: bool,
+                     kind: str = PARAM) -> ParamNotFoundError:
     scope = frame.scope
-    lines = [f"Variable {full} does not exist, or was not created with get_param(). Did you mean to "
-             "set reuse=AUTO_REUSE in VarScope?"]
+    argument = _ARGUMENT[kind]
+    # TF's words; its question only where AUTO_REUSE can help: apply never creates.
+    lines = [f"Variable {full} does not exist, or was not created with get_{kind}()."
+             + ("" if in_apply else " Did you mean to set reuse=AUTO_REUSE in VarScope?")]
     if in_apply:
-        lines.append(f"  asked: '{full}' in apply, but params has no such entry. Was it created during "
+        lines.append(f"  asked: '{full}' in apply, but {argument} has no such entry. Was it created during "
                      "init? Did the code path change (different Python flags or shapes than init)?")
     else:
         lines.append(f"  asked: '{full}' with reuse={_describe_reuse(scope.reuse)} in scope "
@@ -594,30 +620,86 @@ def _not_found_error(frame, full: str, existing, in_apply: bool) -> ParamNotFoun
         origin_name, origin_site, how = origin
         lines.append(f"  reuse is on because scope '{origin_name}' set {how} at {format_site(origin_site)}; "
                      "it is inherited by every sub-scope and cannot be turned back off inside it")
-    lines.append("  fix: create it first (reuse=False), use reuse=sp.AUTO_REUSE to create it when "
-                 "missing, or check the name" + (" and re-run init" if in_apply else "") + ".")
+    if in_apply:  # apply never creates: reuse= cannot help, the params (or the name) can
+        lines.append(f"  fix: pass the {argument} this model's init returned (re-run init after changing "
+                     "the model), or check the name.")
+    else:
+        lines.append("  fix: create it first (reuse=False), use reuse=sp.AUTO_REUSE to create it when "
+                     "missing, or check the name.")
     return ParamNotFoundError("\n".join(lines) + name_scope_hint(frame.name_stack, scope.name))
 
 
-def _shape_error(full, asked, found, site) -> ShapeMismatchError:
+def _swapped_error(full: str, kind: str) -> ParamNotFoundError:
+    """apply found ``full``, requested as ``kind``, only in the other tree: most likely
+    ``apply(state, params, ...)``."""
+    other = STATE if kind is PARAM else PARAM
+    asked, found_in = _ARGUMENT[kind], _ARGUMENT[other]
+    what = "a parameter (sp.get_param)" if kind is PARAM else "state (sp.get_state)"
+    return ParamNotFoundError(
+        f"'{full}' was requested as {what}, but apply found it in the {found_in} argument, not in "
+        f"{asked}: apply's params and state arguments look swapped.\n"
+        f"  asked: '{full}' in the {asked} argument of apply(params, state, *args)\n"
+        f"  found: '{full}' in the {found_in} argument\n"
+        "  fix: call model.apply(params, state, *args) in that order, with the (params, state) init "
+        f"returned; if '{full}' is {'state' if kind is PARAM else 'a parameter'}, ask for it with "
+        f"sp.get_{other}('{full.rsplit('/', 1)[-1]}').")
+
+
+# The argument of apply holding a parameter or state, by kind.
+_ARGUMENT = {PARAM: "params", STATE: "state"}
+
+
+def _passed_now(frame, full: str) -> Optional[str]:
+    """For a mismatch on get_param's inline apply path (errors only): ``"params"`` if this request is
+    the one that recorded ``full`` as created (the value found is then the params' own), ``None`` if
+    an earlier request of this call did. Under AUTO_REUSE: when ``full`` is the latest creation and
+    was recorded at this request's site (the frames up to it are ours, no custom getter's)."""
+    reuse = frame.scope._reuse
+    if reuse is not AUTO_REUSE:
+        return "params" if reuse is False else None
+    created = frame.store.created
+    return "params" if next(reversed(created)) == full and created[full] == user_code_site(0) else None
+
+
+def _shape_error(full, asked, found, site, passed: Optional[str] = None) -> ShapeMismatchError:
+    """``passed``: the argument of apply (``"params"``, ``"state"``) the found value came from, when
+    this request is the first of the call (so nothing in the call made it); else it was created at
+    ``site``."""
+    head = (f"Trying to share variable {full}, but specified shape {_shape_str(asked)} and found shape "
+            f"{_shape_str(found)}.\n")
+    if passed is not None:
+        return ShapeMismatchError(
+            head + f"  asked: shape {_shape_str(asked)} at {format_site(site)}\n"
+            f"  found: shape {_shape_str(found)} in the {passed} passed to apply\n" + _stale_fix(passed))
     return ShapeMismatchError(
-        f"Trying to share variable {full}, but specified shape {_shape_str(asked)} and found shape "
-        f"{_shape_str(found)}.\n"
-        f"  found: created at {format_site(site)}\n"
+        head + f"  found: created at {format_site(site)}\n"
         "  fix: pass the stored shape, or shape=None to accept the stored one; if the model changed, "
         "re-run init."
     )
 
 
-def _dtype_error(full, asked, found, site) -> DtypeMismatchError:
+def _dtype_error(full, asked, found, site, passed: Optional[str] = None) -> DtypeMismatchError:
     asked = _as_dtype(asked, full)  # raises for no dtype: init's error for it
+    head = (f"Trying to share variable {full}, but specified dtype {np.dtype(asked).name} and found "
+            f"dtype {np.dtype(found).name}.\n")
+    note = "  note: dtype=None means the scope's dtype (float32 unless set), as in TF 1.x\n"
+    if passed is not None:
+        return DtypeMismatchError(
+            head + f"  asked: dtype {np.dtype(asked).name} at {format_site(site)}\n"
+            f"  found: dtype {np.dtype(found).name} in the {passed} passed to apply\n"
+            + note + _stale_fix(passed))
     return DtypeMismatchError(
-        f"Trying to share variable {full}, but specified dtype {np.dtype(asked).name} and found dtype "
-        f"{np.dtype(found).name}.\n"
-        f"  found: created at {format_site(site)}\n"
-        f"  note: dtype=None means the scope's dtype (float32 unless set), as in TF 1.x\n"
-        f"  fix: pass dtype={np.dtype(found).name} when sharing it."
+        head + f"  found: created at {format_site(site)}\n" + note
+        + f"  fix: pass dtype={np.dtype(found).name} when sharing it."
     )
+
+
+def _stale_fix(passed: str) -> str:
+    """The fix for a value in apply's ``passed`` argument that the model's request does not fit: a
+    change to the request (shape=None, dtype=) would pass apply and fail that program's init."""
+    do = "do" if passed == "params" else "does"
+    return (f"  fix: the {passed} {do} not match the model: pass the {passed} this model's init "
+            "returned (re-run init after changing the model), or convert the stored value.")
 
 
 def _init_error(full, message, fix) -> InitializerError:
@@ -733,8 +815,7 @@ class InitStore:
         shape = _as_shape(shape, full)
         constant = init is not None and not callable(init)
         if constant and shape is not None:
-            raise _dtype_as_init(full, init) or _init_error(
-                full, "If initializer is a constant, do not specify shape", _CONST_SHAPE_FIX)
+            raise _constant_with_shape_error(full, init)
         spec = self.specs.get(full)
         if spec is not None:
             if reuse is False:
@@ -806,6 +887,13 @@ class InitStore:
                 f"collections for '{full}' must be a list, tuple or set of collection names, got "
                 f"{collections!r} of type {type(collections).__name__}.\n"
                 f"  fix: collections=[{collections!r}].")
+        if isinstance(sharding, str):  # sp.shardings would refuse it (a TypeError) only later
+            raise TypeError(
+                f"The sharding of '{full}' is str {sharding!r}, not a PartitionSpec or a "
+                "jax.sharding.Sharding: a mesh axis name is one entry of a PartitionSpec.\n"
+                f"  fix: sharding=jax.sharding.PartitionSpec({sharding!r}) shards dimension 0 over mesh "
+                f"axis {sharding!r} (one entry per dimension: PartitionSpec(None, {sharding!r}) shards "
+                "dimension 1).")
         # Last, as in TF, which validates the name as an op name only when it creates the variable.
         self._check_name(full)
         site = user_site()
@@ -909,22 +997,23 @@ class ApplyStore:
             partitioner, sharding, kind, constraint=None):
         constant = init is not None and not callable(init)
         if constant and shape is not None:
-            raise _dtype_as_init(full, init) or _init_error(
-                full, "If initializer is a constant, do not specify shape", _CONST_SHAPE_FIX)
+            raise _constant_with_shape_error(full, init)
         value = (self.params if kind is PARAM else self.state).get(full)
         if value is None:
             if full in (self.state if kind is PARAM else self.params):
-                raise _kind_error(full, STATE if kind is PARAM else PARAM, kind)
+                raise _swapped_error(full, kind)
             raise _not_found_error(frame, full, self.params if kind is PARAM else self.state,
-                                   in_apply=reuse is not True or full in self.created)
+                                   in_apply=reuse is not True or full in self.created, kind=kind)
         if not hasattr(value, "aval"):  # not a jax array or tracer
             if not (hasattr(value, "shape") and hasattr(value, "dtype")):
                 raise _leaf_type_error(full, value)  # eagerly: jax.jit would have made it an array
         created = self.created
         if reuse is True or (reuse is AUTO_REUSE and full in created):
             if full not in created:
-                raise _not_found_error(frame, full, created, in_apply=False)
+                raise _not_found_error(frame, full, created, in_apply=False, kind=kind)
+            passed = None  # the value was handed out to an earlier request of this call
         else:
+            passed = kind  # the value is the params' (or state's) own: nothing in this call made it
             if full in created:
                 raise _exists_error(frame, full, created[full], value.shape, value.dtype)
             # The creation site, for "already exists" errors: user_site, with its common case (the
@@ -952,9 +1041,12 @@ class ApplyStore:
             if type(shape) is not tuple or shape != aval.shape:  # (-1, 3) is an error, not a mismatch
                 shape = _as_shape(shape, full)
             if shape != aval.shape and not _compatible(shape, aval.shape):
-                raise _shape_error(full, shape, aval.shape, created.get(full))
+                raise _shape_error(full, shape, aval.shape, created.get(full), _ARGUMENT.get(passed))
         if aval.dtype is not dtype and not _same_dtype(aval.dtype, dtype):
-            return _canonical_numpy_leaf(full, value, dtype, created.get(full))
+            converted = _canonical_numpy_leaf(value, dtype)
+            if converted is None:
+                raise _dtype_error(full, dtype, aval.dtype, created.get(full), _ARGUMENT.get(passed))
+            return converted
         return value
 
     def set_state(self, frame, full, value):
@@ -1027,7 +1119,7 @@ def _undeclared_state(full: str) -> StateError:
 def _check_state_value(full: str, value: Any, shape, dtype) -> None:
     vshape, vdtype = tuple(np.shape(value)), _constant_dtype(value)
     if vshape != tuple(shape) or vdtype != dtype:
-        raise ShapeMismatchError(
+        raise (ShapeMismatchError if vshape != tuple(shape) else DtypeMismatchError)(
             f"sp.set_state: state '{full}' holds shape {_shape_str(tuple(shape))} dtype "
             f"{np.dtype(dtype).name}, but the new value has shape {_shape_str(vshape)} dtype "
             f"{np.dtype(vdtype).name}.\n  fix: cast/reshape the value to the declared shape and dtype."

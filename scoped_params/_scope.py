@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _frame
 from ._errors import (_IS_USER_FILE, InvalidNameError, ReuseArgumentError, ScopeNestingError,
-                      not_in_transform, user_code_site, user_site)
+                      check_partitioner, not_in_transform, user_code_site, user_site)
 
 
 class _ReuseMode(enum.Enum):
@@ -120,7 +120,10 @@ class Scope:
     def set_dtype(self, dtype: Any) -> None:
         """The default dtype of parameters created in this scope from now on, and of sub-scopes
         opened later (TF's ``VariableScope.set_dtype``)."""
-        self.dtype = as_np_dtype(dtype)
+        try:
+            self.dtype = as_np_dtype(dtype)
+        except (TypeError, ValueError):
+            raise _scope_dtype_error(dtype, self.name, f"set_dtype({dtype!r})") from None
 
     def set_custom_getter(self, custom_getter: Optional[Callable]) -> None:
         """Replace this scope's custom getter, ``getter(next_getter, name, *args, **kwargs)``, for
@@ -133,6 +136,7 @@ class Scope:
     def set_partitioner(self, partitioner: Any) -> None:
         """The default partitioner of parameters created in this scope from now on, and of
         sub-scopes opened later (TF's ``VariableScope.set_partitioner``)."""
+        check_partitioner(partitioner, lambda: f"set_partitioner on scope {self.name!r}")
         self.partitioner = partitioner
 
     def set_trainable(self, trainable: Optional[bool]) -> None:
@@ -142,6 +146,24 @@ class Scope:
 
     def __repr__(self) -> str:
         return f"Scope(name={self.name!r}, reuse={_describe_reuse(self._reuse)})"
+
+
+def _scope_dtype_error(dtype: Any, where: str, asked: str) -> TypeError:
+    """The error for a scope's dtype that NumPy cannot read (get_param's own for a parameter)."""
+    return TypeError(
+        f"dtype={dtype!r} of scope {where!r} is not a dtype JAX has.\n"
+        f"  asked: {asked}\n"
+        "  fix: pass a NumPy/JAX dtype in any spelling: jnp.float32, np.int32, 'bfloat16' (TF's "
+        "tf.float32 works too).")
+
+
+def _scope_call(name_or_scope: Any, default_name: Optional[str], argument: str) -> Tuple[str, str]:
+    """For an error about one argument of ``sp.scope(...)``: (the scope's name, the call as asked)."""
+    if isinstance(name_or_scope, str):
+        return name_or_scope, f"sp.scope({name_or_scope!r}, {argument})"
+    if name_or_scope is None:
+        return str(default_name), f"sp.scope(None, default_name={default_name!r}, {argument})"
+    return name_or_scope.name, f"sp.scope(<captured scope {name_or_scope.name!r}>, {argument})"
 
 
 def _check_getter(getter: Any) -> None:
@@ -651,11 +673,20 @@ class _Options:
             _check_components(default_name, f"sp.scope(None, default_name={default_name!r})")
         _check_getter(custom_getter)
         _check_constraint(constraint, name_or_scope if name_or_scope is not None else default_name)
+        if partitioner is not None:
+            check_partitioner(partitioner, lambda: _scope_call(
+                name_or_scope, default_name, f"partitioner={partitioner!r}")[1])
+        if dtype is not None:
+            try:
+                dtype = as_np_dtype(dtype)
+            except (TypeError, ValueError):
+                raise _scope_dtype_error(dtype, *_scope_call(
+                    name_or_scope, default_name, f"dtype={dtype!r}")) from None
         self.default_name = default_name
         self.reuse = reuse
         self.initializer = initializer
         self.regularizer = regularizer
-        self.dtype = None if dtype is None else as_np_dtype(dtype)
+        self.dtype = dtype
         self.trainable = trainable
         self.custom_getter = custom_getter
         self.partitioner = partitioner
@@ -732,9 +763,15 @@ def _defaults_scope(name: str, reuse: Any = None, initializer: Any = None, dtype
     if initializer is None and dtype is None and regularizer is None and trainable is None and (
             partitioner is None and constraint is None):
         return _naming_scope(name, None, reuse)
+    if partitioner is not None:
+        check_partitioner(partitioner, lambda: f"sp.scope({name!r}, partitioner={partitioner!r})")
+    if dtype is not None:
+        try:
+            dtype = as_np_dtype(dtype)
+        except (TypeError, ValueError):
+            raise _scope_dtype_error(dtype, name, f"sp.scope({name!r}, dtype={dtype!r})") from None
     cm = _PlainScope(name, reusing=reuse, defaults=(
-        initializer, regularizer, None if dtype is None else as_np_dtype(dtype), trainable, partitioner,
-        constraint))
+        initializer, regularizer, dtype, trainable, partitioner, constraint))
     shared = _PLAIN_SCOPES.get(name)
     if shared is not None:
         cm._root_ok = shared._root_ok  # the name's check, done once
@@ -961,9 +998,10 @@ class _PlainScope(_ScopeContext):
         frame = _current_frame()
         try:
             entries = frame.entries
-            if entries[-1][0] is not self:
-                raise IndexError
-        except (AttributeError, IndexError):  # no frame, nothing open, or another scope on top
+            top = entries[-1][0]
+        except (AttributeError, IndexError):  # no frame, or nothing open
+            top = None
+        if top is not self:  # raised outside the except: the user sees no internal error chained
             _pop_entry(self)  # raises, saying which
         _, old_scope, old_node, new, node, old_ns, jax_old, jax_scope = entries.pop()
         if exc_type is None and frame.scope is not new:

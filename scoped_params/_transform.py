@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame, _scope
-from ._errors import ParamsTypeError
+from ._errors import ParamsTypeError, bad_key_error
 from ._materialize import initialize, resolve_traced_constants
 from ._params import STATE, ApplyStore, InitStore
 from ._spec import ParamSpec
@@ -110,11 +110,14 @@ def _trace_specs(fn: Callable, key: Any, args: tuple, kwargs: dict, with_state: 
     split = _Split(args, kwargs)
     stores = []
 
-    def traced(key, dynamic):
+    def traced(traced_key, dynamic):
         store = InitStore()
         store.begin()
-        frame = _frame.Frame(_frame.INIT, store, with_state,
-                             rng=jax.random.fold_in(key, _RNG_STREAM))
+        try:
+            rng = jax.random.fold_in(traced_key, _RNG_STREAM)
+        except (TypeError, ValueError) as e:  # JAX's "invalid PRNG key data", which names no argument
+            raise bad_key_error(key, e, apply=False) from None
+        frame = _frame.Frame(_frame.INIT, store, with_state, rng=rng)
         outer = _frame.install(frame)
         try:
             a, k = split.rebuild(dynamic)
@@ -190,6 +193,8 @@ class Transformed:
         collector is paused for the call (the trace's objects are freed by reference counting).
         """
         key = as_key(key)
+        if not _is_array_arg(key):  # e.g. a string: JAX would not even trace it (arrays: _trace_specs)
+            raise bad_key_error(key, None, apply=False)
         with _CollectorPaused():
             store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
             specs = _finalize_specs(store, constants)

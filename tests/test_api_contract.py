@@ -94,6 +94,47 @@ def test_set_state_with_a_new_shape_is_an_error():
         sp.transform_with_state(fn).init(KEY)
 
 
+def test_set_state_with_a_new_dtype_only_is_a_dtype_mismatch_error():
+    def fn():
+        sp.get_state("s", [4], init=sp.initializers.zeros)
+        sp.set_state("s", jnp.zeros(4, jnp.int32))
+
+    with pytest.raises(sp.DtypeMismatchError, match=r"state 's' holds shape \(4,\) dtype float32, but the "
+                                                    r"new value has shape \(4,\) dtype int32") as e:
+        sp.transform_with_state(fn).init(KEY)
+    assert "fix: cast/reshape the value to the declared shape and dtype" in str(e.value)
+
+
+def test_apply_with_a_state_entry_missing_speaks_of_get_state_and_the_state_argument():
+    model = sp.transform_with_state(lambda: sp.get_state("s", (4,), init=sp.initializers.zeros))
+    params, state = model.init(KEY)
+    with pytest.raises(sp.ParamNotFoundError) as e:
+        model.apply(params, {})
+    msg = str(e.value)
+    assert msg.startswith("Variable s does not exist, or was not created with get_state().")
+    assert "asked: 's' in apply, but state has no such entry" in msg
+    assert ("fix: pass the state this model's init returned (re-run init after changing the model), "
+            "or check the name") in msg
+    assert "get_param()" not in msg and "params" not in msg
+
+
+def test_apply_with_params_and_state_swapped_says_the_arguments_look_swapped():
+    def fn(x):
+        mean = sp.get_state("mean", (3,), init=sp.initializers.zeros)
+        return x @ sp.get_param("w", (3, 2)) + mean[:2]
+
+    model = sp.transform_with_state(fn)
+    x = jnp.ones((1, 3))
+    params, state = model.init(KEY, x)
+    for run in (lambda: model.apply(state, params, x), lambda: jax.jit(model.apply)(state, params, x)):
+        with pytest.raises(sp.ParamNotFoundError) as e:
+            run()
+        msg = str(e.value)
+        assert "apply's params and state arguments look swapped" in msg
+        assert "found: 'mean' in the params argument" in msg
+        assert "fix: call model.apply(params, state, *args) in that order" in msg
+
+
 def test_state_and_param_share_one_namespace():
     def fn():
         sp.get_param("v", [])
@@ -156,6 +197,34 @@ def test_next_rng_key_without_rng_is_a_missing_rng_error():
 def test_next_rng_key_outside_a_transform_is_an_error():
     with pytest.raises(sp.NotInTransformError, match=r"sp.next_rng_key\(\) was called outside"):
         sp.next_rng_key()
+
+
+def test_apply_rng_that_is_no_key_is_a_type_error_naming_rng_and_the_fix():
+    model = _dropout_model()
+    x = jnp.ones(4)
+    params = model.init(KEY, x)
+    for rng in (3, jnp.ones((2, 3)), "key"):
+        with pytest.raises(TypeError, match=r"apply's rng= must be a JAX random key") as e:
+            model.apply(params, x, rng=rng)
+        assert isinstance(e.value, sp.ScopedParamsError)
+        assert "fix: pass a key, e.g. model.apply(params, x, rng=jax.random.key(step))" in str(e.value)
+        assert "impl=PRNGImpl" not in str(e.value)
+    for rng in (jax.random.key(1), jax.random.PRNGKey(1), np.asarray(jax.random.PRNGKey(1))):
+        model.apply(params, x, rng=rng)  # a typed key, a raw uint32[2] key (JAX's or NumPy's)
+
+
+def test_init_without_a_key_is_a_type_error_naming_init_s_key_argument():
+    model = sp.transform(lambda x: x @ sp.get_param("w", (3, 2)))
+    x = jnp.ones((2, 3))
+    for key in (x, "key", [0, 1], jax.random.split(KEY, 2)):
+        with pytest.raises(TypeError, match=r"model.init's first argument is the random key") as e:
+            model.init(key)
+        msg = str(e.value)
+        assert isinstance(e.value, sp.ScopedParamsError)
+        assert "fix: pass the key first: model.init(jax.random.key(0), *args)" in msg
+        assert "impl=PRNGImpl" not in msg
+    assert model.init(jax.random.PRNGKey(0), x)["w"].shape == (3, 2)  # a raw uint32[2] key
+    assert jax.jit(model.init)(KEY, x)["w"].shape == (3, 2)
 
 
 # --- regularization_loss --------------------------------------------------------------------------
@@ -457,6 +526,122 @@ def test_non_str_keys_are_a_type_error_naming_the_path():
         sp.flatten({"a": {"b": {"c": 1, 1.5: 2}}})
 
 
+def _params_and_state():
+    def fn():
+        sp.get_state("s", (2,), init=jax.nn.initializers.zeros)
+        return sp.get_param("w", (2, 2))
+    return sp.transform_with_state(fn).init(KEY)
+
+
+def test_flattening_the_params_and_state_pair_is_a_type_error_saying_to_flatten_each():
+    pair = _params_and_state()
+    with pytest.raises(TypeError, match=r"(?s)got a tuple of 2 dicts.*\(params, state\).*"
+                                        r"fix: flatten params and state separately") as e:
+        sp.flatten(pair)
+    assert isinstance(e.value, sp.ParamsTypeError)
+    for bad, found in (([1, 2], "got list of 2 items"), (3, "got int 3"), (None, "got None")):
+        with pytest.raises(sp.ParamsTypeError, match=rf"(?s)expected a nested dict.*{found}.*fix:"):
+            sp.flatten(bad)
+
+
+def test_unflatten_of_a_non_str_name_or_a_non_mapping_is_a_type_error():
+    with pytest.raises(TypeError, match=r"(?s)full name 1 is int; full names must be str.*"
+                                        r"fix: use the name '1'"):
+        sp.unflatten({1: jnp.zeros(())})
+    with pytest.raises(sp.ParamsTypeError, match=r"(?s)unflatten expected a dict of full names.*"
+                                                 r"got list"):
+        sp.unflatten([("a/b", 1)])
+
+
+def test_specs_helpers_with_swapped_arguments_say_they_look_swapped():
+    model = _mixed_model()
+    params, specs = model.init(KEY), model.specs()
+    for call in (lambda: sp.partition_trainable(specs, params),
+                 lambda: sp.partition_by_collection(specs, params, "ema"),
+                 lambda: sp.apply_constraints(specs, params)):
+        with pytest.raises(TypeError, match=r"(?s)'(foo|bar)/.*' is a ParamSpec in params but "
+                                            r"\w+ of shape \(\) in specs: the arguments look "
+                                            r"swapped.*"
+                                            r"fix: sp\.\w+\(params, specs"):
+            call()
+    with pytest.raises(TypeError, match=r"(?s)specs holds .* at 'foo/w', not a ParamSpec.*"
+                                        r"fix: pass model.specs"):
+        sp.partition_trainable(params, params)
+
+
+def test_select_with_a_non_str_scope_is_a_type_error():
+    params = _mixed_model().init(KEY)
+    for call in (lambda: sp.select(params, 3), lambda: sp.partition_by_scope(params, ["foo"])):
+        with pytest.raises(TypeError, match=r"(?s)scope must be a str scope path.*got (int 3|list).*"
+                                            r"fix:"):
+            call()
+    with pytest.raises(TypeError, match=r"(?s)the arguments look swapped.*sp.select\(params, 'foo'\)"):
+        sp.select("foo", params)
+
+
+def _tf_collections(build, keys):
+    """{key: sorted variable names} of tf.compat.v1.get_collection after ``build(tf)`` in a graph."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    tf = pytest.importorskip("tensorflow.compat.v1")
+    with tf.Graph().as_default():
+        build(tf)
+        return {k: sorted(v.op.name for v in tf.get_collection(k)) for k in keys}
+
+
+def test_partition_by_collection_answers_tf_implicit_global_and_trainable_variables():
+    keys = ("variables", "trainable_variables", "foo", "model_variables")
+
+    def build(tf):
+        tf.get_variable("a", [1])
+        tf.get_variable("b", [1], trainable=False)
+        tf.get_variable("c", [1], collections=["foo"])
+        tf.get_variable("d", [1], collections=["foo"], trainable=False)
+        with tf.variable_scope("s"):  # tf_slim.model_variable: variables and model_variables
+            pytest.importorskip("tf_slim").model_variable("m", [1], trainable=False)
+
+    def fn():
+        sp.get_param("a", [1])
+        sp.get_param("b", [1], trainable=False)
+        sp.get_param("c", [1], collections=["foo"])
+        sp.get_param("d", [1], collections=["foo"], trainable=False)
+        with sp.scope("s"):
+            sp.slim.model_variable("m", [1], trainable=False)
+
+    want = _tf_collections(build, keys)
+    assert want["variables"] == ["a", "b", "s/m"] and want["trainable_variables"] == ["a", "c"]
+    model = sp.transform(fn)
+    params, specs = model.init(KEY), model.specs()
+    got = {k: sorted(sp.flatten(sp.partition_by_collection(params, specs, k)[0])) for k in keys}
+    assert got == want
+
+
+def test_partition_by_collection_of_state_specs_matches_tf_batch_norm_moving_statistics():
+    keys = ("variables", "trainable_variables", "moving_average_variables")
+    x = np.ones((2, 3), np.float32)
+    want = _tf_collections(
+        lambda tf: tf.layers.batch_normalization(tf.constant(x), training=True, name="bn"), keys)
+    assert want["variables"] == ["bn/beta", "bn/gamma", "bn/moving_mean", "bn/moving_variance"]
+    model = sp.transform_with_state(
+        lambda x: sp.layers.batch_normalization(x, training=True, name="bn"))
+    params, state = model.init(KEY, x)
+    param_specs, state_specs = model.specs(x)
+    got = {k: sorted([*sp.flatten(sp.partition_by_collection(params, param_specs, k)[0]),
+                      *sp.flatten(sp.partition_by_collection(state, state_specs, k)[0])])
+           for k in keys}
+    assert got == want
+
+
+def test_partition_by_collection_needs_one_collection_name_and_an_unknown_one_matches_nothing():
+    model = _mixed_model()
+    params, specs = model.init(KEY), model.specs()
+    with pytest.raises(TypeError, match=r"(?s)collection must be one collection name \(a str\), "
+                                        r"got list \['ema'\].*fix: call it once per collection"):
+        sp.partition_by_collection(params, specs, ["ema"])
+    # TF's get_collection of a name nothing was added to is [], not an error.
+    nothing, rest = sp.partition_by_collection(params, specs, "no_such_collection")
+    assert paths(nothing) == set() and paths(rest) == paths(params)
+
+
 def test_merge_rejects_a_name_in_two_trees():
     with pytest.raises(ValueError, match="merge: 'a/b' is in more than one tree"):
         sp.merge({"a": {"b": 1}}, {"a": {"b": 2}})
@@ -701,6 +886,32 @@ def test_apply_names_the_user_line_that_first_created_a_layer_parameter():
     msg = str(e.value)
     assert f"Originally defined at:\n\n  {__file__}-generated:{lines[0]}\n" in msg
     assert f"at {__file__}-generated:{lines[0] + 2}\n" in msg  # the second request's line
+
+
+def test_creation_site_is_the_users_line_when_a_layer_creates_inside_sp_scan():
+    # dynamic_rnn creates its cell's parameters in the body of an sp.scan, which JAX's own code
+    # calls: the sites are the model's lines, never a file of JAX's (nor functools/contextlib).
+    lines = []
+
+    def fn(xs, twice):
+        sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), xs, dtype=jnp.float32); lines.append(here())  # noqa: E702
+        if twice:
+            sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), xs, dtype=jnp.float32)
+        return xs
+
+    xs = jnp.ones((2, 5, 3))
+    model = sp.transform(fn)
+    params = model.init(KEY, xs, False)
+    first = lines[0]
+    runs = (lambda: model.init(KEY, xs, True), lambda: model.apply(params, xs, True),
+            lambda: jax.jit(model.apply, static_argnums=2)(params, xs, True))
+    for run in runs:
+        with pytest.raises(sp.ParamExistsError) as e:
+            run()
+        msg = str(e.value)
+        assert f"Originally defined at:\n\n  {__file__}:{first}\n" in msg
+        assert f"(reuse=False in scope 'rnn/gru_cell') at {__file__}:{first + 2}\n" in msg
+        assert os.sep + "jax" + os.sep not in msg
 
 
 def test_name_scope_hint_when_a_plain_name_scope_is_active():

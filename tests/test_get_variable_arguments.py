@@ -65,6 +65,51 @@ def test_a_partitioner_passed_to_get_param_replaces_the_scopes():
         "a/v": four, "a/u": two, "x": four}
 
 
+@pytest.mark.parametrize("make", [
+    lambda: sp.scope("s", partitioner=42),
+    lambda: sp.scope("s", partitioner=42, reuse=sp.AUTO_REUSE, initializer=sp.initializers.ones),
+    lambda: sp.scope("s", partitioner=42, custom_getter=lambda g, *a, **k: g(*a, **k))])
+def test_a_scope_partitioner_that_is_not_callable_is_tfs_value_error_when_the_scope_is_made(make):
+    # TF 1.x: "ValueError: Partitioner must be callable, but received: 42" (at get_variable). Before,
+    # init and apply took it, and only sp.shardings complained.
+    def fn():
+        with make():
+            return sp.get_param("w", (16, 8))
+
+    with pytest.raises(ValueError, match=r"^Partitioner must be callable, but received: 42 \(sp.scope"
+                                         r"\('s', partitioner=42\)\)") as e:
+        sp.transform(fn).init(KEY)
+    assert isinstance(e.value, sp.sharding.PartitionerError)  # what sp.shardings raises for it
+    assert isinstance(e.value, TypeError)
+    assert "fix: pass a callable (name, shape, dtype) -> PartitionSpec | None" in str(e.value)
+
+
+def test_a_partitioner_passed_to_get_param_that_is_not_callable_is_tfs_value_error():
+    def fn():
+        with sp.scope("s"):
+            return sp.get_param("w", (16, 8), partitioner=42)
+
+    model = sp.transform(fn)
+    for run in (lambda: model.init(KEY), lambda: model.apply({"s": {"w": jnp.zeros((16, 8))}})):
+        with pytest.raises(ValueError, match=r"^Partitioner must be callable, but received: 42 "
+                                             r"\(parameter 's/w'\)") as e:
+            run()
+        assert "fix: pass a callable" in str(e.value)
+    # TF ignores a partitioner for a scalar; a list of rules is sp.sharding.Rules
+    sp.transform(lambda: sp.get_param("c", (), partitioner=42)).init(KEY)
+    sp.transform(lambda: sp.get_param("w", (4,), partitioner=[(r"w$", None)])).init(KEY)
+
+
+def test_a_sharding_given_as_a_string_is_a_type_error_naming_the_parameter():
+    def fn():
+        with sp.scope("s"):
+            return sp.get_param("w", (6, 3), sharding="model")
+
+    with pytest.raises(TypeError, match=r"The sharding of 's/w' is str 'model', not a PartitionSpec") as e:
+        sp.transform(fn).init(KEY)
+    assert "fix: sharding=jax.sharding.PartitionSpec('model')" in str(e.value)
+
+
 def test_tf_runtime_arguments_of_get_variable_are_errors_that_say_drop_them():
     def fn():
         sp.get_param("w", [2], use_resource=True, validate_shape=False)
@@ -118,9 +163,16 @@ def test_a_shape_dtype_struct_as_init_is_an_error_saying_it_has_no_values_in_ini
         assert "init=sp.initializers.zeros, dtype=jnp.float32)" in str(e.value)
 
 
-def test_a_constant_string_that_is_no_dtype_keeps_its_own_error():
-    with pytest.raises(sp.InitializerError, match="If initializer is a constant, do not specify shape"):
-        sp.transform(lambda: sp.get_param("w", [2], "hello")).init(KEY)
+def test_a_string_init_with_a_shape_says_what_a_string_init_is_not_in_init_and_apply():
+    # Before: "do not specify shape", and dropping shape= only led to this error (a second one).
+    for init, fix in (("zeros", "pass the initializer itself: init=sp.initializers.zeros"),
+                      ("hello", "pass a number or an array of numbers")):
+        model = sp.transform(lambda: sp.get_param("w", [2], init=init))
+        for run in (lambda: model.init(KEY), lambda: model.apply({"w": jnp.zeros(2)})):
+            with pytest.raises(TypeError, match=rf"The constant initializer of 'w' is str '{init}', "
+                                                r"not a number") as e:
+                run()
+            assert f"fix: {fix}" in str(e.value)
 
 
 def test_a_string_constant_init_says_to_pass_the_initializer_itself():
@@ -197,6 +249,29 @@ def test_a_dtype_that_is_no_dtype_is_an_error_naming_the_parameter_in_init_and_a
         with pytest.raises(TypeError, match=r"dtype=.* of 'enc/w' is not a dtype JAX has\.\n  asked: "
                                             r".*\n  fix: pass a NumPy/JAX dtype"):
             run()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: sp.scope("a", dtype="notadtype"),
+    lambda: sp.scope("a", dtype="notadtype", custom_getter=lambda g, *a, **k: g(*a, **k))])
+def test_a_scope_dtype_that_is_no_dtype_is_an_error_naming_the_scope(make):
+    # Before: NumPy's bare "data type 'notadtype' not understood".
+    def fn():
+        with make():
+            return sp.get_param("w", (3,))
+
+    with pytest.raises(TypeError, match=r"^dtype='notadtype' of scope 'a' is not a dtype JAX has\.\n"
+                                        r"  asked: sp.scope\('a', dtype='notadtype'\)\n"
+                                        r"  fix: pass a NumPy/JAX dtype"):
+        sp.transform(fn).init(KEY)
+
+    def set_dtype():
+        with sp.scope("a") as s:
+            s.set_dtype("notadtype")
+
+    with pytest.raises(TypeError, match=r"dtype='notadtype' of scope 'a' is not a dtype JAX has(.|\n)*"
+                                        r"asked: set_dtype\('notadtype'\)"):
+        sp.transform(set_dtype).init(KEY)
 
 
 def test_a_regularizer_that_is_not_callable_is_an_error_when_the_parameter_is_created():

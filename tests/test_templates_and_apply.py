@@ -54,6 +54,35 @@ def test_closing_scopes_out_of_order_is_improper_nesting():
     assert "fix: close scopes in the reverse order" in str(e.value)
 
 
+@pytest.mark.parametrize("make", [lambda: sp.scope("aa"), lambda: sp.scope("aa", reuse=True),
+                                  lambda: sp.scope("aa", initializer=sp.initializers.zeros),
+                                  lambda: sp.scope(None, default_name="aa"),
+                                  lambda: sp.scope("aa", custom_getter=lambda g, *a, **k: g(*a, **k))])
+@pytest.mark.parametrize("apply", [False, True])
+def test_improper_nesting_is_not_chained_to_an_internal_error(make, apply):
+    # The user sees the ScopeNestingError alone, not "During handling of the above exception"
+    # after an IndexError of the library's.
+    def fn(close_unopened):
+        if close_unopened:
+            make().__exit__(None, None, None)
+        outer = make()
+        outer.__enter__()
+        sp.scope("bb").__enter__()
+        outer.__exit__(None, None, None)
+
+    model = sp.transform(fn)
+    for close_unopened in (False, True):
+        run = (lambda: model.apply({}, close_unopened)) if apply else (
+            lambda: model.init(KEY, close_unopened))
+        with pytest.raises(sp.ScopeNestingError) as e:
+            run()
+        shown, error = [], e.value  # the chain a traceback prints (JAX may put its own in __cause__)
+        while error is not None:
+            error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+            shown.append(type(error).__name__)
+        assert "IndexError" not in shown and "AttributeError" not in shown, shown
+
+
 def test_closing_name_scopes_out_of_order_is_improper_nesting():
     def fn():
         outer = sp.name_scope("a")
@@ -268,6 +297,10 @@ def test_apply_with_a_new_code_path_raises_does_not_exist():
     assert "Was it created during init? Did the code path change" in msg
     assert "'s1/test/dummy'" in msg  # nearest existing name
     assert "re-run init" in msg
+    # apply never creates: only the params (or the name) can be the fix, not reuse=
+    assert ("fix: pass the params this model's init returned (re-run init after changing the model), "
+            "or check the name.") in msg
+    assert "create it first" not in msg and "reuse=sp.AUTO_REUSE to create it" not in msg
 
 
 def test_apply_with_missing_param_raises_even_under_auto_reuse():
@@ -291,6 +324,73 @@ def test_apply_shape_mismatch_against_params_is_an_error():
     assert isinstance(e.value, sp.ShapeMismatchError)
 
 
+_STALE_FIX = ("fix: the params do not match the model: pass the params this model's init returned "
+              "(re-run init after changing the model), or convert the stored value.")
+
+
+@pytest.mark.parametrize("reuse", [None, sp.AUTO_REUSE])
+@pytest.mark.parametrize("getter", [None, lambda getter, *a, **k: getter(*a, **k)])
+def test_apply_against_params_of_another_shape_or_dtype_says_the_params_do_not_match_the_model(
+        getter, reuse):
+    # The creating request finds params' own value: nothing in this call created it, so it is not
+    # "created at" the asking line, and shape=None / dtype= there would pass apply and fail init.
+    # (A custom getter takes the general path; without one, get_param's inline one.)
+    def fn(x, dtype):
+        with sp.scope("a", custom_getter=getter, reuse=reuse):
+            w = sp.get_param("w", (3, 5), dtype=dtype)
+        return x @ w
+
+    model = sp.transform(fn)
+    stale = {"a": {"w": jnp.ones((3, 4))}}
+    x = jnp.ones((2, 3))
+    for apply in (model.apply, jax.jit(model.apply, static_argnums=2)):
+        with pytest.raises(sp.ShapeMismatchError) as e:
+            apply(stale, x, None)
+        msg = str(e.value)
+        assert msg.startswith("Trying to share variable a/w, but specified shape (3, 5) and found shape "
+                              "(3, 4).")
+        assert f"asked: shape (3, 5) at {__file__}:" in msg
+        assert "found: shape (3, 4) in the params passed to apply" in msg
+        assert _STALE_FIX in msg
+        assert "created at" not in msg and "shape=None" not in msg
+    with pytest.raises(sp.DtypeMismatchError) as e:
+        model.apply({"a": {"w": jnp.ones((3, 5))}}, x, jnp.bfloat16)
+    msg = str(e.value)
+    assert msg.startswith("Trying to share variable a/w, but specified dtype bfloat16 and found dtype "
+                          "float32.")
+    assert "found: dtype float32 in the params passed to apply" in msg
+    assert _STALE_FIX in msg
+    assert "created at" not in msg and "pass dtype=" not in msg
+
+
+def test_apply_state_of_another_shape_says_the_state_does_not_match_the_model():
+    model = sp.transform_with_state(lambda: sp.get_state("s", (4,), init=sp.initializers.zeros))
+    with pytest.raises(sp.ShapeMismatchError) as e:
+        model.apply({}, {"s": jnp.zeros(3)})
+    msg = str(e.value)
+    assert "found: shape (3,) in the state passed to apply" in msg
+    assert "fix: the state does not match the model: pass the state this model's init returned" in msg
+
+
+@pytest.mark.parametrize("reuse", [True, sp.AUTO_REUSE])
+def test_apply_mismatch_of_a_reuse_says_where_this_call_created_the_parameter(reuse):
+    def fn(x, shape):
+        with sp.scope("a"):
+            w = sp.get_param("w", (3, 4))  # fn's line + 2
+        with sp.scope("a", reuse=reuse):
+            return x @ w + sp.get_param("w", shape).sum()
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 3))
+    params = model.init(KEY, x, (3, 4))
+    with pytest.raises(sp.ShapeMismatchError) as e:
+        model.apply(params, x, (3, 5))
+    msg = str(e.value)
+    assert f"found: created at {__file__}:{fn.__code__.co_firstlineno + 2}" in msg
+    assert "fix: pass the stored shape, or shape=None to accept the stored one" in msg
+    assert "in the params passed to apply" not in msg
+
+
 def test_apply_dtype_mismatch_against_params_is_an_error():
     def fn():
         with sp.scope("a"):
@@ -301,7 +401,9 @@ def test_apply_dtype_mismatch_against_params_is_an_error():
                                          "and found dtype float16") as e:
         model.apply({"a": {"v": jnp.zeros(2, jnp.float16)}})
     assert isinstance(e.value, sp.DtypeMismatchError)
-    assert "pass dtype=float16" in str(e.value)
+    # The stored value came from params, not from a request of this call: the fix is the params'.
+    assert "found: dtype float16 in the params passed to apply" in str(e.value)
+    assert _STALE_FIX in str(e.value)
 
 
 
