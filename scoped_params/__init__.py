@@ -13,6 +13,7 @@ from . import initializers as initializers
 from ._errors import (DtypeMismatchError as DtypeMismatchError,
                       InitializerError as InitializerError,
                       InvalidNameError as InvalidNameError,
+                      KeyArgumentError as KeyArgumentError,
                       MissingRngError as MissingRngError,
                       NameCollisionError as NameCollisionError,
                       NestedTraceError as NestedTraceError,

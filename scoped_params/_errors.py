@@ -213,8 +213,8 @@ def bad_key_error(key: Any, jax_error: Optional[BaseException], apply: bool) -> 
     if apply:
         return KeyArgumentError(
             f"apply's rng= must be a JAX random key, got {shown}{said}.\n"
-            "  fix: pass a key, e.g. model.apply(params, x, rng=jax.random.key(step)); for a new key "
-            "each step, rng=jax.random.fold_in(key, step).")
+            "  fix: pass a key, e.g. model.apply(params, x, rng=jax.random.key(step)), or an int "
+            "seed (rng=step); for a new key each step, rng=jax.random.fold_in(key, step).")
     return KeyArgumentError(
         f"model.init's first argument is the random key, but it got {shown}, which is not one{said}.\n"
         "  asked: model.init(key, *args)\n"

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._errors import MissingRngError, NestedTraceError, bad_key_error, not_in_transform
 
@@ -203,9 +204,25 @@ def next_rng_key() -> jax.Array:
     try:
         key = jax.random.fold_in(frame.rng, frame.rng_count)
     except (TypeError, ValueError) as e:  # apply's rng= is no key (init's own always is)
-        raise bad_key_error(frame.rng, e, apply=True) from None
+        # An int seed, as init takes one (Haiku's apply too): the key init would make of it. Here,
+        # not in apply, so that a key costs apply nothing.
+        rng = seed_key(frame.rng)
+        if rng is None:
+            raise bad_key_error(frame.rng, e, apply=True) from None
+        if _scope._TRACE.value is frame.trace:  # the rest of the call uses it (a key made in a
+            frame.rng = rng                     # nested trace cannot leave it: made anew there)
+        key = jax.random.fold_in(rng, frame.rng_count)
     frame.rng_count += 1
     return key
+
+
+def seed_key(seed: Any) -> Optional[jax.Array]:
+    """``jax.random.key(seed)`` for a seed (a Python, NumPy or 0-d JAX integer, traced too), else
+    None. ``init``'s key and ``apply``'s ``rng=`` both take one (``_transform.as_key``)."""
+    if isinstance(seed, (int, np.integer)) or (
+            getattr(seed, "shape", None) == () and jnp.issubdtype(seed.dtype, jnp.integer)):
+        return jax.random.key(seed)
+    return None
 
 
 def regularization_loss() -> Any:

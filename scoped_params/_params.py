@@ -46,6 +46,7 @@ _current_frame = _frame._FRAME.get  # the trace frame, or None outside a transfo
 _LOG = logging.getLogger("scoped_params")
 
 _SCALAR_TYPE = type(jnp.float32)
+_FLOAT32 = np.dtype(np.float32)  # TF's default dtype of a variable (its true getter's)
 _VALID_FULL_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource", "synchronization",
                              "aggregation", "partition_info", "kind"})
@@ -125,6 +126,8 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             if regularizer is None:
                                 regularizer = scope.regularizer
                             if regularizer is not None:
+                                if not callable(regularizer):  # init's error, and apply's general path's
+                                    raise _regularizer_error(full, regularizer)
                                 frame.regularized.append((regularizer, value))
                 elif scope._reuse is not False:  # reusing what this call created
                     try:
@@ -152,7 +155,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                         converted = _canonical_numpy_leaf(value, dtype)
                         if converted is None:
                             raise _dtype_error(full, dtype, found, created[full],
-                                               _passed_now(frame, full))
+                                               _passed_now(frame, full), init)
                         value = converted
                 return value
     elif scope.custom_getter is None and type(name) is str and (
@@ -304,8 +307,13 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
         return store.get(frame, full, shape, dtype, init, regularizer, scope.reuse, trainable,
                          collections, partitioner, sharding, kind, constraint)
 
-    def true_getter(name, shape=None, dtype=dtype, initializer=None, regularizer=None, reuse=None,
-                    trainable=trainable, collections=None, partitioner=None, sharding=None,
+    # The next getter of the outermost custom getter. Its defaults are TF's _true_getter's, for a
+    # getter that leaves arguments out (a shared helper: next_getter("scale", shape=[])): dtype
+    # float32, reuse None (get-or-create, TF's AUTO_REUSE), trainable None (True), no initializer
+    # (Glorot / zeros), no regularizer, ... -- not the request's nor the scope's, which reach the
+    # getter in its kwargs. (dtype=None, which TF refuses, means the scope's dtype.)
+    def true_getter(name, shape=None, dtype=_FLOAT32, initializer=None, regularizer=None, reuse=None,
+                    trainable=None, collections=None, partitioner=None, sharding=None,
                     constraint=None, **tf_kwargs):
         unknown = set(tf_kwargs) - _TF_ONLY_KWARGS
         if unknown:
@@ -313,7 +321,7 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
         if trainable is None and scope.trainable is False:  # TF's None: the default, here the scope's
             trainable = False
         return store.get(frame, name, shape, _as_dtype(dtype, name) if dtype is not None else scope.dtype,
-                         initializer, regularizer, scope.reuse if reuse is None else reuse,
+                         initializer, regularizer, AUTO_REUSE if reuse is None else reuse,
                          trainable, collections, partitioner, sharding, kind, constraint)
 
     kwargs = dict(shape=shape, dtype=dtype, initializer=init, regularizer=regularizer,
@@ -491,9 +499,29 @@ def _constant_init_dtype(full: str, init: Any) -> np.dtype:
             f"The constant initializer of '{full}' is {init!r}, which has a shape and a dtype but no "
             "values.\n  fix: pass shape= and dtype= with an initializer, e.g. sp.get_param(name, "
             f"{tuple(init.shape)}, init=sp.initializers.zeros, dtype=jnp.{np.dtype(init.dtype).name}).")
+    init = _tf_constant(full, init)
     if not hasattr(init, "dtype") and np.asarray(init).dtype.kind not in "biufc":
-        raise _not_a_number_error(full, init)
+        # A dtype in init's place, with an initializer after it as dtype: get_param(n, s, "float32", i)
+        raise _dtype_as_init(full, init) or _not_a_number_error(full, init)
     return _constant_dtype(init)
+
+
+def _tf_constant(full: str, init: Any) -> Any:
+    """``init``, a constant initializer, as NumPy if it is a TF tensor or variable (ported code's
+    ``initializer=tf.constant(3)``): its value, as TF reads it. Else ``init`` itself. Duck-typed (a
+    ``dtype`` with ``as_numpy_dtype``, TF's ``DType``): TF is never imported. A symbolic (graph)
+    tensor has no value to read: the error says to pass one."""
+    if getattr(getattr(init, "dtype", None), "as_numpy_dtype", None) is None:
+        return init
+    try:
+        return np.asarray(init.numpy())
+    except Exception:  # noqa: BLE001 - no .numpy (a graph tensor), or TF refuses to read it
+        pass
+    raise TypeError(
+        f"The constant initializer of '{full}' is a symbolic TF tensor {init!r:.100}, which has no "
+        "value to read here (it belongs to a tf.Graph; only an eager tensor or variable has one).\n"
+        "  fix: pass its value as a NumPy or JAX array (e.g. the array it was made from), or an "
+        "initializer such as sp.initializers.constant(value).")
 
 
 def _not_a_number_error(full: str, init: Any) -> TypeError:
@@ -555,12 +583,33 @@ def _makes_initializers(fn: Callable) -> bool:
         return False
 
 
+# id(signature) -> (signature, whether it takes three positional arguments): _callable_with_three_args
+_SIGNATURE_THREE_ARGS: Dict[int, Tuple[inspect.Signature, bool]] = {}
+
+
 def _callable_with_three_args(fn: Callable) -> bool:
-    if type(fn) is types.FunctionType and not ({"__wrapped__", "__signature__"} & fn.__dict__.keys()):
-        # What inspect.signature would report, read off the code object: init checks every
+    if type(fn) is types.FunctionType:
+        # What inspect.signature would report, read off the function: init checks every
         # initializer, and signature() cost more than the rest of creating a parameter.
-        code = fn.__code__
-        return code.co_argcount >= 3 or bool(code.co_flags & inspect.CO_VARARGS)
+        own = fn.__dict__
+        signature = own.get("__signature__")
+        if signature is None:
+            if "__wrapped__" not in own:  # from the code object
+                code = fn.__code__
+                return code.co_argcount >= 3 or bool(code.co_flags & inspect.CO_VARARGS)
+        elif type(signature) is inspect.Signature:
+            # signature() returns a function's own __signature__ as is, before any unwrapping
+            # (sp.initializers.zeros and ones carry one): its answer, remembered per signature.
+            seen = _SIGNATURE_THREE_ARGS.get(id(signature))
+            if seen is not None and seen[0] is signature:
+                return seen[1]
+            params = signature.parameters.values()
+            takes = (sum(p.kind is p.POSITIONAL_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+                         for p in params) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params))
+            if len(_SIGNATURE_THREE_ARGS) >= 256:
+                _SIGNATURE_THREE_ARGS.clear()
+            _SIGNATURE_THREE_ARGS[id(signature)] = (signature, takes)  # keeps it alive: id stays its
+            return takes
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -678,8 +727,15 @@ def _shape_error(full, asked, found, site, passed: Optional[str] = None) -> Shap
     )
 
 
-def _dtype_error(full, asked, found, site, passed: Optional[str] = None) -> DtypeMismatchError:
-    asked = _as_dtype(asked, full)  # raises for no dtype: init's error for it
+def _dtype_error(full, asked, found, site, passed: Optional[str] = None,
+                 init: Any = None) -> DtypeMismatchError:
+    try:
+        asked = _as_dtype(asked, full)  # raises for no dtype: init's error for it
+    except TypeError:
+        slip = _dtype_as_init(full, init)  # get_param(name, shape, np.float32, initializer)
+        if slip is not None:
+            raise slip from None
+        raise
     head = (f"Trying to share variable {full}, but specified dtype {np.dtype(asked).name} and found "
             f"dtype {np.dtype(found).name}.\n")
     note = "  note: dtype=None means the scope's dtype (float32 unless set), as in TF 1.x\n"
@@ -755,7 +811,7 @@ def _created_without_shape(full: str, init: Any, dtype: Any) -> Tuple[Tuple, np.
     found = []
 
     def value_of_init():
-        value = init()
+        value = _tf_constant(full, init())
         found.append((tuple(np.shape(value)), _constant_init_dtype(full, value)))
 
     jax.eval_shape(value_of_init)
@@ -823,7 +879,7 @@ class InitStore:
             if shape is not None and not _compatible(shape, spec.shape):
                 raise _shape_error(full, shape, spec.shape, spec.site)
             if spec.dtype is not dtype and not _same_dtype(spec.dtype, dtype):
-                raise _dtype_error(full, dtype, spec.dtype, spec.site)
+                raise _dtype_error(full, dtype, spec.dtype, spec.site, None, init)
             if spec.kind != kind:
                 raise _kind_error(full, spec.kind, kind)
             if reuse is AUTO_REUSE and _LOG.isEnabledFor(logging.DEBUG):
@@ -859,6 +915,7 @@ class InitStore:
                 f"  asked: shape={_shape_str(shape)} with initializer {init!r}\n"
                 f"  fix: {fix}")
         if constant:
+            init = _tf_constant(full, init)
             dtype = _constant_init_dtype(full, init)
             value = init if isinstance(init, jax.Array) or _is_tracer(init) else np.asarray(init)
             shape = tuple(value.shape)
@@ -1030,6 +1087,7 @@ class ApplyStore:
                 frame.regularized.append((regularizer, value))
             # A creating request is checked against what init would have created.
             if constant:
+                init = _tf_constant(full, init)
                 shape, dtype = np.shape(init), _constant_init_dtype(full, init)
             elif shape is None:  # a no-argument initializer fixes shape and dtype in init
                 shape, dtype = _created_without_shape(full, init, dtype)
@@ -1045,7 +1103,8 @@ class ApplyStore:
         if aval.dtype is not dtype and not _same_dtype(aval.dtype, dtype):
             converted = _canonical_numpy_leaf(value, dtype)
             if converted is None:
-                raise _dtype_error(full, dtype, aval.dtype, created.get(full), _ARGUMENT.get(passed))
+                raise _dtype_error(full, dtype, aval.dtype, created.get(full), _ARGUMENT.get(passed),
+                                   init)
             return converted
         return value
 

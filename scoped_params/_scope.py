@@ -127,7 +127,8 @@ class Scope:
 
     def set_custom_getter(self, custom_getter: Optional[Callable]) -> None:
         """Replace this scope's custom getter, ``getter(next_getter, name, *args, **kwargs)``, for
-        requests from now on (TF's ``VariableScope.set_custom_getter``)."""
+        requests from now on (TF's ``VariableScope.set_custom_getter``). Arguments a getter leaves
+        out of its ``next_getter`` call take TF's true-getter defaults: see ``sp.scope``."""
         _check_getter(custom_getter)
         self.custom_getter = custom_getter
         if custom_getter is not None:
@@ -794,6 +795,16 @@ def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
     * ``constraint`` (a projection ``value -> value`` for ``sp.apply_constraints`` to run after each
       optimizer step) applies to parameters created directly in this scope: as in TF, neither
       sub-scopes nor a later entry of the captured scope inherit it.
+    * ``custom_getter`` is called as ``getter(next_getter, name, *args, **kwargs)`` (run on creation
+      and on reuse, in ``init`` and ``apply``; nested getters run innermost first). ``kwargs`` hold
+      the request resolved against the scope (``shape``, ``dtype``, ``initializer``,
+      ``regularizer``, ``reuse``, ``trainable``, ...). An argument left out of a ``next_getter``
+      call takes TF's true-getter default, not the request's: ``dtype`` float32, ``reuse`` None
+      (fetch the name if it exists, else create it, as ``sp.AUTO_REUSE``), ``trainable`` True (False
+      under a scope's ``trainable=False``), no initializer (Glorot for floats, zeros otherwise), no
+      regularizer, collections, partitioner or constraint. So ``next_getter("scale", shape=[])``
+      makes one float32 parameter shared by every request; forward ``**kwargs`` to keep the
+      request's settings.
 
     Returns a context manager; ``with sp.scope(...) as s`` gives the new ``sp.Scope``. Each ``with``
     enters it anew, so one object may be entered again, even while it is open (it then nests).

@@ -94,11 +94,10 @@ class _CollectorPaused:
 
 
 def as_key(key: Any) -> Any:
-    """``key``, or a seed (a Python, NumPy or 0-d JAX integer) made a key, as a convenience."""
-    if isinstance(key, (int, np.integer)) or (
-            getattr(key, "shape", None) == () and jnp.issubdtype(key.dtype, jnp.integer)):
-        return jax.random.key(key)
-    return key
+    """``key``, or a seed (a Python, NumPy or 0-d JAX integer) made a key, as a convenience (apply's
+    ``rng=`` takes a seed too: ``_frame.next_rng_key``, with the same ``_frame.seed_key``)."""
+    made = _frame.seed_key(key)
+    return key if made is None else made
 
 
 def _as_key_struct(key: Any) -> Any:
@@ -243,6 +242,7 @@ class Transformed:
 
         ``transform``: ``apply(params, *args, rng=None, **kwargs) -> out``.
         ``transform_with_state``: ``apply(params, state, *args, rng=None, **kwargs) -> (out, new_state)``.
+        ``rng`` (for ``sp.next_rng_key``) is a key or, as ``init``'s key, an int seed.
         While JAX traces it (``jit``, ``grad``, ``vmap``, ...) the cyclic garbage collector is paused
         for the call, as in ``init``; an eager call leaves it alone.
         """

@@ -203,7 +203,7 @@ def test_apply_rng_that_is_no_key_is_a_type_error_naming_rng_and_the_fix():
     model = _dropout_model()
     x = jnp.ones(4)
     params = model.init(KEY, x)
-    for rng in (3, jnp.ones((2, 3)), "key"):
+    for rng in (3.0, jnp.ones((2, 3)), "key"):  # (an int is a seed: see the test below)
         with pytest.raises(TypeError, match=r"apply's rng= must be a JAX random key") as e:
             model.apply(params, x, rng=rng)
         assert isinstance(e.value, sp.ScopedParamsError)
@@ -211,6 +211,19 @@ def test_apply_rng_that_is_no_key_is_a_type_error_naming_rng_and_the_fix():
         assert "impl=PRNGImpl" not in str(e.value)
     for rng in (jax.random.key(1), jax.random.PRNGKey(1), np.asarray(jax.random.PRNGKey(1))):
         model.apply(params, x, rng=rng)  # a typed key, a raw uint32[2] key (JAX's or NumPy's)
+
+
+def test_apply_takes_an_int_seed_for_rng_as_init_takes_one_for_its_key():
+    # Haiku's apply takes rng=0 too; before, KeyArgumentError at the first sp.next_rng_key().
+    model = _dropout_model()
+    x = jnp.ones(64)
+    params = model.init(0, x)
+    expected = model.apply(params, x, rng=jax.random.key(5))
+    for seed in (5, np.int64(5), jnp.int32(5), jnp.uint32(5)):
+        for apply in (model.apply, jax.jit(model.apply)):  # jit: a traced seed
+            out = apply(params, x, rng=seed)
+            for a, b in zip(out, expected):  # both keys (the second uses the converted seed too)
+                np.testing.assert_array_equal(a, b)
 
 
 def test_init_without_a_key_is_a_type_error_naming_init_s_key_argument():
@@ -1151,3 +1164,38 @@ def test_no_name_scope_hint_inside_a_layer_object_in_a_reentered_scope():
     with pytest.raises(sp.ParamExistsError, match="Variable a/dense/kernel already exists") as e:
         sp.transform(fn).init(KEY, jnp.ones((1, 3)))
     assert "note: name_scope" not in str(e.value)
+
+
+def test_an_initializers_own_signature_decides_if_it_takes_a_shape_without_inspect_signature(monkeypatch):
+    # sp.initializers.zeros and ones carry a __signature__ (a shape is needed); init reads it for
+    # every parameter, and inspect.signature cost ~2 us each time.
+    def takes_two(key, shape):
+        return jnp.zeros(shape)
+
+    def three_by_signature(*args):
+        return jnp.zeros(args[1], args[2])
+
+    three_by_signature.__signature__ = inspect.signature(lambda key, shape, dtype: None)
+    takes_two.__signature__ = inspect.signature(lambda key, shape: None)
+    ours = (sp.initializers.zeros, sp.initializers.ones, three_by_signature)
+    called = []
+    signature = inspect.signature
+
+    def counting_signature(fn, *args, **kwargs):
+        if any(fn is f for f in ours):
+            called.append(fn)
+        return signature(fn, *args, **kwargs)
+
+    monkeypatch.setattr(inspect, "signature", counting_signature)
+
+    def fn():
+        sp.get_param("z", [2], init=sp.initializers.zeros)
+        sp.get_param("o", [2], init=sp.initializers.ones)
+        sp.get_param("t", [2], init=three_by_signature)
+
+    params = sp.transform(fn).init(KEY)
+    np.testing.assert_array_equal(params["o"], np.ones(2))
+    assert called == []
+    with pytest.raises(TypeError, match=r"The initializer of 'w' cannot be called as init\(key, shape, "
+                                        r"dtype\)"):
+        sp.transform(lambda: sp.get_param("w", [2], init=takes_two)).init(KEY)

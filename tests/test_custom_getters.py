@@ -211,3 +211,94 @@ def test_custom_getter_renaming_must_agree_between_init_and_apply():
     with pytest.raises(ValueError, match="Variable s/v_b does not exist") as e:
         model.apply(params, "_b")
     assert "'s/v_a'" in str(e.value)
+
+
+# A getter may call next_getter with only some of the arguments: the rest take the defaults of TF's
+# true getter (_VariableStore.get_variable's _true_getter), not the request's or the scope's. The
+# expected names, dtypes and trainable flags below are what TF 1.x (tf.compat.v1, graph mode) gives.
+
+
+def test_next_getter_without_reuse_gets_or_creates_a_shared_helper_like_tf():
+    def shared_scale(next_getter, name, *args, **kwargs):
+        scale = next_getter("global_scale", shape=[], initializer=sp.initializers.ones)
+        return next_getter(name, *args, **kwargs) * scale
+
+    def fn():
+        with sp.scope("s", custom_getter=shared_scale):
+            return sp.get_param("a", [2]), sp.get_param("b", [3])
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert paths(params) == {"global_scale", "s/a", "s/b"}  # TF: the same three variables
+    a, b = model.apply(params)  # apply shares the helper too
+    np.testing.assert_allclose(a, params["s"]["a"] * params["global_scale"])
+    np.testing.assert_allclose(b, params["s"]["b"] * params["global_scale"])
+
+
+def test_next_getter_without_reuse_creates_a_missing_name_under_reuse_true_like_tf():
+    def weight_norm_gain(next_getter, name, *args, **kwargs):
+        return next_getter(name, *args, **kwargs) * next_getter(
+            name + "_g", shape=[], initializer=sp.initializers.ones)
+
+    def fn():
+        with sp.scope("t"):
+            sp.get_param("w", [2])
+        with sp.scope("t", reuse=True, custom_getter=weight_norm_gain):
+            return sp.get_param("w", [2])
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert paths(params) == {"t/w", "t/w_g"}  # TF: ['t/w', 't/w_g']
+    np.testing.assert_allclose(model.apply(params), params["t"]["w"])
+
+
+def test_next_getter_without_dtype_creates_float32_like_tf():
+    def gain(next_getter, name, *args, **kwargs):
+        return (next_getter(name, *args, **kwargs),
+                next_getter(name + "_g", shape=[2], initializer=sp.initializers.ones))
+
+    def renamed(next_getter, name, *args, **kwargs):
+        return next_getter(name + "_x", shape=kwargs["shape"])
+
+    def fn():
+        with sp.scope("h", dtype=jnp.float16, custom_getter=gain):
+            sp.get_param("w", [2])
+        with sp.scope("i", custom_getter=renamed):
+            sp.get_param("v", [2], dtype=jnp.int32)
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    dtypes = {k: np.dtype(v.dtype).name for k, v in sp.flatten(params).items()}
+    # TF: {'h/w': 'float16', 'h/w_g': 'float32', 'i/v_x': 'float32'}
+    assert dtypes == {"h/w": "float16", "h/w_g": "float32", "i/v_x": "float32"}
+    model.apply(params)
+
+
+def test_next_getter_without_trainable_creates_a_trainable_param_like_tf():
+    def drops_trainable(next_getter, name, *args, **kwargs):
+        return next_getter(name, shape=kwargs["shape"], dtype=kwargs["dtype"],
+                           initializer=kwargs["initializer"])
+
+    def fn():
+        with sp.scope("s", custom_getter=drops_trainable):
+            sp.get_param("v", [2], trainable=False)
+
+    assert sp.flatten(sp.transform(fn).specs())["s/v"].trainable is True  # TF: trainable
+
+
+def test_next_getter_without_initializer_or_regularizer_ignores_the_scopes_like_tf():
+    # TF puts the scope's initializer and regularizer in the getter's kwargs; the true getter's own
+    # defaults are none (Glorot for floats) and no regularizer.
+    def shape_only(next_getter, name, *args, **kwargs):
+        return next_getter(name, shape=kwargs["shape"])
+
+    def fn():
+        with sp.scope("s", custom_getter=shape_only, initializer=sp.initializers.constant(7.0),
+                      regularizer=lambda w: jnp.sum(w)):
+            sp.get_param("v", [2, 2])
+        return sp.regularization_loss()
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert not np.any(params["s"]["v"] == 7.0)
+    assert float(model.apply(params)) == 0.0

@@ -292,3 +292,85 @@ def test_a_regularizer_that_is_not_callable_is_an_error_when_the_parameter_is_cr
 
     with pytest.raises(TypeError, match="The regularizer of 'enc/w' must be a callable, got str 'l2'"):
         sp.transform(scoped).init(KEY)
+
+
+def test_a_regularizer_that_is_not_callable_is_the_same_error_in_apply():
+    # Before: apply's common path took it, and apply returned (or sp.regularization_loss() failed
+    # with "'float' object is not callable").
+    def fn(regularizer, scope_regularizer=None):
+        with sp.scope("enc", regularizer=scope_regularizer):
+            sp.get_param("w", [2], regularizer=regularizer)
+        return sp.regularization_loss()
+
+    model = sp.transform(fn)
+    params = model.init(KEY, None)
+    for args, shown in (((0.01,), "float 0.01"), ((None, "l2"), "str 'l2'")):
+        for apply in (model.apply, jax.jit(model.apply, static_argnums=(1, 2))):
+            with pytest.raises(TypeError, match=rf"The regularizer of 'enc/w' must be a callable, got "
+                                                rf"{shown}.*\n  fix: pass a function of the "
+                                                r"parameter's value"):
+                apply(params, *args)
+    assert float(model.apply(params, sp.l2_regularizer(1.0))) == pytest.approx(
+        float(0.5 * jnp.sum(params["enc"]["w"] ** 2)))
+
+
+def test_a_tf_tensor_as_init_is_its_value_in_init_and_apply():
+    # Ported code: tf.get_variable("var10", dtype=tf.int32, initializer=tf.constant(3)). Before:
+    # "Cannot interpret 'tf.int32' as a data type", naming no parameter.
+    tf = pytest.importorskip("tensorflow")
+    table = np.arange(6.0).reshape(2, 3)
+
+    def fn():
+        a = sp.get_param("var10", dtype=tf.int32, init=tf.constant(3))
+        b = sp.get_param("embedding_matrix", init=tf.cast(table, tf.float32))
+        c = sp.get_param("v", init=tf.Variable([1.0, 2.0]))
+        d = sp.get_param("lazy", init=lambda: tf.ones([2], tf.int32))  # a no-argument initializer
+        return a, b, c, d
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    flat = sp.flatten(params)
+    assert {k: (v.dtype, v.shape) for k, v in flat.items()} == {
+        "var10": (jnp.int32, ()), "embedding_matrix": (jnp.float32, (2, 3)), "v": (jnp.float32, (2,)),
+        "lazy": (jnp.int32, (2,))}
+    assert int(flat["var10"]) == 3
+    np.testing.assert_array_equal(flat["embedding_matrix"], table)
+    np.testing.assert_array_equal(flat["v"], [1.0, 2.0])
+    np.testing.assert_array_equal(flat["lazy"], [1, 1])
+    for apply in (model.apply, jax.jit(model.apply)):
+        assert [x.shape for x in apply(params)] == [(), (2, 3), (2,), (2,)]
+
+
+def test_a_symbolic_tf_tensor_as_init_is_an_error_saying_pass_its_value_in_init_and_apply():
+    tf = pytest.importorskip("tensorflow")
+    with tf.Graph().as_default():
+        symbolic = tf.constant([1.0, 2.0])
+
+    model = sp.transform(lambda: sp.get_param("w", init=symbolic))
+    for run in (lambda: model.init(KEY), lambda: model.apply({"w": jnp.zeros(2)})):
+        with pytest.raises(TypeError, match=r"The constant initializer of 'w' is a symbolic TF tensor "
+                                            r"(.|\n)*has no value(.|\n)*\n  fix: pass its value as a "
+                                            r"NumPy or JAX array"):
+            run()
+
+
+@pytest.mark.parametrize("dtype, shown", [("float32", "'float32'"), (np.float32, "np.float32"),
+                                          (jnp.float32, "jnp.float32")])
+def test_a_dtype_in_the_third_position_before_an_initializer_is_the_order_error_in_init_and_apply(
+        dtype, shown):
+    # get_param("w", [2], "float32", init): before, "the constant initializer of 'w' is str".
+    model = sp.transform(lambda: sp.get_param("w", [2], dtype, sp.initializers.zeros))
+    for run in (lambda: model.init(KEY), lambda: model.apply({"w": jnp.zeros(2)})):
+        with pytest.raises(TypeError, match=rf"get_param's third argument is init, and 'w' got the "
+                                            rf"dtype {shown} there(.|\n)*fix: pass it by keyword, "
+                                            rf"dtype={shown}"):
+            run()
+
+
+def test_tfs_own_dtype_in_the_third_position_before_an_initializer_is_the_order_error():
+    tf = pytest.importorskip("tensorflow")
+    model = sp.transform(lambda: sp.get_param("w", [2], tf.float32, sp.initializers.zeros))
+    for run in (lambda: model.init(KEY), lambda: model.apply({"w": jnp.zeros(2)})):
+        with pytest.raises(TypeError, match=r"'w' got the dtype tf.float32 there(.|\n)*"
+                                            r"fix: pass it by keyword, dtype=tf.float32"):
+            run()
