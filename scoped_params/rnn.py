@@ -30,7 +30,7 @@ from ._control_flow import scan
 from ._params import get_param
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from .layers import (_add_bias, _drop, _keep_for_call, _layer_scope, _object_scope,
+from .layers import (_add_bias, _drop, _from_keras, _keep_for_call, _layer_scope, _object_scope,
                      _NamedByClass, _param_dtype, _require_base_init, _this_call)
 
 __all__ = [
@@ -126,7 +126,7 @@ class BasicRNNCell(RNNCell):
                  name: Optional[str] = None, dtype: Any = None):
         super().__init__(reuse, name, dtype)
         self._num_units = num_units
-        self._activation = activation or jnp.tanh
+        self._activation = _from_keras(type(self).__name__, None, "activation", activation) or jnp.tanh
 
     def call(self, inputs, state):
         dtype, n = self._param_dtype(inputs), self._num_units
@@ -152,12 +152,13 @@ class LSTMCell(RNNCell):
         self._num_units = num_units
         self._use_peepholes = use_peepholes
         self._cell_clip = cell_clip
-        self._initializer = initializer
+        self._initializer = _from_keras(type(self).__name__, None, "initializer", initializer)
         self._num_proj = num_proj
         self._proj_clip = proj_clip
         self._forget_bias = forget_bias
         self._state_is_tuple = state_is_tuple
-        self._activation = activation or jnp.tanh
+        self._activation = (_from_keras(type(self).__name__, None, "activation", activation)
+                            or jnp.tanh)
 
     @property
     def state_size(self) -> Any:
@@ -229,9 +230,11 @@ class GRUCell(RNNCell):
                  name: Optional[str] = None, dtype: Any = None):
         super().__init__(reuse, name, dtype)
         self._num_units = num_units
-        self._activation = activation or jnp.tanh
-        self._kernel_initializer = kernel_initializer
-        self._bias_initializer = bias_initializer
+        # TF's cells resolve names with Keras's getters, as tf.layers do
+        kind = type(self).__name__
+        self._activation = _from_keras(kind, None, "activation", activation) or jnp.tanh
+        self._kernel_initializer = _from_keras(kind, None, "kernel_initializer", kernel_initializer)
+        self._bias_initializer = _from_keras(kind, None, "bias_initializer", bias_initializer)
 
     def call(self, inputs, state):
         dtype, n = self._param_dtype(inputs), self._num_units
@@ -547,7 +550,8 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Optional[Any] = Non
     """
     del parallel_iterations, swap_memory
     with _rnn_scope(scope, "rnn"):
-        return _run(cell, inputs, sequence_length, initial_state, dtype, time_major)
+        return _run(cell, inputs, sequence_length, initial_state, dtype, time_major,
+                    "sp.rnn.dynamic_rnn")
 
 
 def bidirectional_dynamic_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: jax.Array,
@@ -568,11 +572,11 @@ def bidirectional_dynamic_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: jax.Ar
     with _rnn_scope(scope, "bidirectional_rnn"):
         with _rnn_scope(None, "fw"):
             out_fw, state_fw = _run(cell_fw, inputs, sequence_length, initial_state_fw, dtype,
-                                    time_major)
+                                    time_major, "sp.rnn.bidirectional_dynamic_rnn")
         with _rnn_scope(None, "bw"):
             reversed_inputs = _reverse(inputs, sequence_length, time_axis)
             out_bw, state_bw = _run(cell_bw, reversed_inputs, sequence_length, initial_state_bw,
-                                    dtype, time_major)
+                                    dtype, time_major, "sp.rnn.bidirectional_dynamic_rnn")
     return (out_fw, _reverse(out_bw, sequence_length, time_axis)), (state_fw, state_bw)
 
 
@@ -587,7 +591,8 @@ def static_rnn(cell: RNNCell, inputs: Sequence[jax.Array], initial_state: Any = 
                         "sp.rnn.dynamic_rnn.")
     with _rnn_scope(scope, "rnn") as varscope:
         batch = jax.tree_util.tree_leaves(inputs[0])[0].shape[0]
-        state, lengths = _start(cell, batch, initial_state, dtype, sequence_length)
+        state, lengths = _start(cell, batch, initial_state, dtype, sequence_length,
+                                "sp.rnn.static_rnn")
         outputs = []
         for t, x in enumerate(inputs):
             if t > 0:
@@ -682,14 +687,17 @@ def _masked(live: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(pick, new, old)
 
 
-def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length):
-    """The first state (``initial_state``, else the cell's zeros in ``dtype``) and the lengths."""
+def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length, api: str):
+    """The first state (``initial_state``, checked against the cell's state, else the cell's zeros
+    in ``dtype``) and the lengths; once per run, before the time loop."""
     _before_loop(cell)
     if initial_state is None:
         if dtype is None:
             raise ValueError("If there is no initial_state, you must give a dtype.\n"
                              "  fix: pass dtype=jnp.float32, or initial_state=.")
         initial_state = cell.zero_state(batch, dtype)
+    else:
+        initial_state = _fitted_state(cell, batch, initial_state, api)
     lengths = None
     if sequence_length is not None:
         lengths = jnp.asarray(sequence_length, jnp.int32)
@@ -697,6 +705,93 @@ def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length):
             raise ValueError(f"sequence_length must have shape [batch_size] = ({batch},), got "
                              f"{lengths.shape}.")
     return initial_state, lengths
+
+
+def _state_shapes(cell: Any, batch: int) -> Any:
+    """What ``cell.zero_state(batch, dtype)`` returns, as ``jax.ShapeDtypeStruct`` leaves (their
+    dtype is not checked), worked out from ``state_size`` without calling it; None for a cell that
+    makes its own ``zero_state`` (a state of more dimensions) or is no ``RNNCell``."""
+    zero_state = getattr(type(cell), "zero_state", None)
+    if zero_state is MultiRNNCell.zero_state:
+        parts = [_state_shapes(c, batch) for c in cell._cells]
+        if any(part is None for part in parts):
+            return None
+        if cell._state_is_tuple:
+            return tuple(parts)
+        return jax.ShapeDtypeStruct((batch, cell.state_size), jnp.float32)
+    if zero_state is _Wrapper.zero_state:
+        return _state_shapes(cell._cell, batch)
+    if zero_state is not RNNCell.zero_state:
+        return None
+    sizes, treedef = jax.tree_util.tree_flatten(cell.state_size)
+    if not all(isinstance(n, (int, np.integer)) for n in sizes):
+        return None
+    return jax.tree_util.tree_unflatten(
+        treedef, [jax.ShapeDtypeStruct((batch, int(n)), jnp.float32) for n in sizes])
+
+
+def _plain(tree: Any) -> Any:
+    """``tree``'s nesting with every tuple, named tuple and list a tuple and every leaf None: TF's
+    cells read a state by position, so ``(c, h)`` is as good as ``LSTMStateTuple(c, h)``."""
+    if isinstance(tree, (tuple, list)):
+        return tuple(_plain(t) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _plain(v) for k, v in tree.items()}
+    return None
+
+
+class _Shown(str):
+    """A string that is its own repr: a leaf shown as its shape in a structure's repr."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _fitted_state(cell: Any, batch: int, state: Any, api: str) -> Any:
+    """``state``, an ``initial_state``, checked against the state ``cell`` makes (its structure,
+    up to the kind of tuple, and each array's shape) and given the cell's own structure (scan
+    carries it); a ValueError naming what differs, where the first step would fail inside lax."""
+    expected = _state_shapes(cell, batch)
+    if expected is None:
+        return state
+    wanted, treedef = jax.tree_util.tree_flatten_with_path(expected)
+    given = jax.tree_util.tree_leaves(state)
+    shapes = [tuple(np.shape(leaf)) for leaf in given]
+
+    def refuse(what: str) -> ValueError:
+        return ValueError(
+            f"{api}: initial_state does not fit {type(cell).__name__} {_cell_path(cell, api)!r}: "
+            f"{what}.\n  fix: pass the cell's zero_state(batch_size, dtype), or arrays of its "
+            "structure and shapes, or omit initial_state and pass dtype=.")
+
+    if _plain(state) != _plain(expected):
+        shown = jax.tree_util.tree_unflatten(treedef, [_Shown(str(w.shape)) for _, w in wanted])
+        found = (f"one array of shape {shapes[0]}" if len(given) == 1 and given[0] is state else
+                 f"{len(given)} array{'s' if len(given) != 1 else ''} "
+                 f"({', '.join(str(shape) for shape in shapes)})")
+        raise refuse(f"the state should be {'one array of shape ' if len(wanted) == 1 else ''}"
+                     f"{shown!r}, got {found}")
+    for (path, want), shape in zip(wanted, shapes):
+        if shape != want.shape:
+            where = f"'s {jax.tree_util.keystr(path)}" if path else ""
+            raise refuse(f"the state{where} of shape {shape} should be {want.shape} ([batch_size, "
+                         "state_size])")
+    if jax.tree_util.tree_structure(state) != treedef:  # (c, h) for LSTMStateTuple(c, h)
+        return jax.tree_util.tree_unflatten(treedef, given)
+    return state
+
+
+def _cell_path(cell: Any, api: str) -> str:
+    """The scope of ``cell``'s variables: its captured one, or the one its first call will open
+    here (wrappers open none: their cell's)."""
+    while isinstance(cell, _Wrapper):
+        cell = cell._cell
+    frame = _frame.current(api)
+    captured = _this_call(getattr(cell, "_scopes", {}), frame)
+    if captured is not None:
+        return captured.name
+    return frame.scope.prefix + str(getattr(cell, "name", None) or
+                                    getattr(cell, "_base_name", type(cell).__name__))
 
 
 def _step(cell: RNNCell, x: jax.Array, state: Any, t: Any, lengths: Optional[jax.Array]):
@@ -709,7 +804,7 @@ def _step(cell: RNNCell, x: jax.Array, state: Any, t: Any, lengths: Optional[jax
     return output, new_state
 
 
-def _run(cell: RNNCell, inputs: Any, sequence_length, initial_state, dtype, time_major):
+def _run(cell: RNNCell, inputs: Any, sequence_length, initial_state, dtype, time_major, api):
     inputs = jax.tree_util.tree_map(jnp.asarray, inputs)
     shapes = [x.shape for x in jax.tree_util.tree_leaves(inputs)]
     if not shapes or min(len(shape) for shape in shapes) < 3 or len({shape[:2] for shape in shapes}) > 1:
@@ -719,7 +814,7 @@ def _run(cell: RNNCell, inputs: Any, sequence_length, initial_state, dtype, time
             f"got shapes {shapes}.")
     xs = _batch_major(inputs, time_major)  # [time, batch, ...] each
     state, lengths = _start(cell, shapes[0][1 if time_major else 0], initial_state, dtype,
-                            sequence_length)
+                            sequence_length, api)
 
     def body(carry, x):
         state, t = carry

@@ -649,3 +649,86 @@ def test_dropout_wrapper_drops_each_array_of_structured_inputs_and_outputs_with_
     params = model.init(KEY, XS)
     check(model.apply(params, XS, rng=jax.random.key(4)))
     check(jax.jit(model.apply)(params, XS, rng=jax.random.key(4)))
+
+
+# --- initial states checked against the cell, Keras names --------------------------------------------
+
+
+def _tf_error(program):
+    """The exception TF raises building ``program(api, rnn_cell, tf.float32, x)``."""
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        try:
+            program(tf1.nn, tf1.nn.rnn_cell, tf.float32, tf1.placeholder(tf.float32, XS.shape),
+                    lambda shape: tf1.zeros(shape))
+        except (ValueError, TypeError) as error:
+            return error
+    return None
+
+
+@pytest.mark.parametrize("program, message", [
+    (lambda api, rnn, f32, x, zeros: api.dynamic_rnn(rnn.GRUCell(4), x, initial_state=zeros((B, 3))),
+     r"sp\.rnn\.dynamic_rnn: initial_state does not fit GRUCell 'rnn/gru_cell': the state of "
+     r"shape \(3, 3\) should be \(3, 4\) \(\[batch_size, state_size\]\)"),
+    (lambda api, rnn, f32, x, zeros: api.dynamic_rnn(rnn.GRUCell(4), x, initial_state=zeros((2, 4))),
+     r"the state of shape \(2, 4\) should be \(3, 4\)"),
+    (lambda api, rnn, f32, x, zeros: api.dynamic_rnn(
+        rnn.LSTMCell(4), x, initial_state=rnn.LSTMStateTuple(zeros((B, 5)), zeros((B, 4)))),
+     r"LSTMCell 'rnn/lstm_cell': the state's \.c of shape \(3, 5\) should be \(3, 4\)"),
+    (lambda api, rnn, f32, x, zeros: api.dynamic_rnn(
+        rnn.MultiRNNCell([rnn.GRUCell(4), rnn.GRUCell(5)]), x,
+        initial_state=(zeros((B, 4)), zeros((B, 4)))),
+     r"MultiRNNCell 'rnn/multi_rnn_cell': the state's \[1\] of shape \(3, 4\) should be \(3, 5\)"),
+    (lambda api, rnn, f32, x, zeros: api.dynamic_rnn(rnn.GRUCell(4), x,
+                                                     initial_state=(zeros((B, 4)), zeros((B, 4)))),
+     r"GRUCell 'rnn/gru_cell': the state should be one array of shape \(3, 4\), got 2 arrays "
+     r"\(\(3, 4\), \(3, 4\)\)"),
+    (lambda api, rnn, f32, x, zeros: api.static_rnn(rnn.GRUCell(4), [x[:, 0]] * 2,
+                                                    initial_state=zeros((B, 3))),
+     r"sp\.rnn\.static_rnn: initial_state does not fit GRUCell 'rnn/gru_cell'"),
+])
+def test_an_initial_state_that_does_not_fit_the_cell_is_a_value_error_naming_the_shapes(program,
+                                                                                      message):
+    # it was a raw dot_general or concatenate TypeError from inside the first step
+    assert isinstance(_tf_error(program), ValueError)
+    with pytest.raises(ValueError, match=rf"(?s){message}.*\n  fix: .*zero_state"):
+        sp.transform(lambda x: program(sp.rnn, sp.rnn, jnp.float32, x, jnp.zeros)).init(KEY, XS)
+
+
+def an_lstm_given_a_plain_tuple_state(api, rnn, f32, x):
+    # TF's LSTMCell unpacks (c, h) from any pair; the final state has the cell's structure
+    half = 0.5 * api_ones(api, (B, 4))
+    return api.dynamic_rnn(rnn.LSTMCell(4), x, initial_state=(half, -half))
+
+
+def test_an_lstm_takes_its_initial_state_as_a_plain_tuple_like_tf():
+    _assert_matches_tf(an_lstm_given_a_plain_tuple_state)
+
+
+def cells_with_keras_names(api, rnn, f32, x):
+    # TF's cells resolve activation= and their initializers' names with Keras's getters
+    outputs, _ = api.dynamic_rnn(rnn.GRUCell(4, activation="relu", bias_initializer="ones"), x,
+                                 dtype=f32, scope="g")
+    more, _ = api.dynamic_rnn(rnn.LSTMCell(3, activation="sigmoid"), outputs, dtype=f32,
+                              scope="l")
+    last, _ = api.dynamic_rnn(rnn.BasicRNNCell(2, activation="softsign"), more, dtype=f32,
+                              scope="b")
+    return outputs, more, last
+
+
+def test_cells_take_keras_names_for_activations_and_initializers_like_tf():
+    _assert_matches_tf(cells_with_keras_names)
+    tf = pytest.importorskip("tensorflow")
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        tf.compat.v1.nn.dynamic_rnn(tf.compat.v1.nn.rnn_cell.GRUCell(4, kernel_initializer="ones"),
+                                    tf.constant(XS), dtype=tf.float32)
+        session.run(tf.compat.v1.global_variables_initializer())
+        theirs = {v.name[:-2]: session.run(v) for v in tf.compat.v1.global_variables()}
+    ours = sp.flatten(sp.transform(lambda x: sp.rnn.dynamic_rnn(
+        sp.rnn.GRUCell(4, kernel_initializer="ones"), x, dtype=jnp.float32)).init(KEY, XS))
+    assert sorted(ours) == sorted(theirs)
+    for name, value in ours.items():
+        np.testing.assert_array_equal(value, theirs[name], err_msg=name)
+    with pytest.raises(ValueError, match=r"(?s)GRUCell: unknown activation 'rleu'.*\n  fix: "):
+        sp.rnn.GRUCell(4, activation="rleu")
