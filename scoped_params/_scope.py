@@ -791,7 +791,9 @@ def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
     * ``reuse`` is ``None``/``False`` (inherit), ``True`` or ``sp.AUTO_REUSE``; once on, it stays on in
       every sub-scope.
     * ``initializer``, ``dtype``, ``regularizer``, ``trainable``, ``custom_getter`` and ``partitioner``
-      are inherited by sub-scopes and overridden by explicit arguments.
+      are inherited by sub-scopes and overridden by explicit arguments, except ``trainable=False``
+      (ours: TF's scope has no such flag), which freezes every parameter created inside, whatever its
+      ``get_param(trainable=...)``; a sub-scope's ``trainable=True`` lifts it.
     * ``constraint`` (a projection ``value -> value`` for ``sp.apply_constraints`` to run after each
       optimizer step) applies to parameters created directly in this scope: as in TF, neither
       sub-scopes nor a later entry of the captured scope inherit it.
