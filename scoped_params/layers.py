@@ -22,6 +22,17 @@ object rules: the scope is fixed at the first call, later calls share the weight
 
 Parameters take the input's floating dtype (float32 for integer inputs), as TF layers do; batch
 normalization keeps its parameters and statistics in float32 for float16/bfloat16 inputs.
+
+A layer's own regularizer (``kernel_regularizer=``, ``add_weight(regularizer=)``, ...) adds its
+term to that of the enclosing scope's ``regularizer=``, as TF's layers do (each once, when the
+weight is created), where ``sp.get_param(regularizer=)`` replaces the scope's, as
+``tf.get_variable``'s does.
+
+TF's ``tf.layers`` are Keras layers, so they take Keras's names: ``activation="relu"``,
+``kernel_initializer="zeros"`` (Keras's initializers and defaults: ``"random_normal"`` has
+stddev 0.05), ``kernel_regularizer="l2"`` (Keras's ``0.01 * sum(w**2)``) and
+``kernel_constraint="max_norm"`` are taken here too, and ``units`` (``filters``) is cast with
+``int()``.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import numpy as np
 
 from . import _frame
 from . import constraints as _constraints
+from . import initializers as _initializers
 from ._errors import StateError
 from ._params import ApplyStore, InitStore, get_param, get_state, set_state
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _child, _enter_name_scope,
@@ -177,14 +189,21 @@ def _pair(value: IntOrPair, what: str, kind: str, name: Any = None) -> Tuple[int
     return _tuple(value, 2, what, kind, name)  # type: ignore[return-value]
 
 
-def _check_positive(value: Optional[int], what: str, kind: str, name: Any) -> None:
-    """Refuse a channel count (``filters``, ``depth_multiplier``) below 1: lax would return a
-    zero-channel output, which ``init`` turns into zero-size weights downstream."""
+def _check_positive(value: Any, what: str, kind: str, name: Any) -> Any:
+    """``value``, a channel count (``filters``, ``depth_multiplier``), refused below 1 (lax would
+    return a zero-channel output, which ``init`` turns into zero-size weights downstream). A float
+    ``filters`` is cast with ``int()``, as Keras's ``Conv`` (under TF's layers) does."""
+    if what == "filters" and isinstance(value, float):
+        value = int(value)
+    if value is not None and not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{_label(kind, name)}: {what}={value!r} is no integer (TF refuses it "
+                        f"too).\n  fix: pass an int, e.g. {what}=2.")
     if value is not None and value < 1:
         slim_name = {"filters": " (slim: `num_outputs`)"}.get(what, "")
         raise ValueError(f"{_label(kind, name)}: invalid value for argument `{what}`{slim_name}. "
                          f"Expected a strictly positive value. Received {what}={value!r}.\n"
                          f"  fix: pass {what} >= 1.")
+    return value
 
 
 def _check_valid_window(kind: str, name: Any, shape: Tuple[int, ...], sizes: Tuple[int, ...],
@@ -262,8 +281,12 @@ def _activity_loss(regularizer: Callable, outputs: Any, api: str) -> None:
     output of each call (the penalty of the mean example): ``sp.regularization_loss()`` of this call
     sums it with the weights' terms."""
     if not callable(regularizer):
+        # (TF's tf.layers functions and classes take a Keras name here, "l2"; not sp.layers yet)
+        taken = (" TF's layer functions take Keras's names here, sp.layers does not (its "
+                 "kernel_regularizer= and the others do)." if isinstance(regularizer, str) else "")
         raise TypeError(f"{api}: activity_regularizer must be a function of the layer's output, got "
-                        f"{regularizer!r}.\n  fix: pass a function, e.g. sp.l2_regularizer(1e-4).")
+                        f"{regularizer!r}.{taken}\n  fix: pass a function, e.g. "
+                        "sp.l2_regularizer(1e-4).")
     frame = _frame.current(api)
     if frame.loop is not None or _TRACE.value is not frame.trace or (
             type(frame.store) is not ApplyStore and type(frame.store) is not InitStore):
@@ -294,10 +317,188 @@ def _per_example_loss(regularizer: Callable, output: jax.Array) -> Any:
     return loss / jnp.asarray(jnp.shape(output)[0], loss.dtype)  # TF casts the batch size
 
 
+def _with_scope_terms(*regularizers: Any) -> tuple:
+    """Each of a layer's weight regularizers as ``get_param(regularizer=)`` should take it, in the
+    layer's scope (call it there, when one is not None).
+
+    TF's ``tf.layers`` ``Layer.add_weight`` creates the weight with ``get_variable`` without the
+    layer's regularizer, so the enclosing scope's ``regularizer=`` applies, and then adds the
+    layer's own term: both count, the scope's first. ``get_param`` takes one regularizer, whose
+    term it adds when the weight is created (never on reuse), as TF adds both; so a layer's own
+    regularizer, under a scope with one, becomes the two in turn. None (the scope's alone applies)
+    and what is not a function (``get_param`` says so, naming the weight) pass as they are."""
+    scope_regularizer = _frame._FRAME.get().scope.regularizer
+    if scope_regularizer is None:
+        return regularizers
+    return tuple(regularizer if regularizer is None or not callable(regularizer) else
+                 functools.partial(_scope_then_layer_term, scope_regularizer, regularizer)
+                 for regularizer in regularizers)
+
+
+def _scope_then_layer_term(scope_regularizer: Callable, regularizer: Callable, value: Any) -> Any:
+    """The scope's term of ``value`` plus the layer's (either may be None: no term)."""
+    first, second = scope_regularizer(value), regularizer(value)
+    if first is None or second is None:
+        return second if first is None else first
+    if getattr(first, "dtype", None) != getattr(second, "dtype", None):
+        # summed as sp.regularization_loss() sums terms: JAX's standard promotion, written out
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.result_type(first, second)
+        first, second = jnp.asarray(first, dtype), jnp.asarray(second, dtype)
+    return first + second
+
+
 def _constraint(identifier: Any) -> Any:
     """A layer's ``*_constraint=`` argument: None, a callable, or one of Keras's identifiers (TF's
     layers take ``"max_norm"`` and friends)."""
     return identifier if identifier is None or callable(identifier) else _constraints.get(identifier)
+
+
+# --- Keras identifiers: TF's tf.layers are Keras layers, which take names -------------------------
+#
+# tf.compat.v1.layers (and TF's RNN cells) resolve a string activation, initializer, regularizer or
+# constraint with keras's activations.get, initializers.get (its TF 1.x table), regularizers.get and
+# constraints.get. The layers here do the same, on the rare path a string takes: a layer's call
+# tests its arguments for strings once and resolves them here.
+
+
+def _hard_sigmoid(x: jax.Array) -> jax.Array:
+    """Keras's ``hard_sigmoid``: ``clip(0.2 x + 0.5, 0, 1)``."""
+    return jnp.clip(x * 0.2 + 0.5, 0.0, 1.0)
+
+
+def _keras_linear(x: jax.Array) -> jax.Array:
+    """Keras's ``linear``: the identity."""
+    return x
+
+
+# Keras's activations by name, with Keras's defaults (gelu exact, leaky_relu tf.nn's slope 0.2).
+_KERAS_ACTIVATIONS: Dict[str, Callable] = {
+    "relu": jax.nn.relu, "relu6": jax.nn.relu6, "elu": jax.nn.elu, "selu": jax.nn.selu,
+    "sigmoid": jax.nn.sigmoid, "hard_sigmoid": _hard_sigmoid, "tanh": jnp.tanh,
+    "softplus": jax.nn.softplus, "softsign": jax.nn.soft_sign, "swish": jax.nn.silu,
+    "silu": jax.nn.silu, "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "exponential": jnp.exp, "linear": _keras_linear, "mish": jax.nn.mish,
+    "softmax": functools.partial(jax.nn.softmax, axis=-1),
+    "log_softmax": functools.partial(jax.nn.log_softmax, axis=-1),
+    "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.2),
+}
+# Keras's advanced-activation layer classes, which keras.activations.get also takes by name (not
+# here), and what to pass instead.
+_KERAS_ACTIVATION_LAYERS = {
+    "ReLU": "'relu'", "ELU": "'elu'", "Softmax": "'softmax'",
+    "LeakyReLU": "functools.partial(jax.nn.leaky_relu, negative_slope=0.3) (the class's slope)",
+    "ThresholdedReLU": "lambda x: jnp.where(x > 1.0, x, 0.0) (the class's theta=1)",
+    "PReLU": "a function of a slope made with sp.get_param (PReLU learns it)"}
+
+# Keras's initializer classes (sp.initializers has each, with Keras's defaults), by their names and
+# snake_case names, and Keras's four short aliases.
+_KERAS_INITIALIZER_CLASSES = (
+    "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity", "LecunNormal",
+    "LecunUniform", "Ones", "Orthogonal", "RandomNormal", "RandomUniform", "TruncatedNormal",
+    "VarianceScaling", "Zeros")
+_KERAS_INITIALIZERS: Dict[str, str] = {
+    **{name: name for name in _KERAS_INITIALIZER_CLASSES},
+    **{re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): name for name in _KERAS_INITIALIZER_CLASSES},
+    "normal": "RandomNormal", "uniform": "RandomUniform", "one": "Ones", "zero": "Zeros",
+}
+
+# Keras's regularizers by name, as (l1, l2) factors of l1 * sum(|w|) + l2 * sum(w**2): "l1_l2" has
+# 0.01 for both, but the class L1L2's defaults are 0 (a zero term).
+_KERAS_REGULARIZERS: Dict[str, Tuple[float, float]] = {
+    "L1": (0.01, 0.0), "l1": (0.01, 0.0), "L2": (0.0, 0.01), "l2": (0.0, 0.01),
+    "l1_l2": (0.01, 0.01), "L1L2": (0.0, 0.0)}
+
+
+def _keras_regularizer(l1: float, l2: float) -> Callable[[jax.Array], jax.Array]:
+    """Keras's ``L1L2(l1, l2)``: ``l1 * sum(|w|) + l2 * sum(w**2)`` (not TF 1.x's
+    ``l2_regularizer``, which halves the sum), each term only if its factor is not 0."""
+
+    def regularizer(w: jax.Array) -> jax.Array:
+        penalty = jnp.zeros((), w.dtype)
+        if l1:
+            penalty = penalty + l1 * jnp.sum(jnp.abs(w))
+        if l2:
+            penalty = penalty + l2 * jnp.sum(jnp.square(w))
+        return penalty
+
+    regularizer.__name__ = regularizer.__qualname__ = f"keras_l1_l2_{l1:g}_{l2:g}"
+    return regularizer
+
+
+def _from_keras(kind: str, name: Any, argument: str, identifier: Any) -> Any:
+    """``identifier`` as TF's layers take it for ``argument`` (``activation``, ``*_initializer``,
+    ``*_regularizer``, ``*_constraint``): a name is Keras's; anything else is returned as is."""
+    if argument.endswith("constraint"):
+        return _constraint(identifier)  # Keras's names and configs: sp.constraints.get
+    if not isinstance(identifier, str):
+        return identifier
+    label = _label(kind, name)
+    if argument.endswith("activation"):
+        found = _KERAS_ACTIVATIONS.get(identifier)
+        if found is not None:
+            return found
+        if identifier in _KERAS_ACTIVATION_LAYERS:
+            raise ValueError(
+                f"{label}: {argument}={identifier!r} names a Keras layer class, which TF's layers "
+                "take but sp.layers does not (only Keras's activation functions by name).\n"
+                f"  fix: pass {argument}={_KERAS_ACTIVATION_LAYERS[identifier]}.")
+        raise ValueError(
+            f"{label}: unknown activation {identifier!r} (TF: Unknown activation function "
+            f"{identifier!r}).\n  fix: one of the Keras names {sorted(_KERAS_ACTIVATIONS)}, or "
+            f"pass a function, e.g. {argument}=jax.nn.relu.")
+    if argument.endswith("initializer"):
+        class_name = _KERAS_INITIALIZERS.get(identifier)
+        if class_name is None:
+            raise ValueError(
+                f"{label}: unknown initializer {identifier!r} for {argument}= (TF: Unknown "
+                f"initializer: {identifier!r}).\n  fix: one of the Keras names "
+                f"{sorted(n for n in _KERAS_INITIALIZERS if n.islower())}, or an initializer from "
+                "sp.initializers, e.g. sp.initializers.zeros.")
+        return getattr(_initializers, class_name)()
+    if argument.endswith("regularizer"):
+        factors = _KERAS_REGULARIZERS.get(identifier)
+        if factors is None:
+            raise ValueError(
+                f"{label}: unknown regularizer {identifier!r} for {argument}=.\n  fix: one of "
+                f"{', '.join(repr(n) for n in _KERAS_REGULARIZERS)} (Keras's, with factor 0.01), "
+                "or a function of the weight, e.g. sp.l2_regularizer(1e-4).")
+        return _keras_regularizer(*factors)
+    raise AssertionError(f"no Keras identifiers for {argument}=")
+
+
+def _resolved(kind: str, name: Any, **arguments: Any) -> tuple:
+    """The values of ``arguments``, in order, each resolved by ``_from_keras``."""
+    return tuple(_from_keras(kind, name, argument, value) for argument, value in arguments.items())
+
+
+def _units(units: Any, kind: str, name: Any) -> int:
+    """Dense's ``units`` as Keras's ``Dense`` takes it: ``int(units)`` (3.0 and "3" are 3), and
+    at least 0."""
+    if isinstance(units, (bool, np.bool_)):  # TF's TensorShape refuses a bool dimension
+        raise TypeError(f"{_label(kind, name)}: units={units!r} is a bool, not a number of "
+                        "units.\n  fix: pass an int, e.g. units=10.")
+    if not isinstance(units, (int, np.integer)):
+        try:
+            units = int(units)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{_label(kind, name)}: invalid value for `units`: {units!r} is no integer (TF: "
+                f"{error}).\n  fix: pass an int, e.g. units=10.") from None
+    if units < 0:
+        raise ValueError(f"{_label(kind, name)}: invalid value for `units`, expected a positive "
+                         f"integer. Received: units={units}\n  fix: pass units >= 1.")
+    return int(units)
+
+
+def _min_ndim_error(kind: str, name: Any, shape: Tuple[int, ...]) -> ValueError:
+    """TF's refusal of a dense layer's scalar input (its input spec's ``min_ndim=2``, in TF's words)."""
+    fix = "x.reshape(1) for one example of one feature, or x.reshape(1, 1) for a batch of one"
+    return ValueError(
+        f"Input 0 of layer {_label(kind, name)} is incompatible with the layer: expected "
+        f"min_ndim=2, found ndim={len(shape)}. Full shape received: {tuple(shape)}\n"
+        f"  fix: the layer maps the last axis of a batch of examples: give the input a batch axis "
+        f"and a feature axis, e.g. {fix}.")
 
 
 @functools.partial(jax.jit, static_argnums=2, inline=True)
@@ -352,7 +553,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     if max(strides) > 1 and max(dilation) > 1:
         raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
                          f"Received: strides={strides} and dilation_rate={dilation}")
-    _check_positive(filters, "filters", kind, name)
+    filters = _check_positive(filters, "filters", kind, name)
     last = _channels_last(data_format)
     pad = _padding(padding)
     if inputs.ndim != rank + 2:
@@ -360,15 +561,28 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
     with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
+        if (type(activation) is str or type(kernel_initializer) is str
+                or type(bias_initializer) is str or type(kernel_regularizer) is str
+                or type(bias_regularizer) is str or kernel_constraint is not None
+                or bias_constraint is not None):  # Keras names, and constraints (as in _dense)
+            (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+             kernel_constraint, bias_constraint) = _resolved(
+                kind, sc, activation=activation, kernel_initializer=kernel_initializer,
+                bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+                bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
+                bias_constraint=bias_constraint)
         if pad == "VALID":
             _check_valid_window(kind, sc, inputs.shape, inputs.shape[1:-1] if last else
                                 inputs.shape[2:], kernel_shape, dilation, "kernel")
+        if kernel_regularizer is not None or bias_regularizer is not None:  # TF's: and the scope's
+            kernel_regularizer, bias_regularizer = _with_scope_terms(kernel_regularizer,
+                                                                     bias_regularizer)
         kernel = get_param(names[0], kernel_shape + (in_channels, filters), kernel_initializer,
                            dtype, trainable=trainable, regularizer=kernel_regularizer,
-                           constraint=_constraint(kernel_constraint))
+                           constraint=kernel_constraint)
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
-                         constraint=_constraint(bias_constraint)) if use_bias else None
+                         constraint=bias_constraint) if use_bias else None
         channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
         layout = channels_last if last else channels_first
         y = _conv_and_bias(_cast(inputs, dtype), kernel, bias, strides, pad, dilation,
@@ -495,8 +709,8 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     if max(strides) > 1 and max(dilation) > 1:
         raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
                          f"Received: strides={strides} and dilation_rate={dilation}")
-    _check_positive(filters, "filters", base_name, name)  # None: slim's depthwise-only form
-    _check_positive(depth_multiplier, "depth_multiplier", base_name, name)
+    filters = _check_positive(filters, "filters", base_name, name)  # None: slim's depthwise-only
+    depth_multiplier = _check_positive(depth_multiplier, "depth_multiplier", base_name, name)
     last = _channels_last(data_format)
     pad = _padding(padding)
     if inputs.ndim != rank + 2:
@@ -505,20 +719,40 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     out_channels = in_channels * depth_multiplier if filters is None else filters
     dtype = _param_dtype(inputs)
     with _layer_scope(name, base_name, reuse, fetches_only=True) as sc:
+        if (type(activation) is str or type(depthwise_initializer) is str
+                or type(pointwise_initializer) is str or type(bias_initializer) is str
+                or type(depthwise_regularizer) is str or type(pointwise_regularizer) is str
+                or type(bias_regularizer) is str or depthwise_constraint is not None
+                or pointwise_constraint is not None or bias_constraint is not None):  # as in _dense
+            (activation, depthwise_initializer, pointwise_initializer, bias_initializer,
+             depthwise_regularizer, pointwise_regularizer, bias_regularizer, depthwise_constraint,
+             pointwise_constraint, bias_constraint) = _resolved(
+                base_name, sc, activation=activation, depthwise_initializer=depthwise_initializer,
+                pointwise_initializer=pointwise_initializer, bias_initializer=bias_initializer,
+                depthwise_regularizer=depthwise_regularizer,
+                pointwise_regularizer=pointwise_regularizer, bias_regularizer=bias_regularizer,
+                depthwise_constraint=depthwise_constraint,
+                pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
         if pad == "VALID":
             _check_valid_window(base_name, sc, inputs.shape, inputs.shape[1:-1] if last else
                                 inputs.shape[2:], kernel_shape, dilation, "kernel")
+        if filters is not None and (depthwise_regularizer is not None
+                                    or pointwise_regularizer is not None
+                                    or bias_regularizer is not None):  # TF's: and the scope's
+            # (slim's depthwise-only form, num_outputs=None, makes its variables with
+            # model_variable(regularizer=), which replaces the scope's instead)
+            depthwise_regularizer, pointwise_regularizer, bias_regularizer = _with_scope_terms(
+                depthwise_regularizer, pointwise_regularizer, bias_regularizer)
         depthwise = get_param(names[0], kernel_shape + (in_channels, depth_multiplier),
                               depthwise_initializer, dtype, trainable=trainable,
-                              regularizer=depthwise_regularizer,
-                              constraint=_constraint(depthwise_constraint))
+                              regularizer=depthwise_regularizer, constraint=depthwise_constraint)
         pointwise = None if filters is None else get_param(
             names[1], (1,) * rank + (in_channels * depth_multiplier, filters), pointwise_initializer,
             dtype, trainable=trainable, regularizer=pointwise_regularizer,
-            constraint=_constraint(pointwise_constraint))
+            constraint=pointwise_constraint)
         bias = get_param(names[2], (out_channels,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
-                         constraint=_constraint(bias_constraint)) if use_bias else None
+                         constraint=bias_constraint) if use_bias else None
         channels_last, channels_first, kernel_layout = _LAYOUTS[rank]
         layout = channels_last if last else channels_first
         dims = (layout, kernel_layout, layout)
@@ -579,20 +813,33 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     kind = f"conv{rank}d_transpose"
     kernel_shape = _tuple(kernel_size, rank, "kernel_size", kind, name)
     strides = _tuple(strides, rank, "strides", kind, name)
-    _check_positive(filters, "filters", kind, name)
+    filters = _check_positive(filters, "filters", kind, name)
     last = _channels_last(data_format)
     pad = _padding(padding)
     if inputs.ndim != rank + 2:
         raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, kind, reuse, fetches_only=True):
+    with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
+        if (type(activation) is str or type(kernel_initializer) is str
+                or type(bias_initializer) is str or type(kernel_regularizer) is str
+                or type(bias_regularizer) is str or kernel_constraint is not None
+                or bias_constraint is not None):  # Keras names, and constraints (as in _dense)
+            (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+             kernel_constraint, bias_constraint) = _resolved(
+                kind, sc, activation=activation, kernel_initializer=kernel_initializer,
+                bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+                bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
+                bias_constraint=bias_constraint)
+        if kernel_regularizer is not None or bias_regularizer is not None:  # TF's: and the scope's
+            kernel_regularizer, bias_regularizer = _with_scope_terms(kernel_regularizer,
+                                                                     bias_regularizer)
         kernel = get_param(names[0], kernel_shape + (filters, in_channels), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer,
-                           constraint=_constraint(kernel_constraint))
+                           constraint=kernel_constraint)
         bias = get_param(names[1], (filters,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
-                         constraint=_constraint(bias_constraint)) if use_bias else None
+                         constraint=bias_constraint) if use_bias else None
         # The transpose of a strided conv is a conv over the input dilated by the stride, with the
         # kernel flipped and its in/out axes swapped; the padding reproduces TF's output size.
         pads = [_transpose_pad(k, s, pad) for k, s in zip(kernel_shape, strides)]
@@ -639,16 +886,39 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
            kernel_initializer: Any, bias_initializer: Any, kernel_regularizer: Optional[Callable],
            bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
            names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
-           bias_constraint: Any = None, activity_regularizer: Optional[Callable] = None) -> jax.Array:
-    """TF's ``Dense`` layer: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias`` (``names``)."""
+           bias_constraint: Any = None, activity_regularizer: Optional[Callable] = None,
+           kind: str = "dense") -> jax.Array:
+    """TF's ``Dense`` layer: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias`` (``names``);
+    ``kind`` (slim's ``fully_connected``) names it in errors."""
     dtype = _param_dtype(inputs)
-    with _layer_scope(name, "dense", reuse, fetches_only=True):
-        kernel = get_param(names[0], (inputs.shape[-1], units), kernel_initializer, dtype,
+    with _layer_scope(name, "dense", reuse, fetches_only=True) as sc:
+        # One test for what the common call never has: units not an int, and arguments given by
+        # Keras names or as constraints (resolved here rather than at every get_param below).
+        if (type(units) is not int or units < 0 or type(activation) is str
+                or type(kernel_initializer) is str or type(bias_initializer) is str
+                or type(kernel_regularizer) is str or type(bias_regularizer) is str
+                or kernel_constraint is not None or bias_constraint is not None):
+            units = _units(units, kind, sc)
+            (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+             kernel_constraint, bias_constraint) = _resolved(
+                kind, sc, activation=activation, kernel_initializer=kernel_initializer,
+                bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+                bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
+                bias_constraint=bias_constraint)
+        shape = inputs.shape
+        if not shape:  # a scalar has no feature axis (it failed with an IndexError). TF's input spec
+            # also refuses a vector (min_ndim=2); we take one as one example, the input of
+            # per-example code under jax.vmap (README, "where we depart").
+            raise _min_ndim_error(kind, sc, shape)
+        if kernel_regularizer is not None or bias_regularizer is not None:  # TF's: and the scope's
+            kernel_regularizer, bias_regularizer = _with_scope_terms(kernel_regularizer,
+                                                                     bias_regularizer)
+        kernel = get_param(names[0], (shape[-1], units), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer,
-                           constraint=_constraint(kernel_constraint))
+                           constraint=kernel_constraint)
         bias = get_param(names[1], (units,), bias_initializer, dtype, trainable=trainable,
                          regularizer=bias_regularizer,
-                         constraint=_constraint(bias_constraint)) if use_bias else None
+                         constraint=bias_constraint) if use_bias else None
         y = _affine(_cast(inputs, dtype), kernel, bias)
         # In the layer's scope, as TF's Layer.call: an activation's variables go under the layer.
         if activity_regularizer is not None:
@@ -701,29 +971,47 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
         raise NotImplementedError("sp.layers.batch_normalization does not implement renorm, "
                                   "virtual_batch_size or adjustment.")
     del renorm_clipping, renorm_momentum
-    ndim = inputs.ndim
-    axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
-    axes = sorted(int(a) % ndim for a in axes)
-    reduce_axes = tuple(i for i in range(ndim) if i not in axes)
-    broadcast = tuple(inputs.shape[i] if i in axes else 1 for i in range(ndim))
-    param_shape = broadcast if len(axes) > 1 else (inputs.shape[axes[0]],)  # Keras' build
-    in_dtype = jnp.result_type(inputs)
-    dtype = np.dtype(np.float32) if in_dtype in (jnp.float16, jnp.bfloat16) or not jnp.issubdtype(
-        in_dtype, jnp.floating) else in_dtype
-    if _fused_kernel is None:  # TF v1: fused=None or True both mean "if _fused_can_be_used()"
-        _fused_kernel = (fused is not False and ndim in (4, 5) and len(axes) == 1
-                         and axes[0] in (1, ndim - 1) and dtype != np.float64)
-    update = trainable if _update is None else _update
     frame = _frame.current("sp.layers.batch_normalization")
     training = _static_flag(training)
     static_training = training if isinstance(training, bool) else None
-    with _layer_scope(name, "batch_normalization", reuse, fetches_only=True):
+    with _layer_scope(name, "batch_normalization", reuse, fetches_only=True) as sc:
+        ndim = inputs.ndim
+        axes = _normalized_axes(axis, inputs.shape, sc)
+        if (type(beta_initializer) is str or type(gamma_initializer) is str
+                or type(moving_mean_initializer) is str or type(moving_variance_initializer) is str
+                or type(beta_regularizer) is str or type(gamma_regularizer) is str
+                or beta_constraint is not None or gamma_constraint is not None):  # as in _dense
+            (beta_initializer, gamma_initializer, moving_mean_initializer,
+             moving_variance_initializer, beta_regularizer, gamma_regularizer, beta_constraint,
+             gamma_constraint) = _resolved(
+                "batch_normalization", sc, beta_initializer=beta_initializer,
+                gamma_initializer=gamma_initializer,
+                moving_mean_initializer=moving_mean_initializer,
+                moving_variance_initializer=moving_variance_initializer,
+                beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
+                beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
+        if _fused_kernel is None and (gamma_regularizer is not None
+                                      or beta_regularizer is not None):  # TF's: and the scope's
+            # (slim.batch_norm's fused and nn.moments paths make their variables with
+            # model_variable(regularizer=), which replaces the scope's instead)
+            gamma_regularizer, beta_regularizer = _with_scope_terms(gamma_regularizer,
+                                                                    beta_regularizer)
+        reduce_axes = tuple(i for i in range(ndim) if i not in axes)
+        broadcast = tuple(inputs.shape[i] if i in axes else 1 for i in range(ndim))
+        param_shape = broadcast if len(axes) > 1 else (inputs.shape[axes[0]],)  # Keras' build
+        in_dtype = jnp.result_type(inputs)
+        dtype = np.dtype(np.float32) if in_dtype in (jnp.float16, jnp.bfloat16) or not (
+            jnp.issubdtype(in_dtype, jnp.floating)) else in_dtype
+        if _fused_kernel is None:  # TF v1: fused=None or True both mean "if _fused_can_be_used()"
+            _fused_kernel = (fused is not False and ndim in (4, 5) and len(axes) == 1
+                             and axes[0] in (1, ndim - 1) and dtype != np.float64)
+        update = trainable if _update is None else _update
         gamma = get_param("gamma", param_shape, gamma_initializer, dtype, trainable=trainable,
                           regularizer=gamma_regularizer,
-                          constraint=_constraint(gamma_constraint)) if scale else None
+                          constraint=gamma_constraint) if scale else None
         beta = get_param("beta", param_shape, beta_initializer, dtype, trainable=trainable,
                          regularizer=beta_regularizer,
-                         constraint=_constraint(beta_constraint)) if center else None
+                         constraint=beta_constraint) if center else None
         if frame.with_state:
             moving_mean = get_state("moving_mean", param_shape, moving_mean_initializer, dtype)
             moving_var = get_state("moving_variance", param_shape, moving_variance_initializer,
@@ -764,8 +1052,36 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
             set_state("moving_mean", new_mean.astype(dtype))
             set_state("moving_variance", new_var.astype(dtype))
         if static_training is None:
-            mean, var = (jnp.where(training, a, b) for a, b in ((mean, moving_mean), (var, moving_var)))
+            mean, var = (jnp.where(training, a, b)
+                         for a, b in ((mean, moving_mean), (var, moving_var)))
         return normalize(mean, var).astype(in_dtype)
+
+
+def _normalized_axes(axis: Any, shape: Tuple[int, ...], name: Any) -> list:
+    """Batch normalization's ``axis`` (an int or ints, each in ``[-rank, rank)``) as sorted
+    non-negative axes: Keras's ``validate_axis``, which refuses what a modulo would silently
+    wrap."""
+    ndim, label = len(shape), _label("batch_normalization", name)
+    if ndim == 0:
+        raise ValueError(f"{label}: a scalar input has no axis to normalize (TF: Input has "
+                         "undefined rank. Received: input_shape=()).\n  fix: give the input a "
+                         "batch axis and a feature axis, e.g. x.reshape(1, 1).")
+    listed = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
+    if not all(isinstance(a, (int, np.integer)) for a in listed):
+        raise TypeError(f"{label}: expected an int or a list/tuple of ints for the argument "
+                        f"'axis', but received: {axis!r} (as TF).\n  fix: pass ints, e.g. axis=-1.")
+    if not all(-ndim <= a < ndim for a in listed):
+        raise ValueError(
+            f"{label}: invalid value for `axis` argument. Expected {-ndim} <= axis < {ndim} "
+            f"(inputs.rank={ndim}, input shape {tuple(shape)}). Received: axis={axis!r}\n"
+            f"  fix: name the features' axis within the rank, e.g. axis=-1 for the last "
+            f"(axis={ndim - 1}); TF refuses the axis too (Expected 0 <= axis < inputs.rank).")
+    axes = sorted(int(a) % ndim for a in listed)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{label}: Duplicate axis: {axis!r} of a rank-{ndim} input names axis "
+                         f"{max(axes, key=axes.count)} twice (as TF refuses it).\n"
+                         "  fix: list each axis once.")
+    return axes
 
 
 def _moments(x: jax.Array, axes: Tuple[int, ...]) -> Tuple[jax.Array, jax.Array]:
@@ -991,7 +1307,11 @@ def embedding(ids: jax.Array, input_dim: int, output_dim: int,
               name: Optional[str] = None, reuse: Any = None, dtype: Any = jnp.float32,
               embeddings_constraint: Optional[Callable] = None) -> jax.Array:
     """An embedding table ``<name>/embeddings`` of shape ``(input_dim, output_dim)`` (Keras's name
-    and its uniform(-0.05, 0.05) default), looked up with ``embedding_lookup``."""
+    and its uniform(-0.05, 0.05) default), looked up with ``embedding_lookup``. As Keras's
+    ``Embedding``, it takes an initializer's or constraint's Keras name (``"ones"``)."""
+    if type(embeddings_initializer) is str:
+        embeddings_initializer = _from_keras("embedding", name, "embeddings_initializer",
+                                             embeddings_initializer)
     with _layer_scope(name, "embedding", reuse, fetches_only=True):
         table = get_param("embeddings", (input_dim, output_dim), embeddings_initializer, dtype,
                           trainable=trainable,
@@ -1393,6 +1713,13 @@ class Layer(_NamedByClass):
         unknown = [k for k in tf_options if k not in _ADD_WEIGHT_PASSED_ON]
         if unknown:
             raise TypeError(_add_weight_refusal(type(self).__name__, name, unknown[0]))
+        if isinstance(regularizer, str):  # TF: "'str' object is not callable" when it is applied
+            raise TypeError(
+                f"{type(self).__name__}.add_weight({name!r}): regularizer={regularizer!r} is a name, "
+                "which TF's tf.layers.Layer.add_weight does not resolve either (unlike its "
+                "initializer= and constraint=).\n  fix: pass a function of the weight, e.g. "
+                "regularizer=sp.l2_regularizer(1e-4).")
+        initializer = _from_keras(type(self).__name__, None, "initializer", initializer)
         frame = _frame.current(f"{type(self).__name__}.add_weight")
         made = _this_call(self._weights, frame)
         if made is None:
@@ -1412,6 +1739,8 @@ class Layer(_NamedByClass):
         _, ns = _enter_object_name_scope(captured)
         try:
             with _layer_scope(captured, self._base_name, reuse):
+                if regularizer is not None:  # TF's: and the scope's
+                    regularizer = _with_scope_terms(regularizer)[0]
                 value = get_param(name, shape, initializer, self._dtype if dtype is None else dtype,
                                   trainable=trainable, regularizer=regularizer,
                                   constraint=_constraint(constraint), **options)

@@ -776,7 +776,7 @@ def _fitted_state(cell: Any, batch: int, state: Any, api: str) -> Any:
             where = f"'s {jax.tree_util.keystr(path)}" if path else ""
             raise refuse(f"the state{where} of shape {shape} should be {want.shape} ([batch_size, "
                          "state_size])")
-    if jax.tree_util.tree_structure(state) != treedef:  # (c, h) for LSTMStateTuple(c, h)
+    if jax.tree_util.tree_structure(state) != treedef:  # type: ignore[operator]  # (c, h): LSTMStateTuple
         return jax.tree_util.tree_unflatten(treedef, given)
     return state
 

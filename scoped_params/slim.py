@@ -25,7 +25,16 @@ default to training (``is_training=True``: the moving statistics are state, so t
 ``arg_scope`` defaults are read when a layer is called, from a context variable: open them inside
 the model function (or around ``init``/``apply``), and note that a ``jax.jit`` trace keeps the
 defaults it was traced with. ``outputs_collections`` work per ``init``/``apply`` call:
-``slim.utils.convert_collection_to_dict(name)`` returns this call's end points.
+``slim.utils.convert_collection_to_dict(name)`` returns this call's end points. An end point made
+inside an ``sp.scan`` (``sp.cond``, ...), an ``sp.layer_stack`` block or a ``jax.vmap`` in the
+model is a ``NestedTraceError``, as ``sp.record`` there is: a value made there cannot leave it.
+
+A layer's ``weights_regularizer`` (``biases_regularizer``, ``param_regularizers``) adds its term
+to the enclosing scope's ``regularizer=`` where tf_slim builds the layer from ``tf.layers``:
+``fully_connected``, the convolutions, ``separable_conv2d`` with ``num_outputs``, and
+``batch_norm`` with the default ``updates_collections`` (unless slim's fused kernel takes a 2-D
+input). It replaces the scope's where slim makes the variable itself with ``model_variable``:
+``bias_add``, the depthwise-only ``separable_conv2d`` and the other ``batch_norm`` paths, as in TF.
 """
 
 from __future__ import annotations
@@ -42,9 +51,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame, layers
-from ._params import get_param
+from ._params import ApplyStore, InitStore, get_param
+from ._errors import NestedTraceError, ReuseArgumentError
 from ._regularizers import l1_l2_regularizer, l1_regularizer, l2_regularizer, sum_regularizer
-from ._scope import default_name_scope, name_scope, scope as _variable_scope
+from ._scope import (_TRACE, _describe_reuse, default_name_scope, name_scope,
+                     scope as _variable_scope)
 from .initializers import (contrib_variance_scaling as variance_scaling_initializer,
                            ones, xavier_initializer, zeros)
 
@@ -217,13 +228,41 @@ def collect_named_outputs(collections: Optional[Union[str, Sequence[str]]], alia
     ``init``/``apply`` call; returns ``outputs``."""
     if collections:
         frame = _frame.current("slim.utils.collect_named_outputs")
+        alias = alias[:-1] if alias.endswith("/") else alias
+        if frame.loop is not None or _TRACE.value is not frame.trace or (
+                type(frame.store) is not ApplyStore and type(frame.store) is not InitStore):
+            raise _end_point_in_loop(frame, collections, alias)
         store = getattr(frame, "collected", None)
         if store is None:
             store = frame.collected = {}  # type: ignore[attr-defined]
-        alias = alias[:-1] if alias.endswith("/") else alias
         for name in [collections] if isinstance(collections, str) else collections:
             store.setdefault(name, []).append((alias, outputs))
     return outputs
+
+
+def _end_point_in_loop(frame: Any, collections: Any, alias: str) -> NestedTraceError:
+    """An end point made where its value cannot leave (as ``sp.record``'s checks): in the function
+    of an ``sp.scan``, ``sp.cond``, ... (``frame.loop``), in an ``sp.layer_stack`` block (its own
+    store), or in a function a JAX transformation traces within the model."""
+    names = [collections] if isinstance(collections, str) else list(collections)
+    if frame.loop is not None:
+        where = f"the function of {frame.loop}"
+        steps = " (an output of every step)" if frame.loop == "sp.scan" else ""
+        keep = f"return it from the function{steps} and collect it after {frame.loop}"
+    elif type(frame.store) is not ApplyStore and type(frame.store) is not InitStore:
+        where = "an sp.layer_stack block"
+        keep = ("return it from the block as a per-layer output (sp.layer_stack(..., "
+                "with_per_layer_inputs=True)) and collect it after the stack")
+    else:
+        where = ("a function that a JAX transformation (jax.vmap, jax.grad, jax.lax.scan, "
+                 "jax.checkpoint, a jax.jit, ...) traces within the model")
+        keep = "return it from the function and collect it outside it"
+    return NestedTraceError(
+        f"slim outputs_collections={names!r}: the end point {alias!r} was made inside {where}: a "
+        "value made there cannot leave it except as its result (nor can TF fetch a tensor made in "
+        "a loop's body).\n"
+        f"  fix: drop outputs_collections= from the layers in there; to keep the output, {keep} "
+        f"with slim.utils.collect_named_outputs({names[0]!r}, {alias!r}, output).")
 
 
 def convert_collection_to_dict(collection: str, clear_collection: bool = False
@@ -311,17 +350,37 @@ def model_variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any 
 # --- layers ---------------------------------------------------------------------------------------
 
 
-def _layer(scope: Any, default_name: str, reuse: Any, variables_collections: Any = None):
+def _layer(scope: Any, default_name: str, reuse: Any, variables_collections: Any = None,
+           op: str = "slim"):
     """slim's ``variable_scope(scope, default_name, [inputs], reuse=reuse)``, whose variables are
     model variables. Collections are metadata of ``init``'s (and ``specs``') trace, so ``apply``
-    opens the scope without the getter that records them, and fetches at full speed."""
+    opens the scope without the getter that records them, and fetches at full speed. ``op``
+    (``slim.conv2d``) names the layer in errors."""
     frame = _frame._FRAME.get()
     if frame is None or frame.mode != _frame.INIT:
         if scope is None and (reuse is None or reuse is False):
             return default_name_scope(default_name)
+        if scope is None:
+            raise _reuse_without_scope(op, default_name, reuse)
         return _variable_scope(scope, default_name=default_name, reuse=reuse)
+    if scope is None and reuse is not None and reuse is not False:
+        raise _reuse_without_scope(op, default_name, reuse)
     return _variable_scope(scope, default_name=default_name, reuse=reuse,
                            custom_getter=_model_variable_getter(variables_collections))
+
+
+def _reuse_without_scope(op: str, default_name: str, reuse: Any) -> ReuseArgumentError:
+    """TF's refusal of a slim layer's ``reuse`` without ``scope=``, with the fix for the layer (the
+    generic one, ``sp.scope(default_name, reuse=True)`` around the call, would look for
+    ``fully_connected/fully_connected/weights``)."""
+    return ReuseArgumentError(
+        f"{op}(reuse={_describe_reuse(reuse)}) without scope=: reuse=True cannot be used without a "
+        f"name_or_scope, as TF slim says too: the layer opens variable_scope(scope, "
+        f"default_name={default_name!r}), and a default name always makes a new scope, never one "
+        "to reuse.\n"
+        f"  fix: pass the scope to share: scope={default_name!r} shares the first unnamed {op} "
+        f"made in the current scope ({default_name + '_1'!r} the second, ...), e.g. "
+        f"{op}(..., scope={default_name!r}, reuse=True); clearer, give both calls the same scope=.")
 
 
 def _channels(data_format: Optional[str], allowed: Tuple[str, ...]) -> str:
@@ -331,12 +390,40 @@ def _channels(data_format: Optional[str], allowed: Tuple[str, ...]) -> str:
     return "channels_first" if data_format and data_format.startswith("NC") else "channels_last"
 
 
-def _finish(outputs, normalizer_fn, normalizer_params, activation_fn, outputs_collections, alias):
+def _finish(outputs, normalizer_fn, normalizer_params, activation_fn, outputs_collections, alias,
+            op):
     if normalizer_fn is not None:
         outputs = normalizer_fn(outputs, **(normalizer_params or {}))
     if activation_fn is not None:
-        outputs = activation_fn(outputs)
+        try:
+            outputs = activation_fn(outputs)
+        except TypeError:  # the test is on the error path: a name is not callable
+            _refuse_a_named_activation_fn(activation_fn, op)
+            raise
     return collect_named_outputs(outputs_collections, alias, outputs)
+
+
+def _activated(activation_fn: Callable, outputs: Any, op: str) -> Any:
+    """``activation_fn(outputs)``, refusing a name as ``_finish`` does."""
+    try:
+        return activation_fn(outputs)
+    except TypeError:
+        _refuse_a_named_activation_fn(activation_fn, op)
+        raise
+
+
+def _refuse_a_named_activation_fn(activation_fn: Any, op: str) -> None:
+    """Raise TF slim's refusal of an ``activation_fn`` given by name (slim calls it, and resolves
+    no names; tf.layers' ``activation=`` does), with the fix; return for any other value."""
+    if not isinstance(activation_fn, str):
+        return
+    fix = (f"activation_fn=jax.nn.{activation_fn}" if callable(getattr(jax.nn, activation_fn, None))
+           else "activation_fn=<a function>, e.g. jax.nn.relu")
+    raise TypeError(
+        f"{op}: activation_fn={activation_fn!r} is a name, but slim's layers call "
+        f"activation_fn(outputs), so TF slim refuses it too (\"'str' object is not callable\"); "
+        "tf.layers' activation= is the one that takes Keras's names.\n"
+        f"  fix: pass the function, {fix}.") from None
 
 
 @add_arg_scope
@@ -361,14 +448,15 @@ def convolution(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, str
     if rank not in (1, 2, 3):
         raise ValueError(f"Convolution not supported for input with rank {inputs.ndim}")
     df = "channels_first" if data_format and data_format.startswith("NC") else "channels_last"
-    with _layer(scope, "Conv", reuse, variables_collections) as sc:
+    op = f"slim.conv{rank}d" if conv_dims is not None else "slim.convolution"
+    with _layer(scope, "Conv", reuse, variables_collections, op) as sc:
         outputs = layers._conv(
             rank, inputs, num_outputs, kernel_size, stride, padding, df, rate, None,
             normalizer_fn is None and biases_initializer is not None, weights_initializer,
             biases_initializer, weights_regularizer, biases_regularizer, trainable, sc, reuse,
             names=("weights", "biases"))
         return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
-                       outputs_collections, sc.name)
+                       outputs_collections, sc.name, op)
 
 
 def _convolution_nd(name: str, conv_dims: int, formats: str) -> Callable:
@@ -414,14 +502,14 @@ def _transpose_op(name: str, rank: int, kind: str, formats: Tuple[str, str]) -> 
            variables_collections: Any = None, outputs_collections: Any = None,
            trainable: bool = True, scope: Any = None) -> jax.Array:
         df = _channels(data_format, formats)
-        with _layer(scope, kind, reuse, variables_collections) as sc:
+        with _layer(scope, kind, reuse, variables_collections, f"slim.conv{rank}d_transpose") as sc:
             outputs = layers._conv_transpose(
                 rank, inputs, num_outputs, kernel_size, stride, padding, df, None,
                 normalizer_fn is None and biases_initializer is not None, weights_initializer,
                 biases_initializer, weights_regularizer, biases_regularizer, trainable, sc, reuse,
                 names=("weights", "biases"))
             return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
-                           outputs_collections, sc.name)
+                           outputs_collections, sc.name, f"slim.conv{rank}d_transpose")
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = (f"``slim.{name}``: scope ``{kind}``, ``weights`` (spatial dims, out, in) and "
@@ -456,7 +544,8 @@ def separable_convolution2d(inputs: jax.Array, num_outputs: Optional[int], kerne
     df = _channels(data_format, ("NHWC", "NCHW"))
     pointwise_initializer = weights_initializer if pointwise_initializer is None else \
         pointwise_initializer
-    with _layer(scope, "SeparableConv2d", reuse, variables_collections) as sc:
+    with _layer(scope, "SeparableConv2d", reuse, variables_collections,
+                "slim.separable_conv2d") as sc:
         outputs = layers._separable_conv(
             2, inputs, num_outputs, kernel_size, stride, padding, df, rate, depth_multiplier, None,
             normalizer_fn is None and biases_initializer is not None, weights_initializer,
@@ -464,7 +553,7 @@ def separable_convolution2d(inputs: jax.Array, num_outputs: Optional[int], kerne
             biases_regularizer, trainable, sc, reuse,
             names=("depthwise_weights", "pointwise_weights", "biases"), base_name="SeparableConv2d")
         return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
-                       outputs_collections, sc.name)
+                       outputs_collections, sc.name, "slim.separable_conv2d")
 
 
 @add_arg_scope
@@ -481,13 +570,14 @@ def fully_connected(inputs: jax.Array, num_outputs: int,
     ``relu``)."""
     if not isinstance(num_outputs, (int, np.integer)) or isinstance(num_outputs, bool):
         raise ValueError(f"num_outputs type should be an integer, got {type(num_outputs).__name__}.")
-    with _layer(scope, "fully_connected", reuse, variables_collections) as sc:
+    with _layer(scope, "fully_connected", reuse, variables_collections,
+                "slim.fully_connected") as sc:
         outputs = layers._dense(
             inputs, int(num_outputs), None, normalizer_fn is None and biases_initializer is not None,
             weights_initializer, biases_initializer, weights_regularizer, biases_regularizer,
-            trainable, sc, reuse, names=("weights", "biases"))
+            trainable, sc, reuse, names=("weights", "biases"), kind="fully_connected")
         return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
-                       outputs_collections, sc.name)
+                       outputs_collections, sc.name, "slim.fully_connected")
 
 
 @add_arg_scope
@@ -499,10 +589,12 @@ def bias_add(inputs: jax.Array, activation_fn: Optional[Callable] = None, initia
     last = _channels(data_format, ("NHWC", "NCHW")) == "channels_last"
     if not last and inputs.ndim != 4:
         raise ValueError("Data format NCHW only supports 4D Tensor")
-    with _layer(scope, "BiasAdd", reuse, variables_collections) as sc:
+    with _layer(scope, "BiasAdd", reuse, variables_collections, "slim.bias_add") as sc:
         biases = get_param("biases", (inputs.shape[-1 if last else 1],), initializer,
                            layers._param_dtype(inputs), trainable=trainable, regularizer=regularizer)
-        outputs = layers._bias_and_activation(inputs, biases, last, activation_fn)
+        outputs = layers._bias_and_activation(inputs, biases, last, None)
+        if activation_fn is not None:
+            outputs = _activated(activation_fn, outputs, "slim.bias_add")
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 
@@ -550,7 +642,7 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
         fused_kernel, update = None, None  # the core layer
     else:
         fused_kernel, update = False, True  # nn.moments, its update ops added (or run) by slim
-    with _layer(scope, "BatchNorm", reuse, variables_collections) as sc:
+    with _layer(scope, "BatchNorm", reuse, variables_collections, "slim.batch_norm") as sc:
         outputs = layers.batch_normalization(
             inputs, axis=1 if df == "channels_first" else -1, momentum=decay, epsilon=epsilon,
             center=center, scale=scale,
@@ -564,7 +656,7 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
             renorm_clipping=renorm_clipping, renorm_momentum=renorm_decay, fused=fused,
             adjustment=adjustment, _fused_kernel=fused_kernel, _update=update)
         if activation_fn is not None:
-            outputs = activation_fn(outputs)
+            outputs = _activated(activation_fn, outputs, "slim.batch_norm")
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 
@@ -576,7 +668,7 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
                scope: Any = None) -> jax.Array:
     """``slim.layer_norm``: ``sp.layers.layer_norm`` (scope ``LayerNorm``), arg-scoped, with end
     points."""
-    with _layer(scope, "LayerNorm", reuse, variables_collections) as sc:
+    with _layer(scope, "LayerNorm", reuse, variables_collections, "slim.layer_norm") as sc:
         outputs = layers.layer_norm(inputs, center, scale, activation_fn, reuse, None, None,
                                     trainable, begin_norm_axis, begin_params_axis, sc)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
@@ -608,7 +700,7 @@ def instance_norm(inputs: jax.Array, center: bool = True, scale: bool = True, ep
     rank = inputs.ndim
     axis = 1 if data_format == "NCHW" else rank - 1
     dtype = layers._param_dtype(inputs)
-    with _layer(scope, "InstanceNorm", reuse, variables_collections) as sc:
+    with _layer(scope, "InstanceNorm", reuse, variables_collections, "slim.instance_norm") as sc:
         beta, gamma = _norm_params(center, scale, (inputs.shape[axis],), dtype, param_initializers,
                                    trainable)
         x = layers._cast(inputs, dtype)
@@ -618,7 +710,7 @@ def instance_norm(inputs: jax.Array, center: bool = True, scale: bool = True, ep
                                     None if beta is None else beta.reshape(broadcast),
                                     None if gamma is None else gamma.reshape(broadcast), epsilon)
         if activation_fn is not None:
-            outputs = activation_fn(outputs)
+            outputs = _activated(activation_fn, outputs, "slim.instance_norm")
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 
@@ -656,7 +748,7 @@ def group_norm(inputs: jax.Array, groups: int = 32, channels_axis: int = -1,
     axes = tuple([channels_axis + 1] + [a + 1 if a > channels_axis else a for a in reduction_axes])
     dtype = layers._param_dtype(inputs)
     x = layers._cast(inputs, dtype).reshape(grouped)
-    with _layer(scope, "GroupNorm", reuse, variables_collections) as sc:
+    with _layer(scope, "GroupNorm", reuse, variables_collections, "slim.group_norm") as sc:
         beta, gamma = _norm_params(center, scale, (channels,), dtype, param_initializers, trainable)
         if mean_close_to_zero:  # nn.sufficient_statistics and nn.normalize_moments without a shift
             divisor = 1.0 / float(np.prod([grouped[a] for a in axes]))
@@ -673,7 +765,7 @@ def group_norm(inputs: jax.Array, groups: int = 32, channels_axis: int = -1,
             offset = offset + beta.reshape(broadcast)
         outputs = (x * gain + offset).reshape(inputs.shape)
         if activation_fn is not None:
-            outputs = activation_fn(outputs)
+            outputs = _activated(activation_fn, outputs, "slim.group_norm")
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 

@@ -1028,3 +1028,335 @@ def test_flatten_makes_a_vector_n_by_1_and_refuses_a_scalar_like_tf():
     error = _refused_by_us(lambda i: sp.layers.flatten(i), ())
     assert error.type is ValueError
     assert "expects min_ndim=1" in str(error.value) and "\n  fix: " in str(error.value)
+
+
+# --- batch normalization's axis, dense's rank -------------------------------------------------------
+
+
+@pytest.mark.parametrize("axis, shown", [(5, "5"), (2, "2"), (-3, "-3"), ((0, 5), r"\(0, 5\)")])
+def test_batch_normalization_refuses_an_axis_outside_the_inputs_rank_like_tf(axis, shown):
+    # it wrapped the axis modulo the rank: axis=5 (or 2) of a rank-2 input normalized axis 1 (or 0)
+    tf_error = _refused_by_tf(lambda i: tf.layers.batch_normalization(i, axis=axis), (2, 4))
+    assert "Expected 0 <= axis < inputs.rank (with inputs.rank=2)" in str(tf_error)
+    for build in (lambda i: sp.layers.batch_normalization(i, axis=axis, training=True),
+                  lambda i: sp.layers.BatchNormalization(axis=axis, name="bn")(i, training=True)):
+        with pytest.raises(ValueError) as error:
+            sp.transform_with_state(build).init(jax.random.key(0), jnp.ones((2, 4)))
+        message = str(error.value)
+        assert re.search(rf"^batch_normalization '(batch_normalization|bn)': invalid value for "
+                         rf"`axis` argument\. Expected -2 <= axis < 2 \(inputs\.rank=2, input shape "
+                         rf"\(2, 4\)\)\. Received: axis={shown}\n  fix: ", message), message
+
+
+def test_batch_normalization_takes_in_range_negative_axes_and_refuses_duplicates_like_tf():
+    def build(layers):
+        return lambda i: (layers.batch_normalization(i, axis=-2, training=True),
+                          layers.batch_normalization(i, axis=(0, -1), training=True))
+
+    _check_batch_normalization(build, (6, 4), names=("batch_normalization",
+                                                     "batch_normalization_1"))
+    assert "Duplicate axis" in str(_refused_by_tf(
+        lambda i: tf.layers.batch_normalization(i, axis=(1, -1)), (2, 4)))
+    with pytest.raises(ValueError, match=r"Duplicate axis: \(1, -1\) of a rank-2 input"):
+        sp.transform_with_state(lambda i: sp.layers.batch_normalization(i, axis=(1, -1))).init(
+            jax.random.key(0), jnp.ones((2, 4)))
+    assert "undefined rank" in str(_refused_by_tf(tf.layers.batch_normalization, ()))
+    with pytest.raises(ValueError, match=r"(?s)a scalar input has no axis to normalize.*fix: "):
+        sp.transform_with_state(lambda i: sp.layers.batch_normalization(i)).init(
+            jax.random.key(0), jnp.ones(()))
+
+
+@pytest.mark.parametrize("shape", [()])
+def test_dense_refuses_a_scalar_input_naming_the_layer_like_tf(shape):
+    # a scalar raised a bare IndexError
+    tf_error = _refused_by_tf(lambda i: tf.layers.dense(i, 3), shape)
+    assert f"expected min_ndim=2, found ndim={len(shape)}" in str(tf_error)
+    for build, label in ((lambda i: sp.layers.dense(i, 3), "dense 'dense'"),
+                         (lambda i: sp.layers.Dense(3, name="fc")(i), "dense 'fc'")):
+        error = _refused_by_us(build, shape)
+        assert error.type is ValueError
+        message = str(error.value)
+        assert message.startswith(f"Input 0 of layer {label} is incompatible with the layer: "
+                                  f"expected min_ndim=2, found ndim={len(shape)}. Full shape "
+                                  f"received: {shape}\n  fix: "), message
+
+
+def test_dense_takes_one_example_as_a_vector_so_per_example_code_runs_under_vmap():
+    # TF's input spec refuses a vector (min_ndim=2); under jax.vmap every example is one (README,
+    # "where we depart"): a vector is a batch of one without its batch axis
+    batch = images((5, 4))
+
+    def per_example(x):
+        return (sp.layers.dense(x, 3, activation=jnp.tanh),
+                sp.slim.fully_connected(x, 2, scope="fc"), sp.layers.Dense(2, name="obj")(x))
+
+    model = sp.transform(per_example)
+    params = model.init(jax.random.key(0), batch[0])
+    assert {n: p.shape for n, p in sp.flatten(params).items()} == {
+        "dense/kernel": (4, 3), "dense/bias": (3,), "fc/weights": (4, 2), "fc/biases": (2,),
+        "obj/kernel": (4, 2), "obj/bias": (2,)}
+    batched = sp.transform(lambda x: per_example(x)).apply(params, batch)
+    mapped = jax.vmap(lambda x: model.apply(params, x))(batch)
+    one = model.apply(params, batch[0])
+    for b, m, o in zip(batched, mapped, one):
+        assert o.shape == b.shape[1:]
+        np.testing.assert_allclose(m, b, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(o, b[0], rtol=1e-6, atol=1e-6)
+
+
+def test_dense_without_a_name_and_reuse_true_shares_the_first_dense_like_tf():
+    # tf.layers takes scope "dense" with reuse (slim refuses reuse without scope=, see test_slim)
+    x = images((2, 4))
+
+    def build(layers):
+        return lambda i: (layers.dense(i, 3), layers.dense(i, 3, reuse=True))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
+    np.testing.assert_allclose(out[1], out[0], atol=0)
+    np.testing.assert_allclose(out[1], tf_out[1], atol=ATOL)
+
+
+# --- Keras identifiers: TF's tf.layers (Keras layers underneath) take names -------------------------
+
+
+_KERAS_ACTIVATIONS = ["relu", "relu6", "elu", "selu", "sigmoid", "hard_sigmoid", "tanh", "softplus",
+                      "softsign", "swish", "silu", "gelu", "exponential", "linear", "mish",
+                      "softmax", "log_softmax", "leaky_relu"]
+
+
+@pytest.mark.parametrize("activation", _KERAS_ACTIVATIONS)
+def test_activations_given_by_name_are_kerass_as_in_tf_layers(activation):
+    # TF's layers resolve the name with keras.activations.get; here it was "'str' is not callable"
+    x = images((4, 5)) * 2
+
+    def build(layers):
+        return lambda i: (layers.dense(i, 3, activation=activation),
+                          layers.Dense(3, activation=activation)(i),
+                          layers.conv1d(i[:, :, None], 2, 2, activation=activation))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
+    for a, b in zip(out, tf_out):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=ATOL)
+
+
+def test_units_and_filters_are_cast_with_int_as_tf_layers_do():
+    x, image = images((2, 4)), images((2, 5, 5, 3))
+
+    def build(layers):
+        return lambda i, j: (layers.dense(i, 3.0), layers.dense(i, "3"), layers.dense(i, np.int64(3)),
+                             layers.Dense(3.0)(i), layers.conv2d(j, 2.0, 3),
+                             layers.conv2d_transpose(j, 2.0, 3), layers.separable_conv2d(j, 2.0, 3))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x, image)
+    for a, b in zip(out, tf_out):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=ATOL)
+    for units, error, message in [
+            (-1, ValueError, r"dense 'dense': invalid value for `units`, expected a positive integer"
+                             r"\. Received: units=-1\n  fix: "),
+            ("a", ValueError, r"dense 'dense': invalid value for `units`: 'a' is no integer \(TF: "
+                              r"invalid literal for int\(\) with base 10: 'a'\)\.\n  fix: "),
+            (True, TypeError, r"dense 'dense': units=True is a bool.*\n  fix: ")]:
+        assert isinstance(_refused_by_tf(lambda i: tf.layers.dense(i, units), (2, 4)), error)
+        with pytest.raises(error, match=message):
+            sp.transform(lambda i: sp.layers.dense(i, units)).init(jax.random.key(0), x)
+    assert isinstance(_refused_by_tf(lambda i: tf.layers.conv2d(i, "2", 3), image.shape), TypeError)
+    with pytest.raises(TypeError, match=r"conv2d: filters='2' is no integer.*\n  fix: "):
+        sp.transform(lambda j: sp.layers.conv2d(j, "2", 3)).init(jax.random.key(0), image)
+
+
+def _initialized(layers):
+    """Layers whose initializers and constraints are given by Keras names (deterministic ones)."""
+    return lambda i, j: (
+        layers.dense(i, 3, kernel_initializer="zeros", bias_initializer="ones"),
+        layers.Dense(3, kernel_initializer="Ones", bias_initializer="zero",
+                     kernel_constraint="non_neg")(i),
+        layers.conv2d(j, 2, 3, kernel_initializer="ones", bias_initializer="Zeros",
+                      bias_constraint="max_norm"),
+        layers.conv2d_transpose(j, 2, 3, kernel_initializer="one", bias_initializer="ones"),
+        layers.separable_conv2d(j, 2, 3, depthwise_initializer="ones", pointwise_initializer="ones",
+                                bias_initializer="constant"),
+        layers.dense(i, 4, kernel_initializer="identity", use_bias=False),
+        layers.batch_normalization(i, beta_initializer="ones", gamma_initializer="zeros",
+                                   moving_mean_initializer="ones", training=False))
+
+
+def test_initializers_and_constraints_given_by_name_are_kerass_as_in_tf_layers():
+    x, image = images((2, 4)), images((2, 5, 5, 3))
+    _, tf_vars, _ = run_tf(_initialized(tf.layers), x, image)
+    params, state = sp.transform_with_state(_initialized(sp.layers)).init(jax.random.key(0), x,
+                                                                          image)
+    ours = {**sp.flatten(params), **sp.flatten(state)}
+    assert sorted(ours) == sorted(tf_vars)
+    for name, value in ours.items():
+        np.testing.assert_array_equal(value, tf_vars[name], err_msg=name)
+    specs = sp.transform(_initialized(sp.layers)).specs(x, image)
+    assert type(specs["dense_1"]["kernel"].constraint).__name__ == "NonNeg"
+    assert type(specs["conv2d"]["bias"].constraint).__name__ == "MaxNorm"
+
+
+def test_random_initializers_given_by_name_have_kerass_defaults_not_tf1s():
+    # "random_normal" is Keras's RandomNormal (stddev 0.05), not tf.random_normal_initializer (1.0)
+    def build(layers):
+        return lambda i: (layers.dense(i, 400, kernel_initializer="random_normal", use_bias=False),
+                          layers.dense(i, 400, kernel_initializer="uniform", use_bias=False),
+                          layers.dense(i, 400, kernel_initializer="he_normal", use_bias=False))
+
+    x = images((2, 300))
+    _, tf_vars, _ = run_tf(build(tf.layers), x)
+    ours = sp.flatten(sp.transform(build(sp.layers)).init(jax.random.key(0), x))
+    for name, value in ours.items():
+        theirs = tf_vars[name]
+        np.testing.assert_allclose(value.std(), theirs.std(), rtol=0.03, err_msg=name)
+        np.testing.assert_allclose(np.abs(value).max(), np.abs(theirs).max(), rtol=0.1,
+                                   err_msg=name)
+
+
+def test_regularizers_given_by_name_are_kerass_as_in_tf_layers():
+    x, image = images((2, 4)), images((2, 5, 5, 3))
+
+    def build(layers):
+        return lambda i, j: (
+            layers.dense(i, 3, kernel_initializer="ones", kernel_regularizer="l2",
+                         bias_initializer="ones", bias_regularizer="l1"),
+            layers.dense(i, 3, kernel_initializer="ones", kernel_regularizer="l1_l2"),
+            layers.conv2d(j, 2, 3, kernel_initializer="ones", kernel_regularizer="L2"),
+            layers.batch_normalization(i, gamma_regularizer="l1", beta_initializer="ones",
+                                       beta_regularizer="L1L2"))
+
+    graph = tf.Graph()
+    with graph.as_default():
+        phs = [tf.placeholder(tf.float32, v.shape) for v in (x, image)]
+        build(tf.layers)(*phs)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            expected = session.run(tf.losses.get_regularization_loss(), dict(zip(phs, (x, image))))
+
+    def fn(i, j):
+        build(sp.layers)(i, j)
+        return sp.regularization_loss()
+
+    model = sp.transform(fn)
+    np.testing.assert_allclose(model.apply(model.init(jax.random.key(0), x, image), x, image),
+                               expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("build, error, message", [
+    (lambda i: sp.layers.dense(i, 3, activation="rleu"), ValueError,
+     r"dense 'dense': unknown activation 'rleu' \(TF: Unknown activation function 'rleu'\)\.\n"
+     r"  fix: one of the Keras names .*'relu'.*, or pass a function, e.g\. activation=jax\.nn\.relu"),
+    (lambda i: sp.layers.dense(i, 3, kernel_initializer="glorot"), ValueError,
+     r"dense 'dense': unknown initializer 'glorot' for kernel_initializer=.*\n  fix: one of the "
+     r"Keras names .*'glorot_uniform'.*, or an initializer from sp.initializers"),
+    (lambda i: sp.layers.conv1d(i[:, :, None], 2, 2, kernel_regularizer="l3"), ValueError,
+     r"conv1d 'conv1d': unknown regularizer 'l3' for kernel_regularizer=.*\n  fix: one of 'L1', "),
+    # a departure: TF's layer functions resolve activity_regularizer="l2" too
+    (lambda i: sp.layers.dense(i, 3, activity_regularizer="l2"), TypeError,
+     r"sp.layers.dense: activity_regularizer must be a function of the layer's output, got 'l2'\. "
+     r"TF's layer functions take Keras's names here, sp.layers does not.*\n  fix: "),
+    (lambda i: sp.layers.dense(i, 3, activation="ReLU"), ValueError,
+     r"dense 'dense': activation='ReLU' names a Keras layer class, which TF's layers take but "
+     r"sp.layers does not.*\n  fix: .*activation='relu'"),
+])
+def test_unknown_or_unsupported_names_are_refused_naming_the_layer_argument_and_choices(
+        build, error, message):
+    with pytest.raises(error, match=message):
+        sp.transform(build).init(jax.random.key(0), jnp.ones((2, 4)))
+
+
+def test_a_custom_layers_add_weight_takes_initializer_and_constraint_names_as_tfs_does():
+    class Scale(sp.layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight("gain", [input_shape[-1].value], initializer="ones",
+                                        constraint="non_neg")
+
+        def call(self, x):
+            return x * self.gain
+
+    class Penalized(Scale):
+        def build(self, input_shape):
+            self.gain = self.add_weight("gain", [3], regularizer="l2")
+
+    model = sp.transform(lambda x: Scale()(x))
+    x = jnp.ones((2, 3))
+    np.testing.assert_array_equal(model.init(jax.random.key(0), x)["scale"]["gain"], np.ones(3))
+    assert type(model.specs(x)["scale"]["gain"].constraint).__name__ == "NonNeg"
+    # TF's tf.layers.Layer.add_weight does not resolve a regularizer's name: "'str' object is not
+    # callable" there; a TypeError that says so here
+    with pytest.raises(TypeError, match=r"(?s)Penalized.add_weight\('gain'\): regularizer='l2' is a "
+                                        r"name.*fix: .*regularizer=sp.l2_regularizer"):
+        sp.transform(lambda x: Penalized()(x)).init(jax.random.key(0), x)
+
+
+def _tf_regularization_loss(build, *inputs):
+    """TF's ``get_regularization_loss()`` of ``build(*placeholders)``, with every variable set to
+    random values (so bias and moving-statistics terms count too); returns it and the values."""
+    graph = tf.Graph()
+    with graph.as_default():
+        build(*[tf.placeholder(tf.as_dtype(x.dtype), x.shape) for x in inputs])
+        total = tf.losses.get_regularization_loss()
+        with tf.Session(graph=graph) as sess:
+            sess.run(tf.global_variables_initializer())
+            values = {}
+            for i, v in enumerate(sorted(tf.global_variables(), key=lambda v: v.name)):
+                value = np.random.RandomState(i).randn(*v.shape.as_list()).astype(np.float32)
+                v.load(value, sess)
+                values[v.name[:-2]] = value
+            return sess.run(total), values
+
+
+class _SpMath:  # noqa: N801 - TF's spelling of the reductions, for programs written once for both
+    reduce_sum = staticmethod(jnp.sum)
+
+
+def _regularized_network(layers, vs, math, layer_base, constant, x, *, own=True):
+    """One program for TF (tf.layers, tf.variable_scope, tf.math) and sp: every kind of tf.layers
+    weight in a scope with regularizer=, with the layers' own regularizers too when ``own``."""
+
+    def l2(scale):
+        return (lambda w: scale * math.reduce_sum(w * w)) if own else None
+
+    class Scale(layer_base):
+        def build(self, input_shape):
+            self.gain = self.add_weight("gain", [int(input_shape[-1])], initializer=constant(1.5),
+                                        regularizer=l2(0.3))
+
+        def call(self, h):
+            return h * self.gain
+
+    with vs("net", regularizer=lambda w: 0.05 * math.reduce_sum(w * w)):
+        h = layers.conv2d(x, 4, 3, kernel_regularizer=l2(0.1), bias_regularizer=l2(0.2))
+        h = layers.separable_conv2d(h, 3, 2, depthwise_regularizer=l2(0.1),
+                                    pointwise_regularizer=l2(0.2))
+        h = layers.conv2d_transpose(h, 2, 2, kernel_regularizer=l2(0.1))
+        h = layers.batch_normalization(h, gamma_regularizer=l2(0.1), beta_regularizer=l2(0.2))
+        h = layers.flatten(h)
+        head = layers.Dense(3, kernel_regularizer=l2(0.1), bias_regularizer=l2(0.2), name="head")
+        y = head(h) + head(2.0 * h)  # an object's second call adds no term
+        y = y + layers.dense(h, 3, kernel_regularizer=l2(0.1), name="d")
+        y = y + layers.dense(h, 3, kernel_regularizer=l2(0.1), name="d", reuse=True)  # nor a reuse
+        if own:  # a layer regularizer with no term leaves the scope's
+            y = y + layers.dense(h, 3, kernel_regularizer=lambda w: None, use_bias=False)
+        return Scale(name="scale")(y)
+
+
+@pytest.mark.parametrize("own", [True, False], ids=["scope_and_layer", "scope_only"])
+def test_a_layers_own_regularizer_adds_to_its_scopes_as_in_tf(own):
+    # TF's tf.layers Layer.add_weight creates the weight with get_variable *without* its
+    # regularizer, so the scope's applies, then adds the layer's own term: both count, once, when
+    # the weight is created. (slim.variable and get_param(regularizer=) replace the scope's.)
+    x = images((2, 6, 6, 3))
+    expected, values = _tf_regularization_loss(
+        lambda x: _regularized_network(tf.layers, tf.variable_scope, tf.math, tf.layers.Layer,
+                                       tf.constant_initializer, x, own=own), x)
+
+    def fn(x):
+        _regularized_network(sp.layers, sp.scope, _SpMath, sp.layers.Layer,
+                             sp.initializers.constant_initializer, x, own=own)
+        return sp.regularization_loss()
+
+    model = sp.transform(fn)
+    assert sorted(sp.flatten(model.init(jax.random.key(0), x))) == sorted(values)
+    params = sp.unflatten({k: jnp.asarray(v) for k, v in values.items()})
+    for apply in (model.apply, jax.jit(model.apply)):
+        np.testing.assert_allclose(apply(params, x), expected, rtol=1e-5)

@@ -789,3 +789,187 @@ def test_arg_scope_func_key_indexes_a_saved_arg_scope_as_in_tf_slim():
     _, new_state = model.apply(params, state, IMAGES)
     np.testing.assert_allclose(new_state["BatchNorm"]["moving_mean"],
                                0.5 * IMAGES.mean((0, 1, 2)), rtol=1e-5)
+
+
+def test_slims_core_layer_regularizers_add_to_the_scopes_and_its_own_variables_replace_it():
+    # tf_slim builds fully_connected, the convolutions, separable_conv2d with num_outputs and the
+    # default batch_norm from tf.layers' layers, which add their own regularizer's term to the
+    # enclosing scope's; separable_conv2d(num_outputs=None), the fused (or nn.moments) batch_norm
+    # and bias_add make their variables with model_variable(regularizer=), which replaces it.
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+
+    def program(slim, vs, reduce_sum, x):
+        def l2(scale):
+            return lambda w: scale * reduce_sum(w * w)
+
+        with vs("net", regularizer=l2(0.05)):
+            with slim.arg_scope([slim.conv2d, slim.separable_conv2d, slim.conv2d_transpose,
+                                 slim.fully_connected], weights_regularizer=l2(0.1),
+                                biases_regularizer=l2(0.2)):
+                h = slim.conv2d(x, 4, 3, scope="c")
+                h = slim.conv2d(h, 4, 3, scope="c2")
+                h = slim.conv2d(h, 4, 3, scope="c2", reuse=True)  # a reuse adds no term
+                h = slim.separable_conv2d(h, 3, 2, scope="sep")
+                h = slim.separable_conv2d(h, None, 2, scope="depthwise")
+                h = slim.conv2d_transpose(h, 2, 2, scope="up")
+                regularizers = {"beta": l2(0.1), "gamma": l2(0.2)}
+                h = slim.batch_norm(h, scale=True, param_regularizers=regularizers,
+                                    is_training=False, scope="bn_layer")
+                h = slim.batch_norm(h, scale=True, param_regularizers=regularizers,
+                                    is_training=False, updates_collections=None,
+                                    scope="bn_fused")
+                h = slim.bias_add(h, regularizer=l2(0.3))
+                return slim.fully_connected(slim.flatten(h), 3, scope="fc")
+
+    with tf.Graph().as_default(), tf1.Session() as session:
+        program(tf_slim, tf1.variable_scope, tf.reduce_sum,
+                tf1.placeholder(tf.float32, IMAGES.shape))
+        session.run(tf1.global_variables_initializer())
+        values = {}
+        for i, v in enumerate(sorted(tf1.global_variables(), key=lambda v: v.name)):
+            value = np.random.RandomState(i).randn(*v.shape.as_list()).astype(np.float32)
+            v.load(value, session)
+            values[v.name[:-2]] = value
+        expected = session.run(tf1.losses.get_regularization_loss())
+
+    model = sp.transform(lambda x: (program(sp.slim, sp.scope, jnp.sum, x),
+                                    sp.regularization_loss())[1])
+    assert sorted(sp.flatten(model.init(KEY, IMAGES))) == sorted(values)
+    params = sp.unflatten({k: jnp.asarray(v) for k, v in values.items()})
+    for apply in (model.apply, jax.jit(model.apply)):
+        np.testing.assert_allclose(apply(params, IMAGES), expected, rtol=1e-5)
+
+
+def test_end_points_inside_a_loop_or_transformation_are_refused_as_sp_record_is():
+    # A layer's output made in the function of an sp.scan, an sp.layer_stack block or a jax.vmap
+    # cannot leave it except as the function's result (nor can TF fetch a loop body's tensors):
+    # collecting it as an end point returned that trace's dead tracers, or died under jit.
+    slim = sp.slim
+
+    def fc(x, ends):
+        with sp.scope("cell", reuse=sp.AUTO_REUSE):
+            return slim.fully_connected(x, 2, outputs_collections=ends, scope="fc")
+
+    def in_scan(xs, ends):
+        return sp.scan(lambda c, x: (c + fc(x, ends), None), jnp.zeros((1, 2)), xs)[0]
+
+    def in_stack(xs, ends):
+        return sp.layer_stack(2)(lambda h: fc(h, ends))(xs[0])
+
+    def in_vmap(xs, ends):
+        return jax.vmap(lambda x: fc(x, ends))(xs)
+
+    xs = jnp.ones((4, 1, 2))
+    for fn, where in ((in_scan, r"the function of sp\.scan"),
+                      (in_stack, r"an sp\.layer_stack block"),
+                      (in_vmap, "a function that a JAX transformation")):
+        params = sp.transform(lambda xs, fn=fn: fn(xs, None)).init(KEY, xs)
+        model = sp.transform(lambda xs, fn=fn: (fn(xs, ["ends"]),
+                                                slim.utils.convert_collection_to_dict("ends")))
+        for call in (lambda: model.init(KEY, xs), lambda: model.apply(params, xs),
+                     lambda: jax.jit(model.apply)(params, xs)):
+            with pytest.raises(sp.NestedTraceError,
+                               match=rf"(?s)outputs_collections=\['ends'\]: the end point "
+                                     rf"'(layer_stack/)?cell/fc' .*inside {where}"
+                                     r".*\n  fix: .*return it"):
+                call()
+
+
+# --- reuse without scope=, inputs of too low a rank, Keras names ---------------------------------------
+
+
+@pytest.mark.parametrize("layer, op, default", [
+    (lambda slim, x, **kw: slim.fully_connected(x, 3, **kw), "slim.fully_connected",
+     "fully_connected"),
+    (lambda slim, x, **kw: slim.conv2d(x[:, None, None], 3, 1, **kw), "slim.conv2d", "Conv"),
+    (lambda slim, x, **kw: slim.batch_norm(x, **kw), "slim.batch_norm", "BatchNorm"),
+])
+def test_reuse_without_a_scope_is_tf_slims_error_and_its_fix_names_the_scope_to_pass(
+        layer, op, default):
+    # the generic fix said sp.scope('fully_connected', reuse=True), which then looked for
+    # fully_connected/fully_connected/weights
+    x = X6[:, 0, 0]
+
+    def twice(slim, x, reuse):
+        layer(slim, x)
+        return layer(slim, x, reuse=reuse)
+
+    _tf_slim()
+    import tensorflow as tf
+    for reuse, tf_reuse in ((True, True), (sp.AUTO_REUSE, tf.compat.v1.AUTO_REUSE)):
+        theirs = _tf_slim_result(lambda slim, x: twice(slim, x, tf_reuse), x)
+        assert "reuse=True cannot be used without a name_or_scope" in str(theirs)
+        with pytest.raises(sp.ReuseArgumentError) as error:
+            sp.transform_with_state(lambda x: twice(sp.slim, x, reuse)).init(KEY, x)
+        message = str(error.value)
+        assert message.startswith(f"{op}(reuse=") and "reuse=True cannot be used without a " \
+            "name_or_scope" in message, message
+        assert f"\n  fix: pass the scope to share: scope='{default}'" in message, message
+
+    def fixed(x):  # what the message says
+        first = layer(sp.slim, x)
+        return first, layer(sp.slim, x, scope=default, reuse=True)
+
+    model = sp.transform_with_state(fixed)
+    params, state = model.init(KEY, x)
+    (first, again), _ = model.apply(params, state, x)
+    assert all(not name.startswith(f"{default}/{default}") for name in sp.flatten(params))
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("shape", [()])
+def test_fully_connected_refuses_a_scalar_input_like_tf_slim(shape):
+    x = np.ones(shape, np.float32)
+    theirs = _tf_slim_result(lambda slim, x: slim.fully_connected(x, 3), x)
+    assert f"expected min_ndim=2, found ndim={len(shape)}" in str(theirs)
+    with pytest.raises(ValueError) as error:
+        sp.transform(lambda x: sp.slim.fully_connected(x, 3)).init(KEY, x)
+    assert str(error.value).startswith(
+        f"Input 0 of layer fully_connected 'fully_connected' is incompatible with the layer: "
+        f"expected min_ndim=2, found ndim={len(shape)}. Full shape received: {shape}\n  fix: ")
+
+
+def test_batch_norm_refuses_a_channels_axis_its_input_does_not_have_like_tf_slim():
+    # NCHW's channel axis 1 on a rank-1 input wrapped to axis 0
+    vector = X6[0, 0, 0]
+    theirs = _tf_slim_result(lambda slim, x: slim.batch_norm(x, data_format="NCHW"), vector)
+    assert "Expected 0 <= axis < inputs.rank (with inputs.rank=1)" in str(theirs)
+    with pytest.raises(ValueError, match=r"^batch_normalization 'BatchNorm': invalid value for "
+                                         r"`axis` argument\. Expected -1 <= axis < 1 "):
+        sp.transform_with_state(lambda x: sp.slim.batch_norm(x, data_format="NCHW")).init(KEY,
+                                                                                         vector)
+
+
+def test_weights_initializers_and_regularizers_given_by_keras_names_work_as_in_tf_slim():
+    # tf_slim builds its layers on Keras's, which resolve the names
+    def program(slim, x):
+        return (slim.fully_connected(x[:, 0, 0], 3, weights_initializer="ones",
+                                     biases_initializer="ones", weights_regularizer="l2"),
+                slim.conv2d(x, 2, 3, weights_initializer="zeros", biases_initializer="ones",
+                            weights_regularizer="l1"),
+                slim.conv2d(x, 2.0, 3, weights_initializer="ones", activation_fn=None))
+
+    theirs = _tf_slim_result(program, X6)
+    ours = sp.transform(lambda x: program(sp.slim, x)).apply(
+        sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6), X6)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    model = sp.transform(lambda x: (program(sp.slim, x), sp.regularization_loss())[1])
+    params = model.init(KEY, X6)
+    w = params["fully_connected"]["weights"]
+    np.testing.assert_allclose(model.apply(params, X6), 0.01 * float(jnp.sum(w * w)), rtol=1e-6)
+
+
+def test_an_activation_fn_given_by_name_is_refused_as_tf_slim_does_with_a_fix():
+    # TF slim calls activation_fn(outputs): "'str' object is not callable"
+    for program in (lambda slim, x: slim.fully_connected(x[:, 0, 0], 3, activation_fn="relu"),
+                    lambda slim, x: slim.conv2d(x, 2, 3, activation_fn="relu"),
+                    lambda slim, x: slim.batch_norm(x, activation_fn="relu")):
+        theirs = _tf_slim_result(program, X6)
+        assert isinstance(theirs, TypeError) and "not callable" in str(theirs)
+        with pytest.raises(TypeError, match=r"(?s)^slim\.\w+: activation_fn='relu' is a name, but "
+                                            r"slim's layers call activation_fn.*TF slim.*\n"
+                                            r"  fix: pass the function, activation_fn=jax\.nn\.relu"):
+            sp.transform_with_state(lambda x: program(sp.slim, x)).init(KEY, X6)
