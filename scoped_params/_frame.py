@@ -253,8 +253,11 @@ def regularization_loss() -> Any:
 def record(name: str, value: Any) -> None:
     """Keep ``value`` as ``<current name scope>/<name>``; returned by ``apply_with_intermediates``.
 
-    Outside ``apply_with_intermediates`` this does nothing, so recording costs nothing in training.
-    A name recorded twice under one name scope gets ``_1``, ``_2``, ... like TF op names.
+    Outside ``apply_with_intermediates`` this does nothing, so recording costs nothing in training
+    (and the name is checked only there). Named as TF names ``tf.identity(value, name=name)``: a
+    name recorded twice under one name scope gets ``_1``, ``_2``, ...; ``None`` (or ``""``) is
+    ``"Identity"``; a name ending in ``/`` is absolute (``"s/"`` records ``"s"`` whatever the name
+    scope); a name ``sp.name_scope`` refuses (``"bad name"``) is an ``InvalidNameError``.
     """
     frame = current("record")
     if frame.records is None:
@@ -274,11 +277,34 @@ def record(name: str, value: Any) -> None:
             "sp.cond, ... or sp.layer_stack, whose results leave them.")
     names = frame.record_names  # a dict whenever records are
     assert names is not None
-    # Named as TF names ops: a suffix already taken (a record named "a_1", then "a" twice) is
-    # skipped, never overwritten. (Records have their own table: a name scope must not depend on
-    # whether intermediates are collected.)
-    full = _scope.unique_in(names, f"{frame.name_stack}/{name}" if frame.name_stack else name)
+    # Named as TF names tf.identity(value, name=name): None or "" is "Identity", the name is
+    # checked as sp.name_scope checks it (TF's op-name rules), and one ending in "/" is absolute.
+    if type(name) is not str:
+        if name is not None:
+            raise _record_name_error(name)
+        name = "Identity"
+    elif not name:
+        name = "Identity"
+    stack = frame.name_stack
+    root_ok = _scope._VALID_NAMES.get(name)
+    if root_ok is None or (not root_ok and not stack):
+        _scope._check_name(name, bool(stack), lambda: f"sp.record({name!r}, value)")
+    if name[-1] == "/":
+        full = name[:-1]
+    else:
+        full = f"{stack}/{name}" if stack else name
+    # A suffix already taken (a record named "a_1", then "a" twice) is skipped, never overwritten,
+    # as TF's unique_name (TF refuses a repeated absolute name; here it gets a suffix too). Records
+    # have their own table: a name scope must not depend on whether intermediates are collected.
+    full = _scope.unique_in(names, full)
     frame.records[full] = value
+
+
+def _record_name_error(name: Any) -> TypeError:
+    return TypeError(
+        "sp.record: the name must be a string (or None for TF's default name 'Identity'), got "
+        f"{type(name).__name__} {name!r}.\n"
+        f"  fix: pass a string, e.g. sp.record({str(name)!r}, value).")
 
 
 # Last, because _scope imports this module; a function-level import here cost ~2 us per apply call.

@@ -28,6 +28,7 @@ from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, Na
                       _IS_USER_FILE, check_partitioner, format_site, name_scope_hint, nearest,
                       user_code_site, user_site)
 from . import initializers as _initializers
+from ._regularizers import _is_floating, non_floating_error as _non_floating_error
 from ._scope import (_TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, as_np_dtype,
                      default_name_hint)
 from ._spec import ParamSpec
@@ -936,8 +937,13 @@ class InitStore:
                 f"The `constraint` argument must be a callable ('{full}'), got {constraint!r}.\n"
                 "  fix: pass a function from the parameter's value to its projected value, e.g. "
                 "lambda w: jnp.clip(w, -1.0, 1.0).")
-        if regularizer is not None and not callable(regularizer):
-            raise _regularizer_error(full, regularizer)
+        if regularizer is not None:
+            if not callable(regularizer):
+                raise _regularizer_error(full, regularizer)
+            # A stock regularizer (marked: a user's is never run here) of a non-floating parameter:
+            # TF's get_variable raises TypeError converting the scale to the parameter's dtype.
+            if getattr(regularizer, "floating_only", None) is not None and not _is_floating(dtype):
+                raise _non_floating_error(regularizer, dtype, full)
         if collections is not None and not isinstance(collections, (list, tuple, set, frozenset)):
             # TF's Variable constructor raises too: a string would be read as its characters.
             raise ValueError(

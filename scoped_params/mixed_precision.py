@@ -21,12 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._scope import Scope
+from ._scope import Scope, as_np_dtype
 from ._scope import scope as _scope
 
 __all__ = ["cast_floating", "float32_storage_getter", "scope"]
 
 _LOW_PRECISION = (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)  # jax.Array covers tracers too
 
 
 def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
@@ -41,10 +42,16 @@ def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
         raise TypeError(f"float32_storage_getter: compute_dtype must be a float dtype, got {compute}.")
 
     def getter(next_getter, name, *args, **kwargs):
-        dtype = kwargs.get("dtype")
+        # TF's getter order is (name, shape=None, dtype=None, initializer=None, ...): an outer getter
+        # may forward dtype by position, as args[1].
+        positional = len(args) > 1
+        dtype = args[1] if positional else kwargs.get("dtype")
         if dtype is None or np.dtype(dtype) != compute:
             return next_getter(name, *args, **kwargs)
-        value = next_getter(name, *args, **{**kwargs, "dtype": jnp.float32})
+        if positional:
+            value = next_getter(name, args[0], jnp.float32, *args[2:], **kwargs)
+        else:
+            value = next_getter(name, *args, **{**kwargs, "dtype": jnp.float32})
         return value.astype(compute)
 
     return getter
@@ -58,6 +65,18 @@ def scope(name_or_scope: Any = None, *, compute_dtype: Any = jnp.bfloat16,
     in it) and installs ``float32_storage_getter(compute_dtype)``; an extra ``custom_getter`` runs
     outside it. Layers compute in their input's dtype, so cast the input to ``compute_dtype``.
     """
+    if "dtype" in scope_kwargs:  # else Python's "got multiple values for keyword argument 'dtype'"
+        dtype = scope_kwargs["dtype"]
+        try:
+            shown = as_np_dtype(dtype).name
+        except TypeError:
+            shown = repr(dtype)
+        raise TypeError(
+            f"sp.mixed_precision.scope({name_or_scope!r}, dtype={shown}): the scope's dtype is "
+            "compute_dtype=, and parameters are always stored in float32 (the getter stores "
+            "compute_dtype requests as float32 and returns them cast).\n"
+            f"  fix: compute_dtype=jnp.{shown} (for a scope whose parameters are stored in "
+            f"{shown}, use sp.scope({name_or_scope!r}, dtype=...) instead).")
     getter = float32_storage_getter(compute_dtype)
     if custom_getter is not None:
         inner = getter
@@ -69,8 +88,18 @@ def scope(name_or_scope: Any = None, *, compute_dtype: Any = jnp.bfloat16,
 
 
 def cast_floating(tree: Any, dtype: Any) -> Any:
-    """Cast every floating leaf of ``tree`` to ``dtype`` (integer and bool leaves are kept)."""
+    """Cast every floating array leaf of ``tree`` to ``dtype``: JAX and NumPy arrays and NumPy
+    scalars. Integer and bool leaves are kept, and so are Python scalars and other objects (a
+    learning rate of ``1e-3`` in an optimizer-state-like tree is no parameter; weakly typed, it
+    already computes in the dtype of the arrays it meets).
+
+    >>> tree = sp.mixed_precision.cast_floating({"w": jnp.ones(2), "lr": 1e-3}, jnp.bfloat16)
+    >>> tree["w"].dtype, tree["lr"]
+    (dtype(bfloat16), 0.001)
+    """
     def cast(x):
-        return x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+        if isinstance(x, _ARRAY_TYPES) and jnp.issubdtype(x.dtype, jnp.floating):
+            return x.astype(dtype)
+        return x
 
     return jax.tree_util.tree_map(cast, tree)

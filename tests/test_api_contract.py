@@ -293,6 +293,53 @@ def test_regularization_loss_counts_only_params_fetched_so_far():
     assert (float(first), float(total)) == (1.0, 3.0)
 
 
+def test_a_stock_regularizer_on_an_integer_parameter_is_a_type_error_naming_it_at_creation():
+    # TF 1.x: get_variable("count", [3], tf.int32) under variable_scope(regularizer=
+    # l2_regularizer(0.5)) raises TypeError: Expected int32, but got 0.5 of type 'float'.
+    # Before: accepted, and sp.regularization_loss() silently added 3.0.
+    def fn(regularizer):
+        with sp.scope("s", regularizer=regularizer):
+            sp.get_param("count", (3,), dtype=jnp.int32, init=lambda k, s, d: jnp.full(s, 2, d))
+        return sp.regularization_loss()
+
+    for regularizer, shown in ((sp.l2_regularizer(0.5), r"l2_regularizer\(0.5\)"),
+                               (sp.l1_regularizer(0.5), r"l1_regularizer\(0.5\)"),
+                               (sp.slim.l1_l2_regularizer(0.5, 0.25), r"l1_l2_regularizer\(0.5, 0.25\)")):
+        with pytest.raises(TypeError, match=rf"(?s)The regularizer of 's/count', {shown}, adds a term "
+                                            r"for floating-point parameters only, and 's/count' is "
+                                            r"int32 \(TF 1.x: Expected int32, but got 0.5 of type "
+                                            r"'float'\).*fix: .*regularizer=sp.no_regularizer"):
+            sp.transform(fn).init(KEY, regularizer)
+    # Switched off per parameter, or a user's regularizer (never run at init): as TF.
+    model = sp.transform(fn)
+    assert float(model.apply(model.init(KEY, sp.no_regularizer), sp.no_regularizer)) == 0.0
+    user = lambda w: jnp.sum(w).astype(jnp.float32)  # noqa: E731
+    assert float(model.apply(model.init(KEY, user), user)) == 6.0
+
+
+def test_a_stock_regularizer_called_on_integer_weights_is_a_type_error():
+    with pytest.raises(TypeError, match=r"(?s)l2_regularizer\(0.5\) adds a term for floating-point "
+                                        r"weights only, got int32 weights \(TF 1.x: Expected int32, "
+                                        r"but got 0.5 of type 'float'\).*fix: "):
+        sp.l2_regularizer(0.5)(jnp.arange(3, dtype=jnp.int32))
+    with pytest.raises(TypeError, match=r"l1_regularizer\(0.5\) adds a term for floating-point weights "
+                                        r"only, got bool weights"):
+        sp.slim.sum_regularizer([sp.l1_regularizer(0.5)])(jnp.ones(2, bool))
+
+
+def test_a_regularizers_term_has_the_weights_dtype_whatever_the_scales_type():
+    # TF converts the scale to the weights' dtype (convert_to_tensor(scale, dtype=weights.dtype)).
+    # Before: a NumPy float32 scale made a bfloat16 parameter's term float32, and a
+    # TypePromotionError under jax_numpy_dtype_promotion("strict").
+    w = jnp.array([1.0, -2.0], jnp.bfloat16)
+    for scale in (0.5, np.float32(0.5), np.float64(0.5), jnp.float32(0.5)):
+        l2, l1 = sp.l2_regularizer(scale)(w), sp.l1_regularizer(scale)(w)
+        assert (l2.dtype, float(l2)) == (jnp.bfloat16, 1.25)
+        assert (l1.dtype, float(l1)) == (jnp.bfloat16, 1.5)
+        with jax.numpy_dtype_promotion("strict"):
+            assert sp.slim.l1_l2_regularizer(scale, scale)(w).dtype == jnp.bfloat16
+
+
 # --- record / apply_with_intermediates ------------------------------------------------------------
 
 
@@ -354,6 +401,40 @@ def test_apply_with_intermediates_of_a_stateful_model():
     params, state = model.init(KEY, jnp.ones(()))
     (out, new_state), inter = model.apply_with_intermediates(params, state, jnp.float32(5.0))
     assert float(out) == 5.0 and float(new_state["s"]) == 1.0 and float(inter["x"]) == 5.0
+
+
+def _records(*names, name_scope=None):
+    def fn(x):
+        with sp.name_scope(name_scope):
+            for i, name in enumerate(names):
+                sp.record(name, x + i)
+        return x
+
+    return {k: float(v) for k, v in sp.transform(fn).apply_with_intermediates({}, jnp.zeros(()))[1].items()}
+
+
+def test_record_names_a_value_as_tfs_identity_op_would():
+    # tf.identity(x, name=None) and name="" are named "Identity"; a name ending in "/" is absolute
+    # ("s/" is "s", whatever the name scope), as TF's op names. Before: AttributeError for None,
+    # and "s/" was recorded as "s/" or "ns/s/".
+    assert _records(None, "", "s/") == {"Identity": 0.0, "Identity_1": 1.0, "s": 2.0}
+    assert _records(None, "t/", "t/", "-x", name_scope="ns") == {"ns/Identity": 0.0, "t": 1.0,
+                                                                  "t_1": 2.0, "ns/-x": 3.0}
+
+
+def test_record_refuses_names_tf_and_sp_name_scope_refuse():
+    # Before: record(3, x) failed with AttributeError 'int' object has no attribute 'lower', and
+    # "bad name" or "-x" were recorded. TF: TypeError, and ValueError "not a valid root scope name".
+    with pytest.raises(TypeError, match=r"(?s)sp.record: the name must be a string \(or None for "
+                                        r"TF's default name 'Identity'\), got int 3.*fix: pass a "
+                                        r"string, e.g. sp.record\('3', value\)"):
+        _records(3)
+    for name in ("bad name", "-x", "_x", "a:b"):
+        with pytest.raises(sp.InvalidNameError, match=rf"(?s)'{name}' is not a valid root scope name.*"
+                                                      rf"asked: sp.record\('{name}', value\)"):
+            _records(name)
+    with pytest.raises(sp.InvalidNameError, match=r"'bad name' is not a valid scope name"):
+        _records("bad name", name_scope="ns")
 
 
 # --- specs ----------------------------------------------------------------------------------------

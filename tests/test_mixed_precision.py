@@ -89,3 +89,48 @@ def test_cast_floating_keeps_integer_leaves():
     assert cast["w"].dtype == jnp.bfloat16 and cast["ids"].dtype == tree["ids"].dtype
     with pytest.raises(TypeError):
         mp.float32_storage_getter(jnp.int8)
+
+
+def test_the_master_copy_is_float32_when_an_outer_getter_passes_dtype_by_position():
+    # TF's getter order is getter(name, shape=None, dtype=None, initializer=None, ...); a getter that
+    # forwards shape and dtype positionally is a valid TF 1.x getter. Before: the float16 request
+    # reached the store unseen, and 'm/w' was silently stored in float16.
+    def passthrough(getter, name, shape=None, dtype=None, *args, **kwargs):
+        return getter(name, shape, dtype, *args, **kwargs)
+
+    def fn(x):
+        with mp.scope("m", compute_dtype=jnp.float16, custom_getter=passthrough):
+            w = sp.get_param("w", (5, 2))
+            b = sp.get_param("b", (2,), dtype=jnp.float32)
+        return x.astype(w.dtype) @ w, b
+
+    model = sp.transform(fn)
+    params = model.init(jax.random.key(0), X)
+    assert (params["m"]["w"].dtype, params["m"]["b"].dtype) == (jnp.float32, jnp.float32)
+    y, b = model.apply(params, X)
+    assert (y.dtype, b.dtype) == (jnp.float16, jnp.float32)
+
+
+def test_cast_floating_casts_arrays_and_leaves_python_scalars_alone():
+    # A Python float is no parameter: weakly typed, it already computes in the dtype of the arrays it
+    # meets (as jmp's cast_to_compute leaves it). Before: AttributeError 'float' has no 'astype'.
+    tree = {"lr": 1e-3, "w": jnp.ones(2), "m": np.ones(2, np.float32), "s": np.float32(2.0),
+            "step": 3, "on": True}
+    cast = mp.cast_floating(tree, jnp.bfloat16)
+    assert cast["lr"] == 1e-3 and type(cast["lr"]) is float
+    assert (cast["step"], cast["on"]) == (3, True)
+    assert cast["w"].dtype == cast["m"].dtype == cast["s"].dtype == jnp.bfloat16
+    jitted = jax.jit(lambda t: mp.cast_floating(t, jnp.float16))({"w": jnp.ones(2), "n": jnp.arange(2)})
+    assert (jitted["w"].dtype, jitted["n"].dtype) == (jnp.float16, jnp.arange(2).dtype)
+
+
+def test_mixed_precision_scope_refuses_dtype_and_points_to_compute_dtype():
+    # Before: Python's own "got multiple values for keyword argument 'dtype'".
+    def fn(x):
+        with mp.scope("m", dtype=jnp.float16):
+            return x
+
+    with pytest.raises(TypeError, match=r"(?s)sp.mixed_precision.scope\('m', dtype=float16\): the "
+                                        r"scope's dtype is compute_dtype=.*float32.*fix: "
+                                        r"compute_dtype=jnp.float16"):
+        sp.transform(fn).init(jax.random.key(0), 1.0)

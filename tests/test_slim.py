@@ -2,6 +2,7 @@
 outputs, end points, moving-statistics updates and a tf.train.Saver checkpoint)."""
 
 import importlib
+import inspect
 import sys
 
 import jax
@@ -973,3 +974,17 @@ def test_an_activation_fn_given_by_name_is_refused_as_tf_slim_does_with_a_fix():
                                             r"slim's layers call activation_fn.*TF slim.*\n"
                                             r"  fix: pass the function, activation_fn=jax\.nn\.relu"):
             sp.transform_with_state(lambda x: program(sp.slim, x)).init(KEY, X6)
+
+
+def test_slims_regularizers_take_tf_slims_scope_argument_and_ignore_it():
+    # tf_slim's l1/l2/l1_l2/sum_regularizer(..., scope=None) name the term's ops; a port passes it
+    w = jnp.array([1.0, -2.0, 3.0])
+    assert float(sp.slim.l2_regularizer(0.5, "wd")(w)) == float(sp.slim.l2_regularizer(0.5)(w)) == 3.5
+    assert float(sp.slim.l1_regularizer(0.5, scope="wd")(w)) == 3.0
+    assert float(sp.slim.l1_l2_regularizer(0.5, 0.5, scope="wd")(w)) == 6.5
+    both = sp.slim.sum_regularizer([sp.slim.l1_regularizer(0.5), sp.slim.l2_regularizer(0.5)], "wd")
+    assert float(both(w)) == 6.5
+    tf_slim = pytest.importorskip("tf_slim")
+    for name in ("l1_regularizer", "l2_regularizer", "l1_l2_regularizer", "sum_regularizer"):
+        theirs = list(inspect.signature(getattr(tf_slim, name)).parameters)
+        assert list(inspect.signature(getattr(sp.slim, name)).parameters) == theirs, name
