@@ -318,6 +318,10 @@ def test_a_tf_tensor_as_init_is_its_value_in_init_and_apply():
     # Ported code: tf.get_variable("var10", dtype=tf.int32, initializer=tf.constant(3)). Before:
     # "Cannot interpret 'tf.int32' as a data type", naming no parameter.
     tf = pytest.importorskip("tensorflow")
+    # Eager TF, whatever another test module set for the process (tests/test_layers_parity.py
+    # turns eager execution off when it is imported).
+    from tensorflow.python.eager import context
+
     table = np.arange(6.0).reshape(2, 3)
 
     def fn():
@@ -328,7 +332,8 @@ def test_a_tf_tensor_as_init_is_its_value_in_init_and_apply():
         return a, b, c, d
 
     model = sp.transform(fn)
-    params = model.init(KEY)
+    with context.eager_mode():
+        params = model.init(KEY)
     flat = sp.flatten(params)
     assert {k: (v.dtype, v.shape) for k, v in flat.items()} == {
         "var10": (jnp.int32, ()), "embedding_matrix": (jnp.float32, (2, 3)), "v": (jnp.float32, (2,)),
@@ -337,8 +342,9 @@ def test_a_tf_tensor_as_init_is_its_value_in_init_and_apply():
     np.testing.assert_array_equal(flat["embedding_matrix"], table)
     np.testing.assert_array_equal(flat["v"], [1.0, 2.0])
     np.testing.assert_array_equal(flat["lazy"], [1, 1])
-    for apply in (model.apply, jax.jit(model.apply)):
-        assert [x.shape for x in apply(params)] == [(), (2, 3), (2,), (2,)]
+    with context.eager_mode():
+        for apply in (model.apply, jax.jit(model.apply)):
+            assert [x.shape for x in apply(params)] == [(), (2, 3), (2,), (2,)]
 
 
 def test_a_symbolic_tf_tensor_as_init_is_an_error_saying_pass_its_value_in_init_and_apply():
