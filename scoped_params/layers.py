@@ -280,13 +280,12 @@ def _activity_loss(regularizer: Callable, outputs: Any, api: str) -> None:
     """TF's layers add ``regularizer(output) / batch size`` to the regularization losses for each
     output of each call (the penalty of the mean example): ``sp.regularization_loss()`` of this call
     sums it with the weights' terms."""
+    if isinstance(regularizer, str):  # TF's layers take Keras's names: "l2" is 0.01 * sum(x**2)
+        regularizer = _from_keras(api, None, "activity_regularizer", regularizer)
     if not callable(regularizer):
-        # (TF's tf.layers functions and classes take a Keras name here, "l2"; not sp.layers yet)
-        taken = (" TF's layer functions take Keras's names here, sp.layers does not (its "
-                 "kernel_regularizer= and the others do)." if isinstance(regularizer, str) else "")
         raise TypeError(f"{api}: activity_regularizer must be a function of the layer's output, got "
-                        f"{regularizer!r}.{taken}\n  fix: pass a function, e.g. "
-                        "sp.l2_regularizer(1e-4).")
+                        f"{regularizer!r}.\n  fix: pass a function, e.g. sp.l2_regularizer(1e-4), or "
+                        "a Keras name, e.g. 'l2'.")
     frame = _frame.current(api)
     if frame.loop is not None or _TRACE.value is not frame.trace or (
             type(frame.store) is not ApplyStore and type(frame.store) is not InitStore):

@@ -284,8 +284,34 @@ def test_tf_layers_constraints_land_on_the_same_variables():
 def test_an_activity_regularizer_that_is_no_function_is_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"sp.layers.dense: activity_regularizer must be a function "
                                         r"(?s:.*)fix: pass a function"):
-        sp.transform(lambda x: sp.layers.dense(x, 2, activity_regularizer="l2")).init(
+        sp.transform(lambda x: sp.layers.dense(x, 2, activity_regularizer=0.5)).init(
             KEY, jnp.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"unknown regularizer 'l3' for activity_regularizer="):
+        sp.transform(lambda x: sp.layers.dense(x, 2, activity_regularizer="l3")).init(
+            KEY, jnp.ones((1, 2)))
+
+
+def test_an_activity_regularizer_given_by_keras_name_is_kerass_as_in_tf_layers():
+    # TF's layers resolve it with keras.regularizers.get: "l2" is 0.01 * sum(output**2), per example
+    x = jnp.arange(6.0).reshape(2, 3) / 10
+
+    def fn(x):
+        y = sp.layers.dense(x, 2, kernel_initializer=sp.initializers.ones, activity_regularizer="l2",
+                            use_bias=False)
+        return y, sp.regularization_loss()
+
+    model = sp.transform(fn)
+    y, loss = model.apply(model.init(KEY, x), x)
+    np.testing.assert_allclose(loss, 0.01 * jnp.sum(jnp.square(y)) / 2, rtol=1e-6)
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        out = v1.layers.dense(tf.constant(np.asarray(x)), 2, kernel_initializer=v1.ones_initializer(),
+                              activity_regularizer="l2", use_bias=False)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            theirs = sess.run(v1.losses.get_regularization_loss())
+    np.testing.assert_allclose(loss, theirs, rtol=1e-5)
 
 
 def test_layers_inside_or_entering_a_constrained_scope_do_not_take_its_constraint_as_in_tf():
