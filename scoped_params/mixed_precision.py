@@ -37,7 +37,12 @@ def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
     through unchanged. Use it as ``sp.scope(..., custom_getter=float32_storage_getter())``; it nests
     with other getters like any TF custom getter.
     """
-    compute = np.dtype(compute_dtype)
+    try:
+        compute = as_np_dtype(compute_dtype)  # TF's tf.bfloat16 too, as sp.scope(dtype=) takes
+    except (TypeError, ValueError):
+        raise TypeError(f"float32_storage_getter: compute_dtype={compute_dtype!r} is not a dtype "
+                        "JAX has.\n  fix: a float dtype such as jnp.bfloat16 or jnp.float16 (TF's "
+                        "tf.bfloat16 works too).") from None
     if not jnp.issubdtype(compute, jnp.floating):
         raise TypeError(f"float32_storage_getter: compute_dtype must be a float dtype, got {compute}.")
 
@@ -46,7 +51,13 @@ def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
         # may forward dtype by position, as args[1].
         positional = len(args) > 1
         dtype = args[1] if positional else kwargs.get("dtype")
-        if dtype is None or np.dtype(dtype) != compute:
+        if dtype is None:
+            return next_getter(name, *args, **kwargs)
+        try:
+            requested = as_np_dtype(dtype)
+        except (TypeError, ValueError):  # not a dtype: get_param's own error names the parameter
+            return next_getter(name, *args, **kwargs)
+        if requested != compute:
             return next_getter(name, *args, **kwargs)
         if positional:
             value = next_getter(name, args[0], jnp.float32, *args[2:], **kwargs)
@@ -69,14 +80,19 @@ def scope(name_or_scope: Any = None, *, compute_dtype: Any = jnp.bfloat16,
         dtype = scope_kwargs["dtype"]
         try:
             shown = as_np_dtype(dtype).name
-        except TypeError:
-            shown = repr(dtype)
+        except (TypeError, ValueError):
+            shown = None
+        if shown is None:  # not a dtype at all: no jnp.<name> to suggest
+            fix = (f"compute_dtype= a float dtype such as jnp.bfloat16 ({dtype!r} is not a dtype "
+                   "JAX has).")
+        else:
+            fix = (f"compute_dtype=jnp.{shown} (for a scope whose parameters are stored in "
+                   f"{shown}, use sp.scope({name_or_scope!r}, dtype=...) instead).")
         raise TypeError(
-            f"sp.mixed_precision.scope({name_or_scope!r}, dtype={shown}): the scope's dtype is "
-            "compute_dtype=, and parameters are always stored in float32 (the getter stores "
-            "compute_dtype requests as float32 and returns them cast).\n"
-            f"  fix: compute_dtype=jnp.{shown} (for a scope whose parameters are stored in "
-            f"{shown}, use sp.scope({name_or_scope!r}, dtype=...) instead).")
+            f"sp.mixed_precision.scope({name_or_scope!r}, dtype={shown or repr(dtype)}): the "
+            "scope's dtype is compute_dtype=, and parameters are always stored in float32 (the "
+            "getter stores compute_dtype requests as float32 and returns them cast).\n"
+            f"  fix: {fix}")
     getter = float32_storage_getter(compute_dtype)
     if custom_getter is not None:
         inner = getter
@@ -97,6 +113,8 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
     >>> tree["w"].dtype, tree["lr"]
     (dtype(bfloat16), 0.001)
     """
+    dtype = as_np_dtype(dtype)  # TF's tf.bfloat16 too
+
     def cast(x):
         if isinstance(x, _ARRAY_TYPES) and jnp.issubdtype(x.dtype, jnp.floating):
             return x.astype(dtype)

@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _frame, layers
 from ._params import ApplyStore, InitStore, get_param
-from ._errors import NestedTraceError, ReuseArgumentError
+from ._errors import NestedTraceError, ReuseArgumentError, ScopeNestingError
 from ._regularizers import l1_l2_regularizer, l1_regularizer, l2_regularizer, sum_regularizer
 from ._scope import (_TRACE, _describe_reuse, default_name_scope, name_scope,
                      scope as _variable_scope)
@@ -176,7 +176,7 @@ class arg_scope:  # noqa: N801 - slim's name
     enclosing arg scope's. ``sc`` is the new defaults dict; ``slim.arg_scope(sc)`` enters it again
     (slim's ``def vgg_arg_scope(): with slim.arg_scope(...) as sc: return sc`` idiom)."""
 
-    __slots__ = ("_scope", "_token")
+    __slots__ = ("_scope", "_open")
 
     def __init__(self, list_ops_or_scope: Union[Sequence[Callable], Dict[Any, Dict[str, Any]]],
                  **kwargs: Any):
@@ -198,7 +198,9 @@ class arg_scope:  # noqa: N801 - slim's name
         else:
             raise TypeError("slim.arg_scope takes a list or tuple of ops, or a saved arg scope "
                             f"(dict), got {type(list_ops_or_scope).__name__}.")
-        self._token: Optional[contextvars.Token] = None
+        # (token, defaults set) per open entry, innermost last: one object may be entered again
+        # inside itself (`with sc: with sc:`), and nests like two
+        self._open: list = []
 
     def __enter__(self) -> Dict[Any, Dict[str, Any]]:
         if isinstance(self._scope, dict):
@@ -209,14 +211,29 @@ class arg_scope:  # noqa: N801 - slim's name
             for op in ops:
                 key = _key(op)
                 new[key] = {**new.get(key, {}), **kwargs}
-        self._token = _ARG_SCOPE.set(new)
+        self._open.append((_ARG_SCOPE.set(new), new))
         return new
 
     def __exit__(self, *exc_info) -> None:
-        if self._token is None:
-            raise RuntimeError("slim.arg_scope: __exit__ without __enter__.")
-        _ARG_SCOPE.reset(self._token)
-        self._token = None
+        if not self._open:
+            raise ScopeNestingError("slim.arg_scope: __exit__ without __enter__.\n"
+                                    "  fix: use the arg_scope in a `with` block.")
+        token, entered = self._open[-1]
+        # Another arg_scope entered after this one is still open (when an exception is already on
+        # its way out, close anyway rather than hide it).
+        if exc_info[0] is None and _ARG_SCOPE.get() is not entered:
+            raise ScopeNestingError(
+                "Improper nesting of slim.arg_scope: closing an arg_scope while an inner one is open "
+                f"(closing the defaults {_describe_arg_scope(entered)}; the innermost open ones are "
+                f"{_describe_arg_scope(_ARG_SCOPE.get())}).\n"
+                "  fix: close arg scopes in the reverse order they were opened (use `with` blocks).")
+        self._open.pop()
+        _ARG_SCOPE.reset(token)
+
+
+def _describe_arg_scope(defaults: Dict[Any, Dict[str, Any]]) -> str:
+    """``{op: {argument: value}}`` with ops by name, for error messages."""
+    return "{" + ", ".join(f"{_op_name(op)}: {args!r}" for op, args in defaults.items()) + "}"
 
 
 # --- end points (outputs_collections) -------------------------------------------------------------
@@ -804,6 +821,14 @@ def dropout(inputs: jax.Array, keep_prob: float = 0.5, noise_shape: Optional[Seq
                          f"\"Invalid value {1.0 - keep_prob} received for `rate`\"), expected a "
                          "value between 0 and 1.\n  fix: keep_prob is the fraction kept (0.8 keeps "
                          "80%).")
+    if (isinstance(keep_prob, (int, float, np.integer, np.floating)) and keep_prob == 0
+            and (training := layers._static_flag(is_training)) is not False):
+        # else the core layer's "Invalid value received for `rate` ... got: 1.0"
+        shown = training if training is True else "<traced>"
+        raise ValueError(f"slim.dropout: keep_prob={keep_prob!r} with is_training={shown} "
+                         "would drop every unit (TF: \"Invalid value received for `rate`\", rate = "
+                         "1 - keep_prob = 1.0).\n  fix: keep_prob must be above 0 in training "
+                         "(keep_prob is the fraction kept: 0.8 keeps 80%).")
     with _layer(scope, "Dropout", None) as sc:
         outputs = layers.dropout(inputs, 1.0 - keep_prob, noise_shape, seed, is_training)
         return collect_named_outputs(outputs_collections, sc.name, outputs)

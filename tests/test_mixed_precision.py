@@ -134,3 +134,48 @@ def test_mixed_precision_scope_refuses_dtype_and_points_to_compute_dtype():
                                         r"scope's dtype is compute_dtype=.*float32.*fix: "
                                         r"compute_dtype=jnp.float16"):
         sp.transform(fn).init(jax.random.key(0), 1.0)
+
+
+def test_tf_dtypes_are_accepted_as_compute_dtype_and_by_cast_floating():
+    # Before: np.dtype(tf.bfloat16) -> "Cannot interpret 'tf.bfloat16' as a data type".
+    tf = pytest.importorskip("tensorflow")
+
+    def fn(x):
+        with mp.scope("m", compute_dtype=tf.bfloat16):
+            w = sp.get_param("w", (2,))
+            v = sp.get_param("v", (2,), dtype=tf.bfloat16)
+            seen.append((w.dtype, v.dtype))
+            return x
+
+    seen.clear()
+    params = sp.transform(fn).init(jax.random.key(0), 1.0)
+    assert seen == [(jnp.bfloat16, jnp.bfloat16)]
+    assert params["m"]["w"].dtype == params["m"]["v"].dtype == jnp.float32
+    getter = mp.float32_storage_getter(tf.float16)
+    with pytest.raises(TypeError, match=r"compute_dtype must be a float dtype, got int32"):
+        mp.float32_storage_getter(tf.int32)
+    assert callable(getter)
+    assert mp.cast_floating({"w": jnp.ones(2)}, tf.bfloat16)["w"].dtype == jnp.bfloat16
+
+
+def test_a_bad_dtype_inside_a_mixed_precision_scope_gets_get_params_own_message():
+    # Before: numpy's bare "data type 'nodtype' not understood" from the getter.
+    def fn(x):
+        with mp.scope("m"):
+            return sp.get_param("w", (2,), dtype="nodtype")
+
+    with pytest.raises(TypeError, match=r"(?s)dtype='nodtype' of 'm/w'.*fix: "):
+        sp.transform(fn).init(jax.random.key(0), 1.0)
+
+
+def test_mixed_precision_scope_refusing_an_unknown_dtype_shows_it_as_written():
+    # Before: "fix: compute_dtype=jnp.'nodtype'".
+    def fn(x):
+        with mp.scope("m", dtype="nodtype"):
+            return x
+
+    with pytest.raises(TypeError, match=r"(?s)sp.mixed_precision.scope\('m', dtype='nodtype'\).*"
+                                        r"fix: compute_dtype= a float dtype such as jnp.bfloat16 "
+                                        r"\('nodtype' is not a dtype JAX has\)") as info:
+        sp.transform(fn).init(jax.random.key(0), 1.0)
+    assert "jnp.'" not in str(info.value)

@@ -988,3 +988,42 @@ def test_slims_regularizers_take_tf_slims_scope_argument_and_ignore_it():
     for name in ("l1_regularizer", "l2_regularizer", "l1_l2_regularizer", "sum_regularizer"):
         theirs = list(inspect.signature(getattr(tf_slim, name)).parameters)
         assert list(inspect.signature(getattr(sp.slim, name)).parameters) == theirs, name
+
+
+def test_closing_arg_scopes_out_of_order_is_a_scope_nesting_error():
+    # Before: no error, and the outer arg scope's defaults stayed active after both exits (TF's
+    # slim ends with {}).
+    slim = sp.slim
+    outer = slim.arg_scope([slim.fully_connected], activation_fn=None)
+    inner = slim.arg_scope([slim.fully_connected], biases_initializer=None)
+    outer.__enter__()
+    inner_defaults = inner.__enter__()
+    with pytest.raises(sp.ScopeNestingError, match=r"(?s)Improper nesting of slim.arg_scope: closing "
+                                                   r"an arg_scope while an inner one is open.*"
+                                                   r"fix: close arg scopes in the reverse order"):
+        outer.__exit__(None, None, None)
+    assert slim.current_arg_scope() is inner_defaults  # the failed exit changed nothing
+    inner.__exit__(None, None, None)
+    outer.__exit__(None, None, None)
+    assert slim.current_arg_scope() == {}
+
+
+def test_one_arg_scope_object_entered_twice_nests():
+    # Before: the outer exit failed with "__exit__ without __enter__".
+    slim = sp.slim
+    sc = slim.arg_scope([slim.fully_connected], activation_fn=None)
+    with sc:
+        with sc as again:
+            assert slim.current_arg_scope() is again
+        assert slim.current_arg_scope()[slim.arg_scope_func_key(slim.fully_connected)] == {
+            "activation_fn": None}
+    assert slim.current_arg_scope() == {}
+
+
+def test_dropout_with_keep_prob_zero_in_training_speaks_of_keep_prob():
+    # Before: "Invalid value received for `rate` ... got: 1.0", though keep_prob=0.0 was passed.
+    with pytest.raises(ValueError, match=r"(?s)slim.dropout: keep_prob=0.0 with is_training=True "
+                                         r"would drop every unit.*\n  fix: keep_prob must be above 0 "
+                                         r"in training") as info:
+        sp.transform(lambda x: sp.slim.dropout(x, keep_prob=0.0, is_training=True)).init(KEY, X6)
+    assert "`rate`" in str(info.value)  # TF's wording is quoted for searchability
