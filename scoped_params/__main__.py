@@ -18,7 +18,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "file or a TF 1.x checkpoint (prefix, one of its files, or its directory).")
     inspect.add_argument("path")
     inspect.add_argument("--tensor", metavar="NAME", help="print this tensor's values")
-    inspect.add_argument("--all", action="store_true", help="print every tensor's values")
+    inspect.add_argument("--all", action="store_true", help="print every tensor's values (with --tensor too, as TF's "
+                              "inspect_checkpoint --all_tensors)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter, if TF loads

@@ -115,11 +115,12 @@ def values(source: _Source, name: str) -> str:
 
 def run(path: str, tensor: Optional[str] = None, all_values: bool = False,
         out: IO[str] = sys.stdout) -> None:
-    """Print the table of ``path`` (or one tensor's values, or every tensor's values)."""
+    """Print the table of ``path`` (or one tensor's values, or every tensor's values: with both,
+    every tensor's, as TF's inspect_checkpoint does with --all_tensors and --tensor_name)."""
     source = _Source(os.fspath(path))
-    if tensor is not None:
-        print(values(source, tensor), file=out)
-    elif all_values:
+    if all_values:
         print("\n\n".join(values(source, e.name) for e in source.entries), file=out)
+    elif tensor is not None:
+        print(values(source, tensor), file=out)
     else:
         print(table(source), file=out)

@@ -11,7 +11,8 @@ import operator
 import os
 from typing import Any, List, Optional, Tuple
 
-from ._errors import CheckpointError, CheckpointNotFoundError, StepOrderError, optional_import
+from ._errors import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError,
+                      StepOrderError, optional_import)
 
 # Orbax (0.12) writes both into a step's temporary directory before renaming it to its final name
 # (and, on GCS, writes commit_success.txt last): a step directory holding neither was not
@@ -53,6 +54,63 @@ def _abstract(leaf: Any) -> Any:
     if isinstance(leaf, (np.ndarray, np.generic)):
         return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype)
     return leaf
+
+
+class CheckpointNotADirectoryError(CheckpointError, NotADirectoryError):
+    """A TrainingCheckpointer's directory (or a directory above it) is an existing file."""
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno None] None: <filename>"
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+def _path_str(path: Tuple[Any, ...]) -> str:
+    """A pytree key path as 'params/dense/w' (dict keys, sequence indices, attribute names)."""
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _leaves(tree: Any) -> List[Tuple[str, Any]]:
+    import jax
+
+    return [(_path_str(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _unsavable(leaf: Any) -> Optional[str]:
+    """What ``leaf`` is, if orbax cannot save it (it saves arrays of numbers and bools, and Python
+    int, float, bool); else None."""
+    import jax
+
+    dtype = getattr(leaf, "dtype", None)
+    if isinstance(leaf, jax.Array) or (dtype is not None and hasattr(leaf, "shape")
+                                       and not isinstance(leaf, jax.ShapeDtypeStruct)):
+        kind = getattr(dtype, "kind", "")
+        return f"{type(leaf).__name__} of dtype {dtype.str}" if kind in ("O", "S", "U") else None
+    if isinstance(leaf, (bool, int, float)):
+        return None
+    text = repr(leaf)
+    return f"{type(leaf).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _describe_leaf(leaf: Any) -> str:
+    """'float32[2,2]' for an array (or its metadata), 'int' for a Python number."""
+    shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
+    if shape is None or dtype is None:
+        return type(leaf).__name__
+    import numpy as np
+
+    return f"{np.dtype(dtype).name}[{','.join(map(str, shape))}]"
+
+
+def _listing(leaves: List[Tuple[str, Any]], limit: int = 8) -> str:
+    text = ", ".join(f"{path} {_describe_leaf(leaf)}" for path, leaf in leaves[:limit])
+    return text + (f", ... ({len(leaves) - limit} more)" if len(leaves) > limit else "")
 
 
 class TrainingCheckpointer:
@@ -101,6 +159,16 @@ class TrainingCheckpointer:
         ocp = _orbax()
         self._ocp = ocp
         self.directory = os.path.abspath(os.fspath(directory))
+        existing = self.directory
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if os.path.exists(existing) and not os.path.isdir(existing):
+            under = "" if existing == self.directory else f" (given {self.directory!r}, under it)"
+            raise CheckpointNotADirectoryError(
+                f"TrainingCheckpointer: {existing!r} is a file, not a directory{under}; a "
+                "TrainingCheckpointer keeps each step in a subdirectory of its directory.\n"
+                "  fix: pass the path of a directory (new or existing), not of a file; a weights "
+                "file is read with sp.checkpoint.load(path).")
         self.max_to_keep = max_to_keep
         # Pruning is done here, from the steps on disk: orbax's own pruning counts only the steps
         # this manager knows (and would count incomplete directories).
@@ -158,6 +226,14 @@ class TrainingCheckpointer:
                 f"{complete[-1]} (steps in {self.directory!r}: {complete}); nothing was written. "
                 "Saving it would overwrite a step, or leave the newer steps as the latest.\n"
                 f"  fix: {fix}")
+        for path, leaf in _leaves(state):
+            found = _unsavable(leaf)
+            if found is not None:
+                raise TypeError(
+                    f"TrainingCheckpointer.save: the state's leaf '{path}' is {found}; orbax saves "
+                    "arrays of numbers or bools and Python int, float and bool, so nothing was "
+                    f"written for step {step}.\n  fix: keep it out of the saved state (e.g. save "
+                    "configuration next to the checkpoints), or store it as a number or array.")
         saved = self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
         complete, _ = self._steps_on_disk()
@@ -230,10 +306,46 @@ class TrainingCheckpointer:
         try:
             return self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(
-                f"restoring step {step} from {self.directory!r} into the given target failed: {e}\n"
-                "  fix: build target the same way as the saved state (same keys, shapes, dtypes)."
-            ) from e
+            raise self._mismatch(step, target, e) from None
+
+    def _mismatch(self, step: int, target: Any, error: Exception) -> CheckpointMismatchError:
+        """Why ``target`` does not fit step ``step``: the entries and shapes that differ, from the
+        step's metadata (orbax's own diff names bare keys and advises an option restore() lacks)."""
+        asked = _leaves(target)
+        try:
+            found = _leaves(self._manager.item_metadata(step).tree)
+        except Exception:  # unreadable metadata: fall back to orbax's text, without its options
+            found = None
+        lines = [f"TrainingCheckpointer.restore: step {step} in {self.directory!r} does not fit "
+                 "the given target; nothing was restored."]
+        if found is not None:
+            found_shapes = dict(found)
+            asked_names = {p for p, _ in asked}
+            missing = [p for p, _ in found if p not in asked_names]
+            extra = [p for p, _ in asked if p not in found_shapes]
+            shapes = [f"{p}: target {tuple(leaf.shape)}, checkpoint {tuple(found_shapes[p].shape)}"
+                      for p, leaf in asked
+                      if p in found_shapes and hasattr(leaf, "shape")
+                      and getattr(found_shapes[p], "shape", None) is not None
+                      and tuple(leaf.shape) != tuple(found_shapes[p].shape)]
+            if missing:
+                lines.append(f"  in the checkpoint, not in target: {missing[:10]}")
+            if extra:
+                lines.append(f"  in target, not in the checkpoint: {extra[:10]}")
+            if shapes:
+                lines.append(f"  shapes differ: {'; '.join(shapes[:10])}")
+            lines.append(f"  asked (target): {_listing(asked)}")
+            lines.append(f"  found (step {step}): {_listing(found)}")
+        if found is None or len(lines) == 3:  # no difference seen here: orbax's reason
+            reason = "\n".join(line for line in str(error).splitlines()
+                               if "partial_restore" not in line and "strict=False" not in line)
+            lines.append(f"  orbax: {reason}")
+        top = sorted({p.split('/')[0] for p, _ in (found or [])})
+        pick = f"ckpt.restore({step})[{top[0]!r}]" if top else f"ckpt.restore({step})"
+        lines.append("  fix: pass a target built the same way as the saved state (same entries and "
+                     f"shapes); or restore without a target and pick what you need, e.g. {pick} "
+                     "(plain dicts and lists: optax states come back as lists).")
+        return CheckpointMismatchError("\n".join(lines))
 
     def close(self) -> None:
         """Release orbax's manager (also on leaving a ``with`` block)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from ._errors import NameCollisionError, ParamsTypeError
+from ._errors import NameCollisionError, ParamsTypeError, ScopedParamsError, nearest
 
 Tree = Dict[str, Any]
 
@@ -56,6 +56,52 @@ def _not_a_tree(tree: Any, asked: str, pair_fix: str,
     else:
         found = _describe(tree)
     return ParamsTypeError(f"{asked}, got {found}.\n  fix: {fix}.")
+
+
+class SpecsMismatchError(ScopedParamsError, KeyError, ValueError):
+    """A params entry has no spec in ``specs``: the specs are of another model or other arguments.
+    A ``KeyError`` (a missing key, as before) and a ``ValueError`` (mismatched arguments)."""
+
+    def __str__(self) -> str:  # the message, not KeyError's repr of it
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+# What to do with transform_with_state's (params, state) pair given where one tree is expected.
+_PAIR_FIXES = {
+    "merge": "pass the trees as separate arguments: `params, state = model.init(key, ...)`, then "
+             "sp.merge(params, state), or sp.merge(trainable, frozen) of the halves of params",
+    "apply_constraints": "constrain the params alone: `params, state = model.init(key, ...)`, "
+                         "then sp.apply_constraints(params, model.specs(*args)[0])",
+    "exponential_moving_average": "average the params alone: `params, state = model.init(key, "
+                                  "...)`, then sp.exponential_moving_average(averages, params, "
+                                  "decay), with averages started as a copy of params",
+    "partition_trainable": "split the params alone (state is never trainable): `params, state = "
+                           "model.init(key, ...)`, then sp.partition_trainable(params, "
+                           "model.specs(*args)[0])",
+    "partition_by_collection": "split each with its own specs: `param_specs, state_specs = "
+                               "model.specs(*args)`, then sp.partition_by_collection(params, "
+                               "param_specs, collection) and sp.partition_by_collection(state, "
+                               "state_specs, collection)",
+    "partition": "split each: `params, state = model.init(key, ...)`, then "
+                 "sp.partition(predicate, params) and sp.partition(predicate, state)",
+    "filter_tree": "filter each: `params, state = model.init(key, ...)`, then "
+                   "sp.filter_tree(predicate, params) and sp.filter_tree(predicate, state)",
+}
+
+
+def _flatten_for(api: str, tree: Any) -> Dict[str, Any]:
+    """``flatten(tree)`` for ``sp.<api>``: a tree that is not a mapping is reported as an argument
+    of ``sp.<api>``, the (params, state) pair with the fix for that helper."""
+    try:
+        return flatten(tree)
+    except ParamsTypeError:
+        if isinstance(tree, Mapping):
+            raise
+        fix = _PAIR_FIXES.get(api) or (
+            f"call sp.{api} on each: `params, state = model.init(key, ...)`, then "
+            f"sp.{api}(params, ...) and sp.{api}(state, ...)")
+        raise _not_a_tree(tree, f"sp.{api}: expected a nested dict of params (scope and "
+                                "parameter names to arrays)", fix) from None
 
 
 # type -> is it a Mapping. ``apply`` flattens params on every call, and an ABC isinstance check costs
@@ -144,30 +190,35 @@ def _under(name: str, prefix: str) -> bool:
 
 def partition(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any]) -> Tuple[Tree, Tree]:
     """Split a nested tree by ``predicate(full_name, leaf)`` into (matching, rest), both nested."""
+    return _partition(predicate, tree, "partition")
+
+
+def _partition(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any],
+               api: str) -> Tuple[Tree, Tree]:
     yes: Dict[str, Any] = {}
     no: Dict[str, Any] = {}
-    for name, leaf in flatten(tree).items():
+    for name, leaf in _flatten_for(api, tree).items():
         (yes if predicate(name, leaf) else no)[name] = leaf
     return unflatten(yes), unflatten(no)
 
 
 def filter_tree(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any]) -> Tree:
     """The leaves of ``tree`` for which ``predicate(full_name, leaf)`` holds, nested."""
-    return partition(predicate, tree)[0]
+    return _partition(predicate, tree, "filter_tree")[0]
 
 
 def select(tree: Mapping[str, Any], scope: str) -> Tree:
     """The entries under scope prefix ``scope`` (a literal path prefix: ``"foo"`` never matches ``"foo_1"``)."""
     if not isinstance(scope, str):
         raise _scope_type_error("select", tree, scope)
-    return filter_tree(lambda name, _: _under(name, scope), tree)
+    return _partition(lambda name, _: _under(name, scope), tree, "select")[0]
 
 
 def partition_by_scope(tree: Mapping[str, Any], scope: str) -> Tuple[Tree, Tree]:
     """(entries under ``scope``, the rest), with the literal prefix rule of ``select``."""
     if not isinstance(scope, str):
         raise _scope_type_error("partition_by_scope", tree, scope)
-    return partition(lambda name, _: _under(name, scope), tree)
+    return _partition(lambda name, _: _under(name, scope), tree, "partition_by_scope")
 
 
 def _scope_type_error(api: str, tree: Any, scope: Any) -> TypeError:
@@ -196,9 +247,14 @@ def _spec_lookup(api: str, params: Any, specs: Mapping[str, Any]):
         try:
             return getattr(flat[name], attribute)
         except KeyError:
-            raise KeyError(
-                f"'{name}' is in params but not in specs; compute specs with the same model and "
-                "arguments (model.specs(*args)).") from None
+            hint = nearest(name, flat)
+            raise SpecsMismatchError(
+                f"sp.{api}: '{name}' is in params but not in specs, which hold {len(flat)} "
+                f"entr{'y' if len(flat) == 1 else 'ies'}"
+                + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else "")
+                + ": the specs came from another model or other arguments than params.\n"
+                "  fix: compute specs with model.specs(*args) of the same model and arguments "
+                "as params (model.init(key, *args)).") from None
         except AttributeError:
             raise _not_a_spec(api, params, name, flat[name]) from None
 
@@ -224,7 +280,7 @@ def _not_a_spec(api: str, params: Any, name: str, found: Any) -> TypeError:
 def partition_trainable(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tuple[Tree, Tree]:
     """(trainable, frozen) by each parameter's ``trainable`` flag in ``specs`` (``model.specs(...)``)."""
     spec = _spec_lookup("partition_trainable", params, specs)
-    return partition(lambda name, _: spec(name, "trainable"), params)
+    return _partition(lambda name, _: spec(name, "trainable"), params, "partition_trainable")
 
 
 def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],
@@ -233,8 +289,8 @@ def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],
 
     Each parameter (or state entry, with the state's specs) is in the ``collections=`` it was created
     with, and in TF's implicit collections: ``"variables"`` (``tf.GraphKeys.GLOBAL_VARIABLES``) when
-    it was created without ``collections=`` (an explicit list replaces it, as in TF) or is a slim
-    model variable (``"model_variables"``: slim adds both); ``"trainable_variables"``
+    it was created without ``collections=`` (an explicit list replaces it, as in TF; slim's model
+    variables list ``"variables"`` and ``"model_variables"``, as slim does); ``"trainable_variables"``
     (``TRAINABLE_VARIABLES``) whenever it is trainable. State entries are non-trainable, in
     ``"variables"``, as TF's ``moving_mean``. A collection no parameter was created in selects
     nothing, as TF's ``get_collection`` returns ``[]`` for a name nothing was added to. Not
@@ -252,21 +308,20 @@ def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],
         if collection in collections:
             return True
         if collection == _GLOBAL_VARIABLES:  # TF: collections=None means [GLOBAL_VARIABLES]
-            return not collections or _MODEL_VARIABLES in collections
+            return not collections  # (slim's model variables list "variables" themselves)
         return collection == _TRAINABLE_VARIABLES and bool(spec(name, "trainable"))
-    return partition(member, params)
+    return _partition(member, params, "partition_by_collection")
 
 
 # tf.GraphKeys' names of TF's implicit collections.
 _GLOBAL_VARIABLES, _TRAINABLE_VARIABLES = "variables", "trainable_variables"
-_MODEL_VARIABLES = "model_variables"  # slim's model_variable puts these in GLOBAL_VARIABLES too
 
 
 def merge(*trees: Mapping[str, Any]) -> Tree:
     """Recombine disjoint trees (e.g. the halves of a partition); a name in two trees is an error."""
     flat: Dict[str, Any] = {}
     for tree in trees:
-        for name, leaf in flatten(tree).items():
+        for name, leaf in _flatten_for("merge", tree).items():
             if name in flat:
                 raise NameCollisionError(f"merge: '{name}' is in more than one tree.")
             flat[name] = leaf
@@ -285,7 +340,7 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
     >>> params = sp.apply_constraints(optax.apply_updates(params, updates), specs)  # doctest: +SKIP
     """
     spec = _spec_lookup("apply_constraints", params, specs)
-    flat = flatten(params)
+    flat = _flatten_for("apply_constraints", params)
     changed = False
     for name, value in flat.items():
         constraint = spec(name, "constraint")
@@ -323,7 +378,8 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
     """
     import jax.numpy as jnp
 
-    flat_averages, flat_params = flatten(averages), flatten(params)
+    flat_averages = _flatten_for("exponential_moving_average", averages)
+    flat_params = _flatten_for("exponential_moving_average", params)
     if flat_averages.keys() != flat_params.keys():
         missing = sorted(flat_averages.keys() - flat_params.keys())
         extra = sorted(flat_params.keys() - flat_averages.keys())
@@ -331,9 +387,19 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
             "exponential_moving_average: averages and params name different parameters "
             f"(only in averages: {missing[:5]}, only in params: {extra[:5]}).\n"
             "  fix: pass the same part of the params to both; start the averages as a copy of it.")
-    decay = jnp.asarray(decay, jnp.float32)
+    try:
+        decay = jnp.asarray(decay, jnp.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"exponential_moving_average: decay is {decay!r}"[:200] + ", not a number.\n"
+                        "  fix: pass the decay as a float, e.g. 0.999 (TF's "
+                        "ExponentialMovingAverage(decay)).") from None
     if num_updates is not None:
-        n = jnp.asarray(num_updates).astype(jnp.float32)
+        try:
+            n = jnp.asarray(num_updates).astype(jnp.float32)
+        except (TypeError, ValueError):
+            raise TypeError(f"exponential_moving_average: num_updates is {num_updates!r}"[:200]
+                            + ", not a number.\n  fix: pass the step count (e.g. the integer "
+                            "step), or None for a constant decay.") from None
         decay = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
     rate = 1.0 - decay  # TF: in float32, then cast to each variable's dtype
     out = {}

@@ -78,6 +78,9 @@ IntOrPair = Union[int, Sequence[int]]
 _XAVIER = xavier_initializer()
 xavier_initializer_conv2d = xavier_initializer  # slim's alias
 _MODEL_VARIABLES = "model_variables"  # tf.GraphKeys.MODEL_VARIABLES
+# slim's model_variable puts a variable in GLOBAL_VARIABLES too (its variable's default, which an
+# explicit collections= replaces): listed, so that partition_by_collection(..., "variables") finds it.
+_MODEL = ("variables", _MODEL_VARIABLES)
 
 
 # --- arg_scope ------------------------------------------------------------------------------------
@@ -312,7 +315,7 @@ def _model_variable_getter(variables_collections: Any) -> Callable:
         short = name.rsplit("/", 1)[-1]
         extra = _collections(variables_collections, _COLLECTION_KEYS.get(short, short)) or ()
         extra = [extra] if isinstance(extra, str) else list(extra)
-        collections = [_MODEL_VARIABLES] + list(kwargs.get("collections") or ()) + extra
+        collections = [*_MODEL] + list(kwargs.get("collections") or ()) + extra
         kwargs["collections"] = list(dict.fromkeys(collections))
         return next_getter(name, *args, **kwargs)
     return getter
@@ -358,7 +361,7 @@ def model_variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any 
     ``model_variables`` collection, as slim does."""
     return variable(name, shape=shape, dtype=dtype, initializer=initializer,
                     regularizer=regularizer, trainable=trainable,
-                    collections=list(collections or ()) + [_MODEL_VARIABLES],
+                    collections=list(collections or ()) + [*_MODEL],
                     caching_device=caching_device, device=device, partitioner=partitioner,
                     custom_getter=custom_getter, use_resource=use_resource,
                     synchronization=synchronization, aggregation=aggregation)

@@ -134,3 +134,10 @@ def test_inspect_prints_a_scalar_with_its_own_dtypes_digits_like_tf(tmp_path):
         assert result.stdout.splitlines()[1:] == [want], (name, result.stdout)
     everything = inspect(path, "--all").stdout
     assert "\n0.80999994\n" in everything and "0.809999942779541" not in everything
+
+
+def test_inspect_all_with_tensor_prints_every_tensor_as_tf_inspect_checkpoint_does(weights_file):
+    # TF's print_tensors_in_checkpoint_file: all_tensors wins over tensor_name.
+    result = inspect(weights_file, "--all", "--tensor", "head/w")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("tensor_name:") == 4

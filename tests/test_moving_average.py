@@ -63,3 +63,22 @@ def test_exponential_moving_average_refuses_integer_leaves_and_accepts_python_fl
     out = sp.exponential_moving_average({"w": 1.0, "v": jnp.ones(2)}, {"w": 3.0, "v": jnp.ones(2)},
                                         0.5)
     assert float(out["w"]) == 2.0 and out["w"].dtype == jnp.float32
+
+
+def test_exponential_moving_average_of_a_decay_that_is_not_a_number_is_a_type_error_naming_it():
+    p = {"w": jnp.ones(2)}
+    for decay in (None, "fast"):
+        with pytest.raises(TypeError, match=rf"(?s)exponential_moving_average: decay is {decay!r}"
+                                            r".*fix: pass the decay as a float, e.g. 0.999"):
+            sp.exponential_moving_average(p, p, decay)
+    with pytest.raises(TypeError, match=r"(?s)num_updates is 'x'.*fix: "):
+        sp.exponential_moving_average(p, p, 0.9, num_updates="x")
+
+
+def test_exponential_moving_average_of_the_params_and_state_pair_names_itself_in_the_fix():
+    pair = ({"w": jnp.ones(2)}, {})
+    with pytest.raises(sp.ParamsTypeError, match=r"(?s)exponential_moving_average: .*tuple of 2 "
+                                                 r"dicts.*fix: .*sp.exponential_moving_average\("
+                                                 r"averages, params, decay\)") as e:
+        sp.exponential_moving_average(pair, pair, 0.9)
+    assert "sp.flatten" not in str(e.value)

@@ -454,10 +454,10 @@ def test_slim_layers_make_model_variables_and_variables_collections_add_per_kind
     param_specs, state_specs = sp.transform_with_state(fn).specs(IMAGES)
     collections = {name: spec.collections
                    for name, spec in {**sp.flatten(param_specs), **sp.flatten(state_specs)}.items()}
-    assert collections["Conv/weights"] == ("model_variables", "decayed")
+    assert collections["Conv/weights"] == ("variables", "model_variables", "decayed")
     assert collections["BatchNorm/beta"] == collections["BatchNorm/moving_mean"] == (
-        "model_variables", "bn")
-    assert collections["extra"] == ("model_variables",) and collections["plain"] == ()
+        "variables", "model_variables", "bn")
+    assert collections["extra"] == ("variables", "model_variables") and collections["plain"] == ()
     assert sorted(n for n, c in collections.items() if "model_variables" in c) == [
         "BatchNorm/beta", "BatchNorm/moving_mean", "BatchNorm/moving_variance", "BiasAdd/biases",
         "Conv/biases", "Conv/weights", "SeparableConv2d/biases",
@@ -1027,3 +1027,18 @@ def test_dropout_with_keep_prob_zero_in_training_speaks_of_keep_prob():
                                          r"in training") as info:
         sp.transform(lambda x: sp.slim.dropout(x, keep_prob=0.0, is_training=True)).init(KEY, X6)
     assert "`rate`" in str(info.value)  # TF's wording is quoted for searchability
+
+
+def test_an_explicit_model_variables_collection_is_not_in_variables_but_slims_model_variables_are():
+    # TF: collections= replaces GLOBAL_VARIABLES; slim's model_variable lists both itself
+    def fn():
+        sp.get_param("a", (1,), collections=["model_variables"])
+        sp.get_param("b", (1,))
+        return sp.slim.model_variable("c", (1,))
+
+    model = sp.transform(fn)
+    params, specs = model.init(KEY), model.specs()
+    found, _ = sp.partition_by_collection(params, specs, "variables")
+    assert sorted(sp.flatten(found)) == ["b", "c"]
+    found, _ = sp.partition_by_collection(params, specs, "model_variables")
+    assert sorted(sp.flatten(found)) == ["a", "c"]

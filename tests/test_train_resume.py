@@ -1,6 +1,7 @@
 """Training state (params + optax state + step) saved with sp.checkpoint.TrainingCheckpointer: a run
 interrupted and resumed from its checkpoint ends exactly where an uninterrupted run does."""
 
+import re
 
 import chex
 import jax
@@ -259,4 +260,55 @@ def test_a_save_orbax_does_not_perform_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt._manager, "save", lambda *args, **kwargs: False)
     with pytest.raises(CheckpointError, match=r"(?s)orbax did not write step 2 .*fix: "):
         ckpt.save(2, {"w": jnp.zeros(2)})
+    assert ckpt.all_steps() == [1]
+
+
+# --- errors: a target of another structure, a file as the directory, unsavable leaves --------------
+
+
+def test_restore_into_a_target_of_another_structure_lists_the_differences_and_a_fix_that_works(
+        tmp_path):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    params = {"w": jnp.ones((2, 2))}
+    ckpt.save(1, {"params": params, "step": 1})
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+        ckpt.restore(target={"params": params, "extra": jnp.zeros(3)})
+    message = str(e.value)
+    assert "partial_restore" not in message and "Source:" not in message
+    assert str(tmp_path / "run") in message and "step 1" in message
+    assert "in the checkpoint, not in target: ['step']" in message
+    assert "in target, not in the checkpoint: ['extra']" in message
+    assert "asked (target): extra float32[3], params/w float32[2,2]" in message
+    assert "found (step 1): params/w float32[2,2], step int64[]" in message
+    assert "fix: " in message and "ckpt.restore(1)['params']" in message
+    assert isinstance(e.value, ValueError)  # as before
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError,
+                       match=r"(?s)shapes differ: params/w: target \(3, 2\), checkpoint \(2, 2\)"
+                             r".*fix: "):
+        ckpt.restore(target={"params": {"w": jnp.ones((3, 2))}, "step": 1})
+    assert ckpt.restore(1)["params"]["w"].shape == (2, 2)  # the fix the message gives works
+
+
+def test_a_file_given_as_the_directory_is_refused_at_construction(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"x")
+    for given in (path, path / "run"):
+        with pytest.raises(NotADirectoryError, match=r"(?s)'.*weights.safetensors' is a file, not a "
+                                                     r"directory.*fix: ") as e:
+            sp.checkpoint.TrainingCheckpointer(given)
+        assert isinstance(e.value, CheckpointError) and "Errno" not in str(e.value)
+    assert path.read_bytes() == b"x"
+
+
+def test_saving_a_leaf_orbax_cannot_write_names_its_path_and_writes_nothing(tmp_path):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    for leaf, found in (("adam", "str 'adam'"), (np.array(["a"]), "ndarray of dtype <U1"),
+                        (1 + 2j, "complex (1+2j)")):
+        with pytest.raises(TypeError, match=rf"(?s)TrainingCheckpointer.save: the state's leaf "
+                                            rf"'config/optimizer' is {re.escape(found)}"
+                                            r".*nothing was written.*fix: "):
+            ckpt.save(1, {"params": {"w": jnp.ones(2)}, "config": {"optimizer": leaf}})
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
+    ckpt.save(1, {"w": jnp.ones(2), "n": 3, "x": 0.5, "flag": True, "none": None,
+                  "c": np.ones(2, np.complex64), "i": np.int32(2)})
     assert ckpt.all_steps() == [1]
