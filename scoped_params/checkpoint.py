@@ -56,6 +56,7 @@ from ._tree import _not_a_tree, flatten, unflatten
 from ._tf1 import _is_v1_file, _strip_suffix, read_tf1_flat
 from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
+from ._training import CheckpointNotADirectoryError as CheckpointNotADirectoryError
 from ._training import TrainingCheckpointer as TrainingCheckpointer
 
 PathLike = Union[str, "os.PathLike[str]"]
