@@ -222,10 +222,40 @@ def bad_key_error(key: Any, jax_error: Optional[BaseException], apply: bool) -> 
         "model.init(0, *args)); if that argument was the model's input, the key was left out.")
 
 
+# The modules of public layer functions, as a user calls them (not_in_transform names the one called).
+_LAYER_MODULES = {f"{__package__}.layers": "sp.layers", f"{__package__}.slim": "sp.slim",
+                  f"{__package__}.rnn": "sp.rnn"}
+
+
+def _called_layer() -> Optional[str]:
+    """``sp.layers.dense`` when the user's call into this package was that public layer function
+    (found on the stack: an error path only), else None."""
+    f: Optional[types.FrameType] = sys._getframe(2)
+    called = None
+    while f is not None and not _is_user_file(f.f_code.co_filename):
+        module, code = f.f_globals.get("__name__"), f.f_code
+        if module in _LAYER_MODULES and not code.co_name.startswith("_"):
+            fn = f.f_globals.get(code.co_name)
+            while fn is not None and getattr(fn, "__code__", None) is not code:
+                fn = getattr(fn, "__wrapped__", None)  # a decorated function (slim's arg scopes)
+            if fn is not None:  # not a method (a layer object's call names itself) nor a wrapper
+                called = f"{_LAYER_MODULES[module]}.{code.co_name}"  # the outermost one wins
+        f = f.f_back
+    return called
+
+
 def not_in_transform(api: str) -> NotInTransformError:
+    """``api``: a name in ``sp`` (``"get_param"``, shown as ``sp.get_param()``), or a full name,
+    one starting with ``sp.`` or with a user's class name (``"MyLayer"``), shown as given with
+    ``()``, unless it has parentheses already (``"MyLayer(...).weights"``, shown as it is). A
+    public layer function (``sp.layers.dense``) that reached ``api`` is named instead."""
+    if not (api.startswith("sp.") or api.lstrip("_")[:1].isupper()):
+        api = f"sp.{api}"
+    api = _called_layer() or api
+    call = api if "(" in api else f"{api}()"
     return NotInTransformError(
-        f"sp.{api}() was called outside a transformed function.\n"
-        f"  asked: sp.{api}() with no sp.transform init/apply running in this thread or context\n"
+        f"{call} was called outside a transformed function.\n"
+        f"  asked: {call} with no sp.transform init/apply running in this thread or context\n"
         "  fix: put the model code in a function `fn`, build `model = sp.transform(fn)` and call it through "
         "`model.init(key, *args)` and `model.apply(params, *args)`."
     )

@@ -632,19 +632,40 @@ def _no_state(api: str, name: str) -> StateError:
 
 def _exists_error(frame, full: str, site, shape, dtype) -> ParamExistsError:
     scope = frame.scope
+    # Who asked: a layer of this package (sp.layers, sp.slim, sp.rnn), which opens the scope itself,
+    # so re-entering that scope with reuse=True would nest it again ('fc/fc/kernel'), or the user.
+    caller, package = sys._getframe(1), __name__.rsplit(".", 1)[0]
+    while caller is not None and caller.f_globals.get("__name__") in (__name__, package + "._scope"):
+        caller = caller.f_back
+    by_layer = caller is not None and caller.f_globals.get("__name__") in (
+        package + ".layers", package + ".slim", package + ".rnn")
+    if by_layer and caller.f_code.co_name == "add_weight":  # a custom Layer's build, asking twice
+        fix = ("  fix: give each weight of the layer its own name in build (add_weight(name, ...)); "
+               "to share weights between layer objects, build them with _reuse=sp.AUTO_REUSE, or "
+               "call one object.")
+    elif by_layer:
+        fix = ("  fix: to share it, pass reuse=True to the layer's second call (to an RNN's cell), "
+               "or call sp.get_scope().reuse_variables() before the second request (in the scope "
+               "around it), or use reuse=sp.AUTO_REUSE there; not sp.scope("
+               f"{scope.name!r}, reuse=True) around the layer: the layer opens its scope again "
+               f"inside it ('{scope.name}/{scope.name}/...'). To make a separate parameter, give the "
+               "layer another name (or none: it is numbered).")
+    elif scope.name:
+        fix = (f"  fix: to share it, enter the scope with reuse=True (sp.scope({scope.name!r}, "
+               "reuse=True)), call sp.get_scope().reuse_variables() before the second request (in the "
+               "scope around it), or use reuse=sp.AUTO_REUSE; to make a separate parameter, give it "
+               "another name or scope (e.g. sp.scope(None, default_name=...)).")
+    else:  # the root has no name to re-enter
+        fix = ("  fix: to share it, call sp.get_scope().reuse_variables() before asking again, or ask "
+               "in a scope entered with reuse=True or reuse=sp.AUTO_REUSE; to make a separate "
+               "parameter, give it another name or scope (e.g. sp.scope(None, default_name=...)).")
     return ParamExistsError(
         f"Variable {full} already exists, disallowed. Did you mean to set reuse=True or "
         f"reuse=AUTO_REUSE in VarScope? Originally defined at:\n\n  {format_site(site)}\n\n"
         f"  asked: a new '{full}' (reuse=False in scope '{scope.name}') at {format_site(user_site())}\n"
         f"  found: '{full}' already created in this call with shape {_shape_str(shape)}, dtype "
         f"{np.dtype(dtype).name}\n"
-        + (f"  fix: to share it, enter the scope with reuse=True (sp.scope({scope.name!r}, "
-           "reuse=True)), call sp.get_scope().reuse_variables(), or use reuse=sp.AUTO_REUSE; "
-           if scope.name else  # the root has no name to re-enter
-           "  fix: to share it, call sp.get_scope().reuse_variables() before asking again, or ask "
-           "in a scope entered with reuse=True or reuse=sp.AUTO_REUSE; ")
-        + "to make a separate parameter, give it another name or scope (e.g. sp.scope(None, "
-        "default_name=...))."
+        + fix
         + name_scope_hint(frame.name_stack, scope.name) + default_name_hint(frame, full)
     )
 

@@ -49,7 +49,7 @@ import numpy as np
 from . import _frame
 from . import constraints as _constraints
 from . import initializers as _initializers
-from ._errors import StateError
+from ._errors import ParamNotFoundError, StateError
 from ._params import ApplyStore, InitStore, get_param, get_state, set_state
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _child, _enter_name_scope,
                      _exit_name_scope, _revert, default_name_scope, reentered, scope)
@@ -330,8 +330,18 @@ def _with_scope_terms(*regularizers: Any) -> tuple:
     if scope_regularizer is None:
         return regularizers
     return tuple(regularizer if regularizer is None or not callable(regularizer) else
-                 functools.partial(_scope_then_layer_term, scope_regularizer, regularizer)
-                 for regularizer in regularizers)
+                 _both_terms(scope_regularizer, regularizer) for regularizer in regularizers)
+
+
+def _both_terms(scope_regularizer: Callable, regularizer: Callable) -> Callable:
+    both = functools.partial(_scope_then_layer_term, scope_regularizer, regularizer)
+    # A stock regularizer's mark (see _regularizers._stock): get_param refuses it on a non-floating
+    # weight at creation, naming it, as TF does.
+    mark = (getattr(regularizer, "floating_only", None)
+            or getattr(scope_regularizer, "floating_only", None))
+    if mark is not None:
+        both.floating_only = mark  # type: ignore[attr-defined]
+    return both
 
 
 def _scope_then_layer_term(scope_regularizer: Callable, regularizer: Callable, value: Any) -> Any:
@@ -481,7 +491,7 @@ def _units(units: Any, kind: str, name: Any) -> int:
         try:
             units = int(units)
         except (TypeError, ValueError) as error:
-            raise ValueError(
+            raise type(error)(  # TF's int(units): a TypeError for None or a list, else ValueError
                 f"{_label(kind, name)}: invalid value for `units`: {units!r} is no integer (TF: "
                 f"{error}).\n  fix: pass an int, e.g. units=10.") from None
     if units < 0:
@@ -1343,6 +1353,8 @@ class _LayerObject:
         self._scopes: dict = {}  # this call's captured Scope (_object_scope)
 
     def __call__(self, inputs: jax.Array, scope: Any = None, **call_kwargs: Any) -> jax.Array:
+        if call_kwargs and "training" in call_kwargs and not _takes_training(type(self)._fn):
+            del call_kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
         frame, ns = _enter_object_name_scope(captured)
         try:
@@ -1425,6 +1437,15 @@ _UNSUPPORTED_FIX = {  # Keras arguments TF's v1 layer classes pass on, and what 
 
 
 @functools.lru_cache(maxsize=None)
+def _takes_training(fn: Callable) -> bool:
+    """Whether ``fn`` (a layer's function, a Layer subclass's ``call``) takes ``training=``, as
+    Keras's ``_expects_training_arg``: by name or by ``**kwargs``. A layer object drops the
+    argument otherwise, as TF's do; asked once per function."""
+    parameters = inspect.signature(fn).parameters
+    return "training" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+@functools.lru_cache(maxsize=None)
 def _parameter_names(fn: Callable) -> Dict[str, None]:
     """``fn``'s parameter names, in order (``inspect.signature`` costs ~90 us: objects are built in
     loops and in every trace)."""
@@ -1501,6 +1522,8 @@ class _Stateless:
         self._args, self._kwargs = args, kwargs
 
     def __call__(self, inputs: jax.Array, **call_kwargs: Any) -> jax.Array:
+        if call_kwargs and "training" in call_kwargs and not _takes_training(type(self)._fn):
+            del call_kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
         return type(self)._fn(inputs, *self._args, **{**self._kwargs, **call_kwargs})
 
 
@@ -1733,7 +1756,8 @@ class Layer(_NamedByClass):
             options["partitioner"] = partitioner
         # TF's variable_scope(self._scope, reuse=self.built or self._reuse,
         # auxiliary_name_scope=False) in name_scope(original_name_scope); `built` is per call here.
-        reuse = self._reuse if _this_call(self._building, frame) else True
+        building = _this_call(self._building, frame)
+        reuse = self._reuse if building else True
         captured = _this_call(self._scopes, frame)
         _, ns = _enter_object_name_scope(captured)
         try:
@@ -1743,6 +1767,20 @@ class Layer(_NamedByClass):
                 value = get_param(name, shape, initializer, self._dtype if dtype is None else dtype,
                                   trainable=trainable, regularizer=regularizer,
                                   constraint=_constraint(constraint), **options)
+        except ParamNotFoundError:
+            if building:
+                raise
+            # TF 1.x fails here too (reuse is on once built), naming a reuse the user never set.
+            kind = type(self).__name__
+            attribute = name if str(name).isidentifier() else "w"
+            raise ParamNotFoundError(
+                f"Variable {captured.prefix}{name} does not exist: {kind}.add_weight({name!r}) was "
+                f"called after layer {captured.name!r} was built (in call(), or later), when "
+                "add_weight only fetches the weights build made (TF 1.x refuses it too).\n"
+                f"  asked: a new '{captured.prefix}{name}' outside {kind}.build in this "
+                "init/apply\n"
+                f"  fix: create the weight in build(input_shape): self.{attribute} = "
+                f"self.add_weight({name!r}, ...) there, and use self.{attribute} in call().") from None
         finally:
             _exit_name_scope(frame, ns)
         made.append((value, trainable))
@@ -1766,7 +1804,7 @@ class Layer(_NamedByClass):
             "sp.transform_with_state; apply returns the new state.")
 
     def _made(self) -> list:
-        made = _this_call(self._weights, _frame.current(f"{type(self).__name__}.weights"))
+        made = _this_call(self._weights, _frame.current(f"{type(self).__name__}(...).weights"))
         return made or []
 
     @property
@@ -1792,9 +1830,13 @@ class Layer(_NamedByClass):
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         _require_base_init(self, "_weights")
-        frame = _frame.current(f"sp.layers.{type(self).__name__}")
-        captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}",
+        api = (f"sp.layers.{type(self).__name__}" if type(self).__module__ == __name__
+               else type(self).__name__)  # a user's subclass is not in sp.layers
+        frame = _frame.current(api)
+        captured, reuse = _object_scope(self, api,
                                         kwargs.pop("scope", None))
+        if kwargs and "training" in kwargs and not _takes_training(type(self).call):
+            del kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
         if self._dtype is None:
             self._dtype = _param_dtype(jax.tree_util.tree_leaves(inputs)[0])
         _, ns = _enter_object_name_scope(captured)

@@ -117,6 +117,42 @@ def _linear(inputs: jax.Array, h: jax.Array, kernel: jax.Array, bias: Optional[j
     return y if bias is None else _add_bias(y, bias, 1)
 
 
+_CELL_FIX = ("  fix: pass a cell object such as sp.rnn.GRUCell(num_units), or subclass sp.rnn.RNNCell "
+             "(define state_size, output_size and call).")
+
+
+def _check_cell(cell: Any, argument: str, api: str) -> None:
+    """TF's ``assert_like_rnncell``: a TypeError unless ``cell`` has ``output_size``,
+    ``state_size``, ``zero_state`` and can be called; once per run or construction."""
+    if isinstance(cell, RNNCell):  # has them all (not read here: a property may need the base init)
+        return
+    if isinstance(cell, type):
+        raise TypeError(f"{api}: the argument {argument!r} is the class {cell.__name__}, not an RNNCell "
+                        "instance."
+                        f"\n  fix: pass an instance, e.g. {cell.__name__}(num_units).")
+    missing = [f"{name!r} property is missing" for name in ("output_size", "state_size")
+               if not hasattr(cell, name)]
+    if not (hasattr(cell, "zero_state") or hasattr(cell, "get_initial_state")):
+        missing.append("either 'zero_state' or 'get_initial_state' method is required")
+    if not callable(cell):
+        missing.append("is not callable")
+    if missing:
+        raise TypeError(f"{api}: The argument {argument!r} ({cell!r}) is not an RNNCell: "
+                        f"{', '.join(missing)}.\n{_CELL_FIX}")
+
+
+def _checked_num_units(kind: str, num_units: Any) -> int:
+    """``num_units``, refused here when no array could have it as a dimension (TF: at build)."""
+    if isinstance(num_units, bool) or not isinstance(num_units, (int, np.integer)):
+        raise TypeError(f"{kind}: num_units must be an int, got {num_units!r} (TF: Dimension value "
+                        f"must be integer).\n  fix: pass the number of units, e.g. {kind}(128).")
+    if num_units < 0:
+        raise ValueError(f"{kind}: num_units must be >= 0, got {num_units} (TF: Dimension "
+                         f"{num_units} must be >= 0).\n  fix: pass the number of units, e.g. "
+                         f"{kind}(128).")
+    return int(num_units)
+
+
 class BasicRNNCell(RNNCell):
     """``tf.nn.rnn_cell.BasicRNNCell``: ``h = activation([x, h] @ kernel + bias)``."""
 
@@ -125,7 +161,7 @@ class BasicRNNCell(RNNCell):
     def __init__(self, num_units: int, activation: Optional[Callable] = None, reuse: Any = None,
                  name: Optional[str] = None, dtype: Any = None):
         super().__init__(reuse, name, dtype)
-        self._num_units = num_units
+        self._num_units = _checked_num_units(type(self).__name__, num_units)
         self._activation = _from_keras(type(self).__name__, None, "activation", activation) or jnp.tanh
 
     def call(self, inputs, state):
@@ -149,7 +185,7 @@ class LSTMCell(RNNCell):
                  state_is_tuple: bool = True, activation: Optional[Callable] = None, reuse: Any = None,
                  name: Optional[str] = None, dtype: Any = None):
         super().__init__(reuse, name, dtype)
-        self._num_units = num_units
+        self._num_units = _checked_num_units(type(self).__name__, num_units)
         self._use_peepholes = use_peepholes
         self._cell_clip = cell_clip
         self._initializer = _from_keras(type(self).__name__, None, "initializer", initializer)
@@ -229,7 +265,7 @@ class GRUCell(RNNCell):
                  kernel_initializer: Any = None, bias_initializer: Any = None,
                  name: Optional[str] = None, dtype: Any = None):
         super().__init__(reuse, name, dtype)
-        self._num_units = num_units
+        self._num_units = _checked_num_units(type(self).__name__, num_units)
         # TF's cells resolve names with Keras's getters, as tf.layers do
         kind = type(self).__name__
         self._activation = _from_keras(kind, None, "activation", activation) or jnp.tanh
@@ -262,8 +298,13 @@ class MultiRNNCell(RNNCell):
 
     def __init__(self, cells: Sequence[RNNCell], state_is_tuple: bool = True):
         super().__init__()
+        if not isinstance(cells, (list, tuple)):
+            raise TypeError(f"cells must be a list or tuple, but received: {cells!r}.\n"
+                            "  fix: pass the cells in a list, e.g. MultiRNNCell([cell]).")
         if not cells:
             raise ValueError("Must specify at least one cell for MultiRNNCell.")
+        for k, cell in enumerate(cells):
+            _check_cell(cell, f"cells[{k}]", "sp.rnn.MultiRNNCell")
         self._cells = list(cells)
         self._state_is_tuple = state_is_tuple
         if not state_is_tuple and not all(isinstance(c.state_size, int) for c in self._cells):
@@ -361,11 +402,16 @@ class DropoutWrapper(_Wrapper):
                  input_size: Any = None, dtype: Any = None, seed: Optional[int] = None,
                  dropout_state_filter_visitor: Optional[Callable[[Any], Any]] = None):
         super().__init__()
+        _check_cell(cell, "cell", "sp.rnn.DropoutWrapper")
         if dropout_state_filter_visitor is not None and not callable(dropout_state_filter_visitor):
             raise TypeError(f"dropout_state_filter_visitor must be callable. Received: "
                             f"{dropout_state_filter_visitor!r}")
         for what, p in (("input", input_keep_prob), ("output", output_keep_prob),
                         ("state", state_keep_prob)):
+            if isinstance(p, bool) or not isinstance(p, (int, float, np.number, np.ndarray, jax.Array)):
+                raise TypeError(f"DropoutWrapper's {what}_keep_prob must be a number in (0, 1] (or a "
+                                f"scalar array), got {p!r} of type {type(p).__name__}.\n"
+                                f"  fix: pass {what}_keep_prob=0.5, a float.")
             if isinstance(p, (int, float)) and not 0.0 < p <= 1.0:
                 raise ValueError(f"Parameter {what}_keep_prob must be between 0 and 1: {p}")
         if variational_recurrent:
@@ -508,6 +554,7 @@ class ResidualWrapper(_Wrapper):
 
     def __init__(self, cell: RNNCell, residual_fn: Optional[Callable] = None):
         super().__init__()
+        _check_cell(cell, "cell", "sp.rnn.ResidualWrapper")
         self._cell = cell
         self._residual_fn = residual_fn or _add_residual
 
@@ -549,6 +596,7 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Optional[Any] = Non
     ``swap_memory`` are TF runtime settings and are ignored.
     """
     del parallel_iterations, swap_memory
+    _check_cell(cell, "cell", "sp.rnn.dynamic_rnn")
     with _rnn_scope(scope, "rnn"):
         return _run(cell, inputs, sequence_length, initial_state, dtype, time_major,
                     "sp.rnn.dynamic_rnn")
@@ -568,6 +616,8 @@ def bidirectional_dynamic_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: jax.Ar
     known at trace time, as TF's ``reverse_sequence`` refuses it; a traced one is clamped to
     ``[0, time]``. (``dynamic_rnn`` alone, like TF's, takes a too-long length as the full one.)"""
     del parallel_iterations, swap_memory
+    _check_cell(cell_fw, "cell_fw", "sp.rnn.bidirectional_dynamic_rnn")
+    _check_cell(cell_bw, "cell_bw", "sp.rnn.bidirectional_dynamic_rnn")
     time_axis = 0 if time_major else 1
     with _rnn_scope(scope, "bidirectional_rnn"):
         with _rnn_scope(None, "fw"):
@@ -589,10 +639,11 @@ def static_rnn(cell: RNNCell, inputs: Sequence[jax.Array], initial_state: Any = 
         raise TypeError("static_rnn's inputs must be a non-empty list of [batch, depth] arrays, one "
                         "per step.\n  fix: pass list(x) for x of shape [time, batch, depth], or use "
                         "sp.rnn.dynamic_rnn.")
+    _check_cell(cell, "cell", "sp.rnn.static_rnn")
     with _rnn_scope(scope, "rnn") as varscope:
         batch = jax.tree_util.tree_leaves(inputs[0])[0].shape[0]
         state, lengths = _start(cell, batch, initial_state, dtype, sequence_length,
-                                "sp.rnn.static_rnn")
+                                "sp.rnn.static_rnn", inputs[0])
         outputs = []
         for t, x in enumerate(inputs):
             if t > 0:
@@ -613,7 +664,10 @@ def static_bidirectional_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: Sequenc
     at most the number of steps (else a ``ValueError``; clamped when traced)."""
     if not isinstance(inputs, (list, tuple)) or not inputs:
         raise TypeError("static_bidirectional_rnn's inputs must be a non-empty list of [batch, depth] "
-                        "arrays, one per step.")
+                        "arrays, one per step.\n  fix: pass list(x) for x of shape [time, batch, "
+                        "depth], or use sp.rnn.bidirectional_dynamic_rnn.")
+    _check_cell(cell_fw, "cell_fw", "sp.rnn.static_bidirectional_rnn")
+    _check_cell(cell_bw, "cell_bw", "sp.rnn.static_bidirectional_rnn")
     with _rnn_scope(scope, "bidirectional_rnn"):
         with _rnn_scope(None, "fw") as fw_scope:
             out_fw, state_fw = static_rnn(cell_fw, inputs, initial_state_fw, dtype, sequence_length,
@@ -687,24 +741,83 @@ def _masked(live: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(pick, new, old)
 
 
-def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length, api: str):
+def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length, api: str, x: Any):
     """The first state (``initial_state``, checked against the cell's state, else the cell's zeros
-    in ``dtype``) and the lengths; once per run, before the time loop."""
+    in ``dtype``) and the lengths; once per run, before the time loop (``x``: the first step)."""
     _before_loop(cell)
     if initial_state is None:
         if dtype is None:
             raise ValueError("If there is no initial_state, you must give a dtype.\n"
                              "  fix: pass dtype=jnp.float32, or initial_state=.")
         initial_state = cell.zero_state(batch, dtype)
+        _check_dtypes(cell, x, initial_state, "dtype=", api)
     else:
         initial_state = _fitted_state(cell, batch, initial_state, api)
+        _check_dtypes(cell, x, initial_state, "initial_state", api)
     lengths = None
     if sequence_length is not None:
-        lengths = jnp.asarray(sequence_length, jnp.int32)
+        try:
+            lengths = jnp.asarray(sequence_length, jnp.int32)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{api}: sequence_length must be integer lengths, one per batch entry, "
+                            f"got {sequence_length!r} ({error}).\n  fix: pass a list or [batch] "
+                            "int array of each sequence's length, e.g. [5, 3].") from None
         if lengths.shape != (batch,):
             raise ValueError(f"sequence_length must have shape [batch_size] = ({batch},), got "
-                             f"{lengths.shape}.")
+                             f"{lengths.shape}.\n  fix: pass one length per batch entry, "
+                             f"{batch} in all (a list or a [batch] int array).")
     return initial_state, lengths
+
+
+def _tf_cells(cell: Any) -> Optional[list]:
+    """The cells inside ``cell`` (through wrappers and stacks) when all are TF's own cells, whose
+    dtypes follow TF's rules; None when a user's cell is among them (its dtypes are its own)."""
+    kind = type(cell)
+    if kind.__call__ in (DropoutWrapper.__call__, ResidualWrapper.__call__):
+        return _tf_cells(cell._cell)
+    call = getattr(kind, "call", None)
+    if call is MultiRNNCell.call:
+        parts = [_tf_cells(c) for c in cell._cells]
+        return None if any(p is None for p in parts) else [c for p in parts for c in p]
+    if call in (BasicRNNCell.call, LSTMCell.call, GRUCell.call):
+        return [cell]
+    return None
+
+
+def _check_dtypes(cell: Any, x: Any, state: Any, source: str, api: str) -> None:
+    """TF's cells take floating inputs and states only (TF's ValueError); and a state of a
+    narrower float than the cell's parameters would widen at the first step, which the time loop
+    cannot carry (JAX's raw scan error; TF's concat error). Once per run."""
+    cells = _tf_cells(cell)
+    if cells is None:
+        return
+    for what, leaves in (("the inputs", jax.tree_util.tree_leaves(x)),
+                         (source, jax.tree_util.tree_leaves(state))):
+        for leaf in leaves:
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                fix = ("cast them, x.astype(jnp.float32), or look integer ids up first "
+                       "(sp.layers.embedding)" if what == "the inputs" else
+                       "pass dtype=jnp.float32" if what == "dtype=" else
+                       "cast it, jax.tree_util.tree_map(lambda s: s.astype(jnp.float32), "
+                       "initial_state), or omit it and pass dtype=")
+                raise ValueError(
+                    f"{api}: {type(cell).__name__} {_cell_path(cell, api)!r}: RNN cell only "
+                    f"supports floating point inputs, but received dtype: "
+                    f"{jnp.result_type(leaf).name} ({what}).\n  fix: {fix}.")
+    if len({c._dtype for c in cells}) != 1:
+        return
+    computes = jnp.dtype(cells[0]._param_dtype(jax.tree_util.tree_leaves(x)[0]))
+    for leaf in jax.tree_util.tree_leaves(state):
+        have = jnp.result_type(leaf)
+        if jnp.promote_types(have, computes) != have:
+            why = ("its inputs' dtype" if cells[0]._dtype is None else
+                   f"its own dtype={jnp.dtype(cells[0]._dtype).name}")
+            raise ValueError(
+                f"{api}: the state of {type(cell).__name__} {_cell_path(cell, api)!r} is "
+                f"{have.name} ({source}), but the cell computes in {computes.name} ({why}), "
+                f"so its state would become {computes.name} "
+                f"at the first step.\n  fix: pass dtype={computes.name} (or cast initial_state "
+                f"to {computes.name}); or cast the inputs to {have.name}.")
 
 
 def _state_shapes(cell: Any, batch: int) -> Any:
@@ -809,12 +922,13 @@ def _run(cell: RNNCell, inputs: Any, sequence_length, initial_state, dtype, time
     shapes = [x.shape for x in jax.tree_util.tree_leaves(inputs)]
     if not shapes or min(len(shape) for shape in shapes) < 3 or len({shape[:2] for shape in shapes}) > 1:
         raise ValueError(
-            "dynamic_rnn's inputs must be [batch, time, depth, ...] arrays (or [time, batch, "
+            f"{api}'s inputs must be [batch, time, depth, ...] arrays (or [time, batch, "
             f"depth, ...] with time_major=True), a structure of them with the same batch and time, "
-            f"got shapes {shapes}.")
+            f"got shapes {shapes}.\n  fix: add the time axis (x[:, None] for one step), or use "
+            "sp.rnn.static_rnn for a list of [batch, depth] steps.")
     xs = _batch_major(inputs, time_major)  # [time, batch, ...] each
     state, lengths = _start(cell, shapes[0][1 if time_major else 0], initial_state, dtype,
-                            sequence_length, api)
+                            sequence_length, api, xs)
 
     def body(carry, x):
         state, t = carry

@@ -851,6 +851,29 @@ def test_get_param_outside_a_transform_is_a_runtime_error_with_a_fix():
     assert "fix: put the model code in a function" in str(e.value)
 
 
+class _OutsideLayer(sp.layers.Layer):
+    def call(self, x):
+        return x
+
+
+@pytest.mark.parametrize("called, shown", [
+    (lambda: sp.get_param("w", [2]), "sp.get_param()"),
+    (lambda: sp.layers.Dense(3)(jnp.ones((2, 4))), "sp.layers.Dense()"),
+    (lambda: sp.layers.batch_normalization(jnp.ones((2, 4))), "sp.layers.batch_normalization()"),
+    (lambda: sp.layers.dense(jnp.ones((2, 4)), 3), "sp.layers.dense()"),
+    (lambda: sp.slim.fully_connected(jnp.ones((2, 4)), 3), "sp.slim.fully_connected()"),
+    (lambda: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(3), jnp.ones((2, 5, 3)), dtype=jnp.float32),
+     "sp.rnn.dynamic_rnn()"),
+    (lambda: _OutsideLayer()(jnp.ones((2, 4))), "_OutsideLayer()"),
+    (lambda: _OutsideLayer().weights, "_OutsideLayer(...).weights"),
+])
+def test_outside_a_transform_the_error_names_the_function_the_user_called(called, shown):
+    with pytest.raises(sp.NotInTransformError) as e:
+        called()
+    assert str(e.value).startswith(f"{shown} was called outside a transformed function.\n"
+                                   f"  asked: {shown} with no sp.transform")
+
+
 def test_get_param_rejects_a_non_string_name():
     with pytest.raises(TypeError, match=r"name must be a string, got int \(3\)"):
         sp.transform(lambda: sp.get_param(3, [1])).init(KEY)
@@ -873,6 +896,56 @@ def test_already_exists_names_path_asked_found_fix_and_first_creation_site():
     assert f"asked: a new 'enc/layer/w' (reuse=False in scope 'enc/layer') at {__file__}:" in msg
     assert "found: 'enc/layer/w' already created in this call with shape (2, 3), dtype float32" in msg
     assert "fix: to share it, enter the scope with reuse=True (sp.scope('enc/layer', reuse=True))" in msg
+    assert ("sp.get_scope().reuse_variables() before the second request (in the scope around it)"
+            in msg)
+
+    def reusing():  # the offered reuse_variables() fix works for a direct request
+        with sp.scope("enc"):
+            with sp.scope("layer"):
+                sp.get_param("w", [2, 3])
+                sp.get_scope().reuse_variables()
+                sp.get_param("w", [2, 3])
+
+    assert paths(sp.transform(reusing).init(KEY)) == {"enc/layer/w"}
+
+
+def _layer_twice(layer, **reuse):
+    def fn(x):
+        layer(x)
+        return layer(x, **reuse)
+    return fn
+
+
+def _layer_twice_reusing_the_enclosing_scope(layer):
+    def fn(x):
+        with sp.scope("outer"):
+            layer(x)
+            sp.get_scope().reuse_variables()
+            return layer(x)
+    return fn
+
+
+@pytest.mark.parametrize("layer, x, made", [
+    (lambda x, **kw: sp.layers.dense(x, 3, name="fc", **kw), jnp.ones((2, 4)), "fc"),
+    (lambda x, **kw: sp.slim.conv2d(x, 3, 3, scope="c", **kw), jnp.ones((1, 5, 5, 2)), "c"),
+])
+def test_already_exists_from_a_layer_suggests_the_layers_reuse_not_reentering_its_scope(layer, x, made):
+    # sp.scope('fc', reuse=True) around the layer would make it open fc/fc/...: not offered.
+    with pytest.raises(sp.ParamExistsError) as e:
+        sp.transform(_layer_twice(layer)).init(KEY, x)
+    msg = str(e.value)
+    assert msg.startswith(f"Variable {made}/")
+    assert "already exists, disallowed. Did you mean to set reuse=True or reuse=AUTO_REUSE" in msg
+    assert ("fix: to share it, pass reuse=True to the layer's second call (to an RNN's cell), or call "
+            "sp.get_scope().reuse_variables() before the second request (in the scope around it)"
+            in msg)
+    assert f"(sp.scope('{made}', reuse=True))" not in msg
+    assert f"'{made}/{made}/...'" in msg  # why re-entering the layer's scope does not work
+    # both offered fixes work
+    shared = paths(sp.transform(_layer_twice(layer, reuse=True)).init(KEY, x))
+    assert shared and all(p.startswith(f"{made}/") for p in shared)
+    outer = paths(sp.transform(_layer_twice_reusing_the_enclosing_scope(layer)).init(KEY, x))
+    assert outer == {"outer/" + p for p in shared}
 
 
 def test_already_exists_at_the_root_suggests_what_works_there_not_a_scope_named_scope():
@@ -1280,3 +1353,31 @@ def test_an_initializers_own_signature_decides_if_it_takes_a_shape_without_inspe
     with pytest.raises(TypeError, match=r"The initializer of 'w' cannot be called as init\(key, shape, "
                                         r"dtype\)"):
         sp.transform(lambda: sp.get_param("w", [2], init=takes_two)).init(KEY)
+
+
+def test_tree_helpers_given_the_params_and_state_pair_name_the_helper_called_in_the_fix():
+    pair = _params_and_state()
+    specs = {"w": sp.transform(lambda: sp.get_param("w", (2, 2))).specs()["w"]}
+    for api, call in (("merge", lambda: sp.merge(pair)),
+                      ("apply_constraints", lambda: sp.apply_constraints(pair, specs)),
+                      ("partition_trainable", lambda: sp.partition_trainable(pair, specs)),
+                      ("select", lambda: sp.select(pair, "w"))):
+        with pytest.raises(sp.ParamsTypeError, match=rf"(?s)sp\.{api}: .*got a tuple of 2 dicts.*"
+                                                     rf"\(params, state\).*fix: .*sp\.{api}\(") as e:
+            call()
+        assert "sp.flatten" not in str(e.value), api
+
+
+def test_params_missing_from_specs_is_a_key_error_whose_message_names_the_entry_and_the_fix():
+    specs = sp.transform(lambda: sp.get_param("w", (2,), constraint=lambda w: w)).specs()
+    for api, call in (
+            ("apply_constraints", lambda p: sp.apply_constraints(p, specs)),
+            ("partition_trainable", lambda p: sp.partition_trainable(p, specs)),
+            ("partition_by_collection", lambda p: sp.partition_by_collection(p, specs, "x"))):
+        with pytest.raises(KeyError) as e:
+            call({"w": jnp.ones(2), "enc": {"extra": jnp.ones(2)}})
+        message = str(e.value)
+        assert message.startswith(f"sp.{api}: 'enc/extra' is in params but not in specs"), message
+        assert "another model or other arguments" in message
+        assert "fix: compute specs with model.specs(*args)" in message
+        assert isinstance(e.value, ValueError) and isinstance(e.value, sp.ScopedParamsError)

@@ -266,6 +266,55 @@ def test_add_weight_in_call_finds_reuse_on_and_no_weight_like_tf():
         sp.transform(lambda x: in_call(sp.layers.Layer)()(x)).init(KEY, X)
 
 
+def test_add_weight_in_call_says_create_it_in_build_not_reuse_the_user_never_set():
+    class Scale(sp.layers.Layer):
+        def call(self, x):
+            return x * self.add_weight("gain", (x.shape[-1],))
+
+    with pytest.raises(ValueError) as e:
+        sp.transform(lambda x: Scale()(x)).init(KEY, X)
+    msg = str(e.value)
+    assert isinstance(e.value, sp.ParamNotFoundError)
+    assert msg.startswith("Variable scale/gain does not exist: Scale.add_weight('gain') was called "
+                          "after layer 'scale' was built")
+    assert "set reuse=True at" not in msg and "AUTO_REUSE" not in msg
+    assert msg.endswith("fix: create the weight in build(input_shape): self.gain = "
+                        "self.add_weight('gain', ...) there, and use self.gain in call().")
+
+
+def test_a_custom_layer_whose_call_takes_no_training_drops_it_like_tf():
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+
+    def layers(base):
+        class Plain(base):
+            def call(self, x):
+                return 2 * x
+
+        class Flagged(base):
+            def call(self, x, training=False):
+                return x if training else -x
+
+        class Open(base):
+            def call(self, x, **kwargs):
+                return x * (3 if kwargs.get("training") else 1)
+        return Plain, Flagged, Open
+
+    def program(base):
+        def fn(x):
+            Plain, Flagged, Open = layers(base)
+            return (Plain()(x, training=True), Flagged()(x, training=True),
+                    Open()(x, training=True))
+        return fn
+
+    with tf.Graph().as_default(), v1.Session() as session:
+        x = v1.placeholder(tf.float32, X.shape)
+        expected = session.run(program(v1.layers.Layer)(x), {x: X})
+    ours = sp.transform(program(sp.layers.Layer)).apply({}, X)
+    for a, b in zip(ours, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 def test_add_weight_refuses_keras_getter_naming_itself_and_saying_how_to_share():
     class Keras(sp.layers.Layer):
         def build(self, input_shape):

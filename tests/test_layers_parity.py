@@ -612,6 +612,24 @@ def test_keras_arguments_tfs_layer_classes_take_are_refused_at_construction_nami
         getattr(sp.layers, kind)(*args, **kwargs)
 
 
+def _objects_called_with_training(layers):
+    def build(x):
+        h = layers.Conv2D(2, 3, padding="same")(x, training=True)
+        h = layers.MaxPooling2D(2, 2)(h, training=True)
+        h = layers.Flatten()(h, training=False)
+        h = layers.Dropout(0.5)(h, training=False)  # takes it: kept
+        return layers.Dense(3)(h, training=True)
+    return build
+
+
+def test_layer_objects_whose_call_takes_no_training_drop_it_like_tf():
+    # TF 1.x's layer classes (Keras's) drop training= when call does not take it.
+    x = images((2, 6, 6, 3))
+    tf_out, out, _, _ = check_same(_objects_called_with_training(tf.layers),
+                                   _objects_called_with_training(sp.layers), x)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+
+
 def _objects_given_the_same_name(layers, vs):
     auto = sp.AUTO_REUSE if layers is sp.layers else tf.AUTO_REUSE
 
@@ -1208,8 +1226,10 @@ def test_random_initializers_given_by_name_have_kerass_defaults_not_tf1s():
     for name, value in ours.items():
         theirs = tf_vars[name]
         np.testing.assert_allclose(value.std(), theirs.std(), rtol=0.03, err_msg=name)
-        np.testing.assert_allclose(np.abs(value).max(), np.abs(theirs).max(), rtol=0.1,
-                                   err_msg=name)
+        if name != "dense/kernel":  # bounded draws (uniform, truncated normal): their largest values
+            # sit at the bound; an untruncated normal's largest of 120,000 moves by ~10% between draws
+            np.testing.assert_allclose(np.abs(value).max(), np.abs(theirs).max(), rtol=0.05,
+                                       err_msg=name)
 
 
 def test_regularizers_given_by_name_are_kerass_as_in_tf_layers():
@@ -1250,10 +1270,8 @@ def test_regularizers_given_by_name_are_kerass_as_in_tf_layers():
      r"Keras names .*'glorot_uniform'.*, or an initializer from sp.initializers"),
     (lambda i: sp.layers.conv1d(i[:, :, None], 2, 2, kernel_regularizer="l3"), ValueError,
      r"conv1d 'conv1d': unknown regularizer 'l3' for kernel_regularizer=.*\n  fix: one of 'L1', "),
-    # a departure: TF's layer functions resolve activity_regularizer="l2" too
-    (lambda i: sp.layers.dense(i, 3, activity_regularizer="l2"), TypeError,
-     r"sp.layers.dense: activity_regularizer must be a function of the layer's output, got 'l2'\. "
-     r"TF's layer functions take Keras's names here, sp.layers does not.*\n  fix: "),
+    (lambda i: sp.layers.dense(i, 3, activity_regularizer="l3"), ValueError,
+     r"sp.layers.dense: unknown regularizer 'l3' for activity_regularizer=.*\n  fix: one of 'L1', "),
     (lambda i: sp.layers.dense(i, 3, activation="ReLU"), ValueError,
      r"dense 'dense': activation='ReLU' names a Keras layer class, which TF's layers take but "
      r"sp.layers does not.*\n  fix: .*activation='relu'"),
@@ -1360,3 +1378,27 @@ def test_a_layers_own_regularizer_adds_to_its_scopes_as_in_tf(own):
     params = sp.unflatten({k: jnp.asarray(v) for k, v in values.items()})
     for apply in (model.apply, jax.jit(model.apply)):
         np.testing.assert_allclose(apply(params, x), expected, rtol=1e-5)
+
+
+def test_a_layers_stock_regularizer_under_a_scope_regularizer_refuses_an_integer_weight_at_creation():
+    # the layer's and the scope's terms, combined, keep the mark get_param checks (TF: a TypeError)
+    class Counter(sp.layers.Layer):
+        def build(self, input_shape):
+            self.n = self.add_weight("n", [], dtype=jnp.int32, initializer=sp.initializers.zeros,
+                                     regularizer=sp.l2_regularizer(0.1))
+
+        def call(self, x):
+            return x
+
+    def fn(x):
+        with sp.scope("s", regularizer=sp.l2_regularizer(0.1)):
+            return Counter(name="counter")(x)
+
+    with pytest.raises(TypeError, match=r"The regularizer of 's/counter/n'"):
+        sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("units", [None, [3]])
+def test_dense_units_that_int_refuses_by_type_is_a_type_error_like_tf(units):
+    with pytest.raises(TypeError, match=r"dense 'dense': invalid value for `units`"):
+        sp.transform(lambda x: sp.layers.dense(x, units)).init(jax.random.key(0), jnp.ones((2, 3)))

@@ -732,3 +732,108 @@ def test_cells_take_keras_names_for_activations_and_initializers_like_tf():
         np.testing.assert_array_equal(value, theirs[name], err_msg=name)
     with pytest.raises(ValueError, match=r"(?s)GRUCell: unknown activation 'rleu'.*\n  fix: "):
         sp.rnn.GRUCell(4, activation="rleu")
+
+
+# --- dtypes, things that are not cells, bad arguments ------------------------------------------------
+
+
+def _init_error(fn, kind=Exception):
+    with pytest.raises(kind) as caught:
+        sp.transform(fn).init(KEY, XS)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("kwargs, found", [
+    ({"initial_state": np.zeros((B, 4), np.int32)}, "int32"),
+    ({"dtype": jnp.int32}, "int32"),
+])
+def test_a_non_floating_state_is_tfs_floating_point_value_error_with_the_cell_path(kwargs, found):
+    # it was JAX's raw "scan body function carry input and carry output must have equal types"
+    message = _init_error(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x, **kwargs), ValueError)
+    assert f"RNN cell only supports floating point inputs, but received dtype: {found}" in message
+    assert "GRUCell 'rnn/gru_cell'" in message and "\n  fix: " in message
+
+
+def test_integer_inputs_to_tfs_cells_are_tfs_floating_point_value_error():
+    message = _init_error(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x.astype(jnp.int32),
+                                                       dtype=jnp.float32), ValueError)
+    assert "RNN cell only supports floating point inputs, but received dtype: int32" in message
+    assert "the inputs" in message and "\n  fix: " in message
+
+
+def test_a_state_of_a_narrower_float_than_the_cell_computes_in_names_both_dtypes():
+    message = _init_error(lambda x: sp.rnn.dynamic_rnn(
+        sp.rnn.GRUCell(4), x, initial_state=jnp.zeros((B, 4), jnp.bfloat16)), ValueError)
+    assert "GRUCell 'rnn/gru_cell'" in message and "bfloat16" in message and "float32" in message
+    assert "\n  fix: " in message
+    message = _init_error(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x, dtype=jnp.bfloat16),
+                          ValueError)
+    assert "dtype=float32" in message
+    # a wider state than the cell's parameters keeps its dtype through the loop: accepted
+    sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x.astype(jnp.bfloat16),
+                                              dtype=jnp.float32)).init(KEY, XS)
+
+
+@pytest.mark.parametrize("run", [
+    lambda cell, x: sp.rnn.dynamic_rnn(cell, x, dtype=jnp.float32),
+    lambda cell, x: sp.rnn.dynamic_rnn(cell, x, initial_state=jnp.zeros((B, D))),
+    lambda cell, x: sp.rnn.static_rnn(cell, list(jnp.unstack(x, axis=1)), dtype=jnp.float32),
+], ids=["dynamic_rnn", "dynamic_rnn_with_initial_state", "static_rnn"])
+def test_a_function_given_as_a_cell_is_tfs_not_an_rnncell_type_error(run):
+    message = _init_error(lambda x: run(lambda a, s: (a, s), x), TypeError)
+    assert ("The argument 'cell' (<function" in message and "is not an RNNCell: 'output_size' "
+            "property is missing, 'state_size' property is missing, either 'zero_state' or "
+            "'get_initial_state' method is required" in message)
+    assert "\n  fix: " in message
+
+
+def test_bidirectional_rnns_and_wrappers_refuse_what_is_not_a_cell_by_argument_name():
+    message = _init_error(lambda x: sp.rnn.bidirectional_dynamic_rnn(
+        sp.rnn.GRUCell(2), 3, x, dtype=jnp.float32), TypeError)
+    assert "The argument 'cell_bw' (3) is not an RNNCell" in message and "is not callable" in message
+    message = _init_error(lambda x: sp.rnn.static_bidirectional_rnn(
+        3, sp.rnn.GRUCell(2), list(jnp.unstack(x, axis=1)), dtype=jnp.float32), TypeError)
+    assert "The argument 'cell_fw' (3) is not an RNNCell" in message
+    for wrapper in (sp.rnn.DropoutWrapper, sp.rnn.ResidualWrapper):
+        with pytest.raises(TypeError, match=r"(?s)The argument 'cell' \(3\) is not an RNNCell.*fix: "):
+            wrapper(3)
+    with pytest.raises(TypeError, match=r"(?s)the class GRUCell, not an RNNCell instance.*fix: .*GRUCell\("):
+        sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell, x, dtype=jnp.float32)).init(KEY, XS)
+
+
+def test_multi_rnn_cell_needs_a_list_of_cells_as_tf_does():
+    with pytest.raises(TypeError, match=r"(?s)cells must be a list or tuple, but received: "
+                                        r"<.*GRUCell.*fix: .*MultiRNNCell\(\[cell\]\)"):
+        sp.rnn.MultiRNNCell(sp.rnn.GRUCell(4))
+    with pytest.raises(TypeError, match=r"The argument 'cells\[1\]' \(3\) is not an RNNCell"):
+        sp.rnn.MultiRNNCell([sp.rnn.GRUCell(4), 3])
+
+
+def test_bad_num_units_keep_probs_and_lengths_are_errors_naming_the_argument():
+    for cell in (sp.rnn.GRUCell, sp.rnn.LSTMCell, sp.rnn.BasicRNNCell, sp.rnn.BasicLSTMCell):
+        with pytest.raises(ValueError, match=r"(?s)num_units must be >= 0, got -1.*Dimension -1 "
+                                             r"must be >= 0.*fix: "):
+            cell(-1)
+        with pytest.raises(TypeError, match=r"(?s)num_units must be an int, got 2.5.*fix: "):
+            cell(2.5)
+    with pytest.raises(TypeError, match=r"(?s)input_keep_prob must be a number .* got '0.5'.*fix: "):
+        sp.rnn.DropoutWrapper(sp.rnn.GRUCell(4), input_keep_prob="0.5")
+    message = _init_error(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x, sequence_length="ab",
+                                                       dtype=jnp.float32), TypeError)
+    assert "sequence_length must be integer lengths, one per batch entry, got 'ab'" in message
+    assert "\n  fix: " in message
+    message = _init_error(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(2), x, sequence_length=[1, 2],
+                                                       dtype=jnp.float32), ValueError)
+    assert "\n  fix: " in message
+
+
+def test_input_errors_name_the_api_called_and_say_the_fix():
+    message = _init_error(lambda x: sp.rnn.bidirectional_dynamic_rnn(
+        sp.rnn.GRUCell(2), sp.rnn.GRUCell(2), x[0], dtype=jnp.float32), ValueError)
+    assert "sp.rnn.bidirectional_dynamic_rnn's inputs must be [batch, time, depth" in message
+    assert "dynamic_rnn's inputs" not in message.replace("bidirectional_dynamic_rnn's", "")
+    assert "\n  fix: " in message
+    message = _init_error(lambda x: sp.rnn.static_bidirectional_rnn(
+        sp.rnn.GRUCell(2), sp.rnn.GRUCell(2), x, dtype=jnp.float32), TypeError)
+    assert "static_bidirectional_rnn's inputs must be a non-empty list" in message
+    assert "\n  fix: " in message
