@@ -634,12 +634,13 @@ def _exists_error(frame, full: str, site, shape, dtype) -> ParamExistsError:
     scope = frame.scope
     # Who asked: a layer of this package (sp.layers, sp.slim, sp.rnn), which opens the scope itself,
     # so re-entering that scope with reuse=True would nest it again ('fc/fc/kernel'), or the user.
-    caller, package = sys._getframe(1), __name__.rsplit(".", 1)[0]
+    caller: Optional[types.FrameType] = sys._getframe(1)
+    package = __name__.rsplit(".", 1)[0]
     while caller is not None and caller.f_globals.get("__name__") in (__name__, package + "._scope"):
         caller = caller.f_back
     by_layer = caller is not None and caller.f_globals.get("__name__") in (
         package + ".layers", package + ".slim", package + ".rnn")
-    if by_layer and caller.f_code.co_name == "add_weight":  # a custom Layer's build, asking twice
+    if by_layer and caller is not None and caller.f_code.co_name == "add_weight":  # a custom Layer's build, asking twice
         fix = ("  fix: give each weight of the layer its own name in build (add_weight(name, ...)); "
                "to share weights between layer objects, build them with _reuse=sp.AUTO_REUSE, or "
                "call one object.")

@@ -91,7 +91,8 @@ def _unsavable(leaf: Any) -> Optional[str]:
     if isinstance(leaf, jax.Array) or (dtype is not None and hasattr(leaf, "shape")
                                        and not isinstance(leaf, jax.ShapeDtypeStruct)):
         kind = getattr(dtype, "kind", "")
-        return f"{type(leaf).__name__} of dtype {dtype.str}" if kind in ("O", "S", "U") else None
+        return (f"{type(leaf).__name__} of dtype {getattr(dtype, 'str', dtype)}"
+                if kind in ("O", "S", "U") else None)
     if isinstance(leaf, (bool, int, float)):
         return None
     text = repr(leaf)

@@ -778,7 +778,7 @@ def _tf_cells(cell: Any) -> Optional[list]:
     call = getattr(kind, "call", None)
     if call is MultiRNNCell.call:
         parts = [_tf_cells(c) for c in cell._cells]
-        return None if any(p is None for p in parts) else [c for p in parts for c in p]
+        return None if any(p is None for p in parts) else [c for p in parts for c in p or ()]
     if call in (BasicRNNCell.call, LSTMCell.call, GRUCell.call):
         return [cell]
     return None
