@@ -193,7 +193,10 @@ def check_partitioner(partitioner: Any, where: Union[str, Callable[[], str]]) ->
     ``TypeError``)."""
     if partitioner is None or callable(partitioner) or isinstance(partitioner, (list, tuple)):
         return
-    from .sharding import PartitionerError  # here: sharding imports the modules that import this one
+    # Imported here: sharding imports the modules that import this one.
+    from .sharding import PartitionerError, _StackedPartitioner
+    if isinstance(partitioner, _StackedPartitioner):  # sp.layer_stack's wrapper of the scope's
+        return check_partitioner(partitioner.per_layer, where)
     raise PartitionerError(
         f"Partitioner must be callable, but received: {partitioner!r} "
         f"({where() if callable(where) else where}).\n"

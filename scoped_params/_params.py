@@ -972,6 +972,8 @@ class InitStore:
                 f"collections for '{full}' must be a list, tuple or set of collection names, got "
                 f"{collections!r} of type {type(collections).__name__}.\n"
                 f"  fix: collections=[{collections!r}].")
+        if partitioner is not None and shape:  # as TF's true getter: a scalar's is never called
+            check_partitioner(partitioner, lambda: f"parameter '{full}'")
         if isinstance(sharding, str):  # sp.shardings would refuse it (a TypeError) only later
             raise TypeError(
                 f"The sharding of '{full}' is str {sharding!r}, not a PartitionSpec or a "

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _frame
 from ._errors import (_IS_USER_FILE, InvalidNameError, ReuseArgumentError, ScopeNestingError,
-                      check_partitioner, not_in_transform, user_code_site, user_site)
+                      not_in_transform, user_code_site, user_site)
 
 
 class _ReuseMode(enum.Enum):
@@ -137,7 +137,6 @@ class Scope:
     def set_partitioner(self, partitioner: Any) -> None:
         """The default partitioner of parameters created in this scope from now on, and of
         sub-scopes opened later (TF's ``VariableScope.set_partitioner``)."""
-        check_partitioner(partitioner, lambda: f"set_partitioner on scope {self.name!r}")
         self.partitioner = partitioner
 
     def set_trainable(self, trainable: Optional[bool]) -> None:
@@ -674,9 +673,6 @@ class _Options:
             _check_components(default_name, f"sp.scope(None, default_name={default_name!r})")
         _check_getter(custom_getter)
         _check_constraint(constraint, name_or_scope if name_or_scope is not None else default_name)
-        if partitioner is not None:
-            check_partitioner(partitioner, lambda: _scope_call(
-                name_or_scope, default_name, f"partitioner={partitioner!r}")[1])
         if dtype is not None:
             try:
                 dtype = as_np_dtype(dtype)
@@ -764,8 +760,6 @@ def _defaults_scope(name: str, reuse: Any = None, initializer: Any = None, dtype
     if initializer is None and dtype is None and regularizer is None and trainable is None and (
             partitioner is None and constraint is None):
         return _naming_scope(name, None, reuse)
-    if partitioner is not None:
-        check_partitioner(partitioner, lambda: f"sp.scope({name!r}, partitioner={partitioner!r})")
     if dtype is not None:
         try:
             dtype = as_np_dtype(dtype)

@@ -69,15 +69,22 @@ def test_a_partitioner_passed_to_get_param_replaces_the_scopes():
     lambda: sp.scope("s", partitioner=42),
     lambda: sp.scope("s", partitioner=42, reuse=sp.AUTO_REUSE, initializer=sp.initializers.ones),
     lambda: sp.scope("s", partitioner=42, custom_getter=lambda g, *a, **k: g(*a, **k))])
-def test_a_scope_partitioner_that_is_not_callable_is_tfs_value_error_when_the_scope_is_made(make):
-    # TF 1.x: "ValueError: Partitioner must be callable, but received: 42" (at get_variable). Before,
-    # init and apply took it, and only sp.shardings complained.
+def test_a_scope_partitioner_that_is_not_callable_is_tfs_value_error_at_a_non_scalar_parameter(make):
+    # TF 1.x: "ValueError: Partitioner must be callable, but received: 42", at get_variable of a
+    # non-scalar (a scalar's partitioner is never called). Before, init and apply took it, and only
+    # sp.shardings complained.
+    def scalar_only():
+        with make():
+            return sp.get_param("c", ())
+
+    assert list(sp.flatten(sp.transform(scalar_only).init(KEY))) == ["s/c"]
+
     def fn():
         with make():
             return sp.get_param("w", (16, 8))
 
-    with pytest.raises(ValueError, match=r"^Partitioner must be callable, but received: 42 \(sp.scope"
-                                         r"\('s', partitioner=42\)\)") as e:
+    with pytest.raises(ValueError, match=r"^Partitioner must be callable, but received: 42 "
+                                         r"\(parameter 's/w'\)") as e:
         sp.transform(fn).init(KEY)
     assert isinstance(e.value, sp.sharding.PartitionerError)  # what sp.shardings raises for it
     assert isinstance(e.value, TypeError)
