@@ -114,6 +114,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
             if value is not None and (resolved is None or callable(resolved)):
                 if full not in created:
                     if scope._reuse is not True:
+                        passed = "params"  # the found value is the params' own (for errors below)
                         try:
                             aval = value.aval
                         except AttributeError:  # NumPy arrays; a sub-dict (not a parameter) goes on
@@ -131,6 +132,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                                     raise _regularizer_error(full, regularizer)
                                 frame.regularized.append((regularizer, value))
                 elif scope._reuse is not False:  # reusing what this call created
+                    passed = None
                     try:
                         aval = value.aval
                     except AttributeError:
@@ -143,8 +145,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                     if type(shape) is not list or shape != [*aval.shape]:
                         shape = _as_shape(shape, full)  # a partly known shape, or a mismatch
                         if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
-                            raise _shape_error(full, shape, aval.shape, created[full],
-                                               _passed_now(frame, full))
+                            raise _shape_error(full, shape, aval.shape, created[full], passed)
                 found = aval.dtype
                 if dtype is None:
                     dtype = scope.dtype
@@ -155,8 +156,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             and not _same_dtype(found, dtype)):
                         converted = _canonical_numpy_leaf(value, dtype)
                         if converted is None:
-                            raise _dtype_error(full, dtype, found, created[full],
-                                               _passed_now(frame, full), init)
+                            raise _dtype_error(full, dtype, found, created[full], passed, init)
                         value = converted
                 return value
     elif scope.custom_getter is None and type(name) is str and (
@@ -719,18 +719,6 @@ def _swapped_error(full: str, kind: str) -> ParamNotFoundError:
 
 # The argument of apply holding a parameter or state, by kind.
 _ARGUMENT = {PARAM: "params", STATE: "state"}
-
-
-def _passed_now(frame, full: str) -> Optional[str]:
-    """For a mismatch on get_param's inline apply path (errors only): ``"params"`` if this request is
-    the one that recorded ``full`` as created (the value found is then the params' own), ``None`` if
-    an earlier request of this call did. Under AUTO_REUSE: when ``full`` is the latest creation and
-    was recorded at this request's site (the frames up to it are ours, no custom getter's)."""
-    reuse = frame.scope._reuse
-    if reuse is not AUTO_REUSE:
-        return "params" if reuse is False else None
-    created = frame.store.created
-    return "params" if next(reversed(created)) == full and created[full] == user_code_site(0) else None
 
 
 def _shape_error(full, asked, found, site, passed: Optional[str] = None) -> ShapeMismatchError:

@@ -557,3 +557,21 @@ def test_a_layer_object_captured_at_the_root_scope_keeps_root_names_when_called_
     out = model.apply(params, jnp.ones((1, 2)))
     np.testing.assert_allclose(out, 3 * jnp.ones((1, 2)) @ params["kernel"] + 2 * params["bias"],
                                rtol=1e-6)
+
+
+def test_apply_mismatch_of_a_second_auto_reuse_request_from_one_line_blames_the_program_not_params():
+    # A helper called twice asks for d/w with another shape: the params match its first request, so
+    # the error is init's ("created at"), not "the params passed to apply" do not match.
+    def helper(x, n):
+        with sp.scope("d", reuse=sp.AUTO_REUSE):
+            return x @ sp.get_param("w", (x.shape[-1], n))
+
+    def model(x):
+        return helper(x, 3).sum() + helper(x, 4).sum()
+
+    with pytest.raises(sp.ShapeMismatchError) as in_apply:
+        sp.transform(model).apply({"d": {"w": jnp.ones((5, 3))}}, jnp.ones((2, 5)))
+    with pytest.raises(sp.ShapeMismatchError) as in_init:
+        sp.transform(model).init(jax.random.key(0), jnp.ones((2, 5)))
+    assert "in the params passed to apply" not in str(in_apply.value)
+    assert str(in_apply.value) == str(in_init.value)
