@@ -168,17 +168,30 @@ _AT_LEAST_1 = {
 }
 
 
-def _tuple(value: IntOrPair, n: int, what: str, kind: str, name: Any = None) -> Tuple[int, ...]:
+def _tuple(value: IntOrPair, n: int, what: str, kind: str, name: Any = None,
+           truncate: bool = False) -> Tuple[int, ...]:
     """``value`` (an int, or ``n`` ints) as ``n`` ints, each at least 1; ``kind`` and ``name``
-    name the layer in the errors."""
+    name the layer in the errors. A float entry is refused (TF's convolutions refuse it), or with
+    ``truncate`` cut to an int (TF's pooling ops take their sizes as int attributes)."""
     if isinstance(value, (int, np.integer)):
         sizes = (int(value),) * n
     else:
-        sizes = tuple(int(v) for v in value)
-        if len(sizes) != n:
+        try:  # Keras's normalize_tuple: n entries, each int()-able
+            entries = None if isinstance(value, str) else tuple(value)
+            if entries is not None:
+                sizes = tuple(int(v) for v in entries)
+        except (TypeError, ValueError, OverflowError):
+            entries = None
+        if entries is None or len(entries) != n:
+            integral = isinstance(value, (float, np.floating)) and float(value).is_integer()
+            one = int(value) if integral else 3
             raise ValueError(f"{_label(kind, name)}: the `{what}` argument must be a tuple of {n} "
-                             f"integers. Received: {value!r}\n  fix: pass {n} integers, or one for "
-                             "every axis.")
+                             f"integers. Received: {value!r}\n  fix: pass an int for every axis, "
+                             f"e.g. {what}={one}, or a tuple of {n} ints.")
+        if not truncate and not all(isinstance(v, (int, np.integer)) for v in entries):
+            raise TypeError(f"{_label(kind, name)}: the `{what}` argument has an entry that is no "
+                            f"integer: {value!r} (TF: Dimension value must be integer).\n  fix: "
+                            f"pass ints, e.g. {what}={sizes}.")
     if min(sizes) < 1:  # lax would fail deep in lowering (0) or compute garbage (negative)
         raise ValueError(f"{_label(kind, name)}: the `{what}` argument must be integers of at least "
                          f"1. Received: {what}={value!r}\n  fix: {_AT_LEAST_1[what]}")
@@ -239,10 +252,27 @@ def _padding(padding: str) -> str:
 
 
 def _channels_last(data_format: str) -> bool:
-    if data_format not in ("channels_last", "channels_first"):
+    if data_format == "channels_last":
+        return True
+    if data_format == "channels_first":
+        return False
+    # Keras's normalize_data_format lower-cases it: TF's layers take "Channels_Last" too
+    lower = data_format.lower() if isinstance(data_format, str) else data_format
+    if lower not in ("channels_last", "channels_first"):
         raise ValueError("The `data_format` argument must be one of 'channels_first', "
                          f"'channels_last'. Received: {data_format!r}")
-    return data_format == "channels_last"
+    return lower == "channels_last"
+
+
+def _check_in_channels(in_channels: int, shape: Tuple[int, ...], kind: str, name: Any) -> None:
+    """TF's graph-build refusal of a convolution over zero input channels (lax would make a
+    zero-size kernel, and ``init`` zero-size weights)."""
+    if in_channels == 0:
+        raise ValueError(f"{_label(kind, name)}: Depth of filter must not be 0: the input, shape "
+                         f"{tuple(shape)}, has 0 channels (TF refuses it too).\n  fix: give the "
+                         "input at least one channel, e.g. check the layer before it does not "
+                         "output 0 units or filters, and that data_format names its channels "
+                         "axis.")
 
 
 _FLOAT32 = np.dtype(np.float32)
@@ -580,6 +610,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
                 bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
                 bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
                 bias_constraint=bias_constraint)
+        _check_in_channels(in_channels, inputs.shape, kind, sc)
         if pad == "VALID":
             _check_valid_window(kind, sc, inputs.shape, inputs.shape[1:-1] if last else
                                 inputs.shape[2:], kernel_shape, dilation, "kernel")
@@ -742,6 +773,7 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
                 pointwise_regularizer=pointwise_regularizer, bias_regularizer=bias_regularizer,
                 depthwise_constraint=depthwise_constraint,
                 pointwise_constraint=pointwise_constraint, bias_constraint=bias_constraint)
+        _check_in_channels(in_channels, inputs.shape, base_name, sc)
         if pad == "VALID":
             _check_valid_window(base_name, sc, inputs.shape, inputs.shape[1:-1] if last else
                                 inputs.shape[2:], kernel_shape, dilation, "kernel")
@@ -1075,7 +1107,10 @@ def _normalized_axes(axis: Any, shape: Tuple[int, ...], name: Any) -> list:
         raise ValueError(f"{label}: a scalar input has no axis to normalize (TF: Input has "
                          "undefined rank. Received: input_shape=()).\n  fix: give the input a "
                          "batch axis and a feature axis, e.g. x.reshape(1, 1).")
-    listed = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
+    try:  # (a float or None is no list: refused below, as TF does, not by list()'s TypeError)
+        listed = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
+    except TypeError:
+        listed = [axis]
     if not all(isinstance(a, (int, np.integer)) for a in listed):
         raise TypeError(f"{label}: expected an int or a list/tuple of ints for the argument "
                         f"'axis', but received: {axis!r} (as TF).\n  fix: pass ints, e.g. axis=-1.")
@@ -1202,8 +1237,8 @@ def _pool(rank, inputs, pool_size, strides, padding, data_format, init, op, kind
     scope) name the layer in the errors."""
     if inputs.ndim != rank + 2:
         raise ValueError(f"{rank}-d pooling expects a rank-{rank + 2} input, got shape {inputs.shape}.")
-    window = _tuple(pool_size, rank, "pool_size", kind, name)
-    stride = _tuple(strides, rank, "strides", kind, name)
+    window = _tuple(pool_size, rank, "pool_size", kind, name, truncate=True)
+    stride = _tuple(strides, rank, "strides", kind, name, truncate=True)
     pad = _padding(padding)
     if _channels_last(data_format):
         dims, steps = (1,) + window + (1,), (1,) + stride + (1,)

@@ -544,6 +544,17 @@ convolution3d_transpose = _transpose_op("convolution3d_transpose", 3, "Conv3d_tr
                                         ("NDHWC", "NCDHW"))
 
 
+def _refuse_depthwise_padding(padding: Any, sc: Any) -> None:
+    """tf_slim's ``num_outputs=None`` path calls ``tf.nn.depthwise_conv2d``, whose op takes only
+    upper case (its ``num_outputs`` path, the Keras layer, takes either case)."""
+    fix = f"padding={padding.upper()!r}" if isinstance(padding, str) and padding.upper() in (
+        "SAME", "VALID") else "padding='SAME' or padding='VALID'"
+    raise ValueError(f"{layers._label('slim.separable_conv2d', sc)} with num_outputs=None: Attr "
+                     f"'padding' of 'DepthwiseConv2dNative' Op passed string {padding!r} not in: "
+                     '"SAME", "VALID" (as in tf_slim, whose depthwise-only path takes upper case '
+                     f"only).\n  fix: {fix}.")
+
+
 @add_arg_scope
 def separable_convolution2d(inputs: jax.Array, num_outputs: Optional[int], kernel_size: IntOrPair,
                             depth_multiplier: int = 1, stride: IntOrPair = 1,
@@ -566,6 +577,8 @@ def separable_convolution2d(inputs: jax.Array, num_outputs: Optional[int], kerne
         pointwise_initializer
     with _layer(scope, "SeparableConv2d", reuse, variables_collections,
                 "slim.separable_conv2d") as sc:
+        if num_outputs is None and padding not in ("SAME", "VALID"):
+            _refuse_depthwise_padding(padding, sc)
         outputs = layers._separable_conv(
             2, inputs, num_outputs, kernel_size, stride, padding, df, rate, depth_multiplier, None,
             normalizer_fn is None and biases_initializer is not None, weights_initializer,

@@ -1402,3 +1402,106 @@ def test_a_layers_stock_regularizer_under_a_scope_regularizer_refuses_an_integer
 def test_dense_units_that_int_refuses_by_type_is_a_type_error_like_tf(units):
     with pytest.raises(TypeError, match=r"dense 'dense': invalid value for `units`"):
         sp.transform(lambda x: sp.layers.dense(x, units)).init(jax.random.key(0), jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("build, error, message", [
+    (lambda L, x: L.conv2d(x, 2, 3.0), ValueError,
+     r"conv2d: the `kernel_size` argument must be a tuple of 2 integers\. Received: 3\.0"
+     r"\n  fix: "),
+    (lambda L, x: L.conv2d(x, 2, np.float32(3)), ValueError, r"`kernel_size` argument must be a "
+                                                            r"tuple of 2 integers\. Received: "),
+    (lambda L, x: L.conv2d(x, 2, 3, strides=2.0), ValueError,
+     r"conv2d: the `strides` argument must be a tuple of 2 integers\. Received: 2\.0"),
+    (lambda L, x: L.conv2d(x, 2, None), ValueError,
+     r"the `kernel_size` argument must be a tuple of 2 integers\. Received: None\n  fix: "),
+    (lambda L, x: L.conv2d(x, 2, (3, None)), ValueError,
+     r"`kernel_size` argument must be a tuple of 2 integers\. Received: \(3, None\)"),
+    (lambda L, x: L.separable_conv2d(x, 2, 3, dilation_rate=2.0), ValueError,
+     r"separable_conv2d: the `dilation_rate` argument must be a tuple of 2 "),
+    (lambda L, x: L.conv2d_transpose(x, 2, 3.0), ValueError,
+     r"conv2d_transpose: the `kernel_size` argument must be a tuple of 2 "),
+    (lambda L, x: L.max_pooling2d(x, 2.0, 2), ValueError,
+     r"max_pooling2d: the `pool_size` argument must be a tuple of 2 integers\. Received: 2\.0"),
+    (lambda L, x: L.conv2d(x, 2, (3, 2.5)), TypeError,
+     r"conv2d: the `kernel_size` argument has an entry that is no integer: \(3, 2\.5\) "
+     r"\(TF: Dimension value must be integer\)\.\n  fix: "),
+    (lambda L, x: L.conv2d(x, 2, (3, 2.0)), TypeError, r"`kernel_size` argument has an entry "),
+    (lambda L, x: L.conv2d(x, 2, 3, strides=(1, 2.0)), TypeError, r"`strides` argument has an "),
+    (lambda L, x: L.separable_conv2d(x, 2, (3, 2.5)), TypeError, r"`kernel_size` argument has an"),
+    (lambda L, x: L.batch_normalization(x, axis=1.0), TypeError,
+     r"batch_normalization 'batch_normalization': expected an int or a list/tuple of ints for the "
+     r"argument 'axis', but received: 1\.0.*\n  fix: "),
+    (lambda L, x: L.batch_normalization(x, axis=None), TypeError,
+     r"expected an int or a list/tuple of ints for the argument 'axis', but received: None"),
+])
+def test_a_float_or_none_size_or_axis_is_refused_with_tfs_error_class_and_message(
+        build, error, message):
+    # Before: "TypeError: 'float' object is not iterable", and (3, 2.5) silently became (3, 2)
+    assert isinstance(_refused_by_tf(lambda x: build(tf.layers, x), (2, 7, 6, 3)), error)
+    with pytest.raises(error, match=message) as info:
+        sp.transform(lambda x: build(sp.layers, x)).init(jax.random.key(0), jnp.ones((2, 7, 6, 3)))
+    assert "not iterable" not in str(info.value)
+
+
+def test_a_pool_size_tuple_with_float_entries_is_truncated_as_tfs_pooling_does():
+    # TF's pooling ops take the sizes as int attributes: (2, 2.5) pools as (2, 2)
+    x = images((2, 7, 6, 3))
+
+    def build(layers):
+        return lambda i: (layers.max_pooling2d(i, (2, 2.5), 1),
+                          layers.average_pooling2d(i, 2, (1, 2.0)))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
+    for a, b in zip(out, tf_out):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def test_data_format_in_any_letter_case_is_accepted_as_tfs_layers_lower_case_it():
+    x = images((2, 7, 6, 3))
+
+    def build(layers):
+        return lambda i: (layers.conv2d(i, 2, 3, data_format="CHANNELS_LAST"),
+                          layers.max_pooling2d(i, 2, 2, data_format="Channels_Last"),
+                          layers.Conv2D(2, 3, data_format="Channels_Last")(i),
+                          layers.flatten(i, data_format="Channels_First"))
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
+    for a, b in zip(out, tf_out):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=ATOL)
+    with pytest.raises(ValueError, match=r"The `data_format` argument must be one of "
+                                         r"'channels_first', 'channels_last'\. Received: 'nhwc'"):
+        sp.transform(lambda i: sp.layers.conv2d(i, 2, 3, data_format="nhwc")).init(
+            jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("build, kind, shape", [
+    (lambda L, x: L.conv2d(x, 2, 3), "conv2d 'conv2d'", (1, 4, 4, 0)),
+    (lambda L, x: L.conv2d(x, 2, 3, data_format="channels_first", name="c"), "conv2d 'c'",
+     (1, 0, 4, 4)),
+    (lambda L, x: L.separable_conv2d(x, 2, 3), "separable_conv2d 'separable_conv2d'",
+     (1, 4, 4, 0)),
+    (lambda L, x: L.conv1d(x[:, 0], 2, 3), "conv1d 'conv1d'", (1, 4, 4, 0)),
+])
+def test_a_convolution_over_zero_input_channels_is_refused_as_tf_refuses_a_depth_0_filter(
+        build, kind, shape):
+    # Before: init made a zero-size kernel, e.g. (3, 3, 0, 2)
+    theirs = _refused_by_tf(lambda x: build(tf.layers, x), shape)
+    assert isinstance(theirs, ValueError) and "must not be 0" in str(theirs)
+    with pytest.raises(ValueError, match=rf"(?s){kind}: Depth of filter must not be 0: the input, "
+                                         r"shape \(.*\), has 0 channels.*\n  fix: "):
+        sp.transform(lambda x: build(sp.layers, x)).init(jax.random.key(0), jnp.ones(shape))
+
+
+def test_a_transposed_convolution_over_zero_input_channels_gives_the_bias_as_tfs_does():
+    # TF builds and runs conv2d_transpose over 0 channels (unlike conv2d): the output is the bias
+    x = images((1, 4, 4, 0))
+
+    def build(layers):
+        return lambda i: layers.conv2d_transpose(i, 2, 3, bias_initializer=tf.ones_initializer()
+                                                 if layers is tf.layers else sp.initializers.ones)
+
+    tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
+    assert out.shape == tf_out.shape == (1, 6, 6, 2)
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)

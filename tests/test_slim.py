@@ -1042,3 +1042,34 @@ def test_an_explicit_model_variables_collection_is_not_in_variables_but_slims_mo
     assert sorted(sp.flatten(found)) == ["b", "c"]
     found, _ = sp.partition_by_collection(params, specs, "model_variables")
     assert sorted(sp.flatten(found)) == ["a", "c"]
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", "Same"])
+def test_depthwise_only_separable_conv2d_takes_only_upper_case_padding_like_tf_slim(padding):
+    # tf_slim's num_outputs=None path calls tf.nn.depthwise_conv2d, which refuses lower case
+    program = lambda slim, x: slim.separable_conv2d(x, None, 3, padding=padding)  # noqa: E731
+    theirs = _tf_slim_result(program, X6)
+    assert isinstance(theirs, ValueError) and "not in: \"SAME\", \"VALID\"" in str(theirs)
+    with pytest.raises(ValueError, match=rf"(?s)slim.separable_conv2d 'SeparableConv2d' with "
+                                         rf"num_outputs=None: Attr 'padding' of "
+                                         rf"'DepthwiseConv2dNative' Op passed string '{padding}' "
+                                         rf"not in: \"SAME\", \"VALID\".*\n  fix: "
+                                         rf"padding='{padding.upper()}'"):
+        sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6)
+    # with num_outputs, tf_slim's path is the Keras layer, which takes either case
+    assert sp.transform(lambda x: sp.slim.separable_conv2d(x, 2, 3, padding=padding)).init(KEY, X6)
+
+
+@pytest.mark.parametrize("program, error, message", [
+    (lambda slim, x: slim.conv2d(x, 2, 3, stride=2.0), ValueError,
+     r"conv2d 'Conv': the `strides` argument must be a tuple of 2 integers\. Received: 2\.0"),
+    (lambda slim, x: slim.max_pool2d(x, 2.0), ValueError,
+     r"max_pool2d 'MaxPool2D': the `pool_size` argument must be a tuple of 2 integers\. "),
+    (lambda slim, x: slim.conv2d(x, 2, (3, 2.5)), TypeError,
+     r"conv2d 'Conv': the `kernel_size` argument has an entry that is no integer"),
+])
+def test_float_sizes_and_strides_are_refused_with_tf_slims_error_class(program, error, message):
+    # Before: "TypeError: 'float' object is not iterable"; (3, 2.5) silently became (3, 2)
+    assert isinstance(_tf_slim_result(program, X6), error)
+    with pytest.raises(error, match=rf"(?s){message}.*\n  fix: "):
+        sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6)
