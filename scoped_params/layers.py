@@ -184,7 +184,7 @@ def _tuple(value: IntOrPair, n: int, what: str, kind: str, name: Any = None,
             entries = None
         if entries is None or len(entries) != n:
             integral = isinstance(value, (float, np.floating)) and float(value).is_integer()
-            one = int(value) if integral else 3
+            one = int(value) if integral else 3  # type: ignore[call-overload]
             raise ValueError(f"{_label(kind, name)}: the `{what}` argument must be a tuple of {n} "
                              f"integers. Received: {value!r}\n  fix: pass an int for every axis, "
                              f"e.g. {what}={one}, or a tuple of {n} ints.")
