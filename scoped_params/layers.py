@@ -511,6 +511,29 @@ def _resolved(kind: str, name: Any, **arguments: Any) -> tuple:
     return tuple(_from_keras(kind, name, argument, value) for argument, value in arguments.items())
 
 
+def _kernel_and_bias_options(kind: str, sc: Any, activation: Any, kernel_initializer: Any,
+                             bias_initializer: Any, kernel_regularizer: Any, bias_regularizer: Any,
+                             kernel_constraint: Any, bias_constraint: Any) -> tuple:
+    """A kernel-and-bias layer's arguments (``dense``, the convolutions), in its scope ``sc``, as
+    ``get_param`` takes them: Keras names resolved and constraints read, as TF's layers take them
+    (one test for the common call, which has neither), and a regularizer of the layer's own joined
+    by the scope's (``_with_scope_terms``)."""
+    if (type(activation) is str or type(kernel_initializer) is str
+            or type(bias_initializer) is str or type(kernel_regularizer) is str
+            or type(bias_regularizer) is str or kernel_constraint is not None
+            or bias_constraint is not None):
+        (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+         kernel_constraint, bias_constraint) = _resolved(
+            kind, sc, activation=activation, kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint)
+    if kernel_regularizer is not None or bias_regularizer is not None:  # TF's: and the scope's
+        kernel_regularizer, bias_regularizer = _with_scope_terms(kernel_regularizer, bias_regularizer)
+    return (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+            kernel_constraint, bias_constraint)
+
+
 def _units(units: Any, kind: str, name: Any) -> int:
     """Dense's ``units`` as Keras's ``Dense`` takes it: ``int(units)`` (3.0 and "3" are 3), and
     at least 0."""
@@ -600,23 +623,14 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
     with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
-        if (type(activation) is str or type(kernel_initializer) is str
-                or type(bias_initializer) is str or type(kernel_regularizer) is str
-                or type(bias_regularizer) is str or kernel_constraint is not None
-                or bias_constraint is not None):  # Keras names, and constraints (as in _dense)
-            (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
-             kernel_constraint, bias_constraint) = _resolved(
-                kind, sc, activation=activation, kernel_initializer=kernel_initializer,
-                bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-                bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-                bias_constraint=bias_constraint)
+        (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+         kernel_constraint, bias_constraint) = _kernel_and_bias_options(
+            kind, sc, activation, kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, kernel_constraint, bias_constraint)
         _check_in_channels(in_channels, inputs.shape, kind, sc)
         if pad == "VALID":
             _check_valid_window(kind, sc, inputs.shape, inputs.shape[1:-1] if last else
                                 inputs.shape[2:], kernel_shape, dilation, "kernel")
-        if kernel_regularizer is not None or bias_regularizer is not None:  # TF's: and the scope's
-            kernel_regularizer, bias_regularizer = _with_scope_terms(kernel_regularizer,
-                                                                     bias_regularizer)
         kernel = get_param(names[0], kernel_shape + (in_channels, filters), kernel_initializer,
                            dtype, trainable=trainable, regularizer=kernel_regularizer,
                            constraint=kernel_constraint)
@@ -862,19 +876,10 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     in_channels = inputs.shape[-1 if last else 1]
     dtype = _param_dtype(inputs)
     with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
-        if (type(activation) is str or type(kernel_initializer) is str
-                or type(bias_initializer) is str or type(kernel_regularizer) is str
-                or type(bias_regularizer) is str or kernel_constraint is not None
-                or bias_constraint is not None):  # Keras names, and constraints (as in _dense)
-            (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
-             kernel_constraint, bias_constraint) = _resolved(
-                kind, sc, activation=activation, kernel_initializer=kernel_initializer,
-                bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-                bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-                bias_constraint=bias_constraint)
-        if kernel_regularizer is not None or bias_regularizer is not None:  # TF's: and the scope's
-            kernel_regularizer, bias_regularizer = _with_scope_terms(kernel_regularizer,
-                                                                     bias_regularizer)
+        (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+         kernel_constraint, bias_constraint) = _kernel_and_bias_options(
+            kind, sc, activation, kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, kernel_constraint, bias_constraint)
         kernel = get_param(names[0], kernel_shape + (filters, in_channels), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer,
                            constraint=kernel_constraint)
@@ -935,25 +940,17 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
     with _layer_scope(name, "dense", reuse, fetches_only=True) as sc:
         # One test for what the common call never has: units not an int, and arguments given by
         # Keras names or as constraints (resolved here rather than at every get_param below).
-        if (type(units) is not int or units < 0 or type(activation) is str
-                or type(kernel_initializer) is str or type(bias_initializer) is str
-                or type(kernel_regularizer) is str or type(bias_regularizer) is str
-                or kernel_constraint is not None or bias_constraint is not None):
+        if type(units) is not int or units < 0:
             units = _units(units, kind, sc)
-            (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
-             kernel_constraint, bias_constraint) = _resolved(
-                kind, sc, activation=activation, kernel_initializer=kernel_initializer,
-                bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-                bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-                bias_constraint=bias_constraint)
+        (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+         kernel_constraint, bias_constraint) = _kernel_and_bias_options(
+            kind, sc, activation, kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, kernel_constraint, bias_constraint)
         shape = inputs.shape
         if not shape:  # a scalar has no feature axis (it failed with an IndexError). TF's input spec
             # also refuses a vector (min_ndim=2); we take one as one example, the input of
             # per-example code under jax.vmap (README, "where we depart").
             raise _min_ndim_error(kind, sc, shape)
-        if kernel_regularizer is not None or bias_regularizer is not None:  # TF's: and the scope's
-            kernel_regularizer, bias_regularizer = _with_scope_terms(kernel_regularizer,
-                                                                     bias_regularizer)
         kernel = get_param(names[0], (shape[-1], units), kernel_initializer, dtype,
                            trainable=trainable, regularizer=kernel_regularizer,
                            constraint=kernel_constraint)
