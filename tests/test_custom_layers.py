@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import scoped_params as sp
+from _tf_values import load_random_values
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*add_variable. is deprecated:UserWarning")
 
@@ -59,11 +60,8 @@ def test_custom_layers_match_tf_names_trainable_flags_sharing_and_outputs():
         outputs = program(make_dense(v1.layers.Layer, v1.glorot_uniform_initializer(),
                                      v1.zeros_initializer()), v1.variable_scope, x)
         session.run(v1.global_variables_initializer())
-        values, trainable = {}, {v.name[:-2] for v in v1.trainable_variables()}
-        for i, v in enumerate(sorted(v1.global_variables(), key=lambda v: v.name)):
-            value = np.random.RandomState(i).randn(*v.shape.as_list()).astype(np.float32)
-            v.load(value, session)
-            values[v.name[:-2]] = value
+        values = load_random_values(session, v1.global_variables())
+        trainable = {v.name[:-2] for v in v1.trainable_variables()}
         expected = session.run(outputs, {x: X})
 
     model = sp.transform(lambda x: program(

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import scoped_params as sp  # noqa: E402
+from _tf_values import load_random_values  # noqa: E402
 
 tf = pytest.importorskip("tensorflow.compat.v1")
 tf.disable_eager_execution()
@@ -1315,11 +1316,7 @@ def _tf_regularization_loss(build, *inputs):
         total = tf.losses.get_regularization_loss()
         with tf.Session(graph=graph) as sess:
             sess.run(tf.global_variables_initializer())
-            values = {}
-            for i, v in enumerate(sorted(tf.global_variables(), key=lambda v: v.name)):
-                value = np.random.RandomState(i).randn(*v.shape.as_list()).astype(np.float32)
-                v.load(value, sess)
-                values[v.name[:-2]] = value
+            values = load_random_values(sess, tf.global_variables())
             return sess.run(total), values
 
 

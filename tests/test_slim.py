@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import scoped_params as sp
+from _tf_values import load_random_values
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated:UserWarning")
 
@@ -564,11 +565,7 @@ def test_contrib_regularizers_give_tf_slims_regularization_loss():
     with tf.Graph().as_default(), tf1.Session() as session:
         program(tf_slim, tf1.placeholder(tf.float32, IMAGES.shape))
         session.run(tf1.global_variables_initializer())
-        values = {}
-        for i, v in enumerate(sorted(tf1.global_variables(), key=lambda v: v.name)):
-            value = np.random.RandomState(i).randn(*v.shape.as_list()).astype(np.float32)
-            v.load(value, session)
-            values[v.name[:-2]] = value
+        values = load_random_values(session, tf1.global_variables())
         expected = session.run(tf1.losses.get_regularization_loss())
 
     model = sp.transform(lambda x: (program(sp.slim, x), sp.regularization_loss())[1])
@@ -828,11 +825,7 @@ def test_slims_core_layer_regularizers_add_to_the_scopes_and_its_own_variables_r
         program(tf_slim, tf1.variable_scope, tf.reduce_sum,
                 tf1.placeholder(tf.float32, IMAGES.shape))
         session.run(tf1.global_variables_initializer())
-        values = {}
-        for i, v in enumerate(sorted(tf1.global_variables(), key=lambda v: v.name)):
-            value = np.random.RandomState(i).randn(*v.shape.as_list()).astype(np.float32)
-            v.load(value, session)
-            values[v.name[:-2]] = value
+        values = load_random_values(session, tf1.global_variables())
         expected = session.run(tf1.losses.get_regularization_loss())
 
     model = sp.transform(lambda x: (program(sp.slim, sp.scope, jnp.sum, x),
