@@ -47,7 +47,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
-from ._errors import ScopedParamsError, format_site, optional_import
+from ._errors import ScopedParamsError, check_partitioner, format_site, optional_import
 from ._materialize import initialize
 from ._spec import ParamSpec
 from ._transform import Transformed, as_key
@@ -392,10 +392,7 @@ def _run_partitioner(spec: ParamSpec, partitioner: Any = None,
     if isinstance(partitioner, (list, tuple)):
         partitioner = Rules(partitioner)
     if not callable(partitioner):  # TF raises ValueError with these words
-        raise PartitionerError(f"Partitioner must be callable, but received: {partitioner!r} (scope "
-                               f"of parameter '{spec.name}'{_where(spec)}).\n  fix: pass a callable "
-                               "(name, shape, dtype) -> PartitionSpec | None, sp.sharding.Rules([...]) "
-                               "or sp.sharding.fixed_size_partitioner(n).")
+        check_partitioner(partitioner, f"scope of parameter '{spec.name}'{_where(spec)}")
     try:
         inspect.signature(partitioner).bind(spec.name, shape, spec.dtype)
     except TypeError:
