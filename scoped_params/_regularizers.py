@@ -83,6 +83,21 @@ def _stock(regularizer: Callable, call: str, scale: Any) -> Callable:
     return regularizer
 
 
+def _weight_sum(call: str, scale: Any, term: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The stock regularizer ``call(scale)``: ``scale * term(w)`` for floating-point weights, with TF's
+    checks of the scale (``no_regularizer`` for 0.0) and of the weights' dtype."""
+    if _check_scale(call, "scale", scale):
+        return no_regularizer
+    scale_in = _scale_in(scale)
+
+    def regularizer(w):
+        dtype = _dtype_of(w)
+        if not _is_floating(dtype):
+            raise non_floating_error(regularizer, dtype)
+        return scale_in(dtype) * term(w)
+
+    return _stock(regularizer, f"{call}({scale!r})", scale)
+
 def l2_regularizer(scale: float, scope: Optional[str] = None) -> Callable[[Any], Any]:
     """TF's ``l2_regularizer``: ``scale * sum(w**2) / 2``. A scale of 0.0 gives ``no_regularizer``
     (no term, as TF's ``lambda _: None``); an integer or negative scale is an error, as in TF. The
@@ -93,17 +108,7 @@ def l2_regularizer(scale: float, scope: Optional[str] = None) -> Callable[[Any],
     >>> float(sp.l2_regularizer(0.5)(jnp.array([1.0, 2.0])))
     1.25
     """
-    if _check_scale("l2_regularizer", "scale", scale):
-        return no_regularizer
-    scale_in = _scale_in(scale)
-
-    def regularizer(w):
-        dtype = _dtype_of(w)
-        if not _is_floating(dtype):
-            raise non_floating_error(regularizer, dtype)
-        return scale_in(dtype) * 0.5 * jnp.sum(jnp.square(w))
-
-    return _stock(regularizer, f"l2_regularizer({scale!r})", scale)
+    return _weight_sum("l2_regularizer", scale, lambda w: 0.5 * jnp.sum(jnp.square(w)))
 
 
 def l1_regularizer(scale: float, scope: Optional[str] = None) -> Callable[[Any], Any]:
@@ -113,17 +118,7 @@ def l1_regularizer(scale: float, scope: Optional[str] = None) -> Callable[[Any],
     >>> float(sp.l1_regularizer(0.5)(jnp.array([1.0, -2.0])))
     1.5
     """
-    if _check_scale("l1_regularizer", "scale", scale):
-        return no_regularizer
-    scale_in = _scale_in(scale)
-
-    def regularizer(w):
-        dtype = _dtype_of(w)
-        if not _is_floating(dtype):
-            raise non_floating_error(regularizer, dtype)
-        return scale_in(dtype) * jnp.sum(jnp.abs(w))
-
-    return _stock(regularizer, f"l1_regularizer({scale!r})", scale)
+    return _weight_sum("l1_regularizer", scale, lambda w: jnp.sum(jnp.abs(w)))
 
 
 def no_regularizer(_: Any) -> Optional[Any]:
