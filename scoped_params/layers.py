@@ -50,7 +50,7 @@ from . import _frame
 from . import constraints as _constraints
 from . import initializers as _initializers
 from ._errors import ParamNotFoundError, StateError
-from ._params import ApplyStore, InitStore, get_param, get_state, set_state
+from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _child, _enter_name_scope,
                      _exit_name_scope, _revert, default_name_scope, reentered, scope)
 from .initializers import ones, zeros
@@ -244,10 +244,22 @@ def _check_valid_window(kind: str, name: Any, shape: Tuple[int, ...], sizes: Tup
 _LAYOUTS = {1: ("NWC", "NCW", "WIO"), 2: ("NHWC", "NCHW", "HWIO"), 3: ("NDHWC", "NCDHW", "DHWIO")}
 
 
-def _padding(padding: str) -> str:
+def _padding(padding: str, kind: str = "", name: Any = None, causal: bool = False) -> str:
+    """``padding`` upper-cased: ``'VALID'``, ``'SAME'``, or with ``causal`` (a 1-d convolution,
+    TF's ``Conv1D``/``SeparableConv1D``) ``'CAUSAL'``; ``kind`` and ``name`` name the layer that
+    refuses a ``'causal'`` it cannot take."""
     upper = str(padding).upper()
     if upper not in ("VALID", "SAME"):
-        raise ValueError(f"The `padding` argument must be 'valid' or 'same'. Received: {padding!r}")
+        if upper == "CAUSAL":
+            if causal:
+                return upper
+            raise ValueError(
+                f"{_label(kind, name)}: Causal padding is only supported for `Conv1D` and "
+                f"`SeparableConv1D` (conv1d, separable_conv1d). Received: padding={padding!r}\n"
+                "  fix: padding='same' or 'valid'; for a causal convolution along one axis, "
+                "left-pad that axis by dilation * (kernel - 1) (jnp.pad) and pass padding='valid'.")
+        choices = "'valid', 'same' or 'causal'" if causal else "'valid' or 'same'"
+        raise ValueError(f"The `padding` argument must be {choices}. Received: {padding!r}")
     return upper
 
 
@@ -617,7 +629,9 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
                          f"Received: strides={strides} and dilation_rate={dilation}")
     filters = _check_positive(filters, "filters", kind, name)
     last = _channels_last(data_format)
-    pad = _padding(padding)
+    pad = _padding(padding, kind, name, rank == 1)
+    if pad == "CAUSAL":  # TF's Conv1D: time left-padded by the dilated kernel's reach, then VALID
+        pad = ((dilation[0] * (kernel_shape[0] - 1), 0),)
     if inputs.ndim != rank + 2:
         raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
@@ -628,7 +642,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
             kind, sc, activation, kernel_initializer, bias_initializer, kernel_regularizer,
             bias_regularizer, kernel_constraint, bias_constraint)
         _check_in_channels(in_channels, inputs.shape, kind, sc)
-        if pad == "VALID":
+        if pad == "VALID":  # (a causal pad always leaves an output)
             _check_valid_window(kind, sc, inputs.shape, inputs.shape[1:-1] if last else
                                 inputs.shape[2:], kernel_shape, dilation, "kernel")
         kernel = get_param(names[0], kernel_shape + (in_channels, filters), kernel_initializer,
@@ -752,21 +766,27 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
                     names: Tuple[str, str, str] = ("depthwise_kernel", "pointwise_kernel", "bias"),
                     base_name: Optional[str] = None, *, depthwise_constraint: Any = None,
                     pointwise_constraint: Any = None, bias_constraint: Any = None,
-                    activity_regularizer: Optional[Callable] = None) -> jax.Array:
+                    activity_regularizer: Optional[Callable] = None,
+                    strided_atrous: bool = False) -> jax.Array:
     """TF's ``SeparableConv1D``/``SeparableConv2D`` layer (``names``: its three parameters').
     ``filters=None`` (slim's ``num_outputs=None``) stops after the depthwise convolution: no
-    pointwise kernel, and the bias has ``in * depth_multiplier`` entries."""
+    pointwise kernel, and the bias has ``in * depth_multiplier`` entries. ``strided_atrous``
+    (slim's, whose ``tf.nn`` ops take it) computes strides > 1 with rates > 1 as TF does
+    (``_strided_atrous_conv``), where TF's layers refuse them."""
     base_name = base_name or f"separable_conv{rank}d"
     kernel_shape = _tuple(kernel_size, rank, "kernel_size", base_name, name)
     strides = _tuple(strides, rank, "strides", base_name, name)
     dilation = _tuple(dilation_rate, rank, "dilation_rate", base_name, name)
-    if max(strides) > 1 and max(dilation) > 1:
+    atrous_steps = max(strides) > 1 and max(dilation) > 1
+    if atrous_steps and not strided_atrous:
         raise ValueError("`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
                          f"Received: strides={strides} and dilation_rate={dilation}")
     filters = _check_positive(filters, "filters", base_name, name)  # None: slim's depthwise-only
     depth_multiplier = _check_positive(depth_multiplier, "depth_multiplier", base_name, name)
     last = _channels_last(data_format)
-    pad = _padding(padding)
+    pad = _padding(padding, base_name, name, rank == 1)
+    if pad == "CAUSAL":  # TF's SeparableConv1D: as conv1d's
+        pad = ((dilation[0] * (kernel_shape[0] - 1), 0),)
     if inputs.ndim != rank + 2:
         raise ValueError(f"{base_name} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
@@ -813,15 +833,45 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
         dims = (layout, kernel_layout, layout)
         # Channel i * depth_multiplier + m of the depthwise output is input channel i through
         # depthwise[..., i, m], as in TF: one group per input channel.
-        y = jax.lax.conv_general_dilated(
-            _cast(inputs, dtype),
-            depthwise.reshape(kernel_shape + (1, in_channels * depth_multiplier)),
-            window_strides=strides, padding=pad, rhs_dilation=dilation, dimension_numbers=dims,
-            feature_group_count=in_channels)
+        grouped = depthwise.reshape(kernel_shape + (1, in_channels * depth_multiplier))
+        if atrous_steps:
+            y = _strided_atrous_conv(_cast(inputs, dtype), grouped, strides, pad, dilation, dims,
+                                     in_channels, 1 if last else 2)
+        else:
+            y = jax.lax.conv_general_dilated(
+                _cast(inputs, dtype), grouped, window_strides=strides, padding=pad,
+                rhs_dilation=dilation, dimension_numbers=dims, feature_group_count=in_channels)
         if pointwise is not None:
             y = jax.lax.conv_general_dilated(y, pointwise, (1,) * rank, "VALID",
                                              dimension_numbers=dims)
         return _bias_and_activation(y, bias, last, activation, activity_regularizer, base_name)
+
+
+def _strided_atrous_conv(x: jax.Array, kernel: jax.Array, strides: Tuple[int, ...], padding: str,
+                         dilation: Tuple[int, ...], dims: tuple, groups: int,
+                         first_spatial_axis: int) -> jax.Array:
+    """``tf.nn.depthwise_conv2d``'s (and ``separable_conv2d``'s) strides > 1 with rates > 1, which
+    slim's separable_conv2d passes on: TF runs the strided convolution inside
+    ``space_to_batch(block=rate)`` (``nn_ops.with_space_to_batch``), so along an axis with stride s
+    and rate r output n reads the padded input at ``(n // r) * s * r + n % r + t * r``, not
+    ``n * s + t * r``. Computed as the stride-1 dilated convolution, with TF's padding and
+    space_to_batch's (to a multiple of r), sampled at those positions (batch_to_space's crop
+    included)."""
+    pads, picks = [], []
+    spatial = x.shape[first_spatial_axis:first_spatial_axis + len(strides)]
+    for size, k, s, r in zip(spatial, kernel.shape[:len(strides)], strides, dilation):
+        before = (k - 1) * r // 2 if padding == "SAME" else 0
+        after = (k - 1) * r - before if padding == "SAME" else 0
+        extra = -(size + before + after) % r
+        blocks = (size + before + after + extra) // r  # each of the r interleaved sub-grids
+        count = ((blocks - k) // s + 1) * r - extra
+        pads.append((before, after + extra))
+        picks.append(np.array([n // r * s * r + n % r for n in range(count)]))
+    y = jax.lax.conv_general_dilated(x, kernel, (1,) * len(strides), pads, rhs_dilation=dilation,
+                                     dimension_numbers=dims, feature_group_count=groups)
+    for axis, pick in enumerate(picks, first_spatial_axis):
+        y = jnp.take(y, pick, axis=axis, mode="clip")  # (each pick is in range: no fill mask)
+    return y
 
 
 def _transpose_layer(fn_name: str, rank: int, doc: str) -> Callable[..., jax.Array]:
@@ -870,7 +920,7 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     strides = _tuple(strides, rank, "strides", kind, name)
     filters = _check_positive(filters, "filters", kind, name)
     last = _channels_last(data_format)
-    pad = _padding(padding)
+    pad = _padding(padding, kind, name)
     if inputs.ndim != rank + 2:
         raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
@@ -1236,7 +1286,7 @@ def _pool(rank, inputs, pool_size, strides, padding, data_format, init, op, kind
         raise ValueError(f"{rank}-d pooling expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     window = _tuple(pool_size, rank, "pool_size", kind, name, truncate=True)
     stride = _tuple(strides, rank, "strides", kind, name, truncate=True)
-    pad = _padding(padding)
+    pad = _padding(padding, kind, name)
     if _channels_last(data_format):
         dims, steps = (1,) + window + (1,), (1,) + stride + (1,)
         spatial = inputs.shape[1:-1]
@@ -1378,6 +1428,7 @@ class _LayerObject:
     _base_name: str = ""
 
     def __init__(self, *args: Any, name: Optional[str] = None, _reuse: Any = None, **kwargs: Any):
+        _check_name_and_dtype(f"sp.layers.{type(self).__name__}", name, kwargs.get("dtype"))
         _check_layer_arguments(type(self), kwargs, call_only=("inputs", "name", "reuse"))
         self.name = name
         self._reuse = _reuse
@@ -1499,6 +1550,33 @@ def _check_layer_arguments(cls: Any, kwargs: dict, call_only: Tuple[str, ...]) -
             f"{cls._fn.__name__}'s: {', '.join(public)}).{fixes}")
 
 
+def _check_name_and_dtype(api: str, name: Any, dtype: Any, takes_dtype: bool = False
+                          ) -> Optional[np.dtype]:
+    """Every layer object's ``name=`` and ``dtype=``, checked at construction; returns ``dtype`` as
+    a NumPy dtype (``None`` if not given). TF's classes take any name and fail at the first call
+    (``expected string or bytes-like object``), and refuse a dtype that is none with TF's words
+    only; ``takes_dtype``: the class uses its dtype (``Layer``) rather than refusing one."""
+    if name is not None and not isinstance(name, (str, Scope)):
+        shown = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        raise TypeError(
+            f"{api}(name={name!r}): a layer's name must be a string, got {type(name).__name__} "
+            "(TF's layer fails at its first call: \"expected string or bytes-like object, got "
+            f"'{type(name).__name__}'\").\n  fix: name={shown!r}, or leave name=None for the "
+            "default, numbered name.")
+    if dtype is None:
+        return None
+    try:
+        return _as_dtype(dtype)
+    except TypeError:
+        fix = ("pass a NumPy/JAX dtype, e.g. dtype=jnp.float32, or leave dtype=None for the "
+               "inputs' floating dtype" if takes_dtype else
+               f"drop it: parameters take the input's floating dtype here ({api} takes no dtype=; "
+               "cast the input instead)")
+        raise TypeError(f"{api}(dtype={dtype!r}): {dtype!r} is not a dtype JAX has (TF refuses it "
+                        f"too: \"Cannot convert ... to a TensorFlow DType\").\n  fix: {fix}."
+                        ) from None
+
+
 class Dense(_LayerObject):
     """``tf.compat.v1.layers.Dense(units, ...)``; arguments as in ``dense``."""
     _fn, _base_name = staticmethod(dense), "dense"
@@ -1550,6 +1628,8 @@ class _Stateless:
     _fn: Callable[..., jax.Array]
 
     def __init__(self, *args: Any, **kwargs: Any):
+        _check_name_and_dtype(f"sp.layers.{type(self).__name__}", kwargs.get("name"),
+                              kwargs.get("dtype"))
         _check_layer_arguments(type(self), kwargs, call_only=("inputs",))
         self._args, self._kwargs = args, kwargs
 
@@ -1597,8 +1677,9 @@ class AveragePooling3D(_Stateless):
 class Flatten(_Stateless):
     """``tf.compat.v1.layers.Flatten(data_format='channels_last')``."""
 
-    def __init__(self, data_format: str = "channels_last", name: Optional[str] = None):
-        super().__init__(data_format=data_format, name=name)
+    def __init__(self, data_format: str = "channels_last", name: Optional[str] = None,
+                 **kwargs: Any):
+        super().__init__(data_format=data_format, name=name, **kwargs)  # kwargs: refused there
 
     _fn = staticmethod(flatten)
 
@@ -1724,9 +1805,11 @@ class Layer(_NamedByClass):
         if unknown:
             raise TypeError(f"Keyword argument not understood: {sorted(unknown)[0]!r} "
                             f"({type(self).__name__}).")
+        kind = (f"sp.layers.{type(self).__name__}" if type(self).__module__ == __name__
+                else type(self).__name__)  # a user's subclass is not in sp.layers
+        self._dtype = _check_name_and_dtype(kind, name, dtype, takes_dtype=True)
         self.name = name
         self.trainable = trainable
-        self._dtype = None if dtype is None else np.dtype(dtype)
         self._reuse = _reuse
         # TF's: regularizer(output) / batch size joins sp.regularization_loss() at every call
         self.activity_regularizer = activity_regularizer

@@ -584,7 +584,8 @@ def separable_convolution2d(inputs: jax.Array, num_outputs: Optional[int], kerne
             normalizer_fn is None and biases_initializer is not None, weights_initializer,
             pointwise_initializer, biases_initializer, weights_regularizer, weights_regularizer,
             biases_regularizer, trainable, sc, reuse,
-            names=("depthwise_weights", "pointwise_weights", "biases"), base_name="SeparableConv2d")
+            names=("depthwise_weights", "pointwise_weights", "biases"), base_name="SeparableConv2d",
+            strided_atrous=True)  # tf_slim's tf.nn ops take stride > 1 with rate > 1
         return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
                        outputs_collections, sc.name, "slim.separable_conv2d")
 

@@ -1502,3 +1502,108 @@ def test_a_transposed_convolution_over_zero_input_channels_gives_the_bias_as_tfs
     tf_out, out, _, _ = check_same(build(tf.layers), build(sp.layers), x)
     assert out.shape == tf_out.shape == (1, 6, 6, 2)
     np.testing.assert_allclose(out, tf_out, atol=ATOL)
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda L, i: L.conv1d(i, 4, 3, padding="causal", dilation_rate=2), (2, 11, 3)),
+    (lambda L, i: L.conv1d(i, 4, 3, strides=2, padding="Causal"), (2, 11, 3)),
+    (lambda L, i: L.conv1d(i, 2, 3, padding="causal", data_format="channels_first"), (2, 3, 7)),
+    (lambda L, i: L.conv1d(i, 2, 3, padding="causal", dilation_rate=4), (2, 1, 3)),  # 1 step long
+    (lambda L, i: L.separable_conv1d(i, 4, 3, padding="causal", dilation_rate=2,
+                                     depth_multiplier=2), (2, 11, 3)),
+    (lambda L, i: L.separable_conv1d(i, 4, 2, strides=3, padding="causal"), (2, 11, 3)),
+    (lambda L, i: L.Conv1D(4, 3, padding="causal")(i), (2, 11, 3)),
+    (lambda L, i: L.SeparableConv1D(4, 3, padding="causal", dilation_rate=3)(i), (2, 11, 3)),
+])
+def test_causal_padding_of_1d_convolutions_left_pads_time_like_tf(build, shape):
+    # Before: "The `padding` argument must be 'valid' or 'same'. Received: 'causal'"
+    x = images(shape)
+    tf_out, out, _, _ = check_same(lambda i: build(tf.layers, i), lambda i: build(sp.layers, i), x)
+    assert out.shape == tf_out.shape
+    np.testing.assert_allclose(out, tf_out, atol=ATOL)
+
+
+def test_a_causal_convolutions_output_does_not_depend_on_later_steps():
+    model = sp.transform(lambda x: sp.layers.conv1d(x, 2, 3, padding="causal", dilation_rate=2))
+    x = jnp.asarray(images((1, 9, 3)))
+    params = model.init(jax.random.key(0), x)
+    later_changed = x.at[:, 5:].set(7.0)
+    np.testing.assert_array_equal(model.apply(params, x)[:, :5],
+                                  model.apply(params, later_changed)[:, :5])
+
+
+@pytest.mark.parametrize("build, shape, kind", [
+    (lambda L, x: L.conv2d(x, 2, 3, padding="causal"), (2, 6, 6, 4), "conv2d"),
+    (lambda L, x: L.separable_conv2d(x, 2, 3, padding="causal", name="s"), (2, 6, 6, 4),
+     "separable_conv2d 's'"),
+    (lambda L, x: L.conv3d(x, 2, 3, padding="causal"), (2, 6, 6, 6, 1), "conv3d"),
+    (lambda L, x: L.conv2d_transpose(x, 2, 3, padding="causal"), (2, 6, 6, 4), "conv2d_transpose"),
+    (lambda L, x: L.Conv2D(2, 3, padding="causal")(x), (2, 6, 6, 4), "conv2d 'conv2d'"),
+])
+def test_causal_padding_beyond_1d_convolutions_is_refused_like_tf(build, shape, kind):
+    theirs = _refused_by_tf(lambda x: build(tf.layers, x), shape)
+    assert isinstance(theirs, ValueError) and "Causal padding is only supported for" in str(theirs)
+    error = _refused_by_us(lambda x: build(sp.layers, x), shape)
+    assert error.type is ValueError
+    assert re.search(rf"^{kind}: Causal padding is only supported for `Conv1D` and "
+                     r"`SeparableConv1D` \(conv1d, separable_conv1d\)\. Received: "
+                     r"padding='causal'.*\n  fix: padding='same' or 'valid'", str(error.value)), \
+        str(error.value)
+
+
+def test_an_unknown_padding_of_a_1d_convolution_names_causal_among_the_choices():
+    with pytest.raises(ValueError, match=r"^The `padding` argument must be 'valid', 'same' or "
+                                         r"'causal'\. Received: 'full'"):
+        sp.transform(lambda x: sp.layers.conv1d(x, 2, 3, padding="full")).init(
+            jax.random.key(0), jnp.ones((2, 6, 3)))
+
+
+_LAYER_CLASSES = [("Dense", (4,)), ("Conv1D", (4, 3)), ("Conv2D", (4, 3)),
+                  ("SeparableConv2D", (4, 3)), ("Conv2DTranspose", (4, 3)),
+                  ("BatchNormalization", ()), ("Dropout", ()), ("Flatten", ()),
+                  ("MaxPooling2D", (2, 2)), ("AveragePooling1D", (2, 2)), ("Layer", ())]
+
+
+@pytest.mark.parametrize("kind, args", _LAYER_CLASSES)
+@pytest.mark.parametrize("name", [3, b"fc"])
+def test_a_layer_objects_name_that_is_no_string_is_a_type_error_at_construction(kind, args, name):
+    # TF's takes it and fails at the first call ("expected string or bytes-like object, got
+    # 'int'"); ours failed there with "'int' object has no attribute 'startswith'", or ran.
+    with tf.Graph().as_default():
+        layer = getattr(tf.layers, kind)(*args, name=name)
+        with pytest.raises(TypeError):
+            layer(tf.ones((2, 4, 4, 3)))
+    with pytest.raises(TypeError, match=rf"^sp.layers.{kind}\(name={re.escape(repr(name))}\): a "
+                                        rf"layer's name must be a string, got "
+                                        rf"{type(name).__name__}.*\n  fix: name='(3|fc)', or "
+                                        "leave name=None"):
+        getattr(sp.layers, kind)(*args, name=name)
+
+
+@pytest.mark.parametrize("kind, args", _LAYER_CLASSES)
+def test_a_layer_objects_dtype_that_is_no_dtype_is_a_type_error_at_construction_like_tf(kind,
+                                                                                       args):
+    # Before: "data type 'nodtype' not understood" (Layer), or "does not support dtype=", not
+    # saying what was given; Flatten: "__init__() got an unexpected keyword argument 'dtype'".
+    with tf.Graph().as_default(), pytest.raises(TypeError, match="to a TensorFlow DType"):
+        getattr(tf.layers, kind)(*args, dtype="nodtype")
+    fix = ("pass a NumPy/JAX dtype, e.g. dtype=jnp.float32, or leave dtype=None" if kind == "Layer"
+           else r"drop it: parameters take the input's floating dtype here")
+    with pytest.raises(TypeError, match=rf"^sp.layers.{kind}\(dtype='nodtype'\): 'nodtype' is not "
+                                        rf"a dtype JAX has \(TF refuses it too.*\n  fix: {fix}"):
+        getattr(sp.layers, kind)(*args, dtype="nodtype")
+
+
+def test_a_custom_layers_valid_dtype_in_any_spelling_sets_its_weights_dtype():
+    class Scale(sp.layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight("gain", [input_shape[-1].value])
+
+        def call(self, x):
+            return x * self.gain
+
+    for dtype in ("bfloat16", jnp.bfloat16, np.dtype("float16"), tf.float16):
+        params = sp.transform(lambda x: Scale(dtype=dtype)(x)).init(jax.random.key(0),
+                                                                    jnp.ones((2, 3)))
+        assert params["scale"]["gain"].dtype == jnp.dtype(dtype if dtype is not tf.float16
+                                                          else "float16")

@@ -1066,3 +1066,49 @@ def test_float_sizes_and_strides_are_refused_with_tf_slims_error_class(program, 
     assert isinstance(_tf_slim_result(program, X6), error)
     with pytest.raises(error, match=rf"(?s){message}.*\n  fix: "):
         sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6)
+
+
+def causal_and_strided_atrous(slim, vs, relu, images, is_training=False):
+    """slim's 1-d convolution with causal padding (tf_slim's Keras Conv1D takes it), and
+    separable_conv2d with stride > 1 and rate > 1 (tf_slim's tf.nn ops take them, in space_to_batch),
+    on inputs whose sizes are and are not multiples of the rate."""
+    del vs, is_training
+    sequence = images[:, 0]  # [batch, 16, 3]
+    odd = images[:, :13, :11]
+    with slim.arg_scope([slim.conv1d, slim.separable_conv2d], activation_fn=None):
+        return (slim.conv1d(sequence, 4, 3, rate=2, padding="causal"),
+                slim.conv1d(sequence, 2, 2, stride=3, padding="CAUSAL", activation_fn=relu),
+                slim.separable_conv2d(images, 4, 3, stride=2, rate=2),
+                slim.separable_conv2d(odd, 3, [3, 2], stride=2, rate=2, padding="VALID"),
+                slim.separable_conv2d(odd, 2, 3, stride=3, rate=2, depth_multiplier=2),
+                slim.separable_conv2d(odd, 4, [2, 3], stride=[1, 2], rate=[2, 1]),
+                slim.separable_conv2d(odd, None, 3, stride=[2, 1], rate=2, depth_multiplier=2),
+                slim.separable_conv2d(odd, None, 2, stride=3, rate=3, padding="VALID")), {}
+
+
+def test_causal_1d_convolutions_and_strided_atrous_separable_convolutions_match_tf_slim():
+    # Before: "The `padding` argument must be 'valid' or 'same'. Received: 'causal'", and
+    # "`strides > 1` not supported in conjunction with `dilation_rate > 1`" where tf_slim runs
+    values, theirs, _, _ = _tf_run(causal_and_strided_atrous)
+    model = _ours(causal_and_strided_atrous)
+    params, state = _split(model, values)
+    assert sorted(sp.flatten(params)) == sorted(values)
+    for apply in (model.apply, jax.jit(model.apply)):
+        (ours, _), _ = apply(params, state, IMAGES)
+        assert [a.shape for a in ours] == [b.shape for b in theirs]
+        _assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("program, message", [
+    (lambda slim, x: slim.conv2d(x, 2, 3, padding="causal"),
+     r"^conv2d 'Conv': Causal padding is only supported for `Conv1D` and `SeparableConv1D`"),
+    (lambda slim, x: slim.separable_conv2d(x, 2, 3, padding="causal"),
+     r"^SeparableConv2d 'SeparableConv2d': Causal padding is only supported for `Conv1D`"),
+    (lambda slim, x: slim.conv2d(x, 2, 3, stride=2, rate=2),
+     r"^`strides > 1` not supported in conjunction with `dilation_rate > 1`"),
+])
+def test_causal_padding_beyond_1d_and_a_strided_atrous_conv2d_are_refused_like_tf_slim(program,
+                                                                                    message):
+    assert isinstance(_tf_slim_result(program, X6), ValueError)
+    with pytest.raises(ValueError, match=message):
+        sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6)
