@@ -254,13 +254,16 @@ def record(name: str, value: Any) -> None:
     """Keep ``value`` as ``<current name scope>/<name>``; returned by ``apply_with_intermediates``.
 
     Outside ``apply_with_intermediates`` this does nothing, so recording costs nothing in training
-    (and the name is checked only there). Named as TF names ``tf.identity(value, name=name)``: a
+    (and the name is checked only there, but for its type: a name that is not a string is a
+    ``TypeError`` in ``init`` and ``apply`` too). Named as TF names ``tf.identity(value, name=name)``: a
     name recorded twice under one name scope gets ``_1``, ``_2``, ...; ``None`` (or ``""``) is
     ``"Identity"``; a name ending in ``/`` is absolute (``"s/"`` records ``"s"`` whatever the name
     scope); a name ``sp.name_scope`` refuses (``"bad name"``) is an ``InvalidNameError``.
     """
     frame = current("record")
     if frame.records is None:
+        if type(name) is not str and name is not None:  # as apply_with_intermediates would
+            raise _record_name_error(name)
         return
     if frame.loop is not None:
         raise NestedTraceError(

@@ -63,7 +63,7 @@ class _Source:
                 shape = tuple(reader.shapes[name])
                 size = int(np.prod(shape, dtype=np.int64))
                 nbytes = size * dtype.size if reader.numeric(name) else None
-                note = "*" if _tf1.is_optimizer_entry(name, names) else ""
+                note = "*" if _tf1.is_optimizer_entry(name, names, reader.shapes) else ""
                 self.entries.append(Entry(name, shape, dtype.name, size, nbytes, note))
             self.get = reader.get
         else:

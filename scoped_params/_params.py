@@ -118,7 +118,8 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                         try:
                             aval = value.aval
                         except AttributeError:  # NumPy arrays; a sub-dict (not a parameter) goes on
-                            aval = value if hasattr(value, "dtype") else None
+                            if hasattr(value, "dtype"):
+                                aval, value = value, _as_jax_leaf(value)
                         if aval is not None:
                             # The creation site, for "already exists" errors (see ApplyStore.get).
                             f = _getframe(1)
@@ -136,7 +137,8 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                     try:
                         aval = value.aval
                     except AttributeError:
-                        aval = value if hasattr(value, "dtype") else None
+                        if hasattr(value, "dtype"):
+                            aval, value = value, _as_jax_leaf(value)
             if aval is not None:
                 # A list equal to the shape matches as a tuple does: TF code writes [784, 10]. Any
                 # other spelling (an int, a NumPy array, a partly known shape) or a mismatch is
@@ -154,7 +156,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                         dtype = dtype.dtype
                     if (found is not dtype and found is not _DTYPES.get(dtype)
                             and not _same_dtype(found, dtype)):
-                        converted = _canonical_numpy_leaf(value, dtype)
+                        converted = _canonical_numpy_leaf(aval, dtype)
                         if converted is None:
                             raise _dtype_error(full, dtype, found, created[full], passed, init)
                         value = converted
@@ -201,6 +203,8 @@ def set_state(name: str, value: Any) -> None:
     from the initializers only.
     """
     frame = _frame.current("set_state")
+    if type(name) is not str:
+        raise _name_type_error("set_state", name)
     if _TRACE.value is not frame.trace:
         what = f"sp.set_state({name!r}), state '{frame.scope.prefix}{name}',"
         _frame.check_trace(frame, what)  # raises in a function JAX caches (jax.lax.scan, ...)
@@ -276,7 +280,7 @@ def _tf_request(frame, name, shape, init, dtype, trainable, regularizer, collect
 def _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding, kind,
              constraint=None, partitioner=None, custom_getter=None):
     if type(name) is not str:
-        raise TypeError(f"get_param: name must be a string, got {type(name).__name__} ({name!r}).")
+        raise _name_type_error("get_param" if kind is PARAM else "get_state", name)
     scope = frame.scope
     if getattr(dtype, "as_numpy_dtype", None) is not None:  # tf.float32: custom getters see np's
         dtype = _as_dtype(dtype, scope.prefix + name)
@@ -548,6 +552,18 @@ def _constant_with_shape_error(full: str, init: Any) -> Exception:
         full, "If initializer is a constant, do not specify shape", _CONST_SHAPE_FIX)
 
 
+def _as_jax_leaf(value: Any) -> Any:
+    """``value``, a leaf of apply's ``params`` or ``state`` with a dtype but no ``aval`` (a NumPy
+    array, as ``sp.checkpoint.load`` returns), as the ``jax.Array`` ``jax.jit`` would make of it:
+    ``get_param`` returns a ``jax.Array``, and the model must never hold the caller's own array
+    (``w *= 2.0`` would change the caller's params in place). A leaf JAX cannot hold (strings)
+    stays as it is: the dtype check names it."""
+    try:
+        return jnp.asarray(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def _canonical_numpy_leaf(value: Any, asked: Any) -> Any:
     """``value``, a parameter in ``params`` whose dtype is not ``asked``, if it is a NumPy array
     that JAX reads as ``asked`` (float64 without x64) as a JAX array, as ``jax.jit`` gives it: an
@@ -617,6 +633,12 @@ def _callable_with_three_args(fn: Callable) -> bool:
         return True  # cannot tell: let the call itself decide
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+def _name_type_error(api: str, name: Any) -> TypeError:
+    return TypeError(
+        f"sp.{api}: name must be a string, got {type(name).__name__} ({name!r}).\n"
+        f"  fix: pass the name as a string, e.g. sp.{api}({str(name)!r}, ...).")
 
 
 def _no_state(api: str, name: str) -> StateError:
@@ -1079,9 +1101,13 @@ class ApplyStore:
                 raise _swapped_error(full, kind)
             raise _not_found_error(frame, full, self.params if kind is PARAM else self.state,
                                    in_apply=reuse is not True or full in self.created, kind=kind)
-        if not hasattr(value, "aval"):  # not a jax array or tracer
+        try:
+            aval = value.aval  # jax arrays and tracers: shape and dtype without two property calls
+        except AttributeError:  # not a jax array or tracer
             if not (hasattr(value, "shape") and hasattr(value, "dtype")):
-                raise _leaf_type_error(full, value)  # eagerly: jax.jit would have made it an array
+                raise _leaf_type_error(full, value) from None  # eagerly: jit would make it an array
+            # NumPy: checked as found (aval), handed out as the jax.Array jit would make of it.
+            aval, value = value, _as_jax_leaf(value)
         created = self.created
         if reuse is True or (reuse is AUTO_REUSE and full in created):
             if full not in created:
@@ -1090,7 +1116,7 @@ class ApplyStore:
         else:
             passed = kind  # the value is the params' (or state's) own: nothing in this call made it
             if full in created:
-                raise _exists_error(frame, full, created[full], value.shape, value.dtype)
+                raise _exists_error(frame, full, created[full], aval.shape, aval.dtype)
             # The creation site, for "already exists" errors: user_site, with its common case (the
             # caller of get_param is user code) inline and recorded as (code, bytecode offset),
             # which format_site turns into a line only when an error shows it. Depth 2 skips this
@@ -1109,17 +1135,13 @@ class ApplyStore:
                 shape, dtype = np.shape(init), _constant_init_dtype(full, init)
             elif shape is None:  # a no-argument initializer fixes shape and dtype in init
                 shape, dtype = _created_without_shape(full, init, dtype)
-        try:
-            aval = value.aval  # jax arrays and tracers: shape and dtype without two property calls
-        except AttributeError:
-            aval = value  # NumPy arrays
         if shape is not None:
             if type(shape) is not tuple or shape != aval.shape:  # (-1, 3) is an error, not a mismatch
                 shape = _as_shape(shape, full)
             if shape != aval.shape and not _compatible(shape, aval.shape):
                 raise _shape_error(full, shape, aval.shape, created.get(full), _ARGUMENT.get(passed))
         if aval.dtype is not dtype and not _same_dtype(aval.dtype, dtype):
-            converted = _canonical_numpy_leaf(value, dtype)
+            converted = _canonical_numpy_leaf(aval, dtype)
             if converted is None:
                 raise _dtype_error(full, dtype, aval.dtype, created.get(full), _ARGUMENT.get(passed),
                                    init)
@@ -1196,6 +1218,10 @@ def _undeclared_state(full: str) -> StateError:
 def _check_state_value(full: str, value: Any, shape, dtype) -> None:
     vshape, vdtype = tuple(np.shape(value)), _constant_dtype(value)
     if vshape != tuple(shape) or vdtype != dtype:
+        # A NumPy state leaf in apply (float64, say) holds what jax.jit reads of it (float32).
+        dtype = jax.dtypes.canonicalize_dtype(dtype)
+        if vshape == tuple(shape) and vdtype == dtype:
+            return
         raise (ShapeMismatchError if vshape != tuple(shape) else DtypeMismatchError)(
             f"sp.set_state: state '{full}' holds shape {_shape_str(tuple(shape))} dtype "
             f"{np.dtype(dtype).name}, but the new value has shape {_shape_str(vshape)} dtype "

@@ -15,8 +15,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 import numpy as np
 
-from ._errors import (CheckpointCorruptError, CheckpointNotFoundError, NameCollisionError,
-                      optional_import)
+from ._errors import (CheckpointCorruptError, CheckpointMismatchError, CheckpointNotFoundError,
+                      NameCollisionError, optional_import)
 from ._tree import unflatten
 
 _PART = re.compile(r"^(?P<base>.+)/part_(?P<index>\d+)$")
@@ -204,10 +204,11 @@ def _corrupt(prefix: str, e: Exception, name: Optional[str] = None) -> Checkpoin
     return err
 
 
-def is_optimizer_entry(name: str, names) -> bool:
+def is_optimizer_entry(name: str, names, shapes=None) -> bool:
     """Optimizer state rather than a model variable: ``global_step``, Adam's ``beta1_power``/
-    ``beta2_power``, and slots ``<variable>/<Slot>`` (``w/Adam``, ``w/Momentum``,
-    ``w/ExponentialMovingAverage``) whose ``<variable>`` is itself in the checkpoint."""
+    ``beta2_power``, slots ``<variable>/<Slot>`` (``w/Adam``, ``w/Momentum``,
+    ``w/ExponentialMovingAverage``) whose ``<variable>`` is itself in the checkpoint, and slots
+    ``<scope>/<variable>/<Slot>`` (see ``scoped_slot_variable``)."""
     if _OPTIMIZER_NAMES.search(name):
         return True
     parts = name.split("/")
@@ -215,7 +216,26 @@ def is_optimizer_entry(name: str, names) -> bool:
         parent = "/".join(parts[:i])
         if parent in names or _merged_base(parent) in names:
             return True
-    return False
+    return scoped_slot_variable(name, names, shapes) is not None
+
+
+def scoped_slot_variable(name: str, names, shapes=None) -> Optional[str]:
+    """The ``<variable>`` of ``name`` when it is a slot ``<scope>/<variable>/<Slot>``, else None.
+
+    TF 1.x's slot_creator names a slot in the variable scope its optimizer's ``minimize()`` (or
+    ``ExponentialMovingAverage.apply()``) ran in: ``<scope>/<variable op name>/<slot name>``,
+    ``train/model/w/Adam`` under ``tf.variable_scope("train")``. So ``name`` is read as one when
+    ``<Slot>`` is one name, ``<variable>`` (the longest such) is a variable of the checkpoint
+    (``names``), and, given the checkpoint's ``shapes``, ``name`` has its shape, as a slot does: a
+    model variable ``decoder/embedding/Adam`` next to a variable ``embedding`` of another shape stays a
+    model variable."""
+    parts = name.split("/")
+    for i in range(1, len(parts) - 1):
+        variable = "/".join(parts[i:-1])
+        if variable in names and (shapes is None
+                                  or tuple(shapes[variable]) == tuple(shapes[name])):
+            return variable
+    return None
 
 
 def _merged_base(name: str) -> str:
@@ -303,11 +323,13 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
             f"load_tf1(use_moving_averages=True): {r.prefix!r} has no '<variable>{_EMA}' entries, "
             "so it was not saved with a tf.train.ExponentialMovingAverage.\n"
             "  fix: load it without use_moving_averages.")
+    if use_moving_averages:
+        _check_averages_are_where_tf_looks(r.prefix, names, name_set, r.shapes)
     flat: Dict[str, np.ndarray] = {}
     partitioned: Dict[str, List[Tuple[int, str, np.ndarray]]] = {}
     skipped = []
     for name in names:
-        if not include_optimizer_state and is_optimizer_entry(name, name_set):
+        if not include_optimizer_state and is_optimizer_entry(name, name_set, r.shapes):
             continue
         if not r.numeric(name):
             skipped.append(f"{name} ({r.dtypes[name].name})")
@@ -336,6 +358,35 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
     return flat
 
 
+def _check_averages_are_where_tf_looks(prefix: str, names: List[str], name_set, shapes) -> None:
+    """Raise for variables whose moving average the checkpoint holds only under another name,
+    ``ema/net/w/ExponentialMovingAverage`` (``ema.apply()`` ran inside ``variable_scope("ema")``):
+    TF's ``Saver(ema.variables_to_restore())`` looks for ``net/w/ExponentialMovingAverage`` and
+    fails, where loading ``net/w`` itself would silently give the raw weights."""
+    misplaced = []  # (variable, its average's entry)
+    for name in names:
+        if name.endswith(_EMA) and name[:-len(_EMA)] not in name_set:
+            variable = scoped_slot_variable(name, name_set, shapes)
+            if variable is not None and variable + _EMA not in name_set:
+                misplaced.append((variable, name))
+    if not misplaced:
+        return
+    misplaced.sort()
+    variables = sorted({v for v, _ in misplaced})
+    shown = ", ".join(f"{v!r} ({e!r})" for v, e in misplaced[:5])
+    mapping = "{" + ", ".join(f"{e!r}: {v!r}" for v, e in misplaced[:3]) + (
+        ", ...} (one entry per averaged variable)" if len(misplaced) > 3 else "}")
+    raise CheckpointMismatchError(
+        f"load_tf1(use_moving_averages=True): {prefix!r} has no '<variable>{_EMA}' for "
+        f"{len(variables)} variable{'s' if len(variables) > 1 else ''} whose average"
+        f"{'s' if len(variables) > 1 else ''} it holds "
+        f"under another name, as ema.apply() saves them when it runs inside a variable scope: "
+        f"{shown}" + (f" (and {len(misplaced) - 5} more)" if len(misplaced) > 5 else "")
+        + "; TF's Saver(ema.variables_to_restore()) fails on it as well (NotFoundError).\n"
+        "  fix: map the averages by name: params = sp.checkpoint.load_tf1(path); params = "
+        f"sp.checkpoint.init_from_checkpoint(path, params, {mapping}).")
+
+
 def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: bool = False,
              use_moving_averages: bool = False) -> Dict[str, Any]:
     """Read a TF 1.x checkpoint (a ``Saver`` prefix, one of its files, or its directory) into the
@@ -349,13 +400,17 @@ def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: boo
     Optimizer state is skipped unless ``include_optimizer_state=True``: ``global_step``, Adam's
     ``beta1_power``/``beta2_power``, and slot entries ``<variable>/<Slot>`` (``w/Adam``,
     ``w/Adam_1``, ``w/Momentum``, ``w/ExponentialMovingAverage``, ...) whose ``<variable>`` is also in
-    the checkpoint. Slots cannot sit in a nested tree next to their variable, so with
-    ``include_optimizer_state=True`` pass ``flat=True`` to get ``{full name: array}``.
+    the checkpoint, and the slots TF names in the variable scope ``minimize()`` ran in,
+    ``<scope>/<variable>/<Slot>`` (``train/model/w/Adam``) with ``<variable>``'s shape. Slots
+    cannot sit in a nested tree next to their variable, so with ``include_optimizer_state=True``
+    pass ``flat=True`` to get ``{full name: array}``.
 
     ``use_moving_averages=True`` loads each variable's ``tf.train.ExponentialMovingAverage`` (its
     ``<variable>/ExponentialMovingAverage`` entry) where the checkpoint has one, and the variable
     itself elsewhere (batch-norm statistics, say), as TF's ``ema.variables_to_restore()`` does for
-    evaluation.
+    evaluation. Averages saved under another name (``ema/net/w/ExponentialMovingAverage``, from
+    ``ema.apply()`` inside ``tf.variable_scope("ema")``), which TF's recipe cannot restore either, are
+    a ``CheckpointMismatchError`` naming them and the ``init_from_checkpoint`` map that loads them.
 
     >>> params = sp.checkpoint.load_tf1("model.ckpt")  # doctest: +SKIP
     >>> out = model.apply(params, images)  # doctest: +SKIP

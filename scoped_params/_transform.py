@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame, _scope
-from ._errors import ParamsTypeError, bad_key_error
+from ._errors import KeyArgumentError, ParamsTypeError, bad_key_error
 from ._materialize import initialize, resolve_traced_constants
 from ._params import STATE, ApplyStore, InitStore
 from ._spec import ParamSpec
@@ -32,13 +32,21 @@ def _is_array_arg(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct, jax.core.Tracer))
 
 
+def _is_traced_arg(x: Any) -> bool:
+    """Whether ``init`` traces a leaf of the model's arguments abstractly: arrays (and their
+    ``jax.ShapeDtypeStruct``s). A NumPy scalar (``np.bool_(True)``, ``np.int64(3)``) stays concrete
+    as the Python number does, so that it can steer the model's Python control flow (an eager
+    ``apply`` gets it concrete too; ``jax.jit`` would trace it, as it traces any NumPy value)."""
+    return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, jax.core.Tracer))
+
+
 class _Split:
     """Arguments split into array leaves (traced abstractly) and everything else (kept concrete)."""
 
     def __init__(self, args: tuple, kwargs: dict):
         leaves, self.treedef = jax.tree_util.tree_flatten((args, kwargs))
         self.leaves = leaves
-        self.dynamic_index = [i for i, x in enumerate(leaves) if _is_array_arg(x)]
+        self.dynamic_index = [i for i, x in enumerate(leaves) if _is_traced_arg(x)]
 
     def dynamic(self) -> list:
         return [self.leaves[i] for i in self.dynamic_index]
@@ -183,14 +191,18 @@ class Transformed:
 
     # -- init / specs ----------------------------------------------------------------------------
 
-    def init(self, key: jax.Array, *args: Any, **kwargs: Any):
+    def init(self, key: jax.Array, /, *args: Any, **kwargs: Any):
         """Trace ``fn`` abstractly, then run only the initializers.
 
         Array arguments may be arrays or ``jax.ShapeDtypeStruct``s; other arguments (bools, numbers,
-        strings, configs) stay concrete. Returns ``params`` (``transform``) or ``(params, state)``
+        NumPy scalars, strings, configs) stay concrete. ``key`` is positional-only: a model keyword
+        argument named ``key`` reaches the model. ``rng=`` is refused: it is apply's own keyword,
+        which never reaches the model. Returns ``params`` (``transform``) or ``(params, state)``
         (``transform_with_state``), each a nested dict keyed by scope components. The cyclic garbage
         collector is paused for the call (the trace's objects are freed by reference counting).
         """
+        if "rng" in kwargs:
+            raise _rng_given_error("init")
         key = as_key(key)
         if not _is_array_arg(key):  # e.g. a string: JAX would not even trace it (arrays: _trace_specs)
             raise bad_key_error(key, None, apply=False)
@@ -210,6 +222,8 @@ class Transformed:
         Returns a nested dict shaped like ``params`` (``(params_specs, state_specs)`` for
         ``transform_with_state``).
         """
+        if "rng" in kwargs:
+            raise _rng_given_error("specs")
         key = jax.ShapeDtypeStruct((2,), np.uint32)
         with _CollectorPaused():
             store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
@@ -237,12 +251,15 @@ class Transformed:
             return out, unflatten(store.state)
         return out
 
-    def apply(self, params, *args: Any, rng: Optional[jax.Array] = None, **kwargs: Any):
+    def apply(self, params, /, *args: Any, rng: Optional[jax.Array] = None, **kwargs: Any):
         """Run ``fn`` with ``params``: pure, never creates a parameter; jit/grad/vmap it freely.
 
         ``transform``: ``apply(params, *args, rng=None, **kwargs) -> out``.
         ``transform_with_state``: ``apply(params, state, *args, rng=None, **kwargs) -> (out, new_state)``.
-        ``rng`` (for ``sp.next_rng_key``) is a key or, as ``init``'s key, an int seed.
+        ``rng`` (for ``sp.next_rng_key``) is a key or, as ``init``'s key, an int seed. It is apply's
+        own keyword and never reaches the model: a model keyword argument named ``rng`` cannot be
+        passed through apply (rename it); ``params`` is positional-only, so a model keyword named
+        ``params`` (TF's Estimator ``model_fn``'s) does reach the model.
         While JAX traces it (``jit``, ``grad``, ``vmap``, ...) the cyclic garbage collector is paused
         for the call, as in ``init``; an eager call leaves it alone.
         """
@@ -265,7 +282,7 @@ class Transformed:
             if paused:
                 _CollectorPaused.resume()
 
-    def apply_with_intermediates(self, params, *args: Any, rng: Optional[jax.Array] = None,
+    def apply_with_intermediates(self, params, /, *args: Any, rng: Optional[jax.Array] = None,
                                  **kwargs: Any):
         """Like ``apply``, also returning a flat dict of every ``sp.record``ed value:
         ``(apply's result, {"<name scope>/<name>": value})``."""
@@ -277,6 +294,17 @@ class Transformed:
         else:
             out = self._run(params, None, args, kwargs, rng, records)
         return out, records
+
+
+def _rng_given_error(api: str) -> KeyArgumentError:
+    how = ("init draws the model's keys from its key, its first argument: model.init(key, *args)"
+           if api == "init" else "specs draws no random numbers")
+    return KeyArgumentError(
+        f"model.{api} got rng=, but rng= is apply's own keyword (the key sp.next_rng_key() draws "
+        "from), which apply never passes to the model; so a model keyword argument named rng could "
+        f"reach the model in {api} but never in apply.\n"
+        f"  asked: model.{api}(..., rng=...)\n"
+        f"  fix: drop rng= ({how}); if the model takes a keyword argument named rng, rename it.")
 
 
 def transform(fn: Callable) -> Transformed:

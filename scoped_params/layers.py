@@ -629,7 +629,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
                          f"Received: strides={strides} and dilation_rate={dilation}")
     filters = _check_positive(filters, "filters", kind, name)
     last = _channels_last(data_format)
-    pad = _padding(padding, kind, name, rank == 1)
+    pad: Any = _padding(padding, kind, name, rank == 1)
     if pad == "CAUSAL":  # TF's Conv1D: time left-padded by the dilated kernel's reach, then VALID
         pad = ((dilation[0] * (kernel_shape[0] - 1), 0),)
     if inputs.ndim != rank + 2:
@@ -784,7 +784,7 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     filters = _check_positive(filters, "filters", base_name, name)  # None: slim's depthwise-only
     depth_multiplier = _check_positive(depth_multiplier, "depth_multiplier", base_name, name)
     last = _channels_last(data_format)
-    pad = _padding(padding, base_name, name, rank == 1)
+    pad: Any = _padding(padding, base_name, name, rank == 1)
     if pad == "CAUSAL":  # TF's SeparableConv1D: as conv1d's
         pad = ((dilation[0] * (kernel_shape[0] - 1), 0),)
     if inputs.ndim != rank + 2:

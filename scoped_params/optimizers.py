@@ -18,13 +18,14 @@ stopped.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple, Union
+import re
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import CheckpointError, optional_import
+from ._errors import CheckpointError, CheckpointMismatchError, optional_import
 from ._tree import flatten, unflatten
 
 Schedule = Callable[[jax.Array], Any]
@@ -35,6 +36,16 @@ class MissingOptimizerStateError(CheckpointError, KeyError):
 
     def __str__(self) -> str:  # the message as written, not KeyError's one-line repr of it
         return str(self.args[0]) if self.args else super().__str__()
+
+
+class AmbiguousOptimizerStateError(CheckpointError, ValueError):
+    """``adam_state_from_tf1``: the checkpoint holds the slots or beta powers of more than one Adam
+    optimizer that could be the one asked for, and no argument (``scope=``, ``powers=``) says which."""
+
+
+class OptimizerStateMismatchError(CheckpointMismatchError):
+    """``adam_state_from_tf1``: a slot's shape is not its parameter's, or a beta power is not a
+    scalar (TF's ``Saver.restore`` refuses both; the next update would broadcast them)."""
 
 
 class AdamState(NamedTuple):
@@ -98,16 +109,24 @@ def _as(x: Any, like: jax.Array) -> jax.Array:
 
 def adam_state_from_tf1(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], params: Any, *,
                         slots: Tuple[str, str] = ("Adam", "Adam_1"),
-                        powers: Tuple[str, str] = ("beta1_power", "beta2_power"),
+                        powers: Optional[Tuple[str, str]] = None, scope: Optional[str] = None,
                         step: Optional[int] = None) -> AdamState:
     """The ``adam`` state a TF 1.x run saved: for each parameter of ``params`` (its names are the
     checkpoint's), the slots ``<name>/Adam`` and ``<name>/Adam_1``; TF's ``beta1_power`` and
     ``beta2_power``; and the number of steps taken, from ``global_step`` (or ``step=``, which wins).
 
     ``checkpoint`` is a ``Saver`` checkpoint (read with ``sp.checkpoint.load_tf1(...,
-    include_optimizer_state=True, flat=True)``) or that flat mapping. A second Adam optimizer in the
-    same graph names its entries ``Adam_2``/``Adam_3`` and ``beta1_power_1``/``beta2_power_1``: pass
-    them as ``slots=`` and ``powers=``. Each array is cast to its parameter's dtype.
+    include_optimizer_state=True, flat=True)``) or that flat mapping. TF 1.x names the slots in the
+    variable scope ``minimize()`` ran in (``train/model/w/Adam`` under ``tf.variable_scope("train")``)
+    and the beta powers in its name scope (``train/beta1_power``): ``scope=`` and ``powers=`` name
+    them; by default they are found where the checkpoint has them, and more than one candidate (two
+    optimizers) is an ``AmbiguousOptimizerStateError``. Of two Adam optimizers whose ``minimize()``
+    ran in the same scope, the second to run has ``powers=("beta1_power_1", "beta2_power_1")``; its
+    slots are ``slots=("Adam_2", "Adam_3")`` only for variables the first one trains too (a GAN's
+    generator and discriminator both keep ``<variable>/Adam``). Each slot must have its
+    parameter's shape (``OptimizerStateMismatchError`` otherwise) and is cast to its dtype.
+
+    >>> state = sp.optimizers.adam_state_from_tf1("model.ckpt", params)  # doctest: +SKIP
     """
     where = "the given mapping"
     if isinstance(checkpoint, (str, os.PathLike)):
@@ -116,24 +135,80 @@ def adam_state_from_tf1(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], 
         where = f"TF 1.x checkpoint {os.fspath(checkpoint)!r}"
         checkpoint = load_tf1(checkpoint, include_optimizer_state=True, flat=True)
     names = flatten(params)
-    wanted = [f"{n}/{s}" for n in names for s in slots] + list(powers)
-    missing = [w for w in wanted if w not in checkpoint]
+    scopes = _slot_scopes(checkpoint, names, slots)
+    if scope is None:
+        complete = [s for s in scopes if all(f"{s}{n}/{x}" in checkpoint for n in names for x in slots)]
+        if len(complete) > 1:
+            raise AmbiguousOptimizerStateError(
+                f"adam_state_from_tf1: {where} has the {slots[0]} slots of params under "
+                f"{len(complete)} scopes: "
+                + ", ".join(repr(s) + (" (the top)" if not s else "") for s in complete) + " ("
+                + ", ".join(repr(f"{s}{next(iter(names))}/{slots[0]}") for s in complete) + ").\n"
+                "  fix: say which optimizer's state to resume: "
+                + " or ".join(f"scope={s.rstrip('/')!r}" for s in complete)
+                + " (the variable scope its minimize() ran in).")
+        scope = complete[0] if complete else ""
+    else:
+        scope = scope.strip("/") + "/" if scope.strip("/") else ""
+    missing = [f"{scope}{n}/{x}" for n in names for x in slots if f"{scope}{n}/{x}" not in checkpoint]
+    pairs = _power_pairs(checkpoint)
+    if powers is None and len(pairs) > 1 and not missing:
+        raise AmbiguousOptimizerStateError(
+            f"adam_state_from_tf1: {where} has the beta powers of {len(pairs)} Adam optimizers: "
+            + ", ".join(map(repr, pairs)) + ".\n"
+            "  fix: say which optimizer's to resume: " + " or ".join(f"powers={p!r}" for p in pairs)
+            + " (TF names them in the name scope minimize() ran in; of two optimizers minimizing "
+              "in the same one, the second to run has 'beta1_power_1', 'beta2_power_1').")
+    guess_powers = powers is None and len(pairs) != 1
+    if powers is None:
+        powers = pairs[0] if pairs else ("beta1_power", "beta2_power")
+    missing += [p for p in powers if p not in checkpoint]
     if missing:
+        hints = []
+        others = [s for s in scopes if s != scope]
+        if others:
+            hints.append("the checkpoint has these slots "
+                         + " and ".join(f"under scope {s!r}" if s else "at the top" for s in others)
+                         + ": pass " + " or ".join(f"scope={s.rstrip('/')!r}" for s in others))
+        if pairs and (guess_powers or any(p not in checkpoint for p in powers)):
+            hints.append("the checkpoint's beta powers: "
+                         + " or ".join(f"powers={p!r}" for p in pairs))
         nested = any(isinstance(v, Mapping) for v in checkpoint.values())
+        state_name = re.compile(r"(^|/)(beta[12]_power|" + "|".join(
+            sorted({re.escape(re.sub(r"_\d+$", "", x)) for x in slots})) + r")(_\d+)?$")
+        found = sorted(k for k in checkpoint if isinstance(k, str) and state_name.search(k))
         raise MissingOptimizerStateError(
             f"adam_state_from_tf1: {where} has no {', '.join(map(repr, missing[:5]))}"
             + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "") + ".\n"
-            "  found: " + (", ".join(repr(k) for k in sorted(checkpoint, key=str) if isinstance(k, str)
-                                     and (k.endswith(slots) or k.startswith(powers)))[:300]
-                           or "no Adam entries")
+            "  found: " + (", ".join(map(repr, found[:10])) or "no Adam entries")
+            + (f" (and {len(found) - 10} more)" if len(found) > 10 else "")
             + (" (the checkpoint given is a nested params tree: are the arguments swapped? the "
                "signature is adam_state_from_tf1(checkpoint, params))" if nested else "") + "\n"
-            "  fix: save the TF run with its optimizer's variables (Saver's default), pass the params "
-            "it trained, and, for a second optimizer, slots=('Adam_2', 'Adam_3') and "
-            "powers=('beta1_power_1', 'beta2_power_1').")
+            "  fix: " + ("; ".join(hints) if hints else "save the TF run with its optimizer's "
+                         "variables (Saver's default) and pass the params it trained") + ".\n"
+            "  TF 1.x names Adam's state '<scope>/<variable>/Adam', '<scope>/<variable>/Adam_1' "
+            "(<scope>: the variable scope minimize() ran in, none at the top; scope=) and "
+            "'<name scope>/beta1_power', '<name scope>/beta2_power' (powers=). Of two Adam "
+            "optimizers whose minimize() ran in the same scope, the second to run has "
+            "'beta1_power_1', 'beta2_power_1' (powers=('beta1_power_1', 'beta2_power_1')), and its "
+            "slots are 'Adam_2', 'Adam_3' (slots=('Adam_2', 'Adam_3')) only for variables the "
+            "first one trains too.")
+
+    wrong = [f"{scope}{n}/{x}': shape {np.shape(checkpoint[f'{scope}{n}/{x}'])}, but its parameter "
+             f"'{n}' has shape {np.shape(v)}" for n, v in names.items() for x in slots
+             if np.shape(checkpoint[f"{scope}{n}/{x}"]) != np.shape(v)]
+    wrong += [f"{p}': shape {np.shape(checkpoint[p])}, but a beta power is a scalar, shape ()"
+              for p in powers if np.shape(checkpoint[p]) != ()]
+    if wrong:
+        raise OptimizerStateMismatchError(
+            f"adam_state_from_tf1: {len(wrong)} entr{'y' if len(wrong) == 1 else 'ies'} of {where} "
+            f"do{'es' if len(wrong) == 1 else ''} not fit the params:\n  - '"
+            + "\n  - '".join(wrong) + "\n"
+            "  fix: pass the params the TF run trained, with the shapes they had in TF (a port that "
+            "transposes or reshapes a variable needs its slots changed the same way first).")
 
     def slot(suffix):
-        return unflatten({n: jnp.asarray(checkpoint[f"{n}/{suffix}"], jnp.result_type(v))
+        return unflatten({n: jnp.asarray(checkpoint[f"{scope}{n}/{suffix}"], jnp.result_type(v))
                           for n, v in names.items()})
 
     if step is None:
@@ -141,3 +216,37 @@ def adam_state_from_tf1(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], 
     return AdamState(jnp.asarray(step, jnp.int32), jnp.asarray(checkpoint[powers[0]], jnp.float32),
                      jnp.asarray(checkpoint[powers[1]], jnp.float32), slot(slots[0]),
                      slot(slots[1]))
+
+
+def _slot_scopes(checkpoint: Mapping[str, Any], names: Mapping[str, Any],
+                 slots: Tuple[str, ...]) -> List[str]:
+    """The scopes (``""`` for the top, ``"train/"``) under which ``checkpoint`` has some slot
+    ``<scope><parameter>/<slot>`` of a parameter in ``names``: TF 1.x's slot_creator names a slot in
+    the variable scope ``minimize()`` ran in."""
+    found: Dict[str, None] = {}
+    for key in checkpoint:
+        if not isinstance(key, str):
+            continue
+        for slot in slots:
+            if key.endswith("/" + slot):
+                parts = key[:-len(slot) - 1].split("/")
+                for i in range(len(parts)):
+                    if "/".join(parts[i:]) in names:
+                        found["/".join(parts[:i]) + "/" if i else ""] = None
+    return sorted(found)
+
+
+_BETA1_POWER = re.compile(r"(^|/)beta1_power(_\d+)?$")
+
+
+def _power_pairs(checkpoint: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """Every ``(<name scope>/beta1_power[_N], <name scope>/beta2_power[_N])`` pair of the checkpoint:
+    one per Adam optimizer of the TF run."""
+    pairs = []
+    for key in checkpoint:
+        m = _BETA1_POWER.search(key) if isinstance(key, str) else None
+        if m:
+            other = key[:m.start()] + m.group(1) + "beta2_power" + (m.group(2) or "")
+            if other in checkpoint:
+                pairs.append((key, other))
+    return sorted(pairs)

@@ -534,7 +534,7 @@ def _check_mesh(api: str, mesh: Any) -> None:
             "machine does not have, jax.sharding.AbstractMesh((2, 4), ('batch', 'model')).")
 
 
-def shardings(model_or_specs: Any, mesh: Mesh, *args: Any, **kwargs: Any) -> Any:
+def shardings(model_or_specs: Any, mesh: Mesh, /, *args: Any, **kwargs: Any) -> Any:
     """The ``NamedSharding`` of every parameter on ``mesh``, shaped like ``params``.
 
     ``model_or_specs`` is a transformed model (called with ``*args, **kwargs`` as for ``init``;
@@ -625,7 +625,8 @@ def sharded_init_fn(model: Transformed, mesh: Mesh, *args: Any, **kwargs: Any) -
     return jax.jit(init, in_shardings=NamedSharding(mesh, PartitionSpec()), out_shardings=out)
 
 
-def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, *args: Any, **kwargs: Any) -> Any:
+def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, /, *args: Any,
+                 **kwargs: Any) -> Any:
     """``model.init(key, *args, **kwargs)``, with every parameter created directly sharded on ``mesh``.
 
     The initializers run under ``jax.jit`` with ``out_shardings=sp.shardings(...)``, so each device

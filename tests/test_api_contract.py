@@ -105,6 +105,24 @@ def test_set_state_with_a_new_dtype_only_is_a_dtype_mismatch_error():
     assert "fix: cast/reshape the value to the declared shape and dtype" in str(e.value)
 
 
+def test_get_state_and_set_state_refuse_a_non_string_name_naming_the_function_called():
+    # Before: set_state(3, v) failed inside the library with Python's "can only concatenate str
+    # (not "int") to str", and get_state(3, ()) said "get_param: name must be a string".
+    def declare_then_set():
+        sp.get_state("count", (), init=sp.initializers.zeros)
+        sp.set_state(3, jnp.zeros(()))
+
+    model = sp.transform_with_state(declare_then_set)
+    for call in (lambda: model.init(KEY), lambda: model.apply({}, {"count": jnp.zeros(())})):
+        with pytest.raises(TypeError, match=r"sp.set_state: name must be a string, got int \(3\)") as e:
+            call()
+        assert "fix: pass the name as a string, e.g. sp.set_state('3', ...)" in str(e.value)
+    model = sp.transform_with_state(lambda: sp.get_state(3, ()))
+    for call in (lambda: model.init(KEY), lambda: model.apply({}, {})):
+        with pytest.raises(TypeError, match=r"sp.get_state: name must be a string, got int \(3\)"):
+            call()
+
+
 def test_apply_with_a_state_entry_missing_speaks_of_get_state_and_the_state_argument():
     model = sp.transform_with_state(lambda: sp.get_state("s", (4,), init=sp.initializers.zeros))
     params, state = model.init(KEY)
@@ -238,6 +256,79 @@ def test_init_without_a_key_is_a_type_error_naming_init_s_key_argument():
         assert "impl=PRNGImpl" not in msg
     assert model.init(jax.random.PRNGKey(0), x)["w"].shape == (3, 2)  # a raw uint32[2] key
     assert jax.jit(model.init)(KEY, x)["w"].shape == (3, 2)
+
+
+def test_state_and_transform_signatures_are_the_documented_ones():
+    # API.md: get_state(name, shape=None, init=None, dtype=None), set_state(name, value),
+    # init(key, *args, **kwargs), apply(params, *args, rng=None, **kwargs). init's key and apply's
+    # params are positional-only, so that a model keyword of that name reaches the model.
+    P, empty = inspect.Parameter, inspect.Parameter.empty
+
+    def parameters(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert parameters(sp.get_state) == [("name", P.POSITIONAL_OR_KEYWORD, empty),
+                                        ("shape", P.POSITIONAL_OR_KEYWORD, None),
+                                        ("init", P.POSITIONAL_OR_KEYWORD, None),
+                                        ("dtype", P.POSITIONAL_OR_KEYWORD, None)]
+    assert parameters(sp.set_state) == [("name", P.POSITIONAL_OR_KEYWORD, empty),
+                                        ("value", P.POSITIONAL_OR_KEYWORD, empty)]
+    for model in (sp.transform(lambda: None), sp.transform_with_state(lambda: None)):
+        assert parameters(model.init) == [("key", P.POSITIONAL_ONLY, empty),
+                                          ("args", P.VAR_POSITIONAL, empty),
+                                          ("kwargs", P.VAR_KEYWORD, empty)]
+        for apply in (model.apply, model.apply_with_intermediates):
+            assert parameters(apply) == [("params", P.POSITIONAL_ONLY, empty),
+                                         ("args", P.VAR_POSITIONAL, empty),
+                                         ("rng", P.KEYWORD_ONLY, None),
+                                         ("kwargs", P.VAR_KEYWORD, empty)]
+
+
+def test_model_kwargs_named_params_or_key_reach_fn():
+    # TF 1.x's Estimator calls model_fn(features, labels, mode, params) with params=...; before,
+    # apply(p, ..., params=hparams) was "got multiple values for argument 'params'" (and init's key
+    # collided the same way).
+    def model_fn(features, labels, mode, params):
+        assert labels is None and mode == "train"
+        return features @ sp.get_param("w", (features.shape[-1], params["units"]))
+
+    x = jnp.ones((2, 3))
+    model = sp.transform(model_fn)
+    p = model.init(KEY, x, None, "train", params={"units": 4})
+    assert p["w"].shape == (3, 4)
+    out = model.apply(p, x, None, "train", params={"units": 4})
+    np.testing.assert_allclose(out, x @ p["w"], rtol=1e-6)
+    with_records, records = model.apply_with_intermediates(p, x, None, "train", params={"units": 4})
+    np.testing.assert_array_equal(with_records, out)
+    assert records == {}
+
+    def needs_key(x, key):
+        return x * sp.get_state("scale", (), init=sp.initializers.ones) + key
+
+    stateful = sp.transform_with_state(needs_key)
+    p, state = stateful.init(KEY, x, key=1.0)
+    out, _ = stateful.apply(p, state, x, key=1.0)
+    np.testing.assert_array_equal(out, x + 1.0)
+    (out, _), _ = stateful.apply_with_intermediates(p, state, x, key=2.0)
+    np.testing.assert_array_equal(out, x + 2.0)
+
+
+def test_init_refuses_rng_which_apply_keeps_for_itself():
+    # apply's rng= is its own (the key of sp.next_rng_key) and never reaches the model; before, init
+    # passed rng= to the model, so init and apply of one program saw different arguments.
+    def fn(x, rng=None):
+        return x * sp.get_param("w", (), init=sp.initializers.ones)
+
+    model = sp.transform(fn)
+    x = jnp.ones(2)
+    for call in (lambda: model.init(KEY, x, rng=KEY), lambda: model.specs(x, rng=KEY)):
+        with pytest.raises(sp.KeyArgumentError, match=r"rng= is apply's own keyword \(the key "
+                                                      r"sp.next_rng_key\(\) draws from\)") as e:
+            call()
+        assert isinstance(e.value, TypeError)
+        assert "if the model takes a keyword argument named rng, rename it" in str(e.value)
+    assert "model.init(key, *args" in str(pytest.raises(sp.KeyArgumentError, model.init, KEY, x,
+                                                         rng=KEY).value)
 
 
 # --- regularization_loss --------------------------------------------------------------------------
@@ -435,6 +526,19 @@ def test_record_refuses_names_tf_and_sp_name_scope_refuse():
             _records(name)
     with pytest.raises(sp.InvalidNameError, match=r"'bad name' is not a valid scope name"):
         _records("bad name", name_scope="ns")
+
+
+def test_record_refuses_a_non_string_name_in_init_and_plain_apply_too():
+    # Before: only apply_with_intermediates refused sp.record(3, x); init and apply let it pass, so
+    # the bug surfaced only when someone asked for the intermediates. None stays TF's "Identity".
+    model = sp.transform(lambda x: sp.record(3, x) or x)
+    x = jnp.ones(2)
+    for call in (lambda: model.init(KEY, x), lambda: model.apply({}, x),
+                 lambda: model.apply_with_intermediates({}, x)):
+        with pytest.raises(TypeError, match=r"sp.record: the name must be a string \(or None for "
+                                            r"TF's default name 'Identity'\), got int 3"):
+            call()
+    np.testing.assert_array_equal(sp.transform(lambda x: sp.record(None, x) or x).apply({}, x), x)
 
 
 # --- specs ----------------------------------------------------------------------------------------
@@ -763,6 +867,45 @@ def test_init_accepts_shape_dtype_structs_and_concrete_flags_steer_control_flow(
     assert params["w"].shape == (5, 4)
     out = model.apply(params, jnp.ones((8, 5)), False)
     np.testing.assert_allclose(out, jnp.ones((8, 5)) @ params["w"], rtol=1e-6)
+
+
+def test_init_python_numbers_stay_concrete_and_steer_loops():
+    def fn(x, num_layers, rate):
+        assert type(num_layers) is int and type(rate) is float
+        for i in range(num_layers):
+            with sp.scope(f"layer{i}"):
+                x = x @ sp.get_param("w", [x.shape[-1], x.shape[-1]])
+        if rate > 0.0:
+            x = x * sp.get_param("keep_scale", [], init=sp.initializers.ones)
+        return x
+
+    model = sp.transform(fn)
+    x = jax.ShapeDtypeStruct((2, 4), jnp.float32)
+    params = model.init(KEY, x, num_layers=3, rate=0.5)
+    assert paths(params) == {"layer0/w", "layer1/w", "layer2/w", "keep_scale"}
+    assert paths(model.init(KEY, x, num_layers=1, rate=0.0)) == {"layer0/w"}
+    assert model.apply(params, jnp.ones((2, 4)), num_layers=3, rate=0.5).shape == (2, 4)
+
+
+def test_init_numpy_scalars_stay_concrete_as_python_numbers_do():
+    # Before: NumPy scalars were traced (as jax.jit traces them), so `if is_training:` in the model
+    # raised JAX's TracerBoolConversionError from inside init. Eager apply gets them concrete too.
+    def fn(x, is_training, n, rate):
+        for i in range(n):
+            x = x @ sp.get_param(f"w{i}", [x.shape[-1], 2])
+        if is_training and rate > 0:
+            x = x * sp.get_param("keep_scale", [], init=sp.initializers.ones)
+        return x
+
+    model = sp.transform(fn)
+    x = jax.ShapeDtypeStruct((2, 2), jnp.float32)
+    for flag, n, rate in ((np.bool_(True), np.int64(2), np.float32(0.5)),
+                          (np.True_, np.int32(2), np.float64(0.5))):
+        params = model.init(KEY, x, is_training=flag, n=n, rate=rate)
+        assert paths(params) == {"w0", "w1", "keep_scale"}
+        assert model.apply(params, jnp.ones((2, 2)), flag, n, rate).shape == (2, 2)
+    assert paths(model.init(KEY, x, np.False_, np.int64(1), np.float32(0.5))) == {"w0"}
+    assert paths(model.specs(x, np.bool_(True), np.uint8(1), np.float32(0.5))) == {"w0", "keep_scale"}
 
 
 def test_init_takes_a_python_numpy_or_0d_jax_integer_seed_for_a_key():
@@ -1215,6 +1358,66 @@ def test_a_numpy_leaf_is_read_as_jit_reads_it_float64_as_float32_without_x64():
     with jax.enable_x64(True):
         with pytest.raises(sp.DtypeMismatchError, match="specified dtype float32 and found dtype float64"):
             model.apply(params)
+
+
+def test_a_float64_numpy_state_leaf_is_updated_eagerly_as_under_jit():
+    # jax.jit reads a NumPy float64 state leaf as float32 (x64 off), and so does get_state; before,
+    # an eager set_state of the float32 update was a DtypeMismatchError against the float64 leaf.
+    def fn():
+        s = sp.get_state("s", (2,), init=sp.initializers.zeros)
+        sp.set_state("s", s + 1.0)
+        return s
+
+    model = sp.transform_with_state(fn)
+    params, _ = model.init(KEY)
+    for apply in (model.apply, jax.jit(model.apply)):
+        out, new_state = apply(params, {"s": np.zeros(2)})
+        assert out.dtype == new_state["s"].dtype == jnp.float32
+        np.testing.assert_array_equal(new_state["s"], [1.0, 1.0])
+    with pytest.raises(sp.DtypeMismatchError, match=r"state 's' holds shape \(2,\) dtype float32, but "
+                                                    r"the new value has shape \(2,\) dtype int32"):
+        sp.transform_with_state(lambda: sp.set_state("s", jnp.zeros(2, jnp.int32) + 0 * sp.get_state(
+            "s", (2,), init=sp.initializers.zeros).astype(jnp.int32))).apply(params, {"s": np.zeros(2)})
+
+
+def test_numpy_params_and_state_reach_the_model_as_jax_arrays_never_the_callers_own():
+    # sp.checkpoint.load returns NumPy arrays. Before, an eager apply handed the model the caller's
+    # np.ndarray, so `w *= 2.0` (a new array for a jax.Array) doubled the caller's params in place:
+    # the second identical apply gave another answer.
+    regularized = []
+
+    def regularizer(w):
+        regularized.append(isinstance(w, jax.Array))
+        return jnp.sum(w)
+
+    def fn(x):
+        w = sp.get_param("w", (2,), regularizer=regularizer)  # apply's common request
+        with sp.scope("s", reuse=sp.AUTO_REUSE):
+            v = sp.get_param("v", [2])
+            v_again = sp.get_param("v", [2])  # what this call fetched before
+        c = sp.get_param("c", init=np.ones(2, np.float32))  # a constant: the general request
+        count = sp.get_state("count", (2,), init=sp.initializers.ones)
+        got = (w, v, v_again, c, count)
+        kinds = [type(a).__name__ for a in got if not isinstance(a, jax.Array)]
+        for a in got:
+            a *= 2.0  # in place for a np.ndarray; a new array for a jax.Array
+        sp.set_state("count", count + 1.0)
+        return x * w + sp.regularization_loss(), kinds
+
+    model = sp.transform_with_state(fn)
+    x = jnp.ones(2)
+    params, state = jax.tree.map(np.array, model.init(KEY, x))  # as sp.checkpoint.load gives them
+    assert {type(leaf) for leaf in jax.tree.leaves((params, state))} == {np.ndarray}
+    before = jax.tree.map(np.copy, (params, state))
+    regularized.clear()  # init's
+    (out, kinds), new_state = model.apply(params, state, x)
+    assert kinds == []  # every value the model got is a jax.Array
+    assert regularized == [True]
+    for leaf, kept in zip(jax.tree.leaves((params, state)), jax.tree.leaves(before)):
+        np.testing.assert_array_equal(leaf, kept)  # apply is pure
+    (again, _), _ = model.apply(params, state, x)
+    np.testing.assert_array_equal(again, out)
+    np.testing.assert_array_equal(new_state["count"], [2.0, 2.0])
 
 
 class _ReadOnlyTree(Mapping):

@@ -362,18 +362,46 @@ def test_jax_glorot_refuses_rank_0_and_1_but_the_default_initializer_accepts_the
 # --- sp.initializers ------------------------------------------------------------------------------
 
 
-def test_every_jax_nn_initializer_works_as_is():
-    def fn():
-        sp.get_param("a", [8, 8], init=jax.nn.initializers.glorot_uniform())
-        sp.get_param("b", [8], init=jax.nn.initializers.zeros)
-        sp.get_param("c", [8, 8], init=jax.nn.initializers.he_normal())
-        sp.get_param("d", [8], init=jax.nn.initializers.constant(3.0))
+_JAX_NN = jax.nn.initializers
 
-    flat = sp.flatten(init(fn))
-    np.testing.assert_array_equal(flat["b"], np.zeros(8))
-    np.testing.assert_array_equal(flat["d"], np.full(8, 3.0))
-    expected = jax.nn.initializers.he_normal()(param_key(KEY, "c"), (8, 8), jnp.float32)
-    np.testing.assert_allclose(flat["c"], expected, rtol=1e-6)
+
+@pytest.mark.parametrize("name, initializer, shape", [
+    ("orthogonal", _JAX_NN.orthogonal(), (6, 4)),
+    ("orthogonal_scaled", _JAX_NN.orthogonal(scale=2.0, column_axis=0), (4, 6)),
+    ("delta_orthogonal", _JAX_NN.delta_orthogonal(), (3, 3, 4, 8)),  # a conv kernel
+    ("lecun_normal", _JAX_NN.lecun_normal(), (5, 7)),
+    ("lecun_uniform", _JAX_NN.lecun_uniform(), (5, 7)),
+    ("he_normal", _JAX_NN.he_normal(), (3, 3, 4, 8)),
+    ("he_uniform", _JAX_NN.he_uniform(), (5, 7)),
+    ("kaiming_normal", _JAX_NN.kaiming_normal(), (5, 7)),
+    ("kaiming_uniform", _JAX_NN.kaiming_uniform(), (5, 7)),
+    ("glorot_normal", _JAX_NN.glorot_normal(), (5, 7)),
+    ("glorot_uniform", _JAX_NN.glorot_uniform(), (5, 7)),
+    ("xavier_normal", _JAX_NN.xavier_normal(), (5, 7)),
+    ("xavier_uniform", _JAX_NN.xavier_uniform(), (5, 7)),
+    ("normal", _JAX_NN.normal(0.5), (5, 7)),
+    ("uniform", _JAX_NN.uniform(2.0), (5, 7)),
+    ("truncated_normal", _JAX_NN.truncated_normal(0.1), (5, 7)),
+    ("variance_scaling", _JAX_NN.variance_scaling(2.0, "fan_out", "truncated_normal"), (3, 3, 4, 8)),
+    ("zeros", _JAX_NN.zeros, (8,)),
+    ("ones", _JAX_NN.ones, (2, 3)),
+    ("constant", _JAX_NN.constant(3.0), (8,)),
+])
+def test_every_jax_nn_initializer_works_as_is(name, initializer, shape):
+    # API.md: initializers are called as init(key, shape, dtype), so every jax.nn.initializers
+    # object works unwrapped; the value is the initializer's own at the parameter's key.
+    def fn():
+        with sp.scope("layer"):
+            return sp.get_param(name, shape, init=initializer)
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    value = params["layer"][name]
+    assert value.shape == shape and value.dtype == jnp.float32
+    expected = initializer(param_key(KEY, f"layer/{name}"), shape, jnp.float32)
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(value)) and (name == "zeros" or np.any(value != 0))
+    np.testing.assert_array_equal(jax.jit(model.apply)(params), value)
 
 
 def test_constant_initializer_fills_or_reshapes_and_rejects_wrong_size():

@@ -211,3 +211,187 @@ def test_missing_adam_entries_are_a_key_error_shown_as_its_message_not_a_repr():
     with pytest.raises(KeyError, match=r"(?s)found: no Adam entries.*the checkpoint given is a "
                                        r"nested params tree: are the arguments swapped\?"):
         sp.optimizers.adam_state_from_tf1(params, {"dense/w": jnp.ones((2, 2))})
+
+
+def _tf_run_saved(path, build, steps=1):
+    """Run the train ops ``build()`` returns ``steps`` times in a fresh TF 1.x graph, then save with
+    ``Saver``: (prefix, {variable name: value after saving and ``steps`` more runs})."""
+    with tf.Graph().as_default(), v1.Session() as session:
+        ops = build()
+        session.run(v1.global_variables_initializer())
+        for _ in range(steps):
+            session.run(ops)
+        prefix = v1.train.Saver().save(session, str(path / "model.ckpt"))
+        for _ in range(steps):
+            session.run(ops)
+        return prefix, {v.op.name: session.run(v) for v in v1.trainable_variables()}
+
+
+def test_adam_state_from_tf1_rejects_slots_whose_shape_is_not_their_parameters(tmp_path):
+    # TF's Saver.restore refuses a slot of another shape; the next update would broadcast a (1,) slot.
+    params = {"dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones((4,))}}
+    checkpoint = {"dense/kernel/Adam": np.ones((4, 3), np.float32),
+                  "dense/kernel/Adam_1": np.ones((4, 3), np.float32),
+                  "dense/bias/Adam": np.ones((1,), np.float32),
+                  "dense/bias/Adam_1": np.ones((4,), np.float32),
+                  "beta1_power": np.float32(0.81), "beta2_power": np.ones(2, np.float32)}
+    with pytest.raises(sp.optimizers.OptimizerStateMismatchError) as e:
+        sp.optimizers.adam_state_from_tf1(checkpoint, params)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, sp.checkpoint.CheckpointMismatchError)
+    message = str(e.value)
+    assert message.startswith("adam_state_from_tf1: 4 entries of the given mapping do not fit")
+    for line in ("'dense/bias/Adam': shape (1,), but its parameter 'dense/bias' has shape (4,)",
+                 "'dense/kernel/Adam': shape (4, 3), but its parameter 'dense/kernel' has shape (3, 4)",
+                 "'dense/kernel/Adam_1': shape (4, 3), but its parameter 'dense/kernel' has shape (3, 4)",
+                 "'beta2_power': shape (2,), but a beta power is a scalar, shape ()"):
+        assert f"\n  - {line}\n" in message
+    assert "dense/bias/Adam_1" not in message
+    assert "\n  fix: pass the params the TF run trained" in message
+
+    # A TF run of a (3, 2) kernel resumed with a transposed port of it: TF's restore fails as well
+    # (into ref variables; a resource variable takes the saved shape and the next ApplyAdam fails).
+    prefix, _ = _tf_run_saved(tmp_path, lambda: v1.train.AdamOptimizer(0.1).minimize(
+        tf.reduce_sum(v1.get_variable("w", [3, 2]))))
+    with tf.Graph().as_default(), v1.Session() as session:
+        w = v1.get_variable("w", [2, 3], use_resource=False)
+        v1.train.AdamOptimizer(0.1).minimize(tf.reduce_sum(w))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="shapes of both tensors to match"):
+            v1.train.Saver().restore(session, prefix)
+    with pytest.raises(ValueError, match=r"(?s)2 entries of TF 1.x checkpoint '.*model.ckpt' do not "
+                                         r"fit.*'w/Adam': shape \(3, 2\), but its parameter 'w' has "
+                                         r"shape \(2, 3\)"):
+        sp.optimizers.adam_state_from_tf1(prefix, {"w": jnp.zeros((2, 3))})
+
+
+def test_adam_state_from_tf1_finds_slots_saved_under_the_variable_scope_minimize_ran_in(tmp_path):
+    # TF 1.x's slot_creator names a slot '<variable scope>/<variable>/<slot>': the optimizer's scope,
+    # not the variable's; the beta powers go to the name scope, 'train/' here.
+    def build():
+        with v1.variable_scope("model"):
+            w = v1.get_variable("w", initializer=W0)
+        with v1.variable_scope("train"):
+            return v1.train.AdamOptimizer(0.05, epsilon=1e-3).minimize(
+                tf.reduce_mean(tf.square(tf.matmul(X, w) - Y)))
+
+    prefix, expected = _tf_run_saved(tmp_path, build, steps=3)
+    assert [n for n, _ in tf.train.list_variables(prefix)] == [
+        "model/w", "train/beta1_power", "train/beta2_power", "train/model/w/Adam",
+        "train/model/w/Adam_1"]
+    params = sp.checkpoint.load_tf1(prefix)
+    assert list(sp.flatten(params)) == ["model/w"]
+    state = sp.optimizers.adam_state_from_tf1(prefix, params)
+    np.testing.assert_array_equal(sp.flatten(state.m)["model/w"],
+                                  tf.train.load_variable(prefix, "train/model/w/Adam"))
+    assert float(state.beta1_power) == pytest.approx(0.9 ** 4)  # TF's after 3 steps
+    explicit = sp.optimizers.adam_state_from_tf1(prefix, params, scope="train")
+    same = jax.tree_util.tree_map(np.array_equal, explicit, state)
+    assert all(jax.tree_util.tree_leaves(same))
+
+    optimizer = sp.optimizers.adam(0.05, epsilon=1e-3)
+    for _ in range(3):
+        grads = jax.grad(lambda p: jnp.mean(jnp.square(X @ p["model"]["w"] - Y)))(params)
+        updates, state = optimizer.update(grads, state)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params["model"]["w"], expected["model/w"], rtol=1e-6, atol=1e-7)
+
+    with pytest.raises(KeyError) as e:  # asked at the root: the error points to the scope
+        sp.optimizers.adam_state_from_tf1(prefix, params, scope="")
+    message = str(e.value)
+    assert message.startswith(f"adam_state_from_tf1: TF 1.x checkpoint {prefix!r} has no "
+                              "'model/w/Adam', 'model/w/Adam_1'.\n  found: 'train/beta1_power', "
+                              "'train/beta2_power', 'train/model/w/Adam', 'train/model/w/Adam_1'\n")
+    assert "fix: the checkpoint has these slots under scope 'train/': pass scope='train'" in message
+
+
+def test_adam_state_from_tf1_refuses_to_guess_between_two_optimizers(tmp_path):
+    # Two Adam optimizers over the same variable, minimize() in variable scopes 'a' and 'b'.
+    def build():
+        w = v1.get_variable("w", initializer=B0)
+        loss = tf.reduce_sum(tf.square(w))
+        ops = []
+        for scope, beta1 in (("a", 0.5), ("b", 0.7)):
+            with v1.variable_scope(scope):
+                ops.append(v1.train.AdamOptimizer(0.1, beta1=beta1).minimize(loss))
+        return ops
+
+    prefix, _ = _tf_run_saved(tmp_path, build)
+    params = sp.checkpoint.load_tf1(prefix)
+    assert list(sp.flatten(params)) == ["w"]
+    with pytest.raises(sp.optimizers.AmbiguousOptimizerStateError) as e:
+        sp.optimizers.adam_state_from_tf1(prefix, params)
+    assert isinstance(e.value, ValueError)
+    assert str(e.value) == (
+        f"adam_state_from_tf1: TF 1.x checkpoint {prefix!r} has the Adam slots of params under 2 "
+        "scopes: 'a/', 'b/' ('a/w/Adam', 'b/w/Adam').\n"
+        "  fix: say which optimizer's state to resume: scope='a' or scope='b' (the variable scope "
+        "its minimize() ran in).")
+    with pytest.raises(sp.optimizers.AmbiguousOptimizerStateError) as e:
+        sp.optimizers.adam_state_from_tf1(prefix, params, scope="a")
+    assert str(e.value) == (
+        f"adam_state_from_tf1: TF 1.x checkpoint {prefix!r} has the beta powers of 2 Adam "
+        "optimizers: ('a/beta1_power', 'a/beta2_power'), ('b/beta1_power', 'b/beta2_power').\n"
+        "  fix: say which optimizer's to resume: powers=('a/beta1_power', 'a/beta2_power') or "
+        "powers=('b/beta1_power', 'b/beta2_power') (TF names them in the name scope minimize() ran "
+        "in; of two optimizers minimizing in the same one, the second to run has 'beta1_power_1', "
+        "'beta2_power_1').")
+    for scope, beta1 in (("a", 0.5), ("b", 0.7)):
+        state = sp.optimizers.adam_state_from_tf1(
+            prefix, params, scope=scope, powers=(f"{scope}/beta1_power", f"{scope}/beta2_power"))
+        assert float(state.beta1_power) == pytest.approx(beta1 ** 2)
+        np.testing.assert_array_equal(sp.flatten(state.v)["w"],
+                                      tf.train.load_variable(prefix, f"{scope}/w/Adam_1"))
+
+
+def test_adam_state_from_tf1_resumes_each_optimizer_of_a_gan_with_its_own_beta_powers(tmp_path):
+    # Two optimizers over separate variables keep '<variable>/Adam', '<variable>/Adam_1'; only the
+    # beta powers of the one whose minimize() ran second are renamed: 'beta1_power_1'.
+    def build():
+        with v1.variable_scope("gen"):
+            g = v1.get_variable("w", initializer=W0)
+        with v1.variable_scope("disc"):
+            d = v1.get_variable("w", initializer=B0)
+        return [v1.train.AdamOptimizer(0.1, beta1=0.5).minimize(tf.reduce_sum(g * g), var_list=[g]),
+                v1.train.AdamOptimizer(0.1, beta1=0.7).minimize(tf.reduce_sum(d * d), var_list=[d])]
+
+    prefix, _ = _tf_run_saved(tmp_path, build)
+    assert [n for n, _ in tf.train.list_variables(prefix)] == [
+        "beta1_power", "beta1_power_1", "beta2_power", "beta2_power_1", "disc/w", "disc/w/Adam",
+        "disc/w/Adam_1", "gen/w", "gen/w/Adam", "gen/w/Adam_1"]
+    params = sp.checkpoint.load_tf1(prefix)
+    with pytest.raises(sp.optimizers.AmbiguousOptimizerStateError,
+                       match=r"powers=\('beta1_power', 'beta2_power'\) or powers=\('beta1_power_1', "
+                             r"'beta2_power_1'\)"):
+        sp.optimizers.adam_state_from_tf1(prefix, {"gen": params["gen"]})
+    gen = sp.optimizers.adam_state_from_tf1(prefix, {"gen": params["gen"]},
+                                            powers=("beta1_power", "beta2_power"))
+    disc = sp.optimizers.adam_state_from_tf1(prefix, {"disc": params["disc"]},
+                                             powers=("beta1_power_1", "beta2_power_1"))
+    assert float(gen.beta1_power) == pytest.approx(0.5 ** 2)
+    assert float(disc.beta1_power) == pytest.approx(0.7 ** 2)
+    np.testing.assert_array_equal(disc.m["disc"]["w"], tf.train.load_variable(prefix, "disc/w/Adam"))
+
+
+def test_missing_beta_powers_error_lists_those_under_a_name_scope_and_the_powers_to_pass(tmp_path):
+    # minimize() under tf.name_scope('train'): the slots stay 'w/Adam', the powers are 'train/...'.
+    def build():
+        w = v1.get_variable("w", initializer=B0)
+        with tf.name_scope("train"):
+            return v1.train.AdamOptimizer(0.1, beta1=0.5).minimize(tf.reduce_sum(w * w))
+
+    prefix, _ = _tf_run_saved(tmp_path, build)
+    params = sp.checkpoint.load_tf1(prefix)
+    state = sp.optimizers.adam_state_from_tf1(prefix, params)  # the one pair there is
+    assert float(state.beta1_power) == pytest.approx(0.5 ** 2)
+    with pytest.raises(sp.optimizers.MissingOptimizerStateError) as e:
+        sp.optimizers.adam_state_from_tf1(prefix, params, powers=("beta1_power", "beta2_power"))
+    message = str(e.value)
+    assert message.startswith(
+        f"adam_state_from_tf1: TF 1.x checkpoint {prefix!r} has no 'beta1_power', 'beta2_power'.\n"
+        "  found: 'train/beta1_power', 'train/beta2_power', 'w/Adam', 'w/Adam_1'\n")
+    assert ("fix: the checkpoint's beta powers: powers=('train/beta1_power', "
+            "'train/beta2_power')") in message
+    # A second optimizer renames its powers; its slots only where it trains the first one's variables.
+    assert ("Of two Adam optimizers whose minimize() ran in the same scope, the second to run has "
+            "'beta1_power_1', 'beta2_power_1' (powers=('beta1_power_1', 'beta2_power_1')), and its "
+            "slots are 'Adam_2', 'Adam_3' (slots=('Adam_2', 'Adam_3')) only for variables the first "
+            "one trains too.") in message

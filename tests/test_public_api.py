@@ -4,6 +4,7 @@ program, whose ``assert_type`` lines pin what a type checker infers from the pub
 (``with sp.scope(...) as s`` gives an ``sp.Scope``, ``get_param`` a ``jax.Array``, ...)."""
 
 import importlib.resources
+import importlib.util
 import inspect
 import os
 import shutil
@@ -47,6 +48,42 @@ def test_every_public_function_class_and_method_has_a_docstring():
     assert len(names) > 250 and "sp.get_param" in names and "sp.slim.arg_scope" in names
     missing = [name for name, obj in _public_callables() if not (inspect.getdoc(obj) or "").strip()]
     assert not missing, f"no docstring: {missing}"
+
+
+# Every name /work/shared/API.md (the contract) documents, as a user spells it (that file is not
+# in the repository: the list is kept here by hand, in the contract's order).
+API_MD_NAMES = (
+    # 1. inside a model function
+    "get_param", "scope", "Scope", "Scope.name", "Scope.reuse", "Scope.reuse_variables",
+    "Scope.original_name_scope", "name_scope", "get_scope", "AUTO_REUSE", "get_state", "set_state",
+    "next_rng_key", "regularization_loss", "record",
+    # 2. transforms
+    "transform", "transform_with_state", "Transformed.init", "Transformed.apply",
+    "Transformed.apply_with_intermediates", "Transformed.specs", "flatten", "unflatten",
+    "ParamSpec", "partition_trainable", "partition_by_collection", "partition_by_scope",
+    # 3. errors: the builtin TF 1.x raises, subclassed
+    "ScopedParamsError",
+    # 4. outside the trace
+    "layers.conv2d", "layers.dense", "layers.batch_normalization", "layers.dropout",
+    "layers.max_pooling2d", "layers.average_pooling2d", "layers.flatten", "layers.embedding",
+    "checkpoint.save", "checkpoint.load", "checkpoint.init_from_checkpoint", "checkpoint.load_tf1",
+    "checkpoint.list_variables", "sharding.Rules", "shardings", "init_sharded",
+)
+
+
+def test_every_name_api_md_lists_is_exported():
+    absent = object()
+    missing = []
+    for dotted in API_MD_NAMES:
+        obj = scoped_params
+        for part in dotted.split("."):
+            obj = getattr(obj, part, absent)
+            if obj is absent:
+                missing.append(f"sp.{dotted}")
+                break
+    assert not missing, f"API.md documents these, scoped_params does not export them: {missing}"
+    assert scoped_params.AUTO_REUSE is not None and callable(scoped_params.transform)
+    assert importlib.util.find_spec("scoped_params.__main__") is not None  # python -m scoped_params
 
 
 def test_the_package_is_marked_typed():

@@ -329,6 +329,31 @@ def test_init_sharded_takes_a_seed_as_model_init_does(mesh):
     chex.assert_trees_all_equal(sp.init_sharded(model, mesh, 0, x), model.init(0, x))
 
 
+def test_shardings_and_init_sharded_pass_model_keywords_named_like_their_own_arguments(mesh):
+    # Their own leading arguments are positional-only (as model.init's key): before, a model keyword
+    # named key (or mesh, ...) collided with them ("got multiple values for argument 'key'").
+    import inspect
+
+    for fn, own in ((sp.shardings, ["model_or_specs", "mesh"]),
+                    (sp.init_sharded, ["model", "mesh", "key"])):
+        params = list(inspect.signature(fn).parameters.values())
+        assert [p.name for p in params[:len(own)]] == own
+        assert all(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in params[:len(own)])
+        assert [p.kind for p in params[len(own):]] == [inspect.Parameter.VAR_POSITIONAL,
+                                                       inspect.Parameter.VAR_KEYWORD]
+
+    def fn(x, key, mesh="m", model_or_specs="net"):
+        assert (key, mesh, model_or_specs) == ("k", "m", "net")
+        return x @ sp.get_param("w", (x.shape[-1], 8), sharding=P(None, "model"))
+
+    model = sp.transform(fn)
+    kwargs = dict(key="k", mesh="m", model_or_specs="net")
+    assert sp.shardings(model, mesh, X, **kwargs)["w"].spec == P(None, "model")
+    params = sp.init_sharded(model, mesh, 0, X, key="k")
+    assert params["w"].sharding.spec == P(None, "model")
+    np.testing.assert_array_equal(params["w"], model.init(0, X, **kwargs)["w"])
+
+
 def test_init_sharded_never_holds_a_whole_parameter_on_one_device(mesh):
     def fn():
         with sp.scope("big"):

@@ -218,6 +218,28 @@ def test_scope_signature_is_the_documented_one():
         sp.scope("x", "y")
 
 
+def test_get_param_signature_is_the_documented_one():
+    import inspect
+
+    P = inspect.Parameter
+    params = list(inspect.signature(sp.get_param).parameters.values())
+    # API.md: get_param(name, shape=None, init=None, dtype=None, *, trainable=True, regularizer=None,
+    # collections=None, sharding=None); then TF's constraint= and its other get_variable keywords.
+    assert [(p.name, p.kind, p.default) for p in params[:8]] == [
+        ("name", P.POSITIONAL_OR_KEYWORD, P.empty), ("shape", P.POSITIONAL_OR_KEYWORD, None),
+        ("init", P.POSITIONAL_OR_KEYWORD, None), ("dtype", P.POSITIONAL_OR_KEYWORD, None),
+        ("trainable", P.KEYWORD_ONLY, True), ("regularizer", P.KEYWORD_ONLY, None),
+        ("collections", P.KEYWORD_ONLY, None), ("sharding", P.KEYWORD_ONLY, None)]
+    assert all(p.kind in (P.KEYWORD_ONLY, P.VAR_KEYWORD) for p in params[8:])
+    assert params[8].name == "constraint" and params[8].default is None
+
+    def fn():
+        return sp.get_param("w", [2], None, np.float32, False)  # trainable is keyword-only
+
+    with pytest.raises(TypeError, match=r"takes from 1 to 4 positional arguments but 5 were given"):
+        sp.transform(fn).init(KEY)
+
+
 def test_tf_variable_scopes_positional_form_and_graph_arguments_get_errors_that_spell_the_port():
     # tf.variable_scope(scope, "conv", [inputs]) is everywhere in slim-style TF 1.x code.
     x = jnp.ones(2)

@@ -498,3 +498,74 @@ def test_list_variables_and_load_variable_read_a_tf1_checkpoint_as_tf_does(image
     sess, parts_prefix = _session_save(graph, str(tmp_path / "parts.ckpt"), var_list=parts)
     sess.close()
     assert [n for n, _ in ckpt.list_variables(parts_prefix)] == sorted(parts)
+
+
+def test_slots_saved_under_the_scope_minimize_ran_in_are_optimizer_state_not_params(tmp_path):
+    # TF 1.x names a slot '<variable scope of minimize()>/<variable>/<slot>': 'train/model/w/Adam'.
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("model"):
+            w = v1.get_variable("w", [3, 4])
+            # minimize() inside the model's own scope: 'model/model/w/Momentum'
+            momentum = v1.train.MomentumOptimizer(0.1, 0.9).minimize(tf.reduce_sum(w), var_list=[w])
+        emb = v1.get_variable("embedding", [10, 4])
+        with v1.variable_scope("decoder/embedding"):
+            named_like_a_slot = v1.get_variable("Adam", [4])  # a model variable, not emb's slot
+        loss = tf.reduce_sum(tf.matmul(emb, w, transpose_b=True)) + tf.reduce_sum(named_like_a_slot)
+        with v1.variable_scope("train"):
+            adam = v1.train.AdamOptimizer(0.1).minimize(loss, var_list=[w, emb, named_like_a_slot])
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"),
+                                 lambda s: s.run([adam, momentum]))
+    sess.close()
+    saved = {n for n, _ in tf.train.list_variables(prefix)}
+    slots = {"train/model/w/Adam", "train/model/w/Adam_1", "train/embedding/Adam",
+             "train/embedding/Adam_1", "train/decoder/embedding/Adam/Adam",
+             "train/decoder/embedding/Adam/Adam_1", "model/model/w/Momentum",
+             "train/beta1_power", "train/beta2_power"}
+    model = {"model/w", "embedding", "decoder/embedding/Adam"}
+    assert saved == slots | model
+    assert set(sp.flatten(ckpt.load_tf1(prefix))) == model
+    assert set(ckpt.load_tf1(prefix, include_optimizer_state=True, flat=True)) == saved
+
+
+def test_use_moving_averages_with_the_averages_saved_under_a_scope_is_an_error_as_in_tf(tmp_path):
+    # ema.apply() inside tf.variable_scope("ema") saves 'ema/net/w/ExponentialMovingAverage'.
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("net"):
+            w = v1.get_variable("w", [3])
+            b = v1.get_variable("b", [3])
+        train = v1.train.GradientDescentOptimizer(0.5).minimize(tf.reduce_sum(tf.square(w + b - 3)))
+        ema = v1.train.ExponentialMovingAverage(0.9)
+        with tf.control_dependencies([train]), v1.variable_scope("ema"):
+            step = ema.apply([w, b])
+    sess, prefix = _session_save(graph, str(tmp_path / "ema.ckpt"),
+                                 lambda s: [s.run(step) for _ in range(3)])
+    sess.close()
+    assert [n for n, _ in tf.train.list_variables(prefix)] == [
+        "ema/net/b/ExponentialMovingAverage", "ema/net/w/ExponentialMovingAverage", "net/b", "net/w"]
+    with tf.Graph().as_default():  # TF's evaluation recipe cannot restore it either
+        with v1.variable_scope("net"):
+            v1.get_variable("w", [3]), v1.get_variable("b", [3])
+        saver = v1.train.Saver(v1.train.ExponentialMovingAverage(0.9).variables_to_restore())
+        with v1.Session() as s, pytest.raises(tf.errors.NotFoundError,
+                                              match="net/b/ExponentialMovingAverage"):
+            saver.restore(s, prefix)
+    with pytest.raises(ckpt.CheckpointMismatchError) as info:
+        ckpt.load_tf1(prefix, use_moving_averages=True)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value) == (
+        f"load_tf1(use_moving_averages=True): {prefix!r} has no '<variable>/ExponentialMovingAverage' "
+        "for 2 variables whose averages it holds under another name, as ema.apply() saves them "
+        "when it runs inside a variable scope: 'net/b' ('ema/net/b/ExponentialMovingAverage'), "
+        "'net/w' ('ema/net/w/ExponentialMovingAverage'); TF's Saver(ema.variables_to_restore()) "
+        "fails on it as well (NotFoundError).\n"
+        "  fix: map the averages by name: params = sp.checkpoint.load_tf1(path); params = "
+        "sp.checkpoint.init_from_checkpoint(path, params, {'ema/net/b/ExponentialMovingAverage': "
+        "'net/b', 'ema/net/w/ExponentialMovingAverage': 'net/w'}).")
+    assert sorted(sp.flatten(ckpt.load_tf1(prefix))) == ["net/b", "net/w"]  # the averages are state
+    # The fix the message gives loads the averages.
+    params = ckpt.init_from_checkpoint(prefix, ckpt.load_tf1(prefix), {
+        f"ema/{n}/ExponentialMovingAverage": n for n in ("net/b", "net/w")})
+    np.testing.assert_array_equal(
+        params["net"]["w"], tf.train.load_variable(prefix, "ema/net/w/ExponentialMovingAverage"))
