@@ -519,7 +519,7 @@ def _is_spec(x: Any) -> bool:
     return isinstance(x, ParamSpec)
 
 
-def partition_specs(model_or_specs: Any, *args: Any, **kwargs: Any) -> Any:
+def partition_specs(model_or_specs: Any, /, *args: Any, **kwargs: Any) -> Any:
     """The ``PartitionSpec`` of every parameter (and state entry), shaped like ``params``
     (``(params, state)`` for ``transform_with_state``). No mesh needed; nothing is allocated."""
     specs = _specs_of(model_or_specs, args, kwargs)
@@ -565,7 +565,8 @@ def shardings(model_or_specs: Any, mesh: Mesh, /, *args: Any, **kwargs: Any) -> 
     return jax.tree_util.tree_map(one, specs, is_leaf=_is_spec)
 
 
-def abstract_params(model_or_specs: Any, mesh: Optional[Mesh] = None, *args: Any, **kwargs: Any) -> Any:
+def abstract_params(model_or_specs: Any, /, mesh: Optional[Mesh] = None, *args: Any,
+                    **kwargs: Any) -> Any:
     """``jax.ShapeDtypeStruct``s (with their shardings when ``mesh`` is given) shaped like ``params``:
     the restore target of a sharded checkpoint (``orbax``), allocating nothing. With a
     ``jax.sharding.AbstractMesh``, the input of an ahead-of-time ``jit(...).trace(...)`` for that
@@ -592,12 +593,13 @@ def _short(x: Any) -> str:
 
 
 def _abstract_arg(x: Any) -> Any:
-    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+    # As init's: arrays are looked at for their shapes; NumPy scalars stay concrete, as numbers do.
+    if isinstance(x, (jax.Array, np.ndarray)):
         return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
     return x
 
 
-def sharded_init_fn(model: Transformed, mesh: Mesh, *args: Any, **kwargs: Any) -> Callable:
+def sharded_init_fn(model: Transformed, mesh: Mesh, /, *args: Any, **kwargs: Any) -> Callable:
     """A jitted ``key -> params`` (``(params, state)`` with state) creating every parameter directly
     sharded on ``mesh``; ``init_sharded`` calls it once. Reuse it for several keys, or ``.lower(key)``
     it to inspect the compiled memory use. With a ``jax.sharding.AbstractMesh`` it lowers, without

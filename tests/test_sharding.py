@@ -354,6 +354,27 @@ def test_shardings_and_init_sharded_pass_model_keywords_named_like_their_own_arg
     np.testing.assert_array_equal(params["w"], model.init(0, X, **kwargs)["w"])
 
 
+
+def test_sharding_helpers_take_model_keywords_and_keep_numpy_scalars_concrete_as_init_does(mesh):
+    # A model keyword named like a helper's own first argument reaches the model, and a NumPy scalar
+    # argument steers the model's Python control flow, as in model.init.
+    def fn(x, wide, model=None, model_or_specs=None):
+        assert model == "m" and model_or_specs == "s"
+        width = 8 if wide else 4  # a traced np.bool_ would raise here
+        return x @ sp.get_param("w", (x.shape[-1], width), sharding=P(None, "model"))
+
+    model = sp.transform(fn)
+    kw = dict(model="m", model_or_specs="s")
+    wide = np.bool_(True)
+    assert sp.sharding.partition_specs(model, X, wide, **kw)["w"] == P(None, "model")
+    assert sp.sharding.abstract_params(model, mesh, X, wide, **kw)["w"].shape == (X.shape[-1], 8)
+    assert sp.shardings(model, mesh, X, wide, **kw)["w"].spec == P(None, "model")
+    params = sp.init_sharded(model, mesh, 0, X, wide, **kw)
+    assert params["w"].shape == (X.shape[-1], 8)
+    np.testing.assert_array_equal(params["w"], model.init(0, X, wide, **kw)["w"])
+    np.testing.assert_array_equal(sp.sharding.sharded_init_fn(model, mesh, X, wide, **kw)(
+        jax.random.key(0))["w"], params["w"])
+
 def test_init_sharded_never_holds_a_whole_parameter_on_one_device(mesh):
     def fn():
         with sp.scope("big"):
