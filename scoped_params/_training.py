@@ -7,17 +7,27 @@ dtypes and shardings of a target tree. This is a thin, synchronous wrapper.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import operator
 import os
+import sys
+import threading
+import time
+import warnings
 from typing import Any, List, Optional, Tuple
 
-from ._errors import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError,
-                      StepOrderError, optional_import)
+from ._errors import (CheckpointCorruptError, CheckpointError, CheckpointMismatchError,
+                      CheckpointNotFoundError, StepOrderError, optional_import)
 
 # Orbax (0.12) writes both into a step's temporary directory before renaming it to its final name
 # (and, on GCS, writes commit_success.txt last): a step directory holding neither was not
 # written to completion by orbax (a stray or half-copied directory), so it is not a step.
 _COMPLETE_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")
+# The state is orbax's single item, in this subdirectory of a step (orbax writes it before the
+# markers; a step directory with the markers but without it is a half-copied step).
+_ITEM = "default"
 
 
 def _orbax():
@@ -114,6 +124,126 @@ def _listing(leaves: List[Tuple[str, Any]], limit: int = 8) -> str:
     return text + (f", ... ({len(leaves) - limit} more)" if len(leaves) > limit else "")
 
 
+def _short_repr(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+def _chain(error: BaseException) -> List[BaseException]:
+    """``error`` and the exceptions it was raised from, outermost first."""
+    chain: List[BaseException] = []
+    link: Optional[BaseException] = error
+    while link is not None and all(link is not seen for seen in chain):
+        chain.append(link)
+        link = link.__cause__ if link.__cause__ is not None else (
+            None if link.__suppress_context__ else link.__context__)
+    return chain
+
+
+def _mentions(error: BaseException, path: str) -> bool:
+    paths = {path, os.path.realpath(path)}
+    return any(p in str(e) for e in _chain(error) for p in paths)
+
+
+def _reason(error: BaseException, about: Optional[str] = None) -> str:
+    """The innermost exception's type and first line (the one about ``about``, if given), without
+    tensorstore's spec (kilobytes of JSON)."""
+    chain = _chain(error)
+    if about is not None:
+        chain = [e for e in chain if _mentions(e, about)] or chain
+    inner = chain[-1]
+    text = next((line.strip() for line in str(inner).splitlines() if line.strip()), "")
+    return f"{type(inner).__name__}: {text.split(' [tensorstore_spec')[0]}"
+
+
+def _collect_orbax_garbage() -> None:
+    """``gc.collect()``, without the 'coroutine ... was never awaited' warnings of the coroutines
+    orbax created and abandoned when a read failed; any other warning is issued as usual."""
+    orbax_dir = os.path.dirname(os.path.dirname(_orbax().__file__)) + os.sep
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    for w in caught:
+        code = getattr(w.source, "cr_code", None)
+        if code is None or not code.co_filename.startswith(orbax_dir):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+class _StrayReports(logging.Filter):
+    """Drops the reports orbax's failed reads of a step leave behind, while that step is restored.
+
+    Orbax reads a step's files on an event loop of its own and closes it as soon as one read fails:
+    the reads still in flight then report to the closed loop (tensorstore prints each 'RuntimeError:
+    Event loop is closed' as an unraisable exception), reads closed mid-way raise unraisable
+    exceptions about the step's files, and asyncio logs the failed tasks ('Task exception was never
+    retrieved') when they are freed, during the restore or later. restore() raises an error saying
+    what failed; these reports repeat it as tracebacks of orbax's internals. While a restore is in
+    ``quiet``, exactly those are dropped (all but 'Event loop is closed' only if about the step's
+    files); anything else passes through. One instance: its hook is installed while any restore is.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.RLock()  # re-entered if a collection during quiet() logs
+        self._active: List[List[Any]] = []  # [item directory, time of its last dropped report]
+        self._previous: Any = None
+        self._hook = self.hook
+
+    def _drop(self, error: Optional[BaseException]) -> bool:
+        """Note a report about a restore in progress (any, if ``error`` is None)."""
+        with self._lock:
+            hits = [a for a in self._active if error is None or _mentions(error, a[0])]
+            for a in hits:
+                a[1] = time.monotonic()
+            return bool(hits)
+
+    def filter(self, record: logging.LogRecord) -> bool:  # on the "asyncio" logger
+        error = record.exc_info[1] if record.exc_info else None
+        return not ("exception was never retrieved" in record.getMessage()
+                    and error is not None and self._drop(error))
+
+    def hook(self, unraisable: Any) -> None:  # sys.unraisablehook
+        error, tb = unraisable.exc_value, unraisable.exc_traceback
+        late_read = (unraisable.object is None and isinstance(error, RuntimeError)
+                     and str(error) == "Event loop is closed" and tb is not None
+                     and tb.tb_frame.f_code.co_name == "call_soon_threadsafe")  # called from C
+        if (late_read and self._drop(None)) or (error is not None and self._drop(error)):
+            return
+        (self._previous or sys.__unraisablehook__)(unraisable)
+
+    @contextlib.contextmanager
+    def quiet(self, item_dir: str):
+        """Around orbax's restore of the step in ``item_dir``; yields ``settle``, to call when it
+        failed: it collects the failed tasks and waits until the late reads stop reporting (at
+        most a second)."""
+        entry: List[Any] = [item_dir, time.monotonic()]
+        with self._lock:
+            if not self._active:
+                logging.getLogger("asyncio").addFilter(self)
+                self._previous, sys.unraisablehook = sys.unraisablehook, self._hook
+            self._active.append(entry)
+
+        def settle() -> None:
+            start = time.monotonic()
+            _collect_orbax_garbage()
+            while time.monotonic() - entry[1] < 0.05 and time.monotonic() - start < 1.0:
+                time.sleep(0.01)
+            _collect_orbax_garbage()  # the tasks the late reads held
+
+        try:
+            yield settle
+        finally:
+            with self._lock:
+                self._active = [a for a in self._active if a is not entry]
+                if not self._active:
+                    logging.getLogger("asyncio").removeFilter(self)
+                    if sys.unraisablehook == self._hook:
+                        sys.unraisablehook = self._previous
+                    self._previous = None
+
+
+_STRAY_REPORTS = _StrayReports()
+
+
 class TrainingCheckpointer:
     """Save and restore a whole training state, one checkpoint per step, keeping the last ``max_to_keep``.
 
@@ -135,7 +265,9 @@ class TrainingCheckpointer:
     may pass the step check at once); give each run its own directory.
 
     Only complete steps count: a directory named like a step but without orbax's markers
-    (``_CHECKPOINT_METADATA``, ``commit_success.txt``) is not listed, restored or pruned.
+    (``_CHECKPOINT_METADATA``, ``commit_success.txt``) or without the state's item directory
+    (``default/``: a half-copied step) is not listed, restored or pruned. Restoring a step whose
+    files are damaged raises ``CheckpointCorruptError`` naming an earlier step to restore instead.
 
     >>> import optax
     >>> params = {"dense": {"w": jnp.ones((3, 2))}}
@@ -191,13 +323,19 @@ class TrainingCheckpointer:
         incomplete: List[int] = []
         for step in sorted(self._manager.all_steps()):
             path = self._step_path(step)
-            done = any(os.path.exists(os.path.join(path, m)) for m in _COMPLETE_MARKERS)
+            done = (any(os.path.exists(os.path.join(path, m)) for m in _COMPLETE_MARKERS)
+                    and os.path.isdir(os.path.join(path, _ITEM)))
             (complete if done else incomplete).append(step)
         return complete, incomplete
 
     def _incomplete_error(self, step: int, api: str) -> str:
+        path = self._step_path(step)
+        if any(os.path.exists(os.path.join(path, m)) for m in _COMPLETE_MARKERS):
+            missing = f"no {_ITEM!r} item directory"
+        else:
+            missing = f"no {' or '.join(_COMPLETE_MARKERS)}"
         return (f"TrainingCheckpointer.{api}: the directory of step {step}, "
-                f"{self._step_path(step)!r}, is incomplete (no {' or '.join(_COMPLETE_MARKERS)}): "
+                f"{path!r}, is incomplete ({missing}): "
                 "an interrupted copy, or a directory orbax did not write.\n"
                 "  fix: if no other process is writing it, delete it: "
                 f"shutil.rmtree({self._step_path(step)!r})")
@@ -227,7 +365,15 @@ class TrainingCheckpointer:
                 f"{complete[-1]} (steps in {self.directory!r}: {complete}); nothing was written. "
                 "Saving it would overwrite a step, or leave the newer steps as the latest.\n"
                 f"  fix: {fix}")
-        for path, leaf in _leaves(state):
+        leaves = _leaves(state)
+        if not leaves:
+            raise ValueError(
+                f"TrainingCheckpointer.save: the state for step {step} has no leaves "
+                f"({type(state).__name__} {_short_repr(state)}): there is nothing to save, and "
+                "orbax refuses an empty item; nothing was written.\n"
+                "  fix: save the training state itself, e.g. {'params': params, 'opt_state': "
+                "opt_state, 'step': step}.")
+        for path, leaf in leaves:
             found = _unsavable(leaf)
             if found is not None:
                 raise TypeError(
@@ -279,7 +425,9 @@ class TrainingCheckpointer:
         """The state saved at ``step`` (default: the latest), shaped like ``target`` when given.
 
         ``target`` may hold concrete arrays or ``jax.ShapeDtypeStruct``s; only its structure,
-        shapes, dtypes and shardings are used. An incomplete step directory is never restored.
+        shapes, dtypes and shardings are used. An incomplete step directory is never restored; a
+        step whose files cannot be read raises ``CheckpointCorruptError`` (naming an earlier step),
+        one that does not fit ``target`` ``CheckpointMismatchError`` (naming what differs).
         """
         steps, incomplete = self._steps_on_disk()
         if step is None:
@@ -299,24 +447,102 @@ class TrainingCheckpointer:
                 raise CheckpointNotFoundError(
                     f"no training checkpoint for step {step} in {self.directory!r}; steps on disk: "
                     f"{steps}.\n  fix: restore one of those steps, or restore() for the latest.")
-        if target is None:
-            return self._manager.restore(step)
-        import jax
+        args = None
+        if target is not None:
+            import jax
 
-        abstract = jax.tree.map(_abstract, target)
+            args = self._ocp.args.StandardRestore(jax.tree.map(_abstract, target))
+        with _STRAY_REPORTS.quiet(os.path.join(self._step_path(step), _ITEM)) as settle:
+            try:
+                if args is None:
+                    return self._manager.restore(step)
+                return self._manager.restore(step, args=args)
+            except Exception as e:
+                # orbax raises these for a target that does not fit and for damaged files (a failed
+                # array read is a bare Exception); anything else (OSError, XLA's) is not ours
+                if (not isinstance(e, (ValueError, KeyError, TypeError, FileNotFoundError))
+                        and type(e) is not Exception):
+                    raise
+                failure = e
+            # Explained outside the except block, so that once `failure` is dropped nothing keeps
+            # orbax's failed tasks alive: settle() collects them.
+            error = self._failed_restore(step, steps, target, failure)
+            del failure
+            settle()
+        raise error
+
+    def _saved_leaves(self, step: int) -> Tuple[Optional[List[Tuple[str, Any]]], Optional[str]]:
+        """(the leaves of step ``step``'s metadata, None), or (None, why it cannot be read). Read
+        with a handler of its own: the manager's item_metadata is None in a fresh process."""
+        from etils import epath  # orbax's path type
+
+        handler = self._ocp.StandardCheckpointHandler()
         try:
-            return self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
-        except (ValueError, KeyError, TypeError) as e:
-            raise self._mismatch(step, target, e) from None
+            return _leaves(handler.metadata(epath.Path(self._step_path(step)) / _ITEM).tree), None
+        except Exception as e:
+            return None, _reason(e)
+        finally:
+            handler.close()
 
-    def _mismatch(self, step: int, target: Any, error: Exception) -> CheckpointMismatchError:
+    def _failed_restore(self, step: int, steps: List[int], target: Any,
+                        error: Exception) -> CheckpointError:
+        """What orbax's ``error`` restoring step ``step`` means: damaged files (the metadata
+        cannot be read, or reading the step's files failed), or a target that does not fit."""
+        found, unreadable = self._saved_leaves(step)
+        if unreadable is not None:
+            return self._corrupt(step, steps, target, f"its metadata cannot be read: {unreadable}")
+        if target is not None:
+            mismatch = self._mismatch(step, target, error, found)
+            if mismatch is not None:  # entries or shapes differ: the target's structure is wrong
+                return mismatch
+        item = os.path.join(self._step_path(step), _ITEM)
+        if _mentions(error, item):  # tensorstore failed reading the files of a step that fits
+            return self._corrupt(step, steps, target,
+                                 f"its array data cannot be read: {_reason(error, item)}")
+        if target is not None:
+            explained = self._mismatch(step, target, error, found, orbax_reason=True)
+            assert explained is not None  # (orbax_reason: always an error)
+            return explained
+        return CheckpointMismatchError(
+            f"TrainingCheckpointer.restore: orbax cannot restore step {step} in "
+            f"{self.directory!r} without a target; nothing was restored.\n"
+            f"  orbax: {_reason(error)}\n"
+            "  fix: pass a target built the same way as the saved state (the state itself, or "
+            f"jax.eval_shape of how it is built): ckpt.restore({step}, target=target).")
+
+    def _corrupt(self, step: int, steps: List[int], target: Any,
+                 found: str) -> CheckpointCorruptError:
+        path = self._step_path(step)
+        earlier = [s for s in steps if s < step]
+        others = [s for s in steps if s != step]
+        with_target = ", target=target" if target is not None else ""
+        if earlier:
+            fix = (f"restore an earlier step, e.g. ckpt.restore({earlier[-1]}{with_target}) "
+                   f"(steps on disk: {steps}); to train on from it, first delete the damaged step "
+                   f"and those after it: ckpt.delete_steps_after({earlier[-1]}) (deletes "
+                   f"{[s for s in steps if s > earlier[-1]]}).")
+        elif others:
+            fix = (f"no earlier step is on disk: restore a later one, e.g. ckpt.restore("
+                   f"{others[0]}{with_target}) (steps on disk: {steps}), or restore {path!r} "
+                   "from a backup.")
+        else:
+            delete = (f"ckpt.delete_steps_after({step - 1})" if step > 0
+                      else f"shutil.rmtree({path!r})")
+            fix = (f"no other step is on disk: restore {path!r} from a backup, or delete it and "
+                   f"start from a fresh state: {delete}.")
+        err = CheckpointCorruptError(
+            f"TrainingCheckpointer.restore: step {step} in {self.directory!r} is damaged (in "
+            f"{os.path.join(path, _ITEM)!r}): {found}; nothing was restored.\n  fix: {fix}")
+        err.filename = path
+        return err
+
+    def _mismatch(self, step: int, target: Any, error: Exception,
+                  found: Optional[List[Tuple[str, Any]]],
+                  orbax_reason: bool = False) -> Optional[CheckpointMismatchError]:
         """Why ``target`` does not fit step ``step``: the entries and shapes that differ, from the
-        step's metadata (orbax's own diff names bare keys and advises an option restore() lacks)."""
+        step's metadata ``found`` (orbax's own diff names bare keys and advises an option restore()
+        lacks). None if none differ, unless ``orbax_reason``: then orbax's reason is given."""
         asked = _leaves(target)
-        try:
-            found = _leaves(self._manager.item_metadata(step).tree)
-        except Exception:  # unreadable metadata: fall back to orbax's text, without its options
-            found = None
         lines = [f"TrainingCheckpointer.restore: step {step} in {self.directory!r} does not fit "
                  "the given target; nothing was restored."]
         if found is not None:
@@ -338,6 +564,8 @@ class TrainingCheckpointer:
             lines.append(f"  asked (target): {_listing(asked)}")
             lines.append(f"  found (step {step}): {_listing(found)}")
         if found is None or len(lines) == 3:  # no difference seen here: orbax's reason
+            if not orbax_reason:
+                return None
             reason = "\n".join(line for line in str(error).splitlines()
                                if "partial_restore" not in line and "strict=False" not in line)
             lines.append(f"  orbax: {reason}")

@@ -312,3 +312,150 @@ def test_saving_a_leaf_orbax_cannot_write_names_its_path_and_writes_nothing(tmp_
     ckpt.save(1, {"w": jnp.ones(2), "n": 3, "x": 0.5, "flag": True, "none": None,
                   "c": np.ones(2, np.complex64), "i": np.int32(2)})
     assert ckpt.all_steps() == [1]
+
+
+# --- damaged steps: CheckpointCorruptError naming the step and an earlier one, never a wrong tree -----
+
+
+def _flip_data_bytes(step_dir):
+    for f in step_dir.glob("default/**/d/*"):
+        b = bytearray(f.read_bytes())
+        for i in range(len(b) // 2, len(b) // 2 + 8):
+            b[i] ^= 0xFF
+        f.write_bytes(bytes(b))
+
+
+def _truncate_largest_data_file(step_dir):
+    f = max(step_dir.glob("default/**/d/*"), key=lambda p: p.stat().st_size)
+    f.write_bytes(f.read_bytes()[:f.stat().st_size // 2])
+
+
+_DAMAGE = {
+    "bit-flipped data files": (_flip_data_bytes, r"its metadata cannot be read: ValueError: "
+                                                 r".*Error reading .*/run/2/default/"),
+    "garbage item metadata": (lambda d: (d / "default" / "_METADATA").write_text("garbage"),
+                              r"its metadata cannot be read: JSONDecodeError: Expecting value"),
+    "emptied item directory": (lambda d: [p.unlink() for p in (d / "default").rglob("*")
+                                          if p.is_file()],
+                               r"its metadata cannot be read: FileNotFoundError: .*_METADATA"),
+    "truncated data file": (_truncate_largest_data_file,
+                            r"its array data cannot be read: .*OUT_OF_RANGE"),
+}
+
+
+def _damaged(tmp_path, damage):
+    noise = np.random.RandomState(0).randn(20000).astype(np.float32)  # a data file of its own
+    state = {"params": {"w": jnp.arange(6.0).reshape(2, 3), "big": jnp.asarray(noise)}, "step": 2}
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run", max_to_keep=None)
+    ckpt.save(1, {**state, "step": 1})
+    ckpt.save(2, state)
+    damage(tmp_path / "run" / "2")
+    return sp.checkpoint.TrainingCheckpointer(tmp_path / "run", max_to_keep=None), state
+
+
+@pytest.mark.parametrize("with_target", [True, False], ids=["target", "no_target"])
+@pytest.mark.parametrize("damage", list(_DAMAGE))
+def test_restoring_a_damaged_step_raises_corrupt_naming_the_step_and_an_earlier_one(
+        tmp_path, damage, with_target):
+    how, found = _DAMAGE[damage]
+    ckpt, state = _damaged(tmp_path, how)
+    assert ckpt.all_steps() == [1, 2] and ckpt.latest_step() == 2  # damage is seen on reading
+    with pytest.raises(sp.checkpoint.CheckpointCorruptError) as e:
+        ckpt.restore(target=state if with_target else None)
+    message = str(e.value)
+    assert re.search(rf"(?s)TrainingCheckpointer.restore: step 2 in '{re.escape(str(tmp_path))}"
+                     r"/run' is damaged \(in '.*/run/2/default'\): " + found, message), message
+    assert "does not fit the given target" not in message and "tensorstore_spec" not in message
+    again = "ckpt.restore(1, target=target)" if with_target else "ckpt.restore(1)"
+    assert (f"fix: restore an earlier step, e.g. {again} (steps on disk: [1, 2]); to train on "
+            "from it, first delete the damaged step and those after it: "
+            "ckpt.delete_steps_after(1) (deletes [2])") in message
+    assert isinstance(e.value, ValueError) and e.value.filename.endswith("/run/2")
+    with pytest.raises(sp.checkpoint.CheckpointCorruptError, match="step 2 .* is damaged"):
+        ckpt.restore(2, target=state if with_target else None)
+    # the fix the message gives works
+    chex.assert_trees_all_equal(ckpt.restore(1, target=state), {**state, "step": 1})
+    assert ckpt.delete_steps_after(1) == [2]
+    ckpt.save(2, state)
+    chex.assert_trees_all_equal(ckpt.restore(target=state), state)
+
+
+def test_a_damaged_only_step_names_a_fresh_start_as_the_fix(tmp_path):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(0, {"w": jnp.ones(2)})
+    (tmp_path / "run" / "0" / "default" / "_METADATA").write_text("garbage")
+    with pytest.raises(sp.checkpoint.CheckpointCorruptError,
+                       match=r"(?s)step 0 .* is damaged.*fix: no other step is on disk: restore "
+                             r"'.*/run/0' from a backup, or delete it and start from a fresh "
+                             r"state: shutil.rmtree\('.*/run/0'\)"):
+        ckpt.restore()
+
+
+@pytest.mark.parametrize("with_target", [True, False], ids=["target", "no_target"])
+def test_a_step_directory_without_its_item_is_not_a_step(tmp_path, with_target):
+    import shutil
+
+    ckpt, state = _damaged(tmp_path, lambda d: shutil.rmtree(d / "default"))
+    target = state if with_target else None
+    assert ckpt.all_steps() == [1] and ckpt.latest_step() == 1  # a half-copied step
+    assert int(ckpt.restore(target=target)["step"]) == 1
+    with pytest.raises(FileNotFoundError,
+                       match=r"(?s)the directory of step 2, '.*/run/2', is incomplete \(no "
+                             r"'default' item directory\).*fix: .*shutil.rmtree"):
+        ckpt.restore(2, target=target)
+    with pytest.raises(StepOrderError, match=r"(?s)step 2, .* is incomplete \(no 'default'"):
+        ckpt.save(2, state)
+
+
+@pytest.mark.parametrize("damage", list(_DAMAGE))
+def test_a_damaged_step_does_not_leave_orbax_tracebacks_on_stderr(tmp_path, monkeypatch, caplog,
+                                                                  recwarn, damage):
+    import gc
+    import sys
+
+    ckpt, state = _damaged(tmp_path, _DAMAGE[damage][0])
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    for target in (state, None):
+        with pytest.raises(sp.checkpoint.CheckpointCorruptError):
+            ckpt.restore(target=target)
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    assert [str(u.exc_value) for u in unraisable] == []
+    assert [str(w.message) for w in recwarn if "never awaited" in str(w.message)] == []
+
+
+def test_a_target_of_unrestorable_leaves_is_a_mismatch_not_damage(tmp_path):
+    _saved(tmp_path, (1,))
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")  # a fresh process resuming
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError,
+                       match=r"(?s)does not fit the given target.*orbax: Unsupported type"):
+        ckpt.restore(1, target={"w": "adam"})
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError,
+                       match=r"(?s)shapes differ: w: target \(3,\), checkpoint \(2,\)"):
+        ckpt.restore(1, target={"w": jnp.ones(3)})
+
+
+def test_a_step_orbax_cannot_restore_without_a_target_is_not_called_damaged(tmp_path, monkeypatch):
+    ckpt = _saved(tmp_path, (1,))
+
+    def saved_on_other_devices(*args, **kwargs):  # what orbax raises for another topology
+        raise ValueError("The available devices are different from the devices used to save the "
+                         "checkpoint.  Please restore checkpoint by passing new shardings.")
+
+    monkeypatch.setattr(ckpt._manager, "restore", saved_on_other_devices)
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError,
+                       match=r"(?s)orbax cannot restore step 1 in .*run' without a target; nothing "
+                             r"was restored.\n  orbax: ValueError: The available devices are "
+                             r"different.*\n  fix: pass a target .*"
+                             r"ckpt.restore\(1, target=target\)"):
+        ckpt.restore()
+
+
+@pytest.mark.parametrize("state", [{}, {"opt_state": ()}, None])
+def test_saving_a_state_without_leaves_is_refused_and_writes_nothing(tmp_path, state):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"(?s)the state for step 3 has no leaves .*nothing was "
+                                         r"written.\n  fix: save the training state itself"):
+        ckpt.save(3, state)
+    assert ckpt.latest_step() is None
