@@ -15,8 +15,9 @@ read, and
   do when a carry's weak type changes (back to where that function's previous trace began, so a
   ``while_loop`` body traced again keeps what the cond's new trace just made);
 * gives ``sp.next_rng_key()`` new keys at every step of ``scan``, ``while_loop`` and ``fori_loop``
-  (the step is folded into a key drawn once per call), as TF's random ops draw anew on every
-  iteration of ``tf.while_loop``.
+  (the step is folded into one key of the call's stream, taken only if the body draws any), as TF's
+  random ops draw anew on every iteration of ``tf.while_loop``; ``cond``, ``switch`` and ``remat``
+  are transparent to the stream (see ``_Keys``).
 
 ``sp.set_state`` inside them is an error: a loop body cannot hand a new state out except through its
 carry (``sp.layer_stack`` threads the state of repeated layers).
@@ -31,13 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _frame
-from ._layer_stack import _frame_attrs, _Snapshot
+from ._layer_stack import _frame_attrs, _Keys, _Snapshot
 from ._scope import _TRACE
-
-
-def _base_key(frame: _frame.Frame) -> Optional[jax.Array]:
-    """One key per wrapper call, the root of the keys its function draws (None without ``rng=``)."""
-    return _frame.next_rng_key() if frame.rng is not None else None
 
 
 class _Traces:
@@ -67,19 +63,22 @@ class _Traces:
         log.append((f, _Snapshot(self.frame)))
 
 
-def _inside(frame: _frame.Frame, api: str, f: Callable, base_rng: Optional[jax.Array],
-            traces: Optional[_Traces] = None) -> Callable:
+def _inside(frame: _frame.Frame, api: str, f: Callable, keys: _Keys,
+            traces: Optional[_Traces] = None, salt: Optional[int] = None) -> Callable:
     """``f`` in a new closure whose traces may read ``frame``'s parameters. The closure's first
-    argument is the step to fold into ``base_rng`` (ignored when there is no key). The functions of
-    one call share ``traces``."""
+    argument is the step to fold into the loop's base key (``None``: none; see ``_Keys``), after
+    ``salt`` when given (a ``while_loop``'s cond and body draw apart). The functions of one call
+    share ``keys`` and ``traces``."""
     if traces is None:
         traces = _Traces(frame)
 
     def body(step, *args, **kwargs):
         traces.enter(body)
-        rng = base_rng if base_rng is None or step is None else jax.random.fold_in(base_rng, step)
-        with _frame_attrs(frame, trace=_TRACE.value, rng=rng, rng_count=0, loop=api):
-            return f(*args, **kwargs)
+        with _frame_attrs(frame, trace=_TRACE.value, rng=None, rng_count=0, loop=api):
+            keys.enter(frame, step, salt)
+            out = f(*args, **kwargs)
+            keys.exit(frame)
+        return out
 
     return body
 
@@ -90,7 +89,9 @@ def scan(f: Callable, init: Any, xs: Any = None, length: Optional[int] = None, r
 
     The body is traced anew on every call, so one function object can serve several scopes and
     calls; parameters it creates are shared by every step (an RNN cell's weights). With ``apply(...,
-    rng=)``, ``sp.next_rng_key()`` inside gives each step its own keys.
+    rng=)``, ``sp.next_rng_key()`` inside gives each step its own keys: step ``i`` draws from
+    ``fold_in(base, i)``, ``base`` the call's next key, which the scan takes from the stream only if
+    the body draws (a scan that draws nothing leaves every later key unchanged).
 
     >>> def fn(xs):
     ...     def step(h, x):
@@ -100,76 +101,134 @@ def scan(f: Callable, init: Any, xs: Any = None, length: Optional[int] = None, r
     ...     return sp.scan(step, jnp.zeros((xs.shape[1], 8)), xs)[1]
     """
     frame = _frame.current_wrapper("scan")
-    base = _base_key(frame)
-    body = _inside(frame, "sp.scan", f, base)
-    leaves = jax.tree_util.tree_leaves(xs)
-    n = length if length is not None else jnp.shape(leaves[0])[0] if leaves else None
-    if base is None or n is None:  # (no length at all: jax.lax.scan says so)
-        return jax.lax.scan(lambda c, x: body(None, c, x), init, xs, length=length, reverse=reverse,
-                            unroll=unroll, **kwargs)
-    return jax.lax.scan(lambda c, ix: body(ix[0], c, ix[1]), init,
-                        (jnp.arange(n, dtype=jnp.uint32), xs), length=length, reverse=reverse,
-                        unroll=unroll, **kwargs)
+    keys = _Keys(frame, per_step=True)
+    body = _inside(frame, "sp.scan", f, keys)
+    n = _scan_length(xs, length)
+    if keys.rng is None or n is None:  # (no length at all: jax.lax.scan says so)
+        out = jax.lax.scan(lambda c, x: body(None, c, x), init, xs, length=length, reverse=reverse,
+                           unroll=unroll, **kwargs)
+    else:
+        out = jax.lax.scan(lambda c, ix: body(ix[0], c, ix[1]), init,
+                           (jnp.arange(n, dtype=jnp.uint32), xs), length=length, reverse=reverse,
+                           unroll=unroll, **kwargs)
+    keys.finish(frame)
+    return out
+
+
+def _scan_length(xs: Any, length: Optional[int]) -> Optional[int]:
+    """The number of steps of ``sp.scan(f, init, xs, length)`` (None if neither gives one), checked
+    here: with keys the scan also runs over its own step counter, which JAX's messages about
+    disagreeing lengths would count among the user's arrays."""
+    sizes = [jnp.shape(leaf)[:1] for leaf in jax.tree_util.tree_leaves(xs)]
+    if all(size == sizes[0] for size in sizes) and (not sizes or (
+            sizes[0] and (length is None or sizes[0][0] == length))):
+        return length if length is not None else sizes[0][0] if sizes else None
+    # An error (only now are the leaves' paths worth finding).
+    leaves = [(f"xs{jax.tree_util.keystr(path)}", leaf)
+              for path, leaf in jax.tree_util.tree_flatten_with_path(xs)[0]]
+    for name, leaf in leaves:
+        if not jnp.shape(leaf):
+            raise ValueError(
+                f"sp.scan: {name} has no leading axis to scan over: it is "
+                f"{jnp.result_type(leaf).name}[] (shape ()), and every leaf of xs gives one slice "
+                "along its first axis to each step (jax.lax.scan: scan got value with no leading "
+                "axis to scan over).\n"
+                "  fix: give every leaf of xs the steps as its first axis, e.g. jnp.asarray([1.0, "
+                "2.0]) rather than the list [1.0, 2.0], whose items are leaves of their own; pass a "
+                "value every step shares through the carry or a closure.")
+    name, leaf = leaves[0]
+    steps = jnp.shape(leaf)[0]
+    if length is not None and steps != length:
+        raise ValueError(
+            f"sp.scan: length={length}, but {name} has {steps} steps (shape {jnp.shape(leaf)}): the "
+            "leading axis of every leaf of xs is the number of steps.\n"
+            f"  fix: drop length= (the scan runs {steps} steps) or slice xs to {length} steps.")
+    other, odd = next((n, x) for n, x in leaves if jnp.shape(x)[0] != steps)
+    raise ValueError(
+        f"sp.scan: every leaf of xs has the steps as its first axis, but {name} has {steps} (shape "
+        f"{jnp.shape(leaf)}) and {other} has {jnp.shape(odd)[0]} (shape {jnp.shape(odd)}).\n"
+        "  fix: slice them to one number of steps; pass a value every step shares through the "
+        "carry or a closure.")
 
 
 def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any, **kwargs: Any) -> Any:
     """``jax.lax.cond`` whose branches may call ``sp.get_param`` (both branches are traced, so both
-    create their parameters in ``init``, as both branches of a TF 1.x ``tf.cond`` do)."""
+    create their parameters in ``init``, as both branches of a TF 1.x ``tf.cond`` do).
+
+    ``sp.next_rng_key()`` in a branch gives the keys it would give outside the cond; after the cond
+    the call's keys have moved on by the most keys either branch draws (none if neither draws)."""
     frame = _frame.current_wrapper("cond")
-    base = _base_key(frame)
+    keys = _Keys(frame, per_step=False)
     traces = _Traces(frame)
-    branches = [functools.partial(_inside(frame, "sp.cond", b, base, traces), None)
+    branches = [functools.partial(_inside(frame, "sp.cond", b, keys, traces), None)
                 for b in (true_fun, false_fun)]
-    return jax.lax.cond(pred, *branches, *operands, **kwargs)
+    out = jax.lax.cond(pred, *branches, *operands, **kwargs)
+    keys.finish(frame)
+    return out
 
 
 def switch(index: Any, branches: Sequence[Callable], *operands: Any, **kwargs: Any) -> Any:
-    """``jax.lax.switch`` whose branches may call ``sp.get_param`` (every branch is traced)."""
+    """``jax.lax.switch`` whose branches may call ``sp.get_param`` (every branch is traced).
+
+    Keys as in ``sp.cond``: a branch draws what it would draw outside; afterwards the call's keys
+    have moved on by the most keys any branch draws."""
     frame = _frame.current_wrapper("switch")
-    base = _base_key(frame)
+    keys = _Keys(frame, per_step=False)
     traces = _Traces(frame)
-    wrapped = [functools.partial(_inside(frame, "sp.switch", b, base, traces), None)
+    wrapped = [functools.partial(_inside(frame, "sp.switch", b, keys, traces), None)
                for b in branches]
-    return jax.lax.switch(index, wrapped, *operands, **kwargs)
+    out = jax.lax.switch(index, wrapped, *operands, **kwargs)
+    keys.finish(frame)
+    return out
 
 
 def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     """``jax.lax.while_loop`` whose functions may call ``sp.get_param``; with ``rng=``, each iteration
-    of ``body_fun`` gets its own keys."""
+    of ``body_fun`` gets its own keys (from one key of the call's, taken only if they draw, as in
+    ``sp.scan``)."""
     frame = _frame.current_wrapper("while_loop")
-    base = _base_key(frame)
+    keys = _Keys(frame, per_step=True)
     traces = _Traces(frame)  # JAX traces cond, body, and both again if the carry is promoted
-    cond_body = _inside(frame, "sp.while_loop", cond_fun, None if base is None else
-                        jax.random.fold_in(base, 0), traces)
-    loop_body = _inside(frame, "sp.while_loop", body_fun, None if base is None else
-                        jax.random.fold_in(base, 1), traces)
-    if base is None:
-        return jax.lax.while_loop(functools.partial(cond_body, None),
-                                  functools.partial(loop_body, None), init_val)
-    _, out = jax.lax.while_loop(lambda c: cond_body(c[0], c[1]),
-                                lambda c: (c[0] + 1, loop_body(c[0], c[1])),
-                                (jnp.zeros((), jnp.uint32), init_val))
+    cond_body = _inside(frame, "sp.while_loop", cond_fun, keys, traces, 0)
+    loop_body = _inside(frame, "sp.while_loop", body_fun, keys, traces, 1)
+    if keys.rng is None:
+        out = jax.lax.while_loop(functools.partial(cond_body, None),
+                                 functools.partial(loop_body, None), init_val)
+    else:
+        _, out = jax.lax.while_loop(lambda c: cond_body(c[0], c[1]),
+                                    lambda c: (c[0] + 1, loop_body(c[0], c[1])),
+                                    (jnp.zeros((), jnp.uint32), init_val))
+    keys.finish(frame)
     return out
 
 
 def fori_loop(lower: Any, upper: Any, body_fun: Callable, init_val: Any, **kwargs: Any) -> Any:
     """``jax.lax.fori_loop`` whose ``body_fun(i, val)`` may call ``sp.get_param``; with ``rng=``,
-    each ``i`` gets its own keys."""
+    each ``i`` gets its own keys (from one key of the call's, taken only if it draws, as in
+    ``sp.scan``)."""
     frame = _frame.current_wrapper("fori_loop")
-    body = _inside(frame, "sp.fori_loop", body_fun, _base_key(frame))
-    return jax.lax.fori_loop(lower, upper, lambda i, val: body(i, i, val), init_val, **kwargs)
+    keys = _Keys(frame, per_step=True)
+    body = _inside(frame, "sp.fori_loop", body_fun, keys)
+    out = jax.lax.fori_loop(lower, upper, lambda i, val: body(i, i, val), init_val, **kwargs)
+    keys.finish(frame)
+    return out
 
 
 def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
     """``jax.checkpoint`` (rematerialisation) of a function that may call ``sp.get_param``.
 
     ``checkpoint_kwargs`` go to ``jax.checkpoint`` (``policy``, ``prevent_cse``, ``static_argnums``).
+    Transparent, as ``hk.remat``: the function gets the parameters and ``sp.next_rng_key()`` keys it
+    would get called directly, and so does everything after it (same dropout masks, same output).
     """
 
     @functools.wraps(f)
     def rematerialised(*args: Any, **kwargs: Any) -> Any:
         frame = _frame.current_wrapper("remat")
-        body = _inside(frame, "sp.remat", f, _base_key(frame))
-        return jax.checkpoint(functools.partial(body, None), **checkpoint_kwargs)(*args, **kwargs)
+        keys = _Keys(frame, per_step=False)
+        body = _inside(frame, "sp.remat", f, keys)
+        out = jax.checkpoint(functools.partial(body, None), **checkpoint_kwargs)(*args, **kwargs)
+        keys.finish(frame)
+        return out
 
     return rematerialised

@@ -155,8 +155,10 @@ def usable_outside(value: Any, what: str) -> Any:
 
     That is the function of a ``jax.custom_jvp``/``custom_vjp`` under ``grad`` (``jvp``,
     ``linearize``) of the value: JAX runs the function below the differentiating trace, so a value
-    that trace carries (a tracer of it, or one wrapping it) has escaped. Values of ``jit`` and
-    ``vmap`` traces are fine there (JAX lifts them into the function's own trace).
+    that trace carries (a tracer of it, or one it wraps) has escaped. Values of ``jit`` and
+    ``vmap`` traces are fine there (JAX lifts them into the function's own trace), also when such a
+    trace lies under a ``grad`` of something else: ``grad(vmap(apply))`` of the input batches the
+    params in a trace whose parent is grad's, yet nothing differentiates them.
     """
     if not isinstance(value, jax.core.Tracer):
         return value
@@ -165,20 +167,30 @@ def usable_outside(value: Any, what: str) -> Any:
     while trace is not None:
         here.add(id(trace))
         trace = getattr(trace, "parent_trace", None)
-    trace = getattr(value, "_trace", None)
-    while trace is not None:
-        kind = type(trace).__name__
-        if ("JVP" in kind or "Linearize" in kind) and id(trace) not in here:
-            raise NestedTraceError(
-                f"{what} was called inside the function of a jax.custom_jvp or jax.custom_vjp that "
-                "jax.grad (jvp, linearize) differentiates with respect to this value. JAX runs that "
-                "function outside the differentiation, so the value cannot be used there (JAX reports "
-                "it as a leaked tracer).\n"
-                "  fix: read it before calling the function and pass it in as an argument: custom_jvp "
-                "then differentiates with respect to it, and a custom_vjp's bwd returns its cotangent."
-            )
-        trace = getattr(trace, "parent_trace", None)
+    if _differentiated_outside(value, here):
+        raise NestedTraceError(
+            f"{what} was called inside the function of a jax.custom_jvp or jax.custom_vjp that "
+            "jax.grad (jvp, linearize) differentiates with respect to this value. JAX runs that "
+            "function outside the differentiation, so the value cannot be used there (JAX reports "
+            "it as a leaked tracer).\n"
+            "  fix: read it before calling the function and pass it in as an argument: custom_jvp "
+            "then differentiates with respect to it, and a custom_vjp's bwd returns its cotangent."
+        )
     return value
+
+
+def _differentiated_outside(tracer: Any, here: set) -> bool:
+    """Whether ``tracer``, or a tracer it wraps (a ``vmap`` tracer's value, a ``jvp`` tracer's primal
+    and tangent), belongs to a ``jvp``/``linearize`` trace outside the traces ``here`` (their ids).
+    A tracer of a trace in ``here`` wraps only values of traces below it, all in ``here`` too."""
+    trace = getattr(tracer, "_trace", None)
+    if trace is None or id(trace) in here:
+        return False
+    kind = type(trace).__name__
+    if "JVP" in kind or "Linearize" in kind:
+        return True
+    return any(isinstance(inner, jax.core.Tracer) and _differentiated_outside(inner, here)
+               for inner in (getattr(tracer, attr, None) for attr in ("val", "primal", "tangent")))
 
 
 def next_rng_key() -> jax.Array:

@@ -95,12 +95,24 @@ class _StackView:
         # apply: entries under the prefix without the leading num_layers axis, left out of the
         # scan; an error only if the block asks for one (extra params are ignored, as elsewhere)
         self.unstacked = unstacked
+        # Regularizer terms (see _run_scan): the block's frame.regularized gets each stacked
+        # parameter's (regularizer, this layer's slice), as an unrolled layer's; `layer_terms` holds
+        # them by name, and `after`, also by name, the entries the stack adds to the call's terms after
+        # it: (the per-layer sum, the whole stacked value), and those of parameters outside the
+        # stack that the block registered. (By name: a nested stack's scan may trace its block
+        # again, asking this view again.)
+        self.layer_terms: Dict[str, tuple] = {}
+        self.after: Dict[str, tuple] = {}
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
             partitioner, sharding, kind, constraint=None):
+        registered = len(frame.regularized)
         if not full.startswith(self.prefix):
-            return self.outer.get(frame, full, shape, dtype, init, regularizer, reuse, trainable,
-                                  collections, partitioner, sharding, kind, constraint)
+            value = self.outer.get(frame, full, shape, dtype, init, regularizer, reuse, trainable,
+                                   collections, partitioner, sharding, kind, constraint)
+            if len(frame.regularized) > registered:  # a shared parameter's term: counted once
+                self.after[full] = frame.regularized[registered]
+            return value
         if self.unstacked and full in self.unstacked:
             raise _depth_error(self.prefix, full, self.unstacked[full], self.num_layers)
         lifted_shape = None if shape is None else (self.num_layers,) + tuple(shape)
@@ -110,10 +122,12 @@ class _StackView:
                                trainable, collections,
                                None if partitioner is None else _StackedPartitioner(partitioner),
                                _stacked_sharding(sharding), kind, _lift_constraint(constraint))
-        if full in self.slices:
-            return self.slices[full]
-        # init: an abstract placeholder of one layer's shape.
-        return self.slices.setdefault(full, value[0])
+        # apply: this layer's slice; init: an abstract placeholder of one layer's shape.
+        layer = self.slices[full] if full in self.slices else self.slices.setdefault(full, value[0])
+        if len(frame.regularized) > registered:  # created here: its term is this layer's
+            self.after[full] = frame.regularized[registered]
+            frame.regularized[registered] = self.layer_terms[full] = (regularizer, layer)
+        return layer
 
     def set_state(self, frame, full, value):
         if not full.startswith(self.prefix):
@@ -170,6 +184,53 @@ def _frame_attrs(frame: _frame.Frame, **attrs: Any):
     finally:
         for k, v in old.items():
             setattr(frame, k, v)
+
+
+class _Keys:
+    """What the functions of one wrapper call draw from the call's key stream (``sp.next_rng_key()``,
+    ``fold_in(rng, count)``), and how far the stream moves on after the call.
+
+    ``per_step=False`` (``cond``, ``switch``, ``remat``): a function continues the stream where the
+    call found it, drawing the keys it would draw outside the wrapper; afterwards the stream has
+    moved on by the most keys any of them drew (a branch not taken still counts: the count must
+    not depend on a traced predicate). So ``remat`` changes no number, and a branch that draws
+    nothing moves nothing.
+
+    ``per_step=True`` (``scan``, ``while_loop``, ``fori_loop``, ``layer_stack``): the stream's next
+    key is the base of the loop's keys, each step's ``fold_in(base, step)``; it is taken from the
+    stream (later keys move on by one) only if the body draws a key, so a loop that draws none (an
+    RNN without dropout) leaves every later key as it was. The base is made inside the traced
+    body, where a body that draws nothing leaves it unused.
+
+    The count is a Python int fixed by the trace, so each function starts from ``start`` on every
+    trace: a retrace (``_control_flow._Traces``) draws the same keys.
+    """
+
+    __slots__ = ("rng", "start", "drawn", "per_step")
+
+    def __init__(self, frame: _frame.Frame, per_step: bool):
+        self.rng = frame.rng
+        self.start = frame.rng_count
+        self.drawn = 0  # the most keys one function drew (counted from 0 when per_step)
+        self.per_step = per_step
+
+    def enter(self, frame: _frame.Frame, step: Any, salt: Optional[int]) -> None:
+        """Set ``frame.rng``/``rng_count`` for a function of the call (``frame`` is inside it)."""
+        frame.rng, frame.rng_count = self.rng, self.start
+        if self.per_step and self.rng is not None:
+            base = _frame.next_rng_key()  # the key the stream gives next (an int seed converted)
+            if salt is not None:
+                base = jax.random.fold_in(base, salt)
+            frame.rng = base if step is None else jax.random.fold_in(base, step)
+            frame.rng_count = 0
+
+    def exit(self, frame: _frame.Frame) -> None:
+        """Note what the function that just ran drew (``frame`` is still inside it)."""
+        self.drawn = max(self.drawn, frame.rng_count - (0 if self.per_step else self.start))
+
+    def finish(self, frame: _frame.Frame) -> None:
+        """Move the call's stream on past what its functions drew (after the ``jax.lax`` call)."""
+        frame.rng_count = self.start + (min(self.drawn, 1) if self.per_step else self.drawn)
 
 
 class _Snapshot:
@@ -263,8 +324,10 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
 
     Without per-layer inputs the block maps its arguments to new values of the same structure
     (``f(*carry) -> carry``). With ``with_per_layer_inputs=True`` it is ``f(carry, *xs) -> (carry,
-    ys)``: each ``x`` in ``xs`` has a leading ``num_layers`` axis and the stacked ``ys`` come back.
-    Inside the block ``sp.next_rng_key()`` gives each layer different keys.
+    ys)``: each ``x`` in ``xs`` has a leading ``num_layers`` axis (a ``ValueError`` otherwise) and the
+    stacked ``ys`` come back. Inside the block ``sp.next_rng_key()`` gives each layer different keys,
+    from one key of the call's (taken only if the block draws, as in ``sp.scan``), and
+    ``sp.regularization_loss()`` is the unrolled model's running sum.
 
     >>> def fn(x):
     ...     @sp.layer_stack(6, name="encoder")
@@ -297,18 +360,43 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
                         raise TypeError("layer_stack(with_per_layer_inputs=True): call it as "
                                         "block(carry, *xs).")
                     carry, xs = args[0], args[1:]
+                    _check_per_layer_inputs(s.prefix, num_layers, xs)
                 else:
                     carry, xs = args, ()
-                base_rng = _frame.next_rng_key() if frame.rng is not None else None
+                keys = _Keys(frame, per_step=True)
                 if frame.mode == _frame.INIT:
-                    return _run_once(frame, f, s.prefix, num_layers, carry, xs, base_rng,
-                                     with_per_layer_inputs)
-                return _run_scan(frame, f, s.prefix, num_layers, carry, xs, base_rng,
-                                 with_per_layer_inputs, unroll)
+                    out = _run_once(frame, f, s.prefix, num_layers, carry, xs, keys,
+                                    with_per_layer_inputs)
+                else:
+                    out = _run_scan(frame, f, s.prefix, num_layers, carry, xs, keys,
+                                    with_per_layer_inputs, unroll)
+                keys.finish(frame)
+                return out
 
         return stacked
 
     return decorator
+
+
+def _check_per_layer_inputs(prefix: str, num_layers: int, xs: tuple) -> None:
+    """Every leaf of the per-layer inputs has a leading ``num_layers`` axis (in init too, which
+    only slices layer 0; scan's own message would count the stack's arrays, not name it)."""
+    for leaf in jax.tree_util.tree_leaves(xs):
+        if jnp.shape(leaf)[:1] != (num_layers,):
+            break
+    else:
+        return
+    name, leaf = next((f"xs{jax.tree_util.keystr(path)}", leaf) for path, leaf in
+                      jax.tree_util.tree_flatten_with_path(xs)[0]
+                      if jnp.shape(leaf)[:1] != (num_layers,))
+    shape = tuple(jnp.shape(leaf))
+    raise ValueError(
+        f"sp.layer_stack '{prefix[:-1]}' has num_layers={num_layers}: every per-layer input has a "
+        f"leading axis of size {num_layers}, but {name} has shape {shape} (block(carry, *xs): "
+        f"xs[0] is the first argument after the carry).\n"
+        f"  asked: shape ({num_layers}, ...)\n  found: shape {shape}\n"
+        f"  fix: pass one slice per layer, stacked along a new first axis (jnp.stack([x_0, ..., "
+        f"x_{num_layers - 1}])); pass a value every layer shares in the carry or a closure.")
 
 
 def _call_block(f, carry, xs, per_layer):
@@ -317,13 +405,17 @@ def _call_block(f, carry, xs, per_layer):
     return _as_tuple(f(*carry), len(carry))
 
 
-def _run_once(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer):
+def _run_once(frame, f, prefix, num_layers, carry, xs, keys, per_layer):
     """init: trace the block once, abstractly, as one layer; the view stacks what it creates."""
     view = _StackView(frame.store, prefix, num_layers, {})
-    rng = None if base_rng is None else jax.random.fold_in(base_rng, 0)
     layer_xs = jax.tree_util.tree_map(lambda x: x[0], xs)
-    with _frame_attrs(frame, store=view, rng=rng, rng_count=0):
+    terms = frame.regularized
+    # As layer 0: the block's regularization_loss() has no earlier layers' terms to add.
+    with _frame_attrs(frame, store=view, rng=None, rng_count=0, regularized=list(terms)):
+        keys.enter(frame, 0, None)
         out = _call_block(f, carry, layer_xs, per_layer)
+        keys.exit(frame)
+    terms.extend(view.after.values())
     if per_layer:
         new_carry, ys = out
         _check_carry(carry, new_carry)
@@ -334,8 +426,42 @@ def _run_once(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer):
     return out if len(carry) != 1 else out[0]
 
 
-def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unroll):
-    """apply: scan the block over the stacked params and state under ``prefix``."""
+class _RunningSumNeeded(Exception):
+    """The block of the stack ``token`` called ``sp.regularization_loss()``: its scan is traced
+    again, carrying the running sum of the earlier layers' terms in ``dtype`` (see ``_run_scan``)."""
+
+    def __init__(self, token: object, dtype: Any):
+        super().__init__("internal to sp.layer_stack")
+        self.token, self.dtype = token, dtype
+
+
+def _earlier_layers(token: object, running: Any, _: Any) -> Any:
+    """A regularizer entry of the block's frame: the sum of the earlier layers' terms (``running``,
+    the scan's carry), or, on the trace that carries none, a request to carry it."""
+    if running is None:
+        raise _RunningSumNeeded(token, None)
+    return running
+
+
+def _add_layer(frame, token: object, running: Any, layer_terms: Dict[str, tuple]) -> Any:
+    """``running`` plus this layer's terms, summed as ``sp.regularization_loss()`` sums them."""
+    with _frame_attrs(frame, regularized=list(layer_terms.values())):
+        total = _frame.regularization_loss()
+    if not hasattr(total, "dtype"):  # no terms (0.0)
+        return running
+    if jnp.result_type(total) != running.dtype:
+        raise _RunningSumNeeded(token, jnp.result_type(total))  # carried in the terms' dtype
+    return running + total
+
+
+def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
+    """apply: scan the block over the stacked params and state under ``prefix``.
+
+    ``sp.regularization_loss()`` in the block is what the unrolled model's would be: the terms
+    before the stack, the earlier layers' and this layer's so far. Each layer's terms are those of
+    its slices (``_StackView.get``); the earlier layers' come from a running sum the scan carries
+    only for a block that asks: its first trace raises ``_RunningSumNeeded`` when it does, and the
+    scan is traced again with the sum (and once more if the terms' dtype is not float32)."""
     outer = frame.store
     stacked = _values_under(outer, prefix)
     # Once per call (scan's own error names no parameter): entries without the leading num_layers
@@ -349,30 +475,60 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, base_rng, per_layer, unro
     # there (as get_param does), but what it records or sets would leave that trace (checked below).
     outside = _TRACE.value is not frame.trace
     snapshot = _Snapshot(frame)
-    traces = []
+    terms = frame.regularized
+    token = object()
+    sum_dtype = None  # the running sum's dtype, once the block asks for regularization_loss()
+    after: list = []  # the view of the scan's latest trace of the block
 
-    def body(c, layer):
-        index, layer_values, layer_xs = layer
-        if traces:
+    def scan_layers():
+        traces = []
+
+        def body(c, layer):
+            index, layer_values, layer_xs = layer
+            if traces:
+                snapshot.restore()
+            traces.append(None)
+            running = None
+            if sum_dtype is not None:
+                c, running = c
+            view = _StackView(outer, prefix, num_layers, dict(layer_values), unstacked)
+            after[:] = [view]
+            records = None if frame.records is None else {}
+            # The block may read params in scan's trace, and set state and record values
+            # (threaded out through the scan), unless the stack itself runs in the function of an
+            # sp.scan, sp.cond, ... (frame.loop, kept): then what the block made could not leave.
+            with _frame_attrs(frame, store=view, rng=None, rng_count=0, records=records,
+                              trace=_TRACE.value, regularized=terms + [
+                                  (functools.partial(_earlier_layers, token, running), None)]):
+                keys.enter(frame, index, None)
+                out = _call_block(f, c, layer_xs, per_layer)
+                keys.exit(frame)
+                if running is not None:
+                    running = _add_layer(frame, token, running, view.layer_terms)
+            new_carry, ys = out if per_layer else (out, None)
+            if running is not None:
+                new_carry = (new_carry, running)
+            new_state = {n: view.slices[n] for n in view.written}
+            return new_carry, (ys, new_state, records)
+
+        init = carry if per_layer else tuple(carry)
+        if sum_dtype is not None:
+            init = (init, jnp.zeros((), sum_dtype))
+        index = jnp.arange(num_layers, dtype=jnp.uint32)
+        return jax.lax.scan(body, init, (index, stacked, xs), length=num_layers, unroll=unroll)
+
+    for attempt in range(3):  # no sum, then a float32 one, then one in the terms' dtype
+        try:
+            new_carry, (ys, new_state, records) = scan_layers()
+            break
+        except _RunningSumNeeded as e:
+            if e.token is not token or attempt == 2:
+                raise
             snapshot.restore()
-        traces.append(None)
-        view = _StackView(outer, prefix, num_layers, dict(layer_values), unstacked)
-        rng = None if base_rng is None else jax.random.fold_in(base_rng, index)
-        records = None if frame.records is None else {}
-        # The block may read params in scan's trace, and set state and record values (threaded
-        # out through the scan), unless the stack itself runs in the function of an sp.scan,
-        # sp.cond, ... (frame.loop, kept): then what the block made could not leave that function.
-        with _frame_attrs(frame, store=view, rng=rng, rng_count=0, records=records,
-                          trace=_TRACE.value):
-            out = _call_block(f, c, layer_xs, per_layer)
-        new_carry, ys = out if per_layer else (out, None)
-        new_state = {n: view.slices[n] for n in view.written}
-        return new_carry, (ys, new_state, records)
-
-    index = jnp.arange(num_layers, dtype=jnp.uint32)
-    new_carry, (ys, new_state, records) = jax.lax.scan(
-        body, carry if per_layer else tuple(carry), (index, stacked, xs), length=num_layers,
-        unroll=unroll)
+            sum_dtype = jnp.float32 if e.dtype is None else e.dtype
+    if sum_dtype is not None:
+        new_carry = new_carry[0]
+    terms.extend(after[0].after.values())
     if outside and (new_state or records):
         raise _outside_error(prefix, new_state, records)
     for n, value in new_state.items():

@@ -168,7 +168,7 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
             continue
         groups.setdefault((_init_identity(spec.init), spec.shape, spec.dtype), []).append(name)
     batch = _batching_is_exact(key)
-    eager = not _is_traced(key) and not _scope.staging()
+    eager = not _staged_out()
     flat = _FLAT_DRAWS.get()
     compiled: List[Tuple[Tuple, List[str], Optional[Callable]]] = []
     filled: List[str] = []
@@ -458,6 +458,22 @@ def _batching_is_exact(key: jax.Array) -> bool:
         return str(jax.random.key_impl(key)) == "threefry2x32"
     except (TypeError, ValueError):
         return False
+
+
+def _staged_out() -> bool:
+    """Whether ``init``'s draws are being staged out (``jax.jit(init)``, ``make_jaxpr``, ...): then
+    they join that program. Else they run now, in compiled calls, also under ``jax.vmap`` (an
+    ensemble's ``vmap(init)`` over keys): the compiled draw runs batched and gives each member the
+    bits ``init`` (and ``jit(vmap(init))``) gives its key, where op-by-op batched draws could be an
+    ULP off (normal draws' ``erf_inv``)."""
+    if _scope._EAGER is None:  # pragma: no cover - jax versions where traces cannot be told apart
+        return True
+    trace = _scope._TRACE.value
+    while trace is not None and trace is not _scope._EAGER:
+        if "Jaxpr" in type(trace).__name__:
+            return True
+        trace = getattr(trace, "parent_trace", None)
+    return False
 
 
 def _is_traced(x) -> bool:

@@ -507,3 +507,137 @@ def test_num_layers_of_a_wrong_type_is_a_type_error_and_non_positive_a_value_err
         with pytest.raises(ValueError, match=rf"num_layers must be a positive int, got {bad}"):
             sp.layer_stack(bad)
     assert sp.layer_stack(np.int64(2)) is not None
+
+
+def test_regularization_loss_inside_a_block_is_the_running_sum_the_unrolled_model_gives():
+    # Each layer sees the terms of the layers before it and its own so far, not every layer's:
+    # the block's second parameter is fetched after the call, so layer i sees i of its terms.
+    def block(h):
+        before = sp.regularization_loss()
+        w = sp.get_param("w", (3, 3), regularizer=sp.l2_regularizer(1.0))
+        during = sp.regularization_loss()
+        h = jnp.tanh(h @ w) * sp.get_param("s", (3,), init=sp.initializers.ones,
+                                              regularizer=lambda s: jnp.sum(jnp.abs(s)))
+        return h, jnp.stack([before, during])
+
+    def head(x):
+        sp.get_param("head", (), init=sp.initializers.constant(2.0), regularizer=lambda v: v)
+        return x
+
+    def stacked(x):
+        h, losses = sp.layer_stack(3, with_per_layer_inputs=True, name="s")(
+            lambda h, _: block(h))(head(x), jnp.zeros(3))
+        return losses, sp.regularization_loss()
+
+    def unrolled(x):
+        h, losses = head(x), []
+        for i in range(3):
+            with sp.scope(f"s/l{i}"):
+                h, loss = block(h)
+            losses.append(loss)
+        return jnp.stack(losses), sp.regularization_loss()
+
+    x = jnp.ones((2, 3))
+    model = sp.transform(stacked)
+    params = model.init(jax.random.key(0), x)
+    per_layer = {f"l{i}": jax.tree.map(lambda v: v[i], params["s"]) for i in range(3)}
+    expected = sp.transform(unrolled).apply({"head": params["head"], "s": per_layer}, x)
+    for apply in (model.apply, jax.jit(model.apply)):
+        chex.assert_trees_all_close(apply(params, x), expected, rtol=1e-6)
+    # init's own abstract trace of the block runs too (as layer 0)
+    assert jax.eval_shape(model.init, jax.random.key(0), x)["s"]["w"].shape == (3, 3, 3)
+
+
+def test_regularization_loss_inside_a_block_follows_the_dtype_of_its_terms():
+    def block(h):
+        sp.get_param("w", (2,), dtype=jnp.bfloat16, init=sp.initializers.ones,
+                     regularizer=lambda w: jnp.sum(w))
+        return h, sp.regularization_loss()
+
+    model = sp.transform(lambda x: sp.layer_stack(4, with_per_layer_inputs=True)(
+        lambda h, _: block(h))(x, jnp.zeros(4))[1])
+    x = jnp.ones(2)
+    losses = model.apply(model.init(jax.random.key(0), x), x)
+    assert losses.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(losses, [2.0, 4.0, 6.0, 8.0])
+
+
+@pytest.mark.parametrize("where", ["init", "apply"])
+def test_per_layer_inputs_of_another_depth_are_a_value_error_naming_the_stack(where):
+    def fn(x, xs):
+        @sp.layer_stack(3, with_per_layer_inputs=True, name="s")
+        def blk(h, xi):
+            return jnp.tanh(sp.layers.dense(h, 4) + xi), h.sum()
+        return blk(x, xs)
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 4))
+    params = model.init(jax.random.key(0), x, jnp.ones((3, 4)))
+    run = model.init if where == "init" else lambda _, *args: model.apply(params, *args)
+    for xs, shape in ((jnp.ones((5, 4)), r"\(5, 4\)"), (jnp.float32(1.0), r"\(\)")):
+        with pytest.raises(ValueError, match=rf"sp\.layer_stack 's' has num_layers=3: every per-layer "
+                                             rf"input has a leading axis of size 3, but xs\[0\] has "
+                                             rf"shape {shape}") as e:
+            run(jax.random.key(0), x, xs)
+        assert "fix: pass one slice per layer, stacked along a new first axis" in str(e.value)
+
+
+def test_regularization_loss_inside_nested_stacks_is_the_unrolled_running_sum():
+    reg = sp.l2_regularizer(1.0)
+
+    def leaf(h):
+        h = jnp.tanh(h @ sp.get_param("w", (3, 3), regularizer=reg))
+        return h, sp.regularization_loss()
+
+    def outer(h):
+        h, inner = sp.layer_stack(3, with_per_layer_inputs=True, name="in")(
+            lambda h, _: leaf(h))(h, jnp.zeros(3))
+        h = h + sp.get_param("v", (3,), regularizer=lambda v: jnp.sum(jnp.abs(v)))
+        return h, (inner, sp.regularization_loss())
+
+    def stacked(x):
+        _, losses = sp.layer_stack(2, with_per_layer_inputs=True, name="out")(
+            lambda h, _: outer(h))(x, jnp.zeros(2))
+        return losses, sp.regularization_loss()
+
+    def unrolled(x):
+        h, inner, outer_losses = x, [], []
+        for i in range(2):
+            losses = []
+            for j in range(3):
+                with sp.scope(f"out/o{i}/in/i{j}"):
+                    h, loss = leaf(h)
+                losses.append(loss)
+            with sp.scope(f"out/o{i}"):
+                h = h + sp.get_param("v", (3,), regularizer=lambda v: jnp.sum(jnp.abs(v)))
+            inner.append(jnp.stack(losses))
+            outer_losses.append(sp.regularization_loss())
+        return (jnp.stack(inner), jnp.stack(outer_losses)), sp.regularization_loss()
+
+    x = jnp.ones((2, 3))
+    model = sp.transform(stacked)
+    params = model.init(jax.random.key(0), x)
+    p = params["out"]
+    per_layer = {"out": {f"o{i}": {"v": p["v"][i], "in": {f"i{j}": {"w": p["in"]["w"][i, j]}
+                                                          for j in range(3)}} for i in range(2)}}
+    expected = sp.transform(unrolled).apply(per_layer, x)
+    for apply in (model.apply, jax.jit(model.apply)):
+        chex.assert_trees_all_close(apply(params, x), expected, rtol=1e-5)
+
+
+def test_a_stack_whose_block_draws_no_key_leaves_later_keys_unchanged():
+    def fn(x, dropout):
+        def block(h):
+            h = sp.layers.dense(h, WIDTH)
+            return sp.layers.dropout(h, 0.5, training=True) if dropout else h
+        h = sp.layer_stack(3)(block)(x)
+        return h, jax.random.uniform(sp.next_rng_key(), ())
+
+    x, rng = jnp.ones((2, WIDTH)), jax.random.key(4)
+    model = sp.transform(fn)
+    params = model.init(jax.random.key(0), x, False)
+    first = jax.random.uniform(jax.random.fold_in(rng, 0), ())
+    assert model.apply(params, x, False, rng=rng)[1] == first  # as if the stack were not there
+    # A block that draws takes one key, the base of its layers' keys.
+    h, after = jax.jit(model.apply, static_argnums=2)(params, x, True, rng=rng)
+    assert after == jax.random.uniform(jax.random.fold_in(rng, 1), ())
