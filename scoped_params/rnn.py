@@ -26,16 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
+from . import sharding as _sharding
 from ._control_flow import scan
 from ._params import get_param
+from ._scope import _revert
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
 from .layers import (_add_bias, _drop, _from_keras, _keep_for_call, _layer_scope, _object_scope,
                      _NamedByClass, _param_dtype, _require_base_init, _this_call)
 
 __all__ = [
-    "BasicLSTMCell", "BasicRNNCell", "DropoutWrapper", "GRUCell", "LSTMCell", "LSTMStateTuple",
-    "MultiRNNCell", "RNNCell", "ResidualWrapper", "bidirectional_dynamic_rnn", "dynamic_rnn",
+    "BasicLSTMCell", "BasicRNNCell", "DeviceWrapper", "DropoutWrapper", "GRUCell", "LSTMCell",
+    "LSTMStateTuple", "MultiRNNCell", "RNNCell", "ResidualWrapper", "bidirectional_dynamic_rnn", "dynamic_rnn",
     "static_bidirectional_rnn", "static_rnn",
 ]
 
@@ -47,8 +49,13 @@ class LSTMStateTuple(collections.namedtuple("LSTMStateTuple", ("c", "h"))):
 
     @property
     def dtype(self):
-        """The dtype of ``c`` (TF's ``LSTMStateTuple.dtype``)."""
-        return self.c.dtype
+        """The dtype of ``c`` and ``h`` (TF's ``LSTMStateTuple.dtype``: a TypeError if they differ)."""
+        c, h = self
+        if c.dtype != h.dtype:
+            raise TypeError(f"Inconsistent dtypes for internal state: {jnp.dtype(c.dtype).name} vs "
+                            f"{jnp.dtype(h.dtype).name}.\n  fix: give c and h one dtype, e.g. "
+                            f"LSTMStateTuple(c, h.astype(c.dtype)).")
+        return c.dtype
 
 
 class RNNCell(_NamedByClass):
@@ -56,8 +63,14 @@ class RNNCell(_NamedByClass):
     ``output_size`` and ``zero_state(batch_size, dtype)``. Subclasses define ``call``.
 
     A cell's variables go under a scope named after its class, as TF names a layer: a user's
-    ``class AttentionCell(sp.rnn.RNNCell)`` makes ``attention_cell/...`` (``attention_cell_1`` for a
-    second one), or ``name=`` when given.
+    ``class AttentionCell(sp.rnn.RNNCell)`` makes ``attention_cell/...``, or ``name=`` when given.
+    As in TF, that default name is not numbered for a plain ``RNNCell`` (a subclass of it, and
+    ``MultiRNNCell``): TF's ``RNNCell.__call__`` runs the call inside a jump into the current scope,
+    whose exit rolls back every count the call moved, so a second ``AttentionCell`` called in the
+    same scope is ``attention_cell`` again (it shares the first's weights under ``sp.AUTO_REUSE``,
+    and is TF's "already exists" error without reuse). TF's layer cells (``GRUCell``, ``LSTMCell``,
+    ``BasicLSTMCell``, ``BasicRNNCell`` and subclasses of them) are numbered: ``gru_cell``,
+    ``gru_cell_1``.
 
     ``state_size`` is an int or a structure of ints (``[batch, size]`` states); a cell whose state has
     more dimensions (TF's ``TensorShape`` state sizes, e.g. a convolutional cell's ``[h, w, c]``)
@@ -65,6 +78,12 @@ class RNNCell(_NamedByClass):
     """
 
     _base_name = "rnn_cell"
+    _api = "sp.rnn.RNNCell"  # how errors name the class (__init_subclass__)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._api = (f"sp.rnn.{cls.__name__}" if cls.__module__ == __name__ else
+                    f"{cls.__module__}.{cls.__qualname__}")
 
     def __init__(self, reuse: Any = None, name: Optional[str] = None, dtype: Any = None):
         self.name = name
@@ -93,13 +112,64 @@ class RNNCell(_NamedByClass):
         """One step. ``scope`` (TF 1.x's ``cell(inputs, state, scope="rnn")``) places the cell's
         variables right under that scope at its first call; later calls reuse them and ignore it."""
         _require_base_init(self, "_scopes")
-        captured, reuse = _object_scope(self, f"sp.rnn.{type(self).__name__}", scope)
-        with _layer_scope(captured, self._base_name, reuse):
-            return self.call(inputs, state)
+        if scope is not None:  # TF: the call inside variable_scope(scope), no jump
+            captured, reuse = _object_scope(self, self._api, scope)
+            with _layer_scope(captured, self._base_name, reuse):
+                return self.call(inputs, state)
+        # TF: the call inside a jump into the current scope, whose exit restores every count
+        # (so the default name this call took is free again); a jump's undo log here
+        frame = _frame.current(self._api)
+        undo = frame.undo
+        if undo is None:
+            undo = frame.undo = []
+        undo.append([])
+        try:
+            captured, reuse = _object_scope(self, self._api)
+            with _layer_scope(captured, self._base_name, reuse):
+                return self.call(inputs, state)
+        finally:
+            _revert(undo.pop())
 
     def zero_state(self, batch_size: int, dtype: Any) -> Any:
         """Zeros shaped like the state, for a batch of ``batch_size``."""
         return jax.tree_util.tree_map(lambda n: jnp.zeros((batch_size, n), dtype), self.state_size)
+
+    def get_initial_state(self, inputs: Any = None, batch_size: Optional[int] = None,
+                          dtype: Any = None) -> Any:
+        """TF's ``RNNCell.get_initial_state``: ``zero_state(batch_size, dtype)``, with the batch size
+        and dtype of ``inputs`` ([batch, ...]) when given. The drivers (``dynamic_rnn``,
+        ``static_rnn`` and their bidirectional forms) call it, as TF's do, when no ``initial_state``
+        is passed: a subclass may return a learned state, whose ``sp.get_param`` is under the
+        driver's scope (``rnn/h0``).
+
+        >>> class LearnedStart(sp.rnn.GRUCell):
+        ...     def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+        ...         return jnp.tile(sp.get_param("h0", [1, self.state_size], dtype=dtype),
+        ...                         (batch_size, 1))
+        >>> model = sp.transform(lambda x: sp.rnn.dynamic_rnn(LearnedStart(4), x, dtype=jnp.float32))
+        >>> sp.flatten(model.init(jax.random.key(0), jnp.ones((2, 5, 3))))["rnn/h0"].shape
+        (1, 4)
+        """
+        if inputs is not None:
+            shape, found = jnp.shape(inputs), jnp.result_type(inputs)
+            if isinstance(batch_size, (int, np.integer)) and batch_size != shape[0]:
+                raise ValueError(
+                    f"batch size from input tensor is different from the input param. Input tensor "
+                    f"batch: {shape[0]}, batch_size: {batch_size}\n  fix: omit batch_size= (the "
+                    "inputs give it), or pass inputs of that batch.")
+            if dtype is not None and jnp.dtype(dtype) != found:
+                raise ValueError(
+                    f"dtype from input tensor is different from the input param. Input tensor "
+                    f"dtype: {found.name}, dtype: {jnp.dtype(dtype).name}\n  fix: omit dtype= (the "
+                    "inputs give it), or cast the inputs.")
+            batch_size, dtype = shape[0], found
+        if batch_size is None or dtype is None:
+            raise ValueError(
+                f"batch_size and dtype cannot be None while constructing initial state: "
+                f"batch_size={batch_size}, dtype={None if dtype is None else jnp.dtype(dtype).name}"
+                "\n  fix: pass both, e.g. cell.get_initial_state(batch_size=32, dtype=jnp.float32), "
+                "or inputs=.")
+        return self.zero_state(batch_size, dtype)
 
     def _param_dtype(self, inputs: jax.Array) -> Any:
         return self._dtype if self._dtype is not None else _param_dtype(inputs)
@@ -110,6 +180,19 @@ class RNNCell(_NamedByClass):
             raise ValueError(f"an RNN cell's inputs must be [batch, depth] with a known depth, got "
                              f"shape {inputs.shape}.")
         return int(inputs.shape[-1])
+
+
+class _LayerCell(RNNCell):
+    """TF's ``LayerRNNCell`` (``BasicRNNCell``, ``LSTMCell``, ``GRUCell``): called as a layer, with
+    no jump around the call, so its default name stays taken (``gru_cell``, ``gru_cell_1``)."""
+
+    def __call__(self, inputs: jax.Array, state: Any, scope: Any = None) -> Tuple[jax.Array, Any]:
+        _require_base_init(self, "_scopes")
+        captured, reuse = _object_scope(self, self._api, scope)
+        with _layer_scope(captured, self._base_name, reuse):
+            return self.call(inputs, state)
+
+    __call__.__doc__ = RNNCell.__call__.__doc__
 
 
 def _linear(inputs: jax.Array, h: jax.Array, kernel: jax.Array, bias: Optional[jax.Array]):
@@ -153,7 +236,21 @@ def _checked_num_units(kind: str, num_units: Any) -> int:
     return int(num_units)
 
 
-class BasicRNNCell(RNNCell):
+def _checked_count(kind: str, argument: str, value: Any, fix: str) -> Optional[int]:
+    """An optional count (``num_proj``, the shard counts): None, or an int of at least 1, refused
+    here where TF fails building the graph (a 0-wide projection's shape error, zero partitions)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{kind}: {argument} must be an int or None, got {value!r} (TF: Dimension "
+                        f"value must be integer).\n  fix: {fix}")
+    if value < 1:
+        raise ValueError(f"{kind}: {argument} must be at least 1, got {value} (TF fails building "
+                         f"the cell's weights).\n  fix: {fix}")
+    return int(value)
+
+
+class BasicRNNCell(_LayerCell):
     """``tf.nn.rnn_cell.BasicRNNCell``: ``h = activation([x, h] @ kernel + bias)``."""
 
     _base_name = "basic_rnn_cell"
@@ -172,24 +269,40 @@ class BasicRNNCell(RNNCell):
         return output, output
 
 
-class LSTMCell(RNNCell):
+class LSTMCell(_LayerCell):
     """``tf.nn.rnn_cell.LSTMCell``: ``BasicLSTMCell`` plus optional peepholes (``w_f_diag``,
     ``w_i_diag``, ``w_o_diag``), ``cell_clip``, a projection of the output to ``num_proj``
-    (``projection/kernel``) and ``proj_clip``. ``initializer`` is the kernels' and peepholes'."""
+    (``projection/kernel``) and ``proj_clip``. ``initializer`` is the kernels' and peepholes'.
+
+    TF's deprecated ``num_unit_shards`` and ``num_proj_shards`` give ``kernel`` and
+    ``projection/kernel`` TF's ``fixed_size_partitioner`` of that many parts: TF splits the variable
+    (``kernel/part_0``, ...), here it is one array whose spec shards it (``sp.sharding``), and a TF
+    checkpoint of it loads by name (``sp.checkpoint.load_tf1`` joins the parts)."""
 
     _base_name = "lstm_cell"
 
     def __init__(self, num_units: int, use_peepholes: bool = False, cell_clip: Optional[float] = None,
                  initializer: Any = None, num_proj: Optional[int] = None,
-                 proj_clip: Optional[float] = None, forget_bias: float = 1.0,
+                 proj_clip: Optional[float] = None, num_unit_shards: Optional[int] = None,
+                 num_proj_shards: Optional[int] = None, forget_bias: float = 1.0,
                  state_is_tuple: bool = True, activation: Optional[Callable] = None, reuse: Any = None,
                  name: Optional[str] = None, dtype: Any = None):
         super().__init__(reuse, name, dtype)
-        self._num_units = _checked_num_units(type(self).__name__, num_units)
+        kind = type(self).__name__
+        self._num_units = _checked_num_units(kind, num_units)
         self._use_peepholes = use_peepholes
         self._cell_clip = cell_clip
-        self._initializer = _from_keras(type(self).__name__, None, "initializer", initializer)
-        self._num_proj = num_proj
+        self._initializer = _from_keras(kind, None, "initializer", initializer)
+        self._num_proj = _checked_count(kind, "num_proj", num_proj, "pass num_proj=None for no "
+                                        "projection, or the projection's width, e.g. num_proj=64.")
+        shards = [_checked_count(kind, argument, n, f"pass {argument}=None for one array, or the "
+                                 f"number of parts, e.g. {argument}=2 (or give the scope a "
+                                 "partitioner: sp.scope(..., partitioner=...)).")
+                  for argument, n in (("num_unit_shards", num_unit_shards),
+                                      ("num_proj_shards", num_proj_shards))]
+        # TF's partitioners of the two kernels; None (the scope's) unless asked for
+        self._unit_partitioner, self._proj_partitioner = (
+            None if n is None else _sharding.fixed_size_partitioner(n) for n in shards)
         self._proj_clip = proj_clip
         self._forget_bias = forget_bias
         self._state_is_tuple = state_is_tuple
@@ -212,8 +325,13 @@ class LSTMCell(RNNCell):
             c_prev, m_prev = state
         else:
             c_prev, m_prev = state[:, :n], state[:, n:]
-        kernel = get_param("kernel", [self._input_depth(inputs) + m_depth, 4 * n],
-                           init=self._initializer, dtype=dtype)
+        if self._unit_partitioner is None:
+            kernel = get_param("kernel", [self._input_depth(inputs) + m_depth, 4 * n],
+                               init=self._initializer, dtype=dtype)
+        else:  # TF's num_unit_shards
+            kernel = get_param("kernel", [self._input_depth(inputs) + m_depth, 4 * n],
+                               init=self._initializer, dtype=dtype,
+                               partitioner=self._unit_partitioner)
         bias = get_param("bias", [4 * n], init=zeros, dtype=dtype)
         i, j, f, o = jnp.split(_linear(inputs, m_prev, kernel, bias), 4, axis=1)
         sigmoid, act = jax.nn.sigmoid, self._activation
@@ -231,8 +349,14 @@ class LSTMCell(RNNCell):
             c = jnp.clip(c, -self._cell_clip, self._cell_clip)
         m = sigmoid(o + w_o * c) * act(c) if self._use_peepholes else sigmoid(o) * act(c)
         if self._num_proj is not None:
-            m = m @ get_param("projection/kernel", [n, self._num_proj], init=self._initializer,
-                              dtype=dtype)
+            if self._proj_partitioner is None:
+                projection = get_param("projection/kernel", [n, self._num_proj],
+                                       init=self._initializer, dtype=dtype)
+            else:  # TF's num_proj_shards
+                projection = get_param("projection/kernel", [n, self._num_proj],
+                                       init=self._initializer, dtype=dtype,
+                                       partitioner=self._proj_partitioner)
+            m = m @ projection
             if self._proj_clip is not None:
                 m = jnp.clip(m, -self._proj_clip, self._proj_clip)
         if self._state_is_tuple:
@@ -254,7 +378,7 @@ class BasicLSTMCell(LSTMCell):
                          activation=activation, reuse=reuse, name=name, dtype=dtype)
 
 
-class GRUCell(RNNCell):
+class GRUCell(_LayerCell):
     """``tf.nn.rnn_cell.GRUCell``: ``gates/kernel`` and ``gates/bias`` (initialized to 1.0 unless
     ``bias_initializer`` is given) for r and u, ``candidate/kernel`` and ``candidate/bias``;
     ``h = u * h + (1 - u) * activation([x, r * h] @ candidate/kernel + candidate/bias)``."""
@@ -307,7 +431,9 @@ class MultiRNNCell(RNNCell):
             _check_cell(cell, f"cells[{k}]", "sp.rnn.MultiRNNCell")
         self._cells = list(cells)
         self._state_is_tuple = state_is_tuple
-        if not state_is_tuple and not all(isinstance(c.state_size, int) for c in self._cells):
+        if not state_is_tuple and not all(  # TF: any state size that is no structure (NumPy ints too)
+                isinstance(c.state_size, (int, np.integer)) and not isinstance(c.state_size, bool)
+                for c in self._cells):
             raise ValueError(
                 "Some cells return tuples of states, but the flag state_is_tuple is not set. State "
                 f"sizes are: {[c.state_size for c in self._cells]}\n"
@@ -582,6 +708,24 @@ def _add_residual(inputs: Any, outputs: Any) -> Any:
     return jax.tree_util.tree_map(lambda i, o: i + o, inputs, outputs)
 
 
+class DeviceWrapper(_Wrapper):
+    """``tf.nn.rnn_cell.DeviceWrapper(cell, device)``: the cell itself, the device ignored. TF runs
+    the cell's ops under ``tf.device(device)``; JAX places a computation by its arrays' shardings,
+    not op by op, so place the model with ``sp.init_sharded`` / ``sp.shardings`` (or
+    ``jax.device_put`` its inputs) instead. Like TF's, it adds no scope: the wrapped cell's
+    variables keep their names, and ``state_size``, ``output_size`` and ``zero_state`` are the
+    cell's."""
+
+    def __init__(self, cell: RNNCell, device: Any):
+        super().__init__()
+        _check_cell(cell, "cell", "sp.rnn.DeviceWrapper")
+        self._cell = cell
+        self._device = device  # kept for reading back, as TF's get_config does; never used
+
+    def __call__(self, inputs, state, scope=None):
+        return _call(self._cell, inputs, state, scope)
+
+
 def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Optional[Any] = None,
                 initial_state: Any = None, dtype: Any = None, parallel_iterations: Any = None,
                 swap_memory: bool = False, time_major: bool = False, scope: Any = None):
@@ -635,10 +779,13 @@ def static_rnn(cell: RNNCell, inputs: Sequence[jax.Array], initial_state: Any = 
     """``tf.nn.static_rnn``: ``cell`` over a Python list of [batch, depth] inputs, unrolled, under
     ``scope`` (default ``"rnn"``, reused after the first step as TF does); returns ``(outputs,
     final_state)`` with ``outputs`` a list. ``sequence_length`` as in ``dynamic_rnn``."""
-    if not isinstance(inputs, (list, tuple)) or not inputs:
+    if not isinstance(inputs, (list, tuple)):
         raise TypeError("static_rnn's inputs must be a non-empty list of [batch, depth] arrays, one "
                         "per step.\n  fix: pass list(x) for x of shape [time, batch, depth], or use "
                         "sp.rnn.dynamic_rnn.")
+    if not inputs:
+        raise ValueError("sp.rnn.static_rnn: Argument `inputs` must not be empty.\n  fix: pass one "
+                         "[batch, depth] array per step, at least one.")
     _check_cell(cell, "cell", "sp.rnn.static_rnn")
     with _rnn_scope(scope, "rnn") as varscope:
         batch = jax.tree_util.tree_leaves(inputs[0])[0].shape[0]
@@ -648,7 +795,7 @@ def static_rnn(cell: RNNCell, inputs: Sequence[jax.Array], initial_state: Any = 
         for t, x in enumerate(inputs):
             if t > 0:
                 varscope.reuse_variables()
-            output, state = _step(cell, x, state, t, lengths)
+            output, state = _step(cell, x, state, t, lengths, "sp.rnn.static_rnn")
             outputs.append(output)
     return outputs, state
 
@@ -662,10 +809,13 @@ def static_bidirectional_rnn(cell_fw: RNNCell, cell_bw: RNNCell, inputs: Sequenc
     ``.../bw``; returns ``(outputs, state_fw, state_bw)`` with each step's outputs of the two
     directions concatenated, as TF does. ``sequence_length`` as in ``bidirectional_dynamic_rnn``:
     at most the number of steps (else a ``ValueError``; clamped when traced)."""
-    if not isinstance(inputs, (list, tuple)) or not inputs:
+    if not isinstance(inputs, (list, tuple)):
         raise TypeError("static_bidirectional_rnn's inputs must be a non-empty list of [batch, depth] "
                         "arrays, one per step.\n  fix: pass list(x) for x of shape [time, batch, "
                         "depth], or use sp.rnn.bidirectional_dynamic_rnn.")
+    if not inputs:
+        raise ValueError("sp.rnn.static_bidirectional_rnn: Argument `inputs` must not be empty.\n"
+                         "  fix: pass one [batch, depth] array per step, at least one.")
     _check_cell(cell_fw, "cell_fw", "sp.rnn.static_bidirectional_rnn")
     _check_cell(cell_bw, "cell_bw", "sp.rnn.static_bidirectional_rnn")
     with _rnn_scope(scope, "bidirectional_rnn"):
@@ -742,14 +892,19 @@ def _masked(live: jax.Array, new: Any, old: Any) -> Any:
 
 
 def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length, api: str, x: Any):
-    """The first state (``initial_state``, checked against the cell's state, else the cell's zeros
-    in ``dtype``) and the lengths; once per run, before the time loop (``x``: the first step)."""
+    """The first state (``initial_state``, checked against the cell's state, else the cell's
+    ``get_initial_state``, or ``zero_state`` when it has none, in ``dtype``: TF's drivers) and the
+    lengths; once per run, before the time loop (``x``: the first step)."""
     _before_loop(cell)
     if initial_state is None:
         if dtype is None:
             raise ValueError("If there is no initial_state, you must give a dtype.\n"
                              "  fix: pass dtype=jnp.float32, or initial_state=.")
-        initial_state = cell.zero_state(batch, dtype)
+        get_initial_state = getattr(cell, "get_initial_state", None)
+        if get_initial_state is not None:
+            initial_state = get_initial_state(inputs=None, batch_size=batch, dtype=dtype)
+        else:
+            initial_state = cell.zero_state(batch, dtype)
         _check_dtypes(cell, x, initial_state, "dtype=", api)
     else:
         initial_state = _fitted_state(cell, batch, initial_state, api)
@@ -773,7 +928,7 @@ def _tf_cells(cell: Any) -> Optional[list]:
     """The cells inside ``cell`` (through wrappers and stacks) when all are TF's own cells, whose
     dtypes follow TF's rules; None when a user's cell is among them (its dtypes are its own)."""
     kind = type(cell)
-    if kind.__call__ in (DropoutWrapper.__call__, ResidualWrapper.__call__):
+    if kind.__call__ in (DropoutWrapper.__call__, ResidualWrapper.__call__, DeviceWrapper.__call__):
         return _tf_cells(cell._cell)
     call = getattr(kind, "call", None)
     if call is MultiRNNCell.call:
@@ -907,14 +1062,51 @@ def _cell_path(cell: Any, api: str) -> str:
                                     getattr(cell, "_base_name", type(cell).__name__))
 
 
-def _step(cell: RNNCell, x: jax.Array, state: Any, t: Any, lengths: Optional[jax.Array]):
+def _step(cell: RNNCell, x: jax.Array, state: Any, t: Any, lengths: Optional[jax.Array], api: str):
     """One step; past a sequence's length (``t >= length``) its output is zeros and its state is
     carried through unchanged (TF's ``_rnn_step``)."""
     output, new_state = cell(x, state)
     if lengths is not None:
         live = t < lengths
-        output, new_state = _masked(live, output, None), _masked(live, new_state, state)
+        try:
+            output, new_state = _masked(live, output, None), _masked(live, new_state, state)
+        except (TypeError, ValueError):
+            _raise_if_another_state(cell, state, new_state, api)
+            raise
     return output, new_state
+
+
+def _raise_if_another_state(cell: Any, given: Any, returned: Any, api: str) -> None:
+    """Once a step has failed: the error naming the cell, if it returned a state of another
+    structure, shape or dtype than it was given, which no loop can carry (JAX's raw scan error;
+    TF's while_loop: a TypeError for the dtype, a ValueError for the rest)."""
+    def shown(tree):
+        return jax.tree_util.tree_map(
+            lambda a: _Shown(f"{jnp.result_type(a).name}{list(np.shape(a))}"), tree)
+
+    wanted, treedef = jax.tree_util.tree_flatten_with_path(given)
+    got = jax.tree_util.tree_leaves(returned)
+    kind: type = ValueError
+    if jax.tree_util.tree_structure(returned) != treedef:  # type: ignore[operator]
+        where, going_in, coming_out = "", shown(given), shown(returned)
+    else:
+        for (path, a), b in zip(wanted, got):
+            if np.shape(a) != np.shape(b) or jnp.result_type(a) != jnp.result_type(b):
+                if np.shape(a) == np.shape(b):
+                    kind = TypeError
+                where = f"'s {jax.tree_util.keystr(path)}" if path else ""
+                going_in, coming_out = shown(a), shown(b)
+                break
+        else:
+            return
+    label = (f"{type(cell).__name__} {_cell_path(cell, api)!r}" if isinstance(cell, RNNCell) else
+             type(cell).__qualname__)
+    fix = ("; cast it (new_state.astype(state.dtype)), or pass dtype= (or an initial_state) of "
+           "the dtype the cell returns" if kind is TypeError else "")
+    raise kind(f"{api}: the cell {label} returned another state than it was given: the state"
+               f"{where} is {going_in!r} going in and {coming_out!r} coming out, and a time loop "
+               f"carries one state of fixed structure, shapes and dtypes.\n  fix: return the new "
+               f"state with the structure, shapes and dtypes of the state the cell is given{fix}.")
 
 
 def _run(cell: RNNCell, inputs: Any, sequence_length, initial_state, dtype, time_major, api):
@@ -930,10 +1122,18 @@ def _run(cell: RNNCell, inputs: Any, sequence_length, initial_state, dtype, time
     state, lengths = _start(cell, shapes[0][1 if time_major else 0], initial_state, dtype,
                             sequence_length, api, xs)
 
+    returned: list = []  # the traced step's new state, for the error below
+
     def body(carry, x):
         state, t = carry
-        output, state = _step(cell, x, state, t, lengths)
+        output, state = _step(cell, x, state, t, lengths, api)
+        returned.append(state)
         return (state, t + 1), output
 
-    (final_state, _), outputs = scan(body, (state, jnp.zeros((), jnp.int32)), xs)
+    try:
+        (final_state, _), outputs = scan(body, (state, jnp.zeros((), jnp.int32)), xs)
+    except (TypeError, ValueError):
+        if returned:
+            _raise_if_another_state(cell, state, returned[-1], api)
+        raise
     return _batch_major(outputs, time_major), final_state

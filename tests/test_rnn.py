@@ -1,6 +1,8 @@
 """sp.rnn: TF 1.x's recurrent cells, dynamic_rnn and bidirectional_dynamic_rnn, checked against TF's
 own (names, shapes, outputs and final states given the same weights)."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -769,9 +771,20 @@ def test_a_state_of_a_narrower_float_than_the_cell_computes_in_names_both_dtypes
     message = _init_error(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x, dtype=jnp.bfloat16),
                           ValueError)
     assert "dtype=float32" in message
-    # a wider state than the cell's parameters keeps its dtype through the loop: accepted
-    sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x.astype(jnp.bfloat16),
-                                              dtype=jnp.float32)).init(KEY, XS)
+    # a wider state than the cell's parameters keeps its dtype through the loop: accepted, where
+    # TF's concat of the inputs and the state refuses the two dtypes (a departure, in the README)
+    for narrow in (jnp.bfloat16, jnp.float16):
+        model = sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x.astype(narrow),
+                                                          dtype=jnp.float32))
+        params = model.init(KEY, XS)
+        assert {p.dtype for p in jax.tree_util.tree_leaves(params)} == {jnp.dtype(narrow)}
+        assert model.apply(params, XS)[1].dtype == jnp.float32
+    tf = pytest.importorskip("tensorflow")
+    with tf.Graph().as_default():
+        with pytest.raises(TypeError, match="ConcatV2"):
+            tf.compat.v1.nn.dynamic_rnn(tf.compat.v1.nn.rnn_cell.GRUCell(4),
+                                        tf.compat.v1.placeholder(tf.bfloat16, XS.shape),
+                                        dtype=tf.float32)
 
 
 @pytest.mark.parametrize("run", [
@@ -837,3 +850,319 @@ def test_input_errors_name_the_api_called_and_say_the_fix():
         sp.rnn.GRUCell(2), sp.rnn.GRUCell(2), x, dtype=jnp.float32), TypeError)
     assert "static_bidirectional_rnn's inputs must be a non-empty list" in message
     assert "\n  fix: " in message
+
+
+# --- TF's plain RNNCells forget their default name; initial states; TF's other arguments ------------
+
+
+def plain_cells_called_directly(api, rnn, f32, x):
+    """TF's plain RNNCells (MultiRNNCell, a user's RNNCell subclass) enter the current scope by
+    object at their first call, and that jump's exit forgets the default name the call took: a
+    second one called in the same scope gets the same scope (shared under AUTO_REUSE). TF's layer
+    cells (GRUCell, LSTMCell, ...) are numbered."""
+    tf = getattr(api, "tf", None)
+    tf1 = None if tf is None else tf.compat.v1
+    get = sp.get_param if tf is None else tf1.get_variable
+    matmul = jnp.matmul if tf is None else tf.matmul
+
+    def scope(name, **kwargs):
+        return sp.scope(name, **kwargs) if tf is None else tf1.variable_scope(name, **kwargs)
+
+    auto = sp.AUTO_REUSE if tf is None else tf1.AUTO_REUSE
+
+    class Projected(rnn.RNNCell):
+        def __init__(self, n):
+            super().__init__()
+            self._n = n
+
+        @property
+        def state_size(self):
+            return self._n
+
+        @property
+        def output_size(self):
+            return self._n
+
+        def call(self, inputs, state):
+            h = matmul(inputs, get(f"w{self._n}", [D, self._n])) + state
+            return h, h
+
+    steps = api_unstack(api, x)
+    outs = []
+    lstm_stack, gru_stack = rnn.MultiRNNCell([rnn.BasicLSTMCell(2)]), rnn.MultiRNNCell([rnn.GRUCell(3)])
+    for cell in (lstm_stack, gru_stack):  # multi_rnn_cell/cell_0/basic_lstm_cell, .../gru_cell
+        outs.append(cell(steps[0], cell.zero_state(B, f32))[0])
+    with scope("o"):  # a later call elsewhere: the same weights
+        outs.append(gru_stack(steps[1], gru_stack.zero_state(B, f32))[0])
+    for n in (2, 4):  # projected/w2, projected/w4
+        outs.append(Projected(n)(steps[0], api_ones(api, (B, n)))[0])
+    outs.append(Projected(3)(steps[0], api_ones(api, (B, 3)), scope="p")[0])  # p/w3
+    outs.append(Projected(5)(steps[0], api_ones(api, (B, 5)))[0])  # projected/w5
+    with scope("s", reuse=auto):  # both s/multi_rnn_cell: one set of weights
+        for _ in range(2):
+            cell = rnn.MultiRNNCell([rnn.GRUCell(3)])
+            outs.append(cell(steps[2], cell.zero_state(B, f32))[0])
+    with scope("g"):  # layer cells: g/gru_cell, g/gru_cell_1
+        for _ in range(2):
+            outs.append(rnn.GRUCell(2)(steps[0], api_ones(api, (B, 2)))[0])
+    with scope("d"):  # the default name stays free: d/projected/v beside d/projected/w2
+        outs.append(Projected(2)(steps[0], api_ones(api, (B, 2)))[0])
+        with scope(None, default_name="projected"):
+            outs.append(get("v", [B, 2]))
+    return outs
+
+
+def test_plain_cells_called_directly_forget_their_default_name_as_tfs_rnncell_does():
+    values, _ = _tf_run(plain_cells_called_directly)
+    assert sorted({k.rsplit("/", 1)[0] for k in values}) == [
+        "d/projected", "g/gru_cell/candidate", "g/gru_cell/gates", "g/gru_cell_1/candidate",
+        "g/gru_cell_1/gates", "multi_rnn_cell/cell_0/basic_lstm_cell",
+        "multi_rnn_cell/cell_0/gru_cell/candidate", "multi_rnn_cell/cell_0/gru_cell/gates", "p",
+        "projected", "s/multi_rnn_cell/cell_0/gru_cell/candidate",
+        "s/multi_rnn_cell/cell_0/gru_cell/gates"]
+    _assert_matches_tf(plain_cells_called_directly)
+
+
+def test_two_alike_stacks_called_directly_in_one_scope_are_tfs_already_exists_error():
+    # TF names both multi_rnn_cell/...: without reuse, the second one's weights already exist
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+
+    def program(rnn, f32, x):
+        for _ in range(2):
+            cell = rnn.MultiRNNCell([rnn.GRUCell(3)])
+            cell(x[:, 0], cell.zero_state(B, f32))
+
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match="Variable multi_rnn_cell/cell_0/gru_cell/gates/kernel "
+                                             "already exists") as theirs:
+            program(tf1.nn.rnn_cell, tf.float32, tf1.placeholder(tf.float32, XS.shape))
+    with pytest.raises(sp.ParamExistsError) as ours:
+        sp.transform(lambda x: program(sp.rnn, jnp.float32, x)).init(KEY, XS)
+    assert str(ours.value).split(" Did you mean")[0] == str(theirs.value).split(" Did you mean")[0]
+
+
+def learned_initial_states(api, rnn, f32, x):
+    """A cell whose get_initial_state makes a learned state (TF's drivers call it, under their
+    scope: rnn/h0), and a duck-typed cell with get_initial_state and no zero_state."""
+    tf = getattr(api, "tf", None)
+    get = sp.get_param if tf is None else tf.compat.v1.get_variable
+    tile = jnp.tile if tf is None else tf.tile
+    matmul = jnp.matmul if tf is None else tf.matmul
+    tanh = jnp.tanh if tf is None else tf.tanh
+
+    class LearnedStart(rnn.RNNCell):
+        def __init__(self, n):
+            super().__init__()
+            self._gru = rnn.GRUCell(n)
+
+        @property
+        def state_size(self):
+            return self._gru.state_size
+
+        @property
+        def output_size(self):
+            return self._gru.output_size
+
+        def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+            return tile(get("h0", [1, self.state_size], dtype=dtype), [batch_size, 1])
+
+        def call(self, inputs, state):
+            return self._gru(inputs, state)
+
+    class Duck:
+        state_size = output_size = 2
+
+        def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+            return tile(get("h0", [1, 2], dtype=dtype), [batch_size, 1])
+
+        def __call__(self, inputs, state, scope=None):
+            h = tanh(matmul(inputs, get("w", [D, 2])) + state)
+            return h, h
+
+    outs = [api.dynamic_rnn(LearnedStart(3), x, dtype=f32),  # rnn/h0, rnn/learned_start/gru_cell
+            api.dynamic_rnn(Duck(), x, dtype=f32, scope="duck")]
+    outs.append(api.static_rnn(LearnedStart(2), api_unstack(api, x), dtype=f32, scope="static"))
+    outs.append(api.bidirectional_dynamic_rnn(LearnedStart(2), Duck(), x, dtype=f32,
+                                              sequence_length=LENGTHS))
+    return outs
+
+
+def test_drivers_take_the_initial_state_from_the_cells_get_initial_state_as_tf_does():
+    values, _ = _tf_run(learned_initial_states)
+    assert {"rnn/h0", "duck/h0", "static/h0", "bidirectional_rnn/fw/h0",
+            "bidirectional_rnn/bw/h0"} <= set(values)
+    _assert_matches_tf(learned_initial_states)
+
+
+def test_rnncell_get_initial_state_hands_over_to_zero_state_and_checks_its_arguments_like_tf():
+    cell = sp.rnn.LSTMCell(3)
+    state = cell.get_initial_state(batch_size=2, dtype=jnp.float16)
+    assert isinstance(state, sp.rnn.LSTMStateTuple) and state.c.shape == (2, 3)
+    assert state.h.dtype == jnp.float16 and not np.asarray(state.h).any()
+    state = cell.get_initial_state(inputs=jnp.ones((4, 5), jnp.bfloat16))  # the inputs' batch and dtype
+    assert state.c.shape == (4, 3) and state.c.dtype == jnp.bfloat16
+    wrapped = sp.rnn.DropoutWrapper(sp.rnn.GRUCell(2))  # TF's wrappers: their own zero_state
+    assert wrapped.get_initial_state(batch_size=1, dtype=jnp.float32).shape == (1, 2)
+    with pytest.raises(ValueError, match=r"(?s)batch size from input tensor is different from the "
+                                         r"input param. Input tensor batch: 4, batch_size: 3.*fix: "):
+        cell.get_initial_state(inputs=jnp.ones((4, 5)), batch_size=3)
+    with pytest.raises(ValueError, match=r"(?s)dtype from input tensor is different from the input "
+                                         r"param. Input tensor dtype: float32, dtype: float16.*fix: "):
+        cell.get_initial_state(inputs=jnp.ones((4, 5)), dtype=jnp.float16)
+    with pytest.raises(ValueError, match=r"(?s)batch_size and dtype cannot be None while "
+                                         r"constructing initial state: batch_size=None, "
+                                         r"dtype=float32.*fix: "):
+        cell.get_initial_state(dtype=jnp.float32)
+
+
+def lstm_with_tfs_arguments_by_position(api, rnn, f32, x):
+    # TF's order: num_units, use_peepholes, cell_clip, initializer, num_proj, proj_clip,
+    # num_unit_shards, num_proj_shards, forget_bias, state_is_tuple
+    return api.dynamic_rnn(rnn.LSTMCell(4, True, 0.5, None, 2, 0.3, None, None, 0.7, False), x,
+                           dtype=f32)
+
+
+def sharded_lstm(api, rnn, f32, x):
+    return api.dynamic_rnn(rnn.LSTMCell(4, num_proj=2, num_unit_shards=2, num_proj_shards=3), x,
+                           dtype=f32)
+
+
+@pytest.mark.filterwarnings("ignore:The initializer GlorotUniform is unseeded:UserWarning")  # TF's parts
+def test_lstm_cell_takes_tfs_shard_arguments_in_tfs_positions_as_partitioners(tmp_path):
+    _assert_matches_tf(lstm_with_tfs_arguments_by_position)
+    # TF splits the kernels in parts (kernel/part_0, ...), saved under the whole name; here each is
+    # one array with TF's fixed_size_partitioner, and a TF checkpoint of it loads by name
+    values, theirs = _tf_run(sharded_lstm, save_to=tmp_path / "model.ckpt")
+    assert "rnn/lstm_cell/kernel/part_1" in values and "rnn/lstm_cell/projection/kernel/part_2" in values
+    params = sp.checkpoint.load_tf1(tmp_path / "model.ckpt")
+    model = sp.transform(lambda x: sharded_lstm(sp.rnn, sp.rnn, jnp.float32, x))
+    assert sorted(sp.flatten(params)) == sorted(sp.flatten(model.init(KEY, XS))) == [
+        "rnn/lstm_cell/bias", "rnn/lstm_cell/kernel", "rnn/lstm_cell/projection/kernel"]
+    for a, b in zip(jax.tree_util.tree_leaves(model.apply(params, XS)),
+                    jax.tree_util.tree_leaves(theirs), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    specs = sp.flatten(model.specs(XS))
+    assert specs["rnn/lstm_cell/kernel"].partitioner.partitions((7, 16), np.float32) == [2, 1]
+    assert specs["rnn/lstm_cell/projection/kernel"].partitioner.partitions((4, 2), np.float32) == [3, 1]
+    assert specs["rnn/lstm_cell/bias"].partitioner is None
+
+
+@pytest.mark.parametrize("kwargs, kind, message", [
+    ({"num_proj": 0}, ValueError, r"LSTMCell: num_proj must be at least 1, got 0"),
+    ({"num_proj": -1}, ValueError, r"LSTMCell: num_proj must be at least 1, got -1"),
+    ({"num_proj": 2.5}, TypeError, r"LSTMCell: num_proj must be an int or None, got 2.5"),
+    ({"num_unit_shards": 0}, ValueError, r"LSTMCell: num_unit_shards must be at least 1, got 0"),
+    ({"num_proj_shards": 2.0}, TypeError, r"LSTMCell: num_proj_shards must be an int or None"),
+])
+def test_lstm_cell_refuses_a_projection_or_shards_of_no_units_as_tf_does(kwargs, kind, message):
+    # num_proj=0 was a kernel of another depth than TF's and then JAX's raw scan carry error
+    with pytest.raises(kind, match=rf"(?s){message}.*\n  fix: "):
+        sp.rnn.LSTMCell(3, **kwargs)
+    assert sp.rnn.LSTMCell(3, num_proj=np.int64(2)).output_size == 2  # TF takes NumPy ints
+
+
+def test_an_empty_list_of_steps_is_tfs_must_not_be_empty_value_error():
+    for run in (lambda: sp.rnn.static_rnn(sp.rnn.GRUCell(2), [], dtype=jnp.float32),
+                lambda: sp.rnn.static_bidirectional_rnn(sp.rnn.GRUCell(2), sp.rnn.GRUCell(2), [],
+                                                        dtype=jnp.float32)):
+        message = _init_error(lambda x: run(), ValueError)
+        assert "Argument `inputs` must not be empty." in message and "\n  fix: " in message
+
+
+def test_an_lstm_state_tuple_of_two_dtypes_has_no_dtype_as_in_tf():
+    state = sp.rnn.LSTMStateTuple(jnp.zeros((2, 2), jnp.float32), jnp.zeros((2, 2), jnp.float16))
+    with pytest.raises(TypeError, match=r"(?s)Inconsistent dtypes for internal state: float32 vs "
+                                        r"float16.*\n  fix: "):
+        state.dtype
+    assert sp.rnn.LSTMStateTuple(jnp.zeros(2), jnp.ones(2)).dtype == jnp.float32
+
+
+def test_a_concatenated_stack_takes_cells_with_numpy_integer_state_sizes():
+    class NumpySized(sp.rnn.RNNCell):
+        state_size = property(lambda self: np.int64(2))
+        output_size = property(lambda self: np.int64(2))
+
+        def call(self, inputs, state):
+            h = inputs @ sp.get_param("w", [inputs.shape[-1], 2]) + state
+            return h, h
+
+    stack = sp.rnn.MultiRNNCell([NumpySized(), sp.rnn.GRUCell(3)], state_is_tuple=False)
+    model = sp.transform(lambda x: sp.rnn.dynamic_rnn(stack, x, dtype=jnp.float32))
+    _, state = model.apply(model.init(KEY, XS), XS)
+    assert state.shape == (B, 5)
+
+
+def device_wrapped_cells(api, rnn, f32, x):
+    stack = rnn.MultiRNNCell([rnn.DeviceWrapper(rnn.GRUCell(3), "/cpu:0"),
+                              rnn.DeviceWrapper(rnn.BasicLSTMCell(2), "/device:CPU:0")])
+    return api.dynamic_rnn(stack, x, sequence_length=LENGTHS, dtype=f32)
+
+
+def test_device_wrapper_passes_through_to_its_cell_and_ignores_the_device():
+    _assert_matches_tf(device_wrapped_cells)
+    wrapped = sp.rnn.DeviceWrapper(sp.rnn.BasicLSTMCell(2), "/gpu:0")
+    assert wrapped.state_size == (2, 2) and wrapped.output_size == 2
+    assert wrapped.zero_state(3, jnp.float32).h.shape == (3, 2)
+    with pytest.raises(TypeError, match=r"(?s)The argument 'cell' \(3\) is not an RNNCell.*fix: "):
+        sp.rnn.DeviceWrapper(3, "/cpu:0")
+
+
+def test_a_users_cell_called_outside_a_transform_is_named_by_its_own_class():
+    class Custom(sp.rnn.RNNCell):
+        state_size = output_size = property(lambda self: 2)
+
+        def call(self, inputs, state):
+            return state, state
+
+    with pytest.raises(sp.NotInTransformError) as caught:
+        Custom()(jnp.ones((1, 2)), jnp.ones((1, 2)))
+    assert f"{__name__}.{Custom.__qualname__}()" in str(caught.value)
+    assert "sp.rnn.Custom" not in str(caught.value)
+    with pytest.raises(sp.NotInTransformError, match=r"sp\.rnn\.GRUCell\(\) was called outside"):
+        sp.rnn.GRUCell(2)(jnp.ones((1, 2)), jnp.ones((1, 2)))
+
+
+class _OtherDtype:
+    state_size = output_size = 2
+
+    def zero_state(self, batch_size, dtype):
+        return jnp.zeros((batch_size, 2), dtype)
+
+    def __call__(self, inputs, state, scope=None):
+        h = jnp.tanh(inputs @ sp.get_param("w", [D, 2]) + state).astype(jnp.float16)
+        return h, h
+
+
+class _OtherStructure(_OtherDtype):
+    def __call__(self, inputs, state, scope=None):
+        h = jnp.tanh(inputs @ sp.get_param("w", [D, 2]) + state)
+        return h, (h, h)
+
+
+class _OtherShape(_OtherDtype):
+    def __call__(self, inputs, state, scope=None):
+        h = jnp.tanh(inputs @ sp.get_param("w", [D, 3]))
+        return h, h
+
+
+@pytest.mark.parametrize("cell, lengths, kind, found", [
+    (_OtherDtype, None, TypeError, r"the state is float32\[3, 2\] going in and float16\[3, 2\] "
+                                   r"coming out"),
+    (_OtherStructure, None, ValueError, r"the state is float32\[3, 2\] going in and "
+                                        r"\(float32\[3, 2\], float32\[3, 2\]\) coming out"),
+    (_OtherStructure, LENGTHS, ValueError, r"\(float32\[3, 2\], float32\[3, 2\]\) coming out"),
+    (_OtherShape, None, ValueError, r"float32\[3, 2\] going in and float32\[3, 3\] coming out"),
+    (_OtherShape, LENGTHS, ValueError, r"float32\[3, 2\] going in and float32\[3, 3\] coming out"),
+])
+def test_a_cell_returning_another_state_than_it_got_names_the_cell_and_both_states(cell, lengths,
+                                                                                 kind, found):
+    # it was JAX's raw "scan body function carry input and carry output must have equal types"
+    # (TF: "Loop var ... enters the loop with type float32 but has type float16", a TypeError, or
+    # its ValueError on the structure or shape)
+    message = _init_error(lambda x: sp.rnn.dynamic_rnn(cell(), x, sequence_length=lengths,
+                                                       dtype=jnp.float32), kind)
+    assert f"sp.rnn.dynamic_rnn: the cell {cell.__qualname__} returned another state than it " \
+           "was given" in message
+    assert re.search(found, message), message
+    assert "\n  fix: return the new state with the structure, shapes and dtypes" in message
