@@ -11,10 +11,49 @@ back through the cast into the float32 master weights, so the optimizer updates 
 >>> params = sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 8)))
 >>> params["model"]["dense"]["kernel"].dtype
 dtype('float32')
+
+float16 needs loss scaling too, as TF's ``LossScaleOptimizer`` did: small gradients of float16
+activations flush to zero. Scale the loss up before ``jax.grad``, the gradients down after, adjust
+the scale, and skip the update of a step whose gradients are not finite. The loss scale is a pytree
+value (``DynamicLossScale`` or ``StaticLossScale``) carried through a jitted step with optax:
+
+>>> import optax
+>>> def loss_fn(x, y):
+...     with sp.mixed_precision.scope("net", compute_dtype=jnp.float16):
+...         pred = sp.layers.dense(x.astype(jnp.float16), 1)
+...     return jnp.mean((pred.astype(jnp.float32) - y) ** 2)
+>>> model, opt = sp.transform(loss_fn), optax.adam(1e-3)
+>>> @jax.jit
+... def train_step(params, opt_state, loss_scale, x, y):
+...     grads = jax.grad(lambda p: loss_scale.scale(model.apply(p, x, y)))(params)
+...     grads = loss_scale.unscale(grads)
+...     finite = sp.mixed_precision.all_finite(grads)
+...     loss_scale = loss_scale.adjust(finite)
+...     updates, new_opt_state = opt.update(grads, opt_state, params)
+...     new_params = optax.apply_updates(params, updates)
+...     params, opt_state = sp.mixed_precision.select_tree(
+...         finite, (new_params, new_opt_state), (params, opt_state))
+...     return params, opt_state, loss_scale
+>>> x, y = jnp.full((8, 4), 0.01), jnp.zeros((8, 1))
+>>> params = model.init(jax.random.key(0), x, y)
+>>> opt_state = opt.init(params)
+>>> loss_scale = sp.mixed_precision.DynamicLossScale()  # TF's: 2**15, x2 after 2000 finite steps
+>>> params, opt_state, loss_scale = train_step(params, opt_state, loss_scale, x, y)
+>>> float(loss_scale.loss_scale), int(loss_scale.good_steps)
+(32768.0, 1)
+
+A scale too large for float16 overflows the gradients: the step is skipped and the scale halved.
+
+>>> too_big = sp.mixed_precision.DynamicLossScale(2.0 ** 40)
+>>> new_params, _, too_big = train_step(params, opt_state, too_big, x, y)
+>>> float(too_big.loss_scale), jax.tree.all(jax.tree.map(jnp.array_equal, new_params, params))
+(549755813888.0, True)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any, Callable, ContextManager, Optional
 
 import jax
@@ -24,7 +63,8 @@ import numpy as np
 from ._scope import Scope, as_np_dtype
 from ._scope import scope as _scope
 
-__all__ = ["cast_floating", "float32_storage_getter", "scope"]
+__all__ = ["DynamicLossScale", "StaticLossScale", "all_finite", "cast_floating",
+           "float32_storage_getter", "scope", "select_tree"]
 
 _LOW_PRECISION = (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)  # jax.Array covers tracers too
@@ -121,3 +161,213 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
         return x
 
     return jax.tree_util.tree_map(cast, tree)
+
+
+# Loss scaling: TF's LossScaleOptimizer as values (DeepMind jmp's design). The state is a pytree
+# whose leaves are the scale and its counters; the schedule's settings are static (in the treedef).
+
+def _static(default: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"static": True})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _leaf(value: Any, dtype: Any) -> Any:
+    """A Python or NumPy number as a 0-d NumPy array of ``dtype``; anything else (an array, a tracer,
+    a placeholder JAX puts in while rebuilding the tree) as it is."""
+    return np.asarray(value, dtype) if _is_number(value) else value
+
+
+def _check_positive(where: str, arg: str, value: Any, fix: str) -> None:
+    # Python numbers only: tree_map over a state may rebuild it from any arrays, zeros included.
+    if isinstance(value, (int, float)) and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"sp.mixed_precision.{where}({arg}={value!r}): {arg} must be a positive "
+                         f"finite number, got {value!r}.\n  fix: {fix}")
+
+
+def _check_count(arg: str, value: Any, what: str, fix: str) -> int:
+    if _is_number(value) and value >= 1 and float(value).is_integer():
+        return int(value)  # 2000.0 too, as TF's int(increment_period) takes it
+    raise ValueError(f"sp.mixed_precision.DynamicLossScale({arg}={value!r}): {arg} must be an "
+                     f"integer >= 1 ({what}), got {value!r}.\n  fix: {fix}")
+
+
+def _check_scalar_bool(where: str, arg: str, value: Any) -> jax.Array:
+    value = jnp.asarray(value)
+    if value.shape != () or value.dtype != jnp.bool_:
+        raise ValueError(
+            f"sp.mixed_precision.{where}: {arg} must be a scalar bool such as all_finite(grads), "
+            f"got shape {value.shape} {value.dtype}.\n  fix: one bool for the whole tree, "
+            "sp.mixed_precision.all_finite(grads) (TF's LossScaleOptimizer applies all the "
+            "gradients or none).")
+    return value
+
+
+class _Scaling:
+    loss_scale: Any
+
+    def scale(self, tree: Any) -> Any:
+        """``tree`` (the loss) times the loss scale cast to each leaf's dtype, as TF's
+        ``get_scaled_loss``: a float16 loss scaled past 65504 is inf, a float32 one is not."""
+        scale = jnp.asarray(self.loss_scale, jnp.float32)
+        return jax.tree_util.tree_map(lambda x: x * scale.astype(jnp.result_type(x)), tree)
+
+    def unscale(self, tree: Any) -> Any:
+        """``tree`` (the gradients) times ``1 / loss_scale``, as TF's ``get_unscaled_gradients``."""
+        inverse = 1 / jnp.asarray(self.loss_scale, jnp.float32)
+        return jax.tree_util.tree_map(lambda x: x * inverse.astype(jnp.result_type(x)), tree)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StaticLossScale(_Scaling):
+    """A loss scale that never changes: TF's ``FixedLossScale(loss_scale_value)`` and contrib's
+    ``FixedLossScaleManager(loss_scale)``.
+
+    >>> s = sp.mixed_precision.StaticLossScale(128.0)
+    >>> float(s.scale(jnp.float32(0.5))), s.adjust(False) is s
+    (64.0, True)
+
+    contrib's ``LossScaleOptimizer`` skipped a non-finite step with it, and the recipe's
+    ``select_tree`` does; TF 1.14+'s ``FixedLossScale`` applied it (drop ``select_tree`` for that).
+    """
+
+    loss_scale: Any
+
+    def __post_init__(self) -> None:
+        _check_positive("StaticLossScale", "loss_scale", self.loss_scale,
+                        "StaticLossScale(2.0 ** 15), or another power of two the model's gradients "
+                        "stay finite with (TF's FixedLossScale takes one >= 1).")
+        object.__setattr__(self, "loss_scale", _leaf(self.loss_scale, np.float32))
+
+    def adjust(self, grads_finite: Any) -> "StaticLossScale":
+        """The same loss scale, whatever ``grads_finite`` is."""
+        del grads_finite
+        return self
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DynamicLossScale(_Scaling):
+    """TF's dynamic loss scale: grows after ``period`` finite steps in a row, falls on overflow.
+
+    ``adjust(finite)`` returns the next state. A finite step counts toward ``period``; the
+    ``period``-th multiplies the scale by ``factor`` (kept if that is inf in float32). A non-finite
+    step resets that count and counts toward ``decrease_period``; the ``decrease_period``-th since
+    the last change lowers the scale (divided by ``factor``, or times ``decrease_factor`` if given),
+    to no less than ``min_loss_scale``. Any change resets both counts (``good_steps``, ``bad_steps``).
+    The defaults are TF's, and each TF configuration is one setting:
+
+    - TF 1.14+'s ``enable_mixed_precision_graph_rewrite(opt)``, ``tf.compat.v1.mixed_precision.
+      DynamicLossScale(initial_loss_scale=2**15, increment_period=2000, multiplier=2.)``:
+      ``DynamicLossScale(initial_loss_scale, increment_period, multiplier)`` (divides by the
+      multiplier on every non-finite step, floor 1).
+    - ``tf.keras.mixed_precision.LossScaleOptimizer(opt, initial_scale=2**15,
+      dynamic_growth_steps=2000)``: ``DynamicLossScale(initial_scale, dynamic_growth_steps)``.
+    - contrib's ``ExponentialUpdateLossScaleManager(init_loss_scale, incr_every_n_steps,
+      decr_every_n_nan_or_inf=2, incr_ratio=2, decr_ratio=0.8)``:
+      ``DynamicLossScale(init_loss_scale, incr_every_n_steps, incr_ratio,
+      decrease_period=decr_every_n_nan_or_inf, decrease_factor=decr_ratio)`` (times 0.8 after every second non-finite step since the last
+      change, in a row or not).
+
+    >>> s = sp.mixed_precision.DynamicLossScale(2.0 ** 15, period=2)
+    >>> for finite in [True, True, False]:
+    ...     s = s.adjust(finite)
+    ...     print(float(s.loss_scale), int(s.good_steps))
+    32768.0 1
+    65536.0 0
+    32768.0 0
+    """
+
+    loss_scale: Any = 2.0 ** 15
+    period: int = _static(2000)
+    factor: float = _static(2.0)
+    _: dataclasses.KW_ONLY
+    decrease_period: int = _static(1)
+    decrease_factor: Optional[float] = _static(None)
+    min_loss_scale: float = _static(1.0)
+    good_steps: Any = 0
+    bad_steps: Any = 0
+
+    def __post_init__(self) -> None:
+        # Runs on every construction, the tree rebuilt after jit included: Python checks only.
+        _check_positive("DynamicLossScale", "loss_scale", self.loss_scale,
+                        "loss_scale=2.0 ** 15 (TF's initial_loss_scale; a scale too large comes "
+                        "down by itself in a few steps, one too small grows only every period).")
+        period = _check_count("period", self.period, "finite steps before the scale grows: TF's "
+                              "increment_period, contrib's incr_every_n_steps",
+                              "period=2000 (TF's default).")
+        if not (_is_number(self.factor) and math.isfinite(self.factor) and self.factor > 1):
+            raise ValueError(
+                f"sp.mixed_precision.DynamicLossScale(factor={self.factor!r}): factor must be > 1 "
+                f"(the multiplier of an increase: TF's multiplier, contrib's incr_ratio), got "
+                f"{self.factor!r}.\n  fix: factor=2.0 (TF's default); for a loss scale that never "
+                "changes, sp.mixed_precision.StaticLossScale(loss_scale).")
+        decrease_period = _check_count(
+            "decrease_period", self.decrease_period, "non-finite steps since the last change "
+            "before the scale falls: contrib's decr_every_n_nan_or_inf",
+            "decrease_period=1 (TF 1.14+), or 2 (contrib's default).")
+        dec = self.decrease_factor
+        if dec is not None and not (_is_number(dec) and 0 < dec < 1):
+            raise ValueError(
+                f"sp.mixed_precision.DynamicLossScale(decrease_factor={dec!r}): decrease_factor "
+                f"must be in (0, 1) (the multiplier of a decrease: contrib's decr_ratio), got "
+                f"{dec!r}.\n  fix: decrease_factor=0.8 (contrib's default), or None to divide by "
+                "factor as TF 1.14+ does.")
+        _check_positive("DynamicLossScale", "min_loss_scale", self.min_loss_scale,
+                        "min_loss_scale=1.0 (TF's floor).")
+        set_field = object.__setattr__
+        set_field(self, "period", period)
+        set_field(self, "decrease_period", decrease_period)
+        set_field(self, "loss_scale", _leaf(self.loss_scale, np.float32))
+        set_field(self, "good_steps", _leaf(self.good_steps, np.int32))
+        set_field(self, "bad_steps", _leaf(self.bad_steps, np.int32))
+
+    def adjust(self, grads_finite: Any) -> "DynamicLossScale":
+        """The state after a step whose gradients were all finite (``grads_finite``) or not."""
+        finite = _check_scalar_bool("DynamicLossScale.adjust(grads_finite)", "grads_finite",
+                                    grads_finite)
+        scale = jnp.asarray(self.loss_scale, jnp.float32)
+        good = jnp.asarray(self.good_steps, jnp.int32)
+        bad = jnp.asarray(self.bad_steps, jnp.int32)
+        grow = good + 1 >= self.period
+        shrink = bad + 1 >= self.decrease_period
+        grown = scale * self.factor
+        grown = jnp.where(jnp.isfinite(grown), grown, scale)
+        # TF 1.14+ divides (exact for any multiplier); contrib multiplies by its decr_ratio.
+        if self.decrease_factor is None:
+            lowered = scale / self.factor
+        else:
+            lowered = scale * self.decrease_factor
+        lowered = jnp.maximum(lowered, self.min_loss_scale)
+        return dataclasses.replace(
+            self,
+            loss_scale=jnp.where(finite, jnp.where(grow, grown, scale),
+                                 jnp.where(shrink, lowered, scale)),
+            good_steps=jnp.where(finite & ~grow, good + 1, 0),
+            bad_steps=jnp.where(finite, jnp.where(grow, 0, bad), jnp.where(shrink, 0, bad + 1)))
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """A scalar bool: whether every element of every leaf of ``tree`` is finite (TF's check before
+    ``LossScaleOptimizer`` applies the gradients).
+
+    >>> sp.mixed_precision.all_finite({"w": jnp.ones(2), "b": jnp.array([0.0, jnp.inf])})
+    Array(False, dtype=bool)
+    """
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def select_tree(pred: Any, a: Any, b: Any) -> Any:
+    """``a`` where the scalar bool ``pred`` is true, else ``b``, leaf by leaf (trees of one
+    structure): ``select_tree(finite, (new_params, new_opt_state), (params, opt_state))`` skips a non-finite
+    step, as TF's ``LossScaleOptimizer`` does, under ``jit`` without a ``lax.cond``.
+
+    >>> sp.mixed_precision.select_tree(jnp.array(False), {"w": jnp.ones(2)}, {"w": jnp.zeros(2)})
+    {'w': Array([0., 0.], dtype=float32)}
+    """
+    pred = _check_scalar_bool("select_tree(pred, a, b)", "pred", pred)
+    return jax.tree_util.tree_map(lambda x, y: jax.lax.select(pred, x, y), a, b)

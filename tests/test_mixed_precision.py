@@ -1,5 +1,6 @@
 """sp.mixed_precision: float32 storage, bfloat16 compute, float32 gradients."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,3 +180,246 @@ def test_mixed_precision_scope_refusing_an_unknown_dtype_shows_it_as_written():
                                         r"\('nodtype' is not a dtype JAX has\)") as info:
         sp.transform(fn).init(jax.random.key(0), 1.0)
     assert "jnp.'" not in str(info.value)
+
+
+# Loss scaling: TF's LossScaleOptimizer as pure values (jmp's design).
+
+def _tf_flags(n=60, seed=0):
+    return [bool(f) for f in np.random.RandomState(seed).rand(n) > 0.3]
+
+
+def test_dynamic_loss_scale_follows_tf_dynamic_loss_scale_step_by_step():
+    # tf.compat.v1.mixed_precision.DynamicLossScale is the loss scale of TF 1.14+'s
+    # enable_mixed_precision_graph_rewrite(opt, loss_scale="dynamic"): x multiplier after
+    # increment_period finite steps, / multiplier (floor 1) on every non-finite one, an increase to
+    # inf in float32 not taken.
+    tf = pytest.importorskip("tensorflow")
+    adjust = jax.jit(lambda s, finite: s.adjust(finite))
+    for initial, period, flags in [(8.0, 3, _tf_flags()), (2.0 ** 126, 1, [True] * 4)]:
+        ref = tf.compat.v1.mixed_precision.DynamicLossScale(
+            initial_loss_scale=initial, increment_period=period, multiplier=2.0)
+        ours = mp.DynamicLossScale(initial, period=period, factor=2.0)
+        for step, finite in enumerate(flags):
+            grads = {"w": jnp.array([1.0, 2.0 if finite else np.inf])}
+            _, should_apply = ref.update([tf.constant(np.asarray(grads["w"]))])
+            assert bool(mp.all_finite(grads)) == bool(should_apply) == finite
+            ours = adjust(ours, mp.all_finite(grads))
+            assert float(ours.loss_scale) == float(ref()), (initial, step)
+    assert float(ours.loss_scale) == 2.0 ** 127  # 2**128 is inf in float32: kept, as TF keeps it
+
+
+def test_dynamic_loss_scale_and_skipped_steps_follow_keras_loss_scale_optimizer():
+    # tf.keras.mixed_precision.LossScaleOptimizer (tf_keras, TF 2.x's successor of the above) skips
+    # the variable update on a non-finite step; select_tree does the same in a jitted step.
+    tf = pytest.importorskip("tensorflow")
+    tf_keras = pytest.importorskip("tf_keras")
+    var = tf.Variable([1.0, 2.0])
+    ref = tf_keras.mixed_precision.LossScaleOptimizer(
+        tf_keras.optimizers.SGD(0.5), initial_scale=4.0, dynamic_growth_steps=2)
+    opt = optax.sgd(0.5)
+
+    @jax.jit
+    def step(params, opt_state, loss_scale, grads):
+        finite = mp.all_finite(grads)
+        updates, new_opt_state = opt.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        params, opt_state = mp.select_tree(finite, (new_params, new_opt_state), (params, opt_state))
+        return params, opt_state, loss_scale.adjust(finite)
+
+    params = jnp.array([1.0, 2.0])
+    opt_state, loss_scale = opt.init(params), mp.DynamicLossScale(4.0, period=2)
+    for finite in [True, False, True, True, True, False, False, False, True, True, True]:
+        grads = np.array([0.25, 0.5 if finite else np.nan], np.float32)
+        ref.apply_gradients([(tf.constant(grads), var)])
+        params, opt_state, loss_scale = step(params, opt_state, loss_scale, grads)
+        assert float(loss_scale.loss_scale) == float(ref.loss_scale)
+        np.testing.assert_array_equal(params, var.numpy())
+
+
+def test_dynamic_loss_scale_follows_contrib_exponential_update_loss_scale_manager():
+    # TF 1.x's tf.contrib.mixed_precision.ExponentialUpdateLossScaleManager(init_loss_scale,
+    # incr_every_n_steps, decr_every_n_nan_or_inf=2, incr_ratio=2, decr_ratio=0.8) is gone from
+    # TF 2. Its rule, from tensorflow/contrib/mixed_precision/python/loss_scale_manager.py (TF 1.15),
+    # computed by hand: x incr_ratio after incr_every_n_steps consecutive finite steps; x decr_ratio
+    # (floor 1) after decr_every_n_nan_or_inf non-finite ones since the last change, consecutive
+    # or not (a finite step resets only the good count); any change resets both counts.
+    f32 = np.float32
+    s = mp.DynamicLossScale(8.0, period=2, factor=2.0, decrease_period=2, decrease_factor=0.8)
+    assert (s.good_steps, s.bad_steps) == (0, 0)
+    down1 = f32(16) * f32(0.8)  # float32 arithmetic, as TF's float32 loss_scale variable
+    down2 = down1 * f32(0.8)
+    expected = [  # finite, (loss scale, good steps, bad steps) after the step
+        (True, (8.0, 1, 0)), (True, (16.0, 0, 0)),
+        (False, (16.0, 0, 1)), (True, (16.0, 1, 1)), (False, (down1, 0, 0)),
+        (False, (down1, 0, 1)), (False, (down2, 0, 0)),
+        (True, (down2, 1, 0)), (True, (down2 * 2, 0, 0))]
+    adjust = jax.jit(lambda s, finite: s.adjust(finite))
+    for step, (finite, want) in enumerate(expected):
+        s = adjust(s, finite)
+        got = (s.loss_scale.item(), s.good_steps.item(), s.bad_steps.item())
+        assert got == (float(f32(want[0])), want[1], want[2]), step
+    s = mp.DynamicLossScale(1.5, period=2, decrease_period=2, decrease_factor=0.8)
+    scales = []
+    for _ in range(4):
+        s = adjust(s, False)
+        scales.append(s.loss_scale.item())
+    down = f32(1.5) * f32(0.8)
+    assert scales == [1.5, float(down), float(down), 1.0]  # then max(1., 0.96)
+
+
+def test_static_loss_scale_never_changes_like_tf_fixed_loss_scale():
+    s = mp.StaticLossScale(128.0)
+    assert s.adjust(jnp.array(False)) is s and s.adjust(True) is s
+    assert float(s.loss_scale) == 128.0
+    loss = jnp.float32(0.5)
+    assert float(s.scale(loss)) == 64.0 and float(s.unscale(s.scale(loss))) == 0.5
+
+
+def test_loss_scale_state_is_a_pytree_that_jit_keeps_without_retracing():
+    s = mp.DynamicLossScale()
+    assert (float(s.loss_scale), s.period, s.factor) == (2.0 ** 15, 2000, 2.0)  # TF's defaults
+    leaves, treedef = jax.tree.flatten(s)
+    assert [np.asarray(x).dtype for x in leaves] == [np.float32, np.int32, np.int32]
+    assert jax.tree.unflatten(treedef, leaves) == s
+    # The configuration is static: not a leaf, kept by tree_map and a round trip through NumPy.
+    back = jax.tree.map(np.asarray, jax.tree.map(lambda x: x + 0, s))
+    assert (back.period, back.factor, back.decrease_period, back.decrease_factor) == (
+        2000, 2.0, 1, None)
+    assert jax.tree.structure(mp.DynamicLossScale(period=10)) != treedef
+    traces = []
+
+    @jax.jit
+    def adjust(s, finite):
+        traces.append(1)
+        return s.adjust(finite)
+
+    for finite in [True, False, True]:
+        s = adjust(s, finite)
+    assert len(traces) == 1 and (float(s.loss_scale), int(s.good_steps)) == (2.0 ** 14, 1)
+    static = mp.StaticLossScale(2.0)
+    assert jax.tree.leaves(static) == [static.loss_scale]
+    assert float(jax.jit(lambda s: s.scale(jnp.ones(())))(static)) == 2.0
+
+
+def test_scale_and_unscale_cast_the_scale_to_each_leaf_like_tf():
+    # TF: loss * cast(loss_scale, loss.dtype), grad * (1 / loss_scale). A float16 loss scaled past
+    # float16's range is inf, and the dynamic scale comes down.
+    s = mp.DynamicLossScale(2.0 ** 16)
+    tree = {"a": jnp.float32(3.0), "h": jnp.float16(3.0)}
+    scaled = s.scale(tree)
+    assert (scaled["a"].dtype, scaled["h"].dtype) == (jnp.float32, jnp.float16)
+    assert float(scaled["a"]) == 3.0 * 2 ** 16 and np.isinf(scaled["h"])
+    assert not bool(mp.all_finite(scaled))
+    assert float(s.unscale(scaled)["a"]) == 3.0
+
+
+def test_all_finite_and_select_tree():
+    assert bool(mp.all_finite({})) and bool(mp.all_finite({"a": jnp.ones(3), "n": jnp.arange(2)}))
+    assert not bool(mp.all_finite({"a": jnp.ones(3), "b": jnp.array([1.0, np.nan])}))
+    assert not bool(jax.jit(mp.all_finite)([jnp.float16(np.inf)]))
+    a, b = {"w": jnp.ones(2), "n": jnp.int32(1)}, {"w": jnp.zeros(2), "n": jnp.int32(2)}
+    picked = jax.jit(mp.select_tree)(jnp.array(False), a, b)
+    np.testing.assert_array_equal(picked["w"], b["w"])
+    assert int(picked["n"]) == 2 and int(mp.select_tree(True, a, b)["n"]) == 1
+    with pytest.raises(ValueError, match=r"select_tree\(pred, a, b\): pred must be a scalar bool "
+                                         r"such as all_finite\(grads\), got shape \(2,\) bool"):
+        mp.select_tree(jnp.array([True, False]), a, b)
+    with pytest.raises(ValueError, match=r"adjust\(grads_finite\): grads_finite must be a scalar "
+                                         r"bool such as all_finite\(grads\), got shape \(3,\)"):
+        mp.DynamicLossScale().adjust(jnp.isfinite(jnp.ones(3)))
+
+
+# A float16 regression whose loss carries a small weight (as an auxiliary loss does): every
+# gradient of the float16 activations is below float16's smallest subnormal, 6e-8.
+_RS = np.random.RandomState(0)
+X16 = _RS.randn(64, 8).astype(np.float32)
+Y16 = X16 @ (_RS.randn(8, 32).astype(np.float32) * 0.3)
+
+
+def _f16_loss(x, y):
+    with mp.scope("net", compute_dtype=jnp.float16):
+        pred = sp.layers.dense(x.astype(jnp.float16), 32)
+    return 1e-6 * jnp.mean((pred.astype(jnp.float32) - y) ** 2)
+
+
+_f16_model = sp.transform(_f16_loss)
+_f16_opt = optax.adam(1e-2)
+
+
+@jax.jit
+def _f16_step(params, opt_state, loss_scale):
+    grads = jax.grad(lambda p: loss_scale.scale(_f16_model.apply(p, X16, Y16)))(params)
+    grads = loss_scale.unscale(grads)
+    finite = mp.all_finite(grads)
+    loss_scale = loss_scale.adjust(finite)
+    updates, new_opt_state = _f16_opt.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    params, opt_state = mp.select_tree(finite, (new_params, new_opt_state), (params, opt_state))
+    return params, opt_state, loss_scale, finite
+
+
+def test_float16_gradients_underflow_without_loss_scaling_and_train_with_it():
+    params = _f16_model.init(jax.random.key(0), X16, Y16)
+    grads = jax.grad(_f16_model.apply)(params, X16, Y16)
+    assert all(not np.any(g) for g in jax.tree.leaves(grads))  # all zero: nothing to train on
+    initial = float(_f16_model.apply(params, X16, Y16))
+    scales = [mp.StaticLossScale(1.0), mp.StaticLossScale(2.0 ** 15), mp.DynamicLossScale()]
+    for loss_scale in scales:
+        p, opt_state = params, _f16_opt.init(params)
+        for _ in range(200):
+            p, opt_state, loss_scale, finite = _f16_step(p, opt_state, loss_scale)
+            assert bool(finite)
+        final = float(_f16_model.apply(p, X16, Y16))
+        if float(loss_scale.loss_scale) == 1.0:
+            assert final == initial
+        else:
+            assert final < initial / 100, (loss_scale, initial, final)
+
+
+def test_a_non_finite_float16_step_is_skipped_and_lowers_the_scale():
+    params = _f16_model.init(jax.random.key(0), X16, Y16)
+    opt_state, loss_scale = _f16_opt.init(params), mp.DynamicLossScale(2.0 ** 60)
+    new_params, new_opt_state, loss_scale, finite = _f16_step(params, opt_state, loss_scale)
+    assert not bool(finite) and float(loss_scale.loss_scale) == 2.0 ** 59
+    chex.assert_trees_all_equal((new_params, new_opt_state), (params, opt_state))
+    flags = [False]
+    for _ in range(150):
+        new_params, new_opt_state, loss_scale, finite = _f16_step(new_params, new_opt_state,
+                                                                 loss_scale)
+        flags.append(bool(finite))
+    skipped = flags.count(False)  # halved until the float16 gradients fit, then all finite
+    assert skipped > 10 and flags == [False] * skipped + [True] * (151 - skipped)
+    assert float(loss_scale.loss_scale) == 2.0 ** (60 - skipped)
+    assert int(new_opt_state[0].count) == 151 - skipped  # Adam saw only the finite steps
+    assert float(_f16_model.apply(new_params, X16, Y16)) < float(
+        _f16_model.apply(params, X16, Y16)) / 10
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: mp.StaticLossScale(0.0),
+     r"StaticLossScale\(loss_scale=0.0\): loss_scale must be a positive finite number, got 0.0"
+     r"(?s:.*)fix: .*TF's FixedLossScale"),
+    (lambda: mp.DynamicLossScale(-1.0),
+     r"DynamicLossScale\(loss_scale=-1.0\): loss_scale must be a positive finite number, got -1.0"
+     r"(?s:.*)fix: loss_scale=2.0 \*\* 15"),
+    (lambda: mp.DynamicLossScale(float("inf")),
+     r"loss_scale must be a positive finite number, got inf"),
+    (lambda: mp.DynamicLossScale(period=0),
+     r"DynamicLossScale\(period=0\): period must be an integer >= 1(?s:.*)got 0(?s:.*)"
+     r"fix: period=2000"),
+    (lambda: mp.DynamicLossScale(period=2.5), r"period must be an integer >= 1.*got 2.5"),
+    (lambda: mp.DynamicLossScale(factor=1.0),
+     r"DynamicLossScale\(factor=1.0\): factor must be > 1(?s:.*)got 1.0(?s:.*)fix: factor=2.0"
+     r"(?s:.*)StaticLossScale"),
+    (lambda: mp.DynamicLossScale(decrease_period=0),
+     r"DynamicLossScale\(decrease_period=0\): decrease_period must be an integer >= 1"
+     r"(?s:.*)fix: decrease_period=1"),
+    (lambda: mp.DynamicLossScale(decrease_factor=1.25),
+     r"DynamicLossScale\(decrease_factor=1.25\): decrease_factor must be in \(0, 1\)"
+     r"(?s:.*)fix: decrease_factor=0.8 .*or None"),
+    (lambda: mp.DynamicLossScale(min_loss_scale=0.0),
+     r"DynamicLossScale\(min_loss_scale=0.0\): min_loss_scale must be a positive finite number"),
+])
+def test_loss_scale_arguments_are_checked_with_the_fix(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
