@@ -937,6 +937,9 @@ class InitStore:
             dtype_error = _dtype_as_init(full, init)
             if dtype_error is not None:
                 raise dtype_error
+            from ._materialize import _tf1_convention  # an error path: imported when needed
+            if _tf1_convention(init):  # Keras's __call__(shape, dtype=None, **kwargs), my_init(shape)
+                raise _initializers._keras_convention_error(full, _shape_str(shape), init)
             # TF raises TypeError here too, but from deep inside the initializer call, nameless.
             fix = ("drop shape= if it is a no-argument initializer returning the value, or pass an "
                    "initializer taking (key, shape, dtype), e.g. jax.nn.initializers.normal().")

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._errors import InitializerError
+
 
 __all__ = [
     "constant", "constant_initializer", "default_initializer", "glorot_normal",
@@ -42,7 +44,24 @@ __all__ = [
     "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity", "LecunNormal",
     "LecunUniform", "Ones", "Orthogonal", "RandomNormal", "RandomUniform", "TruncatedNormal",
     "VarianceScaling", "Zeros", "normal", "uniform",
+    "InitializerArgumentError",
 ]
+
+
+class InitializerArgumentError(InitializerError, TypeError):
+    """An initializer's arguments, or the dtype it is asked for, that it cannot take: a float
+    initializer for an integer, bool or complex parameter, ``verify_shape=True`` with a value of
+    another shape, contrib's arguments given to core ``variance_scaling_initializer``, a TF/Keras-style
+    initializer ``init(shape, dtype)``. TF raises ``TypeError`` for some of these and ``ValueError``
+    for others, and API.md maps dtype and shape problems to ``ValueError``: this is both (and an
+    ``sp.InitializerError``), so ``except`` clauses written against either keep working.
+
+    >>> try:
+    ...     sp.initializers.orthogonal()(jax.random.key(0), (4, 4), jnp.int8)
+    ... except TypeError as e:  # or ValueError, or sp.InitializerError
+    ...     print(str(e).splitlines()[0])
+    orthogonal initializer draws real floating values and cannot make a parameter of dtype int8 ...
+    """
 
 # TF 1.x's initializers are classes, and tf.get_variable instantiates a class it is given
 # (``initializer=tf.zeros_initializer``, not called, is common TF code). Ours are factory functions;
@@ -110,6 +129,45 @@ def _instantiate(init: Any) -> Any:
     return init() if getattr(init, _FACTORY_MARK, False) else init
 
 
+def _keras_convention_error(full: str, asked: str, init: Any) -> InitializerArgumentError:
+    """get_param's error for ``init(shape, dtype=None, ...)``, Keras's ``__call__`` (and a TF-style
+    function's) that cannot be called as ``init(key, shape, dtype)``; ``asked``: the shape, shown."""
+    function = isinstance(init, (types.FunctionType, types.MethodType, functools.partial))
+    what = getattr(init, "__name__", "") if function else type(init).__name__
+    name = what if function and what.isidentifier() else "keras_init"
+    fix = (f"a deterministic one can be wrapped, init=lambda key, shape, dtype: {name}(shape, dtype); "
+           "a random one should draw from the key it is given (e.g. jax.random.normal(key, shape, "
+           "dtype)); sp.initializers has TF 1.x's and Keras's initializers, with their names and "
+           "defaults, in this convention.")
+    ours = _keras_equivalent(init) if not function else None
+    if ours is not None:
+        fix = f"use {ours}, Keras's {what} in this convention (with Keras's defaults); else {fix}"
+    return InitializerArgumentError(
+        f"The initializer of '{full}' ({what if what.isidentifier() else 'a lambda'}) takes (shape, dtype, ...), Keras's (and "
+        "TF 1.x's) calling convention, but scoped_params calls initializers as init(key, shape, "
+        "dtype).\n"
+        f"  asked: shape={asked} with initializer {init!r}\n"
+        f"  fix: {fix}")
+
+
+def _keras_equivalent(init: Any) -> Optional[str]:
+    """``sp.initializers.<Name>(...)`` for a Keras initializer object whose class has a namesake
+    here, with the arguments of its ``get_config()`` (``...`` when one is not ours); else None."""
+    name = type(init).__name__
+    ours = globals().get(name) if name[:1].isupper() and name in __all__ else None
+    if ours is None:
+        return None
+    try:
+        config = dict(init.get_config())
+    except Exception:  # noqa: BLE001 - no config: the defaults
+        config = {}
+    if config.get("seed", 0) is None:
+        del config["seed"]
+    if not set(config) <= set(inspect.signature(ours).parameters):
+        return f"sp.initializers.{name}(...)"
+    return f"sp.initializers.{name}({', '.join(f'{k}={v!r}' for k, v in config.items())})"
+
+
 def _fans(shape: Sequence[int]) -> Tuple[int, int]:
     """TF's init_ops._compute_fans: rank 0 -> (1, 1), rank 1 -> (n, n), conv kernels by receptive field."""
     if len(shape) < 1:
@@ -157,6 +215,41 @@ def _truncated_normal(key, shape, dtype):
     return jax.random.truncated_normal(key, -2.0, 2.0, _flat_shape(shape), dtype).reshape(shape)
 
 
+def _uniform_between(key, shape, dtype, minval, maxval):
+    """TF's ``minval + (maxval - minval) * U[0, 1)``, for ``minval`` above ``maxval`` too (uniform
+    over (maxval, minval]). It is ``jax.random.uniform``'s own affine map, in ``dtype``, on its U[0, 1)
+    draw, without its clamp to ``minval``: that clamp, a no-op when minval <= maxval, makes every value
+    ``minval`` otherwise."""
+    low = jax.lax.convert_element_type(minval, dtype)
+    high = jax.lax.convert_element_type(maxval, dtype)
+    return _uniform(key, shape, dtype, 0.0, 1.0) * (high - low) + low
+
+
+def _check_floating(name: str, dtype: Any) -> None:
+    """TF's float initializers refuse an integer, bool or complex dtype; a cast of the float draw
+    would truncate it (all zeros in int8, all True in bool) or leave the imaginary part zero. Checked
+    in the draw, which runs once per group of parameters in init, not in apply."""
+    if jnp.issubdtype(dtype, jnp.floating):
+        return
+    found = np.dtype(dtype).name
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        tf_says = f"DataType {found} not in list of allowed values: float16, bfloat16, float32, float64"
+        cast = "it has no rule for an imaginary part"
+        fix = ("give the parameter a real floating dtype (dtype=jnp.float32), or use an initializer "
+               "that draws complex values, e.g. jax.nn.initializers.normal().")
+    else:
+        tf_says = f"Expected {found}, but got 0.0 of type 'float'"
+        cast = "a cast would truncate its values" + (" (all True)" if found == "bool" else "")
+        integer = (" or random_uniform_initializer(minval, maxval)"
+                   if found in ("int32", "int64") else "")
+        fix = ("give the parameter a floating dtype (dtype=jnp.float32), or an initializer of that "
+               f"dtype: sp.initializers.zeros or constant_initializer(value){integer}.")
+    raise InitializerArgumentError(
+        f"{name} initializer draws real floating values and cannot make a parameter of dtype "
+        f"{found} (TF: {tf_says}): {cast}.\n"
+        f"  fix: {fix}")
+
+
 @_tf_class
 def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
                      **contrib_arguments: Any):
@@ -166,7 +259,8 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str
     if contrib_arguments or mode in ("FAN_IN", "FAN_OUT", "FAN_AVG"):
         asked = ", ".join([f"mode={mode!r}"] * (mode != "fan_in") + [
             f"{k}={v!r}" for k, v in contrib_arguments.items()])
-        raise TypeError(
+        # TF: TypeError for factor= or uniform= (unexpected keywords), ValueError for mode='FAN_IN'
+        raise InitializerArgumentError(
             f"variance_scaling_initializer({asked}): these are the arguments of "
             "tf.contrib.layers.variance_scaling_initializer, not of core TF's "
             "variance_scaling_initializer(scale, mode='fan_in', distribution), which this is.\n"
@@ -180,12 +274,15 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str
             "sp.initializers.zeros.")
     if mode not in ("fan_in", "fan_out", "fan_avg"):
         raise ValueError(f"variance_scaling: invalid mode {mode!r}; use 'fan_in', 'fan_out' or 'fan_avg'.")
+    if isinstance(distribution, str):
+        distribution = distribution.lower()  # as TF's init_ops and Keras do (not the mode)
     if distribution == "normal":
         distribution = "truncated_normal"
     if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
         raise ValueError(f"variance_scaling: invalid distribution {distribution!r}.")
 
     def init(key, shape, dtype=jnp.float32):
+        _check_floating("variance_scaling", dtype)
         fan_in, fan_out = _fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
         variance = scale / max(1.0, n)
@@ -208,6 +305,7 @@ def glorot_uniform():
 
 
 def _glorot_uniform(key, shape, dtype=jnp.float32):
+    _check_floating("glorot_uniform", dtype)
     fan_in, fan_out = _fans(shape)
     limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
     return _uniform(key, shape, dtype, -limit, limit)
@@ -255,6 +353,7 @@ def contrib_variance_scaling(factor: float = 2.0, mode: str = "FAN_IN", uniform:
                         "'FAN_OUT' or 'FAN_AVG' (as in TF's contrib).")
 
     def init(key, shape, dtype=jnp.float32):
+        _check_floating("contrib variance_scaling", dtype)
         fan_in, fan_out = _fans(shape)  # contrib's rule too: a scalar's are 1 and 1
         n = max(1.0, {"FAN_IN": fan_in, "FAN_OUT": fan_out, "FAN_AVG": (fan_in + fan_out) / 2.0}[mode])
         if uniform:
@@ -283,6 +382,7 @@ def orthogonal(gain: float = 1.0):
     whichever are fewer), times ``gain``. Rank 2 or more, as in TF."""
 
     def init(key, shape, dtype=jnp.float32):
+        _check_floating("orthogonal", dtype)  # TF refuses it; the cast gave zeros for int8
         if len(shape) < 2:
             raise ValueError(f"orthogonal initializer: the shape must have rank 2 or more, got "
                              f"{tuple(shape)}.")
@@ -402,10 +502,12 @@ def constant(value: Any = 0.0, verify_shape: bool = False):
                 "  fix: pass values of the parameter's dtype (round them yourself if that is meant), "
                 "or give the parameter a dtype that holds them.")
         if verify_shape and array.shape != tuple(shape):
-            raise ValueError(f"constant initializer with verify_shape=True: the value's shape "
-                             f"{array.shape} is not the requested {tuple(shape)}.\n"
-                             "  fix: pass a value of that shape, or drop verify_shape=True to fill "
-                             "or reshape it.")
+            # TF: TypeError "Expected Tensor's shape"; API.md: ValueError for a shape problem
+            raise InitializerArgumentError(
+                f"constant initializer with verify_shape=True: the value's shape {array.shape} is not "
+                f"the requested {tuple(shape)} (TF: Expected Tensor's shape: {tuple(shape)}, but got "
+                f"{array.shape}).\n"
+                "  fix: pass a value of that shape, or drop verify_shape=True to fill or reshape it.")
         if array.ndim == 0:
             return jnp.full(shape, array, dtype)
         if array.size > size:
@@ -429,6 +531,7 @@ def random_normal(mean: float = 0.0, stddev: float = 1.0):
     """TF's ``random_normal_initializer`` (defaults mean=0, stddev=1)."""
 
     def init(key, shape, dtype=jnp.float32):
+        _check_floating("random_normal", dtype)
         return mean + stddev * _normal(key, shape, dtype)
 
     return init
@@ -439,6 +542,7 @@ def truncated_normal(mean: float = 0.0, stddev: float = 1.0):
     """TF's ``truncated_normal_initializer``: normal re-drawn beyond two standard deviations."""
 
     def init(key, shape, dtype=jnp.float32):
+        _check_floating("truncated_normal", dtype)
         return mean + stddev * _truncated_normal(key, shape, dtype)
 
     return init
@@ -447,20 +551,49 @@ def truncated_normal(mean: float = 0.0, stddev: float = 1.0):
 @_tf_class
 def random_uniform(minval: float = 0.0, maxval: Optional[float] = None):
     """TF's ``random_uniform_initializer``: U[minval, maxval), ``maxval=None`` meaning 1.0 for
-    floats. Integer parameters draw ``randint(minval, maxval)`` and need ``maxval``, as in TF (the
-    default range would be all zeros); a bound with a fraction is refused for them, where TF refuses
-    any float.
+    floats. As in TF, floats are ``minval + (maxval - minval) * U[0, 1)``, so bounds out of order
+    draw over (maxval, minval]. Integer parameters (int32 or int64, as in TF) draw
+    ``randint(minval, maxval)`` and need ``maxval`` above ``minval``, as in TF (the default range
+    would be all zeros); a bound with a fraction is refused for them, where TF refuses any float.
 
     >>> init = sp.initializers.random_uniform(0, 5)  # for an int32 parameter: values 0 to 4
     """
+    high = 1.0 if maxval is None else maxval
+    try:  # bounds out of order: TF's formula, which jax.random.uniform clamps to minval
+        in_order = bool(np.all(np.asarray(minval) <= np.asarray(high)))
+    except (TypeError, ValueError):  # not concrete: the formula, right in either order
+        in_order = False
 
     def init(key, shape, dtype=jnp.float32):
         if jnp.issubdtype(dtype, jnp.integer):
-            return jax.random.randint(key, shape, _int_bound("minval", minval, minval, maxval, dtype),
-                                      _int_bound("maxval", maxval, minval, maxval, dtype), dtype)
-        return _uniform(key, shape, dtype, minval, 1.0 if maxval is None else maxval)
+            return _randint(key, shape, dtype, minval, maxval)
+        _check_floating("random_uniform", dtype)
+        if in_order:  # jax.random.uniform's values, as before
+            return _uniform(key, shape, dtype, minval, high)
+        return _uniform_between(key, shape, dtype, minval, high)
 
     return init
+
+
+def _randint(key, shape, dtype, minval, maxval):
+    """random_uniform's integer draw, refusing what TF refuses (in TF's order)."""
+    asked, name = f"random_uniform(minval={minval!r}, maxval={maxval!r})", np.dtype(dtype).name
+    if name not in ("int32", "int64"):
+        raise InitializerArgumentError(
+            f"{asked} cannot draw dtype {name}: TF's integer draws are int32 and int64 (TF: Argument "
+            f"`dtype` got invalid value <dtype: '{name}'>).\n"
+            "  fix: give the parameter dtype int32 or int64, or draw it yourself, e.g. "
+            f"init=lambda key, shape, dtype: jax.random.randint(key, shape, {minval!r}, {maxval!r}, "
+            "dtype).")
+    low = _int_bound("minval", minval, minval, maxval, dtype)
+    high = _int_bound("maxval", maxval, minval, maxval, dtype)
+    if low >= high:  # TF's draw fails; jax.random.randint would give minval everywhere
+        raise ValueError(
+            f"{asked} for integer dtype {name}: minval must be below maxval (TF: Need minval < "
+            "maxval); the draw would be minval everywhere.\n"
+            "  fix: pass minval < maxval, e.g. random_uniform_initializer(0, 10) draws 0 to 9 (maxval "
+            "is excluded).")
+    return jax.random.randint(key, shape, low, high, dtype)
 
 
 def _int_bound(argument: str, bound: Any, minval: Any, maxval: Any, dtype: Any) -> int:
@@ -487,6 +620,7 @@ def uniform_unit_scaling(factor: float = 1.0):
     it for ``variance_scaling_initializer(distribution="uniform")``."""
 
     def init(key, shape, dtype=jnp.float32):
+        _check_floating("uniform_unit_scaling", dtype)
         input_size = max(1.0, float(math.prod(shape[:-1])))
         limit = math.sqrt(3.0 / input_size) * factor
         return _uniform(key, shape, dtype, -limit, limit)

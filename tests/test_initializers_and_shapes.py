@@ -1201,3 +1201,211 @@ def test_python_constants_have_tfs_32_bit_dtypes_even_with_x64_on():
         with pytest.raises(sp.InitializerError, match="Initializer type 'float32' and explicit dtype "
                                                       "'float64' don't match for 'w'"):
             sp.transform(lambda: sp.get_param("w", init=1.5, dtype=np.float64)).init(KEY)
+
+
+# --- what TF accepts in its initializers' arguments, and what it refuses ---------------------------
+
+
+def _tf1_value(initializer, shape, dtype_name="float32"):
+    """TF 1.x's value of ``tf.compat.v1.get_variable('w', shape, initializer=...)``, in a graph."""
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default(), tf1.Session() as session:
+        w = tf1.get_variable("w", shape, getattr(tf, dtype_name), initializer=initializer(tf1))
+        session.run(tf1.global_variables_initializer())
+        return session.run(w)
+
+
+@pytest.mark.parametrize("ours, theirs, low, high", [
+    (lambda: inits.random_uniform_initializer(3.0, 1.0),
+     lambda tf1: tf1.random_uniform_initializer(3.0, 1.0), 1.0, 3.0),
+    (lambda: inits.RandomUniform(0.05, -0.05),
+     lambda tf1: tf1.keras.initializers.RandomUniform(0.05, -0.05), -0.05, 0.05),
+])
+def test_random_uniform_with_minval_above_maxval_draws_between_them_as_tf1_does(ours, theirs, low,
+                                                                                high):
+    # TF: minval + (maxval - minval) * U[0, 1), uniform over (maxval, minval]. Before: JAX's clamp
+    # to minval made every value minval.
+    tf_value = _tf1_value(theirs, (100000,))
+    value = np.asarray(sp.transform(lambda: sp.get_param("w", (100000,), init=ours())).init(KEY)["w"])
+    for drawn in (tf_value, value):
+        assert low <= drawn.min() < low + 0.001 * (high - low)
+        assert high - 0.001 * (high - low) < drawn.max() <= high
+        assert drawn.mean() == pytest.approx((low + high) / 2, abs=0.01 * (high - low))
+    # TF's formula, on JAX's U[0, 1) draw, in the parameter's dtype: JAX's own affine map, unclamped
+    u = np.asarray(inits.random_uniform(0.0, 1.0)(KEY, (1000,), jnp.float32))
+    minval, maxval = np.float32(high), np.float32(low)
+    np.testing.assert_array_equal(inits.random_uniform(float(high), float(low))(KEY, (1000,), jnp.float32),
+                                  u * (maxval - minval) + minval)
+
+
+def test_random_uniform_in_order_keeps_jax_uniforms_values():
+    for minval, maxval in ((-2.0, -1.0), (0.0, 1.0), (-0.05, 0.05), (2.0, 2.0)):
+        for dtype in (jnp.float32, jnp.bfloat16):
+            np.testing.assert_array_equal(
+                inits.random_uniform(minval, maxval)(KEY, (64, 3), dtype),
+                jax.random.uniform(KEY, (64, 3), dtype, minval, maxval))
+
+
+@pytest.mark.parametrize("minval, maxval", [(5, 2), (2, 2)])
+def test_random_uniform_refuses_integer_bounds_out_of_order_as_tf_does(minval, maxval):
+    # TF: InvalidArgumentError "Need minval < maxval". Before: every value was minval.
+    with pytest.raises(ValueError, match=rf"random_uniform\(minval={minval}, maxval={maxval}\) for "
+                                         rf"integer dtype int32: minval must be below maxval \(TF: "
+                                         rf"Need minval < maxval\)") as e:
+        sp.transform(lambda: sp.get_param("n", [3], dtype=jnp.int32,
+                                          init=inits.random_uniform(minval, maxval))).init(KEY)
+    assert "fix: pass minval < maxval, e.g. random_uniform_initializer(0, 10) draws 0 to 9" in str(e.value)
+    assert "raised by the initializer of 'n'" in "\n".join(e.value.__notes__)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int8, jnp.int16, jnp.uint8, jnp.uint32])
+def test_random_uniform_refuses_integer_dtypes_tf_cannot_draw(dtype):
+    # TF: ValueError "Argument `dtype` got invalid value <dtype: 'int8'>. Accepted dtypes are (...,
+    # tf.int32, tf.int64)". Before: drawn.
+    name = np.dtype(dtype).name
+    with pytest.raises(inits.InitializerArgumentError,
+                       match=rf"random_uniform\(minval=0, maxval=5\) cannot draw dtype {name}: TF's "
+                             rf"integer draws are int32 and int64") as e:
+        sp.transform(lambda: sp.get_param("n", [3], dtype=dtype,
+                                          init=inits.random_uniform(0, 5))).init(KEY)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+    assert "fix: give the parameter dtype int32 or int64" in str(e.value)
+    assert "raised by the initializer of 'n'" in "\n".join(e.value.__notes__)
+
+
+@pytest.mark.parametrize("make, name, dtype", [
+    (inits.orthogonal_initializer, "orthogonal", jnp.int8),
+    (inits.orthogonal_initializer, "orthogonal", jnp.int16),
+    (inits.orthogonal_initializer, "orthogonal", jnp.uint8),
+    (inits.orthogonal_initializer, "orthogonal", jnp.bool_),
+    (inits.orthogonal_initializer, "orthogonal", jnp.int32),
+    (inits.orthogonal_initializer, "orthogonal", jnp.complex64),
+    (inits.random_normal_initializer, "random_normal", jnp.int32),
+    (inits.random_normal_initializer, "random_normal", jnp.complex64),
+    (inits.truncated_normal_initializer, "truncated_normal", jnp.complex64),
+    (inits.random_uniform_initializer, "random_uniform", jnp.complex64),
+    (inits.random_uniform_initializer, "random_uniform", jnp.bool_),
+    (inits.glorot_uniform_initializer, "glorot_uniform", jnp.int32),
+    (inits.he_normal, "variance_scaling", jnp.int8),
+    (lambda: inits.variance_scaling(distribution="untruncated_normal"), "variance_scaling",
+     jnp.complex64),
+    (inits.uniform_unit_scaling_initializer, "uniform_unit_scaling", jnp.int32),
+    (inits.contrib.variance_scaling_initializer, "contrib variance_scaling", jnp.int32),
+])
+def test_float_initializers_refuse_integer_bool_and_complex_parameters_as_tf_does(make, name, dtype):
+    # TF: TypeError "Expected int8, but got 0.0 of type 'float'" (or "not in list of allowed values"
+    # for complex). Before: orthogonal's float draw cast to zeros for int8 and True for bool;
+    # random_normal drew complex values; the others raised JAX's ValueError.
+    dtype_name = np.dtype(dtype).name
+    with pytest.raises(inits.InitializerArgumentError,
+                       match=rf"{name} initializer draws real floating values and cannot make a "
+                             rf"parameter of dtype {dtype_name}") as e:
+        sp.transform(lambda: sp.get_param("layer/w", (4, 4), init=make(), dtype=dtype)).init(KEY)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+    assert isinstance(e.value, sp.InitializerError)
+    assert "  fix: " in str(e.value)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        assert "jax.nn.initializers.normal()" in str(e.value)
+    else:
+        assert "or an initializer of that dtype: sp.initializers.zeros or " in str(e.value)
+    assert "raised by the initializer of 'layer/w'" in "\n".join(e.value.__notes__)
+
+
+def test_float_initializers_keep_every_floating_dtype():
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        for make in (inits.orthogonal, inits.random_normal, inits.truncated_normal, inits.random_uniform,
+                     inits.glorot_uniform, inits.he_normal, inits.uniform_unit_scaling):
+            assert make()(KEY, (4, 4), dtype).dtype == dtype
+
+
+@pytest.mark.parametrize("make", [inits.variance_scaling_initializer, inits.VarianceScaling])
+@pytest.mark.parametrize("distribution", ["Uniform", "NORMAL", "Truncated_Normal",
+                                          "Untruncated_Normal"])
+def test_variance_scaling_reads_the_distribution_in_any_case_as_tf_does(make, distribution):
+    # TF's init_ops and Keras lowercase the distribution (not the mode). Before: "invalid distribution".
+    tf = pytest.importorskip("tensorflow")
+    tf.compat.v1.variance_scaling_initializer(2.0, "fan_in", distribution)
+    ours = make(2.0, "fan_in", distribution)
+    same = make(2.0, "fan_in", distribution.lower())
+    np.testing.assert_array_equal(ours(KEY, (30, 40), jnp.float32), same(KEY, (30, 40), jnp.float32))
+    with pytest.raises(ValueError, match="invalid mode 'Fan_In'"):
+        make(2.0, "Fan_In", distribution)
+
+
+class _KerasStyle:
+    """The signature of every tf.keras initializer object's ``__call__``."""
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        return jnp.zeros(shape, dtype)
+
+
+def _keras_style_init(shape, dtype=None):
+    return jnp.zeros(shape, dtype)
+
+
+@pytest.mark.parametrize("make", [_KerasStyle, lambda: _keras_style_init])
+def test_a_keras_style_initializer_is_an_error_that_names_its_calling_convention(make):
+    # Before: the generic "cannot be called as init(key, shape, dtype)", whose fix (drop shape=) was
+    # wrong for it; docs/migrating_from_tf1.md promises an error that says it is TF/Keras-style.
+    with pytest.raises(TypeError, match=r"The initializer of 'dense/kernel' \(.*\) takes \(shape, "
+                                        r"dtype, \.\.\.\), Keras's \(and TF 1\.x's\) calling "
+                                        r"convention, but scoped_params calls initializers as "
+                                        r"init\(key, shape, dtype\)") as e:
+        sp.transform(lambda x: sp.layers.dense(x, 3, kernel_initializer=make())).init(
+            KEY, jnp.zeros((2, 4)))
+    message = str(e.value)
+    assert isinstance(e.value, sp.InitializerError)
+    assert "  asked: shape=(4, 3) with initializer " in message
+    assert "  fix: a deterministic one can be wrapped, init=lambda key, shape, dtype: " in message
+    assert "drop shape=" not in message
+
+
+def test_a_keras_initializer_object_is_an_error_naming_sp_initializers_equivalent():
+    tf_keras = pytest.importorskip("tf_keras")
+    for keras_init, ours in (
+            (tf_keras.initializers.GlorotUniform(), "sp.initializers.GlorotUniform()"),
+            (tf_keras.initializers.RandomNormal(stddev=0.1),
+             "sp.initializers.RandomNormal(mean=0.0, stddev=0.1)"),
+            (tf_keras.initializers.VarianceScaling(2.0, "fan_out", seed=3),
+             "sp.initializers.VarianceScaling(scale=2.0, mode='fan_out', "
+             "distribution='truncated_normal', seed=3)")):
+        with pytest.raises(TypeError, match="Keras's \\(and TF 1\\.x's\\) calling convention") as e:
+            sp.transform(lambda: sp.get_param("w", (4, 3), init=keras_init)).init(KEY)
+        assert f"  fix: use {ours}, Keras's {type(keras_init).__name__} in this convention" in str(e.value)
+        made = eval(ours, {"sp": sp})  # the suggestion works as written
+        assert sp.transform(lambda: sp.get_param("w", (4, 3), init=made)).init(KEY)["w"].shape == (4, 3)
+
+
+def test_a_two_argument_initializer_that_is_not_keras_style_keeps_the_generic_error():
+    def takes_two(key, shape):
+        return jnp.zeros(shape)
+
+    with pytest.raises(TypeError, match=r"The initializer of 'w' cannot be called as "
+                                        r"init\(key, shape, dtype\)") as e:
+        sp.transform(lambda: sp.get_param("w", [2], init=takes_two)).init(KEY)
+    assert "calling convention" not in str(e.value)
+
+
+def test_initializer_argument_errors_are_both_the_type_and_value_errors_tf_and_api_md_name():
+    # TF raises ValueError for mode="FAN_IN" (ours said TypeError: contrib's arguments), TypeError
+    # for verify_shape and for a float initializer of an int32 variable (ours said ValueError, as
+    # API.md maps dtype and shape problems): one class that is both keeps either `except` working.
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    with pytest.raises(ValueError, match="Argument `mode` should be one of"):
+        tf1.variance_scaling_initializer(2.0, "FAN_IN")
+    with tf.Graph().as_default():
+        with pytest.raises(TypeError, match="Expected Tensor's shape"):
+            tf1.constant_initializer([1.0, 2.0, 3.0, 4.0], verify_shape=True)((2, 2))
+        with pytest.raises(TypeError, match="Expected int32, but got"):
+            tf1.get_variable("w", (4, 4), tf.int32, initializer=tf1.random_normal_initializer())
+    for call in (lambda: inits.variance_scaling_initializer(2.0, "FAN_IN"),
+                 lambda: inits.constant_initializer([1.0, 2.0, 3.0, 4.0], verify_shape=True)(
+                     KEY, (2, 2), jnp.float32),
+                 lambda: sp.transform(lambda: sp.get_param(
+                     "w", (4, 4), init=inits.random_normal(), dtype=jnp.int32)).init(KEY)):
+        with pytest.raises(inits.InitializerArgumentError) as e:
+            call()
+        assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+        assert isinstance(e.value, sp.InitializerError) and "  fix: " in str(e.value)

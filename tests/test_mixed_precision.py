@@ -188,7 +188,7 @@ def _tf_flags(n=60, seed=0):
     return [bool(f) for f in np.random.RandomState(seed).rand(n) > 0.3]
 
 
-def test_dynamic_loss_scale_follows_tf_dynamic_loss_scale_step_by_step():
+def _test_dynamic_loss_scale_follows_tf_dynamic_loss_scale_step_by_step():
     # tf.compat.v1.mixed_precision.DynamicLossScale is the loss scale of TF 1.14+'s
     # enable_mixed_precision_graph_rewrite(opt, loss_scale="dynamic"): x multiplier after
     # increment_period finite steps, / multiplier (floor 1) on every non-finite one, an increase to
@@ -208,7 +208,16 @@ def test_dynamic_loss_scale_follows_tf_dynamic_loss_scale_step_by_step():
     assert float(ours.loss_scale) == 2.0 ** 127  # 2**128 is inf in float32: kept, as TF keeps it
 
 
-def test_dynamic_loss_scale_and_skipped_steps_follow_keras_loss_scale_optimizer():
+def test_dynamic_loss_scale_follows_tf_dynamic_loss_scale_step_by_step():
+    # TF's eager mode (another test module turns TF's eager execution off globally).
+    pytest.importorskip("tensorflow")
+    from tensorflow.python.eager import context
+
+    with context.eager_mode():
+        _test_dynamic_loss_scale_follows_tf_dynamic_loss_scale_step_by_step()
+
+
+def _test_dynamic_loss_scale_and_skipped_steps_follow_keras_loss_scale_optimizer():
     # tf.keras.mixed_precision.LossScaleOptimizer (tf_keras, TF 2.x's successor of the above) skips
     # the variable update on a non-finite step; select_tree does the same in a jitted step.
     tf = pytest.importorskip("tensorflow")
@@ -234,6 +243,15 @@ def test_dynamic_loss_scale_and_skipped_steps_follow_keras_loss_scale_optimizer(
         params, opt_state, loss_scale = step(params, opt_state, loss_scale, grads)
         assert float(loss_scale.loss_scale) == float(ref.loss_scale)
         np.testing.assert_array_equal(params, var.numpy())
+
+
+def test_dynamic_loss_scale_and_skipped_steps_follow_keras_loss_scale_optimizer():
+    # TF's eager mode (another test module turns TF's eager execution off globally).
+    pytest.importorskip("tensorflow")
+    from tensorflow.python.eager import context
+
+    with context.eager_mode():
+        _test_dynamic_loss_scale_and_skipped_steps_follow_keras_loss_scale_optimizer()
 
 
 def test_dynamic_loss_scale_follows_contrib_exponential_update_loss_scale_manager():
