@@ -196,8 +196,10 @@ def _differentiated_outside(tracer: Any, here: set) -> bool:
 def next_rng_key() -> jax.Array:
     """A fresh PRNG key for dropout and friends.
 
-    Keys are ``fold_in(rng, i)`` for the i-th call in this ``apply`` call, so the sequence is
-    deterministic given ``rng`` and independent of anything else. In ``init`` keys derive from the
+    Keys are ``fold_in(rng, i)`` for the i-th call in this ``apply`` call (inside ``sp.scan``,
+    ``sp.while_loop``, ``sp.fori_loop`` and ``sp.layer_stack``, the i-th call of step ``t`` draws
+    ``fold_in(fold_in(base, t), i)``, ``base`` one key of the call: see ``sp.scan``), so the
+    sequence is deterministic given ``rng`` and independent of anything else. In ``init`` keys derive from the
     init key (they only feed the abstract trace).
 
     >>> def fn(x):

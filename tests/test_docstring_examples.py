@@ -9,6 +9,7 @@ import doctest
 import importlib
 import pkgutil
 import re
+import textwrap
 from pathlib import Path
 
 import jax
@@ -43,12 +44,11 @@ def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
 
 
 def test_readme_code_blocks_run(tmp_path, monkeypatch):
-    """The README's Python blocks run in order in one session (indented blocks are fragments of a
-    list item, shown for reading)."""
+    """The README's Python blocks run in order in one session (those indented in a list item too)."""
     monkeypatch.chdir(tmp_path)
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if not b[:1].isspace()]
-    assert len(blocks) >= 4
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", readme, re.S)]
+    assert len(blocks) >= 6
     namespace: dict = {}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md, Python block {i}", "exec"), namespace)

@@ -50,8 +50,8 @@ def test_every_public_function_class_and_method_has_a_docstring():
     assert not missing, f"no docstring: {missing}"
 
 
-# Every name /work/shared/API.md (the contract) documents, as a user spells it (that file is not
-# in the repository: the list is kept here by hand, in the contract's order).
+# Every name the API contract (API.md) documents, as a user spells it (that file is not in the
+# repository: the list is kept here by hand, in the contract's order).
 API_MD_NAMES = (
     # 1. inside a model function
     "get_param", "scope", "Scope", "Scope.name", "Scope.reuse", "Scope.reuse_variables",
