@@ -20,7 +20,9 @@ enclosing scope) shares the weights.
 Layer objects (``sp.layers.Dense(units)``, ``Conv2D``, ``BatchNormalization``, ...) follow TF's
 object rules: the scope is fixed at the first call, later calls share the weights.
 
-Parameters take the input's floating dtype (float32 for integer inputs), as TF layers do; batch
+Parameters take the input's floating dtype, as TF layers do, and a layer refuses an input of another
+dtype where TF 1.x does (a ``TypeError``): all do but ``conv1d``, ``conv2d`` and
+``conv2d_transpose``, whose TF op takes int32 (int32 parameters, zeros by default, as in TF). Batch
 normalization keeps its parameters and statistics in float32 for float16/bfloat16 inputs.
 
 A layer's own regularizer (``kernel_regularizer=``, ``add_weight(regularizer=)``, ...) adds its
@@ -291,8 +293,13 @@ _FLOAT32 = np.dtype(np.float32)
 _FLOATING: dict = {}  # dtype -> whether it is a floating dtype (jnp.issubdtype costs ~2 us a call)
 
 
-def _param_dtype(inputs: jax.Array) -> np.dtype:
-    """The parameters' dtype for ``inputs``: theirs if floating, else float32 (as TF's layers)."""
+def _param_dtype(inputs: jax.Array, kind: Optional[str] = None, name: Any = None,
+                 int32_ok: bool = False) -> np.dtype:
+    """The parameters' dtype for ``inputs``: theirs if floating. TF 1.x's layers refuse any other
+    input (a ``TypeError`` here, naming the layer ``kind`` and ``name``), but for int32 where
+    ``int32_ok`` (``tf.layers.conv1d``/``conv2d``/``conv2d_transpose``, whose op takes int32: int32
+    parameters, as TF makes them). Without ``kind`` (the RNN cells, which refuse such an input
+    themselves, and a custom ``Layer``'s default dtype) float32."""
     if isinstance(inputs, jax.Array):  # its dtype is canonical already: no promotion to work out
         dtype = inputs.dtype
     else:
@@ -300,7 +307,21 @@ def _param_dtype(inputs: jax.Array) -> np.dtype:
     floating = _FLOATING.get(dtype)
     if floating is None:
         floating = _FLOATING[dtype] = bool(jnp.issubdtype(dtype, jnp.floating))
-    return dtype if floating else _FLOAT32
+    if floating:
+        return dtype
+    if kind is None:
+        return _FLOAT32
+    if int32_ok and dtype == np.int32:
+        return dtype
+    raise _input_dtype_error(kind, name, dtype, "a floating-point")
+
+
+def _input_dtype_error(kind: str, name: Any, dtype: Any, takes: str) -> TypeError:
+    """A layer's refusal of an input of ``dtype`` (it ``takes`` another kind), as TF 1.x's."""
+    return TypeError(f"{_label(kind, name)}: the input has dtype {np.dtype(dtype).name}, but this "
+                     f"layer only takes {takes} input (TF 1.x refuses it too, with a TypeError: its "
+                     "variables or ops take no such dtype).\n"
+                     "  fix: cast the input first, e.g. x.astype(jnp.float32).")
 
 
 def _cast(x: Any, dtype: np.dtype) -> Any:
@@ -617,9 +638,12 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
           kernel_regularizer: Optional[Callable], bias_regularizer: Optional[Callable],
           trainable: bool, name: Optional[str], reuse: Any,
           names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
-          bias_constraint: Any = None, activity_regularizer: Optional[Callable] = None) -> jax.Array:
+          bias_constraint: Any = None, activity_regularizer: Optional[Callable] = None,
+          int32_ok: bool = True) -> jax.Array:
     """TF's ``_Conv`` layer for 1, 2 or 3 spatial dimensions: ``<name>/kernel`` (spatial dims, in,
-    filters) and ``<name>/bias`` (``names``: slim calls them ``weights`` and ``biases``)."""
+    filters) and ``<name>/bias`` (``names``: slim calls them ``weights`` and ``biases``).
+    ``int32_ok``: an int32 input of rank 1 or 2 makes int32 parameters (TF's layers; slim's, with
+    their float initializers, refuse it)."""
     kind = f"conv{rank}d"
     kernel_shape = _tuple(kernel_size, rank, "kernel_size", kind, name)
     strides = _tuple(strides, rank, "strides", kind, name)
@@ -635,8 +659,8 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     if inputs.ndim != rank + 2:
         raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
-    dtype = _param_dtype(inputs)
     with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
+        dtype = _param_dtype(inputs, kind, sc, int32_ok and rank < 3)
         (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
          kernel_constraint, bias_constraint) = _kernel_and_bias_options(
             kind, sc, activation, kernel_initializer, bias_initializer, kernel_regularizer,
@@ -791,8 +815,8 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
         raise ValueError(f"{base_name} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
     out_channels = in_channels * depth_multiplier if filters is None else filters
-    dtype = _param_dtype(inputs)
     with _layer_scope(name, base_name, reuse, fetches_only=True) as sc:
+        dtype = _param_dtype(inputs, base_name, sc)
         if (type(activation) is str or type(depthwise_initializer) is str
                 or type(pointwise_initializer) is str or type(bias_initializer) is str
                 or type(depthwise_regularizer) is str or type(pointwise_regularizer) is str
@@ -912,9 +936,10 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
                     bias_initializer: Any, kernel_regularizer: Optional[Callable],
                     bias_regularizer: Optional[Callable], trainable: bool, name: Any, reuse: Any,
                     names: Tuple[str, str] = ("kernel", "bias"), *, kernel_constraint: Any = None,
-                    bias_constraint: Any = None,
-                    activity_regularizer: Optional[Callable] = None) -> jax.Array:
-    """TF's ``Conv2DTranspose``/``Conv3DTranspose`` layer (``names``: its kernel's and bias's)."""
+                    bias_constraint: Any = None, activity_regularizer: Optional[Callable] = None,
+                    int32_ok: bool = True) -> jax.Array:
+    """TF's ``Conv2DTranspose``/``Conv3DTranspose`` layer (``names``: its kernel's and bias's);
+    ``int32_ok`` as in ``_conv`` (TF's op takes int32 in 2-D only)."""
     kind = f"conv{rank}d_transpose"
     kernel_shape = _tuple(kernel_size, rank, "kernel_size", kind, name)
     strides = _tuple(strides, rank, "strides", kind, name)
@@ -924,8 +949,8 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     if inputs.ndim != rank + 2:
         raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
     in_channels = inputs.shape[-1 if last else 1]
-    dtype = _param_dtype(inputs)
     with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
+        dtype = _param_dtype(inputs, kind, sc, int32_ok and rank == 2)
         (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
          kernel_constraint, bias_constraint) = _kernel_and_bias_options(
             kind, sc, activation, kernel_initializer, bias_initializer, kernel_regularizer,
@@ -986,8 +1011,8 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
            kind: str = "dense") -> jax.Array:
     """TF's ``Dense`` layer: ``<name>/kernel`` ``(in, units)`` and ``<name>/bias`` (``names``);
     ``kind`` (slim's ``fully_connected``) names it in errors."""
-    dtype = _param_dtype(inputs)
     with _layer_scope(name, "dense", reuse, fetches_only=True) as sc:
+        dtype = _param_dtype(inputs, kind, sc)
         # One test for what the common call never has: units not an int, and arguments given by
         # Keras names or as constraints (resolved here rather than at every get_param below).
         if type(units) is not int or units < 0:
@@ -1030,7 +1055,7 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
                         renorm_momentum: float = 0.99, fused: Optional[bool] = None,
                         virtual_batch_size: Optional[int] = None,
                         adjustment: Any = None, *, _fused_kernel: Optional[bool] = None,
-                        _update: Optional[bool] = None) -> jax.Array:
+                        _update: Optional[bool] = None, _nn_moments: bool = False) -> jax.Array:
     """``tf.compat.v1.layers.batch_normalization`` with the moving statistics as ``sp`` state.
 
     Parameters ``<name>/gamma``, ``<name>/beta``; state ``<name>/moving_mean``,
@@ -1054,7 +1079,9 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     >>> y, state = bn.apply(params, state, jnp.ones((4, 3)))
     """
     # _fused_kernel and _update are slim.batch_norm's: its own fused kernel (2-D inputs too) and its
-    # updates_collections paths decide them; None is tf.layers' rule.
+    # updates_collections paths decide them; None is tf.layers' rule. _nn_moments: slim's legacy
+    # nn.moments path, whose variables take the input's dtype (float16 too) and whose statistics are
+    # TF's nn.moments'.
     if renorm or virtual_batch_size is not None or adjustment is not None:
         raise NotImplementedError("sp.layers.batch_normalization does not implement renorm, "
                                   "virtual_batch_size or adjustment.")
@@ -1087,9 +1114,9 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
         reduce_axes = tuple(i for i in range(ndim) if i not in axes)
         broadcast = tuple(inputs.shape[i] if i in axes else 1 for i in range(ndim))
         param_shape = broadcast if len(axes) > 1 else (inputs.shape[axes[0]],)  # Keras' build
-        in_dtype = jnp.result_type(inputs)
-        dtype = np.dtype(np.float32) if in_dtype in (jnp.float16, jnp.bfloat16) or not (
-            jnp.issubdtype(in_dtype, jnp.floating)) else in_dtype
+        in_dtype = _param_dtype(inputs, "batch_normalization", sc)  # a float (TF refuses others)
+        low_precision = in_dtype in (jnp.float16, jnp.bfloat16)
+        dtype = _FLOAT32 if low_precision and not _nn_moments else in_dtype
         if _fused_kernel is None:  # TF v1: fused=None or True both mean "if _fused_can_be_used()"
             _fused_kernel = (fused is not False and ndim in (4, 5) and len(axes) == 1
                              and axes[0] in (1, ndim - 1) and dtype != np.float64)
@@ -1127,8 +1154,11 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
 
         if static_training is False:
             return normalize(moving_mean, moving_var).astype(in_dtype)
-        mean = jnp.mean(x, reduce_axes).reshape(param_shape)
-        var = jnp.mean(jnp.square(x - mean.reshape(broadcast)), reduce_axes).reshape(param_shape)
+        if _nn_moments:  # TF's: float16 computed in float32, then cast back
+            mean, var = (m.reshape(param_shape) for m in _moments(x, reduce_axes))
+        else:
+            mean = jnp.mean(x, reduce_axes).reshape(param_shape)
+            var = jnp.mean(jnp.square(x - mean.reshape(broadcast)), reduce_axes).reshape(param_shape)
         if update:
             n = int(np.prod([inputs.shape[i] for i in reduce_axes]))
             update_var = var * (n / max(n - 1, 1)) if _fused_kernel else var
@@ -1177,9 +1207,9 @@ def _normalized_axes(axis: Any, shape: Tuple[int, ...], name: Any) -> list:
 
 def _moments(x: jax.Array, axes: Tuple[int, ...]) -> Tuple[jax.Array, jax.Array]:
     """TF's ``nn.moments(x, axes, keep_dims=True)``: the mean, and the mean squared distance from it
-    (not differentiated through the mean), computed in float32 for float16/bfloat16 inputs and
-    returned in ``x``'s dtype."""
-    stats = x.astype(jnp.float32) if x.dtype in (jnp.float16, jnp.bfloat16) else x
+    (not differentiated through the mean), computed in float32 for float16 inputs (not bfloat16
+    ones, as TF) and returned in ``x``'s dtype."""
+    stats = x.astype(jnp.float32) if x.dtype == jnp.float16 else x
     mean = jnp.mean(stats, axes, keepdims=True)
     variance = jnp.mean(jnp.square(stats - jax.lax.stop_gradient(mean)), axes, keepdims=True)
     return mean.astype(x.dtype), variance.astype(x.dtype)
@@ -1215,10 +1245,16 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
     if begin_params_axis >= rank or norm_axis >= rank:
         raise ValueError(f"begin_params_axis ({begin_params_axis}) and begin_norm_axis "
                          f"({begin_norm_axis}) must be < rank(inputs) ({rank})")
-    params_shape = tuple(inputs.shape[begin_params_axis:])
-    dtype = _param_dtype(inputs)
+    if norm_axis < 0:  # TF's wraps it once and fails when run (duplicate or invalid axes)
+        raise ValueError(
+            f"begin_params_axis ({begin_params_axis}) and begin_norm_axis ({begin_norm_axis}) must "
+            f"be < rank(inputs) ({rank}) and begin_norm_axis >= -rank(inputs) ({-rank})\n"
+            f"  fix: an axis of the rank-{rank} input, e.g. begin_norm_axis=-1 to normalize over "
+            "the last axis only, or 1 for all but the batch.")
+    params_shape = tuple(inputs.shape[begin_params_axis:])  # (below -rank: all, as TF's slice)
     collections = list(variables_collections) if variables_collections else None
-    with _layer_scope(scope, "LayerNorm", reuse, fetches_only=True):
+    with _layer_scope(scope, "LayerNorm", reuse, fetches_only=True) as sc:
+        dtype = _param_dtype(inputs, "layer_norm", sc)
         beta = get_param("beta", params_shape, zeros, dtype, trainable=trainable,
                          collections=collections) if center else None
         gamma = get_param("gamma", params_shape, ones, dtype, trainable=trainable,

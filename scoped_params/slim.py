@@ -54,7 +54,7 @@ from . import _frame, layers
 from ._params import ApplyStore, InitStore, get_param
 from ._errors import NestedTraceError, ReuseArgumentError, ScopeNestingError
 from ._regularizers import l1_l2_regularizer, l1_regularizer, l2_regularizer, sum_regularizer
-from ._scope import (_TRACE, _describe_reuse, default_name_scope, name_scope,
+from ._scope import (_TRACE, Scope, _describe_reuse, default_name_scope, name_scope,
                      scope as _variable_scope)
 from .initializers import (contrib_variance_scaling as variance_scaling_initializer,
                            ones, xavier_initializer, zeros)
@@ -321,10 +321,31 @@ def _model_variable_getter(variables_collections: Any) -> Callable:
     return getter
 
 
+def last_dimension(shape: Sequence[Optional[int]], min_rank: int = 1) -> int:
+    """``slim.utils.last_dimension(shape, min_rank=1)``: ``shape``'s last entry, checking the rank
+    is at least ``min_rank`` and the entry is known, as tf_slim's (pass ``x.shape``; resnet's
+    ``last_dimension(inputs.get_shape(), min_rank=4)`` is ``last_dimension(inputs.shape, 4)``)."""
+    if hasattr(shape, "shape") and hasattr(shape, "dtype"):
+        raise TypeError(f"slim.utils.last_dimension: expected a shape, got an array of shape "
+                        f"{tuple(shape.shape)} (TF's takes a TensorShape, inputs.get_shape()).\n"
+                        "  fix: pass x.shape.")
+    dims = tuple(shape)
+    if len(dims) < min_rank:
+        raise ValueError(f"slim.utils.last_dimension: rank of shape must be at least {min_rank} "
+                         f"not: {len(dims)} (shape {dims}).\n  fix: pass the shape of a rank-"
+                         f"{min_rank} (or higher) input, or a lower min_rank.")
+    if dims[-1] is None:
+        raise ValueError(f"slim.utils.last_dimension: dimension -1 of shape must be known but is "
+                         f"None: {dims}.\n  fix: pass the input's shape, x.shape, whose entries "
+                         "JAX always knows.")
+    return int(dims[-1])
+
+
 utils = types.SimpleNamespace(
     collect_named_outputs=collect_named_outputs,
     convert_collection_to_dict=convert_collection_to_dict,
     get_variable_collections=_collections,
+    last_dimension=last_dimension,
 )
 
 
@@ -474,7 +495,7 @@ def convolution(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, str
             rank, inputs, num_outputs, kernel_size, stride, padding, df, rate, None,
             normalizer_fn is None and biases_initializer is not None, weights_initializer,
             biases_initializer, weights_regularizer, biases_regularizer, trainable, sc, reuse,
-            names=("weights", "biases"))
+            names=("weights", "biases"), int32_ok=False)  # slim's xavier refuses int32 weights
         return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
                        outputs_collections, sc.name, op)
 
@@ -527,7 +548,7 @@ def _transpose_op(name: str, rank: int, kind: str, formats: Tuple[str, str]) -> 
                 rank, inputs, num_outputs, kernel_size, stride, padding, df, None,
                 normalizer_fn is None and biases_initializer is not None, weights_initializer,
                 biases_initializer, weights_regularizer, biases_regularizer, trainable, sc, reuse,
-                names=("weights", "biases"))
+                names=("weights", "biases"), int32_ok=False)
             return _finish(outputs, normalizer_fn, normalizer_params, activation_fn,
                            outputs_collections, sc.name, f"slim.conv{rank}d_transpose")
 
@@ -619,13 +640,23 @@ def bias_add(inputs: jax.Array, activation_fn: Optional[Callable] = None, initia
              regularizer: Optional[Callable] = None, reuse: Any = None,
              variables_collections: Any = None, outputs_collections: Any = None,
              trainable: bool = True, data_format: str = "NHWC", scope: Any = None) -> jax.Array:
-    """``slim.bias_add``: scope ``BiasAdd`` with ``biases`` over the channel axis."""
+    """``slim.bias_add``: scope ``BiasAdd`` with ``biases`` over the channel axis, in the input's
+    dtype (integers too, as TF's ``BiasAdd``; not bool)."""
     last = _channels(data_format, ("NHWC", "NCHW")) == "channels_last"
     if not last and inputs.ndim != 4:
         raise ValueError("Data format NCHW only supports 4D Tensor")
+    if inputs.ndim < 2:
+        raise ValueError(
+            f"slim.bias_add: Shape must be at least rank 2 but is rank {inputs.ndim}: the input of "
+            f"shape {tuple(inputs.shape)} has no batch axis and channel axis (as TF's BiasAdd "
+            "refuses it).\n  fix: give the input a batch axis, e.g. x.reshape(1, -1) for one "
+            "example.")
     with _layer(scope, "BiasAdd", reuse, variables_collections, "slim.bias_add") as sc:
-        biases = get_param("biases", (inputs.shape[-1 if last else 1],), initializer,
-                           layers._param_dtype(inputs), trainable=trainable, regularizer=regularizer)
+        dtype = jnp.result_type(inputs)
+        if dtype == np.bool_:
+            raise layers._input_dtype_error("bias_add", sc, dtype, "a numeric")
+        biases = get_param("biases", (inputs.shape[-1 if last else 1],), initializer, dtype,
+                           trainable=trainable, regularizer=regularizer)
         outputs = layers._bias_and_activation(inputs, biases, last, None)
         if activation_fn is not None:
             outputs = _activated(activation_fn, outputs, "slim.bias_add")
@@ -656,7 +687,8 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
     - the default ``updates_collections``: ``sp.layers.batch_normalization``'s rules
       (Bessel-corrected where TF fuses; with ``trainable=False`` no update, since TF leaves a
       non-trainable layer's update ops out of ``UPDATE_OPS``);
-    - otherwise ``nn.moments``: the plain batch variance, updated even if ``trainable=False``.
+    - otherwise ``nn.moments``: the plain batch variance, updated even if ``trainable=False``,
+      and the variables in the input's dtype (float16 too, where the other two keep float32).
 
     ``is_training`` may be a traced boolean.
     """
@@ -674,8 +706,8 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
         fused_kernel, update = True, True  # _fused_batch_norm adds its update ops itself
     elif default_updates:
         fused_kernel, update = None, None  # the core layer
-    else:
-        fused_kernel, update = False, True  # nn.moments, its update ops added (or run) by slim
+    else:  # nn.moments, its update ops added (or run) by slim, its variables in the input's dtype
+        fused_kernel, update = False, True
     with _layer(scope, "BatchNorm", reuse, variables_collections, "slim.batch_norm") as sc:
         outputs = layers.batch_normalization(
             inputs, axis=1 if df == "channels_first" else -1, momentum=decay, epsilon=epsilon,
@@ -688,7 +720,8 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
             gamma_regularizer=param_regularizers.get("gamma"), training=is_training,
             trainable=trainable, name=sc, reuse=reuse, renorm=renorm,
             renorm_clipping=renorm_clipping, renorm_momentum=renorm_decay, fused=fused,
-            adjustment=adjustment, _fused_kernel=fused_kernel, _update=update)
+            adjustment=adjustment, _fused_kernel=fused_kernel, _update=update,
+            _nn_moments=fused_kernel is False)
         if activation_fn is not None:
             outputs = _activated(activation_fn, outputs, "slim.batch_norm")
         return collect_named_outputs(outputs_collections, sc.name, outputs)
@@ -733,8 +766,8 @@ def instance_norm(inputs: jax.Array, center: bool = True, scale: bool = True, ep
                          f"{data_format!r}.")
     rank = inputs.ndim
     axis = 1 if data_format == "NCHW" else rank - 1
-    dtype = layers._param_dtype(inputs)
     with _layer(scope, "InstanceNorm", reuse, variables_collections, "slim.instance_norm") as sc:
+        dtype = layers._param_dtype(inputs, "slim.instance_norm", sc)
         beta, gamma = _norm_params(center, scale, (inputs.shape[axis],), dtype, param_initializers,
                                    trainable)
         x = layers._cast(inputs, dtype)
@@ -780,9 +813,9 @@ def group_norm(inputs: jax.Array, groups: int = 32, channels_axis: int = -1,
     grouped = before + (groups, channels // groups) + after
     broadcast = (1,) * len(before) + (groups, channels // groups) + (1,) * len(after)
     axes = tuple([channels_axis + 1] + [a + 1 if a > channels_axis else a for a in reduction_axes])
-    dtype = layers._param_dtype(inputs)
-    x = layers._cast(inputs, dtype).reshape(grouped)
     with _layer(scope, "GroupNorm", reuse, variables_collections, "slim.group_norm") as sc:
+        dtype = layers._param_dtype(inputs, "slim.group_norm", sc)
+        x = layers._cast(inputs, dtype).reshape(grouped)
         beta, gamma = _norm_params(center, scale, (channels,), dtype, param_initializers, trainable)
         if mean_close_to_zero:  # nn.sufficient_statistics and nn.normalize_moments without a shift
             divisor = 1.0 / float(np.prod([grouped[a] for a in axes]))
@@ -973,12 +1006,26 @@ def _layer_name(layer: Callable, fallback: str) -> str:
     return getattr(func, "__name__", fallback)
 
 
+def _check_repeated_scope(op: str, scope: Any) -> None:
+    """tf_slim names the i-th layer ``scope + '_' + str(i + 1)``: a scope object is a TypeError."""
+    if scope is not None and not isinstance(scope, str):
+        name = scope.name if isinstance(scope, Scope) else None
+        fix = (f"pass its name, scope=sc.name (here {name!r}), or a string" if name is not None
+               else "pass a string")
+        given = f"<Scope {name!r}>" if name is not None else repr(scope)
+        raise TypeError(
+            f"slim.{op}(scope={given}): scope must be a string (the repeated layers' scopes are "
+            f"scope + '_1', '_2', ...), got {type(scope).__name__} (TF: unsupported operand "
+            f"type(s) for +: '{type(scope).__name__}' and 'str').\n  fix: {fix}.")
+
+
 def repeat(inputs: jax.Array, repetitions: int, layer: Callable, *args: Any, **kwargs: Any
            ) -> jax.Array:
     """``slim.repeat(x, 3, slim.conv2d, 64, [3, 3], scope="conv3")``: the layer applied
     ``repetitions`` times in the scope ``conv3`` (default ``Repeat``), the i-th with
     ``scope="conv3_<i>"`` (``conv3/conv3_1/weights``, ...)."""
     scope = kwargs.pop("scope", None)
+    _check_repeated_scope("repeat", scope)
     with _variable_scope(scope, default_name="Repeat"):
         name = scope if scope is not None else _layer_name(layer, "repeat")
         outputs = inputs
@@ -993,6 +1040,7 @@ def stack(inputs: jax.Array, layer: Callable, stack_args: Sequence[Any], **kwarg
     of ``stack_args`` (its arguments, a tuple or a single value), the i-th with
     ``scope="fc_<i>"`` inside the scope ``fc`` (default ``Stack``)."""
     scope = kwargs.pop("scope", None)
+    _check_repeated_scope("stack", scope)
     if not isinstance(stack_args, (list, tuple)):
         raise ValueError("stack_args need to be a list or tuple")
     with _variable_scope(scope, default_name="Stack"):

@@ -1607,3 +1607,83 @@ def test_a_custom_layers_valid_dtype_in_any_spelling_sets_its_weights_dtype():
                                                                     jnp.ones((2, 3)))
         assert params["scale"]["gain"].dtype == jnp.dtype(dtype if dtype is not tf.float16
                                                           else "float16")
+
+
+# --- integer inputs ---------------------------------------------------------------------------------
+
+
+def _tf_error_on(build, x):
+    """The TypeError TF 1.x raises building or running ``build`` on ``x`` (None if it runs)."""
+    with tf.Graph().as_default(), tf.Session() as session:
+        try:
+            placeholder = tf.placeholder(tf.as_dtype(x.dtype), x.shape)
+            out = build(tf.layers, placeholder)
+            session.run(tf.global_variables_initializer())
+            session.run(out, {placeholder: x})
+        except TypeError as error:
+            return error
+    return None
+
+
+_INTEGER_INPUTS_TF_REFUSES = [  # (layer call, input dtype, how ours names the layer)
+    (lambda L, x: L.dense(x[:, 0, 0], 3), np.int32, "dense 'dense'"),
+    (lambda L, x: L.Dense(3, name="fc")(x[:, 0, 0]), np.int32, "dense 'fc'"),
+    (lambda L, x: L.conv3d(x[..., None], 2, 2), np.int32, "conv3d 'conv3d'"),
+    (lambda L, x: L.conv3d_transpose(x[..., None], 2, 2), np.int32,
+     "conv3d_transpose 'conv3d_transpose'"),
+    (lambda L, x: L.separable_conv1d(x[:, 0], 2, 2), np.int32,
+     "separable_conv1d 'separable_conv1d'"),
+    (lambda L, x: L.separable_conv2d(x, 2, 2, name="sep"), np.int32, "separable_conv2d 'sep'"),
+    (lambda L, x: L.batch_normalization(x, training=False), np.int32,
+     "batch_normalization 'batch_normalization'"),
+    (lambda L, x: L.batch_normalization(x[:, 0], training=True), np.int32,
+     "batch_normalization 'batch_normalization'"),
+    (lambda L, x: L.conv2d(x, 2, 2), np.uint8, "conv2d 'conv2d'"),  # TF's Conv2D: int32 only
+    (lambda L, x: L.conv1d(x[:, 0], 2, 2), np.int16, "conv1d 'conv1d'"),
+    (lambda L, x: L.conv2d_transpose(x, 2, 2), np.int8, "conv2d_transpose 'conv2d_transpose'"),
+    (lambda L, x: L.dense(x[:, 0, 0], 3), np.bool_, "dense 'dense'"),
+]
+
+
+@pytest.mark.parametrize("build, dtype, label", _INTEGER_INPUTS_TF_REFUSES)
+def test_layers_refuse_a_non_floating_input_tf_refuses_naming_the_layer_and_dtype(build, dtype,
+                                                                                 label):
+    # Before: cast to float32 (batch_normalization(training=False) returned the input's int32, its
+    # normalized values truncated).
+    x = (images((2, 6, 6, 3)) * 4).astype(dtype)
+    assert isinstance(_tf_error_on(build, x), TypeError)
+    with pytest.raises(TypeError) as error:
+        model = sp.transform_with_state(lambda i: build(sp.layers, i))
+        model.apply(*model.init(jax.random.key(0), x), x)
+    message = str(error.value)
+    found = jnp.dtype(dtype).name
+    assert message.startswith(f"{label}: the input has dtype {found}, but this layer only takes a "
+                              "floating-point input"), message
+    assert message.endswith("\n  fix: cast the input first, e.g. x.astype(jnp.float32).")
+
+
+def test_layer_norm_refuses_an_integer_input_naming_the_layer():
+    # contrib's layer_norm (slim's, see test_slim) raises a TypeError on it
+    with pytest.raises(TypeError, match=r"^layer_norm 'LayerNorm': the input has dtype int32, but "
+                                        r"this layer only takes a floating-point input"):
+        sp.transform(lambda x: sp.layers.layer_norm(x)).init(jax.random.key(0),
+                                                              jnp.ones((2, 3), jnp.int32))
+
+
+@pytest.mark.parametrize("kind, shape", [("conv1d", (2, 6, 3)), ("conv2d", (2, 6, 6, 3)),
+                                         ("conv2d_transpose", (2, 6, 6, 3))])
+def test_int32_convolutions_tf_takes_make_int32_parameters_like_tf(kind, shape):
+    # TF's Conv2D op takes int32, so tf.layers.conv1d/conv2d/conv2d_transpose build int32 kernels
+    # and biases (zeros by default, an initializer's values otherwise). Before: float32 ones.
+    x = (images(shape) * 4).astype(np.int32)
+    for tf_init, sp_init in ((None, None), (tf.ones_initializer(), sp.initializers.ones)):
+        tf_out, out, tf_vars, _ = check_same(
+            lambda i: getattr(tf.layers, kind)(i, 2, 2, kernel_initializer=tf_init),
+            lambda i: getattr(sp.layers, kind)(i, 2, 2, kernel_initializer=sp_init), x)
+        params = sp.transform(lambda i: getattr(sp.layers, kind)(
+            i, 2, 2, kernel_initializer=sp_init)).init(jax.random.key(0), x)
+        assert {n: str(p.dtype) for n, p in sp.flatten(params).items()} == {
+            n: str(v.dtype) for n, v in tf_vars.items()} == {f"{kind}/kernel": "int32",
+                                                              f"{kind}/bias": "int32"}
+        assert out.dtype == tf_out.dtype == np.int32
+        np.testing.assert_array_equal(out, tf_out)

@@ -1112,3 +1112,260 @@ def test_causal_padding_beyond_1d_and_a_strided_atrous_conv2d_are_refused_like_t
     assert isinstance(_tf_slim_result(program, X6), ValueError)
     with pytest.raises(ValueError, match=message):
         sp.transform(lambda x: program(sp.slim, x)).init(KEY, X6)
+
+
+# --- dtypes: slim's nn.moments batch norm, integer inputs ---------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("shape, updates_collections, fused, is_training, param_dtype", [
+    ((2, 9, 3), None, None, True, "input"),  # nn.moments: the input's dtype
+    ((2, 9, 3), "my_updates", None, False, "input"),
+    ((2, 4, 5, 3), None, False, True, "input"),
+    ((2, 4, 5, 3), None, None, True, "float32"),  # slim's fused kernel
+    ((6, 3), None, None, True, "float32"),
+    ((2, 9, 3), "update_ops", None, True, "float32"),  # the core layer
+])
+def test_batch_norm_keeps_a_low_precision_inputs_dtype_on_slims_nn_moments_path_only(
+        dtype, shape, updates_collections, fused, is_training, param_dtype):
+    # tf_slim's legacy path makes beta/gamma/moving statistics with dtype=inputs.dtype (float16 for
+    # a float16 input); its fused kernel and the core layer keep them in float32. Before: float32
+    # everywhere, so a TF checkpoint's float16 statistics were refused.
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    x = (np.random.RandomState(0).randn(*shape) * 2 + 1).astype(np.float32)
+    x = np.asarray(jnp.asarray(x, dtype))  # TF's and ours from the same rounded values
+
+    def program(slim, x):
+        return slim.batch_norm(x, decay=0.5, scale=True, is_training=is_training, fused=fused,
+                               updates_collections=updates_collections)
+
+    with tf.Graph().as_default(), tf1.Session() as session:
+        placeholder = tf1.placeholder(tf.as_dtype(dtype), shape)
+        y = program(tf_slim, placeholder)
+        updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS) + tf1.get_collection("my_updates")
+        session.run(tf1.global_variables_initializer())
+        values = {}
+        for i, v in enumerate(sorted(tf1.global_variables(), key=lambda v: v.name)):
+            value = np.random.RandomState(i).rand(*v.shape.as_list()) + 0.5
+            v.load(value.astype(v.dtype.base_dtype.as_numpy_dtype), session)
+            values[v.name[:-2]] = session.run(v)
+        theirs = session.run([y] + updates, {placeholder: x})[0]
+        their_moving = {v.name[:-2]: session.run(v) for v in tf1.global_variables()
+                        if "moving" in v.name}
+
+    model = sp.transform_with_state(lambda x: program(sp.slim, x))
+    params, state = model.init(KEY, x)
+    expected = dtype if param_dtype == "input" else "float32"
+    assert {k: str(v.dtype) for k, v in {**sp.flatten(params), **sp.flatten(state)}.items()} == {
+        k: expected for k in values}
+    params, state = _split_by(params, state, values)
+    ours, new_state = model.apply(params, state, x)
+    assert ours.dtype == jnp.dtype(dtype)
+    tolerance = dict(rtol=2e-2, atol=2e-2) if dtype == "bfloat16" else dict(rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32),
+                               **tolerance)
+    for name, value in their_moving.items():
+        assert str(sp.flatten(new_state)[name].dtype) == expected, name
+        np.testing.assert_allclose(np.asarray(sp.flatten(new_state)[name], np.float32),
+                                   np.asarray(value, np.float32), **tolerance, err_msg=name)
+
+
+def _split_by(params, state, values):
+    """``params`` and ``state`` with TF's ``values`` (each already in its variable's dtype)."""
+    return (sp.unflatten({k: jnp.asarray(values[k]) for k in sp.flatten(params)}),
+            sp.unflatten({k: jnp.asarray(values[k]) for k in sp.flatten(state)}))
+
+
+_INTEGER_REFUSALS = [  # (program, what tf_slim says, how ours names the layer)
+    (lambda slim, x: slim.fully_connected(x, 3), "non-floating point dtype",
+     "fully_connected 'fully_connected'"),
+    (lambda slim, x: slim.conv2d(x, 3, 3), "non-floating point type", "conv2d 'Conv'"),
+    (lambda slim, x: slim.conv1d(x[:, 0], 3, 3), "non-floating point type", "conv1d 'Conv'"),
+    (lambda slim, x: slim.conv2d_transpose(x, 3, 3), "non-floating point type",
+     "conv2d_transpose 'Conv2d_transpose'"),
+    (lambda slim, x: slim.separable_conv2d(x, None, 3), "non-floating point type",
+     "SeparableConv2d 'SeparableConv2d'"),
+    (lambda slim, x: slim.separable_conv2d(x, 3, 3, scope="sep"), "non-floating point type",
+     "SeparableConv2d 'sep'"),
+    (lambda slim, x: slim.layer_norm(x), "does not match type int32", "layer_norm 'LayerNorm'"),
+    (lambda slim, x: slim.batch_norm(x, is_training=False), "does not match type int32",
+     "batch_normalization 'BatchNorm'"),
+    (lambda slim, x: slim.batch_norm(x), "does not match type int32",
+     "batch_normalization 'BatchNorm'"),
+    (lambda slim, x: slim.batch_norm(x[:, 0, 0], is_training=False), "not in list of allowed",
+     "batch_normalization 'BatchNorm'"),
+    (lambda slim, x: slim.batch_norm(x[:, 0], is_training=False, updates_collections=None),
+     "does not match type int32", "batch_normalization 'BatchNorm'"),
+    (lambda slim, x: slim.instance_norm(x), "does not match type int32",
+     "slim.instance_norm 'InstanceNorm'"),
+    (lambda slim, x: slim.group_norm(x, groups=2), "does not match type int32",
+     "slim.group_norm 'GroupNorm'"),
+]
+
+
+@pytest.mark.parametrize("program, theirs_says, label", _INTEGER_REFUSALS)
+def test_weighted_layers_refuse_an_integer_input_naming_the_layer_like_tf_slim(program, theirs_says,
+                                                                              label):
+    # Before: cast to float32 (and batch_norm(is_training=False) returned int32, its normalized
+    # values truncated); tf_slim raises a TypeError building the layer.
+    x = (X6 * 4).astype(np.int32)
+    theirs = _tf_slim_result(program, x)
+    assert isinstance(theirs, TypeError) and theirs_says in str(theirs), theirs
+    with pytest.raises(TypeError) as error:
+        model = sp.transform_with_state(lambda x: program(sp.slim, x))
+        model.apply(*model.init(KEY, x), x)
+    message = str(error.value)
+    assert message.startswith(f"{label}: the input has dtype int32, but this layer only takes a "
+                              "floating-point input"), message
+    assert message.endswith("\n  fix: cast the input first, e.g. x.astype(jnp.float32).")
+
+
+def test_bias_add_keeps_an_integer_inputs_dtype_and_refuses_bool_like_tf_slim():
+    # tf_slim's bias_add makes its biases in the input's dtype (BiasAdd takes integers, not bool);
+    # before: float32 biases and a float32 output.
+    _tf_slim()
+    import tensorflow as tf
+    x = (X6 * 4).astype(np.int32)
+
+    def program(slim, x):
+        return slim.bias_add(x, initializer=tf.compat.v1.ones_initializer() if slim is not sp.slim
+                             else sp.initializers.ones)
+
+    theirs = _tf_slim_result(program, x)
+    model = sp.transform(lambda x: program(sp.slim, x))
+    params = model.init(KEY, x)
+    assert params["BiasAdd"]["biases"].dtype == jnp.int32
+    ours = model.apply(params, x)
+    assert ours.dtype == jnp.int32 and theirs.dtype == np.int32
+    np.testing.assert_array_equal(ours, theirs)
+    flags = X6 > 0
+    assert isinstance(_tf_slim_result(lambda slim, x: slim.bias_add(x), flags), TypeError)
+    with pytest.raises(TypeError, match=r"^bias_add 'BiasAdd': the input has dtype bool, but this "
+                                        r"layer only takes a numeric input .*\n  fix: cast the "
+                                        r"input first, e.g. x\.astype\(jnp\.float32\)\."):
+        sp.transform(lambda x: sp.slim.bias_add(x)).init(KEY, flags)
+
+
+# --- repeat/stack's scope, bias_add's rank, layer_norm's axes, utils.last_dimension -----------------
+
+
+@pytest.mark.parametrize("op", ["repeat", "stack"])
+def test_repeat_and_stack_refuse_a_scope_object_as_scope_like_tf_slim_with_the_fix(op):
+    # tf_slim builds the i-th scope as scope + '_' + str(i + 1): a VariableScope is a TypeError there.
+    # Before: an InvalidNameError about a scope named "Scope(name='blk', reuse=False)_1".
+    def program(slim, vs, x):
+        with vs("blk") as sc:
+            pass
+        if op == "repeat":
+            return slim.repeat(x, 2, slim.conv2d, 3, 3, scope=sc)
+        return slim.stack(x, slim.conv2d, [3, 3], kernel_size=3, scope=sc)
+
+    _tf_slim()
+    import tensorflow as tf
+    theirs = _tf_slim_result(lambda slim, x: program(slim, tf.compat.v1.variable_scope, x), X6)
+    assert isinstance(theirs, TypeError) and "unsupported operand" in str(theirs)
+    with pytest.raises(TypeError) as error:
+        sp.transform(lambda x: program(sp.slim, sp.scope, x)).init(KEY, X6)
+    message = str(error.value)
+    assert message.startswith(f"slim.{op}(scope=<Scope 'blk'>): scope must be a "
+                              "string (the repeated layers' scopes are scope + '_1', '_2', ...)"), \
+        message
+    assert message.endswith("\n  fix: pass its name, scope=sc.name (here 'blk'), or a string.")
+    # the fix works, as scope=sc.name does in TF
+    fixed = sp.transform(lambda x: getattr(sp.slim, op)(
+        x, *((2, sp.slim.conv2d, 3, 3) if op == "repeat" else (sp.slim.conv2d, [3, 3])),
+        **({} if op == "repeat" else {"kernel_size": 3}), scope="blk")).init(KEY, X6)
+    assert sorted(sp.flatten(fixed)) == ["blk/blk_1/biases", "blk/blk_1/weights",
+                                         "blk/blk_2/biases", "blk/blk_2/weights"]
+
+
+@pytest.mark.parametrize("shape", [(3,), ()])
+def test_bias_add_refuses_an_input_below_rank_2_like_tf_slim(shape):
+    # Before: a vector got its biases added (TF's BiasAdd needs a batch axis and a channel axis).
+    x = np.ones(shape, np.float32)
+    theirs = _tf_slim_result(lambda slim, x: slim.bias_add(x), x) if shape else None
+    assert theirs is None or (isinstance(theirs, ValueError)
+                              and "Shape must be at least rank 2 but is rank 1" in str(theirs))
+    with pytest.raises(ValueError) as error:
+        sp.transform(lambda x: sp.slim.bias_add(x)).init(KEY, x)
+    assert str(error.value) == (
+        f"slim.bias_add: Shape must be at least rank 2 but is rank {len(shape)}: the input of "
+        f"shape {shape} has no batch axis and channel axis (as TF's BiasAdd refuses it).\n"
+        f"  fix: give the input a batch axis, e.g. x.reshape(1, -1) for one example.")
+
+
+@pytest.mark.parametrize("layer_norm", [sp.slim.layer_norm, sp.layers.layer_norm],
+                         ids=["slim", "layers"])
+def test_layer_norm_refuses_a_begin_norm_axis_below_minus_rank_naming_it(layer_norm):
+    # tf_slim wraps -5 once to -1 and reduces over [-1, 0, 1, 2, 3], refused when run; ours was
+    # JAX's bare "duplicate value in 'axis'".
+    theirs = _tf_slim_result(lambda slim, x: slim.layer_norm(x, begin_norm_axis=-5), X6)
+    assert theirs is not None and not isinstance(theirs, np.ndarray)
+    with pytest.raises(ValueError) as error:
+        sp.transform(lambda x: layer_norm(x, begin_norm_axis=-5)).init(KEY, X6)
+    assert str(error.value) == (
+        "begin_params_axis (-1) and begin_norm_axis (-5) must be < rank(inputs) (4) and "
+        "begin_norm_axis >= -rank(inputs) (-4)\n  fix: an axis of the rank-4 input, e.g. "
+        "begin_norm_axis=-1 to normalize over the last axis only, or 1 for all but the batch.")
+    # begin_params_axis below -rank takes the whole shape, as TF's slice does
+    theirs = _tf_slim_result(lambda slim, x: slim.layer_norm(x, begin_params_axis=-5), X6)
+    params = sp.transform(lambda x: layer_norm(x, begin_params_axis=-5)).init(KEY, X6)
+    assert params["LayerNorm"]["beta"].shape == X6.shape == theirs.shape
+
+
+def test_utils_last_dimension_is_tf_slims_with_its_rank_check():
+    # resnet_v1's bottleneck: depth_in = slim.utils.last_dimension(inputs.get_shape(), min_rank=4)
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    assert sp.slim.utils.last_dimension(X6.shape, min_rank=4) == 4
+    assert sp.slim.utils.last_dimension((2, 7)) == 7 == tf_slim.layers.utils.last_dimension(
+        tf.TensorShape([2, 7]))
+    with pytest.raises(ValueError, match=r"rank of shape must be at least 4 not: 2"):
+        tf_slim.layers.utils.last_dimension(tf.TensorShape([2, 7]), min_rank=4)
+    with pytest.raises(ValueError, match=r"^slim\.utils\.last_dimension: rank of shape must be at "
+                                         r"least 4 not: 2 \(shape \(2, 7\)\)\.\n  fix: "):
+        sp.slim.utils.last_dimension((2, 7), min_rank=4)
+    with pytest.raises(ValueError, match=r"^slim\.utils\.last_dimension: dimension -1 of shape must "
+                                         r"be known but is None: \(2, None\)\.\n  fix: "):
+        sp.slim.utils.last_dimension((2, None))
+    with pytest.raises(TypeError, match=r"^slim\.utils\.last_dimension: expected a shape, got an "
+                                        r"array of shape \(2, 6, 6, 4\).*\n  fix: pass x\.shape"):
+        sp.slim.utils.last_dimension(jnp.asarray(X6))
+
+
+def test_norms_compute_bfloat16_moments_in_bfloat16_as_tfs_nn_moments_does():
+    # TF's nn.moments computes float16 statistics in float32 and bfloat16 ones in bfloat16; ours
+    # computed bfloat16 in float32 too, a variance a bfloat16 step off TF's. With decay 0 from zero
+    # moving statistics, slim's nn.moments batch norm stores the batch moments exactly (no rsqrt,
+    # which XLA and TF round differently in bfloat16).
+    tf_slim = _tf_slim()
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    x = np.asarray(jnp.asarray(np.random.RandomState(0).randn(8, 33, 7) * 3 + 5, jnp.bfloat16))
+
+    def program(slim, x, zeros):
+        return (slim.layer_norm(x, begin_norm_axis=1), slim.instance_norm(x),
+                slim.batch_norm(x, decay=0.0, is_training=True, updates_collections=None,
+                                param_initializers={"moving_variance": zeros}))
+
+    with tf.Graph().as_default(), tf1.Session() as session:
+        outputs = program(tf_slim, tf.constant(x), tf1.zeros_initializer())
+        session.run(tf1.global_variables_initializer())
+        theirs = session.run(outputs)
+        their_moving = {v.name[:-2]: session.run(v) for v in tf1.global_variables()
+                        if "moving" in v.name}
+    model = sp.transform_with_state(lambda x: program(sp.slim, x, sp.initializers.zeros))
+    ours, state = model.apply(*model.init(KEY, x), x)
+    for a, b in zip(ours, theirs):
+        assert a.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=2e-2,
+                                   atol=2e-2)
+    state = sp.flatten(state)
+    assert sorted(state) == sorted(their_moving) == ["BatchNorm/moving_mean",
+                                                     "BatchNorm/moving_variance"]
+    for name, value in their_moving.items():
+        assert state[name].dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(state[name], np.float32),
+                                      np.asarray(value, np.float32), err_msg=name)
