@@ -98,6 +98,7 @@ def _weight_sum(call: str, scale: Any, term: Callable[[Any], Any]) -> Callable[[
 
     return _stock(regularizer, f"{call}({scale!r})", scale)
 
+
 def l2_regularizer(scale: float, scope: Optional[str] = None) -> Callable[[Any], Any]:
     """TF's ``l2_regularizer``: ``scale * sum(w**2) / 2``. A scale of 0.0 gives ``no_regularizer``
     (no term, as TF's ``lambda _: None``); an integer or negative scale is an error, as in TF. The

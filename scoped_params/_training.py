@@ -128,6 +128,7 @@ def _short_repr(x: Any) -> str:
     text = repr(x)
     return text if len(text) <= 60 else text[:57] + "..."
 
+
 def _chain(error: BaseException) -> List[BaseException]:
     """``error`` and the exceptions it was raised from, outermost first."""
     chain: List[BaseException] = []
@@ -155,11 +156,16 @@ def _reason(error: BaseException, about: Optional[str] = None) -> str:
     return f"{type(inner).__name__}: {text.split(' [tensorstore_spec')[0]}"
 
 
+# warnings.catch_warnings swaps the process's warning filters and puts them back on exit: two
+# threads inside it at once could leave the inner one's "always" installed. Held around it.
+_WARNINGS_LOCK = threading.Lock()
+
+
 def _collect_orbax_garbage() -> None:
     """``gc.collect()``, without the 'coroutine ... was never awaited' warnings of the coroutines
     orbax created and abandoned when a read failed; any other warning is issued as usual."""
     orbax_dir = os.path.dirname(os.path.dirname(_orbax().__file__)) + os.sep
-    with warnings.catch_warnings(record=True) as caught:
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gc.collect()
     for w in caught:

@@ -170,6 +170,32 @@ def _static(default: Any) -> Any:
     return dataclasses.field(default=default, metadata={"static": True})
 
 
+def _pytree(cls: Any) -> Any:
+    """Register the frozen dataclass ``cls`` as a pytree: its ``_static`` fields are metadata, the
+    others leaves. Unflattening sets the fields without ``__init__``: ``jax.tree.map`` over a state
+    rebuilds it from whatever the function returns (``jax.tree.map(lambda _: 0, s)`` for vmap's
+    ``in_axes``, abstract values under ``jit``), which the constructor's checks and conversions are
+    not for."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    meta = tuple(n for n in fields if dataclasses.fields(cls)[fields.index(n)].metadata.get("static"))
+    data = tuple(n for n in fields if n not in meta)
+    keys = tuple(jax.tree_util.GetAttrKey(n) for n in data)
+
+    def flatten_with_keys(obj: Any) -> Any:
+        return tuple(zip(keys, (getattr(obj, n) for n in data))), tuple(getattr(obj, n) for n in meta)
+
+    def flatten(obj: Any) -> Any:
+        return tuple(getattr(obj, n) for n in data), tuple(getattr(obj, n) for n in meta)
+
+    def unflatten(aux: Any, children: Any) -> Any:
+        obj = object.__new__(cls)
+        for name, value in zip(meta + data, tuple(aux) + tuple(children)):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
@@ -181,7 +207,7 @@ def _leaf(value: Any, dtype: Any) -> Any:
 
 
 def _check_positive(where: str, arg: str, value: Any, fix: str) -> None:
-    # Python numbers only: tree_map over a state may rebuild it from any arrays, zeros included.
+    # Python numbers only: an array (a state in a training loop) is the program's business.
     if isinstance(value, (int, float)) and not (math.isfinite(value) and value > 0):
         raise ValueError(f"sp.mixed_precision.{where}({arg}={value!r}): {arg} must be a positive "
                          f"finite number, got {value!r}.\n  fix: {fix}")
@@ -220,7 +246,7 @@ class _Scaling:
         return jax.tree_util.tree_map(lambda x: x * inverse.astype(jnp.result_type(x)), tree)
 
 
-@jax.tree_util.register_dataclass
+@_pytree
 @dataclasses.dataclass(frozen=True)
 class StaticLossScale(_Scaling):
     """A loss scale that never changes: TF's ``FixedLossScale(loss_scale_value)`` and contrib's
@@ -248,7 +274,7 @@ class StaticLossScale(_Scaling):
         return self
 
 
-@jax.tree_util.register_dataclass
+@_pytree
 @dataclasses.dataclass(frozen=True)
 class DynamicLossScale(_Scaling):
     """TF's dynamic loss scale: grows after ``period`` finite steps in a row, falls on overflow.
@@ -292,7 +318,7 @@ class DynamicLossScale(_Scaling):
     bad_steps: Any = 0
 
     def __post_init__(self) -> None:
-        # Runs on every construction, the tree rebuilt after jit included: Python checks only.
+        # Runs when a user builds one (never when JAX rebuilds the tree: _pytree).
         _check_positive("DynamicLossScale", "loss_scale", self.loss_scale,
                         "loss_scale=2.0 ** 15 (TF's initial_loss_scale; a scale too large comes "
                         "down by itself in a few steps, one too small grows only every period).")

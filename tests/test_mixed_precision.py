@@ -441,3 +441,16 @@ def test_a_non_finite_float16_step_is_skipped_and_lowers_the_scale():
 def test_loss_scale_arguments_are_checked_with_the_fix(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_loss_scale_is_rebuilt_by_tree_map_from_any_leaves_for_vmap_in_axes():
+    # jax.tree.map(lambda _: 0, state) is how in_axes trees are made: the constructor's checks (a
+    # scale > 0) and conversions are for users, never for JAX rebuilding the tree.
+    dynamic, static = mp.DynamicLossScale(8.0, period=3), mp.StaticLossScale(4.0)
+    axes = jax.tree.map(lambda _: 0, dynamic)
+    assert (axes.loss_scale, axes.good_steps, axes.bad_steps, axes.period) == (0, 0, 0, 3)
+    assert jax.tree.map(lambda _: 0.0, static).loss_scale == 0.0
+    batch = jax.tree.map(lambda x: jnp.stack([x, x]), dynamic)
+    out = jax.vmap(lambda s, f: s.adjust(f), in_axes=(axes, 0))(batch, jnp.array([True, False]))
+    np.testing.assert_array_equal(out.loss_scale, [8.0, 4.0])
+    np.testing.assert_array_equal(out.good_steps, [1, 0])
