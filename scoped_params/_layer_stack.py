@@ -70,7 +70,11 @@ def _lift_regularizer(regularizer: Any) -> Any:
 
     def per_layer(stacked: Any) -> Any:
         terms = jax.vmap(regularizer)(stacked)
-        return None if terms is None else jnp.sum(terms, axis=0)
+        if terms is None:
+            return None
+        if jax.typeof(terms).weak_type:  # a Python number per layer: the sum stays weakly typed,
+            return jax.lax.reduce_sum(terms, (0,))  # as the unrolled model's sum of the numbers
+        return jnp.sum(terms, axis=0)
 
     return per_layer
 
@@ -96,13 +100,15 @@ class _StackView:
         # scan; an error only if the block asks for one (extra params are ignored, as elsewhere)
         self.unstacked = unstacked
         # Regularizer terms (see _run_scan): the block's frame.regularized gets each stacked
-        # parameter's (regularizer, this layer's slice), as an unrolled layer's; `layer_terms` holds
-        # them by name, and `after`, also by name, the entries the stack adds to the call's terms after
-        # it: (the per-layer sum, the whole stacked value), and those of parameters outside the
-        # stack that the block registered. (By name: a nested stack's scan may trace its block
-        # again, asking this view again.)
-        self.layer_terms: Dict[str, tuple] = {}
+        # parameter's (regularizer, this layer's slice), as an unrolled layer's; `after`, by name,
+        # holds the entries the stack adds to the call's terms after it: (the per-layer sum, the
+        # whole stacked value), and those of parameters outside the stack that the block registered.
+        # (By name: a nested stack's scan may trace its block again, asking this view again.)
         self.after: Dict[str, tuple] = {}
+        # On the trace that carries the running sum: `index == 0`, this layer is the first. A
+        # parameter outside the stack counts once, in the layer that fetches it first (the
+        # unrolled model's layer 0), so the block's entry for it is its term in layer 0 only.
+        self.first_layer: Any = None
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
             partitioner, sharding, kind, constraint=None):
@@ -111,7 +117,10 @@ class _StackView:
             value = self.outer.get(frame, full, shape, dtype, init, regularizer, reuse, trainable,
                                    collections, partitioner, sharding, kind, constraint)
             if len(frame.regularized) > registered:  # a shared parameter's term: counted once
-                self.after[full] = frame.regularized[registered]
+                entry = self.after[full] = frame.regularized[registered]
+                if self.first_layer is not None:
+                    frame.regularized[registered] = (
+                        functools.partial(_in_first_layer, self.first_layer, entry[0]), entry[1])
             return value
         if self.unstacked and full in self.unstacked:
             raise _depth_error(self.prefix, full, self.unstacked[full], self.num_layers)
@@ -126,7 +135,7 @@ class _StackView:
         layer = self.slices[full] if full in self.slices else self.slices.setdefault(full, value[0])
         if len(frame.regularized) > registered:  # created here: its term is this layer's
             self.after[full] = frame.regularized[registered]
-            frame.regularized[registered] = self.layer_terms[full] = (regularizer, layer)
+            frame.regularized[registered] = (regularizer, layer)
         return layer
 
     def set_state(self, frame, full, value):
@@ -443,13 +452,21 @@ def _earlier_layers(token: object, running: Any, _: Any) -> Any:
     return running
 
 
-def _add_layer(frame, token: object, running: Any, layer_terms: Dict[str, tuple]) -> Any:
-    """``running`` plus this layer's terms, summed as ``sp.regularization_loss()`` sums them."""
-    with _frame_attrs(frame, regularized=list(layer_terms.values())):
+def _in_first_layer(first_layer: Any, regularizer: Callable, value: Any) -> Any:
+    """The term of a parameter every layer shares, in the first layer; 0 in the others."""
+    term = regularizer(value)
+    return None if term is None else jnp.where(first_layer, term, 0)
+
+
+def _add_layer(frame, token: object, running: Any, layer_terms: list) -> Any:
+    """``running`` plus the terms this layer added (``layer_terms``: the entries the block put in
+    ``frame.regularized``), summed as ``sp.regularization_loss()`` sums them."""
+    with _frame_attrs(frame, regularized=layer_terms):
         total = _frame.regularization_loss()
-    if not hasattr(total, "dtype"):  # no terms (0.0)
-        return running
-    if jnp.result_type(total) != running.dtype:
+    # A Python number (a user's regularizer may return one; 0.0 if no terms) or a weakly typed
+    # array adds in the sum's dtype, as it does in the unrolled model's sum.
+    if hasattr(total, "dtype") and not jax.typeof(total).weak_type and \
+            jnp.result_type(total) != running.dtype:
         raise _RunningSumNeeded(token, jnp.result_type(total))  # carried in the terms' dtype
     return running + total
 
@@ -459,7 +476,9 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
 
     ``sp.regularization_loss()`` in the block is what the unrolled model's would be: the terms
     before the stack, the earlier layers' and this layer's so far. Each layer's terms are those of
-    its slices (``_StackView.get``); the earlier layers' come from a running sum the scan carries
+    its slices (``_StackView.get``) and, in layer 0 only, those of parameters outside the stack
+    that the block fetches first (the unrolled model's later layers reuse them); the earlier
+    layers' come from a running sum the scan carries
     only for a block that asks: its first trace raises ``_RunningSumNeeded`` when it does, and the
     scan is traced again with the sum (and once more if the terms' dtype is not float32)."""
     outer = frame.store
@@ -492,6 +511,8 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
             if sum_dtype is not None:
                 c, running = c
             view = _StackView(outer, prefix, num_layers, dict(layer_values), unstacked)
+            if running is not None:
+                view.first_layer = index == 0
             after[:] = [view]
             records = None if frame.records is None else {}
             # The block may read params in scan's trace, and set state and record values
@@ -503,8 +524,9 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
                 keys.enter(frame, index, None)
                 out = _call_block(f, c, layer_xs, per_layer)
                 keys.exit(frame)
-                if running is not None:
-                    running = _add_layer(frame, token, running, view.layer_terms)
+                if running is not None:  # this layer's terms follow the earlier layers' entry
+                    running = _add_layer(frame, token, running,
+                                         frame.regularized[len(terms) + 1:])
             new_carry, ys = out if per_layer else (out, None)
             if running is not None:
                 new_carry = (new_carry, running)

@@ -1,5 +1,6 @@
 """sp.layer_stack: stacked params under one scope, scan in apply, same numbers as the unrolled model."""
 
+import functools
 import re
 import time
 
@@ -641,3 +642,220 @@ def test_a_stack_whose_block_draws_no_key_leaves_later_keys_unchanged():
     # A block that draws takes one key, the base of its layers' keys.
     h, after = jax.jit(model.apply, static_argnums=2)(params, x, True, rng=rng)
     assert after == jax.random.uniform(jax.random.fold_in(rng, 1), ())
+
+
+# --- sp.regularization_loss() in a block against the unrolled model, layer by layer --------------
+
+SEEN: dict = {}  # tag -> what the blocks' sp.regularization_loss() gave in init's trace
+
+
+def l2_reg(v):
+    return 0.1 * jnp.sum(v ** 2)
+
+
+def size_reg(v):
+    return 0.5 * v.size  # a Python float: no dtype, as a user's regularizer may return
+
+
+def note(tag, loss):
+    """``loss`` (an in-block sp.regularization_loss()) under ``tag``; None when traced."""
+    SEEN.setdefault(tag, []).append(None if isinstance(loss, jax.core.Tracer) else float(loss))
+    return loss
+
+
+def run_stack(num_layers, name, block, unrolled):
+    """``sp.layer_stack(..., with_per_layer_inputs=True)``, or the same block called in scopes
+    ``name/l0``, ``name/l1``, ... (the unrolled model)."""
+    if not unrolled:
+        return sp.layer_stack(num_layers, with_per_layer_inputs=True, name=name)(block)
+
+    def run(carry, xs):
+        ys = []
+        for i in range(num_layers):
+            with sp.scope(f"{name}/l{i}"):
+                carry, y = block(carry, jax.tree.map(lambda x: x[i], xs))
+            ys.append(y)
+        return carry, jax.tree.map(lambda *y: jnp.stack(y), *ys)
+    return run
+
+
+def unroll(tree, stacks):
+    """Stacked params (or state) as the unrolled model names them: ``s/w[i]`` is ``s/l{i}/w``."""
+    out = {}
+
+    def put(parts, value, done):
+        for k, part in enumerate(parts):
+            if part in stacks:
+                for i in range(value.shape[0]):
+                    put(parts[k + 1:], value[i], done + parts[:k + 1] + [f"l{i}"])
+                return
+        out["/".join(done + parts)] = value
+
+    for key, value in sp.flatten(tree).items():
+        put(key.split("/"), value, [])
+    return sp.unflatten(out)
+
+
+def assert_losses_match_the_unrolled_model(model, x, stacks, with_state=False):
+    """``model(x, unrolled)`` stacked and unrolled: apply (eager, jit) gives the same outputs (the
+    blocks' losses among them) and new state; init (eager, jit) traces each block once, as layer 0,
+    and its losses there are the unrolled model's layer 0's."""
+    transform = sp.transform_with_state if with_state else sp.transform
+    stacked = transform(functools.partial(model, unrolled=False))
+    flat = transform(functools.partial(model, unrolled=True))
+    for init in (stacked.init, jax.jit(stacked.init)):
+        SEEN.clear()
+        variables = init(jax.random.key(0), x)
+        seen_stacked = dict(SEEN)
+        SEEN.clear()
+        flat.init(jax.random.key(0), x)
+        for tag, losses in seen_stacked.items():  # where both are concrete (None: traced)
+            pairs = [(a, b) for a, b in zip(losses, SEEN[tag]) if a is not None and b is not None]
+            np.testing.assert_allclose(*np.array(pairs, float).reshape(-1, 2).T, rtol=1e-6)
+    if with_state:
+        params, state = variables
+        args, flat_args = (params, state), (unroll(params, stacks), unroll(state, stacks))
+    else:
+        args, flat_args = (variables,), (unroll(variables, stacks),)
+    expected = flat.apply(*flat_args, x)
+    for apply in (stacked.apply, jax.jit(stacked.apply)):
+        got = apply(*args, x)
+        if with_state:
+            got = (got[0], unroll(got[1], stacks))
+        chex.assert_trees_all_close(jax.tree.map(jnp.asarray, got),
+                                    jax.tree.map(jnp.asarray, expected), rtol=1e-5)
+
+
+@pytest.mark.parametrize("reg", [l2_reg, size_reg])
+def test_a_shared_parameters_term_is_in_a_blocks_regularization_loss_from_layer_0_on(reg):
+    # v lies outside the stack: the unrolled model's layer 0 fetches it first and adds its term
+    # once; every later layer sees that term from its start, and never a second one.
+    def model(x, unrolled):
+        with sp.scope("shared") as shared:
+            pass
+        sp.get_param("head", (), regularizer=reg)
+
+        def block(h, _):
+            start = note("start", sp.regularization_loss())
+            with sp.scope(shared, reuse=sp.AUTO_REUSE):
+                v = sp.get_param("v", (4,), regularizer=reg)
+            after_v = note("after_v", sp.regularization_loss())
+            w = sp.get_param("w", (4, 4), regularizer=reg)
+            end = note("end", sp.regularization_loss())
+            return jnp.tanh(h @ w + v), jnp.stack([start, after_v, end])
+
+        h, losses = run_stack(3, "s", block, unrolled)(x, jnp.zeros(3))
+        return losses, sp.regularization_loss()
+
+    assert_losses_match_the_unrolled_model(model, jnp.ones((2, 4)), {"s"})
+
+
+def test_a_regularizer_term_without_a_dtype_joins_a_blocks_running_sum():
+    # A regularizer returning a Python float: the unrolled model counts it at every layer.
+    def model(x, unrolled):
+        def block(h, _):
+            b = sp.get_param("b", (4,), regularizer=size_reg)
+            return h + b, note("loss", sp.regularization_loss())
+
+        h, losses = run_stack(3, "s", block, unrolled)(x, jnp.zeros(3))
+        return losses, sp.regularization_loss()
+
+    assert_losses_match_the_unrolled_model(model, jnp.ones((2, 4)), {"s"})
+    model_apply = sp.transform(functools.partial(model, unrolled=False))
+    x = jnp.ones((2, 4))
+    losses, total = model_apply.apply(model_apply.init(jax.random.key(0), x), x)
+    np.testing.assert_allclose(losses, [2.0, 4.0, 6.0])
+    assert float(total) == 6.0
+
+    # Summed with a bfloat16 term, the numbers take its dtype after the stack, as unrolled.
+    def with_bf16(x, unrolled):
+        sp.get_param("head", (), dtype=jnp.bfloat16, init=sp.initializers.ones,
+                     regularizer=lambda v: v)
+        return model(x, unrolled)[1]
+
+    for unrolled in (False, True):
+        bf16 = sp.transform(functools.partial(with_bf16, unrolled=unrolled))
+        total = bf16.apply(bf16.init(jax.random.key(0), x), x)
+        assert total.dtype == jnp.bfloat16 and float(total) == 7.0
+
+
+@pytest.mark.parametrize("reg", [l2_reg, size_reg])
+def test_a_blocks_regularization_loss_with_stacked_and_shared_state_is_the_unrolled_models(reg):
+    def model(x, unrolled):
+        with sp.scope("shared") as shared:
+            scale = sp.get_state("scale", (), init=sp.initializers.constant(0.5))
+
+        def block(h, _):
+            count = sp.get_state("count", (), init=sp.initializers.zeros)
+            with sp.scope(shared, reuse=sp.AUTO_REUSE):
+                v = sp.get_param("v", (4,), regularizer=reg)
+                shared_scale = sp.get_state("scale", ())
+            sp.set_state("count", count + 1)
+            loss = note("loss", sp.regularization_loss())
+            w = sp.get_param("w", (4, 4), regularizer=reg)
+            return jnp.tanh(h @ w + v * shared_scale), jnp.stack([loss, count])
+
+        h, losses = run_stack(3, "s", block, unrolled)(x * scale, jnp.zeros(3))
+        return losses, sp.regularization_loss()
+
+    assert_losses_match_the_unrolled_model(model, jnp.ones((2, 4)), {"s"}, with_state=True)
+
+
+@pytest.mark.parametrize("reg", [l2_reg, size_reg])
+def test_nested_stacks_count_terms_shared_by_either_stack_from_its_first_layer(reg):
+    # The inner block fetches its own w, u of the outer stack (shared by the inner layers) and g
+    # outside both (shared by every layer): each counted once, from the layer that first fetches it.
+    def model(x, unrolled):
+        with sp.scope("global") as outside:
+            pass
+
+        def inner(h, _):
+            start = note("inner_start", sp.regularization_loss())
+            with sp.scope(outer_scope, reuse=sp.AUTO_REUSE):
+                u = sp.get_param("u", (3,), regularizer=reg)
+            with sp.scope(outside, reuse=sp.AUTO_REUSE):
+                g = sp.get_param("g", (3,), regularizer=reg)
+            w = sp.get_param("w", (3, 3), regularizer=reg)
+            end = note("inner_end", sp.regularization_loss())
+            return jnp.tanh(h @ w + u + g), jnp.stack([start, end])
+
+        def outer(h, _):
+            nonlocal outer_scope
+            outer_scope = sp.get_scope()  # the outer layer's scope, captured
+            start = note("outer_start", sp.regularization_loss())
+            h, inner_losses = run_stack(3, "inner", inner, unrolled)(h, jnp.zeros(3))
+            end = note("outer_end", sp.regularization_loss())
+            return h, (inner_losses, jnp.stack([start, end]))
+
+        outer_scope = None
+        _, losses = run_stack(2, "outer", outer, unrolled)(x, jnp.zeros(2))
+        return losses, sp.regularization_loss()
+
+    assert_losses_match_the_unrolled_model(model, jnp.ones((2, 3)), {"outer", "inner"})
+
+
+def test_a_block_that_never_asks_for_regularization_loss_is_traced_once():
+    traces = []
+
+    def model(x):
+        with sp.scope("shared") as shared:
+            pass
+
+        @sp.layer_stack(3, name="s")
+        def block(h):
+            traces.append(None)
+            with sp.scope(shared, reuse=sp.AUTO_REUSE):
+                v = sp.get_param("v", (4,), regularizer=size_reg)
+            return jnp.tanh(h @ sp.get_param("w", (4, 4), regularizer=l2_reg) + v)
+
+        h = block(x)
+        return h, sp.regularization_loss()
+
+    model = sp.transform(model)
+    x = jnp.ones((2, 4))
+    params = model.init(jax.random.key(0), x)
+    for apply in (model.apply, jax.jit(model.apply)):
+        traces.clear()
+        _, total = apply(params, x)
+        assert len(traces) == 1
+        np.testing.assert_allclose(total, 2.0 + 0.1 * jnp.sum(params["s"]["w"] ** 2), rtol=1e-6)
