@@ -58,6 +58,7 @@ from ._tree import partition_trainable as partition_trainable
 from ._tree import select as select
 from ._tree import unflatten as unflatten
 from . import layers as layers
+from .layers import make_template as make_template
 from . import slim as slim
 from ._layer_stack import layer_stack as layer_stack
 from ._control_flow import cond as cond

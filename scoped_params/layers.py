@@ -18,7 +18,9 @@ enclosing scope) shares the weights.
 ['batch_normalization/beta', 'batch_normalization/gamma']
 
 Layer objects (``sp.layers.Dense(units)``, ``Conv2D``, ``BatchNormalization``, ...) follow TF's
-object rules: the scope is fixed at the first call, later calls share the weights.
+object rules: the scope is fixed at the first call, later calls share the weights. ``Layer`` is
+TF's base class for custom layers, and ``make_template`` (``sp.make_template``) TF's template,
+built on the same captured scopes.
 
 Parameters take the input's floating dtype, as TF layers do, and a layer refuses an input of another
 dtype where TF 1.x does (a ``TypeError``): all do but ``conv1d``, ``conv2d`` and
@@ -299,7 +301,7 @@ def _param_dtype(inputs: jax.Array, kind: Optional[str] = None, name: Any = None
     input (a ``TypeError`` here, naming the layer ``kind`` and ``name``), but for int32 where
     ``int32_ok`` (``tf.layers.conv1d``/``conv2d``/``conv2d_transpose``, whose op takes int32: int32
     parameters, as TF makes them). Without ``kind`` (the RNN cells, which refuse such an input
-    themselves, and a custom ``Layer``'s default dtype) float32."""
+    themselves) float32 (a custom ``Layer`` takes its input's dtype: ``_input_dtype``)."""
     if isinstance(inputs, jax.Array):  # its dtype is canonical already: no promotion to work out
         dtype = inputs.dtype
     else:
@@ -1458,18 +1460,176 @@ class _LayerObject:
     Every call runs in the name scope the first one opened (``dense_2/``, wherever it is called), so
     the activation's ops and records are named there. Objects may be built outside the transform;
     what a call knows is kept per trace (``init`` and each ``apply`` start afresh).
+
+    After a call, TF's attributes read this ``init``/``apply`` call's values: the weights
+    (``kernel``, ``bias``, ``weights``, ``trainable_weights``, ...; looked up when read, not kept
+    by the call) and the constructor's arguments (``units``, ``filters``, ``kernel_size``, ...).
+
+    A subclass (``class ScaledDense(sp.layers.Dense)``) is named after itself, as in TF
+    (``scaled_dense/kernel``); one that defines ``call`` or ``build`` runs as TF's
+    ``Layer.__call__`` runs it (``_call_methods``): ``build(input_shape)`` at its first call in each
+    ``init``/``apply``, then ``call(inputs)``, where ``super().build`` makes the built-in weights
+    and ``super().call(inputs)`` computes the built-in layer on them.
     """
 
     _fn: Callable[..., jax.Array]
     _base_name: str = ""
+    # The weights the layer function makes, in TF's order, and those TF's layer makes
+    # non-trainable; a convolution's or pooling's spatial rank (its sizes read as tuples).
+    _weight_names: Tuple[str, ...] = ("kernel", "bias")
+    _non_trainable_names: Tuple[str, ...] = ()
+    _rank = 0
+    _call_has_scope = False  # TF's: whether call takes `scope` (a subclass's, see __init_subclass__)
 
-    def __init__(self, *args: Any, name: Optional[str] = None, _reuse: Any = None, **kwargs: Any):
-        _check_name_and_dtype(f"sp.layers.{type(self).__name__}", name, kwargs.get("dtype"))
+    def __init__(self, *args: Any, name: Optional[str] = None, _reuse: Any = None,
+                 _scope: Any = None, **kwargs: Any):
+        kind = (f"sp.layers.{type(self).__name__}" if type(self).__module__ == __name__
+                else type(self).__name__)  # a user's subclass is not in sp.layers
+        _check_name_and_dtype(kind, name, kwargs.get("dtype"))
         _check_layer_arguments(type(self), kwargs, call_only=("inputs", "name", "reuse"))
-        self.name = name
+        self._given_name = name  # what names the scope (_object_scope)
+        # TF's name: the one given, else the class's numbered per graph (dense_1, dense_2, ...)
+        self.name = name if isinstance(name, str) else _unique_object_name(type(self)._base_name)
         self._reuse = _reuse
         self._args, self._kwargs = args, kwargs
         self._scopes: dict = {}  # this call's captured Scope (_object_scope)
+        if _scope:
+            self._made_in = _construction_scope(_scope, kind)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:
+            return  # sp.layers' own classes
+        if "_base_name" not in vars(cls):  # TF names a subclass after itself
+            cls._base_name = _snake_case(cls.__name__)
+        if "__call__" not in vars(cls) and (cls.call is not _LayerObject.call
+                                            or cls.build is not _LayerObject.build):
+            cls.__call__ = _LayerObject._call_methods  # type: ignore[method-assign]
+        cls._call_has_scope = "scope" in _parameter_names(cls.call)
+
+    def _call_methods(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """A subclass's ``__call__`` when it defines ``call`` or ``build``: TF's
+        ``Layer.__call__`` (``_call_layer``), which runs ``build`` at the first call and then
+        ``call``; the activity regularizer is applied here, to what ``call`` returns."""
+        if "_weights" not in self.__dict__:  # what the plain objects never need, made once
+            self._weights: dict = {}  # this call's [(value, trainable)] made by add_weight
+            self._building: dict = {}  # whether this call's build is running
+            self._fn_made: dict = {}  # whether this call made the built-in weights
+            self._dtype: Optional[np.dtype] = None
+            self._prebuilt: Optional[bool] = None
+        return _call_layer(self, type(self).__name__, inputs, args, kwargs,
+                           self._kwargs.get("activity_regularizer"))
+
+    def build(self, input_shape: Any) -> None:
+        """TF's ``build``: make the built-in weights (``kernel``, ``bias``, ...) for inputs of
+        ``input_shape`` in the layer's scope. A subclass's ``build`` calls
+        ``super().build(input_shape)`` (after its own ``add_weight`` calls, as TF requires); the
+        layer's first call in each ``init``/``apply`` runs it.
+
+        The weights are those the layer function makes: it runs once here on zeros of
+        ``input_shape``, its output unused (dead code that ``jax.jit`` drops)."""
+        frame, captured = self._own_scope("build")
+        zeros = jnp.zeros(tuple(int(d) for d in input_shape), self._dtype)
+        type(self)._fn(zeros, *self._args, **{**self._kwargs, **_overrides(type(self), True)},
+                       name=captured, reuse=self._reuse)
+        _keep_for_call(self._fn_made, frame, True)
+        self.built = True
+
+    def call(self, inputs: Any, **kwargs: Any) -> Any:
+        """TF's ``call``: the built-in layer on its weights (``super().call(inputs)`` in a
+        subclass's ``call``), without the activity regularizer, which the layer's call applies to
+        what ``call`` returns. Makes the weights if ``build`` did not."""
+        frame, captured = self._own_scope("call")
+        made = _this_call(self._fn_made, frame)
+        if kwargs and "training" in kwargs and not _takes_training(type(self)._fn):
+            del kwargs["training"]
+        y = type(self)._fn(inputs, *self._args,
+                           **{**self._kwargs, **kwargs, **_overrides(type(self), False)},
+                           name=captured, reuse=True if made else self._reuse)
+        if not made:
+            _keep_for_call(self._fn_made, frame, True)
+        return y
+
+    def _own_scope(self, method: str) -> Tuple[Any, Scope]:
+        """(frame, this call's captured scope) for ``build``/``call``, which run in the layer's
+        own call only."""
+        kind = type(self).__name__
+        frame = _frame.current(f"{kind}.{method}")
+        captured = _this_call(self._scopes, frame)
+        if captured is None or "_fn_made" not in self.__dict__:
+            raise RuntimeError(
+                f"{kind}.{method} was called outside the layer's call: it needs the scope and "
+                f"dtype the layer's first call in this init/apply decides.\n  fix: call the layer, "
+                f"layer(inputs), which runs build and then call (super().{method}(...) inside "
+                f"{kind}'s own {method})).")
+        return frame, captured
+
+    def add_weight(self, name: str, shape: Optional[Sequence[int]], *args: Any,
+                   **kwargs: Any) -> jax.Array:
+        """TF's ``add_weight`` for a subclass's ``build``: as ``sp.layers.Layer.add_weight``, in the
+        layer's scope, trainable unless the layer or ``trainable=False`` says otherwise."""
+        if "_weights" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}.add_weight({name!r}): only a subclass that defines build "
+                "or call makes weights of its own.\n  fix: subclass the layer, define "
+                "build(input_shape) and call add_weight there, then super().build(input_shape).")
+        return Layer.add_weight(self, name, shape, *args, **kwargs)  # type: ignore[arg-type]
+
+    add_variable = add_weight
+
+    def __getattr__(self, attribute: str) -> Any:
+        # Reached only for what the object does not have: TF's attributes of the layer.
+        cls = type(self)
+        if attribute in cls._weight_names:
+            return _builtin_weight(self, attribute)
+        if not attribute.startswith("_") and attribute in _config_names(cls):
+            return _config_value(self, attribute)
+        raise AttributeError(f"{cls.__name__!r} object has no attribute {attribute!r}")
+
+    @property
+    def built(self) -> bool:
+        """TF's ``built``: whether the layer was called (set to ``True`` in ``__init__``, its
+        ``build`` never runs, as in TF)."""
+        flag = self.__dict__.get("_built")
+        return bool(self._scopes) if flag is None else flag
+
+    @built.setter
+    def built(self, value: bool) -> None:
+        self.__dict__["_built"] = value
+
+    @property
+    def weights(self) -> list:
+        """This ``init``/``apply`` call's values of the layer's weights, the trainable ones first
+        (TF's order: ``kernel``, ``bias``, then e.g. batch normalization's ``moving_mean``); empty
+        before the layer's first call in it."""
+        trainable, others = _builtin_weights(self)
+        return trainable + others
+
+    variables = weights
+
+    @property
+    def trainable_weights(self) -> list:
+        """The trainable ones among ``weights``."""
+        return _builtin_weights(self)[0]
+
+    trainable_variables = trainable_weights
+
+    @property
+    def non_trainable_weights(self) -> list:
+        """The others."""
+        return _builtin_weights(self)[1]
+
+    non_trainable_variables = non_trainable_weights
+
+    @property
+    def scope_name(self) -> str:
+        """TF's ``scope_name``: the path of the scope the layer's first call captured."""
+        return _captured_scope_name(self)
+
+    @property
+    def losses(self) -> list:
+        """Not provided: ``sp.regularization_loss()`` sums the regularizers' terms."""
+        raise _losses_error(type(self).__name__)
 
     def __call__(self, inputs: jax.Array, scope: Any = None, **call_kwargs: Any) -> jax.Array:
         if call_kwargs and "training" in call_kwargs and not _takes_training(type(self)._fn):
@@ -1500,15 +1660,22 @@ def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
     ``fc_1``), or ``scope(<name, else kind>)`` when the object was made with ``_reuse`` (so they
     share), or the ``scope`` the call passes (TF's ``layer(x, scope=...)``: the variables go right
     under it), and keeps the captured scope for that trace; later calls in the same trace get it
-    back with reuse on, whatever scope they pass, as in TF.
+    back with reuse on, whatever scope they pass, as in TF. An object made with ``_scope`` (TF's
+    ``Layer(_scope=...)``, kept as ``_made_in`` by ``_construction_scope``) re-enters that scope
+    instead, whatever its name or the call's ``scope``.
     """
     frame = _frame.current(api)
     captured = _this_call(layer._scopes, frame)
     if captured is not None:
         return captured, True
-    base_name = layer.name or layer._base_name
+    attributes = layer.__dict__  # (an RNN cell's name is the name given; a layer's is its default)
+    base_name = (attributes["_given_name"] if "_given_name" in attributes else layer.name
+                 ) or layer._base_name
     if isinstance(base_name, Scope):  # TF's _init_set_name: a scope given as name names by its path
         base_name = base_name.name
+    made_in = attributes.get("_made_in")
+    if made_in is not None:  # TF's Layer(_scope=...): its scope is set, the call's is not used
+        scope = made_in
     with _layer_scope(scope, base_name, layer._reuse) as captured:
         pass  # TF's _set_scope: the numbering is decided by this first entry
     _keep_for_call(layer._scopes, frame, captured)
@@ -1543,6 +1710,220 @@ def _keep_for_call(cache: dict, frame: Any, value: Any) -> None:
     if len(cache) >= 8:  # keep only recent calls; frames are per call
         cache.pop(next(iter(cache)))
     cache[id(frame)] = (frame, value)
+
+
+_NAME_COUNTS: Dict[str, int] = {}  # outside any init/apply: TF's default graph's counts
+
+
+def _unique_object_name(base_name: str) -> str:
+    """TF's ``unique_object_name(base_name, zero_based=False)``: an unnamed layer object's
+    ``name`` when it is made: ``dense_1``, ``dense_2``, ... counted per graph, here per
+    ``init``/``apply`` call (in its name table, under keys no name scope has) or, for objects made
+    outside one, per process. Only layer objects count (TF's functional layers make one each)."""
+    frame = _frame._FRAME.get()
+    counts: Any = _NAME_COUNTS if frame is None else frame.names_in_use
+    key = base_name if frame is None else (_unique_object_name, base_name)
+    number = counts[key] = counts.get(key, 0) + 1
+    return f"{base_name}_{number}"
+
+
+def _construction_scope(value: Any, kind: str) -> Scope:
+    """TF's ``Layer(_scope=value)``: ``variable_scope(value)`` entered when the layer is made,
+    inside the scope open then (at the root outside a transform), and kept as the layer's scope:
+    its calls run there wherever they are, whatever its name or their ``scope=`` say (TF's own
+    functional layers pass ``_scope=name``)."""
+    if not isinstance(value, (str, Scope)):
+        raise TypeError(
+            f"{kind}(_scope={value!r}): _scope must be a scope name or an sp.Scope, got "
+            f"{type(value).__name__} (TF: \"VariableScope: name_or_scope must be a string or "
+            "VariableScope.\").\n  fix: pass the scope's name, e.g. _scope='block', or name= to "
+            "name the layer's default scope.")
+    if _frame._FRAME.get() is None:
+        return value if isinstance(value, Scope) else Scope(value, original_name_scope=value + "/")
+    with scope(value) as entered:
+        pass
+    return entered
+
+
+_BUILD_OVERRIDES = {"activation": None, "activity_regularizer": None, "training": False}
+_CALL_OVERRIDES = {"activity_regularizer": None}
+
+
+def _overrides(cls: Any, building: bool) -> Dict[str, Any]:
+    """The layer function's arguments a subclass's ``build`` (``building``) or ``call`` overrides:
+    ``build`` makes the weights only (no activation, no regularized output, no moving-statistics
+    update), ``call`` leaves the activity regularizer to the layer's call (``_call_layer``)."""
+    taken = _parameter_names(cls._fn)
+    wanted = _BUILD_OVERRIDES if building else _CALL_OVERRIDES
+    return {k: v for k, v in wanted.items() if k in taken}
+
+
+# A weight the layer function makes only when an argument says so, and that argument.
+_OPTIONAL_WEIGHTS = {"bias": "use_bias", "beta": "center", "gamma": "scale"}
+
+
+def _stored(frame: Any, full: str) -> Any:
+    """The value ``get_param`` (or ``get_state``) hands out for ``full`` in this ``init``/``apply``
+    call (``None`` if there is none): a layer object's weights are read here, when asked for, so
+    that its call keeps nothing."""
+    store = frame.store
+    if frame.mode == _frame.INIT:
+        return store.values.get(full)
+    value = store.params.get(full)
+    if value is None:
+        value = store.state.get(full)
+    return jnp.asarray(value) if isinstance(value, np.ndarray) else value
+
+
+def _builtin_weight(layer: Any, attribute: str) -> Any:
+    """A built-in layer object's ``kernel``, ``bias``, ... in this ``init``/``apply`` call."""
+    kind = type(layer).__name__
+    frame = _frame.current(f"sp.layers.{kind}(...).{attribute}")
+    captured = _this_call(layer._scopes, frame)
+    value = None if captured is None else _stored(frame, captured.prefix + attribute)
+    if value is None:
+        flag = _OPTIONAL_WEIGHTS.get(attribute)
+        if captured is not None and flag is not None and not _config_value(layer, flag):
+            return None  # TF's too: Dense(use_bias=False).bias is None
+        raise AttributeError(
+            f"{kind!r} object has no attribute {attribute!r} yet: the layer makes its weights at "
+            "its first call in each init/apply (in a subclass, super().build(input_shape) makes "
+            "them), and this one has not run yet in this call.\n  fix: call the layer first, "
+            f"y = layer(x), and then read layer.{attribute} in the same model function (TF's has "
+            "no kernel before its first call either).")
+    return value
+
+
+def _builtin_weights(layer: Any) -> Tuple[list, list]:
+    """(trainable, non-trainable) values of a layer object's weights in this call, TF's order."""
+    cls = type(layer)
+    frame = _frame.current(f"sp.layers.{cls.__name__}(...).weights")
+    captured = _this_call(layer._scopes, frame)
+    if captured is None:
+        return [], []
+    trainable_layer = _config_value(layer, "trainable")
+    trainable, others = [], []
+    for name in cls._weight_names:
+        value = _stored(frame, captured.prefix + name)
+        if value is not None:
+            if trainable_layer and name not in cls._non_trainable_names:
+                trainable.append(value)
+            else:
+                others.append(value)
+    made = _this_call(layer.__dict__.get("_weights", {}), frame) or ()  # a subclass's add_weight
+    for value, weight_trainable in made:
+        if not any(value is v for v in trainable + others):
+            (trainable if weight_trainable else others).append(value)
+    return trainable, others
+
+
+def _config_names(cls: Any) -> Dict[str, None]:
+    """The constructor arguments a layer object answers as attributes (TF's ``units``, ...)."""
+    return {k: None for k in _parameter_names(cls._fn)
+            if k not in ("inputs", "name", "reuse") and not k.startswith("_")}
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(fn: Callable) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+def _config_value(layer: Any, attribute: str) -> Any:
+    """A layer object's constructor argument ``attribute`` (its default if not given), as TF's
+    layer keeps it: ``units``/``filters`` as ints, sizes as tuples, ``padding`` in lower case,
+    Keras names resolved."""
+    cls = type(layer)
+    if attribute in layer._kwargs:
+        value = layer._kwargs[attribute]
+    else:
+        bound = _signature(cls._fn).bind_partial(None, *layer._args)
+        bound.apply_defaults()
+        value = bound.arguments[attribute]
+    kind = cls._base_name or _snake_case(cls.__name__)
+    if value is None:
+        return None
+    if attribute in ("units", "filters"):
+        return int(value)
+    if attribute in ("kernel_size", "strides", "dilation_rate", "pool_size") and cls._rank:
+        return _tuple(value, cls._rank, attribute, kind, truncate=attribute == "pool_size")
+    if attribute == "padding" and isinstance(value, str):
+        return value.lower()
+    if attribute.endswith(("activation", "initializer", "regularizer", "constraint")):
+        return _from_keras(kind, None, attribute, value)
+    return value
+
+
+def _captured_scope_name(layer: Any) -> str:
+    """TF's ``scope_name``: the path of the scope the layer's first call in this ``init``/``apply``
+    captured (outside one, the latest call's), or the one ``_scope=`` set."""
+    frame = _frame._FRAME.get()
+    if frame is not None:
+        captured = _this_call(layer._scopes, frame)
+    else:
+        captured = next(reversed(layer._scopes.values()))[1] if layer._scopes else None
+    if captured is None:
+        captured = layer.__dict__.get("_made_in")
+    if captured is None:
+        where = "in this init/apply" if frame is not None else "yet"
+        raise ValueError(
+            f"No name available for layer scope because the layer {layer.name!r} has not been used "
+            f"yet. The scope name is determined the first time the layer instance is called "
+            f"(TF's words; not called {where}).\n  fix: call the layer, y = layer(x), before "
+            "reading scope_name.")
+    return captured.name
+
+
+def _losses_error(kind: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{kind}.losses: there is no losses collection here; a pure function returns what it "
+        "computes.\n  fix: sp.regularization_loss(), called in the model function, sums the terms "
+        "TF's layer.losses holds (add_weight(regularizer=), kernel_regularizer=, "
+        "activity_regularizer=) for every layer called in this init/apply: add it to the loss.")
+
+
+def _input_dtype(inputs: Any) -> np.dtype:
+    """TF's default dtype of a custom layer: its first input's, whatever it is (int32 inputs make
+    int32 weights, zeros by default)."""
+    leaf = jax.tree_util.tree_leaves(inputs)[0]
+    return np.dtype(leaf.dtype if isinstance(leaf, jax.Array) else jnp.result_type(leaf))
+
+
+def _call_layer(layer: Any, api: str, inputs: Any, args: tuple, kwargs: dict,
+                activity_regularizer: Any) -> Any:
+    """TF's ``Layer.__call__`` for ``sp.layers.Layer`` and for a subclass of a built-in layer
+    object that defines ``build`` or ``call``: the scope (``_object_scope``), ``build`` at the
+    first call in each ``init``/``apply`` unless ``built`` was set before the first call,
+    ``call`` in the captured scope and its name scope (with ``scope=`` that scope if ``call``
+    takes one), then the activity regularizer on the output."""
+    frame = _frame.current(api)
+    if layer._prebuilt is None:  # TF builds while built is False: not at all if set in __init__
+        layer._prebuilt = bool(layer.built)
+    captured, reuse = _object_scope(layer, api, kwargs.pop("scope", None))
+    if kwargs and "training" in kwargs and not _takes_training(type(layer).call):
+        del kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
+    if layer._dtype is None:
+        layer._dtype = _input_dtype(inputs)
+    _, ns = _enter_object_name_scope(captured)
+    try:
+        with _layer_scope(captured, layer._base_name, reuse) as current:
+            if _this_call(layer._weights, frame) is None:
+                _keep_for_call(layer._weights, frame, [])
+                if not layer._prebuilt:
+                    _keep_for_call(layer._building, frame, True)
+                    try:
+                        layer.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)),
+                                                           inputs))
+                    finally:
+                        _keep_for_call(layer._building, frame, False)
+                layer.built = True
+            if layer._call_has_scope:  # TF's: call(..., scope=<the layer's variable scope>)
+                kwargs["scope"] = current
+            outputs = layer.call(inputs, *args, **kwargs)
+    finally:
+        _exit_name_scope(frame, ns)
+    if activity_regularizer is not None:
+        _activity_loss(activity_regularizer, outputs, f"sp.layers.{type(layer).__name__}")
+    return outputs
 
 
 _UNSUPPORTED_FIX = {  # Keras arguments TF's v1 layer classes pass on, and what to do here instead
@@ -1620,48 +2001,55 @@ class Dense(_LayerObject):
 
 class Conv2D(_LayerObject):
     """``tf.compat.v1.layers.Conv2D(filters, kernel_size, ...)``; arguments as in ``conv2d``."""
-    _fn, _base_name = staticmethod(conv2d), "conv2d"
+    _fn, _base_name, _rank = staticmethod(conv2d), "conv2d", 2
 
 
 class Conv1D(_LayerObject):
     """``tf.compat.v1.layers.Conv1D(filters, kernel_size, ...)``; arguments as in ``conv1d``."""
-    _fn, _base_name = staticmethod(conv1d), "conv1d"
+    _fn, _base_name, _rank = staticmethod(conv1d), "conv1d", 1
 
 
 class Conv3D(_LayerObject):
     """``tf.compat.v1.layers.Conv3D(filters, kernel_size, ...)``; arguments as in ``conv3d``."""
-    _fn, _base_name = staticmethod(conv3d), "conv3d"
+    _fn, _base_name, _rank = staticmethod(conv3d), "conv3d", 3
 
 
 class SeparableConv1D(_LayerObject):
     """``tf.compat.v1.layers.SeparableConv1D(filters, kernel_size, ...)``."""
-    _fn, _base_name = staticmethod(separable_conv1d), "separable_conv1d"
+    _fn, _base_name, _rank = staticmethod(separable_conv1d), "separable_conv1d", 1
+    _weight_names = ("depthwise_kernel", "pointwise_kernel", "bias")
 
 
 class SeparableConv2D(_LayerObject):
     """``tf.compat.v1.layers.SeparableConv2D(filters, kernel_size, ...)``."""
-    _fn, _base_name = staticmethod(separable_conv2d), "separable_conv2d"
+    _fn, _base_name, _rank = staticmethod(separable_conv2d), "separable_conv2d", 2
+    _weight_names = ("depthwise_kernel", "pointwise_kernel", "bias")
 
 
 class Conv2DTranspose(_LayerObject):
     """``tf.compat.v1.layers.Conv2DTranspose(filters, kernel_size, ...)``."""
-    _fn, _base_name = staticmethod(conv2d_transpose), "conv2d_transpose"
+    _fn, _base_name, _rank = staticmethod(conv2d_transpose), "conv2d_transpose", 2
 
 
 class Conv3DTranspose(_LayerObject):
     """``tf.compat.v1.layers.Conv3DTranspose(filters, kernel_size, ...)``."""
-    _fn, _base_name = staticmethod(conv3d_transpose), "conv3d_transpose"
+    _fn, _base_name, _rank = staticmethod(conv3d_transpose), "conv3d_transpose", 3
 
 
 class BatchNormalization(_LayerObject):
     """``tf.compat.v1.layers.BatchNormalization(...)``; call it as ``bn(x, training=...)``."""
     _fn, _base_name = staticmethod(batch_normalization), "batch_normalization"
+    _weight_names = ("gamma", "beta", "moving_mean", "moving_variance")
+    _non_trainable_names = ("moving_mean", "moving_variance")
 
 
 class _Stateless:
-    """A layer object without variables: a function with its arguments bound."""
+    """A layer object without variables: a function with its arguments bound. Its constructor's
+    arguments are TF's attributes (``pool.pool_size``, ``dropout.rate``)."""
 
     _fn: Callable[..., jax.Array]
+    _base_name = ""
+    _rank = 0  # a pooling's spatial rank: its pool_size and strides read as tuples
 
     def __init__(self, *args: Any, **kwargs: Any):
         _check_name_and_dtype(f"sp.layers.{type(self).__name__}", kwargs.get("name"),
@@ -1674,6 +2062,12 @@ class _Stateless:
             del call_kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
         return type(self)._fn(inputs, *self._args, **{**self._kwargs, **call_kwargs})
 
+    def __getattr__(self, attribute: str) -> Any:
+        # Reached only for what the object does not have: its arguments, as TF's attributes.
+        if not attribute.startswith("_") and attribute in _config_names(type(self)):
+            return _config_value(self, attribute)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
+
 
 class Dropout(_Stateless):
     """``tf.compat.v1.layers.Dropout(rate=0.5, ...)``; call it as ``drop(x, training=...)``."""
@@ -1682,32 +2076,32 @@ class Dropout(_Stateless):
 
 class MaxPooling2D(_Stateless):
     """``tf.compat.v1.layers.MaxPooling2D(pool_size, strides, ...)``."""
-    _fn = staticmethod(max_pooling2d)
+    _fn, _rank = staticmethod(max_pooling2d), 2
 
 
 class AveragePooling2D(_Stateless):
     """``tf.compat.v1.layers.AveragePooling2D(pool_size, strides, ...)``."""
-    _fn = staticmethod(average_pooling2d)
+    _fn, _rank = staticmethod(average_pooling2d), 2
 
 
 class MaxPooling1D(_Stateless):
     """``tf.compat.v1.layers.MaxPooling1D(pool_size, strides, ...)``."""
-    _fn = staticmethod(max_pooling1d)
+    _fn, _rank = staticmethod(max_pooling1d), 1
 
 
 class MaxPooling3D(_Stateless):
     """``tf.compat.v1.layers.MaxPooling3D(pool_size, strides, ...)``."""
-    _fn = staticmethod(max_pooling3d)
+    _fn, _rank = staticmethod(max_pooling3d), 3
 
 
 class AveragePooling1D(_Stateless):
     """``tf.compat.v1.layers.AveragePooling1D(pool_size, strides, ...)``."""
-    _fn = staticmethod(average_pooling1d)
+    _fn, _rank = staticmethod(average_pooling1d), 1
 
 
 class AveragePooling3D(_Stateless):
     """``tf.compat.v1.layers.AveragePooling3D(pool_size, strides, ...)``."""
-    _fn = staticmethod(average_pooling3d)
+    _fn, _rank = staticmethod(average_pooling3d), 3
 
 
 class Flatten(_Stateless):
@@ -1814,6 +2208,13 @@ class Layer(_NamedByClass):
     under it). ``input_shape`` is a tuple of ints that also answers TF
     1.x's ``input_shape[-1].value`` and ``as_list()``.
 
+    Also as in TF: ``_scope=`` is a scope entered when the object is made (inside the scope open
+    then), where its calls run; a ``call(self, x, scope=None)`` is given the layer's scope;
+    ``self.built = True`` in ``__init__`` means ``build`` never runs; without ``dtype=`` the weights
+    take the first input's dtype; ``name`` is the one given or the class's numbered one
+    (``my_dense_1``), ``scope_name`` the captured scope's path; ``weights`` lists the trainable ones
+    first.
+
     In a pure function there are no variables to keep between calls: each ``init`` and ``apply``
     runs ``build`` at the object's first call in it, and the attributes ``build`` sets (``self.kernel``)
     hold that call's parameters. So do not share one object between traces that run at the same
@@ -1844,20 +2245,31 @@ class Layer(_NamedByClass):
         kind = (f"sp.layers.{type(self).__name__}" if type(self).__module__ == __name__
                 else type(self).__name__)  # a user's subclass is not in sp.layers
         self._dtype = _check_name_and_dtype(kind, name, dtype, takes_dtype=True)
-        self.name = name
+        self._given_name = name  # what names the scope (_object_scope)
+        # TF's name: the one given, else the class's numbered per graph (my_layer_1, ...)
+        self.name = name if isinstance(name, str) else _unique_object_name(self._base_name)
         self.trainable = trainable
         self._reuse = _reuse
         # TF's: regularizer(output) / batch size joins sp.regularization_loss() at every call
         self.activity_regularizer = activity_regularizer
         self.built = False
+        self._prebuilt: Optional[bool] = None  # built before the first call: build never runs
         self._scopes: dict = {}  # this call's captured Scope (_object_scope)
         self._weights: dict = {}  # this call's [(value, trainable)], as add_weight made them
         self._building: dict = {}  # whether this call's build is running (add_weight's reuse)
+        if kwargs.get("_scope"):
+            self._made_in = _construction_scope(kwargs["_scope"], kind)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._call_has_scope = "scope" in _parameter_names(cls.call)  # read once per class
+
+    _call_has_scope = False  # TF's: call takes `scope`, and is given the layer's variable scope
 
     @property
     def dtype(self) -> Optional[np.dtype]:
-        """The weights' default dtype: ``dtype=``, else the inputs' at the first call (float32 for
-        non-float inputs)."""
+        """The weights' default dtype: ``dtype=``, else the first input's at the first call, as in
+        TF (int32 inputs make int32 weights, zeros by default)."""
         return self._dtype
 
     def build(self, input_shape: Any) -> None:
@@ -1871,7 +2283,7 @@ class Layer(_NamedByClass):
         del args, kwargs
         return inputs
 
-    def add_weight(self, name: str, shape: Optional[Sequence[int]] = None, dtype: Any = None,
+    def add_weight(self, name: str, shape: Optional[Sequence[int]], dtype: Any = None,
                    initializer: Any = None, regularizer: Optional[Callable] = None,
                    trainable: Optional[bool] = None, constraint: Optional[Callable] = None,
                    partitioner: Any = None, **tf_options: Any) -> jax.Array:
@@ -1882,8 +2294,11 @@ class Layer(_NamedByClass):
         As TF's, it re-enters the scope the layer's first call captured, with reuse on once
         ``build`` is done (else the layer's ``_reuse``): a scope ``build`` opens around it, and that
         scope's reuse, initializer and custom getter, do not reach the weight (``build`` opening
-        ``sp.scope("atomic")`` still makes ``my_layer/kernel``), while the captured scope's do."""
+        ``sp.scope("atomic")`` still makes ``my_layer/kernel``), while the captured scope's do.
+        ``shape`` is required, and ``None`` is a scalar's, as in TF."""
         unknown = [k for k in tf_options if k not in _ADD_WEIGHT_PASSED_ON]
+        if shape is None:  # TF's add_weight: shape or ()
+            shape = ()
         if unknown:
             raise TypeError(_add_weight_refusal(type(self).__name__, name, unknown[0]))
         if isinstance(regularizer, str):  # TF: "'str' object is not callable" when it is applied
@@ -1960,8 +2375,11 @@ class Layer(_NamedByClass):
 
     @property
     def weights(self) -> list:
-        """This ``init``/``apply`` call's values of the weights ``build`` made, in order."""
-        return [value for value, _ in self._made()]
+        """This ``init``/``apply`` call's values of the weights ``build`` made, the trainable ones
+        first, each kind in the order made (TF's ``trainable_weights + non_trainable_weights``)."""
+        made = self._made()
+        return ([value for value, trainable in made if trainable]
+                + [value for value, trainable in made if not trainable])
 
     variables = weights
 
@@ -1979,32 +2397,149 @@ class Layer(_NamedByClass):
 
     non_trainable_variables = non_trainable_weights
 
+    @property
+    def scope_name(self) -> str:
+        """TF's ``scope_name``: the path of the scope the layer's first call captured
+        (``my_layer``, ``outer/my_layer_1``, ...), in this ``init``/``apply`` call (outside one,
+        the latest call's)."""
+        _require_base_init(self, "_scopes")
+        return _captured_scope_name(self)
+
+    @property
+    def losses(self) -> list:
+        """Not provided: ``sp.regularization_loss()`` sums the regularizers' terms."""
+        raise _losses_error(type(self).__name__)
+
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         _require_base_init(self, "_weights")
         api = (f"sp.layers.{type(self).__name__}" if type(self).__module__ == __name__
                else type(self).__name__)  # a user's subclass is not in sp.layers
-        frame = _frame.current(api)
-        captured, reuse = _object_scope(self, api,
-                                        kwargs.pop("scope", None))
-        if kwargs and "training" in kwargs and not _takes_training(type(self).call):
-            del kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
-        if self._dtype is None:
-            self._dtype = _param_dtype(jax.tree_util.tree_leaves(inputs)[0])
-        _, ns = _enter_object_name_scope(captured)
-        try:
-            with _layer_scope(captured, self._base_name, reuse):
-                if _this_call(self._weights, frame) is None:
-                    _keep_for_call(self._weights, frame, [])
-                    _keep_for_call(self._building, frame, True)
-                    try:
-                        self.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)),
-                                                          inputs))
-                    finally:
-                        _keep_for_call(self._building, frame, False)
-                    self.built = True
-                outputs = self.call(inputs, *args, **kwargs)
-        finally:
-            _exit_name_scope(frame, ns)
-        if self.activity_regularizer is not None:
-            _activity_loss(self.activity_regularizer, outputs, f"sp.layers.{type(self).__name__}")
-        return outputs
+        return _call_layer(self, api, inputs, args, kwargs, self.activity_regularizer)
+
+
+# --- templates: tf.make_template -------------------------------------------------------------------
+
+
+class Template:
+    """What ``sp.make_template`` returns: TF 1.x's ``Template``, a function whose parameters are
+    made at its first call, in a uniquely named scope, and reused by every later call.
+
+    As a layer object's scope, the template's is captured per ``init``/``apply`` call (at its
+    first call in it, or when made with ``create_scope_now_``), so a template made outside the
+    model works in every trace. ``variable_scope`` and ``variable_scope_name`` are this call's
+    (outside a call, the latest call's; ``None`` before the first call, as in TF).
+    """
+
+    def __init__(self, name: str, func: Callable[..., Any], create_scope_now: bool = False,
+                 unique_name: Optional[str] = None, custom_getter: Optional[Callable] = None):
+        if name is None:
+            raise ValueError("name cannot be None.\n  fix: give the template a name, "
+                             "sp.make_template('net', fn): its parameters go under net/ "
+                             "(net_1/ for the second template of that name).")
+        self._name = name
+        self._func = func
+        self._unique_name = unique_name
+        self._custom_getter = custom_getter
+        self._scopes: dict = {}  # this call's captured Scope (per frame, as a layer object's)
+        self._made_in: Optional[Scope] = None
+        if create_scope_now:  # TF's _pure_variable_scope: a unique variable scope, no name scope
+            if _frame._FRAME.get() is None:  # (outside a model: the root's, named as given)
+                self._made_in = Scope(unique_name or name, custom_getter=custom_getter,
+                                      original_name_scope=(unique_name or name) + "/")
+            else:
+                with scope(unique_name, default_name=None if unique_name else name,
+                           custom_getter=custom_getter, auxiliary_name_scope=False) as made_in:
+                    self._made_in = made_in
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        frame = _frame.current(f"Template({self._name!r})(...)")
+        captured = _this_call(self._scopes, frame)
+        if captured is None:  # the first call in this init/apply: it makes the parameters
+            if self._made_in is not None:
+                first = scope(self._made_in)
+            else:
+                first = scope(self._unique_name, default_name=self._name,
+                              custom_getter=self._custom_getter)
+            with first as captured:
+                _keep_for_call(self._scopes, frame, captured)
+                return self._func(*args, **kwargs)
+        with scope(captured, reuse=True):  # later calls: TF's reuse=True, wherever they are
+            specs = getattr(frame.store, "specs", None)  # init's (apply's params are all made)
+            if specs is None:
+                return self._func(*args, **kwargs)
+            before = len(specs)
+            result = self._func(*args, **kwargs)
+            if len(specs) != before:  # made under an sp.AUTO_REUSE scope inside the function
+                self._check_no_trainable_made(list(specs.values())[before:], captured)
+            return result
+
+    def _check_no_trainable_made(self, made: list, captured: Scope) -> None:
+        """TF's check of a later call: a new trainable parameter is an error, others are kept."""
+        trainable = [spec.name for spec in made if spec.trainable]
+        if trainable:
+            raise ValueError(
+                "Trainable variable created when calling a template after the first time: "
+                f"{trainable} (TF's words).\n"
+                f"  asked: template {self._name!r} (scope '{captured.name}') made "
+                f"'{trainable[0]}' in a later call of this init, under an sp.AUTO_REUSE scope; "
+                "a template makes its trainable parameters in its first call only\n"
+                f"  fix: make '{trainable[0]}' in the first call too (every call takes the same "
+                "path through the function), or pass trainable=False if it is a statistic.")
+
+    @property
+    def name(self) -> str:
+        """The name given to the template."""
+        return self._name
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        """The function the template calls (its keyword arguments bound)."""
+        return self._func
+
+    @property
+    def variable_scope(self) -> Optional[Scope]:
+        """The scope the template's parameters are in: the one its first call in this
+        ``init``/``apply`` captured (outside one, the latest call's), or ``None`` before it."""
+        frame = _frame._FRAME.get()
+        if frame is not None:
+            captured = _this_call(self._scopes, frame)
+        else:
+            captured = next(reversed(self._scopes.values()))[1] if self._scopes else None
+        return captured if captured is not None else self._made_in
+
+    @property
+    def variable_scope_name(self) -> Optional[str]:
+        """``variable_scope``'s path with a trailing ``/`` (``"net/"``), as TF gives it to match
+        parameter names by prefix (``sp.partition_by_scope``); ``None`` before the first call."""
+        captured = self.variable_scope
+        if captured is None:
+            return None
+        return captured.prefix
+
+
+def make_template(name_: str, func_: Callable[..., Any], create_scope_now_: bool = False,
+                  unique_name_: Optional[str] = None, custom_getter_: Optional[Callable] = None,
+                  **kwargs: Any) -> Template:
+    """``tf.compat.v1.make_template``: ``func_`` made into a template that creates its parameters
+    at its first call and reuses them at every later call.
+
+    The first call opens ``sp.scope(unique_name_, default_name=name_,
+    custom_getter=custom_getter_)`` where it is called (two templates named ``net`` get ``net/``
+    and ``net_1/``), runs ``func_`` there and captures the scope; later calls re-enter that scope
+    with ``reuse=True`` wherever they are. With ``create_scope_now_`` the scope is made here.
+    ``kwargs`` are bound to ``func_``. As in TF, a later call that asks for a parameter the first
+    did not make fails ("does not exist"), and one that makes a new trainable parameter (under an
+    ``sp.AUTO_REUSE`` scope) is an error.
+
+    The whole model is ``sp.transform(fn)`` (``init`` is the first call, ``apply`` the later
+    ones); a template is for sharing weights inside it, e.g. a tower applied to two inputs:
+
+    >>> tower = sp.make_template("tower", lambda x: sp.layers.dense(x, 4))
+    >>> model = sp.transform(lambda a, b: tower(a) - tower(b))
+    >>> sorted(sp.flatten(model.init(jax.random.key(0), jnp.ones((1, 3)), jnp.ones((1, 3)))))
+    ['tower/dense/bias', 'tower/dense/kernel']
+    """
+    if kwargs:
+        func_ = functools.partial(func_, **kwargs)
+    return Template(name_, func_, create_scope_now=create_scope_now_, unique_name=unique_name_,
+                    custom_getter=custom_getter_)

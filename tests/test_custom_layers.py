@@ -380,3 +380,359 @@ def test_add_loss_and_add_update_say_what_replaces_them():
         sp.transform(lambda x: Losses()(x)).init(KEY, X)
     with pytest.raises(NotImplementedError, match="(?s)add_update.*sp.set_state"):
         sp.transform(lambda x: Updates()(x)).init(KEY, X)
+
+
+def run_in_tf(program, *arrays):
+    """Run ``program(x, ...)`` in a TF 1.x graph: (its variables' random values by name, its
+    outputs, its trainable variables' names)."""
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        inputs = [v1.placeholder(tf.float32, a.shape) for a in arrays]
+        outputs = program(*inputs)
+        session.run(v1.global_variables_initializer())
+        values = load_random_values(session, v1.global_variables())
+        trainable = {v.name[:-2] for v in v1.trainable_variables()}
+        return values, session.run(outputs, dict(zip(inputs, arrays))), trainable
+
+
+def assert_same_as_tf(program_of, *arrays, state=False):
+    """``program_of(tf_api)`` and ``program_of(sp_api)`` make the same parameters (names, shapes,
+    trainable flags) and, on TF's values, the same outputs, eagerly and jitted."""
+    tf = pytest.importorskip("tensorflow")
+    values, expected, trainable = run_in_tf(program_of(tf.compat.v1), *arrays)
+    model = sp.transform(program_of(sp))
+    params = model.init(KEY, *arrays)
+    assert {k: v.shape for k, v in sp.flatten(params).items()} == {
+        k: v.shape for k, v in values.items()}
+    assert {k for k, s in sp.flatten(model.specs(*arrays)).items() if s.trainable} == trainable
+    params = sp.unflatten({k: jnp.asarray(v) for k, v in values.items()})
+    for apply in (model.apply, jax.jit(model.apply)):
+        for ours, theirs in zip(jax.tree_util.tree_leaves(apply(params, *arrays)),
+                                jax.tree_util.tree_leaves(expected)):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    return values
+
+
+def subclassing_program(api):
+    """Subclasses of the built-in Dense: one overriding call (super().call), one only renamed, one
+    overriding build (a mask made before super().build) and call (reading self.kernel)."""
+    is_tf = api is not sp
+    ones = api.ones_initializer() if is_tf else sp.initializers.ones
+
+    class ScaledDense(api.layers.Dense):
+        def call(self, inputs):
+            return 2.0 * super().call(inputs)
+
+    class Renamed(api.layers.Dense):
+        def __init__(self, units, **kwargs):
+            super().__init__(units, **kwargs)
+
+    class MaskedDense(api.layers.Dense):
+        def build(self, input_shape):
+            self.mask = self.add_weight("mask", [int(input_shape[-1]), self.units],
+                                        initializer=ones, trainable=False)
+            super().build(input_shape)
+
+        def call(self, inputs):
+            return inputs @ (self.kernel * self.mask) + self.bias
+
+    def program(x):
+        scaled, masked = ScaledDense(3), MaskedDense(2, activation="relu")
+        return scaled(x), scaled(x + 1.0), Renamed(4)(x), masked(x), masked(x * 2.0)
+
+    return program
+
+
+def test_a_subclass_of_a_builtin_layer_object_is_named_after_it_and_runs_its_own_call_like_tf():
+    values = assert_same_as_tf(subclassing_program, X)
+    assert sorted(values) == ["masked_dense/bias", "masked_dense/kernel", "masked_dense/mask",
+                              "renamed/bias", "renamed/kernel", "scaled_dense/bias",
+                              "scaled_dense/kernel"]
+
+
+def test_a_builtin_layer_object_subclass_in_a_scope_with_an_activation_like_tf():
+    # The activation is applied by the built-in call once (TF's Dense.call), its activity
+    # regularizer by the layer's __call__ once per call; build's weights keep the scope's
+    # initializer.
+    def program_of(api):
+        is_tf = api is not sp
+
+        class Shifted(api.layers.Dense):
+            def call(self, inputs):
+                return super().call(inputs) - 1.0
+
+        def program(x):
+            with (api.variable_scope if is_tf else api.scope)("s"):
+                layer = Shifted(3, activation=jax.nn.relu if not is_tf else api.nn.relu)
+                return layer(x), layer(x)
+        return program
+
+    assert_same_as_tf(program_of, X)
+
+
+def test_layer_scope_argument_is_the_scope_entered_at_construction_like_tf():
+    def program_of(api):
+        is_tf = api is not sp
+        variable_scope = api.variable_scope if is_tf else api.scope
+
+        class MyLayer(api.layers.Layer):
+            def build(self, input_shape):
+                self.k = self.add_weight("k", [int(input_shape[-1]), 2])
+
+            def call(self, x):
+                return x @ self.k
+
+        def my_layer(x, name=None, reuse=None):  # TF's own functional layers' pattern
+            return MyLayer(name=name, _scope=name, _reuse=reuse)(x)
+
+        def program(x):
+            with variable_scope("outer"):
+                made_in_outer = MyLayer(_scope="foo")
+                dense = api.layers.Dense(3, name="q", _scope="sc")
+            with variable_scope("elsewhere"):
+                y = made_in_outer(x)  # outer/foo/k, where it was made
+            return (y, made_in_outer(x), my_layer(x, name="blk"),
+                    my_layer(x, name="blk", reuse=True), my_layer(x), dense(x), dense(x))
+        return program
+
+    values = assert_same_as_tf(program_of, X)
+    assert sorted(values) == ["blk/k", "my_layer/k", "outer/foo/k", "outer/sc/bias",
+                              "outer/sc/kernel"]
+
+
+def test_layer_scope_argument_outside_the_transform_is_a_scope_at_the_root():
+    class MyLayer(sp.layers.Layer):
+        def build(self, input_shape):
+            self.k = self.add_weight("k", [int(input_shape[-1])])
+
+        def call(self, x):
+            return x * self.k
+
+    layer = MyLayer(_scope="foo")
+
+    def fn(x):
+        with sp.scope("o"):
+            return layer(x)
+
+    assert list(sp.flatten(sp.transform(fn).init(KEY, X))) == ["foo/k"]
+    with pytest.raises(TypeError, match=r"MyLayer\(_scope=3\): _scope must be a scope name"):
+        MyLayer(_scope=3)
+
+
+def test_weights_and_variables_list_the_trainable_weights_first_like_tf():
+    seen = {}
+
+    class MyLayer(sp.layers.Layer):
+        def build(self, input_shape):
+            self.count = self.add_weight("count", [3], initializer=sp.initializers.zeros,
+                                         trainable=False)
+            self.kernel = self.add_weight("kernel", [int(input_shape[-1]), 2])
+            self.bias = self.add_weight("bias", [2], initializer=sp.initializers.zeros)
+
+        def call(self, x):
+            return x @ self.kernel + self.bias
+
+    def fn(x):
+        layer = MyLayer()
+        y = layer(x)
+        seen.update(weights=[w.shape for w in layer.weights],
+                    variables=[w.shape for w in layer.variables],
+                    trainable=[w.shape for w in layer.trainable_weights],
+                    non_trainable=[w.shape for w in layer.non_trainable_variables])
+        return y
+
+    sp.transform(fn).init(KEY, X)
+    # TF 1.x: [my_layer/kernel, my_layer/bias, my_layer/count]
+    assert seen == {"weights": [(3, 2), (2,), (3,)], "variables": [(3, 2), (2,), (3,)],
+                    "trainable": [(3, 2), (2,)], "non_trainable": [(3,)]}
+
+
+def test_a_call_that_takes_scope_gets_the_layers_variable_scope_like_tf():
+    tf = pytest.importorskip("tensorflow")
+    got = []
+
+    def program_of(api):
+        is_tf = api is not sp
+        variable_scope = api.variable_scope if is_tf else api.scope
+        get = api.get_variable if is_tf else api.get_param
+
+        class Cell(api.layers.Layer):
+            def call(self, x, scope=None):
+                got.append(scope.name)
+                with variable_scope(scope or "cell"):
+                    w = get("w", [3, 2])
+                return x @ w
+
+        def program(x):
+            c, placed = Cell(), Cell()
+            return c(x), c(x), placed(x, scope="zz"), placed(x)
+        return program
+
+    values = assert_same_as_tf(program_of, X)
+    assert sorted(values) == ["cell/w", "zz/w"]
+    tf_got, sp_got = got[:4], got[4:]
+    assert tf_got == ["cell", "cell", "zz", "zz"] and sp_got[:4] == tf_got
+    del tf
+
+
+def test_builtin_layer_objects_expose_tfs_weights_and_config_attributes_after_a_call():
+    seen = {}
+
+    def fn(x, images):
+        d = sp.layers.Dense(3, activation="relu")
+        y = d(x)
+        tied = y @ d.kernel.T  # weight tying, as TF programs do with tf.transpose(d.kernel)
+        seen["dense"] = (d.kernel.shape, d.bias.shape, len(d.weights), len(d.trainable_weights),
+                         len(d.variables), len(d.trainable_variables), d.non_trainable_weights,
+                         d.units, d.activation is jax.nn.relu, d.use_bias, d.built, d.name,
+                         d.scope_name)
+        nobias = sp.layers.Dense(2, use_bias=False, name="nb")
+        nobias(x)
+        seen["nobias"] = (nobias.bias, [w.shape for w in nobias.weights], nobias.name)
+        conv = sp.layers.Conv2D(4, 3, padding="SAME")
+        conv(images)
+        seen["conv"] = (conv.kernel_size, conv.strides, conv.dilation_rate, conv.filters,
+                        conv.padding, conv.kernel.shape, conv.name)
+        bn = sp.layers.BatchNormalization()
+        bn(x)
+        seen["bn"] = ([w.shape for w in bn.weights], len(bn.trainable_weights),
+                      bn.moving_mean.shape, bn.momentum)
+        pool = sp.layers.MaxPooling2D(2, 2)
+        seen["pool"] = (pool.pool_size, pool.strides, pool.padding)
+        return tied, d.kernel
+
+    model = sp.transform(fn)
+    images = jnp.ones((1, 4, 4, 2))
+    params = model.init(KEY, X, images)
+    assert seen["dense"] == ((3, 3), (3,), 2, 2, 2, 2, [], 3, True, True, True, "dense_1",
+                             "dense")
+    assert seen["nobias"] == (None, [(3, 2)], "nb")
+    assert seen["conv"] == ((3, 3), (1, 1), (1, 1), 4, "same", (3, 3, 2, 4), "conv2d_1")
+    assert seen["bn"] == ([(3,), (3,), (3,), (3,)], 2, (3,), 0.99)
+    assert seen["pool"] == ((2, 2), (2, 2), "valid")
+    for apply in (model.apply, jax.jit(model.apply)):
+        tied, kernel = apply(params, X, images)
+        np.testing.assert_array_equal(kernel, params["dense"]["kernel"])
+        y = jax.nn.relu(X @ params["dense"]["kernel"] + params["dense"]["bias"])
+        np.testing.assert_allclose(tied, y @ params["dense"]["kernel"].T, rtol=1e-5)
+
+
+def test_a_builtin_layer_objects_weights_before_its_call_or_outside_the_transform_say_why():
+    d = sp.layers.Dense(3)
+
+    def before(x):
+        assert d.weights == [] and not d.built  # as TF's before its first call
+        return d.kernel
+
+    with pytest.raises(AttributeError, match=r"(?s)^'Dense' object has no attribute 'kernel' yet:"
+                                             r".*\n  fix: call the layer first"):
+        sp.transform(before).init(KEY, X)
+    with pytest.raises(sp.ScopedParamsError, match=r"sp.layers.Dense\(...\).kernel was called "
+                                                   "outside a transformed function"):
+        d.kernel
+    with pytest.raises(AttributeError, match="'Dense' object has no attribute 'kernle'"):
+        d.kernle
+
+
+def test_layer_name_is_tfs_default_name_at_construction_and_scope_name_the_first_calls():
+    seen = []
+
+    class MyLayer(sp.layers.Layer):
+        def call(self, x):
+            return x
+
+    def fn(x):
+        a, b, named = MyLayer(), MyLayer(), MyLayer(name="fc")
+        seen.append((a.name, b.name, named.name))
+        a(x), named(x)
+        with sp.scope("o"):
+            b(x)
+        seen.append((a.scope_name, b.scope_name, named.scope_name))
+        return x
+
+    model = sp.transform(fn)
+    model.apply(model.init(KEY, X), X)
+    # TF 1.x: names my_layer_1, my_layer_2 (numbered per graph, from 1), scope names as called
+    assert seen == [("my_layer_1", "my_layer_2", "fc"), ("my_layer", "o/my_layer", "fc")] * 2
+    unused = MyLayer()
+    with pytest.raises(ValueError, match=r"(?s)No name available for layer scope because the layer "
+                                         r"'my_layer_\d+' has not been used yet.*\n  fix: call"):
+        unused.scope_name
+
+
+def test_layer_losses_say_that_sp_regularization_loss_sums_them():
+    class MyLayer(sp.layers.Layer):
+        def build(self, input_shape):
+            self.k = self.add_weight("k", [int(input_shape[-1])],
+                                     regularizer=sp.l2_regularizer(0.1))
+
+        def call(self, x):
+            return x * self.k
+
+    def fn(x):
+        layer = MyLayer()
+        y = layer(x)
+        return y, layer.losses
+
+    with pytest.raises(NotImplementedError, match=r"(?s)^MyLayer.losses: .*\n  fix: .*"
+                                                  r"sp.regularization_loss\(\)"):
+        sp.transform(fn).init(KEY, X)
+    with pytest.raises(NotImplementedError, match=r"Dense.losses"):
+        sp.layers.Dense(3).losses
+
+
+def test_built_set_in_init_skips_build_like_tf():
+    class Double(sp.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.built = True
+
+        def build(self, input_shape):
+            raise AssertionError("build ran although built=True (TF 1.x never calls it)")
+
+        def call(self, x):
+            return 2 * x
+
+    layer = Double()
+    model = sp.transform(lambda x: (layer(x), Double()(x)))
+    for y in model.apply(model.init(KEY, X), X):
+        np.testing.assert_allclose(y, 2 * X)
+
+
+def test_add_weight_needs_a_shape_and_takes_none_as_a_scalar_like_tf():
+    def layer_of(shape_args):
+        class M(sp.layers.Layer):
+            def build(self, input_shape):
+                self.g = self.add_weight("g", *shape_args)
+
+            def call(self, x):
+                return x * self.g
+        return M
+
+    params = sp.transform(lambda x: layer_of([None])()(x)).init(KEY, X)
+    assert sp.flatten(params)["m/g"].shape == ()  # TF: m/g of shape []
+    with pytest.raises(TypeError, match=r"add_weight\(\) missing 1 required positional argument: "
+                                        "'shape'"):
+        sp.transform(lambda x: layer_of([])()(x)).init(KEY, X)
+
+
+def test_a_custom_layers_default_dtype_is_its_inputs_int_too_like_tf():
+    def program_of(api):
+        class Count(api.layers.Layer):
+            def build(self, input_shape):
+                self.k = self.add_weight("k", [int(input_shape[-1])])
+
+            def call(self, x):
+                return x + self.k
+        return lambda x: Count()(x)
+
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        program_of(v1)(v1.placeholder(tf.int32, (2, 3)))
+        (k,) = v1.global_variables()
+        assert k.dtype.base_dtype == tf.int32
+    params = sp.transform(program_of(sp)).init(KEY, np.ones((2, 3), np.int32))
+    assert sp.flatten(params)["count/k"].dtype == jnp.int32
+    np.testing.assert_array_equal(sp.flatten(params)["count/k"], 0)  # int weights start at zero

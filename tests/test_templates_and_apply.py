@@ -597,3 +597,130 @@ def test_apply_mismatch_of_a_second_auto_reuse_request_from_one_line_blames_the_
         sp.transform(model).init(jax.random.key(0), jnp.ones((2, 5)))
     assert "in the params passed to apply" not in str(in_apply.value)
     assert str(in_apply.value) == str(in_init.value)
+
+
+# --- L. sp.make_template: TF's template inside one model ------------------------------------------
+
+
+def template_program(api):
+    """Templates as TF 1.x programs use them: two of one name, one called again in another scope,
+    nested ones made in a template's function, one whose scope is made at construction, one with
+    a unique name, kwargs bound."""
+    is_tf = api is not sp
+    variable_scope = api.variable_scope if is_tf else api.scope
+    get = api.get_variable if is_tf else api.get_param
+
+    def body(x, units=2):
+        return x @ get("w", [3, units])
+
+    def nested_body(x):
+        inner, inner_wide = api.make_template("nested", body), api.make_template("nested", body,
+                                                                                  units=3)
+        return inner(x), inner_wide(x)
+
+    def program(x):
+        t1, t2 = api.make_template("tmpl", body), api.make_template("tmpl", body)
+        out = [t1(x), t2(x)]  # tmpl/, tmpl_1/
+        with variable_scope("other"):
+            out += [t1(x), t2(x)]  # the same weights, wherever they are called
+            inside = api.make_template("inside", body)
+            out.append(inside(x))
+        out.append(inside(x))
+        outer1, outer2 = api.make_template("s1", nested_body), api.make_template("s1", nested_body)
+        out += [outer1(x), outer1(x), outer2(x)]
+        with variable_scope("ctor"):
+            now = api.make_template("now", body, create_scope_now_=True)
+        with variable_scope("call"):
+            out += [now(x), api.make_template("later", body)(x)]
+        out.append(api.make_template("ignored", body, unique_name_="fixed")(x))
+        return out
+
+    return program
+
+
+def test_make_template_names_shares_and_nests_its_parameters_like_tf():
+    tf = pytest.importorskip("tensorflow")
+    from _tf_values import load_random_values
+    v1 = tf.compat.v1
+    x = np.random.RandomState(0).randn(2, 3).astype(np.float32)
+    with tf.Graph().as_default(), v1.Session() as session:
+        placeholder = v1.placeholder(tf.float32, x.shape)
+        outputs = template_program(v1)(placeholder)
+        session.run(v1.global_variables_initializer())
+        values = load_random_values(session, v1.global_variables())
+        expected = session.run(outputs, {placeholder: x})
+    assert sorted(values) == ["call/later/w", "ctor/now/w", "fixed/w", "other/inside/w",
+                              "s1/nested/w", "s1/nested_1/w", "s1_1/nested/w", "s1_1/nested_1/w",
+                              "tmpl/w", "tmpl_1/w"]
+
+    model = sp.transform(template_program(sp))
+    params = model.init(KEY, x)
+    assert {k: v.shape for k, v in sp.flatten(params).items()} == {
+        k: v.shape for k, v in values.items()}
+    for apply in (model.apply, jax.jit(model.apply)):
+        ours = jax.tree_util.tree_leaves(apply(sp.unflatten(values), x))
+        for a, b in zip(ours, jax.tree_util.tree_leaves(expected)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_make_template_made_outside_the_model_captures_its_scope_in_each_init_and_apply():
+    calls = []
+
+    def getter(getter, name, *args, **kwargs):  # TF: a template's getter sees every call
+        calls.append(name)
+        return getter(name, *args, **kwargs)
+
+    template = sp.make_template("net", lambda x: x @ sp.get_param("w", [3, 2]),
+                                custom_getter_=getter)
+    seen = []
+
+    def fn(x):
+        seen.append(template.variable_scope)
+        y = template(x)
+        with sp.scope("elsewhere"):
+            y = y + template(x)
+        seen.append((template.variable_scope.name, template.variable_scope_name))
+        return y
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 3))
+    params = model.init(KEY, x)
+    assert paths(params) == {"net/w"} and calls == ["net/w", "net/w"]
+    np.testing.assert_allclose(model.apply(params, x), 2 * x @ params["net"]["w"], rtol=1e-6)
+    assert seen == [None, ("net", "net/")] * 2 and calls == ["net/w"] * 4
+    assert template.name == "net" and template.variable_scope_name == "net/"  # the latest call's
+
+
+def test_make_template_later_call_creating_a_trainable_parameter_is_tfs_error():
+    def body(x, extra=None, trainable=True):
+        w = sp.get_param("w", [3, 2])
+        if extra:
+            with sp.scope("x", reuse=sp.AUTO_REUSE):  # a new name under AUTO_REUSE: created
+                sp.get_param(extra, [1], trainable=trainable)
+        return x @ w
+
+    def fn(x, extra, trainable):
+        template = sp.make_template("t", body)
+        return template(x), template(x, extra, trainable)
+
+    x = jnp.ones((2, 3))
+    model = sp.transform(fn)
+    assert paths(model.init(KEY, x, "count", False)) == {"t/w", "t/x/count"}  # TF allows it
+    with pytest.raises(ValueError, match=(
+            r"(?s)^Trainable variable created when calling a template after the first time: "
+            r"\['t/x/new'\].*\n  fix: ")):
+        model.init(KEY, x, "new", True)
+
+    def asks_another(x):
+        template = sp.make_template("t", lambda name: sp.get_param(name, [1]))
+        return template("old"), template("new")  # a later call has reuse=True: rule 58
+
+    with pytest.raises(sp.ParamNotFoundError, match="Variable t/new does not exist"):
+        sp.transform(asks_another).init(KEY, x)
+
+
+def test_make_template_needs_a_name_and_a_transform():
+    with pytest.raises(ValueError, match=r"^name cannot be None\.\n  fix: "):
+        sp.make_template(None, lambda: None)
+    with pytest.raises(sp.NotInTransformError, match=r"^Template\('t'\)\(\.\.\.\) was called outside"):
+        sp.make_template("t", lambda: None)()
