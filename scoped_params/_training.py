@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import operator
 import os
@@ -16,7 +17,8 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, List, Optional, Tuple
+import zlib
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._errors import (CheckpointCorruptError, CheckpointError, CheckpointMismatchError,
                       CheckpointNotFoundError, StepOrderError, optional_import)
@@ -28,6 +30,11 @@ _COMPLETE_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")
 # The state is orbax's single item, in this subdirectory of a step (orbax writes it before the
 # markers; a step directory with the markers but without it is a half-copied step).
 _ITEM = "default"
+# Orbax keeps no checksum of array data: a flipped bit in a chunk that is stored uncompressed
+# restores silently. Each step gets this file beside orbax's (written after orbax commits the step):
+# every host-readable leaf's dtype, shape and CRC-32, checked on restore.
+_CHECKSUMS = "scoped_params_checksums.json"
+_CHECKSUMS_FORMAT = 1
 
 
 def _orbax():
@@ -127,6 +134,34 @@ def _listing(leaves: List[Tuple[str, Any]], limit: int = 8) -> str:
 def _short_repr(x: Any) -> str:
     text = repr(x)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _host_bytes(leaf: Any) -> Any:
+    """``leaf`` as a C-ordered NumPy array, or None where this process cannot read all of it (an
+    array sharded across processes) or it is not an array or number."""
+    import jax
+    import numpy as np
+
+    if isinstance(leaf, jax.Array):
+        if not leaf.is_fully_addressable:
+            return None
+    elif not isinstance(leaf, (np.ndarray, np.generic, bool, int, float)):
+        return None
+    return np.asarray(leaf, order="C")
+
+
+def _crc32(array: Any) -> int:
+    return zlib.crc32(array.reshape(-1).view("uint8").data)  # C-ordered: a view, no copy
+
+
+def _checksums(leaves: List[Tuple[str, Any]]) -> Dict[str, list]:
+    """``{path: [dtype, shape, crc32]}`` of every leaf this process can read whole."""
+    out = {}
+    for path, leaf in leaves:
+        array = _host_bytes(leaf)
+        if array is not None:
+            out[path] = [array.dtype.name, list(array.shape), _crc32(array)]
+    return out
 
 
 def _chain(error: BaseException) -> List[BaseException]:
@@ -272,8 +307,12 @@ class TrainingCheckpointer:
 
     Only complete steps count: a directory named like a step but without orbax's markers
     (``_CHECKPOINT_METADATA``, ``commit_success.txt``) or without the state's item directory
-    (``default/``: a half-copied step) is not listed, restored or pruned. Restoring a step whose
-    files are damaged raises ``CheckpointCorruptError`` naming an earlier step to restore instead.
+    (``default/``: a half-copied step) is not listed, restored or pruned. Each step also records
+    the dtype, shape and CRC-32 of every leaf (``scoped_params_checksums.json``; orbax keeps no
+    checksum of array data, and a flipped bit would restore silently); ``restore`` checks the
+    leaves it returns in their saved dtype and shape. Restoring a step whose files are damaged
+    raises ``CheckpointCorruptError`` naming an earlier step to restore instead. Leaves sharded
+    across processes (not readable whole by one process) are not checksummed.
 
     >>> import optax
     >>> params = {"dense": {"w": jnp.ones((3, 2))}}
@@ -395,6 +434,11 @@ class TrainingCheckpointer:
                 f"TrainingCheckpointer.save: orbax did not write step {step} to "
                 f"{self.directory!r} (save returned {saved!r}; complete steps on disk: {complete}).\n"
                 "  fix: check that the directory is writable and not read-only for orbax.")
+        from .checkpoint import _atomic_write
+
+        record = {"format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves)}
+        _atomic_write(os.path.join(self._step_path(step), _CHECKSUMS),
+                      json.dumps(record, sort_keys=True).encode())
         if self.max_to_keep is not None:
             for old in complete[:-self.max_to_keep]:
                 self._manager.delete(old)
@@ -458,11 +502,13 @@ class TrainingCheckpointer:
             import jax
 
             args = self._ocp.args.StandardRestore(jax.tree.map(_abstract, target))
+        failure: Optional[Exception] = None
         with _STRAY_REPORTS.quiet(os.path.join(self._step_path(step), _ITEM)) as settle:
             try:
                 if args is None:
-                    return self._manager.restore(step)
-                return self._manager.restore(step, args=args)
+                    restored = self._manager.restore(step)
+                else:
+                    restored = self._manager.restore(step, args=args)
             except Exception as e:
                 # orbax raises these for a target that does not fit and for damaged files (a failed
                 # array read is a bare Exception); anything else (OSError, XLA's) is not ours
@@ -470,12 +516,51 @@ class TrainingCheckpointer:
                         and type(e) is not Exception):
                     raise
                 failure = e
-            # Explained outside the except block, so that once `failure` is dropped nothing keeps
-            # orbax's failed tasks alive: settle() collects them.
-            error = self._failed_restore(step, steps, target, failure)
-            del failure
-            settle()
-        raise error
+            if failure is not None:
+                # Explained outside the except block, so that once `failure` is dropped nothing
+                # keeps orbax's failed tasks alive: settle() collects them.
+                error = self._failed_restore(step, steps, target, failure)
+                del failure
+                settle()
+                raise error
+        damage = self._check_data(step, restored)
+        if damage is not None:
+            raise self._corrupt(step, steps, target, damage)
+        return restored
+
+    def _check_data(self, step: int, restored: Any) -> Optional[str]:
+        """What is wrong with ``restored``'s data against the checksums saved with step ``step``, or
+        None. A step without the file (saved by orbax alone, or interrupted between orbax's commit
+        and the file) is not checked; a leaf restored in another dtype or shape than saved (a
+        target's) or that this process cannot read whole is not checked."""
+        path = os.path.join(self._step_path(step), _CHECKSUMS)
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(text)
+            if record.get("format") != _CHECKSUMS_FORMAT:
+                return (f"its checksums file {_CHECKSUMS!r} has format {record.get('format')!r}, "
+                        f"not {_CHECKSUMS_FORMAT}")
+            saved = {p: (dtype, tuple(shape), int(crc)) for p, (dtype, shape, crc)
+                     in record["leaves"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return f"its checksums file {_CHECKSUMS!r} cannot be read ({type(e).__name__}: {e})"
+        for leaf_path, leaf in _leaves(restored):
+            expected = saved.get(leaf_path)
+            if expected is None:
+                continue
+            array = _host_bytes(leaf)
+            if array is None or (array.dtype.name, array.shape) != expected[:2]:
+                continue
+            crc = _crc32(array)
+            if crc != expected[2]:
+                return (f"the data of '{leaf_path}' ({_describe_leaf(array)}) does not match the "
+                        f"checksum saved with it (CRC-32 {crc:#010x}, saved {expected[2]:#010x}): "
+                        "its array files changed after they were written")
+        return None
 
     def _saved_leaves(self, step: int) -> Tuple[Optional[List[Tuple[str, Any]]], Optional[str]]:
         """(the leaves of step ``step``'s metadata, None), or (None, why it cannot be read). Read

@@ -330,7 +330,24 @@ def _truncate_largest_data_file(step_dir):
     f.write_bytes(f.read_bytes()[:f.stat().st_size // 2])
 
 
+def _flip_one_bit_of_array_data(step_dir):
+    # Random float32 data does not compress: the largest data file holds it as written, and one
+    # flipped bit there is a wrong value that orbax (no checksums of its own) restores silently.
+    f = max(step_dir.glob("default/**/d/*"), key=lambda p: p.stat().st_size)
+    b = bytearray(f.read_bytes())
+    b[len(b) // 2] ^= 0x01
+    f.write_bytes(bytes(b))
+
+
 _DAMAGE = {
+    "one bit flipped in array data": (
+        _flip_one_bit_of_array_data,
+        r"the data of 'params/big' \(float32\[20000\]\) does not match the checksum saved with it "
+        r"\(CRC-32 0x[0-9a-f]{8}, saved 0x[0-9a-f]{8}\): its array files changed after they were "
+        r"written; nothing was restored"),
+    "garbage checksums file": (
+        lambda d: (d / "scoped_params_checksums.json").write_text("{garbage"),
+        r"its checksums file 'scoped_params_checksums.json' cannot be read \(JSONDecodeError: "),
     "bit-flipped data files": (_flip_data_bytes, r"its metadata cannot be read: ValueError: "
                                                  r".*Error reading .*/run/2/default/"),
     "garbage item metadata": (lambda d: (d / "default" / "_METADATA").write_text("garbage"),
@@ -459,3 +476,41 @@ def test_saving_a_state_without_leaves_is_refused_and_writes_nothing(tmp_path, s
                                          r"written.\n  fix: save the training state itself"):
         ckpt.save(3, state)
     assert ckpt.latest_step() is None
+
+
+def test_each_step_records_the_dtype_shape_and_crc32_of_every_leaf(tmp_path):
+    import json
+    import zlib
+
+    state = {"params": {"w": jnp.arange(6.0).reshape(2, 3), "h": jnp.ones(3, jnp.bfloat16)},
+             "opt_state": optax.sgd(0.1, momentum=0.9).init({"w": jnp.zeros(2)}), "step": 4}
+    sp.checkpoint.TrainingCheckpointer(tmp_path / "run").save(4, state)
+    record = json.loads((tmp_path / "run" / "4" / "scoped_params_checksums.json").read_text())
+    assert record["format"] == 1
+    leaves = record["leaves"]
+    assert sorted(leaves) == ["opt_state/0/trace/w", "params/h", "params/w", "step"]
+    w = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    assert leaves["params/w"] == ["float32", [2, 3], zlib.crc32(w.tobytes())]
+    assert leaves["params/h"] == ["bfloat16", [3], zlib.crc32(np.ones(3, jnp.bfloat16).tobytes())]
+    assert leaves["step"] == ["int64", [], zlib.crc32(np.int64(4).tobytes())]
+
+
+def test_a_step_saved_without_checksums_restores_unchecked(tmp_path):
+    # Steps written by orbax alone (or interrupted between orbax's commit and the checksums file).
+    state = {"params": {"w": jnp.arange(6.0)}, "step": 1}
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(1, state)
+    (tmp_path / "run" / "1" / "scoped_params_checksums.json").unlink()
+    chex.assert_trees_all_equal(ckpt.restore(target=state), state)
+    assert ckpt.all_steps() == [1]
+
+
+def test_a_leaf_restored_into_another_dtype_is_not_checked_against_the_saved_bytes(tmp_path):
+    state = {"params": {"w": jnp.linspace(0.0, 1.0, 8)}, "step": 1}
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(1, state)
+    target = {"params": {"w": jax.ShapeDtypeStruct((8,), jnp.bfloat16)}, "step": 1}
+    restored = ckpt.restore(target=target)
+    assert restored["params"]["w"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(restored["params"]["w"], np.float32),
+                               np.linspace(0.0, 1.0, 8), atol=1e-2)
