@@ -247,6 +247,20 @@ def _revert(log: list) -> None:
             node[_HINTS] = hints
 
 
+def begin_jump(frame) -> None:
+    """Start the undo log of a jump (a captured scope re-entered, a cell's call): every count moved
+    until ``end_jump`` is rolled back then, as TF restores its counters on leaving a jump.
+    (``layers._Within`` does this inline, with the entry count of the node it jumps to.)"""
+    undo = frame.undo
+    if undo is None:
+        undo = frame.undo = []
+    undo.append([])
+
+
+def end_jump(frame) -> None:
+    _revert(frame.undo.pop())
+
+
 def _unique_scope_name(frame, node: list, prefix: str) -> str:
     """TF's _get_unique_variable_scope: ``prefix``, else the first free ``prefix_N``."""
     if _peek_count(node, prefix) == 0:
@@ -1131,9 +1145,7 @@ class _ScopeWithOptions(_ScopeContext):
             getter_base = captured.custom_getter
             node = _child(frame.root_node, captured.name) if captured.name else frame.root_node
             _open(frame, node)
-            if frame.undo is None:
-                frame.undo = []
-            frame.undo.append([])
+            begin_jump(frame)
         else:
             local = name_or_scope if name_or_scope is not None else _unique_scope_name(
                 frame, old_node, opts.default_name)
@@ -1173,7 +1185,7 @@ class _ScopeWithOptions(_ScopeContext):
         if exc_type is None and frame.scope is not new:
             raise _nesting_error(new, frame)
         if jump:
-            _revert(frame.undo.pop())
+            end_jump(frame)
         elif frame.undo:
             _close_subscopes(frame, node)
         else:  # TF resets the sub-scope counters on exit

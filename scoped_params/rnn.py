@@ -29,7 +29,7 @@ from . import _frame
 from . import sharding as _sharding
 from ._control_flow import scan
 from ._params import get_param
-from ._scope import _revert
+from ._scope import begin_jump, end_jump
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
 from .layers import (_add_bias, _drop, _from_keras, _keep_for_call, _layer_scope, _object_scope,
@@ -117,18 +117,15 @@ class RNNCell(_NamedByClass):
             with _layer_scope(captured, self._base_name, reuse):
                 return self.call(inputs, state)
         # TF: the call inside a jump into the current scope, whose exit restores every count
-        # (so the default name this call took is free again); a jump's undo log here
+        # (so the default name this call took is free again)
         frame = _frame.current(self._api)
-        undo = frame.undo
-        if undo is None:
-            undo = frame.undo = []
-        undo.append([])
+        begin_jump(frame)
         try:
             captured, reuse = _object_scope(self, self._api)
             with _layer_scope(captured, self._base_name, reuse):
                 return self.call(inputs, state)
         finally:
-            _revert(undo.pop())
+            end_jump(frame)
 
     def zero_state(self, batch_size: int, dtype: Any) -> Any:
         """Zeros shaped like the state, for a batch of ``batch_size``."""
