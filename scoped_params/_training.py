@@ -137,17 +137,22 @@ def _short_repr(x: Any) -> str:
 
 
 def _host_bytes(leaf: Any) -> Any:
-    """``leaf`` as a C-ordered NumPy array, or None where this process cannot read all of it (an
-    array sharded across processes) or it is not an array or number."""
+    """``leaf`` as a C-ordered NumPy array (a PRNG key: its key data), or None where this process
+    cannot read all of it (an array sharded across processes) or it is not an array or number."""
     import jax
     import numpy as np
 
     if isinstance(leaf, jax.Array):
         if not leaf.is_fully_addressable:
             return None
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
     elif not isinstance(leaf, (np.ndarray, np.generic, bool, int, float)):
         return None
-    return np.asarray(leaf, order="C")
+    try:
+        return np.asarray(leaf, order="C")
+    except (TypeError, ValueError):  # a dtype NumPy cannot hold: not checked
+        return None
 
 
 def _crc32(array: Any) -> int:
@@ -426,6 +431,7 @@ class TrainingCheckpointer:
                     "arrays of numbers or bools and Python int, float and bool, so nothing was "
                     f"written for step {step}.\n  fix: keep it out of the saved state (e.g. save "
                     "configuration next to the checkpoints), or store it as a number or array.")
+        checksums = {"format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves)}
         saved = self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
         complete, _ = self._steps_on_disk()
@@ -436,9 +442,8 @@ class TrainingCheckpointer:
                 "  fix: check that the directory is writable and not read-only for orbax.")
         from .checkpoint import _atomic_write
 
-        record = {"format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves)}
         _atomic_write(os.path.join(self._step_path(step), _CHECKSUMS),
-                      json.dumps(record, sort_keys=True).encode())
+                      json.dumps(checksums, sort_keys=True).encode())
         if self.max_to_keep is not None:
             for old in complete[:-self.max_to_keep]:
                 self._manager.delete(old)

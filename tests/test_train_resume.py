@@ -514,3 +514,13 @@ def test_a_leaf_restored_into_another_dtype_is_not_checked_against_the_saved_byt
     assert restored["params"]["w"].dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(restored["params"]["w"], np.float32),
                                np.linspace(0.0, 1.0, 8), atol=1e-2)
+
+
+def test_a_state_holding_a_prng_key_saves_checks_and_restores(tmp_path):
+    state = {"params": {"w": jnp.ones(2)}, "rng": jax.random.key(3), "step": 0}
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run", max_to_keep=1)
+    ckpt.save(1, state)
+    ckpt.save(2, state)
+    assert ckpt.all_steps() == [2]
+    restored = ckpt.restore(target=state)
+    np.testing.assert_array_equal(jax.random.key_data(restored["rng"]), jax.random.key_data(state["rng"]))
