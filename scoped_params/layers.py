@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import weakref
 from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Tuple, Union
 
 import jax
@@ -53,10 +54,11 @@ import numpy as np
 from . import _frame
 from . import constraints as _constraints
 from . import initializers as _initializers
-from ._errors import ParamNotFoundError, StateError
+from ._errors import InvalidNameError, NotInTransformError, ParamNotFoundError, StateError
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
-from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _child, _enter_name_scope,
-                     _exit_name_scope, _revert, default_name_scope, reentered, scope)
+from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _check_components,
+                     _check_name, _child, _enter_name_scope, _exit_name_scope, _revert,
+                     default_name_scope, reentered, scope)
 from .initializers import ones, zeros
 
 __all__ = [
@@ -2419,6 +2421,77 @@ class Layer(_NamedByClass):
 
 # --- templates: tf.make_template -------------------------------------------------------------------
 
+# Templates made with create_scope_now_ outside any init/apply, while they live. TF's default graph
+# counts their scopes from construction, so a later one of the same name takes name_1, and so does
+# a template or default_name scope of that name in a model (each template's first call in an
+# init/apply counts these names there: _count_root_templates). Weak: a template no longer
+# referenced frees its name.
+_ROOT_TEMPLATES: "weakref.WeakSet[Template]" = weakref.WeakSet()
+
+# TF's collection names (tf.GraphKeys) a template's variable lists read.
+_GLOBAL_VARIABLES, _LOCAL_VARIABLES = "variables", "local_variables"
+_TRAINABLE_VARIABLES = "trainable_variables"
+
+
+def _root_template_names() -> set:
+    return {made_in.name for made_in in [t._made_in for t in list(_ROOT_TEMPLATES)]
+            if made_in is not None}
+
+
+def _count_root_templates(frame: Any) -> None:
+    """Count the live root templates' scopes in this init/apply call's default-name table, as TF's
+    graph has counted them since their construction. Not in an open jump's undo log: the counts
+    predate the call."""
+    for name in _root_template_names():
+        node = _child(frame.root_node, name)
+        if node[_COUNT] == 0:
+            node[_COUNT] = 1
+
+
+def _unique_root_name(name: str) -> str:
+    """TF's ``_get_unique_variable_scope(name)`` at the root, among the live root templates."""
+    taken = _root_template_names()
+    if name not in taken:
+        return name
+    if not name:
+        raise _second_empty_name_error()
+    index = 1
+    while f"{name}_{index}" in taken:
+        index += 1
+    return f"{name}_{index}"
+
+
+def _second_empty_name_error() -> InvalidNameError:
+    return InvalidNameError(
+        "sp.make_template('', ...): a second template named '' at the root (in this init/apply, or "
+        "made with create_scope_now_ outside the model): TF numbers its scope '_1', which is not a "
+        "valid root scope name (TF's error).\n"
+        "  fix: give the templates names, sp.make_template('net', fn).")
+
+
+def _check_template_names(name: Any, unique_name: Any) -> None:
+    """make_template's name checks, where the template is made (in or outside a model): what TF's
+    scopes would refuse or turn into a parameter name with an empty component (``x//w``)."""
+    if name is None:
+        raise ValueError("name cannot be None.\n  fix: give the template a name, "
+                         "sp.make_template('net', fn): its parameters go under net/ "
+                         "(net_1/ for the second template of that name).")
+    call = (f"sp.make_template({name!r}, ...)" if unique_name is None
+            else f"sp.make_template({name!r}, ..., unique_name_={unique_name!r})")
+    for argument, value in (("name_", name), ("unique_name_", unique_name)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{call}: {argument} must be a str, got {type(value).__name__}.\n"
+                            f"  fix: {argument}='net' (the scope's name).")
+    if unique_name == "":
+        raise InvalidNameError(
+            f"{call}: unique_name_ must not be empty: TF names the root with it where the template "
+            "is first called, and ignores it with create_scope_now_.\n"
+            "  fix: unique_name_=None to number name_ (net, net_1, ...), or the scope's name.")
+    for value in (name, unique_name):
+        if value:  # '' is the root: _root_scope
+            _check_components(value, call)
+            _check_name(value, True, call)
+
 
 class Template:
     """What ``sp.make_template`` returns: TF 1.x's ``Template``, a function whose parameters are
@@ -2426,16 +2499,34 @@ class Template:
 
     As a layer object's scope, the template's is captured per ``init``/``apply`` call (at its
     first call in it, or when made with ``create_scope_now_``), so a template made outside the
-    model works in every trace. ``variable_scope`` and ``variable_scope_name`` are this call's
-    (outside a call, the latest call's; ``None`` before the first call, as in TF).
+    model works in every trace. ``variable_scope`` (TF's deprecated ``var_scope`` too) and
+    ``variable_scope_name`` are this call's (outside a call, the latest call's; ``None`` before the
+    first call, as in TF).
+
+    TF's variable lists read this ``init``/``apply`` call's values of the parameters (and state)
+    under ``variable_scope_name``, in creation order, as TF's collections hold them: ``[]`` before
+    the template's first call in it. ``variables`` (``weights``) works in ``init`` and ``apply``;
+    ``trainable_variables`` (``trainable_weights``), ``non_trainable_variables``
+    (``non_trainable_weights``), ``global_variables`` and ``local_variables`` need each parameter's
+    ``trainable`` flag and ``collections=``, which ``init`` records in the specs and ``apply`` is not
+    given: they work in ``init`` and raise in ``apply``, where
+    ``sp.partition_trainable(sp.partition_by_scope(params, t.variable_scope_name)[0], specs)``
+    outside the model gives them. Outside a call they raise with that fix too: a pure function's
+    template keeps no variables.
+
+    >>> gen = sp.make_template("gen", lambda x: sp.layers.batch_normalization(
+    ...     sp.layers.dense(x, 2)))
+    >>> def model(x):
+    ...     y = gen(x)
+    ...     print(len(gen.trainable_variables), len(gen.non_trainable_variables))
+    ...     return y
+    >>> params = sp.transform(model).init(jax.random.key(0), jnp.ones((1, 3)))
+    4 2
     """
 
     def __init__(self, name: str, func: Callable[..., Any], create_scope_now: bool = False,
                  unique_name: Optional[str] = None, custom_getter: Optional[Callable] = None):
-        if name is None:
-            raise ValueError("name cannot be None.\n  fix: give the template a name, "
-                             "sp.make_template('net', fn): its parameters go under net/ "
-                             "(net_1/ for the second template of that name).")
+        _check_template_names(name, unique_name)
         self._name = name
         self._func = func
         self._unique_name = unique_name
@@ -2443,9 +2534,16 @@ class Template:
         self._scopes: dict = {}  # this call's captured Scope (per frame, as a layer object's)
         self._made_in: Optional[Scope] = None
         if create_scope_now:  # TF's _pure_variable_scope: a unique variable scope, no name scope
-            if _frame._FRAME.get() is None:  # (outside a model: the root's, named as given)
-                self._made_in = Scope(unique_name or name, custom_getter=custom_getter,
-                                      original_name_scope=(unique_name or name) + "/")
+            frame = _frame._FRAME.get()
+            if frame is None:  # outside a model: at the root, numbered among the root templates
+                root = unique_name or _unique_root_name(name)
+                if root:
+                    _check_name(root, False, f"sp.make_template({name!r}, ...)")
+                self._made_in = Scope(root, custom_getter=custom_getter,
+                                      original_name_scope=root + "/" if root else "")
+                _ROOT_TEMPLATES.add(self)
+            elif not name and unique_name is None:
+                self._made_in = self._root_scope(frame)
             else:
                 with scope(unique_name, default_name=None if unique_name else name,
                            custom_getter=custom_getter, auxiliary_name_scope=False) as made_in:
@@ -2455,9 +2553,16 @@ class Template:
         frame = _frame.current(f"Template({self._name!r})(...)")
         captured = _this_call(self._scopes, frame)
         if captured is None:  # the first call in this init/apply: it makes the parameters
+            if _ROOT_TEMPLATES:
+                _count_root_templates(frame)
             if self._made_in is not None:
                 first = scope(self._made_in)
+            elif not self._name and self._unique_name is None:
+                first = scope(self._root_scope(frame))
             else:
+                if not frame.scope.prefix:  # the name checks sp.scope makes, naming the template
+                    _check_name(self._unique_name or self._name, False,
+                                lambda: f"sp.make_template({self._name!r}, ...)")
                 first = scope(self._unique_name, default_name=self._name,
                               custom_getter=self._custom_getter)
             with first as captured:
@@ -2472,6 +2577,26 @@ class Template:
             if len(specs) != before:  # made under an sp.AUTO_REUSE scope inside the function
                 self._check_no_trainable_made(list(specs.values())[before:], captured)
             return result
+
+    def _root_scope(self, frame: Any) -> Scope:
+        """TF's scope for a template named ``''``: the root, where TF opens it at the root (its
+        first call there, or ``create_scope_now_`` there). Anywhere else TF's parameter names have
+        an empty component (``outer//w``), which no name here has."""
+        if frame.scope.prefix:
+            inside = frame.scope.name
+            raise InvalidNameError(
+                f"sp.make_template('', ...) in scope '{inside}': TF opens a scope with an empty "
+                f"name there, and its parameters are named '{inside}//w': an empty '/'-separated "
+                "component, which no parameter name has here.\n"
+                "  fix: give the template a name, sp.make_template('net', fn), or call it at the "
+                "model's root (TF puts the parameters of a template named '' at the root).")
+        node = _child(frame.root_node, "")
+        if node[_COUNT]:
+            raise _second_empty_name_error()
+        if frame.undo:  # an enclosing jump rolls this count back, as TF's restores its counts
+            frame.undo[-1].append((node, node[_COUNT], _COUNT_ONLY, None))
+        node[_COUNT] += 1
+        return Scope("", custom_getter=self._custom_getter)
 
     def _check_no_trainable_made(self, made: list, captured: Scope) -> None:
         """TF's check of a later call: a new trainable parameter is an error, others are kept."""
@@ -2507,6 +2632,8 @@ class Template:
             captured = next(reversed(self._scopes.values()))[1] if self._scopes else None
         return captured if captured is not None else self._made_in
 
+    var_scope = variable_scope  # TF's deprecated name
+
     @property
     def variable_scope_name(self) -> Optional[str]:
         """``variable_scope``'s path with a trailing ``/`` (``"net/"``), as TF gives it to match
@@ -2515,6 +2642,94 @@ class Template:
         if captured is None:
             return None
         return captured.prefix
+
+    @property
+    def variables(self) -> list:
+        """TF's ``global_variables + local_variables``: this call's values of the parameters and
+        state under ``variable_scope_name``, in creation order (in ``apply``, every one there)."""
+        return self._in_scope("variables", None)
+
+    weights = variables
+
+    @property
+    def global_variables(self) -> list:
+        """Those made without ``collections=`` or with ``"variables"`` in it (TF's
+        ``GLOBAL_VARIABLES``; state entries too); in ``init`` only."""
+        return self._in_scope("global_variables", _GLOBAL_VARIABLES)
+
+    @property
+    def local_variables(self) -> list:
+        """Those made with ``"local_variables"`` in ``collections=``; in ``init`` only."""
+        return self._in_scope("local_variables", _LOCAL_VARIABLES)
+
+    @property
+    def trainable_variables(self) -> list:
+        """The trainable ones (TF's ``TRAINABLE_VARIABLES``); in ``init`` only."""
+        return self._in_scope("trainable_variables", _TRAINABLE_VARIABLES)
+
+    trainable_weights = trainable_variables
+
+    @property
+    def non_trainable_variables(self) -> list:
+        """``global_variables`` that are not trainable (TF's definition); in ``init`` only."""
+        return self._in_scope("non_trainable_variables", "non_trainable")
+
+    non_trainable_weights = non_trainable_variables
+
+    def _in_scope(self, attribute: str, collection: Optional[str]) -> list:
+        """This call's values under the template's scope, in creation order: all of them, or
+        those TF's ``get_collection(collection, variable_scope_name)`` gives."""
+        frame = _frame._FRAME.get()
+        if frame is None:
+            raise self._variables_error(attribute, None)
+        captured = _this_call(self._scopes, frame)
+        if captured is None:
+            return []  # TF's: no variables before the first call
+        prefix = captured.prefix
+        store = frame.store
+        specs = getattr(store, "specs", None)
+        if specs is None:  # apply: the names made so far in this call, and their values
+            if collection is not None:
+                raise self._variables_error(attribute, captured)
+            return [_stored(frame, name) for name in getattr(store, "created", ())
+                    if name.startswith(prefix)]
+        made = [spec for name, spec in specs.items() if name.startswith(prefix)]
+
+        def member(spec: Any, key: str) -> bool:
+            if key in spec.collections:
+                return True
+            if key == _GLOBAL_VARIABLES:
+                return not spec.collections
+            return key == _TRAINABLE_VARIABLES and spec.trainable
+
+        if collection is None:
+            chosen = ([s for s in made if member(s, _GLOBAL_VARIABLES)]
+                      + [s for s in made if member(s, _LOCAL_VARIABLES)])
+        elif collection == "non_trainable":
+            chosen = [s for s in made if member(s, _GLOBAL_VARIABLES)
+                      and not member(s, _TRAINABLE_VARIABLES)]
+        else:
+            chosen = [s for s in made if member(s, collection)]
+        return [store.values[spec.name] for spec in chosen]
+
+    def _variables_error(self, attribute: str, captured: Optional[Scope]) -> Exception:
+        known = captured or self.variable_scope
+        scope_name = repr(known.prefix) if known is not None else "template.variable_scope_name"
+        split = (f"sp.partition_by_scope(params, {scope_name})[0] holds the template's "
+                 "parameters; sp.partition_trainable(them, model.specs(*args)) splits them by "
+                 "trainable (sp.partition_by_collection by collections=)")
+        if captured is None:
+            return NotInTransformError(
+                f"Template {self._name!r}.{attribute} was read outside init/apply: a template in a "
+                "pure function keeps no variables between calls.\n"
+                f"  fix: outside the model, {split}; inside it, template.{attribute} after the "
+                "template's first call.")
+        return RuntimeError(
+            f"Template {self._name!r}.{attribute} in apply: which parameters are trainable (or in "
+            "which collections) is recorded in init's specs, and apply is given only their "
+            f"values.\n  fix: read template.{attribute} in init (the same model function), or "
+            f"outside the model, {split}; template.variables (every parameter under "
+            f"{scope_name}) works in apply too.")
 
 
 def make_template(name_: str, func_: Callable[..., Any], create_scope_now_: bool = False,
@@ -2526,7 +2741,12 @@ def make_template(name_: str, func_: Callable[..., Any], create_scope_now_: bool
     The first call opens ``sp.scope(unique_name_, default_name=name_,
     custom_getter=custom_getter_)`` where it is called (two templates named ``net`` get ``net/``
     and ``net_1/``), runs ``func_`` there and captures the scope; later calls re-enter that scope
-    with ``reuse=True`` wherever they are. With ``create_scope_now_`` the scope is made here.
+    with ``reuse=True`` wherever they are. With ``create_scope_now_`` the scope is made here; made
+    so outside a model, it is at the root and numbered as TF's graph numbers it (``net``, then
+    ``net_1`` for the next such template, while the first lives), and a template or
+    ``default_name`` scope of that name in a model is numbered past it once a template has been
+    called there. A template named ``''`` puts its parameters at the root, as TF's does where its
+    scope is opened at the root (elsewhere TF names them ``outer//w``: refused).
     ``kwargs`` are bound to ``func_``. As in TF, a later call that asks for a parameter the first
     did not make fails ("does not exist"), and one that makes a new trainable parameter (under an
     ``sp.AUTO_REUSE`` scope) is an error.

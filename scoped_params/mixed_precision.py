@@ -206,18 +206,64 @@ def _leaf(value: Any, dtype: Any) -> Any:
     return np.asarray(value, dtype) if _is_number(value) else value
 
 
-def _check_positive(where: str, arg: str, value: Any, fix: str) -> None:
-    # Python numbers only: an array (a state in a training loop) is the program's business.
-    if isinstance(value, (int, float)) and not (math.isfinite(value) and value > 0):
+_INT32_MAX = 2 ** 31 - 1  # the counters are int32 (JAX's default integers)
+
+
+def _not_a_number(where: str, arg: str, value: Any, fix: str, setting: bool = False) -> TypeError:
+    kind = ("bool" if _is_bool(value) else f"an array of {value.dtype}" if _is_array(value)
+            else type(value).__name__)
+    what = ("a Python or NumPy number (a setting, not part of the state: it is static in the "
+            "pytree, so jax.jit needs it hashable)" if setting and _is_array(value) else "a number")
+    return TypeError(f"sp.mixed_precision.{where}({arg}={value!r}): {arg} must be {what}, got "
+                     f"{kind}.\n  fix: {fix}")
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_)) or (
+        _is_array(value) and np.dtype(value.dtype) == np.bool_)
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, _ARRAY_TYPES) and not isinstance(value, np.generic)
+
+
+def _check_positive(where: str, arg: str, value: Any, fix: str, setting: bool = False) -> None:
+    """Refuse what is not a number (bool, str, None, ...) with a TypeError, and a Python or NumPy
+    number (or NumPy array) that is not positive and finite with a ValueError. A JAX array (a state
+    carried through a training loop, a tracer under jit) is the program's business; a ``setting``
+    (a static field) must be a number."""
+    if _is_bool(value) or not (_is_number(value) or _is_array(value)) or (
+            setting and _is_array(value)):
+        raise _not_a_number(where, arg, value, fix, setting)
+    if _is_array(value) and not jnp.issubdtype(value.dtype, jnp.number):
+        raise _not_a_number(where, arg, value, fix)
+    if isinstance(value, jax.Array):
+        return
+    values = np.asarray(value)
+    if not (np.all(np.isfinite(values)) and np.all(values > 0)):
         raise ValueError(f"sp.mixed_precision.{where}({arg}={value!r}): {arg} must be a positive "
                          f"finite number, got {value!r}.\n  fix: {fix}")
 
 
 def _check_count(arg: str, value: Any, what: str, fix: str) -> int:
-    if _is_number(value) and value >= 1 and float(value).is_integer():
-        return int(value)  # 2000.0 too, as TF's int(increment_period) takes it
-    raise ValueError(f"sp.mixed_precision.DynamicLossScale({arg}={value!r}): {arg} must be an "
-                     f"integer >= 1 ({what}), got {value!r}.\n  fix: {fix}")
+    """A count of steps: an integer (``2000.0`` too, as TF's ``int(increment_period)`` takes it)
+    from 1 to 2**31 - 1, the largest the int32 counters reach."""
+    message = (f"sp.mixed_precision.DynamicLossScale({arg}={value!r}): {arg} must be an "
+               f"integer >= 1 ({what}), got {value!r}.\n  fix: {fix}")
+    if not _is_number(value):
+        raise TypeError(message)
+    if not (value >= 1 and float(value).is_integer()):
+        raise ValueError(message)
+    if value > _INT32_MAX:
+        raise ValueError(
+            f"sp.mixed_precision.DynamicLossScale({arg}={value!r}): {arg} must be at most "
+            f"2**31 - 1 ({_INT32_MAX}): the step counters are int32 (TF's were int64), and "
+            f"{value!r} is more steps than they count to.\n  fix: {arg}={_INT32_MAX} (68 years "
+            "at a step a second: a scale that never "
+            + ("grows" if arg == "period" else "falls") + " in practice)"
+            + ("; for a loss scale that never changes, sp.mixed_precision.StaticLossScale("
+               "loss_scale)." if arg == "period" else "."))
+    return int(value)
 
 
 def _check_scalar_bool(where: str, arg: str, value: Any) -> jax.Array:
@@ -283,7 +329,9 @@ class DynamicLossScale(_Scaling):
     ``period``-th multiplies the scale by ``factor`` (kept if that is inf in float32). A non-finite
     step resets that count and counts toward ``decrease_period``; the ``decrease_period``-th since
     the last change lowers the scale (divided by ``factor``, or times ``decrease_factor`` if given),
-    to no less than ``min_loss_scale``. Any change resets both counts (``good_steps``, ``bad_steps``).
+    to no less than ``min_loss_scale``. Any change resets both counts (``good_steps``, ``bad_steps``:
+    int32, so a period is at most 2**31 - 1 steps). The settings are Python or NumPy numbers (a
+    bool or a string is a ``TypeError``); the scale is a number or an array.
     The defaults are TF's, and each TF configuration is one setting:
 
     - TF 1.14+'s ``enable_mixed_precision_graph_rewrite(opt)``, ``tf.compat.v1.mixed_precision.
@@ -326,7 +374,7 @@ class DynamicLossScale(_Scaling):
                               "increment_period, contrib's incr_every_n_steps",
                               "period=2000 (TF's default).")
         if not (_is_number(self.factor) and math.isfinite(self.factor) and self.factor > 1):
-            raise ValueError(
+            raise (ValueError if _is_number(self.factor) else TypeError)(
                 f"sp.mixed_precision.DynamicLossScale(factor={self.factor!r}): factor must be > 1 "
                 f"(the multiplier of an increase: TF's multiplier, contrib's incr_ratio), got "
                 f"{self.factor!r}.\n  fix: factor=2.0 (TF's default); for a loss scale that never "
@@ -337,16 +385,21 @@ class DynamicLossScale(_Scaling):
             "decrease_period=1 (TF 1.14+), or 2 (contrib's default).")
         dec = self.decrease_factor
         if dec is not None and not (_is_number(dec) and 0 < dec < 1):
-            raise ValueError(
+            raise (ValueError if _is_number(dec) else TypeError)(
                 f"sp.mixed_precision.DynamicLossScale(decrease_factor={dec!r}): decrease_factor "
                 f"must be in (0, 1) (the multiplier of a decrease: contrib's decr_ratio), got "
                 f"{dec!r}.\n  fix: decrease_factor=0.8 (contrib's default), or None to divide by "
                 "factor as TF 1.14+ does.")
         _check_positive("DynamicLossScale", "min_loss_scale", self.min_loss_scale,
-                        "min_loss_scale=1.0 (TF's floor).")
+                        "min_loss_scale=1.0 (TF's floor).", setting=True)
         set_field = object.__setattr__
+        # The settings as Python numbers: static in the pytree, compared and hashed by value.
         set_field(self, "period", period)
+        set_field(self, "factor", float(self.factor))
         set_field(self, "decrease_period", decrease_period)
+        if dec is not None:
+            set_field(self, "decrease_factor", float(dec))
+        set_field(self, "min_loss_scale", float(self.min_loss_scale))
         set_field(self, "loss_scale", _leaf(self.loss_scale, np.float32))
         set_field(self, "good_steps", _leaf(self.good_steps, np.int32))
         set_field(self, "bad_steps", _leaf(self.bad_steps, np.int32))
@@ -362,9 +415,11 @@ class DynamicLossScale(_Scaling):
         shrink = bad + 1 >= self.decrease_period
         grown = scale * self.factor
         grown = jnp.where(jnp.isfinite(grown), grown, scale)
-        # TF 1.14+ divides (exact for any multiplier); contrib multiplies by its decr_ratio.
+        # TF 1.14+ divides (exact for any multiplier); contrib multiplies by its decr_ratio. The
+        # barrier keeps XLA from rewriting the division by a constant into a multiplication by its
+        # rounded inverse under jit (5 / 1.5 would be 3.3333335, TF's is 3.3333333).
         if self.decrease_factor is None:
-            lowered = scale / self.factor
+            lowered = scale / jax.lax.optimization_barrier(jnp.float32(self.factor))
         else:
             lowered = scale * self.decrease_factor
         lowered = jnp.maximum(lowered, self.min_loss_scale)
