@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _regularizers
 from ._errors import MissingRngError, NestedTraceError, bad_key_error, not_in_transform
 
 _FRAME: contextvars.ContextVar = contextvars.ContextVar("scoped_params_frame", default=None)
@@ -248,11 +249,26 @@ def regularization_loss() -> Any:
     activity penalty is TF's, ``regularizer(output) / batch size``, once per call of the layer. Terms of
     different dtypes (bfloat16 and float32 parameters) are summed in their common dtype (JAX's
     standard promotion, also under ``jax_numpy_dtype_promotion="strict"``). Returns ``0.0`` when no
-    parameter has a regularizer.
+    parameter has a regularizer. A regularizer that is not a function of the value to a term
+    (``sp.l2_regularizer`` without its scale, a function of more arguments) is a ``TypeError``
+    naming the parameter.
     """
     frame = current("regularization_loss")
-    terms = [term for term in (regularizer(value) for regularizer, value in frame.regularized)
-             if term is not None]
+    terms = []
+    for regularizer, value in frame.regularized:
+        try:
+            term = regularizer(value)
+        except (TypeError, ValueError) as e:
+            error = _regularizers.call_error(frame.store, regularizer, value, e)
+            if error is None:
+                raise
+            raise error from e
+        if term is not None:
+            # A function here is a regularizer factory given without its scale
+            # (regularizer=sp.l2_regularizer): it would fail later, far away, as `Array + function`.
+            if not hasattr(term, "dtype") and not isinstance(term, (int, float)):
+                raise _regularizers.term_error(frame.store, regularizer, value, term)
+            terms.append(term)
     if not terms:
         return 0.0
     if len({getattr(term, "dtype", None) for term in terms}) > 1:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -158,3 +160,99 @@ def l1_l2_regularizer(scale_l1: float = 1.0, scale_l2: float = 1.0,
         return l1_regularizer(scale_l1)
     both = sum_regularizer([l1_regularizer(scale_l1), l2_regularizer(scale_l2)])
     return _stock(both, f"l1_l2_regularizer({scale_l1!r}, {scale_l2!r})", scale_l1)  # type: ignore[arg-type]
+
+
+# --- sp.regularization_loss()'s errors (made only when a term fails) ------------------------------
+
+def _factories() -> dict:
+    """The functions that make a regularizer of a scale, and how to call them: passed themselves as
+    the regularizer (a classic TF 1.x slip, the scale forgotten), they take the value for the scale."""
+    return {l2_regularizer: ("sp.l2_regularizer(scale)", "sp.l2_regularizer(1e-4)"),
+            l1_regularizer: ("sp.l1_regularizer(scale)", "sp.l1_regularizer(1e-4)"),
+            l1_l2_regularizer: ("sp.slim.l1_l2_regularizer(scale_l1, scale_l2)",
+                                "sp.slim.l1_l2_regularizer(1e-5, 1e-4)"),
+            sum_regularizer: ("sp.slim.sum_regularizer(regularizer_list)",
+                              "sp.slim.sum_regularizer([sp.l2_regularizer(1e-4)])")}
+
+
+def _unwrapped(regularizer: Callable) -> Tuple[Callable, bool]:
+    """(the user's regularizer, whether it is a layer's activity_regularizer=): a layer's activity
+    penalty is registered as ``functools.partial(_per_example_loss, regularizer)`` (layers.py)."""
+    if (isinstance(regularizer, functools.partial) and regularizer.args
+            and callable(regularizer.args[0])):
+        return regularizer.args[0], True
+    return regularizer, False
+
+
+def _where(store: Any, value: Any, activity: bool) -> str:
+    """What the failing term belongs to: the full name of the parameter whose value is ``value``
+    (found by identity in the call's store), or the layer output an activity penalty is of."""
+    if activity:
+        return f"the activity_regularizer= of a layer (its output of shape {np.shape(value)})"
+    for attr in ("values", "params"):  # init's {name: placeholder}; apply's flat params
+        named = getattr(store, attr, None)
+        if isinstance(named, Mapping):
+            for full, found in named.items():
+                if found is value:
+                    return f"the regularizer of '{full}'"
+    return f"the regularizer of a parameter of shape {np.shape(value)}"
+
+
+def _describe(regularizer: Callable) -> str:
+    return getattr(regularizer, "__qualname__", None) or repr(regularizer)
+
+
+def _forgotten_scale(where: str, factory: Tuple[str, str], returned: bool) -> TypeError:
+    call, example = factory
+    name = call.split("(")[0]
+    return TypeError(
+        f"sp.regularization_loss(): {where} is {name} itself, which makes a regularizer of a "
+        "scale: called with the value (as its scale), it "
+        + ("returned a function, not a term" if returned else "failed") + ".\n"
+        f"  fix: pass {call}, e.g. {example}.")
+
+
+def term_error(store: Any, regularizer: Callable, value: Any, term: Any) -> TypeError:
+    """The error for a term that is no number or array (a function: the scale forgotten)."""
+    target, activity = _unwrapped(regularizer)
+    where = _where(store, value, activity)
+    call = _factories().get(target)
+    if call is not None:
+        return _forgotten_scale(where, call, returned=True)
+    found = "a function" if callable(term) else f"{type(term).__name__} {term!r}"[:200]
+    return TypeError(
+        f"sp.regularization_loss(): {where}, {_describe(target)}, returned {found}, not a term (a "
+        "scalar array, a number or None).\n"
+        "  fix: return the term, e.g. lambda w: 0.01 * jnp.sum(w ** 2)"
+        + (", or pass the regularizer this function makes (e.g. sp.l2_regularizer(scale), not "
+           "sp.l2_regularizer)" if callable(term) else "") + ".")
+
+
+def call_error(store: Any, regularizer: Callable, value: Any, error: Exception) -> Optional[TypeError]:
+    """The error for ``regularizer(value)`` raising ``error`` (a TypeError or ValueError) when its
+    cause is how the regularizer was given: a factory passed without its scale, a function that
+    cannot be called with the value alone, an activity regularizer returning no term. None
+    otherwise (the regularizer's own error, raised as it is)."""
+    target, activity = _unwrapped(regularizer)
+    call = _factories().get(target)
+    if call is not None:
+        return _forgotten_scale(_where(store, value, activity), call, returned=False)
+    try:
+        inspect.signature(target).bind(value)
+    except TypeError as bind_error:
+        return TypeError(
+            f"sp.regularization_loss(): {_where(store, value, activity)}, {_describe(target)}, "
+            f"cannot be called with the value alone ({bind_error}; the error was: {error}). A "
+            "regularizer is called as regularizer(value) and returns the term.\n"
+            "  fix: bind its other arguments first, e.g. functools.partial(f, scale=0.01) or "
+            "lambda w: f(w, 0.01).")
+    except ValueError:  # no signature to check (a builtin)
+        return None
+    if activity:  # the layer's penalty failed on the term: check what the regularizer returned
+        try:
+            term = target(value)
+        except Exception:  # noqa: BLE001 - its own failure, raised as it was
+            return None
+        if term is not None and not hasattr(term, "dtype") and not isinstance(term, (int, float)):
+            return term_error(store, regularizer, value, term)
+    return None

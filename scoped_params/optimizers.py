@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import CheckpointError, CheckpointMismatchError, optional_import
+from ._errors import CheckpointError, CheckpointMismatchError, ScopedParamsError, optional_import
 from ._tree import flatten, unflatten
 
 Schedule = Callable[[jax.Array], Any]
@@ -46,6 +46,16 @@ class AmbiguousOptimizerStateError(CheckpointError, ValueError):
 class OptimizerStateMismatchError(CheckpointMismatchError):
     """``adam_state_from_tf1``: a slot's shape is not its parameter's, or a beta power is not a
     scalar (TF's ``Saver.restore`` refuses both; the next update would broadcast them)."""
+
+
+class GradientMismatchError(ScopedParamsError, ValueError):
+    """``adam``'s update: the gradients are not a tree of the parameters' shapes and dtypes (TF 1.x
+    refuses "var and grad do not have the same shape"; the update would broadcast the gradient)."""
+
+
+class OptimizerStateTypeError(ScopedParamsError, TypeError):
+    """``adam``'s update was given as its state something other than the ``AdamState`` its ``init``
+    returns (typically ``update(state, grads)``: the arguments swapped)."""
 
 
 class AdamState(NamedTuple):
@@ -81,6 +91,9 @@ def adam(learning_rate: Union[float, Schedule], beta1: float = 0.9, beta2: float
 
     def update(grads: Any, state: AdamState, params: Any = None) -> Tuple[Any, AdamState]:
         del params
+        if not isinstance(state, AdamState):
+            raise _state_type_error(grads, state)
+        _check_grads(grads, state.m)
         lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
         tree_map = jax.tree_util.tree_map
 
@@ -100,6 +113,102 @@ def adam(learning_rate: Union[float, Schedule], beta1: float = 0.9, beta2: float
         return tree_map(step, m, v), new
 
     return optax.GradientTransformation(init, update)
+
+
+def _check_grads(grads: Any, slots: Any) -> None:
+    """Raise unless ``grads`` has the tree of ``slots`` (``m``: the parameters' shapes and dtypes)
+    and each gradient their shape and dtype, as TF 1.x's ``apply_gradients`` does. Shapes and dtypes
+    only, known when the update is traced: nothing is computed per element."""
+    tree: Any  # PyTreeDef, whose stubs lack its __eq__
+    leaves, tree = jax.tree_util.tree_flatten(grads)
+    slot_leaves, slot_tree = jax.tree_util.tree_flatten(slots)
+    if tree != slot_tree:
+        raise _tree_error(grads, slots)
+    for grad, slot in zip(leaves, slot_leaves):
+        if np.shape(grad) != slot.shape or getattr(grad, "dtype", slot.dtype) != slot.dtype:
+            raise _leaf_error(grads, slots)
+
+
+_FIX_GRADS = ("  fix: pass update(grads, state, params) the gradients of the params init was given, "
+              "e.g. grads = jax.grad(loss)(params): one per parameter, of its shape and dtype.")
+
+
+def _state_type_error(grads: Any, state: Any) -> OptimizerStateTypeError:
+    swapped = isinstance(grads, AdamState)
+    return OptimizerStateTypeError(
+        f"sp.optimizers.adam: update's second argument, the state, is {_kind(state)}, not the "
+        "AdamState that optimizer.init(params) returns"
+        + (" (and the first one, the gradients, is an AdamState: the arguments are swapped)"
+           if swapped else "") + ".\n"
+        "  fix: call optimizer.update(grads, state, params), with state = optimizer.init(params) or "
+        "the state the last update returned (or sp.optimizers.adam_state_from_tf1(...)).")
+
+
+def _tree_error(grads: Any, slots: Any) -> GradientMismatchError:
+    have, want = _leaf_names(grads), _leaf_names(slots)
+    missing = [n for n in want if n not in have]
+    extra = [n for n in have if n not in want]
+    found = []
+    if missing:
+        found.append("no gradient for " + _some(missing))
+    if extra:
+        found.append("gradients of no parameter: " + _some(extra))
+    if not found:  # the same names, in other containers
+        found.append(f"the gradients' tree {jax.tree_util.tree_structure(grads)}, the parameters' "
+                     f"{jax.tree_util.tree_structure(slots)}")
+    return GradientMismatchError(
+        "sp.optimizers.adam: the gradients are not a tree of the parameters the state was made for: "
+        + "; ".join(found) + ".\n" + _FIX_GRADS)
+
+
+def _leaf_error(grads: Any, slots: Any) -> GradientMismatchError:
+    wrong, dtypes = [], False
+    for (path, grad), slot in zip(jax.tree_util.tree_flatten_with_path(grads)[0],
+                                  jax.tree_util.tree_leaves(slots)):
+        name = _path_name(path)
+        if np.shape(grad) != slot.shape:
+            tf_shapes = " ".join("[" + ",".join(map(str, shape)) + "]"
+                                 for shape in (slot.shape, np.shape(grad)))
+            wrong.append(f"the gradient of '{name}' has shape {np.shape(grad)}, but the parameter "
+                         f"has shape {slot.shape} (TF 1.x: 'var and grad do not have the same "
+                         f"shape{tf_shapes}'; the update would broadcast it)")
+        elif getattr(grad, "dtype", slot.dtype) != slot.dtype:
+            dtypes = True
+            wrong.append(f"the gradient of '{name}' is {np.dtype(grad.dtype).name}, but the "
+                         f"parameter is {np.dtype(slot.dtype).name} (TF 1.x's kernels take a "
+                         "gradient of the variable's dtype)")
+    return GradientMismatchError(
+        "sp.optimizers.adam: " + "; ".join(wrong[:5])
+        + (f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else "") + ".\n" + _FIX_GRADS
+        + (" Cast gradients of another dtype: grads = jax.tree_util.tree_map(lambda g, p: "
+           "g.astype(p.dtype), grads, params)." if dtypes else ""))
+
+
+def _leaf_names(tree: Any) -> List[str]:
+    return [_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _path_name(path: Tuple) -> str:
+    """A leaf's full name, ``dense/w``, as ``sp.flatten`` spells it."""
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts) or "<the params, one array>"
+
+
+def _some(names: List[str]) -> str:
+    return ", ".join(map(repr, names[:5])) + (f" (and {len(names) - 5} more)" if len(names) > 5 else "")
+
+
+def _kind(x: Any) -> str:
+    if isinstance(x, Mapping):
+        return f"a {type(x).__name__} (keys {', '.join(map(repr, list(x)[:5]))})"
+    return f"a {type(x).__name__}"
 
 
 def _as(x: Any, like: jax.Array) -> jax.Array:
