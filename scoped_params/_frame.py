@@ -258,7 +258,7 @@ def regularization_loss() -> Any:
     for regularizer, value in frame.regularized:
         try:
             term = regularizer(value)
-        except (TypeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - explained if it is how the regularizer was given
             error = _regularizers.call_error(frame.store, regularizer, value, e)
             if error is None:
                 raise
@@ -266,7 +266,8 @@ def regularization_loss() -> Any:
         if term is not None:
             # A function here is a regularizer factory given without its scale
             # (regularizer=sp.l2_regularizer): it would fail later, far away, as `Array + function`.
-            if not hasattr(term, "dtype") and not isinstance(term, (int, float)):
+            # A TensorFlow tensor: a TensorFlow regularizer run eagerly.
+            if not isinstance(term, (jax.Array, np.ndarray, np.generic, int, float)):
                 raise _regularizers.term_error(frame.store, regularizer, value, term)
             terms.append(term)
     if not terms:

@@ -213,7 +213,11 @@ def _forgotten_scale(where: str, factory: Tuple[str, str], returned: bool) -> Ty
 
 
 def term_error(store: Any, regularizer: Callable, value: Any, term: Any) -> TypeError:
-    """The error for a term that is no number or array (a function: the scale forgotten)."""
+    """The error for a term that is no number or array (a function: the scale forgotten; a
+    TensorFlow tensor: a TensorFlow regularizer)."""
+    tensorflow = tensorflow_error(store, regularizer, value)
+    if tensorflow is not None:
+        return tensorflow
     target, activity = _unwrapped(regularizer)
     where = _where(store, value, activity)
     call = _factories().get(target)
@@ -228,11 +232,62 @@ def term_error(store: Any, regularizer: Callable, value: Any, term: Any) -> Type
            "sp.l2_regularizer)" if callable(term) else "") + ".")
 
 
+_TF_PACKAGES = ("tensorflow", "tf_keras", "keras", "tf_slim")
+
+
+def _tensorflow_origin(regularizer: Callable) -> Optional[str]:
+    """The TensorFlow package ``regularizer`` comes from (a ``tf.keras.regularizers.l2(...)`` object,
+    a ``tf_slim``/``tf.contrib`` regularizer function), or None."""
+    module = getattr(regularizer if inspect.isroutine(regularizer) else type(regularizer),
+                     "__module__", None) or ""
+    package = module.split(".", 1)[0]
+    return package if package in _TF_PACKAGES else None
+
+
+def tensorflow_error(store: Any, regularizer: Callable, value: Any) -> Optional[TypeError]:
+    """The error for a TensorFlow regularizer (it computes on TF tensors, not on JAX arrays), or
+    None if ``regularizer`` is not one."""
+    target, activity = _unwrapped(regularizer)
+    package = _tensorflow_origin(target)
+    if package is None:
+        return None
+    config = getattr(target, "get_config", None)
+    keras = ""
+    if callable(config):
+        try:
+            settings = config()
+        except Exception:  # noqa: BLE001 - only for the hint
+            settings = {}
+        l1, l2 = settings.get("l1"), settings.get("l2")
+        hints = []
+        if l2:
+            hints.append(f"sp.l2_regularizer({2 * float(l2):.6g})")  # Keras: l2 * sum(w**2)
+        if l1:
+            hints.append(f"sp.l1_regularizer({float(l1):.6g})")
+        if len(hints) == 2:
+            keras = f" (here: sp.slim.l1_l2_regularizer({float(l1):.6g}, {2 * float(l2):.6g}))"
+        elif hints:
+            keras = f" (here: {hints[0]})"
+    what = (_describe(target) if inspect.isroutine(target)
+            else f"a {type(target).__name__} object")
+    return TypeError(
+        f"sp.regularization_loss(): {_where(store, value, activity)} is {what} from "
+        f"{package}, which computes on TensorFlow tensors, not on JAX arrays (under jit it cannot "
+        "run at all).\n"
+        "  fix: use sp.l2_regularizer(scale) / sp.l1_regularizer(scale) / "
+        "sp.slim.l1_l2_regularizer(...), TF 1.x's contrib/slim regularizers (scale * sum(w**2) / 2 "
+        "for l2; Keras's l2(x) is x * sum(w**2), i.e. sp.l2_regularizer(2 * x))" + keras
+        + ", or any function of the jax.Array, e.g. lambda w: 0.01 * jnp.sum(w ** 2).")
+
+
 def call_error(store: Any, regularizer: Callable, value: Any, error: Exception) -> Optional[TypeError]:
-    """The error for ``regularizer(value)`` raising ``error`` (a TypeError or ValueError) when its
-    cause is how the regularizer was given: a factory passed without its scale, a function that
+    """The error for ``regularizer(value)`` raising ``error`` when its cause is how the regularizer
+    was given: a TensorFlow regularizer, a factory passed without its scale, a function that
     cannot be called with the value alone, an activity regularizer returning no term. None
     otherwise (the regularizer's own error, raised as it is)."""
+    tensorflow = tensorflow_error(store, regularizer, value)
+    if tensorflow is not None or not isinstance(error, (TypeError, ValueError)):
+        return tensorflow
     target, activity = _unwrapped(regularizer)
     call = _factories().get(target)
     if call is not None:

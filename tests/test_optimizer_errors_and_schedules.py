@@ -377,3 +377,38 @@ def test_momentum_and_rmsprop_move_rows_not_looked_up_where_tf1_does_not(name):
 def test_sgd_adagrad_and_adam_train_an_embedding_table_as_tf1_does(name):
     make_tf, optimizer = DENSE_LIKE_PAIRS[name]
     np.testing.assert_allclose(_sp_table(optimizer), _tf_table(make_tf), rtol=1e-5, atol=1e-6)
+
+
+def _tf_regularizers():
+    pytest.importorskip("tensorflow")
+    tf_slim = pytest.importorskip("tf_slim")
+    import tensorflow as tf
+
+    return {"keras_l2": (tf.keras.regularizers.l2(0.1), r"a L2 object from (tf_keras|keras)",
+                         r" \(here: sp.l2_regularizer\(0.2\)\)"),
+            "slim_l2": (tf_slim.l2_regularizer(0.1), r"l2_regularizer.<locals>.l2 from tf_slim", "")}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("kind", ["keras_l2", "slim_l2"])
+def test_a_tensorflow_regularizer_is_an_error_naming_the_parameter_and_the_jax_equivalent(kind, jit):
+    regularizer, what, hint = _tf_regularizers()[kind]
+
+    def model(x):
+        with sp.scope("layer1"):
+            w = sp.get_param("weights", (3, 2), regularizer=regularizer)
+        return x @ w, sp.regularization_loss()
+
+    m = sp.transform(model)
+    x = jnp.ones((1, 3))
+    params = {"layer1": {"weights": jnp.ones((3, 2))}}
+    with pytest.raises(TypeError) as e:
+        if jit:
+            jax.jit(m.apply)(params, x)
+        else:
+            m.init(jax.random.key(0), x)
+    message = str(e.value)
+    assert re.search(r"the regularizer of 'layer1/weights' is " + what + r", which computes on "
+                     r"TensorFlow tensors, not on JAX arrays", message), message
+    assert re.search(r"fix: use sp.l2_regularizer\(scale\).*Keras's l2\(x\) is x \* sum\(w\*\*2\), "
+                     r"i.e. sp.l2_regularizer\(2 \* x\)\)" + hint, message), message
