@@ -112,20 +112,24 @@ class RNNCell(_NamedByClass):
         """One step. ``scope`` (TF 1.x's ``cell(inputs, state, scope="rnn")``) places the cell's
         variables right under that scope at its first call; later calls reuse them and ignore it."""
         _require_base_init(self, "_scopes")
-        if scope is not None:  # TF: the call inside variable_scope(scope), no jump
-            captured, reuse = _object_scope(self, self._api, scope)
-            with _layer_scope(captured, self._base_name, reuse):
-                return self.call(inputs, state)
-        # TF: the call inside a jump into the current scope, whose exit restores every count
-        # (so the default name this call took is free again)
-        frame = _frame.current(self._api)
-        begin_jump(frame)
         try:
-            captured, reuse = _object_scope(self, self._api)
-            with _layer_scope(captured, self._base_name, reuse):
-                return self.call(inputs, state)
-        finally:
-            end_jump(frame)
+            if scope is not None:  # TF: the call inside variable_scope(scope), no jump
+                captured, reuse = _object_scope(self, self._api, scope)
+                with _layer_scope(captured, self._base_name, reuse):
+                    return self.call(inputs, state)
+            # TF: the call inside a jump into the current scope, whose exit restores every count
+            # (so the default name this call took is free again)
+            frame = _frame.current(self._api)
+            begin_jump(frame)
+            try:
+                captured, reuse = _object_scope(self, self._api)
+                with _layer_scope(captured, self._base_name, reuse):
+                    return self.call(inputs, state)
+            finally:
+                end_jump(frame)
+        except (TypeError, ValueError, IndexError):
+            _raise_if_state_misfits(self, inputs, state)
+            raise
 
     def zero_state(self, batch_size: int, dtype: Any) -> Any:
         """Zeros shaped like the state, for a batch of ``batch_size``."""
@@ -185,11 +189,29 @@ class _LayerCell(RNNCell):
 
     def __call__(self, inputs: jax.Array, state: Any, scope: Any = None) -> Tuple[jax.Array, Any]:
         _require_base_init(self, "_scopes")
-        captured, reuse = _object_scope(self, self._api, scope)
-        with _layer_scope(captured, self._base_name, reuse):
-            return self.call(inputs, state)
+        try:
+            captured, reuse = _object_scope(self, self._api, scope)
+            with _layer_scope(captured, self._base_name, reuse):
+                return self.call(inputs, state)
+        except (TypeError, ValueError, IndexError):
+            _raise_if_state_misfits(self, inputs, state)
+            raise
 
     __call__.__doc__ = RNNCell.__call__.__doc__
+
+
+def _raise_if_state_misfits(cell: RNNCell, inputs: Any, state: Any) -> None:
+    """Once a direct call ``cell(inputs, state)`` has failed: the error naming the cell, if
+    ``state`` does not fit it for the inputs' batch (``_fitted_state``), in place of lax's
+    concatenate or dot_general error. Only on the error path, so a step costs nothing more and
+    the drivers' checked states are not checked again."""
+    leaves = jax.tree_util.tree_leaves(inputs)
+    if not leaves or np.ndim(leaves[0]) < 1:
+        return
+    try:
+        _fitted_state(cell, np.shape(leaves[0])[0], state, cell._api, direct=True)
+    except ValueError as misfit:
+        raise misfit from None  # the misfit is the cause: lax's error would only mislead
 
 
 def _linear(inputs: jax.Array, h: jax.Array, kernel: jax.Array, bias: Optional[jax.Array]):
@@ -789,10 +811,16 @@ def static_rnn(cell: RNNCell, inputs: Sequence[jax.Array], initial_state: Any = 
         state, lengths = _start(cell, batch, initial_state, dtype, sequence_length,
                                 "sp.rnn.static_rnn", inputs[0])
         outputs = []
+        first = state
         for t, x in enumerate(inputs):
             if t > 0:
                 varscope.reuse_variables()
-            output, state = _step(cell, x, state, t, lengths, "sp.rnn.static_rnn")
+            try:
+                output, state = _step(cell, x, state, t, lengths, "sp.rnn.static_rnn")
+            except (TypeError, ValueError):  # a later step: the state the cell returned may be why
+                if t > 0:
+                    _raise_if_another_state(cell, first, state, "sp.rnn.static_rnn")
+                raise
             outputs.append(output)
     return outputs, state
 
@@ -1012,10 +1040,11 @@ class _Shown(str):
         return str(self)
 
 
-def _fitted_state(cell: Any, batch: int, state: Any, api: str) -> Any:
-    """``state``, an ``initial_state``, checked against the state ``cell`` makes (its structure,
-    up to the kind of tuple, and each array's shape) and given the cell's own structure (scan
-    carries it); a ValueError naming what differs, where the first step would fail inside lax."""
+def _fitted_state(cell: Any, batch: int, state: Any, api: str, direct: bool = False) -> Any:
+    """``state``, an ``initial_state`` (or, ``direct``, the state of a call ``cell(inputs,
+    state)``), checked against the state ``cell`` makes (its structure, up to the kind of tuple,
+    and each array's shape) and given the cell's own structure (scan carries it); a ValueError
+    naming what differs, where the first step would fail inside lax."""
     expected = _state_shapes(cell, batch)
     if expected is None:
         return state
@@ -1024,8 +1053,15 @@ def _fitted_state(cell: Any, batch: int, state: Any, api: str) -> Any:
     shapes = [tuple(np.shape(leaf)) for leaf in given]
 
     def refuse(what: str) -> ValueError:
+        label = f"{type(cell).__name__} {_cell_path(cell, api)!r}"
+        if direct:
+            return ValueError(
+                f"{api}: the state given to {label} does not fit it: {what}.\n  fix: pass a state "
+                f"of the cell's structure and shapes for inputs of batch {batch}: "
+                f"cell.zero_state({batch}, dtype) at the first step, then the state each call "
+                "returns.")
         return ValueError(
-            f"{api}: initial_state does not fit {type(cell).__name__} {_cell_path(cell, api)!r}: "
+            f"{api}: initial_state does not fit {label}: "
             f"{what}.\n  fix: pass the cell's zero_state(batch_size, dtype), or arrays of its "
             "structure and shapes, or omit initial_state and pass dtype=.")
 
