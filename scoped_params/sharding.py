@@ -37,8 +37,10 @@ P(None, 'model')
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import math
+import operator
 import re
 import sys
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
@@ -47,7 +49,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
-from ._errors import ScopedParamsError, check_partitioner, format_site, optional_import
+from ._errors import (KeyArgumentError, ScopedParamsError, check_partitioner, format_site,
+                      optional_import)
 from ._materialize import initialize
 from ._spec import ParamSpec
 from ._transform import Transformed, as_key
@@ -165,8 +168,37 @@ class AxisPartitioner:
         self._what = what
 
     def partitions(self, shape: Sequence[int], dtype: Any) -> list:
-        """TF's partition list for ``shape``: ``[1, ..., n, ..., 1]``."""
-        return [int(n) for n in self._count(tuple(shape), np.dtype(dtype))]
+        """TF's partition list for ``shape``: ``[1, ..., n, ..., 1]``, checked as TF checks it
+        (a sequence, one count per axis, each at least 1, at most one above 1)."""
+        return self._partitions(tuple(shape), dtype, f"{self._what} for shape {tuple(shape)}")
+
+    def _partitions(self, shape: Tuple[int, ...], dtype: Any, who: str) -> list:
+        """``partitions``; ``who`` (the parameter, where it was created, and this partitioner) starts
+        the errors, which carry TF's ``_call_partitioner`` words."""
+        parts = self._count(shape, np.dtype(dtype))
+        fix = ("  fix: return one count per array axis, e.g. [1, 4] to split axis 1 of a rank-2 "
+               "parameter in 4, or give this parameter sharding=P(...) in get_param.")
+        if not isinstance(parts, collections.abc.Sequence):  # TF's test: so not an array either
+            raise PartitionerError(f"Partitioner must return a sequence, but saw: {parts!r} "
+                                   f"({who}).\n{fix}")
+        try:
+            counts = [_as_count(n) for n in parts]
+        except TypeError:
+            raise PartitionerError(f"Partitioner must return a sequence of ints, but saw: "
+                                   f"{parts!r} ({who}).\n{fix}") from None
+        if len(counts) != len(shape):
+            raise ShardingError(f"Partitioner returned a partition list that does not match the "
+                                f"Variable's rank: {counts} vs. {shape} ({who}).\n{fix}")
+        if any(n < 1 for n in counts):
+            raise ShardingError(f"Partitioner returned zero partitions for some axes: {counts} "
+                                f"({who}).\n  fix: return counts of at least 1 (1: that axis is "
+                                "not split).")
+        if sum(n > 1 for n in counts) > 1:
+            raise ShardingError(f"Can only slice a variable along one dimension: shape: {shape}, "
+                                f"partitioning: {counts} ({who}).\n"
+                                "  fix: return counts above 1 for at most one axis, or return a "
+                                "PartitionSpec naming a mesh axis per array axis.")
+        return counts
 
     def __call__(self, name: str, shape: Tuple[int, ...], dtype: Any) -> PartitionLike:
         return self._spec(name, tuple(shape), dtype)
@@ -182,7 +214,7 @@ class AxisPartitioner:
                 "  fix: give this parameter sharding=P(...) in get_param (sharding=P() replicates "
                 f"it), or use an axis it has (-{rank} <= axis < {rank}).")
         try:
-            parts = self.partitions(shape, dtype)
+            parts = self._partitions(shape, dtype, f"parameter '{name}'{where}, partitioner {self._what}")
         except _NoTFDtype as e:
             raise PartitionerError(
                 f"Parameter '{name}'{where} has dtype {np.dtype(dtype).name}, which TensorFlow has no "
@@ -190,25 +222,20 @@ class AxisPartitioner:
                 "  fix: use sp.sharding.fixed_size_partitioner, min_max_variable_partitioner or "
                 "variable_axis_size_partitioner (TF's arithmetic without TensorFlow), or give this "
                 "parameter sharding=P(...) in get_param.") from None
-        return _spec_from_partitions(name, parts, self.mesh_axis, self._what, where)
+        split = [i for i, p in enumerate(parts) if p > 1]
+        if not split:
+            return None
+        return PartitionSpec(*([None] * split[0] + [self.mesh_axis]))
 
     def __repr__(self) -> str:
         return f"{self._what} on mesh axis {self.mesh_axis!r}"
 
 
-def _spec_from_partitions(name, parts, mesh_axis, what, where="") -> Optional[PartitionSpec]:
-    if any(p < 1 for p in parts):
-        raise ShardingError(f"Partitioner returned zero partitions for some axes: {parts} "
-                            f"(parameter '{name}'{where}, partitioner {what}).")
-    split = [i for i, p in enumerate(parts) if p > 1]
-    if len(split) > 1:
-        raise ShardingError(f"Can only slice a variable along one dimension: partitioning: {parts} "
-                            f"(parameter '{name}'{where}, partitioner {what}).\n"
-                            "  fix: return counts above 1 for at most one axis, or return a "
-                            "PartitionSpec naming a mesh axis per array axis.")
-    if not split:
-        return None
-    return PartitionSpec(*([None] * split[0] + [mesh_axis]))
+def _as_count(n: Any) -> int:
+    """A partition count as an int: an integer, or a float of integral value (``np.ceil``'s)."""
+    if isinstance(n, (float, np.floating)) and float(n).is_integer():
+        return int(n)
+    return operator.index(n)
 
 
 def _check_axis(shape, axis, what) -> int:
@@ -444,28 +471,51 @@ def _device_ids(devices: Iterable[Any]) -> str:
     return f"device ids {ids}" if len(ids) <= 16 else f"{len(ids)} devices (ids {ids[0]}..{ids[-1]})"
 
 
-def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Mesh) -> None:
-    """Clear errors, naming the parameter, for specs that do not fit the shape or the mesh."""
+def _source(spec: ParamSpec) -> str:
+    return ("get_param(sharding=...)" if spec.sharding is not None
+            else f"partitioner {spec.partitioner!r}")
+
+
+def _sharding_error(spec: ParamSpec, sharding: Sharding, found: str, target: str) -> ShardingError:
+    """A concrete ``sharding`` that cannot be placed on the mesh: ``found`` says where it is,
+    ``target`` where the parameters go."""
+    given = spec.sharding if spec.sharding is not None else sharding
+    example = f"sharding={given.spec!r}" if isinstance(given, NamedSharding) else "sharding=P(...)"
+    return ShardingError(
+        f"Parameter '{spec.name}'{_where(spec)}: its sharding {sharding} (from {_source(spec)}) is "
+        f"{found}, but the parameters {target}.\n"
+        f"  fix: give a PartitionSpec ({example}), which the mesh turns into a NamedSharding on its "
+        "devices, or build the sharding on the mesh passed to sp.shardings / init_sharded.")
+
+
+def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Any) -> Any:
+    """Clear errors, naming the parameter, for specs that do not fit the shape or the mesh; returns
+    the sharding to place the parameter with: ``pspec``, or a ``NamedSharding`` on an
+    ``AbstractMesh`` of the mesh's axes (a plan) moved onto ``mesh``."""
     name, shape = spec.name, tuple(spec.shape)
+    if isinstance(pspec, NamedSharding) and not isinstance(pspec.mesh, Mesh):  # on an AbstractMesh
+        planned = pspec.mesh
+        if list(planned.shape.items()) != list(mesh.shape.items()):
+            raise _sharding_error(spec, pspec, f"on an AbstractMesh {dict(planned.shape)}",
+                                  f"are placed on the mesh {dict(mesh.shape)}")
+        _check(spec, pspec.spec, mesh)
+        return NamedSharding(mesh, pspec.spec, memory_kind=pspec.memory_kind)
     if isinstance(pspec, Sharding):
         if isinstance(mesh, Mesh) and pspec.device_set != set(mesh.devices.flat):
-            given = spec.sharding if spec.sharding is not None else pspec
-            example = f"sharding={given.spec!r}" if isinstance(given, NamedSharding) else "sharding=P(...)"
-            src = ("get_param(sharding=...)" if spec.sharding is not None
-                   else f"partitioner {spec.partitioner!r}")
-            raise ShardingError(
-                f"Parameter '{name}'{_where(spec)}: its sharding {pspec} (from {src}) is on "
-                f"{_device_ids(pspec.device_set)}, but the mesh {dict(mesh.shape)} is on "
-                f"{_device_ids(mesh.devices.flat)}; the parameters are created on the mesh's devices.\n"
-                f"  fix: give a PartitionSpec ({example}), which the mesh turns into a NamedSharding on "
-                "its devices, or build the sharding on the mesh passed to sp.shardings / init_sharded.")
+            raise _sharding_error(spec, pspec, f"on {_device_ids(pspec.device_set)}",
+                                  f"are created on the mesh {dict(mesh.shape)}, on "
+                                  f"{_device_ids(mesh.devices.flat)}")
+        if not isinstance(mesh, Mesh) and pspec.num_devices != mesh.size:
+            raise _sharding_error(spec, pspec, f"on {pspec.num_devices} devices",
+                                  f"are planned for the AbstractMesh {dict(mesh.shape)} of "
+                                  f"{mesh.size} devices")
         try:
             pspec.shard_shape(shape)
         except Exception as e:  # noqa: BLE001 - jax raises several kinds; we re-raise one
             raise ShardingError(f"The sharding of parameter '{name}'{_where(spec)} does not fit its "
                                 f"shape {shape}: {e}") from None
-        return
-    src = "get_param(sharding=...)" if spec.sharding is not None else f"partitioner {spec.partitioner!r}"
+        return pspec
+    src = _source(spec)
     if len(pspec) > len(shape):
         raise ShardingError(
             f"Parameter '{name}'{_where(spec)} has shape {shape} (rank {len(shape)}) but its "
@@ -496,6 +546,7 @@ def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Mesh) -
                 f"PartitionSpec {pspec} (from {src}).\n"
                 f"  fix: make that dimension a multiple of {n}, shard another dimension, or leave it "
                 "replicated (None).")
+    return pspec
 
 
 # --- trees -----------------------------------------------------------------------------------------
@@ -558,8 +609,7 @@ def shardings(model_or_specs: Any, mesh: Mesh, /, *args: Any, **kwargs: Any) -> 
     specs = _specs_of(model_or_specs, args, kwargs)
 
     def one(spec: ParamSpec) -> Sharding:
-        pspec = partition_spec(spec)
-        _check(spec, pspec, mesh)
+        pspec = _check(spec, partition_spec(spec), mesh)
         return pspec if isinstance(pspec, Sharding) else NamedSharding(mesh, pspec)
 
     return jax.tree_util.tree_map(one, specs, is_leaf=_is_spec)
@@ -599,6 +649,26 @@ def _abstract_arg(x: Any) -> Any:
     return x
 
 
+def _check_key(key: Any, api: str, asked: str, fix: str) -> None:
+    """Raise ``KeyArgumentError`` (as ``model.init`` does) unless JAX takes ``key`` as a random key;
+    ``api`` is the function the key was given to, ``asked`` its call, ``fix`` the call with a key."""
+    try:  # abstract, as init's own check (_transform._trace_specs): allocates nothing
+        jax.eval_shape(lambda k: jax.random.fold_in(k, 0), key)
+        return
+    except (TypeError, ValueError) as e:
+        error = e
+    if hasattr(key, "shape") and hasattr(key, "dtype"):
+        shown = f"an array of shape {tuple(key.shape)} and dtype {key.dtype}"
+    else:
+        shown = f"{type(key).__name__} {key!r:.60}"
+    said = str(error).split(" for impl=", 1)[0].split("\n", 1)[0]
+    said = f" (JAX: {said})" if said and not said.startswith("Error interpreting") else ""
+    raise KeyArgumentError(
+        f"{api} is the random key, but it got {shown}, which is not one{said}.\n"
+        f"  asked: {asked}\n"
+        f"  fix: {fix}; if that argument was the model's input, the key was left out.")
+
+
 def sharded_init_fn(model: Transformed, mesh: Mesh, /, *args: Any, **kwargs: Any) -> Callable:
     """A jitted ``key -> params`` (``(params, state)`` with state) creating every parameter directly
     sharded on ``mesh``; ``init_sharded`` calls it once. Reuse it for several keys, or ``.lower(key)``
@@ -615,6 +685,9 @@ def sharded_init_fn(model: Transformed, mesh: Mesh, /, *args: Any, **kwargs: Any
     out = shardings(specs, mesh)
 
     def init(key):
+        _check_key(key, "The argument of sp.sharding.sharded_init_fn's function",
+                   "init = sp.sharding.sharded_init_fn(model, mesh, *args); params = init(key)",
+                   "call it with a key: init(jax.random.key(0))")
         # One initializer call per parameter rather than model.init's vmapped groups: XLA shards a
         # lone initializer along its output's sharding, but a stacked group is an intermediate that
         # holds several whole parameters on every device. Draws keep their shape for the same
@@ -654,4 +727,8 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, /, *args: Any,
             "  fix: pass a jax.sharding.Mesh of this machine's devices; with an AbstractMesh, lower "
             "without running: sp.sharding.sharded_init_fn(model, mesh, *args)"
             ".trace(jax.eval_shape(jax.random.key, 0)).lower(lowering_platforms=('tpu',)).")
-    return sharded_init_fn(model, mesh, *args, **kwargs)(as_key(key))
+    key = as_key(key)
+    _check_key(key, "sp.init_sharded's third argument", "sp.init_sharded(model, mesh, key, *args)",
+               "pass the key after the mesh: sp.init_sharded(model, mesh, jax.random.key(0), *args) "
+               "(an int seed works too: sp.init_sharded(model, mesh, 0, *args))")
+    return sharded_init_fn(model, mesh, *args, **kwargs)(key)

@@ -359,16 +359,37 @@ def variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any = None
              caching_device: Any = None, device: Any = None, partitioner: Any = None,
              custom_getter: Optional[Callable] = None, use_resource: Any = None,
              synchronization: Any = None, aggregation: Any = None) -> jax.Array:
-    """``slim.variable``: ``sp.get_param`` with slim's argument names. The device and runtime
-    arguments have no counterpart and are ignored; ``partitioner`` and ``custom_getter`` belong on
-    an ``sp.scope``."""
+    """``slim.variable``: ``sp.get_param`` with slim's argument names. ``partitioner`` is this
+    parameter's own, instead of the scope's (``get_param(partitioner=...)``): see ``sp.sharding``.
+    As in slim, ``custom_getter`` replaces ``get_param`` for this request: it is called as
+    ``custom_getter(name, shape=, dtype=, initializer=, regularizer=, trainable=, collections=,
+    caching_device=, partitioner=, use_resource=, synchronization=, aggregation=, reuse=)``
+    (``reuse``: the current scope's) and its result is returned; the ``next_getter`` a scope's
+    custom getter receives takes these arguments. The device and runtime arguments have no
+    counterpart and are otherwise ignored.
+
+    >>> def fn():
+    ...     with sp.scope("net"):
+    ...         return sp.slim.variable("w", [8, 6], partitioner=sp.sharding.fixed_size_partitioner(2))
+    >>> sp.sharding.partition_specs(sp.transform(fn))["net"]["w"]
+    P('model',)
+    """
+    collections = list(collections) if collections else None
+    if custom_getter is not None:
+        if not callable(custom_getter):  # slim: functools.partial's "the first argument must be callable"
+            raise TypeError(f"slim.variable('{name}'): custom_getter={custom_getter!r} is not "
+                            "callable.\n  fix: pass a function getter(name, shape=, dtype=, "
+                            "initializer=, ..., reuse=) returning the variable, or leave it out.")
+        reuse = _frame.current("slim.variable").scope.reuse
+        return custom_getter(name, shape=shape, dtype=dtype, initializer=initializer,
+                             regularizer=regularizer, trainable=trainable, collections=collections,
+                             caching_device=caching_device, partitioner=partitioner,
+                             use_resource=use_resource, synchronization=synchronization,
+                             aggregation=aggregation, reuse=reuse)
     del caching_device, device, use_resource, synchronization, aggregation
-    if partitioner is not None or custom_getter is not None:
-        raise TypeError("slim.variable(partitioner=..., custom_getter=...) is not supported here.\n"
-                        "  fix: set them on the enclosing scope: "
-                        "sp.scope(name, partitioner=..., custom_getter=...).")
+    options = {} if partitioner is None else {"partitioner": partitioner}
     return get_param(name, shape, initializer, dtype, trainable=trainable, regularizer=regularizer,
-                     collections=list(collections) if collections else None)
+                     collections=collections, **options)
 
 
 @add_arg_scope

@@ -1,0 +1,260 @@
+"""Fixes in sp.sharding and sp.slim's variables: TF's checks of a TF-style partitioner's list, concrete
+shardings on an AbstractMesh, init_sharded's key, and slim.variable's partitioner= and custom_getter=.
+Runs on the 8 host CPU devices conftest.py asks XLA for."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AbstractMesh, AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import scoped_params as sp
+from scoped_params.sharding import PartitionerError, ShardingError, from_tf_partitioner
+
+X = jax.ShapeDtypeStruct((2, 8), jnp.float32)
+AUTO2 = (AxisType.Auto,) * 2
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    return jax.make_mesh((2, 4), ("batch", "model"), axis_types=AUTO2)
+
+
+def _under_tf_partitioner(part):
+    def fn(x):
+        with sp.scope("outer", partitioner=from_tf_partitioner(part)):
+            return sp.get_param("w", (8, 16))
+    return sp.transform(fn)
+
+
+# --- from_tf_partitioner: TF's _call_partitioner checks --------------------------------------------
+
+
+@pytest.mark.parametrize("parts", [[2], [1, 2, 1]])
+def test_tf_partitioner_list_of_another_length_than_the_rank_is_tfs_error_naming_the_parameter(
+        mesh, parts):
+    model = _under_tf_partitioner(lambda shape, dtype: parts)
+    with pytest.raises(ShardingError) as e:
+        sp.shardings(model, mesh, X)
+    msg = str(e.value)
+    assert ("Partitioner returned a partition list that does not match the Variable's rank: "
+            f"{parts} vs. (8, 16)") in msg
+    assert "'outer/w' (created at " in msg and "test_sharding_fixes.py" in msg
+    assert "\n  fix: " in msg
+    with pytest.raises(ShardingError, match="does not match the Variable's rank"):
+        from_tf_partitioner(lambda shape, dtype: parts).partitions((8, 16), np.float32)
+
+
+def test_tf_partitioner_returning_a_non_sequence_is_tfs_error_naming_the_parameter(mesh):
+    model = _under_tf_partitioner(lambda shape, dtype: 2)
+    with pytest.raises(PartitionerError) as e:
+        sp.shardings(model, mesh, X)
+    msg = str(e.value)
+    assert "Partitioner must return a sequence, but saw: 2" in msg
+    assert "'outer/w' (created at " in msg and "\n  fix: " in msg
+    assert isinstance(e.value, ValueError)  # TF's class
+
+
+def test_tf_partitioner_returning_zero_partitions_says_the_fix(mesh):
+    with pytest.raises(ShardingError) as e:
+        sp.shardings(_under_tf_partitioner(lambda shape, dtype: [0, 1]), mesh, X)
+    msg = str(e.value)
+    assert "Partitioner returned zero partitions for some axes: [0, 1]" in msg
+    assert "'outer/w'" in msg and "\n  fix: " in msg
+
+
+def test_tf_partitioner_list_checks_use_tfs_words():
+    tf = pytest.importorskip("tensorflow")
+    for part, ours_cls in [(lambda shape, dtype: [2], ShardingError),
+                           (lambda shape, dtype: 2, PartitionerError),
+                           (lambda shape, dtype: [0, 1], ShardingError)]:
+        with tf.Graph().as_default():
+            with pytest.raises(ValueError) as tf_error:
+                tf.compat.v1.get_variable("w", [8, 16], partitioner=part)
+        with pytest.raises(ours_cls) as ours:
+            sp.shardings(_under_tf_partitioner(part),
+                         AbstractMesh((2, 4), ("batch", "model"), axis_types=AUTO2), X)
+        assert str(tf_error.value).split(":")[0] in str(ours.value)
+
+
+def test_tf_partitioner_of_the_right_length_still_shards_its_axis(mesh):
+    sh = sp.shardings(_under_tf_partitioner(lambda shape, dtype: (1, 2)), mesh, X)
+    assert sh["outer"]["w"].spec == P(None, "model")
+
+
+# --- a concrete Sharding and an AbstractMesh ------------------------------------------------------
+
+
+def _pinned(sharding):
+    def fn(x):
+        with sp.scope("mlp"):
+            return x @ sp.get_param("kernel", (8, 16), sharding=sharding)
+    return sp.transform(fn)
+
+
+def test_named_sharding_on_an_abstract_mesh_like_the_mesh_is_placed_on_the_mesh(mesh):
+    plan = AbstractMesh((2, 4), ("batch", "model"), axis_types=AUTO2)
+    model = _pinned(NamedSharding(plan, P(None, "model")))
+    sh = sp.shardings(model, mesh, X)["mlp"]["kernel"]
+    assert sh == NamedSharding(mesh, P(None, "model"))
+    params = sp.init_sharded(model, mesh, jax.random.key(0), X)
+    assert params["mlp"]["kernel"].sharding == NamedSharding(mesh, P(None, "model"))
+    np.testing.assert_array_equal(params["mlp"]["kernel"],
+                                  model.init(jax.random.key(0), X)["mlp"]["kernel"])
+    # planned against an equal AbstractMesh: the same spec
+    assert sp.shardings(model, plan, X)["mlp"]["kernel"].spec == P(None, "model")
+
+
+@pytest.mark.parametrize("shape, names", [((4, 2), ("batch", "model")), ((2, 4), ("data", "model"))])
+def test_named_sharding_on_another_abstract_mesh_is_a_sharding_error(mesh, shape, names):
+    model = _pinned(NamedSharding(AbstractMesh(shape, names, axis_types=AUTO2), P(None, "model")))
+    for target in (mesh, AbstractMesh((2, 4), ("batch", "model"), axis_types=AUTO2)):
+        with pytest.raises(ShardingError) as e:
+            sp.shardings(model, target, X)
+        msg = str(e.value)
+        assert "'mlp/kernel' (created at " in msg and "AbstractMesh" in msg
+        assert "fix: give a PartitionSpec (sharding=P(None, 'model'))" in msg
+    with pytest.raises(ShardingError, match="mlp/kernel"):
+        sp.init_sharded(model, mesh, jax.random.key(0), X)
+
+
+def test_concrete_sharding_on_other_devices_than_an_abstract_meshs_count_is_a_sharding_error(mesh):
+    real = jax.make_mesh((8,), ("x",))
+    model = _pinned(NamedSharding(real, P(None, "x")))
+    big = AbstractMesh((4, 16), ("batch", "model"), axis_types=AUTO2)
+    with pytest.raises(ShardingError) as e:
+        sp.shardings(model, big, X)
+    msg = str(e.value)
+    assert "'mlp/kernel' (created at " in msg and "8 devices" in msg and "64" in msg
+    assert "\n  fix: " in msg
+    with pytest.raises(ShardingError, match="mlp/kernel"):
+        sp.sharding.sharded_init_fn(model, big, X)
+    # the same number of devices: accepted, as before
+    same = AbstractMesh((2, 4), ("batch", "model"), axis_types=AUTO2)
+    assert sp.shardings(model, same, X)["mlp"]["kernel"] == NamedSharding(real, P(None, "x"))
+
+
+# --- init_sharded's key --------------------------------------------------------------------------
+
+
+def _dense():
+    return sp.transform(lambda x: x @ sp.get_param("w", (8, 4)))
+
+
+@pytest.mark.parametrize("call", ["forgotten", "array", "none", "string"])
+def test_init_sharded_checks_its_key_as_init_does(mesh, call):
+    model, x = _dense(), jnp.ones((2, 8))
+    args = {"forgotten": (x,), "array": (x, x), "none": (None, x), "string": ("key", x)}[call]
+    with pytest.raises(sp.KeyArgumentError) as e:
+        sp.init_sharded(model, mesh, *args)
+    msg = str(e.value)
+    assert "init_sharded" in msg and "the key was left out" in msg
+    assert "sp.init_sharded(model, mesh, jax.random.key(0), *args)" in msg
+
+
+def test_init_sharded_still_takes_a_key_a_raw_key_and_a_seed(mesh):
+    model, x = _dense(), jnp.ones((2, 8))
+    want = model.init(jax.random.key(0), x)["w"]
+    for key in (jax.random.key(0), jax.random.PRNGKey(0), 0, np.int32(0)):
+        np.testing.assert_array_equal(sp.init_sharded(model, mesh, key, x)["w"], want)
+
+
+def test_sharded_init_fn_checks_the_key_it_is_called_with(mesh):
+    x = jnp.ones((2, 8))
+    init = sp.sharding.sharded_init_fn(_dense(), mesh, x)
+    with pytest.raises(sp.KeyArgumentError, match="sharded_init_fn"):
+        init(x)
+    assert init(jax.random.key(0))["w"].shape == (8, 4)
+
+
+# --- slim.variable / model_variable: partitioner= and custom_getter= ------------------------------
+
+
+def test_slim_model_variable_takes_a_partitioner(mesh):
+    def fn(x):
+        with sp.scope("net"):
+            return sp.slim.model_variable("w", [8, 6],
+                                          partitioner=sp.sharding.fixed_size_partitioner(2))
+    model = sp.transform(fn)
+    assert sp.shardings(model, mesh, X)["net"]["w"].spec == P("model")
+    specs = sp.flatten(model.specs(X))
+    assert list(specs) == ["net/w"] and specs["net/w"].shape == (8, 6)
+    assert "model_variables" in specs["net/w"].collections
+    assert sp.init_sharded(model, mesh, 0, X)["net"]["w"].sharding.spec == P("model")
+
+
+_SLIM_GETTER_KWARGS = ["aggregation", "caching_device", "collections", "dtype", "initializer",
+                       "partitioner", "regularizer", "reuse", "shape", "synchronization",
+                       "trainable", "use_resource"]
+
+
+def test_slim_variable_calls_its_custom_getter_in_place_of_get_variable_as_tf_slim_does():
+    seen = []
+
+    def getter(name, **kwargs):  # tf_slim's: the getter that replaces get_variable
+        seen.append((name, sorted(kwargs), kwargs["reuse"], kwargs["partitioner"]))
+        return sp.get_param(name, kwargs["shape"], kwargs["initializer"], kwargs["dtype"],
+                            collections=kwargs["collections"]) * 2
+
+    part = sp.sharding.fixed_size_partitioner(2)
+
+    def fn(x):
+        with sp.scope("net", reuse=sp.AUTO_REUSE):
+            w = sp.slim.model_variable("w", [8, 6], initializer=jax.nn.initializers.ones,
+                                       partitioner=part, custom_getter=getter)
+        return w
+
+    model = sp.transform(fn)
+    params = model.init(0, X)
+    assert seen == [("w", _SLIM_GETTER_KWARGS, sp.AUTO_REUSE, part)]
+    np.testing.assert_array_equal(model.apply(params, X), 2 * np.ones((8, 6)))
+    assert "model_variables" in sp.flatten(model.specs(X))["net/w"].collections
+    with pytest.raises(TypeError, match="custom_getter"):
+        model_bad = sp.transform(lambda x: sp.slim.variable("w", [2], custom_getter="getter"))
+        model_bad.init(0, X)
+
+
+def test_slim_variable_partitioner_and_custom_getter_match_tf_slim():
+    from test_slim import _tf_slim
+
+    tf_slim = _tf_slim()
+    import tensorflow.compat.v1 as tf
+
+    def run(slim, vs, partitioner):
+        seen = []
+
+        def getter(name, **kwargs):
+            seen.append((name, sorted(kwargs)))
+            kwargs.pop("reuse")
+            if slim is sp.slim:
+                kwargs = {"shape": kwargs["shape"], "init": kwargs["initializer"],
+                          "collections": kwargs["collections"], "partitioner": kwargs["partitioner"]}
+                return sp.get_param(name, **kwargs)
+            return tf.get_variable(name, **kwargs)
+
+        with vs("net"):
+            slim.model_variable("w", [8, 6], partitioner=partitioner)
+            slim.variable("v", [4], custom_getter=getter)
+        return seen
+
+    with tf.Graph().as_default() as g:
+        tf_seen = run(tf_slim, tf.variable_scope, tf.fixed_size_partitioner(2))
+        tf_vars = {v.op.name: v.shape.as_list() for v in g.get_collection("variables")}
+    assert tf_vars == {"net/w/part_0": [4, 6], "net/w/part_1": [4, 6], "net/v": [4]}
+
+    ours_seen = []
+
+    def fn(x):
+        ours_seen.extend(run(sp.slim, sp.scope, sp.sharding.fixed_size_partitioner(2)))
+        return x
+
+    tree = sp.transform(fn).specs(X)
+    specs = sp.flatten(tree)
+    # one logical array where TF has its part_k slices, split along the same axis
+    assert {n: s.shape for n, s in specs.items()} == {"net/w": (8, 6), "net/v": (4,)}
+    sh = sp.shardings(tree, AbstractMesh((2, 4), ("batch", "model"), axis_types=AUTO2))
+    assert sh["net"]["w"].spec == P("model")
+    assert ours_seen == tf_seen
