@@ -254,7 +254,7 @@ def regularization_loss() -> Any:
     naming the parameter.
     """
     frame = current("regularization_loss")
-    terms = []
+    terms: List[Any] = []
     for regularizer, value in frame.regularized:
         try:
             term = regularizer(value)
