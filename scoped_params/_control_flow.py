@@ -21,11 +21,18 @@ read, and
 
 ``sp.set_state`` inside them is an error: a loop body cannot hand a new state out except through its
 carry (``sp.layer_stack`` threads the state of repeated layers).
+
+JAX's own errors (branches whose outputs differ, a carry that changes type, a traced value used as a
+shape) name the function JAX traced and its parameters: each closure handed to JAX carries the
+user's function as ``__wrapped__``, so they name the user's function, file, line and carry, not this
+file's closure (see ``_as``).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 from typing import Any, Callable, List, Optional, Sequence
 
 import jax
@@ -83,6 +90,22 @@ def _inside(frame: _frame.Frame, api: str, f: Callable, keys: _Keys,
     return body
 
 
+def _as(f: Callable, g: Callable) -> Callable:
+    """``g``, a closure handed to JAX that calls ``f``, named as ``f`` in JAX's messages: JAX reads a
+    function's name, file and line through ``inspect.unwrap`` and its parameter names (``input carry
+    h``) through ``inspect.signature``, and both follow ``__wrapped__``. Without it they would name
+    ``body`` in this file for every branch of a ``cond``, and the closure's own parameters. (One
+    attribute store per wrapper call: ``functools.wraps`` would copy five more.)"""
+    g.__wrapped__ = f  # type: ignore[attr-defined]
+    return g
+
+
+def _stepless(body: Callable, f: Callable) -> Callable:
+    """``body`` (of ``_inside``) with no step, named as ``f`` (``_as``). A closure, not a
+    ``functools.partial``: JAX names a partial by the function inside it."""
+    return _as(f, lambda *args, **kwargs: body(None, *args, **kwargs))
+
+
 def scan(f: Callable, init: Any, xs: Any = None, length: Optional[int] = None, reverse: bool = False,
          unroll: int | bool = 1, **kwargs: Any) -> Any:
     """``jax.lax.scan`` for a ``f(carry, x) -> (carry, y)`` that may call ``sp.get_param``.
@@ -105,10 +128,10 @@ def scan(f: Callable, init: Any, xs: Any = None, length: Optional[int] = None, r
     body = _inside(frame, "sp.scan", f, keys)
     n = _scan_length(xs, length)
     if keys.rng is None or n is None:  # (no length at all: jax.lax.scan says so)
-        out = jax.lax.scan(lambda c, x: body(None, c, x), init, xs, length=length, reverse=reverse,
-                           unroll=unroll, **kwargs)
+        out = jax.lax.scan(_as(f, lambda c, x: body(None, c, x)), init, xs, length=length,
+                           reverse=reverse, unroll=unroll, **kwargs)
     else:
-        out = jax.lax.scan(lambda c, ix: body(ix[0], c, ix[1]), init,
+        out = jax.lax.scan(_as(f, lambda c, ix: body(ix[0], c, ix[1])), init,
                            (jnp.arange(n, dtype=jnp.uint32), xs), length=length, reverse=reverse,
                            unroll=unroll, **kwargs)
     keys.finish(frame)
@@ -160,8 +183,7 @@ def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any, **k
     frame = _frame.current_wrapper("cond")
     keys = _Keys(frame, per_step=False)
     traces = _Traces(frame)
-    branches = [functools.partial(_inside(frame, "sp.cond", b, keys, traces), None)
-                for b in (true_fun, false_fun)]
+    branches = [_stepless(_inside(frame, "sp.cond", b, keys, traces), b) for b in (true_fun, false_fun)]
     out = jax.lax.cond(pred, *branches, *operands, **kwargs)
     keys.finish(frame)
     return out
@@ -175,8 +197,7 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any, **kwargs: A
     frame = _frame.current_wrapper("switch")
     keys = _Keys(frame, per_step=False)
     traces = _Traces(frame)
-    wrapped = [functools.partial(_inside(frame, "sp.switch", b, keys, traces), None)
-               for b in branches]
+    wrapped = [_stepless(_inside(frame, "sp.switch", b, keys, traces), b) for b in branches]
     out = jax.lax.switch(index, wrapped, *operands, **kwargs)
     keys.finish(frame)
     return out
@@ -192,14 +213,36 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     cond_body = _inside(frame, "sp.while_loop", cond_fun, keys, traces, 0)
     loop_body = _inside(frame, "sp.while_loop", body_fun, keys, traces, 1)
     if keys.rng is None:
-        out = jax.lax.while_loop(functools.partial(cond_body, None),
-                                 functools.partial(loop_body, None), init_val)
+        out = jax.lax.while_loop(_stepless(cond_body, cond_fun), _stepless(loop_body, body_fun),
+                                 init_val)
     else:
-        _, out = jax.lax.while_loop(lambda c: cond_body(c[0], c[1]),
-                                    lambda c: (c[0] + 1, loop_body(c[0], c[1])),
-                                    (jnp.zeros((), jnp.uint32), init_val))
+        counted = _as(body_fun, lambda c: (c[0] + 1, loop_body(c[0], c[1])))
+        try:
+            _, out = jax.lax.while_loop(_as(cond_fun, lambda c: cond_body(c[0], c[1])), counted,
+                                        (jnp.zeros((), jnp.uint32), init_val))
+        except TypeError as error:
+            _drop_step_from_carry_paths(error, counted)
+            raise
     keys.finish(frame)
     return out
+
+
+def _drop_step_from_carry_paths(error: TypeError, body: Callable) -> None:
+    """Reword JAX's carry-mismatch ``error`` about ``body``, a ``while_loop`` body run on ``(step,
+    carry)``, in the user's terms: its paths ``carry[1]...`` (the step counter is ``carry[0]``, never
+    the culprit) are the user's ``carry...``. Any other error is left as it is."""
+    if len(error.args) != 1 or not isinstance(error.args[0], str) or "carry" not in error.args[0]:
+        return
+    try:  # the carry's name, as JAX finds it (the user's, through __wrapped__)
+        name: Optional[str] = next(iter(inspect.signature(body).parameters))
+    except (StopIteration, TypeError, ValueError):
+        name = None
+    # JAX: "the input carry component {name}{path}", or "the input carry {name}" for the whole carry
+    # (without a name: "the input carry at path {path}", "the input carry").
+    component, whole = ((f"component {name}", f" {name}") if name else ("at path ", ""))
+    error.args = (re.sub(re.escape(f"carry {component}[1]") + r"(\[?)",
+                         lambda m: f"carry {component}[" if m.group(1) else f"carry{whole}",
+                         error.args[0]),)
 
 
 def fori_loop(lower: Any, upper: Any, body_fun: Callable, init_val: Any, **kwargs: Any) -> Any:
@@ -227,7 +270,7 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
         frame = _frame.current_wrapper("remat")
         keys = _Keys(frame, per_step=False)
         body = _inside(frame, "sp.remat", f, keys)
-        out = jax.checkpoint(functools.partial(body, None), **checkpoint_kwargs)(*args, **kwargs)
+        out = jax.checkpoint(_stepless(body, f), **checkpoint_kwargs)(*args, **kwargs)
         keys.finish(frame)
         return out
 

@@ -366,7 +366,8 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
         # is kept: JAX users rely on it (an initializer that draws in float32 for a bfloat16
         # parameter, a NumPy float64 constant without x64).
         value = value.astype(dtype)
-    return value
+    # An initializer may compute with NumPy (np.ones(shape, dtype)): params hold jax.Arrays.
+    return value if isinstance(value, jax.Array) else jnp.asarray(value)
 
 
 def _kind(dtype: Any) -> int:

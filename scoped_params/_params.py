@@ -30,9 +30,9 @@ from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, Na
 from . import initializers as _initializers
 from ._regularizers import _is_floating, non_floating_error as _non_floating_error
 from ._scope import (_TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, as_np_dtype,
-                     default_name_hint)
+                     default_name_hint, getter_signature_error)
 from ._spec import ParamSpec
-from ._tree import flatten
+from ._tree import flatten, refuses_call
 from .initializers import _instantiate, default_initializer
 
 PARAM = "param"
@@ -334,7 +334,12 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
                   partitioner=partitioner, sharding=sharding)
     if _takes_constraint(getter):  # TF passes it only to a getter that can take it
         kwargs["constraint"] = constraint
-    return getter(true_getter, full, **kwargs)
+    try:
+        return getter(true_getter, full, **kwargs)
+    except TypeError as error:
+        if not refuses_call(getter, (true_getter, full), kwargs):
+            raise  # raised inside the getter (or told already by a nested one): as it is
+        raise getter_signature_error(getter, full, error) from None
 
 
 # getter -> whether it takes a `constraint` keyword (a parameter of that name, or **kwargs)
@@ -575,12 +580,22 @@ def _canonical_numpy_leaf(value: Any, asked: Any) -> Any:
     return None
 
 
-def _leaf_type_error(full: str, value: Any) -> ParamsTypeError:
+def _leaf_type_error(full: str, value: Any, kind: str = PARAM) -> ParamsTypeError:
+    what, tree = ("Parameter", "params") if kind is PARAM else ("State", "state")
+    if value is None:  # a masked tree (jax.tree.map(lambda p, keep: p if keep else None, ...))
+        return ParamsTypeError(
+            f"{what} '{full}' in {tree} is None, not an array.\n"
+            f"  asked: an array for '{full}' in apply\n"
+            f"  found: the key '{full}' holding None, as in a tree masked with None\n"
+            f"  fix: pass every entry the model asks for (the {tree} init returned); to keep some "
+            "parameters fixed in training, split them off with sp.partition or "
+            "sp.partition_trainable and differentiate only the other half.")
     return ParamsTypeError(
-        f"Parameter '{full}' in params is {type(value).__name__} {value!r:.60}, not an array.\n"
+        f"{what} '{full}' in {tree} is {type(value).__name__} {value!r:.60}, not an array.\n"
         f"  asked: an array for '{full}' in apply\n"
         "  found: no shape and dtype (a Python number, list or string)\n"
-        "  fix: pass arrays, e.g. params = jax.tree.map(jnp.asarray, params), or the tree init returned.")
+        f"  fix: pass arrays, e.g. {tree} = jax.tree.map(jnp.asarray, {tree}), or the tree init "
+        "returned.")
 
 
 def _takes_no_args(fn: Callable) -> bool:
@@ -1067,7 +1082,7 @@ class InitStore:
     def set_state(self, frame, full, value):
         spec = self.specs.get(full)
         if spec is None or spec.kind != STATE:
-            raise _undeclared_state(full)
+            raise _undeclared_state(full) if spec is None else _parameter_not_state(full)
         _check_state_value(full, value, spec.shape, spec.dtype)
 
 
@@ -1098,17 +1113,20 @@ class ApplyStore:
         constant = init is not None and not callable(init)
         if constant and shape is not None:
             raise _constant_with_shape_error(full, init)
-        value = (self.params if kind is PARAM else self.state).get(full)
+        table = self.params if kind is PARAM else self.state
+        value = table.get(full)
         if value is None:
+            in_apply = reuse is not True or full in self.created
+            if in_apply and full in table:  # the key is there, holding None
+                raise _leaf_type_error(full, None, kind)
             if full in (self.state if kind is PARAM else self.params):
                 raise _swapped_error(full, kind)
-            raise _not_found_error(frame, full, self.params if kind is PARAM else self.state,
-                                   in_apply=reuse is not True or full in self.created, kind=kind)
+            raise _not_found_error(frame, full, table, in_apply=in_apply, kind=kind)
         try:
             aval = value.aval  # jax arrays and tracers: shape and dtype without two property calls
         except AttributeError:  # not a jax array or tracer
             if not (hasattr(value, "shape") and hasattr(value, "dtype")):
-                raise _leaf_type_error(full, value) from None  # eagerly: jit would make it an array
+                raise _leaf_type_error(full, value, kind) from None  # eagerly: jit would make it an array
             # NumPy: checked as found (aval), handed out as the jax.Array jit would make of it.
             aval, value = value, _as_jax_leaf(value)
         created = self.created
@@ -1154,7 +1172,7 @@ class ApplyStore:
     def set_state(self, frame, full, value):
         old = self.state.get(full)
         if old is None or full not in self.created:
-            raise _undeclared_state(full)
+            raise _parameter_not_state(full) if full in self.params else _undeclared_state(full)
         _check_state_value(full, value, old.shape, old.dtype)
         self.state[full] = value
 
@@ -1218,6 +1236,21 @@ def _undeclared_state(full: str) -> StateError:
     )
 
 
+def _parameter_not_state(full: str) -> StateError:
+    scope, _, name = full.rpartition("/")
+    return StateError(
+        f"sp.set_state: '{full}' is a parameter (made by sp.get_param), not state: a model never "
+        "writes its parameters; they change only through the params passed to apply (an "
+        "optimizer's update).\n"
+        f"  asked: sp.set_state('{name}', value) "
+        + (f"in scope '{scope}'" if scope else "in the root scope") + "\n"
+        "  fix: keep a value the model updates from call to call (a running statistic) as state "
+        "under a name of its own (state and parameters share one namespace): sp.get_state(name, "
+        "shape, init), then sp.set_state(name, value); if the parameter should be updated, return "
+        "the new value and update params outside apply."
+    )
+
+
 def _check_state_value(full: str, value: Any, shape, dtype) -> None:
     vshape, vdtype = tuple(np.shape(value)), _constant_dtype(value)
     if vshape != tuple(shape) or vdtype != dtype:
@@ -1225,6 +1258,14 @@ def _check_state_value(full: str, value: Any, shape, dtype) -> None:
         dtype = jax.dtypes.canonicalize_dtype(dtype)
         if vshape == tuple(shape) and vdtype == dtype:
             return
+        if np.dtype(vdtype).kind in "OSU":  # a string, None, a dict: no array at all
+            raise TypeError(
+                f"sp.set_state: the new value of state '{full}' is {type(value).__name__} "
+                f"{value!r:.60}, not an array.\n"
+                f"  asked: a value of shape {_shape_str(tuple(shape))} dtype {np.dtype(dtype).name} "
+                f"for '{full}'\n"
+                f"  fix: pass an array (or number) of that shape and dtype, e.g. jnp.asarray(value, "
+                f"jnp.{np.dtype(dtype).name}).")
         raise (ShapeMismatchError if vshape != tuple(shape) else DtypeMismatchError)(
             f"sp.set_state: state '{full}' holds shape {_shape_str(tuple(shape))} dtype "
             f"{np.dtype(dtype).name}, but the new value has shape {_shape_str(vshape)} dtype "

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from . import _frame
+from ._tree import _callable_name, refuses_call
 from ._errors import (_IS_USER_FILE, InvalidNameError, ReuseArgumentError, ScopeNestingError,
                       not_in_transform, user_code_site, user_site)
 
@@ -186,9 +187,35 @@ def _wrap_custom_getter(new: Optional[Callable], old: Optional[Callable]) -> Opt
         return new if new is not None else old
 
     def wrapped(getter, *args, **kwargs):
-        return new(lambda *a, **k: old(getter, *a, **k), *args, **kwargs)
+        def next_getter(*a, **k):
+            try:
+                return old(getter, *a, **k)
+            except TypeError as error:
+                if not refuses_call(old, (getter,) + a, k):
+                    raise
+                raise getter_signature_error(old, a[0] if a else k.get("name"), error) from None
+
+        try:
+            return new(next_getter, *args, **kwargs)
+        except TypeError as error:
+            if not refuses_call(new, (next_getter,) + args, kwargs):
+                raise
+            raise getter_signature_error(new, args[0] if args else kwargs.get("name"),
+                                         error) from None
 
     return wrapped
+
+
+def getter_signature_error(getter: Callable, full: Any, error: TypeError) -> TypeError:
+    """The error for a custom getter that cannot be called as TF calls one (``error``: Python's),
+    asked for parameter ``full``."""
+    return TypeError(
+        f"The custom getter {_callable_name(getter)} cannot be called as getter(next_getter, name, "
+        f"*args, **kwargs), TF 1.x's convention, for parameter '{full}': {error}.\n"
+        f"  asked: getter(next_getter, '{full}', shape=..., dtype=..., initializer=..., "
+        "regularizer=..., reuse=..., trainable=..., ...)\n"
+        "  fix: def getter(next_getter, name, *args, **kwargs): ... return next_getter(name, *args, "
+        "**kwargs) (forwarding **kwargs keeps the request's shape, dtype and initializer).")
 
 
 # --- default_name counters (TF's _VariableScopeStore.variable_scopes_count) -------------------------
@@ -682,7 +709,8 @@ class _Options:
                 f"{auxiliary_name_scope!r}"
             )
         if isinstance(name_or_scope, str):
-            _check_components(name_or_scope, lambda: f"sp.scope({name_or_scope!r})")
+            if name_or_scope:  # "" re-enters the root scope: checked where it is entered
+                _check_components(name_or_scope, lambda: f"sp.scope({name_or_scope!r})")
         elif name_or_scope is None:
             _check_components(default_name, f"sp.scope(None, default_name={default_name!r})")
         _check_getter(custom_getter)
@@ -718,7 +746,18 @@ _NAMING_SCOPES: dict = {}
 _NAMING_KEYWORDS = frozenset({"default_name", "reuse"})
 
 
-def _shared(table: dict, key: Any, make: Callable[..., "_PlainScope"], *args: Any) -> "_PlainScope":
+def _plain_scope(name: str) -> "_ScopeContext":
+    """The shared ``sp.scope(name)``: a ``_PlainScope``, but for ``""``, TF's ``variable_scope("")``,
+    which re-enters the root scope: the general path's (see ``_ScopeWithOptions.__enter__``)."""
+    return _PlainScope(name) if name else _ScopeWithOptions("")
+
+
+def _reusing_scope(name: str, reuse: Any) -> "_ScopeContext":
+    """The shared ``sp.scope(name, reuse=...)``, as ``_plain_scope``."""
+    return _ReusingScope(name, reuse) if name else _ScopeWithOptions("", reuse=reuse)
+
+
+def _shared(table: dict, key: Any, make: Callable[..., Any], *args: Any) -> Any:
     """``table[key]``, made as ``make(*args)`` on first use (the tables are bounded like
     ``_VALID_NAMES``)."""
     cm = table.get(key)
@@ -746,10 +785,10 @@ def _naming_scope(name_or_scope: Any, default_name: Any, reuse: Any) -> Optional
         reuse = None  # TF: False means "inherit", exactly like None
     if type(name_or_scope) is str:
         if reuse is None:  # the default name only names a scope opened without a name
-            return _shared(_PLAIN_SCOPES, name_or_scope, _PlainScope, name_or_scope)
+            return _shared(_PLAIN_SCOPES, name_or_scope, _plain_scope, name_or_scope)
         if reuse is not True and reuse is not AUTO_REUSE:
             return None
-        return _shared(_NAMING_SCOPES, (name_or_scope, reuse), _ReusingScope, name_or_scope, reuse)
+        return _shared(_NAMING_SCOPES, (name_or_scope, reuse), _reusing_scope, name_or_scope, reuse)
     if name_or_scope is None and default_name is not None and reuse is None:
         return default_name_scope(default_name)
     return None
@@ -779,6 +818,8 @@ def _defaults_scope(name: str, reuse: Any = None, initializer: Any = None, dtype
             dtype = as_np_dtype(dtype)
         except (TypeError, ValueError):
             raise _scope_dtype_error(dtype, name, f"sp.scope({name!r}, dtype={dtype!r})") from None
+    if not name:  # sp.scope("", ...): the root scope re-entered, by the general path
+        return None
     cm = _PlainScope(name, reusing=reuse, defaults=(
         initializer, regularizer, dtype, trainable, partitioner, constraint))
     shared = _PLAIN_SCOPES.get(name)
@@ -830,7 +871,7 @@ def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
     if not options and type(name_or_scope) is str and not tf_positional:
         cm = _PLAIN_SCOPES.get(name_or_scope)  # inline: it runs on every scope entry
         if cm is None:
-            cm = _shared(_PLAIN_SCOPES, name_or_scope, _PlainScope, name_or_scope)
+            cm = _shared(_PLAIN_SCOPES, name_or_scope, _plain_scope, name_or_scope)
         return cm
     if not tf_positional and options.keys() <= _NAMING_KEYWORDS:  # what layers open
         cm = _naming_scope(name_or_scope, options.get("default_name"), options.get("reuse"))
@@ -1103,6 +1144,8 @@ class _ScopeWithOptions(_ScopeContext):
         opts = self._opts
         old_scope, old_node = frame.scope, frame.node
         name_or_scope = self._name_or_scope
+        if name_or_scope == "" and old_scope.prefix:
+            raise _empty_scope_error(old_scope.name)
 
         # 1. The name scope (TF's variable_scope._enter_scope_uncached).
         if name_or_scope is None:
@@ -1157,8 +1200,15 @@ class _ScopeWithOptions(_ScopeContext):
             new = _sub_scope(old_scope, full, reuse, origin,
                              ns_string if ns_string is not None else local)
             getter_base = old_scope.custom_getter
-            node = _child(old_node, local)
-            _open(frame, node)
+            if local:
+                node = _child(old_node, local)
+                _open(frame, node)
+            else:  # sp.scope("") at the root: the root scope again, as TF's variable_scope("")
+                new.prefix = ""
+                new._values = old_scope._values
+                # Default names inside continue the root's numbering, and leaving it closes
+                # nothing (TF's close_variable_subscopes("") matches no name): no node of its own.
+                node = None
         if opts.initializer is not None:
             new.initializer = opts.initializer
         if opts.regularizer is not None:
@@ -1175,7 +1225,7 @@ class _ScopeWithOptions(_ScopeContext):
         if new.custom_getter is not None:
             new._values = None  # get_param's direct lookup does not apply (see Scope)
 
-        frame.scope, frame.node = new, node
+        frame.scope, frame.node = new, old_node if node is None else node
         frame.entries.append((self, old_scope, old_node, new, node, ns, jump))
         return new
 
@@ -1186,6 +1236,8 @@ class _ScopeWithOptions(_ScopeContext):
             raise _nesting_error(new, frame)
         if jump:
             end_jump(frame)
+        elif node is None:  # the root scope re-entered (sp.scope("")): nothing of its own to close
+            pass
         elif frame.undo:
             _close_subscopes(frame, node)
         else:  # TF resets the sub-scope counters on exit
@@ -1237,8 +1289,25 @@ def _nesting_error(closing: Scope, frame) -> ScopeNestingError:
     )
 
 
+def _empty_scope_error(parent: str) -> InvalidNameError:
+    return InvalidNameError(
+        f"sp.scope('') inside scope '{parent}' would name its parameters '{parent}//<name>', as TF "
+        "1.x's variable_scope('') does there: a name with an empty component, which the params "
+        "tree (its components are the keys) does not hold.\n"
+        f"  asked: sp.scope('') in scope '{parent}'\n"
+        f"  fix: drop the sp.scope('') (its parameters are then '{parent}/<name>'; give its options "
+        "to the enclosing sp.scope or to get_param), or give it a name. At the root, sp.scope('') "
+        "is TF's: the root scope again.")
+
+
 def _check_components(name: str, what: Union[str, Callable[[], str]]) -> None:
-    if not name or name.startswith("/") or name.endswith("/") or "//" in name:
+    if not name:
+        raise InvalidNameError(
+            "'' is not a valid scope name here: an empty name names no scope.\n"
+            f"  asked: {what() if callable(what) else what}\n"
+            "  fix: give it a name (sp.scope('') alone, at the root, re-enters the root scope as "
+            "TF's variable_scope('') does).")
+    if name.startswith("/") or name.endswith("/") or "//" in name:
         raise InvalidNameError(
             f"'{name}' is not a valid scope name: every '/'-separated component must be non-empty.\n"
             f"  asked: {what() if callable(what) else what}\n"

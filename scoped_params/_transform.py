@@ -6,18 +6,18 @@ import dataclasses
 import functools
 import gc
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _frame, _scope
-from ._errors import KeyArgumentError, ParamsTypeError, bad_key_error
+from ._errors import KeyArgumentError, bad_key_error
 from ._materialize import initialize, resolve_traced_constants
 from ._params import STATE, ApplyStore, InitStore
 from ._spec import ParamSpec
-from ._tree import flatten, unflatten
+from ._tree import _not_a_tree, flatten, refuses_call, unflatten
 
 _current_frame = _frame._FRAME.get
 _set_frame = _frame._FRAME.set
@@ -155,19 +155,30 @@ def _split_kinds(flat: Dict[str, Any], specs: Dict[str, ParamSpec]):
     return params, state
 
 
-def _input_tree(tree: Any, what: str) -> Dict[str, Any]:
+def _input_tree(tree: Any, what: str, with_state: bool = False) -> Dict[str, Any]:
     """The nested dict ``apply`` was given (``None`` for none; a mapping becomes a dict)."""
     if not isinstance(tree, dict):
         if tree is None:
             return {}
+        # Not a dict: an error path, but for other mappings. The (params, state) pair init returns
+        # is told first: dict() would read two dicts of two keys each as two key-value pairs.
+        asked = f"apply expected {what} as a nested dict of arrays (what init returned)"
+        fix = f"pass the {what} init returned (or sp.unflatten(flat))"
+        if isinstance(tree, tuple) and len(tree) == 2 and all(isinstance(t, Mapping) for t in tree):
+            raise _not_a_tree(tree, asked, _PAIR_FIX if with_state else _PAIR_FIX_STATELESS) from None
         try:
             tree = dict(tree)
         except (TypeError, ValueError):
-            raise ParamsTypeError(
-                f"apply expected {what} as a nested dict of arrays (what init returned), got "
-                f"{type(tree).__name__}.\n  fix: pass the {what} init returned (or sp.unflatten(flat))."
-            ) from None
+            raise _not_a_tree(tree, asked, fix, fix) from None
     return tree
+
+
+# What to do with the (params, state) pair of a transform_with_state model's init passed as params.
+_PAIR_FIX = ("unpack it: `params, state = model.init(key, ...)`, then call "
+             "model.apply(params, state, *args) (it returns (out, new_state))")
+_PAIR_FIX_STATELESS = ("pass the params alone: `params, state = ...init(key, ...)`, then "
+                       "model.apply(params, *args); a model with state is built with "
+                       "sp.transform_with_state and applied as model.apply(params, state, *args)")
 
 
 class Transformed:
@@ -226,7 +237,17 @@ class Transformed:
             raise _rng_given_error("specs")
         key = jax.ShapeDtypeStruct((2,), np.uint32)
         with _CollectorPaused():
-            store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
+            try:
+                store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
+            except TypeError as error:
+                if _key_given_to_specs(self._fn, args, kwargs):
+                    raise KeyArgumentError(
+                        "model.specs got a random key (or seed) first, by init's habit, and the "
+                        f"model cannot take it: {error}.\n"
+                        "  asked: model.specs(key, *args)\n"
+                        "  fix: drop the key: model.specs(*args), with the model's arguments only "
+                        "(specs draws no random numbers: there is no key to pass).") from error
+                raise
             specs = _finalize_specs(store, constants)
         params, state = _split_kinds(specs, specs)
         if self._with_state:
@@ -236,7 +257,7 @@ class Transformed:
     # -- apply -----------------------------------------------------------------------------------
 
     def _run(self, params, state, args, kwargs, rng, records):
-        store = ApplyStore(_input_tree(params, "params"),
+        store = ApplyStore(_input_tree(params, "params", self._with_state),
                            flatten(_input_tree(state, "state")) if self._with_state else {})
         frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
         outer = _frame.install(frame)
@@ -294,6 +315,22 @@ class Transformed:
         else:
             out = self._run(params, None, args, kwargs, rng, records)
         return out, records
+
+
+def _key_given_to_specs(fn: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether ``model.specs(*args)`` failed because ``args[0]`` is a key passed by init's habit: it
+    looks like a key or a seed, and the model takes the arguments without it but not with it."""
+    if not args or isinstance(args[0], bool):
+        return False
+    first = args[0]
+    dtype = getattr(first, "dtype", None)
+    if dtype is not None:
+        if not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or (
+                np.dtype(dtype) == np.uint32 and tuple(first.shape) == (2,))):
+            return False
+    elif not isinstance(first, int):
+        return False
+    return refuses_call(fn, args, kwargs) and not refuses_call(fn, args[1:], kwargs)
 
 
 def _rng_given_error(api: str) -> KeyArgumentError:

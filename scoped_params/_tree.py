@@ -4,9 +4,11 @@ what TF 1.x's training ran on variables after each step: the projection of const
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from ._errors import NameCollisionError, ParamsTypeError, ScopedParamsError, nearest
+from ._errors import (InvalidNameError, NameCollisionError, ParamsTypeError, ScopedParamsError,
+                      nearest)
 
 Tree = Dict[str, Any]
 
@@ -149,7 +151,9 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
             node = tree if not has_parent else scopes.get(parent)
             if node is None:
                 node = _make_scope(tree, scopes, parent, name, sep)
-            if leaf in node:
+            if leaf in node or not leaf:
+                if not leaf:
+                    raise _empty_component_error(name, sep)
                 raise NameCollisionError(
                     f"'{name}' cannot be placed: it is a scope holding other entries, or given twice.")
             node[leaf] = value
@@ -174,12 +178,24 @@ def _make_scope(tree: Tree, scopes: Dict[str, Tree], path: str, name: str, sep: 
         prefix = sep.join(parts[:i + 1])
         child = scopes.get(prefix)
         if child is None:
+            if not part:
+                raise _empty_component_error(name, sep)
             if part in node:
                 raise NameCollisionError(
                     f"'{name}' cannot be placed: '{prefix}' is a leaf, not a scope.")
             child = node[part] = scopes[prefix] = {}
         node = child
     return node
+
+
+def _empty_component_error(name: str, sep: str) -> InvalidNameError:
+    return InvalidNameError(
+        f"'{name}' is not a valid full name: it has an empty component ('{sep}' at its start or "
+        "end, or doubled, or no name at all), which the nested params tree, keyed by the "
+        "components, has no place for (no model here makes such a name).\n"
+        f"  fix: drop the extra '{sep}'. TF 1.x names such as 'a//w' (a variable_scope('a/'), or a "
+        "variable_scope('') inside 'a') stay flat: keep the flat dict (sp.checkpoint.load_tf1(path, "
+        "flat=True)) or rename them ('a//w' -> 'a/w').")
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -198,8 +214,38 @@ def _partition(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any],
     yes: Dict[str, Any] = {}
     no: Dict[str, Any] = {}
     for name, leaf in _flatten_for(api, tree).items():
-        (yes if predicate(name, leaf) else no)[name] = leaf
+        try:
+            keep = predicate(name, leaf)
+        except TypeError as error:
+            if not refuses_call(predicate, (name, leaf), {}):
+                raise  # raised inside the predicate: the user's own error, as it is
+            raise TypeError(
+                f"sp.{api}: the predicate {_callable_name(predicate)} cannot be called as "
+                f"predicate(full_name, leaf): {error}.\n"
+                f"  asked: predicate({name!r}, <{_describe(leaf)}>) for each entry of the tree\n"
+                "  fix: take the full name and the leaf, e.g. lambda name, leaf: "
+                "name.endswith('/w') (lambda name, _: ... to ignore the leaf).") from None
+        (yes if keep else no)[name] = leaf
     return unflatten(yes), unflatten(no)
+
+
+def refuses_call(fn: Callable, args: tuple, kwargs: Dict[str, Any]) -> bool:
+    """Whether ``fn(*args, **kwargs)`` fails binding its arguments: the ``TypeError`` a callback of
+    the wrong signature raises before it runs, told apart from one raised inside a correct callback
+    (which is the user's own, passed on as it is). For error paths: reads the signature."""
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError:
+        return True
+    except ValueError:  # no signature to read (some builtins): cannot tell
+        return False
+    return False
+
+
+def _callable_name(fn: Callable) -> str:
+    """``fn`` as a message shows it: its qualified name (``fn.<locals>.<lambda>``), else its repr."""
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else repr(fn)[:80]
 
 
 def filter_tree(predicate: Callable[[str, Any], bool], tree: Mapping[str, Any]) -> Tree:
