@@ -141,6 +141,11 @@ def resolve_prefix(path: PathLike) -> str:
             + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000'.")
     prefix = _strip_suffix(path)
     if not os.path.isfile(prefix + ".index") and not _is_v1_file(prefix):
+        if prefix == path and _is_safetensors_file(path):
+            raise _not_found(path,
+                f"{path!r} is a weights file (safetensors), not a TF 1.x checkpoint (there is no "
+                f"{prefix + '.index'!r}, and it is not a V1-format checkpoint file).\n"
+                f"  fix: read it with sp.checkpoint.load({path!r}).")
         raise _not_found(path,
             f"TF checkpoint {path!r} not found: there is no {prefix + '.index'!r}"
             + (f" and {prefix!r} is not a V1-format checkpoint file" if os.path.isfile(prefix)
@@ -148,6 +153,19 @@ def resolve_prefix(path: PathLike) -> str:
             "  fix: pass the prefix Saver.save returned (e.g. '/tmp/model.ckpt-1000', without "
             "'.index'/'.data-...'), or the directory holding it.")
     return prefix
+
+
+def _is_safetensors_file(path: str) -> bool:
+    """Whether ``path`` starts as a safetensors file does: an 8-byte little-endian header length
+    that fits the file, then the header's "{"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    return (len(head) == 9 and head[8:9] == b"{"
+            and int.from_bytes(head[:8], "little") <= size - 8)
 
 
 def _not_found(path: str, message: str) -> CheckpointNotFoundError:
@@ -160,8 +178,8 @@ class _Reader:
     """TF's checkpoint reader, with TF's errors turned into ours (each naming the checkpoint)."""
 
     def __init__(self, path):
-        self.tf = _import_tf()
-        self.prefix = resolve_prefix(path)
+        self.prefix = resolve_prefix(path)  # first: a file that is no TF checkpoint is named as such
+        self.tf = _import_tf()               # without TF installed
         try:
             self.reader = self.tf.train.load_checkpoint(self.prefix)
             self.shapes = self.reader.get_variable_to_shape_map()
@@ -309,22 +327,34 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info, pref
     return np.concatenate(arrays, axis=differing[0] if differing else 0)
 
 
-_EMA = "/ExponentialMovingAverage"
+_EMA_NAME = "ExponentialMovingAverage"  # TF's default ExponentialMovingAverage(name=)
+# Slots of TF 1.x's optimizers: never what an ExponentialMovingAverage(name=) is suggested to be.
+_OPTIMIZER_SLOTS = re.compile(r"^(Adam|Momentum|RMSProp|Adagrad|AdagradDA|Adadelta|Ftrl|"
+                              r"ProximalAdagrad|LazyAdam|Nadam|AdaMax)(_\d+)?$")
 
 
 def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
-                  use_moving_averages: bool = False) -> Dict[str, np.ndarray]:
+                  use_moving_averages: bool = False,
+                  moving_average_name: str = _EMA_NAME) -> Dict[str, np.ndarray]:
     """``{full name: array}`` from a TF 1.x checkpoint, partitions merged (see ``load_tf1``)."""
+    if not isinstance(moving_average_name, str) or not moving_average_name:
+        raise ValueError(f"load_tf1: moving_average_name is {moving_average_name!r}.\n  fix: pass "
+                         "the name= given to tf.train.ExponentialMovingAverage (default "
+                         f"{_EMA_NAME!r}).")
+    if moving_average_name != _EMA_NAME and not use_moving_averages:
+        raise ValueError(
+            f"load_tf1: moving_average_name={moving_average_name!r} has no effect without "
+            "use_moving_averages=True: the variables themselves would be loaded, not their "
+            f"averages.\n  fix: load_tf1(path, use_moving_averages=True, "
+            f"moving_average_name={moving_average_name!r}).")
+    suffix = "/" + moving_average_name
     r = _Reader(path)
     names = r.names()
     name_set = set(names)
-    if use_moving_averages and not any(n.endswith(_EMA) for n in names):
-        raise ValueError(
-            f"load_tf1(use_moving_averages=True): {r.prefix!r} has no '<variable>{_EMA}' entries, "
-            "so it was not saved with a tf.train.ExponentialMovingAverage.\n"
-            "  fix: load it without use_moving_averages.")
+    if use_moving_averages and not any(n.endswith(suffix) for n in names):
+        raise ValueError(_no_averages(r.prefix, suffix, names, name_set, r.shapes))
     if use_moving_averages:
-        _check_averages_are_where_tf_looks(r.prefix, names, name_set, r.shapes)
+        _check_averages_are_where_tf_looks(r.prefix, names, name_set, r.shapes, suffix)
     flat: Dict[str, np.ndarray] = {}
     partitioned: Dict[str, List[Tuple[int, str, np.ndarray]]] = {}
     skipped = []
@@ -336,7 +366,7 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
             continue
         m = _PART.match(name)
         if m and m.group("base") not in name_set:
-            if use_moving_averages and name + _EMA in name_set:
+            if use_moving_averages and name + suffix in name_set:
                 raise NotImplementedError(
                     f"load_tf1(use_moving_averages=True): {name!r} is one part of a partitioned "
                     "variable with moving averages, which this reader does not reassemble.\n"
@@ -346,7 +376,7 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
                 (int(m.group("index")), name, r.get(name)))
         else:
             # TF's ExponentialMovingAverage.variables_to_restore(): the average where there is one
-            flat[name] = r.get(name + _EMA if use_moving_averages and name + _EMA in name_set
+            flat[name] = r.get(name + suffix if use_moving_averages and name + suffix in name_set
                                else name)
     if partitioned:
         info = _slice_info(r.prefix)
@@ -358,16 +388,43 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
     return flat
 
 
-def _check_averages_are_where_tf_looks(prefix: str, names: List[str], name_set, shapes) -> None:
+def _no_averages(prefix: str, suffix: str, names: List[str], name_set, shapes) -> str:
+    """The error for a checkpoint without '<variable><suffix>' entries: the slot-like entries
+    '<variable>/<x>' it has instead (averages saved under another ExponentialMovingAverage name?)."""
+    slots: Dict[str, List[str]] = {}
+    for name in names:
+        variable, _, slot = name.rpartition("/")
+        if variable in name_set and tuple(shapes[variable]) == tuple(shapes[name]):
+            slots.setdefault(slot, []).append(name)
+    found = "; ".join(f"{slot!r} ({', '.join(map(repr, entries[:2]))}"
+                      + (f" and {len(entries) - 2} more" if len(entries) > 2 else "") + ")"
+                      for slot, entries in sorted(slots.items()))
+    averages = [slot for slot in sorted(slots) if not _OPTIMIZER_SLOTS.match(slot)]
+    message = (f"load_tf1(use_moving_averages=True): {prefix!r} has no '<variable>{suffix}' "
+               "entries: it holds no averages of a tf.train.ExponentialMovingAverage named "
+               f"{suffix[1:]!r}.")
+    if not slots:
+        return message + "\n  fix: load it without use_moving_averages."
+    message += f" Its entries '<variable>/<slot>' of their variable's shape: {found}."
+    if averages:
+        return (message + f"\n  fix: if {averages[0]!r} is the name= given to "
+                f"tf.train.ExponentialMovingAverage, pass moving_average_name={averages[0]!r}; "
+                "else load it without use_moving_averages.")
+    return (message + "\n  fix: load it without use_moving_averages (these are optimizer slots); "
+            "averages saved under another name load with moving_average_name=<that name>.")
+
+
+def _check_averages_are_where_tf_looks(prefix: str, names: List[str], name_set, shapes,
+                                       suffix: str) -> None:
     """Raise for variables whose moving average the checkpoint holds only under another name,
     ``ema/net/w/ExponentialMovingAverage`` (``ema.apply()`` ran inside ``variable_scope("ema")``):
     TF's ``Saver(ema.variables_to_restore())`` looks for ``net/w/ExponentialMovingAverage`` and
     fails, where loading ``net/w`` itself would silently give the raw weights."""
     misplaced = []  # (variable, its average's entry)
     for name in names:
-        if name.endswith(_EMA) and name[:-len(_EMA)] not in name_set:
+        if name.endswith(suffix) and name[:-len(suffix)] not in name_set:
             variable = scoped_slot_variable(name, name_set, shapes)
-            if variable is not None and variable + _EMA not in name_set:
+            if variable is not None and variable + suffix not in name_set:
                 misplaced.append((variable, name))
     if not misplaced:
         return
@@ -377,7 +434,7 @@ def _check_averages_are_where_tf_looks(prefix: str, names: List[str], name_set, 
     mapping = "{" + ", ".join(f"{e!r}: {v!r}" for v, e in misplaced[:3]) + (
         ", ...} (one entry per averaged variable)" if len(misplaced) > 3 else "}")
     raise CheckpointMismatchError(
-        f"load_tf1(use_moving_averages=True): {prefix!r} has no '<variable>{_EMA}' for "
+        f"load_tf1(use_moving_averages=True): {prefix!r} has no '<variable>{suffix}' for "
         f"{len(variables)} variable{'s' if len(variables) > 1 else ''} whose average"
         f"{'s' if len(variables) > 1 else ''} it holds "
         f"under another name, as ema.apply() saves them when it runs inside a variable scope: "
@@ -388,7 +445,8 @@ def _check_averages_are_where_tf_looks(prefix: str, names: List[str], name_set, 
 
 
 def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: bool = False,
-             use_moving_averages: bool = False) -> Dict[str, Any]:
+             use_moving_averages: bool = False,
+             moving_average_name: str = _EMA_NAME) -> Dict[str, Any]:
     """Read a TF 1.x checkpoint (a ``Saver`` prefix, one of its files, or its directory) into the
     nested params tree, keyed by variable name (``image_filters/conv1/weights``).
 
@@ -408,14 +466,19 @@ def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: boo
     ``use_moving_averages=True`` loads each variable's ``tf.train.ExponentialMovingAverage`` (its
     ``<variable>/ExponentialMovingAverage`` entry) where the checkpoint has one, and the variable
     itself elsewhere (batch-norm statistics, say), as TF's ``ema.variables_to_restore()`` does for
-    evaluation. Averages saved under another name (``ema/net/w/ExponentialMovingAverage``, from
-    ``ema.apply()`` inside ``tf.variable_scope("ema")``), which TF's recipe cannot restore either, are
-    a ``CheckpointMismatchError`` naming them and the ``init_from_checkpoint`` map that loads them.
+    evaluation. ``moving_average_name`` is the ``name=`` given to ``tf.train.ExponentialMovingAverage``
+    (TF's ``ema.name``): ``ExponentialMovingAverage(0.999, name="ema")`` saves ``<variable>/ema``,
+    loaded with ``use_moving_averages=True, moving_average_name="ema"``. A checkpoint without such
+    entries is a ``ValueError`` listing the ``<variable>/<slot>`` entries it has. Averages saved
+    in another scope (``ema/net/w/ExponentialMovingAverage``, from ``ema.apply()`` inside
+    ``tf.variable_scope("ema")``), which TF's recipe cannot restore either, are a
+    ``CheckpointMismatchError`` naming them and the ``init_from_checkpoint`` map that loads them.
 
     >>> params = sp.checkpoint.load_tf1("model.ckpt")  # doctest: +SKIP
     >>> out = model.apply(params, images)  # doctest: +SKIP
     """
-    values = read_tf1_flat(path, include_optimizer_state, use_moving_averages)
+    values = read_tf1_flat(path, include_optimizer_state, use_moving_averages,
+                           moving_average_name)
     if flat:
         return values
     try:

@@ -80,6 +80,12 @@ class CheckpointNotADirectoryError(CheckpointError, NotADirectoryError):
         return str(self.args[0]) if self.args else super().__str__()
 
 
+class UnsavableLeafError(CheckpointError, TypeError, ValueError):
+    """``TrainingCheckpointer.save`` of a state with a leaf orbax cannot save (a string, an object,
+    a zero-size array), refused before anything is written. A ``TypeError`` and a ``ValueError``:
+    the leaf's type, or its value, is what orbax refuses."""
+
+
 def _path_str(path: Tuple[Any, ...]) -> str:
     """A pytree key path as 'params/dense/w' (dict keys, sequence indices, attribute names)."""
     parts = []
@@ -123,7 +129,11 @@ def _describe_leaf(leaf: Any) -> str:
         return type(leaf).__name__
     import numpy as np
 
-    return f"{np.dtype(dtype).name}[{','.join(map(str, shape))}]"
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:  # a dtype NumPy does not know: a PRNG key's, key<fry>
+        name = str(dtype)
+    return f"{name}[{','.join(map(str, shape))}]"
 
 
 def _listing(leaves: List[Tuple[str, Any]], limit: int = 8) -> str:
@@ -185,6 +195,26 @@ def _mentions(error: BaseException, path: str) -> bool:
     return any(p in str(e) for e in _chain(error) for p in paths)
 
 
+def _is_refusal(error: BaseException) -> bool:
+    """Whether orbax refused the restore (a ValueError: a target leaf it cannot restore into, saved
+    shardings on devices this machine lacks), rather than failed on what a step's file holds: its
+    readers meet damaged bytes with anything from JSONDecodeError to KeyError, AttributeError or
+    NotImplementedError."""
+    chain = _chain(error)
+    return isinstance(chain[-1], ValueError) and not any(
+        isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)) for e in chain)
+
+
+def _of_the_machine(error: BaseException) -> bool:
+    """An error of the machine rather than of the step or the target, passed through restore as
+    raised: the OS refusing (a permission, a full disk; not a missing file of the step), or the
+    devices out of memory."""
+    import jax
+
+    return (isinstance(error, (OSError, MemoryError)) and not isinstance(error, FileNotFoundError)
+            or isinstance(error, jax.errors.JaxRuntimeError))
+
+
 def _reason(error: BaseException, about: Optional[str] = None) -> str:
     """The innermost exception's type and first line (the one about ``about``, if given), without
     tensorstore's spec (kilobytes of JSON)."""
@@ -201,17 +231,24 @@ def _reason(error: BaseException, about: Optional[str] = None) -> str:
 _WARNINGS_LOCK = threading.Lock()
 
 
-def _collect_orbax_garbage() -> None:
-    """``gc.collect()``, without the 'coroutine ... was never awaited' warnings of the coroutines
-    orbax created and abandoned when a read failed; any other warning is issued as usual."""
+@contextlib.contextmanager
+def _orbax_coroutines_dropped():
+    """Around code freeing the coroutines orbax created and abandoned when a read failed: their
+    'coroutine ... was never awaited' warnings are dropped; any other warning is issued as usual."""
     orbax_dir = os.path.dirname(os.path.dirname(_orbax().__file__)) + os.sep
     with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        gc.collect()
+        yield
     for w in caught:
         code = getattr(w.source, "cr_code", None)
         if code is None or not code.co_filename.startswith(orbax_dir):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def _collect_orbax_garbage() -> None:
+    """``gc.collect()``, without the warnings of orbax's abandoned coroutines."""
+    with _orbax_coroutines_dropped():
+        gc.collect()
 
 
 class _StrayReports(logging.Filter):
@@ -393,7 +430,8 @@ class TrainingCheckpointer:
     def save(self, step: int, state: Any) -> None:
         """Write ``state`` as step ``step`` (atomically), then delete the oldest steps beyond
         ``max_to_keep``. ``step`` must be after every step on disk (``StepOrderError`` otherwise:
-        see the class docstring and ``delete_steps_after``)."""
+        see the class docstring and ``delete_steps_after``). A leaf orbax cannot save (a string, an
+        object, a zero-size array) raises ``UnsavableLeafError`` naming it; nothing is written."""
         step = _step_index(step, "save")
         complete, incomplete = self._steps_on_disk()
         if step in incomplete:
@@ -426,11 +464,20 @@ class TrainingCheckpointer:
         for path, leaf in leaves:
             found = _unsavable(leaf)
             if found is not None:
-                raise TypeError(
+                raise UnsavableLeafError(
                     f"TrainingCheckpointer.save: the state's leaf '{path}' is {found}; orbax saves "
                     "arrays of numbers or bools and Python int, float and bool, so nothing was "
-                    f"written for step {step}.\n  fix: keep it out of the saved state (e.g. save "
-                    "configuration next to the checkpoints), or store it as a number or array.")
+                    f"written for step {step} in {self.directory!r}.\n  fix: keep it out of the "
+                    "saved state (e.g. save configuration next to the checkpoints), or store it as "
+                    "a number or array.")
+            if getattr(leaf, "size", None) == 0 and hasattr(leaf, "shape"):
+                rebuild = f"jnp.zeros({tuple(leaf.shape)}, {_describe_leaf(leaf).split('[')[0]!r})"
+                raise UnsavableLeafError(
+                    f"TrainingCheckpointer.save: the state's leaf '{path}' is a zero-size array "
+                    f"({_describe_leaf(leaf)}); orbax cannot save zero-size arrays, so nothing was "
+                    f"written for step {step} in {self.directory!r}.\n  fix: keep it out of the "
+                    f"saved state and rebuild it after restoring ({rebuild}), or save it in a "
+                    "weights file with sp.checkpoint.save, which holds zero-size arrays.")
         checksums = {"format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves)}
         saved = self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
@@ -515,17 +562,17 @@ class TrainingCheckpointer:
                 else:
                     restored = self._manager.restore(step, args=args)
             except Exception as e:
-                # orbax raises these for a target that does not fit and for damaged files (a failed
-                # array read is a bare Exception); anything else (OSError, XLA's) is not ours
-                if (not isinstance(e, (ValueError, KeyError, TypeError, FileNotFoundError))
-                        and type(e) is not Exception):
+                # A target that does not fit, or damaged files, whatever orbax's readers raise for
+                # them (KeyboardInterrupt and the like are not caught)
+                if _of_the_machine(e):
                     raise
                 failure = e
             if failure is not None:
                 # Explained outside the except block, so that once `failure` is dropped nothing
                 # keeps orbax's failed tasks alive: settle() collects them.
                 error = self._failed_restore(step, steps, target, failure)
-                del failure
+                with _orbax_coroutines_dropped():  # those freed with it
+                    del failure
                 settle()
                 raise error
         damage = self._check_data(step, restored)
@@ -573,17 +620,19 @@ class TrainingCheckpointer:
         from etils import epath  # orbax's path type
 
         handler = self._ocp.StandardCheckpointHandler()
-        try:
-            return _leaves(handler.metadata(epath.Path(self._step_path(step)) / _ITEM).tree), None
-        except Exception as e:
-            return None, _reason(e)
-        finally:
-            handler.close()
+        with _orbax_coroutines_dropped():  # a failed read's, freed with its exception
+            try:
+                return _leaves(handler.metadata(epath.Path(self._step_path(step)) / _ITEM).tree), None
+            except Exception as e:
+                return None, _reason(e)
+            finally:
+                handler.close()
 
     def _failed_restore(self, step: int, steps: List[int], target: Any,
                         error: Exception) -> CheckpointError:
         """What orbax's ``error`` restoring step ``step`` means: damaged files (the metadata
-        cannot be read, or reading the step's files failed), or a target that does not fit."""
+        cannot be read, reading the step's files failed, or orbax failed on what they hold), or a
+        target (or, without one, devices) that does not fit."""
         found, unreadable = self._saved_leaves(step)
         if unreadable is not None:
             return self._corrupt(step, steps, target, f"its metadata cannot be read: {unreadable}")
@@ -595,6 +644,9 @@ class TrainingCheckpointer:
         if _mentions(error, item):  # tensorstore failed reading the files of a step that fits
             return self._corrupt(step, steps, target,
                                  f"its array data cannot be read: {_reason(error, item)}")
+        if not _is_refusal(error):  # the step fits, and orbax's readers choked on its files
+            return self._corrupt(step, steps, target,
+                                 f"orbax cannot make sense of its files: {_reason(error)}")
         if target is not None:
             explained = self._mismatch(step, target, error, found, orbax_reason=True)
             assert explained is not None  # (orbax_reason: always an error)

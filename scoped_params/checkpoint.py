@@ -23,8 +23,8 @@ safetensors reader opens them, and ``load`` opens safetensors files written by o
 
 Writes are atomic: the bytes go to a temporary file in the same directory, which is flushed,
 fsync'ed and renamed over ``path``, and then the directory is fsync'ed. A crash at any point leaves
-either the previous file or the new one at ``path``, never a mix (a stray ``.<name>.*.tmp`` file may
-remain after a crash; it is never read).
+either the previous file or the new one at ``path``, never a mix (a stray ``.<name>.*.tmp`` file,
+a long name cut short, may remain after a crash; it is never read).
 
 ``load`` returns numpy arrays: host memory, and exact dtypes even for ``float64`` when
 ``jax_enable_x64`` is off (``jnp.asarray`` would silently make those ``float32``). Nothing is ever
@@ -58,6 +58,7 @@ from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
 from ._training import CheckpointNotADirectoryError as CheckpointNotADirectoryError
 from ._training import TrainingCheckpointer as TrainingCheckpointer
+from ._training import UnsavableLeafError as UnsavableLeafError
 
 PathLike = Union[str, "os.PathLike[str]"]
 Tree = Dict[str, Any]
@@ -68,8 +69,9 @@ _FORMAT_KEY = _PREFIX + "format"
 _TENSORS_KEY = _PREFIX + "tensors"
 _CRC_KEY = _PREFIX + "crc32"
 _CRC_PLACEHOLDER = "00000000"
-# Where the CRC sits in the raw header; a JSON string value can never contain this byte sequence
-# (its quotes would be escaped), so the only occurrence is the real key.
+# Where the CRC sits in the raw header: the key, opening its string value. Any text of the header can
+# contain these bytes (a metadata key 'note "scoped_params.crc32' does), but only inside a string,
+# where the first quote is escaped: the real key is the one occurrence not preceded by a backslash.
 _CRC_NEEDLE = b'"' + _CRC_KEY.encode() + b'":"'
 
 # numpy dtype name -> safetensors dtype code, for dtypes safetensors stores natively.
@@ -213,9 +215,17 @@ def _serialize(params: Mapping[str, Any], metadata: Optional[Mapping[str, str]])
     meta[_CRC_KEY] = _CRC_PLACEHOLDER
     blob = bytearray(st.serialize(specs, metadata=meta))
     del arrays  # the serializer has copied the data out of these buffers
-    at = _crc_offset(bytes(blob[:8 + _header_len(blob)]))
-    crc = zlib.crc32(blob)
-    blob[at:at + 8] = b"%08x" % crc
+    n = _header_len(blob)
+    at = _crc_offset(bytes(blob[:8 + n]))
+    crc = "%08x" % zlib.crc32(blob)
+    if at >= 0 and blob[at:at + 8] == _CRC_PLACEHOLDER.encode():
+        blob[at:at + 8] = crc.encode()
+    # Checked by parsing, before anything is written: a file load cannot verify is never saved.
+    if at < 0 or json.loads(bytes(blob[8:8 + n]))[_HEADER_METADATA][_CRC_KEY] != crc:
+        raise CheckpointError(
+            f"sp.checkpoint.save: cannot place the {_CRC_KEY!r} field in the header safetensors "
+            "wrote; nothing was written.\n  fix: report this as a bug of scoped_params, with the "
+            "metadata keys given.")
     return blob
 
 
@@ -224,10 +234,15 @@ def _header_len(blob) -> int:
 
 
 def _crc_offset(header_with_prefix: bytes) -> int:
+    """Where the CRC's 8 hex digits start: after the one occurrence of the key that opens a string
+    (not preceded by a backslash, see _CRC_NEEDLE); -1 if there is not exactly one."""
+    found = []
     at = header_with_prefix.find(_CRC_NEEDLE)
-    if at < 0 or header_with_prefix.find(_CRC_NEEDLE, at + 1) >= 0:
-        return -1
-    return at + len(_CRC_NEEDLE)
+    while at >= 0:
+        if header_with_prefix[at - 1:at] != b"\\":
+            found.append(at)
+        at = header_with_prefix.find(_CRC_NEEDLE, at + 1)
+    return found[0] + len(_CRC_NEEDLE) if len(found) == 1 else -1
 
 
 def _atomic_write(path: str, data) -> None:
@@ -247,8 +262,12 @@ def _atomic_write(path: str, data) -> None:
         mode = os.stat(target).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o666 & ~_umask()  # what open() would give; mkstemp's file is 0o600
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
-                               dir=directory)
+    # The temporary file's name must fit the OS's limit (255 bytes) as the target's does: it keeps
+    # only the start of a long name.
+    stem = os.path.basename(target)
+    while len(os.fsencode(stem)) > 64:
+        stem = stem[:-1]
+    fd, tmp = tempfile.mkstemp(prefix="." + stem + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -303,6 +322,14 @@ def save(path: PathLike, params: Mapping[str, Any],
     >>> sp.checkpoint.read_metadata("model.safetensors")
     {'step': '100'}
     """
+    if not isinstance(path, (str, os.PathLike)):
+        swapped = isinstance(path, Mapping) and isinstance(params, (str, os.PathLike))
+        raise TypeError(
+            "sp.checkpoint.save: "
+            + (f"the arguments look swapped: path is a {type(path).__name__} and params is the "
+               f"path {os.fspath(params)!r}." if swapped else
+               f"path must be a file path (str or os.PathLike), got {type(path).__name__}.")
+            + "\n  fix: sp.checkpoint.save(path, params): the file path first, then the params.")
     path = os.fspath(path)
     _atomic_write(path, _serialize(params, metadata))
 
@@ -381,6 +408,30 @@ def _read(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     """(flat {full_name: array}, user metadata), every byte verified for files ``save`` wrote."""
     path = os.fspath(path)
     data = _read_bytes(path)
+    try:
+        return _decode(path, data)
+    except CheckpointCorruptError:
+        if is_tf1_source(path):  # not damaged: a TF checkpoint's file
+            raise _tf1_given(path) from None
+        raise
+
+
+def _tf1_given(path: str) -> CheckpointCorruptError:
+    prefix = _strip_suffix(path)
+    if prefix != path:
+        what = f"the {path[len(prefix):]!r} file of one"
+    elif _is_v1_file(path):
+        what = "a V1-format checkpoint file"
+    else:
+        what = f"its prefix, next to {path + '.index'!r}"
+    err = CheckpointCorruptError(
+        f"checkpoint file {path!r} is a TF 1.x checkpoint ({what}), not a weights file.\n"
+        f"  fix: read it with sp.checkpoint.load_tf1({prefix!r}).")
+    err.filename = path
+    return err
+
+
+def _decode(path: str, data: bytes) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     header, n = _parse_header(path, data)
     meta = header.get(_HEADER_METADATA) or {}
     if not isinstance(meta, dict):

@@ -1,0 +1,289 @@
+"""Checkpoint fixes: files save() writes always load, long names, swapped arguments, TF files given to
+the weights-file API (and back), custom EMA names, and training steps damaged in orbax's metadata."""
+
+import json
+import os
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import scoped_params as sp
+from scoped_params import checkpoint as ckpt
+
+# -- weights files -------------------------------------------------------------------------------
+
+_NEEDLE = '"scoped_params.crc32'
+
+
+def test_a_metadata_key_quoting_the_checksum_key_saves_a_file_that_loads(tmp_path):
+    path = tmp_path / "m.safetensors"
+    ckpt.save(path, {"w": np.ones(3, np.float32)})
+    metadata = {f'note {_NEEDLE}': "x", "v": f'{_NEEDLE}":"', f'{_NEEDLE}":"': _NEEDLE}
+    ckpt.save(path, {"w": np.full(3, 2.0, np.float32)}, metadata=metadata)
+    assert ckpt.load(path)["w"].tolist() == [2.0, 2.0, 2.0]
+    assert ckpt.read_metadata(path) == metadata
+    data = bytearray(path.read_bytes())  # and the checksum still guards every byte
+    data[-1] ^= 1
+    (tmp_path / "bad.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointCorruptError, match="checksum mismatch"):
+        ckpt.load(tmp_path / "bad.safetensors")
+
+
+_TEXT = st.lists(st.sampled_from(list('"\\:,{}s') + [_NEEDLE, _NEEDLE + '":"', "\\" + _NEEDLE]),
+                max_size=6).map("".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(metadata=st.dictionaries(_TEXT.filter(lambda k: not k.startswith("scoped_params.")), _TEXT,
+                                max_size=4))
+def test_any_metadata_round_trips_whatever_it_quotes(tmp_path_factory, metadata):
+    path = tmp_path_factory.mktemp("meta") / "m.safetensors"
+    ckpt.save(path, {"w": np.arange(3, dtype=np.int32)}, metadata=metadata)
+    assert ckpt.read_metadata(path) == metadata
+    assert ckpt.load(path)["w"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["x" * 240 + ".safetensors", "é" * 120 + ".st"],
+                         ids=["ascii", "two-byte characters"])
+def test_a_file_name_as_long_as_the_os_allows_saves_and_loads(tmp_path, name):
+    path = tmp_path / name
+    assert len(os.fsencode(name)) > 240
+    with open(path, "wb"):  # the OS takes the name
+        pass
+    path.unlink()
+    ckpt.save(path, {"w": np.ones(2, np.float32)})
+    assert ckpt.load(path)["w"].tolist() == [1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left
+
+
+def test_save_with_the_arguments_swapped_says_so_and_writes_nothing(tmp_path):
+    params = {"dense": {"w": jnp.ones((3, 2))}}
+    path = str(tmp_path / "model.safetensors")
+    with pytest.raises(TypeError, match=r"(?s)^sp.checkpoint.save: the arguments look swapped: "
+                                        r"path is a dict and params is the path '.*model.safetensors'"
+                                        r".*fix: sp.checkpoint.save\(path, params\)"):
+        ckpt.save(params, path)
+    with pytest.raises(TypeError, match=r"(?s)sp.checkpoint.save: path must be a file path \(str "
+                                        r"or os.PathLike\), got int.*fix: "):
+        ckpt.save(3, params)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- TF checkpoints given to the weights-file API, and weights files given to load_tf1 ----------------
+
+def _tf_checkpoint(tmp_path, version_name, name):
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.get_variable("w", [2, 2])
+        with v1.Session() as s:
+            s.run(v1.global_variables_initializer())
+            return v1.train.Saver(write_version=getattr(v1.train.SaverDef, version_name)).save(
+                s, str(tmp_path / name), write_meta_graph=False)
+
+
+@pytest.mark.parametrize("version", ["V1", "V2"])
+def test_load_of_a_tf_checkpoint_file_says_to_use_load_tf1(tmp_path, version):
+    prefix = _tf_checkpoint(tmp_path, version, "resnet_v1_50.ckpt")
+    path = prefix if version == "V1" else prefix + ".index"
+    for read in (ckpt.load, ckpt.read_metadata):
+        with pytest.raises(ckpt.CheckpointCorruptError) as info:
+            read(path)
+        message = str(info.value)
+        assert message.startswith(f"checkpoint file {path!r} is a TF 1.x checkpoint"), message
+        assert f"fix: read it with sp.checkpoint.load_tf1({prefix!r})" in message, message
+        assert "backup" not in message and info.value.filename == path
+    assert ckpt.load_tf1(path)["w"].shape == (2, 2)  # the fix works
+
+
+def test_load_tf1_of_a_weights_file_says_to_use_load(tmp_path):
+    path = str(tmp_path / "params.safetensors")
+    ckpt.save(path, {"w": np.zeros(2, np.float32)})
+    with pytest.raises(ckpt.CheckpointNotFoundError) as info:
+        ckpt.load_tf1(path)
+    message = str(info.value)
+    assert message.startswith(f"{path!r} is a weights file (safetensors), not a TF 1.x "
+                              "checkpoint"), message
+    assert f"fix: read it with sp.checkpoint.load({path!r})" in message, message
+    assert info.value.filename == path
+
+
+# -- moving averages under a custom name --------------------------------------------------------------
+
+def _ema_checkpoint(tmp_path, ema_name, with_adam=False):
+    """A checkpoint of net/w (raw [3, 3, 3], average [2, 2, 2]) under ExponentialMovingAverage(name=)."""
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("net"):
+            w = v1.get_variable("w", [3], initializer=v1.constant_initializer(1.0))
+        if with_adam:
+            v1.train.AdamOptimizer(0.1).minimize(tf.reduce_sum(w))
+        ema = v1.train.ExponentialMovingAverage(0.5, name=ema_name)
+        update = ema.apply([w])
+        with v1.Session() as s:
+            s.run(v1.global_variables_initializer())
+            s.run(v1.assign(w, [3.0, 3.0, 3.0]))
+            s.run(update)
+            return v1.train.Saver().save(s, str(tmp_path / "model.ckpt"), write_meta_graph=False)
+
+
+def test_moving_averages_saved_under_a_custom_name_load_with_moving_average_name(tmp_path):
+    prefix = _ema_checkpoint(tmp_path, "ema")
+    averaged = ckpt.load_tf1(prefix, use_moving_averages=True, moving_average_name="ema")
+    np.testing.assert_array_equal(averaged["net"]["w"], [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(ckpt.load_tf1(prefix)["net"]["w"], [3.0, 3.0, 3.0])
+
+
+def test_without_the_custom_name_the_error_lists_the_slots_and_names_the_argument(tmp_path):
+    prefix = _ema_checkpoint(tmp_path, "ema", with_adam=True)
+    with pytest.raises(ValueError) as info:
+        ckpt.load_tf1(prefix, use_moving_averages=True)
+    message = str(info.value)
+    assert message.startswith(f"load_tf1(use_moving_averages=True): {prefix!r} has no "
+                              "'<variable>/ExponentialMovingAverage' entries"), message
+    assert "'net/w/ema'" in message and "'net/w/Adam'" in message, message
+    assert "fix: if 'ema' is the name= given to tf.train.ExponentialMovingAverage, pass " \
+           "moving_average_name='ema'" in message, message
+    assert "moving_average_name='Adam'" not in message, message
+
+
+def test_moving_average_name_without_use_moving_averages_is_refused(tmp_path):
+    prefix = _ema_checkpoint(tmp_path, "ema")
+    with pytest.raises(ValueError, match=r"(?s)moving_average_name='ema' has no effect without "
+                                         r"use_moving_averages=True.*fix: "):
+        ckpt.load_tf1(prefix, moving_average_name="ema")
+
+
+# -- training checkpoints --------------------------------------------------------------------------
+
+_STATE = {"params": {"w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3)}, "step": 5}
+
+
+def _two_steps(tmp_path, damage=None):
+    pytest.importorskip("orbax.checkpoint")
+    checkpointer = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    checkpointer.save(1, _STATE)
+    checkpointer.save(2, _STATE)
+    if damage is not None:
+        rel, change = damage
+        f = tmp_path / "run" / "2" / rel
+        f.write_bytes(change(f.read_bytes()))
+    return sp.checkpoint.TrainingCheckpointer(tmp_path / "run")  # a fresh process resuming
+
+
+def _replace(old, new):
+    def change(data):
+        assert old in data
+        return data.replace(old, new, 1)
+    return change
+
+
+_ORBAX_DAMAGE = {
+    "emptied array metadata": ("default/array_metadatas/process_0", lambda b: b""),
+    "array metadata key flipped": ("default/array_metadatas/process_0",
+                                   _replace(b'"array_metadata": {', b'"`rray_metadata": {')),
+    "array metadata field flipped": ("default/array_metadatas/process_0",
+                                     _replace(b"write_shape", b"writx_shape")),
+    "sharding type flipped": ("default/_sharding",
+                              _replace(b"SingleDeviceSharding", b"RingleDeviceSharding")),
+}
+
+
+@pytest.mark.parametrize("with_target", [True, False], ids=["target", "no_target"])
+@pytest.mark.parametrize("damage", list(_ORBAX_DAMAGE))
+def test_a_step_damaged_in_orbax_metadata_is_corrupt_naming_an_earlier_step(tmp_path, damage,
+                                                                            with_target):
+    checkpointer = _two_steps(tmp_path, _ORBAX_DAMAGE[damage])
+    target = _STATE if with_target else None
+    if damage == "sharding type flipped" and with_target:  # the target's shardings are used
+        chex.assert_trees_all_equal(checkpointer.restore(2, target=target), _STATE)
+        return
+    with pytest.raises(sp.checkpoint.CheckpointCorruptError) as info:
+        checkpointer.restore(2, target=target)
+    message = str(info.value)
+    assert re.match(r"TrainingCheckpointer.restore: step 2 in '.*/run' is damaged", message), message
+    again = "ckpt.restore(1, target=target)" if with_target else "ckpt.restore(1)"
+    assert f"fix: restore an earlier step, e.g. {again}" in message, message
+    assert "does not fit" not in message
+    chex.assert_trees_all_equal(checkpointer.restore(1, target=_STATE), _STATE)  # the fix works
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b'{"item_handlers": {}}'])
+def test_a_damaged_step_metadata_file_without_a_target_is_corrupt(tmp_path, content):
+    checkpointer = _two_steps(tmp_path, ("_CHECKPOINT_METADATA", lambda b: content))
+    with pytest.raises(sp.checkpoint.CheckpointCorruptError,
+                       match=r"(?s)step 2 in .* is damaged.*fix: restore an earlier step, e.g. "
+                             r"ckpt.restore\(1\)"):
+        checkpointer.restore(2)
+    chex.assert_trees_all_equal(checkpointer.restore(2, target=_STATE), _STATE)  # not read then
+
+
+def test_a_step_saved_on_a_device_this_machine_lacks_is_a_mismatch_not_damage(tmp_path):
+    checkpointer = _two_steps(tmp_path, ("default/_sharding", _replace(b"cpu:0", b"cpu:999")))
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError,
+                       match=r"(?s)without a target.*Device cpu:999 was not found.*fix: pass a target"):
+        checkpointer.restore(2)
+    chex.assert_trees_all_equal(checkpointer.restore(2, target=_STATE), _STATE)
+
+
+def test_errors_of_the_machine_rather_than_the_step_pass_through_restore(tmp_path, monkeypatch):
+    checkpointer = _two_steps(tmp_path)
+    for error in (PermissionError(13, "Permission denied"), KeyboardInterrupt()):
+        def fail(*args, error=error, **kwargs):
+            raise error
+        monkeypatch.setattr(checkpointer._manager, "restore", fail)
+        with pytest.raises(type(error)):
+            checkpointer.restore(2, target=_STATE)
+
+
+def test_a_mismatch_listing_a_prng_key_names_its_dtype(tmp_path):
+    pytest.importorskip("orbax.checkpoint")
+    checkpointer = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    checkpointer.save(1, {"key": jax.random.key(0), "w": jnp.ones(2)})
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError,
+                       match=r"asked \(target\): key key<fry>\[\], w float"):
+        checkpointer.restore(1, target={"key": jax.random.key(0), "w": 1.0})
+
+
+@pytest.mark.parametrize("leaf", [jnp.zeros((0, 3)), np.zeros(0, np.int32)], ids=["jax", "numpy"])
+def test_a_zero_size_array_in_the_state_is_refused_naming_its_path_and_writes_nothing(tmp_path,
+                                                                                    leaf):
+    pytest.importorskip("orbax.checkpoint")
+    checkpointer = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    state = {"params": {"w": jnp.ones(2), "e": leaf}, "step": 1}
+    with pytest.raises(sp.checkpoint.UnsavableLeafError) as info:
+        checkpointer.save(1, state)
+    message = str(info.value)
+    shape = f"{np.dtype(leaf.dtype).name}[{','.join(map(str, leaf.shape))}]"
+    assert message.startswith(f"TrainingCheckpointer.save: the state's leaf 'params/e' is a "
+                              f"zero-size array ({shape}); orbax cannot save zero-size arrays, so "
+                              f"nothing was written for step 1 in {str(tmp_path / 'run')!r}."), message
+    assert "fix: " in message and "sp.checkpoint.save" in message, message
+    assert isinstance(info.value, ValueError)
+    assert list((tmp_path / "run").iterdir()) == []
+    checkpointer.save(1, {"params": {"w": jnp.ones(2)}, "step": 1})  # and the directory is usable
+    assert checkpointer.all_steps() == [1]
+
+
+def test_a_step_whose_metadata_names_an_unknown_type_is_corrupt_without_orbax_warnings(tmp_path):
+    import gc
+    import warnings
+
+    checkpointer = _two_steps(tmp_path, ("default/_METADATA", _replace(b'"scalar"', b'"scamar"')))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(sp.checkpoint.CheckpointCorruptError,
+                           match=r"(?s)step 2 .* is damaged .*its metadata cannot be read: "
+                                 r"ValueError: Unknown type: \"scamar\""):
+            checkpointer.restore(2)
+        gc.collect()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
