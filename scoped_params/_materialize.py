@@ -327,9 +327,23 @@ def _draw_group(key, words, spec: ParamSpec, shape: tuple, dtype: Any, n: int) -
     init = spec.init
     if n == 1:
         k = _fold_name(key, words[0])
-        return _run(lambda: init(k, shape, dtype), shape, dtype, spec, 1)
+        return _run(lambda: _host_value(spec, init(k, shape, dtype)), shape, dtype, spec, 1)
     keys = jax.vmap(_fold_name, in_axes=(None, 0))(key, words)
-    return _run(lambda: jax.vmap(lambda k: init(k, shape, dtype))(keys), (n,) + shape, dtype, spec, n)
+    return _run(lambda: jax.vmap(lambda k: _host_value(spec, init(k, shape, dtype)))(keys),
+                (n,) + shape, dtype, spec, n)
+
+
+def _host_value(spec: ParamSpec, value: Any) -> Any:
+    """An initializer's value as JAX takes it: a NumPy copy of an array type JAX does not know (a TF
+    eager tensor, from ``lambda key, shape, dtype: tf_init(shape, dtype)``), else ``value`` as it is
+    (``_run`` checks it). A graph-mode TF tensor has no value yet: an error naming the parameter."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) or not (
+            hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__array__")):
+        return value
+    try:
+        return np.asarray(value)  # (copied into a jax.Array by _run, or by vmap)
+    except Exception as error:  # noqa: BLE001 - reworded, naming the parameter
+        raise _no_value_error(spec, value, error) from error
 
 
 def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: int) -> jax.Array:
@@ -338,6 +352,8 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
     stacked shape). Whatever goes wrong names the parameter."""
     try:
         value = draw()
+    except _NoValueError:
+        raise
     except Exception as error:  # noqa: BLE001 - re-raised: reworded, or with a note naming the parameter
         if _tf1_convention(spec.init):
             raise _tf1_convention_error(spec, error) from error
@@ -366,8 +382,9 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
         # is kept: JAX users rely on it (an initializer that draws in float32 for a bfloat16
         # parameter, a NumPy float64 constant without x64).
         value = value.astype(dtype)
-    # An initializer may compute with NumPy (np.ones(shape, dtype)): params hold jax.Arrays.
-    return value if isinstance(value, jax.Array) else jnp.asarray(value)
+    # An initializer may compute with NumPy (np.ones(shape, dtype)): params hold jax.Arrays, copies
+    # (an array the initializer keeps, e.g. a pretrained table, stays the caller's own).
+    return value if isinstance(value, jax.Array) else jnp.array(value)
 
 
 def _kind(dtype: Any) -> int:
@@ -404,10 +421,36 @@ def _tf1_convention(init: Any) -> bool:
     return (bool(names) and names[0] == "shape") or "partition_info" in names
 
 
-def _name_of(init: Any, otherwise: str) -> str:
-    """``init``'s name if it is one a user could type (not ``<lambda>``), else ``otherwise``."""
-    name = getattr(init, "__name__", "")
-    return name if name.isidentifier() else otherwise
+def _name_of(init: Any, otherwise: str, code: bool = False) -> str:
+    """``init``'s name if it is one a user could type (not ``<lambda>``), else ``otherwise``; an
+    initializer object (TF's ``init_ops.Constant``, ...) is named by its class, unless the name
+    goes into code (``code``), which needs the object's own name."""
+    name = getattr(init, "__name__", None)
+    if name is None and not code and not isinstance(init, functools.partial):
+        name = type(init).__name__
+    return name if name and name.isidentifier() else otherwise
+
+
+_TF_PACKAGES = frozenset({"tensorflow", "tf_keras", "keras"})
+
+
+def _tf_equivalent(init: Any) -> Optional[str]:
+    """``sp.initializers.<Name>(...)`` for a TF/Keras initializer object ``init`` is, or that the
+    function ``init`` uses (``lambda key, shape, dtype: tf_init(shape, dtype)``, ``tf_init`` a
+    captured or a global name); else None."""
+    candidates: Tuple[Any, ...] = (init,)
+    code = getattr(init, "__code__", None)
+    if code is not None:
+        captured = _captured(init)
+        names = getattr(init, "__globals__", {})
+        candidates += (captured[0] if captured else ()) + tuple(
+            names[n] for n in code.co_names if n in names)
+    for candidate in candidates:
+        if type(candidate).__module__.split(".", 1)[0] in _TF_PACKAGES:
+            found = _initializers._keras_equivalent(candidate)
+            if found is not None:
+                return found
+    return None
 
 
 def _first_line(error: Exception, limit: int = 160) -> str:
@@ -416,18 +459,46 @@ def _first_line(error: Exception, limit: int = 160) -> str:
 
 
 def _tf1_convention_error(spec: ParamSpec, error: Exception) -> InitializerError:
-    name = _name_of(spec.init, "tf_init")
+    ours = _tf_equivalent(spec.init)
+    what = _name_of(spec.init, "a lambda")
+    if ours is not None:  # TF's own initializers: ours works eagerly and in graph mode alike
+        fix = (f"use {ours}, TF's {what} in this convention; sp.initializers has TF 1.x's "
+               "initializers, with their names and defaults.")
+    else:  # a wrapped TF tensor is taken only while TF runs eagerly: graph-mode ones have no value
+        fix = ("a deterministic one can be wrapped, init=lambda key, shape, dtype: "
+               f"{_name_of(spec.init, 'tf_init', code=True)}(shape, dtype) (returning a NumPy "
+               "array, or a TF tensor while TF runs eagerly); a random one should draw from the key "
+               "it is given (e.g. jax.random.normal(key, shape, dtype)); sp.initializers has TF "
+               "1.x's initializers, with their names and defaults, in this convention.")
     return InitializerError(
-        f"The initializer of '{spec.name}' ({_name_of(spec.init, 'a lambda')}) takes (shape, dtype, "
-        "partition_info), TF 1.x's calling convention, but scoped_params calls initializers as "
-        "init(key, shape, dtype).\n"
+        f"The initializer of '{spec.name}' ({what}) takes (shape, dtype, partition_info), TF 1.x's "
+        "calling convention, but scoped_params calls initializers as init(key, shape, dtype).\n"
         f"  asked: shape {tuple(spec.shape)}, dtype {np.dtype(spec.dtype).name}, created at "
         f"{format_site(spec.site)}\n"
         f"  found: called as init(key, shape, dtype) it raised {type(error).__name__}: "
         f"{_first_line(error)}\n"
-        f"  fix: a deterministic one can be wrapped, init=lambda key, shape, dtype: {name}(shape, dtype); "
-        "a random one should draw from the key it is given (e.g. jax.random.normal(key, shape, dtype)); "
-        "sp.initializers has TF 1.x's initializers, with their names and defaults, in this convention."
+        f"  fix: {fix}"
+    )
+
+
+class _NoValueError(InitializerError):
+    """An initializer's value that no array can be made of (raised inside its draw, so that the
+    draw's handler lets it through as it is)."""
+
+
+def _no_value_error(spec: ParamSpec, value: Any, error: Exception) -> InitializerError:
+    found = type(value).__name__
+    if "tensorflow" in type(value).__module__:
+        found = f"a graph-mode TF tensor ({found}), which has no value until a session runs it"
+    ours = _tf_equivalent(spec.init)
+    return _NoValueError(
+        f"The initializer of '{spec.name}' ({_name_of(spec.init, 'a lambda')}) returned {found}: "
+        f"JAX cannot hold it ({type(error).__name__}: {_first_line(error)}).\n"
+        f"  asked: shape {tuple(spec.shape)}, dtype {np.dtype(spec.dtype).name}, created at "
+        f"{format_site(spec.site)}\n"
+        "  fix: " + (f"use {ours}, the TF initializer in this convention, as init=." if ours else
+                     "use sp.initializers' equivalent of the TF initializer (it has TF 1.x's, with "
+                     "their names and defaults), or return a jax or NumPy array.")
     )
 
 
@@ -439,7 +510,8 @@ def _not_an_array_error(spec: ParamSpec, value: Any) -> InitializerError:
             "initializers rather than being one.\n"
             f"  asked: shape {tuple(spec.shape)}, dtype {np.dtype(spec.dtype).name}, created at "
             f"{format_site(spec.site)}\n"
-            f"  fix: call it to get the initializer, e.g. init={_name_of(spec.init, 'make_init')}() "
+            "  fix: call it to get the initializer, e.g. "
+            f"init={_name_of(spec.init, 'make_init', code=True)}() "
             "(TF 1.x accepted an initializer class and instantiated it; pass the instance here)."
         )
     return InitializerError(

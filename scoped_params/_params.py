@@ -370,6 +370,16 @@ def _takes_constraint(getter: Callable) -> bool:
 _index = operator.index
 
 
+def _layer_axes(partitioner: Any) -> int:
+    """The leading layer axes ``sp.layer_stack`` put before a parameter's own shape: one per
+    ``_StackedPartitioner`` wrapped around the scope's partitioner (one per stacking level)."""
+    from .sharding import _StackedPartitioner  # a creation path: sharding imports this module
+    axes = 0
+    while isinstance(partitioner, _StackedPartitioner):
+        partitioner, axes = partitioner.per_layer, axes + 1
+    return axes
+
+
 def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
     if shape is None:
         return None
@@ -1000,7 +1010,9 @@ class InitStore:
                 f"collections for '{full}' must be a list, tuple or set of collection names, got "
                 f"{collections!r} of type {type(collections).__name__}.\n"
                 f"  fix: collections=[{collections!r}].")
-        if partitioner is not None and shape:  # as TF's true getter: a scalar's is never called
+        if partitioner is not None and len(shape) > _layer_axes(partitioner):
+            # As TF's true getter: a scalar's partitioner is never called (nor, in sp.layer_stack,
+            # that of a parameter that is a scalar per layer).
             check_partitioner(partitioner, lambda: f"parameter '{full}'")
         if isinstance(sharding, str):  # sp.shardings would refuse it (a TypeError) only later
             raise TypeError(

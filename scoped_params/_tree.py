@@ -380,8 +380,12 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
     optimizer step (inside the jitted step).
 
     ``specs`` is ``model.specs(...)``; ``params`` may be any part of the model's params (e.g. the
-    trainable half of ``partition_trainable``). Parameters without a constraint are returned as they
-    are; with none at all, ``params`` itself is.
+    trainable half of ``partition_trainable``). As TF's optimizers project only the variables they
+    update (``minimize``'s ``var_list``: the trainable ones), frozen parameters
+    (``trainable=False``) are left as they are, constraint or not, and so are parameters without a
+    constraint; with nothing to project, ``params`` itself is returned. A parameter that a TF
+    partitioner (``sp.sharding.fixed_size_partitioner`` and the like) splits is projected part by
+    part, TF's parts (``v/part_0``, ...) each on its own, as TF projects each part's variable.
 
     >>> params = sp.apply_constraints(optax.apply_updates(params, updates), specs)  # doctest: +SKIP
     """
@@ -390,9 +394,9 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
     changed = False
     for name, value in flat.items():
         constraint = spec(name, "constraint")
-        if constraint is None:
+        if constraint is None or not spec(name, "trainable"):
             continue
-        projected = constraint(value)
+        projected = _project(constraint, value, spec(name, "partitioner"))
         shape, dtype = getattr(projected, "shape", None), getattr(projected, "dtype", None)
         if shape != value.shape or dtype != value.dtype:
             found = f"shape {shape} and dtype {dtype}" if shape is not None else repr(type(projected))
@@ -404,6 +408,32 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
         flat[name] = projected
         changed = True
     return unflatten(flat) if changed else params  # type: ignore[return-value]
+
+
+def _project(constraint: Callable, value: Any, partitioner: Any) -> Any:
+    """``constraint(value)``, or, when ``partitioner`` is a TF one that splits ``value``, the
+    constraint of each of TF's parts, concatenated: TF's ``_iter_slices`` gives the first
+    ``size % n`` parts one more row than the others."""
+    if partitioner is None:
+        return constraint(value)
+    import jax.numpy as jnp
+
+    from .sharding import AxisPartitioner, _StackedPartitioner  # sharding imports this module
+    stacked = 0  # sp.layer_stack's leading layer axes (its lifted constraint maps each layer)
+    while isinstance(partitioner, _StackedPartitioner):
+        partitioner, stacked = partitioner.per_layer, stacked + 1
+    shape = tuple(value.shape)[stacked:]
+    if not isinstance(partitioner, AxisPartitioner) or not shape:  # TF ignores a scalar's
+        return constraint(value)
+    counts = partitioner.partitions(shape, value.dtype)
+    split = [axis for axis, n in enumerate(counts) if n > 1]
+    if not split:
+        return constraint(value)
+    axis, n = split[0], counts[split[0]]
+    size, extra = divmod(shape[axis], n)
+    ends = [i * size + min(i, extra) for i in range(1, n)]  # where parts 1, ..., n - 1 start
+    parts = jnp.split(value, ends, axis=stacked + axis)
+    return jnp.concatenate([constraint(part) for part in parts], axis=stacked + axis)
 
 
 def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str, Any], decay: Any,
