@@ -147,11 +147,12 @@ def _layer_scope(name: Any, base_name: str, reuse: Any, *,
             if frame is not None and frame.scope is name and (not reuse or reuse is name._reuse):
                 return _Current(name)
         return scope(name, reuse=reuse if reuse else None, auxiliary_name_scope=False)
+    # An empty name is none, as TF's layers take it (Layer._init_set_name: `if not name`).
     if reuse is True or reuse is AUTO_REUSE:
-        return scope(name if name is not None else base_name, reuse=reuse)
+        return scope(name or base_name, reuse=reuse)
     if reuse not in (None, False):
         raise ValueError(f"reuse must be None, False, True or sp.AUTO_REUSE, got {reuse!r}.")
-    return default_name_scope(base_name) if name is None else scope(name)
+    return scope(name) if name else default_name_scope(base_name)
 
 
 def _label(kind: str, name: Any) -> str:
@@ -293,17 +294,35 @@ def _check_in_channels(in_channels: int, shape: Tuple[int, ...], kind: str, name
                          "axis.")
 
 
+_SPATIAL_AXES = {1: "width", 2: "height, width", 3: "depth, height, width"}
+
+
+def _rank_error(kind: str, name: Any, rank: int, shape: Tuple[int, ...]) -> ValueError:
+    """TF's refusal of a convolution's or pooling's input that is not a batch of ``rank``-d
+    examples (its input spec's ``ndim``, in TF's words)."""
+    ndim, axes = rank + 2, _SPATIAL_AXES[rank]
+    if len(shape) == ndim - 1:
+        fix = f"give the input its batch axis, e.g. x[None] for one example of shape {tuple(shape)}"
+    else:
+        fix = (f"pass a batch of rank {ndim}: [batch, {axes}, channels] (with "
+               f"data_format='channels_first', [batch, channels, {axes}])")
+    return ValueError(f"Input 0 of layer {_label(kind, name)} is incompatible with the layer: "
+                      f"expected ndim={ndim}, found ndim={len(shape)}. Full shape received: "
+                      f"{tuple(shape)}\n  fix: {fix}.")
+
+
 _FLOAT32 = np.dtype(np.float32)
 _FLOATING: dict = {}  # dtype -> whether it is a floating dtype (jnp.issubdtype costs ~2 us a call)
 
 
 def _param_dtype(inputs: jax.Array, kind: Optional[str] = None, name: Any = None,
-                 int32_ok: bool = False) -> np.dtype:
+                 int32_ok: bool = False, tf_refusal: Optional[str] = None) -> np.dtype:
     """The parameters' dtype for ``inputs``: theirs if floating. TF 1.x's layers refuse any other
     input (a ``TypeError`` here, naming the layer ``kind`` and ``name``), but for int32 where
     ``int32_ok`` (``tf.layers.conv1d``/``conv2d``/``conv2d_transpose``, whose op takes int32: int32
     parameters, as TF makes them). Without ``kind`` (the RNN cells, which refuse such an input
-    themselves) float32 (a custom ``Layer`` takes its input's dtype: ``_input_dtype``)."""
+    themselves) float32 (a custom ``Layer`` takes its input's dtype: ``_input_dtype``).
+    ``tf_refusal``: how TF refuses the input, if not with its usual ``TypeError``."""
     if isinstance(inputs, jax.Array):  # its dtype is canonical already: no promotion to work out
         dtype = inputs.dtype
     else:
@@ -317,14 +336,19 @@ def _param_dtype(inputs: jax.Array, kind: Optional[str] = None, name: Any = None
         return _FLOAT32
     if int32_ok and dtype == np.int32:
         return dtype
-    raise _input_dtype_error(kind, name, dtype, "a floating-point")
+    raise _input_dtype_error(kind, name, dtype, "a floating-point", tf_refusal)
 
 
-def _input_dtype_error(kind: str, name: Any, dtype: Any, takes: str) -> TypeError:
-    """A layer's refusal of an input of ``dtype`` (it ``takes`` another kind), as TF 1.x's."""
+_TYPE_ERROR_REFUSAL = "a TypeError: its variables or ops take no such dtype"
+
+
+def _input_dtype_error(kind: str, name: Any, dtype: Any, takes: str,
+                       tf_refusal: Optional[str] = None) -> TypeError:
+    """A layer's refusal of an input of ``dtype`` (it ``takes`` another kind), as TF 1.x's
+    (``tf_refusal``: TF's way of refusing it, if not its usual ``TypeError``)."""
     return TypeError(f"{_label(kind, name)}: the input has dtype {np.dtype(dtype).name}, but this "
-                     f"layer only takes {takes} input (TF 1.x refuses it too, with a TypeError: its "
-                     "variables or ops take no such dtype).\n"
+                     f"layer only takes {takes} input (TF 1.x refuses it too, with "
+                     f"{tf_refusal or _TYPE_ERROR_REFUSAL}).\n"
                      "  fix: cast the input first, e.g. x.astype(jnp.float32).")
 
 
@@ -347,7 +371,8 @@ def _activity_loss(regularizer: Callable, outputs: Any, api: str) -> None:
     """TF's layers add ``regularizer(output) / batch size`` to the regularization losses for each
     output of each call (the penalty of the mean example): ``sp.regularization_loss()`` of this call
     sums it with the weights' terms."""
-    if isinstance(regularizer, str):  # TF's layers take Keras's names: "l2" is 0.01 * sum(x**2)
+    if isinstance(regularizer, (str, dict)):  # TF's layers take Keras's names ("l2" is 0.01 *
+        # sum(x**2)) and configs
         regularizer = _from_keras(api, None, "activity_regularizer", regularizer)
     if not callable(regularizer):
         raise TypeError(f"{api}: activity_regularizer must be a function of the layer's output, got "
@@ -504,10 +529,18 @@ def _keras_regularizer(l1: float, l2: float) -> Callable[[jax.Array], jax.Array]
 
 def _from_keras(kind: str, name: Any, argument: str, identifier: Any) -> Any:
     """``identifier`` as TF's layers take it for ``argument`` (``activation``, ``*_initializer``,
-    ``*_regularizer``, ``*_constraint``): a name is Keras's; anything else is returned as is."""
+    ``*_regularizer``, ``*_constraint``): a name is Keras's, and so is a config dict
+    (``{"class_name": "Constant", "config": {"value": 2.0}}``) for an initializer or regularizer;
+    a number or an array is no initializer (TF refuses it too); anything else is returned as is."""
     if argument.endswith("constraint"):
         return _constraint(identifier)  # Keras's names and configs: sp.constraints.get
     if not isinstance(identifier, str):
+        if identifier is None or callable(identifier):
+            return identifier
+        if isinstance(identifier, dict) and argument.endswith(("initializer", "regularizer")):
+            return _from_keras_config(_label(kind, name), argument, identifier)
+        if argument.endswith("initializer"):
+            raise _not_an_initializer(_label(kind, name), argument, identifier)
         return identifier
     label = _label(kind, name)
     if argument.endswith("activation"):
@@ -543,6 +576,70 @@ def _from_keras(kind: str, name: Any, argument: str, identifier: Any) -> Any:
     raise AssertionError(f"no Keras identifiers for {argument}=")
 
 
+# The arguments of Keras's regularizer classes (and their lower-case aliases), as indices into
+# (l1, l2); L1 and L2 also take `l`.
+_KERAS_REGULARIZER_ARGUMENTS: Dict[str, Dict[str, int]] = {
+    "L1": {"l1": 0, "l": 0}, "l1": {"l1": 0, "l": 0}, "L2": {"l2": 1, "l": 1},
+    "l2": {"l2": 1, "l": 1}, "L1L2": {"l1": 0, "l2": 1}, "l1_l2": {"l1": 0, "l2": 1}}
+
+
+def _from_keras_config(label: str, argument: str, config: dict) -> Callable:
+    """Keras's ``deserialize`` of an initializer's or regularizer's config dict, ``{"class_name":
+    <a class name or alias the string form takes>, "config": {<its arguments>}}``."""
+    class_name, options = config.get("class_name"), config.get("config") or {}
+    what = "initializer" if argument.endswith("initializer") else "regularizer"
+    example = ("{'class_name': 'Constant', 'config': {'value': 0.5}}" if what == "initializer" else
+               "{'class_name': 'L2', 'config': {'l2': 1e-4}}")
+    if not isinstance(class_name, str) or not isinstance(options, dict):
+        raise ValueError(
+            f"{label}: {argument}={config!r} is no Keras config (TF: Improper config format: "
+            "expecting a dict with `class_name` and `config` as keys).\n"
+            f"  fix: e.g. {argument}={example}.")
+    if what == "initializer":
+        found = _KERAS_INITIALIZERS.get(class_name)
+        if found is None:
+            raise ValueError(
+                f"{label}: unknown initializer {class_name!r} in {argument}={config!r} (TF: "
+                f"Unknown initializer: {class_name!r}).\n  fix: one of Keras's classes "
+                f"{list(_KERAS_INITIALIZER_CLASSES)}, or an initializer from sp.initializers.")
+        factory = getattr(_initializers, found)
+        try:
+            return factory(**options)
+        except TypeError as error:
+            raise TypeError(
+                f"{label}: {argument}={config!r}: {error} (TF refuses it too).\n  fix: give "
+                f"{class_name} only its arguments, {list(inspect.signature(factory).parameters)}."
+            ) from None
+    arguments = _KERAS_REGULARIZER_ARGUMENTS.get(class_name)
+    if arguments is None:
+        raise ValueError(
+            f"{label}: unknown regularizer {class_name!r} in {argument}={config!r}.\n  fix: one "
+            f"of Keras's {list(_KERAS_REGULARIZER_ARGUMENTS)}, or a function of the weight, e.g. "
+            "sp.l2_regularizer(1e-4).")
+    factors = list(_KERAS_REGULARIZERS[class_name])
+    unknown = {k: v for k, v in options.items() if k not in arguments}
+    if unknown:
+        raise TypeError(
+            f"{label}: {argument}={config!r}: Argument(s) not recognized: {unknown} (TF's "
+            f"words).\n  fix: give {class_name} only its arguments, {list(arguments)}.")
+    for key, value in options.items():
+        if value is not None:  # Keras's: None is the default factor
+            factors[arguments[key]] = float(value)
+    return _keras_regularizer(*factors)
+
+
+def _not_an_initializer(label: str, argument: str, identifier: Any) -> ValueError:
+    """TF's refusal of a number or an array given as an initializer (a layer passes the shape, so
+    ``get_param``'s constant initializer does not apply)."""
+    shown = repr(identifier)
+    shown = shown if len(shown) <= 60 else f"<the {type(identifier).__name__}>"
+    return ValueError(
+        f"{label}: {argument}={shown} is a value, not an initializer (TF: Could not interpret "
+        f"initializer identifier: {str(identifier)[:60]}).\n  fix: make the constant an "
+        f"initializer, {argument}=sp.initializers.constant({shown}), which fills the layer's "
+        "shape with it.")
+
+
 def _resolved(kind: str, name: Any, **arguments: Any) -> tuple:
     """The values of ``arguments``, in order, each resolved by ``_from_keras``."""
     return tuple(_from_keras(kind, name, argument, value) for argument, value in arguments.items())
@@ -552,13 +649,16 @@ def _kernel_and_bias_options(kind: str, sc: Any, activation: Any, kernel_initial
                              bias_initializer: Any, kernel_regularizer: Any, bias_regularizer: Any,
                              kernel_constraint: Any, bias_constraint: Any) -> tuple:
     """A kernel-and-bias layer's arguments (``dense``, the convolutions), in its scope ``sc``, as
-    ``get_param`` takes them: Keras names resolved and constraints read, as TF's layers take them
-    (one test for the common call, which has neither), and a regularizer of the layer's own joined
-    by the scope's (``_with_scope_terms``)."""
-    if (type(activation) is str or type(kernel_initializer) is str
-            or type(bias_initializer) is str or type(kernel_regularizer) is str
-            or type(bias_regularizer) is str or kernel_constraint is not None
-            or bias_constraint is not None):
+    ``get_param`` takes them: Keras names and configs resolved, a value given as an initializer
+    refused and constraints read, as TF's layers do (one test for the common call, whose
+    initializers and regularizers are None or functions), and a regularizer of the layer's own
+    joined by the scope's (``_with_scope_terms``)."""
+    if (type(activation) is str
+            or not (kernel_initializer is None or callable(kernel_initializer))
+            or not (bias_initializer is None or callable(bias_initializer))
+            or not (kernel_regularizer is None or callable(kernel_regularizer))
+            or not (bias_regularizer is None or callable(bias_regularizer))
+            or kernel_constraint is not None or bias_constraint is not None):
         (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
          kernel_constraint, bias_constraint) = _resolved(
             kind, sc, activation=activation, kernel_initializer=kernel_initializer,
@@ -661,7 +761,7 @@ def _conv(rank: int, inputs: jax.Array, filters: int, kernel_size: IntOrPair, st
     if pad == "CAUSAL":  # TF's Conv1D: time left-padded by the dilated kernel's reach, then VALID
         pad = ((dilation[0] * (kernel_shape[0] - 1), 0),)
     if inputs.ndim != rank + 2:
-        raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
+        raise _rank_error(kind, name, rank, inputs.shape)
     in_channels = inputs.shape[-1 if last else 1]
     with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
         dtype = _param_dtype(inputs, kind, sc, int32_ok and rank < 3)
@@ -816,16 +916,20 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
     if pad == "CAUSAL":  # TF's SeparableConv1D: as conv1d's
         pad = ((dilation[0] * (kernel_shape[0] - 1), 0),)
     if inputs.ndim != rank + 2:
-        raise ValueError(f"{base_name} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
+        raise _rank_error(base_name, name, rank, inputs.shape)
     in_channels = inputs.shape[-1 if last else 1]
     out_channels = in_channels * depth_multiplier if filters is None else filters
     with _layer_scope(name, base_name, reuse, fetches_only=True) as sc:
         dtype = _param_dtype(inputs, base_name, sc)
-        if (type(activation) is str or type(depthwise_initializer) is str
-                or type(pointwise_initializer) is str or type(bias_initializer) is str
-                or type(depthwise_regularizer) is str or type(pointwise_regularizer) is str
-                or type(bias_regularizer) is str or depthwise_constraint is not None
-                or pointwise_constraint is not None or bias_constraint is not None):  # as in _dense
+        if (type(activation) is str
+                or not (depthwise_initializer is None or callable(depthwise_initializer))
+                or not (pointwise_initializer is None or callable(pointwise_initializer))
+                or not (bias_initializer is None or callable(bias_initializer))
+                or not (depthwise_regularizer is None or callable(depthwise_regularizer))
+                or not (pointwise_regularizer is None or callable(pointwise_regularizer))
+                or not (bias_regularizer is None or callable(bias_regularizer))
+                or depthwise_constraint is not None or pointwise_constraint is not None
+                or bias_constraint is not None):  # as in _dense
             (activation, depthwise_initializer, pointwise_initializer, bias_initializer,
              depthwise_regularizer, pointwise_regularizer, bias_regularizer, depthwise_constraint,
              pointwise_constraint, bias_constraint) = _resolved(
@@ -951,7 +1055,7 @@ def _conv_transpose(rank: int, inputs: jax.Array, filters: int, kernel_size: Int
     last = _channels_last(data_format)
     pad = _padding(padding, kind, name)
     if inputs.ndim != rank + 2:
-        raise ValueError(f"{kind} expects a rank-{rank + 2} input, got shape {inputs.shape}.")
+        raise _rank_error(kind, name, rank, inputs.shape)
     in_channels = inputs.shape[-1 if last else 1]
     with _layer_scope(name, kind, reuse, fetches_only=True) as sc:
         dtype = _param_dtype(inputs, kind, sc, int32_ok and rank == 2)
@@ -1018,7 +1122,8 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
     with _layer_scope(name, "dense", reuse, fetches_only=True) as sc:
         dtype = _param_dtype(inputs, kind, sc)
         # One test for what the common call never has: units not an int, and arguments given by
-        # Keras names or as constraints (resolved here rather than at every get_param below).
+        # Keras names or configs, or as constraints (resolved here rather than at every get_param
+        # below).
         if type(units) is not int or units < 0:
             units = _units(units, kind, sc)
         (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
@@ -1053,7 +1158,8 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
                         moving_variance_initializer: Any = ones,
                         beta_regularizer: Optional[Callable] = None,
                         gamma_regularizer: Optional[Callable] = None, beta_constraint: Any = None,
-                        gamma_constraint: Any = None, training: Union[bool, jax.Array] = False,
+                        gamma_constraint: Any = None,
+                        training: Union[bool, None, jax.Array] = False,
                         trainable: bool = True, name: Optional[str] = None, reuse: Any = None,
                         renorm: bool = False, renorm_clipping: Any = None,
                         renorm_momentum: float = 0.99, fused: Optional[bool] = None,
@@ -1069,7 +1175,8 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     moving + (1 - momentum) * batch``). The batch variance used for the update is Bessel-corrected
     where TF runs its fused kernel (a 4-D input with axis 1 or 3, a 5-D one with axis 1 or 4, not
     float64) and not otherwise; ``fused=True`` on any other input falls back as TF v1's layer does,
-    and ``fused=False`` never fuses. ``training`` may also be a traced boolean.
+    and ``fused=False`` never fuses. ``training`` may also be a traced boolean, or ``None``: TF's
+    default learning phase, inference (the moving statistics normalize and stay as they are).
 
     With ``trainable=False`` the moving statistics are not updated (``training=True`` still
     normalizes with the batch statistics): TF v1 leaves a non-trainable layer's update ops out of
@@ -1092,13 +1199,19 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     del renorm_clipping, renorm_momentum
     frame = _frame.current("sp.layers.batch_normalization")
     training = _static_flag(training)
+    if training is None:  # TF's default learning phase, in graph mode a placeholder set to False
+        training = False
     static_training = training if isinstance(training, bool) else None
     with _layer_scope(name, "batch_normalization", reuse, fetches_only=True) as sc:
         ndim = inputs.ndim
         axes = _normalized_axes(axis, inputs.shape, sc)
-        if (type(beta_initializer) is str or type(gamma_initializer) is str
-                or type(moving_mean_initializer) is str or type(moving_variance_initializer) is str
-                or type(beta_regularizer) is str or type(gamma_regularizer) is str
+        if (not (beta_initializer is None or callable(beta_initializer))
+                or not (gamma_initializer is None or callable(gamma_initializer))
+                or not (moving_mean_initializer is None or callable(moving_mean_initializer))
+                or not (moving_variance_initializer is None
+                        or callable(moving_variance_initializer))
+                or not (beta_regularizer is None or callable(beta_regularizer))
+                or not (gamma_regularizer is None or callable(gamma_regularizer))
                 or beta_constraint is not None or gamma_constraint is not None):  # as in _dense
             (beta_initializer, gamma_initializer, moving_mean_initializer,
              moving_variance_initializer, beta_regularizer, gamma_regularizer, beta_constraint,
@@ -1257,7 +1370,11 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
             "the last axis only, or 1 for all but the batch.")
     params_shape = tuple(inputs.shape[begin_params_axis:])  # (below -rank: all, as TF's slice)
     collections = list(variables_collections) if variables_collections else None
-    with _layer_scope(scope, "LayerNorm", reuse, fetches_only=True) as sc:
+    # contrib's variable_scope(scope, "LayerNorm") enters scope='' as a scope of that name (where
+    # tf.layers take name='' as none, _layer_scope)
+    opened = (_layer_scope(scope, "LayerNorm", reuse, fetches_only=True) if scope != "" else
+              _empty_named_scope(reuse))
+    with opened as sc:
         dtype = _param_dtype(inputs, "layer_norm", sc)
         beta = get_param("beta", params_shape, zeros, dtype, trainable=trainable,
                          collections=collections) if center else None
@@ -1277,6 +1394,11 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
         return activation_fn(y) if activation_fn is not None else y
 
 
+def _empty_named_scope(reuse: Any) -> ContextManager[Scope]:
+    """``sp.scope('', reuse=reuse)``: TF's ``variable_scope('')``."""
+    return scope("", reuse=reuse if reuse else None)
+
+
 def _drop(inputs: jax.Array, keep_prob: Any, seed: Optional[int], shape: Sequence[int]) -> jax.Array:
     """Keep each entry with probability ``keep_prob`` (a mask of ``shape``, broadcast), scaled by
     ``1 / keep_prob``; the key is ``sp.next_rng_key()``, with ``seed`` folded in if given."""
@@ -1287,33 +1409,79 @@ def _drop(inputs: jax.Array, keep_prob: Any, seed: Optional[int], shape: Sequenc
     return jnp.where(keep, inputs / keep_prob, jnp.zeros((), inputs.dtype)).astype(inputs.dtype)
 
 
-def dropout(inputs: jax.Array, rate: float = 0.5, noise_shape: Optional[Sequence[int]] = None,
-            seed: Optional[int] = None, training: Union[bool, jax.Array] = False,
-            name: Optional[str] = None) -> jax.Array:
+def dropout(inputs: jax.Array, rate: Union[float, jax.Array] = 0.5,
+            noise_shape: Optional[Sequence[int]] = None, seed: Optional[int] = None,
+            training: Union[bool, None, jax.Array] = False, name: Optional[str] = None) -> jax.Array:
     """``tf.compat.v1.layers.dropout``: with ``training=True`` zero a ``rate`` fraction and scale by
     ``1 / (1 - rate)``. The key comes from ``sp.next_rng_key()`` (pass ``rng=`` to ``apply``);
-    ``seed``, if given, is folded into it. ``training`` may be a traced boolean.
+    ``seed``, if given, is folded into it. ``training`` may be a traced boolean, or ``None``: TF's
+    default learning phase, inference (the input, unchanged), whose dropping branch TF still builds
+    and checks. ``rate`` may be a scalar JAX array (TF's tensor rate), traced too. ``noise_shape``
+    is the mask's shape, broadcast against the input's last axes (``None`` entries: the input's
+    size at that index), as in TF.
     """
-    del name  # dropout has no variables, hence no scope
-    # TF's Dropout layer checks a Python rate when it is made, before knowing `training`; a traced
-    # rate is not checked
-    if isinstance(rate, (int, float, np.integer, np.floating)) and not 0 <= rate <= 1:
-        raise ValueError(f"Invalid value {rate} received for `rate`, expected a value between 0 "
-                         "and 1.\n  fix: rate is the fraction dropped (0.1 drops 10%); for a "
+    # TF's Dropout layer checks a Python rate when it is made, before knowing `training`; an array
+    # rate (TF's tensor) is checked when concrete, and a traced one not at all
+    static_rate = (rate if isinstance(rate, (int, float, np.integer, np.floating))
+                   else _array_rate(rate, name))
+    if static_rate is not None and not 0 <= static_rate <= 1:
+        raise ValueError(f"Invalid value {static_rate} received for `rate`, expected a value between "
+                         "0 and 1.\n  fix: rate is the fraction dropped (0.1 drops 10%); for a "
                          "fraction kept, pass 1 - keep_prob.")
     training = _static_flag(training)
-    if training is False or rate == 0:
+    if training is False or static_rate == 0:
         return inputs
-    if not 0 <= rate < 1:
+    # TF builds the dropping branch from here on (training True, traced, or None: its learning
+    # phase, a placeholder defaulting to False), and refuses what that branch cannot take
+    dtype = _param_dtype(inputs, "dropout", name, tf_refusal=_DROPOUT_REFUSAL)
+    if static_rate is not None and not static_rate < 1:
         raise ValueError(f"Invalid value received for `rate`, expected a value between 0 and 1, "
-                         f"got: {rate}\n  fix: in training the rate must be below 1 (rate=1 would "
-                         "drop every unit), as in TF's nn.dropout.")
-    shape = inputs.shape if noise_shape is None else tuple(
-        inputs.shape[i] if d is None else d for i, d in enumerate(noise_shape))
-    dropped = _drop(inputs, 1.0 - rate, seed, shape)
+                         f"got: {static_rate}\n  fix: in training the rate must be below 1 (rate=1 "
+                         "would drop every unit), as in TF's nn.dropout.")
+    shape = inputs.shape if noise_shape is None else _noise_shape(noise_shape, inputs.shape, name)
+    if training is None:
+        return inputs
+    keep_prob = 1.0 - (static_rate if static_rate is not None else jnp.asarray(rate, dtype))
+    dropped = _drop(inputs, keep_prob, seed, shape)
     if training is True:
         return dropped
     return jnp.where(training, dropped, inputs)
+
+
+# TF's nn.dropout refuses an integer input with a ValueError (its layers' ops, with a TypeError).
+_DROPOUT_REFUSAL = ("a ValueError: \"`x.dtype` must be a floating point tensor as `x` will be "
+                    "scaled\"")
+
+
+def _array_rate(rate: Any, name: Any) -> Optional[float]:
+    """A dropout ``rate`` given as an array (TF's tensor rate): its value if concrete, else None.
+    TF's is a scalar too."""
+    if np.ndim(rate) != 0:
+        raise ValueError(f"{_label('dropout', name)}: rate must be a scalar (TF: \"Shape must be rank "
+                         f"0\"), got an array of shape {np.shape(rate)}.\n  fix: pass one rate, "
+                         "e.g. rate=0.5; to drop some entries more, scale a mask of your own.")
+    if isinstance(rate, jax.core.Tracer):
+        return None
+    return float(rate)
+
+
+def _noise_shape(noise_shape: Sequence[Any], shape: Tuple[int, ...], name: Any) -> Tuple[int, ...]:
+    """Dropout's mask shape: ``noise_shape`` with a ``None`` entry taking the input's size at that
+    index (Keras's ``_get_noise_shape``), which must broadcast against the input's ``shape``
+    without changing it: at most its rank, each size (aligned with its last axes) 1 or the input's
+    (TF refuses others at graph build: "Dimensions must be equal")."""
+    asked = tuple(noise_shape)
+    if len(asked) <= len(shape):
+        mask = tuple(shape[i] if d is None else d for i, d in enumerate(asked))
+        if all(d == 1 or d == s for d, s in zip(reversed(mask), reversed(shape))):
+            return mask
+    example = (shape[0],) + (1,) * (len(shape) - 1) if shape else ()
+    raise ValueError(
+        f"{_label('dropout', name)}: noise_shape={asked} does not broadcast against the input, "
+        f"shape {tuple(shape)} (TF refuses it too): the mask has at most the input's rank, and "
+        "each of its sizes, aligned with the input's last axes, is 1 (shared along that axis) or "
+        f"the input's size (None: the input's).\n  fix: e.g. noise_shape={example} to drop whole "
+        "examples, or noise_shape=None for an independent mask entry per input entry.")
 
 
 # --- pooling and reshaping ------------------------------------------------------------------------
@@ -1323,7 +1491,7 @@ def _pool(rank, inputs, pool_size, strides, padding, data_format, init, op, kind
     """``reduce_window`` of ``op`` over ``pool_size`` windows; ``kind`` and ``name`` (slim's name
     scope) name the layer in the errors."""
     if inputs.ndim != rank + 2:
-        raise ValueError(f"{rank}-d pooling expects a rank-{rank + 2} input, got shape {inputs.shape}.")
+        raise _rank_error(kind, name, rank, inputs.shape)
     window = _tuple(pool_size, rank, "pool_size", kind, name, truncate=True)
     stride = _tuple(strides, rank, "strides", kind, name, truncate=True)
     pad = _padding(padding, kind, name)
@@ -1347,7 +1515,8 @@ def _max_pool(rank, inputs, pool_size, strides, padding, data_format, kind, name
 
 
 def _average_pool(rank, inputs, pool_size, strides, padding, data_format, kind, name=None):
-    zero = np.array(0, inputs.dtype)
+    # TF's AvgPool takes floats only (lax would return an integer input's mean as a float)
+    zero = np.array(0, _param_dtype(inputs, kind, name))
     total, dims, steps = _pool(rank, inputs, pool_size, strides, padding, data_format, zero,
                                jax.lax.add, kind, name)
     if _padding(padding) == "VALID":
@@ -1404,8 +1573,32 @@ def embedding_lookup(params: Union[jax.Array, Sequence[jax.Array]], ids: jax.Arr
                      partition_strategy: str = "mod", name: Optional[str] = None,
                      validate_indices: bool = True, max_norm: Optional[float] = None) -> jax.Array:
     """``tf.compat.v1.nn.embedding_lookup``: rows of ``params`` (one array, or a list of shards
-    split by ``partition_strategy`` ``'mod'`` or ``'div'``), clipped to ``max_norm`` if given."""
-    del name, validate_indices
+    split by ``partition_strategy`` ``'mod'`` or ``'div'``), clipped to ``max_norm`` if given.
+
+    An id outside ``[0, rows)`` is refused with TF 1.x's error (``indices[1] = -1 is not in [0,
+    10)``, a ``ValueError`` here) when the ids are concrete: a NumPy array or list, or a JAX array
+    outside ``jit`` (an eager ``apply``). Traced ids (under ``jit``, in ``init``, in ``vmap``) are
+    not checked, as JAX cannot raise inside a compiled function: they get ``jnp.take``'s answer,
+    a row from the end for an id in ``[-rows, 0)`` (NumPy's indexing) and a row of NaNs for any
+    other (TF 1.x raises on CPU and returns zeros on GPU). Clip or map ids that may be out of
+    range, e.g. ``jnp.where(ids < rows, ids, unknown_id)``.
+
+    >>> sp.layers.embedding_lookup(jnp.arange(6.0).reshape(3, 2), jnp.array([2, 0]))
+    Array([[4., 5.],
+           [0., 1.]], dtype=float32)
+    """
+    del validate_indices  # (TF's is deprecated and unused too)
+    return _lookup(params, ids, partition_strategy, max_norm,
+                   lambda: _label("sp.layers.embedding_lookup", name))
+
+
+def _lookup(params: Union[jax.Array, Sequence[jax.Array]], ids: Any, partition_strategy: str,
+            max_norm: Optional[float], where: Callable[[], str]) -> jax.Array:
+    """``embedding_lookup``'s work; ``where()`` names the lookup in the error for an id out of
+    range."""
+    shards = params if isinstance(params, (list, tuple)) else (params,)
+    if not isinstance(ids, jax.core.Tracer):  # (a traced id cannot be checked: no cost there)
+        _check_ids(ids, sum(p.shape[0] for p in shards), where)
     ids = jnp.asarray(ids)
     if isinstance(params, (list, tuple)):
         if len(params) == 1:
@@ -1429,6 +1622,25 @@ def embedding_lookup(params: Union[jax.Array, Sequence[jax.Array]], ids: jax.Arr
     return out
 
 
+def _check_ids(ids: Any, rows: int, where: Callable[[], str]) -> None:
+    """TF's refusal of concrete ``ids`` outside ``[0, rows)``, in its words."""
+    values = np.asarray(ids)
+    if not values.size or not np.issubdtype(values.dtype, np.integer):
+        return  # (a float id is refused by jnp.take, naming it)
+    outside = (values < 0) | (values >= rows)
+    if not outside.any():
+        return
+    at = tuple(int(i) for i in np.argwhere(outside)[0])
+    bad = int(values[at])
+    indices = f"indices[{','.join(map(str, at))}]" if at else "indices"
+    raise ValueError(
+        f"{where()}: {indices} = {bad} is not in [0, {rows}) (TF's error): the table has {rows} "
+        f"rows, and {int(outside.sum())} of the ids are outside them.\n"
+        f"  fix: ids must be in [0, {rows}): check that the table covers the vocabulary (input_dim), "
+        "and map ids it does not cover to a row of their own (e.g. jnp.where(ids < rows, ids, "
+        "unknown_id)); a negative id does not count from the end, as in TF.")
+
+
 def _uniform_005(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
 
@@ -1439,15 +1651,19 @@ def embedding(ids: jax.Array, input_dim: int, output_dim: int,
               embeddings_constraint: Optional[Callable] = None) -> jax.Array:
     """An embedding table ``<name>/embeddings`` of shape ``(input_dim, output_dim)`` (Keras's name
     and its uniform(-0.05, 0.05) default), looked up with ``embedding_lookup``. As Keras's
-    ``Embedding``, it takes an initializer's or constraint's Keras name (``"ones"``)."""
-    if type(embeddings_initializer) is str:
+    ``Embedding``, it takes an initializer's or constraint's Keras name (``"ones"``) or config.
+    An id out of range is refused when the ids are concrete and not checked when they are traced
+    (under ``jit``), as ``embedding_lookup`` says."""
+    if not (embeddings_initializer is None or callable(embeddings_initializer)):
         embeddings_initializer = _from_keras("embedding", name, "embeddings_initializer",
                                              embeddings_initializer)
-    with _layer_scope(name, "embedding", reuse, fetches_only=True):
+    with _layer_scope(name, "embedding", reuse, fetches_only=True) as sc:
         table = get_param("embeddings", (input_dim, output_dim), embeddings_initializer, dtype,
                           trainable=trainable,
                           constraint=_constraint(embeddings_constraint))
-    return embedding_lookup(table, ids)
+    return _lookup(table, ids, "mod", None, lambda: (
+        f"{_label('sp.layers.embedding', sc)} (table '{sc.prefix}embeddings', shape "
+        f"{tuple(table.shape)})"))
 
 
 # --- layer objects (tf.compat.v1.layers.Dense, ...): one object, one set of weights ---------------
@@ -1490,8 +1706,9 @@ class _LayerObject:
         _check_name_and_dtype(kind, name, kwargs.get("dtype"))
         _check_layer_arguments(type(self), kwargs, call_only=("inputs", "name", "reuse"))
         self._given_name = name  # what names the scope (_object_scope)
-        # TF's name: the one given, else the class's numbered per graph (dense_1, dense_2, ...)
-        self.name = name if isinstance(name, str) else _unique_object_name(type(self)._base_name)
+        # TF's name: the one given, else (also for '') the class's numbered per graph (dense_1, ...)
+        self.name = name if isinstance(name, str) and name else _unique_object_name(
+            type(self)._base_name)
         self._reuse = _reuse
         self._args, self._kwargs = args, kwargs
         self._scopes: dict = {}  # this call's captured Scope (_object_scope)
@@ -2248,8 +2465,8 @@ class Layer(_NamedByClass):
                 else type(self).__name__)  # a user's subclass is not in sp.layers
         self._dtype = _check_name_and_dtype(kind, name, dtype, takes_dtype=True)
         self._given_name = name  # what names the scope (_object_scope)
-        # TF's name: the one given, else the class's numbered per graph (my_layer_1, ...)
-        self.name = name if isinstance(name, str) else _unique_object_name(self._base_name)
+        # TF's name: the one given, else (also for '') the class's numbered per graph (my_layer_1)
+        self.name = name if isinstance(name, str) and name else _unique_object_name(self._base_name)
         self.trainable = trainable
         self._reuse = _reuse
         # TF's: regularizer(output) / batch size joins sp.regularization_loss() at every call

@@ -1,0 +1,419 @@
+"""sp.layers where a port from TF 1.x's tf.layers went wrong: training=None, a tensor dropout rate,
+integer inputs, initializers and regularizers given as numbers or Keras configs, name="", dropout's
+noise_shape, rank errors, and out-of-range embedding ids.
+
+TF's answers are computed here when TensorFlow is installed (each in its own ``tf.Graph()``, so
+nothing depends on the process's eager mode); the tests that need it skip without it."""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import scoped_params as sp  # noqa: E402
+
+KEY = jax.random.key(0)
+
+
+@pytest.fixture(scope="module")
+def tf():
+    return pytest.importorskip("tensorflow.compat.v1")
+
+
+def tf_run(tf, build):
+    """``build()`` in a fresh TF graph, its variables initialized; returns what it evaluates to."""
+    with tf.Graph().as_default() as graph:
+        out = build()
+        with tf.Session(graph=graph) as session:
+            session.run(tf.global_variables_initializer())
+            return session.run(out)
+
+
+def tf_error(tf, build):
+    """The exception ``build()`` raises in a fresh TF graph (None if it builds)."""
+    with tf.Graph().as_default():
+        try:
+            build()
+        except Exception as error:  # noqa: BLE001 - TF's refusal, whatever its type
+            return error
+    return None
+
+
+# --- 1. training=None: TF's default learning phase, inference -------------------------------------
+
+
+def test_training_none_is_tfs_default_learning_phase_inference(tf):
+    x = np.random.RandomState(0).randn(4, 5).astype(np.float32)
+    for tf_layer, sp_layer in [
+            (lambda v: tf.layers.dropout(v, 0.5, training=None),
+             lambda v: sp.layers.dropout(v, 0.5, training=None)),
+            (lambda v: tf.layers.batch_normalization(v, training=None),
+             lambda v: sp.layers.batch_normalization(v, training=None))]:
+        want = tf_run(tf, lambda: tf_layer(tf.constant(x)))
+        model = sp.transform_with_state(sp_layer)
+        params, state = model.init(KEY, x)
+        got, new_state = model.apply(params, state, x, rng=jax.random.key(1))
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        for name, value in sp.flatten(state).items():  # no moving-statistics update
+            np.testing.assert_array_equal(sp.flatten(new_state)[name], value)
+
+
+def test_training_none_works_without_state_and_without_rng():
+    x = jnp.arange(6.0).reshape(2, 3)
+    model = sp.transform(lambda v: sp.layers.batch_normalization(
+        sp.layers.dropout(v, 0.5, training=None), training=None))
+    params = model.init(KEY, x)
+    np.testing.assert_allclose(model.apply(params, x), x / np.sqrt(1 + 1e-3), rtol=1e-6)
+    drop = sp.layers.Dropout(0.5)  # an object's call passes training=None on too
+    np.testing.assert_array_equal(sp.transform(lambda v: drop(v, training=None)).apply({}, x), x)
+
+
+# --- 2. a JAX-array dropout rate, as TF takes a tensor rate ---------------------------------------
+
+
+def test_dropout_takes_a_traced_or_concrete_jax_array_rate():
+    x = jnp.ones((64, 64))
+    by_float = sp.transform(lambda v: sp.layers.dropout(v, 0.25, training=True))
+    want = by_float.apply({}, x, rng=jax.random.key(1))
+    traced = sp.transform(lambda v, r: sp.layers.dropout(v, rate=r, training=True))
+    got = jax.jit(traced.apply)({}, x, jnp.float32(0.25), rng=jax.random.key(1))
+    np.testing.assert_array_equal(got, want)  # the same mask and scale as the Python rate
+    assert 0.2 < float((got == 0).mean()) < 0.3
+    inner = sp.transform(lambda v: sp.layers.dropout(v, rate=jnp.float32(0.25), training=True))
+    np.testing.assert_array_equal(jax.jit(inner.apply)({}, x, rng=jax.random.key(1)), want)
+    concrete = sp.transform(lambda v: sp.layers.dropout(v, rate=jnp.float32(0.25), training=True))
+    np.testing.assert_array_equal(concrete.apply({}, x, rng=jax.random.key(1)), want)
+    zero = sp.transform(lambda v: sp.layers.dropout(v, rate=jnp.float32(0.0), training=True))
+    np.testing.assert_array_equal(zero.apply({}, x), x)  # no rng needed: nothing is dropped
+
+
+def test_dropout_refuses_a_concrete_array_rate_out_of_range_or_not_scalar():
+    x = jnp.ones((2, 3))
+    rate = jnp.float32(1.5)  # concrete (made outside the traced model function)
+    with pytest.raises(ValueError, match=r"Invalid value 1\.5 received for `rate`"):
+        sp.transform(lambda v: sp.layers.dropout(v, rate)).init(KEY, x)
+    with pytest.raises(ValueError) as info:
+        sp.transform(lambda v: sp.layers.dropout(v, jnp.full((2,), 0.5), training=True)
+                     ).apply({}, x, rng=KEY)
+    assert "scalar" in str(info.value) and "fix:" in str(info.value)
+
+
+# --- 3. integer inputs TF refuses -----------------------------------------------------------------
+
+
+def test_dropout_and_average_pooling_refuse_integer_inputs_as_tf_does(tf):
+    x = np.full((1, 4, 4, 1), 3, np.int32)
+    for tf_layer, sp_layer in [
+            (lambda v: tf.layers.dropout(v, 0.3, training=True),
+             lambda v: sp.layers.dropout(v, 0.3, training=True, name="drop")),
+            (lambda v: tf.layers.dropout(v, 0.3, training=None),
+             lambda v: sp.layers.dropout(v, 0.3, training=None, name="drop")),
+            (lambda v: tf.layers.average_pooling2d(v, 2, 2),
+             lambda v: sp.layers.average_pooling2d(v, 2, 2, name="drop"))]:
+        assert tf_error(tf, lambda: tf_layer(tf.constant(x))) is not None
+        with pytest.raises(TypeError) as info:
+            sp.transform(sp_layer).apply({}, x, rng=KEY)
+        msg = str(info.value)
+        assert "'drop'" in msg and "int32" in msg and "fix: cast the input" in msg, msg
+    for tf_layer, sp_layer in [  # what TF takes: not training, a zero rate, a max pool
+            (lambda v: tf.layers.dropout(v, 0.3, training=False),
+             lambda v: sp.layers.dropout(v, 0.3, training=False)),
+            (lambda v: tf.layers.dropout(v, 0.0, training=True),
+             lambda v: sp.layers.dropout(v, 0.0, training=True)),
+            (lambda v: tf.layers.max_pooling2d(v, 2, 2),
+             lambda v: sp.layers.max_pooling2d(v, 2, 2))]:
+        want = tf_run(tf, lambda: tf_layer(tf.constant(x)))
+        got = sp.transform(sp_layer).apply({}, x)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("layer", [sp.layers.average_pooling1d, sp.layers.average_pooling3d])
+def test_average_pooling_refuses_integer_inputs_in_every_rank(layer):
+    rank = 1 if layer is sp.layers.average_pooling1d else 3
+    x = np.ones((1,) + (4,) * rank + (1,), np.int32)
+    with pytest.raises(TypeError, match=layer.__name__ + ".*int32"):
+        sp.transform(lambda v: layer(v, 2, 2)).apply({}, x)
+
+
+# --- 4. a number or an array as an initializer ----------------------------------------------------
+
+
+@pytest.mark.parametrize("argument, value, call", [
+    ("kernel_initializer", 5.0, lambda v, kw: sp.layers.dense(v, 2, **kw)),
+    ("kernel_initializer", 5, lambda v, kw: sp.layers.dense(v, 2, **kw)),
+    ("bias_initializer", np.ones(2, np.float32), lambda v, kw: sp.layers.dense(v, 2, **kw)),
+    ("kernel_initializer", 0.5, lambda v, kw: sp.layers.conv1d(v[:, :, None], 2, 1, **kw)),
+    ("depthwise_initializer", 0.5,
+     lambda v, kw: sp.layers.separable_conv1d(v[:, :, None], 2, 1, **kw)),
+    ("gamma_initializer", 5.0, lambda v, kw: sp.layers.batch_normalization(v, **kw)),
+    ("moving_mean_initializer", 5.0, lambda v, kw: sp.layers.batch_normalization(v, **kw)),
+    ("embeddings_initializer", 5.0,
+     lambda v, kw: sp.layers.embedding(jnp.array([1]), 4, 2, **kw)),
+])
+def test_a_number_or_array_initializer_is_refused_naming_the_argument(argument, value, call):
+    x = jnp.ones((2, 5))
+    with pytest.raises(ValueError) as info:
+        sp.transform(lambda v: call(v, {argument: value})).init(KEY, x)
+    msg = str(info.value)
+    assert f"{argument}=" in msg and "Could not interpret initializer identifier" in msg, msg
+    assert "fix:" in msg and "sp.initializers.constant(" in msg, msg
+    assert "drop shape=" not in msg and "don't match" not in msg, msg
+
+
+def test_tf_refuses_a_number_initializer_too(tf):
+    error = tf_error(tf, lambda: tf.layers.dense(tf.ones([2, 5]), 2, kernel_initializer=5.0))
+    assert isinstance(error, ValueError) and "Could not interpret initializer" in str(error)
+
+
+def test_add_weight_refuses_a_number_initializer():
+    class Scale(sp.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight("w", [2], initializer=5.0)
+
+        def call(self, v):
+            return v * self.w
+
+    with pytest.raises(ValueError, match=r"initializer=5\.0.*\n.*sp\.initializers\.constant\(5\.0\)"):
+        sp.transform(lambda v: Scale()(v)).init(KEY, jnp.ones(2))
+
+
+# --- 5. name="": no name --------------------------------------------------------------------------
+
+
+def empty_names(layers, v, auto_reuse):
+    layers.dense(v, 3, name="")
+    layers.conv1d(v[:, :, None], 2, 1, name="")
+    layers.dense(v, 3)
+    layers.dense(v, 3, name="", reuse=True)  # reuses dense/
+    layers.dense(v, 3, name="", reuse=auto_reuse)
+
+
+def test_empty_layer_name_is_no_name(tf):
+    x = np.ones((2, 5), np.float32)
+
+    def tf_names():
+        empty_names(tf.layers, tf.constant(x), tf.AUTO_REUSE)
+        return tf.constant([v.name[:-2] for v in tf.global_variables()])
+
+    want = sorted(n.decode() for n in tf_run(tf, tf_names))
+    assert want == ['conv1d/bias', 'conv1d/kernel', 'dense/bias', 'dense/kernel', 'dense_1/bias',
+                    'dense_1/kernel']
+    got = sorted(sp.flatten(sp.transform(lambda v: empty_names(sp.layers, v, sp.AUTO_REUSE)
+                                          ).init(KEY, x)))
+    assert got == want
+
+
+def test_empty_layer_name_with_reuse_needs_the_default_named_scope():
+    with pytest.raises(sp.ParamNotFoundError, match="dense/kernel"):  # TF: dense/kernel does not exist
+        sp.transform(lambda v: sp.layers.dense(v, 3, name="", reuse=True)).init(KEY, jnp.ones((2, 5)))
+
+
+def test_layer_object_named_empty_is_named_and_scoped_by_default(tf):
+    def tf_object():
+        layer = tf.layers.Dense(3, name="")
+        layer(tf.ones([2, 5]))
+        return tf.constant([layer.name, layer.scope_name])
+
+    want = [n.decode() for n in tf_run(tf, tf_object)]
+    seen = []
+
+    def model(v):
+        layer = sp.layers.Dense(3, name="")
+        layer(v)
+        seen.extend([layer.name, layer.scope_name])
+
+    params = sp.transform(model).init(KEY, jnp.ones((2, 5)))
+    assert seen == want == ["dense_1", "dense"]
+    assert sorted(sp.flatten(params)) == ["dense/bias", "dense/kernel"]
+
+
+# --- 6. Keras config dicts for initializers and regularizers --------------------------------------
+
+KERAS_CONFIGS = [  # (kernel_initializer, kernel_regularizer), each a Keras config dict
+    ({"class_name": "Constant", "config": {"value": 2.0}},
+     {"class_name": "L2", "config": {"l2": 0.5}}),
+    ({"class_name": "constant", "config": {"value": -1.0}},
+     {"class_name": "l2", "config": {"l2": 0.5}}),
+    ({"class_name": "Ones", "config": {}}, {"class_name": "L1", "config": {"l1": 0.5}}),
+    ({"class_name": "Zeros", "config": {"dtype": "float32"}},
+     {"class_name": "L1L2", "config": {"l1": 0.5, "l2": 0.25}}),
+    ({"class_name": "Constant", "config": {"value": 0.5}},
+     {"class_name": "L1L2", "config": {"l2": 0.25}}),
+    ({"class_name": "Constant", "config": {"value": 1.0}},
+     {"class_name": "l1_l2", "config": {"l1": 0.5}}),
+    ({"class_name": "Constant", "config": {"value": 3.0}},
+     {"class_name": "L2", "config": {"l": 0.5}}),
+]
+
+
+@pytest.mark.parametrize("kernel_initializer, kernel_regularizer", KERAS_CONFIGS)
+def test_keras_config_dicts_for_initializers_and_regularizers_match_tf(
+        tf, kernel_initializer, kernel_regularizer):
+    x = np.arange(10, dtype=np.float32).reshape(2, 5) / 10
+    kw = dict(kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
+              kernel_constraint={"class_name": "MaxNorm", "config": {"max_value": 2}})
+
+    def tf_model():
+        y = tf.layers.dense(tf.constant(x), 2, **kw)
+        return y, tf.losses.get_regularization_loss()
+
+    want_y, want_reg = tf_run(tf, tf_model)
+    model = sp.transform(lambda v: (sp.layers.dense(v, 2, **kw), sp.regularization_loss()))
+    params = model.init(KEY, x)
+    got_y, got_reg = model.apply(params, x)
+    np.testing.assert_allclose(got_y, want_y, rtol=1e-6)
+    np.testing.assert_allclose(got_reg, want_reg, rtol=1e-6)
+
+
+def test_keras_config_dicts_work_in_every_layer_and_in_add_weight():
+    const = {"class_name": "Constant", "config": {"value": 2.0}}
+    l2 = {"class_name": "L2", "config": {"l2": 0.5}}
+
+    class Scale(sp.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight("w", [3], initializer=const)
+
+        def call(self, v):
+            return v * self.w
+
+    def model(v):
+        sp.layers.conv1d(v[:, :, None], 2, 1, kernel_initializer=const, bias_regularizer=l2)
+        sp.layers.separable_conv1d(v[:, :, None], 2, 1, pointwise_initializer=const)
+        sp.layers.batch_normalization(v, gamma_initializer=const, beta_regularizer=l2)
+        sp.layers.embedding(jnp.array([1]), 4, 2, embeddings_initializer=const)
+        sp.layers.dense(v, 2, activity_regularizer=l2)
+        return Scale()(v)
+
+    params = sp.transform(model).init(KEY, jnp.ones((2, 3)))
+    flat = sp.flatten(params)
+    for name in ("conv1d/kernel", "separable_conv1d/pointwise_kernel", "batch_normalization/gamma",
+                 "embedding/embeddings", "scale/w"):
+        np.testing.assert_array_equal(flat[name], np.full(flat[name].shape, 2.0))
+
+
+@pytest.mark.parametrize("argument, config, words", [
+    ("kernel_initializer", {"class_name": "Foo", "config": {}}, "unknown initializer 'Foo'"),
+    ("kernel_initializer", {"class_name": "Constant", "config": {"valu": 2.0}}, "'valu'"),
+    ("kernel_initializer", {"config": {"value": 2.0}}, "class_name"),
+    ("kernel_regularizer", {"class_name": "OrthogonalRegularizer", "config": {}},
+     "unknown regularizer 'OrthogonalRegularizer'"),
+    ("kernel_regularizer", {"class_name": "L2", "config": {"l1": 0.5}}, "'l1'"),
+])
+def test_keras_config_dicts_that_cannot_be_read_are_refused_for_the_layer(argument, config, words):
+    with pytest.raises((ValueError, TypeError)) as info:
+        sp.transform(lambda v: sp.layers.dense(v, 2, **{argument: config})).init(
+            KEY, jnp.ones((2, 5)))
+    msg = str(info.value)
+    assert words in msg and f"{argument}=" in msg and "fix:" in msg, msg
+    assert "not named by strings" not in msg and "l2_regularizer({" not in msg, msg
+
+
+# --- 7. dropout's noise_shape ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("noise_shape", [(3, 5), (1, 1, 5), (4, 2)])
+def test_dropout_noise_shape_that_does_not_broadcast_is_refused(tf, noise_shape):
+    x = np.ones((4, 5), np.float32)
+    assert tf_error(tf, lambda: tf.layers.dropout(tf.constant(x), 0.5, noise_shape=noise_shape,
+                                                  training=True)) is not None
+    with pytest.raises(ValueError) as info:
+        sp.transform(lambda v: sp.layers.dropout(v, 0.5, noise_shape=noise_shape, training=True,
+                                                 name="drop")).apply({}, x, rng=KEY)
+    msg = str(info.value)
+    assert "dropout 'drop'" in msg and f"noise_shape={noise_shape}" in msg, msg
+    assert "(4, 5)" in msg and "fix:" in msg, msg
+
+
+@pytest.mark.parametrize("noise_shape", [(5,), (1, 5), (None, 1), (4, 1)])
+def test_dropout_noise_shape_that_broadcasts_is_taken(noise_shape):
+    x = jnp.ones((4, 5))
+    out = sp.transform(lambda v: sp.layers.dropout(v, 0.5, noise_shape=noise_shape,
+                                                   training=True)).apply({}, x, rng=KEY)
+    assert out.shape == (4, 5)
+    shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(noise_shape))
+    kept = np.asarray(out != 0)  # the mask is constant along the axes where it has size 1
+    for axis, size in enumerate((1,) * (2 - len(shape)) + shape):
+        if size == 1:
+            assert (kept == kept.take([0], axis)).all()
+
+
+def test_dropout_noise_shape_is_not_checked_when_not_training():
+    x = jnp.ones((4, 5))  # as TF, which builds no dropping branch then
+    model = sp.transform(lambda v: sp.layers.dropout(v, 0.5, noise_shape=(3, 5), training=False))
+    np.testing.assert_array_equal(model.apply({}, x), x)
+
+
+# --- 8. rank errors name the layer and say how to fix the input -----------------------------------
+
+
+@pytest.mark.parametrize("label, layer", [
+    ("conv2d 'enc/c1'", lambda v: sp.layers.conv2d(v, 2, 2, name="enc/c1")),
+    ("separable_conv2d 'enc/c1'", lambda v: sp.layers.separable_conv2d(v, 2, 2, name="enc/c1")),
+    ("conv2d_transpose 'enc/c1'", lambda v: sp.layers.conv2d_transpose(v, 2, 2, name="enc/c1")),
+    ("max_pooling2d 'pool1'", lambda v: sp.layers.max_pooling2d(v, 2, 2, name="pool1")),
+    ("average_pooling2d", lambda v: sp.layers.average_pooling2d(v, 2, 2)),
+])
+def test_rank_errors_name_the_layer_and_suggest_the_batch_axis(label, layer):
+    with pytest.raises(ValueError) as info:
+        sp.transform(layer).init(KEY, np.ones((5, 5, 3), np.float32))
+    msg = str(info.value)
+    assert label in msg and "expected ndim=4, found ndim=3" in msg and "(5, 5, 3)" in msg, msg
+    assert "fix:" in msg and "x[None]" in msg, msg
+
+
+def test_rank_error_for_too_many_axes_gives_the_layout():
+    with pytest.raises(ValueError) as info:
+        sp.transform(lambda v: sp.layers.conv1d(v, 2, 2)).init(KEY, np.ones((2, 5, 5, 3)))
+    msg = str(info.value)
+    assert "conv1d" in msg and "expected ndim=3, found ndim=4" in msg, msg
+    assert "fix:" in msg and "[batch, width, channels]" in msg, msg
+
+
+# --- 9. out-of-range embedding ids ----------------------------------------------------------------
+
+
+def test_embedding_refuses_out_of_range_concrete_ids_as_tf(tf):
+    def tf_lookup():
+        table = tf.get_variable("emb", [10, 4])
+        return tf.nn.embedding_lookup(table, tf.constant([1, -1]))
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[1\] = -1 is not in \[0, 10\)"):
+        tf_run(tf, tf_lookup)
+    model = sp.transform(lambda ids: sp.layers.embedding(ids, 10, 4, name="words"))
+    params = model.init(KEY, jnp.array([1, 2]))
+    for ids, words in (([1, -1], "indices[1] = -1 is not in [0, 10)"),
+                       ([1, 12], "indices[1] = 12 is not in [0, 10)"),
+                       ([[1, 2], [12, 3]], "indices[1,0] = 12 is not in [0, 10)")):
+        with pytest.raises(ValueError) as info:
+            model.apply(params, jnp.array(ids))
+        msg = str(info.value)
+        assert words in msg and "'words/embeddings'" in msg and "fix:" in msg, msg
+    constant = sp.transform(lambda: sp.layers.embedding(np.array([10]), 10, 4))
+    with pytest.raises(ValueError, match=r"indices\[0\] = 10 is not in \[0, 10\)"):
+        constant.init(KEY)  # ids that are a constant of the model are checked in init too
+
+
+def test_embedding_lookup_refuses_out_of_range_concrete_ids():
+    table = jnp.arange(12.0).reshape(6, 2)
+    with pytest.raises(ValueError, match=r"indices = 6 is not in \[0, 6\)"):
+        sp.layers.embedding_lookup(table, 6)
+    shards = [table[:3], table[3:]]
+    with pytest.raises(ValueError, match=r"indices\[0\] = 7 is not in \[0, 6\)"):
+        sp.layers.embedding_lookup(shards, [7], partition_strategy="div")
+    np.testing.assert_array_equal(sp.layers.embedding_lookup(table, [5, 0]), table[np.array([5, 0])])
+
+
+def test_embedding_traced_ids_are_not_checked_and_take_jnp_takes_answer():
+    # Documented: JAX cannot raise inside jit, so traced ids behave as jnp.take's default.
+    model = sp.transform(lambda ids: sp.layers.embedding(ids, 10, 4))
+    params = model.init(KEY, jnp.array([1, 2]))
+    out = jax.jit(model.apply)(params, jnp.array([1, -1, 12]))
+    table = sp.flatten(params)["embedding/embeddings"]
+    np.testing.assert_array_equal(out[1], table[-1])
+    assert np.isnan(np.asarray(out[2])).all()
