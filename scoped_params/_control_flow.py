@@ -20,7 +20,8 @@ read, and
   are transparent to the stream (see ``_Keys``).
 
 ``sp.set_state`` inside them is an error: a loop body cannot hand a new state out except through its
-carry (``sp.layer_stack`` threads the state of repeated layers).
+carry (``sp.layer_stack`` threads the state of repeated layers). ``sp.remat`` alone threads it (and
+``sp.record``'s values) out, as extra results of its function.
 
 JAX's own errors (branches whose outputs differ, a carry that changes type, a traced value used as a
 shape) name the function JAX traced and its parameters: each closure handed to JAX carries the
@@ -39,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _frame
-from ._layer_stack import _frame_attrs, _Keys, _Snapshot
+from ._layer_stack import _frame_attrs, _Keys, _outside_error, _Snapshot, _state_values
 from ._scope import _TRACE
 
 
@@ -263,15 +264,53 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
     ``checkpoint_kwargs`` go to ``jax.checkpoint`` (``policy``, ``prevent_cse``, ``static_argnums``).
     Transparent, as ``hk.remat``: the function gets the parameters and ``sp.next_rng_key()`` keys it
     would get called directly, and so does everything after it (same dropout masks, same output).
+    State it sets (a training batch norm's moving statistics) and values it records leave it as
+    extra results of the checkpointed function, so they are those of the function called directly
+    (inside ``sp.layer_stack`` too: rematerialise each layer). Inside the function of an
+    ``sp.scan``, ``sp.cond``, ... that wrapper's rule holds: neither can leave it.
+
+    >>> def fn(x):
+    ...     block = sp.remat(lambda h: sp.layers.batch_normalization(sp.layers.dense(h, 4),
+    ...                                                              training=True))
+    ...     return block(x)
+    >>> model = sp.transform_with_state(fn)
+    >>> params, state = model.init(jax.random.key(0), jnp.ones((2, 3)))
+    >>> out, new_state = model.apply(params, state, jnp.ones((2, 3)))
     """
 
     @functools.wraps(f)
     def rematerialised(*args: Any, **kwargs: Any) -> Any:
         frame = _frame.current_wrapper("remat")
         keys = _Keys(frame, per_step=False)
-        body = _inside(frame, "sp.remat", f, keys)
-        out = jax.checkpoint(_stepless(body, f), **checkpoint_kwargs)(*args, **kwargs)
+        traces = _Traces(frame)
+        store = frame.store
+        # Under a jax.vmap, jax.grad, ... inside the model: what the function sets or records could
+        # not leave that trace (checked below, as sp.layer_stack checks it).
+        outside = _TRACE.value is not frame.trace
+
+        def body(*args: Any, **kwargs: Any) -> Any:
+            traces.enter(body)
+            before = _state_values(store) if frame.with_state else None
+            records: Optional[dict] = None if frame.records is None else {}
+            # frame.loop is kept: inside an sp.scan's function, state and records cannot leave it.
+            with _frame_attrs(frame, trace=_TRACE.value, rng=None, rng_count=0, records=records):
+                keys.enter(frame, None, None)
+                out = f(*args, **kwargs)
+                keys.exit(frame)
+            # The values the function set, still in the store: set again after the checkpoint,
+            # with its results (the store must not keep values of the checkpoint's trace).
+            new_state = {} if before is None else {
+                n: v for n, v in _state_values(store).items() if v is not before.get(n)}
+            return out, new_state, records
+
+        out, new_state, records = jax.checkpoint(_as(f, body), **checkpoint_kwargs)(*args, **kwargs)
         keys.finish(frame)
+        if outside and (new_state or records):
+            raise _outside_error(None, new_state, records)
+        for name, value in new_state.items():
+            store.set_state(frame, name, value)
+        if records and frame.records is not None:  # (records come back only where they are kept)
+            frame.records.update(records)
         return out
 
     return rematerialised

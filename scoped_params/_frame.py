@@ -287,9 +287,14 @@ def record(name: str, value: Any) -> None:
     Outside ``apply_with_intermediates`` this does nothing, so recording costs nothing in training
     (and the name is checked only there, but for its type: a name that is not a string is a
     ``TypeError`` in ``init`` and ``apply`` too). Named as TF names ``tf.identity(value, name=name)``: a
-    name recorded twice under one name scope gets ``_1``, ``_2``, ...; ``None`` (or ``""``) is
-    ``"Identity"``; a name ending in ``/`` is absolute (``"s/"`` records ``"s"`` whatever the name
-    scope); a name ``sp.name_scope`` refuses (``"bad name"``) is an ``InvalidNameError``.
+    name recorded twice under one name scope gets ``_1``, ``_2``, ..., and so does one a name scope
+    (or a layer's, e.g. ``dense``) already has: after ``sp.name_scope("attn")``, ``"attn"`` is
+    ``"attn_1"``; ``None`` (or ``""``) is ``"Identity"``; a name ending in ``/`` is absolute
+    (``"s/"`` records ``"s"`` whatever the name scope); a name ``sp.name_scope`` refuses (``"bad
+    name"``) is an ``InvalidNameError``. Unlike TF, a name scope opened after a record of its name
+    keeps the name (TF's would be ``attn_1``): name scopes never depend on whether intermediates are
+    collected, so there the record ``attn`` and ``attn/scores`` both exist and ``sp.unflatten`` of
+    the records refuses them; record under another name.
     """
     frame = current("record")
     if frame.records is None:
@@ -327,10 +332,21 @@ def record(name: str, value: Any) -> None:
         full = name[:-1]
     else:
         full = f"{stack}/{name}" if stack else name
-    # A suffix already taken (a record named "a_1", then "a" twice) is skipped, never overwritten,
-    # as TF's unique_name (TF refuses a repeated absolute name; here it gets a suffix too). Records
-    # have their own table: a name scope must not depend on whether intermediates are collected.
-    full = _scope.unique_in(names, full)
+    # TF's unique_name in the graph's one table of op and name-scope names: a record after a name
+    # scope of its name ("attn" after name_scope("attn")) gets a suffix, and a suffix already taken
+    # (a record or name scope "a_1", then "a" twice) is skipped, never overwritten (TF refuses a
+    # repeated absolute name; here it gets a suffix too). Records keep their own table and only
+    # read the name scopes': a name scope must not depend on whether intermediates are collected.
+    scopes = frame.names_in_use
+    key = full.lower()
+    count = names.get(key, 0)
+    names[key] = count + 1
+    count += scopes.get(key, 0)
+    if count:
+        while f"{key}_{count}" in names or f"{key}_{count}" in scopes:
+            count += 1
+        names[f"{key}_{count}"] = 1
+        full = f"{full}_{count}"
     frame.records[full] = value
 
 

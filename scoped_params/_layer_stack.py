@@ -30,7 +30,8 @@ import numpy as np
 
 from . import _frame
 from ._errors import NestedTraceError, ShapeMismatchError, StateError
-from ._params import ApplyStore, InitStore, _check_state_value, _shape_str
+from ._params import (ApplyStore, InitStore, _callable_with_three_args, _check_state_value,
+                      _constant_init_dtype, _shape_str, _takes_no_args, _tf_constant)
 from ._scope import _TRACE, scope
 from .initializers import _instantiate, default_initializer
 from .sharding import _StackedPartitioner, _stacked_sharding
@@ -44,21 +45,61 @@ def _stacked_initializer(init: Callable, num_layers: int) -> Callable:
         keys = jax.random.split(key, num_layers)
         return jax.vmap(lambda k: init(k, tuple(shape[1:]), dtype))(keys)
 
+    if not hasattr(init, "__name__"):  # an initializer object: errors name its class, as outside
+        # (a partial: no name a user could type, as outside)
+        stacked_init.__name__ = "<partial>" if isinstance(init, functools.partial) \
+            else type(init).__name__
     return stacked_init
 
 
-def _lift_init(init: Any, dtype: Any, num_layers: int) -> Any:
+def _lift_init(full: str, init: Any, shape: Any, dtype: Any, num_layers: int) -> Any:
+    """The initializer of the stacked parameter for a block's request of one layer's ``shape``:
+    each layer's slice is what the unrolled layer's ``init`` makes. An initializer the store would
+    refuse comes back as it is (``_StackView.get`` has the store raise its own error)."""
     init = _instantiate(init)
     if init is None:
-        init = default_initializer(np.dtype(dtype))  # the fans must be those of one layer
+        try:
+            init = default_initializer(np.dtype(dtype))  # the fans must be those of one layer
+        except TypeError:
+            return None  # no dtype: the store says so
         return None if init is None else _stacked_initializer(init, num_layers)
-    if callable(init):
-        return _stacked_initializer(init, num_layers)
-    # A constant: every layer starts from it.
-    if isinstance(init, (jax.Array, jax.core.Tracer)):
-        return jnp.broadcast_to(init, (num_layers,) + tuple(init.shape))
-    value = np.asarray(init)
+    if not callable(init):
+        return init if shape is not None else _lift_constant(full, init, num_layers)
+    if shape is None:
+        if not _takes_no_args(init):
+            return init
+        # TF's initializer without arguments, called once per unrolled layer: its value in each.
+        # A function still, so that the store calls it only when it creates the parameter (and
+        # apply only evaluates its shape).
+        return lambda: _lift_constant(full, init(), num_layers)
+    if not _callable_with_three_args(init):
+        return init
+    return _stacked_initializer(init, num_layers)
+
+
+def _lift_constant(full: str, value: Any, num_layers: int) -> Any:
+    """A constant initializer for every layer: broadcast along a new leading axis, in the dtype the
+    store gives it (TF's float32 for a Python float). One the store refuses comes back as it is."""
+    if isinstance(value, (jax.Array, jax.core.Tracer)):
+        return jnp.broadcast_to(value, (num_layers,) + tuple(value.shape))
+    try:
+        value = _tf_constant(full, value)
+        value = np.asarray(value, _constant_init_dtype(full, value))
+    except (TypeError, ValueError):
+        return value  # not a number (a string, a dict, a ShapeDtypeStruct): the store says so
     return np.broadcast_to(value, (num_layers,) + value.shape).copy()
+
+
+def _raise_refused_init(frame, outer: Any, full: str, shape: Any, dtype: Any, init: Any,
+                        reuse: Any, trainable: Any, collections: Any, kind: str) -> None:
+    """Raise the store's error for creating ``full`` with ``init``, a callable it refuses for a
+    shape (a Keras initializer, a no-argument function), for one layer's ``shape`` (with the
+    stacked one the error would show ``(num_layers, ...)``). Only in init, and only if ``full`` is
+    new (a request reusing it ignores its initializer)."""
+    root = _root(outer)
+    if isinstance(root, InitStore) and full not in root.specs and reuse is not True:
+        InitStore().get(frame, full, shape, dtype, init, None, None, trainable, collections, None,
+                        None, kind)  # a scratch store: raises before it creates anything
 
 
 def _lift_regularizer(regularizer: Any) -> Any:
@@ -125,8 +166,11 @@ class _StackView:
         if self.unstacked and full in self.unstacked:
             raise _depth_error(self.prefix, full, self.unstacked[full], self.num_layers)
         lifted_shape = None if shape is None else (self.num_layers,) + tuple(shape)
-        value = self.outer.get(frame, full, lifted_shape, dtype,
-                               _lift_init(init, dtype, self.num_layers),
+        lifted = _lift_init(full, init, shape, dtype, self.num_layers)
+        if lifted is init and shape is not None and callable(init):  # refused, unless reused
+            _raise_refused_init(frame, self.outer, full, shape, dtype, init, reuse, trainable,
+                                collections, kind)
+        value = self.outer.get(frame, full, lifted_shape, dtype, lifted,
                                _lift_regularizer(regularizer), reuse,
                                trainable, collections,
                                None if partitioner is None else _StackedPartitioner(partitioner),
@@ -334,9 +378,11 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
     Without per-layer inputs the block maps its arguments to new values of the same structure
     (``f(*carry) -> carry``). With ``with_per_layer_inputs=True`` it is ``f(carry, *xs) -> (carry,
     ys)``: each ``x`` in ``xs`` has a leading ``num_layers`` axis (a ``ValueError`` otherwise) and the
-    stacked ``ys`` come back. Inside the block ``sp.next_rng_key()`` gives each layer different keys,
-    from one key of the call's (taken only if the block draws, as in ``sp.scan``), and
-    ``sp.regularization_loss()`` is the unrolled model's running sum.
+    stacked ``ys`` come back (a ``TypeError`` naming the stack if the block returns no such pair).
+    ``unroll`` is ``jax.lax.scan``'s: layers per step of the loop, a positive int, or ``True`` for
+    none. Inside the block ``sp.next_rng_key()`` gives each layer different keys, from one key of
+    the call's (taken only if the block draws, as in ``sp.scan``), and ``sp.regularization_loss()``
+    is the unrolled model's running sum.
 
     >>> def fn(x):
     ...     @sp.layer_stack(6, name="encoder")
@@ -357,6 +403,20 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
         raise ValueError(f"layer_stack: num_layers must be a positive int, got {num_layers!r}.\n"
                          "  fix: a stack has at least one layer; call the block itself for one.")
     num_layers = count
+    if not isinstance(unroll, bool):  # checked here: scan's own message names no stack
+        error: type = ValueError
+        try:
+            steps = operator.index(unroll)
+        except TypeError:
+            steps, error = 0, TypeError
+        if steps < 1:
+            stack = "sp.layer_stack" + (f" {name!r}" if name is not None else "")
+            raise error(
+                f"{stack}: unroll must be a positive int or a bool, got {unroll!r}: the number of "
+                "layers each step of its loop (jax.lax.scan) runs.\n"
+                "  fix: unroll=1 (the default, one layer per step), unroll=k (k layers per step: "
+                "less loop overhead, longer compile) or unroll=True (no loop).")
+        unroll = steps
 
     def decorator(f: Callable) -> Callable:
         @functools.wraps(f)
@@ -408,10 +468,28 @@ def _check_per_layer_inputs(prefix: str, num_layers: int, xs: tuple) -> None:
         f"x_{num_layers - 1}])); pass a value every layer shares in the carry or a closure.")
 
 
-def _call_block(f, carry, xs, per_layer):
+def _call_block(f, carry, xs, per_layer, prefix):
     if per_layer:
-        return f(carry, *xs)
+        out = f(carry, *xs)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise _pair_error(prefix, out)
+        return out
     return _as_tuple(f(*carry), len(carry))
+
+
+def _pair_error(prefix: str, out: Any) -> TypeError:
+    """A block with per-layer inputs returned no (carry, ys) pair (only the new carry, say)."""
+    found = _describe_carry(out)
+    if isinstance(out, (tuple, list)):
+        found = f"a {type(out).__name__} of {len(out)}: {found}"
+    return TypeError(
+        f"sp.layer_stack '{prefix[:-1]}' (with_per_layer_inputs=True): the block returns a pair "
+        "(carry, ys), the new carry (the next layer's input) and this layer's outputs (stacked "
+        "into the stack's ys).\n"
+        f"  asked: (carry, ys)\n  found: {found}\n"
+        "  fix: return (new_carry, ys) from the block, e.g. `return h, h` (ys may be None); a block "
+        "without per-layer outputs takes no per-layer inputs: drop with_per_layer_inputs=True and "
+        "pass them in a closure or the carry.")
 
 
 def _run_once(frame, f, prefix, num_layers, carry, xs, keys, per_layer):
@@ -422,7 +500,7 @@ def _run_once(frame, f, prefix, num_layers, carry, xs, keys, per_layer):
     # As layer 0: the block's regularization_loss() has no earlier layers' terms to add.
     with _frame_attrs(frame, store=view, rng=None, rng_count=0, regularized=list(terms)):
         keys.enter(frame, 0, None)
-        out = _call_block(f, carry, layer_xs, per_layer)
+        out = _call_block(f, carry, layer_xs, per_layer, prefix)
         keys.exit(frame)
     terms.extend(view.after.values())
     if per_layer:
@@ -522,7 +600,7 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
                               trace=_TRACE.value, regularized=terms + [
                                   (functools.partial(_earlier_layers, token, running), None)]):
                 keys.enter(frame, index, None)
-                out = _call_block(f, c, layer_xs, per_layer)
+                out = _call_block(f, c, layer_xs, per_layer, prefix)
                 keys.exit(frame)
                 if running is not None:  # this layer's terms follow the earlier layers' entry
                     running = _add_layer(frame, token, running,
@@ -562,24 +640,41 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
     return new_carry if len(carry) != 1 else new_carry[0]
 
 
-def _outside_error(prefix: str, new_state: Dict[str, Any], records: Dict[str, Any]) -> Exception:
+def _outside_error(prefix: Optional[str], new_state: Dict[str, Any],
+                   records: Dict[str, Any]) -> Exception:
     """The block set state or recorded, but the stack runs under a JAX transformation inside the
-    model (jax.vmap, jax.grad, ...): the errors of sp.set_state / sp.record called there directly."""
-    stack = f"sp.layer_stack '{prefix[:-1]}'"
+    model (jax.vmap, jax.grad, ...): the errors of sp.set_state / sp.record called there directly.
+    (``prefix`` None: the function of an ``sp.remat`` did.)"""
+    if prefix is None:
+        where, function, caller = "the function of sp.remat", "the function", "sp.remat"
+        outputs = function
+    else:
+        where, function, caller = f"the block of sp.layer_stack '{prefix[:-1]}'", "the block", \
+            "the stack"
+        outputs = "the block (with_per_layer_inputs=True gives per-layer outputs)"
     transformation = ("inside a function that a JAX transformation (jax.vmap, jax.grad, a "
                       "jax.custom_vjp, ...) runs within the model")
     if new_state:
         return StateError(
-            f"sp.set_state, state '{next(iter(new_state))}', in the block of {stack} was called "
+            f"sp.set_state, state '{next(iter(new_state))}', in {where} was called "
             f"{transformation}: the new value belongs to that trace and cannot leave it.\n"
-            "  fix: return the new value from the block (or from the transformed function) and "
-            "call sp.set_state outside the transformation; or call the stack outside it.")
+            f"  fix: return the new value from {function} (or from the transformed function) and "
+            f"call sp.set_state outside the transformation; or call {caller} outside it.")
     return NestedTraceError(
-        f"sp.record, record '{next(iter(records))}', in the block of {stack} was called "
+        f"sp.record, record '{next(iter(records))}', in {where} was called "
         f"{transformation}: the value belongs to that trace and cannot leave it.\n"
-        "  fix: return the value from the block (with_per_layer_inputs=True gives per-layer "
-        "outputs) or from the transformed function and record it outside the transformation; or "
-        "call the stack outside it.")
+        f"  fix: return the value from {outputs} or from the transformed function and record it "
+        f"outside the transformation; or call {caller} outside it.")
+
+
+def _state_values(store: Any) -> Dict[str, Any]:
+    """The current value of every state entry ``sp.set_state`` may write through ``store``, by name
+    (``sp.remat`` finds what its function wrote by comparing them; init writes nothing)."""
+    if isinstance(store, _StackView):  # only the stack's own state: it refuses any other
+        return {n: store.slices[n] for n in store.written}
+    if isinstance(store, ApplyStore):
+        return dict(store.state)
+    return {}
 
 
 def _depth_error(prefix: str, name: str, value: Any, num_layers: int) -> ShapeMismatchError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
@@ -35,8 +36,9 @@ class ParamSpec:
 
     @property
     def size(self) -> int:
-        """The number of values (the product of the shape)."""
-        return int(np.prod(self.shape, dtype=np.int64))
+        """The number of values (the product of the shape), exact however large: a Python int, where
+        NumPy's int64 product would wrap past 2**63 (an abstract what-if model can be that big)."""
+        return math.prod(map(int, self.shape))
 
     @property
     def nbytes(self) -> int:
