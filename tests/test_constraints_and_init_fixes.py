@@ -109,9 +109,12 @@ def test_init_turns_tf_tensors_an_initializer_returns_into_jax_arrays():
         return (x * sp.get_param("a", [2], init=wrapped) * sp.get_param("b", [2], init=wrapped)
                 * sp.get_param("c", [3, 2], init=wrapped).sum(0))
 
+    from tensorflow.python.eager import context
+
     model = sp.transform(fn)
     for run in (model.init, jax.jit(model.init)):
-        params = run(KEY, jnp.ones(2))
+        with context.eager_mode():  # another test module turns TF's eager execution off globally
+            params = run(KEY, jnp.ones(2))
         for name, value in sp.flatten(params).items():
             assert isinstance(value, jax.Array), (name, type(value))
             np.testing.assert_allclose(value, np.full(value.shape, 0.4, np.float32))
