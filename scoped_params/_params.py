@@ -9,6 +9,7 @@ fails in the other with the same words.
 
 from __future__ import annotations
 
+import cmath
 import inspect
 import logging
 import operator
@@ -30,9 +31,9 @@ from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, Na
 from . import initializers as _initializers
 from ._regularizers import _is_floating, non_floating_error as _non_floating_error
 from ._scope import (_TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, as_np_dtype,
-                     default_name_hint, getter_signature_error)
+                     call_getter, default_name_hint)
 from ._spec import ParamSpec
-from ._tree import flatten, refuses_call
+from ._tree import flatten
 from .initializers import _instantiate, default_initializer
 
 PARAM = "param"
@@ -47,10 +48,12 @@ _current_frame = _frame._FRAME.get  # the trace frame, or None outside a transfo
 _LOG = logging.getLogger("scoped_params")
 
 _SCALAR_TYPE = type(jnp.float32)
+# What comparing a shape holding a JAX integer with a stored shape raises inside a jit trace (JAX
+# stages the ==): get_param then reads the integer with operator.index, as init does.
+_ConcretizationError = jax.errors.ConcretizationTypeError
 _FLOAT32 = np.dtype(np.float32)  # TF's default dtype of a variable (its true getter's)
 _VALID_FULL_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
-_TF_ONLY_KWARGS = frozenset({"caching_device", "validate_shape", "use_resource", "synchronization",
-                             "aggregation", "partition_info", "kind"})
+_TF_ONLY_KWARGS = frozenset({"partition_info", "kind"})  # taken by the next getter, and dropped
 
 
 # --- public entry points ------------------------------------------------------------------------
@@ -119,7 +122,7 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             aval = value.aval
                         except AttributeError:  # NumPy arrays; a sub-dict (not a parameter) goes on
                             if hasattr(value, "dtype"):
-                                aval, value = value, _as_jax_leaf(value)
+                                aval, value = value, _as_jax_leaf(value, full)
                         if aval is not None:
                             # The creation site, for "already exists" errors (see ApplyStore.get).
                             f = _getframe(1)
@@ -138,16 +141,21 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                         aval = value.aval
                     except AttributeError:
                         if hasattr(value, "dtype"):
-                            aval, value = value, _as_jax_leaf(value)
+                            aval, value = value, _as_jax_leaf(value, full)
             if aval is not None:
                 # A list equal to the shape matches as a tuple does: TF code writes [784, 10]. Any
                 # other spelling (an int, a NumPy array, a partly known shape) or a mismatch is
                 # converted as init converts it (a NumPy array would compare elementwise).
-                if type(shape) is not tuple or shape != aval.shape:
-                    if type(shape) is not list or shape != [*aval.shape]:
-                        shape = _as_shape(shape, full)  # a partly known shape, or a mismatch
-                        if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
-                            raise _shape_error(full, shape, aval.shape, created[full], passed)
+                try:
+                    if type(shape) is not tuple or shape != aval.shape:
+                        if type(shape) is not list or shape != [*aval.shape]:
+                            shape = _as_shape(shape, full)  # a partly known shape, or a mismatch
+                            if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
+                                raise _shape_error(full, shape, aval.shape, created[full], passed)
+                except _ConcretizationError:  # a JAX integer in the shape, compared in a jit trace
+                    shape = _as_shape(shape, full)  # its int, or the error for a traced one
+                    if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
+                        raise _shape_error(full, shape, aval.shape, created[full], passed) from None
                 found = aval.dtype
                 if dtype is None:
                     dtype = scope.dtype
@@ -312,14 +320,18 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
         return store.get(frame, full, shape, dtype, init, regularizer, scope.reuse, trainable,
                          collections, partitioner, sharding, kind, constraint)
 
-    # The next getter of the outermost custom getter. Its defaults are TF's _true_getter's, for a
-    # getter that leaves arguments out (a shared helper: next_getter("scale", shape=[])): dtype
-    # float32, reuse None (get-or-create, TF's AUTO_REUSE), trainable None (True), no initializer
-    # (Glorot / zeros), no regularizer, ... -- not the request's nor the scope's, which reach the
-    # getter in its kwargs. (dtype=None, which TF refuses, means the scope's dtype.)
+    # The next getter of the outermost custom getter: TF's _true_getter's arguments, in its order
+    # (a getter may pass them by position), and sharding=. Its defaults are TF's, for a getter that
+    # leaves arguments out (a shared helper: next_getter("scale", shape=[])): dtype float32, reuse
+    # None (get-or-create, TF's AUTO_REUSE), trainable None (True), no initializer (Glorot /
+    # zeros), no regularizer, ... -- not the request's nor the scope's, which reach the getter in
+    # its kwargs. (dtype=None, which TF refuses, means the scope's dtype.) TF's runtime settings
+    # (caching_device, validate_shape, use_resource, synchronization, aggregation) are taken and
+    # have no counterpart here.
     def true_getter(name, shape=None, dtype=_FLOAT32, initializer=None, regularizer=None, reuse=None,
-                    trainable=None, collections=None, partitioner=None, sharding=None,
-                    constraint=None, **tf_kwargs):
+                    trainable=None, collections=None, caching_device=None, partitioner=None,
+                    validate_shape=True, use_resource=None, constraint=None, synchronization=None,
+                    aggregation=None, *, sharding=None, **tf_kwargs):
         unknown = set(tf_kwargs) - _TF_ONLY_KWARGS
         if unknown:
             raise TypeError(f"custom getter passed unknown arguments {sorted(unknown)} for '{name}'.")
@@ -329,42 +341,11 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
                          initializer, regularizer, AUTO_REUSE if reuse is None else reuse,
                          trainable, collections, partitioner, sharding, kind, constraint)
 
-    kwargs = dict(shape=shape, dtype=dtype, initializer=init, regularizer=regularizer,
+    # As TF calls it (see call_getter): by keyword, constraint= and sharding= only if it takes them.
+    kwargs = dict(name=full, shape=shape, dtype=dtype, initializer=init, regularizer=regularizer,
                   reuse=scope.reuse, trainable=trainable, collections=collections,
-                  partitioner=partitioner, sharding=sharding)
-    if _takes_constraint(getter):  # TF passes it only to a getter that can take it
-        kwargs["constraint"] = constraint
-    try:
-        return getter(true_getter, full, **kwargs)
-    except TypeError as error:
-        if not refuses_call(getter, (true_getter, full), kwargs):
-            raise  # raised inside the getter (or told already by a nested one): as it is
-        raise getter_signature_error(getter, full, error) from None
-
-
-# getter -> whether it takes a `constraint` keyword (a parameter of that name, or **kwargs)
-_TAKES_CONSTRAINT: Dict[Any, bool] = {}
-
-
-def _takes_constraint(getter: Callable) -> bool:
-    try:
-        return _TAKES_CONSTRAINT[getter]
-    except (KeyError, TypeError):  # not seen yet, or not hashable
-        pass
-    try:
-        params = inspect.signature(getter).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (some builtins): TF's has_kwargs is False
-        takes = False
-    else:
-        takes = any(p.kind is p.VAR_KEYWORD or (p.name == "constraint" and p.kind in (
-            p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) for p in params)
-    try:
-        if len(_TAKES_CONSTRAINT) >= 4096:
-            _TAKES_CONSTRAINT.clear()
-        _TAKES_CONSTRAINT[getter] = takes
-    except TypeError:
-        pass
-    return takes
+                  partitioner=partitioner, constraint=constraint, sharding=sharding)
+    return call_getter(getter, true_getter, (), kwargs)
 
 
 _index = operator.index
@@ -419,6 +400,14 @@ def _bad_shape_error(shape: Any, full: str) -> Exception:
         dims = list(shape)
     except TypeError:  # an int (or a bool) given as the shape
         dims = [shape]
+    if any(map(_is_tracer, dims)):  # a size computed with jnp inside the model (init, jit)
+        shown = "(" + ", ".join("<traced>" if _is_tracer(d) else repr(d) for d in dims) + ")"
+        return TypeError(
+            f"The shape {shown}{where} has a dimension that is a traced JAX value: a parameter's "
+            "shape must be static, known while the model is traced (init, jax.jit), not computed "
+            "from its inputs' values.\n"
+            "  fix: compute the size from static values: x.shape[-1], Python or NumPy ints, or "
+            "int(...) of a JAX integer computed outside the model.")
     for d in dims:
         if isinstance(d, (bool, np.bool_)):
             return TypeError(
@@ -567,16 +556,32 @@ def _constant_with_shape_error(full: str, init: Any) -> Exception:
         full, "If initializer is a constant, do not specify shape", _CONST_SHAPE_FIX)
 
 
-def _as_jax_leaf(value: Any) -> Any:
-    """``value``, a leaf of apply's ``params`` or ``state`` with a dtype but no ``aval`` (a NumPy
-    array, as ``sp.checkpoint.load`` returns), as the ``jax.Array`` ``jax.jit`` would make of it:
-    ``get_param`` returns a ``jax.Array``, and the model must never hold the caller's own array
-    (``w *= 2.0`` would change the caller's params in place). A leaf JAX cannot hold (strings)
-    stays as it is: the dtype check names it."""
+def _as_jax_leaf(value: Any, full: str, kind: str = PARAM) -> Any:
+    """``value``, the leaf ``full`` of apply's ``params`` or ``state`` with a dtype but no ``aval``
+    (a NumPy array, as ``sp.checkpoint.load`` returns), as the ``jax.Array`` ``jax.jit`` would make
+    of it: ``get_param`` returns a ``jax.Array``, and the model must never hold the caller's own
+    array (``w *= 2.0`` would change the caller's params in place). A leaf JAX cannot hold
+    (strings) stays as it is: the dtype check names it. A ``jax.ShapeDtypeStruct`` is an error."""
     try:
         return jnp.asarray(value)
     except (TypeError, ValueError):
+        if isinstance(value, jax.ShapeDtypeStruct):
+            raise _abstract_leaf_error(full, value, kind) from None
         return value
+
+
+def _abstract_leaf_error(full: str, value: Any, kind: str) -> ParamsTypeError:
+    """The error for a ``jax.ShapeDtypeStruct`` in apply's ``params`` or ``state``: what
+    ``jax.eval_shape(model.init, ...)`` or ``sp.sharding.abstract_params`` return (a checkpoint's
+    restore target), which describe the arrays but hold no values."""
+    what, tree = ("Parameter", "params") if kind is PARAM else ("State", "state")
+    return ParamsTypeError(
+        f"{what} '{full}' in {tree} is a jax.ShapeDtypeStruct (shape {_shape_str(tuple(value.shape))}"
+        f", dtype {np.dtype(value.dtype).name}), which has no values.\n"
+        f"  asked: an array for '{full}' in apply\n"
+        "  found: an abstract value, as jax.eval_shape(model.init, ...) or "
+        "sp.sharding.abstract_params return (a checkpoint's restore target)\n"
+        f"  fix: pass the arrays init or checkpoint.load returned.")
 
 
 def _canonical_numpy_leaf(value: Any, asked: Any) -> Any:
@@ -1140,7 +1145,7 @@ class ApplyStore:
             if not (hasattr(value, "shape") and hasattr(value, "dtype")):
                 raise _leaf_type_error(full, value, kind) from None  # eagerly: jit would make it an array
             # NumPy: checked as found (aval), handed out as the jax.Array jit would make of it.
-            aval, value = value, _as_jax_leaf(value)
+            aval, value = value, _as_jax_leaf(value, full, kind)
         created = self.created
         if reuse is True or (reuse is AUTO_REUSE and full in created):
             if full not in created:
@@ -1169,7 +1174,10 @@ class ApplyStore:
             elif shape is None:  # a no-argument initializer fixes shape and dtype in init
                 shape, dtype = _created_without_shape(full, init, dtype)
         if shape is not None:
-            if type(shape) is not tuple or shape != aval.shape:  # (-1, 3) is an error, not a mismatch
+            try:
+                if type(shape) is not tuple or shape != aval.shape:  # (-1, 3) is an error, not a mismatch
+                    shape = _as_shape(shape, full)
+            except _ConcretizationError:  # a JAX integer in the shape, compared in a jit trace
                 shape = _as_shape(shape, full)
             if shape != aval.shape and not _compatible(shape, aval.shape):
                 raise _shape_error(full, shape, aval.shape, created.get(full), _ARGUMENT.get(passed))
@@ -1185,8 +1193,7 @@ class ApplyStore:
         old = self.state.get(full)
         if old is None or full not in self.created:
             raise _parameter_not_state(full) if full in self.params else _undeclared_state(full)
-        _check_state_value(full, value, old.shape, old.dtype)
-        self.state[full] = value
+        self.state[full] = _check_state_value(full, value, old.shape, old.dtype)
 
 
 def _is_tracer(x: Any) -> bool:
@@ -1263,13 +1270,20 @@ def _parameter_not_state(full: str) -> StateError:
     )
 
 
-def _check_state_value(full: str, value: Any, shape, dtype) -> None:
+def _check_state_value(full: str, value: Any, shape, dtype) -> Any:
+    """The new ``value`` of the state ``full`` as it is stored, or the error for a value that does
+    not keep the state's ``shape`` and ``dtype``. A Python number or NumPy scalar is converted to a
+    (strongly typed) array of ``dtype`` as TF's ``tf.assign`` converts it, if that loses nothing;
+    a weakly typed JAX array becomes strongly typed: either would change the dtype the next call
+    computes in."""
+    if isinstance(value, _NUMBERS):
+        return _state_number(full, value, shape, dtype)
     vshape, vdtype = tuple(np.shape(value)), _constant_dtype(value)
     if vshape != tuple(shape) or vdtype != dtype:
         # A NumPy state leaf in apply (float64, say) holds what jax.jit reads of it (float32).
         dtype = jax.dtypes.canonicalize_dtype(dtype)
         if vshape == tuple(shape) and vdtype == dtype:
-            return
+            return value
         if np.dtype(vdtype).kind in "OSU":  # a string, None, a dict: no array at all
             raise TypeError(
                 f"sp.set_state: the new value of state '{full}' is {type(value).__name__} "
@@ -1283,3 +1297,58 @@ def _check_state_value(full: str, value: Any, shape, dtype) -> None:
             f"{np.dtype(dtype).name}, but the new value has shape {_shape_str(vshape)} dtype "
             f"{np.dtype(vdtype).name}.\n  fix: cast/reshape the value to the declared shape and dtype."
         )
+    if getattr(getattr(value, "aval", None), "weak_type", False):
+        return jax.lax.convert_element_type(value, dtype)
+    return value
+
+
+# A number set_state converts to the state's dtype (np.generic: NumPy scalars, strings included),
+# and the kind (see _number_kind) of a Python number.
+_NUMBERS = (bool, int, float, complex, np.generic)
+_PYTHON_KINDS = {bool: 0, int: 1, float: 2, complex: 3}
+
+
+def _number_kind(dtype: Any) -> int:
+    """0 bool, 1 integer, 2 floating, 3 complex (the order TF converts a Python number along);
+    4 for any other dtype."""
+    for kind, family in enumerate((np.bool_, jnp.integer, jnp.floating, jnp.complexfloating)):
+        if jnp.issubdtype(dtype, family):
+            return kind
+    return 4
+
+
+def _state_number(full: str, value: Any, shape, dtype) -> jax.Array:
+    """``set_state(full, value)`` with a Python number or NumPy scalar: an array of the state's
+    dtype, as TF's ``tf.assign(v, 3)`` gives ``3.0`` for a float32 ``v``, or the error for a number
+    of a kind the dtype does not hold (2.5 for an integer state), or out of its range."""
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    kind = _number_kind(value.dtype) if isinstance(value, np.generic) else _PYTHON_KINDS[type(value)]
+    if kind == 4:  # a NumPy string or the like: no number
+        return _check_state_value(full, np.asarray(value), shape, dtype)
+    name = np.dtype(dtype).name
+    if tuple(shape) != ():
+        raise ShapeMismatchError(
+            f"sp.set_state: state '{full}' holds shape {_shape_str(tuple(shape))} dtype {name}, but "
+            f"the new value is {type(value).__name__} {value!r}, a scalar.\n"
+            f"  fix: pass an array of that shape, e.g. jnp.full({tuple(shape)}, value, jnp.{name}).")
+    head = (f"sp.set_state: state '{full}' holds dtype {name}, but the new value is "
+            f"{type(value).__name__} {value!r}")
+    if kind > _number_kind(dtype):
+        raise DtypeMismatchError(
+            f"{head}, which {name} cannot hold without losing part of it (TF refuses it too).\n"
+            f"  fix: convert it as you mean it, e.g. jnp.asarray(round(value), jnp.{name}).")
+    if kind == 1 and jnp.issubdtype(dtype, jnp.integer):
+        info = np.iinfo(dtype)
+        lost = not info.min <= value <= info.max  # TF wraps it around
+    else:
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                converted = np.asarray(value).astype(dtype)
+            lost = not np.isfinite(converted) and cmath.isfinite(value)
+        except OverflowError:  # a Python int past any float's range
+            lost = True
+    if lost:
+        raise DtypeMismatchError(
+            f"{head}, out of the range of {name}.\n"
+            "  fix: pass a value the dtype holds, or declare the state with a wider dtype.")
+    return jnp.asarray(value, dtype)

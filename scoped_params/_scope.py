@@ -188,22 +188,69 @@ def _wrap_custom_getter(new: Optional[Callable], old: Optional[Callable]) -> Opt
 
     def wrapped(getter, *args, **kwargs):
         def next_getter(*a, **k):
-            try:
-                return old(getter, *a, **k)
-            except TypeError as error:
-                if not refuses_call(old, (getter,) + a, k):
-                    raise
-                raise getter_signature_error(old, a[0] if a else k.get("name"), error) from None
+            return call_getter(old, getter, a, k)
 
-        try:
-            return new(next_getter, *args, **kwargs)
-        except TypeError as error:
-            if not refuses_call(new, (next_getter,) + args, kwargs):
-                raise
-            raise getter_signature_error(new, args[0] if args else kwargs.get("name"),
-                                         error) from None
+        return call_getter(new, next_getter, args, kwargs)
 
     return wrapped
+
+
+def call_getter(getter: Callable, next_getter: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:
+    """``getter(next_getter, *args, **kwargs)`` as TF calls a custom getter: every argument by
+    keyword, name too, and ``constraint=`` and ``sharding=`` only if it takes them (see
+    ``getter_keywords``); the error for a getter that cannot be called so names the parameter."""
+    takes = getter_keywords(getter)
+    if len(takes) < 3:
+        if not args and "name" not in takes and "name" in kwargs:  # getter(next_getter, n, ...)
+            args = (kwargs["name"],)
+        kwargs = {k: v for k, v in kwargs.items() if k in takes or k not in _GETTER_KEYWORDS}
+    try:
+        return getter(next_getter, *args, **kwargs)
+    except TypeError as error:
+        if not refuses_call(getter, (next_getter,) + args, kwargs):
+            raise  # raised inside the getter (or told already by a nested one): as it is
+        raise getter_signature_error(getter, args[0] if args else kwargs.get("name"),
+                                     error) from None
+
+
+# The keywords a custom getter is passed only if it can take them: constraint=, as TF, which added
+# it after users had written getters without it, sharding=, which is ours, and name=, which TF
+# passes by keyword, but a getter written as sp's getter(next_getter, name, ...) with its second
+# parameter named otherwise (lambda g, n, *a, **k: ...) gets by position.
+_GETTER_KEYWORDS = frozenset({"name", "constraint", "sharding"})
+# getter -> those of _GETTER_KEYWORDS it takes by keyword
+_GETTER_TAKES: Dict[Any, frozenset] = {}
+
+
+def getter_keywords(getter: Callable) -> frozenset:
+    """Which of ``name=``, ``constraint=`` and ``sharding=`` the custom getter ``getter`` is passed
+    by keyword: ``constraint`` and ``sharding`` if it names them as parameters or takes ``**kwargs``
+    (TF's ``fn_args`` and ``has_kwargs``); ``name`` unless its second positional parameter has
+    another name (then ``name`` goes by position)."""
+    try:
+        return _GETTER_TAKES[getter]
+    except (KeyError, TypeError):  # not seen yet, or not hashable
+        pass
+    try:
+        params = list(inspect.signature(getter).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (some builtins): TF's has_kwargs is False
+        takes: frozenset = frozenset()
+    else:
+        named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            named |= _GETTER_KEYWORDS
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(positional) > 1 and (positional[1].name != "name"
+                                    or positional[1].kind is inspect.Parameter.POSITIONAL_ONLY):
+            named.discard("name")
+        takes = frozenset(named & _GETTER_KEYWORDS)
+    try:
+        if len(_GETTER_TAKES) >= 4096:
+            _GETTER_TAKES.clear()
+        _GETTER_TAKES[getter] = takes
+    except TypeError:
+        pass
+    return takes
 
 
 def getter_signature_error(getter: Callable, full: Any, error: TypeError) -> TypeError:
@@ -212,8 +259,9 @@ def getter_signature_error(getter: Callable, full: Any, error: TypeError) -> Typ
     return TypeError(
         f"The custom getter {_callable_name(getter)} cannot be called as getter(next_getter, name, "
         f"*args, **kwargs), TF 1.x's convention, for parameter '{full}': {error}.\n"
-        f"  asked: getter(next_getter, '{full}', shape=..., dtype=..., initializer=..., "
-        "regularizer=..., reuse=..., trainable=..., ...)\n"
+        f"  asked: getter(next_getter, name='{full}', shape=..., dtype=..., initializer=..., "
+        "regularizer=..., reuse=..., trainable=..., collections=..., partitioner=...; constraint= "
+        "and sharding= only if it takes them)\n"
         "  fix: def getter(next_getter, name, *args, **kwargs): ... return next_getter(name, *args, "
         "**kwargs) (forwarding **kwargs keeps the request's shape, dtype and initializer).")
 
@@ -636,10 +684,15 @@ def reentered(captured: Scope, reuse: Any) -> Scope:
     without ``captured``'s constraint, which TF's re-entry does not bring).
 
     Unlike ``sp.scope(captured)``'s jump, this moves no counters (a block that opens no scope cannot
-    tell) and keeps ``captured``'s direct lookup in ``apply`` (its sub-dict of this call's params).
+    tell) and keeps ``captured``'s direct lookup in ``apply`` (its sub-dict of this call's params),
+    unless the call's store is no longer apply's own (the block of an ``sp.layer_stack``, whose
+    view must see every request).
     """
+    values = captured._values
+    if values is not None and type(_current_frame().store) is not _params.ApplyStore:
+        values = None
     same_reuse = not reuse or reuse is captured._reuse
-    if same_reuse and captured.constraint is None:
+    if same_reuse and captured.constraint is None and values is captured._values:
         return captured
     name = captured.prefix[:-1]
     if same_reuse:
@@ -648,7 +701,7 @@ def reentered(captured: Scope, reuse: Any) -> Scope:
         origin = (name, user_site(), f"reuse={_describe_reuse(reuse)}")
     s = _sub_scope(captured, name, reuse, origin, captured.original_name_scope)
     s.prefix = captured.prefix  # "" at the root, which _sub_scope's path would not give
-    s._values = captured._values  # its own sub-dict, not a child's
+    s._values = values  # its own sub-dict, not a child's
     return s
 
 
@@ -858,7 +911,10 @@ def scope(name_or_scope: Union[str, Scope, None] = None, *tf_positional: Any,
       request's settings.
 
     Returns a context manager; ``with sp.scope(...) as s`` gives the new ``sp.Scope``. Each ``with``
-    enters it anew, so one object may be entered again, even while it is open (it then nests).
+    enters it anew, so one object may be entered again, even while it is open (it then nests), and
+    an exit closes its latest entry. ``sp.scope("a")`` is one shared object per name: an outer
+    ``sp.scope("a")`` closed by hand (``__exit__``) while an inner ``sp.scope("a")`` is open closes
+    the inner one, where TF raises "Improper nesting" (``with`` blocks never close out of order).
 
     >>> def fn(x):
     ...     with sp.scope("layer"):
@@ -1313,3 +1369,7 @@ def _check_components(name: str, what: Union[str, Callable[[], str]]) -> None:
             f"  asked: {what() if callable(what) else what}\n"
             "  fix: drop the leading, trailing or doubled '/'."
         )
+
+
+# Last, because _params imports this module (reentered reads its ApplyStore).
+from . import _params  # noqa: E402

@@ -1,0 +1,295 @@
+"""get_param's and set_state's contract: a layer object shared into an sp.layer_stack, set_state of
+Python numbers, custom getters called as TF 1.x calls them, concrete JAX integers in shapes under
+jax.jit, abstract (ShapeDtypeStruct) params, and the nesting of one shared scope object."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+KEY = jax.random.key(0)
+X = np.random.RandomState(0).randn(4, 6).astype(np.float32)
+
+
+# --- a layer object called before an sp.layer_stack and inside its block --------------------------
+
+
+def test_a_layer_object_called_before_a_layer_stack_shares_its_kernel_inside_the_block_in_apply():
+    def stacked(x):
+        layer = sp.layers.Dense(6)
+        y = layer(x)
+        return sp.layer_stack(3, name="b")(lambda h: jnp.tanh(layer(h)))(y)
+
+    def unrolled(x):
+        layer = sp.layers.Dense(6)
+        y = layer(x)
+        for _ in range(3):
+            y = jnp.tanh(layer(y))
+        return y
+
+    model = sp.transform(stacked)
+    params = model.init(KEY, X)
+    assert jax.tree.map(jnp.shape, params) == {"dense": {"bias": (6,), "kernel": (6, 6)}}
+    expected = sp.transform(unrolled).apply(params, X)
+    np.testing.assert_allclose(model.apply(params, X), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(model.apply)(params, X), expected, rtol=1e-5, atol=1e-6)
+
+
+# --- set_state of a Python number -----------------------------------------------------------------
+
+
+def _scale_model(x, value):
+    c = sp.get_state("scale", (), init=sp.initializers.ones)  # float32 state
+    if value is not None:
+        sp.set_state("scale", value)
+    return x * c
+
+
+@pytest.mark.parametrize("value", [0.5, 3, True, np.float64(0.5), np.int64(3), np.float32(0.5)])
+def test_set_state_of_a_number_stores_a_strongly_typed_array_of_the_declared_dtype(value):
+    model = sp.transform_with_state(_scale_model)
+    xb = jnp.ones(3, jnp.bfloat16)
+    params, state = model.init(KEY, xb, value)
+    out0, _ = model.apply(params, state, xb, None)
+    for apply in (model.apply, jax.jit(model.apply, static_argnums=3)):
+        _, new_state = apply(params, state, xb, value)
+        leaf = new_state["scale"]
+        assert isinstance(leaf, jax.Array) and leaf.dtype == jnp.float32 and not leaf.weak_type
+        assert float(leaf) == float(value)
+        out1, _ = jax.jit(model.apply, static_argnums=3)(params, new_state, xb, None)
+        assert out1.dtype == out0.dtype  # float32: the state computes as it did before
+
+
+def test_set_state_of_a_weakly_typed_array_stores_it_strongly_typed():
+    model = sp.transform_with_state(_scale_model)
+    params, state = model.init(KEY, jnp.ones(3), None)
+    _, new_state = model.apply(params, state, jnp.ones(3), jnp.asarray(0.5))
+    assert new_state["scale"].dtype == jnp.float32 and not new_state["scale"].weak_type
+
+
+@pytest.mark.parametrize("dtype, value", [(jnp.int32, 3), (jnp.int32, True), (jnp.bfloat16, 0.5),
+                                          (jnp.complex64, 3), (jnp.bool_, True), (jnp.uint8, 255)])
+def test_set_state_converts_a_number_of_a_compatible_kind_like_tf_assign(dtype, value):
+    def fn(x):
+        sp.get_state("m", (), init=sp.initializers.zeros, dtype=dtype)
+        sp.set_state("m", value)
+        return x
+
+    model = sp.transform_with_state(fn)
+    params, state = model.init(KEY, jnp.ones(3))
+    _, new_state = model.apply(params, state, jnp.ones(3))
+    assert new_state["m"].dtype == jnp.dtype(dtype)
+    assert new_state["m"] == jnp.asarray(value, dtype)
+
+
+@pytest.mark.parametrize("dtype, value, why", [
+    (jnp.int32, 2.5, "int32"), (jnp.int32, np.float32(2.0), "int32"), (jnp.bool_, 1, "bool"),
+    (jnp.float32, 1 + 2j, "float32"), (jnp.int32, 2 ** 40, "range"), (jnp.uint8, -1, "range"),
+    (jnp.float16, 1e6, "range")])
+def test_set_state_refuses_a_number_it_cannot_convert_without_loss(dtype, value, why):
+    def fn(x):
+        sp.get_state("m", (), init=sp.initializers.zeros, dtype=dtype)
+        sp.set_state("m", value)
+        return x
+
+    model = sp.transform_with_state(fn)
+    with pytest.raises(sp.DtypeMismatchError, match=rf"(?s)state 'm'.*{why}.*fix: "):
+        model.init(KEY, jnp.ones(3))
+
+
+def test_set_state_of_a_number_for_a_state_with_a_shape_is_a_shape_error():
+    def fn(x):
+        sp.get_state("m", (2,), init=sp.initializers.zeros)
+        sp.set_state("m", 3)
+        return x
+
+    with pytest.raises(sp.ShapeMismatchError, match=r"state 'm' holds shape \(2,\)"):
+        sp.transform_with_state(fn).init(KEY, jnp.ones(3))
+
+
+# --- custom getters called as TF 1.x calls them ---------------------------------------------------
+
+
+def test_a_getter_with_tf_explicit_signature_and_no_kwargs_is_called_without_sharding():
+    log = []
+
+    def getter(getter, name, shape=None, dtype=None, initializer=None, regularizer=None, reuse=None,
+               trainable=None, collections=None, caching_device=None, partitioner=None,
+               validate_shape=True, use_resource=None, synchronization=None, aggregation=None):
+        log.append(name)
+        return getter(name, shape=shape, dtype=dtype, initializer=initializer,
+                      regularizer=regularizer, reuse=reuse, trainable=trainable,
+                      collections=collections)
+
+    def fn():
+        with sp.scope("s", custom_getter=getter):
+            return sp.get_param("v", [2])
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert sorted(sp.flatten(params)) == ["s/v"] and log == ["s/v"]
+    np.testing.assert_array_equal(model.apply(params), params["s"]["v"])
+
+    # Nested under a getter taking **kwargs, it is still called without sharding=.
+    def fn_nested():
+        with sp.scope("o", custom_getter=lambda g, *a, **k: g(*a, **k)):
+            with sp.scope("s", custom_getter=getter):
+                return sp.get_param("v", [2])
+
+    assert sorted(sp.flatten(sp.transform(fn_nested).init(KEY))) == ["o/s/v"]
+
+
+def test_a_getter_naming_sharding_or_taking_kwargs_receives_it():
+    seen = []
+
+    def getter(getter, name, shape=None, sharding=None, **other):
+        seen.append(sharding)
+        return getter(name, shape=shape, sharding=sharding)
+
+    spec = jax.sharding.PartitionSpec("model")
+
+    def fn():
+        with sp.scope("s", custom_getter=getter):
+            return sp.get_param("v", [4], sharding=spec)
+
+    assert sp.flatten(sp.transform(fn).specs())["s/v"].sharding == spec
+    assert seen == [spec]
+
+
+def test_a_getter_receives_name_as_a_keyword_like_tf():
+    seen = []
+
+    def getter(getter, *args, **kwargs):
+        seen.append((args, kwargs["name"]))
+        return getter(*args, **kwargs)
+
+    def fn():
+        with sp.scope("s", custom_getter=getter):
+            return sp.get_param("v", [2])
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    model.apply(params)
+    assert seen == [((), "s/v")] * 2
+
+
+def test_a_getter_whose_second_parameter_is_not_called_name_gets_the_name_by_position():
+    seen = []
+
+    def getter(g, n, *args, **kwargs):
+        seen.append((n, "name" in kwargs))
+        return g(n, *args, **kwargs)
+
+    def fn():
+        with sp.scope("s", custom_getter=getter):
+            return sp.get_param("v", [2])
+
+    assert sorted(sp.flatten(sp.transform(fn).init(KEY))) == ["s/v"]
+    assert seen == [("s/v", False)]
+
+
+def test_the_next_getter_takes_tf_true_getter_positional_order():
+    part = sp.sharding.fixed_size_partitioner(2)
+    constraint = lambda w: jnp.clip(w, -1.0, 1.0)  # noqa: E731
+
+    def getter(getter, name, shape=None, dtype=None, initializer=None, regularizer=None, reuse=None,
+               trainable=None, collections=None, caching_device=None, partitioner=None, **kw):
+        # TF's _true_getter(name, shape, dtype, initializer, regularizer, reuse, trainable,
+        # collections, caching_device, partitioner, validate_shape, use_resource, constraint, ...)
+        return getter(name, shape, dtype, initializer, regularizer, reuse, trainable, collections,
+                      caching_device, partitioner, True, None, constraint, None, None)
+
+    def fn():
+        with sp.scope("s", custom_getter=getter, partitioner=part):
+            return sp.get_param("v", [4, 2])
+
+    spec = sp.flatten(sp.transform(fn).specs())["s/v"]
+    assert spec.partitioner is part and spec.sharding is None and spec.constraint is constraint
+
+
+def test_the_next_getter_refuses_arguments_tf_true_getter_does_not_take():
+    def getter(getter, name, *args, **kwargs):
+        return getter(name, *args, bogus=1, **kwargs)
+
+    def fn():
+        with sp.scope("s", custom_getter=getter):
+            return sp.get_param("v", [2])
+
+    with pytest.raises(TypeError, match=r"bogus"):
+        sp.transform(fn).init(KEY)
+
+
+# --- a concrete JAX integer in a shape ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [list, tuple])
+def test_a_concrete_jax_integer_in_a_shape_works_in_init_eager_and_jitted_apply(spelling):
+    size = jnp.int32(4)
+
+    def fn(x):
+        return x @ sp.get_param("w", spelling([x.shape[-1], size]))
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 3))
+    params = model.init(KEY, x)
+    assert params["w"].shape == (3, 4)
+    np.testing.assert_allclose(model.apply(params, x), jax.jit(model.apply)(params, x))
+    assert jax.jit(model.apply)(params, x).shape == (2, 4)
+
+
+def test_a_concrete_jax_integer_shape_that_does_not_match_is_the_shape_error_under_jit():
+    size = [jnp.int32(4)]  # concrete: made outside the model
+
+    def fn(x):
+        return sp.get_param("w", [x.shape[-1], size[0]])
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jnp.ones((2, 3)))
+    size[0] = jnp.int32(5)
+    with pytest.raises(sp.ShapeMismatchError, match=r"specified shape \(3, 5\) and found shape \(3, 4\)"):
+        jax.jit(model.apply)(params, jnp.ones((2, 3)))
+
+
+def test_a_traced_dimension_in_a_shape_is_refused_as_not_static_in_init_and_jitted_apply():
+    def fn(x):
+        return sp.get_param("w", (3, jnp.asarray(x.shape[-1]) + 1))
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 3))
+    message = r"(?s)'w'.*shape .*static.*fix: .*int\("
+    with pytest.raises(TypeError, match=message):
+        model.init(KEY, x)
+    params = {"w": jnp.zeros((3, 4))}
+    with pytest.raises(TypeError, match=message):
+        jax.jit(model.apply)(params, x)
+    assert model.apply(params, x).shape == (3, 4)  # eager: the value is concrete
+
+
+# --- abstract params ------------------------------------------------------------------------------
+
+
+def test_apply_with_abstract_params_from_eval_shape_is_a_params_type_error_naming_the_parameter():
+    def fn(x):
+        with sp.scope("dense"):
+            w = sp.get_param("w", [3, 4])
+        return jnp.tanh(x @ w)
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 3))
+    abstract = jax.eval_shape(lambda: model.init(KEY, x))
+    with pytest.raises(sp.ParamsTypeError, match=r"(?s)Parameter 'dense/w' in params .*"
+                                                 r"ShapeDtypeStruct.*no values.*fix: pass the "
+                                                 r"arrays init or checkpoint.load returned"):
+        model.apply(abstract, x)
+
+
+def test_apply_with_abstract_state_is_a_params_type_error_naming_the_state():
+    def fn(x):
+        return x * sp.get_state("s", (), init=sp.initializers.ones)
+
+    model = sp.transform_with_state(fn)
+    params, state = model.init(KEY, jnp.ones(3))
+    with pytest.raises(sp.ParamsTypeError, match=r"(?s)State 's' in state .*no values"):
+        model.apply(params, jax.eval_shape(lambda: state), jnp.ones(3))
