@@ -198,8 +198,7 @@ class _StackView:
         if current is None:
             # Not declared: let the real store raise its error.
             return self.outer.set_state(frame, full, value)
-        _check_state_value(full, value, current.shape, current.dtype)
-        self.slices[full] = value
+        self.slices[full] = _check_state_value(full, value, current.shape, current.dtype)
         self.written[full] = None
 
     def values_under(self, prefix: str) -> Dict[str, Any]:

@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._scope import Scope, as_np_dtype
+from ._scope import Scope, as_np_dtype, call_getter
 from ._scope import scope as _scope
 
 __all__ = ["DynamicLossScale", "StaticLossScale", "all_finite", "cast_floating",
@@ -138,7 +138,9 @@ def scope(name_or_scope: Any = None, *, compute_dtype: Any = jnp.bfloat16,
         inner = getter
 
         def getter(next_getter, name, *args, **kwargs):  # noqa: F811 - the composed getter
-            return custom_getter(lambda *a, **k: inner(next_getter, *a, **k), name, *args, **kwargs)
+            # called as TF calls a getter: name by keyword, constraint=/sharding= only if it takes them
+            return call_getter(custom_getter, lambda *a, **k: inner(next_getter, *a, **k), args,
+                               {"name": name, **kwargs})
 
     return _scope(name_or_scope, dtype=compute_dtype, custom_getter=getter, **scope_kwargs)
 

@@ -325,3 +325,20 @@ def test_param_spec_size_and_summary_are_exact_beyond_int64():
     assert f"total: {2**64 + 3 * 2**62:,} parameters" in sp.summary(model, X)
     assert sp.flatten(sp.transform(lambda x: sp.get_param("s", ())).specs(X))["s"].size == 1
     assert math.prod(()) == 1
+
+
+def test_set_state_of_a_python_number_in_a_layer_stack_block_stores_the_declared_dtype():
+    def block(x):
+        count = sp.get_state("count", [], init=jax.nn.initializers.zeros, dtype=jnp.float32)
+        sp.set_state("count", 3)  # tf.assign(v, 3) of a float32 variable: 3.0
+        return x + count
+
+    def fn(x):
+        return sp.layer_stack(2, name="stack")(block)(x)
+
+    model = sp.transform_with_state(fn)
+    params, state = model.init(jax.random.key(0), jnp.ones(2))
+    _, new_state = model.apply(params, state, jnp.ones(2))
+    count = new_state["stack"]["count"]
+    assert count.dtype == jnp.float32 and count.shape == (2,) and not count.weak_type
+    np.testing.assert_array_equal(count, [3.0, 3.0])

@@ -370,3 +370,28 @@ def test_a_template_name_that_is_not_a_string_is_a_type_error():
         sp.make_template(3, lambda: None)
     with pytest.raises(ValueError, match="name cannot be None"):
         sp.make_template(None, lambda: None)
+
+
+def test_a_getter_with_tfs_explicit_signature_composes_with_the_mixed_precision_scope():
+    # TF's getters name their keywords (no **kwargs): they get neither constraint= nor sharding=
+    seen = []
+
+    def tf_getter(getter, name, shape=None, dtype=None, initializer=None, regularizer=None,
+                  reuse=None, trainable=None, collections=None, caching_device=None,
+                  partitioner=None, validate_shape=True, use_resource=None, synchronization=None,
+                  aggregation=None):
+        seen.append(name)
+        return getter(name, shape=shape, dtype=dtype, initializer=initializer,
+                      regularizer=regularizer, reuse=reuse, trainable=trainable,
+                      collections=collections)
+
+    def fn(x):
+        with sp.mixed_precision.scope("net", compute_dtype=jnp.bfloat16, custom_getter=tf_getter):
+            w = sp.get_param("w", (3, 2))
+        return x.astype(jnp.bfloat16) @ w
+
+    model = sp.transform(fn)
+    params = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    assert params["net"]["w"].dtype == jnp.float32
+    assert model.apply(params, jnp.ones((1, 3))).dtype == jnp.bfloat16
+    assert seen == ["net/w", "net/w"]
