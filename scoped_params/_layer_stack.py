@@ -49,6 +49,8 @@ def _stacked_initializer(init: Callable, num_layers: int) -> Callable:
         # (a partial: no name a user could type, as outside)
         stacked_init.__name__ = "<partial>" if isinstance(init, functools.partial) \
             else type(init).__name__
+    # Its errors speak of one layer's shape, as the user's initializer is called (_materialize._run).
+    stacked_init.stacked_layers = num_layers  # type: ignore[attr-defined]
     return stacked_init
 
 

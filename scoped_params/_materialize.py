@@ -359,9 +359,12 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
             raise _tf1_convention_error(spec, error) from error
         if hasattr(error, "add_note"):  # Python >= 3.11
             others = f" and {n - 1} more of that shape" if n > 1 else ""
+            layers = getattr(spec.init, "stacked_layers", None)
+            called = tuple(spec.shape)[1:] if layers else tuple(spec.shape)
+            per_layer = f" for each of the {layers} layers of its sp.layer_stack" if layers else ""
             error.add_note(
                 f"scoped_params: raised by the initializer of '{spec.name}'{others}, called as "
-                f"init(key, {tuple(spec.shape)}, {np.dtype(spec.dtype).name}); '{spec.name}' was "
+                f"init(key, {called}, {np.dtype(spec.dtype).name}){per_layer}; '{spec.name}' was "
                 f"created at {format_site(spec.site)}.")
         raise
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
@@ -370,9 +373,16 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
         extra = ("\n  note: it takes (shape, dtype, partition_info), TF 1.x's calling convention"
                  if _tf1_convention(spec.init) else "")
         got = tuple(value.shape)[1:] if n > 1 else tuple(value.shape)  # one parameter's shape
+        expected = tuple(spec.shape)
+        per_layer = ""
+        layers = getattr(spec.init, "stacked_layers", None)
+        if layers and got[:1] == (layers,):  # a layer_stack parameter: one layer's shapes
+            got, expected = got[1:], expected[1:]
+            per_layer = (f" for each of the {layers} layers of its sp.layer_stack (the parameter "
+                         f"holds them stacked, shape {tuple(spec.shape)})")
         raise InitializerError(
             f"The initializer of '{spec.name}' returned shape {got}, expected "
-            f"{tuple(spec.shape)}.{extra}\n"
+            f"{expected}{per_layer}.{extra}\n"
             "  fix: initializers are called as init(key, shape, dtype) and must return that shape."
         )
     if value.dtype != dtype:

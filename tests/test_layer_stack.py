@@ -859,3 +859,31 @@ def test_a_block_that_never_asks_for_regularization_loss_is_traced_once():
         _, total = apply(params, x)
         assert len(traces) == 1
         np.testing.assert_allclose(total, 2.0 + 0.1 * jnp.sum(params["s"]["w"] ** 2), rtol=1e-6)
+
+
+def test_initializer_shape_error_in_a_stack_speaks_of_one_layers_shape():
+    def fn(x):
+        def layer(h):
+            return h @ sp.get_param("w", (3, 3), init=lambda k, s, d: jnp.ones((4, 3), d))
+        return sp.layer_stack(5)(layer)(x)
+
+    with pytest.raises(sp.InitializerError) as info:
+        sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 3)))
+    message = str(info.value)
+    assert "returned shape (4, 3), expected (3, 3) for each of the 5 layers" in message
+    assert "stacked, shape (5, 3, 3)" in message
+
+
+def test_initializer_raising_in_a_stack_is_noted_with_one_layers_shape():
+    def bad(key, shape, dtype):
+        raise ValueError("boom")
+
+    def fn(x):
+        def layer(h):
+            return h @ sp.get_param("w", (3, 3), init=bad)
+        return sp.layer_stack(5)(layer)(x)
+
+    with pytest.raises(ValueError, match="boom") as info:
+        sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 3)))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "init(key, (3, 3), float32) for each of the 5 layers of its sp.layer_stack" in notes

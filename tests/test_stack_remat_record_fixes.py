@@ -183,8 +183,9 @@ def test_remat_threads_state_like_the_unrematerialised_model(where):
     def loss(apply):
         return lambda p: jnp.sum(apply(p, state, x)[0] ** 2)
 
+    # jit's fused batch-norm gradient against eager's: float32 rounding differs by CPU (~1e-6 here).
     chex.assert_trees_all_close(jax.jit(jax.grad(loss(rematted.apply)))(params),
-                                jax.grad(loss(plain.apply))(params), rtol=1e-5, atol=1e-6)
+                                jax.grad(loss(plain.apply))(params), rtol=1e-4, atol=1e-5)
 
 
 def test_remat_state_set_twice_and_read_back_inside_it():
