@@ -336,8 +336,16 @@ def end_jump(frame) -> None:
     _revert(frame.undo.pop())
 
 
+# Set by ``layers`` once a template is made with create_scope_now_ outside any model: it counts the
+# live ones' root names in a call's table, as TF's graph has counted them since they were made, before
+# a default name is picked at the root (their own first call in the call counts them too).
+count_root_templates: Optional[Callable[[Any], None]] = None
+
+
 def _unique_scope_name(frame, node: list, prefix: str) -> str:
     """TF's _get_unique_variable_scope: ``prefix``, else the first free ``prefix_N``."""
+    if count_root_templates is not None and node is frame.root_node:
+        count_root_templates(frame)
     if _peek_count(node, prefix) == 0:
         return prefix
     head = ""

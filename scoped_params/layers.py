@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _frame
+from . import _frame, _scope
 from . import constraints as _constraints
 from . import initializers as _initializers
 from ._errors import InvalidNameError, NotInTransformError, ParamNotFoundError, StateError
@@ -2759,6 +2759,7 @@ class Template:
                 self._made_in = Scope(root, custom_getter=custom_getter,
                                       original_name_scope=root + "/" if root else "")
                 _ROOT_TEMPLATES.add(self)
+                _scope.count_root_templates = _count_root_templates
             elif not name and unique_name is None:
                 self._made_in = self._root_scope(frame)
             else:

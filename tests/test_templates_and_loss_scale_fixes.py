@@ -174,9 +174,23 @@ def _unique_name_and_nested_names(api, scope, get):
     return model
 
 
+def _default_name_scope_before_the_made_now_templates_first_call(api, scope, get):
+    a = api.make_template("t", lambda: get("w", [1]), create_scope_now_=True)
+
+    def model():
+        with scope(None, default_name="t"):  # TF's graph counted the template's t already: t_1
+            get("z", [1])
+        with scope("o"):
+            with scope(None, default_name="t"):  # not at the root: t
+                get("y", [1])
+        a()
+    return model
+
+
 @pytest.mark.parametrize("build", [
     _two_made_now, _made_now_then_plain_called_first, _plain_made_first,
-    _made_now_then_default_name_scopes, _unique_name_and_nested_names])
+    _made_now_then_default_name_scopes, _unique_name_and_nested_names,
+    _default_name_scope_before_the_made_now_templates_first_call])
 def test_templates_made_now_outside_the_model_are_numbered_as_tf_numbers_them(build):
     assert _names_sp(build) == _names_tf(build)
 
