@@ -82,8 +82,8 @@ class RNNCell(_NamedByClass):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._api = (f"sp.rnn.{cls.__name__}" if cls.__module__ == __name__ else
-                    f"{cls.__module__}.{cls.__qualname__}")
+        # A user's subclass is not in sp.rnn: its own name, as sp.layers names a user's layer class.
+        cls._api = f"sp.rnn.{cls.__name__}" if cls.__module__ == __name__ else cls.__name__
 
     def __init__(self, reuse: Any = None, name: Optional[str] = None, dtype: Any = None):
         self.name = name

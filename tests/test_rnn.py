@@ -1117,7 +1117,7 @@ def test_a_users_cell_called_outside_a_transform_is_named_by_its_own_class():
 
     with pytest.raises(sp.NotInTransformError) as caught:
         Custom()(jnp.ones((1, 2)), jnp.ones((1, 2)))
-    assert f"{__name__}.{Custom.__qualname__}()" in str(caught.value)
+    assert str(caught.value).startswith("Custom() was called outside")
     assert "sp.rnn.Custom" not in str(caught.value)
     with pytest.raises(sp.NotInTransformError, match=r"sp\.rnn\.GRUCell\(\) was called outside"):
         sp.rnn.GRUCell(2)(jnp.ones((1, 2)), jnp.ones((1, 2)))

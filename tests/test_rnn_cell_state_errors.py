@@ -60,7 +60,7 @@ def _init(f, x=X):
     (lambda: sp.rnn.ResidualWrapper(sp.rnn.BasicRNNCell(3)), jnp.zeros((2, 5)),
      r"BasicRNNCell 'basic_rnn_cell' .*the state of shape \(2, 5\) should be \(2, 3\)"),
     (lambda: Plain(4), jnp.zeros((2, 6)),
-     r"test_rnn_cell_state_errors\.Plain: the state given to Plain 'plain' does not fit it: the "
+     r"^Plain: the state given to Plain 'plain' does not fit it: the "
      r"state of shape \(2, 6\) should be \(2, 4\)"),
 ])
 def test_a_direct_call_with_a_state_that_does_not_fit_names_the_cell_and_the_fix(make_cell, state,
@@ -123,3 +123,12 @@ def test_a_driver_names_a_cell_returning_another_state_not_the_state_it_gave(run
                                          r"than it was given: the state is float32\[2, 4\] going in "
                                          r"and float32\[2, 5\] coming out"):
         _init(run)
+
+
+def test_a_users_cell_subclass_called_outside_a_transform_is_named_by_its_own_class():
+    class MyCell(sp.rnn.BasicRNNCell):
+        pass
+
+    with pytest.raises(sp.NotInTransformError, match=r"^MyCell\(\) was called outside") as info:
+        MyCell(3)(jnp.ones((1, 2)), jnp.zeros((1, 3)))
+    assert "sp." not in str(info.value).splitlines()[0]
