@@ -542,6 +542,9 @@ def _probe_source_info_context() -> Any:
 _SOURCE_INFO = _probe_source_info_context()
 
 if _SOURCE_INFO is not None:
+    # the type of a jax.named_scope entry of JAX's name stack (a transform's entry is another type)
+    _JaxScope = type(_SOURCE_INFO.context.name_stack.extend("probe").stack[-1])
+
     def _push_name(label: str) -> Any:
         prev = _SOURCE_INFO.context
         if prev.traceback is None:
@@ -558,6 +561,22 @@ if _SOURCE_INFO is not None:
 
     def _pop_name(prev: Any) -> None:
         _SOURCE_INFO.context = prev
+
+    def _push_rebased(path: str, jax_old: str) -> Any:
+        """Make JAX's name stack spell ``path`` ('' for none) where it spells ``jax_old`` now: the
+        labels sp opened for ``jax_old`` (the last entries) are replaced, what was open before the
+        model's first one (a caller's own ``jax.named_scope``, say) is kept. If the last entries
+        do not spell ``jax_old`` (a ``jax.named_scope`` or a transform such as ``jax.grad`` opened
+        inside the model since), ``path`` extends the stack as it is."""
+        prev = _SOURCE_INFO.context
+        stack = prev.name_stack.stack
+        i, spelled = len(stack), ""
+        while i and len(spelled) < len(jax_old) and type(stack[i - 1]) is _JaxScope:
+            i -= 1
+            spelled = f"{stack[i].name}/{spelled}" if spelled else stack[i].name
+        base = prev.name_stack[:i] if spelled == jax_old else prev.name_stack
+        _SOURCE_INFO.context = prev.replace(name_stack=base.extend(path) if path else base)
+        return prev
 else:  # pragma: no cover - another JAX
     _named_scope: Callable[[str], Any]
     try:  # what jax.named_scope returns, without its argument check (our names are checked strings)
@@ -572,6 +591,9 @@ else:  # pragma: no cover - another JAX
 
     def _pop_name(prev: Any) -> None:
         prev.__exit__(None, None, None)
+
+    def _push_rebased(path: str, jax_old: str) -> Any:  # public API only: extend what is open
+        return _push_name(path or "_")
 
 
 def staging() -> bool:
@@ -613,16 +635,27 @@ def _enter_name_scope(frame, name: Optional[str], what: Union[str, Callable[[], 
     frame.name_stack = new
     jax_old = frame.jax_stack
     name_ops = frame.name_ops
-    if new and new != jax_old and (name_ops or name_ops is None and _TRACE.value is not _EAGER):
-        jax_scope = _push_name(_jax_label(new, jax_old))
+    if new != jax_old and (name_ops or name_ops is None and _TRACE.value is not _EAGER):
+        if new:
+            jax_scope = _push_path(new, jax_old)
+        elif jax_old:  # name_scope('') under open names: the root, in op metadata too
+            jax_scope = _push_rebased("", jax_old)
+        else:
+            return old, new, jax_old, None
         frame.jax_stack = new
         return old, new, jax_old, jax_scope
     return old, new, jax_old, None
 
 
-def _jax_label(new: str, jax_old: str) -> str:
-    """The ``jax.named_scope`` label that turns the open ``jax_old`` into ``new``."""
-    return new[len(jax_old) + 1:] if jax_old and new.startswith(jax_old + "/") else new
+def _push_path(new: str, jax_old: str) -> Any:
+    """Open what turns JAX's name stack, which spells ``jax_old`` from the model's root, into
+    ``new``: a label, when ``new`` is under ``jax_old``; else (an absolute re-entry, a scope opened
+    under ``name_scope('')``) the whole path in place of ``jax_old``'s labels."""
+    if not jax_old:
+        return _push_name(new)
+    if new.startswith(jax_old) and new[len(jax_old):len(jax_old) + 1] == "/":
+        return _push_name(new[len(jax_old) + 1:])
+    return _push_rebased(new, jax_old)
 
 
 def _exit_name_scope(frame, entry: tuple) -> None:
@@ -1060,7 +1093,7 @@ class _PlainScope(_ScopeContext):
         jax_old = frame.jax_stack
         name_ops = frame.name_ops
         if new_ns != jax_old and (name_ops or name_ops is None and _TRACE.value is not _EAGER):
-            jax_scope = _push_name(_jax_label(new_ns, jax_old) if jax_old else new_ns)
+            jax_scope = _push_path(new_ns, jax_old) if jax_old else _push_name(new_ns)
             frame.jax_stack = new_ns
         else:
             jax_scope = None

@@ -144,6 +144,36 @@ def test_name_scope_labels_ops_without_touching_params():
     assert "preprocess/sin" in text and "dense/mul" in text
 
 
+def test_root_and_absolute_name_scopes_label_ops_from_the_root_keeping_a_callers_named_scope():
+    # name_scope('') and an absolute 'other/' name ops from the model's root, as TF names them;
+    # a jax.named_scope the caller opened around apply stays outermost.
+    def fn(x):
+        with sp.name_scope("outer"):
+            a = jnp.sin(x)
+            with sp.name_scope(""):
+                b = jnp.cos(a)
+            with sp.name_scope("other/"):
+                return jnp.exp(b)
+
+    model = sp.transform(fn)
+    x = jnp.ones(3)
+    params = model.init(KEY, x)
+
+    def locations(f, *args):
+        text = jax.jit(f).lower(*args).as_text(debug_info=True)
+        return {n for n in re.findall(r'loc\("([^"]*)"', text) if "/" in n and "." not in n}
+
+    assert locations(model.apply, params, x) == {
+        "jit(apply)/outer/sin", "jit(apply)/cos", "jit(apply)/other/exp"}
+
+    def caller(x):
+        with jax.named_scope("caller"):
+            return model.apply(params, x)
+
+    assert locations(caller, x) == {
+        "jit(caller)/caller/outer/sin", "jit(caller)/caller/cos", "jit(caller)/caller/other/exp"}
+
+
 def test_staged_ops_point_at_the_model_line_not_at_the_library():
     # JAX records where each op comes from (op metadata, MLIR locations, its tracer errors): the
     # user's line that called sp.layers, never a file of the library.
