@@ -7,6 +7,7 @@ import inspect
 import numbers
 from typing import Any, Callable, Mapping, Optional, Tuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -45,6 +46,17 @@ def _dtype_of(w: Any) -> Any:
         return w.dtype
     except AttributeError:  # a Python scalar
         return jnp.result_type(w)
+
+
+def l1_sum(w: Any) -> Any:
+    """``sum(|w|)`` with TF's gradient, ``sign(w)``: 0 where ``w`` is 0. JAX's derivative of ``abs``
+    at 0 is 1, which would move a zero weight (a zero-initialized bias with an L1 term) on the first
+    step, where TF 1.x leaves it. For floating ``w`` the value is ``abs``'s exactly (``w * sign(w)``
+    only clears the sign bit); complex and integer weights keep ``abs`` (JAX's complex ``abs`` has
+    gradient 0 at 0 already, integers have none)."""
+    if not _is_floating(_dtype_of(w)):
+        return jnp.sum(jnp.abs(w))
+    return jnp.sum(w * jax.lax.stop_gradient(jnp.sign(w)))
 
 
 def _tf_quote(dtype: Any, scale: Any) -> str:
@@ -115,13 +127,14 @@ def l2_regularizer(scale: float, scope: Optional[str] = None) -> Callable[[Any],
 
 
 def l1_regularizer(scale: float, scope: Optional[str] = None) -> Callable[[Any], Any]:
-    """TF's ``l1_regularizer``: ``scale * sum(|w|)``. A scale of 0.0 gives ``no_regularizer`` (no
-    term, as TF's ``lambda _: None``); an integer or negative scale is an error, as in TF.
+    """TF's ``l1_regularizer``: ``scale * sum(|w|)``, with TF's gradient ``scale * sign(w)`` (0 at
+    w == 0, where JAX's ``abs`` has 1). A scale of 0.0 gives ``no_regularizer`` (no term, as TF's
+    ``lambda _: None``); an integer or negative scale is an error, as in TF.
 
     >>> float(sp.l1_regularizer(0.5)(jnp.array([1.0, -2.0])))
     1.5
     """
-    return _weight_sum("l1_regularizer", scale, lambda w: jnp.sum(jnp.abs(w)))
+    return _weight_sum("l1_regularizer", scale, l1_sum)
 
 
 def no_regularizer(_: Any) -> Optional[Any]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import re
 import weakref
 from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Tuple, Union
@@ -56,6 +57,7 @@ from . import constraints as _constraints
 from . import initializers as _initializers
 from ._errors import InvalidNameError, NotInTransformError, ParamNotFoundError, StateError
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
+from ._regularizers import l1_sum
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _check_components,
                      _check_name, _child, _enter_name_scope, _exit_name_scope, _revert,
                      default_name_scope, reentered, scope)
@@ -518,7 +520,7 @@ def _keras_regularizer(l1: float, l2: float) -> Callable[[jax.Array], jax.Array]
     def regularizer(w: jax.Array) -> jax.Array:
         penalty = jnp.zeros((), w.dtype)
         if l1:
-            penalty = penalty + l1 * jnp.sum(jnp.abs(w))
+            penalty = penalty + l1 * l1_sum(w)  # (TF's gradient: 0 at w == 0)
         if l2:
             penalty = penalty + l2 * jnp.sum(jnp.square(w))
         return penalty
@@ -1573,7 +1575,9 @@ def embedding_lookup(params: Union[jax.Array, Sequence[jax.Array]], ids: jax.Arr
                      partition_strategy: str = "mod", name: Optional[str] = None,
                      validate_indices: bool = True, max_norm: Optional[float] = None) -> jax.Array:
     """``tf.compat.v1.nn.embedding_lookup``: rows of ``params`` (one array, or a list of shards
-    split by ``partition_strategy`` ``'mod'`` or ``'div'``), clipped to ``max_norm`` if given.
+    split by ``partition_strategy`` ``'mod'`` or ``'div'``), each clipped to an L2 norm of
+    ``max_norm`` if given, as TF's ``clip_by_norm``: the norm of the whole embedding (all its
+    axes, for a table of rank 3 or more), and an all-zero embedding passes with finite gradients.
 
     An id outside ``[0, rows)`` is refused with TF 1.x's error (``indices[1] = -1 is not in [0,
     10)``, a ``ValueError`` here) when the ids are concrete: a NumPy array or list, or a JAX array
@@ -1617,9 +1621,25 @@ def _lookup(params: Union[jax.Array, Sequence[jax.Array]], ids: Any, partition_s
         table = params
     out = jnp.take(table, ids, axis=0)
     if max_norm is not None:
-        norms = jnp.sqrt(jnp.sum(jnp.square(out), -1, keepdims=True))
-        out = out * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-30))
+        # TF clips each whole embedding: all the axes after the ids' axes, not just the last.
+        out = _clip_by_norm(out, max_norm, tuple(range(ids.ndim, out.ndim)))
     return out
+
+
+def _clip_by_norm(values: jax.Array, clip_norm: Any, axes: Tuple[int, ...]) -> jax.Array:
+    """TF's ``clip_by_norm``: ``values * clip_norm / max(norm, clip_norm)``, the L2 norm over
+    ``axes``, a negative ``clip_norm`` read as 0. As in TF, the square root is taken only where the
+    sum of squares is > 0 (sqrt's derivative at 0 is infinite: an all-zero embedding, e.g. a
+    padding row, would get NaN gradients), so a zero embedding's gradient is the incoming one."""
+    if isinstance(clip_norm, numbers.Real):  # a number (TF: np.isscalar); else an array
+        if clip_norm <= 0:  # TF's answer, 0, but not its 0 / 0 (NaN) for a zero embedding
+            return jnp.zeros_like(values)
+    else:
+        clip_norm = jnp.maximum(clip_norm, 0).astype(values.dtype)
+    l2sum = jnp.sum(values * values, axes, keepdims=True)
+    positive = l2sum > 0
+    l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, 1)), l2sum)
+    return values * clip_norm / jnp.maximum(l2norm, clip_norm)
 
 
 def _check_ids(ids: Any, rows: int, where: Callable[[], str]) -> None:

@@ -417,3 +417,163 @@ def test_embedding_traced_ids_are_not_checked_and_take_jnp_takes_answer():
     table = sp.flatten(params)["embedding/embeddings"]
     np.testing.assert_array_equal(out[1], table[-1])
     assert np.isnan(np.asarray(out[2])).all()
+
+
+# --- 10. L1 regularizers: TF's gradient, sign(w), 0 at w == 0 -------------------------------------
+
+L1_MIXED = np.array([0.0, -0.0, 1.5, -2.0, 0.0, 3e-8, -4.0], np.float32)
+
+
+def _l1_regularizers():
+    """Every L1 term the library computes, as (label, regularizer, factor of sum(|w|))."""
+    return [("sp.l1_regularizer(0.5)", sp.l1_regularizer(0.5), 0.5),
+            ("sp.slim.l1_regularizer(0.5)", sp.slim.l1_regularizer(0.5), 0.5),
+            ("sp.slim.l1_l2_regularizer(0.5, 0.0)", sp.slim.l1_l2_regularizer(0.5, 0.0), 0.5),
+            ("sp.slim.l1_l2_regularizer(0.5, 1e-3)", sp.slim.l1_l2_regularizer(0.5, 1e-3), 0.5),
+            ("sp.slim.sum_regularizer([l1])", sp.slim.sum_regularizer([sp.l1_regularizer(0.5)]), 0.5)]
+
+
+def _layer_l1_gradient(regularizer, argument="kernel_regularizer"):
+    """d(regularization loss)/d(kernel) of a dense layer whose kernel is all zeros, taking
+    ``regularizer`` as TF's layers do (a Keras name or config)."""
+    model = sp.transform(lambda x: (sp.layers.dense(x, 2, **{argument: regularizer}),
+                                    sp.regularization_loss())[1])
+    params = {"dense": {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)}}
+    return jax.grad(model.apply)(params, np.ones((2, 3), np.float32))
+
+
+def test_l1_regularizers_gradient_at_zero_is_zero_as_tfs_sign():
+    zeros = jnp.zeros(4)
+    for label, regularizer, _ in _l1_regularizers():
+        np.testing.assert_array_equal(jax.grad(regularizer)(zeros), np.zeros(4), err_msg=label)
+    for regularizer in ("l1", "L1", "l1_l2", {"class_name": "L1", "config": {"l1": 0.5}},
+                        {"class_name": "L1L2", "config": {"l1": 0.5, "l2": 0.0}}):
+        grads = _layer_l1_gradient(regularizer)
+        np.testing.assert_array_equal(grads["dense"]["kernel"], np.zeros((3, 2)),
+                                      err_msg=repr(regularizer))
+
+
+def test_l1_regularizer_on_a_zero_initialized_bias_leaves_it_at_zero():
+    # The repro: a zero-initialized bias with an L1 term has no gradient from the term at init.
+    def f(x):
+        sp.layers.dense(x, 2, kernel_initializer=sp.initializers.ones(),
+                        bias_regularizer=sp.l1_regularizer(0.5))
+        return sp.regularization_loss()
+
+    model = sp.transform(f)
+    x = np.ones((2, 3), np.float32)
+    params = model.init(KEY, x)
+    np.testing.assert_array_equal(jax.grad(model.apply)(params, x)["dense"]["bias"], [0.0, 0.0])
+
+
+def test_l1_regularizers_value_is_sum_of_abs_exactly_under_jit_and_vmap():
+    w = jnp.asarray(L1_MIXED)
+    for label, regularizer, factor in _l1_regularizers():
+        if "1e-3" in label:
+            continue
+        want = factor * jnp.sum(jnp.abs(w))
+        assert float(regularizer(w)) == float(want), label
+        assert float(jax.jit(regularizer)(w)) == float(want), label
+        rows = jnp.stack([w, -w, jnp.zeros_like(w)])
+        np.testing.assert_array_equal(jax.vmap(regularizer)(rows),
+                                      factor * jnp.sum(jnp.abs(rows), 1), err_msg=label)
+        np.testing.assert_array_equal(jax.jit(jax.grad(regularizer))(w),
+                                      factor * np.sign(L1_MIXED), err_msg=label)
+    for dtype in (jnp.bfloat16, jnp.float16):
+        low = w.astype(dtype)
+        assert sp.l1_regularizer(0.5)(low).dtype == dtype
+        assert float(sp.l1_regularizer(0.5)(low)) == float(0.5 * jnp.sum(jnp.abs(low)))
+
+
+def test_l1_regularizers_gradient_matches_tf_on_a_mixed_vector(tf):
+    def tf_grads():
+        w = tf.constant(L1_MIXED)
+        keras = tf.keras.regularizers.l1(0.5)(w)
+        return tf.gradients(keras, w)[0], tf.gradients(0.5 * tf.reduce_sum(tf.abs(w)), w)[0]
+
+    keras_grad, contrib_grad = tf_run(tf, tf_grads)
+    w = jnp.asarray(L1_MIXED)
+    for label, regularizer, _ in _l1_regularizers():
+        if "1e-3" in label:
+            continue
+        np.testing.assert_array_equal(jax.grad(regularizer)(w), contrib_grad, err_msg=label)
+    keras = sp.layers._from_keras("dense", None, "kernel_regularizer",
+                                  {"class_name": "L1", "config": {"l1": 0.5}})
+    np.testing.assert_array_equal(jax.grad(keras)(w), keras_grad)
+
+
+# --- 11. embedding_lookup(max_norm=): TF's clip_by_norm ---------------------------------------------
+
+CLIP_TABLE = np.array([[0.0, 0.0], [3.0, 4.0], [0.3, 0.4]], np.float32)  # row 0: padding, zeros
+
+
+def test_embedding_lookup_max_norm_gradient_of_a_zero_row_is_finite():
+    ids = np.array([[0, 1, 2]], np.int32)
+
+    def loss(table):
+        return jnp.sum(sp.layers.embedding_lookup(table, ids, max_norm=1.0) * jnp.array([1.0, 2.0]))
+
+    for grad in (jax.grad(loss), jax.jit(jax.grad(loss))):
+        g = np.asarray(grad(jnp.asarray(CLIP_TABLE)))
+        assert np.isfinite(g).all(), g
+        np.testing.assert_array_equal(g[0], [1.0, 2.0])  # the zero row is not clipped: passed as is
+        np.testing.assert_array_equal(g[2], [1.0, 2.0])
+
+
+def test_embedding_lookup_max_norm_matches_tf_value_and_gradient(tf):
+    ids = np.array([[0, 1, 2], [2, 2, 0]], np.int32)
+    weights = np.array([1.0, 2.0], np.float32)
+
+    def tf_build():
+        table = tf.Variable(CLIP_TABLE)
+        out = tf.nn.embedding_lookup(table, ids, max_norm=1.0)
+        grad = tf.gradients(tf.reduce_sum(out * weights), table)[0]
+        return out, tf.convert_to_tensor(grad)
+
+    want_out, want_grad = tf_run(tf, tf_build)
+
+    def loss(table):
+        out = sp.layers.embedding_lookup(table, ids, max_norm=1.0)
+        return jnp.sum(out * weights), out
+
+    (_, out), grad = jax.value_and_grad(loss, has_aux=True)(jnp.asarray(CLIP_TABLE))
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
+
+
+def test_embedding_lookup_max_norm_clips_each_whole_embedding():
+    # A table with two embedding axes: the norm of each [2, 2] embedding is clipped, not each row.
+    table = jnp.array([[[3.0, 4.0], [0.3, 0.4]], [[0.0, 1.0], [1.0, 0.0]]])
+    for ids in (jnp.array([0, 1]), jnp.array([[0], [1]]), jnp.array(0)):
+        out = np.asarray(sp.layers.embedding_lookup(table, ids, max_norm=1.0))
+        axes = tuple(range(ids.ndim, out.ndim))
+        norms = np.sqrt((out.astype(np.float64) ** 2).sum(axes))
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-6)
+        # clipping scales the embedding as a whole: its shape is kept
+        flat = np.asarray(table)[np.asarray(ids)].reshape(-1, 4)
+        np.testing.assert_allclose(out.reshape(-1, 4) * np.linalg.norm(flat, axis=1, keepdims=True),
+                                   flat, rtol=1e-6)
+    shards = [table[:1], table[1:]]
+    np.testing.assert_array_equal(
+        sp.layers.embedding_lookup(shards, jnp.array([0, 1]), "div", max_norm=1.0),
+        sp.layers.embedding_lookup(table, jnp.array([0, 1]), max_norm=1.0))
+
+
+def test_embedding_lookup_max_norm_matches_tf_for_tables_of_any_rank(tf):
+    rng = np.random.RandomState(0)
+    for table_shape, ids in (((4,), np.array([0, 3, 1])),
+                             ((4, 3), np.array([[0, 3], [1, 1]])),
+                             ((4, 2, 3), np.array([0, 3, 1])),
+                             ((4, 2, 3), np.array([[0, 3], [2, 1]])),
+                             ((4, 2, 2, 2), np.array(2))):
+        table = (rng.randn(*table_shape) * 2).astype(np.float32)
+        want = tf_run(tf, lambda: tf.nn.embedding_lookup(tf.constant(table), ids, max_norm=1.5))
+        got = sp.layers.embedding_lookup(jnp.asarray(table), ids, max_norm=1.5)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=str(table_shape))
+
+
+def test_embedding_lookup_negative_max_norm_is_zero_as_tf(tf):
+    want = tf_run(tf, lambda: tf.nn.embedding_lookup(tf.constant(CLIP_TABLE), [1, 2], max_norm=-1.0))
+    got = sp.layers.embedding_lookup(jnp.asarray(CLIP_TABLE), jnp.array([1, 2]), max_norm=-1.0)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, np.zeros((2, 2)))
