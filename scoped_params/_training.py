@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from ._errors import (CheckpointCorruptError, CheckpointError, CheckpointMismatchError,
                       CheckpointNotFoundError, StepOrderError, optional_import)
@@ -32,7 +32,11 @@ _COMPLETE_MARKERS = ("commit_success.txt", "_CHECKPOINT_METADATA")
 _ITEM = "default"
 # Orbax keeps no checksum of array data: a flipped bit in a chunk that is stored uncompressed
 # restores silently. Each step gets this file beside orbax's (written after orbax commits the step):
-# every host-readable leaf's dtype, shape and CRC-32, checked on restore.
+# every host-readable leaf's dtype, shape and CRC-32, checked on restore. Beside them, "key_impls"
+# (the implementation of every typed PRNG key leaf: orbax's metadata lists a key as its uint32 key
+# data) and "python_numbers" (the leaves saved as Python numbers), so that restore compares a
+# target's dtypes without reading orbax's metadata (a tensorstore open per leaf). Steps written
+# before those two were recorded lack them, and are compared against orbax's metadata.
 _CHECKSUMS = "scoped_params_checksums.json"
 _CHECKSUMS_FORMAT = 1
 
@@ -176,6 +180,149 @@ def _checksums(leaves: List[Tuple[str, Any]]) -> Dict[str, list]:
         array = _host_bytes(leaf)
         if array is not None:
             out[path] = [array.dtype.name, list(array.shape), _crc32(array)]
+    return out
+
+
+def _key_impls(leaves: List[Tuple[str, Any]]) -> Dict[str, str]:
+    """``{path: implementation name}`` of every typed PRNG key leaf ('threefry2x32', 'rbg')."""
+    import jax
+
+    return {path: str(jax.random.key_impl(leaf)) for path, leaf in leaves
+            if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)}
+
+
+def _python_numbers(leaves: List[Tuple[str, Any]]) -> List[str]:
+    """The paths of the leaves that are Python numbers (orbax saves those as scalars; a NumPy
+    scalar, though a subclass of float for float64, as an array)."""
+    import numpy as np
+
+    return [path for path, leaf in leaves
+            if isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic)]
+
+
+class _Saved(NamedTuple):
+    """What a step holds at a path: dtype and shape (a typed key's key data's), whether a Python
+    number, and a typed key's implementation ("" for none, None where not recorded)."""
+    dtype: Any
+    shape: Tuple[int, ...]
+    python: bool
+    key_impl: Optional[str]
+
+
+def _key_data(leaf: Any) -> Any:
+    """The shape and dtype (a ShapeDtypeStruct) of a typed PRNG key leaf's key data, as orbax saves
+    it (a threefry key of shape () is uint32[2]); None for any other leaf."""
+    import jax
+
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return None
+    return jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(tuple(leaf.shape), dtype))
+
+
+def _kind(dtype: Any) -> Optional[int]:
+    """0 bool, 1 integer, 2 floating, 3 complex: a cast to a lower kind loses values; None for
+    other dtypes."""
+    import jax.numpy as jnp
+
+    for rank, kind in enumerate((jnp.bool_, jnp.integer, jnp.floating, jnp.complexfloating)):
+        if jnp.issubdtype(dtype, kind):
+            return rank
+    return None
+
+
+_KIND_LOSS = {0: "a bool keeps only zero or non-zero", 1: "a float cast to an integer loses its "
+              "fraction", 2: "a complex number cast to a real one loses its imaginary part"}
+
+
+def _cast_loss(saved: Any, target: Any, weak: bool) -> Optional[str]:
+    """How casting values of dtype ``saved`` to ``target`` can change them (out of range, or of a
+    lower kind), or None where it can at most round them (float32 into bfloat16: the precision a
+    target asks for) or leaves them as they are. ``weak``: one side is a Python number (or weakly
+    typed, as jax.eval_shape makes them), which has a kind but no width: only kinds are compared, as
+    JAX does when a Python number meets an array."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    saved, target = np.dtype(saved), np.dtype(target)
+    if saved == target:
+        return None
+    have, want = _kind(saved), _kind(target)
+    if have is None or want is None:  # not a number dtype: left to orbax
+        return None
+    if have > want:
+        return _KIND_LOSS[want]
+    if weak or have == 0:
+        return None
+    if have == 1 and want == 1:
+        s, t = jnp.iinfo(saved), jnp.iinfo(target)
+        if s.min < t.min or s.max > t.max:
+            return f"{saved.name} values outside {target.name}'s range [{t.min}, {t.max}] wrap around"
+        return None
+    t_info = jnp.finfo(target)
+    # An integer overflows past the target's largest value; a float past its exponent range (by
+    # the maximum exponent: bfloat16's largest value is a little below float32's, and a float32
+    # value rounds to it, not to inf)
+    if (float(jnp.iinfo(saved).max) > float(t_info.max) if have == 1
+            else jnp.finfo(saved).maxexp > t_info.maxexp):
+        return f"{saved.name} values beyond {target.name}'s ±{float(t_info.max):g} become inf"
+    return None
+
+
+def _key_abstract(impl: str, data_shape: Tuple[int, ...]) -> Any:
+    """The ShapeDtypeStruct of the typed PRNG keys of implementation ``impl`` whose key data has
+    shape ``data_shape``; None for an implementation unknown to this process."""
+    import jax
+
+    try:
+        one = jax.eval_shape(lambda: jax.random.key(0, impl=impl))
+    except (ValueError, TypeError, KeyError):
+        return None
+    rank = len(_key_data(one).shape)
+    return jax.ShapeDtypeStruct(data_shape[:len(data_shape) - rank], one.dtype)
+
+
+_PYTHON_KIND = ("bool", "int", "float", "complex")
+
+
+def _dtype_differences(asked: List[Tuple[str, Any]], saved: Dict[str, _Saved]) -> Dict[str, str]:
+    """``{path: 'checkpoint float32[3], target int32[3] (why)'}`` for each leaf of the target whose
+    dtype would change the saved values (see ``_cast_loss``); and for each typed PRNG key where the
+    step records another implementation, or raw key data, or the other way round (orbax restores a
+    key as it was saved, whatever the target asks)."""
+    out = {}
+    for path, leaf in asked:
+        was = saved.get(path)
+        if was is None or leaf is None:
+            continue
+        key = _key_data(leaf)
+        have = None  # the saved leaf as the message names it, where not by its dtype and shape
+        if was.key_impl:
+            saved_key = _key_abstract(was.key_impl, was.shape)
+            if saved_key is None:  # an implementation unknown to this process
+                continue
+            have = _describe_leaf(saved_key)
+            why = ("a typed key, not raw key data" if key is None else
+                   "another PRNG implementation" if saved_key.dtype != leaf.dtype else None)
+        elif key is not None:
+            why = ("raw key data, not a typed key" if was.key_impl == "" else
+                   f"its key data is {_describe_leaf(key)}" if key.dtype != was.dtype else None)
+        elif isinstance(leaf, (bool, int, float)):  # weakly typed: a kind, no width
+            why = _cast_loss(was.dtype, type(leaf), weak=True)
+        elif hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
+            why = _cast_loss(was.dtype, leaf.dtype,
+                             weak=was.python or bool(getattr(leaf, "weak_type", False)))
+        else:
+            continue
+        if why is None:
+            continue
+        if have is None:
+            kind = _kind(was.dtype)
+            have = (f"Python {_PYTHON_KIND[kind]}" if was.python and kind is not None
+                    else _describe_leaf(was))
+        wanted = (f"Python {type(leaf).__name__}" if isinstance(leaf, (bool, int, float))
+                  else _describe_leaf(leaf))
+        out[path] = f"checkpoint {have}, target {wanted} ({why})"
     return out
 
 
@@ -334,7 +481,11 @@ class TrainingCheckpointer:
     Saves are synchronous: when ``save`` returns, the step is on disk, complete; otherwise it
     raised. Restore with a ``target`` (the state itself, or ``jax.eval_shape`` of how it is built)
     to get optax's named tuples and the target's dtypes and shardings back; without one, orbax
-    returns plain dicts/lists.
+    returns plain dicts/lists. A target dtype may widen a saved leaf or round it (float32 into
+    bfloat16), never change its values otherwise: a float into an integer, float32 into float16
+    (overflow to inf), int32 into uint8 (wrap-around) raise ``CheckpointMismatchError``. A Python
+    number (saved, or in the target) has a kind but no width, so only its kind is compared: a saved
+    ``0.5`` restores into ``0.1`` or a float32 array, not into ``0``.
 
     Steps only move forward. ``save(step)`` requires ``step`` to be after every step on disk, and
     raises ``StepOrderError`` otherwise, never overwriting or skipping: a step below the newest
@@ -478,7 +629,8 @@ class TrainingCheckpointer:
                     f"written for step {step} in {self.directory!r}.\n  fix: keep it out of the "
                     f"saved state and rebuild it after restoring ({rebuild}), or save it in a "
                     "weights file with sp.checkpoint.save, which holds zero-size arrays.")
-        checksums = {"format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves)}
+        checksums = {"format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves),
+                     "key_impls": _key_impls(leaves), "python_numbers": _python_numbers(leaves)}
         saved = self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
         complete, _ = self._steps_on_disk()
@@ -529,7 +681,10 @@ class TrainingCheckpointer:
         ``target`` may hold concrete arrays or ``jax.ShapeDtypeStruct``s; only its structure,
         shapes, dtypes and shardings are used. An incomplete step directory is never restored; a
         step whose files cannot be read raises ``CheckpointCorruptError`` (naming an earlier step),
-        one that does not fit ``target`` ``CheckpointMismatchError`` (naming what differs).
+        one that does not fit ``target`` ``CheckpointMismatchError`` (naming what differs: entries,
+        shapes, or a dtype the saved values would not survive, e.g. float32 into int32 or float16;
+        restore into the saved dtypes and cast afterwards to accept that loss). A typed PRNG key
+        fits a step holding a key of its implementation.
         """
         steps, incomplete = self._steps_on_disk()
         if step is None:
@@ -556,6 +711,24 @@ class TrainingCheckpointer:
             args = self._ocp.args.StandardRestore(jax.tree.map(_abstract, target))
         failure: Optional[Exception] = None
         with _STRAY_REPORTS.quiet(os.path.join(self._step_path(step), _ITEM)) as settle:
+            unreadable = None
+            if target is not None:
+                # Orbax casts every leaf to the target's dtype, whatever that does to the values
+                # (1e5 into float16 is inf, 300 into uint8 is 44): compared first, from what the
+                # step records, else from its metadata. Metadata that cannot be read is left to
+                # orbax's restore to report.
+                asked = _leaves(target)
+                saved = self._recorded(step)
+                found = None
+                if saved is None or any(p not in saved for p, _ in asked):
+                    found, unreadable = self._saved_leaves(step)
+                    saved = None if found is None else self._as_saved(step, found)
+                if saved is not None and _dtype_differences(asked, saved):
+                    if found is None:
+                        found, _ = self._saved_leaves(step)
+                    lossy = self._mismatch(step, target, None, found)
+                    assert lossy is not None  # (a dtype differs)
+                    raise lossy
             try:
                 if args is None:
                     restored = self._manager.restore(step)
@@ -575,6 +748,8 @@ class TrainingCheckpointer:
                     del failure
                 settle()
                 raise error
+            if unreadable is not None:  # the failed metadata read's reports
+                settle()
         damage = self._check_data(step, restored)
         if damage is not None:
             raise self._corrupt(step, steps, target, damage)
@@ -627,6 +802,45 @@ class TrainingCheckpointer:
                 return None, _reason(e)
             finally:
                 handler.close()
+
+    def _record(self, step: int) -> Dict[str, Any]:
+        """Step ``step``'s checksums file, read; ``{}`` where it is absent or cannot be read (the
+        data check reports that)."""
+        try:
+            with open(os.path.join(self._step_path(step), _CHECKSUMS), "rb") as f:
+                record = json.loads(f.read())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) and record.get("format") == _CHECKSUMS_FORMAT else {}
+
+    def _recorded(self, step: int) -> Optional[Dict[str, _Saved]]:
+        """The leaves step ``step``'s checksums file records, or None where it does not record
+        Python numbers and key implementations (a step saved before they were)."""
+        import ml_dtypes  # the dtypes NumPy cannot look up by name (bfloat16, float8_*)
+        import numpy as np
+
+        def dtype(name: str) -> Any:
+            return np.dtype(getattr(ml_dtypes, name) if hasattr(ml_dtypes, name) else name)
+
+        record = self._record(step)
+        impls, python = record.get("key_impls"), record.get("python_numbers")
+        if not isinstance(impls, dict) or not isinstance(python, list):
+            return None
+        try:
+            return {p: _Saved(dtype(name), tuple(shape), p in python, impls.get(p, ""))
+                    for p, (name, shape, _) in record["leaves"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+    def _as_saved(self, step: int, found: List[Tuple[str, Any]]) -> Dict[str, _Saved]:
+        """Orbax's metadata of step ``step``, with the key implementations its checksums file
+        records, if any."""
+        impls = self._record(step).get("key_impls")
+        scalar = self._ocp.metadata.ScalarMetadata  # a Python number, saved
+        return {p: _Saved(meta.dtype, tuple(meta.shape), isinstance(meta, scalar),
+                          impls.get(p, "") if isinstance(impls, dict) else None)
+                for p, meta in found if getattr(meta, "dtype", None) is not None
+                and getattr(meta, "shape", None) is not None}
 
     def _failed_restore(self, step: int, steps: List[int], target: Any,
                         error: Exception) -> CheckpointError:
@@ -684,31 +898,45 @@ class TrainingCheckpointer:
         err.filename = path
         return err
 
-    def _mismatch(self, step: int, target: Any, error: Exception,
+    def _mismatch(self, step: int, target: Any, error: Optional[Exception],
                   found: Optional[List[Tuple[str, Any]]],
                   orbax_reason: bool = False) -> Optional[CheckpointMismatchError]:
-        """Why ``target`` does not fit step ``step``: the entries and shapes that differ, from the
-        step's metadata ``found`` (orbax's own diff names bare keys and advises an option restore()
-        lacks). None if none differ, unless ``orbax_reason``: then orbax's reason is given."""
+        """Why ``target`` does not fit step ``step``: the entries, shapes and dtypes that differ,
+        from the step's metadata ``found`` (orbax's own diff names bare keys and advises an option
+        restore() lacks). None if none differ, unless ``orbax_reason``: then orbax's reason is
+        given."""
         asked = _leaves(target)
         lines = [f"TrainingCheckpointer.restore: step {step} in {self.directory!r} does not fit "
                  "the given target; nothing was restored."]
+        dtypes: Dict[str, str] = {}
         if found is not None:
             found_shapes = dict(found)
             asked_names = {p for p, _ in asked}
             missing = [p for p, _ in found if p not in asked_names]
             extra = [p for p, _ in asked if p not in found_shapes]
-            shapes = [f"{p}: target {tuple(leaf.shape)}, checkpoint {tuple(found_shapes[p].shape)}"
-                      for p, leaf in asked
-                      if p in found_shapes and hasattr(leaf, "shape")
-                      and getattr(found_shapes[p], "shape", None) is not None
-                      and tuple(leaf.shape) != tuple(found_shapes[p].shape)]
+            dtypes = _dtype_differences(asked, self._as_saved(step, found))
+            shapes = []
+            for p, leaf in asked:
+                saved = getattr(found_shapes.get(p), "shape", None)
+                if saved is None or not hasattr(leaf, "shape"):
+                    continue
+                key = _key_data(leaf)  # orbax's metadata gives a typed key's key data
+                if key is not None and p in dtypes:  # another implementation: named there
+                    continue
+                if tuple((key if key is not None else leaf).shape) != tuple(saved):
+                    of = "" if key is None else f" (key data {tuple(key.shape)})"
+                    shapes.append(f"{p}: target {tuple(leaf.shape)}{of}, checkpoint {tuple(saved)}")
             if missing:
                 lines.append(f"  in the checkpoint, not in target: {missing[:10]}")
             if extra:
                 lines.append(f"  in target, not in the checkpoint: {extra[:10]}")
             if shapes:
                 lines.append(f"  shapes differ: {'; '.join(shapes[:10])}")
+            if dtypes:
+                listed = [f"{p}: {text}" for p, text in sorted(dtypes.items())]
+                more = f"; ... ({len(listed) - 10} more)" if len(listed) > 10 else ""
+                lines.append("  dtypes differ (restoring could change the saved values): "
+                             f"{'; '.join(listed[:10])}{more}")
             lines.append(f"  asked (target): {_listing(asked)}")
             lines.append(f"  found (step {step}): {_listing(found)}")
         if found is None or len(lines) == 3:  # no difference seen here: orbax's reason
@@ -717,11 +945,21 @@ class TrainingCheckpointer:
             reason = "\n".join(line for line in str(error).splitlines()
                                if "partial_restore" not in line and "strict=False" not in line)
             lines.append(f"  orbax: {reason}")
-        top = sorted({p.split('/')[0] for p, _ in (found or [])})
+        if dtypes:  # the first leaf named, as saved
+            top = [min(dtypes).split('/')[0]]
+        else:
+            top = sorted({p.split('/')[0] for p, _ in (found or [])})
         pick = f"ckpt.restore({step})[{top[0]!r}]" if top else f"ckpt.restore({step})"
-        lines.append("  fix: pass a target built the same way as the saved state (same entries and "
-                     f"shapes); or restore without a target and pick what you need, e.g. {pick} "
-                     "(plain dicts and lists: optax states come back as lists).")
+        if dtypes:
+            lines.append("  fix: pass a target with the checkpoint's dtypes (built the same way as "
+                         "the saved state), and cast after restoring where you want another dtype, "
+                         "accepting what it changes (x.astype(dtype)); or restore without a target "
+                         f"and pick what you need, e.g. {pick} (plain dicts and lists: optax states "
+                         "come back as lists).")
+        else:
+            lines.append("  fix: pass a target built the same way as the saved state (same entries "
+                         "and shapes); or restore without a target and pick what you need, e.g. "
+                         f"{pick} (plain dicts and lists: optax states come back as lists).")
         return CheckpointMismatchError("\n".join(lines))
 
     def close(self) -> None:

@@ -524,3 +524,167 @@ def test_a_state_holding_a_prng_key_saves_checks_and_restores(tmp_path):
     assert ckpt.all_steps() == [2]
     restored = ckpt.restore(target=state)
     np.testing.assert_array_equal(jax.random.key_data(restored["rng"]), jax.random.key_data(state["rng"]))
+
+
+# --- a target's dtypes: a cast that would change saved values is refused, naming each leaf ----------
+
+_TYPED = {"w": jnp.array([0.7, 1e5, -2.5], jnp.float32), "i": jnp.array([300, -1], jnp.int32),
+          "lr": 0.5}
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"w": jnp.zeros(3, jnp.int32)}, r"w: checkpoint float32\[3\], target int32\[3\] \(a float "
+                                     r"cast to an integer loses its fraction\)"),
+    ({"w": jax.ShapeDtypeStruct((3,), jnp.float16)},
+     r"w: checkpoint float32\[3\], target float16\[3\] \(float32 values beyond float16's "
+     r"±65504 become inf\)"),
+    ({"i": jnp.zeros(2, jnp.uint8)}, r"i: checkpoint int32\[2\], target uint8\[2\] \(int32 values "
+                                     r"outside uint8's range \[0, 255\] wrap around\)"),
+    ({"lr": 0}, r"lr: checkpoint Python float, target Python int \(a float cast to an integer "
+                r"loses its fraction\)"),
+    ({"i": jnp.zeros(2, bool)}, r"i: checkpoint int32\[2\], target bool\[2\] \(a bool keeps "
+                                r"only zero or non-zero\)"),
+], ids=["float_to_int", "float32_to_float16", "int32_to_uint8", "python_float_to_int", "to_bool"])
+def test_restore_into_a_target_dtype_that_would_change_saved_values_raises_naming_the_leaf(
+        tmp_path, change, named):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(1, _TYPED)
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+        ckpt.restore(target={**_TYPED, **change})
+    message = str(e.value)
+    assert message.startswith(f"TrainingCheckpointer.restore: step 1 in {str(tmp_path / 'run')!r} "
+                              "does not fit the given target; nothing was restored."), message
+    assert re.search(r"\n  dtypes differ \(restoring could change the saved values\): " + named,
+                     message), message
+    assert "shapes differ" not in message and "not in the checkpoint" not in message
+    assert re.search(r"\n  fix: .*the checkpoint's dtypes.*astype.*ckpt.restore\(1\)", message), message
+    chex.assert_trees_all_equal(ckpt.restore(1, target=_TYPED), _TYPED)  # the fix works
+    np.testing.assert_array_equal(ckpt.restore(1)["w"], _TYPED["w"])
+
+
+def test_a_dtype_mismatch_names_every_lossy_leaf_with_the_other_differences(tmp_path):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(1, _TYPED)
+    target = {"w": jnp.zeros(3, jnp.int32), "i": jnp.zeros(2, jnp.uint8), "lr": 0,
+              "extra": jnp.zeros(2)}
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+        ckpt.restore(target=target)
+    message = str(e.value)
+    assert "in target, not in the checkpoint: ['extra']" in message, message
+    assert re.search(r"dtypes differ .*: i: checkpoint int32\[2\], target uint8\[2\] .*; lr: "
+                     r"checkpoint Python float, target Python int .*; w: checkpoint float32\[3\], "
+                     r"target int32\[3\]", message), message
+
+
+def test_a_target_dtype_that_only_widens_or_rounds_restores_cast(tmp_path):
+    state = {"h": jnp.array([1.5, -2.0], jnp.float16), "b": jnp.array([-100, 7], jnp.int8),
+             "i": jnp.array([3, 1 << 30], jnp.int32), "f": jnp.array([True, False])}
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(1, state)
+    target = {"h": jax.ShapeDtypeStruct((2,), jnp.float32), "b": jnp.zeros(2, jnp.int16),
+              "i": jnp.zeros(2, jnp.float32), "f": jnp.zeros(2, jnp.uint8)}
+    restored = ckpt.restore(target=target)
+    assert {k: v.dtype for k, v in restored.items()} == {
+        "h": jnp.float32, "b": jnp.int16, "i": jnp.float32, "f": jnp.uint8}
+    np.testing.assert_array_equal(restored["h"], [1.5, -2.0])
+    np.testing.assert_array_equal(restored["b"], [-100, 7])
+    np.testing.assert_array_equal(restored["i"], [3.0, float(1 << 30)])
+    np.testing.assert_array_equal(restored["f"], [1, 0])
+
+
+def test_python_numbers_restore_as_saved_into_weakly_typed_targets_of_their_kind(tmp_path):
+    state = {"step": 7, "lr": 0.25, "flag": True, "count": jnp.int32(4), "loss": jnp.float32(1.5)}
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(1, state)
+    # jax.eval_shape makes Python numbers weakly typed int32/float32/bool
+    abstract = jax.eval_shape(lambda: {"step": 0, "lr": 0.1, "flag": False, "count": 0, "loss": 0.0})
+    assert abstract["step"].weak_type and abstract["step"].dtype == jnp.int32
+    for target in (abstract, {**state, "count": 0, "loss": 0.0},
+                   {**state, "step": jnp.int32(0), "lr": jnp.float32(0), "flag": 1}):
+        restored = ckpt.restore(target=target)
+        assert [float(restored[k]) for k in ("step", "lr", "flag", "count", "loss")] == [
+            7, 0.25, 1, 4, 1.5]
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError,
+                       match=r"step: checkpoint Python int, target Python bool \(a bool keeps only "
+                             r"zero or non-zero\)"):
+        ckpt.restore(target={**state, "step": False})
+
+
+def test_a_mismatch_does_not_blame_a_prng_key_leaf_that_fits(tmp_path):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    state = {"params": {"w": jnp.ones(3)}, "rng": jax.random.key(0)}
+    ckpt.save(1, state)
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+        ckpt.restore(target={**state, "params": {"w": jnp.ones(3), "b": jnp.ones(2)}})
+    message = str(e.value)
+    assert "in target, not in the checkpoint: ['params/b']" in message, message
+    assert "shapes differ" not in message and "dtypes differ" not in message, message
+    np.testing.assert_array_equal(jax.random.key_data(ckpt.restore(target=state)["rng"]),
+                                  jax.random.key_data(state["rng"]))
+
+
+def test_a_prng_key_of_another_impl_is_named_as_the_difference(tmp_path):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    state = {"w": jnp.ones(2), "rng": jax.random.key(0, impl="rbg")}
+    ckpt.save(1, state)
+    for other in ("unsafe_rbg", "threefry2x32"):  # key data of the same shape (4,), and not
+        with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+            ckpt.restore(target={**state, "rng": jax.random.key(0, impl=other)})
+        message = str(e.value)
+        target_dtype = re.escape(str(jax.random.key(0, impl=other).dtype))
+        assert re.search(rf"dtypes differ .*: rng: checkpoint key<rbg>\[\], target "
+                         rf"{target_dtype}\[\] \(another PRNG implementation\)", message), message
+        assert "shapes differ" not in message, message
+    restored = ckpt.restore(target=state)
+    assert restored["rng"].dtype == state["rng"].dtype
+
+
+def test_a_typed_prng_key_and_raw_key_data_are_not_taken_for_each_other(tmp_path):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    state = {"typed": jax.random.key(0), "raw": jax.random.PRNGKey(1)}
+    ckpt.save(1, state)
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+        ckpt.restore(target={"typed": jax.random.PRNGKey(0), "raw": jax.random.key(1)})
+    message = str(e.value)
+    assert re.search(r"dtypes differ .*: raw: checkpoint uint32\[2\], target key<fry>\[\] \(raw key "
+                     r"data, not a typed key\); typed: checkpoint key<fry>\[\], target uint32\[2\] "
+                     r"\(a typed key, not raw key data\)", message), message
+    chex.assert_trees_all_equal(ckpt.restore(target=state), state)
+
+
+def test_a_step_without_recorded_key_impls_compares_a_prng_key_by_its_key_data(tmp_path):
+    import json
+
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    state = {"params": {"w": jnp.ones(3)}, "rng": jax.random.key(0), "rbg": jax.random.key(1, impl="rbg")}
+    ckpt.save(1, state)
+    checksums = tmp_path / "run" / "1" / "scoped_params_checksums.json"
+    record = json.loads(checksums.read_text())
+    del record["key_impls"]  # as steps saved before implementations were recorded
+    checksums.write_text(json.dumps(record))
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+        ckpt.restore(target={**state, "rbg": jax.random.key(1), "params": {}})
+    message = str(e.value)
+    assert "in the checkpoint, not in target: ['params/w']" in message, message
+    assert re.search(r"\n  shapes differ: rbg: target \(\) \(key data \(2,\)\), checkpoint \(4,\)\n",
+                     message), message
+    assert "dtypes differ" not in message, message
+    chex.assert_trees_all_equal(ckpt.restore(target=state), state)
+
+
+def test_a_step_without_recorded_python_numbers_compares_dtypes_from_orbax_metadata(tmp_path):
+    import json
+
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    state = {"w": jnp.ones(2), "step": 7, "lr": 0.5}
+    ckpt.save(1, state)
+    checksums = tmp_path / "run" / "1" / "scoped_params_checksums.json"
+    record = json.loads(checksums.read_text())
+    del record["python_numbers"], record["key_impls"]  # as steps saved before they were recorded
+    checksums.write_text(json.dumps(record))
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError,
+                       match=r"dtypes differ .*: lr: checkpoint Python float, target Python int .*; "
+                             r"w: checkpoint float32\[2\], target float16\[2\]"):
+        ckpt.restore(target={**state, "w": jnp.ones(2, jnp.float16), "lr": 0})
+    restored = ckpt.restore(target=jax.eval_shape(lambda: {"w": jnp.zeros(2), "step": 0, "lr": 0.0}))
+    assert (int(restored["step"]), float(restored["lr"])) == (7, 0.5)
