@@ -319,6 +319,8 @@ class CheckpointCorruptError(CheckpointError, ValueError):
 class CheckpointMismatchError(CheckpointError, ValueError):
     """``init_from_checkpoint`` could not fill some parameters (missing, wrong shape or dtype, bad map)."""
 
+    filename: Optional[str] = None  # the checkpoint, where the error is about one
+
 
 class StepOrderError(CheckpointError, ValueError):
     """``TrainingCheckpointer.save`` of a step that is not after every step on disk (steps only move

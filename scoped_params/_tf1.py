@@ -9,7 +9,7 @@ import glob
 import os
 import re
 import warnings
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -24,6 +24,12 @@ _PART = re.compile(r"^(?P<base>.+)/part_(?P<index>\d+)$")
 _OPTIMIZER_NAMES = re.compile(r"(^|/)(global_step|beta1_power|beta2_power)(_\d+)?$")
 # Entries that are not variables at all (TF 2 object-based checkpoints carry this one).
 _NOT_VARIABLES = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
+# A Keras optimizer (OptimizerV2, tf.keras.optimizers.legacy) keeps its step count and its
+# hyperparameters as scalar variables under its name: '<name>/iter' and '<name>/decay' in every one
+# of them, '<name>/learning_rate', '<name>/beta_1', ... as it has them.
+_KERAS_ITER, _KERAS_DECAY = "iter", "decay"
+# What TF's reader says of an entry the checkpoint holds only some slices of.
+_SOME_SLICES = "sufficient slices"
 
 
 def _import_tf():
@@ -198,6 +204,9 @@ class _Reader:
         try:
             return np.asarray(self.reader.get_tensor(name))
         except Exception as e:
+            if name in self.shapes and _SOME_SLICES in str(e):  # intact, but not whole
+                raise _some_slices(self.prefix, e, name, partitioned_slot_variable(
+                    name, self.shapes, self.shapes)) from None
             raise _corrupt(self.prefix, e, name) from None
 
 
@@ -222,19 +231,71 @@ def _corrupt(prefix: str, e: Exception, name: Optional[str] = None) -> Checkpoin
     return err
 
 
+def _some_slices(prefix: str, e: Exception, name: str,
+                 variable: Optional[str]) -> CheckpointMismatchError:
+    """The error for an entry TF's reader cannot read whole because the checkpoint holds only some
+    of its slices (``variable``: the partitioned variable whose mangled slot it is, if it is one)."""
+    why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    how = (f"as TF 1.x saves the optimizer slots of a partitioned variable ({variable!r}) when "
+           "minimize() ran inside a variable scope: each part's slot under a name of its own, "
+           "holding that part's slice alone" if variable is not None else
+           "as a Saver given only some parts of a partitioned variable saves it")
+    err = CheckpointMismatchError(
+        f"cannot read tensor {name!r} of TF checkpoint {prefix!r}: it holds only some slices of it, "
+        f"{how}. The file is not damaged; TF's own reader cannot read the entry whole either "
+        f"({why}).\n"
+        "  fix: leave it out (load_tf1 skips optimizer state unless include_optimizer_state=True; "
+        "init_from_checkpoint reads only the entries its map names), or restore the checkpoint in "
+        "TF and save every variable whole under its own name: tf.compat.v1.train.Saver({v.op.name: "
+        "v for v in tf.compat.v1.global_variables()}).save(sess, new_prefix).")
+    err.filename = prefix  # the checkpoint it is about, as CheckpointCorruptError's
+    return err
+
+
 def is_optimizer_entry(name: str, names, shapes=None) -> bool:
-    """Optimizer state rather than a model variable: ``global_step``, Adam's ``beta1_power``/
-    ``beta2_power``, slots ``<variable>/<Slot>`` (``w/Adam``, ``w/Momentum``,
-    ``w/ExponentialMovingAverage``) whose ``<variable>`` is itself in the checkpoint, and slots
-    ``<scope>/<variable>/<Slot>`` (see ``scoped_slot_variable``)."""
+    """Optimizer state rather than a model variable (``shapes``: the checkpoint's; None skips the
+    shape checks):
+
+    * ``global_step``, Adam's ``beta1_power``/``beta2_power``;
+    * slots ``<variable>/<Slot>`` (``w/Adam``, ``w/Adam_1``, ``w/Momentum``,
+      ``w/ExponentialMovingAverage``): one name past a ``<variable>`` of the checkpoint, with its
+      shape, as TF's slot_creator makes every slot of TF 1.x's optimizers and moving averages. An
+      entry further down (``emb/proj/kernel``, a layer in ``variable_scope("emb")`` next to a
+      variable ``emb``) or of another shape (``emb/scale``) is a model variable;
+    * the slots TF names in the scope ``minimize()`` ran in (see ``scoped_slot_variable`` and
+      ``partitioned_slot_variable``);
+    * a Keras optimizer's step count and hyperparameters: the scalars ``<name>/<x>`` next to its
+      ``<name>/iter`` and ``<name>/decay`` (``Adam/iter``, ``Adam/learning_rate``, ``Adam/beta_1``).
+    """
     if _OPTIMIZER_NAMES.search(name):
         return True
-    parts = name.split("/")
-    for i in range(1, len(parts)):
-        parent = "/".join(parts[:i])
-        if parent in names or _merged_base(parent) in names:
-            return True
-    return scoped_slot_variable(name, names, shapes) is not None
+    parent = name.rpartition("/")[0]
+    if parent and (_is_slot_of(name, parent, names, shapes)
+                   or _is_keras_optimizer_weight(name, parent, names, shapes)):
+        return True
+    return (scoped_slot_variable(name, names, shapes) is not None
+            or partitioned_slot_variable(name, names, shapes) is not None)
+
+
+def _is_slot_of(name: str, parent: str, names, shapes) -> bool:
+    """Whether ``name``, ``<parent>/<Slot>``, is a slot of the variable ``parent``."""
+    if parent in names:
+        return shapes is None or tuple(shapes[parent]) == tuple(shapes[name])
+    # The slot of one part, saved by its op name ('w/part_0/Adam', a var_list dict), next to the
+    # whole variable 'w': of the part's shape, which has the variable's rank.
+    base = _merged_base(parent)
+    return base != parent and base in names and (shapes is None
+                                                 or len(shapes[base]) == len(shapes[name]))
+
+
+def _is_keras_optimizer_weight(name: str, parent: str, names, shapes) -> bool:
+    """Whether ``name``, ``<parent>/<x>``, is a scalar of the Keras optimizer named ``parent``: it
+    has ``<parent>/iter`` and ``<parent>/decay``, both scalars (a model's own scope holding scalars
+    named like its hyperparameters lacks them)."""
+    iters, decay = f"{parent}/{_KERAS_ITER}", f"{parent}/{_KERAS_DECAY}"
+    if iters not in names or decay not in names:
+        return False
+    return shapes is None or all(tuple(shapes[n]) == () for n in (name, iters, decay))
 
 
 def scoped_slot_variable(name: str, names, shapes=None) -> Optional[str]:
@@ -256,16 +317,49 @@ def scoped_slot_variable(name: str, names, shapes=None) -> Optional[str]:
     return None
 
 
+def partitioned_slot_variable(name: str, names, shapes=None) -> Optional[str]:
+    """The partitioned ``<variable>`` of ``name`` when it is the slot of one of its parts that TF
+    1.x saved under a mangled name, else None.
+
+    slot_creator names the save slice of a part's slot ``<variable>/`` + the slot variable's name
+    with ``len("<variable>/part_<N>/")`` characters cut from its front. Without a scope that leaves
+    ``<Slot>``; with ``minimize()`` inside ``variable_scope("train")`` (slot variable
+    ``train/<variable>/part_0/Adam``) it leaves ``art_0/Adam``: the entry
+    ``<variable>/art_0/Adam``, holding part 0's slice alone. So ``name`` is read as one when it is
+    ``<variable>/<rest>/<Slot>``, ``<variable>`` is in ``names`` (with ``name``'s shape, given
+    ``shapes``), and ``<rest>`` is what the cut leaves of ``<scope>/<variable>/part_<N>``: its end,
+    or more than all of it."""
+    parts = name.split("/")
+    for i in range(1, len(parts) - 1):
+        variable = "/".join(parts[:i])
+        if variable not in names or (shapes is not None
+                                     and tuple(shapes[variable]) != tuple(shapes[name])):
+            continue
+        rest = "/".join(parts[i:-1])
+        index = re.search(r"\d+$", rest)
+        if index is None:
+            continue
+        part = f"/{variable}/part_{index.group()}"
+        if part.endswith(rest) or rest.endswith(part):
+            return variable
+    return None
+
+
 def _merged_base(name: str) -> str:
     m = _PART.match(name)
     return m.group("base") if m else name
 
 
-def _slice_info(prefix: str) -> Dict[str, Tuple[str, tuple, tuple]]:
-    """``{part variable name: (full name, full shape, offset)}`` from the ``.meta`` graph, if any."""
+SliceInfo = Dict[str, Optional[Tuple[str, tuple, tuple]]]
+
+
+def _slice_info(prefix: str) -> Optional[SliceInfo]:
+    """``{variable name: (full name, full shape, offset)}`` for each part of a partitioned variable
+    in the ``.meta`` graph, ``{variable name: None}`` for each variable that is no part; None
+    without a ``.meta`` file (or one that cannot be parsed)."""
     meta = prefix + ".meta"
     if not os.path.isfile(meta):
-        return {}
+        return None
     from tensorflow.core.framework import variable_pb2
     from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -274,47 +368,103 @@ def _slice_info(prefix: str) -> Dict[str, Tuple[str, tuple, tuple]]:
         with open(meta, "rb") as f:
             graph.ParseFromString(f.read())  # protobuf: data only, nothing executable
     except Exception:
-        return {}
-    info = {}
+        return None
+    info: SliceInfo = {}
     for key in ("variables", "trainable_variables"):
         if key not in graph.collection_def:
             continue
         for raw in graph.collection_def[key].bytes_list.value:
             var = variable_pb2.VariableDef()
-            var.ParseFromString(raw)
+            try:
+                var.ParseFromString(raw)
+            except Exception:
+                continue
             s = var.save_slice_info_def
-            if s.full_name:
-                name = var.variable_name.split(":")[0]
-                info[name] = (s.full_name, tuple(s.full_shape), tuple(s.var_offset))
+            name = var.variable_name.split(":")[0]
+            info[name] = (s.full_name, tuple(s.full_shape), tuple(s.var_offset)) if s.full_name \
+                else None
     return info
 
 
-def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info, prefix: str) -> np.ndarray:
+def _layout(names: List[str], name_set, shapes, prefix: str
+            ) -> Tuple[List[str], Dict[str, List[Tuple[int, str]]], Optional[SliceInfo]]:
+    """How the entries ``names`` come back: the ones read as they are, and ``{base: [(index, part
+    entry), ...]}`` for the partitioned variables saved part by part; and the ``.meta`` slice info.
+
+    An entry ``<base>/part_<N>`` (without a ``<base>`` entry) is a part when the ``.meta`` graph's
+    slice info says so, and not when the graph lists it as a variable that is no part: two ordinary
+    variables ``encoder/part_0`` and ``encoder/part_1`` stay two. Entries the graph does not know
+    (renamed by a ``Saver``'s ``var_list`` dict), and every one without a ``.meta``, are told by
+    name: parts, if their shapes can be pieces of one array (see ``_join_axis``)."""
+    candidates = {}
+    for name in names:
+        m = _PART.match(name)
+        if m and m.group("base") not in name_set:
+            candidates[name] = m
+    info = _slice_info(prefix) if candidates else None
+    whole: List[str] = []
+    partitioned: Dict[str, List[Tuple[int, str]]] = {}
+    for name in names:
+        m = candidates.get(name)
+        if m is None or (info is not None and name in info and info[name] is None):
+            whole.append(name)
+        else:
+            partitioned.setdefault(m.group("base"), []).append((int(m.group("index")), name))
+    for base, parts in list(partitioned.items()):
+        if _slices_of(base, [n for _, n in parts], info) is None \
+                and _join_axis([tuple(shapes[n]) for _, n in sorted(parts)]) is None:
+            whole.extend(n for _, n in parts)  # by name only, and no pieces of one array
+            del partitioned[base]
+    return sorted(whole), partitioned, info
+
+
+def _slices_of(base: str, names: List[str], info: Optional[SliceInfo]) -> Optional[list]:
+    """The ``.meta`` slice info of each of ``names``, if it has it for all of them as parts of
+    ``base``; else None."""
+    if info is None:
+        return None
+    found = [info.get(n) for n in names]
+    slices = [s for s in found if s is not None and s[0] == base]
+    return slices if len(slices) == len(names) else None
+
+
+def _join_axis(shapes: List[tuple]) -> Optional[int]:
+    """The axis along which parts of these shapes join into one array, told by shapes alone: the
+    one axis where they differ, else axis 0 (the default axis of every TF partitioner); None when
+    they cannot be pieces of one array (ranks that differ, scalars, or more than one axis that
+    differs)."""
+    ndim = {len(s) for s in shapes}
+    if len(ndim) != 1 or 0 in ndim:
+        return None
+    differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
+    if len(differing) > 1:
+        return None
+    return differing[0] if differing else 0
+
+
+def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info: Optional[SliceInfo],
+                 prefix: str) -> np.ndarray:
     """One array from ``base/part_0, base/part_1, ...``: placed by the graph's slice info when the
     ``.meta`` file has it, else concatenated along the one axis where the parts' shapes differ, else
     along axis 0 (the default axis of every TF partitioner)."""
     parts = sorted(parts)
     names = [n for _, n, _ in parts]
     arrays = [a for _, _, a in parts]
-    if all(n in info and info[n][0] == base for n in names):
-        full_shape = info[names[0]][1]
-        out = np.zeros(full_shape, arrays[0].dtype)
+    slices = _slices_of(base, names, info)
+    if slices is not None:
+        out = np.zeros(slices[0][1], arrays[0].dtype)
         covered = 0
-        for n, a in zip(names, arrays):
-            offset = info[n][2]
+        for (_, _, offset), a in zip(slices, arrays):
             out[tuple(slice(o, o + s) for o, s in zip(offset, a.shape))] = a
             covered += a.size
         if covered == out.size:
             return out
+        raise _missing_parts(prefix, base, names, out.shape, covered, info)
     shapes = [a.shape for a in arrays]
-    ndim = {len(s) for s in shapes}
-    if len(ndim) != 1 or 0 in ndim:
+    axis = _join_axis(shapes)
+    if axis is None:  # _layout keeps such entries apart: their shapes come from the same index
         raise _corrupt(prefix, ValueError(f"partitions of {base!r} have shapes {shapes}"))
-    differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
-    if len(differing) > 1:
-        raise _corrupt(prefix, ValueError(f"partitions of {base!r} have shapes {shapes}, which "
-                                          "differ in more than one axis"))
-    if not differing and len(shapes[0]) > 1:
+    if len({s[axis] for s in shapes}) == 1 and len(shapes[0]) > 1:
         why = (f"{prefix!r} has no .meta graph with their slice info"
                if not os.path.isfile(prefix + ".meta") else
                f"the .meta graph of {prefix!r} has no slice info for them (they were saved under "
@@ -324,7 +474,26 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info, pref
             f"load_tf1: {base!r} is saved as {len(parts)} partitions of shape {shapes[0]} and "
             f"{why}; concatenating along axis 0 (the default axis of TF's partitioners).",
             UserWarning, stacklevel=4)
-    return np.concatenate(arrays, axis=differing[0] if differing else 0)
+    return np.concatenate(arrays, axis=axis)
+
+
+def _missing_parts(prefix: str, base: str, names: List[str], shape: tuple, covered: int,
+                   info: Optional[SliceInfo]) -> CheckpointMismatchError:
+    """The error for a variable saved part by part whose parts in the checkpoint do not cover it."""
+    missing = sorted(n for n, s in (info or {}).items()
+                     if s is not None and s[0] == base and n not in names)
+    err = CheckpointMismatchError(
+        f"cannot read {base!r} of TF checkpoint {prefix!r}: it is saved part by part, and the parts "
+        f"it holds ({', '.join(map(repr, names))}) cover {covered} of the {int(np.prod(shape))} "
+        f"values of its full shape {tuple(shape)}"
+        + (f"; the .meta graph's slice info names {', '.join(map(repr, missing))} too, which it "
+           "does not hold" if missing else "")
+        + " (a Saver var_list that left parts out?).\n"
+        "  fix: save every part of the variable (a var_list naming all of them, or the variable "
+        "itself), or read the parts it holds one by one with sp.checkpoint.load_variable(path, "
+        "name).")
+    err.filename = prefix  # the checkpoint it is about, as CheckpointCorruptError's
+    return err
 
 
 _EMA_NAME = "ExponentialMovingAverage"  # TF's default ExponentialMovingAverage(name=)
@@ -355,37 +524,70 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
         raise ValueError(_no_averages(r.prefix, suffix, names, name_set, r.shapes))
     if use_moving_averages:
         _check_averages_are_where_tf_looks(r.prefix, names, name_set, r.shapes, suffix)
-    flat: Dict[str, np.ndarray] = {}
-    partitioned: Dict[str, List[Tuple[int, str, np.ndarray]]] = {}
-    skipped = []
+    kept, skipped = [], []
     for name in names:
         if not include_optimizer_state and is_optimizer_entry(name, name_set, r.shapes):
             continue
         if not r.numeric(name):
             skipped.append(f"{name} ({r.dtypes[name].name})")
             continue
-        m = _PART.match(name)
-        if m and m.group("base") not in name_set:
-            if use_moving_averages and name + suffix in name_set:
-                raise NotImplementedError(
-                    f"load_tf1(use_moving_averages=True): {name!r} is one part of a partitioned "
-                    "variable with moving averages, which this reader does not reassemble.\n"
-                    "  fix: restore it in TF and save it unpartitioned, or load without "
-                    "use_moving_averages.")
-            partitioned.setdefault(m.group("base"), []).append(
-                (int(m.group("index")), name, r.get(name)))
-        else:
-            # TF's ExponentialMovingAverage.variables_to_restore(): the average where there is one
-            flat[name] = r.get(name + suffix if use_moving_averages and name + suffix in name_set
-                               else name)
-    if partitioned:
-        info = _slice_info(r.prefix)
-        for base, parts in partitioned.items():
-            flat[base] = _merge_parts(base, parts, info, r.prefix)
+        kept.append(name)
+    whole, partitioned, info = _layout(kept, name_set, r.shapes, r.prefix)
+    if use_moving_averages:
+        for parts in partitioned.values():
+            for _, name in parts:
+                if name + suffix in name_set:
+                    raise NotImplementedError(
+                        f"load_tf1(use_moving_averages=True): {name!r} is one part of a "
+                        "partitioned variable with moving averages, which this reader does not "
+                        "reassemble.\n  fix: restore it in TF and save it unpartitioned, or load "
+                        "without use_moving_averages.")
+    flat: Dict[str, np.ndarray] = {}
+    for name in whole:
+        # TF's ExponentialMovingAverage.variables_to_restore(): the average where there is one
+        flat[name] = r.get(name + suffix if use_moving_averages and name + suffix in name_set
+                           else name)
+    for base, parts in partitioned.items():
+        flat[base] = _merge_parts(base, [(i, n, r.get(n)) for i, n in parts], info, r.prefix)
     if skipped:
         warnings.warn(f"load_tf1: skipped non-numeric entries of {r.prefix!r}: {skipped}",
                       UserWarning, stacklevel=3)
     return flat
+
+
+class TF1Entries(Mapping[str, np.ndarray]):
+    """A TF 1.x checkpoint's entries as TF's ``init_from_checkpoint`` sees them, ``{full name:
+    array}``: every numeric entry (``global_step`` and optimizer slots too), a partitioned variable
+    saved part by part as one array (as ``read_tf1_flat``). Names come from the checkpoint's index;
+    a value is read when it is asked for, so an entry nobody asks for is never read (one TF's reader
+    cannot read whole, say)."""
+
+    def __init__(self, path: PathLike):
+        self._reader = _Reader(path)
+        self.prefix = self._reader.prefix
+        names = self._reader.names()
+        whole, self._parts, self._info = _layout(
+            [n for n in names if self._reader.numeric(n)], set(names), self._reader.shapes,
+            self.prefix)
+        self._whole = set(whole)
+        self._keys = sorted(self._whole | set(self._parts))
+
+    def __contains__(self, key: object) -> bool:  # from the index: Mapping's would read the value
+        return key in self._whole or key in self._parts
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key in self._whole:
+            return self._reader.get(key)
+        if key in self._parts:
+            return _merge_parts(key, [(i, n, self._reader.get(n)) for i, n in self._parts[key]],
+                                self._info, self.prefix)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def _no_averages(prefix: str, suffix: str, names: List[str], name_set, shapes) -> str:
@@ -453,15 +655,20 @@ def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: boo
     Uses TensorFlow's own checkpoint reader (``pip install 'scoped_params[tf]'``). Partitioned
     variables come back as one array: ``Saver`` already stores them whole, and variables saved part
     by part (``v/part_0``, ``v/part_1``, ...) are reassembled from the ``.meta`` graph's slice info
-    (or, without it, concatenated along the axis where the parts differ, else axis 0).
+    (or, for parts the ``.meta`` does not list, and without a ``.meta``, concatenated along the axis
+    where the parts differ, else axis 0). Variables the ``.meta`` lists as no parts of a
+    partitioned variable stay as they are, whatever their names.
 
     Optimizer state is skipped unless ``include_optimizer_state=True``: ``global_step``, Adam's
-    ``beta1_power``/``beta2_power``, and slot entries ``<variable>/<Slot>`` (``w/Adam``,
-    ``w/Adam_1``, ``w/Momentum``, ``w/ExponentialMovingAverage``, ...) whose ``<variable>`` is also in
-    the checkpoint, and the slots TF names in the variable scope ``minimize()`` ran in,
-    ``<scope>/<variable>/<Slot>`` (``train/model/w/Adam``) with ``<variable>``'s shape. Slots
-    cannot sit in a nested tree next to their variable, so with ``include_optimizer_state=True``
-    pass ``flat=True`` to get ``{full name: array}``.
+    ``beta1_power``/``beta2_power``; slot entries ``<variable>/<Slot>`` (``w/Adam``, ``w/Adam_1``,
+    ``w/Momentum``, ``w/ExponentialMovingAverage``, ...) one name past a ``<variable>`` of the
+    checkpoint, with its shape (``emb/proj/kernel``, from a layer in ``variable_scope("emb")`` next
+    to a variable ``emb``, is a model variable); the slots TF names in the variable scope
+    ``minimize()`` ran in, ``<scope>/<variable>/<Slot>`` (``train/model/w/Adam``) with
+    ``<variable>``'s shape, and, for a partitioned ``<variable>``, ``<variable>/art_0/Adam``; and a
+    Keras optimizer's scalars (``Adam/iter``, ``Adam/learning_rate``, ... next to its ``Adam/iter``
+    and ``Adam/decay``). Slots cannot sit in a nested tree next to their variable, so with
+    ``include_optimizer_state=True`` pass ``flat=True`` to get ``{full name: array}``.
 
     ``use_moving_averages=True`` loads each variable's ``tf.train.ExponentialMovingAverage`` (its
     ``<variable>/ExponentialMovingAverage`` entry) where the checkpoint has one, and the variable

@@ -53,7 +53,7 @@ from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
                       StepOrderError as StepOrderError,
                       InvalidNameError, nearest, optional_import)
 from ._tree import _not_a_tree, flatten, unflatten
-from ._tf1 import _is_v1_file, _strip_suffix, read_tf1_flat
+from ._tf1 import TF1Entries as _TF1Entries, _is_v1_file, _strip_suffix
 from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
 from ._training import CheckpointNotADirectoryError as CheckpointNotADirectoryError
@@ -104,6 +104,14 @@ def _host_array(name: str, leaf: Any) -> np.ndarray:
             f"sp.checkpoint.save: '{name}' is a {type(leaf).__name__}; a checkpoint holds one "
             "array per full name.\n  fix: key the items by name, e.g. "
             f"{{'{name}': {{'0': ..., '1': ...}}}} for '{name}/0', '{name}/1'.")
+    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) \
+            and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        impl = str(jax.random.key_impl(leaf))
+        raise TypeError(
+            f"sp.checkpoint.save: '{name}' is a typed PRNG key ({leaf.dtype}{list(leaf.shape)}), "
+            "which has no array dtype to store.\n  fix: save jax.random.key_data(key) (a uint32 "
+            f"array) and rewrap it after loading with jax.random.wrap_key_data(data, impl={impl!r}); "
+            "or save training state, keys included, with sp.checkpoint.TrainingCheckpointer.")
     if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) \
             and not leaf.is_fully_addressable:
         raise TypeError(
@@ -572,16 +580,40 @@ def is_tf1_source(path: PathLike) -> bool:
 
 # -- init_from_checkpoint ------------------------------------------------------------------------
 
-def _source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> Tuple[Dict[str, Any], str]:
+def _source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> Tuple[Mapping[str, Any], str]:
     """({full_name: array}, description) from a weights file, a TF 1.x checkpoint or a tree."""
     if isinstance(path_or_tree, Mapping):
         return flatten(path_or_tree), "the given tree"
     path = os.fspath(path_or_tree)
     if is_tf1_source(path):
         # Every entry, flat, as TF's init_from_checkpoint sees them: global_step and optimizer
-        # slots ('w/Adam') too, and 'a/b' next to a variable 'a' (no nested tree holds both).
-        return read_tf1_flat(path, include_optimizer_state=True), f"TF 1.x checkpoint {path!r}"
+        # slots ('w/Adam') too, and 'a/b' next to a variable 'a' (no nested tree holds both). Read
+        # lazily, as TF does: only the entries the map names, so one that cannot be read whole
+        # (a partitioned variable's mangled slot) fails only the map that asks for it.
+        return _TF1Entries(path), f"TF 1.x checkpoint {path!r}"
     return _read(path)[0], f"checkpoint {path!r}"
+
+
+def _narrowed_by_jax(value_dtype: Any, param_dtype: Any) -> bool:
+    """Whether a checkpoint value's dtype is the 64-bit one JAX made ``param_dtype`` of, with
+    jax_enable_x64 off (float64 -> float32, int64 -> int32, complex128 -> complex64; with it on,
+    JAX keeps every dtype)."""
+    if np.dtype(value_dtype) == np.dtype(param_dtype):
+        return False
+    try:
+        return np.dtype(jax.dtypes.canonicalize_dtype(value_dtype)) == np.dtype(param_dtype)
+    except TypeError:  # not a JAX dtype (strings, objects): nothing JAX narrowed
+        return False
+
+
+def _cast_source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> str:
+    """The code of the source tree, for a fix that casts it."""
+    if isinstance(path_or_tree, Mapping):
+        return "source"
+    path = os.fspath(path_or_tree)
+    if is_tf1_source(path):
+        return f"sp.checkpoint.load_tf1({path!r}, flat=True)"
+    return f"sp.checkpoint.load({path!r})"
 
 
 def _same_dtype(a, b) -> bool:
@@ -604,7 +636,9 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
 
     ``path_or_tree`` is a ``save``d file, a TF 1.x checkpoint (prefix or directory) or a tree. As in
     TF, every entry of a TF checkpoint can be named, ``global_step`` and optimizer slots
-    (``{"w/Adam": "m"}``) too; a scope map fills the parameters ``params`` has under the scope.
+    (``{"w/Adam": "m"}``) too; a scope map fills the parameters ``params`` has under the scope. Of
+    a TF checkpoint only the entries the map names are read, as TF does: one nobody asks for cannot
+    make it fail.
     Parameters the map does not cover keep their values; loaded values keep the original leaf's
     placement (``jax.Array`` leaves are ``device_put`` with their sharding). Every parameter the map
     asks for that cannot be filled (absent from the checkpoint, different shape or dtype) is named in
@@ -660,6 +694,7 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
             targets[name] = ckpt_scope + name[len(cur_scope):]
 
     out = dict(current)
+    narrowed = 0  # dtype problems that are JAX's 64-bit -> 32-bit, with jax_enable_x64 off
     for name, ckpt_name in sorted(targets.items()):
         if ckpt_name not in source:
             hint = nearest(ckpt_name, source)
@@ -672,18 +707,31 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
                             f"shape {tuple(np.shape(value))} in {where}")
             continue
         if not _same_dtype(_leaf_dtype(value), _leaf_dtype(old)):
+            why = ""
+            if _narrowed_by_jax(_leaf_dtype(value), _leaf_dtype(old)):
+                narrowed += 1
+                why = " (jax_enable_x64 is off: JAX makes 64-bit values 32-bit)"
             problems.append(f"'{name}': dtype {np.dtype(_leaf_dtype(old)).name} in params, but "
-                            f"'{ckpt_name}' has dtype {np.dtype(_leaf_dtype(value)).name} in {where}")
+                            f"'{ckpt_name}' has dtype {np.dtype(_leaf_dtype(value)).name} in {where}"
+                            + why)
             continue
         out[name] = _place_like(value, old)
 
     if problems:
+        fix = ("correct assignment_map (keys: checkpoint names, values: params names), or "
+               "cast/reshape the source tree first")
+        if narrowed:
+            fix = ("cast the checkpoint's 64-bit values first: source = jax.tree.map(lambda a: "
+                   "np.asarray(a, jax.dtypes.canonicalize_dtype(a.dtype)), "
+                   f"{_cast_source(path_or_tree)}), then init_from_checkpoint(source, params, "
+                   "assignment_map); or turn on jax_enable_x64 (jax.config.update("
+                   "'jax_enable_x64', True), before params are made) to keep them 64-bit"
+                   + (f"; for the other entries, {fix}" if narrowed < len(problems) else ""))
         raise CheckpointMismatchError(
             f"init_from_checkpoint could not fill {len(problems)} entr"
             f"{'y' if len(problems) == 1 else 'ies'} from {where}:\n  - "
             + "\n  - ".join(problems)
-            + "\n  fix: correct assignment_map (keys: checkpoint names, values: params names), or "
-              "cast/reshape the source tree first; params was not changed.")
+            + f"\n  fix: {fix}; params was not changed.")
     return unflatten(out)
 
 

@@ -569,3 +569,259 @@ def test_use_moving_averages_with_the_averages_saved_under_a_scope_is_an_error_a
         f"ema/{n}/ExponentialMovingAverage": n for n in ("net/b", "net/w")})
     np.testing.assert_array_equal(
         params["net"]["w"], tf.train.load_variable(prefix, "ema/net/w/ExponentialMovingAverage"))
+
+
+# -- which entries are optimizer state -----------------------------------------------------------
+
+def test_variables_under_a_scope_named_like_a_variable_are_model_variables_not_slots(tmp_path):
+    # TF 1.x accepts a variable 'emb' next to variables under the scope 'emb/': only an entry one
+    # component past a variable, of its shape, is a slot ('emb/Adam'); 'emb/proj/kernel' and the
+    # scalar 'emb/scale' are the model's.
+    from scoped_params import _inspect
+
+    graph = tf.Graph()
+    with graph.as_default():
+        emb = v1.get_variable("emb", [10, 4])
+        with v1.variable_scope("emb"):
+            scale = v1.get_variable("scale", [])
+            y = v1.layers.dense(tf.nn.embedding_lookup(emb, [1, 2]) * scale, 3, name="proj")
+        train = v1.train.AdamOptimizer(0.1).minimize(tf.reduce_sum(y))
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"), lambda s: s.run(train))
+    sess.close()
+    saved = {n for n, _ in tf.train.list_variables(prefix)}
+    model = {"emb", "emb/scale", "emb/proj/kernel", "emb/proj/bias"}
+    assert {"emb/Adam", "emb/scale/Adam_1", "emb/proj/kernel/Adam", "beta1_power"} <= saved
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flat = ckpt.load_tf1(prefix, flat=True)
+    assert set(flat) == model
+    for name in model:
+        np.testing.assert_array_equal(flat[name], tf.train.load_variable(prefix, name))
+    with pytest.raises(sp.NameCollisionError, match=r"(?s)model.ckpt.*fix: pass flat=True"):
+        ckpt.load_tf1(prefix)  # 'emb' is a leaf and a scope: no nested tree holds both
+    assert set(ckpt.load_tf1(prefix, include_optimizer_state=True, flat=True)) == saved
+    notes = {e.name: e.note for e in _inspect._Source(prefix).entries}
+    assert {n for n, note in notes.items() if note} == saved - model  # inspect's '*': the slots
+
+
+def _partitioned_adam_in_a_scope(tmp_path):
+    """Adam's minimize() inside variable_scope("train") on a partitioned variable: TF saves each
+    part's slot under a mangled name ('model/l1/w/art_0/Adam') holding that part's slice alone."""
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("model"):
+            with v1.variable_scope("l1", partitioner=v1.fixed_size_partitioner(2)):
+                w = v1.get_variable("w", [6, 4])
+            b = v1.get_variable("b", [4], initializer=v1.constant_initializer(0.5))
+        loss = tf.reduce_sum(tf.matmul(tf.ones([1, 6]), w) + b)
+        with v1.variable_scope("train"):
+            train = v1.train.AdamOptimizer(0.1).minimize(loss)
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"), lambda s: s.run(train))
+    sess.close()
+    assert {n for n, _ in tf.train.list_variables(prefix)} == {
+        "model/b", "model/l1/w", "model/l1/w/art_0/Adam", "model/l1/w/art_0/Adam_1",
+        "model/l1/w/art_1/Adam", "model/l1/w/art_1/Adam_1", "train/beta1_power",
+        "train/beta2_power", "train/model/b/Adam", "train/model/b/Adam_1"}
+    return prefix
+
+
+def test_init_from_checkpoint_reads_only_the_entries_its_map_names(tmp_path):
+    prefix = _partitioned_adam_in_a_scope(tmp_path)
+    with tf.Graph().as_default():  # TF's init_from_checkpoint loads the map fine
+        with v1.variable_scope("model"):
+            b = v1.get_variable("b", [4])
+        v1.train.init_from_checkpoint(prefix, {"model/b": "model/b"})
+        with v1.Session() as s:
+            s.run(v1.global_variables_initializer())
+            expected = s.run(b)
+    out = ckpt.init_from_checkpoint(prefix, {"model": {"b": jnp.zeros(4)}}, {"model/b": "model/b"})
+    np.testing.assert_array_equal(out["model"]["b"], expected)
+    assert not np.allclose(expected, 0.5)  # trained: the value is the checkpoint's
+    params = {"model": {"b": np.zeros(4, np.float32), "l1": {"w": np.zeros((6, 4), np.float32)}}}
+    out = ckpt.init_from_checkpoint(prefix, params, {"model/": "model/"})
+    np.testing.assert_array_equal(out["model"]["l1"]["w"], tf.train.load_variable(prefix, "model/l1/w"))
+    # The mangled slots are optimizer state: skipped by load_tf1 and marked '*' by inspect.
+    assert set(ckpt.load_tf1(prefix, flat=True)) == {"model/b", "model/l1/w"}
+    from scoped_params import _inspect
+    notes = {e.name: e.note for e in _inspect._Source(prefix).entries}
+    assert notes["model/l1/w/art_0/Adam"] == notes["train/model/b/Adam"] == "*"
+    assert notes["model/l1/w"] == notes["model/b"] == ""
+
+
+def test_an_entry_saved_as_some_slices_only_is_named_as_such_not_as_a_damaged_file(tmp_path):
+    prefix = _partitioned_adam_in_a_scope(tmp_path)
+    with pytest.raises(ValueError, match="sufficient slices"):  # TF's reader cannot read it either
+        tf.train.load_checkpoint(prefix).get_tensor("model/l1/w/art_0/Adam")
+    calls = [lambda: ckpt.load_tf1(prefix, include_optimizer_state=True, flat=True),
+             lambda: ckpt.load_variable(prefix, "model/l1/w/art_0/Adam"),
+             lambda: ckpt.init_from_checkpoint(prefix, {"m": np.zeros((6, 4), np.float32)},
+                                               {"model/l1/w/art_0/Adam": "m"}),
+             lambda: sp.optimizers.adam_state_from_tf1(prefix, {"model": {"b": np.zeros(4)}})]
+    for call in calls:
+        with pytest.raises(ckpt.CheckpointError) as info:
+            call()
+        message = str(info.value)
+        assert not isinstance(info.value, ckpt.CheckpointCorruptError), message
+        assert isinstance(info.value, ValueError)
+        assert message.startswith(f"cannot read tensor 'model/l1/w/art_0/Adam' of TF checkpoint "
+                                  f"{prefix!r}: it holds only some slices of it"), message
+        assert "minimize() ran inside a variable scope" in message, message
+        assert "\n  fix: " in message and "are present" not in message, message
+        assert info.value.filename == prefix
+
+
+def test_variables_named_part_n_are_merged_only_when_the_meta_graph_says_they_are_parts(tmp_path):
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("encoder"):  # two ordinary variables, no partitioner
+            v1.get_variable("part_0", [3], initializer=v1.constant_initializer(1.0))
+            v1.get_variable("part_1", [5], initializer=v1.constant_initializer(2.0))
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"))
+    sess.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flat = ckpt.load_tf1(prefix, flat=True)
+    assert sorted(flat) == ["encoder/part_0", "encoder/part_1"]
+    np.testing.assert_array_equal(flat["encoder/part_0"], np.ones(3, np.float32))
+    np.testing.assert_array_equal(flat["encoder/part_1"], np.full(5, 2.0, np.float32))
+
+    def port():
+        with sp.scope("encoder"):
+            return sp.get_param("part_0", (3,)) @ jnp.ones(3) + sp.get_param("part_1", (5,)).sum()
+
+    assert float(sp.transform(port).apply(ckpt.load_tf1(prefix))) == 13.0
+    out = ckpt.init_from_checkpoint(prefix, {"part_1": np.zeros(5, np.float32)},
+                                    {"encoder/part_1": "part_1"})
+    np.testing.assert_array_equal(out["part_1"], np.full(5, 2.0, np.float32))
+    os.unlink(prefix + ".meta")  # without the graph, the names are all there is: parts, joined
+    assert ckpt.load_tf1(prefix, flat=True)["encoder"].tolist() == [1.0] * 3 + [2.0] * 5
+
+
+def _keras_optimizer_checkpoint(tmp_path, optimizer):
+    graph = tf.Graph()  # (tf.keras is tf_keras here: TF_USE_LEGACY_KERAS=1, see conftest.py)
+    with graph.as_default():
+        model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
+        loss = tf.reduce_sum(model(tf.ones([4, 3])))
+        variables = model.trainable_variables
+        train = optimizer().apply_gradients(zip(tf.gradients(loss, variables), variables))
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"), lambda s: s.run(train))
+    sess.close()
+    return prefix
+
+
+@pytest.mark.parametrize("optimizer,weights", [
+    ("Adam", {"iter", "beta_1", "beta_2", "decay", "learning_rate"}),
+    ("SGD", {"iter", "decay", "learning_rate", "momentum"}),  # no slots at all
+])
+def test_a_keras_optimizers_iterations_and_hyperparameters_are_optimizer_state(tmp_path, optimizer,
+                                                                               weights):
+    pytest.importorskip("tf_keras")  # Keras 3's optimizers cannot run in a TF 1.x graph
+    prefix = _keras_optimizer_checkpoint(tmp_path, getattr(tf.keras.optimizers.legacy, optimizer))
+    saved = {n for n, _ in tf.train.list_variables(prefix)}
+    assert {f"{optimizer}/{w}" for w in weights} <= saved
+    assert sorted(ckpt.load_tf1(prefix, flat=True)) == ["dense/bias", "dense/kernel"]
+    assert set(ckpt.load_tf1(prefix, include_optimizer_state=True, flat=True)) == saved
+
+
+def test_scalars_named_like_a_keras_optimizers_weights_are_model_variables_without_its_iter(
+        tmp_path):
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("Adam"):  # a model's own scope, not a Keras optimizer's weights
+            for name in ("learning_rate", "beta_1", "decay"):
+                v1.get_variable(name, [])
+        with v1.variable_scope("SGD"):  # an 'iter' alone, without 'decay'
+            v1.get_variable("iter", [], tf.int64, v1.zeros_initializer())
+            v1.get_variable("learning_rate", [])
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"))
+    sess.close()
+    assert sorted(ckpt.load_tf1(prefix, flat=True)) == [
+        "Adam/beta_1", "Adam/decay", "Adam/learning_rate", "SGD/iter", "SGD/learning_rate"]
+
+
+def test_saving_a_typed_prng_key_says_to_save_its_key_data(tmp_path):
+    key = jax.random.key(0, impl="rbg")
+    path = tmp_path / "state.safetensors"
+    with pytest.raises(TypeError) as info:
+        ckpt.save(path, {"rng": key})
+    message = str(info.value)
+    assert message.startswith("sp.checkpoint.save: 'rng' is a typed PRNG key (key<rbg>[])"), message
+    assert "outside jax.jit" not in message, message
+    assert "fix: save jax.random.key_data(key)" in message, message
+    assert "jax.random.wrap_key_data(data, impl='rbg')" in message, message
+    assert "sp.checkpoint.TrainingCheckpointer" in message, message
+    assert not path.exists()
+    ckpt.save(path, {"rng": jax.random.key_data(key)})  # the fix works
+    restored = jax.random.wrap_key_data(ckpt.load(path)["rng"], impl="rbg")
+    np.testing.assert_array_equal(jax.random.key_data(restored), jax.random.key_data(key))
+
+
+def test_init_from_checkpoint_of_float64_values_into_float32_params_names_jax_x64(tmp_path):
+    assert not jax.config.jax_enable_x64
+    table = np.random.RandomState(0).randn(3, 2)  # float64: TF makes a float64 variable
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("embedding"):
+            v1.get_variable("table", initializer=table)
+        v1.get_variable("steps", initializer=np.int64(7))
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"))
+    sess.close()
+
+    def port():
+        with sp.scope("embedding"):
+            sp.get_param("table", init=table)
+        sp.get_param("steps", init=np.int64(7))
+
+    params = sp.transform(port).init(jax.random.key(0))
+    assert params["embedding"]["table"].dtype == jnp.float32 and params["steps"].dtype == jnp.int32
+    with pytest.raises(ckpt.CheckpointMismatchError) as info:
+        ckpt.init_from_checkpoint(prefix, params, {"/": "/"})
+    message = str(info.value)
+    assert ("'embedding/table': dtype float32 in params, but 'embedding/table' has dtype float64 in "
+            f"TF 1.x checkpoint {prefix!r} (jax_enable_x64 is off: JAX makes 64-bit values 32-bit)"
+            in message), message
+    assert "'steps': dtype int32 in params, but 'steps' has dtype int64" in message, message
+    fix = message.split("\n  fix: ")[1]
+    assert fix.startswith("cast the checkpoint's 64-bit values first: source = jax.tree.map(lambda "
+                          "a: np.asarray(a, jax.dtypes.canonicalize_dtype(a.dtype)), "
+                          f"sp.checkpoint.load_tf1({prefix!r}, flat=True)), then "
+                          "init_from_checkpoint(source, params, assignment_map); or turn on "
+                          "jax_enable_x64"), message
+    # The fix works.
+    source = jax.tree.map(lambda a: np.asarray(a, jax.dtypes.canonicalize_dtype(a.dtype)),
+                          ckpt.load_tf1(prefix, flat=True))
+    out = ckpt.init_from_checkpoint(source, params, {"/": "/"})
+    np.testing.assert_array_equal(out["embedding"]["table"], table.astype(np.float32))
+    assert int(out["steps"]) == 7
+
+
+def test_entries_named_part_n_whose_shapes_cannot_be_pieces_of_one_array_stay_apart(tmp_path):
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("x"):
+            v1.get_variable("part_0", [2, 3])
+            v1.get_variable("part_1", [4, 5])
+            v1.get_variable("part_2", [])
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"))
+    sess.close()
+    os.unlink(prefix + ".meta")  # the names alone: but no array is made of these three pieces
+    flat = ckpt.load_tf1(prefix, flat=True)
+    assert {n: v.shape for n, v in flat.items()} == {"x/part_0": (2, 3), "x/part_1": (4, 5),
+                                                     "x/part_2": ()}
+
+
+def test_a_variable_saved_part_by_part_with_parts_missing_is_an_error_naming_them(tmp_path):
+    graph, table, *_ = _partitioned_graph()
+    parts = {v.op.name: v for i, v in enumerate(table) if i != 1}  # part 1 left out
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"), var_list=parts)
+    sess.close()
+    with pytest.raises(ckpt.CheckpointMismatchError) as info:
+        ckpt.load_tf1(prefix)
+    message = str(info.value)
+    assert message.startswith(
+        f"cannot read 'emb/table' of TF checkpoint {prefix!r}: it is saved part by part, and the "
+        "parts it holds ('emb/table/part_0', 'emb/table/part_2') cover 28 of the 40 values of its "
+        "full shape (10, 4); the .meta graph's slice info names 'emb/table/part_1' too"), message
+    assert "\n  fix: save every part" in message and info.value.filename == prefix
+    np.testing.assert_array_equal(ckpt.load_variable(prefix, "emb/table/part_2"),
+                                  tf.train.load_variable(prefix, "emb/table/part_2"))
