@@ -1246,20 +1246,30 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
         beta = get_param("beta", param_shape, beta_initializer, dtype, trainable=trainable,
                          regularizer=beta_regularizer,
                          constraint=beta_constraint) if center else None
-        if frame.with_state:
-            moving_mean = get_state("moving_mean", param_shape, moving_mean_initializer, dtype)
-            moving_var = get_state("moving_variance", param_shape, moving_variance_initializer,
-                                   dtype)
-        else:
-            if static_training is not False:
-                raise StateError(
-                    "sp.layers.batch_normalization(training=True) updates the moving statistics, "
-                    "which needs a stateful transform, but the model was built with sp.transform.\n"
-                    "  fix: build it with sp.transform_with_state(fn), or pass training=False.")
-            moving_mean = get_param("moving_mean", param_shape, moving_mean_initializer, dtype,
-                                    trainable=False)
-            moving_var = get_param("moving_variance", param_shape, moving_variance_initializer,
-                                   dtype, trainable=False)
+        if not frame.with_state and static_training is not False:
+            raise StateError(
+                "sp.layers.batch_normalization(training=True) updates the moving statistics, "
+                "which needs a stateful transform, but the model was built with sp.transform.\n"
+                "  fix: build it with sp.transform_with_state(fn), or pass training=False.")
+        # As TF's layer and slim's batch_norm: the moving statistics are never partitioned (the
+        # scope's partitioner is set aside while they are made; a custom getter sees None).
+        here = frame.scope
+        partitioner = here.partitioner
+        if partitioner is not None:
+            here.partitioner = None
+        try:
+            if frame.with_state:
+                moving_mean = get_state("moving_mean", param_shape, moving_mean_initializer, dtype)
+                moving_var = get_state("moving_variance", param_shape,
+                                       moving_variance_initializer, dtype)
+            else:
+                moving_mean = get_param("moving_mean", param_shape, moving_mean_initializer, dtype,
+                                        trainable=False)
+                moving_var = get_param("moving_variance", param_shape,
+                                       moving_variance_initializer, dtype, trainable=False)
+        finally:
+            if partitioner is not None:
+                here.partitioner = partitioner
         x = inputs.astype(dtype)
 
         def normalize(mean, var):

@@ -14,6 +14,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import scoped_params as sp  # noqa: E402
 
@@ -577,3 +578,52 @@ def test_embedding_lookup_negative_max_norm_is_zero_as_tf(tf):
     got = sp.layers.embedding_lookup(jnp.asarray(CLIP_TABLE), jnp.array([1, 2]), max_norm=-1.0)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got, np.zeros((2, 2)))
+
+
+# --- batch normalization under a partitioned scope --------------------------------------------------
+
+
+def test_batch_norm_moving_statistics_are_never_partitioned_as_in_tf(tf):
+    # TF's layer (and slim's batch_norm) set the scope's partitioner aside while making the moving
+    # statistics: gamma and beta come in parts, moving_mean and moving_variance whole.
+    def tf_shapes():
+        x = tf.placeholder(tf.float32, [4, 8])
+        with tf.variable_scope("net", partitioner=tf.fixed_size_partitioner(2)):
+            tf.layers.batch_normalization(x, training=True)
+        return {v.op.name: v.shape.as_list() for v in tf.global_variables()}
+
+    with tf.Graph().as_default():
+        assert tf_shapes() == {
+            "net/batch_normalization/gamma/part_0": [4], "net/batch_normalization/gamma/part_1": [4],
+            "net/batch_normalization/beta/part_0": [4], "net/batch_normalization/beta/part_1": [4],
+            "net/batch_normalization/moving_mean": [8],
+            "net/batch_normalization/moving_variance": [8]}
+
+    seen = {}
+
+    def getter(next_getter, name, *args, **kwargs):
+        seen[name] = kwargs["partitioner"]
+        return next_getter(name, *args, **kwargs)
+
+    def fn(x, layer):
+        with sp.scope("net", partitioner=sp.sharding.fixed_size_partitioner(2),
+                      custom_getter=getter) as net:
+            y = layer(x)
+            assert net.partitioner is not None  # set aside only while the statistics are made
+        return y
+
+    x = jnp.ones((4, 8))
+    for layer, bn in ((lambda x: sp.layers.batch_normalization(x, training=True),
+                       "batch_normalization"),
+                      (lambda x: sp.slim.batch_norm(x, scale=True), "BatchNorm")):
+        seen.clear()
+        params, state = sp.sharding.partition_specs(
+            sp.transform_with_state(lambda x: fn(x, layer)), x)
+        assert params["net"][bn] == {"beta": P("model"),
+                                     "gamma": P("model")}
+        assert state["net"][bn] == {"moving_mean": P(),
+                                    "moving_variance": P()}
+        assert seen[f"net/{bn}/moving_mean"] is None and seen[f"net/{bn}/gamma"] is not None
+    specs = sp.sharding.partition_specs(
+        sp.transform(lambda x: fn(x, lambda x: sp.layers.batch_normalization(x))), x)
+    assert specs["net"]["batch_normalization"]["moving_mean"] == P()
