@@ -77,6 +77,89 @@ def _abstract(leaf: Any) -> Any:
     return leaf
 
 
+def _mesh_set() -> Any:
+    """The mesh set with ``jax.set_mesh``, or None (none set, or inside a trace)."""
+    import jax
+
+    try:
+        mesh = jax.sharding.get_mesh()
+    except ValueError:  # inside jax.jit: no devices to place on there
+        return None
+    return None if mesh.empty else mesh
+
+
+def _on_abstract_mesh(sharding: Any) -> bool:
+    """Whether ``sharding`` is a NamedSharding on an AbstractMesh (axis names and sizes, no
+    devices): what jax.eval_shape gives under ``jax.set_mesh`` of a mesh with Explicit axes, and
+    ``sp.sharding.abstract_params`` with an AbstractMesh."""
+    from jax.sharding import AbstractMesh, NamedSharding
+
+    return isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, AbstractMesh)
+
+
+def _placed(sharding: Any) -> Any:
+    """``sharding`` on devices: one on an AbstractMesh moved onto the mesh set with
+    ``jax.set_mesh`` when that has its axis names and sizes (as ``sp.shardings`` moves a planned
+    AbstractMesh onto a mesh), else None; any other sharding (or None) as it is."""
+    if not _on_abstract_mesh(sharding):
+        return sharding
+    from jax.sharding import NamedSharding
+
+    mesh = _mesh_set()
+    if mesh is None or mesh.shape_tuple != sharding.mesh.shape_tuple:
+        return None
+    return NamedSharding(mesh, sharding.spec, memory_kind=sharding.memory_kind)
+
+
+def _unplaced(sharding: Any) -> str:
+    """Why ``sharding`` (on an AbstractMesh) has no devices to place a leaf on, after 'sharded'."""
+    why = (f"on an AbstractMesh {dict(sharding.mesh.shape)} (axis names and sizes, no devices), "
+           "and ")
+    mesh = _mesh_set()
+    if mesh is None:
+        return why + "no mesh is set with jax.set_mesh to place it on"
+    return why + f"the mesh set with jax.set_mesh has other axes, {dict(mesh.shape)}"
+
+
+# How a target's or params' leaves sharded on an AbstractMesh get devices.
+_ABSTRACT_MESH_FIX = (
+    "{call} under the mesh {built} built for, `with jax.set_mesh(mesh): {code}` (a mesh of the "
+    "same axis names and sizes: the leaves are placed on it), or build {whose} shardings on a "
+    "concrete mesh: jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec)).")
+
+
+def _abstract_target(target: Any, step: int, directory: str) -> Any:
+    """``target``'s leaves as ShapeDtypeStructs (see ``_abstract``) whose shardings have devices:
+    those on an AbstractMesh placed on the mesh set with ``jax.set_mesh`` (orbax cannot restore
+    onto an AbstractMesh); CheckpointMismatchError naming the leaves where none fits."""
+    import jax
+
+    def one(leaf: Any) -> Any:
+        leaf = _abstract(leaf)
+        if isinstance(leaf, jax.ShapeDtypeStruct) and _on_abstract_mesh(leaf.sharding):
+            sharding = _placed(leaf.sharding)
+            if sharding is not None:
+                return leaf.update(sharding=sharding)
+        return leaf
+
+    abstract = jax.tree.map(one, target)
+    unplaced = [(p, leaf) for p, leaf in _leaves(abstract)
+                if isinstance(leaf, jax.ShapeDtypeStruct) and _on_abstract_mesh(leaf.sharding)]
+    if not unplaced:
+        return abstract
+    path, leaf = unplaced[0]
+    others = "" if len(unplaced) == 1 else (
+        f"; so {'is' if len(unplaced) == 2 else 'are'} "
+        f"{', '.join(repr(p) for p, _ in unplaced[1:9])}"
+        + (f" and {len(unplaced) - 9} more" if len(unplaced) > 9 else ""))
+    fix = _ABSTRACT_MESH_FIX.format(call="restore", built="the target was", whose="the target's",
+                                    code=f"ckpt.restore({step}, target=target)")
+    raise CheckpointMismatchError(
+        f"TrainingCheckpointer.restore: the target's leaf '{path}' ({_describe_leaf(leaf)}) is "
+        f"sharded {_unplaced(leaf.sharding)}{others}; nothing was restored from step {step} in "
+        f"{directory!r}.\n  fix: {fix}")
+
+
 class CheckpointNotADirectoryError(CheckpointError, NotADirectoryError):
     """A TrainingCheckpointer's directory (or a directory above it) is an existing file."""
 
@@ -679,12 +762,15 @@ class TrainingCheckpointer:
         """The state saved at ``step`` (default: the latest), shaped like ``target`` when given.
 
         ``target`` may hold concrete arrays or ``jax.ShapeDtypeStruct``s; only its structure,
-        shapes, dtypes and shardings are used. An incomplete step directory is never restored; a
-        step whose files cannot be read raises ``CheckpointCorruptError`` (naming an earlier step),
-        one that does not fit ``target`` ``CheckpointMismatchError`` (naming what differs: entries,
-        shapes, or a dtype the saved values would not survive, e.g. float32 into int32 or float16;
-        restore into the saved dtypes and cast afterwards to accept that loss). A typed PRNG key
-        fits a step holding a key of its implementation.
+        shapes, dtypes and shardings are used. A leaf sharded on an ``AbstractMesh`` (what
+        ``jax.eval_shape`` gives under ``jax.set_mesh`` of a mesh with Explicit axes) is placed on
+        the mesh set with ``jax.set_mesh`` (of the same axis names and sizes); without one,
+        ``CheckpointMismatchError`` names the leaf. An incomplete step directory is never
+        restored; a step whose files cannot be read raises ``CheckpointCorruptError`` (naming an
+        earlier step), one that does not fit ``target`` ``CheckpointMismatchError`` (naming what
+        differs: entries, shapes, or a dtype the saved values would not survive, e.g. float32 into
+        int32 or float16; restore into the saved dtypes and cast afterwards to accept that loss). A
+        typed PRNG key fits a step holding a key of its implementation.
         """
         steps, incomplete = self._steps_on_disk()
         if step is None:
@@ -706,9 +792,7 @@ class TrainingCheckpointer:
                     f"{steps}.\n  fix: restore one of those steps, or restore() for the latest.")
         args = None
         if target is not None:
-            import jax
-
-            args = self._ocp.args.StandardRestore(jax.tree.map(_abstract, target))
+            args = self._ocp.args.StandardRestore(_abstract_target(target, step, self.directory))
         failure: Optional[Exception] = None
         with _STRAY_REPORTS.quiet(os.path.join(self._step_path(step), _ITEM)) as settle:
             unreadable = None
@@ -939,9 +1023,17 @@ class TrainingCheckpointer:
                              f"{'; '.join(listed[:10])}{more}")
             lines.append(f"  asked (target): {_listing(asked)}")
             lines.append(f"  found (step {step}): {_listing(found)}")
+        # The target's entries, shapes and dtypes are the step's: what orbax refused is elsewhere
+        # (a leaf's sharding), and listing the two would show no difference
+        agree = (found is not None and len(lines) == 3 and {p: _describe_leaf(x) for p, x in asked}
+                 == {p: _describe_leaf(x) for p, x in found})
         if found is None or len(lines) == 3:  # no difference seen here: orbax's reason
             if not orbax_reason:
                 return None
+            if agree:
+                lines = [f"TrainingCheckpointer.restore: orbax cannot restore step {step} in "
+                         f"{self.directory!r} into the given target, though its entries, shapes "
+                         f"and dtypes are the step's ({_listing(asked)}); nothing was restored."]
             reason = "\n".join(line for line in str(error).splitlines()
                                if "partial_restore" not in line and "strict=False" not in line)
             lines.append(f"  orbax: {reason}")
@@ -950,7 +1042,14 @@ class TrainingCheckpointer:
         else:
             top = sorted({p.split('/')[0] for p, _ in (found or [])})
         pick = f"ckpt.restore({step})[{top[0]!r}]" if top else f"ckpt.restore({step})"
-        if dtypes:
+        if agree:
+            lines.append("  fix: check the target's shardings, with which orbax places the "
+                         "restored leaves: each must be on this machine's devices (a "
+                         "NamedSharding on a jax.sharding.Mesh; one on an AbstractMesh only under "
+                         "jax.set_mesh of a mesh of its axes) and divide its leaf's shape; or "
+                         f"restore without a target and pick what you need, e.g. {pick} (plain "
+                         "dicts and lists: optax states come back as lists).")
+        elif dtypes:
             lines.append("  fix: pass a target with the checkpoint's dtypes (built the same way as "
                          "the saved state), and cast after restoring where you want another dtype, "
                          "accepting what it changes (x.astype(dtype)); or restore without a target "

@@ -59,6 +59,7 @@ from ._tf1 import load_tf1 as load_tf1
 from ._training import CheckpointNotADirectoryError as CheckpointNotADirectoryError
 from ._training import TrainingCheckpointer as TrainingCheckpointer
 from ._training import UnsavableLeafError as UnsavableLeafError
+from ._training import _ABSTRACT_MESH_FIX, _placed, _unplaced
 
 PathLike = Union[str, "os.PathLike[str]"]
 Tree = Dict[str, Any]
@@ -640,7 +641,9 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
     a TF checkpoint only the entries the map names are read, as TF does: one nobody asks for cannot
     make it fail.
     Parameters the map does not cover keep their values; loaded values keep the original leaf's
-    placement (``jax.Array`` leaves are ``device_put`` with their sharding). Every parameter the map
+    placement (``jax.Array`` leaves, and ``jax.ShapeDtypeStruct`` leaves with a sharding, are
+    ``device_put`` with their sharding; one on an ``AbstractMesh`` on the mesh set with
+    ``jax.set_mesh`` of its axis names and sizes). Every parameter the map
     asks for that cannot be filled (absent from the checkpoint, different shape or dtype) is named in
     one ``CheckpointMismatchError``; ``params`` is never modified.
 
@@ -695,6 +698,7 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
 
     out = dict(current)
     narrowed = 0  # dtype problems that are JAX's 64-bit -> 32-bit, with jax_enable_x64 off
+    unplaced = 0  # parameters sharded on an AbstractMesh, with no mesh of its axes set
     for name, ckpt_name in sorted(targets.items()):
         if ckpt_name not in source:
             hint = nearest(ckpt_name, source)
@@ -715,6 +719,10 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
                             f"'{ckpt_name}' has dtype {np.dtype(_leaf_dtype(value)).name} in {where}"
                             + why)
             continue
+        if isinstance(old, jax.ShapeDtypeStruct) and _placed(old.sharding) is None:
+            unplaced += 1
+            problems.append(f"'{name}': sharded {_unplaced(old.sharding)}")
+            continue
         out[name] = _place_like(value, old)
 
     if problems:
@@ -726,7 +734,13 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
                    f"{_cast_source(path_or_tree)}), then init_from_checkpoint(source, params, "
                    "assignment_map); or turn on jax_enable_x64 (jax.config.update("
                    "'jax_enable_x64', True), before params are made) to keep them 64-bit"
-                   + (f"; for the other entries, {fix}" if narrowed < len(problems) else ""))
+                   + (f"; for the other entries, {fix}" if narrowed < len(problems) - unplaced
+                      else ""))
+        if unplaced:
+            mesh_fix = _ABSTRACT_MESH_FIX.format(
+                call="call init_from_checkpoint", built="params were", whose="params'",
+                code="init_from_checkpoint(path, params, assignment_map)").rstrip(".")
+            fix = mesh_fix + (f"; for the other entries, {fix}" if unplaced < len(problems) else "")
         raise CheckpointMismatchError(
             f"init_from_checkpoint could not fill {len(problems)} entr"
             f"{'y' if len(problems) == 1 else 'ies'} from {where}:\n  - "
@@ -742,6 +756,9 @@ def _leaf_dtype(x) -> np.dtype:
 def _place_like(value: Any, old: Any) -> Any:
     if isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer):
         return jax.device_put(value, old.sharding)
+    if isinstance(old, jax.ShapeDtypeStruct) and old.sharding is not None:
+        # (a sharding on an AbstractMesh: moved onto the mesh set, checked by the caller)
+        return jax.device_put(value, _placed(old.sharding))
     if isinstance(old, np.ndarray):
         return np.array(value, dtype=old.dtype)
     return value

@@ -287,3 +287,62 @@ def test_a_step_whose_metadata_names_an_unknown_type_is_corrupt_without_orbax_wa
             checkpointer.restore(2)
         gc.collect()
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+# -- init_from_checkpoint into ShapeDtypeStructs ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mesh():
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    return jax.make_mesh((2, 4), ("batch", "model"))
+
+
+def _encoder(x):
+    from jax.sharding import PartitionSpec as P
+    with sp.scope("encoder"):
+        return x @ sp.get_param("w", (x.shape[-1], 8), sharding=P("batch", "model"))
+
+
+_ENCODER_W = np.arange(32, dtype=np.float32).reshape(4, 8)
+
+
+@pytest.mark.parametrize("build", ["ShapeDtypeStruct", "abstract_params"])
+def test_init_from_checkpoint_places_shape_dtype_struct_leaves_per_their_sharding(
+        tmp_path, mesh, build):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    ckpt.save(tmp_path / "pre.safetensors", {"enc": {"w": _ENCODER_W}})
+    sharding = NamedSharding(mesh, P("batch", "model"))
+    if build == "ShapeDtypeStruct":
+        params = {"encoder": {"w": jax.ShapeDtypeStruct((4, 8), jnp.float32, sharding=sharding)}}
+    else:
+        params = sp.sharding.abstract_params(sp.transform(_encoder), mesh,
+                                             jax.ShapeDtypeStruct((2, 4), jnp.float32))
+    filled = ckpt.init_from_checkpoint(tmp_path / "pre.safetensors", params,
+                                       {"enc/": "encoder/"})
+    w = filled["encoder"]["w"]
+    assert isinstance(w, jax.Array) and w.sharding == sharding
+    assert len(w.addressable_shards) == 8 and w.addressable_shards[0].data.shape == (2, 2)
+    np.testing.assert_array_equal(np.asarray(w), _ENCODER_W)
+
+
+def test_init_from_checkpoint_places_leaves_sharded_on_an_abstract_mesh_on_the_mesh_set(
+        tmp_path, mesh):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    ckpt.save(tmp_path / "pre.safetensors", {"enc": {"w": _ENCODER_W}})
+    params = sp.sharding.abstract_params(sp.transform(_encoder), mesh.abstract_mesh,
+                                         jax.ShapeDtypeStruct((2, 4), jnp.float32))
+    assert isinstance(params["encoder"]["w"].sharding.mesh, jax.sharding.AbstractMesh)
+    with pytest.raises(ckpt.CheckpointMismatchError) as e:
+        ckpt.init_from_checkpoint(tmp_path / "pre.safetensors", params, {"enc/": "encoder/"})
+    message = str(e.value)
+    assert re.search(r"(?s)could not fill 1 entry .*'encoder/w': sharded on an AbstractMesh "
+                     r"\{'batch': 2, 'model': 4\} \(axis names and sizes, no devices\), and no "
+                     r"mesh is set with jax.set_mesh to place it on.*\n  fix: .*with "
+                     r"jax.set_mesh\(mesh\):", message), message
+    with jax.set_mesh(mesh):  # the fix the message gives works
+        filled = ckpt.init_from_checkpoint(tmp_path / "pre.safetensors", params,
+                                           {"enc/": "encoder/"})
+    w = filled["encoder"]["w"]
+    assert w.sharding == NamedSharding(mesh, P("batch", "model"))
+    np.testing.assert_array_equal(np.asarray(w), _ENCODER_W)

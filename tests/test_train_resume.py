@@ -688,3 +688,98 @@ def test_a_step_without_recorded_python_numbers_compares_dtypes_from_orbax_metad
         ckpt.restore(target={**state, "w": jnp.ones(2, jnp.float16), "lr": 0})
     restored = ckpt.restore(target=jax.eval_shape(lambda: {"w": jnp.zeros(2), "step": 0, "lr": 0.0}))
     assert (int(restored["step"]), float(restored["lr"])) == (7, 0.5)
+
+
+# --- targets sharded on an abstract mesh (jax.eval_shape under jax.set_mesh, Explicit axes) ----
+
+
+@pytest.fixture(scope="module")
+def explicit_mesh():
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    from jax.sharding import AxisType
+    return jax.make_mesh((2, 4), ("batch", "model"), axis_types=(AxisType.Explicit,) * 2)
+
+
+def _sharded_state(mesh):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    return {"params": {"w": jax.device_put(jnp.arange(32.0).reshape(8, 4),
+                                           NamedSharding(mesh, P("batch", "model")))},
+            "step": jnp.int32(3)}
+
+
+def _eval_shape_target(mesh):
+    from jax.sharding import PartitionSpec as P
+    with jax.set_mesh(mesh):  # eval_shape gives ShapeDtypeStructs sharded on mesh.abstract_mesh
+        target = jax.eval_shape(lambda: {"params": {"w": jax.device_put(
+            jnp.zeros((8, 4)), P("batch", "model"))}, "step": jnp.int32(0)})
+    assert isinstance(target["params"]["w"].sharding.mesh, jax.sharding.AbstractMesh)
+    return target
+
+
+def test_a_target_sharded_on_an_abstract_mesh_restores_onto_the_mesh_set_with_set_mesh(
+        tmp_path, explicit_mesh):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    state = _sharded_state(explicit_mesh)
+    ckpt.save(1, state)
+    target = _eval_shape_target(explicit_mesh)
+    with jax.set_mesh(explicit_mesh):
+        restored = ckpt.restore(1, target=target)
+    chex.assert_trees_all_equal(restored, state)
+    w = restored["params"]["w"]
+    assert isinstance(w.sharding.mesh, jax.sharding.Mesh)
+    assert w.sharding == NamedSharding(explicit_mesh, P("batch", "model"))
+    assert len(w.addressable_shards) == 8 and w.addressable_shards[0].data.shape == (4, 1)
+
+
+def test_a_target_sharded_on_an_abstract_mesh_without_a_mesh_set_names_the_leaf_and_the_fix(
+        tmp_path, explicit_mesh):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(1, _sharded_state(explicit_mesh))
+    target = _eval_shape_target(explicit_mesh)
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+        ckpt.restore(1, target=target)
+    message = str(e.value)
+    assert re.search(r"(?s)TrainingCheckpointer.restore: the target's leaf 'params/w' \(float32"
+                     r"\[8,4\]\) is sharded on an AbstractMesh \{'batch': 2, 'model': 4\} \(axis "
+                     r"names and sizes, no devices\), and no mesh is set with jax.set_mesh to "
+                     r"place it on; nothing was restored from step 1 in '.*run'.*\n  fix: .*with "
+                     r"jax.set_mesh\(mesh\): .*ckpt.restore\(1, target=target\).*NamedSharding",
+                     message), message
+    assert "asked (target)" not in message and "_device_assignment" not in message
+    with jax.set_mesh(explicit_mesh):  # the fix the message gives works
+        chex.assert_trees_all_equal(ckpt.restore(1, target=target), _sharded_state(explicit_mesh))
+
+
+def test_a_target_on_an_abstract_mesh_of_other_axes_than_the_mesh_set_names_both(
+        tmp_path, explicit_mesh):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    ckpt.save(1, _sharded_state(explicit_mesh))
+    target = _eval_shape_target(explicit_mesh)
+    other = jax.make_mesh((4, 2), ("batch", "model"))
+    with jax.set_mesh(other), pytest.raises(
+            sp.checkpoint.CheckpointMismatchError,
+            match=r"(?s)'params/w' \(float32\[8,4\]\) is sharded on an AbstractMesh \{'batch': 2, "
+                  r"'model': 4\} .*the mesh set with jax.set_mesh has other axes, \{'batch': 4, "
+                  r"'model': 2\}.*\n  fix: "):
+        ckpt.restore(1, target=target)
+
+
+def test_an_orbax_refusal_of_a_target_that_fits_does_not_claim_a_difference(tmp_path, monkeypatch):
+    ckpt = sp.checkpoint.TrainingCheckpointer(tmp_path / "run")
+    state = {"w": jnp.ones((2, 3))}
+    ckpt.save(1, state)
+
+    def refuse(*args, **kwargs):  # what orbax raises for a sharding it cannot place
+        raise ValueError("Sharding of the target cannot be used on these devices.")
+
+    monkeypatch.setattr(ckpt._manager, "restore", refuse)
+    with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+        ckpt.restore(1, target=state)
+    message = str(e.value)
+    assert re.search(r"(?s)orbax cannot restore step 1 in '.*run' into the given target, though "
+                     r"its entries, shapes and dtypes are the step's \(w float32\[2,3\]\); "
+                     r"nothing was restored.\n  orbax: Sharding of the target cannot.*\n  fix: .*"
+                     r"shardings", message), message
+    assert "does not fit" not in message and "asked (target)" not in message
