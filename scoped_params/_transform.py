@@ -235,7 +235,7 @@ class Transformed:
         """
         if "rng" in kwargs:
             raise _rng_given_error("specs")
-        key = jax.ShapeDtypeStruct((2,), np.uint32)
+        key = _abstract_key(_default_prng_impl())
         with _CollectorPaused():
             try:
                 store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
@@ -317,16 +317,32 @@ class Transformed:
         return out, records
 
 
+def _default_prng_impl() -> str:
+    """The name of the PRNG implementation ``jax.random.key(seed)`` uses now."""
+    return jax.config.jax_default_prng_impl  # type: ignore[attr-defined]  # JAX sets flags at run time
+
+
+@functools.lru_cache(maxsize=None)
+def _abstract_key(impl: str) -> jax.ShapeDtypeStruct:
+    """The key ``specs`` traces with: a raw key (uint32 key data, as ``jax.random.PRNGKey`` makes)
+    of PRNG implementation ``impl``, the current ``jax_default_prng_impl`` (which may change at run
+    time): ``(2,)`` words for threefry, ``(4,)`` for rbg. Cached: ``specs`` asks on every call."""
+    shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape
+    return jax.ShapeDtypeStruct(shape, np.uint32)  # no sharding of a context mesh: cached
+
+
 def _key_given_to_specs(fn: Callable, args: tuple, kwargs: dict) -> bool:
     """Whether ``model.specs(*args)`` failed because ``args[0]`` is a key passed by init's habit: it
-    looks like a key or a seed, and the model takes the arguments without it but not with it."""
+    looks like a key (typed, of any impl, or raw, of the default impl) or a seed, and the model
+    takes the arguments without it but not with it."""
     if not args or isinstance(args[0], bool):
         return False
     first = args[0]
     dtype = getattr(first, "dtype", None)
     if dtype is not None:
         if not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or (
-                np.dtype(dtype) == np.uint32 and tuple(first.shape) == (2,))):
+                np.dtype(dtype) == np.uint32 and
+                tuple(first.shape) == _abstract_key(_default_prng_impl()).shape)):
             return False
     elif not isinstance(first, int):
         return False

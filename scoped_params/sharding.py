@@ -708,6 +708,7 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, /, *args: Any,
     computes only its own shards and no parameter is ever whole on one device. Array arguments are
     only looked at for their shapes (``jax.ShapeDtypeStruct`` works). The values equal
     ``model.init``'s: a parameter's value depends only on (key, full name, shape, dtype, initializer).
+    A key placed elsewhere (other devices, another mesh) is copied onto ``mesh``, replicated, first.
 
     >>> from jax.sharding import PartitionSpec as P
     >>> rules = sp.sharding.Rules([(r"kernel$", P(None, "model"))])
@@ -731,4 +732,11 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, /, *args: Any,
     _check_key(key, "sp.init_sharded's third argument", "sp.init_sharded(model, mesh, key, *args)",
                "pass the key after the mesh: sp.init_sharded(model, mesh, jax.random.key(0), *args) "
                "(an int seed works too: sp.init_sharded(model, mesh, 0, *args))")
+    # A key the user placed (a fresh one is not committed) may be on other devices, or on a mesh
+    # with explicit axes of other sizes (which its type carries into every draw): JAX refuses it
+    # next to the mesh's out_shardings, so it is copied onto the mesh first.
+    if isinstance(key, jax.Array) and not isinstance(key, jax.core.Tracer) and key.committed:
+        replicated = NamedSharding(mesh, PartitionSpec())
+        if key.sharding != replicated:
+            key = jax.device_put(key, replicated)
     return sharded_init_fn(model, mesh, *args, **kwargs)(key)

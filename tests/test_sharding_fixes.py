@@ -258,3 +258,97 @@ def test_slim_variable_partitioner_and_custom_getter_match_tf_slim():
     sh = sp.shardings(tree, AbstractMesh((2, 4), ("batch", "model"), axis_types=AUTO2))
     assert sh["net"]["w"].spec == P("model")
     assert ours_seen == tf_seen
+
+
+# --- a non-default PRNG implementation (jax_default_prng_impl) ------------------------------------
+
+
+@pytest.fixture(params=["rbg", "unsafe_rbg"])
+def prng_impl(request):
+    """The default PRNG implementation set to ``request.param`` for one test, then restored."""
+    before = jax.config.jax_default_prng_impl
+    jax.config.update("jax_default_prng_impl", request.param)
+    try:
+        yield request.param
+    finally:
+        jax.config.update("jax_default_prng_impl", before)
+
+
+def _sharded_dense():
+    def fn(x):
+        with sp.scope("mlp"):
+            w = sp.get_param("kernel", (x.shape[-1], 8), sharding=P(None, "model"))
+            b = sp.get_param("bias", (8,), init=jax.nn.initializers.zeros)
+        return x @ w + b
+    return sp.transform(fn)
+
+
+def test_specs_and_the_sharding_helpers_follow_the_default_prng_impl(mesh, prng_impl):
+    model, x = _sharded_dense(), jnp.ones((2, 8))
+    specs = sp.flatten(model.specs(x))
+    assert {n: s.shape for n, s in specs.items()} == {"mlp/kernel": (8, 8), "mlp/bias": (8,)}
+    abstract = sp.sharding.abstract_params(model, mesh, x)
+    assert abstract["mlp"]["kernel"].shape == (8, 8)
+    assert abstract["mlp"]["kernel"].sharding == NamedSharding(mesh, P(None, "model"))
+    assert sp.sharding.abstract_params(model, None, X)["mlp"]["bias"].shape == (8,)
+    assert sp.shardings(model, mesh, X)["mlp"]["kernel"].spec == P(None, "model")
+    assert "kernel 8x8 float32" in sp.summary(model, x)
+    want = model.init(jax.random.key(0), x)["mlp"]["kernel"]
+    for key in (jax.random.key(0), jax.random.PRNGKey(0), 0):  # typed, raw (4 words here), seed
+        kernel = sp.init_sharded(model, mesh, key, x)["mlp"]["kernel"]
+        np.testing.assert_array_equal(kernel, want)
+        assert kernel.sharding.spec == P(None, "model")
+    assert jax.random.key(0).dtype == jax.random.key(0, impl=prng_impl).dtype  # the config held
+
+
+def test_a_key_of_another_impl_than_the_default_inits_sharded_as_model_init(mesh):
+    model, x = _sharded_dense(), jnp.ones((2, 8))
+    key = jax.random.key(0, impl="rbg")
+    want = model.init(key, x)["mlp"]["kernel"]
+    np.testing.assert_array_equal(sp.init_sharded(model, mesh, key, x)["mlp"]["kernel"], want)
+
+
+def test_a_key_given_to_specs_by_inits_habit_is_named_under_any_prng_impl(prng_impl):
+    model = sp.transform(lambda x: x @ sp.get_param("w", (x.shape[-1], 2)))
+    x = jnp.ones((2, 3))
+    for key in (jax.random.key(0), jax.random.PRNGKey(0), jax.random.key(0, impl="threefry2x32")):
+        with pytest.raises(sp.KeyArgumentError, match=r"model\.specs got a random key") as e:
+            model.specs(key, x)
+        assert "\n  fix: drop the key: model.specs(*args)" in str(e.value)
+
+
+# --- init_sharded's key on other devices ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["all 8 devices, explicit axes", "devices 4..7, explicit axes",
+                                   "devices 4..7, auto axes", "device 6"])
+def test_init_sharded_places_a_key_committed_elsewhere_on_the_mesh(where):
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    devices = np.array(jax.devices())
+    target = jax.make_mesh((1, 4), ("batch", "model"), devices=devices[:4], axis_types=AUTO2)
+    explicit = (AxisType.Explicit,) * 2
+    key = jax.random.key(0)
+    elsewhere = {
+        "all 8 devices, explicit axes": NamedSharding(
+            jax.make_mesh((2, 4), ("batch", "model"), axis_types=explicit), P()),
+        "devices 4..7, explicit axes": NamedSharding(
+            jax.make_mesh((2, 2), ("batch", "model"), devices=devices[4:], axis_types=explicit), P()),
+        "devices 4..7, auto axes": NamedSharding(
+            jax.make_mesh((2, 2), ("x", "y"), devices=devices[4:], axis_types=AUTO2), P()),
+        "device 6": devices[6],
+    }[where]
+    committed = jax.device_put(key, elsewhere)
+    model, x = _sharded_dense(), jnp.ones((2, 8))
+    params = sp.init_sharded(model, target, committed, x)
+    kernel = params["mlp"]["kernel"]
+    np.testing.assert_array_equal(kernel, model.init(key, x)["mlp"]["kernel"])
+    assert kernel.sharding == NamedSharding(target, P(None, "model"))
+    assert committed.sharding.device_set != kernel.sharding.device_set  # the key itself stays put
+
+
+def test_init_sharded_under_jit_takes_the_traced_key(mesh):
+    model, x = _sharded_dense(), jnp.ones((2, 8))
+    kernel = jax.jit(lambda k: sp.init_sharded(model, mesh, k, x))(jax.random.key(0))["mlp"]["kernel"]
+    np.testing.assert_array_equal(kernel, model.init(jax.random.key(0), x)["mlp"]["kernel"])
+    assert kernel.sharding.spec == P(None, "model")
