@@ -739,4 +739,10 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, /, *args: Any,
         replicated = NamedSharding(mesh, PartitionSpec())
         if key.sharding != replicated:
             key = jax.device_put(key, replicated)
+    # Inside jax.set_mesh(other) JAX types every value with the context's mesh, which then clashes
+    # with the out_shardings on ``mesh``: the parameters are made under ``mesh`` itself.
+    context = jax.sharding.get_abstract_mesh()
+    if not context.empty and context != mesh.abstract_mesh:
+        with jax.set_mesh(mesh):
+            return sharded_init_fn(model, mesh, *args, **kwargs)(key)
     return sharded_init_fn(model, mesh, *args, **kwargs)(key)

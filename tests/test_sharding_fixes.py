@@ -352,3 +352,19 @@ def test_init_sharded_under_jit_takes_the_traced_key(mesh):
     kernel = jax.jit(lambda k: sp.init_sharded(model, mesh, k, x))(jax.random.key(0))["mlp"]["kernel"]
     np.testing.assert_array_equal(kernel, model.init(jax.random.key(0), x)["mlp"]["kernel"])
     assert kernel.sharding.spec == P(None, "model")
+
+
+def test_init_sharded_inside_another_meshs_set_mesh_makes_the_parameters_on_its_own_mesh():
+    # JAX types values made inside jax.set_mesh(other) with other's mesh, which clashed with the
+    # target mesh's out_shardings (a raw "context mesh ... should match the aval mesh").
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    explicit = (AxisType.Explicit,) * 2
+    target = jax.make_mesh((2, 2), ("batch", "model"), devices=jax.devices()[:4],
+                           axis_types=explicit)
+    other = jax.make_mesh((2, 4), ("batch", "model"), axis_types=explicit)
+    model, x = _sharded_dense(), jnp.ones((2, 8))
+    with jax.set_mesh(other):
+        kernel = sp.init_sharded(model, target, 0, x)["mlp"]["kernel"]
+    np.testing.assert_array_equal(kernel, model.init(0, x)["mlp"]["kernel"])
+    assert kernel.sharding == NamedSharding(target, P(None, "model"))
