@@ -524,6 +524,14 @@ def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Any) ->
     sizes = dict(mesh.shape)  # axis name -> size, for a Mesh and an AbstractMesh alike
     seen: Dict[str, int] = {}
     for dim, entry in enumerate(pspec):
+        if entry is PartitionSpec.UNCONSTRAINED:
+            raise ShardingError(
+                f"Parameter '{name}'{_where(spec)}: its PartitionSpec {pspec} (from {src}) leaves "
+                f"the layout of array axis {dim} to XLA (P.UNCONSTRAINED), but a parameter is "
+                "created with a layout of its own (jit's out_shardings refuse unconstrained "
+                "axes).\n"
+                "  fix: name a mesh axis for that array axis, or None (replicated); keep "
+                "P.UNCONSTRAINED for jax.lax.with_sharding_constraint on activations.")
         axes = _mesh_axes(entry)
         for ax in axes:
             if ax not in sizes:

@@ -2,6 +2,8 @@
 shardings on an AbstractMesh, init_sharded's key, and slim.variable's partitioner= and custom_getter=.
 Runs on the 8 host CPU devices conftest.py asks XLA for."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -368,3 +370,15 @@ def test_init_sharded_inside_another_meshs_set_mesh_makes_the_parameters_on_its_
         kernel = sp.init_sharded(model, target, 0, x)["mlp"]["kernel"]
     np.testing.assert_array_equal(kernel, model.init(0, x)["mlp"]["kernel"])
     assert kernel.sharding == NamedSharding(target, P(None, "model"))
+
+
+def test_an_unconstrained_axis_in_a_parameters_spec_is_a_sharding_error_not_a_mesh_axis_name(mesh):
+    model = sp.transform(
+        lambda x: x @ sp.get_param("w", (8, 8), sharding=P(P.UNCONSTRAINED, "model")))
+    with pytest.raises(ShardingError) as e:
+        sp.shardings(model, mesh, jnp.ones((2, 8)))
+    message = str(e.value)
+    assert re.search(r"Parameter 'w' \(created at .*\): its PartitionSpec P\(UNCONSTRAINED, "
+                     r"'model'\) \(from get_param\(sharding=\.\.\.\)\) leaves the layout of array "
+                     r"axis 0 to XLA \(P\.UNCONSTRAINED\).*\n  fix: name a mesh axis", message), message
+    assert "names mesh axis" not in message
