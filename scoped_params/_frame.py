@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _regularizers
-from ._errors import MissingRngError, NestedTraceError, bad_key_error, not_in_transform
+from ._errors import (MissingRngError, NestedTraceError, _called_layer, bad_key_error,
+                      format_site, not_in_transform, user_site)
 
 _FRAME: contextvars.ContextVar = contextvars.ContextVar("scoped_params_frame", default=None)
 
@@ -212,10 +213,7 @@ def next_rng_key() -> jax.Array:
     if _scope._TRACE.value is not frame.trace and check_trace(frame, "sp.next_rng_key()"):
         usable_outside(frame.rng, "sp.next_rng_key()")
     if frame.rng is None:
-        raise MissingRngError(
-            "sp.next_rng_key() needs a random key, but apply was called without rng=.\n"
-            "  fix: pass one, e.g. model.apply(params, x, rng=jax.random.key(step))."
-        )
+        raise _missing_rng_error(frame)
     try:
         key = jax.random.fold_in(frame.rng, frame.rng_count)
     except (TypeError, ValueError) as e:  # apply's rng= is no key (init's own always is)
@@ -229,6 +227,23 @@ def next_rng_key() -> jax.Array:
         key = jax.random.fold_in(rng, frame.rng_count)
     frame.rng_count += 1
     return key
+
+
+def _missing_rng_error(frame: Frame) -> MissingRngError:
+    """The error for a key asked for in an ``apply`` given no ``rng=``: where it was asked for (the
+    scope, the public layer function that asked, the model's line) and the call to make instead."""
+    layer = _called_layer()
+    where = f"scope '{frame.scope.name}'" if frame.scope.prefix else "the root scope"
+    name_scope = frame.name_stack
+    if name_scope and name_scope != frame.scope.name:
+        where += f" (name scope '{name_scope}')"
+    call = "model.apply_with_intermediates" if frame.records is not None else "model.apply"
+    args = "params, state, x" if frame.with_state else "params, x"
+    return MissingRngError(
+        "sp.next_rng_key() needs a random key, but apply was called without rng=.\n"
+        f"  asked: a random key{f' for {layer}' if layer else ''} in {where} at "
+        f"{format_site(user_site())}\n"
+        f"  fix: pass one, e.g. {call}({args}, rng=jax.random.key(step)).")
 
 
 def seed_key(seed: Any) -> Optional[jax.Array]:

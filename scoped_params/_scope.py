@@ -53,6 +53,38 @@ def _describe_reuse(reuse: Any) -> str:
     return "AUTO_REUSE" if reuse is AUTO_REUSE else repr(reuse)
 
 
+def _describe_refused_reuse(reuse: Any) -> str:
+    """A ``reuse=`` value ``reuse_argument_error`` refuses, as the user wrote it."""
+    return "tf.compat.v1.AUTO_REUSE" if _is_tf_auto_reuse(reuse) else repr(reuse)
+
+
+def _is_tf_auto_reuse(reuse: Any) -> bool:
+    """Whether ``reuse`` is TF's ``tf.compat.v1.AUTO_REUSE`` (told by its type's name and module:
+    TF is not imported)."""
+    kind = type(reuse)
+    return (kind.__name__ == "_ReuseMode" and kind.__module__.startswith("tensorflow")
+            and getattr(reuse, "name", None) == "AUTO_REUSE")
+
+
+def reuse_argument_error(reuse: Any, asked: str) -> ReuseArgumentError:
+    """The error for a ``reuse=`` TF 1.x refuses (anything but True, False, None and its
+    AUTO_REUSE), or for TF's own ``AUTO_REUSE`` constant, left over in ported code; ``asked``: the
+    call, its reuse spelled by ``_describe_refused_reuse``."""
+    found = _describe_refused_reuse(reuse)
+    if _is_tf_auto_reuse(reuse):
+        found += ", TensorFlow's constant"
+        fix = "TF's tf.compat.v1.AUTO_REUSE is TensorFlow's own constant; pass sp.AUTO_REUSE."
+    elif isinstance(reuse, str) and reuse.lower().rsplit(".", 1)[-1] in ("auto", "auto_reuse"):
+        fix = "pass reuse=sp.AUTO_REUSE (the constant, not a string; TF refuses strings too)."
+    else:
+        fix = ("pass reuse=True, False or None (inherit), or sp.AUTO_REUSE (create what is "
+               "missing, else share); TF checks `reuse is True`, so 1 or 'True' is refused.")
+    return ReuseArgumentError(
+        f"The reuse parameter must be True or False or None (or sp.AUTO_REUSE), got {found}.\n"
+        f"  asked: {asked}\n"
+        f"  fix: {fix}")
+
+
 _new_scope = object.__new__
 _current_frame = _frame._FRAME.get  # the trace frame, or None outside a transform
 
@@ -672,6 +704,11 @@ class name_scope:
     TF 1.x's ``tf.name_scope``: repeated names get ``_1``, ``_2`` (case-insensitively), a trailing
     ``/`` re-enters an existing name scope exactly, and ``None`` or ``""`` returns to the root.
     ``with sp.name_scope("block") as ns`` gives the name-scope string, e.g. ``"block/"``.
+
+    Closed by hand (``__exit__``) while a name scope or ``sp.scope`` opened inside it is still open,
+    it raises ``sp.ScopeNestingError`` (TF does not check). Left open when an ``sp.scope`` around it
+    closes, it is closed with that scope's name scope, and its own exit later restores the name
+    scope it found, as TF 1.x's does.
     """
 
     __slots__ = ("_name", "_entry")
@@ -696,12 +733,31 @@ class name_scope:
                 "  fix: enter it first (use a `with` block).")
         (frame, entry), self._entry = self._entry, None
         if exc_info[0] is None and frame.name_stack != entry[1]:
-            raise ScopeNestingError(
-                f"Improper nesting of name_scope: closing '{entry[1]}' while "
-                f"'{frame.name_stack}' is open.\n"
-                "  fix: close scopes in the reverse order they were opened (use `with` blocks)."
-            )
+            _exit_closed_name_scope(frame, entry)
+            return
         _exit_name_scope(frame, entry)
+
+
+def _exit_closed_name_scope(frame, entry: tuple) -> None:
+    """Exit the name scope ``entry`` (what ``_enter_name_scope`` returned) when the frame's name
+    scope is no longer its own.
+
+    Where a name scope, or an ``sp.scope``, opened inside it is still open, that is improper
+    nesting. Otherwise an enclosing ``sp.scope`` was closed first and restored the name scope it
+    found, as TF's ``variable_scope`` does; TF 1.x accepts the program, and this exit restores the
+    name scope it found (the enclosing scope's, open again as in TF's graph). JAX's name stack is
+    left as that scope's exit left it: its ``jax.named_scope`` and this one's are closed already.
+    """
+    old, new, jax_old, jax_scope = entry
+    current = frame.name_stack
+    if current.startswith(new + "/") if new else current:
+        raise ScopeNestingError(
+            f"Improper nesting of name_scope: closing '{new}' while '{current}' is open.\n"
+            "  fix: close scopes in the reverse order they were opened (use `with` blocks).")
+    if frame.jax_stack == new and jax_scope is not None:  # its jax.named_scope is still open
+        _pop_name(jax_scope)
+        frame.jax_stack = jax_old
+    frame.name_stack = old
 
 
 def current_name_scope() -> str:
@@ -794,9 +850,8 @@ class _Options:
         if reuse is False:
             reuse = None  # TF: False means "inherit", exactly like None.
         if not (reuse is None or reuse is True or reuse is AUTO_REUSE):
-            raise ReuseArgumentError(
-                f"The reuse parameter must be True or False or None (or sp.AUTO_REUSE), got {reuse!r}."
-            )
+            raise reuse_argument_error(reuse, _scope_call(
+                name_or_scope, default_name, f"reuse={_describe_refused_reuse(reuse)}")[1])
         if not isinstance(auxiliary_name_scope, bool):
             raise TypeError(
                 "The auxiliary_name_scope must be `True` or `False`, while get "

@@ -486,3 +486,47 @@ def test_scope_with_defaults_and_reuse_fetches_and_checks_like_the_general_path(
     assert same is w and float(loss) == 0.0  # the regularizer of a reusing scope adds nothing
     with pytest.raises(sp.ShapeMismatchError, match="s/w"):
         model.apply(params, False)
+
+
+# --- the missing-key error names where the key was asked for -------------------------------------
+
+
+def _dropout_model(x):
+    with sp.scope("encoder"):
+        h = sp.layers.dense(x, 4)
+        with sp.scope("block"):
+            return sp.layers.dropout(h, 0.5, training=True)
+
+
+@pytest.mark.parametrize("make,fix", [
+    (sp.transform, "model.apply(params, x, rng=jax.random.key(step))"),
+    (sp.transform_with_state, "model.apply(params, state, x, rng=jax.random.key(step))"),
+])
+def test_missing_rng_error_names_the_scope_and_layer_and_a_fix_for_the_transform_kind(make, fix):
+    x = jnp.ones((2, 3))
+    model = make(_dropout_model)
+    variables = model.init(KEY, x)
+    args = variables if isinstance(variables, tuple) else (variables,)
+    with pytest.raises(sp.MissingRngError) as e:
+        model.apply(*args, x)
+    message = str(e.value)
+    assert "apply was called without rng=" in message
+    assert "asked: a random key for sp.layers.dropout in scope 'encoder/block'" in message
+    assert __file__ in message  # the model's line that asked
+    assert f"  fix: pass one, e.g. {fix}" in message
+    with pytest.raises(sp.MissingRngError) as e:
+        model.apply_with_intermediates(*args, x)
+    assert f"  fix: pass one, e.g. {fix.replace('.apply(', '.apply_with_intermediates(')}" in str(
+        e.value)
+
+
+def test_missing_rng_error_of_a_direct_request_at_the_root_names_the_root_scope():
+    def fn(x):
+        with sp.name_scope("noise"):
+            return x + jax.random.normal(sp.next_rng_key(), x.shape)
+
+    with pytest.raises(sp.MissingRngError) as e:
+        sp.transform(fn).apply({}, jnp.ones(3))
+    message = str(e.value)
+    assert "asked: a random key in the root scope (name scope 'noise')" in message
+    assert "  fix: pass one, e.g. model.apply(params, x, rng=jax.random.key(step))" in message

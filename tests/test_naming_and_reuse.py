@@ -535,3 +535,125 @@ def test_a_debug_log_names_each_parameter_auto_reuse_shares_between_two_lines(ca
     shared = [r.getMessage() for r in caplog.records if "AUTO_REUSE shares" in r.getMessage()]
     assert len(shared) == 1 and shared[0].startswith("sp.AUTO_REUSE shares 'a/w', created at ")
     assert shared[0].count(__file__) == 2
+
+
+# --- reuse= values TF 1.x refuses, and TF's own constant ----------------------------------------
+
+
+def test_tf_auto_reuse_constant_is_refused_with_a_fix_naming_sp_auto_reuse():
+    tf = pytest.importorskip("tensorflow")
+
+    def fn():
+        with sp.scope("a", reuse=tf.compat.v1.AUTO_REUSE):
+            return sp.get_param("w", (3,))
+
+    with pytest.raises(sp.ReuseArgumentError) as e:
+        init(fn)
+    message = str(e.value)
+    assert "reuse parameter must be True or False or None" in message
+    assert "asked: sp.scope('a', reuse=tf.compat.v1.AUTO_REUSE)" in message
+    assert ("  fix: TF's tf.compat.v1.AUTO_REUSE is TensorFlow's own constant; pass sp.AUTO_REUSE"
+            in message)
+
+
+@pytest.mark.parametrize("spelled", ["auto", "AUTO_REUSE", "auto_reuse", "sp.AUTO_REUSE"])
+def test_reuse_spelled_as_a_string_is_refused_as_tf_does_with_sp_auto_reuse_as_the_fix(spelled):
+    with pytest.raises(sp.ReuseArgumentError) as e:
+        sp.scope("a", reuse=spelled)
+    message = str(e.value)
+    assert repr(spelled) in message
+    assert f"asked: sp.scope('a', reuse={spelled!r})" in message
+    assert "  fix: pass reuse=sp.AUTO_REUSE (the constant, not a string" in message
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0, "True"])
+def test_other_refused_reuse_values_get_a_fix_listing_the_valid_ones(bad):
+    with pytest.raises(sp.ReuseArgumentError) as e:
+        sp.scope(None, default_name="d", reuse=bad)
+    message = str(e.value)
+    assert f"asked: sp.scope(None, default_name='d', reuse={bad!r})" in message
+    assert "  fix: pass reuse=True, False or None (inherit), or sp.AUTO_REUSE" in message
+
+
+# --- a variable scope closed before a name scope opened inside it --------------------------------
+
+
+def _scope_closed_before_its_inner_name_scope(seen):
+    """TF 1.x accepts this order: variable_scope's exit closes the name scope it opened, and the
+    name_scope's exit then restores the name scope it found ('a'); variable scopes are unchanged."""
+    a, b = sp.scope("a"), sp.name_scope("b")
+    a.__enter__()
+    seen.append(b.__enter__())
+    a.__exit__(None, None, None)
+    seen.append((sp.get_scope().name, sp.current_name_scope()))
+    w = sp.get_param("w", (1,))
+    b.__exit__(None, None, None)
+    seen.append((sp.get_scope().name, sp.current_name_scope()))
+    with sp.name_scope("z") as z:
+        seen.append(z)
+    with sp.scope("q") as q:
+        seen.append((q.name, q.original_name_scope))
+        sp.get_param("w3", (1,))
+    sp.record("out", w)
+    return w
+
+
+# What TF 1.x's graph mode gives for the same program (test_..._as_tf_does_in_graph_mode runs it).
+_TF_SEEN = ["a/b/", ("", ""), ("", "a/"), "a/z/", ("q", "a/q/")]
+
+
+def test_a_scope_closed_before_a_name_scope_opened_inside_it_is_accepted_as_tf_does():
+    seen: list = []
+    model = sp.transform(lambda: _scope_closed_before_its_inner_name_scope(seen))
+    params = model.init(KEY)
+    assert paths(params) == {"w", "q/w3"}
+    assert seen == _TF_SEEN
+    name_stacks = []
+
+    def run(params):
+        name_stacks.append(str(jax.extend.source_info_util.current_name_stack()))
+        out = model.apply_with_intermediates(params)
+        name_stacks.append(str(jax.extend.source_info_util.current_name_stack()))
+        return out
+
+    # eagerly no jax.named_scope is opened; under jit each scope opens one
+    for call in (run, jax.jit(run)):
+        seen.clear()
+        out, records = call(params)
+        assert seen == _TF_SEEN and set(records) == {"a/out"}
+        np.testing.assert_array_equal(out, params["w"])
+        # no jax.named_scope the model opened stays open after it
+        assert name_stacks[-1] == name_stacks[-2]
+
+
+def test_a_scope_closed_before_a_name_scope_opened_inside_it_is_accepted_as_tf_does_in_graph_mode():
+    tf = pytest.importorskip("tensorflow.compat.v1")
+    seen: list = []
+    with tf.Graph().as_default() as g:
+        a, b = tf.variable_scope("a"), tf.name_scope("b")
+        a.__enter__()
+        seen.append(b.__enter__())
+        a.__exit__(None, None, None)
+        seen.append((tf.get_variable_scope().name, g.get_name_scope()))
+        w = tf.get_variable("w", (1,))
+        b.__exit__(None, None, None)
+        seen.append((tf.get_variable_scope().name, g.get_name_scope() + "/"))
+        with tf.name_scope("z") as z:
+            seen.append(z)
+        with tf.variable_scope("q") as q:
+            seen.append((q.name, q.original_name_scope))
+            w3 = tf.get_variable("w3", (1,))
+    assert seen == _TF_SEEN
+    assert (w.op.name, w3.op.name) == ("w", "q/w3")
+
+
+def test_a_name_scope_closed_while_a_scope_opened_inside_it_is_open_is_improper_nesting():
+    def fn():
+        b = sp.name_scope("b")
+        b.__enter__()
+        sp.scope("a").__enter__()
+        b.__exit__(None, None, None)
+
+    with pytest.raises(sp.ScopeNestingError,
+                       match="Improper nesting of name_scope: closing 'b' while 'b/a' is open"):
+        init(fn)
