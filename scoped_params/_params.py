@@ -16,7 +16,7 @@ import operator
 import re
 import sys
 import types
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ from ._regularizers import _is_floating, non_floating_error as _non_floating_err
 from ._scope import (_TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, as_np_dtype,
                      call_getter, default_name_hint)
 from ._spec import ParamSpec
-from ._tree import flatten
+from ._tree import flatten, given_twice_error
 from .initializers import _instantiate, default_initializer
 
 PARAM = "param"
@@ -657,6 +657,9 @@ def _callable_with_three_args(fn: Callable) -> bool:
                 _SIGNATURE_THREE_ARGS.clear()
             _SIGNATURE_THREE_ARGS[id(signature)] = (signature, takes)  # keeps it alive: id stays its
             return takes
+    if _initializers._is_tf_class(fn):  # tf.variance_scaling_initializer, uncalled: called with
+        # (key, shape, dtype) it would make an initializer (of scale=key), not a value
+        return False
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -686,12 +689,8 @@ def _exists_error(frame, full: str, site, shape, dtype) -> ParamExistsError:
     scope = frame.scope
     # Who asked: a layer of this package (sp.layers, sp.slim, sp.rnn), which opens the scope itself,
     # so re-entering that scope with reuse=True would nest it again ('fc/fc/kernel'), or the user.
-    caller: Optional[types.FrameType] = sys._getframe(1)
-    package = __name__.rsplit(".", 1)[0]
-    while caller is not None and caller.f_globals.get("__name__") in (__name__, package + "._scope"):
-        caller = caller.f_back
-    by_layer = caller is not None and caller.f_globals.get("__name__") in (
-        package + ".layers", package + ".slim", package + ".rnn")
+    caller = _asking_layer()
+    by_layer = caller is not None
     if by_layer and caller is not None and caller.f_code.co_name == "add_weight":  # a custom Layer's build, asking twice
         fix = ("  fix: give each weight of the layer its own name in build (add_weight(name, ...)); "
                "to share weights between layer objects, build them with _reuse=sp.AUTO_REUSE, or "
@@ -776,15 +775,20 @@ _ARGUMENT = {PARAM: "params", STATE: "state"}
 def _shape_error(full, asked, found, site, passed: Optional[str] = None) -> ShapeMismatchError:
     """``passed``: the argument of apply (``"params"``, ``"state"``) the found value came from, when
     this request is the first of the call (so nothing in the call made it); else it was created at
-    ``site``."""
+    ``site``. A request of a layer of this package (whose shapes come from its input and arguments:
+    it has no ``shape=`` to pass) is told in the layer's terms."""
     head = (f"Trying to share variable {full}, but specified shape {_shape_str(asked)} and found shape "
             f"{_shape_str(found)}.\n")
+    layer = _layer_request(full) if passed != "state" else None
+    if layer is not None:
+        return ShapeMismatchError(head + _layer_shape_lines(full, asked, found, site, passed, layer))
     if passed is not None:
         return ShapeMismatchError(
             head + f"  asked: shape {_shape_str(asked)} at {format_site(site)}\n"
             f"  found: shape {_shape_str(found)} in the {passed} passed to apply\n" + _stale_fix(passed))
     return ShapeMismatchError(
-        head + f"  found: created at {format_site(site)}\n"
+        head + f"  asked: shape {_shape_str(asked)} at {format_site(user_site())}\n"
+        f"  found: created at {format_site(site)}\n"
         "  fix: pass the stored shape, or shape=None to accept the stored one; if the model changed, "
         "re-run init."
     )
@@ -801,6 +805,9 @@ def _dtype_error(full, asked, found, site, passed: Optional[str] = None,
         raise
     head = (f"Trying to share variable {full}, but specified dtype {np.dtype(asked).name} and found "
             f"dtype {np.dtype(found).name}.\n")
+    layer = _layer_request(full) if passed != "state" else None
+    if layer is not None:
+        return DtypeMismatchError(head + _layer_dtype_lines(full, asked, found, site, passed, layer))
     note = "  note: dtype=None means the scope's dtype (float32 unless set), as in TF 1.x\n"
     if passed is not None:
         return DtypeMismatchError(
@@ -808,9 +815,144 @@ def _dtype_error(full, asked, found, site, passed: Optional[str] = None,
             f"  found: dtype {np.dtype(found).name} in the {passed} passed to apply\n"
             + note + _stale_fix(passed))
     return DtypeMismatchError(
-        head + f"  found: created at {format_site(site)}\n" + note
+        head + f"  asked: dtype {np.dtype(asked).name} at {format_site(user_site())}\n"
+        f"  found: created at {format_site(site)}\n" + note
         + f"  fix: pass dtype={np.dtype(found).name} when sharing it."
     )
+
+
+_PACKAGE = __name__.rsplit(".", 1)[0]
+# The package's modules a request passes through between a caller and the error (a layer_stack's
+# view of the store included), and those of its layers (sp.layers, sp.slim, sp.rnn).
+_REQUEST_MODULES = frozenset({__name__, _PACKAGE + "._scope", _PACKAGE + "._layer_stack"})
+_LAYER_MODULES = frozenset({_PACKAGE + ".layers", _PACKAGE + ".slim", _PACKAGE + ".rnn"})
+# Functions of those modules that pass their caller's own shape and dtype on to get_param: their
+# errors keep get_param's words (a custom Layer's add_weight, slim.variable, slim.model_variable).
+_GET_PARAM_LIKE = frozenset({"add_weight", "variable", "model_variable"})
+# A layer's arguments that set a dimension of its parameters, beside its input's width.
+_SIZE_ARGUMENTS = ("units", "filters", "num_outputs", "num_units", "output_dim", "input_dim",
+                   "depth_multiplier")
+_FIX_SEPARATE = ("to make a separate layer, call it under another name, without reuse=True (or call "
+                 "another layer object)")
+
+
+def _asking_layer() -> Optional[types.FrameType]:
+    """The frame of the layer of this package (sp.layers, sp.slim, sp.rnn) making the request being
+    answered, or None when the user's code made it (directly, or through the user's custom getter).
+    It walks the stack: for error texts only."""
+    caller: Optional[types.FrameType] = sys._getframe(1)
+    while caller is not None and caller.f_globals.get("__name__") in _REQUEST_MODULES:
+        caller = caller.f_back
+    if caller is not None and caller.f_globals.get("__name__") in _LAYER_MODULES:
+        return caller
+    return None
+
+
+class _LayerRequest(NamedTuple):
+    """A layer's request, for an error's text: the layer's scope, the user's line calling it, its
+    input's shape and dtype (None if not found), and the values of its size arguments."""
+    name: str
+    site: str
+    shape: Optional[Tuple]
+    dtype: Optional[np.dtype]
+    sizes: frozenset
+
+
+def _layer_request(full: str) -> Optional[_LayerRequest]:
+    """What a layer of this package asking for ``full`` was called with, or None if no layer asked
+    (get_param's own words apply then)."""
+    layer = _asking_layer()
+    if layer is None or layer.f_code.co_name in _GET_PARAM_LIKE:
+        return None
+    shape = dtype = None
+    sizes: set = set()
+    f: Optional[types.FrameType] = layer
+    while f is not None and f.f_globals.get("__name__") in _LAYER_MODULES | _REQUEST_MODULES:
+        local = f.f_locals
+        if shape is None:
+            inputs = local.get("inputs")
+            try:
+                shape, dtype = tuple(inputs.shape), np.dtype(inputs.dtype)  # type: ignore[union-attr]
+            except (AttributeError, TypeError):
+                pass
+        sizes.update(v for v in map(local.get, _SIZE_ARGUMENTS) if type(v) is int)
+        f = f.f_back
+    return _LayerRequest(full.rpartition("/")[0], format_site(user_site()), shape, dtype,
+                         frozenset(sizes))
+
+
+def _width_change(asked: Tuple, found: Tuple, layer: _LayerRequest) -> Optional[Tuple[int, int]]:
+    """(this input's last dimension, the one ``found`` was made for) when that is the one difference
+    between the shapes; None when the layer's arguments may account for it, or cannot be told."""
+    if layer.shape is None or not layer.shape or len(asked) != len(found):
+        return None
+    differing = [i for i, (a, b) in enumerate(zip(asked, found)) if a != b]
+    if len(differing) != 1:
+        return None
+    width, made_for = asked[differing[0]], found[differing[0]]
+    if width != layer.shape[-1] or width in layer.sizes:
+        return None
+    return width, made_for
+
+
+def _layer_asked(what: str, layer: _LayerRequest) -> str:
+    called = ""
+    if layer.shape is not None:
+        called = (f", called on an input of shape {_shape_str(layer.shape)}" if what.startswith("shape")
+                  else f", called on an input of dtype {np.dtype(layer.dtype).name}")
+    return f"  asked: {what} by layer '{layer.name}' at {layer.site}{called}\n"
+
+
+def _layer_shape_lines(full, asked, found, site, passed, layer: _LayerRequest) -> str:
+    lines = _layer_asked(f"shape {_shape_str(asked)}", layer)
+    change = _width_change(asked, found, layer)
+    if passed is not None:  # apply's first request: the params' own value
+        lines += f"  found: shape {_shape_str(found)} in the {passed} passed to apply\n"
+        if change is None:
+            return lines + _stale_fix(passed)
+        return lines + (
+            f"  note: this input's last dimension is {change[0]}, but the {passed} were made for an "
+            f"input with last dimension {change[1]} (a layer's parameter shapes follow its input)\n"
+            f"  fix: call apply with inputs shaped as init's (last dimension {change[1]}), or re-run "
+            "init with inputs of this shape for params that fit them.")
+    lines += f"  found: created at {format_site(site)}\n"
+    if change is None:
+        return lines + (
+            "  note: a layer makes its parameters' shapes from its input and its arguments (units, "
+            f"filters, kernel size, ...): this call's give '{full}' another shape than the call that "
+            "made it\n"
+            f"  fix: to share '{full}', call the layer with the arguments and on inputs shaped as the "
+            f"call that made it; {_FIX_SEPARATE}.")
+    return lines + (
+        f"  note: a layer makes its parameters' shapes from its input: this call's input has last "
+        f"dimension {change[0]}, but '{full}' was made for an input with last dimension {change[1]}\n"
+        f"  fix: to share '{full}', give this call inputs of last dimension {change[1]} (project or "
+        f"reshape the input first); {_FIX_SEPARATE}.")
+
+
+def _layer_dtype_lines(full, asked, found, site, passed, layer: _LayerRequest) -> str:
+    asked_name, found_name = np.dtype(asked).name, np.dtype(found).name
+    lines = _layer_asked(f"dtype {asked_name}", layer)
+    from_input = layer.dtype is not None and layer.dtype == np.dtype(asked)
+    cast = f"cast the input to {found_name} (x.astype(jnp.{found_name}))"
+    if passed is not None:
+        lines += f"  found: dtype {found_name} in the {passed} passed to apply\n"
+        if not from_input:
+            return lines + _stale_fix(passed)
+        return lines + (
+            f"  note: a layer makes its parameters in its input's dtype: the {passed} were made for "
+            f"{found_name} inputs\n"
+            f"  fix: {cast} as init's, or cast the {passed} to {asked_name} to run in {asked_name} "
+            f"(jax.tree.map(lambda p: p.astype(jnp.{asked_name}), {passed})).")
+    lines += f"  found: created at {format_site(site)}\n"
+    if not from_input:
+        return lines + (
+            f"  fix: to share '{full}', call the layer as the call that made it (on inputs of its "
+            f"dtype); {_FIX_SEPARATE}.")
+    return lines + (
+        f"  note: a layer makes its parameters in its input's dtype: '{full}' was made for a "
+        f"{found_name} input\n"
+        f"  fix: to share '{full}', {cast}; {_FIX_SEPARATE}.")
 
 
 def _stale_fix(passed: str) -> str:
@@ -819,6 +961,15 @@ def _stale_fix(passed: str) -> str:
     do = "do" if passed == "params" else "does"
     return (f"  fix: the {passed} {do} not match the model: pass the {passed} this model's init "
             "returned (re-run init after changing the model), or convert the stored value.")
+
+
+def _asked_init(shape: Optional[Tuple], dtype: Any, full: str) -> str:
+    """A new parameter's request, for an initializer's error: its shape, dtype and line."""
+    try:
+        shown = np.dtype(jax.dtypes.canonicalize_dtype(_as_dtype(dtype, full))).name
+    except TypeError:
+        shown = repr(dtype)
+    return f"shape {_shape_str(shape)}, dtype {shown}, at {format_site(user_site())}"
 
 
 def _init_error(full, message, fix) -> InitializerError:
@@ -960,10 +1111,14 @@ class InitStore:
                 partitioner, sharding, kind, constant, constraint):
         init = _instantiate(init)  # sp.initializers.zeros_initializer, uncalled, as TF allows
         if init is not None and not constant and shape is None:
+            if _initializers._is_tf_class(init):  # tf.zeros_initializer, uncalled (TF's convention)
+                raise _initializers._tf_class_error(full, _asked_init(shape, dtype, full), init, True)
             if not _takes_no_args(init):
                 raise _shapeless_init_error(full)
             init, constant = init(), True
         elif init is not None and not constant and not _callable_with_three_args(init):
+            if _initializers._is_tf_class(init):  # tf.zeros_initializer, uncalled (TF's convention)
+                raise _initializers._tf_class_error(full, _asked_init(shape, dtype, full), init)
             dtype_error = _dtype_as_init(full, init)
             if dtype_error is not None:
                 raise dtype_error
@@ -1113,9 +1268,30 @@ class ApplyStore:
         # a common request is two small lookups; the flat view is built only for the others.
         self.tree = tree
         self._flat: Optional[Dict[str, Any]] = None
+        try:  # a full name as one top-level key ({**params, **sp.flatten(loaded)}): see _flat_now
+            for key in tree:
+                if "/" in key:
+                    self._flat_now()
+                    break
+        except TypeError:  # a key that is not a str (refused by the flat view, if it is built)
+            if any(isinstance(key, str) and "/" in key for key in tree):
+                self._flat_now()
         self.state = state
         # full name -> site of its first (creating) request, (file, line) or (code, offset): format_site
         self.created: Dict[str, Any] = {}
+
+    def _flat_now(self) -> None:
+        """The flat view, built when a top-level key holds a full name ({**params,
+        **sp.flatten(loaded)}): the nested lookup would neither see it nor see that nested dicts
+        spell it too, which the flat view refuses as sp.flatten does (only top-level keys are
+        looked at: each apply call does, and a tree without such keys pays one loop over them)."""
+        try:
+            self._flat = flatten(self.tree)
+        except NameCollisionError as error:
+            name = getattr(error, "name", None)
+            if name is None:
+                raise
+            raise given_twice_error(name, "/", "in the params passed to apply", "params") from None
 
     @property
     def params(self) -> Dict[str, Any]:

@@ -121,10 +121,22 @@ def _flatten_into(flat: Dict[str, Any], prefix: str, node: Mapping[str, Any], se
         else:
             name = prefix + key
             if name in flat:  # {"a/b": x, "a": {"b": y}}: two spellings of one full name
-                raise NameCollisionError(
-                    f"'{name}' is given twice: by a key holding '{sep}' and by nested dicts.\n"
-                    "  fix: spell each full name once, either nested or as one key.")
+                raise given_twice_error(name, sep)
             flat[name] = value
+
+
+def given_twice_error(name: str, sep: str = "/", where: str = "",
+                      tree: str = "tree") -> NameCollisionError:
+    """``flatten``'s error for the full name ``name`` spelled both as one key and by nested dicts
+    (``where``: the tree's part in a call, e.g. "in the params passed to apply"; ``tree``: its name
+    in the fix); it keeps ``name``."""
+    error = NameCollisionError(
+        f"'{name}' is given twice{' ' + where if where else ''}: by a key holding '{sep}' and by "
+        "nested dicts.\n"
+        "  fix: spell each full name once, either nested or as one key; to patch values in, "
+        f"{tree} = sp.unflatten({{**sp.flatten({tree}), **sp.flatten(patch)}}).")
+    error.name = name  # type: ignore[attr-defined]
+    return error
 
 
 def _non_str_key(node: Mapping[Any, Any], sep: str, prefix: str) -> Optional[Tuple[str, Any]]:

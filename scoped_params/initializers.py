@@ -150,6 +150,47 @@ def _keras_convention_error(full: str, asked: str, init: Any) -> InitializerArgu
         f"  fix: {fix}")
 
 
+# The packages whose initializer classes TF 1.x code passes uncalled (initializer=tf.zeros_initializer).
+_TF_PACKAGES = frozenset({"tensorflow", "tf_keras", "keras"})
+
+
+def _is_tf_class(init: Any) -> bool:
+    """Whether ``init`` is a class of TF's or Keras's (an initializer passed uncalled)."""
+    return isinstance(init, type) and init.__module__.split(".", 1)[0] in _TF_PACKAGES
+
+
+def _tf_class_error(full: str, asked: str, init: type, shapeless: bool = False
+                    ) -> InitializerArgumentError:
+    """get_param's error for TF's or Keras's initializer class ``init`` passed uncalled, which TF 1.x
+    instantiates: its instances take (shape, dtype, ...), so ours is the fix, as for an instance
+    (the fix of calling it would lead to that instance's error); ``asked``: the request, shown;
+    ``shapeless``: it has no shape, which an initializer needs."""
+    name = init.__name__
+    owner = "TF" if init.__module__.startswith("tensorflow") else "Keras"
+    try:
+        ours = _keras_equivalent(init())  # its defaults, as TF 1.x would instantiate it
+    except Exception:  # noqa: BLE001 - a class that takes no defaults: named without arguments
+        ours = None
+    if ours is None and name[:1].isupper() and name in __all__:
+        ours = f"sp.initializers.{name}(...)"
+    if ours is not None:
+        fix = (f"use {ours}, {owner}'s {name} in this convention; sp.initializers has TF 1.x's and "
+               "Keras's initializers, with their names and defaults.")
+    else:
+        fix = ("use sp.initializers' equivalent (it has TF 1.x's and Keras's initializers, with "
+               "their names and defaults), or an initializer taking (key, shape, dtype), e.g. "
+               "jax.nn.initializers.normal().")
+    if shapeless:
+        fix += " Pass shape=... too: an initializer needs the parameter's shape."
+    return InitializerArgumentError(
+        f"The initializer of '{full}' ({name}) is {owner}'s initializer class, passed uncalled: TF 1.x "
+        "instantiated it, but its instances take (shape, dtype, ...), TF 1.x's calling convention, "
+        "and scoped_params calls initializers as init(key, shape, dtype).\n"
+        f"  asked: {asked}\n"
+        f"  found: the class {init.__module__}.{init.__qualname__}\n"
+        f"  fix: {fix}")
+
+
 def _keras_equivalent(init: Any) -> Optional[str]:
     """``sp.initializers.<Name>(...)`` for a Keras initializer object whose class has a namesake
     here, with the arguments of its ``get_config()`` (``...`` when one is not ours); else None."""

@@ -293,3 +293,203 @@ def test_apply_with_abstract_state_is_a_params_type_error_naming_the_state():
     params, state = model.init(KEY, jnp.ones(3))
     with pytest.raises(sp.ParamsTypeError, match=r"(?s)State 's' in state .*no values"):
         model.apply(params, jax.eval_shape(lambda: state), jnp.ones(3))
+
+
+# --- a layer reused on an input of another width or dtype ------------------------------------------
+
+
+def _line_of(fn, text):
+    """The line number of the first line of ``fn``'s source holding ``text``."""
+    import inspect
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+def _reused_on_a_wider_input(x):
+    sp.layers.dense(x, 4, name="d")
+    return sp.layers.dense(jnp.ones((2, 5)), 4, name="d", reuse=True)  # the reusing call
+
+
+def test_a_layer_reused_on_an_input_of_another_width_says_so_with_a_fix_a_layer_call_can_follow():
+    with pytest.raises(sp.ShapeMismatchError) as e:
+        sp.transform(_reused_on_a_wider_input).init(KEY, jnp.ones((2, 3)))
+    msg = str(e.value)
+    assert msg.startswith("Trying to share variable d/kernel, but specified shape (5, 4) and found "
+                          "shape (3, 4).")
+    asked_line = _line_of(_reused_on_a_wider_input, "the reusing call")
+    assert f"asked: shape (5, 4) by layer 'd' at {__file__}:{asked_line}, called on an input of " \
+           "shape (2, 5)" in msg
+    assert f"found: created at {__file__}:{asked_line - 1}" in msg
+    assert "input has last dimension 5, but 'd/kernel' was made for an input with last dimension 3" in msg
+    assert "fix: to share 'd/kernel', give this call inputs of last dimension 3" in msg
+    assert "another name" in msg
+    # get_param's fix, which a layer call cannot follow (it has no shape=), is not given.
+    assert "shape=None" not in msg and "pass the stored shape" not in msg
+
+
+def test_a_conv_layer_reused_on_an_input_with_other_channels_names_the_channels():
+    def fn(x):
+        sp.layers.conv2d(x, 4, 3, name="c")
+        return sp.layers.conv2d(jnp.ones((1, 5, 5, 2)), 4, 3, name="c", reuse=True)
+
+    with pytest.raises(sp.ShapeMismatchError) as e:
+        sp.transform(fn).init(KEY, jnp.ones((1, 5, 5, 3)))
+    msg = str(e.value)
+    assert "Trying to share variable c/kernel, but specified shape (3, 3, 2, 4)" in msg
+    assert "input has last dimension 2, but 'c/kernel' was made for an input with last dimension 3" in msg
+    assert "shape=None" not in msg
+
+
+def test_a_layer_reused_with_other_arguments_does_not_blame_the_input_width():
+    def fn(x):
+        sp.layers.dense(x, 4, name="d")
+        return sp.layers.dense(x, 5, name="d", reuse=True)  # units changed, not the input
+
+    with pytest.raises(sp.ShapeMismatchError) as e:
+        sp.transform(fn).init(KEY, jnp.ones((2, 3)))
+    msg = str(e.value)
+    assert "asked: shape (3, 5) by layer 'd' at" in msg
+    assert "last dimension" not in msg
+    assert "its input and its arguments (units, filters, kernel size, ...)" in msg
+    assert "fix: to share 'd/kernel', call the layer with the arguments and on inputs shaped as " \
+           "the call that made it" in msg
+    assert "shape=None" not in msg
+
+
+def _reused_on_a_bfloat16_input(x):
+    sp.layers.dense(x, 4, name="d")
+    return sp.layers.dense(x.astype(jnp.bfloat16), 4, name="d", reuse=True)  # the reusing call
+
+
+def test_a_layer_reused_on_an_input_of_another_dtype_says_to_cast_the_input():
+    with pytest.raises(sp.DtypeMismatchError) as e:
+        sp.transform(_reused_on_a_bfloat16_input).init(KEY, jnp.ones((2, 3)))
+    msg = str(e.value)
+    assert msg.startswith("Trying to share variable d/kernel, but specified dtype bfloat16 and found "
+                          "dtype float32.")
+    asked_line = _line_of(_reused_on_a_bfloat16_input, "the reusing call")
+    assert f"asked: dtype bfloat16 by layer 'd' at {__file__}:{asked_line}, called on an input of " \
+           "dtype bfloat16" in msg
+    assert f"found: created at {__file__}:{asked_line - 1}" in msg
+    assert "a layer makes its parameters in its input's dtype: 'd/kernel' was made for a float32 " \
+           "input" in msg
+    assert "fix: to share 'd/kernel', cast the input to float32 (x.astype(jnp.float32))" in msg
+    # get_param's note and fix (dtype=), which a layer call cannot follow, are not given.
+    assert "dtype=None" not in msg and "pass dtype=" not in msg
+
+
+def test_a_direct_get_param_mismatch_in_init_keeps_get_param_fix_and_says_where_it_was_asked():
+    def fn():
+        with sp.scope("a"):
+            sp.get_param("v", (3,))
+        with sp.scope("a", reuse=True):
+            sp.get_param("v", (4,))  # the reusing request
+        with sp.scope("a", reuse=True):
+            return sp.get_param("v", (3,), dtype=jnp.int32)  # the dtype request
+
+    with pytest.raises(sp.ShapeMismatchError) as e:
+        sp.transform(fn).init(KEY)
+    msg = str(e.value)
+    assert f"asked: shape (4,) at {__file__}:{_line_of(fn, 'the reusing request')}" in msg
+    assert f"found: created at {__file__}:{_line_of(fn, 'the reusing request') - 2}" in msg
+    assert "fix: pass the stored shape, or shape=None to accept the stored one" in msg
+    assert "layer" not in msg
+
+
+def test_a_direct_get_param_dtype_mismatch_in_init_keeps_get_param_fix_and_says_where_it_was_asked():
+    def fn():
+        with sp.scope("a"):
+            sp.get_param("v", (3,))
+        with sp.scope("a", reuse=True):
+            return sp.get_param("v", (3,), dtype=jnp.int32)  # the dtype request
+
+    with pytest.raises(sp.DtypeMismatchError) as e:
+        sp.transform(fn).init(KEY)
+    msg = str(e.value)
+    assert f"asked: dtype int32 at {__file__}:{_line_of(fn, 'the dtype request')}" in msg
+    assert "note: dtype=None means the scope's dtype" in msg
+    assert "fix: pass dtype=float32 when sharing it." in msg
+    assert "layer" not in msg
+
+
+def _dense_model(x):
+    return sp.layers.dense(x, 4)  # the layer call
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_apply_on_an_input_of_another_width_than_init_says_the_input_width_differs(jit):
+    model = sp.transform(_dense_model)
+    params = model.init(KEY, jnp.ones((2, 3)))
+    apply = jax.jit(model.apply) if jit else model.apply
+    with pytest.raises(sp.ShapeMismatchError) as e:
+        apply(params, jnp.ones((2, 5)))
+    msg = str(e.value)
+    assert msg.startswith("Trying to share variable dense/kernel, but specified shape (5, 4) and found "
+                          "shape (3, 4).")
+    assert f"asked: shape (5, 4) by layer 'dense' at {__file__}:" \
+           f"{_line_of(_dense_model, 'the layer call')}, called on an input of shape (2, 5)" in msg
+    assert "found: shape (3, 4) in the params passed to apply" in msg
+    assert "this input's last dimension is 5, but the params were made for an input with last " \
+           "dimension 3" in msg
+    assert "fix: call apply with inputs shaped as init's (last dimension 3)" in msg
+
+
+def test_apply_on_an_input_of_another_dtype_than_init_says_to_cast_the_input_or_the_params():
+    model = sp.transform(_dense_model)
+    params = model.init(KEY, jnp.ones((2, 3)))
+    with pytest.raises(sp.DtypeMismatchError) as e:
+        model.apply(params, jnp.ones((2, 3), jnp.bfloat16))
+    msg = str(e.value)
+    assert "asked: dtype bfloat16 by layer 'dense' at" in msg
+    assert "found: dtype float32 in the params passed to apply" in msg
+    assert "the params were made for float32 inputs" in msg
+    assert "fix: cast the input to float32 (x.astype(jnp.float32)) as init's" in msg
+    assert "dtype=None" not in msg
+
+
+# --- a parameter spelled twice in apply's params ---------------------------------------------------
+
+
+def _enc(x):
+    with sp.scope("enc"):
+        return x @ sp.get_param("w", (3, 1))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_apply_refuses_params_spelling_one_name_nested_and_flat_as_flatten_does(jit):
+    model = sp.transform(_enc)
+    x = jnp.ones((1, 3))
+    params = model.init(KEY, x)
+    loaded = {"enc/w": jnp.full((3, 1), 2.0)}
+    apply = jax.jit(model.apply) if jit else model.apply
+    for patched in ({**params, **loaded}, {**loaded, **params}):
+        with pytest.raises(sp.NameCollisionError, match=r"(?s)'enc/w' is given twice.*fix:"):
+            apply(patched, x)
+    # One spelling, flat or nested, still works.
+    np.testing.assert_allclose(apply(loaded, x), jnp.full((1, 1), 6.0))
+    np.testing.assert_allclose(apply({**params, "other/v": jnp.ones(2)}, x), model.apply(params, x))
+
+
+# --- an uncalled TF initializer class ------------------------------------------------------------
+
+
+def test_an_uncalled_tf_initializer_class_is_an_initializer_error_naming_our_equivalent():
+    tf = pytest.importorskip("tensorflow")
+
+    def fn(init):
+        return sp.get_param("w", (3, 4), init=init)
+
+    model = sp.transform(fn)
+    with pytest.raises(sp.InitializerError) as called:
+        model.init(KEY, tf.compat.v1.zeros_initializer())
+    with pytest.raises(sp.InitializerError) as uncalled:
+        model.init(KEY, tf.compat.v1.zeros_initializer)
+    assert isinstance(uncalled.value, TypeError)  # what it raised before, for except TypeError
+    msg = str(uncalled.value)
+    assert msg.startswith("The initializer of 'w' (Zeros) is TF's initializer class, passed uncalled")
+    assert "asked: shape (3, 4), dtype float32, at" in msg and "found: the class " in msg
+    assert "fix: use sp.initializers.Zeros(dtype='float32')" in str(called.value)
+    assert "fix: use sp.initializers.Zeros(dtype='float32')" in msg
+    assert "call it" not in msg
+    # Following the fix works.
+    assert model.init(KEY, sp.initializers.Zeros(dtype="float32"))["w"].shape == (3, 4)
