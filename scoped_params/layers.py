@@ -45,6 +45,7 @@ import functools
 import inspect
 import numbers
 import re
+import sys
 import weakref
 from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Tuple, Union
 
@@ -55,12 +56,14 @@ import numpy as np
 from . import _frame, _scope
 from . import constraints as _constraints
 from . import initializers as _initializers
-from ._errors import InvalidNameError, NotInTransformError, ParamNotFoundError, StateError
+from ._errors import (InvalidNameError, NotInTransformError, ParamNotFoundError, ReuseArgumentError,
+                      StateError)
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
-from ._regularizers import l1_sum
+from ._regularizers import _tensorflow_origin, l1_sum
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _check_components,
-                     _check_name, _child, _enter_name_scope, _exit_name_scope, _revert,
-                     default_name_scope, reentered, scope)
+                     _check_name, _child, _describe_refused_reuse, _enter_name_scope,
+                     _exit_name_scope, _revert, default_name_scope, reentered,
+                     reuse_argument_error, scope)
 from .initializers import ones, zeros
 
 __all__ = [
@@ -153,8 +156,14 @@ def _layer_scope(name: Any, base_name: str, reuse: Any, *,
     if reuse is True or reuse is AUTO_REUSE:
         return scope(name or base_name, reuse=reuse)
     if reuse not in (None, False):
-        raise ValueError(f"reuse must be None, False, True or sp.AUTO_REUSE, got {reuse!r}.")
+        raise _reuse_error(_label(base_name, name), reuse)
     return scope(name) if name else default_name_scope(base_name)
+
+
+def _reuse_error(label: str, reuse: Any) -> ReuseArgumentError:
+    """The refusal of a layer's ``reuse`` that is none of None, False, True and ``sp.AUTO_REUSE``,
+    in ``sp.scope``'s words (naming TF's own ``AUTO_REUSE`` left over in ported code)."""
+    return reuse_argument_error(reuse, f"{label} with reuse={_describe_refused_reuse(reuse)}")
 
 
 def _label(kind: str, name: Any) -> str:
@@ -192,6 +201,9 @@ def _tuple(value: IntOrPair, n: int, what: str, kind: str, name: Any = None,
         except (TypeError, ValueError, OverflowError):
             entries = None
         if entries is None or len(entries) != n:
+            if isinstance(value, jax.core.Tracer) or (isinstance(value, (list, tuple)) and any(
+                    isinstance(v, jax.core.Tracer) for v in value)):  # (int() raised JAX's error)
+                raise _traced_size_error(_label(kind, name), what, value)
             integral = isinstance(value, (float, np.floating)) and float(value).is_integer()
             one = int(value) if integral else 3  # type: ignore[call-overload]
             raise ValueError(f"{_label(kind, name)}: the `{what}` argument must be a tuple of {n} "
@@ -211,6 +223,19 @@ def _pair(value: IntOrPair, what: str, kind: str, name: Any = None) -> Tuple[int
     return _tuple(value, 2, what, kind, name)  # type: ignore[return-value]
 
 
+def _traced_size_error(label: str, what: str, value: Any) -> TypeError:
+    """The refusal of a layer size (``units``, ``filters``, ...) that is a JAX tracer: the model
+    was traced with it as an argument (``jax.jit(model.apply)(params, x, num_classes)``), so the
+    parameters' shapes would depend on a traced value."""
+    return TypeError(
+        f"{label}: {what}={value!r} is a traced value, not an integer: a parameter's shape needs a "
+        "Python int when the model is traced (jax.jit traces every argument it is not told is "
+        "static; TF refuses a tensor here too).\n"
+        f"  fix: pass {what} as a Python int: mark the argument static, e.g. jax.jit(model.apply, "
+        "static_argnums=<its position>) (or static_argnames=), or bind it into the model function "
+        "(functools.partial) before sp.transform.")
+
+
 def _check_positive(value: Any, what: str, kind: str, name: Any) -> Any:
     """``value``, a channel count (``filters``, ``depth_multiplier``), refused below 1 (lax would
     return a zero-channel output, which ``init`` turns into zero-size weights downstream). A float
@@ -218,6 +243,8 @@ def _check_positive(value: Any, what: str, kind: str, name: Any) -> Any:
     if what == "filters" and isinstance(value, float):
         value = int(value)
     if value is not None and not isinstance(value, (int, np.integer)):
+        if isinstance(value, jax.core.Tracer):
+            raise _traced_size_error(_label(kind, name), what, value)
         raise TypeError(f"{_label(kind, name)}: {what}={value!r} is no integer (TF refuses it "
                         f"too).\n  fix: pass an int, e.g. {what}=2.")
     if value is not None and value < 1:
@@ -538,6 +565,9 @@ def _from_keras(kind: str, name: Any, argument: str, identifier: Any) -> Any:
         return _constraint(identifier)  # Keras's names and configs: sp.constraints.get
     if not isinstance(identifier, str):
         if identifier is None or callable(identifier):
+            if identifier is not None and argument.endswith("activation") and _is_tensorflow(
+                    identifier):
+                raise _tensorflow_activation_error(_label(kind, name), argument, identifier)
             return identifier
         if isinstance(identifier, dict) and argument.endswith(("initializer", "regularizer")):
             return _from_keras_config(_label(kind, name), argument, identifier)
@@ -576,6 +606,81 @@ def _from_keras(kind: str, name: Any, argument: str, identifier: Any) -> Any:
                 "or a function of the weight, e.g. sp.l2_regularizer(1e-4).")
         return _keras_regularizer(*factors)
     raise AssertionError(f"no Keras identifiers for {argument}=")
+
+
+# --- a TensorFlow function as an activation ---------------------------------------------------------
+#
+# Ported code passes activation=tf.nn.relu (slim: activation_fn=tf.nn.relu): TF's function computes
+# on TF tensors, so traced it fails deep in JAX (a tracer cannot become a NumPy array) and eagerly
+# it returns a TF tensor. The layers test for it once per call, with the arguments they resolve.
+
+_TF_PACKAGES = ("tensorflow", "tf_keras", "keras", "tf_slim")
+
+# TF's activation functions (by __name__, TF 2's "_v2" suffix dropped) and what computes the same
+# on JAX arrays, with TF's defaults; the Keras name sp.layers' activation= takes is the same name
+# (_KERAS_ACTIVATIONS), "exponential" for exp.
+_TF_ACTIVATIONS: Dict[str, str] = {
+    "relu": "jax.nn.relu", "relu6": "jax.nn.relu6", "elu": "jax.nn.elu", "selu": "jax.nn.selu",
+    "sigmoid": "jax.nn.sigmoid", "tanh": "jnp.tanh", "softplus": "jax.nn.softplus",
+    "softsign": "jax.nn.soft_sign", "swish": "jax.nn.silu", "silu": "jax.nn.silu",
+    "gelu": "functools.partial(jax.nn.gelu, approximate=False)", "mish": "jax.nn.mish",
+    "exp": "jnp.exp", "exponential": "jnp.exp", "softmax": "jax.nn.softmax",
+    "log_softmax": "jax.nn.log_softmax",
+    "leaky_relu": "functools.partial(jax.nn.leaky_relu, negative_slope=0.2)",
+    "hard_sigmoid": "lambda x: jnp.clip(0.2 * x + 0.5, 0.0, 1.0)",
+    "identity": "None", "linear": "None",
+}
+_KERAS_NAME_OF_TF = {"exp": "exponential"}
+
+
+def _is_tensorflow(fn: Any) -> bool:
+    """Whether the callable ``fn`` is TensorFlow's (``tf.nn.relu``, ``tf.keras.activations.tanh``,
+    a Keras layer object). A JAX function costs one ``getattr`` and a string test."""
+    module = getattr(fn, "__module__", None)  # a callable object's: its class's
+    return type(module) is str and module.startswith(_TF_PACKAGES) and _tf_package(fn) is not None
+
+
+def _tf_package(fn: Any) -> Optional[str]:
+    """The TensorFlow package ``fn`` comes from, or None (also for Keras 3 on its JAX backend,
+    whose functions compute on JAX arrays)."""
+    package = _tensorflow_origin(fn)
+    if package == "keras":
+        config = getattr(sys.modules.get("keras"), "config", None)
+        backend = getattr(config, "backend", None)
+        if callable(backend) and backend() == "jax":
+            return None
+    return package
+
+
+def _tensorflow_activation_error(label: str, argument: str, fn: Any,
+                                 names: bool = True) -> TypeError:
+    """The refusal of TensorFlow's ``fn`` as the activation ``argument`` of the layer ``label``,
+    with the JAX function to pass instead, and (``names``: the argument takes Keras's names, as
+    tf.layers' ``activation=`` does and slim's ``activation_fn=`` does not) its name."""
+    origin = "a Keras" if _tf_package(fn) == "keras" else "a TensorFlow"  # (Keras 3 on TF's backend)
+    if inspect.isroutine(fn):
+        name = getattr(fn, "__name__", "")
+        given = f"{fn.__module__}.{name} is {origin} function"
+        name = name[:-3] if name.endswith("_v2") else name
+    else:
+        name = type(fn).__name__
+        given = f"<{name} object from {type(fn).__module__}> is {origin} layer"
+        layer_fix = _KERAS_ACTIVATION_LAYERS.get(name, "")
+        name = layer_fix.strip("'") if layer_fix.startswith("'") else ""
+    equivalent = _TF_ACTIVATIONS.get(name)
+    keras_name = _KERAS_NAME_OF_TF.get(name, name)
+    if equivalent is None:
+        fix = (f"pass a JAX function, e.g. {argument}=jax.nn.relu"
+               + (", or one of Keras's names, e.g. 'relu'" if names else ""))
+    elif equivalent == "None":
+        fix = f"{argument}=None (no activation)"
+    else:
+        fix = f"{argument}={equivalent}" + (
+            f" (or the name {keras_name!r})" if names and keras_name in _KERAS_ACTIVATIONS else "")
+    return TypeError(
+        f"{label}: {argument}={given}: it computes on TensorFlow tensors, not on JAX arrays, so "
+        "traced (init, jax.jit) it fails on the traced array and eagerly it returns a TensorFlow "
+        f"tensor.\n  fix: {fix}.")
 
 
 # The arguments of Keras's regularizer classes (and their lower-case aliases), as indices into
@@ -660,7 +765,8 @@ def _kernel_and_bias_options(kind: str, sc: Any, activation: Any, kernel_initial
             or not (bias_initializer is None or callable(bias_initializer))
             or not (kernel_regularizer is None or callable(kernel_regularizer))
             or not (bias_regularizer is None or callable(bias_regularizer))
-            or kernel_constraint is not None or bias_constraint is not None):
+            or kernel_constraint is not None or bias_constraint is not None
+            or (activation is not None and _is_tensorflow(activation))):
         (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
          kernel_constraint, bias_constraint) = _resolved(
             kind, sc, activation=activation, kernel_initializer=kernel_initializer,
@@ -680,10 +786,14 @@ def _units(units: Any, kind: str, name: Any) -> int:
         raise TypeError(f"{_label(kind, name)}: units={units!r} is a bool, not a number of "
                         "units.\n  fix: pass an int, e.g. units=10.")
     if not isinstance(units, (int, np.integer)):
+        if isinstance(units, jax.core.Tracer):  # (int() raises JAX's error, not TF's)
+            raise _traced_size_error(_label(kind, name), "units", units)
         try:
             units = int(units)
         except (TypeError, ValueError) as error:
-            raise type(error)(  # TF's int(units): a TypeError for None or a list, else ValueError
+            # TF's int(units): a TypeError for None or a list, else ValueError (the builtin classes:
+            # a subclass's constructor may take other arguments)
+            raise (TypeError if isinstance(error, TypeError) else ValueError)(
                 f"{_label(kind, name)}: invalid value for `units`: {units!r} is no integer (TF: "
                 f"{error}).\n  fix: pass an int, e.g. units=10.") from None
     if units < 0:
@@ -931,7 +1041,8 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
                 or not (pointwise_regularizer is None or callable(pointwise_regularizer))
                 or not (bias_regularizer is None or callable(bias_regularizer))
                 or depthwise_constraint is not None or pointwise_constraint is not None
-                or bias_constraint is not None):  # as in _dense
+                or bias_constraint is not None
+                or (activation is not None and _is_tensorflow(activation))):  # as in _dense
             (activation, depthwise_initializer, pointwise_initializer, bias_initializer,
              depthwise_regularizer, pointwise_regularizer, bias_regularizer, depthwise_constraint,
              pointwise_constraint, bias_constraint) = _resolved(
@@ -1153,6 +1264,22 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
 # --- normalization and dropout --------------------------------------------------------------------
 
 
+def _stateless_training_error(api: Tuple[str, str], sc: Scope,
+                              static_training: Optional[bool]) -> StateError:
+    """The refusal of batch normalization in training mode (``static_training`` True, or None for
+    a traced flag) under ``sp.transform``, named as the caller wrote it: ``api`` is its name and
+    its training argument (slim's ``is_training``)."""
+    kind, flag = api
+    given = "True" if static_training else "<a traced flag>"
+    via = (" (as a normalizer_fn: normalizer_params={'is_training': False})"
+           if flag == "is_training" else "")
+    return StateError(
+        f"{_label(kind, sc)} with {flag}={given} updates the moving statistics (state), which needs "
+        "a stateful transform, but the model was built with sp.transform.\n"
+        f"  fix: build it with sp.transform_with_state(fn) (apply then returns the new state), or "
+        f"pass {flag}=False{via} to normalize with the moving statistics.")
+
+
 def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
                         momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
                         scale: bool = True, beta_initializer: Any = zeros,
@@ -1167,7 +1294,9 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
                         renorm_momentum: float = 0.99, fused: Optional[bool] = None,
                         virtual_batch_size: Optional[int] = None,
                         adjustment: Any = None, *, _fused_kernel: Optional[bool] = None,
-                        _update: Optional[bool] = None, _nn_moments: bool = False) -> jax.Array:
+                        _update: Optional[bool] = None, _nn_moments: bool = False,
+                        _api: Tuple[str, str] = ("sp.layers.batch_normalization", "training")
+                        ) -> jax.Array:
     """``tf.compat.v1.layers.batch_normalization`` with the moving statistics as ``sp`` state.
 
     Parameters ``<name>/gamma``, ``<name>/beta``; state ``<name>/moving_mean``,
@@ -1194,7 +1323,7 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     # _fused_kernel and _update are slim.batch_norm's: its own fused kernel (2-D inputs too) and its
     # updates_collections paths decide them; None is tf.layers' rule. _nn_moments: slim's legacy
     # nn.moments path, whose variables take the input's dtype (float16 too) and whose statistics are
-    # TF's nn.moments'.
+    # TF's nn.moments'. _api: the caller's name and its training argument, for errors.
     if renorm or virtual_batch_size is not None or adjustment is not None:
         raise NotImplementedError("sp.layers.batch_normalization does not implement renorm, "
                                   "virtual_batch_size or adjustment.")
@@ -1247,10 +1376,7 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
                          regularizer=beta_regularizer,
                          constraint=beta_constraint) if center else None
         if not frame.with_state and static_training is not False:
-            raise StateError(
-                "sp.layers.batch_normalization(training=True) updates the moving statistics, "
-                "which needs a stateful transform, but the model was built with sp.transform.\n"
-                "  fix: build it with sp.transform_with_state(fn), or pass training=False.")
+            raise _stateless_training_error(_api, sc, static_training)
         # As TF's layer and slim's batch_norm: the moving statistics are never partitioned (the
         # scope's partitioner is set aside while they are made; a custom getter sees None).
         here = frame.scope
@@ -1403,7 +1529,12 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
         y = _normalize(x, mean, variance, at_rank(beta), at_rank(gamma),
                        jnp.asarray(epsilon, dtype))
         # In the scope, as contrib's layer_norm: an activation's variables go under LayerNorm.
-        return activation_fn(y) if activation_fn is not None else y
+        if activation_fn is None:
+            return y
+        if _is_tensorflow(activation_fn):
+            raise _tensorflow_activation_error(_label("layer_norm", sc), "activation_fn",
+                                               activation_fn, names=False)
+        return activation_fn(y)
 
 
 def _empty_named_scope(reuse: Any) -> ContextManager[Scope]:
@@ -2287,7 +2418,9 @@ class Conv3DTranspose(_LayerObject):
 
 class BatchNormalization(_LayerObject):
     """``tf.compat.v1.layers.BatchNormalization(...)``; call it as ``bn(x, training=...)``."""
-    _fn, _base_name = staticmethod(batch_normalization), "batch_normalization"
+    _fn = staticmethod(functools.partial(  # its errors name the class
+        batch_normalization, _api=("sp.layers.BatchNormalization", "training")))
+    _base_name = "batch_normalization"
     _weight_names = ("gamma", "beta", "moving_mean", "moving_variance")
     _non_trainable_names = ("moving_mean", "moving_variance")
 

@@ -40,6 +40,7 @@ input). It replaces the scope's where slim makes the variable itself with ``mode
 from __future__ import annotations
 
 import contextvars
+import difflib
 import functools
 import inspect
 import types
@@ -159,11 +160,7 @@ def add_arg_scope(func: Callable) -> Callable:
 def _check_defaults(func, defaults, args, kwargs, positional, accepted, takes_any) -> None:
     unknown = [] if takes_any else sorted(set(defaults) - accepted)
     if unknown:
-        raise TypeError(
-            f"slim.arg_scope sets {', '.join(k + '=' for k in unknown)} for {func.__name__}, which "
-            f"does not take {'it' if len(unknown) == 1 else 'them'}.\n"
-            f"  fix: list {func.__name__} in a separate arg_scope without "
-            f"{'that argument' if len(unknown) == 1 else 'those arguments'}.")
+        raise _unknown_defaults_error(func, unknown, accepted)
     twice = [n for n in positional[:len(args)] if n in defaults and n not in kwargs]
     if twice:
         raise TypeError(
@@ -171,6 +168,29 @@ def _check_defaults(func, defaults, args, kwargs, positional, accepted, takes_an
             "slim.arg_scope.\n  fix: pass it by keyword: a keyword argument overrides the arg_scope. "
             f"If another op called {func.__name__} (slim.conv2d calls slim.convolution), list that "
             "op in the arg_scope instead.")
+
+
+def _unknown_defaults_error(func: Callable, unknown: Sequence[str],
+                            accepted: frozenset) -> TypeError:
+    """The refusal of arg_scope defaults ``unknown`` that ``func`` does not take: a misspelled
+    argument gets its close match, another the advice to list ``func`` apart."""
+    name = func.__name__
+    aliases = [n for n, v in globals().items()
+               if not n.startswith("_") and getattr(v, "_key_op", None) is func]
+    short = min(aliases, key=len) if aliases else name
+    shown = name if short == name else f"{name} (slim.{short})"  # slim.conv2d is convolution2d
+    close = {k: difflib.get_close_matches(k, sorted(accepted), n=1) for k in unknown}
+    fixes = [f"{match[0]}=" + (f" for {k}=" if len(unknown) > 1 else "")
+             for k, match in close.items() if match]
+    others = [k for k, match in close.items() if not match]
+    fix = f"did you mean {', '.join(fixes)}? Correct the spelling in the arg_scope" if fixes else ""
+    if others:
+        without = (", ".join(k + "=" for k in others) if fixes else
+                   "that argument" if len(others) == 1 else "those arguments")
+        fix += ("; " if fix else "") + f"list {name} in a separate arg_scope without {without}"
+    return TypeError(
+        f"slim.arg_scope sets {', '.join(k + '=' for k in unknown)} for {shown}, which does not "
+        f"take {'it' if len(unknown) == 1 else 'them'}.\n  fix: {fix}.")
 
 
 class arg_scope:  # noqa: N801 - slim's name
@@ -457,16 +477,17 @@ def _finish(outputs, normalizer_fn, normalizer_params, activation_fn, outputs_co
     if normalizer_fn is not None:
         outputs = normalizer_fn(outputs, **(normalizer_params or {}))
     if activation_fn is not None:
-        try:
-            outputs = activation_fn(outputs)
-        except TypeError:  # the test is on the error path: a name is not callable
-            _refuse_a_named_activation_fn(activation_fn, op)
-            raise
+        outputs = _activated(activation_fn, outputs, op, alias)
     return collect_named_outputs(outputs_collections, alias, outputs)
 
 
-def _activated(activation_fn: Callable, outputs: Any, op: str) -> Any:
-    """``activation_fn(outputs)``, refusing a name as ``_finish`` does."""
+def _activated(activation_fn: Callable, outputs: Any, op: str, scope_name: str) -> Any:
+    """``activation_fn(outputs)`` for the layer ``op`` in the scope ``scope_name``, refusing a
+    TensorFlow function (it computes on TF tensors; slim's default, relu, is not tested) and a
+    name (the test is on the error path: a name is not callable)."""
+    if activation_fn is not jax.nn.relu and layers._is_tensorflow(activation_fn):
+        raise layers._tensorflow_activation_error(layers._label(op, scope_name), "activation_fn",
+                                                  activation_fn, names=False)
     try:
         return activation_fn(outputs)
     except TypeError:
@@ -645,6 +666,8 @@ def fully_connected(inputs: jax.Array, num_outputs: int,
     over the last axis of inputs of any rank; then the normalizer and ``activation_fn`` (default
     ``relu``)."""
     if not isinstance(num_outputs, (int, np.integer)) or isinstance(num_outputs, bool):
+        if isinstance(num_outputs, jax.core.Tracer):
+            raise layers._traced_size_error("slim.fully_connected", "num_outputs", num_outputs)
         raise ValueError(f"num_outputs type should be an integer, got {type(num_outputs).__name__}.")
     with _layer(scope, "fully_connected", reuse, variables_collections,
                 "slim.fully_connected") as sc:
@@ -680,7 +703,7 @@ def bias_add(inputs: jax.Array, activation_fn: Optional[Callable] = None, initia
                            trainable=trainable, regularizer=regularizer)
         outputs = layers._bias_and_activation(inputs, biases, last, None)
         if activation_fn is not None:
-            outputs = _activated(activation_fn, outputs, "slim.bias_add")
+            outputs = _activated(activation_fn, outputs, "slim.bias_add", sc.name)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 
@@ -742,9 +765,9 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
             trainable=trainable, name=sc, reuse=reuse, renorm=renorm,
             renorm_clipping=renorm_clipping, renorm_momentum=renorm_decay, fused=fused,
             adjustment=adjustment, _fused_kernel=fused_kernel, _update=update,
-            _nn_moments=fused_kernel is False)
+            _nn_moments=fused_kernel is False, _api=("sp.slim.batch_norm", "is_training"))
         if activation_fn is not None:
-            outputs = _activated(activation_fn, outputs, "slim.batch_norm")
+            outputs = _activated(activation_fn, outputs, "slim.batch_norm", sc.name)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 
@@ -798,7 +821,7 @@ def instance_norm(inputs: jax.Array, center: bool = True, scale: bool = True, ep
                                     None if beta is None else beta.reshape(broadcast),
                                     None if gamma is None else gamma.reshape(broadcast), epsilon)
         if activation_fn is not None:
-            outputs = _activated(activation_fn, outputs, "slim.instance_norm")
+            outputs = _activated(activation_fn, outputs, "slim.instance_norm", sc.name)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 
@@ -853,7 +876,7 @@ def group_norm(inputs: jax.Array, groups: int = 32, channels_axis: int = -1,
             offset = offset + beta.reshape(broadcast)
         outputs = (x * gain + offset).reshape(inputs.shape)
         if activation_fn is not None:
-            outputs = _activated(activation_fn, outputs, "slim.group_norm")
+            outputs = _activated(activation_fn, outputs, "slim.group_norm", sc.name)
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 

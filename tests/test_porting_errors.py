@@ -1,0 +1,264 @@
+"""Errors met while porting TF 1.x code to sp.layers and sp.slim: a traced layer size (``units``,
+``filters``) under ``jax.jit``, a TensorFlow function given as an activation (``tf.nn.relu``),
+batch normalization in training mode under ``sp.transform`` named as the caller wrote it
+(``slim.batch_norm``'s ``is_training=``), TF's ``tf.compat.v1.AUTO_REUSE`` passed to a layer, and a
+misspelled ``slim.arg_scope`` keyword. Each test pins the error's class and its message: the layer's
+scope, what was given and the ``fix:`` line.
+
+The tests that pass TensorFlow's own objects skip when TensorFlow is not installed."""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+import scoped_params as sp  # noqa: E402
+
+KEY = jax.random.key(0)
+slim = sp.slim
+
+
+@pytest.fixture(scope="module")
+def tf():
+    return pytest.importorskip("tensorflow")
+
+
+# --- a traced size ----------------------------------------------------------------------------------
+
+
+def test_traced_dense_units_under_jit_is_a_type_error_naming_units_and_static_argnums():
+    x = jnp.ones((2, 3))
+    model = sp.transform(lambda x, num_classes: sp.layers.dense(x, num_classes))
+    params = model.init(KEY, x, 4)
+    with pytest.raises(TypeError, match=r"(?s)dense 'dense': units=.* is a traced value.*\n  fix: .*"
+                                        r"a Python int.*static_argnums") as error:
+        jax.jit(model.apply)(params, x, 4)
+    assert not isinstance(error.value, AttributeError)
+    # the static argument is the fix
+    out = jax.jit(model.apply, static_argnums=2)(params, x, 4)
+    assert out.shape == (2, 4)
+
+
+def test_traced_conv_filters_is_a_type_error_saying_it_is_traced():
+    image = jnp.ones((1, 4, 4, 3))
+    with pytest.raises(TypeError, match=r"(?s)conv2d: filters=.* is a traced value.*\n"
+                                        r"  fix: .*static_argnums"):
+        sp.transform(lambda x, n: sp.layers.conv2d(x, n, 3)).init(KEY, image, jnp.array(3))
+
+
+def test_traced_slim_num_outputs_is_a_type_error_saying_it_is_traced():
+    x = jnp.ones((2, 3))
+    with pytest.raises(TypeError, match=r"(?s)slim.fully_connected: num_outputs=.* is a traced "
+                                        r"value.*\n  fix: .*static_argnums"):
+        sp.transform(lambda x, n: slim.fully_connected(x, n)).init(KEY, x, jnp.array(3))
+
+
+def test_untraced_units_errors_keep_their_classes():
+    x = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match=r"invalid value for `units`: 'a' is no integer"):
+        sp.transform(lambda x: sp.layers.dense(x, "a")).init(KEY, x)
+    with pytest.raises(TypeError, match=r"invalid value for `units`: None is no integer"):
+        sp.transform(lambda x: sp.layers.dense(x, None)).init(KEY, x)
+
+
+# --- a TensorFlow activation ------------------------------------------------------------------------
+
+
+def test_tf_activation_in_dense_is_refused_naming_scope_and_the_jax_function(tf):
+    x = jnp.ones((2, 3))
+    model = sp.transform(lambda x: sp.layers.dense(x, 4, activation=tf.nn.relu))
+    with pytest.raises(TypeError, match=r"(?s)dense 'dense': activation=.*relu.* TensorFlow.*"
+                                        r"\n  fix: activation=jax\.nn\.relu \(or the name 'relu'\)"):
+        model.init(KEY, x)
+
+
+def test_tf_activation_in_eager_apply_is_refused_not_returned_as_a_tf_tensor(tf):
+    x = jnp.ones((2, 3))
+    params = sp.transform(lambda x: sp.layers.dense(x, 4)).init(KEY, x)
+    model = sp.transform(lambda x: sp.layers.dense(x, 4, activation=tf.nn.relu))
+    with pytest.raises(TypeError, match=r"activation=.*TensorFlow"):
+        model.apply(params, x)
+
+
+@pytest.mark.parametrize("name, jax_fix, keras_name", [
+    ("nn.relu6", r"jax\.nn\.relu6", "relu6"), ("tanh", r"jnp\.tanh", "tanh"),
+    ("sigmoid", r"jax\.nn\.sigmoid", "sigmoid"), ("nn.elu", r"jax\.nn\.elu", "elu"),
+    ("nn.softmax", r"jax\.nn\.softmax", "softmax"),
+    ("nn.gelu", r"functools\.partial\(jax\.nn\.gelu, approximate=False\)", "gelu"),
+    ("nn.leaky_relu", r"functools\.partial\(jax\.nn\.leaky_relu, negative_slope=0\.2\)",
+     "leaky_relu"),
+])
+def test_tf_activation_fix_names_the_jax_equivalent(tf, name, jax_fix, keras_name):
+    fn = tf
+    for part in name.split("."):
+        fn = getattr(fn, part)
+    image = jnp.ones((1, 4, 4, 3))
+    with pytest.raises(TypeError, match=rf"conv2d 'conv2d': activation=.*\n  fix: activation="
+                                        rf"{jax_fix} \(or the name '{keras_name}'\)"):
+        sp.transform(lambda x: sp.layers.conv2d(x, 2, 3, activation=fn)).init(KEY, image)
+
+
+def test_tf_activation_without_a_jax_equivalent_gets_a_generic_fix(tf):
+    x = jnp.ones((2, 4))
+    with pytest.raises(TypeError, match=r"(?s)activation=.*TensorFlow.*\n  fix: .*jax\.nn\.relu"):
+        sp.transform(lambda x: sp.layers.dense(x, 4, activation=tf.nn.crelu)).init(KEY, x)
+
+
+def test_tf_keras_activation_and_layer_object_are_refused(tf):
+    x = jnp.ones((2, 3))
+    with pytest.raises(TypeError, match=r"(?s)dense 'dense': activation=.*\n  fix: activation="
+                                        r"jnp\.tanh \(or the name 'tanh'\)"):
+        sp.transform(lambda x: sp.layers.dense(x, 4, activation=tf.keras.activations.tanh)).init(
+            KEY, x)
+    with pytest.raises(TypeError, match=r"(?s)dense 'dense': activation=<ReLU object from tf_keras"
+                                        r".*\n  fix: activation=jax\.nn\.relu \(or the name "
+                                        r"'relu'\)"):
+        sp.transform(lambda x: sp.layers.dense(x, 4, activation=tf.keras.layers.ReLU())).init(
+            KEY, x)
+
+
+def test_tf_activation_in_layer_objects_and_separable_conv_and_layer_norm_is_refused(tf):
+    image = jnp.ones((1, 4, 4, 3))
+    with pytest.raises(TypeError, match=r"dense.*activation=.*TensorFlow"):
+        sp.transform(lambda x: sp.layers.Dense(4, activation=tf.nn.relu)(x)).init(KEY, image)
+    with pytest.raises(TypeError, match=r"separable_conv2d 'separable_conv2d': activation=.*"
+                                        r"TensorFlow"):
+        sp.transform(lambda x: sp.layers.separable_conv2d(x, 2, 3, activation=tf.nn.relu)).init(
+            KEY, image)
+    with pytest.raises(TypeError, match=r"(?s)layer_norm 'LayerNorm': activation_fn=.*TensorFlow"
+                                        r".*\n  fix: activation_fn=jax\.nn\.relu\."):
+        sp.transform(lambda x: sp.layers.layer_norm(x, activation_fn=tf.nn.relu)).init(KEY, image)
+
+
+def test_tf_activation_fn_in_slim_is_refused_naming_scope_without_a_keras_name(tf):
+    image = jnp.ones((2, 8, 8, 3))
+
+    def through_arg_scope(x):
+        with slim.arg_scope([slim.conv2d], activation_fn=tf.nn.relu):
+            return slim.conv2d(x, 4, [3, 3])
+
+    with pytest.raises(TypeError, match=r"(?s)slim.conv2d 'Conv': activation_fn=.*TensorFlow.*\n"
+                                        r"  fix: activation_fn=jax\.nn\.relu\.(\n|$)"):
+        sp.transform(through_arg_scope).init(KEY, image)
+    with pytest.raises(TypeError, match=r"slim.fully_connected 'fc': activation_fn=.*TensorFlow"):
+        sp.transform(lambda x: slim.fully_connected(x, 3, activation_fn=tf.nn.relu,
+                                                    scope="fc")).init(KEY, jnp.ones((2, 3)))
+    with pytest.raises(TypeError, match=r"slim.batch_norm 'BatchNorm': activation_fn=.*TensorFlow"):
+        sp.transform(lambda x: slim.batch_norm(x, activation_fn=tf.nn.relu, is_training=False)
+                     ).init(KEY, image)
+
+
+def test_jax_activations_and_names_still_work():
+    x = jnp.ones((2, 3))
+    for activation in (jax.nn.relu, "relu", lambda y: y * 2, None):
+        model = sp.transform(lambda x: sp.layers.dense(x, 4, activation=activation))
+        out = model.apply(model.init(KEY, x), x)
+        assert isinstance(out, jax.Array)
+    model = sp.transform(lambda x: slim.conv2d(x, 4, [3, 3], activation_fn=jnp.tanh))
+    assert isinstance(model.apply(model.init(KEY, jnp.ones((1, 4, 4, 3))), jnp.ones((1, 4, 4, 3))),
+                      jax.Array)
+
+
+# --- batch normalization in training mode under sp.transform ----------------------------------------
+
+
+def test_slim_batch_norm_state_error_names_is_training_and_the_scope():
+    image = jnp.ones((2, 8, 8, 3))
+    model = sp.transform(lambda x: slim.conv2d(x, 4, [3, 3], normalizer_fn=slim.batch_norm))
+    with pytest.raises(sp.StateError, match=r"(?s)sp\.slim\.batch_norm 'Conv/BatchNorm' with "
+                                            r"is_training=True .*\n  fix: .*transform_with_state.*"
+                                            r"is_training=False") as error:
+        model.init(KEY, image)
+    assert "training=False" not in str(error.value).replace("is_training=False", "")
+    # following the fix works
+    model = sp.transform(lambda x: slim.conv2d(x, 4, [3, 3], normalizer_fn=slim.batch_norm,
+                                               normalizer_params={"is_training": False}))
+    assert "Conv" in model.init(KEY, image)
+
+
+def test_layers_batch_normalization_state_error_names_training_and_the_scope():
+    x = jnp.ones((4, 3))
+
+    def fn(x):
+        with sp.scope("block"):
+            return sp.layers.batch_normalization(x, training=True, name="bn")
+
+    with pytest.raises(sp.StateError, match=r"(?s)sp\.layers\.batch_normalization 'block/bn' with "
+                                            r"training=True .*\n  fix: .*transform_with_state.* "
+                                            r"training=False"):
+        sp.transform(fn).init(KEY, x)
+
+
+def test_batch_normalization_object_state_error_names_the_class():
+    x = jnp.ones((4, 3))
+    with pytest.raises(sp.StateError, match=r"(?s)sp\.layers\.BatchNormalization 'batch_normalization'"
+                                            r" with training=True .*\n  fix: .* training=False"):
+        sp.transform(lambda x: sp.layers.BatchNormalization()(x, training=True)).init(KEY, x)
+
+
+def test_traced_training_flag_state_error_says_it_is_traced():
+    x = jnp.ones((4, 3))
+    with pytest.raises(sp.StateError, match=r"batch_norm 'BatchNorm' with is_training=<a traced "
+                                            r"flag>"):
+        sp.transform(lambda x, t: slim.batch_norm(x, is_training=t)).init(KEY, x, jnp.array(True))
+
+
+# --- reuse ------------------------------------------------------------------------------------------
+
+
+def test_tf_auto_reuse_in_a_layer_is_a_reuse_argument_error_with_the_sp_constant(tf):
+    x = jnp.ones((2, 3))
+    model = sp.transform(lambda x: sp.layers.dense(x, 4, name="d",
+                                                   reuse=tf.compat.v1.AUTO_REUSE))
+    with pytest.raises(sp.ReuseArgumentError, match=r"got tf\.compat\.v1\.AUTO_REUSE, "
+                                                    r"TensorFlow's constant\.\n  asked: dense 'd' "
+                                                    r"with reuse=tf\.compat\.v1\.AUTO_REUSE\n  "
+                                                    r"fix: .*pass sp\.AUTO_REUSE"):
+        model.init(KEY, x)
+
+
+def test_invalid_reuse_in_a_layer_is_a_reuse_argument_error_with_a_fix():
+    x = jnp.ones((2, 3))
+    with pytest.raises(sp.ReuseArgumentError, match=r"The reuse parameter must be True or False "
+                                                    r"or None \(or sp\.AUTO_REUSE\), got 'auto'\.\n"
+                                                    r"  asked: dense 'd' with reuse='auto'\n  fix: "
+                                                    r"pass reuse=sp\.AUTO_REUSE \(the constant, not "
+                                                    r"a string"):
+        sp.transform(lambda x: sp.layers.dense(x, 4, name="d", reuse="auto")).init(KEY, x)
+
+
+# --- slim.arg_scope keywords ------------------------------------------------------------------------
+
+
+def test_misspelled_arg_scope_keyword_suggests_the_close_parameter():
+    def typo(x):
+        with slim.arg_scope([slim.conv2d], paddin="VALID"):
+            return slim.conv2d(x, 4, [3, 3])
+
+    with pytest.raises(TypeError, match=r"(?s)slim\.arg_scope sets paddin= for convolution2d "
+                                        r"\(slim\.conv2d\).*"
+                                        r"\n  fix: did you mean padding=\?") as error:
+        sp.transform(typo).init(KEY, jnp.ones((1, 8, 8, 3)))
+    assert "separate arg_scope" not in str(error.value)
+
+
+def test_arg_scope_keywords_with_and_without_close_matches_get_one_fix_each():
+    def typos(x):
+        with slim.arg_scope([slim.conv2d], paddin="VALID", strid=2, colour=1):
+            return slim.conv2d(x, 4, [3, 3])
+
+    with pytest.raises(TypeError, match=r"(?s)sets colour=, paddin=, strid= for convolution2d.*\n"
+                                        r"  fix: did you mean padding= for paddin=, stride= for "
+                                        r"strid=\? .*; list convolution2d in a separate arg_scope "
+                                        r"without colour=\."):
+        sp.transform(typos).init(KEY, jnp.ones((1, 8, 8, 3)))
+
+
+def test_traced_kernel_size_is_a_type_error_saying_it_is_traced():
+    image = jnp.ones((1, 4, 4, 3))
+    with pytest.raises(TypeError, match=r"(?s)conv2d: kernel_size=.* is a traced value.*\n  fix: "):
+        sp.transform(lambda x, k: sp.layers.conv2d(x, 2, (k, 3))).init(KEY, image, jnp.array(3))
