@@ -262,3 +262,10 @@ def test_traced_kernel_size_is_a_type_error_saying_it_is_traced():
     image = jnp.ones((1, 4, 4, 3))
     with pytest.raises(TypeError, match=r"(?s)conv2d: kernel_size=.* is a traced value.*\n  fix: "):
         sp.transform(lambda x, k: sp.layers.conv2d(x, 2, (k, 3))).init(KEY, image, jnp.array(3))
+
+
+def test_tf_activation_in_an_rnn_cell_is_refused_naming_the_cell_and_the_jax_function(tf):
+    for cell in (sp.rnn.BasicRNNCell, sp.rnn.LSTMCell, sp.rnn.GRUCell):
+        with pytest.raises(TypeError, match=rf"{cell.__name__}: activation=.*tanh is a TensorFlow "
+                                            r"function.*\n  fix: activation=jnp\.tanh"):
+            cell(4, activation=tf.tanh)
