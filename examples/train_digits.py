@@ -204,6 +204,15 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
                         "latest one found (run with the same arguments)")
     parser.add_argument("--save-every", type=int, default=100, help="steps between checkpoints")
     args = parser.parse_args(argv)
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size),
+                        ("--save-every", args.save_every)):
+        if value < (0 if flag == "--steps" else 1):
+            parser.error(f"{flag} must be {'0 or more' if flag == '--steps' else 'at least 1'}, "
+                         f"got {value}")
+    n_train = len(load_data(args.seed).x_train)
+    if args.batch_size > n_train:
+        parser.error(f"--batch-size must be at most {n_train}, the number of training images, "
+                     f"got {args.batch_size}")
     start = time.perf_counter()
     state = on_step = None
     if args.ckpt_dir:

@@ -455,14 +455,17 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
 
     With ``num_updates`` (TF's argument, usually the global step), the decay is
     ``min(decay, (1 + num_updates) / (10 + num_updates))``, so the averages follow the parameters
-    closely in the first steps. Start from the parameters themselves (TF starts each average at its
+    closely in the first steps. TF's usual program runs ``ema.apply`` after the train op
+    (``tf.control_dependencies([train_op])``), so its ``num_updates=global_step`` reads the step
+    the optimizer has just counted: pass the number of updates including this one (``step + 1``
+    where ``step`` counts the steps taken before it). Start from the parameters themselves (TF starts each average at its
     variable's initial value), update inside the jitted step, evaluate with
     ``model.apply(averages, ...)``. ``averages`` and ``params`` have the same names (any part of the
     model's params, e.g. the trainable half of ``partition_trainable``); each average keeps its
     dtype. TF 1.x checkpoints' own averages load with ``sp.checkpoint.load_tf1(path,
     use_moving_averages=True)``.
 
-    >>> ema = sp.exponential_moving_average(ema, params, 0.999, num_updates=step)  # doctest: +SKIP
+    >>> ema = sp.exponential_moving_average(ema, params, 0.999, num_updates=step + 1)  # doctest: +SKIP
     """
     import jax.numpy as jnp
 

@@ -65,6 +65,19 @@ def test_main_passes_steps_to_train_and_prints_the_final_accuracy(capsys, monkey
     assert "final test accuracy: 97.50% after 7 steps" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "2000"], "--batch-size must be at most 1437, the number of training images"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--save-every", "0", "--ckpt-dir", "unused"], "--save-every must be at least 1, got 0"),
+    (["--steps", "-1"], "--steps must be 0 or more, got -1"),
+])
+def test_main_refuses_flags_out_of_range_naming_the_flag(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(train_digits, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    with pytest.raises(SystemExit) as e:
+        train_digits.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_siamese_towers_share_weights_and_verify_pairs_above_90_percent(data):
     params, acc = siamese_digits.train(steps=300, data=data, progress=False)
     print(f"\nsiamese_digits (300 steps): verification accuracy {acc:.2%}")

@@ -82,3 +82,37 @@ def test_exponential_moving_average_of_the_params_and_state_pair_names_itself_in
                                                  r"averages, params, decay\)") as e:
         sp.exponential_moving_average(pair, pair, 0.9)
     assert "sp.flatten" not in str(e.value)
+
+
+def test_tfs_ema_after_the_train_op_is_num_updates_step_plus_one_as_the_docs_say():
+    # TF's usual program: ema.apply under control_dependencies([train_op]) with num_updates=
+    # global_step reads the step minimize() has just counted (1 at the first step). The docs' port:
+    # num_updates=step + 1, with step the steps taken before this one (a TrainState's step).
+    tf = pytest.importorskip("tensorflow")
+    optax = pytest.importorskip("optax")
+    v1 = tf.compat.v1
+    x = np.random.RandomState(0).randn(8, 3).astype(np.float32)
+    w0 = np.ones((3, 1), np.float32)
+    with tf.Graph().as_default(), v1.Session() as sess:
+        w = v1.get_variable("w", initializer=w0)
+        global_step = v1.train.get_or_create_global_step()
+        train = v1.train.GradientDescentOptimizer(0.1).minimize(
+            tf.reduce_sum(tf.matmul(x, w) ** 2), global_step=global_step)
+        ema = v1.train.ExponentialMovingAverage(0.99, num_updates=global_step)
+        with tf.control_dependencies([train]):
+            train = ema.apply([w])
+        sess.run(v1.global_variables_initializer())
+        expected = []
+        for _ in range(3):
+            sess.run(train)
+            expected.append(sess.run(ema.average(w)))
+
+    params = averages = {"w": jnp.asarray(w0)}
+    optimizer = optax.sgd(0.1)
+    opt_state = optimizer.init(params)
+    for step in range(3):
+        grads = jax.grad(lambda p: jnp.sum((x @ p["w"]) ** 2))(params)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        params = optax.apply_updates(params, updates)
+        averages = sp.exponential_moving_average(averages, params, 0.99, num_updates=step + 1)
+        np.testing.assert_allclose(averages["w"], expected[step], rtol=1e-5)
