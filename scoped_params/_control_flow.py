@@ -19,6 +19,12 @@ read, and
   random ops draw anew on every iteration of ``tf.while_loop``; ``cond``, ``switch`` and ``remat``
   are transparent to the stream (see ``_Keys``).
 
+Cost: under an eager (un-jitted) ``apply`` each call traces and compiles the loop or branches
+again (on the order of 0.1 s for a small model, where an eager ``jax.lax.scan`` of a module-level
+function reuses its compiled loop): jit the apply (``jax.jit(model.apply)``), which traces them once.
+Reusing a compiled loop across eager calls is not safe here: its trace reads the call's parameters
+as constants and advances the call's names and counters, which a cache hit would skip.
+
 ``sp.set_state`` inside them is an error: a loop body cannot hand a new state out except through its
 carry (``sp.layer_stack`` threads the state of repeated layers). ``sp.remat`` alone threads it (and
 ``sp.record``'s values) out, as extra results of its function.
@@ -40,7 +46,9 @@ import jax
 import jax.numpy as jnp
 
 from . import _frame
-from ._layer_stack import _frame_attrs, _Keys, _outside_error, _Snapshot, _state_values
+from ._layer_stack import _frame_attrs, _Keys, _outside_error, _root, _Snapshot, _state_values
+from ._materialize import lift_nested_constants
+from ._params import InitStore
 from ._scope import _TRACE
 
 
@@ -84,11 +92,31 @@ def _inside(frame: _frame.Frame, api: str, f: Callable, keys: _Keys,
         traces.enter(body)
         with _frame_attrs(frame, trace=_TRACE.value, rng=None, rng_count=0, loop=api):
             keys.enter(frame, step, salt)
+            made = _specs_made(frame)
             out = f(*args, **kwargs)
             keys.exit(frame)
+            if made is not None:
+                _lift_constants(made)
         return out
 
     return body
+
+
+def _specs_made(frame: _frame.Frame) -> Optional[tuple]:
+    """In init: (the store, how many parameters it has made) as a wrapper's function starts; else
+    None (apply makes none)."""
+    if frame.mode != _frame.INIT:
+        return None
+    root = _root(frame.store)
+    return (root, len(root.specs)) if isinstance(root, InitStore) else None
+
+
+def _lift_constants(made: tuple) -> None:
+    """As a wrapper's function returns in init (still in JAX's trace of it): the constant
+    initializers built with jnp in it are rebuilt outside that trace, or named in an error if they
+    depend on its arguments (see ``_materialize.lift_nested_constants``)."""
+    store, before = made
+    lift_nested_constants(store.specs, store.values, len(store.specs) - before, _TRACE.value)
 
 
 def _as(f: Callable, g: Callable) -> Callable:
@@ -115,7 +143,8 @@ def scan(f: Callable, init: Any, xs: Any = None, length: Optional[int] = None, r
     calls; parameters it creates are shared by every step (an RNN cell's weights). With ``apply(...,
     rng=)``, ``sp.next_rng_key()`` inside gives each step its own keys: step ``i`` draws from
     ``fold_in(base, i)``, ``base`` the call's next key, which the scan takes from the stream only if
-    the body draws (a scan that draws nothing leaves every later key unchanged).
+    the body draws (a scan that draws nothing leaves every later key unchanged). Under an eager
+    ``apply`` the loop is traced and compiled at each call: jit the apply.
 
     >>> def fn(xs):
     ...     def step(h, x):
@@ -180,7 +209,8 @@ def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any, **k
     create their parameters in ``init``, as both branches of a TF 1.x ``tf.cond`` do).
 
     ``sp.next_rng_key()`` in a branch gives the keys it would give outside the cond; after the cond
-    the call's keys have moved on by the most keys either branch draws (none if neither draws)."""
+    the call's keys have moved on by the most keys either branch draws (none if neither draws).
+    Under an eager ``apply`` the branches are traced and compiled at each call: jit the apply."""
     frame = _frame.current_wrapper("cond")
     keys = _Keys(frame, per_step=False)
     traces = _Traces(frame)
@@ -295,8 +325,11 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
             # frame.loop is kept: inside an sp.scan's function, state and records cannot leave it.
             with _frame_attrs(frame, trace=_TRACE.value, rng=None, rng_count=0, records=records):
                 keys.enter(frame, None, None)
+                made = _specs_made(frame)
                 out = f(*args, **kwargs)
                 keys.exit(frame)
+                if made is not None:
+                    _lift_constants(made)
             # The values the function set, still in the store: set again after the checkpoint,
             # with its results (the store must not keep values of the checkpoint's trace).
             new_state = {} if before is None else {

@@ -383,7 +383,8 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
     ``unroll`` is ``jax.lax.scan``'s: layers per step of the loop, a positive int, or ``True`` for
     none. Inside the block ``sp.next_rng_key()`` gives each layer different keys, from one key of
     the call's (taken only if the block draws, as in ``sp.scan``), and ``sp.regularization_loss()``
-    is the unrolled model's running sum.
+    is the unrolled model's running sum. Under an eager (un-jitted) ``apply`` the stack's loop is
+    traced and compiled at each call: jit the apply (``jax.jit(model.apply)``).
 
     >>> def fn(x):
     ...     @sp.layer_stack(6, name="encoder")

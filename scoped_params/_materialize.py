@@ -23,9 +23,11 @@ an init that runs once per process compiles none of them (~50 ms each on 2 CPU c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import inspect
+import itertools
 import math
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
@@ -33,6 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal
+
+try:  # a jaxpr trace's tracers, their equations and constants: JAX-internal (lift_nested_constants)
+    from jax._src import core as _jax_core
+    from jax._src.interpreters.partial_eval import DynamicJaxprTracer as _JaxprTracer
+    _jax_core.set_current_trace  # noqa: B018 - present in this JAX?
+except (ImportError, AttributeError):  # pragma: no cover - another JAX: such constants are errors
+    _JaxprTracer = None  # type: ignore[assignment,misc]
 
 from . import _scope
 from . import initializers as _initializers
@@ -112,14 +121,7 @@ def resolve_traced_constants(closed_jaxpr, names: List[str],
     for name, var in zip(names, jaxpr.outvars):
         source = None if isinstance(var, Literal) else _source_input(var, kept, inputs)
         if source in params:
-            raise InitializerError(
-                f"The constant initializer of '{name}' is computed from the value of parameter "
-                f"'{params[source]}', which init does not have while it traces the model (TF 1.x "
-                "runs such an initializer only through initialized_value()).\n"
-                "  fix: build the constant from Python/NumPy values, or give it a callable "
-                "initializer init(key, shape, dtype) that computes its value (from the same "
-                f"initializer as '{params[source]}', say); in apply, compute what you need from "
-                f"'{params[source]}' itself.")
+            raise _from_parameter_error(name, params[source])
         if source is not None:
             raise InitializerError(
                 f"The constant initializer of '{name}' depends on the model's inputs or on a "
@@ -131,6 +133,129 @@ def resolve_traced_constants(closed_jaxpr, names: List[str],
     pruned = jaxpr.replace(invars=[], eqns=kept[::-1], outvars=list(jaxpr.outvars))
     values = jax.core.eval_jaxpr(pruned, closed_jaxpr.consts)
     return {n: jnp.asarray(v) for n, v in zip(names, values)}
+
+
+def _from_parameter_error(name: str, param: str) -> InitializerError:
+    return InitializerError(
+        f"The constant initializer of '{name}' is computed from the value of parameter "
+        f"'{param}', which init does not have while it traces the model (TF 1.x runs such an "
+        "initializer only through initialized_value()).\n"
+        "  fix: build the constant from Python/NumPy values, or give it a callable initializer "
+        f"init(key, shape, dtype) that computes its value (from the same initializer as "
+        f"'{param}', say); in apply, compute what you need from '{param}' itself.")
+
+
+def lift_nested_constants(specs: Dict[str, ParamSpec], values: Dict[str, Any], new: int,
+                          trace: Any) -> None:
+    """In init, as the function of an ``sp.scan``, ``sp.cond``, ``sp.remat``, ... returns (still in
+    ``trace``, the one JAX traces it in): rebuild the constant initializers among the ``new`` last
+    ``specs`` that were built with jnp inside the function in the trace the wrapper was called in.
+
+    Such a constant is a tracer of ``trace``, which ends with the function (returned by init, it
+    would be a leaked tracer). Its ops are bound again, one level out, from the constants it was
+    computed from, so that init evaluates it as one made there (``resolve_traced_constants``, with
+    its errors: a constant computed from the model's inputs, or from another parameter's value). One
+    computed from the function's own arguments (a step's input, the carry, an operand) has no value
+    outside it: an ``InitializerError`` naming it. ``values`` (the store's placeholders) get the
+    rebuilt constant too, for a later request that reuses the parameter outside the function.
+    """
+    if not new or _JaxprTracer is None:
+        return
+    placeholders: Optional[Dict[int, str]] = None
+    for name in list(itertools.islice(reversed(specs), new)):
+        spec = specs[name]
+        if isinstance(spec.init, jax.core.Tracer) and spec.init._trace is trace:
+            if placeholders is None:  # the other parameters' values, stand-ins made in this trace
+                placeholders = {id(v): n for n, v in values.items() if isinstance(
+                    v, jax.core.Tracer) and v._trace is trace and callable(specs[n].init)}
+            lifted = _rebuild(spec, spec.init, trace, placeholders)
+            specs[name] = dataclasses.replace(spec, init=lifted)
+            if isinstance(values.get(name), jax.core.Tracer) and values[name]._trace is trace:
+                values[name] = lifted
+
+
+def _rebuild(spec: ParamSpec, tracer: Any, trace: Any, placeholders: Dict[int, str]) -> Any:
+    """``tracer``, a value of the jaxpr trace ``trace``, computed again in ``trace.parent_trace``
+    from the constants, literals and outer values it depends on; an error naming ``spec`` if it
+    depends on the function's arguments or on ``placeholders`` (id -> name: the values init hands
+    out for other parameters, stand-ins with no value yet)."""
+    parent = getattr(trace, "parent_trace", None)
+    frame = getattr(trace, "frame", None)
+    if parent is None or frame is None:
+        raise nested_constant_error(spec, tracer)
+    consts = frame.constvar_to_val
+    done: Dict[int, Any] = {}  # id(tracer of trace) -> its value in parent (the graph keeps them)
+    outs: Dict[int, list] = {}  # id(equation) -> its outputs, bound again
+    stack = [tracer]
+    with _jax_core.set_current_trace(parent):
+        while stack:
+            t = stack[-1]
+            if id(t) in done:
+                stack.pop()
+                continue
+            if not isinstance(t, _JaxprTracer) or t._trace is not trace:
+                done[id(t)] = t  # a value made outside the function
+                stack.pop()
+                continue
+            if id(t) in placeholders:
+                raise _from_parameter_error(spec.name, placeholders[id(t)])
+            var = t.val
+            if isinstance(var, Literal):
+                done[id(t)] = var.val
+                stack.pop()
+                continue
+            if var in consts:  # a constant of the trace: an array, or a value of an outer trace
+                done[id(t)] = consts[var]
+                stack.pop()
+                continue
+            eqn = t.parent
+            if eqn is None:  # an argument of the function
+                raise nested_constant_error(spec, tracer, trace)
+            pending = [x for x in eqn.in_tracers if id(x) not in done]
+            if pending:
+                stack.extend(pending)
+                continue
+            results = outs.get(id(eqn))
+            if results is None:
+                params = eqn.primitive.get_bind_params(eqn.params)
+                subfuns = ()
+                if isinstance(params, tuple):  # older JAX: (subfuns, params), as its eval_jaxpr
+                    subfuns, params = params
+                results = eqn.primitive.bind(*subfuns, *(done[id(x)] for x in eqn.in_tracers),
+                                             **params)
+                results = outs[id(eqn)] = (results if eqn.primitive.multiple_results
+                                           else [results])
+            done[id(t)] = results[eqn.outvars.index(var)]
+            stack.pop()
+    return done[id(tracer)]
+
+
+def nested_constant_error(spec: ParamSpec, tracer: Any, trace: Any = None) -> InitializerError:
+    """The error for a constant initializer computed from values that exist only inside a function
+    JAX traces within the model: the arguments of an ``sp.scan`` step, an ``sp.cond`` branch, an
+    ``sp.remat``, ... (``trace``, JAX's trace of that function, when known), or the values of a
+    ``jax.vmap`` or ``jax.grad`` inside the model (``tracer``, one of them)."""
+    info = getattr(getattr(trace, "frame", None), "debug_info", None)
+    traced_for = getattr(info, "traced_for", None)
+    source = getattr(info, "func_src_info", None)
+    if traced_for and source:
+        where = (f"the arguments of {source}, a function JAX traces for {traced_for} inside the "
+                 "model (a step's input, a loop's carry, a branch's operands, ...)")
+    else:
+        where = (f"values of a JAX transformation inside the model ({type(tracer).__name__}: a "
+                 "jax.vmap's mapped input, jax.grad's argument, the arguments of an sp.scan step or "
+                 "an sp.cond branch, ...)")
+    return InitializerError(
+        f"The constant initializer of '{spec.name}' is computed from {where}: they exist only "
+        "while that function runs, so init cannot compute the constant without running the "
+        "model (TF 1.x refuses a tensor initializer made inside a while_loop or cond: \"use a "
+        "lambda as the initializer\").\n"
+        f"  asked: a constant of shape {tuple(spec.shape)}, dtype {np.dtype(spec.dtype).name}, "
+        f"created at {format_site(spec.site)}\n"
+        "  fix: compute the constant outside that function (from Python/NumPy values, or jnp "
+        "values that do not depend on the model's inputs) and close over it, or pass a callable "
+        "initializer init=lambda key, shape, dtype: ..., which init calls with a key derived from "
+        "the init key and the name.")
 
 
 def _source_input(var, eqns, inputs):
@@ -169,12 +294,17 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
         groups.setdefault((_init_identity(spec.init), spec.shape, spec.dtype), []).append(name)
     batch = _batching_is_exact(key)
     eager = not _staged_out()
-    flat = _FLAT_DRAWS.get()
+    # How the group's draw is made: flat or not, and the PRNG implementation a raw key (uint32
+    # words) is read with, set at run time, which a jitted draw of _DRAWS does not see (rbg and
+    # unsafe_rbg keys have one shape: a draw traced under one would serve the other). A typed key
+    # carries its implementation in its dtype.
+    variant = (_FLAT_DRAWS.get(),
+               _default_prng_impl() if isinstance(getattr(key, "dtype", None), np.dtype) else None)
     compiled: List[Tuple[Tuple, List[str], Optional[Callable]]] = []
     filled: List[str] = []
     host: List[np.ndarray] = []
     for (ident, shape, dtype), names in groups.items():
-        group = (ident, shape, dtype, len(names), flat)
+        group = (ident, shape, dtype, len(names), variant)
         if eager and group not in _DRAWS and group not in _FILLED:
             fill = _fill_value(specs[names[0]].init, dtype)
             if fill is not None:  # seen for the first time: filled on the host
@@ -270,8 +400,8 @@ _PURE_MODULES = frozenset({"jax._src.nn.initializers", "jax.nn.initializers",
                            "scoped_params.initializers"})
 _PLAIN_TYPES = (bool, int, float, complex, str, bytes, type(None), np.dtype, np.generic, type)
 
-# (initializer identity, shape, dtype, count, flat draws) -> the jitted draw of such a group; bounded,
-# oldest out first (an entry is one small executable).
+# (initializer identity, shape, dtype, count, (flat draws, PRNG implementation of a raw key)) -> the
+# jitted draw of such a group; bounded, oldest out first (an entry is one small executable).
 _DRAWS: Dict[Tuple, Callable] = {}
 _DRAWS_MAX = 512
 
@@ -392,6 +522,12 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
         # is kept: JAX users rely on it (an initializer that draws in float32 for a bfloat16
         # parameter, a NumPy float64 constant without x64).
         value = value.astype(dtype)
+    elif isinstance(value, jax.Array) and jax.typeof(value).weak_type:
+        # A weakly typed value (jnp.full(shape, 3.0)) is made strong, as TF's variables and
+        # set_state's values are: a weak parameter would promote to its operands' dtype (bfloat16
+        # under mixed precision) until the first optimizer step makes it strong, and jit(apply)
+        # would compile twice.
+        value = jax.lax.convert_element_type(value, dtype)
     # An initializer may compute with NumPy (np.ones(shape, dtype)): params hold jax.Arrays, copies
     # (an array the initializer keeps, e.g. a pretrained table, stays the caller's own).
     return value if isinstance(value, jax.Array) else jnp.array(value)
@@ -531,6 +667,11 @@ def _not_an_array_error(spec: ParamSpec, value: Any) -> InitializerError:
         "  fix: initializers are called as init(key, shape, dtype) and must return an array of that "
         "shape (a jax or NumPy array)."
     )
+
+
+def _default_prng_impl() -> str:
+    """The PRNG implementation a raw key is read with now (``jax_default_prng_impl``)."""
+    return jax.config.jax_default_prng_impl  # type: ignore[attr-defined]  # JAX sets flags at run time
 
 
 def _batching_is_exact(key: jax.Array) -> bool:

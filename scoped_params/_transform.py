@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _frame, _scope
 from ._errors import KeyArgumentError, bad_key_error
-from ._materialize import initialize, resolve_traced_constants
+from ._materialize import initialize, nested_constant_error, resolve_traced_constants
 from ._params import STATE, ApplyStore, InitStore
 from ._spec import ParamSpec
 from ._tree import _not_a_tree, flatten, refuses_call, unflatten
@@ -133,7 +133,14 @@ def _trace_specs(fn: Callable, key: Any, args: tuple, kwargs: dict, with_state: 
             _frame.uninstall(outer)
         stores.append(store)
         # Constants built with jnp inside fn are tracers here; return them to evaluate afterwards.
-        return [s.init for s in store.specs.values() if isinstance(s.init, jax.core.Tracer)]
+        # (Those built inside an sp.scan, sp.cond, ... were rebuilt here as its function returned;
+        # one still of another trace comes from a jax.vmap, jax.grad, ... inside the model.)
+        here = _scope._TRACE.value
+        constants = [s for s in store.specs.values() if isinstance(s.init, jax.core.Tracer)]
+        for spec in constants:
+            if spec.init._trace is not here:
+                raise nested_constant_error(spec, spec.init)
+        return [s.init for s in constants]
 
     closed = jax.make_jaxpr(traced)(_as_key_struct(key), split.dynamic())
     store = stores[-1]
