@@ -756,7 +756,8 @@ def dynamic_rnn(cell: RNNCell, inputs: Any, sequence_length: Optional[Any] = Non
     With ``sequence_length`` (one length per batch entry), outputs past a sequence's end are zeros
     and its state stops changing there, so ``final_state`` is each sequence's state at its last
     step; a length past the time axis is the whole sequence, as in TF. ``parallel_iterations`` and
-    ``swap_memory`` are TF runtime settings and are ignored.
+    ``swap_memory`` are TF runtime settings and are ignored. The loop is an ``sp.scan``: under an
+    eager (un-jitted) ``apply`` it is traced and compiled at each call, so jit the apply.
     """
     del parallel_iterations, swap_memory
     _check_cell(cell, "cell", "sp.rnn.dynamic_rnn")
