@@ -1325,8 +1325,12 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     # nn.moments path, whose variables take the input's dtype (float16 too) and whose statistics are
     # TF's nn.moments'. _api: the caller's name and its training argument, for errors.
     if renorm or virtual_batch_size is not None or adjustment is not None:
-        raise NotImplementedError("sp.layers.batch_normalization does not implement renorm, "
-                                  "virtual_batch_size or adjustment.")
+        given = [f"{k}=" for k, v in (("renorm", renorm), ("virtual_batch_size", virtual_batch_size),
+                                      ("adjustment", adjustment)) if v not in (None, False)]
+        raise NotImplementedError(
+            f"{_api[0]} does not implement renorm, virtual_batch_size or adjustment (given: "
+            f"{', '.join(given)}).\n  fix: leave them out; batch renormalization and ghost batch "
+            "normalization are not provided.")
     del renorm_clipping, renorm_momentum
     frame = _frame.current("sp.layers.batch_normalization")
     training = _static_flag(training)

@@ -8,6 +8,7 @@ scope, what was given and the ``fix:`` line.
 The tests that pass TensorFlow's own objects skip when TensorFlow is not installed."""
 
 import os
+import re
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -269,3 +270,13 @@ def test_tf_activation_in_an_rnn_cell_is_refused_naming_the_cell_and_the_jax_fun
         with pytest.raises(TypeError, match=rf"{cell.__name__}: activation=.*tanh is a TensorFlow "
                                             r"function.*\n  fix: activation=jnp\.tanh"):
             cell(4, activation=tf.tanh)
+
+
+def test_batch_renorm_is_refused_in_the_callers_words():
+    x = jnp.ones((4, 3))
+    for call, api in ((lambda x: sp.slim.batch_norm(x, renorm=True), "sp.slim.batch_norm"),
+                      (lambda x: sp.layers.batch_normalization(x, virtual_batch_size=2),
+                       "sp.layers.batch_normalization")):
+        with pytest.raises(NotImplementedError, match=rf"^{re.escape(api)} does not implement "
+                                                      r"renorm, .*\(given: \w+=\)\.\n  fix: "):
+            sp.transform_with_state(call).init(KEY, x)
