@@ -37,6 +37,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Python flushes stdout again at exit; point it at devnull so that flush cannot fail too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as e:  # what the machine refused (permissions, I/O): said, not a traceback
+        print(f"error: cannot read {args.path!r}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -298,6 +298,8 @@ def name_scope_hint(name_stack: str, scope_name: str) -> str:
 class CheckpointError(ScopedParamsError):
     """Base class of checkpoint errors; every message names the file it is about."""
 
+    filename: Optional[str] = None  # the file or checkpoint the error is about, where one is
+
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file (or TF 1.x checkpoint prefix/directory, or training step) does not exist."""

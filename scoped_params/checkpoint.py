@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -255,6 +256,10 @@ def _crc_offset(header_with_prefix: bytes) -> int:
 
 
 def _atomic_write(path: str, data) -> None:
+    if not path:
+        raise CheckpointNotFoundError(
+            "cannot save checkpoint '': the path is empty.\n"
+            "  fix: name a file, e.g. 'params.safetensors'.")
     if os.path.isdir(path) or path.endswith((os.sep, os.altsep or os.sep)):
         raise IsADirectoryError(
             f"cannot save checkpoint {path!r}: it names a directory.\n"
@@ -264,6 +269,10 @@ def _atomic_write(path: str, data) -> None:
     target = os.path.realpath(path)
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):
+        if os.path.exists(directory):
+            raise CheckpointNotFoundError(
+                f"cannot save checkpoint {path!r}: {directory!r} is a file, not a directory.\n"
+                "  fix: check the path; save next to that file or into another directory.")
         raise CheckpointNotFoundError(
             f"cannot save checkpoint {path!r}: directory {directory!r} does not exist.\n"
             "  fix: create it first (os.makedirs(directory, exist_ok=True)).")
@@ -276,7 +285,16 @@ def _atomic_write(path: str, data) -> None:
     stem = os.path.basename(target)
     while len(os.fsencode(stem)) > 64:
         stem = stem[:-1]
-    fd, tmp = tempfile.mkstemp(prefix="." + stem + ".", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + stem + ".", suffix=".tmp", dir=directory)
+    except OSError as e:  # a read-only or full file system, no permission: nothing was written
+        err = CheckpointError(
+            f"cannot save checkpoint {path!r}: cannot create a file in directory {directory!r} "
+            f"({e.strerror or e}, errno {e.errno}); nothing was written.\n"
+            "  fix: save into a directory you can write to (check its permissions, free space "
+            "and that the file system is not read-only).")
+        err.filename = path
+        raise err from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -381,6 +399,11 @@ def _read_bytes(path: str) -> bytes:
         directory.filename = path
         raise directory
     try:
+        # (before open: opening a FIFO waits for a writer, and a device may never end)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise _unreadable(path, "it is not a regular file (a pipe, socket or device), which "
+                                    "has no fixed contents to verify",
+                              "pass the weights file sp.checkpoint.save wrote")
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
@@ -390,6 +413,18 @@ def _read_bytes(path: str) -> bytes:
                else "."))
         err.filename = path
         raise err from None
+    except NotADirectoryError:
+        raise _unreadable(path, "a component of its directory path is a file, not a directory",
+                          "check the path") from None
+    except OSError as e:  # permissions, I/O errors, symlink loops, ...
+        raise _unreadable(path, f"{e.strerror or e} (errno {e.errno})",
+                          "check the path and its permissions") from None
+
+
+def _unreadable(path: str, why: str, fix: str) -> CheckpointError:
+    err = CheckpointError(f"cannot read checkpoint file {path!r}: {why}.\n  fix: {fix}.")
+    err.filename = path
+    return err
 
 
 def _parse_header(path: str, data: bytes) -> Tuple[dict, int]:
@@ -408,6 +443,9 @@ def _parse_header(path: str, data: bytes) -> Tuple[dict, int]:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise _corrupt(path, f"its header is not valid JSON ({e})") from None
+    except RecursionError:  # nested deeper than json's recursion can follow: no header of ours
+        raise _corrupt(path, "its header nests JSON arrays or objects thousands of levels deep "
+                             "(not a safetensors header)") from None
     if not isinstance(header, dict):
         raise _corrupt(path, "its header is not a JSON object")
     return header, n

@@ -346,3 +346,56 @@ def test_init_from_checkpoint_places_leaves_sharded_on_an_abstract_mesh_on_the_m
     w = filled["encoder"]["w"]
     assert w.sharding == NamedSharding(mesh, P("batch", "model"))
     np.testing.assert_array_equal(np.asarray(w), _ENCODER_W)
+
+
+# --- paths that are no weights file: a FIFO, a device, a file in the directory path ---------------
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_fifo_given_as_a_checkpoint_is_refused_at_once_not_read_forever(tmp_path):
+    fifo = tmp_path / "params.safetensors"
+    os.mkfifo(fifo)  # opening it to read would wait for a writer that never comes
+    for read in (ckpt.load, ckpt.list_variables):
+        with pytest.raises(sp.checkpoint.CheckpointError,
+                           match=r"cannot read checkpoint file '.*params\.safetensors': it is not "
+                                 r"a regular file \(a pipe, socket or device\).*\n  fix: ") as e:
+            read(fifo)
+        assert e.value.filename == str(fifo)
+
+
+def test_a_path_through_a_file_is_a_checkpoint_error_on_load_and_save(tmp_path):
+    (tmp_path / "afile").write_bytes(b"x")
+    path = tmp_path / "afile" / "params.safetensors"
+    with pytest.raises(sp.checkpoint.CheckpointError,
+                       match=r"a component of its directory path is a file, not a directory"):
+        ckpt.load(path)
+    with pytest.raises(sp.checkpoint.CheckpointNotFoundError,
+                       match=r"'.*afile' is a file, not a directory\.\n  fix: "):
+        ckpt.save(path, {"w": np.ones(2, np.float32)})
+
+
+def test_a_header_nested_thousands_deep_is_corrupt_not_a_recursion_error(tmp_path):
+    header = b'{"__metadata__":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    for read in (ckpt.load, ckpt.list_variables, ckpt.read_metadata):
+        with pytest.raises(sp.checkpoint.CheckpointCorruptError, match=r"nests JSON .* deep"):
+            read(path)
+
+
+def test_save_into_a_directory_it_cannot_write_names_the_users_path_not_a_temporary_file(
+        tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):  # what a read-only directory gives (the tests may run as root)
+        raise PermissionError(13, "Permission denied", os.path.join(kwargs["dir"], ".x.tmp"))
+
+    monkeypatch.setattr(ckpt.tempfile, "mkstemp", refuse)
+    path = tmp_path / "params.safetensors"
+    with pytest.raises(sp.checkpoint.CheckpointError) as e:
+        ckpt.save(path, {"w": np.ones(2, np.float32)})
+    message = str(e.value)
+    assert re.match(r"cannot save checkpoint '.*params\.safetensors': cannot create a file in "
+                    r"directory '.*' \(Permission denied, errno 13\); nothing was written\.\n"
+                    r"  fix: save into a directory you can write to", message), message
+    assert ".tmp" not in message and not path.exists()
+    with pytest.raises(sp.checkpoint.CheckpointNotFoundError, match=r"the path is empty"):
+        ckpt.save("", {"w": np.ones(2, np.float32)})

@@ -141,3 +141,15 @@ def test_inspect_all_with_tensor_prints_every_tensor_as_tf_inspect_checkpoint_do
     result = inspect(weights_file, "--all", "--tensor", "head/w")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("tensor_name:") == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_inspect_of_a_fifo_or_a_path_through_a_file_says_so_without_a_traceback(tmp_path):
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    (tmp_path / "afile").write_bytes(b"x")
+    for path, why in ((fifo, "not a regular file"), (tmp_path / "afile" / "w.safetensors",
+                                                     "is a file, not a directory")):
+        result = inspect(path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("error: ") and why in result.stderr, result.stderr
