@@ -509,6 +509,14 @@ def _constant_init_dtype(full: str, init: Any) -> np.dtype:
             "values.\n  fix: pass shape= and dtype= with an initializer, e.g. sp.get_param(name, "
             f"{tuple(init.shape)}, init=sp.initializers.zeros, dtype=jnp.{np.dtype(init.dtype).name}).")
     init = _tf_constant(full, init)
+    dtype = getattr(init, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        raise InitializerError(
+            f"The constant initializer of '{full}' is a typed PRNG key ({dtype}, from "
+            "jax.random.key or sp.next_rng_key()); parameters and state hold arrays of numbers.\n"
+            "  fix: store the key's data, init=jax.random.key_data(key) (uint32), and rebuild the "
+            f"key where it is read: jax.random.wrap_key_data(sp.get_state({full.rsplit('/', 1)[-1]!r})"
+            "); for a new key in each call, call sp.next_rng_key() in the model instead.")
     if not hasattr(init, "dtype") and np.asarray(init).dtype.kind not in "biufc":
         # A dtype in init's place, with an initializer after it as dtype: get_param(n, s, "float32", i)
         raise _dtype_as_init(full, init) or _not_a_number_error(full, init)

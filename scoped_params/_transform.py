@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame, _scope
-from ._errors import KeyArgumentError, bad_key_error
+from ._errors import KeyArgumentError, NameCollisionError, bad_key_error
 from ._materialize import initialize, nested_constant_error, resolve_traced_constants
 from ._params import STATE, ApplyStore, InitStore
 from ._spec import ParamSpec
-from ._tree import _not_a_tree, flatten, refuses_call, unflatten
+from ._tree import _not_a_tree, flatten, given_twice_error, refuses_call, unflatten
 
 _current_frame = _frame._FRAME.get
 _set_frame = _frame._FRAME.set
@@ -265,7 +265,7 @@ class Transformed:
 
     def _run(self, params, state, args, kwargs, rng, records):
         store = ApplyStore(_input_tree(params, "params", self._with_state),
-                           flatten(_input_tree(state, "state")) if self._with_state else {})
+                           _flat_state(state) if self._with_state else {})
         frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
         outer = _frame.install(frame)
         paused = frame.trace is not _EAGER and _CollectorPaused.pause()
@@ -322,6 +322,17 @@ class Transformed:
         else:
             out = self._run(params, None, args, kwargs, rng, records)
         return out, records
+
+
+def _flat_state(state: Any) -> dict:
+    """The state passed to ``apply``, flat; a name it spells twice is named as the state's."""
+    try:
+        return flatten(_input_tree(state, "state"))
+    except NameCollisionError as error:
+        name = getattr(error, "name", None)
+        if name is None:
+            raise
+        raise given_twice_error(name, "/", "in the state passed to apply", "state") from None
 
 
 def _default_prng_impl() -> str:

@@ -493,3 +493,28 @@ def test_an_uncalled_tf_initializer_class_is_an_initializer_error_naming_our_equ
     assert "call it" not in msg
     # Following the fix works.
     assert model.init(KEY, sp.initializers.Zeros(dtype="float32"))["w"].shape == (3, 4)
+
+
+def test_a_typed_prng_key_as_a_constant_initializer_is_an_initializer_error_with_the_fix():
+    # (was JAX's "Internal: canonicalize_dtype called on extended dtype key<fry>")
+    x = jnp.ones(2)
+    for make in (lambda: jax.random.key(1), sp.next_rng_key):
+        model = sp.transform_with_state(lambda x: sp.get_state("rng", init=make()))
+        with pytest.raises(sp.InitializerError,
+                           match=r"The constant initializer of 'rng' is a typed PRNG key \(key<fry>"
+                                 r".*\n  fix: store the key's data, init=jax\.random\.key_data\(key\)"):
+            model.init(0, x)
+    fixed = sp.transform_with_state(lambda x: jax.random.wrap_key_data(
+        sp.get_state("rng", init=jax.random.key_data(jax.random.key(1)))))
+    _, state = fixed.init(0, x)
+    np.testing.assert_array_equal(state["rng"], jax.random.key_data(jax.random.key(1)))
+
+
+def test_apply_refuses_state_spelling_one_name_nested_and_flat_naming_the_state():
+    model = sp.transform_with_state(lambda x: x * sp.get_state("enc/s", init=jnp.ones(2)))
+    params, state = model.init(0, jnp.ones(2))
+    doubled = {**state, "enc/s": jnp.zeros(2)}
+    with pytest.raises(sp.NameCollisionError,
+                       match=r"'enc/s' is given twice in the state passed to apply: .*\n  fix: .*"
+                             r"state = sp\.unflatten"):
+        model.apply(params, doubled, jnp.ones(2))
