@@ -569,6 +569,11 @@ def _from_keras(kind: str, name: Any, argument: str, identifier: Any) -> Any:
                     identifier):
                 raise _tensorflow_activation_error(_label(kind, name), argument, identifier)
             return identifier
+        if argument.endswith("activation"):  # a Keras config dict, a number, ...: TF fails too
+            raise TypeError(
+                f"{_label(kind, name)}: {argument}={identifier!r} is neither a function nor the name of a Keras "
+                f"activation.\n  fix: pass a function, e.g. {argument}=jax.nn.relu, or one of "
+                f"the Keras names {sorted(_KERAS_ACTIVATIONS)}.")
         if isinstance(identifier, dict) and argument.endswith(("initializer", "regularizer")):
             return _from_keras_config(_label(kind, name), argument, identifier)
         if argument.endswith("initializer"):
@@ -766,7 +771,8 @@ def _kernel_and_bias_options(kind: str, sc: Any, activation: Any, kernel_initial
             or not (kernel_regularizer is None or callable(kernel_regularizer))
             or not (bias_regularizer is None or callable(bias_regularizer))
             or kernel_constraint is not None or bias_constraint is not None
-            or (activation is not None and _is_tensorflow(activation))):
+            or (activation is not None and (not callable(activation)
+                                            or _is_tensorflow(activation)))):
         (activation, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
          kernel_constraint, bias_constraint) = _resolved(
             kind, sc, activation=activation, kernel_initializer=kernel_initializer,
@@ -1042,7 +1048,8 @@ def _separable_conv(rank: int, inputs: jax.Array, filters: Optional[int], kernel
                 or not (bias_regularizer is None or callable(bias_regularizer))
                 or depthwise_constraint is not None or pointwise_constraint is not None
                 or bias_constraint is not None
-                or (activation is not None and _is_tensorflow(activation))):  # as in _dense
+                or (activation is not None and (not callable(activation)
+                                            or _is_tensorflow(activation)))):  # as in _dense
             (activation, depthwise_initializer, pointwise_initializer, bias_initializer,
              depthwise_regularizer, pointwise_regularizer, bias_regularizer, depthwise_constraint,
              pointwise_constraint, bias_constraint) = _resolved(

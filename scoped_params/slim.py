@@ -499,6 +499,12 @@ def _refuse_a_named_activation_fn(activation_fn: Any, op: str) -> None:
     """Raise TF slim's refusal of an ``activation_fn`` given by name (slim calls it, and resolves
     no names; tf.layers' ``activation=`` does), with the fix; return for any other value."""
     if not isinstance(activation_fn, str):
+        if not callable(activation_fn):  # a number, a Keras config dict, ...: no function
+            raise TypeError(
+                f"{op}: activation_fn={activation_fn!r} is not a function (slim calls "
+                "activation_fn(outputs); TF slim fails on it too).\n"
+                "  fix: pass a function, e.g. activation_fn=jax.nn.relu, or None for a linear "
+                "layer.") from None
         return
     fix = (f"activation_fn=jax.nn.{activation_fn}" if callable(getattr(jax.nn, activation_fn, None))
            else "activation_fn=<a function>, e.g. jax.nn.relu")

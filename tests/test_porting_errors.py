@@ -280,3 +280,22 @@ def test_batch_renorm_is_refused_in_the_callers_words():
         with pytest.raises(NotImplementedError, match=rf"^{re.escape(api)} does not implement "
                                                       r"renorm, .*\(given: \w+=\)\.\n  fix: "):
             sp.transform_with_state(call).init(KEY, x)
+
+
+def test_an_activation_that_is_no_function_is_a_type_error_naming_the_layer_and_the_choices():
+    # (was Python's bare "'dict' object is not callable" from inside the layer)
+    x = jnp.ones((1, 3))
+    for call, label in (
+            (lambda x: sp.layers.dense(x, 2, activation={"class_name": "relu", "config": {}}),
+             "dense 'dense': activation="),
+            (lambda x: sp.layers.Dense(2, activation=3)(x), "dense 'dense': activation=3"),
+            (lambda x: sp.layers.conv2d(x[None, None], 2, 1, activation=[1]),
+             "conv2d 'conv2d': activation=[1]"),
+            (lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(2, activation=3), x[None],
+                                          dtype=jnp.float32), "GRUCell: activation=3")):
+        with pytest.raises(TypeError, match=re.escape(label) + r".* is neither a function nor the "
+                                            r"name of a Keras activation\.\n  fix: .*'relu'"):
+            sp.transform(call).init(KEY, x)
+    with pytest.raises(TypeError, match=r"slim\.fully_connected: activation_fn=3 is not a "
+                                        r"function .*\n  fix: pass a function"):
+        sp.transform(lambda x: sp.slim.fully_connected(x, 2, activation_fn=3)).init(KEY, x)
