@@ -285,6 +285,25 @@ def _tf_request(frame, name, shape, init, dtype, trainable, regularizer, collect
                     PARAM, constraint, partitioner, getter)
 
 
+_NEXT_GETTER_ARGUMENTS = ("name", "shape", "dtype", "initializer", "regularizer", "reuse", "trainable",
+                         "collections", "caching_device", "partitioner", "validate_shape",
+                         "use_resource", "constraint", "synchronization", "aggregation", "sharding")
+
+
+def _getter_arguments_error(name: str, unknown: list) -> TypeError:
+    """The error for keywords a custom getter passed its next getter that TF's true getter does not
+    take (``init=``, get_param's spelling, where TF's getters say ``initializer=``)."""
+    renames = {"init": "initializer", "default_initializer": "initializer"}
+    said = [f"{k}= (TF's getters say {renames[k]}=)" for k in unknown if k in renames]
+    return TypeError(
+        f"custom getter passed unknown arguments {unknown} for '{name}' to its next getter.\n"
+        f"  asked: next_getter(..., {', '.join(f'{k}=...' for k in unknown)})\n"
+        f"  found: the next getter takes TF's get_variable arguments: "
+        f"{', '.join(_NEXT_GETTER_ARGUMENTS)}\n"
+        f"  fix: {'; '.join(said) + '; ' if said else ''}pass the keywords the getter received "
+        "(kwargs) on, changed as needed, e.g. next_getter(name, *args, **kwargs).")
+
+
 def _request(frame, name, shape, init, dtype, trainable, regularizer, collections, sharding, kind,
              constraint=None, partitioner=None, custom_getter=None):
     if type(name) is not str:
@@ -334,7 +353,7 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
                     aggregation=None, *, sharding=None, **tf_kwargs):
         unknown = set(tf_kwargs) - _TF_ONLY_KWARGS
         if unknown:
-            raise TypeError(f"custom getter passed unknown arguments {sorted(unknown)} for '{name}'.")
+            raise _getter_arguments_error(name, sorted(unknown))
         if trainable is None and scope.trainable is False:  # TF's None: the default, here the scope's
             trainable = False
         return store.get(frame, name, shape, _as_dtype(dtype, name) if dtype is not None else scope.dtype,

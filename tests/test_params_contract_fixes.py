@@ -518,3 +518,19 @@ def test_apply_refuses_state_spelling_one_name_nested_and_flat_naming_the_state(
                        match=r"'enc/s' is given twice in the state passed to apply: .*\n  fix: .*"
                              r"state = sp\.unflatten"):
         model.apply(params, doubled, jnp.ones(2))
+
+
+def test_a_custom_getter_passing_get_params_init_keyword_is_told_tfs_name_with_a_fix():
+    def getter(next_getter, name, *args, **kwargs):
+        kwargs["init"] = kwargs.pop("initializer")
+        return next_getter(name + "_g", *args, **kwargs)
+
+    def fn(x):
+        with sp.scope("s", custom_getter=getter):
+            return x * sp.get_param("w", (2,))
+
+    with pytest.raises(TypeError, match=r"custom getter passed unknown arguments \['init'\] for "
+                                        r"'s/w_g' to its next getter\.\n  asked: .*\n  found: .*"
+                                        r"initializer.*\n  fix: init= \(TF's getters say "
+                                        r"initializer=\)"):
+        sp.transform(fn).init(0, jnp.ones(2))
