@@ -813,6 +813,19 @@ def _shape_error(full, asked, found, site, passed: Optional[str] = None) -> Shap
         return ShapeMismatchError(
             head + f"  asked: shape {_shape_str(asked)} at {format_site(site)}\n"
             f"  found: shape {_shape_str(found)} in the {passed} passed to apply\n" + _stale_fix(passed))
+    if (asked is not None and found is not None and len(found) == len(asked) + 1
+            and tuple(found[1:]) == tuple(asked)):
+        # One more leading axis than asked: made inside an sp.layer_stack block (stacked per
+        # layer), asked for again outside it (a template or a captured scope called after the stack)
+        return ShapeMismatchError(
+            head + f"  asked: shape {_shape_str(asked)} at {format_site(user_site())}\n"
+            f"  found: shape {_shape_str(found)}, created at {format_site(site)}: one leading axis "
+            f"more, as a parameter made inside an sp.layer_stack block has ({found[0]} layers, "
+            "one slice each)\n"
+            "  fix: to share one parameter between the stack's layers and the code after it, "
+            "make it before the stack (call the template, or enter the scope and ask for it, once "
+            "before sp.layer_stack); else use it only inside the stack, or give the later use its "
+            "own name.")
     return ShapeMismatchError(
         head + f"  asked: shape {_shape_str(asked)} at {format_site(user_site())}\n"
         f"  found: created at {format_site(site)}\n"

@@ -534,3 +534,22 @@ def test_a_custom_getter_passing_get_params_init_keyword_is_told_tfs_name_with_a
                                         r"initializer.*\n  fix: init= \(TF's getters say "
                                         r"initializer=\)"):
         sp.transform(fn).init(0, jnp.ones(2))
+
+
+def test_a_template_made_inside_a_layer_stack_and_called_after_it_names_the_stacked_axis_and_fix():
+    template = sp.make_template("shared", lambda x: x @ sp.get_param("w", (3, 3)))
+
+    def fn(x):
+        return template(sp.layer_stack(2)(lambda h: template(h))(x))
+
+    with pytest.raises(sp.ShapeMismatchError,
+                       match=r"(?s)found: shape \(2, 3, 3\), created at .*: one leading axis more, as "
+                             r"a parameter made inside an sp\.layer_stack block has \(2 layers.*"
+                             r"\n  fix: to share one parameter .*make it before the stack"):
+        sp.transform(fn).init(0, jnp.ones((1, 3)))
+
+    def fixed(x):  # the fix: the template's first call before the stack
+        return template(sp.layer_stack(2)(lambda h: template(h))(template(x)))
+
+    params = sp.transform(fixed).init(0, jnp.ones((1, 3)))
+    assert sp.flatten(params)["shared/w"].shape == (3, 3)
