@@ -212,9 +212,28 @@ class _StackView:
     def root(self) -> Any:
         return _root(self.outer)
 
+    def lookup(self, frame: Any, full: str) -> Any:
+        """The value the block sees for ``full`` (``None`` if none): this layer's slice under the
+        stack's prefix, else what the store outside hands out (a layer object's ``kernel``,
+        ``weights``, ... read in the block, see ``layers._stored``)."""
+        if full.startswith(self.prefix):
+            return self.slices.get(full)
+        return _lookup(self.outer, frame, full)
+
 
 def _root(store: Any) -> Any:
     return store.root() if isinstance(store, _StackView) else store
+
+
+def _lookup(store: Any, frame: Any, full: str) -> Any:
+    """The value ``get_param``/``get_state`` hands out for ``full`` from ``store`` in this
+    ``init``/``apply`` call, without creating it (``None`` if there is none)."""
+    if isinstance(store, _StackView):
+        return store.lookup(frame, full)
+    if frame.mode == _frame.INIT:
+        return store.values.get(full)
+    value = store.params.get(full)
+    return store.state.get(full) if value is None else value
 
 
 def _values_under(store: Any, prefix: str) -> Dict[str, Any]:

@@ -58,6 +58,7 @@ from . import constraints as _constraints
 from . import initializers as _initializers
 from ._errors import (InvalidNameError, NotInTransformError, ParamNotFoundError, ReuseArgumentError,
                       StateError)
+from ._layer_stack import _lookup as _stored_in
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
 from ._regularizers import _tensorflow_origin, l1_sum
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _check_components,
@@ -1841,7 +1842,55 @@ def embedding(ids: jax.Array, input_dim: int, output_dim: int,
 # --- layer objects (tf.compat.v1.layers.Dense, ...): one object, one set of weights ---------------
 
 
-class _LayerObject:
+class _KerasMethods:
+    """TF's (Keras's) methods of a layer object that reach its weights: ``count_params`` counts
+    this ``init``/``apply`` call's; the others, which read or write variables kept between calls,
+    are refused with what to use instead (a pure function keeps no weights)."""
+
+    def count_params(self) -> int:
+        """TF's ``count_params``: the number of scalars in this ``init``/``apply`` call's
+        ``weights`` (in an ``sp.layer_stack`` block, one layer's)."""
+        kind = type(self).__name__
+        frame = _frame.current(f"{kind}(...).count_params")
+        if _this_call(self._scopes, frame) is None:  # type: ignore[attr-defined]
+            raise ValueError(
+                f"You tried to call `count_params` on layer {self.name!r}, but the layer isn't "  # type: ignore[attr-defined]
+                f"built (TF's words): its weights are made at its first call in each init/apply, "
+                "and it has not run yet in this one.\n  fix: call the layer first, y = layer(x), "
+                "then layer.count_params() in the same model function.")
+        weights: list = self.weights  # type: ignore[attr-defined]
+        return sum(int(np.prod(np.shape(w))) for w in weights)
+
+    def get_weights(self) -> list:
+        """Not provided: the weights are the params tree's values, not kept by the layer."""
+        raise _keras_method_error(
+            type(self).__name__, "get_weights", "TF's reads the variables a layer keeps between "
+            "calls, and a layer here keeps no weights between init/apply calls",
+            "read layer.weights inside the model, or the params tree from init (sp.flatten(params)"
+            "['<scope>/kernel'])")
+
+    def set_weights(self, weights: Any) -> None:
+        """Not provided: write the values into the params tree instead."""
+        raise _keras_method_error(
+            type(self).__name__, "set_weights", "TF's assigns the variables a layer keeps between "
+            "calls, and a layer here keeps no weights between init/apply calls",
+            "write the values into the params tree passed to apply (sp.flatten/sp.unflatten: "
+            "flat = sp.flatten(params); flat['<scope>/kernel'] = value; "
+            "params = sp.unflatten(flat))")
+
+    def get_config(self) -> dict:
+        """Not provided: the constructor's arguments are the layer's attributes."""
+        raise _keras_method_error(
+            type(self).__name__, "get_config", "TF's returns the constructor's arguments for Keras "
+            "serialization, which sp does not have", "keep the constructor's arguments yourself, or read them as attributes "
+            "(layer.units, layer.activation, ...)")
+
+
+def _keras_method_error(kind: str, method: str, why: str, fix: str) -> NotImplementedError:
+    return NotImplementedError(f"{kind}.{method}() is not provided: {why}.\n  fix: {fix}.")
+
+
+class _LayerObject(_KerasMethods):
     """A TF 1.x layer object: its scope is fixed at its first call, later calls share its weights.
 
     As in TF, the first call opens ``scope(None, default_name=<name or kind>)`` (so numbering is
@@ -1968,9 +2017,16 @@ class _LayerObject:
 
     add_variable = add_weight
 
+    def __copy__(self) -> "_LayerObject":
+        """``copy.copy``: the same arguments and name, and the state of a fresh construction: the
+        copy's first call opens its own scope (``dense_1``) and makes its own weights."""
+        return _fresh_copy(self, ("_weights", "_building", "_fn_made", "_dtype", "_prebuilt"))
+
     def __getattr__(self, attribute: str) -> Any:
-        # Reached only for what the object does not have: TF's attributes of the layer.
+        # Reached only for what the object does not have: TF's attributes of the layer, or a
+        # property whose getter raised AttributeError (shown as such, not as a missing attribute).
         cls = type(self)
+        _reraise_property_error(self, attribute)
         if attribute in cls._weight_names:
             return _builtin_weight(self, attribute)
         if not attribute.startswith("_") and attribute in _config_names(cls):
@@ -2013,6 +2069,18 @@ class _LayerObject:
     non_trainable_variables = non_trainable_weights
 
     @property
+    def dtype(self) -> Optional[np.dtype]:
+        """TF's ``dtype``: the weights' dtype, the inputs' floating one at the layer's first call
+        in this ``init``/``apply`` (``None`` before it, or outside one)."""
+        decided = self.__dict__.get("_dtype")  # a subclass's, from its inputs (_call_layer)
+        if decided is not None:
+            return decided
+        if _frame._FRAME.get() is None:
+            return None
+        weights = self.weights
+        return np.dtype(weights[0].dtype) if weights else None
+
+    @property
     def scope_name(self) -> str:
         """TF's ``scope_name``: the path of the scope the layer's first call captured."""
         return _captured_scope_name(self)
@@ -2022,7 +2090,10 @@ class _LayerObject:
         """Not provided: ``sp.regularization_loss()`` sums the regularizers' terms."""
         raise _losses_error(type(self).__name__)
 
-    def __call__(self, inputs: jax.Array, scope: Any = None, **call_kwargs: Any) -> jax.Array:
+    def __call__(self, inputs: jax.Array, *args: Any, scope: Any = None,
+                 **call_kwargs: Any) -> jax.Array:
+        if args:  # TF's: call's arguments (training=), never the scope, which is keyword-only
+            _positional_call_args(type(self), args, call_kwargs)
         if call_kwargs and "training" in call_kwargs and not _takes_training(type(self)._fn):
             del call_kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
@@ -2040,6 +2111,68 @@ class _LayerObject:
                                   name=captured, reuse=reuse)
         finally:
             _exit_name_scope(frame, ns)
+
+
+def _fresh_copy(layer: Any, made_at_call: Tuple[str, ...]) -> Any:
+    """A shallow copy of a layer object without what its calls learned: no captured scopes, the
+    per-call dicts fresh (or, for those in ``made_at_call``, absent, as before the first call), and
+    ``built`` as it was when it was made (``_prebuilt``, kept by the first call)."""
+    new = object.__new__(type(layer))
+    attributes = dict(layer.__dict__)
+    prebuilt = attributes.get("_prebuilt")
+    for key in made_at_call:
+        attributes.pop(key, None)
+    for key in ("_scopes", "_weights", "_building", "_fn_made"):
+        if key in attributes:
+            attributes[key] = {}
+    if "_prebuilt" in attributes:
+        attributes["_prebuilt"] = None
+    if prebuilt is not None:  # called: built is what the constructor left
+        if "_built" in attributes:  # a built-in object's (unset: whether it was called)
+            attributes["_built"] = True if prebuilt else None
+        else:
+            attributes["built"] = prebuilt
+    new.__dict__.update(attributes)
+    return new
+
+
+def _positional_call_args(cls: Any, args: tuple, call_kwargs: dict) -> None:
+    """A built-in layer object's call arguments after ``inputs``, given by position, moved into
+    ``call_kwargs``: TF's ``Layer.__call__(inputs, *args, **kwargs)`` passes them to ``call``, whose
+    only one is ``training`` (batch normalization's, dropout's); ``scope`` is keyword-only."""
+    names = ("training",) if _takes_training(cls._fn) else ()
+    kind = f"sp.layers.{cls.__name__}" if cls.__module__ == __name__ else cls.__name__
+    if len(args) > len(names):
+        takes = "inputs, training" if names else "inputs"
+        scope_fix = (f" To place the weights under a scope, pass it by keyword: "
+                     f"layer(x, scope={args[len(names)]!r}).")
+        raise TypeError(
+            f"{kind}: call() takes {len(names) + 1} positional arguments ({takes}) but "
+            f"{len(args) + 1} were given (TF's layer passes the arguments after inputs to call; "
+            f"scope is keyword-only).\n  asked: {kind}(...)(inputs, "
+            f"{', '.join(repr(a) for a in args)})\n  fix: pass only call's arguments by position "
+            f"({takes}).{scope_fix if isinstance(args[len(names)], (str, Scope)) else ''}")
+    for name, value in zip(names, args):
+        if name in call_kwargs:
+            raise TypeError(f"{kind}: call() got multiple values for argument {name!r} (by "
+                            f"position and by keyword).\n  fix: pass {name} once, e.g. "
+                            f"layer(x, {name}=...).")
+        call_kwargs[name] = value
+
+
+def _reraise_property_error(layer: Any, attribute: str) -> None:
+    """In ``__getattr__``: if ``attribute`` is a property (``weights``, ``scope_name``, ...), Python
+    came here because its getter raised AttributeError; run it again and show that error as a
+    RuntimeError, which ``__getattr__`` cannot turn into "object has no attribute 'weights'"."""
+    prop = getattr(type(layer), attribute, None)
+    if not isinstance(prop, property) or prop.fget is None:
+        return
+    try:
+        prop.fget(layer)
+    except AttributeError as e:
+        raise RuntimeError(
+            f"{type(layer).__name__}.{attribute} failed inside the library: {e}\n  fix: this is a "
+            "bug in scoped_params; please report it with this traceback.") from e
 
 
 def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
@@ -2156,13 +2289,9 @@ _OPTIONAL_WEIGHTS = {"bias": "use_bias", "beta": "center", "gamma": "scale"}
 def _stored(frame: Any, full: str) -> Any:
     """The value ``get_param`` (or ``get_state``) hands out for ``full`` in this ``init``/``apply``
     call (``None`` if there is none): a layer object's weights are read here, when asked for, so
-    that its call keeps nothing."""
-    store = frame.store
-    if frame.mode == _frame.INIT:
-        return store.values.get(full)
-    value = store.params.get(full)
-    if value is None:
-        value = store.state.get(full)
+    that its call keeps nothing. Inside an ``sp.layer_stack`` block, the value is this layer's
+    slice (the block's store is a view, ``_layer_stack._StackView.lookup``)."""
+    value = _stored_in(frame.store, frame, full)
     return jnp.asarray(value) if isinstance(value, np.ndarray) else value
 
 
@@ -2450,7 +2579,9 @@ class _Stateless:
         _check_layer_arguments(type(self), kwargs, call_only=("inputs",))
         self._args, self._kwargs = args, kwargs
 
-    def __call__(self, inputs: jax.Array, **call_kwargs: Any) -> jax.Array:
+    def __call__(self, inputs: jax.Array, *args: Any, **call_kwargs: Any) -> jax.Array:
+        if args:  # TF's: call's arguments (training=)
+            _positional_call_args(type(self), args, call_kwargs)
         if call_kwargs and "training" in call_kwargs and not _takes_training(type(self)._fn):
             del call_kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
         return type(self)._fn(inputs, *self._args, **{**self._kwargs, **call_kwargs})
@@ -2588,7 +2719,7 @@ class _NamedByClass:
             cls._base_name = _snake_case(cls.__name__)
 
 
-class Layer(_NamedByClass):
+class Layer(_NamedByClass, _KerasMethods):
     """``tf.compat.v1.layers.Layer``, for TF 1.x's custom layers: subclass it, create the weights in
     ``build(input_shape)`` with ``self.add_weight`` (or ``add_variable``), compute in
     ``call(inputs, ...)``.
@@ -2802,6 +2933,11 @@ class Layer(_NamedByClass):
     def losses(self) -> list:
         """Not provided: ``sp.regularization_loss()`` sums the regularizers' terms."""
         raise _losses_error(type(self).__name__)
+
+    def __copy__(self) -> "Layer":
+        """``copy.copy``: the same arguments and name, and the state of a fresh construction: the
+        copy's first call opens its own scope (``my_layer_1``) and runs its own ``build``."""
+        return _fresh_copy(self, ())
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         _require_base_init(self, "_weights")
