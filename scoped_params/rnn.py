@@ -93,6 +93,16 @@ class RNNCell(_NamedByClass):
 
     _num_units: int
 
+    def __copy__(self) -> "RNNCell":
+        """``copy.copy``: the same arguments and name, and the state of a fresh construction: the
+        copy's first call opens its own scope and makes its own weights, as a copied TF cell does."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        for key in ("_scopes", "_noises"):  # per call: what this object's calls captured and drew
+            if key in new.__dict__:
+                new.__dict__[key] = {}
+        return new
+
     @property
     def state_size(self) -> Any:
         """The state's size (a tree of sizes for LSTMs and stacks); a vector of ``num_units`` here."""

@@ -278,3 +278,17 @@ def test_keras_methods_are_refused_with_what_to_use_instead(make, method, args, 
     with pytest.raises(NotImplementedError, match="fix:") as info:
         getattr(layer, method)(*args)
     assert fix in str(info.value) and method in str(info.value)
+
+
+def test_copy_of_an_unused_rnn_cell_makes_its_own_weights_as_tfs_copy_does():
+    # TF 1.x: copy.copy(BasicRNNCell(2)), both called once -> basic_rnn_cell/*, basic_rnn_cell_1/*
+    def fn(x):
+        cell = sp.rnn.BasicRNNCell(2)
+        clone = copy.copy(cell)
+        state = cell.zero_state(1, jnp.float32)
+        y, state = cell(x, state)
+        return y + clone(x, state)[0]
+
+    names = sorted(sp.flatten(sp.transform(fn).init(0, jnp.ones((1, 3)))))
+    assert names == ["basic_rnn_cell/bias", "basic_rnn_cell/kernel", "basic_rnn_cell_1/bias",
+                     "basic_rnn_cell_1/kernel"]
