@@ -3066,16 +3066,20 @@ class Template:
                 root = unique_name or _unique_root_name(name)
                 if root:
                     _check_name(root, False, f"sp.make_template({name!r}, ...)")
+                # TF's _pure_variable_scope: the name scope is the unique name itself, relative
+                # (no '/'), so each call opens it where the template is called, uniquified.
                 self._made_in = Scope(root, custom_getter=custom_getter,
-                                      original_name_scope=root + "/" if root else "")
+                                      original_name_scope=root)
                 _ROOT_TEMPLATES.add(self)
                 _scope.count_root_templates = _count_root_templates
             elif not name and unique_name is None:
                 self._made_in = self._root_scope(frame)
             else:
+                outer = frame.scope.name
                 with scope(unique_name, default_name=None if unique_name else name,
                            custom_getter=custom_getter, auxiliary_name_scope=False) as made_in:
                     self._made_in = made_in
+                made_in.original_name_scope = made_in.name[len(outer) + 1:] if outer else made_in.name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         frame = _frame.current(f"Template({self._name!r})(...)")

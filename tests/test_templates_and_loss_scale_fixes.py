@@ -409,3 +409,52 @@ def test_a_getter_with_tfs_explicit_signature_composes_with_the_mixed_precision_
     assert params["net"]["w"].dtype == jnp.float32
     assert model.apply(params, jnp.ones((1, 3))).dtype == jnp.bfloat16
     assert seen == ["net/w", "net/w"]
+
+
+def test_a_create_scope_now_templates_original_name_scope_is_its_unique_name_as_in_tf():
+    # TF's _pure_variable_scope gives the template's scope its unique name as name scope ('tm',
+    # 'tm_1'; no '/'), which each call opens where the template is called: slim end points named
+    # after it stay apart (they collided when both templates reported the enclosing 'o/').
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+
+    def tf_names():
+        seen = []
+        with tf.Graph().as_default() as graph:
+            def body(x):
+                scope = v1.get_variable_scope()
+                seen.append((scope.name, scope.original_name_scope, graph.get_name_scope()))
+                return x * v1.get_variable("w", [])
+
+            root = v1.make_template("r", body, create_scope_now_=True)
+            with v1.variable_scope("o"):
+                t1 = v1.make_template("tm", body, create_scope_now_=True)
+                t2 = v1.make_template("tm", body, create_scope_now_=True)
+            x = v1.placeholder(tf.float32, [])
+            t1(x), t2(x), t1(x), root(x)
+            with v1.name_scope("n"):
+                t2(x), root(x)
+        return seen
+
+    seen = []
+
+    def body(x):
+        scope = sp.get_scope()
+        seen.append((scope.name, scope.original_name_scope, sp.current_name_scope().rstrip("/")))
+        return x * sp.get_param("w", [])
+
+    root = sp.make_template("r", body, create_scope_now_=True)
+
+    def model(x):
+        with sp.scope("o"):
+            t1 = sp.make_template("tm", body, create_scope_now_=True)
+            t2 = sp.make_template("tm", body, create_scope_now_=True)
+        t1(x), t2(x), t1(x), root(x)
+        with sp.name_scope("n"):
+            t2(x), root(x)
+        return x
+
+    sp.transform(model).init(0, jnp.ones(()))
+    assert seen == tf_names() == [
+        ("o/tm", "tm", "tm"), ("o/tm_1", "tm_1", "tm_1"), ("o/tm", "tm", "tm_2"), ("r", "r", "r"),
+        ("o/tm_1", "tm_1", "n/tm_1"), ("r", "r", "n/r")]
