@@ -2567,7 +2567,22 @@ class BatchNormalization(_LayerObject):
 
 class _Stateless:
     """A layer object without variables: a function with its arguments bound. Its constructor's
-    arguments are TF's attributes (``pool.pool_size``, ``dropout.rate``)."""
+    arguments are TF's attributes (``pool.pool_size``, ``dropout.rate``); its weights are none, as
+    TF's (``weights == []``, ``count_params() == 0``)."""
+
+    weights = trainable_weights = non_trainable_weights = variables = property(lambda self: [])
+    get_weights = _KerasMethods.get_weights
+    set_weights = _KerasMethods.set_weights
+    get_config = _KerasMethods.get_config
+
+    def count_params(self) -> int:
+        """TF's ``count_params``: a layer without weights has none."""
+        return 0
+
+    @property
+    def dtype(self) -> Any:
+        """The ``dtype=`` it was made with (TF's legacy layers: None until told)."""
+        return self._kwargs.get("dtype")
 
     _fn: Callable[..., jax.Array]
     _base_name = ""

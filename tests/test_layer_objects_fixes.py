@@ -292,3 +292,15 @@ def test_copy_of_an_unused_rnn_cell_makes_its_own_weights_as_tfs_copy_does():
     names = sorted(sp.flatten(sp.transform(fn).init(0, jnp.ones((1, 3)))))
     assert names == ["basic_rnn_cell/bias", "basic_rnn_cell/kernel", "basic_rnn_cell_1/bias",
                      "basic_rnn_cell_1/kernel"]
+
+
+def test_layer_objects_without_weights_answer_tfs_weight_methods():
+    # TF 1.x: Dropout/pooling objects have weights == [] and count_params() == 0 once called.
+    for layer in (sp.layers.Dropout(0.5), sp.layers.MaxPooling2D(2, 2), sp.layers.Flatten()):
+        assert layer.weights == layer.trainable_weights == layer.non_trainable_weights == []
+        assert layer.variables == [] and layer.count_params() == 0 and layer.dtype is None
+        for method, args in (("get_weights", ()), ("set_weights", ([],)), ("get_config", ())):
+            with pytest.raises(NotImplementedError,
+                               match=rf"{type(layer).__name__}\.{method}\(\) is not provided: "
+                                     r".*\n  fix: "):
+                getattr(layer, method)(*args)
