@@ -35,6 +35,9 @@ def _package_dir(name: str) -> Optional[str]:
 # model under jit below jax's dispatch) and the stdlib's functools and contextlib (partials,
 # @contextmanager scopes). A creation site is the first frame outside all of them.
 _NOT_USER_DIRS = tuple(d for d in (_PACKAGE_DIR, _package_dir("jax"), _package_dir("jaxlib")) if d)
+# The packages of TensorFlow and its Keras and slim, whose objects ported code passes where JAX's go
+# (an initializer, a regularizer, an activation): told apart by their module, TF is not imported.
+TF_PACKAGES = ("tensorflow", "tf_keras", "keras", "tf_slim")
 _NOT_USER_FILES = frozenset(os.path.abspath(m.__file__) for m in (contextlib, functools) if m.__file__)
 
 # JAX keeps the Python stack of every op it stages: the source file and line in XLA op metadata (what

@@ -45,7 +45,7 @@ except (ImportError, AttributeError):  # pragma: no cover - another JAX: such co
 
 from . import _scope
 from . import initializers as _initializers
-from ._errors import InitializerError, format_site
+from ._errors import TF_PACKAGES, InitializerError, format_site
 from ._spec import ParamSpec
 from .initializers import _FLAT_DRAWS, _flat_draws
 
@@ -577,9 +577,6 @@ def _name_of(init: Any, otherwise: str, code: bool = False) -> str:
     return name if name and name.isidentifier() else otherwise
 
 
-_TF_PACKAGES = frozenset({"tensorflow", "tf_keras", "keras"})
-
-
 def _tf_equivalent(init: Any) -> Optional[str]:
     """``sp.initializers.<Name>(...)`` for a TF/Keras initializer object ``init`` is, or that the
     function ``init`` uses (``lambda key, shape, dtype: tf_init(shape, dtype)``, ``tf_init`` a
@@ -592,7 +589,7 @@ def _tf_equivalent(init: Any) -> Optional[str]:
         candidates += (captured[0] if captured else ()) + tuple(
             names[n] for n in code.co_names if n in names)
     for candidate in candidates:
-        if type(candidate).__module__.split(".", 1)[0] in _TF_PACKAGES:
+        if type(candidate).__module__.split(".", 1)[0] in TF_PACKAGES:
             found = _initializers._keras_equivalent(candidate)
             if found is not None:
                 return found

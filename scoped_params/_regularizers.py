@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._errors import TF_PACKAGES
+
 
 def _check_scale(call: str, argument: str, scale: Any) -> bool:
     """TF's checks of a regularizer's scale, made when the regularizer is built: an integer
@@ -245,16 +247,13 @@ def term_error(store: Any, regularizer: Callable, value: Any, term: Any) -> Type
            "sp.l2_regularizer)" if callable(term) else "") + ".")
 
 
-_TF_PACKAGES = ("tensorflow", "tf_keras", "keras", "tf_slim")
-
-
 def _tensorflow_origin(regularizer: Callable) -> Optional[str]:
     """The TensorFlow package ``regularizer`` comes from (a ``tf.keras.regularizers.l2(...)`` object,
     a ``tf_slim``/``tf.contrib`` regularizer function), or None."""
     module = getattr(regularizer if inspect.isroutine(regularizer) else type(regularizer),
                      "__module__", None) or ""
     package = module.split(".", 1)[0]
-    return package if package in _TF_PACKAGES else None
+    return package if package in TF_PACKAGES else None
 
 
 def tensorflow_error(store: Any, regularizer: Callable, value: Any) -> Optional[TypeError]:

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import InitializerError
+from ._errors import TF_PACKAGES, InitializerError
 
 
 __all__ = [
@@ -150,13 +150,9 @@ def _keras_convention_error(full: str, asked: str, init: Any) -> InitializerArgu
         f"  fix: {fix}")
 
 
-# The packages whose initializer classes TF 1.x code passes uncalled (initializer=tf.zeros_initializer).
-_TF_PACKAGES = frozenset({"tensorflow", "tf_keras", "keras"})
-
-
 def _is_tf_class(init: Any) -> bool:
     """Whether ``init`` is a class of TF's or Keras's (an initializer passed uncalled)."""
-    return isinstance(init, type) and init.__module__.split(".", 1)[0] in _TF_PACKAGES
+    return isinstance(init, type) and init.__module__.split(".", 1)[0] in TF_PACKAGES
 
 
 def _tf_class_error(full: str, asked: str, init: type, shapeless: bool = False

@@ -56,8 +56,8 @@ import numpy as np
 from . import _frame, _scope
 from . import constraints as _constraints
 from . import initializers as _initializers
-from ._errors import (InvalidNameError, NotInTransformError, ParamNotFoundError, ReuseArgumentError,
-                      StateError)
+from ._errors import (TF_PACKAGES, InvalidNameError, NotInTransformError, ParamNotFoundError,
+                      ReuseArgumentError, StateError)
 from ._layer_stack import _lookup as _stored_in
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
 from ._regularizers import _tensorflow_origin, l1_sum
@@ -620,8 +620,6 @@ def _from_keras(kind: str, name: Any, argument: str, identifier: Any) -> Any:
 # on TF tensors, so traced it fails deep in JAX (a tracer cannot become a NumPy array) and eagerly
 # it returns a TF tensor. The layers test for it once per call, with the arguments they resolve.
 
-_TF_PACKAGES = ("tensorflow", "tf_keras", "keras", "tf_slim")
-
 # TF's activation functions (by __name__, TF 2's "_v2" suffix dropped) and what computes the same
 # on JAX arrays, with TF's defaults; the Keras name sp.layers' activation= takes is the same name
 # (_KERAS_ACTIVATIONS), "exponential" for exp.
@@ -643,7 +641,7 @@ def _is_tensorflow(fn: Any) -> bool:
     """Whether the callable ``fn`` is TensorFlow's (``tf.nn.relu``, ``tf.keras.activations.tanh``,
     a Keras layer object). A JAX function costs one ``getattr`` and a string test."""
     module = getattr(fn, "__module__", None)  # a callable object's: its class's
-    return type(module) is str and module.startswith(_TF_PACKAGES) and _tf_package(fn) is not None
+    return type(module) is str and module.startswith(TF_PACKAGES) and _tf_package(fn) is not None
 
 
 def _tf_package(fn: Any) -> Optional[str]:
