@@ -264,8 +264,11 @@ class Transformed:
     # -- apply -----------------------------------------------------------------------------------
 
     def _run(self, params, state, args, kwargs, rng, records):
-        store = ApplyStore(_input_tree(params, "params", self._with_state),
-                           _flat_state(state) if self._with_state else {})
+        try:
+            flat_state = flatten(_input_tree(state, "state")) if self._with_state else {}
+        except NameCollisionError as error:  # a name spelled twice: named as the state's
+            raise _state_given_twice(error) from None
+        store = ApplyStore(_input_tree(params, "params", self._with_state), flat_state)
         frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
         outer = _frame.install(frame)
         paused = frame.trace is not _EAGER and _CollectorPaused.pause()
@@ -324,15 +327,12 @@ class Transformed:
         return out, records
 
 
-def _flat_state(state: Any) -> dict:
-    """The state passed to ``apply``, flat; a name it spells twice is named as the state's."""
-    try:
-        return flatten(_input_tree(state, "state"))
-    except NameCollisionError as error:
-        name = getattr(error, "name", None)
-        if name is None:
-            raise
-        raise given_twice_error(name, "/", "in the state passed to apply", "state") from None
+def _state_given_twice(error: NameCollisionError) -> NameCollisionError:
+    """``flatten``'s error for a name the state passed to ``apply`` spells twice, as the state's."""
+    name = getattr(error, "name", None)
+    if name is None:
+        return error
+    return given_twice_error(name, "/", "in the state passed to apply", "state")
 
 
 def _default_prng_impl() -> str:
