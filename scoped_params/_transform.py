@@ -264,11 +264,12 @@ class Transformed:
     # -- apply -----------------------------------------------------------------------------------
 
     def _run(self, params, state, args, kwargs, rng, records):
+        tree = _input_tree(params, "params", self._with_state)  # checked first: init's pair
         try:
             flat_state = flatten(_input_tree(state, "state")) if self._with_state else {}
         except NameCollisionError as error:  # a name spelled twice: named as the state's
             raise _state_given_twice(error) from None
-        store = ApplyStore(_input_tree(params, "params", self._with_state), flat_state)
+        store = ApplyStore(tree, flat_state)
         frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
         outer = _frame.install(frame)
         paused = frame.trace is not _EAGER and _CollectorPaused.pause()
