@@ -157,7 +157,9 @@ class ReuseArgumentError(ScopedParamsError, ValueError):
 
 
 class ScopeNestingError(ScopedParamsError, RuntimeError):
-    """Scopes or name scopes were closed in a different order than they were opened."""
+    """Scopes or name scopes were closed in a different order than they were opened, or a parameter
+    was created inside a TF 1.x ``tf.variable_scope`` (left in a port), which scoped_params does not
+    see."""
 
 
 class NotInTransformError(ScopedParamsError, RuntimeError):
@@ -278,6 +280,42 @@ def nearest(name: str, candidates: Iterable[str], n: int = 3) -> list:
         if c not in close and c.rsplit("/", 1)[-1] == leaf:
             close.append(c)
     return close
+
+
+def open_tf_variable_scope() -> Optional[str]:
+    """The name of a TF 1.x ``tf.variable_scope`` open in TensorFlow's default graph (a leftover of a
+    port around a parameter request, or around ``init``), else None. scoped_params does not see
+    TF's scopes, so a parameter made inside one would miss its prefix. Looked at only when TensorFlow
+    is imported already (it is never imported for this), and only where a parameter is created in
+    ``init`` or an error is being written."""
+    module = sys.modules.get("tensorflow.python.ops.variable_scope")
+    if module is None:
+        return None
+    try:
+        return module.get_variable_scope_store().current_scope.name or None
+    except Exception:  # noqa: BLE001 - another TensorFlow: no check
+        return None
+
+
+def tf_variable_scope_error(full: str, tf_scope: str) -> ScopeNestingError:
+    """A parameter ``full`` created while TF's variable scope ``tf_scope`` is open."""
+    return ScopeNestingError(
+        f"'{full}' is created inside TensorFlow's tf.variable_scope('{tf_scope}'), which scoped_params "
+        f"does not see: the parameter is named '{full}', without the '{tf_scope}/' TF would put in its "
+        "name.\n"
+        f"  asked: '{full}' with TF's variable scope '{tf_scope}' open around the request\n"
+        "  fix: replace tf.variable_scope(...) (tf.compat.v1.variable_scope) with sp.scope(...), "
+        "same arguments; call model.init/apply outside any tf.variable_scope.")
+
+
+def tf_variable_scope_hint() -> str:
+    """For a "does not exist" error: a TF variable scope open around the request, if one is."""
+    tf_scope = open_tf_variable_scope()
+    if tf_scope is None:
+        return ""
+    return (f"\n  note: TensorFlow's tf.variable_scope('{tf_scope}') is open around this request; "
+            "scoped_params does not see it (its names miss that prefix): replace it with "
+            "sp.scope(...), same arguments.")
 
 
 def name_scope_hint(name_stack: str, scope_name: str) -> str:

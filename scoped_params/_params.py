@@ -27,6 +27,7 @@ from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, Na
                       ParamExistsError, ParamNotFoundError, ParamsTypeError, ReuseArgumentError,
                       ShapeMismatchError, StateError,
                       _IS_USER_FILE, check_partitioner, format_site, name_scope_hint, nearest,
+                      open_tf_variable_scope, tf_variable_scope_error, tf_variable_scope_hint,
                       user_code_site, user_site)
 from . import initializers as _initializers
 from ._regularizers import _is_floating, non_floating_error as _non_floating_error
@@ -776,7 +777,8 @@ def _not_found_error(frame, full: str, existing, in_apply: bool,
     else:
         lines.append("  fix: create it first (reuse=False), use reuse=sp.AUTO_REUSE to create it when "
                      "missing, or check the name.")
-    return ParamNotFoundError("\n".join(lines) + name_scope_hint(frame.name_stack, scope.name))
+    return ParamNotFoundError("\n".join(lines) + name_scope_hint(frame.name_stack, scope.name)
+                              + tf_variable_scope_hint())
 
 
 def _swapped_error(full: str, kind: str) -> ParamNotFoundError:
@@ -1149,6 +1151,9 @@ class InitStore:
 
     def _create(self, frame, full, shape, dtype, init, regularizer, trainable, collections,
                 partitioner, sharding, kind, constant, constraint):
+        tf_scope = open_tf_variable_scope()  # a port's leftover tf.variable_scope (free without TF)
+        if tf_scope is not None:
+            raise tf_variable_scope_error(full, tf_scope)
         init = _instantiate(init)  # sp.initializers.zeros_initializer, uncalled, as TF allows
         if init is not None and not constant and shape is None:
             if _initializers._is_tf_class(init):  # tf.zeros_initializer, uncalled (TF's convention)

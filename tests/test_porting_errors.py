@@ -299,3 +299,58 @@ def test_an_activation_that_is_no_function_is_a_type_error_naming_the_layer_and_
     with pytest.raises(TypeError, match=r"slim\.fully_connected: activation_fn=3 is not a "
                                         r"function .*\n  fix: pass a function"):
         sp.transform(lambda x: sp.slim.fully_connected(x, 2, activation_fn=3)).init(KEY, x)
+
+
+# --- a TF variable scope left in a port ------------------------------------------------------------
+
+
+def test_tf_variable_scope_left_around_get_param_is_an_error_naming_both_scopes(tf):
+    v1 = tf.compat.v1
+
+    def fn(x):
+        with sp.scope("net"):
+            with v1.variable_scope("conv1"):  # the port replaced get_variable, not variable_scope
+                w = sp.get_param("w", (x.shape[-1], 2))
+        return x @ w
+
+    with pytest.raises(sp.ScopeNestingError) as error:
+        sp.transform(fn).init(KEY, jnp.ones((1, 3)))
+    message = str(error.value)
+    assert "'net/w'" in message and "tf.variable_scope('conv1')" in message
+    assert "without the 'conv1/' TF would put in its name" in message
+    assert "fix: replace tf.variable_scope(...)" in message and "sp.scope(...)" in message
+
+
+def test_tf_variable_scope_left_around_a_layer_and_around_init_is_an_error(tf):
+    v1 = tf.compat.v1
+    model = sp.transform(lambda x: sp.layers.dense(x, 2))
+    with v1.variable_scope("outer"):
+        with pytest.raises(sp.ScopeNestingError, match=r"'dense/kernel'.*tf.variable_scope\('outer'\)"):
+            model.init(KEY, jnp.ones((1, 3)))
+    assert model.init(KEY, jnp.ones((1, 3)))["dense"]["kernel"].shape == (3, 2)  # closed: fine
+
+
+def test_tf_variable_scope_in_a_graph_or_name_scope_alone_is_not_an_error(tf):
+    v1 = tf.compat.v1
+    model = sp.transform(lambda x: sp.layers.dense(x, 2))
+    with tf.Graph().as_default():  # another graph, no variable scope open in it
+        with tf.name_scope("ops_only"):  # TF's get_variable ignores name scopes: no prefix lost
+            params = model.init(KEY, jnp.ones((1, 3)))
+    assert set(params) == {"dense"}
+    with v1.variable_scope("outer"):
+        with tf.Graph().as_default():  # the scope belongs to the default graph outside
+            assert set(model.init(KEY, jnp.ones((1, 3)))) == {"dense"}
+
+
+def test_apply_not_found_under_a_tf_variable_scope_says_it(tf):
+    v1 = tf.compat.v1
+    model = sp.transform(lambda x: sp.layers.dense(x, 2))
+    params = {"net": model.init(KEY, jnp.ones((1, 3)))}  # e.g. loaded from TF: names under 'net/'
+
+    def fn(x):
+        with v1.variable_scope("net"):
+            return sp.layers.dense(x, 2)
+
+    with pytest.raises(sp.ParamNotFoundError, match=r"(?s)'dense/kernel'.*tf.variable_scope\('net'\) "
+                                                     r"is open.*sp.scope"):
+        sp.transform(fn).apply(params, jnp.ones((1, 3)))
