@@ -15,7 +15,7 @@ import inspect
 import re
 import threading
 from sys import _getframe
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import jax
 import numpy as np
@@ -708,30 +708,40 @@ class name_scope:
     Closed by hand (``__exit__``) while a name scope or ``sp.scope`` opened inside it is still open,
     it raises ``sp.ScopeNestingError`` (TF does not check). Left open when an ``sp.scope`` around it
     closes, it is closed with that scope's name scope, and its own exit later restores the name
-    scope it found, as TF 1.x's does.
+    scope it found, as TF 1.x's does. One object may be entered again, even while it is open (it
+    then nests, as a new ``sp.name_scope`` would; TF 1.x's object loses the outer entry's name
+    scope there) and by several calls at once: an exit closes its own call's latest entry.
     """
 
-    __slots__ = ("_name", "_entry")
+    __slots__ = ("_name", "_entries")
 
     def __init__(self, name: Optional[str]):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name_scope: name must be a string or None, got {type(name).__name__}")
         self._name = name
-        self._entry: Optional[Tuple[_frame.Frame, tuple]] = None
+        # (frame, entry) of each open entry, innermost last: one object may be entered again while
+        # open (nested, as TF allows) and by several calls at once (threads); an exit closes the
+        # latest entry of its own call.
+        self._entries: List[Tuple[_frame.Frame, tuple]] = []
 
     def __enter__(self) -> str:
         frame = _frame.current("name_scope")
         entry = _enter_name_scope(frame, self._name, f"sp.name_scope({self._name!r})")
-        self._entry = frame, entry
+        self._entries.append((frame, entry))
         new = entry[1]
         return new + "/" if new else ""
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self._entry is None:
+        entries = self._entries
+        frame = _current_frame()
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i][0] is frame:
+                entry = entries.pop(i)[1]
+                break
+        else:
             raise ScopeNestingError(
-                f"Closing sp.name_scope({self._name!r}), which is not open.\n"
-                "  fix: enter it first (use a `with` block).")
-        (frame, entry), self._entry = self._entry, None
+                f"Closing sp.name_scope({self._name!r}), which is not open in this call.\n"
+                "  fix: enter it first (use a `with` block), in the init/apply call that closes it.")
         if exc_info[0] is None and frame.name_stack != entry[1]:
             _exit_closed_name_scope(frame, entry)
             return

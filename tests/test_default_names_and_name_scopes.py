@@ -1,6 +1,7 @@
 """default_name numbering and name scopes: reference sections H and I (rules 44-53)."""
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 import scoped_params as sp
@@ -464,3 +465,63 @@ def test_a_collision_under_a_default_named_scope_says_the_numbering_restarted_pe
     with pytest.raises(ValueError) as info:
         init(at_the_root)
     assert "already exists" in str(info.value) and "note: 'bar'" not in str(info.value)
+
+
+def test_name_scope_object_entered_again_while_open_nests_like_a_new_one():
+    ns = sp.name_scope("block")
+
+    def fn(x):
+        with ns as outer:
+            with ns as inner:
+                sp.record("v", x)
+            sp.record("after_inner", x)
+        with ns as again:
+            sp.record("w", x)
+        return outer, inner, again
+
+    (outer, inner, again), records = sp.transform(fn).apply_with_intermediates({}, jnp.ones(2))
+    assert (outer, inner, again) == ("block/", "block/block/", "block_1/")
+    assert sorted(records) == ["block/after_inner", "block/block/v", "block_1/w"]
+
+
+def test_name_scope_object_shared_by_two_threads_closes_each_calls_own_entry():
+    import threading
+    ns = sp.name_scope("block")
+    both_open, a_closed = threading.Barrier(2), threading.Event()
+
+    def fn(x, who):
+        with ns as opened:
+            both_open.wait()
+            if who == "B":  # B closes after A: A's exit must not close B's entry
+                a_closed.wait()
+            sp.record("v", x)
+        if who == "A":
+            a_closed.set()
+        return opened
+
+    model = sp.transform(fn)
+    out, errors = {}, []
+
+    def run(who):
+        try:
+            out[who] = model.apply_with_intermediates({}, jnp.ones(2), who)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(who,)) for who in "AB"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert {who: (o, sorted(r)) for who, (o, r) in out.items()} == {
+        "A": ("block/", ["block/v"]), "B": ("block/", ["block/v"])}
+
+
+def test_name_scope_object_closed_in_a_call_that_did_not_open_it_is_an_error():
+    ns = sp.name_scope("block")
+    opened = []
+    sp.transform(lambda x: opened.append(ns.__enter__()) or x).apply({}, jnp.ones(2))
+    with pytest.raises(sp.ScopeNestingError, match=r"sp.name_scope\('block'\), which is not open in "
+                                                   r"this call"):
+        sp.transform(lambda x: ns.__exit__(None, None, None) or x).apply({}, jnp.ones(2))
