@@ -252,6 +252,17 @@ def _called_layer() -> Optional[str]:
     return called
 
 
+def _in_custom_vjp_bwd() -> bool:
+    """Whether JAX is running a ``jax.custom_vjp``'s bwd on this stack (an error path only)."""
+    f: Optional[types.FrameType] = sys._getframe(2)
+    while f is not None:
+        code = f.f_code
+        if code.co_name == "_flatten_bwd" and code.co_filename.endswith("custom_derivatives.py"):
+            return True
+        f = f.f_back
+    return False
+
+
 def not_in_transform(api: str) -> NotInTransformError:
     """``api``: a name in ``sp`` (``"get_param"``, shown as ``sp.get_param()``), or a full name,
     one starting with ``sp.`` or with a user's class name (``"MyLayer"``), shown as given with
@@ -261,6 +272,14 @@ def not_in_transform(api: str) -> NotInTransformError:
         api = f"sp.{api}"
     api = _called_layer() or api
     call = api if "(" in api else f"{api}()"
+    if _in_custom_vjp_bwd():
+        return NotInTransformError(
+            f"{call} was called in the bwd function of a jax.custom_vjp. JAX runs bwd in the "
+            "backward pass, after the model's init/apply call has returned, so no model call is "
+            "running there to read from.\n"
+            f"  asked: {call} in a custom_vjp's bwd (TF's @tf.custom_gradient grad_fn)\n"
+            "  fix: read the parameter (or key) in the model, or in fwd, and pass it to bwd through "
+            "fwd's residuals: fwd returns (out, (x, w)) and bwd(res, g) unpacks (x, w) = res.")
     return NotInTransformError(
         f"{call} was called outside a transformed function.\n"
         f"  asked: {call} with no sp.transform init/apply running in this thread or context\n"

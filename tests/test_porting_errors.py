@@ -354,3 +354,29 @@ def test_apply_not_found_under_a_tf_variable_scope_says_it(tf):
     with pytest.raises(sp.ParamNotFoundError, match=r"(?s)'dense/kernel'.*tf.variable_scope\('net'\) "
                                                      r"is open.*sp.scope"):
         sp.transform(fn).apply(params, jnp.ones((1, 3)))
+
+
+# --- a parameter read in a custom_vjp's bwd ---------------------------------------------------------
+
+
+def test_get_param_in_a_custom_vjp_bwd_says_bwd_runs_after_apply_and_names_residuals():
+    def scale():
+        with sp.scope("m", reuse=sp.AUTO_REUSE):
+            return sp.get_param("scale", (), init=jax.nn.initializers.ones)
+
+    def fn(x):
+        s = scale()
+
+        @jax.custom_vjp
+        def f(x):
+            return x
+        f.defvjp(lambda x: (x, None), lambda _, g: (g * scale(),))  # TF's grad_fn reading a variable
+        return (f(x) * s).sum()
+
+    model = sp.transform(fn)
+    params = model.init(KEY, jnp.ones(3))
+    with pytest.raises(sp.NotInTransformError, match=r"(?s)sp.scope\(\) was called in the bwd function "
+                                                     r"of a jax.custom_vjp.*fix: .*fwd's residuals"):
+        jax.grad(lambda x: model.apply(params, x))(jnp.ones(3))
+    with pytest.raises(sp.NotInTransformError, match="called outside a transformed function"):
+        sp.get_param("w", (1,))  # elsewhere: the usual message
