@@ -59,8 +59,10 @@ class _Traces:
     JAX traces them in turn (cond, body) and, when a carry's weak type changes, all again (cond,
     body). A function traced again starts from the state its previous trace started from, and
     what that and the later traces made is rolled back, so the retraced round makes the names,
-    counters and specs of one trace: the body's retrace keeps what the cond's retrace made just
-    before it (a snapshot for every function taken at the wrapper call would erase it).
+    counters and specs of one trace, and a layer object, template or RNN cell first called in the
+    rolled-back trace is called first again (``_Snapshot``): the body's retrace keeps what the
+    cond's retrace made just before it (a snapshot for every function taken at the wrapper call
+    would erase it).
     """
 
     __slots__ = ("frame", "log")

@@ -48,6 +48,7 @@ class Frame:
         "records",  # dict or None when intermediates are not collected
         "record_names",
         "collected",  # slim's outputs_collections: name -> [(alias, value)]; unset until used
+        "kept",  # what objects learn in this call (layers._keep_for_call); None until first used
     )
     node: list  # a counter-trie node: [entry count, children or None, hints or None] (_scope.py)
     root_node: list
@@ -83,6 +84,7 @@ class Frame:
         self.regularized: List[Tuple[Callable, Any]] = []
         self.records = records
         self.record_names: Optional[Dict[str, int]] = None if records is None else {}
+        self.kept: Optional[Dict[int, tuple]] = None
 
 
 def current(api: str) -> Frame:

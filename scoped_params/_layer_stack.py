@@ -309,7 +309,9 @@ class _Keys:
 class _Snapshot:
     """Python-side trace state the block mutates; restored if ``lax.scan`` traces the block twice
     (it retraces when a carry's weak type changes), so the second trace sees what the first did.
-    (Also ``sp.scan`` and the other wrappers of ``_control_flow.py``.)"""
+    (Also ``sp.scan`` and the other wrappers of ``_control_flow.py``.) That includes what layer
+    objects, templates and RNN cells learned in the call (``frame.kept``, see
+    ``layers._this_call``): one first called in the rolled-back trace is called first again."""
 
     def __init__(self, frame: _frame.Frame):
         self.frame = frame
@@ -325,6 +327,7 @@ class _Snapshot:
         self.names_in_use = dict(frame.names_in_use)
         self.record_names = None if frame.record_names is None else dict(frame.record_names)
         self.regularized = len(frame.regularized)
+        self.kept = _copy_kept(frame.kept)
 
     def restore(self) -> None:
         frame = self.frame
@@ -343,7 +346,17 @@ class _Snapshot:
         if self.record_names is not None and frame.record_names is not None:
             frame.record_names.clear()
             frame.record_names.update(self.record_names)
+        frame.kept = _copy_kept(self.kept)
         del frame.regularized[self.regularized:]
+
+
+def _copy_kept(kept: Optional[dict]) -> Optional[dict]:
+    """A copy of ``frame.kept`` (``token id -> (token, value)``), with its own copy of each list
+    a value is (a custom layer's weights, appended to as its ``build`` makes them)."""
+    if not kept:
+        return None
+    return {key: (token, list(value) if type(value) is list else value)
+            for key, (token, value) in kept.items()}
 
 
 def _as_tuple(out: Any, n: int) -> tuple:

@@ -41,6 +41,7 @@ stddev 0.05), ``kernel_regularizer="l2"`` (Keras's ``0.01 * sum(w**2)``) and
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import numbers
@@ -2020,6 +2021,10 @@ class _LayerObject(_KerasMethods):
         copy's first call opens its own scope (``dense_1``) and makes its own weights."""
         return _fresh_copy(self, ("_weights", "_building", "_fn_made", "_dtype", "_prebuilt"))
 
+    def __deepcopy__(self, memo: dict) -> "_LayerObject":
+        """``copy.deepcopy``: as ``copy.copy``, with deep copies of the arguments."""
+        return _deep_copy(self, self.__copy__(), memo)
+
     def __getattr__(self, attribute: str) -> Any:
         # Reached only for what the object does not have: TF's attributes of the layer, or a
         # property whose getter raised AttributeError (shown as such, not as a missing attribute).
@@ -2036,7 +2041,7 @@ class _LayerObject(_KerasMethods):
         """TF's ``built``: whether the layer was called (set to ``True`` in ``__init__``, its
         ``build`` never runs, as in TF)."""
         flag = self.__dict__.get("_built")
-        return bool(self._scopes) if flag is None else flag
+        return "_latest_prefix" in self.__dict__ if flag is None else flag
 
     @built.setter
     def built(self, value: bool) -> None:
@@ -2113,12 +2118,13 @@ class _LayerObject(_KerasMethods):
 
 def _fresh_copy(layer: Any, made_at_call: Tuple[str, ...]) -> Any:
     """A shallow copy of a layer object without what its calls learned: no captured scopes, the
-    per-call dicts fresh (or, for those in ``made_at_call``, absent, as before the first call), and
-    ``built`` as it was when it was made (``_prebuilt``, kept by the first call)."""
+    per-call dicts (``_this_call``'s tokens) fresh (or, for those in ``made_at_call``, absent, as
+    before the first call), and ``built`` as it was when it was made (``_prebuilt``, kept by the
+    first call)."""
     new = object.__new__(type(layer))
     attributes = dict(layer.__dict__)
     prebuilt = attributes.get("_prebuilt")
-    for key in made_at_call:
+    for key in made_at_call + ("_latest_prefix",):
         attributes.pop(key, None)
     for key in ("_scopes", "_weights", "_building", "_fn_made"):
         if key in attributes:
@@ -2131,6 +2137,20 @@ def _fresh_copy(layer: Any, made_at_call: Tuple[str, ...]) -> Any:
         else:
             attributes["built"] = prebuilt
     new.__dict__.update(attributes)
+    return new
+
+
+def _deep_copy(layer: Any, new: Any, memo: dict) -> Any:
+    """``copy.deepcopy`` of a layer object or RNN cell: ``new``, its ``copy.copy`` (a fresh object:
+    its calls capture their own scopes and make their own weights), with deep copies of its
+    attributes. Scopes are shared, as ``copy.copy`` shares them: a scope names where the weights
+    go, and one captured in a call holds that call's params. So is a traced value a ``build``
+    stored (``self.kernel = self.add_weight(...)``): the copy's own ``build`` replaces it."""
+    memo[id(layer)] = new
+    attributes = new.__dict__
+    for key, value in list(attributes.items()):
+        if not isinstance(value, (Scope, jax.core.Tracer)):
+            attributes[key] = copy.deepcopy(value, memo)
     return new
 
 
@@ -2175,7 +2195,8 @@ def _reraise_property_error(layer: Any, attribute: str) -> None:
 
 def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
     """(scope, reuse) for this call of a layer object (``sp.layers.Dense``, an ``sp.rnn`` cell), which
-    has ``name``, ``_base_name``, ``_reuse`` and a ``_scopes`` dict.
+    has ``name``, ``_base_name``, ``_reuse`` and a ``_scopes`` dict (the token ``_this_call`` keeps its
+    captured scope under).
 
     The first call in a trace opens ``scope(None, default_name=<name, else kind>)`` (TF's
     ``_set_scope``, whose base name is the ``name=`` given: two objects named ``fc`` get ``fc`` and
@@ -2201,6 +2222,9 @@ def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
     with _layer_scope(scope, base_name, layer._reuse) as captured:
         pass  # TF's _set_scope: the numbering is decided by this first entry
     _keep_for_call(layer._scopes, frame, captured)
+    # For what reads the latest call's scope outside a call (scope_name, built): its path only, as
+    # the Scope holds this call's params (get_param's direct lookup).
+    layer._latest_prefix = captured.prefix
     return captured, layer._reuse
 
 
@@ -2220,18 +2244,29 @@ _OBJECT_NAME_SCOPE = "a layer object's call (TF's name_scope(scope.original_name
 
 
 def _this_call(cache: dict, frame: Any) -> Any:
-    """What an object kept in ``cache`` for this ``init``/``apply`` call (``frame``), or ``None``.
+    """What an object kept under ``cache`` for this ``init``/``apply`` call (``frame``), or ``None``.
 
-    Layer objects and RNN cells may outlive a call (built at module level, used in many traces), so
-    what they learn in a call is kept per frame, ``id(frame) -> (frame, value)``."""
-    entry = cache.get(id(frame))
-    return entry[1] if entry is not None and entry[0] is frame else None
+    Layer objects, templates and RNN cells may outlive a call (built at module level, used in many
+    calls, nested or in threads at once), so what they learn in a call (the scope their first call
+    captured, whether it built, ...) is kept on that call's frame, not on the object: any number of
+    calls may overlap, and nothing of a finished call stays alive with the object. ``cache`` is one
+    of the object's dicts, used only as a token for what it keeps (``frame.kept``, ``id(cache) ->
+    (cache, value)``: the frame holds ``cache``, so no other dict has its id while the call runs).
+    ``_layer_stack._Snapshot`` rolls ``frame.kept`` back with the rest of a retraced function's
+    state."""
+    kept = frame.kept
+    if kept is None:
+        return None
+    entry = kept.get(id(cache))
+    return None if entry is None else entry[1]
 
 
 def _keep_for_call(cache: dict, frame: Any, value: Any) -> None:
-    if len(cache) >= 8:  # keep only recent calls; frames are per call
-        cache.pop(next(iter(cache)))
-    cache[id(frame)] = (frame, value)
+    """Keep ``value`` under ``cache`` for this call (``_this_call``)."""
+    kept = frame.kept
+    if kept is None:
+        kept = frame.kept = {}
+    kept[id(cache)] = (cache, value)
 
 
 _NAME_COUNTS: Dict[str, int] = {}  # outside any init/apply: TF's default graph's counts
@@ -2375,20 +2410,25 @@ def _captured_scope_name(layer: Any) -> str:
     """TF's ``scope_name``: the path of the scope the layer's first call in this ``init``/``apply``
     captured (outside one, the latest call's), or the one ``_scope=`` set."""
     frame = _frame._FRAME.get()
+    prefix = None
     if frame is not None:
         captured = _this_call(layer._scopes, frame)
+        if captured is not None:
+            prefix = captured.prefix
     else:
-        captured = next(reversed(layer._scopes.values()))[1] if layer._scopes else None
-    if captured is None:
-        captured = layer.__dict__.get("_made_in")
-    if captured is None:
+        prefix = layer.__dict__.get("_latest_prefix")
+    if prefix is None:
+        made_in = layer.__dict__.get("_made_in")
+        if made_in is not None:
+            prefix = made_in.prefix
+    if prefix is None:
         where = "in this init/apply" if frame is not None else "yet"
         raise ValueError(
             f"No name available for layer scope because the layer {layer.name!r} has not been used "
             f"yet. The scope name is determined the first time the layer instance is called "
             f"(TF's words; not called {where}).\n  fix: call the layer, y = layer(x), before "
             "reading scope_name.")
-    return captured.name
+    return prefix[:-1]
 
 
 def _losses_error(kind: str) -> NotImplementedError:
@@ -2952,6 +2992,11 @@ class Layer(_NamedByClass, _KerasMethods):
         copy's first call opens its own scope (``my_layer_1``) and runs its own ``build``."""
         return _fresh_copy(self, ())
 
+    def __deepcopy__(self, memo: dict) -> "Layer":
+        """``copy.deepcopy``: as ``copy.copy``, with deep copies of the attributes (arguments,
+        sub-layers: a sub-layer's copy makes its own weights too)."""
+        return _deep_copy(self, self.__copy__(), memo)
+
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         _require_base_init(self, "_weights")
         api = (f"sp.layers.{type(self).__name__}" if type(self).__module__ == __name__
@@ -3072,6 +3117,7 @@ class Template:
         self._unique_name = unique_name
         self._custom_getter = custom_getter
         self._scopes: dict = {}  # this call's captured Scope (per frame, as a layer object's)
+        self._latest: Optional[Scope] = None  # the latest call's, for variable_scope outside one
         self._made_in: Optional[Scope] = None
         if create_scope_now:  # TF's _pure_variable_scope: a unique variable scope, no name scope
             frame = _frame._FRAME.get()
@@ -3112,7 +3158,10 @@ class Template:
                               custom_getter=self._custom_getter)
             with first as captured:
                 _keep_for_call(self._scopes, frame, captured)
-                return self._func(*args, **kwargs)
+                try:
+                    return self._func(*args, **kwargs)
+                finally:
+                    self._latest = _detached(captured)
         with scope(captured, reuse=True):  # later calls: TF's reuse=True, wherever they are
             specs = getattr(frame.store, "specs", None)  # init's (apply's params are all made)
             if specs is None:
@@ -3171,10 +3220,7 @@ class Template:
         """The scope the template's parameters are in: the one its first call in this
         ``init``/``apply`` captured (outside one, the latest call's), or ``None`` before it."""
         frame = _frame._FRAME.get()
-        if frame is not None:
-            captured = _this_call(self._scopes, frame)
-        else:
-            captured = next(reversed(self._scopes.values()))[1] if self._scopes else None
+        captured = _this_call(self._scopes, frame) if frame is not None else self._latest
         return captured if captured is not None else self._made_in
 
     var_scope = variable_scope  # TF's deprecated name
@@ -3275,6 +3321,14 @@ class Template:
             f"values.\n  fix: read template.{attribute} in init (the same model function), or "
             f"outside the model, {split}; template.variables (every parameter under "
             f"{scope_name}) works in apply too.")
+
+
+def _detached(captured: Scope) -> Scope:
+    """A copy of a scope a call captured, to keep after the call: without the call's params (what
+    get_param's direct lookup reads in apply), which it would keep alive (tracers under jit)."""
+    kept = copy.copy(captured)
+    kept._values = None
+    return kept
 
 
 def make_template(name_: str, func_: Callable[..., Any], create_scope_now_: bool = False,

@@ -32,8 +32,8 @@ from ._params import get_param
 from ._scope import begin_jump, end_jump
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from .layers import (_add_bias, _drop, _from_keras, _keep_for_call, _layer_scope, _object_scope,
-                     _NamedByClass, _param_dtype, _require_base_init, _this_call)
+from .layers import (_add_bias, _deep_copy, _drop, _from_keras, _keep_for_call, _layer_scope,
+                     _NamedByClass, _object_scope, _param_dtype, _require_base_init, _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DeviceWrapper", "DropoutWrapper", "GRUCell", "LSTMCell",
@@ -98,10 +98,17 @@ class RNNCell(_NamedByClass):
         copy's first call opens its own scope and makes its own weights, as a copied TF cell does."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
-        for key in ("_scopes", "_noises"):  # per call: what this object's calls captured and drew
+        # fresh tokens for what the copy's calls capture and draw (layers._this_call)
+        for key in ("_scopes", "_noises"):
             if key in new.__dict__:
                 new.__dict__[key] = {}
+        new.__dict__.pop("_latest_prefix", None)  # the latest call's scope (layers._object_scope)
         return new
+
+    def __deepcopy__(self, memo: dict) -> "RNNCell":
+        """``copy.deepcopy``: as ``copy.copy``, with deep copies of the arguments and of the cells
+        a wrapper or ``MultiRNNCell`` holds (which make their own weights too)."""
+        return _deep_copy(self, self.__copy__(), memo)
 
     @property
     def state_size(self) -> Any:
