@@ -8,6 +8,7 @@ threads (or asyncio tasks) at once.
 from __future__ import annotations
 
 import contextvars
+import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
@@ -132,25 +133,64 @@ def check_trace(frame: Frame, what: str) -> bool:
     trace under ``grad``).
     """
     trace = _scope._TRACE.value
-    staged = False  # a trace that stages out (DynamicJaxprTrace) between here and the frame's
+    staged = None  # the innermost trace that stages out (DynamicJaxprTrace) between here and the frame's
     while trace is not None and trace is not frame.trace:
-        staged = staged or "Jaxpr" in type(trace).__name__
+        if staged is None and "Jaxpr" in type(trace).__name__:
+            staged = trace
         trace = getattr(trace, "parent_trace", None)
     if trace is None:
+        # Not under the frame's trace: the function of a custom_jvp/custom_vjp or of a shard_map
+        # (fine: traced anew), or one JAX traced on its own and caches, e.g. jax.pmap's.
+        if staged is not None and not _custom_derivative_trace(staged):
+            raise NestedTraceError(
+                f"{what} was called inside a function that JAX traces and caches by itself, here "
+                f"one traced for {_traced_for(staged)!r} (jax.pmap inside the model traces its "
+                "function once per function object and replays it): another call (other params, "
+                "another scope, the next init) would get the values this trace read, silently.\n"
+                "  fix: use jax.shard_map inside the model (it traces its function on every call), "
+                "or jax.pmap around model.apply; or fetch the parameters before and pass them in."
+            )
         return True
-    if staged:
+    if staged is not None:
         raise NestedTraceError(
             f"{what} was called inside a function that JAX traces and caches by itself: the body of a "
-            "jax.lax.scan, cond, switch, while_loop or fori_loop, a jax.checkpoint, or a jax.jit inside "
-            "the model. JAX would reuse this trace, with the values it read, on any later call with the "
+            "jax.lax.scan, cond, switch, while_loop or fori_loop, a jax.checkpoint, a jax.pmap or a "
+            "jax.jit inside the model. JAX would reuse this trace, with the values it read, on any later call with the "
             "same function and shapes (other params, another scope, the next init), without running it "
             "again.\n"
             "  fix: use sp.scan, sp.cond, sp.while_loop, sp.fori_loop or sp.remat (same arguments as "
             "jax.lax's; they trace the function anew on every call and give each step its own random "
             "keys), or sp.layer_stack for repeated layers; or fetch the parameters before the loop and "
-            "pass them in. A jax.jit inside the model is not needed: jit the whole apply."
+            "pass them in. A jax.jit inside the model is not needed: jit the whole apply; for a "
+            "jax.pmap, use jax.shard_map inside the model (it traces its function on every call) or "
+            "pmap the whole apply."
         )
     return False
+
+
+def _traced_for(trace: Any) -> Optional[str]:
+    """What JAX says a staging trace traces (its debug info's ``traced_for``: ``'jit'``,
+    ``'shard_map'``, ``'custom_vjp fun'``, ...), or None where this JAX does not say."""
+    info = getattr(getattr(trace, "frame", None), "debug_info", None)
+    return getattr(info, "traced_for", None)
+
+
+def _custom_derivative_trace(trace: Any) -> bool:
+    """Whether a staging trace below no trace of the call is one JAX makes anew on each call: the
+    function of a custom_jvp or custom_vjp, or of a jax.shard_map (see check_trace), not jax.pmap's
+    (a shard_map of JAX's own wrapper, cached per function). Where this JAX does not say what a
+    trace is for, it is taken to be one, as before JAX said so."""
+    traced_for = _traced_for(trace)
+    if traced_for is None or traced_for.startswith(("custom_jvp", "custom_vjp")):
+        return True
+    if traced_for == "shard_map":  # the user's function, or pmap's wrapper in JAX's pmap.py
+        source = getattr(trace.frame.debug_info, "func_src_info", None) or ""
+        where = source.rpartition(" at ")[2].rpartition(":")[0]
+        return not (where.startswith(_JAX_DIR) and os.path.basename(where) == "pmap.py")
+    return False
+
+
+_JAX_DIR = os.path.dirname(os.path.abspath(jax.__file__)) + os.sep
 
 
 def usable_outside(value: Any, what: str) -> Any:

@@ -511,6 +511,36 @@ def test_get_param_inside_jax_shard_map_reads_this_calls_params():
             np.testing.assert_allclose(out, np.full((4, 2), wa + 10 * wb))
 
 
+def test_get_param_inside_jax_pmap_in_the_model_is_a_nested_trace_error_not_a_replay():
+    # jax.pmap is a jit of a shard_map, cached per function: a second scope (or the next init, or
+    # another params) would replay the first trace's values. Its trace is under no trace of the
+    # call, as a custom_vjp's function is, but JAX says what it is traced for.
+    if jax.device_count() < 2:
+        pytest.skip("needs several devices")
+
+    def body(x):
+        return x * sp.get_param("w", [2], init=sp.initializers.ones)
+
+    def fn(x):
+        with sp.scope("a"):
+            y = jax.pmap(body)(x)
+        with sp.scope("b"):
+            return y + 10 * jax.pmap(body)(x)
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 2))
+    params = {"a": {"w": jnp.full(2, 2.0)}, "b": {"w": jnp.full(2, 3.0)}}
+    for run in (lambda: model.init(KEY, x), lambda: jax.jit(model.apply)(params, x),
+                lambda: model.apply(params, x)):
+        with pytest.raises(sp.NestedTraceError, match=r"(?s)sp.get_param\('w'\), parameter 'a/w',.*"
+                                                      r"jax.pmap.*fix: .*jax.shard_map"):
+            run()
+    # pmap around apply is fine
+    plain = sp.transform(lambda x: body(x))
+    out = jax.pmap(plain.apply, in_axes=(None, 0))({"w": jnp.full(2, 3.0)}, jnp.ones((2, 1, 2)))
+    np.testing.assert_allclose(out, np.full((2, 1, 2), 3.0))
+
+
 def test_a_custom_gradient_function_of_an_ensemble_reads_its_params_under_grad_of_the_input():
     # grad(vmap(apply)) w.r.t. the input: the params are batched by the vmap (whose trace lies under
     # grad's), but nothing differentiates them, so JAX lifts them into the function as plain JAX does.
