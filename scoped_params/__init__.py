@@ -45,7 +45,7 @@ from ._spec import ParamSpec as ParamSpec
 from ._transform import Transformed as Transformed
 from ._transform import transform as transform
 from ._transform import transform_with_state as transform_with_state
-from ._tree import SpecsMismatchError as SpecsMismatchError
+from ._tree import ConstraintError as ConstraintError, SpecsMismatchError as SpecsMismatchError
 from ._tree import apply_constraints as apply_constraints
 from ._tree import exponential_moving_average as exponential_moving_average
 from ._tree import filter_tree as filter_tree

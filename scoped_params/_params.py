@@ -150,8 +150,10 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                 try:
                     if type(shape) is not tuple or shape != aval.shape:
                         if type(shape) is not list or shape != [*aval.shape]:
-                            shape = _as_shape(shape, full)  # a partly known shape, or a mismatch
-                            if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
+                            # a partly known shape, or a mismatch (None: an unknown rank, reused)
+                            shape = _as_shape(shape, full, passed is None)
+                            if shape is not None and shape != aval.shape and not _compatible(
+                                    shape, aval.shape):
                                 raise _shape_error(full, shape, aval.shape, created[full], passed)
                 except _ConcretizationError:  # a JAX integer in the shape, compared in a jit trace
                     shape = _as_shape(shape, full)  # its int, or the error for a traced one
@@ -381,7 +383,10 @@ def _layer_axes(partitioner: Any) -> int:
     return axes
 
 
-def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
+def _as_shape(shape: Any, full: str = "", existing: bool = False) -> Optional[Tuple]:
+    """``shape`` as a tuple of ints (``None`` for an unknown dimension), or the error for one that is
+    no shape. ``existing``: the request reuses a parameter that exists, for which TF takes a shape of
+    unknown rank (``tf.TensorShape(None)``) as the stored one: then ``None``."""
     if shape is None:
         return None
     if type(shape) is tuple or type(shape) is list:  # TF 1.x code writes lists: [784, 10]
@@ -398,7 +403,14 @@ def _as_shape(shape: Any, full: str = "") -> Optional[Tuple]:
         if shape < 0:
             raise _bad_shape_error(shape, full)
         return (int(shape),)
+    elif isinstance(shape, jax.Array) and not _is_tracer(shape):
+        # A concrete JAX array (jnp.array([2, 3]) made outside the model): its values, read once
+        # (iterating it inside init's trace would stage each element as an op), as NumPy's are.
+        values = np.asarray(shape)
+        return _as_shape(values.tolist() if values.ndim else values[()], full, existing)
     if getattr(shape, "rank", 0) is None:  # tf.TensorShape(None), which cannot even be iterated
+        if existing:
+            return None
         raise _init_error(
             full, f"The shape asked for '{full}' has an unknown rank ({shape!r}), but a parameter's "
             "shape must be fully defined", "pass the full shape=..., or shape=None to create it from a "
@@ -836,6 +848,14 @@ def _shape_error(full, asked, found, site, passed: Optional[str] = None) -> Shap
     )
 
 
+def _dtype_name(dtype: Any) -> str:
+    """A dtype's name for an error: NumPy's, or JAX's for an extended dtype (``key<fry>``)."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
 def _dtype_error(full, asked, found, site, passed: Optional[str] = None,
                  init: Any = None) -> DtypeMismatchError:
     try:
@@ -846,7 +866,16 @@ def _dtype_error(full, asked, found, site, passed: Optional[str] = None,
             raise slip from None
         raise
     head = (f"Trying to share variable {full}, but specified dtype {np.dtype(asked).name} and found "
-            f"dtype {np.dtype(found).name}.\n")
+            f"dtype {_dtype_name(found)}.\n")
+    if jax.dtypes.issubdtype(found, jax.dtypes.extended):  # a PRNG key array where numbers belong
+        where = (f"in the {passed} passed to apply" if passed is not None
+                 else f"created at {format_site(site)}")
+        return DtypeMismatchError(
+            head + f"  asked: dtype {np.dtype(asked).name} for '{full}' at {format_site(user_site())}\n"
+            f"  found: a PRNG key array ({found}) {where}\n"
+            "  fix: keep keys out of the params and state: store jax.random.key_data(key) (declared "
+            "with its shape and uint32 dtype) and rebuild the key with jax.random.wrap_key_data(data) "
+            "where it is read.")
     layer = _layer_request(full) if passed != "state" else None
     if layer is not None:
         return DtypeMismatchError(head + _layer_dtype_lines(full, asked, found, site, passed, layer))
@@ -1124,11 +1153,11 @@ class InitStore:
 
     def get(self, frame, full, shape, dtype, init, regularizer, reuse, trainable, collections,
             partitioner, sharding, kind, constraint=None):
-        shape = _as_shape(shape, full)
+        spec = self.specs.get(full)
+        shape = _as_shape(shape, full, spec is not None)
         constant = init is not None and not callable(init)
         if constant and shape is not None:
             raise _constant_with_shape_error(full, init)
-        spec = self.specs.get(full)
         if spec is not None:
             if reuse is False:
                 raise _exists_error(frame, full, spec.site, spec.shape, spec.dtype)
@@ -1197,11 +1226,18 @@ class InitStore:
             if shape is None or any(d is None for d in shape):
                 raise _undefined_shape_error(full, shape)
             placeholder = self._placeholder(full, shape, dtype)
-        if constraint is not None and not callable(constraint):
-            raise ValueError(
-                f"The `constraint` argument must be a callable ('{full}'), got {constraint!r}.\n"
-                "  fix: pass a function from the parameter's value to its projected value, e.g. "
-                "lambda w: jnp.clip(w, -1.0, 1.0).")
+        if constraint is not None:
+            if not callable(constraint):
+                raise ValueError(
+                    f"The `constraint` argument must be a callable ('{full}'), got {constraint!r}.\n"
+                    "  fix: pass a function from the parameter's value to its projected value, e.g. "
+                    "lambda w: jnp.clip(w, -1.0, 1.0).")
+            # tf.keras.constraints.MaxNorm(...): refused here, where get_param's, the scope's and
+            # the layers' constraints all arrive, not when sp.apply_constraints runs it on a tracer.
+            from .constraints import _tensorflow_error as _tf_constraint_error
+            tf_error = _tf_constraint_error(full, constraint)
+            if tf_error is not None:
+                raise tf_error
         if regularizer is not None:
             if not callable(regularizer):
                 raise _regularizer_error(full, regularizer)
@@ -1397,10 +1433,10 @@ class ApplyStore:
         if shape is not None:
             try:
                 if type(shape) is not tuple or shape != aval.shape:  # (-1, 3) is an error, not a mismatch
-                    shape = _as_shape(shape, full)
+                    shape = _as_shape(shape, full, passed is None)
             except _ConcretizationError:  # a JAX integer in the shape, compared in a jit trace
                 shape = _as_shape(shape, full)
-            if shape != aval.shape and not _compatible(shape, aval.shape):
+            if shape is not None and shape != aval.shape and not _compatible(shape, aval.shape):
                 raise _shape_error(full, shape, aval.shape, created.get(full), _ARGUMENT.get(passed))
         if aval.dtype is not dtype and not _same_dtype(aval.dtype, dtype):
             converted = _canonical_numpy_leaf(aval, dtype)
@@ -1499,7 +1535,17 @@ def _check_state_value(full: str, value: Any, shape, dtype) -> Any:
     computes in."""
     if isinstance(value, _NUMBERS):
         return _state_number(full, value, shape, dtype)
-    vshape, vdtype = tuple(np.shape(value)), _constant_dtype(value)
+    try:
+        vshape, vdtype = tuple(np.shape(value)), _constant_dtype(value)
+    except ValueError:  # JAX's for an extended dtype: a PRNG key array
+        if not jax.dtypes.issubdtype(getattr(value, "dtype", None), jax.dtypes.extended):
+            raise
+        raise DtypeMismatchError(
+            f"sp.set_state: the new value of state '{full}' is a PRNG key array ({value.dtype}); state "
+            f"'{full}' holds shape {_shape_str(tuple(shape))} dtype {_dtype_name(dtype)}.\n"
+            f"  fix: store its key data, sp.set_state('{full}', jax.random.key_data(key)) (declare the "
+            "state with that shape and uint32 dtype), and rebuild the key with "
+            "jax.random.wrap_key_data where it is read.") from None
     if vshape != tuple(shape) or vdtype != dtype:
         # A NumPy state leaf in apply (float64, say) holds what jax.jit reads of it (float32).
         dtype = jax.dtypes.canonicalize_dtype(dtype)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from ._errors import (InvalidNameError, NameCollisionError, ParamsTypeError, ScopedParamsError,
-                      nearest)
+from ._errors import (TF_PACKAGES, InvalidNameError, NameCollisionError, ParamsTypeError,
+                      ScopedParamsError, format_site, nearest)
 
 Tree = Dict[str, Any]
 
@@ -408,18 +408,104 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
         constraint = spec(name, "constraint")
         if constraint is None or not spec(name, "trainable"):
             continue
-        projected = _project(constraint, value, spec(name, "partitioner"))
-        shape, dtype = getattr(projected, "shape", None), getattr(projected, "dtype", None)
-        if shape != value.shape or dtype != value.dtype:
-            found = f"shape {shape} and dtype {dtype}" if shape is not None else repr(type(projected))
-            raise ValueError(
-                f"The constraint of '{name}' returned {found} for a parameter of shape {value.shape} "
-                f"and dtype {value.dtype}.\n  constraint: {constraint!r}\n"
-                "  fix: a constraint projects the value: return an array of the parameter's shape and "
-                "dtype (cast with .astype(w.dtype) if it computes in another one).")
+        try:
+            projected = _project(constraint, value, spec(name, "partitioner"))
+        except ScopedParamsError:
+            raise
+        except (TypeError, ValueError) as error:
+            raise _failed_error(name, constraint, value, spec(name, "site"), error) from error
+        except Exception as error:  # noqa: BLE001 - its own type kept, a note naming the parameter
+            error.add_note(f"scoped_params: raised by the constraint of '{name}' in "
+                           f"sp.apply_constraints ({_of(value)}), created at "
+                           f"{format_site(spec(name, 'site'))}.")
+            raise
+        if (not isinstance(projected, _array_types()) or projected.shape != value.shape
+                or projected.dtype != value.dtype):
+            raise _returned_error(name, constraint, value, spec(name, "site"), projected)
         flat[name] = projected
         changed = True
     return unflatten(flat) if changed else params  # type: ignore[return-value]
+
+
+class ConstraintError(ScopedParamsError, ValueError, TypeError):
+    """``sp.apply_constraints``: a parameter's constraint failed on its value, or returned no array
+    of its shape and dtype. A ``ValueError`` and a ``TypeError``, as what the constraint raised was
+    one of them (the original is its ``__cause__``)."""
+
+
+def _array_types() -> tuple:
+    """What a constraint may return: a JAX array (a tracer, inside jit) or a NumPy one."""
+    import jax
+    import numpy as np
+
+    return (jax.Array, np.ndarray, np.generic)
+
+
+def _of(value: Any) -> str:
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    return f"its value of shape {tuple(shape) if shape is not None else '?'} and dtype {dtype}"
+
+
+def _tensorflow_package(x: Any) -> Optional[str]:
+    module = getattr(type(x), "__module__", None) or ""
+    package = module.split(".", 1)[0]
+    return package if package in TF_PACKAGES else None
+
+
+def _failed_error(name: str, constraint: Callable, value: Any, site: Any,
+                  error: Exception) -> ConstraintError:
+    """The error for ``constraint(value)`` raising ``error``: it names the parameter."""
+    from .constraints import _tensorflow_error  # constraints imports jax: only on this error path
+
+    tensorflow = _tensorflow_error(name, constraint, "sp.apply_constraints: ")
+    if tensorflow is not None:
+        return ConstraintError(str(tensorflow))
+    text = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+    converted = type(error).__name__ in ("TracerArrayConversionError", "ConcretizationTypeError",
+                                         "TracerBoolConversionError",
+                                         "TracerIntegerConversionError")
+    fix = ("a constraint runs on the parameter's jax.Array, a tracer inside jit: compute with "
+           "jax.numpy (not NumPy, TensorFlow or Python control flow on its values), e.g. lambda w: "
+           "jnp.clip(w, -1.0, 1.0); sp.constraints has TF's stock ones (max_norm, non_neg, "
+           "unit_norm, min_max_norm, radial_constraint)" if converted else
+           "the error is the constraint's own (its __cause__, shown above): fix the constraint, or "
+           f"give '{name}' one that takes its shape and dtype, or none")
+    shown = repr(constraint)
+    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+    return ConstraintError(
+        f"sp.apply_constraints: the constraint of '{name}' failed on {_of(value)}: {reason}\n"
+        f"  constraint: {shown}\n"
+        f"  '{name}' was created at {format_site(site)}\n"
+        f"  fix: {fix}.")
+
+
+def _returned_error(name: str, constraint: Callable, value: Any, site: Any,
+                    projected: Any) -> ConstraintError:
+    """The error for a constraint returning ``projected``, not an array of its parameter's shape
+    and dtype."""
+    shape, dtype = getattr(projected, "shape", None), getattr(projected, "dtype", None)
+    kind = type(projected)
+    package = _tensorflow_package(projected)
+    if isinstance(projected, _array_types()):
+        found = f"shape {tuple(projected.shape)} and dtype {dtype}"
+    elif shape is not None:
+        found = (f"a {kind.__module__}.{kind.__name__} of shape {tuple(shape)}, not a jax.Array or "
+                 "np.ndarray")
+    else:
+        found = repr(kind)
+    if package is not None:
+        fix = (f"it computes with {package}: compute with jax.numpy instead (sp.constraints has "
+               "TF's stock constraints: max_norm, non_neg, unit_norm, min_max_norm, "
+               "radial_constraint), e.g. lambda w: jnp.clip(w, -1.0, 1.0)")
+    else:
+        fix = ("a constraint projects the value: return an array of the parameter's shape and "
+               "dtype (cast with .astype(w.dtype) if it computes in another one)")
+    return ConstraintError(
+        f"The constraint of '{name}' returned {found} for a parameter of shape {value.shape} "
+        f"and dtype {value.dtype}.\n  constraint: {constraint!r}\n"
+        f"  '{name}' was created at {format_site(site)}\n"
+        f"  fix: {fix}.")
 
 
 def _project(constraint: Callable, value: Any, partitioner: Any) -> Any:

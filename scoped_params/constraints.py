@@ -14,11 +14,16 @@ The layers also take Keras's identifiers, as TF's do: ``"max_norm"``, ``"non_neg
 
 from __future__ import annotations
 
+import functools
+import inspect
+import sys
 from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._errors import TF_PACKAGES
 
 Axis = Union[int, Sequence[int]]
 
@@ -163,3 +168,79 @@ def get(identifier: Any) -> Optional[Callable[[jax.Array], jax.Array]]:
             f"Unknown constraint {name!r}.\n"
             f"  fix: use one of {sorted(_BY_NAME)}, or pass your own function value -> value.")
     return cls(**config)
+
+
+# --- TensorFlow's constraints given where a JAX one is expected (errors only) ----------------------
+
+_NAMES = {MaxNorm: "max_norm", NonNeg: "non_neg", UnitNorm: "unit_norm", MinMaxNorm: "min_max_norm",
+          RadialConstraint: "radial_constraint"}
+
+
+def _unwrapped(constraint: Any) -> Any:
+    """The constraint the user gave, under the wrappers put around it on the way (``jax.vmap`` of
+    ``sp.layer_stack``, ``functools.wraps``/``partial``)."""
+    for _ in range(16):  # a bounded walk: a wrapper chain is short, a cycle is possible
+        inner = getattr(constraint, "__wrapped__", None)
+        if inner is None and isinstance(constraint, functools.partial):
+            inner = constraint.func
+        if inner is None or inner is constraint:
+            return constraint
+        constraint = inner
+    return constraint
+
+
+def _tensorflow_origin(constraint: Any) -> Optional[str]:
+    """The TensorFlow package ``constraint`` (unwrapped) comes from, or None: a Keras 3 constraint
+    runs on JAX arrays with Keras's JAX backend, and is not refused then."""
+    module = getattr(constraint if inspect.isroutine(constraint) else type(constraint),
+                     "__module__", None)
+    package = module.split(".", 1)[0] if isinstance(module, str) else ""
+    if package not in TF_PACKAGES:
+        return None
+    if package == "keras":
+        try:
+            if sys.modules["keras"].config.backend() == "jax":
+                return None
+        except Exception:  # noqa: BLE001 - an older or partial Keras: its backend is TensorFlow
+            pass
+    return package
+
+
+def _equivalent(constraint: Any) -> Optional[str]:
+    """``sp.constraints.<name>(<its config>)`` for a Keras constraint object of a stock class."""
+    ours = next((cls for cls in _NAMES if cls.__name__ == type(constraint).__name__), None)
+    if ours is None:
+        return None
+    try:
+        config = dict(constraint.get_config())
+    except Exception:  # noqa: BLE001 - only for the hint
+        config = {}
+    taken = inspect.signature(ours).parameters
+    args = ", ".join(f"{k}={v!r}" for k, v in config.items() if k in taken)
+    return f"sp.constraints.{_NAMES[ours]}({args})"
+
+
+def _tensorflow_error(full: str, constraint: Any, where: str = "") -> Optional[TypeError]:
+    """The error for a TensorFlow constraint (a ``tf.keras.constraints`` object, a TF function) as
+    the constraint of the parameter ``full``: it computes on TF tensors, so ``sp.apply_constraints``
+    would put TF tensors into the params, or fail under ``jit``. None if it is not one. ``where``
+    prefixes the message (the API that found it)."""
+    target = _unwrapped(constraint)
+    package = _tensorflow_origin(target)
+    if package is None:
+        return None
+    what = (getattr(target, "__qualname__", None) or repr(target) if inspect.isroutine(target)
+            else f"a {type(target).__name__} object")
+    equivalent = _equivalent(target)
+    shown = repr(target)
+    shown = shown if len(shown) <= 120 else shown[:117] + "..."
+    return TypeError(
+        f"{where}The constraint of '{full}' is {what} from {package}, which computes on TensorFlow "
+        "tensors, not on JAX arrays: sp.apply_constraints would put TensorFlow tensors into the "
+        "params (under jit it cannot run at all).\n"
+        f"  asked: constraint={shown} (get_param's constraint=, a layer's "
+        "kernel_constraint=/bias_constraint=, or the scope's constraint=)\n"
+        "  fix: use " + (f"{equivalent}, Keras's arithmetic in JAX; sp.constraints has "
+                         if equivalent else "sp.constraints, Keras's constraints in JAX: ")
+        + "max_norm, non_neg, unit_norm, min_max_norm and radial_constraint; or any function of "
+        "the jax.Array, e.g. lambda w: jnp.clip(w, -1.0, 1.0).")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import CheckpointError, CheckpointMismatchError, ScopedParamsError, optional_import
-from ._tree import flatten, unflatten
+from ._tree import flatten
 
 Schedule = Callable[[jax.Array], Any]
 
@@ -233,7 +233,17 @@ def adam_state_from_tf1(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], 
     ran in the same scope, the second to run has ``powers=("beta1_power_1", "beta2_power_1")``; its
     slots are ``slots=("Adam_2", "Adam_3")`` only for variables the first one trains too (a GAN's
     generator and discriminator both keep ``<variable>/Adam``). Each slot must have its
-    parameter's shape (``OptimizerStateMismatchError`` otherwise) and is cast to its dtype.
+    parameter's shape (``OptimizerStateMismatchError`` otherwise) and is cast to its dtype. The
+    slots ``m`` and ``v`` have the tree of ``params``, nested or flat (``{"dense/w": ...}``, as
+    ``load_tf1(path, flat=True)`` returns), as ``adam(...).init(params)`` would make them.
+
+    The step only feeds a learning-rate schedule given to ``adam``; its update's bias correction
+    reads the beta powers restored here, as TF's kernel does, so the next update is TF's whatever
+    the step. A checkpoint without ``global_step`` (and no ``step=``) starts the count at 0: TF
+    1.x's decays read ``global_step``, so a run saved without one had no schedule driven by it.
+    The count is not derived from the beta powers (``beta1_power`` is ``beta1 ** (step + 1)``):
+    that needs the run's ``beta1``, and in float32 the power underflows (to 0 within a thousand
+    steps of 0.9); pass ``step=`` for a run that counted its steps elsewhere.
 
     >>> state = sp.optimizers.adam_state_from_tf1("model.ckpt", params)  # doctest: +SKIP
     """
@@ -317,8 +327,11 @@ def adam_state_from_tf1(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], 
             "transposes or reshapes a variable needs its slots changed the same way first).")
 
     def slot(suffix):
-        return unflatten({n: jnp.asarray(checkpoint[f"{scope}{n}/{suffix}"], jnp.result_type(v))
-                          for n, v in names.items()})
+        # The slots mirror params' own tree, nested or flat ({'dense/w': ...}, as load_tf1(...,
+        # flat=True) gives), as adam's init would make them: update compares the trees.
+        return jax.tree_util.tree_map_with_path(
+            lambda path, v: jnp.asarray(checkpoint[f"{scope}{_path_name(path)}/{suffix}"],
+                                        jnp.result_type(v)), params)
 
     if step is None:
         step = int(np.asarray(checkpoint.get("global_step", 0)))

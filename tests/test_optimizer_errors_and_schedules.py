@@ -412,3 +412,239 @@ def test_a_tensorflow_regularizer_is_an_error_naming_the_parameter_and_the_jax_e
                      r"TensorFlow tensors, not on JAX arrays", message), message
     assert re.search(r"fix: use sp.l2_regularizer\(scale\).*Keras's l2\(x\) is x \* sum\(w\*\*2\), "
                      r"i.e. sp.l2_regularizer\(2 \* x\)\)" + hint, message), message
+
+
+# --- TensorFlow constraints, and what sp.apply_constraints refuses --------------------------------
+
+def _tf_constraints():
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    keras = tf.keras.constraints
+    return {"MaxNorm": (keras.MaxNorm(0.5), "a MaxNorm object",
+                        "sp.constraints.max_norm(max_value=0.5, axis=0)"),
+            "max_norm": (keras.max_norm(2.0, axis=[0, 1]), "a MaxNorm object",
+                         "sp.constraints.max_norm(max_value=2.0, axis=[0, 1])"),
+            "NonNeg": (keras.NonNeg(), "a NonNeg object", "sp.constraints.non_neg()"),
+            "MinMaxNorm": (keras.MinMaxNorm(0.5, 2.0, rate=0.5), "a MinMaxNorm object",
+                           "sp.constraints.min_max_norm(min_value=0.5, max_value=2.0, rate=0.5, "
+                           "axis=0)"),
+            "clip_by_norm": (tf.clip_by_norm, "clip_by_norm", None)}
+
+
+def _with_constraint(where, constraint):
+    """A model whose parameter 'enc/kernel' gets ``constraint`` by way of ``where``."""
+    def model(x):
+        if where == "get_param":
+            with sp.scope("enc"):
+                return x @ sp.get_param("kernel", (3, 2), constraint=constraint)
+        if where == "scope":
+            with sp.scope("enc", constraint=constraint):
+                return x @ sp.get_param("kernel", (3, 2))
+        if where == "layer":
+            return sp.layers.dense(x, 2, kernel_constraint=constraint, name="enc")
+        return sp.layer_stack(2)(  # layer_stack: the constraint is lifted (vmapped) per layer
+            lambda x: sp.layers.dense(x, 3, kernel_constraint=constraint, name="enc"))(x)
+    return sp.transform(model)
+
+
+@pytest.mark.parametrize("where", ["get_param", "scope", "layer", "layer_stack"])
+@pytest.mark.parametrize("kind", ["MaxNorm", "max_norm", "NonNeg", "MinMaxNorm", "clip_by_norm"])
+def test_a_tensorflow_constraint_is_refused_at_init_naming_the_parameter_and_the_jax_equivalent(
+        kind, where):
+    # Before: accepted; sp.apply_constraints then put a TF EagerTensor into the params, or failed
+    # under jit with JAX's TracerArrayConversionError naming no parameter.
+    constraint, what, equivalent = _tf_constraints()[kind]
+    model = _with_constraint(where, constraint)
+    with pytest.raises(TypeError) as info:
+        model.init(jax.random.key(0), jnp.ones((1, 3)))
+    message = str(info.value)
+    assert re.search(r"The constraint of '[^']*enc/kernel' is " + re.escape(what)
+                     + r" from (tensorflow|tf_keras|keras), which computes on TensorFlow tensors",
+                     message), message
+    assert "fix: use " + (equivalent or "sp.constraints") in message, message
+    assert "lambda w: jnp.clip(w, -1.0, 1.0)" in message
+
+
+def test_a_keras_constraint_runs_where_keras_computes_with_jax(monkeypatch):
+    # Keras 3's constraints compute with its backend's ops: with the JAX backend they run on
+    # jax.Arrays (inside jit too), so they are accepted.
+    keras = pytest.importorskip("keras")
+    if not hasattr(keras, "config") or not hasattr(keras.config, "backend"):
+        pytest.skip("Keras 2 has no JAX backend")
+    constraint = keras.constraints.MaxNorm(0.5)
+    model = _with_constraint("get_param", constraint)
+    if keras.config.backend() != "jax":
+        with pytest.raises(TypeError, match=r"is a MaxNorm object from keras"):
+            model.init(jax.random.key(0), jnp.ones((1, 3)))
+        monkeypatch.setattr(keras.config, "backend", lambda: "jax")
+    specs = model.specs(jnp.ones((1, 3)))
+    assert specs["enc"]["kernel"].constraint is constraint
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_apply_constraints_refuses_a_tensorflow_result_naming_the_parameter(jit):
+    # A user's own function computing with TF cannot be told apart at init: apply_constraints checks
+    # what it returns (eager: a TF EagerTensor, before put into the params) or names the parameter
+    # in JAX's error (jit), keeping it as the cause.
+    tf = pytest.importorskip("tensorflow")
+    model = _with_constraint("get_param", lambda w: tf.clip_by_value(w, -0.1, 0.1))
+    params, specs = model.init(jax.random.key(0), jnp.ones((1, 3))), model.specs(jnp.ones((1, 3)))
+    with pytest.raises(TypeError) as info:
+        (jax.jit(lambda p: sp.apply_constraints(p, specs)) if jit
+         else lambda p: sp.apply_constraints(p, specs))(params)
+    message = str(info.value)
+    assert isinstance(info.value, sp._tree.ConstraintError)
+    assert "'enc/kernel'" in message and "fix:" in message, message
+    if jit:
+        assert "TracerArrayConversionError" in message and "jax.numpy" in message, message
+        assert type(info.value.__cause__).__name__ == "TracerArrayConversionError"
+    else:
+        assert re.search(r"returned a tensorflow\S*Tensor of shape \(3, 2\), not a jax.Array",
+                         message), message
+        assert "it computes with tensorflow: compute with jax.numpy" in message, message
+
+
+def test_a_constraint_failing_on_its_value_is_reraised_naming_the_parameter_with_the_cause():
+    def model():
+        with sp.scope("enc"):
+            sp.get_param("w", (3, 3), constraint=sp.constraints.radial_constraint())  # needs rank 4
+
+    model = sp.transform(model)
+    params, specs = model.init(jax.random.key(0)), model.specs()
+    with pytest.raises(ValueError) as info:
+        sp.apply_constraints(params, specs)
+    message = str(info.value)
+    assert message.startswith("sp.apply_constraints: the constraint of 'enc/w' failed on its value "
+                              "of shape (3, 3) and dtype float32: ValueError: The weight tensor "
+                              "must have rank 4"), message
+    assert "created at " + __file__ in message
+    assert "fix: the error is the constraint's own" in message
+    assert isinstance(info.value, sp.ScopedParamsError)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert "must have rank 4" in str(info.value.__cause__)
+
+
+def test_a_constraint_raising_another_kind_of_error_keeps_it_with_a_note_naming_the_parameter():
+    def fail(w):
+        raise ZeroDivisionError("boom")
+
+    model = sp.transform(lambda: sp.get_param("w", (2,), constraint=fail))
+    params, specs = model.init(jax.random.key(0)), model.specs()
+    with pytest.raises(ZeroDivisionError, match="boom") as info:
+        sp.apply_constraints(params, specs)
+    assert any("raised by the constraint of 'w' in sp.apply_constraints" in note
+               for note in getattr(info.value, "__notes__", [])), info.value
+
+
+def test_apply_constraints_takes_numpy_results_and_projects_under_jit():
+    model = _with_constraint("get_param", lambda w: np.clip(np.asarray(w), -0.5, 0.5))
+    params, specs = model.init(jax.random.key(0), jnp.ones((1, 3))), model.specs(jnp.ones((1, 3)))
+    assert float(np.abs(params["enc"]["kernel"]).max()) > 0.5
+    out = sp.apply_constraints(params, specs)
+    assert isinstance(out["enc"]["kernel"], np.ndarray)
+    assert float(np.abs(out["enc"]["kernel"]).max()) <= 0.5
+    jax_model = _with_constraint("layer_stack", sp.constraints.max_norm(0.5))
+    params = jax_model.init(jax.random.key(0), jnp.ones((1, 3)))
+    out = jax.jit(lambda p: sp.apply_constraints(p, jax_model.specs(jnp.ones((1, 3)))))(params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(out, params)
+
+
+# --- adam_state_from_tf1: the slots mirror the params' tree; the step without global_step ---------
+
+def _adam_checkpoint():
+    w, b = np.ones((3, 2), np.float32), np.zeros(2, np.float32)
+    return {"dense/w": w, "dense/b": b, "dense/w/Adam": w * 0.1, "dense/w/Adam_1": w * 0.01,
+            "dense/b/Adam": b + 0.2, "dense/b/Adam_1": b + 0.04, "beta1_power": np.float32(0.81),
+            "beta2_power": np.float32(0.998), "global_step": np.int64(1)}
+
+
+@pytest.mark.parametrize("layout", ["flat", "nested"])
+def test_adam_state_from_tf1_slots_have_the_tree_of_the_params_flat_or_nested(layout):
+    # load_tf1(path, flat=True) gives {'dense/w': ...}; before, the slots were nested whatever the
+    # params, and the next update refused the gradients of those very params.
+    checkpoint = _adam_checkpoint()
+    flat = {name: jnp.asarray(checkpoint[name]) for name in ("dense/w", "dense/b")}
+    params = flat if layout == "flat" else sp.unflatten(flat)
+    state = sp.optimizers.adam_state_from_tf1(checkpoint, params)
+    for slot in (state.m, state.v):
+        assert jax.tree_util.tree_structure(slot) == jax.tree_util.tree_structure(params)
+    np.testing.assert_array_equal(sp.flatten(state.m)["dense/w"], checkpoint["dense/w/Adam"])
+    np.testing.assert_array_equal(sp.flatten(state.v)["dense/b"], checkpoint["dense/b/Adam_1"])
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, state = jax.jit(sp.optimizers.adam(1e-3).update)(grads, state, params)
+    nested_state = sp.optimizers.adam_state_from_tf1(checkpoint, sp.unflatten(flat))
+    expected, _ = sp.optimizers.adam(1e-3).update(sp.unflatten(jax.tree_util.tree_map(
+        jnp.ones_like, flat)), nested_state)
+    chex.assert_trees_all_close(sp.flatten(sp.unflatten(dict(sp.flatten(updates)))),
+                                sp.flatten(expected), rtol=1e-6)
+    assert int(state.step) == 2
+
+
+def test_adam_state_from_tf1_without_global_step_counts_from_0_and_resumes_as_tf_does():
+    # A TF run without a global step (minimize() without global_step=): its next Adam step comes
+    # from the beta powers, restored; the count, which only a schedule reads, starts at 0.
+    tf = _tf()
+    v1 = tf.compat.v1
+    rs = np.random.RandomState(0)
+    x, y, w0 = (rs.randn(8, 3).astype(np.float32), rs.randn(8, 2).astype(np.float32),
+                rs.randn(3, 2).astype(np.float32))
+    with tf.Graph().as_default(), v1.Session() as session:
+        w = v1.get_variable("w", initializer=w0)
+        train = v1.train.AdamOptimizer(0.01, epsilon=1e-3).minimize(
+            tf.reduce_mean(tf.square(tf.matmul(x, w) - y)))
+        session.run(v1.global_variables_initializer())
+        for _ in range(3):
+            session.run(train)
+        variables = v1.global_variables()
+        checkpoint = dict(zip([v.op.name for v in variables], session.run(variables)))
+        session.run(train)
+        expected = session.run(w)
+    assert "global_step" not in checkpoint and "w/Adam" in checkpoint
+    params = {"w": jnp.asarray(checkpoint["w"])}
+    state = sp.optimizers.adam_state_from_tf1(checkpoint, params)
+    assert int(state.step) == 0
+    grads = jax.grad(lambda p: jnp.mean(jnp.square(jnp.asarray(x) @ p["w"] - y)))(params)
+    updates, _ = sp.optimizers.adam(0.01, epsilon=1e-3).update(grads, state)
+    np.testing.assert_allclose(optax.apply_updates(params, updates)["w"], expected, rtol=1e-6,
+                               atol=1e-7)
+    assert int(sp.optimizers.adam_state_from_tf1(checkpoint, params, step=3).step) == 3
+
+
+# --- the guide's tf.clip_by_global_norm row, when the global norm is not finite -------------------
+
+def _clip_row():
+    row = GUIDE[GUIDE.index("| `grads, _ = tf.clip_by_global_norm(grads, clip_norm)`"):]
+    return row[:row.index("\n")]
+
+
+CLIP_CASES = {"finite": ([1.0, 2.0], [3.0, 4.0]), "below clip_norm": ([0.1, 0.2], [0.0, -0.3]),
+              "an inf gradient": ([1.0, np.inf], [3.0, 4.0]),
+              "squares overflowing": ([1e20, 1.0], [3.0, 4.0]),
+              "a nan gradient": ([np.nan, 1.0], [3.0, 4.0])}
+
+
+@pytest.mark.parametrize("case", sorted(CLIP_CASES))
+def test_the_guides_clip_by_global_norm_keeps_tfs_nans_when_the_norm_is_not_finite(case):
+    tf = _tf()
+    v1 = tf.compat.v1
+    grads = [np.array(g, np.float32) for g in CLIP_CASES[case]]
+    with tf.Graph().as_default(), v1.Session() as session:
+        expected = session.run(tf.clip_by_global_norm([tf.constant(g) for g in grads], 1.0)[0])
+    row = _clip_row()
+    assert "TF makes every gradient NaN" in row and "silently does nothing" in row
+    recipe = re.search(r"To keep TF's NaNs, put `(optax\.stateless\([^`]+\))` before the clip", row)
+    assert recipe, row
+    keep_nans = eval(recipe.group(1), {"optax": optax, "jax": jax, "jnp": jnp})
+    clip = optax.chain(keep_nans, optax.clip_by_global_norm(1.0))
+    given = {"a": jnp.asarray(grads[0]), "b": jnp.asarray(grads[1])}
+    got, _ = jax.jit(clip.update)(given, clip.init(given))
+    for want, have in zip(expected, (got["a"], got["b"])):
+        np.testing.assert_allclose(np.asarray(have), want, rtol=1e-6, atol=0, equal_nan=True)
+    # What the row warns of: optax's clip alone gives zeros (and NaN for an inf) instead.
+    plain, _ = optax.clip_by_global_norm(1.0).update(given, optax.EmptyState())
+    plain = np.concatenate([np.asarray(plain["a"]), np.asarray(plain["b"])])
+    if case == "squares overflowing":
+        assert (plain == 0).all()
+    elif case == "an inf gradient":
+        assert np.isnan(plain).sum() == 1 and (plain[~np.isnan(plain)] == 0).all()
