@@ -499,6 +499,8 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
         raise
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
         raise _not_an_array_error(spec, value)
+    if value.dtype != dtype and _is_prng_key(value.dtype):  # before the shape: its data has another
+        raise _prng_key_error(spec, value.dtype)
     if tuple(value.shape) != tuple(shape):
         extra = ("\n  note: it takes (shape, dtype, partition_info), TF 1.x's calling convention"
                  if _tf1_convention(spec.init) else "")
@@ -531,6 +533,38 @@ def _run(draw: Callable[[], Any], shape: tuple, dtype: Any, spec: ParamSpec, n: 
     # An initializer may compute with NumPy (np.ones(shape, dtype)): params hold jax.Arrays, copies
     # (an array the initializer keeps, e.g. a pretrained table, stays the caller's own).
     return value if isinstance(value, jax.Array) else jnp.array(value)
+
+
+def _is_prng_key(dtype: Any) -> bool:
+    try:
+        return bool(jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key))
+    except TypeError:  # not a dtype JAX reads: left to the cast to report
+        return False
+
+
+def _prng_key_error(spec: ParamSpec, found: Any) -> InitializerError:
+    """The error for an initializer that returned typed PRNG keys of dtype ``found`` (as
+    ``_constant_init_dtype`` words it for a key given as the constant initializer)."""
+    layers = getattr(spec.init, "stacked_layers", None)
+    called = tuple(spec.shape)[1:] if layers else tuple(spec.shape)  # what the model asked for
+    try:
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(called, found))
+        shape, kind = tuple(data.shape), np.dtype(data.dtype).name
+        described = f"{kind}[{','.join(map(str, shape))}]"
+    except Exception:  # noqa: BLE001 - an implementation this JAX cannot describe: said generically
+        shape, kind, described = None, "uint32", "uint32"
+    short = spec.name.rsplit("/", 1)[-1]
+    getter = "get_state" if spec.kind == "state" else "get_param"
+    create = f"shape {shape} and dtype=jnp.{kind}" if shape is not None else f"dtype=jnp.{kind}"
+    return InitializerError(
+        f"The initializer of '{spec.name}' ({_name_of(spec.init, 'a lambda')}) returned a typed "
+        f"PRNG key ({found}); parameters and state hold arrays of numbers.\n"
+        f"  asked: shape {called}, dtype {np.dtype(spec.dtype).name}, created at "
+        f"{format_site(spec.site)}\n"
+        f"  fix: create it with {create} and return the key's data, jax.random.key_data(key) "
+        f"({described}; another dtype would change its bits), and rebuild the key where it is "
+        f"read: jax.random.wrap_key_data(sp.{getter}({short!r}, ...)); for a new key in each "
+        "call, call sp.next_rng_key() in the model instead.")
 
 
 def _kind(dtype: Any) -> int:

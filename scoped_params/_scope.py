@@ -41,8 +41,13 @@ _FLOAT32 = np.dtype(np.float32)
 
 def as_np_dtype(dtype: Any) -> np.dtype:
     """``np.dtype(dtype)``, also of TF's DTypes: TF code is ported with ``dtype=tf.float32``, which
-    NumPy cannot read but whose ``as_numpy_dtype`` it can (read off the object: TF is not imported)."""
-    return np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+    NumPy cannot read but whose ``as_numpy_dtype`` it can (read off the object: TF is not imported).
+    A TypeError for TF's DTypes with no NumPy equivalent (``tf.resource``, ``tf.variant``), whose
+    ``as_numpy_dtype`` raises KeyError, as NumPy's for any other object that is no dtype."""
+    try:
+        return np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+    except (KeyError, AttributeError):  # getattr's default catches only a missing attribute
+        raise TypeError(f"{dtype!r} has no NumPy dtype") from None
 
 # TF's op-name rules, which TF applies to scope names through name_scope.
 _VALID_ROOT_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")

@@ -169,12 +169,14 @@ class CheckpointNotADirectoryError(CheckpointError, NotADirectoryError):
 
 class UnsavableLeafError(CheckpointError, TypeError, ValueError):
     """``TrainingCheckpointer.save`` of a state with a leaf orbax cannot save (a string, an object,
-    a zero-size array), refused before anything is written. A ``TypeError`` and a ``ValueError``:
-    the leaf's type, or its value, is what orbax refuses."""
+    a zero-size array) or two leaves it would store under one name (it joins keys with '.'),
+    refused before anything is written. A ``TypeError`` and a ``ValueError``: the leaf's type, or
+    its value, is what orbax refuses."""
 
 
-def _path_str(path: Tuple[Any, ...]) -> str:
-    """A pytree key path as 'params/dense/w' (dict keys, sequence indices, attribute names)."""
+def _path_parts(path: Tuple[Any, ...]) -> List[str]:
+    """A pytree key path's keys as strings (dict keys, sequence indices, attribute names): as orbax
+    names them (``tree_utils.get_key_name``)."""
     parts = []
     for k in path:
         for attr in ("key", "idx", "name"):
@@ -183,7 +185,29 @@ def _path_str(path: Tuple[Any, ...]) -> str:
                 break
         else:
             parts.append(str(k))
-    return "/".join(parts)
+    return parts
+
+
+def _path_str(path: Tuple[Any, ...]) -> str:
+    """A pytree key path as 'params/dense/w' (dict keys, sequence indices, attribute names)."""
+    return "/".join(_path_parts(path))
+
+
+def _orbax_name_collision(state: Any) -> Optional[Tuple[str, str, str]]:
+    """Two leaves of ``state`` orbax would store under one name, as ``(path, other path, name)``, or
+    None. Orbax names a leaf by joining its keys with '.', so 'block.1/w' and 'block/1/w' (dots are
+    valid in scope names) are both 'block.1.w': one would overwrite the other's array."""
+    import jax
+
+    seen: Dict[str, str] = {}
+    for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]:
+        parts = _path_parts(path)
+        name, slashed = ".".join(parts), "/".join(parts)
+        if name in seen:
+            first, second = sorted((seen[name], slashed))
+            return first, second, name
+        seen[name] = slashed
+    return None
 
 
 def _leaves(tree: Any) -> List[Tuple[str, Any]]:
@@ -665,7 +689,9 @@ class TrainingCheckpointer:
         """Write ``state`` as step ``step`` (atomically), then delete the oldest steps beyond
         ``max_to_keep``. ``step`` must be after every step on disk (``StepOrderError`` otherwise:
         see the class docstring and ``delete_steps_after``). A leaf orbax cannot save (a string, an
-        object, a zero-size array) raises ``UnsavableLeafError`` naming it; nothing is written."""
+        object, a zero-size array), or two leaves orbax would store under one name ('block.1/w'
+        and 'block/1/w' are both its 'block.1.w'), raises ``UnsavableLeafError`` naming them;
+        nothing is written."""
         step = _step_index(step, "save")
         complete, incomplete = self._steps_on_disk()
         if step in incomplete:
@@ -712,6 +738,16 @@ class TrainingCheckpointer:
                     f"written for step {step} in {self.directory!r}.\n  fix: keep it out of the "
                     f"saved state and rebuild it after restoring ({rebuild}), or save it in a "
                     "weights file with sp.checkpoint.save, which holds zero-size arrays.")
+        collision = _orbax_name_collision(state)
+        if collision is not None:
+            first, second, name = collision
+            raise UnsavableLeafError(
+                f"TrainingCheckpointer.save: the state's leaves '{first}' and '{second}' would both "
+                f"be stored as '{name}' (orbax names each leaf by joining its keys with '.'), and one "
+                f"would overwrite the other; nothing was written for step {step} in "
+                f"{self.directory!r}.\n  fix: rename one so that the names differ by more than '.' "
+                "and '/' (e.g. sp.scope('block_1') for sp.scope('block.1')), or save the params "
+                "in a weights file with sp.checkpoint.save, which keys them by their '/' names.")
         checksums = {"format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves),
                      "key_impls": _key_impls(leaves), "python_numbers": _python_numbers(leaves)}
         saved = self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)

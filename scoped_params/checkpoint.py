@@ -523,9 +523,8 @@ def _decode(path: str, data: bytes) -> Tuple[Dict[str, np.ndarray], Dict[str, st
 def _to_array(path: str, name: str, view: dict, record: Optional[dict]) -> np.ndarray:
     code, shape = view["dtype"], tuple(view["shape"])
     if record is None:  # a safetensors file from another tool
-        if code not in _FROM_CODE:
-            raise _corrupt(path, f"tensor {name!r} has safetensors dtype {code}, which has no "
-                                 "numpy equivalent")
+        if code not in _FROM_CODE:  # a dtype safetensors knows (it parsed the file), this reader not
+            raise _unsupported_dtype(path, name, code)
         return np.frombuffer(view["data"], dtype=_dtype(_FROM_CODE[code])).reshape(shape).copy()
     if name not in record:
         raise _corrupt(path, f"tensor {name!r} is not in its tensor record")
@@ -551,12 +550,27 @@ def _to_array(path: str, name: str, view: dict, record: Optional[dict]) -> np.nd
     return np.frombuffer(view["data"], dtype=dtype).reshape(rshape).copy()
 
 
+def _unsupported_dtype(path: str, name: str, code: str) -> CheckpointError:
+    """The error for a tensor of a safetensors dtype this reader does not hold (F4, F6_E2M3,
+    F6_E3M2: floats of under a byte, packed, whose bit order it does not take on trust): not a
+    ``CheckpointCorruptError``, the file is valid."""
+    err = CheckpointError(
+        f"checkpoint file {path!r} cannot be read: tensor {name!r} has safetensors dtype {code}, "
+        "which this reader does not support (the file is valid; this reader holds the dtypes of "
+        f"whole bytes, {', '.join(sorted(_FROM_CODE))}).\n"
+        "  fix: convert that tensor where the file was written (to BF16, F16 or F32, or its packed "
+        "bytes to U8) and save the file again; or read it with the safetensors library itself.")
+    err.filename = path
+    return err
+
+
 def load(path: PathLike) -> Tree:
     """Read a weights file into the nested params tree (numpy leaves, exact dtypes).
 
     Raises ``CheckpointNotFoundError`` (a ``FileNotFoundError``), ``CheckpointIsADirectoryError``
     (an ``IsADirectoryError``) or ``CheckpointCorruptError`` (a ``ValueError``), each naming the
-    file. ``jax.device_put(tree)`` moves the result to devices.
+    file; a ``CheckpointError`` for a valid file of another tool holding a dtype this reader does
+    not (F4, F6_*: floats packed under a byte). ``jax.device_put(tree)`` moves the result to devices.
 
     >>> sp.checkpoint.save("model.safetensors", {"dense": {"w": jnp.ones((3, 2))}})
     >>> params = sp.checkpoint.load("model.safetensors")   # NumPy arrays; apply takes them as they are
