@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -320,10 +320,10 @@ class _Snapshot:
         # init: what the store has made so far (specs, placeholders, scope paths)
         self.made = (dict(root.specs), dict(root.values), set(root.prefixes)) \
             if isinstance(root, InitStore) else None
-        self.node = node = frame.node
-        self.count, children, hints = node  # [count, children or None, hints or None]
-        self.children = dict(children) if children is not None else None
-        self.hints = dict(hints) if hints is not None else None
+        # The scope counters below the current node, each node's own list restored in place (an
+        # open captured-scope jump's undo log holds them): a child left at count 0 by a re-entered
+        # scope's exit is counted again by the rolled-back trace (TF's multi-tower loop).
+        self.nodes = _save_nodes(frame.node)
         self.names_in_use = dict(frame.names_in_use)
         self.record_names = None if frame.record_names is None else dict(frame.record_names)
         self.regularized = len(frame.regularized)
@@ -339,8 +339,9 @@ class _Snapshot:
             for table, saved in zip((root.specs, root.values, root.prefixes), self.made):
                 table.clear()
                 table.update(saved)
-        self.node[:] = (self.count, dict(self.children) if self.children is not None else None,
-                        dict(self.hints) if self.hints is not None else None)
+        for node, count, children, hints in self.nodes:
+            node[:] = (count, dict(children) if children is not None else None,
+                       dict(hints) if hints is not None else None)
         frame.names_in_use.clear()
         frame.names_in_use.update(self.names_in_use)
         if self.record_names is not None and frame.record_names is not None:
@@ -348,6 +349,22 @@ class _Snapshot:
             frame.record_names.update(self.record_names)
         frame.kept = _copy_kept(self.kept)
         del frame.regularized[self.regularized:]
+
+
+def _save_nodes(top: list) -> List[tuple]:
+    """(node, count, children, hints) of ``top`` and every node below it, the dicts copied. Sub-scope
+    counters are reset when a scope exits, so below a node only its children (and the path of an
+    open captured-scope jump) hold anything: as few as a copy of the node's own dicts."""
+    saved = []
+    pending = [top]
+    while pending:
+        node = pending.pop()
+        count, children, hints = node  # [count, children or None, hints or None]
+        saved.append((node, count, dict(children) if children is not None else None,
+                      dict(hints) if hints is not None else None))
+        if children:
+            pending.extend(children.values())
+    return saved
 
 
 def _copy_kept(kept: Optional[dict]) -> Optional[dict]:

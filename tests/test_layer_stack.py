@@ -887,3 +887,36 @@ def test_initializer_raising_in_a_stack_is_noted_with_one_layers_shape():
         sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 3)))
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "init(key, (3, 3), float32) for each of the 5 layers of its sp.layer_stack" in notes
+
+
+def test_a_retraced_stack_block_inside_a_reentered_scope_makes_the_names_init_made():
+    # The block calls sp.regularization_loss(), so the stack traces its scan again with the running
+    # sum. Run a second time inside a re-entered scope (TF's multi-tower loop), the first trace had
+    # counted the 'dense' child a re-entered scope's exit had left at 0: the retrace named 'dense_1'.
+    def block(h):
+        return sp.layers.dense(h, 4, kernel_regularizer=sp.l2_regularizer(0.1)) \
+            + 0.01 * sp.regularization_loss()
+
+    def towers(x):
+        outs = []
+        for i in range(2):
+            with sp.scope(sp.get_scope(), reuse=True if i > 0 else None):
+                outs.append(sp.layer_stack(2, name="st")(block)(x + i))
+        return sum(outs)
+
+    class Encoder(sp.layers.Layer):
+        def call(self, h):
+            return sp.layer_stack(2, name="st")(block)(h)
+
+    def layer_twice(x):
+        encoder = Encoder()
+        return encoder(x) + encoder(x + 1)
+
+    x = jnp.ones((2, 4))
+    for fn, prefix in ((towers, "st"), (layer_twice, "encoder/st")):
+        model = sp.transform(fn)
+        params = model.init(jax.random.key(0), x)
+        assert sorted(sp.flatten(params)) == [f"{prefix}/dense/bias", f"{prefix}/dense/kernel"]
+        out = model.apply(params, x)
+        assert out.shape == (2, 4) and jnp.all(jnp.isfinite(out))
+        np.testing.assert_allclose(jax.jit(model.apply)(params, x), out, rtol=1e-6)
