@@ -288,10 +288,20 @@ def not_in_transform(api: str) -> NotInTransformError:
     )
 
 
+# difflib costs ~50 us a name (more for long, similar names): over this many names it is run on a
+# short list only, the names cheap tests find closest (see _shortlist).
+_NEAREST_ALL = 128
+_NEAREST_EACH = 16  # the names each of _shortlist's tests keeps
+
+
 def nearest(name: str, candidates: Iterable[str], n: int = 3) -> list:
-    """Existing names a typo'd ``name`` most likely meant: edit-distance matches, then suffix matches."""
+    """Existing names a typo'd ``name`` most likely meant: edit-distance matches, then suffix matches.
+
+    Bounded work on an error path of a large model: difflib compares ``name`` with every candidate
+    only if there are at most ``_NEAREST_ALL``, else with a short list of them (see _shortlist)."""
     candidates = list(candidates)
-    close = difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
+    pool = candidates if len(candidates) <= _NEAREST_ALL else _shortlist(name, candidates)
+    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
     leaf = name.rsplit("/", 1)[-1]
     for c in candidates:
         if len(close) >= n:
@@ -299,6 +309,34 @@ def nearest(name: str, candidates: Iterable[str], n: int = 3) -> list:
         if c not in close and c.rsplit("/", 1)[-1] == leaf:
             close.append(c)
     return close
+
+
+def _shortlist(name: str, candidates: list) -> list:
+    """At most ~5 * ``_NEAREST_EACH`` of ``candidates``, those cheap tests find closest to ``name``:
+    of the names difflib could match at all (a length within its 0.6 cutoff), the ones sharing the
+    longest start with it (neighbours in sorted order: a typo late in the name), the longest end
+    (neighbours in the order of the reversed names: a typo early in the path), and its siblings (same
+    parent scope: a typo'd leaf), those of the closest length first. Linear in the names (and a sort),
+    with no difflib."""
+    import bisect
+
+    k = _NEAREST_EACH
+    # difflib's ratio is at most 2 * min(len) / (sum of lens); with the 0.6 cutoff a name is out of
+    # reach under 3/7 or over 7/3 of name's length (a character of slack on both sides).
+    size = len(name)
+    viable = [c for c in candidates if 3 * size - 7 <= 7 * len(c) and 3 * len(c) <= 7 * size + 3]
+    if len(viable) <= _NEAREST_ALL:
+        return viable
+    picked: dict = {}
+    for order in (lambda c: c, lambda c: c[::-1]):
+        ranked = sorted(viable, key=order)
+        at = bisect.bisect_left([order(c) for c in ranked], order(name))
+        picked.update(dict.fromkeys(ranked[max(0, at - k):at + k]))
+    parent = name.rpartition("/")[0]
+    siblings = [c for c in viable if c.rpartition("/")[0] == parent]
+    siblings.sort(key=lambda c: abs(len(c) - size))
+    picked.update(dict.fromkeys(siblings[:k]))
+    return [c for c in viable if c in picked]
 
 
 def open_tf_variable_scope() -> Optional[str]:

@@ -72,6 +72,8 @@ class _Source:
             self.entries = [Entry(n, a.shape, a.dtype.name, a.size, a.nbytes)
                             for n, a in sorted(flat.items())]
             self.get = flat.__getitem__  # type: ignore[assignment]
+        # entry() by name, in constant time: `inspect --all` looks every entry up
+        self.by_name: Dict[str, Entry] = {e.name: e for e in self.entries}
 
 
 def table(source: _Source) -> str:
@@ -94,7 +96,7 @@ def table(source: _Source) -> str:
 
 def entry(source: _Source, name: str) -> Entry:
     """The entry ``name`` of ``source``; a ``KeyError`` naming the closest names if there is none."""
-    found = next((e for e in source.entries if e.name == name), None)
+    found = source.by_name.get(name)
     if found is None:
         hint = nearest(name, [e.name for e in source.entries])
         raise KeyError(f"no tensor named {name!r} in {source.kind}"

@@ -673,6 +673,51 @@ def _same_dtype(a, b) -> bool:
     return np.dtype(a) == np.dtype(b)
 
 
+# init_from_checkpoint's error stays short and cheap on a large model: a "did you mean" (a search over
+# every name) for the first few problems only, and the first few problems listed, the others counted.
+_HINTED = 5
+_LISTED = 10
+
+
+def _listing(items: List[str], shown: int = 5) -> str:
+    """``'a', 'b', 'c'``, or the first ``shown`` and ``and N more``."""
+    text = ", ".join(map(repr, items[:shown]))
+    return text + (f" and {len(items) - shown:,} more" if len(items) > shown else "")
+
+
+def _unfound_scope(ckpt_name: str, cur_name: str, names: List[str], targets: Mapping[str, str],
+                   source: Mapping[str, Any], where: str) -> str:
+    """The one line for a scope map ``{ckpt_name: cur_name}`` of which ``source`` holds none of the
+    parameters ``names`` (sorted, two or more): what the scope holds in the checkpoint, the
+    checkpoint's top-level scopes, and the scope that holds these parameters, if one does."""
+    cur_scope = "" if cur_name == "/" else cur_name
+    ckpt_scope = "" if ckpt_name == "/" else ckpt_name
+    m = len(names)
+    text = (f"{ckpt_name!r}: {cur_name!r}: none of the {m:,} parameters under {cur_name!r} is in "
+            f"{where} under {ckpt_name!r} (e.g. '{names[0]}' from '{targets[names[0]]}')")
+    if ckpt_scope:
+        held = sum(1 for n in source if n.startswith(ckpt_scope))
+        text += (f"; it has {held:,} other name{'' if held == 1 else 's'} under {ckpt_name!r}"
+                 if held else f"; it has no name under {ckpt_name!r}")
+    tops = sorted({n.split("/", 1)[0] + ("/" if "/" in n else "") for n in source})
+    text += f"; its names start with {_listing(tops)}" if tops else "; it is empty"
+    # Where the checkpoint keeps these names: the prefixes of its names ending as one of them does.
+    for name in names[:3]:
+        relative = name[len(cur_scope):]
+        prefixes = sorted({n[:len(n) - len(relative)] for n in source
+                           if n.endswith("/" + relative) or n == relative})
+        if prefixes:
+            counts = [(sum(p + n[len(cur_scope):] in source for n in names), p)
+                      for p in prefixes[:5]]
+            covered, prefix = max(counts, key=lambda c: c[0])  # the first that covers the most
+            shown = prefix or "/"
+            amount = f"all {m:,} are" if covered == m else \
+                f"{covered:,} of the {m:,} {'is' if covered == 1 else 'are'}"
+            return (text + f"; {amount} under {shown!r} in it: did you mean "
+                    f"{{{shown!r}: {cur_name!r}}}?")
+    return text
+
+
 def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
                          params: Mapping[str, Any],
                          assignment_map: Mapping[str, str]) -> Tree:
@@ -696,8 +741,9 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
     placement (``jax.Array`` leaves, and ``jax.ShapeDtypeStruct`` leaves with a sharding, are
     ``device_put`` with their sharding; one on an ``AbstractMesh`` on the mesh set with
     ``jax.set_mesh`` of its axis names and sizes). Every parameter the map
-    asks for that cannot be filled (absent from the checkpoint, different shape or dtype) is named in
-    one ``CheckpointMismatchError``; ``params`` is never modified.
+    asks for that cannot be filled (absent from the checkpoint, different shape or dtype) is counted
+    in one ``CheckpointMismatchError``, which lists the first ten (a scope map of which the checkpoint
+    holds no parameter in one line, with the scopes it does hold); ``params`` is never modified.
 
     >>> sp.checkpoint.save("pretrained.safetensors", {"encoder": {"w": jnp.full((2, 2), 3.0)}})
     >>> params = {"student": {"encoder": {"w": jnp.zeros((2, 2))}, "head": {"w": jnp.zeros(2)}}}
@@ -718,7 +764,16 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
     source, where = _source(path_or_tree)
     current = flatten(params)
     targets: Dict[str, str] = {}  # params name -> checkpoint name
-    problems = []
+    mapped_by: Dict[str, Tuple[str, str]] = {}  # params name -> the scope map entry that maps it
+    problems: List[Tuple[str, int]] = []  # (what went wrong, how many entries it stands for)
+    hints = _HINTED  # the "did you mean"s left to look for
+
+    def hint(name: str, names: Any) -> list:
+        nonlocal hints
+        if hints <= 0:
+            return []
+        hints -= 1
+        return nearest(name, names)
 
     for ckpt_name, cur_name in sorted(assignment_map.items()):
         if not isinstance(ckpt_name, str) or not isinstance(cur_name, str):
@@ -726,58 +781,79 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
                             f"{ckpt_name!r}: {cur_name!r}.")
         if cur_name in current:  # one parameter
             if ckpt_name.endswith("/"):
-                problems.append(f"'{cur_name}': mapped from scope {ckpt_name!r}; map a parameter to "
-                                "a parameter, or 'scope/' to 'scope/'")
+                problems.append((f"'{cur_name}': mapped from scope {ckpt_name!r}; map a parameter "
+                                 "to a parameter, or 'scope/' to 'scope/'", 1))
             else:
                 targets[cur_name] = ckpt_name
+                mapped_by.pop(cur_name, None)
             continue
         if not cur_name.endswith("/") or not ckpt_name.endswith("/"):
-            hint = nearest(cur_name, current)
-            problems.append(
+            close = hint(cur_name, current)
+            problems.append((
                 f"{ckpt_name!r}: {cur_name!r}: {cur_name!r} is not a parameter of params"
-                + (f" (did you mean {hint}?)" if hint else "")
+                + (f" (did you mean {close}?)" if close else "")
                 + "; scope maps are written with trailing slashes on both sides, "
-                  "{'old_scope/': 'new_scope/'}")
+                  "{'old_scope/': 'new_scope/'}", 1))
             continue
         cur_scope = "" if cur_name == "/" else cur_name
         ckpt_scope = "" if ckpt_name == "/" else ckpt_name
         matched = [n for n in current if n.startswith(cur_scope)]
         if not matched:
-            problems.append(f"{ckpt_name!r}: {cur_name!r}: params has no parameter under "
-                            f"{cur_name!r}")
+            problems.append((f"{ckpt_name!r}: {cur_name!r}: params has no parameter under "
+                             f"{cur_name!r}", 1))
         for name in matched:
             targets[name] = ckpt_scope + name[len(cur_scope):]
+            mapped_by[name] = (ckpt_name, cur_name)
+
+    # A scope map of which the checkpoint holds none of the parameters (a wrong or misspelt scope) is
+    # one problem, said once, not one per parameter.
+    by_entry: Dict[Tuple[str, str], List[str]] = {}
+    for name, entry in mapped_by.items():
+        by_entry.setdefault(entry, []).append(name)
+    unfound = set()
+    for (ckpt_name, cur_name), names in sorted(by_entry.items()):
+        if len(names) > 1 and not any(targets[n] in source for n in names):
+            problems.append((_unfound_scope(ckpt_name, cur_name, sorted(names), targets, source,
+                                            where), len(names)))
+            unfound.update(names)
 
     out = dict(current)
     narrowed = 0  # dtype problems that are JAX's 64-bit -> 32-bit, with jax_enable_x64 off
     unplaced = 0  # parameters sharded on an AbstractMesh, with no mesh of its axes set
     for name, ckpt_name in sorted(targets.items()):
+        if name in unfound:
+            continue
         if ckpt_name not in source:
-            hint = nearest(ckpt_name, source)
-            problems.append(f"'{name}': '{ckpt_name}' is not in {where}"
-                            + (f" (nearest: {hint})" if hint else ""))
+            close = hint(ckpt_name, source)
+            problems.append((f"'{name}': '{ckpt_name}' is not in {where}"
+                             + (f" (nearest: {close})" if close else ""), 1))
             continue
         value, old = source[ckpt_name], current[name]
         if tuple(np.shape(value)) != tuple(np.shape(old)):
-            problems.append(f"'{name}': shape {tuple(np.shape(old))} in params, but '{ckpt_name}' has "
-                            f"shape {tuple(np.shape(value))} in {where}")
+            problems.append((f"'{name}': shape {tuple(np.shape(old))} in params, but '{ckpt_name}' "
+                             f"has shape {tuple(np.shape(value))} in {where}", 1))
             continue
         if not _same_dtype(_leaf_dtype(value), _leaf_dtype(old)):
             why = ""
             if _narrowed_by_jax(_leaf_dtype(value), _leaf_dtype(old)):
                 narrowed += 1
                 why = " (jax_enable_x64 is off: JAX makes 64-bit values 32-bit)"
-            problems.append(f"'{name}': dtype {np.dtype(_leaf_dtype(old)).name} in params, but "
-                            f"'{ckpt_name}' has dtype {np.dtype(_leaf_dtype(value)).name} in {where}"
-                            + why)
+            problems.append((f"'{name}': dtype {np.dtype(_leaf_dtype(old)).name} in params, but "
+                             f"'{ckpt_name}' has dtype {np.dtype(_leaf_dtype(value)).name} in "
+                             f"{where}" + why, 1))
             continue
         if isinstance(old, jax.ShapeDtypeStruct) and _placed(old.sharding) is None:
             unplaced += 1
-            problems.append(f"'{name}': sharded {_unplaced(old.sharding)}")
+            problems.append((f"'{name}': sharded {_unplaced(old.sharding)}", 1))
             continue
         out[name] = _place_like(value, old)
 
     if problems:
+        unfilled = sum(count for _, count in problems)
+        listed = [text for text, _ in problems[:_LISTED]]
+        rest = unfilled - sum(count for _, count in problems[:_LISTED])
+        if rest:
+            listed.append(f"... and {rest:,} more")
         fix = ("correct assignment_map (keys: checkpoint names, values: params names), or "
                "cast/reshape the source tree first")
         if narrowed:
@@ -786,17 +862,17 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
                    f"{_cast_source(path_or_tree)}), then init_from_checkpoint(source, params, "
                    "assignment_map); or turn on jax_enable_x64 (jax.config.update("
                    "'jax_enable_x64', True), before params are made) to keep them 64-bit"
-                   + (f"; for the other entries, {fix}" if narrowed < len(problems) - unplaced
+                   + (f"; for the other entries, {fix}" if narrowed < unfilled - unplaced
                       else ""))
         if unplaced:
             mesh_fix = _ABSTRACT_MESH_FIX.format(
                 call="call init_from_checkpoint", built="params were", whose="params'",
                 code="init_from_checkpoint(path, params, assignment_map)").rstrip(".")
-            fix = mesh_fix + (f"; for the other entries, {fix}" if unplaced < len(problems) else "")
+            fix = mesh_fix + (f"; for the other entries, {fix}" if unplaced < unfilled else "")
         raise CheckpointMismatchError(
-            f"init_from_checkpoint could not fill {len(problems)} entr"
-            f"{'y' if len(problems) == 1 else 'ies'} from {where}:\n  - "
-            + "\n  - ".join(problems)
+            f"init_from_checkpoint could not fill {unfilled:,} entr"
+            f"{'y' if unfilled == 1 else 'ies'} from {where}:\n  - "
+            + "\n  - ".join(listed)
             + f"\n  fix: {fix}; params was not changed.")
     return unflatten(out)
 
