@@ -44,6 +44,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _frame
 from ._layer_stack import _frame_attrs, _Keys, _outside_error, _root, _Snapshot, _state_values
@@ -119,6 +120,10 @@ def _lift_constants(made: tuple) -> None:
     depend on its arguments (see ``_materialize.lift_nested_constants``)."""
     store, before = made
     lift_nested_constants(store.specs, store.values, len(store.specs) - before, _TRACE.value)
+
+
+# What sp.remat passes through jax.checkpoint; other arguments reach the function as they are.
+_ARRAY_TYPES = (jax.Array, np.ndarray, jax.core.Tracer)
 
 
 def _as(f: Callable, g: Callable) -> Callable:
@@ -298,8 +303,12 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
     would get called directly, and so does everything after it (same dropout masks, same output).
     State it sets (a training batch norm's moving statistics) and values it records leave it as
     extra results of the checkpointed function, so they are those of the function called directly
-    (inside ``sp.layer_stack`` too: rematerialise each layer). Inside the function of an
-    ``sp.scan``, ``sp.cond``, ... that wrapper's rule holds: neither can leave it.
+    (inside ``sp.layer_stack`` too: rematerialise each layer), and so do the regularizer terms it
+    adds (a layer's ``activity_regularizer``). Only array arguments pass through
+    ``jax.checkpoint``: a Python value (``training=False``, a size) reaches the function as it is,
+    as called directly (unless ``static_argnums`` is given: then ``jax.checkpoint``'s rules hold).
+    Inside the function of an ``sp.scan``, ``sp.cond``, ... that wrapper's rule holds: neither
+    state nor records can leave it.
 
     >>> def fn(x):
     ...     block = sp.remat(lambda h: sp.layers.batch_normalization(sp.layers.dense(h, 4),
@@ -320,10 +329,13 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
         # not leave that trace (checked below, as sp.layer_stack checks it).
         outside = _TRACE.value is not frame.trace
 
+        inner: List[int] = []  # where the terms of values of the function's trace are (its latest)
+
         def body(*args: Any, **kwargs: Any) -> Any:
             traces.enter(body)
             before = _state_values(store) if frame.with_state else None
             records: Optional[dict] = None if frame.records is None else {}
+            added = len(frame.regularized)
             # frame.loop is kept: inside an sp.scan's function, state and records cannot leave it.
             with _frame_attrs(frame, trace=_TRACE.value, rng=None, rng_count=0, records=records):
                 keys.enter(frame, None, None)
@@ -333,15 +345,44 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
                 if made is not None:
                     _lift_constants(made)
             # The values the function set, still in the store: set again after the checkpoint,
-            # with its results (the store must not keep values of the checkpoint's trace).
+            # with its results (the store must not keep values of the checkpoint's trace). So are
+            # the regularizer terms it added of its own values (a layer's activity penalty).
             new_state = {} if before is None else {
                 n: v for n, v in _state_values(store).items() if v is not before.get(n)}
-            return out, new_state, records
+            here = _TRACE.value
+            inner[:] = [added + i for i, (_, value) in enumerate(frame.regularized[added:])
+                        if getattr(value, "_trace", None) is here]
+            return out, new_state, records, [frame.regularized[i][1] for i in inner]
 
-        out, new_state, records = jax.checkpoint(_as(f, body), **checkpoint_kwargs)(*args, **kwargs)
+        if "static_argnums" in checkpoint_kwargs:  # the caller says which arguments are static
+            out, new_state, records, values = jax.checkpoint(_as(f, body), **checkpoint_kwargs)(
+                *args, **kwargs)
+        else:
+            # As called directly, the function gets Python values (a `training=False` flag, a
+            # size) as they are: only arrays pass through jax.checkpoint, which would trace them all.
+            leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+            arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, _ARRAY_TYPES)]
+
+            def checkpointed(*dynamic: Any) -> Any:
+                given = list(leaves)
+                for i, leaf in zip(arrays, dynamic):
+                    given[i] = leaf
+                call_args, call_kwargs = jax.tree_util.tree_unflatten(tree, given)
+                return body(*call_args, **call_kwargs)
+
+            out, new_state, records, values = jax.checkpoint(
+                _as(f, checkpointed), **checkpoint_kwargs)(*[leaves[i] for i in arrays])
         keys.finish(frame)
         if outside and (new_state or records):
             raise _outside_error(None, new_state, records)
+        if inner and outside:
+            raise NotImplementedError(
+                "sp.remat: an activity regularizer inside a function rematerialised under a JAX "
+                "transformation inside the model (vmap, grad, ...): its output cannot leave it to be "
+                "summed by sp.regularization_loss().\n  fix: return the output and add the penalty, "
+                "regularizer(output) / batch size, to the loss outside the transformation.")
+        for i, value in zip(inner, values):  # in place: the terms keep the order of a direct call
+            frame.regularized[i] = (frame.regularized[i][0], value)
         for name, value in new_state.items():
             store.set_state(frame, name, value)
         if records and frame.records is not None:  # (records come back only where they are kept)

@@ -343,3 +343,41 @@ def test_set_state_of_a_python_number_in_a_layer_stack_block_stores_the_declared
     count = new_state["stack"]["count"]
     assert count.dtype == jnp.float32 and count.shape == (2,) and not count.weak_type
     np.testing.assert_array_equal(count, [3.0, 3.0])
+
+
+def test_remat_of_a_layer_with_an_activity_regularizer_adds_the_direct_calls_penalty():
+    def layer(h):
+        return sp.layers.dense(h, 4, activity_regularizer=sp.l2_regularizer(1.0),
+                               kernel_regularizer=sp.l2_regularizer(0.5))
+
+    direct = sp.transform(lambda x: (layer(x), sp.regularization_loss()))
+    rematted = sp.transform(lambda x: (sp.remat(layer)(x), sp.regularization_loss()))
+    x = jnp.arange(20.0).reshape(5, 4) / 10
+    params = direct.init(jax.random.key(0), x)
+    assert sp.flatten(rematted.init(jax.random.key(0), x)).keys() == sp.flatten(params).keys()
+    want = direct.apply(params, x)
+    for got in (rematted.apply(params, x), jax.jit(rematted.apply)(params, x)):
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    grads = [jax.grad(lambda p: m.apply(p, x)[1])(params) for m in (direct, rematted)]
+    chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-6)
+
+
+def test_remat_passes_python_arguments_as_they_are_as_a_direct_call_does():
+    def block(h, training, scale=2):
+        h = sp.layers.dropout(h, 0.5, training=training)  # training=False: no key drawn
+        return h * scale if training else h / scale  # a Python branch on the flag
+
+    def direct(x):
+        return sp.layers.dropout(block(x, training=False, scale=4), 0.5, training=True)
+
+    def rematted(x):
+        return sp.layers.dropout(sp.remat(block)(x, training=False, scale=4), 0.5, training=True)
+
+    x = jnp.ones((2, 8))
+    for rng in (jax.random.key(0), jax.random.key(1)):  # the later mask is the direct call's
+        np.testing.assert_array_equal(sp.transform(rematted).apply({}, x, rng=rng),
+                                      sp.transform(direct).apply({}, x, rng=rng))
+    # no key asked for: the flag stayed a Python False
+    out = sp.transform(lambda x: sp.remat(block)(x, False)).apply({}, x)
+    np.testing.assert_allclose(out, x / 2)
