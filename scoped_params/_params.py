@@ -1321,16 +1321,25 @@ class InitStore:
                 "tree cannot hold a leaf and a sub-tree under one key.\n"
                 "  fix: rename the parameter or the scope."
             )
-        parts = full.split("/")
-        for i in range(1, len(parts)):
-            prefix = "/".join(parts[:i])
-            if prefix in self.specs:
+        # Its scope prefixes, longest first, down to one known already: that one's were checked and
+        # added when it was (each prefix is added with all of its own), so a name costs its new
+        # prefixes only, not its depth.
+        prefixes, specs = self.prefixes, self.specs
+        new = []
+        end = full.rfind("/")
+        while end > 0:
+            prefix = full[:end]
+            if prefix in prefixes:
+                break
+            if prefix in specs:  # (at most one prefix is: a parameter's name is no other's prefix)
                 raise NameCollisionError(
                     f"'{full}' cannot be created: '{prefix}' is already a parameter, so it cannot also be "
                     "a scope, and the params tree cannot hold a leaf and a sub-tree under one key.\n"
                     "  fix: rename the parameter or the scope."
                 )
-            self.prefixes.add(prefix)
+            new.append(prefix)
+            end = full.rfind("/", 0, end)
+        prefixes.update(new)
 
     def set_state(self, frame, full, value):
         spec = self.specs.get(full)

@@ -184,19 +184,42 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
 
 
 def _make_scope(tree: Tree, scopes: Dict[str, Tree], path: str, name: str, sep: str) -> Tree:
-    node = tree
-    parts = path.split(sep)
-    for i, part in enumerate(parts):
-        prefix = sep.join(parts[:i + 1])
-        child = scopes.get(prefix)
-        if child is None:
-            if not part:
-                raise _empty_component_error(name, sep)
-            if part in node:
-                raise NameCollisionError(
-                    f"'{name}' cannot be placed: '{prefix}' is a leaf, not a scope.")
-            child = node[part] = scopes[prefix] = {}
-        node = child
+    """The dict for scope ``path`` (made with those of its prefixes not in ``scopes`` yet), to put
+    ``name`` in. Each scope is made after its parent, so the prefixes are looked up longest first,
+    down to one made already: a new scope costs its own prefixes, not its depth."""
+    node, start = tree, 0  # the longest prefix made, and where the next component starts
+    ends = []  # where the prefixes not made yet end in path, longest first
+    if len(sep) == 1:  # found from the right as split finds them from the left
+        end = len(path)
+        while end >= 0:
+            found = scopes.get(path[:end])
+            if found is not None:
+                node, start = found, end + 1
+                break
+            ends.append(end)
+            end = path.rfind(sep, 0, end)
+    else:  # a longer separator may overlap itself ('::' in 'a:::b'): split's prefixes
+        bounds = []
+        end = -len(sep)
+        for part in path.split(sep):
+            end += len(sep) + len(part)
+            bounds.append(end)
+        while bounds:
+            found = scopes.get(path[:bounds[-1]])
+            if found is not None:
+                node, start = found, bounds[-1] + len(sep)
+                break
+            ends.append(bounds.pop())
+    for end in reversed(ends):
+        part = path[start:end]
+        if not part:
+            raise _empty_component_error(name, sep)
+        prefix = path[:end]
+        if part in node:
+            raise NameCollisionError(
+                f"'{name}' cannot be placed: '{prefix}' is a leaf, not a scope.")
+        child = node[part] = scopes[prefix] = {}
+        node, start = child, end + len(sep)
     return node
 
 

@@ -228,14 +228,23 @@ def _pair(value: IntOrPair, what: str, kind: str, name: Any = None) -> Tuple[int
 def _traced_size_error(label: str, what: str, value: Any) -> TypeError:
     """The refusal of a layer size (``units``, ``filters``, ...) that is a JAX tracer: the model
     was traced with it as an argument (``jax.jit(model.apply)(params, x, num_classes)``), so the
-    parameters' shapes would depend on a traced value."""
+    parameters' shapes would depend on a traced value. The fix names the call being traced
+    (``init`` under ``jax.jit(model.init)``) and where the model's arguments start in it."""
+    frame = _frame._FRAME.get()
+    if frame is not None and frame.mode == _frame.INIT:
+        call, first = "model.init", "the key is position 0: the model's arguments start at 1"
+    elif frame is not None and frame.with_state:
+        call, first = ("model.apply", "params is position 0 and state 1: the model's arguments "
+                                      "start at 2")
+    else:
+        call, first = "model.apply", "params is position 0: the model's arguments start at 1"
     return TypeError(
         f"{label}: {what}={value!r} is a traced value, not an integer: a parameter's shape needs a "
         "Python int when the model is traced (jax.jit traces every argument it is not told is "
         "static; TF refuses a tensor here too).\n"
-        f"  fix: pass {what} as a Python int: mark the argument static, e.g. jax.jit(model.apply, "
-        "static_argnums=<its position>) (or static_argnames=), or bind it into the model function "
-        "(functools.partial) before sp.transform.")
+        f"  fix: pass {what} as a Python int: mark the argument static, e.g. jax.jit({call}, "
+        f"static_argnums=<its position>) ({first}; or static_argnames=), or bind it into the "
+        "model function (functools.partial) before sp.transform.")
 
 
 def _check_positive(value: Any, what: str, kind: str, name: Any) -> Any:
@@ -1951,7 +1960,7 @@ class _LayerObject(_KerasMethods):
         ``Layer.__call__`` (``_call_layer``), which runs ``build`` at the first call and then
         ``call``; the activity regularizer is applied here, to what ``call`` returns."""
         if "_weights" not in self.__dict__:  # what the plain objects never need, made once
-            self._weights: dict = {}  # this call's [(value, trainable)] made by add_weight
+            self._weights: dict = {}  # token: this call's [(full name, trainable)] made by add_weight
             self._building: dict = {}  # whether this call's build is running
             self._fn_made: dict = {}  # whether this call made the built-in weights
             self._dtype: Optional[np.dtype] = None
@@ -2364,9 +2373,10 @@ def _builtin_weights(layer: Any) -> Tuple[list, list]:
             else:
                 others.append(value)
     made = _this_call(layer.__dict__.get("_weights", {}), frame) or ()  # a subclass's add_weight
-    for value, weight_trainable in made:
-        if not any(value is v for v in trainable + others):
-            (trainable if weight_trainable else others).append(value)
+    builtin = {captured.prefix + name for name in cls._weight_names}
+    for full, weight_trainable in made:
+        if full not in builtin:
+            (trainable if weight_trainable else others).append(_stored(frame, full))
     return trainable, others
 
 
@@ -2832,7 +2842,7 @@ class Layer(_NamedByClass, _KerasMethods):
         self.built = False
         self._prebuilt: Optional[bool] = None  # built before the first call: build never runs
         self._scopes: dict = {}  # this call's captured Scope (_object_scope)
-        self._weights: dict = {}  # this call's [(value, trainable)], as add_weight made them
+        self._weights: dict = {}  # token: this call's [(full name, trainable)], as add_weight made them
         self._building: dict = {}  # whether this call's build is running (add_weight's reuse)
         if kwargs.get("_scope"):
             self._made_in = _construction_scope(kwargs["_scope"], kind)
@@ -2904,7 +2914,7 @@ class Layer(_NamedByClass, _KerasMethods):
         captured = _this_call(self._scopes, frame)
         _, ns = _enter_object_name_scope(captured)
         try:
-            with _layer_scope(captured, self._base_name, reuse):
+            with _layer_scope(captured, self._base_name, reuse) as scope:
                 if regularizer is not None:  # TF's: and the scope's
                     regularizer = _with_scope_terms(regularizer)[0]
                 value = get_param(name, shape, initializer, self._dtype if dtype is None else dtype,
@@ -2926,7 +2936,9 @@ class Layer(_NamedByClass, _KerasMethods):
                 f"self.add_weight({name!r}, ...) there, and use self.{attribute} in call().") from None
         finally:
             _exit_name_scope(frame, ns)
-        made.append((value, trainable))
+        # The name, not the value: `weights` reads the value when asked for (_stored), so that
+        # inside an sp.layer_stack block it is this layer's slice and after it the stacked value.
+        made.append((scope.prefix + name, trainable))
         return value
 
     add_variable = add_weight
@@ -2947,13 +2959,17 @@ class Layer(_NamedByClass, _KerasMethods):
             "sp.transform_with_state; apply returns the new state.")
 
     def _made(self) -> list:
-        made = _this_call(self._weights, _frame.current(f"{type(self).__name__}(...).weights"))
-        return made or []
+        """[(value, trainable)] of the weights ``build`` made in this call, read now (_stored)."""
+        frame = _frame.current(f"{type(self).__name__}(...).weights")
+        return [(_stored(frame, full), trainable) for full, trainable in
+                _this_call(self._weights, frame) or ()]
 
     @property
     def weights(self) -> list:
         """This ``init``/``apply`` call's values of the weights ``build`` made, the trainable ones
-        first, each kind in the order made (TF's ``trainable_weights + non_trainable_weights``)."""
+        first, each kind in the order made (TF's ``trainable_weights + non_trainable_weights``).
+        Inside an ``sp.layer_stack`` block they are this layer's slice, after it the stacked
+        values (what ``build`` stored on ``self`` is the value it got: a slice, in a block)."""
         made = self._made()
         return ([value for value, trainable in made if trainable]
                 + [value for value, trainable in made if not trainable])
@@ -3008,41 +3024,77 @@ class Layer(_NamedByClass, _KerasMethods):
 
 # Templates made with create_scope_now_ outside any init/apply, while they live. TF's default graph
 # counts their scopes from construction, so a later one of the same name takes name_1, and so does
-# a template or default_name scope of that name in a model (each template's first call in an
-# init/apply counts these names there: _count_root_templates). Weak: a template no longer
-# referenced frees its name.
-_ROOT_TEMPLATES: "weakref.WeakSet[Template]" = weakref.WeakSet()
+# a template or default_name scope of that name in a model (an init/apply counts these names there:
+# _count_root_templates). Weak: a template no longer referenced frees its name.
+# Kept as each is made and freed (a weakref finalizer), so that neither making one nor counting them
+# into a call walks all of them: their root scope names, each with how many live ones hold it.
+_ROOT_NAMES: Dict[str, int] = {}
+# name -> an index below which every name_N is taken: the next name_N is searched from there. Names
+# are only added until one is freed, which clears the hints.
+_ROOT_HINTS: Dict[str, int] = {}
+# Moves as each is made: a call counts them again once one was made since it last did (_COUNTED).
+_ROOT_VERSION = 0
+# The token (frame.kept) under which a call keeps when it last counted them (_count_root_templates).
+_COUNTED: dict = {}
 
 # TF's collection names (tf.GraphKeys) a template's variable lists read.
 _GLOBAL_VARIABLES, _LOCAL_VARIABLES = "variables", "local_variables"
 _TRAINABLE_VARIABLES = "trainable_variables"
 
 
-def _root_template_names() -> set:
-    return {made_in.name for made_in in [t._made_in for t in list(_ROOT_TEMPLATES)]
-            if made_in is not None}
+def _add_root_template(template: "Template", name: str) -> None:
+    global _ROOT_VERSION
+    _ROOT_NAMES[name] = _ROOT_NAMES.get(name, 0) + 1
+    _ROOT_VERSION += 1
+    weakref.finalize(template, _free_root_name, name).atexit = False
+
+
+def _free_root_name(name: str) -> None:
+    left = _ROOT_NAMES.get(name, 0) - 1
+    if left > 0:
+        _ROOT_NAMES[name] = left
+    else:
+        _ROOT_NAMES.pop(name, None)
+    _ROOT_HINTS.clear()  # name_N may be free below a hint now
 
 
 def _count_root_templates(frame: Any) -> None:
     """Count the live root templates' scopes in this init/apply call's default-name table, as TF's
     graph has counted them since their construction. Not in an open jump's undo log: the counts
-    predate the call."""
-    for name in _root_template_names():
-        node = _child(frame.root_node, name)
+    predate the call.
+
+    Once per call, and again only if what it wrote may be gone: a template was made since (in
+    another thread), or a jump open then has been left (its rollback may restore a count it logged
+    before), or a retraced block rolled the call back to before it (``frame.kept`` with it)."""
+    if not _ROOT_NAMES:  # none lives: nothing to count
+        return
+    done = _this_call(_COUNTED, frame)
+    undo = frame.undo
+    if done is not None and done[0] == _ROOT_VERSION:
+        logs = done[1]
+        if not logs or (undo is not None and len(undo) >= len(logs)
+                        and all(now is then for now, then in zip(undo, logs))):
+            return
+    version = _ROOT_VERSION
+    root = frame.root_node
+    for name in list(_ROOT_NAMES):
+        node = _child(root, name)
         if node[_COUNT] == 0:
             node[_COUNT] = 1
+    _keep_for_call(_COUNTED, frame, (version, tuple(undo) if undo else ()))
 
 
 def _unique_root_name(name: str) -> str:
     """TF's ``_get_unique_variable_scope(name)`` at the root, among the live root templates."""
-    taken = _root_template_names()
+    taken = _ROOT_NAMES
     if name not in taken:
         return name
     if not name:
         raise _second_empty_name_error()
-    index = 1
+    index = _ROOT_HINTS.get(name, 1)
     while f"{name}_{index}" in taken:
         index += 1
+    _ROOT_HINTS[name] = index
     return f"{name}_{index}"
 
 
@@ -3129,7 +3181,7 @@ class Template:
                 # (no '/'), so each call opens it where the template is called, uniquified.
                 self._made_in = Scope(root, custom_getter=custom_getter,
                                       original_name_scope=root)
-                _ROOT_TEMPLATES.add(self)
+                _add_root_template(self, root)
                 _scope.count_root_templates = _count_root_templates
             elif not name and unique_name is None:
                 self._made_in = self._root_scope(frame)
@@ -3144,7 +3196,7 @@ class Template:
         frame = _frame.current(f"Template({self._name!r})(...)")
         captured = _this_call(self._scopes, frame)
         if captured is None:  # the first call in this init/apply: it makes the parameters
-            if _ROOT_TEMPLATES:
+            if _ROOT_NAMES:
                 _count_root_templates(frame)
             if self._made_in is not None:
                 first = scope(self._made_in)

@@ -920,3 +920,31 @@ def test_a_retraced_stack_block_inside_a_reentered_scope_makes_the_names_init_ma
         out = model.apply(params, x)
         assert out.shape == (2, 4) and jnp.all(jnp.isfinite(out))
         np.testing.assert_allclose(jax.jit(model.apply)(params, x), out, rtol=1e-6)
+
+
+def test_a_custom_layers_weights_after_its_stack_are_the_stacked_values_as_a_builtins():
+    # add_weight kept the value it got inside the stack's scan (one layer's slice, a tracer of the
+    # scan): eager apply handed it out after the stack, jit(apply) raised UnexpectedTracerError.
+    class MyDense(sp.layers.Layer):
+        def build(self, input_shape):
+            self.kernel = self.add_weight("kernel", [int(input_shape[-1]), 4])
+
+        def call(self, inputs):
+            return inputs @ self.kernel
+
+    def fn(x, make):
+        layer = make()
+        sp.layer_stack(2, name="st")(layer)(x)
+        return layer.weights[0], layer.trainable_weights[0]
+
+    x = jnp.ones((5, 4))
+    for make in (MyDense, lambda: sp.layers.Dense(4, use_bias=False)):
+        model = sp.transform(fn)
+        params = model.init(jax.random.key(0), x, make)
+        (kernel,) = sp.flatten(params).values()
+        assert kernel.shape == (2, 4, 4)
+        for out in (model.apply(params, x, make),
+                    jax.jit(model.apply, static_argnums=2)(params, x, make)):
+            for weight in out:
+                assert not isinstance(weight, jax.core.Tracer)
+                np.testing.assert_array_equal(weight, kernel)
