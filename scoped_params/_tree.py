@@ -158,8 +158,14 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
     # is a leaf (filling it would change the caller's dict), and so is None.
     scopes: Dict[str, Tree] = {}
     try:
+        single = len(sep) == 1
         for name, value in flat.items():
-            parent, has_parent, leaf = name.rpartition(sep)
+            if single:
+                parent, has_parent, leaf = name.rpartition(sep)
+            else:  # split's components, as _make_scope's: ('a...b', '..') is 'a' then '.b'
+                leaf = name.split(sep)[-1]
+                has_parent = sep if len(leaf) < len(name) else ""
+                parent = name[:len(name) - len(leaf) - len(sep)] if has_parent else ""
             node = tree if not has_parent else scopes.get(parent)
             if node is None:
                 node = _make_scope(tree, scopes, parent, name, sep)
@@ -167,7 +173,8 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
                 if not leaf:
                     raise _empty_component_error(name, sep)
                 raise NameCollisionError(
-                    f"'{name}' cannot be placed: it is a scope holding other entries, or given twice.")
+                    f"'{name}' cannot be placed: it is a scope holding other entries, or given twice.\n"
+                    f"  fix: keep one of them: rename the leaf or the scope '{name}'.")
             node[leaf] = value
     except AttributeError:  # `flat.items()` of a non-mapping, `name.rpartition` of a non-str name
         if not isinstance(flat, Mapping):
@@ -217,7 +224,8 @@ def _make_scope(tree: Tree, scopes: Dict[str, Tree], path: str, name: str, sep: 
         prefix = path[:end]
         if part in node:
             raise NameCollisionError(
-                f"'{name}' cannot be placed: '{prefix}' is a leaf, not a scope.")
+                f"'{name}' cannot be placed: '{prefix}' is a leaf, not a scope.\n"
+                f"  fix: keep one of them: rename the leaf '{prefix}' or the scope it would hold.")
         child = node[part] = scopes[prefix] = {}
         node, start = child, end + len(sep)
     return node
@@ -404,9 +412,14 @@ def merge(*trees: Mapping[str, Any]) -> Tree:
     for tree in trees:
         for name, leaf in _flatten_for("merge", tree).items():
             if name in flat:
-                raise NameCollisionError(f"merge: '{name}' is in more than one tree.")
+                raise NameCollisionError(
+                    f"merge: '{name}' is in more than one tree.\n"
+                    "  fix: merge disjoint trees, e.g. the halves of one sp.partition* call.")
             flat[name] = leaf
-    return unflatten(flat)
+    try:
+        return unflatten(flat)
+    except NameCollisionError as error:  # a leaf of one tree is a scope of another
+        raise NameCollisionError(f"merge: {error}") from None
 
 
 def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tree:
@@ -418,7 +431,8 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
     trainable half of ``partition_trainable``). As TF's optimizers project only the variables they
     update (``minimize``'s ``var_list``: the trainable ones), frozen parameters
     (``trainable=False``) are left as they are, constraint or not, and so are parameters without a
-    constraint; with nothing to project, ``params`` itself is returned. A parameter that a TF
+    constraint; with nothing to project, ``params`` itself is returned (a tree of full names as keys,
+    ``{"d/w": x}``, comes back nested, as whenever something is projected). A parameter that a TF
     partitioner (``sp.sharding.fixed_size_partitioner`` and the like) splits is projected part by
     part, TF's parts (``v/part_0``, ...) each on its own, as TF projects each part's variable.
 
@@ -426,11 +440,19 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
     """
     spec = _spec_lookup("apply_constraints", params, specs)
     flat = _flatten_for("apply_constraints", params)
-    changed = False
+    # Full names as top-level keys ({"d/w": x}): the result is nested whatever is projected.
+    changed = any(type(key) is str and "/" in key for key in params)
     for name, value in flat.items():
         constraint = spec(name, "constraint")
         if constraint is None or not spec(name, "trainable"):
             continue
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            raise ParamsTypeError(
+                f"sp.apply_constraints: parameter '{name}' is {type(value).__name__} "
+                f"{value!r:.60}, not an array, and its constraint projects an array.\n"
+                f"  asked: the constraint of '{name}' applied to its value\n"
+                "  fix: pass the params as arrays (what init returns and optax updates), e.g. "
+                "jax.tree_util.tree_map(jnp.asarray, params).")
         try:
             projected = _project(constraint, value, spec(name, "partitioner"))
         except ScopedParamsError:

@@ -277,10 +277,10 @@ def test_unflatten_of_deep_names_makes_each_scope_from_its_parent():
 def test_unflatten_collisions_and_empty_components_under_known_scopes_keep_their_errors():
     deep = "a/b/c/d"
     with pytest.raises(sp.NameCollisionError,
-                       match=r"^'a/b/c/d/e' cannot be placed: 'a/b/c' is a leaf, not a scope\.$"):
+                       match=r"^'a/b/c/d/e' cannot be placed: 'a/b/c' is a leaf, not a scope\.\n  fix: "):
         sp.unflatten({"a/b/x": 1, "a/b/c": 2, f"{deep}/e": 3})
     with pytest.raises(sp.NameCollisionError,
-                       match=r"^'a/b/c/d/e' cannot be placed: 'a/b/c/d' is a leaf, not a scope\.$"):
+                       match=r"^'a/b/c/d/e' cannot be placed: 'a/b/c/d' is a leaf, not a scope\.\n  fix: "):
         sp.unflatten({"a/b/c/x": 1, deep: 2, f"{deep}/e": 3})
     with pytest.raises(sp.InvalidNameError, match=r"^'a/b//c/w' is not a valid full name"):
         sp.unflatten({"a/b/x": 1, "a/b//c/w": 2})

@@ -1,0 +1,53 @@
+"""The tree utilities' edges: apply_constraints on a Python-number leaf and on a tree of full names,
+unflatten with a separator longer than a character, and the collision errors of unflatten and merge
+(each with a fix, merge's saying it is merge's)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoped_params as sp
+
+KEY = jax.random.key(0)
+
+
+def _clipped_model():
+    def fn(x):
+        with sp.scope("d"):
+            return x * sp.get_param("v", ()) * sp.get_param(
+                "w", (), init=jax.nn.initializers.ones, constraint=lambda w: jnp.clip(w, -1.0, 1.0))
+    return sp.transform(fn)
+
+
+def test_apply_constraints_on_a_python_number_leaf_is_a_params_type_error_naming_it():
+    specs = _clipped_model().specs(jnp.ones(()))
+    with pytest.raises(sp.ParamsTypeError, match=r"(?s)parameter 'd/w' is float 2.0, not an array.*"
+                                                 r"fix: .*jnp.asarray"):
+        sp.apply_constraints({"d": {"w": 2.0}}, specs)
+
+
+def test_apply_constraints_of_a_tree_of_full_names_returns_a_nested_tree_either_way():
+    specs = _clipped_model().specs(jnp.ones(()))
+    unconstrained, constrained = {"d/v": jnp.asarray(0.5)}, {"d/w": jnp.asarray(2.0)}
+    assert sp.apply_constraints(unconstrained, specs) == {"d": {"v": unconstrained["d/v"]}}
+    assert float(sp.apply_constraints(constrained, specs)["d"]["w"]) == 1.0
+    nested = {"d": {"v": jnp.asarray(0.5)}}
+    assert sp.apply_constraints(nested, specs) is nested  # nested, nothing to project: itself
+
+
+@pytest.mark.parametrize("tree", [{"a": {".b": 1}}, {"a": {".b": {"w": 1}, "c.": 2}}])
+def test_unflatten_with_a_longer_separator_undoes_flatten(tree):
+    assert sp.unflatten(sp.flatten(tree, sep=".."), sep="..") == tree
+
+
+def test_unflatten_and_merge_collisions_say_how_to_fix_and_merges_says_it_is_merge():
+    with pytest.raises(sp.NameCollisionError, match=r"^'a/b' cannot be placed: 'a' is a leaf, not a "
+                                                    r"scope\.\n  fix: keep one of them"):
+        sp.unflatten({"a": 1, "a/b": 2})
+    with pytest.raises(sp.NameCollisionError, match=r"^merge: 'a/b' cannot be placed: 'a' is a leaf.*"
+                                                    r"\n  fix: keep one of them"):
+        sp.merge({"a": np.ones(1)}, {"a": {"b": np.ones(1)}})
+    with pytest.raises(sp.NameCollisionError, match=r"^merge: 'a' is in more than one tree\.\n  fix: "
+                                                    r"merge disjoint trees"):
+        sp.merge({"a": np.ones(1)}, {"a": np.ones(1)})
