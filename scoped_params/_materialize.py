@@ -434,7 +434,10 @@ def _compiled_draw(key: jax.Array, group: Tuple, names: List[str], specs: Dict[s
         value = draw(key, words)
     else:
         _, shape, dtype, n, _ = group
-        spec = specs[names[0]]
+        # The cached draw keeps the spec: without what it does not draw with (a regularizer or
+        # constraint closing over pretrained weights, a sharding), which would outlive the model.
+        spec = dataclasses.replace(specs[names[0]], regularizer=None, constraint=None,
+                                   sharding=None, partitioner=None)
         draw = jax.jit(lambda key, words: _draw_group(key, words, spec, shape, dtype, n))
         try:
             value = draw(key, words)

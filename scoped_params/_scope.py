@@ -14,6 +14,8 @@ import enum
 import inspect
 import re
 import threading
+import types
+import weakref
 from sys import _getframe
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -255,8 +257,10 @@ def call_getter(getter: Callable, next_getter: Callable, args: tuple, kwargs: Di
 # passes by keyword, but a getter written as sp's getter(next_getter, name, ...) with its second
 # parameter named otherwise (lambda g, n, *a, **k: ...) gets by position.
 _GETTER_KEYWORDS = frozenset({"name", "constraint", "sharding"})
-# getter -> those of _GETTER_KEYWORDS it takes by keyword
-_GETTER_TAKES: Dict[Any, frozenset] = {}
+# id of a plain function getter's code -> (the code, those of _GETTER_KEYWORDS it takes by keyword).
+# Other getters (partials, callable objects) by weak reference, as long as they live.
+_GETTER_TAKES: Dict[Any, Tuple[Any, frozenset]] = {}
+_GETTER_TAKES_OBJECTS: "weakref.WeakKeyDictionary[Any, frozenset]" = weakref.WeakKeyDictionary()
 
 
 def getter_keywords(getter: Callable) -> frozenset:
@@ -264,10 +268,22 @@ def getter_keywords(getter: Callable) -> frozenset:
     by keyword: ``constraint`` and ``sharding`` if it names them as parameters or takes ``**kwargs``
     (TF's ``fn_args`` and ``has_kwargs``); ``name`` unless its second positional parameter has
     another name (then ``name`` goes by position)."""
-    try:
-        return _GETTER_TAKES[getter]
-    except (KeyError, TypeError):  # not seen yet, or not hashable
-        pass
+    # A plain function is looked up by its code: what it takes depends on nothing else, and a getter
+    # made per call (closing over that call's values: TF's EMA getter) is not kept alive.
+    key: Any = getter
+    if type(getter) is types.FunctionType and "__wrapped__" not in getter.__dict__ and (
+            "__signature__" not in getter.__dict__):
+        key = id(getter.__code__)
+        entry = _GETTER_TAKES.get(key)
+        if entry is not None and entry[0] is getter.__code__:
+            return entry[1]
+    else:
+        try:
+            found = _GETTER_TAKES_OBJECTS.get(getter)
+        except TypeError:  # not hashable, or no weak reference to it
+            found = None
+        if found is not None:
+            return found
     try:
         params = list(inspect.signature(getter).parameters.values())
     except (TypeError, ValueError):  # no signature to read (some builtins): TF's has_kwargs is False
@@ -281,12 +297,15 @@ def getter_keywords(getter: Callable) -> frozenset:
                                     or positional[1].kind is inspect.Parameter.POSITIONAL_ONLY):
             named.discard("name")
         takes = frozenset(named & _GETTER_KEYWORDS)
-    try:
+    if key is not getter:  # a code object: lives as long as the def that made the function
         if len(_GETTER_TAKES) >= 4096:
             _GETTER_TAKES.clear()
-        _GETTER_TAKES[getter] = takes
-    except TypeError:
-        pass
+        _GETTER_TAKES[key] = (getter.__code__, takes)
+    else:
+        try:
+            _GETTER_TAKES_OBJECTS[getter] = takes
+        except TypeError:  # not hashable, or no weak reference to it: read each time
+            pass
     return takes
 
 

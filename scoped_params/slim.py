@@ -44,6 +44,7 @@ import difflib
 import functools
 import inspect
 import types
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -89,7 +90,19 @@ _MODEL = ("variables", _MODEL_VARIABLES)
 # The innermost arg scope: {op key: {argument: default}}, never mutated once made.
 _ARG_SCOPE: contextvars.ContextVar = contextvars.ContextVar("scoped_params_slim_arg_scope",
                                                            default={})
-_DECORATED: Dict[Any, Tuple[str, ...]] = {}  # op key -> the keyword arguments arg_scope may set
+# op key (the decorated function) -> the keyword arguments arg_scope may set; weakly, so that a
+# block decorated inside the model on each call (and what it closes over) dies with its wrapper.
+_DECORATED: "weakref.WeakKeyDictionary[Any, Tuple[str, ...]]" = weakref.WeakKeyDictionary()
+_DECORATED_STRONG: Dict[Any, Tuple[str, ...]] = {}  # those with no weak reference (a builtin)
+
+
+def _decorated(op: Callable) -> Optional[Tuple[str, ...]]:
+    """The arguments an arg_scope may set of ``op`` (decorated with add_arg_scope), else None."""
+    key = _key(op)
+    try:
+        return _DECORATED.get(key)
+    except TypeError:  # no weak reference to it
+        return _DECORATED_STRONG.get(key)
 
 
 def _key(op: Callable) -> Any:
@@ -115,14 +128,15 @@ def arg_scope_func_key(op: Callable) -> Any:
 
 def has_arg_scope(op: Callable) -> bool:
     """Whether ``op`` was decorated with ``add_arg_scope``."""
-    return _key(op) in _DECORATED
+    return _decorated(op) is not None
 
 
 def arg_scoped_arguments(op: Callable) -> Tuple[str, ...]:
     """The arguments of ``op`` that an ``arg_scope`` may set (those with defaults)."""
-    if not has_arg_scope(op):
+    names = _decorated(op)
+    if names is None:
         raise ValueError(f"{_op_name(op)} is not decorated with @slim.add_arg_scope.")
-    return _DECORATED[_key(op)]
+    return names
 
 
 def _op_name(op: Callable) -> str:
@@ -152,7 +166,11 @@ def add_arg_scope(func: Callable) -> Callable:
             kwargs = {**defaults, **kwargs}
         return func(*args, **kwargs)
 
-    _DECORATED[key] = tuple(n for n, p in parameters.items() if p.default is not p.empty)
+    names = tuple(n for n, p in parameters.items() if p.default is not p.empty)
+    try:
+        _DECORATED[key] = names
+    except TypeError:  # no weak reference to it
+        _DECORATED_STRONG[key] = names
     func_with_args._key_op = key  # type: ignore[attr-defined]
     return func_with_args
 
