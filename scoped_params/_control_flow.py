@@ -21,8 +21,9 @@ read, and
 
 Cost: under an eager (un-jitted) ``apply`` each call traces and compiles the loop or branches
 again (on the order of 0.1 s for a small model, where an eager ``jax.lax.scan`` of a module-level
-function reuses its compiled loop), and JAX keeps each compiled copy (memory grows by about 2 MB
-a call for a small scan): jit the apply (``jax.jit(model.apply)``), which traces them once.
+function reuses its compiled loop), and the process's memory grows with the calls (about 2 MB a
+call for a small scan, as plain JAX's does given a new function each call): jit the apply
+(``jax.jit(model.apply)``), which traces them once.
 Reusing a compiled loop across eager calls is not safe here: its trace reads the call's parameters
 as constants and advances the call's names and counters, which a cache hit would skip.
 
