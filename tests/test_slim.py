@@ -511,6 +511,7 @@ def test_the_resnet_v1_50_port_matches_tf_slims_own_names_checkpoint_logits_and_
     tf1 = tf.compat.v1
     images = np.random.RandomState(1).randn(2, 64, 64, 3).astype(np.float32)
     with tf.Graph().as_default(), tf1.Session() as session:
+        tf1.set_random_seed(0)  # TF's initial weights: the same model on every run
         x = tf1.placeholder(tf.float32, images.shape)
         with tf_slim.arg_scope(resnet_v1.resnet_arg_scope()):
             logits, end_points = resnet_v1.resnet_v1_50(x, 10, is_training=False)
@@ -536,9 +537,13 @@ def test_the_resnet_v1_50_port_matches_tf_slims_own_names_checkpoint_logits_and_
     scale = float(np.abs(theirs).max())
     np.testing.assert_allclose(ours, theirs[:, 0, 0], rtol=1e-3, atol=1e-4 * scale)
     assert sorted(points) == sorted(their_points)
-    for name in ("resnet_v1_50/block1", "resnet_v1_50/block4", "predictions"):
+    for name in ("resnet_v1_50/block1", "resnet_v1_50/block4"):
         np.testing.assert_allclose(points[name], their_points[name], rtol=1e-3,
                                    atol=1e-4 * float(np.abs(their_points[name]).max()))
+    # The softmax of logits that agree within atol=1e-4*scale: a probability moves by at most about
+    # that much (a 0.14 one was 3.4e-4 off on one run, with the logits within their tolerance).
+    np.testing.assert_allclose(points["predictions"], their_points["predictions"], rtol=1e-3,
+                               atol=1e-4 * scale)
 
 
 def test_the_resnet_example_runs_from_the_command_line(capsys):
