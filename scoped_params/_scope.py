@@ -257,56 +257,67 @@ def call_getter(getter: Callable, next_getter: Callable, args: tuple, kwargs: Di
 # passes by keyword, but a getter written as sp's getter(next_getter, name, ...) with its second
 # parameter named otherwise (lambda g, n, *a, **k: ...) gets by position.
 _GETTER_KEYWORDS = frozenset({"name", "constraint", "sharding"})
-# id of a plain function getter's code -> (the code, those of _GETTER_KEYWORDS it takes by keyword).
-# Other getters (partials, callable objects) by weak reference, as long as they live.
-_GETTER_TAKES: Dict[Any, Tuple[Any, frozenset]] = {}
-_GETTER_TAKES_OBJECTS: "weakref.WeakKeyDictionary[Any, frozenset]" = weakref.WeakKeyDictionary()
 
 
-def getter_keywords(getter: Callable) -> frozenset:
-    """Which of ``name=``, ``constraint=`` and ``sharding=`` the custom getter ``getter`` is passed
-    by keyword: ``constraint`` and ``sharding`` if it names them as parameters or takes ``**kwargs``
-    (TF's ``fn_args`` and ``has_kwargs``); ``name`` unless its second positional parameter has
-    another name (then ``name`` goes by position)."""
-    # A plain function is looked up by its code: what it takes depends on nothing else, and a getter
-    # made per call (closing over that call's values: TF's EMA getter) is not kept alive.
-    key: Any = getter
-    if type(getter) is types.FunctionType and "__wrapped__" not in getter.__dict__ and (
-            "__signature__" not in getter.__dict__):
-        key = id(getter.__code__)
-        entry = _GETTER_TAKES.get(key)
-        if entry is not None and entry[0] is getter.__code__:
-            return entry[1]
-    else:
+class SignatureFacts:
+    """``read(fn)`` (something a callable's signature says), asked once per callable and kept
+    without keeping the callable alive: a plain function's answer is kept under its code (what
+    its parameters are depends on nothing else, and a function made per call, closing over that
+    call's values, must not outlive it), another callable's (a partial, a callable object, a
+    wrapper) under a weak reference to it, or read each time if it has none. Bounded."""
+
+    __slots__ = ("read", "by_code", "by_object")
+
+    def __init__(self, read: Callable[[Callable], Any]):
+        self.read = read
+        self.by_code: Dict[int, Tuple[Any, Any]] = {}  # id of the code -> (the code, the answer)
+        self.by_object: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+    def __call__(self, fn: Callable) -> Any:
+        if type(fn) is types.FunctionType and "__wrapped__" not in fn.__dict__ and (
+                "__signature__" not in fn.__dict__):
+            code = fn.__code__
+            entry = self.by_code.get(id(code))
+            if entry is not None and entry[0] is code:
+                return entry[1]
+            answer = self.read(fn)
+            if len(self.by_code) >= 4096:
+                self.by_code.clear()
+            self.by_code[id(code)] = (code, answer)  # the code lives as long as the def that made fn
+            return answer
         try:
-            found = _GETTER_TAKES_OBJECTS.get(getter)
-        except TypeError:  # not hashable, or no weak reference to it
-            found = None
-        if found is not None:
-            return found
+            return self.by_object[fn]
+        except (KeyError, TypeError):  # not seen, or not hashable / no weak reference to it
+            pass
+        answer = self.read(fn)
+        try:
+            self.by_object[fn] = answer
+        except TypeError:
+            pass
+        return answer
+
+
+def _getter_keywords(getter: Callable) -> frozenset:
     try:
         params = list(inspect.signature(getter).parameters.values())
     except (TypeError, ValueError):  # no signature to read (some builtins): TF's has_kwargs is False
-        takes: frozenset = frozenset()
-    else:
-        named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            named |= _GETTER_KEYWORDS
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(positional) > 1 and (positional[1].name != "name"
-                                    or positional[1].kind is inspect.Parameter.POSITIONAL_ONLY):
-            named.discard("name")
-        takes = frozenset(named & _GETTER_KEYWORDS)
-    if key is not getter:  # a code object: lives as long as the def that made the function
-        if len(_GETTER_TAKES) >= 4096:
-            _GETTER_TAKES.clear()
-        _GETTER_TAKES[key] = (getter.__code__, takes)
-    else:
-        try:
-            _GETTER_TAKES_OBJECTS[getter] = takes
-        except TypeError:  # not hashable, or no weak reference to it: read each time
-            pass
-    return takes
+        return frozenset()
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        named |= _GETTER_KEYWORDS
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) > 1 and (positional[1].name != "name"
+                                or positional[1].kind is inspect.Parameter.POSITIONAL_ONLY):
+        named.discard("name")
+    return frozenset(named & _GETTER_KEYWORDS)
+
+
+# Which of ``name=``, ``constraint=`` and ``sharding=`` the custom getter ``getter`` is passed by
+# keyword: ``constraint`` and ``sharding`` if it names them as parameters or takes ``**kwargs``
+# (TF's ``fn_args`` and ``has_kwargs``); ``name`` unless its second positional parameter has
+# another name (then ``name`` goes by position). A getter made per call (TF's EMA getter over that
+# call's values) is not kept alive.
+getter_keywords = SignatureFacts(_getter_keywords)
 
 
 def getter_signature_error(getter: Callable, full: Any, error: TypeError) -> TypeError:

@@ -47,7 +47,6 @@ import inspect
 import numbers
 import re
 import sys
-import types
 import weakref
 from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Tuple, Union
 
@@ -65,7 +64,7 @@ from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set
 from ._regularizers import _tensorflow_origin, l1_sum
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _check_components,
                      _check_name, _child, _describe_refused_reuse, _enter_name_scope,
-                     _exit_name_scope, _revert, default_name_scope, reentered,
+                     _exit_name_scope, _revert, SignatureFacts, default_name_scope, reentered,
                      reuse_argument_error, scope)
 from .initializers import ones, zeros
 
@@ -2507,43 +2506,19 @@ _UNSUPPORTED_FIX = {  # Keras arguments TF's v1 layer classes pass on, and what 
 }
 
 
-def _by_code(cache: Dict[int, tuple], fn: Callable, read: Callable[[Callable], Any]) -> Any:
-    """``read(fn)``, asked once per function's code: what the parameters of a plain function are
-    depends on its code alone, and keeping the code (not the function) does not keep a Layer
-    subclass made per model alive with what its closure holds. Other callables are their own key
-    (``cache``: id of the key -> (the key, the answer); bounded)."""
-    key = getattr(fn, "__code__", None)
-    if key is None or type(fn) is not types.FunctionType or "__wrapped__" in fn.__dict__ or (
-            "__signature__" in fn.__dict__):
-        key = fn  # a wrapper (slim's arg-scoped layers), a partial: kept, as before, up to the bound
-    entry = cache.get(id(key))
-    if entry is not None and entry[0] is key:
-        return entry[1]
-    answer = read(fn)
-    if len(cache) >= 4096:
-        cache.clear()
-    cache[id(key)] = (key, answer)
-    return answer
-
-
-_TAKES_TRAINING: Dict[int, tuple] = {}
-_PARAMETER_NAMES: Dict[int, tuple] = {}
-
-
-def _takes_training(fn: Callable) -> bool:
+def _read_takes_training(fn: Callable) -> bool:
     """Whether ``fn`` (a layer's function, a Layer subclass's ``call``) takes ``training=``, as
     Keras's ``_expects_training_arg``: by name or by ``**kwargs``. A layer object drops the
-    argument otherwise, as TF's do; asked once per function."""
-    def read(fn: Callable) -> bool:
-        parameters = inspect.signature(fn).parameters
-        return "training" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    return _by_code(_TAKES_TRAINING, fn, read)
+    argument otherwise, as TF's do."""
+    parameters = inspect.signature(fn).parameters
+    return "training" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
-def _parameter_names(fn: Callable) -> Dict[str, None]:
-    """``fn``'s parameter names, in order (``inspect.signature`` costs ~90 us: objects are built in
-    loops and in every trace)."""
-    return _by_code(_PARAMETER_NAMES, fn, lambda fn: dict.fromkeys(inspect.signature(fn).parameters))
+# Asked once per function (``inspect.signature`` costs ~90 us: objects are built in loops and in
+# every trace), without keeping a Layer subclass made per model alive with what its call captured.
+_takes_training = SignatureFacts(_read_takes_training)
+# ``fn``'s parameter names, in order.
+_parameter_names = SignatureFacts(lambda fn: dict.fromkeys(inspect.signature(fn).parameters))
 
 
 def _check_layer_arguments(cls: Any, kwargs: dict, call_only: Tuple[str, ...]) -> None:
