@@ -583,7 +583,7 @@ if _TRACE is None:  # pragma: no cover - other jax versions
 # so it is used only if it behaves as ``jax.named_scope`` (checked at import); otherwise the public
 # ``extend_name_stack`` serves.
 
-_NAMED: dict = {}  # (name stack, label) -> the SourceInfo with that name stack extended by label
+_NAMED: dict = {}  # (name stack's entries, label) -> the SourceInfo with the stack extended by label
 _NAMED_MAX = 1 << 16
 
 
@@ -600,7 +600,7 @@ def _probe_source_info_context() -> Any:
             ok = str(info.current_name_stack()) == str(before.name_stack.extend("probe"))
         finally:
             context.context = before
-        hash((before.name_stack, "probe"))
+        hash((before.name_stack.stack, "probe"))
         return context if ok else None
     except Exception:  # noqa: BLE001 - pragma: no cover - another JAX
         return None
@@ -608,21 +608,94 @@ def _probe_source_info_context() -> Any:
 
 _SOURCE_INFO = _probe_source_info_context()
 
+
+def _path_type() -> Any:
+    """``_Path``, JAX's ``NameStack`` for the name stacks sp opens, which keeps its string and its
+    last sum with an enclosing stack; ``None`` if this JAX's ``NameStack`` does not take it (checked
+    here: sums, strings, equality and copies behave as the plain class's).
+
+    Lowering turns each staged op's name stack into its location: it adds the enclosing function's
+    stack (``jit(f)``) to the op's and spells the sum, which costs two Python calls and a new object
+    per op, four for a dense layer. A sum in which the op's stack is a ``_Path`` is ``_Path.__radd__``
+    (Python asks a subclass's reflected method first): the ops of one scope share one sum and its
+    string."""
+    try:
+        import copy
+
+        from jax._src.source_info_util import NameStack, Scope as JaxScope
+        set_slot = object.__setattr__
+
+        class _Path(NameStack):  # type: ignore[misc, valid-type]
+            __slots__ = ("_text", "_sum")
+            _text: Optional[str]
+            _sum: Optional[tuple]
+
+            def __init__(self, stack: tuple) -> None:
+                set_slot(self, "stack", stack)
+                set_slot(self, "_text", None)
+                set_slot(self, "_sum", None)  # (the last enclosing stack added, the sum)
+
+            def __radd__(self, other: Any) -> Any:
+                last = self._sum
+                if last is not None and last[0] is other:
+                    return last[1]
+                total = _Path(other.stack + self.stack)
+                set_slot(self, "_sum", (other, total))  # one store: another thread sees both or none
+                return total
+
+            def __str__(self) -> str:
+                text = self._text
+                if text is None:
+                    text = NameStack.__str__(self)
+                    set_slot(self, "_text", text)
+                return text
+
+            def __eq__(self, other: Any) -> Any:
+                if isinstance(other, NameStack):
+                    return self.stack == other.stack
+                return NotImplemented
+
+            __hash__ = NameStack.__hash__
+
+            def __reduce__(self) -> Any:  # pickled and copied as the plain class
+                return NameStack, (self.stack,)
+
+        outer = NameStack().extend("jit(f)").transform("jvp")
+        path = _Path((JaxScope("a"), JaxScope("b")))
+        total = outer + path
+        plain = NameStack(outer.stack + path.stack)
+        ok = (type(total) is _Path and total is outer + path and str(total) == str(plain)
+              and str(total) == "jit(f)/jvp(a)/b" and total == plain and plain == total
+              and hash(total) == hash(plain) and path + outer == NameStack(path.stack + outer.stack)
+              and type(copy.copy(total)) is NameStack)
+        return _Path if ok else None
+    except Exception:  # noqa: BLE001 - pragma: no cover - another JAX
+        return None
+
+
+_Path = _path_type() if _SOURCE_INFO is not None else None
+
 if _SOURCE_INFO is not None:
     # the type of a jax.named_scope entry of JAX's name stack (a transform's entry is another type)
     _JaxScope = type(_SOURCE_INFO.context.name_stack.extend("probe").stack[-1])
 
+    def _extended(name_stack: Any, label: str) -> Any:
+        """``name_stack.extend(label)``, as a ``_Path`` where this JAX takes one."""
+        if _Path is None:  # pragma: no cover - another JAX
+            return name_stack.extend(label)
+        return _Path((*name_stack.stack, _JaxScope(label)))
+
     def _push_name(label: str) -> Any:
         prev = _SOURCE_INFO.context
         if prev.traceback is None:
-            key = (prev.name_stack, label)
+            key = (prev.name_stack.stack, label)  # a tuple of tuples: hashed and compared in C
             new = _NAMED.get(key)
             if new is None:
                 if len(_NAMED) >= _NAMED_MAX:
                     _NAMED.clear()
-                new = _NAMED[key] = prev.replace(name_stack=prev.name_stack.extend(label))
+                new = _NAMED[key] = prev.replace(name_stack=_extended(prev.name_stack, label))
         else:  # inside JAX's user_context (a traceback is set): not a reusable value
-            new = prev.replace(name_stack=prev.name_stack.extend(label))
+            new = prev.replace(name_stack=_extended(prev.name_stack, label))
         _SOURCE_INFO.context = new
         return prev
 
@@ -642,7 +715,7 @@ if _SOURCE_INFO is not None:
             i -= 1
             spelled = f"{stack[i].name}/{spelled}" if spelled else stack[i].name
         base = prev.name_stack[:i] if spelled == jax_old else prev.name_stack
-        _SOURCE_INFO.context = prev.replace(name_stack=base.extend(path) if path else base)
+        _SOURCE_INFO.context = prev.replace(name_stack=_extended(base, path) if path else base)
         return prev
 else:  # pragma: no cover - another JAX
     _named_scope: Callable[[str], Any]

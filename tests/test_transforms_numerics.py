@@ -249,6 +249,64 @@ def test_op_names_are_the_same_in_every_trace_and_under_an_enclosing_named_scope
     text = jax.jit(model.apply).lower({}, jnp.ones(3)).as_text(debug_info=True)
     assert all(name in text for name in expected)
 
+def test_op_locations_name_the_function_being_lowered_each_time():
+    # A scope's ops keep the sum of their name stack with the enclosing function's (jit(f)/layer):
+    # lowering the same model inside another function, or under grad, names that function.
+    def fn(x):
+        with sp.scope("layer"):
+            return jnp.sin(x) * sp.get_param("w", [3])
+
+    model = sp.transform(fn)
+    x = jnp.ones(3)
+    params = model.init(KEY, x)
+
+    def first(p, x):
+        return model.apply(p, x)
+
+    def second(p, x):
+        return model.apply(p, x)
+
+    def names(f, *args):
+        text = jax.jit(f).lower(*args).as_text(debug_info=True)
+        return {n for n in re.findall(r'loc\("([^"]*)"', text) if "/" in n and "." not in n}
+
+    for _ in range(2):
+        assert names(first, params, x) == {"jit(first)/layer/sin", "jit(first)/layer/mul"}
+        assert names(second, params, x) == {"jit(second)/layer/sin", "jit(second)/layer/mul"}
+
+    def twin(p, x):  # the same model by hand, with jax.named_scope
+        with jax.named_scope("layer"):
+            return jnp.sin(x) * p["layer"]["w"]
+
+    grads = names(jax.grad(lambda p, x: first(p, x).sum()), params, x)
+    assert grads == names(jax.grad(lambda p, x: twin(p, x).sum()), params, x)
+    assert "jit(<lambda>)/transpose(jvp(layer))/mul" in grads
+
+
+def test_staged_name_stacks_equal_hash_and_pickle_as_jaxs_own():
+    # The name stacks scopes put on staged ops are JAX's NameStack (a subclass keeping its string):
+    # they compare, hash and pickle as the plain class with the same entries.
+    import pickle
+
+    from jax._src.source_info_util import NameStack
+
+    def fn(x):
+        with sp.scope("a"):
+            with sp.scope("b"):
+                return jnp.sin(x)
+
+    (eqn,) = jax.make_jaxpr(sp.transform(fn).apply)({}, jnp.ones(2)).jaxpr.eqns
+    stack = eqn.source_info.name_stack
+    plain = NameStack(stack.stack)
+    assert isinstance(stack, NameStack) and str(stack) == str(plain) == "a/b"
+    assert stack == plain and plain == stack and hash(stack) == hash(plain)
+    assert stack != NameStack(plain.stack[:1])
+    assert type(pickle.loads(pickle.dumps(stack))) is NameStack
+    outer = NameStack().extend("jit(f)")
+    assert str(outer + stack) == "jit(f)/a/b" and (outer + stack) is (outer + stack)
+    assert str(stack + outer) == "a/b/jit(f)"
+
+
 def test_jitted_apply_op_names_follow_scope_paths():
     def fn(x):
         with sp.scope("a"):
