@@ -7,10 +7,12 @@ closest targets time, with garbage collection off in the counted regions:
 * the trace (``jit(f).trace``) of N tiny layers: hand-written JAX, the same with ``jax.named_scope``
   per layer, scoped_params, and scoped_params through ``sp.layers.dense``,
   ``slim.fully_connected`` and ``sp.layers.Dense`` objects (default names);
+* the trace and lowering (``jit(f).lower``, what ``make bench`` times) of the same tiny layers:
+  hand-written JAX, with named scopes, and scoped_params;
 * an eager ``apply`` of the tiny 2-layer model: hand-written JAX, the same reading its parameters
   through a scoped lookup with no checks (``models._hand_scoped_lookup``), and scoped_params.
 
-Usage (needs ``valgrind`` on the PATH; about 8 minutes for N=1000)::
+Usage (needs ``valgrind`` on the PATH; about 10 minutes for N=1000)::
 
     python bench/instructions.py [N]
 
@@ -35,6 +37,7 @@ EAGER_CALLS = 200
 # layer APIs (sp.layers.dense, slim.fully_connected, sp.layers.Dense objects; bench/models.py).
 TRACED = ("jax", "jax_named_scopes", "scoped_params", "scoped_params_layers", "scoped_params_slim",
           "scoped_params_objects")
+LOWERED = ("jax", "jax_named_scopes", "scoped_params")  # traced and lowered
 
 
 def _regions(n_layers: int):
@@ -57,6 +60,10 @@ def _regions(n_layers: int):
         apply = models.build(c, "dense", n_layers).apply
         regions.append((f"trace/{c}", lambda apply=apply, p=models.to_params(c, spec): jax.jit(
             lambda p, x: apply(p, x)).trace(p, x)))
+    for c in LOWERED:
+        apply = models.build(c, "dense", n_layers).apply
+        regions.append((f"lower/{c}", lambda apply=apply, p=models.to_params(c, spec): jax.jit(
+            lambda p, x: apply(p, x)).lower(p, x)))
     params = models.build("scoped_params", "two_layer").init(jax.random.key(0), x)
     for c in ("jax", "jax_scoped_lookup", "scoped_params"):
         apply = models.build(c, "two_layer").apply
@@ -108,6 +115,11 @@ def main() -> None:
     named = counts["trace/jax_named_scopes"]
     sp_n = counts["trace/scoped_params"]
     print(f"  scoped_params / named scopes: {sp_n / named:.4f}x ({(sp_n - named) / n_layers:,.0f} per layer)")
+    base = counts["lower/jax"]
+    print(f"trace and lowering of {n_layers} tiny layers (jit(f).lower), machine instructions:")
+    for c in LOWERED:
+        n = counts[f"lower/{c}"]
+        print(f"  {c:20s} {n / 1e6:9.1f} M  {n / base:.4f}x  ({(n - base) / n_layers:,.0f} per layer beyond jax)")
     hand = counts["eager/jax"] / EAGER_CALLS
     print(f"eager apply of the tiny 2-layer model, per call: jax {hand:,.0f}")
     for c in ("jax_scoped_lookup", "scoped_params"):

@@ -772,7 +772,7 @@ def plan(quick: bool):
     # on 2 cores; the tiny-layer traces get the most, as their targets are the closest calls. Haiku,
     # Flax and the layer-API variants trace in fewer rounds there: no target is judged on them.
     rounds = {250: 5, 1000: 3, 4000: 5}
-    trace_rounds = {250: 9, 1000: 15, 4000: 7}
+    trace_rounds = {250: 9, 1000: 25, 4000: 7}
     reference_rounds = {250: 3, 1000: 3, 4000: 2}
     steps = [
         ("apply_image_filter", lambda: jitted_apply("image_filter", 0, img, r(15, 3), r(0.1, 0.02))),

@@ -75,7 +75,9 @@ def test_instruction_count_regions_run_without_valgrind():
         labels.append(label)
     assert labels == ["trace/jax", "trace/jax_named_scopes", "trace/scoped_params",
                       "trace/scoped_params_layers", "trace/scoped_params_slim",
-                      "trace/scoped_params_objects", "eager/jax", "eager/jax_scoped_lookup", "eager/scoped_params"]
+                      "trace/scoped_params_objects", "lower/jax", "lower/jax_named_scopes",
+                      "lower/scoped_params", "eager/jax", "eager/jax_scoped_lookup",
+                      "eager/scoped_params"]
 
 
 def test_a_step_past_its_budget_stops_after_the_minimum_rounds(monkeypatch):
