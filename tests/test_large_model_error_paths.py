@@ -187,6 +187,26 @@ def test_a_scope_map_of_names_the_checkpoint_has_elsewhere_or_not_at_all_says_wh
     assert "could not fill 5 entries" in str(info.value)
 
 
+def test_a_scope_map_hint_counts_how_many_of_the_parameters_the_suggested_scope_holds():
+    # The checkpoint keeps two of the three parameters under another scope: the hint says so, with
+    # the count, and a prefix holding one says "1 of the 3 is".
+    source = {"tower/a": np.ones(1, np.float32), "tower/b": np.ones(1, np.float32),
+              "solo/c": np.ones(1, np.float32)}
+    params = {"net": {name: np.zeros(1, np.float32) for name in "abc"}}
+    with pytest.raises(ckpt.CheckpointMismatchError) as info:
+        ckpt.init_from_checkpoint(source, params, {"model/": "net/"})
+    assert _problems(str(info.value)) == [
+        "  - 'model/': 'net/': none of the 3 parameters under 'net/' is in the given tree under "
+        "'model/' (e.g. 'net/a' from 'model/a'); it has no name under 'model/'; its names start "
+        "with 'solo/', 'tower/'; 2 of the 3 are under 'tower/' in it: did you mean "
+        "{'tower/': 'net/'}?"]
+    source = {"solo/c": np.ones(1, np.float32), "other/x": np.ones(1, np.float32)}
+    with pytest.raises(ckpt.CheckpointMismatchError) as info:
+        ckpt.init_from_checkpoint(source, params, {"model/": "net/"})
+    assert _problems(str(info.value))[0].endswith(
+        "1 of the 3 is under 'solo/' in it: did you mean {'solo/': 'net/'}?")
+
+
 def test_missing_entries_get_hints_for_the_first_few_and_the_list_is_capped(monkeypatch):
     source = {f"old/w_{i}": np.ones(2, np.float32) for i in range(0, 4000, 2)}
     params = sp.unflatten({f"new/w_{i}": np.zeros(2, np.float32) for i in range(4000)})
