@@ -1373,8 +1373,11 @@ class ApplyStore:
     def _flat_now(self) -> None:
         """The flat view, built when a top-level key holds a full name ({**params,
         **sp.flatten(loaded)}): the nested lookup would neither see it nor see that nested dicts
-        spell it too, which the flat view refuses as sp.flatten does (only top-level keys are
-        looked at: each apply call does, and a tree without such keys pays one loop over them)."""
+        spell it too, which the flat view refuses as sp.flatten does (each apply call loops over
+        the top-level keys; a scope entered looks at the keys of its own sub-dict, see
+        ``_scope._sub_values``)."""
+        if self._flat is not None:
+            return
         try:
             self._flat = flatten(self.tree)
         except NameCollisionError as error:
@@ -1382,6 +1385,8 @@ class ApplyStore:
             if name is None:
                 raise
             raise given_twice_error(name, "/", "in the params passed to apply", "params") from None
+
+    flat_view = _flat_now
 
     @property
     def params(self) -> Dict[str, Any]:

@@ -920,6 +920,28 @@ def reentered(captured: Scope, reuse: Any) -> Scope:
     return s
 
 
+def _sub_values(values: dict, name: str) -> Optional[dict]:
+    """The params sub-dict of the scope ``name`` under a scope whose sub-dict is ``values``, for
+    ``get_param``'s direct lookup; ``None`` when there is none, or when a key of it spells a full
+    name (``{"a": {"b/w": x}}``): the direct lookup would see one of two spellings of a name
+    (``{"a": {"b/w": x, "b": {"w": y}}}``), so the scope's requests go through the store's flat
+    view, which refuses a name spelled twice (as ``sp.flatten`` does) and finds one spelled once."""
+    values = values.get(name)
+    if type(values) is not dict:
+        return None
+    try:
+        for key in values:  # a scope's sub-dict has a few keys: a loop beats one str.join
+            if "/" in key:
+                break
+        else:
+            return values
+    except TypeError:  # a key that is not a str
+        if not any(type(key) is str and "/" in key for key in values):
+            return values
+    _current_frame().store.flat_view()  # raises NameCollisionError for a name spelled twice
+    return None
+
+
 def _sub_scope(parent: Scope, name: str, reuse: Any, origin: Optional[tuple],
                original_name_scope: str) -> Scope:
     """A scope inheriting ``parent``'s defaults: ``Scope(...)`` without the keyword-call cost (every
@@ -937,11 +959,7 @@ def _sub_scope(parent: Scope, name: str, reuse: Any, origin: Optional[tuple],
     s.trainable = parent.trainable
     s.constraint = None  # never inherited (see Scope)
     values = parent._values
-    if values is not None:
-        values = values.get(name[len(parent.prefix):])
-        if type(values) is not dict:
-            values = None
-    s._values = values
+    s._values = None if values is None else _sub_values(values, name[len(parent.prefix):])
     return s
 
 
@@ -1303,11 +1321,7 @@ class _PlainScope(_ScopeContext):
         if self._defaults is not None:
             _set_defaults(new, self._defaults)
         values = old_scope._values
-        if values is not None:
-            values = values.get(name)
-            if type(values) is not dict:
-                values = None
-        new._values = values
+        new._values = None if values is None else _sub_values(values, name)
         # 3. Its entry count.
         children = old_node[_CHILDREN]
         if children is None:

@@ -470,6 +470,39 @@ def test_apply_refuses_params_spelling_one_name_nested_and_flat_as_flatten_does(
     np.testing.assert_allclose(apply({**params, "other/v": jnp.ones(2)}, x), model.apply(params, x))
 
 
+def _deep(x):
+    with sp.scope("net"):
+        with sp.scope("enc"):
+            w = sp.get_param("w", (3, 1))
+        with sp.scope("enc", reuse=True):  # a scope of its own: a second name scope, the same params
+            w = w + sp.get_param("w", (3, 1))
+        with sp.scope("head"):
+            return x @ w * sp.get_param("scale", ())
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_apply_refuses_a_name_spelled_nested_and_flat_below_the_top_level(jit):
+    # {"net": {"enc/w": ..., "enc": {"w": ...}}}: one full name, two values; the nested lookup of a
+    # scope would see one of them, so apply refuses the tree, as sp.flatten does.
+    model = sp.transform(_deep)
+    x = jnp.ones((1, 3))
+    params = model.init(KEY, x)
+    apply = jax.jit(model.apply) if jit else model.apply
+    patched = {"net": {**params["net"], "enc/w": jnp.full((3, 1), 2.0)}}
+    with pytest.raises(sp.NameCollisionError, match=r"(?s)'net/enc/w' is given twice in the params "
+                       r"passed to apply.*fix:"):
+        apply(patched, x)
+    deeper = {"net": {"enc": {"w": params["net"]["enc"]["w"]}, "head": {**params["net"]["head"]},
+                      "head/scale": jnp.float32(3.0)}}
+    with pytest.raises(sp.NameCollisionError, match="'net/head/scale' is given twice"):
+        apply(deeper, x)
+    # A full name spelled once below the top level, flat or nested, is found.
+    flat_below = {"net": {"enc/w": jnp.full((3, 1), 2.0), "head/scale": jnp.float32(3.0)}}
+    np.testing.assert_allclose(apply(flat_below, x), jnp.full((1, 1), 36.0))
+    nested = {"net": {"enc": {"w": jnp.full((3, 1), 2.0)}, "head": {"scale": jnp.float32(3.0)}}}
+    np.testing.assert_allclose(apply(nested, x), jnp.full((1, 1), 36.0))
+
+
 # --- an uncalled TF initializer class ------------------------------------------------------------
 
 
