@@ -130,7 +130,7 @@ class Scope:
         # In apply: the params sub-dict at this path, for get_param's direct lookup; None where that
         # lookup does not apply: init, layer_stack blocks, a custom getter, a captured-scope jump, a
         # path that is not a dict of the params given. get_param then takes the general path.
-        self._values = None
+        self._values: Optional[dict] = None
 
     @property
     def name(self) -> str:
@@ -926,9 +926,10 @@ def _sub_values(values: dict, name: str) -> Optional[dict]:
     name (``{"a": {"b/w": x}}``): the direct lookup would see one of two spellings of a name
     (``{"a": {"b/w": x, "b": {"w": y}}}``), so the scope's requests go through the store's flat
     view, which refuses a name spelled twice (as ``sp.flatten`` does) and finds one spelled once."""
-    values = values.get(name)
-    if type(values) is not dict:
+    found = values.get(name)
+    if type(found) is not dict:
         return None
+    values = found
     try:
         for key in values:  # a scope's sub-dict has a few keys: a loop beats one str.join
             if "/" in key:
