@@ -292,6 +292,9 @@ class Transformed:
         own keyword and never reaches the model: a model keyword argument named ``rng`` cannot be
         passed through apply (rename it); ``params`` is positional-only, so a model keyword named
         ``params`` (TF's Estimator ``model_fn``'s) does reach the model.
+        ``params`` may also spell a full name as one key holding ``/``, at any level (``{"net/enc/w":
+        w}``, ``{"net": {"enc/w": w}}``); a name spelled both that way and by nested dicts is a
+        ``NameCollisionError``, as in ``sp.flatten``.
         While JAX traces it (``jit``, ``grad``, ``vmap``, ...) the cyclic garbage collector is paused
         for the call, as in ``init``; an eager call leaves it alone.
         """
