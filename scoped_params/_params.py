@@ -1358,19 +1358,19 @@ class ApplyStore:
         # a common request is two small lookups; the flat view is built only for the others.
         self.tree = tree
         self._flat: Optional[Dict[str, Any]] = None
-        try:  # a full name as one top-level key ({**params, **sp.flatten(loaded)}): see _flat_now
+        try:  # a full name as one top-level key ({**params, **sp.flatten(loaded)}): see flat_view
             for key in tree:
                 if "/" in key:
-                    self._flat_now()
+                    self.flat_view()
                     break
         except TypeError:  # a key that is not a str (refused by the flat view, if it is built)
             if any(isinstance(key, str) and "/" in key for key in tree):
-                self._flat_now()
+                self.flat_view()
         self.state = state
         # full name -> site of its first (creating) request, (file, line) or (code, offset): format_site
         self.created: Dict[str, Any] = {}
 
-    def _flat_now(self) -> None:
+    def flat_view(self) -> None:
         """The flat view, built when a top-level key holds a full name ({**params,
         **sp.flatten(loaded)}): the nested lookup would neither see it nor see that nested dicts
         spell it too, which the flat view refuses as sp.flatten does (each apply call loops over
@@ -1385,8 +1385,6 @@ class ApplyStore:
             if name is None:
                 raise
             raise given_twice_error(name, "/", "in the params passed to apply", "params") from None
-
-    flat_view = _flat_now
 
     @property
     def params(self) -> Dict[str, Any]:

@@ -583,7 +583,7 @@ if _TRACE is None:  # pragma: no cover - other jax versions
 # so it is used only if it behaves as ``jax.named_scope`` (checked at import); otherwise the public
 # ``extend_name_stack`` serves.
 
-_NAMED: dict = {}  # (name stack's entries, label) -> the SourceInfo with the stack extended by label
+_NAMED: dict = {}  # (name stack's entries, their types, label) -> the SourceInfo with the stack extended by label
 _NAMED_MAX = 1 << 16
 
 
@@ -600,7 +600,7 @@ def _probe_source_info_context() -> Any:
             ok = str(info.current_name_stack()) == str(before.name_stack.extend("probe"))
         finally:
             context.context = before
-        hash((before.name_stack.stack, "probe"))
+        hash((before.name_stack.stack, tuple(map(type, before.name_stack.stack)), "probe"))
         return context if ok else None
     except Exception:  # noqa: BLE001 - pragma: no cover - another JAX
         return None
@@ -688,7 +688,9 @@ if _SOURCE_INFO is not None:
     def _push_name(label: str) -> Any:
         prev = _SOURCE_INFO.context
         if prev.traceback is None:
-            key = (prev.name_stack.stack, label)  # a tuple of tuples: hashed and compared in C
+            stack = prev.name_stack.stack
+            # The entries' types too: a jax.named_scope("jvp") entry equals jax.jvp's entry as a tuple.
+            key = (stack, tuple(map(type, stack)), label)  # tuples of tuples: hashed and compared in C
             new = _NAMED.get(key)
             if new is None:
                 if len(_NAMED) >= _NAMED_MAX:

@@ -307,6 +307,28 @@ def test_staged_name_stacks_equal_hash_and_pickle_as_jaxs_own():
     assert str(stack + outer) == "a/b/jit(f)"
 
 
+def test_a_named_scope_spelled_as_a_transform_does_not_lend_its_name_stack_to_that_transform():
+    # jax.named_scope("jvp") and jax.jvp both put an entry "jvp" on the name stack (JAX spells them
+    # jvp/... and jvp(...)): a scope entered under one is not given the stack built under the other.
+    def fn(x):
+        with sp.scope("layer"):
+            return jnp.sin(x)
+
+    model = sp.transform(fn)
+
+    def named(x):
+        with jax.named_scope("jvp"):
+            return model.apply({}, x)
+
+    def stacks(jaxpr):
+        return {str(e.source_info.name_stack) for e in jaxpr.jaxpr.eqns}
+
+    for _ in range(2):
+        assert stacks(jax.make_jaxpr(named)(1.0)) == {"jvp/layer"}
+        jvp = jax.make_jaxpr(lambda x: jax.jvp(lambda y: model.apply({}, y), (x,), (1.0,)))(1.0)
+        assert stacks(jvp) == {"jvp(layer)"}
+
+
 def test_jitted_apply_op_names_follow_scope_paths():
     def fn(x):
         with sp.scope("a"):
