@@ -1953,6 +1953,7 @@ class _LayerObject(_KerasMethods):
         if "__call__" not in vars(cls) and (cls.call is not _LayerObject.call
                                             or cls.build is not _LayerObject.build):
             cls.__call__ = _LayerObject._call_methods  # type: ignore[method-assign]
+            cls.__setattr__ = _set_layer_attribute  # type: ignore[method-assign, assignment]
         cls._call_has_scope = "scope" in _parameter_names(cls.call)
 
     def _call_methods(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
@@ -2038,6 +2039,8 @@ class _LayerObject(_KerasMethods):
         # Reached only for what the object does not have: TF's attributes of the layer, or a
         # property whose getter raised AttributeError (shown as such, not as a missing attribute).
         cls = type(self)
+        if attribute in self.__dict__.get("_built_value_names", ()):  # a subclass's build stored it
+            return _built_value(self, attribute)
         _reraise_property_error(self, attribute)
         if attribute in cls._weight_names:
             return _builtin_weight(self, attribute)
@@ -2135,7 +2138,7 @@ def _fresh_copy(layer: Any, made_at_call: Tuple[str, ...]) -> Any:
     prebuilt = attributes.get("_prebuilt")
     for key in made_at_call + ("_latest_prefix",):
         attributes.pop(key, None)
-    for key in ("_scopes", "_weights", "_building", "_fn_made"):
+    for key in ("_scopes", "_weights", "_building", "_fn_made", "_built_values"):
         if key in attributes:
             attributes[key] = {}
     if "_prebuilt" in attributes:
@@ -2153,8 +2156,9 @@ def _deep_copy(layer: Any, new: Any, memo: dict) -> Any:
     """``copy.deepcopy`` of a layer object or RNN cell: ``new``, its ``copy.copy`` (a fresh object:
     its calls capture their own scopes and make their own weights), with deep copies of its
     attributes. Scopes are shared, as ``copy.copy`` shares them: a scope names where the weights
-    go, and one captured in a call holds that call's params. So is a traced value a ``build``
-    stored (``self.kernel = self.add_weight(...)``): the copy's own ``build`` replaces it."""
+    go, and one captured in a call holds that call's params. So is a traced value ``build`` stored
+    under a name the class defines (``_set_layer_attribute`` keeps the others per call): the copy's
+    own ``build`` replaces it."""
     memo[id(layer)] = new
     attributes = new.__dict__
     for key, value in list(attributes.items()):
@@ -2277,6 +2281,66 @@ def _keep_for_call(cache: dict, frame: Any, value: Any) -> None:
         kept = frame.kept = {}
     kept[id(cache)] = (cache, value)
 
+
+def _holds_array(value: Any) -> bool:
+    """Whether ``value`` is a JAX array (a traced one too) or a list, tuple or dict holding one."""
+    if isinstance(value, jax.Array):
+        return True
+    return isinstance(value, (list, tuple, dict)) and any(
+        isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def _set_layer_attribute(layer: Any, name: str, value: Any) -> None:
+    """``__setattr__`` of a custom layer (a subclass of ``sp.layers.Layer``, or of a built-in layer
+    object with its own ``build`` or ``call``): what ``build`` stores on ``self`` that holds arrays
+    (``self.kernel = self.add_weight(...)``) is kept for this ``init``/``apply`` call on its frame,
+    as the layer's other per-call state (``_this_call``), and ``__getattr__`` reads it back there
+    (``_built_value``). On the object it would outlive the call: a traced value leaked out of
+    ``jit`` (JAX's error at the next read), a call in another thread reading this one's weights.
+    A name the class itself has (a default ``kernel = None``, a property) is set as usual."""
+    attributes = layer.__dict__
+    token = attributes.get("_building")
+    if token is not None:
+        frame = _frame._FRAME.get()
+        if (frame is not None and _this_call(token, frame) and _holds_array(value)
+                and getattr(type(layer), name, _NOT_SET) is _NOT_SET):
+            values = attributes.setdefault("_built_values", {})  # the token (_this_call)
+            _keep_for_call(values, frame, {**(_this_call(values, frame) or {}), name: value})
+            attributes.pop(name, None)
+            names = attributes.get("_built_value_names", frozenset())
+            if name not in names:
+                attributes["_built_value_names"] = names | {name}
+            return
+    object.__setattr__(layer, name, value)
+
+
+def _built_value(layer: Any, attribute: str) -> Any:
+    """What the layer's ``build`` stored as ``attribute`` in this ``init``/``apply`` call
+    (``_set_layer_attribute``)."""
+    kind = type(layer).__name__
+    frame = _frame._FRAME.get()
+    if frame is None:
+        raise NotInTransformError(
+            f"{kind}(...).{attribute} was read outside init/apply: it is what {kind}.build stored "
+            "in a call, and a pure function keeps no weights between calls (each init and apply "
+            f"runs build again at the layer's first call in it).\n"
+            f"  asked: {kind}(...).{attribute} with no sp.transform init/apply running in this "
+            "thread or context\n"
+            f"  fix: read layer.{attribute} inside the model function, after the layer's call; "
+            "outside, read the params tree (sp.flatten(params) lists the full names).")
+    token = layer.__dict__.get("_built_values")
+    values = None if token is None else _this_call(token, frame)
+    if values is None or attribute not in values:
+        raise AttributeError(
+            f"{kind!r} object has no attribute {attribute!r} in this init/apply call yet: its "
+            f"build sets it, and build runs at the layer's first call in each init/apply (what it "
+            "stores is that call's), which has not come yet in this one.\n  fix: call the layer "
+            f"first, y = layer(x), and read layer.{attribute} after it in the same model "
+            "function (or in call()).", name=attribute, obj=layer)
+    return values[attribute]
+
+
+_NOT_SET = object()  # getattr's default: the class has no such attribute
 
 _NAME_COUNTS: Dict[str, int] = {}  # outside any init/apply: TF's default graph's counts
 
@@ -2804,9 +2868,12 @@ class Layer(_NamedByClass, _KerasMethods):
     first.
 
     In a pure function there are no variables to keep between calls: each ``init`` and ``apply``
-    runs ``build`` at the object's first call in it, and the attributes ``build`` sets (``self.kernel``)
-    hold that call's parameters. So do not share one object between traces that run at the same
-    time (in several threads), and read its weights in ``call``, not after ``apply`` returns.
+    runs ``build`` at the object's first call in it, and what ``build`` stores on ``self`` holding
+    arrays (``self.kernel = self.add_weight(...)``, a list of weights) is that call's, kept with the
+    call rather than on the object: ``call`` and the model function read this call's values (calls
+    in several threads each their own), nothing of a jitted trace stays on the object, and a read
+    outside ``init``/``apply`` is an error that says so. (A name the class itself defines, such as a
+    default ``kernel = None``, is set on the object as usual.)
 
     >>> class Scale(sp.layers.Layer):
     ...     def build(self, input_shape):
@@ -3003,6 +3070,17 @@ class Layer(_NamedByClass, _KerasMethods):
     def losses(self) -> list:
         """Not provided: ``sp.regularization_loss()`` sums the regularizers' terms."""
         raise _losses_error(type(self).__name__)
+
+    __setattr__ = _set_layer_attribute  # what build stores holding arrays is per call
+
+    def __getattr__(self, attribute: str) -> Any:
+        # Reached only for what the object does not have: a value build stored in this call, or a
+        # property whose getter raised AttributeError (shown as such, not as a missing attribute).
+        if attribute in self.__dict__.get("_built_value_names", ()):
+            return _built_value(self, attribute)
+        _reraise_property_error(self, attribute)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}",
+                             name=attribute, obj=self)
 
     def __copy__(self) -> "Layer":
         """``copy.copy``: the same arguments and name, and the state of a fresh construction: the
