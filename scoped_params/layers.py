@@ -47,6 +47,7 @@ import inspect
 import numbers
 import re
 import sys
+import threading
 import weakref
 from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Tuple, Union
 
@@ -3115,6 +3116,10 @@ _ROOT_HINTS: Dict[str, int] = {}
 _ROOT_VERSION = 0
 # The token (frame.kept) under which a call keeps when it last counted them (_count_root_templates).
 _COUNTED: dict = {}
+# Held while a root template picks its name and registers it (threads making templates at once
+# would pick the same name_N) and while a freed one unregisters. Reentrant: a finalizer may run in
+# the holding thread, during a collection inside the locked code.
+_ROOT_LOCK = threading.RLock()
 
 # TF's collection names (tf.GraphKeys) a template's variable lists read.
 _GLOBAL_VARIABLES, _LOCAL_VARIABLES = "variables", "local_variables"
@@ -3129,12 +3134,13 @@ def _add_root_template(template: "Template", name: str) -> None:
 
 
 def _free_root_name(name: str) -> None:
-    left = _ROOT_NAMES.get(name, 0) - 1
-    if left > 0:
-        _ROOT_NAMES[name] = left
-    else:
-        _ROOT_NAMES.pop(name, None)
-    _ROOT_HINTS.clear()  # name_N may be free below a hint now
+    with _ROOT_LOCK:
+        left = _ROOT_NAMES.get(name, 0) - 1
+        if left > 0:
+            _ROOT_NAMES[name] = left
+        else:
+            _ROOT_NAMES.pop(name, None)
+        _ROOT_HINTS.clear()  # name_N may be free below a hint now
 
 
 def _count_root_templates(frame: Any) -> None:
@@ -3253,14 +3259,16 @@ class Template:
         if create_scope_now:  # TF's _pure_variable_scope: a unique variable scope, no name scope
             frame = _frame._FRAME.get()
             if frame is None:  # outside a model: at the root, numbered among the root templates
-                root = unique_name or _unique_root_name(name)
-                if root:
-                    _check_name(root, False, f"sp.make_template({name!r}, ...)")
-                # TF's _pure_variable_scope: the name scope is the unique name itself, relative
-                # (no '/'), so each call opens it where the template is called, uniquified.
-                self._made_in = Scope(root, custom_getter=custom_getter,
-                                      original_name_scope=root)
-                _add_root_template(self, root)
+                with _ROOT_LOCK:  # the name picked is registered before another thread picks
+                    root = unique_name or _unique_root_name(name)
+                    if root:
+                        _check_name(root, False, f"sp.make_template({name!r}, ...)")
+                    # TF's _pure_variable_scope: the name scope is the unique name itself,
+                    # relative (no '/'), so each call opens it where the template is called,
+                    # uniquified.
+                    self._made_in = Scope(root, custom_getter=custom_getter,
+                                          original_name_scope=root)
+                    _add_root_template(self, root)
                 _scope.count_root_templates = _count_root_templates
             elif not name and unique_name is None:
                 self._made_in = self._root_scope(frame)

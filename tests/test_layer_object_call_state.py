@@ -520,3 +520,33 @@ def test_a_name_the_layer_class_defines_is_set_on_the_object_as_before():
     params = m.init(0, x)
     np.testing.assert_allclose(m.apply(params, x), x * params["defaulted"]["kernel"])
     assert "kernel" in vars(layer)
+
+
+def test_root_templates_made_by_many_threads_at_once_each_get_their_own_scope():
+    made: list = []
+    start = threading.Barrier(8)
+
+    def work():
+        start.wait()
+        for _ in range(40):
+            made.append(sp.make_template("tower", lambda h: sp.layers.dense(h, 2),
+                                         create_scope_now_=True))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the race window is small
+    try:
+        workers = [threading.Thread(target=work) for _ in range(8)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)
+    names = [t.variable_scope.name for t in made]
+    assert len(set(names)) == len(made) == 320
+    assert set(names) == {"tower"} | {f"tower_{i}" for i in range(1, 320)}
+    del made[:160]  # freed names are taken again, once each
+    gc.collect()
+    again = [sp.make_template("tower", lambda h: h, create_scope_now_=True) for _ in range(160)]
+    assert sorted(t.variable_scope.name for t in again + made) == sorted(
+        {"tower"} | {f"tower_{i}" for i in range(1, 320)})
