@@ -80,6 +80,14 @@ def test_instruction_count_regions_run_without_valgrind():
                       "eager/scoped_params"]
 
 
+def test_trace_cost_times_its_five_models():
+    # bench/trace_cost.py: the bookkeeping's trace cost alone and between the ops; here it only runs.
+    med = load_bench("trace_cost").measure(3, rounds=1)
+    assert list(med) == ["hand-written, reads only", "scoped_params, reads only",
+                         "hand-written, with ops", "named scopes, with ops", "scoped_params, with ops"]
+    assert all(t > 0 for t in med.values())
+
+
 def test_a_step_past_its_budget_stops_after_the_minimum_rounds(monkeypatch):
     run = load_bench("run")
     calls = []
