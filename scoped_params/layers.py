@@ -1954,7 +1954,8 @@ class _LayerObject(_KerasMethods):
         if "__call__" not in vars(cls) and (cls.call is not _LayerObject.call
                                             or cls.build is not _LayerObject.build):
             cls.__call__ = _LayerObject._call_methods  # type: ignore[method-assign]
-            cls.__setattr__ = _set_layer_attribute  # type: ignore[method-assign, assignment]
+            if cls.__setattr__ is object.__setattr__:  # not the user's own (it may call super's)
+                cls.__setattr__ = _set_layer_attribute  # type: ignore[method-assign, assignment]
         cls._call_has_scope = "scope" in _parameter_names(cls.call)
 
     def _call_methods(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:

@@ -550,3 +550,27 @@ def test_root_templates_made_by_many_threads_at_once_each_get_their_own_scope():
     again = [sp.make_template("tower", lambda h: h, create_scope_now_=True) for _ in range(160)]
     assert sorted(t.variable_scope.name for t in again + made) == sorted(
         {"tower"} | {f"tower_{i}" for i in range(1, 320)})
+
+
+def test_a_layer_subclass_with_its_own_setattr_keeps_it():
+    seen = []
+
+    class Logged(sp.layers.Dense):
+        def __setattr__(self, name, value):
+            seen.append(name)
+            super().__setattr__(name, value)
+
+        def build(self, input_shape):
+            self.mask = self.add_weight("mask", [int(input_shape[-1]), self.units],
+                                        initializer=sp.initializers.ones)
+            super().build(input_shape)
+
+        def call(self, x):
+            return x @ (self.kernel * self.mask)
+
+    layer = Logged(2)
+    m = sp.transform(lambda x: layer(x))
+    x = jnp.ones((1, 3))
+    params = m.init(0, x)
+    np.testing.assert_allclose(m.apply(params, x), x @ params["logged"]["kernel"], rtol=1e-6)
+    assert "mask" in seen
