@@ -126,25 +126,33 @@ def test_concurrent_applies_sharing_layer_objects_do_not_fail():
     x = jnp.ones((1, 2))
     params = m.init(0, x)
     expected = m.apply(params, x)
+    _race(lambda i: np.testing.assert_allclose(m.apply(params, x), expected, rtol=1e-6),
+          workers=6, repeats=300)
+
+
+def _race(check, workers, repeats):
+    """Run ``check(i)`` ``repeats`` times in each of ``workers`` threads (``i`` the thread's
+    number) at once, switching threads often (the race windows are small); fail with the first
+    error's traceback."""
     errors: list = []
 
-    def work():
-        for _ in range(300):
+    def work(i):
+        for _ in range(repeats):
             if errors:
                 return
             try:
-                np.testing.assert_allclose(m.apply(params, x), expected, rtol=1e-6)
+                check(i)
             except Exception:  # noqa: BLE001 - reported below
                 errors.append(traceback.format_exc())
 
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads often: the race window is small
+    sys.setswitchinterval(1e-6)
     try:
-        workers = [threading.Thread(target=work) for _ in range(6)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     finally:
         sys.setswitchinterval(interval)
     assert not errors, errors[0]
@@ -457,28 +465,9 @@ def test_concurrent_applies_each_read_their_own_params_from_what_build_stored():
     params = m.init(0, x)
     scaled = [jax.tree_util.tree_map(lambda a, k=k: a * k, params) for k in range(1, 7)]
     expected = [m.apply(p, x) for p in scaled]
-    errors: list = []
-
-    def work(i):
-        for _ in range(100):
-            if errors:
-                return
-            try:
-                np.testing.assert_allclose(m.apply(scaled[i], x), expected[i], rtol=1e-6)
-            except Exception:  # noqa: BLE001 - reported below
-                errors.append(traceback.format_exc())
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads often: before, one thread read another's kernel
-    try:
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(len(scaled))]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    finally:
-        sys.setswitchinterval(interval)
-    assert not errors, errors[0]
+    # before, one thread's call read another's kernel (build stored it on the shared object)
+    _race(lambda i: np.testing.assert_allclose(m.apply(scaled[i], x), expected[i], rtol=1e-6),
+          workers=len(scaled), repeats=100)
 
 
 def test_a_built_in_layer_subclass_keeps_what_its_build_stores_per_call():
@@ -524,24 +513,9 @@ def test_a_name_the_layer_class_defines_is_set_on_the_object_as_before():
 
 def test_root_templates_made_by_many_threads_at_once_each_get_their_own_scope():
     made: list = []
-    start = threading.Barrier(8)
-
-    def work():
-        start.wait()
-        for _ in range(40):
-            made.append(sp.make_template("tower", lambda h: sp.layers.dense(h, 2),
-                                         create_scope_now_=True))
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads often: the race window is small
-    try:
-        workers = [threading.Thread(target=work) for _ in range(8)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _race(lambda i: made.append(sp.make_template("tower", lambda h: sp.layers.dense(h, 2),
+                                                 create_scope_now_=True)),
+          workers=8, repeats=40)
     names = [t.variable_scope.name for t in made]
     assert len(set(names)) == len(made) == 320
     assert set(names) == {"tower"} | {f"tower_{i}" for i in range(1, 320)}
