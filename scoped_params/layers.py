@@ -2325,7 +2325,7 @@ def _built_value(layer: Any, attribute: str) -> Any:
         raise NotInTransformError(
             f"{kind}(...).{attribute} was read outside init/apply: it is what {kind}.build stored "
             "in a call, and a pure function keeps no weights between calls (each init and apply "
-            f"runs build again at the layer's first call in it).\n"
+            "runs build again at the layer's first call in it).\n"
             f"  asked: {kind}(...).{attribute} with no sp.transform init/apply running in this "
             "thread or context\n"
             f"  fix: read layer.{attribute} inside the model function, after the layer's call; "
@@ -2335,7 +2335,7 @@ def _built_value(layer: Any, attribute: str) -> Any:
     if values is None or attribute not in values:
         raise AttributeError(
             f"{kind!r} object has no attribute {attribute!r} in this init/apply call yet: its "
-            f"build sets it, and build runs at the layer's first call in each init/apply (what it "
+            "build sets it, and build runs at the layer's first call in each init/apply (what it "
             "stores is that call's), which has not come yet in this one.\n  fix: call the layer "
             f"first, y = layer(x), and read layer.{attribute} after it in the same model "
             "function (or in call()).", name=attribute, obj=layer)
