@@ -33,7 +33,7 @@ from . import initializers as _initializers
 from ._regularizers import _is_floating, non_floating_error as _non_floating_error
 from ._scope import (_TF_RUNTIME_SCOPE_ARGUMENTS, _TRACE, AUTO_REUSE, _describe_reuse, as_np_dtype,
                      call_getter, default_name_hint)
-from ._spec import ParamSpec
+from ._spec import ParamSpec, new_spec
 from ._tree import flatten, given_twice_error
 from .initializers import _instantiate, default_initializer
 
@@ -1265,7 +1265,7 @@ class InitStore:
         # Last, as in TF, which validates the name as an op name only when it creates the variable.
         self._check_name(full)
         site = user_site()
-        self.specs[full] = ParamSpec(
+        self.specs[full] = new_spec(
             name=full, shape=shape, dtype=np.dtype(dtype), init=init,
             # TF: trainable=None is the default, True (a scope's trainable=False was applied before).
             trainable=(trainable is None or bool(trainable)) and kind == PARAM,
@@ -1290,7 +1290,7 @@ class InitStore:
         root = self.root
         if root is not None and _jax_core.trace_ctx.trace is root:
             try:
-                placeholder = root.new_arg(_jax_core.ShapedArray(shape, dtype), _NO_SOURCE)
+                placeholder = root.new_arg(_aval(shape, dtype), _NO_SOURCE)
             except Exception:  # noqa: BLE001 - JAX's internals moved: staged zeros from now on
                 self.root = None
             else:
@@ -1484,11 +1484,30 @@ try:  # a new input of the jaxpr being traced: JAX-internal, used where present 
     from jax._src import core as _jax_core
     from jax._src import source_info_util as _source_info_util
     from jax._src.interpreters.partial_eval import DynamicJaxprTrace as _DynamicJaxprTrace
+    from jax._src.mesh import get_abstract_mesh as _abstract_mesh
     _NO_SOURCE = _source_info_util.new_source_info()
     _jax_core.trace_ctx.trace  # noqa: B018 - present in this JAX?
     _CHECKS = _jax_config.enable_checks
 except (ImportError, AttributeError):  # pragma: no cover - another JAX
     _DynamicJaxprTrace = None  # type: ignore[assignment,misc]
+
+
+# (shape, dtype, the abstract mesh in context) -> JAX's ShapedArray of that shape and dtype, which
+# JAX interns: building one costs ~2 us (shape canonicalized, a sharding made, the interning), a
+# lookup ~0.15 us, and init makes one per parameter. The mesh is in the key in case a JAX derives
+# the aval's sharding from it. Bounded.
+_AVALS: Dict[tuple, Any] = {}
+_AVALS_MAX = 4096
+
+
+def _aval(shape: Tuple[int, ...], dtype: np.dtype) -> Any:
+    key = (shape, dtype, _abstract_mesh())
+    aval = _AVALS.get(key)
+    if aval is None:
+        if len(_AVALS) >= _AVALS_MAX:
+            _AVALS.clear()
+        aval = _AVALS[key] = _jax_core.ShapedArray(shape, dtype)
+    return aval
 
 
 def root_trace() -> Any:

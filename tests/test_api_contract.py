@@ -1,6 +1,7 @@
 """API.md sections 1-3 beyond the TF rules: state, rng, regularization, record, specs, tree helpers,
 abstract init and the error contract."""
 
+import dataclasses
 import inspect
 from collections.abc import Mapping
 import os
@@ -564,6 +565,46 @@ def test_specs_allocate_nothing_and_carry_all_metadata():
     assert spec.regularizer is reg and spec.sharding == pspec
     assert spec.nbytes == 100_000 * 200_000 * 4
     assert spec.site[0].endswith(THIS_FILE)
+
+
+def test_a_spec_made_by_init_is_a_frozen_param_spec_with_every_field_set():
+    reg = sp.l2_regularizer(1.0)
+    constraint = sp.constraints.non_neg()
+
+    def fn(x):
+        with sp.scope("d"):
+            return x @ sp.get_param("w", (3, 2), regularizer=reg, constraint=constraint)
+
+    spec = sp.flatten(sp.transform(fn).specs(jnp.ones((1, 3))))["d/w"]
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(sp.ParamSpec)}
+    assert set(vars(spec)) == set(fields)  # init builds its specs without the dataclass __init__
+    made = sp.ParamSpec(**fields)
+    assert all(getattr(made, name) is value or getattr(made, name) == value
+               for name, value in fields.items())
+    assert repr(spec) == repr(made) == "ParamSpec('d/w', shape=(3, 2), dtype=float32)"
+    assert spec.regularizer is reg and spec.constraint is constraint and spec.kind == "param"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.shape = (4, 2)
+    assert dataclasses.replace(spec, shape=(4, 2)).shape == (4, 2) and spec.shape == (3, 2)
+
+
+def test_init_placeholders_are_the_avals_jax_makes_in_and_out_of_a_mesh_context():
+    seen = []
+
+    def fn(x):
+        w = sp.get_param("w", (x.shape[-1], 2), dtype=jnp.bfloat16)
+        seen.append((jax.typeof(w), jax.core.ShapedArray((3, 2), jnp.bfloat16)))
+        return x @ w.astype(x.dtype)
+
+    model = sp.transform(fn)
+    x = jnp.ones((1, 3))
+    model.init(0, x)
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("batch",))):
+        params = model.init(1, x)
+    assert params["w"].shape == (3, 2) and params["w"].dtype == jnp.bfloat16
+    assert len(seen) == 2
+    for placeholder, made_here in seen:  # init's cached avals are those JAX makes in the context
+        assert placeholder == made_here and placeholder.sharding == made_here.sharding
 
 
 def test_specs_tree_has_the_structure_of_params():
