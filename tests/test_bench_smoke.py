@@ -80,11 +80,13 @@ def test_instruction_count_regions_run_without_valgrind():
                       "eager/scoped_params"]
 
 
-def test_trace_cost_times_its_five_models():
-    # bench/trace_cost.py: the bookkeeping's trace cost alone and between the ops; here it only runs.
+def test_trace_cost_times_its_models_and_the_control():
+    # bench/trace_cost.py: the bookkeeping's trace cost alone and between the ops, and a plain Python
+    # loop's for comparison; here it only runs.
     med = load_bench("trace_cost").measure(3, rounds=1)
     assert list(med) == ["hand-written, reads only", "scoped_params, reads only",
-                         "hand-written, with ops", "named scopes, with ops", "scoped_params, with ops"]
+                         "hand-written, with ops", "named scopes, with ops", "scoped_params, with ops",
+                         "Python loop, reads only", "Python loop, with ops"]
     assert all(t > 0 for t in med.values())
 
 
