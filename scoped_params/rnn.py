@@ -206,6 +206,8 @@ class _LayerCell(RNNCell):
 
     def __call__(self, inputs: jax.Array, state: Any, scope: Any = None) -> Tuple[jax.Array, Any]:
         _require_base_init(self, "_scopes")
+        if not hasattr(inputs, "shape"):
+            raise _structured_inputs_error(self, inputs)
         try:
             captured, reuse = _object_scope(self, self._api, scope)
             with _layer_scope(captured, self._base_name, reuse):
@@ -217,13 +219,25 @@ class _LayerCell(RNNCell):
     __call__.__doc__ = RNNCell.__call__.__doc__
 
 
+def _structured_inputs_error(cell: RNNCell, inputs: Any) -> ValueError:
+    """The error for a built-in cell given a structure of inputs (a dict, a tuple) where it takes one
+    [batch, depth] array (TF: 'Layer "gru_cell" expects 1 input(s), but it received 2 input
+    tensors')."""
+    n = len(jax.tree_util.tree_leaves(inputs))
+    return ValueError(
+        f"{cell._api} expects one input array [batch, depth] at each step, got a "
+        f"{type(inputs).__name__} of {n} array{'s' if n != 1 else ''}.\n"
+        "  fix: concatenate them along the last axis (jnp.concatenate(..., axis=-1)) before the "
+        "cell, or subclass sp.rnn.RNNCell with a call that takes the structure.")
+
+
 def _raise_if_state_misfits(cell: RNNCell, inputs: Any, state: Any) -> None:
     """Once a direct call ``cell(inputs, state)`` has failed: the error naming the cell, if
     ``state`` does not fit it for the inputs' batch (``_fitted_state``), in place of lax's
     concatenate or dot_general error. Only on the error path, so a step costs nothing more and
     the drivers' checked states are not checked again."""
     leaves = jax.tree_util.tree_leaves(inputs)
-    if not leaves or np.ndim(leaves[0]) < 1:
+    if not leaves or np.ndim(leaves[0]) < 2:  # no [batch, ...] input: its own error stands
         return
     try:
         _fitted_state(cell, np.shape(leaves[0])[0], state, cell._api, direct=True)
@@ -518,6 +532,11 @@ class _Wrapper(RNNCell):
     _cell: RNNCell
 
     @property
+    def cell(self) -> RNNCell:
+        """The wrapped cell (TF's ``wrapper.cell``)."""
+        return self._cell
+
+    @property
     def state_size(self) -> Any:
         return self._cell.state_size
 
@@ -568,14 +587,20 @@ class DropoutWrapper(_Wrapper):
         if dropout_state_filter_visitor is not None and not callable(dropout_state_filter_visitor):
             raise TypeError(f"dropout_state_filter_visitor must be callable. Received: "
                             f"{dropout_state_filter_visitor!r}")
+        keeps = []
         for what, p in (("input", input_keep_prob), ("output", output_keep_prob),
                         ("state", state_keep_prob)):
             if isinstance(p, bool) or not isinstance(p, (int, float, np.number, np.ndarray, jax.Array)):
                 raise TypeError(f"DropoutWrapper's {what}_keep_prob must be a number in (0, 1] (or a "
                                 f"scalar array), got {p!r} of type {type(p).__name__}.\n"
                                 f"  fix: pass {what}_keep_prob=0.5, a float.")
-            if isinstance(p, (int, float)) and not 0.0 < p <= 1.0:
-                raise ValueError(f"Parameter {what}_keep_prob must be between 0 and 1: {p}")
+            if np.ndim(p) == 0 and not isinstance(p, jax.core.Tracer):
+                # A known value, as TF's constant_value reads it: checked, and 1.0 drops nothing.
+                p = float(p)
+                if not 0.0 < p <= 1.0:
+                    raise ValueError(f"Parameter {what}_keep_prob must be between 0 and 1: {p}")
+            keeps.append(p)
+        input_keep_prob, output_keep_prob, state_keep_prob = keeps
         if variational_recurrent:
             if dtype is None:
                 raise ValueError("When variational_recurrent=True, dtype must be provided.\n"
@@ -590,6 +615,11 @@ class DropoutWrapper(_Wrapper):
         self._state_filter = dropout_state_filter_visitor or _default_state_filter
         self._variational = (input_size, dtype) if variational_recurrent else None
         self._noises: dict = {}  # this call's (input, output, state) noise (layers._this_call)
+
+    @property
+    def wrapped_cell(self) -> RNNCell:
+        """The wrapped cell (TF's ``DropoutWrapper.wrapped_cell``, the same as ``cell``)."""
+        return self._cell
 
     def _dropout(self, xs: Any, keep_prob: Any, noise: Any = None, which: Any = None) -> Any:
         """Dropout on each array of ``xs`` (each its own key, or its own variational ``noise``,

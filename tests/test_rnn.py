@@ -1166,3 +1166,66 @@ def test_a_cell_returning_another_state_than_it_got_names_the_cell_and_both_stat
            "was given" in message
     assert re.search(found, message), message
     assert "\n  fix: return the new state with the structure, shapes and dtypes" in message
+
+
+@pytest.mark.parametrize("keep", [np.float32(1.0), np.float64(1.0), np.asarray(1.0), jnp.asarray(1.0)])
+def test_dropout_wrapper_reads_a_known_keep_probability_of_any_scalar_type_as_a_number(keep):
+    # TF reads the keep probability's constant value: 1.0 of a NumPy or JAX scalar drops nothing (no
+    # key needed) and a value outside [0, 1] is refused when the wrapper is made.
+    def fn(x, wrapped):
+        cell = sp.rnn.GRUCell(4)
+        if wrapped:
+            cell = sp.rnn.DropoutWrapper(cell, input_keep_prob=keep, output_keep_prob=keep,
+                                         state_keep_prob=keep)
+        return sp.rnn.dynamic_rnn(cell, x, dtype=jnp.float32)
+
+    model = sp.transform(fn)
+    params = model.init(KEY, XS, True)
+    chex.assert_trees_all_equal(model.apply(params, XS, True), model.apply(params, XS, False))
+    for bad in (np.float32(1.5), np.asarray(-0.5), jnp.asarray(1.5)):
+        with pytest.raises(ValueError, match="Parameter output_keep_prob must be between 0 and 1"):
+            sp.rnn.DropoutWrapper(sp.rnn.GRUCell(4), output_keep_prob=bad)
+
+
+def test_dropout_wrapper_with_a_traced_keep_probability_drops_with_it():
+    def fn(x, keep):
+        cell = sp.rnn.DropoutWrapper(sp.rnn.GRUCell(4), output_keep_prob=keep)
+        return sp.rnn.dynamic_rnn(cell, x, dtype=jnp.float32)[0]
+
+    model = sp.transform(fn)
+    params = model.init(KEY, XS, 0.5)
+    run = jax.jit(lambda p, x, keep: model.apply(p, x, keep, rng=jax.random.key(1)))
+    plain = sp.transform(lambda x: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(4), x, dtype=jnp.float32)[0])
+    ratio = np.asarray(run(params, XS, 0.5)) / np.asarray(plain.apply(params, XS))
+    assert set(np.round(ratio.ravel(), 4)) <= {0.0, 2.0} and 0.0 in ratio and 2.0 in np.round(ratio, 4)
+
+
+def test_wrappers_expose_the_wrapped_cell_as_tfs_do():
+    gru = sp.rnn.GRUCell(3)
+    dropout = sp.rnn.DropoutWrapper(gru)
+    assert dropout.cell is gru and dropout.wrapped_cell is gru
+    assert sp.rnn.ResidualWrapper(gru).cell is gru
+    assert sp.rnn.DeviceWrapper(gru, "/cpu:0").cell is gru
+
+
+def test_a_cell_called_on_one_example_without_its_batch_axis_is_told_about_its_inputs_not_its_state():
+    def fn(x):
+        cell = sp.rnn.GRUCell(3)
+        return cell(x, cell.zero_state(1, jnp.float32))
+
+    with pytest.raises(ValueError, match=re.escape(
+            "an RNN cell's inputs must be [batch, depth] with a known depth, got shape (4,)")):
+        sp.transform(fn).init(KEY, jnp.ones((4,)))
+
+
+@pytest.mark.parametrize("inputs", [{"a": XS, "b": XS[..., :2]}, (XS, XS[..., :2])],
+                         ids=["dict", "tuple"])
+def test_a_built_in_cell_given_a_structure_of_inputs_says_it_takes_one_array(inputs):
+    for run in (lambda: sp.rnn.dynamic_rnn(sp.rnn.GRUCell(3), inputs, dtype=jnp.float32),
+                lambda: sp.rnn.bidirectional_dynamic_rnn(sp.rnn.GRUCell(3), sp.rnn.GRUCell(3), inputs,
+                                                         dtype=jnp.float32)):
+        with pytest.raises(ValueError) as info:
+            sp.transform(run).init(KEY)
+        assert str(info.value).startswith(
+            f"sp.rnn.GRUCell expects one input array [batch, depth] at each step, got a "
+            f"{type(inputs).__name__} of 2 arrays.\n  fix: concatenate them along the last axis"), info.value
