@@ -52,8 +52,11 @@ _TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
 def _is_v1_file(path: str) -> bool:
     """Whether ``path`` is a V1-format checkpoint (``Saver(write_version=SaverDef.V1)``, slim's
     released ``.ckpt`` files): one table file at the prefix itself, no ``.index``."""
-    if not os.path.isfile(path) or _strip_suffix(path) != path:
-        return False
+    return os.path.isfile(path) and _strip_suffix(path) == path and is_table(path)
+
+
+def is_table(path: str) -> bool:
+    """Whether the file ``path`` ends as TF's table files do (a V2 ``.index``, a V1 checkpoint)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -460,6 +463,9 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info: Opti
         if covered == out.size:
             return out
         raise _missing_parts(prefix, base, names, out.shape, covered, info)
+    indices = [i for i, _, _ in parts]
+    if indices != list(range(len(parts))):  # without slice info a gap would close up unseen
+        raise _parts_gap(prefix, base, names, indices)
     shapes = [a.shape for a in arrays]
     axis = _join_axis(shapes)
     if axis is None:  # _layout keeps such entries apart: their shapes come from the same index
@@ -475,6 +481,23 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info: Opti
             f"{why}; concatenating along axis 0 (the default axis of TF's partitioners).",
             UserWarning, stacklevel=4)
     return np.concatenate(arrays, axis=axis)
+
+
+def _parts_gap(prefix: str, base: str, names: List[str], indices: List[int]) -> CheckpointMismatchError:
+    """The error for a variable saved part by part whose part numbers in the checkpoint have gaps,
+    with no slice info to place the parts by: joined, they would be a smaller, wrong array."""
+    absent = sorted(set(range(max(indices) + 1)) - set(indices))
+    err = CheckpointMismatchError(
+        f"cannot read {base!r} of TF checkpoint {prefix!r}: it is saved part by part, and the "
+        f"checkpoint holds {', '.join(map(repr, names))} but not "
+        f"{', '.join(f'{base}/part_{i}' for i in absent)!r}; with no .meta graph slice info to place "
+        "the parts by, joining those it holds would give a smaller array with rows out of place "
+        "(a Saver var_list that left parts out?).\n"
+        "  fix: save every part of the variable (a var_list naming all of them, or the variable "
+        "itself), or read the parts it holds one by one with sp.checkpoint.load_variable(path, "
+        "name).")
+    err.filename = prefix
+    return err
 
 
 def _missing_parts(prefix: str, base: str, names: List[str], shape: tuple, covered: int,

@@ -169,8 +169,9 @@ class CheckpointNotADirectoryError(CheckpointError, NotADirectoryError):
 
 class UnsavableLeafError(CheckpointError, TypeError, ValueError):
     """``TrainingCheckpointer.save`` of a state with a leaf orbax cannot save (a string, an object,
-    a zero-size array) or two leaves it would store under one name (it joins keys with '.'),
-    refused before anything is written. A ``TypeError`` and a ``ValueError``: the leaf's type, or
+    a zero-size array, a deleted array) or two leaves it would store under one name (it joins keys
+    with '.'), refused before anything is written; ``sp.checkpoint.save`` raises it for a deleted
+    array. A ``TypeError`` and a ``ValueError``: the leaf's type, or
     its value, is what orbax refuses."""
 
 
@@ -214,6 +215,21 @@ def _leaves(tree: Any) -> List[Tuple[str, Any]]:
     import jax
 
     return [(_path_str(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+# What to do with an array whose buffer is gone (both savers say it): donate_argnums deletes the
+# buffers of the state passed to a jitted step; .delete() deletes one.
+DELETED_FIX = ("save the state the step returned (a jitted step with donate_argnums deletes the "
+               "buffers of the state passed in), or drop donate_argnums; a deleted array cannot be "
+               "read back")
+
+
+def is_deleted(leaf: Any) -> bool:
+    """Whether ``leaf`` is a concrete ``jax.Array`` whose buffer was deleted (donated)."""
+    import jax
+
+    return (isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
+            and leaf.is_deleted())
 
 
 def _unsavable(leaf: Any) -> Optional[str]:
@@ -722,6 +738,11 @@ class TrainingCheckpointer:
                 "  fix: save the training state itself, e.g. {'params': params, 'opt_state': "
                 "opt_state, 'step': step}.")
         for path, leaf in leaves:
+            if is_deleted(leaf):
+                raise UnsavableLeafError(
+                    f"TrainingCheckpointer.save: the state's leaf '{path}' is a deleted array "
+                    f"({_describe_leaf(leaf)}): its buffer is gone, so nothing was written for step "
+                    f"{step} in {self.directory!r}.\n  fix: {DELETED_FIX}.")
             found = _unsavable(leaf)
             if found is not None:
                 raise UnsavableLeafError(

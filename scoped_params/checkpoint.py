@@ -55,11 +55,14 @@ from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
                       InvalidNameError, nearest, optional_import)
 from ._tree import _not_a_tree, flatten, unflatten
 from ._tf1 import TF1Entries as _TF1Entries, _is_v1_file, _strip_suffix
+from ._tf1 import is_table as _is_table
 from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
 from ._training import CheckpointNotADirectoryError as CheckpointNotADirectoryError
 from ._training import TrainingCheckpointer as TrainingCheckpointer
+from ._training import DELETED_FIX as _DELETED_FIX
 from ._training import UnsavableLeafError as UnsavableLeafError
+from ._training import is_deleted as _is_deleted
 from ._training import _ABSTRACT_MESH_FIX, _placed, _unplaced
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -106,6 +109,10 @@ def _host_array(name: str, leaf: Any) -> np.ndarray:
             f"sp.checkpoint.save: '{name}' is a {type(leaf).__name__}; a checkpoint holds one "
             "array per full name.\n  fix: key the items by name, e.g. "
             f"{{'{name}': {{'0': ..., '1': ...}}}} for '{name}/0', '{name}/1'.")
+    if _is_deleted(leaf):
+        raise UnsavableLeafError(
+            f"sp.checkpoint.save: '{name}' is a deleted array ({leaf.dtype}{list(leaf.shape)}): its "
+            f"buffer is gone.\n  fix: {_DELETED_FIX}.")
     if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) \
             and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         impl = str(jax.random.key_impl(leaf))
@@ -341,7 +348,8 @@ def save(path: PathLike, params: Mapping[str, Any],
     """Write ``params`` (nested dict or flat ``{full_name: array}``) to a safetensors file, atomically.
 
     Keys are full names (``image_filters/conv1/weights``); every JAX dtype round-trips bit-exact.
-    ``metadata`` is an optional ``{str: str}`` dict, returned by ``read_metadata``. A symlink is
+    An empty sub-dict holds no parameter and is not stored (``sp.flatten`` drops it too), so
+    ``load`` returns the tree without it. ``metadata`` is an optional ``{str: str}`` dict, returned by ``read_metadata``. A symlink is
     written through (its target replaced, the link kept), as ``open(path, "wb")`` does.
 
     >>> params = {"dense": {"w": jnp.ones((3, 2))}}
@@ -564,24 +572,34 @@ def _unsupported_dtype(path: str, name: str, code: str) -> CheckpointError:
     return err
 
 
-def load(path: PathLike) -> Tree:
-    """Read a weights file into the nested params tree (numpy leaves, exact dtypes).
+def load(path: PathLike, flat: bool = False) -> Tree:
+    """Read a weights file into the nested params tree (numpy leaves, exact dtypes); with
+    ``flat=True``, the flat ``{full name: array}`` dict (``sp.flatten`` of the tree).
 
     Raises ``CheckpointNotFoundError`` (a ``FileNotFoundError``), ``CheckpointIsADirectoryError``
     (an ``IsADirectoryError``) or ``CheckpointCorruptError`` (a ``ValueError``), each naming the
     file; a ``CheckpointError`` for a valid file of another tool holding a dtype this reader does
-    not (F4, F6_*: floats packed under a byte). ``jax.device_put(tree)`` moves the result to devices.
+    not (F4, F6_*: floats packed under a byte), or names that do not form a tree (``'a'`` and
+    ``'a/b'``, which ``flat=True`` reads). ``jax.device_put(tree)`` moves the result to devices.
 
     >>> sp.checkpoint.save("model.safetensors", {"dense": {"w": jnp.ones((3, 2))}})
     >>> params = sp.checkpoint.load("model.safetensors")   # NumPy arrays; apply takes them as they are
     >>> params["dense"]["w"].shape
     (3, 2)
     """
-    flat, _ = _read(path)
+    values, _ = _read(path)
+    if flat:
+        return values
     try:
-        return unflatten(flat)
-    except ValueError as e:
-        raise _corrupt(os.fspath(path), f"its names do not form a tree ({e})") from None
+        return unflatten(values)
+    except ValueError as e:  # a file of another tool (ours are saved from trees)
+        path = os.fspath(path)
+        err = CheckpointError(
+            f"checkpoint file {path!r} is valid, but its names do not form a nested tree: "
+            f"{str(e).splitlines()[0]}\n"
+            f"  fix: read it flat, as {{full name: array}}: sp.checkpoint.load({path!r}, flat=True).")
+        err.filename = path
+        raise err from None
 
 
 def read_metadata(path: PathLike) -> Dict[str, str]:
@@ -602,10 +620,13 @@ def list_variables(path: PathLike) -> List[Tuple[str, Tuple[int, ...]]]:
 
 def load_variable(path: PathLike, name: str) -> np.ndarray:
     """TF's ``tf.train.load_variable``: the value of the entry ``name`` of a checkpoint (either
-    kind, as ``list_variables``); a ``KeyError`` naming the closest names if it has none."""
+    kind, as ``list_variables``); a ``KeyError`` naming the closest names if it has none. As in TF,
+    a tensor name (``var.name``, ``'dense/kernel:0'``) reads its variable's entry."""
     from ._inspect import _Source, entry
 
     source = _Source(os.fspath(path))
+    if isinstance(name, str) and name.endswith(":0") and name not in source.by_name:
+        name = name[:-2]
     return np.asarray(source.get(entry(source, name).name))
 
 
@@ -616,8 +637,12 @@ def is_tf1_source(path: PathLike) -> bool:
     if not is_tf1_checkpoint(path):
         return False
     # A directory, a prefix, or a file named as TF names its files: a data file's bytes are the
-    # stored values, which may look like a safetensors header.
-    if not os.path.isfile(path) or _strip_suffix(path) != path:
+    # stored values, which may look like a safetensors header. Unless the prefix's '.index' is no
+    # TF table: then a weights file was saved under such a name ('encoder.index').
+    if not os.path.isfile(path):
+        return True
+    prefix = _strip_suffix(path)
+    if prefix != path and _is_table(prefix + ".index"):
         return True
     # a file without a TF suffix next to '<path>.index' (weights saved under a TF prefix's name?),
     # or ending with TF's table magic: a V1 checkpoint, or weights whose last bytes are the magic?
@@ -637,6 +662,11 @@ def _source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> Tuple[Mapping[s
     """({full_name: array}, description) from a weights file, a TF 1.x checkpoint or a tree."""
     if isinstance(path_or_tree, Mapping):
         return flatten(path_or_tree), "the given tree"
+    if not isinstance(path_or_tree, (str, bytes, os.PathLike)):
+        raise _not_a_tree(path_or_tree, "init_from_checkpoint: the source must be a checkpoint's "
+                          "path (a weights file or a TF 1.x checkpoint) or a tree of arrays",
+                          "pass the params alone (the first of the pair), or the checkpoint's path",
+                          "pass the checkpoint's path, or a nested dict of arrays")
     path = os.fspath(path_or_tree)
     if is_tf1_source(path):
         # Every entry, flat, as TF's init_from_checkpoint sees them: global_step and optimizer
@@ -651,9 +681,9 @@ def _narrowed_by_jax(value_dtype: Any, param_dtype: Any) -> bool:
     """Whether a checkpoint value's dtype is the 64-bit one JAX made ``param_dtype`` of, with
     jax_enable_x64 off (float64 -> float32, int64 -> int32, complex128 -> complex64; with it on,
     JAX keeps every dtype)."""
-    if np.dtype(value_dtype) == np.dtype(param_dtype):
-        return False
     try:
+        if np.dtype(value_dtype) == np.dtype(param_dtype):
+            return False
         return np.dtype(jax.dtypes.canonicalize_dtype(value_dtype)) == np.dtype(param_dtype)
     except TypeError:  # not a JAX dtype (strings, objects): nothing JAX narrowed
         return False
@@ -670,7 +700,20 @@ def _cast_source(path_or_tree: Union[PathLike, Mapping[str, Any]]) -> str:
 
 
 def _same_dtype(a, b) -> bool:
-    return np.dtype(a) == np.dtype(b)
+    if a == b:
+        return True
+    try:
+        return np.dtype(a) == np.dtype(b)
+    except TypeError:  # a JAX extended dtype (a typed PRNG key's): equal only to itself
+        return False
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``float32``, ``key<fry>``: a dtype's name, NumPy's or a JAX extended dtype's."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(getattr(dtype, "name", dtype))
 
 
 # init_from_checkpoint's error stays short and cheap on a large model: a "did you mean" (a search over
@@ -838,8 +881,8 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
             if _narrowed_by_jax(_leaf_dtype(value), _leaf_dtype(old)):
                 narrowed += 1
                 why = " (jax_enable_x64 is off: JAX makes 64-bit values 32-bit)"
-            problems.append((f"'{name}': dtype {np.dtype(_leaf_dtype(old)).name} in params, but "
-                             f"'{ckpt_name}' has dtype {np.dtype(_leaf_dtype(value)).name} in "
+            problems.append((f"'{name}': dtype {_dtype_name(_leaf_dtype(old))} in params, but "
+                             f"'{ckpt_name}' has dtype {_dtype_name(_leaf_dtype(value))} in "
                              f"{where}" + why, 1))
             continue
         if isinstance(old, jax.ShapeDtypeStruct) and _placed(old.sharding) is None:

@@ -399,3 +399,79 @@ def test_save_into_a_directory_it_cannot_write_names_the_users_path_not_a_tempor
     assert ".tmp" not in message and not path.exists()
     with pytest.raises(sp.checkpoint.CheckpointNotFoundError, match=r"the path is empty"):
         ckpt.save("", {"w": np.ones(2, np.float32)})
+
+
+# -- typed keys, deleted arrays, foreign names, odd file names, bad sources ------------------------
+
+
+def test_init_from_checkpoint_copies_a_typed_key_onto_a_key_and_counts_a_float_for_a_key():
+    params = {"rng": jax.random.key(0), "w": np.zeros(2, np.float32)}
+    filled = ckpt.init_from_checkpoint({"rng": jax.random.key(1)}, params, {"rng": "rng"})
+    chex.assert_trees_all_equal(jax.random.key_data(filled["rng"]), jax.random.key_data(jax.random.key(1)))
+    with pytest.raises(ckpt.CheckpointMismatchError, match=re.escape(
+            "'rng': dtype key<fry> in params, but 'rng' has dtype float32 in the given tree")):
+        ckpt.init_from_checkpoint({"rng": np.zeros((), np.float32)}, params, {"rng": "rng"})
+
+
+def test_saving_a_deleted_array_names_it_and_says_donation_deletes_buffers(tmp_path):
+    w = jnp.ones(3)
+    w.delete()  # what a jitted step with donate_argnums does to the state passed in
+    state = {"params": {"dense": {"w": w}}, "step": 1}
+    for save, where in ((lambda: ckpt.save(tmp_path / "p.safetensors", state), "'params/dense/w' is"),
+                        (lambda: ckpt.TrainingCheckpointer(tmp_path / "run").save(1, state),
+                         "the state's leaf 'params/dense/w' is")):
+        with pytest.raises(ckpt.UnsavableLeafError) as info:
+            save()
+        message = str(info.value)
+        assert f"{where} a deleted array (float32[3])" in message, message
+        assert "\n  fix: save the state the step returned" in message and "donate_argnums" in message
+    assert not (tmp_path / "p.safetensors").exists()
+    assert ckpt.TrainingCheckpointer(tmp_path / "run").all_steps() == []
+
+
+def test_a_valid_file_of_another_tool_whose_names_are_no_tree_is_read_flat(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    path = str(tmp_path / "foreign.safetensors")
+    values = {"a": np.ones(2, np.float32), "a/b": np.arange(3, dtype=np.int32)}
+    safetensors_numpy.save_file(values, path)
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load(path)
+    assert not isinstance(info.value, ckpt.CheckpointCorruptError)
+    message = str(info.value)
+    assert message.startswith(
+        f"checkpoint file {path!r} is valid, but its names do not form a nested tree: 'a"), message
+    assert message.endswith(
+        f"cannot be placed: it is a scope holding other entries, or given twice.\n"
+        f"  fix: read it flat, as {{full name: array}}: sp.checkpoint.load({path!r}, flat=True).") or \
+        message.endswith(f"'a' is a leaf, not a scope.\n  fix: read it flat, as {{full name: array}}: "
+                         f"sp.checkpoint.load({path!r}, flat=True)."), message
+    chex.assert_trees_all_equal(ckpt.load(path, flat=True), values)
+    tree = {"enc": {"w": np.ones(2, np.float32)}}
+    ckpt.save(tmp_path / "ours.safetensors", tree)
+    chex.assert_trees_all_equal(ckpt.load(tmp_path / "ours.safetensors", flat=True), sp.flatten(tree))
+
+
+@pytest.mark.parametrize("name", ["encoder.index", "encoder.meta", "encoder.data-00000-of-00001"])
+def test_a_weights_file_named_as_tf_names_its_files_is_read_as_a_weights_file_everywhere(tmp_path, name):
+    path = tmp_path / name
+    tree = {"enc": {"w": np.ones(2, np.float32)}}
+    ckpt.save(path, tree)
+    assert not ckpt.is_tf1_source(path)
+    assert ckpt.list_variables(path) == [("enc/w", (2,))]
+    np.testing.assert_array_equal(ckpt.load_variable(path, "enc/w"), tree["enc"]["w"])
+    filled = ckpt.init_from_checkpoint(path, {"enc": {"w": np.zeros(2, np.float32)}}, {"enc/": "enc/"})
+    chex.assert_trees_all_equal(filled, tree)
+
+
+@pytest.mark.parametrize("source", [None, 3, ["a"]])
+def test_init_from_checkpoint_given_no_path_and_no_tree_as_its_source_says_what_it_takes(source):
+    with pytest.raises(sp.ParamsTypeError) as info:
+        ckpt.init_from_checkpoint(source, {"a": np.zeros(2, np.float32)}, {"a": "a"})
+    assert str(info.value).startswith(
+        "init_from_checkpoint: the source must be a checkpoint's path (a weights file or a TF 1.x "
+        "checkpoint) or a tree of arrays, got "), info.value
+    pair = ({"a": np.ones(2, np.float32)}, {})
+    with pytest.raises(sp.ParamsTypeError, match=re.escape(
+            "got a tuple of 2 dicts, as transform_with_state's init returns (params, state).\n"
+            "  fix: pass the params alone (the first of the pair), or the checkpoint's path.")):
+        ckpt.init_from_checkpoint(pair, {"a": np.zeros(2, np.float32)}, {"a": "a"})

@@ -825,3 +825,36 @@ def test_a_variable_saved_part_by_part_with_parts_missing_is_an_error_naming_the
     assert "\n  fix: save every part" in message and info.value.filename == prefix
     np.testing.assert_array_equal(ckpt.load_variable(prefix, "emb/table/part_2"),
                                   tf.train.load_variable(prefix, "emb/table/part_2"))
+
+
+def test_a_variable_saved_part_by_part_with_a_part_missing_and_no_meta_is_an_error_not_a_smaller_array(
+        tmp_path):
+    # Without the .meta graph's slice info, parts 0 and 2 joined would be a (7, 4) table with part 2's
+    # rows where part 1's belong: the gap in the part numbers is the error.
+    graph, table, *_ = _partitioned_graph()
+    parts = {v.op.name: v for i, v in enumerate(table) if i != 1}
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"), var_list=parts)
+    sess.close()
+    os.unlink(prefix + ".meta")
+    params = {"emb": {"table": np.zeros((10, 4), np.float32)}}
+    for read in (ckpt.load_tf1, lambda p: ckpt.init_from_checkpoint(p, params, {"emb/": "emb/"})):
+        with pytest.raises(ckpt.CheckpointMismatchError) as info:
+            read(prefix)
+        message = str(info.value)
+        assert message.startswith(
+            f"cannot read 'emb/table' of TF checkpoint {prefix!r}: it is saved part by part, and the "
+            "checkpoint holds 'emb/table/part_0', 'emb/table/part_2' but not 'emb/table/part_1'"), message
+        assert "\n  fix: save every part" in message and info.value.filename == prefix
+
+
+def test_load_variable_reads_a_tensor_name_as_its_variable_as_tfs_does(tmp_path):
+    graph = tf.Graph()
+    with graph.as_default():
+        w = v1.get_variable("net/w", [2, 3])
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"))
+    sess.close()
+    assert w.name == "net/w:0"
+    np.testing.assert_array_equal(ckpt.load_variable(prefix, w.name),
+                                  tf.train.load_variable(prefix, w.name))
+    with pytest.raises(KeyError, match="no tensor named 'net/v' in TF checkpoint"):
+        ckpt.load_variable(prefix, "net/v:0")
