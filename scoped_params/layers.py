@@ -311,8 +311,8 @@ def _padding(padding: str, kind: str = "", name: Any = None, causal: bool = Fals
     return upper
 
 
-def _channels_last(data_format: str) -> bool:
-    if data_format == "channels_last":
+def _channels_last(data_format: Optional[str]) -> bool:
+    if data_format == "channels_last" or data_format is None:  # None: Keras's default image format
         return True
     if data_format == "channels_first":
         return False
@@ -399,12 +399,17 @@ def _cast(x: Any, dtype: np.dtype) -> Any:
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-def _static_flag(flag: Any) -> Any:
-    """Python and NumPy booleans (and concrete 0-d arrays) become a Python bool; tracers stay."""
+def _static_flag(flag: Any, argument: str = "training") -> Any:
+    """Python and NumPy booleans (and concrete 0-d arrays) become a Python bool; tracers stay;
+    a string or other object is refused, naming ``argument``."""
     if isinstance(flag, (bool, np.bool_, int, np.integer)):
         return bool(flag)
     if isinstance(flag, (np.ndarray, jax.Array)) and not isinstance(flag, jax.core.Tracer):
         return bool(flag)
+    if flag is not None and not isinstance(flag, (float, np.floating, jax.core.Tracer)):
+        raise TypeError(f"{argument} must be a bool (or a boolean scalar, traced too), got {flag!r} "
+                        f"of type {type(flag).__name__}.\n  fix: pass {argument}=True or False, or a "
+                        "JAX bool to switch it inside jit.")
     return flag
 
 
@@ -1350,6 +1355,12 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
             "normalization are not provided.")
     del renorm_clipping, renorm_momentum
     frame = _frame.current("sp.layers.batch_normalization")
+    for argument, value in (("momentum", momentum), ("epsilon", epsilon)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating,
+                                                             np.ndarray, jax.Array)):
+            raise TypeError(f"{_label('batch_normalization', name)}: {argument} must be a number, "
+                            f"got {value!r}.\n  fix: e.g. {argument}="
+                            f"{0.99 if argument == 'momentum' else 1e-3} (TF's default).")
     training = _static_flag(training)
     if training is None:  # TF's default learning phase, in graph mode a placeholder set to False
         training = False
@@ -1467,6 +1478,9 @@ def _normalized_axes(axis: Any, shape: Tuple[int, ...], name: Any) -> list:
     if not all(isinstance(a, (int, np.integer)) for a in listed):
         raise TypeError(f"{label}: expected an int or a list/tuple of ints for the argument "
                         f"'axis', but received: {axis!r} (as TF).\n  fix: pass ints, e.g. axis=-1.")
+    if not listed:
+        raise ValueError(f"{label}: axis={axis!r} names no axis to normalize.\n  fix: name the "
+                         "features' axis, e.g. axis=-1 for the last.")
     if not all(-ndim <= a < ndim for a in listed):
         raise ValueError(
             f"{label}: invalid value for `axis` argument. Expected {-ndim} <= axis < {ndim} "
@@ -1517,6 +1531,11 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
     counterpart (use ``sp.record``)."""
     del outputs_collections
     rank = inputs.ndim
+    for argument, value in (("begin_norm_axis", begin_norm_axis),
+                            ("begin_params_axis", begin_params_axis)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"layer_norm: {argument} must be an int (an axis of the input), got "
+                            f"{value!r}.\n  fix: e.g. {argument}=-1 for the last axis.")
     norm_axis = begin_norm_axis + rank if begin_norm_axis < 0 else begin_norm_axis
     if begin_params_axis >= rank or norm_axis >= rank:
         raise ValueError(f"begin_params_axis ({begin_params_axis}) and begin_norm_axis "
@@ -1586,6 +1605,11 @@ def dropout(inputs: jax.Array, rate: Union[float, jax.Array] = 0.5,
     """
     # TF's Dropout layer checks a Python rate when it is made, before knowing `training`; an array
     # rate (TF's tensor) is checked when concrete, and a traced one not at all
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating,
+                                                       np.ndarray, jax.Array)):
+        raise TypeError(f"{_label('dropout', name)}: rate must be a number in [0, 1) (the fraction "
+                        f"dropped) or a scalar array, got {rate!r} of type {type(rate).__name__}.\n"
+                        "  fix: pass e.g. rate=0.5.")
     static_rate = (rate if isinstance(rate, (int, float, np.integer, np.floating))
                    else _array_rate(rate, name))
     if static_rate is not None and not 0 <= static_rate <= 1:
@@ -1634,7 +1658,12 @@ def _noise_shape(noise_shape: Sequence[Any], shape: Tuple[int, ...], name: Any) 
     index (Keras's ``_get_noise_shape``), which must broadcast against the input's ``shape``
     without changing it: at most its rank, each size (aligned with its last axes) 1 or the input's
     (TF refuses others at graph build: "Dimensions must be equal")."""
-    asked = tuple(noise_shape)
+    try:
+        asked = tuple(noise_shape)
+    except TypeError:  # an int: TF's noise_shape is a shape, a list of sizes
+        raise TypeError(f"{_label('dropout', name)}: noise_shape must be a list of sizes (None: the "
+                        f"input's), got {noise_shape!r}.\n  fix: e.g. noise_shape=[{shape[0] if shape else 1}"
+                        f"{', 1' * (len(shape) - 1)}] to drop whole examples.") from None
     if len(asked) <= len(shape):
         mask = tuple(shape[i] if d is None else d for i, d in enumerate(asked))
         if all(d == 1 or d == s for d, s in zip(reversed(mask), reversed(shape))):
@@ -1671,6 +1700,11 @@ def _pool(rank, inputs, pool_size, strides, padding, data_format, init, op, kind
 
 
 def _max_pool(rank, inputs, pool_size, strides, padding, data_format, kind, name=None):
+    if inputs.dtype == np.bool_:  # (iinfo has no bool) TF's MaxPool takes numbers only
+        raise TypeError(f"{_label(kind, name)}: the input has dtype bool, which TF's MaxPool refuses "
+                        "(Value passed to parameter 'input' has DataType bool not in list of "
+                        "allowed values).\n  fix: cast it to a number first, e.g. "
+                        "x.astype(jnp.float32).")
     init = -np.inf if jnp.issubdtype(inputs.dtype, jnp.floating) else jnp.iinfo(inputs.dtype).min
     # A NumPy (not traced) init value lets lax recognise the max monoid, which is differentiable.
     out, _, _ = _pool(rank, inputs, pool_size, strides, padding, data_format,
@@ -1839,6 +1873,13 @@ def embedding(ids: jax.Array, input_dim: int, output_dim: int,
     if not (embeddings_initializer is None or callable(embeddings_initializer)):
         embeddings_initializer = _from_keras("embedding", name, "embeddings_initializer",
                                              embeddings_initializer)
+    for argument, size in (("input_dim", input_dim), ("output_dim", output_dim)):
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size <= 0:
+            raise ValueError(
+                f"{_label('sp.layers.embedding', name)}: {argument} must be positive, got {size} "
+                "(as Keras's Embedding: Both `input_dim` and `output_dim` should be positive).\n"
+                "  fix: input_dim is the number of ids (the vocabulary size), output_dim the "
+                "embedding's width.")
     with _layer_scope(name, "embedding", reuse, fetches_only=True) as sc:
         table = get_param("embeddings", (input_dim, output_dim), embeddings_initializer, dtype,
                           trainable=trainable,
@@ -2708,6 +2749,11 @@ class _Stateless:
                               kwargs.get("dtype"))
         _check_layer_arguments(type(self), kwargs, call_only=("inputs",))
         self._args, self._kwargs = args, kwargs
+        # TF's name: the one given, else the class's numbered (max_pooling2d_1, ...), as layers with
+        # variables number theirs
+        name = kwargs.get("name")
+        self.name = name if isinstance(name, str) and name else _unique_object_name(
+            _snake_case(type(self).__name__))
 
     def __call__(self, inputs: jax.Array, *args: Any, **call_kwargs: Any) -> jax.Array:
         if args:  # TF's: call's arguments (training=)

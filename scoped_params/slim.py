@@ -785,7 +785,8 @@ def batch_norm(inputs: jax.Array, decay: float = 0.999, center: bool = True, sca
             moving_mean_initializer=param_initializers.get("moving_mean", zeros),
             moving_variance_initializer=param_initializers.get("moving_variance", ones),
             beta_regularizer=param_regularizers.get("beta"),
-            gamma_regularizer=param_regularizers.get("gamma"), training=is_training,
+            gamma_regularizer=param_regularizers.get("gamma"),
+            training=layers._static_flag(is_training, "is_training"),
             trainable=trainable, name=sc, reuse=reuse, renorm=renorm,
             renorm_clipping=renorm_clipping, renorm_momentum=renorm_decay, fused=fused,
             adjustment=adjustment, _fused_kernel=fused_kernel, _update=update,
@@ -940,7 +941,7 @@ def dropout(inputs: jax.Array, keep_prob: float = 0.5, noise_shape: Optional[Seq
                          "value between 0 and 1.\n  fix: keep_prob is the fraction kept (0.8 keeps "
                          "80%).")
     if (isinstance(keep_prob, (int, float, np.integer, np.floating)) and keep_prob == 0
-            and (training := layers._static_flag(is_training)) is not False):
+            and (training := layers._static_flag(is_training, "is_training")) is not False):
         # else the core layer's "Invalid value received for `rate` ... got: 1.0"
         shown = training if training is True else "<traced>"
         raise ValueError(f"slim.dropout: keep_prob={keep_prob!r} with is_training={shown} "
@@ -948,7 +949,8 @@ def dropout(inputs: jax.Array, keep_prob: float = 0.5, noise_shape: Optional[Seq
                          "1 - keep_prob = 1.0).\n  fix: keep_prob must be above 0 in training "
                          "(keep_prob is the fraction kept: 0.8 keeps 80%).")
     with _layer(scope, "Dropout", None) as sc:
-        outputs = layers.dropout(inputs, 1.0 - keep_prob, noise_shape, seed, is_training)
+        outputs = layers.dropout(inputs, 1.0 - keep_prob, noise_shape, seed,
+                                 layers._static_flag(is_training, "is_training"))
         return collect_named_outputs(outputs_collections, sc.name, outputs)
 
 

@@ -6,6 +6,7 @@ TF's answers are computed here when TensorFlow is installed (each in its own ``t
 nothing depends on the process's eager mode); the tests that need it skip without it."""
 
 import os
+import re
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -627,3 +628,107 @@ def test_batch_norm_moving_statistics_are_never_partitioned_as_in_tf(tf):
     specs = sp.sharding.partition_specs(
         sp.transform(lambda x: fn(x, lambda x: sp.layers.batch_normalization(x))), x)
     assert specs["net"]["batch_normalization"]["moving_mean"] == P()
+
+
+# -- data_format=None, variable-free objects' names, refusals that named nothing ---------------------
+
+
+_DATA_FORMAT_NONE = {
+    "conv2d": lambda L, x: L.conv2d(x, 2, 3, data_format=None),
+    "separable_conv2d": lambda L, x: L.separable_conv2d(x, 2, 3, data_format=None),
+    "conv2d_transpose": lambda L, x: L.conv2d_transpose(x, 2, 3, data_format=None),
+    "max_pooling2d": lambda L, x: L.max_pooling2d(x, 2, 2, data_format=None),
+    "flatten": lambda L, x: L.flatten(x, data_format=None),
+    "Conv2D object": lambda L, x: L.Conv2D(2, 3, data_format=None)(x),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(_DATA_FORMAT_NONE))
+def test_data_format_none_is_channels_last_as_in_tf(tf, layer):
+    build = _DATA_FORMAT_NONE[layer]
+    x = np.random.RandomState(0).randn(2, 6, 6, 3).astype(np.float32)
+    model = sp.transform(lambda x, data_format_none: build(sp.layers, x) if data_format_none else
+                         build(_ChannelsLast(sp.layers), x))
+    params = model.init(KEY, x, True)
+    np.testing.assert_array_equal(model.apply(params, x, True), model.apply(params, x, False))
+    assert model.apply(params, x, True).shape == tf_run(tf, lambda: build(tf.layers, tf.constant(x))).shape
+
+
+class _ChannelsLast:
+    """``sp.layers`` with ``data_format=None`` spelled ``'channels_last'``."""
+
+    def __init__(self, layers):
+        self._layers = layers
+
+    def __getattr__(self, attribute):
+        fn = getattr(self._layers, attribute)
+
+        def called(*args, **kwargs):
+            if kwargs.get("data_format", "") is None:
+                kwargs["data_format"] = "channels_last"
+            return fn(*args, **kwargs)
+        return called
+
+
+def test_variable_free_layer_objects_have_tfs_names(tf):
+    def names(layers):
+        return [layers.MaxPooling2D(2, 2, name="pool").name, layers.Dropout(0.5, name="drop").name,
+                layers.Flatten(name="flat").name, layers.AveragePooling1D(2, 1).name,
+                layers.AveragePooling1D(2, 1).name, layers.MaxPooling3D(2, 2).name]
+
+    with tf.Graph().as_default():
+        expected = names(tf.layers)
+    seen = []
+    sp.transform(lambda: seen.append(names(sp.layers))).init(KEY)
+    assert seen == [expected] == [["pool", "drop", "flat", "average_pooling1d_1",
+                                   "average_pooling1d_2", "max_pooling3d_1"]]
+
+
+@pytest.mark.parametrize("axis", [[], ()])
+def test_batch_normalization_over_no_axis_is_refused_naming_axis(axis):
+    model = sp.transform_with_state(lambda x: sp.layers.batch_normalization(x, axis=axis, training=True))
+    with pytest.raises(ValueError, match=re.escape(
+            f"batch_normalization 'batch_normalization': axis={axis!r} names no axis to normalize.")):
+        model.init(KEY, jnp.ones((4, 3)))
+
+
+def test_max_pooling_a_bool_input_is_refused_as_tf_refuses_it(tf):
+    x = np.ones((2, 4, 4, 3), bool)
+    assert isinstance(tf_error(tf, lambda: tf.layers.max_pooling2d(tf.constant(x), 2, 2)), TypeError)
+    with pytest.raises(TypeError, match=re.escape(
+            "max_pooling2d: the input has dtype bool, which TF's MaxPool refuses")):
+        sp.transform(lambda x: sp.layers.max_pooling2d(x, 2, 2)).init(KEY, x)
+
+
+@pytest.mark.parametrize("dims", [(0, 3), (5, 0), (-1, 3)])
+def test_an_embedding_of_no_ids_or_no_width_is_refused_as_keras_refuses_it(dims):
+    input_dim, output_dim = dims
+    with pytest.raises(ValueError, match=re.escape(
+            f"sp.layers.embedding: {'input_dim' if input_dim <= 0 else 'output_dim'} must be "
+            "positive")):
+        sp.transform(lambda ids: sp.layers.embedding(ids, input_dim, output_dim)).init(
+            KEY, jnp.zeros(2, jnp.int32))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x: sp.layers.dropout(x, rate=None, training=True),
+     "dropout: rate must be a number in [0, 1) (the fraction dropped) or a scalar array, got None"),
+    (lambda x: sp.layers.dropout(x, noise_shape=5, training=True),
+     "dropout: noise_shape must be a list of sizes (None: the input's), got 5."),
+    (lambda x: sp.layers.dropout(x, training="yes"),
+     "training must be a bool (or a boolean scalar, traced too), got 'yes' of type str."),
+    (lambda x: sp.layers.batch_normalization(x, training="yes"),
+     "training must be a bool (or a boolean scalar, traced too), got 'yes' of type str."),
+    (lambda x: sp.slim.batch_norm(x, is_training="yes"),
+     "is_training must be a bool (or a boolean scalar, traced too), got 'yes' of type str."),
+    (lambda x: sp.slim.dropout(x, is_training="yes"),
+     "is_training must be a bool (or a boolean scalar, traced too), got 'yes' of type str."),
+    (lambda x: sp.layers.batch_normalization(x, momentum=None, training=True),
+     "batch_normalization: momentum must be a number, got None."),
+    (lambda x: sp.layers.layer_norm(x, begin_params_axis=1.5),
+     "layer_norm: begin_params_axis must be an int (an axis of the input), got 1.5."),
+], ids=["dropout rate", "noise_shape", "dropout training", "bn training", "slim is_training",
+        "slim dropout is_training", "momentum", "begin_params_axis"])
+def test_layer_arguments_of_the_wrong_type_are_refused_naming_them(call, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        sp.transform_with_state(call).init(KEY, jnp.ones((4, 3, 5)))
