@@ -349,8 +349,9 @@ def save(path: PathLike, params: Mapping[str, Any],
 
     Keys are full names (``image_filters/conv1/weights``); every JAX dtype round-trips bit-exact.
     An empty sub-dict holds no parameter and is not stored (``sp.flatten`` drops it too), so
-    ``load`` returns the tree without it. ``metadata`` is an optional ``{str: str}`` dict, returned by ``read_metadata``. A symlink is
-    written through (its target replaced, the link kept), as ``open(path, "wb")`` does.
+    ``load`` returns the tree without it. ``metadata`` is an optional ``{str: str}`` dict, returned
+    by ``read_metadata``. A symlink is written through (its target replaced, the link kept), as
+    ``open(path, "wb")`` does.
 
     >>> params = {"dense": {"w": jnp.ones((3, 2))}}
     >>> sp.checkpoint.save("model.safetensors", params, metadata={"step": "100"})
