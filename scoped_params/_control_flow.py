@@ -352,8 +352,12 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
             new_state = {} if before is None else {
                 n: v for n, v in _state_values(store).items() if v is not before.get(n)}
             here = _TRACE.value
+            # (In init, a weight's own term holds the placeholder the store made in this trace: not
+            # an output of the function, and as the store's values, read as it is after it.)
+            made_here = () if made is None else {
+                id(made[0].values.get(n)) for n in list(made[0].specs)[made[1]:]}
             inner[:] = [added + i for i, (_, value) in enumerate(frame.regularized[added:])
-                        if getattr(value, "_trace", None) is here]
+                        if getattr(value, "_trace", None) is here and id(value) not in made_here]
             return out, new_state, records, [frame.regularized[i][1] for i in inner]
 
         if "static_argnums" in checkpoint_kwargs:  # the caller says which arguments are static

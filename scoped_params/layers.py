@@ -58,7 +58,8 @@ import numpy as np
 from . import _frame, _scope
 from . import constraints as _constraints
 from . import initializers as _initializers
-from ._errors import (TF_PACKAGES, InvalidNameError, NotInTransformError, ParamNotFoundError,
+from ._errors import (TF_PACKAGES, InvalidNameError, NestedTraceError, NotInTransformError,
+                      ParamNotFoundError,
                       ReuseArgumentError, StateError)
 from ._layer_stack import _lookup as _stored_in
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
@@ -2380,7 +2381,35 @@ def _built_value(layer: Any, attribute: str) -> Any:
             "stores is that call's), which has not come yet in this one.\n  fix: call the layer "
             f"first, y = layer(x), and read layer.{attribute} after it in the same model "
             "function (or in call()).", name=attribute, obj=layer)
-    return values[attribute]
+    value = values[attribute]
+    # Read at the top of apply (not inside an sp.scan, a vmap, ...), every traced value belongs to
+    # the call's own trace or one it runs in (a jit or vmap around apply); one of another was made
+    # inside a nested trace that has ended since. (init's values are placeholders, never computed:
+    # one made inside an sp.scan's step stands for the parameter after it too.)
+    if frame.mode is _frame.APPLY and _TRACE.value is frame.trace and any(
+            isinstance(leaf, jax.core.Tracer) and not _runs_in(frame.trace, leaf)
+            for leaf in jax.tree_util.tree_leaves(value)):
+        raise NestedTraceError(
+            f"{kind}(...).{attribute} was made by {kind}.build at the layer's first call, which ran "
+            "inside a JAX trace that has ended since (the function of an sp.scan, sp.cond, "
+            "sp.remat, ...): the value belongs to that trace and cannot be used after it, as TF 1.x "
+            "refuses a tensor made inside a tf.while_loop or tf.cond outside it.\n"
+            f"  fix: call the layer once before the sp.scan/sp.cond/sp.remat, so that its build runs "
+            f"outside it, or compute {attribute} in call() from its weights.")
+    return value
+
+
+def _runs_in(trace: Any, tracer: Any) -> bool:
+    """Whether ``tracer`` belongs to ``trace`` or to a trace ``trace`` runs inside (its parents);
+    True where this JAX does not say."""
+    owner = getattr(tracer, "_trace", None)
+    if owner is None:
+        return True
+    while trace is not None:
+        if trace is owner:
+            return True
+        trace = getattr(trace, "parent_trace", None)
+    return False
 
 
 _NOT_SET = object()  # getattr's default: the class has no such attribute

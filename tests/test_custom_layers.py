@@ -736,3 +736,48 @@ def test_a_custom_layers_default_dtype_is_its_inputs_int_too_like_tf():
     params = sp.transform(program_of(sp)).init(KEY, np.ones((2, 3), np.int32))
     assert sp.flatten(params)["count/k"].dtype == jnp.int32
     np.testing.assert_array_equal(sp.flatten(params)["count/k"], 0)  # int weights start at zero
+
+
+class DoubledScale(sp.layers.Layer):
+    def build(self, input_shape):
+        gain = self.add_weight("gain", [int(input_shape[-1])], initializer=sp.initializers.ones)
+        self.double_gain = 2.0 * gain  # computed in build: a value of the trace build ran in
+
+    def call(self, x):
+        return x * self.double_gain
+
+
+def test_a_value_build_computed_inside_an_sp_scan_read_after_it_is_a_clear_error_in_apply():
+    # TF 1.x refuses a tensor made inside a tf.while_loop outside it; here JAX's leaked-tracer error
+    # was all one got.
+    def fn(x):
+        layer = DoubledScale()
+        h, _ = sp.scan(lambda c, _: (layer(c), None), x, None, length=2)
+        return layer(h)
+
+    model = sp.transform(fn)
+    params = model.init(KEY, X)
+    for apply in (model.apply, jax.jit(model.apply)):
+        with pytest.raises(sp.NestedTraceError, match=re.escape(
+                "DoubledScale(...).double_gain was made by DoubledScale.build at the layer's first "
+                "call, which ran inside a JAX trace that has ended since")) as info:
+            apply(params, X)
+        assert "\n  fix: call the layer once before the sp.scan/sp.cond/sp.remat" in str(info.value)
+
+
+def test_a_built_value_of_the_params_around_apply_is_read_under_jit_scan_and_vmap():
+    # Values of the traces apply runs in (the params a jitted scan closes over, a vmap around apply)
+    # are the call's own: no error.
+    def fn(x):
+        layer = DoubledScale()
+        return layer(layer(x))
+
+    model = sp.transform(fn)
+    params = model.init(KEY, X)
+    expected = model.apply(params, X)
+    run = jax.jit(lambda p, xs: jax.lax.scan(
+        lambda c, x: (c, jax.vmap(lambda xi: model.apply(p, xi[None])[0])(x)), 0.0, xs)[1])
+    np.testing.assert_allclose(run(params, jnp.stack([X, X])), jnp.stack([expected, expected]),
+                               rtol=1e-6)
+    grads = jax.grad(lambda p: model.apply(p, X).sum())(params)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)

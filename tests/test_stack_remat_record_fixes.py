@@ -381,3 +381,23 @@ def test_remat_passes_python_arguments_as_they_are_as_a_direct_call_does():
     # no key asked for: the flag stayed a Python False
     out = sp.transform(lambda x: sp.remat(block)(x, False)).apply({}, x)
     np.testing.assert_allclose(out, x / 2)
+
+
+@pytest.mark.parametrize("around", ["vmap", "grad"])
+def test_a_weight_regularizer_inside_sp_remat_under_a_transformation_inits_as_without_remat(around):
+    # init's placeholder of a weight created in the rematerialised function is no output of it:
+    # its regularizer term is the weight's, not an activity penalty that cannot leave the vmap.
+    def make(remat):
+        def fn(x):
+            dense = lambda h: sp.layers.dense(h, 3, kernel_regularizer=sp.l2_regularizer(0.1))
+            block = sp.remat(dense) if remat else dense
+            if around == "vmap":
+                y = jax.vmap(block)(x).sum()
+            else:
+                y = jax.grad(lambda c: block(c).sum())(x).sum()
+            return y + sp.regularization_loss()
+        return sp.transform(fn)
+
+    params = make(True).init(KEY, X)
+    chex.assert_trees_all_equal_shapes(params, make(False).init(KEY, X))
+    np.testing.assert_allclose(make(True).apply(params, X), make(False).apply(params, X), rtol=1e-6)
