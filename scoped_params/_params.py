@@ -552,7 +552,26 @@ def _constant_init_dtype(full: str, init: Any) -> np.dtype:
     if not hasattr(init, "dtype") and np.asarray(init).dtype.kind not in "biufc":
         # A dtype in init's place, with an initializer after it as dtype: get_param(n, s, "float32", i)
         raise _dtype_as_init(full, init) or _not_a_number_error(full, init)
-    return _constant_dtype(init)
+    dtype = _constant_dtype(init)
+    if not isinstance(init, jax.Array):  # (JAX's own arrays are canonical already)
+        _check_fits(full, init, dtype)
+    return dtype
+
+
+def _check_fits(full: str, init: Any, dtype: np.dtype) -> None:
+    """Refuse an integer constant whose values change in ``dtype``, the one JAX gives it: with
+    jax_enable_x64 off an int64 2**40 would become int32 0."""
+    array = np.asarray(init)
+    if array.dtype == dtype or array.dtype.kind not in "iu" or not array.size:
+        return
+    changed = _initializers._not_exactly_in(array, dtype)
+    if changed is not None:
+        raise TypeError(
+            f"The constant initializer of '{full}' holds {changed!r}, which {np.dtype(dtype).name} "
+            f"does not hold: JAX makes {array.dtype.name} values {np.dtype(dtype).name} with "
+            "jax_enable_x64 off, and the value would change.\n  fix: turn 64-bit types on at "
+            "startup (jax.config.update('jax_enable_x64', True)), or pass values that fit "
+            f"{np.dtype(dtype).name}.")
 
 
 def _tf_constant(full: str, init: Any) -> Any:

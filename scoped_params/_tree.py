@@ -367,9 +367,13 @@ def _not_a_spec(api: str, params: Any, name: str, found: Any) -> TypeError:
 
 
 def partition_trainable(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tuple[Tree, Tree]:
-    """(trainable, frozen) by each parameter's ``trainable`` flag in ``specs`` (``model.specs(...)``)."""
+    """(trainable, frozen) by each parameter's ``trainable`` flag in ``specs`` (``model.specs(...)``):
+    TF 1.x's ``tf.trainable_variables()``, which also lists a parameter created with
+    ``trainable=False`` and ``collections=[..., "trainable_variables"]``."""
     spec = _spec_lookup("partition_trainable", params, specs)
-    return _partition(lambda name, _: spec(name, "trainable"), params, "partition_trainable")
+    return _partition(lambda name, _: spec(name, "trainable")
+                      or _TRAINABLE_VARIABLES in spec(name, "collections"),
+                      params, "partition_trainable")
 
 
 def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],

@@ -3330,6 +3330,9 @@ class Template:
         self._unique_name = unique_name
         self._custom_getter = custom_getter
         self._scopes: dict = {}  # this call's captured Scope (per frame, as a layer object's)
+        # True in a call whose first call of the template raised: as TF's `_variables_created`,
+        # its next call is a first call again, creating in the scope the failed one captured
+        self._unfinished: dict = {}
         self._latest: Optional[Scope] = None  # the latest call's, for variable_scope outside one
         self._made_in: Optional[Scope] = None
         if create_scope_now:  # TF's _pure_variable_scope: a unique variable scope, no name scope
@@ -3373,10 +3376,10 @@ class Template:
                               custom_getter=self._custom_getter)
             with first as captured:
                 _keep_for_call(self._scopes, frame, captured)
-                try:
-                    return self._func(*args, **kwargs)
-                finally:
-                    self._latest = _detached(captured)
+                return self._first_call(frame, captured, args, kwargs)
+        if _this_call(self._unfinished, frame):  # its first call raised: this one is a first call
+            with scope(captured):
+                return self._first_call(frame, captured, args, kwargs)
         with scope(captured, reuse=True):  # later calls: TF's reuse=True, wherever they are
             specs = getattr(frame.store, "specs", None)  # init's (apply's params are all made)
             if specs is None:
@@ -3386,6 +3389,20 @@ class Template:
             if len(specs) != before:  # made under an sp.AUTO_REUSE scope inside the function
                 self._check_no_trainable_made(list(specs.values())[before:], captured)
             return result
+
+    def _first_call(self, frame: Any, captured: Scope, args: tuple, kwargs: dict) -> Any:
+        """The call that makes the template's parameters, in ``captured``; if it raises, the
+        template's next call in this init/apply is a first call again (TF sets
+        ``_variables_created`` only once its function has returned)."""
+        try:
+            result = self._func(*args, **kwargs)
+        except BaseException:
+            _keep_for_call(self._unfinished, frame, True)
+            raise
+        finally:
+            self._latest = _detached(captured)
+        _keep_for_call(self._unfinished, frame, False)
+        return result
 
     def _root_scope(self, frame: Any) -> Scope:
         """TF's scope for a template named ``''``: the root, where TF opens it at the root (its

@@ -255,3 +255,16 @@ def test_a_constant_initializer_from_another_parameters_value_inside_sp_scan_is_
     with pytest.raises(sp.InitializerError, match="'(layer_stack/)?v' is computed from the value of "
                                                   "parameter '(layer_stack/)?w'"):
         sp.transform(fn).init(KEY, XS)
+
+
+@pytest.mark.parametrize("value", [2**40, np.int64(2**40), np.array([2**40, 1])], ids=["int", "np.int64", "array"])
+def test_an_integer_constant_that_int32_cannot_hold_is_refused_not_wrapped(value):
+    if jax.config.jax_enable_x64:
+        pytest.skip("with 64-bit types on, the constant keeps int64")
+    with pytest.raises(TypeError) as info:
+        sp.transform(lambda: sp.get_param("c", init=value)).init(KEY)
+    assert str(info.value).startswith(
+        "The constant initializer of 'c' holds 1099511627776, which int32 does not hold: JAX makes "
+        "int64 values int32 with jax_enable_x64 off"), info.value
+    params = sp.transform(lambda: sp.get_param("c", init=np.array([2**31 - 1, -2**31]))).init(KEY)
+    np.testing.assert_array_equal(params["c"], [2**31 - 1, -2**31])

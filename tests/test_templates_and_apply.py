@@ -724,3 +724,42 @@ def test_make_template_needs_a_name_and_a_transform():
         sp.make_template(None, lambda: None)
     with pytest.raises(sp.NotInTransformError, match=r"^Template\('t'\)\(\.\.\.\) was called outside"):
         sp.make_template("t", lambda: None)()
+
+
+def test_a_template_whose_first_call_raised_creates_again_on_its_next_call_as_tfs_does():
+    # TF marks a template's variables created only once its first call returns: the next call
+    # creates again (in the scope the failed call captured), so it cannot share what another has.
+    seen = []
+
+    def fn():
+        t1 = sp.make_template("t", lambda: sp.get_param("w", [1]))
+        t1()  # creates t/w
+        t2 = sp.make_template("t", lambda: sp.get_param("w", [1]), create_scope_now_=True,
+                              unique_name_="t")
+        for _ in range(2):
+            try:
+                t2()
+                seen.append("shared t/w")
+            except sp.ParamExistsError as error:
+                seen.append(str(error).split(".")[0])
+
+    sp.transform(fn).init(KEY)
+    assert seen == ["Variable t/w already exists, disallowed"] * 2
+
+    calls = []
+
+    def body():
+        sp.get_param("a", [1])
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("user error")
+        return sp.get_param("b", [1])
+
+    def retried():
+        t = sp.make_template("t", body)
+        with pytest.raises(RuntimeError):
+            t()
+        with pytest.raises(sp.ParamExistsError, match="Variable t/a already exists, disallowed"):
+            t()
+
+    sp.transform(retried).init(KEY)

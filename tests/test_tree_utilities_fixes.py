@@ -51,3 +51,19 @@ def test_unflatten_and_merge_collisions_say_how_to_fix_and_merges_says_it_is_mer
     with pytest.raises(sp.NameCollisionError, match=r"^merge: 'a' is in more than one tree\.\n  fix: "
                                                     r"merge disjoint trees"):
         sp.merge({"a": np.ones(1)}, {"a": np.ones(1)})
+
+
+def test_partition_trainable_lists_a_frozen_parameter_put_in_the_trainable_collection_as_tf_does():
+    # TF: get_variable(trainable=False, collections=[..., "trainable_variables"]) is among
+    # tf.trainable_variables() (what optimizers train by default).
+    def fn():
+        sp.get_param("a", [1])
+        sp.get_param("e", [1], trainable=False, collections=["variables", "trainable_variables"])
+        sp.get_param("f", [1], trainable=False)
+
+    model = sp.transform(fn)
+    params, specs = model.init(KEY), model.specs()
+    trainable, frozen = sp.partition_trainable(params, specs)
+    assert sorted(sp.flatten(trainable)) == ["a", "e"] and list(sp.flatten(frozen)) == ["f"]
+    in_collection, _ = sp.partition_by_collection(params, specs, "trainable_variables")
+    assert sorted(sp.flatten(in_collection)) == ["a", "e"]
