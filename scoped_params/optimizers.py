@@ -269,6 +269,16 @@ def adam_state_from_tf1(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], 
         scope = complete[0] if complete else ""
     else:
         scope = scope.strip("/") + "/" if scope.strip("/") else ""
+        owned = [f"{scope}{n}" for n in names if scope and f"{scope}{n}" in checkpoint]
+        if owned:
+            raise MissingOptimizerStateError(
+                f"adam_state_from_tf1: under scope={scope.rstrip('/')!r}, {where} holds the variable "
+                f"{owned[0]!r} itself, so {owned[0] + '/' + slots[0]!r} is that variable's own slot, "
+                f"not the slot of {owned[0][len(scope):]!r} (TF names a slot after its variable, in "
+                "the variable scope minimize() ran in).\n  fix: pass the scope minimize() ran in "
+                "for these params" + (f" (the checkpoint has their slots: scope="
+                                      f"{scopes[0].rstrip('/')!r})" if scopes else "")
+                + ", or the params of the variables under it.")
     missing = [f"{scope}{n}/{x}" for n in names for x in slots if f"{scope}{n}/{x}" not in checkpoint]
     pairs = _power_pairs(checkpoint)
     if powers is None and len(pairs) > 1 and not missing:
@@ -351,9 +361,12 @@ def _slot_scopes(checkpoint: Mapping[str, Any], names: Mapping[str, Any],
             continue
         for slot in slots:
             if key.endswith("/" + slot):
-                parts = key[:-len(slot) - 1].split("/")
+                variable = key[:-len(slot) - 1]
+                parts = variable.split("/")
                 for i in range(len(parts)):
-                    if "/".join(parts[i:]) in names:
+                    # (under a scope only if no variable has the slot's path: 'gen/dense/kernel/Adam'
+                    # is the variable gen/dense/kernel's own slot, not dense/kernel's under 'gen/')
+                    if "/".join(parts[i:]) in names and (not i or variable not in checkpoint):
                         found["/".join(parts[:i]) + "/" if i else ""] = None
     return sorted(found)
 

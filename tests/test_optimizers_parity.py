@@ -2,6 +2,7 @@
 for them (docs/migrating_from_tf1.md): the same parameters after several steps of the same model."""
 
 import contextlib
+import re
 import traceback
 
 import jax
@@ -395,3 +396,43 @@ def test_missing_beta_powers_error_lists_those_under_a_name_scope_and_the_powers
             "'beta1_power_1', 'beta2_power_1' (powers=('beta1_power_1', 'beta2_power_1')), and its "
             "slots are 'Adam_2', 'Adam_3' (slots=('Adam_2', 'Adam_3')) only for variables the first "
             "one trains too.") in message
+
+
+def _gan_like(path, discriminator_optimizer):
+    """A discriminator 'dense/kernel' at the top, a generator 'gen/dense/kernel' under 'gen', the
+    generator trained by Adam and the discriminator by ``discriminator_optimizer``."""
+    rs = np.random.RandomState(0)
+
+    def build():
+        with v1.variable_scope("dense"):
+            d = v1.get_variable("kernel", initializer=rs.randn(3, 3).astype(np.float32))
+        with v1.variable_scope("gen"), v1.variable_scope("dense"):
+            g = v1.get_variable("kernel", initializer=rs.randn(3, 3).astype(np.float32))
+        x = tf.constant(rs.randn(4, 3).astype(np.float32))
+        return [discriminator_optimizer().minimize(tf.reduce_sum(tf.square(x @ d)), var_list=[d]),
+                v1.train.AdamOptimizer(0.1).minimize(tf.reduce_sum(tf.square(x @ g @ d)),
+                                                     var_list=[g])]
+
+    prefix, _ = _tf_run_saved(path, build)
+    return prefix, {"dense": sp.checkpoint.load_tf1(prefix)["dense"]}
+
+
+def test_adam_state_from_tf1_never_reads_another_variables_slot_as_one_under_a_scope(tmp_path):
+    # 'gen/dense/kernel/Adam' is the slot of the variable gen/dense/kernel, not of dense/kernel
+    # under a scope 'gen/': the discriminator trained without Adam has no Adam state to resume.
+    prefix, d_params = _gan_like(tmp_path, lambda: v1.train.GradientDescentOptimizer(0.1))
+    with pytest.raises(sp.optimizers.MissingOptimizerStateError, match=re.escape(
+            f"adam_state_from_tf1: TF 1.x checkpoint {prefix!r} has no 'dense/kernel/Adam'")):
+        sp.optimizers.adam_state_from_tf1(prefix, d_params)
+    with pytest.raises(sp.optimizers.MissingOptimizerStateError, match=re.escape(
+            "under scope='gen', TF 1.x checkpoint")) as info:
+        sp.optimizers.adam_state_from_tf1(prefix, d_params, scope="gen")
+    assert ("holds the variable 'gen/dense/kernel' itself, so 'gen/dense/kernel/Adam' is that "
+            "variable's own slot, not the slot of 'dense/kernel'") in str(info.value)
+
+
+def test_adam_state_from_tf1_resumes_the_discriminator_of_a_gan_with_two_adams(tmp_path):
+    prefix, d_params = _gan_like(tmp_path, lambda: v1.train.AdamOptimizer(0.1))
+    state = sp.optimizers.adam_state_from_tf1(prefix, d_params, powers=("beta1_power", "beta2_power"))
+    np.testing.assert_array_equal(state.m["dense"]["kernel"],
+                                  tf.train.load_variable(prefix, "dense/kernel/Adam"))
