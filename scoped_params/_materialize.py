@@ -84,7 +84,11 @@ def _init_identity(init: Any) -> Hashable:
     captured = None if code is None else _captured(init)
     if captured is None:
         return id(init)
-    ident = (code,) + captured
+    # With the captured values' types: 0.02 and np.float64(0.02) are equal, with one hash, but JAX
+    # computes with a Python float weakly typed (in the parameter's dtype) and with a NumPy one not.
+    cells, defaults = captured
+    ident = (code, cells, tuple(map(type, cells)), defaults,
+             None if defaults is None else tuple(map(type, defaults)))
     try:
         hash(ident)
     except TypeError:  # an unhashable captured value
