@@ -403,6 +403,8 @@ def _as_shape(shape: Any, full: str = "", existing: bool = False) -> Optional[Tu
         if shape < 0:
             raise _bad_shape_error(shape, full)
         return (int(shape),)
+    elif isinstance(shape, np.ndarray) and shape.ndim == 0:  # np.array(5): (5,), as TF's TensorShape
+        return _as_shape(shape[()], full, existing)
     elif isinstance(shape, jax.Array) and not _is_tracer(shape):
         # A concrete JAX array (jnp.array([2, 3]) made outside the model): its values, read once
         # (iterating it inside init's trace would stage each element as an op), as NumPy's are.

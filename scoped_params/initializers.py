@@ -460,6 +460,8 @@ def identity(gain: float = 1.0):
         del key
         if len(shape) != 2:
             raise ValueError(f"identity initializer: the shape must have rank 2, got {tuple(shape)}.")
+        if not jnp.issubdtype(dtype, jnp.complexfloating):  # TF's: gain (a float) times eye
+            _check_floating("identity", dtype)
         return gain * jnp.eye(shape[0], shape[1], dtype=dtype)
 
     return init

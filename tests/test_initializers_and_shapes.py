@@ -1,5 +1,6 @@
 """Initializers and shapes: reference section E (rules 30-33) and ``sp.initializers``."""
 
+import re
 import inspect
 import math
 
@@ -1445,3 +1446,20 @@ def test_initializers_equal_but_for_their_captured_values_types_are_drawn_apart(
 
     np.testing.assert_array_equal(sp.transform(alone).init(KEY)["w"],
                                   sp.transform(with_other).init(KEY)["w"])
+
+
+def test_a_zero_d_numpy_array_is_a_shape_of_one_dimension_as_in_tf():
+    params = sp.transform(lambda: sp.get_param("w", np.array(5))).init(KEY)
+    assert params["w"].shape == (5,)
+    with pytest.raises(TypeError, match="shape must be a sequence of ints"):
+        sp.transform(lambda: sp.get_param("v", np.array(5.0))).init(KEY)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
+def test_identity_for_an_integer_or_bool_parameter_is_refused_as_tf_refuses_it(dtype):
+    with pytest.raises(sp.initializers.InitializerArgumentError, match=re.escape(
+            "identity initializer draws real floating values and cannot make a parameter of dtype "
+            f"{np.dtype(dtype).name}")):
+        sp.transform(lambda: sp.get_param("perm", (3, 3), inits.identity(), dtype)).init(KEY)
+    eye = sp.transform(lambda: sp.get_param("e", (2, 3), inits.identity(2.0), jnp.complex64)).init(KEY)
+    np.testing.assert_array_equal(eye["e"], 2.0 * np.eye(2, 3))
