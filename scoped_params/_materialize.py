@@ -291,11 +291,16 @@ def initialize(key: jax.Array, specs: Dict[str, ParamSpec],
 def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Array]:
     groups: Dict[Tuple[Hashable, Tuple[int, ...], Any], List[str]] = {}
     values: Dict[str, jax.Array] = {}
+    identities: Dict[int, Hashable] = {}  # id(initializer) -> its group key (the specs hold them)
     for name, spec in specs.items():
-        if not callable(spec.init):
-            values[name] = jnp.asarray(spec.init, spec.dtype)
+        init = spec.init
+        if not callable(init):
+            values[name] = jnp.asarray(init, spec.dtype)
             continue
-        groups.setdefault((_init_identity(spec.init), spec.shape, spec.dtype), []).append(name)
+        ident = identities.get(id(init))
+        if ident is None:
+            ident = identities[id(init)] = _init_identity(init)
+        groups.setdefault((ident, spec.shape, spec.dtype), []).append(name)
     batch = _batching_is_exact(key)
     eager = not _staged_out()
     # How the group's draw is made: flat or not, and the PRNG implementation a raw key (uint32
