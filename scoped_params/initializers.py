@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
 import functools
 import inspect
 import math
@@ -307,8 +308,17 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in", distribution: str
     """TF 1.x ``variance_scaling_initializer`` (fan rules of ``_compute_fans``, any rank; ``scale``
     must be above 0, as in TF). Contrib's function of the same name (``factor=``, ``mode='FAN_IN'``,
     ``uniform=``) is ``contrib_variance_scaling``, which checks no factor, as contrib's does not."""
+    unknown = sorted(set(contrib_arguments) - {"factor", "uniform"})
+    if unknown:  # a typo, or another library's argument: not contrib's
+        close = difflib.get_close_matches(unknown[0], ["scale", "mode", "distribution", "seed",
+                                                       "dtype"], n=1)
+        raise TypeError(
+            f"variance_scaling_initializer() got an unexpected keyword argument {unknown[0]!r}.\n"
+            "  fix: its arguments are scale, mode ('fan_in', 'fan_out', 'fan_avg') and distribution "
+            "('truncated_normal', 'untruncated_normal', 'uniform')"
+            + (f"; did you mean {close[0]!r}?" if close else "."))
     if contrib_arguments or mode in ("FAN_IN", "FAN_OUT", "FAN_AVG"):
-        asked = ", ".join([f"mode={mode!r}"] * (mode != "fan_in") + [
+        asked = ", ".join([f"mode={mode!r}"] * (mode in ("FAN_IN", "FAN_OUT", "FAN_AVG")) + [
             f"{k}={v!r}" for k, v in contrib_arguments.items()])
         # TF: TypeError for factor= or uniform= (unexpected keywords), ValueError for mode='FAN_IN'
         raise InitializerArgumentError(

@@ -735,7 +735,8 @@ def _from_keras_config(label: str, argument: str, config: dict) -> Callable:
             return factory(**options)
         except TypeError as error:
             raise TypeError(
-                f"{label}: {argument}={config!r}: {error} (TF refuses it too).\n  fix: give "
+                f"{label}: {argument}={config!r}: {str(error).splitlines()[0]} (TF refuses it "
+                "too).\n  fix: give "
                 f"{class_name} only its arguments, {list(inspect.signature(factory).parameters)}."
             ) from None
     arguments = _KERAS_REGULARIZER_ARGUMENTS.get(class_name)

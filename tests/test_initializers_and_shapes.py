@@ -1463,3 +1463,15 @@ def test_identity_for_an_integer_or_bool_parameter_is_refused_as_tf_refuses_it(d
         sp.transform(lambda: sp.get_param("perm", (3, 3), inits.identity(), dtype)).init(KEY)
     eye = sp.transform(lambda: sp.get_param("e", (2, 3), inits.identity(2.0), jnp.complex64)).init(KEY)
     np.testing.assert_array_equal(eye["e"], 2.0 * np.eye(2, 3))
+
+
+def test_variance_scaling_with_a_misspelled_argument_names_it_not_contribs_arguments():
+    with pytest.raises(TypeError) as info:
+        inits.variance_scaling(2.0, mode="fan_out", distrbution="uniform")
+    assert not isinstance(info.value, sp.initializers.InitializerArgumentError)
+    assert str(info.value) == (
+        "variance_scaling_initializer() got an unexpected keyword argument 'distrbution'.\n"
+        "  fix: its arguments are scale, mode ('fan_in', 'fan_out', 'fan_avg') and distribution "
+        "('truncated_normal', 'untruncated_normal', 'uniform'); did you mean 'distribution'?")
+    with pytest.raises(sp.initializers.InitializerArgumentError, match="tf.contrib.layers"):
+        inits.variance_scaling(factor=2.0, uniform=True)
