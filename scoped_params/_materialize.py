@@ -386,6 +386,8 @@ def _fill_value(init: Any, dtype: Any) -> Any:
             code is _SP_CONSTANT and _initializers._not_exactly_in(value, dtype) is not None):
         return None  # checked or reshaped as written, with its errors (1.5 for int32: TF's)
     try:
+        if code is _SP_CONSTANT:  # rounded once on the host, as sp's constant itself does
+            return np.asarray(value).astype(dtype)
         return np.asarray(jnp.full((), value, dtype))
     except Exception:  # noqa: BLE001 - a value JAX cannot convert: the initializer raises it, named
         return None

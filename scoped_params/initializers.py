@@ -571,8 +571,8 @@ def constant(value: Any = 0.0, verify_shape: bool = False):
                 f"the requested {tuple(shape)} (TF: Expected Tensor's shape: {tuple(shape)}, but got "
                 f"{array.shape}).\n"
                 "  fix: pass a value of that shape, or drop verify_shape=True to fill or reshape it.")
-        if array.ndim == 0:
-            return jnp.full(shape, array, dtype)
+        if array.ndim == 0:  # rounded once, on the host, as TF's (JAX's would round via float32)
+            return jnp.full(shape, array.astype(np.dtype(dtype)), dtype)
         if array.size > size:
             raise ValueError(
                 f"constant initializer: {array.size} values cannot fill shape {tuple(shape)}: too "

@@ -1475,3 +1475,13 @@ def test_variance_scaling_with_a_misspelled_argument_names_it_not_contribs_argum
         "('truncated_normal', 'untruncated_normal', 'uniform'); did you mean 'distribution'?")
     with pytest.raises(sp.initializers.InitializerArgumentError, match="tf.contrib.layers"):
         inits.variance_scaling(factor=2.0, uniform=True)
+
+
+def test_a_scalar_constant_is_rounded_once_to_a_half_precision_parameter_as_tfs_is():
+    # Rounded via float32 first, 1 + 2**-11 + 2**-40 became 1.0 in float16 (TF and constant([v]):
+    # 1.0009765625), on the host fill path of a first init and in the compiled draw of later ones.
+    v = 1 + 2**-11 + 2**-40
+    for init in (inits.constant(v), inits.constant([v])):
+        model = sp.transform(lambda: sp.get_param("c", (3,), init, jnp.float16))
+        for params in (model.init(KEY), model.init(KEY), jax.jit(model.init)(KEY)):
+            np.testing.assert_array_equal(np.asarray(params["c"], np.float64), [float(np.float16(v))] * 3)
