@@ -732,7 +732,12 @@ def _callable_with_three_args(fn: Callable) -> bool:
 def _name_type_error(api: str, name: Any) -> TypeError:
     return TypeError(
         f"sp.{api}: name must be a string, got {type(name).__name__} ({name!r}).\n"
-        f"  fix: pass the name as a string, e.g. sp.{api}({str(name)!r}, ...).")
+        f"  fix: pass the name as a string, e.g. sp.{api}({_example_name(name)!r}, ...).")
+
+
+def _example_name(name: Any) -> str:
+    """The name a fix suggests for a name that is no string: a number's digits, else 'weights'."""
+    return str(name) if isinstance(name, (int, float)) and not isinstance(name, bool) else "weights"
 
 
 def _no_state(api: str, name: str) -> StateError:

@@ -982,10 +982,16 @@ class _Options:
                 f"Scope: default_name must be a string, got {type(default_name).__name__} "
                 f"({default_name!r}).")
         if name_or_scope is not None and not isinstance(name_or_scope, (str, Scope)):
+            tf_scope = type(name_or_scope).__name__ == "VariableScope" and hasattr(
+                name_or_scope, "original_name_scope")
             raise TypeError(
                 "Scope: name_or_scope must be a string or Scope, got "
-                f"{type(name_or_scope).__name__} ({name_or_scope!r})."
-            )
+                f"{type(name_or_scope).__name__} ({name_or_scope!r})"
+                + (", TensorFlow's own scope, which sp does not see" if tf_scope else "") + ".\n"
+                "  fix: " + (f"pass its name, sp.scope({name_or_scope.name!r}), or capture an "
+                             "sp.Scope: with sp.scope('name') as s: ..., then sp.scope(s)."
+                             if tf_scope else "pass a scope name (a str) or an sp.Scope captured "
+                             "with `with sp.scope('name') as s`."))
         if reuse is False:
             reuse = None  # TF: False means "inherit", exactly like None.
         if not (reuse is None or reuse is True or reuse is AUTO_REUSE):

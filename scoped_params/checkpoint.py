@@ -193,8 +193,15 @@ def _is_utf8(text: str) -> bool:
 def _serialize(params: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -> bytearray:
     st = _safetensors()
     if not isinstance(params, Mapping):
-        raise TypeError(f"sp.checkpoint.save: params must be a (nested) dict of arrays, got "
-                        f"{type(params).__name__}.")
+        pair = (isinstance(params, tuple) and len(params) == 2
+                and all(isinstance(t, Mapping) for t in params))
+        raise TypeError(
+            f"sp.checkpoint.save: params must be a (nested) dict of arrays, got "
+            f"{type(params).__name__}"
+            + (" of 2 dicts, as transform_with_state's init returns (params, state)" if pair else "")
+            + ".\n  fix: " + ("save each in its own file, or both in one: sp.merge(params, state)"
+                              if pair else "save the params dict; save training state (an optax "
+                              "state, a step) with sp.checkpoint.TrainingCheckpointer") + ".")
     flat = flatten(params)
     unflatten(flat)  # a tree that cannot be rebuilt at load time is refused before writing
     arrays, specs, record = {}, {}, {}

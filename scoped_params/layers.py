@@ -1799,6 +1799,12 @@ def _lookup(params: Union[jax.Array, Sequence[jax.Array]], ids: Any, partition_s
     """``embedding_lookup``'s work; ``where()`` names the lookup in the error for an id out of
     range."""
     shards = params if isinstance(params, (list, tuple)) else (params,)
+    kind = getattr(ids, "dtype", None)
+    if kind is not None and not jnp.issubdtype(kind, jnp.integer):
+        raise TypeError(
+            f"{where()}: the ids have dtype {np.dtype(kind).name}; ids index the table's rows and "
+            "must be integers (TF: indices must be int32 or int64).\n"
+            "  fix: cast them, ids.astype(jnp.int32) (ids read from data often arrive as floats).")
     if not isinstance(ids, jax.core.Tracer):  # (a traced id cannot be checked: no cost there)
         _check_ids(ids, sum(p.shape[0] for p in shards), where)
     ids = jnp.asarray(ids)

@@ -28,7 +28,7 @@ import numpy as np
 from . import _frame
 from . import sharding as _sharding
 from ._control_flow import scan
-from ._params import get_param
+from ._params import _as_dtype, get_param
 from ._scope import begin_jump, end_jump
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
@@ -88,7 +88,7 @@ class RNNCell(_NamedByClass):
     def __init__(self, reuse: Any = None, name: Optional[str] = None, dtype: Any = None):
         self.name = name
         self._reuse = reuse
-        self._dtype = dtype
+        self._dtype = None if dtype is None else _as_dtype(dtype)  # TF's tf.float32 too
         self._scopes: dict = {}  # this call's captured Scope (layers._object_scope)
 
     _num_units: int
@@ -150,6 +150,7 @@ class RNNCell(_NamedByClass):
 
     def zero_state(self, batch_size: int, dtype: Any) -> Any:
         """Zeros shaped like the state, for a batch of ``batch_size``."""
+        dtype = dtype if dtype is None else _as_dtype(dtype)  # TF's tf.float32 too
         return jax.tree_util.tree_map(lambda n: jnp.zeros((batch_size, n), dtype), self.state_size)
 
     def get_initial_state(self, inputs: Any = None, batch_size: Optional[int] = None,
@@ -969,6 +970,8 @@ def _start(cell: RNNCell, batch: int, initial_state, dtype, sequence_length, api
     ``get_initial_state``, or ``zero_state`` when it has none, in ``dtype``: TF's drivers) and the
     lengths; once per run, before the time loop (``x``: the first step)."""
     _before_loop(cell)
+    if dtype is not None:
+        dtype = _as_dtype(dtype)  # TF's dtype=tf.float32 too
     if initial_state is None:
         if dtype is None:
             raise ValueError("If there is no initial_state, you must give a dtype.\n"
@@ -1113,9 +1116,10 @@ def _fitted_state(cell: Any, batch: int, state: Any, api: str, direct: bool = Fa
             f"{what}.\n  fix: pass the cell's zero_state(batch_size, dtype), or arrays of its "
             "structure and shapes, or omit initial_state and pass dtype=.")
 
-    if _plain(state) != _plain(expected):
+    if _plain(state) != _plain(expected) or len(given) != len(wanted):
         shown = jax.tree_util.tree_unflatten(treedef, [_Shown(str(w.shape)) for _, w in wanted])
-        found = (f"one array of shape {shapes[0]}" if len(given) == 1 and given[0] is state else
+        found = ("None" if state is None else
+                 f"one array of shape {shapes[0]}" if len(given) == 1 and given[0] is state else
                  f"{len(given)} array{'s' if len(given) != 1 else ''} "
                  f"({', '.join(str(shape) for shape in shapes)})")
         raise refuse(f"the state should be {'one array of shape ' if len(wanted) == 1 else ''}"

@@ -380,3 +380,74 @@ def test_get_param_in_a_custom_vjp_bwd_says_bwd_runs_after_apply_and_names_resid
         jax.grad(lambda x: model.apply(params, x))(jnp.ones(3))
     with pytest.raises(sp.NotInTransformError, match="called outside a transformed function"):
         sp.get_param("w", (1,))  # elsewhere: the usual message
+
+
+# -- the second audit's slips ---------------------------------------------------------------------
+
+
+def test_the_rnn_api_takes_tfs_dtypes_as_get_param_does(tf):
+    x = jnp.ones((2, 5, 3))
+
+    def fn(x, dtype):
+        cell = sp.rnn.GRUCell(8, dtype=dtype)
+        out = sp.rnn.dynamic_rnn(cell, x, dtype=dtype)[0]
+        lstm = sp.rnn.BasicLSTMCell(4)
+        return out.sum() + sp.rnn.dynamic_rnn(lstm, x, initial_state=lstm.zero_state(2, dtype))[0].sum()
+
+    model = sp.transform(fn)
+    params = model.init(KEY, x, tf.float32)
+    assert model.apply(params, x, tf.float32) == model.apply(params, x, jnp.float32)
+
+
+def test_a_gru_cell_called_with_no_state_says_what_state_it_takes():
+    def fn(x):
+        return sp.rnn.GRUCell(8)(x, None)
+
+    with pytest.raises(ValueError, match=re.escape(
+            "sp.rnn.GRUCell: the state given to GRUCell 'gru_cell' does not fit it: the state should "
+            "be one array of shape (2, 8), got None.\n  fix: pass a state of the cell's structure")):
+        sp.transform(fn).init(KEY, jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("lookup", ["embedding", "embedding_lookup"])
+def test_float_ids_are_told_to_be_cast_to_integers(lookup):
+    def fn(ids):
+        if lookup == "embedding":
+            return sp.layers.embedding(ids, 10, 4)
+        return sp.layers.embedding_lookup(sp.get_param("table", [10, 4]), ids)
+
+    with pytest.raises(TypeError) as info:
+        sp.transform(fn).init(KEY, jnp.ones((2, 3)))
+    message = str(info.value)
+    assert "the ids have dtype float32; ids index the table's rows and must be integers" in message
+    assert message.endswith("fix: cast them, ids.astype(jnp.int32) (ids read from data often arrive "
+                            "as floats).")
+    if lookup == "embedding":
+        assert message.startswith("sp.layers.embedding 'embedding' (table 'embedding/embeddings'")
+
+
+def test_a_name_that_is_none_gets_a_fix_with_a_real_name():
+    with pytest.raises(TypeError, match=re.escape(
+            "sp.get_param: name must be a string, got NoneType (None).\n"
+            "  fix: pass the name as a string, e.g. sp.get_param('weights', ...).")):
+        sp.transform(lambda: sp.get_param(None, [2])).init(KEY)
+
+
+def test_saving_the_params_state_pair_says_to_save_each_or_merge_them(tmp_path):
+    model = sp.transform_with_state(lambda x: sp.layers.batch_normalization(x, training=True))
+    variables = model.init(KEY, jnp.ones((2, 3)))
+    with pytest.raises(TypeError, match=re.escape(
+            "got tuple of 2 dicts, as transform_with_state's init returns (params, state).\n"
+            "  fix: save each in its own file, or both in one: sp.merge(params, state).")):
+        sp.checkpoint.save(tmp_path / "model.safetensors", variables)
+    sp.checkpoint.save(tmp_path / "model.safetensors", sp.merge(*variables))
+
+
+def test_a_tf_variable_scope_object_in_sp_scope_is_named_as_tensorflows(tf):
+    with tf.Graph().as_default(), tf.compat.v1.variable_scope("tower") as tower:
+        pass
+
+    with pytest.raises(TypeError, match=re.escape(
+            "TensorFlow's own scope, which sp does not see.\n  fix: pass its name, "
+            "sp.scope('tower'), or capture an sp.Scope")):
+        sp.transform(lambda: sp.scope(tower).__enter__()).init(KEY)
