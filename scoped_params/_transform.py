@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame, _scope
-from ._errors import KeyArgumentError, NameCollisionError, bad_key_error
+from ._errors import KeyArgumentError, NameCollisionError, ParamsTypeError, bad_key_error
 from ._materialize import initialize, nested_constant_error, resolve_traced_constants
 from ._params import STATE, ApplyStore, InitStore
 from ._spec import ParamSpec
@@ -173,6 +173,12 @@ def _input_tree(tree: Any, what: str, with_state: bool = False) -> Dict[str, Any
         fix = f"pass the {what} init returned (or sp.unflatten(flat))"
         if isinstance(tree, tuple) and len(tree) == 2 and all(isinstance(t, Mapping) for t in tree):
             raise _not_a_tree(tree, asked, _PAIR_FIX if with_state else _PAIR_FIX_STATELESS) from None
+        if what == "state" and hasattr(tree, "shape") and hasattr(tree, "dtype"):
+            raise ParamsTypeError(
+                f"{asked}, got an array of shape {tuple(tree.shape)}: transform_with_state's apply is "
+                "apply(params, state, *args), so this is probably the model's first input, and the "
+                "state was left out.\n  fix: out, new_state = model.apply(params, state, x, ...), "
+                "with the state init returned (params, state = model.init(key, x, ...)).")
         try:
             tree = dict(tree)
         except (TypeError, ValueError):

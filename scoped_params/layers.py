@@ -1540,8 +1540,11 @@ def layer_norm(inputs: jax.Array, center: bool = True, scale: bool = True,
                             f"{value!r}.\n  fix: e.g. {argument}=-1 for the last axis.")
     norm_axis = begin_norm_axis + rank if begin_norm_axis < 0 else begin_norm_axis
     if begin_params_axis >= rank or norm_axis >= rank:
-        raise ValueError(f"begin_params_axis ({begin_params_axis}) and begin_norm_axis "
-                         f"({begin_norm_axis}) must be < rank(inputs) ({rank})")
+        raise ValueError(f"layer_norm: begin_params_axis ({begin_params_axis}) and begin_norm_axis "
+                         f"({begin_norm_axis}) must be < rank(inputs) ({rank}), input shape "
+                         f"{tuple(inputs.shape)} (as TF).\n  fix: give the input a batch axis "
+                         "(x[None]), or axes below its rank (begin_norm_axis=-1 normalizes over the "
+                         "last axis).")
     if norm_axis < 0:  # TF's wraps it once and fails when run (duplicate or invalid axes)
         raise ValueError(
             f"begin_params_axis ({begin_params_axis}) and begin_norm_axis ({begin_norm_axis}) must "

@@ -551,7 +551,13 @@ def convolution(inputs: jax.Array, num_outputs: int, kernel_size: IntOrPair, str
         raise ValueError(f"Invalid data_format: {data_format!r}")
     rank = inputs.ndim - 2
     if conv_dims is not None and conv_dims != rank:
-        raise ValueError(f"Convolution expects input with rank {conv_dims + 2}, got {inputs.ndim}")
+        where = f" in scope {scope!r}" if isinstance(scope, str) else ""
+        raise ValueError(
+            f"slim.conv{conv_dims}d{where}: Convolution expects input with rank {conv_dims + 2}, got "
+            f"{inputs.ndim} (full shape received: {tuple(inputs.shape)}; as TF).\n  fix: "
+            + ("give the input its batch axis, e.g. x[None]" if inputs.ndim == conv_dims + 1 else
+               "add its batch and channel axes, e.g. x[None, ..., None]" if inputs.ndim == conv_dims
+               else f"pass [batch, {', '.join(['spatial'] * conv_dims)}, channels] inputs") + ".")
     if rank not in (1, 2, 3):
         raise ValueError(f"Convolution not supported for input with rank {inputs.ndim}")
     df = "channels_first" if data_format and data_format.startswith("NC") else "channels_last"

@@ -451,3 +451,36 @@ def test_a_tf_variable_scope_object_in_sp_scope_is_named_as_tensorflows(tf):
             "TensorFlow's own scope, which sp does not see.\n  fix: pass its name, "
             "sp.scope('tower'), or capture an sp.Scope")):
         sp.transform(lambda: sp.scope(tower).__enter__()).init(KEY)
+
+
+def test_a_transform_with_state_apply_without_its_state_says_the_state_was_left_out():
+    model = sp.transform_with_state(
+        lambda x, training: sp.layers.batch_normalization(x, training=training))
+    x = jnp.ones((2, 3))
+    params, state = model.init(KEY, x, True)
+    with pytest.raises(sp.ParamsTypeError, match=re.escape(
+            "got an array of shape (2, 3): transform_with_state's apply is apply(params, state, "
+            "*args), so this is probably the model's first input, and the state was left out.")):
+        model.apply(params, x, True)
+    model.apply(params, state, x, True)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (8, 8, 3)])
+def test_slim_conv2d_on_the_wrong_rank_names_its_scope_the_shape_and_a_fix(shape):
+    def fn(x):
+        with sp.scope("vgg_16"):
+            return sp.slim.conv2d(x, 4, [3, 3], scope="conv1")
+
+    fix = "x[None, ..., None]" if len(shape) == 2 else "x[None]"
+    with pytest.raises(ValueError, match=re.escape(
+            f"slim.conv2d in scope 'conv1': Convolution expects input with rank 4, got {len(shape)} "
+            f"(full shape received: {shape}; as TF).\n  fix: ")) as info:
+        sp.transform(fn).init(KEY, jnp.ones(shape))
+    assert fix in str(info.value)
+
+
+def test_layer_norm_on_too_low_a_rank_names_the_layer_the_shape_and_a_fix():
+    with pytest.raises(ValueError, match=re.escape(
+            "layer_norm: begin_params_axis (-1) and begin_norm_axis (1) must be < rank(inputs) (1), "
+            "input shape (3,) (as TF).\n  fix: give the input a batch axis (x[None])")):
+        sp.transform(lambda x: sp.layers.layer_norm(x)).init(KEY, jnp.ones((3,)))
