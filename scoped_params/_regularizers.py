@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import os
 from typing import Any, Callable, Mapping, Optional, Tuple
 
 import jax
@@ -292,12 +293,34 @@ def tensorflow_error(store: Any, regularizer: Callable, value: Any) -> Optional[
         + ", or any function of the jax.Array, e.g. lambda w: 0.01 * jnp.sum(w ** 2).")
 
 
+def ran_tensorflow(error: BaseException) -> bool:
+    """Whether ``error`` is JAX's refusal to make a NumPy array of a traced one, raised inside
+    TensorFlow (a TF op given a JAX array: ``tf.nn.l2_loss(w)``, ``tf.nn.leaky_relu(x)``)."""
+    if not isinstance(error, (jax.errors.TracerArrayConversionError,
+                              jax.errors.ConcretizationTypeError)):
+        return False
+    tb = error.__traceback__
+    while tb is not None:
+        if f"{os.sep}tensorflow{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def call_error(store: Any, regularizer: Callable, value: Any, error: Exception) -> Optional[TypeError]:
     """The error for ``regularizer(value)`` raising ``error`` when its cause is how the regularizer
     was given: a TensorFlow regularizer, a factory passed without its scale, a function that
     cannot be called with the value alone, an activity regularizer returning no term. None
     otherwise (the regularizer's own error, raised as it is)."""
     tensorflow = tensorflow_error(store, regularizer, value)
+    if tensorflow is None and ran_tensorflow(error):
+        target, activity = _unwrapped(regularizer)
+        return TypeError(
+            f"sp.regularization_loss(): {_where(store, value, activity)}, {_describe(target)}, "
+            "calls TensorFlow ops on the JAX array (TensorFlow reads it as a NumPy array, which a "
+            f"traced one cannot be: {type(error).__name__}).\n"
+            "  fix: write it with jax.numpy: wd * tf.nn.l2_loss(w) is sp.l2_regularizer(wd), or "
+            "lambda w: wd * 0.5 * jnp.sum(w ** 2).")
     if tensorflow is not None or not isinstance(error, (TypeError, ValueError)):
         return tensorflow
     target, activity = _unwrapped(regularizer)

@@ -63,7 +63,7 @@ from ._errors import (TF_PACKAGES, InvalidNameError, NestedTraceError, NotInTran
                       ReuseArgumentError, StateError)
 from ._layer_stack import _lookup as _stored_in
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
-from ._regularizers import _tensorflow_origin, l1_sum
+from ._regularizers import _tensorflow_origin, l1_sum, ran_tensorflow
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _check_components,
                      _check_name, _child, _describe_refused_reuse, _enter_name_scope,
                      _exit_name_scope, _revert, SignatureFacts, default_name_scope, reentered,
@@ -441,10 +441,26 @@ def _activated(y: jax.Array, activation: Optional[Callable], activity_regularize
                kind: str) -> jax.Array:
     """A layer's output: ``activation(y)``, whose activity penalty (if any) joins the losses."""
     if activation is not None:
-        y = activation(y)
+        try:
+            y = activation(y)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as error:
+            raise _tf_activation_error(kind, activation, error) from error
     if activity_regularizer is not None:
         _activity_loss(activity_regularizer, y, f"sp.layers.{kind}")
     return y
+
+
+def _tf_activation_error(kind: str, activation: Callable,
+                         error: BaseException) -> BaseException:
+    """The error of an activation that calls TensorFlow ops on the layer's JAX array
+    (``lambda v: tf.nn.leaky_relu(v, alpha=0.2)``); ``error`` itself for any other failure."""
+    if not ran_tensorflow(error):
+        return error
+    return TypeError(
+        f"sp.layers.{kind}: its activation {getattr(activation, '__qualname__', activation)!r} "
+        "calls TensorFlow ops on the layer's JAX array (TensorFlow reads it as a NumPy array, which "
+        f"a traced one cannot be: {type(error).__name__}).\n"
+        "  fix: write it with jax.numpy or jax.nn, e.g. lambda v: jax.nn.leaky_relu(v, 0.2).")
 
 
 def _per_example_loss(regularizer: Callable, output: jax.Array) -> Any:
@@ -1282,7 +1298,12 @@ def _dense(inputs: jax.Array, units: int, activation: Optional[Callable], use_bi
         # In the layer's scope, as TF's Layer.call: an activation's variables go under the layer.
         if activity_regularizer is not None:
             return _activated(y, activation, activity_regularizer, "dense")
-        return activation(y) if activation is not None else y  # _activated inline: the hot path
+        if activation is None:  # _activated inline: the hot path
+            return y
+        try:
+            return activation(y)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as error:
+            raise _tf_activation_error("dense", activation, error) from error
 
 
 # --- normalization and dropout --------------------------------------------------------------------

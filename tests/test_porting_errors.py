@@ -484,3 +484,24 @@ def test_layer_norm_on_too_low_a_rank_names_the_layer_the_shape_and_a_fix():
             "layer_norm: begin_params_axis (-1) and begin_norm_axis (1) must be < rank(inputs) (1), "
             "input shape (3,) (as TF).\n  fix: give the input a batch axis (x[None])")):
         sp.transform(lambda x: sp.layers.layer_norm(x)).init(KEY, jnp.ones((3,)))
+
+
+def test_a_regularizer_or_activation_calling_tf_ops_is_told_to_use_jax_numpy(tf):
+    wd = 1e-4
+
+    def regularized(x):
+        with sp.scope("fc1"):
+            w = sp.get_param("weights", [3, 4], regularizer=lambda w: wd * tf.nn.l2_loss(w))
+        return x @ w, sp.regularization_loss()
+
+    with pytest.raises(TypeError, match=re.escape(
+            "sp.regularization_loss(): the regularizer of 'fc1/weights', ")) as info:
+        sp.transform(regularized).init(KEY, jnp.ones((2, 3)))
+    assert "calls TensorFlow ops on the JAX array" in str(info.value)
+    assert "fix: write it with jax.numpy: wd * tf.nn.l2_loss(w) is sp.l2_regularizer(wd)" in str(info.value)
+
+    for layer in (lambda x: sp.layers.dense(x, 4, activation=lambda v: tf.nn.leaky_relu(v, alpha=0.2)),
+                  lambda x: sp.layers.conv1d(x, 4, 1, activation=lambda v: tf.nn.leaky_relu(v))):
+        with pytest.raises(TypeError, match="calls TensorFlow ops on the layer's JAX array") as info:
+            sp.transform(layer).init(KEY, jnp.ones((2, 3, 3)))
+        assert "fix: write it with jax.numpy or jax.nn" in str(info.value)
