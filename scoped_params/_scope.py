@@ -738,6 +738,19 @@ else:  # pragma: no cover - another JAX
         return _push_name(path or "_")
 
 
+def names_now() -> Any:
+    """JAX's name-stack context now, for ``restore_names`` (None where it is not reachable)."""
+    return None if _SOURCE_INFO is None else _SOURCE_INFO.context
+
+
+def restore_names(saved: Any) -> None:
+    """Put back the name-stack context ``names_now`` returned: a traced ``apply`` that raised with
+    scopes open (or left one open in a paused generator) must not leave its names on the caller's
+    later ops."""
+    if saved is not None and _SOURCE_INFO.context is not saved:
+        _SOURCE_INFO.context = saved
+
+
 def staging() -> bool:
     """Whether ops are being staged out (jit, scan, make_jaxpr, ...) rather than run eagerly.
 
@@ -844,9 +857,12 @@ class name_scope:
     def __exit__(self, *exc_info: Any) -> None:
         entries = self._entries
         frame = _current_frame()
-        for i in range(len(entries) - 1, -1, -1):
-            if entries[i][0] is frame:
-                entry = entries.pop(i)[1]
+        # On a copy, and removed by value: other threads' calls append and remove their own entries
+        # meanwhile (an index found here could be stale by the time it is popped).
+        for item in reversed(entries[:]):
+            if item[0] is frame:
+                entries.remove(item)
+                entry = item[1]
                 break
         else:
             raise ScopeNestingError(

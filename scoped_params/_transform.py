@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import inspect
 import threading
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -201,6 +202,16 @@ class Transformed:
     """
 
     def __init__(self, fn: Callable, with_state: bool):
+        kind = ("an async function" if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+                else "a generator function" if inspect.isgeneratorfunction(fn) else None)
+        if kind is not None:
+            api = "transform_with_state" if with_state else "transform"
+            raise TypeError(
+                f"sp.{api}: {getattr(fn, '__qualname__', fn)!r} is {kind}: calling it only makes "
+                f"{'a coroutine' if 'async' in kind else 'a generator'}, which runs the model later, "
+                "outside init/apply (init would find no parameters).\n"
+                "  fix: transform a plain function that runs the model and returns its output; "
+                "await or iterate outside the model.")
         self._fn = fn
         self._with_state = with_state
         functools.update_wrapper(self, fn, updated=())  # type: ignore[arg-type]
@@ -279,11 +290,13 @@ class Transformed:
         frame = _frame.Frame(_frame.APPLY, store, self._with_state, rng=rng, records=records)
         outer = _frame.install(frame)
         paused = frame.trace is not _EAGER and _CollectorPaused.pause()
+        names = _scope.names_now() if paused else None
         try:
             out = self._fn(*args, **kwargs)
         finally:
             _frame.uninstall(outer)
             if paused:
+                _scope.restore_names(names)
                 _CollectorPaused.resume()
         if self._with_state:
             return out, unflatten(store.state)
@@ -314,13 +327,16 @@ class Transformed:
         frame = _frame.Frame(_frame.APPLY, store, False, rng)
         outer = _current_frame()
         _set_frame(frame)
-        # Traced (jit, grad, ...): the collector pauses, as for init; eager: one comparison.
+        # Traced (jit, grad, ...): the collector pauses, as for init, and JAX's name stack is put
+        # back at the end whatever the model left open; eager: one comparison.
         paused = frame.trace is not _EAGER and _CollectorPaused.pause()
+        names = _scope.names_now() if paused else None
         try:
             return self._fn(*args, **kwargs) if kwargs else self._fn(*args)
         finally:
             _set_frame(outer)
             if paused:
+                _scope.restore_names(names)
                 _CollectorPaused.resume()
 
     def apply_with_intermediates(self, params, /, *args: Any, rng: Optional[jax.Array] = None,

@@ -2040,6 +2040,7 @@ class _LayerObject(_KerasMethods):
             self._building: dict = {}  # whether this call's build is running
             self._fn_made: dict = {}  # whether this call made the built-in weights
             self._dtype: Optional[np.dtype] = None
+            self._input_dtypes: dict = {}  # this call's first input's dtype (_layer_dtype)
             self._prebuilt: Optional[bool] = None
         return _call_layer(self, type(self).__name__, inputs, args, kwargs,
                            self._kwargs.get("activity_regularizer"))
@@ -2053,7 +2054,7 @@ class _LayerObject(_KerasMethods):
         The weights are those the layer function makes: it runs once here on zeros of
         ``input_shape``, its output unused (dead code that ``jax.jit`` drops)."""
         frame, captured = self._own_scope("build")
-        zeros = jnp.zeros(tuple(int(d) for d in input_shape), self._dtype)
+        zeros = jnp.zeros(tuple(int(d) for d in input_shape), _layer_dtype(self, frame))
         type(self)._fn(zeros, *self._args, **{**self._kwargs, **_overrides(type(self), True)},
                        name=captured, reuse=self._reuse)
         _keep_for_call(self._fn_made, frame, True)
@@ -2618,6 +2619,12 @@ def _losses_error(kind: str) -> NotImplementedError:
         "activity_regularizer=) for every layer called in this init/apply: add it to the loss.")
 
 
+def _layer_dtype(layer: Any, frame: Any) -> Optional[np.dtype]:
+    """A custom layer's weights' default dtype: its ``dtype=``, else its first input's in this call
+    (kept per call, as what ``build`` makes: one call's inputs never fix another's weights)."""
+    return layer._dtype if layer._dtype is not None else _this_call(layer._input_dtypes, frame)
+
+
 def _input_dtype(inputs: Any) -> np.dtype:
     """TF's default dtype of a custom layer: its first input's, whatever it is (int32 inputs make
     int32 weights, zeros by default)."""
@@ -2638,8 +2645,8 @@ def _call_layer(layer: Any, api: str, inputs: Any, args: tuple, kwargs: dict,
     captured, reuse = _object_scope(layer, api, kwargs.pop("scope", None))
     if kwargs and "training" in kwargs and not _takes_training(type(layer).call):
         del kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
-    if layer._dtype is None:
-        layer._dtype = _input_dtype(inputs)
+    if layer._dtype is None and _this_call(layer._input_dtypes, frame) is None:
+        _keep_for_call(layer._input_dtypes, frame, _input_dtype(inputs))
     _, ns = _enter_object_name_scope(captured)
     try:
         with _layer_scope(captured, layer._base_name, reuse) as current:
@@ -3008,6 +3015,7 @@ class Layer(_NamedByClass, _KerasMethods):
         kind = (f"sp.layers.{type(self).__name__}" if type(self).__module__ == __name__
                 else type(self).__name__)  # a user's subclass is not in sp.layers
         self._dtype = _check_name_and_dtype(kind, name, dtype, takes_dtype=True)
+        self._input_dtypes: dict = {}  # this call's first input's dtype (_layer_dtype)
         self._given_name = name  # what names the scope (_object_scope)
         # TF's name: the one given, else (also for '') the class's numbered per graph (my_layer_1)
         self.name = name if isinstance(name, str) and name else _unique_object_name(self._base_name)
@@ -3031,9 +3039,11 @@ class Layer(_NamedByClass, _KerasMethods):
 
     @property
     def dtype(self) -> Optional[np.dtype]:
-        """The weights' default dtype: ``dtype=``, else the first input's at the first call, as in
-        TF (int32 inputs make int32 weights, zeros by default)."""
-        return self._dtype
+        """The weights' default dtype: ``dtype=``, else the first input's at the first call in this
+        ``init``/``apply``, as in TF (int32 inputs make int32 weights, zeros by default); None
+        outside a call, without ``dtype=``."""
+        frame = _frame._FRAME.get()
+        return self._dtype if self._dtype is not None or frame is None else _layer_dtype(self, frame)
 
     def build(self, input_shape: Any) -> None:
         """Create the weights (``self.add_weight``); runs at the object's first call in each
@@ -3093,7 +3103,8 @@ class Layer(_NamedByClass, _KerasMethods):
             with _layer_scope(captured, self._base_name, reuse) as scope:
                 if regularizer is not None:  # TF's: and the scope's
                     regularizer = _with_scope_terms(regularizer)[0]
-                value = get_param(name, shape, initializer, self._dtype if dtype is None else dtype,
+                value = get_param(name, shape, initializer,
+                                  _layer_dtype(self, frame) if dtype is None else dtype,
                                   trainable=trainable, regularizer=regularizer,
                                   constraint=_constraint(constraint), **options)
         except ParamNotFoundError:

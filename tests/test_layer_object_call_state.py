@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 import scoped_params as sp
+
+KEY = jax.random.key(0)
 from scoped_params import _frame
 
 SHARED = ["shared/bias", "shared/kernel"]
@@ -548,3 +550,89 @@ def test_a_layer_subclass_with_its_own_setattr_keeps_it():
     params = m.init(0, x)
     np.testing.assert_allclose(m.apply(params, x), x @ params["logged"]["kernel"], rtol=1e-6)
     assert "mask" in seen
+
+
+def test_one_name_scope_object_entered_by_calls_in_threads_at_once_closes_each_calls_own_entry():
+    shared = sp.name_scope("block")
+    x = jnp.ones(2)
+
+    def model(x, who):
+        with sp.name_scope(f"t{who}"):
+            for _ in range(10):
+                with shared, shared:
+                    pass
+            sp.record("r", x)
+        return x
+
+    model = sp.transform(model)
+
+    def check(i):
+        _, records = model.apply_with_intermediates({}, x, i)
+        assert list(records) == [f"t{i}/r"]
+
+    _race(check, workers=6, repeats=60)
+    assert shared._entries == []  # no finished call's frame kept
+
+
+class _Gain(sp.layers.Layer):
+    def build(self, input_shape):
+        self.add_weight("g", [int(input_shape[-1])])
+
+    def call(self, x):
+        return x * self.weights[0]
+
+
+def test_a_custom_layers_default_weight_dtype_is_its_first_input_dtype_in_each_call():
+    # TF keeps it on the object from the first call ever; here, as the rest of what a layer learns,
+    # it belongs to the call: a bfloat16 call elsewhere, a failed int32 call, or another thread's
+    # call no longer decides this one's weights.
+    layer = _Gain()
+
+    def weight_dtype(x):
+        [value] = sp.flatten(sp.transform(lambda x: layer(x)).init(KEY, x)).values()
+        return value.dtype
+
+    assert weight_dtype(jnp.ones((1, 3), jnp.bfloat16)) == jnp.bfloat16
+    assert weight_dtype(jnp.ones((1, 3))) == jnp.float32
+    with pytest.raises(NameError):
+        sp.transform(lambda x: layer(x) + undefined_name).init(KEY, jnp.ones((1, 3), jnp.int32))  # noqa: F821
+    assert weight_dtype(jnp.ones((1, 3))) == jnp.float32
+
+    def check(i):
+        dtype = (jnp.float32, jnp.bfloat16)[i % 2]
+        assert weight_dtype(jnp.ones((1, 3), dtype)) == dtype
+
+    _race(check, workers=4, repeats=10)
+
+
+def test_a_traced_apply_that_raised_with_a_scope_open_leaves_no_name_on_the_callers_ops():
+    def bad(x):
+        outer, inner = sp.scope("a"), sp.scope("b")
+        outer.__enter__()
+        inner.__enter__()
+        outer.__exit__(None, None, None)  # improper nesting: ScopeNestingError
+        return x
+
+    model = sp.transform(bad)
+
+    def caller(x):
+        with pytest.raises(sp.ScopeNestingError):
+            model.apply({}, x)
+        return jnp.sin(x)
+
+    [eqn] = jax.make_jaxpr(caller)(1.0).eqns
+    assert str(eqn.source_info.name_stack) == ""
+
+
+@pytest.mark.parametrize("kind", ["async", "generator"])
+def test_transforming_an_async_or_generator_function_is_refused(kind):
+    if kind == "async":
+        async def model(x):
+            return sp.layers.dense(x, 3)
+    else:
+        def model(x):
+            yield sp.layers.dense(x, 3)
+    what = "an async function" if kind == "async" else "a generator function"
+    for transform in (sp.transform, sp.transform_with_state):
+        with pytest.raises(TypeError, match=f"is {what}: calling it only makes"):
+            transform(model)
