@@ -1335,10 +1335,15 @@ class InitStore:
 
     def _check_name(self, full: str) -> None:
         if _VALID_FULL_NAME.match(full) is None or "//" in full or full.endswith("/"):
+            tensor = re.search(r":\d+$", full)  # TF's tensor name of the variable ('w:0')
             raise InvalidNameError(
-                f"'{full}' is not a valid parameter name.\n"
-                "  fix: use letters, digits and . _ - > with '/' only between non-empty components "
-                "(a name at the root cannot start with '_' or '-')."
+                f"'{full}' is not a valid parameter name"
+                + (f" ('{tensor.group()}' ends TF's name of a variable's tensor, not its own)"
+                   if tensor else "") + ".\n"
+                "  fix: " + (f"drop '{tensor.group()}' and ask for '{full[:tensor.start()]}'."
+                             if tensor else
+                             "use letters, digits and . _ - > with '/' only between non-empty "
+                             "components (a name at the root cannot start with '_' or '-').")
             )
         if full in self.prefixes:
             inner = next(n for n in self.specs if n.startswith(full + "/"))

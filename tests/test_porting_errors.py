@@ -505,3 +505,12 @@ def test_a_regularizer_or_activation_calling_tf_ops_is_told_to_use_jax_numpy(tf)
         with pytest.raises(TypeError, match="calls TensorFlow ops on the layer's JAX array") as info:
             sp.transform(layer).init(KEY, jnp.ones((2, 3, 3)))
         assert "fix: write it with jax.numpy or jax.nn" in str(info.value)
+
+
+@pytest.mark.parametrize("name, base", [("w:0", "w"), ("dense/kernel:1", "dense/kernel")])
+def test_a_parameter_named_with_tfs_tensor_suffix_is_told_to_drop_it(name, base):
+    suffix = name[len(base):]
+    with pytest.raises(sp.InvalidNameError, match=re.escape(
+            f"'{name}' is not a valid parameter name ('{suffix}' ends TF's name of a variable's "
+            f"tensor, not its own).\n  fix: drop '{suffix}' and ask for '{base}'.")):
+        sp.transform(lambda: sp.get_param(name, [2])).init(KEY)
