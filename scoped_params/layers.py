@@ -59,8 +59,7 @@ from . import _frame, _scope
 from . import constraints as _constraints
 from . import initializers as _initializers
 from ._errors import (TF_PACKAGES, InvalidNameError, NestedTraceError, NotInTransformError,
-                      ParamNotFoundError,
-                      ReuseArgumentError, StateError)
+                      ParamNotFoundError, ReuseArgumentError, StateError)
 from ._layer_stack import _lookup as _stored_in
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
 from ._regularizers import _tensorflow_origin, l1_sum, ran_tensorflow
@@ -398,6 +397,13 @@ def _cast(x: Any, dtype: np.dtype) -> Any:
     """``x.astype(dtype)``, skipped when ``x`` has that dtype (the common case; each ``astype``
     runs JAX's dispatch even when it changes nothing)."""
     return x if x.dtype == dtype else x.astype(dtype)
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a number (not a bool) or an array, which may hold one: what a layer's
+    rate, momentum or keep probability can be (a traced one too)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.number, np.ndarray,
+                                                              jax.Array))
 
 
 def _static_flag(flag: Any, argument: str = "training") -> Any:
@@ -1379,8 +1385,7 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
     del renorm_clipping, renorm_momentum
     frame = _frame.current("sp.layers.batch_normalization")
     for argument, value in (("momentum", momentum), ("epsilon", epsilon)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating,
-                                                             np.ndarray, jax.Array)):
+        if not _is_number(value):
             raise TypeError(f"{_label('batch_normalization', name)}: {argument} must be a number, "
                             f"got {value!r}.\n  fix: e.g. {argument}="
                             f"{0.99 if argument == 'momentum' else 1e-3} (TF's default).")
@@ -1631,8 +1636,7 @@ def dropout(inputs: jax.Array, rate: Union[float, jax.Array] = 0.5,
     """
     # TF's Dropout layer checks a Python rate when it is made, before knowing `training`; an array
     # rate (TF's tensor) is checked when concrete, and a traced one not at all
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating,
-                                                       np.ndarray, jax.Array)):
+    if not _is_number(rate):
         raise TypeError(f"{_label('dropout', name)}: rate must be a number in [0, 1) (the fraction "
                         f"dropped) or a scalar array, got {rate!r} of type {type(rate).__name__}.\n"
                         "  fix: pass e.g. rate=0.5.")

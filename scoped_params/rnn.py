@@ -32,8 +32,9 @@ from ._params import _as_dtype, get_param
 from ._scope import begin_jump, end_jump
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from .layers import (_add_bias, _deep_copy, _drop, _from_keras, _keep_for_call, _layer_scope,
-                     _NamedByClass, _object_scope, _param_dtype, _require_base_init, _this_call)
+from .layers import (_add_bias, _deep_copy, _drop, _from_keras, _is_number, _keep_for_call,
+                     _layer_scope, _NamedByClass, _object_scope, _param_dtype, _require_base_init,
+                     _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DeviceWrapper", "DropoutWrapper", "GRUCell", "LSTMCell",
@@ -591,7 +592,7 @@ class DropoutWrapper(_Wrapper):
         keeps = []
         for what, p in (("input", input_keep_prob), ("output", output_keep_prob),
                         ("state", state_keep_prob)):
-            if isinstance(p, bool) or not isinstance(p, (int, float, np.number, np.ndarray, jax.Array)):
+            if not _is_number(p):
                 raise TypeError(f"DropoutWrapper's {what}_keep_prob must be a number in (0, 1] (or a "
                                 f"scalar array), got {p!r} of type {type(p).__name__}.\n"
                                 f"  fix: pass {what}_keep_prob=0.5, a float.")
