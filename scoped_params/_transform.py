@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import gc
@@ -42,9 +43,16 @@ def _is_traced_arg(x: Any) -> bool:
 
 
 class _Split:
-    """Arguments split into array leaves (traced abstractly) and everything else (kept concrete)."""
+    """Arguments split into array leaves (traced abstractly) and everything else (kept concrete).
+
+    The model gets its arguments as ``apply`` passes them: an argument holding no array is the
+    caller's object itself (a config, a list the model appends to), and one holding arrays is
+    rebuilt with its dicts' keys in the caller's order (JAX's flattening sorts them: a model
+    looping over a config dict would make its layers in another order in init than in apply).
+    """
 
     def __init__(self, args: tuple, kwargs: dict):
+        self.args, self.kwargs = args, kwargs
         leaves, self.treedef = jax.tree_util.tree_flatten((args, kwargs))
         self.leaves = leaves
         self.dynamic_index = [i for i, x in enumerate(leaves) if _is_traced_arg(x)]
@@ -53,10 +61,34 @@ class _Split:
         return [self.leaves[i] for i in self.dynamic_index]
 
     def rebuild(self, dynamic: list) -> Tuple[tuple, dict]:
+        if not self.dynamic_index:
+            return self.args, self.kwargs
         leaves = list(self.leaves)
         for i, x in zip(self.dynamic_index, dynamic):
             leaves[i] = x
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+        args, kwargs = jax.tree_util.tree_unflatten(self.treedef, leaves)
+        return (tuple(_as_given(a, b) for a, b in zip(self.args, args)),
+                {k: _as_given(v, kwargs[k]) for k, v in self.kwargs.items()})
+
+
+def _as_given(given: Any, rebuilt: Any) -> Any:
+    """``rebuilt`` (``given`` with its arrays replaced) in ``given``'s containers: ``given`` itself
+    where it holds no array, and dicts' keys in ``given``'s order."""
+    if not any(_is_traced_arg(x) for x in jax.tree_util.tree_leaves(given)):
+        return given
+    kind = type(given)
+    if kind is dict:
+        return {k: _as_given(v, rebuilt[k]) for k, v in given.items()}
+    if kind is collections.defaultdict:
+        return collections.defaultdict(given.default_factory,
+                                       {k: _as_given(v, rebuilt[k]) for k, v in given.items()})
+    if kind is list:
+        return [_as_given(a, b) for a, b in zip(given, rebuilt)]
+    if kind is tuple:
+        return tuple(_as_given(a, b) for a, b in zip(given, rebuilt))
+    if isinstance(given, tuple) and hasattr(kind, "_fields"):  # a namedtuple
+        return kind(*(_as_given(a, b) for a, b in zip(given, rebuilt)))
+    return rebuilt  # an array, an OrderedDict (in order already), another pytree
 
 
 class _CollectorPaused:

@@ -969,6 +969,32 @@ def test_init_accepts_nested_args_and_config_objects():
     assert params["w"].shape == (3, 6)
 
 
+def test_init_gives_the_model_its_arguments_as_apply_does_dict_order_and_identity():
+    # JAX's flattening sorts dict keys: a model looping over a config dict would make its layers in
+    # another order in init than in apply (whose eager call passes the dict as given)
+    seen = []
+
+    def fn(x, cfg, log, *, widths):
+        seen.append((list(cfg), list(widths), list(cfg["inner"])))
+        log.append("called")
+        for name, width in widths.items():
+            with sp.scope(None, default_name="layer"):
+                x = x @ sp.get_param("w", (x.shape[-1], width))
+        return x
+
+    model = sp.transform(fn)
+    x = jnp.ones((1, 2))
+    cfg = {"z": jnp.ones(1), "a": 1, "inner": {"y": jnp.ones(1), "b": 2}}
+    widths, log = {"b": 3, "a": 5}, []
+    params = model.init(KEY, x, cfg, log, widths=widths)
+    assert {k: v.shape for k, v in sp.flatten(params).items()} == {"layer/w": (2, 3),
+                                                                   "layer_1/w": (3, 5)}
+    assert model.apply(params, x, cfg, log, widths=widths).shape == (1, 5)
+    assert seen == [(["z", "a", "inner"], ["b", "a"], ["y", "b"])] * 2
+    assert log == ["called", "called"]  # an argument holding no array is the caller's own object
+    assert sp.flatten(model.specs(x, cfg, [], widths=widths)).keys() == {"layer/w", "layer_1/w"}
+
+
 def test_param_value_depends_only_on_key_name_shape_dtype_and_initializer():
     def forward():
         with sp.scope("a"):
