@@ -208,7 +208,10 @@ def _scope_call(name_or_scope: Any, default_name: Optional[str], argument: str) 
 
 def _check_getter(getter: Any) -> None:
     if getter is not None and not callable(getter):
-        raise ReuseArgumentError(f"Passed a custom_getter which is not callable: {getter!r}")
+        raise ReuseArgumentError(
+            f"Passed a custom_getter which is not callable: {getter!r}.\n"
+            "  fix: pass a function getter(next_getter, name, *args, **kwargs) that returns "
+            "next_getter(name, *args, **kwargs) or a value made from it (or None for no getter).")
 
 
 def _check_constraint(constraint: Any, where: Any) -> None:
@@ -992,11 +995,15 @@ class _Options:
     def __init__(self, name_or_scope, default_name, reuse, initializer, dtype, regularizer,
                  trainable, custom_getter, partitioner, auxiliary_name_scope, constraint):
         if name_or_scope is None and default_name is None:
-            raise TypeError("If default_name is None then name_or_scope is required")
+            raise TypeError("If default_name is None then name_or_scope is required.\n"
+                            "  asked: sp.scope(None) with no default_name\n"
+                            "  fix: pass a name, sp.scope('name'), or a default for the scope to "
+                            "number, sp.scope(None, default_name='name').")
         if default_name is not None and not isinstance(default_name, str):
             raise TypeError(
                 f"Scope: default_name must be a string, got {type(default_name).__name__} "
-                f"({default_name!r}).")
+                f"({default_name!r}).\n  fix: pass the name as a str, e.g. "
+                f"default_name={str(default_name)!r}.")
         if name_or_scope is not None and not isinstance(name_or_scope, (str, Scope)):
             tf_scope = type(name_or_scope).__name__ == "VariableScope" and hasattr(
                 name_or_scope, "original_name_scope")
@@ -1016,8 +1023,8 @@ class _Options:
         if not isinstance(auxiliary_name_scope, bool):
             raise TypeError(
                 "The auxiliary_name_scope must be `True` or `False`, while get "
-                f"{auxiliary_name_scope!r}"
-            )
+                f"{auxiliary_name_scope!r}.\n  fix: pass a Python bool, auxiliary_name_scope=True "
+                "(the default) or False (the scope opens no name scope of its own).")
         if isinstance(name_or_scope, str):
             if name_or_scope:  # "" re-enters the root scope: checked where it is entered
                 _check_components(name_or_scope, lambda: f"sp.scope({name_or_scope!r})")

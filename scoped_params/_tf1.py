@@ -694,9 +694,13 @@ def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: boo
     ``include_optimizer_state=True`` pass ``flat=True`` to get ``{full name: array}``.
 
     ``use_moving_averages=True`` loads each variable's ``tf.train.ExponentialMovingAverage`` (its
-    ``<variable>/ExponentialMovingAverage`` entry) where the checkpoint has one, and the variable
-    itself elsewhere (batch-norm statistics, say), as TF's ``ema.variables_to_restore()`` does for
-    evaluation. ``moving_average_name`` is the ``name=`` given to ``tf.train.ExponentialMovingAverage``
+    ``<variable>/ExponentialMovingAverage`` entry) wherever the checkpoint has one, and the variable
+    itself elsewhere: slim's evaluation recipe, ``ema.variables_to_restore(
+    slim.get_model_variables())``. TF's default ``ema.variables_to_restore()`` takes the averages of
+    trainable variables only, and a checkpoint does not say which variables were trainable: if
+    ``ema.apply`` averaged non-trainable ones too (batch-norm statistics) and the raw values are
+    wanted for them, take those from ``load_tf1(path)``: ``sp.merge(sp.partition_trainable(
+    averaged, specs)[0], sp.partition_trainable(raw, specs)[1])``. ``moving_average_name`` is the ``name=`` given to ``tf.train.ExponentialMovingAverage``
     (TF's ``ema.name``): ``ExponentialMovingAverage(0.999, name="ema")`` saves ``<variable>/ema``,
     loaded with ``use_moving_averages=True, moving_average_name="ema"``. A checkpoint without such
     entries is a ``ValueError`` listing the ``<variable>/<slot>`` entries it has. Averages saved

@@ -598,11 +598,14 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
     ``model.apply(averages, ...)``. ``averages`` and ``params`` have the same names (any part of the
     model's params, e.g. the trainable half of ``partition_trainable``); each average keeps its
     dtype. TF 1.x checkpoints' own averages load with ``sp.checkpoint.load_tf1(path,
-    use_moving_averages=True)``.
+    use_moving_averages=True)``. Eagerly the values are TF's bit for bit; under ``jit`` XLA on CPU
+    may fuse the multiply and subtract into one rounding (within an ulp of TF's).
 
     >>> ema = sp.exponential_moving_average(ema, params, 0.999, num_updates=step + 1)  # doctest: +SKIP
     """
+    import jax
     import jax.numpy as jnp
+    import numpy as np
 
     flat_averages = _flatten_for("exponential_moving_average", averages)
     flat_params = _flatten_for("exponential_moving_average", params)
@@ -620,9 +623,10 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
                         "  fix: pass the decay as a float, e.g. 0.999 (TF's "
                         "ExponentialMovingAverage(decay)).") from None
     if num_updates is not None:
-        try:
-            n = jnp.asarray(num_updates).astype(jnp.float32)
-        except (TypeError, ValueError):
+        try:  # TF casts the step to float32: a Python or NumPy int straight, not through int32
+            n = (num_updates.astype(jnp.float32) if isinstance(num_updates, jax.Array)
+                 else jnp.asarray(np.asarray(num_updates).astype(np.float32)))
+        except (TypeError, ValueError, OverflowError):
             raise TypeError(f"exponential_moving_average: num_updates is {num_updates!r}"[:200]
                             + ", not a number.\n  fix: pass the step count (e.g. the integer "
                             "step), or None for a constant decay.") from None

@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._scope import Scope, as_np_dtype, call_getter
+from ._scope import Scope, _check_getter, as_np_dtype, call_getter
 from ._scope import scope as _scope
 
 __all__ = ["DynamicLossScale", "StaticLossScale", "all_finite", "cast_floating",
@@ -84,14 +84,22 @@ def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
                         "JAX has.\n  fix: a float dtype such as jnp.bfloat16 or jnp.float16 (TF's "
                         "tf.bfloat16 works too).") from None
     if not jnp.issubdtype(compute, jnp.floating):
-        raise TypeError(f"float32_storage_getter: compute_dtype must be a float dtype, got {compute}.")
+        raise TypeError(f"mixed precision's compute_dtype must be a float dtype, got {compute}.\n"
+                        "  fix: compute_dtype=jnp.bfloat16 or jnp.float16 (for integer parameters, "
+                        "pass get_param(dtype=jnp.int32) inside the scope).")
 
     def getter(next_getter, name, *args, **kwargs):
-        # TF's getter order is (name, shape=None, dtype=None, initializer=None, ...): an outer getter
-        # may forward dtype by position, as args[1].
+        # TF's getter order is (name, shape=None, dtype=None, initializer=None, regularizer=None,
+        # reuse=None, trainable=None, ...): an outer getter may forward them by position.
         positional = len(args) > 1
         dtype = args[1] if positional else kwargs.get("dtype")
         if dtype is None:
+            return next_getter(name, *args, **kwargs)
+        # TF's recipe (float32_variable_storage_getter) keeps only trainable variables in float32:
+        # state and trainable=False parameters stay in the dtype asked for, so that what the model
+        # reads it can write back (set_state) as it was
+        trainable = args[5] if len(args) > 5 else kwargs.get("trainable", True)
+        if trainable is False:
             return next_getter(name, *args, **kwargs)
         try:
             requested = as_np_dtype(dtype)
@@ -103,7 +111,8 @@ def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
             value = next_getter(name, args[0], jnp.float32, *args[2:], **kwargs)
         else:
             value = next_getter(name, *args, **{**kwargs, "dtype": jnp.float32})
-        return value.astype(compute)
+        # a constant initializer of its own dtype (an int table, a bool flag) made what it holds
+        return value.astype(compute) if jnp.issubdtype(value.dtype, jnp.floating) else value
 
     return getter
 
@@ -135,6 +144,7 @@ def scope(name_or_scope: Any = None, *, compute_dtype: Any = jnp.bfloat16,
             f"  fix: {fix}")
     getter = float32_storage_getter(compute_dtype)
     if custom_getter is not None:
+        _check_getter(custom_getter)  # as sp.scope checks it, before it is wrapped in a function
         inner = getter
 
         def getter(next_getter, name, *args, **kwargs):  # noqa: F811 - the composed getter
@@ -286,12 +296,20 @@ class _Scaling:
         """``tree`` (the loss) times the loss scale cast to each leaf's dtype, as TF's
         ``get_scaled_loss``: a float16 loss scaled past 65504 is inf, a float32 one is not."""
         scale = jnp.asarray(self.loss_scale, jnp.float32)
-        return jax.tree_util.tree_map(lambda x: x * scale.astype(jnp.result_type(x)), tree)
+        return jax.tree_util.tree_map(lambda x: _times(x, scale), tree)
 
     def unscale(self, tree: Any) -> Any:
         """``tree`` (the gradients) times ``1 / loss_scale``, as TF's ``get_unscaled_gradients``."""
         inverse = 1 / jnp.asarray(self.loss_scale, jnp.float32)
-        return jax.tree_util.tree_map(lambda x: x * inverse.astype(jnp.result_type(x)), tree)
+        return jax.tree_util.tree_map(lambda x: _times(x, inverse), tree)
+
+
+def _times(x: Any, factor: jax.Array) -> Any:
+    """``x * factor`` in ``x``'s dtype; a float0 leaf (the gradient of an integer parameter, under
+    ``jax.grad(allow_int=True)``) as it is, as TF passes a None gradient through."""
+    if getattr(x, "dtype", None) == jax.dtypes.float0:
+        return x
+    return x * factor.astype(jnp.result_type(x))
 
 
 @_pytree
@@ -453,4 +471,29 @@ def select_tree(pred: Any, a: Any, b: Any) -> Any:
     {'w': Array([0., 0.], dtype=float32)}
     """
     pred = _check_scalar_bool("select_tree(pred, a, b)", "pred", pred)
-    return jax.tree_util.tree_map(lambda x, y: jax.lax.select(pred, x, y), a, b)
+    try:
+        return jax.tree_util.tree_map(lambda x, y: jax.lax.select(pred, x, y), a, b)
+    except TypeError as error:  # lax.select's own, naming no leaf: find the leaf
+        mismatch = _first_mismatch(a, b)
+        if mismatch is None:
+            raise
+        raise TypeError(
+            f"select_tree(pred, a, b): leaf '{mismatch[0]}' differs between the two trees.\n"
+            f"  asked: a's {mismatch[1]}\n  found: b's {mismatch[2]}\n"
+            "  fix: give the new tree the old one's shapes and dtypes (optax.apply_updates keeps "
+            "each parameter's dtype; a hand-written p - lr * g promotes bfloat16 to float32: cast "
+            "it back with .astype(p.dtype)).") from error
+
+
+def _first_mismatch(a: Any, b: Any) -> Optional[tuple]:
+    """(path, a's leaf described, b's leaf described) of the first leaf pair of ``a`` and ``b`` that
+    differ in shape or dtype, or None."""
+    from .optimizers import _path_name  # an error path: no import cycle to mind
+
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_leaves(b)):
+        x_shape, y_shape = np.shape(x), np.shape(y)
+        x_dtype, y_dtype = jnp.result_type(x), jnp.result_type(y)
+        if x_shape != y_shape or x_dtype != y_dtype:
+            return (_path_name(path), f"shape {x_shape} dtype {x_dtype}",
+                    f"shape {y_shape} dtype {y_dtype}")
+    return None

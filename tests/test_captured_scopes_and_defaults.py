@@ -530,3 +530,26 @@ def test_missing_rng_error_of_a_direct_request_at_the_root_names_the_root_scope(
     message = str(e.value)
     assert "asked: a random key in the root scope (name scope 'noise')" in message
     assert "  fix: pass one, e.g. model.apply(params, x, rng=jax.random.key(step))" in message
+
+
+def test_captured_auto_reuse_scope_reentered_with_reuse_true_reuses_and_refuses_creation():
+    # TF rule 18: the new reuse is `captured.reuse if not reuse_arg else reuse_arg`, so an explicit
+    # reuse=True beats a captured AUTO_REUSE (TF: variable_scope(vs_auto, reuse=True).reuse is True).
+    seen = {}
+
+    def fn(create_new):
+        with sp.scope("a", reuse=sp.AUTO_REUSE) as a:
+            w = sp.get_param("w", [1])
+        with sp.scope(a, reuse=True) as s:
+            seen["reuse"] = s.reuse
+            assert sp.get_param("w", [1]) is w
+            if create_new:
+                sp.get_param("new", [1])
+
+    model = sp.transform(fn)
+    params = model.init(KEY, False)
+    assert seen["reuse"] is True
+    with pytest.raises(sp.ParamNotFoundError, match="Variable a/new does not exist"):
+        model.init(KEY, True)
+    with pytest.raises(sp.ParamNotFoundError, match="Variable a/new does not exist"):
+        model.apply(params, True)

@@ -525,3 +525,17 @@ def test_name_scope_object_closed_in_a_call_that_did_not_open_it_is_an_error():
     with pytest.raises(sp.ScopeNestingError, match=r"sp.name_scope\('block'\), which is not open in "
                                                    r"this call"):
         sp.transform(lambda x: ns.__exit__(None, None, None) or x).apply({}, jnp.ones(2))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"name_or_scope": None},
+    {"name_or_scope": None, "default_name": 3},
+    {"name_or_scope": "s", "auxiliary_name_scope": 1},
+])
+def test_scope_argument_type_errors_say_the_fix(kwargs):
+    def fn():
+        with sp.scope(**kwargs):
+            pass
+
+    with pytest.raises(TypeError, match=r"\n  fix: "):
+        sp.transform(fn).init(jax.random.key(0))

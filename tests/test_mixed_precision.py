@@ -454,3 +454,69 @@ def test_a_loss_scale_is_rebuilt_by_tree_map_from_any_leaves_for_vmap_in_axes():
     out = jax.vmap(lambda s, f: s.adjust(f), in_axes=(axes, 0))(batch, jnp.array([True, False]))
     np.testing.assert_array_equal(out.loss_scale, [8.0, 4.0])
     np.testing.assert_array_equal(out.good_steps, [1, 0])
+
+
+def test_integer_and_bool_parameters_keep_their_dtype_under_mixed_precision():
+    # TF's float32-storage getter recipe casts only floating values back to the compute dtype
+    def fn():
+        with mp.scope("net", compute_dtype=jnp.float16):
+            ids = sp.get_param("ids", init=jnp.array([0, 2, 70001], jnp.int32), trainable=False)
+            flag = sp.get_param("flag", init=True, trainable=False)
+            w = sp.get_param("w", (2,), init=sp.initializers.ones())
+            return ids, flag, w
+
+    model = sp.transform(fn)
+    params = model.init(jax.random.key(0))
+    ids, flag, w = model.apply(params)
+    assert ids.dtype == jnp.int32 and ids.tolist() == [0, 2, 70001]
+    assert flag.dtype == jnp.bool_ and bool(flag)
+    assert w.dtype == jnp.float16 and params["net"]["w"].dtype == jnp.float32
+
+
+def test_state_and_frozen_parameters_stay_in_the_requested_dtype_so_set_state_takes_them_back():
+    # TF's recipe: storage_dtype = tf.float32 if trainable else dtype
+    def fn(x):
+        with mp.scope("net", compute_dtype=jnp.float16):
+            seen = sp.get_state("examples_seen", (), init=sp.initializers.zeros())
+            sp.set_state("examples_seen", seen + x.shape[0])
+            frozen = sp.get_param("frozen", (2,), init=sp.initializers.ones(), trainable=False)
+            return seen.dtype, frozen.dtype
+
+    model = sp.transform_with_state(fn)
+    params, state = model.init(jax.random.key(0), jnp.ones((2, 3)))
+    assert state["net"]["examples_seen"].dtype == jnp.float16
+    assert params["net"]["frozen"].dtype == jnp.float16
+    (seen_dtype, frozen_dtype), state = model.apply(params, state, jnp.ones((2, 3)))
+    assert (seen_dtype, frozen_dtype) == (jnp.float16, jnp.float16)
+    assert float(state["net"]["examples_seen"]) == 2.0
+
+
+def test_mixed_precision_scope_argument_errors_say_the_fix():
+    def with_scope(**kwargs):
+        def fn():
+            with mp.scope("s", **kwargs):
+                sp.get_param("w", (1,))
+        return lambda: sp.transform(fn).init(jax.random.key(0))
+
+    with pytest.raises(TypeError, match=r"compute_dtype must be a float dtype, got int8\.\n  fix: "):
+        with_scope(compute_dtype=jnp.int8)()
+    with pytest.raises(ValueError, match=r"custom_getter which is not callable: 5\.\n  fix: "):
+        with_scope(custom_getter=5)()
+
+
+def test_select_tree_of_trees_that_differ_names_the_leaf_and_both_shapes_and_dtypes():
+    params = {"net": {"dense": {"kernel": jnp.ones((4, 2), jnp.bfloat16), "bias": jnp.zeros(2)}}}
+    new = {"net": {"dense": {"kernel": jnp.ones((4, 2), jnp.float32), "bias": jnp.ones(2)}}}
+    with pytest.raises(TypeError, match=r"leaf 'net/dense/kernel' differs(.|\n)*dtype float32"
+                                        r"(.|\n)*dtype bfloat16(.|\n)*fix: "):
+        mp.select_tree(jnp.array(True), new, params)
+    with pytest.raises(TypeError, match=r"leaf 'w'(.|\n)*shape \(3,\)(.|\n)*shape \(2,\)"):
+        mp.select_tree(jnp.array(True), {"w": jnp.ones(3)}, {"w": jnp.ones(2)})
+
+
+def test_loss_scaling_passes_float0_gradients_of_integer_parameters_through():
+    grads = {"ids": np.zeros((3,), jax.dtypes.float0), "w": jnp.full(2, 8.0)}
+    scale = mp.StaticLossScale(4.0)
+    for out in (scale.unscale(grads), scale.scale(grads)):
+        assert out["ids"].dtype == jax.dtypes.float0
+    np.testing.assert_array_equal(scale.unscale(grads)["w"], [2.0, 2.0])

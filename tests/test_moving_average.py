@@ -116,3 +116,11 @@ def test_tfs_ema_after_the_train_op_is_num_updates_step_plus_one_as_the_docs_say
         params = optax.apply_updates(params, updates)
         averages = sp.exponential_moving_average(averages, params, 0.99, num_updates=step + 1)
         np.testing.assert_allclose(averages["w"], expected[step], rtol=1e-5)
+
+
+def test_exponential_moving_average_num_updates_past_int32_is_cast_to_float32_as_tf_casts_it():
+    # TF casts the int64 step straight to float32: the decay is capped by (1 + n) / (10 + n) ~ 1
+    averages, params = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
+    for step in (np.int64(2**33), 2**33, 2**70):
+        out = sp.exponential_moving_average(averages, params, 0.999, num_updates=step)
+        np.testing.assert_allclose(out["w"], 1 - np.float32(0.999), rtol=1e-6)
