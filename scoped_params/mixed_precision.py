@@ -71,10 +71,13 @@ _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)  # jax.Array covers tracers t
 
 
 def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
-    """A custom getter that stores ``compute_dtype`` requests as float32 and returns them cast.
+    """A custom getter that stores trainable ``compute_dtype`` requests as float32 and returns them
+    cast (TF's ``float32_variable_storage_getter`` recipe).
 
     Requests for other dtypes (float32 parameters, integer tables, batch-norm statistics) pass
-    through unchanged. Use it as ``sp.scope(..., custom_getter=float32_storage_getter())``; it nests
+    through unchanged, and so do state and ``trainable=False`` parameters (kept in the dtype asked
+    for, as in TF's recipe: what the model reads it can write back with ``set_state``); a constant
+    initializer holding integers or bools keeps its dtype. Use it as ``sp.scope(..., custom_getter=float32_storage_getter())``; it nests
     with other getters like any TF custom getter.
     """
     try:
