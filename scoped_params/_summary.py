@@ -32,7 +32,7 @@ def _scope_rows(specs: Mapping[str, Any], kind: str) -> Tuple[List[List[str]], i
     return rows, total_size, total_bytes
 
 
-def summary(model: Any, *args: Any, **kwargs: Any) -> str:
+def summary(model: Any, /, *args: Any, **kwargs: Any) -> str:
     """Print and return a table of ``model``'s parameters per scope: count, bytes, shapes.
 
     Runs ``model.specs(*args, **kwargs)``: an abstract trace, so array arguments may be

@@ -247,6 +247,11 @@ class Transformed:
         self._fn = fn
         self._with_state = with_state
         functools.update_wrapper(self, fn, updated=())  # type: ignore[arg-type]
+        # Bound once: JAX caches a jitted function's traces by the function object, and a method
+        # bound anew at each access (`jax.jit(model.apply)(...)` written in a loop) is a new one
+        self.init = self.init  # type: ignore[method-assign]
+        self.apply = self.apply  # type: ignore[method-assign]
+        self.apply_with_intermediates = self.apply_with_intermediates  # type: ignore[method-assign]
 
     def __iter__(self) -> Iterator[Callable]:
         yield self.init
@@ -295,11 +300,14 @@ class Transformed:
         with _CollectorPaused():
             try:
                 store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
-            except TypeError as error:
-                if _key_given_to_specs(self._fn, args, kwargs):
+            except Exception as error:
+                refused = _key_given_to_specs(self._fn, args, kwargs)
+                if refused is not None:
+                    how = ("cannot take it" if refused else "failed on it (if the model does "
+                           "take a key first, the error is its own)")
                     raise KeyArgumentError(
                         "model.specs got a random key (or seed) first, by init's habit, and the "
-                        f"model cannot take it: {error}.\n"
+                        f"model {how}: {type(error).__name__}: {error}.\n"
                         "  asked: model.specs(key, *args)\n"
                         "  fix: drop the key: model.specs(*args), with the model's arguments only "
                         "(specs draws no random numbers: there is no key to pass).") from error
@@ -407,22 +415,27 @@ def _abstract_key(impl: str) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, np.uint32)  # no sharding of a context mesh: cached
 
 
-def _key_given_to_specs(fn: Callable, args: tuple, kwargs: dict) -> bool:
-    """Whether ``model.specs(*args)`` failed because ``args[0]`` is a key passed by init's habit: it
-    looks like a key (typed, of any impl, or raw, of the default impl) or a seed, and the model
-    takes the arguments without it but not with it."""
+def _key_given_to_specs(fn: Callable, args: tuple, kwargs: dict) -> Optional[bool]:
+    """Whether ``model.specs(*args)`` failed because ``args[0]`` is a key passed by init's habit:
+    ``args[0]`` looks like a key (typed, of any impl, or raw, of the default impl) or a seed, and
+    the model takes the arguments without it. Then True if the model refuses it as an argument, and
+    False if it takes it (``fn(x, training=False)`` takes the key as ``x``) and failed inside, which
+    counts for a key array only (an int first is as likely a config); else None."""
     if not args or isinstance(args[0], bool):
-        return False
+        return None
     first = args[0]
     dtype = getattr(first, "dtype", None)
     if dtype is not None:
         if not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or (
                 np.dtype(dtype) == np.uint32 and
                 tuple(first.shape) == _abstract_key(_default_prng_impl()).shape)):
-            return False
+            return None
     elif not isinstance(first, int):
-        return False
-    return refuses_call(fn, args, kwargs) and not refuses_call(fn, args[1:], kwargs)
+        return None
+    if refuses_call(fn, args[1:], kwargs):
+        return None
+    refused = refuses_call(fn, args, kwargs)
+    return True if refused else (False if dtype is not None else None)
 
 
 def _rng_given_error(api: str) -> KeyArgumentError:

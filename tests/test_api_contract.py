@@ -1651,3 +1651,38 @@ def test_params_missing_from_specs_is_a_key_error_whose_message_names_the_entry_
         assert "another model or other arguments" in message
         assert "fix: compute specs with model.specs(*args)" in message
         assert isinstance(e.value, ValueError) and isinstance(e.value, sp.ScopedParamsError)
+
+
+def test_jit_of_model_apply_written_in_a_loop_traces_once():
+    # init and apply are bound once per model: JAX caches traces by the function object
+    traces = []
+
+    def fn(x):
+        traces.append(1)
+        return x @ sp.get_param("w", (x.shape[-1], 3))
+
+    model = sp.transform(fn)
+    x = jnp.ones((2, 4))
+    params = model.init(KEY, x)
+    assert model.apply is model.apply and model.init is model.init
+    traces.clear()
+    for _ in range(3):
+        jax.jit(model.apply)(params, x)
+    assert len(traces) == 1
+    init, apply = model
+    assert apply is model.apply
+
+
+def test_a_key_given_to_specs_of_a_model_with_a_defaulted_argument_is_named():
+    # fn(x, training=False) takes the key as x and fails inside: the error still says to drop it
+    model = sp.transform(lambda x, training=False: x @ sp.get_param("w", (x.shape[-1], 2)))
+    x = jnp.ones((2, 3))
+    with pytest.raises(sp.KeyArgumentError, match=r"model\.specs got a random key(.|\n)*its own"
+                                                  r"(.|\n)*fix: drop the key") as e:
+        model.specs(jax.random.key(0), x)
+    assert isinstance(e.value.__cause__, IndexError)
+    # an int first is as likely a config: the model's own error
+    config_first = sp.transform(lambda n, x=None: x @ sp.get_param("w", (n, 2)))
+    with pytest.raises(TypeError) as e:
+        config_first.specs(3)
+    assert not isinstance(e.value, sp.KeyArgumentError)

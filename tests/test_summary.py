@@ -65,3 +65,11 @@ def test_summary_takes_the_models_keyword_arguments():
     assert "total: 24 parameters" in sp.summary(sp.transform(net), x, wide=True)
     with pytest.raises(TypeError, match=r"sp.transform\(fn\)"):
         sp.summary(net, x)  # a plain function is not a transform
+
+
+def test_summary_passes_a_model_keyword_argument_named_model():
+    def fn(x, model="small"):
+        return sp.layers.dense(x, 4 if model == "small" else 8)
+
+    table = sp.summary(sp.transform(fn), jax.ShapeDtypeStruct((2, 3), jnp.float32), model="big")
+    assert "3x8" in table or "(3, 8)" in table
