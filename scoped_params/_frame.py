@@ -206,6 +206,16 @@ def usable_outside(value: Any, what: str) -> Any:
     """
     if not isinstance(value, jax.core.Tracer):
         return value
+    trace = _scope._TRACE.value
+    while trace is not None:  # the body of a jax.shard_map (staged, or run eagerly) lifts the value
+        kind = type(trace).__name__  # in, differentiated or not, as it lifts any closure
+        if kind == "ShardMapTrace":
+            return value
+        if "Jaxpr" in kind:  # the innermost staging trace
+            if _traced_for(trace) == "shard_map" and _custom_derivative_trace(trace):
+                return value
+            break
+        trace = getattr(trace, "parent_trace", None)
     here = set()
     trace = _scope._TRACE.value
     while trace is not None:

@@ -756,7 +756,9 @@ def _unstack(stacked: jax.Array) -> List[jax.Array]:
         return [stacked[i] for i in range(stacked.shape[0])]
     # On the CPU backend one host view and one batched device_put beat n slicing dispatches ~10x.
     host = np.asarray(stacked)
-    return jax.device_put(list(host), list(stacked.devices())[0])
+    # Committed only if the stack was (a committed key): a parameter committed to one device would
+    # refuse to meet a sharded input in a jitted apply, where JAX's own initializers' outputs move
+    return jax.device_put(list(host), list(stacked.devices())[0] if stacked.committed else None)
 
 
 # XLA CPU never fuses a constant of more than 10,000 bytes into a kernel; this many int32 words is

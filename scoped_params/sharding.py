@@ -19,7 +19,8 @@ So a partitioner here decides a ``PartitionSpec`` per parameter, and a mesh turn
 * ``shardings(model, mesh, *args)`` gives the ``NamedSharding`` tree from an abstract trace
   (``model.specs``), allocating nothing; ``init_sharded(model, mesh, key, *args)`` creates the
   parameters directly sharded (``jax.jit(model.init, out_shardings=...)``), so no parameter is ever
-  whole on one device.
+  whole on one device (but in XLA's temporaries of an initializer over the whole matrix: the
+  orthogonal ones' QR).
 
 >>> from jax.sharding import PartitionSpec as P
 >>> rules = sp.sharding.Rules([(r"/kernel$", P(None, "model")), (r"/bias$", P("model"))])
@@ -466,9 +467,12 @@ def _mesh_axes(entry) -> Tuple[str, ...]:
     return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
 
 
-def _device_ids(devices: Iterable[Any]) -> str:
-    ids = sorted(d.id for d in devices)
-    return f"device ids {ids}" if len(ids) <= 16 else f"{len(ids)} devices (ids {ids[0]}..{ids[-1]})"
+def _device_ids(devices: Iterable[Any], ordered: bool = False) -> str:
+    ids = [d.id for d in devices] if ordered else sorted(d.id for d in devices)
+    if len(ids) <= 16:
+        return f"device ids {ids}"
+    return f"{len(ids)} devices (ids {ids[0]}, {ids[1]}, ..., {ids[-1]})" if ordered else (
+        f"{len(ids)} devices (ids {ids[0]}..{ids[-1]})")
 
 
 def _source(spec: ParamSpec) -> str:
@@ -505,6 +509,15 @@ def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Any) ->
             raise _sharding_error(spec, pspec, f"on {_device_ids(pspec.device_set)}",
                                   f"are created on the mesh {dict(mesh.shape)}, on "
                                   f"{_device_ids(mesh.devices.flat)}")
+        if isinstance(pspec, NamedSharding):
+            _check(spec, pspec.spec, pspec.mesh)  # the PartitionSpec's own checks, on its mesh
+            if isinstance(mesh, Mesh) and list(pspec.mesh.devices.flat) != list(mesh.devices.flat):
+                # one jitted computation takes one device order (JAX: "incompatible devices")
+                raise _sharding_error(
+                    spec, pspec, f"on a mesh of the same devices in another order, "
+                    f"{_device_ids(pspec.mesh.devices.flat, ordered=True)}",
+                    f"are created on the mesh {dict(mesh.shape)}, whose order is "
+                    f"{_device_ids(mesh.devices.flat, ordered=True)}")
         if not isinstance(mesh, Mesh) and pspec.num_devices != mesh.size:
             raise _sharding_error(spec, pspec, f"on {pspec.num_devices} devices",
                                   f"are planned for the AbstractMesh {dict(mesh.shape)} of "
@@ -513,7 +526,9 @@ def _check(spec: ParamSpec, pspec: Union[PartitionSpec, Sharding], mesh: Any) ->
             pspec.shard_shape(shape)
         except Exception as e:  # noqa: BLE001 - jax raises several kinds; we re-raise one
             raise ShardingError(f"The sharding of parameter '{name}'{_where(spec)} does not fit its "
-                                f"shape {shape}: {e}") from None
+                                f"shape {shape}: {e}\n  fix: give a sharding whose shards tile "
+                                "the shape, e.g. a PartitionSpec (sharding=P(...)) with at most one "
+                                "entry per axis, each axis a multiple of its mesh axes' size.") from None
         return pspec
     src = _source(spec)
     if len(pspec) > len(shape):
@@ -713,7 +728,9 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, /, *args: Any,
     """``model.init(key, *args, **kwargs)``, with every parameter created directly sharded on ``mesh``.
 
     The initializers run under ``jax.jit`` with ``out_shardings=sp.shardings(...)``, so each device
-    computes only its own shards and no parameter is ever whole on one device. Array arguments are
+    computes only its own shards and no parameter is ever whole on one device (an initializer
+    computed over the whole matrix, the orthogonal ones' QR, still needs it whole in XLA's
+    temporaries). Array arguments are
     only looked at for their shapes (``jax.ShapeDtypeStruct`` works). The values equal
     ``model.init``'s: a parameter's value depends only on (key, full name, shape, dtype, initializer).
     A key placed elsewhere (other devices, another mesh) is copied onto ``mesh``, replicated, first.

@@ -382,3 +382,69 @@ def test_an_unconstrained_axis_in_a_parameters_spec_is_a_sharding_error_not_a_me
                      r"'model'\) \(from get_param\(sharding=\.\.\.\)\) leaves the layout of array "
                      r"axis 0 to XLA \(P\.UNCONSTRAINED\).*\n  fix: name a mesh axis", message), message
     assert "names mesh axis" not in message
+
+
+# --- init's params are uncommitted; grad through a shard_map; concrete shardings checked ----------
+
+
+def test_init_params_are_uncommitted_so_a_data_parallel_jitted_apply_takes_them(mesh):
+    # parameters of one shape and initializer are drawn as a group and split: onto no device in
+    # particular, as JAX's own initializers' outputs
+    def fn(x):
+        for i in range(2):
+            with sp.scope(f"dense_{i}"):
+                x = jnp.tanh(x @ sp.get_param("kernel", (8, 8)))
+        return x + sp.get_param("b", (8,), init=jax.nn.initializers.zeros)
+
+    model, x = sp.transform(fn), jnp.ones((4, 8))
+    for seed in (0, 1):  # the first init draws op by op, the second with compiled draws
+        params = model.init(seed, x)
+        assert not any(leaf.committed for leaf in jax.tree_util.tree_leaves(params))
+    xs = jax.device_put(x, NamedSharding(mesh, P("batch")))
+    np.testing.assert_allclose(jax.jit(model.apply)(params, xs), model.apply(params, x), rtol=1e-6)
+
+
+def test_grad_of_an_apply_whose_shard_map_body_calls_get_param_is_plain_jaxs(mesh):
+    def net(x):
+        def body(xb):
+            return jnp.tanh(xb @ sp.get_param("w", (8, 4)))
+        return jax.shard_map(body, mesh=mesh, in_specs=P("batch"), out_specs=P("batch"))(x)
+
+    model, x = sp.transform(net), jax.random.normal(jax.random.key(2), (4, 8))
+    params = model.init(0, x)
+
+    def plain(w):
+        return jax.shard_map(lambda xb: jnp.tanh(xb @ w), mesh=mesh, in_specs=P("batch"),
+                             out_specs=P("batch"))(x).sum()
+
+    loss = lambda p: model.apply(p, x).sum()  # noqa: E731
+    np.testing.assert_array_equal(jax.grad(loss)(params)["w"], jax.grad(plain)(params["w"]))
+    np.testing.assert_array_equal(jax.jit(jax.grad(loss))(params)["w"],
+                                  jax.jit(jax.grad(plain))(params["w"]))
+
+
+def test_a_named_sharding_on_the_meshs_devices_in_another_order_is_named_with_the_fix(mesh):
+    reversed_mesh = jax.sharding.Mesh(np.asarray(mesh.devices).reshape(-1)[::-1].reshape(2, 4),
+                                      ("batch", "model"), axis_types=AUTO2)
+
+    def fn(x):
+        with sp.scope("dense"):
+            return x @ sp.get_param("kernel", (8, 4),
+                                    sharding=NamedSharding(reversed_mesh, P(None, "model")))
+
+    with pytest.raises(ShardingError, match=r"'dense/kernel'(.|\n)*same devices in another order"
+                                            r"(.|\n)*fix: give a PartitionSpec"):
+        sp.init_sharded(sp.transform(fn), mesh, jax.random.key(0), jnp.ones((2, 8)))
+
+
+@pytest.mark.parametrize("spec, message", [
+    (P(None, None, "model"), r"has shape \(6, 8\) \(rank 2\)(.|\n)*fix: "),
+    (P(P.UNCONSTRAINED), r"P\.UNCONSTRAINED(.|\n)*fix: "),
+])
+def test_a_named_sharding_gets_the_partition_spec_checks(mesh, spec, message):
+    def fn():
+        with sp.scope("net"):
+            return sp.get_param("w", (6, 8), sharding=NamedSharding(mesh, spec))
+
+    with pytest.raises(ShardingError, match=r"Parameter 'net/w'" + r"(.|\n)*" + message):
+        sp.init_sharded(sp.transform(fn), mesh, jax.random.key(0))
