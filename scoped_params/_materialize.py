@@ -331,11 +331,17 @@ def _initialize(key: jax.Array, specs: Dict[str, ParamSpec]) -> Dict[str, jax.Ar
             if draw is not None or _compilable(specs[names[0]].init, ident):
                 compiled.append((group, names, draw))
                 continue
+        elif eager:  # a key whose draws do not batch exactly (rbg): each name the draw a lone one
+            single = (ident, shape, dtype, 1, variant)  # takes, so that its bits do not depend on
+            draw = _DRAWS.get(single)                   # the model's other parameters
+            if draw is not None or _compilable(specs[names[0]].init, ident):
+                compiled.extend((single, [name], draw) for name in names)
+                continue
         values.update(_draw_eagerly(key, specs, shape, dtype, names, batch))
     if filled:  # one batched transfer
         values.update(zip(filled, jax.device_put(host)))
     for group, names, draw in compiled:
-        drawn = _compiled_draw(key, group, names, specs, draw)
+        drawn = _compiled_draw(key, group, names, specs, draw or _DRAWS.get(group))
         if drawn is None:
             drawn = _draw_eagerly(key, specs, group[1], group[2], names, batch).values()
         values.update(zip(names, drawn))
@@ -385,6 +391,10 @@ def _fill_value(init: Any, dtype: Any) -> Any:
     if cells.get("verify_shape") or np.ndim(value) != 0 or (
             code is _SP_CONSTANT and _initializers._not_exactly_in(value, dtype) is not None):
         return None  # checked or reshaped as written, with its errors (1.5 for int32: TF's)
+    if dtype.kind in "iu" and np.issubdtype(np.asarray(value).dtype, np.inexact):
+        limits = np.iinfo(dtype)
+        if not (np.isfinite(value) and limits.min <= np.real(value) <= limits.max):
+            return None  # eager and compiled conversions differ out of range: the compiled draw's
     try:
         if code is _SP_CONSTANT:  # rounded once on the host, as sp's constant itself does
             return np.asarray(value).astype(dtype)

@@ -24,7 +24,7 @@ def flatten(tree: Mapping[str, Any], sep: str = "/") -> Dict[str, Any]:
             raise
         path, key = found
         raise TypeError(f"'{path}': key {key!r} is {type(key).__name__}; params keys must be str "
-                        f"(scope and parameter names).\n  fix: use the key {str(key)!r}.") from None
+                        f"(scope and parameter names).\n  fix: use the key {_as_name(key)}.") from None
     except AttributeError:  # `tree.items()` of a tuple, list, ...: found here, off the fast path
         if isinstance(tree, Mapping):
             raise
@@ -176,7 +176,7 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
                     f"'{name}' cannot be placed: it is a scope holding other entries, or given twice.\n"
                     f"  fix: keep one of them: rename the leaf or the scope '{name}'.")
             node[leaf] = value
-    except AttributeError:  # `flat.items()` of a non-mapping, `name.rpartition` of a non-str name
+    except (AttributeError, TypeError):  # `flat.items()` of a non-mapping; a name not a str
         if not isinstance(flat, Mapping):
             raise _not_a_tree(flat, "unflatten expected a dict of full names to values (such as "
                                     "sp.flatten returns)", "unflatten each of them",
@@ -186,8 +186,18 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
         if bad is None:
             raise
         raise TypeError(f"unflatten: full name {bad!r} is {type(bad).__name__}; full names must be "
-                        f"str ('scope/name').\n  fix: use the name {str(bad)!r}.") from None
+                        f"str ('scope/name').\n  fix: use the name {_as_name(bad)}.") from None
     return tree
+
+
+def _as_name(key: Any) -> str:
+    """A non-str key's str spelling, for a fix: bytes decoded (str(b'w') would be "b'w'")."""
+    if isinstance(key, (bytes, bytearray)):
+        try:
+            return f"{key.decode()!r} (key.decode())"
+        except UnicodeDecodeError:
+            pass
+    return repr(str(key))
 
 
 def _make_scope(tree: Tree, scopes: Dict[str, Tree], path: str, name: str, sep: str) -> Tree:

@@ -1039,6 +1039,39 @@ def test_param_value_is_its_initializer_at_its_param_key_for_every_key_impl(impl
     np.testing.assert_array_equal(p_grouped["b"], expected)
 
 
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg", "unsafe_rbg"])
+def test_a_normal_params_bits_do_not_depend_on_its_same_shape_siblings_for_every_key_impl(impl):
+    # rbg's draws do not batch exactly: each name of a group is then drawn as a lone one is (its
+    # compiled draw; an op-by-op normal differs from it in the last bit)
+    key, init = jax.random.key(3, impl=impl), jax.nn.initializers.normal(0.1)
+
+    def alone():
+        with sp.scope("a"):
+            sp.get_param("w", (6, 5), init=init)
+
+    def crowd():
+        for name in ("a", "b", "c"):
+            with sp.scope(name):
+                sp.get_param("w", (6, 5), init=init)
+
+    want = sp.transform(alone).init(key)["a"]["w"]
+    for _ in range(2):  # a first init and one with cached draws
+        np.testing.assert_array_equal(sp.transform(crowd).init(key)["a"]["w"], want)
+    np.testing.assert_array_equal(jax.jit(sp.transform(crowd).init)(key)["a"]["w"], want)
+
+
+@pytest.mark.parametrize("value, dtype", [(-1.5, jnp.uint32), (float("inf"), jnp.int32),
+                                          (1e10, jnp.uint8), (float("nan"), jnp.int32)])
+def test_a_constant_out_of_an_integer_dtypes_range_has_the_same_bits_in_every_init(value, dtype):
+    # the first eager init fills on the host only what converts alike eagerly and compiled
+    model = sp.transform(
+        lambda: sp.get_param("w", (2,), init=jax.nn.initializers.constant(value), dtype=dtype))
+    with np.errstate(invalid="ignore"):
+        first, second = model.init(KEY)["w"], model.init(KEY)["w"]
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, jax.jit(model.init)(KEY)["w"])
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 

@@ -67,3 +67,11 @@ def test_partition_trainable_lists_a_frozen_parameter_put_in_the_trainable_colle
     assert sorted(sp.flatten(trainable)) == ["a", "e"] and list(sp.flatten(frozen)) == ["f"]
     in_collection, _ = sp.partition_by_collection(params, specs, "trainable_variables")
     assert sorted(sp.flatten(in_collection)) == ["a", "e"]
+
+
+def test_bytes_keys_are_told_to_be_decoded_by_flatten_and_unflatten():
+    with pytest.raises(TypeError, match=r"fix: use the key 'conv1' \(key\.decode\(\)\)"):
+        sp.flatten({b"conv1": {b"weights": jnp.ones(2)}})
+    with pytest.raises(TypeError, match=r"full name b'conv1/weights' is bytes(.|\n)*"
+                                        r"fix: use the name 'conv1/weights' \(key\.decode\(\)\)"):
+        sp.unflatten({b"conv1/weights": jnp.ones(2)})
