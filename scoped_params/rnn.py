@@ -19,6 +19,7 @@ Parameters take the inputs' dtype, as TF's cells do.
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
@@ -34,7 +35,7 @@ from ._scope import scope as variable_scope
 from .initializers import constant, zeros
 from .layers import (_add_bias, _deep_copy, _drop, _from_keras, _is_number, _keep_for_call,
                      _layer_scope, _NamedByClass, _object_scope, _param_dtype, _require_base_init,
-                     _this_call)
+                     _TensorShape, _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DeviceWrapper", "DropoutWrapper", "GRUCell", "LSTMCell",
@@ -59,6 +60,10 @@ class LSTMStateTuple(collections.namedtuple("LSTMStateTuple", ("c", "h"))):
         return c.dtype
 
 
+# The dtype add_variable gives a weight by default while a cell's build runs (its inputs'), per thread.
+_BUILDING = threading.local()
+
+
 class RNNCell(_NamedByClass):
     """TF 1.x's ``RNNCell``: ``cell(inputs, state) -> (output, new_state)``, ``state_size``,
     ``output_size`` and ``zero_state(batch_size, dtype)``. Subclasses define ``call``.
@@ -76,6 +81,12 @@ class RNNCell(_NamedByClass):
     ``state_size`` is an int or a structure of ints (``[batch, size]`` states); a cell whose state has
     more dimensions (TF's ``TensorShape`` state sizes, e.g. a convolutional cell's ``[h, w, c]``)
     defines ``zero_state`` itself.
+
+    A cell may make its weights in ``call`` with ``sp.get_param``, or as TF's layer cells do: in
+    ``build(inputs_shape)`` with ``self.add_variable`` (``add_weight``), read in ``call``. A pure
+    function keeps nothing between calls, so ``build`` runs at every call of the cell, inside its
+    scope: the first call in each ``init``/``apply`` creates the weights, later ones (the next
+    steps) fetch them.
     """
 
     _base_name = "rnn_cell"
@@ -126,6 +137,40 @@ class RNNCell(_NamedByClass):
         it; run the cell by calling it (``cell(inputs, state)``), which opens that scope."""
         raise NotImplementedError
 
+    def build(self, inputs_shape: Any) -> None:
+        """TF's ``build``: make the weights with ``self.add_variable`` and keep them on ``self`` for
+        ``call``. Runs at every call of the cell, before ``call``, inside its scope (the first call
+        in each ``init``/``apply`` creates the weights, later ones fetch them); ``inputs_shape``
+        answers TF 1.x's ``inputs_shape[-1].value`` too."""
+        del inputs_shape
+
+    def add_variable(self, name: str, shape: Optional[Sequence[int]], dtype: Any = None,
+                     initializer: Any = None, regularizer: Optional[Callable] = None,
+                     trainable: bool = True, constraint: Optional[Callable] = None,
+                     partitioner: Any = None) -> jax.Array:
+        """TF's ``add_variable`` (``add_weight``): ``sp.get_param`` in the cell's scope, of the cell's
+        ``dtype=`` (else the inputs'); call it in ``build``."""
+        if dtype is None:
+            dtype = self._dtype if self._dtype is not None else getattr(_BUILDING, "dtype", None)
+        options = {} if partitioner is None else {"partitioner": partitioner}
+        return get_param(name, () if shape is None else shape,
+                         _from_keras(self._api, None, "initializer", initializer), dtype,
+                         trainable=trainable, regularizer=regularizer, constraint=constraint,
+                         **options)
+
+    add_weight = add_variable
+
+    def _build(self, inputs: Any) -> None:
+        """Run a subclass's ``build`` for this call's ``inputs`` (inside the cell's scope)."""
+        if type(self).build is RNNCell.build:
+            return
+        outer = getattr(_BUILDING, "dtype", None)
+        _BUILDING.dtype = self._param_dtype(inputs)
+        try:
+            self.build(_TensorShape(int(d) for d in jnp.shape(inputs)))
+        finally:
+            _BUILDING.dtype = outer
+
     def __call__(self, inputs: jax.Array, state: Any, scope: Any = None) -> Tuple[jax.Array, Any]:
         """One step. ``scope`` (TF 1.x's ``cell(inputs, state, scope="rnn")``) places the cell's
         variables right under that scope at its first call; later calls reuse them and ignore it."""
@@ -134,6 +179,7 @@ class RNNCell(_NamedByClass):
             if scope is not None:  # TF: the call inside variable_scope(scope), no jump
                 captured, reuse = _object_scope(self, self._api, scope)
                 with _layer_scope(captured, self._base_name, reuse):
+                    self._build(inputs)
                     return self.call(inputs, state)
             # TF: the call inside a jump into the current scope, whose exit restores every count
             # (so the default name this call took is free again)
@@ -142,6 +188,7 @@ class RNNCell(_NamedByClass):
             try:
                 captured, reuse = _object_scope(self, self._api)
                 with _layer_scope(captured, self._base_name, reuse):
+                    self._build(inputs)
                     return self.call(inputs, state)
             finally:
                 end_jump(frame)
@@ -213,6 +260,7 @@ class _LayerCell(RNNCell):
         try:
             captured, reuse = _object_scope(self, self._api, scope)
             with _layer_scope(captured, self._base_name, reuse):
+                self._build(inputs)
                 return self.call(inputs, state)
         except (TypeError, ValueError, IndexError):
             _raise_if_state_misfits(self, inputs, state)

@@ -1229,3 +1229,40 @@ def test_a_built_in_cell_given_a_structure_of_inputs_says_it_takes_one_array(inp
         assert str(info.value).startswith(
             f"sp.rnn.GRUCell expects one input array [batch, depth] at each step, got a "
             f"{type(inputs).__name__} of 2 arrays.\n  fix: concatenate them along the last axis"), info.value
+
+
+def test_a_custom_cell_making_its_weights_in_build_with_add_variable_gets_tfs_names():
+    # TF 1.x: dynamic_rnn(TFMinimalCell(), ...) makes rnn/tf_minimal_cell/kernel [8, 3] and
+    # rnn/tf_minimal_cell/bias [3], build(inputs_shape) adding them, call() reading them
+    class MinimalCell(sp.rnn.RNNCell):
+        @property
+        def state_size(self):
+            return 3
+
+        @property
+        def output_size(self):
+            return 3
+
+        def build(self, inputs_shape):
+            self.kernel = self.add_variable("kernel", [inputs_shape[-1].value + 3, 3])
+            self.bias = self.add_weight("bias", [3], initializer="zeros")
+            self.built = True
+
+        def call(self, inputs, state):
+            h = jnp.tanh(jnp.concatenate([inputs, state], 1) @ self.kernel + self.bias)
+            return h, h
+
+    model = sp.transform(lambda x: sp.rnn.dynamic_rnn(MinimalCell(), x, dtype=x.dtype)[0])
+    x = jnp.ones((2, 4, 5))
+    params = model.init(jax.random.key(0), x)
+    assert {k: v.shape for k, v in sp.flatten(params).items()} == {
+        "rnn/minimal_cell/kernel": (8, 3), "rnn/minimal_cell/bias": (3,)}
+    kernel, bias = params["rnn"]["minimal_cell"]["kernel"], params["rnn"]["minimal_cell"]["bias"]
+    h, outs = jnp.zeros((2, 3)), []
+    for t in range(4):
+        h = jnp.tanh(jnp.concatenate([x[:, t], h], 1) @ kernel + bias)
+        outs.append(h)
+    np.testing.assert_allclose(jax.jit(model.apply)(params, x), jnp.stack(outs, 1), rtol=1e-6)
+    # the weights take the inputs' dtype, as a TF layer's
+    half = model.init(jax.random.key(0), x.astype(jnp.float16))
+    assert half["rnn"]["minimal_cell"]["kernel"].dtype == jnp.float16
