@@ -206,13 +206,16 @@ def usable_outside(value: Any, what: str) -> Any:
     """
     if not isinstance(value, jax.core.Tracer):
         return value
-    trace = _scope._TRACE.value
-    while trace is not None:  # the body of a jax.shard_map (staged, or run eagerly) lifts the value
-        kind = type(trace).__name__  # in, differentiated or not, as it lifts any closure
-        if kind == "ShardMapTrace":
-            return value
-        if "Jaxpr" in kind:  # the innermost staging trace
-            if _traced_for(trace) == "shard_map" and _custom_derivative_trace(trace):
+    # The body of a jax.shard_map that grad differentiates (a JVP or linearize trace runs it, below
+    # the shard_map's own trace) lifts the value in, as it lifts any closure.
+    trace, differentiated = _scope._TRACE.value, False
+    while trace is not None:
+        kind = type(trace).__name__
+        if "JVP" in kind or "Linearize" in kind:
+            differentiated = True
+        elif kind == "ShardMapTrace" or "Jaxpr" in kind:  # the innermost staging (or shard_map) one
+            if differentiated and (kind == "ShardMapTrace" or (
+                    _traced_for(trace) == "shard_map" and _custom_derivative_trace(trace))):
                 return value
             break
         trace = getattr(trace, "parent_trace", None)

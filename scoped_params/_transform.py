@@ -45,14 +45,14 @@ def _is_traced_arg(x: Any) -> bool:
 class _Split:
     """Arguments split into array leaves (traced abstractly) and everything else (kept concrete).
 
-    The model gets its arguments as ``apply`` passes them: an argument holding no array is the
-    caller's object itself (a config, a list the model appends to), and one holding arrays is
-    rebuilt with its dicts' keys in the caller's order (JAX's flattening sorts them: a model
-    looping over a config dict would make its layers in another order in init than in apply).
+    The model gets copies of the arguments' lists, tuples and dicts (what it appends or pops there
+    in init's abstract run stays there), with the dicts' keys in the caller's order, as an eager
+    ``apply`` passes them: JAX's flattening sorts them, and a model looping over a config dict would
+    make its layers in another order in init than in apply.
     """
 
     def __init__(self, args: tuple, kwargs: dict):
-        self.args, self.kwargs = args, kwargs
+        self.given = (args, kwargs)
         leaves, self.treedef = jax.tree_util.tree_flatten((args, kwargs))
         self.leaves = leaves
         self.dynamic_index = [i for i, x in enumerate(leaves) if _is_traced_arg(x)]
@@ -61,34 +61,34 @@ class _Split:
         return [self.leaves[i] for i in self.dynamic_index]
 
     def rebuild(self, dynamic: list) -> Tuple[tuple, dict]:
-        if not self.dynamic_index:
-            return self.args, self.kwargs
         leaves = list(self.leaves)
         for i, x in zip(self.dynamic_index, dynamic):
             leaves[i] = x
-        args, kwargs = jax.tree_util.tree_unflatten(self.treedef, leaves)
-        return (tuple(_as_given(a, b) for a, b in zip(self.args, args)),
-                {k: _as_given(v, kwargs[k]) for k, v in self.kwargs.items()})
+        return in_given_order(self.given, jax.tree_util.tree_unflatten(self.treedef, leaves))
 
 
-def _as_given(given: Any, rebuilt: Any) -> Any:
-    """``rebuilt`` (``given`` with its arrays replaced) in ``given``'s containers: ``given`` itself
-    where it holds no array, and dicts' keys in ``given``'s order."""
-    if not any(_is_traced_arg(x) for x in jax.tree_util.tree_leaves(given)):
-        return given
+def in_given_order(given: Any, rebuilt: Any) -> Any:
+    """``rebuilt`` (``given``'s pytree, other leaves) with its dicts' keys in ``given``'s order, as far
+    down as dicts, lists and tuples nest (other containers as JAX rebuilt them)."""
+    try:
+        return _in_given_order(given, rebuilt)
+    except RecursionError:  # nested deeper than Python recurses: JAX's order
+        return rebuilt
+
+
+def _in_given_order(given: Any, rebuilt: Any) -> Any:
     kind = type(given)
     if kind is dict:
-        return {k: _as_given(v, rebuilt[k]) for k, v in given.items()}
-    if kind is collections.defaultdict:
-        return collections.defaultdict(given.default_factory,
-                                       {k: _as_given(v, rebuilt[k]) for k, v in given.items()})
-    if kind is list:
-        return [_as_given(a, b) for a, b in zip(given, rebuilt)]
-    if kind is tuple:
-        return tuple(_as_given(a, b) for a, b in zip(given, rebuilt))
+        return {k: _in_given_order(v, rebuilt[k]) for k, v in given.items()}
+    if kind is list or kind is tuple:
+        return kind(_in_given_order(a, b) for a, b in zip(given, rebuilt))
+    if kind is collections.OrderedDict or kind is collections.defaultdict:
+        items = [(k, _in_given_order(v, rebuilt[k])) for k, v in given.items()]
+        return (collections.OrderedDict(items) if kind is collections.OrderedDict
+                else collections.defaultdict(given.default_factory, items))
     if isinstance(given, tuple) and hasattr(kind, "_fields"):  # a namedtuple
-        return kind(*(_as_given(a, b) for a, b in zip(given, rebuilt)))
-    return rebuilt  # an array, an OrderedDict (in order already), another pytree
+        return kind(*(_in_given_order(a, b) for a, b in zip(given, rebuilt)))
+    return rebuilt  # a leaf, None, another pytree
 
 
 class _CollectorPaused:
@@ -248,10 +248,14 @@ class Transformed:
         self._with_state = with_state
         functools.update_wrapper(self, fn, updated=())  # type: ignore[arg-type]
         # Bound once: JAX caches a jitted function's traces by the function object, and a method
-        # bound anew at each access (`jax.jit(model.apply)(...)` written in a loop) is a new one
-        self.init = self.init  # type: ignore[method-assign]
-        self.apply = self.apply  # type: ignore[method-assign]
-        self.apply_with_intermediates = self.apply_with_intermediates  # type: ignore[method-assign]
+        # bound anew at each access (`jax.jit(model.apply)(...)` written in a loop) is a new one.
+        # Bound to a twin holding only fn: bound to self, they would make the model a reference
+        # cycle, freed (with whatever fn captured) only by the next garbage collection.
+        twin = object.__new__(Transformed)
+        twin._fn, twin._with_state = fn, with_state
+        self.init = twin.init  # type: ignore[method-assign]
+        self.apply = twin.apply  # type: ignore[method-assign]
+        self.apply_with_intermediates = twin.apply_with_intermediates  # type: ignore[method-assign]
 
     def __iter__(self) -> Iterator[Callable]:
         yield self.init
@@ -272,6 +276,11 @@ class Transformed:
         which never reaches the model. Returns ``params`` (``transform``) or ``(params, state)``
         (``transform_with_state``), each a nested dict keyed by scope components. The cyclic garbage
         collector is paused for the call (the trace's objects are freed by reference counting).
+
+        The model runs on copies of the arguments' lists, tuples and dicts, the dicts' keys in the
+        caller's order (as an eager ``apply`` passes them). ``jax.jit`` and ``jax.vmap`` of ``init``
+        or ``apply`` sort a dict argument's keys, as JAX does for any function: pass a config whose
+        order makes layers as an ``OrderedDict`` (kept in order), or close over it.
         """
         if "rng" in kwargs:
             raise _rng_given_error("init")
@@ -302,15 +311,17 @@ class Transformed:
                 store, constants = _trace_specs(self._fn, key, args, kwargs, self._with_state)
             except Exception as error:
                 refused = _key_given_to_specs(self._fn, args, kwargs)
-                if refused is not None:
-                    how = ("cannot take it" if refused else "failed on it (if the model does "
-                           "take a key first, the error is its own)")
+                if refused:
                     raise KeyArgumentError(
                         "model.specs got a random key (or seed) first, by init's habit, and the "
-                        f"model {how}: {type(error).__name__}: {error}.\n"
+                        f"model cannot take it: {error}.\n"
                         "  asked: model.specs(key, *args)\n"
                         "  fix: drop the key: model.specs(*args), with the model's arguments only "
                         "(specs draws no random numbers: there is no key to pass).") from error
+                if refused is False:  # the model took it and failed: its error, with a hint
+                    error.add_note(
+                        "  note: model.specs got a random key first; if it was passed by init's "
+                        "habit, drop it: model.specs(*args) (specs draws no random numbers).")
                 raise
             specs = _finalize_specs(store, constants)
         params, state = _split_kinds(specs, specs)

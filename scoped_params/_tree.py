@@ -182,12 +182,15 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
                                     "sp.flatten returns)", "unflatten each of them",
                               "pass a dict {'scope/name': value} (dict(pairs) for a list of "
                               "(name, value) pairs)") from None
-        bad = next((n for n in flat if not isinstance(n, str)), None)
-        if bad is None:
+        bad = next((n for n in flat if not isinstance(n, str)), _NOT_FOUND)
+        if bad is _NOT_FOUND:
             raise
         raise TypeError(f"unflatten: full name {bad!r} is {type(bad).__name__}; full names must be "
                         f"str ('scope/name').\n  fix: use the name {_as_name(bad)}.") from None
     return tree
+
+
+_NOT_FOUND = object()
 
 
 def _as_name(key: Any) -> str:
@@ -634,6 +637,8 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
                         "ExponentialMovingAverage(decay)).") from None
     if num_updates is not None:
         try:  # TF casts the step to float32: a Python or NumPy int straight, not through int32
+            if isinstance(num_updates, (str, bytes)):
+                raise TypeError
             n = (num_updates.astype(jnp.float32) if isinstance(num_updates, jax.Array)
                  else jnp.asarray(np.asarray(num_updates).astype(np.float32)))
         except (TypeError, ValueError, OverflowError):

@@ -1933,6 +1933,18 @@ class _KerasMethods:
     this ``init``/``apply`` call's; the others, which read or write variables kept between calls,
     are refused with what to use instead (a pure function keeps no weights)."""
 
+    def apply(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """TF's ``layer.apply(inputs, ...)``: the layer's call, ``layer(inputs, ...)``."""
+        return self(inputs, *args, **kwargs)  # type: ignore[operator]
+
+    @property
+    def updates(self) -> list:
+        """TF's update ops: none (``[]``), except a batch norm's, whose moving statistics are state
+        here (``sp.transform_with_state``): an error saying so."""
+        if isinstance(self, BatchNormalization):
+            raise _updates_error(type(self).__name__)
+        return []
+
     def count_params(self) -> int:
         """TF's ``count_params``: the number of scalars in this ``init``/``apply`` call's
         ``weights`` (in an ``sp.layer_stack`` block, one layer's)."""
@@ -2615,6 +2627,14 @@ def _captured_scope_name(layer: Any) -> str:
     return prefix[:-1]
 
 
+def _updates_error(kind: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{kind}.updates: there are no update ops here; a batch norm's moving statistics are "
+        "state.\n  fix: build the model with sp.transform_with_state: apply(params, state, ...) "
+        "returns the new state (the updated moving_mean and moving_variance) to pass to the next "
+        "call.")
+
+
 def _losses_error(kind: str) -> NotImplementedError:
     return NotImplementedError(
         f"{kind}.losses: there is no losses collection here; a pure function returns what it "
@@ -2798,6 +2818,11 @@ class _Stateless:
     TF's (``weights == []``, ``count_params() == 0``)."""
 
     weights = trainable_weights = non_trainable_weights = variables = property(lambda self: [])
+    updates = property(lambda self: [])  # no statistics to update, as TF's
+
+    def apply(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """TF's ``layer.apply(inputs, ...)``: the layer's call, ``layer(inputs, ...)``."""
+        return self(inputs, *args, **kwargs)  # type: ignore[operator]
     get_weights = _KerasMethods.get_weights
     set_weights = _KerasMethods.set_weights
     get_config = _KerasMethods.get_config

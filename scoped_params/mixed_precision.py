@@ -101,8 +101,8 @@ def float32_storage_getter(compute_dtype: Any = jnp.bfloat16) -> Callable:
         # TF's recipe (float32_variable_storage_getter) keeps only trainable variables in float32:
         # state and trainable=False parameters stay in the dtype asked for, so that what the model
         # reads it can write back (set_state) as it was
-        trainable = args[5] if len(args) > 5 else kwargs.get("trainable", True)
-        if trainable is False:
+        trainable = args[5] if len(args) > 5 else kwargs.get("trainable")
+        if trainable is not None and not trainable:  # TF's truthiness: 0 and np.False_ too
             return next_getter(name, *args, **kwargs)
         try:
             requested = as_np_dtype(dtype)

@@ -33,9 +33,10 @@ from ._params import _as_dtype, get_param
 from ._scope import begin_jump, end_jump
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from .layers import (_add_bias, _deep_copy, _drop, _from_keras, _is_number, _keep_for_call,
-                     _layer_scope, _NamedByClass, _object_scope, _param_dtype, _require_base_init,
-                     _TensorShape, _this_call)
+from .layers import (_ADD_WEIGHT_PASSED_ON, _add_bias, _add_weight_refusal, _built_value,
+                     _deep_copy, _drop, _from_keras, _is_number, _keep_for_call, _layer_scope,
+                     _NamedByClass, _object_scope, _param_dtype, _require_base_init,
+                     _set_layer_attribute, _TensorShape, _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DeviceWrapper", "DropoutWrapper", "GRUCell", "LSTMCell",
@@ -102,8 +103,19 @@ class RNNCell(_NamedByClass):
         self._reuse = reuse
         self._dtype = None if dtype is None else _as_dtype(dtype)  # TF's tf.float32 too
         self._scopes: dict = {}  # this call's captured Scope (layers._object_scope)
+        self._building: dict = {}  # whether this call's build is running (what it stores is kept
+        # for the call: layers._set_layer_attribute)
 
     _num_units: int
+
+    __setattr__ = _set_layer_attribute  # what build stores holding arrays is per call
+
+    def __getattr__(self, attribute: str) -> Any:
+        # Reached only for what the object does not have: a value build stored in this call
+        if attribute in self.__dict__.get("_built_value_names", ()):
+            return _built_value(self, attribute)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}",
+                             name=attribute, obj=self)
 
     def __copy__(self) -> "RNNCell":
         """``copy.copy``: the same arguments and name, and the state of a fresh construction: the
@@ -111,7 +123,7 @@ class RNNCell(_NamedByClass):
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         # fresh tokens for what the copy's calls capture and draw (layers._this_call)
-        for key in ("_scopes", "_noises"):
+        for key in ("_scopes", "_noises", "_building", "_built_values"):
             if key in new.__dict__:
                 new.__dict__[key] = {}
         new.__dict__.pop("_latest_prefix", None)  # the latest call's scope (layers._object_scope)
@@ -147,12 +159,18 @@ class RNNCell(_NamedByClass):
     def add_variable(self, name: str, shape: Optional[Sequence[int]], dtype: Any = None,
                      initializer: Any = None, regularizer: Optional[Callable] = None,
                      trainable: bool = True, constraint: Optional[Callable] = None,
-                     partitioner: Any = None) -> jax.Array:
+                     partitioner: Any = None, **tf_options: Any) -> jax.Array:
         """TF's ``add_variable`` (``add_weight``): ``sp.get_param`` in the cell's scope, of the cell's
-        ``dtype=`` (else the inputs'); call it in ``build``."""
+        ``dtype=`` (else the inputs'); call it in ``build``. TF's runtime settings
+        (``use_resource``, ...) are ``get_param``'s errors, which say to drop them."""
+        unknown = [k for k in tf_options if k not in _ADD_WEIGHT_PASSED_ON]
+        if unknown:
+            raise TypeError(_add_weight_refusal(type(self).__name__, name, unknown[0]))
         if dtype is None:
             dtype = self._dtype if self._dtype is not None else getattr(_BUILDING, "dtype", None)
-        options = {} if partitioner is None else {"partitioner": partitioner}
+        options = dict(tf_options)
+        if partitioner is not None:
+            options["partitioner"] = partitioner
         return get_param(name, () if shape is None else shape,
                          _from_keras(self._api, None, "initializer", initializer), dtype,
                          trainable=trainable, regularizer=regularizer, constraint=constraint,
@@ -161,14 +179,20 @@ class RNNCell(_NamedByClass):
     add_weight = add_variable
 
     def _build(self, inputs: Any) -> None:
-        """Run a subclass's ``build`` for this call's ``inputs`` (inside the cell's scope)."""
+        """Run a subclass's ``build`` for this call's ``inputs`` (inside the cell's scope): what it
+        stores on ``self`` holding arrays is this call's (``layers._set_layer_attribute``)."""
         if type(self).build is RNNCell.build:
             return
+        frame = _frame.current(self._api)
+        token = self.__dict__["_building"]
         outer = getattr(_BUILDING, "dtype", None)
-        _BUILDING.dtype = self._param_dtype(inputs)
-        try:
-            self.build(_TensorShape(int(d) for d in jnp.shape(inputs)))
+        _BUILDING.dtype = self._param_dtype(jax.tree_util.tree_leaves(inputs)[0])
+        _keep_for_call(token, frame, True)
+        try:  # TF's build gets the inputs' (nested) TensorShape
+            self.build(jax.tree_util.tree_map(
+                lambda x: _TensorShape(int(d) for d in jnp.shape(x)), inputs))
         finally:
+            _keep_for_call(token, frame, False)
             _BUILDING.dtype = outer
 
     def __call__(self, inputs: jax.Array, state: Any, scope: Any = None) -> Tuple[jax.Array, Any]:

@@ -54,7 +54,7 @@ from ._errors import (KeyArgumentError, ScopedParamsError, check_partitioner, fo
                       optional_import)
 from ._materialize import initialize
 from ._spec import ParamSpec
-from ._transform import Transformed, as_key
+from ._transform import Transformed, as_key, in_given_order
 
 try:  # a mesh of axis names and sizes only: plans shardings for devices this machine need not have
     from jax.sharding import AbstractMesh
@@ -703,7 +703,7 @@ def sharded_init_fn(model: Transformed, mesh: Mesh, /, *args: Any, **kwargs: Any
         raise TypeError(f"init_sharded: expected a transformed model (sp.transform(fn)), got "
                         f"{type(model).__name__}.")
     _check_mesh("sharded_init_fn", mesh)
-    a, kw = jax.tree_util.tree_map(_abstract_arg, (args, kwargs))
+    a, kw = in_given_order((args, kwargs), jax.tree_util.tree_map(_abstract_arg, (args, kwargs)))
     specs = model.specs(*a, **kw)
     out = shardings(specs, mesh)
 

@@ -431,14 +431,15 @@ def variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any = None
 
 
 @add_arg_scope
-def model_variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any = None,
+def model_variable(name: str, shape: Optional[Sequence[int]] = None, dtype: Any = np.float32,
                    initializer: Any = None, regularizer: Optional[Callable] = None,
                    trainable: bool = True, collections: Optional[Sequence[str]] = None,
                    caching_device: Any = None, device: Any = None, partitioner: Any = None,
                    custom_getter: Optional[Callable] = None, use_resource: Any = None,
                    synchronization: Any = None, aggregation: Any = None) -> jax.Array:
     """``slim.model_variable``: ``slim.variable`` that also lists the parameter in the
-    ``model_variables`` collection, as slim does."""
+    ``model_variables`` collection, as slim does; its ``dtype`` is float32 by default, not the
+    scope's (slim's default, where ``slim.variable``'s is the scope's)."""
     return variable(name, shape=shape, dtype=dtype, initializer=initializer,
                     regularizer=regularizer, trainable=trainable,
                     collections=list(collections or ()) + [*_MODEL],
@@ -454,10 +455,11 @@ def _layer(scope: Any, default_name: str, reuse: Any, variables_collections: Any
            op: str = "slim"):
     """slim's ``variable_scope(scope, default_name, [inputs], reuse=reuse)``, whose variables are
     model variables. Collections are metadata of ``init``'s (and ``specs``') trace, so ``apply``
-    opens the scope without the getter that records them, and fetches at full speed. ``op``
+    opens the scope without the getter that records them, and fetches at full speed, unless a
+    custom getter of the user's is in effect (it sees the collections, as in init and TF). ``op``
     (``slim.conv2d``) names the layer in errors."""
     frame = _frame._FRAME.get()
-    if frame is None or frame.mode != _frame.INIT:
+    if frame is None or frame.mode != _frame.INIT and frame.scope.custom_getter is None:
         if scope is None and (reuse is None or reuse is False):
             return default_name_scope(default_name)
         if scope is None:

@@ -304,3 +304,19 @@ def test_layer_objects_without_weights_answer_tfs_weight_methods():
                                match=rf"{type(layer).__name__}\.{method}\(\) is not provided: "
                                      r".*\n  fix: "):
                 getattr(layer, method)(*args)
+
+
+def test_layer_objects_apply_is_their_call_and_updates_says_where_batch_norm_statistics_are():
+    def fn(x):
+        dense, bn = sp.layers.Dense(4), sp.layers.BatchNormalization()
+        pool = sp.layers.MaxPooling2D(2, 2)
+        y = bn.apply(dense.apply(x), training=False)
+        assert dense.updates == [] and pool.updates == []
+        assert pool.apply(jnp.ones((1, 4, 4, 1))).shape == (1, 2, 2, 1)
+        with pytest.raises(NotImplementedError, match=r"moving statistics are state(.|\n)*"
+                                                      r"fix: build the model with sp\.transform_with_state"):
+            bn.updates
+        return y
+
+    params = sp.transform(fn).init(jax.random.key(0), jnp.ones((3, 5)))
+    assert set(sp.flatten(params)) >= {"dense/kernel", "batch_normalization/gamma"}

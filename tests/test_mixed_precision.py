@@ -520,3 +520,12 @@ def test_loss_scaling_passes_float0_gradients_of_integer_parameters_through():
     for out in (scale.unscale(grads), scale.scale(grads)):
         assert out["ids"].dtype == jax.dtypes.float0
     np.testing.assert_array_equal(scale.unscale(grads)["w"], [2.0, 2.0])
+
+
+@pytest.mark.parametrize("frozen", [False, 0, np.False_])
+def test_a_frozen_parameter_is_told_by_tfs_truthiness_under_mixed_precision(frozen):
+    def fn():
+        with mp.scope("s", compute_dtype=jnp.bfloat16):
+            return sp.get_param("w", (2,), trainable=frozen)
+
+    assert sp.transform(fn).init(jax.random.key(0))["s"]["w"].dtype == jnp.bfloat16

@@ -1266,3 +1266,54 @@ def test_a_custom_cell_making_its_weights_in_build_with_add_variable_gets_tfs_na
     # the weights take the inputs' dtype, as a TF layer's
     half = model.init(jax.random.key(0), x.astype(jnp.float16))
     assert half["rnn"]["minimal_cell"]["kernel"].dtype == jnp.float16
+
+
+def test_what_a_cells_build_stores_is_each_calls_own_in_threads_and_not_left_on_the_cell():
+    import threading
+
+    class Cell(sp.rnn.RNNCell):
+        state_size = output_size = 4
+
+        def build(self, inputs_shape):
+            self.kernel = self.add_variable("kernel", [inputs_shape[-1].value + 4, 4])
+
+        def call(self, inputs, state):
+            import time
+            time.sleep(0.02)  # the threads' traces overlap
+            h = jnp.tanh(jnp.concatenate([inputs, state], -1) @ self.kernel)
+            return h, h
+
+    cell, x, h0 = Cell(), jnp.ones((2, 3)), jnp.zeros((2, 4))
+    model = sp.transform(lambda x: cell(x, h0)[0])
+    params = model.init(jax.random.key(0), x)
+    want = np.asarray(model.apply(params, x))
+    results, errors = [], []
+
+    def work(i):
+        try:
+            results.append(np.asarray(jax.jit(lambda p, x: model.apply(p, x) * (i + 1))(params, x))
+                           / (i + 1))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got in results:
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(sp.NotInTransformError, match="read outside init/apply"):
+        cell.kernel
+    # inputs may be a tuple: build gets their shapes
+
+    class TupleCell(Cell):
+        def build(self, inputs_shape):
+            self.kernel = self.add_variable("kernel", [inputs_shape[0][-1].value + 4, 4])
+
+        def call(self, inputs, state):
+            return super().call(inputs[0] + inputs[1], state)
+
+    tuple_model = sp.transform(lambda x: TupleCell()((x, x), h0)[0])
+    assert sp.flatten(tuple_model.init(jax.random.key(0), x))["tuple_cell/kernel"].shape == (7, 4)

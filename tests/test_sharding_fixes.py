@@ -448,3 +448,31 @@ def test_a_named_sharding_gets_the_partition_spec_checks(mesh, spec, message):
 
     with pytest.raises(ShardingError, match=r"Parameter 'net/w'" + r"(.|\n)*" + message):
         sp.init_sharded(sp.transform(fn), mesh, jax.random.key(0))
+
+
+def test_init_sharded_names_a_config_dicts_layers_in_the_callers_order(mesh):
+    def fn(x, widths):
+        for i, (name, width) in enumerate(widths.items()):
+            x = x @ sp.get_param(f"p{i}_{name}", (x.shape[-1], width))
+        return x
+
+    model, x, widths = sp.transform(fn), jnp.ones((2, 8)), {"b": 4, "a": 8}
+    params = sp.init_sharded(model, mesh, jax.random.key(0), x, widths)
+    assert set(sp.flatten(params)) == {"p0_b", "p1_a"}
+    assert model.apply(params, x, widths).shape == (2, 8)
+
+
+def test_a_custom_jvp_around_a_shard_map_body_calling_get_param_is_named_under_grad(mesh):
+    def net(x):
+        @jax.custom_jvp
+        def f(x):
+            def body(xb):
+                return jnp.tanh(xb @ sp.get_param("w", (8, 4)))
+            return jax.shard_map(body, mesh=mesh, in_specs=P("batch"), out_specs=P("batch"))(x)
+        f.defjvp(lambda primals, tangents: (f(*primals), tangents[0][:, :4]))
+        return f(x)
+
+    model, x = sp.transform(net), jnp.ones((4, 8))
+    params = model.init(0, x)
+    with pytest.raises(sp.NestedTraceError, match="custom_jvp"):
+        jax.grad(lambda p: model.apply(p, x).sum())(params)

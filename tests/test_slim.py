@@ -1374,3 +1374,37 @@ def test_norms_compute_bfloat16_moments_in_bfloat16_as_tfs_nn_moments_does():
         assert state[name].dtype == jnp.bfloat16
         np.testing.assert_array_equal(np.asarray(state[name], np.float32),
                                       np.asarray(value, np.float32), err_msg=name)
+
+
+def test_a_users_custom_getter_around_slim_layers_sees_the_model_variables_collection_in_apply():
+    # TF's slim layer getter adds the collections before the user's getter runs; init and apply
+    # must compute the same (here: a getter zeroing model variables)
+    seen = []
+
+    def program(x):
+        def getter(next_getter, name, *args, **kwargs):
+            value = next_getter(name, *args, **kwargs)
+            seen.append("model_variables" in (kwargs.get("collections") or ()))
+            return value * 0.0 if seen[-1] else value
+
+        with sp.scope("g", custom_getter=getter):
+            return sp.slim.conv2d(x, 4, 3, activation_fn=None)
+
+    model, x = sp.transform(program), jnp.ones((2, 8, 8, 3))
+    params = model.init(jax.random.key(0), x)
+    seen.clear()
+    np.testing.assert_array_equal(model.apply(params, x), 0.0)
+    assert seen == [True, True]
+
+
+def test_slim_model_variable_is_float32_by_default_whatever_the_scopes_dtype():
+    def fn():
+        with sp.scope("half", dtype=jnp.float16):
+            return sp.slim.model_variable("m", [3]), sp.slim.variable("v", [3])
+
+    params = sp.transform(fn).init(jax.random.key(0))
+    assert params["half"]["m"].dtype == jnp.float32  # tf_slim's model_variable(dtype=float32)
+    assert params["half"]["v"].dtype == jnp.float16  # slim.variable takes the scope's
+    with pytest.raises(ValueError, match="Initializer type 'int32' and explicit dtype 'float32'"):
+        sp.transform(lambda: sp.slim.model_variable(
+            "ints", initializer=np.arange(3, dtype=np.int32))).init(jax.random.key(0))

@@ -75,3 +75,8 @@ def test_bytes_keys_are_told_to_be_decoded_by_flatten_and_unflatten():
     with pytest.raises(TypeError, match=r"full name b'conv1/weights' is bytes(.|\n)*"
                                         r"fix: use the name 'conv1/weights' \(key\.decode\(\)\)"):
         sp.unflatten({b"conv1/weights": jnp.ones(2)})
+
+
+def test_unflatten_of_a_none_name_says_names_must_be_str():
+    with pytest.raises(TypeError, match=r"full name None is NoneType(.|\n)*fix: use the name"):
+        sp.unflatten({None: 1})
