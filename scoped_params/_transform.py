@@ -251,8 +251,11 @@ class Transformed:
         # bound anew at each access (`jax.jit(model.apply)(...)` written in a loop) is a new one.
         # Bound to a twin holding only fn: bound to self, they would make the model a reference
         # cycle, freed (with whatever fn captured) only by the next garbage collection.
-        twin = object.__new__(Transformed)
-        twin._fn, twin._with_state = fn, with_state
+        # (A subclass's overrides are its own: bound to self, as methods.)
+        twin = object.__new__(Transformed) if type(self) is Transformed else self
+        if twin is not self:
+            twin._fn, twin._with_state = fn, with_state
+            functools.update_wrapper(twin, fn, updated=())  # type: ignore[arg-type]
         self.init = twin.init  # type: ignore[method-assign]
         self.apply = twin.apply  # type: ignore[method-assign]
         self.apply_with_intermediates = twin.apply_with_intermediates  # type: ignore[method-assign]

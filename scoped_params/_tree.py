@@ -637,7 +637,7 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
                         "ExponentialMovingAverage(decay)).") from None
     if num_updates is not None:
         try:  # TF casts the step to float32: a Python or NumPy int straight, not through int32
-            if isinstance(num_updates, (str, bytes)):
+            if isinstance(num_updates, (str, bytes, bytearray)):
                 raise TypeError
             n = (num_updates.astype(jnp.float32) if isinstance(num_updates, jax.Array)
                  else jnp.asarray(np.asarray(num_updates).astype(np.float32)))

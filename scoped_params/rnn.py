@@ -111,9 +111,13 @@ class RNNCell(_NamedByClass):
     __setattr__ = _set_layer_attribute  # what build stores holding arrays is per call
 
     def __getattr__(self, attribute: str) -> Any:
-        # Reached only for what the object does not have: a value build stored in this call
+        # Reached only for what the object does not have: a value build stored in this call, or a
+        # property whose getter raised AttributeError: run it again, so its own error shows
         if attribute in self.__dict__.get("_built_value_names", ()):
             return _built_value(self, attribute)
+        prop = getattr(type(self), attribute, None)
+        if isinstance(prop, property) and prop.fget is not None:
+            return prop.fget(self)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}",
                              name=attribute, obj=self)
 

@@ -1742,3 +1742,17 @@ def test_a_deleted_model_is_freed_without_waiting_for_the_garbage_collector():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_a_subclass_of_transformed_keeps_its_overrides():
+    class Logged(sp.Transformed):
+        calls = []
+
+        def apply(self, params, /, *args, **kwargs):
+            self.calls.append("apply")
+            return super().apply(params, *args, **kwargs)
+
+    model = Logged(lambda x: x * sp.get_param("w", (), init=sp.initializers.ones), with_state=False)
+    params = model.init(KEY, jnp.ones(2))
+    model.apply(params, jnp.ones(2))
+    assert Logged.calls == ["apply"]

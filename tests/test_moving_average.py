@@ -126,6 +126,9 @@ def test_exponential_moving_average_num_updates_past_int32_is_cast_to_float32_as
         np.testing.assert_allclose(out["w"], 1 - np.float32(0.999), rtol=1e-6)
 
 
-def test_exponential_moving_average_refuses_a_string_num_updates():
+def test_exponential_moving_average_refuses_a_string_or_bytes_num_updates():
     with pytest.raises(TypeError, match="num_updates is '5'"):
         sp.exponential_moving_average({"w": jnp.zeros(2)}, {"w": jnp.ones(2)}, 0.9, num_updates="5")
+    with pytest.raises(TypeError, match="num_updates is bytearray"):
+        sp.exponential_moving_average({"w": jnp.zeros(2)}, {"w": jnp.ones(2)}, 0.9,
+                                      num_updates=bytearray(b"3"))

@@ -1317,3 +1317,13 @@ def test_what_a_cells_build_stores_is_each_calls_own_in_threads_and_not_left_on_
 
     tuple_model = sp.transform(lambda x: TupleCell()((x, x), h0)[0])
     assert sp.flatten(tuple_model.init(jax.random.key(0), x))["tuple_cell/kernel"].shape == (7, 4)
+
+
+def test_a_cell_property_failing_inside_names_what_it_missed():
+    class PropCell(sp.rnn.RNNCell):
+        @property
+        def state_size(self):
+            return self._n  # never set
+
+    with pytest.raises(AttributeError, match="no attribute '_n'"):
+        PropCell().state_size
