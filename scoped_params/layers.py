@@ -2962,6 +2962,14 @@ def _require_base_init(layer: Any, attribute: str) -> None:
 # TF's add_weight arguments that go on to get_param, which says what each is and to drop it.
 _ADD_WEIGHT_PASSED_ON = frozenset({"use_resource", "synchronization", "aggregation"})
 
+
+def _check_add_weight_options(kind: str, name: str, tf_options: dict) -> None:
+    """TF's refusal of an ``add_weight`` keyword it does not take (``getter=``, ...), with the fix;
+    its runtime settings pass on to ``get_param``, which says to drop them."""
+    unknown = [k for k in tf_options if k not in _ADD_WEIGHT_PASSED_ON]
+    if unknown:
+        raise TypeError(_add_weight_refusal(kind, name, unknown[0]))
+
 _ADD_WEIGHT_FIX = {  # keyword arguments tf.compat.v1.layers.Layer.add_weight refuses too
     "getter": "drop it: add_weight already creates the weight with sp.get_param in the layer's "
               "scope (TF 1.x's tf.layers.Layer refuses getter= too). To share weights across "
@@ -3098,11 +3106,9 @@ class Layer(_NamedByClass, _KerasMethods):
         scope's reuse, initializer and custom getter, do not reach the weight (``build`` opening
         ``sp.scope("atomic")`` still makes ``my_layer/kernel``), while the captured scope's do.
         ``shape`` is required, and ``None`` is a scalar's, as in TF."""
-        unknown = [k for k in tf_options if k not in _ADD_WEIGHT_PASSED_ON]
         if shape is None:  # TF's add_weight: shape or ()
             shape = ()
-        if unknown:
-            raise TypeError(_add_weight_refusal(type(self).__name__, name, unknown[0]))
+        _check_add_weight_options(type(self).__name__, name, tf_options)
         if isinstance(regularizer, str):  # TF: "'str' object is not callable" when it is applied
             raise TypeError(
                 f"{type(self).__name__}.add_weight({name!r}): regularizer={regularizer!r} is a name, "

@@ -33,8 +33,8 @@ from ._params import _as_dtype, get_param
 from ._scope import begin_jump, end_jump
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from .layers import (_ADD_WEIGHT_PASSED_ON, _add_bias, _add_weight_refusal, _built_value,
-                     _deep_copy, _drop, _from_keras, _is_number, _keep_for_call, _layer_scope,
+from .layers import (_add_bias, _built_value, _check_add_weight_options, _deep_copy,
+                     _drop, _from_keras, _is_number, _keep_for_call, _layer_scope,
                      _NamedByClass, _object_scope, _param_dtype, _require_base_init,
                      _set_layer_attribute, _TensorShape, _this_call)
 
@@ -167,9 +167,7 @@ class RNNCell(_NamedByClass):
         """TF's ``add_variable`` (``add_weight``): ``sp.get_param`` in the cell's scope, of the cell's
         ``dtype=`` (else the inputs'); call it in ``build``. TF's runtime settings
         (``use_resource``, ...) are ``get_param``'s errors, which say to drop them."""
-        unknown = [k for k in tf_options if k not in _ADD_WEIGHT_PASSED_ON]
-        if unknown:
-            raise TypeError(_add_weight_refusal(type(self).__name__, name, unknown[0]))
+        _check_add_weight_options(type(self).__name__, name, tf_options)
         if dtype is None:
             dtype = self._dtype if self._dtype is not None else getattr(_BUILDING, "dtype", None)
         options = dict(tf_options)
