@@ -801,9 +801,13 @@ def _not_found_error(frame, full: str, existing, in_apply: bool,
     else:
         lines.append(f"  asked: '{full}' with reuse={_describe_reuse(scope.reuse)} in scope "
                      f"'{scope.name}', before anything created it in this call")
-    close = nearest(full, existing)
-    lines.append("  found: " + (", ".join(f"'{c}'" for c in close) if close else "no similar names")
-                 + " among the existing names")
+    if in_apply and not existing:  # apply(None, x), apply({}, x): no params at all
+        lines.append(f"  found: {argument} is empty (apply was given None or {{}}), and the model "
+                     f"asks for '{full}'")
+    else:
+        close = nearest(full, existing)
+        lines.append("  found: " + (", ".join(f"'{c}'" for c in close) if close else "no similar names")
+                     + " among the existing names")
     origin = scope.reuse_origin
     if not in_apply and scope.reuse is True and origin is not None:
         origin_name, origin_site, how = origin

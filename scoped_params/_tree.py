@@ -5,7 +5,8 @@ what TF 1.x's training ran on variables after each step: the projection of const
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ._errors import (TF_PACKAGES, InvalidNameError, NameCollisionError, ParamsTypeError,
                       ScopedParamsError, format_site, nearest)
@@ -112,17 +113,29 @@ _IS_MAPPING: Dict[type, bool] = {dict: True}
 
 
 def _flatten_into(flat: Dict[str, Any], prefix: str, node: Mapping[str, Any], sep: str) -> None:
-    for key, value in node.items():
-        is_mapping = _IS_MAPPING.get(type(value))
-        if is_mapping is None:
-            is_mapping = _IS_MAPPING[type(value)] = isinstance(value, Mapping)
-        if is_mapping:
-            _flatten_into(flat, prefix + key + sep, value, sep)
-        else:
+    # A loop with a stack of the open dicts, not recursion: a name of more components than Python's
+    # recursion limit (a file may hold one) is flattened like any other.
+    is_mapping_type = _IS_MAPPING.get
+    stack: List[Tuple[str, Iterator]] = []
+    items = iter(node.items())
+    while True:
+        for key, value in items:
+            is_mapping = is_mapping_type(type(value))
+            if is_mapping is None:
+                is_mapping = _IS_MAPPING[type(value)] = isinstance(value, Mapping)
+            if is_mapping:  # into the sub-dict; this dict's items go on when it is done
+                stack.append((prefix, items))
+                prefix = prefix + key + sep
+                items = iter(value.items())
+                break
             name = prefix + key
             if name in flat:  # {"a/b": x, "a": {"b": y}}: two spellings of one full name
                 raise given_twice_error(name, sep)
             flat[name] = value
+        else:
+            if not stack:
+                return
+            prefix, items = stack.pop()
 
 
 def given_twice_error(name: str, sep: str = "/", where: str = "",
@@ -141,14 +154,21 @@ def given_twice_error(name: str, sep: str = "/", where: str = "",
 
 def _non_str_key(node: Mapping[Any, Any], sep: str, prefix: str) -> Optional[Tuple[str, Any]]:
     """(full path, key) of the first key under ``node`` that is not a str, or None."""
-    for key, value in node.items():
-        if not isinstance(key, str):
-            return f"{prefix}{key}", key
-        if isinstance(value, Mapping):
-            found = _non_str_key(value, sep, prefix + key + sep)
-            if found is not None:
-                return found
-    return None
+    stack: List[Tuple[str, Iterator]] = []  # a loop, as _flatten_into's
+    items = iter(node.items())
+    while True:
+        for key, value in items:
+            if not isinstance(key, str):
+                return f"{prefix}{key}", key
+            if isinstance(value, Mapping):
+                stack.append((prefix, items))
+                prefix = prefix + key + sep
+                items = iter(value.items())
+                break
+        else:
+            if not stack:
+                return None
+            prefix, items = stack.pop()
 
 
 def unflatten(flat: Mapping[str, Any], sep: str = "/") -> Tree:
@@ -399,7 +419,8 @@ def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],
     variables list ``"variables"`` and ``"model_variables"``, as slim does); ``"trainable_variables"``
     (``TRAINABLE_VARIABLES``) whenever it is trainable. State entries are non-trainable, in
     ``"variables"``, as TF's ``moving_mean``. A collection no parameter was created in selects
-    nothing, as TF's ``get_collection`` returns ``[]`` for a name nothing was added to. Not
+    nothing, as TF's ``get_collection`` returns ``[]`` for a name nothing was added to; one that is
+    close to a collection that selects something (a typo: ``"trainable"``) also warns, naming it. Not
     distinguished: TF's ``collections=[]`` (in no collection) is taken as no ``collections=``."""
     if not isinstance(collection, str):
         raise TypeError(
@@ -416,11 +437,34 @@ def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],
         if collection == _GLOBAL_VARIABLES:  # TF: collections=None means [GLOBAL_VARIABLES]
             return not collections  # (slim's model variables list "variables" themselves)
         return collection == _TRAINABLE_VARIABLES and bool(spec(name, "trainable"))
-    return _partition(member, params, "partition_by_collection")
+    selected, rest = _partition(member, params, "partition_by_collection")
+    if not selected and rest and collection not in _VARIABLE_COLLECTIONS:
+        _warn_if_misspelt(collection, specs)
+    return selected, rest
 
 
 # tf.GraphKeys' names of TF's implicit collections.
 _GLOBAL_VARIABLES, _TRAINABLE_VARIABLES = "variables", "trainable_variables"
+# tf.GraphKeys' names of the variable collections TF and slim fill: spelt right, whatever they select.
+_VARIABLE_COLLECTIONS = (_GLOBAL_VARIABLES, _TRAINABLE_VARIABLES, "model_variables",
+                         "local_variables", "moving_average_variables")
+
+
+def _warn_if_misspelt(collection: str, specs: Mapping[str, Any]) -> None:
+    """Warn where a collection that selects nothing is close to one that selects something: TF's
+    ``get_collection`` returns ``[]`` for any name, so a typo ("trainable") trains nothing, silently."""
+    filled = {_GLOBAL_VARIABLES, _TRAINABLE_VARIABLES}  # either holds some parameter of most models
+    for leaf in flatten(specs).values():
+        filled.update(c for c in getattr(leaf, "collections", None) or () if isinstance(c, str))
+    filled.discard(collection)
+    names = sorted(filled)
+    lowered = collection.lower()
+    close = [c for c in names if lowered and lowered in c.lower()][:1] or nearest(collection, names, n=1)
+    if close:
+        warnings.warn(
+            f"sp.partition_by_collection: no parameter is in collection {collection!r}, so it "
+            f"selects nothing (as TF's get_collection returns []); did you mean {close[0]!r}?\n"
+            f"  fix: sp.partition_by_collection(params, specs, {close[0]!r}).", stacklevel=3)
 
 
 def merge(*trees: Mapping[str, Any]) -> Tree:

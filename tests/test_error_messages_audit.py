@@ -215,6 +215,26 @@ def test_apply_with_a_none_parameter_says_it_is_none_not_that_it_does_not_exist(
         state_model.apply({}, {"count": None}, x)
 
 
+def test_apply_given_none_or_empty_params_says_they_are_empty():
+    # apply(None, x) is taken as a model without parameters; one that asks for some was told only
+    # "no similar names among the existing names".
+    def fn(x):
+        with sp.scope("dense"):
+            return x @ sp.get_param("w", (x.shape[-1], 3))
+
+    model, x = sp.transform(fn), jnp.ones((2, 4))
+    for empty in (None, {}):
+        with pytest.raises(sp.ParamNotFoundError, match=r"(?s)found: params is empty \(apply was "
+                                                        r"given None or \{\}\), and the model asks "
+                                                        r"for 'dense/w'.*fix: pass the params"):
+            model.apply(empty, x)
+    state_model = sp.transform_with_state(_counter)
+    with pytest.raises(sp.ParamNotFoundError, match=r"found: state is empty"):
+        state_model.apply({}, None, x)
+    with pytest.raises(sp.ParamNotFoundError, match=r"found: 'other/w' among the existing names"):
+        model.apply({"other": {"w": jnp.ones((4, 3))}}, x)
+
+
 # --- user callbacks of the wrong signature -----------------------------------------------------------
 
 PARAMS = {"dense": {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}}

@@ -80,3 +80,44 @@ def test_bytes_keys_are_told_to_be_decoded_by_flatten_and_unflatten():
 def test_unflatten_of_a_none_name_says_names_must_be_str():
     with pytest.raises(TypeError, match=r"full name None is NoneType(.|\n)*fix: use the name"):
         sp.unflatten({None: 1})
+
+
+def test_a_name_of_more_components_than_pythons_recursion_limit_flattens_saves_and_loads(tmp_path):
+    # flatten walked the tree by recursion: a name of ~1,000 components (a file may hold one)
+    # raised RecursionError in flatten, save and everything built on them.
+    import sys
+    name = "/".join(["a"] * (sys.getrecursionlimit() + 200)) + "/w"
+    tree = sp.unflatten({name: np.arange(2, dtype=np.float32), "b": np.ones(1, np.float32)})
+    assert list(sp.flatten(tree)) == [name, "b"]
+    path = tmp_path / "deep.safetensors"
+    sp.checkpoint.save(path, tree)
+    flat = sp.flatten(sp.checkpoint.load(path))
+    assert sorted(flat) == sorted([name, "b"])
+    np.testing.assert_array_equal(flat[name], [0.0, 1.0])
+    deep = {"x": {"y": {3: 1}}}
+    with pytest.raises(TypeError, match=r"'x/y/3': key 3 is int.*\n  fix: use the key '3'"):
+        sp.flatten(deep)
+
+
+def test_partition_by_collection_warns_of_a_misspelt_collection_that_selects_nothing():
+    # TF's get_collection returns [] for any name; so does ours, but a typo such as "trainable"
+    # (which trains nothing) now warns with the collection it was close to.
+    import warnings
+
+    def fn(x):
+        with sp.scope("d"):
+            w = sp.get_param("w", ())
+            return x * w * sp.get_param("s", (), trainable=False, collections=["my_stats"])
+    model = sp.transform(fn)
+    params, specs = model.init(KEY, jnp.ones(())), model.specs(jnp.ones(()))
+    for typo, meant in [("trainable", "trainable_variables"), ("my_stat", "my_stats"),
+                        ("TRAINABLE_VARIABLES", "trainable_variables")]:
+        with pytest.warns(UserWarning, match=rf"collection '{typo}', so it selects nothing .*"
+                                             rf"did you mean '{meant}'\?\n  fix: "):
+            selected, rest = sp.partition_by_collection(params, specs, typo)
+        assert selected == {} and sp.flatten(rest).keys() == {"d/w", "d/s"}
+    with warnings.catch_warnings():  # an empty standard collection, or a far name: as TF, silent
+        warnings.simplefilter("error")
+        for name in ("local_variables", "model_variables", "regularization_losses", "xyz"):
+            assert sp.partition_by_collection(params, specs, name)[0] == {}
+        assert sp.flatten(sp.partition_by_collection(params, specs, "my_stats")[0]).keys() == {"d/s"}
