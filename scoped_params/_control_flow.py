@@ -332,6 +332,10 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
         outside = _TRACE.value is not frame.trace
 
         inner: List[int] = []  # where the terms of values of the function's trace are (its latest)
+        # The function's output: its structure and its leaves that are not JAX arrays (a Python
+        # number, a string), which come back as they are, as called directly (jax.checkpoint
+        # would make a number an array of its outer trace and refuse a string); the latest trace's.
+        static: list = []
 
         def body(*args: Any, **kwargs: Any) -> Any:
             traces.enter(body)
@@ -358,7 +362,11 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
                 id(made[0].values.get(n)) for n in list(made[0].specs)[made[1]:]}
             inner[:] = [added + i for i, (_, value) in enumerate(frame.regularized[added:])
                         if getattr(value, "_trace", None) is here and id(value) not in made_here]
-            return out, new_state, records, [frame.regularized[i][1] for i in inner]
+            leaves, structure = jax.tree_util.tree_flatten(out)
+            arrays = [leaf for leaf in leaves if isinstance(leaf, jax.Array)]
+            static[:] = [structure, [None if isinstance(leaf, jax.Array) else leaf
+                                     for leaf in leaves]]
+            return arrays, new_state, records, [frame.regularized[i][1] for i in inner]
 
         if "static_argnums" in checkpoint_kwargs:  # the caller says which arguments are static
             out, new_state, records, values = jax.checkpoint(_as(f, body), **checkpoint_kwargs)(
@@ -379,6 +387,10 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
             out, new_state, records, values = jax.checkpoint(
                 _as(f, checkpointed), **checkpoint_kwargs)(*[leaves[i] for i in arrays])
         keys.finish(frame)
+        structure, leaves = static
+        arrays = iter(out)
+        out = jax.tree_util.tree_unflatten(
+            structure, [next(arrays) if leaf is None else leaf for leaf in leaves])
         if outside and (new_state or records):
             raise _outside_error(None, new_state, records)
         if inner and outside:

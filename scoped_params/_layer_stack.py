@@ -30,8 +30,9 @@ import numpy as np
 
 from . import _frame
 from ._errors import NestedTraceError, ShapeMismatchError, StateError
-from ._params import (ApplyStore, InitStore, _callable_with_three_args, _check_state_value,
-                      _constant_init_dtype, _shape_str, _takes_no_args, _tf_constant)
+from ._params import (STATE, ApplyStore, InitStore, _callable_with_three_args,
+                      _check_state_value, _constant_init_dtype, _shape_str, _takes_no_args,
+                      _tf_constant)
 from ._scope import _TRACE, scope
 from .initializers import _instantiate, default_initializer
 from .sharding import _StackedPartitioner, _stacked_sharding
@@ -111,8 +112,17 @@ def _lift_regularizer(regularizer: Any) -> Any:
     if regularizer is None or not callable(regularizer):
         return regularizer  # none, or not a function: the store says so
 
+    @functools.wraps(regularizer)  # the user's, in sp.regularization_loss()'s errors
     def per_layer(stacked: Any) -> Any:
-        terms = jax.vmap(regularizer)(stacked)
+        try:
+            terms = jax.vmap(regularizer)(stacked)
+        except TypeError:
+            # JAX's words for a term that is no array (sp.l2_regularizer without its scale
+            # returns a function): one layer's term, for sp.regularization_loss() to name
+            term = regularizer(stacked[0])
+            if term is None or isinstance(term, (jax.Array, np.ndarray, np.generic, int, float)):
+                raise
+            return term
         if terms is None:
             return None
         if jax.typeof(terms).weak_type:  # a Python number per layer: the sum stays weakly typed,
@@ -172,11 +182,20 @@ class _StackView:
         if lifted is init and shape is not None and callable(init):  # refused, unless reused
             _raise_refused_init(frame, self.outer, full, shape, dtype, init, reuse, trainable,
                                 collections, kind)
-        value = self.outer.get(frame, full, lifted_shape, dtype, lifted,
-                               _lift_regularizer(regularizer), reuse,
-                               trainable, collections,
-                               None if partitioner is None else _StackedPartitioner(partitioner),
-                               _stacked_sharding(sharding), kind, _lift_constraint(constraint))
+        try:
+            value = self.outer.get(frame, full, lifted_shape, dtype, lifted,
+                                   _lift_regularizer(regularizer), reuse,
+                                   trainable, collections,
+                                   None if partitioner is None else _StackedPartitioner(partitioner),
+                                   _stacked_sharding(sharding), kind, _lift_constraint(constraint))
+        except ShapeMismatchError as error:
+            if shape is not None:  # the store's words are of the stacked shapes
+                error.add_note(
+                    f"(inside sp.layer_stack '{self.prefix[:-1]}': '{full}' is stored stacked, one "
+                    f"slice per layer, so both shapes above have the leading layer axis of "
+                    f"{self.num_layers}; the block asked for one layer's shape "
+                    f"{_shape_str(tuple(shape))})")
+            raise
         # apply: this layer's slice; init: an abstract placeholder of one layer's shape.
         layer = self.slices[full] if full in self.slices else self.slices.setdefault(full, value[0])
         if len(frame.regularized) > registered:  # created here: its term is this layer's
@@ -197,6 +216,15 @@ class _StackView:
         if self.unstacked and full in self.unstacked:
             raise _depth_error(self.prefix, full, self.unstacked[full], self.num_layers)
         current = self.slices.get(full)
+        if current is None and frame.mode == _frame.INIT:
+            # Declared earlier in the call but not asked for in this layer (apply's scan hands the
+            # block every slice): this layer's slice of it.
+            stored = _lookup(self.outer, frame, full)
+            spec = getattr(self.root(), "specs", {}).get(full)
+            if stored is not None and spec is not None and spec.kind == STATE:
+                if tuple(np.shape(stored))[:1] != (self.num_layers,):
+                    raise _depth_error(self.prefix, full, stored, self.num_layers)
+                current = self.slices[full] = stored[0]
         if current is None:
             # Not declared: let the real store raise its error.
             return self.outer.set_state(frame, full, value)
@@ -483,19 +511,58 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
                     _check_per_layer_inputs(s.prefix, num_layers, xs)
                 else:
                     carry, xs = args, ()
+                python = _python_leaves(s.prefix, carry, xs, with_per_layer_inputs)
                 keys = _Keys(frame, per_step=True)
-                if frame.mode == _frame.INIT:
-                    out = _run_once(frame, f, s.prefix, num_layers, carry, xs, keys,
-                                    with_per_layer_inputs)
-                else:
-                    out = _run_scan(frame, f, s.prefix, num_layers, carry, xs, keys,
-                                    with_per_layer_inputs, unroll)
+                try:
+                    if frame.mode == _frame.INIT:
+                        if python:  # traced, as apply's scan traces them
+                            carry, xs = jax.tree_util.tree_map(jnp.asarray, (carry, xs))
+                        out = _run_once(frame, f, s.prefix, num_layers, carry, xs, keys,
+                                        with_per_layer_inputs)
+                    else:
+                        out = _run_scan(frame, f, s.prefix, num_layers, carry, xs, keys,
+                                        with_per_layer_inputs, unroll)
+                except (jax.errors.ConcretizationTypeError,
+                        jax.errors.TracerIntegerConversionError) as error:
+                    if python:
+                        error.add_note(_traced_python_note(s.prefix, python))
+                    raise
                 keys.finish(frame)
                 return out
 
         return stacked
 
     return decorator
+
+
+def _python_leaves(prefix: str, carry: Any, xs: tuple, per_layer: bool) -> list:
+    """(path, value) of the Python and NumPy values among a stack's arguments, which its scan
+    traces (apply's layers see arrays, not them); raises for a value that is no array at all."""
+    found = []
+    tree = (carry, xs) if per_layer else carry
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.Array):
+            continue
+        where = ("carry" if path[0].idx == 0 else "xs") + jax.tree_util.keystr(path[1:]) \
+            if per_layer else f"argument {path[0].idx}" + jax.tree_util.keystr(path[1:])
+        if not isinstance(leaf, (np.ndarray, np.generic, bool, int, float, complex)):
+            raise TypeError(
+                f"sp.layer_stack '{prefix[:-1]}': {where} is {type(leaf).__name__} "
+                f"{leaf!r}"[:300] + ", not an array: a jax.lax.scan runs the layers, and passes "
+                "the stack's arguments to each as arrays.\n"
+                "  fix: pass a setting every layer shares (an activation, a flag, a name) in a "
+                "closure or functools.partial(block, ...) instead of the stack's arguments.")
+        found.append((where, leaf))
+    return found
+
+
+def _traced_python_note(prefix: str, python: list) -> str:
+    shown = ", ".join(f"{where} ({type(leaf).__name__} {leaf!r})"[:120] for where, leaf in python[:3])
+    return (f"sp.layer_stack '{prefix[:-1]}': a jax.lax.scan runs the layers, so the block gets its "
+            f"arguments as traced arrays, the Python and NumPy values among them too: {shown}. "
+            "Such a value cannot steer Python code in the block (an if, int(), a shape).\n"
+            "  fix: pass it in a closure or functools.partial(block, ...) instead of the stack's "
+            "arguments.")
 
 
 def _check_per_layer_inputs(prefix: str, num_layers: int, xs: tuple) -> None:
@@ -720,12 +787,13 @@ def _outside_error(prefix: Optional[str], new_state: Dict[str, Any],
 
 def _state_values(store: Any) -> Dict[str, Any]:
     """The current value of every state entry ``sp.set_state`` may write through ``store``, by name
-    (``sp.remat`` finds what its function wrote by comparing them; init writes nothing)."""
+    (``sp.remat`` finds what its function wrote by comparing them; in init, the values it was given,
+    which init keeps only for this)."""
     if isinstance(store, _StackView):  # only the stack's own state: it refuses any other
         return {n: store.slices[n] for n in store.written}
     if isinstance(store, ApplyStore):
         return dict(store.state)
-    return {}
+    return dict(store.written)
 
 
 def _depth_error(prefix: str, name: str, value: Any, num_layers: int) -> ShapeMismatchError:

@@ -1165,11 +1165,14 @@ def _dtype_as_init(full: str, init: Any) -> Optional[TypeError]:
 class InitStore:
     """During ``init``/``specs``: record each new name's spec and hand out abstract placeholders."""
 
-    __slots__ = ("specs", "values", "prefixes", "pools", "root", "arg_names")
+    __slots__ = ("specs", "values", "prefixes", "pools", "root", "arg_names", "written")
 
     def __init__(self):
         self.specs: Dict[str, ParamSpec] = {}
         self.values: Dict[str, Any] = {}
+        # state name -> the value sp.set_state gave last: init keeps none, but sp.remat finds what
+        # its function set by it, to refuse in init what apply refuses (_layer_stack._state_values)
+        self.written: Dict[str, Any] = {}
         self.prefixes: set = set()
         self.pools: Dict[Tuple, list] = {}  # (shape, dtype) -> [trace state, placeholders, size]
         # The trace of init's own jaxpr (see _placeholder), and the names of the parameters whose
@@ -1380,7 +1383,7 @@ class InitStore:
         spec = self.specs.get(full)
         if spec is None or spec.kind != STATE:
             raise _undeclared_state(full) if spec is None else _parameter_not_state(full)
-        _check_state_value(full, value, spec.shape, spec.dtype)
+        self.written[full] = _check_state_value(full, value, spec.shape, spec.dtype)
 
 
 class ApplyStore:

@@ -61,6 +61,7 @@ from . import initializers as _initializers
 from ._errors import (TF_PACKAGES, InvalidNameError, NestedTraceError, NotInTransformError,
                       ParamNotFoundError, ReuseArgumentError, StateError)
 from ._layer_stack import _lookup as _stored_in
+from ._layer_stack import _root as _root_store
 from ._params import ApplyStore, InitStore, _as_dtype, get_param, get_state, set_state
 from ._regularizers import _tensorflow_origin, l1_sum, ran_tensorflow
 from ._scope import (_COUNT, _COUNT_ONLY, _TRACE, AUTO_REUSE, Scope, _check_components,
@@ -3458,7 +3459,8 @@ class Template:
             with scope(captured):
                 return self._first_call(frame, captured, args, kwargs)
         with scope(captured, reuse=True):  # later calls: TF's reuse=True, wherever they are
-            specs = getattr(frame.store, "specs", None)  # init's (apply's params are all made)
+            # init's specs (apply's params are all made); in an sp.layer_stack block, the call's
+            specs = getattr(_root_store(frame.store), "specs", None)
             if specs is None:
                 return self._func(*args, **kwargs)
             before = len(specs)
@@ -3586,7 +3588,7 @@ class Template:
         if captured is None:
             return []  # TF's: no variables before the first call
         prefix = captured.prefix
-        store = frame.store
+        store = _root_store(frame.store)  # the call's, in an sp.layer_stack block too
         specs = getattr(store, "specs", None)
         if specs is None:  # apply: the names made so far in this call, and their values
             if collection is not None:
@@ -3610,7 +3612,7 @@ class Template:
                       and not member(s, _TRAINABLE_VARIABLES)]
         else:
             chosen = [s for s in made if member(s, collection)]
-        return [store.values[spec.name] for spec in chosen]
+        return [_stored(frame, spec.name) for spec in chosen]  # in a block: this layer's slice
 
     def _variables_error(self, attribute: str, captured: Optional[Scope]) -> Exception:
         known = captured or self.variable_scope

@@ -254,12 +254,15 @@ def test_remat_state_under_a_jax_transformation_inside_the_model_is_refused():
         return jax.vmap(sp.remat(_bn_block))(x[None])[0]
 
     model = sp.transform_with_state(fn)
-    params, state = model.init(KEY, X)  # (init drops what set_state writes)
-    with pytest.raises(sp.StateError) as info:
-        model.apply(params, state, X)
-    text = str(info.value)
-    assert "in the function of sp.remat" in text and "batch_normalization/moving_mean" in text
-    assert "\n  fix: " in text
+    # init refuses it too (it used to drop what set_state wrote, and accept the model), as it
+    # refuses set_state under the vmap without remat
+    params, state = sp.transform_with_state(_bn_block).init(KEY, X)
+    for call in (lambda: model.init(KEY, X), lambda: model.apply(params, state, X)):
+        with pytest.raises(sp.StateError) as info:
+            call()
+        text = str(info.value)
+        assert "in the function of sp.remat" in text and "batch_normalization/moving_mean" in text
+        assert "\n  fix: " in text
 
 
 # --- record: names shared with name scopes ---------------------------------------------------------
