@@ -4,7 +4,9 @@ Every ``jax.nn.initializers`` object works with ``get_param`` as is; these add t
 ported code uses (``tf.*_initializer``, ``tf.initializers.*``, contrib's ``xavier_initializer``, and
 ``tf.keras.initializers``' classes with Keras's own defaults), and TF's default (Glorot-uniform with
 TF's fan rules, which also cover rank-0 and rank-1 shapes that ``jax.nn.initializers.glorot_uniform``
-refuses).
+refuses). The lowercase ``random_normal``, ``random_uniform`` and ``truncated_normal`` are TF core's
+``tf.initializers.*`` (stddev 1.0, range [0, 1)), not Keras's lowercase aliases of the same names
+(stddev 0.05): port Keras's to ``RandomNormal()``, ``RandomUniform()``, ``TruncatedNormal()``.
 
 The factories standing for TF's classes also take TF's ``seed`` and ``dtype`` arguments, by keyword
 or in TF's positional order (``random_normal_initializer(0.0, 0.02, 42)``,
@@ -54,7 +56,8 @@ class InitializerArgumentError(InitializerError, TypeError):
     initializer for an integer, bool or complex parameter, ``verify_shape=True`` with a value of
     another shape, contrib's arguments given to core ``variance_scaling_initializer``, a TF/Keras-style
     initializer ``init(shape, dtype)``. TF raises ``TypeError`` for some of these and ``ValueError``
-    for others, and API.md maps dtype and shape problems to ``ValueError``: this is both (and an
+    for others, and this package raises ``ValueError`` for dtype and shape problems (its
+    ``ShapeMismatchError`` and ``DtypeMismatchError`` are ones): this is both (and an
     ``sp.InitializerError``), so ``except`` clauses written against either keep working.
 
     >>> try:
@@ -539,6 +542,19 @@ def _not_exactly_in(array: np.ndarray, dtype: Any) -> Any:
     return array.reshape(-1)[~same.reshape(-1)][0].item()
 
 
+def _tf_on_inexact(value: Any, dtype: Any) -> str:
+    """What TF 1.x's constant_initializer does with ``value`` in ``dtype``: an integer out of an
+    integer dtype's range wraps silently (300 as int8 is 44); any other value is its TypeError."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu" and float(value).is_integer():
+        bits = dtype.itemsize * 8
+        wrapped = int(value) & ((1 << bits) - 1)
+        if dtype.kind == "i" and wrapped >= 1 << (bits - 1):
+            wrapped -= 1 << bits
+        return f"TF wraps it to {wrapped} silently"
+    return f"TF: Expected {dtype.name}, but got {value!r}"
+
+
 @_tf_class(order=("value", "dtype", "verify_shape"))  # TF 1.x's Constant(value, dtype, verify_shape)
 def constant(value: Any = 0.0, verify_shape: bool = False):
     """TF 1.x's ``constant_initializer``: a scalar fills the requested shape; a list or array is
@@ -560,12 +576,12 @@ def constant(value: Any = 0.0, verify_shape: bool = False):
         if inexact is not None:
             raise TypeError(
                 f"constant initializer: the value {inexact!r} does not fit {np.dtype(dtype).name} "
-                f"exactly (TF: Expected {np.dtype(dtype).name}, but got {inexact!r}); casting would "
-                "change it, not only its precision.\n"
+                f"exactly ({_tf_on_inexact(inexact, dtype)}); casting would change it, not only its "
+                "precision.\n"
                 "  fix: pass values of the parameter's dtype (round them yourself if that is meant), "
                 "or give the parameter a dtype that holds them.")
         if verify_shape and array.shape != tuple(shape):
-            # TF: TypeError "Expected Tensor's shape"; API.md: ValueError for a shape problem
+            # TF: TypeError "Expected Tensor's shape"; ours: ValueError for a shape problem (both)
             raise InitializerArgumentError(
                 f"constant initializer with verify_shape=True: the value's shape {array.shape} is not "
                 f"the requested {tuple(shape)} (TF: Expected Tensor's shape: {tuple(shape)}, but got "

@@ -1173,6 +1173,14 @@ def test_constant_initializer_refuses_a_value_the_dtype_cannot_hold_as_tf_does()
         with pytest.raises(TypeError, match=rf"constant initializer: the value {shown} does not fit "
                                             rf"{np.dtype(dtype).name} exactly"):
             init(lambda: sp.get_param("w", (2,), init=inits.constant(value), dtype=dtype))
+    # What TF does, said right: an integer out of range wraps (TF 1.x gives [44 44], [255 255],
+    # [127 127]), a fraction is TF's TypeError.
+    for value, dtype, said in ((300, jnp.int8, "TF wraps it to 44 silently"),
+                               (-1, jnp.uint8, "TF wraps it to 255 silently"),
+                               (-129, jnp.int8, "TF wraps it to 127 silently"),
+                               (1.5, jnp.int32, "TF: Expected int32, but got 1.5")):
+        with pytest.raises(TypeError, match=rf"exactly \({said}\); casting would change it"):
+            init(lambda: sp.get_param("w", (2,), init=inits.constant(value), dtype=dtype))
 
     def made(value, dtype):
         return init(lambda: sp.get_param("w", (2,), init=inits.constant(value), dtype=dtype))["w"]
