@@ -417,7 +417,17 @@ class CheckpointCorruptError(CheckpointError, ValueError):
 
 
 class CheckpointMismatchError(CheckpointError, ValueError):
-    """``init_from_checkpoint`` could not fill some parameters (missing, wrong shape or dtype, bad map)."""
+    """A checkpoint that is not damaged does not hold what was asked of it, or not in that form:
+
+    * ``init_from_checkpoint`` could not fill some parameters (missing, wrong shape or dtype, bad
+      map);
+    * ``TrainingCheckpointer.restore``: the target's entries, shapes or dtypes differ from the
+      step's (or a value would not fit the target's dtype), or its leaves cannot be placed;
+    * ``load_tf1``: a variable saved part by part with parts missing, moving averages saved under a
+      scope (``use_moving_averages=True``), or an entry that holds only some slices of a variable;
+    * ``adam_state_from_tf1`` (``OptimizerStateMismatchError``): a slot or beta power of another
+      shape.
+    """
 
     filename: Optional[str] = None  # the checkpoint, where the error is about one
 

@@ -12,7 +12,7 @@ from typing import IO, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ._errors import nearest
+from ._errors import ScopedParamsError, nearest
 
 
 class Entry(NamedTuple):
@@ -29,8 +29,10 @@ def human_bytes(n: Optional[int]) -> str:
         return "-"
     size: float = n
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        # the unit of the number shown: 1048575 B is 1023.999 KiB, shown "1.0 MiB", not "1024.0 KiB"
+        shown = f"{n}" if unit == "B" else f"{size:.1f}"
+        if float(shown) < 1024 or unit == "TiB":
+            return f"{shown} {unit}"
         size /= 1024.0
     return str(n)
 
@@ -115,14 +117,40 @@ def values(source: _Source, name: str) -> str:
     return f"tensor_name: {name} {list(found.shape)} {found.dtype}\n{text}"
 
 
+class OutputError(OSError):
+    """Writing the output failed (a full disk, a closed terminal): no fault of the checkpoint."""
+
+
+def _print(text: str, out: IO[str]) -> None:
+    """Print and flush ``text``: a reader of the output (`| head`) has each part as it comes."""
+    try:
+        print(text, file=out, flush=True)
+    except BrokenPipeError:  # the reader has what it wanted: not a failure
+        raise
+    except OSError as e:
+        raise OutputError(*e.args) from None
+
+
 def run(path: str, tensor: Optional[str] = None, all_values: bool = False,
-        out: IO[str] = sys.stdout) -> None:
+        out: IO[str] = sys.stdout) -> List[ScopedParamsError]:
     """Print the table of ``path`` (or one tensor's values, or every tensor's values: with both,
-    every tensor's, as TF's inspect_checkpoint does with --all_tensors and --tensor_name)."""
+    every tensor's, as TF's inspect_checkpoint does with --all_tensors and --tensor_name). Every
+    tensor's values are printed as each is read, past those that cannot be read: their errors are
+    returned. A failure to write is an ``OutputError``."""
     source = _Source(os.fspath(path))
+    failed: List[ScopedParamsError] = []
     if all_values:
-        print("\n\n".join(values(source, e.name) for e in source.entries), file=out)
+        gap = ""  # a blank line between tensors
+        for e in source.entries:
+            try:
+                text = values(source, e.name)
+            except ScopedParamsError as error:  # a damaged entry (TF reads values one by one)
+                failed.append(error)
+                continue
+            _print(gap + text, out)
+            gap = "\n"
     elif tensor is not None:
-        print(values(source, tensor), file=out)
+        _print(values(source, tensor), out)
     else:
-        print(table(source), file=out)
+        _print(table(source), out)
+    return failed

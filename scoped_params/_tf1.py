@@ -8,15 +8,18 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
+import tempfile
 import warnings
+import weakref
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 import numpy as np
 
-from ._errors import (CheckpointCorruptError, CheckpointMismatchError, CheckpointNotFoundError,
-                      NameCollisionError, optional_import)
+from ._errors import (CheckpointCorruptError, CheckpointError, CheckpointMismatchError,
+                      CheckpointNotFoundError, NameCollisionError, optional_import)
 from ._tree import unflatten
 
 _PART = re.compile(r"^(?P<base>.+)/part_(?P<index>\d+)$")
@@ -47,6 +50,12 @@ def _strip_suffix(path: str) -> str:
 # TF's table files (a V2 checkpoint's .index, a V1 checkpoint's one file) end with
 # kTableMagicNumber 0xdb4775248b80fb57, little-endian.
 _TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+# A shard of a V1-format checkpoint saved by Saver(sharded=True, write_version=V1): '<base>-00000-
+# of-00002'. TF names the whole by the pattern '<base>-?????-of-00002', which its V1 reader globs.
+_V1_SHARD = re.compile(r"(?P<base>.+)-(?P<shard>\d{5,}|\?{5})-of-(?P<count>\d{5,})")
+# What TF's file system reads as a glob pattern in a checkpoint's path (its kGlobbingChars): a
+# directory 'exp[lr=0.1]' matches nothing. A backslash too, except where it separates the path.
+_GLOB_CHARS = re.compile(r"[*?[]" if os.sep == "\\" else r"[*?[\\]")
 
 
 def _is_v1_file(path: str) -> bool:
@@ -68,100 +77,202 @@ def is_table(path: str) -> bool:
         return False
 
 
+def _v1_shards(base: str) -> Dict[str, List[str]]:
+    """``{pattern: its shard files}`` of the sharded V1-format checkpoints ``<base>-?????-of-<N>``
+    next to ``base`` (one per shard count N)."""
+    directory, name = os.path.split(base)
+    try:
+        names = sorted(os.listdir(directory or "."))
+    except OSError:
+        return {}
+    shards: Dict[str, List[str]] = {}
+    for n in names:
+        m = _V1_SHARD.fullmatch(n)
+        shard = os.path.join(directory, n)
+        if m and m["base"] == name and m["shard"] != "?????" and is_table(shard):
+            shards.setdefault(f"{base}-?????-of-{m['count']}", []).append(shard)
+    return shards
+
+
+def _v1_pattern(prefix: str) -> Optional[str]:
+    """The pattern ``<base>-?????-of-<N>`` of the sharded V1-format checkpoint ``prefix`` names:
+    the pattern itself, one of its shard files, or ``<base>`` (with shards of one count N); None if
+    it names none."""
+    m = _V1_SHARD.fullmatch(prefix)
+    if m:
+        pattern = f"{m['base']}-?????-of-{m['count']}"
+        return pattern if pattern in _v1_shards(m["base"]) else None
+    if os.path.exists(prefix):  # a file of its own (a V1 checkpoint), not a name for shards
+        return None
+    shards = _v1_shards(prefix)
+    return next(iter(shards)) if len(shards) == 1 else None
+
+
+def _meta_path(prefix: str) -> str:
+    """The ``.meta`` file of ``prefix``: a sharded V1 checkpoint's is ``<base>.meta``."""
+    m = _V1_SHARD.fullmatch(prefix)
+    return (m["base"] if m and m["shard"] == "?????" else prefix) + ".meta"
+
+
 def _v1_files(directory: str) -> List[str]:
+    """The V1-format checkpoints in ``directory``: its table files, the shards of a sharded one as
+    one pattern ``<base>-?????-of-<N>``."""
     try:
         names = os.listdir(directory)
     except OSError:
         return []
-    return sorted(p for p in (os.path.join(directory, n) for n in names if n != "checkpoint")
-                  if _is_v1_file(p))
+    found = set()
+    for p in (os.path.join(directory, n) for n in names if n != "checkpoint"):
+        if _is_v1_file(p):
+            m = _V1_SHARD.fullmatch(p)
+            found.add(f"{m['base']}-?????-of-{m['count']}" if m else p)
+    return sorted(found)
 
 
 def is_tf1_checkpoint(path: PathLike) -> bool:
     """Whether ``path`` looks like a TF checkpoint: a prefix with a ``.index`` file, a V1-format
-    checkpoint file (no ``.index``), one of their files, or a directory holding a ``checkpoint``
-    state file, ``*.index`` files or V1 checkpoint files. Does not import TF."""
+    checkpoint file (no ``.index``) or the shards of one, one of their files, or a directory
+    holding a ``checkpoint`` state file, ``*.index`` files or V1 checkpoint files. Does not import
+    TF."""
     path = os.fspath(path)
     if os.path.isdir(path):
         return (os.path.isfile(os.path.join(path, "checkpoint"))
                 or bool(glob.glob(os.path.join(glob.escape(path), "*.index")))
                 or bool(_v1_files(path)))
     prefix = _strip_suffix(path)
-    return os.path.isfile(prefix + ".index") or _is_v1_file(prefix)
+    return (os.path.isfile(prefix + ".index") or _is_v1_file(prefix)
+            or _v1_pattern(prefix) is not None)
+
+
+def names_tf_files(path: str) -> bool:
+    """Whether ``path`` (no weights file) is named as a TF checkpoint's file, has one's files next
+    to it (``<path>.data-*-of-*``, ``<path>.meta``) or is a directory's ``checkpoint`` state file:
+    a TF checkpoint whose ``.index`` is missing, say. Does not import TF."""
+    prefix = _strip_suffix(path)
+    return (prefix != path or os.path.basename(path) == "checkpoint"
+            or os.path.isfile(prefix + ".meta")
+            or bool(glob.glob(glob.escape(prefix) + ".data-*-of-*")))
 
 
 def resolve_prefix(path: PathLike) -> str:
-    """The checkpoint prefix (``.../model.ckpt-1000``) for a prefix, one of its files or a directory."""
+    """The checkpoint prefix (``.../model.ckpt-1000``) for a prefix, one of its files or a
+    directory; a sharded V1-format checkpoint's is the pattern ``Saver.save`` returns
+    (``.../model.ckpt-?????-of-00002``), as TF's reader takes it."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        tf = _import_tf()
-        # TF raises for a state file that parses but names no checkpoint (an empty one), and only
-        # logs one it cannot parse; either way, the one checkpoint in the directory is the answer.
-        try:
-            latest, invalid = tf.train.latest_checkpoint(path), None
-        except ValueError as e:
-            latest, invalid = None, e
-        if latest:
-            return latest
-        prefixes = sorted([p[:-len(".index")] for p in glob.glob(os.path.join(glob.escape(path),
-                                                                               "*.index"))]
-                          + _v1_files(path))
-        if len(prefixes) == 1:
-            return prefixes[0]
-        state = os.path.join(path, "checkpoint")
-        choices = ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints to "
-                   f"choose from: {[os.path.basename(p) for p in prefixes]}")
-        problem: Optional[str] = None  # what is wrong with the state file, if it is damaged
-        stale: Optional[str] = None  # the checkpoint a parsable state file names, which is gone
-        if isinstance(invalid, UnicodeDecodeError):
-            problem = f"cannot be parsed (it is not UTF-8 text: {invalid})"
-        elif invalid is not None:
-            problem = f"names no checkpoint ({str(invalid).strip()})"
-        elif os.path.isfile(state):  # TF only logged why it found no latest checkpoint: ask again
-            try:
-                parsed = tf.train.get_checkpoint_state(path)
-            except Exception as e:  # unreadable
-                problem = f"cannot be read ({type(e).__name__}: {str(e).strip()})"
-            else:
-                if parsed is None:  # TF's get_checkpoint_state: None for a parse error
-                    problem = "cannot be parsed (it is not a CheckpointState text proto)"
-                elif not parsed.model_checkpoint_path:
-                    problem = "names no checkpoint"
-                else:
-                    stale = parsed.model_checkpoint_path
-        if problem is not None:
-            err = CheckpointCorruptError(
-                f"TF checkpoint directory {path!r}: its state file {state!r} {problem}, and the "
-                f"directory has {choices}"
-                + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000', or "
-                  "rewrite the state file (model_checkpoint_path: \"model.ckpt-1000\").")
-            err.filename = state
-            raise err
-        if stale:
-            raise _not_found(path,
-                f"TF checkpoint directory {path!r}: its state file {state!r} names {stale!r}, "
-                f"which does not exist, and the directory has {choices}"
-                + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000', or "
-                  "rewrite the state file (model_checkpoint_path: \"model.ckpt-1000\").")
+    return _directory_prefix(path) if os.path.isdir(path) else _file_prefix(path)
+
+
+def _names_checkpoint(prefix: str) -> bool:
+    """Whether ``prefix`` has files, as TF's latest_checkpoint checks (without globbing it)."""
+    return (os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
+            or _v1_pattern(prefix) is not None)
+
+
+def _directory_prefix(path: str) -> str:
+    """The checkpoint of the directory ``path``: the one its state file names, else its only one."""
+    tf = _import_tf()
+    state = os.path.join(path, "checkpoint")
+    # TF's latest_checkpoint, but the checkpoint the state file names is looked for here: TF globs
+    # its path (in a directory 'exp[lr=0.1]' it finds nothing). TF raises for a state file that
+    # parses but names no checkpoint (an empty one), and only logs one it cannot parse; either
+    # way, the one checkpoint in the directory is the answer.
+    problem: Optional[str] = None  # what is wrong with the state file, if it is damaged
+    stale: Optional[str] = None  # the checkpoint a parsable state file names, which is gone
+    try:
+        parsed = tf.train.get_checkpoint_state(path)
+    except UnicodeDecodeError as e:
+        problem = f"cannot be parsed (it is not UTF-8 text: {e})"
+    except ValueError as e:
+        problem = f"names no checkpoint ({str(e).strip()})"
+    except Exception as e:  # unreadable
+        problem = f"cannot be read ({type(e).__name__}: {str(e).strip()})"
+    else:
+        if parsed is not None and parsed.model_checkpoint_path:
+            if _names_checkpoint(parsed.model_checkpoint_path):
+                return _file_prefix(parsed.model_checkpoint_path)
+            stale = parsed.model_checkpoint_path
+        elif os.path.isfile(state):  # TF's get_checkpoint_state: None for a parse error
+            problem = ("cannot be parsed (it is not a CheckpointState text proto)" if parsed is None
+                       else "names no checkpoint")
+    prefixes = sorted([p[:-len(".index")] for p in glob.glob(os.path.join(glob.escape(path),
+                                                                           "*.index"))]
+                      + _v1_files(path))
+    if len(prefixes) == 1:
+        return _file_prefix(prefixes[0])
+    choices = ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints to "
+               f"choose from: {[os.path.basename(p) for p in prefixes]}")
+    if problem is not None:
+        err = CheckpointCorruptError(
+            f"TF checkpoint directory {path!r}: its state file {state!r} {problem}, and the "
+            f"directory has {choices}"
+            + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000', or "
+              "rewrite the state file (model_checkpoint_path: \"model.ckpt-1000\").")
+        err.filename = state
+        raise err
+    if stale:
         raise _not_found(path,
-            f"TF checkpoint directory {path!r} has "
-            + ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints and no "
-               f"'checkpoint' state file naming the latest: {[os.path.basename(p) for p in prefixes]}")
-            + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000'.")
+            f"TF checkpoint directory {path!r}: its state file {state!r} names {stale!r}, "
+            f"which does not exist, and the directory has {choices}"
+            + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000', or "
+              "rewrite the state file (model_checkpoint_path: \"model.ckpt-1000\").")
+    raise _not_found(path,
+        f"TF checkpoint directory {path!r} has "
+        + ("no checkpoint in it" if not prefixes else f"{len(prefixes)} checkpoints and no "
+           f"'checkpoint' state file naming the latest: {[os.path.basename(p) for p in prefixes]}")
+        + ".\n  fix: pass the prefix of the one you want, e.g. '<dir>/model.ckpt-1000'.")
+
+
+def _file_prefix(path: str) -> str:
+    """The checkpoint prefix ``path`` names (a prefix or one of its files), not a directory."""
     prefix = _strip_suffix(path)
-    if not os.path.isfile(prefix + ".index") and not _is_v1_file(prefix):
-        if prefix == path and _is_safetensors_file(path):
+    if os.path.isfile(prefix + ".index"):
+        return prefix
+    pattern = _v1_pattern(prefix)
+    if pattern is not None:
+        base, shards = _tf_files(pattern)
+        count = pattern.rpartition("-of-")[2]
+        missing = [f"{base}-{i:05d}-of-{count}" for i in range(int(count))
+                   if f"{base}-{i:05d}-of-{count}" not in shards]
+        if missing:  # TF's reader would read the shards it finds, silently
             raise _not_found(path,
-                f"{path!r} is a weights file (safetensors), not a TF 1.x checkpoint (there is no "
-                f"{prefix + '.index'!r}, and it is not a V1-format checkpoint file).\n"
-                f"  fix: read it with sp.checkpoint.load({path!r}).")
+                f"TF checkpoint {pattern!r} (V1 format, {int(count)} shards) is incomplete: there "
+                f"is no {', '.join(map(repr, missing))}.\n"
+                "  fix: copy every shard file of the checkpoint next to the others.")
+        return pattern
+    if _is_v1_file(prefix):
+        return prefix
+    if prefix == path and _is_safetensors_file(path):
         raise _not_found(path,
-            f"TF checkpoint {path!r} not found: there is no {prefix + '.index'!r}"
-            + (f" and {prefix!r} is not a V1-format checkpoint file" if os.path.isfile(prefix)
-               else "") + ".\n"
-            "  fix: pass the prefix Saver.save returned (e.g. '/tmp/model.ckpt-1000', without "
-            "'.index'/'.data-...'), or the directory holding it.")
-    return prefix
+            f"{path!r} is a weights file (safetensors), not a TF 1.x checkpoint (there is no "
+            f"{prefix + '.index'!r}, and it is not a V1-format checkpoint file).\n"
+            f"  fix: read it with sp.checkpoint.load({path!r}).")
+    if os.path.basename(path) == "checkpoint" and os.path.isfile(path):
+        directory = os.path.dirname(path)
+        raise _not_found(path,
+            f"{path!r} is the 'checkpoint' state file of TF checkpoint directory {directory!r} (it "
+            f"names the latest checkpoint there), not a checkpoint: there is no "
+            f"{prefix + '.index'!r}.\n"
+            f"  fix: pass the directory: sp.checkpoint.load_tf1({directory!r}).")
+    raise _not_found(path,
+        f"TF checkpoint {path!r} not found: there is no {prefix + '.index'!r}"
+        + (f" and {prefix!r} is not a V1-format checkpoint file" if os.path.isfile(prefix)
+           else "") + ".\n"
+        "  fix: pass the prefix Saver.save returned (e.g. '/tmp/model.ckpt-1000', without "
+        "'.index'/'.data-...'), or the directory holding it.")
+
+
+def missing_index(path: str) -> Optional[CheckpointNotFoundError]:
+    """The not-found error of ``path`` as a TF checkpoint, if it is named as one's file, has one's
+    files next to it or is a 'checkpoint' state file (see ``names_tf_files``), but TF's reader
+    would find no checkpoint (its '.index' is missing); else None. For a path that is no weights
+    file. Does not import TF."""
+    if os.path.isdir(path) or not names_tf_files(path):
+        return None
+    try:
+        _file_prefix(path)
+    except CheckpointNotFoundError as e:
+        return e
+    return None
 
 
 def _is_safetensors_file(path: str) -> bool:
@@ -183,18 +294,61 @@ def _not_found(path: str, message: str) -> CheckpointNotFoundError:
     return err
 
 
+def _tf_files(prefix: str) -> Tuple[str, List[str]]:
+    """(the start of ``prefix`` its files' names share, the files TF's reader opens): a V2
+    checkpoint's '.index' and '.data-*', a sharded V1 one's shards, a V1 one's file."""
+    m = _V1_SHARD.fullmatch(prefix)
+    if m and m["shard"] == "?????":
+        return m["base"], _v1_shards(m["base"]).get(prefix, [])
+    if os.path.isfile(prefix + ".index"):
+        return prefix, [prefix + ".index"] + sorted(glob.glob(glob.escape(prefix) + ".data-*"))
+    return prefix, [prefix]
+
+
+def _symlinked(prefix: str, start: str, files: List[str]) -> str:
+    """``<a new temporary directory>/ckpt``, next to symlinks to ``files`` named as they are past
+    ``start``: where TF's reader reads the checkpoint ``prefix``, which has glob characters."""
+    directory = None
+    try:
+        directory = tempfile.mkdtemp(prefix="scoped_params-tf-")
+        for f in files:
+            os.symlink(os.path.abspath(f), os.path.join(directory, "ckpt" + f[len(start):]))
+    except OSError as e:  # no symlinks on this file system, or no permission to make them
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        err = CheckpointError(
+            f"cannot read TF checkpoint {prefix!r}: TF reads '[', ']', '*', '?' and '\\' in a "
+            "checkpoint's path as a glob pattern, and the symlinks to read it through could not "
+            f"be made ({e.strerror or e}, errno {e.errno}).\n"
+            "  fix: rename the directory (or the files) without those characters, or copy the "
+            "checkpoint's files into a directory whose path has none.")
+        err.filename = prefix
+        raise err from None
+    return os.path.join(directory, "ckpt")
+
+
 class _Reader:
     """TF's checkpoint reader, with TF's errors turned into ours (each naming the checkpoint)."""
 
     def __init__(self, path):
         self.prefix = resolve_prefix(path)  # first: a file that is no TF checkpoint is named as such
         self.tf = _import_tf()               # without TF installed
+        read_as, self._renamed = self.prefix, None
+        start, files = _tf_files(self.prefix)
+        if _GLOB_CHARS.search(start):  # TF's reader globs the path: read it through symlinks
+            alias = _symlinked(self.prefix, start, files)
+            # removed with this reader, not before: TF opens a V2 checkpoint's data files when
+            # they are first read
+            remove = weakref.finalize(self, shutil.rmtree, os.path.dirname(alias), True)
+            read_as, self._renamed = alias + self.prefix[len(start):], (alias, start)
         try:
-            self.reader = self.tf.train.load_checkpoint(self.prefix)
+            self.reader = self.tf.train.load_checkpoint(read_as)
             self.shapes = self.reader.get_variable_to_shape_map()
             self.dtypes = self.reader.get_variable_to_dtype_map()
         except Exception as e:  # tf.errors.DataLossError, OpError, ...
-            raise _corrupt(self.prefix, e) from None
+            if self._renamed:
+                remove()
+            raise _corrupt(self.prefix, e, renamed=self._renamed) from None
 
     def names(self) -> List[str]:
         return sorted(n for n in self.shapes if n not in _NOT_VARIABLES)
@@ -210,13 +364,22 @@ class _Reader:
             if name in self.shapes and _SOME_SLICES in str(e):  # intact, but not whole
                 raise _some_slices(self.prefix, e, name, partitioned_slot_variable(
                     name, self.shapes, self.shapes)) from None
-            raise _corrupt(self.prefix, e, name) from None
+            raise _corrupt(self.prefix, e, name, self._renamed) from None
 
 
-def _corrupt(prefix: str, e: Exception, name: Optional[str] = None) -> CheckpointCorruptError:
+def _why(e: Exception, renamed: Optional[Tuple[str, str]] = None) -> str:
+    """The first line of TF's error ``e``, naming the checkpoint's own path where TF was given
+    ``renamed[0]`` for ``renamed[1]`` (symlinks)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text.replace(*renamed) if renamed else text}"
+
+
+def _corrupt(prefix: str, e: Exception, name: Optional[str] = None,
+             renamed: Optional[Tuple[str, str]] = None) -> CheckpointCorruptError:
     what = f"tensor {name!r} of " if name else ""
-    why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    if type(e).__name__ == "UnimplementedError" and _is_v1_file(prefix):
+    why = _why(e, renamed)
+    if type(e).__name__ == "UnimplementedError" and (_is_v1_file(prefix)
+                                                     or _v1_pattern(prefix) == prefix):
         # TF's own reader (tf.train.load_checkpoint) reads neither float16 nor sliced variables
         # from a V1 file; TF's restore op does, so TF itself can convert the checkpoint.
         err = CheckpointCorruptError(
@@ -238,7 +401,7 @@ def _some_slices(prefix: str, e: Exception, name: str,
                  variable: Optional[str]) -> CheckpointMismatchError:
     """The error for an entry TF's reader cannot read whole because the checkpoint holds only some
     of its slices (``variable``: the partitioned variable whose mangled slot it is, if it is one)."""
-    why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    why = _why(e)
     how = (f"as TF 1.x saves the optimizer slots of a partitioned variable ({variable!r}) when "
            "minimize() ran inside a variable scope: each part's slot under a name of its own, "
            "holding that part's slice alone" if variable is not None else
@@ -360,7 +523,7 @@ def _slice_info(prefix: str) -> Optional[SliceInfo]:
     """``{variable name: (full name, full shape, offset)}`` for each part of a partitioned variable
     in the ``.meta`` graph, ``{variable name: None}`` for each variable that is no part; None
     without a ``.meta`` file (or one that cannot be parsed)."""
-    meta = prefix + ".meta"
+    meta = _meta_path(prefix)
     if not os.path.isfile(meta):
         return None
     from tensorflow.core.framework import variable_pb2
@@ -472,7 +635,7 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info: Opti
         raise _corrupt(prefix, ValueError(f"partitions of {base!r} have shapes {shapes}"))
     if len({s[axis] for s in shapes}) == 1 and len(shapes[0]) > 1:
         why = (f"{prefix!r} has no .meta graph with their slice info"
-               if not os.path.isfile(prefix + ".meta") else
+               if not os.path.isfile(_meta_path(prefix)) else
                f"the .meta graph of {prefix!r} has no slice info for them (they were saved under "
                "names other than the graph's variables', e.g. by a Saver var_list dict that renames "
                "them, or the .meta cannot be parsed)")

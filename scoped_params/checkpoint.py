@@ -54,7 +54,8 @@ from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
                       StepOrderError as StepOrderError,
                       InvalidNameError, nearest, optional_import)
 from ._tree import _not_a_tree, flatten, unflatten
-from ._tf1 import TF1Entries as _TF1Entries, _is_v1_file, _strip_suffix
+from ._tf1 import TF1Entries as _TF1Entries, _is_v1_file, _strip_suffix, _v1_pattern
+from ._tf1 import missing_index as _missing_index
 from ._tf1 import is_table as _is_table
 from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
@@ -291,9 +292,10 @@ def _atomic_write(path: str, data) -> None:
             f"cannot save checkpoint {path!r}: directory {directory!r} does not exist.\n"
             "  fix: create it first (os.makedirs(directory, exist_ok=True)).")
     try:
-        mode = os.stat(target).st_mode & 0o777
+        mode, kept = os.stat(target).st_mode & 0o777, "the previous file is unchanged"
     except FileNotFoundError:
-        mode = 0o666 & ~_umask()  # what open() would give; mkstemp's file is 0o600
+        # what open() would give; mkstemp's file is 0o600
+        mode, kept = 0o666 & ~_umask(), "nothing was written"
     # The temporary file's name must fit the OS's limit (255 bytes) as the target's does: it keeps
     # only the start of a long name.
     stem = os.path.basename(target)
@@ -302,18 +304,25 @@ def _atomic_write(path: str, data) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix="." + stem + ".", suffix=".tmp", dir=directory)
     except OSError as e:  # a read-only or full file system, no permission: nothing was written
-        err = CheckpointError(
+        raise _write_error(
+            path, e,
             f"cannot save checkpoint {path!r}: cannot create a file in directory {directory!r} "
             f"({e.strerror or e}, errno {e.errno}); nothing was written.\n"
             "  fix: save into a directory you can write to (check its permissions, free space "
-            "and that the file system is not read-only).")
-        err.filename = path
-        raise err from None
+            "and that the file system is not read-only).") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk or quota, an I/O error: named as mkstemp's failure is
+            raise _write_error(
+                path, e,
+                f"cannot save checkpoint {path!r}: writing it failed ({e.strerror or e}, errno "
+                f"{e.errno}); {kept}.\n"
+                f"  fix: make room on the file system of {directory!r} (free space, quota) or "
+                "check it for errors, then save again; or save into another directory.") from None
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
@@ -385,6 +394,22 @@ def _corrupt(path: str, what: str) -> CheckpointCorruptError:
         "  fix: the file is damaged or is not a scoped_params/safetensors checkpoint; restore it "
         "from a backup or save it again.")
     err.filename = path
+    return err
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """``save`` could not write the file: no file can be made in its directory (permissions, a
+    read-only file system), or writing it failed (a full disk or quota, an I/O error). The previous
+    file, if any, is unchanged. An ``OSError``, as what the machine refused was one (its ``errno``
+    is kept); ``filename`` is the checkpoint's path."""
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno None] None: <filename>"
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+def _write_error(path: str, cause: OSError, message: str) -> CheckpointWriteError:
+    err = CheckpointWriteError(message)
+    err.errno, err.strerror, err.filename = cause.errno, cause.strerror, path
     return err
 
 
@@ -470,19 +495,26 @@ def _parse_header(path: str, data: bytes) -> Tuple[dict, int]:
 def _read(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     """(flat {full_name: array}, user metadata), every byte verified for files ``save`` wrote."""
     path = os.fspath(path)
-    data = _read_bytes(path)
     try:
-        return _decode(path, data)
-    except CheckpointCorruptError:
-        if is_tf1_source(path):  # not damaged: a TF checkpoint's file
-            raise _tf1_given(path) from None
+        return _decode(path, _read_bytes(path))
+    except (CheckpointCorruptError, CheckpointNotFoundError) as e:
+        if isinstance(e, CheckpointCorruptError) and is_tf1_source(path):
+            raise _tf1_given(path) from None  # not damaged: a TF checkpoint's file
+        # a TF checkpoint's prefix or file with no '.index' next to it (or its state file): TF's
+        # not-found error, not that of a missing or damaged weights file
+        tf_error = _missing_index(path)
+        if tf_error is not None:
+            raise tf_error from None
         raise
 
 
 def _tf1_given(path: str) -> CheckpointCorruptError:
     prefix = _strip_suffix(path)
+    pattern = _v1_pattern(path)
     if prefix != path:
         what = f"the {path[len(prefix):]!r} file of one"
+    elif pattern is not None:
+        what, prefix = "one shard of a V1-format checkpoint saved in shards", pattern
     elif _is_v1_file(path):
         what = "a V1-format checkpoint file"
     else:

@@ -397,6 +397,8 @@ def test_save_into_a_directory_it_cannot_write_names_the_users_path_not_a_tempor
                     r"directory '.*' \(Permission denied, errno 13\); nothing was written\.\n"
                     r"  fix: save into a directory you can write to", message), message
     assert ".tmp" not in message and not path.exists()
+    # a CheckpointWriteError: still an OSError with the refusal's errno (except OSError catches it)
+    assert isinstance(e.value, sp.checkpoint.CheckpointWriteError) and e.value.errno == 13
     with pytest.raises(sp.checkpoint.CheckpointNotFoundError, match=r"the path is empty"):
         ckpt.save("", {"w": np.ones(2, np.float32)})
 
