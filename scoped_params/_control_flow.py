@@ -308,7 +308,9 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
     (inside ``sp.layer_stack`` too: rematerialise each layer), and so do the regularizer terms it
     adds (a layer's ``activity_regularizer``). Only array arguments pass through
     ``jax.checkpoint``: a Python value (``training=False``, a size) reaches the function as it is,
-    as called directly (unless ``static_argnums`` is given: then ``jax.checkpoint``'s rules hold).
+    as called directly (unless ``static_argnums`` is given: then ``jax.checkpoint``'s rules hold),
+    and what it returns that is no JAX array (a Python number, a NumPy array, a string) comes back
+    as it is, as called directly, not as an array of ``jax.checkpoint``'s.
     Inside the function of an ``sp.scan``, ``sp.cond``, ... that wrapper's rule holds: neither
     state nor records can leave it.
 

@@ -177,6 +177,8 @@ class _StackView:
             return value
         if self.unstacked and full in self.unstacked:
             raise _depth_error(self.prefix, full, self.unstacked[full], self.num_layers)
+        if frame.mode == _frame.INIT:  # made before the stack without its axis: apply's error
+            _check_depth(self, frame, full)
         lifted_shape = None if shape is None else (self.num_layers,) + tuple(shape)
         lifted = _lift_init(full, init, shape, dtype, self.num_layers)
         if lifted is init and shape is not None and callable(init):  # refused, unless reused
@@ -217,14 +219,11 @@ class _StackView:
             raise _depth_error(self.prefix, full, self.unstacked[full], self.num_layers)
         current = self.slices.get(full)
         if current is None and frame.mode == _frame.INIT:
-            # Declared earlier in the call but not asked for in this layer (apply's scan hands the
-            # block every slice): this layer's slice of it.
-            stored = _lookup(self.outer, frame, full)
+            # Declared earlier in the call but not asked for in this layer: its slice (lookup).
             spec = getattr(self.root(), "specs", {}).get(full)
-            if stored is not None and spec is not None and spec.kind == STATE:
-                if tuple(np.shape(stored))[:1] != (self.num_layers,):
-                    raise _depth_error(self.prefix, full, stored, self.num_layers)
-                current = self.slices[full] = stored[0]
+            if spec is not None and spec.kind == STATE:
+                _check_depth(self, frame, full)
+                current = self.slices[full] = self.lookup(frame, full)
         if current is None:
             # Not declared: let the real store raise its error.
             return self.outer.set_state(frame, full, value)
@@ -245,8 +244,23 @@ class _StackView:
         stack's prefix, else what the store outside hands out (a layer object's ``kernel``,
         ``weights``, ... read in the block, see ``layers._stored``)."""
         if full.startswith(self.prefix):
-            return self.slices.get(full)
+            value = self.slices.get(full)
+            if value is None and frame.mode == _frame.INIT:
+                # Made earlier in the call, not asked for in this layer (apply's scan hands the
+                # block every slice): this layer's slice of it (of a nested stack's too).
+                stored = _lookup(self.outer, frame, full)
+                if stored is not None and tuple(np.shape(stored))[:1] == (self.num_layers,):
+                    value = stored[0]
+            return value
         return _lookup(self.outer, frame, full)
+
+
+def _check_depth(view: _StackView, frame: Any, full: str) -> None:
+    """init: raise apply's error if ``full``, under the stack's prefix, was made earlier in the
+    call without the stack's leading axis (apply keeps such entries out of its scan)."""
+    stored = _lookup(view.outer, frame, full)
+    if stored is not None and tuple(np.shape(stored))[:1] != (view.num_layers,):
+        raise _depth_error(view.prefix, full, stored, view.num_layers)
 
 
 def _root(store: Any) -> Any:
@@ -522,8 +536,8 @@ def layer_stack(num_layers: int, *, with_per_layer_inputs: bool = False, unroll:
                     else:
                         out = _run_scan(frame, f, s.prefix, num_layers, carry, xs, keys,
                                         with_per_layer_inputs, unroll)
-                except (jax.errors.ConcretizationTypeError,
-                        jax.errors.TracerIntegerConversionError) as error:
+                except (TypeError, jax.errors.TracerIntegerConversionError) as error:
+                    # (ConcretizationTypeError is a TypeError, as is a traced size in a shape)
                     if python:
                         error.add_note(_traced_python_note(s.prefix, python))
                     raise
@@ -559,8 +573,9 @@ def _python_leaves(prefix: str, carry: Any, xs: tuple, per_layer: bool) -> list:
 def _traced_python_note(prefix: str, python: list) -> str:
     shown = ", ".join(f"{where} ({type(leaf).__name__} {leaf!r})"[:120] for where, leaf in python[:3])
     return (f"sp.layer_stack '{prefix[:-1]}': a jax.lax.scan runs the layers, so the block gets its "
-            f"arguments as traced arrays, the Python and NumPy values among them too: {shown}. "
-            "Such a value cannot steer Python code in the block (an if, int(), a shape).\n"
+            f"arguments as traced arrays, the Python and NumPy values among them too: {shown}. If "
+            "the error above comes from using one as a Python value (an if, int(), a shape), "
+            "that is why.\n"
             "  fix: pass it in a closure or functools.partial(block, ...) instead of the stack's "
             "arguments.")
 
@@ -693,7 +708,7 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
     terms = frame.regularized
     token = object()
     sum_dtype = None  # the running sum's dtype, once the block asks for regularization_loss()
-    after: list = []  # the view of the scan's latest trace of the block
+    after: list = []  # the view.after of the scan's latest trace of the block (see _StackView)
 
     def scan_layers():
         traces = []
@@ -709,7 +724,7 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
             view = _StackView(outer, prefix, num_layers, dict(layer_values), unstacked)
             if running is not None:
                 view.first_layer = index == 0
-            after[:] = [view]
+            after[:] = [view.after]  # not the view: its slices are the trace's (leaked after it)
             records = None if frame.records is None else {}
             # The block may read params in scan's trace, and set state and record values
             # (threaded out through the scan), unless the stack itself runs in the function of an
@@ -746,7 +761,7 @@ def _run_scan(frame, f, prefix, num_layers, carry, xs, keys, per_layer, unroll):
             sum_dtype = jnp.float32 if e.dtype is None else e.dtype
     if sum_dtype is not None:
         new_carry = new_carry[0]
-    terms.extend(after[0].after.values())
+    terms.extend(after[0].values())
     if outside and (new_state or records):
         raise _outside_error(prefix, new_state, records)
     for n, value in new_state.items():

@@ -802,8 +802,8 @@ def _not_found_error(frame, full: str, existing, in_apply: bool,
         lines.append(f"  asked: '{full}' with reuse={_describe_reuse(scope.reuse)} in scope "
                      f"'{scope.name}', before anything created it in this call")
     if in_apply and not existing:  # apply(None, x), apply({}, x): no params at all
-        lines.append(f"  found: {argument} is empty (apply was given None or {{}}), and the model "
-                     f"asks for '{full}'")
+        lines.append(f"  found: {argument} holds no arrays (apply was given None, {{}} or empty "
+                     f"dicts), and the model asks for '{full}'")
     else:
         close = nearest(full, existing)
         lines.append("  found: " + (", ".join(f"'{c}'" for c in close) if close else "no similar names")

@@ -77,6 +77,28 @@ def _abstract(leaf: Any) -> Any:
     return leaf
 
 
+def _weak_types_of(target: Any, restored: Any) -> Any:
+    """``restored`` with the weak types of ``target``'s leaves: JAX's type of a value computed from
+    a Python number (a learning rate after a jitted step). orbax gives every array a strong type,
+    which would recompile the step on resume and promote bfloat16 params that use it to float32."""
+    import jax
+
+    try:  # JAX-internal: the one way to make an array weakly typed; without it, left as restored
+        from jax._src.lax.lax import _convert_element_type as convert
+    except ImportError:  # pragma: no cover - another jax
+        return restored
+
+    def leaf(want: Any, got: Any) -> Any:
+        if getattr(want, "weak_type", False) and isinstance(got, jax.Array) and not got.weak_type:
+            return convert(got, got.dtype, weak_type=True)
+        return got
+
+    try:
+        return jax.tree_util.tree_map(leaf, target, restored)
+    except (ValueError, TypeError):  # another structure than the target's: as restored
+        return restored
+
+
 def _mesh_set() -> Any:
     """The mesh set with ``jax.set_mesh``, or None (none set, or inside a trace)."""
     import jax
@@ -894,7 +916,7 @@ class TrainingCheckpointer:
         damage = self._check_data(step, restored)
         if damage is not None:
             raise self._corrupt(step, steps, target, damage)
-        return restored
+        return restored if target is None else _weak_types_of(target, restored)
 
     def _check_data(self, step: int, restored: Any) -> Optional[str]:
         """What is wrong with ``restored``'s data against the checksums saved with step ``step``, or

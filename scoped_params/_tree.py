@@ -18,7 +18,11 @@ def flatten(tree: Mapping[str, Any], sep: str = "/") -> Dict[str, Any]:
     """``{"a": {"b": x}} -> {"a/b": x}``: nested params to full names (leaves are anything not a dict)."""
     flat: Dict[str, Any] = {}
     try:
-        _flatten_into(flat, "", tree, sep)
+        try:
+            _flatten_into(flat, "", tree, sep)
+        except RecursionError:  # a name of more components than the recursion limit
+            flat.clear()
+            _flatten_deep(flat, tree, sep)
     except TypeError:  # `prefix + key` with a key that is not a str; found here, off the fast path
         found = _non_str_key(tree, sep, "")
         if found is None:
@@ -113,23 +117,32 @@ _IS_MAPPING: Dict[type, bool] = {dict: True}
 
 
 def _flatten_into(flat: Dict[str, Any], prefix: str, node: Mapping[str, Any], sep: str) -> None:
-    # A loop with a stack of the open dicts, not recursion: a name of more components than Python's
-    # recursion limit (a file may hold one) is flattened like any other.
-    is_mapping_type = _IS_MAPPING.get
-    stack: List[Tuple[str, Iterator]] = []
-    items = iter(node.items())
-    while True:
-        for key, value in items:
-            is_mapping = is_mapping_type(type(value))
-            if is_mapping is None:
-                is_mapping = _IS_MAPPING[type(value)] = isinstance(value, Mapping)
-            if is_mapping:  # into the sub-dict; this dict's items go on when it is done
-                stack.append((prefix, items))
-                prefix = prefix + key + sep
-                items = iter(value.items())
-                break
+    for key, value in node.items():
+        is_mapping = _IS_MAPPING.get(type(value))
+        if is_mapping is None:
+            is_mapping = _IS_MAPPING[type(value)] = isinstance(value, Mapping)
+        if is_mapping:
+            _flatten_into(flat, prefix + key + sep, value, sep)
+        else:
             name = prefix + key
             if name in flat:  # {"a/b": x, "a": {"b": y}}: two spellings of one full name
+                raise given_twice_error(name, sep)
+            flat[name] = value
+
+
+def _flatten_deep(flat: Dict[str, Any], node: Mapping[str, Any], sep: str) -> None:
+    """``_flatten_into(flat, "", node, sep)`` as a loop over a stack of the open dicts, for a tree
+    deeper than Python's recursion limit (a file may hold a name of that many components)."""
+    stack: List[Tuple[str, Iterator]] = []
+    prefix, items = "", iter(node.items())
+    while True:
+        for key, value in items:
+            if isinstance(value, Mapping):  # into the sub-dict; this dict's items go on after it
+                stack.append((prefix, items))
+                prefix, items = prefix + key + sep, iter(value.items())
+                break
+            name = prefix + key
+            if name in flat:
                 raise given_twice_error(name, sep)
             flat[name] = value
         else:
@@ -445,9 +458,11 @@ def partition_by_collection(params: Mapping[str, Any], specs: Mapping[str, Any],
 
 # tf.GraphKeys' names of TF's implicit collections.
 _GLOBAL_VARIABLES, _TRAINABLE_VARIABLES = "variables", "trainable_variables"
-# tf.GraphKeys' names of the variable collections TF and slim fill: spelt right, whatever they select.
+# tf.GraphKeys' names of collections TF and slim fill: spelt right, whatever they select.
 _VARIABLE_COLLECTIONS = (_GLOBAL_VARIABLES, _TRAINABLE_VARIABLES, "model_variables",
-                         "local_variables", "moving_average_variables")
+                         "local_variables", "moving_average_variables", "metric_variables",
+                         "trainable_resource_variables", "weights", "biases", "activations",
+                         "update_ops", "regularization_losses", "losses", "summaries")
 
 
 def _warn_if_misspelt(collection: str, specs: Mapping[str, Any]) -> None:
@@ -456,10 +471,13 @@ def _warn_if_misspelt(collection: str, specs: Mapping[str, Any]) -> None:
     filled = {_GLOBAL_VARIABLES, _TRAINABLE_VARIABLES}  # either holds some parameter of most models
     for leaf in flatten(specs).values():
         filled.update(c for c in getattr(leaf, "collections", None) or () if isinstance(c, str))
-    filled.discard(collection)
+    if collection in filled:  # spelt right: the params given are a part without its members
+        return
     names = sorted(filled)
     lowered = collection.lower()
-    close = [c for c in names if lowered and lowered in c.lower()][:1] or nearest(collection, names, n=1)
+    close = ([c for c in names if c.lower() == lowered]
+             or sorted((c for c in names if lowered and lowered in c.lower()), key=len)[:1]
+             or nearest(collection, names, n=1))
     if close:
         warnings.warn(
             f"sp.partition_by_collection: no parameter is in collection {collection!r}, so it "
@@ -514,6 +532,9 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
                 f"  asked: the constraint of '{name}' applied to its value\n"
                 "  fix: pass the params as arrays (what init returns and optax updates), e.g. "
                 "jax.tree_util.tree_map(jnp.asarray, params).")
+        shape = tuple(spec(name, "shape"))
+        if tuple(value.shape) != shape:
+            raise _stacked_error(name, value, shape)
         try:
             projected = _project(constraint, value, spec(name, "partitioner"))
         except ScopedParamsError:
@@ -531,6 +552,24 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
         flat[name] = projected
         changed = True
     return unflatten(flat) if changed else params  # type: ignore[return-value]
+
+
+def _stacked_error(name: str, value: Any, shape: tuple) -> "ConstraintError":
+    """A parameter whose value has another shape than its spec: a constraint projects along the
+    parameter's own axes (max_norm's axis 0), so on stacked params it would mix the members."""
+    found = tuple(value.shape)
+    stacked = len(found) == len(shape) + 1 and found[1:] == shape
+    why = (", so on the leading axis of stacked params (an ensemble's, jax.tree.map(jnp.stack, ...)) "
+           "it would mix the members" if stacked else "")
+    fix = ("project each member: jax.vmap(lambda p: sp.apply_constraints(p, specs))(params)"
+           if stacked else "pass the specs of the model and arguments the params come from "
+                           "(model.specs(*args))")
+    return ConstraintError(
+        f"sp.apply_constraints: parameter '{name}' has shape {found}, but the specs say {shape}: "
+        f"its constraint projects along the parameter's own axes{why}.\n"
+        f"  asked: the constraint of '{name}' applied to a value of shape {shape}\n"
+        f"  found: shape {found}\n"
+        f"  fix: {fix}.")
 
 
 class ConstraintError(ScopedParamsError, ValueError, TypeError):
@@ -650,8 +689,9 @@ def exponential_moving_average(averages: Mapping[str, Any], params: Mapping[str,
     closely in the first steps. TF's usual program runs ``ema.apply`` after the train op
     (``tf.control_dependencies([train_op])``), so its ``num_updates=global_step`` reads the step
     the optimizer has just counted: pass the number of updates including this one (``step + 1``
-    where ``step`` counts the steps taken before it). Start from the parameters themselves (TF starts each average at its
-    variable's initial value), update inside the jitted step, evaluate with
+    where ``step`` counts the steps taken before it). Start from the parameters themselves (TF starts
+    each average at its variable's initial value; ``jax.tree.map(jnp.copy, params)`` where the step
+    donates both, as one buffer cannot be donated twice), update inside the jitted step, evaluate with
     ``model.apply(averages, ...)``. ``averages`` and ``params`` have the same names (any part of the
     model's params, e.g. the trainable half of ``partition_trainable``); each average keeps its
     dtype. TF 1.x checkpoints' own averages load with ``sp.checkpoint.load_tf1(path,

@@ -526,6 +526,10 @@ def _not_exactly_in(array: np.ndarray, dtype: Any) -> Any:
     300 for int8, 2 for bool, 1j for float32. Rounding to a float's precision (0.1 in bfloat16) is
     no change of value here, as in TF."""
     dtype = np.dtype(dtype)
+    if array.dtype.kind == "O" and dtype.kind in "iu":  # Python ints past 64 bits, say
+        info = np.iinfo(dtype)
+        return next((v for v in array.reshape(-1) if isinstance(v, int)
+                     and not info.min <= v <= info.max), None)
     if array.dtype.kind not in "biufc" or jnp.issubdtype(dtype, jnp.complexfloating):
         return None  # no number (the cast says what it is), or a dtype that holds any number
     same, real = np.ones(array.shape, bool), array
@@ -544,9 +548,12 @@ def _not_exactly_in(array: np.ndarray, dtype: Any) -> Any:
 
 def _tf_on_inexact(value: Any, dtype: Any) -> str:
     """What TF 1.x's constant_initializer does with ``value`` in ``dtype``: an integer out of an
-    integer dtype's range wraps silently (300 as int8 is 44); any other value is its TypeError."""
+    integer dtype's range wraps silently (300 as int8 is 44); any other value (a float, 300.0
+    too, a complex) is its TypeError."""
     dtype = np.dtype(dtype)
-    if dtype.kind in "iu" and float(value).is_integer():
+    if isinstance(value, int) and not -2 ** 63 <= value < 2 ** 64:
+        return "TF: OverflowError, Python int too large to convert to C long"
+    if dtype.kind in "iu" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         bits = dtype.itemsize * 8
         wrapped = int(value) & ((1 << bits) - 1)
         if dtype.kind == "i" and wrapped >= 1 << (bits - 1):

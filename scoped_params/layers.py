@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import math
 import numbers
 import re
 import sys
@@ -1476,8 +1477,14 @@ def batch_normalization(inputs: jax.Array, axis: Union[int, Sequence[int]] = -1,
             mean = jnp.mean(x, reduce_axes).reshape(param_shape)
             var = jnp.mean(jnp.square(x - mean.reshape(broadcast)), reduce_axes).reshape(param_shape)
         if update:
-            n = int(np.prod([inputs.shape[i] for i in reduce_axes]))
-            update_var = var * (n / max(n - 1, 1)) if _fused_kernel else var
+            update_var = var
+            if _fused_kernel:  # Bessel's correction, over the n values each statistic reduces
+                n = math.prod(inputs.shape[i] for i in reduce_axes)
+                if isinstance(n, int):
+                    update_var = var * (n / max(n - 1, 1))
+                else:  # a symbolic batch size (jax.export): the factor is computed in the graph
+                    n = jnp.asarray(n, var.dtype)
+                    update_var = var * (n / jnp.maximum(n - 1, 1))
             new_mean = moving_mean * momentum + mean * (1.0 - momentum)
             new_var = moving_var * momentum + update_var * (1.0 - momentum)
             if static_training is None:  # a traced flag: select, as TF's smart_cond would

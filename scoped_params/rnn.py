@@ -1236,6 +1236,16 @@ def _step(cell: RNNCell, x: jax.Array, state: Any, t: Any, lengths: Optional[jax
     return output, new_state
 
 
+def _types_of(state: Any) -> Any:
+    """``state``'s structure, shapes and dtypes, without its values: kept past the loop's trace,
+    tracers would be leaked (``jax.checking_leaks`` says so)."""
+    try:
+        return jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), state)
+    except TypeError:  # a leaf that is no array: the error below shows it as it is
+        return state
+
+
 def _raise_if_another_state(cell: Any, given: Any, returned: Any, api: str) -> None:
     """Once a step has failed: the error naming the cell, if it returned a state of another
     structure, shape or dtype than it was given, which no loop can carry (JAX's raw scan error;
@@ -1282,12 +1292,12 @@ def _run(cell: RNNCell, inputs: Any, sequence_length, initial_state, dtype, time
     state, lengths = _start(cell, shapes[0][1 if time_major else 0], initial_state, dtype,
                             sequence_length, api, xs)
 
-    returned: list = []  # the traced step's new state, for the error below
+    returned: list = []  # the traced step's new state's types, for the error below
 
     def body(carry, x):
         state, t = carry
         output, state = _step(cell, x, state, t, lengths, api)
-        returned.append(state)
+        returned.append(_types_of(state))
         return (state, t + 1), output
 
     try:

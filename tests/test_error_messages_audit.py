@@ -223,13 +223,13 @@ def test_apply_given_none_or_empty_params_says_they_are_empty():
             return x @ sp.get_param("w", (x.shape[-1], 3))
 
     model, x = sp.transform(fn), jnp.ones((2, 4))
-    for empty in (None, {}):
-        with pytest.raises(sp.ParamNotFoundError, match=r"(?s)found: params is empty \(apply was "
-                                                        r"given None or \{\}\), and the model asks "
-                                                        r"for 'dense/w'.*fix: pass the params"):
+    for empty in (None, {}, {"dense": {}}):
+        with pytest.raises(sp.ParamNotFoundError, match=r"(?s)found: params holds no arrays \(apply "
+                                                        r"was given None, \{\} or empty dicts\), and "
+                                                        r"the model asks for 'dense/w'.*fix: pass the"):
             model.apply(empty, x)
     state_model = sp.transform_with_state(_counter)
-    with pytest.raises(sp.ParamNotFoundError, match=r"found: state is empty"):
+    with pytest.raises(sp.ParamNotFoundError, match=r"found: state holds no arrays"):
         state_model.apply({}, None, x)
     with pytest.raises(sp.ParamNotFoundError, match=r"found: 'other/w' among the existing names"):
         model.apply({"other": {"w": jnp.ones((4, 3))}}, x)

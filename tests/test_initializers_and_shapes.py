@@ -1493,3 +1493,16 @@ def test_a_scalar_constant_is_rounded_once_to_a_half_precision_parameter_as_tfs_
         model = sp.transform(lambda: sp.get_param("c", (3,), init, jnp.float16))
         for params in (model.init(KEY), model.init(KEY), jax.jit(model.init)(KEY)):
             np.testing.assert_array_equal(np.asarray(params["c"], np.float64), [float(np.float16(v))] * 3)
+
+
+def test_constant_initializer_says_what_tf_does_with_floats_complex_and_huge_ints():
+    # A float (300.0 too) and a complex number get TF's TypeError, not "wraps"; a Python int past
+    # 64 bits was a bare OverflowError (TF's own).
+    for value, dtype, said in ((300.0, jnp.int8, r"TF: Expected int8, but got 300.0"),
+                               (300 + 0j, jnp.int8, r"TF: Expected int8, but got \(300\+0j\)"),
+                               (10 ** 30, jnp.int32, r"TF: OverflowError, Python int too large")):
+        with pytest.raises(TypeError, match=rf"constant initializer: the value .* does not fit "
+                                            rf"{np.dtype(dtype).name} exactly \({said}"):
+            init(lambda: sp.get_param("w", (2,), init=inits.constant(value), dtype=dtype))
+    big = init(lambda: sp.get_param("w", (2,), init=inits.constant(10 ** 30), dtype=jnp.float32))
+    np.testing.assert_allclose(big["w"], 1e30)

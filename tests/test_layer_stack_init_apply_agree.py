@@ -187,3 +187,54 @@ def test_remat_gives_back_its_functions_python_outputs_as_they_are():
     np.testing.assert_allclose(jax.jit(model.apply)(params, x), out, rtol=1e-6)
     grads = jax.grad(lambda p: jnp.sum(model.apply(p, x)))(params)
     assert grads["dense"]["kernel"].shape == (4, 4)
+
+
+def test_state_declared_before_nested_stacks_may_be_set_in_the_inner_block_in_init_as_in_apply():
+    def fn(x):
+        with sp.scope("outer"), sp.scope("inner"):
+            sp.get_state("n", init=jnp.zeros((2, 3)))
+
+        @sp.layer_stack(2, name="outer")
+        def outer_block(h):
+            @sp.layer_stack(3, name="inner")
+            def inner_block(h):
+                sp.set_state("n", jnp.float32(2.0))
+                return h
+            return inner_block(h)
+        return outer_block(x)
+
+    model = sp.transform_with_state(fn)
+    params, state = model.init(KEY, jnp.ones(2))
+    _, new_state = model.apply(params, state, jnp.ones(2))
+    np.testing.assert_array_equal(new_state["outer"]["inner"]["n"], np.full((2, 3), 2.0))
+
+
+def test_a_parameter_made_before_a_stack_without_its_axis_is_the_same_error_in_init_and_apply():
+    # init said "specified shape (3, 4) and found shape (4,)", with a note claiming both shapes had
+    # the layer axis; apply, the stack's depth error.
+    def fn(x):
+        with sp.scope("enc"):
+            sp.get_param("w", (4,))
+
+        @sp.layer_stack(3, name="enc")
+        def block(h):
+            with sp.scope(sp.get_scope(), reuse=True):
+                return h * sp.get_param("w", (4,))
+        return block(x)
+
+    model, x = sp.transform(fn), jnp.ones((2, 4))
+    for call in (lambda: model.init(KEY, x), lambda: model.apply({"enc": {"w": jnp.ones(4)}}, x)):
+        with pytest.raises(sp.ShapeMismatchError, match=r"sp.layer_stack 'enc' has num_layers=3: .*"
+                                                         r"but 'enc/w' has shape \(4,\)") as info:
+            call()
+        assert not any("sp.layer_stack" in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_a_python_size_passed_through_a_stack_gets_the_note_on_a_shape_error():
+    @sp.layer_stack(2, name="s")
+    def block(h, n):
+        return h + sp.get_param("w", (n,)), n
+
+    with pytest.raises(TypeError, match=r"has a dimension that is a traced JAX value") as info:
+        sp.transform(lambda x: block(x, 2)[0]).init(KEY, jnp.ones(2))
+    assert "argument 1 (int 2)" in info.value.__notes__[0]

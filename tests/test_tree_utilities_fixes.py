@@ -121,3 +121,26 @@ def test_partition_by_collection_warns_of_a_misspelt_collection_that_selects_not
         for name in ("local_variables", "model_variables", "regularization_losses", "xyz"):
             assert sp.partition_by_collection(params, specs, name)[0] == {}
         assert sp.flatten(sp.partition_by_collection(params, specs, "my_stats")[0]).keys() == {"d/s"}
+
+
+def test_partition_by_collection_is_silent_for_a_collection_some_spec_has_and_for_tfs_keys():
+    import warnings
+
+    def fn(x):
+        with sp.scope("enc"):
+            x = x @ sp.get_param("w", (4, 4), collections=["variables", "encoder"])
+        with sp.scope("dec"):
+            x = x @ sp.get_param("w", (4, 4), collections=["variables", "encoder_decoder"])
+        return x
+    model, x = sp.transform(fn), jnp.ones((2, 4))
+    params, specs = model.init(KEY, x), model.specs(x)
+    decoder, _ = sp.partition_by_scope(params, "dec")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # spelt right ("encoder" is in specs), the params given being a part without its members
+        assert sp.partition_by_collection(decoder, specs, "encoder")[0] == {}
+        for key in ("metric_variables", "trainable_resource_variables", "weights", "update_ops"):
+            assert sp.partition_by_collection(params, specs, key)[0] == {}
+    # a case-insensitive match is the one suggested
+    with pytest.warns(UserWarning, match=r"did you mean 'variables'\?"):
+        sp.partition_by_collection(params, specs, "VARIABLES")
