@@ -100,12 +100,25 @@ def _v1_pattern(prefix: str) -> Optional[str]:
     it names none."""
     m = _V1_SHARD.fullmatch(prefix)
     if m:
+        if _lone_v1_file(prefix, m):
+            return None
         pattern = f"{m['base']}-?????-of-{m['count']}"
         return pattern if pattern in _v1_shards(m["base"]) else None
     if os.path.exists(prefix):  # a file of its own (a V1 checkpoint), not a name for shards
         return None
     shards = _v1_shards(prefix)
     return next(iter(shards)) if len(shards) == 1 else None
+
+
+def _lone_v1_file(path: str, m: Any) -> bool:
+    """Whether ``path``, named like a shard (``<base>-00001-of-00002``, matched as ``m``), is read
+    as a V1 checkpoint of its own: it is the only file of its pattern (Saver's prefix may have been
+    that name; TF's reader reads such a file alone too). With other shards next to it, the pattern
+    is read, and must be whole."""
+    if m["shard"] == "?????" or not _is_v1_file(path):
+        return False
+    shards = _v1_shards(m["base"]).get(f"{m['base']}-?????-of-{m['count']}", [])
+    return [os.path.basename(f) for f in shards] == [os.path.basename(path)]
 
 
 def _meta_path(prefix: str) -> str:
@@ -125,7 +138,7 @@ def _v1_files(directory: str) -> List[str]:
     for p in (os.path.join(directory, n) for n in names if n != "checkpoint"):
         if _is_v1_file(p):
             m = _V1_SHARD.fullmatch(p)
-            found.add(f"{m['base']}-?????-of-{m['count']}" if m else p)
+            found.add(f"{m['base']}-?????-of-{m['count']}" if m and not _lone_v1_file(p, m) else p)
     return sorted(found)
 
 
@@ -236,7 +249,8 @@ def _file_prefix(path: str) -> str:
         if missing:  # TF's reader would read the shards it finds, silently
             raise _not_found(path,
                 f"TF checkpoint {pattern!r} (V1 format, {int(count)} shards) is incomplete: there "
-                f"is no {', '.join(map(repr, missing))}.\n"
+                f"is no {', '.join(map(repr, missing[:5]))}"
+                + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "") + ".\n"
                 "  fix: copy every shard file of the checkpoint next to the others.")
         return pattern
     if _is_v1_file(prefix):
@@ -327,6 +341,13 @@ def _symlinked(prefix: str, start: str, files: List[str]) -> str:
     return os.path.join(directory, "ckpt")
 
 
+def _remove_in(pid: int, directory: str) -> None:
+    """Remove ``directory`` if this is process ``pid``, the one that made it: a forked child
+    dropping the reader it inherited leaves its parent's symlinks alone."""
+    if os.getpid() == pid:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class _Reader:
     """TF's checkpoint reader, with TF's errors turned into ours (each naming the checkpoint)."""
 
@@ -339,7 +360,7 @@ class _Reader:
             alias = _symlinked(self.prefix, start, files)
             # removed with this reader, not before: TF opens a V2 checkpoint's data files when
             # they are first read
-            remove = weakref.finalize(self, shutil.rmtree, os.path.dirname(alias), True)
+            remove = weakref.finalize(self, _remove_in, os.getpid(), os.path.dirname(alias))
             read_as, self._renamed = alias + self.prefix[len(start):], (alias, start)
         try:
             self.reader = self.tf.train.load_checkpoint(read_as)

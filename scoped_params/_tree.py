@@ -532,9 +532,8 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
                 f"  asked: the constraint of '{name}' applied to its value\n"
                 "  fix: pass the params as arrays (what init returns and optax updates), e.g. "
                 "jax.tree_util.tree_map(jnp.asarray, params).")
-        shape = tuple(spec(name, "shape"))
-        if tuple(value.shape) != shape:
-            raise _stacked_error(name, value, shape)
+        if _stacked_across(value, tuple(spec(name, "shape")), constraint):
+            raise _stacked_error(name, value, tuple(spec(name, "shape")))
         try:
             projected = _project(constraint, value, spec(name, "partitioner"))
         except ScopedParamsError:
@@ -554,22 +553,27 @@ def apply_constraints(params: Mapping[str, Any], specs: Mapping[str, Any]) -> Tr
     return unflatten(flat) if changed else params  # type: ignore[return-value]
 
 
-def _stacked_error(name: str, value: Any, shape: tuple) -> "ConstraintError":
-    """A parameter whose value has another shape than its spec: a constraint projects along the
-    parameter's own axes (max_norm's axis 0), so on stacked params it would mix the members."""
+def _stacked_across(value: Any, shape: tuple, constraint: Callable) -> bool:
+    """Whether ``value`` is params of ``shape`` stacked on a new leading axis (an ensemble's) and
+    ``constraint`` reduces along axes it counts from the parameter's own (``max_norm(axis=0)``):
+    it would then mix the members. An elementwise constraint (``non_neg``, a clip) is fine, and so
+    is any other shape (a shard_map's block of the parameter)."""
+    from .constraints import _unwrapped
+
     found = tuple(value.shape)
-    stacked = len(found) == len(shape) + 1 and found[1:] == shape
-    why = (", so on the leading axis of stacked params (an ensemble's, jax.tree.map(jnp.stack, ...)) "
-           "it would mix the members" if stacked else "")
-    fix = ("project each member: jax.vmap(lambda p: sp.apply_constraints(p, specs))(params)"
-           if stacked else "pass the specs of the model and arguments the params come from "
-                           "(model.specs(*args))")
+    return (len(found) == len(shape) + 1 and found[1:] == shape
+            and getattr(_unwrapped(constraint), "axis", None) is not None)
+
+
+def _stacked_error(name: str, value: Any, shape: tuple) -> "ConstraintError":
+    found = tuple(value.shape)
     return ConstraintError(
         f"sp.apply_constraints: parameter '{name}' has shape {found}, but the specs say {shape}: "
-        f"its constraint projects along the parameter's own axes{why}.\n"
+        "its constraint projects along axes of the parameter's own, so on the leading axis of "
+        "stacked params (an ensemble's, jax.tree.map(jnp.stack, ...)) it would mix the members.\n"
         f"  asked: the constraint of '{name}' applied to a value of shape {shape}\n"
         f"  found: shape {found}\n"
-        f"  fix: {fix}.")
+        "  fix: project each member: jax.vmap(lambda p: sp.apply_constraints(p, specs))(params).")
 
 
 class ConstraintError(ScopedParamsError, ValueError, TypeError):

@@ -406,6 +406,9 @@ class CheckpointWriteError(CheckpointError, OSError):
     def __str__(self) -> str:  # the message, not OSError's "[Errno None] None: <filename>"
         return str(self.args[0]) if self.args else super().__str__()
 
+    def __reduce__(self) -> Any:  # errno and strerror survive pickling (multiprocessing)
+        return _write_error, (self.filename, OSError(self.errno, self.strerror), str(self))
+
 
 def _write_error(path: str, cause: OSError, message: str) -> CheckpointWriteError:
     err = CheckpointWriteError(message)
@@ -501,11 +504,23 @@ def _read(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         if isinstance(e, CheckpointCorruptError) and is_tf1_source(path):
             raise _tf1_given(path) from None  # not damaged: a TF checkpoint's file
         # a TF checkpoint's prefix or file with no '.index' next to it (or its state file): TF's
-        # not-found error, not that of a missing or damaged weights file
-        tf_error = _missing_index(path)
+        # not-found error, not that of a missing or damaged weights file. A file that starts as
+        # a weights file does (a header length, then '{') is a damaged one, whatever its name.
+        tf_error = None if _starts_as_weights(path) else _missing_index(path)
         if tf_error is not None:
             raise tf_error from None
         raise
+
+
+def _starts_as_weights(path: str) -> bool:
+    """Whether the file ``path`` starts as a safetensors file: 8 bytes of header length, then a JSON
+    object, '{"' (or '{}'); a TF data file's values may hold a '{' there, rarely both."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(10)
+    except OSError:  # none there (or unreadable): nothing says it is a weights file
+        return False
+    return head[8:10] in (b'{"', b"{}")
 
 
 def _tf1_given(path: str) -> CheckpointCorruptError:

@@ -4,6 +4,7 @@
 import errno
 import io
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def _tf():
     return tf, tf.compat.v1
 
 
-def _save_tf1(directory, values, step=None, devices=1, **saver_kwargs):
+def _save_tf1(directory, values, step=None, devices=1, prefix="model.ckpt", **saver_kwargs):
     """Save ``{name: array}`` with TF 1.x's Saver (one variable per CPU device, round robin)."""
     tf, v1 = _tf()
     graph = tf.Graph()
@@ -37,7 +38,7 @@ def _save_tf1(directory, values, step=None, devices=1, **saver_kwargs):
         config = v1.ConfigProto(device_count={"CPU": devices})
         with v1.Session(graph=graph, config=config) as sess:
             sess.run(v1.global_variables_initializer())
-            return v1.train.Saver(**saver_kwargs).save(sess, os.path.join(directory, "model.ckpt"),
+            return v1.train.Saver(**saver_kwargs).save(sess, os.path.join(directory, prefix),
                                                        global_step=step)
 
 
@@ -74,7 +75,23 @@ def test_a_v1_sharded_checkpoint_reads_whole_from_any_of_its_paths(tmp_path, cap
     with pytest.raises(ckpt.CheckpointNotFoundError,
                        match=r"(?s)V1 format, 2 shards\) is incomplete: there is no "
                              r"'.*model.ckpt-00001-of-00002'.*\n  fix: "):
-        ckpt.load_tf1(shards[0])
+        ckpt.load_tf1(pattern)
+    # the one file left, given by its name, is read alone, as TF reads it (a checkpoint saved at a
+    # prefix named like a shard, 'x-00001-of-00002', is such a file)
+    assert sorted(ckpt.load_tf1(shards[0], flat=True)) == ["s0/w"]
+
+
+def test_a_v1_checkpoint_saved_at_a_prefix_named_like_a_shard_reads_as_it_did(tmp_path):
+    # 'x-12345-of-67890' alone is no shard of 67,890 (read as "incomplete", listing 67,889 names)
+    _, v1 = _tf()
+    values = {"w": np.arange(3, dtype=np.float32)}
+    for name in ("x-12345-of-67890", "model.ckpt-00001-of-00002"):
+        directory = tmp_path / name.split("-")[0]
+        directory.mkdir()
+        saved = _save_tf1(str(directory), values, prefix=name, write_version=v1.train.SaverDef.V1)
+        assert os.path.basename(saved) == name
+        for path in (saved, directory):
+            np.testing.assert_array_equal(ckpt.load_tf1(path, flat=True)["w"], values["w"])
 
 
 def test_a_directory_of_two_v1_sharded_checkpoints_lists_each_by_its_pattern(tmp_path):
@@ -248,6 +265,9 @@ def test_a_save_that_fails_writing_names_the_file_keeps_the_previous_one_and_rem
         # a CheckpointError and still the OSError it was (except OSError keeps catching it)
         assert isinstance(info.value, ckpt.CheckpointError) and isinstance(info.value, OSError)
         assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+        again = pickle.loads(pickle.dumps(info.value))  # as multiprocessing hands it back
+        assert (type(again), str(again), again.errno, again.filename) == (
+            ckpt.CheckpointWriteError, str(info.value), errno.ENOSPC, str(target))
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["p.safetensors"]
     np.testing.assert_array_equal(ckpt.load(path)["w"], np.arange(4.0))
@@ -277,3 +297,15 @@ def test_checkpoint_mismatch_error_says_each_case_it_is_raised_in():
     for case in ("init_from_checkpoint", "TrainingCheckpointer.restore", "load_tf1",
                  "parts missing", "averages saved under a"):
         assert case in doc, case
+
+
+def test_a_damaged_weights_file_named_as_a_tf_file_is_still_called_damaged(tmp_path):
+    # a truncated weights file named 'checkpoint' or 'w.meta' was called a TF checkpoint's missing
+    # '.index' (CheckpointNotFoundError), not what it is
+    for name in ("checkpoint", "w.meta"):
+        path = tmp_path / name
+        ckpt.save(path, {"w": np.ones(2)})
+        with open(path, "r+b") as f:
+            f.truncate(30)
+        with pytest.raises(ckpt.CheckpointCorruptError, match=r"cannot be read: the header claims"):
+            ckpt.load(path)

@@ -69,6 +69,27 @@ def test_apply_constraints_refuses_an_ensembles_stacked_params_and_names_the_vma
         sp.apply_constraints(ensemble, specs)
     projected = jax.vmap(lambda p: sp.apply_constraints(p, specs))(ensemble)
     np.testing.assert_allclose(np.linalg.norm(projected["dense"]["kernel"], axis=1), 1.0, rtol=1e-6)
+    # An elementwise constraint mixes nothing: stacked params are projected as before.
+    non_neg = sp.transform(lambda x: sp.layers.dense(x, 3, kernel_constraint=sp.constraints.non_neg()))
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[non_neg.init(jax.random.key(i), x) for i in range(3)])
+    kept = sp.apply_constraints(stacked, non_neg.specs(x))
+    np.testing.assert_array_equal(kept["dense"]["kernel"], jnp.maximum(stacked["dense"]["kernel"], 0))
+
+
+def test_apply_constraints_in_a_shard_map_body_projects_each_devices_block():
+    # A block of the parameter (shape (4, 2) of (4, 16)) is no stack: projected as given.
+    devices = np.array(jax.devices()[:8])
+    if devices.size < 8:
+        pytest.skip("needs 8 devices")
+    mesh = jax.sharding.Mesh(devices, ("m",))
+    spec = jax.sharding.PartitionSpec(None, "m")
+    model = sp.transform(lambda: sp.get_param("w", [4, 16], init=jax.nn.initializers.ones,
+                                              constraint=sp.constraints.max_norm(1.0)))
+    params = jax.device_put(model.init(KEY), jax.sharding.NamedSharding(mesh, spec))
+    specs = model.specs()
+    projected = jax.jit(jax.shard_map(lambda q: sp.apply_constraints(q, specs), mesh=mesh,
+                                      in_specs=(spec,), out_specs=spec))(params)
+    np.testing.assert_allclose(projected["w"], 0.5)
 
 
 @pytest.mark.parametrize("layer", [
