@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _frame
+from . import _frame, _scope
 from ._errors import (DtypeMismatchError, InitializerError, InvalidNameError, NameCollisionError,
                       ParamExistsError, ParamNotFoundError, ParamsTypeError, ReuseArgumentError,
                       ShapeMismatchError, StateError,
@@ -367,7 +367,13 @@ def _request(frame, name, shape, init, dtype, trainable, regularizer, collection
     kwargs = dict(name=full, shape=shape, dtype=dtype, initializer=init, regularizer=regularizer,
                   reuse=scope.reuse, trainable=trainable, collections=collections,
                   partitioner=partitioner, constraint=constraint, sharding=sharding)
-    return call_getter(getter, true_getter, (), kwargs)
+    # At the root name scope, as TF runs the getters ("variable names only depend on
+    # variable_scope"): what a getter records (a quantized copy) is named from the root.
+    names = _scope._enter_name_scope(frame, None, "a custom getter")
+    try:
+        return call_getter(getter, true_getter, (), kwargs)
+    finally:
+        _scope._exit_name_scope(frame, names)
 
 
 _index = operator.index

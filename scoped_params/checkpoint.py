@@ -923,8 +923,14 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
             continue
         if ckpt_name not in source:
             close = hint(ckpt_name, source)
+            renamed = next((f"{ckpt_name}_{i}" for i in range(1, 4) if f"{ckpt_name}_{i}" in source),
+                           None)
             problems.append((f"'{name}': '{ckpt_name}' is not in {where}"
-                             + (f" (nearest: {close})" if close else ""), 1))
+                             + (f" (nearest: {close})" if close else "")
+                             + (f"; TF's Saver names a variable '{renamed}' when its name is, "
+                                "ignoring case, that of an earlier op or name scope ('Dense' then "
+                                f"'dense'): map it, {{{renamed!r}: {name!r}}}" if renamed else ""),
+                             1))
             continue
         value, old = source[ckpt_name], current[name]
         if tuple(np.shape(value)) != tuple(np.shape(old)):

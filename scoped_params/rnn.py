@@ -30,13 +30,13 @@ from . import _frame
 from . import sharding as _sharding
 from ._control_flow import scan
 from ._params import _as_dtype, get_param
-from ._scope import begin_jump, end_jump
+from ._scope import _enter_name_scope, _exit_name_scope, begin_jump, end_jump
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
 from .layers import (_add_bias, _built_value, _check_add_weight_options, _deep_copy,
-                     _drop, _from_keras, _is_number, _keep_for_call, _layer_scope,
-                     _NamedByClass, _object_scope, _param_dtype, _require_base_init,
-                     _set_layer_attribute, _TensorShape, _this_call)
+                     _drop, _enter_object_name_scope, _from_keras, _is_number, _keep_for_call,
+                     _layer_scope, _NamedByClass, _object_scope, _param_dtype,
+                     _require_base_init, _set_layer_attribute, _TensorShape, _this_call)
 
 __all__ = [
     "BasicLSTMCell", "BasicRNNCell", "DeviceWrapper", "DropoutWrapper", "GRUCell", "LSTMCell",
@@ -204,23 +204,35 @@ class RNNCell(_NamedByClass):
         try:
             if scope is not None:  # TF: the call inside variable_scope(scope), no jump
                 captured, reuse = _object_scope(self, self._api, scope)
-                with _layer_scope(captured, self._base_name, reuse):
-                    self._build(inputs)
-                    return self.call(inputs, state)
-            # TF: the call inside a jump into the current scope, whose exit restores every count
-            # (so the default name this call took is free again)
+                return self._call_in(captured, reuse, inputs, state)
+            # TF: the call inside a jump into the current scope (variable_scope(get_variable_scope())),
+            # whose exit restores every count (so the default name this call took is free again),
+            # and whose entry opens a name scope of the scope's last name (none at the root)
             frame = _frame.current(self._api)
             begin_jump(frame)
+            last = frame.scope.name.rpartition("/")[2]
+            names = _enter_name_scope(frame, last, _JUMP_NAME_SCOPE) if last else None
             try:
                 captured, reuse = _object_scope(self, self._api)
-                with _layer_scope(captured, self._base_name, reuse):
-                    self._build(inputs)
-                    return self.call(inputs, state)
+                return self._call_in(captured, reuse, inputs, state)
             finally:
+                if names is not None:
+                    _exit_name_scope(frame, names)
                 end_jump(frame)
         except (TypeError, ValueError, IndexError):
             _raise_if_state_misfits(self, inputs, state)
             raise
+
+    def _call_in(self, captured: Any, reuse: Any, inputs: Any, state: Any) -> Tuple[jax.Array, Any]:
+        """Build and call the cell in ``captured`` (with ``reuse``) and in the name scope its first
+        call opened, as TF's ``Layer.__call__`` runs a cell: what it records is named there."""
+        frame, names = _enter_object_name_scope(captured)
+        try:
+            with _layer_scope(captured, self._base_name, reuse):
+                self._build(inputs)
+                return self.call(inputs, state)
+        finally:
+            _exit_name_scope(frame, names)
 
     def zero_state(self, batch_size: int, dtype: Any) -> Any:
         """Zeros shaped like the state, for a batch of ``batch_size``."""
@@ -275,6 +287,10 @@ class RNNCell(_NamedByClass):
         return int(inputs.shape[-1])
 
 
+# What an invalid name scope of a cell's jump would be refused as (never: a scope's own last name).
+_JUMP_NAME_SCOPE = "an RNN cell's call (TF's variable_scope(get_variable_scope()))"
+
+
 class _LayerCell(RNNCell):
     """TF's ``LayerRNNCell`` (``BasicRNNCell``, ``LSTMCell``, ``GRUCell``): called as a layer, with
     no jump around the call, so its default name stays taken (``gru_cell``, ``gru_cell_1``)."""
@@ -285,9 +301,7 @@ class _LayerCell(RNNCell):
             raise _structured_inputs_error(self, inputs)
         try:
             captured, reuse = _object_scope(self, self._api, scope)
-            with _layer_scope(captured, self._base_name, reuse):
-                self._build(inputs)
-                return self.call(inputs, state)
+            return self._call_in(captured, reuse, inputs, state)
         except (TypeError, ValueError, IndexError):
             _raise_if_state_misfits(self, inputs, state)
             raise

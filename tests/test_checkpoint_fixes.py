@@ -477,3 +477,24 @@ def test_init_from_checkpoint_given_no_path_and_no_tree_as_its_source_says_what_
             "got a tuple of 2 dicts, as transform_with_state's init returns (params, state).\n"
             "  fix: pass the params alone (the first of the pair), or the checkpoint's path.")):
         ckpt.init_from_checkpoint(pair, {"a": np.zeros(2, np.float32)}, {"a": "a"})
+
+
+def test_init_from_checkpoint_names_tfs_underscore_1_key_of_a_case_clashing_variable():
+    # TF 1.x: a 'dense' layer after a 'Dense' one keeps the store name 'dense/kernel', but its op
+    # (the Saver's key) is 'dense/kernel_1'; the error now says so, with the map entry.
+    def fn(x):
+        sp.layers.dense(x, 4, name="Dense")
+        return sp.layers.dense(x, 4)
+
+    params = sp.transform(fn).init(jax.random.key(0), jnp.ones((2, 3)))
+    source = {"Dense/kernel": np.ones((3, 4), np.float32), "Dense/bias": np.ones(4, np.float32),
+              "dense/kernel_1": np.full((3, 4), 2.0, np.float32),
+              "dense/bias_1": np.full(4, 2.0, np.float32)}
+    with pytest.raises(ckpt.CheckpointMismatchError,
+                       match=r"'dense/kernel': 'dense/kernel' is not in .*TF's Saver names a variable "
+                             r"'dense/kernel_1' when its name is, ignoring case, that of an earlier "
+                             r"op or name scope .*map it, \{'dense/kernel_1': 'dense/kernel'\}"):
+        ckpt.init_from_checkpoint(source, params, {"/": "/"})
+    loaded = ckpt.init_from_checkpoint(source, params, {"/": "/", "dense/kernel_1": "dense/kernel",
+                                                        "dense/bias_1": "dense/bias"})
+    np.testing.assert_array_equal(loaded["dense"]["kernel"], 2.0)

@@ -302,3 +302,29 @@ def test_next_getter_without_initializer_or_regularizer_ignores_the_scopes_like_
     params = model.init(KEY)
     assert not np.any(params["s"]["v"] == 7.0)
     assert float(model.apply(params)) == 0.0
+
+
+def test_a_custom_getter_runs_at_the_root_name_scope_as_tfs_so_its_records_are_named_from_it():
+    # TF 1.x calls the getter chain under name_scope(None) (tf.identity(q, name="quantized") in a
+    # getter under name_scope("tower_0") is op 'quantized', then 'quantized_1'); ours ran it in the
+    # caller's, naming the records 'tower_0/net/dense/quantized'.
+    seen = []
+
+    def getter(next_getter, name, *args, **kwargs):
+        value = next_getter(name, *args, **kwargs)
+        seen.append(sp.current_name_scope())
+        sp.record("quantized", value * 1.0)
+        return value
+
+    def fn(x):
+        with sp.name_scope("tower_0"):
+            with sp.scope("net", custom_getter=getter):
+                y = sp.layers.dense(x, 3)
+            sp.record("after", y)  # the caller's name scope is back after the getter
+        return y
+
+    model, x = sp.transform(fn), jnp.ones((2, 4))
+    params = model.init(jax.random.key(0), x)
+    _, records = model.apply_with_intermediates(params, x)
+    assert sorted(records) == ["quantized", "quantized_1", "tower_0/after"]
+    assert set(seen) == {""}

@@ -1327,3 +1327,42 @@ def test_a_cell_property_failing_inside_names_what_it_missed():
 
     with pytest.raises(AttributeError, match="no attribute '_n'"):
         PropCell().state_size
+
+
+def test_records_in_a_cells_call_are_named_in_the_cells_name_scope_as_tfs_op_names():
+    # TF 1.x runs a cell's call in the name scope its first call opened (a plain cell's call also
+    # re-enters the current variable scope, one name scope more): tf.identity(..., name=...) in
+    # this program is named as below. Our cells opened no name scope ('act', 'act_1', 'cell_0/act',
+    # 'dec/alignments', ...).
+    tf_op_names = ["dec/dec/attn_cell/alignments", "gru_cell/act", "gru_cell/act_1",
+                   "multi_rnn_cell/cell_0/basic_rnn_cell/act",
+                   "multi_rnn_cell/cell_1/basic_rnn_cell/act", "rnn/basic_rnn_cell/act",
+                   "rnn/basic_rnn_cell/act_1"]
+
+    class AttnCell(sp.rnn.RNNCell):  # a user's plain cell, a decoder step
+        state_size = output_size = 3
+
+        def call(self, x, h):
+            w = sp.get_param("w", [x.shape[-1] + 3, 3])
+            y = jnp.tanh(jnp.concatenate([x, h], -1) @ w)
+            sp.record("alignments", y)
+            return y, y
+
+    def act(v):
+        sp.record("act", v)
+        return v
+
+    def program(x):
+        xs, z = [x[:, i] for i in range(x.shape[1])], jnp.zeros([2, 3])
+        gru = sp.rnn.GRUCell(3, activation=act)
+        gru(xs[0], z)
+        gru(xs[1], z)
+        sp.rnn.MultiRNNCell([sp.rnn.BasicRNNCell(3, activation=act),
+                             sp.rnn.BasicRNNCell(3, activation=act)])(xs[0], (z, z))
+        sp.rnn.static_rnn(sp.rnn.BasicRNNCell(3, activation=act), xs[:2], dtype=jnp.float32)
+        with sp.scope("dec"):
+            AttnCell()(xs[0], z)
+
+    model, x = sp.transform(program), jnp.ones((2, 3, 4))
+    _, records = model.apply_with_intermediates(model.init(jax.random.key(0), x), x)
+    assert sorted(records) == tf_op_names
