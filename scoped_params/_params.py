@@ -1340,7 +1340,9 @@ class InitStore:
         trace = _trace_state()
         pool = self.pools.get((shape, dtype))
         if pool is None or pool[0] != trace or not pool[1]:
-            size = 1 if pool is None else min(2 * pool[2], 256)  # grow as the shape recurs
+            # grow as the shape recurs in one trace; a new trace (each sp.remat, sp.cond, scan or
+            # stack body) starts small again, or every body would stage a 256-way split for one
+            size = 1 if pool is None or pool[0] != trace else min(2 * pool[2], 256)
             stacked = _zeros((size * shape[0],) + shape[1:], dtype)
             parts = list(_split(stacked, [shape[0]] * size)) if size > 1 else [stacked]
             pool = self.pools[(shape, dtype)] = [trace, parts[::-1], size]
@@ -1395,7 +1397,7 @@ class InitStore:
 class ApplyStore:
     """During ``apply``: look names up in ``params``/``state`` and replay init's reuse rules."""
 
-    __slots__ = ("tree", "_flat", "state", "created")
+    __slots__ = ("tree", "_flat", "state", "created", "scanned")
 
     def __init__(self, tree: Dict[str, Any], state: Dict[str, Any]):
         # The nested params as given. Scopes hold the sub-dict at their path (``Scope._values``), so
@@ -1413,6 +1415,8 @@ class ApplyStore:
         self.state = state
         # full name -> site of its first (creating) request, (file, line) or (code, offset): format_site
         self.created: Dict[str, Any] = {}
+        # ids of the wide sub-dicts of tree found to spell no full name (_scope._sub_values)
+        self.scanned: set = set()
 
     def flat_view(self) -> None:
         """The flat view, built when a top-level key holds a full name ({**params,

@@ -951,11 +951,18 @@ def _sub_values(values: dict, name: str) -> Optional[dict]:
     if type(found) is not dict:
         return None
     values = found
+    checked = None
+    if len(values) > 16:  # a wide scope, entered again and again: its keys are scanned once a call
+        checked = getattr(_current_frame().store, "scanned", None)  # (an ApplyStore's)
+        if checked is not None and id(values) in checked:
+            return values
     try:
         for key in values:  # a scope's sub-dict has a few keys: a loop beats one str.join
             if "/" in key:
                 break
         else:
+            if checked is not None:
+                checked.add(id(values))  # (params are not changed during the call)
             return values
     except TypeError:  # a key that is not a str
         if not any(type(key) is str and "/" in key for key in values):

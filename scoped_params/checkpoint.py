@@ -33,6 +33,8 @@ unpickled.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import os
@@ -873,6 +875,7 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
         hints -= 1
         return nearest(name, names)
 
+    names_in_order: Optional[List[str]] = None
     for ckpt_name, cur_name in sorted(assignment_map.items()):
         if not isinstance(ckpt_name, str) or not isinstance(cur_name, str):
             raise TypeError(f"init_from_checkpoint: assignment_map entries must be str: str, got "
@@ -895,7 +898,11 @@ def init_from_checkpoint(path_or_tree: Union[PathLike, Mapping[str, Any]],
             continue
         cur_scope = "" if cur_name == "/" else cur_name
         ckpt_scope = "" if ckpt_name == "/" else ckpt_name
-        matched = [n for n in current if n.startswith(cur_scope)]
+        if names_in_order is None:  # sorted once: each scope entry takes its range (bisect)
+            names_in_order = sorted(current)
+        start = bisect.bisect_left(names_in_order, cur_scope)
+        matched = list(itertools.takewhile(lambda n: n.startswith(cur_scope),
+                                           itertools.islice(names_in_order, start, None)))
         if not matched:
             problems.append((f"{ckpt_name!r}: {cur_name!r}: params has no parameter under "
                              f"{cur_name!r}", 1))

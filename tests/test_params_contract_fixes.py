@@ -586,3 +586,22 @@ def test_a_template_made_inside_a_layer_stack_and_called_after_it_names_the_stac
 
     params = sp.transform(fixed).init(0, jnp.ones((1, 3)))
     assert sp.flatten(params)["shared/w"].shape == (3, 3)
+
+
+def test_a_wide_scope_entered_again_and_again_reads_its_params_and_still_refuses_a_name_spelled_twice():
+    # A scope's sub-dict was scanned for keys spelling full names on every entry (quadratic in a
+    # scope re-entered once per parameter); a wide one is now scanned once per call.
+    def fn(x):
+        for i in range(40):
+            with sp.scope("blk"):
+                x = x + sp.get_param(f"w{i}", (2,), init=jax.nn.initializers.ones)
+        return x
+
+    model, x = sp.transform(fn), jnp.zeros(2)
+    params = model.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(model.apply(params, x), [40.0, 40.0])
+    np.testing.assert_array_equal(jax.jit(model.apply)(params, x), [40.0, 40.0])
+    # a key of the wide sub-dict spelling a full name, given twice: refused as before
+    twice = {"blk": {**params["blk"], "sub/v": jnp.ones(2), "sub": {"v": jnp.ones(2)}}}
+    with pytest.raises(sp.NameCollisionError, match=r"'blk/sub/v'"):
+        model.apply(twice, x)
