@@ -283,8 +283,7 @@ def _values_under(store: Any, prefix: str) -> Dict[str, Any]:
     if isinstance(store, _StackView):
         return store.values_under(prefix)
     if isinstance(store, ApplyStore):
-        return {n: v for d in (store.params, store.state) for n, v in d.items()
-                if n.startswith(prefix)}
+        return store.values_under(prefix)
     return {}
 
 

@@ -9,8 +9,10 @@ fails in the other with the same words.
 
 from __future__ import annotations
 
+import bisect
 import cmath
 import inspect
+import itertools
 import logging
 import operator
 import re
@@ -1397,7 +1399,8 @@ class InitStore:
 class ApplyStore:
     """During ``apply``: look names up in ``params``/``state`` and replay init's reuse rules."""
 
-    __slots__ = ("tree", "_flat", "state", "created", "scanned")
+    __slots__ = ("tree", "_flat", "state", "created", "scanned", "_names")
+    _names: List[str]  # set by values_under, at its first call
 
     def __init__(self, tree: Dict[str, Any], state: Dict[str, Any]):
         # The nested params as given. Scopes hold the sub-dict at their path (``Scope._values``), so
@@ -1417,6 +1420,21 @@ class ApplyStore:
         self.created: Dict[str, Any] = {}
         # ids of the wide sub-dicts of tree found to spell no full name (_scope._sub_values)
         self.scanned: set = set()
+
+    def values_under(self, prefix: str) -> Dict[str, Any]:
+        """The current value of every parameter and state entry under ``prefix`` (state's where a
+        name is in both), by a bisection of the names sorted once per call: an ``sp.layer_stack``
+        asks once per stack, and a scan of every name each time made many stacks quadratic."""
+        try:
+            names = self._names
+        except AttributeError:  # the first stack of the call (state's names never change in one)
+            names = self._names = sorted(self.params.keys() | self.state.keys())
+        params, state, found = self.params, self.state, {}
+        for name in itertools.islice(names, bisect.bisect_left(names, prefix), None):
+            if not name.startswith(prefix):
+                break
+            found[name] = state[name] if name in state else params[name]
+        return found
 
     def flat_view(self) -> None:
         """The flat view, built when a top-level key holds a full name ({**params,

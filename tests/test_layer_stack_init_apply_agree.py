@@ -238,3 +238,36 @@ def test_a_python_size_passed_through_a_stack_gets_the_note_on_a_shape_error():
     with pytest.raises(TypeError, match=r"has a dimension that is a traced JAX value") as info:
         sp.transform(lambda x: block(x, 2)[0]).init(KEY, jnp.ones(2))
     assert "argument 1 (int 2)" in info.value.__notes__[0]
+
+
+def test_stacks_beside_other_params_and_state_read_their_own_by_prefix_in_apply():
+    # Each stack now takes the names under its prefix by bisection (it scanned every name); what it
+    # reads must be exactly its own: not a neighbour whose name starts alike ('s1' vs 's10'),
+    # state where a name is state.
+    def fn(x):
+        with sp.scope("other"):
+            x = x + sp.get_param("e", (4,), init=sp.initializers.ones)
+        for name in ("s1", "s10", "s"):
+            x = sp.layer_stack(2, name=name)(
+                lambda h: sp.layers.batch_normalization(h + sp.get_param("b", (4,)), training=True))(x)
+        return x
+
+    model = sp.transform_with_state(fn)
+    x = jnp.arange(8.0).reshape(2, 4)
+    params, state = model.init(KEY, x)
+    assert sorted(sp.flatten(state)) == [f"{n}/batch_normalization/{k}" for n in ("s", "s1", "s10")
+                                         for k in ("moving_mean", "moving_variance")]
+    params = jax.tree.map(lambda p: p + 1.0, params)
+    out, new_state = model.apply(params, state, x)
+
+    def unrolled(x):
+        x = x + 2.0
+        for name in ("s1", "s10", "s"):
+            for i in range(2):
+                x = x + params[name]["b"][i]
+                mean, var = jnp.mean(x, 0), jnp.var(x, 0)
+                x = (x - mean) * jax.lax.rsqrt(var + 1e-3) * params[name]["batch_normalization"][
+                    "gamma"][i] + params[name]["batch_normalization"]["beta"][i]
+        return x
+    np.testing.assert_allclose(out, unrolled(x), rtol=1e-5, atol=1e-5)
+    assert all(np.shape(v)[0] == 2 for v in sp.flatten(new_state).values())
