@@ -1400,7 +1400,10 @@ class ApplyStore:
     """During ``apply``: look names up in ``params``/``state`` and replay init's reuse rules."""
 
     __slots__ = ("tree", "_flat", "state", "created", "scanned", "_names")
-    _names: List[str]  # set by values_under, at its first call
+    # Set when first needed, not by every apply: the ids of the wide sub-dicts of tree found to
+    # spell no full name (_scope._sub_values), and the sorted names (values_under).
+    scanned: set
+    _names: List[str]
 
     def __init__(self, tree: Dict[str, Any], state: Dict[str, Any]):
         # The nested params as given. Scopes hold the sub-dict at their path (``Scope._values``), so
@@ -1418,8 +1421,6 @@ class ApplyStore:
         self.state = state
         # full name -> site of its first (creating) request, (file, line) or (code, offset): format_site
         self.created: Dict[str, Any] = {}
-        # ids of the wide sub-dicts of tree found to spell no full name (_scope._sub_values)
-        self.scanned: set = set()
 
     def values_under(self, prefix: str) -> Dict[str, Any]:
         """The current value of every parameter and state entry under ``prefix`` (state's where a

@@ -953,8 +953,14 @@ def _sub_values(values: dict, name: str) -> Optional[dict]:
     values = found
     checked = None
     if len(values) > 16:  # a wide scope, entered again and again: its keys are scanned once a call
-        checked = getattr(_current_frame().store, "scanned", None)  # (an ApplyStore's)
-        if checked is not None and id(values) in checked:
+        store = _current_frame().store
+        checked = getattr(store, "scanned", None)
+        if checked is None:  # the call's first wide scope (an ApplyStore makes no set up front)
+            try:
+                store.scanned = checked = set()
+            except AttributeError:  # a store without the slot: scanned every time
+                pass
+        elif id(values) in checked:
             return values
     try:
         for key in values:  # a scope's sub-dict has a few keys: a loop beats one str.join
