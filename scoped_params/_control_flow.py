@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
-from ._layer_stack import _frame_attrs, _Keys, _outside_error, _root, _Snapshot, _state_values
+from ._layer_stack import (_frame_attrs, _Keys, _outside_error, _root, _Snapshot, _StackView,
+                           _state_values)
 from ._materialize import lift_nested_constants
 from ._params import InitStore
 from ._scope import _TRACE
@@ -102,26 +103,64 @@ def _inside(frame: _frame.Frame, api: str, f: Callable, keys: _Keys,
             keys.exit(frame)
             if made is not None:
                 _lift_constants(made)
+                _drop_placeholders(made)
         return out
 
     return body
 
 
 def _specs_made(frame: _frame.Frame) -> Optional[tuple]:
-    """In init: (the store, how many parameters it has made) as a wrapper's function starts; else
-    None (apply makes none)."""
+    """In init: (the store, how many parameters and nested placeholders it has made) as a wrapper's
+    function starts; else None (apply makes none)."""
     if frame.mode != _frame.INIT:
         return None
     root = _root(frame.store)
-    return (root, len(root.specs)) if isinstance(root, InitStore) else None
+    if not isinstance(root, InitStore):
+        return None
+    return root, len(root.specs), len(root.nested), frame.store, frame, len(frame.regularized)
 
 
 def _lift_constants(made: tuple) -> None:
     """As a wrapper's function returns in init (still in JAX's trace of it): the constant
     initializers built with jnp in it are rebuilt outside that trace, or named in an error if they
     depend on its arguments (see ``_materialize.lift_nested_constants``)."""
-    store, before = made
+    store, before = made[:2]
     lift_nested_constants(store.specs, store.values, len(store.specs) - before, _TRACE.value)
+
+
+def _drop_placeholders(made: tuple) -> None:
+    """Last as a wrapper's function returns in init (still in JAX's trace of it): the placeholders
+    made in it are dropped from the store (``InitStore.drop_nested``) and from the slices of the
+    ``sp.layer_stack`` blocks it runs in (but for state set in it, which ``sp.remat`` sets again
+    with its results), so that no tracer of the ended trace stays (JAX's checking_leaks would find
+    it); a later request outside gets one of its own. A regularizer term made in it of one (a
+    weight's) keeps its shape and dtype only, for ``sp.regularization_loss`` (init's is abstract)."""
+    store, _, mark, view, frame, added = made
+    trace = _TRACE.value
+    dropped = store.drop_nested(mark, trace)
+    views = []
+    while isinstance(view, _StackView):
+        slices, written = view.slices, view.written
+        for name in [n for n, v in slices.items() if n not in written
+                     and isinstance(v, jax.core.Tracer) and v._trace is trace]:
+            dropped.add(id(slices.pop(name)))
+        views.append(view)
+        view = view.outer
+    if not dropped:
+        return
+    regularized = frame.regularized
+    for i in range(added, len(regularized)):
+        regularizer, value = regularized[i]
+        if id(value) in dropped:
+            regularized[i] = (regularizer, _shape_only(value))
+    for view in views:  # the terms a stack adds after it: a weight's stacked value
+        for name, (regularizer, value) in list(view.after.items()):
+            if id(value) in dropped:
+                view.after[name] = (regularizer, _shape_only(value))
+
+
+def _shape_only(value: Any) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(value.shape, value.dtype)
 
 
 # What sp.remat passes through jax.checkpoint; other arguments reach the function as they are.
@@ -364,6 +403,8 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
                 id(made[0].values.get(n)) for n in list(made[0].specs)[made[1]:]}
             inner[:] = [added + i for i, (_, value) in enumerate(frame.regularized[added:])
                         if getattr(value, "_trace", None) is here and id(value) not in made_here]
+            if made is not None:
+                _drop_placeholders(made)
             leaves, structure = jax.tree_util.tree_flatten(out)
             arrays = [leaf for leaf in leaves if isinstance(leaf, jax.Array)]
             static[:] = [structure, [None if isinstance(leaf, jax.Array) else leaf

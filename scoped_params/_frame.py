@@ -85,7 +85,7 @@ class Frame:
         self.regularized: List[Tuple[Callable, Any]] = []
         self.records = records
         self.record_names: Optional[Dict[str, int]] = None if records is None else {}
-        self.kept: Optional[Dict[int, tuple]] = None
+        self.kept: Optional[Dict[Any, tuple]] = None
 
 
 def current(api: str) -> Frame:
@@ -326,6 +326,8 @@ def regularization_loss() -> Any:
     frame = current("regularization_loss")
     terms: List[Any] = []
     for regularizer, value in frame.regularized:
+        if type(value) is jax.ShapeDtypeStruct:  # init: a weight made in an sp.cond, sp.scan, ...
+            value = jnp.zeros(value.shape, value.dtype)  # function, whose placeholder ended with it
         try:
             term = regularizer(value)
         except Exception as e:  # noqa: BLE001 - explained if it is how the regularizer was given
@@ -398,26 +400,35 @@ def record(name: str, value: Any) -> None:
     root_ok = _scope._VALID_NAMES.get(name)
     if root_ok is None or (not root_ok and not stack):
         _scope._check_name(name, bool(stack), lambda: f"sp.record({name!r}, value)")
+    records = frame.records
     if name[-1] == "/":
+        # Absolute: the name as given, as TF's create_op takes it (not uniquified, and not entered
+        # in the table of names in use: a later "R" after "r/" is "R").
         full = name[:-1]
     else:
         full = f"{stack}/{name}" if stack else name
-    # TF's unique_name in the graph's one table of op and name-scope names: a record after a name
-    # scope of its name ("attn" after name_scope("attn")) gets a suffix, and a suffix already taken
-    # (a record or name scope "a_1", then "a" twice) is skipped, never overwritten (TF refuses a
-    # repeated absolute name; here it gets a suffix too). Records keep their own table and only
-    # read the name scopes': a name scope must not depend on whether intermediates are collected.
-    scopes = frame.names_in_use
-    key = full.lower()
-    count = names.get(key, 0)
-    names[key] = count + 1
-    count += scopes.get(key, 0)
-    if count:
-        while f"{key}_{count}" in names or f"{key}_{count}" in scopes:
+        # TF's unique_name in the graph's one table of op and name-scope names: a record after a
+        # name scope of its name ("attn" after name_scope("attn")) gets a suffix, and a suffix
+        # already taken (a record or name scope "a_1", then "a" twice) is skipped, never
+        # overwritten. Records keep their own table and only read the name scopes': a name scope
+        # must not depend on whether intermediates are collected.
+        scopes = frame.names_in_use
+        key = full.lower()
+        count = names.get(key, 0)
+        names[key] = count + 1
+        count += scopes.get(key, 0)
+        if count:
+            while f"{key}_{count}" in names or f"{key}_{count}" in scopes:
+                count += 1
+            names[f"{key}_{count}"] = 1
+            full = f"{full}_{count}"
+    if full in records:  # exactly a name recorded before (absolute): TF refuses the program
+        # ("Duplicate node name"); here it gets the first free suffix, overwriting nothing
+        count = 1
+        while f"{full}_{count}" in records:
             count += 1
-        names[f"{key}_{count}"] = 1
         full = f"{full}_{count}"
-    frame.records[full] = value
+    records[full] = value
 
 
 def _record_name_error(name: Any) -> TypeError:

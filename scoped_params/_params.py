@@ -127,19 +127,19 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             if hasattr(value, "dtype"):
                                 aval, value = value, _as_jax_leaf(value, full)
                         if aval is not None:
-                            # The creation site, for "already exists" errors (see ApplyStore.get).
+                            # The creation site, for "already exists" errors (see ApplyStore.get),
+                            # recorded in `created` below once the request has passed its checks.
                             f = _getframe(1)
                             code = f.f_code
-                            created[full] = ((code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename)
-                                             else user_code_site(2))
+                            site = ((code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename)
+                                    else user_code_site(2))
                             if regularizer is None:
                                 regularizer = scope.regularizer
-                            if regularizer is not None:
-                                if not callable(regularizer):  # init's error, and apply's general path's
-                                    raise _regularizer_error(full, regularizer)
-                                frame.regularized.append((regularizer, value))
+                            if regularizer is not None and not callable(regularizer):
+                                raise _regularizer_error(full, regularizer)  # init's error too
                 elif scope._reuse is not False:  # reusing what this call created
                     passed = None
+                    site = created[full]
                     try:
                         aval = value.aval
                     except AttributeError:
@@ -156,11 +156,11 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             shape = _as_shape(shape, full, passed is None)
                             if shape is not None and shape != aval.shape and not _compatible(
                                     shape, aval.shape):
-                                raise _shape_error(full, shape, aval.shape, created[full], passed)
+                                raise _shape_error(full, shape, aval.shape, site, passed)
                 except _ConcretizationError:  # a JAX integer in the shape, compared in a jit trace
                     shape = _as_shape(shape, full)  # its int, or the error for a traced one
                     if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
-                        raise _shape_error(full, shape, aval.shape, created[full], passed) from None
+                        raise _shape_error(full, shape, aval.shape, site, passed) from None
                 found = aval.dtype
                 if dtype is None:
                     dtype = scope.dtype
@@ -171,8 +171,12 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             and not _same_dtype(found, dtype)):
                         converted = _canonical_numpy_leaf(aval, dtype)
                         if converted is None:
-                            raise _dtype_error(full, dtype, found, created[full], passed, init)
+                            raise _dtype_error(full, dtype, found, site, passed, init)
                         value = converted
+                if passed is not None:  # created by this request
+                    created[full] = site
+                    if regularizer is not None:
+                        frame.regularized.append((regularizer, value))
                 return value
     elif scope.custom_getter is None and type(name) is str and (
             dtype is None or init is None or callable(init)):
@@ -1173,7 +1177,7 @@ def _dtype_as_init(full: str, init: Any) -> Optional[TypeError]:
 class InitStore:
     """During ``init``/``specs``: record each new name's spec and hand out abstract placeholders."""
 
-    __slots__ = ("specs", "values", "prefixes", "pools", "root", "arg_names", "written")
+    __slots__ = ("specs", "values", "prefixes", "pools", "root", "arg_names", "written", "nested")
 
     def __init__(self):
         self.specs: Dict[str, ParamSpec] = {}
@@ -1187,6 +1191,11 @@ class InitStore:
         # placeholders are its extra inputs, in order.
         self.root: Any = None
         self.arg_names: List[str] = []
+        # The names whose placeholders were made in a nested trace (the function of an sp.scan,
+        # sp.cond, ...), in order: dropped from ``values`` as that function returns
+        # (``drop_nested``), so that no tracer of a finished trace stays in the store (JAX's
+        # checking_leaks would find it); a later request outside gets a placeholder of its own.
+        self.nested: List[str] = []
 
     def begin(self) -> None:
         """Called as init's trace starts: placeholders made at its top level become its inputs."""
@@ -1213,7 +1222,10 @@ class InitStore:
                 if here != spec.site:
                     _LOG.debug("sp.AUTO_REUSE shares '%s', created at %s, with the request at %s",
                                full, format_site(spec.site), format_site(here))
-            return self.values[full]
+            value = self.values.get(full)
+            if value is None:  # made in a nested trace that has ended (drop_nested)
+                value = self.values[full] = self._placeholder(full, spec.shape, spec.dtype)
+            return value
         if reuse is True:
             raise _not_found_error(frame, full, self.specs, in_apply=False)
         return self._create(frame, full, shape, dtype, init, regularizer, trainable, collections,
@@ -1337,6 +1349,7 @@ class InitStore:
             else:
                 self.arg_names.append(full)
                 return placeholder
+        self.nested.append(full)
         if not shape or not shape[0] or _split is None:
             return _zeros(shape, dtype)
         trace = _trace_state()
@@ -1349,6 +1362,19 @@ class InitStore:
             parts = list(_split(stacked, [shape[0]] * size)) if size > 1 else [stacked]
             pool = self.pools[(shape, dtype)] = [trace, parts[::-1], size]
         return pool[1].pop()
+
+    def drop_nested(self, mark: int, trace: Any) -> set:
+        """As the function of an sp.scan, sp.cond, ... returns, still in ``trace`` (JAX's trace of
+        it): drop the placeholders made in it since ``len(self.nested)`` was ``mark``; returns
+        their ids."""
+        nested, values = self.nested, self.values
+        dropped = set()
+        for full in nested[mark:]:
+            value = values.get(full)
+            if isinstance(value, jax.core.Tracer) and value._trace is trace:
+                dropped.add(id(values.pop(full)))
+        del nested[mark:]
+        return dropped
 
     def _check_name(self, full: str) -> None:
         if _VALID_FULL_NAME.match(full) is None or "//" in full or full.endswith("/"):
@@ -1487,6 +1513,7 @@ class ApplyStore:
             if full not in created:
                 raise _not_found_error(frame, full, created, in_apply=False, kind=kind)
             passed = None  # the value was handed out to an earlier request of this call
+            site = created[full]
         else:
             passed = kind  # the value is the params' (or state's) own: nothing in this call made it
             if full in created:
@@ -1494,15 +1521,14 @@ class ApplyStore:
             # The creation site, for "already exists" errors: user_site, with its common case (the
             # caller of get_param is user code) inline and recorded as (code, bytecode offset),
             # which format_site turns into a line only when an error shows it. Depth 2 skips this
-            # frame and get_param (or a store or _request: ours either way).
+            # frame and get_param (or a store or _request: ours either way). Recorded in `created`
+            # only once every check below has passed: a refused request creates nothing, as in
+            # init (a model that catches the error and asks again creates it then).
             f = _getframe(2)
             code = f.f_code
-            created[full] = ((code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename)
-                             else user_code_site(3))
-            if regularizer is not None:
-                if not callable(regularizer):
-                    raise _regularizer_error(full, regularizer)
-                frame.regularized.append((regularizer, value))
+            site = (code, f.f_lasti) if _IS_USER_FILE.get(code.co_filename) else user_code_site(3)
+            if regularizer is not None and not callable(regularizer):
+                raise _regularizer_error(full, regularizer)
             # A creating request is checked against what init would have created.
             if constant:
                 init = _tf_constant(full, init)
@@ -1516,13 +1542,16 @@ class ApplyStore:
             except _ConcretizationError:  # a JAX integer in the shape, compared in a jit trace
                 shape = _as_shape(shape, full)
             if shape is not None and shape != aval.shape and not _compatible(shape, aval.shape):
-                raise _shape_error(full, shape, aval.shape, created.get(full), _ARGUMENT.get(passed))
+                raise _shape_error(full, shape, aval.shape, site, _ARGUMENT.get(passed))
         if aval.dtype is not dtype and not _same_dtype(aval.dtype, dtype):
             converted = _canonical_numpy_leaf(aval, dtype)
             if converted is None:
-                raise _dtype_error(full, dtype, aval.dtype, created.get(full), _ARGUMENT.get(passed),
-                                   init)
-            return converted
+                raise _dtype_error(full, dtype, aval.dtype, site, _ARGUMENT.get(passed), init)
+            value = converted
+        if passed is not None:  # created by this request
+            created[full] = site
+            if regularizer is not None:
+                frame.regularized.append((regularizer, value))
         return value
 
     def set_state(self, frame, full, value):

@@ -864,7 +864,6 @@ class name_scope:
         # meanwhile (an index found here could be stale by the time it is popped).
         for item in reversed(entries[:]):
             if item[0] is frame:
-                entries.remove(item)
                 entry = item[1]
                 break
         else:
@@ -872,9 +871,10 @@ class name_scope:
                 f"Closing sp.name_scope({self._name!r}), which is not open in this call.\n"
                 "  fix: enter it first (use a `with` block), in the init/apply call that closes it.")
         if exc_info[0] is None and frame.name_stack != entry[1]:
-            _exit_closed_name_scope(frame, entry)
-            return
-        _exit_name_scope(frame, entry)
+            _exit_closed_name_scope(frame, entry)  # may raise: then it stays open, to close in order
+        else:
+            _exit_name_scope(frame, entry)
+        entries.remove(item)
 
 
 def _exit_closed_name_scope(frame, entry: tuple) -> None:

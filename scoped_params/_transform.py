@@ -164,20 +164,29 @@ def _trace_specs(fn: Callable, key: Any, args: tuple, kwargs: dict, with_state: 
             fn(*a, **k)
         finally:
             _frame.uninstall(outer)
-        stores.append(store)
         # Constants built with jnp inside fn are tracers here; return them to evaluate afterwards.
         # (Those built inside an sp.scan, sp.cond, ... were rebuilt here as its function returned;
         # one still of another trace comes from a jax.vmap, jax.grad, ... inside the model.)
         here = _scope._TRACE.value
-        constants = [s for s in store.specs.values() if isinstance(s.init, jax.core.Tracer)]
-        for spec in constants:
-            if spec.init._trace is not here:
-                raise nested_constant_error(spec, spec.init)
-        return [s.init for s in constants]
+        specs = store.specs
+        names = [n for n, s in specs.items() if isinstance(s.init, jax.core.Tracer)]
+        for name in names:
+            if specs[name].init._trace is not here:
+                raise nested_constant_error(specs[name], specs[name].init)
+        outputs = [specs[name].init for name in names]
+        # The store outlives the trace: it keeps none of its tracers (jax.checking_leaks would find
+        # them), only the specs, each traced constant's init filled in from the outputs afterwards.
+        for name in names:
+            specs[name] = dataclasses.replace(specs[name], init=None)
+        store.values.clear()
+        store.pools.clear()
+        store.written.clear()
+        store.root = None
+        stores.append((store, names))
+        return outputs
 
     closed = jax.make_jaxpr(traced)(_as_key_struct(key), split.dynamic())
-    store = stores[-1]
-    traced_names = [n for n, s in store.specs.items() if isinstance(s.init, jax.core.Tracer)]
+    store, traced_names = stores[-1]
     constants = resolve_traced_constants(closed, traced_names, store.arg_names) if traced_names else {}
     return store, constants
 

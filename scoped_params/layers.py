@@ -2220,12 +2220,16 @@ class _LayerObject(_KerasMethods):
                 # (_Current).
                 within = _Within(reentered(captured, reuse))
                 with within:
-                    return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
-                                          name=within.scope, reuse=reuse)
-            return type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
-                                  name=captured, reuse=reuse)
+                    out = type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
+                                         name=within.scope, reuse=reuse)
+            else:
+                out = type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
+                                     name=captured, reuse=reuse)
         finally:
             _exit_name_scope(frame, ns)
+        if reuse is not True:
+            _mark_built(self, frame)
+        return out
 
 
 def _fresh_copy(layer: Any, made_at_call: Tuple[str, ...]) -> Any:
@@ -2322,8 +2326,8 @@ def _object_scope(layer: Any, api: str, scope: Any = None) -> Tuple[Scope, Any]:
     """
     frame = _frame.current(api)
     captured = _this_call(layer._scopes, frame)
-    if captured is not None:
-        return captured, True
+    if captured is not None:  # TF's reuse=self.built (a first call that raised before it built)
+        return captured, True if _built_in_call(layer, frame) else layer._reuse
     attributes = layer.__dict__  # (an RNN cell's name is the name given; a layer's is its default)
     base_name = (attributes["_given_name"] if "_given_name" in attributes else layer.name
                  ) or layer._base_name
@@ -2380,6 +2384,26 @@ def _keep_for_call(cache: dict, frame: Any, value: Any) -> None:
     if kept is None:
         kept = frame.kept = {}
     kept[id(cache)] = (cache, value)
+
+
+def _forget_for_call(cache: dict, frame: Any) -> None:
+    """Drop what this call kept under ``cache`` (``_this_call`` gives ``None`` again)."""
+    if frame.kept:
+        frame.kept.pop(id(cache), None)
+
+
+def _built_in_call(layer: Any, frame: Any) -> bool:
+    """Whether a layer object or RNN cell has built in this call (``_mark_built``): TF's ``built``,
+    by which its later calls reuse the weights. A first call that raised before it built (a
+    caught error: an input of the wrong rank) leaves it unbuilt; the scope it captured stays, as
+    TF's ``_scope`` does, so the next call builds there."""
+    kept = frame.kept
+    return kept is not None and ("built", id(layer._scopes)) in kept
+
+
+def _mark_built(layer: Any, frame: Any) -> None:
+    """Note that ``layer`` built in this call (``_built_in_call``); rolled back with ``frame.kept``."""
+    frame.kept[("built", id(layer._scopes))] = (layer._scopes, True)  # kept: _object_scope made it
 
 
 def _holds_array(value: Any) -> bool:
@@ -2689,9 +2713,13 @@ def _call_layer(layer: Any, api: str, inputs: Any, args: tuple, kwargs: dict,
                     try:
                         layer.build(jax.tree_util.tree_map(lambda x: _TensorShape(np.shape(x)),
                                                            inputs))
+                    except BaseException:  # not built (TF's built stays False): the next call builds
+                        _forget_for_call(layer._weights, frame)
+                        raise
                     finally:
                         _keep_for_call(layer._building, frame, False)
                 layer.built = True
+                _mark_built(layer, frame)
             if layer._call_has_scope:  # TF's: call(..., scope=<the layer's variable scope>)
                 kwargs["scope"] = current
             outputs = layer.call(inputs, *args, **kwargs)
@@ -3462,7 +3490,11 @@ class Template:
             with first as captured:
                 _keep_for_call(self._scopes, frame, captured)
                 return self._first_call(frame, captured, args, kwargs)
-        if _this_call(self._unfinished, frame):  # its first call raised: this one is a first call
+        unfinished = _this_call(self._unfinished, frame)
+        if unfinished is _RUNNING:  # called inside its own first call: TF's "in parallel" call,
+            with scope(captured, reuse=True):  # reusing, with no check of what it makes
+                return self._func(*args, **kwargs)
+        if unfinished:  # its first call raised: this one is a first call
             with scope(captured):
                 return self._first_call(frame, captured, args, kwargs)
         with scope(captured, reuse=True):  # later calls: TF's reuse=True, wherever they are
@@ -3480,6 +3512,7 @@ class Template:
         """The call that makes the template's parameters, in ``captured``; if it raises, the
         template's next call in this init/apply is a first call again (TF sets
         ``_variables_created`` only once its function has returned)."""
+        _keep_for_call(self._unfinished, frame, _RUNNING)
         try:
             result = self._func(*args, **kwargs)
         except BaseException:
@@ -3649,6 +3682,11 @@ def _detached(captured: Scope) -> Scope:
     return kept
 
 
+# A template's first call in this init/apply is running (``Template._unfinished``): a call of the
+# template inside it (its function calls it again) is TF's call "in parallel".
+_RUNNING = "running"
+
+
 def make_template(name_: str, func_: Callable[..., Any], create_scope_now_: bool = False,
                   unique_name_: Optional[str] = None, custom_getter_: Optional[Callable] = None,
                   **kwargs: Any) -> Template:
@@ -3661,9 +3699,15 @@ def make_template(name_: str, func_: Callable[..., Any], create_scope_now_: bool
     with ``reuse=True`` wherever they are. With ``create_scope_now_`` the scope is made here; made
     so outside a model, it is at the root and numbered as TF's graph numbers it (``net``, then
     ``net_1`` for the next such template, while the first lives), and a template or
-    ``default_name`` scope of that name in a model is numbered past it once a template has been
-    called there. A template named ``''`` puts its parameters at the root, as TF's does where its
-    scope is opened at the root (elsewhere TF names them ``outer//w``: refused).
+    ``default_name`` scope of that name in any model is numbered past it while it lives, whether
+    or not that model calls it (TF's default graph holds the name). A template no longer
+    referenced frees its name; one in a reference cycle (a template of a bound method stored on
+    the object it belongs to, ``self.enc = make_template("enc", self._enc, True)``) is freed only
+    when Python's cyclic garbage collector runs, so the next object's template is ``enc`` or
+    ``enc_1`` by that timing: give such templates ``unique_name_`` (or make them inside the
+    model, or once) for names that do not depend on it. A template named ``''`` puts its
+    parameters at the root, as TF's does where its scope is opened at the root (elsewhere TF names
+    them ``outer//w``: refused).
     ``kwargs`` are bound to ``func_``. As in TF, a later call that asks for a parameter the first
     did not make fails ("does not exist"), and one that makes a new trainable parameter (under an
     ``sp.AUTO_REUSE`` scope) is an error.

@@ -162,11 +162,16 @@ def _tree_error(grads: Any, slots: Any) -> GradientMismatchError:
 
 
 def _leaf_error(grads: Any, slots: Any) -> GradientMismatchError:
-    wrong, dtypes = [], False
+    wrong, dtypes, frozen = [], False, []
     for (path, grad), slot in zip(jax.tree_util.tree_flatten_with_path(grads)[0],
                                   jax.tree_util.tree_leaves(slots)):
         name = _path_name(path)
-        if np.shape(grad) != slot.shape:
+        if getattr(grad, "dtype", None) == jax.dtypes.float0:
+            # jax.grad(..., allow_int=True) of an integer parameter: it has no gradient to step by
+            frozen.append(name)
+            wrong.append(f"the gradient of '{name}' is float0, JAX's gradient of an integer "
+                         f"parameter ({np.dtype(slot.dtype).name}): it has no gradient to step by")
+        elif np.shape(grad) != slot.shape:
             tf_shapes = " ".join("[" + ",".join(map(str, shape)) + "]"
                                  for shape in (slot.shape, np.shape(grad)))
             wrong.append(f"the gradient of '{name}' has shape {np.shape(grad)}, but the parameter "
@@ -181,7 +186,12 @@ def _leaf_error(grads: Any, slots: Any) -> GradientMismatchError:
         "sp.optimizers.adam: " + "; ".join(wrong[:5])
         + (f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else "") + ".\n" + _FIX_GRADS
         + (" Cast gradients of another dtype: grads = jax.tree_util.tree_map(lambda g, p: "
-           "g.astype(p.dtype), grads, params)." if dtypes else ""))
+           "g.astype(p.dtype), grads, params)." if dtypes else "")
+        + (f" Leave integer parameters ({_some(frozen)}) out of what the optimizer updates: "
+           "trainable, frozen = sp.partition_trainable(params, model.specs(...)) (give them "
+           "trainable=False), then differentiate and update `trainable` only; or wrap the "
+           "optimizer in optax.multi_transform with optax.set_to_zero() for them." if frozen
+           else ""))
 
 
 def _leaf_names(tree: Any) -> List[str]:

@@ -35,7 +35,7 @@ from ._scope import scope as variable_scope
 from .initializers import constant, zeros
 from .layers import (_add_bias, _built_value, _check_add_weight_options, _deep_copy,
                      _drop, _enter_object_name_scope, _from_keras, _is_number, _keep_for_call,
-                     _layer_scope, _NamedByClass, _object_scope, _param_dtype,
+                     _layer_scope, _mark_built, _NamedByClass, _object_scope, _param_dtype,
                      _require_base_init, _set_layer_attribute, _TensorShape, _this_call)
 
 __all__ = [
@@ -230,7 +230,17 @@ class RNNCell(_NamedByClass):
         try:
             with _layer_scope(captured, self._base_name, reuse):
                 self._build(inputs)
-                return self.call(inputs, state)
+                if reuse is True:
+                    return self.call(inputs, state)
+                # TF's built, after build: the cell's later calls reuse its weights. The built-in
+                # cells make theirs in call (TF's in build): built once it returns.
+                made_in_call = isinstance(self, _LayerCell) and type(self).build is RNNCell.build
+                if not made_in_call:
+                    _mark_built(self, frame)
+                out = self.call(inputs, state)
+                if made_in_call:
+                    _mark_built(self, frame)
+                return out
         finally:
             _exit_name_scope(frame, names)
 

@@ -514,6 +514,24 @@ def test_record_names_a_value_as_tfs_identity_op_would():
                                                                   "t_1": 2.0, "ns/-x": 3.0}
 
 
+def test_an_absolute_record_name_is_taken_as_given_and_counts_for_no_later_name_as_tfs():
+    # TF's create_op takes a name ending in "/" as it is: not uniquified against a name scope or a
+    # name of another case, nor entered in the table of names in use (checked against TF 1.x:
+    # ['ns', 'r', 'R'] and ['r', 'R']). Before: 'ns_1', 'R_1' (case-insensitive, against scopes).
+    def fn(x):
+        with sp.name_scope("ns"):
+            pass
+        for i, name in enumerate(["ns/", "r", "R/", "q/", "Q"]):
+            sp.record(name, x + i)
+        return x
+
+    records = sp.transform(fn).apply_with_intermediates({}, jnp.zeros(()))[1]
+    assert {k: float(v) for k, v in records.items()} == {"ns": 0.0, "r": 1.0, "R": 2.0, "q": 3.0,
+                                                         "Q": 4.0}
+    # a name recorded exactly again is TF's "Duplicate node name": here the first free suffix
+    assert _records("q/", "q", "q/") == {"q": 0.0, "q_1": 1.0, "q_2": 2.0}
+
+
 def test_record_refuses_names_tf_and_sp_name_scope_refuse():
     # Before: record(3, x) failed with AttributeError 'int' object has no attribute 'lower', and
     # "bad name" or "-x" were recorded. TF: TypeError, and ValueError "not a valid root scope name".

@@ -648,3 +648,23 @@ def test_the_guides_clip_by_global_norm_keeps_tfs_nans_when_the_norm_is_not_fini
         assert (plain == 0).all()
     elif case == "an inf gradient":
         assert np.isnan(plain).sum() == 1 and (plain[~np.isnan(plain)] == 0).all()
+
+
+def test_adam_given_an_integer_parameters_float0_gradient_says_so_and_how_to_leave_it_out():
+    # Before: "the gradient of 'n' is void" (NumPy's name of float0) and "cast the gradient".
+    def fn(x):
+        n = sp.get_param("n", init=jnp.int32(3), trainable=False)
+        return jnp.sum(x * sp.get_param("w", [3])) * n
+
+    model, x = sp.transform(fn), jnp.ones(3)
+    params = model.init(jax.random.key(0), x)
+    grads = jax.grad(model.apply, allow_int=True)(params, x)
+    optimizer = sp.optimizers.adam(0.1)
+    with pytest.raises(sp.optimizers.GradientMismatchError) as e:
+        optimizer.update(grads, optimizer.init(params), params)
+    message = str(e.value)
+    assert "the gradient of 'n' is float0" in message and "integer parameter (int32)" in message
+    assert "void" not in message and "sp.partition_trainable" in message
+    trainable, _ = sp.partition_trainable(params, model.specs(x))  # the fix works
+    grads = jax.grad(lambda t: model.apply({**params, **t}, x))(trainable)
+    optimizer.update(grads, optimizer.init(trainable), trainable)

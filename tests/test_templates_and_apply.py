@@ -763,3 +763,30 @@ def test_a_template_whose_first_call_raised_creates_again_on_its_next_call_as_tf
             t()
 
     sp.transform(retried).init(KEY)
+
+
+def test_a_template_called_inside_its_own_first_call_reuses_its_scope_as_tfs_parallel_call():
+    # TF's Template: a call made while the first one runs re-enters the scope with reuse and does
+    # not check for new trainable variables (its first call has not finished); checked against
+    # TF 1.x: variables ['tm/c/v'], name scopes tm/tm/tm/c, tm/tm/c, tm/c. Before: "Trainable
+    # variable created when calling a template after the first time".
+    template, depth = [], [0]
+
+    def body():
+        depth[0] += 1
+        if depth[0] < 3:
+            template[0]()
+        with sp.scope("c", reuse=sp.AUTO_REUSE):
+            sp.record("v", sp.get_param("v", [2]))
+
+    def fn():
+        depth[0] = 0
+        template[:] = [sp.make_template("tm", body)]
+        template[0]()
+        return 0
+
+    model = sp.transform(fn)
+    params = model.init(KEY)
+    assert sorted(sp.flatten(params)) == ["tm/c/v"]
+    assert list(model.apply_with_intermediates(params)[1]) == ["tm/tm/tm/c/v", "tm/tm/c/v",
+                                                               "tm/c/v"]
