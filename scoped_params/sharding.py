@@ -692,6 +692,37 @@ def _check_key(key: Any, api: str, asked: str, fix: str) -> None:
         f"  fix: {fix}; if that argument was the model's input, the key was left out.")
 
 
+def _one_key_in_every_process(key: jax.Array) -> jax.Array:
+    """``init_sharded``'s key on a mesh over several processes: the same in every one, checked (a
+    collective: every process calls ``init_sharded``), as a fresh uncommitted key of its data.
+
+    JAX takes a process's key as the one replicated value every process passes: keys that differ
+    would make each process draw its own shards (a parameter sharded over processes a patchwork of
+    several keys', a replicated one different in each process), silently. A key committed to this
+    process's devices could not be copied onto devices of other processes either."""
+    if not key.is_fully_addressable:  # a global array already: JAX's own rules hold
+        return key
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    data = np.asarray(jax.random.key_data(key) if typed else key)
+    from jax.experimental import multihost_utils
+
+    every = np.asarray(multihost_utils.process_allgather(data))  # [process, *data.shape]
+    differ = [i for i in range(every.shape[0]) if not np.array_equal(every[i], every[0])]
+    if differ:
+        this = jax.process_index()
+        raise KeyArgumentError(
+            f"sp.init_sharded: the processes passed different keys (process"
+            f"{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} passed another than "
+            f"process 0; this is process {this}): each would draw its own shards of the "
+            "parameters, and a replicated parameter would differ between processes.\n"
+            "  fix: pass the same key (or int seed) in every process, e.g. "
+            "sp.init_sharded(model, mesh, jax.random.key(0), *args); derive per-process randomness "
+            "(data order, dropout) from jax.process_index() elsewhere.")
+    if typed:
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+    return jax.numpy.asarray(data)
+
+
 def sharded_init_fn(model: Transformed, mesh: Mesh, /, *args: Any, **kwargs: Any) -> Callable:
     """A jitted ``key -> params`` (``(params, state)`` with state) creating every parameter directly
     sharded on ``mesh``; ``init_sharded`` calls it once. Reuse it for several keys, or ``.lower(key)``
@@ -734,6 +765,8 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, /, *args: Any,
     only looked at for their shapes (``jax.ShapeDtypeStruct`` works). The values equal
     ``model.init``'s: a parameter's value depends only on (key, full name, shape, dtype, initializer).
     A key placed elsewhere (other devices, another mesh) is copied onto ``mesh``, replicated, first.
+    On a mesh over several processes every process passes the same key (checked: a
+    ``KeyArgumentError`` names the processes whose key differs).
 
     >>> from jax.sharding import PartitionSpec as P
     >>> rules = sp.sharding.Rules([(r"kernel$", P(None, "model"))])
@@ -757,6 +790,9 @@ def init_sharded(model: Transformed, mesh: Mesh, key: jax.Array, /, *args: Any,
     _check_key(key, "sp.init_sharded's third argument", "sp.init_sharded(model, mesh, key, *args)",
                "pass the key after the mesh: sp.init_sharded(model, mesh, jax.random.key(0), *args) "
                "(an int seed works too: sp.init_sharded(model, mesh, 0, *args))")
+    if mesh.is_multi_process and isinstance(key, jax.Array) and not isinstance(
+            key, jax.core.Tracer):
+        key = _one_key_in_every_process(key)
     # A key the user placed (a fresh one is not committed) may be on other devices, or on a mesh
     # with explicit axes of other sizes (which its type carries into every draw): JAX refuses it
     # next to the mesh's out_shardings, so it is copied onto the mesh first.
