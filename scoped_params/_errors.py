@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import functools
 import importlib
 import importlib.util
@@ -404,6 +405,31 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
     def __str__(self) -> str:  # the message, not OSError's "[Errno None] None: <filename>"
         return str(self.args[0]) if self.args else super().__str__()
+
+
+class CheckpointPermissionError(CheckpointError, PermissionError):
+    """The OS refused to read a checkpoint's file or directory (its permissions): nothing says the
+    checkpoint is damaged or missing. A ``PermissionError`` (``errno`` kept where the OS gave one);
+    ``filename`` is the path refused."""
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno 13] ...: <filename>"
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+def permission_error(path: str, what: str, cause: Optional[BaseException] = None
+                     ) -> CheckpointPermissionError:
+    """The error for ``what`` (``"cannot read TF checkpoint 'x'"``) failing because the OS refused
+    to read ``path``; ``cause``: the refusal, if Python saw one (its errno is kept)."""
+    why = getattr(cause, "strerror", None) or "Permission denied"
+    err = CheckpointPermissionError(
+        f"{what}: the OS refused to read {path!r} ({why}); the checkpoint itself is not known to be "
+        "damaged.\n"
+        "  fix: check the permissions of that file and of the directories above it (the user "
+        "running this needs read permission on the files and search (x) permission on the "
+        "directories), or run as a user who can read them.")
+    err.errno = getattr(cause, "errno", None) or errno.EACCES
+    err.strerror, err.filename = why, path
+    return err
 
 
 class CheckpointCorruptError(CheckpointError, ValueError):

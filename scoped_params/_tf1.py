@@ -6,20 +6,23 @@ TensorFlow is imported only when a TF checkpoint is actually read (extra ``scope
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import warnings
 import weakref
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 import numpy as np
 
 from ._errors import (CheckpointCorruptError, CheckpointError, CheckpointMismatchError,
-                      CheckpointNotFoundError, NameCollisionError, optional_import)
+                      CheckpointNotFoundError, NameCollisionError, optional_import,
+                      permission_error)
 from ._tree import unflatten
 
 _PART = re.compile(r"^(?P<base>.+)/part_(?P<index>\d+)$")
@@ -64,16 +67,47 @@ def _is_v1_file(path: str) -> bool:
     return os.path.isfile(path) and _strip_suffix(path) == path and is_table(path)
 
 
+# Opening a FIFO for reading waits for a writer (forever, if none comes): every file this module
+# reads is opened without waiting, and read only if it is a regular file.
+_NO_WAIT = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def open_regular(path: str) -> Optional[IO[bytes]]:
+    """``path`` opened for reading if it is a regular file; None if it is something else (a
+    pipe, socket, device or directory). Raises what the OS raises (missing, refused, ...)."""
+    fd = os.open(path, _NO_WAIT)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _refused(*paths: str) -> Optional[PermissionError]:
+    """The OS's refusal to open the first of ``paths`` it refuses (the file itself, or a
+    directory on its way that cannot be searched), if any: a path that is not there is none."""
+    for path in paths:
+        try:
+            os.close(os.open(path, _NO_WAIT))
+        except PermissionError as e:
+            return e
+        except (OSError, ValueError):  # not there, a NUL in the name, ...
+            pass
+    return None
+
+
 def is_table(path: str) -> bool:
     """Whether the file ``path`` ends as TF's table files do (a V2 ``.index``, a V1 checkpoint)."""
     try:
-        with open(path, "rb") as f:
+        f = open_regular(path)
+        if f is None:
+            return False
+        with f:
             f.seek(0, os.SEEK_END)
             if f.tell() < 48:  # a table's footer alone is 48 bytes
                 return False
             f.seek(-8, os.SEEK_END)
             return f.read(8) == _TABLE_MAGIC
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -83,7 +117,7 @@ def _v1_shards(base: str) -> Dict[str, List[str]]:
     directory, name = os.path.split(base)
     try:
         names = sorted(os.listdir(directory or "."))
-    except OSError:
+    except (OSError, ValueError):  # (ValueError: a NUL in the path, from a damaged state file)
         return {}
     shards: Dict[str, List[str]] = {}
     for n in names:
@@ -132,7 +166,7 @@ def _v1_files(directory: str) -> List[str]:
     one pattern ``<base>-?????-of-<N>``."""
     try:
         names = os.listdir(directory)
-    except OSError:
+    except (OSError, ValueError):  # (ValueError: a NUL in the path)
         return []
     found = set()
     for p in (os.path.join(directory, n) for n in names if n != "checkpoint"):
@@ -172,6 +206,9 @@ def resolve_prefix(path: PathLike) -> str:
     directory; a sharded V1-format checkpoint's is the pattern ``Saver.save`` returns
     (``.../model.ckpt-?????-of-00002``), as TF's reader takes it."""
     path = os.fspath(path)
+    if "\0" in path:  # no file has one; os's calls would raise a bare ValueError
+        raise _not_found(path, f"TF checkpoint {path!r} not found: the path has a NUL byte in it.\n"
+                               "  fix: pass the prefix Saver.save returned, or its directory.")
     return _directory_prefix(path) if os.path.isdir(path) else _file_prefix(path)
 
 
@@ -181,32 +218,63 @@ def _names_checkpoint(prefix: str) -> bool:
             or _v1_pattern(prefix) is not None)
 
 
+def _state_file(path: str, state: str) -> Tuple[Optional[str], Optional[str]]:
+    """(the checkpoint the state file ``state`` of directory ``path`` names, None), or (None, what
+    is wrong with the state file); (None, None) without one.
+
+    TF's get_checkpoint_state, read here: TF waits forever on a FIFO, cannot take a path that is
+    not UTF-8, and hands back a path with a NUL in it, on which os's calls raise."""
+    # (TF's own modules, as TF's get_checkpoint_state uses them; TF ships no type stubs)
+    from google.protobuf import text_format  # type: ignore[import-untyped]
+    from tensorflow.python.training.checkpoint_state_pb2 import (  # type: ignore[import-untyped]
+        CheckpointState)
+
+    try:
+        f = open_regular(state)
+        if f is None:
+            return None, "is not a regular file (a directory, pipe, socket or device)"
+        with f:
+            data = f.read()
+    except FileNotFoundError:
+        return None, None
+    except PermissionError as e:
+        raise permission_error(state, f"cannot read TF checkpoint directory {path!r}", e) from None
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror or e}, errno {e.errno})"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"cannot be parsed (it is not UTF-8 text: {e})"
+    parsed = CheckpointState()
+    try:
+        text_format.Merge(text, parsed)
+    except (text_format.ParseError, ValueError, RecursionError):
+        return None, "cannot be parsed (it is not a CheckpointState text proto)"
+    name = parsed.model_checkpoint_path
+    if not name:
+        return None, "names no checkpoint"
+    if "\0" in name:
+        return None, f"names {name!r}, a path with a NUL byte in it (the file is damaged)"
+    return (name if os.path.isabs(name) else os.path.join(path, name)), None  # as TF's
+
+
 def _directory_prefix(path: str) -> str:
     """The checkpoint of the directory ``path``: the one its state file names, else its only one."""
-    tf = _import_tf()
+    _import_tf()
+    refused = _refused(os.path.join(path, os.curdir))  # (read, and search: both are needed)
+    if refused is not None:
+        raise permission_error(path, f"cannot read TF checkpoint directory {path!r}", refused)
     state = os.path.join(path, "checkpoint")
     # TF's latest_checkpoint, but the checkpoint the state file names is looked for here: TF globs
     # its path (in a directory 'exp[lr=0.1]' it finds nothing). TF raises for a state file that
     # parses but names no checkpoint (an empty one), and only logs one it cannot parse; either
     # way, the one checkpoint in the directory is the answer.
-    problem: Optional[str] = None  # what is wrong with the state file, if it is damaged
     stale: Optional[str] = None  # the checkpoint a parsable state file names, which is gone
-    try:
-        parsed = tf.train.get_checkpoint_state(path)
-    except UnicodeDecodeError as e:
-        problem = f"cannot be parsed (it is not UTF-8 text: {e})"
-    except ValueError as e:
-        problem = f"names no checkpoint ({str(e).strip()})"
-    except Exception as e:  # unreadable
-        problem = f"cannot be read ({type(e).__name__}: {str(e).strip()})"
-    else:
-        if parsed is not None and parsed.model_checkpoint_path:
-            if _names_checkpoint(parsed.model_checkpoint_path):
-                return _file_prefix(parsed.model_checkpoint_path)
-            stale = parsed.model_checkpoint_path
-        elif os.path.isfile(state):  # TF's get_checkpoint_state: None for a parse error
-            problem = ("cannot be parsed (it is not a CheckpointState text proto)" if parsed is None
-                       else "names no checkpoint")
+    named, problem = _state_file(path, state)  # problem: what is wrong with the state file
+    if named is not None:
+        if _names_checkpoint(named):
+            return _file_prefix(named)
+        stale = named
     prefixes = sorted([p[:-len(".index")] for p in glob.glob(os.path.join(glob.escape(path),
                                                                            "*.index"))]
                       + _v1_files(path))
@@ -267,10 +335,15 @@ def _file_prefix(path: str) -> str:
             f"names the latest checkpoint there), not a checkpoint: there is no "
             f"{prefix + '.index'!r}.\n"
             f"  fix: pass the directory: sp.checkpoint.load_tf1({directory!r}).")
+    refused = _refused(prefix + ".index", prefix)
+    if refused is not None:  # a file there (or a directory on the way) the OS would not open
+        raise permission_error(refused.filename or prefix, f"cannot read TF checkpoint {path!r}",
+                               refused)
     raise _not_found(path,
         f"TF checkpoint {path!r} not found: there is no {prefix + '.index'!r}"
         + (f" and {prefix!r} is not a V1-format checkpoint file" if os.path.isfile(prefix)
-           else "") + ".\n"
+           else f" and {prefix!r} is not a file (a pipe, socket or device)"
+           if os.path.exists(prefix) else "") + ".\n"
         "  fix: pass the prefix Saver.save returned (e.g. '/tmp/model.ckpt-1000', without "
         "'.index'/'.data-...'), or the directory holding it.")
 
@@ -293,10 +366,13 @@ def _is_safetensors_file(path: str) -> bool:
     """Whether ``path`` starts as a safetensors file does: an 8-byte little-endian header length
     that fits the file, then the header's "{"."""
     try:
-        with open(path, "rb") as f:
+        f = open_regular(path)
+        if f is None:
+            return False
+        with f:
             head = f.read(9)
             size = os.fstat(f.fileno()).st_size
-    except OSError:
+    except (OSError, ValueError):
         return False
     return (len(head) == 9 and head[8:9] == b"{"
             and int.from_bytes(head[:8], "little") <= size - 8)
@@ -356,7 +432,19 @@ class _Reader:
         self.tf = _import_tf()               # without TF installed
         read_as, self._renamed = self.prefix, None
         start, files = _tf_files(self.prefix)
-        if _GLOB_CHARS.search(start):  # TF's reader globs the path: read it through symlinks
+        for f in files:  # TF's reader would wait forever on a FIFO
+            if os.path.exists(f) and not os.path.isfile(f):
+                err = CheckpointError(
+                    f"cannot read TF checkpoint {self.prefix!r}: its file {f!r} is not a regular "
+                    "file (a pipe, socket or device), which has no fixed contents to read.\n"
+                    "  fix: copy the checkpoint's files into a directory as regular files, and "
+                    "read them there.")
+                err.filename = f
+                raise err
+        if os.path.isfile(self.prefix + ".index"):
+            check_index(self.prefix, self.prefix + ".index")
+        # TF's reader globs the path, and takes only UTF-8 ones: read those through symlinks
+        if _GLOB_CHARS.search(start) or not is_utf8(start):
             alias = _symlinked(self.prefix, start, files)
             # removed with this reader, not before: TF opens a V2 checkpoint's data files when
             # they are first read
@@ -388,6 +476,148 @@ class _Reader:
             raise _corrupt(self.prefix, e, name, self._renamed) from None
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a lone surrogate does not (a file name that is not UTF-8
+    comes as surrogates, by os's 'surrogateescape')."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# TensorShape's limits: TF's reader CHECK-fails (SIGABRT, the whole process) past them.
+_MAX_RANK = 254
+_MAX_ELEMENTS = 2 ** 63 - 1
+# DataType values from here on are reference types (DT_FLOAT_REF = 101, ...): get_tensor aborts.
+_FIRST_REF_DTYPE = 101
+
+
+def check_index(prefix: str, index: str) -> None:
+    """Raise ``CheckpointCorruptError`` for an entry of the V2 ``index`` file that TF's reader
+    would abort the whole process on (a CHECK failure, not an error Python sees): a value that is
+    no BundleEntryProto, a shape with a negative dimension, over 254 dimensions or more elements
+    than an int64 counts, a reference dtype, a slice of negative extent or named twice.
+
+    Linear in the index, which TF reads anyway. Block checksums are TF's to check (it reports a
+    mismatch as an error); a table this parser cannot follow is left to TF as well."""
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    try:
+        f = open_regular(index)
+        if f is None:
+            return
+        with f:
+            data = f.read()
+    except OSError:  # TF says what is wrong with it
+        return
+    for key, value in _table_entries(data):
+        if key == b"":  # the header (BundleHeaderProto): TF parses it with an error of its own
+            continue
+        entry = tensor_bundle_pb2.BundleEntryProto()
+        try:
+            entry.ParseFromString(value)  # protobuf: data only, nothing executable
+        except Exception as e:  # protobuf's DecodeError
+            problem: Optional[str] = f"is no BundleEntryProto ({type(e).__name__}: {e})"
+        else:
+            problem = _entry_problem(entry)
+        if problem is not None:
+            name = key.decode("utf-8", "backslashreplace")
+            err = CheckpointCorruptError(
+                f"cannot read TF checkpoint {prefix!r}: its index {index!r} is damaged: entry "
+                f"{name!r} {problem}, which TF's reader would abort the process on.\n"
+                "  fix: restore the checkpoint's files from a backup, or save it again with TF.")
+            err.filename = prefix
+            raise err
+
+
+def _entry_problem(entry: Any) -> Optional[str]:
+    """What in a BundleEntryProto would make TF's reader abort, or None."""
+    dims = [d.size for d in entry.shape.dim]
+    if entry.dtype >= _FIRST_REF_DTYPE:
+        return f"has the reference dtype {entry.dtype} (no checkpoint stores one)"
+    if len(dims) > _MAX_RANK:
+        return f"has {len(dims)} dimensions (at most {_MAX_RANK})"
+    if any(d < 0 for d in dims):
+        return f"has shape {dims}, with a negative dimension"
+    count = 1
+    for d in dims:  # counted as TF counts them, dimension by dimension
+        count *= d
+        if count > _MAX_ELEMENTS:
+            return f"has shape {dims}, of more elements than an int64 counts"
+    seen = set()
+    for s in entry.slices:
+        extents = tuple((e.start, e.length if e.HasField("length") else -1)  # -1: all of it
+                        for e in s.extent)
+        if any(start < 0 or (length < 0 and length != -1) for start, length in extents) or any(
+                length != -1 and start + length > d for (start, length), d in zip(extents, dims)):
+            return f"of shape {dims} has the slice {[list(e) for e in extents]}, out of its bounds"
+        if extents in seen:
+            return f"lists the slice {[list(e) for e in extents]} twice"
+        seen.add(extents)
+    return None
+
+
+def _varint(data: bytes, at: int) -> Tuple[int, int]:
+    """(the varint at ``data[at:]``, where it ends); IndexError past the end."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _table_entries(data: bytes) -> Iterator[Tuple[bytes, bytes]]:
+    """The (key, value) entries of TF's table file ``data`` (a LevelDB table: data blocks, an
+    index block of their handles, a 48-byte footer). Yields nothing more where the table is not
+    one this can follow: a compressed block, a handle or entry past the end."""
+    if len(data) < 48 or data[-8:] != _TABLE_MAGIC:
+        return
+    try:
+        _, at = _varint(data, len(data) - 48)  # the metaindex handle: offset, size
+        _, at = _varint(data, at)
+        offset, at = _varint(data, at)  # the index block's handle
+        size, _ = _varint(data, at)
+        handles = [value for _, value in _block_entries(data, offset, size)]
+    except IndexError:
+        return
+    for handle in handles:
+        try:
+            offset, at = _varint(handle, 0)
+            size, _ = _varint(handle, at)
+            entries = list(_block_entries(data, offset, size))
+        except IndexError:
+            return
+        yield from entries
+
+
+def _block_entries(data: bytes, offset: int, size: int) -> Iterator[Tuple[bytes, bytes]]:
+    """The entries of the block at ``data[offset:offset + size]`` (each key shares a prefix with
+    the one before: shared length, own length, value length, own bytes, value); IndexError where
+    the block is not one this can read (past the data, or compressed: its type byte not 0)."""
+    end = offset + size
+    if end + 5 > len(data) or data[end] != 0:  # 1 type byte and a CRC follow the block
+        raise IndexError("not a block this reads")
+    restarts = int.from_bytes(data[end - 4:end], "little")
+    limit = end - 4 - 4 * restarts
+    if not offset <= limit <= end:
+        raise IndexError("not a block this reads")
+    at, key = offset, b""
+    while at < limit:
+        shared, at = _varint(data, at)
+        own, at = _varint(data, at)
+        length, at = _varint(data, at)
+        if shared > len(key) or at + own + length > limit:
+            raise IndexError("not a block this reads")
+        key = key[:shared] + data[at:at + own]
+        at += own
+        yield key, data[at:at + length]
+        at += length
+
+
 def _why(e: Exception, renamed: Optional[Tuple[str, str]] = None) -> str:
     """The first line of TF's error ``e``, naming the checkpoint's own path where TF was given
     ``renamed[0]`` for ``renamed[1]`` (symlinks)."""
@@ -396,9 +626,13 @@ def _why(e: Exception, renamed: Optional[Tuple[str, str]] = None) -> str:
 
 
 def _corrupt(prefix: str, e: Exception, name: Optional[str] = None,
-             renamed: Optional[Tuple[str, str]] = None) -> CheckpointCorruptError:
+             renamed: Optional[Tuple[str, str]] = None) -> CheckpointError:
     what = f"tensor {name!r} of " if name else ""
     why = _why(e, renamed)
+    if type(e).__name__ == "PermissionDeniedError":  # the OS refused a file: nothing is damaged
+        refused = _refused(*_tf_files(prefix)[1])
+        return permission_error(refused.filename if refused is not None else prefix,
+                                f"cannot read {what}TF checkpoint {prefix!r} ({why})", refused)
     if type(e).__name__ == "UnimplementedError" and (_is_v1_file(prefix)
                                                      or _v1_pattern(prefix) == prefix):
         # TF's own reader (tf.train.load_checkpoint) reads neither float16 nor sliced variables
@@ -615,6 +849,44 @@ def _slices_of(base: str, names: List[str], info: Optional[SliceInfo]) -> Option
     return slices if len(slices) == len(names) else None
 
 
+def _slices_damage(shape: tuple, shapes: List[tuple],
+                   boxes: List[Tuple[tuple, tuple]]) -> Optional[str]:
+    """What makes the parts ``boxes`` ((offset, part shape), from the ``.meta`` slice info and the
+    checkpoint) no pieces of one array of ``shape`` (``shapes``: the full shape each part's slice
+    info gives), or None: ranks or full shapes that differ, a part out of bounds, or parts that
+    overlap. Parts that leave values uncovered are missing parts, not damage.
+
+    TF's partitioners split one axis: along it, sorted, each part must start where the one before
+    ended, or after it (a gap). Parts split along several axes are checked against a mask."""
+    if any(s != shape for s in shapes):
+        return f"its parts name different full shapes, {sorted(set(shapes))}"
+    if any(d < 0 for d in shape):
+        return f"its full shape {shape} has a negative dimension"
+    for offset, part in boxes:
+        if not len(offset) == len(part) == len(shape):
+            return f"a part of shape {part} has offset {offset} in full shape {shape}"
+        if any(o < 0 or o + p > d for o, p, d in zip(offset, part, shape)):
+            return f"a part of shape {part} at offset {offset} lies outside full shape {shape}"
+    split = {ax for offset, part in boxes for ax, (o, p, d) in enumerate(zip(offset, part, shape))
+             if (o, p) != (0, d)}
+    if len(split) <= 1:
+        ax = split.pop() if split else 0
+        end = 0
+        for offset, part in sorted(boxes, key=lambda b: b[0][ax:ax + 1]):
+            start = offset[ax] if offset else 0  # (a scalar's one "part" takes the one value)
+            if start < end:
+                return f"the part at offset {offset} overlaps the one before it along axis {ax}"
+            end = start + (part[ax] if part else 1)
+        return None
+    covered = np.zeros(shape, bool)
+    for offset, part in boxes:
+        region = tuple(slice(o, o + p) for o, p in zip(offset, part))
+        if covered[region].any():
+            return f"the part at offset {offset} overlaps another"
+        covered[region] = True
+    return None
+
+
 def _join_axis(shapes: List[tuple]) -> Optional[int]:
     """The axis along which parts of these shapes join into one array, told by shapes alone: the
     one axis where they differ, else axis 0 (the default axis of every TF partitioner); None when
@@ -639,14 +911,30 @@ def _merge_parts(base: str, parts: List[Tuple[int, str, np.ndarray]], info: Opti
     arrays = [a for _, _, a in parts]
     slices = _slices_of(base, names, info)
     if slices is not None:
-        out = np.zeros(slices[0][1], arrays[0].dtype)
-        covered = 0
-        for (_, _, offset), a in zip(slices, arrays):
-            out[tuple(slice(o, o + s) for o, s in zip(offset, a.shape))] = a
-            covered += a.size
-        if covered == out.size:
-            return out
-        raise _missing_parts(prefix, base, names, out.shape, covered, info)
+        shape = slices[0][1]
+        boxes = [(offset, a.shape) for (_, _, offset), a in zip(slices, arrays)]
+        damage = _slices_damage(shape, [s[1] for s in slices], boxes)
+        # (Python ints: a damaged full shape of 10**15 rows is counted, never allocated)
+        covered, size = sum(math.prod(part) for _, part in boxes), math.prod(shape)
+        if damage is None and covered != size and not _unheld_parts(base, names, info):
+            damage = (f"its parts cover {covered} of the {size} values of its full shape "
+                      f"{shape}, and it lists no other parts")
+        if damage is not None:
+            err = CheckpointCorruptError(
+                f"cannot read {base!r} of TF checkpoint {prefix!r}: it is saved part by part, and "
+                f"the slice info of the .meta graph {_meta_path(prefix)!r} does not fit the parts "
+                f"the checkpoint holds: {damage}.\n"
+                "  fix: the .meta file is damaged: restore it from a backup; or move it away, "
+                "and the parts are joined by their names and shapes (along axis 0 unless their "
+                "shapes differ along another).")
+            err.filename = _meta_path(prefix)
+            raise err
+        if covered != size:  # in bounds, not overlapping: parts are missing
+            raise _missing_parts(prefix, base, names, shape, covered, info)
+        out = np.zeros(shape, arrays[0].dtype)
+        for (offset, part_shape), a in zip(boxes, arrays):
+            out[tuple(slice(o, o + s) for o, s in zip(offset, part_shape))] = a
+        return out
     indices = [i for i, _, _ in parts]
     if indices != list(range(len(parts))):  # without slice info a gap would close up unseen
         raise _parts_gap(prefix, base, names, indices)
@@ -684,11 +972,16 @@ def _parts_gap(prefix: str, base: str, names: List[str], indices: List[int]) -> 
     return err
 
 
+def _unheld_parts(base: str, names: List[str], info: Optional[SliceInfo]) -> List[str]:
+    """The parts of ``base`` the ``.meta`` slice info lists that are not among ``names``."""
+    return sorted(n for n, s in (info or {}).items()
+                  if s is not None and s[0] == base and n not in names)
+
+
 def _missing_parts(prefix: str, base: str, names: List[str], shape: tuple, covered: int,
                    info: Optional[SliceInfo]) -> CheckpointMismatchError:
     """The error for a variable saved part by part whose parts in the checkpoint do not cover it."""
-    missing = sorted(n for n, s in (info or {}).items()
-                     if s is not None and s[0] == base and n not in names)
+    missing = _unheld_parts(base, names, info)
     err = CheckpointMismatchError(
         f"cannot read {base!r} of TF checkpoint {prefix!r}: it is saved part by part, and the parts "
         f"it holds ({', '.join(map(repr, names))}) cover {covered} of the {int(np.prod(shape))} "

@@ -13,6 +13,7 @@ import json
 import logging
 import operator
 import os
+import re
 import sys
 import threading
 import time
@@ -21,7 +22,9 @@ import zlib
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from ._errors import (CheckpointCorruptError, CheckpointError, CheckpointMismatchError,
-                      CheckpointNotFoundError, StepOrderError, optional_import)
+                      CheckpointNotFoundError, CheckpointPermissionError, StepOrderError,
+                      optional_import, permission_error)
+from ._tf1 import open_regular
 
 # Orbax (0.12) writes both into a step's temporary directory before renaming it to its final name
 # (and, on GCS, writes commit_success.txt last): a step directory holding neither was not
@@ -507,6 +510,23 @@ def _of_the_machine(error: BaseException) -> bool:
             or isinstance(error, jax.errors.JaxRuntimeError))
 
 
+# How tensorstore (orbax's reader) says the OS refused a file: a ValueError, not a PermissionError.
+_TENSORSTORE_DENIED = "PERMISSION_DENIED:"
+_DENIED_FILE = re.compile(r'"([^"]+)": Permission denied')
+
+
+def _refusal(error: BaseException) -> Optional[Tuple[Optional[str], Optional[BaseException]]]:
+    """(the file, the OS's error) where ``error`` is the OS refusing to read a file (a permission:
+    the step is not damaged), else None; either may be None where the error does not say."""
+    for e in _chain(error):
+        if isinstance(e, PermissionError):
+            return e.filename, e
+        if isinstance(e, ValueError) and str(e).startswith(_TENSORSTORE_DENIED):
+            m = _DENIED_FILE.search(str(e))
+            return (m.group(1) if m else None), None
+    return None
+
+
 def _reason(error: BaseException, about: Optional[str] = None) -> str:
     """The innermost exception's type and first line (the one about ``about``, if given), without
     tensorstore's spec (kilobytes of JSON)."""
@@ -846,8 +866,9 @@ class TrainingCheckpointer:
         the mesh set with ``jax.set_mesh`` (of the same axis names and sizes); without one,
         ``CheckpointMismatchError`` names the leaf. An incomplete step directory is never
         restored; a step whose files cannot be read raises ``CheckpointCorruptError`` (naming an
-        earlier step), one that does not fit ``target`` ``CheckpointMismatchError`` (naming what
-        differs: entries, shapes, or a dtype the saved values would not survive, e.g. float32 into
+        earlier step), one whose files the OS refuses to read ``CheckpointPermissionError`` (a
+        ``PermissionError``: the step is not damaged), one that does not fit ``target``
+        ``CheckpointMismatchError`` (naming what differs: entries, shapes, or a dtype the saved values would not survive, e.g. float32 into
         int32 or float16; restore into the saved dtypes and cast afterwards to accept that loss). A
         typed PRNG key fits a step holding a key of its implementation.
         """
@@ -900,6 +921,9 @@ class TrainingCheckpointer:
             except Exception as e:
                 # A target that does not fit, or damaged files, whatever orbax's readers raise for
                 # them (KeyboardInterrupt and the like are not caught)
+                refusal = _refusal(e)
+                if refusal is not None:
+                    raise self._refused(step, *refusal) from None
                 if _of_the_machine(e):
                     raise
                 failure = e
@@ -923,14 +947,10 @@ class TrainingCheckpointer:
         None. A step without the file (saved by orbax alone, or interrupted between orbax's commit
         and the file) is not checked; a leaf restored in another dtype or shape than saved (a
         target's) or that this process cannot read whole is not checked."""
-        path = os.path.join(self._step_path(step), _CHECKSUMS)
+        record, problem = self._read_checksums(step)
+        if problem is not None or record is None:
+            return problem
         try:
-            with open(path, "rb") as f:
-                text = f.read()
-        except FileNotFoundError:
-            return None
-        try:
-            record = json.loads(text)
             if record.get("format") != _CHECKSUMS_FORMAT:
                 return (f"its checksums file {_CHECKSUMS!r} has format {record.get('format')!r}, "
                         f"not {_CHECKSUMS_FORMAT}")
@@ -966,14 +986,38 @@ class TrainingCheckpointer:
             finally:
                 handler.close()
 
-    def _record(self, step: int) -> Dict[str, Any]:
-        """Step ``step``'s checksums file, read; ``{}`` where it is absent or cannot be read (the
-        data check reports that)."""
+    def _read_checksums(self, step: int) -> Tuple[Any, Optional[str]]:
+        """(step ``step``'s checksums file, parsed, None); (None, None) without one; (None, what
+        is wrong with it), if it is damaged. The OS refusing to read it is no damage: raised."""
+        path = os.path.join(self._step_path(step), _CHECKSUMS)
         try:
-            with open(os.path.join(self._step_path(step), _CHECKSUMS), "rb") as f:
-                record = json.loads(f.read())
-        except (OSError, ValueError):
-            return {}
+            f = open_regular(path)  # (a FIFO would wait for a writer)
+            if f is None:
+                return None, f"its checksums file {_CHECKSUMS!r} is not a regular file"
+            with f:
+                text = f.read()
+        except FileNotFoundError:
+            return None, None
+        except PermissionError as e:
+            raise self._refused(step, path, e) from None
+        try:
+            return json.loads(text), None
+        except (ValueError, RecursionError) as e:  # (nested deeper than json's recursion goes)
+            return None, (f"its checksums file {_CHECKSUMS!r} cannot be read ({type(e).__name__}: "
+                          f"{str(e)[:200]})")
+
+    def _refused(self, step: int, path: Optional[str],
+                 cause: Optional[BaseException]) -> CheckpointPermissionError:
+        """The error for restoring step ``step`` when the OS refused to read ``path`` (None: a
+        file of the step, unnamed)."""
+        return permission_error(path or self._step_path(step),
+                                f"TrainingCheckpointer.restore: step {step} in {self.directory!r} "
+                                "cannot be read, and nothing was restored", cause)
+
+    def _record(self, step: int) -> Dict[str, Any]:
+        """Step ``step``'s checksums file, read; ``{}`` where it is absent or damaged (the data
+        check reports that)."""
+        record, _ = self._read_checksums(step)
         return record if isinstance(record, dict) and record.get("format") == _CHECKSUMS_FORMAT else {}
 
     def _recorded(self, step: int) -> Optional[Dict[str, _Saved]]:

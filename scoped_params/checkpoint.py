@@ -52,13 +52,15 @@ from ._errors import (CheckpointCorruptError as CheckpointCorruptError,
                       CheckpointError as CheckpointError,
                       CheckpointMismatchError as CheckpointMismatchError,
                       CheckpointNotFoundError as CheckpointNotFoundError,
+                      CheckpointPermissionError as CheckpointPermissionError,
                       MissingDependencyError as MissingDependencyError,
                       StepOrderError as StepOrderError,
-                      InvalidNameError, nearest, optional_import)
+                      InvalidNameError, nearest, optional_import, permission_error)
 from ._tree import _not_a_tree, flatten, unflatten
 from ._tf1 import TF1Entries as _TF1Entries, _is_v1_file, _strip_suffix, _v1_pattern
 from ._tf1 import missing_index as _missing_index
 from ._tf1 import is_table as _is_table
+from ._tf1 import is_utf8 as _is_utf8
 from ._tf1 import is_tf1_checkpoint as is_tf1_checkpoint
 from ._tf1 import load_tf1 as load_tf1
 from ._training import CheckpointNotADirectoryError as CheckpointNotADirectoryError
@@ -183,14 +185,6 @@ def _check_metadata(metadata: Optional[Mapping[str, str]]) -> Dict[str, str]:
                     "header is UTF-8.\n  fix: decode it properly, or escape it "
                     "(text.encode('utf-8', 'surrogateescape').hex()).")
     return dict(metadata)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _serialize(params: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -> bytearray:
@@ -462,6 +456,8 @@ def _read_bytes(path: str) -> bytes:
     except NotADirectoryError:
         raise _unreadable(path, "a component of its directory path is a file, not a directory",
                           "check the path") from None
+    except PermissionError as e:
+        raise permission_error(path, f"cannot read checkpoint file {path!r}", e) from None
     except OSError as e:  # permissions, I/O errors, symlink loops, ...
         raise _unreadable(path, f"{e.strerror or e} (errno {e.errno})",
                           "check the path and its permissions") from None
@@ -554,18 +550,30 @@ def _decode(path: str, data: bytes) -> Tuple[Dict[str, np.ndarray], Dict[str, st
         missing = sorted({_FORMAT_KEY, _TENSORS_KEY, _CRC_KEY} - set(ours))
         if missing:
             raise _corrupt(path, f"header entries {missing} are missing or damaged")
-        if meta[_FORMAT_KEY] != FORMAT_VERSION:
-            raise _corrupt(path, f"format version {meta[_FORMAT_KEY]!r} is not one this version of "
-                                 f"scoped_params reads ({FORMAT_VERSION!r}); upgrade scoped_params")
+        newer = meta[_FORMAT_KEY] != FORMAT_VERSION
+        upgrade = (f"format version {meta[_FORMAT_KEY]!r} is not one this version of scoped_params "
+                   f"reads ({FORMAT_VERSION!r})")
         at = _crc_offset(data[:8 + n])
         stored = meta[_CRC_KEY]
         if at < 0 or data[at:at + 8].decode("latin-1") != stored:
+            if newer:  # a newer format may keep its checksum otherwise
+                raise _corrupt(path, upgrade + "; upgrade scoped_params")
             raise _corrupt(path, "its checksum field is damaged")
         actual = zlib.crc32(data[at + 8:], zlib.crc32(_CRC_PLACEHOLDER.encode(),
                                                       zlib.crc32(data[:at])))
+        # The checksum covers the header, the version too: checked first, so a flipped bit in the
+        # version is called damage, as anywhere else. A genuine newer file whose checksum matches
+        # gets the upgrade message below; one whose newer writer computes its checksum otherwise
+        # is said as the less likely reading of a mismatch.
         if "%08x" % actual != stored:
             raise _corrupt(path, f"checksum mismatch (stored crc32 {stored}, computed "
-                                 f"{actual:08x}): the file was truncated or bits were flipped")
+                                 f"{actual:08x}): the file was truncated or bits were flipped"
+                           + (f" (its format version reads {meta[_FORMAT_KEY]!r}, not "
+                              f"{FORMAT_VERSION!r}: damaged too, unless a newer scoped_params "
+                              "that checks its files otherwise wrote it; then upgrade "
+                              "scoped_params)" if newer else ""))
+        if newer:
+            raise _corrupt(path, upgrade + "; upgrade scoped_params")
         try:
             record = json.loads(meta[_TENSORS_KEY])
         except (TypeError, ValueError) as e:
@@ -590,7 +598,8 @@ def _to_array(path: str, name: str, view: dict, record: Optional[dict]) -> np.nd
     if record is None:  # a safetensors file from another tool
         if code not in _FROM_CODE:  # a dtype safetensors knows (it parsed the file), this reader not
             raise _unsupported_dtype(path, name, code)
-        return np.frombuffer(view["data"], dtype=_dtype(_FROM_CODE[code])).reshape(shape).copy()
+        return _bools_checked(path, name, np.frombuffer(view["data"], dtype=_dtype(
+            _FROM_CODE[code])).reshape(shape).copy())
     if name not in record:
         raise _corrupt(path, f"tensor {name!r} is not in its tensor record")
     entry = record[name]  # [dtype name, shape], as _serialize writes it
@@ -612,7 +621,18 @@ def _to_array(path: str, name: str, view: dict, record: Optional[dict]) -> np.nd
     if len(view["data"]) != size * dtype.itemsize:
         raise _corrupt(path, f"tensor {name!r} holds {len(view['data'])} bytes, but its recorded "
                              f"{dname}{list(rshape)} takes {size * dtype.itemsize}")
-    return np.frombuffer(view["data"], dtype=dtype).reshape(rshape).copy()
+    return _bools_checked(path, name, np.frombuffer(view["data"], dtype=dtype).reshape(rshape).copy())
+
+
+def _bools_checked(path: str, name: str, array: np.ndarray) -> np.ndarray:
+    """``array``, refused if it is bool with bytes other than 0 and 1: NumPy and JAX read such a
+    byte differently (np.sum counts 2 as True, jnp's == True does not), so no answer is right."""
+    if array.dtype == np.bool_ and array.size:
+        raw = array.view(np.uint8)
+        if raw.max() > 1:
+            raise _corrupt(path, f"tensor {name!r} is bool, but holds the byte {int(raw.max())} "
+                                 "(a bool is stored as 0 or 1)")
+    return array
 
 
 def _unsupported_dtype(path: str, name: str, code: str) -> CheckpointError:
@@ -634,8 +654,8 @@ def load(path: PathLike, flat: bool = False) -> Tree:
     ``flat=True``, the flat ``{full name: array}`` dict (``sp.flatten`` of the tree).
 
     Raises ``CheckpointNotFoundError`` (a ``FileNotFoundError``), ``CheckpointIsADirectoryError``
-    (an ``IsADirectoryError``) or ``CheckpointCorruptError`` (a ``ValueError``), each naming the
-    file; a ``CheckpointError`` for a valid file of another tool holding a dtype this reader does
+    (an ``IsADirectoryError``), ``CheckpointPermissionError`` (a ``PermissionError``) or
+    ``CheckpointCorruptError`` (a ``ValueError``), each naming the file; a ``CheckpointError`` for a valid file of another tool holding a dtype this reader does
     not (F4, F6_*: floats packed under a byte), or names that do not form a tree (``'a'`` and
     ``'a/b'``, which ``flat=True`` reads). ``jax.device_put(tree)`` moves the result to devices.
 

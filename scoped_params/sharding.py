@@ -719,7 +719,7 @@ def _one_key_in_every_process(key: jax.Array) -> jax.Array:
             "sp.init_sharded(model, mesh, jax.random.key(0), *args); derive per-process randomness "
             "(data order, dropout) from jax.process_index() elsewhere.")
     if typed:
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+        return jax.random.wrap_key_data(jax.numpy.asarray(data), impl=jax.random.key_impl(key))
     return jax.numpy.asarray(data)
 
 
