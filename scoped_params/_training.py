@@ -185,6 +185,22 @@ def _abstract_target(target: Any, step: int, directory: str) -> Any:
         f"{directory!r}.\n  fix: {fix}")
 
 
+def _fallback_sharding(abstract: Any) -> Any:
+    """Where orbax places a leaf the target gives no sharding (``jax.eval_shape`` gives an
+    optimizer's step count none) when the step's own sharding names devices this machine lacks
+    (saved on another topology; else the saved sharding is used): replicated on the mesh of the
+    target's first leaf on one, or on this process's first device, where JAX puts a new array.
+    Without it, orbax refuses the whole restore ('Topology mismatch detected'), naming no leaf."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+
+    for leaf in jax.tree.leaves(abstract):
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(sharding, NamedSharding) and not _on_abstract_mesh(sharding):
+            return NamedSharding(sharding.mesh, PartitionSpec(), memory_kind=sharding.memory_kind)
+    return SingleDeviceSharding(jax.local_devices()[0])
+
+
 class CheckpointNotADirectoryError(CheckpointError, NotADirectoryError):
     """A TrainingCheckpointer's directory (or a directory above it) is an existing file."""
 
@@ -298,21 +314,46 @@ def _short_repr(x: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def held_whole(leaf: Any) -> Any:
+    """A ``jax.Array``'s value as a NumPy array where this process holds all of it, else None.
+
+    ``np.asarray`` refuses any array with shards on other processes' devices, though a process
+    holds the whole of one replicated over the processes (data parallelism's params) or sharded
+    only over its own devices in each replica (a 'model' axis within a host): read from its own
+    shards, which then cover every index of the array."""
+    import numpy as np
+
+    if leaf.is_fully_addressable:
+        return np.asarray(leaf)
+    if leaf.is_fully_replicated:
+        return np.asarray(leaf.addressable_shards[0].data)
+
+    def key(index: Tuple[slice, ...]) -> Tuple[Any, ...]:  # (slices are unhashable before 3.12)
+        return tuple((s.start, s.stop, s.step) for s in index)
+
+    shards = {key(s.index): s for s in leaf.addressable_shards}
+    if set(shards) != {key(i) for i in leaf.sharding.devices_indices_map(leaf.shape).values()}:
+        return None  # parts of it are only on other processes' devices
+    whole = np.empty(leaf.shape, leaf.dtype)
+    for shard in shards.values():
+        whole[shard.index] = np.asarray(shard.data)
+    return whole
+
+
 def _host_bytes(leaf: Any) -> Any:
     """``leaf`` as a C-ordered NumPy array (a PRNG key: its key data), or None where this process
-    cannot read all of it (an array sharded across processes) or it is not an array or number."""
+    cannot read all of it (see ``held_whole``) or it is not an array or number."""
     import jax
     import numpy as np
 
     if isinstance(leaf, jax.Array):
-        if not leaf.is_fully_addressable:
-            return None
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
     elif not isinstance(leaf, (np.ndarray, np.generic, bool, int, float)):
         return None
     try:
-        return np.asarray(leaf, order="C")
+        array = held_whole(leaf) if isinstance(leaf, jax.Array) else leaf
+        return None if array is None else np.asarray(array, order="C")
     except (TypeError, ValueError):  # a dtype NumPy cannot hold: not checked
         return None
 
@@ -639,6 +680,32 @@ class _StrayReports(logging.Filter):
 _STRAY_REPORTS = _StrayReports()
 
 
+def _as_process_0_has_it(value: Any) -> Any:
+    """``value`` (JSON-able) as process 0 has it, in every process; in one process, ``value``.
+
+    Each process lists the shared directory on its own, at its own time: one lagging behind
+    another that already deleted a step sees another list. Orbax's delete ends in a barrier of
+    all processes, so every decision about which steps to delete (and whether a save may go ahead)
+    is process 0's, taken once: every process then makes the same orbax calls. A collective: every
+    process calls it at the same point, after listing (so no process deletes before all listed).
+    """
+    import jax
+
+    if jax.process_count() == 1:
+        return value
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    data = json.dumps(value).encode()
+    # The broadcast's shape must be the same in every process: process 0's size first, rounded
+    # up to a power of two so that few shapes are compiled; JSON holds no NUL to pad with
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(1 << len(data).bit_length())))
+    padded = np.zeros(size, np.uint8)
+    padded[:min(size, len(data))] = np.frombuffer(data[:size], np.uint8)
+    got = multihost_utils.broadcast_one_to_all(padded)
+    return json.loads(np.asarray(got).tobytes().rstrip(b"\0"))
+
+
 class TrainingCheckpointer:
     """Save and restore a whole training state, one checkpoint per step, keeping the last ``max_to_keep``.
 
@@ -662,6 +729,12 @@ class TrainingCheckpointer:
     directory see each other's steps, refuse each other's step numbers, and together keep at most
     ``max_to_keep`` steps. Processes *concurrently* saving into one directory are not supported (two
     may pass the step check at once); give each run its own directory.
+
+    The processes of one multi-process JAX run (``jax.distributed``) share a checkpointer's
+    directory: each calls ``save`` and ``delete_steps_after`` at the same point of the run, as
+    orbax requires. Which steps are on disk is then process 0's listing, in every process (one
+    lagging behind would find a step already deleted); the host values of the state (NumPy arrays,
+    Python numbers) are process 0's, as orbax stores them, and so are the checksums.
 
     Only complete steps count: a directory named like a step but without orbax's markers
     (``_CHECKPOINT_METADATA``, ``commit_success.txt``) or without the state's item directory
@@ -731,6 +804,12 @@ class TrainingCheckpointer:
             (complete if done else incomplete).append(step)
         return complete, incomplete
 
+    def _steps_agreed(self) -> Tuple[List[int], List[int]]:
+        """``_steps_on_disk``, as process 0 lists it, in every process (see
+        ``_as_process_0_has_it``); every process's manager has re-read the directory."""
+        complete, incomplete = _as_process_0_has_it(self._steps_on_disk())
+        return complete, incomplete
+
     def _incomplete_error(self, step: int, api: str) -> str:
         path = self._step_path(step)
         if any(os.path.exists(os.path.join(path, m)) for m in _COMPLETE_MARKERS):
@@ -751,7 +830,7 @@ class TrainingCheckpointer:
         and 'block/1/w' are both its 'block.1.w'), raises ``UnsavableLeafError`` naming them;
         nothing is written."""
         step = _step_index(step, "save")
-        complete, incomplete = self._steps_on_disk()
+        complete, incomplete = self._steps_agreed()
         if step in incomplete:
             raise StepOrderError(self._incomplete_error(step, "save"))
         if complete and step <= complete[-1]:
@@ -811,20 +890,42 @@ class TrainingCheckpointer:
                 f"{self.directory!r}.\n  fix: rename one so that the names differ by more than '.' "
                 "and '/' (e.g. sp.scope('block_1') for sp.scope('block.1')), or save the params "
                 "in a weights file with sp.checkpoint.save, which keys them by their '/' names.")
-        checksums = {"format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves),
-                     "key_impls": _key_impls(leaves), "python_numbers": _python_numbers(leaves)}
+        import jax
+
+        # Orbax stores host values (NumPy arrays, Python numbers) from process 0 alone, and every
+        # process's arrays are the same: process 0's checksums describe what is stored
+        checksums = None if jax.process_index() else {
+            "format": _CHECKSUMS_FORMAT, "leaves": _checksums(leaves),
+            "key_impls": _key_impls(leaves), "python_numbers": _python_numbers(leaves)}
         saved = self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
-        complete, _ = self._steps_on_disk()
+        listed = self._steps_on_disk()[0]
+        failed: Optional[BaseException] = None
+        if checksums is not None and saved and step in listed:
+            from .checkpoint import _atomic_write
+
+            try:
+                _atomic_write(os.path.join(self._step_path(step), _CHECKSUMS),
+                              json.dumps(checksums, sort_keys=True).encode())
+            except Exception as e:  # raised below, once every process knows
+                failed = e
+        # Process 0's outcome, taken once every process has listed the steps (none prunes before
+        # all did) and process 0 has written the checksums (none restores the step before)
+        saved, complete, why = _as_process_0_has_it(
+            [bool(saved), listed, None if failed is None else f"{type(failed).__name__}: {failed}"])
         if not saved or step not in complete:
             raise CheckpointError(
                 f"TrainingCheckpointer.save: orbax did not write step {step} to "
                 f"{self.directory!r} (save returned {saved!r}; complete steps on disk: {complete}).\n"
                 "  fix: check that the directory is writable and not read-only for orbax.")
-        from .checkpoint import _atomic_write
-
-        _atomic_write(os.path.join(self._step_path(step), _CHECKSUMS),
-                      json.dumps(checksums, sort_keys=True).encode())
+        if failed is not None:
+            raise failed
+        if why is not None:
+            raise CheckpointError(
+                f"TrainingCheckpointer.save: process 0 could not write the checksums file "
+                f"{_CHECKSUMS!r} of step {step} in {self.directory!r} ({why}); the step itself is "
+                "complete, and restores unchecked.\n"
+                "  fix: see process 0's error (its disk, its permissions).")
         if self.max_to_keep is not None:
             for old in complete[:-self.max_to_keep]:
                 self._manager.delete(old)
@@ -843,7 +944,7 @@ class TrainingCheckpointer:
         [10, 20]
         """
         step = _step_index(step, "delete_steps_after")
-        newer = [s for s in self._steps_on_disk()[0] if s > step]
+        newer = [s for s in self._steps_agreed()[0] if s > step]
         for s in reversed(newer):  # newest first: an interruption leaves a shorter, valid history
             self._manager.delete(s)
         return newer
@@ -864,10 +965,13 @@ class TrainingCheckpointer:
         shapes, dtypes and shardings are used. A leaf sharded on an ``AbstractMesh`` (what
         ``jax.eval_shape`` gives under ``jax.set_mesh`` of a mesh with Explicit axes) is placed on
         the mesh set with ``jax.set_mesh`` (of the same axis names and sizes); without one,
-        ``CheckpointMismatchError`` names the leaf. An incomplete step directory is never
-        restored; a step whose files cannot be read raises ``CheckpointCorruptError`` (naming an
-        earlier step), one whose files the OS refuses to read ``CheckpointPermissionError`` (a
-        ``PermissionError``: the step is not damaged), one that does not fit ``target``
+        ``CheckpointMismatchError`` names the leaf. A leaf without a sharding (``jax.eval_shape``
+        gives an optimizer's step count none) is placed as it was saved, or, if saved on devices
+        this machine lacks, replicated on the mesh of the target's other leaves (without one, on
+        the first device). An incomplete step directory is never restored; a step whose files
+        cannot be read raises ``CheckpointCorruptError`` (naming an earlier step), one whose files
+        the OS refuses to read ``CheckpointPermissionError`` (a ``PermissionError``: the step is
+        not damaged), one that does not fit ``target``
         ``CheckpointMismatchError`` (naming what differs: entries, shapes, or a dtype the saved values would not survive, e.g. float32 into
         int32 or float16; restore into the saved dtypes and cast afterwards to accept that loss). A
         typed PRNG key fits a step holding a key of its implementation.
@@ -892,7 +996,9 @@ class TrainingCheckpointer:
                     f"{steps}.\n  fix: restore one of those steps, or restore() for the latest.")
         args = None
         if target is not None:
-            args = self._ocp.args.StandardRestore(_abstract_target(target, step, self.directory))
+            abstract = _abstract_target(target, step, self.directory)
+            args = self._ocp.args.StandardRestore(
+                abstract, fallback_sharding=_fallback_sharding(abstract))
         failure: Optional[Exception] = None
         with _STRAY_REPORTS.quiet(os.path.join(self._step_path(step), _ITEM)) as settle:
             unreadable = None

@@ -67,6 +67,7 @@ from ._training import CheckpointNotADirectoryError as CheckpointNotADirectoryEr
 from ._training import TrainingCheckpointer as TrainingCheckpointer
 from ._training import DELETED_FIX as _DELETED_FIX
 from ._training import UnsavableLeafError as UnsavableLeafError
+from ._training import held_whole as _held_whole
 from ._training import is_deleted as _is_deleted
 from ._training import _ABSTRACT_MESH_FIX, _placed, _unplaced
 
@@ -126,14 +127,18 @@ def _host_array(name: str, leaf: Any) -> np.ndarray:
             "which has no array dtype to store.\n  fix: save jax.random.key_data(key) (a uint32 "
             f"array) and rewrap it after loading with jax.random.wrap_key_data(data, impl={impl!r}); "
             "or save training state, keys included, with sp.checkpoint.TrainingCheckpointer.")
-    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) \
-            and not leaf.is_fully_addressable:
-        raise TypeError(
-            f"sp.checkpoint.save: '{name}' is sharded over several processes; this process holds "
-            "only part of it.\n  fix: save multi-host state with sp.checkpoint.TrainingCheckpointer "
-            "(orbax), or gather it first (jax.experimental.multihost_utils.process_allgather).")
+    value = leaf
+    if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+        # (one replicated over processes is saved from this process's copy)
+        value = _held_whole(leaf)
+        if value is None:
+            raise TypeError(
+                f"sp.checkpoint.save: '{name}' is sharded over several processes; this process "
+                "holds only part of it.\n  fix: save multi-host state with "
+                "sp.checkpoint.TrainingCheckpointer (orbax), or gather it first "
+                "(jax.experimental.multihost_utils.process_allgather).")
     try:
-        arr = np.asarray(leaf)
+        arr = np.asarray(value)
     except Exception as e:  # jax tracers raise TracerArrayConversionError here
         raise TypeError(
             f"sp.checkpoint.save: '{name}' is {type(leaf).__name__}, not a concrete array ({e}).\n"

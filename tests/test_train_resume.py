@@ -783,3 +783,66 @@ def test_an_orbax_refusal_of_a_target_that_fits_does_not_claim_a_difference(tmp_
                      r"nothing was restored.\n  orbax: Sharding of the target cannot.*\n  fix: .*"
                      r"shardings", message), message
     assert "does not fit" not in message and "asked (target)" not in message
+
+
+_RESTORE_ON_4_DEVICES = r"""
+import json, sys
+import jax, jax.numpy as jnp, numpy as np, optax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+import scoped_params as sp
+
+mesh = jax.make_mesh((4,), ("model",), axis_types=(AxisType.Auto,))
+params = {"w": jax.ShapeDtypeStruct((8, 2), jnp.float32, sharding=NamedSharding(mesh, P("model")))}
+targets = {  # the optimizer's step count gets no sharding from jax.eval_shape; "step" is an int
+    "on_mesh": {"params": params, "opt_state": jax.eval_shape(optax.adam(1e-3).init, params),
+                "step": 0},
+    "unplaced": jax.eval_shape(lambda: {"params": {"w": jnp.zeros((8, 2))}, "opt_state":
+                                        optax.adam(1e-3).init({"w": jnp.zeros((8, 2))}), "step": 0}),
+}
+ckpt = sp.checkpoint.TrainingCheckpointer(sys.argv[1])
+result = {}
+for name, target in targets.items():
+    try:
+        restored = ckpt.restore(1, target=target)
+        result[name] = {"leaves": [np.asarray(x).tolist() for x in jax.tree.leaves(restored)],
+                        "count_on_mesh": restored["opt_state"][0].count.sharding
+                        == NamedSharding(mesh, P())}
+    except sp.checkpoint.CheckpointError as error:
+        result[name] = str(error)
+print("RESULT " + json.dumps(result), flush=True)
+"""
+
+
+def test_a_target_without_shardings_for_some_leaves_restores_a_step_saved_on_other_devices(
+        tmp_path):
+    # Saved on 8 devices, restored on 4 into a target whose optimizer count has no sharding (as
+    # jax.eval_shape gives it). Before: orbax took the count's saved sharding, on devices gone,
+    # and refused the whole restore ('Topology mismatch'), naming no leaf.
+    import json, os, subprocess, sys
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices")
+    mesh = jax.make_mesh((8,), ("model",), axis_types=(AxisType.Auto,))
+    params = jax.device_put({"w": jnp.arange(16.0).reshape(8, 2) / 7}, NamedSharding(mesh, P("model")))
+    optimizer = optax.adam(1e-3)
+    grads = jax.tree.map(jnp.ones_like, params)
+    _, opt_state = jax.jit(optimizer.update)(grads, optimizer.init(params), params)
+    state = jax.jit(lambda s: s)({"params": params, "opt_state": opt_state, "step": 5})
+    assert state["opt_state"][0].count.sharding.mesh.size == 8
+    sp.checkpoint.TrainingCheckpointer(tmp_path / "run").save(1, state)
+
+    script = tmp_path / "restore.py"
+    script.write_text(_RESTORE_ON_4_DEVICES)
+    root = os.path.dirname(os.path.dirname(sp.__file__))  # the package this test imports
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert run.returncode == 0 and lines, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    saved = [np.asarray(x).tolist() for x in jax.tree.leaves(state)]
+    # replicated on the mesh of the target's other leaves; without one, on the first device
+    assert result["on_mesh"] == {"leaves": saved, "count_on_mesh": True}, result
+    assert result["unplaced"] == {"leaves": saved, "count_on_mesh": False}, result
