@@ -14,7 +14,7 @@ import stat
 import tempfile
 import warnings
 import weakref
-from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -26,6 +26,8 @@ from ._errors import (CheckpointCorruptError, CheckpointError, CheckpointMismatc
 from ._tree import unflatten
 
 _PART = re.compile(r"^(?P<base>.+)/part_(?P<index>\d+)$")
+# The slot of a part, saved under the slot variable's name: 'train/net/w/part_0/Adam'.
+_SLOT_PART = re.compile(r"^(?P<owner>.+)/part_(?P<index>\d+)/(?P<slot>[^/]+)$")
 # Non-slot optimizer bookkeeping TF 1.x optimizers keep as ordinary variables.
 _OPTIMIZER_NAMES = re.compile(r"(^|/)(global_step|beta1_power|beta2_power)(_\d+)?$")
 # Entries that are not variables at all (TF 2 object-based checkpoints carry this one).
@@ -657,18 +659,20 @@ def _some_slices(prefix: str, e: Exception, name: str,
     """The error for an entry TF's reader cannot read whole because the checkpoint holds only some
     of its slices (``variable``: the partitioned variable whose mangled slot it is, if it is one)."""
     why = _why(e)
-    how = (f"as TF 1.x saves the optimizer slots of a partitioned variable ({variable!r}) when "
-           "minimize() ran inside a variable scope: each part's slot under a name of its own, "
-           "holding that part's slice alone" if variable is not None else
-           "as a Saver given only some parts of a partitioned variable saves it")
+    how = ("as a Saver given only some parts of a partitioned variable saves it" if variable is None
+           else f"as TF 1.x saves the slots of a partitioned variable ({variable!r}) when minimize() "
+           "ran inside a variable scope (or ema.apply(), for its average): each part's slot under a "
+           "name of its own, holding that part's slice alone")
     err = CheckpointMismatchError(
         f"cannot read tensor {name!r} of TF checkpoint {prefix!r}: it holds only some slices of it, "
         f"{how}. The file is not damaged; TF's own reader cannot read the entry whole either "
         f"({why}).\n"
         "  fix: leave it out (load_tf1 skips optimizer state unless include_optimizer_state=True; "
         "init_from_checkpoint reads only the entries its map names), or restore the checkpoint in "
-        "TF and save every variable whole under its own name: tf.compat.v1.train.Saver({v.op.name: "
-        "v for v in tf.compat.v1.global_variables()}).save(sess, new_prefix).")
+        "TF and save each variable under its own name: tf.compat.v1.train.Saver({v.op.name: v for "
+        "v in tf.compat.v1.global_variables()}).save(sess, new_prefix); there each part and each "
+        "part's slot has an entry of its own, which load_tf1 joins into the variable and its slot "
+        "(adam_state_from_tf1 resumes from them).")
     err.filename = prefix  # the checkpoint it is about, as CheckpointCorruptError's
     return err
 
@@ -807,10 +811,18 @@ def _slice_info(prefix: str) -> Optional[SliceInfo]:
     return info
 
 
-def _layout(names: List[str], name_set, shapes, prefix: str
-            ) -> Tuple[List[str], Dict[str, List[Tuple[int, str]]], Optional[SliceInfo]]:
+class _Layout(NamedTuple):
+    """How a checkpoint's entries come back (see ``_layout``)."""
+    whole: List[str]  # read as they are
+    partitioned: Dict[str, List[Tuple[int, str]]]  # {base: [(index, part entry), ...]}
+    info: Optional[SliceInfo]  # the .meta slice info (None without parts, or without a .meta)
+    slots: Dict[str, str]  # {joined slot '<scope><variable>/<Slot>': its partitioned variable}
+
+
+def _layout(names: List[str], name_set, shapes, prefix: str) -> _Layout:
     """How the entries ``names`` come back: the ones read as they are, and ``{base: [(index, part
-    entry), ...]}`` for the partitioned variables saved part by part; and the ``.meta`` slice info.
+    entry), ...]}`` for the partitioned variables saved part by part, and for their slots saved
+    part by part (see ``_join_slot_parts``); and the ``.meta`` slice info.
 
     An entry ``<base>/part_<N>`` (without a ``<base>`` entry) is a part when the ``.meta`` graph's
     slice info says so, and not when the graph lists it as a variable that is no part: two ordinary
@@ -836,7 +848,54 @@ def _layout(names: List[str], name_set, shapes, prefix: str
                 and _join_axis([tuple(shapes[n]) for _, n in sorted(parts)]) is None:
             whole.extend(n for _, n in parts)  # by name only, and no pieces of one array
             del partitioned[base]
-    return sorted(whole), partitioned, info
+    whole.sort()
+    slots = _join_slot_parts(whole, partitioned, name_set, shapes, info) if partitioned else {}
+    return _Layout(whole, partitioned, info, slots)
+
+
+def _join_slot_parts(whole: List[str], partitioned: Dict[str, List[Tuple[int, str]]], name_set,
+                     shapes, info: Optional[SliceInfo]) -> Dict[str, str]:
+    """Move the slots of a partitioned variable's parts from ``whole`` into ``partitioned``, joined
+    as ``<scope><variable>/<Slot>``; ``{joined slot: variable}``.
+
+    A ``Saver`` given ``{v.op.name: v}`` saves each part's slot under the slot variable's own name,
+    ``<scope><variable>/part_<N>/<Slot>`` (``train/net/w/part_0/Adam``, ``<scope>``: the variable
+    scope ``minimize()`` or ``ema.apply()`` ran in). TF's slot_creator partitions a slot exactly as
+    its variable, so the slots are joined with the variable parts' offsets (the ``.meta`` gives the
+    slot those offsets too, but under a full name TF mangles inside a scope) or, without slice info,
+    as the variable's parts are. Only a slot with an entry of each part's shape for every part of
+    its variable is joined; the others stay as they are."""
+    part_of = {n: base for base, parts in partitioned.items() for _, n in parts}
+    groups: Dict[Tuple[str, str], List[Tuple[int, str]]] = {}
+    for name in whole:
+        m = _SLOT_PART.match(name) if "/part_" in name else None
+        if m is None:
+            continue
+        owner = m["owner"].split("/")
+        for i in range(len(owner)):  # the longest variable: a scope is read only when needed
+            part = "/".join(owner[i:]) + f"/part_{m['index']}"
+            if part in part_of and tuple(shapes[part]) == tuple(shapes[name]):
+                groups.setdefault((f"{m['owner']}/{m['slot']}", part_of[part]), []).append(
+                    (int(m["index"]), name))
+                break
+    slots: Dict[str, str] = {}
+    for (slot, variable), parts in groups.items():
+        own = sorted(partitioned[variable])
+        if slot in name_set or slot in partitioned or [i for i, _ in own] != sorted(
+                i for i, _ in parts):
+            continue
+        partitioned[slot], slots[slot] = parts, variable
+        if info is not None:
+            offsets = _slices_of(variable, [n for _, n in own], info)
+            by_index = dict(parts)
+            for k, (index, _) in enumerate(own):
+                # the variable part's full shape and offset, under the slot's name; None: joined
+                # by the parts' names and shapes, as the variable's are
+                info[by_index[index]] = (slot,) + offsets[k][1:] if offsets is not None else None
+    if slots:
+        joined = {n for slot in slots for _, n in partitioned[slot]}
+        whole[:] = [n for n in whole if n not in joined]
+    return slots
 
 
 def _slices_of(base: str, names: List[str], info: Optional[SliceInfo]) -> Optional[list]:
@@ -1022,37 +1081,64 @@ def read_tf1_flat(path: PathLike, include_optimizer_state: bool = False,
     name_set = set(names)
     if use_moving_averages and not any(n.endswith(suffix) for n in names):
         raise ValueError(_no_averages(r.prefix, suffix, names, name_set, r.shapes))
-    if use_moving_averages:
-        _check_averages_are_where_tf_looks(r.prefix, names, name_set, r.shapes, suffix)
-    kept, skipped = [], []
+    kept, state, skipped = [], set(), []
     for name in names:
-        if not include_optimizer_state and is_optimizer_entry(name, name_set, r.shapes):
+        optimizer = not include_optimizer_state and is_optimizer_entry(name, name_set, r.shapes)
+        # A part's slot left out is laid out all the same for use_moving_averages, which reads
+        # the average of a variable saved part by part joined as its parts are.
+        if optimizer and not (use_moving_averages and "/part_" in name):
             continue
         if not r.numeric(name):
-            skipped.append(f"{name} ({r.dtypes[name].name})")
+            if not optimizer:
+                skipped.append(f"{name} ({r.dtypes[name].name})")
             continue
         kept.append(name)
-    whole, partitioned, info = _layout(kept, name_set, r.shapes, r.prefix)
+        if optimizer:
+            state.add(name)
+    layout = _layout(kept, name_set, r.shapes, r.prefix)
     if use_moving_averages:
-        for parts in partitioned.values():
-            for _, name in parts:
-                if name + suffix in name_set:
-                    raise NotImplementedError(
-                        f"load_tf1(use_moving_averages=True): {name!r} is one part of a "
-                        "partitioned variable with moving averages, which this reader does not "
-                        "reassemble.\n  fix: restore it in TF and save it unpartitioned, or load "
-                        "without use_moving_averages.")
+        _check_averages_are_where_tf_looks(r.prefix, names, name_set, r.shapes, suffix, layout)
     flat: Dict[str, np.ndarray] = {}
-    for name in whole:
-        # TF's ExponentialMovingAverage.variables_to_restore(): the average where there is one
-        flat[name] = r.get(name + suffix if use_moving_averages and name + suffix in name_set
-                           else name)
-    for base, parts in partitioned.items():
-        flat[base] = _merge_parts(base, [(i, n, r.get(n)) for i, n in parts], info, r.prefix)
+    for name in layout.whole:
+        if name not in state:
+            # TF's ExponentialMovingAverage.variables_to_restore(): the average where there is one
+            flat[name] = r.get(name + suffix if use_moving_averages and name + suffix in name_set
+                               else name)
+    for base, parts in layout.partitioned.items():
+        if not include_optimizer_state and (base in layout.slots
+                                            or any(n in state for _, n in parts)):
+            continue
+        source, average = base, base + suffix
+        if use_moving_averages and average in name_set:  # the average saved whole
+            flat[base] = r.get(average)
+            continue
+        if use_moving_averages and layout.slots.get(average) == base:
+            source, parts = average, layout.partitioned[average]  # its parts' averages, joined
+        elif use_moving_averages:
+            _check_parts_have_no_averages(r.prefix, base, parts, name_set, suffix)
+        flat[base] = _merge_parts(source, [(i, n, r.get(n)) for i, n in parts], layout.info,
+                                  r.prefix)
     if skipped:
         warnings.warn(f"load_tf1: skipped non-numeric entries of {r.prefix!r}: {skipped}",
                       UserWarning, stacklevel=3)
     return flat
+
+
+def _check_parts_have_no_averages(prefix: str, base: str, parts: List[Tuple[int, str]], name_set,
+                                  suffix: str) -> None:
+    """Raise when some parts of the partitioned variable ``base`` have an average
+    ``<part><suffix>`` but the averages do not join into one for the whole variable (parts without
+    one, or of other shapes): neither the raw variable nor its average can be given."""
+    averaged = [n + suffix for _, n in parts if n + suffix in name_set]
+    if averaged:
+        raise CheckpointMismatchError(
+            f"load_tf1(use_moving_averages=True): {base!r} of {prefix!r} is saved part by part, "
+            f"and the averages of its parts ({', '.join(map(repr, averaged))}) do not join into "
+            f"one for all of its {len(parts)} parts ({', '.join(repr(n) for _, n in parts)}): "
+            "some part has none, or one of another shape.\n"
+            "  fix: save every part's average (ema.apply() on all parts of the variable, a Saver "
+            "var_list naming all of them), or load without use_moving_averages and read the "
+            "averages it holds with sp.checkpoint.load_variable(path, name).")
 
 
 class TF1Entries(Mapping[str, np.ndarray]):
@@ -1066,10 +1152,10 @@ class TF1Entries(Mapping[str, np.ndarray]):
         self._reader = _Reader(path)
         self.prefix = self._reader.prefix
         names = self._reader.names()
-        whole, self._parts, self._info = _layout(
-            [n for n in names if self._reader.numeric(n)], set(names), self._reader.shapes,
-            self.prefix)
-        self._whole = set(whole)
+        layout = _layout([n for n in names if self._reader.numeric(n)], set(names),
+                         self._reader.shapes, self.prefix)
+        self._parts, self._info = layout.partitioned, layout.info
+        self._whole = set(layout.whole)
         self._keys = sorted(self._whole | set(self._parts))
 
     def __contains__(self, key: object) -> bool:  # from the index: Mapping's would read the value
@@ -1117,33 +1203,86 @@ def _no_averages(prefix: str, suffix: str, names: List[str], name_set, shapes) -
 
 
 def _check_averages_are_where_tf_looks(prefix: str, names: List[str], name_set, shapes,
-                                       suffix: str) -> None:
+                                       suffix: str, layout: _Layout) -> None:
     """Raise for variables whose moving average the checkpoint holds only under another name,
-    ``ema/net/w/ExponentialMovingAverage`` (``ema.apply()`` ran inside ``variable_scope("ema")``):
-    TF's ``Saver(ema.variables_to_restore())`` looks for ``net/w/ExponentialMovingAverage`` and
-    fails, where loading ``net/w`` itself would silently give the raw weights."""
-    misplaced = []  # (variable, its average's entry)
+    ``ema/net/w/ExponentialMovingAverage`` (``ema.apply()`` ran inside ``variable_scope("ema")``;
+    for a variable saved part by part, joined from ``ema/net/w/part_<N>/ExponentialMovingAverage``),
+    or, for a partitioned variable saved whole, in slices under names TF mangled
+    (``net/w/t_0/ExponentialMovingAverage``, see ``partitioned_slot_variable``): TF's
+    ``Saver(ema.variables_to_restore())`` looks for ``net/w/ExponentialMovingAverage`` and fails,
+    where loading ``net/w`` itself would silently give the raw weights."""
+    def has_average(variable: str) -> bool:
+        return variable + suffix in name_set or layout.slots.get(variable + suffix) == variable
+
+    misplaced = [(variable, slot) for slot, variable in layout.slots.items()  # (variable, entry)
+                 if slot.endswith(suffix) and not has_average(variable)]
+    sliced: Dict[str, List[str]] = {}  # {partitioned variable: the entries of its average's slices}
+    joined = {n for slot in layout.slots for _, n in layout.partitioned[slot]}
     for name in names:
-        if name.endswith(suffix) and name[:-len(suffix)] not in name_set:
-            variable = scoped_slot_variable(name, name_set, shapes)
-            if variable is not None and variable + suffix not in name_set:
+        if not name.endswith(suffix) or name in joined or name[:-len(suffix)] in name_set \
+                or name[:-len(suffix)] in layout.partitioned:
+            continue
+        variable = scoped_slot_variable(name, name_set, shapes)
+        if variable is not None:
+            if not has_average(variable):
                 misplaced.append((variable, name))
-    if not misplaced:
+            continue
+        variable = partitioned_slot_variable(name, name_set, shapes)
+        if variable is not None and not has_average(variable):
+            sliced.setdefault(variable, []).append(name)
+    if not misplaced and not sliced:
         return
-    misplaced.sort()
-    variables = sorted({v for v, _ in misplaced})
-    shown = ", ".join(f"{v!r} ({e!r})" for v, e in misplaced[:5])
-    mapping = "{" + ", ".join(f"{e!r}: {v!r}" for v, e in misplaced[:3]) + (
-        ", ...} (one entry per averaged variable)" if len(misplaced) > 3 else "}")
-    raise CheckpointMismatchError(
+    found = sorted([(v, repr(e)) for v, e in misplaced] + [
+        (v, ", ".join(map(repr, es)) + ": slices, one per part") for v, es in sliced.items()])
+    variables = sorted({v for v, _ in found})
+    shown = ", ".join(f"{v!r} ({e})" for v, e in found[:5])
+    scoped = dict(misplaced)
+    scoped.update(_sliced_averages_names(prefix, sliced, suffix))
+    entries = sorted((e, v) for v, e in scoped.items())
+    mapping = "{" + ", ".join(f"{e!r}: {v!r}" for e, v in entries[:3]) + (
+        ", ...} (one entry per averaged variable)" if len(entries) > 3 else "}")
+    message = (
         f"load_tf1(use_moving_averages=True): {prefix!r} has no '<variable>{suffix}' for "
         f"{len(variables)} variable{'s' if len(variables) > 1 else ''} whose average"
         f"{'s' if len(variables) > 1 else ''} it holds "
         f"under another name, as ema.apply() saves them when it runs inside a variable scope: "
-        f"{shown}" + (f" (and {len(misplaced) - 5} more)" if len(misplaced) > 5 else "")
-        + "; TF's Saver(ema.variables_to_restore()) fails on it as well (NotFoundError).\n"
-        "  fix: map the averages by name: params = sp.checkpoint.load_tf1(path); params = "
-        f"sp.checkpoint.init_from_checkpoint(path, params, {mapping}).")
+        f"{shown}" + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+        + "; TF's Saver(ema.variables_to_restore()) fails on it as well (NotFoundError).\n")
+    if not sliced:
+        raise CheckpointMismatchError(
+            message + "  fix: map the averages by name: params = sp.checkpoint.load_tf1(path); "
+            f"params = sp.checkpoint.init_from_checkpoint(path, params, {mapping}).")
+    partitioned = sorted(sliced)
+    raise CheckpointMismatchError(
+        message + f"  found: the average of the partitioned variable"
+        f"{'s' if len(partitioned) > 1 else ''} {', '.join(map(repr, partitioned[:5]))}"
+        + (f" (and {len(partitioned) - 5} more)" if len(partitioned) > 5 else "")
+        + " is saved in slices, one per part, each under a name of its own that TF mangled from "
+        "the part's average; neither TF's reader nor this one reads such an entry whole.\n"
+        "  fix: restore the checkpoint in TF and save each variable under its own name, "
+        "tf.compat.v1.train.Saver({v.op.name: v for v in tf.compat.v1.global_variables()})"
+        ".save(sess, new_prefix) (load_tf1 joins each part's average there as it joins the "
+        "parts); then map the averages by name: params = sp.checkpoint.load_tf1(new_prefix); "
+        f"params = sp.checkpoint.init_from_checkpoint(new_prefix, params, {mapping}).")
+
+
+def _sliced_averages_names(prefix: str, sliced: Dict[str, List[str]], suffix: str
+                           ) -> Dict[str, str]:
+    """``{partitioned variable: the name its joined average has in a re-save by op name}``:
+    ``<scope><variable><suffix>``, the scope found through the ``.meta`` graph, whose slot
+    variables (``ema/net/w/part_0/ExponentialMovingAverage``) name their mangled entries; else
+    ``<scope>/<variable><suffix>`` spelled out."""
+    real: Dict[str, str] = {}  # {mangled entry: its slot variable}
+    for name, s in (_slice_info(prefix) or {}).items():
+        if s is not None:
+            real[s[0]] = name
+    names = {}
+    for variable, entries in sliced.items():
+        slot = next((real[e] for e in entries if e in real), None)
+        m = _SLOT_PART.match(slot) if slot is not None else None
+        names[variable] = (f"{m['owner']}/{m['slot']}" if m is not None
+                           else f"<scope>/{variable}{suffix}")
+    return names
 
 
 def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: bool = False,
@@ -1157,7 +1296,9 @@ def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: boo
     by part (``v/part_0``, ``v/part_1``, ...) are reassembled from the ``.meta`` graph's slice info
     (or, for parts the ``.meta`` does not list, and without a ``.meta``, concatenated along the axis
     where the parts differ, else axis 0). Variables the ``.meta`` lists as no parts of a
-    partitioned variable stay as they are, whatever their names.
+    partitioned variable stay as they are, whatever their names. Their slots saved part by part
+    (``train/v/part_0/Adam``, from a ``Saver({v.op.name: v})``) are joined as the variable's parts
+    are, into ``train/v/Adam``.
 
     Optimizer state is skipped unless ``include_optimizer_state=True``: ``global_step``, Adam's
     ``beta1_power``/``beta2_power``; slot entries ``<variable>/<Slot>`` (``w/Adam``, ``w/Adam_1``,
@@ -1180,10 +1321,14 @@ def load_tf1(path: PathLike, *, include_optimizer_state: bool = False, flat: boo
     averaged, specs)[0], sp.partition_trainable(raw, specs)[1])``. ``moving_average_name`` is the ``name=`` given to ``tf.train.ExponentialMovingAverage``
     (TF's ``ema.name``): ``ExponentialMovingAverage(0.999, name="ema")`` saves ``<variable>/ema``,
     loaded with ``use_moving_averages=True, moving_average_name="ema"``. A checkpoint without such
-    entries is a ``ValueError`` listing the ``<variable>/<slot>`` entries it has. Averages saved
-    in another scope (``ema/net/w/ExponentialMovingAverage``, from ``ema.apply()`` inside
-    ``tf.variable_scope("ema")``), which TF's recipe cannot restore either, are a
-    ``CheckpointMismatchError`` naming them and the ``init_from_checkpoint`` map that loads them.
+    entries is a ``ValueError`` listing the ``<variable>/<slot>`` entries it has. A variable saved
+    part by part takes its parts' averages (``v/part_0/ExponentialMovingAverage``, ...), joined.
+    Averages saved in another scope (``ema/net/w/ExponentialMovingAverage``, from ``ema.apply()``
+    inside ``tf.variable_scope("ema")``), which TF's recipe cannot restore either, are a
+    ``CheckpointMismatchError`` naming them and the ``init_from_checkpoint`` map that loads them;
+    for a partitioned variable saved whole, TF keeps such an average in slices under mangled names
+    (``net/w/t_0/ExponentialMovingAverage``), and the error gives the re-save by op name that
+    ``init_from_checkpoint`` then reads with that map.
 
     >>> params = sp.checkpoint.load_tf1("model.ckpt")  # doctest: +SKIP
     >>> out = model.apply(params, images)  # doctest: +SKIP

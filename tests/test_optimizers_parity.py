@@ -197,6 +197,54 @@ def test_adam_state_from_tf1_resumes_a_tf_run_where_it_stopped(tmp_path):
         sp.optimizers.adam_state_from_tf1(flat, params)
 
 
+@pytest.mark.parametrize("scope", ["train", None])
+def test_adam_state_from_tf1_resumes_a_partitioned_variable_resaved_part_by_part_as_tf_continues(
+        tmp_path, scope):
+    # A Saver({v.op.name: v}) keeps each part of 'dense/w' (split along axis 1) and each part's
+    # slot under its own name ('train/dense/w/part_0/Adam'): load_tf1 joins the slots as the parts.
+    # Under a scope the default Saver's mangled slots ('dense/w/art_0/Adam', slices) cannot be read:
+    # its error recommends that re-save.
+    y = RS.randn(8, 4).astype(np.float32)
+    with tf.Graph().as_default(), v1.Session() as session:
+        with v1.variable_scope("dense", partitioner=v1.fixed_size_partitioner(2, axis=1)):
+            w = v1.get_variable("w", [3, 4], initializer=v1.random_normal_initializer(seed=3))
+        b = v1.get_variable("dense/b", [4], initializer=v1.zeros_initializer())
+        loss = tf.reduce_mean(tf.square(tf.matmul(X, w.as_tensor()) + b - y))
+        with v1.variable_scope(scope) if scope else contextlib.nullcontext():
+            train = v1.train.AdamOptimizer(0.05, epsilon=1e-3).minimize(loss)
+        session.run(v1.global_variables_initializer())
+        for _ in range(2):
+            session.run(train)
+        default = v1.train.Saver().save(session, str(tmp_path / "default" / "model.ckpt"))
+        resaved = v1.train.Saver({v.op.name: v for v in v1.global_variables()}).save(
+            session, str(tmp_path / "resaved" / "model.ckpt"))
+        for _ in range(2):
+            session.run(train)
+        expected = session.run({"dense/w": w.as_tensor(), "dense/b": b})
+    slot = f"{scope}/dense/w/part_1/Adam_1" if scope else "dense/w/part_1/Adam_1"
+    assert dict(tf.train.list_variables(resaved))[slot] == [3, 2]
+    if scope:
+        with pytest.raises(sp.checkpoint.CheckpointMismatchError) as e:
+            sp.optimizers.adam_state_from_tf1(default, sp.checkpoint.load_tf1(default))
+        assert "'dense/w/art_0/Adam'" in str(e.value)
+        assert ("tf.compat.v1.train.Saver({v.op.name: v for v in tf.compat.v1.global_variables()})"
+                ".save(sess, new_prefix)") in str(e.value)
+
+    params = sp.checkpoint.load_tf1(resaved)
+    state = sp.optimizers.adam_state_from_tf1(resaved, params)
+    flat = sp.checkpoint.load_tf1(resaved, include_optimizer_state=True, flat=True)
+    np.testing.assert_array_equal(sp.flatten(state.v)["dense/w"],
+                                  flat[f"{scope}/dense/w/Adam_1" if scope else "dense/w/Adam_1"])
+    optimizer = sp.optimizers.adam(0.05, epsilon=1e-3)
+    for _ in range(2):
+        grads = jax.grad(lambda p: jnp.mean(jnp.square(X @ p["dense"]["w"] + p["dense"]["b"] - y)))(
+            params)
+        updates, state = optimizer.update(grads, state)
+        params = optax.apply_updates(params, updates)
+    for key, value in expected.items():
+        np.testing.assert_allclose(sp.flatten(params)[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
 def test_missing_adam_entries_are_a_key_error_shown_as_its_message_not_a_repr():
     params = {"dense": {"w": jnp.ones((2, 2))}}
     checkpoint = {"dense/w": np.ones((2, 2)), "dense/w/Adam": np.zeros((2, 2)),

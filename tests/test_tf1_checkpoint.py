@@ -1,6 +1,7 @@
 """TF 1.x checkpoints: models built and saved with tf.compat.v1 (variable_scope/get_variable,
 tf.layers, partitioned variables) load with sp.checkpoint.load_tf1 and give the same outputs."""
 
+import contextlib
 import os
 import shutil
 import sys
@@ -569,6 +570,98 @@ def test_use_moving_averages_with_the_averages_saved_under_a_scope_is_an_error_a
         f"ema/{n}/ExponentialMovingAverage": n for n in ("net/b", "net/w")})
     np.testing.assert_array_equal(
         params["net"]["w"], tf.train.load_variable(prefix, "ema/net/w/ExponentialMovingAverage"))
+
+
+def _averaged_partitioned_run(tmp_path, scope, plain=True):
+    """A partitioned variable 'net/w' (split along axis 1) and a plain 'v', averaged by ema.apply()
+    (inside variable_scope(scope) unless None; 'v' only if ``plain``), then moved away from their
+    averages: (the default Saver's prefix, a Saver({v.op.name: v})'s prefix, {variable: TF's
+    average})."""
+    graph = tf.Graph()
+    with graph.as_default():
+        with v1.variable_scope("net", partitioner=v1.fixed_size_partitioner(2, axis=1)):
+            w = v1.get_variable("w", [3, 4], initializer=v1.random_normal_initializer(seed=1))
+        v = v1.get_variable("v", [3], initializer=v1.random_normal_initializer(seed=2))
+        ema = v1.train.ExponentialMovingAverage(0.5)
+        with v1.variable_scope(scope) if scope else contextlib.nullcontext():
+            average = ema.apply(list(w) + [v] * plain)
+        move = [p.assign(p * 3 + 1) for p in list(w) + [v]]
+        averages = {"net/w": tf.concat([ema.average(p) for p in w], axis=1)}
+        if plain:
+            averages["v"] = ema.average(v)
+        by_op_name = v1.train.Saver({x.op.name: x for x in v1.global_variables()})
+    sess, prefix = _session_save(graph, str(tmp_path / "model.ckpt"),
+                                 lambda s: [s.run(op) for op in (average, move, average, move)])
+    with graph.as_default():
+        resaved = by_op_name.save(sess, str(tmp_path / "resaved" / "model.ckpt"))
+        expected = sess.run(averages)
+    sess.close()
+    return prefix, resaved, expected
+
+
+def test_use_moving_averages_of_a_partitioned_variable_averaged_in_a_scope_is_an_error_naming_it(
+        tmp_path):
+    # The default Saver keeps each part's average of 'net/w' under a mangled name holding its slice
+    # alone ('net/w/t_0/ExponentialMovingAverage'); TF's recipe cannot restore them. Reading 'net/w'
+    # itself would be the raw weights, silently.
+    prefix, resaved, expected = _averaged_partitioned_run(tmp_path, "ema")
+    assert [n for n, _ in tf.train.list_variables(prefix)] == [
+        "ema/v/ExponentialMovingAverage", "net/w", "net/w/t_0/ExponentialMovingAverage",
+        "net/w/t_1/ExponentialMovingAverage", "v"]
+    with pytest.raises(ckpt.CheckpointMismatchError) as info:
+        ckpt.load_tf1(prefix, use_moving_averages=True)
+    message = str(info.value)
+    assert message.startswith(
+        f"load_tf1(use_moving_averages=True): {prefix!r} has no '<variable>/ExponentialMovingAverage'"
+        " for 2 variables whose averages it holds under another name, as ema.apply() saves them "
+        "when it runs inside a variable scope: 'net/w' ('net/w/t_0/ExponentialMovingAverage', "
+        "'net/w/t_1/ExponentialMovingAverage': slices, one per part), 'v' "
+        "('ema/v/ExponentialMovingAverage');"), message
+    assert "\n  found: the average of the partitioned variable 'net/w' is saved in slices" in message
+    mapping = {"ema/net/w/ExponentialMovingAverage": "net/w", "ema/v/ExponentialMovingAverage": "v"}
+    assert message.endswith(
+        "\n  fix: restore the checkpoint in TF and save each variable under its own name, "
+        "tf.compat.v1.train.Saver({v.op.name: v for v in tf.compat.v1.global_variables()})"
+        ".save(sess, new_prefix) (load_tf1 joins each part's average there as it joins the parts); "
+        "then map the averages by name: params = sp.checkpoint.load_tf1(new_prefix); params = "
+        f"sp.checkpoint.init_from_checkpoint(new_prefix, params, {mapping})."), message
+    # The fix it gives loads TF's averages, each part's slice in its place along axis 1.
+    params = ckpt.init_from_checkpoint(resaved, ckpt.load_tf1(resaved), mapping)
+    np.testing.assert_array_equal(params["net"]["w"], expected["net/w"])
+    np.testing.assert_array_equal(params["v"], expected["v"])
+    with pytest.raises(ckpt.CheckpointMismatchError, match=(  # still in a scope: the map, joined
+            r"'net/w' \('ema/net/w/ExponentialMovingAverage'\), 'v' .*\n  fix: map the averages")):
+        ckpt.load_tf1(resaved, use_moving_averages=True)
+    # Averaged alone, 'net/w' was loaded raw, with no error.
+    alone, _, _ = _averaged_partitioned_run(tmp_path / "alone", "ema", plain=False)
+    with pytest.raises(ckpt.CheckpointMismatchError, match=(
+            r"for 1 variable whose average .*: 'net/w' \('net/w/t_0/ExponentialMovingAverage', "
+            r"'net/w/t_1/ExponentialMovingAverage': slices, one per part\);")):
+        ckpt.load_tf1(alone, use_moving_averages=True)
+
+
+def test_use_moving_averages_joins_the_averages_of_a_variable_saved_part_by_part_as_tf_restores(
+        tmp_path):
+    # Saver({v.op.name: v}) keeps 'net/w/part_0/ExponentialMovingAverage' per part; TF's recipe
+    # restores each part from its own average.
+    _, resaved, expected = _averaged_partitioned_run(tmp_path, None)
+    assert "net/w/part_1/ExponentialMovingAverage" in dict(tf.train.list_variables(resaved))
+    with tf.Graph().as_default():
+        with v1.variable_scope("net", partitioner=v1.fixed_size_partitioner(2, axis=1)):
+            w = v1.get_variable("w", [3, 4])
+        saver = v1.train.Saver(v1.train.ExponentialMovingAverage(0.5).variables_to_restore(list(w)))
+        with v1.Session() as s:
+            saver.restore(s, resaved)
+            restored = s.run(w.as_tensor())
+    np.testing.assert_array_equal(restored, expected["net/w"])
+    params = ckpt.load_tf1(resaved, use_moving_averages=True)
+    np.testing.assert_array_equal(params["net"]["w"], expected["net/w"])
+    np.testing.assert_array_equal(params["v"], expected["v"])
+    assert not np.allclose(ckpt.load_tf1(resaved)["net"]["w"], expected["net/w"])  # raw differs
+    flat = ckpt.load_tf1(resaved, include_optimizer_state=True, flat=True)
+    assert sorted(flat) == ["net/w", "net/w/ExponentialMovingAverage", "v",
+                            "v/ExponentialMovingAverage"]
+    np.testing.assert_array_equal(flat["net/w/ExponentialMovingAverage"], expected["net/w"])
 
 
 # -- which entries are optimizer state -----------------------------------------------------------
