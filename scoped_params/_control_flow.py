@@ -49,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _frame
-from ._layer_stack import (_frame_attrs, _Keys, _outside_error, _root, _Snapshot, _StackView,
-                           _state_values)
+from ._layer_stack import (_frame_attrs, _Keys, _outside_error, _put_back_state, _root, _Snapshot,
+                           _StackView, _state_values)
 from ._materialize import lift_nested_constants
 from ._params import InitStore
 from ._scope import _TRACE
@@ -381,6 +381,8 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
         def body(*args: Any, **kwargs: Any) -> Any:
             traces.enter(body)
             before = _state_values(store) if frame.with_state else None
+            slices = dict(store.slices) if before is not None and isinstance(store, _StackView) \
+                else None  # a stack block's state slices, put back below
             records: Optional[dict] = None if frame.records is None else {}
             added = len(frame.regularized)
             # frame.loop is kept: inside an sp.scan's function, state and records cannot leave it.
@@ -391,11 +393,14 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
                 keys.exit(frame)
                 if made is not None:
                     _lift_constants(made)
-            # The values the function set, still in the store: set again after the checkpoint,
-            # with its results (the store must not keep values of the checkpoint's trace). So are
-            # the regularizer terms it added of its own values (a layer's activity penalty).
+            # The values the function set, still in the store: put back as they were and set
+            # again after the checkpoint, with its results (the store must not keep values of the
+            # checkpoint's trace, which ends first: jax.checking_leaks would find them). So are the
+            # regularizer terms it added of its own values (a layer's activity penalty).
             new_state = {} if before is None else {
                 n: v for n, v in _state_values(store).items() if v is not before.get(n)}
+            if new_state and before is not None:
+                _put_back_state(store, new_state, before, slices)
             here = _TRACE.value
             # (In init, a weight's own term holds the placeholder the store made in this trace: not
             # an output of the function, and as the store's values, read as it is after it.)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -273,7 +273,7 @@ def _lookup(store: Any, frame: Any, full: str) -> Any:
     if isinstance(store, _StackView):
         return store.lookup(frame, full)
     if frame.mode == _frame.INIT:
-        return store.values.get(full)
+        return store.value(full)
     value = store.params.get(full)
     return store.state.get(full) if value is None else value
 
@@ -808,6 +808,29 @@ def _state_values(store: Any) -> Dict[str, Any]:
     if isinstance(store, ApplyStore):
         return dict(store.state)
     return dict(store.written)
+
+
+def _put_back_state(store: Any, names: Iterable[str], before: Dict[str, Any],
+                    slices: Optional[Dict[str, Any]]) -> None:
+    """Put the state entries ``names`` of ``store`` back to ``before`` (``_state_values`` taken
+    earlier; for a stack block's view, ``slices``: its slices then), or drop them where they had
+    none (``sp.remat`` sets them again, after its checkpoint, with its results)."""
+    if isinstance(store, _StackView):
+        assert slices is not None
+        for name in names:
+            if name in slices:
+                store.slices[name] = slices[name]
+            else:
+                store.slices.pop(name, None)
+            if name not in before:
+                store.written.pop(name, None)
+        return
+    table = store.state if isinstance(store, ApplyStore) else store.written
+    for name in names:
+        if name in before:
+            table[name] = before[name]
+        else:
+            table.pop(name, None)
 
 
 def _depth_error(prefix: str, name: str, value: Any, num_layers: int) -> ShapeMismatchError:

@@ -1222,10 +1222,7 @@ class InitStore:
                 if here != spec.site:
                     _LOG.debug("sp.AUTO_REUSE shares '%s', created at %s, with the request at %s",
                                full, format_site(spec.site), format_site(here))
-            value = self.values.get(full)
-            if value is None:  # made in a nested trace that has ended (drop_nested)
-                value = self.values[full] = self._placeholder(full, spec.shape, spec.dtype)
-            return value
+            return self.value(full)
         if reuse is True:
             raise _not_found_error(frame, full, self.specs, in_apply=False)
         return self._create(frame, full, shape, dtype, init, regularizer, trainable, collections,
@@ -1363,6 +1360,16 @@ class InitStore:
             pool = self.pools[(shape, dtype)] = [trace, parts[::-1], size]
         return pool[1].pop()
 
+    def value(self, full: str) -> Any:
+        """The placeholder handed out for ``full`` (``None`` if it was never made). One made in a
+        nested trace that has ended (``drop_nested``) is made again, in the trace now running."""
+        value = self.values.get(full)
+        if value is None:
+            spec = self.specs.get(full)
+            if spec is not None:
+                value = self.values[full] = self._placeholder(full, spec.shape, spec.dtype)
+        return value
+
     def drop_nested(self, mark: int, trace: Any) -> set:
         """As the function of an sp.scan, sp.cond, ... returns, still in ``trace`` (JAX's trace of
         it): drop the placeholders made in it since ``len(self.nested)`` was ``mark``; returns
@@ -1374,6 +1381,10 @@ class InitStore:
             if isinstance(value, jax.core.Tracer) and value._trace is trace:
                 dropped.add(id(values.pop(full)))
         del nested[mark:]
+        # and the pools made in it: the placeholders staged but not handed out
+        for pool_key in [k for k, (_, parts, _) in self.pools.items()
+                         if parts and getattr(parts[0], "_trace", None) is trace]:
+            del self.pools[pool_key]
         return dropped
 
     def _check_name(self, full: str) -> None:

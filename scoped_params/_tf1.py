@@ -864,13 +864,15 @@ def _join_slot_parts(whole: List[str], partitioned: Dict[str, List[Tuple[int, st
     its variable, so the slots are joined with the variable parts' offsets (the ``.meta`` gives the
     slot those offsets too, but under a full name TF mangles inside a scope) or, without slice info,
     as the variable's parts are. Only a slot with an entry of each part's shape for every part of
-    its variable is joined; the others stay as they are."""
+    its variable is joined; the others stay as they are, and so does an entry the ``.meta`` lists
+    as a variable without slice info (a variable of the user's, ``x/part_0/foo``: a part's slot
+    has its part's slice info)."""
     part_of = {n: base for base, parts in partitioned.items() for _, n in parts}
     groups: Dict[Tuple[str, str], List[Tuple[int, str]]] = {}
     for name in whole:
         m = _SLOT_PART.match(name) if "/part_" in name else None
-        if m is None:
-            continue
+        if m is None or (info is not None and name in info and info[name] is None):
+            continue  # (the .meta lists it as a variable of its own, not a part's slot)
         owner = m["owner"].split("/")
         for i in range(len(owner)):  # the longest variable: a scope is read only when needed
             part = "/".join(owner[i:]) + f"/part_{m['index']}"
@@ -1155,7 +1157,10 @@ class TF1Entries(Mapping[str, np.ndarray]):
         layout = _layout([n for n in names if self._reader.numeric(n)], set(names),
                          self._reader.shapes, self.prefix)
         self._parts, self._info = layout.partitioned, layout.info
-        self._whole = set(layout.whole)
+        # A part's slot is there joined ('train/w/Adam') and under its own name, as TF's
+        # init_from_checkpoint sees it ('train/w/part_0/Adam')
+        self._whole = set(layout.whole).union(*(
+            (n for _, n in layout.partitioned[slot]) for slot in layout.slots))
         self._keys = sorted(self._whole | set(self._parts))
 
     def __contains__(self, key: object) -> bool:  # from the index: Mapping's would read the value

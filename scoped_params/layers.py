@@ -2213,6 +2213,7 @@ class _LayerObject(_KerasMethods):
             del call_kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
         frame, ns = _enter_object_name_scope(captured)
+        made = None if reuse is True else created_count(frame)
         try:
             if captured.custom_getter is None:
                 # The body runs in the captured scope (TF's jump, _Within: its default names are
@@ -2225,9 +2226,13 @@ class _LayerObject(_KerasMethods):
             else:
                 out = type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
                                      name=captured, reuse=reuse)
+        except BaseException:
+            if made is not None and created_count(frame) > made:  # raised after its weights
+                _mark_built(self, frame)
+            raise
         finally:
             _exit_name_scope(frame, ns)
-        if reuse is not True:
+        if made is not None:
             _mark_built(self, frame)
         return out
 
@@ -2404,6 +2409,17 @@ def _built_in_call(layer: Any, frame: Any) -> bool:
 def _mark_built(layer: Any, frame: Any) -> None:
     """Note that ``layer`` built in this call (``_built_in_call``); rolled back with ``frame.kept``."""
     frame.kept[("built", id(layer._scopes))] = (layer._scopes, True)  # kept: _object_scope made it
+
+
+def created_count(frame: Any) -> int:
+    """How many parameters and state entries this call has created so far (init's specs, apply's
+    created names): a built-in layer object or cell makes its weights inside its function, so one
+    whose first call raised after making them has built (TF's weights are made in ``build``,
+    before the ``call`` that raised). One that raised between its weights (a kernel made, the
+    bias refused) counts as built too: its next call fails either way, here on the bias, in TF on
+    the kernel made again."""
+    root = _root_store(frame.store)
+    return len(root.specs) if isinstance(root, InitStore) else len(root.created)
 
 
 def _holds_array(value: Any) -> bool:

@@ -96,6 +96,43 @@ def test_regularization_loss_after_weights_made_in_nested_functions_keeps_no_tra
     np.testing.assert_allclose(jax.jit(model.apply)(params, X)[1], expected, rtol=1e-5)
 
 
+def test_a_nested_function_making_several_parameters_of_one_shape_leaves_no_pooled_placeholder():
+    # init stages placeholders of one shape in a pool: those left over stayed after the function
+    model = sp.transform(lambda x: sp.remat(
+        lambda h: sp.layers.dense(sp.layers.dense(h, 3, name="a"), 3, name="b"))(x))
+    with jax.checking_leaks():
+        params = model.init(KEY, X)
+    assert sorted(sp.flatten(params)) == ["a/bias", "a/kernel", "b/bias", "b/kernel"]
+
+
+def test_a_layer_objects_weights_read_after_a_nested_function_built_it_are_there_in_init():
+    def fn(x):
+        dense = sp.layers.Dense(3)
+        y = sp.remat(dense)(x)
+        y = sp.cond(True, dense, lambda h: h, y)
+        return y @ dense.kernel  # its placeholder of the remat's trace was dropped: made again
+
+    model = sp.transform(fn)
+    with jax.checking_leaks():
+        params = model.init(KEY, X)
+    np.testing.assert_allclose(jax.jit(model.apply)(params, X), model.apply(params, X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["remat", "remat_in_a_stack"])
+def test_state_set_in_a_remat_keeps_no_tracer_of_its_trace_in_init_and_apply(stacked):
+    block = sp.remat(lambda h: sp.layers.batch_normalization(h, training=True))
+    model = sp.transform_with_state(sp.layer_stack(2)(block) if stacked else block)
+    params, state = model.init(KEY, X)
+    expected = model.apply(params, state, X)
+    with jax.checking_leaks():  # the store kept the values set in the checkpoint's trace
+        model.init(KEY, X)
+        out = model.apply(params, state, X)
+        jitted = jax.jit(model.apply)(params, state, X)
+    for got in (out, jitted):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_init_of_a_training_batch_norm_keeps_no_tracer_under_jax_checking_leaks():
     model = sp.transform_with_state(lambda x: sp.layers.batch_normalization(x, training=True))
     with jax.checking_leaks():
@@ -203,6 +240,50 @@ def test_a_layer_object_whose_first_call_failed_before_it_built_builds_at_its_ne
     np.testing.assert_allclose(out[2], X @ params["my_layer"]["w"], rtol=1e-6)
     for a, b in zip(out, jit_out):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["GRUCell", "BasicRNNCell", "LSTMCell", "BasicLSTMCell"])
+def test_a_cell_whose_first_call_raised_after_making_its_weights_reuses_them_as_tfs(cell):
+    # TF makes a cell's weights in build, before the call that then fails (a state of the wrong
+    # size): built, its next call reuses them
+    lstm = "LSTM" in cell
+
+    def state(n):
+        zeros = jnp.zeros((2, n))
+        return sp.rnn.LSTMStateTuple(zeros, zeros) if lstm else zeros
+
+    def fn(x):
+        rnn_cell = getattr(sp.rnn, cell)(3)
+        with pytest.raises((ValueError, TypeError)):
+            rnn_cell(x, state(5))
+        return rnn_cell(x, state(3))[0]
+
+    model = sp.transform(fn)
+    params = model.init(KEY, X)  # was "Variable ... already exists"
+    assert len(sp.flatten(params)) == (4 if cell == "GRUCell" else 2)
+    np.testing.assert_allclose(jax.jit(model.apply)(params, X), model.apply(params, X), rtol=1e-6)
+
+
+def test_a_layer_object_whose_first_call_raised_after_making_its_weights_reuses_them_as_tfs():
+    calls = []
+
+    def activation(h):  # raises at the first call only, after the weights are made
+        calls.append(None)
+        if len(calls) == 1:
+            raise ValueError("first call")
+        return h
+
+    def fn(x):
+        calls.clear()
+        dense = sp.layers.Dense(4, activation=activation)
+        with pytest.raises(ValueError, match="first call"):
+            dense(x)
+        return dense(x)
+
+    model = sp.transform(fn)
+    params = model.init(KEY, X)  # was "Variable dense/kernel already exists"
+    np.testing.assert_allclose(model.apply(params, X),
+                               X @ params["dense"]["kernel"] + params["dense"]["bias"], rtol=1e-6)
 
 
 def test_a_layer_objects_second_call_still_reuses_what_its_first_call_built():

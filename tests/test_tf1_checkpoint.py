@@ -951,3 +951,36 @@ def test_load_variable_reads_a_tensor_name_as_its_variable_as_tfs_does(tmp_path)
                                   tf.train.load_variable(prefix, w.name))
     with pytest.raises(KeyError, match="no tensor named 'net/v' in TF checkpoint"):
         ckpt.load_variable(prefix, "net/v:0")
+
+
+def test_variables_named_like_a_parts_slot_keep_their_names_and_slots_keep_their_part_names(
+        tmp_path):
+    # 'x/part_0/foo' beside a partitioned 'x' is a variable of its own when the .meta lists it
+    # without slice info: not joined into an 'x/foo' the checkpoint does not have. A part's real
+    # slot ('train/w/part_0/Adam') is joined for adam_state_from_tf1 and still there by its own
+    # name for init_from_checkpoint, as TF lists it.
+    from scoped_params._tf1 import TF1Entries
+
+    with tf.Graph().as_default(), v1.Session() as session:
+        x = v1.get_variable("x", [4, 3], partitioner=v1.fixed_size_partitioner(2))
+        for k in range(2):
+            with v1.variable_scope(f"x/part_{k}"):
+                v1.get_variable("foo", [2, 3], initializer=v1.ones_initializer())
+        with v1.variable_scope("w_scope", partitioner=v1.fixed_size_partitioner(2)):
+            w = v1.get_variable("w", [4, 3])
+        with v1.variable_scope("train"):
+            train = v1.train.AdamOptimizer(0.1).minimize(
+                tf.reduce_sum(tf.square(w.as_tensor())) + tf.reduce_sum(x.as_tensor()))
+        session.run(v1.global_variables_initializer())
+        session.run(train)
+        path = v1.train.Saver({v.op.name: v for v in v1.global_variables()}).save(
+            session, str(tmp_path / "model.ckpt"))
+    flat = sp.checkpoint.load_tf1(path, include_optimizer_state=True, flat=True)
+    assert {"x/part_0/foo", "x/part_1/foo"} <= set(flat) and "x/foo" not in flat
+    np.testing.assert_array_equal(flat["x/part_0/foo"], np.ones((2, 3), np.float32))
+    assert flat["train/w_scope/w/Adam"].shape == (4, 3)
+    entries = TF1Entries(path)
+    assert "x/part_0/foo" in entries and "x/foo" not in entries
+    assert "train/w_scope/w/part_0/Adam" in entries and "train/w_scope/w/Adam" in entries
+    np.testing.assert_array_equal(entries["train/w_scope/w/part_1/Adam"],
+                                  entries["train/w_scope/w/Adam"][2:])
