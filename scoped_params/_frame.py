@@ -362,7 +362,8 @@ def record(name: str, value: Any) -> None:
     name recorded twice under one name scope gets ``_1``, ``_2``, ..., and so does one a name scope
     (or a layer's, e.g. ``dense``) already has: after ``sp.name_scope("attn")``, ``"attn"`` is
     ``"attn_1"``; ``None`` (or ``""``) is ``"Identity"``; a name ending in ``/`` is absolute
-    (``"s/"`` records ``"s"`` whatever the name scope); a name ``sp.name_scope`` refuses (``"bad
+    (``"s/"`` records ``"s"`` whatever the name scope, counted against no other name; one recorded
+    exactly again, which TF refuses as a duplicate node name, gets a suffix); a name ``sp.name_scope`` refuses (``"bad
     name"``) is an ``InvalidNameError``. Unlike TF, a name scope opened after a record of its name
     keeps the name (TF's would be ``attn_1``): name scopes never depend on whether intermediates are
     collected, so there the record ``attn`` and ``attn/scores`` both exist and ``sp.unflatten`` of

@@ -139,7 +139,6 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                                 raise _regularizer_error(full, regularizer)  # init's error too
                 elif scope._reuse is not False:  # reusing what this call created
                     passed = None
-                    site = created[full]
                     try:
                         aval = value.aval
                     except AttributeError:
@@ -156,11 +155,13 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             shape = _as_shape(shape, full, passed is None)
                             if shape is not None and shape != aval.shape and not _compatible(
                                     shape, aval.shape):
-                                raise _shape_error(full, shape, aval.shape, site, passed)
+                                raise _shape_error(full, shape, aval.shape,
+                                                   site if passed else created[full], passed)
                 except _ConcretizationError:  # a JAX integer in the shape, compared in a jit trace
                     shape = _as_shape(shape, full)  # its int, or the error for a traced one
                     if shape != aval.shape and not _compatible(shape, aval.shape):  # type: ignore[arg-type]
-                        raise _shape_error(full, shape, aval.shape, site, passed) from None
+                        raise _shape_error(full, shape, aval.shape, site if passed else created[full],
+                                           passed) from None
                 found = aval.dtype
                 if dtype is None:
                     dtype = scope.dtype
@@ -171,7 +172,8 @@ def get_param(name: str, shape: Optional[Sequence[int]] = None, init: Any = None
                             and not _same_dtype(found, dtype)):
                         converted = _canonical_numpy_leaf(aval, dtype)
                         if converted is None:
-                            raise _dtype_error(full, dtype, found, site, passed, init)
+                            raise _dtype_error(full, dtype, found, site if passed else created[full],
+                                               passed, init)
                         value = converted
                 if passed is not None:  # created by this request
                     created[full] = site

@@ -502,7 +502,8 @@ def check_index(prefix: str, index: str) -> None:
     than an int64 counts, a reference dtype, a slice of negative extent or named twice.
 
     Linear in the index, which TF reads anyway. Block checksums are TF's to check (it reports a
-    mismatch as an error); a table this parser cannot follow is left to TF as well."""
+    mismatch as an error); a table this parser cannot follow is left to TF as well. A file found
+    sound is not parsed again while it is unchanged (``load_variable`` opens a reader per name)."""
     from tensorflow.core.protobuf import tensor_bundle_pb2
 
     try:
@@ -510,6 +511,10 @@ def check_index(prefix: str, index: str) -> None:
         if f is None:
             return
         with f:
+            st = os.fstat(f.fileno())
+            seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if seen in _SOUND_INDEXES:
+                return
             data = f.read()
     except OSError:  # TF says what is wrong with it
         return
@@ -531,6 +536,13 @@ def check_index(prefix: str, index: str) -> None:
                 "  fix: restore the checkpoint's files from a backup, or save it again with TF.")
             err.filename = prefix
             raise err
+    if len(_SOUND_INDEXES) >= 256:
+        _SOUND_INDEXES.clear()
+    _SOUND_INDEXES.add(seen)
+
+
+# (device, inode, size, mtime) of the .index files check_index found sound: bounded.
+_SOUND_INDEXES: set = set()
 
 
 def _entry_problem(entry: Any) -> Optional[str]:
@@ -1045,7 +1057,7 @@ def _missing_parts(prefix: str, base: str, names: List[str], shape: tuple, cover
     missing = _unheld_parts(base, names, info)
     err = CheckpointMismatchError(
         f"cannot read {base!r} of TF checkpoint {prefix!r}: it is saved part by part, and the parts "
-        f"it holds ({', '.join(map(repr, names))}) cover {covered} of the {int(np.prod(shape))} "
+        f"it holds ({', '.join(map(repr, names))}) cover {covered} of the {math.prod(shape)} "
         f"values of its full shape {tuple(shape)}"
         + (f"; the .meta graph's slice info names {', '.join(map(repr, missing))} too, which it "
            "does not hold" if missing else "")

@@ -557,12 +557,12 @@ def _decode(path: str, data: bytes) -> Tuple[Dict[str, np.ndarray], Dict[str, st
             raise _corrupt(path, f"header entries {missing} are missing or damaged")
         newer = meta[_FORMAT_KEY] != FORMAT_VERSION
         upgrade = (f"format version {meta[_FORMAT_KEY]!r} is not one this version of scoped_params "
-                   f"reads ({FORMAT_VERSION!r})")
+                   f"reads ({FORMAT_VERSION!r}); upgrade scoped_params") if newer else ""
         at = _crc_offset(data[:8 + n])
         stored = meta[_CRC_KEY]
         if at < 0 or data[at:at + 8].decode("latin-1") != stored:
             if newer:  # a newer format may keep its checksum otherwise
-                raise _corrupt(path, upgrade + "; upgrade scoped_params")
+                raise _corrupt(path, upgrade)
             raise _corrupt(path, "its checksum field is damaged")
         actual = zlib.crc32(data[at + 8:], zlib.crc32(_CRC_PLACEHOLDER.encode(),
                                                       zlib.crc32(data[:at])))
@@ -578,7 +578,7 @@ def _decode(path: str, data: bytes) -> Tuple[Dict[str, np.ndarray], Dict[str, st
                               "that checks its files otherwise wrote it; then upgrade "
                               "scoped_params)" if newer else ""))
         if newer:
-            raise _corrupt(path, upgrade + "; upgrade scoped_params")
+            raise _corrupt(path, upgrade)
         try:
             record = json.loads(meta[_TENSORS_KEY])
         except (TypeError, ValueError) as e:

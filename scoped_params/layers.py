@@ -2213,7 +2213,9 @@ class _LayerObject(_KerasMethods):
             del call_kwargs["training"]  # TF's (Keras's) layers drop it when call does not take it
         captured, reuse = _object_scope(self, f"sp.layers.{type(self).__name__}", scope)
         frame, ns = _enter_object_name_scope(captured)
-        made = None if reuse is True else created_count(frame)
+        # A first call (reuse not on) makes the weights: _building runs it
+        run = type(self)._fn if reuse is True else functools.partial(_building, self, frame,
+                                                                      type(self)._fn)
         try:
             if captured.custom_getter is None:
                 # The body runs in the captured scope (TF's jump, _Within: its default names are
@@ -2221,20 +2223,12 @@ class _LayerObject(_KerasMethods):
                 # (_Current).
                 within = _Within(reentered(captured, reuse))
                 with within:
-                    out = type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
-                                         name=within.scope, reuse=reuse)
-            else:
-                out = type(self)._fn(inputs, *self._args, **self._kwargs, **call_kwargs,
-                                     name=captured, reuse=reuse)
-        except BaseException:
-            if made is not None and created_count(frame) > made:  # raised after its weights
-                _mark_built(self, frame)
-            raise
+                    return run(inputs, *self._args, **self._kwargs, **call_kwargs,
+                               name=within.scope, reuse=reuse)
+            return run(inputs, *self._args, **self._kwargs, **call_kwargs, name=captured,
+                       reuse=reuse)
         finally:
             _exit_name_scope(frame, ns)
-        if made is not None:
-            _mark_built(self, frame)
-        return out
 
 
 def _fresh_copy(layer: Any, made_at_call: Tuple[str, ...]) -> Any:
@@ -2411,7 +2405,22 @@ def _mark_built(layer: Any, frame: Any) -> None:
     frame.kept[("built", id(layer._scopes))] = (layer._scopes, True)  # kept: _object_scope made it
 
 
-def created_count(frame: Any) -> int:
+def _building(layer: Any, frame: Any, call: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, the first call in this init/apply of a built-in layer object or
+    cell, which makes its weights inside it: built once it returns, or, if it raised, once it
+    had made them (TF's ``build`` precedes the ``call`` that failed; see ``_created_count``)."""
+    made = _created_count(frame)
+    try:
+        out = call(*args, **kwargs)
+    except BaseException:
+        if _created_count(frame) > made:  # raised after its weights
+            _mark_built(layer, frame)
+        raise
+    _mark_built(layer, frame)
+    return out
+
+
+def _created_count(frame: Any) -> int:
     """How many parameters and state entries this call has created so far (init's specs, apply's
     created names): a built-in layer object or cell makes its weights inside its function, so one
     whose first call raised after making them has built (TF's weights are made in ``build``,

@@ -33,7 +33,7 @@ from ._params import _as_dtype, get_param
 from ._scope import _enter_name_scope, _exit_name_scope, begin_jump, end_jump
 from ._scope import scope as variable_scope
 from .initializers import constant, zeros
-from .layers import (_add_bias, _built_value, _check_add_weight_options, _deep_copy, created_count,
+from .layers import (_add_bias, _building, _built_value, _check_add_weight_options, _deep_copy,
                      _drop, _enter_object_name_scope, _from_keras, _is_number, _keep_for_call,
                      _layer_scope, _mark_built, _NamedByClass, _object_scope, _param_dtype,
                      _require_base_init, _set_layer_attribute, _TensorShape, _this_call)
@@ -238,15 +238,7 @@ class RNNCell(_NamedByClass):
                 if not (isinstance(self, _LayerCell) and type(self).build is RNNCell.build):
                     _mark_built(self, frame)
                     return self.call(inputs, state)
-                made = created_count(frame)
-                try:
-                    out = self.call(inputs, state)
-                except BaseException:
-                    if created_count(frame) > made:  # raised after its weights (TF's build)
-                        _mark_built(self, frame)
-                    raise
-                _mark_built(self, frame)
-                return out
+                return _building(self, frame, self.call, inputs, state)
         finally:
             _exit_name_scope(frame, names)
 
