@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -109,26 +109,37 @@ def _inside(frame: _frame.Frame, api: str, f: Callable, keys: _Keys,
     return body
 
 
-def _specs_made(frame: _frame.Frame) -> Optional[tuple]:
-    """In init: (the store, how many parameters and nested placeholders it has made) as a wrapper's
-    function starts; else None (apply makes none)."""
+class _Made(NamedTuple):
+    """What init had made as a wrapper's function started (``_specs_made``)."""
+    store: InitStore  # the call's store
+    specs: int  # how many parameters it had made
+    nested: int  # how many placeholders of nested traces it held (InitStore.nested)
+    view: Any  # the store the function sees (an sp.layer_stack block's view, or the store)
+    frame: _frame.Frame
+    regularized: int  # how many regularizer terms the call had
+
+
+def _specs_made(frame: _frame.Frame) -> Optional[_Made]:
+    """In init: what the store has made as a wrapper's function starts; else None (apply makes
+    none)."""
     if frame.mode != _frame.INIT:
         return None
     root = _root(frame.store)
     if not isinstance(root, InitStore):
         return None
-    return root, len(root.specs), len(root.nested), frame.store, frame, len(frame.regularized)
+    return _Made(root, len(root.specs), len(root.nested), frame.store, frame,
+                 len(frame.regularized))
 
 
-def _lift_constants(made: tuple) -> None:
+def _lift_constants(made: _Made) -> None:
     """As a wrapper's function returns in init (still in JAX's trace of it): the constant
     initializers built with jnp in it are rebuilt outside that trace, or named in an error if they
     depend on its arguments (see ``_materialize.lift_nested_constants``)."""
-    store, before = made[:2]
-    lift_nested_constants(store.specs, store.values, len(store.specs) - before, _TRACE.value)
+    store = made.store
+    lift_nested_constants(store.specs, store.values, len(store.specs) - made.specs, _TRACE.value)
 
 
-def _drop_placeholders(made: tuple) -> None:
+def _drop_placeholders(made: _Made) -> None:
     """Last as a wrapper's function returns in init (still in JAX's trace of it): the placeholders
     made in it are dropped from the store (``InitStore.drop_nested``) and from the slices of the
     ``sp.layer_stack`` blocks it runs in (but for state set in it, which ``sp.remat`` sets again
@@ -405,7 +416,7 @@ def remat(f: Callable, **checkpoint_kwargs: Any) -> Callable:
             # (In init, a weight's own term holds the placeholder the store made in this trace: not
             # an output of the function, and as the store's values, read as it is after it.)
             made_here = () if made is None else {
-                id(made[0].values.get(n)) for n in list(made[0].specs)[made[1]:]}
+                id(made.store.values.get(n)) for n in list(made.store.specs)[made.specs:]}
             inner[:] = [added + i for i, (_, value) in enumerate(frame.regularized[added:])
                         if getattr(value, "_trace", None) is here and id(value) not in made_here]
             if made is not None:
